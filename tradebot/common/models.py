@@ -1,0 +1,127 @@
+"""The events that cross the bus: frozen, validated, each with a stable id (its idempotency key)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,9}$"
+Side = Literal["buy", "sell"]
+Timeframe = Literal["1m", "5m", "15m", "1h", "1d"]
+
+
+def stable_id(*parts: object) -> str:
+    """A deterministic id from the parts that identify an event (same inputs, same id)."""
+    joined = "|".join(str(part) for part in parts)
+    return hashlib.blake2b(joined.encode(), digest_size=12).hexdigest()
+
+
+class Event(BaseModel):
+    """Base of every bus event: immutable, strict about unknown fields, UTC timestamps."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=100)
+    symbol: str = Field(pattern=SYMBOL_PATTERN)
+    timestamp: datetime
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("timestamp must be timezone-aware")
+        return value.astimezone(timezone.utc)
+
+
+class Tick(Event):
+    """One trade print."""
+
+    price: float = Field(gt=0)
+    size: float = Field(gt=0)
+    source: str = "mock"
+
+    @classmethod
+    def create(cls, symbol: str, price: float, size: float, timestamp: datetime,
+               source: str = "mock", trade_id: object = None) -> Tick:
+        """A tick whose id is the provider's trade id when known, else derived from its content."""
+        key = trade_id if trade_id is not None else stable_id(timestamp.isoformat(), price, size)
+        return cls(id=f"{source}:{symbol}:{key}", symbol=symbol, price=price, size=size,
+                   timestamp=timestamp, source=source)
+
+
+class Bar(Event):
+    """OHLCV for one bucket starting at ``timestamp``."""
+
+    timeframe: Timeframe
+    open: float = Field(gt=0)
+    high: float = Field(gt=0)
+    low: float = Field(gt=0)
+    close: float = Field(gt=0)
+    volume: float = Field(ge=0)
+    trade_count: int = Field(ge=0)
+    vwap: float | None = Field(None, gt=0)
+    source: str = "mock"
+
+    @model_validator(mode="after")
+    def _consistent_range(self) -> Bar:
+        if self.high < self.low:
+            raise ValueError("high must be >= low")
+        if not (self.low <= self.open <= self.high and self.low <= self.close <= self.high):
+            raise ValueError("open and close must lie within [low, high]")
+        return self
+
+    @classmethod
+    def bar_id(cls, source: str, symbol: str, timeframe: str, start: datetime) -> str:
+        """Bars are identified by where they come from and which bucket they cover."""
+        return f"{source}:{symbol}:{timeframe}:{start.isoformat()}"
+
+
+class Signal(Event):
+    """A strategy's decision to buy or sell, derived from the tick that triggered it."""
+
+    side: Side
+    price: float = Field(gt=0)
+    confidence: float = Field(ge=0, le=1)
+    strategy: str
+    tick_id: str
+
+
+class Order(Event):
+    """A market order; ``id`` is the client order id, derived from the signal id."""
+
+    side: Side
+    quantity: float = Field(gt=0)
+    signal_id: str
+    order_type: Literal["market"] = "market"
+
+    @classmethod
+    def from_signal(cls, signal: Signal, quantity: float) -> Order:
+        """One signal always becomes the same order (same client order id)."""
+        return cls(id=f"co-{stable_id('order', signal.id)}", symbol=signal.symbol, side=signal.side,
+                   quantity=quantity, signal_id=signal.id, timestamp=signal.timestamp)
+
+
+class OrderEvent(Event):
+    """What the broker did with an order: a fill (price, quantity, commission) or a rejection."""
+
+    client_order_id: str
+    status: Literal["filled", "rejected"]
+    side: Side
+    quantity: float = Field(ge=0)
+    price: float | None = Field(None, gt=0)
+    commission: float = Field(0.0, ge=0)
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _fill_has_price(self) -> OrderEvent:
+        if self.status == "filled" and (self.price is None or self.quantity <= 0):
+            raise ValueError("a fill needs a price and a positive quantity")
+        return self
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    model.__name__: model for model in (Tick, Bar, Signal, Order, OrderEvent)
+}

@@ -1,0 +1,18 @@
+"""Symbol universes: which symbols tradebot trades, resolved the same way for every worker."""
+
+from tradebot.universe.assets import AssetsUnavailable, UniverseError
+from tradebot.universe.resolver import (
+    SYMBOL_MODES,
+    live_subscription_symbols,
+    resolve_symbols,
+    universe_symbols,
+)
+
+__all__ = [
+    "SYMBOL_MODES",
+    "AssetsUnavailable",
+    "UniverseError",
+    "live_subscription_symbols",
+    "resolve_symbols",
+    "universe_symbols",
+]
