@@ -7,11 +7,10 @@ the seed's names keep working. A bad value stops start-up with one line naming w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 SymbolMode = Literal["popular", "large", "mid", "small", "all", "custom"]
 
@@ -39,6 +38,9 @@ class Settings(BaseSettings):
     lease_ttl_ms: int = Field(6000, ge=500)
     heartbeat_ttl_s: int = Field(15, ge=2)
     grace_period_s: float = Field(10.0, gt=0)
+    # test / batch mode: stop after this many messages, or once the input is drained (burst)
+    max_messages: int | None = Field(None, ge=1)
+    burst: bool = False
 
     # --- symbol universe ---
     symbol_mode: SymbolMode = "popular"
@@ -121,7 +123,7 @@ def load_settings(**overrides: object) -> Settings:
         name = str(first["loc"][0]).upper() if first["loc"] else "settings"
         given = first.get("input")
         shown = "" if name in _SECRET_NAMES or isinstance(given, dict) else f" (got {given!r})"
-        raise SettingsError(f"invalid setting {name}{shown}: {first['msg']}; set {name} to a valid value")
+        raise SettingsError(f"invalid setting {name}{shown}: {first['msg']}; set {name} to a valid value") from None
 
 
 _SECRET_NAMES = {"ALPACA_KEY", "ALPACA_SECRET", "POLYGON_API_KEY", "DATABASE_URL", "REDIS_URL"}

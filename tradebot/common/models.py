@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -33,7 +33,7 @@ class Event(BaseModel):
     def _aware_utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("timestamp must be timezone-aware")
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
 
 class Tick(Event):
@@ -94,6 +94,7 @@ class Order(Event):
 
     side: Side
     quantity: float = Field(gt=0)
+    reference_price: float = Field(gt=0)  # the last price the strategy saw; paper fills start here
     signal_id: str
     order_type: Literal["market"] = "market"
 
@@ -101,7 +102,8 @@ class Order(Event):
     def from_signal(cls, signal: Signal, quantity: float) -> Order:
         """One signal always becomes the same order (same client order id)."""
         return cls(id=f"co-{stable_id('order', signal.id)}", symbol=signal.symbol, side=signal.side,
-                   quantity=quantity, signal_id=signal.id, timestamp=signal.timestamp)
+                   quantity=quantity, reference_price=signal.price, signal_id=signal.id,
+                   timestamp=signal.timestamp)
 
 
 class OrderEvent(Event):

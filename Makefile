@@ -1,0 +1,33 @@
+# The two README commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint bench chaos clean
+
+$(BIN)/tradebot: requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt -e .
+	@touch $@
+
+install: $(BIN)/tradebot
+
+run: install
+	$(BIN)/tradebot up
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check tradebot tests manage_symbols.py
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/tradebot bench
+
+chaos: install
+	$(BIN)/python -m pytest -m chaos
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

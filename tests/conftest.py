@@ -1,0 +1,73 @@
+"""Session fixtures: the same embedded Redis and PostgreSQL the product runs, on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.helpers import free_port
+from tradebot.common.bus import Bus, connect
+from tradebot.common.config import Settings
+from tradebot.common.embedded import EmbeddedRedis, embedded_servers
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(redis_url, database_url) of one embedded pair for the whole run."""
+    data_dir = tmp_path_factory.mktemp("servers")
+    with embedded_servers(data_dir, free_port(), free_port()) as urls:
+        yield urls
+
+
+@pytest.fixture(scope="session")
+def redis_url(servers: tuple[str, str]) -> str:
+    return servers[0]
+
+
+@pytest.fixture(scope="session")
+def database_url(servers: tuple[str, str]) -> str:
+    return servers[1]
+
+
+@pytest.fixture
+def settings(redis_url: str, database_url: str, tmp_path: Path) -> Settings:
+    """Settings pointing at the test servers, with short timeouts so tests run quickly."""
+    return Settings(_env_file=None, redis_url=redis_url, database_url=database_url, data_dir=tmp_path,
+                    bus_block_ms=100, claim_idle_ms=500, lease_ttl_ms=1500, heartbeat_ttl_s=3,
+                    grace_period_s=5, symbol_mode="custom", symbols=["AAPL", "MSFT", "NVDA"])
+
+
+@pytest.fixture
+async def bus(redis_url: str) -> AsyncIterator[Bus]:
+    """A bus on an empty Redis database."""
+    client = connect(redis_url)
+    await client.flushdb()
+    instance = Bus(client, maxlen=100_000, max_deliveries=3)
+    yield instance
+    await instance.close()
+
+
+@pytest.fixture
+async def clean_database(database_url: str) -> str:
+    """The test database with every tradebot table emptied (schema kept)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'")
+        if tables:
+            await conn.execute("TRUNCATE " + ", ".join(t["tablename"] for t in tables))
+    finally:
+        await conn.close()
+    return database_url
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test's own, which the test may stop and restart."""
+    server = EmbeddedRedis(tmp_path / "redis", free_port())
+    server.start()
+    yield server
+    server.stop()

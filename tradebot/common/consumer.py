@@ -1,0 +1,148 @@
+"""The consumer loop of stateless roles: one group over many streams, ack after the effect.
+
+On start a consumer drains its own pending entries, then alternates between reclaiming entries
+that dead consumers left idle and reading new ones. A handler error on a batch is retried entry by
+entry so one poison entry cannot hold back the rest; the poison entry stays pending and reaches the
+dead-letter stream after ``max_deliveries``. Transient errors (the database or Redis gone) are
+retried with capped, jittered backoff and never count as deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+
+from redis.backoff import ExponentialWithJitterBackoff
+
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Delivery
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[list[Delivery]], Awaitable[None]]
+
+
+class Backoff:
+    """Capped, jittered delays that reset after a success; logs once per outage."""
+
+    def __init__(self, what: str, cap_s: float = 5.0):
+        self.what = what
+        self._delays = ExponentialWithJitterBackoff(cap=cap_s, base=0.1)
+        self.failures = 0
+
+    async def wait(self, error: BaseException, stop: asyncio.Event) -> None:
+        """Sleep before the next attempt (cut short by ``stop``)."""
+        if self.failures == 0:
+            log.warning("%s unavailable (%s); retrying with backoff", self.what, error)
+        self.failures += 1
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=self._delays.compute(self.failures))
+        except TimeoutError:
+            pass
+
+    def succeeded(self) -> None:
+        """Reset after a success, logging the recovery once."""
+        if self.failures:
+            log.info("%s is back after %d retries", self.what, self.failures)
+        self.failures = 0
+
+
+class GroupConsumer:
+    """Consume ``streams`` as ``consumer`` in ``group``; see the module docstring."""
+
+    def __init__(self, bus: Bus, streams: Sequence[str], group: str, consumer: str, *, batch_size: int,
+                 block_ms: int, claim_idle_ms: int, counters: Counter,
+                 transient_errors: tuple[type[BaseException], ...] = ()):
+        self.bus = bus
+        self.streams = list(streams)
+        self.group = group
+        self.consumer = consumer
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.counters = counters
+        self.transient_errors = transient_errors + RECOVERABLE_REDIS_ERRORS
+        self._redis_backoff = Backoff("redis")
+        self._effect_backoff = Backoff(f"{group} effect")
+        self._recheck_pending = True
+        self._next_reclaim = 0.0
+
+    async def run(self, handle: Handler, *, stop: asyncio.Event, max_messages: int | None = None,
+                  burst: bool = False) -> None:
+        """Loop until ``stop`` (or, in burst mode, until nothing is left; or after max_messages)."""
+        await self._with_redis(self._ensure_groups, stop)
+        while not stop.is_set():
+            if max_messages is not None and self.counters["handled"] >= max_messages:
+                return
+            batch = await self._with_redis(self._next_batch, stop)
+            if batch:
+                await self._handle(batch, handle, stop)
+            elif burst and batch is not None and not self._recheck_pending:
+                return
+
+    async def _ensure_groups(self) -> None:
+        for stream in self.streams:
+            await self.bus.ensure_group(stream, self.group)
+
+    async def _next_batch(self) -> list[Delivery]:
+        if self._recheck_pending:
+            pending = await self.bus.read(self.streams, self.group, self.consumer,
+                                          count=self.batch_size, block_ms=None, pending=True)
+            if pending:
+                return pending
+            self._recheck_pending = False
+        if time.monotonic() >= self._next_reclaim:
+            self._next_reclaim = time.monotonic() + self.claim_idle_ms / 2000
+            for stream in self.streams:
+                claimed = await self.bus.reclaim_idle(stream, self.group, self.consumer,
+                                                      min_idle_ms=self.claim_idle_ms, count=self.batch_size)
+                if claimed:
+                    self.counters["reclaimed"] += len(claimed)
+                    return claimed
+        return await self.bus.read(self.streams, self.group, self.consumer, count=self.batch_size,
+                                   block_ms=self.block_ms)
+
+    async def _with_redis(self, operation: Callable[[], Awaitable], stop: asyncio.Event):  # type: ignore[no-untyped-def]
+        """Run a Redis operation, riding out outages; None if stopped meanwhile."""
+        while not stop.is_set():
+            try:
+                result = await operation()
+                self._redis_backoff.succeeded()
+                return result
+            except RECOVERABLE_REDIS_ERRORS as error:
+                self.counters["redis_retries"] += 1
+                await self._redis_backoff.wait(error, stop)
+        return None
+
+    async def _handle(self, batch: list[Delivery], handle: Handler, stop: asyncio.Event) -> None:
+        while True:
+            try:
+                await handle(batch)
+                self._effect_backoff.succeeded()
+                break
+            except self.transient_errors as error:
+                if stop.is_set():
+                    return  # unacked: redelivered to whoever runs next
+                self.counters["effect_retries"] += 1
+                await self._effect_backoff.wait(error, stop)
+            except Exception as error:  # noqa: BLE001 - isolate the poison entry below
+                log.warning("batch of %d failed (%s); retrying entry by entry", len(batch), error)
+                batch = await self._handle_one_by_one(batch, handle)
+                break
+        await self._with_redis(lambda: self.bus.ack(self.group, batch), stop)
+        self.counters["handled"] += len(batch)
+
+    async def _handle_one_by_one(self, batch: list[Delivery], handle: Handler) -> list[Delivery]:
+        """Handle each entry alone; return those that succeeded. Failures stay pending."""
+        done = []
+        for delivery in batch:
+            try:
+                await handle([delivery])
+                done.append(delivery)
+            except Exception as error:  # noqa: BLE001 - recorded, redelivered, dead-lettered after N
+                self.bus.last_errors[delivery.entry_id] = f"{type(error).__name__}: {error}"
+                self.counters["failed"] += 1
+                self._recheck_pending = True
+        return done

@@ -1,0 +1,236 @@
+"""Stateful roles: each partition has one owner at a time, by lease, with checkpointed state.
+
+Workers of a role announce themselves in a sorted set scored by heartbeat expiry; every live member
+computes the same assignment (partition p goes to the (p mod n)-th member in name order), takes
+leases on its share with SET NX PX, renews them, and hands back the ones it no longer should own.
+A partition is always read as the consumer ``partition-<p>``, so a new owner inherits the old
+owner's pending entries and processes them first. State, outputs and acks are written in one
+atomic commit that also checks the lease (fencing), so a crash neither loses nor repeats an
+effect, and a worker that lost its lease writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery
+from tradebot.common.consumer import Backoff
+from tradebot.common.models import Event
+from tradebot.common.streams import checkpoint_key, lease_key, members_key, partition_consumer
+
+log = logging.getLogger(__name__)
+
+# Renew only if still ours; release only if still ours.
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+class PartitionState(Protocol):
+    """The pure state of one partition: restored from, and saved to, a checkpoint string."""
+
+    def restore(self, checkpoint: str | None) -> None: ...
+
+    def apply(self, events: list[Event]) -> list[tuple[str, Event]]:
+        """Apply events in order; return (stream, event) outputs to publish."""
+        ...
+
+    def checkpoint(self) -> str: ...
+
+
+@dataclass
+class PartitionSettings:
+    """How a stateful role reads and leases its partitions."""
+
+    role: str
+    partitions: int
+    stream_for: Callable[[int], str]
+    batch_size: int = 500
+    block_ms: int = 1000
+    lease_ttl_ms: int = 6000
+    membership_interval_s: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.membership_interval_s = self.lease_ttl_ms / 3000
+
+
+def assigned_partitions(members: list[str], me: str, partitions: int) -> set[int]:
+    """The partitions ``me`` should own among ``members`` (same answer on every member)."""
+    ordered = sorted(members)
+    if me not in ordered:
+        return set()
+    return {p for p in range(partitions) if ordered[p % len(ordered)] == me}
+
+
+class PartitionedWorker:
+    """Owns a fair share of a role's partitions and runs one reader task per owned partition."""
+
+    def __init__(self, bus: Bus, config: PartitionSettings, member: str,
+                 new_state: Callable[[int], PartitionState], counters: Counter):
+        self.bus = bus
+        self.config = config
+        self.member = member
+        self.new_state = new_state
+        self.counters = counters
+        self._renew = bus.redis.register_script(_RENEW)
+        self._release = bus.redis.register_script(_RELEASE)
+        self._owned: dict[int, tuple[asyncio.Task, asyncio.Event]] = {}
+        self._backoff = Backoff("redis (membership)")
+
+    async def run(self, *, stop: asyncio.Event, max_messages: int | None = None, burst: bool = False) -> None:
+        """Keep membership and leases current until stopped, then hand every partition back."""
+        self._max_messages, self._burst = max_messages, burst
+        try:
+            while not stop.is_set() and not self._finished():
+                try:
+                    await self._rebalance()
+                    self._backoff.succeeded()
+                except RECOVERABLE_REDIS_ERRORS as error:
+                    await self._backoff.wait(error, stop)
+                    continue
+                await self._wait_for_change(stop)
+        finally:
+            await self._release_all()
+
+    def _finished(self) -> bool:
+        if self._max_messages is not None and self.counters["handled"] >= self._max_messages:
+            return True
+        return self._burst and bool(self._owned) and all(t.done() for t, _ in self._owned.values())
+
+    async def _wait_for_change(self, stop: asyncio.Event) -> None:
+        waiters = {asyncio.create_task(stop.wait())} | {task for task, _ in self._owned.values()}
+        await asyncio.wait(waiters, timeout=self.config.membership_interval_s,
+                           return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            if not any(waiter is task for task, _ in self._owned.values()):
+                waiter.cancel()
+
+    async def _rebalance(self) -> None:
+        role, ttl = self.config.role, self.config.lease_ttl_ms
+        now_ms = int(time.time() * 1000)
+        await self.bus.redis.zadd(members_key(role), {self.member: now_ms + ttl})
+        await self.bus.redis.zremrangebyscore(members_key(role), "-inf", now_ms)
+        members = await self.bus.redis.zrange(members_key(role), 0, -1)
+        wanted = assigned_partitions(members, self.member, self.config.partitions)
+        for partition in list(self._owned):
+            task, _ = self._owned[partition]
+            renewed = await self._renew(keys=[lease_key(role, partition)], args=[self.member, ttl])
+            if task.done() or not renewed or partition not in wanted:
+                await self._give_up(partition, lost=not renewed)
+        for partition in sorted(wanted - self._owned.keys()):
+            if await self.bus.redis.set(lease_key(role, partition), self.member, nx=True, px=ttl):
+                self._start(partition)
+
+    def _start(self, partition: int) -> None:
+        stop = asyncio.Event()
+        reader = PartitionReader(self.bus, self.config, self.member, partition, self.new_state(partition),
+                                 self.counters)
+        task = asyncio.create_task(reader.run(stop, burst=self._burst, max_messages=self._max_messages))
+        self._owned[partition] = (task, stop)
+        self.counters["partitions_acquired"] += 1
+        log.info("%s now owns partition %d", self.config.role, partition)
+
+    async def _give_up(self, partition: int, *, lost: bool) -> None:
+        task, stop = self._owned.pop(partition)
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        if not lost:
+            await self._release(keys=[lease_key(self.config.role, partition)], args=[self.member])
+        log.info("%s %s partition %d", self.config.role, "lost" if lost else "released", partition)
+
+    async def _release_all(self) -> None:
+        for partition in list(self._owned):
+            try:
+                await self._give_up(partition, lost=False)
+            except RECOVERABLE_REDIS_ERRORS:
+                self._owned.pop(partition, None)
+        try:
+            await self.bus.redis.zrem(members_key(self.config.role), self.member)
+        except RECOVERABLE_REDIS_ERRORS:
+            pass  # membership expires by itself
+
+
+class PartitionReader:
+    """Reads one owned partition: restore checkpoint, pending entries first, then new ones."""
+
+    def __init__(self, bus: Bus, config: PartitionSettings, member: str, partition: int,
+                 state: PartitionState, counters: Counter):
+        self.bus = bus
+        self.config = config
+        self.member = member
+        self.partition = partition
+        self.state = state
+        self.counters = counters
+        self.stream = config.stream_for(partition)
+        self.consumer = partition_consumer(partition)
+        self._backoff = Backoff(f"redis (partition {partition})")
+
+    async def run(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> None:
+        """Process until told to stop, the lease is lost, or (burst) the partition is drained."""
+        while not stop.is_set():
+            try:
+                await self._restore_and_drain(stop, burst=burst, max_messages=max_messages)
+                return
+            except RECOVERABLE_REDIS_ERRORS as error:
+                await self._backoff.wait(error, stop)
+
+    async def _restore_and_drain(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> None:
+        await self.bus.ensure_group(self.stream, self.config.role)
+        self.state.restore(await self.bus.redis.get(checkpoint_key(self.config.role, self.partition)))
+        pending = True  # the previous owner's unacked entries come first
+        while not stop.is_set():
+            if max_messages is not None and self.counters["handled"] >= max_messages:
+                return
+            batch = await self.bus.read([self.stream], self.config.role, self.consumer,
+                                        count=self.config.batch_size, block_ms=self.config.block_ms,
+                                        pending=pending)
+            self._backoff.succeeded()
+            if batch:
+                if not await self._commit(batch):
+                    return
+            elif pending:
+                pending = False
+            elif burst:
+                return
+            else:
+                pending = True  # idle: pick up anything a fenced-off former owner left behind
+
+    async def _commit(self, batch: list[Delivery]) -> bool:
+        outputs, poisoned = self._apply(batch)
+        for delivery, reason in poisoned:
+            await self.bus.dead_letter(self.config.role, delivery.stream, delivery.entry_id,
+                                       {"event": delivery.event.model_dump_json()}, reason)
+        rejected = {delivery.entry_id for delivery, _ in poisoned}
+        commit = Commit(publish=outputs, acks=[(d.stream, d.entry_id) for d in batch if d.entry_id not in rejected],
+                        state={checkpoint_key(self.config.role, self.partition): self.state.checkpoint()})
+        lease = (lease_key(self.config.role, self.partition), self.member)
+        if not await self.bus.commit(self.config.role, commit, lease=lease):
+            log.warning("lease on partition %d lost before commit; leaving it to the new owner", self.partition)
+            self.counters["fenced"] += 1
+            return False
+        self.counters["handled"] += len(batch)
+        self.counters["published"] += len(outputs)
+        return True
+
+    def _apply(self, batch: list[Delivery]) -> tuple[list[tuple[str, Event]], list[tuple[Delivery, str]]]:
+        """Apply the batch; an event the state rejects is set aside for the dead-letter stream."""
+        saved = self.state.checkpoint()
+        try:
+            return self.state.apply([d.event for d in batch]), []
+        except Exception:  # noqa: BLE001 - find the culprit below, entry by entry
+            self.state.restore(saved)
+        outputs: list[tuple[str, Event]] = []
+        poisoned: list[tuple[Delivery, str]] = []
+        for delivery in batch:
+            before = self.state.checkpoint()
+            try:
+                outputs += self.state.apply([delivery.event])
+            except Exception as error:  # noqa: BLE001 - a deterministic failure would repeat forever
+                self.state.restore(before)
+                poisoned.append((delivery, f"{type(error).__name__}: {error}"))
+        return outputs, poisoned
