@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -22,6 +23,7 @@ from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Delivery
 log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Delivery]], Awaitable[None]]
+T = TypeVar("T")
 
 
 class Backoff:
@@ -31,12 +33,14 @@ class Backoff:
         self.what = what
         self._delays = ExponentialWithJitterBackoff(cap=cap_s, base=0.1)
         self.failures = 0
+        self.total_retries = 0
 
     async def wait(self, error: BaseException, stop: asyncio.Event) -> None:
         """Sleep before the next attempt (cut short by ``stop``)."""
         if self.failures == 0:
             log.warning("%s unavailable (%s); retrying with backoff", self.what, error)
         self.failures += 1
+        self.total_retries += 1
         try:
             await asyncio.wait_for(stop.wait(), timeout=self._delays.compute(self.failures))
         except TimeoutError:
@@ -47,6 +51,19 @@ class Backoff:
         if self.failures:
             log.info("%s is back after %d retries", self.what, self.failures)
         self.failures = 0
+
+
+async def ride_out_redis(operation: Callable[[], Awaitable[T]], stop: asyncio.Event,
+                         backoff: Backoff) -> T | None:
+    """Run a Redis operation, retrying through outages with backoff; None if stopped meanwhile."""
+    while not stop.is_set():
+        try:
+            result = await operation()
+            backoff.succeeded()
+            return result
+        except RECOVERABLE_REDIS_ERRORS as error:
+            await backoff.wait(error, stop)
+    return None
 
 
 class GroupConsumer:
@@ -68,6 +85,7 @@ class GroupConsumer:
         self._effect_backoff = Backoff(f"{group} effect")
         self._recheck_pending = True
         self._next_reclaim = 0.0
+        self._counted_retries = 0
 
     async def run(self, handle: Handler, *, stop: asyncio.Event, max_messages: int | None = None,
                   burst: bool = False) -> None:
@@ -104,17 +122,12 @@ class GroupConsumer:
         return await self.bus.read(self.streams, self.group, self.consumer, count=self.batch_size,
                                    block_ms=self.block_ms)
 
-    async def _with_redis(self, operation: Callable[[], Awaitable], stop: asyncio.Event):  # type: ignore[no-untyped-def]
-        """Run a Redis operation, riding out outages; None if stopped meanwhile."""
-        while not stop.is_set():
-            try:
-                result = await operation()
-                self._redis_backoff.succeeded()
-                return result
-            except RECOVERABLE_REDIS_ERRORS as error:
-                self.counters["redis_retries"] += 1
-                await self._redis_backoff.wait(error, stop)
-        return None
+    async def _with_redis(self, operation: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T | None:
+        try:
+            return await ride_out_redis(operation, stop, self._redis_backoff)
+        finally:
+            self.counters["redis_retries"] += self._redis_backoff.total_retries - self._counted_retries
+            self._counted_retries = self._redis_backoff.total_retries
 
     async def _handle(self, batch: list[Delivery], handle: Handler, stop: asyncio.Event) -> None:
         while True:

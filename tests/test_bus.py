@@ -1,0 +1,174 @@
+"""The bus against real Redis: delivery, acks, dead letters, crashes and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from redis.exceptions import ResponseError
+
+from tests.bus_workers import ACKED, EFFECTS
+from tests.helpers import wait_until
+from tradebot.common.bus import Bus, Delivery, connect, encode
+from tradebot.common.consumer import Backoff, GroupConsumer, ride_out_redis
+from tradebot.common.embedded import EmbeddedRedis
+from tradebot.common.models import Tick
+
+START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+STREAM = "test.ticks"
+
+
+def ticks(count: int, symbol: str = "AAPL") -> list[Tick]:
+    return [Tick.create(symbol, 100 + i * 0.01, 10, START + timedelta(seconds=i), trade_id=i) for i in range(count)]
+
+
+def consumer(bus: Bus, name: str, counters: Counter | None = None, streams=(STREAM,)) -> GroupConsumer:
+    return GroupConsumer(bus, list(streams), "testers", name, batch_size=50, block_ms=50, claim_idle_ms=300,
+                         counters=counters if counters is not None else Counter())
+
+
+async def test_published_events_come_back_decoded_and_acks_clear_pending(bus: Bus) -> None:
+    sent = ticks(5)
+    await bus.ensure_group(STREAM, "testers")
+    await bus.publish((STREAM, t) for t in sent)
+    got = await bus.read([STREAM], "testers", "c1", count=10, block_ms=10)
+    assert [d.event for d in got] == sent
+    assert (await bus.health(STREAM, "testers")).pending == 5
+    await bus.ack("testers", got)
+    health = await bus.health(STREAM, "testers")
+    assert (health.length, health.pending, health.lag) == (5, 0, 0)
+
+
+async def test_group_creation_tolerates_existing_group_but_not_other_errors(bus: Bus) -> None:
+    await bus.ensure_group(STREAM, "testers")
+    await bus.ensure_group(STREAM, "testers")
+    await bus.redis.set("not-a-stream", "x")
+    with pytest.raises(ResponseError):
+        await bus.ensure_group("not-a-stream", "testers")
+
+
+async def test_lag_counts_undelivered_entries(bus: Bus) -> None:
+    await bus.ensure_group(STREAM, "testers")
+    await bus.publish((STREAM, t) for t in ticks(7))
+    await bus.read([STREAM], "testers", "c1", count=3, block_ms=10)
+    health = await bus.health(STREAM, "testers")
+    assert (health.pending, health.lag, health.near_cap) == (3, 4, False)
+
+
+async def test_malformed_entries_go_to_the_dead_letter_stream_and_the_rest_flows(bus: Bus) -> None:
+    good = ticks(3)
+    await bus.ensure_group(STREAM, "testers")
+    await bus.publish([(STREAM, good[0])])
+    await bus.publish_raw(STREAM, {"garbage": "yes"})
+    await bus.publish_raw(STREAM, {**encode(good[1]), "data": "{not json"})
+    bad_price = json.loads(encode(good[1])["data"]) | {"price": -5}
+    await bus.publish_raw(STREAM, {**encode(good[1]), "data": json.dumps(bad_price)})
+    await bus.publish([(STREAM, good[1]), (STREAM, good[2])])
+    handled: list[Tick] = []
+
+    async def handle(batch: list[Delivery]) -> None:
+        handled.extend(d.event for d in batch)  # type: ignore[misc]
+
+    await consumer(bus, "c1").run(handle, stop=asyncio.Event(), burst=True)
+    assert handled == good
+    dead = await bus.redis.xrange("dlq." + STREAM)
+    reasons = [fields["reason"] for _, fields in dead]
+    assert reasons[0] == "unsupported schema version None"
+    assert reasons[1].startswith("invalid Tick: ")
+    assert "price" in reasons[2] and "greater than 0" in reasons[2]
+    assert json.loads(dead[0][1]["payload"]) == {"garbage": "yes"}
+    assert (await bus.health(STREAM, "testers")).pending == 0
+
+
+async def test_a_poison_entry_is_dead_lettered_after_max_deliveries_without_blocking_others(bus: Bus) -> None:
+    sent = ticks(10)
+    poison = sent[4]
+    await bus.publish((STREAM, t) for t in sent)
+    handled: list[str] = []
+
+    async def handle(batch: list[Delivery]) -> None:
+        if any(d.event == poison for d in batch):
+            raise RuntimeError("cannot handle this one")
+        handled.extend(d.event.id for d in batch)
+
+    await consumer(bus, "c1").run(handle, stop=asyncio.Event(), burst=True)
+    assert sorted(handled) == sorted(t.id for t in sent if t != poison)
+    [(_, dead)] = await bus.redis.xrange("dlq." + STREAM)
+    assert json.loads(json.loads(dead["payload"])["data"])["id"] == poison.id
+    assert dead["reason"] == ("delivered 4 times without ack; last error: RuntimeError: cannot handle this one")
+    assert (await bus.health(STREAM, "testers")).pending == 0
+
+
+async def test_entries_of_a_consumer_killed_mid_batch_are_reclaimed_and_acked_once(bus: Bus, redis_url: str) -> None:
+    sent = ticks(300)
+    await bus.ensure_group(STREAM, "testers")
+    await bus.publish((STREAM, t) for t in sent)
+    victim = subprocess.Popen([sys.executable, "-m", "tests.bus_workers", "group", redis_url, STREAM],
+                              env={"HOLD_AFTER": "120", "PATH": ""})
+    try:
+        await wait_until(lambda: bus.redis.exists("test.holding"), what="the victim to be mid-batch")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+    finally:
+        victim.kill()
+    assert (await bus.health(STREAM, "testers")).pending > 0
+
+    from tests.bus_workers import RecordingBus
+    survivor_bus = RecordingBus(connect(redis_url), max_deliveries=3)
+    counters: Counter = Counter()
+
+    async def handle(batch: list[Delivery]) -> None:
+        for delivery in batch:
+            await survivor_bus.redis.rpush(EFFECTS, delivery.entry_id)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer(survivor_bus, "survivor", counters).run(handle, stop=stop))
+    await wait_until(lambda: _pending_is_zero(bus), what="every entry to be acked")
+    stop.set()
+    await task
+    await survivor_bus.close()
+    effects = await bus.redis.lrange(EFFECTS, 0, -1)
+    acked = await bus.redis.lrange(ACKED, 0, -1)
+    entry_ids = [entry_id for entry_id, _ in await bus.redis.xrange(STREAM)]
+    assert set(effects) == set(entry_ids)  # every entry handled at least once
+    assert sorted(acked) == sorted(entry_ids)  # and acked exactly once
+    assert counters["reclaimed"] > 0
+
+
+async def _pending_is_zero(bus: Bus) -> bool:
+    health = await bus.health(STREAM, "testers")
+    return health.pending == 0 and health.lag == 0
+
+
+async def test_consumers_ride_out_a_redis_restart_without_losing_entries(private_redis: EmbeddedRedis) -> None:
+    publisher = Bus(connect(private_redis.url))
+    reader = Bus(connect(private_redis.url))
+    first, second = ticks(200), ticks(200, symbol="MSFT")
+    await publisher.ensure_group(STREAM, "testers")
+    await publisher.publish((STREAM, t) for t in first)
+    handled: set[str] = set()
+
+    async def handle(batch: list[Delivery]) -> None:
+        handled.update(d.event.id for d in batch)
+
+    counters: Counter = Counter()
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer(reader, "c1", counters).run(handle, stop=stop))
+    await wait_until(lambda: len(handled) == 200, what="the first half")
+    private_redis.stop()  # SIGTERM: Redis flushes its append-only file
+    private_redis.start()
+    await ride_out_redis(lambda: publisher.publish((STREAM, t) for t in second), stop, Backoff("test publisher"))
+    await wait_until(lambda: len(handled) == 400, what="the second half after the restart")
+    await wait_until(lambda: _pending_is_zero(publisher), what="acks after the restart")
+    stop.set()
+    await task
+    assert handled == {t.id for t in first + second}
+    assert counters["redis_retries"] > 0
+    await publisher.close()
+    await reader.close()

@@ -1,0 +1,123 @@
+"""Stateful roles on partition leases: order, exactly-once effects, rebalancing, -9 kills."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+
+from tests.bus_workers import APPLIED, ROLE, SequenceState
+from tests.helpers import wait_until
+from tradebot.common.bus import Bus, connect
+from tradebot.common.partitions import PartitionedWorker, PartitionSettings, assigned_partitions
+from tradebot.common.streams import checkpoint_key, partition_for, tick_stream, tick_stream_for
+
+PARTITIONS = 6
+SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "V", "XOM", "KO", "PEP"]
+START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+
+
+def test_assignment_is_fair_and_the_same_for_every_member() -> None:
+    members = ["w-b", "w-a", "w-c"]
+    shares = [assigned_partitions(members, m, 8) for m in members]
+    assert set().union(*shares) == set(range(8))
+    assert sum(len(s) for s in shares) == 8
+    assert sorted(len(s) for s in shares) == [2, 3, 3]
+    assert assigned_partitions(members, "stranger", 8) == set()
+
+
+async def publish_sequence(bus: Bus, start: int, stop: int) -> None:
+    from tradebot.common.models import Tick
+
+    batch = []
+    for seq in range(start, stop):
+        for symbol in SYMBOLS:
+            tick = Tick.create(symbol, 100 + seq * 0.01, 1, START + timedelta(seconds=seq), trade_id=seq)
+            batch.append((tick_stream_for(symbol, PARTITIONS), tick))
+    await bus.publish(batch)
+
+
+async def applied_sequences(bus: Bus) -> dict[str, list[int]]:
+    sequences: dict[str, list[int]] = defaultdict(list)
+    for _, fields in await bus.redis.xrange(APPLIED):
+        from tradebot.common.bus import decode
+
+        tick = decode(fields)
+        sequences[tick.symbol].append(int(tick.id.rsplit(":", 1)[1]))
+    return sequences
+
+
+async def applied_count(bus: Bus) -> int:
+    return await bus.redis.xlen(APPLIED)
+
+
+def start_worker(redis_url: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tests.bus_workers", "partitioned", redis_url, str(PARTITIONS)])
+
+
+async def run_single_consumer(bus: Bus) -> dict[str, list[int]]:
+    config = PartitionSettings(role=ROLE, partitions=PARTITIONS, stream_for=tick_stream, block_ms=50,
+                               lease_ttl_ms=1500)
+    worker = PartitionedWorker(bus, config, "solo", lambda _: SequenceState(), Counter())
+    await worker.run(stop=asyncio.Event(), burst=True)
+    return await applied_sequences(bus)
+
+
+async def test_joining_leaving_and_killed_workers_apply_each_symbol_in_order_exactly_once(
+        bus: Bus, redis_url: str) -> None:
+    await publish_sequence(bus, 0, 100)
+    reference = await run_single_consumer(bus)
+    assert reference == {symbol: list(range(100)) for symbol in SYMBOLS}
+    await bus.redis.flushdb()
+
+    workers: list[subprocess.Popen] = []
+    try:
+        await publish_sequence(bus, 0, 25)
+        workers.append(start_worker(redis_url))
+        await wait_until(lambda: _applied_at_least(bus, 25 * len(SYMBOLS)), what="one worker")
+        workers.append(start_worker(redis_url))
+        await publish_sequence(bus, 25, 50)
+        workers.append(start_worker(redis_url))
+        await wait_until(lambda: _members(bus, 3), what="three members")
+        await publish_sequence(bus, 50, 75)
+        workers[0].send_signal(signal.SIGKILL)  # dies holding leases and maybe an uncommitted batch
+        await publish_sequence(bus, 75, 90)
+        workers[1].send_signal(signal.SIGTERM)  # leaves gracefully, handing its partitions back
+        assert workers[1].wait(timeout=30) == 0
+        await publish_sequence(bus, 90, 100)
+        await wait_until(lambda: _applied_at_least(bus, 100 * len(SYMBOLS)), timeout=60, what="everything")
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+    assert await applied_sequences(bus) == reference
+    for partition in range(PARTITIONS):
+        assert await bus.redis.xlen("dlq." + tick_stream(partition)) == 0
+    used = {partition_for(symbol, PARTITIONS) for symbol in SYMBOLS}
+    assert all([await bus.redis.get(checkpoint_key(ROLE, p)) for p in used])
+
+
+async def _applied_at_least(bus: Bus, count: int) -> bool:
+    return await applied_count(bus) >= count
+
+
+async def _members(bus: Bus, count: int) -> bool:
+    return await bus.redis.zcard(f"members:{ROLE}") >= count
+
+
+async def test_a_worker_that_lost_its_lease_cannot_commit(bus: Bus, redis_url: str) -> None:
+    from tradebot.common.bus import Commit
+    from tradebot.common.streams import lease_key
+
+    await bus.redis.set(lease_key(ROLE, 0), "someone-else")
+    fenced = Commit(state={checkpoint_key(ROLE, 0): "stale"})
+    assert not await bus.commit(ROLE, fenced, lease=(lease_key(ROLE, 0), "me"))
+    assert await bus.redis.get(checkpoint_key(ROLE, 0)) is None
+    other = Bus(connect(redis_url))
+    assert await other.commit(ROLE, Commit(state={checkpoint_key(ROLE, 0): "fresh"}),
+                              lease=(lease_key(ROLE, 0), "someone-else"))
+    assert await bus.redis.get(checkpoint_key(ROLE, 0)) == "fresh"
+    await other.close()

@@ -1,0 +1,133 @@
+"""A deterministic mock trade feed: geometric Brownian motion around realistic prices.
+
+Tick ``k`` of a symbol is a pure function of (seed, symbol, k, the price after tick ``k-1``): its
+random draws come from a hash of (seed, symbol, k), not from a shared generator. So the feed can
+resume from a tiny cursor (per-symbol tick count and price) without replaying history, and adding a
+symbol never changes the path of another. Symbols take turns (round robin); each tick stands for
+one second of trading when scaling the volatility, whatever the publishing rate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from tradebot.common.models import Tick
+
+Clock = Callable[[], datetime]
+
+SOURCE = "mock"
+ANNUAL_VOLATILITY = 0.35
+TRADING_SECONDS_PER_YEAR = 252 * 6.5 * 3600
+TICK_STEP_YEARS = 1 / TRADING_SECONDS_PER_YEAR  # one tick = one second of trading
+# Roughly where these traded in late 2024; anything else gets a stable price from its name.
+KNOWN_PRICES = {
+    "AAPL": 220.0, "MSFT": 430.0, "NVDA": 130.0, "AMZN": 190.0, "GOOGL": 170.0, "GOOG": 172.0,
+    "META": 560.0, "TSLA": 250.0, "AVGO": 170.0, "ORCL": 170.0, "CRM": 290.0, "AMD": 150.0,
+    "ADBE": 500.0, "NFLX": 700.0, "INTC": 22.0, "CSCO": 55.0, "IBM": 210.0, "QCOM": 165.0,
+    "JPM": 220.0, "BAC": 42.0, "WFC": 65.0, "GS": 520.0, "V": 290.0, "MA": 500.0, "BRK.B": 460.0,
+    "XOM": 115.0, "CVX": 150.0, "UNH": 580.0, "JNJ": 160.0, "LLY": 850.0, "PFE": 28.0,
+    "WMT": 80.0, "COST": 900.0, "HD": 400.0, "PG": 170.0, "KO": 70.0, "PEP": 165.0, "DIS": 95.0,
+    "SPY": 570.0, "QQQ": 490.0,
+}
+DEFAULT_PRICE_CENTS = (2_000, 30_000)  # unknown symbols start between $20 and $300
+
+
+def utc_now() -> datetime:
+    """The real clock."""
+    return datetime.now(UTC)
+
+
+def stepping_clock(start: datetime, step: timedelta = timedelta(milliseconds=10)) -> Clock:
+    """A deterministic clock for tests and replays: each call returns ``step`` later than the last."""
+    calls = 0
+
+    def now() -> datetime:
+        nonlocal calls
+        calls += 1
+        return start + step * (calls - 1)
+
+    return now
+
+
+def starting_price(symbol: str) -> float:
+    """A realistic price for well-known tickers; a stable one derived from crc32 for the rest."""
+    known = KNOWN_PRICES.get(symbol)
+    if known is not None:
+        return known
+    low, high = DEFAULT_PRICE_CENTS
+    return (low + zlib.crc32(symbol.encode()) % (high - low + 1)) / 100
+
+
+def draws(seed: int, symbol: str, index: int) -> tuple[float, float, float, float]:
+    """Four uniforms in (0, 1) for tick ``index`` of ``symbol``: same inputs, same numbers."""
+    digest = hashlib.blake2b(f"{seed}|{symbol}|{index}".encode(), digest_size=32).digest()
+    words = (int.from_bytes(digest[i:i + 8], "big") for i in range(0, 32, 8))
+    return tuple((word + 0.5) / 2**64 for word in words)  # type: ignore[return-value]
+
+
+def trade_size(kind: float, amount: float) -> int:
+    """Half odd lots (1-99 shares), most of the rest round lots, a few blocks up to 5,000."""
+    if kind < 0.5:
+        return 1 + int(amount * 99)
+    if kind < 0.9:
+        return 100 * (1 + int(amount * 5))
+    return 100 * (5 + int(amount * 46))
+
+
+def next_price(price: float, normal: float) -> float:
+    """One GBM step without drift: the expected price stays put, the log-price diffuses."""
+    sigma = ANNUAL_VOLATILITY
+    return price * math.exp(-0.5 * sigma**2 * TICK_STEP_YEARS + sigma * math.sqrt(TICK_STEP_YEARS) * normal)
+
+
+@dataclass
+class SymbolPath:
+    """Where one symbol's random walk stands: ticks made so far and the unrounded price."""
+
+    count: int
+    price: float
+
+
+class MockFeed:
+    """Generates ticks round robin over ``symbols``; resumable from :meth:`cursor`."""
+
+    def __init__(self, symbols: Sequence[str], seed: int, *, clock: Clock = utc_now,
+                 cursor: dict | None = None):
+        if not symbols:
+            raise ValueError("the mock feed needs at least one symbol")
+        self.symbols = list(symbols)
+        self.seed = seed
+        self.clock = clock
+        saved = cursor or {}
+        self.produced: int = saved.get("produced", 0)
+        # Paths of symbols no longer traded are kept, so re-adding one never reuses a tick id.
+        self.paths = {symbol: SymbolPath(**path) for symbol, path in saved.get("paths", {}).items()}
+        for symbol in self.symbols:
+            self.paths.setdefault(symbol, SymbolPath(0, starting_price(symbol)))
+
+    def next_tick(self) -> Tick:
+        """The next trade print in the sequence."""
+        symbol = self.symbols[self.produced % len(self.symbols)]
+        path = self.paths[symbol]
+        u_radius, u_angle, u_kind, u_amount = draws(self.seed, symbol, path.count)
+        normal = math.sqrt(-2 * math.log(u_radius)) * math.cos(2 * math.pi * u_angle)  # Box-Muller
+        path.price = next_price(path.price, normal)
+        tick = Tick.create(symbol, max(0.01, round(path.price, 2)), trade_size(u_kind, u_amount),
+                           self.clock(), source=SOURCE, trade_id=path.count)
+        path.count += 1
+        self.produced += 1
+        return tick
+
+    def take(self, count: int) -> list[Tick]:
+        """The next ``count`` ticks."""
+        return [self.next_tick() for _ in range(count)]
+
+    def cursor(self) -> dict:
+        """JSON-ready position of the feed; a feed built from it continues the same sequence."""
+        return {"produced": self.produced, "seed": self.seed,
+                "paths": {symbol: {"count": p.count, "price": p.price} for symbol, p in self.paths.items()}}
