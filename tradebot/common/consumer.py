@@ -55,15 +55,19 @@ class Backoff:
 
 async def ride_out_redis(operation: Callable[[], Awaitable[T]], stop: asyncio.Event,
                          backoff: Backoff) -> T | None:
-    """Run a Redis operation, retrying through outages with backoff; None if stopped meanwhile."""
-    while not stop.is_set():
+    """Run a Redis operation, retrying through outages with backoff; None if it failed once stopped.
+
+    It is always tried at least once, so the ack of a finished batch still goes out while stopping.
+    """
+    while True:
         try:
             result = await operation()
             backoff.succeeded()
             return result
         except RECOVERABLE_REDIS_ERRORS as error:
+            if stop.is_set():
+                return None
             await backoff.wait(error, stop)
-    return None
 
 
 class GroupConsumer:

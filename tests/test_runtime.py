@@ -1,0 +1,73 @@
+"""Process life: SIGTERM drains the batch and exits 0; the grace period is enforced; bad settings stop start-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+from tests.helpers import wait_until
+from tests.runtime_worker import STREAM
+from tradebot.common.bus import Bus
+from tradebot.common.config import Settings
+from tradebot.common.models import Tick
+
+
+def start_worker(settings: Settings, **env: str) -> subprocess.Popen:
+    environment = {**os.environ, "REDIS_URL": settings.redis_url or "", "DATABASE_URL": settings.database_url or "",
+                   "BUS_BLOCK_MS": "50", "HEARTBEAT_TTL_S": "3", **env}
+    return subprocess.Popen([sys.executable, "-m", "tests.runtime_worker"], env=environment,
+                            stderr=subprocess.PIPE, text=True)
+
+
+async def publish(bus: Bus, count: int) -> None:
+    now = datetime.now(UTC)
+    await bus.publish((STREAM, Tick.create("AAPL", 100 + i, 1, now, trade_id=i)) for i in range(count))
+
+
+async def test_sigterm_finishes_the_batch_acks_and_exits_zero(bus: Bus, settings: Settings) -> None:
+    await publish(bus, 20)
+    worker = start_worker(settings)
+    try:
+        await wait_until(lambda: bus.redis.exists("test.in_batch"), what="the worker to be mid-batch")
+        beats = [json.loads(await bus.redis.get(key)) async for key in bus.redis.scan_iter("heartbeat:tester:*")]
+        assert beats and beats[0]["pid"] == worker.pid
+        worker.send_signal(signal.SIGTERM)
+        await bus.redis.set("test.gate", 1)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        worker.kill()
+    stderr = worker.stderr.read() if worker.stderr else ""
+    assert "tester stopped after" in stderr and "handled=20" in stderr
+    assert (await bus.health(STREAM, "lifecycle")).pending == 0
+    assert [key async for key in bus.redis.scan_iter("heartbeat:tester:*")] == []
+
+
+async def test_a_batch_that_outlives_the_grace_period_is_left_for_redelivery(bus: Bus, settings: Settings) -> None:
+    await publish(bus, 5)
+    worker = start_worker(settings, GRACE_PERIOD_S="0.5")
+    try:
+        await wait_until(lambda: bus.redis.exists("test.in_batch"), what="the worker to be mid-batch")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 1
+    finally:
+        worker.kill()
+    assert (await bus.health(STREAM, "lifecycle")).pending == 5
+
+
+def test_a_bad_setting_stops_start_up_with_one_line(settings: Settings) -> None:
+    worker = start_worker(settings, TICK_PARTITIONS="eight")
+    assert worker.wait(timeout=30) != 0
+    lines = [line for line in (worker.stderr.read() if worker.stderr else "").splitlines() if line.strip()]
+    assert lines == ["invalid setting TICK_PARTITIONS (got 'eight'): Input should be a valid integer, "
+                     "unable to parse string as an integer; set TICK_PARTITIONS to a valid value"]
+
+
+def test_secrets_are_never_echoed_in_setting_errors(settings: Settings) -> None:
+    worker = start_worker(settings, ALPACA_KEY="", POLYGON_API_KEY="pk_live_supersecret", POLYGON_FEED="bogus")
+    worker.wait(timeout=30)
+    stderr = worker.stderr.read() if worker.stderr else ""
+    assert "POLYGON_FEED" in stderr and "supersecret" not in stderr

@@ -1,0 +1,146 @@
+"""A paper broker: fills market orders at the last price with slippage and commission.
+
+Long only: a sell beyond the position held is rejected rather than opening a short, and a buy that
+costs more than the cash is rejected rather than borrowing. The average cost of a position includes
+the commissions paid to open it, so realised + unrealised P&L always equals equity minus starting
+cash. Idempotent on the client order id: an order seen before returns no event and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass
+
+from tradebot.common.models import Order, OrderEvent, stable_id
+
+# Duplicates arrive close to the original (a redelivered batch, a replayed order), so remembering
+# the most recent client order ids is enough; an unbounded set would grow the checkpoint forever.
+REMEMBERED_ORDERS = 10_000
+QUANTITY_TOLERANCE = 1e-9
+
+
+@dataclass
+class Position:
+    """Holdings and results in one symbol."""
+
+    quantity: float = 0.0
+    average_cost: float = 0.0  # per share, opening commissions included
+    realised_pnl: float = 0.0
+    last_price: float | None = None  # the latest reference price seen for the symbol (the mark)
+
+    @property
+    def unrealised_pnl(self) -> float:
+        """What the open quantity would gain or lose if sold at the mark (before commission)."""
+        if self.last_price is None or self.quantity == 0:
+            return 0.0
+        return self.quantity * (self.last_price - self.average_cost)
+
+
+def event_id(client_order_id: str) -> str:
+    """The id of the one event an order ever gets."""
+    return stable_id("fill", client_order_id)
+
+
+class PaperBroker:
+    """Cash, positions and P&L of one simulated account."""
+
+    def __init__(self, starting_cash: float, slippage_bps: float = 0.0, commission_per_share: float = 0.0):
+        self.starting_cash = starting_cash
+        self.slippage_bps = slippage_bps
+        self.commission_per_share = commission_per_share
+        self.cash = starting_cash
+        self.commissions = 0.0
+        self.positions: dict[str, Position] = {}
+        self._seen: deque[str] = deque(maxlen=REMEMBERED_ORDERS)
+        self._seen_set: set[str] = set()
+
+    def execute(self, order: Order) -> OrderEvent | None:
+        """Fill or reject an order; None (and no change) when this client order id was seen before."""
+        if order.id in self._seen_set:
+            return None
+        self._remember(order.id)
+        position = self.positions.setdefault(order.symbol, Position())
+        position.last_price = order.reference_price
+        price = self.fill_price(order)
+        commission = order.quantity * self.commission_per_share
+        reason = self.rejection(order, price, commission)
+        if reason is not None:
+            return self._event(order, "rejected", reason=reason)
+        if order.side == "buy":
+            self._buy(position, order.quantity, price, commission)
+        else:
+            self._sell(position, order.quantity, price, commission)
+        return self._event(order, "filled", price=price, commission=commission)
+
+    def fill_price(self, order: Order) -> float:
+        """The reference price moved against the order by the slippage: buys pay more, sells get less."""
+        direction = 1 if order.side == "buy" else -1
+        return round(order.reference_price * (1 + direction * self.slippage_bps / 10_000), 4)
+
+    def rejection(self, order: Order, price: float, commission: float) -> str | None:
+        """Why the order cannot be filled, or None if it can."""
+        if order.side == "buy":
+            cost = order.quantity * price + commission
+            if cost > self.cash:
+                return (f"insufficient cash: buying {order.quantity:g} {order.symbol} costs ${cost:,.2f}, "
+                        f"cash is ${self.cash:,.2f}")
+            return None
+        held = self.positions[order.symbol].quantity
+        if order.quantity > held + QUANTITY_TOLERANCE:
+            return (f"insufficient position: selling {order.quantity:g} {order.symbol} but holding {held:g} "
+                    "(short selling is not supported)")
+        return None
+
+    def _buy(self, position: Position, quantity: float, price: float, commission: float) -> None:
+        cost = quantity * price + commission
+        total = position.quantity + quantity
+        position.average_cost = (position.average_cost * position.quantity + cost) / total
+        position.quantity = total
+        self.cash -= cost
+        self.commissions += commission
+
+    def _sell(self, position: Position, quantity: float, price: float, commission: float) -> None:
+        proceeds = quantity * price - commission
+        position.realised_pnl += proceeds - quantity * position.average_cost
+        position.quantity -= quantity
+        if abs(position.quantity) <= QUANTITY_TOLERANCE:
+            position.quantity, position.average_cost = 0.0, 0.0
+        self.cash += proceeds
+        self.commissions += commission
+
+    def _event(self, order: Order, status: str, *, price: float | None = None, commission: float = 0.0,
+               reason: str | None = None) -> OrderEvent:
+        # Timestamped with the order, not the wall clock, so a replay gives identical events.
+        return OrderEvent(id=event_id(order.id), symbol=order.symbol, timestamp=order.timestamp,
+                          client_order_id=order.id, status=status, side=order.side,  # type: ignore[arg-type]
+                          quantity=order.quantity, price=price, commission=commission, reason=reason)
+
+    def _remember(self, client_order_id: str) -> None:
+        if len(self._seen) == self._seen.maxlen:
+            self._seen_set.discard(self._seen[0])
+        self._seen.append(client_order_id)
+        self._seen_set.add(client_order_id)
+
+    def account(self) -> dict:
+        """Cash, equity, P&L and positions, as JSON-ready data."""
+        positions = {symbol: {**asdict(p), "unrealised_pnl": p.unrealised_pnl} for symbol, p in self.positions.items()}
+        market_value = sum(p.quantity * (p.last_price or p.average_cost) for p in self.positions.values())
+        return {"starting_cash": self.starting_cash, "cash": self.cash, "equity": self.cash + market_value,
+                "realised_pnl": sum(p.realised_pnl for p in self.positions.values()),
+                "unrealised_pnl": sum(p.unrealised_pnl for p in self.positions.values()),
+                "commissions": self.commissions, "positions": positions}
+
+    def snapshot(self) -> dict:
+        """The whole account, including the remembered order ids, as JSON-ready data."""
+        return {"starting_cash": self.starting_cash, "cash": self.cash, "commissions": self.commissions,
+                "positions": {symbol: asdict(p) for symbol, p in self.positions.items()},
+                "seen_order_ids": list(self._seen)}
+
+    def restore(self, snapshot: dict) -> None:
+        """Replace the account with a snapshot (fee settings stay as built: they apply from now on)."""
+        self.starting_cash = snapshot["starting_cash"]
+        self.cash = snapshot["cash"]
+        self.commissions = snapshot["commissions"]
+        self.positions = {symbol: Position(**saved) for symbol, saved in snapshot["positions"].items()}
+        self._seen = deque(snapshot["seen_order_ids"], maxlen=REMEMBERED_ORDERS)
+        self._seen_set = set(self._seen)

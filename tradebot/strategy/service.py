@@ -1,0 +1,88 @@
+"""The strategy worker: owns tick partitions by lease and turns their ticks into signals and orders.
+
+Each owned partition has one strategy instance holding the state of that partition's symbols. Its
+outputs (signals on ``signals``, orders on ``orders.new``), its checkpoint and the acks of the ticks
+it applied are written in one fenced commit, so any number of workers, started and killed in any
+order, produce exactly the signals a single uninterrupted worker would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Callable
+
+from tradebot.common import runtime
+from tradebot.common.bus import Bus, connect
+from tradebot.common.config import Settings
+from tradebot.common.models import Event, Order, Tick
+from tradebot.common.partitions import PartitionedWorker, PartitionSettings
+from tradebot.common.streams import ORDERS_NEW, SIGNALS, STRATEGY_ROLE, tick_stream
+from tradebot.strategy.base import Strategy
+from tradebot.strategy.moving_average import MovingAverageCrossover
+
+
+class StrategyPartition:
+    """The checkpointed state of one tick partition: a strategy instance behind PartitionState."""
+
+    def __init__(self, new_strategy: Callable[[], Strategy], order_quantity: float):
+        self.new_strategy = new_strategy
+        self.order_quantity = order_quantity
+        self.strategy = new_strategy()
+
+    def restore(self, checkpoint: str | None) -> None:
+        """Start from the checkpoint, or from nothing when there is none."""
+        self.strategy = self.new_strategy()
+        if checkpoint:
+            self.strategy.restore(json.loads(checkpoint))
+
+    def apply(self, events: list[Event]) -> list[tuple[str, Event]]:
+        """Feed ticks to the strategy; each signal is published along with its order."""
+        outputs: list[tuple[str, Event]] = []
+        for event in events:
+            if not isinstance(event, Tick):
+                raise TypeError(f"expected a Tick on a tick stream, got a {type(event).__name__}")
+            for signal in self.strategy.on_tick(event):
+                outputs += [(SIGNALS, signal), (ORDERS_NEW, Order.from_signal(signal, self.order_quantity))]
+        return outputs
+
+    def checkpoint(self) -> str:
+        """The strategy's snapshot as compact JSON."""
+        return json.dumps(self.strategy.snapshot(), separators=(",", ":"))
+
+
+def strategy_factory(settings: Settings) -> Callable[[], Strategy]:
+    """Builds the configured strategy (the moving-average crossover)."""
+    return lambda: MovingAverageCrossover(settings.short_window, settings.long_window)
+
+
+def strategy_worker(bus: Bus, settings: Settings, member: str, counters: Counter) -> PartitionedWorker:
+    """A partition-leasing worker named ``member`` (unique per worker) running the strategy."""
+    config = PartitionSettings(role=STRATEGY_ROLE, partitions=settings.tick_partitions, stream_for=tick_stream,
+                               batch_size=settings.bus_batch_size, block_ms=settings.bus_block_ms,
+                               lease_ttl_ms=settings.lease_ttl_ms)
+    new_strategy = strategy_factory(settings)
+    return PartitionedWorker(bus, config, member=member, counters=counters,
+                             new_state=lambda _partition: StrategyPartition(new_strategy, settings.order_quantity))
+
+
+async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> None:
+    """Worker entry: run the strategy over the partitions this process wins."""
+    if not settings.redis_url:
+        raise ValueError("REDIS_URL is not set")
+    bus = Bus(connect(settings.redis_url), maxlen=settings.stream_maxlen, max_deliveries=settings.max_deliveries)
+    try:
+        worker = strategy_worker(bus, settings, runtime.consumer_name(), counters)
+        await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
+    finally:
+        await bus.close()
+
+
+def main() -> None:
+    """``python -m tradebot.strategy.service``."""
+    runtime.main(STRATEGY_ROLE, run)
+
+
+if __name__ == "__main__":
+    main()
