@@ -1,0 +1,87 @@
+"""The `tradebot` command: it only parses, sets up logging and dispatches."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tradebot.common.config import load_settings
+from tradebot.common.runtime import infrastructure, setup_logging
+from tradebot.roles import DEFAULT_UP, ROLES, UnknownRoleError, module_for, run_role
+from tradebot.universe.cli import app as symbols_app
+
+app = typer.Typer(help="Event-driven trading bot for US equities.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.add_typer(symbols_app, name="symbols", help="Inspect and manage the symbol universe.")
+
+
+def parse_scale(values: list[str]) -> dict[str, int]:
+    """``["strategy=3", "storage=2"]`` on top of the default process set."""
+    scale = dict(DEFAULT_UP)
+    for value in values:
+        role, _, count = value.partition("=")
+        try:
+            module_for(role)
+            scale[role] = int(count)
+        except (UnknownRoleError, ValueError) as error:
+            detail = str(error) if isinstance(error, UnknownRoleError) else f"count must be a whole number: {value!r}"
+            raise typer.BadParameter(f"--scale ROLE=N: {detail}") from None
+        if scale[role] < 0 or (role == "api" and scale[role] > 1):
+            raise typer.BadParameter(f"--scale {value}: use 0..N (the API binds one port: at most 1)")
+    return {role: count for role, count in scale.items() if count > 0}
+
+
+@app.command()
+def up(scale: Annotated[list[str], typer.Option(help="ROLE=N, repeatable, e.g. strategy=3")] = []) -> None:  # noqa: B006
+    """Run the whole system: servers (embedded when URLs are unset), migrations, workers and the API."""
+    from tradebot.supervisor import up as run_up
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    raise typer.Exit(run_up(settings, parse_scale(scale)))
+
+
+@app.command()
+def worker(role: Annotated[str, typer.Argument(help=f"one of: {', '.join(ROLES)}")]) -> None:
+    """Run one worker in this process (as docker compose and VS Code do)."""
+    try:
+        module_for(role)
+    except UnknownRoleError as error:
+        raise typer.BadParameter(str(error)) from None
+    run_role(role)
+
+
+@app.command()
+def migrate(dry_run: Annotated[bool, typer.Option("--dry-run", help="print the DDL instead of applying it")] = False,
+            mode: Annotated[str | None, typer.Option(help="with --dry-run: timescaledb or postgresql")] = None) -> None:
+    """Apply the database migrations (safe to run twice, and from two processes at once)."""
+    from tradebot.storage.schema import migrate as apply_migrations
+    from tradebot.storage.schema import render_ddl
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    if dry_run and mode:
+        typer.echo(render_ddl(mode))
+        return
+    with infrastructure(settings) as ready:
+        output = apply_migrations(ready.database_url or "", dry_run=dry_run)
+    for line in output:
+        typer.echo(line)
+
+
+@app.command()
+def servers() -> None:
+    """Run only the embedded Redis and PostgreSQL until Ctrl-C (for debugging workers one by one)."""
+    import signal
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    with infrastructure(settings) as ready:
+        typer.echo(f"REDIS_URL={ready.redis_url}\nDATABASE_URL={ready.database_url}\n(Ctrl-C stops them)")
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+if __name__ == "__main__":
+    app()

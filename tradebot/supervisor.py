@@ -1,0 +1,141 @@
+"""`tradebot up`: servers, migrations, every worker as its own process, restarts, clean stop.
+
+Each worker is started as ``python -m <module>`` with the resolved URLs in its environment, so a
+process tree here behaves like the containers of docker compose. A worker that exits on its own
+is restarted with exponential backoff (reset once it has stayed up for a while); Ctrl-C sends
+SIGTERM to all, waits for their grace period, and only then stops the servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from tradebot.common.config import Settings
+from tradebot.common.runtime import infrastructure
+from tradebot.roles import module_for
+
+log = logging.getLogger("tradebot.supervisor")
+
+RESTART_BACKOFF_S = (1, 2, 4, 8, 15, 30)
+STABLE_AFTER_S = 60.0
+POLL_S = 0.2
+
+
+@dataclass
+class Managed:
+    """One supervised worker process."""
+
+    role: str
+    index: int
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    next_start_at: float = 0.0
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}-{self.index}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", module_for(self.role)], env=self.env)
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %d)", self.name, self.process.pid)
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The parent's environment plus the URLs every worker must share."""
+    return {**os.environ, "REDIS_URL": settings.redis_url or "", "DATABASE_URL": settings.database_url or ""}
+
+
+def up(settings: Settings, scale: dict[str, int]) -> int:
+    """Run the whole system until Ctrl-C; returns the exit code."""
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    with infrastructure(settings) as ready:
+        from tradebot.storage.schema import migrate
+
+        migrate(ready.database_url or "")
+        workers = [Managed(role, i + 1, env=worker_environment(ready))
+                   for role, count in scale.items() for i in range(count)]
+        for worker in workers:
+            worker.start()
+        print_summary(ready, scale)
+        while not stopping:
+            supervise(workers)
+            time.sleep(POLL_S)
+        stop_all(workers, ready.grace_period_s)
+    log.info("tradebot stopped")
+    return 0
+
+
+def supervise(workers: list[Managed]) -> None:
+    """Restart any worker that exited, after its backoff delay."""
+    now = time.monotonic()
+    for worker in workers:
+        if worker.process is None:
+            if now >= worker.next_start_at:
+                worker.start()
+            continue
+        code = worker.process.poll()
+        if code is None:
+            continue
+        if now - worker.started_at > STABLE_AFTER_S:
+            worker.restarts = 0
+        delay = RESTART_BACKOFF_S[min(worker.restarts, len(RESTART_BACKOFF_S) - 1)]
+        log.warning("%s exited with code %s; restarting in %ds", worker.name, code, delay)
+        worker.restarts += 1
+        worker.process = None
+        worker.next_start_at = now + delay
+
+
+def stop_all(workers: list[Managed], grace_period_s: float) -> None:
+    """SIGTERM every worker, wait out the grace period, SIGKILL what is left."""
+    running = [w for w in workers if w.process is not None and w.process.poll() is None]
+    log.info("stopping %d workers", len(running))
+    for worker in running:
+        worker.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    deadline = time.monotonic() + grace_period_s + 5
+    for worker in running:
+        try:
+            worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))  # type: ignore[union-attr]
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in time; killing it", worker.name)
+            worker.process.kill()  # type: ignore[union-attr]
+            worker.process.wait()  # type: ignore[union-attr]
+
+
+def print_summary(settings: Settings, scale: dict[str, int]) -> None:
+    """What runs where, in a few lines a person reads once."""
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    workers = ", ".join(f"{role}×{count}" for role, count in scale.items())
+    lines = [
+        "tradebot is up — Ctrl-C stops everything",
+        f"  workers:  {workers}",
+        f"  history:  {api}/history/AAPL?timeframe=1m   symbols: {api}/symbols",
+        f"  health:   {api}/health   API docs: {api}/docs",
+        f"  redis:    {_without_password(settings.redis_url)}",
+        f"  postgres: {_without_password(settings.database_url)}",
+        f"  data:     {settings.data_dir.resolve()}",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _without_password(url: str | None) -> str:
+    """Show where a server is without ever printing its credentials."""
+    if not url or "@" not in url:
+        return url or "-"
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
