@@ -46,6 +46,7 @@ from tests.emulators import (
     PolygonStreamEmulator,
     RejectAuth,
     Send,
+    SendError,
     SendMessages,
     SendRaw,
     Trade,
@@ -130,26 +131,11 @@ def test_alpaca_stream_delivers_trades_and_bars_to_alpaca_py() -> None:
         got_trade, got_bar = inbox.wait_for(2)
         session = emu.sessions[0]
 
-    assert (got_trade.symbol, got_trade.price, got_trade.size, got_trade.id) == (
-        "AAPL",
-        190.25,
-        15,
-        42,
-    )
-    assert (got_trade.timestamp, got_trade.exchange, got_trade.conditions, got_trade.tape) == (
-        T0,
-        "V",
-        ["@", "I"],
-        "C",
-    )
-    assert (got_bar.open, got_bar.high, got_bar.low, got_bar.close, got_bar.volume) == (
-        190.0,
-        191.0,
-        189.5,
-        190.5,
-        12_000,
-    )
-    assert (got_bar.timestamp, got_bar.trade_count, got_bar.vwap) == (T0, 87, 190.3)
+    t, b = got_trade, got_bar
+    assert (t.symbol, t.price, t.size, t.id, t.timestamp) == ("AAPL", 190.25, 15, 42, T0)
+    assert (t.exchange, t.conditions, t.tape) == ("V", ["@", "I"], "C")
+    assert (b.open, b.high, b.low, b.close, b.volume) == (190.0, 191.0, 189.5, 190.5, 12_000)
+    assert (b.timestamp, b.trade_count, b.vwap) == (T0, 87, 190.3)
     assert session.headers["Content-Type"] == "application/msgpack"
     assert session.received == [
         {"action": "auth", "key": KEY, "secret": SECRET},
@@ -159,7 +145,8 @@ def test_alpaca_stream_delivers_trades_and_bars_to_alpaca_py() -> None:
 
 def test_alpaca_stream_reconnects_after_drop_and_gate_controls_the_timing() -> None:
     gate = Gate()
-    scenario = [Trade("AAPL", 1.0, 1, T0), gate, Drop(), Trade("AAPL", 2.0, 1, T0)]
+    as_dict = {"symbol": "AAPL", "price": 2.0, "size": 1, "timestamp": "2024-01-02T14:30:00Z"}
+    scenario = [Trade("AAPL", 1.0, 1, T0), gate, Drop(), as_dict]
     inbox = Inbox()
     with AlpacaStreamEmulator(scenario) as emu, running(alpaca_stream(emu, inbox), emu):
         inbox.wait_for(1)
@@ -178,18 +165,11 @@ def test_alpaca_stream_reconnects_after_drop_and_gate_controls_the_timing() -> N
 def test_alpaca_stream_survives_malformed_frames() -> None:
     bad_type = {"T": "t", "S": "AAPL", "i": 1, "x": "V", "p": "not-a-price", "s": 1, "t": T0}
     bar_without_n_vw = {"T": "b", "S": "AAPL", "o": 1, "h": 1, "l": 1, "c": 1, "v": 1, "t": T0}
-    string_time = {
-        "T": "t",
-        "S": "AAPL",
-        "i": 2,
-        "x": "V",
-        "p": 1.0,
-        "s": 1,
-        "t": "2024-01-02T14:30:00Z",
-    }
+    string_time = {"T": "t", "S": "AAPL", "i": 2, "p": 1.0, "s": 1, "t": "2024-01-02T14:30:00Z"}
     scenario = [
         SendRaw(b"\xc1\xc1garbage"),
         SendRaw("text, not msgpack"),
+        SendError(500),
         SendMessages([bad_type]),
         SendMessages([bar_without_n_vw]),
         SendMessages([string_time]),
@@ -306,31 +286,18 @@ async def test_polygon_stream_delivers_trades_and_aggregates_then_ends_on_close_
         await asyncio.wait_for(polygon_client(emu).connect(inbox.extend), TIMEOUT)
         subscribe = emu.received[1]
 
-    got_trade, got_agg = inbox.items
-    assert isinstance(got_trade, EquityTrade) and isinstance(got_agg, EquityAgg)
-    assert (got_trade.symbol, got_trade.price, got_trade.size, got_trade.id) == (
-        "AAPL",
-        190.25,
-        15,
-        "42",
-    )
-    assert (got_trade.timestamp, got_trade.exchange, got_trade.tape) == (1704205800000, 4, 3)
-    assert (got_agg.event_type, got_agg.open, got_agg.close, got_agg.volume, got_agg.vwap) == (
-        "AM",
-        190.0,
-        190.5,
-        12_000,
-        190.3,
-    )
-    assert (got_agg.start_timestamp, got_agg.end_timestamp, got_agg.average_size) == (
+    t, a = inbox.items
+    assert isinstance(t, EquityTrade) and isinstance(a, EquityAgg)
+    assert (t.symbol, t.price, t.size, t.id) == ("AAPL", 190.25, 15, "42")
+    assert (t.timestamp, t.exchange, t.tape) == (1704205800000, 4, 3)
+    assert (a.event_type, a.open, a.close, a.volume, a.vwap) == ("AM", 190.0, 190.5, 12_000, 190.3)
+    assert (a.start_timestamp, a.end_timestamp, a.average_size) == (
         1704205800000,
         1704205860000,
         150,
     )
-    assert subscribe["action"] == "subscribe" and set(subscribe["params"].split(",")) == {
-        "T.AAPL",
-        "AM.AAPL",
-    }
+    assert subscribe["action"] == "subscribe"
+    assert set(subscribe["params"].split(",")) == {"T.AAPL", "AM.AAPL"}
 
 
 @pytest.mark.asyncio
@@ -383,10 +350,8 @@ def test_generated_dataset_is_deterministic_and_consistent(dataset: BarDataset) 
 
 
 def test_alpaca_bars_follow_pagination(dataset: BarDataset) -> None:
-    start, end = (
-        datetime(2024, 1, 2, 14, 30, tzinfo=UTC),
-        datetime(2024, 1, 2, 15, 29, tzinfo=UTC),
-    )
+    start = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+    end = datetime(2024, 1, 2, 15, 29, tzinfo=UTC)
     with AlpacaRestEmulator(dataset, page_size=7) as emu:
         client = StockHistoricalDataClient(KEY, SECRET, url_override=emu.url)
         minute = client.get_stock_bars(
@@ -496,20 +461,17 @@ def test_polygon_list_aggs_follows_next_url(dataset: BarDataset) -> None:
     assert empty == []
 
 
+def first_week_of_2024(client: RESTClient) -> list[Any]:
+    return client.get_aggs("AAPL", 1, "day", "2024-01-01", "2024-01-10")
+
+
 def test_polygon_rest_auth_and_429(dataset: BarDataset) -> None:
     with PolygonRestEmulator(dataset) as emu:
         with pytest.raises(BadResponse, match="Unknown API Key"):
-            RESTClient("wrong", base=emu.url).get_aggs("AAPL", 1, "day", "2024-01-01", "2024-01-10")
+            first_week_of_2024(RESTClient("wrong", base=emu.url))
         emu.fail_next(429, count=2)  # urllib3 retries these by itself (0 s, then 0.2 s backoff)
-        assert (
-            len(
-                RESTClient(KEY, base=emu.url).get_aggs("AAPL", 1, "day", "2024-01-01", "2024-01-10")
-            )
-            == 4
-        )
+        assert len(first_week_of_2024(RESTClient(KEY, base=emu.url))) == 4
         emu.fail_next(429)
         with pytest.raises(urllib3.exceptions.MaxRetryError, match="429"):
-            RESTClient(KEY, base=emu.url, retries=0).get_aggs(
-                "AAPL", 1, "day", "2024-01-01", "2024-01-10"
-            )
+            first_week_of_2024(RESTClient(KEY, base=emu.url, retries=0))
         assert [r.status for r in emu.requests] == [401, 429, 429, 200, 429]
