@@ -1,9 +1,10 @@
 """`tradebot up`: servers, migrations, every worker as its own process, restarts, clean stop.
 
 Each worker is started as ``python -m <module>`` with the resolved URLs in its environment, so a
-process tree here behaves like the containers of docker compose. A worker that exits on its own
-is restarted with exponential backoff (reset once it has stayed up for a while); Ctrl-C sends
-SIGTERM to all, waits for their grace period, and only then stops the servers.
+process tree here behaves like the containers of docker compose. A worker that crashes (non-zero
+exit) is restarted with exponential backoff, reset once it has stayed up for a while; one that
+exits 0 finished on purpose (MAX_MESSAGES, MOCK_MAX_TICKS) and stays down. Ctrl-C sends SIGTERM to
+all, waits for their grace period, and only then stops the servers.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Managed:
     restarts: int = 0
     next_start_at: float = 0.0
     env: dict[str, str] = field(default_factory=dict)
+    finished: bool = False
 
     @property
     def name(self) -> str:
@@ -90,7 +92,11 @@ def supervise(workers: list[Managed]) -> None:
                 worker.start()
             continue
         code = worker.process.poll()
-        if code is None:
+        if code is None or worker.finished:
+            continue
+        if code == 0:  # it stopped on purpose (burst / max-messages): nothing to restart
+            log.info("%s finished", worker.name)
+            worker.finished = True
             continue
         if now - worker.started_at > STABLE_AFTER_S:
             worker.restarts = 0
