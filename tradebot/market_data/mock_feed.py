@@ -66,8 +66,8 @@ def starting_price(symbol: str) -> float:
 def draws(seed: int, symbol: str, index: int) -> tuple[float, float, float, float]:
     """Four uniforms in (0, 1) for tick ``index`` of ``symbol``: same inputs, same numbers."""
     digest = hashlib.blake2b(f"{seed}|{symbol}|{index}".encode(), digest_size=32).digest()
-    words = (int.from_bytes(digest[i:i + 8], "big") for i in range(0, 32, 8))
-    return tuple((word + 0.5) / 2**64 for word in words)  # type: ignore[return-value]
+    first, second, third, fourth = ((int.from_bytes(digest[i:i + 8], "big") + 0.5) / 2**64 for i in range(0, 32, 8))
+    return first, second, third, fourth
 
 
 def trade_size(kind: float, amount: float) -> int:

@@ -19,11 +19,12 @@ from tradebot.common import runtime
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, connect
 from tradebot.common.config import Settings
 from tradebot.common.consumer import Backoff
+from tradebot.common.models import Event
 from tradebot.common.streams import producer_cursor_key, tick_stream_for
 from tradebot.market_data.mock_feed import Clock, MockFeed, utc_now
 from tradebot.universe import resolve_symbols
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tradebot.market_data")  # not __name__: that is "__main__" under python -m
 
 ROLE = "market_data"
 CURSOR_NAME = "mock"
@@ -61,7 +62,7 @@ async def load_feed(bus: Bus, symbols: list[str], seed: int, clock: Clock = utc_
 async def publish_batch(bus: Bus, feed: MockFeed, count: int, partitions: int) -> int:
     """Generate ``count`` ticks and commit them with the advanced cursor; returns the count."""
     ticks = feed.take(count)
-    publish = [(tick_stream_for(tick.symbol, partitions), tick) for tick in ticks]
+    publish: list[tuple[str, Event]] = [(tick_stream_for(tick.symbol, partitions), tick) for tick in ticks]
     state = {producer_cursor_key(CURSOR_NAME): json.dumps(feed.cursor())}
     await bus.commit("", Commit(publish=publish, state=state))
     return len(ticks)

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 from tradebot.common.models import Side, Signal, Tick, stable_id
 
-FULL_CONFIDENCE_GAP = 0.001  # |short - long| / long at which confidence reaches 1 (10 basis points)
+# |short - long| / long at which confidence reaches 1. At a cross the averages have only just met,
+# so on ticks a few cents apart the gap is typically a fraction of a basis point: one bp is strong.
+FULL_CONFIDENCE_GAP = 0.0001
 RECENT_TICK_IDS = 50  # per symbol: enough to catch a redelivered batch without growing forever
 
 

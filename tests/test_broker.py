@@ -1,0 +1,117 @@
+"""The paper broker as a pure class: orders in, fills and an account out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from tradebot.common.models import Order
+from tradebot.execution.broker import REMEMBERED_ORDERS, PaperBroker, event_id
+
+NOW = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+
+
+def order(side: str, quantity: float, price: float, symbol: str = "AAPL", number: int = 0) -> Order:
+    return Order(id=f"co-{symbol}-{side}-{number}", symbol=symbol, side=side, quantity=quantity,  # type: ignore[arg-type]
+                 reference_price=price, signal_id=f"sig-{number}", timestamp=NOW)
+
+
+def test_a_buy_fills_above_the_reference_price_and_pays_commission() -> None:
+    broker = PaperBroker(10_000, slippage_bps=10, commission_per_share=0.01)
+    event = broker.execute(order("buy", 10, 200.0))
+    assert event is not None and event.status == "filled"
+    assert event.price == pytest.approx(200.2) and event.commission == pytest.approx(0.10)
+    assert event.id == event_id("co-AAPL-buy-0") and event.client_order_id == "co-AAPL-buy-0"
+    assert broker.cash == pytest.approx(10_000 - 2002.0 - 0.10)
+    position = broker.positions["AAPL"]
+    assert position.quantity == 10 and position.average_cost == pytest.approx(200.21)
+
+
+def test_a_sell_fills_below_the_reference_price_and_realises_pnl() -> None:
+    broker = PaperBroker(10_000, slippage_bps=10, commission_per_share=0.01)
+    broker.execute(order("buy", 10, 200.0))
+    event = broker.execute(order("sell", 10, 210.0, number=1))
+    assert event is not None and event.status == "filled" and event.price == pytest.approx(209.79)
+    position = broker.positions["AAPL"]
+    assert position.quantity == 0 and position.average_cost == 0
+    assert position.realised_pnl == pytest.approx((2097.9 - 0.10) - 2002.10)
+    assert broker.cash == pytest.approx(10_000 + position.realised_pnl)
+
+
+def test_unrealised_pnl_marks_the_open_position_at_the_last_reference_price() -> None:
+    broker = PaperBroker(10_000)
+    broker.execute(order("buy", 10, 100.0))
+    broker.execute(order("sell", 5, 110.0, number=1))
+    broker.execute(order("sell", 50, 120.0, number=2))  # rejected, but the price still marks the position
+    position = broker.positions["AAPL"]
+    assert position.realised_pnl == pytest.approx(50.0)
+    assert position.unrealised_pnl == pytest.approx(5 * (120.0 - 100.0))
+    account = broker.account()
+    assert account["unrealised_pnl"] == pytest.approx(100.0) and account["realised_pnl"] == pytest.approx(50.0)
+
+
+def test_cash_positions_and_pnl_reconcile_with_the_fills() -> None:
+    broker = PaperBroker(50_000, slippage_bps=2, commission_per_share=0.005)
+    prices = [101.0, 99.5, 103.2, 98.7, 104.4, 100.1, 97.3, 102.8]
+    events = []
+    for number, price in enumerate(prices):
+        for symbol in ("AAPL", "MSFT"):
+            side = "buy" if number % 3 != 2 else "sell"
+            events.append(broker.execute(order(side, 7, price, symbol, number)))
+    fills = [e for e in events if e is not None and e.status == "filled"]
+    signed = {"buy": -1, "sell": 1}
+    cash = 50_000 + sum(signed[f.side] * f.quantity * f.price - f.commission for f in fills)
+    assert broker.cash == pytest.approx(cash)
+    for symbol, position in broker.positions.items():
+        held = sum(-signed[f.side] * f.quantity for f in fills if f.symbol == symbol)
+        assert position.quantity == pytest.approx(held)
+    account = broker.account()
+    assert account["commissions"] == pytest.approx(sum(f.commission for f in fills))
+    total_pnl = account["realised_pnl"] + account["unrealised_pnl"]
+    assert account["equity"] - 50_000 == pytest.approx(total_pnl)
+
+
+def test_a_buy_beyond_the_cash_is_rejected_with_the_reason() -> None:
+    broker = PaperBroker(1_000, commission_per_share=0.01)
+    event = broker.execute(order("buy", 10, 100.0))
+    assert event is not None and event.status == "rejected" and event.price is None
+    assert event.reason is not None and "insufficient cash" in event.reason and "$1,000.10" in event.reason
+    assert broker.cash == 1_000 and broker.positions["AAPL"].quantity == 0
+
+
+def test_a_sell_beyond_the_position_is_rejected_no_shorting() -> None:
+    broker = PaperBroker(10_000)
+    broker.execute(order("buy", 5, 100.0))
+    event = broker.execute(order("sell", 10, 100.0, number=1))
+    assert event is not None and event.status == "rejected"
+    assert event.reason is not None and "holding 5" in event.reason and "short selling" in event.reason
+    assert broker.positions["AAPL"].quantity == 5
+
+
+def test_a_repeated_client_order_id_is_never_filled_twice() -> None:
+    broker = PaperBroker(10_000)
+    first = broker.execute(order("buy", 10, 100.0))
+    assert first is not None
+    before = broker.snapshot()
+    assert broker.execute(order("buy", 10, 100.0)) is None
+    assert broker.snapshot() == before
+
+
+def test_a_restored_account_remembers_executed_orders() -> None:
+    broker = PaperBroker(10_000, slippage_bps=1, commission_per_share=0.005)
+    broker.execute(order("buy", 10, 100.0))
+    restored = PaperBroker(10_000, slippage_bps=1, commission_per_share=0.005)
+    restored.restore(broker.snapshot())
+    assert restored.account() == broker.account()
+    assert restored.execute(order("buy", 10, 100.0)) is None
+    after = order("sell", 10, 101.0, number=1)
+    assert restored.execute(after) == broker.execute(after)
+
+
+def test_remembered_order_ids_are_bounded() -> None:
+    broker = PaperBroker(1e12)
+    for number in range(REMEMBERED_ORDERS + 5):
+        broker.execute(order("buy", 1, 1.0, number=number))
+    assert len(broker.snapshot()["seen_order_ids"]) == REMEMBERED_ORDERS
+    assert broker.execute(order("buy", 1, 1.0, number=REMEMBERED_ORDERS + 4)) is None

@@ -1,0 +1,128 @@
+"""The mock feed: seeded, realistic, partitioned by crc32, and resumable without gaps or repeats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.helpers import wait_until
+from tests.worker_processes import worker_environment, worker_processes
+from tradebot.common.bus import Bus, decode
+from tradebot.common.config import Settings
+from tradebot.common.models import Tick
+from tradebot.common.streams import partition_for, producer_cursor_key, tick_stream, tick_streams
+from tradebot.market_data.mock_feed import MockFeed, starting_price, stepping_clock
+from tradebot.market_data.service import CURSOR_NAME, run_feed
+
+START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+SYMBOLS = ["AAPL", "MSFT", "NVDA", "ZZZQ"]
+
+
+def feed(seed: int = 7, symbols: list[str] = SYMBOLS) -> MockFeed:
+    return MockFeed(symbols, seed, clock=stepping_clock(START))
+
+
+def essence(ticks: list[Tick]) -> list[tuple[str, str, float, float]]:
+    """What must not change across runs and restarts (timestamps come from the clock)."""
+    return [(t.id, t.symbol, t.price, t.size) for t in ticks]
+
+
+async def published_ticks(bus: Bus, partitions: int) -> dict[int, list[Tick]]:
+    """Every tick in each partition stream, in stream order."""
+    out = {}
+    for partition, stream in enumerate(tick_streams(partitions)):
+        out[partition] = [decode(fields) for _, fields in await bus.redis.xrange(stream)]
+    return out
+
+
+def test_the_same_seed_gives_the_same_ticks() -> None:
+    assert feed().take(500) == feed().take(500)
+    assert essence(feed(seed=8).take(50)) != essence(feed().take(50))
+
+
+def test_adding_a_symbol_does_not_change_the_others() -> None:
+    two = [t for t in feed(symbols=["AAPL", "MSFT"]).take(200) if t.symbol == "AAPL"]
+    three = [t for t in feed(symbols=["AAPL", "MSFT", "NVDA"]).take(300) if t.symbol == "AAPL"]
+    assert essence(two) == essence(three)
+
+
+def test_prices_and_sizes_are_realistic() -> None:
+    ticks = feed().take(4000)
+    by_symbol: dict[str, list[Tick]] = {}
+    for tick in ticks:
+        by_symbol.setdefault(tick.symbol, []).append(tick)
+    assert abs(by_symbol["AAPL"][0].price - 220) < 1 and abs(by_symbol["MSFT"][0].price - 430) < 2
+    assert 20 <= starting_price("ZZZQ") <= 300 and starting_price("ZZZQ") == starting_price("ZZZQ")
+    for symbol, series in by_symbol.items():
+        prices = [t.price for t in series]
+        assert all(p == round(p, 2) for p in prices)  # printed in cents
+        assert max(prices) / min(prices) < 1.1, f"{symbol} moves far too much for 1000 one-second ticks"
+        assert len(set(prices)) > 50, f"{symbol} barely moves"
+    sizes = Counter("odd lot" if t.size < 100 else "round lot" for t in ticks)
+    assert sizes["odd lot"] > 1000 and sizes["round lot"] > 1000
+    assert all(1 <= t.size <= 5000 and t.size == int(t.size) for t in ticks)
+
+
+def test_a_feed_built_from_the_cursor_continues_the_sequence() -> None:
+    uninterrupted = feed().take(300)
+    first = feed()
+    head = first.take(131)
+    resumed = MockFeed(SYMBOLS, 7, clock=stepping_clock(START), cursor=json.loads(json.dumps(first.cursor())))
+    assert essence(head + resumed.take(169)) == essence(uninterrupted)
+
+
+async def test_ticks_go_to_their_crc32_partition_in_order(bus: Bus, settings: Settings) -> None:
+    settings = settings.model_copy(update={"symbols": SYMBOLS, "mock_seed": 7, "mock_max_ticks": 400,
+                                           "tick_partitions": 3, "bus_batch_size": 64})
+    await run_feed(bus, settings, stop=asyncio.Event(), counters=Counter(), clock=stepping_clock(START), pace=False)
+    expected = feed().take(400)
+    published = await published_ticks(bus, 3)
+    for partition, ticks in published.items():
+        assert ticks == [t for t in expected if partition_for(t.symbol, 3) == partition]
+    assert sum(len(ticks) for ticks in published.values()) == 400
+
+
+async def test_a_restarted_feed_continues_without_repeats_or_gaps(bus: Bus, settings: Settings) -> None:
+    settings = settings.model_copy(update={"symbols": SYMBOLS, "mock_seed": 7, "tick_partitions": 2,
+                                           "bus_batch_size": 50})
+    for limit in (120, 120, 330):  # the second run has nothing left to do
+        limited = settings.model_copy(update={"mock_max_ticks": limit})
+        await run_feed(bus, limited, stop=asyncio.Event(), counters=Counter(), pace=False)
+    published = await published_ticks(bus, 2)
+    expected = feed().take(330)
+    for partition, ticks in published.items():
+        assert essence(ticks) == essence([t for t in expected if partition_for(t.symbol, 2) == partition])
+
+
+async def test_a_feed_killed_with_sigkill_resumes_exactly(bus: Bus, settings: Settings, tmp_path: Path) -> None:
+    total, partitions = 30_000, 2
+    env = worker_environment(settings, symbol_mode="custom", symbols=",".join(SYMBOLS), mock_seed=7,
+                             mock_max_ticks=total, mock_ticks_per_second=60_000, tick_partitions=partitions,
+                             bus_batch_size=500)
+
+    async def published() -> int:
+        return sum([await bus.redis.xlen(stream) for stream in tick_streams(partitions)])
+
+    with worker_processes(tmp_path / "logs") as workers:
+        first = workers.start("tradebot.market_data.service", env)
+        await wait_until(lambda: _more_than(published, 2_000), timeout=60, what="the feed to publish")
+        workers.kill(first)
+        killed_at = await published()
+        assert killed_at < total, "the feed finished before it could be killed"
+        second = workers.start("tradebot.market_data.service", env)
+        await wait_until(lambda: second.poll() is not None, timeout=60, what="the restarted feed to finish")
+        assert second.returncode == 0, workers.logs()
+    cursor = json.loads(await bus.redis.get(producer_cursor_key(CURSOR_NAME)))
+    assert cursor["produced"] == total
+    expected = feed().take(total)
+    for partition in range(partitions):
+        rows = await bus.redis.xrange(tick_stream(partition))
+        ticks = [decode(fields) for _, fields in rows]
+        assert essence(ticks) == essence([t for t in expected if partition_for(t.symbol, partitions) == partition])
+
+
+async def _more_than(count, threshold: int) -> bool:  # type: ignore[no-untyped-def]
+    return await count() > threshold

@@ -1,0 +1,109 @@
+"""The moving-average crossover as a pure class: ticks in, signals out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tradebot.common.models import Tick
+from tradebot.strategy.moving_average import MovingAverageCrossover, confidence
+
+START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+
+
+def ticks(prices: list[float], symbol: str = "AAPL", first: int = 0) -> list[Tick]:
+    """One tick per price, ids numbered from ``first``."""
+    return [Tick.create(symbol, price, 100, START + timedelta(seconds=first + i), trade_id=first + i)
+            for i, price in enumerate(prices)]
+
+
+def run(strategy: MovingAverageCrossover, stream: list[Tick]) -> list:
+    return [signal for tick in stream for signal in strategy.on_tick(tick)]
+
+
+FLAT_THEN_DOWN = [100.0] * 3 + [99.0 - i for i in range(5)]  # short average ends below long
+RISE = [100.0 + 2 * i for i in range(1, 6)]
+
+
+def test_cross_up_gives_a_buy_on_the_crossing_tick() -> None:
+    strategy = MovingAverageCrossover(2, 4)
+    signals = run(strategy, ticks(FLAT_THEN_DOWN + RISE))
+    assert [s.side for s in signals] == ["buy"]
+    assert signals[0].tick_id == "mock:AAPL:8"
+    assert signals[0].price == 102.0 and signals[0].strategy == "ma_crossover_2_4"
+
+
+def test_cross_down_gives_a_sell() -> None:
+    strategy = MovingAverageCrossover(2, 4)
+    prices = [100.0, 101, 102, 103, 104, 100, 96]
+    signals = run(strategy, ticks(prices))
+    assert [(s.side, s.tick_id) for s in signals] == [("sell", "mock:AAPL:5")]
+
+
+def test_no_signal_before_a_full_long_window() -> None:
+    strategy = MovingAverageCrossover(2, 4)
+    assert run(strategy, ticks([100.0, 90, 110])) == []
+
+
+def test_no_signal_without_a_cross() -> None:
+    strategy = MovingAverageCrossover(5, 20)
+    assert run(strategy, ticks([100.0 + i for i in range(100)])) == []
+
+
+def test_equal_averages_are_not_a_cross() -> None:
+    strategy = MovingAverageCrossover(2, 4)
+    # above, then exactly equal (102 + 99 == 100 + 101), then above again: no signal; then below: a sell
+    signals = run(strategy, ticks([100.0, 100, 101, 102, 99, 106, 90]))
+    assert [(s.side, s.tick_id) for s in signals] == [("sell", "mock:AAPL:6")]
+
+
+def test_signals_alternate_and_symbols_are_independent() -> None:
+    strategy = MovingAverageCrossover(2, 4)
+    zigzag = [100.0, 100, 100, 100, 90, 120, 60, 160]
+    mixed = [t for pair in zip(ticks(zigzag, "AAPL"), ticks(zigzag, "MSFT"), strict=True) for t in pair]
+    signals = run(strategy, mixed)
+    for symbol in ("AAPL", "MSFT"):
+        sides = [s.side for s in signals if s.symbol == symbol]
+        assert sides == ["buy", "sell", "buy"]
+
+
+def test_confidence_grows_with_the_gap_and_stays_in_bounds() -> None:
+    assert confidence(100.0, 100.0) == 0.0
+    assert 0 < confidence(100.005, 100.0) < confidence(100.009, 100.0) < 1
+    assert confidence(150.0, 100.0) == 1.0 and confidence(50.0, 100.0) == 1.0
+    strategy = MovingAverageCrossover(2, 4)
+    assert all(0 <= s.confidence <= 1 for s in run(strategy, ticks([100.0, 100, 100, 100, 50, 500, 1])))
+
+
+def test_a_redelivered_tick_does_not_move_the_averages() -> None:
+    once, twice = MovingAverageCrossover(2, 4), MovingAverageCrossover(2, 4)
+    stream = ticks(FLAT_THEN_DOWN + RISE)
+    duplicated = [t for tick in stream for t in (tick, tick)]
+    assert run(twice, duplicated) == run(once, stream)
+    assert twice.snapshot() == once.snapshot()
+
+
+def test_signal_ids_are_deterministic() -> None:
+    first = run(MovingAverageCrossover(2, 4), ticks(FLAT_THEN_DOWN + RISE))
+    second = run(MovingAverageCrossover(2, 4), ticks(FLAT_THEN_DOWN + RISE))
+    assert [s.id for s in first] == [s.id for s in second]
+    assert first[0].id != run(MovingAverageCrossover(3, 4), ticks(FLAT_THEN_DOWN + RISE))[0].id
+
+
+def test_snapshot_and_restore_give_the_same_future_signals() -> None:
+    prices = [100 + ((i * 7919) % 13) - 6 + i * 0.01 for i in range(300)]
+    stream = ticks(prices)
+    uninterrupted = MovingAverageCrossover(5, 20)
+    expected = run(uninterrupted, stream)
+    assert len(expected) > 5
+    first_half = MovingAverageCrossover(5, 20)
+    early = run(first_half, stream[:137])
+    resumed = MovingAverageCrossover(5, 20)
+    resumed.restore(first_half.snapshot())
+    assert early + run(resumed, stream[137:]) == expected
+
+
+def test_windows_must_be_ordered() -> None:
+    with pytest.raises(ValueError, match="short_window < long_window"):
+        MovingAverageCrossover(20, 5)
