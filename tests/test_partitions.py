@@ -121,3 +121,17 @@ async def test_a_worker_that_lost_its_lease_cannot_commit(bus: Bus, redis_url: s
                               lease=(lease_key(ROLE, 0), "someone-else"))
     assert await bus.redis.get(checkpoint_key(ROLE, 0)) == "fresh"
     await other.close()
+
+
+async def test_a_commit_retried_after_a_lost_reply_writes_nothing_twice(bus: Bus) -> None:
+    from tradebot.common.bus import Commit
+    from tradebot.common.models import Tick
+
+    tick = Tick.create("AAPL", 1.0, 1, START, trade_id=0)
+    await bus.ensure_group("in", ROLE)
+    await bus.publish([("in", tick)])
+    [delivery] = await bus.read(["in"], ROLE, "partition-0", count=1, block_ms=10)
+    commit = Commit(publish=[(APPLIED, tick)], acks=[("in", delivery.entry_id)], state={"state": "1"})
+    assert await bus.commit(ROLE, commit)
+    assert await bus.commit(ROLE, commit)  # the same commit again, as a retry would send it
+    assert await bus.redis.xlen(APPLIED) == 1

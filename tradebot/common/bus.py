@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from tradebot.common.config import Settings
 from tradebot.common.models import EVENT_TYPES, Event
 from tradebot.common.streams import SCHEMA_VERSION, dead_letter_stream
 
@@ -63,15 +64,18 @@ class Commit:
     publish: list[tuple[str, Event]] = field(default_factory=list)
     acks: list[tuple[str, str]] = field(default_factory=list)
     state: dict[str, str] = field(default_factory=dict)
-    set_members: list[tuple[str, str]] = field(default_factory=list)
 
 
 # Runs inside Redis as one unit: a worker that lost its lease writes nothing (fencing), and
-# outputs, state and acks land together or not at all.
+# outputs, state and acks land together or not at all. If the first entry to ack is no longer
+# pending, this very commit already ran (its reply was lost and it is being retried): do nothing.
 _COMMIT_SCRIPT = """
 local lease_key, owner, group, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if lease_key ~= '' and redis.call('GET', lease_key) ~= owner then return 0 end
 local i = 5
+local acks = tonumber(ARGV[i]); i = i + 1
+if acks > 0 and #redis.call('XPENDING', ARGV[i], group, ARGV[i+1], ARGV[i+1], 1) == 0 then return 1 end
+for _ = 1, acks do redis.call('XACK', ARGV[i], group, ARGV[i+1]); i = i + 2 end
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   redis.call('XADD', ARGV[i], 'MAXLEN', '~', maxlen, '*', 'v', ARGV[i+1], 'type', ARGV[i+2], 'data', ARGV[i+3])
@@ -79,10 +83,6 @@ for _ = 1, n do
 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do redis.call('SET', ARGV[i], ARGV[i+1]); i = i + 2 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do redis.call('SADD', ARGV[i], ARGV[i+1]); i = i + 2 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do redis.call('XACK', ARGV[i], group, ARGV[i+1]); i = i + 2 end
 return 1
 """
 
@@ -112,12 +112,14 @@ def _first_error(error: ValidationError) -> str:
 
 
 def connect(url: str) -> aioredis.Redis:
-    """A client that retries a dropped connection a few times with jittered backoff."""
-    retry = Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries=3)
-    return aioredis.Redis.from_url(
-        url, decode_responses=True, retry=retry,
-        retry_on_error=[RedisConnectionError, RedisTimeoutError], health_check_interval=30,
-    )
+    """A client without transport-level retries.
+
+    redis-py would silently re-send a command whose reply was lost, which could run a commit or
+    an XREADGROUP twice; every caller rides out outages with its own backoff loop instead and
+    knows how to resume (pending entries first, state from the checkpoint).
+    """
+    return aioredis.Redis.from_url(url, decode_responses=True, retry=Retry(NoBackoff(), retries=0),
+                                   health_check_interval=30)
 
 
 class Bus:
@@ -129,6 +131,13 @@ class Bus:
         self.max_deliveries = max_deliveries
         self._commit = client.register_script(_COMMIT_SCRIPT)
         self.last_errors: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Bus:
+        """The bus every worker uses: REDIS_URL, STREAM_MAXLEN, MAX_DELIVERIES."""
+        if not settings.redis_url:
+            raise ValueError("REDIS_URL is not set (the runtime fills it in when it starts the embedded servers)")
+        return cls(connect(settings.redis_url), maxlen=settings.stream_maxlen, max_deliveries=settings.max_deliveries)
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -202,6 +211,9 @@ class Bus:
     async def commit(self, group: str, commit: Commit, *, lease: tuple[str, str] | None = None) -> bool:
         """Publish, write state and ack atomically; False (and nothing written) if the lease is lost."""
         args: list[str | int] = [lease[0] if lease else "", lease[1] if lease else "", group, self.maxlen]
+        args.append(len(commit.acks))
+        for stream, entry_id in commit.acks:
+            args += [stream, entry_id]
         args.append(len(commit.publish))
         for stream, event in commit.publish:
             fields = encode(event)
@@ -209,12 +221,6 @@ class Bus:
         args.append(len(commit.state))
         for key, value in commit.state.items():
             args += [key, value]
-        args.append(len(commit.set_members))
-        for key, member in commit.set_members:
-            args += [key, member]
-        args.append(len(commit.acks))
-        for stream, entry_id in commit.acks:
-            args += [stream, entry_id]
         return bool(await self._commit(keys=[], args=args))
 
     async def dead_letter(self, group: str, stream: str, entry_id: str, fields: Mapping[str, str] | None,

@@ -130,8 +130,11 @@ class GroupConsumer:
         try:
             return await ride_out_redis(operation, stop, self._redis_backoff)
         finally:
-            self.counters["redis_retries"] += self._redis_backoff.total_retries - self._counted_retries
-            self._counted_retries = self._redis_backoff.total_retries
+            retries = self._redis_backoff.total_retries - self._counted_retries
+            if retries:  # a lost XREADGROUP reply leaves entries pending for us: look there first
+                self.counters["redis_retries"] += retries
+                self._counted_retries = self._redis_backoff.total_retries
+                self._recheck_pending = True
 
     async def _handle(self, batch: list[Delivery], handle: Handler, stop: asyncio.Event) -> None:
         while True:

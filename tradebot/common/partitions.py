@@ -80,10 +80,15 @@ class PartitionedWorker:
         self._renew = bus.redis.register_script(_RENEW)
         self._release = bus.redis.register_script(_RELEASE)
         self._owned: dict[int, tuple[asyncio.Task, asyncio.Event]] = {}
+        self._wanted: set[int] | None = None
+        self._drained: set[int] = set()  # burst mode: partitions read to the end
         self._backoff = Backoff("redis (membership)")
 
     async def run(self, *, stop: asyncio.Event, max_messages: int | None = None, burst: bool = False) -> None:
-        """Keep membership and leases current until stopped, then hand every partition back."""
+        """Keep membership and leases current until stopped, then hand every partition back.
+
+        In burst mode it returns once every partition assigned to it has been drained.
+        """
         self._max_messages, self._burst = max_messages, burst
         try:
             while not stop.is_set() and not self._finished():
@@ -93,22 +98,22 @@ class PartitionedWorker:
                 except RECOVERABLE_REDIS_ERRORS as error:
                     await self._backoff.wait(error, stop)
                     continue
-                await self._wait_for_change(stop)
+                if not self._finished():
+                    await self._wait_for_change(stop)
         finally:
             await self._release_all()
 
     def _finished(self) -> bool:
         if self._max_messages is not None and self.counters["handled"] >= self._max_messages:
             return True
-        return self._burst and bool(self._owned) and all(t.done() for t, _ in self._owned.values())
+        return self._burst and self._wanted is not None and self._wanted <= self._drained
 
     async def _wait_for_change(self, stop: asyncio.Event) -> None:
-        waiters = {asyncio.create_task(stop.wait())} | {task for task, _ in self._owned.values()}
-        await asyncio.wait(waiters, timeout=self.config.membership_interval_s,
+        stopping = asyncio.create_task(stop.wait())
+        readers = {task for task, _ in self._owned.values()}
+        await asyncio.wait({stopping} | readers, timeout=self.config.membership_interval_s,
                            return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters:
-            if not any(waiter is task for task, _ in self._owned.values()):
-                waiter.cancel()
+        stopping.cancel()
 
     async def _rebalance(self) -> None:
         role, ttl = self.config.role, self.config.lease_ttl_ms
@@ -116,13 +121,13 @@ class PartitionedWorker:
         await self.bus.redis.zadd(members_key(role), {self.member: now_ms + ttl})
         await self.bus.redis.zremrangebyscore(members_key(role), "-inf", now_ms)
         members = await self.bus.redis.zrange(members_key(role), 0, -1)
-        wanted = assigned_partitions(members, self.member, self.config.partitions)
+        self._wanted = assigned_partitions(members, self.member, self.config.partitions)
         for partition in list(self._owned):
             task, _ = self._owned[partition]
             renewed = await self._renew(keys=[lease_key(role, partition)], args=[self.member, ttl])
-            if task.done() or not renewed or partition not in wanted:
-                await self._give_up(partition, lost=not renewed)
-        for partition in sorted(wanted - self._owned.keys()):
+            if task.done() or not renewed or partition not in self._wanted:
+                await self._give_up([partition], lost=not renewed)
+        for partition in sorted(self._wanted - self._owned.keys() - self._drained):
             if await self.bus.redis.set(lease_key(role, partition), self.member, nx=True, px=ttl):
                 self._start(partition)
 
@@ -135,20 +140,26 @@ class PartitionedWorker:
         self.counters["partitions_acquired"] += 1
         log.info("%s now owns partition %d", self.config.role, partition)
 
-    async def _give_up(self, partition: int, *, lost: bool) -> None:
-        task, stop = self._owned.pop(partition)
-        stop.set()
-        await asyncio.gather(task, return_exceptions=True)
-        if not lost:
-            await self._release(keys=[lease_key(self.config.role, partition)], args=[self.member])
-        log.info("%s %s partition %d", self.config.role, "lost" if lost else "released", partition)
+    async def _give_up(self, partitions: list[int], *, lost: bool) -> None:
+        """Stop the readers of ``partitions`` together, then release the leases still ours."""
+        owned = {partition: self._owned.pop(partition) for partition in partitions}
+        for _, stop in owned.values():
+            stop.set()
+        results = await asyncio.gather(*(task for task, _ in owned.values()), return_exceptions=True)
+        for partition, result in zip(owned, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("%s reader of partition %d failed: %r", self.config.role, partition, result)
+            elif self._burst and not lost:
+                self._drained.add(partition)
+            if not lost:
+                await self._release(keys=[lease_key(self.config.role, partition)], args=[self.member])
+            log.info("%s %s partition %d", self.config.role, "lost" if lost else "released", partition)
 
     async def _release_all(self) -> None:
-        for partition in list(self._owned):
-            try:
-                await self._give_up(partition, lost=False)
-            except RECOVERABLE_REDIS_ERRORS:
-                self._owned.pop(partition, None)
+        try:
+            await self._give_up(list(self._owned), lost=False)
+        except RECOVERABLE_REDIS_ERRORS:
+            self._owned.clear()  # the leases expire by themselves
         try:
             await self.bus.redis.zrem(members_key(self.config.role), self.member)
         except RECOVERABLE_REDIS_ERRORS:

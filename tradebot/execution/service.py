@@ -15,7 +15,7 @@ from collections import Counter
 import redis.asyncio as aioredis
 
 from tradebot.common import runtime
-from tradebot.common.bus import Bus, connect
+from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.models import Event, Order
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
@@ -82,7 +82,7 @@ async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> 
     """Worker entry: execute orders while this process holds the account's lease."""
     if not settings.redis_url:
         raise ValueError("REDIS_URL is not set")
-    bus = Bus(connect(settings.redis_url), maxlen=settings.stream_maxlen, max_deliveries=settings.max_deliveries)
+    bus = Bus.from_settings(settings)
     try:
         worker = execution_worker(bus, settings, runtime.consumer_name(), counters)
         await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 
 from tradebot.common import runtime
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, connect
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit
 from tradebot.common.config import Settings
 from tradebot.common.consumer import Backoff
 from tradebot.common.models import Event
@@ -106,7 +106,7 @@ async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> 
     """Worker entry: publish mock ticks until stopped."""
     if not settings.redis_url:
         raise ValueError("REDIS_URL is not set")
-    bus = Bus(connect(settings.redis_url), maxlen=settings.stream_maxlen, max_deliveries=settings.max_deliveries)
+    bus = Bus.from_settings(settings)
     try:
         await run_feed(bus, settings, stop=stop, counters=counters)
     finally:
