@@ -1,0 +1,148 @@
+"""Shared data for the storage and history tests: a deterministic market and an independent OHLCV.
+
+``reference_bars`` aggregates ticks (and applies the documented precedence of stored bars) in
+plain Python, sharing no code with tradebot/storage, so the SQL is checked against a second,
+simple implementation.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from tradebot.common.db import recreate_database
+from tradebot.common.models import Bar, Tick
+from tradebot.storage.schema import apply_migrations
+
+NEW_YORK = ZoneInfo("America/New_York")
+WIDTH_S = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
+TIMEFRAMES = ["1m", "5m", "15m", "1h", "1d"]
+# Friday before, and Monday and Tuesday after, the 2024 DST switch (Sunday 10 March).
+DAYS = [datetime(2024, 3, 8, tzinfo=NEW_YORK), datetime(2024, 3, 11, tzinfo=NEW_YORK),
+        datetime(2024, 3, 12, tzinfo=NEW_YORK)]
+RANGE_START = datetime(2024, 3, 8, tzinfo=UTC)
+RANGE_END = datetime(2024, 3, 14, tzinfo=UTC)
+
+
+def session_ticks(symbol: str, seed: int, step_s: int = 37) -> list[Tick]:
+    """Trades every ``step_s`` seconds through each regular session, plus evening trades that fall
+    after UTC midnight (they belong to the New York day they happened in)."""
+    rng = random.Random(seed)
+    price = 100.0
+    ticks = []
+    for day in DAYS:
+        opening = day.replace(hour=9, minute=30)
+        moments = [opening + timedelta(seconds=s) for s in range(0, 390 * 60, step_s)]
+        moments += [day.replace(hour=19, minute=45), day.replace(hour=20, minute=30, second=15)]
+        for moment in moments:
+            price = round(max(1.0, price + rng.uniform(-0.3, 0.3)), 2)
+            ticks.append(Tick.create(symbol, price, rng.randint(1, 500), moment.astimezone(UTC),
+                                     source="test", trade_id=len(ticks)))
+    return ticks
+
+
+def bucket_of(moment: datetime, timeframe: str) -> datetime:
+    """Bucket start, computed independently of tradebot.storage.buckets."""
+    if timeframe == "1d":
+        local = moment.astimezone(NEW_YORK)
+        return datetime(local.year, local.month, local.day, tzinfo=NEW_YORK).astimezone(UTC)
+    width = WIDTH_S[timeframe]
+    return datetime.fromtimestamp(int(moment.timestamp()) // width * width, UTC)
+
+
+@dataclass
+class RefBar:
+    """An expected bar (notional = vwap * volume, to roll up)."""
+
+    timestamp: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trade_count: int
+    notional: float | None
+
+    @property
+    def vwap(self) -> float | None:
+        return self.notional / self.volume if self.notional is not None and self.volume else None
+
+
+def _combine(timestamp: datetime, parts: Sequence[RefBar]) -> RefBar:
+    ordered = sorted(parts, key=lambda p: p.timestamp)
+    notionals = [p.notional for p in ordered]
+    return RefBar(timestamp, ordered[0].open, max(p.high for p in ordered), min(p.low for p in ordered),
+                  ordered[-1].close, sum(p.volume for p in ordered), sum(p.trade_count for p in ordered),
+                  None if None in notionals else sum(n for n in notionals if n is not None))
+
+
+def _group(items: Iterable[RefBar], timeframe: str) -> list[RefBar]:
+    buckets: dict[datetime, list[RefBar]] = {}
+    for item in items:
+        buckets.setdefault(bucket_of(item.timestamp, timeframe), []).append(item)
+    return [_combine(start, parts) for start, parts in sorted(buckets.items())]
+
+
+def _from_tick(tick: Tick) -> RefBar:
+    return RefBar(tick.timestamp, tick.price, tick.price, tick.price, tick.price, tick.size, 1,
+                  tick.price * tick.size)
+
+
+def _from_bar(bar: Bar) -> RefBar:
+    notional = bar.vwap * bar.volume if bar.vwap is not None else (0.0 if bar.volume == 0 else None)
+    return RefBar(bar.timestamp, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trade_count, notional)
+
+
+def _winners(bars: Iterable[Bar], timeframe: str) -> dict[datetime, RefBar]:
+    """Stored bars of one timeframe, one per bucket: most volume wins, then source name."""
+    best: dict[datetime, Bar] = {}
+    for bar in sorted(bars, key=lambda b: (-b.volume, b.source)):
+        best.setdefault(bucket_of(bar.timestamp, timeframe), bar)
+    return {start: _from_bar(bar) for start, bar in best.items()}
+
+
+def reference_bars(ticks: Sequence[Tick], timeframe: str, stored: Sequence[Bar] = ()) -> list[RefBar]:
+    """The expected series: stored bars of the timeframe win their bucket; otherwise the 1-minute
+    series (stored 1m bars over tick minutes) rolled up."""
+    stored_minutes = _winners([b for b in stored if b.timeframe == "1m"], "1m")
+    tick_minutes = {m.timestamp: m for m in _group(map(_from_tick, ticks), "1m")}
+    minutes = {**tick_minutes, **stored_minutes}.values()
+    series = {bar.timestamp: bar for bar in _group(minutes, timeframe)}
+    if timeframe != "1m":
+        series.update(_winners([b for b in stored if b.timeframe == timeframe], timeframe))
+    return [series[start] for start in sorted(series)]
+
+
+def assert_same_bars(actual: Sequence[dict], expected: Sequence[RefBar]) -> None:
+    """API bars equal the reference: times, counts exactly; prices and volumes to 1e-9."""
+    assert [_when(bar["timestamp"]) for bar in actual] == [bar.timestamp for bar in expected]
+    for got, want in zip(actual, expected, strict=True):
+        assert got["trade_count"] == want.trade_count, want.timestamp
+        for field in ("open", "high", "low", "close", "volume"):
+            assert abs(got[field] - getattr(want, field)) <= 1e-9 * max(1.0, abs(got[field])), (field, want)
+        if want.vwap is None:
+            assert got["vwap"] is None, want.timestamp
+        else:
+            assert abs(got["vwap"] - want.vwap) <= 1e-9 * want.vwap, ("vwap", want)
+
+
+def _when(value: datetime | str) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def minute_bar(symbol: str, start: datetime, source: str, price: float, volume: float,
+               vwap: float | None = None, timeframe: str = "1m") -> Bar:
+    """A stored bar with a recognisable shape: open/low at ``price``, high/close one above."""
+    return Bar(id=Bar.bar_id(source, symbol, timeframe, start), symbol=symbol, timeframe=timeframe,  # type: ignore[arg-type]
+               timestamp=start, open=price, high=price + 1, low=price, close=price + 1, volume=volume,
+               trade_count=int(volume // 10), vwap=vwap, source=source)
+
+
+async def migrated_database(server_dsn: str, name: str) -> str:
+    """A new, empty, migrated database on the server of ``server_dsn`` (isolated from other tests)."""
+    dsn = await recreate_database(server_dsn, name)
+    await apply_migrations(dsn)
+    return dsn

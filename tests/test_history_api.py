@@ -1,0 +1,276 @@
+"""The history API against a real database: bars equal an independent aggregation, input errors.
+
+Every test runs against plain PostgreSQL (on-the-fly aggregation), against plain PostgreSQL with
+stand-in views for the rollups (the TimescaleDB query path) and, when TEST_TIMESCALE_DSN points at
+a TimescaleDB server, against TimescaleDB (continuous aggregates): same tests, same data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.storage_fixtures import (
+    DAYS,
+    RANGE_END,
+    RANGE_START,
+    TIMEFRAMES,
+    assert_same_bars,
+    migrated_database,
+    minute_bar,
+    reference_bars,
+    session_ticks,
+)
+from tradebot.api.history_service import create_app
+from tradebot.common.bus import Bus
+from tradebot.common.config import Settings
+from tradebot.common.models import Tick
+from tradebot.common.streams import STORAGE_GROUP, heartbeat_key, tick_stream
+from tradebot.storage.buckets import bucket_sql
+from tradebot.storage.writer import write_events
+
+TIMESCALE_DSN = os.environ.get("TEST_TIMESCALE_DSN")
+# "stand-in-rollups" puts plain views named like TimescaleDB's continuous aggregates over plain
+# PostgreSQL, so the API's rollup query path runs here too; the real TimescaleDB run joins only when
+# a server is given (tests/test_timescale.py reports the skip).
+BACKENDS = ["postgresql", "stand-in-rollups"] + (
+    [pytest.param("timescaledb", marks=pytest.mark.timescale)] if TIMESCALE_DSN else [])
+EXPECTED_MODE = {"postgresql": "postgresql", "stand-in-rollups": "timescaledb", "timescaledb": "timescaledb"}
+
+AAPL = session_ticks("AAPL", seed=1)
+MSFT = session_ticks("MSFT", seed=2, step_s=53)
+MONDAY_10 = DAYS[1].replace(hour=10).astimezone(UTC)
+MSFT_BARS = (
+    # alpaca covers 10:00-10:09 with more volume than iex, which also has 10:00-10:04 and 11:00-11:01
+    [minute_bar("MSFT", MONDAY_10 + timedelta(minutes=i), "alpaca", 200 + i, 1000, vwap=200.5 + i) for i in range(10)]
+    + [minute_bar("MSFT", MONDAY_10 + timedelta(minutes=i), "iex", 300 + i, 100, vwap=300.5) for i in range(5)]
+    + [minute_bar("MSFT", MONDAY_10 + timedelta(minutes=60 + i), "iex", 400 + i, 50) for i in range(2)]
+    # a pre-market minute with no ticks at all, and a daily bar that wins its whole day
+    + [minute_bar("MSFT", DAYS[2].replace(hour=8).astimezone(UTC), "alpaca", 250, 40, vwap=250.5)]
+    + [minute_bar("MSFT", DAYS[2].astimezone(UTC), "alpaca", 150, 5e6, vwap=150.5, timeframe="1d")]
+)
+NO_500_PROBES = ["/history/%00", "/history/%20", "/history/AAPL?start=", "/history/AAPL?end=1e20",
+                 "/history/AAPL?limit=-1", "/history/AAPL?start=2024-03-08T25:00", "/stats/AAPL?end=0",
+                 "/history/AAPL?timeframe=", "/history/AAPL?start=2099-12-31T23:59:59Z"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def api(request: pytest.FixtureRequest, database_url: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on a fresh database holding the test market, and a client for it."""
+    server = TIMESCALE_DSN if request.param == "timescaledb" else database_url
+    assert server
+    dsn = await migrated_database(server, "history_api_test")
+    await _write(dsn, [*AAPL, *MSFT, *MSFT_BARS])
+    if request.param == "stand-in-rollups":
+        await _create_stand_in_rollups(dsn)
+    settings = Settings(_env_file=None, database_url=dsn, redis_url=redis_url)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        client.headers["x-backend"] = request.param
+        yield client
+
+
+async def _write(dsn: str, events: list) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await write_events(conn, events)
+    finally:
+        await conn.close()
+
+
+async def _create_stand_in_rollups(dsn: str) -> None:
+    """Plain views with the columns of the ohlcv_* continuous aggregates (slow, but the same rows)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for timeframe in TIMEFRAMES:
+            await conn.execute(f"""
+                CREATE VIEW ohlcv_{timeframe} AS
+                SELECT symbol, {bucket_sql('ts', timeframe)} AS bucket,
+                       (array_agg(price ORDER BY ts))[1] AS open, max(price) AS high, min(price) AS low,
+                       (array_agg(price ORDER BY ts DESC))[1] AS close, sum(size) AS volume,
+                       count(*) AS trade_count, sum(price * size) AS notional
+                FROM ticks GROUP BY 1, 2""")
+    finally:
+        await conn.close()
+
+
+async def get_json(client: httpx.AsyncClient, url: str, status: int = 200) -> dict:
+    response = await client.get(url)
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def iso(moment: datetime) -> str:
+    """URL-safe ISO 8601 (a literal '+' in a query string would mean a space)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def window(timeframe: str) -> str:
+    return f"timeframe={timeframe}&start={iso(RANGE_START)}&end={iso(RANGE_END)}&limit=10000"
+
+
+@pytest.mark.parametrize("timeframe", TIMEFRAMES)
+async def test_history_equals_independent_aggregation_of_stored_ticks(api: httpx.AsyncClient, timeframe: str) -> None:
+    body = await get_json(api, f"/history/AAPL?{window(timeframe)}")
+    assert body["symbol"] == "AAPL" and body["timeframe"] == timeframe
+    assert body["mode"] == EXPECTED_MODE[api.headers["x-backend"]]
+    assert_same_bars(body["bars"], reference_bars(AAPL, timeframe))
+
+
+async def test_daily_bars_are_new_york_days_and_keep_evening_trades_across_utc_midnight(api: httpx.AsyncClient) -> None:
+    body = await get_json(api, f"/history/AAPL?{window('1d')}")
+    starts = [bar["timestamp"] for bar in body["bars"]]
+    # EST before the DST switch (05:00Z), EDT after it (04:00Z)
+    assert starts == ["2024-03-08T05:00:00Z", "2024-03-11T04:00:00Z", "2024-03-12T04:00:00Z"]
+    friday_trades = sum(1 for tick in AAPL if tick.timestamp < datetime(2024, 3, 9, 5, tzinfo=UTC))
+    assert body["bars"][0]["trade_count"] == friday_trades
+
+
+@pytest.mark.parametrize("timeframe", TIMEFRAMES)
+async def test_stored_bars_take_precedence_without_double_counting(api: httpx.AsyncClient, timeframe: str) -> None:
+    body = await get_json(api, f"/history/MSFT?{window(timeframe)}")
+    expected = reference_bars(MSFT, timeframe, MSFT_BARS)
+    assert expected != reference_bars(MSFT, timeframe)  # the stored bars do change this series
+    assert_same_bars(body["bars"], expected)
+
+
+async def test_minute_covered_by_two_feeds_takes_the_one_with_more_volume(api: httpx.AsyncClient) -> None:
+    start = iso(MONDAY_10)
+    body = await get_json(api, f"/history/MSFT?timeframe=1m&start={start}&limit=1")
+    assert body["bars"][0]["open"] == 200 and body["bars"][0]["volume"] == 1000  # alpaca, not iex
+
+
+async def test_without_start_returns_the_latest_bars_before_end(api: httpx.AsyncClient) -> None:
+    end = DAYS[2].replace(hour=10).astimezone(UTC)
+    body = await get_json(api, f"/history/AAPL?timeframe=5m&limit=100&end={iso(end)}")
+    expected = [bar for bar in reference_bars(AAPL, "5m") if bar.timestamp < end][-100:]
+    assert body["count"] == 100  # reaches back over the weekend gap to Friday
+    assert_same_bars(body["bars"], expected)
+
+
+async def test_start_in_a_gap_returns_the_next_bars_after_it(api: httpx.AsyncClient) -> None:
+    saturday = datetime(2024, 3, 9, 12, tzinfo=UTC)
+    body = await get_json(api, f"/history/AAPL?timeframe=1m&start={iso(saturday)}&limit=5")
+    assert_same_bars(body["bars"], [bar for bar in reference_bars(AAPL, "1m") if bar.timestamp >= saturday][:5])
+
+
+async def test_start_long_before_the_data_returns_its_first_bars(api: httpx.AsyncClient) -> None:
+    body = await get_json(api, "/history/AAPL?timeframe=1m&start=1970-01-02T00:00:00Z&limit=3")
+    assert_same_bars(body["bars"], reference_bars(AAPL, "1m")[:3])
+
+
+async def test_far_future_end_still_returns_the_latest_bars(api: httpx.AsyncClient) -> None:
+    body = await get_json(api, "/history/AAPL?timeframe=1d&limit=2&end=2099-01-01T00:00:00Z")
+    assert_same_bars(body["bars"], reference_bars(AAPL, "1d")[-2:])
+
+
+async def test_limit_caps_bars_from_start(api: httpx.AsyncClient) -> None:
+    body = await get_json(api, f"/history/AAPL?timeframe=1m&start={iso(RANGE_START)}&limit=7")
+    assert_same_bars(body["bars"], reference_bars(AAPL, "1m")[:7])
+
+
+async def test_symbol_is_case_insensitive_and_offsets_are_honoured(api: httpx.AsyncClient) -> None:
+    body = await get_json(api, "/history/aapl?timeframe=1h&start=2024-03-08T09:30:00-05:00&limit=1")
+    assert body["symbol"] == "AAPL" and body["bars"][0]["timestamp"] == "2024-03-08T15:00:00Z"
+
+
+async def test_ohlcv_gives_the_history_bars_by_column(api: httpx.AsyncClient) -> None:
+    history = await get_json(api, f"/history/MSFT?{window('15m')}")
+    columns = await get_json(api, f"/ohlcv/MSFT?{window('15m')}")
+    assert columns["count"] == history["count"]
+    for name in ("open", "high", "low", "close", "volume", "trade_count", "vwap"):
+        assert columns[name] == [bar[name] for bar in history["bars"]]
+    assert columns["timestamp"] == [bar["timestamp"] for bar in history["bars"]]
+
+
+async def test_symbols_lists_time_range_and_counts(api: httpx.AsyncClient) -> None:
+    body = await get_json(api, "/symbols")
+    by_symbol = {entry["symbol"]: entry for entry in body["symbols"]}
+    assert body["count"] == 2 and set(by_symbol) == {"AAPL", "MSFT"}
+    assert by_symbol["AAPL"]["ticks"] == len(AAPL) and by_symbol["AAPL"]["bars"] == 0
+    assert by_symbol["MSFT"]["bars"] == len(MSFT_BARS)
+    assert by_symbol["AAPL"]["first"] == AAPL[0].timestamp.isoformat().replace("+00:00", "Z")
+
+
+async def test_stats_summarise_the_daily_series(api: httpx.AsyncClient) -> None:
+    body = await get_json(api, "/stats/AAPL")
+    days = reference_bars(AAPL, "1d")
+    assert body["days"] == 3 and body["trade_count"] == len(AAPL)
+    assert body["open"] == days[0].open and body["close"] == days[-1].close
+    assert body["high"] == max(d.high for d in days) and body["low"] == min(d.low for d in days)
+    returns = [days[i].close / days[i - 1].close - 1 for i in (1, 2)]
+    assert body["mean_daily_return"] == pytest.approx(sum(returns) / 2)
+    assert body["change"] == pytest.approx(days[-1].close - days[0].open)
+
+
+VALIDATION_CASES = [
+    ("/history/AAPL$", 422, "'AAPL$' is not a valid ticker"),
+    ("/history/ABCDEFGHIJK", 422, "is not a valid ticker"),
+    ("/history/AAPL?timeframe=2m", 422, "timeframe: Input should be '1m', '5m', '15m', '1h' or '1d'"),
+    ("/history/AAPL?start=yesterday", 422, "start: Input should be a valid datetime or date"),
+    ("/history/AAPL?start=2024-02-30", 422, "start: Input should be a valid datetime or date"),
+    ("/history/AAPL?start=2024-03-09&end=2024-03-08", 422,
+     "start (2024-03-09T00:00:00+00:00) is after end (2024-03-08T00:00:00+00:00)"),
+    ("/history/AAPL?limit=0", 422, "limit: Input should be greater than or equal to 1"),
+    ("/history/AAPL?limit=10001", 422, "limit: Input should be less than or equal to 10000"),
+    ("/history/AAPL?limit=ten", 422, "limit: Input should be a valid integer"),
+    ("/history/AAPL?start=1900-01-01", 422, "start must be between 1970-01-01 and 2100-01-01"),
+    ("/ohlcv/AAPL?timeframe=1w", 422, "timeframe: Input should be"),
+    ("/stats/AAPL?start=2024-03-09&end=2024-03-08", 422, "is after end"),
+    ("/history/ZZZZ", 404, "no data stored for symbol ZZZZ"),
+    ("/ohlcv/ZZZZ", 404, "no data stored for symbol ZZZZ"),
+    ("/stats/ZZZZ", 404, "no data stored for symbol ZZZZ"),
+]
+
+
+@pytest.mark.parametrize(("url", "status", "message"), VALIDATION_CASES)
+async def test_bad_input_gets_a_status_and_a_message_saying_what_to_fix(
+        api: httpx.AsyncClient, url: str, status: int, message: str) -> None:
+    response = await api.get(url)
+    assert response.status_code == status
+    assert message in response.json()["detail"]
+
+
+@pytest.mark.parametrize("url", NO_500_PROBES)
+async def test_odd_input_never_causes_a_server_error(api: httpx.AsyncClient, url: str) -> None:
+    response = await api.get(url)
+    assert response.status_code < 500, response.text
+    assert isinstance(response.json(), dict)
+
+
+async def test_empty_range_is_an_empty_list_not_an_error(api: httpx.AsyncClient) -> None:
+    body = await get_json(api, "/history/AAPL?start=2024-03-09T12:00:00Z&end=2024-03-09T12:00:00Z")
+    assert body["count"] == 0 and body["bars"] == []
+
+
+async def test_health_reports_database_mode_workers_and_stream_backlog(api: httpx.AsyncClient, bus: Bus) -> None:
+    beat = {"role": "storage", "consumer": "host-1", "pid": 1, "host": "host", "counters": {"handled": 3},
+            "started_at": datetime.now(UTC).isoformat(), "updated_at": datetime.now(UTC).isoformat()}
+    await bus.redis.set(heartbeat_key("storage", "host-1"), json.dumps(beat), ex=30)
+    await bus.ensure_group(tick_stream(0), STORAGE_GROUP)
+    await bus.publish([(tick_stream(0), AAPL[0]), (tick_stream(0), AAPL[1])])
+    body = await get_json(api, "/health")
+    assert body["status"] == "ok" and body["redis_reachable"] is True
+    assert body["database"] == {"reachable": True, "mode": EXPECTED_MODE[api.headers["x-backend"]]}
+    assert [(w["role"], w["consumer"], w["counters"]) for w in body["workers"]] == [("storage", "host-1",
+                                                                                      {"handled": 3})]
+    storage = next(s for s in body["streams"] if s["stream"] == tick_stream(0) and s["group"] == STORAGE_GROUP)
+    assert (storage["length"], storage["pending"], storage["lag"]) == (2, 0, 2)
+
+
+async def test_openapi_documents_every_route(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/docs")).status_code == 200
+    paths = (await get_json(api, "/openapi.json"))["paths"]
+    assert {"/history/{symbol}", "/ohlcv/{symbol}", "/stats/{symbol}", "/symbols", "/health"} <= set(paths)
+
+
+def test_reference_market_is_what_the_tests_assume() -> None:
+    assert all(isinstance(t, Tick) for t in AAPL) and len({t.id for t in AAPL}) == len(AAPL)
+    assert len({t.timestamp for t in AAPL}) == len(AAPL)  # no ties: open/close are unambiguous

@@ -1,0 +1,130 @@
+"""Writes against real PostgreSQL: every event type lands once, redeliveries write nothing, and the
+storage worker persists what is on the streams and acks it only after the commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.storage_fixtures import migrated_database, minute_bar
+from tradebot.common.bus import Bus
+from tradebot.common.config import Settings
+from tradebot.common.db import create_pool
+from tradebot.common.models import Order, OrderEvent, Signal, Tick
+from tradebot.common.streams import BARS, ORDER_EVENTS, ORDERS_NEW, SIGNALS, STORAGE_GROUP, tick_stream_for
+from tradebot.storage import timeseries_service, writer
+from tradebot.storage.writer import write_bars, write_events
+
+START = datetime(2024, 3, 11, 14, 30, tzinfo=UTC)
+TABLES = ("ticks", "bars", "signals", "orders", "fills")
+
+
+def ticks(count: int, symbol: str = "AAPL", first: int = 0) -> list[Tick]:
+    return [Tick.create(symbol, 100 + i % 9, 1 + i % 4, START + timedelta(seconds=i), source="test", trade_id=i)
+            for i in range(first, first + count)]
+
+
+def trading_events() -> list:
+    signal = Signal(id="sig-1", symbol="AAPL", timestamp=START, side="buy", price=101.5, confidence=0.8,
+                    strategy="ma_cross", tick_id="test:AAPL:1")
+    order = Order.from_signal(signal, quantity=10)
+    fill = OrderEvent(id=f"{order.id}-fill", symbol="AAPL", timestamp=START + timedelta(seconds=1),
+                      client_order_id=order.id, status="filled", side="buy", quantity=10, price=101.6,
+                      commission=0.05)
+    rejection = OrderEvent(id="co-2-rejected", symbol="MSFT", timestamp=START, client_order_id="co-2",
+                           status="rejected", side="sell", quantity=0, reason="no position to sell")
+    return [signal, order, fill, rejection]
+
+
+@pytest.fixture(scope="module")
+async def storage_dsn(database_url: str) -> str:
+    return await migrated_database(database_url, "storage_writer_test")
+
+
+@pytest.fixture
+async def pool(storage_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the empty storage tables."""
+    pool = await create_pool(storage_dsn, max_size=4)
+    await pool.execute(f"TRUNCATE {', '.join(TABLES)}")
+    yield pool
+    await pool.close()
+
+
+async def counts(pool: asyncpg.Pool) -> dict[str, int]:
+    return {table: await pool.fetchval(f"SELECT count(*) FROM {table}") for table in TABLES}
+
+
+async def test_each_event_type_lands_in_its_table(pool: asyncpg.Pool) -> None:
+    bar = minute_bar("AAPL", START, "alpaca", 100, 500, vwap=100.4)
+    written = await write_events(pool, [*ticks(3), bar, *trading_events()])
+    assert written == Counter(ticks=3, bars=1, signals=1, orders=1, fills=2)
+    fills = await pool.fetch("SELECT status, price, reason FROM fills ORDER BY status")
+    assert [tuple(row) for row in fills] == [("filled", 101.6, None), ("rejected", None, "no position to sell")]
+    stored = await pool.fetchrow("SELECT * FROM ticks ORDER BY ts LIMIT 1")
+    assert (stored["symbol"], stored["ts"], stored["id"], stored["price"]) == ("AAPL", START, "test:AAPL:0", 100)
+
+
+async def test_redelivered_batch_writes_nothing(pool: asyncpg.Pool) -> None:
+    batch = [*ticks(50), *trading_events()]
+    await write_events(pool, batch)
+    again = await write_events(pool, batch)
+    assert sum(again.values()) == 0
+    assert await counts(pool) == {"ticks": 50, "bars": 0, "signals": 1, "orders": 1, "fills": 2}
+
+
+async def test_duplicates_inside_one_batch_collapse(pool: asyncpg.Pool) -> None:
+    batch = ticks(5)
+    written = await write_events(pool, batch + batch[:3])
+    assert written["ticks"] == 5 and (await counts(pool))["ticks"] == 5
+
+
+async def test_a_corrected_bar_replaces_the_stored_one_and_an_identical_one_is_a_no_op(pool: asyncpg.Pool) -> None:
+    first = minute_bar("AAPL", START, "alpaca", 100, 500)
+    corrected = first.model_copy(update={"close": 100.5, "volume": 650})
+    assert (await write_events(pool, [first]))["bars"] == 1
+    assert (await write_events(pool, [first]))["bars"] == 0
+    assert (await write_events(pool, [corrected]))["bars"] == 1
+    row = await pool.fetchrow("SELECT close, volume FROM bars")
+    assert (row["close"], row["volume"]) == (100.5, 650)
+
+
+async def test_write_bars_commits_large_backfills_in_batches(pool: asyncpg.Pool,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer, "BACKFILL_BATCH_ROWS", 4)
+    bars = [minute_bar("MSFT", START + timedelta(minutes=i), "polygon", 50, 100) for i in range(10)]
+    assert await write_bars(pool, bars) == 10
+    assert await write_bars(pool, bars) == 0
+    with pytest.raises(TypeError):
+        await write_bars(pool, ticks(1))  # type: ignore[arg-type]
+
+
+async def test_concurrent_overlapping_writers_store_each_tick_once(pool: asyncpg.Pool) -> None:
+    everything = ticks(2000)
+    batches = [everything[i:i + 700] for i in range(0, 2000, 300)]  # overlapping slices
+    results = await asyncio.gather(*(write_events(pool, batch) for batch in batches))
+    assert sum(result["ticks"] for result in results) == 2000
+    assert (await counts(pool))["ticks"] == 2000
+
+
+async def test_storage_worker_persists_every_stream_and_acks_after_commit(
+        pool: asyncpg.Pool, storage_dsn: str, redis_url: str, bus: Bus, tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, redis_url=redis_url, database_url=storage_dsn, data_dir=tmp_path,
+                        tick_partitions=4, bus_batch_size=100, bus_block_ms=50, burst=True)
+    market = ticks(150, "AAPL") + ticks(150, "NVDA")
+    signal, order, *order_events = trading_events()
+    published = [(tick_stream_for(t.symbol, 4), t) for t in market]
+    published += [(BARS, minute_bar("AAPL", START, "alpaca", 100, 500)), (SIGNALS, signal), (ORDERS_NEW, order)]
+    published += [(ORDER_EVENTS, event) for event in order_events]
+    await bus.publish(published + published[:20])  # the first 20 again: a producer's retry
+    counters: Counter = Counter()
+    await timeseries_service.run(settings, stop=asyncio.Event(), counters=counters)
+    assert await counts(pool) == {"ticks": 300, "bars": 1, "signals": 1, "orders": 1, "fills": 2}
+    assert counters["handled"] == len(published) + 20 and counters["duplicates"] == 20
+    for stream in {stream for stream, _ in published}:
+        assert (await bus.health(stream, STORAGE_GROUP)).pending == 0

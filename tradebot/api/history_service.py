@@ -1,0 +1,104 @@
+"""The history API: an app factory whose lifespan owns the asyncpg pool and the Redis client.
+
+Run it with ``python -m tradebot.api.history_service`` (embedded servers start when REDIS_URL /
+DATABASE_URL are unset). OpenAPI docs are served at /docs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from tradebot.api import routes_health, routes_history
+from tradebot.common.bus import connect
+from tradebot.common.config import Settings, load_settings
+from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
+from tradebot.common.runtime import infrastructure, setup_logging
+from tradebot.storage.queries import UnknownSymbolError
+from tradebot.storage.schema import apply_migrations
+from tradebot.storage.timescale import TimescaleOptions, database_mode
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Migrate (so the tables exist), open the pool and Redis client, close them at shutdown."""
+    settings: Settings = app.state.settings
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL is not set: set it, or start the API through tradebot up")
+    await apply_migrations(settings.database_url, options=TimescaleOptions.from_settings(settings))
+    app.state.pool = await create_pool(settings.database_url, application_name="tradebot-api")
+    app.state.mode = await database_mode(app.state.pool)
+    app.state.redis = connect(settings.redis_url) if settings.redis_url else None
+    log.info("history API ready (storage mode: %s)", app.state.mode)
+    try:
+        yield
+    finally:
+        if app.state.redis is not None:
+            await app.state.redis.aclose()
+        await app.state.pool.close()
+
+
+def _where(location: tuple) -> str:
+    return ".".join(str(part) for part in location if part not in ("query", "path")) or "request"
+
+
+def _hint(given: object) -> str:
+    # An unencoded '+' in a query string arrives as a space: "...T10:00:00 05:00".
+    if isinstance(given, str) and re.search(r"\d \d\d:?\d\d$", given):
+        return " - encode '+' as %2B, or give the time in UTC with 'Z'"
+    return ""
+
+
+async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
+    """422 with one readable line per problem, plus the structured errors for programs."""
+    assert isinstance(error, RequestValidationError)
+    problems = [f"{_where(e['loc'])}: {e['msg']} (got {e.get('input')!r}){_hint(e.get('input'))}"
+                for e in error.errors()]
+    structured = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+    return JSONResponse(status_code=422, content={"detail": "; ".join(problems), "errors": structured})
+
+
+async def _unknown_symbol(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": f"no data stored for symbol {error}; see /symbols"})
+
+
+async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    log.warning("database unavailable for %s: %s", request.url.path, error)
+    return JSONResponse(status_code=503, content={"detail": "the database is unavailable; retry shortly"})
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The FastAPI application for ``settings`` (its lifespan connects on start-up)."""
+    app = FastAPI(title="tradebot history API", version="1.0",
+                  description="OHLCV history of US equities from ticks and stored bars; worker health.",
+                  lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(routes_history.router)
+    app.include_router(routes_health.router)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(UnknownSymbolError, _unknown_symbol)
+    for error_type in TRANSIENT_DB_ERRORS:
+        app.add_exception_handler(error_type, _database_unavailable)
+    return app
+
+
+def main() -> None:
+    """Serve the API on API_HOST:API_PORT until Ctrl-C."""
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    with infrastructure(settings) as ready:
+        uvicorn.run(create_app(ready), host=ready.api_host, port=ready.api_port,
+                    log_level=ready.log_level.lower())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""GET /health: database and mode, Redis, every worker's heartbeat, stream lengths and group lag."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Literal
+
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Response
+
+from tradebot.api.deps import PoolDep, RedisDep, SettingsDep
+from tradebot.api.schemas import DatabaseOut, HealthOut, StreamOut, WorkerOut
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
+from tradebot.common.config import Settings
+from tradebot.common.db import TRANSIENT_DB_ERRORS, is_reachable
+from tradebot.common.streams import (
+    EXECUTION_ROLE,
+    HEARTBEAT_PATTERN,
+    ORDERS_NEW,
+    STORAGE_GROUP,
+    STRATEGY_ROLE,
+    storage_streams,
+    tick_streams,
+)
+from tradebot.storage.timescale import database_mode
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+
+def watched_groups(settings: Settings) -> list[tuple[str, str]]:
+    """(stream, group) pairs whose backlog /health reports."""
+    partitions = settings.tick_partitions
+    return ([(stream, STORAGE_GROUP) for stream in storage_streams(partitions)]
+            + [(stream, STRATEGY_ROLE) for stream in tick_streams(partitions)]
+            + [(ORDERS_NEW, EXECUTION_ROLE)])
+
+
+async def heartbeats(client: aioredis.Redis, now: datetime) -> list[WorkerOut]:
+    """Workers whose TTL'd heartbeat key still exists, by role and name."""
+    keys = sorted([key async for key in client.scan_iter(match=HEARTBEAT_PATTERN, count=500)])
+    values = await client.mget(keys) if keys else []
+    workers = []
+    for key, raw in zip(keys, values, strict=True):
+        if raw is None:  # expired between SCAN and MGET
+            continue
+        try:
+            worker = WorkerOut.model_validate(json.loads(raw))
+        except ValueError as error:
+            log.warning("ignoring malformed heartbeat %s: %s", key, error)
+            continue
+        if worker.updated_at:
+            worker.age_s = round((now - worker.updated_at).total_seconds(), 3)
+        workers.append(worker)
+    return workers
+
+
+async def stream_health(client: aioredis.Redis, settings: Settings) -> list[StreamOut]:
+    """Length, pending and lag of every existing watched stream for its group."""
+    bus = Bus(client, maxlen=settings.stream_maxlen)
+    found = []
+    for stream, group in watched_groups(settings):
+        if not await client.exists(stream):
+            continue
+        health = await bus.health(stream, group)
+        found.append(StreamOut(stream=stream, group=group, length=health.length, pending=health.pending,
+                               lag=health.lag, near_cap=health.near_cap))
+    return found
+
+
+@router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
+async def health(pool: PoolDep, client: RedisDep, settings: SettingsDep, response: Response) -> HealthOut:
+    """Everything an operator checks first; 503 when the database or Redis does not answer."""
+    reachable = await is_reachable(pool)
+    mode = None
+    if reachable:
+        try:
+            mode = await database_mode(pool)
+        except TRANSIENT_DB_ERRORS:
+            reachable = False
+    workers: list[WorkerOut] = []
+    streams: list[StreamOut] = []
+    redis_ok: bool | None = None
+    if client is not None:
+        try:
+            workers = await heartbeats(client, datetime.now(UTC))
+            streams = await stream_health(client, settings)
+            redis_ok = True
+        except RECOVERABLE_REDIS_ERRORS:
+            redis_ok = False
+    status: Literal["ok", "degraded"] = "ok" if reachable and redis_ok is not False else "degraded"
+    response.status_code = 200 if status == "ok" else 503
+    return HealthOut(status=status, database=DatabaseOut(reachable=reachable, mode=mode),
+                     redis_reachable=redis_ok, workers=workers, streams=streams)

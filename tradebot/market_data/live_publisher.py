@@ -1,0 +1,236 @@
+"""What the live provider workers share: a bounded buffer, batched atomic publishing, watermarks.
+
+The provider clients call our handlers from inside their own receive loops, so a handler only
+converts and enqueues. One flusher task publishes whatever has queued up (a frame's worth, usually)
+in one atomic commit together with the watermarks those events advanced (see gap_repair.py), so a
+watermark in Redis never runs ahead of the events behind it. A full buffer makes the handler wait,
+which stops the client reading: backpressure reaches the provider's socket instead of memory
+growing without bound while Redis is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tradebot.common.bus import Bus, Commit
+from tradebot.common.config import Settings, SettingsError
+from tradebot.common.consumer import Backoff, ride_out_redis
+from tradebot.common.models import Bar, Event, Tick
+from tradebot.common.streams import BARS, tick_stream_for
+from tradebot.market_data.gap_repair import watermark_after, watermark_key
+from tradebot.market_data.provider_convert import CONVERSION_ERRORS
+from tradebot.universe import UniverseError, live_subscription_symbols
+
+log = logging.getLogger(__name__)
+
+BUFFER_SIZE = 10_000
+MALFORMED_LOG_EVERY = 1000  # after the first few, log one malformed record in this many
+
+
+class StreamRejected(BaseException):  # noqa: N818 - named for what happened, like StopIteration
+    """The provider refused this configuration for good (bad keys, feed not in the plan).
+
+    A BaseException on purpose: alpaca-py's stream loop catches every Exception and retries it
+    forever, so only a BaseException gets out to us. The worker turns it into one clear line.
+    """
+
+
+@dataclass(frozen=True)
+class WatermarkOnly:
+    """A watermark to commit without an event (a repaired symbol that had no bars)."""
+
+    symbol: str
+    minute: datetime
+
+
+async def subscription_symbols(settings: Settings, provider: str) -> list[str]:
+    """The symbols to stream (capped at MAX_WEBSOCKET_SYMBOLS), or one line saying what to fix."""
+    try:
+        symbols = await asyncio.to_thread(live_subscription_symbols, settings)
+    except UniverseError as error:
+        raise SettingsError(str(error)) from None
+    if not symbols:
+        raise SettingsError("no symbols to stream: set SYMBOL_MODE (and SYMBOLS for custom)")
+    log.info("%s: streaming %d symbols (MAX_WEBSOCKET_SYMBOLS=%d): %s", provider, len(symbols),
+             settings.max_websocket_symbols, ", ".join(symbols[:10]) + (" …" if len(symbols) > 10 else ""))
+    return symbols
+
+
+class LivePublisher:
+    """Buffers a provider's events and publishes them in batches with their watermarks."""
+
+    def __init__(self, bus: Bus, *, source: str, partitions: int, counters: Counter, batch_size: int = 500,
+                 buffer_size: int = BUFFER_SIZE, max_events: int | None = None):
+        self.bus = bus
+        self.source = source
+        self.partitions = partitions
+        self.counters = counters
+        self.batch_size = batch_size
+        self.seen: dict[str, datetime] = {}  # includes events still queued; read by gap repair
+        self._committed: dict[str, datetime] = {}
+        self._queue: asyncio.Queue[Event | WatermarkOnly] = asyncio.Queue(buffer_size)
+        self._backoff = Backoff(f"redis ({source} feed)")
+        self.flusher: asyncio.Task | None = None
+        self.max_events = max_events  # MAX_MESSAGES: the worker ends once this many are published
+        self.enough = asyncio.Event()
+
+    async def load_watermarks(self, symbols: Sequence[str], stop: asyncio.Event) -> None:
+        """Start from the watermarks the last run committed (riding out a Redis outage)."""
+        keys = [watermark_key(self.source, symbol) for symbol in symbols]
+        values = await ride_out_redis(lambda: self.bus.redis.mget(keys), stop, self._backoff) or []
+        for symbol, value in zip(symbols, values, strict=False):
+            if value:
+                self.seen[symbol] = self._committed[symbol] = datetime.fromisoformat(str(value))
+
+    async def offer(self, convert: Callable[[Any], Tick | Bar | None], record: Any) -> None:
+        """Convert one provider record and enqueue it; a malformed one is logged, counted and skipped."""
+        try:
+            event = convert(record)
+        except CONVERSION_ERRORS as error:
+            self.malformed(record, error)
+            return
+        if event is not None:
+            await self.put(event)
+
+    def malformed(self, record: Any, error: BaseException) -> None:
+        """Count a record or frame that is not a valid event; log the first few and then a sample."""
+        self.counters["malformed"] += 1
+        count = self.counters["malformed"]
+        if count <= 10 or count % MALFORMED_LOG_EVERY == 0:
+            log.warning("%s: skipped malformed record #%d (%s: %s): %.200r", self.source, count,
+                        type(error).__name__, error, record)
+
+    async def put(self, event: Tick | Bar) -> None:
+        """Enqueue an event (waits while the buffer is full)."""
+        mark = watermark_after(event)
+        if mark is not None:
+            _advance(self.seen, event.symbol, mark)
+        await self._queue.put(event)
+
+    async def put_watermark(self, symbol: str, minute: datetime) -> None:
+        """Move a symbol's watermark forward without an event (committed in order with the events)."""
+        _advance(self.seen, symbol, minute)
+        await self._queue.put(WatermarkOnly(symbol, minute))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish batches until ``stop``, then publish what is still queued and return."""
+        while not stop.is_set():
+            batch = await self._next_batch(stop)
+            if batch:
+                await self._commit(batch, stop)
+        while not self._queue.empty():
+            await self._commit(self._take_queued(), stop)
+
+    async def _next_batch(self, stop: asyncio.Event) -> list[Event | WatermarkOnly]:
+        if self._queue.empty():
+            getter = asyncio.ensure_future(self._queue.get())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({getter, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not getter.done():
+                getter.cancel()  # Queue.get cancelled before taking an item loses nothing
+                return []
+            return [getter.result(), *self._take_queued(self.batch_size - 1)]
+        return self._take_queued()
+
+    def _take_queued(self, limit: int | None = None) -> list[Event | WatermarkOnly]:
+        limit = self.batch_size if limit is None else limit
+        items: list[Event | WatermarkOnly] = []
+        while not self._queue.empty() and len(items) < limit:
+            items.append(self._queue.get_nowait())
+        return items
+
+    def _stream_for(self, event: Event) -> str:
+        return tick_stream_for(event.symbol, self.partitions) if isinstance(event, Tick) else BARS
+
+    def _marks(self, batch: list[Event | WatermarkOnly]) -> dict[str, datetime]:
+        """The watermarks this batch moves forward (only its own events count)."""
+        marks: dict[str, datetime] = {}
+        for item in batch:
+            mark = item.minute if isinstance(item, WatermarkOnly) else watermark_after(item)  # type: ignore[arg-type]
+            committed = self._committed.get(item.symbol)
+            if mark is not None and (committed is None or mark > committed):
+                _advance(marks, item.symbol, mark)
+        return marks
+
+    async def _commit(self, batch: list[Event | WatermarkOnly], stop: asyncio.Event) -> None:
+        events = [item for item in batch if isinstance(item, Event)]
+        marks = self._marks(batch)
+        commit = Commit(publish=[(self._stream_for(event), event) for event in events],
+                        state={watermark_key(self.source, s): mark.isoformat() for s, mark in marks.items()})
+        done = await ride_out_redis(lambda: self.bus.commit("", commit), stop, self._backoff)
+        if done is None:  # stopped while Redis is away: gap repair after the restart covers these minutes
+            self.counters["unpublished"] += len(events)
+            log.warning("%s: %d event(s) not published (stopping while Redis is unavailable)", self.source,
+                        len(events))
+            return
+        self._committed.update(marks)
+        ticks = sum(isinstance(event, Tick) for event in events)
+        self.counters["ticks"] += ticks
+        self.counters["bars"] += len(events) - ticks
+        if self.max_events is not None and self.counters["ticks"] + self.counters["bars"] >= self.max_events:
+            self.enough.set()
+
+
+def _advance(marks: dict[str, datetime], symbol: str, mark: datetime) -> None:
+    """Watermarks only move forward."""
+    current = marks.get(symbol)
+    if current is None or mark > current:
+        marks[symbol] = mark
+
+
+@asynccontextmanager
+async def live_publisher(settings: Settings, source: str, symbols: Sequence[str], counters: Counter,
+                         stop: asyncio.Event) -> AsyncIterator[LivePublisher]:
+    """A publisher with its flusher running; on exit everything queued is published, then Redis closed."""
+    if not settings.redis_url:
+        raise SettingsError("REDIS_URL is not set: set it, or start the worker through tradebot up")
+    bus = Bus.from_settings(settings)
+    publisher = LivePublisher(bus, source=source, partitions=settings.tick_partitions, counters=counters,
+                              batch_size=settings.bus_batch_size, max_events=settings.max_messages)
+    flushed = asyncio.Event()
+    publisher.flusher = asyncio.create_task(publisher.run(flushed), name=f"{source}-flusher")
+    try:
+        await publisher.load_watermarks(symbols, stop)
+        yield publisher
+    finally:
+        flushed.set()
+        await asyncio.gather(publisher.flusher, return_exceptions=True)
+        await bus.close()
+    if publisher.flusher.done() and not publisher.flusher.cancelled() and publisher.flusher.exception():
+        raise publisher.flusher.exception()  # type: ignore[misc]
+
+
+async def run_until_stopped(stream: Coroutine[Any, Any, None], stop: asyncio.Event,
+                            publisher: LivePublisher) -> None:
+    """Run a provider stream until ``stop`` or MAX_MESSAGES published (then cancel it). Errors of the
+    stream, or of the publisher's flusher (which must never end on its own), propagate."""
+    task = asyncio.create_task(stream)
+    stopping = [asyncio.create_task(stop.wait()), asyncio.create_task(publisher.enough.wait())]
+    watched = {task, *stopping} | ({publisher.flusher} if publisher.flusher else set())
+    try:
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in stopping:
+            waiter.cancel()
+        await cancel_and_wait(task)
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
+
+
+async def cancel_and_wait(task: asyncio.Task) -> None:
+    """Cancel ``task`` until it has ended.
+
+    Once is not always enough: Python 3.11's ``asyncio.wait_for`` swallows a cancellation that
+    arrives as its inner future completes, and both client libraries receive through wait_for.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)

@@ -1,0 +1,104 @@
+"""Read side of the history API: bars, summary statistics and the symbol list, in either mode.
+
+``rollups`` selects the source of tick aggregates: TimescaleDB's continuous aggregates when True,
+on-the-fly ``date_bin`` aggregation otherwise (see series.py); results are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+
+from tradebot.common.db import Executor, connection
+from tradebot.storage.buckets import WIDTHS, ceil_bucket, floor_bucket, next_bucket
+from tradebot.storage.series import history_sql, stats_sql
+
+# A window grows this much when it held fewer bars than asked for (gaps: nights, weekends).
+WINDOW_GROWTH = 4
+
+_SYMBOLS_SQL = """
+SELECT symbol, min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+       sum(ticks)::bigint AS ticks, sum(bars)::bigint AS bars
+FROM (
+    SELECT symbol, min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS ticks, 0 AS bars
+    FROM ticks GROUP BY symbol
+    UNION ALL
+    SELECT symbol, min(ts), max(ts), 0, count(*) FROM bars GROUP BY symbol
+) per_table
+GROUP BY symbol ORDER BY symbol"""
+
+
+class UnknownSymbolError(LookupError):
+    """No tick or bar of this symbol was ever stored."""
+
+
+async def data_range(conn: asyncpg.Connection, symbol: str, rollups: bool) -> tuple[datetime | None, datetime | None]:
+    """Earliest and latest stored time of ``symbol`` (ticks, bars, and rollups that outlive ticks)."""
+    firsts = ["(SELECT min(ts) FROM ticks WHERE symbol = $1)", "(SELECT min(ts) FROM bars WHERE symbol = $1)"]
+    if rollups:
+        firsts.append("(SELECT min(bucket) FROM ohlcv_1d WHERE symbol = $1)")
+    row = await conn.fetchrow(f"SELECT least({', '.join(firsts)}) AS first, "
+                              "greatest((SELECT max(ts) FROM ticks WHERE symbol = $1), "
+                              "(SELECT max(ts) FROM bars WHERE symbol = $1)) AS last", symbol)
+    return row["first"], row["last"]
+
+
+async def history(executor: Executor, symbol: str, timeframe: str, *, start: datetime | None = None,
+                  end: datetime | None = None, limit: int = 1000, rollups: bool = False,
+                  now: datetime | None = None) -> Sequence[asyncpg.Record]:
+    """Bars (oldest first) starting at or after ``start``; without ``start``, the latest ``limit``
+    bars starting before ``end`` (default: now, so the current, still open bucket is included)."""
+    async with connection(executor) as conn:
+        first, last = await data_range(conn, symbol, rollups)
+        if first is None or last is None:
+            raise UnknownSymbolError(symbol)
+        # Clamped to the data, so growing windows never scan years of nothing (or of everything).
+        lower = floor_bucket(first, timeframe)
+        if start is not None:
+            lower = max(lower, ceil_bucket(start, timeframe))
+        upper = min(ceil_bucket(end or now or datetime.now(UTC), timeframe),
+                    next_bucket(floor_bucket(last, timeframe), timeframe))
+        if lower >= upper:
+            return []
+        sql = history_sql(timeframe, rollups, newest_first=start is None)
+        rows = await _fetch_growing(conn, sql, symbol, timeframe, lower, upper, limit, from_start=start is not None)
+        return rows if start is not None else rows[::-1]
+
+
+async def _fetch_growing(conn: asyncpg.Connection, sql: str, symbol: str, timeframe: str, lower: datetime,
+                         upper: datetime, limit: int, *, from_start: bool) -> Sequence[asyncpg.Record]:
+    """Query a window of ``limit`` buckets at one end of [lower, upper), growing it until it holds
+    ``limit`` bars or covers the range: the work stays near that of the bars returned, however
+    much data lies beyond them."""
+    span = WIDTHS[timeframe] * limit
+    while True:
+        if span >= upper - lower:
+            return await conn.fetch(sql, symbol, lower, upper, limit)
+        if from_start:
+            window = (lower, ceil_bucket(lower + span, timeframe))
+        else:
+            window = (floor_bucket(upper - span, timeframe), upper)
+        rows = await conn.fetch(sql, symbol, *window, limit)
+        if len(rows) >= limit:
+            return rows
+        span *= WINDOW_GROWTH
+
+
+async def stats(executor: Executor, symbol: str, *, start: datetime | None = None, end: datetime | None = None,
+                rollups: bool = False, now: datetime | None = None) -> asyncpg.Record:
+    """Summary statistics of the daily series between ``start`` and ``end`` (default: all of it)."""
+    async with connection(executor) as conn:
+        first, _ = await data_range(conn, symbol, rollups)
+        if first is None:
+            raise UnknownSymbolError(symbol)
+        lower = ceil_bucket(start, "1d") if start else floor_bucket(first, "1d")
+        upper = ceil_bucket(end or now or datetime.now(UTC), "1d")
+        return await conn.fetchrow(stats_sql(rollups), symbol, lower, max(lower, upper))
+
+
+async def symbols(executor: Executor) -> Sequence[asyncpg.Record]:
+    """Every stored symbol with its first and last time and its tick and bar counts."""
+    async with connection(executor) as conn:
+        return await conn.fetch(_SYMBOLS_SQL)

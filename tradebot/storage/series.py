@@ -1,0 +1,158 @@
+"""SQL for one continuous OHLCV series per symbol and timeframe, out of stored bars and ticks.
+
+Precedence, bucket by bucket (no bucket is ever counted from two sources):
+
+1. A stored bar of exactly the requested timeframe (e.g. a backfilled daily bar for 1d) wins its
+   bucket.
+2. Otherwise the bucket is rolled up from the 1-minute series, in which a stored 1-minute bar
+   (backfill or provider) wins its minute over the live ticks of that minute: a provider's bar
+   is complete, whereas the ticks may have gaps (reconnects, late start).
+3. Minutes without a stored bar are aggregated from ticks.
+
+Among stored bars of one bucket from several sources, the one with the most volume (the more
+complete feed, e.g. SIP over IEX) wins, then the source name, so the choice is deterministic.
+
+The aggregation of ticks comes from the continuous aggregates ``ohlcv_<tf>`` when they exist
+(TimescaleDB) and from ``date_bin`` / New York ``date_trunc`` on the fly otherwise; buckets that
+contain stored minutes are rebuilt from minutes either way, so both modes return the same bars.
+Every query takes $1 = symbol and the bucket-aligned range [$2, $3).
+"""
+
+from __future__ import annotations
+
+from tradebot.storage.buckets import TIMEFRAMES, bucket_end_sql, bucket_sql
+
+COLUMNS = "bucket, open, high, low, close, volume, trade_count, notional"
+HOURLY_PARTIAL_TIMEFRAMES = ("1h", "1d")
+
+# Ties at the same timestamp are broken by id; notional = sum(price * size) gives the vwap.
+_TICK_AGGREGATE = """(array_agg(price ORDER BY ts, id))[1] AS open, max(price) AS high, min(price) AS low,
+           (array_agg(price ORDER BY ts DESC, id DESC))[1] AS close, sum(size) AS volume,
+           count(*)::numeric AS trade_count, sum(price * size) AS notional"""
+
+# A rolled-up vwap is only known when every part's is; one missing part makes it NULL.
+_ROLLUP_AGGREGATE = """(array_agg(open ORDER BY bucket))[1] AS open, max(high) AS high, min(low) AS low,
+           (array_agg(close ORDER BY bucket DESC))[1] AS close, sum(volume) AS volume,
+           sum(trade_count) AS trade_count,
+           CASE WHEN count(notional) = count(*) THEN sum(notional) END AS notional"""
+
+
+def _stored_bars(timeframe: str) -> str:
+    return f"""
+    SELECT DISTINCT ON (1) {bucket_sql('ts', timeframe)} AS bucket, open, high, low, close, volume,
+           trade_count::numeric AS trade_count,
+           coalesce(vwap * volume, CASE WHEN volume = 0 THEN 0 END) AS notional
+    FROM bars
+    WHERE symbol = $1 AND timeframe = '{timeframe}' AND ts >= $2 AND ts < $3
+    ORDER BY 1, volume DESC, source"""
+
+
+def _tick_buckets(timeframe: str, rollups: bool) -> str:
+    if rollups:
+        return f"""
+    SELECT {COLUMNS} FROM ohlcv_{timeframe} WHERE symbol = $1 AND bucket >= $2 AND bucket < $3"""
+    if timeframe in HOURLY_PARTIAL_TIMEFRAMES:
+        return _tick_buckets_from_hours(timeframe)
+    return f"""
+    SELECT {bucket_sql('ts', timeframe)} AS bucket,
+           {_TICK_AGGREGATE}
+    FROM ticks WHERE symbol = $1 AND ts >= $2 AND ts < $3
+    GROUP BY 1"""
+
+
+def _tick_buckets_from_hours(timeframe: str) -> str:
+    """Long buckets on the fly, about twice as fast: sums and extremes per UTC hour (cheap
+    date_bin, no per-row time-zone conversion), hours into buckets (a New York day is whole UTC
+    hours), then open and close by two primary-key probes per bucket instead of sorting every tick."""
+    end = bucket_end_sql("b.bucket", timeframe)
+    return f"""
+    SELECT b.bucket, first_tick.price AS open, b.high, b.low, last_tick.price AS close,
+           b.volume, b.trade_count, b.notional
+    FROM (
+        SELECT {bucket_sql('hour', timeframe)} AS bucket, max(high) AS high, min(low) AS low,
+               sum(volume) AS volume, sum(trade_count) AS trade_count, sum(notional) AS notional
+        FROM (
+            SELECT {bucket_sql('ts', '1h')} AS hour, max(price) AS high, min(price) AS low,
+                   sum(size) AS volume, count(*)::numeric AS trade_count, sum(price * size) AS notional
+            FROM ticks WHERE symbol = $1 AND ts >= $2 AND ts < $3
+            GROUP BY 1
+        ) hours
+        GROUP BY 1
+    ) b
+    CROSS JOIN LATERAL (
+        SELECT price FROM ticks t WHERE t.symbol = $1 AND t.ts >= b.bucket AND t.ts < {end}
+        ORDER BY t.ts, t.id LIMIT 1) first_tick
+    CROSS JOIN LATERAL (
+        SELECT price FROM ticks t WHERE t.symbol = $1 AND t.ts >= b.bucket AND t.ts < {end}
+        ORDER BY t.ts DESC, t.id DESC LIMIT 1) last_tick"""
+
+
+def _tick_minutes_of_mixed_buckets(rollups: bool) -> str:
+    if rollups:
+        return """
+    SELECT o.bucket, o.open, o.high, o.low, o.close, o.volume, o.trade_count, o.notional
+    FROM mixed_buckets m
+    JOIN ohlcv_1m o ON o.symbol = $1 AND o.bucket >= m.bucket AND o.bucket < m.bucket_end"""
+    return f"""
+    SELECT {bucket_sql('t.ts', '1m')} AS bucket,
+           {_TICK_AGGREGATE}
+    FROM mixed_buckets m
+    JOIN ticks t ON t.symbol = $1 AND t.ts >= m.bucket AND t.ts < m.bucket_end
+    GROUP BY 1"""
+
+
+def _unless_in(first: str, second: str, key_source: str) -> str:
+    """All rows of ``first``, plus rows of ``second`` whose bucket is not in ``key_source``."""
+    return f"""
+    SELECT {COLUMNS} FROM {first}
+    UNION ALL
+    SELECT {COLUMNS} FROM {second} x WHERE NOT EXISTS (SELECT 1 FROM {key_source} k WHERE k.bucket = x.bucket)"""
+
+
+def series_ctes(timeframe: str, rollups: bool) -> str:
+    """``WITH`` clauses ending in ``series(bucket, open, high, low, close, volume, trade_count, notional)``."""
+    if timeframe not in TIMEFRAMES:  # it is spliced into SQL: only the known literals may pass
+        raise ValueError(f"unknown timeframe {timeframe!r}; one of {', '.join(TIMEFRAMES)}")
+    ctes = {"bar_minutes": _stored_bars("1m")}
+    if timeframe == "1m":
+        ctes["tick_buckets"] = _tick_buckets("1m", rollups)
+        ctes["series"] = _unless_in("bar_minutes", "tick_buckets", "bar_minutes")
+    else:
+        ctes["mixed_buckets"] = f"""
+    SELECT bucket, {bucket_end_sql('bucket', timeframe)} AS bucket_end
+    FROM (SELECT DISTINCT {bucket_sql('bucket', timeframe)} AS bucket FROM bar_minutes) b"""
+        ctes["tick_minutes"] = _tick_minutes_of_mixed_buckets(rollups)
+        ctes["merged_minutes"] = _unless_in("bar_minutes", "tick_minutes", "bar_minutes")
+        ctes["mixed"] = f"""
+    SELECT {bucket_sql('bucket', timeframe)} AS bucket,
+           {_ROLLUP_AGGREGATE}
+    FROM merged_minutes GROUP BY 1"""
+        ctes["tick_buckets"] = _tick_buckets(timeframe, rollups)
+        ctes["rolled_up"] = _unless_in("mixed", "tick_buckets", "mixed_buckets")
+        ctes["stored"] = _stored_bars(timeframe)
+        ctes["series"] = _unless_in("stored", "rolled_up", "stored")
+    return "WITH " + ",\n".join(f"{name} AS ({body}\n)" for name, body in ctes.items())
+
+
+def history_sql(timeframe: str, rollups: bool, newest_first: bool) -> str:
+    """Bars of the series in [$2, $3), oldest (or newest) first, at most $4."""
+    order = "DESC" if newest_first else "ASC"
+    return f"""{series_ctes(timeframe, rollups)}
+SELECT bucket AS ts, open, high, low, close, volume, trade_count::bigint AS trade_count,
+       notional / NULLIF(volume, 0) AS vwap
+FROM series ORDER BY bucket {order} LIMIT $4"""
+
+
+def stats_sql(rollups: bool) -> str:
+    """Summary of the daily series in [$2, $3): range, OHLCV, vwap, daily return mean and volatility."""
+    return f"""{series_ctes('1d', rollups)},
+daily AS (
+    SELECT {COLUMNS}, close / lag(close) OVER (ORDER BY bucket) - 1 AS daily_return FROM series
+)
+SELECT count(*) AS days, min(bucket) AS first_day, max(bucket) AS last_day,
+       (array_agg(open ORDER BY bucket))[1] AS open, max(high) AS high, min(low) AS low,
+       (array_agg(close ORDER BY bucket DESC))[1] AS close, sum(volume) AS volume,
+       sum(trade_count)::bigint AS trade_count,
+       CASE WHEN count(notional) = count(*) THEN sum(notional) END / NULLIF(sum(volume), 0) AS vwap,
+       avg(daily_return) AS mean_daily_return, stddev_samp(daily_return) AS daily_return_stdev
+FROM daily"""

@@ -1,0 +1,117 @@
+"""TimescaleDB specifics: chunk sizing, the values migrations are rendered with, mode, backfill help.
+
+Sizing rule (Timescale's "best practices for time partitioning"): choose ``chunk_time_interval``
+so that one chunk of each actively written hypertable, indexes included, fits in 25% of main
+memory. We estimate a day's bytes from the symbol count and measured bytes per row, then take the
+longest candidate interval that fits; ``CHUNK_INTERVAL`` overrides the ticks' interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import asyncpg
+
+from tradebot.common.config import Settings
+from tradebot.common.db import Executor, connection
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["timescaledb", "postgresql"]
+
+MEMORY_SHARE = 0.25
+# Heap row plus primary-key entry, measured on the benchmark table (pg_total_relation_size / rows).
+TICK_ROW_BYTES = 170
+BAR_ROW_BYTES = 220
+# A liquid US stock prints 10^4-10^5 trades a day on a consolidated feed; size for the busy end.
+TICKS_PER_SYMBOL_DAY = 50_000
+BARS_PER_SYMBOL_DAY = 24 * 60 + 1  # 1-minute bars around the clock plus a daily bar: an upper bound
+TICK_INTERVALS = (("1 day", 1.0), ("6 hours", 0.25), ("1 hour", 1 / 24))
+BAR_INTERVALS = (("7 days", 7.0), ("1 day", 1.0))
+EVENTS_INTERVAL = "30 days"  # signals, orders, fills: a few rows a day per symbol
+
+
+def chunk_interval_for(bytes_per_day: float, memory_bytes: int, candidates: Sequence[tuple[str, float]]) -> str:
+    """The longest candidate whose chunk (``bytes_per_day`` x its days) fits in 25% of memory."""
+    budget = memory_bytes * MEMORY_SHARE
+    for label, days in candidates:
+        if bytes_per_day * days <= budget:
+            return label
+    return candidates[-1][0]
+
+
+def physical_memory_bytes() -> int:
+    """Main memory of this host (the database is assumed local; set CHUNK_INTERVAL otherwise)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@dataclass(frozen=True)
+class TimescaleOptions:
+    """Values the TimescaleDB migrations are rendered with (PostgreSQL interval strings)."""
+
+    ticks_chunk_interval: str = "1 day"
+    bars_chunk_interval: str = "7 days"
+    events_chunk_interval: str = EVENTS_INTERVAL
+    compress_after: str = "7 days"
+    tick_retention: str | None = None
+    refresh_1m_start_offset: str = "2 days"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, memory_bytes: int | None = None) -> TimescaleOptions:
+        """Options sized by the rule above for the configured symbol count, with overrides applied."""
+        memory = memory_bytes or physical_memory_bytes()
+        symbols = len(settings.symbols) or settings.max_symbols
+        ticks = chunk_interval_for(symbols * TICKS_PER_SYMBOL_DAY * TICK_ROW_BYTES, memory, TICK_INTERVALS)
+        bars = chunk_interval_for(symbols * BARS_PER_SYMBOL_DAY * BAR_ROW_BYTES, memory, BAR_INTERVALS)
+        return cls(ticks_chunk_interval=settings.chunk_interval or ticks, bars_chunk_interval=bars,
+                   compress_after=settings.compress_after, tick_retention=settings.tick_retention)
+
+    def template_values(self) -> dict[str, str | None]:
+        """Placeholder name -> value, for rendering migration files."""
+        return asdict(self)
+
+
+async def database_mode(executor: Executor) -> Mode:
+    """'timescaledb' when the OHLCV rollups exist (the Timescale migrations ran), else 'postgresql'."""
+    async with connection(executor) as conn:
+        rollups = await conn.fetchval("SELECT to_regclass('ohlcv_1m') IS NOT NULL")
+    return "timescaledb" if rollups else "postgresql"
+
+
+async def _compression_jobs(conn: asyncpg.Connection, tables: Sequence[str]) -> list[int]:
+    if not await conn.fetchval("SELECT to_regclass('timescaledb_information.jobs') IS NOT NULL"):
+        return []
+    rows = await conn.fetch(
+        "SELECT job_id FROM timescaledb_information.jobs "
+        "WHERE proc_name = 'policy_compression' AND hypertable_name = ANY($1::text[]) AND scheduled",
+        list(tables))
+    return [row["job_id"] for row in rows]
+
+
+@asynccontextmanager
+async def compression_paused(executor: Executor, tables: Sequence[str] = ("ticks", "bars")) -> AsyncIterator[None]:
+    """Pause the compression policies of ``tables`` for a bulk backfill; no-op on plain PostgreSQL.
+
+    Inserting into already compressed chunks works on TimescaleDB >= 2.11 (unique checks decompress
+    the affected segments), but a bulk backfill is faster with the policy paused: the chunks it
+    writes stay uncompressed until the policy resumes and compresses them in one pass.
+    """
+    async with connection(executor) as conn:
+        jobs = await _compression_jobs(conn, tables)
+        for job_id in jobs:
+            await conn.execute("SELECT alter_job($1, scheduled => false)", job_id)
+    if jobs:
+        log.info("compression paused for %s (jobs %s)", ", ".join(tables), jobs)
+    try:
+        yield
+    finally:
+        async with connection(executor) as conn:
+            for job_id in jobs:
+                await conn.execute("SELECT alter_job($1, scheduled => true)", job_id)
+        if jobs:
+            log.info("compression resumed for %s", ", ".join(tables))

@@ -1,0 +1,61 @@
+"""The storage worker: every tick partition, bars, signals and order streams into PostgreSQL.
+
+Stateless, so any number of copies share the ``storage`` consumer group. Each batch is written
+with COPY + INSERT ... ON CONFLICT in one transaction and acked only after the commit; a batch
+redelivered after a crash writes nothing twice. Migrations run at start-up (advisory-locked, so
+copies starting together are safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from tradebot.common.bus import Bus, Delivery, connect
+from tradebot.common.config import Settings
+from tradebot.common.consumer import GroupConsumer
+from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
+from tradebot.common.runtime import consumer_name
+from tradebot.common.runtime import main as run_worker
+from tradebot.common.streams import STORAGE_GROUP, storage_streams
+from tradebot.storage.schema import apply_migrations
+from tradebot.storage.timescale import TimescaleOptions
+from tradebot.storage.writer import write_events
+
+log = logging.getLogger(__name__)
+ROLE = "storage"
+
+
+async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter | None = None) -> None:
+    """Persist stream entries until ``stop`` (or burst / max-messages end)."""
+    assert settings.redis_url and settings.database_url, "runtime fills in both URLs"
+    counters = counters if counters is not None else Counter()
+    await apply_migrations(settings.database_url, options=TimescaleOptions.from_settings(settings))
+    pool = await create_pool(settings.database_url, max_size=2, application_name="tradebot-storage")
+    bus = Bus(connect(settings.redis_url), maxlen=settings.stream_maxlen, max_deliveries=settings.max_deliveries)
+
+    async def handle(batch: list[Delivery]) -> None:
+        written = await write_events(pool, [delivery.event for delivery in batch])
+        new_rows = sum(written.values())
+        counters.update({f"rows_{table}": rows for table, rows in written.items()})
+        counters["duplicates"] += len(batch) - new_rows
+
+    consumer = GroupConsumer(
+        bus, storage_streams(settings.tick_partitions), STORAGE_GROUP, consumer_name(),
+        batch_size=settings.bus_batch_size, block_ms=settings.bus_block_ms,
+        claim_idle_ms=settings.claim_idle_ms, counters=counters, transient_errors=TRANSIENT_DB_ERRORS)
+    try:
+        await consumer.run(handle, stop=stop, max_messages=settings.max_messages, burst=settings.burst)
+    finally:
+        await bus.close()
+        await pool.close()
+
+
+def main() -> None:
+    """Run the storage worker as a process."""
+    run_worker(ROLE, run)
+
+
+if __name__ == "__main__":
+    main()
