@@ -54,20 +54,24 @@ def worker(role: Annotated[str, typer.Argument(help=f"one of: {', '.join(ROLES)}
 
 @app.command()
 def migrate(dry_run: Annotated[bool, typer.Option("--dry-run", help="print the DDL instead of applying it")] = False,
-            mode: Annotated[str | None, typer.Option(help="with --dry-run: timescaledb or postgresql")] = None) -> None:
+            mode: Annotated[str | None, typer.Option(help="print the full DDL of timescaledb or postgresql, "
+                                                          "without a database")] = None) -> None:
     """Apply the database migrations (safe to run twice, and from two processes at once)."""
     from tradebot.storage.schema import migrate as apply_migrations
     from tradebot.storage.schema import render_ddl
+    from tradebot.storage.timescale import TimescaleOptions
 
     settings = load_settings()
     setup_logging(settings.log_level)
-    if dry_run and mode:
-        typer.echo(render_ddl(mode))
+    options = TimescaleOptions.from_settings(settings)
+    if mode:
+        if mode not in ("timescaledb", "postgresql"):
+            raise typer.BadParameter("--mode must be timescaledb or postgresql")
+        typer.echo("\n\n".join(render_ddl(mode, options)))  # type: ignore[arg-type]
         return
     with infrastructure(settings) as ready:
-        output = apply_migrations(ready.database_url or "", dry_run=dry_run)
-    for line in output:
-        typer.echo(line)
+        statements = apply_migrations(ready.database_url or "", dry_run=dry_run, options=options)
+    typer.echo("\n\n".join(statements) if statements else "-- nothing to apply: the schema is up to date")
 
 
 @app.command()

@@ -68,8 +68,9 @@ def up(settings: Settings, scale: dict[str, int]) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     with infrastructure(settings) as ready:
         from tradebot.storage.schema import migrate
+        from tradebot.storage.timescale import TimescaleOptions
 
-        migrate(ready.database_url or "")
+        migrate(ready.database_url or "", options=TimescaleOptions.from_settings(ready))
         workers = [Managed(role, i + 1, env=worker_environment(ready))
                    for role, count in scale.items() for i in range(count)]
         for worker in workers:
