@@ -16,6 +16,14 @@ import pytest
 from tests.helpers import free_port, wait_until
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
+from tradebot.common.streams import (
+    EXECUTION_ROLE,
+    ORDERS_NEW,
+    STORAGE_GROUP,
+    STRATEGY_ROLE,
+    storage_streams,
+    tick_streams,
+)
 from tradebot.execution.service import read_account
 from tradebot.storage.schema import apply_migrations
 
@@ -60,12 +68,13 @@ async def test_tradebot_up_runs_the_whole_pipeline(settings: Settings, bus: Bus,
     conn = await asyncpg.connect(clean_database)
     try:
         await wait_until(lambda: _stored_all(conn), timeout=120, what=f"{TICKS} ticks stored")
-        await wait_until(lambda: _orders_settled(conn), timeout=60, what="every order to have its event")
+        await wait_until(lambda: _settled(conn, bus, settings), timeout=60, what="the pipeline to drain")
         api = f"http://127.0.0.1:{api_port}"
         async with httpx.AsyncClient(base_url=api, timeout=10) as client:
             await wait_until(lambda: _api_up(client), timeout=60, what="the API")
             history = (await client.get("/history/AAPL", params={"timeframe": "1m", "limit": 10000})).json()
             health = (await client.get("/health")).json()
+            account = (await client.get("/account")).json()
         rows = await conn.fetch("SELECT id, ts, price, size FROM ticks WHERE symbol = 'AAPL'")
         expected = minute_bars_from_ticks(rows)
         got = {datetime.fromisoformat(bar["timestamp"]).astimezone(UTC): bar for bar in history["bars"]}
@@ -77,6 +86,7 @@ async def test_tradebot_up_runs_the_whole_pipeline(settings: Settings, bus: Bus,
         # the mock feed has finished (MOCK_MAX_TICKS) and left; the others keep beating
         assert {beat["role"] for beat in health["workers"]} >= {"strategy", "execution", "storage"}
         await _assert_account_reconciles(conn, bus)
+        assert account == await read_account(bus.redis)
         assert await count(conn, "signals") == await count(conn, "orders") > 0
     finally:
         await conn.close()
@@ -89,7 +99,14 @@ async def _stored_all(conn: asyncpg.Connection) -> bool:
     return await count(conn, "ticks") >= TICKS
 
 
-async def _orders_settled(conn: asyncpg.Connection) -> bool:
+async def _settled(conn: asyncpg.Connection, bus: Bus, settings: Settings) -> bool:
+    """Every tick through the strategy, every order executed, every event stored."""
+    watched = [(s, STRATEGY_ROLE) for s in tick_streams(settings.tick_partitions)] + [(ORDERS_NEW, EXECUTION_ROLE)]
+    watched += [(s, STORAGE_GROUP) for s in storage_streams(settings.tick_partitions)]
+    for stream, group in watched:
+        health = await bus.health(stream, group)
+        if health.pending or health.lag:
+            return False
     orders = await count(conn, "orders")
     signals = await count(conn, "signals")
     return orders > 0 and orders == signals == await count(conn, "fills")
