@@ -23,6 +23,7 @@ from tradebot.common.bus import Bus
 from tradebot.common.config import Settings, SettingsError
 from tradebot.common.models import Bar as BarEvent
 from tradebot.common.models import Tick
+from tradebot.common.runtime import CONFIG_ERROR_EXIT
 from tradebot.common.streams import tick_stream_for
 from tradebot.market_data.alpaca_service import run_feed
 
@@ -138,9 +139,6 @@ async def test_missing_keys_stop_with_one_line_naming_the_variable(settings: Set
         await run_feed(settings, stop=asyncio.Event(), counters=Counter())
 
 
-@pytest.mark.xfail(strict=True, reason="runtime.serve runs the worker as a task, so a SettingsError raised by it "
-                   "also logs 'Task exception was never retrieved' with a traceback; needs the runtime change "
-                   "reported with issue 5")
 def test_worker_process_exits_with_one_line_on_rejected_keys(settings: Settings) -> None:
     with AlpacaStreamEmulator(secret="another-secret") as emu:
         env = {**os.environ, "REDIS_URL": settings.redis_url or "", "DATABASE_URL": settings.database_url or "",
@@ -148,7 +146,7 @@ def test_worker_process_exits_with_one_line_on_rejected_keys(settings: Settings)
                "SYMBOL_MODE": "custom", "SYMBOLS": "AAPL", "LOG_LEVEL": "WARNING"}
         done = subprocess.run([sys.executable, "-m", "tradebot.market_data.alpaca_service"], env=env,
                               capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1
+    assert done.returncode == CONFIG_ERROR_EXIT
     assert done.stderr.strip().splitlines() == [
         "Alpaca rejected ALPACA_KEY/ALPACA_SECRET (402 auth failed): set valid keys"]
 

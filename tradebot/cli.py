@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from tradebot.backfill.cli import app as backfill_app
 from tradebot.common.config import load_settings
 from tradebot.common.runtime import infrastructure, setup_logging
 from tradebot.roles import DEFAULT_UP, ROLES, UnknownRoleError, module_for, run_role
@@ -14,6 +15,7 @@ from tradebot.universe.cli import app as symbols_app
 app = typer.Typer(help="Event-driven trading bot for US equities.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.add_typer(symbols_app, name="symbols", help="Inspect and manage the symbol universe.")
+app.add_typer(backfill_app, name="backfill", help="Fetch historical bars from Alpaca or Polygon into the database.")
 
 
 def parse_scale(values: list[str]) -> dict[str, int]:

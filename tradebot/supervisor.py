@@ -3,7 +3,8 @@
 Each worker is started as ``python -m <module>`` with the resolved URLs in its environment, so a
 process tree here behaves like the containers of docker compose. A worker that crashes (non-zero
 exit) is restarted with exponential backoff, reset once it has stayed up for a while; one that
-exits 0 finished on purpose (MAX_MESSAGES, MOCK_MAX_TICKS) and stays down. Ctrl-C sends SIGTERM to
+exits 0 finished on purpose (MAX_MESSAGES, MOCK_MAX_TICKS), and one that exits 78 has a wrong
+setting: both stay down. Ctrl-C sends SIGTERM to
 all, waits for their grace period, and only then stops the servers.
 """
 
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from tradebot.common.config import Settings
-from tradebot.common.runtime import infrastructure
+from tradebot.common.runtime import CONFIG_ERROR_EXIT, infrastructure
 from tradebot.roles import module_for
 
 log = logging.getLogger("tradebot.supervisor")
@@ -95,8 +96,9 @@ def supervise(workers: list[Managed]) -> None:
         code = worker.process.poll()
         if code is None or worker.finished:
             continue
-        if code == 0:  # it stopped on purpose (burst / max-messages): nothing to restart
-            log.info("%s finished", worker.name)
+        if code in (0, CONFIG_ERROR_EXIT):  # finished on purpose, or misconfigured: a restart cannot help
+            log.log(logging.INFO if code == 0 else logging.ERROR, "%s %s", worker.name,
+                    "finished" if code == 0 else "stopped on a configuration error (see its line above)")
             worker.finished = True
             continue
         if now - worker.started_at > STABLE_AFTER_S:

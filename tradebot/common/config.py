@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     max_price: float | None = Field(None, gt=0)
 
     # --- mock market data ---
-    mock_ticks_per_second: float = Field(50.0, gt=0)
+    mock_ticks_per_second: float = Field(500.0, gt=0)  # ~5 ticks/s per symbol: signals within seconds
     mock_seed: int = 42
     mock_max_ticks: int | None = Field(None, ge=1)
 

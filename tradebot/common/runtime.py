@@ -22,11 +22,14 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from tradebot.common import bus as bus_module
-from tradebot.common.config import Settings, load_settings
+from tradebot.common.config import Settings, SettingsError, load_settings
 from tradebot.common.embedded import embedded_servers
 from tradebot.common.streams import heartbeat_key
 
 log = logging.getLogger("tradebot")
+
+# EX_CONFIG from sysexits.h: a setting is wrong, so restarting the worker cannot help.
+CONFIG_ERROR_EXIT = 78
 
 
 class WorkerRun(Protocol):
@@ -60,7 +63,11 @@ def infrastructure(settings: Settings) -> Iterator[Settings]:
 
 def main(role: str, run: WorkerRun) -> None:
     """Run one worker as a process until SIGINT/SIGTERM (or its burst / max-messages end)."""
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        sys.exit(CONFIG_ERROR_EXIT)
     setup_logging(settings.log_level)
     with infrastructure(settings) as ready:
         exit_code = asyncio.run(serve(role, run, ready))
@@ -77,7 +84,7 @@ async def serve(role: str, run: WorkerRun, settings: Settings) -> int:
     started = time.monotonic()
     log.info("%s starting as %s (pid %d)", role, consumer_name(), os.getpid())
     heartbeat = asyncio.create_task(_heartbeat(role, settings, counters, stop))
-    worker = asyncio.create_task(run(settings, stop=stop, counters=counters))
+    worker = asyncio.create_task(_run_guarded(run, settings, stop, counters))
     exit_code = await _wait_for_worker(worker, stop, settings.grace_period_s)
     stop.set()
     await asyncio.gather(heartbeat, return_exceptions=True)
@@ -104,7 +111,22 @@ async def _wait_for_worker(worker: asyncio.Task, stop: asyncio.Event, grace_peri
     if error is not None:
         log.error("worker failed: %s", error, exc_info=error)
         return 1
+    if worker.result() is not None:
+        print(worker.result(), file=sys.stderr, flush=True)  # the same plain line as a bad setting at start
+        return CONFIG_ERROR_EXIT
     return 0
+
+
+async def _run_guarded(run: WorkerRun, settings: Settings, stop: asyncio.Event, counters: Counter) -> str | None:
+    """Run the worker; a configuration error found at run time (say, keys rejected) comes back as its line.
+
+    SettingsError is a SystemExit, which asyncio would not keep in the task but raise through the loop.
+    """
+    try:
+        await run(settings, stop=stop, counters=counters)
+    except SettingsError as error:
+        return str(error)
+    return None
 
 
 async def _heartbeat(role: str, settings: Settings, counters: Counter, stop: asyncio.Event) -> None:

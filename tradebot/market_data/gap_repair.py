@@ -114,11 +114,6 @@ class GapRepairer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def wait_idle(self) -> None:
-        """Wait for running repairs to finish (tests, and a clean stop)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
     async def close(self) -> None:
         """Cancel running repairs; what they did not publish is repaired after the next start."""
         for task in self._tasks:

@@ -1,6 +1,6 @@
 """Symbol universes: which symbols tradebot trades, resolved the same way for every worker."""
 
-from tradebot.universe.assets import AssetsUnavailable, UniverseError
+from tradebot.universe.assets import AssetsUnavailableError, UniverseError
 from tradebot.universe.resolver import (
     SYMBOL_MODES,
     live_subscription_symbols,
@@ -10,7 +10,7 @@ from tradebot.universe.resolver import (
 
 __all__ = [
     "SYMBOL_MODES",
-    "AssetsUnavailable",
+    "AssetsUnavailableError",
     "UniverseError",
     "live_subscription_symbols",
     "resolve_symbols",

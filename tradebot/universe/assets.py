@@ -62,7 +62,7 @@ class UniverseError(Exception):
     """The symbol universe cannot be resolved; the message says what to change."""
 
 
-class AssetsUnavailable(UniverseError):
+class AssetsUnavailableError(UniverseError):
     """Alpaca's assets endpoint could not be read (no keys, unreachable, bad answer)."""
 
 
@@ -208,7 +208,7 @@ def filter_assets(
 def make_trading_client(settings: Settings) -> TradingClient:
     """alpaca-py's TradingClient (paper endpoint unless ALPACA_TRADING_URL overrides it)."""
     if settings.alpaca_key is None or settings.alpaca_secret is None:
-        raise AssetsUnavailable("ALPACA_KEY and ALPACA_SECRET are not set")
+        raise AssetsUnavailableError("ALPACA_KEY and ALPACA_SECRET are not set")
     return TradingClient(
         settings.alpaca_key.get_secret_value(),
         settings.alpaca_secret.get_secret_value(),
@@ -229,14 +229,14 @@ def _describe_api_failure(error: Exception, base_url: str) -> str:
 
 
 def fetch_listed_assets(settings: Settings, client: AssetsClient | None = None) -> list[ListedAsset]:
-    """Every active US equity Alpaca lists, as `ListedAsset`s; raises AssetsUnavailable."""
+    """Every active US equity Alpaca lists, as `ListedAsset`s; raises AssetsUnavailableError."""
     request = GetAssetsRequest(status=AssetStatus.ACTIVE, asset_class=AssetClass.US_EQUITY)
     try:
         trading_client = client if client is not None else make_trading_client(settings)
         assets = trading_client.get_all_assets(request)
     except (APIError, requests.RequestException, ValidationError) as error:
         base_url = settings.alpaca_trading_url or PAPER_TRADING_URL
-        raise AssetsUnavailable(_describe_api_failure(error, base_url)) from error
+        raise AssetsUnavailableError(_describe_api_failure(error, base_url)) from error
     return [_to_listed_asset(asset) for asset in assets]
 
 
@@ -321,7 +321,7 @@ def read_cache(path: Path) -> list[ListedAsset] | None:
 def refresh_assets(
     settings: Settings, *, today: date | None = None, client: AssetsClient | None = None
 ) -> AssetSnapshot:
-    """Fetch from the API and rewrite today's cache; raises AssetsUnavailable."""
+    """Fetch from the API and rewrite today's cache; raises AssetsUnavailableError."""
     day = today or utc_today()
     assets = fetch_listed_assets(settings, client)
     write_cache(settings.data_dir, day, assets)
@@ -338,11 +338,11 @@ def load_assets(settings: Settings, *, today: date | None = None, client: Assets
         return AssetSnapshot(day, todays, "cache")
     try:
         return refresh_assets(settings, today=day, client=client)
-    except AssetsUnavailable as error:
+    except AssetsUnavailableError as error:
         return _fall_back_to_cache(settings.data_dir, day, error)
 
 
-def _fall_back_to_cache(data_dir: Path, day: date, error: AssetsUnavailable) -> AssetSnapshot:
+def _fall_back_to_cache(data_dir: Path, day: date, error: AssetsUnavailableError) -> AssetSnapshot:
     for cached_day, path in cached_days(data_dir):
         assets = read_cache(path)
         if assets is not None:
