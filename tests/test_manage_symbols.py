@@ -108,13 +108,13 @@ def test_list_rejects_an_unknown_mode() -> None:
 
 
 def test_benchmark_prints_a_row_per_mode(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, max_symbols=40, max_websocket_symbols=30, mock_ticks_per_second=2)
+    settings = Settings(data_dir=tmp_path, max_symbols=40, max_websocket_symbols=30, mock_ticks_per_second=200)
     result = invoke(settings, "benchmark")
     assert result.exit_code == 0
     rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.startswith("│")}
     for mode in ("popular", "large", "mid", "small", "all", "custom"):
         assert mode in rows
-    assert [cell.strip() for cell in rows["popular"].split("│")[3:7]] == ["100", "40", "80", "30"]
+    assert [cell.strip() for cell in rows["popular"].split("│")[3:7]] == ["100", "40", "5.0", "30"]
     assert "current" in rows["popular"]
     assert "see below" in rows["all"] and "see below" in rows["custom"]
     assert (
@@ -360,6 +360,6 @@ def test_benchmark_resolves_all_mode_through_the_api(emulator: AlpacaRestEmulato
     result = invoke(all_mode(emulator.url, tmp_path, symbols="AAPL,MSFT"), "benchmark")
     assert result.exit_code == 0
     rows = {line.split("│")[1].strip(): line.split("│") for line in result.output.splitlines() if line.startswith("│")}
-    assert [cell.strip() for cell in rows["all"][3:7]] == ["4", "4", "200", "4"]
-    assert [cell.strip() for cell in rows["custom"][3:7]] == ["2", "2", "100", "2"]
+    assert [cell.strip() for cell in rows["all"][3:7]] == ["4", "4", "125.0", "4"]
+    assert [cell.strip() for cell in rows["custom"][3:7]] == ["2", "2", "250.0", "2"]
     assert "unavailable" not in result.output

@@ -57,7 +57,7 @@ SAMPLES: dict[str, tuple[str, dict[str, str]]] = {
             "SYMBOLS": "AAPL,MSFT,NVDA",
             "MAX_SYMBOLS": "3",
             "MAX_WEBSOCKET_SYMBOLS": "3",
-            "MOCK_TICKS_PER_SECOND": "5",
+            "MOCK_TICKS_PER_SECOND": "15",
         },
     ),
 }
@@ -178,14 +178,14 @@ def _benchmark_row(settings: Settings, mode: str) -> tuple[list[str], str | None
     elapsed_ms = (time.perf_counter() - started) * 1000
     traded = min(len(symbols), settings.max_symbols)
     live = min(traded, settings.max_websocket_symbols)
-    ticks_per_second = traded * settings.mock_ticks_per_second
+    ticks_per_symbol = settings.mock_ticks_per_second / traded if traded else 0.0
     note = "current" if mode == settings.symbol_mode else ""
     return [
         mode,
         f"{elapsed_ms:.1f}",
         str(len(symbols)),
         str(traded),
-        f"{ticks_per_second:,.0f}",
+        f"{ticks_per_symbol:,.1f}",
         str(live),
         note,
     ], None
@@ -198,10 +198,10 @@ def benchmark(ctx: typer.Context) -> None:
     table = Table(
         title="Symbol universes",
         caption=f"Traded: capped by MAX_SYMBOLS ({settings.max_symbols}); "
-        f"Ticks/s: traded × MOCK_TICKS_PER_SECOND ({settings.mock_ticks_per_second:g}); "
+        f"Ticks/s per symbol: MOCK_TICKS_PER_SECOND ({settings.mock_ticks_per_second:g}, the total) / traded; "
         f"WS subs: live subscriptions, capped by MAX_WEBSOCKET_SYMBOLS ({settings.max_websocket_symbols})",
     )
-    for header in ("Mode", "Resolve ms", "Universe", "Traded", "Ticks/s", "WS subs", "Note"):
+    for header in ("Mode", "Resolve ms", "Universe", "Traded", "Ticks/s per symbol", "WS subs", "Note"):
         table.add_column(header, justify="left" if header in ("Mode", "Note") else "right")
     failures = []
     for mode in SYMBOL_MODES:
