@@ -172,3 +172,42 @@ async def test_consumers_ride_out_a_redis_restart_without_losing_entries(private
     assert counters["redis_retries"] > 0
     await publisher.close()
     await reader.close()
+
+
+async def test_burst_does_not_stop_at_a_batch_that_was_all_dead_lettered(bus: Bus) -> None:
+    await bus.ensure_group(STREAM, "testers")
+    for i in range(3):
+        await bus.publish_raw(STREAM, {"junk": str(i)})
+    await bus.publish((STREAM, t) for t in ticks(5))
+    handled: list[str] = []
+
+    async def handle(batch: list[Delivery]) -> None:
+        handled.extend(d.event.id for d in batch)
+
+    small = GroupConsumer(bus, [STREAM], "testers", "c1", batch_size=3, block_ms=50, claim_idle_ms=300,
+                          counters=Counter())
+    await small.run(handle, stop=asyncio.Event(), burst=True)
+    assert len(handled) == 5
+    assert await bus.redis.xlen("dlq." + STREAM) == 3
+
+
+async def test_a_pending_entry_trimmed_away_is_acked_not_dead_lettered(bus: Bus) -> None:
+    await bus.ensure_group(STREAM, "testers")
+    await bus.publish((STREAM, t) for t in ticks(3))
+    await bus.read([STREAM], "testers", "c1", count=3, block_ms=10)
+    await bus.redis.xtrim(STREAM, maxlen=0)
+    assert await bus.read([STREAM], "testers", "c1", count=10, block_ms=None, pending=True) == []
+    assert (await bus.health(STREAM, "testers")).pending == 0
+    assert await bus.redis.exists("dlq." + STREAM) == 0
+
+
+async def test_health_flags_a_backlog_that_nears_the_trim_cap(redis_url: str) -> None:
+    small = Bus(connect(redis_url), maxlen=1000)
+    await small.redis.delete(STREAM)
+    await small.ensure_group(STREAM, "testers")
+    await small.publish((STREAM, t) for t in ticks(700))
+    assert not (await small.health(STREAM, "testers")).near_cap
+    await small.publish((STREAM, t) for t in ticks(200, symbol="MSFT"))
+    health = await small.health(STREAM, "testers")
+    assert (health.lag, health.near_cap) == (900, True)
+    await small.close()

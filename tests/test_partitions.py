@@ -135,3 +135,19 @@ async def test_a_commit_retried_after_a_lost_reply_writes_nothing_twice(bus: Bus
     assert await bus.commit(ROLE, commit)
     assert await bus.commit(ROLE, commit)  # the same commit again, as a retry would send it
     assert await bus.redis.xlen(APPLIED) == 1
+
+
+async def test_a_worker_that_lost_its_lease_cannot_take_entries_either(bus: Bus) -> None:
+    from tradebot.common.models import Tick
+    from tradebot.common.streams import lease_key
+
+    await bus.ensure_group("in", ROLE)
+    await bus.publish([("in", Tick.create("AAPL", 1.0, 1, START, trade_id=i)) for i in range(3)])
+    await bus.redis.set(lease_key(ROLE, 0), "new-owner")
+    stale = await bus.read_fenced("in", ROLE, "partition-0", (lease_key(ROLE, 0), "old-owner"), count=10,
+                                  pending=False)
+    assert stale is None
+    assert (await bus.health("in", ROLE)).lag == 3  # nothing was delivered to the stale owner
+    fresh = await bus.read_fenced("in", ROLE, "partition-0", (lease_key(ROLE, 0), "new-owner"), count=10,
+                                  pending=False)
+    assert fresh is not None and [d.event.id for d in fresh] == [f"mock:AAPL:{i}" for i in range(3)]

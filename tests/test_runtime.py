@@ -71,3 +71,19 @@ def test_secrets_are_never_echoed_in_setting_errors(settings: Settings) -> None:
     worker.wait(timeout=30)
     stderr = worker.stderr.read() if worker.stderr else ""
     assert "POLYGON_FEED" in stderr and "supersecret" not in stderr
+
+
+def test_debug_logging_keeps_provider_frames_and_their_keys_out_of_the_log() -> None:
+    import logging
+
+    from tradebot.common.runtime import QUIET_LIBRARIES, setup_logging
+
+    setup_logging("DEBUG")
+    try:
+        assert logging.getLogger("tradebot").isEnabledFor(logging.DEBUG)
+        for name in (*QUIET_LIBRARIES, "websockets.client", "alpaca.data.live.websocket"):
+            assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
+    finally:
+        logging.getLogger().setLevel(logging.WARNING)
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.NOTSET)

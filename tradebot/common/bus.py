@@ -7,6 +7,7 @@ acks in one atomic script so a crash can never split them.
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,7 +28,7 @@ from tradebot.common.streams import SCHEMA_VERSION, dead_letter_stream
 log = logging.getLogger(__name__)
 
 RECOVERABLE_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-LAG_COUNT_CAP = 100_000
+LAG_COUNT_CAP = 1000
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,17 @@ class StreamHealth:
         return backlog > 0.8 * self.maxlen
 
 
+class CommitResult(enum.IntEnum):
+    """What :meth:`Bus.commit` did; truthy only when the commit is (now or already) applied."""
+
+    LOST_LEASE = 0
+    APPLIED = 1
+    STALE = 2
+
+    def __bool__(self) -> bool:
+        return self is CommitResult.APPLIED
+
+
 @dataclass
 class Commit:
     """Everything one batch's effect writes to Redis, applied atomically by :meth:`Bus.commit`."""
@@ -64,15 +76,20 @@ class Commit:
     publish: list[tuple[str, Event]] = field(default_factory=list)
     acks: list[tuple[str, str]] = field(default_factory=list)
     state: dict[str, str] = field(default_factory=dict)
+    # (key, value the producer last read): the commit applies only if the key still holds it
+    guard: tuple[str, str] | None = None
 
 
 # Runs inside Redis as one unit: a worker that lost its lease writes nothing (fencing), and
-# outputs, state and acks land together or not at all. If the first entry to ack is no longer
-# pending, this very commit already ran (its reply was lost and it is being retried): do nothing.
+# outputs, state and acks land together or not at all. A retried commit (its reply was lost)
+# must not apply twice: with acks, the first entry is no longer pending; without (a producer),
+# the guard key no longer holds the value the producer read.
 _COMMIT_SCRIPT = """
 local lease_key, owner, group, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if lease_key ~= '' and redis.call('GET', lease_key) ~= owner then return 0 end
-local i = 5
+local guard_key, guard_value = ARGV[5], ARGV[6]
+if guard_key ~= '' and (redis.call('GET', guard_key) or '') ~= guard_value then return 2 end
+local i = 7
 local acks = tonumber(ARGV[i]); i = i + 1
 if acks > 0 and #redis.call('XPENDING', ARGV[i], group, ARGV[i+1], ARGV[i+1], 1) == 0 then return 1 end
 for _ = 1, acks do redis.call('XACK', ARGV[i], group, ARGV[i+1]); i = i + 2 end
@@ -84,6 +101,14 @@ end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do redis.call('SET', ARGV[i], ARGV[i+1]); i = i + 2 end
 return 1
+"""
+
+
+# XREADGROUP without BLOCK, only for the lease holder (scripts cannot block; waiting is done
+# with a plain XREAD by the caller). Returns 0 when the lease is not ours.
+_FENCED_READ_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[2], ARGV[5])
 """
 
 
@@ -111,6 +136,16 @@ def _first_error(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
+def _entry_ms(entry_id: str) -> int:
+    """The millisecond time part of a stream entry id."""
+    return int(entry_id.split("-", 1)[0])
+
+
+def _pairs(flat: list | None) -> dict[str, str] | None:
+    """A script's flat [field, value, …] reply as a dict (None for a trimmed entry)."""
+    return dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
+
+
 def connect(url: str) -> aioredis.Redis:
     """A client without transport-level retries.
 
@@ -130,6 +165,7 @@ class Bus:
         self.maxlen = maxlen
         self.max_deliveries = max_deliveries
         self._commit = client.register_script(_COMMIT_SCRIPT)
+        self._fenced_read = client.register_script(_FENCED_READ_SCRIPT)
         self.last_errors: dict[str, str] = {}
 
     @classmethod
@@ -167,15 +203,49 @@ class Bus:
         """New entries (or, with ``pending``, this consumer's unacked ones), decoded.
 
         Entries that fail validation, or were delivered too often, go to the dead-letter stream
-        here and are never returned.
+        here and are never returned; an empty list therefore always means "nothing to read".
         """
         start = "0" if pending else ">"
-        reply = await self.redis.xreadgroup(group, consumer, {s: start for s in streams},
-                                            count=count, block=None if pending else block_ms)
-        entries = [(stream, entry_id, fields) for stream, rows in reply for entry_id, fields in rows]
-        if pending and entries:
-            entries = await self._drop_overdelivered(group, consumer, entries)
-        return await self._decode_or_dead_letter(group, entries)
+        while True:
+            reply = await self.redis.xreadgroup(group, consumer, {s: start for s in streams},
+                                                count=count, block=None if pending else block_ms)
+            entries = [(stream, entry_id, fields) for stream, rows in reply for entry_id, fields in rows]
+            if not entries:
+                return []
+            if pending:
+                entries = await self._drop_overdelivered(group, consumer, await self._drop_trimmed(group, entries))
+            deliveries = await self._decode_or_dead_letter(group, entries)
+            if deliveries:
+                return deliveries
+
+    async def read_fenced(self, stream: str, group: str, consumer: str, lease: tuple[str, str], *,
+                          count: int, pending: bool) -> list[Delivery] | None:
+        """Like :meth:`read` without blocking, but only while ``lease`` is held; None once it is not.
+
+        The lease check and the XREADGROUP run as one script, so a worker that lost its lease can
+        no longer take entries that belong, in order, to the partition's new owner.
+        """
+        while True:
+            reply = await self._fenced_read(keys=[lease[0], stream],
+                                            args=[lease[1], group, consumer, count, "0" if pending else ">"])
+            if reply is None or reply == 0:
+                return None if reply == 0 else []
+            rows = [(entry_id, _pairs(fields)) for entry_id, fields in reply[0][1]]
+            entries = await self._drop_trimmed(group, [(stream, entry_id, fields) for entry_id, fields in rows])
+            deliveries = await self._decode_or_dead_letter(group, entries)
+            if deliveries or not rows:
+                return deliveries
+
+    async def wait_for_entries(self, stream: str, after_id: str, block_ms: int) -> None:
+        """Block until ``stream`` has an entry newer than ``after_id`` (or ``block_ms`` passes)."""
+        await self.redis.xread({stream: after_id}, count=1, block=block_ms)
+
+    async def last_delivered_id(self, stream: str, group: str) -> str:
+        """The id of the newest entry ``group`` has been given ("0-0" before the first)."""
+        for info in await self._groups(stream):
+            if info["name"] == group:
+                return info["last-delivered-id"]
+        return "0-0"
 
     async def reclaim_idle(self, stream: str, group: str, consumer: str, *, min_idle_ms: int,
                            count: int = 100) -> list[Delivery]:
@@ -188,10 +258,7 @@ class Bus:
             claimed.extend((stream, entry_id, fields) for entry_id, fields in rows)
             if cursor == "0-0" or len(claimed) >= count:
                 break
-        gone = [entry_id for _, entry_id, fields in claimed if fields is None]
-        if gone:  # trimmed while pending: nothing left to process, so drop them from the PEL
-            await self.redis.xack(stream, group, *gone)
-        live = [(s, i, f) for s, i, f in claimed if f is not None]
+        live = await self._drop_trimmed(group, claimed)
         if live:
             live = await self._drop_overdelivered(group, consumer, live)
         return await self._decode_or_dead_letter(group, live)
@@ -208,9 +275,14 @@ class Bus:
                 pipe.xack(stream, group, *ids)
             await pipe.execute()
 
-    async def commit(self, group: str, commit: Commit, *, lease: tuple[str, str] | None = None) -> bool:
-        """Publish, write state and ack atomically; False (and nothing written) if the lease is lost."""
+    async def commit(self, group: str, commit: Commit, *, lease: tuple[str, str] | None = None) -> CommitResult:
+        """Publish, write state and ack atomically.
+
+        LOST_LEASE (nothing written) if ``lease`` is no longer ours; STALE (nothing written) if the
+        guard key moved on; a retry of an already applied commit reports APPLIED and writes nothing.
+        """
         args: list[str | int] = [lease[0] if lease else "", lease[1] if lease else "", group, self.maxlen]
+        args += list(commit.guard) if commit.guard else ["", ""]
         args.append(len(commit.acks))
         for stream, entry_id in commit.acks:
             args += [stream, entry_id]
@@ -221,7 +293,7 @@ class Bus:
         args.append(len(commit.state))
         for key, value in commit.state.items():
             args += [key, value]
-        return bool(await self._commit(keys=[], args=args))
+        return CommitResult(await self._commit(keys=[], args=args))
 
     async def dead_letter(self, group: str, stream: str, entry_id: str, fields: Mapping[str, str] | None,
                           reason: str) -> None:
@@ -236,7 +308,12 @@ class Bus:
         log.warning("dead-lettered %s %s (group %s): %s", stream, entry_id, group, reason)
 
     async def health(self, stream: str, group: str) -> StreamHealth:
-        """Length, pending count and lag of ``stream`` for ``group`` (lag counted on Redis < 7)."""
+        """Length, pending count and lag of ``stream`` for ``group``.
+
+        Redis 7 reports lag itself. Redis 6.2 does not: up to LAG_COUNT_CAP undelivered entries are
+        counted; beyond that the lag is estimated from entry times, so /health stays cheap exactly
+        when the backlog is large.
+        """
         length = await self.redis.xlen(stream)
         groups = {g["name"]: g for g in await self._groups(stream)}
         info = groups.get(group)
@@ -244,10 +321,18 @@ class Bus:
             return StreamHealth(stream, group, length, 0, length, self.maxlen)
         lag = info.get("lag")
         if lag is None:
-            after = await self.redis.xrange(stream, min=f"({info['last-delivered-id']}", max="+",
-                                            count=LAG_COUNT_CAP)
-            lag = len(after)
+            lag = await self._counted_lag(stream, info["last-delivered-id"], length)
         return StreamHealth(stream, group, length, int(info["pending"]), lag, self.maxlen)
+
+    async def _counted_lag(self, stream: str, last_delivered: str, length: int) -> int:
+        after = await self.redis.xrange(stream, min=f"({last_delivered}", max="+", count=LAG_COUNT_CAP + 1)
+        if len(after) <= LAG_COUNT_CAP:
+            return len(after)
+        first = await self.redis.xrange(stream, count=1)
+        last = await self.redis.xrevrange(stream, count=1)
+        first_ms, last_ms = _entry_ms(first[0][0]), _entry_ms(last[0][0])
+        unread_share = (last_ms - _entry_ms(last_delivered)) / max(1, last_ms - first_ms)
+        return max(len(after), min(length, round(length * unread_share)))
 
     async def _groups(self, stream: str) -> list[dict]:
         try:
@@ -273,6 +358,18 @@ class Bus:
             else:
                 keep.append((stream, entry_id, fields))
         return keep
+
+    async def _drop_trimmed(self, group: str, entries: list) -> list:
+        """Ack pending entries whose data was trimmed away (nothing left to process); return the rest.
+
+        XADD needs at least one field, so an entry without fields can only be a trimmed one.
+        """
+        gone = [(stream, entry_id) for stream, entry_id, fields in entries if not fields]
+        for stream, entry_id in gone:
+            await self.redis.xack(stream, group, entry_id)
+            log.warning("%s %s was trimmed before %s acked it (STREAM_MAXLEN too small for the backlog?)",
+                        stream, entry_id, group)
+        return [entry for entry in entries if entry[2]]
 
     async def _decode_or_dead_letter(self, group: str, entries: list) -> list[Delivery]:
         deliveries = []

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Delivery]], Awaitable[None]]
 T = TypeVar("T")
+BACKLOG_CHECK_S = 60.0
 
 
 class Backoff:
@@ -89,6 +90,7 @@ class GroupConsumer:
         self._effect_backoff = Backoff(f"{group} effect")
         self._recheck_pending = True
         self._next_reclaim = 0.0
+        self._next_backlog_check = time.monotonic() + BACKLOG_CHECK_S
         self._counted_retries = 0
 
     async def run(self, handle: Handler, *, stop: asyncio.Event, max_messages: int | None = None,
@@ -115,6 +117,9 @@ class GroupConsumer:
             if pending:
                 return pending
             self._recheck_pending = False
+        if time.monotonic() >= self._next_backlog_check:
+            self._next_backlog_check = time.monotonic() + BACKLOG_CHECK_S
+            await self._warn_if_near_cap()
         if time.monotonic() >= self._next_reclaim:
             self._next_reclaim = time.monotonic() + self.claim_idle_ms / 2000
             for stream in self.streams:
@@ -125,6 +130,16 @@ class GroupConsumer:
                     return claimed
         return await self.bus.read(self.streams, self.group, self.consumer, count=self.batch_size,
                                    block_ms=self.block_ms)
+
+    async def _warn_if_near_cap(self) -> None:
+        """Trimming at MAXLEN would eat entries this group has not handled yet: say so loudly."""
+        for stream in self.streams:
+            health = await self.bus.health(stream, self.group)
+            if health.near_cap:
+                self.counters["near_cap_warnings"] += 1
+                log.warning("%s: %s has %d pending + %s undelivered entries, near STREAM_MAXLEN=%d; "
+                            "add %s workers or raise STREAM_MAXLEN before trimming drops unread entries",
+                            self.group, stream, health.pending, health.lag, health.maxlen, self.group)
 
     async def _with_redis(self, operation: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T | None:
         try:
@@ -137,9 +152,10 @@ class GroupConsumer:
                 self._recheck_pending = True
 
     async def _handle(self, batch: list[Delivery], handle: Handler, stop: asyncio.Event) -> None:
+        """Run the effect (retrying transient failures), then ack what succeeded."""
         while True:
             try:
-                await handle(batch)
+                done = await self._effect(batch, handle)
                 self._effect_backoff.succeeded()
                 break
             except self.transient_errors as error:
@@ -147,20 +163,29 @@ class GroupConsumer:
                     return  # unacked: redelivered to whoever runs next
                 self.counters["effect_retries"] += 1
                 await self._effect_backoff.wait(error, stop)
-            except Exception as error:  # noqa: BLE001 - isolate the poison entry below
-                log.warning("batch of %d failed (%s); retrying entry by entry", len(batch), error)
-                batch = await self._handle_one_by_one(batch, handle)
-                break
-        await self._with_redis(lambda: self.bus.ack(self.group, batch), stop)
-        self.counters["handled"] += len(batch)
+        await self._with_redis(lambda: self.bus.ack(self.group, done), stop)
+        self.counters["handled"] += len(done)
 
-    async def _handle_one_by_one(self, batch: list[Delivery], handle: Handler) -> list[Delivery]:
-        """Handle each entry alone; return those that succeeded. Failures stay pending."""
+    async def _effect(self, batch: list[Delivery], handle: Handler) -> list[Delivery]:
+        """The whole batch at once, or entry by entry when it fails, to set a poison entry aside.
+
+        Transient errors propagate from either path: they say nothing about the entries, so they
+        must not count as failed deliveries.
+        """
+        try:
+            await handle(batch)
+            return batch
+        except self.transient_errors:
+            raise
+        except Exception as error:  # noqa: BLE001 - isolate the poison entry below
+            log.warning("batch of %d failed (%s); retrying entry by entry", len(batch), error)
         done = []
         for delivery in batch:
             try:
                 await handle([delivery])
                 done.append(delivery)
+            except self.transient_errors:
+                raise
             except Exception as error:  # noqa: BLE001 - recorded, redelivered, dead-lettered after N
                 self.bus.last_errors[delivery.entry_id] = f"{type(error).__name__}: {error}"
                 self.counters["failed"] += 1

@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,9}$"
 Side = Literal["buy", "sell"]
 Timeframe = Literal["1m", "5m", "15m", "1h", "1d"]
+# Sanity bounds: no US stock trades above these (BRK.A is under $1M); anything beyond is a bad
+# message, and letting it in would make sums over prices and sizes overflow in storage.
+MAX_PRICE = 10_000_000.0
+MAX_QUANTITY = 1e10
 
 
 def stable_id(*parts: object) -> str:
@@ -39,8 +43,8 @@ class Event(BaseModel):
 class Tick(Event):
     """One trade print."""
 
-    price: float = Field(gt=0)
-    size: float = Field(gt=0)
+    price: float = Field(gt=0, le=MAX_PRICE)
+    size: float = Field(gt=0, le=MAX_QUANTITY)
     source: str = "mock"
 
     @classmethod
@@ -56,13 +60,13 @@ class Bar(Event):
     """OHLCV for one bucket starting at ``timestamp``."""
 
     timeframe: Timeframe
-    open: float = Field(gt=0)
-    high: float = Field(gt=0)
-    low: float = Field(gt=0)
-    close: float = Field(gt=0)
-    volume: float = Field(ge=0)
-    trade_count: int = Field(ge=0)
-    vwap: float | None = Field(None, gt=0)
+    open: float = Field(gt=0, le=MAX_PRICE)
+    high: float = Field(gt=0, le=MAX_PRICE)
+    low: float = Field(gt=0, le=MAX_PRICE)
+    close: float = Field(gt=0, le=MAX_PRICE)
+    volume: float = Field(ge=0, le=MAX_QUANTITY * 1000)
+    trade_count: int = Field(ge=0, le=2**40)
+    vwap: float | None = Field(None, gt=0, le=MAX_PRICE)
     source: str = "mock"
 
     @model_validator(mode="after")
@@ -83,7 +87,7 @@ class Signal(Event):
     """A strategy's decision to buy or sell, derived from the tick that triggered it."""
 
     side: Side
-    price: float = Field(gt=0)
+    price: float = Field(gt=0, le=MAX_PRICE)
     confidence: float = Field(ge=0, le=1)
     strategy: str
     tick_id: str
@@ -93,8 +97,8 @@ class Order(Event):
     """A market order; ``id`` is the client order id, derived from the signal id."""
 
     side: Side
-    quantity: float = Field(gt=0)
-    reference_price: float = Field(gt=0)  # the last price the strategy saw; paper fills start here
+    quantity: float = Field(gt=0, le=MAX_QUANTITY)
+    reference_price: float = Field(gt=0, le=MAX_PRICE)  # the last price the strategy saw; paper fills start here
     signal_id: str
     order_type: Literal["market"] = "market"
 
@@ -112,8 +116,8 @@ class OrderEvent(Event):
     client_order_id: str
     status: Literal["filled", "rejected"]
     side: Side
-    quantity: float = Field(ge=0)
-    price: float | None = Field(None, gt=0)
+    quantity: float = Field(ge=0, le=MAX_QUANTITY)
+    price: float | None = Field(None, gt=0, le=MAX_PRICE)
     commission: float = Field(0.0, ge=0)
     reason: str | None = None
 

@@ -149,7 +149,7 @@ class PartitionedWorker:
         for partition, result in zip(owned, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("%s reader of partition %d failed: %r", self.config.role, partition, result)
-            elif self._burst and not lost:
+            elif result == "drained":
                 self._drained.add(partition)
             if not lost:
                 await self._release(keys=[lease_key(self.config.role, partition)], args=[self.member])
@@ -166,6 +166,12 @@ class PartitionedWorker:
             pass  # membership expires by itself
 
 
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    """Stream ids compare as (milliseconds, sequence), not as strings."""
+    millis, _, sequence = entry_id.partition("-")
+    return int(millis), int(sequence or 0)
+
+
 class PartitionReader:
     """Reads one owned partition: restore checkpoint, pending entries first, then new ones."""
 
@@ -179,37 +185,45 @@ class PartitionReader:
         self.counters = counters
         self.stream = config.stream_for(partition)
         self.consumer = partition_consumer(partition)
-        self._backoff = Backoff(f"redis (partition {partition})")
 
-    async def run(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> None:
-        """Process until told to stop, the lease is lost, or (burst) the partition is drained."""
-        while not stop.is_set():
-            try:
-                await self._restore_and_drain(stop, burst=burst, max_messages=max_messages)
-                return
-            except RECOVERABLE_REDIS_ERRORS as error:
-                await self._backoff.wait(error, stop)
+    async def run(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> str:
+        """Process until stopped; returns why it ended: stopped, drained (burst), lost or error.
 
-    async def _restore_and_drain(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> None:
-        await self.bus.ensure_group(self.stream, self.config.role)
-        self.state.restore(await self.bus.redis.get(checkpoint_key(self.config.role, self.partition)))
-        pending = True  # the previous owner's unacked entries come first
+        On a Redis error it returns rather than retrying in place: the worker re-checks the lease,
+        and a restarted reader begins again from the checkpoint and the pending entries.
+        """
+        try:
+            return await self._restore_and_drain(stop, burst=burst, max_messages=max_messages)
+        except RECOVERABLE_REDIS_ERRORS as error:
+            log.warning("%s partition %d: redis error (%s); the partition will be taken up again",
+                        self.config.role, self.partition, error)
+            return "error"
+
+    async def _restore_and_drain(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> str:
+        role = self.config.role
+        lease = (lease_key(role, self.partition), self.member)
+        await self.bus.ensure_group(self.stream, role)
+        self.state.restore(await self.bus.redis.get(checkpoint_key(role, self.partition)))
+        last_seen = await self.bus.last_delivered_id(self.stream, role)
+        pending = True  # the previous owner's unacked entries come first, in order
         while not stop.is_set():
             if max_messages is not None and self.counters["handled"] >= max_messages:
-                return
-            batch = await self.bus.read([self.stream], self.config.role, self.consumer,
-                                        count=self.config.batch_size, block_ms=self.config.block_ms,
-                                        pending=pending)
-            self._backoff.succeeded()
+                return "stopped"
+            batch = await self.bus.read_fenced(self.stream, role, self.consumer, lease,
+                                               count=self.config.batch_size, pending=pending)
+            if batch is None or (batch and not await self._commit(batch)):
+                log.warning("%s lost the lease on partition %d; leaving it to the new owner", role, self.partition)
+                self.counters["fenced"] += 1
+                return "lost"
             if batch:
-                if not await self._commit(batch):
-                    return
+                last_seen = max(last_seen, batch[-1].entry_id, key=_entry_order)
             elif pending:
                 pending = False
             elif burst:
-                return
+                return "drained"
             else:
-                pending = True  # idle: pick up anything a fenced-off former owner left behind
+                await self.bus.wait_for_entries(self.stream, last_seen, self.config.block_ms)
+        return "stopped"
 
     async def _commit(self, batch: list[Delivery]) -> bool:
         outputs, poisoned = self._apply(batch)
@@ -221,8 +235,6 @@ class PartitionReader:
                         state={checkpoint_key(self.config.role, self.partition): self.state.checkpoint()})
         lease = (lease_key(self.config.role, self.partition), self.member)
         if not await self.bus.commit(self.config.role, commit, lease=lease):
-            log.warning("lease on partition %d lost before commit; leaving it to the new owner", self.partition)
-            self.counters["fenced"] += 1
             return False
         self.counters["handled"] += len(batch)
         self.counters["published"] += len(outputs)

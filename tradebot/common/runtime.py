@@ -43,10 +43,18 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+# At DEBUG these log every frame and request, including the provider's auth message with its keys;
+# they stay at INFO whatever LOG_LEVEL says, so secrets never reach the log.
+QUIET_LIBRARIES = ("websockets", "urllib3", "alpaca", "polygon", "httpx", "httpcore", "asyncio")
+
+
 def setup_logging(level: str) -> None:
     """One plain line per event on stderr."""
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also when something configured logging before us
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))
 
 
 @contextmanager
