@@ -126,3 +126,20 @@ async def test_a_feed_killed_with_sigkill_resumes_exactly(bus: Bus, settings: Se
 
 async def _more_than(count, threshold: int) -> bool:  # type: ignore[no-untyped-def]
     return await count() > threshold
+
+
+async def test_two_feeds_at_once_never_publish_a_tick_twice(bus: Bus, settings: Settings, redis_url: str) -> None:
+    from tradebot.common.bus import connect
+
+    settings = settings.model_copy(update={"symbols": SYMBOLS, "mock_seed": 7, "tick_partitions": 2,
+                                           "bus_batch_size": 10, "mock_max_ticks": 600})
+    other_bus = Bus(connect(redis_url), maxlen=bus.maxlen)
+    counters = [Counter(), Counter()]
+    await asyncio.gather(*(run_feed(b, settings, stop=asyncio.Event(), counters=c, pace=False)
+                           for b, c in zip((bus, other_bus), counters, strict=True)))
+    await other_bus.close()
+    published = await published_ticks(bus, 2)
+    expected = feed().take(600)
+    for partition, ticks in published.items():
+        assert essence(ticks) == essence([t for t in expected if partition_for(t.symbol, 2) == partition])
+    assert counters[0]["published"] + counters[1]["published"] == 600

@@ -53,25 +53,31 @@ def ticks_per_batch(settings: Settings) -> int:
     return max(1, min(settings.bus_batch_size, math.ceil(settings.mock_ticks_per_second * PUBLISH_INTERVAL_S)))
 
 
-async def load_feed(bus: Bus, symbols: list[str], seed: int, clock: Clock = utc_now) -> MockFeed:
-    """The feed positioned at the last committed cursor (or at the start)."""
-    saved = await bus.redis.get(producer_cursor_key(CURSOR_NAME))
-    return MockFeed(symbols, seed, clock=clock, cursor=json.loads(saved) if saved else None)
+async def load_feed(bus: Bus, symbols: list[str], seed: int, clock: Clock = utc_now) -> tuple[MockFeed, str]:
+    """The feed positioned at the last committed cursor (or at the start), and that cursor's text."""
+    saved = await bus.redis.get(producer_cursor_key(CURSOR_NAME)) or ""
+    return MockFeed(symbols, seed, clock=clock, cursor=json.loads(saved) if saved else None), saved
 
 
-async def publish_batch(bus: Bus, feed: MockFeed, count: int, partitions: int) -> int:
-    """Generate ``count`` ticks and commit them with the advanced cursor; returns the count."""
+async def publish_batch(bus: Bus, feed: MockFeed, count: int, partitions: int, committed: str) -> str | None:
+    """Generate ``count`` ticks and commit them with the advanced cursor.
+
+    The commit applies only if the cursor still reads ``committed`` (compare-and-set), so a second
+    feed, or a retry of a commit that already landed, can never publish the same ticks twice.
+    Returns the new cursor text, or None when the cursor had moved on (reload and continue).
+    """
     ticks = feed.take(count)
     publish: list[tuple[str, Event]] = [(tick_stream_for(tick.symbol, partitions), tick) for tick in ticks]
-    state = {producer_cursor_key(CURSOR_NAME): json.dumps(feed.cursor())}
-    await bus.commit("", Commit(publish=publish, state=state))
-    return len(ticks)
+    cursor = json.dumps(feed.cursor())
+    key = producer_cursor_key(CURSOR_NAME)
+    applied = await bus.commit("", Commit(publish=publish, state={key: cursor}, guard=(key, committed)))
+    return cursor if applied else None
 
 
 async def produce(bus: Bus, settings: Settings, symbols: list[str], *, stop: asyncio.Event,
                   counters: Counter, clock: Clock = utc_now, pace: bool = True) -> None:
     """Publish from the committed cursor until stopped or MOCK_MAX_TICKS is reached."""
-    feed = await load_feed(bus, symbols, settings.mock_seed, clock)
+    feed, committed = await load_feed(bus, symbols, settings.mock_seed, clock)
     pacer = Pacer(settings.mock_ticks_per_second)
     batch = ticks_per_batch(settings)
     limit = settings.mock_max_ticks
@@ -80,7 +86,13 @@ async def produce(bus: Bus, settings: Settings, symbols: list[str], *, stop: asy
         if count <= 0:
             log.info("mock feed reached MOCK_MAX_TICKS=%d", limit)
             return
-        counters["published"] += await publish_batch(bus, feed, count, settings.tick_partitions)
+        cursor = await publish_batch(bus, feed, count, settings.tick_partitions, committed)
+        if cursor is None:  # another feed (or our own lost-reply commit) moved the cursor: follow it
+            counters["cursor_conflicts"] += 1
+            feed, committed = await load_feed(bus, symbols, settings.mock_seed, clock)
+            continue
+        committed = cursor
+        counters["published"] += count
         if pace:
             await pacer.wait(count, stop)
 
