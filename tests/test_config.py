@@ -34,3 +34,11 @@ def test_long_window_must_exceed_short_window() -> None:
 def test_secrets_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(_env_file=None, alpaca_key="AKXXXX", alpaca_secret="shh-secret")
     assert "shh-secret" not in repr(settings) and "shh-secret" not in str(settings.model_dump())
+
+
+def test_urls_are_shown_without_their_credentials() -> None:
+    from tradebot.common.config import redact_url
+
+    assert redact_url("postgresql://trader:hunter2@db:5432/tradebot") == "postgresql://***@db:5432/tradebot"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert redact_url(None) == "-"

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from tradebot.backfill.cli import app as backfill_app
-from tradebot.common.config import load_settings
+from tradebot.common.config import load_settings, redact_url
 from tradebot.common.runtime import infrastructure, setup_logging
 from tradebot.roles import DEFAULT_UP, ROLES, UnknownRoleError, module_for, run_role
 from tradebot.universe.cli import app as symbols_app
@@ -84,9 +84,15 @@ def servers() -> None:
     settings = load_settings()
     setup_logging(settings.log_level)
     with infrastructure(settings) as ready:
-        typer.echo(f"REDIS_URL={ready.redis_url}\nDATABASE_URL={ready.database_url}\n(Ctrl-C stops them)")
+        typer.echo(f"REDIS_URL={_shareable(settings.redis_url, ready.redis_url)}\n"
+                   f"DATABASE_URL={_shareable(settings.database_url, ready.database_url)}\n(Ctrl-C stops them)")
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+def _shareable(given: str | None, resolved: str | None) -> str:
+    """An embedded server's URL in full (it has no secret); a URL the user gave, redacted."""
+    return redact_url(resolved) if given else resolved or "-"
 
 
 if __name__ == "__main__":

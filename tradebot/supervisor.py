@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from tradebot.common.config import Settings
+from tradebot.common.config import Settings, redact_url
 from tradebot.common.runtime import CONFIG_ERROR_EXIT, infrastructure
 from tradebot.roles import module_for
 
@@ -135,16 +135,8 @@ def print_summary(settings: Settings, scale: dict[str, int]) -> None:
         f"  workers:  {workers}",
         f"  history:  {api}/history/AAPL?timeframe=1m   symbols: {api}/symbols",
         f"  health:   {api}/health   API docs: {api}/docs",
-        f"  redis:    {_without_password(settings.redis_url)}",
-        f"  postgres: {_without_password(settings.database_url)}",
+        f"  redis:    {redact_url(settings.redis_url)}",
+        f"  postgres: {redact_url(settings.database_url)}",
         f"  data:     {settings.data_dir.resolve()}",
     ]
     print("\n".join(lines), flush=True)
-
-
-def _without_password(url: str | None) -> str:
-    """Show where a server is without ever printing its credentials."""
-    if not url or "@" not in url:
-        return url or "-"
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

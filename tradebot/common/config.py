@@ -127,3 +127,11 @@ def load_settings(**overrides: object) -> Settings:
 
 
 _SECRET_NAMES = {"ALPACA_KEY", "ALPACA_SECRET", "POLYGON_API_KEY", "DATABASE_URL", "REDIS_URL"}
+
+
+def redact_url(url: str | None) -> str:
+    """Where a server is, without the credentials in its URL (for logs and summaries)."""
+    if not url or "@" not in url:
+        return url or "-"
+    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tradebot.common.config import SettingsError
+
 log = logging.getLogger(__name__)
 
 POSTGRES_USER = "postgres"
@@ -43,6 +45,7 @@ class EmbeddedRedis:
     def start(self) -> None:
         """Start the server unless one already answers on the port."""
         if _port_open(self.port):
+            self._check_is_ours()
             log.info("reusing embedded redis on 127.0.0.1:%d", self.port)
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +57,23 @@ class EmbeddedRedis:
                                         stderr=subprocess.DEVNULL, start_new_session=True)
         _wait_for_port(self.port, self.process, "redis", self.data_dir / "redis.log")
         log.info("started embedded redis on 127.0.0.1:%d (data in %s)", self.port, self.data_dir)
+
+    def _check_is_ours(self) -> None:
+        """Something answers on the port: reuse it only if it is this data folder's Redis."""
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        try:
+            client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1, decode_responses=True,
+                                 retry=Retry(NoBackoff(), 0))
+            serving = Path(client.config_get("dir").get("dir", ""))
+            client.close()
+        except (redis.RedisError, OSError):
+            serving = None
+        if serving is None or serving.resolve() != self.data_dir.resolve():
+            raise SettingsError(f"127.0.0.1:{self.port} is in use by another program, not the embedded Redis "
+                                f"of {self.data_dir}; set EMBEDDED_REDIS_PORT to a free port (or REDIS_URL)")
 
     def stop(self) -> None:
         """Stop the server if this process started it (SIGTERM makes Redis flush the AOF)."""
@@ -83,6 +103,10 @@ class EmbeddedPostgres:
     def start(self) -> None:
         """Initialise the cluster on first use, start it unless it runs, create the database."""
         if _port_open(self.port):
+            if self._running_port() != self.port:
+                raise SettingsError(f"127.0.0.1:{self.port} is in use by another program, not the embedded "
+                                    f"PostgreSQL of {self.data_dir}; set EMBEDDED_POSTGRES_PORT to a free port "
+                                    "(or DATABASE_URL)")
             log.info("reusing embedded postgres on 127.0.0.1:%d", self.port)
             return
         self._init_cluster()
@@ -95,6 +119,14 @@ class EmbeddedPostgres:
                  check_output=True) or self._pg(
             "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", POSTGRES_USER, POSTGRES_DB)
         log.info("started embedded postgres on 127.0.0.1:%d (data in %s)", self.port, self.data_dir)
+
+    def _running_port(self) -> int | None:
+        """The port in this cluster's postmaster.pid (4th line), if its server runs."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            return int(lines[3])
+        except (OSError, IndexError, ValueError):
+            return None
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the cluster if this process started it."""
