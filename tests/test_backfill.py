@@ -1,8 +1,9 @@
 """The backfill against the Alpaca and Polygon REST emulators, with the official clients.
 
-Pagination is followed, 429/5xx are retried (honouring Retry-After), an interrupted run resumes
-from what is stored and a re-run writes the same rows, nothing twice; the CLI shows progress and
-a summary. Planning and retry timing are unit-tested.
+Pagination is followed, 429/5xx are retried (honouring Retry-After), a request the server never
+answers times out and is retried, an interrupted run resumes from what is stored and a re-run
+writes the same rows, nothing twice; the CLI shows progress and a summary. Planning and retry
+timing are unit-tested.
 """
 
 from __future__ import annotations
@@ -246,6 +247,26 @@ async def test_polygon_rejected_key_stops_the_backfill(settings: Settings, clean
         feed_settings = with_keys(settings, polygon_rest_url=rest.url)
         with pytest.raises(FatalError, match=r"^Polygon rejected POLYGON_API_KEY .*HTTP 401"):
             await backfill(feed_settings, PolygonBars(feed_settings), OPTIONS, now=NOW, console=quiet())
+
+
+# ----- both providers ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", ["alpaca", "polygon"])
+async def test_a_request_the_server_never_answers_times_out_and_is_retried(
+        settings: Settings, clean_database: str, provider: str) -> None:
+    emulator, path = (AlpacaRestEmulator, "/v2/stocks/bars") if provider == "alpaca" else (PolygonRestEmulator,
+                                                                                          "/v2/aggs")
+    daily = BackfillOptions(timeframes=("1d",), days=5, symbols=SYMBOLS)
+    with emulator(WEEK) as rest:
+        rest.stall_next(path_prefix=path)  # accepted, then silence: no status, no body
+        feed_settings = with_keys(settings, alpaca_data_url=rest.url, polygon_rest_url=rest.url)
+        source = (AlpacaBars if provider == "alpaca" else PolygonBars)(feed_settings, timeout_s=1.0)
+        report = await backfill(feed_settings, source, daily, now=NOW, console=quiet(), policy=FAST)
+        assert rest.stalls == 1
+    assert report.retries == 1 and report.by_status()["done"] == list(SYMBOLS)
+    rows = await stored_rows(clean_database, provider)
+    assert len(rows) == len(set(rows)) and set(rows) == {row for row in expected_rows(WEEK, SYMBOLS) if row[1] == "1d"}
 
 
 # ----- the commands --------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
 """Gap repair: the minutes a live feed missed come from REST history, so /history has no hole.
 
 The pure rules are unit-tested; then each provider: the Alpaca stream drops for ten minutes of
-emulator time, and the Polygon worker is stopped and restarted ten minutes later. Emulator time is
-a fake clock the feed reads when it (re)connects; the stream and REST emulators serve the same
-synthetic minutes.
+emulator time, and the Polygon worker is stopped and restarted ten minutes later. A repair that
+never published (stopped while settling, REST failing) is done after the next restart, and a REST
+request that stalls times out and is retried. Emulator time is a fake clock the feed reads when it
+(re)connects; the stream and REST emulators serve the same synthetic minutes.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from tests.emulators import (
     AlpacaRestEmulator,
@@ -21,12 +22,14 @@ from tests.emulators import (
     Send,
 )
 from tests.feed_helpers import T0, FakeClock, history, running, store_everything, wait_for_published, when, with_keys
+from tests.helpers import wait_until
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.models import Bar, Tick
 from tradebot.market_data import alpaca_service, polygon_service
 from tradebot.market_data.gap_repair import (
     MAX_REPAIR_WINDOW,
+    PendingRepairs,
     group_by_start,
     repair_starts,
     watermark_after,
@@ -80,6 +83,25 @@ def test_symbols_sharing_a_start_share_a_request() -> None:
         T0 - MINUTE: ["NVDA"], T0: ["AAPL", "MSFT"]}
 
 
+def test_a_repair_marker_lasts_until_no_repair_of_its_symbol_is_pending() -> None:
+    repairs = PendingRepairs()
+    repairs.load("AAPL", T0 - MINUTE)  # the last run's repair never published
+    first = repairs.register({"AAPL": T0 - MINUTE, "MSFT": T0})
+    assert repairs.to_commit({}) == {"AAPL": T0 - MINUTE, "MSFT": T0}  # with the next commit, live events or not
+    repairs.not_committed(["AAPL", "MSFT"])  # that commit failed: the next one writes them
+    assert repairs.to_commit({}) == {"AAPL": T0 - MINUTE, "MSFT": T0}
+    repairs.committed({})
+    assert repairs.to_commit({}) == {}
+
+    second = repairs.register({"MSFT": T0})  # reconnected before the first repair published
+    assert repairs.to_commit({"AAPL": first, "MSFT": first}) == {"AAPL": None, "MSFT": T0}
+    repairs.committed({"AAPL": first, "MSFT": first})
+    assert repairs.marker("AAPL") is None and repairs.marker("MSFT") == T0  # the second repair is pending
+    assert repairs.to_commit({"MSFT": second}) == {"MSFT": None}
+    repairs.committed({"MSFT": second})
+    assert repairs.marker("MSFT") is None
+
+
 # ----- the providers -------------------------------------------------------------------------------
 
 
@@ -128,4 +150,94 @@ async def test_polygon_restart_ten_minutes_later_is_filled_from_rest(settings: S
     first, last = int((T0 + 5 * MINUTE).timestamp() * 1000), int((T0 + 15 * MINUTE).timestamp() * 1000) - 1
     assert paths == [f"/v2/aggs/ticker/{symbol}/range/1/minute/{first}/{last}" for symbol in SYMBOLS]
     assert await bus.redis.get(watermark_key("polygon", "MSFT")) == (T0 + 20 * MINUTE).isoformat()
+    await assert_no_hole(feed_settings, 0, 19)
+
+
+# ----- a repair that did not publish is done after the next start -----------------------------------
+
+
+async def redis_time(bus: Bus, key: str) -> datetime | None:
+    value = await bus.redis.get(key)
+    return datetime.fromisoformat(value) if value else None
+
+
+async def test_polygon_stopped_while_the_repair_settles_repairs_after_the_restart(
+        settings: Settings, bus: Bus, clean_database: str) -> None:
+    clock = FakeClock(T0 + 5 * MINUTE + timedelta(seconds=10))
+    with PolygonRestEmulator(DATASET) as rest:
+        async with PolygonStreamEmulator([Send(minutes(0, 4))]) as stream:
+            feed_settings = with_keys(settings, polygon_stream_host=f"ws://{stream.host_port}",
+                                      polygon_rest_url=rest.url)
+            async with running(polygon_service.run_feed, feed_settings, clock=clock, repair_settle_s=0):
+                await wait_for_published(bus, settings.tick_partitions, bars=10)
+
+        clock.now = T0 + 15 * MINUTE + timedelta(seconds=5)  # ten minutes later: live minutes move the watermark
+        async with PolygonStreamEmulator([Send(minutes(15, 19))]) as stream:
+            feed_settings = feed_settings.model_copy(update={"polygon_stream_host": f"ws://{stream.host_port}"})
+            async with running(polygon_service.run_feed, feed_settings, clock=clock, repair_settle_s=3600):
+                await wait_for_published(bus, settings.tick_partitions, bars=20)
+                # the live minutes moved the watermark past the gap; the same commit recorded the gap
+                # (so even a kill -9 from here on loses nothing)
+                assert await redis_time(bus, watermark_key("polygon", "AAPL")) == T0 + 20 * MINUTE
+                assert await redis_time(bus, "repair_from:polygon:AAPL") == T0 + 5 * MINUTE
+            # stopped (SIGTERM) while the repair waits to settle: nothing fetched
+        assert rest.requests_to("/v2/aggs") == []
+        assert await redis_time(bus, "repair_from:polygon:AAPL") == T0 + 5 * MINUTE
+
+        clock.now = T0 + 20 * MINUTE + timedelta(seconds=5)
+        async with PolygonStreamEmulator() as stream:
+            feed_settings = feed_settings.model_copy(update={"polygon_stream_host": f"ws://{stream.host_port}"})
+            async with running(polygon_service.run_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
+                await wait_until(lambda: feed.counters["gap_bars"] == 30, what="minutes 5-19 repaired")
+    assert await bus.redis.get("repair_from:polygon:AAPL") == ""  # cleared with the repaired bars
+    await assert_no_hole(feed_settings, 0, 19)
+
+
+async def test_alpaca_repair_that_rest_failed_is_done_after_the_restart(settings: Settings, bus: Bus,
+                                                                        clean_database: str) -> None:
+    clock = FakeClock(T0 + 5 * MINUTE + timedelta(seconds=10))
+    with AlpacaRestEmulator(DATASET) as rest:
+        async with AlpacaStreamEmulator([Send(minutes(0, 4))]) as stream:
+            feed_settings = with_keys(settings, alpaca_stream_url=stream.url, alpaca_data_url=rest.url)
+            async with running(alpaca_service.run_feed, feed_settings, clock=clock, repair_settle_s=0):
+                await wait_for_published(bus, settings.tick_partitions, bars=10)
+
+        clock.now = T0 + 15 * MINUTE + timedelta(seconds=5)
+        rest.fail_next(503, count=alpaca_service.REPAIR_POLICY.attempts, path_prefix="/v2/stocks/bars",
+                       headers={"Retry-After": "0"})
+        async with AlpacaStreamEmulator([Send(minutes(15, 19))]) as stream:
+            feed_settings = feed_settings.model_copy(update={"alpaca_stream_url": stream.url})
+            async with running(alpaca_service.run_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
+                await wait_for_published(bus, settings.tick_partitions, bars=20)
+                await wait_until(lambda: feed.counters["gap_repair_failures"] == 1, what="the repair to give up")
+        assert [r.status for r in rest.requests_to("/v2/stocks/bars")] == [503] * 4
+        assert await redis_time(bus, watermark_key("alpaca", "MSFT")) == T0 + 20 * MINUTE
+
+        clock.now = T0 + 20 * MINUTE + timedelta(seconds=5)
+        async with AlpacaStreamEmulator() as stream:
+            feed_settings = feed_settings.model_copy(update={"alpaca_stream_url": stream.url})
+            async with running(alpaca_service.run_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
+                await wait_until(lambda: feed.counters["gap_bars"] == 30, what="minutes 5-19 repaired")
+        request = rest.requests_to("/v2/stocks/bars")[-1]
+    assert when(request.query["start"]) == T0 + 5 * MINUTE and request.status == 200
+    await assert_no_hole(feed_settings, 0, 19)
+
+
+async def test_a_stalled_rest_request_times_out_and_the_repair_retries(settings: Settings, bus: Bus,
+                                                                      clean_database: str) -> None:
+    gate = Gate()
+    clock = FakeClock(T0 + 5 * MINUTE + timedelta(seconds=10))
+    scenario = [Send(minutes(0, 4)), gate, Drop(), Send(minutes(15, 19))]
+    with AlpacaRestEmulator(DATASET) as rest:
+        rest.stall_next(path_prefix="/v2/stocks/bars")  # the server accepts the request and never answers
+        async with AlpacaStreamEmulator(scenario) as stream:
+            feed_settings = with_keys(settings, alpaca_stream_url=stream.url, alpaca_data_url=rest.url)
+            async with running(alpaca_service.run_feed, feed_settings, clock=clock, repair_settle_s=0,
+                               rest_timeout_s=0.5) as feed:
+                await wait_for_published(bus, settings.tick_partitions, bars=10)
+                clock.now = T0 + 15 * MINUTE + timedelta(seconds=5)
+                gate.open()
+                await wait_until(lambda: feed.counters["gap_bars"] == 20, what="minutes 5-14 repaired")
+                assert rest.stalls == 1 and feed.counters["gap_repair_failures"] == 0
+                assert [r.status for r in rest.requests_to("/v2/stocks/bars")] == [200]  # the retry
     await assert_no_hole(feed_settings, 0, 19)

@@ -1,8 +1,9 @@
 """Machinery shared by the REST emulators: uvicorn in a background thread, request log,
-count-based failure injection and an auth hook.
+count-based failure injection (including a server that stalls) and an auth hook.
 
 Every request is recorded (`requests`), then - in this order - answered by the next matching
-injected `Failure`, rejected by the subclass's `authenticate`, or routed to the endpoint.
+injected `Failure`, rejected by the subclass's `authenticate`, or routed to the endpoint. A stalled
+request (`stall_next`) sends nothing until `release_stalls()` or `stop()`, then a 504.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .background import CALL_TIMEOUT, BackgroundLoop, Observable
+from .scenario import Gate
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Failure:
     path_prefix: str = ""
     body: Any = None  # None: the provider's usual body for that status
     headers: dict[str, str] = field(default_factory=dict)
+    stall: bool = False  # send nothing until release_stalls() or stop(), then the status
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class HttpEmulator(Observable):
         self.host, self._requested_port, self.port = host, port, 0
         self._failures = list(failures)
         self._requests: list[RecordedRequest] = []
+        self._stalls, self._stall_gate = 0, Gate()
         self._background = BackgroundLoop(type(self).__name__)
         self._server: uvicorn.Server | None = None
         self._serving: asyncio.Future[None] | None = None
@@ -94,6 +98,7 @@ class HttpEmulator(Observable):
 
     def stop(self) -> None:
         """Shut uvicorn down and stop the thread."""
+        self.release_stalls()
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             self._serving.result(CALL_TIMEOUT)
@@ -129,6 +134,24 @@ class HttpEmulator(Observable):
         with self.changing():
             self._failures.append(Failure(status, count, path_prefix, body, headers or {}))
 
+    def stall_next(self, count: int = 1, path_prefix: str = "") -> None:
+        """Leave the next `count` matching requests unanswered (a server that stalls, not one that
+        refuses) until `release_stalls()` or `stop()`; they are then answered 504 and recorded."""
+        with self.changing():
+            self._failures.append(Failure(504, count, path_prefix, stall=True))
+
+    def release_stalls(self) -> None:
+        """Answer the requests stalled so far; later stalls wait for the next release."""
+        with self.changing():
+            gate, self._stall_gate = self._stall_gate, Gate()
+        gate.open()
+
+    @property
+    def stalls(self) -> int:
+        """Requests that have started stalling so far."""
+        with self._condition:
+            return self._stalls
+
     @property
     def failures_pending(self) -> int:
         """Injected failures not served yet."""
@@ -158,7 +181,7 @@ class HttpEmulator(Observable):
     async def _dispatch(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        response = self._injected_failure(request.url.path) or self.authenticate(request)
+        response = await self._injected_failure(request.url.path) or self.authenticate(request)
         if response is None:
             response = await call_next(request)
         with self.changing():
@@ -173,7 +196,7 @@ class HttpEmulator(Observable):
             )
         return response
 
-    def _injected_failure(self, path: str) -> Response | None:
+    async def _injected_failure(self, path: str) -> Response | None:
         with self.changing():
             failure = next((f for f in self._failures if path.startswith(f.path_prefix)), None)
             if failure is None:
@@ -181,6 +204,11 @@ class HttpEmulator(Observable):
             failure.count -= 1
             if failure.count <= 0:
                 self._failures.remove(failure)
+            if failure.stall:
+                self._stalls += 1
+                gate = self._stall_gate
+        if failure.stall:
+            await gate.wait()
         body = failure.body if failure.body is not None else self.failure_body(failure.status)
         return JSONResponse(
             body,

@@ -9,6 +9,10 @@ alpaca-py retries 429 and 504 itself with a fixed, blocking ``time.sleep(3)`` pe
 ignores Alpaca's rate-limit headers; inside our worker threads that stalls every request slot for
 seconds at a time. So its retries are switched off (``_retry = 0``, a private attribute: the
 constructor does not expose it) and the runner retries instead, with backoff and the headers.
+
+alpaca-py passes no timeout to requests either, so a server that stops answering would hold a
+request (and its thread) forever. The client's session (``_session``, private as well) gets an
+adapter that supplies the runner's timeouts to every request that sets none.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import requests
 from alpaca.common.exceptions import APIError
@@ -31,6 +36,7 @@ from tradebot.backfill.runner import (
     FatalError,
     RetryableError,
     backfill_command,
+    rest_timeouts,
     retry_after_seconds,
 )
 from tradebot.common.config import Settings, SettingsError
@@ -55,6 +61,27 @@ def alpaca_credentials(settings: Settings) -> tuple[str, str]:
         raise SettingsError(f"{missing} is not set: set ALPACA_KEY and ALPACA_SECRET to your Alpaca API key id "
                             "and secret (app.alpaca.markets)")
     return settings.alpaca_key.get_secret_value(), settings.alpaca_secret.get_secret_value()
+
+
+class TimeoutAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter with a default timeout for requests that pass none (as alpaca-py's do)."""
+
+    def __init__(self, timeout: tuple[float, float]):
+        super().__init__()
+        self.timeout = timeout
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
+             verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
+        return super().send(request, stream=stream, timeout=self.timeout if timeout is None else timeout,
+                            verify=verify, cert=cert, proxies=proxies)
+
+
+def with_timeout(session: requests.Session, timeout_s: float) -> requests.Session:
+    """``session`` with every request that sets no timeout given ``rest_timeouts(timeout_s)``."""
+    adapter = TimeoutAdapter(rest_timeouts(timeout_s))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def classify(error: APIError) -> Exception:
@@ -84,12 +111,14 @@ class AlpacaBars:
 
     name = ALPACA
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, timeout_s: float | None = None):
+        timeout_s = timeout_s or settings.provider_timeout_s
         key, secret = alpaca_credentials(settings)
         self.batch_size = settings.backfill_batch_size
         self.feed = DataFeed(settings.alpaca_feed)
         self.client = StockHistoricalDataClient(key, secret, url_override=settings.alpaca_data_url)
         self.client._retry = 0  # see the module docstring: the runner retries without blocking sleeps
+        with_timeout(self.client._session, timeout_s)  # and requests never wait forever
 
     def fetch(self, symbols: Sequence[str], timeframe: Timeframe, start: datetime, end: datetime) -> list[Bar]:
         """Bars of ``symbols`` with start <= timestamp < end, every page of them."""
@@ -99,6 +128,8 @@ class AlpacaBars:
             result = self.client.get_stock_bars(request)
         except APIError as error:
             raise classify(error) from error
+        except requests.Timeout as error:
+            raise RetryableError(f"no answer in time ({type(error).__name__})") from error
         except requests.RequestException as error:
             raise RetryableError(f"network error: {type(error).__name__}") from error
         return self._convert(result.data, timeframe)  # type: ignore[union-attr]

@@ -9,6 +9,11 @@ which keeps neither the status nor the Retry-After header; other errors become `
 with only the body. We give the pool a retry policy that retries nothing and raises
 ``HTTPStatusError`` (status, headers, body) for every error response, so the runner can retry
 429/5xx with backoff and stop at once on a bad key.
+
+The client also takes ``connect_timeout``/``read_timeout`` but never passes them to urllib3
+(polygon-api-client 1.16.3 stores them and requests without), so a stalled server would hold a
+request forever. Our pool carries the runner's timeouts itself; a timeout is retried like any
+network error.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from tradebot.backfill.runner import (
     FatalError,
     RetryableError,
     backfill_command,
+    rest_timeouts,
     retry_after_seconds,
 )
 from tradebot.common.config import Settings, SettingsError
@@ -75,12 +81,14 @@ def polygon_api_key(settings: Settings) -> str:
     return settings.polygon_api_key.get_secret_value()
 
 
-def rest_client(settings: Settings) -> RESTClient:
-    """The official client on POLYGON_REST_URL (or Polygon's), with error responses surfaced."""
+def rest_client(settings: Settings, timeout_s: float) -> RESTClient:
+    """The official client on POLYGON_REST_URL (or Polygon's), with error responses surfaced and
+    timeouts that apply (see the module docstring)."""
+    connect_s, read_s = rest_timeouts(timeout_s)
     client = RESTClient(polygon_api_key(settings), base=(settings.polygon_rest_url or DEFAULT_REST_URL).rstrip("/"),
-                        retries=0)
+                        retries=0, connect_timeout=connect_s, read_timeout=read_s)
     client.client = urllib3.PoolManager(num_pools=10, headers=client.headers, ca_certs=certifi.where(),
-                                        cert_reqs="CERT_REQUIRED", retries=SurfaceErrors())
+                                        cert_reqs="CERT_REQUIRED", retries=SurfaceErrors(), timeout=client.timeout)
     return client
 
 
@@ -94,6 +102,14 @@ def classify(error: HTTPStatusError) -> Exception:
     return RuntimeError(str(error))
 
 
+def network_error(error: Exception) -> RetryableError:
+    """A transport failure (urllib3 wraps it in MaxRetryError, naming the cause) as retryable."""
+    cause = error.reason if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason else error
+    if isinstance(cause, urllib3.exceptions.TimeoutError | TimeoutError):
+        return RetryableError(f"no answer in time ({type(cause).__name__})")
+    return RetryableError(f"network error: {type(cause).__name__}")
+
+
 def unix_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -104,8 +120,9 @@ class PolygonBars:
     name = POLYGON
     batch_size = 1
 
-    def __init__(self, settings: Settings):
-        self.client = rest_client(settings)
+    def __init__(self, settings: Settings, *, timeout_s: float | None = None):
+        timeout_s = timeout_s or settings.provider_timeout_s
+        self.client = rest_client(settings, timeout_s)
 
     def fetch(self, symbols: Sequence[str], timeframe: Timeframe, start: datetime, end: datetime) -> list[Bar]:
         """Bars of the one symbol with start <= timestamp < end, every page of them."""
@@ -117,7 +134,7 @@ class PolygonBars:
         except HTTPStatusError as error:
             raise classify(error) from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise RetryableError(f"network error: {type(error).__name__}") from error
+            raise network_error(error) from error
         bars, invalid = [], 0
         for agg in aggs:
             try:

@@ -5,8 +5,11 @@ raises ``RetryableError`` for 429/5xx/network trouble, ``FatalError`` for proble
 (bad keys), anything else for a request the provider refused. Requests run in threads
 (``asyncio.to_thread``), at most BACKFILL_CONCURRENT_REQUESTS at once, at least RATE_LIMIT_DELAY
 seconds apart; retries wait with capped, jittered exponential backoff, or exactly as long as the
-provider's Retry-After / X-RateLimit-Reset says. Bars are written per symbol with COPY (idempotent),
-so an interrupted run keeps what it wrote and the next run resumes from it (see progress.py).
+provider's Retry-After / X-RateLimit-Reset says. Every request has a timeout (PROVIDER_TIMEOUT_S:
+neither client sets one by default), so a stalled server costs a retry, not a request slot forever,
+and a stopping process never waits on a thread stuck in a read. Bars are written per symbol with
+COPY (idempotent), so an interrupted run keeps what it wrote and the next run resumes from it (see
+progress.py).
 """
 
 from __future__ import annotations
@@ -48,10 +51,18 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEFRAMES: tuple[Timeframe, ...] = ("1d", "1h", "1m")
 INTRADAY: frozenset[str] = frozenset({"1m", "5m", "15m", "1h"})
+# A REST request fails (and is retried) when the server sends nothing for this long; connecting
+# may take at most CONNECT_TIMEOUT_S of it. Per read, not per response: a long page still arrives.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def rest_timeouts(timeout_s: float) -> tuple[float, float]:
+    """(connect, read) timeouts in seconds for a request allowed ``timeout_s`` of silence."""
+    return min(CONNECT_TIMEOUT_S, timeout_s), timeout_s
 
 
 class RetryableError(Exception):
-    """A failure worth retrying (429, 5xx, network); ``retry_after_s`` when the provider said when."""
+    """A failure worth retrying (429, 5xx, network, timeout); ``retry_after_s`` when the provider said when."""
 
     def __init__(self, message: str, retry_after_s: float | None = None):
         super().__init__(message)

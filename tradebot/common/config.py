@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     backfill_concurrent_requests: int = Field(4, ge=1, le=64)
     backfill_batch_size: int = Field(50, ge=1)
     rate_limit_delay: float = Field(0.0, ge=0)
+    # Seconds of silence before a provider REST request (backfill, gap repair) is retried.
+    provider_timeout_s: float = Field(10.0, gt=0, le=300)
 
     # --- TimescaleDB ---
     chunk_interval: str | None = None

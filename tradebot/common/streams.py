@@ -81,3 +81,8 @@ PRODUCER_CURSOR_PREFIX = "cursor:"
 def producer_cursor_key(name: str) -> str:
     """Where a producer (e.g. the mock feed) records how far it got, committed with its publish."""
     return f"{PRODUCER_CURSOR_PREFIX}{name}"
+
+
+def publisher_sequence_key(source: str) -> str:
+    """A live publisher's batch counter, compare-and-set with each batch so a retry never doubles it."""
+    return f"publisher_seq:{source}"

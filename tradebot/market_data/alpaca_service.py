@@ -133,10 +133,11 @@ class AlpacaStream(StockDataStream):
 
 
 async def run_feed(settings: Settings, *, stop: asyncio.Event, counters: Counter, clock: Clock = utc_now,
-                   repair_settle_s: float = REPAIR_SETTLE_S) -> None:
-    """Stream until ``stop``; ``clock`` and ``repair_settle_s`` are for tests on emulator time."""
+                   repair_settle_s: float = REPAIR_SETTLE_S, rest_timeout_s: float | None = None) -> None:
+    """Stream until ``stop``; ``clock``, ``repair_settle_s`` and ``rest_timeout_s`` (of the gap repair's
+    REST requests) are for tests on emulator time."""
     key, secret = alpaca_credentials(settings)
-    history = Fetcher(AlpacaBars(settings), REPAIR_POLICY)
+    history = Fetcher(AlpacaBars(settings, timeout_s=rest_timeout_s), REPAIR_POLICY)
     symbols = await subscription_symbols(settings, ROLE)
     async with live_publisher(settings, ALPACA, symbols, counters, stop) as publisher:
         repairer = GapRepairer(publisher, history.minute_bars, symbols, stop=stop, counters=counters,

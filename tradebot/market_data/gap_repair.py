@@ -12,6 +12,14 @@ bars are published like live bars (same source, same ids), so storage writes the
 a minute that did arrive live is simply replaced by the provider's own bar. Nothing is repaired on
 the very first start (no watermark yet: that is the backfill's job), and at most
 ``MAX_REPAIR_WINDOW`` back.
+
+The new connection's live events move the watermark past the gap long before the repair (which
+waits ``REPAIR_SETTLE_S``, then asks REST) has published anything. So every repair is also
+recorded as a **repair marker** (``repair_key``: the start of the earliest repair not yet
+published), committed no later than the first live events of the connection, and cleared only by
+the commit that publishes the repaired bars (see :class:`PendingRepairs`). A repair that is
+stopped, cancelled, killed or fails leaves its marker, and the next repair starts at
+min(watermark, marker): the gap is fetched after the next connection or restart.
 """
 
 from __future__ import annotations
@@ -26,15 +34,17 @@ from typing import Protocol
 from tradebot.common.models import Bar, Tick
 from tradebot.common.runtime import wait_or_stop
 from tradebot.market_data.mock_feed import Clock, utc_now
+from tradebot.storage.buckets import floor_bucket, next_bucket
 
 log = logging.getLogger(__name__)
 
-MINUTE = timedelta(minutes=1)
 MAX_REPAIR_WINDOW = timedelta(days=7)  # longer outages: run `tradebot backfill`
 # Wait this long after connecting before asking REST: the minute that just closed needs a moment
 # to appear there (and its live bar may have been emitted just before we subscribed).
 REPAIR_SETTLE_S = 5.0
 WATERMARK_PREFIX = "watermark:"
+REPAIR_PREFIX = "repair_from:"
+NO_REPAIR = ""  # a cleared repair marker (a bus commit sets keys; it does not delete them)
 
 FetchMinuteBars = Callable[[list[str], datetime, datetime], Awaitable[list[Bar]]]
 """Provider 1-minute bars of ``symbols`` with start <= timestamp < end."""
@@ -45,17 +55,18 @@ def watermark_key(source: str, symbol: str) -> str:
     return f"{WATERMARK_PREFIX}{source}:{symbol}"
 
 
-def floor_minute(moment: datetime) -> datetime:
-    """The start of the minute ``moment`` falls in."""
-    return moment.replace(second=0, microsecond=0)
+def repair_key(source: str, symbol: str) -> str:
+    """Redis key of a symbol's repair marker: the first minute a pending repair must still fetch
+    (an ISO-8601 UTC minute), or ``NO_REPAIR``."""
+    return f"{REPAIR_PREFIX}{source}:{symbol}"
 
 
 def watermark_after(event: Tick | Bar) -> datetime | None:
     """The first minute ``event`` does not show to be complete (None: says nothing about minutes)."""
     if isinstance(event, Tick):
-        return floor_minute(event.timestamp)
+        return floor_bucket(event.timestamp, "1m")
     if event.timeframe == "1m":
-        return event.timestamp + MINUTE
+        return next_bucket(event.timestamp, "1m")
     return None
 
 
@@ -71,6 +82,11 @@ def repair_starts(watermarks: Mapping[str, datetime], symbols: Iterable[str], en
     return starts
 
 
+def earliest(*moments: datetime | None) -> datetime | None:
+    """The earliest of the moments given (None: none given)."""
+    return min((moment for moment in moments if moment is not None), default=None)
+
+
 def group_by_start(starts: Mapping[str, datetime]) -> dict[datetime, list[str]]:
     """Symbols sharing a start go into one request (most symbols of a feed share their last minute)."""
     groups: dict[datetime, list[str]] = {}
@@ -79,14 +95,73 @@ def group_by_start(starts: Mapping[str, datetime]) -> dict[datetime, list[str]]:
     return groups
 
 
+class PendingRepairs:
+    """The repairs whose bars are not committed yet, per symbol, and the repair markers they imply.
+
+    A symbol's marker is the earliest start among its pending repairs. Every repair starts at or
+    before the marker of its time and ends later than the repairs before it, so it covers them
+    (within ``MAX_REPAIR_WINDOW``): once its bars are committed, it and every earlier repair of
+    that symbol are done.
+
+    The publisher writes the markers with its commits: one that changed since the last commit goes
+    out with the next commit (no later than the first live events after the change), and the
+    completion of a repair in the commit that carries its last bars. The repair from the last run
+    (``load``) is repair 0.
+    """
+
+    def __init__(self) -> None:
+        self._starts: dict[str, dict[int, datetime]] = {}
+        self._changed: set[str] = set()
+        self._last_id = 0
+
+    def load(self, symbol: str, start: datetime) -> None:
+        """The marker the last run left (its repair did not publish)."""
+        self._starts.setdefault(symbol, {})[0] = start
+
+    def marker(self, symbol: str) -> datetime | None:
+        """Where the pending repairs of ``symbol`` start; None if there are none."""
+        return min(self._starts.get(symbol, {}).values(), default=None)
+
+    def register(self, starts: Mapping[str, datetime]) -> int:
+        """A new repair of each symbol from its start; returns the repair's id."""
+        self._last_id += 1
+        for symbol, start in starts.items():
+            self._starts.setdefault(symbol, {})[self._last_id] = start
+            self._changed.add(symbol)
+        return self._last_id
+
+    def to_commit(self, done: Mapping[str, int]) -> dict[str, datetime | None]:
+        """The markers a commit must write, given the repair (id) of each symbol whose last bars it
+        carries: each changed or completed symbol's marker once those repairs are done."""
+        markers = {}
+        for symbol in self._changed | done.keys():
+            finished = done.get(symbol, -1)
+            markers[symbol] = min((start for repair, start in self._starts.get(symbol, {}).items()
+                                   if repair > finished), default=None)
+        self._changed.difference_update(markers)
+        return markers
+
+    def committed(self, done: Mapping[str, int]) -> None:
+        """The commit is in Redis: forget the repairs it completed."""
+        for symbol, finished in done.items():
+            starts = self._starts.get(symbol, {})
+            for repair in [repair for repair in starts if repair <= finished]:
+                del starts[repair]
+
+    def not_committed(self, markers: Iterable[str]) -> None:
+        """The commit was not written: its markers are still to write."""
+        self._changed.update(markers)
+
+
 class Watermarked(Protocol):
     """What the repairer needs from the publisher."""
 
     seen: dict[str, datetime]
+    repairs: PendingRepairs
 
     async def put(self, event: Tick | Bar) -> None: ...
 
-    async def put_watermark(self, symbol: str, minute: datetime) -> None: ...
+    async def repair_done(self, symbol: str, minute: datetime, repair: int) -> None: ...
 
 
 class GapRepairer:
@@ -105,22 +180,26 @@ class GapRepairer:
         self._tasks: set[asyncio.Task] = set()
 
     def on_connected(self) -> None:
-        """Snapshot the watermarks now (before new data moves them) and repair in the background."""
-        end = floor_minute(self.clock())
-        starts = repair_starts(self.publisher.seen, self.symbols, end)
+        """Snapshot the watermarks and markers now (before new data moves them), record the repair
+        (its marker goes out before the new connection's events), and repair in the background."""
+        end = floor_bucket(self.clock(), "1m")
+        marks = {symbol: mark for symbol in self.symbols if (mark := earliest(
+            self.publisher.seen.get(symbol), self.publisher.repairs.marker(symbol))) is not None}
+        starts = repair_starts(marks, self.symbols, end)
         if not starts:
             return
-        task = asyncio.create_task(self._repair(starts, end), name="gap-repair")
+        repair = self.publisher.repairs.register(starts)
+        task = asyncio.create_task(self._repair(repair, starts, end), name="gap-repair")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """Cancel running repairs; what they did not publish is repaired after the next start."""
+        """Cancel running repairs; their markers stay, so the next start repairs those minutes."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _repair(self, starts: dict[str, datetime], end: datetime) -> None:
+    async def _repair(self, repair: int, starts: dict[str, datetime], end: datetime) -> None:
         if await wait_or_stop(self.stop, self.settle_s):
             return
         for start, symbols in group_by_start(starts).items():
@@ -128,18 +207,18 @@ class GapRepairer:
                 bars = await self.fetch(symbols, start, end)
             except Exception as error:  # noqa: BLE001 - a failed repair must never stop the live feed
                 self.counters["gap_repair_failures"] += 1
-                log.warning("gap repair of %d symbol(s) from %s failed (%s); the watermark stays, so the next "
-                            "connection or restart tries again", len(symbols), start.isoformat(), error)
+                log.warning("gap repair of %d symbol(s) from %s failed (%s); their repair marker stays, so the "
+                            "next connection or restart tries again", len(symbols), start.isoformat(), error)
                 continue
-            await self._publish(symbols, starts, bars, end)
+            await self._publish(repair, symbols, starts, bars, end)
 
-    async def _publish(self, symbols: list[str], starts: Mapping[str, datetime], bars: list[Bar],
+    async def _publish(self, repair: int, symbols: list[str], starts: Mapping[str, datetime], bars: list[Bar],
                        end: datetime) -> None:
         wanted = [bar for bar in bars if bar.symbol in starts and starts[bar.symbol] <= bar.timestamp < end]
         for bar in sorted(wanted, key=lambda bar: (bar.symbol, bar.timestamp)):
             await self.publisher.put(bar)
-        for symbol in symbols:
-            await self.publisher.put_watermark(symbol, end)
+        for symbol in symbols:  # after its bars: committed with (or after) the last of them
+            await self.publisher.repair_done(symbol, end, repair)
         self.counters["gap_bars"] += len(wanted)
         log.info("gap repair: %d minute bar(s) for %d symbol(s) between %s and %s", len(wanted), len(symbols),
                  min(starts[s] for s in symbols).isoformat(), end.isoformat())

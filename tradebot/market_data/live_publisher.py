@@ -2,8 +2,9 @@
 
 The provider clients call our handlers from inside their own receive loops, so a handler only
 converts and enqueues. One flusher task publishes whatever has queued up (a frame's worth, usually)
-in one atomic commit together with the watermarks those events advanced (see gap_repair.py), so a
-watermark in Redis never runs ahead of the events behind it. A full buffer makes the handler wait,
+in one atomic commit together with the watermarks those events advanced and the repair markers
+that changed (see gap_repair.py), so a watermark in Redis never runs ahead of the events behind it,
+nor past a gap whose repair is not recorded. A full buffer makes the handler wait,
 which stops the client reading: backpressure reaches the provider's socket instead of memory
 growing without bound while Redis is away.
 """
@@ -12,19 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from tradebot.common.bus import Bus, Commit
+from tradebot.common.bus import Bus, Commit, CommitResult
 from tradebot.common.config import Settings, SettingsError
 from tradebot.common.consumer import Backoff, ride_out_redis
 from tradebot.common.models import Bar, Event, Tick
-from tradebot.common.streams import BARS, tick_stream_for
-from tradebot.market_data.gap_repair import watermark_after, watermark_key
+from tradebot.common.streams import BARS, publisher_sequence_key, tick_stream_for
+from tradebot.market_data.gap_repair import NO_REPAIR, PendingRepairs, repair_key, watermark_after, watermark_key
 from tradebot.market_data.provider_convert import CONVERSION_ERRORS
 from tradebot.universe import UniverseError, live_subscription_symbols
 
@@ -43,11 +45,13 @@ class StreamRejected(BaseException):  # noqa: N818 - named for what happened, li
 
 
 @dataclass(frozen=True)
-class WatermarkOnly:
-    """A watermark to commit without an event (a repaired symbol that had no bars)."""
+class RepairDone:
+    """A symbol's repair has queued all its bars: move the watermark to ``minute`` and let the commit
+    that carries this (so the last of those bars too) write the repair marker without it."""
 
     symbol: str
     minute: datetime
+    repair: int
 
 
 async def subscription_symbols(settings: Settings, provider: str) -> list[str]:
@@ -75,19 +79,25 @@ class LivePublisher:
         self.batch_size = batch_size
         self.seen: dict[str, datetime] = {}  # includes events still queued; read by gap repair
         self._committed: dict[str, datetime] = {}
-        self._queue: asyncio.Queue[Event | WatermarkOnly] = asyncio.Queue(buffer_size)
+        self.repairs = PendingRepairs()  # repair markers: written with the commits, read by gap repair
+        self._queue: asyncio.Queue[Event | RepairDone] = asyncio.Queue(buffer_size)
         self._backoff = Backoff(f"redis ({source} feed)")
         self.flusher: asyncio.Task | None = None
         self.max_events = max_events  # MAX_MESSAGES: the worker ends once this many are published
         self.enough = asyncio.Event()
+        self._last_sequence: str | None = None  # the sequence key's value after our last batch
+        self._publisher_id = uuid.uuid4().hex[:12]
 
     async def load_watermarks(self, symbols: Sequence[str], stop: asyncio.Event) -> None:
-        """Start from the watermarks the last run committed (riding out a Redis outage)."""
-        keys = [watermark_key(self.source, symbol) for symbol in symbols]
+        """Start from the watermarks and repair markers the last run committed (riding out a Redis outage)."""
+        keys = [key(self.source, symbol) for key in (watermark_key, repair_key) for symbol in symbols]
         values = await ride_out_redis(lambda: self.bus.redis.mget(keys), stop, self._backoff) or []
-        for symbol, value in zip(symbols, values, strict=False):
-            if value:
-                self.seen[symbol] = self._committed[symbol] = datetime.fromisoformat(str(value))
+        marks, markers = values[:len(symbols)], values[len(symbols):]
+        for symbol, mark, marker in zip(symbols, marks, markers, strict=False):
+            if mark:
+                self.seen[symbol] = self._committed[symbol] = datetime.fromisoformat(str(mark))
+            if marker:
+                self.repairs.load(symbol, datetime.fromisoformat(str(marker)))
 
     async def offer(self, convert: Callable[[Any], Tick | Bar | None], record: Any) -> None:
         """Convert one provider record and enqueue it; a malformed one is logged, counted and skipped."""
@@ -114,10 +124,10 @@ class LivePublisher:
             _advance(self.seen, event.symbol, mark)
         await self._queue.put(event)
 
-    async def put_watermark(self, symbol: str, minute: datetime) -> None:
-        """Move a symbol's watermark forward without an event (committed in order with the events)."""
+    async def repair_done(self, symbol: str, minute: datetime, repair: int) -> None:
+        """Repair ``repair`` of ``symbol`` has queued its bars (committed in order with the events)."""
         _advance(self.seen, symbol, minute)
-        await self._queue.put(WatermarkOnly(symbol, minute))
+        await self._queue.put(RepairDone(symbol, minute, repair))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish batches until ``stop``, then publish what is still queued and return."""
@@ -128,7 +138,7 @@ class LivePublisher:
         while not self._queue.empty():
             await self._commit(self._take_queued(), stop)
 
-    async def _next_batch(self, stop: asyncio.Event) -> list[Event | WatermarkOnly]:
+    async def _next_batch(self, stop: asyncio.Event) -> list[Event | RepairDone]:
         if self._queue.empty():
             getter = asyncio.ensure_future(self._queue.get())
             stopping = asyncio.ensure_future(stop.wait())
@@ -140,9 +150,9 @@ class LivePublisher:
             return [getter.result(), *self._take_queued(self.batch_size - 1)]
         return self._take_queued()
 
-    def _take_queued(self, limit: int | None = None) -> list[Event | WatermarkOnly]:
+    def _take_queued(self, limit: int | None = None) -> list[Event | RepairDone]:
         limit = self.batch_size if limit is None else limit
-        items: list[Event | WatermarkOnly] = []
+        items: list[Event | RepairDone] = []
         while not self._queue.empty() and len(items) < limit:
             items.append(self._queue.get_nowait())
         return items
@@ -150,33 +160,67 @@ class LivePublisher:
     def _stream_for(self, event: Event) -> str:
         return tick_stream_for(event.symbol, self.partitions) if isinstance(event, Tick) else BARS
 
-    def _marks(self, batch: list[Event | WatermarkOnly]) -> dict[str, datetime]:
+    def _marks(self, batch: list[Event | RepairDone]) -> dict[str, datetime]:
         """The watermarks this batch moves forward (only its own events count)."""
         marks: dict[str, datetime] = {}
         for item in batch:
-            mark = item.minute if isinstance(item, WatermarkOnly) else watermark_after(item)  # type: ignore[arg-type]
+            mark = item.minute if isinstance(item, RepairDone) else watermark_after(item)  # type: ignore[arg-type]
             committed = self._committed.get(item.symbol)
             if mark is not None and (committed is None or mark > committed):
                 _advance(marks, item.symbol, mark)
         return marks
 
-    async def _commit(self, batch: list[Event | WatermarkOnly], stop: asyncio.Event) -> None:
+    async def _commit(self, batch: list[Event | RepairDone], stop: asyncio.Event) -> None:
         events = [item for item in batch if isinstance(item, Event)]
         marks = self._marks(batch)
-        commit = Commit(publish=[(self._stream_for(event), event) for event in events],
-                        state={watermark_key(self.source, s): mark.isoformat() for s, mark in marks.items()})
-        done = await ride_out_redis(lambda: self.bus.commit("", commit), stop, self._backoff)
+        repaired: dict[str, int] = {}
+        for item in batch:
+            if isinstance(item, RepairDone):
+                repaired[item.symbol] = max(item.repair, repaired.get(item.symbol, 0))
+        markers = self.repairs.to_commit(repaired)
+        state = {watermark_key(self.source, s): mark.isoformat() for s, mark in marks.items()}
+        state |= {repair_key(self.source, s): marker.isoformat() if marker else NO_REPAIR
+                  for s, marker in markers.items()}
+        commit = Commit(publish=[(self._stream_for(event), event) for event in events], state=state)
+        done = await ride_out_redis(lambda: self._commit_once(commit), stop, self._backoff)
         if done is None:  # stopped while Redis is away: gap repair after the restart covers these minutes
+            self.repairs.not_committed(markers)
             self.counters["unpublished"] += len(events)
             log.warning("%s: %d event(s) not published (stopping while Redis is unavailable)", self.source,
                         len(events))
             return
+        self.repairs.committed(repaired)
         self._committed.update(marks)
         ticks = sum(isinstance(event, Tick) for event in events)
         self.counters["ticks"] += ticks
         self.counters["bars"] += len(events) - ticks
         if self.max_events is not None and self.counters["ticks"] + self.counters["bars"] >= self.max_events:
             self.enough.set()
+
+
+    async def _commit_once(self, commit: Commit) -> bool:
+        """Apply the batch exactly once, even when it is retried after a lost reply.
+
+        Each batch moves the publisher's sequence key, compare-and-set, to "<n>:<this publisher>":
+        if the guard fails and the key already shows this batch, the earlier attempt landed; if it
+        shows anything else, another publisher of the same source moved it, and this batch goes
+        after theirs.
+        """
+        key = publisher_sequence_key(self.source)
+        if self._last_sequence is None:
+            self._last_sequence = await self.bus.redis.get(key) or ""
+        while True:
+            number = int(self._last_sequence.split(":", 1)[0] or 0) + 1
+            mine = f"{number}:{self._publisher_id}"
+            result = await self.bus.commit("", replace(commit, state={**commit.state, key: mine},
+                                                       guard=(key, self._last_sequence)))
+            current = await self.bus.redis.get(key) if result is CommitResult.STALE else mine
+            if current == mine:
+                self._last_sequence = mine
+                return True
+            log.warning("%s: another %s publisher is running (sequence %s); publishing after it",
+                        self.source, self.source, current)
+            self._last_sequence = current or ""
 
 
 def _advance(marks: dict[str, datetime], symbol: str, mark: datetime) -> None:

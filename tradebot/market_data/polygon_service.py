@@ -132,10 +132,11 @@ async def stream_forever(new_client: Callable[[], WebSocketClient], processor: F
 
 
 async def run_feed(settings: Settings, *, stop: asyncio.Event, counters: Counter, clock: Clock = utc_now,
-                   repair_settle_s: float = REPAIR_SETTLE_S) -> None:
-    """Stream until ``stop``; ``clock`` and ``repair_settle_s`` are for tests on emulator time."""
+                   repair_settle_s: float = REPAIR_SETTLE_S, rest_timeout_s: float | None = None) -> None:
+    """Stream until ``stop``; ``clock``, ``repair_settle_s`` and ``rest_timeout_s`` (of the gap repair's
+    REST requests) are for tests on emulator time."""
     api_key = polygon_api_key(settings)
-    history = Fetcher(PolygonBars(settings), REPAIR_POLICY)
+    history = Fetcher(PolygonBars(settings, timeout_s=rest_timeout_s), REPAIR_POLICY)
     host, secure = stream_endpoint(settings)
     symbols = await subscription_symbols(settings, ROLE)
     backoff = Backoff("polygon stream", cap_s=30.0)

@@ -9,7 +9,7 @@ field, a zero price, high below low...). Workers log, count and skip those. No I
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
@@ -20,7 +20,6 @@ from tradebot.common.models import Bar, Tick, Timeframe
 
 ALPACA = "alpaca"
 POLYGON = "polygon"
-MINUTE = timedelta(minutes=1)
 # pydantic's ValidationError is a ValueError; the others come from missing or mistyped fields.
 CONVERSION_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 ALPACA_BAR_TYPES = {"b", "u"}  # minute bars and their late-trade corrections ("updatedBars")
