@@ -104,15 +104,37 @@ def _winners(bars: Iterable[Bar], timeframe: str) -> dict[datetime, RefBar]:
     return {start: _from_bar(bar) for start, bar in best.items()}
 
 
-def reference_bars(ticks: Sequence[Tick], timeframe: str, stored: Sequence[Bar] = ()) -> list[RefBar]:
+def bucket_end(start: datetime, timeframe: str) -> datetime:
+    """End of the bucket starting at ``start``: the next New York midnight for 1d."""
+    if timeframe == "1d":
+        following = start.astimezone(NEW_YORK).date() + timedelta(days=1)
+        return datetime(following.year, following.month, following.day, tzinfo=NEW_YORK).astimezone(UTC)
+    return start + timedelta(seconds=WIDTH_S[timeframe])
+
+
+def _stored_over(finer: dict[datetime, RefBar], stored: dict[datetime, RefBar], timeframe: str,
+                 now: datetime | None) -> dict[datetime, RefBar]:
+    """A stored bar wins its bucket once the bucket has closed (always when ``now`` is None); a
+    stored bar of a still open bucket only fills a bucket the finer series lacks."""
+    merged = dict(finer)
+    for start, bar in stored.items():
+        if now is None or bucket_end(start, timeframe) <= now or start not in finer:
+            merged[start] = bar
+    return merged
+
+
+def reference_bars(ticks: Sequence[Tick], timeframe: str, stored: Sequence[Bar] = (),
+                   now: datetime | None = None) -> list[RefBar]:
     """The expected series: stored bars of the timeframe win their bucket; otherwise the 1-minute
-    series (stored 1m bars over tick minutes) rolled up."""
+    series (stored 1m bars over tick minutes) rolled up. With ``now``, stored bars of buckets that
+    are still open at ``now`` give way to the finer series wherever it has data."""
     stored_minutes = _winners([b for b in stored if b.timeframe == "1m"], "1m")
     tick_minutes = {m.timestamp: m for m in _group(map(_from_tick, ticks), "1m")}
-    minutes = {**tick_minutes, **stored_minutes}.values()
+    minutes = _stored_over(tick_minutes, stored_minutes, "1m", now).values()
     series = {bar.timestamp: bar for bar in _group(minutes, timeframe)}
     if timeframe != "1m":
-        series.update(_winners([b for b in stored if b.timeframe == timeframe], timeframe))
+        series = _stored_over(series, _winners([b for b in stored if b.timeframe == timeframe], timeframe),
+                              timeframe, now)
     return [series[start] for start in sorted(series)]
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.storage_fixtures import (
     DAYS,
@@ -27,6 +30,7 @@ from tests.storage_fixtures import (
     reference_bars,
     session_ticks,
 )
+from tradebot.api import deps
 from tradebot.api.history_service import create_app
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
@@ -67,14 +71,20 @@ async def api(request: pytest.FixtureRequest, database_url: str, redis_url: str)
     assert server
     dsn = await migrated_database(server, "history_api_test")
     await _write(dsn, [*AAPL, *MSFT, *MSFT_BARS])
-    if request.param == "stand-in-rollups":
+    async with _serve(dsn, request.param, redis_url) as (client, _):
+        yield client
+
+
+@asynccontextmanager
+async def _serve(dsn: str, backend: str, redis_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    """The app on ``dsn`` (with stand-in rollups for that backend) and a client for it."""
+    if backend == "stand-in-rollups":
         await _create_stand_in_rollups(dsn)
-    settings = Settings(_env_file=None, database_url=dsn, redis_url=redis_url)
-    app = create_app(settings)
+    app = create_app(Settings(_env_file=None, database_url=dsn, redis_url=redis_url))
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        client.headers["x-backend"] = request.param
-        yield client
+        client.headers["x-backend"] = backend
+        yield client, app
 
 
 async def _write(dsn: str, events: list) -> None:
@@ -274,3 +284,166 @@ async def test_openapi_documents_every_route(api: httpx.AsyncClient) -> None:
 def test_reference_market_is_what_the_tests_assume() -> None:
     assert all(isinstance(t, Tick) for t in AAPL) and len({t.id for t in AAPL}) == len(AAPL)
     assert len({t.timestamp for t in AAPL}) == len(AAPL)  # no ties: open/close are unambiguous
+
+
+# --- Stored data the aggregation cannot handle, and stored bars of buckets that are still open ---
+# A database of its own (the tests above count its symbols), the same backends, and a fixed clock.
+
+MONDAY, TUESDAY = DAYS[1], DAYS[2]  # New York midnights
+NOW = TUESDAY.replace(hour=11, minute=40, second=30).astimezone(UTC)
+WEDNESDAY = (TUESDAY + timedelta(days=1)).astimezone(UTC)  # Tuesday's New York day has closed
+
+
+def _at(day: datetime, hour: int, minute: int, second: int = 0) -> datetime:
+    return day.replace(hour=hour, minute=minute, second=second).astimezone(UTC)
+
+
+def _live_ticks() -> list[Tick]:
+    """LIVE trades all Monday, and on Tuesday from the open until just before NOW (11:40:30)."""
+    moments = [_at(MONDAY, 9, 30) + timedelta(seconds=s) for s in range(0, 390 * 60, 97)]
+    moments += [_at(TUESDAY, 9, 30) + timedelta(seconds=s) for s in range(0, 130 * 60, 41)]
+    moments += [_at(TUESDAY, 11, 40, 10), _at(TUESDAY, 11, 40, 20)]
+    return [Tick.create("LIVE", 100 + (i % 17) * 0.25, 1 + i % 7, moment, source="test", trade_id=i)
+            for i, moment in enumerate(moments)]
+
+
+LIVE_TICKS = _live_ticks()
+# What a backfill run during Tuesday morning stores: closed buckets and snapshots of open ones.
+LIVE_BARS = [
+    minute_bar("LIVE", MONDAY.astimezone(UTC), "alpaca", 150, 5e5, vwap=150.5, timeframe="1d"),  # closed
+    minute_bar("LIVE", TUESDAY.astimezone(UTC), "alpaca", 170, 300, vwap=170.5, timeframe="1d"),  # open at NOW
+    minute_bar("LIVE", _at(TUESDAY, 10, 0), "alpaca", 160, 2000, vwap=160.5, timeframe="1h"),  # closed
+    minute_bar("LIVE", _at(TUESDAY, 11, 0), "alpaca", 165, 100, vwap=165.5, timeframe="1h"),  # open at NOW
+    minute_bar("LIVE", _at(TUESDAY, 10, 58), "alpaca", 180, 700, vwap=180.5),  # closed minutes
+    minute_bar("LIVE", _at(TUESDAY, 10, 59), "alpaca", 181, 700, vwap=181.5),
+    minute_bar("LIVE", _at(TUESDAY, 11, 40), "alpaca", 190, 10, vwap=190.5),  # the open minute
+]
+# Only snapshots of open buckets and nothing finer: they are all there is, so they are shown.
+SNAP_BARS = [minute_bar("SNAP", TUESDAY.astimezone(UTC), "alpaca", 70, 900, vwap=70.5, timeframe="1d"),
+             minute_bar("SNAP", _at(TUESDAY, 11, 0), "alpaca", 71, 90, vwap=71.5, timeframe="1h")]
+# Rows the event models would reject, stored directly: (symbol, New York time, price, size).
+BAD_TICKS = [("BIG", _at(MONDAY, 10, 0), 100.0, 5.0), ("BIG", _at(TUESDAY, 10, 0), 1e200, 1e200),
+             ("BIG", _at(TUESDAY, 10, 0, 1), 100.0, 5.0), ("TINY", _at(TUESDAY, 10, 0), 1e-200, 1e-200),
+             ("JUMP", _at(TUESDAY, 10, 0), 1e-310, 1.0), ("JUMP", _at(TUESDAY, 15, 0), 1e6, 1.0)]
+OVERFLOW = "value out of range: overflow"
+
+
+@dataclass
+class EdgeApi:
+    """A client of the app on the edge-case database, and the clock its requests see."""
+
+    client: httpx.AsyncClient
+    now: datetime
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def edge_server(request: pytest.FixtureRequest, database_url: str,
+                      redis_url: str) -> AsyncIterator[EdgeApi]:
+    server = TIMESCALE_DSN if request.param == "timescaledb" else database_url
+    assert server
+    dsn = await migrated_database(server, "history_api_edge_test")
+    await _write(dsn, [*LIVE_TICKS, *LIVE_BARS, *SNAP_BARS])
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.executemany("INSERT INTO ticks (symbol, ts, id, price, size, source) "
+                               "VALUES ($1, $2::timestamptz, $1 || ':' || $2::timestamptz::text, $3, $4, 'sql')",
+                               BAD_TICKS)
+        await conn.execute("""INSERT INTO bars VALUES ('BIGBAR', '1m', $1, 'sql', 'sql:BIGBAR', 1e200, 1e200, 1e200,
+                                                       1e200, 1e200, 1, 1e200)""", _at(TUESDAY, 10, 0))
+    finally:
+        await conn.close()
+    async with _serve(dsn, request.param, redis_url) as (client, app):
+        edge = EdgeApi(client, NOW)
+        app.dependency_overrides[deps.current_time] = lambda: edge.now
+        yield edge
+
+
+@pytest.fixture
+def edge(edge_server: EdgeApi) -> EdgeApi:
+    """The edge-case app with its clock at NOW (Tuesday 11:40:30 New York)."""
+    edge_server.now = NOW
+    return edge_server
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("/history/BIG", OVERFLOW),
+    ("/history/BIG?timeframe=1d", OVERFLOW),
+    ("/ohlcv/BIG?timeframe=1h", OVERFLOW),
+    ("/stats/BIG", OVERFLOW),
+    ("/history/TINY?timeframe=5m", "value out of range: underflow"),
+    ("/history/BIGBAR", OVERFLOW),  # a stored bar: vwap * volume
+    ("/history/BIGBAR?timeframe=1d", OVERFLOW),
+    ("/stats/JUMP", "change_pct overflows"),  # finite in the database, infinite in JSON
+])
+async def test_stored_values_out_of_range_are_a_422_naming_the_symbol_and_the_reason(
+        edge: EdgeApi, url: str, reason: str) -> None:
+    symbol = url.split("/")[2].split("?")[0]
+    response = await edge.client.get(url)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith(f"stored data for {symbol} cannot be aggregated: {reason}")
+    assert "leaves out the offending ticks or bars" in detail
+
+
+async def test_a_range_without_the_offending_rows_still_answers(edge: EdgeApi) -> None:
+    body = await get_json(edge.client, f"/history/BIG?timeframe=1d&end={iso(TUESDAY)}")
+    assert [(bar["open"], bar["volume"], bar["vwap"]) for bar in body["bars"]] == [(100.0, 5.0, 100.0)]
+    assert (await get_json(edge.client, f"/stats/BIG?end={iso(TUESDAY)}"))["days"] == 1
+
+
+async def test_a_data_error_on_any_other_read_path_is_a_422_not_a_500(settings: Settings) -> None:
+    app = create_app(settings)
+
+    async def unrepresentable() -> None:
+        raise asyncpg.exceptions.NumericValueOutOfRangeError("value out of range: overflow")
+
+    app.add_api_route("/unrepresentable", unrepresentable)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        response = await client.get("/unrepresentable")
+    assert response.status_code == 422
+    assert response.json() == {"detail": f"stored data cannot be processed: {OVERFLOW}"}
+
+
+@pytest.mark.parametrize("timeframe", TIMEFRAMES)
+async def test_stored_bars_of_open_buckets_give_way_to_the_live_series(edge: EdgeApi, timeframe: str) -> None:
+    body = await get_json(edge.client, f"/history/LIVE?{window(timeframe)}")
+    expected = reference_bars(LIVE_TICKS, timeframe, LIVE_BARS, now=NOW)
+    assert expected != reference_bars(LIVE_TICKS, timeframe, LIVE_BARS)  # the snapshots would change it
+    assert_same_bars(body["bars"], expected)
+    latest = body["bars"][-1]  # the open bucket: its close is the last tick, not a snapshot's
+    assert latest["close"] == LIVE_TICKS[-1].price and latest["volume"] != 10
+
+
+async def test_open_day_shows_the_live_series_and_closed_buckets_keep_their_stored_bars(edge: EdgeApi) -> None:
+    days = (await get_json(edge.client, f"/history/LIVE?{window('1d')}"))["bars"]
+    assert [(d["open"], d["volume"]) for d in days][0] == (150, 5e5)  # Monday: the stored bar
+    tuesday_minutes = [m for m in reference_bars(LIVE_TICKS, "1m", LIVE_BARS, now=NOW) if m.timestamp >= TUESDAY]
+    assert days[1]["trade_count"] == sum(m.trade_count for m in tuesday_minutes)  # not the snapshot's 30
+    hours = (await get_json(edge.client, f"/history/LIVE?{window('1h')}&start={iso(_at(TUESDAY, 10, 0))}"))["bars"]
+    assert (hours[0]["open"], hours[0]["volume"]) == (160, 2000)  # 10:00 closed: the stored bar
+    assert hours[1]["close"] == LIVE_TICKS[-1].price  # 11:00 still open: ticks and stored minutes
+    stats = await get_json(edge.client, "/stats/LIVE")
+    assert stats["close"] == LIVE_TICKS[-1].price and stats["days"] == 2
+
+
+async def test_once_the_bucket_closes_its_stored_bar_wins_again(edge: EdgeApi) -> None:
+    edge.now = WEDNESDAY
+    for timeframe in TIMEFRAMES:
+        body = await get_json(edge.client, f"/history/LIVE?{window(timeframe)}")
+        assert_same_bars(body["bars"], reference_bars(LIVE_TICKS, timeframe, LIVE_BARS))
+    days = (await get_json(edge.client, f"/history/LIVE?{window('1d')}"))["bars"]
+    assert (days[1]["open"], days[1]["volume"]) == (170, 300)
+
+
+@pytest.mark.parametrize(("timeframe", "expected"), [("1d", [(70, 900)]), ("1h", [(71, 90)]), ("1m", [])])
+async def test_a_snapshot_of_an_open_bucket_shows_when_nothing_finer_is_stored(
+        edge: EdgeApi, timeframe: str, expected: list) -> None:
+    body = await get_json(edge.client, f"/history/SNAP?{window(timeframe)}")
+    assert [(bar["open"], bar["volume"]) for bar in body["bars"]] == expected
+
+
+def test_reference_series_honours_open_buckets() -> None:
+    """The reference itself: the open day is rolled up from minutes, the closed one is the stored bar."""
+    days = reference_bars(LIVE_TICKS, "1d", LIVE_BARS, now=NOW)
+    assert (days[0].open, days[0].volume) == (150, 5e5) and days[1].open != 170
+    assert [d.open for d in reference_bars(LIVE_TICKS, "1d", LIVE_BARS, now=WEDNESDAY)] == [150, 170]

@@ -46,10 +46,16 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def current_time() -> datetime:
+    """Now (UTC): which buckets have closed. Tests override it via ``app.dependency_overrides``."""
+    return datetime.now(UTC)
+
+
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 ModeDep = Annotated[Mode, Depends(get_mode)]
 RedisDep = Annotated[aioredis.Redis | None, Depends(get_redis)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+NowDep = Annotated[datetime, Depends(current_time)]
 
 
 def unprocessable(message: str) -> HTTPException:

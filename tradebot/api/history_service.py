@@ -11,6 +11,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +22,7 @@ from tradebot.common.bus import connect
 from tradebot.common.config import Settings, load_settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
 from tradebot.common.runtime import infrastructure, setup_logging
-from tradebot.storage.queries import UnknownSymbolError
+from tradebot.storage.queries import StoredDataError, UnknownSymbolError
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions, database_mode
 
@@ -71,6 +72,18 @@ async def _unknown_symbol(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=404, content={"detail": f"no data stored for symbol {error}; see /symbols"})
 
 
+async def _stored_data_error(request: Request, error: Exception) -> JSONResponse:
+    """422: the request is valid, but stored rows in its range overflow the aggregation. Not a 503
+    (retrying never helps) and not a bare 500 (the server works: other symbols and ranges answer);
+    the same request fails until the rows are deleted, a range without them works."""
+    if isinstance(error, StoredDataError):
+        detail = f"{error}; a start/end that leaves out the offending ticks or bars works"
+    else:  # any other read path: asyncpg.DataError (class 22) raised by stored values
+        detail = f"stored data cannot be processed: {error}"
+    log.warning("%s: %s", request.url.path, detail)
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
 async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
     log.warning("database unavailable for %s: %s", request.url.path, error)
     return JSONResponse(status_code=503, content={"detail": "the database is unavailable; retry shortly"})
@@ -87,6 +100,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_account.router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(UnknownSymbolError, _unknown_symbol)
+    app.add_exception_handler(StoredDataError, _stored_data_error)
+    app.add_exception_handler(asyncpg.DataError, _stored_data_error)
     for error_type in TRANSIENT_DB_ERRORS:
         app.add_exception_handler(error_type, _database_unavailable)
     return app

@@ -15,6 +15,8 @@ Timeframe = Literal["1m", "5m", "15m", "1h", "1d"]
 # message, and letting it in would make sums over prices and sizes overflow in storage.
 MAX_PRICE = 10_000_000.0
 MAX_QUANTITY = 1e10
+MIN_PRICE = 1e-6  # and below these, products of prices and sizes underflow
+MIN_QUANTITY = 1e-9
 
 
 def stable_id(*parts: object) -> str:
@@ -43,8 +45,8 @@ class Event(BaseModel):
 class Tick(Event):
     """One trade print."""
 
-    price: float = Field(gt=0, le=MAX_PRICE)
-    size: float = Field(gt=0, le=MAX_QUANTITY)
+    price: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
+    size: float = Field(ge=MIN_QUANTITY, le=MAX_QUANTITY)
     source: str = "mock"
 
     @classmethod
@@ -60,13 +62,13 @@ class Bar(Event):
     """OHLCV for one bucket starting at ``timestamp``."""
 
     timeframe: Timeframe
-    open: float = Field(gt=0, le=MAX_PRICE)
-    high: float = Field(gt=0, le=MAX_PRICE)
-    low: float = Field(gt=0, le=MAX_PRICE)
-    close: float = Field(gt=0, le=MAX_PRICE)
+    open: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
+    high: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
+    low: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
+    close: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
     volume: float = Field(ge=0, le=MAX_QUANTITY * 1000)
     trade_count: int = Field(ge=0, le=2**40)
-    vwap: float | None = Field(None, gt=0, le=MAX_PRICE)
+    vwap: float | None = Field(None, ge=MIN_PRICE, le=MAX_PRICE)
     source: str = "mock"
 
     @model_validator(mode="after")
@@ -87,7 +89,7 @@ class Signal(Event):
     """A strategy's decision to buy or sell, derived from the tick that triggered it."""
 
     side: Side
-    price: float = Field(gt=0, le=MAX_PRICE)
+    price: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
     confidence: float = Field(ge=0, le=1)
     strategy: str
     tick_id: str
@@ -97,8 +99,8 @@ class Order(Event):
     """A market order; ``id`` is the client order id, derived from the signal id."""
 
     side: Side
-    quantity: float = Field(gt=0, le=MAX_QUANTITY)
-    reference_price: float = Field(gt=0, le=MAX_PRICE)  # the last price the strategy saw; paper fills start here
+    quantity: float = Field(ge=MIN_QUANTITY, le=MAX_QUANTITY)
+    reference_price: float = Field(ge=MIN_PRICE, le=MAX_PRICE)  # the last price the strategy saw; paper fills start here
     signal_id: str
     order_type: Literal["market"] = "market"
 
@@ -117,7 +119,7 @@ class OrderEvent(Event):
     status: Literal["filled", "rejected"]
     side: Side
     quantity: float = Field(ge=0, le=MAX_QUANTITY)
-    price: float | None = Field(None, gt=0, le=MAX_PRICE)
+    price: float | None = Field(None, ge=MIN_PRICE, le=MAX_PRICE)
     commission: float = Field(0.0, ge=0)
     reason: str | None = None
 

@@ -1,12 +1,15 @@
 """Read side of the history API: bars, summary statistics and the symbol list, in either mode.
 
 ``rollups`` selects the source of tick aggregates: TimescaleDB's continuous aggregates when True,
-on-the-fly ``date_bin`` aggregation otherwise (see series.py); results are the same.
+on-the-fly ``date_bin`` aggregation otherwise (see series.py); results are the same. ``now``
+decides which buckets have closed (a stored bar of a still open bucket does not hide the live
+series); it defaults to the current time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import asyncpg
@@ -34,6 +37,26 @@ class UnknownSymbolError(LookupError):
     """No tick or bar of this symbol was ever stored."""
 
 
+class StoredDataError(ValueError):
+    """Stored ticks or bars of ``symbol`` cannot be aggregated: a product or sum of their values
+    leaves the range of double precision (e.g. price * size of a 1e200 tick overflows). The same
+    request fails until those rows are deleted; a range that leaves them out works."""
+
+    def __init__(self, symbol: str, reason: str) -> None:
+        super().__init__(f"stored data for {symbol} cannot be aggregated: {reason}")
+        self.symbol = symbol
+        self.reason = reason
+
+
+@contextmanager
+def _aggregating(symbol: str) -> Iterator[None]:
+    """Turn the database's data errors (class 22: out of range, division by zero) into StoredDataError."""
+    try:
+        yield
+    except asyncpg.DataError as error:
+        raise StoredDataError(symbol, str(error)) from error
+
+
 async def data_range(conn: asyncpg.Connection, symbol: str, rollups: bool) -> tuple[datetime | None, datetime | None]:
     """Earliest and latest stored time of ``symbol`` (ticks, bars, and rollups that outlive ticks)."""
     firsts = ["(SELECT min(ts) FROM ticks WHERE symbol = $1)", "(SELECT min(ts) FROM bars WHERE symbol = $1)"]
@@ -49,7 +72,11 @@ async def history(executor: Executor, symbol: str, timeframe: str, *, start: dat
                   end: datetime | None = None, limit: int = 1000, rollups: bool = False,
                   now: datetime | None = None) -> Sequence[asyncpg.Record]:
     """Bars (oldest first) starting at or after ``start``; without ``start``, the latest ``limit``
-    bars starting before ``end`` (default: now, so the current, still open bucket is included)."""
+    bars starting before ``end`` (default: now, so the current, still open bucket is included).
+
+    Raises UnknownSymbolError when nothing of ``symbol`` is stored, StoredDataError when its stored
+    values in range cannot be aggregated."""
+    now = now or datetime.now(UTC)
     async with connection(executor) as conn:
         first, last = await data_range(conn, symbol, rollups)
         if first is None or last is None:
@@ -58,29 +85,31 @@ async def history(executor: Executor, symbol: str, timeframe: str, *, start: dat
         lower = floor_bucket(first, timeframe)
         if start is not None:
             lower = max(lower, ceil_bucket(start, timeframe))
-        upper = min(ceil_bucket(end or now or datetime.now(UTC), timeframe),
+        upper = min(ceil_bucket(end or now, timeframe),
                     next_bucket(floor_bucket(last, timeframe), timeframe))
         if lower >= upper:
             return []
         sql = history_sql(timeframe, rollups, newest_first=start is None)
-        rows = await _fetch_growing(conn, sql, symbol, timeframe, lower, upper, limit, from_start=start is not None)
+        with _aggregating(symbol):
+            rows = await _fetch_growing(conn, sql, symbol, timeframe, lower, upper, limit, now,
+                                        from_start=start is not None)
         return rows if start is not None else rows[::-1]
 
 
 async def _fetch_growing(conn: asyncpg.Connection, sql: str, symbol: str, timeframe: str, lower: datetime,
-                         upper: datetime, limit: int, *, from_start: bool) -> Sequence[asyncpg.Record]:
+                         upper: datetime, limit: int, now: datetime, *, from_start: bool) -> Sequence[asyncpg.Record]:
     """Query a window of ``limit`` buckets at one end of [lower, upper), growing it until it holds
     ``limit`` bars or covers the range: the work stays near that of the bars returned, however
     much data lies beyond them."""
     span = WIDTHS[timeframe] * limit
     while True:
         if span >= upper - lower:
-            return await conn.fetch(sql, symbol, lower, upper, limit)
+            return await conn.fetch(sql, symbol, lower, upper, now, limit)
         if from_start:
             window = (lower, ceil_bucket(lower + span, timeframe))
         else:
             window = (floor_bucket(upper - span, timeframe), upper)
-        rows = await conn.fetch(sql, symbol, *window, limit)
+        rows = await conn.fetch(sql, symbol, *window, now, limit)
         if len(rows) >= limit:
             return rows
         span *= WINDOW_GROWTH
@@ -88,14 +117,20 @@ async def _fetch_growing(conn: asyncpg.Connection, sql: str, symbol: str, timefr
 
 async def stats(executor: Executor, symbol: str, *, start: datetime | None = None, end: datetime | None = None,
                 rollups: bool = False, now: datetime | None = None) -> asyncpg.Record:
-    """Summary statistics of the daily series between ``start`` and ``end`` (default: all of it)."""
+    """Summary statistics of the daily series between ``start`` and ``end`` (default: all of it).
+
+    Raises UnknownSymbolError or StoredDataError like ``history``."""
+    now = now or datetime.now(UTC)
     async with connection(executor) as conn:
         first, _ = await data_range(conn, symbol, rollups)
         if first is None:
             raise UnknownSymbolError(symbol)
         lower = ceil_bucket(start, "1d") if start else floor_bucket(first, "1d")
-        upper = ceil_bucket(end or now or datetime.now(UTC), "1d")
-        return await conn.fetchrow(stats_sql(rollups), symbol, lower, max(lower, upper))
+        upper = ceil_bucket(end or now, "1d")
+        with _aggregating(symbol):
+            row = await conn.fetchrow(stats_sql(rollups), symbol, lower, max(lower, upper), now)
+        assert row is not None  # an aggregate without GROUP BY always returns one row
+        return row
 
 
 async def symbols(executor: Executor) -> Sequence[asyncpg.Record]:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections import Counter
 
-from tradebot.common.bus import Bus, Delivery, connect
+from tradebot.common.bus import Bus, Delivery
 from tradebot.common.config import Settings
 from tradebot.common.consumer import GroupConsumer
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
@@ -33,7 +33,7 @@ async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter | No
     counters = counters if counters is not None else Counter()
     await apply_migrations(settings.database_url, options=TimescaleOptions.from_settings(settings))
     pool = await create_pool(settings.database_url, max_size=2, application_name="tradebot-storage")
-    bus = Bus(connect(settings.redis_url), maxlen=settings.stream_maxlen, max_deliveries=settings.max_deliveries)
+    bus = Bus.from_settings(settings)
 
     async def handle(batch: list[Delivery]) -> None:
         written = await write_events(pool, [delivery.event for delivery in batch])
