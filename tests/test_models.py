@@ -83,7 +83,8 @@ def test_the_wire_format_round_trips_and_names_what_is_wrong() -> None:
         decode({**encode(tick), "v": "9"})
 
 
-@pytest.mark.parametrize(("price", "size"), [(1e200, 1.0), (100.0, 1e200), (float("inf"), 1.0), (1e-200, 1.0), (100.0, 1e-200)])
+@pytest.mark.parametrize(("price", "size"),
+                         [(1e200, 1.0), (100.0, 1e200), (float("inf"), 1.0), (1e-200, 1.0), (100.0, 1e-200)])
 def test_absurd_prices_and_sizes_are_rejected(price: float, size: float) -> None:
     with pytest.raises(ValidationError):
         Tick.create("BIG", price, size, NOW)

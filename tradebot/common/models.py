@@ -100,7 +100,8 @@ class Order(Event):
 
     side: Side
     quantity: float = Field(ge=MIN_QUANTITY, le=MAX_QUANTITY)
-    reference_price: float = Field(ge=MIN_PRICE, le=MAX_PRICE)  # the last price the strategy saw; paper fills start here
+    # the last price the strategy saw; paper fills start from it
+    reference_price: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
     signal_id: str
     order_type: Literal["market"] = "market"
 
