@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from tradebot.backfill.cli import app as backfill_app
+from tradebot.bench.cli import bench_command
 from tradebot.common.config import load_settings, redact_url
 from tradebot.common.runtime import infrastructure, setup_logging
 from tradebot.roles import DEFAULT_UP, ROLES, UnknownRoleError, module_for, run_role
@@ -16,6 +17,8 @@ app = typer.Typer(help="Event-driven trading bot for US equities.", no_args_is_h
                   pretty_exceptions_enable=False)
 app.add_typer(symbols_app, name="symbols", help="Inspect and manage the symbol universe.")
 app.add_typer(backfill_app, name="backfill", help="Fetch historical bars from Alpaca or Polygon into the database.")
+app.command(name="bench", help="Measure throughput, latency, ingest, /history and memory (docs/BENCHMARKS.md).")(
+    bench_command)
 
 
 def parse_scale(values: list[str]) -> dict[str, int]:

@@ -22,6 +22,9 @@ TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
     pg_errors.CrashShutdownError,
     pg_errors.TooManyConnectionsError,
     pg_errors.TransactionRollbackError,
+    # What asyncpg raises when the server goes away in the middle of a COPY or a query.
+    pg_errors.InterfaceError,
+    pg_errors.InternalClientError,
 )
 
 Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection

@@ -228,8 +228,18 @@ def _port_open(port: int) -> bool:
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, name: str, log_file: Path) -> None:
+    """Wait until Redis answers PING: the port opens before it has reloaded its append-only file."""
+    import redis
+
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not _port_open(port):
+    client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+    while True:
+        try:
+            if client.ping():
+                client.close()
+                return
+        except (redis.BusyLoadingError, redis.ConnectionError, redis.TimeoutError):
+            pass  # still starting or still loading its data
         if process.poll() is not None or time.monotonic() > deadline:
             detail = log_file.read_text()[-2000:] if log_file.exists() else ""
             raise RuntimeError(f"embedded {name} did not start on port {port}: {detail}")

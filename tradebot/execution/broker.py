@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 from tradebot.common.models import Order, OrderEvent, stable_id
 
 # Duplicates arrive close to the original (a redelivered batch, a replayed order), so remembering
-# the most recent client order ids is enough; an unbounded set would grow the checkpoint forever.
-REMEMBERED_ORDERS = 10_000
+# the most recent client order ids is enough. The window is the checkpoint's size, rewritten on every
+# commit: 1,000 ids keep it small, and commits are atomic, so redeliveries are rare and near.
+REMEMBERED_ORDERS = 1_000
 QUANTITY_TOLERANCE = 1e-9
 
 

@@ -12,9 +12,11 @@ import asyncio
 import logging
 from collections import Counter
 
+import asyncpg
+
 from tradebot.common.bus import Bus, Delivery
 from tradebot.common.config import Settings
-from tradebot.common.consumer import GroupConsumer
+from tradebot.common.consumer import Backoff, GroupConsumer
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
 from tradebot.common.runtime import consumer_name
 from tradebot.common.runtime import main as run_worker
@@ -31,8 +33,9 @@ async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter | No
     """Persist stream entries until ``stop`` (or burst / max-messages end)."""
     assert settings.redis_url and settings.database_url, "runtime fills in both URLs"
     counters = counters if counters is not None else Counter()
-    await apply_migrations(settings.database_url, options=TimescaleOptions.from_settings(settings))
-    pool = await create_pool(settings.database_url, max_size=2, application_name="tradebot-storage")
+    pool = await _connect_when_ready(settings, stop)
+    if pool is None:
+        return
     bus = Bus.from_settings(settings)
 
     async def handle(batch: list[Delivery]) -> None:
@@ -50,6 +53,19 @@ async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter | No
     finally:
         await bus.close()
         await pool.close()
+
+
+async def _connect_when_ready(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool | None:
+    """Migrate and open the pool, waiting out a database that is down or restarting; None if stopped."""
+    assert settings.database_url
+    backoff = Backoff("postgresql (storage start-up)")
+    while not stop.is_set():
+        try:
+            await apply_migrations(settings.database_url, options=TimescaleOptions.from_settings(settings))
+            return await create_pool(settings.database_url, max_size=2, application_name="tradebot-storage")
+        except TRANSIENT_DB_ERRORS as error:
+            await backoff.wait(error, stop)
+    return None
 
 
 def main() -> None:

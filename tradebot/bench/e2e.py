@@ -1,0 +1,97 @@
+"""End to end, with every worker a real process: how to run the pipeline, and ticks stored per second."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from dataclasses import dataclass
+
+from tradebot.bench.pipeline import TableCounter, consumers_ready, reset, stream_time_span, wait_for
+from tradebot.bench.processes import BENCH_SYMBOLS, WorkerPool, worker_environment
+from tradebot.bench.report import Figure
+from tradebot.bench.target import BenchTarget, free_port
+from tradebot.common.bus import Bus
+from tradebot.common.streams import tick_streams
+
+CONSUMERS = ("strategy", "execution", "storage")
+READY_TIMEOUT_S = 60.0
+POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class FeedRun:
+    """What the mock feed offers in one run."""
+
+    rate: float  # ticks/s in total
+    ticks: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.rate:,.0f} ticks/s offered"
+
+
+async def start_pipeline(target: BenchTarget, bus: Bus, workers: WorkerPool, *, api: bool) -> dict[str, str]:
+    """A clean slate, then every consumer role as a process, ready; returns the worker environment."""
+    settings = target.bench_settings
+    await reset(target, bus)
+    env = worker_environment(settings, api_port=free_port())
+    for role in CONSUMERS + (("api",) if api else ()):
+        workers.start(role, env)
+    await wait_for(lambda: consumers_ready(bus, settings.tick_partitions), READY_TIMEOUT_S,
+                   "the workers to take their partitions")
+    return env
+
+
+def start_feed(workers: WorkerPool, env: dict[str, str], run: FeedRun) -> subprocess.Popen:
+    """The mock feed at ``run.rate``, stopping by itself after ``run.ticks``."""
+    return workers.start("market_data", {**env, "MOCK_TICKS_PER_SECOND": str(run.rate),
+                                         "MOCK_MAX_TICKS": str(run.ticks)})
+
+
+async def time_to_store(counter: TableCounter, ticks: int, timeout_s: float) -> tuple[float, float]:
+    """Seconds from the first tick row appearing to the ``ticks``-th one (polled every 0.1 s)."""
+    deadline = time.monotonic() + timeout_s
+    first = None
+    while True:
+        stored = await counter.count()
+        now = time.monotonic()
+        if stored and first is None:
+            first = now
+        if stored >= ticks:
+            return first or now, now
+        if now > deadline:
+            raise TimeoutError(f"only {stored:,} of {ticks:,} ticks stored after {timeout_s:.0f}s")
+        await asyncio.sleep(POLL_S)
+
+
+async def measure_throughput(target: BenchTarget, workers: WorkerPool, run: FeedRun,
+                             timeout_s: float = 600.0) -> list[Figure]:
+    """Ticks stored per second with every worker running (see the figure's method)."""
+    bus = Bus.from_settings(target.bench_settings)
+    partitions = target.settings.tick_partitions
+    try:
+        env = await start_pipeline(target, bus, workers, api=True)
+        async with TableCounter(target.database_url) as counter:
+            start_feed(workers, env, run)
+            first, last = await time_to_store(counter, run.ticks, timeout_s)
+            published, rate = await publish_rate(bus, partitions)
+            rows = {table: await counter.count(table) for table in ("signals", "orders", "fills")}
+    finally:
+        workers.stop_all()
+        await bus.close()
+    stored_rate = run.ticks / max(last - first, POLL_S)
+    method = (f"mock feed: {run.label} ({run.ticks:,} ticks, {BENCH_SYMBOLS} symbols, {partitions} partitions); "
+              "market_data, strategy, execution, storage, api: one process each; time from the first to the "
+              f"last of the {run.ticks:,} rows appearing in `ticks` (COUNT(*) polled every 0.1 s)")
+    feed_method = "ticks published / span of their tick-stream entry ids (Redis server ms), same run"
+    return [Figure("end to end", "ticks stored/s, every worker running", stored_rate, "ticks/s", method,
+                   {"ticks": run.ticks, "seconds": last - first, **rows}),
+            Figure("end to end", "ticks published/s by the mock feed, same run", rate, "ticks/s", feed_method,
+                   {"published": published})]
+
+
+async def publish_rate(bus: Bus, partitions: int) -> tuple[int, float]:
+    """Ticks on the tick streams, and their rate over the span of their entry ids (Redis server ms)."""
+    published, first_ms, last_ms = await stream_time_span(bus, tick_streams(partitions))
+    return published, published / max((last_ms - first_ms) / 1000, 0.001)
