@@ -113,14 +113,6 @@ async def run_faults(servers: ChaosServers, supervision: Supervision, bus: Bus) 
     return injected
 
 
-async def backlog(bus: Bus, streams: list[str], group: str) -> int:
-    total = 0
-    for stream in streams:
-        health = await bus.health(stream, group)
-        total += health.pending + (health.lag or 0)
-    return total
-
-
 async def everything_done(bus: Bus, db: asyncpg.Pool, supervision: Supervision) -> bool:
     """The feed finished, every group drained, and every stream's events are in the database."""
     feed = next(w for w in supervision.workers if w.role == "market_data")
@@ -128,7 +120,7 @@ async def everything_done(bus: Bus, db: asyncpg.Pool, supervision: Supervision) 
         return False
     for streams, group in ((tick_streams(PARTITIONS), STRATEGY_ROLE), ([ORDERS_NEW], EXECUTION_ROLE),
                            (storage_streams(PARTITIONS), STORAGE_GROUP)):
-        if await through_outages(lambda s=streams, g=group: backlog(bus, s, g)):
+        if await through_outages(lambda s=streams, g=group: bus.backlog(s, g)):
             return False
     for stream, table in ((SIGNALS, "signals"), (ORDERS_NEW, "orders"), (ORDER_EVENTS, "fills")):
         if await bus.redis.xlen(stream) != await _count(db, table):

@@ -101,12 +101,10 @@ async def _stored_all(conn: asyncpg.Connection) -> bool:
 
 async def _settled(conn: asyncpg.Connection, bus: Bus, settings: Settings) -> bool:
     """Every tick through the strategy, every order executed, every event stored."""
-    watched = [(s, STRATEGY_ROLE) for s in tick_streams(settings.tick_partitions)] + [(ORDERS_NEW, EXECUTION_ROLE)]
-    watched += [(s, STORAGE_GROUP) for s in storage_streams(settings.tick_partitions)]
-    for stream, group in watched:
-        health = await bus.health(stream, group)
-        if health.pending or health.lag:
-            return False
+    partitions = settings.tick_partitions
+    if (await bus.backlog(tick_streams(partitions), STRATEGY_ROLE) or await bus.backlog([ORDERS_NEW], EXECUTION_ROLE)
+            or await bus.backlog(storage_streams(partitions), STORAGE_GROUP)):
+        return False
     orders = await count(conn, "orders")
     signals = await count(conn, "signals")
     return orders > 0 and orders == signals == await count(conn, "fills")

@@ -61,25 +61,16 @@ async def consumers_ready(bus: Bus, partitions: int) -> bool:
     return any(group["name"] == STORAGE_GROUP for group in groups)
 
 
-async def backlog(bus: Bus, streams: list[str], group: str) -> int:
-    """Entries of ``streams`` the group has not finished: pending plus not yet delivered."""
-    total = 0
-    for stream in streams:
-        health = await bus.health(stream, group)
-        total += health.pending + (health.lag or 0)
-    return total
-
-
 async def strategy_backlog(bus: Bus, partitions: int) -> int:
     """Ticks the strategy has not yet applied."""
-    return await backlog(bus, tick_streams(partitions), STRATEGY_ROLE)
+    return await bus.backlog(tick_streams(partitions), STRATEGY_ROLE)
 
 
 async def pipeline_backlog(bus: Bus, partitions: int) -> dict[str, int]:
     """What each role still has to do."""
     return {"strategy": await strategy_backlog(bus, partitions),
-            "execution": await backlog(bus, [ORDERS_NEW], EXECUTION_ROLE),
-            "storage": await backlog(bus, storage_streams(partitions), STORAGE_GROUP)}
+            "execution": await bus.backlog([ORDERS_NEW], EXECUTION_ROLE),
+            "storage": await bus.backlog(storage_streams(partitions), STORAGE_GROUP)}
 
 
 def entry_ms(entry_id: str) -> int:

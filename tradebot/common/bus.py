@@ -324,6 +324,14 @@ class Bus:
             lag = await self._counted_lag(stream, info["last-delivered-id"], length)
         return StreamHealth(stream, group, length, int(info["pending"]), lag, self.maxlen)
 
+    async def backlog(self, streams: Sequence[str], group: str) -> int:
+        """Entries of ``streams`` that ``group`` has not finished: pending plus not yet delivered."""
+        total = 0
+        for stream in streams:
+            health = await self.health(stream, group)
+            total += health.pending + (health.lag or 0)
+        return total
+
     async def _counted_lag(self, stream: str, last_delivered: str, length: int) -> int:
         after = await self.redis.xrange(stream, min=f"({last_delivered}", max="+", count=LAG_COUNT_CAP + 1)
         if len(after) <= LAG_COUNT_CAP:
