@@ -4,9 +4,10 @@ Workers of a role announce themselves in a sorted set scored by heartbeat expiry
 computes the same assignment (partition p goes to the (p mod n)-th member in name order), takes
 leases on its share with SET NX PX, renews them, and hands back the ones it no longer should own.
 A partition is always read as the consumer ``partition-<p>``, so a new owner inherits the old
-owner's pending entries and processes them first. State, outputs and acks are written in one
-atomic commit that also checks the lease (fencing), so a crash neither loses nor repeats an
-effect, and a worker that lost its lease writes nothing.
+owner's pending entries and processes them first. Reads and commits both check the lease inside
+Redis (fencing): a worker that lost its lease can neither take entries (which would reorder the
+partition for its new owner) nor write anything. State, outputs and acks go in one atomic commit,
+so a crash neither loses nor repeats an effect.
 """
 
 from __future__ import annotations
