@@ -13,8 +13,9 @@ from tests.emulators.alpaca_rest import AlpacaRestEmulator, make_asset
 from tradebot.common.config import Settings
 from tradebot.universe import assets as assets_module
 from tradebot.universe import live_subscription_symbols, resolve_symbols
-from tradebot.universe.assets import ListedAsset, cached_days, write_cache
+from tradebot.universe.cache import cached_days, write_cache
 from tradebot.universe.cli import SAMPLES, app, render_sample
+from tradebot.universe.filters import ListedAsset
 from tradebot.universe.resolver import curated_symbols
 
 runner = CliRunner()

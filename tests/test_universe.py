@@ -9,11 +9,10 @@ import pytest
 
 from tradebot.common.config import Settings
 from tradebot.universe import UniverseError, live_subscription_symbols, resolve_symbols
-from tradebot.universe.assets import (
+from tradebot.universe.cache import cache_path, cached_days, read_cache, write_cache
+from tradebot.universe.filters import (
     FilterRules,
     ListedAsset,
-    cache_path,
-    cached_days,
     filter_assets,
     is_active_and_tradable,
     is_on_allowed_exchange,
@@ -24,9 +23,7 @@ from tradebot.universe.assets import (
     is_valid_symbol,
     is_warrant,
     is_within_price_range,
-    read_cache,
     rejection_reason,
-    write_cache,
 )
 from tradebot.universe.resolver import (
     CURATED_MODES,

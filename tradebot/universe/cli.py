@@ -21,13 +21,9 @@ from rich.table import Table
 from rich.text import Text
 
 from tradebot.common.config import Settings, SettingsError, load_settings
-from tradebot.universe.assets import (
-    FilterRules,
-    UniverseError,
-    cache_path,
-    filter_assets,
-    refresh_assets,
-)
+from tradebot.universe.assets import UniverseError, refresh_assets
+from tradebot.universe.cache import cache_path
+from tradebot.universe.filters import FilterRules, filter_assets
 from tradebot.universe.resolver import (
     SYMBOL_MODES,
     check_price_range,

@@ -13,12 +13,8 @@ from functools import cache
 from importlib import resources
 
 from tradebot.common.config import Settings
-from tradebot.universe.assets import (
-    AssetsClient,
-    UniverseError,
-    all_symbols,
-    is_valid_symbol,
-)
+from tradebot.universe.assets import AssetsClient, UniverseError, all_symbols
+from tradebot.universe.filters import is_valid_symbol
 
 logger = logging.getLogger(__name__)
 
