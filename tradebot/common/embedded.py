@@ -186,21 +186,24 @@ def _redis_binary() -> str:
     return found
 
 
-def _postgres_bin() -> Path:
-    with warnings.catch_warnings():  # pgserver warns about XDG_RUNTIME_DIR at import
+def _pgserver():  # type: ignore[no-untyped-def]
+    """The pgserver package (its binaries and user helpers), imported without its XDG_RUNTIME_DIR warning."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
+        import pgserver.utils
+    return pgserver
 
-    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+
+def _postgres_bin() -> Path:
+    return Path(_pgserver().__file__).parent / "pginstall" / "bin"
 
 
 def _postgres_os_user() -> str | None:
     """PostgreSQL refuses to run as root, so under root it runs as an unprivileged user."""
     if os.geteuid() != 0:
         return None
-    from pgserver.utils import ensure_user_exists
-
-    ensure_user_exists("pgserver")
+    _pgserver().utils.ensure_user_exists("pgserver")
     return "pgserver"
 
 
@@ -210,12 +213,11 @@ def _hand_to_postgres_user(path: Path) -> None:
         return
     import pwd
 
-    from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions
-
-    ensure_prefix_permissions(path)
-    ensure_prefix_permissions(_postgres_bin())
-    ensure_folder_permissions(_postgres_bin(), 0o555)
-    ensure_folder_permissions(_postgres_bin().parent / "lib", 0o444)
+    utils = _pgserver().utils
+    utils.ensure_prefix_permissions(path)
+    utils.ensure_prefix_permissions(_postgres_bin())
+    utils.ensure_folder_permissions(_postgres_bin(), 0o555)
+    utils.ensure_folder_permissions(_postgres_bin().parent / "lib", 0o444)
     entry = pwd.getpwnam(user)
     os.chown(path, entry.pw_uid, entry.pw_gid)
     path.chmod(0o700)
