@@ -211,3 +211,12 @@ async def test_health_flags_a_backlog_that_nears_the_trim_cap(redis_url: str) ->
     health = await small.health(STREAM, "testers")
     assert (health.lag, health.near_cap) == (900, True)
     await small.close()
+
+
+async def test_reclaiming_entries_trimmed_away_acks_them_instead_of_failing(bus: Bus) -> None:
+    await bus.ensure_group(STREAM, "testers")
+    await bus.publish((STREAM, t) for t in ticks(3))
+    await bus.read([STREAM], "testers", "dead-consumer", count=3, block_ms=10)
+    await bus.redis.xtrim(STREAM, maxlen=0)
+    assert await bus.reclaim_idle(STREAM, "testers", "survivor", min_idle_ms=0) == []
+    assert (await bus.health(STREAM, "testers")).pending == 0

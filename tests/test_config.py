@@ -42,3 +42,8 @@ def test_urls_are_shown_without_their_credentials() -> None:
     assert redact_url("postgresql://trader:hunter2@db:5432/tradebot") == "postgresql://***@db:5432/tradebot"
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert redact_url(None) == "-"
+
+
+def test_the_grace_period_must_outlast_a_blocking_read() -> None:
+    with pytest.raises(SettingsError, match="GRACE_PERIOD_S.*longer than BUS_BLOCK_MS"):
+        load_settings(_env_file=None, bus_block_ms=5000, grace_period_s=2)

@@ -14,6 +14,7 @@ from tests.runtime_worker import STREAM
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.models import Tick
+from tradebot.common.runtime import CONFIG_ERROR_EXIT
 
 
 def start_worker(settings: Settings, **env: str) -> subprocess.Popen:
@@ -87,3 +88,18 @@ def test_debug_logging_keeps_provider_frames_and_their_keys_out_of_the_log() -> 
         logging.getLogger().setLevel(logging.WARNING)
         for name in QUIET_LIBRARIES:
             logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_an_embedded_server_port_taken_by_another_program_stops_with_one_line(settings: Settings) -> None:
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        environment = {**os.environ, "REDIS_URL": "", "DATABASE_URL": "", "DATA_DIR": str(settings.data_dir),
+                       "EMBEDDED_REDIS_PORT": str(listener.getsockname()[1])}
+        environment = {name: value for name, value in environment.items() if value != ""}
+        worker = subprocess.run([sys.executable, "-m", "tests.runtime_worker"], env=environment,
+                                capture_output=True, text=True, timeout=60)
+    assert worker.returncode == CONFIG_ERROR_EXIT
+    assert worker.stderr.strip().splitlines()[-1].endswith("set EMBEDDED_REDIS_PORT to a free port (or REDIS_URL)")

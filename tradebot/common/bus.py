@@ -7,6 +7,7 @@ acks in one atomic script so a crash can never split them.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import logging
@@ -154,7 +155,7 @@ def connect(url: str) -> aioredis.Redis:
     knows how to resume (pending entries first, state from the checkpoint).
     """
     return aioredis.Redis.from_url(url, decode_responses=True, retry=Retry(NoBackoff(), retries=0),
-                                   health_check_interval=30)
+                                   health_check_interval=30, socket_connect_timeout=5, socket_keepalive=True)
 
 
 class Bus:
@@ -236,9 +237,15 @@ class Bus:
             if deliveries or not rows:
                 return deliveries
 
-    async def wait_for_entries(self, stream: str, after_id: str, block_ms: int) -> None:
-        """Block until ``stream`` has an entry newer than ``after_id`` (or ``block_ms`` passes)."""
-        await self.redis.xread({stream: after_id}, count=1, block=block_ms)
+    async def wait_for_entries(self, stream: str, after_id: str, block_ms: int, stop: asyncio.Event) -> None:
+        """Block until ``stream`` has an entry newer than ``after_id``, ``block_ms`` passes, or ``stop``."""
+        waiting = asyncio.create_task(self.redis.xread({stream: after_id}, count=1, block=block_ms))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not waiting.done():
+            waiting.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
+        await asyncio.gather(waiting, stopping, return_exceptions=True)
 
     async def last_delivered_id(self, stream: str, group: str) -> str:
         """The id of the newest entry ``group`` has been given ("0-0" before the first)."""
@@ -255,7 +262,9 @@ class Bus:
         while True:
             reply = await self.redis.xautoclaim(stream, group, consumer, min_idle_ms, cursor, count=count)
             cursor, rows = reply[0], reply[1]
-            claimed.extend((stream, entry_id, fields) for entry_id, fields in rows)
+            claimed.extend((stream, entry_id, fields) for entry_id, fields in rows if entry_id is not None)
+            if any(entry_id is None for entry_id, _ in rows):
+                await self._ack_vanished(stream, group, consumer)
             if cursor == "0-0" or len(claimed) >= count:
                 break
         live = await self._drop_trimmed(group, claimed)
@@ -366,6 +375,16 @@ class Bus:
             else:
                 keep.append((stream, entry_id, fields))
         return keep
+
+    async def _ack_vanished(self, stream: str, group: str, consumer: str) -> None:
+        """Ack this consumer's pending entries whose data is gone (Redis 6.2 claims them as nil, id-less)."""
+        for row in await self.redis.xpending_range(stream, group, min="-", max="+", count=1000,
+                                                   consumername=consumer):
+            entry_id = row["message_id"]
+            if not await self.redis.xrange(stream, min=entry_id, max=entry_id):
+                await self.redis.xack(stream, group, entry_id)
+                log.warning("%s %s was trimmed before %s acked it (STREAM_MAXLEN too small for the backlog?)",
+                            stream, entry_id, group)
 
     async def _drop_trimmed(self, group: str, entries: list) -> list:
         """Ack pending entries whose data was trimmed away (nothing left to process); return the rest.

@@ -121,9 +121,10 @@ class EmbeddedPostgres:
         log.info("started embedded postgres on 127.0.0.1:%d (data in %s)", self.port, self.data_dir)
 
     def _running_port(self) -> int | None:
-        """The port in this cluster's postmaster.pid (4th line), if its server runs."""
+        """The port in this cluster's postmaster.pid (4th line), if the server it names is alive."""
         try:
             lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            os.kill(int(lines[0]), 0)  # a stale file (the server was killed) names a dead pid
             return int(lines[3])
         except (OSError, IndexError, ValueError):
             return None

@@ -83,6 +83,8 @@ class PartitionedWorker:
         self._owned: dict[int, tuple[asyncio.Task, asyncio.Event]] = {}
         self._wanted: set[int] | None = None
         self._drained: set[int] = set()  # burst mode: partitions read to the end
+        self._failures: dict[int, int] = {}  # consecutive reader failures per partition
+        self._retry_at: dict[int, float] = {}  # monotonic time before which it is not restarted
         self._backoff = Backoff("redis (membership)")
 
     async def run(self, *, stop: asyncio.Event, max_messages: int | None = None, burst: bool = False) -> None:
@@ -123,12 +125,20 @@ class PartitionedWorker:
         await self.bus.redis.zremrangebyscore(members_key(role), "-inf", now_ms)
         members = await self.bus.redis.zrange(members_key(role), 0, -1)
         self._wanted = assigned_partitions(members, self.member, self.config.partitions)
-        for partition in list(self._owned):
-            task, _ = self._owned[partition]
-            renewed = await self._renew(keys=[lease_key(role, partition)], args=[self.member, ttl])
-            if task.done() or not renewed or partition not in self._wanted:
-                await self._give_up([partition], lost=not renewed)
+        # Renew every lease first, then let go of what must go, all together: giving partitions up
+        # one by one could outlast the TTL of the leases still to be renewed.
+        lost, handed_back = [], []
+        for partition, (task, _) in self._owned.items():
+            if not await self._renew(keys=[lease_key(role, partition)], args=[self.member, ttl]):
+                lost.append(partition)
+            elif task.done() or partition not in self._wanted:
+                handed_back.append(partition)
+        await self._give_up(lost, lost=True)
+        await self._give_up(handed_back, lost=False)
+        now = time.monotonic()
         for partition in sorted(self._wanted - self._owned.keys() - self._drained):
+            if self._retry_at.get(partition, 0.0) > now:
+                continue  # its reader failed moments ago: back off instead of spinning
             if await self.bus.redis.set(lease_key(role, partition), self.member, nx=True, px=ttl):
                 self._start(partition)
 
@@ -148,13 +158,25 @@ class PartitionedWorker:
             stop.set()
         results = await asyncio.gather(*(task for task, _ in owned.values()), return_exceptions=True)
         for partition, result in zip(owned, results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("%s reader of partition %d failed: %r", self.config.role, partition, result)
-            elif result == "drained":
-                self._drained.add(partition)
+            if isinstance(result, BaseException) or result == "error":
+                self._note_failure(partition, result)
+            else:
+                self._failures.pop(partition, None)
+                if result == "drained":
+                    self._drained.add(partition)
             if not lost:
                 await self._release(keys=[lease_key(self.config.role, partition)], args=[self.member])
             log.info("%s %s partition %d", self.config.role, "lost" if lost else "released", partition)
+
+    def _note_failure(self, partition: int, result: object) -> None:
+        """A failed reader is taken up again after a capped, growing delay."""
+        failures = self._failures.get(partition, 0) + 1
+        self._failures[partition] = failures
+        delay = min(30.0, 0.5 * 2 ** (failures - 1))
+        self._retry_at[partition] = time.monotonic() + delay
+        if isinstance(result, BaseException):
+            log.error("%s reader of partition %d failed (%d in a row; again in %.1fs): %r", self.config.role,
+                      partition, failures, delay, result)
 
     async def _release_all(self) -> None:
         try:
@@ -223,7 +245,9 @@ class PartitionReader:
             elif burst:
                 return "drained"
             else:
-                await self.bus.wait_for_entries(self.stream, last_seen, self.config.block_ms)
+                # Entries dead-lettered by the read were never returned: wait from the group's position.
+                last_seen = max(last_seen, await self.bus.last_delivered_id(self.stream, role), key=_entry_order)
+                await self.bus.wait_for_entries(self.stream, last_seen, self.config.block_ms, stop)
         return "stopped"
 
     async def _commit(self, batch: list[Delivery]) -> bool:

@@ -77,8 +77,12 @@ def main(role: str, run: WorkerRun) -> None:
         print(error, file=sys.stderr)
         sys.exit(CONFIG_ERROR_EXIT)
     setup_logging(settings.log_level)
-    with infrastructure(settings) as ready:
-        exit_code = asyncio.run(serve(role, run, ready))
+    try:
+        with infrastructure(settings) as ready:
+            exit_code = asyncio.run(serve(role, run, ready))
+    except SettingsError as error:  # e.g. the embedded server's port is taken by another program
+        print(error, file=sys.stderr)
+        sys.exit(CONFIG_ERROR_EXIT)
     sys.exit(exit_code)
 
 
@@ -153,9 +157,9 @@ async def _heartbeat(role: str, settings: Settings, counters: Counter, stop: asy
             except bus_module.RECOVERABLE_REDIS_ERRORS:
                 pass  # the worker's own loop reports the outage; the heartbeat just tries again
             await wait_or_stop(stop, interval)
-        await client.delete(heartbeat_key(role, name))
-    except bus_module.RECOVERABLE_REDIS_ERRORS:
-        pass
+        await asyncio.wait_for(client.delete(heartbeat_key(role, name)), timeout=1)  # never hold up the exit
+    except (*bus_module.RECOVERABLE_REDIS_ERRORS, TimeoutError):
+        pass  # the key expires by itself
     finally:
         await client.aclose()
 
