@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 
+from tradebot.common.embedded import free_port
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+__all__ = ["free_port", "wait_until"]
 
 
 async def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:

@@ -135,7 +135,7 @@ def test_unknown_placeholder_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "0001_x.sql"
     path.write_text("SELECT {{nope}};")
     with pytest.raises(MigrationError, match="no value for"):
-        schema.Migration("0001", path, False).render({})
+        schema.Migration("0001", path).render({})
 
 
 async def test_tick_retention_must_outlast_the_refresh_window(database_url: str) -> None:

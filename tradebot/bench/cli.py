@@ -32,7 +32,6 @@ from tradebot.bench.target import (
     BenchTargetError,
     bench_target,
     clear_bench_redis,
-    wait_until_redis_serves,
 )
 from tradebot.common.config import Settings, load_settings
 from tradebot.common.runtime import setup_logging
@@ -105,7 +104,6 @@ def memory_figures(workers: WorkerPool) -> list[Figure]:
 async def run_sections(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes, sections: list[str],
                        report: Report, console: Console) -> None:
     """Run each section in turn; a failed one becomes an n/a row with the error."""
-    await wait_until_redis_serves(target)
     for name in sections:
         began = time.monotonic()
         console.print(f"[bold]bench[/bold] {name} …")

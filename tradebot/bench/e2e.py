@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from tradebot.bench.pipeline import TableCounter, consumers_ready, reset, stream_time_span, wait_for
 from tradebot.bench.processes import BENCH_SYMBOLS, WorkerPool, worker_environment
 from tradebot.bench.report import Figure
-from tradebot.bench.target import BenchTarget, free_port
+from tradebot.bench.target import BenchTarget
 from tradebot.common.bus import Bus
+from tradebot.common.embedded import free_port
 from tradebot.common.streams import tick_streams
 
 CONSUMERS = ("strategy", "execution", "storage")

@@ -10,7 +10,7 @@ import asyncpg
 from redis.exceptions import ResponseError
 
 from tradebot.bench.target import BenchTarget
-from tradebot.common.bus import Bus
+from tradebot.common.bus import Bus, entry_ms
 from tradebot.common.db import create_pool, recreate_database
 from tradebot.common.streams import (
     EXECUTION_ROLE,
@@ -71,11 +71,6 @@ async def pipeline_backlog(bus: Bus, partitions: int) -> dict[str, int]:
     return {"strategy": await strategy_backlog(bus, partitions),
             "execution": await bus.backlog([ORDERS_NEW], EXECUTION_ROLE),
             "storage": await bus.backlog(storage_streams(partitions), STORAGE_GROUP)}
-
-
-def entry_ms(entry_id: str) -> int:
-    """The Redis server time (ms) at which an entry was added: the first half of its id."""
-    return int(entry_id.split("-", 1)[0])
 
 
 async def stream_time_span(bus: Bus, streams: list[str]) -> tuple[int, int, int]:

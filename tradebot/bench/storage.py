@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from tradebot.bench.http_load import closed_loop, wait_until_serving
 from tradebot.bench.processes import WorkerPool, worker_environment
 from tradebot.bench.report import Figure
-from tradebot.bench.target import BenchTarget, free_port
+from tradebot.bench.target import BenchTarget
 from tradebot.common.db import drop_database
+from tradebot.common.embedded import free_port
 from tradebot.storage import bench as storage_bench
 
 API_START_TIMEOUT_S = 60.0

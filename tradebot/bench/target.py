@@ -9,19 +9,16 @@ it flushes and recreates. Either way it only ever talks to 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.exceptions import BusyLoadingError
-
 from tradebot.common.bus import connect
 from tradebot.common.config import Settings
 from tradebot.common.db import with_database
-from tradebot.common.embedded import embedded_servers
+from tradebot.common.embedded import embedded_servers, free_port
 from tradebot.storage.bench import BENCH_DATABASE, BENCH_REDIS_DB
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -45,13 +42,6 @@ class BenchTarget:
     def bench_settings(self) -> Settings:
         """Settings pointing at the bench's own Redis and PostgreSQL databases."""
         return self.settings.model_copy(update={"redis_url": self.redis_url, "database_url": self.database_url})
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def require_loopback(url: str) -> None:
@@ -88,23 +78,6 @@ def _target(settings: Settings, *, embedded: bool = False) -> BenchTarget:
     assert settings.redis_url and settings.database_url
     return BenchTarget(settings, redis_database(settings.redis_url, BENCH_REDIS_DB),
                        with_database(settings.database_url, BENCH_DATABASE), embedded)
-
-
-async def wait_until_redis_serves(target: BenchTarget, timeout_s: float = 60.0) -> None:
-    """Redis accepts connections while it still loads its append-only file (replying LOADING): wait for PING."""
-    client = connect(target.redis_url)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            try:
-                await client.ping()
-                return
-            except BusyLoadingError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-    finally:
-        await client.aclose()
 
 
 async def clear_bench_redis(target: BenchTarget) -> None:

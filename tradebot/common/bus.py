@@ -137,9 +137,15 @@ def _first_error(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def _entry_ms(entry_id: str) -> int:
-    """The millisecond time part of a stream entry id."""
+def entry_ms(entry_id: str) -> int:
+    """The millisecond time part of a stream entry id (Redis server time at XADD)."""
     return int(entry_id.split("-", 1)[0])
+
+
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """Stream ids compare as (milliseconds, sequence), not as strings."""
+    millis, _, sequence = entry_id.partition("-")
+    return int(millis), int(sequence or 0)
 
 
 def _pairs(flat: list | None) -> dict[str, str] | None:
@@ -347,8 +353,8 @@ class Bus:
             return len(after)
         first = await self.redis.xrange(stream, count=1)
         last = await self.redis.xrevrange(stream, count=1)
-        first_ms, last_ms = _entry_ms(first[0][0]), _entry_ms(last[0][0])
-        unread_share = (last_ms - _entry_ms(last_delivered)) / max(1, last_ms - first_ms)
+        first_ms, last_ms = entry_ms(first[0][0]), entry_ms(last[0][0])
+        unread_share = (last_ms - entry_ms(last_delivered)) / max(1, last_ms - first_ms)
         return max(len(after), min(length, round(length * unread_share)))
 
     async def _groups(self, stream: str) -> list[dict]:

@@ -19,6 +19,7 @@ from typing import TypeVar
 from redis.backoff import ExponentialWithJitterBackoff
 
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Delivery
+from tradebot.common.runtime import wait_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,7 @@ class Backoff:
             log.warning("%s unavailable (%s); retrying with backoff", self.what, error)
         self.failures += 1
         self.total_retries += 1
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=self._delays.compute(self.failures))
-        except TimeoutError:
-            pass
+        await wait_or_stop(stop, self._delays.compute(self.failures))
 
     def succeeded(self) -> None:
         """Reset after a success, logging the recovery once."""

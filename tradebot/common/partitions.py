@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, entry_order
 from tradebot.common.consumer import Backoff
 from tradebot.common.models import Event
 from tradebot.common.streams import checkpoint_key, lease_key, members_key, partition_consumer
@@ -189,12 +189,6 @@ class PartitionedWorker:
             pass  # membership expires by itself
 
 
-def _entry_order(entry_id: str) -> tuple[int, int]:
-    """Stream ids compare as (milliseconds, sequence), not as strings."""
-    millis, _, sequence = entry_id.partition("-")
-    return int(millis), int(sequence or 0)
-
-
 class PartitionReader:
     """Reads one owned partition: restore checkpoint, pending entries first, then new ones."""
 
@@ -239,14 +233,14 @@ class PartitionReader:
                 self.counters["fenced"] += 1
                 return "lost"
             if batch:
-                last_seen = max(last_seen, batch[-1].entry_id, key=_entry_order)
+                last_seen = max(last_seen, batch[-1].entry_id, key=entry_order)
             elif pending:
                 pending = False
             elif burst:
                 return "drained"
             else:
                 # Entries dead-lettered by the read were never returned: wait from the group's position.
-                last_seen = max(last_seen, await self.bus.last_delivered_id(self.stream, role), key=_entry_order)
+                last_seen = max(last_seen, await self.bus.last_delivered_id(self.stream, role), key=entry_order)
                 await self.bus.wait_for_entries(self.stream, last_seen, self.config.block_ms, stop)
         return "stopped"
 

@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 BENCH_DATABASE = "tradebot_bench"
 BENCH_REDIS_DB = 15
 FIRST_DAY = datetime(2021, 1, 4, tzinfo=UTC)
-SESSION_OPEN = timedelta(hours=14, minutes=30)  # 09:30 New York in winter
 SESSION_SECONDS = 390 * 60
 
 # One statement per slice of days: the server generates the rows, nothing crosses the wire.

@@ -50,7 +50,6 @@ class Migration:
 
     version: str
     path: Path
-    timescale_only: bool
 
     @property
     def repeatable(self) -> bool:
@@ -82,9 +81,9 @@ class Migration:
 
 def load_migrations(mode: Mode) -> list[Migration]:
     """The migrations of ``mode``: versioned in number order, then repeatable ones by name."""
-    found = [Migration(_version(path), path, False) for path in MIGRATIONS_DIR.glob("*.sql")]
+    found = [Migration(_version(path), path) for path in MIGRATIONS_DIR.glob("*.sql")]
     if mode == "timescaledb":
-        found += [Migration(_version(path), path, True) for path in (MIGRATIONS_DIR / "timescale").glob("*.sql")]
+        found += [Migration(_version(path), path) for path in (MIGRATIONS_DIR / "timescale").glob("*.sql")]
     return sorted(found, key=lambda m: (m.repeatable, m.version))
 
 
