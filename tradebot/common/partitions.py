@@ -201,6 +201,7 @@ class PartitionReader:
         self.state = state
         self.counters = counters
         self.stream = config.stream_for(partition)
+        self._committed: str | None = None  # the checkpoint as last committed (or restored)
         self.consumer = partition_consumer(partition)
 
     async def run(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> str:
@@ -220,7 +221,8 @@ class PartitionReader:
         role = self.config.role
         lease = (lease_key(role, self.partition), self.member)
         await self.bus.ensure_group(self.stream, role)
-        self.state.restore(await self.bus.redis.get(checkpoint_key(role, self.partition)))
+        self._committed = await self.bus.redis.get(checkpoint_key(role, self.partition))
+        self.state.restore(self._committed)
         last_seen = await self.bus.last_delivered_id(self.stream, role)
         pending = True  # the previous owner's unacked entries come first, in order
         while not stop.is_set():
@@ -246,26 +248,27 @@ class PartitionReader:
 
     async def _commit(self, batch: list[Delivery]) -> bool:
         outputs, poisoned = self._apply(batch)
+        checkpoint = self.state.checkpoint()
         for delivery, reason in poisoned:
             await self.bus.dead_letter(self.config.role, delivery.stream, delivery.entry_id,
                                        {"event": delivery.event.model_dump_json()}, reason)
         rejected = {delivery.entry_id for delivery, _ in poisoned}
         commit = Commit(publish=outputs, acks=[(d.stream, d.entry_id) for d in batch if d.entry_id not in rejected],
-                        state={checkpoint_key(self.config.role, self.partition): self.state.checkpoint()})
+                        state={checkpoint_key(self.config.role, self.partition): checkpoint})
         lease = (lease_key(self.config.role, self.partition), self.member)
         if not await self.bus.commit(self.config.role, commit, lease=lease):
             return False
+        self._committed = checkpoint
         self.counters["handled"] += len(batch)
         self.counters["published"] += len(outputs)
         return True
 
     def _apply(self, batch: list[Delivery]) -> tuple[list[tuple[str, Event]], list[tuple[Delivery, str]]]:
         """Apply the batch; an event the state rejects is set aside for the dead-letter stream."""
-        saved = self.state.checkpoint()
         try:
             return self.state.apply([d.event for d in batch]), []
         except Exception:  # noqa: BLE001 - find the culprit below, entry by entry
-            self.state.restore(saved)
+            self.state.restore(self._committed)  # the state as of the last commit: no extra snapshot per batch
         outputs: list[tuple[str, Event]] = []
         poisoned: list[tuple[Delivery, str]] = []
         for delivery in batch:
