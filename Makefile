@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint bench chaos clean
+.PHONY: install run test lint format bench chaos clean
 
 $(BIN)/tradebot: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
+	$(BIN)/ruff format --check tradebot tests manage_symbols.py
 	$(BIN)/ruff check tradebot tests manage_symbols.py
 	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format tradebot tests manage_symbols.py
+	$(BIN)/ruff check --fix tradebot tests manage_symbols.py
 
 bench: install
 	$(BIN)/tradebot bench

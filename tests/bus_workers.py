@@ -75,15 +75,17 @@ async def run_group(redis_url: str, streams: list[str]) -> None:
                 await bus.redis.set("test.holding", os.getpid())
                 await asyncio.Event().wait()  # mid-batch, unacked: the test kills us here
 
-    consumer = GroupConsumer(bus, streams, "testers", consumer_name(), batch_size=50, block_ms=100,
-                             claim_idle_ms=500, counters=counters)
+    consumer = GroupConsumer(
+        bus, streams, "testers", consumer_name(), batch_size=50, block_ms=100, claim_idle_ms=500, counters=counters
+    )
     await consumer.run(handle, stop=asyncio.Event())
 
 
 async def run_partitioned(redis_url: str, partitions: int) -> None:
     bus = Bus(connect(redis_url), max_deliveries=3)
-    config = PartitionSettings(role=ROLE, partitions=partitions, stream_for=tick_stream, batch_size=20,
-                               block_ms=100, lease_ttl_ms=1500)
+    config = PartitionSettings(
+        role=ROLE, partitions=partitions, stream_for=tick_stream, batch_size=20, block_ms=100, lease_ttl_ms=1500
+    )
     worker = PartitionedWorker(bus, config, consumer_name(), lambda _: SequenceState(), Counter())
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -39,13 +39,23 @@ BAD_ENTRIES: list[dict[str, str]] = [
     {"v": "1", "type": "Tick", "data": "{not json"},
     {"v": "1", "type": "Quote", "data": "{}"},
     {"v": "9", "type": "Tick", "data": "{}"},
-    {"v": "1", "type": "Tick", "data": '{"id": "x", "symbol": "lower", "timestamp": "2024-01-02T14:30:00Z", '
-                                       '"price": 1, "size": 1}'},
+    {
+        "v": "1",
+        "type": "Tick",
+        "data": '{"id": "x", "symbol": "lower", "timestamp": "2024-01-02T14:30:00Z", "price": 1, "size": 1}',
+    },
     {"garbage": "no envelope at all"},
-    {"v": "1", "type": "Tick", "data": '{"id": "x", "symbol": "AAPL", "timestamp": "2024-01-02T14:30:00Z", '
-                                       '"price": -5, "size": 1}'},
-    {"v": "1", "type": "Tick", "data": '{"id": "x", "symbol": "AAPL", "timestamp": "2024-01-02T14:30:00", '
-                                       '"price": 5, "size": 1, "extra": true}'},
+    {
+        "v": "1",
+        "type": "Tick",
+        "data": '{"id": "x", "symbol": "AAPL", "timestamp": "2024-01-02T14:30:00Z", "price": -5, "size": 1}',
+    },
+    {
+        "v": "1",
+        "type": "Tick",
+        "data": '{"id": "x", "symbol": "AAPL", "timestamp": "2024-01-02T14:30:00", '
+        '"price": 5, "size": 1, "extra": true}',
+    },
 ]
 
 
@@ -65,8 +75,9 @@ class ChaosServers:
 @contextmanager
 def chaos_servers(data_dir: Path) -> Iterator[ChaosServers]:
     """Both servers, stopped on the way out whatever happened."""
-    servers = ChaosServers(EmbeddedRedis(data_dir / "redis", free_port()),
-                           EmbeddedPostgres(data_dir / "postgres", free_port()))
+    servers = ChaosServers(
+        EmbeddedRedis(data_dir / "redis", free_port()), EmbeddedPostgres(data_dir / "postgres", free_port())
+    )
     servers.redis.start()
     try:
         servers.postgres.start()
@@ -84,8 +95,13 @@ class LoggedWorker(Managed):
 
     def start(self) -> None:
         with (self.log_dir / f"{self.name}.log").open("ab") as log_file:
-            self.process = subprocess.Popen([sys.executable, "-m", module_for(self.role)], env=self.env,
-                                            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", module_for(self.role)],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         self.started_at = time.monotonic()
 
 
@@ -129,8 +145,10 @@ class Supervision:
 
     def logs(self, tail_chars: int = 3000) -> str:
         """The end of every worker's log, for failure messages."""
-        return "\n".join(f"--- {w.name}\n{(w.log_dir / f'{w.name}.log').read_text(errors='replace')[-tail_chars:]}"
-                         for w in self.workers)
+        return "\n".join(
+            f"--- {w.name}\n{(w.log_dir / f'{w.name}.log').read_text(errors='replace')[-tail_chars:]}"
+            for w in self.workers
+        )
 
 
 async def through_outages(operation: Callable[[], Awaitable[T]], timeout_s: float = 30.0) -> T:
@@ -162,6 +180,9 @@ def fault_schedule(kills: int, bad_entries: int, run_s: float) -> list[Fault]:
     """Kills and bad entries spread over the run, one Redis restart, one 20 s PostgreSQL stop."""
     faults = [Fault(run_s * (i + 0.5) / kills, "kill") for i in range(kills)]
     faults += [Fault(run_s * (i + 0.3) / bad_entries, "bad") for i in range(bad_entries)]
-    faults += [Fault(run_s * 0.3, "redis_restart"), Fault(run_s * 0.5, "postgres_stop"),
-               Fault(run_s * 0.5 + 20, "postgres_start")]
+    faults += [
+        Fault(run_s * 0.3, "redis_restart"),
+        Fault(run_s * 0.5, "postgres_stop"),
+        Fault(run_s * 0.5 + 20, "postgres_start"),
+    ]
     return sorted(faults, key=lambda fault: fault.at_s)

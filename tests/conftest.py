@@ -35,9 +35,19 @@ def database_url(servers: tuple[str, str]) -> str:
 @pytest.fixture
 def settings(redis_url: str, database_url: str, tmp_path: Path) -> Settings:
     """Settings pointing at the test servers, with short timeouts so tests run quickly."""
-    return Settings(_env_file=None, redis_url=redis_url, database_url=database_url, data_dir=tmp_path,
-                    bus_block_ms=100, claim_idle_ms=500, lease_ttl_ms=1500, heartbeat_ttl_s=3,
-                    grace_period_s=5, symbol_mode="custom", symbols=["AAPL", "MSFT", "NVDA"])
+    return Settings(
+        _env_file=None,
+        redis_url=redis_url,
+        database_url=database_url,
+        data_dir=tmp_path,
+        bus_block_ms=100,
+        claim_idle_ms=500,
+        lease_ttl_ms=1500,
+        heartbeat_ttl_s=3,
+        grace_period_s=5,
+        symbol_mode="custom",
+        symbols=["AAPL", "MSFT", "NVDA"],
+    )
 
 
 @pytest.fixture
@@ -56,7 +66,8 @@ async def clean_database(database_url: str) -> str:
     conn = await asyncpg.connect(database_url)
     try:
         tables = await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'")
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+        )
         if tables:
             await conn.execute("TRUNCATE " + ", ".join(t["tablename"] for t in tables))
     finally:

@@ -57,8 +57,9 @@ class RunningFeed:
 
 
 @asynccontextmanager
-async def running(run_feed: Callable[..., Awaitable[None]], settings: Settings,
-                  **kwargs: Any) -> AsyncIterator[RunningFeed]:
+async def running(
+    run_feed: Callable[..., Awaitable[None]], settings: Settings, **kwargs: Any
+) -> AsyncIterator[RunningFeed]:
     """Run ``run_feed`` until the block ends; then stop it and check it ended cleanly."""
     stop, counters = asyncio.Event(), Counter()
     task = asyncio.create_task(run_feed(settings, stop=stop, counters=counters, **kwargs))
@@ -77,9 +78,11 @@ async def published(bus: Bus, partitions: int) -> tuple[list[Tick], list[Bar]]:
     return ticks, bars  # type: ignore[return-value]
 
 
-async def wait_for_published(bus: Bus, partitions: int, *, ticks: int = 0, bars: int = 0,
-                             timeout: float = 10.0) -> tuple[list[Tick], list[Bar]]:
+async def wait_for_published(
+    bus: Bus, partitions: int, *, ticks: int = 0, bars: int = 0, timeout: float = 10.0
+) -> tuple[list[Tick], list[Bar]]:
     """Wait until at least this many ticks and bars are on the streams; return them all."""
+
     async def enough() -> bool:
         got_ticks, got_bars = await published(bus, partitions)
         return len(got_ticks) >= ticks and len(got_bars) >= bars
@@ -91,16 +94,17 @@ async def wait_for_published(bus: Bus, partitions: int, *, ticks: int = 0, bars:
 async def store_everything(settings: Settings) -> Counter:
     """Run the storage worker in burst mode until the streams are drained."""
     counters: Counter = Counter()
-    await timeseries_service.run(settings.model_copy(update={"burst": True}), stop=asyncio.Event(),
-                                 counters=counters)
+    await timeseries_service.run(settings.model_copy(update={"burst": True}), stop=asyncio.Event(), counters=counters)
     return counters
 
 
 async def history(settings: Settings, symbol: str, **params: str) -> list[dict]:
     """``GET /history/{symbol}`` through the real app (in process); the bars."""
     app = create_app(settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
         response = await client.get(f"/history/{symbol}", params=params)
     assert response.status_code == 200, response.text
     return response.json()["bars"]

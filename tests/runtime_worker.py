@@ -25,8 +25,16 @@ async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> 
         while not await bus.redis.exists("test.gate"):
             await asyncio.sleep(0.01)  # the worker is busy with its batch until the test opens the gate
 
-    consumer = GroupConsumer(bus, [STREAM], "lifecycle", consumer_name(), batch_size=settings.bus_batch_size,
-                             block_ms=settings.bus_block_ms, claim_idle_ms=settings.claim_idle_ms, counters=counters)
+    consumer = GroupConsumer(
+        bus,
+        [STREAM],
+        "lifecycle",
+        consumer_name(),
+        batch_size=settings.bus_batch_size,
+        block_ms=settings.bus_block_ms,
+        claim_idle_ms=settings.claim_idle_ms,
+        counters=counters,
+    )
     try:
         await consumer.run(handle, stop=stop)
     finally:

@@ -21,8 +21,11 @@ NEW_YORK = ZoneInfo("America/New_York")
 WIDTH_S = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
 TIMEFRAMES = ["1m", "5m", "15m", "1h", "1d"]
 # Friday before, and Monday and Tuesday after, the 2024 DST switch (Sunday 10 March).
-DAYS = [datetime(2024, 3, 8, tzinfo=NEW_YORK), datetime(2024, 3, 11, tzinfo=NEW_YORK),
-        datetime(2024, 3, 12, tzinfo=NEW_YORK)]
+DAYS = [
+    datetime(2024, 3, 8, tzinfo=NEW_YORK),
+    datetime(2024, 3, 11, tzinfo=NEW_YORK),
+    datetime(2024, 3, 12, tzinfo=NEW_YORK),
+]
 RANGE_START = datetime(2024, 3, 8, tzinfo=UTC)
 RANGE_END = datetime(2024, 3, 14, tzinfo=UTC)
 
@@ -39,8 +42,11 @@ def session_ticks(symbol: str, seed: int, step_s: int = 37) -> list[Tick]:
         moments += [day.replace(hour=19, minute=45), day.replace(hour=20, minute=30, second=15)]
         for moment in moments:
             price = round(max(1.0, price + rng.uniform(-0.3, 0.3)), 2)
-            ticks.append(Tick.create(symbol, price, rng.randint(1, 500), moment.astimezone(UTC),
-                                     source="test", trade_id=len(ticks)))
+            ticks.append(
+                Tick.create(
+                    symbol, price, rng.randint(1, 500), moment.astimezone(UTC), source="test", trade_id=len(ticks)
+                )
+            )
     return ticks
 
 
@@ -74,9 +80,16 @@ class RefBar:
 def _combine(timestamp: datetime, parts: Sequence[RefBar]) -> RefBar:
     ordered = sorted(parts, key=lambda p: p.timestamp)
     notionals = [p.notional for p in ordered]
-    return RefBar(timestamp, ordered[0].open, max(p.high for p in ordered), min(p.low for p in ordered),
-                  ordered[-1].close, sum(p.volume for p in ordered), sum(p.trade_count for p in ordered),
-                  None if None in notionals else sum(n for n in notionals if n is not None))
+    return RefBar(
+        timestamp,
+        ordered[0].open,
+        max(p.high for p in ordered),
+        min(p.low for p in ordered),
+        ordered[-1].close,
+        sum(p.volume for p in ordered),
+        sum(p.trade_count for p in ordered),
+        None if None in notionals else sum(n for n in notionals if n is not None),
+    )
 
 
 def _group(items: Iterable[RefBar], timeframe: str) -> list[RefBar]:
@@ -87,8 +100,7 @@ def _group(items: Iterable[RefBar], timeframe: str) -> list[RefBar]:
 
 
 def _from_tick(tick: Tick) -> RefBar:
-    return RefBar(tick.timestamp, tick.price, tick.price, tick.price, tick.price, tick.size, 1,
-                  tick.price * tick.size)
+    return RefBar(tick.timestamp, tick.price, tick.price, tick.price, tick.price, tick.size, 1, tick.price * tick.size)
 
 
 def _from_bar(bar: Bar) -> RefBar:
@@ -112,8 +124,9 @@ def bucket_end(start: datetime, timeframe: str) -> datetime:
     return start + timedelta(seconds=WIDTH_S[timeframe])
 
 
-def _stored_over(finer: dict[datetime, RefBar], stored: dict[datetime, RefBar], timeframe: str,
-                 now: datetime | None) -> dict[datetime, RefBar]:
+def _stored_over(
+    finer: dict[datetime, RefBar], stored: dict[datetime, RefBar], timeframe: str, now: datetime | None
+) -> dict[datetime, RefBar]:
     """A stored bar wins its bucket once the bucket has closed (always when ``now`` is None); a
     stored bar of a still open bucket only fills a bucket the finer series lacks."""
     merged = dict(finer)
@@ -123,8 +136,9 @@ def _stored_over(finer: dict[datetime, RefBar], stored: dict[datetime, RefBar], 
     return merged
 
 
-def reference_bars(ticks: Sequence[Tick], timeframe: str, stored: Sequence[Bar] = (),
-                   now: datetime | None = None) -> list[RefBar]:
+def reference_bars(
+    ticks: Sequence[Tick], timeframe: str, stored: Sequence[Bar] = (), now: datetime | None = None
+) -> list[RefBar]:
     """The expected series: stored bars of the timeframe win their bucket; otherwise the 1-minute
     series (stored 1m bars over tick minutes) rolled up. With ``now``, stored bars of buckets that
     are still open at ``now`` give way to the finer series wherever it has data."""
@@ -133,8 +147,9 @@ def reference_bars(ticks: Sequence[Tick], timeframe: str, stored: Sequence[Bar] 
     minutes = _stored_over(tick_minutes, stored_minutes, "1m", now).values()
     series = {bar.timestamp: bar for bar in _group(minutes, timeframe)}
     if timeframe != "1m":
-        series = _stored_over(series, _winners([b for b in stored if b.timeframe == timeframe], timeframe),
-                              timeframe, now)
+        series = _stored_over(
+            series, _winners([b for b in stored if b.timeframe == timeframe], timeframe), timeframe, now
+        )
     return [series[start] for start in sorted(series)]
 
 
@@ -155,12 +170,30 @@ def _when(value: datetime | str) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def minute_bar(symbol: str, start: datetime, source: str, price: float, volume: float,
-               vwap: float | None = None, timeframe: str = "1m") -> Bar:
+def minute_bar(
+    symbol: str,
+    start: datetime,
+    source: str,
+    price: float,
+    volume: float,
+    vwap: float | None = None,
+    timeframe: str = "1m",
+) -> Bar:
     """A stored bar with a recognisable shape: open/low at ``price``, high/close one above."""
-    return Bar(id=Bar.bar_id(source, symbol, timeframe, start), symbol=symbol, timeframe=timeframe,  # type: ignore[arg-type]
-               timestamp=start, open=price, high=price + 1, low=price, close=price + 1, volume=volume,
-               trade_count=int(volume // 10), vwap=vwap, source=source)
+    return Bar(
+        id=Bar.bar_id(source, symbol, timeframe, start),
+        symbol=symbol,
+        timeframe=timeframe,  # type: ignore[arg-type]
+        timestamp=start,
+        open=price,
+        high=price + 1,
+        low=price,
+        close=price + 1,
+        volume=volume,
+        trade_count=int(volume // 10),
+        vwap=vwap,
+        source=source,
+    )
 
 
 async def migrated_database(server_dsn: str, name: str) -> str:

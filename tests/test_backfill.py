@@ -52,17 +52,34 @@ Row = tuple
 def expected_rows(dataset: BarDataset, symbols: Sequence[str], end: datetime = NOW) -> set[Row]:
     """Every bar the window [NOW - 5 days, end) should store, as table rows."""
     start = NOW - timedelta(days=5)
-    return {(symbol, ours, bar.timestamp, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trade_count,
-             bar.effective_vwap)
-            for ours, theirs in TIMEFRAMES.items() for symbol in symbols
-            for bar in dataset.bars(symbol, theirs, start, end) if bar.timestamp < end}
+    return {
+        (
+            symbol,
+            ours,
+            bar.timestamp,
+            bar.open,
+            bar.high,
+            bar.low,
+            bar.close,
+            bar.volume,
+            bar.trade_count,
+            bar.effective_vwap,
+        )
+        for ours, theirs in TIMEFRAMES.items()
+        for symbol in symbols
+        for bar in dataset.bars(symbol, theirs, start, end)
+        if bar.timestamp < end
+    }
 
 
 async def stored_rows(dsn: str, source: str) -> list[Row]:
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch("SELECT symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap "
-                                "FROM bars WHERE source = $1", source)
+        rows = await conn.fetch(
+            "SELECT symbol, timeframe, ts, open, high, low, close, volume, trade_count, vwap "
+            "FROM bars WHERE source = $1",
+            source,
+        )
     finally:
         await conn.close()
     return [tuple(row) for row in rows]
@@ -87,9 +104,11 @@ def test_missing_ranges_resume_after_the_last_stored_bar_and_fill_the_head() -> 
 def test_requests_batch_symbols_that_share_a_range() -> None:
     stored = {("NVDA", "1d"): (NOW - timedelta(days=5), NOW - timedelta(days=1))}
     requests = plan_requests(["AAPL", "MSFT", "NVDA"], {"1d": timedelta(days=5)}, NOW, stored, batch_size=1)
-    assert requests == [Request("1d", ("AAPL",), NOW - timedelta(days=5), NOW),
-                        Request("1d", ("MSFT",), NOW - timedelta(days=5), NOW),
-                        Request("1d", ("NVDA",), NOW - timedelta(days=1), NOW)]
+    assert requests == [
+        Request("1d", ("AAPL",), NOW - timedelta(days=5), NOW),
+        Request("1d", ("MSFT",), NOW - timedelta(days=5), NOW),
+        Request("1d", ("NVDA",), NOW - timedelta(days=1), NOW),
+    ]
     batched = plan_requests(["AAPL", "MSFT", "NVDA"], {"1d": timedelta(days=5)}, NOW, {}, batch_size=2)
     assert [request.symbols for request in batched] == [("AAPL", "MSFT"), ("NVDA",)]
 
@@ -123,19 +142,20 @@ def test_windows_follow_the_settings_unless_overridden(settings: Settings) -> No
     windows = BackfillOptions().windows(settings)
     assert windows == {"1d": timedelta(days=90), "1h": timedelta(days=5), "1m": timedelta(days=5)}
     assert BackfillOptions(timeframes=("1d", "1m"), days=30, minute_days=0).windows(settings) == {
-        "1d": timedelta(days=30)}
+        "1d": timedelta(days=30)
+    }
 
 
 # ----- Alpaca --------------------------------------------------------------------------------------------
 
 
-async def test_alpaca_backfill_follows_pagination_and_stores_every_bar(settings: Settings,
-                                                                       clean_database: str) -> None:
+async def test_alpaca_backfill_follows_pagination_and_stores_every_bar(settings: Settings, clean_database: str) -> None:
     with AlpacaRestEmulator(WEEK, page_size=1000) as rest:
         source = AlpacaBars(with_keys(settings, alpaca_data_url=rest.url))
         assert source.client._retry == 0  # no blocking 3 s sleeps inside alpaca-py
-        report = await backfill(with_keys(settings, alpaca_data_url=rest.url), source, OPTIONS, now=NOW,
-                                console=quiet())
+        report = await backfill(
+            with_keys(settings, alpaca_data_url=rest.url), source, OPTIONS, now=NOW, console=quiet()
+        )
         pages = [r for r in rest.requests_to("/v2/stocks/bars") if "page_token" in r.query]
     assert len(pages) >= 5  # 5,850 minute bars in pages of 1,000
     assert report.by_status() == {"done": list(SYMBOLS), "skipped": [], "failed": []}
@@ -143,14 +163,14 @@ async def test_alpaca_backfill_follows_pagination_and_stores_every_bar(settings:
     assert len(rows) == len(set(rows)) and set(rows) == expected_rows(WEEK, SYMBOLS)
 
 
-async def test_429_and_503_are_retried_with_backoff_and_retry_after(settings: Settings,
-                                                                      clean_database: str) -> None:
+async def test_429_and_503_are_retried_with_backoff_and_retry_after(settings: Settings, clean_database: str) -> None:
     with AlpacaRestEmulator(WEEK) as rest:
         rest.fail_next(429, count=2, path_prefix="/v2/stocks/bars", headers={"Retry-After": "0"})
         rest.fail_next(503, count=1, path_prefix="/v2/stocks/bars")
         feed_settings = with_keys(settings, alpaca_data_url=rest.url)
-        report = await backfill(feed_settings, AlpacaBars(feed_settings), OPTIONS, now=NOW, console=quiet(),
-                                policy=FAST)
+        report = await backfill(
+            feed_settings, AlpacaBars(feed_settings), OPTIONS, now=NOW, console=quiet(), policy=FAST
+        )
         statuses = [r.status for r in rest.requests_to("/v2/stocks/bars")]
     assert statuses[:3] == [429, 429, 503] and set(statuses[3:]) == {200}
     assert report.retries == 3 and not report.failed
@@ -158,13 +178,16 @@ async def test_429_and_503_are_retried_with_backoff_and_retry_after(settings: Se
 
 
 async def test_persistent_5xx_fails_those_symbols_with_the_reason_and_the_rest_continue(
-        settings: Settings, clean_database: str) -> None:
+    settings: Settings, clean_database: str
+) -> None:
     with AlpacaRestEmulator(WEEK) as rest:
-        feed_settings = with_keys(settings, alpaca_data_url=rest.url, backfill_batch_size=1,
-                                  backfill_concurrent_requests=1)
+        feed_settings = with_keys(
+            settings, alpaca_data_url=rest.url, backfill_batch_size=1, backfill_concurrent_requests=1
+        )
         rest.fail_next(500, count=FAST.attempts, path_prefix="/v2/stocks/bars")  # every attempt of the first
-        report = await backfill(feed_settings, AlpacaBars(feed_settings), OPTIONS, now=NOW, console=quiet(),
-                                policy=FAST)
+        report = await backfill(
+            feed_settings, AlpacaBars(feed_settings), OPTIONS, now=NOW, console=quiet(), policy=FAST
+        )
     assert report.by_status()["failed"] == ["AAPL"]
     assert report.symbols["AAPL"].reason == "1d: HTTP 500 (gave up after 6 attempts)"
     assert report.by_status()["done"] == ["MSFT", "NVDA"]
@@ -195,10 +218,12 @@ class StallingSource:
 
 
 async def test_interrupted_backfill_resumes_and_a_rerun_writes_the_same_rows_once(
-        settings: Settings, clean_database: str) -> None:
+    settings: Settings, clean_database: str
+) -> None:
     with AlpacaRestEmulator(WEEK, page_size=2000) as rest:
-        feed_settings = with_keys(settings, alpaca_data_url=rest.url, backfill_batch_size=1,
-                                  backfill_concurrent_requests=1)
+        feed_settings = with_keys(
+            settings, alpaca_data_url=rest.url, backfill_batch_size=1, backfill_concurrent_requests=1
+        )
         stalling = StallingSource(AlpacaBars(feed_settings), stall_at=5)  # 1d ×3 and 1h AAPL are stored
         interrupted = asyncio.create_task(backfill(feed_settings, stalling, OPTIONS, now=NOW, console=quiet()))
         await wait_until(stalling.stalled.is_set, what="the fifth request")
@@ -211,8 +236,11 @@ async def test_interrupted_backfill_resumes_and_a_rerun_writes_the_same_rows_onc
 
         before = len(rest.requests)
         resumed = await backfill(feed_settings, AlpacaBars(feed_settings), OPTIONS, now=NOW, console=quiet())
-        resumed_starts = {(r.query["symbols"], r.query["timeframe"]): r.query["start"]
-                          for r in rest.requests[before:] if "page_token" not in r.query}
+        resumed_starts = {
+            (r.query["symbols"], r.query["timeframe"]): r.query["start"]
+            for r in rest.requests[before:]
+            if "page_token" not in r.query
+        }
         rows = await stored_rows(clean_database, "alpaca")
         assert len(rows) == len(set(rows)) and set(rows) == expected_rows(WEEK, SYMBOLS)
 
@@ -232,8 +260,9 @@ async def test_polygon_backfill_follows_next_url_and_retries_429(settings: Setti
     with PolygonRestEmulator(WEEK, page_size=1000) as rest:
         rest.fail_next(429, count=2, path_prefix="/v2/aggs", headers={"Retry-After": "0"})
         feed_settings = with_keys(settings, polygon_rest_url=rest.url)
-        report = await backfill(feed_settings, PolygonBars(feed_settings), OPTIONS, now=NOW, console=quiet(),
-                                policy=FAST)
+        report = await backfill(
+            feed_settings, PolygonBars(feed_settings), OPTIONS, now=NOW, console=quiet(), policy=FAST
+        )
         requests = rest.requests_to("/v2/aggs")
     assert [r.status for r in requests[:2]] == [429, 429] and report.retries == 2
     assert sum("cursor" in r.query for r in requests) >= 3  # 1,950 minute bars per symbol, pages of 1,000
@@ -254,9 +283,11 @@ async def test_polygon_rejected_key_stops_the_backfill(settings: Settings, clean
 
 @pytest.mark.parametrize("provider", ["alpaca", "polygon"])
 async def test_a_request_the_server_never_answers_times_out_and_is_retried(
-        settings: Settings, clean_database: str, provider: str) -> None:
-    emulator, path = (AlpacaRestEmulator, "/v2/stocks/bars") if provider == "alpaca" else (PolygonRestEmulator,
-                                                                                          "/v2/aggs")
+    settings: Settings, clean_database: str, provider: str
+) -> None:
+    emulator, path = (
+        (AlpacaRestEmulator, "/v2/stocks/bars") if provider == "alpaca" else (PolygonRestEmulator, "/v2/aggs")
+    )
     daily = BackfillOptions(timeframes=("1d",), days=5, symbols=SYMBOLS)
     with emulator(WEEK) as rest:
         rest.stall_next(path_prefix=path)  # accepted, then silence: no status, no body
@@ -279,13 +310,22 @@ def recent_dataset() -> BarDataset:
 
 
 def command_environment(settings: Settings, **extra: str) -> dict[str, str]:
-    return {"REDIS_URL": settings.redis_url or "", "DATABASE_URL": settings.database_url or "",
-            "SYMBOL_MODE": "custom", "SYMBOLS": "AAPL,MSFT", "ALPACA_KEY": KEY, "ALPACA_SECRET": SECRET,
-            "POLYGON_API_KEY": KEY, "LOG_LEVEL": "WARNING", **extra}
+    return {
+        "REDIS_URL": settings.redis_url or "",
+        "DATABASE_URL": settings.database_url or "",
+        "SYMBOL_MODE": "custom",
+        "SYMBOLS": "AAPL,MSFT",
+        "ALPACA_KEY": KEY,
+        "ALPACA_SECRET": SECRET,
+        "POLYGON_API_KEY": KEY,
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
 
 
-def test_cli_shows_progress_and_a_summary(settings: Settings, clean_database: str,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_shows_progress_and_a_summary(
+    settings: Settings, clean_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with PolygonRestEmulator(recent_dataset()) as rest:
         for name, value in command_environment(settings, POLYGON_REST_URL=rest.url).items():
             monkeypatch.setenv(name, value)
@@ -298,7 +338,12 @@ def test_cli_shows_progress_and_a_summary(settings: Settings, clean_database: st
 def test_module_entry_point_runs_the_alpaca_backfill(settings: Settings, clean_database: str) -> None:
     with AlpacaRestEmulator(recent_dataset()) as rest:
         env = {**os.environ, **command_environment(settings, ALPACA_DATA_URL=rest.url, BACKFILL_MINUTE_DAYS="1")}
-        done = subprocess.run([sys.executable, "-m", "tradebot.backfill.alpaca_historical"], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "tradebot.backfill.alpaca_historical"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert done.returncode == 0, done.stderr
     assert "alpaca backfill" in done.stdout and "done" in done.stdout and "skipped" in done.stdout

@@ -13,17 +13,24 @@ from tradebot.bench.storage import StorageSizes
 from tradebot.bench.target import BenchTargetError, require_loopback
 from tradebot.common.config import Settings
 
-TINY = BenchSizes(bus_messages=2_000, strategy_ticks=3_000, e2e_ticks=3_000, e2e_offered_rate=20_000,
-                  latency_rates=(2_000,), latency_seconds=2,
-                  storage=StorageSizes(table_ticks=20_000, ingest_rows=2_000, samples=3, load_seconds=1, concurrency=2))
+TINY = BenchSizes(
+    bus_messages=2_000,
+    strategy_ticks=3_000,
+    e2e_ticks=3_000,
+    e2e_offered_rate=20_000,
+    latency_rates=(2_000,),
+    latency_seconds=2,
+    storage=StorageSizes(table_ticks=20_000, ingest_rows=2_000, samples=3, load_seconds=1, concurrency=2),
+)
 EXPECTED_SECTIONS = {"bus", "strategy", "end to end", "tick → order latency", "storage", "history API", "memory"}
 WORKER_ROLES = {"market_data", "strategy", "execution", "storage", "api"}
 
 
 def test_every_figure_is_produced_with_its_method(redis_url: str, database_url: str, tmp_path: Path) -> None:
     # Short windows, so the 2-second latency run has plenty of orders to measure.
-    settings = Settings(_env_file=None, redis_url=redis_url, database_url=database_url, data_dir=tmp_path,
-                        short_window=2, long_window=4)
+    settings = Settings(
+        _env_file=None, redis_url=redis_url, database_url=database_url, data_dir=tmp_path, short_window=2, long_window=4
+    )
     out = tmp_path / "bench.json"
     report = run_bench(settings, out=out, sizes=TINY)
     missing = [f"{f.section}: {f.name} ({f.method})" for f in report.figures if f.value is None]
@@ -40,8 +47,12 @@ def test_every_figure_is_produced_with_its_method(redis_url: str, database_url: 
 
 
 def test_the_table_has_a_method_column_and_shows_missing_values() -> None:
-    report = Report(figures=[Figure("bus", "publish, batch 1", 1234.5, "msgs/s", "how"),
-                             Figure("bus", "publish, batch 100", None, "msgs/s", "how")])
+    report = Report(
+        figures=[
+            Figure("bus", "publish, batch 1", 1234.5, "msgs/s", "how"),
+            Figure("bus", "publish, batch 100", None, "msgs/s", "how"),
+        ]
+    )
     view = table(report)
     assert [column.header for column in view.columns][-1].startswith("method")
     assert report.figures[0].shown() == "1,234" and report.figures[1].shown() == "n/a"

@@ -13,8 +13,15 @@ NOW = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
 
 def order(side: str, quantity: float, price: float, symbol: str = "AAPL", number: int = 0) -> Order:
-    return Order(id=f"co-{symbol}-{side}-{number}", symbol=symbol, side=side, quantity=quantity,  # type: ignore[arg-type]
-                 reference_price=price, signal_id=f"sig-{number}", timestamp=NOW)
+    return Order(
+        id=f"co-{symbol}-{side}-{number}",
+        symbol=symbol,
+        side=side,
+        quantity=quantity,  # type: ignore[arg-type]
+        reference_price=price,
+        signal_id=f"sig-{number}",
+        timestamp=NOW,
+    )
 
 
 def test_a_buy_fills_above_the_reference_price_and_pays_commission() -> None:

@@ -29,8 +29,16 @@ def ticks(count: int, symbol: str = "AAPL") -> list[Tick]:
 
 
 def consumer(bus: Bus, name: str, counters: Counter | None = None, streams=(STREAM,)) -> GroupConsumer:
-    return GroupConsumer(bus, list(streams), "testers", name, batch_size=50, block_ms=50, claim_idle_ms=300,
-                         counters=counters if counters is not None else Counter())
+    return GroupConsumer(
+        bus,
+        list(streams),
+        "testers",
+        name,
+        batch_size=50,
+        block_ms=50,
+        claim_idle_ms=300,
+        counters=counters if counters is not None else Counter(),
+    )
 
 
 async def test_published_events_come_back_decoded_and_acks_clear_pending(bus: Bus) -> None:
@@ -109,8 +117,9 @@ async def test_entries_of_a_consumer_killed_mid_batch_are_reclaimed_and_acked_on
     sent = ticks(300)
     await bus.ensure_group(STREAM, "testers")
     await bus.publish((STREAM, t) for t in sent)
-    victim = subprocess.Popen([sys.executable, "-m", "tests.bus_workers", "group", redis_url, STREAM],
-                              env={"HOLD_AFTER": "120", "PATH": ""})
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "tests.bus_workers", "group", redis_url, STREAM], env={"HOLD_AFTER": "120", "PATH": ""}
+    )
     try:
         await wait_until(lambda: bus.redis.exists("test.holding"), what="the victim to be mid-batch")
         victim.send_signal(signal.SIGKILL)
@@ -120,6 +129,7 @@ async def test_entries_of_a_consumer_killed_mid_batch_are_reclaimed_and_acked_on
     assert (await bus.health(STREAM, "testers")).pending > 0
 
     from tests.bus_workers import RecordingBus
+
     survivor_bus = RecordingBus(connect(redis_url), max_deliveries=3)
     counters: Counter = Counter()
 
@@ -184,8 +194,9 @@ async def test_burst_does_not_stop_at_a_batch_that_was_all_dead_lettered(bus: Bu
     async def handle(batch: list[Delivery]) -> None:
         handled.extend(d.event.id for d in batch)
 
-    small = GroupConsumer(bus, [STREAM], "testers", "c1", batch_size=3, block_ms=50, claim_idle_ms=300,
-                          counters=Counter())
+    small = GroupConsumer(
+        bus, [STREAM], "testers", "c1", batch_size=3, block_ms=50, claim_idle_ms=300, counters=Counter()
+    )
     await small.run(handle, stop=asyncio.Event(), burst=True)
     assert len(handled) == 5
     assert await bus.redis.xlen("dlq." + STREAM) == 3

@@ -66,8 +66,32 @@ TICKS_PER_SECOND = 1_500  # ~67 s of feed
 KILLS = 10
 SEED = 20_240_611
 PARTITIONS = 8
-SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "V", "MA", "XOM", "UNH",
-           "JNJ", "WMT", "COST", "HD", "PG", "KO", "PEP", "DIS", "NFLX", "AMD", "INTC", "CSCO"]
+SYMBOLS = [
+    "AAPL",
+    "MSFT",
+    "NVDA",
+    "AMZN",
+    "GOOGL",
+    "META",
+    "TSLA",
+    "JPM",
+    "V",
+    "MA",
+    "XOM",
+    "UNH",
+    "JNJ",
+    "WMT",
+    "COST",
+    "HD",
+    "PG",
+    "KO",
+    "PEP",
+    "DIS",
+    "NFLX",
+    "AMD",
+    "INTC",
+    "CSCO",
+]
 SCALE = {"market_data": 1, "strategy": 2, "execution": 1, "storage": 2}
 DRAIN_TIMEOUT_S = 300.0
 POISON_BATCH_WARNING = "retrying entry by entry"  # tradebot.common.consumer's warning for a failing batch
@@ -75,16 +99,41 @@ POISON_BATCH_WARNING = "retrying entry by entry"  # tradebot.common.consumer's w
 
 def chaos_settings(servers: ChaosServers, data_dir: Path) -> Settings:
     """Short lease and claim times so a killed worker's work is taken over within seconds."""
-    return Settings(_env_file=None, redis_url=servers.redis.url, database_url=servers.postgres.url, data_dir=data_dir,
-                    tick_partitions=PARTITIONS, symbol_mode="custom", symbols=SYMBOLS, mock_seed=SEED,
-                    mock_ticks_per_second=TICKS_PER_SECOND, mock_max_ticks=TICKS, stream_maxlen=1_000_000,
-                    bus_batch_size=100, lease_ttl_ms=2000, claim_idle_ms=2000, heartbeat_ttl_s=3, grace_period_s=5)
+    return Settings(
+        _env_file=None,
+        redis_url=servers.redis.url,
+        database_url=servers.postgres.url,
+        data_dir=data_dir,
+        tick_partitions=PARTITIONS,
+        symbol_mode="custom",
+        symbols=SYMBOLS,
+        mock_seed=SEED,
+        mock_ticks_per_second=TICKS_PER_SECOND,
+        mock_max_ticks=TICKS,
+        stream_maxlen=1_000_000,
+        bus_batch_size=100,
+        lease_ttl_ms=2000,
+        claim_idle_ms=2000,
+        heartbeat_ttl_s=3,
+        grace_period_s=5,
+    )
 
 
 def supervised_workers(settings: Settings, log_dir: Path) -> list[LoggedWorker]:
     """Every role of the run as a supervised process with the chaos settings in its environment."""
-    names = ("tick_partitions", "symbol_mode", "mock_seed", "mock_ticks_per_second", "mock_max_ticks",
-             "stream_maxlen", "bus_batch_size", "lease_ttl_ms", "claim_idle_ms", "heartbeat_ttl_s", "grace_period_s")
+    names = (
+        "tick_partitions",
+        "symbol_mode",
+        "mock_seed",
+        "mock_ticks_per_second",
+        "mock_max_ticks",
+        "stream_maxlen",
+        "bus_batch_size",
+        "lease_ttl_ms",
+        "claim_idle_ms",
+        "heartbeat_ttl_s",
+        "grace_period_s",
+    )
     overrides = {name: getattr(settings, name) for name in names}
     env = worker_environment(settings, symbols=",".join(SYMBOLS), **overrides)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -118,8 +167,11 @@ async def everything_done(bus: Bus, db: asyncpg.Pool, supervision: Supervision) 
     feed = next(w for w in supervision.workers if w.role == "market_data")
     if not feed.finished or await _count(db, "ticks") < TICKS:
         return False
-    for streams, group in ((tick_streams(PARTITIONS), STRATEGY_ROLE), ([ORDERS_NEW], EXECUTION_ROLE),
-                           (storage_streams(PARTITIONS), STORAGE_GROUP)):
+    for streams, group in (
+        (tick_streams(PARTITIONS), STRATEGY_ROLE),
+        ([ORDERS_NEW], EXECUTION_ROLE),
+        (storage_streams(PARTITIONS), STORAGE_GROUP),
+    ):
         if await through_outages(lambda s=streams, g=group: bus.backlog(s, g)):
             return False
     for stream, table in ((SIGNALS, "signals"), (ORDERS_NEW, "orders"), (ORDER_EVENTS, "fills")):
@@ -146,12 +198,19 @@ async def test_every_effect_happens_exactly_once_through_kills_and_server_restar
         supervision.start()
         try:
             injected = await run_faults(servers, supervision, bus)
-            await wait_until(lambda: everything_done(bus, db, supervision), timeout=DRAIN_TIMEOUT_S,
-                             what=f"the pipeline to drain\n{supervision.logs()}")
+            await wait_until(
+                lambda: everything_done(bus, db, supervision),
+                timeout=DRAIN_TIMEOUT_S,
+                what=f"the pipeline to drain\n{supervision.logs()}",
+            )
         finally:
             await supervision.stop(settings.grace_period_s)
-        log.warning("chaos run: kills %s, restarts %s, %.0f s", dict(supervision.kills), supervision.restarts(),
-                     time.monotonic() - started)
+        log.warning(
+            "chaos run: kills %s, restarts %s, %.0f s",
+            dict(supervision.kills),
+            supervision.restarts(),
+            time.monotonic() - started,
+        )
         assert sum(supervision.kills.values()) == KILLS
         try:
             await assert_ticks_stored_exactly_once(bus, db, injected)
@@ -159,8 +218,10 @@ async def test_every_effect_happens_exactly_once_through_kills_and_server_restar
             await assert_no_order_filled_twice(bus, db, settings)
             await assert_dead_letters_are_the_injected_entries(bus, injected)
             assert_outages_never_counted_against_good_entries(supervision)
-            log.warning("chaos run verified: %s", {table: await _count(db, table)
-                                                   for table in ("ticks", "signals", "orders", "fills")})
+            log.warning(
+                "chaos run verified: %s",
+                {table: await _count(db, table) for table in ("ticks", "signals", "orders", "fills")},
+            )
         finally:
             await db.close()
             await bus.close()
@@ -195,8 +256,9 @@ async def assert_one_order_per_signal(bus: Bus, db: asyncpg.Pool) -> None:
     assert published == expected, "signals differ from one uninterrupted strategy's over the same ticks"
     orders = Counter(event.id for event in await stream_events(bus, ORDERS_NEW))
     assert max(orders.values()) == 1, "an order was published twice"
-    per_signal = await db.fetch("SELECT s.id, count(o.id) AS orders FROM signals s "
-                                "LEFT JOIN orders o ON o.signal_id = s.id GROUP BY s.id")
+    per_signal = await db.fetch(
+        "SELECT s.id, count(o.id) AS orders FROM signals s LEFT JOIN orders o ON o.signal_id = s.id GROUP BY s.id"
+    )
     assert Counter(row["id"] for row in per_signal) == expected
     assert {row["orders"] for row in per_signal} == {1}, "a signal has no order or more than one"
     assert await db.fetchval("SELECT count(*) FROM orders") == len(expected)
@@ -205,13 +267,17 @@ async def assert_one_order_per_signal(bus: Bus, db: asyncpg.Pool) -> None:
 async def assert_no_order_filled_twice(bus: Bus, db: asyncpg.Pool, settings: Settings) -> None:
     orders: list[Order] = await stream_events(bus, ORDERS_NEW)  # type: ignore[assignment]
     events: list[OrderEvent] = await stream_events(bus, ORDER_EVENTS)  # type: ignore[assignment]
-    assert Counter(event.client_order_id for event in events) == Counter(order.id for order in orders), \
+    assert Counter(event.client_order_id for event in events) == Counter(order.id for order in orders), (
         "an order got no event or more than one"
+    )
     reference = PaperBroker(settings.starting_cash, settings.slippage_bps, settings.commission_per_share)
-    assert events == [event for order in orders if (event := reference.execute(order)) is not None], \
+    assert events == [event for order in orders if (event := reference.execute(order)) is not None], (
         "the broker's events differ from one uninterrupted broker's over the same orders"
-    per_order = await db.fetch("SELECT o.id, count(f.id) AS events, count(f.id) FILTER (WHERE f.status = 'filled') "
-                               "AS fills FROM orders o LEFT JOIN fills f ON f.client_order_id = o.id GROUP BY o.id")
+    )
+    per_order = await db.fetch(
+        "SELECT o.id, count(f.id) AS events, count(f.id) FILTER (WHERE f.status = 'filled') "
+        "AS fills FROM orders o LEFT JOIN fills f ON f.client_order_id = o.id GROUP BY o.id"
+    )
     assert {row["events"] for row in per_order} == {1}, "an order has no stored event or more than one"
     assert max(row["fills"] for row in per_order) == 1, "an order was filled twice"
 
@@ -222,8 +288,14 @@ async def assert_dead_letters_are_the_injected_entries(bus: Bus, injected: dict[
         for _, record in await bus.redis.xrange(key):
             dead[(record["group"], record["stream"], record["entry_id"])] += 1
             assert json.loads(record["payload"]) in BAD_ENTRIES, f"dead-lettered a good entry: {record}"
-    expected = Counter({(group, stream, entry_id): 1 for stream, ids in injected.items() for entry_id in ids
-                        for group in (STRATEGY_ROLE, STORAGE_GROUP)})
+    expected = Counter(
+        {
+            (group, stream, entry_id): 1
+            for stream, ids in injected.items()
+            for entry_id in ids
+            for group in (STRATEGY_ROLE, STORAGE_GROUP)
+        }
+    )
     assert sum(len(ids) for ids in injected.values()) == len(BAD_ENTRIES)
     assert dead == expected, "the dead-letter streams do not hold exactly the injected entries, once per group"
 

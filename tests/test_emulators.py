@@ -239,9 +239,7 @@ def test_alpaca_stream_protocol_errors_and_connection_limit() -> None:
             ["AAPL"],
         )
         _exchange(second)
-        assert _exchange(second, auth) == [
-            {"T": "error", "code": 406, "msg": "connection limit exceeded"}
-        ]
+        assert _exchange(second, auth) == [{"T": "error", "code": 406, "msg": "connection limit exceeded"}]
         assert emu.auth_results == ["ok", "connection_limit"]
 
 
@@ -314,19 +312,13 @@ async def test_polygon_stream_reconnects_after_drop() -> None:
 async def test_polygon_stream_bad_key_raises_auth_error() -> None:
     with PolygonStreamEmulator() as emu:
         with pytest.raises(AuthError, match="authentication failed"):
-            await asyncio.wait_for(
-                polygon_client(emu, api_key="wrong").connect(Inbox().extend), TIMEOUT
-            )
+            await asyncio.wait_for(polygon_client(emu, api_key="wrong").connect(Inbox().extend), TIMEOUT)
         assert emu.auth_results == ["bad_credentials"]
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(
-    ("frame", "error"), [("not json", json.JSONDecodeError), ('[{"sym": "AAPL"}]', KeyError)]
-)
-async def test_polygon_stream_malformed_frames_escape_connect(
-    frame: str, error: type[Exception]
-) -> None:
+@pytest.mark.parametrize(("frame", "error"), [("not json", json.JSONDecodeError), ('[{"sym": "AAPL"}]', KeyError)])
+async def test_polygon_stream_malformed_frames_escape_connect(frame: str, error: type[Exception]) -> None:
     # The client does not guard its parsing: code using it must.
     with PolygonStreamEmulator([SendRaw(frame)]) as emu, pytest.raises(error):
         await asyncio.wait_for(polygon_client(emu).connect(Inbox().extend), TIMEOUT)
@@ -355,9 +347,7 @@ def test_alpaca_bars_follow_pagination(dataset: BarDataset) -> None:
     with AlpacaRestEmulator(dataset, page_size=7) as emu:
         client = StockHistoricalDataClient(KEY, SECRET, url_override=emu.url)
         minute = client.get_stock_bars(
-            StockBarsRequest(
-                symbol_or_symbols=["AAPL", "MSFT"], timeframe=TimeFrame.Minute, start=start, end=end
-            )
+            StockBarsRequest(symbol_or_symbols=["AAPL", "MSFT"], timeframe=TimeFrame.Minute, start=start, end=end)
         )
         hourly = client.get_stock_bars(
             StockBarsRequest(
@@ -398,9 +388,7 @@ def test_alpaca_assets_parse_with_trading_client() -> None:
     ]
     with AlpacaRestEmulator(assets=assets) as emu:
         client = TradingClient(KEY, SECRET, url_override=emu.url)
-        active = client.get_all_assets(
-            GetAssetsRequest(status=AssetStatus.ACTIVE, asset_class=AssetClass.US_EQUITY)
-        )
+        active = client.get_all_assets(GetAssetsRequest(status=AssetStatus.ACTIVE, asset_class=AssetClass.US_EQUITY))
         everything = client.get_all_assets()
         spy = client.get_asset("SPY")
         assert emu.requests[0].query == {"status": "active", "asset_class": "us_equity"}
@@ -411,9 +399,7 @@ def test_alpaca_assets_parse_with_trading_client() -> None:
 
 
 def test_alpaca_rest_auth_and_injected_failures(dataset: BarDataset) -> None:
-    request = StockBarsRequest(
-        symbol_or_symbols="AAPL", timeframe=TimeFrame.Day, start=T0 - timedelta(days=1)
-    )
+    request = StockBarsRequest(symbol_or_symbols="AAPL", timeframe=TimeFrame.Day, start=T0 - timedelta(days=1))
     with AlpacaRestEmulator(dataset) as emu:
         with pytest.raises(APIError) as bad_key:
             StockHistoricalDataClient(KEY, "wrong", url_override=emu.url).get_stock_bars(request)
@@ -431,9 +417,7 @@ def test_alpaca_rest_auth_and_injected_failures(dataset: BarDataset) -> None:
         assert [r.status for r in emu.requests_to("/v2/stocks")][-4:] == [429, 429, 200, 500]
 
         emu.fail_next(429)
-        throttled = httpx.get(
-            f"{emu.url}/v2/assets", headers={"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}
-        )
+        throttled = httpx.get(f"{emu.url}/v2/assets", headers={"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET})
         assert throttled.status_code == 429 and throttled.headers["X-RateLimit-Remaining"] == "0"
         assert emu.failures_pending == 0
 
@@ -446,9 +430,7 @@ def test_polygon_list_aggs_follows_next_url(dataset: BarDataset) -> None:
         client = RESTClient(KEY, base=emu.url)
         days = list(client.list_aggs("AAPL", 1, "day", "2024-01-01", "2024-01-10"))
         start = datetime(2024, 1, 3, 14, 30, tzinfo=UTC)
-        minutes = list(
-            client.list_aggs("MSFT", 5, "minute", start, start + timedelta(minutes=59), sort="desc")
-        )
+        minutes = list(client.list_aggs("MSFT", 5, "minute", start, start + timedelta(minutes=59), sort="desc"))
         empty = client.get_aggs("AAPL", 1, "day", "2023-01-01", "2023-01-10")
         paths = [request.path for request in emu.requests]
 

@@ -32,13 +32,27 @@ SYMBOLS = "AAPL,MSFT,NVDA"
 
 
 def start_system(settings: Settings, api_port: int, log_path) -> subprocess.Popen:  # type: ignore[no-untyped-def]
-    env = {**os.environ, "REDIS_URL": settings.redis_url or "", "DATABASE_URL": settings.database_url or "",
-           "API_PORT": str(api_port), "SYMBOL_MODE": "custom", "SYMBOLS": SYMBOLS, "MOCK_MAX_TICKS": str(TICKS),
-           "MOCK_TICKS_PER_SECOND": "3000", "BUS_BLOCK_MS": "100", "LEASE_TTL_MS": "2000",
-           "SLIPPAGE_BPS": "2", "COMMISSION_PER_SHARE": "0.01"}
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url or "",
+        "DATABASE_URL": settings.database_url or "",
+        "API_PORT": str(api_port),
+        "SYMBOL_MODE": "custom",
+        "SYMBOLS": SYMBOLS,
+        "MOCK_MAX_TICKS": str(TICKS),
+        "MOCK_TICKS_PER_SECOND": "3000",
+        "BUS_BLOCK_MS": "100",
+        "LEASE_TTL_MS": "2000",
+        "SLIPPAGE_BPS": "2",
+        "COMMISSION_PER_SHARE": "0.01",
+    }
     with open(log_path, "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "tradebot.cli", "up", "--scale", "strategy=2"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "tradebot.cli", "up", "--scale", "strategy=2"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def minute_bars_from_ticks(rows: list[asyncpg.Record]) -> dict[datetime, dict]:
@@ -49,9 +63,15 @@ def minute_bars_from_ticks(rows: list[asyncpg.Record]) -> dict[datetime, dict]:
     bars = {}
     for start, ticks in buckets.items():
         volume = sum(t["size"] for t in ticks)
-        bars[start] = {"open": ticks[0]["price"], "high": max(t["price"] for t in ticks),
-                       "low": min(t["price"] for t in ticks), "close": ticks[-1]["price"], "volume": volume,
-                       "trade_count": len(ticks), "vwap": sum(t["price"] * t["size"] for t in ticks) / volume}
+        bars[start] = {
+            "open": ticks[0]["price"],
+            "high": max(t["price"] for t in ticks),
+            "low": min(t["price"] for t in ticks),
+            "close": ticks[-1]["price"],
+            "volume": volume,
+            "trade_count": len(ticks),
+            "vwap": sum(t["price"] * t["size"] for t in ticks) / volume,
+        }
     return bars
 
 
@@ -60,8 +80,7 @@ async def count(conn: asyncpg.Connection, table: str) -> int:
 
 
 @pytest.mark.timeout(240)
-async def test_tradebot_up_runs_the_whole_pipeline(settings: Settings, bus: Bus, clean_database: str,
-                                                   tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_tradebot_up_runs_the_whole_pipeline(settings: Settings, bus: Bus, clean_database: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     await apply_migrations(clean_database)  # so the test can poll tables while `up` starts
     api_port = free_port()
     system = start_system(settings, api_port, tmp_path / "up.log")
@@ -102,8 +121,11 @@ async def _stored_all(conn: asyncpg.Connection) -> bool:
 async def _settled(conn: asyncpg.Connection, bus: Bus, settings: Settings) -> bool:
     """Every tick through the strategy, every order executed, every event stored."""
     partitions = settings.tick_partitions
-    if (await bus.backlog(tick_streams(partitions), STRATEGY_ROLE) or await bus.backlog([ORDERS_NEW], EXECUTION_ROLE)
-            or await bus.backlog(storage_streams(partitions), STORAGE_GROUP)):
+    if (
+        await bus.backlog(tick_streams(partitions), STRATEGY_ROLE)
+        or await bus.backlog([ORDERS_NEW], EXECUTION_ROLE)
+        or await bus.backlog(storage_streams(partitions), STORAGE_GROUP)
+    ):
         return False
     orders = await count(conn, "orders")
     signals = await count(conn, "signals")

@@ -19,8 +19,15 @@ NOW = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
 
 def order(number: int, side: str, price: float) -> Order:
-    return Order(id=f"co-{number}", symbol="AAPL", side=side, quantity=10, reference_price=price,  # type: ignore[arg-type]
-                 signal_id=f"sig-{number}", timestamp=NOW)
+    return Order(
+        id=f"co-{number}",
+        symbol="AAPL",
+        side=side,
+        quantity=10,
+        reference_price=price,  # type: ignore[arg-type]
+        signal_id=f"sig-{number}",
+        timestamp=NOW,
+    )
 
 
 async def test_orders_become_events_once_and_the_account_is_readable(bus: Bus, settings: Settings) -> None:
@@ -30,8 +37,11 @@ async def test_orders_become_events_once_and_the_account_is_readable(bus: Bus, s
     burst = settings.model_copy(update={"burst": True, "slippage_bps": 0.0, "commission_per_share": 0.01})
     await asyncio.wait_for(service.run(burst, stop=asyncio.Event(), counters=Counter()), timeout=60)
     events = [decode(fields) for _, fields in await bus.redis.xrange(ORDER_EVENTS)]
-    assert [(e.id, e.status) for e in events] == [(event_id("co-0"), "rejected"), (event_id("co-1"), "filled"),
-                                                  (event_id("co-2"), "filled")]
+    assert [(e.id, e.status) for e in events] == [
+        (event_id("co-0"), "rejected"),
+        (event_id("co-1"), "filled"),
+        (event_id("co-2"), "filled"),
+    ]
     account = await service.read_account(bus.redis)
     assert account is not None
     assert account["realised_pnl"] == pytest.approx(100.0 - 0.2)

@@ -43,8 +43,7 @@ DATASET = BarDataset.generate(SYMBOLS, T0 - 30 * MINUTE, T0 + 60 * MINUTE, timef
 
 def minutes(first: int, last: int) -> list:
     """Dataset minute bars of both symbols from T0+first to T0+last minutes (inclusive)."""
-    return [bar for symbol in SYMBOLS
-            for bar in DATASET.bars(symbol, "1Min", T0 + first * MINUTE, T0 + last * MINUTE)]
+    return [bar for symbol in SYMBOLS for bar in DATASET.bars(symbol, "1Min", T0 + first * MINUTE, T0 + last * MINUTE)]
 
 
 async def assert_no_hole(settings: Settings, first: int, last: int) -> None:
@@ -53,10 +52,14 @@ async def assert_no_hole(settings: Settings, first: int, last: int) -> None:
     for symbol in SYMBOLS:
         bars = await history(settings, symbol, timeframe="1m", start=T0.isoformat(), limit="100")
         assert [when(bar["timestamp"]) for bar in bars] == [T0 + i * MINUTE for i in range(first, last + 1)]
-        for got, want in zip(bars, DATASET.bars(symbol, "1Min", T0 + first * MINUTE, T0 + last * MINUTE),
-                             strict=True):
+        for got, want in zip(bars, DATASET.bars(symbol, "1Min", T0 + first * MINUTE, T0 + last * MINUTE), strict=True):
             assert [got["open"], got["high"], got["low"], got["close"], got["volume"]] == [
-                want.open, want.high, want.low, want.close, want.volume]
+                want.open,
+                want.high,
+                want.low,
+                want.close,
+                want.volume,
+            ]
 
 
 # ----- the rules -----------------------------------------------------------------------------------
@@ -64,8 +67,9 @@ async def assert_no_hole(settings: Settings, first: int, last: int) -> None:
 
 def test_a_trade_leaves_its_minute_open_and_a_minute_bar_closes_it() -> None:
     tick = Tick.create("AAPL", 1.0, 1, T0 + timedelta(seconds=30), source="alpaca", trade_id=1)
-    bar = Bar(id="x", symbol="AAPL", timeframe="1m", timestamp=T0, open=1, high=1, low=1, close=1, volume=1,
-              trade_count=1)
+    bar = Bar(
+        id="x", symbol="AAPL", timeframe="1m", timestamp=T0, open=1, high=1, low=1, close=1, volume=1, trade_count=1
+    )
     assert watermark_after(tick) == T0
     assert watermark_after(bar) == T0 + MINUTE
     assert watermark_after(bar.model_copy(update={"timeframe": "1d"})) is None
@@ -80,7 +84,9 @@ def test_repair_starts_at_each_watermark_and_skips_new_or_complete_symbols() -> 
 
 def test_symbols_sharing_a_start_share_a_request() -> None:
     assert group_by_start({"MSFT": T0, "AAPL": T0, "NVDA": T0 - MINUTE}) == {
-        T0 - MINUTE: ["NVDA"], T0: ["AAPL", "MSFT"]}
+        T0 - MINUTE: ["NVDA"],
+        T0: ["AAPL", "MSFT"],
+    }
 
 
 def test_a_repair_marker_lasts_until_no_repair_of_its_symbol_is_pending() -> None:
@@ -105,8 +111,9 @@ def test_a_repair_marker_lasts_until_no_repair_of_its_symbol_is_pending() -> Non
 # ----- the providers -------------------------------------------------------------------------------
 
 
-async def test_alpaca_drop_for_ten_minutes_is_filled_from_rest(settings: Settings, bus: Bus,
-                                                               clean_database: str) -> None:
+async def test_alpaca_drop_for_ten_minutes_is_filled_from_rest(
+    settings: Settings, bus: Bus, clean_database: str
+) -> None:
     gate = Gate()
     clock = FakeClock(T0 + 5 * MINUTE + timedelta(seconds=10))
     scenario = [Send(minutes(0, 4)), gate, Drop(), Send(minutes(15, 19))]
@@ -128,13 +135,15 @@ async def test_alpaca_drop_for_ten_minutes_is_filled_from_rest(settings: Setting
     await assert_no_hole(feed_settings, 0, 19)
 
 
-async def test_polygon_restart_ten_minutes_later_is_filled_from_rest(settings: Settings, bus: Bus,
-                                                                     clean_database: str) -> None:
+async def test_polygon_restart_ten_minutes_later_is_filled_from_rest(
+    settings: Settings, bus: Bus, clean_database: str
+) -> None:
     clock = FakeClock(T0 + 5 * MINUTE + timedelta(seconds=10))
     with PolygonRestEmulator(DATASET) as rest:
         async with PolygonStreamEmulator([Send(minutes(0, 4))]) as stream:
-            feed_settings = with_keys(settings, polygon_stream_host=f"ws://{stream.host_port}",
-                                      polygon_rest_url=rest.url)
+            feed_settings = with_keys(
+                settings, polygon_stream_host=f"ws://{stream.host_port}", polygon_rest_url=rest.url
+            )
             async with running(polygon_service.run_feed, feed_settings, clock=clock, repair_settle_s=0):
                 await wait_for_published(bus, settings.tick_partitions, bars=10)
         assert await bus.redis.get(watermark_key("polygon", "AAPL")) == (T0 + 5 * MINUTE).isoformat()
@@ -162,12 +171,14 @@ async def redis_time(bus: Bus, key: str) -> datetime | None:
 
 
 async def test_polygon_stopped_while_the_repair_settles_repairs_after_the_restart(
-        settings: Settings, bus: Bus, clean_database: str) -> None:
+    settings: Settings, bus: Bus, clean_database: str
+) -> None:
     clock = FakeClock(T0 + 5 * MINUTE + timedelta(seconds=10))
     with PolygonRestEmulator(DATASET) as rest:
         async with PolygonStreamEmulator([Send(minutes(0, 4))]) as stream:
-            feed_settings = with_keys(settings, polygon_stream_host=f"ws://{stream.host_port}",
-                                      polygon_rest_url=rest.url)
+            feed_settings = with_keys(
+                settings, polygon_stream_host=f"ws://{stream.host_port}", polygon_rest_url=rest.url
+            )
             async with running(polygon_service.run_feed, feed_settings, clock=clock, repair_settle_s=0):
                 await wait_for_published(bus, settings.tick_partitions, bars=10)
 
@@ -193,8 +204,9 @@ async def test_polygon_stopped_while_the_repair_settles_repairs_after_the_restar
     await assert_no_hole(feed_settings, 0, 19)
 
 
-async def test_alpaca_repair_that_rest_failed_is_done_after_the_restart(settings: Settings, bus: Bus,
-                                                                        clean_database: str) -> None:
+async def test_alpaca_repair_that_rest_failed_is_done_after_the_restart(
+    settings: Settings, bus: Bus, clean_database: str
+) -> None:
     clock = FakeClock(T0 + 5 * MINUTE + timedelta(seconds=10))
     with AlpacaRestEmulator(DATASET) as rest:
         async with AlpacaStreamEmulator([Send(minutes(0, 4))]) as stream:
@@ -203,8 +215,12 @@ async def test_alpaca_repair_that_rest_failed_is_done_after_the_restart(settings
                 await wait_for_published(bus, settings.tick_partitions, bars=10)
 
         clock.now = T0 + 15 * MINUTE + timedelta(seconds=5)
-        rest.fail_next(503, count=alpaca_service.REPAIR_POLICY.attempts, path_prefix="/v2/stocks/bars",
-                       headers={"Retry-After": "0"})
+        rest.fail_next(
+            503,
+            count=alpaca_service.REPAIR_POLICY.attempts,
+            path_prefix="/v2/stocks/bars",
+            headers={"Retry-After": "0"},
+        )
         async with AlpacaStreamEmulator([Send(minutes(15, 19))]) as stream:
             feed_settings = feed_settings.model_copy(update={"alpaca_stream_url": stream.url})
             async with running(alpaca_service.run_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
@@ -223,8 +239,9 @@ async def test_alpaca_repair_that_rest_failed_is_done_after_the_restart(settings
     await assert_no_hole(feed_settings, 0, 19)
 
 
-async def test_a_stalled_rest_request_times_out_and_the_repair_retries(settings: Settings, bus: Bus,
-                                                                      clean_database: str) -> None:
+async def test_a_stalled_rest_request_times_out_and_the_repair_retries(
+    settings: Settings, bus: Bus, clean_database: str
+) -> None:
     gate = Gate()
     clock = FakeClock(T0 + 5 * MINUTE + timedelta(seconds=10))
     scenario = [Send(minutes(0, 4)), gate, Drop(), Send(minutes(15, 19))]
@@ -232,8 +249,9 @@ async def test_a_stalled_rest_request_times_out_and_the_repair_retries(settings:
         rest.stall_next(path_prefix="/v2/stocks/bars")  # the server accepts the request and never answers
         async with AlpacaStreamEmulator(scenario) as stream:
             feed_settings = with_keys(settings, alpaca_stream_url=stream.url, alpaca_data_url=rest.url)
-            async with running(alpaca_service.run_feed, feed_settings, clock=clock, repair_settle_s=0,
-                               rest_timeout_s=0.5) as feed:
+            async with running(
+                alpaca_service.run_feed, feed_settings, clock=clock, repair_settle_s=0, rest_timeout_s=0.5
+            ) as feed:
                 await wait_for_published(bus, settings.tick_partitions, bars=10)
                 clock.now = T0 + 15 * MINUTE + timedelta(seconds=5)
                 gate.open()

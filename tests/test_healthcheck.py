@@ -83,8 +83,14 @@ async def test_a_failing_api_is_unhealthy_even_with_a_heartbeat(bus: Bus, settin
 
 def run_healthcheck(**env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL", "API_PORT"}}
-    return subprocess.run([sys.executable, "-m", "tradebot.healthcheck"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=30, env={**clean, "PYTHONPATH": str(ROOT), **env})
+    return subprocess.run(
+        [sys.executable, "-m", "tradebot.healthcheck"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+    )
 
 
 async def test_the_command_exits_0_for_a_live_worker(bus: Bus, redis_url: str) -> None:

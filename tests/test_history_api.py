@@ -44,7 +44,8 @@ TIMESCALE_DSN = os.environ.get("TEST_TIMESCALE_DSN")
 # PostgreSQL, so the API's rollup query path runs here too; the real TimescaleDB run joins only when
 # a server is given (tests/test_timescale.py reports the skip).
 BACKENDS = ["postgresql", "stand-in-rollups"] + (
-    [pytest.param("timescaledb", marks=pytest.mark.timescale)] if TIMESCALE_DSN else [])
+    [pytest.param("timescaledb", marks=pytest.mark.timescale)] if TIMESCALE_DSN else []
+)
 EXPECTED_MODE = {"postgresql": "postgresql", "stand-in-rollups": "timescaledb", "timescaledb": "timescaledb"}
 
 AAPL = session_ticks("AAPL", seed=1)
@@ -59,9 +60,17 @@ MSFT_BARS = (
     + [minute_bar("MSFT", DAYS[2].replace(hour=8).astimezone(UTC), "alpaca", 250, 40, vwap=250.5)]
     + [minute_bar("MSFT", DAYS[2].astimezone(UTC), "alpaca", 150, 5e6, vwap=150.5, timeframe="1d")]
 )
-NO_500_PROBES = ["/history/%00", "/history/%20", "/history/AAPL?start=", "/history/AAPL?end=1e20",
-                 "/history/AAPL?limit=-1", "/history/AAPL?start=2024-03-08T25:00", "/stats/AAPL?end=0",
-                 "/history/AAPL?timeframe=", "/history/AAPL?start=2099-12-31T23:59:59Z"]
+NO_500_PROBES = [
+    "/history/%00",
+    "/history/%20",
+    "/history/AAPL?start=",
+    "/history/AAPL?end=1e20",
+    "/history/AAPL?limit=-1",
+    "/history/AAPL?start=2024-03-08T25:00",
+    "/stats/AAPL?end=0",
+    "/history/AAPL?timeframe=",
+    "/history/AAPL?start=2099-12-31T23:59:59Z",
+]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -81,8 +90,10 @@ async def _serve(dsn: str, backend: str, redis_url: str) -> AsyncIterator[tuple[
     if backend == "stand-in-rollups":
         await _create_stand_in_rollups(dsn)
     app = create_app(Settings(_env_file=None, database_url=dsn, redis_url=redis_url))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
         client.headers["x-backend"] = backend
         yield client, app
 
@@ -102,7 +113,7 @@ async def _create_stand_in_rollups(dsn: str) -> None:
         for timeframe in TIMEFRAMES:
             await conn.execute(f"""
                 CREATE VIEW ohlcv_{timeframe} AS
-                SELECT symbol, {bucket_sql('ts', timeframe)} AS bucket,
+                SELECT symbol, {bucket_sql("ts", timeframe)} AS bucket,
                        (array_agg(price ORDER BY ts))[1] AS open, max(price) AS high, min(price) AS low,
                        (array_agg(price ORDER BY ts DESC))[1] AS close, sum(size) AS volume,
                        count(*) AS trade_count, sum(price * size) AS notional
@@ -226,8 +237,11 @@ VALIDATION_CASES = [
     ("/history/AAPL?timeframe=2m", 422, "timeframe: Input should be '1m', '5m', '15m', '1h' or '1d'"),
     ("/history/AAPL?start=yesterday", 422, "start: Input should be a valid datetime or date"),
     ("/history/AAPL?start=2024-02-30", 422, "start: Input should be a valid datetime or date"),
-    ("/history/AAPL?start=2024-03-09&end=2024-03-08", 422,
-     "start (2024-03-09T00:00:00+00:00) is after end (2024-03-08T00:00:00+00:00)"),
+    (
+        "/history/AAPL?start=2024-03-09&end=2024-03-08",
+        422,
+        "start (2024-03-09T00:00:00+00:00) is after end (2024-03-08T00:00:00+00:00)",
+    ),
     ("/history/AAPL?limit=0", 422, "limit: Input should be greater than or equal to 1"),
     ("/history/AAPL?limit=10001", 422, "limit: Input should be less than or equal to 10000"),
     ("/history/AAPL?limit=ten", 422, "limit: Input should be a valid integer"),
@@ -242,7 +256,8 @@ VALIDATION_CASES = [
 
 @pytest.mark.parametrize(("url", "status", "message"), VALIDATION_CASES)
 async def test_bad_input_gets_a_status_and_a_message_saying_what_to_fix(
-        api: httpx.AsyncClient, url: str, status: int, message: str) -> None:
+    api: httpx.AsyncClient, url: str, status: int, message: str
+) -> None:
     response = await api.get(url)
     assert response.status_code == status
     assert message in response.json()["detail"]
@@ -261,16 +276,24 @@ async def test_empty_range_is_an_empty_list_not_an_error(api: httpx.AsyncClient)
 
 
 async def test_health_reports_database_mode_workers_and_stream_backlog(api: httpx.AsyncClient, bus: Bus) -> None:
-    beat = {"role": "storage", "consumer": "host-1", "pid": 1, "host": "host", "counters": {"handled": 3},
-            "started_at": datetime.now(UTC).isoformat(), "updated_at": datetime.now(UTC).isoformat()}
+    beat = {
+        "role": "storage",
+        "consumer": "host-1",
+        "pid": 1,
+        "host": "host",
+        "counters": {"handled": 3},
+        "started_at": datetime.now(UTC).isoformat(),
+        "updated_at": datetime.now(UTC).isoformat(),
+    }
     await bus.redis.set(heartbeat_key("storage", "host-1"), json.dumps(beat), ex=30)
     await bus.ensure_group(tick_stream(0), STORAGE_GROUP)
     await bus.publish([(tick_stream(0), AAPL[0]), (tick_stream(0), AAPL[1])])
     body = await get_json(api, "/health")
     assert body["status"] == "ok" and body["redis_reachable"] is True
     assert body["database"] == {"reachable": True, "mode": EXPECTED_MODE[api.headers["x-backend"]]}
-    assert [(w["role"], w["consumer"], w["counters"]) for w in body["workers"]] == [("storage", "host-1",
-                                                                                      {"handled": 3})]
+    assert [(w["role"], w["consumer"], w["counters"]) for w in body["workers"]] == [
+        ("storage", "host-1", {"handled": 3})
+    ]
     storage = next(s for s in body["streams"] if s["stream"] == tick_stream(0) and s["group"] == STORAGE_GROUP)
     assert (storage["length"], storage["pending"], storage["lag"]) == (2, 0, 2)
 
@@ -303,8 +326,10 @@ def _live_ticks() -> list[Tick]:
     moments = [_at(MONDAY, 9, 30) + timedelta(seconds=s) for s in range(0, 390 * 60, 97)]
     moments += [_at(TUESDAY, 9, 30) + timedelta(seconds=s) for s in range(0, 130 * 60, 41)]
     moments += [_at(TUESDAY, 11, 40, 10), _at(TUESDAY, 11, 40, 20)]
-    return [Tick.create("LIVE", 100 + (i % 17) * 0.25, 1 + i % 7, moment, source="test", trade_id=i)
-            for i, moment in enumerate(moments)]
+    return [
+        Tick.create("LIVE", 100 + (i % 17) * 0.25, 1 + i % 7, moment, source="test", trade_id=i)
+        for i, moment in enumerate(moments)
+    ]
 
 
 LIVE_TICKS = _live_ticks()
@@ -319,12 +344,19 @@ LIVE_BARS = [
     minute_bar("LIVE", _at(TUESDAY, 11, 40), "alpaca", 190, 10, vwap=190.5),  # the open minute
 ]
 # Only snapshots of open buckets and nothing finer: they are all there is, so they are shown.
-SNAP_BARS = [minute_bar("SNAP", TUESDAY.astimezone(UTC), "alpaca", 70, 900, vwap=70.5, timeframe="1d"),
-             minute_bar("SNAP", _at(TUESDAY, 11, 0), "alpaca", 71, 90, vwap=71.5, timeframe="1h")]
+SNAP_BARS = [
+    minute_bar("SNAP", TUESDAY.astimezone(UTC), "alpaca", 70, 900, vwap=70.5, timeframe="1d"),
+    minute_bar("SNAP", _at(TUESDAY, 11, 0), "alpaca", 71, 90, vwap=71.5, timeframe="1h"),
+]
 # Rows the event models would reject, stored directly: (symbol, New York time, price, size).
-BAD_TICKS = [("BIG", _at(MONDAY, 10, 0), 100.0, 5.0), ("BIG", _at(TUESDAY, 10, 0), 1e200, 1e200),
-             ("BIG", _at(TUESDAY, 10, 0, 1), 100.0, 5.0), ("TINY", _at(TUESDAY, 10, 0), 1e-200, 1e-200),
-             ("JUMP", _at(TUESDAY, 10, 0), 1e-310, 1.0), ("JUMP", _at(TUESDAY, 15, 0), 1e6, 1.0)]
+BAD_TICKS = [
+    ("BIG", _at(MONDAY, 10, 0), 100.0, 5.0),
+    ("BIG", _at(TUESDAY, 10, 0), 1e200, 1e200),
+    ("BIG", _at(TUESDAY, 10, 0, 1), 100.0, 5.0),
+    ("TINY", _at(TUESDAY, 10, 0), 1e-200, 1e-200),
+    ("JUMP", _at(TUESDAY, 10, 0), 1e-310, 1.0),
+    ("JUMP", _at(TUESDAY, 15, 0), 1e6, 1.0),
+]
 OVERFLOW = "value out of range: overflow"
 
 
@@ -337,19 +369,23 @@ class EdgeApi:
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-async def edge_server(request: pytest.FixtureRequest, database_url: str,
-                      redis_url: str) -> AsyncIterator[EdgeApi]:
+async def edge_server(request: pytest.FixtureRequest, database_url: str, redis_url: str) -> AsyncIterator[EdgeApi]:
     server = TIMESCALE_DSN if request.param == "timescaledb" else database_url
     assert server
     dsn = await migrated_database(server, "history_api_edge_test")
     await _write(dsn, [*LIVE_TICKS, *LIVE_BARS, *SNAP_BARS])
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.executemany("INSERT INTO ticks (symbol, ts, id, price, size, source) "
-                               "VALUES ($1, $2::timestamptz, $1 || ':' || $2::timestamptz::text, $3, $4, 'sql')",
-                               BAD_TICKS)
-        await conn.execute("""INSERT INTO bars VALUES ('BIGBAR', '1m', $1, 'sql', 'sql:BIGBAR', 1e200, 1e200, 1e200,
-                                                       1e200, 1e200, 1, 1e200)""", _at(TUESDAY, 10, 0))
+        await conn.executemany(
+            "INSERT INTO ticks (symbol, ts, id, price, size, source) "
+            "VALUES ($1, $2::timestamptz, $1 || ':' || $2::timestamptz::text, $3, $4, 'sql')",
+            BAD_TICKS,
+        )
+        await conn.execute(
+            """INSERT INTO bars VALUES ('BIGBAR', '1m', $1, 'sql', 'sql:BIGBAR', 1e200, 1e200, 1e200,
+                                                       1e200, 1e200, 1, 1e200)""",
+            _at(TUESDAY, 10, 0),
+        )
     finally:
         await conn.close()
     async with _serve(dsn, request.param, redis_url) as (client, app):
@@ -365,18 +401,22 @@ def edge(edge_server: EdgeApi) -> EdgeApi:
     return edge_server
 
 
-@pytest.mark.parametrize(("url", "reason"), [
-    ("/history/BIG", OVERFLOW),
-    ("/history/BIG?timeframe=1d", OVERFLOW),
-    ("/ohlcv/BIG?timeframe=1h", OVERFLOW),
-    ("/stats/BIG", OVERFLOW),
-    ("/history/TINY?timeframe=5m", "value out of range: underflow"),
-    ("/history/BIGBAR", OVERFLOW),  # a stored bar: vwap * volume
-    ("/history/BIGBAR?timeframe=1d", OVERFLOW),
-    ("/stats/JUMP", "change_pct overflows"),  # finite in the database, infinite in JSON
-])
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("/history/BIG", OVERFLOW),
+        ("/history/BIG?timeframe=1d", OVERFLOW),
+        ("/ohlcv/BIG?timeframe=1h", OVERFLOW),
+        ("/stats/BIG", OVERFLOW),
+        ("/history/TINY?timeframe=5m", "value out of range: underflow"),
+        ("/history/BIGBAR", OVERFLOW),  # a stored bar: vwap * volume
+        ("/history/BIGBAR?timeframe=1d", OVERFLOW),
+        ("/stats/JUMP", "change_pct overflows"),  # finite in the database, infinite in JSON
+    ],
+)
 async def test_stored_values_out_of_range_are_a_422_naming_the_symbol_and_the_reason(
-        edge: EdgeApi, url: str, reason: str) -> None:
+    edge: EdgeApi, url: str, reason: str
+) -> None:
     symbol = url.split("/")[2].split("?")[0]
     response = await edge.client.get(url)
     assert response.status_code == 422, response.text
@@ -437,7 +477,8 @@ async def test_once_the_bucket_closes_its_stored_bar_wins_again(edge: EdgeApi) -
 
 @pytest.mark.parametrize(("timeframe", "expected"), [("1d", [(70, 900)]), ("1h", [(71, 90)]), ("1m", [])])
 async def test_a_snapshot_of_an_open_bucket_shows_when_nothing_finer_is_stored(
-        edge: EdgeApi, timeframe: str, expected: list) -> None:
+    edge: EdgeApi, timeframe: str, expected: list
+) -> None:
     body = await get_json(edge.client, f"/history/SNAP?{window(timeframe)}")
     assert [(bar["open"], bar["volume"]) for bar in body["bars"]] == expected
 

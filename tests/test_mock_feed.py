@@ -75,8 +75,9 @@ def test_a_feed_built_from_the_cursor_continues_the_sequence() -> None:
 
 
 async def test_ticks_go_to_their_crc32_partition_in_order(bus: Bus, settings: Settings) -> None:
-    settings = settings.model_copy(update={"symbols": SYMBOLS, "mock_seed": 7, "mock_max_ticks": 400,
-                                           "tick_partitions": 3, "bus_batch_size": 64})
+    settings = settings.model_copy(
+        update={"symbols": SYMBOLS, "mock_seed": 7, "mock_max_ticks": 400, "tick_partitions": 3, "bus_batch_size": 64}
+    )
     await run_feed(bus, settings, stop=asyncio.Event(), counters=Counter(), clock=stepping_clock(START), pace=False)
     expected = feed().take(400)
     published = await published_ticks(bus, 3)
@@ -86,8 +87,9 @@ async def test_ticks_go_to_their_crc32_partition_in_order(bus: Bus, settings: Se
 
 
 async def test_a_restarted_feed_continues_without_repeats_or_gaps(bus: Bus, settings: Settings) -> None:
-    settings = settings.model_copy(update={"symbols": SYMBOLS, "mock_seed": 7, "tick_partitions": 2,
-                                           "bus_batch_size": 50})
+    settings = settings.model_copy(
+        update={"symbols": SYMBOLS, "mock_seed": 7, "tick_partitions": 2, "bus_batch_size": 50}
+    )
     for limit in (120, 120, 330):  # the second run has nothing left to do
         limited = settings.model_copy(update={"mock_max_ticks": limit})
         await run_feed(bus, limited, stop=asyncio.Event(), counters=Counter(), pace=False)
@@ -99,9 +101,16 @@ async def test_a_restarted_feed_continues_without_repeats_or_gaps(bus: Bus, sett
 
 async def test_a_feed_killed_with_sigkill_resumes_exactly(bus: Bus, settings: Settings, tmp_path: Path) -> None:
     total, partitions = 30_000, 2
-    env = worker_environment(settings, symbol_mode="custom", symbols=",".join(SYMBOLS), mock_seed=7,
-                             mock_max_ticks=total, mock_ticks_per_second=60_000, tick_partitions=partitions,
-                             bus_batch_size=500)
+    env = worker_environment(
+        settings,
+        symbol_mode="custom",
+        symbols=",".join(SYMBOLS),
+        mock_seed=7,
+        mock_max_ticks=total,
+        mock_ticks_per_second=60_000,
+        tick_partitions=partitions,
+        bus_batch_size=500,
+    )
 
     async def published() -> int:
         return sum([await bus.redis.xlen(stream) for stream in tick_streams(partitions)])
@@ -131,12 +140,17 @@ async def _more_than(count, threshold: int) -> bool:  # type: ignore[no-untyped-
 async def test_two_feeds_at_once_never_publish_a_tick_twice(bus: Bus, settings: Settings, redis_url: str) -> None:
     from tradebot.common.bus import connect
 
-    settings = settings.model_copy(update={"symbols": SYMBOLS, "mock_seed": 7, "tick_partitions": 2,
-                                           "bus_batch_size": 10, "mock_max_ticks": 600})
+    settings = settings.model_copy(
+        update={"symbols": SYMBOLS, "mock_seed": 7, "tick_partitions": 2, "bus_batch_size": 10, "mock_max_ticks": 600}
+    )
     other_bus = Bus(connect(redis_url), maxlen=bus.maxlen)
     counters = [Counter(), Counter()]
-    await asyncio.gather(*(run_feed(b, settings, stop=asyncio.Event(), counters=c, pace=False)
-                           for b, c in zip((bus, other_bus), counters, strict=True)))
+    await asyncio.gather(
+        *(
+            run_feed(b, settings, stop=asyncio.Event(), counters=c, pace=False)
+            for b, c in zip((bus, other_bus), counters, strict=True)
+        )
+    )
     await other_bus.close()
     published = await published_ticks(bus, 2)
     expected = feed().take(600)

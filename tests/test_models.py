@@ -14,8 +14,19 @@ NOW = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
 
 def bar(**changes: object) -> Bar:
-    fields = dict(id="b1", symbol="AAPL", timestamp=NOW, timeframe="1m", open=10, high=12, low=9, close=11,
-                  volume=100, trade_count=5, vwap=10.5)
+    fields = dict(
+        id="b1",
+        symbol="AAPL",
+        timestamp=NOW,
+        timeframe="1m",
+        open=10,
+        high=12,
+        low=9,
+        close=11,
+        volume=100,
+        trade_count=5,
+        vwap=10.5,
+    )
     return Bar(**(fields | changes))  # type: ignore[arg-type]
 
 
@@ -62,16 +73,16 @@ def test_bars_need_a_consistent_range() -> None:
 def test_ids_are_stable_from_signal_to_order() -> None:
     tick = Tick.create("AAPL", 220.0, 5, NOW, trade_id=7)
     assert tick.id == Tick.create("AAPL", 220.0, 5, NOW, trade_id=7).id == "mock:AAPL:7"
-    signal = Signal(id="s1", symbol="AAPL", timestamp=NOW, side="buy", price=220.0, confidence=0.5,
-                    strategy="sma", tick_id=tick.id)
+    signal = Signal(
+        id="s1", symbol="AAPL", timestamp=NOW, side="buy", price=220.0, confidence=0.5, strategy="sma", tick_id=tick.id
+    )
     assert Order.from_signal(signal, 10).id == Order.from_signal(signal, 10).id
     assert Order.from_signal(signal, 10).reference_price == 220.0
 
 
 def test_a_fill_needs_a_price() -> None:
     with pytest.raises(ValidationError, match="price"):
-        OrderEvent(id="f", symbol="AAPL", timestamp=NOW, client_order_id="co", status="filled", side="buy",
-                   quantity=1)
+        OrderEvent(id="f", symbol="AAPL", timestamp=NOW, client_order_id="co", status="filled", side="buy", quantity=1)
 
 
 def test_the_wire_format_round_trips_and_names_what_is_wrong() -> None:
@@ -83,8 +94,9 @@ def test_the_wire_format_round_trips_and_names_what_is_wrong() -> None:
         decode({**encode(tick), "v": "9"})
 
 
-@pytest.mark.parametrize(("price", "size"),
-                         [(1e200, 1.0), (100.0, 1e200), (float("inf"), 1.0), (1e-200, 1.0), (100.0, 1e-200)])
+@pytest.mark.parametrize(
+    ("price", "size"), [(1e200, 1.0), (100.0, 1e200), (float("inf"), 1.0), (1e-200, 1.0), (100.0, 1e-200)]
+)
 def test_absurd_prices_and_sizes_are_rejected(price: float, size: float) -> None:
     with pytest.raises(ValidationError):
         Tick.create("BIG", price, size, NOW)

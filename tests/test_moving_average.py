@@ -14,8 +14,10 @@ START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
 def ticks(prices: list[float], symbol: str = "AAPL", first: int = 0) -> list[Tick]:
     """One tick per price, ids numbered from ``first``."""
-    return [Tick.create(symbol, price, 100, START + timedelta(seconds=first + i), trade_id=first + i)
-            for i, price in enumerate(prices)]
+    return [
+        Tick.create(symbol, price, 100, START + timedelta(seconds=first + i), trade_id=first + i)
+        for i, price in enumerate(prices)
+    ]
 
 
 def run(strategy: MovingAverageCrossover, stream: list[Tick]) -> list:

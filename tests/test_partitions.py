@@ -59,15 +59,15 @@ def start_worker(redis_url: str) -> subprocess.Popen:
 
 
 async def run_single_consumer(bus: Bus) -> dict[str, list[int]]:
-    config = PartitionSettings(role=ROLE, partitions=PARTITIONS, stream_for=tick_stream, block_ms=50,
-                               lease_ttl_ms=1500)
+    config = PartitionSettings(role=ROLE, partitions=PARTITIONS, stream_for=tick_stream, block_ms=50, lease_ttl_ms=1500)
     worker = PartitionedWorker(bus, config, "solo", lambda _: SequenceState(), Counter())
     await worker.run(stop=asyncio.Event(), burst=True)
     return await applied_sequences(bus)
 
 
 async def test_joining_leaving_and_killed_workers_apply_each_symbol_in_order_exactly_once(
-        bus: Bus, redis_url: str) -> None:
+    bus: Bus, redis_url: str
+) -> None:
     await publish_sequence(bus, 0, 100)
     reference = await run_single_consumer(bus)
     assert reference == {symbol: list(range(100)) for symbol in SYMBOLS}
@@ -117,8 +117,9 @@ async def test_a_worker_that_lost_its_lease_cannot_commit(bus: Bus, redis_url: s
     assert not await bus.commit(ROLE, fenced, lease=(lease_key(ROLE, 0), "me"))
     assert await bus.redis.get(checkpoint_key(ROLE, 0)) is None
     other = Bus(connect(redis_url))
-    assert await other.commit(ROLE, Commit(state={checkpoint_key(ROLE, 0): "fresh"}),
-                              lease=(lease_key(ROLE, 0), "someone-else"))
+    assert await other.commit(
+        ROLE, Commit(state={checkpoint_key(ROLE, 0): "fresh"}), lease=(lease_key(ROLE, 0), "someone-else")
+    )
     assert await bus.redis.get(checkpoint_key(ROLE, 0)) == "fresh"
     await other.close()
 
@@ -144,10 +145,8 @@ async def test_a_worker_that_lost_its_lease_cannot_take_entries_either(bus: Bus)
     await bus.ensure_group("in", ROLE)
     await bus.publish([("in", Tick.create("AAPL", 1.0, 1, START, trade_id=i)) for i in range(3)])
     await bus.redis.set(lease_key(ROLE, 0), "new-owner")
-    stale = await bus.read_fenced("in", ROLE, "partition-0", (lease_key(ROLE, 0), "old-owner"), count=10,
-                                  pending=False)
+    stale = await bus.read_fenced("in", ROLE, "partition-0", (lease_key(ROLE, 0), "old-owner"), count=10, pending=False)
     assert stale is None
     assert (await bus.health("in", ROLE)).lag == 3  # nothing was delivered to the stale owner
-    fresh = await bus.read_fenced("in", ROLE, "partition-0", (lease_key(ROLE, 0), "new-owner"), count=10,
-                                  pending=False)
+    fresh = await bus.read_fenced("in", ROLE, "partition-0", (lease_key(ROLE, 0), "new-owner"), count=10, pending=False)
     assert fresh is not None and [d.event.id for d in fresh] == [f"mock:AAPL:{i}" for i in range(3)]

@@ -44,8 +44,9 @@ EXECUTION_MODULE = "tradebot.execution.service"
 @pytest.fixture
 def pipeline_settings(settings: Settings) -> Settings:
     """Small batches, so a run is many commits long and a kill lands in the middle of it."""
-    return settings.model_copy(update={"symbols": SYMBOLS, "tick_partitions": PARTITIONS, "bus_batch_size": 20,
-                                       "lease_ttl_ms": 1000})
+    return settings.model_copy(
+        update={"symbols": SYMBOLS, "tick_partitions": PARTITIONS, "bus_batch_size": 20, "lease_ttl_ms": 1000}
+    )
 
 
 def seeded_ticks(count: int = TICKS) -> list[Tick]:
@@ -89,6 +90,7 @@ def when(*conditions: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[b
             if not await condition():
                 return False
         return True
+
     return all_true
 
 
@@ -129,12 +131,15 @@ async def test_three_workers_give_the_same_signals_as_one(bus: Bus, pipeline_set
     workers = [strategy_service.strategy_worker(bus, pipeline_settings, f"worker-{n}", Counter()) for n in range(3)]
     tasks = [asyncio.create_task(worker.run(stop=stop)) for worker, stop in zip(workers, stops, strict=True)]
     try:
-        await wait_until(lambda: _equals(lease_owners(bus, STRATEGY_ROLE, PARTITIONS), 3), timeout=60,
-                         what="three workers to share the partitions")
+        await wait_until(
+            lambda: _equals(lease_owners(bus, STRATEGY_ROLE, PARTITIONS), 3),
+            timeout=60,
+            what="three workers to share the partitions",
+        )
         await publish_ticks(bus, ticks[: TICKS // 2])
         await wait_until(lambda: _at_least(bus.redis.xlen(SIGNALS), 10), timeout=60, what="first signals")
         stops[0].set()  # one worker leaves mid-run; the others take over its partitions
-        await publish_ticks(bus, ticks[TICKS // 2:])
+        await publish_ticks(bus, ticks[TICKS // 2 :])
         await wait_until(lambda: strategy_finished(bus, len(expected)), timeout=60, what="all ticks processed")
     finally:
         for stop in stops:
@@ -143,49 +148,68 @@ async def test_three_workers_give_the_same_signals_as_one(bus: Bus, pipeline_set
     await assert_same_as_single_run(bus, expected)
 
 
-async def test_workers_killed_with_sigkill_give_the_same_signals(bus: Bus, pipeline_settings: Settings,
-                                                                 tmp_path: Path) -> None:
+async def test_workers_killed_with_sigkill_give_the_same_signals(
+    bus: Bus, pipeline_settings: Settings, tmp_path: Path
+) -> None:
     ticks = seeded_ticks()
     expected = single_strategy_run(ticks)
-    env = worker_environment(pipeline_settings, tick_partitions=PARTITIONS, bus_batch_size=5,
-                             lease_ttl_ms=1000, bus_block_ms=50)
+    env = worker_environment(
+        pipeline_settings, tick_partitions=PARTITIONS, bus_batch_size=5, lease_ttl_ms=1000, bus_block_ms=50
+    )
     with worker_processes(tmp_path / "logs") as workers:
         processes = [workers.start(STRATEGY_MODULE, env) for _ in range(3)]
-        await wait_until(lambda: _equals(lease_owners(bus, STRATEGY_ROLE, PARTITIONS), 3), timeout=60,
-                         what="three worker processes to share the partitions")
+        await wait_until(
+            lambda: _equals(lease_owners(bus, STRATEGY_ROLE, PARTITIONS), 3),
+            timeout=60,
+            what="three worker processes to share the partitions",
+        )
         await publish_ticks(bus, ticks[: TICKS // 2])
         await wait_until(lambda: _at_least(bus.redis.xlen(SIGNALS), 10), timeout=60, what="first signals")
         victim = await _owner_process(bus, STRATEGY_ROLE, 0, processes)
         workers.kill(victim)
-        await publish_ticks(bus, ticks[TICKS // 2:])
+        await publish_ticks(bus, ticks[TICKS // 2 :])
         workers.start(STRATEGY_MODULE, env)
-        await wait_until(lambda: strategy_finished(bus, len(expected)), timeout=60,
-                         what=f"all ticks processed\n{workers.logs()}")
+        await wait_until(
+            lambda: strategy_finished(bus, len(expected)), timeout=60, what=f"all ticks processed\n{workers.logs()}"
+        )
     await assert_same_as_single_run(bus, expected)
 
 
-async def test_every_order_is_executed_exactly_once_across_a_sigkill(bus: Bus, pipeline_settings: Settings,
-                                                                     tmp_path: Path) -> None:
+async def test_every_order_is_executed_exactly_once_across_a_sigkill(
+    bus: Bus, pipeline_settings: Settings, tmp_path: Path
+) -> None:
     # More orders than the strategy tests make, committed one by one, so the kill lands mid-run.
     orders = [Order.from_signal(signal, 10.0) for signal in single_strategy_run(seeded_ticks(5 * TICKS))]
-    reference = PaperBroker(pipeline_settings.starting_cash, pipeline_settings.slippage_bps,
-                            pipeline_settings.commission_per_share)
+    reference = PaperBroker(
+        pipeline_settings.starting_cash, pipeline_settings.slippage_bps, pipeline_settings.commission_per_share
+    )
     expected = [reference.execute(order) for order in orders]
-    env = worker_environment(pipeline_settings, bus_batch_size=1, lease_ttl_ms=1000, bus_block_ms=50,
-                             starting_cash=reference.starting_cash, slippage_bps=reference.slippage_bps,
-                             commission_per_share=reference.commission_per_share)
+    env = worker_environment(
+        pipeline_settings,
+        bus_batch_size=1,
+        lease_ttl_ms=1000,
+        bus_block_ms=50,
+        starting_cash=reference.starting_cash,
+        slippage_bps=reference.slippage_bps,
+        commission_per_share=reference.commission_per_share,
+    )
     with worker_processes(tmp_path / "logs") as workers:
         processes = [workers.start(EXECUTION_MODULE, env) for _ in range(2)]  # one active, one standby
-        await wait_until(lambda: _equals(lease_owners(bus, EXECUTION_ROLE, 1), 1), timeout=60,
-                         what="an execution worker to take the account")
+        await wait_until(
+            lambda: _equals(lease_owners(bus, EXECUTION_ROLE, 1), 1),
+            timeout=60,
+            what="an execution worker to take the account",
+        )
         half = len(orders) // 2
         await bus.publish((ORDERS_NEW, order) for order in orders[:half])
         await wait_until(lambda: _at_least(bus.redis.xlen(ORDER_EVENTS), 20), timeout=60, what="first fills")
         workers.kill(await _owner_process(bus, EXECUTION_ROLE, 0, processes))
         await bus.publish((ORDERS_NEW, order) for order in [*orders[half:], orders[0], orders[half]])  # + repeats
         workers.start(EXECUTION_MODULE, env)
-        finished = when(lambda: _at_least(bus.redis.xlen(ORDER_EVENTS), len(orders)),
-                        lambda: drained(bus, [ORDERS_NEW], EXECUTION_ROLE))
+        finished = when(
+            lambda: _at_least(bus.redis.xlen(ORDER_EVENTS), len(orders)),
+            lambda: drained(bus, [ORDERS_NEW], EXECUTION_ROLE),
+        )
         await wait_until(finished, timeout=60, what=f"all orders executed\n{workers.logs()}")
     events: list[OrderEvent] = await read_stream(bus, ORDER_EVENTS)  # type: ignore[assignment]
     assert Counter(e.client_order_id for e in events) == Counter(o.id for o in orders)

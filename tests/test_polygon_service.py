@@ -32,29 +32,57 @@ def polygon_settings(settings: Settings, emu: PolygonStreamEmulator, **updates: 
 
 
 async def test_trades_and_minute_aggregates_become_ticks_and_bars_field_by_field(
-        settings: Settings, bus: Bus, clean_database: str) -> None:
+    settings: Settings, bus: Bus, clean_database: str
+) -> None:
     async with PolygonStreamEmulator([Send([TRADE, BAR, MSFT_TRADE])]) as emu:
         feed_settings = polygon_settings(settings, emu)
         async with running(run_feed, feed_settings):
             ticks, bars = await wait_for_published(bus, settings.tick_partitions, ticks=2, bars=1)
 
     by_symbol = {tick.symbol: tick for tick in ticks}
-    assert by_symbol["AAPL"] == Tick(id="polygon:AAPL:11-7", symbol="AAPL", price=190.25, size=300,
-                                     timestamp=T0 + timedelta(seconds=1.5), source="polygon")
+    assert by_symbol["AAPL"] == Tick(
+        id="polygon:AAPL:11-7",
+        symbol="AAPL",
+        price=190.25,
+        size=300,
+        timestamp=T0 + timedelta(seconds=1.5),
+        source="polygon",
+    )
     assert by_symbol["MSFT"].id == "polygon:MSFT:4-8"
-    assert bars == [BarEvent(id=f"polygon:AAPL:1m:{T0.isoformat()}", symbol="AAPL", timeframe="1m", timestamp=T0,
-                             open=190.0, high=191.0, low=189.5, close=190.5, volume=12_000, trade_count=40,
-                             vwap=190.2, source="polygon")]
+    assert bars == [
+        BarEvent(
+            id=f"polygon:AAPL:1m:{T0.isoformat()}",
+            symbol="AAPL",
+            timeframe="1m",
+            timestamp=T0,
+            open=190.0,
+            high=191.0,
+            low=189.5,
+            close=190.5,
+            volume=12_000,
+            trade_count=40,
+            vwap=190.2,
+            source="polygon",
+        )
+    ]
 
     await store_everything(feed_settings)
     [minute] = await history(feed_settings, "AAPL", timeframe="1m", start=T0.isoformat())
     assert when(minute["timestamp"]) == T0
     assert [minute[f] for f in ("open", "high", "low", "close", "volume", "trade_count", "vwap")] == [
-        190.0, 191.0, 189.5, 190.5, 12_000, 40, 190.2]
+        190.0,
+        191.0,
+        189.5,
+        190.5,
+        12_000,
+        40,
+        190.2,
+    ]
 
 
 async def test_subscribes_trades_and_minute_aggregates_of_at_most_max_websocket_symbols(
-        settings: Settings, bus: Bus) -> None:
+    settings: Settings, bus: Bus
+) -> None:
     async with PolygonStreamEmulator() as emu:
         feed_settings = polygon_settings(settings, emu, symbols=["AAPL", "MSFT", "NVDA"], max_websocket_symbols=2)
         async with running(run_feed, feed_settings):
@@ -63,8 +91,9 @@ async def test_subscribes_trades_and_minute_aggregates_of_at_most_max_websocket_
             assert session.subscriptions["AM"] == {"AAPL", "MSFT"}
 
 
-async def test_reconnects_after_a_normal_close_and_after_a_drop(settings: Settings, bus: Bus,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+async def test_reconnects_after_a_normal_close_and_after_a_drop(
+    settings: Settings, bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     second = Trade("AAPL", 191.0, 50, T0 + timedelta(minutes=1), id=9)
     third = Trade("AAPL", 192.0, 50, T0 + timedelta(minutes=2), id=10)
@@ -77,8 +106,9 @@ async def test_reconnects_after_a_normal_close_and_after_a_drop(settings: Settin
     assert "polygon stream unavailable (the server closed the connection (code 1000))" in caplog.text
 
 
-async def test_rejected_key_stops_with_one_clear_line(settings: Settings, bus: Bus,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+async def test_rejected_key_stops_with_one_clear_line(
+    settings: Settings, bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
     async with PolygonStreamEmulator(api_key="another-key") as emu:
         with pytest.raises(SettingsError) as stopped:
             async with asyncio.timeout(10):  # not wait_for: a SystemExit must not cross a task boundary
@@ -89,14 +119,19 @@ async def test_rejected_key_stops_with_one_clear_line(settings: Settings, bus: B
     assert "test-key" not in caplog.text
 
 
-async def test_malformed_frames_are_logged_counted_and_skipped(settings: Settings, bus: Bus,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+async def test_malformed_frames_are_logged_counted_and_skipped(
+    settings: Settings, bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
     zero_price = {"ev": "T", "sym": "AAPL", "i": "1", "x": 4, "p": 0, "s": 100, "t": 1710167400000}
     text_time = {"ev": "T", "sym": "AAPL", "i": "2", "x": 4, "p": 1.0, "s": 100, "t": "yesterday"}
     aggregate_without_open = {"ev": "AM", "sym": "AAPL", "v": 10, "h": 2.0, "l": 1.0, "c": 1.5, "s": 1710167400000}
-    scenario = [SendRaw("not json"), SendMessages([{"sym": "AAPL"}]),
-                SendMessages([zero_price, text_time, aggregate_without_open]), SendRaw('{"ev": "T"}'),
-                Send([TRADE])]
+    scenario = [
+        SendRaw("not json"),
+        SendMessages([{"sym": "AAPL"}]),
+        SendMessages([zero_price, text_time, aggregate_without_open]),
+        SendRaw('{"ev": "T"}'),
+        Send([TRADE]),
+    ]
     async with PolygonStreamEmulator(scenario) as emu, running(run_feed, polygon_settings(settings, emu)) as feed:
         ticks, bars = await wait_for_published(bus, settings.tick_partitions, ticks=1)
         assert [tick.id for tick in ticks] == ["polygon:AAPL:11-7"] and bars == []
@@ -124,4 +159,6 @@ def test_stream_endpoint_picks_the_feed_or_the_override(settings: Settings) -> N
     local = settings.model_copy(update={"polygon_stream_host": "ws://127.0.0.1:8766/"})
     assert stream_endpoint(local) == ("127.0.0.1:8766", False)
     assert stream_endpoint(settings.model_copy(update={"polygon_stream_host": "proxy.example:443"})) == (
-        "proxy.example:443", True)
+        "proxy.example:443",
+        True,
+    )

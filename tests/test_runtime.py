@@ -18,10 +18,17 @@ from tradebot.common.runtime import CONFIG_ERROR_EXIT
 
 
 def start_worker(settings: Settings, **env: str) -> subprocess.Popen:
-    environment = {**os.environ, "REDIS_URL": settings.redis_url or "", "DATABASE_URL": settings.database_url or "",
-                   "BUS_BLOCK_MS": "50", "HEARTBEAT_TTL_S": "3", **env}
-    return subprocess.Popen([sys.executable, "-m", "tests.runtime_worker"], env=environment,
-                            stderr=subprocess.PIPE, text=True)
+    environment = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url or "",
+        "DATABASE_URL": settings.database_url or "",
+        "BUS_BLOCK_MS": "50",
+        "HEARTBEAT_TTL_S": "3",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.runtime_worker"], env=environment, stderr=subprocess.PIPE, text=True
+    )
 
 
 async def publish(bus: Bus, count: int) -> None:
@@ -63,8 +70,10 @@ def test_a_bad_setting_stops_start_up_with_one_line(settings: Settings) -> None:
     worker = start_worker(settings, TICK_PARTITIONS="eight")
     assert worker.wait(timeout=30) != 0
     lines = [line for line in (worker.stderr.read() if worker.stderr else "").splitlines() if line.strip()]
-    assert lines == ["invalid setting TICK_PARTITIONS (got 'eight'): Input should be a valid integer, "
-                     "unable to parse string as an integer; set TICK_PARTITIONS to a valid value"]
+    assert lines == [
+        "invalid setting TICK_PARTITIONS (got 'eight'): Input should be a valid integer, "
+        "unable to parse string as an integer; set TICK_PARTITIONS to a valid value"
+    ]
 
 
 def test_secrets_are_never_echoed_in_setting_errors(settings: Settings) -> None:
@@ -96,10 +105,16 @@ def test_an_embedded_server_port_taken_by_another_program_stops_with_one_line(se
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        environment = {**os.environ, "REDIS_URL": "", "DATABASE_URL": "", "DATA_DIR": str(settings.data_dir),
-                       "EMBEDDED_REDIS_PORT": str(listener.getsockname()[1])}
+        environment = {
+            **os.environ,
+            "REDIS_URL": "",
+            "DATABASE_URL": "",
+            "DATA_DIR": str(settings.data_dir),
+            "EMBEDDED_REDIS_PORT": str(listener.getsockname()[1]),
+        }
         environment = {name: value for name, value in environment.items() if value != ""}
-        worker = subprocess.run([sys.executable, "-m", "tests.runtime_worker"], env=environment,
-                                capture_output=True, text=True, timeout=60)
+        worker = subprocess.run(
+            [sys.executable, "-m", "tests.runtime_worker"], env=environment, capture_output=True, text=True, timeout=60
+        )
     assert worker.returncode == CONFIG_ERROR_EXIT
     assert worker.stderr.strip().splitlines()[-1].endswith("set EMBEDDED_REDIS_PORT to a free port (or REDIS_URL)")

@@ -54,8 +54,9 @@ async def test_migrations_apply_once_and_a_second_run_does_nothing(empty_dsn: st
 
 async def test_racing_runners_apply_each_migration_exactly_once(empty_dsn: str) -> None:
     # Two on this event loop, two through the synchronous entry point on threads of their own.
-    results = await asyncio.gather(*(apply_migrations(empty_dsn) for _ in range(2)),
-                                   *(asyncio.to_thread(migrate, empty_dsn) for _ in range(2)))
+    results = await asyncio.gather(
+        *(apply_migrations(empty_dsn) for _ in range(2)), *(asyncio.to_thread(migrate, empty_dsn) for _ in range(2))
+    )
     assert sorted(bool(r) for r in results) == [False, False, False, True]
     conn = await asyncpg.connect(empty_dsn)
     try:
@@ -71,10 +72,16 @@ def write_migrations(folder: Path, files: dict[str, str]) -> None:
 
 
 async def test_a_failing_migration_leaves_no_trace_and_applies_once_fixed(
-        empty_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(schema, "MIGRATIONS_DIR", tmp_path)
-    write_migrations(tmp_path, {"0001_a.sql": "CREATE TABLE a (x int);\n",
-                                "0002_b.sql": "CREATE TABLE b (x int);\nSELECT no_such_function();\n"})
+    write_migrations(
+        tmp_path,
+        {
+            "0001_a.sql": "CREATE TABLE a (x int);\n",
+            "0002_b.sql": "CREATE TABLE b (x int);\nSELECT no_such_function();\n",
+        },
+    )
     with pytest.raises(asyncpg.UndefinedFunctionError):
         await apply_migrations(empty_dsn)
     assert await tables(empty_dsn) == {"a", "schema_migrations"}  # 0002 rolled back as a whole
@@ -84,7 +91,8 @@ async def test_a_failing_migration_leaves_no_trace_and_applies_once_fixed(
 
 
 async def test_marked_migration_runs_outside_a_transaction_block(
-        empty_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # CREATE INDEX CONCURRENTLY, like TimescaleDB's WITH DATA aggregates, refuses a transaction block.
     monkeypatch.setattr(schema, "MIGRATIONS_DIR", tmp_path)
     concurrently = "CREATE INDEX CONCURRENTLY IF NOT EXISTS a_x ON a (x);\n"
@@ -97,14 +105,18 @@ async def test_marked_migration_runs_outside_a_transaction_block(
 
 
 async def test_repeatable_migration_reapplies_only_when_its_rendered_text_changes(
-        empty_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(schema, "MIGRATIONS_DIR", tmp_path)
-    write_migrations(tmp_path, {"0001_a.sql": "CREATE TABLE a (x text);\n",
-                                "R_fill.sql": "INSERT INTO a VALUES ({{compress_after}});\n"})
+    write_migrations(
+        tmp_path,
+        {"0001_a.sql": "CREATE TABLE a (x text);\n", "R_fill.sql": "INSERT INTO a VALUES ({{compress_after}});\n"},
+    )
     await apply_migrations(empty_dsn)
     assert await apply_migrations(empty_dsn) == []
     assert await apply_migrations(empty_dsn, options=TimescaleOptions(compress_after="3 days")) == [
-        "-- R_fill.sql (in one transaction)\nINSERT INTO a VALUES ('3 days');"]
+        "-- R_fill.sql (in one transaction)\nINSERT INTO a VALUES ('3 days');"
+    ]
 
 
 def test_timescale_ddl_has_hypertables_compression_aggregates_and_policies() -> None:
@@ -150,12 +162,15 @@ async def test_tick_retention_must_outlast_the_refresh_window(database_url: str)
         await conn.close()
 
 
-@pytest.mark.parametrize(("bytes_per_day", "memory", "expected"), [
-    (10 * GB, 64 * GB, "1 day"),     # Timescale's own example: 10 GB/day on 64 GB -> 1 day
-    (20 * GB, 64 * GB, "6 hours"),
-    (20 * GB, 8 * GB, "1 hour"),
-    (500 * GB, 8 * GB, "1 hour"),    # nothing fits: the smallest candidate
-])
+@pytest.mark.parametrize(
+    ("bytes_per_day", "memory", "expected"),
+    [
+        (10 * GB, 64 * GB, "1 day"),  # Timescale's own example: 10 GB/day on 64 GB -> 1 day
+        (20 * GB, 64 * GB, "6 hours"),
+        (20 * GB, 8 * GB, "1 hour"),
+        (500 * GB, 8 * GB, "1 hour"),  # nothing fits: the smallest candidate
+    ],
+)
 def test_chunk_interval_follows_the_quarter_of_memory_rule(bytes_per_day: float, memory: int, expected: str) -> None:
     candidates = (("1 day", 1.0), ("6 hours", 0.25), ("1 hour", 1 / 24))
     assert chunk_interval_for(bytes_per_day, memory, candidates) == expected
@@ -168,6 +183,7 @@ def test_options_come_from_settings_and_chunk_interval_overrides_ticks() -> None
     assert (sized.compress_after, sized.tick_retention) == ("3 days", "60 days")
     small = TimescaleOptions.from_settings(settings, memory_bytes=2 * GB)
     assert small.ticks_chunk_interval == "6 hours"
-    overridden = TimescaleOptions.from_settings(settings.model_copy(update={"chunk_interval": "2 days"}),
-                                                memory_bytes=16 * GB)
+    overridden = TimescaleOptions.from_settings(
+        settings.model_copy(update={"chunk_interval": "2 days"}), memory_bytes=16 * GB
+    )
     assert overridden.ticks_chunk_interval == "2 days"

@@ -9,14 +9,17 @@ import pytest
 from tradebot.storage.buckets import ceil_bucket, floor_bucket, next_bucket
 
 
-@pytest.mark.parametrize(("moment", "timeframe", "start"), [
-    (datetime(2024, 3, 8, 14, 37, 12, tzinfo=UTC), "1m", datetime(2024, 3, 8, 14, 37, tzinfo=UTC)),
-    (datetime(2024, 3, 8, 14, 37, 12, tzinfo=UTC), "15m", datetime(2024, 3, 8, 14, 30, tzinfo=UTC)),
-    (datetime(2024, 3, 8, 14, 37, 12, tzinfo=UTC), "1h", datetime(2024, 3, 8, 14, tzinfo=UTC)),
-    # 01:30 UTC on the 9th is 20:30 on the 8th in New York (EST): that day's bucket
-    (datetime(2024, 3, 9, 1, 30, tzinfo=UTC), "1d", datetime(2024, 3, 8, 5, tzinfo=UTC)),
-    (datetime(2024, 3, 11, 13, tzinfo=UTC), "1d", datetime(2024, 3, 11, 4, tzinfo=UTC)),  # EDT
-])
+@pytest.mark.parametrize(
+    ("moment", "timeframe", "start"),
+    [
+        (datetime(2024, 3, 8, 14, 37, 12, tzinfo=UTC), "1m", datetime(2024, 3, 8, 14, 37, tzinfo=UTC)),
+        (datetime(2024, 3, 8, 14, 37, 12, tzinfo=UTC), "15m", datetime(2024, 3, 8, 14, 30, tzinfo=UTC)),
+        (datetime(2024, 3, 8, 14, 37, 12, tzinfo=UTC), "1h", datetime(2024, 3, 8, 14, tzinfo=UTC)),
+        # 01:30 UTC on the 9th is 20:30 on the 8th in New York (EST): that day's bucket
+        (datetime(2024, 3, 9, 1, 30, tzinfo=UTC), "1d", datetime(2024, 3, 8, 5, tzinfo=UTC)),
+        (datetime(2024, 3, 11, 13, tzinfo=UTC), "1d", datetime(2024, 3, 11, 4, tzinfo=UTC)),  # EDT
+    ],
+)
 def test_floor_bucket(moment: datetime, timeframe: str, start: datetime) -> None:
     assert floor_bucket(moment, timeframe) == start
 

@@ -26,19 +26,45 @@ TABLES = ("ticks", "bars", "signals", "orders", "fills")
 
 
 def ticks(count: int, symbol: str = "AAPL", first: int = 0) -> list[Tick]:
-    return [Tick.create(symbol, 100 + i % 9, 1 + i % 4, START + timedelta(seconds=i), source="test", trade_id=i)
-            for i in range(first, first + count)]
+    return [
+        Tick.create(symbol, 100 + i % 9, 1 + i % 4, START + timedelta(seconds=i), source="test", trade_id=i)
+        for i in range(first, first + count)
+    ]
 
 
 def trading_events() -> list:
-    signal = Signal(id="sig-1", symbol="AAPL", timestamp=START, side="buy", price=101.5, confidence=0.8,
-                    strategy="ma_cross", tick_id="test:AAPL:1")
+    signal = Signal(
+        id="sig-1",
+        symbol="AAPL",
+        timestamp=START,
+        side="buy",
+        price=101.5,
+        confidence=0.8,
+        strategy="ma_cross",
+        tick_id="test:AAPL:1",
+    )
     order = Order.from_signal(signal, quantity=10)
-    fill = OrderEvent(id=f"{order.id}-fill", symbol="AAPL", timestamp=START + timedelta(seconds=1),
-                      client_order_id=order.id, status="filled", side="buy", quantity=10, price=101.6,
-                      commission=0.05)
-    rejection = OrderEvent(id="co-2-rejected", symbol="MSFT", timestamp=START, client_order_id="co-2",
-                           status="rejected", side="sell", quantity=0, reason="no position to sell")
+    fill = OrderEvent(
+        id=f"{order.id}-fill",
+        symbol="AAPL",
+        timestamp=START + timedelta(seconds=1),
+        client_order_id=order.id,
+        status="filled",
+        side="buy",
+        quantity=10,
+        price=101.6,
+        commission=0.05,
+    )
+    rejection = OrderEvent(
+        id="co-2-rejected",
+        symbol="MSFT",
+        timestamp=START,
+        client_order_id="co-2",
+        status="rejected",
+        side="sell",
+        quantity=0,
+        reason="no position to sell",
+    )
     return [signal, order, fill, rejection]
 
 
@@ -94,8 +120,9 @@ async def test_a_corrected_bar_replaces_the_stored_one_and_an_identical_one_is_a
     assert (row["close"], row["volume"]) == (100.5, 650)
 
 
-async def test_write_bars_commits_large_backfills_in_batches(pool: asyncpg.Pool,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_write_bars_commits_large_backfills_in_batches(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(writer, "BACKFILL_BATCH_ROWS", 4)
     bars = [minute_bar("MSFT", START + timedelta(minutes=i), "polygon", 50, 100) for i in range(10)]
     assert await write_bars(pool, bars) == 10
@@ -106,16 +133,25 @@ async def test_write_bars_commits_large_backfills_in_batches(pool: asyncpg.Pool,
 
 async def test_concurrent_overlapping_writers_store_each_tick_once(pool: asyncpg.Pool) -> None:
     everything = ticks(2000)
-    batches = [everything[i:i + 700] for i in range(0, 2000, 300)]  # overlapping slices
+    batches = [everything[i : i + 700] for i in range(0, 2000, 300)]  # overlapping slices
     results = await asyncio.gather(*(write_events(pool, batch) for batch in batches))
     assert sum(result["ticks"] for result in results) == 2000
     assert (await counts(pool))["ticks"] == 2000
 
 
 async def test_storage_worker_persists_every_stream_and_acks_after_commit(
-        pool: asyncpg.Pool, storage_dsn: str, redis_url: str, bus: Bus, tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, redis_url=redis_url, database_url=storage_dsn, data_dir=tmp_path,
-                        tick_partitions=4, bus_batch_size=100, bus_block_ms=50, burst=True)
+    pool: asyncpg.Pool, storage_dsn: str, redis_url: str, bus: Bus, tmp_path: Path
+) -> None:
+    settings = Settings(
+        _env_file=None,
+        redis_url=redis_url,
+        database_url=storage_dsn,
+        data_dir=tmp_path,
+        tick_partitions=4,
+        bus_batch_size=100,
+        bus_block_ms=50,
+        burst=True,
+    )
     market = ticks(150, "AAPL") + ticks(150, "NVDA")
     signal, order, *order_events = trading_events()
     published = [(tick_stream_for(t.symbol, 4), t) for t in market]
@@ -131,11 +167,19 @@ async def test_storage_worker_persists_every_stream_and_acks_after_commit(
 
 
 async def test_storage_worker_takes_its_bus_from_the_settings(
-        pool: asyncpg.Pool, storage_dsn: str, redis_url: str, bus: Bus, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    pool: asyncpg.Pool, storage_dsn: str, redis_url: str, bus: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Bus.from_settings is the one place that turns REDIS_URL, STREAM_MAXLEN and MAX_DELIVERIES into a bus."""
-    settings = Settings(_env_file=None, redis_url=redis_url, database_url=storage_dsn, data_dir=tmp_path,
-                        stream_maxlen=1234, max_deliveries=7, bus_block_ms=50, burst=True)
+    settings = Settings(
+        _env_file=None,
+        redis_url=redis_url,
+        database_url=storage_dsn,
+        data_dir=tmp_path,
+        stream_maxlen=1234,
+        max_deliveries=7,
+        bus_block_ms=50,
+        burst=True,
+    )
     made: list[Bus] = []
     original = Bus.from_settings
 

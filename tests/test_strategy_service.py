@@ -19,8 +19,7 @@ START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
 
 def burst_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"symbols": SYMBOLS, "tick_partitions": 2, "bus_batch_size": 16,
-                                       "burst": True})
+    return settings.model_copy(update={"symbols": SYMBOLS, "tick_partitions": 2, "bus_batch_size": 16, "burst": True})
 
 
 async def publish(bus: Bus, ticks: list[Tick]) -> None:
@@ -53,8 +52,16 @@ async def test_a_restarted_worker_continues_from_its_checkpoint(bus: Bus, settin
 
 async def test_an_event_that_is_not_a_tick_is_dead_lettered_with_the_reason(bus: Bus, settings: Settings) -> None:
     ticks = MockFeed(["AAPL"], 3, clock=stepping_clock(START)).take(300)
-    stray = Signal(id="stray", symbol="AAPL", timestamp=START, side="buy", price=1.0, confidence=0.5,
-                   strategy="manual", tick_id="none")
+    stray = Signal(
+        id="stray",
+        symbol="AAPL",
+        timestamp=START,
+        side="buy",
+        price=1.0,
+        confidence=0.5,
+        strategy="manual",
+        tick_id="none",
+    )
     await publish(bus, ticks[:150])
     await bus.publish([(tick_stream_for("AAPL", 2), stray)])
     await publish(bus, ticks[150:])

@@ -18,8 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def worker_environment(settings: Settings, **overrides: object) -> dict[str, str]:
     """The environment a worker process needs to reach the test servers, plus setting overrides."""
     assert settings.redis_url and settings.database_url  # unset URLs would start embedded servers
-    env = dict(os.environ, PYTHONPATH=str(ROOT), REDIS_URL=settings.redis_url,
-               DATABASE_URL=settings.database_url, DATA_DIR=str(settings.data_dir), LOG_LEVEL="INFO")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        REDIS_URL=settings.redis_url,
+        DATABASE_URL=settings.database_url,
+        DATA_DIR=str(settings.data_dir),
+        LOG_LEVEL="INFO",
+    )
     env.update({name.upper(): str(value) for name, value in overrides.items()})
     return env
 
@@ -35,8 +41,14 @@ class WorkerProcesses:
         """Run ``python -m module``; its stderr goes to a log file in ``log_dir``."""
         log_path = self.log_dir / f"{module.rsplit('.', 2)[-2]}-{len(self.started)}.log"
         with log_path.open("wb") as log_file:
-            process = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env,
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file)
+            process = subprocess.Popen(
+                [sys.executable, "-m", module],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
         self.started.append(process)
         return process
 

@@ -13,12 +13,14 @@ from tradebot.common.runtime import infrastructure, setup_logging
 from tradebot.roles import DEFAULT_UP, ROLES, UnknownRoleError, module_for, run_role
 from tradebot.universe.cli import app as symbols_app
 
-app = typer.Typer(help="Event-driven trading bot for US equities.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Event-driven trading bot for US equities.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 app.add_typer(symbols_app, name="symbols", help="Inspect and manage the symbol universe.")
 app.add_typer(backfill_app, name="backfill", help="Fetch historical bars from Alpaca or Polygon into the database.")
 app.command(name="bench", help="Measure throughput, latency, ingest, /history and memory (docs/BENCHMARKS.md).")(
-    bench_command)
+    bench_command
+)
 
 
 def parse_scale(values: list[str]) -> dict[str, int]:
@@ -58,9 +60,12 @@ def worker(role: Annotated[str, typer.Argument(help=f"one of: {', '.join(ROLES)}
 
 
 @app.command()
-def migrate(dry_run: Annotated[bool, typer.Option("--dry-run", help="print the DDL instead of applying it")] = False,
-            mode: Annotated[str | None, typer.Option(help="print the full DDL of timescaledb or postgresql, "
-                                                          "without a database")] = None) -> None:
+def migrate(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the DDL instead of applying it")] = False,
+    mode: Annotated[
+        str | None, typer.Option(help="print the full DDL of timescaledb or postgresql, without a database")
+    ] = None,
+) -> None:
     """Apply the database migrations (safe to run twice, and from two processes at once)."""
     from tradebot.storage.schema import migrate as apply_migrations
     from tradebot.storage.schema import render_ddl
@@ -87,8 +92,10 @@ def servers() -> None:
     settings = load_settings()
     setup_logging(settings.log_level)
     with infrastructure(settings) as ready:
-        typer.echo(f"REDIS_URL={_shareable(settings.redis_url, ready.redis_url)}\n"
-                   f"DATABASE_URL={_shareable(settings.database_url, ready.database_url)}\n(Ctrl-C stops them)")
+        typer.echo(
+            f"REDIS_URL={_shareable(settings.redis_url, ready.redis_url)}\n"
+            f"DATABASE_URL={_shareable(settings.database_url, ready.database_url)}\n(Ctrl-C stops them)"
+        )
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
 

@@ -72,8 +72,9 @@ def up(settings: Settings, scale: dict[str, int]) -> int:
         from tradebot.storage.timescale import TimescaleOptions
 
         migrate(ready.database_url or "", options=TimescaleOptions.from_settings(ready))
-        workers = [Managed(role, i + 1, env=worker_environment(ready))
-                   for role, count in scale.items() for i in range(count)]
+        workers = [
+            Managed(role, i + 1, env=worker_environment(ready)) for role, count in scale.items() for i in range(count)
+        ]
         for worker in workers:
             worker.start()
         print_summary(ready, scale)
@@ -97,8 +98,12 @@ def supervise(workers: list[Managed]) -> None:
         if code is None or worker.finished:
             continue
         if code in (0, CONFIG_ERROR_EXIT):  # finished on purpose, or misconfigured: a restart cannot help
-            log.log(logging.INFO if code == 0 else logging.ERROR, "%s %s", worker.name,
-                    "finished" if code == 0 else "stopped on a configuration error (see its line above)")
+            log.log(
+                logging.INFO if code == 0 else logging.ERROR,
+                "%s %s",
+                worker.name,
+                "finished" if code == 0 else "stopped on a configuration error (see its line above)",
+            )
             worker.finished = True
             continue
         if now - worker.started_at > STABLE_AFTER_S:

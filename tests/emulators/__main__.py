@@ -55,17 +55,13 @@ def stream_demo(emulator: WebSocketEmulator, symbols: list[str], interval: float
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.emulators", description=__doc__)
-    parser.add_argument(
-        "emulator", choices=["alpaca-stream", "polygon-stream", "alpaca-rest", "polygon-rest"]
-    )
+    parser.add_argument("emulator", choices=["alpaca-stream", "polygon-stream", "alpaca-rest", "polygon-rest"])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--key", default="test-key", help="API key (Alpaca key id / Polygon key)")
     parser.add_argument("--secret", default="test-secret", help="Alpaca secret key")
     parser.add_argument("--symbols", default="AAPL,MSFT", help="comma-separated symbols")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between demo ticks")
-    parser.add_argument(
-        "--days", type=int, default=5, help="REST: days of synthetic bars up to now"
-    )
+    parser.add_argument("--days", type=int, default=5, help="REST: days of synthetic bars up to now")
     parser.add_argument("--page-size", type=int, default=1000, help="REST: bars per page")
     args = parser.parse_args()
     symbols = [symbol for symbol in args.symbols.split(",") if symbol]
@@ -73,9 +69,7 @@ def main() -> None:
     if args.emulator == "alpaca-stream":
         # No connection limit by hand: a restarted client may race its own previous connection.
         stream_demo(
-            AlpacaStreamEmulator(
-                key=args.key, secret=args.secret, port=args.port, max_connections=None
-            ),
+            AlpacaStreamEmulator(key=args.key, secret=args.secret, port=args.port, max_connections=None),
             symbols,
             args.interval,
         )
@@ -85,13 +79,9 @@ def main() -> None:
         return
     dataset = BarDataset.generate(symbols, utc_now() - timedelta(days=args.days), utc_now())
     if args.emulator == "alpaca-rest":
-        rest = AlpacaRestEmulator(
-            dataset, key=args.key, secret=args.secret, page_size=args.page_size, port=args.port
-        )
+        rest = AlpacaRestEmulator(dataset, key=args.key, secret=args.secret, page_size=args.page_size, port=args.port)
     else:
-        rest = PolygonRestEmulator(
-            dataset, api_key=args.key, page_size=args.page_size, port=args.port
-        )
+        rest = PolygonRestEmulator(dataset, api_key=args.key, page_size=args.page_size, port=args.port)
     rest.serve_forever()
 
 

@@ -107,9 +107,7 @@ class AlpacaRestEmulator(HttpEmulator):
     ) -> None:
         self.dataset = dataset or BarDataset()
         symbols = self.dataset.symbols or ["AAPL", "MSFT"]
-        self.assets = (
-            [dict(a) for a in assets] if assets is not None else [make_asset(s) for s in symbols]
-        )
+        self.assets = [dict(a) for a in assets] if assets is not None else [make_asset(s) for s in symbols]
         self.key, self.secret, self.page_size = key, secret, page_size
         super().__init__(failures=failures, host=host, port=port)
 
@@ -156,9 +154,7 @@ class AlpacaRestEmulator(HttpEmulator):
             start = parse_time(query["start"]) if "start" in query else today
             end = parse_time(query["end"]) if "end" in query else utc_now()
             limit = int(query.get("limit", 1000))
-            offset = (
-                int(base64.urlsafe_b64decode(query["page_token"])) if query.get("page_token") else 0
-            )
+            offset = int(base64.urlsafe_b64decode(query["page_token"])) if query.get("page_token") else 0
         except (ValueError, TypeError) as error:
             return _bad_request(f"invalid query parameter: {error}")
         if not 1 <= limit <= 10_000:
@@ -178,9 +174,7 @@ class AlpacaRestEmulator(HttpEmulator):
         for symbol, bar in page:
             bars.setdefault(symbol, []).append(_bar_json(bar))
         more = offset + len(page) < len(rows)
-        token = (
-            base64.urlsafe_b64encode(str(offset + len(page)).encode()).decode() if more else None
-        )
+        token = base64.urlsafe_b64encode(str(offset + len(page)).encode()).decode() if more else None
         return JSONResponse({"bars": bars, "next_page_token": token})
 
     async def _assets(self, request: Request) -> Response:
@@ -192,10 +186,7 @@ class AlpacaRestEmulator(HttpEmulator):
                 query.get("status") in (None, asset["status"])
                 and query.get("asset_class", "us_equity") == asset["class"]
                 and query.get("exchange") in (None, asset["exchange"])
-                and (
-                    not wanted_attributes
-                    or bool(wanted_attributes & set(asset.get("attributes") or []))
-                )
+                and (not wanted_attributes or bool(wanted_attributes & set(asset.get("attributes") or [])))
             )
 
         return JSONResponse([asset for asset in self.assets if matches(asset)])

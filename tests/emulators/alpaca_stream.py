@@ -142,25 +142,16 @@ class AlpacaStreamEmulator(WebSocketEmulator):
         else:
             await self.send(session, self.error_messages(400, None))
 
-    async def _change_subscriptions(
-        self, session: Session, message: dict[str, Any], adding: bool
-    ) -> None:
+    async def _change_subscriptions(self, session: Session, message: dict[str, Any], adding: bool) -> None:
         requested = {channel: message[channel] for channel in CHANNELS if channel in message}
-        if not all(
-            isinstance(v, list) and all(isinstance(s, str) for s in v) for v in requested.values()
-        ):
+        if not all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in requested.values()):
             await self.send(session, self.error_messages(400, None))
             return
         updated = {channel: set(session.subscriptions.get(channel, ())) for channel in CHANNELS}
         for channel, symbols in requested.items():
-            updated[channel] = (
-                updated[channel] | set(symbols) if adding else updated[channel] - set(symbols)
-            )
+            updated[channel] = updated[channel] | set(symbols) if adding else updated[channel] - set(symbols)
         updated["corrections"] = updated["cancelErrors"] = set(updated["trades"])
-        if (
-            self.symbol_limit is not None
-            and len(updated["trades"] | updated["quotes"]) > self.symbol_limit
-        ):
+        if self.symbol_limit is not None and len(updated["trades"] | updated["quotes"]) > self.symbol_limit:
             await self.send(session, self.error_messages(405, None))
             return
         reply = {"T": "subscription", **{channel: sorted(updated[channel]) for channel in CHANNELS}}

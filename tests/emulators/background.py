@@ -68,9 +68,7 @@ class Observable:
             yield
             self._condition.notify_all()
 
-    def wait_until(
-        self, predicate: Callable[[], T], timeout: float = 5.0, what: str = "condition"
-    ) -> T:
+    def wait_until(self, predicate: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
         """Block until `predicate()` is truthy and return it; TimeoutError after `timeout` s."""
         with self._condition:
             result = self._condition.wait_for(predicate, timeout)
@@ -78,8 +76,6 @@ class Observable:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         return result
 
-    async def wait_until_async(
-        self, predicate: Callable[[], T], timeout: float = 5.0, what: str = "condition"
-    ) -> T:
+    async def wait_until_async(self, predicate: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
         """`wait_until` for async tests: waits in a worker thread so the caller's loop keeps running."""
         return await asyncio.to_thread(self.wait_until, predicate, timeout, what)

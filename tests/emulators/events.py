@@ -185,9 +185,7 @@ def aggregate(bars: Sequence[Bar], timeframe: Timeframe) -> list[Bar]:
             key = datetime.combine(local_day, time(), tzinfo=NEW_YORK).astimezone(UTC)
         else:
             epoch_minute = int(bar.timestamp.timestamp() // 60)
-            key = datetime.fromtimestamp(
-                (epoch_minute - epoch_minute % timeframe.minutes) * 60, UTC
-            )
+            key = datetime.fromtimestamp((epoch_minute - epoch_minute % timeframe.minutes) * 60, UTC)
         buckets.setdefault(key, []).append(bar)
     rolled = []
     for key, group in buckets.items():

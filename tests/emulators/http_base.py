@@ -52,9 +52,7 @@ class RecordedRequest:
 class HttpEmulator(Observable):
     """Base class: subclasses provide `routes()`, `authenticate()` and `failure_body()`."""
 
-    def __init__(
-        self, *, failures: Iterable[Failure] = (), host: str = "127.0.0.1", port: int = 0
-    ) -> None:
+    def __init__(self, *, failures: Iterable[Failure] = (), host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__()
         self.host, self._requested_port, self.port = host, port, 0
         self._failures = list(failures)
@@ -91,9 +89,7 @@ class HttpEmulator(Observable):
         )
         self._server = uvicorn.Server(config)  # not in the main thread: installs no signal handlers
         self._background.start()
-        self._serving = asyncio.run_coroutine_threadsafe(
-            self._server.serve(sockets=[sock]), self._background.loop
-        )
+        self._serving = asyncio.run_coroutine_threadsafe(self._server.serve(sockets=[sock]), self._background.loop)
         return self
 
     def stop(self) -> None:
@@ -178,9 +174,7 @@ class HttpEmulator(Observable):
 
     # ----- request pipeline --------------------------------------------------------------------
 
-    async def _dispatch(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    async def _dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await self._injected_failure(request.url.path) or self.authenticate(request)
         if response is None:
             response = await call_next(request)

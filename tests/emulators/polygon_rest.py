@@ -75,9 +75,7 @@ class PolygonRestEmulator(HttpEmulator):
         return [Route(AGGS_PATH, self._aggs)]
 
     def _error(self, status: int, message: str, kind: str = "ERROR") -> JSONResponse:
-        return JSONResponse(
-            {"status": kind, "request_id": self._request_id(), "error": message}, status
-        )
+        return JSONResponse({"status": kind, "request_id": self._request_id(), "error": message}, status)
 
     def _request_id(self) -> str:
         return f"{next(self._request_ids):032x}"
@@ -142,8 +140,6 @@ class PolygonRestEmulator(HttpEmulator):
             ]
             body["count"] = len(page)
         if offset + len(page) < len(bars):
-            cursor = base64.urlsafe_b64encode(
-                json.dumps({**query, "offset": offset + len(page)}).encode()
-            )
+            cursor = base64.urlsafe_b64encode(json.dumps({**query, "offset": offset + len(page)}).encode())
             body["next_url"] = f"{self.url}{request.url.path}?cursor={cursor.decode()}"
         return JSONResponse(body)

@@ -39,8 +39,7 @@ from .events import NEW_YORK, Bar, Trade
 from .ws_base import Message, Session, Undecodable, WebSocketEmulator
 
 MAX_CONNECTIONS_MESSAGE = (
-    "Maximum number of websocket connections exceeded. You have reached "
-    "the connection limit for your account."
+    "Maximum number of websocket connections exceeded. You have reached the connection limit for your account."
 )
 
 
@@ -69,9 +68,7 @@ class PolygonStreamEmulator(WebSocketEmulator):
     ) -> None:
         super().__init__(scenario, host=host, port=port, max_connections=max_connections)
         self.api_key, self.market = api_key, market
-        self._day_volume: dict[
-            tuple[str, Any], dict[Any, float]
-        ] = {}  # (sym, day) -> {start: volume}
+        self._day_volume: dict[tuple[str, Any], dict[Any, float]] = {}  # (sym, day) -> {start: volume}
         self._day_open: dict[tuple[str, Any], tuple[Any, float]] = {}  # (sym, day) -> (start, open)
 
     @property

@@ -101,9 +101,7 @@ class Gate:
     """Pause the scenario until the test calls `gate.open()` (from any thread)."""
 
     _opened: threading.Event = field(default_factory=threading.Event, repr=False)
-    _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(
-        default_factory=list, repr=False
-    )
+    _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def open(self) -> None:

@@ -188,9 +188,7 @@ class WebSocketEmulator(Observable):
                 (
                     s
                     for s in self._sessions
-                    if s.is_open
-                    and s.authenticated
-                    and all(s.subscribed_to(channel, sym) for sym in wanted)
+                    if s.is_open and s.authenticated and all(s.subscribed_to(channel, sym) for sym in wanted)
                 ),
                 None,
             )
@@ -230,9 +228,7 @@ class WebSocketEmulator(Observable):
         """Send a trade (a `Trade` or its fields) to every subscribed client."""
         return self.push(sc.Send([trade or Trade(**fields)]))
 
-    def push_bar(
-        self, bar: Bar | None = None, bar_channel: str | None = None, **fields: Any
-    ) -> int:
+    def push_bar(self, bar: Bar | None = None, bar_channel: str | None = None, **fields: Any) -> int:
         """Send a bar (a `Bar` or its fields) to every subscribed client."""
         return self.push(sc.Send([bar or Bar(**fields)], bar_channel=bar_channel))
 
@@ -246,9 +242,7 @@ class WebSocketEmulator(Observable):
 
     async def _broadcast(self, step: sc.Step) -> int:
         # Unsubscribed sessions get no market data (filtered per event) but can still be dropped.
-        results = [
-            await self._perform(session, step) for session in self.sessions if session.is_open
-        ]
+        results = [await self._perform(session, step) for session in self.sessions if session.is_open]
         return sum(results)
 
     # ----- connection handling -----------------------------------------------------------------
@@ -283,11 +277,7 @@ class WebSocketEmulator(Observable):
             await self._refuse(session, "bad_credentials", self.auth_failed_messages())
             return
         with self._condition:
-            rejection = (
-                self._steps[0]
-                if self._steps and isinstance(self._steps[0], sc.RejectAuth)
-                else None
-            )
+            rejection = self._steps[0] if self._steps and isinstance(self._steps[0], sc.RejectAuth) else None
         if rejection:
             self._advance(dequeue=True, performing=False)
             await self._refuse(
@@ -317,9 +307,7 @@ class WebSocketEmulator(Observable):
         for frame in reply:
             await self.send(session, frame)
         with self.changing():
-            session.subscriptions = collections.defaultdict(
-                set, {k: set(v) for k, v in subscriptions.items()}
-            )
+            session.subscriptions = collections.defaultdict(set, {k: set(v) for k, v in subscriptions.items()})
             session.subscribed.set()
 
     # ----- scenario playing --------------------------------------------------------------------

@@ -67,8 +67,10 @@ def valid_symbol(symbol: Annotated[str, Path(description="ticker, e.g. AAPL (cas
     """The symbol, upper-cased, if it is a valid ticker."""
     normalized = symbol.strip().upper()
     if not _SYMBOL.fullmatch(normalized):
-        raise unprocessable(f"symbol {symbol!r} is not a valid ticker: 1-10 characters (A-Z, 0-9, '.', '-') "
-                            "starting with a letter, e.g. AAPL or BRK.B")
+        raise unprocessable(
+            f"symbol {symbol!r} is not a valid ticker: 1-10 characters (A-Z, 0-9, '.', '-') "
+            "starting with a letter, e.g. AAPL or BRK.B"
+        )
     return normalized
 
 
@@ -90,8 +92,10 @@ class TimeRange:
 
 
 def time_range(
-    start: Annotated[datetime | None, Query(description="ISO 8601 date or date-time (UTC unless an offset is "
-                                                        "given); bars that start at or after it")] = None,
+    start: Annotated[
+        datetime | None,
+        Query(description="ISO 8601 date or date-time (UTC unless an offset is given); bars that start at or after it"),
+    ] = None,
     end: Annotated[datetime | None, Query(description="ISO 8601; bars that start before it (default: now)")] = None,
 ) -> TimeRange:
     """Start and end in UTC, within range, start not after end."""
@@ -119,8 +123,9 @@ def bar_query(
     symbol: SymbolDep,
     window: TimeRangeDep,
     timeframe: Annotated[Timeframe, Query(description="bucket width")] = "1m",
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="most bars returned; without start, "
-                                                               "the latest ones")] = DEFAULT_LIMIT,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="most bars returned; without start, the latest ones")
+    ] = DEFAULT_LIMIT,
 ) -> BarQuery:
     """Symbol, timeframe, range and limit of a bars request."""
     return BarQuery(symbol, timeframe, window, limit)

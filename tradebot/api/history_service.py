@@ -62,8 +62,9 @@ def _hint(given: object) -> str:
 async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
     """422 with one readable line per problem, plus the structured errors for programs."""
     assert isinstance(error, RequestValidationError)
-    problems = [f"{_where(e['loc'])}: {e['msg']} (got {e.get('input')!r}){_hint(e.get('input'))}"
-                for e in error.errors()]
+    problems = [
+        f"{_where(e['loc'])}: {e['msg']} (got {e.get('input')!r}){_hint(e.get('input'))}" for e in error.errors()
+    ]
     structured = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
     return JSONResponse(status_code=422, content={"detail": "; ".join(problems), "errors": structured})
 
@@ -91,9 +92,12 @@ async def _database_unavailable(request: Request, error: Exception) -> JSONRespo
 
 def create_app(settings: Settings) -> FastAPI:
     """The FastAPI application for ``settings`` (its lifespan connects on start-up)."""
-    app = FastAPI(title="tradebot history API", version="1.0",
-                  description="OHLCV history of US equities from ticks and stored bars; worker health.",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="tradebot history API",
+        version="1.0",
+        description="OHLCV history of US equities from ticks and stored bars; worker health.",
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     app.include_router(routes_history.router)
     app.include_router(routes_health.router)
@@ -112,8 +116,7 @@ def main() -> None:
     settings = load_settings()
     setup_logging(settings.log_level)
     with infrastructure(settings) as ready:
-        uvicorn.run(create_app(ready), host=ready.api_host, port=ready.api_port,
-                    log_level=ready.log_level.lower())
+        uvicorn.run(create_app(ready), host=ready.api_host, port=ready.api_port, log_level=ready.log_level.lower())
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ async def account(redis: RedisDep) -> dict[str, Any]:
     except RECOVERABLE_REDIS_ERRORS as error:
         raise HTTPException(status_code=503, detail=f"Redis unavailable: {error}") from None
     if snapshot is None:
-        raise HTTPException(status_code=404, detail="no order has been executed yet; the account starts at "
-                                                    "STARTING_CASH with no positions")
+        raise HTTPException(
+            status_code=404,
+            detail="no order has been executed yet; the account starts at STARTING_CASH with no positions",
+        )
     return snapshot

@@ -33,9 +33,11 @@ router = APIRouter(tags=["health"])
 def watched_groups(settings: Settings) -> list[tuple[str, str]]:
     """(stream, group) pairs whose backlog /health reports."""
     partitions = settings.tick_partitions
-    return ([(stream, STORAGE_GROUP) for stream in storage_streams(partitions)]
-            + [(stream, STRATEGY_ROLE) for stream in tick_streams(partitions)]
-            + [(ORDERS_NEW, EXECUTION_ROLE)])
+    return (
+        [(stream, STORAGE_GROUP) for stream in storage_streams(partitions)]
+        + [(stream, STRATEGY_ROLE) for stream in tick_streams(partitions)]
+        + [(ORDERS_NEW, EXECUTION_ROLE)]
+    )
 
 
 async def heartbeats(client: aioredis.Redis, now: datetime) -> list[WorkerOut]:
@@ -65,8 +67,16 @@ async def stream_health(client: aioredis.Redis, settings: Settings) -> list[Stre
         if not await client.exists(stream):
             continue
         health = await bus.health(stream, group)
-        found.append(StreamOut(stream=stream, group=group, length=health.length, pending=health.pending,
-                               lag=health.lag, near_cap=health.near_cap))
+        found.append(
+            StreamOut(
+                stream=stream,
+                group=group,
+                length=health.length,
+                pending=health.pending,
+                lag=health.lag,
+                near_cap=health.near_cap,
+            )
+        )
     return found
 
 
@@ -92,5 +102,10 @@ async def health(pool: PoolDep, client: RedisDep, settings: SettingsDep, respons
             redis_ok = False
     status: Literal["ok", "degraded"] = "ok" if reachable and redis_ok is not False else "degraded"
     response.status_code = 200 if status == "ok" else 503
-    return HealthOut(status=status, database=DatabaseOut(reachable=reachable, mode=mode),
-                     redis_reachable=redis_ok, workers=workers, streams=streams)
+    return HealthOut(
+        status=status,
+        database=DatabaseOut(reachable=reachable, mode=mode),
+        redis_reachable=redis_ok,
+        workers=workers,
+        streams=streams,
+    )

@@ -46,8 +46,10 @@ from tradebot.market_data.provider_convert import ALPACA, CONVERSION_ERRORS, alp
 log = logging.getLogger(__name__)
 
 TIMEFRAMES: dict[str, TimeFrame] = {
-    "1m": TimeFrame(1, TimeFrameUnit.Minute), "5m": TimeFrame(5, TimeFrameUnit.Minute),
-    "15m": TimeFrame(15, TimeFrameUnit.Minute), "1h": TimeFrame(1, TimeFrameUnit.Hour),
+    "1m": TimeFrame(1, TimeFrameUnit.Minute),
+    "5m": TimeFrame(5, TimeFrameUnit.Minute),
+    "15m": TimeFrame(15, TimeFrameUnit.Minute),
+    "1h": TimeFrame(1, TimeFrameUnit.Hour),
     "1d": TimeFrame(1, TimeFrameUnit.Day),
 }
 # Alpaca's `end` is inclusive; ours is exclusive.
@@ -58,8 +60,10 @@ def alpaca_credentials(settings: Settings) -> tuple[str, str]:
     """ALPACA_KEY and ALPACA_SECRET, or one line saying to set them."""
     if settings.alpaca_key is None or settings.alpaca_secret is None:
         missing = "ALPACA_KEY" if settings.alpaca_key is None else "ALPACA_SECRET"
-        raise SettingsError(f"{missing} is not set: set ALPACA_KEY and ALPACA_SECRET to your Alpaca API key id "
-                            "and secret (app.alpaca.markets)")
+        raise SettingsError(
+            f"{missing} is not set: set ALPACA_KEY and ALPACA_SECRET to your Alpaca API key id "
+            "and secret (app.alpaca.markets)"
+        )
     return settings.alpaca_key.get_secret_value(), settings.alpaca_secret.get_secret_value()
 
 
@@ -70,10 +74,23 @@ class TimeoutAdapter(requests.adapters.HTTPAdapter):
         super().__init__()
         self.timeout = timeout
 
-    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
-             verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
-        return super().send(request, stream=stream, timeout=self.timeout if timeout is None else timeout,
-                            verify=verify, cert=cert, proxies=proxies)
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        return super().send(
+            request,
+            stream=stream,
+            timeout=self.timeout if timeout is None else timeout,
+            verify=verify,
+            cert=cert,
+            proxies=proxies,
+        )
 
 
 def with_timeout(session: requests.Session, timeout_s: float) -> requests.Session:
@@ -92,8 +109,10 @@ def classify(error: APIError) -> Exception:
         headers = error.response.headers if error.response is not None else {}
         return RetryableError(f"HTTP {status}", retry_after_seconds(headers))
     if status in (401, 403) and "subscription" in body.lower():
-        return FatalError(f"Alpaca refused this data for your plan (HTTP {status}: {_message(body)}): "
-                          "set ALPACA_FEED=iex or upgrade your market data subscription")
+        return FatalError(
+            f"Alpaca refused this data for your plan (HTTP {status}: {_message(body)}): "
+            "set ALPACA_FEED=iex or upgrade your market data subscription"
+        )
     if status in (401, 403):
         return FatalError(f"Alpaca rejected ALPACA_KEY/ALPACA_SECRET (HTTP {status}): set valid keys")
     return RuntimeError(f"HTTP {status}: {_message(body)}")
@@ -122,8 +141,14 @@ class AlpacaBars:
 
     def fetch(self, symbols: Sequence[str], timeframe: Timeframe, start: datetime, end: datetime) -> list[Bar]:
         """Bars of ``symbols`` with start <= timestamp < end, every page of them."""
-        request = StockBarsRequest(symbol_or_symbols=list(symbols), timeframe=TIMEFRAMES[timeframe], start=start,
-                                   end=end - JUST_BEFORE, feed=self.feed, adjustment=Adjustment.RAW)
+        request = StockBarsRequest(
+            symbol_or_symbols=list(symbols),
+            timeframe=TIMEFRAMES[timeframe],
+            start=start,
+            end=end - JUST_BEFORE,
+            feed=self.feed,
+            adjustment=Adjustment.RAW,
+        )
         try:
             result = self.client.get_stock_bars(request)
         except APIError as error:

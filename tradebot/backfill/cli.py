@@ -19,15 +19,23 @@ from tradebot.common.models import SYMBOL_PATTERN
 TIMEFRAME_CHOICES = ("1d", "1h", "15m", "5m", "1m")
 
 Days = Annotated[int | None, typer.Option("--days", min=0, help="daily bars for the last N days [BACKFILL_DAYS]")]
-MinuteDays = Annotated[int | None, typer.Option(
-    "--minute-days", min=0, help="intraday (1m/5m/15m/1h) bars for the last N days [BACKFILL_MINUTE_DAYS]")]
-Timeframes = Annotated[str, typer.Option(
-    "--timeframes", help=f"comma-separated, from: {','.join(TIMEFRAME_CHOICES)}")]
-Symbols = Annotated[str | None, typer.Option(
-    "--symbols", help="comma-separated tickers instead of the SYMBOL_MODE universe, e.g. AAPL,MSFT")]
+MinuteDays = Annotated[
+    int | None,
+    typer.Option(
+        "--minute-days", min=0, help="intraday (1m/5m/15m/1h) bars for the last N days [BACKFILL_MINUTE_DAYS]"
+    ),
+]
+Timeframes = Annotated[str, typer.Option("--timeframes", help=f"comma-separated, from: {','.join(TIMEFRAME_CHOICES)}")]
+Symbols = Annotated[
+    str | None,
+    typer.Option("--symbols", help="comma-separated tickers instead of the SYMBOL_MODE universe, e.g. AAPL,MSFT"),
+]
 
-app = typer.Typer(help="Fetch historical bars into the database: resumable, idempotent, with progress.",
-                  invoke_without_command=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Fetch historical bars into the database: resumable, idempotent, with progress.",
+    invoke_without_command=True,
+    pretty_exceptions_enable=False,
+)
 
 
 def parse_options(days: int | None, minute_days: int | None, timeframes: str, symbols: str | None) -> BackfillOptions:
@@ -63,22 +71,35 @@ def _polygon(settings: Settings) -> BarSource:
 
 
 @app.callback()
-def default(ctx: typer.Context, days: Days = None, minute_days: MinuteDays = None,
-            timeframes: Timeframes = ",".join(DEFAULT_TIMEFRAMES), symbols: Symbols = None) -> None:
+def default(
+    ctx: typer.Context,
+    days: Days = None,
+    minute_days: MinuteDays = None,
+    timeframes: Timeframes = ",".join(DEFAULT_TIMEFRAMES),
+    symbols: Symbols = None,
+) -> None:
     """Without a subcommand: the Alpaca backfill."""
     if ctx.invoked_subcommand is None:
         _run(_alpaca, parse_options(days, minute_days, timeframes, symbols))
 
 
 @app.command()
-def alpaca(days: Days = None, minute_days: MinuteDays = None, timeframes: Timeframes = ",".join(DEFAULT_TIMEFRAMES),
-           symbols: Symbols = None) -> None:
+def alpaca(
+    days: Days = None,
+    minute_days: MinuteDays = None,
+    timeframes: Timeframes = ",".join(DEFAULT_TIMEFRAMES),
+    symbols: Symbols = None,
+) -> None:
     """Alpaca historical bars (ALPACA_KEY, ALPACA_SECRET; ALPACA_FEED)."""
     _run(_alpaca, parse_options(days, minute_days, timeframes, symbols))
 
 
 @app.command()
-def polygon(days: Days = None, minute_days: MinuteDays = None, timeframes: Timeframes = ",".join(DEFAULT_TIMEFRAMES),
-            symbols: Symbols = None) -> None:
+def polygon(
+    days: Days = None,
+    minute_days: MinuteDays = None,
+    timeframes: Timeframes = ",".join(DEFAULT_TIMEFRAMES),
+    symbols: Symbols = None,
+) -> None:
     """Polygon aggregates (POLYGON_API_KEY)."""
     _run(_polygon, parse_options(days, minute_days, timeframes, symbols))

@@ -45,7 +45,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REST_URL = "https://api.polygon.io"
 TIMESPANS: dict[str, tuple[int, str]] = {
-    "1m": (1, "minute"), "5m": (5, "minute"), "15m": (15, "minute"), "1h": (1, "hour"), "1d": (1, "day"),
+    "1m": (1, "minute"),
+    "5m": (5, "minute"),
+    "15m": (15, "minute"),
+    "1h": (1, "hour"),
+    "1d": (1, "day"),
 }
 MAX_LIMIT = 50_000
 
@@ -66,8 +70,15 @@ class SurfaceErrors(Retry):
         kwargs.setdefault("status_forcelist", frozenset(range(400, 600)))
         super().__init__(**kwargs)
 
-    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
-                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> SurfaceErrors:
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> SurfaceErrors:
         if response is not None and response.status >= 400:
             body = response.data.decode("utf-8", "replace") if response.data else ""
             raise HTTPStatusError(response.status, response.headers, body)
@@ -85,10 +96,21 @@ def rest_client(settings: Settings, timeout_s: float) -> RESTClient:
     """The official client on POLYGON_REST_URL (or Polygon's), with error responses surfaced and
     timeouts that apply (see the module docstring)."""
     connect_s, read_s = rest_timeouts(timeout_s)
-    client = RESTClient(polygon_api_key(settings), base=(settings.polygon_rest_url or DEFAULT_REST_URL).rstrip("/"),
-                        retries=0, connect_timeout=connect_s, read_timeout=read_s)
-    client.client = urllib3.PoolManager(num_pools=10, headers=client.headers, ca_certs=certifi.where(),
-                                        cert_reqs="CERT_REQUIRED", retries=SurfaceErrors(), timeout=client.timeout)
+    client = RESTClient(
+        polygon_api_key(settings),
+        base=(settings.polygon_rest_url or DEFAULT_REST_URL).rstrip("/"),
+        retries=0,
+        connect_timeout=connect_s,
+        read_timeout=read_s,
+    )
+    client.client = urllib3.PoolManager(
+        num_pools=10,
+        headers=client.headers,
+        ca_certs=certifi.where(),
+        cert_reqs="CERT_REQUIRED",
+        retries=SurfaceErrors(),
+        timeout=client.timeout,
+    )
     return client
 
 
@@ -97,8 +119,10 @@ def classify(error: HTTPStatusError) -> Exception:
     if error.status == 429 or error.status >= 500:
         return RetryableError(f"HTTP {error.status}", retry_after_seconds(error.headers))
     if error.status in (401, 403):
-        return FatalError(f"Polygon rejected POLYGON_API_KEY for this data (HTTP {error.status}: "
-                          f"{error.body[:120]}): set a valid key, or one whose plan includes it")
+        return FatalError(
+            f"Polygon rejected POLYGON_API_KEY for this data (HTTP {error.status}: "
+            f"{error.body[:120]}): set a valid key, or one whose plan includes it"
+        )
     return RuntimeError(str(error))
 
 
@@ -129,8 +153,18 @@ class PolygonBars:
         (symbol,) = symbols
         multiplier, timespan = TIMESPANS[timeframe]
         try:
-            aggs = list(self.client.list_aggs(symbol, multiplier, timespan, unix_ms(start), unix_ms(end) - 1,
-                                              adjusted=False, sort="asc", limit=MAX_LIMIT))
+            aggs = list(
+                self.client.list_aggs(
+                    symbol,
+                    multiplier,
+                    timespan,
+                    unix_ms(start),
+                    unix_ms(end) - 1,
+                    adjusted=False,
+                    sort="asc",
+                    limit=MAX_LIMIT,
+                )
+            )
         except HTTPStatusError as error:
             raise classify(error) from error
         except (urllib3.exceptions.HTTPError, OSError) as error:

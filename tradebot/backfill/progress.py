@@ -36,8 +36,9 @@ class Request:
     end: datetime
 
 
-async def stored_ranges(executor: Executor, source: str, symbols: Sequence[str],
-                        timeframes: Sequence[str]) -> dict[tuple[str, str], StoredRange]:
+async def stored_ranges(
+    executor: Executor, source: str, symbols: Sequence[str], timeframes: Sequence[str]
+) -> dict[tuple[str, str], StoredRange]:
     """(first, last) bar start stored per (symbol, timeframe) for ``source``."""
     async with connection(executor) as conn:
         rows = await conn.fetch(_STORED_RANGES_SQL, source, list(symbols), list(timeframes))
@@ -56,17 +57,24 @@ def missing_ranges(window_start: datetime, end: datetime, stored: StoredRange | 
 def chunks(items: Sequence[str], size: int) -> Iterable[tuple[str, ...]]:
     """Consecutive slices of at most ``size`` items."""
     for start in range(0, len(items), size):
-        yield tuple(items[start:start + size])
+        yield tuple(items[start : start + size])
 
 
-def plan_requests(symbols: Sequence[str], windows: Mapping[Timeframe, timedelta], end: datetime,
-                  stored: Mapping[tuple[str, str], StoredRange], batch_size: int) -> list[Request]:
+def plan_requests(
+    symbols: Sequence[str],
+    windows: Mapping[Timeframe, timedelta],
+    end: datetime,
+    stored: Mapping[tuple[str, str], StoredRange],
+    batch_size: int,
+) -> list[Request]:
     """Every request still needed, symbols sharing a range batched ``batch_size`` at a time."""
     by_range: dict[tuple[Timeframe, datetime, datetime], list[str]] = {}
     for timeframe, window in windows.items():
         for symbol in symbols:
             for start, stop in missing_ranges(end - window, end, stored.get((symbol, timeframe))):
                 by_range.setdefault((timeframe, start, stop), []).append(symbol)
-    return [Request(timeframe, batch, start, stop)
-            for (timeframe, start, stop), members in by_range.items()
-            for batch in chunks(members, batch_size)]
+    return [
+        Request(timeframe, batch, start, stop)
+        for (timeframe, start, stop), members in by_range.items()
+        for batch in chunks(members, batch_size)
+    ]

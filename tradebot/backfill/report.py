@@ -77,8 +77,10 @@ def _listed(symbols: list[str]) -> str:
 
 def summary_table(report: BackfillReport) -> Table:
     """Done / skipped / failed: how many symbols, which, and the bars written."""
-    table = Table(title=f"{report.provider} backfill",
-                  caption=f"{report.written} bars stored · {report.requests} requests · {report.retries} retries")
+    table = Table(
+        title=f"{report.provider} backfill",
+        caption=f"{report.written} bars stored · {report.requests} requests · {report.retries} retries",
+    )
     for column in ("outcome", "symbols", "bars stored", "which"):
         table.add_column(column, justify="right" if column in ("symbols", "bars stored") else "left")
     for status, symbols in report.by_status().items():

@@ -124,8 +124,13 @@ class RetryPolicy:
 class Pacer:
     """Keeps the starts of any two requests at least ``delay_s`` apart (RATE_LIMIT_DELAY)."""
 
-    def __init__(self, delay_s: float, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+    def __init__(
+        self,
+        delay_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ):
         self.delay_s = delay_s
         self._clock = clock
         self._sleep = sleep
@@ -163,8 +168,9 @@ class Fetcher:
                     raise RetryableError(f"{error} (gave up after {attempt} attempts)") from error
                 delay = self.policy.delay_s(attempt, error.retry_after_s)
                 self.retries += 1
-                log.debug("%s %s %s: %s; retrying in %.2fs", self.source.name, timeframe, ",".join(symbols),
-                          error, delay)
+                log.debug(
+                    "%s %s %s: %s; retrying in %.2fs", self.source.name, timeframe, ",".join(symbols), error, delay
+                )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
 
@@ -172,7 +178,7 @@ class Fetcher:
         """1-minute bars of any number of symbols, batched by the source's batch size (gap repair)."""
         bars: list[Bar] = []
         for first in range(0, len(symbols), self.source.batch_size):
-            bars += await self.fetch(symbols[first:first + self.source.batch_size], "1m", start, end)
+            bars += await self.fetch(symbols[first : first + self.source.batch_size], "1m", start, end)
         return bars
 
 
@@ -189,13 +195,21 @@ class BackfillOptions:
         """How far back each timeframe goes: daily bars BACKFILL_DAYS, intraday BACKFILL_MINUTE_DAYS."""
         days = self.days if self.days is not None else settings.backfill_days
         minute_days = self.minute_days if self.minute_days is not None else settings.backfill_minute_days
-        spans = {timeframe: timedelta(days=minute_days if timeframe in INTRADAY else days)
-                 for timeframe in self.timeframes}
+        spans = {
+            timeframe: timedelta(days=minute_days if timeframe in INTRADAY else days) for timeframe in self.timeframes
+        }
         return {timeframe: span for timeframe, span in spans.items() if span > timedelta(0)}
 
 
-async def execute(fetcher: Fetcher, pool: asyncpg.Pool, requests: Sequence[Request], report: BackfillReport,
-                  *, concurrency: int, advance: Callable[[int, int], None]) -> None:
+async def execute(
+    fetcher: Fetcher,
+    pool: asyncpg.Pool,
+    requests: Sequence[Request],
+    report: BackfillReport,
+    *,
+    concurrency: int,
+    advance: Callable[[int, int], None],
+) -> None:
     """Run every request (at most ``concurrency`` at once) and store the bars; FatalError stops all."""
     slots = asyncio.Semaphore(concurrency)
 
@@ -239,22 +253,38 @@ async def store(pool: asyncpg.Pool, bars: list[Bar], report: BackfillReport) -> 
 
 def progress_bar(console: Console) -> Progress:
     """Series done of total, bars fetched, elapsed time and ETA."""
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("series • {task.fields[bars]} bars"), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=console)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("series • {task.fields[bars]} bars"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
-async def backfill(settings: Settings, source: BarSource, options: BackfillOptions, *,
-                   now: datetime | None = None, console: Console | None = None,
-                   policy: RetryPolicy | None = None) -> BackfillReport:
+async def backfill(
+    settings: Settings,
+    source: BarSource,
+    options: BackfillOptions,
+    *,
+    now: datetime | None = None,
+    console: Console | None = None,
+    policy: RetryPolicy | None = None,
+) -> BackfillReport:
     """Fetch what is missing of each window for the universe (or ``options.symbols``) and store it."""
     assert settings.database_url, "the caller fills in DATABASE_URL (runtime.infrastructure)"
     symbols = list(options.symbols or await _universe(settings))
     end = now or datetime.now(UTC)
     windows = options.windows(settings)
     await apply_migrations(settings.database_url, options=TimescaleOptions.from_settings(settings))
-    pool = await create_pool(settings.database_url, max_size=settings.backfill_concurrent_requests + 1,
-                             application_name=f"tradebot-backfill-{source.name}")
+    pool = await create_pool(
+        settings.database_url,
+        max_size=settings.backfill_concurrent_requests + 1,
+        application_name=f"tradebot-backfill-{source.name}",
+    )
     report = BackfillReport.for_symbols(source.name, symbols)
     fetcher = Fetcher(source, policy or RetryPolicy(), Pacer(settings.rate_limit_delay))
     try:
@@ -270,8 +300,9 @@ async def backfill(settings: Settings, source: BarSource, options: BackfillOptio
                 fetched += bars
                 progress.update(task, advance=series, bars=fetched)
 
-            await execute(fetcher, pool, requests, report, concurrency=settings.backfill_concurrent_requests,
-                          advance=advance)
+            await execute(
+                fetcher, pool, requests, report, concurrency=settings.backfill_concurrent_requests, advance=advance
+            )
     finally:
         report.retries = fetcher.retries
         await pool.close()
@@ -285,8 +316,9 @@ async def _universe(settings: Settings) -> list[str]:
         raise FatalError(str(error)) from None
 
 
-def backfill_command(make_source: Callable[[Settings], BarSource], options: BackfillOptions,
-                     console: Console | None = None) -> int:
+def backfill_command(
+    make_source: Callable[[Settings], BarSource], options: BackfillOptions, console: Console | None = None
+) -> int:
     """Load settings, run one backfill with a progress bar, print the summary; returns the exit code."""
     settings = load_settings()
     setup_logging(settings.log_level)

@@ -22,8 +22,10 @@ CONSUME_TIMEOUT_S = 120.0
 def sample_ticks(count: int) -> list[Tick]:
     """``count`` ticks of one symbol, one microsecond apart."""
     start = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
-    return [Tick.create("AAPL", 200 + (i % 100) * 0.01, 100, start + timedelta(microseconds=i), trade_id=i)
-            for i in range(count)]
+    return [
+        Tick.create("AAPL", 200 + (i % 100) * 0.01, 100, start + timedelta(microseconds=i), trade_id=i)
+        for i in range(count)
+    ]
 
 
 async def measure_batch(bus: Bus, ticks: list[Tick], batch: int) -> dict[str, float]:
@@ -32,7 +34,7 @@ async def measure_batch(bus: Bus, ticks: list[Tick], batch: int) -> dict[str, fl
     await bus.ensure_group(STREAM, GROUP)
     began = time.perf_counter()
     for i in range(0, len(ticks), batch):
-        await bus.publish((STREAM, tick) for tick in ticks[i:i + batch])
+        await bus.publish((STREAM, tick) for tick in ticks[i : i + batch])
     publish_s = time.perf_counter() - began
     began = time.perf_counter()
     consumed = 0
@@ -44,12 +46,17 @@ async def measure_batch(bus: Bus, ticks: list[Tick], batch: int) -> dict[str, fl
         consumed += len(deliveries)
     consume_s = time.perf_counter() - began
     await bus.redis.delete(STREAM)
-    return {"batch": batch, "messages": len(ticks), "publish_per_s": len(ticks) / publish_s,
-            "consume_ack_per_s": len(ticks) / consume_s}
+    return {
+        "batch": batch,
+        "messages": len(ticks),
+        "publish_per_s": len(ticks) / publish_s,
+        "consume_ack_per_s": len(ticks) / consume_s,
+    }
 
 
-async def bench_bus(redis_url: str, batches: tuple[int, ...] = (1, 100, 1000),
-                    messages: int = 100_000) -> list[dict[str, float]]:
+async def bench_bus(
+    redis_url: str, batches: tuple[int, ...] = (1, 100, 1000), messages: int = 100_000
+) -> list[dict[str, float]]:
     """One row per batch size; batch size 1 uses fewer messages (one round trip each)."""
     bus = Bus(connect(redis_url), maxlen=max(messages * 2, 1000))
     try:
@@ -68,10 +75,16 @@ async def measure_bus(redis_url: str, messages: int) -> list[Figure]:
     figures = []
     for row in rows:
         batch, count = int(row["batch"]), int(row["messages"])
-        publish = (f"{count:,} Tick events via Bus.publish, pipelined batches of {batch} (one round trip per "
-                   "batch, MAXLEN ~ on), one process")
-        consume = (f"{count:,} entries read by one consumer with XREADGROUP COUNT {batch}, every event decoded "
-                   "and validated, each batch XACKed")
-        figures += [Figure("bus", f"publish, batch {batch}", row["publish_per_s"], "msgs/s", publish, row),
-                    Figure("bus", f"consume + ack, batch {batch}", row["consume_ack_per_s"], "msgs/s", consume, row)]
+        publish = (
+            f"{count:,} Tick events via Bus.publish, pipelined batches of {batch} (one round trip per "
+            "batch, MAXLEN ~ on), one process"
+        )
+        consume = (
+            f"{count:,} entries read by one consumer with XREADGROUP COUNT {batch}, every event decoded "
+            "and validated, each batch XACKed"
+        )
+        figures += [
+            Figure("bus", f"publish, batch {batch}", row["publish_per_s"], "msgs/s", publish, row),
+            Figure("bus", f"consume + ack, batch {batch}", row["consume_ack_per_s"], "msgs/s", consume, row),
+        ]
     return figures

@@ -55,13 +55,24 @@ class BenchSizes:
     storage: StorageSizes
 
 
-DEFAULT_SIZES = BenchSizes(bus_messages=100_000, strategy_ticks=100_000, e2e_ticks=200_000, e2e_offered_rate=50_000,
-                           latency_rates=(1_000, 5_000, 20_000), latency_seconds=20,
-                           storage=StorageSizes(table_ticks=2_000_000, ingest_rows=200_000, samples=30,
-                                                load_seconds=10))
-QUICK_SIZES = BenchSizes(bus_messages=20_000, strategy_ticks=20_000, e2e_ticks=30_000, e2e_offered_rate=50_000,
-                         latency_rates=(1_000, 5_000, 20_000), latency_seconds=3,
-                         storage=StorageSizes(table_ticks=200_000, ingest_rows=20_000, samples=10, load_seconds=3))
+DEFAULT_SIZES = BenchSizes(
+    bus_messages=100_000,
+    strategy_ticks=100_000,
+    e2e_ticks=200_000,
+    e2e_offered_rate=50_000,
+    latency_rates=(1_000, 5_000, 20_000),
+    latency_seconds=20,
+    storage=StorageSizes(table_ticks=2_000_000, ingest_rows=200_000, samples=30, load_seconds=10),
+)
+QUICK_SIZES = BenchSizes(
+    bus_messages=20_000,
+    strategy_ticks=20_000,
+    e2e_ticks=30_000,
+    e2e_offered_rate=50_000,
+    latency_rates=(1_000, 5_000, 20_000),
+    latency_seconds=3,
+    storage=StorageSizes(table_ticks=200_000, ingest_rows=20_000, samples=10, load_seconds=3),
+)
 
 Step = Callable[[BenchTarget, WorkerPool, BenchSizes], Awaitable[list[Figure]]]
 
@@ -95,14 +106,19 @@ STEPS: dict[str, Step] = {"bus": _bus, "strategy": _strategy, "e2e": _e2e, "late
 
 def memory_figures(workers: WorkerPool) -> list[Figure]:
     """Peak RSS per role over every worker process the run started."""
-    method = ("psutil RSS of each worker process sampled every 0.25 s over the whole run "
-              "(e2e, latency and HTTP-load runs); the maximum over the processes of the role")
-    return [Figure("memory", f"peak RSS, {role}", rss / MiB, "MiB", method, {"bytes": rss})
-            for role, rss in sorted(workers.peak_rss.items())]
+    method = (
+        "psutil RSS of each worker process sampled every 0.25 s over the whole run "
+        "(e2e, latency and HTTP-load runs); the maximum over the processes of the role"
+    )
+    return [
+        Figure("memory", f"peak RSS, {role}", rss / MiB, "MiB", method, {"bytes": rss})
+        for role, rss in sorted(workers.peak_rss.items())
+    ]
 
 
-async def run_sections(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes, sections: list[str],
-                       report: Report, console: Console) -> None:
+async def run_sections(
+    target: BenchTarget, workers: WorkerPool, sizes: BenchSizes, sections: list[str], report: Report, console: Console
+) -> None:
     """Run each section in turn; a failed one becomes an n/a row with the error."""
     for name in sections:
         began = time.monotonic()
@@ -118,9 +134,16 @@ async def run_sections(target: BenchTarget, workers: WorkerPool, sizes: BenchSiz
     await clear_bench_redis(target)
 
 
-def run_bench(settings: Settings, *, quick: bool = False, out: Path = Path("bench-results.json"),
-              sections: list[str] | None = None, table_ticks: int | None = None,
-              sizes: BenchSizes | None = None, console: Console | None = None) -> Report:
+def run_bench(
+    settings: Settings,
+    *,
+    quick: bool = False,
+    out: Path = Path("bench-results.json"),
+    sections: list[str] | None = None,
+    table_ticks: int | None = None,
+    sizes: BenchSizes | None = None,
+    console: Console | None = None,
+) -> Report:
     """Run the benchmark on the bench servers (see ``tradebot.bench.target``); print and write it.
 
     ``sizes`` overrides the default (or ``quick``) sizes, e.g. tiny ones for a smoke test.
@@ -130,10 +153,15 @@ def run_bench(settings: Settings, *, quick: bool = False, out: Path = Path("benc
     if table_ticks:
         sizes = replace(sizes, storage=replace(sizes.storage, table_ticks=table_ticks))
     chosen = [name for name in SECTIONS if not sections or name in sections]
-    report = Report(meta={"command": " ".join(["tradebot bench", *sys.argv[1:]]), "quick": quick,
-                          "sizes": asdict(sizes), "sections": chosen,
-                          "settings": {"tick_partitions": settings.tick_partitions,
-                                       "bus_batch_size": settings.bus_batch_size}})
+    report = Report(
+        meta={
+            "command": " ".join(["tradebot bench", *sys.argv[1:]]),
+            "quick": quick,
+            "sizes": asdict(sizes),
+            "sections": chosen,
+            "settings": {"tick_partitions": settings.tick_partitions, "bus_batch_size": settings.bus_batch_size},
+        }
+    )
     began = time.monotonic()
     with bench_target(settings) as target, worker_pool(settings.data_dir / "bench-logs") as workers:
         report.meta["servers"] = "given URLs" if settings.redis_url else "embedded, started for the bench"
@@ -142,8 +170,10 @@ def run_bench(settings: Settings, *, quick: bool = False, out: Path = Path("benc
     report.meta["duration_s"] = round(time.monotonic() - began, 1)
     print_report(report)
     report.write(out)
-    console.print(f"{len(report.figures)} figures in {report.meta['duration_s']:.0f} s; JSON written to {out}; "
-                  f"worker logs in {settings.data_dir / 'bench-logs'}")
+    console.print(
+        f"{len(report.figures)} figures in {report.meta['duration_s']:.0f} s; JSON written to {out}; "
+        f"worker logs in {settings.data_dir / 'bench-logs'}"
+    )
     return report
 
 

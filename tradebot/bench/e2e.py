@@ -39,15 +39,17 @@ async def start_pipeline(target: BenchTarget, bus: Bus, workers: WorkerPool, *, 
     env = worker_environment(settings, api_port=free_port())
     for role in CONSUMERS + (("api",) if api else ()):
         workers.start(role, env)
-    await wait_for(lambda: consumers_ready(bus, settings.tick_partitions), READY_TIMEOUT_S,
-                   "the workers to take their partitions")
+    await wait_for(
+        lambda: consumers_ready(bus, settings.tick_partitions), READY_TIMEOUT_S, "the workers to take their partitions"
+    )
     return env
 
 
 def start_feed(workers: WorkerPool, env: dict[str, str], run: FeedRun) -> subprocess.Popen:
     """The mock feed at ``run.rate``, stopping by itself after ``run.ticks``."""
-    return workers.start("market_data", {**env, "MOCK_TICKS_PER_SECOND": str(run.rate),
-                                         "MOCK_MAX_TICKS": str(run.ticks)})
+    return workers.start(
+        "market_data", {**env, "MOCK_TICKS_PER_SECOND": str(run.rate), "MOCK_MAX_TICKS": str(run.ticks)}
+    )
 
 
 async def time_to_store(counter: TableCounter, ticks: int, timeout_s: float) -> tuple[float, float]:
@@ -66,8 +68,9 @@ async def time_to_store(counter: TableCounter, ticks: int, timeout_s: float) -> 
         await asyncio.sleep(POLL_S)
 
 
-async def measure_throughput(target: BenchTarget, workers: WorkerPool, run: FeedRun,
-                             timeout_s: float = 600.0) -> list[Figure]:
+async def measure_throughput(
+    target: BenchTarget, workers: WorkerPool, run: FeedRun, timeout_s: float = 600.0
+) -> list[Figure]:
     """Ticks stored per second with every worker running (see the figure's method)."""
     bus = Bus.from_settings(target.bench_settings)
     partitions = target.settings.tick_partitions
@@ -82,14 +85,30 @@ async def measure_throughput(target: BenchTarget, workers: WorkerPool, run: Feed
         workers.stop_all()
         await bus.close()
     stored_rate = run.ticks / max(last - first, POLL_S)
-    method = (f"mock feed: {run.label} ({run.ticks:,} ticks, {BENCH_SYMBOLS} symbols, {partitions} partitions); "
-              "market_data, strategy, execution, storage, api: one process each; time from the first to the "
-              f"last of the {run.ticks:,} rows appearing in `ticks` (COUNT(*) polled every 0.1 s)")
+    method = (
+        f"mock feed: {run.label} ({run.ticks:,} ticks, {BENCH_SYMBOLS} symbols, {partitions} partitions); "
+        "market_data, strategy, execution, storage, api: one process each; time from the first to the "
+        f"last of the {run.ticks:,} rows appearing in `ticks` (COUNT(*) polled every 0.1 s)"
+    )
     feed_method = "ticks published / span of their tick-stream entry ids (Redis server ms), same run"
-    return [Figure("end to end", "ticks stored/s, every worker running", stored_rate, "ticks/s", method,
-                   {"ticks": run.ticks, "seconds": last - first, **rows}),
-            Figure("end to end", "ticks published/s by the mock feed, same run", rate, "ticks/s", feed_method,
-                   {"published": published})]
+    return [
+        Figure(
+            "end to end",
+            "ticks stored/s, every worker running",
+            stored_rate,
+            "ticks/s",
+            method,
+            {"ticks": run.ticks, "seconds": last - first, **rows},
+        ),
+        Figure(
+            "end to end",
+            "ticks published/s by the mock feed, same run",
+            rate,
+            "ticks/s",
+            feed_method,
+            {"published": published},
+        ),
+    ]
 
 
 async def publish_rate(bus: Bus, partitions: int) -> tuple[int, float]:

@@ -88,13 +88,16 @@ async def measure_latency(target: BenchTarget, workers: WorkerPool, run: FeedRun
 def _exited(process: subprocess.Popen) -> Callable[[], Awaitable[bool]]:
     async def exited() -> bool:
         return process.poll() is not None
+
     return exited
 
 
 async def _drained(bus: Bus, partitions: int) -> bool:
     """Wait (bounded) for the strategy to apply every tick; False if it could not."""
+
     async def nothing_left() -> bool:
         return await strategy_backlog(bus, partitions) == 0
+
     try:
         await wait_for(nothing_left, DRAIN_TIMEOUT_S, "the strategy to drain")
         return True
@@ -111,11 +114,18 @@ def rate_figure(run: FeedRun, achieved: float, left_at_end: dict[str, int], drai
     offered_reached = achieved >= OFFERED_REACHED * run.rate
     kept_up = drained and left_at_end["strategy"] <= run.rate  # less than a second of ticks behind
     behind = ", ".join(f"{role} {count:,}" for role, count in left_at_end.items())
-    method = ("ticks published / span of their stream entry ids. Offered rate reached (≥ 95 %): "
-              f"{_yes(offered_reached)}; strategy kept up (under a second of ticks behind when the feed finished): "
-              f"{_yes(kept_up)}; entries not yet done then: {behind}")
-    detail = {"offered": run.rate, "offered_reached": offered_reached, "strategy_kept_up": kept_up,
-              "backlog_when_feed_finished": left_at_end, "drained": drained}
+    method = (
+        "ticks published / span of their stream entry ids. Offered rate reached (≥ 95 %): "
+        f"{_yes(offered_reached)}; strategy kept up (under a second of ticks behind when the feed finished): "
+        f"{_yes(kept_up)}; entries not yet done then: {behind}"
+    )
+    detail = {
+        "offered": run.rate,
+        "offered_reached": offered_reached,
+        "strategy_kept_up": kept_up,
+        "backlog_when_feed_finished": left_at_end,
+        "drained": drained,
+    }
     return [Figure(SECTION, f"achieved ticks/s at {run.label}", achieved, "ticks/s", method, detail)]
 
 
@@ -123,12 +133,18 @@ def latency_figures(run: FeedRun, total: list[float], on_bus: list[float]) -> li
     """p50/p95/p99 from tick creation, and p50/p99 from the tick on the bus, to the order on the bus."""
     if len(total) < 2:
         return [Figure(SECTION, f"tick → order at {run.label}", None, "ms", "fewer than two orders in the run")]
-    setup = (f"full pipeline (feed with {BENCH_SYMBOLS} symbols, strategy, execution, storage: one process each), "
-             f"{run.ticks / run.rate:.0f} s at {run.label}, all {len(total):,} orders of the run: ")
+    setup = (
+        f"full pipeline (feed with {BENCH_SYMBOLS} symbols, strategy, execution, storage: one process each), "
+        f"{run.ticks / run.rate:.0f} s at {run.label}, all {len(total):,} orders of the run: "
+    )
     from_creation = setup + "orders.new entry id (Redis ms) − the tick's wall-clock time at generation"
     from_bus = setup + "orders.new entry id − the tick's own entry id (both Redis ms): without the feed's batching"
     detail = {"orders": len(total)}
-    created = [Figure(SECTION, f"p{q} at {run.label}", percentile(total, q / 100), "ms", from_creation, detail)
-               for q in (50, 95, 99)]
-    return created + [Figure(SECTION, f"p{q} on the bus only, at {run.label}", percentile(on_bus, q / 100), "ms",
-                             from_bus, detail) for q in (50, 99)]
+    created = [
+        Figure(SECTION, f"p{q} at {run.label}", percentile(total, q / 100), "ms", from_creation, detail)
+        for q in (50, 95, 99)
+    ]
+    return created + [
+        Figure(SECTION, f"p{q} on the bus only, at {run.label}", percentile(on_bus, q / 100), "ms", from_bus, detail)
+        for q in (50, 99)
+    ]

@@ -68,9 +68,11 @@ async def strategy_backlog(bus: Bus, partitions: int) -> int:
 
 async def pipeline_backlog(bus: Bus, partitions: int) -> dict[str, int]:
     """What each role still has to do."""
-    return {"strategy": await strategy_backlog(bus, partitions),
-            "execution": await bus.backlog([ORDERS_NEW], EXECUTION_ROLE),
-            "storage": await bus.backlog(storage_streams(partitions), STORAGE_GROUP)}
+    return {
+        "strategy": await strategy_backlog(bus, partitions),
+        "execution": await bus.backlog([ORDERS_NEW], EXECUTION_ROLE),
+        "storage": await bus.backlog(storage_streams(partitions), STORAGE_GROUP),
+    }
 
 
 async def stream_time_span(bus: Bus, streams: list[str]) -> tuple[int, int, int]:

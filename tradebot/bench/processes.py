@@ -35,11 +35,21 @@ def worker_environment(settings: Settings, **overrides: object) -> dict[str, str
     is measured (environment variables take precedence over the file).
     """
     assert settings.redis_url and settings.database_url
-    env = dict(os.environ, REDIS_URL=settings.redis_url, DATABASE_URL=settings.database_url,
-               DATA_DIR=str(settings.data_dir), LOG_LEVEL="INFO", SYMBOL_MODE="popular", MAX_SYMBOLS=str(BENCH_SYMBOLS),
-               TICK_PARTITIONS=str(settings.tick_partitions), BUS_BATCH_SIZE=str(settings.bus_batch_size),
-               BUS_BLOCK_MS=str(settings.bus_block_ms), STREAM_MAXLEN=str(settings.stream_maxlen),
-               SHORT_WINDOW=str(settings.short_window), LONG_WINDOW=str(settings.long_window))
+    env = dict(
+        os.environ,
+        REDIS_URL=settings.redis_url,
+        DATABASE_URL=settings.database_url,
+        DATA_DIR=str(settings.data_dir),
+        LOG_LEVEL="INFO",
+        SYMBOL_MODE="popular",
+        MAX_SYMBOLS=str(BENCH_SYMBOLS),
+        TICK_PARTITIONS=str(settings.tick_partitions),
+        BUS_BATCH_SIZE=str(settings.bus_batch_size),
+        BUS_BLOCK_MS=str(settings.bus_block_ms),
+        STREAM_MAXLEN=str(settings.stream_maxlen),
+        SHORT_WINDOW=str(settings.short_window),
+        LONG_WINDOW=str(settings.long_window),
+    )
     env.update({name.upper(): str(value) for name, value in overrides.items()})
     return env
 
@@ -59,8 +69,14 @@ class WorkerPool:
         self._started += 1
         log_path = self.log_dir / f"{role}-{self._started}.log"
         with log_path.open("wb") as log_file:
-            process = subprocess.Popen([sys.executable, "-m", module_for(role)], env=env, stdin=subprocess.DEVNULL,
-                                       stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                [sys.executable, "-m", module_for(role)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         with self._lock:
             self.running.append((role, process))
         return process

@@ -40,9 +40,13 @@ class Figure:
 
 def describe_machine() -> dict[str, Any]:
     """What the figures depend on besides the code."""
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "load_average_at_start": [round(load, 2) for load in os.getloadavg()]}
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
+    }
 
 
 @dataclass
@@ -60,8 +64,12 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-ready data."""
         ended = {"load_average_at_end": [round(load, 2) for load in os.getloadavg()]}
-        return {"started_at": self.started_at, "machine": {**self.machine, **ended}, **self.meta,
-                "figures": [asdict(figure) for figure in self.figures]}
+        return {
+            "started_at": self.started_at,
+            "machine": {**self.machine, **ended},
+            **self.meta,
+            "figures": [asdict(figure) for figure in self.figures],
+        }
 
     def write(self, path: Path) -> None:
         """Write the JSON report (the table is for people, this is for programs)."""
@@ -80,8 +88,9 @@ def table(report: Report) -> Table:
     for figure in report.figures:
         new_section = figure.section != previous.section
         method = figure.method if new_section or figure.method != previous.method else "〃"
-        view.add_row(figure.section if new_section else "", figure.name, figure.shown(), figure.unit, method,
-                     end_section=False)
+        view.add_row(
+            figure.section if new_section else "", figure.name, figure.shown(), figure.unit, method, end_section=False
+        )
         previous = figure
     return view
 

@@ -46,7 +46,7 @@ def worker_cost_us(ticks: list[Tick], short_window: int, long_window: int, batch
     state = StrategyPartition(lambda: MovingAverageCrossover(short_window, long_window), order_quantity=10.0)
     began = time.perf_counter()
     for start in range(0, len(wire), batch):
-        events = [decode(fields) for fields in wire[start:start + batch]]
+        events = [decode(fields) for fields in wire[start : start + batch]]
         outputs = state.apply(events)
         for _, event in outputs:
             encode(event)
@@ -59,11 +59,29 @@ def measure_strategy(ticks: int, short_window: int, long_window: int, batch: int
     sample = mock_ticks(ticks + WARM_UP_TICKS)
     pure_us, signals = pure_cost_us(sample, short_window, long_window)
     worker_us = worker_cost_us(sample[WARM_UP_TICKS:], short_window, long_window, batch)
-    pure_method = (f"MovingAverageCrossover({short_window}, {long_window}).on_tick over {ticks:,} mock ticks of 100 "
-                   f"symbols in one process, after {WARM_UP_TICKS:,} warm-up ticks ({signals:,} signals)")
-    worker_method = (f"the strategy worker's CPU path per tick, batches of {batch}: decode + validate the entry, "
-                     "apply (signals and orders built), encode outputs, checkpoint JSON; no Redis round trips")
-    return [Figure(SECTION, "cost per tick, pure strategy", pure_us, "µs", pure_method,
-                   {"ticks": ticks, "signals": signals, "ticks_per_s_per_core": 1e6 / pure_us}),
-            Figure(SECTION, "cost per tick, worker CPU path", worker_us, "µs", worker_method,
-                   {"ticks": ticks, "ticks_per_s_per_core": 1e6 / worker_us})]
+    pure_method = (
+        f"MovingAverageCrossover({short_window}, {long_window}).on_tick over {ticks:,} mock ticks of 100 "
+        f"symbols in one process, after {WARM_UP_TICKS:,} warm-up ticks ({signals:,} signals)"
+    )
+    worker_method = (
+        f"the strategy worker's CPU path per tick, batches of {batch}: decode + validate the entry, "
+        "apply (signals and orders built), encode outputs, checkpoint JSON; no Redis round trips"
+    )
+    return [
+        Figure(
+            SECTION,
+            "cost per tick, pure strategy",
+            pure_us,
+            "µs",
+            pure_method,
+            {"ticks": ticks, "signals": signals, "ticks_per_s_per_core": 1e6 / pure_us},
+        ),
+        Figure(
+            SECTION,
+            "cost per tick, worker CPU path",
+            worker_us,
+            "µs",
+            worker_method,
+            {"ticks": ticks, "ticks_per_s_per_core": 1e6 / worker_us},
+        ),
+    ]

@@ -48,8 +48,10 @@ def require_loopback(url: str) -> None:
     """Refuse any server that is not on this machine: a benchmark is heavy load."""
     host = urlsplit(url).hostname or ""
     if host not in LOOPBACK_HOSTS:
-        raise BenchTargetError(f"the benchmark only runs against 127.0.0.1, not {host!r}: "
-                                "unset REDIS_URL/DATABASE_URL to use embedded servers, or point them at localhost")
+        raise BenchTargetError(
+            f"the benchmark only runs against 127.0.0.1, not {host!r}: "
+            "unset REDIS_URL/DATABASE_URL to use embedded servers, or point them at localhost"
+        )
 
 
 def redis_database(url: str, number: int) -> str:
@@ -61,8 +63,10 @@ def redis_database(url: str, number: int) -> str:
 def bench_target(settings: Settings) -> Iterator[BenchTarget]:
     """The servers to measure on (see the module docstring); embedded ones stop afterwards."""
     if bool(settings.redis_url) != bool(settings.database_url):
-        raise BenchTargetError("set both REDIS_URL and DATABASE_URL for the benchmark, or neither "
-                                "(then it starts embedded servers of its own)")
+        raise BenchTargetError(
+            "set both REDIS_URL and DATABASE_URL for the benchmark, or neither "
+            "(then it starts embedded servers of its own)"
+        )
     if settings.redis_url and settings.database_url:
         require_loopback(settings.redis_url)
         require_loopback(settings.database_url)
@@ -70,14 +74,20 @@ def bench_target(settings: Settings) -> Iterator[BenchTarget]:
         return
     data_dir = settings.data_dir / "bench"
     with embedded_servers(data_dir, free_port(), free_port()) as (redis_url, database_url):
-        yield _target(settings.model_copy(update={"redis_url": redis_url, "database_url": database_url,
-                                                  "data_dir": data_dir}), embedded=True)
+        yield _target(
+            settings.model_copy(update={"redis_url": redis_url, "database_url": database_url, "data_dir": data_dir}),
+            embedded=True,
+        )
 
 
 def _target(settings: Settings, *, embedded: bool = False) -> BenchTarget:
     assert settings.redis_url and settings.database_url
-    return BenchTarget(settings, redis_database(settings.redis_url, BENCH_REDIS_DB),
-                       with_database(settings.database_url, BENCH_DATABASE), embedded)
+    return BenchTarget(
+        settings,
+        redis_database(settings.redis_url, BENCH_REDIS_DB),
+        with_database(settings.database_url, BENCH_DATABASE),
+        embedded,
+    )
 
 
 async def clear_bench_redis(target: BenchTarget) -> None:

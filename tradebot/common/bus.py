@@ -160,8 +160,14 @@ def connect(url: str) -> aioredis.Redis:
     an XREADGROUP twice; every caller rides out outages with its own backoff loop instead and
     knows how to resume (pending entries first, state from the checkpoint).
     """
-    return aioredis.Redis.from_url(url, decode_responses=True, retry=Retry(NoBackoff(), retries=0),
-                                   health_check_interval=30, socket_connect_timeout=5, socket_keepalive=True)
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), retries=0),
+        health_check_interval=30,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+    )
 
 
 class Bus:
@@ -205,8 +211,16 @@ class Bus:
             if not str(error).startswith("BUSYGROUP"):
                 raise
 
-    async def read(self, streams: Sequence[str], group: str, consumer: str, *, count: int,
-                   block_ms: int | None, pending: bool = False) -> list[Delivery]:
+    async def read(
+        self,
+        streams: Sequence[str],
+        group: str,
+        consumer: str,
+        *,
+        count: int,
+        block_ms: int | None,
+        pending: bool = False,
+    ) -> list[Delivery]:
         """New entries (or, with ``pending``, this consumer's unacked ones), decoded.
 
         Entries that fail validation, or were delivered too often, go to the dead-letter stream
@@ -214,8 +228,9 @@ class Bus:
         """
         start = "0" if pending else ">"
         while True:
-            reply = await self.redis.xreadgroup(group, consumer, {s: start for s in streams},
-                                                count=count, block=None if pending else block_ms)
+            reply = await self.redis.xreadgroup(
+                group, consumer, {s: start for s in streams}, count=count, block=None if pending else block_ms
+            )
             entries = [(stream, entry_id, fields) for stream, rows in reply for entry_id, fields in rows]
             if not entries:
                 return []
@@ -225,16 +240,18 @@ class Bus:
             if deliveries:
                 return deliveries
 
-    async def read_fenced(self, stream: str, group: str, consumer: str, lease: tuple[str, str], *,
-                          count: int, pending: bool) -> list[Delivery] | None:
+    async def read_fenced(
+        self, stream: str, group: str, consumer: str, lease: tuple[str, str], *, count: int, pending: bool
+    ) -> list[Delivery] | None:
         """Like :meth:`read` without blocking, but only while ``lease`` is held; None once it is not.
 
         The lease check and the XREADGROUP run as one script, so a worker that lost its lease can
         no longer take entries that belong, in order, to the partition's new owner.
         """
         while True:
-            reply = await self._fenced_read(keys=[lease[0], stream],
-                                            args=[lease[1], group, consumer, count, "0" if pending else ">"])
+            reply = await self._fenced_read(
+                keys=[lease[0], stream], args=[lease[1], group, consumer, count, "0" if pending else ">"]
+            )
             if reply is None or reply == 0:
                 return None if reply == 0 else []
             rows = [(entry_id, _pairs(fields)) for entry_id, fields in reply[0][1]]
@@ -260,8 +277,9 @@ class Bus:
                 return info["last-delivered-id"]
         return "0-0"
 
-    async def reclaim_idle(self, stream: str, group: str, consumer: str, *, min_idle_ms: int,
-                           count: int = 100) -> list[Delivery]:
+    async def reclaim_idle(
+        self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int = 100
+    ) -> list[Delivery]:
         """Take over entries another (presumably dead) consumer left unacked for too long."""
         claimed: list[tuple[str, str, dict[str, str] | None]] = []
         cursor = "0-0"
@@ -310,11 +328,17 @@ class Bus:
             args += [key, value]
         return CommitResult(await self._commit(keys=[], args=args))
 
-    async def dead_letter(self, group: str, stream: str, entry_id: str, fields: Mapping[str, str] | None,
-                          reason: str) -> None:
+    async def dead_letter(
+        self, group: str, stream: str, entry_id: str, fields: Mapping[str, str] | None, reason: str
+    ) -> None:
         """Move an entry to ``dlq.<stream>`` with its raw payload and the reason, and ack it."""
-        record = {"stream": stream, "entry_id": entry_id, "group": group, "reason": reason,
-                  "payload": json.dumps(dict(fields or {}))}
+        record = {
+            "stream": stream,
+            "entry_id": entry_id,
+            "group": group,
+            "reason": reason,
+            "payload": json.dumps(dict(fields or {})),
+        }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(dead_letter_stream(stream), record, maxlen=self.maxlen, approximate=True)
             pipe.xack(stream, group, entry_id)
@@ -368,29 +392,34 @@ class Bus:
         times: dict[str, int] = {}
         for stream in {stream for stream, _, _ in entries}:
             ids = [entry_id for s, entry_id, _ in entries if s == stream]
-            rows = await self.redis.xpending_range(stream, group, min=ids[0], max=ids[-1],
-                                                   count=len(ids) + 1000, consumername=consumer)
+            rows = await self.redis.xpending_range(
+                stream, group, min=ids[0], max=ids[-1], count=len(ids) + 1000, consumername=consumer
+            )
             times.update((row["message_id"], row["times_delivered"]) for row in rows)
         keep = []
         for stream, entry_id, fields in entries:
             delivered = times.get(entry_id, 0)
             if delivered > self.max_deliveries:
                 last = self.last_errors.get(entry_id, "no ack (handler failed or worker died)")
-                await self.dead_letter(group, stream, entry_id, fields,
-                                       f"delivered {delivered} times without ack; last error: {last}")
+                await self.dead_letter(
+                    group, stream, entry_id, fields, f"delivered {delivered} times without ack; last error: {last}"
+                )
             else:
                 keep.append((stream, entry_id, fields))
         return keep
 
     async def _ack_vanished(self, stream: str, group: str, consumer: str) -> None:
         """Ack this consumer's pending entries whose data is gone (Redis 6.2 claims them as nil, id-less)."""
-        for row in await self.redis.xpending_range(stream, group, min="-", max="+", count=1000,
-                                                   consumername=consumer):
+        for row in await self.redis.xpending_range(stream, group, min="-", max="+", count=1000, consumername=consumer):
             entry_id = row["message_id"]
             if not await self.redis.xrange(stream, min=entry_id, max=entry_id):
                 await self.redis.xack(stream, group, entry_id)
-                log.warning("%s %s was trimmed before %s acked it (STREAM_MAXLEN too small for the backlog?)",
-                            stream, entry_id, group)
+                log.warning(
+                    "%s %s was trimmed before %s acked it (STREAM_MAXLEN too small for the backlog?)",
+                    stream,
+                    entry_id,
+                    group,
+                )
 
     async def _drop_trimmed(self, group: str, entries: list) -> list:
         """Ack pending entries whose data was trimmed away (nothing left to process); return the rest.
@@ -400,8 +429,12 @@ class Bus:
         gone = [(stream, entry_id) for stream, entry_id, fields in entries if not fields]
         for stream, entry_id in gone:
             await self.redis.xack(stream, group, entry_id)
-            log.warning("%s %s was trimmed before %s acked it (STREAM_MAXLEN too small for the backlog?)",
-                        stream, entry_id, group)
+            log.warning(
+                "%s %s was trimmed before %s acked it (STREAM_MAXLEN too small for the backlog?)",
+                stream,
+                entry_id,
+                group,
+            )
         return [entry for entry in entries if entry[2]]
 
     async def _decode_or_dead_letter(self, group: str, entries: list) -> list[Delivery]:

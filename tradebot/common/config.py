@@ -108,8 +108,10 @@ class Settings(BaseSettings):
     def _grace_outlasts_a_read(cls, value: float, info) -> float:  # type: ignore[no-untyped-def]
         block_ms = info.data.get("bus_block_ms")
         if block_ms is not None and block_ms >= value * 1000:
-            raise ValueError(f"must be longer than BUS_BLOCK_MS ({block_ms} ms), or a stopping worker is cut off "
-                             "in the middle of a blocking read")
+            raise ValueError(
+                f"must be longer than BUS_BLOCK_MS ({block_ms} ms), or a stopping worker is cut off "
+                "in the middle of a blocking read"
+            )
         return value
 
     @field_validator("long_window")

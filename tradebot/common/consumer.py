@@ -52,8 +52,7 @@ class Backoff:
         self.failures = 0
 
 
-async def ride_out_redis(operation: Callable[[], Awaitable[T]], stop: asyncio.Event,
-                         backoff: Backoff) -> T | None:
+async def ride_out_redis(operation: Callable[[], Awaitable[T]], stop: asyncio.Event, backoff: Backoff) -> T | None:
     """Run a Redis operation, retrying through outages with backoff; None if it failed once stopped.
 
     It is always tried at least once, so the ack of a finished batch still goes out while stopping.
@@ -72,9 +71,19 @@ async def ride_out_redis(operation: Callable[[], Awaitable[T]], stop: asyncio.Ev
 class GroupConsumer:
     """Consume ``streams`` as ``consumer`` in ``group``; see the module docstring."""
 
-    def __init__(self, bus: Bus, streams: Sequence[str], group: str, consumer: str, *, batch_size: int,
-                 block_ms: int, claim_idle_ms: int, counters: Counter,
-                 transient_errors: tuple[type[BaseException], ...] = ()):
+    def __init__(
+        self,
+        bus: Bus,
+        streams: Sequence[str],
+        group: str,
+        consumer: str,
+        *,
+        batch_size: int,
+        block_ms: int,
+        claim_idle_ms: int,
+        counters: Counter,
+        transient_errors: tuple[type[BaseException], ...] = (),
+    ):
         self.bus = bus
         self.streams = list(streams)
         self.group = group
@@ -91,8 +100,9 @@ class GroupConsumer:
         self._next_backlog_check = time.monotonic() + BACKLOG_CHECK_S
         self._counted_retries = 0
 
-    async def run(self, handle: Handler, *, stop: asyncio.Event, max_messages: int | None = None,
-                  burst: bool = False) -> None:
+    async def run(
+        self, handle: Handler, *, stop: asyncio.Event, max_messages: int | None = None, burst: bool = False
+    ) -> None:
         """Loop until ``stop`` (or, in burst mode, until nothing is left; or after max_messages)."""
         await self._with_redis(self._ensure_groups, stop)
         while not stop.is_set():
@@ -110,8 +120,9 @@ class GroupConsumer:
 
     async def _next_batch(self) -> list[Delivery]:
         if self._recheck_pending:
-            pending = await self.bus.read(self.streams, self.group, self.consumer,
-                                          count=self.batch_size, block_ms=None, pending=True)
+            pending = await self.bus.read(
+                self.streams, self.group, self.consumer, count=self.batch_size, block_ms=None, pending=True
+            )
             if pending:
                 return pending
             self._recheck_pending = False
@@ -121,13 +132,15 @@ class GroupConsumer:
         if time.monotonic() >= self._next_reclaim:
             self._next_reclaim = time.monotonic() + self.claim_idle_ms / 2000
             for stream in self.streams:
-                claimed = await self.bus.reclaim_idle(stream, self.group, self.consumer,
-                                                      min_idle_ms=self.claim_idle_ms, count=self.batch_size)
+                claimed = await self.bus.reclaim_idle(
+                    stream, self.group, self.consumer, min_idle_ms=self.claim_idle_ms, count=self.batch_size
+                )
                 if claimed:
                     self.counters["reclaimed"] += len(claimed)
                     return claimed
-        return await self.bus.read(self.streams, self.group, self.consumer, count=self.batch_size,
-                                   block_ms=self.block_ms)
+        return await self.bus.read(
+            self.streams, self.group, self.consumer, count=self.batch_size, block_ms=self.block_ms
+        )
 
     async def _warn_if_near_cap(self) -> None:
         """Trimming at MAXLEN would eat entries this group has not handled yet: say so loudly."""
@@ -135,9 +148,16 @@ class GroupConsumer:
             health = await self.bus.health(stream, self.group)
             if health.near_cap:
                 self.counters["near_cap_warnings"] += 1
-                log.warning("%s: %s has %d pending + %s undelivered entries, near STREAM_MAXLEN=%d; "
-                            "add %s workers or raise STREAM_MAXLEN before trimming drops unread entries",
-                            self.group, stream, health.pending, health.lag, health.maxlen, self.group)
+                log.warning(
+                    "%s: %s has %d pending + %s undelivered entries, near STREAM_MAXLEN=%d; "
+                    "add %s workers or raise STREAM_MAXLEN before trimming drops unread entries",
+                    self.group,
+                    stream,
+                    health.pending,
+                    health.lag,
+                    health.maxlen,
+                    self.group,
+                )
 
     async def _with_redis(self, operation: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T | None:
         try:

@@ -30,11 +30,20 @@ TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
 Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, command_timeout_s: float = 60.0,
-                      application_name: str = "tradebot") -> asyncpg.Pool:
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    command_timeout_s: float = 60.0,
+    application_name: str = "tradebot",
+) -> asyncpg.Pool:
     """A pool whose sessions run in UTC, so nothing depends on the server's time zone setting."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, command_timeout=command_timeout_s,
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=command_timeout_s,
         server_settings={"timezone": "UTC", "application_name": application_name},
     )
     assert pool is not None  # create_pool only returns None when awaited without a loop

@@ -50,11 +50,30 @@ class EmbeddedRedis:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         binary = _redis_binary()
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-                "--protected-mode", "no", "--daemonize", "no", "--logfile", "redis.log"]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "redis.log",
+        ]
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         _wait_for_port(self.port, self.process, "redis", self.data_dir / "redis.log")
         log.info("started embedded redis on 127.0.0.1:%d (data in %s)", self.port, self.data_dir)
 
@@ -65,15 +84,22 @@ class EmbeddedRedis:
         from redis.retry import Retry
 
         try:
-            client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1, decode_responses=True,
-                                 retry=Retry(NoBackoff(), 0))
+            client = redis.Redis(
+                port=self.port,
+                socket_timeout=1,
+                socket_connect_timeout=1,
+                decode_responses=True,
+                retry=Retry(NoBackoff(), 0),
+            )
             serving = Path(client.config_get("dir").get("dir", ""))
             client.close()
         except (redis.RedisError, OSError):
             serving = None
         if serving is None or serving.resolve() != self.data_dir.resolve():
-            raise SettingsError(f"127.0.0.1:{self.port} is in use by another program, not the embedded Redis "
-                                f"of {self.data_dir}; set EMBEDDED_REDIS_PORT to a free port (or REDIS_URL)")
+            raise SettingsError(
+                f"127.0.0.1:{self.port} is in use by another program, not the embedded Redis "
+                f"of {self.data_dir}; set EMBEDDED_REDIS_PORT to a free port (or REDIS_URL)"
+            )
 
     def stop(self) -> None:
         """Stop the server if this process started it (SIGTERM makes Redis flush the AOF)."""
@@ -104,20 +130,43 @@ class EmbeddedPostgres:
         """Initialise the cluster on first use, start it unless it runs, create the database."""
         if _port_open(self.port):
             if self._running_port() != self.port:
-                raise SettingsError(f"127.0.0.1:{self.port} is in use by another program, not the embedded "
-                                    f"PostgreSQL of {self.data_dir}; set EMBEDDED_POSTGRES_PORT to a free port "
-                                    "(or DATABASE_URL)")
+                raise SettingsError(
+                    f"127.0.0.1:{self.port} is in use by another program, not the embedded "
+                    f"PostgreSQL of {self.data_dir}; set EMBEDDED_POSTGRES_PORT to a free port "
+                    "(or DATABASE_URL)"
+                )
             log.info("reusing embedded postgres on 127.0.0.1:%d", self.port)
             return
         self._init_cluster()
         options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c fsync=on"
-        self._pg("pg_ctl", "-D", str(self.data_dir), "-o", options, "-l",
-                 str(self.data_dir / "postgres.log"), "-w", "-t", str(int(START_TIMEOUT_S)), "start")
+        self._pg(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-o",
+            options,
+            "-l",
+            str(self.data_dir / "postgres.log"),
+            "-w",
+            "-t",
+            str(int(START_TIMEOUT_S)),
+            "start",
+        )
         self.started_here = True
-        self._pg("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", POSTGRES_USER, "-d", "postgres",
-                 "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{POSTGRES_DB}'",
-                 check_output=True) or self._pg(
-            "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", POSTGRES_USER, POSTGRES_DB)
+        self._pg(
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            POSTGRES_USER,
+            "-d",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{POSTGRES_DB}'",
+            check_output=True,
+        ) or self._pg("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", POSTGRES_USER, POSTGRES_DB)
         log.info("started embedded postgres on 127.0.0.1:%d (data in %s)", self.port, self.data_dir)
 
     def _running_port(self) -> int | None:
@@ -142,13 +191,22 @@ class EmbeddedPostgres:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _hand_to_postgres_user(self.data_dir)
-        self._pg("initdb", "-D", str(self.data_dir), "-U", POSTGRES_USER, "--auth=trust",
-                 "--encoding=UTF8", "--no-instructions")
+        self._pg(
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            POSTGRES_USER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-instructions",
+        )
 
     def _pg(self, program: str, *args: str, check_output: bool = False) -> str:
         command = [str(_postgres_bin() / program), *args]
-        result = subprocess.run(command, check=True, capture_output=True, text=True,
-                                user=_postgres_os_user(), timeout=START_TIMEOUT_S + 10)
+        result = subprocess.run(
+            command, check=True, capture_output=True, text=True, user=_postgres_os_user(), timeout=START_TIMEOUT_S + 10
+        )
         return result.stdout.strip() if check_output else ""
 
 

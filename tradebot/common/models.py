@@ -50,12 +50,14 @@ class Tick(Event):
     source: str = "mock"
 
     @classmethod
-    def create(cls, symbol: str, price: float, size: float, timestamp: datetime,
-               source: str = "mock", trade_id: object = None) -> Tick:
+    def create(
+        cls, symbol: str, price: float, size: float, timestamp: datetime, source: str = "mock", trade_id: object = None
+    ) -> Tick:
         """A tick whose id is the provider's trade id when known, else derived from its content."""
         key = trade_id if trade_id is not None else stable_id(timestamp.isoformat(), price, size)
-        return cls(id=f"{source}:{symbol}:{key}", symbol=symbol, price=price, size=size,
-                   timestamp=timestamp, source=source)
+        return cls(
+            id=f"{source}:{symbol}:{key}", symbol=symbol, price=price, size=size, timestamp=timestamp, source=source
+        )
 
 
 class Bar(Event):
@@ -108,9 +110,15 @@ class Order(Event):
     @classmethod
     def from_signal(cls, signal: Signal, quantity: float) -> Order:
         """One signal always becomes the same order (same client order id)."""
-        return cls(id=f"co-{stable_id('order', signal.id)}", symbol=signal.symbol, side=signal.side,
-                   quantity=quantity, reference_price=signal.price, signal_id=signal.id,
-                   timestamp=signal.timestamp)
+        return cls(
+            id=f"co-{stable_id('order', signal.id)}",
+            symbol=signal.symbol,
+            side=signal.side,
+            quantity=quantity,
+            reference_price=signal.price,
+            signal_id=signal.id,
+            timestamp=signal.timestamp,
+        )
 
 
 class OrderEvent(Event):
@@ -131,6 +139,4 @@ class OrderEvent(Event):
         return self
 
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    model.__name__: model for model in (Tick, Bar, Signal, Order, OrderEvent)
-}
+EVENT_TYPES: dict[str, type[Event]] = {model.__name__: model for model in (Tick, Bar, Signal, Order, OrderEvent)}

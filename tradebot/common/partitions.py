@@ -71,8 +71,14 @@ def assigned_partitions(members: list[str], me: str, partitions: int) -> set[int
 class PartitionedWorker:
     """Owns a fair share of a role's partitions and runs one reader task per owned partition."""
 
-    def __init__(self, bus: Bus, config: PartitionSettings, member: str,
-                 new_state: Callable[[int], PartitionState], counters: Counter):
+    def __init__(
+        self,
+        bus: Bus,
+        config: PartitionSettings,
+        member: str,
+        new_state: Callable[[int], PartitionState],
+        counters: Counter,
+    ):
         self.bus = bus
         self.config = config
         self.member = member
@@ -114,8 +120,9 @@ class PartitionedWorker:
     async def _wait_for_change(self, stop: asyncio.Event) -> None:
         stopping = asyncio.create_task(stop.wait())
         readers = {task for task, _ in self._owned.values()}
-        await asyncio.wait({stopping} | readers, timeout=self.config.membership_interval_s,
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {stopping} | readers, timeout=self.config.membership_interval_s, return_when=asyncio.FIRST_COMPLETED
+        )
         stopping.cancel()
 
     async def _rebalance(self) -> None:
@@ -144,8 +151,9 @@ class PartitionedWorker:
 
     def _start(self, partition: int) -> None:
         stop = asyncio.Event()
-        reader = PartitionReader(self.bus, self.config, self.member, partition, self.new_state(partition),
-                                 self.counters)
+        reader = PartitionReader(
+            self.bus, self.config, self.member, partition, self.new_state(partition), self.counters
+        )
         task = asyncio.create_task(reader.run(stop, burst=self._burst, max_messages=self._max_messages))
         self._owned[partition] = (task, stop)
         self.counters["partitions_acquired"] += 1
@@ -175,8 +183,14 @@ class PartitionedWorker:
         delay = min(30.0, 0.5 * 2 ** (failures - 1))
         self._retry_at[partition] = time.monotonic() + delay
         if isinstance(result, BaseException):
-            log.error("%s reader of partition %d failed (%d in a row; again in %.1fs): %r", self.config.role,
-                      partition, failures, delay, result)
+            log.error(
+                "%s reader of partition %d failed (%d in a row; again in %.1fs): %r",
+                self.config.role,
+                partition,
+                failures,
+                delay,
+                result,
+            )
 
     async def _release_all(self) -> None:
         try:
@@ -192,8 +206,9 @@ class PartitionedWorker:
 class PartitionReader:
     """Reads one owned partition: restore checkpoint, pending entries first, then new ones."""
 
-    def __init__(self, bus: Bus, config: PartitionSettings, member: str, partition: int,
-                 state: PartitionState, counters: Counter):
+    def __init__(
+        self, bus: Bus, config: PartitionSettings, member: str, partition: int, state: PartitionState, counters: Counter
+    ):
         self.bus = bus
         self.config = config
         self.member = member
@@ -213,8 +228,12 @@ class PartitionReader:
         try:
             return await self._restore_and_drain(stop, burst=burst, max_messages=max_messages)
         except RECOVERABLE_REDIS_ERRORS as error:
-            log.warning("%s partition %d: redis error (%s); the partition will be taken up again",
-                        self.config.role, self.partition, error)
+            log.warning(
+                "%s partition %d: redis error (%s); the partition will be taken up again",
+                self.config.role,
+                self.partition,
+                error,
+            )
             return "error"
 
     async def _restore_and_drain(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> str:
@@ -228,8 +247,9 @@ class PartitionReader:
         while not stop.is_set():
             if max_messages is not None and self.counters["handled"] >= max_messages:
                 return "stopped"
-            batch = await self.bus.read_fenced(self.stream, role, self.consumer, lease,
-                                               count=self.config.batch_size, pending=pending)
+            batch = await self.bus.read_fenced(
+                self.stream, role, self.consumer, lease, count=self.config.batch_size, pending=pending
+            )
             if batch is None or (batch and not await self._commit(batch)):
                 log.warning("%s lost the lease on partition %d; leaving it to the new owner", role, self.partition)
                 self.counters["fenced"] += 1
@@ -250,11 +270,19 @@ class PartitionReader:
         outputs, poisoned = self._apply(batch)
         checkpoint = self.state.checkpoint()
         for delivery, reason in poisoned:
-            await self.bus.dead_letter(self.config.role, delivery.stream, delivery.entry_id,
-                                       {"event": delivery.event.model_dump_json()}, reason)
+            await self.bus.dead_letter(
+                self.config.role,
+                delivery.stream,
+                delivery.entry_id,
+                {"event": delivery.event.model_dump_json()},
+                reason,
+            )
         rejected = {delivery.entry_id for delivery, _ in poisoned}
-        commit = Commit(publish=outputs, acks=[(d.stream, d.entry_id) for d in batch if d.entry_id not in rejected],
-                        state={checkpoint_key(self.config.role, self.partition): checkpoint})
+        commit = Commit(
+            publish=outputs,
+            acks=[(d.stream, d.entry_id) for d in batch if d.entry_id not in rejected],
+            state={checkpoint_key(self.config.role, self.partition): checkpoint},
+        )
         lease = (lease_key(self.config.role, self.partition), self.member)
         if not await self.bus.commit(self.config.role, commit, lease=lease):
             return False

@@ -50,8 +50,7 @@ QUIET_LIBRARIES = ("websockets", "urllib3", "alpaca", "polygon", "httpx", "httpc
 
 def setup_logging(level: str) -> None:
     """One plain line per event on stderr."""
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(level)  # also when something configured logging before us
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))
@@ -63,10 +62,13 @@ def infrastructure(settings: Settings) -> Iterator[Settings]:
     if settings.redis_url and settings.database_url:
         yield settings
         return
-    with embedded_servers(settings.data_dir, settings.embedded_redis_port,
-                          settings.embedded_postgres_port) as (redis_url, database_url):
-        yield settings.model_copy(update={"redis_url": settings.redis_url or redis_url,
-                                          "database_url": settings.database_url or database_url})
+    with embedded_servers(settings.data_dir, settings.embedded_redis_port, settings.embedded_postgres_port) as (
+        redis_url,
+        database_url,
+    ):
+        yield settings.model_copy(
+            update={"redis_url": settings.redis_url or redis_url, "database_url": settings.database_url or database_url}
+        )
 
 
 def main(role: str, run: WorkerRun) -> None:
@@ -146,8 +148,13 @@ async def _heartbeat(role: str, settings: Settings, counters: Counter, stop: asy
     assert settings.redis_url
     client = bus_module.connect(settings.redis_url)
     name = consumer_name()
-    base = {"role": role, "consumer": name, "pid": os.getpid(), "host": socket.gethostname(),
-            "started_at": datetime.now(UTC).isoformat()}
+    base = {
+        "role": role,
+        "consumer": name,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started_at": datetime.now(UTC).isoformat(),
+    }
     interval = settings.heartbeat_ttl_s / 3
     try:
         while not stop.is_set():
@@ -171,4 +178,3 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
         return True
     except TimeoutError:
         return False
-

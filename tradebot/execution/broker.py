@@ -83,13 +83,17 @@ class PaperBroker:
         if order.side == "buy":
             cost = order.quantity * price + commission
             if cost > self.cash:
-                return (f"insufficient cash: buying {order.quantity:g} {order.symbol} costs ${cost:,.2f}, "
-                        f"cash is ${self.cash:,.2f}")
+                return (
+                    f"insufficient cash: buying {order.quantity:g} {order.symbol} costs ${cost:,.2f}, "
+                    f"cash is ${self.cash:,.2f}"
+                )
             return None
         held = self.positions[order.symbol].quantity
         if order.quantity > held + QUANTITY_TOLERANCE:
-            return (f"insufficient position: selling {order.quantity:g} {order.symbol} but holding {held:g} "
-                    "(short selling is not supported)")
+            return (
+                f"insufficient position: selling {order.quantity:g} {order.symbol} but holding {held:g} "
+                "(short selling is not supported)"
+            )
         return None
 
     def _buy(self, position: Position, quantity: float, price: float, commission: float) -> None:
@@ -109,12 +113,28 @@ class PaperBroker:
         self.cash += proceeds
         self.commissions += commission
 
-    def _event(self, order: Order, status: str, *, price: float | None = None, commission: float = 0.0,
-               reason: str | None = None) -> OrderEvent:
+    def _event(
+        self,
+        order: Order,
+        status: str,
+        *,
+        price: float | None = None,
+        commission: float = 0.0,
+        reason: str | None = None,
+    ) -> OrderEvent:
         # Timestamped with the order, not the wall clock, so a replay gives identical events.
-        return OrderEvent(id=event_id(order.id), symbol=order.symbol, timestamp=order.timestamp,
-                          client_order_id=order.id, status=status, side=order.side,  # type: ignore[arg-type]
-                          quantity=order.quantity, price=price, commission=commission, reason=reason)
+        return OrderEvent(
+            id=event_id(order.id),
+            symbol=order.symbol,
+            timestamp=order.timestamp,
+            client_order_id=order.id,
+            status=status,
+            side=order.side,  # type: ignore[arg-type]
+            quantity=order.quantity,
+            price=price,
+            commission=commission,
+            reason=reason,
+        )
 
     def _remember(self, client_order_id: str) -> None:
         if len(self._seen) == self._seen.maxlen:
@@ -126,16 +146,25 @@ class PaperBroker:
         """Cash, equity, P&L and positions, as JSON-ready data."""
         positions = {symbol: {**asdict(p), "unrealised_pnl": p.unrealised_pnl} for symbol, p in self.positions.items()}
         market_value = sum(p.quantity * (p.last_price or p.average_cost) for p in self.positions.values())
-        return {"starting_cash": self.starting_cash, "cash": self.cash, "equity": self.cash + market_value,
-                "realised_pnl": sum(p.realised_pnl for p in self.positions.values()),
-                "unrealised_pnl": sum(p.unrealised_pnl for p in self.positions.values()),
-                "commissions": self.commissions, "positions": positions}
+        return {
+            "starting_cash": self.starting_cash,
+            "cash": self.cash,
+            "equity": self.cash + market_value,
+            "realised_pnl": sum(p.realised_pnl for p in self.positions.values()),
+            "unrealised_pnl": sum(p.unrealised_pnl for p in self.positions.values()),
+            "commissions": self.commissions,
+            "positions": positions,
+        }
 
     def snapshot(self) -> dict:
         """The whole account, including the remembered order ids, as JSON-ready data."""
-        return {"starting_cash": self.starting_cash, "cash": self.cash, "commissions": self.commissions,
-                "positions": {symbol: asdict(p) for symbol, p in self.positions.items()},
-                "seen_order_ids": list(self._seen)}
+        return {
+            "starting_cash": self.starting_cash,
+            "cash": self.cash,
+            "commissions": self.commissions,
+            "positions": {symbol: asdict(p) for symbol, p in self.positions.items()},
+            "seen_order_ids": list(self._seen),
+        }
 
     def restore(self, snapshot: dict) -> None:
         """Replace the account with a snapshot (fee settings stay as built: they apply from now on)."""

@@ -71,11 +71,17 @@ async def read_account(redis: aioredis.Redis) -> dict | None:
 
 def execution_worker(bus: Bus, settings: Settings, member: str, counters: Counter) -> PartitionedWorker:
     """A worker named ``member`` that takes the account's lease when it is free."""
-    config = PartitionSettings(role=EXECUTION_ROLE, partitions=1, stream_for=lambda _partition: ORDERS_NEW,
-                               batch_size=settings.bus_batch_size, block_ms=settings.bus_block_ms,
-                               lease_ttl_ms=settings.lease_ttl_ms)
-    return PartitionedWorker(bus, config, member=member, counters=counters,
-                             new_state=lambda _partition: BrokerPartition(settings))
+    config = PartitionSettings(
+        role=EXECUTION_ROLE,
+        partitions=1,
+        stream_for=lambda _partition: ORDERS_NEW,
+        batch_size=settings.bus_batch_size,
+        block_ms=settings.bus_block_ms,
+        lease_ttl_ms=settings.lease_ttl_ms,
+    )
+    return PartitionedWorker(
+        bus, config, member=member, counters=counters, new_state=lambda _partition: BrokerPartition(settings)
+    )
 
 
 async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> None:

@@ -64,16 +64,27 @@ def rejection_line(code: int | None, feed: str) -> str | None:
     if code == 402:
         return "Alpaca rejected ALPACA_KEY/ALPACA_SECRET (402 auth failed): set valid keys"
     if code == 409:
-        return (f"Alpaca refused the {feed!r} feed (409 insufficient subscription): set ALPACA_FEED=iex "
-                "or upgrade your market data subscription")
+        return (
+            f"Alpaca refused the {feed!r} feed (409 insufficient subscription): set ALPACA_FEED=iex "
+            "or upgrade your market data subscription"
+        )
     return None
 
 
 class AlpacaStream(StockDataStream):
     """StockDataStream that stops on 402/409, backs off on 406, counts malformed frames, reports connects."""
 
-    def __init__(self, key: str, secret: str, *, feed: str, url: str | None, publisher: LivePublisher,
-                 on_connected: Callable[[], None], stop: asyncio.Event):
+    def __init__(
+        self,
+        key: str,
+        secret: str,
+        *,
+        feed: str,
+        url: str | None,
+        publisher: LivePublisher,
+        on_connected: Callable[[], None],
+        stop: asyncio.Event,
+    ):
         super().__init__(key, secret, raw_data=True, feed=DataFeed(feed), url_override=url)
         self.feed_name = feed
         self.publisher = publisher
@@ -132,23 +143,38 @@ class AlpacaStream(StockDataStream):
                 self.publisher.malformed("<undecodable frame>", error)
 
 
-async def run_feed(settings: Settings, *, stop: asyncio.Event, counters: Counter, clock: Clock = utc_now,
-                   repair_settle_s: float = REPAIR_SETTLE_S, rest_timeout_s: float | None = None) -> None:
+async def run_feed(
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    counters: Counter,
+    clock: Clock = utc_now,
+    repair_settle_s: float = REPAIR_SETTLE_S,
+    rest_timeout_s: float | None = None,
+) -> None:
     """Stream until ``stop``; ``clock``, ``repair_settle_s`` and ``rest_timeout_s`` (of the gap repair's
     REST requests) are for tests on emulator time."""
     key, secret = alpaca_credentials(settings)
     history = Fetcher(AlpacaBars(settings, timeout_s=rest_timeout_s), REPAIR_POLICY)
     symbols = await subscription_symbols(settings, ROLE)
     async with live_publisher(settings, ALPACA, symbols, counters, stop) as publisher:
-        repairer = GapRepairer(publisher, history.minute_bars, symbols, stop=stop, counters=counters,
-                               clock=clock, settle_s=repair_settle_s)
+        repairer = GapRepairer(
+            publisher, history.minute_bars, symbols, stop=stop, counters=counters, clock=clock, settle_s=repair_settle_s
+        )
 
         def connected() -> None:
             counters["connections"] += 1
             repairer.on_connected()
 
-        stream = AlpacaStream(key, secret, feed=settings.alpaca_feed, url=settings.alpaca_stream_url,
-                              publisher=publisher, on_connected=connected, stop=stop)
+        stream = AlpacaStream(
+            key,
+            secret,
+            feed=settings.alpaca_feed,
+            url=settings.alpaca_stream_url,
+            publisher=publisher,
+            on_connected=connected,
+            stop=stop,
+        )
 
         async def handle(message: Any) -> None:
             await publisher.offer(alpaca_event, message)

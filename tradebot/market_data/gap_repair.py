@@ -70,8 +70,9 @@ def watermark_after(event: Tick | Bar) -> datetime | None:
     return None
 
 
-def repair_starts(watermarks: Mapping[str, datetime], symbols: Iterable[str], end: datetime,
-                  max_window: timedelta = MAX_REPAIR_WINDOW) -> dict[str, datetime]:
+def repair_starts(
+    watermarks: Mapping[str, datetime], symbols: Iterable[str], end: datetime, max_window: timedelta = MAX_REPAIR_WINDOW
+) -> dict[str, datetime]:
     """Where each symbol's repair starts; symbols without a watermark, or already complete, are left out."""
     earliest = end - max_window
     starts = {}
@@ -136,8 +137,9 @@ class PendingRepairs:
         markers = {}
         for symbol in self._changed | done.keys():
             finished = done.get(symbol, -1)
-            markers[symbol] = min((start for repair, start in self._starts.get(symbol, {}).items()
-                                   if repair > finished), default=None)
+            markers[symbol] = min(
+                (start for repair, start in self._starts.get(symbol, {}).items() if repair > finished), default=None
+            )
         self._changed.difference_update(markers)
         return markers
 
@@ -167,9 +169,17 @@ class Watermarked(Protocol):
 class GapRepairer:
     """Fills the minutes a live feed missed, from REST history, after each (re)connection."""
 
-    def __init__(self, publisher: Watermarked, fetch: FetchMinuteBars, symbols: list[str], *,
-                 stop: asyncio.Event, counters: Counter, clock: Clock = utc_now,
-                 settle_s: float = REPAIR_SETTLE_S):
+    def __init__(
+        self,
+        publisher: Watermarked,
+        fetch: FetchMinuteBars,
+        symbols: list[str],
+        *,
+        stop: asyncio.Event,
+        counters: Counter,
+        clock: Clock = utc_now,
+        settle_s: float = REPAIR_SETTLE_S,
+    ):
         self.publisher = publisher
         self.fetch = fetch
         self.symbols = symbols
@@ -183,8 +193,11 @@ class GapRepairer:
         """Snapshot the watermarks and markers now (before new data moves them), record the repair
         (its marker goes out before the new connection's events), and repair in the background."""
         end = floor_bucket(self.clock(), "1m")
-        marks = {symbol: mark for symbol in self.symbols if (mark := earliest(
-            self.publisher.seen.get(symbol), self.publisher.repairs.marker(symbol))) is not None}
+        marks = {
+            symbol: mark
+            for symbol in self.symbols
+            if (mark := earliest(self.publisher.seen.get(symbol), self.publisher.repairs.marker(symbol))) is not None
+        }
         starts = repair_starts(marks, self.symbols, end)
         if not starts:
             return
@@ -207,18 +220,29 @@ class GapRepairer:
                 bars = await self.fetch(symbols, start, end)
             except Exception as error:  # noqa: BLE001 - a failed repair must never stop the live feed
                 self.counters["gap_repair_failures"] += 1
-                log.warning("gap repair of %d symbol(s) from %s failed (%s); their repair marker stays, so the "
-                            "next connection or restart tries again", len(symbols), start.isoformat(), error)
+                log.warning(
+                    "gap repair of %d symbol(s) from %s failed (%s); their repair marker stays, so the "
+                    "next connection or restart tries again",
+                    len(symbols),
+                    start.isoformat(),
+                    error,
+                )
                 continue
             await self._publish(repair, symbols, starts, bars, end)
 
-    async def _publish(self, repair: int, symbols: list[str], starts: Mapping[str, datetime], bars: list[Bar],
-                       end: datetime) -> None:
+    async def _publish(
+        self, repair: int, symbols: list[str], starts: Mapping[str, datetime], bars: list[Bar], end: datetime
+    ) -> None:
         wanted = [bar for bar in bars if bar.symbol in starts and starts[bar.symbol] <= bar.timestamp < end]
         for bar in sorted(wanted, key=lambda bar: (bar.symbol, bar.timestamp)):
             await self.publisher.put(bar)
         for symbol in symbols:  # after its bars: committed with (or after) the last of them
             await self.publisher.repair_done(symbol, end, repair)
         self.counters["gap_bars"] += len(wanted)
-        log.info("gap repair: %d minute bar(s) for %d symbol(s) between %s and %s", len(wanted), len(symbols),
-                 min(starts[s] for s in symbols).isoformat(), end.isoformat())
+        log.info(
+            "gap repair: %d minute bar(s) for %d symbol(s) between %s and %s",
+            len(wanted),
+            len(symbols),
+            min(starts[s] for s in symbols).isoformat(),
+            end.isoformat(),
+        )

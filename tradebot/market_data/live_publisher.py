@@ -62,16 +62,30 @@ async def subscription_symbols(settings: Settings, provider: str) -> list[str]:
         raise SettingsError(str(error)) from None
     if not symbols:
         raise SettingsError("no symbols to stream: set SYMBOL_MODE (and SYMBOLS for custom)")
-    log.info("%s: streaming %d symbols (MAX_WEBSOCKET_SYMBOLS=%d): %s", provider, len(symbols),
-             settings.max_websocket_symbols, ", ".join(symbols[:10]) + (" …" if len(symbols) > 10 else ""))
+    log.info(
+        "%s: streaming %d symbols (MAX_WEBSOCKET_SYMBOLS=%d): %s",
+        provider,
+        len(symbols),
+        settings.max_websocket_symbols,
+        ", ".join(symbols[:10]) + (" …" if len(symbols) > 10 else ""),
+    )
     return symbols
 
 
 class LivePublisher:
     """Buffers a provider's events and publishes them in batches with their watermarks."""
 
-    def __init__(self, bus: Bus, *, source: str, partitions: int, counters: Counter, batch_size: int = 500,
-                 buffer_size: int = BUFFER_SIZE, max_events: int | None = None):
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        source: str,
+        partitions: int,
+        counters: Counter,
+        batch_size: int = 500,
+        buffer_size: int = BUFFER_SIZE,
+        max_events: int | None = None,
+    ):
         self.bus = bus
         self.source = source
         self.partitions = partitions
@@ -92,7 +106,7 @@ class LivePublisher:
         """Start from the watermarks and repair markers the last run committed (riding out a Redis outage)."""
         keys = [key(self.source, symbol) for key in (watermark_key, repair_key) for symbol in symbols]
         values = await ride_out_redis(lambda: self.bus.redis.mget(keys), stop, self._backoff) or []
-        marks, markers = values[:len(symbols)], values[len(symbols):]
+        marks, markers = values[: len(symbols)], values[len(symbols) :]
         for symbol, mark, marker in zip(symbols, marks, markers, strict=False):
             if mark:
                 self.seen[symbol] = self._committed[symbol] = datetime.fromisoformat(str(mark))
@@ -114,8 +128,14 @@ class LivePublisher:
         self.counters["malformed"] += 1
         count = self.counters["malformed"]
         if count <= 10 or count % MALFORMED_LOG_EVERY == 0:
-            log.warning("%s: skipped malformed record #%d (%s: %s): %.200r", self.source, count,
-                        type(error).__name__, error, record)
+            log.warning(
+                "%s: skipped malformed record #%d (%s: %s): %.200r",
+                self.source,
+                count,
+                type(error).__name__,
+                error,
+                record,
+            )
 
     async def put(self, event: Tick | Bar) -> None:
         """Enqueue an event (waits while the buffer is full)."""
@@ -179,15 +199,15 @@ class LivePublisher:
                 repaired[item.symbol] = max(item.repair, repaired.get(item.symbol, 0))
         markers = self.repairs.to_commit(repaired)
         state = {watermark_key(self.source, s): mark.isoformat() for s, mark in marks.items()}
-        state |= {repair_key(self.source, s): marker.isoformat() if marker else NO_REPAIR
-                  for s, marker in markers.items()}
+        state |= {
+            repair_key(self.source, s): marker.isoformat() if marker else NO_REPAIR for s, marker in markers.items()
+        }
         commit = Commit(publish=[(self._stream_for(event), event) for event in events], state=state)
         done = await ride_out_redis(lambda: self._commit_once(commit), stop, self._backoff)
         if done is None:  # stopped while Redis is away: gap repair after the restart covers these minutes
             self.repairs.not_committed(markers)
             self.counters["unpublished"] += len(events)
-            log.warning("%s: %d event(s) not published (stopping while Redis is unavailable)", self.source,
-                        len(events))
+            log.warning("%s: %d event(s) not published (stopping while Redis is unavailable)", self.source, len(events))
             return
         self.repairs.committed(repaired)
         self._committed.update(marks)
@@ -196,7 +216,6 @@ class LivePublisher:
         self.counters["bars"] += len(events) - ticks
         if self.max_events is not None and self.counters["ticks"] + self.counters["bars"] >= self.max_events:
             self.enough.set()
-
 
     async def _commit_once(self, commit: Commit) -> bool:
         """Apply the batch exactly once, even when it is retried after a lost reply.
@@ -212,14 +231,19 @@ class LivePublisher:
         while True:
             number = int(self._last_sequence.split(":", 1)[0] or 0) + 1
             mine = f"{number}:{self._publisher_id}"
-            result = await self.bus.commit("", replace(commit, state={**commit.state, key: mine},
-                                                       guard=(key, self._last_sequence)))
+            result = await self.bus.commit(
+                "", replace(commit, state={**commit.state, key: mine}, guard=(key, self._last_sequence))
+            )
             current = await self.bus.redis.get(key) if result is CommitResult.STALE else mine
             if current == mine:
                 self._last_sequence = mine
                 return True
-            log.warning("%s: another %s publisher is running (sequence %s); publishing after it",
-                        self.source, self.source, current)
+            log.warning(
+                "%s: another %s publisher is running (sequence %s); publishing after it",
+                self.source,
+                self.source,
+                current,
+            )
             self._last_sequence = current or ""
 
 
@@ -231,14 +255,21 @@ def _advance(marks: dict[str, datetime], symbol: str, mark: datetime) -> None:
 
 
 @asynccontextmanager
-async def live_publisher(settings: Settings, source: str, symbols: Sequence[str], counters: Counter,
-                         stop: asyncio.Event) -> AsyncIterator[LivePublisher]:
+async def live_publisher(
+    settings: Settings, source: str, symbols: Sequence[str], counters: Counter, stop: asyncio.Event
+) -> AsyncIterator[LivePublisher]:
     """A publisher with its flusher running; on exit everything queued is published, then Redis closed."""
     if not settings.redis_url:
         raise SettingsError("REDIS_URL is not set: set it, or start the worker through tradebot up")
     bus = Bus.from_settings(settings)
-    publisher = LivePublisher(bus, source=source, partitions=settings.tick_partitions, counters=counters,
-                              batch_size=settings.bus_batch_size, max_events=settings.max_messages)
+    publisher = LivePublisher(
+        bus,
+        source=source,
+        partitions=settings.tick_partitions,
+        counters=counters,
+        batch_size=settings.bus_batch_size,
+        max_events=settings.max_messages,
+    )
     flushed = asyncio.Event()
     publisher.flusher = asyncio.create_task(publisher.run(flushed), name=f"{source}-flusher")
     try:
@@ -252,8 +283,7 @@ async def live_publisher(settings: Settings, source: str, symbols: Sequence[str]
         raise publisher.flusher.exception()  # type: ignore[misc]
 
 
-async def run_until_stopped(stream: Coroutine[Any, Any, None], stop: asyncio.Event,
-                            publisher: LivePublisher) -> None:
+async def run_until_stopped(stream: Coroutine[Any, Any, None], stop: asyncio.Event, publisher: LivePublisher) -> None:
     """Run a provider stream until ``stop`` or MAX_MESSAGES published (then cancel it). Errors of the
     stream, or of the publisher's flusher (which must never end on its own), propagate."""
     task = asyncio.create_task(stream)

@@ -26,13 +26,46 @@ TRADING_SECONDS_PER_YEAR = 252 * 6.5 * 3600
 TICK_STEP_YEARS = 1 / TRADING_SECONDS_PER_YEAR  # one tick = one second of trading
 # Roughly where these traded in late 2024; anything else gets a stable price from its name.
 KNOWN_PRICES = {
-    "AAPL": 220.0, "MSFT": 430.0, "NVDA": 130.0, "AMZN": 190.0, "GOOGL": 170.0, "GOOG": 172.0,
-    "META": 560.0, "TSLA": 250.0, "AVGO": 170.0, "ORCL": 170.0, "CRM": 290.0, "AMD": 150.0,
-    "ADBE": 500.0, "NFLX": 700.0, "INTC": 22.0, "CSCO": 55.0, "IBM": 210.0, "QCOM": 165.0,
-    "JPM": 220.0, "BAC": 42.0, "WFC": 65.0, "GS": 520.0, "V": 290.0, "MA": 500.0, "BRK.B": 460.0,
-    "XOM": 115.0, "CVX": 150.0, "UNH": 580.0, "JNJ": 160.0, "LLY": 850.0, "PFE": 28.0,
-    "WMT": 80.0, "COST": 900.0, "HD": 400.0, "PG": 170.0, "KO": 70.0, "PEP": 165.0, "DIS": 95.0,
-    "SPY": 570.0, "QQQ": 490.0,
+    "AAPL": 220.0,
+    "MSFT": 430.0,
+    "NVDA": 130.0,
+    "AMZN": 190.0,
+    "GOOGL": 170.0,
+    "GOOG": 172.0,
+    "META": 560.0,
+    "TSLA": 250.0,
+    "AVGO": 170.0,
+    "ORCL": 170.0,
+    "CRM": 290.0,
+    "AMD": 150.0,
+    "ADBE": 500.0,
+    "NFLX": 700.0,
+    "INTC": 22.0,
+    "CSCO": 55.0,
+    "IBM": 210.0,
+    "QCOM": 165.0,
+    "JPM": 220.0,
+    "BAC": 42.0,
+    "WFC": 65.0,
+    "GS": 520.0,
+    "V": 290.0,
+    "MA": 500.0,
+    "BRK.B": 460.0,
+    "XOM": 115.0,
+    "CVX": 150.0,
+    "UNH": 580.0,
+    "JNJ": 160.0,
+    "LLY": 850.0,
+    "PFE": 28.0,
+    "WMT": 80.0,
+    "COST": 900.0,
+    "HD": 400.0,
+    "PG": 170.0,
+    "KO": 70.0,
+    "PEP": 165.0,
+    "DIS": 95.0,
+    "SPY": 570.0,
+    "QQQ": 490.0,
 }
 DEFAULT_PRICE_CENTS = (2_000, 30_000)  # unknown symbols start between $20 and $300
 
@@ -66,7 +99,7 @@ def starting_price(symbol: str) -> float:
 def draws(seed: int, symbol: str, index: int) -> tuple[float, float, float, float]:
     """Four uniforms in (0, 1) for tick ``index`` of ``symbol``: same inputs, same numbers."""
     digest = hashlib.blake2b(f"{seed}|{symbol}|{index}".encode(), digest_size=32).digest()
-    first, second, third, fourth = ((int.from_bytes(digest[i:i + 8], "big") + 0.5) / 2**64 for i in range(0, 32, 8))
+    first, second, third, fourth = ((int.from_bytes(digest[i : i + 8], "big") + 0.5) / 2**64 for i in range(0, 32, 8))
     return first, second, third, fourth
 
 
@@ -96,8 +129,7 @@ class SymbolPath:
 class MockFeed:
     """Generates ticks round robin over ``symbols``; resumable from :meth:`cursor`."""
 
-    def __init__(self, symbols: Sequence[str], seed: int, *, clock: Clock = utc_now,
-                 cursor: dict | None = None):
+    def __init__(self, symbols: Sequence[str], seed: int, *, clock: Clock = utc_now, cursor: dict | None = None):
         if not symbols:
             raise ValueError("the mock feed needs at least one symbol")
         self.symbols = list(symbols)
@@ -117,8 +149,14 @@ class MockFeed:
         u_radius, u_angle, u_kind, u_amount = draws(self.seed, symbol, path.count)
         normal = math.sqrt(-2 * math.log(u_radius)) * math.cos(2 * math.pi * u_angle)  # Box-Muller
         path.price = next_price(path.price, normal)
-        tick = Tick.create(symbol, max(0.01, round(path.price, 2)), trade_size(u_kind, u_amount),
-                           self.clock(), source=SOURCE, trade_id=path.count)
+        tick = Tick.create(
+            symbol,
+            max(0.01, round(path.price, 2)),
+            trade_size(u_kind, u_amount),
+            self.clock(),
+            source=SOURCE,
+            trade_id=path.count,
+        )
         path.count += 1
         self.produced += 1
         return tick
@@ -129,5 +167,8 @@ class MockFeed:
 
     def cursor(self) -> dict:
         """JSON-ready position of the feed; a feed built from it continues the same sequence."""
-        return {"produced": self.produced, "seed": self.seed,
-                "paths": {symbol: {"count": p.count, "price": p.price} for symbol, p in self.paths.items()}}
+        return {
+            "produced": self.produced,
+            "seed": self.seed,
+            "paths": {symbol: {"count": p.count, "price": p.price} for symbol, p in self.paths.items()},
+        }

@@ -68,8 +68,15 @@ def topics(symbols: list[str]) -> list[str]:
 def make_client(api_key: str, host: str, secure: bool, symbols: list[str]) -> WebSocketClient:
     """The official client in raw mode. max_reconnects=0: connect() raises on the first abnormal
     close, so every reconnect goes through our loop (backoff, logging, gap repair)."""
-    return WebSocketClient(api_key=api_key, feed=host, market="stocks", raw=True, secure=secure,
-                           subscriptions=topics(symbols), max_reconnects=0)
+    return WebSocketClient(
+        api_key=api_key,
+        feed=host,
+        market="stocks",
+        raw=True,
+        secure=secure,
+        subscriptions=topics(symbols),
+        max_reconnects=0,
+    )
 
 
 class FrameProcessor:
@@ -112,8 +119,9 @@ class FrameProcessor:
         log.log(level, "polygon status %s: %s", element.get("status"), element.get("message"))
 
 
-async def stream_forever(new_client: Callable[[], WebSocketClient], processor: FrameProcessor,
-                         backoff: Backoff, stop: asyncio.Event) -> None:
+async def stream_forever(
+    new_client: Callable[[], WebSocketClient], processor: FrameProcessor, backoff: Backoff, stop: asyncio.Event
+) -> None:
     """Connect, and reconnect after every close (1000 included), until cancelled."""
     while not stop.is_set():
         client = new_client()
@@ -131,8 +139,15 @@ async def stream_forever(new_client: Callable[[], WebSocketClient], processor: F
         await backoff.wait(reason, stop)  # type: ignore[arg-type]
 
 
-async def run_feed(settings: Settings, *, stop: asyncio.Event, counters: Counter, clock: Clock = utc_now,
-                   repair_settle_s: float = REPAIR_SETTLE_S, rest_timeout_s: float | None = None) -> None:
+async def run_feed(
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    counters: Counter,
+    clock: Clock = utc_now,
+    repair_settle_s: float = REPAIR_SETTLE_S,
+    rest_timeout_s: float | None = None,
+) -> None:
     """Stream until ``stop``; ``clock``, ``repair_settle_s`` and ``rest_timeout_s`` (of the gap repair's
     REST requests) are for tests on emulator time."""
     api_key = polygon_api_key(settings)
@@ -141,8 +156,9 @@ async def run_feed(settings: Settings, *, stop: asyncio.Event, counters: Counter
     symbols = await subscription_symbols(settings, ROLE)
     backoff = Backoff("polygon stream", cap_s=30.0)
     async with live_publisher(settings, POLYGON, symbols, counters, stop) as publisher:
-        repairer = GapRepairer(publisher, history.minute_bars, symbols, stop=stop, counters=counters,
-                               clock=clock, settle_s=repair_settle_s)
+        repairer = GapRepairer(
+            publisher, history.minute_bars, symbols, stop=stop, counters=counters, clock=clock, settle_s=repair_settle_s
+        )
 
         def connected() -> None:
             counters["connections"] += 1
@@ -150,8 +166,9 @@ async def run_feed(settings: Settings, *, stop: asyncio.Event, counters: Counter
             log.info("polygon: connected to %s", host)
             repairer.on_connected()
 
-        stream = stream_forever(lambda: make_client(api_key, host, secure, symbols),
-                                FrameProcessor(publisher, connected), backoff, stop)
+        stream = stream_forever(
+            lambda: make_client(api_key, host, secure, symbols), FrameProcessor(publisher, connected), backoff, stop
+        )
         try:
             await run_until_stopped(stream, stop, publisher)
         except StreamRejected as rejected:

@@ -52,12 +52,35 @@ def trade_key(exchange: Any, trade_id: Any) -> str:
     return f"{exchange}-{trade_id}" if exchange not in (None, "") else str(trade_id)
 
 
-def make_bar(source: str, symbol: str, timeframe: Timeframe, start: datetime, *, open_: Any, high: Any,
-             low: Any, close: Any, volume: Any, trade_count: Any, vwap: Any) -> Bar:
+def make_bar(
+    source: str,
+    symbol: str,
+    timeframe: Timeframe,
+    start: datetime,
+    *,
+    open_: Any,
+    high: Any,
+    low: Any,
+    close: Any,
+    volume: Any,
+    trade_count: Any,
+    vwap: Any,
+) -> Bar:
     """A validated Bar whose id names its source and bucket, so a repeat replaces, never doubles."""
-    return Bar(id=Bar.bar_id(source, symbol, timeframe, start), symbol=symbol, timeframe=timeframe,
-               timestamp=start, open=open_, high=high, low=low, close=close, volume=volume,
-               trade_count=int(trade_count or 0), vwap=vwap if vwap else None, source=source)
+    return Bar(
+        id=Bar.bar_id(source, symbol, timeframe, start),
+        symbol=symbol,
+        timeframe=timeframe,
+        timestamp=start,
+        open=open_,
+        high=high,
+        low=low,
+        close=close,
+        volume=volume,
+        trade_count=int(trade_count or 0),
+        vwap=vwap if vwap else None,
+        source=source,
+    )
 
 
 # ----- Alpaca stream (msgpack dicts, alpaca-py raw_data=True) ----------------------------------------
@@ -65,15 +88,31 @@ def make_bar(source: str, symbol: str, timeframe: Timeframe, start: datetime, *,
 
 def alpaca_trade(message: Mapping[str, Any]) -> Tick:
     """``{"T":"t","S","i","x","p","s","t",...}`` → Tick."""
-    return Tick.create(message["S"], message["p"], message["s"], as_utc(message["t"]), source=ALPACA,
-                       trade_id=trade_key(message.get("x"), message["i"]))
+    return Tick.create(
+        message["S"],
+        message["p"],
+        message["s"],
+        as_utc(message["t"]),
+        source=ALPACA,
+        trade_id=trade_key(message.get("x"), message["i"]),
+    )
 
 
 def alpaca_minute_bar(message: Mapping[str, Any]) -> Bar:
     """``{"T":"b"|"u","S","o","h","l","c","v","t","n","vw"}`` (``t`` = bucket start) → 1m Bar."""
-    return make_bar(ALPACA, message["S"], "1m", as_utc(message["t"]), open_=message["o"], high=message["h"],
-                    low=message["l"], close=message["c"], volume=message["v"], trade_count=message.get("n"),
-                    vwap=message.get("vw"))
+    return make_bar(
+        ALPACA,
+        message["S"],
+        "1m",
+        as_utc(message["t"]),
+        open_=message["o"],
+        high=message["h"],
+        low=message["l"],
+        close=message["c"],
+        volume=message["v"],
+        trade_count=message.get("n"),
+        vwap=message.get("vw"),
+    )
 
 
 def alpaca_event(message: Any) -> Tick | Bar | None:
@@ -93,8 +132,14 @@ def alpaca_event(message: Any) -> Tick | Bar | None:
 
 def polygon_trade(message: Mapping[str, Any]) -> Tick:
     """``{"ev":"T","sym","i","x","p","s","t"(ms),...}`` → Tick."""
-    return Tick.create(message["sym"], message["p"], message["s"], from_unix_ms(message["t"]), source=POLYGON,
-                       trade_id=trade_key(message.get("x"), message["i"]))
+    return Tick.create(
+        message["sym"],
+        message["p"],
+        message["s"],
+        from_unix_ms(message["t"]),
+        source=POLYGON,
+        trade_id=trade_key(message.get("x"), message["i"]),
+    )
 
 
 def polygon_minute_bar(message: Mapping[str, Any]) -> Bar:
@@ -105,9 +150,19 @@ def polygon_minute_bar(message: Mapping[str, Any]) -> Bar:
     """
     volume, average_size = message["v"], message.get("z")
     trade_count = round(volume / average_size) if average_size else 0
-    return make_bar(POLYGON, message["sym"], "1m", from_unix_ms(message["s"]), open_=message["o"],
-                    high=message["h"], low=message["l"], close=message["c"], volume=volume,
-                    trade_count=trade_count, vwap=message.get("vw"))
+    return make_bar(
+        POLYGON,
+        message["sym"],
+        "1m",
+        from_unix_ms(message["s"]),
+        open_=message["o"],
+        high=message["h"],
+        low=message["l"],
+        close=message["c"],
+        volume=volume,
+        trade_count=trade_count,
+        vwap=message.get("vw"),
+    )
 
 
 def polygon_event(message: Any) -> Tick | Bar | None:
@@ -126,12 +181,33 @@ def polygon_event(message: Any) -> Tick | Bar | None:
 
 def alpaca_rest_bar(bar: AlpacaBar, timeframe: Timeframe) -> Bar:
     """An alpaca-py historical Bar → Bar of ``timeframe``."""
-    return make_bar(ALPACA, bar.symbol, timeframe, as_utc(bar.timestamp), open_=bar.open, high=bar.high,
-                    low=bar.low, close=bar.close, volume=bar.volume, trade_count=bar.trade_count, vwap=bar.vwap)
+    return make_bar(
+        ALPACA,
+        bar.symbol,
+        timeframe,
+        as_utc(bar.timestamp),
+        open_=bar.open,
+        high=bar.high,
+        low=bar.low,
+        close=bar.close,
+        volume=bar.volume,
+        trade_count=bar.trade_count,
+        vwap=bar.vwap,
+    )
 
 
 def polygon_rest_bar(symbol: str, agg: Agg, timeframe: Timeframe) -> Bar:
     """A polygon ``Agg`` (``timestamp`` = window start, Unix ms) → Bar of ``timeframe``."""
-    return make_bar(POLYGON, symbol, timeframe, from_unix_ms(agg.timestamp), open_=agg.open, high=agg.high,
-                    low=agg.low, close=agg.close, volume=agg.volume, trade_count=agg.transactions,
-                    vwap=agg.vwap)
+    return make_bar(
+        POLYGON,
+        symbol,
+        timeframe,
+        from_unix_ms(agg.timestamp),
+        open_=agg.open,
+        high=agg.high,
+        low=agg.low,
+        close=agg.close,
+        volume=agg.volume,
+        trade_count=agg.transactions,
+        vwap=agg.vwap,
+    )

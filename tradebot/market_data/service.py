@@ -74,8 +74,16 @@ async def publish_batch(bus: Bus, feed: MockFeed, count: int, partitions: int, c
     return cursor if applied else None
 
 
-async def produce(bus: Bus, settings: Settings, symbols: list[str], *, stop: asyncio.Event,
-                  counters: Counter, clock: Clock = utc_now, pace: bool = True) -> None:
+async def produce(
+    bus: Bus,
+    settings: Settings,
+    symbols: list[str],
+    *,
+    stop: asyncio.Event,
+    counters: Counter,
+    clock: Clock = utc_now,
+    pace: bool = True,
+) -> None:
     """Publish from the committed cursor until stopped or MOCK_MAX_TICKS is reached."""
     feed, committed = await load_feed(bus, symbols, settings.mock_seed, clock)
     pacer = Pacer(settings.mock_ticks_per_second)
@@ -97,12 +105,17 @@ async def produce(bus: Bus, settings: Settings, symbols: list[str], *, stop: asy
             await pacer.wait(count, stop)
 
 
-async def run_feed(bus: Bus, settings: Settings, *, stop: asyncio.Event, counters: Counter,
-                   clock: Clock = utc_now, pace: bool = True) -> None:
+async def run_feed(
+    bus: Bus, settings: Settings, *, stop: asyncio.Event, counters: Counter, clock: Clock = utc_now, pace: bool = True
+) -> None:
     """Run the feed, riding out Redis outages by resuming from the committed cursor."""
     symbols = resolve_symbols(settings)
-    log.info("mock feed: %d symbols, %.0f ticks/s in total, seed %d", len(symbols),
-             settings.mock_ticks_per_second, settings.mock_seed)
+    log.info(
+        "mock feed: %d symbols, %.0f ticks/s in total, seed %d",
+        len(symbols),
+        settings.mock_ticks_per_second,
+        settings.mock_seed,
+    )
     backoff = Backoff("redis (mock feed)")
     while not stop.is_set():
         try:

@@ -82,14 +82,23 @@ async def generate_ticks(dsn: str, total: int, symbols: int, days: int) -> int:
 def sample_ticks(count: int, symbols: int = 20) -> list[Tick]:
     """Live-like ticks for the ingest runs (a different symbol set than the generated table)."""
     start = datetime(2030, 1, 2, 14, 30, tzinfo=UTC)
-    return [Tick.create(f"LIVE{i % symbols}", 100 + (i % 997) / 100, 1 + i % 300,
-                        start + timedelta(milliseconds=7 * i), source="bench", trade_id=i) for i in range(count)]
+    return [
+        Tick.create(
+            f"LIVE{i % symbols}",
+            100 + (i % 997) / 100,
+            1 + i % 300,
+            start + timedelta(milliseconds=7 * i),
+            source="bench",
+            trade_id=i,
+        )
+        for i in range(count)
+    ]
 
 
 async def ingest_rate(dsn: str, ticks: list[Tick], batch: int, writers: int) -> float:
     """Rows/s through write_events with ``writers`` concurrent writers taking batches in turn."""
     pool = await create_pool(dsn, max_size=writers)
-    batches = [ticks[i:i + batch] for i in range(0, len(ticks), batch)]
+    batches = [ticks[i : i + batch] for i in range(0, len(ticks), batch)]
     try:
         started = time.perf_counter()
         await asyncio.gather(*(_write_batches(pool, batches[w::writers]) for w in range(writers)))
@@ -110,12 +119,13 @@ async def worker_rate(settings: Settings, ticks: list[Tick]) -> float:
     bus = Bus(connect(settings.redis_url or ""), maxlen=len(ticks) + 1000)
     await bus.redis.flushdb()
     for i in range(0, len(ticks), 5000):
-        await bus.publish((tick_stream_for(t.symbol, settings.tick_partitions), t) for t in ticks[i:i + 5000])
+        await bus.publish((tick_stream_for(t.symbol, settings.tick_partitions), t) for t in ticks[i : i + 5000])
     counters: Counter = Counter()
     started = time.perf_counter()
     # A short block: in burst mode the last, empty read would otherwise add BUS_BLOCK_MS to the time.
-    await timeseries_service.run(settings.model_copy(update={"burst": True, "bus_block_ms": 20}),
-                                 stop=asyncio.Event(), counters=counters)
+    await timeseries_service.run(
+        settings.model_copy(update={"burst": True, "bus_block_ms": 20}), stop=asyncio.Event(), counters=counters
+    )
     elapsed = time.perf_counter() - started
     await bus.redis.flushdb()
     await bus.close()
@@ -142,13 +152,16 @@ def history_url(timeframe: str, days: int) -> Callable[[int, random.Random], str
     return url
 
 
-async def latency(settings: Settings, url: Callable[[int, random.Random], str], samples: int,
-                  on_the_fly: bool) -> dict[str, float]:
+async def latency(
+    settings: Settings, url: Callable[[int, random.Random], str], samples: int, on_the_fly: bool
+) -> dict[str, float]:
     """p50/p99 (ms) of ``samples`` requests through the ASGI app (after two warm-up requests)."""
     app = create_app(settings)
     rng = random.Random(7)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=600) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=600) as client,
+    ):
         if on_the_fly:
             app.state.mode = "postgresql"
         timings = []
@@ -158,12 +171,16 @@ async def latency(settings: Settings, url: Callable[[int, random.Random], str], 
             response.raise_for_status()
             if n >= 2:
                 timings.append((time.perf_counter() - began) * 1000)
-    return {"p50_ms": percentile(timings, 0.5), "p99_ms": percentile(timings, 0.99),
-            "items": response.json().get("count", response.json().get("days", 0))}
+    return {
+        "p50_ms": percentile(timings, 0.5),
+        "p99_ms": percentile(timings, 0.99),
+        "items": response.json().get("count", response.json().get("days", 0)),
+    }
 
 
-async def bench(settings: Settings, *, ticks: int, symbols: int, days: int, ingest_rows: int, samples: int,
-                keep: bool) -> dict:
+async def bench(
+    settings: Settings, *, ticks: int, symbols: int, days: int, ingest_rows: int, samples: int, keep: bool
+) -> dict:
     """Run every measurement; returns the figures (also printed as a table by ``main``)."""
     assert settings.database_url and settings.redis_url
     dsn = await recreate_database(settings.database_url, BENCH_DATABASE)
@@ -171,22 +188,29 @@ async def bench(settings: Settings, *, ticks: int, symbols: int, days: int, inge
     bench_settings = settings.model_copy(update={"database_url": dsn, "redis_url": redis_url})
     await apply_migrations(dsn)
     live = sample_ticks(ingest_rows)
-    results: dict = {"ingest_rows_per_s": {
-        "write_events x1": await ingest_rate(dsn, live, settings.bus_batch_size, 1),
-        "write_events x4": await ingest_rate(dsn, live, settings.bus_batch_size, 4),
-        "storage worker x1": await worker_rate(bench_settings, live)}}
+    results: dict = {
+        "ingest_rows_per_s": {
+            "write_events x1": await ingest_rate(dsn, live, settings.bus_batch_size, 1),
+            "write_events x4": await ingest_rate(dsn, live, settings.bus_batch_size, 4),
+            "storage worker x1": await worker_rate(bench_settings, live),
+        }
+    }
     started = time.perf_counter()
     results["table_ticks"] = await generate_ticks(dsn, ticks, symbols, days)
     results["generate_s"] = time.perf_counter() - started
-    app_mode = (await _mode(dsn))
+    app_mode = await _mode(dsn)
     paths = [("rollups", False), ("on the fly", True)] if app_mode == "timescaledb" else [("on the fly", True)]
-    results["latency"] = {f"/history {timeframe} {label}": await latency(bench_settings, history_url(timeframe, days),
-                                                                         samples, fly)
-                          for timeframe in ("1m", "1d") for label, fly in paths}
+    results["latency"] = {
+        f"/history {timeframe} {label}": await latency(bench_settings, history_url(timeframe, days), samples, fly)
+        for timeframe in ("1m", "1d")
+        for label, fly in paths
+    }
     results["latency"]["/stats (whole history)"] = await latency(
-        bench_settings, lambda n, rng: f"/stats/BENCH{n % 3}", max(3, samples // 5), False)
-    results["latency"]["/symbols"] = await latency(bench_settings, lambda n, rng: "/symbols", max(3, samples // 5),
-                                                   False)
+        bench_settings, lambda n, rng: f"/stats/BENCH{n % 3}", max(3, samples // 5), False
+    )
+    results["latency"]["/symbols"] = await latency(
+        bench_settings, lambda n, rng: "/symbols", max(3, samples // 5), False
+    )
     results["mode"] = app_mode
     if not keep:
         await drop_database(settings.database_url, BENCH_DATABASE)
@@ -205,12 +229,17 @@ async def _mode(dsn: str) -> str:
 
 def render(results: dict) -> str:
     """The figures as a plain-text table."""
-    lines = [f"storage mode: {results['mode']}; generated {results['table_ticks']:,} ticks "
-             f"in {results['generate_s']:.0f} s", "", f"{'ingest':<24}{'rows/s':>12}"]
+    lines = [
+        f"storage mode: {results['mode']}; generated {results['table_ticks']:,} ticks in {results['generate_s']:.0f} s",
+        "",
+        f"{'ingest':<24}{'rows/s':>12}",
+    ]
     lines += [f"{name:<24}{rate:>12,.0f}" for name, rate in results["ingest_rows_per_s"].items()]
     lines += ["", f"{'request (limit=1000)':<28}{'items':>6}{'p50 ms':>10}{'p99 ms':>10}"]
-    lines += [f"{name:<28}{row['items']:>6}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}"
-              for name, row in results["latency"].items()]
+    lines += [
+        f"{name:<28}{row['items']:>6}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}"
+        for name, row in results["latency"].items()
+    ]
     return "\n".join(lines)
 
 
@@ -228,8 +257,17 @@ def main(argv: list[str] | None = None) -> dict:
     setup_logging(settings.log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per timed request otherwise
     with infrastructure(settings) as ready:
-        results = asyncio.run(bench(ready, ticks=args.ticks, symbols=args.symbols, days=args.days,
-                                    ingest_rows=args.ingest, samples=args.samples, keep=args.keep))
+        results = asyncio.run(
+            bench(
+                ready,
+                ticks=args.ticks,
+                symbols=args.symbols,
+                days=args.days,
+                ingest_rows=args.ingest,
+                samples=args.samples,
+                keep=args.keep,
+            )
+        )
     print(render(results))  # the table is this command's output
     return results
 

@@ -62,15 +62,26 @@ async def data_range(conn: asyncpg.Connection, symbol: str, rollups: bool) -> tu
     firsts = ["(SELECT min(ts) FROM ticks WHERE symbol = $1)", "(SELECT min(ts) FROM bars WHERE symbol = $1)"]
     if rollups:
         firsts.append("(SELECT min(bucket) FROM ohlcv_1d WHERE symbol = $1)")
-    row = await conn.fetchrow(f"SELECT least({', '.join(firsts)}) AS first, "
-                              "greatest((SELECT max(ts) FROM ticks WHERE symbol = $1), "
-                              "(SELECT max(ts) FROM bars WHERE symbol = $1)) AS last", symbol)
+    row = await conn.fetchrow(
+        f"SELECT least({', '.join(firsts)}) AS first, "
+        "greatest((SELECT max(ts) FROM ticks WHERE symbol = $1), "
+        "(SELECT max(ts) FROM bars WHERE symbol = $1)) AS last",
+        symbol,
+    )
     return row["first"], row["last"]
 
 
-async def history(executor: Executor, symbol: str, timeframe: str, *, start: datetime | None = None,
-                  end: datetime | None = None, limit: int = 1000, rollups: bool = False,
-                  now: datetime | None = None) -> Sequence[asyncpg.Record]:
+async def history(
+    executor: Executor,
+    symbol: str,
+    timeframe: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 1000,
+    rollups: bool = False,
+    now: datetime | None = None,
+) -> Sequence[asyncpg.Record]:
     """Bars (oldest first) starting at or after ``start``; without ``start``, the latest ``limit``
     bars starting before ``end`` (default: now, so the current, still open bucket is included).
 
@@ -85,19 +96,29 @@ async def history(executor: Executor, symbol: str, timeframe: str, *, start: dat
         lower = floor_bucket(first, timeframe)
         if start is not None:
             lower = max(lower, ceil_bucket(start, timeframe))
-        upper = min(ceil_bucket(end or now, timeframe),
-                    next_bucket(floor_bucket(last, timeframe), timeframe))
+        upper = min(ceil_bucket(end or now, timeframe), next_bucket(floor_bucket(last, timeframe), timeframe))
         if lower >= upper:
             return []
         sql = history_sql(timeframe, rollups, newest_first=start is None)
         with _aggregating(symbol):
-            rows = await _fetch_growing(conn, sql, symbol, timeframe, lower, upper, limit, now,
-                                        from_start=start is not None)
+            rows = await _fetch_growing(
+                conn, sql, symbol, timeframe, lower, upper, limit, now, from_start=start is not None
+            )
         return rows if start is not None else rows[::-1]
 
 
-async def _fetch_growing(conn: asyncpg.Connection, sql: str, symbol: str, timeframe: str, lower: datetime,
-                         upper: datetime, limit: int, now: datetime, *, from_start: bool) -> Sequence[asyncpg.Record]:
+async def _fetch_growing(
+    conn: asyncpg.Connection,
+    sql: str,
+    symbol: str,
+    timeframe: str,
+    lower: datetime,
+    upper: datetime,
+    limit: int,
+    now: datetime,
+    *,
+    from_start: bool,
+) -> Sequence[asyncpg.Record]:
     """Query a window of ``limit`` buckets at one end of [lower, upper), growing it until it holds
     ``limit`` bars or covers the range: the work stays near that of the bars returned, however
     much data lies beyond them."""
@@ -115,8 +136,15 @@ async def _fetch_growing(conn: asyncpg.Connection, sql: str, symbol: str, timefr
         span *= WINDOW_GROWTH
 
 
-async def stats(executor: Executor, symbol: str, *, start: datetime | None = None, end: datetime | None = None,
-                rollups: bool = False, now: datetime | None = None) -> asyncpg.Record:
+async def stats(
+    executor: Executor,
+    symbol: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    rollups: bool = False,
+    now: datetime | None = None,
+) -> asyncpg.Record:
     """Summary statistics of the daily series between ``start`` and ``end`` (default: all of it).
 
     Raises UnknownSymbolError or StoredDataError like ``history``."""

@@ -69,6 +69,7 @@ class Migration:
 
     def render(self, values: dict[str, str | None]) -> str:
         """The file with each ``{{name}}`` replaced by a SQL literal."""
+
         def literal(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in values:
@@ -172,8 +173,9 @@ def _is_pending(migration: Migration, applied_digest: str | None, digest: str) -
     if migration.repeatable:
         return applied_digest != digest
     if applied_digest != digest:
-        log.warning("%s changed after it was applied; it is not re-run: put changes in a new numbered file",
-                    migration.path.name)
+        log.warning(
+            "%s changed after it was applied; it is not re-run: put changes in a new numbered file", migration.path.name
+        )
     return False
 
 
@@ -195,8 +197,10 @@ async def _prepare_timescale(conn: asyncpg.Connection, dry_run: bool, statements
             return "postgresql"
     # The Apache-2 build lacks compression and continuous aggregates: the plain path serves there.
     if await conn.fetchval("SELECT current_setting('timescaledb.license', true)") == "apache":
-        log.warning("timescaledb runs under the Apache license (no compression or continuous aggregates); "
-                    "using the plain-PostgreSQL schema")
+        log.warning(
+            "timescaledb runs under the Apache license (no compression or continuous aggregates); "
+            "using the plain-PostgreSQL schema"
+        )
         return "postgresql"
     return "timescaledb"
 
@@ -206,14 +210,16 @@ async def check_retention(conn: asyncpg.Connection, options: TimescaleOptions) -
     if options.tick_retention is None:
         return
     try:
-        longer = await conn.fetchval("SELECT $1::text::interval > $2::text::interval",
-                                     options.tick_retention, options.refresh_1m_start_offset)
+        longer = await conn.fetchval(
+            "SELECT $1::text::interval > $2::text::interval", options.tick_retention, options.refresh_1m_start_offset
+        )
     except asyncpg.PostgresError as error:
         raise MigrationError(f"TICK_RETENTION {options.tick_retention!r} is not an interval: {error}") from None
     if not longer:
         raise MigrationError(
             f"TICK_RETENTION ({options.tick_retention}) must be longer than the 1-minute aggregate's refresh "
-            f"window ({options.refresh_1m_start_offset}), or dropped ticks would erase aggregated minutes")
+            f"window ({options.refresh_1m_start_offset}), or dropped ticks would erase aggregated minutes"
+        )
 
 
 async def _applied(conn: asyncpg.Connection) -> dict[str, str]:
@@ -225,8 +231,10 @@ async def _applied(conn: asyncpg.Connection) -> dict[str, str]:
 
 async def _apply(conn: asyncpg.Connection, migration: Migration, statements: list[str], digest: str) -> None:
     log.info("applying migration %s", migration.path.name)
-    record = ("INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3) "
-              "ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()")
+    record = (
+        "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3) "
+        "ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()"
+    )
     if migration.transactional:
         async with conn.transaction():
             for statement in statements:
@@ -244,8 +252,11 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description="Apply (or print) the tradebot database migrations.")
     parser.add_argument("--dry-run", action="store_true", help="print the statements instead of running them")
-    parser.add_argument("--mode", choices=["timescaledb", "postgresql"],
-                        help="print the full DDL of this mode without connecting to a database")
+    parser.add_argument(
+        "--mode",
+        choices=["timescaledb", "postgresql"],
+        help="print the full DDL of this mode without connecting to a database",
+    )
     args = parser.parse_args(argv)
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")

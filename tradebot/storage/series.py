@@ -48,9 +48,9 @@ _ROLLUP_AGGREGATE = """(array_agg(open ORDER BY bucket))[1] AS open, max(high) A
 def _stored_bars(timeframe: str) -> str:
     """One stored bar per bucket (most volume, then source name), and whether the bucket has closed."""
     return f"""
-    SELECT {COLUMNS}, {bucket_end_sql('bucket', timeframe)} <= $4 AS closed
+    SELECT {COLUMNS}, {bucket_end_sql("bucket", timeframe)} <= $4 AS closed
     FROM (
-        SELECT DISTINCT ON (1) {bucket_sql('ts', timeframe)} AS bucket, open, high, low, close, volume,
+        SELECT DISTINCT ON (1) {bucket_sql("ts", timeframe)} AS bucket, open, high, low, close, volume,
                trade_count::numeric AS trade_count,
                coalesce(vwap * volume, CASE WHEN volume = 0 THEN 0 END) AS notional
         FROM bars
@@ -66,7 +66,7 @@ def _tick_buckets(timeframe: str, rollups: bool) -> str:
     if timeframe in HOURLY_PARTIAL_TIMEFRAMES:
         return _tick_buckets_from_hours(timeframe)
     return f"""
-    SELECT {bucket_sql('ts', timeframe)} AS bucket,
+    SELECT {bucket_sql("ts", timeframe)} AS bucket,
            {_TICK_AGGREGATE}
     FROM ticks WHERE symbol = $1 AND ts >= $2 AND ts < $3
     GROUP BY 1"""
@@ -81,10 +81,10 @@ def _tick_buckets_from_hours(timeframe: str) -> str:
     SELECT b.bucket, first_tick.price AS open, b.high, b.low, last_tick.price AS close,
            b.volume, b.trade_count, b.notional
     FROM (
-        SELECT {bucket_sql('hour', timeframe)} AS bucket, max(high) AS high, min(low) AS low,
+        SELECT {bucket_sql("hour", timeframe)} AS bucket, max(high) AS high, min(low) AS low,
                sum(volume) AS volume, sum(trade_count) AS trade_count, sum(notional) AS notional
         FROM (
-            SELECT {bucket_sql('ts', '1h')} AS hour, max(price) AS high, min(price) AS low,
+            SELECT {bucket_sql("ts", "1h")} AS hour, max(price) AS high, min(price) AS low,
                    sum(size) AS volume, count(*)::numeric AS trade_count, sum(price * size) AS notional
             FROM ticks WHERE symbol = $1 AND ts >= $2 AND ts < $3
             GROUP BY 1
@@ -106,7 +106,7 @@ def _tick_minutes_of_mixed_buckets(rollups: bool) -> str:
     FROM mixed_buckets m
     JOIN ohlcv_1m o ON o.symbol = $1 AND o.bucket >= m.bucket AND o.bucket < m.bucket_end"""
     return f"""
-    SELECT {bucket_sql('t.ts', '1m')} AS bucket,
+    SELECT {bucket_sql("t.ts", "1m")} AS bucket,
            {_TICK_AGGREGATE}
     FROM mixed_buckets m
     JOIN ticks t ON t.symbol = $1 AND t.ts >= m.bucket AND t.ts < m.bucket_end
@@ -145,12 +145,12 @@ def series_ctes(timeframe: str, rollups: bool) -> str:
         ctes["series"] = _stored_over("bar_minutes", "tick_buckets")
     else:
         ctes["mixed_buckets"] = f"""
-    SELECT bucket, {bucket_end_sql('bucket', timeframe)} AS bucket_end
-    FROM (SELECT DISTINCT {bucket_sql('bucket', timeframe)} AS bucket FROM bar_minutes) b"""
+    SELECT bucket, {bucket_end_sql("bucket", timeframe)} AS bucket_end
+    FROM (SELECT DISTINCT {bucket_sql("bucket", timeframe)} AS bucket FROM bar_minutes) b"""
         ctes["tick_minutes"] = _tick_minutes_of_mixed_buckets(rollups)
         ctes["merged_minutes"] = _stored_over("bar_minutes", "tick_minutes")
         ctes["mixed"] = f"""
-    SELECT {bucket_sql('bucket', timeframe)} AS bucket,
+    SELECT {bucket_sql("bucket", timeframe)} AS bucket,
            {_ROLLUP_AGGREGATE}
     FROM merged_minutes GROUP BY 1"""
         ctes["tick_buckets"] = _tick_buckets(timeframe, rollups)
@@ -171,7 +171,7 @@ FROM series ORDER BY bucket {order} LIMIT $5"""
 
 def stats_sql(rollups: bool) -> str:
     """Summary of the daily series in [$2, $3): range, OHLCV, vwap, daily return mean and volatility."""
-    return f"""{series_ctes('1d', rollups)},
+    return f"""{series_ctes("1d", rollups)},
 daily AS (
     SELECT {COLUMNS}, close / lag(close) OVER (ORDER BY bucket) - 1 AS daily_return FROM series
 )

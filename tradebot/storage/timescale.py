@@ -68,8 +68,12 @@ class TimescaleOptions:
         symbols = len(settings.symbols) or settings.max_symbols
         ticks = chunk_interval_for(symbols * TICKS_PER_SYMBOL_DAY * TICK_ROW_BYTES, memory, TICK_INTERVALS)
         bars = chunk_interval_for(symbols * BARS_PER_SYMBOL_DAY * BAR_ROW_BYTES, memory, BAR_INTERVALS)
-        return cls(ticks_chunk_interval=settings.chunk_interval or ticks, bars_chunk_interval=bars,
-                   compress_after=settings.compress_after, tick_retention=settings.tick_retention)
+        return cls(
+            ticks_chunk_interval=settings.chunk_interval or ticks,
+            bars_chunk_interval=bars,
+            compress_after=settings.compress_after,
+            tick_retention=settings.tick_retention,
+        )
 
     def template_values(self) -> dict[str, str | None]:
         """Placeholder name -> value, for rendering migration files."""
@@ -89,7 +93,8 @@ async def _compression_jobs(conn: asyncpg.Connection, tables: Sequence[str]) -> 
     rows = await conn.fetch(
         "SELECT job_id FROM timescaledb_information.jobs "
         "WHERE proc_name = 'policy_compression' AND hypertable_name = ANY($1::text[]) AND scheduled",
-        list(tables))
+        list(tables),
+    )
     return [row["job_id"] for row in rows]
 
 

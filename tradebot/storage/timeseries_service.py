@@ -45,9 +45,16 @@ async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter | No
         counters["duplicates"] += len(batch) - new_rows
 
     consumer = GroupConsumer(
-        bus, storage_streams(settings.tick_partitions), STORAGE_GROUP, consumer_name(),
-        batch_size=settings.bus_batch_size, block_ms=settings.bus_block_ms,
-        claim_idle_ms=settings.claim_idle_ms, counters=counters, transient_errors=TRANSIENT_DB_ERRORS)
+        bus,
+        storage_streams(settings.tick_partitions),
+        STORAGE_GROUP,
+        consumer_name(),
+        batch_size=settings.bus_batch_size,
+        block_ms=settings.bus_block_ms,
+        claim_idle_ms=settings.claim_idle_ms,
+        counters=counters,
+        transient_errors=TRANSIENT_DB_ERRORS,
+    )
     try:
         await consumer.run(handle, stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:

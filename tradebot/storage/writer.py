@@ -43,8 +43,10 @@ class Table:
     def insert_sql(self) -> str:
         """INSERT from the staging table, skipping (or, for bars, refreshing) existing keys."""
         columns, key = ", ".join(self.columns), ", ".join(self.key)
-        head = (f"INSERT INTO {self.name} ({columns}) SELECT {columns} FROM {self.staging} "
-                f"ORDER BY {key} ON CONFLICT ({key}) ")
+        head = (
+            f"INSERT INTO {self.name} ({columns}) SELECT {columns} FROM {self.staging} "
+            f"ORDER BY {key} ON CONFLICT ({key}) "
+        )
         if not self.replace_on_conflict:
             return head + "DO NOTHING"
         values = [c for c in self.columns if c not in self.key]
@@ -55,21 +57,61 @@ class Table:
 
 
 TABLES: dict[type[Event], Table] = {
-    Tick: Table("ticks", ("symbol", "ts", "id", "price", "size", "source"), ("symbol", "ts", "id"),
-                lambda t: (t.symbol, t.timestamp, t.id, t.price, t.size, t.source)),
-    Bar: Table("bars", ("symbol", "timeframe", "ts", "source", "id", "open", "high", "low", "close", "volume",
-                        "trade_count", "vwap"), ("symbol", "timeframe", "ts", "source"),
-               lambda b: (b.symbol, b.timeframe, b.timestamp, b.source, b.id, b.open, b.high, b.low, b.close,
-                          b.volume, b.trade_count, b.vwap), replace_on_conflict=True),
-    Signal: Table("signals", ("id", "ts", "symbol", "side", "price", "confidence", "strategy", "tick_id"),
-                  ("id", "ts"),
-                  lambda s: (s.id, s.timestamp, s.symbol, s.side, s.price, s.confidence, s.strategy, s.tick_id)),
-    Order: Table("orders", ("id", "ts", "symbol", "side", "quantity", "order_type", "signal_id"), ("id", "ts"),
-                 lambda o: (o.id, o.timestamp, o.symbol, o.side, o.quantity, o.order_type, o.signal_id)),
-    OrderEvent: Table("fills", ("id", "ts", "client_order_id", "symbol", "status", "side", "quantity", "price",
-                                "commission", "reason"), ("id", "ts"),
-                      lambda e: (e.id, e.timestamp, e.client_order_id, e.symbol, e.status, e.side, e.quantity,
-                                 e.price, e.commission, e.reason)),
+    Tick: Table(
+        "ticks",
+        ("symbol", "ts", "id", "price", "size", "source"),
+        ("symbol", "ts", "id"),
+        lambda t: (t.symbol, t.timestamp, t.id, t.price, t.size, t.source),
+    ),
+    Bar: Table(
+        "bars",
+        ("symbol", "timeframe", "ts", "source", "id", "open", "high", "low", "close", "volume", "trade_count", "vwap"),
+        ("symbol", "timeframe", "ts", "source"),
+        lambda b: (
+            b.symbol,
+            b.timeframe,
+            b.timestamp,
+            b.source,
+            b.id,
+            b.open,
+            b.high,
+            b.low,
+            b.close,
+            b.volume,
+            b.trade_count,
+            b.vwap,
+        ),
+        replace_on_conflict=True,
+    ),
+    Signal: Table(
+        "signals",
+        ("id", "ts", "symbol", "side", "price", "confidence", "strategy", "tick_id"),
+        ("id", "ts"),
+        lambda s: (s.id, s.timestamp, s.symbol, s.side, s.price, s.confidence, s.strategy, s.tick_id),
+    ),
+    Order: Table(
+        "orders",
+        ("id", "ts", "symbol", "side", "quantity", "order_type", "signal_id"),
+        ("id", "ts"),
+        lambda o: (o.id, o.timestamp, o.symbol, o.side, o.quantity, o.order_type, o.signal_id),
+    ),
+    OrderEvent: Table(
+        "fills",
+        ("id", "ts", "client_order_id", "symbol", "status", "side", "quantity", "price", "commission", "reason"),
+        ("id", "ts"),
+        lambda e: (
+            e.id,
+            e.timestamp,
+            e.client_order_id,
+            e.symbol,
+            e.status,
+            e.side,
+            e.quantity,
+            e.price,
+            e.commission,
+            e.reason,
+        ),
+    ),
 }
 
 
@@ -105,15 +147,16 @@ async def write_bars(executor: Executor, bars: Sequence[Bar]) -> int:
         raise TypeError("write_bars takes Bar events only")
     total = 0
     for start in range(0, len(bars), BACKFILL_BATCH_ROWS):
-        written = await write_events(executor, bars[start:start + BACKFILL_BATCH_ROWS])
+        written = await write_events(executor, bars[start : start + BACKFILL_BATCH_ROWS])
         total += written["bars"]
     return total
 
 
 async def _copy_and_insert(conn: asyncpg.Connection, table: Table, rows: list[tuple]) -> int:
     # A temp table per session, emptied at every commit: no catalog churn per batch.
-    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table.staging} "
-                       f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {table.staging} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
     await conn.copy_records_to_table(table.staging, records=rows, columns=table.columns)
     status = await conn.execute(table.insert_sql())
     return int(status.rsplit(" ", 1)[-1])

@@ -55,7 +55,7 @@ class MovingAverageCrossover:
         if len(state.prices) < self.long_window:
             return []
         prices = list(state.prices)
-        short_average = sum(prices[-self.short_window:]) / self.short_window
+        short_average = sum(prices[-self.short_window :]) / self.short_window
         long_average = sum(prices) / self.long_window
         relation = (short_average > long_average) - (short_average < long_average)
         previous, state.relation = state.relation, relation or state.relation
@@ -65,8 +65,16 @@ class MovingAverageCrossover:
         return [self._signal(tick, side, confidence(short_average, long_average))]
 
     def _signal(self, tick: Tick, side: Side, score: float) -> Signal:
-        return Signal(id=stable_id(self.name, tick.id), symbol=tick.symbol, timestamp=tick.timestamp,
-                      side=side, price=tick.price, confidence=score, strategy=self.name, tick_id=tick.id)
+        return Signal(
+            id=stable_id(self.name, tick.id),
+            symbol=tick.symbol,
+            timestamp=tick.timestamp,
+            side=side,
+            price=tick.price,
+            confidence=score,
+            strategy=self.name,
+            tick_id=tick.id,
+        )
 
     def _state(self, symbol: str) -> SymbolState:
         state = self._symbols.get(symbol)
@@ -76,14 +84,20 @@ class MovingAverageCrossover:
 
     def snapshot(self) -> dict:
         """Per-symbol prices, last side and recent tick ids, as JSON-ready data."""
-        return {"symbols": {symbol: {"prices": list(s.prices), "relation": s.relation,
-                                     "recent_tick_ids": list(s.recent_tick_ids)}
-                            for symbol, s in self._symbols.items()}}
+        return {
+            "symbols": {
+                symbol: {"prices": list(s.prices), "relation": s.relation, "recent_tick_ids": list(s.recent_tick_ids)}
+                for symbol, s in self._symbols.items()
+            }
+        }
 
     def restore(self, snapshot: dict) -> None:
         """Replace the state with a snapshot (a changed LONG_WINDOW keeps the newest prices)."""
         self._symbols = {
-            symbol: SymbolState(deque(saved["prices"], maxlen=self.long_window), saved["relation"],
-                                deque(saved["recent_tick_ids"], maxlen=RECENT_TICK_IDS))
+            symbol: SymbolState(
+                deque(saved["prices"], maxlen=self.long_window),
+                saved["relation"],
+                deque(saved["recent_tick_ids"], maxlen=RECENT_TICK_IDS),
+            )
             for symbol, saved in snapshot.get("symbols", {}).items()
         }

@@ -59,12 +59,22 @@ def strategy_factory(settings: Settings) -> Callable[[], Strategy]:
 
 def strategy_worker(bus: Bus, settings: Settings, member: str, counters: Counter) -> PartitionedWorker:
     """A partition-leasing worker named ``member`` (unique per worker) running the strategy."""
-    config = PartitionSettings(role=STRATEGY_ROLE, partitions=settings.tick_partitions, stream_for=tick_stream,
-                               batch_size=settings.bus_batch_size, block_ms=settings.bus_block_ms,
-                               lease_ttl_ms=settings.lease_ttl_ms)
+    config = PartitionSettings(
+        role=STRATEGY_ROLE,
+        partitions=settings.tick_partitions,
+        stream_for=tick_stream,
+        batch_size=settings.bus_batch_size,
+        block_ms=settings.bus_block_ms,
+        lease_ttl_ms=settings.lease_ttl_ms,
+    )
     new_strategy = strategy_factory(settings)
-    return PartitionedWorker(bus, config, member=member, counters=counters,
-                             new_state=lambda _partition: StrategyPartition(new_strategy, settings.order_quantity))
+    return PartitionedWorker(
+        bus,
+        config,
+        member=member,
+        counters=counters,
+        new_state=lambda _partition: StrategyPartition(new_strategy, settings.order_quantity),
+    )
 
 
 async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> None:
