@@ -128,7 +128,7 @@ class PaperBroker:
             symbol=order.symbol,
             timestamp=order.timestamp,
             client_order_id=order.id,
-            status=status,
+            status=status,  # type: ignore[arg-type]
             side=order.side,  # type: ignore[arg-type]
             quantity=order.quantity,
             price=price,
