@@ -270,6 +270,30 @@ class Bus:
             waiting.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
         await asyncio.gather(waiting, stopping, return_exceptions=True)
 
+    async def tails(self, streams: Sequence[str]) -> dict[str, str]:
+        """The id of each stream's newest entry ("0-0" for an empty or missing stream): where a
+        follower starts to see only what comes next."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xrevrange(stream, count=1)
+            replies = await pipe.execute()
+        return {stream: rows[0][0] if rows else "0-0" for stream, rows in zip(streams, replies, strict=True)}
+
+    async def follow(self, positions: dict[str, str], *, count: int, block_ms: int) -> list[Delivery]:
+        """Entries after ``positions`` (stream -> last id seen), read without a consumer group, so a
+        fan-out reader (dashboard, tail) sees everything and holds no worker back. Advances
+        ``positions``. An entry that does not decode is skipped: its consuming role dead-letters it."""
+        reply = await self.redis.xread(positions, count=count, block=block_ms)
+        deliveries = []
+        for stream, rows in reply or []:
+            for entry_id, fields in rows:
+                positions[stream] = entry_id
+                try:
+                    deliveries.append(Delivery(stream, entry_id, decode(fields)))
+                except ValueError:
+                    continue
+        return deliveries
+
     async def last_delivered_id(self, stream: str, group: str) -> str:
         """The id of the newest entry ``group`` has been given ("0-0" before the first)."""
         for info in await self._groups(stream):

@@ -96,6 +96,20 @@ class Settings(BaseSettings):
     compress_after: str = "7 days"
     tick_retention: str | None = None
 
+    # --- operator surface: auth, exposure, live streams ---
+    # Bearer token for every mutating endpoint; required to bind the API beyond loopback.
+    api_token: SecretStr | None = None
+    cors_origins: Annotated[list[str], NoDecode] = []  # empty: CORS closed
+    api_max_body_bytes: int = Field(65_536, ge=1024, le=64 * 1024 * 1024)
+    ws_queue_size: int = Field(1000, ge=10, le=1_000_000)  # messages a slow WebSocket client may lag
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("symbols", mode="before")
     @classmethod
     def _split_symbols(cls, value: object) -> object:
@@ -139,7 +153,7 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(f"invalid setting {name}{shown}: {first['msg']}; set {name} to a valid value") from None
 
 
-_SECRET_NAMES = {"ALPACA_KEY", "ALPACA_SECRET", "POLYGON_API_KEY", "DATABASE_URL", "REDIS_URL"}
+_SECRET_NAMES = {"ALPACA_KEY", "ALPACA_SECRET", "POLYGON_API_KEY", "DATABASE_URL", "REDIS_URL", "API_TOKEN"}
 
 
 def redact_url(url: str | None) -> str:
