@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from tradebot.api import routes_account, routes_health, routes_history
+from tradebot.api import routes_account, routes_health, routes_history, routes_webhooks
 from tradebot.api.auth import BodyLimit, check_exposure
 from tradebot.common.bus import Bus, connect
 from tradebot.common.config import Settings, load_settings
@@ -124,6 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_history.router)
     app.include_router(routes_health.router)
     app.include_router(routes_account.router)
+    app.include_router(routes_webhooks.router)
     app.include_router(udf.router)
     app.include_router(routes_ws.router)
     dashboard.mount(app)

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = []  # empty: CORS closed
     api_max_body_bytes: int = Field(65_536, ge=1024, le=64 * 1024 * 1024)
     ws_queue_size: int = Field(1000, ge=10, le=1_000_000)  # messages a slow WebSocket client may lag
+    # TradingView alert webhooks: the shared secret in the alert body; unset = the endpoint answers 403
+    webhook_secret: SecretStr | None = None
+    webhook_rate_per_minute: int = Field(60, ge=1, le=10_000)
+    webhook_dedup_days: float = Field(7.0, gt=0, le=365)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -153,7 +157,15 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(f"invalid setting {name}{shown}: {first['msg']}; set {name} to a valid value") from None
 
 
-_SECRET_NAMES = {"ALPACA_KEY", "ALPACA_SECRET", "POLYGON_API_KEY", "DATABASE_URL", "REDIS_URL", "API_TOKEN"}
+_SECRET_NAMES = {
+    "ALPACA_KEY",
+    "ALPACA_SECRET",
+    "POLYGON_API_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "API_TOKEN",
+    "WEBHOOK_SECRET",
+}
 
 
 def redact_url(url: str | None) -> str:

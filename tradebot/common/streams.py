@@ -86,3 +86,8 @@ def producer_cursor_key(name: str) -> str:
 def publisher_sequence_key(source: str) -> str:
     """A live publisher's batch counter, compare-and-set with each batch so a retry never doubles it."""
     return f"publisher_seq:{source}"
+
+
+def webhook_alert_key(alert_id: str) -> str:
+    """Marks an incoming alert as published (kept for days), so a replayed alert is not traded twice."""
+    return f"webhook:alert:{alert_id}"
