@@ -107,6 +107,22 @@ class Settings(BaseSettings):
     webhook_rate_per_minute: int = Field(60, ge=1, le=10_000)
     webhook_dedup_days: float = Field(7.0, gt=0, le=365)
 
+    # --- alerts (the alerts role): each channel is used when its settings are given ---
+    alert_telegram_token: SecretStr | None = None
+    alert_telegram_chat_id: str | None = None
+    alert_telegram_api_url: str = "https://api.telegram.org"
+    alert_discord_webhook_url: SecretStr | None = None
+    alert_slack_webhook_url: SecretStr | None = None
+    alert_smtp_host: str | None = None
+    alert_smtp_port: int = Field(587, ge=1, le=65535)
+    alert_smtp_user: str | None = None
+    alert_smtp_password: SecretStr | None = None
+    alert_email_from: str = "tradebot@localhost"
+    alert_email_to: str | None = None
+    alert_reminder_minutes: float = Field(60.0, gt=0)  # one alert per incident, a reminder this often
+    alert_rate_per_minute: int = Field(20, ge=1, le=1000)  # per channel
+    alert_check_s: float = Field(15.0, gt=0)  # how often worker heartbeats are checked
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
