@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Path, Query, Request
 
 from tradebot.common.config import Settings
-from tradebot.common.models import SYMBOL_PATTERN, Timeframe
+from tradebot.common.models import SYMBOL_PATTERN, SYMBOL_PATTERN_ANY_CASE, Timeframe
 from tradebot.storage.timescale import Mode
 
 DEFAULT_LIMIT = 1000
@@ -63,7 +63,15 @@ def unprocessable(message: str) -> HTTPException:
     return HTTPException(status_code=422, detail=message)
 
 
-def valid_symbol(symbol: Annotated[str, Path(description="ticker, e.g. AAPL (case-insensitive)")]) -> str:
+def valid_symbol(
+    symbol: Annotated[
+        str,
+        # the pattern is stated for clients; the check below gives the readable error
+        Path(
+            description="ticker, e.g. AAPL (case-insensitive)", json_schema_extra={"pattern": SYMBOL_PATTERN_ANY_CASE}
+        ),
+    ],
+) -> str:
     """The symbol, upper-cased, if it is a valid ticker."""
     normalized = symbol.strip().upper()
     if not _SYMBOL.fullmatch(normalized):

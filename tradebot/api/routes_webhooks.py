@@ -124,6 +124,13 @@ def _events(alert: TradingViewAlert, settings: Settings) -> tuple[Signal, Order]
     "/webhooks/tradingview",
     response_model=WebhookOut,
     status_code=202,
+    # the body is read raw (the signature covers its exact bytes), so its schema is declared here
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": TradingViewAlert.model_json_schema()}},
+        }
+    },
     responses={
         400: {"description": "the body is not a valid alert (the detail says which field)"},
         401: {"description": "wrong secret or signature"},
