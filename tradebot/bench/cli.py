@@ -38,7 +38,7 @@ from tradebot.common.runtime import setup_logging
 
 log = logging.getLogger("tradebot.bench")
 
-SECTIONS = ("bus", "strategy", "e2e", "latency", "storage")
+SECTIONS = ("bus", "strategy", "e2e", "latency", "storage", "ui")
 MiB = 2**20
 
 
@@ -101,7 +101,20 @@ async def _storage(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes) 
     return await measure_storage(target, workers, sizes.storage)
 
 
-STEPS: dict[str, Step] = {"bus": _bus, "strategy": _strategy, "e2e": _e2e, "latency": _latency, "storage": _storage}
+async def _ui(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
+    from tradebot.bench.ui import measure_ui  # imports the dashboard's optional parts only when run
+
+    return await measure_ui(target, workers, FeedRun(sizes.e2e_offered_rate, sizes.e2e_ticks))
+
+
+STEPS: dict[str, Step] = {
+    "bus": _bus,
+    "strategy": _strategy,
+    "e2e": _e2e,
+    "latency": _latency,
+    "storage": _storage,
+    "ui": _ui,
+}
 
 
 def memory_figures(workers: WorkerPool) -> list[Figure]:
