@@ -41,7 +41,7 @@ import httpx
 import pytest
 import redis
 
-from tests.deployment import ENV_EXAMPLE, ROOT
+from tests.deployment import ENV_EXAMPLE, ROOT, TRADEBOT_IMAGE
 from tests.emulators import AlpacaRestEmulator, AlpacaStreamEmulator, BarDataset, Send
 from tests.emulators import Trade as EmulatedTrade
 from tests.helpers import free_port
@@ -92,6 +92,7 @@ class Stack:
     folder: Path
     env: dict[str, str]
     log: list[str] = field(default_factory=list)
+    killed: set[str] = field(default_factory=set)  # containers the test killed on purpose
 
     def engine(self, *args: str, timeout: float = STEP_TIMEOUT_S, check: bool = True) -> str:
         """The tool with ``args`` in the project folder; its output (stdout and stderr)."""
@@ -138,7 +139,7 @@ class Stack:
         tails = []
         for container in self.containers():
             name = container["Name"].lstrip("/")
-            tails.append(f"--- {name} ({container['State']['Status']})\n{podman('logs', '--tail', '30', name)}")
+            tails.append(f"--- {name} ({container['State']['Status']})\n{container_log(name, tail=30)}")
         return "\n".join(self.log + tails)
 
     def sql(self, query: str) -> Any:
@@ -158,6 +159,12 @@ def podman(*args: str) -> str:
     result = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
     assert result.returncode == 0, f"podman {' '.join(args)}: {result.stderr}"
     return result.stdout
+
+
+def container_log(name: str, tail: int | None = None) -> str:
+    """A container's output, stdout and stderr interleaved (the workers log to stderr)."""
+    args = ["podman", "logs", *(["--tail", str(tail)] if tail else []), name]
+    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60).stdout
 
 
 def service_of(container: dict[str, Any]) -> str:
@@ -303,7 +310,8 @@ def test_a_killed_strategy_container_hands_its_partitions_over_and_storage_keeps
         ticks_before = stack.sql("SELECT count(*) FROM ticks")
         signals_before = stack.sql("SELECT count(*) FROM signals")
         killed_at = datetime.now(UTC)
-        podman("kill", "--signal", "KILL", strategies[victim.rsplit("-", 1)[0]])  # what `docker kill` sends
+        stack.killed.add(strategies[victim.rsplit("-", 1)[0]])
+        podman("kill", "--signal", "KILL", *stack.killed)  # what `docker kill` sends
 
         def moved() -> bool:
             owners = strategy_leases(client, partitions)
@@ -397,3 +405,24 @@ def test_compose_run_backfill_exits_0_and_stores_the_emulators_bars(
     expected = {f"{symbol} {timeframe}" for symbol in BACKFILL_SYMBOLS.split(",") for timeframe in ("1d", "1m")}
     assert expected <= set(stored or []), output[-3000:]
     assert [c for c in stack.containers() if service_of(c) == "backfill"] == []  # --rm removed it
+
+
+def test_compose_stop_stops_every_worker_gracefully(stack: Stack) -> None:
+    # SIGTERM, then SIGKILL after stop_grace_period: each worker acks its batch and exits 0 first.
+    # (Only the tradebot image's containers: the servers here are stand-ins with their own entrypoints.)
+    stack.compose("--profile", "alpaca", "stop", timeout=STEP_TIMEOUT_S * 2)
+    codes = {
+        c["Name"].lstrip("/"): (service_of(c), c["State"]["ExitCode"])
+        for c in stack.containers()
+        if c["ImageName"].endswith(TRADEBOT_IMAGE) and c["Name"].lstrip("/") not in stack.killed
+    }
+    assert {service for service, _ in codes.values()} == {*DEFAULT_SERVICES, "migrate", "alpaca"} - {
+        "redis",
+        "timescaledb",
+    }
+    api_stopped = "Application shutdown complete" in container_log(f"{PROJECT}_api_1")
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught: 143 = 128 + 15.
+    graceful = {
+        name: 0 if (service, code) == ("api", 143) and api_stopped else code for name, (service, code) in codes.items()
+    }
+    assert graceful == dict.fromkeys(codes, 0), stack.logs()
