@@ -52,7 +52,7 @@ def image_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     python = venv / "bin" / "python"
     for args in (["-r", str(requirements)], ["--no-deps", str(source)]):
         result = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
+            [str(python), "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check", *args],
             capture_output=True,
             text=True,
             timeout=INSTALL_TIMEOUT_S,
