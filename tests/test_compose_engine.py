@@ -230,8 +230,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
     finally:
         running.compose("--profile", "alpaca", "--profile", "backfill", "down", "-v", "--remove-orphans", check=False)
-        left = podman("ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}").split()
-        assert left == [], f"down -v left containers behind: {left}"
+        label = f"label=com.docker.compose.project={PROJECT}"
+        left = podman("ps", "-aq", "--filter", label).split() + podman("volume", "ls", "-q", "--filter", label).split()
+        assert left == [], f"down -v left containers or volumes behind: {left}"
 
 
 def all_healthy(stack: Stack) -> bool:
