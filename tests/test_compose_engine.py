@@ -11,8 +11,9 @@ then, in order:
 2. ``docker kill`` (SIGKILL) of one strategy container: its partitions move to the live worker, and
    ticks and signals keep being stored;
 3. the ``alpaca`` profile against the Alpaca emulators (tests/emulators) on the host: its trade is
-   stored; ``run --rm backfill`` against the REST emulator exits 0 and its bars are stored;
-4. ``down -v`` at the end, also after a failure.
+   stored; ``run --rm backfill`` and ``run --rm backfill_polygon`` against the REST emulators exit 0
+   and their bars are stored;
+4. ``stop``: every tradebot container exits 0; ``down -v`` at the end, also after a failure.
 
 Minutes long, so marked ``compose_engine`` and left out of ``make test``; .ci/run runs it
 (``pytest -m compose_engine tests/test_compose_engine.py``). Skipped, with the reason, without the
@@ -42,7 +43,7 @@ import pytest
 import redis
 
 from tests.deployment import ENV_EXAMPLE, ROOT, TRADEBOT_IMAGE
-from tests.emulators import AlpacaRestEmulator, AlpacaStreamEmulator, BarDataset, Send
+from tests.emulators import AlpacaRestEmulator, AlpacaStreamEmulator, BarDataset, PolygonRestEmulator, Send
 from tests.emulators import Trade as EmulatedTrade
 from tests.helpers import free_port
 from tradebot.common.streams import STRATEGY_ROLE, heartbeat_key, lease_key
@@ -229,7 +230,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         running.compose("up", "-d", "--build", *scale, timeout=BUILD_TIMEOUT_S)
         yield running
     finally:
-        running.compose("--profile", "alpaca", "--profile", "backfill", "down", "-v", "--remove-orphans", check=False)
+        profiles = [arg for profile in ("alpaca", "backfill", "backfill_polygon") for arg in ("--profile", profile)]
+        running.compose(*profiles, "down", "-v", "--remove-orphans", check=False)
         label = f"label=com.docker.compose.project={PROJECT}"
         left = podman("ps", "-aq", "--filter", label).split() + podman("volume", "ls", "-q", "--filter", label).split()
         assert left == [], f"down -v left containers or volumes behind: {left}"
@@ -341,8 +343,8 @@ def bridge_gateway() -> str:
 
 
 @pytest.fixture(scope="module")
-def alpaca_emulators(stack: Stack) -> Iterator[dict[str, str]]:
-    """The Alpaca stream and REST emulators on the host, and the .env lines that point at them."""
+def provider_emulators(stack: Stack) -> Iterator[dict[str, str]]:
+    """Alpaca's stream and REST and Polygon's REST emulators on the host; the .env lines for them."""
     host = bridge_gateway()  # not 0.0.0.0: reachable from the containers and this host only
     now = datetime.now(UTC)
     dataset = BarDataset.generate(BACKFILL_SYMBOLS.split(","), now - timedelta(days=BACKFILL_DAYS), now)
@@ -350,17 +352,20 @@ def alpaca_emulators(stack: Stack) -> Iterator[dict[str, str]]:
     with ExitStack() as emulators:
         stream = emulators.enter_context(AlpacaStreamEmulator(scenario, host=host, max_connections=None))
         rest = emulators.enter_context(AlpacaRestEmulator(dataset, host=host))
+        polygon = emulators.enter_context(PolygonRestEmulator(dataset, host=host))
         yield {
             "ALPACA_KEY": stream.key,
             "ALPACA_SECRET": stream.secret,
             "ALPACA_STREAM_URL": stream.url,
             "ALPACA_DATA_URL": rest.url,
             "ALPACA_TRADING_URL": rest.url,
+            "POLYGON_API_KEY": polygon.api_key,
+            "POLYGON_REST_URL": polygon.url,
         }
 
 
-def test_the_alpaca_profile_feeds_the_stack_from_the_emulator(stack: Stack, alpaca_emulators: dict[str, str]) -> None:
-    stack.env.update(alpaca_emulators)
+def test_the_alpaca_profile_feeds_the_stack_from_the_emulator(stack: Stack, provider_emulators: dict[str, str]) -> None:
+    stack.env.update(provider_emulators)
     write_dotenv(stack.folder / ".env", stack.env)  # the keys and URLs a user puts in .env
     stack.compose("--profile", "alpaca", "up", "-d", "--no-deps", "alpaca")
     try:
@@ -379,15 +384,16 @@ def test_the_alpaca_profile_feeds_the_stack_from_the_emulator(stack: Stack, alpa
         raise AssertionError(f"{error}\n{stack.logs()}") from None
 
 
+@pytest.mark.parametrize(("service", "source"), [("backfill", "alpaca"), ("backfill_polygon", "polygon")])
 def test_compose_run_backfill_exits_0_and_stores_the_emulators_bars(
-    stack: Stack, alpaca_emulators: dict[str, str]
+    stack: Stack, provider_emulators: dict[str, str], service: str, source: str
 ) -> None:
-    stack.env.update(alpaca_emulators)
+    stack.env.update(provider_emulators)
     write_dotenv(stack.folder / ".env", stack.env)
     # -e narrows the universe and range to what the emulator serves; the command is the service's.
     output = stack.compose(
         "--profile",
-        "backfill",
+        service,
         "run",
         "--rm",
         "-e",
@@ -398,14 +404,14 @@ def test_compose_run_backfill_exits_0_and_stores_the_emulators_bars(
         f"BACKFILL_DAYS={BACKFILL_DAYS}",
         "-e",
         f"BACKFILL_MINUTE_DAYS={BACKFILL_DAYS}",
-        "backfill",
+        service,
         timeout=STEP_TIMEOUT_S * 2,
     )
     # Any BACKFILL_DAYS-day window holds sessions, so every symbol has daily and intraday bars.
-    stored = stack.sql("SELECT array_agg(DISTINCT symbol || ' ' || timeframe) FROM bars WHERE source = 'alpaca'")
+    stored = stack.sql(f"SELECT array_agg(DISTINCT symbol || ' ' || timeframe) FROM bars WHERE source = '{source}'")
     expected = {f"{symbol} {timeframe}" for symbol in BACKFILL_SYMBOLS.split(",") for timeframe in ("1d", "1m")}
     assert expected <= set(stored or []), output[-3000:]
-    assert [c for c in stack.containers() if service_of(c) == "backfill"] == []  # --rm removed it
+    assert [c for c in stack.containers() if service_of(c) == service] == []  # --rm removed it
 
 
 def test_compose_stop_stops_every_worker_gracefully(stack: Stack) -> None:
