@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from tradebot.backfill.cli import app as backfill_app
-from tradebot.bench.cli import bench_command
 from tradebot.common.config import load_settings, redact_url
 from tradebot.common.runtime import infrastructure, setup_logging
 from tradebot.roles import DEFAULT_UP, ROLES, UnknownRoleError, module_for, run_role
@@ -18,9 +17,19 @@ app = typer.Typer(
 )
 app.add_typer(symbols_app, name="symbols", help="Inspect and manage the symbol universe.")
 app.add_typer(backfill_app, name="backfill", help="Fetch historical bars from Alpaca or Polygon into the database.")
-app.command(name="bench", help="Measure throughput, latency, ingest, /history and memory (docs/BENCHMARKS.md).")(
-    bench_command
-)
+
+
+# The benchmark needs dev-only packages (httpx): imported when run, so the image's roles never load it.
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def bench(ctx: typer.Context) -> None:
+    """Measure throughput, latency, ingest, /history and memory (docs/BENCHMARKS.md)."""
+    try:
+        from tradebot.bench.cli import app as bench_app
+    except ModuleNotFoundError as error:  # e.g. the docker image
+        message = f"tradebot bench needs {error.name}, a dev dependency: pip install -r requirements-dev.txt"
+        raise SystemExit(message) from None
+
+    bench_app(ctx.args, prog_name="tradebot bench")
 
 
 def parse_scale(values: list[str]) -> dict[str, int]:
