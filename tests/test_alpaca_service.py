@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections import Counter
 from datetime import timedelta
+from functools import partial
 
 import pytest
 
@@ -25,8 +26,10 @@ from tradebot.common.models import Bar as BarEvent
 from tradebot.common.models import Tick
 from tradebot.common.runtime import CONFIG_ERROR_EXIT
 from tradebot.common.streams import tick_stream_for
-from tradebot.market_data.alpaca_service import run_feed
+from tradebot.market_data import live_feed
+from tradebot.providers import alpaca
 
+run_feed = partial(live_feed.run_feed, feed=alpaca.LIVE)
 TRADE = Trade("AAPL", 190.25, 300, T0 + timedelta(seconds=1.5), id=7, exchange="V")
 MSFT_TRADE = Trade("MSFT", 410.5, 20, T0 + timedelta(seconds=2), id=8, exchange="K")
 BAR = Bar("AAPL", T0, 190.0, 191.0, 189.5, 190.5, 12_000, trade_count=40, vwap=190.2)

@@ -25,20 +25,15 @@ from typer.testing import CliRunner
 from tests.emulators import AlpacaRestEmulator, BarDataset, PolygonRestEmulator
 from tests.feed_helpers import KEY, SECRET, with_keys
 from tests.helpers import wait_until
-from tradebot.backfill.alpaca_historical import AlpacaBars
 from tradebot.backfill.cli import app
-from tradebot.backfill.polygon_aggregates import PolygonBars
 from tradebot.backfill.progress import Request, missing_ranges, plan_requests
-from tradebot.backfill.runner import (
-    BackfillOptions,
-    FatalError,
-    Pacer,
-    RetryPolicy,
-    backfill,
-    retry_after_seconds,
-)
+from tradebot.backfill.runner import BackfillOptions, backfill
 from tradebot.common.config import Settings
 from tradebot.common.models import Bar
+from tradebot.providers.alpaca import AlpacaBars
+from tradebot.providers.base import FatalError
+from tradebot.providers.polygon import PolygonBars
+from tradebot.providers.rest import RequestPacer, RetryPolicy, retry_after_seconds
 
 SYMBOLS = ("AAPL", "MSFT", "NVDA")
 NOW = datetime(2024, 3, 9, tzinfo=UTC)  # Saturday: the week of 4-8 March is complete
@@ -130,7 +125,7 @@ async def test_requests_start_at_least_rate_limit_delay_apart() -> None:
         pauses.append(seconds)
         now[0] += seconds
 
-    pacer = Pacer(0.25, clock=lambda: now[0], sleep=sleep)
+    pacer = RequestPacer(0.25, clock=lambda: now[0], sleep=sleep)
     for _ in range(3):
         await pacer.wait()
     now[0] += 1.0  # a slow request: the next one need not wait

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections import Counter
 from datetime import timedelta
+from functools import partial
 
 import pytest
 
@@ -19,8 +20,11 @@ from tradebot.common.bus import Bus
 from tradebot.common.config import Settings, SettingsError
 from tradebot.common.models import Bar as BarEvent
 from tradebot.common.models import Tick
-from tradebot.market_data.polygon_service import run_feed, stream_endpoint
+from tradebot.market_data import live_feed
+from tradebot.providers import polygon
+from tradebot.providers.polygon import stream_endpoint
 
+run_feed = partial(live_feed.run_feed, feed=polygon.LIVE)
 TRADE = Trade("AAPL", 190.25, 300, T0 + timedelta(seconds=1.5), id=7, exchange=11)
 MSFT_TRADE = Trade("MSFT", 410.5, 20, T0 + timedelta(seconds=2), id=8, exchange=4)
 # 12,000 shares in 40 trades: AM carries the average size z = 300, so the count comes back exactly.

@@ -10,14 +10,9 @@ from alpaca.data.models import Bar as AlpacaBar
 from polygon.rest.models import Agg
 
 from tradebot.common.models import Bar, Tick
-from tradebot.market_data.provider_convert import (
-    CONVERSION_ERRORS,
-    alpaca_event,
-    alpaca_rest_bar,
-    as_utc,
-    polygon_event,
-    polygon_rest_bar,
-)
+from tradebot.providers.alpaca import alpaca_event, alpaca_rest_bar
+from tradebot.providers.convert import CONVERSION_ERRORS, as_utc
+from tradebot.providers.polygon import polygon_event, polygon_rest_bar
 
 T0 = datetime(2024, 3, 11, 14, 30, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)

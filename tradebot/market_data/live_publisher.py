@@ -27,21 +27,13 @@ from tradebot.common.consumer import Backoff, ride_out_redis
 from tradebot.common.models import Bar, Event, Tick
 from tradebot.common.streams import BARS, publisher_sequence_key, tick_stream_for
 from tradebot.market_data.gap_repair import NO_REPAIR, PendingRepairs, repair_key, watermark_after, watermark_key
-from tradebot.market_data.provider_convert import CONVERSION_ERRORS
+from tradebot.providers.convert import CONVERSION_ERRORS
 from tradebot.universe import UniverseError, live_subscription_symbols
 
 log = logging.getLogger(__name__)
 
 BUFFER_SIZE = 10_000
 MALFORMED_LOG_EVERY = 1000  # after the first few, log one malformed record in this many
-
-
-class StreamRejected(BaseException):  # noqa: N818 - named for what happened, like StopIteration
-    """The provider refused this configuration for good (bad keys, feed not in the plan).
-
-    A BaseException on purpose: alpaca-py's stream loop catches every Exception and retries it
-    forever, so only a BaseException gets out to us. The worker turns it into one clear line.
-    """
 
 
 @dataclass(frozen=True)
