@@ -27,8 +27,8 @@ from tradebot.common.streams import (
     tick_stream_for,
     tick_streams,
 )
+from tradebot.execution.account import read_account
 from tradebot.execution.broker import PaperBroker
-from tradebot.execution.service import read_account
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
 from tradebot.strategy import service as strategy_service
 from tradebot.strategy.moving_average import MovingAverageCrossover

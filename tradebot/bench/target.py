@@ -19,10 +19,12 @@ from tradebot.common.bus import connect
 from tradebot.common.config import Settings
 from tradebot.common.db import with_database
 from tradebot.common.embedded import embedded_servers, free_port
-from tradebot.storage.bench import BENCH_DATABASE, BENCH_REDIS_DB
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 AOF_REWRITE_TIMEOUT_S = 30.0
+
+BENCH_DATABASE = "tradebot_bench"
+BENCH_REDIS_DB = 15
 
 
 class BenchTargetError(ValueError):

@@ -12,17 +12,13 @@ import asyncio
 import json
 from collections import Counter
 
-import redis.asyncio as aioredis
-
 from tradebot.common import runtime
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.models import Event, Order
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
-from tradebot.common.streams import EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW, checkpoint_key
+from tradebot.common.streams import EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW
 from tradebot.execution.broker import PaperBroker
-
-ACCOUNT_PARTITION = 0
 
 
 class BrokerPartition:
@@ -57,16 +53,6 @@ class BrokerPartition:
 def new_broker(settings: Settings) -> PaperBroker:
     """A fresh account with the configured cash, slippage and commission."""
     return PaperBroker(settings.starting_cash, settings.slippage_bps, settings.commission_per_share)
-
-
-async def read_account(redis: aioredis.Redis) -> dict | None:
-    """Cash, equity, P&L and positions of the paper account, or None before the first order."""
-    saved = await redis.get(checkpoint_key(EXECUTION_ROLE, ACCOUNT_PARTITION))
-    if saved is None:
-        return None
-    broker = PaperBroker(starting_cash=0.0)  # every figure that matters comes from the snapshot
-    broker.restore(json.loads(saved))
-    return broker.account()
 
 
 def execution_worker(bus: Bus, settings: Settings, member: str, counters: Counter) -> PartitionedWorker:
