@@ -149,7 +149,7 @@ async def test_connection_limit_is_retried_with_backoff_and_logged_once(
     async with emu, running(run_feed, alpaca_settings(settings, emu)):
         await wait_for_published(bus, settings.tick_partitions, ticks=1)
     assert emu.auth_results == ["rejected:406"] * 3 + ["ok"]
-    messages = [r.getMessage() for r in caplog.records if r.name == "tradebot.common.consumer"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "tradebot.common.lifecycle"]
     assert messages == [
         "alpaca stream unavailable (connection limit exceeded (406): another connection uses these "
         "keys); retrying with backoff",

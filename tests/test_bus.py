@@ -16,7 +16,8 @@ from redis.exceptions import ResponseError
 from tests.bus_workers import ACKED, EFFECTS
 from tests.helpers import wait_until
 from tradebot.common.bus import Bus, Delivery, connect, encode
-from tradebot.common.consumer import Backoff, GroupConsumer, ride_out_redis
+from tradebot.common.consumer import GroupConsumer, ride_out_redis
+from tradebot.common.lifecycle import Backoff
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.models import Tick
 

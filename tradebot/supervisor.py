@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass, field
 
 from tradebot.common.config import Settings, redact_url
+from tradebot.common.lifecycle import backoff_delay_s
 from tradebot.common.runtime import CONFIG_ERROR_EXIT, infrastructure
 from tradebot.roles import module_for
 
 log = logging.getLogger("tradebot.supervisor")
 
-RESTART_BACKOFF_S = (1, 2, 4, 8, 15, 30)
+RESTART_BACKOFF_BASE_S, RESTART_BACKOFF_CAP_S = 1.0, 30.0  # 1, 2, 4 … 30 s between restarts
 STABLE_AFTER_S = 60.0
 POLL_S = 0.2
 
@@ -108,8 +109,10 @@ def supervise(workers: list[Managed]) -> None:
             continue
         if now - worker.started_at > STABLE_AFTER_S:
             worker.restarts = 0
-        delay = RESTART_BACKOFF_S[min(worker.restarts, len(RESTART_BACKOFF_S) - 1)]
-        log.warning("%s exited with code %s; restarting in %ds", worker.name, code, delay)
+        delay = backoff_delay_s(
+            worker.restarts + 1, base_s=RESTART_BACKOFF_BASE_S, cap_s=RESTART_BACKOFF_CAP_S, jitter=False
+        )
+        log.warning("%s exited with code %s; restarting in %.0fs", worker.name, code, delay)
         worker.restarts += 1
         worker.process = None
         worker.next_start_at = now + delay

@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from tradebot.common.config import Settings
+from tradebot.common.lifecycle import first_of
 from tradebot.common.models import EVENT_TYPES, Event
 from tradebot.common.streams import SCHEMA_VERSION, dead_letter_stream
 
@@ -263,12 +264,10 @@ class Bus:
     async def wait_for_entries(self, stream: str, after_id: str, block_ms: int, stop: asyncio.Event) -> None:
         """Block until ``stream`` has an entry newer than ``after_id``, ``block_ms`` passes, or ``stop``."""
         waiting = asyncio.create_task(self.redis.xread({stream: after_id}, count=1, block=block_ms))
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
+        await first_of(stop, waiting)
         if not waiting.done():
             waiting.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
-        await asyncio.gather(waiting, stopping, return_exceptions=True)
+        await asyncio.gather(waiting, return_exceptions=True)
 
     async def last_delivered_id(self, stream: str, group: str) -> str:
         """The id of the newest entry ``group`` has been given ("0-0" before the first)."""

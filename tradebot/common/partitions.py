@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, entry_order
-from tradebot.common.consumer import Backoff
+from tradebot.common.lifecycle import Backoff, backoff_delay_s, first_of
 from tradebot.common.models import Event
 from tradebot.common.streams import checkpoint_key, lease_key, members_key, partition_consumer
 
@@ -118,12 +118,8 @@ class PartitionedWorker:
         return self._burst and self._wanted is not None and self._wanted <= self._drained
 
     async def _wait_for_change(self, stop: asyncio.Event) -> None:
-        stopping = asyncio.create_task(stop.wait())
-        readers = {task for task, _ in self._owned.values()}
-        await asyncio.wait(
-            {stopping} | readers, timeout=self.config.membership_interval_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        stopping.cancel()
+        readers = [task for task, _ in self._owned.values()]
+        await first_of(stop, *readers, timeout=self.config.membership_interval_s)
 
     async def _rebalance(self) -> None:
         role, ttl = self.config.role, self.config.lease_ttl_ms
@@ -180,7 +176,7 @@ class PartitionedWorker:
         """A failed reader is taken up again after a capped, growing delay."""
         failures = self._failures.get(partition, 0) + 1
         self._failures[partition] = failures
-        delay = min(30.0, 0.5 * 2 ** (failures - 1))
+        delay = backoff_delay_s(failures, base_s=0.5, cap_s=30.0, jitter=False)
         self._retry_at[partition] = time.monotonic() + delay
         if isinstance(result, BaseException):
             log.error(

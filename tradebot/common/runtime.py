@@ -24,6 +24,7 @@ from typing import Protocol
 from tradebot.common import bus as bus_module
 from tradebot.common.config import Settings, SettingsError, load_settings
 from tradebot.common.embedded import embedded_servers
+from tradebot.common.lifecycle import first_of, wait_or_stop
 from tradebot.common.streams import heartbeat_key
 
 log = logging.getLogger("tradebot")
@@ -108,9 +109,7 @@ async def serve(role: str, run: WorkerRun, settings: Settings) -> int:
 
 
 async def _wait_for_worker(worker: asyncio.Task, stop: asyncio.Event, grace_period_s: float) -> int:
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({worker, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
+    await first_of(stop, worker)
     if not worker.done():
         log.info("stop requested: finishing the current batch (grace period %.0fs)", grace_period_s)
         done, _ = await asyncio.wait({worker}, timeout=grace_period_s)
@@ -169,12 +168,3 @@ async def _heartbeat(role: str, settings: Settings, counters: Counter, stop: asy
         pass  # the key expires by itself
     finally:
         await client.aclose()
-
-
-async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Wait up to ``seconds``; True if ``stop`` was set meanwhile (a sleep that stop cuts short)."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-        return True
-    except TimeoutError:
-        return False

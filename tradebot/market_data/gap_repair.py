@@ -31,8 +31,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import Bar, Tick
-from tradebot.common.runtime import wait_or_stop
 from tradebot.market_data.mock_feed import Clock, utc_now
 from tradebot.storage.buckets import floor_bucket, next_bucket
 

@@ -23,7 +23,8 @@ from typing import Any
 
 from tradebot.common.bus import Bus, Commit, CommitResult
 from tradebot.common.config import Settings, SettingsError
-from tradebot.common.consumer import Backoff, ride_out_redis
+from tradebot.common.consumer import ride_out_redis
+from tradebot.common.lifecycle import Backoff, first_of
 from tradebot.common.models import Bar, Event, Tick
 from tradebot.common.streams import BARS, publisher_sequence_key, tick_stream_for
 from tradebot.market_data.gap_repair import NO_REPAIR, PendingRepairs, repair_key, watermark_after, watermark_key
@@ -153,9 +154,7 @@ class LivePublisher:
     async def _next_batch(self, stop: asyncio.Event) -> list[Event | RepairDone]:
         if self._queue.empty():
             getter = asyncio.ensure_future(self._queue.get())
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({getter, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
+            await first_of(stop, getter)
             if not getter.done():
                 getter.cancel()  # Queue.get cancelled before taking an item loses nothing
                 return []
@@ -279,13 +278,9 @@ async def run_until_stopped(stream: Coroutine[Any, Any, None], stop: asyncio.Eve
     """Run a provider stream until ``stop`` or MAX_MESSAGES published (then cancel it). Errors of the
     stream, or of the publisher's flusher (which must never end on its own), propagate."""
     task = asyncio.create_task(stream)
-    stopping = [asyncio.create_task(stop.wait()), asyncio.create_task(publisher.enough.wait())]
-    watched = {task, *stopping} | ({publisher.flusher} if publisher.flusher else set())
     try:
-        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        await first_of(stop, task, publisher.enough, *([publisher.flusher] if publisher.flusher else []))
     finally:
-        for waiter in stopping:
-            waiter.cancel()
         await cancel_and_wait(task)
     if not task.cancelled() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]

@@ -18,7 +18,7 @@ from collections import Counter
 from tradebot.common import runtime
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit
 from tradebot.common.config import Settings
-from tradebot.common.consumer import Backoff
+from tradebot.common.lifecycle import Backoff
 from tradebot.common.models import Event
 from tradebot.common.streams import producer_cursor_key, tick_stream_for
 from tradebot.market_data.mock_feed import Clock, MockFeed, utc_now

@@ -43,7 +43,7 @@ from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 from websockets.exceptions import WebSocketException
 
 from tradebot.common.config import Settings, SettingsError
-from tradebot.common.consumer import Backoff
+from tradebot.common.lifecycle import Backoff
 from tradebot.common.models import Bar, Tick, Timeframe
 from tradebot.providers.base import EventSink, FatalError, LiveFeed, RetryableError, StreamRejected
 from tradebot.providers.convert import CONVERSION_ERRORS, as_utc, rest_bar, stream_minute_bar, stream_trade

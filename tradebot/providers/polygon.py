@@ -42,7 +42,7 @@ from urllib3.util.retry import Retry
 from websockets.exceptions import WebSocketException
 
 from tradebot.common.config import Settings, SettingsError
-from tradebot.common.consumer import Backoff
+from tradebot.common.lifecycle import Backoff
 from tradebot.common.models import Bar, Tick, Timeframe
 from tradebot.providers.base import EventSink, FatalError, LiveFeed, RetryableError, StreamRejected
 from tradebot.providers.convert import CONVERSION_ERRORS, from_unix_ms, rest_bar, stream_minute_bar, stream_trade
@@ -313,7 +313,7 @@ async def stream_forever(
         finally:
             if client.websocket is not None:
                 await client.close()
-        await backoff.wait(reason, stop)  # type: ignore[arg-type]
+        await backoff.wait(reason, stop)
 
 
 async def stream(

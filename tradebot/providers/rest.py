@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
+from tradebot.common.lifecycle import backoff_delay_s
 from tradebot.common.models import Bar, Timeframe
 from tradebot.providers.base import BarSource, RetryableError
 
@@ -68,8 +68,7 @@ class RetryPolicy:
         """Wait before retry number ``attempt`` (1-based): the provider's word, or equal-jitter backoff."""
         if retry_after_s is not None:
             return min(retry_after_s, self.max_retry_after_s)
-        ceiling = min(self.cap_s, self.base_s * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)
+        return backoff_delay_s(attempt, base_s=self.base_s, cap_s=self.cap_s)
 
 
 class RequestPacer:

@@ -16,8 +16,9 @@ import asyncpg
 
 from tradebot.common.bus import Bus, Delivery
 from tradebot.common.config import Settings
-from tradebot.common.consumer import Backoff, GroupConsumer
+from tradebot.common.consumer import GroupConsumer
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
+from tradebot.common.lifecycle import Backoff
 from tradebot.common.runtime import consumer_name
 from tradebot.common.runtime import main as run_worker
 from tradebot.common.streams import STORAGE_GROUP, storage_streams
