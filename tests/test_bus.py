@@ -17,8 +17,8 @@ from tests.bus_workers import ACKED, EFFECTS
 from tests.helpers import wait_until
 from tradebot.common.bus import Bus, Delivery, connect, encode
 from tradebot.common.consumer import GroupConsumer, ride_out_redis
-from tradebot.common.lifecycle import Backoff
 from tradebot.common.embedded import EmbeddedRedis
+from tradebot.common.lifecycle import Backoff
 from tradebot.common.models import Tick
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
