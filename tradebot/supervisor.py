@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from tradebot.common.config import Settings, redact_url
+from tradebot.common.config import ReadySettings, Settings, redact_url
 from tradebot.common.lifecycle import backoff_delay_s
 from tradebot.common.runtime import CONFIG_ERROR_EXIT, infrastructure
 from tradebot.roles import module_for
@@ -53,9 +53,9 @@ class Managed:
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
 
-def worker_environment(settings: Settings) -> dict[str, str]:
+def worker_environment(settings: ReadySettings) -> dict[str, str]:
     """The parent's environment plus the URLs every worker must share."""
-    return {**os.environ, "REDIS_URL": settings.redis_url or "", "DATABASE_URL": settings.database_url or ""}
+    return {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
 
 
 def up(settings: Settings, scale: dict[str, int]) -> int:
@@ -72,7 +72,7 @@ def up(settings: Settings, scale: dict[str, int]) -> int:
         from tradebot.storage.schema import migrate
         from tradebot.storage.timescale import TimescaleOptions
 
-        migrate(ready.database_url or "", options=TimescaleOptions.from_settings(ready))
+        migrate(ready.database_url, options=TimescaleOptions.from_settings(ready))
         workers = [
             Managed(role, i + 1, env=worker_environment(ready)) for role, count in scale.items() for i in range(count)
         ]

@@ -18,9 +18,9 @@ from rich.console import Console
 
 from tradebot.backfill.report import print_report
 from tradebot.backfill.runner import DEFAULT_TIMEFRAMES, BackfillOptions, backfill
-from tradebot.common.config import Settings, load_settings
+from tradebot.common.config import Settings
 from tradebot.common.models import SYMBOL_PATTERN
-from tradebot.common.runtime import infrastructure, setup_logging
+from tradebot.common.runtime import bootstrap, infrastructure
 from tradebot.providers.base import BarSource, FatalError
 
 TIMEFRAME_CHOICES = ("1d", "1h", "15m", "5m", "1m")
@@ -64,19 +64,18 @@ def backfill_command(
     make_source: Callable[[Settings], BarSource], options: BackfillOptions, console: Console | None = None
 ) -> int:
     """Load settings, run one backfill with a progress bar, print the summary; returns the exit code."""
-    settings = load_settings()
-    setup_logging(settings.log_level)
     console = console or Console()
-    source = make_source(settings)  # missing keys stop here, before any server starts
-    with infrastructure(settings) as ready:
-        try:
-            report = asyncio.run(backfill(ready, source, options, console=console))
-        except FatalError as error:
-            print(f"backfill stopped: {error}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("backfill interrupted: what was stored is kept; run it again to resume", file=sys.stderr)
-            return 130
+    with bootstrap() as settings:
+        source = make_source(settings)  # missing keys stop here (exit 78), before any server starts
+        with infrastructure(settings) as ready:
+            try:
+                report = asyncio.run(backfill(ready, source, options, console=console))
+            except FatalError as error:
+                print(f"backfill stopped: {error}", file=sys.stderr)
+                return 1
+            except KeyboardInterrupt:
+                print("backfill interrupted: what was stored is kept; run it again to resume", file=sys.stderr)
+                return 130
     print_report(report, console)
     return 1 if report.failed else 0
 

@@ -27,7 +27,7 @@ from rich.progress import (
 
 from tradebot.backfill.progress import Request, plan_requests, stored_ranges
 from tradebot.backfill.report import BackfillReport
-from tradebot.common.config import Settings
+from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
 from tradebot.common.models import Bar, Timeframe
 from tradebot.providers.base import BarSource, FatalError
@@ -127,7 +127,7 @@ def progress_bar(console: Console) -> Progress:
 
 
 async def backfill(
-    settings: Settings,
+    settings: ReadySettings,
     source: BarSource,
     options: BackfillOptions,
     *,
@@ -136,7 +136,6 @@ async def backfill(
     policy: RetryPolicy | None = None,
 ) -> BackfillReport:
     """Fetch what is missing of each window for the universe (or ``options.symbols``) and store it."""
-    assert settings.database_url, "the caller fills in DATABASE_URL (runtime.infrastructure)"
     symbols = list(options.symbols or await _universe(settings))
     end = now or datetime.now(UTC)
     windows = options.windows(settings)

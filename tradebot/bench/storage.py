@@ -31,7 +31,7 @@ from tradebot.bench.processes import WorkerPool, worker_environment
 from tradebot.bench.report import Figure, percentile
 from tradebot.bench.target import BENCH_DATABASE, BENCH_REDIS_DB, BenchTarget
 from tradebot.common.bus import Bus, connect
-from tradebot.common.config import Settings
+from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.db import create_pool, drop_database, recreate_database
 from tradebot.common.embedded import free_port
 from tradebot.common.models import Tick
@@ -111,9 +111,9 @@ async def _write_batches(pool, batches: list[list[Tick]]) -> None:  # type: igno
         await write_events(pool, chunk)
 
 
-async def worker_rate(settings: Settings, ticks: list[Tick]) -> float:
+async def worker_rate(settings: ReadySettings, ticks: list[Tick]) -> float:
     """Rows/s through the storage worker: published to Redis first, then drained in burst mode."""
-    bus = Bus(connect(settings.redis_url or ""), maxlen=len(ticks) + 1000)
+    bus = Bus(connect(settings.redis_url), maxlen=len(ticks) + 1000)
     await bus.redis.flushdb()
     for i in range(0, len(ticks), 5000):
         await bus.publish((tick_stream_for(t.symbol, settings.tick_partitions), t) for t in ticks[i : i + 5000])
@@ -126,7 +126,7 @@ async def worker_rate(settings: Settings, ticks: list[Tick]) -> float:
     elapsed = time.perf_counter() - started
     await bus.redis.flushdb()
     await bus.close()
-    await _delete_sample_ticks(settings.database_url or "")
+    await _delete_sample_ticks(settings.database_url)
     return counters["handled"] / elapsed
 
 
@@ -182,7 +182,7 @@ async def bench(
     assert settings.database_url and settings.redis_url
     dsn = await recreate_database(settings.database_url, BENCH_DATABASE)
     redis_url = urlunsplit(urlsplit(settings.redis_url)._replace(path=f"/{BENCH_REDIS_DB}"))
-    bench_settings = settings.model_copy(update={"database_url": dsn, "redis_url": redis_url})
+    bench_settings = ReadySettings.resolved(settings, redis_url=redis_url, database_url=dsn)
     await apply_migrations(dsn)
     live = sample_ticks(ingest_rows)
     results: dict = {

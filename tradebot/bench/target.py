@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from tradebot.common.bus import connect
-from tradebot.common.config import Settings
+from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.db import with_database
 from tradebot.common.embedded import embedded_servers, free_port
 
@@ -41,9 +41,9 @@ class BenchTarget:
     embedded: bool = False
 
     @property
-    def bench_settings(self) -> Settings:
+    def bench_settings(self) -> ReadySettings:
         """Settings pointing at the bench's own Redis and PostgreSQL databases."""
-        return self.settings.model_copy(update={"redis_url": self.redis_url, "database_url": self.database_url})
+        return ReadySettings.resolved(self.settings, redis_url=self.redis_url, database_url=self.database_url)
 
 
 def require_loopback(url: str) -> None:

@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from tradebot.common.config import Settings
+from tradebot.common.config import ReadySettings
 from tradebot.common.lifecycle import first_of
 from tradebot.common.models import EVENT_TYPES, Event
 from tradebot.common.streams import SCHEMA_VERSION, dead_letter_stream
@@ -183,10 +183,8 @@ class Bus:
         self.last_errors: dict[str, str] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Bus:
+    def from_settings(cls, settings: ReadySettings) -> Bus:
         """The bus every worker uses: REDIS_URL, STREAM_MAXLEN, MAX_DELIVERIES."""
-        if not settings.redis_url:
-            raise ValueError("REDIS_URL is not set (the runtime fills it in when it starts the embedded servers)")
         return cls(connect(settings.redis_url), maxlen=settings.stream_maxlen, max_deliveries=settings.max_deliveries)
 
     async def close(self) -> None:

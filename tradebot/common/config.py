@@ -123,12 +123,32 @@ class Settings(BaseSettings):
         return value
 
 
-class SettingsError(SystemExit):
-    """Start-up stops with one line that names the setting to fix."""
+class ReadySettings(Settings):
+    """Settings once start-up has found or started the servers (``runtime.infrastructure``): workers
+    receive these, so REDIS_URL and DATABASE_URL are always there."""
+
+    redis_url: str
+    database_url: str
+
+    @classmethod
+    def resolved(cls, settings: Settings, *, redis_url: str, database_url: str) -> ReadySettings:
+        """``settings`` with the server URLs filled in."""
+        return cls(**{**dict(settings), "redis_url": redis_url, "database_url": database_url})
+
+
+# EX_CONFIG from sysexits.h: a setting is wrong, so restarting the process cannot help.
+CONFIG_ERROR_EXIT = 78
+
+
+class SettingsError(Exception):
+    """A setting (or key) is missing or wrong; the message is the one line that says what to set.
+
+    Entry points end with that line and CONFIG_ERROR_EXIT (``runtime.bootstrap``, ``runtime.serve``).
+    """
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Build Settings from the environment (and .env), or exit with one clear line."""
+    """Build Settings from the environment (and .env), or raise SettingsError with one clear line."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:

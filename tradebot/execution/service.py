@@ -14,7 +14,7 @@ from collections import Counter
 
 from tradebot.common import runtime
 from tradebot.common.bus import Bus
-from tradebot.common.config import Settings
+from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.models import Event, Order
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW
@@ -70,10 +70,8 @@ def execution_worker(bus: Bus, settings: Settings, member: str, counters: Counte
     )
 
 
-async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> None:
+async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter) -> None:
     """Worker entry: execute orders while this process holds the account's lease."""
-    if not settings.redis_url:
-        raise ValueError("REDIS_URL is not set")
     bus = Bus.from_settings(settings)
     try:
         worker = execution_worker(bus, settings, runtime.consumer_name(), counters)

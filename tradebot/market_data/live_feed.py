@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from tradebot.common.config import Settings, SettingsError
+from tradebot.common.config import ReadySettings, SettingsError
 from tradebot.common.runtime import WorkerRun
 from tradebot.market_data.gap_repair import REPAIR_SETTLE_S, GapRepairer
 from tradebot.market_data.live_publisher import live_publisher, run_until_stopped, subscription_symbols
@@ -23,7 +23,7 @@ REPAIR_POLICY = RetryPolicy(attempts=4)
 
 
 async def run_feed(
-    settings: Settings,
+    settings: ReadySettings,
     *,
     feed: LiveFeed,
     stop: asyncio.Event,
@@ -56,7 +56,7 @@ async def run_feed(
 def worker(feed: LiveFeed) -> WorkerRun:
     """The worker entry (``run``) of a provider's live-feed role."""
 
-    async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> None:
+    async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter) -> None:
         await run_feed(settings, feed=feed, stop=stop, counters=counters)
 
     return run

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from tradebot.common.bus import Bus, Commit, CommitResult
-from tradebot.common.config import Settings, SettingsError
+from tradebot.common.config import ReadySettings, Settings, SettingsError
 from tradebot.common.consumer import ride_out_redis
 from tradebot.common.lifecycle import Backoff, first_of
 from tradebot.common.models import Bar, Event, Tick
@@ -247,11 +247,9 @@ def _advance(marks: dict[str, datetime], symbol: str, mark: datetime) -> None:
 
 @asynccontextmanager
 async def live_publisher(
-    settings: Settings, source: str, symbols: Sequence[str], counters: Counter, stop: asyncio.Event
+    settings: ReadySettings, source: str, symbols: Sequence[str], counters: Counter, stop: asyncio.Event
 ) -> AsyncIterator[LivePublisher]:
     """A publisher with its flusher running; on exit everything queued is published, then Redis closed."""
-    if not settings.redis_url:
-        raise SettingsError("REDIS_URL is not set: set it, or start the worker through tradebot up")
     bus = Bus.from_settings(settings)
     publisher = LivePublisher(
         bus,

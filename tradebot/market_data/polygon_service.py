@@ -9,11 +9,12 @@ from __future__ import annotations
 from functools import partial
 
 from tradebot.common import runtime
+from tradebot.common.streams import Role
 from tradebot.market_data.live_feed import worker
 from tradebot.providers.polygon import LIVE
 
 run = worker(LIVE)
-main = partial(runtime.main, LIVE.name, run)
+main = partial(runtime.main, Role.POLYGON, run)
 
 if __name__ == "__main__":
     main()
