@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
@@ -58,6 +59,14 @@ class StreamHealth:
         """True when unconsumed entries approach MAXLEN, i.e. trimming could eat them."""
         backlog = self.pending + (self.lag or 0)
         return backlog > 0.8 * self.maxlen
+
+
+class RawEntry(NamedTuple):
+    """A stream entry as Redis returns it, before decoding; ``fields`` is None or empty once trimmed."""
+
+    stream: str
+    entry_id: str
+    fields: dict[str, str] | None
 
 
 class CommitResult(enum.IntEnum):
@@ -230,7 +239,7 @@ class Bus:
             reply = await self.redis.xreadgroup(
                 group, consumer, {s: start for s in streams}, count=count, block=None if pending else block_ms
             )
-            entries = [(stream, entry_id, fields) for stream, rows in reply for entry_id, fields in rows]
+            entries = [RawEntry(stream, entry_id, fields) for stream, rows in reply for entry_id, fields in rows]
             if not entries:
                 return []
             if pending:
@@ -254,7 +263,7 @@ class Bus:
             if reply is None or reply == 0:
                 return None if reply == 0 else []
             rows = [(entry_id, _pairs(fields)) for entry_id, fields in reply[0][1]]
-            entries = await self._drop_trimmed(group, [(stream, entry_id, fields) for entry_id, fields in rows])
+            entries = await self._drop_trimmed(group, [RawEntry(stream, entry_id, fields) for entry_id, fields in rows])
             deliveries = await self._decode_or_dead_letter(group, entries)
             if deliveries or not rows:
                 return deliveries
@@ -278,12 +287,12 @@ class Bus:
         self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int = 100
     ) -> list[Delivery]:
         """Take over entries another (presumably dead) consumer left unacked for too long."""
-        claimed: list[tuple[str, str, dict[str, str] | None]] = []
+        claimed: list[RawEntry] = []
         cursor = "0-0"
         while True:
             reply = await self.redis.xautoclaim(stream, group, consumer, min_idle_ms, cursor, count=count)
             cursor, rows = reply[0], reply[1]
-            claimed.extend((stream, entry_id, fields) for entry_id, fields in rows if entry_id is not None)
+            claimed.extend(RawEntry(stream, entry_id, fields) for entry_id, fields in rows if entry_id is not None)
             if any(entry_id is None for entry_id, _ in rows):
                 await self._ack_vanished(stream, group, consumer)
             if cursor == "0-0" or len(claimed) >= count:
@@ -384,7 +393,7 @@ class Bus:
         except ResponseError:  # no such stream yet
             return []
 
-    async def _drop_overdelivered(self, group: str, consumer: str, entries: list) -> list:
+    async def _drop_overdelivered(self, group: str, consumer: str, entries: list[RawEntry]) -> list[RawEntry]:
         """Dead-letter entries delivered more than ``max_deliveries`` times; return the rest."""
         times: dict[str, int] = {}
         for stream in {stream for stream, _, _ in entries}:
@@ -402,7 +411,7 @@ class Bus:
                     group, stream, entry_id, fields, f"delivered {delivered} times without ack; last error: {last}"
                 )
             else:
-                keep.append((stream, entry_id, fields))
+                keep.append(RawEntry(stream, entry_id, fields))
         return keep
 
     async def _ack_vanished(self, stream: str, group: str, consumer: str) -> None:
@@ -418,7 +427,7 @@ class Bus:
                     group,
                 )
 
-    async def _drop_trimmed(self, group: str, entries: list) -> list:
+    async def _drop_trimmed(self, group: str, entries: list[RawEntry]) -> list[RawEntry]:
         """Ack pending entries whose data was trimmed away (nothing left to process); return the rest.
 
         XADD needs at least one field, so an entry without fields can only be a trimmed one.
@@ -432,13 +441,13 @@ class Bus:
                 entry_id,
                 group,
             )
-        return [entry for entry in entries if entry[2]]
+        return [entry for entry in entries if entry.fields]
 
-    async def _decode_or_dead_letter(self, group: str, entries: list) -> list[Delivery]:
+    async def _decode_or_dead_letter(self, group: str, entries: list[RawEntry]) -> list[Delivery]:
         deliveries = []
         for stream, entry_id, fields in entries:
             try:
-                deliveries.append(Delivery(stream, entry_id, decode(fields)))
+                deliveries.append(Delivery(stream, entry_id, decode(fields or {})))  # trimmed ones are gone by now
             except ValueError as error:
                 await self.dead_letter(group, stream, entry_id, fields, str(error))
         return deliveries
