@@ -234,6 +234,11 @@ def rejection_line(code: int | None, feed: str) -> str | None:
     return None
 
 
+# alpaca-py has no public hook for any of this: its only public entry, ``run()``, starts an event
+# loop of its own (we need its loop inside ours), it swallows the auth error code, and a frame it
+# cannot decode ends its receive loop. So this subclass overrides the private ``_auth``,
+# ``_start_ws`` and ``_consume`` and runs ``_run_forever`` — valid for the pinned alpaca-py
+# (requirements.txt); tests/test_alpaca_overrides.py fails when a new version changes any of them.
 class AlpacaStream(StockDataStream):
     """StockDataStream that stops on 402/409, backs off on 406, counts malformed frames, reports connects."""
 
