@@ -73,7 +73,8 @@ async def test_trades_and_minute_bars_become_ticks_and_bars_field_by_field(
         )
     ]
     msft_entries = await bus.redis.xrange(tick_stream_for("MSFT", settings.tick_partitions))
-    assert len(msft_entries) == 1 and '"alpaca:MSFT:K-8"' in msft_entries[0][1]["data"]
+    assert len(msft_entries) == 1
+    assert '"alpaca:MSFT:K-8"' in msft_entries[0][1]["data"]
 
     await store_everything(feed_settings)
     [aapl_minute] = await history(feed_settings, "AAPL", timeframe="1m", start=T0.isoformat())
@@ -102,7 +103,8 @@ async def test_subscribes_trades_and_bars_of_at_most_max_websocket_symbols(setti
             assert session.subscriptions["trades"] == {"AAPL", "MSFT"}
             assert session.subscriptions["bars"] == {"AAPL", "MSFT"}
             assert session.subscriptions["updatedBars"] == {"AAPL", "MSFT"}
-            assert "feed" not in session.path and session.path == "/v2/iex"
+            assert "feed" not in session.path
+            assert session.path == "/v2/iex"
 
 
 async def test_reconnects_and_resubscribes_after_a_dropped_connection(settings: Settings, bus: Bus) -> None:
@@ -111,7 +113,8 @@ async def test_reconnects_and_resubscribes_after_a_dropped_connection(settings: 
     async with emu, running(run_feed, alpaca_settings(settings, emu)) as feed:
         ticks, _ = await wait_for_published(bus, settings.tick_partitions, ticks=2)
         assert [tick.price for tick in ticks] == [190.25, 191.0]
-        assert emu.connections == 2 and feed.counters["connections"] == 2
+        assert emu.connections == 2
+        assert feed.counters["connections"] == 2
         assert emu.sessions[1].subscriptions["trades"] == {"AAPL", "MSFT"}
 
 
@@ -171,9 +174,11 @@ async def test_malformed_frames_are_logged_counted_and_skipped(
     ]
     async with AlpacaStreamEmulator(scenario) as emu, running(run_feed, alpaca_settings(settings, emu)) as feed:
         ticks, bars = await wait_for_published(bus, settings.tick_partitions, ticks=1)
-        assert [tick.id for tick in ticks] == ["alpaca:AAPL:V-7"] and bars == []
+        assert [tick.id for tick in ticks] == ["alpaca:AAPL:V-7"]
+        assert bars == []
         await wait_until(lambda: feed.counters["malformed"] == 5, what="5 malformed records counted")
-        assert emu.connections == 1 and not feed.task.done()
+        assert emu.connections == 1
+        assert not feed.task.done()
     assert caplog.text.count("skipped malformed record") == 5
 
 

@@ -118,7 +118,7 @@ async def test_entries_of_a_consumer_killed_mid_batch_are_reclaimed_and_acked_on
     sent = ticks(300)
     await bus.ensure_group(STREAM, "testers")
     await bus.publish((STREAM, t) for t in sent)
-    victim = subprocess.Popen(
+    victim = subprocess.Popen(  # noqa: ASYNC220 - starts and returns at once; the test waits on Redis
         [sys.executable, "-m", "tests.bus_workers", "group", redis_url, STREAM], env={"HOLD_AFTER": "120", "PATH": ""}
     )
     try:

@@ -106,7 +106,8 @@ def test_a_repair_marker_lasts_until_no_repair_of_its_symbol_is_pending() -> Non
     second = repairs.register({"MSFT": T0})  # reconnected before the first repair published
     assert repairs.to_commit({"AAPL": first, "MSFT": first}) == {"AAPL": None, "MSFT": T0}
     repairs.committed({"AAPL": first, "MSFT": first})
-    assert repairs.marker("AAPL") is None and repairs.marker("MSFT") == T0  # the second repair is pending
+    assert repairs.marker("AAPL") is None
+    assert repairs.marker("MSFT") == T0
     assert repairs.to_commit({"MSFT": second}) == {"MSFT": None}
     repairs.committed({"MSFT": second})
     assert repairs.marker("MSFT") is None
@@ -132,7 +133,8 @@ async def test_alpaca_drop_for_ten_minutes_is_filled_from_rest(
                 _, bars = await wait_for_published(bus, settings.tick_partitions, bars=40)
                 assert feed.counters["gap_bars"] == 20
         [request] = rest.requests_to("/v2/stocks/bars")
-    assert request.query["symbols"] == "AAPL,MSFT" and request.query["timeframe"] == "1Min"
+    assert request.query["symbols"] == "AAPL,MSFT"
+    assert request.query["timeframe"] == "1Min"
     assert when(request.query["start"]) == T0 + 5 * MINUTE
     assert when(request.query["end"]) < T0 + 15 * MINUTE
     assert sorted({bar.timestamp for bar in bars}) == [T0 + i * MINUTE for i in range(20)]
@@ -239,7 +241,8 @@ async def test_alpaca_repair_that_rest_failed_is_done_after_the_restart(
             async with running(alpaca_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
                 await wait_until(lambda: feed.counters["gap_bars"] == 30, what="minutes 5-19 repaired")
         request = rest.requests_to("/v2/stocks/bars")[-1]
-    assert when(request.query["start"]) == T0 + 5 * MINUTE and request.status == 200
+    assert when(request.query["start"]) == T0 + 5 * MINUTE
+    assert request.status == 200
     await assert_no_hole(feed_settings, 0, 19)
 
 
@@ -258,6 +261,7 @@ async def test_a_stalled_rest_request_times_out_and_the_repair_retries(
                 clock.now = T0 + 15 * MINUTE + timedelta(seconds=5)
                 gate.open()
                 await wait_until(lambda: feed.counters["gap_bars"] == 20, what="minutes 5-14 repaired")
-                assert rest.stalls == 1 and feed.counters["gap_repair_failures"] == 0
+                assert rest.stalls == 1
+                assert feed.counters["gap_repair_failures"] == 0
                 assert [r.status for r in rest.requests_to("/v2/stocks/bars")] == [200]  # the retry
     await assert_no_hole(feed_settings, 0, 19)

@@ -13,7 +13,8 @@ def test_the_backoff_doubles_up_to_its_cap() -> None:
 
 def test_the_jittered_backoff_stays_in_the_upper_half() -> None:
     delays = [backoff_delay_s(3, base_s=1, cap_s=30) for _ in range(200)]
-    assert all(2 <= delay <= 4 for delay in delays) and len(set(delays)) > 1
+    assert all(2 <= delay <= 4 for delay in delays)
+    assert len(set(delays)) > 1
 
 
 async def test_a_backoff_wait_is_cut_short_by_stop_and_reset_by_a_success() -> None:
@@ -30,7 +31,8 @@ async def test_first_of_returns_when_a_task_ends_and_leaves_the_others_running()
     quick = asyncio.create_task(asyncio.sleep(0))
     slow = asyncio.create_task(never.wait())
     await asyncio.wait_for(first_of(stop, quick, slow), timeout=5)
-    assert quick.done() and not slow.done()
+    assert quick.done()
+    assert not slow.done()
     slow.cancel()
 
 
@@ -42,5 +44,6 @@ async def test_first_of_returns_on_stop_on_an_event_or_after_the_timeout() -> No
     other.set()
     await asyncio.wait_for(first_of(stop, other), timeout=5)
     other.clear()
-    await asyncio.wait_for(first_of(stop, other, timeout=0.01), timeout=5)
-    assert not stop.is_set() and not other.is_set()
+    await asyncio.wait_for(first_of(stop, other, timeout_s=0.01), timeout=5)
+    assert not stop.is_set()
+    assert not other.is_set()

@@ -88,8 +88,10 @@ def test_list_shows_a_table_limited_to_n_rows() -> None:
     assert "large universe: 50 symbols" in result.output
     rows = [line for line in result.output.splitlines() if line.startswith("│")]
     assert len(rows) == 4
-    assert "AAPL" in rows[0] and "traded, live" in rows[0]
-    assert curated_symbols("large")[3] in rows[3] and "beyond MAX_SYMBOLS" in rows[3]
+    assert "AAPL" in rows[0]
+    assert "traded, live" in rows[0]
+    assert curated_symbols("large")[3] in rows[3]
+    assert "beyond MAX_SYMBOLS" in rows[3]
     assert "traded " in rows[2]
 
 
@@ -117,7 +119,8 @@ def test_benchmark_prints_a_row_per_mode(tmp_path: Path) -> None:
         assert mode in rows
     assert [cell.strip() for cell in rows["popular"].split("│")[3:7]] == ["100", "40", "5.0", "30"]
     assert "current" in rows["popular"]
-    assert "see below" in rows["all"] and "see below" in rows["custom"]
+    assert "see below" in rows["all"]
+    assert "see below" in rows["custom"]
     assert (
         "unavailable all: SYMBOL_MODE=all needs the asset list: ALPACA_KEY and ALPACA_SECRET are not set"
         in result.output
@@ -141,8 +144,10 @@ def test_render_sample_sets_live_lines_then_commented_examples_then_appends() ->
     lines = text.splitlines()
     assert lines[0] == "# .env.x: a test."
     assert "# SYMBOL_MODE=all   (example)" in lines  # the example stays a comment...
-    assert "SYMBOL_MODE=custom" in lines and "SYMBOL_MODE=popular" not in lines  # ...the live line changes
-    assert "SYMBOLS=F" in lines and "# SYMBOLS=AAPL,MSFT" not in lines
+    assert "SYMBOL_MODE=custom" in lines
+    assert "SYMBOL_MODE=popular" not in lines
+    assert "SYMBOLS=F" in lines
+    assert "# SYMBOLS=AAPL,MSFT" not in lines
     assert lines[-1] == "MIN_PRICE=5"
     assert "REDIS_URL=" in lines
 
@@ -341,7 +346,8 @@ def test_fetch_with_wrong_keys_fails_without_printing_them(emulator: AlpacaRestE
     result = invoke(settings, "fetch")
     assert result.exit_code == CONFIG_ERROR_EXIT
     assert 'error: Alpaca assets API answered HTTP 403: {"message":"forbidden."}' in result.stderr
-    assert "wrong-secret-do-not-print" not in result.output and KEY not in result.output
+    assert "wrong-secret-do-not-print" not in result.output
+    assert KEY not in result.output
     assert not (tmp_path / "universe").exists()
 
 

@@ -105,7 +105,8 @@ async def test_reconnects_after_a_normal_close_and_after_a_drop(
     async with emu, running(run_feed, polygon_settings(settings, emu)) as feed:
         ticks, _ = await wait_for_published(bus, settings.tick_partitions, ticks=3)
         assert [tick.price for tick in ticks] == [190.25, 191.0, 192.0]
-        assert emu.connections == 3 and feed.counters["connections"] == 3
+        assert emu.connections == 3
+        assert feed.counters["connections"] == 3
         assert all(session.subscriptions["T"] == {"AAPL", "MSFT"} for session in emu.sessions)
     assert "polygon stream unavailable (the server closed the connection (code 1000))" in caplog.text
 
@@ -138,9 +139,11 @@ async def test_malformed_frames_are_logged_counted_and_skipped(
     ]
     async with PolygonStreamEmulator(scenario) as emu, running(run_feed, polygon_settings(settings, emu)) as feed:
         ticks, bars = await wait_for_published(bus, settings.tick_partitions, ticks=1)
-        assert [tick.id for tick in ticks] == ["polygon:AAPL:11-7"] and bars == []
+        assert [tick.id for tick in ticks] == ["polygon:AAPL:11-7"]
+        assert bars == []
         await wait_until(lambda: feed.counters["malformed"] == 6, what="6 malformed records counted")
-        assert emu.connections == 1 and not feed.task.done()
+        assert emu.connections == 1
+        assert not feed.task.done()
     assert caplog.text.count("skipped malformed record") == 6
 
 

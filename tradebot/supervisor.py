@@ -147,4 +147,4 @@ def print_summary(settings: Settings, scale: dict[str, int]) -> None:
         f"  postgres: {redact_url(settings.database_url)}",
         f"  data:     {settings.data_dir.resolve()}",
     ]
-    print("\n".join(lines), flush=True)
+    print("\n".join(lines), flush=True)  # noqa: T201 - the console summary of `tradebot up`, not a log line

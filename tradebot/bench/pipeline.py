@@ -104,5 +104,6 @@ class TableCounter:
 
     async def count(self, table: str = "ticks") -> int:
         """Rows in ``table`` (one of the tradebot tables) right now."""
-        assert self._pool is not None and table.isidentifier()
+        assert self._pool is not None
+        assert table.isidentifier()
         return int(await self._pool.fetchval(f"SELECT count(*) FROM {table}"))

@@ -34,7 +34,8 @@ def worker_environment(settings: Settings, **overrides: object) -> dict[str, str
     Everything that shapes the pipeline is set explicitly, so a user's ``.env`` cannot change what
     is measured (environment variables take precedence over the file).
     """
-    assert settings.redis_url and settings.database_url
+    assert settings.redis_url
+    assert settings.database_url
     env = dict(
         os.environ,
         REDIS_URL=settings.redis_url,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 
 from tradebot.api.history_service import create_app
@@ -106,7 +107,7 @@ async def ingest_rate(dsn: str, ticks: list[Tick], batch: int, writers: int) -> 
     return len(ticks) / elapsed
 
 
-async def _write_batches(pool, batches: list[list[Tick]]) -> None:  # type: ignore[no-untyped-def]
+async def _write_batches(pool: asyncpg.Pool, batches: list[list[Tick]]) -> None:
     for chunk in batches:
         await write_events(pool, chunk)
 
@@ -179,7 +180,8 @@ async def bench(
     settings: Settings, *, ticks: int, symbols: int, days: int, ingest_rows: int, samples: int, keep: bool
 ) -> dict:
     """Run every in-process measurement; returns the raw figures."""
-    assert settings.database_url and settings.redis_url
+    assert settings.database_url
+    assert settings.redis_url
     dsn = await recreate_database(settings.database_url, BENCH_DATABASE)
     redis_url = urlunsplit(urlsplit(settings.redis_url)._replace(path=f"/{BENCH_REDIS_DB}"))
     bench_settings = ReadySettings.resolved(settings, redis_url=redis_url, database_url=dsn)

@@ -83,7 +83,8 @@ def bench_target(settings: Settings) -> Iterator[BenchTarget]:
 
 
 def _target(settings: Settings, *, embedded: bool = False) -> BenchTarget:
-    assert settings.redis_url and settings.database_url
+    assert settings.redis_url
+    assert settings.database_url
     return BenchTarget(
         settings,
         redis_database(settings.redis_url, BENCH_REDIS_DB),
@@ -104,7 +105,7 @@ async def clear_bench_redis(target: BenchTarget) -> None:
             await client.bgrewriteaof()
             # Stopping the server now would abandon the rewrite and keep the old file.
             deadline = time.monotonic() + AOF_REWRITE_TIMEOUT_S
-            while (await client.info("persistence"))["aof_rewrite_in_progress"] and time.monotonic() < deadline:
+            while (await client.info("persistence"))["aof_rewrite_in_progress"] and time.monotonic() < deadline:  # noqa: ASYNC110 - server-side state: polled
                 await asyncio.sleep(0.1)
     finally:
         await client.aclose()

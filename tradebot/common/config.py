@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SymbolMode = Literal["popular", "large", "mid", "small", "all", "custom"]
@@ -105,7 +105,7 @@ class Settings(BaseSettings):
 
     @field_validator("grace_period_s")
     @classmethod
-    def _grace_outlasts_a_read(cls, value: float, info) -> float:  # type: ignore[no-untyped-def]
+    def _grace_outlasts_a_read(cls, value: float, info: ValidationInfo) -> float:
         block_ms = info.data.get("bus_block_ms")
         if block_ms is not None and block_ms >= value * 1000:
             raise ValueError(
@@ -116,7 +116,7 @@ class Settings(BaseSettings):
 
     @field_validator("long_window")
     @classmethod
-    def _long_after_short(cls, value: int, info) -> int:  # type: ignore[no-untyped-def]
+    def _long_after_short(cls, value: int, info: ValidationInfo) -> int:
         short = info.data.get("short_window")
         if short is not None and value <= short:
             raise ValueError(f"must be greater than SHORT_WINDOW ({short})")

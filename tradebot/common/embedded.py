@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tradebot.common.config import SettingsError
 
@@ -245,7 +246,7 @@ def _redis_binary() -> str:
     return found
 
 
-def _pgserver():  # type: ignore[no-untyped-def]
+def _pgserver() -> Any:  # a module whose helpers (pgserver.utils) are untyped
     """The pgserver package (its binaries and user helpers), imported without its XDG_RUNTIME_DIR warning."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

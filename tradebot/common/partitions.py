@@ -120,7 +120,7 @@ class PartitionedWorker:
 
     async def _wait_for_change(self, stop: asyncio.Event) -> None:
         readers = [task for task, _ in self._owned.values()]
-        await first_of(stop, *readers, timeout=self.config.membership_interval_s)
+        await first_of(stop, *readers, timeout_s=self.config.membership_interval_s)
 
     async def _rebalance(self) -> None:
         role, ttl = self.config.role, self.config.lease_ttl_ms

@@ -69,6 +69,12 @@ def infrastructure(settings: Settings) -> Iterator[ReadySettings]:
         )
 
 
+def config_error_exit(error: SettingsError) -> int:
+    """Say what to set, as one plain line on stderr (logging may not be set up yet); returns exit code 78."""
+    print(error, file=sys.stderr, flush=True)  # noqa: T201 - the one line of a configuration error
+    return CONFIG_ERROR_EXIT
+
+
 @contextmanager
 def bootstrap(*, log_level: str | None = None) -> Iterator[Settings]:
     """The start of every entry point: settings, then logging; ``infrastructure`` inside it, if needed.
@@ -81,8 +87,7 @@ def bootstrap(*, log_level: str | None = None) -> Iterator[Settings]:
         setup_logging(log_level or settings.log_level)
         yield settings
     except SettingsError as error:
-        print(error, file=sys.stderr, flush=True)
-        sys.exit(CONFIG_ERROR_EXIT)
+        sys.exit(config_error_exit(error))
 
 
 def main(role: str, run: WorkerRun) -> None:
@@ -125,8 +130,7 @@ async def _wait_for_worker(worker: asyncio.Task, stop: asyncio.Event, grace_peri
         return 1
     error = worker.exception()
     if isinstance(error, SettingsError):  # found at run time (say, keys rejected): the line a bad setting gets
-        print(error, file=sys.stderr, flush=True)
-        return CONFIG_ERROR_EXIT
+        return config_error_exit(error)
     if error is not None:
         log.error("worker failed: %s", error, exc_info=error)
         return 1

@@ -129,7 +129,7 @@ class PaperBroker:
             timestamp=order.timestamp,
             client_order_id=order.id,
             status=status,  # type: ignore[arg-type]
-            side=order.side,  # type: ignore[arg-type]
+            side=order.side,
             quantity=order.quantity,
             price=price,
             commission=commission,

@@ -24,7 +24,7 @@ class FatalError(Exception):
     """A failure no retry and no other symbol can get past (bad keys): the whole run stops."""
 
 
-class StreamRejected(BaseException):  # noqa: N818 - named for what happened, like StopIteration
+class StreamRejected(BaseException):
     """The provider refused this configuration for good (bad keys, feed not in the plan).
 
     A BaseException on purpose: alpaca-py's stream loop catches every Exception and retries it
