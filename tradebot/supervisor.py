@@ -18,9 +18,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from tradebot.common.config import ReadySettings, Settings, redact_url
+from tradebot.common.config import CONFIG_ERROR_EXIT, ReadySettings, Settings, redact_url
 from tradebot.common.lifecycle import backoff_delay_s
-from tradebot.common.runtime import CONFIG_ERROR_EXIT, infrastructure
+from tradebot.common.runtime import infrastructure
 from tradebot.roles import module_for
 
 log = logging.getLogger("tradebot.supervisor")

@@ -10,6 +10,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import uvicorn
@@ -48,7 +49,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.pool.close()
 
 
-def _where(location: tuple) -> str:
+def _where(location: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in location if part not in ("query", "path")) or "request"
 
 

@@ -84,7 +84,7 @@ async def measure_latency(target: BenchTarget, workers: WorkerPool, run: FeedRun
     return rate_figure(run, achieved, left_at_end, drained) + latency_figures(run, total, on_bus)
 
 
-def _exited(process: subprocess.Popen) -> Callable[[], Awaitable[bool]]:
+def _exited(process: subprocess.Popen[bytes]) -> Callable[[], Awaitable[bool]]:
     async def exited() -> bool:
         return process.poll() is not None
 

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -72,7 +73,8 @@ async def generate_ticks(dsn: str, total: int, symbols: int, days: int) -> int:
                 await pool.execute(_GENERATE_SQL, symbol, FIRST_DAY, first, per_day, step_s, min(days, first + 100))
             log.info("generated %s (%d of %d symbols)", symbol, s + 1, symbols)
         await pool.execute("VACUUM (ANALYZE) ticks")
-        return await pool.fetchval("SELECT count(*) FROM ticks")
+        rows: int = await pool.fetchval("SELECT count(*) FROM ticks")
+        return rows
     finally:
         await pool.close()
 
@@ -118,7 +120,7 @@ async def worker_rate(settings: ReadySettings, ticks: list[Tick]) -> float:
     await bus.redis.flushdb()
     for i in range(0, len(ticks), 5000):
         await bus.publish((tick_stream_for(t.symbol, settings.tick_partitions), t) for t in ticks[i : i + 5000])
-    counters: Counter = Counter()
+    counters: Counter[str] = Counter()
     started = time.perf_counter()
     # A short block: in burst mode the last, empty read would otherwise add BUS_BLOCK_MS to the time.
     await timeseries_service.run(
@@ -178,7 +180,7 @@ async def latency(
 
 async def bench(
     settings: Settings, *, ticks: int, symbols: int, days: int, ingest_rows: int, samples: int, keep: bool
-) -> dict:
+) -> dict[str, Any]:
     """Run every in-process measurement; returns the raw figures."""
     assert settings.database_url
     assert settings.redis_url
@@ -187,7 +189,7 @@ async def bench(
     bench_settings = ReadySettings.resolved(settings, redis_url=redis_url, database_url=dsn)
     await apply_migrations(dsn)
     live = sample_ticks(ingest_rows)
-    results: dict = {
+    results: dict[str, Any] = {
         "ingest_rows_per_s": {
             "write_events x1": await ingest_rate(dsn, live, settings.bus_batch_size, 1),
             "write_events x4": await ingest_rate(dsn, live, settings.bus_batch_size, 4),
@@ -264,7 +266,7 @@ async def measure_storage(target: BenchTarget, workers: WorkerPool, sizes: Stora
     return figures
 
 
-def ingest_figures(results: dict, sizes: StorageSizes) -> list[Figure]:
+def ingest_figures(results: dict[str, Any], sizes: StorageSizes) -> list[Figure]:
     """One row per ingest path of the storage bench."""
     methods = {
         "write_events x1": "write_events (COPY into staging + INSERT … ON CONFLICT DO NOTHING, one transaction "
@@ -286,7 +288,7 @@ def ingest_figures(results: dict, sizes: StorageSizes) -> list[Figure]:
     ]
 
 
-def latency_figures(results: dict, sizes: StorageSizes) -> list[Figure]:
+def latency_figures(results: dict[str, Any], sizes: StorageSizes) -> list[Figure]:
     """p50/p99 of the /history cases of the storage bench (sequential, through the ASGI app)."""
     figures = []
     for name, row in results["latency"].items():

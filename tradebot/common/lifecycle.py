@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,16 @@ class Backoff:
         self.failures = 0
 
 
-async def first_of(stop: asyncio.Event, *waits: asyncio.Future | asyncio.Event, timeout_s: float | None = None) -> None:
+async def first_of(
+    stop: asyncio.Event, *waits: asyncio.Future[Any] | asyncio.Event, timeout_s: float | None = None
+) -> None:
     """Return once ``stop`` or any of ``waits`` is set or done, or after ``timeout_s`` seconds.
 
     Waits on events end with the call; futures (tasks) are left as they are, done or not, for the
     caller to use or cancel.
     """
     events = [asyncio.ensure_future(event.wait()) for event in (stop, *waits) if isinstance(event, asyncio.Event)]
-    futures: Iterable[asyncio.Future] = (wait for wait in waits if not isinstance(wait, asyncio.Event))
+    futures: Iterable[asyncio.Future[Any]] = (wait for wait in waits if not isinstance(wait, asyncio.Event))
     try:
         await asyncio.wait({*events, *futures}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
     finally:

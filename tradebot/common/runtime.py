@@ -33,7 +33,7 @@ log = logging.getLogger("tradebot")
 class WorkerRun(Protocol):
     """The one entry point of a worker module."""
 
-    def __call__(self, settings: ReadySettings, *, stop: asyncio.Event, counters: Counter) -> Awaitable[None]: ...
+    def __call__(self, settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str]) -> Awaitable[None]: ...
 
 
 def consumer_name() -> str:
@@ -100,7 +100,7 @@ def main(role: str, run: WorkerRun) -> None:
 async def serve(role: str, run: WorkerRun, settings: ReadySettings) -> int:
     """Run the worker with signal handling and a heartbeat; return the process exit code."""
     stop = asyncio.Event()
-    counters: Counter = Counter()
+    counters: Counter[str] = Counter()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -116,7 +116,7 @@ async def serve(role: str, run: WorkerRun, settings: ReadySettings) -> int:
     return exit_code
 
 
-async def _wait_for_worker(worker: asyncio.Task, stop: asyncio.Event, grace_period_s: float) -> int:
+async def _wait_for_worker(worker: asyncio.Task[None], stop: asyncio.Event, grace_period_s: float) -> int:
     await first_of(stop, worker)
     if not worker.done():
         log.info("stop requested: finishing the current batch (grace period %.0fs)", grace_period_s)
@@ -137,7 +137,7 @@ async def _wait_for_worker(worker: asyncio.Task, stop: asyncio.Event, grace_peri
     return 0
 
 
-async def _heartbeat(role: str, settings: ReadySettings, counters: Counter, stop: asyncio.Event) -> None:
+async def _heartbeat(role: str, settings: ReadySettings, counters: Counter[str], stop: asyncio.Event) -> None:
     """A TTL'd key per worker, so /health shows who is alive and what it has done."""
     client = bus_module.connect(settings.redis_url)
     name = consumer_name()

@@ -7,6 +7,7 @@ snapshot format, not the worker, so the API depends on this module only.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -16,7 +17,7 @@ from tradebot.execution.broker import PaperBroker
 ACCOUNT_PARTITION = 0
 
 
-async def read_account(redis: aioredis.Redis) -> dict | None:
+async def read_account(redis: aioredis.Redis) -> dict[str, Any] | None:
     """Cash, equity, P&L and positions of the paper account, or None before the first order."""
     saved = await redis.get(checkpoint_key(EXECUTION_ROLE, ACCOUNT_PARTITION))
     if saved is None:

@@ -55,7 +55,7 @@ def new_broker(settings: Settings) -> PaperBroker:
     return PaperBroker(settings.starting_cash, settings.slippage_bps, settings.commission_per_share)
 
 
-def execution_worker(bus: Bus, settings: Settings, member: str, counters: Counter) -> PartitionedWorker:
+def execution_worker(bus: Bus, settings: Settings, member: str, counters: Counter[str]) -> PartitionedWorker:
     """A worker named ``member`` that takes the account's lease when it is free."""
     config = PartitionSettings(
         role=EXECUTION_ROLE,
@@ -70,7 +70,7 @@ def execution_worker(bus: Bus, settings: Settings, member: str, counters: Counte
     )
 
 
-async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter) -> None:
+async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str]) -> None:
     """Worker entry: execute orders while this process holds the account's lease."""
     bus = Bus.from_settings(settings)
     try:

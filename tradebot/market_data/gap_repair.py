@@ -176,7 +176,7 @@ class GapRepairer:
         symbols: list[str],
         *,
         stop: asyncio.Event,
-        counters: Counter,
+        counters: Counter[str],
         clock: Clock = utc_now,
         settle_s: float = REPAIR_SETTLE_S,
     ):
@@ -187,7 +187,7 @@ class GapRepairer:
         self.counters = counters
         self.clock = clock
         self.settle_s = settle_s
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def on_connected(self) -> None:
         """Snapshot the watermarks and markers now (before new data moves them), record the repair

@@ -27,7 +27,7 @@ async def run_feed(
     *,
     feed: LiveFeed,
     stop: asyncio.Event,
-    counters: Counter,
+    counters: Counter[str],
     clock: Clock = utc_now,
     repair_settle_s: float = REPAIR_SETTLE_S,
     rest_timeout_s: float | None = None,
@@ -56,7 +56,7 @@ async def run_feed(
 def worker(feed: LiveFeed) -> WorkerRun:
     """The worker entry (``run``) of a provider's live-feed role."""
 
-    async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter) -> None:
+    async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str]) -> None:
         await run_feed(settings, feed=feed, stop=stop, counters=counters)
 
     return run

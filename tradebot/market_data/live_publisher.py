@@ -74,7 +74,7 @@ class LivePublisher:
         *,
         source: str,
         partitions: int,
-        counters: Counter,
+        counters: Counter[str],
         batch_size: int = 500,
         buffer_size: int = BUFFER_SIZE,
         max_events: int | None = None,
@@ -89,7 +89,7 @@ class LivePublisher:
         self.repairs = PendingRepairs()  # repair markers: written with the commits, read by gap repair
         self._queue: asyncio.Queue[Event | RepairDone] = asyncio.Queue(buffer_size)
         self._backoff = Backoff(f"redis ({source} feed)")
-        self.flusher: asyncio.Task | None = None
+        self.flusher: asyncio.Task[None] | None = None
         self.max_events = max_events  # MAX_MESSAGES: the worker ends once this many are published
         self.enough = asyncio.Event()
         self._last_sequence: str | None = None  # the sequence key's value after our last batch
@@ -247,7 +247,7 @@ def _advance(marks: dict[str, datetime], symbol: str, mark: datetime) -> None:
 
 @asynccontextmanager
 async def live_publisher(
-    settings: ReadySettings, source: str, symbols: Sequence[str], counters: Counter, stop: asyncio.Event
+    settings: ReadySettings, source: str, symbols: Sequence[str], counters: Counter[str], stop: asyncio.Event
 ) -> AsyncIterator[LivePublisher]:
     """A publisher with its flusher running; on exit everything queued is published, then Redis closed."""
     bus = Bus.from_settings(settings)
@@ -284,7 +284,7 @@ async def run_until_stopped(stream: Coroutine[Any, Any, None], stop: asyncio.Eve
         raise task.exception()  # type: ignore[misc]
 
 
-async def cancel_and_wait(task: asyncio.Task) -> None:
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
     """Cancel ``task`` until it has ended.
 
     Once is not always enough: Python 3.11's ``asyncio.wait_for`` swallows a cancellation that

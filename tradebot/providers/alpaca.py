@@ -171,7 +171,7 @@ class AlpacaBars:
             raise RetryableError(f"network error: {type(error).__name__}") from error
         return self._convert(result.data, timeframe)  # type: ignore[union-attr]
 
-    def _convert(self, data: dict, timeframe: Timeframe) -> list[Bar]:
+    def _convert(self, data: dict[str, Any], timeframe: Timeframe) -> list[Bar]:
         bars, invalid = [], 0
         for series in data.values():
             for bar in series:

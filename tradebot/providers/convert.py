@@ -27,7 +27,8 @@ REST_OHLCV = attrgetter("open", "high", "low", "close", "volume")  # alpaca-py B
 def as_utc(value: Any) -> datetime:
     """A provider timestamp as aware UTC: msgpack Timestamp, aware datetime or RFC-3339 text."""
     if isinstance(value, msgpack.Timestamp):
-        return value.to_datetime()
+        moment: datetime = value.to_datetime()  # msgpack is untyped
+        return moment
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if not isinstance(value, datetime):

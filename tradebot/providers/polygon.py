@@ -291,7 +291,7 @@ class FrameProcessor:
                 await self.sink.offer(polygon_event, element)
 
     @staticmethod
-    def _status(element: dict) -> None:
+    def _status(element: dict[str, Any]) -> None:
         level = logging.WARNING if element.get("status") in UNHEALTHY_STATUSES else logging.DEBUG
         log.log(level, "polygon status %s: %s", element.get("status"), element.get("message"))
 

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 ROLE = Role.STORAGE
 
 
-async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter | None = None) -> None:
+async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str] | None = None) -> None:
     """Persist stream entries until ``stop`` (or burst / max-messages end)."""
     counters = counters if counters is not None else Counter()
     pool = await _connect_when_ready(settings, stop)

@@ -57,7 +57,7 @@ def strategy_factory(settings: Settings) -> Callable[[], Strategy]:
     return lambda: MovingAverageCrossover(settings.short_window, settings.long_window)
 
 
-def strategy_worker(bus: Bus, settings: Settings, member: str, counters: Counter) -> PartitionedWorker:
+def strategy_worker(bus: Bus, settings: Settings, member: str, counters: Counter[str]) -> PartitionedWorker:
     """A partition-leasing worker named ``member`` (unique per worker) running the strategy."""
     config = PartitionSettings(
         role=STRATEGY_ROLE,
@@ -77,7 +77,7 @@ def strategy_worker(bus: Bus, settings: Settings, member: str, counters: Counter
     )
 
 
-async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter) -> None:
+async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str]) -> None:
     """Worker entry: run the strategy over the partitions this process wins."""
     bus = Bus.from_settings(settings)
     try:
