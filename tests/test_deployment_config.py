@@ -124,14 +124,16 @@ def test_a_plain_up_runs_the_mock_pipeline_and_profiles_hold_the_rest() -> None:
 def test_scaled_roles_have_no_fixed_container_name_or_host_port() -> None:
     services = load_compose()["services"]
     for name in ("strategy", "storage", "execution", "market_data"):
-        assert "container_name" not in services[name] and "ports" not in services[name], name
+        assert "container_name" not in services[name], name
+        assert "ports" not in services[name], name
     assert services["api"]["ports"] == ["127.0.0.1:${API_PORT:-8000}:8000"]  # hence api stays at 1
 
 
 def test_dependencies_wait_for_healthy_servers_and_a_finished_migration() -> None:
     services = load_compose()["services"]
     for name in SERVERS:
-        assert services[name]["healthcheck"]["test"] and services[name]["restart"] == "unless-stopped"
+        assert services[name]["healthcheck"]["test"]
+        assert services[name]["restart"] == "unless-stopped"
     for name, service in tradebot_services({"services": services}).items():
         conditions = {target: rule["condition"] for target, rule in service["depends_on"].items()}
         expected = {
@@ -162,7 +164,7 @@ def test_compose_refuses_to_start_until_the_password_is_set() -> None:
     users = [name for name, service in services.items() if "POSTGRES_PASSWORD" in str(service.get("environment"))]
     assert set(tradebot_services({"services": services})) | {"timescaledb"} <= set(users)
     for name in users:
-        with pytest.raises(InterpolationError, match="set POSTGRES_PASSWORD in .env"):
+        with pytest.raises(InterpolationError, match=r"set POSTGRES_PASSWORD in \.env"):
             service_environment(services[name], dotenv())
 
 
@@ -254,7 +256,8 @@ def test_every_compound_runs_the_whole_default_pipeline_after_its_task() -> None
     for compound in launch["compounds"]:
         assert set(compound["configurations"]) <= set(configs), compound["name"]
         assert {configs[name]["module"] for name in compound["configurations"]} == pipeline, compound["name"]
-        assert compound["preLaunchTask"] in tasks and compound["stopAll"] is True
+        assert compound["preLaunchTask"] in tasks
+        assert compound["stopAll"] is True
 
 
 def test_every_role_has_a_launch_configuration_named_after_it() -> None:

@@ -33,7 +33,8 @@ def get_pool(request: Request) -> asyncpg.Pool:
 
 def get_mode(request: Request) -> Mode:
     """The storage mode detected at start-up (decides rollups vs on-the-fly aggregation)."""
-    return request.app.state.mode
+    mode: Mode = request.app.state.mode
+    return mode
 
 
 def get_redis(request: Request) -> aioredis.Redis | None:
@@ -43,7 +44,8 @@ def get_redis(request: Request) -> aioredis.Redis | None:
 
 def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def current_time() -> datetime:

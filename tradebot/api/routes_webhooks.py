@@ -89,9 +89,10 @@ class AlertBucket:
 
 
 def _pacer(request: Request, settings: Settings) -> AlertBucket:
-    if getattr(request.app.state, "webhook_pacer", None) is None:
-        request.app.state.webhook_pacer = AlertBucket(settings.webhook_rate_per_minute)
-    return request.app.state.webhook_pacer
+    bucket: AlertBucket | None = getattr(request.app.state, "webhook_bucket", None)
+    if bucket is None:
+        bucket = request.app.state.webhook_bucket = AlertBucket(settings.webhook_rate_per_minute)
+    return bucket
 
 
 def _check_secret(settings: Settings, alert: TradingViewAlert, body: bytes, signature: str | None) -> None:

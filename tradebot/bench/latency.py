@@ -18,12 +18,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from tradebot.bench.e2e import FeedRun, publish_rate, start_feed, start_pipeline
 from tradebot.bench.pipeline import BenchTimeoutError, pipeline_backlog, strategy_backlog, wait_for
 from tradebot.bench.processes import BENCH_SYMBOLS, WorkerPool
-from tradebot.bench.report import Figure
+from tradebot.bench.report import Figure, percentile
 from tradebot.bench.target import BenchTarget
 from tradebot.common.bus import Bus, decode, entry_ms
 from tradebot.common.models import Order, Signal
 from tradebot.common.streams import ORDERS_NEW, SIGNALS, tick_streams
-from tradebot.storage.bench import percentile
 
 SECTION = "tick → order latency"
 DRAIN_TIMEOUT_S = 20.0
@@ -85,7 +84,7 @@ async def measure_latency(target: BenchTarget, workers: WorkerPool, run: FeedRun
     return rate_figure(run, achieved, left_at_end, drained) + latency_figures(run, total, on_bus)
 
 
-def _exited(process: subprocess.Popen) -> Callable[[], Awaitable[bool]]:
+def _exited(process: subprocess.Popen[bytes]) -> Callable[[], Awaitable[bool]]:
     async def exited() -> bool:
         return process.poll() is not None
 

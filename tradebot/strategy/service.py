@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from tradebot.common import runtime
 from tradebot.common.bus import Bus
-from tradebot.common.config import Settings
+from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.models import Event, Order, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import ORDERS_NEW, SIGNALS, STRATEGY_ROLE, tick_stream
@@ -57,7 +57,7 @@ def strategy_factory(settings: Settings) -> Callable[[], Strategy]:
     return lambda: MovingAverageCrossover(settings.short_window, settings.long_window)
 
 
-def strategy_worker(bus: Bus, settings: Settings, member: str, counters: Counter) -> PartitionedWorker:
+def strategy_worker(bus: Bus, settings: Settings, member: str, counters: Counter[str]) -> PartitionedWorker:
     """A partition-leasing worker named ``member`` (unique per worker) running the strategy."""
     config = PartitionSettings(
         role=STRATEGY_ROLE,
@@ -77,10 +77,8 @@ def strategy_worker(bus: Bus, settings: Settings, member: str, counters: Counter
     )
 
 
-async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> None:
+async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str]) -> None:
     """Worker entry: run the strategy over the partitions this process wins."""
-    if not settings.redis_url:
-        raise ValueError("REDIS_URL is not set")
     bus = Bus.from_settings(settings)
     try:
         worker = strategy_worker(bus, settings, runtime.consumer_name(), counters)
