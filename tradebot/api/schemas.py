@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -18,16 +18,22 @@ class ErrorOut(BaseModel):
 
 
 class BarOut(BaseModel):
-    """One OHLCV bar; ``timestamp`` is the start of its bucket (UTC)."""
+    """One OHLCV bar; ``timestamp`` is the start of its bucket (UTC). Prices are rounded as quoted:
+    to the cent, or to 4 decimals below $1."""
 
     timestamp: datetime
+    session_date: date | None = Field(
+        None, description="daily bars only: the trading session's date (America/New_York), e.g. 2026-12-01"
+    )
     open: float
     high: float
     low: float
     close: float
     volume: float
     trade_count: int
-    vwap: float | None = Field(description="volume-weighted average price; null when a source bar had none")
+    vwap: float | None = Field(
+        description="volume-weighted average price (4 decimals); null when a source bar had none"
+    )
 
 
 class HistoryOut(BaseModel):
@@ -54,6 +60,7 @@ class OhlcvOut(BaseModel):
     volume: list[float]
     trade_count: list[int]
     vwap: list[float | None]
+    session_date: list[date] | None = Field(None, description="daily bars only: each bar's session date")
 
 
 class SymbolOut(BaseModel):

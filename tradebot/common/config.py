@@ -143,8 +143,13 @@ _SECRET_NAMES = {"ALPACA_KEY", "ALPACA_SECRET", "POLYGON_API_KEY", "DATABASE_URL
 
 
 def redact_url(url: str | None) -> str:
-    """Where a server is, without the credentials in its URL (for logs and summaries)."""
+    """Where a server is, with only the password in its URL hidden (for logs and summaries).
+
+    A user name is not a secret, and showing it tells a reader which account connects."""
     if not url or "@" not in url:
         return url or "-"
     scheme, rest = url.split("://", 1) if "://" in url else ("", url)
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    credentials, location = rest.rsplit("@", 1)
+    user, has_password, _ = credentials.partition(":")
+    shown = f"{user}:***" if has_password else user
+    return f"{scheme}://{shown}@{location}" if scheme else f"{shown}@{location}"
