@@ -100,6 +100,28 @@ def servers() -> None:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
 
 
+@app.command()
+def activity(
+    from_start: Annotated[
+        bool, typer.Option("--from-start", help="begin with what the streams still hold, not only new events")
+    ] = False,
+    max_events: Annotated[int | None, typer.Option(min=1, help="stop after this many lines")] = None,
+) -> None:
+    """Print signals, orders and fills as they happen, one line each, until Ctrl-C (alias: tail)."""
+    from tradebot.monitor.tail import watch
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    with infrastructure(settings) as ready:
+        typer.echo(
+            f"following signals, orders and fills on {_shareable(settings.redis_url, ready.redis_url)} (Ctrl-C stops)"
+        )
+        watch(ready, lambda line: typer.echo(line), from_start=from_start, max_events=max_events)
+
+
+app.command(name="tail", help="Same as `tradebot activity`.")(activity)
+
+
 def _shareable(given: str | None, resolved: str | None) -> str:
     """An embedded server's URL in full (it has no secret); a URL the user gave, redacted."""
     return redact_url(resolved) if given else resolved or "-"

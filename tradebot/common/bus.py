@@ -346,6 +346,28 @@ class Bus:
         self.last_errors.pop(entry_id, None)
         log.warning("dead-lettered %s %s (group %s): %s", stream, entry_id, group, reason)
 
+    async def follow(
+        self, positions: Mapping[str, str], *, count: int, block_ms: int
+    ) -> list[tuple[str, str, Event | None]]:
+        """Entries after ``positions`` (stream → last seen id, ``$`` for "from now"), with plain XREAD:
+        a fan-out read that joins no group, so a watcher never holds back or takes work from a worker.
+        An entry that fails validation comes back as None (a watcher only looks; dead-lettering is
+        the consumers' job)."""
+        reply = await self.redis.xread(dict(positions), count=count, block=block_ms)
+        followed: list[tuple[str, str, Event | None]] = []
+        for stream, rows in reply or []:
+            for entry_id, fields in rows:
+                try:
+                    followed.append((stream, entry_id, decode(fields)))
+                except ValueError:
+                    followed.append((stream, entry_id, None))
+        return followed
+
+    async def last_entry_id(self, stream: str) -> str:
+        """The id of the newest entry of ``stream`` ("0-0" when it is empty or missing)."""
+        rows = await self.redis.xrevrange(stream, count=1)
+        return rows[0][0] if rows else "0-0"
+
     async def health(self, stream: str, group: str) -> StreamHealth:
         """Length, pending count and lag of ``stream`` for ``group``.
 
