@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from tradebot.common.config import Settings, redact_url
 from tradebot.common.runtime import CONFIG_ERROR_EXIT, infrastructure
+from tradebot.monitor.summary import SummaryLog
 from tradebot.roles import module_for
 
 log = logging.getLogger("tradebot.supervisor")
@@ -78,9 +79,14 @@ def up(settings: Settings, scale: dict[str, int]) -> int:
         for worker in workers:
             worker.start()
         print_summary(ready, scale)
+        activity = SummaryLog(ready)
+        if ready.summary_interval_s > 0:
+            activity.start()
         while not stopping:
             supervise(workers)
             time.sleep(POLL_S)
+        if activity.is_alive():
+            activity.stop()
         stop_all(workers, ready.grace_period_s)
     log.info("tradebot stopped")
     return 0

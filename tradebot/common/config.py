@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     # Seconds of silence before a provider REST request (backfill, gap repair) is retried.
     provider_timeout_s: float = Field(10.0, gt=0, le=300)
 
+    # --- monitoring ---
+    # tradebot up logs a one-line activity summary this often; 0 turns it off.
+    summary_interval_s: float = Field(30.0, ge=0)
+
     # --- TimescaleDB ---
     chunk_interval: str | None = None
     compress_after: str = "7 days"
