@@ -122,6 +122,38 @@ def activity(
 app.command(name="tail", help="Same as `tradebot activity`.")(activity)
 
 
+@app.command()
+def reset(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation (for scripts)")] = False,
+    keep_history: Annotated[bool, typer.Option("--keep-history", help="keep the ticks and bars")] = False,
+) -> None:
+    """Start over: delete the paper account, streams, strategy and feed state, signals, orders and fills
+    (and, without --keep-history, the ticks and bars). Stop tradebot first."""
+    from tradebot.maintenance.reset import ResetPlan, StillRunningError, run_reset
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+
+    def confirm(plan: ResetPlan) -> bool:
+        typer.echo("tradebot reset deletes:\n" + plan.describe())
+        if keep_history:
+            typer.echo("  kept:       ticks and bars (--keep-history)")
+        return yes or typer.confirm("Delete all of this?", default=False)
+
+    with infrastructure(settings) as ready:
+        try:
+            done = run_reset(
+                ready.redis_url or "", ready.database_url or "", keep_history=keep_history, confirm=confirm
+            )
+        except StillRunningError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+    if not done:
+        typer.echo("nothing deleted")
+        raise typer.Exit(1)
+    typer.echo("reset done: the next `tradebot up` starts from STARTING_CASH with the current settings")
+
+
 def _shareable(given: str | None, resolved: str | None) -> str:
     """An embedded server's URL in full (it has no secret); a URL the user gave, redacted."""
     return redact_url(resolved) if given else resolved or "-"

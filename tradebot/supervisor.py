@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from tradebot.common.config import Settings, redact_url
 from tradebot.common.runtime import CONFIG_ERROR_EXIT, infrastructure
+from tradebot.maintenance.drift import warn_about_drift
 from tradebot.monitor.summary import SummaryLog
 from tradebot.roles import module_for
 
@@ -73,6 +74,7 @@ def up(settings: Settings, scale: dict[str, int]) -> int:
         from tradebot.storage.timescale import TimescaleOptions
 
         migrate(ready.database_url or "", options=TimescaleOptions.from_settings(ready))
+        warn_about_drift(ready)
         workers = [
             Managed(role, i + 1, env=worker_environment(ready)) for role, count in scale.items() for i in range(count)
         ]

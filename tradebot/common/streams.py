@@ -86,3 +86,7 @@ def producer_cursor_key(name: str) -> str:
 def publisher_sequence_key(source: str) -> str:
     """A live publisher's batch counter, compare-and-set with each batch so a retry never doubles it."""
     return f"publisher_seq:{source}"
+
+
+# Settings the stored data depends on (e.g. TICK_PARTITIONS), recorded by the first `tradebot up`.
+STORED_SETTINGS_KEY = "settings:stored"
