@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from tradebot.api import routes_account, routes_activity, routes_health, routes_history
+from tradebot.api.routes_docs import add_offline_docs
 from tradebot.common.bus import connect
 from tradebot.common.config import Settings, load_settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
@@ -97,7 +98,10 @@ def create_app(settings: Settings) -> FastAPI:
         version="1.0",
         description="OHLCV history of US equities from ticks and stored bars; worker health.",
         lifespan=lifespan,
+        docs_url=None,  # served with local assets by add_offline_docs
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.state.settings = settings
     app.include_router(routes_history.router)
     app.include_router(routes_health.router)
