@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 from typer.testing import CliRunner
 
+from tests.storage_fixtures import migrated_database
 from tradebot.cli import app
 from tradebot.common.bus import Bus
 from tradebot.common.models import Bar, Order, OrderEvent, Signal, Tick
@@ -122,3 +124,23 @@ async def test_the_command_asks_first_and_yes_skips_the_question(bus: Bus, clean
     assert code == 0, output
     assert "kept:       ticks and bars" in output and "reset done" in output
     assert await _counts(clean_database) == {"ticks": 1, "bars": 1, "signals": 0, "orders": 0, "fills": 0}
+
+
+TIMESCALE_DSN = os.environ.get("TEST_TIMESCALE_DSN")
+
+
+@pytest.mark.timescale
+@pytest.mark.skipif(not TIMESCALE_DSN, reason="needs TEST_TIMESCALE_DSN")
+async def test_reset_empties_the_timescale_rollups_too(bus: Bus) -> None:
+    assert TIMESCALE_DSN
+    dsn = await migrated_database(TIMESCALE_DSN, "reset_timescale_test")
+    await _fill_everything(bus, dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CALL refresh_continuous_aggregate('ohlcv_1m', NULL, NULL)")
+        assert await conn.fetchval("SELECT count(*) FROM ohlcv_1m") == 1
+        await reset(bus.redis, conn, keep_history=False)
+        assert await conn.fetchval("SELECT count(*) FROM ohlcv_1m") == 0
+        assert await conn.fetchval("SELECT count(*) FROM ohlcv_1d") == 0
+    finally:
+        await conn.close()

@@ -154,6 +154,33 @@ class BarQuery:
     timeframe: Timeframe
     range: TimeRange
     limit: int
+    source: str | None = None
+
+
+_SOURCE = re.compile(r"[a-z0-9_.\-]{1,40}")
+
+
+def valid_source(
+    source: Annotated[
+        str | None,
+        Query(
+            description="only data of this source (mock, alpaca, polygon, ...; see /symbols). Without it, "
+            "real data wins: mock ticks are left out of a symbol that has any other source, and shown "
+            "only for a symbol that has nothing else. Sources never merge into one bar.",
+            examples=["mock", "alpaca"],
+        ),
+    ] = None,
+) -> str | None:
+    """The source, lower-cased, if it looks like one."""
+    if source is None:
+        return None
+    normalized = source.strip().lower()
+    if not _SOURCE.fullmatch(normalized):
+        raise unprocessable(f"source {source!r} is not a source name: 1-40 of a-z, 0-9, '_', '.', '-', e.g. mock")
+    return normalized
+
+
+SourceDep = Annotated[str | None, Depends(valid_source)]
 
 
 TIMEFRAMES: tuple[str, ...] = get_args(Timeframe)
@@ -184,9 +211,10 @@ def bar_query(
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description="most bars returned; without start, the latest ones")
     ] = DEFAULT_LIMIT,
+    source: SourceDep = None,
 ) -> BarQuery:
-    """Symbol, timeframe, range and limit of a bars request."""
-    return BarQuery(symbol, timeframe, window, limit)
+    """Symbol, timeframe, range, limit and source of a bars request."""
+    return BarQuery(symbol, timeframe, window, limit, source)
 
 
 BarQueryDep = Annotated[BarQuery, Depends(bar_query)]

@@ -23,7 +23,7 @@ from tradebot.common.bus import connect
 from tradebot.common.config import Settings, load_settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
 from tradebot.common.runtime import infrastructure, setup_logging
-from tradebot.storage.queries import StoredDataError, UnknownSymbolError
+from tradebot.storage.queries import StoredDataError, UnknownSourceError, UnknownSymbolError
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions, database_mode
 
@@ -74,6 +74,10 @@ async def _unknown_symbol(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=404, content={"detail": f"no data stored for symbol {error}; see /symbols"})
 
 
+async def _unknown_source(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": str(error)})
+
+
 async def _stored_data_error(request: Request, error: Exception) -> JSONResponse:
     """422: the request is valid, but stored rows in its range overflow the aggregation. Not a 503
     (retrying never helps) and not a bare 500 (the server works: other symbols and ranges answer);
@@ -109,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_activity.router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(UnknownSymbolError, _unknown_symbol)
+    app.add_exception_handler(UnknownSourceError, _unknown_source)
     app.add_exception_handler(StoredDataError, _stored_data_error)
     app.add_exception_handler(asyncpg.DataError, _stored_data_error)
     for error_type in TRANSIENT_DB_ERRORS:

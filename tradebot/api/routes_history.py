@@ -10,14 +10,14 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter
 
-from tradebot.api.deps import BarQuery, BarQueryDep, ModeDep, NowDep, PoolDep, SymbolDep, TimeRangeDep
+from tradebot.api.deps import BarQuery, BarQueryDep, ModeDep, NowDep, PoolDep, SourceDep, SymbolDep, TimeRangeDep
 from tradebot.api.schemas import BarOut, ErrorOut, HistoryOut, OhlcvOut, StatsOut, SymbolOut, SymbolsOut
 from tradebot.common import rounding
 from tradebot.storage import queries
 from tradebot.storage.buckets import MARKET_TZ
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "no data was ever stored for this symbol"},
+    404: {"model": ErrorOut, "description": "no data was ever stored for this symbol (or from this source)"},
     422: {
         "model": ErrorOut,
         "description": "invalid symbol, timeframe, dates or limit; or stored data in the "
@@ -39,6 +39,7 @@ async def _bars(pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime) -
         limit=query.limit,
         rollups=mode == "timescaledb",
         now=now,
+        source=query.source,
     )
 
 
@@ -82,9 +83,13 @@ async def ohlcv(query: BarQueryDep, pool: PoolDep, mode: ModeDep, now: NowDep) -
 
 
 @router.get("/stats/{symbol}", response_model=StatsOut, responses=ERRORS)
-async def stats(symbol: SymbolDep, window: TimeRangeDep, pool: PoolDep, mode: ModeDep, now: NowDep) -> StatsOut:
+async def stats(
+    symbol: SymbolDep, window: TimeRangeDep, pool: PoolDep, mode: ModeDep, now: NowDep, source: SourceDep = None
+) -> StatsOut:
     """Summary statistics of the daily series between ``start`` and ``end`` (default: all history)."""
-    row = await queries.stats(pool, symbol, start=window.start, end=window.end, rollups=mode == "timescaledb", now=now)
+    row = await queries.stats(
+        pool, symbol, start=window.start, end=window.end, rollups=mode == "timescaledb", now=now, source=source
+    )
     change = row["close"] - row["open"] if row["days"] else None
     change_pct = change / row["open"] * 100 if change is not None else None
     if change_pct is not None and not math.isfinite(change_pct):  # JSON has no Infinity
@@ -103,7 +108,14 @@ async def symbols(pool: PoolDep) -> SymbolsOut:
     """Every symbol with stored ticks or bars, its first and last time, and the counts."""
     rows = await queries.symbols(pool)
     found = [
-        SymbolOut(symbol=r["symbol"], first=r["first_ts"], last=r["last_ts"], ticks=r["ticks"], bars=r["bars"])
+        SymbolOut(
+            symbol=r["symbol"],
+            first=r["first_ts"],
+            last=r["last_ts"],
+            ticks=r["ticks"],
+            bars=r["bars"],
+            sources=r["sources"],
+        )
         for r in rows
     ]
     return SymbolsOut(count=len(found), symbols=found)

@@ -71,6 +71,7 @@ class SymbolOut(BaseModel):
     last: datetime
     ticks: int
     bars: int
+    sources: list[str] = Field(description="where its data comes from (mock, alpaca, polygon, ...); see ?source=")
 
 
 class SymbolsOut(BaseModel):

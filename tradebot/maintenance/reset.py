@@ -20,7 +20,7 @@ from tradebot.common.bus import connect
 from tradebot.common.streams import HEARTBEAT_PATTERN
 from tradebot.storage.buckets import WIDTHS
 
-HISTORY_TABLES = ("ticks", "bars")
+HISTORY_TABLES = ("ticks", "bars", "symbol_sources")
 KEPT_TABLES = ("schema_migrations",)
 
 
@@ -73,11 +73,11 @@ async def reset(client: aioredis.Redis, conn: asyncpg.Connection, *, keep_histor
     if tables:
         await conn.execute("TRUNCATE " + ", ".join(f'"{table}"' for table in tables))
     if not keep_history:
-        await _refresh_rollups(conn)
+        await refresh_rollups(conn)
     await client.flushdb()
 
 
-async def _refresh_rollups(conn: asyncpg.Connection) -> None:
+async def refresh_rollups(conn: asyncpg.Connection) -> None:
     """TimescaleDB keeps materialized rollups of deleted ticks: refreshing them over all time empties
     them (finest first: each level is built from the one below). Plain PostgreSQL has none."""
     if not await conn.fetchval("SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL"):
