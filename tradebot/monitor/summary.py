@@ -122,15 +122,19 @@ class SummaryLog(threading.Thread):
         self._stopping = threading.Event()
 
     def run(self) -> None:
-        before: Snapshot | None = None
+        before = self._take()  # a baseline, so the first line already has a rate
         while not self._stopping.wait(self.settings.summary_interval_s):
-            try:
-                now = asyncio.run(self._snapshot())
-            except (*RECOVERABLE_REDIS_ERRORS, *TRANSIENT_DB_ERRORS, OSError, TimeoutError) as error:
-                log.info("activity: summary unavailable (%s)", error)
-                continue
-            log.info("%s", summary_line(before, now))
-            before = now
+            now = self._take()
+            if now is not None:
+                log.info("%s", summary_line(before, now))
+                before = now
+
+    def _take(self) -> Snapshot | None:
+        try:
+            return asyncio.run(self._snapshot())
+        except (*RECOVERABLE_REDIS_ERRORS, *TRANSIENT_DB_ERRORS, OSError, TimeoutError) as error:
+            log.info("activity: summary unavailable (%s)", error)
+            return None
 
     async def _snapshot(self) -> Snapshot:
         assert self.settings.redis_url and self.settings.database_url
