@@ -2,7 +2,7 @@
 
     activity: 498 ticks/s · 212 signals · 205 fills, 7 rejected · P&L -$3.21 (realised -$1.00) · equity $99,996.79
 
-Ticks per second come from the feeds' heartbeat counters (no extra work for any worker); signals
+Ticks per second come from the feeds' heartbeat counters and times (no extra work for any worker); signals
 and fills are what storage has written; P&L and equity are the paper account's last commit.
 """
 
@@ -12,8 +12,8 @@ import asyncio
 import json
 import logging
 import threading
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -36,30 +36,39 @@ SELECT (SELECT count(*) FROM signals) AS signals,
 
 
 @dataclass(frozen=True)
+class FeedCount:
+    """Ticks a feed process had published when it last wrote its heartbeat."""
+
+    ticks: int
+    at: float  # the heartbeat's updated_at, epoch seconds
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Totals at one moment."""
 
-    at: float  # time.monotonic()
-    ticks_by_worker: dict[str, int]
+    feeds: dict[str, FeedCount]  # by heartbeat key
     signals: int
     fills: int
     rejected: int
     account: dict | None
+    rates: dict[str, float] = field(default_factory=dict)  # ticks/s per feed, filled in by with_rates
 
 
-async def feed_ticks(client: aioredis.Redis) -> dict[str, int]:
+async def feed_ticks(client: aioredis.Redis) -> dict[str, FeedCount]:
     """Ticks published so far by each live feed process (from its heartbeat)."""
     keys = [key async for key in client.scan_iter(match=HEARTBEAT_PATTERN, count=500)]
-    ticks = {}
+    feeds = {}
     for key, raw in zip(keys, await client.mget(keys) if keys else [], strict=True):
         try:
             beat = json.loads(raw) if raw else {}
-        except ValueError:
+            counter = FEED_TICK_COUNTERS.get(beat.get("role", ""))
+            if counter:
+                at = datetime.fromisoformat(beat["updated_at"]).timestamp()
+                feeds[key] = FeedCount(int(beat.get("counters", {}).get(counter, 0)), at)
+        except (ValueError, KeyError, TypeError):
             continue
-        counter = FEED_TICK_COUNTERS.get(beat.get("role", ""))
-        if counter:
-            ticks[key] = int(beat.get("counters", {}).get(counter, 0))
-    return ticks
+    return feeds
 
 
 async def snapshot(client: aioredis.Redis, database_url: str) -> Snapshot:
@@ -71,30 +80,35 @@ async def snapshot(client: aioredis.Redis, database_url: str) -> Snapshot:
         await conn.close()
     assert counts is not None
     return Snapshot(
-        time.monotonic(),
-        await feed_ticks(client),
-        counts["signals"],
-        counts["fills"],
-        counts["rejected"],
-        await read_account(client),
+        await feed_ticks(client), counts["signals"], counts["fills"], counts["rejected"], await read_account(client)
     )
 
 
-def ticks_per_second(before: Snapshot | None, now: Snapshot) -> float:
-    """The publishing rate between two snapshots; a restarted feed counts from zero again."""
-    if before is None or now.at <= before.at:
-        return 0.0
-    published = sum(
-        count - before.ticks_by_worker.get(key, 0) if count >= before.ticks_by_worker.get(key, 0) else count
-        for key, count in now.ticks_by_worker.items()
-    )
-    return published / (now.at - before.at)
+def with_rates(before: Snapshot | None, now: Snapshot) -> Snapshot:
+    """``now`` with each feed's rate between its last two heartbeats. Heartbeats come every few
+    seconds, not at every summary: a feed with no new beat keeps its previous rate, and one that
+    restarted (its count went down) or is new waits for its next beat."""
+    rates = {}
+    for key, count in now.feeds.items():
+        earlier = before.feeds.get(key) if before else None
+        if earlier is None or count.ticks < earlier.ticks:
+            continue
+        if count.at > earlier.at:
+            rates[key] = (count.ticks - earlier.ticks) / (count.at - earlier.at)
+        elif before is not None and key in before.rates:
+            rates[key] = before.rates[key]
+    return replace(now, rates=rates)
 
 
-def summary_line(before: Snapshot | None, now: Snapshot) -> str:
+def ticks_per_second(now: Snapshot) -> float:
+    """Ticks per second over every feed."""
+    return sum(now.rates.values())
+
+
+def summary_line(now: Snapshot) -> str:
     """The line a person reads in the log."""
     parts = [
-        f"{ticks_per_second(before, now):,.0f} ticks/s",
+        f"{ticks_per_second(now):,.0f} ticks/s",
         f"{now.signals:,} signals",
         f"{now.fills:,} fills, {now.rejected:,} rejected",
     ]
@@ -124,9 +138,10 @@ class SummaryLog(threading.Thread):
     def run(self) -> None:
         before = self._take()  # a baseline, so the first line already has a rate
         while not self._stopping.wait(self.settings.summary_interval_s):
-            now = self._take()
-            if now is not None:
-                log.info("%s", summary_line(before, now))
+            taken = self._take()
+            if taken is not None:
+                now = with_rates(before, taken)
+                log.info("%s", summary_line(now))
                 before = now
 
     def _take(self) -> Snapshot | None:
