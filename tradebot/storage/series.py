@@ -14,6 +14,9 @@ Precedence, bucket by bucket (no bucket is ever counted from two sources):
 
 Among stored bars of one bucket from several sources, the one with the most volume (the more
 complete feed, e.g. SIP over IEX) wins, then the source name, so the choice is deterministic.
+Which sources take part at all is chosen before (queries.chosen_sources: real data wins over mock,
+or one requested source); a chosen subset is passed as a text[] parameter and filters every ticks
+and bars scan, and then the rollups, which mix every source, are not used.
 
 The aggregation of ticks comes from the continuous aggregates ``ohlcv_<tf>`` when they exist
 (TimescaleDB) and from ``date_bin`` / New York ``date_trunc`` on the fly otherwise; buckets that
