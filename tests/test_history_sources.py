@@ -70,6 +70,12 @@ async def bars(api: httpx.AsyncClient, url: str) -> list[dict]:
     return response.json()["bars"]
 
 
+async def test_the_response_names_its_sources(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/history/MSFT")).json()["sources"] == ["alpaca"]
+    assert (await api.get("/history/MSFT?source=mock")).json()["sources"] == ["mock"]
+    assert (await api.get("/history/AAPL")).json()["sources"] == ["mock"]
+
+
 async def test_real_data_wins_and_mock_data_never_merges_into_its_bars(api: httpx.AsyncClient) -> None:
     minutes = await bars(api, "/history/MSFT?timeframe=1m&start=2024-03-11")
     assert minutes and all(140 <= b["low"] <= b["high"] < 141 for b in minutes)

@@ -69,7 +69,10 @@ async def history(query: BarQueryDep, pool: PoolDep, mode: ModeDep, now: NowDep)
     """
     rows = await _bars(pool, query, mode, now)
     bars = [bar_out(r, query.timeframe) for r in rows]
-    return HistoryOut(symbol=query.symbol, timeframe=query.timeframe, mode=mode, count=len(bars), bars=bars)
+    sources = await queries.series_sources(pool, query.symbol, query.source)
+    return HistoryOut(
+        symbol=query.symbol, timeframe=query.timeframe, mode=mode, sources=sources, count=len(bars), bars=bars
+    )
 
 
 @router.get("/ohlcv/{symbol}", response_model=OhlcvOut, responses=ERRORS)

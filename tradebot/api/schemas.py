@@ -42,6 +42,7 @@ class HistoryOut(BaseModel):
     symbol: str
     timeframe: Timeframe
     mode: Mode = Field(description="where tick aggregates came from: continuous aggregates or on the fly")
+    sources: list[str] = Field(description="the sources these bars are built from (real data wins over mock)")
     count: int
     bars: list[BarOut]
 

@@ -92,6 +92,12 @@ def _aggregating(symbol: str) -> Iterator[None]:
         raise StoredDataError(symbol, str(error)) from error
 
 
+async def series_sources(executor: Executor, symbol: str, requested: str | None) -> list[str]:
+    """The sources the series of ``symbol`` is built from (see ``chosen_sources``)."""
+    async with connection(executor) as conn:
+        return (await chosen_sources(conn, symbol, requested))[0]
+
+
 async def data_range(conn: asyncpg.Connection, symbol: str, rollups: bool) -> tuple[datetime | None, datetime | None]:
     """Earliest and latest stored time of ``symbol`` (ticks, bars, and rollups that outlive ticks)."""
     firsts = ["(SELECT min(ts) FROM ticks WHERE symbol = $1)", "(SELECT min(ts) FROM bars WHERE symbol = $1)"]
