@@ -6,8 +6,11 @@ DATABASE_URL are unset). OpenAPI docs are served at /docs.
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
+import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,7 +25,7 @@ from tradebot.api.routes_docs import add_offline_docs
 from tradebot.common.bus import connect
 from tradebot.common.config import Settings, load_settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
-from tradebot.common.runtime import infrastructure, setup_logging
+from tradebot.common.runtime import CONFIG_ERROR_EXIT, infrastructure, setup_logging
 from tradebot.storage.queries import StoredDataError, UnknownSourceError, UnknownSymbolError
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions, database_mode
@@ -121,10 +124,28 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def port_taken(host: str, port: int) -> bool:
+    """Whether another program listens on host:port (then uvicorn could only fail, again and again)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
 def main() -> None:
-    """Serve the API on API_HOST:API_PORT until Ctrl-C."""
+    """Serve the API on API_HOST:API_PORT until Ctrl-C; a taken port is a setting to change (exit 78)."""
     settings = load_settings()
     setup_logging(settings.log_level)
+    if port_taken(settings.api_host, settings.api_port):
+        print(
+            f"{settings.api_host}:{settings.api_port} is in use by another program; "
+            "set API_PORT to a free port (or stop that program)",
+            file=sys.stderr,
+        )
+        sys.exit(CONFIG_ERROR_EXIT)
     with infrastructure(settings) as ready:
         uvicorn.run(create_app(ready), host=ready.api_host, port=ready.api_port, log_level=ready.log_level.lower())
 
