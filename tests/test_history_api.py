@@ -247,6 +247,7 @@ async def test_stats_summarise_the_daily_series(api: httpx.AsyncClient) -> None:
     returns = [days[i].close / days[i - 1].close - 1 for i in (1, 2)]
     assert body["mean_daily_return"] == pytest.approx(sum(returns) / 2)
     assert body["change"] == pytest.approx(days[-1].close - days[0].open)
+    assert (body["first_session"], body["last_session"]) == ("2024-03-08", "2024-03-12")
 
 
 VALIDATION_CASES = [

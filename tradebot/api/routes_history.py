@@ -103,6 +103,8 @@ async def stats(
         symbol=symbol,
         change=rounding.price(change) if change is not None else None,
         change_pct=round(change_pct, 2) if change_pct is not None else None,
+        first_session=row["first_day"].astimezone(MARKET_TZ).date() if row["first_day"] else None,
+        last_session=row["last_day"].astimezone(MARKET_TZ).date() if row["last_day"] else None,
     )
 
 

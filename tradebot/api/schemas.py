@@ -88,6 +88,8 @@ class StatsOut(BaseModel):
     symbol: str
     first_day: datetime | None
     last_day: datetime | None
+    first_session: date | None = Field(None, description="first_day as its trading date (America/New_York)")
+    last_session: date | None = Field(None, description="last_day as its trading date (America/New_York)")
     days: int
     open: float | None
     high: float | None
