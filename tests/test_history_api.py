@@ -321,6 +321,10 @@ async def test_openapi_documents_every_route(api: httpx.AsyncClient) -> None:
     assert (await api.get("/docs")).status_code == 200
     paths = (await get_json(api, "/openapi.json"))["paths"]
     assert {"/history/{symbol}", "/ohlcv/{symbol}", "/stats/{symbol}", "/symbols", "/health"} <= set(paths)
+    assert {"/signals", "/orders", "/fills", "/account"} <= set(paths)
+    history = {p["name"]: p for p in paths["/history/{symbol}"]["get"]["parameters"]}
+    assert "whole day" in history["end"]["description"] and "case-insensitive" in history["timeframe"]["description"]
+    assert "real data wins" in history["source"]["description"]
 
 
 def test_reference_market_is_what_the_tests_assume() -> None:
