@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from tradebot.common.config import CONFIG_ERROR_EXIT, ReadySettings, Settings, redact_url
 from tradebot.common.lifecycle import backoff_delay_s
 from tradebot.common.runtime import infrastructure
+from tradebot.maintenance.drift import warn_about_drift
+from tradebot.monitor.summary import SummaryLog
 from tradebot.roles import module_for
 
 log = logging.getLogger("tradebot.supervisor")
@@ -73,15 +75,21 @@ def up(settings: Settings, scale: dict[str, int]) -> int:
         from tradebot.storage.timescale import TimescaleOptions
 
         migrate(ready.database_url, options=TimescaleOptions.from_settings(ready))
+        warn_about_drift(ready)
         workers = [
             Managed(role, i + 1, env=worker_environment(ready)) for role, count in scale.items() for i in range(count)
         ]
         for worker in workers:
             worker.start()
         print_summary(ready, scale)
+        activity = SummaryLog(ready)
+        if ready.summary_interval_s > 0:
+            activity.start()
         while not stopping:
             supervise(workers)
             time.sleep(POLL_S)
+        if activity.is_alive():
+            activity.stop()
         stop_all(workers, ready.grace_period_s)
     log.info("tradebot stopped")
     return 0

@@ -308,21 +308,6 @@ class Bus:
             replies = await pipe.execute()
         return {stream: rows[0][0] if rows else "0-0" for stream, rows in zip(streams, replies, strict=True)}
 
-    async def follow(self, positions: dict[str, str], *, count: int, block_ms: int) -> list[Delivery]:
-        """Entries after ``positions`` (stream -> last id seen), read without a consumer group, so a
-        fan-out reader (dashboard, tail) sees everything and holds no worker back. Advances
-        ``positions``. An entry that does not decode is skipped: its consuming role dead-letters it."""
-        reply = await self.redis.xread(positions, count=count, block=block_ms)
-        deliveries = []
-        for stream, rows in reply or []:
-            for entry_id, fields in rows:
-                positions[stream] = entry_id
-                try:
-                    deliveries.append(Delivery(stream, entry_id, decode(fields)))
-                except ValueError:
-                    continue
-        return deliveries
-
     async def last_delivered_id(self, stream: str, group: str) -> str:
         """The id of the newest entry ``group`` has been given ("0-0" before the first)."""
         for info in await self._groups(stream):
@@ -398,6 +383,23 @@ class Bus:
             await pipe.execute()
         self.last_errors.pop(entry_id, None)
         log.warning("dead-lettered %s %s (group %s): %s", stream, entry_id, group, reason)
+
+    async def follow(
+        self, positions: Mapping[str, str], *, count: int, block_ms: int
+    ) -> list[tuple[str, str, Event | None]]:
+        """Entries after ``positions`` (stream → last seen id, ``$`` for "from now"), with plain XREAD:
+        a fan-out read that joins no group, so a watcher never holds back or takes work from a worker.
+        An entry that fails validation comes back as None (a watcher only looks; dead-lettering is
+        the consumers' job)."""
+        reply = await self.redis.xread(dict(positions), count=count, block=block_ms)
+        followed: list[tuple[str, str, Event | None]] = []
+        for stream, rows in reply or []:
+            for entry_id, fields in rows:
+                try:
+                    followed.append((stream, entry_id, decode(fields)))
+                except ValueError:
+                    followed.append((stream, entry_id, None))
+        return followed
 
     async def health(self, stream: str, group: str) -> StreamHealth:
         """Length, pending count and lag of ``stream`` for ``group``.

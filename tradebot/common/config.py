@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     # Seconds of silence before a provider REST request (backfill, gap repair) is retried.
     provider_timeout_s: float = Field(10.0, gt=0, le=300)
 
+    # --- monitoring ---
+    # tradebot up logs a one-line activity summary this often; 0 turns it off.
+    summary_interval_s: float = Field(30.0, ge=0)
+
     # --- TimescaleDB ---
     chunk_interval: str | None = None
     compress_after: str = "7 days"
@@ -205,8 +209,13 @@ _SECRET_NAMES = {
 
 
 def redact_url(url: str | None) -> str:
-    """Where a server is, without the credentials in its URL (for logs and summaries)."""
+    """Where a server is, with only the password in its URL hidden (for logs and summaries).
+
+    A user name is not a secret, and showing it tells a reader which account connects."""
     if not url or "@" not in url:
         return url or "-"
     scheme, rest = url.split("://", 1) if "://" in url else ("", url)
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    credentials, location = rest.rsplit("@", 1)
+    user, has_password, _ = credentials.partition(":")
+    shown = f"{user}:***" if has_password else user
+    return f"{scheme}://{shown}@{location}" if scheme else f"{shown}@{location}"

@@ -106,3 +106,7 @@ def publisher_sequence_key(source: str) -> str:
 def webhook_alert_key(alert_id: str) -> str:
     """Marks an incoming alert as published (kept for days), so a replayed alert is not traded twice."""
     return f"webhook:alert:{alert_id}"
+
+
+# Settings the stored data depends on (e.g. TICK_PARTITIONS), recorded by the first `tradebot up`.
+STORED_SETTINGS_KEY = "settings:stored"

@@ -22,8 +22,9 @@ from tradebot.common.lifecycle import Backoff
 from tradebot.common.runtime import consumer_name
 from tradebot.common.runtime import main as run_worker
 from tradebot.common.streams import STORAGE_GROUP, Role, storage_streams
+from tradebot.maintenance.retention import retention_loop
 from tradebot.storage.schema import apply_migrations
-from tradebot.storage.timescale import TimescaleOptions
+from tradebot.storage.timescale import TimescaleOptions, database_mode
 from tradebot.storage.writer import write_events
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,23 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
         counters=counters,
         transient_errors=TRANSIENT_DB_ERRORS,
     )
+    retention = await _start_retention(pool, settings, stop, counters)
     try:
         await consumer.run(handle, stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
+        if retention is not None:
+            retention.cancel()
         await bus.close()
         await pool.close()
+
+
+async def _start_retention(
+    pool: asyncpg.Pool, settings: ReadySettings, stop: asyncio.Event, counters: Counter[str]
+) -> asyncio.Task[None] | None:
+    """On plain PostgreSQL with TICK_RETENTION set, the retention job (TimescaleDB has a policy)."""
+    if settings.tick_retention is None or settings.burst or await database_mode(pool) != "postgresql":
+        return None
+    return asyncio.create_task(retention_loop(pool, settings.tick_retention, stop, counters))
 
 
 async def _connect_when_ready(settings: ReadySettings, stop: asyncio.Event) -> asyncpg.Pool | None:

@@ -134,7 +134,21 @@ async def write_events(executor: Executor, events: Sequence[Event]) -> Counter[s
     async with connection(executor) as conn, conn.transaction():
         for table, rows in groups.items():
             written[table.name] += await _copy_and_insert(conn, table, rows)
+        await _record_sources(conn, events)
     return written
+
+
+async def _record_sources(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """Note which (symbol, source) pairs hold market data, in key order (no deadlock between writers)."""
+    pairs = sorted({(e.symbol, e.source) for e in events if isinstance(e, Tick | Bar)})
+    if pairs:
+        symbols, sources = zip(*pairs, strict=True)
+        await conn.execute(
+            "INSERT INTO symbol_sources (symbol, source) SELECT * FROM unnest($1::text[], $2::text[]) "
+            "ON CONFLICT DO NOTHING",
+            list(symbols),
+            list(sources),
+        )
 
 
 async def write_bars(executor: Executor, bars: Sequence[Bar]) -> int:
