@@ -55,7 +55,7 @@ async def bus(redis_url: str) -> AsyncIterator[Bus]:
     """A bus on an empty Redis database."""
     client = connect(redis_url)
     await client.flushdb()
-    instance = Bus(client, maxlen=100_000, max_deliveries=3)
+    instance = Bus(client, max_deliveries=3)
     yield instance
     await instance.close()
 

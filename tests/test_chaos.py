@@ -110,7 +110,6 @@ def chaos_settings(servers: ChaosServers, data_dir: Path) -> Settings:
         mock_seed=SEED,
         mock_ticks_per_second=TICKS_PER_SECOND,
         mock_max_ticks=TICKS,
-        stream_maxlen=1_000_000,
         bus_batch_size=100,
         lease_ttl_ms=2000,
         claim_idle_ms=2000,
@@ -127,7 +126,7 @@ def supervised_workers(settings: Settings, log_dir: Path) -> list[LoggedWorker]:
         "mock_seed",
         "mock_ticks_per_second",
         "mock_max_ticks",
-        "stream_maxlen",
+        "redis_memory_budget_mb",
         "bus_batch_size",
         "lease_ttl_ms",
         "claim_idle_ms",
@@ -192,7 +191,7 @@ async def test_every_effect_happens_exactly_once_through_kills_and_server_restar
     with chaos_servers(tmp_path / "servers") as servers:
         settings = chaos_settings(servers, tmp_path)
         await asyncio.to_thread(migrate, settings.database_url or "")
-        bus = Bus(connect(settings.redis_url or ""), maxlen=settings.stream_maxlen)
+        bus = Bus(connect(settings.redis_url or ""))
         db = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=2)  # no reconnect noise
         supervision = Supervision(supervised_workers(settings, tmp_path / "logs"), random.Random(SEED))
         supervision.start()

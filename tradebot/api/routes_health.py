@@ -61,7 +61,7 @@ async def heartbeats(client: aioredis.Redis, now: datetime) -> list[WorkerOut]:
 
 async def stream_health(client: aioredis.Redis, settings: Settings) -> list[StreamOut]:
     """Length, pending and lag of every existing watched stream for its group."""
-    bus = Bus(client, maxlen=settings.stream_maxlen)
+    bus = Bus(client)
     found = []
     for stream, group in watched_groups(settings):
         if not await client.exists(stream):
@@ -74,7 +74,6 @@ async def stream_health(client: aioredis.Redis, settings: Settings) -> list[Stre
                 length=health.length,
                 pending=health.pending,
                 lag=health.lag,
-                near_cap=health.near_cap,
             )
         )
     return found

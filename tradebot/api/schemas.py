@@ -114,7 +114,6 @@ class StreamOut(BaseModel):
     length: int
     pending: int
     lag: int | None = Field(description="entries not yet delivered to the group")
-    near_cap: bool = Field(description="unconsumed entries approach MAXLEN: trimming could drop them")
 
 
 class DatabaseOut(BaseModel):

@@ -9,7 +9,9 @@ BARS = "price.bars"
 SIGNALS = "signals"
 ORDERS_NEW = "orders.new"
 ORDER_EVENTS = "orders.events"
+GAPS = "market.gaps"  # gaps a live feed could not publish (storage records them in the database)
 DEAD_LETTER_PREFIX = "dlq."
+DEAD_LETTER_PATTERN = f"{DEAD_LETTER_PREFIX}*"
 
 STORAGE_GROUP = "storage"
 STRATEGY_ROLE = "strategy"
@@ -41,12 +43,37 @@ def tick_stream_for(symbol: str, partitions: int) -> str:
 
 def storage_streams(partitions: int) -> list[str]:
     """Everything the storage worker persists."""
-    return [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS]
+    return [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS, GAPS]
+
+
+def retained_streams(partitions: int) -> dict[str, tuple[str, ...]]:
+    """Every stream the system trims by consumer progress, with the groups that must read it.
+
+    An entry is trimmed only once all of these groups are done with it (see Bus.trim_consumed).
+    """
+    readers: dict[str, tuple[str, ...]] = {stream: (STORAGE_GROUP,) for stream in storage_streams(partitions)}
+    for stream in tick_streams(partitions):
+        readers[stream] = (STORAGE_GROUP, STRATEGY_ROLE)
+    readers[ORDERS_NEW] = (STORAGE_GROUP, EXECUTION_ROLE)
+    return readers
+
+
+def readers_of(stream: str, partitions: int) -> tuple[str, ...]:
+    """The groups that must read ``stream`` before it may be trimmed (none for unknown streams)."""
+    return retained_streams(partitions).get(stream, ())
 
 
 def dead_letter_stream(stream: str) -> str:
     """Where entries of ``stream`` go after they fail validation or too many deliveries."""
     return f"{DEAD_LETTER_PREFIX}{stream}"
+
+
+def original_stream(dead_letters: str) -> str:
+    """The stream whose entries a dead-letter stream holds."""
+    return dead_letters.removeprefix(DEAD_LETTER_PREFIX)
+
+
+GAP_RECORDS = "gaps"  # hash: gap id -> JSON record (source, symbols, first, last, dropped, repaired)
 
 
 def lease_key(role: str, partition: int) -> str:

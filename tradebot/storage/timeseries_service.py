@@ -2,8 +2,11 @@
 
 Stateless, so any number of copies share the ``storage`` consumer group. Each batch is written
 with COPY + INSERT ... ON CONFLICT in one transaction and acked only after the commit; a batch
-redelivered after a crash writes nothing twice. Migrations run at start-up (advisory-locked, so
-copies starting together are safe).
+redelivered after a crash writes nothing twice. A database that cannot take writes for now (down,
+disk full, read-only, out of memory, lock timeout, cancelled: ``TRANSIENT_DB_ERRORS``) is an
+outage: the batch waits and is retried, loudly, and never counts as a failed delivery. Storage
+also trims every stream below what all groups still need (retention follows the consumers).
+Migrations run at start-up (advisory-locked, so copies starting together are safe).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from tradebot.common.consumer import Backoff, GroupConsumer
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
 from tradebot.common.runtime import consumer_name
 from tradebot.common.runtime import main as run_worker
-from tradebot.common.streams import STORAGE_GROUP, storage_streams
+from tradebot.common.streams import STORAGE_GROUP, retained_streams, storage_streams
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions
 from tradebot.storage.writer import write_events
@@ -54,6 +57,7 @@ async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter | No
         claim_idle_ms=settings.claim_idle_ms,
         counters=counters,
         transient_errors=TRANSIENT_DB_ERRORS,
+        retained=retained_streams(settings.tick_partitions),
     )
     try:
         await consumer.run(handle, stop=stop, max_messages=settings.max_messages, burst=settings.burst)
