@@ -52,7 +52,18 @@ ROOM_CHECK_S = 0.5  # how often a producer waiting for memory looks again
 ROOM_LOG_EVERY_S = 60.0  # a producer hovering at the budget says so once a minute, not per batch
 # Error codes Redis answers when it refuses a command for a while; a script's error carries the
 # code of the command inside it ("-OOM …" on Redis 6.2, the code itself on 7.x).
-_REFUSING_CODES = ("OOM", "MISCONF", "READONLY", "BUSY", "LOADING", "NOREPLICAS", "MASTERDOWN", "TRYAGAIN")
+# UNBLOCKED: a blocked read cut off because the server just became a replica.
+_REFUSING_CODES = (
+    "OOM",
+    "MISCONF",
+    "READONLY",
+    "BUSY",
+    "LOADING",
+    "NOREPLICAS",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "UNBLOCKED",
+)
 _REFUSING_IN_SCRIPT = re.compile(r"-(" + "|".join(_REFUSING_CODES) + r") ")
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, entry_order
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, encode, entry_order
 from tradebot.common.consumer import Backoff
 from tradebot.common.models import Event
 from tradebot.common.streams import checkpoint_key, lease_key, members_key, partition_consumer
@@ -269,21 +269,19 @@ class PartitionReader:
     async def _commit(self, batch: list[Delivery]) -> bool:
         outputs, poisoned = self._apply(batch)
         checkpoint = self.state.checkpoint()
-        for delivery, reason in poisoned:
-            await self.bus.dead_letter(
-                self.config.role,
-                delivery.stream,
-                delivery.entry_id,
-                {"event": delivery.event.model_dump_json()},
-                reason,
-            )
+        lease = (lease_key(self.config.role, self.partition), self.member)
+        for delivery, reason in poisoned:  # fenced like the commit: a stale owner writes no record
+            fields = encode(delivery.event)  # the wire form, so `tradebot dlq replay` can re-publish it
+            if not await self.bus.dead_letter(
+                self.config.role, delivery.stream, delivery.entry_id, fields, reason, lease=lease
+            ):
+                return False
         rejected = {delivery.entry_id for delivery, _ in poisoned}
         commit = Commit(
             publish=outputs,
             acks=[(d.stream, d.entry_id) for d in batch if d.entry_id not in rejected],
             state={checkpoint_key(self.config.role, self.partition): checkpoint},
         )
-        lease = (lease_key(self.config.role, self.partition), self.member)
         if not await self.bus.commit(self.config.role, commit, lease=lease):
             return False
         self._committed = checkpoint
