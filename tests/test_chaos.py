@@ -37,6 +37,7 @@ from tests.chaos_helpers import (
     through_outages,
 )
 from tests.helpers import wait_until
+from tests.redis_versions import use_redis
 from tests.worker_processes import worker_environment
 from tradebot.common.bus import Bus, connect, decode
 from tradebot.common.config import Settings
@@ -186,7 +187,10 @@ async def _count(db: asyncpg.Pool, table: str) -> int:
         return -1  # PostgreSQL is being restarted
 
 
-async def test_every_effect_happens_exactly_once_through_kills_and_server_restarts(tmp_path: Path) -> None:
+async def test_every_effect_happens_exactly_once_through_kills_and_server_restarts(
+    tmp_path: Path, redis_version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_redis(redis_version, monkeypatch)  # once on Redis 6.2, once on Redis 7
     started = time.monotonic()
     with chaos_servers(tmp_path / "servers") as servers:
         settings = chaos_settings(servers, tmp_path)

@@ -29,6 +29,18 @@ START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 ROLE = "sequencer"
 
 
+@pytest.fixture
+def redis_url(versioned_redis_url: str) -> str:
+    """Every test here runs on Redis 6.2 and on Redis 7."""
+    return versioned_redis_url
+
+
+@pytest.fixture
+def private_redis(versioned_private_redis: EmbeddedRedis) -> EmbeddedRedis:
+    """A Redis of the test's own, of each version."""
+    return versioned_private_redis
+
+
 def sequenced_ticks(count: int, symbols: tuple[str, ...] = ("AAPL", "MSFT")) -> list[Tick]:
     return [
         Tick.create(symbol, 100.0 + i * 0.01, 1, START + timedelta(seconds=i), source="test", trade_id=i)
@@ -88,8 +100,8 @@ class Refusal:
         if self.kind == "OOM":
             await self.redis.config_set("maxmemory", 1)
         elif self.kind == "MISCONF":  # a failed snapshot with stop-writes-on-bgsave-error (the default)
+            (self.data_dir / "dump.rdb").mkdir()  # the snapshot cannot be renamed into place
             await self.redis.config_set("save", "3600 1")
-            await self.redis.config_set("dir", "/proc")
             await self.redis.bgsave()
             await wait_until(self._snapshot_failed, what="the snapshot to fail")
         else:  # a replica of a master that is not there keeps its data and refuses writes
@@ -99,7 +111,7 @@ class Refusal:
         if self.kind == "OOM":
             await self.redis.config_set("maxmemory", 0)
         elif self.kind == "MISCONF":
-            await self.redis.config_set("dir", str(self.data_dir))
+            (self.data_dir / "dump.rdb").rmdir()
             await self.redis.config_set("save", "")
             await self.redis.bgsave()
             await wait_until(lambda: self._snapshot_failed(False), what="a snapshot to succeed")

@@ -37,6 +37,18 @@ HEADROOM = 1 << 20  # the budget leaves this much room above an empty Redis
 TICKS = 45_000
 
 
+@pytest.fixture
+def redis_url(versioned_redis_url: str) -> str:
+    """Every test here runs on Redis 6.2 and on Redis 7."""
+    return versioned_redis_url
+
+
+@pytest.fixture
+def private_redis(versioned_private_redis: EmbeddedRedis) -> EmbeddedRedis:
+    """A Redis of the test's own, of each version."""
+    return versioned_private_redis
+
+
 def ticks(count: int) -> list[Tick]:
     return [Tick.create("AAPL", 100.0, 1, START, trade_id=i) for i in range(count)]
 
