@@ -10,6 +10,7 @@ from tradebot.backfill.cli import app as backfill_app
 from tradebot.bench.cli import bench_command
 from tradebot.common.config import load_settings, redact_url
 from tradebot.common.runtime import infrastructure, setup_logging
+from tradebot.dlq.cli import app as dlq_app
 from tradebot.roles import DEFAULT_UP, ROLES, UnknownRoleError, module_for, run_role
 from tradebot.universe.cli import app as symbols_app
 
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(symbols_app, name="symbols", help="Inspect and manage the symbol universe.")
 app.add_typer(backfill_app, name="backfill", help="Fetch historical bars from Alpaca or Polygon into the database.")
+app.add_typer(dlq_app, name="dlq", help="Dead letters: list, show, replay (same event ids) and drop.")
 app.command(name="bench", help="Measure throughput, latency, ingest, /history and memory (docs/BENCHMARKS.md).")(
     bench_command
 )

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Response
 
 from tradebot.api.deps import PoolDep, RedisDep, SettingsDep
-from tradebot.api.schemas import DatabaseOut, HealthOut, StreamOut, WorkerOut
+from tradebot.api.schemas import DatabaseOut, HealthOut, RedisMemoryOut, StreamOut, WorkerOut
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.config import Settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, is_reachable
@@ -62,7 +62,7 @@ async def heartbeats(client: aioredis.Redis, now: datetime) -> list[WorkerOut]:
 async def stream_health(client: aioredis.Redis, settings: Settings) -> list[StreamOut]:
     """Length, pending and lag of every existing watched stream for its group."""
     bus = Bus(client)
-    found = []
+    found: list[StreamOut] = []
     for stream, group in watched_groups(settings):
         if not await client.exists(stream):
             continue
@@ -79,6 +79,13 @@ async def stream_health(client: aioredis.Redis, settings: Settings) -> list[Stre
     return found
 
 
+async def redis_memory(client: aioredis.Redis, settings: Settings) -> RedisMemoryOut:
+    """Redis memory in use against the budget."""
+    used = await Bus(client).memory_used()
+    budget = int(settings.redis_memory_budget_mb * 2**20)
+    return RedisMemoryOut(used_bytes=used, budget_bytes=budget, over_budget=used > budget)
+
+
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
 async def health(pool: PoolDep, client: RedisDep, settings: SettingsDep, response: Response) -> HealthOut:
     """Everything an operator checks first; 503 when the database or Redis does not answer."""
@@ -91,11 +98,15 @@ async def health(pool: PoolDep, client: RedisDep, settings: SettingsDep, respons
             reachable = False
     workers: list[WorkerOut] = []
     streams: list[StreamOut] = []
+    dead_letters: dict[str, int] = {}
+    memory = None
     redis_ok: bool | None = None
     if client is not None:
         try:
             workers = await heartbeats(client, datetime.now(UTC))
             streams = await stream_health(client, settings)
+            dead_letters = await Bus(client).dead_letter_counts()
+            memory = await redis_memory(client, settings)
             redis_ok = True
         except RECOVERABLE_REDIS_ERRORS:
             redis_ok = False
@@ -107,4 +118,6 @@ async def health(pool: PoolDep, client: RedisDep, settings: SettingsDep, respons
         redis_reachable=redis_ok,
         workers=workers,
         streams=streams,
+        dead_letters=dead_letters,
+        redis_memory=memory,
     )

@@ -116,6 +116,14 @@ class StreamOut(BaseModel):
     lag: int | None = Field(description="entries not yet delivered to the group")
 
 
+class RedisMemoryOut(BaseModel):
+    """Redis memory against REDIS_MEMORY_BUDGET_MB: past it producers wait and live feeds record gaps."""
+
+    used_bytes: int
+    budget_bytes: int
+    over_budget: bool
+
+
 class DatabaseOut(BaseModel):
     """Whether PostgreSQL answers, and which storage mode is active."""
 
@@ -131,3 +139,5 @@ class HealthOut(BaseModel):
     redis_reachable: bool | None = Field(description="null when REDIS_URL is not configured")
     workers: list[WorkerOut]
     streams: list[StreamOut]
+    dead_letters: dict[str, int] = Field({}, description="records per dead-letter stream (`tradebot dlq`)")
+    redis_memory: RedisMemoryOut | None = None

@@ -34,7 +34,7 @@ from redis.retry import Retry
 
 from tradebot.common.config import Settings
 from tradebot.common.models import EVENT_TYPES, Event
-from tradebot.common.streams import SCHEMA_VERSION, dead_letter_stream
+from tradebot.common.streams import DEAD_LETTER_PATTERN, SCHEMA_VERSION, dead_letter_stream
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,33 @@ class StreamHealth:
     length: int
     pending: int
     lag: int | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One record of a dead-letter stream: where the entry came from, why it failed, its raw fields."""
+
+    record_id: str
+    stream: str
+    entry_id: str
+    group: str
+    reason: str
+    payload: dict[str, str]
+
+    @classmethod
+    def from_record(cls, record_id: str, fields: Mapping[str, str]) -> DeadLetter:
+        try:
+            payload = json.loads(fields.get("payload", "{}"))
+        except ValueError:
+            payload = {}
+        return cls(
+            record_id,
+            fields.get("stream", ""),
+            fields.get("entry_id", ""),
+            fields.get("group", ""),
+            fields.get("reason", ""),
+            payload if isinstance(payload, dict) else {},
+        )
 
 
 class CommitResult(enum.IntEnum):
@@ -197,6 +224,14 @@ return redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d-%d', oldest_
 """
 
 
+# Take a record out of its dead-letter stream and re-publish its entry, as one step: two replays
+# running at once cannot both publish it. Returns the new entry id, or nil if the record is gone.
+_REPLAY_SCRIPT = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
+return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+"""
+
+
 def encode(event: Event) -> dict[str, str]:
     """The wire fields of an event."""
     return {"v": SCHEMA_VERSION, "type": type(event).__name__, "data": event.model_dump_json()}
@@ -284,6 +319,7 @@ class Bus:
         self._fenced_read = client.register_script(_FENCED_READ_SCRIPT)
         self._dead_letter = client.register_script(_DEAD_LETTER_SCRIPT)
         self._trim = client.register_script(_TRIM_SCRIPT)
+        self._replay = client.register_script(_REPLAY_SCRIPT)
         self.last_errors = LastErrors()
         self.stats: Counter = Counter()  # trimmed_before_ack, trimmed, waits_for_room, dead_lettered
         self._next_room_log = 0.0
@@ -474,6 +510,32 @@ class Bus:
         self.stats["dead_lettered"] += 1
         log.warning("dead-lettered %s %s (group %s): %s", stream, entry_id, group, reason)
         return True
+
+    async def dead_letter_counts(self) -> dict[str, int]:
+        """Records per dead-letter stream (what /health and ``tradebot dlq list`` show)."""
+        streams = sorted([key async for key in self.redis.scan_iter(match=DEAD_LETTER_PATTERN, count=500)])
+        return {stream: await self.redis.xlen(stream) for stream in streams}
+
+    async def dead_letters(self, dead_letters: str, *, start: str = "-", count: int = 100) -> list[DeadLetter]:
+        """Records of one dead-letter stream, oldest first, from ``start``."""
+        rows = await self.redis.xrange(dead_letters, min=start, max="+", count=count)
+        return [DeadLetter.from_record(record_id, fields) for record_id, fields in rows]
+
+    async def replay_dead_letter(self, dead_letters: str, record: DeadLetter) -> str | None:
+        """Re-publish a record's raw entry to its original stream and remove the record, atomically.
+
+        The entry keeps its payload, so its event id too: every group of that stream sees it again
+        and applies it at most once (effects are idempotent on event ids). Returns the new entry id,
+        or None if the record was already gone (replayed or dropped by someone else meanwhile).
+        """
+        if not record.payload or not record.stream:
+            raise ValueError(f"{record.record_id} has no entry to replay (payload or stream missing)")
+        flat = [part for pair in record.payload.items() for part in pair]
+        return await self._replay(keys=[dead_letters, record.stream], args=[record.record_id, *flat])
+
+    async def drop_dead_letter(self, dead_letters: str, record_id: str) -> bool:
+        """Delete one record for good (after an operator decided it is not worth replaying)."""
+        return bool(await self.redis.xdel(dead_letters, record_id))
 
     async def trim_consumed(self, stream: str, readers: Sequence[str] = ()) -> int:
         """Trim ``stream`` below the oldest entry any of its groups still needs; returns entries removed.
