@@ -1,4 +1,5 @@
-"""GET /health: database and mode, Redis, every worker's heartbeat, stream lengths and group lag."""
+"""GET /health: database and mode, Redis and its memory budget, every worker's heartbeat, stream
+lengths and group lag, dead letters per stream, and the gaps live feeds recorded."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Response
 
 from tradebot.api.deps import PoolDep, RedisDep, SettingsDep
-from tradebot.api.schemas import DatabaseOut, HealthOut, RedisMemoryOut, StreamOut, WorkerOut
+from tradebot.api.schemas import DatabaseOut, GapOut, HealthOut, RedisMemoryOut, StreamOut, WorkerOut
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.config import Settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, is_reachable
 from tradebot.common.streams import (
     EXECUTION_ROLE,
+    GAP_PATTERN,
     HEARTBEAT_PATTERN,
     ORDERS_NEW,
     STORAGE_GROUP,
@@ -79,6 +81,18 @@ async def stream_health(client: aioredis.Redis, settings: Settings) -> list[Stre
     return found
 
 
+async def recorded_gaps(client: aioredis.Redis) -> list[GapOut]:
+    """Every gap record a live feed committed, newest first."""
+    keys = [key async for key in client.scan_iter(match=GAP_PATTERN, count=500)]
+    gaps = []
+    for raw in await client.mget(keys) if keys else []:
+        try:
+            gaps.append(GapOut.model_validate(json.loads(raw)))
+        except (TypeError, ValueError) as error:  # expired meanwhile, or not one of ours
+            log.warning("ignoring malformed gap record: %s", error)
+    return sorted(gaps, key=lambda gap: gap.first, reverse=True)
+
+
 async def redis_memory(client: aioredis.Redis, settings: Settings) -> RedisMemoryOut:
     """Redis memory in use against the budget."""
     used = await Bus(client).memory_used()
@@ -100,6 +114,7 @@ async def health(pool: PoolDep, client: RedisDep, settings: SettingsDep, respons
     streams: list[StreamOut] = []
     dead_letters: dict[str, int] = {}
     memory = None
+    gaps: list[GapOut] = []
     redis_ok: bool | None = None
     if client is not None:
         try:
@@ -107,6 +122,7 @@ async def health(pool: PoolDep, client: RedisDep, settings: SettingsDep, respons
             streams = await stream_health(client, settings)
             dead_letters = await Bus(client).dead_letter_counts()
             memory = await redis_memory(client, settings)
+            gaps = await recorded_gaps(client)
             redis_ok = True
         except RECOVERABLE_REDIS_ERRORS:
             redis_ok = False
@@ -120,4 +136,5 @@ async def health(pool: PoolDep, client: RedisDep, settings: SettingsDep, respons
         streams=streams,
         dead_letters=dead_letters,
         redis_memory=memory,
+        gaps=gaps,
     )

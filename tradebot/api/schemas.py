@@ -124,6 +124,17 @@ class RedisMemoryOut(BaseModel):
     over_budget: bool
 
 
+class GapOut(BaseModel):
+    """Live events a feed could not publish while Redis could not take writes; gap repair fills them."""
+
+    source: str
+    symbols: list[str]
+    first: datetime
+    last: datetime
+    dropped: int
+    repaired: bool
+
+
 class DatabaseOut(BaseModel):
     """Whether PostgreSQL answers, and which storage mode is active."""
 
@@ -141,3 +152,4 @@ class HealthOut(BaseModel):
     streams: list[StreamOut]
     dead_letters: dict[str, int] = Field({}, description="records per dead-letter stream (`tradebot dlq`)")
     redis_memory: RedisMemoryOut | None = None
+    gaps: list[GapOut] = Field([], description="gaps live feeds recorded (newest first)")

@@ -73,7 +73,12 @@ def original_stream(dead_letters: str) -> str:
     return dead_letters.removeprefix(DEAD_LETTER_PREFIX)
 
 
-GAP_RECORDS = "gaps"  # hash: gap id -> JSON record (source, symbols, first, last, dropped, repaired)
+GAP_PATTERN = "gap:*"
+
+
+def gap_key(source: str, first: str) -> str:
+    """A live feed's gap record (JSON: source, symbols, first, last, dropped, repair, repaired)."""
+    return f"gap:{source}:{first}"
 
 
 def lease_key(role: str, partition: int) -> str:
