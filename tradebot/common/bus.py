@@ -143,6 +143,7 @@ class Commit:
     publish: list[tuple[str, Event]] = field(default_factory=list)
     acks: list[tuple[str, str]] = field(default_factory=list)
     state: dict[str, str] = field(default_factory=dict)
+    hashes: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> fields to set (HSET)
     # (key, value the producer last read): the commit applies only if the key still holds it
     guard: tuple[str, str] | None = None
 
@@ -167,6 +168,11 @@ for _ = 1, n do
 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do redis.call('SET', ARGV[i], ARGV[i+1]); i = i + 2 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local key, fields = ARGV[i], tonumber(ARGV[i+1]); i = i + 2
+  for _ = 1, fields do redis.call('HSET', key, ARGV[i], ARGV[i+1]); i = i + 2 end
+end
 return 1
 """
 
@@ -467,7 +473,7 @@ class Bus:
             await pipe.execute()
 
     async def commit(self, group: str, commit: Commit, *, lease: tuple[str, str] | None = None) -> CommitResult:
-        """Publish, write state and ack atomically.
+        """Publish, write state (whole keys, and fields of hashes) and ack atomically.
 
         LOST_LEASE (nothing written) if ``lease`` is no longer ours; STALE (nothing written) if the
         guard key moved on; a retry of an already applied commit reports APPLIED and writes nothing.
@@ -484,6 +490,11 @@ class Bus:
         args.append(len(commit.state))
         for key, value in commit.state.items():
             args += [key, value]
+        args.append(len(commit.hashes))
+        for key, fields in commit.hashes.items():
+            args += [key, len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
         return CommitResult(await self._commit(keys=[], args=args))
 
     async def dead_letter(

@@ -96,6 +96,12 @@ def checkpoint_key(role: str, partition: int) -> str:
     return f"checkpoint:{role}:{partition}"
 
 
+def checkpoint_parts_key(role: str, partition: int) -> str:
+    """The state of a partition kept in parts (a hash, e.g. one field per symbol): a commit writes
+    only the parts its batch changed."""
+    return f"checkpoint_parts:{role}:{partition}"
+
+
 def partition_consumer(partition: int) -> str:
     """Consumer name used by whoever owns a partition, so a new owner inherits its pending list."""
     return f"partition-{partition}"
