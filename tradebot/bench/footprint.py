@@ -5,7 +5,9 @@ temporary folder and runs, in this process, the mock feed (unpaced, at the defau
 with storage, strategy and execution until every tick is stored; the AOF growth over that run
 (INFO aof_current_size, rewrites off) divided by the ticks is the first figure. Then, with no
 consumer running, it publishes the same number of ticks again: the growth of used_memory, scaled
-to a million, is what a backlog costs while consumers are down (the budget's unit).
+to a million, is what a backlog costs while consumers are down (the budget's unit). Last, with
+storage down but strategy and execution running, the memory per tick the budget holds during a
+storage outage: budget / (that × ticks per second) is how long a feed rides out such an outage.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ import asyncpg
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.embedded import embedded_servers, free_port
-from tradebot.common.streams import tick_stream_for
+from tradebot.common.streams import (
+    EXECUTION_ROLE,
+    ORDERS_NEW,
+    STORAGE_GROUP,
+    STRATEGY_ROLE,
+    storage_streams,
+    tick_stream_for,
+    tick_streams,
+)
 from tradebot.execution import service as execution_service
 from tradebot.market_data import service as feed_service
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
@@ -59,14 +69,21 @@ async def pipeline_run(settings: Settings, ticks: int) -> dict[str, float]:
         )
         while await conn.fetchval("SELECT count(*) FROM ticks") < ticks:
             await asyncio.sleep(0.5)
-        await asyncio.sleep(3)  # the last acks and checkpoints
+        await asyncio.sleep(3)  # the last acks, checkpoints and a retention pass
         grown = await aof_bytes(bus) - before
+        kept = sum([await bus.redis.xlen(stream) for stream in storage_streams(settings.tick_partitions)])
+        memory = int((await bus.redis.info("memory"))["used_memory"])
     finally:
         stop.set()
         await asyncio.gather(*workers, return_exceptions=True)
         await conn.close()
     await bus.close()
-    return {"aof_bytes_per_tick": grown / ticks, "symbols": len(symbols)}
+    return {
+        "aof_bytes_per_tick": grown / ticks,
+        "symbols": len(symbols),
+        "entries_kept_after_all_consumed": kept,
+        "used_memory_after_all_consumed": memory,
+    }
 
 
 async def backlog_memory(settings: Settings, ticks: int) -> float:
@@ -84,6 +101,42 @@ async def backlog_memory(settings: Settings, ticks: int) -> float:
     return (after - before) / ticks * 1_000_000
 
 
+async def storage_outage_memory(settings: Settings, ticks: int) -> dict[str, float]:
+    """used_memory per tick while storage is down and strategy and execution run (what the
+    budget holds during a storage outage), and Redis's baseline before it."""
+    bus = Bus.from_settings(settings)
+    await bus.redis.flushdb()
+    partitions = settings.tick_partitions
+    for stream in storage_streams(partitions):
+        await bus.ensure_group(stream, STORAGE_GROUP)  # storage ran before: its group holds everything back
+    baseline = await bus.memory_used()
+    stop = asyncio.Event()
+    workers = [
+        asyncio.create_task(module.run(settings, stop=stop, counters=Counter()))
+        for module in (strategy_service, execution_service)
+    ]
+    try:
+        await feed_service.produce(
+            bus,
+            settings,
+            resolve_symbols(settings),
+            stop=stop,
+            counters=Counter(),
+            clock=stepping_clock(START),
+            pace=False,
+        )
+        while await bus.backlog(tick_streams(partitions), STRATEGY_ROLE) or await bus.backlog(
+            [ORDERS_NEW], EXECUTION_ROLE
+        ):
+            await asyncio.sleep(0.5)
+        grown = await bus.memory_used() - baseline
+    finally:
+        stop.set()
+        await asyncio.gather(*workers, return_exceptions=True)
+    await bus.close()
+    return {"redis_baseline_bytes": baseline, "storage_outage_bytes_per_tick": grown / ticks}
+
+
 async def measure(ticks: int, symbols: int) -> dict[str, float]:
     """Both figures, on fresh servers in a temporary folder."""
     with tempfile.TemporaryDirectory() as folder, embedded_servers(Path(folder), free_port(), free_port()) as urls:
@@ -97,6 +150,7 @@ async def measure(ticks: int, symbols: int) -> dict[str, float]:
         )
         figures = await pipeline_run(settings, ticks)
         figures["redis_bytes_per_million_backlog_ticks"] = await backlog_memory(settings, ticks)
+        figures |= await storage_outage_memory(settings, ticks)
         return figures
 
 

@@ -18,13 +18,12 @@ those minutes from the provider's REST history. Nothing goes missing without a r
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,8 +31,9 @@ from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, CommitRes
 from tradebot.common.config import Settings, SettingsError
 from tradebot.common.consumer import Backoff, ride_out_redis
 from tradebot.common.models import Bar, Event, Gap, Tick
-from tradebot.common.streams import BARS, GAPS, gap_key, publisher_sequence_key, retained_streams, tick_stream_for
+from tradebot.common.streams import BARS, GAPS, publisher_sequence_key, retained_streams, tick_stream_for
 from tradebot.market_data.gap_repair import NO_REPAIR, PendingRepairs, repair_key, watermark_after, watermark_key
+from tradebot.market_data.gaps import GapClosed, GapRecords, OpenGap
 from tradebot.market_data.provider_convert import CONVERSION_ERRORS
 from tradebot.universe import UniverseError, live_subscription_symbols
 
@@ -59,41 +59,6 @@ class RepairDone:
     symbol: str
     minute: datetime
     repair: int
-
-
-@dataclass
-class OpenGap:
-    """Live events not published since the buffer filled up during an outage."""
-
-    first: datetime
-    last: datetime
-    symbols: set[str] = field(default_factory=set)
-    dropped: int = 0
-
-    def add(self, event: Tick | Bar) -> None:
-        self.symbols.add(event.symbol)
-        self.first, self.last = min(self.first, event.timestamp), max(self.last, event.timestamp)
-        self.dropped += 1
-
-    def record(self, source: str, repair: int | None) -> dict:
-        """The JSON record of the gap (``gap:`` key, /health)."""
-        return {
-            "source": source,
-            "symbols": sorted(self.symbols),
-            "first": self.first.isoformat(),
-            "last": self.last.isoformat(),
-            "dropped": self.dropped,
-            "repair": repair,
-            "repaired": False,
-        }
-
-
-@dataclass(frozen=True)
-class GapClosed:
-    """An open gap, now that Redis takes writes again: committed like an event."""
-
-    gap: OpenGap
-    repair: int | None
 
 
 async def subscription_symbols(settings: Settings, provider: str) -> list[str]:
@@ -147,7 +112,7 @@ class LivePublisher:
         self._outage = False  # Redis refused the last attempt: a full buffer now means a gap
         self._flusher_moved = asyncio.Event()  # set when the flusher took events or an outage began
         self._gap: OpenGap | None = None
-        self._gap_records: dict[int, tuple[str, dict, set[str]]] = {}  # repair -> (key, record, symbols left)
+        self._gap_records = GapRecords(source)
         self._retained = retained_streams(partitions)
         # Gap repair registers itself here: given the symbols and the first time missed, it records
         # a repair (its marker goes out with the gap's commit) and returns the repair's id.
@@ -283,11 +248,14 @@ class LivePublisher:
         state |= {
             repair_key(self.source, s): marker.isoformat() if marker else NO_REPAIR for s, marker in markers.items()
         }
-        state |= self._gap_records_done(batch)
+        state |= self._gap_records.repaired(
+            (item.symbol, item.repair) for item in batch if isinstance(item, RepairDone)
+        )
         for item in batch:
             if isinstance(item, GapClosed):
-                events += self._gap_events(item)
-                state |= self._gap_record(item)
+                gap_events, record = self._gap_records.writes(item)
+                events += gap_events
+                state |= record
         commit = Commit(publish=[(self._stream_for(event), event) for event in events], state=state)
         done = await self._ride_out(commit, stop)
         if done is None:  # stopped while Redis is away: gap repair after the restart covers these minutes
@@ -345,29 +313,6 @@ class LivePublisher:
             "gap repair fills it from REST" if repair is not None else "no gap repair for this source",
         )
         await self._commit([GapClosed(gap, repair)], stop)
-
-    def _gap_events(self, closed: GapClosed) -> list[Event]:
-        gap = closed.gap
-        return [Gap.create(self.source, symbol, gap.first, gap.last, gap.dropped) for symbol in sorted(gap.symbols)]
-
-    def _gap_record(self, closed: GapClosed) -> dict[str, str]:
-        key = gap_key(self.source, closed.gap.first.isoformat())
-        record = closed.gap.record(self.source, closed.repair)
-        if closed.repair is not None:
-            self._gap_records[closed.repair] = (key, record, set(closed.gap.symbols))
-        return {key: json.dumps(record)}
-
-    def _gap_records_done(self, batch: Sequence[Event | RepairDone | GapClosed]) -> dict[str, str]:
-        """Gap records whose repair this batch completes, marked repaired."""
-        state = {}
-        for item in batch:
-            if isinstance(item, RepairDone) and item.repair in self._gap_records:
-                key, record, left = self._gap_records[item.repair]
-                left.discard(item.symbol)
-                if not left:
-                    del self._gap_records[item.repair]
-                    state[key] = json.dumps(record | {"repaired": True})
-        return state
 
     async def _commit_once(self, commit: Commit) -> bool:
         """Apply the batch exactly once, even when it is retried after a lost reply.
