@@ -74,3 +74,15 @@ async def test_a_whole_string_checkpoint_of_an_older_version_is_taken_over(bus: 
     signals = [decode(fields) for _, fields in await bus.redis.xrange(SIGNALS)]
     assert sorted(s.id for s in signals) == sorted(s.id for s in expected if s.tick_id in {t.id for t in ticks[150:]})
     assert await bus.redis.hget(checkpoint_parts_key(STRATEGY_ROLE, partition), "_v") == "1"
+
+
+def test_a_symbol_part_keeps_its_recent_tick_ids_compactly_and_exactly() -> None:
+    partition = service.StrategyPartition(lambda: MovingAverageCrossover(5, 20), 10.0)
+    consecutive = MockFeed(["AAPL"], 1, clock=stepping_clock(START)).take(80)
+    odd = [Tick.create("MSFT", 10.0, 1, START, source="alpaca", trade_id=trade) for trade in (7, 3, 9)]
+    partition.apply(consecutive + odd)
+    parts = partition.parts()
+    assert len(parts["AAPL"]) < 300  # fifty ids as a range, not fifty strings
+    restored = service.StrategyPartition(lambda: MovingAverageCrossover(5, 20), 10.0)
+    restored.restore_parts(parts)
+    assert restored.checkpoint() == partition.checkpoint()

@@ -66,7 +66,7 @@ class StrategyPartition:
         """The symbols applied since the last call (and the rest, if it changed)."""
         snapshot = self.strategy.snapshot()
         symbols = snapshot.pop("symbols", {})
-        changed = {symbol: _compact(symbols[symbol]) for symbol in self._touched if symbol in symbols}
+        changed = {symbol: _compact(_pack(symbols[symbol])) for symbol in self._touched if symbol in symbols}
         rest = _compact(snapshot)
         if rest != self._rest:
             changed["_rest"] = self._rest = rest
@@ -76,7 +76,9 @@ class StrategyPartition:
     def restore_parts(self, parts: dict[str, str]) -> None:
         """Start from parts as committed."""
         snapshot = json.loads(parts.get("_rest", "{}"))
-        snapshot["symbols"] = {name: json.loads(part) for name, part in parts.items() if not name.startswith("_")}
+        snapshot["symbols"] = {
+            name: _unpack(json.loads(part)) for name, part in parts.items() if not name.startswith("_")
+        }
         self.strategy = self.new_strategy()
         self.strategy.restore(snapshot)
         self._rest = parts.get("_rest")
@@ -84,6 +86,39 @@ class StrategyPartition:
 
 def _compact(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+# A symbol's recent tick ids dominate its part ("mock:AAPL:1041", … fifty of them) and a part is
+# rewritten for nearly every tick, so they are stored as their shared prefix and, when the rest are
+# consecutive numbers (the mock feed, most providers' sequences), as a range.
+_IDS = "recent_tick_ids"
+
+
+def _pack(state: dict) -> dict:
+    ids = state.get(_IDS)
+    if not ids or not isinstance(ids, list):
+        return state
+    prefix = ids[0].rpartition(":")[0] + ":"
+    if not all(tick_id.startswith(prefix) for tick_id in ids):
+        return state
+    rest = [tick_id[len(prefix) :] for tick_id in ids]
+    packed: dict = {"prefix": prefix, "rest": rest}
+    if all(part.isdigit() and str(int(part)) == part for part in rest):
+        first = int(rest[0])
+        if [int(part) for part in rest] == list(range(first, first + len(rest))):
+            packed = {"prefix": prefix, "first": first, "count": len(rest)}
+    return {**state, _IDS: packed}
+
+
+def _unpack(state: dict) -> dict:
+    packed = state.get(_IDS)
+    if not isinstance(packed, dict):
+        return state
+    if "rest" in packed:
+        ids = [packed["prefix"] + part for part in packed["rest"]]
+    else:
+        ids = [f"{packed['prefix']}{number}" for number in range(packed["first"], packed["first"] + packed["count"])]
+    return {**state, _IDS: ids}
 
 
 def strategy_factory(settings: Settings) -> Callable[[], Strategy]:
