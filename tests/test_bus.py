@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 
 from tests.bus_workers import ACKED, EFFECTS
 from tests.helpers import wait_until
-from tradebot.common.bus import Bus, Delivery, connect, encode
+from tradebot.common.bus import Bus, Delivery, LastErrors, connect, encode
 from tradebot.common.consumer import Backoff, GroupConsumer, ride_out_redis
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.models import Tick
@@ -232,3 +232,23 @@ async def test_reclaiming_entries_trimmed_away_acks_them_instead_of_failing(bus:
     assert await bus.reclaim_idle(STREAM, "testers", "survivor", min_idle_ms=0) == []
     assert (await bus.health(STREAM, "testers")).pending == 0
     assert bus.stats["trimmed_before_ack"] == 3  # counted (and logged) on Redis 6.2 and 7 alike
+
+
+def test_last_errors_keep_only_the_most_recent_entries() -> None:
+    errors = LastErrors(bound=3)
+    for i in range(5):
+        errors[f"{i}-0"] = f"error {i}"
+    errors["2-0"] = "again"  # a repeat counts as recent
+    assert list(errors) == ["3-0", "4-0", "2-0"]
+
+
+async def test_idle_consumers_holding_nothing_are_removed_and_busy_ones_kept(bus: Bus) -> None:
+    await bus.ensure_group(STREAM, "testers")
+    await bus.publish((STREAM, t) for t in ticks(2))
+    await bus.read([STREAM], "testers", "holder", count=1, block_ms=None)  # keeps one pending entry
+    await bus.read([STREAM], "testers", "idle", count=10, block_ms=None)
+    await bus.ack("testers", await bus.read([STREAM], "testers", "idle", count=10, block_ms=None, pending=True))
+    await bus.redis.xgroup_createconsumer(STREAM, "testers", "me")
+    assert await bus.remove_idle_consumers(STREAM, "testers", idle_ms=0, keep="me") == 1
+    names = {c["name"] for c in await bus.redis.xinfo_consumers(STREAM, "testers")}
+    assert names == {"holder", "me"}
