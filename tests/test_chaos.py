@@ -37,6 +37,7 @@ from tests.chaos_helpers import (
     through_outages,
 )
 from tests.helpers import wait_until
+from tests.redis_versions import use_redis
 from tests.worker_processes import worker_environment
 from tradebot.common.bus import Bus, connect, decode
 from tradebot.common.config import Settings
@@ -110,7 +111,6 @@ def chaos_settings(servers: ChaosServers, data_dir: Path) -> Settings:
         mock_seed=SEED,
         mock_ticks_per_second=TICKS_PER_SECOND,
         mock_max_ticks=TICKS,
-        stream_maxlen=1_000_000,
         bus_batch_size=100,
         lease_ttl_ms=2000,
         claim_idle_ms=2000,
@@ -127,7 +127,7 @@ def supervised_workers(settings: Settings, log_dir: Path) -> list[LoggedWorker]:
         "mock_seed",
         "mock_ticks_per_second",
         "mock_max_ticks",
-        "stream_maxlen",
+        "redis_memory_budget_mb",
         "bus_batch_size",
         "lease_ttl_ms",
         "claim_idle_ms",
@@ -187,12 +187,15 @@ async def _count(db: asyncpg.Pool, table: str) -> int:
         return -1  # PostgreSQL is being restarted
 
 
-async def test_every_effect_happens_exactly_once_through_kills_and_server_restarts(tmp_path: Path) -> None:
+async def test_every_effect_happens_exactly_once_through_kills_and_server_restarts(
+    tmp_path: Path, redis_version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_redis(redis_version, monkeypatch)  # once on Redis 6.2, once on Redis 7
     started = time.monotonic()
     with chaos_servers(tmp_path / "servers") as servers:
         settings = chaos_settings(servers, tmp_path)
         await asyncio.to_thread(migrate, settings.database_url or "")
-        bus = Bus(connect(settings.redis_url or ""), maxlen=settings.stream_maxlen)
+        bus = Bus(connect(settings.redis_url or ""))
         db = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=2)  # no reconnect noise
         supervision = Supervision(supervised_workers(settings, tmp_path / "logs"), random.Random(SEED))
         supervision.start()

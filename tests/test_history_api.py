@@ -333,6 +333,16 @@ async def test_health_reports_database_mode_workers_and_stream_backlog(api: http
     assert (storage["length"], storage["pending"], storage["lag"]) == (2, 0, 2)
 
 
+async def test_health_counts_dead_letters_and_shows_redis_memory(api: httpx.AsyncClient, bus: Bus) -> None:
+    for entry_id in ("1-1", "1-2"):
+        await bus.dead_letter(STORAGE_GROUP, tick_stream(0), entry_id, {"garbage": "x"}, "unsupported schema version")
+    body = await get_json(api, "/health")
+    assert body["dead_letters"] == {f"dlq.{tick_stream(0)}": 2}
+    memory = body["redis_memory"]
+    assert memory["used_bytes"] > 0
+    assert memory["over_budget"] is (memory["used_bytes"] > memory["budget_bytes"])
+
+
 async def test_openapi_documents_every_route(api: httpx.AsyncClient) -> None:
     assert (await api.get("/docs")).status_code == 200
     paths = (await get_json(api, "/openapi.json"))["paths"]

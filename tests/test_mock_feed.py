@@ -156,7 +156,7 @@ async def test_two_feeds_at_once_never_publish_a_tick_twice(bus: Bus, settings: 
     settings = settings.model_copy(
         update={"symbols": SYMBOLS, "mock_seed": 7, "tick_partitions": 2, "bus_batch_size": 10, "mock_max_ticks": 600}
     )
-    other_bus = Bus(connect(redis_url), maxlen=bus.maxlen)
+    other_bus = Bus(connect(redis_url))
     counters = [Counter(), Counter()]
     await asyncio.gather(
         *(

@@ -171,13 +171,13 @@ async def test_storage_worker_persists_every_stream_and_acks_after_commit(
 async def test_storage_worker_takes_its_bus_from_the_settings(
     pool: asyncpg.Pool, storage_dsn: str, redis_url: str, bus: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Bus.from_settings is the one place that turns REDIS_URL, STREAM_MAXLEN and MAX_DELIVERIES into a bus."""
+    """Bus.from_settings is the one place that turns REDIS_URL, REDIS_MEMORY_BUDGET_MB and MAX_DELIVERIES into a bus."""
     settings = Settings(
         _env_file=None,
         redis_url=redis_url,
         database_url=storage_dsn,
         data_dir=tmp_path,
-        stream_maxlen=1234,
+        redis_memory_budget_mb=2,
         max_deliveries=7,
         bus_block_ms=50,
         burst=True,
@@ -193,5 +193,5 @@ async def test_storage_worker_takes_its_bus_from_the_settings(
     monkeypatch.setattr(Bus, "from_settings", classmethod(recording))
     await bus.publish([(tick_stream_for("AAPL", settings.tick_partitions), ticks(1)[0])])
     await timeseries_service.run(settings, stop=asyncio.Event())
-    assert [(b.maxlen, b.max_deliveries) for b in made] == [(1234, 7)]
+    assert [(b.memory_budget_bytes, b.max_deliveries) for b in made] == [(2 * 2**20, 7)]
     assert (await counts(pool))["ticks"] == 1

@@ -10,6 +10,7 @@ from tradebot.backfill.cli import app as backfill_app
 from tradebot.common.config import redact_url
 from tradebot.common.runtime import bootstrap, infrastructure
 from tradebot.common.streams import Role
+from tradebot.dlq.cli import app as dlq_app
 from tradebot.maintenance.cli import app as data_app
 from tradebot.roles import DEFAULT_UP, ROLES, UnknownRoleError, module_for, run_role
 from tradebot.universe.cli import app as symbols_app
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.add_typer(symbols_app, name="symbols", help="Inspect and manage the symbol universe.")
 app.add_typer(backfill_app, name="backfill", help="Fetch historical bars from Alpaca or Polygon into the database.")
 
+app.add_typer(dlq_app, name="dlq", help="Dead letters: list, show, replay (same event ids) and drop.")
 app.add_typer(data_app, name="data", help="Manage stored market data by source (e.g. drop the mock data).")
 
 

@@ -125,7 +125,25 @@ class StreamOut(BaseModel):
     length: int
     pending: int
     lag: int | None = Field(description="entries not yet delivered to the group")
-    near_cap: bool = Field(description="unconsumed entries approach MAXLEN: trimming could drop them")
+
+
+class RedisMemoryOut(BaseModel):
+    """Redis memory against REDIS_MEMORY_BUDGET_MB: past it producers wait and live feeds record gaps."""
+
+    used_bytes: int
+    budget_bytes: int
+    over_budget: bool
+
+
+class GapOut(BaseModel):
+    """Live events a feed could not publish while Redis could not take writes; gap repair fills them."""
+
+    source: str
+    symbols: list[str]
+    first: datetime
+    last: datetime
+    dropped: int
+    repaired: bool
 
 
 class DatabaseOut(BaseModel):
@@ -143,3 +161,6 @@ class HealthOut(BaseModel):
     redis_reachable: bool | None = Field(description="null when REDIS_URL is not configured")
     workers: list[WorkerOut]
     streams: list[StreamOut]
+    dead_letters: dict[str, int] = Field({}, description="records per dead-letter stream (`tradebot dlq`)")
+    redis_memory: RedisMemoryOut | None = None
+    gaps: list[GapOut] = Field([], description="gaps live feeds recorded (newest first)")

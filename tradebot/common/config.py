@@ -30,7 +30,11 @@ class Settings(BaseSettings):
 
     # --- bus ---
     tick_partitions: int = Field(8, ge=1, le=256)
-    stream_maxlen: int = Field(1_000_000, ge=1000)
+    # Redis memory (INFO used_memory) past which producers that can wait do, and live feeds buffer
+    # then record gaps. Streams are trimmed by consumer progress, never by length.
+    redis_memory_budget_mb: float = Field(1024.0, gt=0)
+    # Events a live feed holds while Redis cannot take writes; past this it records a gap.
+    live_buffer_events: int = Field(50_000, ge=100)
     bus_batch_size: int = Field(500, ge=1, le=10_000)
     bus_block_ms: int = Field(1000, ge=1)
     claim_idle_ms: int = Field(15_000, ge=100)

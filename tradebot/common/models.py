@@ -141,4 +141,26 @@ class OrderEvent(Event):
         return self
 
 
-EVENT_TYPES: dict[str, type[Event]] = {model.__name__: model for model in (Tick, Bar, Signal, Order, OrderEvent)}
+class Gap(Event):
+    """Live events of ``symbol`` a feed could not publish (Redis refused writes or was over its
+    memory budget while the feed's buffer was full), from ``timestamp`` to ``last``. Recorded,
+    shown in /health, and filled by gap repair from the provider's REST history."""
+
+    last: datetime
+    source: str
+    dropped: int = Field(ge=0, description="events of the whole gap (all its symbols) not published")
+
+    @classmethod
+    def create(cls, source: str, symbol: str, first: datetime, last: datetime, dropped: int) -> Gap:
+        """One gap of one symbol, identified by where it comes from and when it began."""
+        return cls(
+            id=f"{source}:{symbol}:{first.isoformat()}",
+            symbol=symbol,
+            timestamp=first,
+            last=last,
+            source=source,
+            dropped=dropped,
+        )
+
+
+EVENT_TYPES: dict[str, type[Event]] = {model.__name__: model for model in (Tick, Bar, Signal, Order, OrderEvent, Gap)}

@@ -10,7 +10,9 @@ BARS = "price.bars"
 SIGNALS = "signals"
 ORDERS_NEW = "orders.new"
 ORDER_EVENTS = "orders.events"
+GAPS = "market.gaps"  # gaps a live feed could not publish (storage records them in the database)
 DEAD_LETTER_PREFIX = "dlq."
+DEAD_LETTER_PATTERN = f"{DEAD_LETTER_PREFIX}*"
 
 
 class Role(StrEnum):
@@ -56,12 +58,42 @@ def tick_stream_for(symbol: str, partitions: int) -> str:
 
 def storage_streams(partitions: int) -> list[str]:
     """Everything the storage worker persists."""
-    return [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS]
+    return [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS, GAPS]
+
+
+def retained_streams(partitions: int) -> dict[str, tuple[str, ...]]:
+    """Every stream the system trims by consumer progress, with the groups that must read it.
+
+    An entry is trimmed only once all of these groups are done with it (see Bus.trim_consumed).
+    """
+    readers: dict[str, tuple[str, ...]] = {stream: (STORAGE_GROUP,) for stream in storage_streams(partitions)}
+    for stream in tick_streams(partitions):
+        readers[stream] = (STORAGE_GROUP, STRATEGY_ROLE)
+    readers[ORDERS_NEW] = (STORAGE_GROUP, EXECUTION_ROLE)
+    return readers
+
+
+def readers_of(stream: str, partitions: int) -> tuple[str, ...]:
+    """The groups that must read ``stream`` before it may be trimmed (none for unknown streams)."""
+    return retained_streams(partitions).get(stream, ())
 
 
 def dead_letter_stream(stream: str) -> str:
     """Where entries of ``stream`` go after they fail validation or too many deliveries."""
     return f"{DEAD_LETTER_PREFIX}{stream}"
+
+
+def original_stream(dead_letters: str) -> str:
+    """The stream whose entries a dead-letter stream holds."""
+    return dead_letters.removeprefix(DEAD_LETTER_PREFIX)
+
+
+GAP_PATTERN = "gap:*"
+
+
+def gap_key(source: str, first: str) -> str:
+    """A live feed's gap record (JSON: source, symbols, first, last, dropped, repair, repaired)."""
+    return f"gap:{source}:{first}"
 
 
 def lease_key(role: str, partition: int) -> str:
@@ -77,6 +109,12 @@ def members_key(role: str) -> str:
 def checkpoint_key(role: str, partition: int) -> str:
     """The state of a partition, written together with the ack of the entries it includes."""
     return f"checkpoint:{role}:{partition}"
+
+
+def checkpoint_parts_key(role: str, partition: int) -> str:
+    """The state of a partition kept in parts (a hash, e.g. one field per symbol): a commit writes
+    only the parts its batch changed."""
+    return f"checkpoint_parts:{role}:{partition}"
 
 
 def partition_consumer(partition: int) -> str:

@@ -3,7 +3,8 @@
 MOCK_TICKS_PER_SECOND is the total rate across all symbols. Each batch is published together with
 the feed's cursor in one atomic commit, so a restarted (even ``kill -9``-ed) feed continues the
 same sequence with no tick repeated or skipped. MOCK_MAX_TICKS counts ticks over the life of the
-cursor: a restarted feed finishes the same N-tick sequence and then stops.
+cursor: a restarted feed finishes the same N-tick sequence and then stops. Past the Redis memory
+budget the feed waits (it can: its ticks are generated, not received) until consumers catch up.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.lifecycle import Backoff, wait_or_stop
 from tradebot.common.models import Event
-from tradebot.common.streams import Role, producer_cursor_key, tick_stream_for
+from tradebot.common.streams import Role, producer_cursor_key, retained_streams, tick_stream_for
 from tradebot.market_data.mock_feed import Clock, MockFeed, utc_now
 from tradebot.universe import resolve_symbols
 
@@ -89,10 +90,13 @@ async def produce(
     pacer = Pacer(settings.mock_ticks_per_second)
     batch = ticks_per_batch(settings)
     limit = settings.mock_max_ticks
+    retained = retained_streams(settings.tick_partitions)
     while not stop.is_set():
         count = batch if limit is None else min(batch, limit - feed.produced)
         if count <= 0:
             log.info("mock feed reached MOCK_MAX_TICKS=%d", limit)
+            return
+        if not await bus.wait_for_room(retained, stop, "mock feed"):  # past the memory budget: wait
             return
         cursor = await publish_batch(bus, feed, count, settings.tick_partitions, committed)
         if cursor is None:  # another feed (or our own lost-reply commit) moved the cursor: follow it

@@ -2,8 +2,11 @@
 
 Stateless, so any number of copies share the ``storage`` consumer group. Each batch is written
 with COPY + INSERT ... ON CONFLICT in one transaction and acked only after the commit; a batch
-redelivered after a crash writes nothing twice. Migrations run at start-up (advisory-locked, so
-copies starting together are safe).
+redelivered after a crash writes nothing twice. A database that cannot take writes for now (down,
+disk full, read-only, out of memory, lock timeout, cancelled: ``TRANSIENT_DB_ERRORS``) is an
+outage: the batch waits and is retried, loudly, and never counts as a failed delivery. Storage
+also trims every stream below what all groups still need (retention follows the consumers).
+Migrations run at start-up (advisory-locked, so copies starting together are safe).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
 from tradebot.common.lifecycle import Backoff
 from tradebot.common.runtime import consumer_name
 from tradebot.common.runtime import main as run_worker
-from tradebot.common.streams import STORAGE_GROUP, Role, storage_streams
+from tradebot.common.streams import STORAGE_GROUP, Role, retained_streams, storage_streams
 from tradebot.maintenance.retention import retention_loop
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions, database_mode
@@ -55,6 +58,7 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
         claim_idle_ms=settings.claim_idle_ms,
         counters=counters,
         transient_errors=TRANSIENT_DB_ERRORS,
+        retained=retained_streams(settings.tick_partitions),
     )
     retention = await _start_retention(pool, settings, stop, counters)
     try:

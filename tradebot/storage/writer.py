@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from tradebot.common.db import Executor, connection
-from tradebot.common.models import Bar, Event, Order, OrderEvent, Signal, Tick
+from tradebot.common.models import Bar, Event, Gap, Order, OrderEvent, Signal, Tick
 
 BACKFILL_BATCH_ROWS = 10_000
 
@@ -111,6 +111,12 @@ TABLES: dict[type[Event], Table] = {
             e.commission,
             e.reason,
         ),
+    ),
+    Gap: Table(
+        "gaps",
+        ("id", "symbol", "first_ts", "last_ts", "source", "dropped"),
+        ("id",),
+        lambda g: (g.id, g.symbol, g.timestamp, g.last, g.source, g.dropped),
     ),
 }
 

@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from tradebot.common import runtime
 from tradebot.common.bus import Bus
@@ -30,6 +31,8 @@ class StrategyPartition:
         self.new_strategy = new_strategy
         self.order_quantity = order_quantity
         self.strategy = new_strategy()
+        self._touched: set[str] = set()  # symbols applied since the last parts written
+        self._rest: str | None = None  # the snapshot without its symbols, as last written
 
     def restore(self, checkpoint: str | None) -> None:
         """Start from the checkpoint, or from nothing when there is none."""
@@ -43,6 +46,7 @@ class StrategyPartition:
         for event in events:
             if not isinstance(event, Tick):
                 raise TypeError(f"expected a Tick on a tick stream, got a {type(event).__name__}")
+            self._touched.add(event.symbol)
             for signal in self.strategy.on_tick(event):
                 outputs += [(SIGNALS, signal), (ORDERS_NEW, Order.from_signal(signal, self.order_quantity))]
         return outputs
@@ -50,6 +54,72 @@ class StrategyPartition:
     def checkpoint(self) -> str:
         """The strategy's snapshot as compact JSON."""
         return json.dumps(self.strategy.snapshot(), separators=(",", ":"))
+
+    # Checkpointed in parts, one per symbol (plus "_rest", the snapshot without its symbols): a
+    # commit rewrites only the symbols its batch touched, not the whole partition.
+    def parts(self) -> dict[str, str]:
+        """Every part of the state."""
+        self._touched = set(self.strategy.snapshot().get("symbols", {}))
+        self._rest = None
+        return self.changed_parts()
+
+    def changed_parts(self) -> dict[str, str]:
+        """The symbols applied since the last call (and the rest, if it changed)."""
+        snapshot = self.strategy.snapshot()
+        symbols = snapshot.pop("symbols", {})
+        changed = {symbol: _compact(_pack(symbols[symbol])) for symbol in self._touched if symbol in symbols}
+        rest = _compact(snapshot)
+        if rest != self._rest:
+            changed["_rest"] = self._rest = rest
+        self._touched = set()
+        return changed
+
+    def restore_parts(self, parts: dict[str, str]) -> None:
+        """Start from parts as committed."""
+        snapshot = json.loads(parts.get("_rest", "{}"))
+        snapshot["symbols"] = {
+            name: _unpack(json.loads(part)) for name, part in parts.items() if not name.startswith("_")
+        }
+        self.strategy = self.new_strategy()
+        self.strategy.restore(snapshot)
+        self._rest = parts.get("_rest")
+
+
+def _compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+# A symbol's recent tick ids dominate its part ("mock:AAPL:1041", … fifty of them) and a part is
+# rewritten for nearly every tick, so they are stored as their shared prefix and, when the rest are
+# consecutive numbers (the mock feed, most providers' sequences), as a range.
+_IDS = "recent_tick_ids"
+
+
+def _pack(state: dict[str, Any]) -> dict[str, Any]:
+    ids = state.get(_IDS)
+    if not ids or not isinstance(ids, list):
+        return state
+    prefix = ids[0].rpartition(":")[0] + ":"
+    if not all(tick_id.startswith(prefix) for tick_id in ids):
+        return state
+    rest = [tick_id[len(prefix) :] for tick_id in ids]
+    packed: dict[str, Any] = {"prefix": prefix, "rest": rest}
+    if all(part.isdigit() and str(int(part)) == part for part in rest):
+        first = int(rest[0])
+        if [int(part) for part in rest] == list(range(first, first + len(rest))):
+            packed = {"prefix": prefix, "first": first, "count": len(rest)}
+    return {**state, _IDS: packed}
+
+
+def _unpack(state: dict[str, Any]) -> dict[str, Any]:
+    packed = state.get(_IDS)
+    if not isinstance(packed, dict):
+        return state
+    if "rest" in packed:
+        ids = [packed["prefix"] + part for part in packed["rest"]]
+    else:
+        ids = [f"{packed['prefix']}{number}" for number in range(packed["first"], packed["first"] + packed["count"])]
+    return {**state, _IDS: ids}
 
 
 def strategy_factory(settings: Settings) -> Callable[[], Strategy]:
