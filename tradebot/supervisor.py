@@ -1,11 +1,19 @@
 """`tradebot up`: servers, migrations, every worker as its own process, restarts, clean stop.
 
 Each worker is started as ``python -m <module>`` with the resolved URLs in its environment, so a
-process tree here behaves like the containers of docker compose. A worker that crashes (non-zero
-exit) is restarted with exponential backoff, reset once it has stayed up for a while; one that
-exits 0 finished on purpose (MAX_MESSAGES, MOCK_MAX_TICKS), and one that exits 78 has a wrong
-setting: both stay down. Ctrl-C sends SIGTERM to
-all, waits for their grace period, and only then stops the servers.
+process tree here behaves like the containers of docker compose. What happens when a child exits:
+
+- a worker that crashes (non-zero exit) is restarted with exponential backoff, reset once it has
+  stayed up for a while; one stopped by a signal this supervisor did not send (it exits
+  ``STOPPED_EXIT_CODE``) is restarted too; one that exits 0 finished on purpose (a burst,
+  MAX_MESSAGES or MOCK_MAX_TICKS run) and one that exits 78 has a wrong setting: both stay down;
+- an embedded server that dies is restarted (Redis from its append-only file, PostgreSQL with
+  crash recovery), with a log line.
+
+Ctrl-C sends SIGTERM to all workers, waits for their grace period, and only then stops the
+servers, each on its own, so one that already died never keeps the other running. If the
+supervisor itself is killed (even with SIGKILL), every child gets a signal from the kernel and
+stops (:mod:`tradebot.common.lifeline`); a lock on the data folder refuses a second `tradebot up`.
 """
 
 from __future__ import annotations
@@ -16,10 +24,13 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-from tradebot.common.config import Settings, redact_url
-from tradebot.common.runtime import CONFIG_ERROR_EXIT, infrastructure
+from tradebot.common.config import Settings, SettingsError, redact_url
+from tradebot.common.embedded import EmbeddedServers
+from tradebot.common.lifeline import die_with_parent, exclusive_folder
+from tradebot.common.runtime import CONFIG_ERROR_EXIT
 from tradebot.roles import module_for
 
 log = logging.getLogger("tradebot.supervisor")
@@ -27,6 +38,8 @@ log = logging.getLogger("tradebot.supervisor")
 RESTART_BACKOFF_S = (1, 2, 4, 8, 15, 30)
 STABLE_AFTER_S = 60.0
 POLL_S = 0.2
+STOPPED_EXIT_CODE = 128 + signal.SIGTERM  # what a worker exits with when stopped by a signal (shell convention)
+NEVER_FINISHED = {"api"}  # roles without a burst mode: any exit is a reason to restart
 
 
 @dataclass
@@ -47,14 +60,21 @@ class Managed:
         return f"{self.role}-{self.index}"
 
     def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", module_for(self.role)], env=self.env)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module_for(self.role)], env=self.env, preexec_fn=die_with_parent(signal.SIGTERM)
+        )
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
-    """The parent's environment plus the URLs every worker must share."""
-    return {**os.environ, "REDIS_URL": settings.redis_url or "", "DATABASE_URL": settings.database_url or ""}
+    """The parent's environment plus the URLs every worker must share, and how to report a stop."""
+    return {
+        **os.environ,
+        "REDIS_URL": settings.redis_url or "",
+        "DATABASE_URL": settings.database_url or "",
+        "STOPPED_EXIT_CODE": str(STOPPED_EXIT_CODE),
+    }
 
 
 def up(settings: Settings, scale: dict[str, int]) -> int:
@@ -67,23 +87,53 @@ def up(settings: Settings, scale: dict[str, int]) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    with infrastructure(settings) as ready:
-        from tradebot.storage.schema import migrate
-        from tradebot.storage.timescale import TimescaleOptions
+    try:
+        with ExitStack() as stack:
+            stack.enter_context(exclusive_folder(settings.data_dir))
+            servers, ready = start_servers(settings, stack)
+            from tradebot.storage.schema import migrate
+            from tradebot.storage.timescale import TimescaleOptions
 
-        migrate(ready.database_url or "", options=TimescaleOptions.from_settings(ready))
-        workers = [
-            Managed(role, i + 1, env=worker_environment(ready)) for role, count in scale.items() for i in range(count)
-        ]
-        for worker in workers:
-            worker.start()
-        print_summary(ready, scale)
-        while not stopping:
-            supervise(workers)
-            time.sleep(POLL_S)
-        stop_all(workers, ready.grace_period_s)
+            migrate(ready.database_url or "", options=TimescaleOptions.from_settings(ready))
+            workers = [
+                Managed(role, i + 1, env=worker_environment(ready))
+                for role, count in scale.items()
+                for i in range(count)
+            ]
+            stack.callback(stop_all, workers, ready.grace_period_s)  # before the servers stop
+            for worker in workers:
+                worker.start()
+            print_summary(ready, scale)
+            while not stopping:
+                if servers is not None:
+                    servers.revive()
+                supervise(workers)
+                time.sleep(POLL_S)
+    except SettingsError as error:  # another `tradebot up` holds the folder, a port is taken, ...
+        print(error, file=sys.stderr)
+        return CONFIG_ERROR_EXIT
     log.info("tradebot stopped")
     return 0
+
+
+def start_servers(settings: Settings, stack: ExitStack) -> tuple[EmbeddedServers | None, Settings]:
+    """Embedded servers for whichever URL is unset, tied to this process; the settings with both URLs."""
+    if settings.redis_url and settings.database_url:
+        return None, settings
+    servers = EmbeddedServers.in_folder(
+        settings.data_dir,
+        settings.embedded_redis_port,
+        settings.embedded_postgres_port,
+        maxmemory=settings.embedded_redis_maxmemory,
+        tied=True,
+    )
+    servers.start()
+    stack.callback(servers.stop)
+    urls = {
+        "redis_url": settings.redis_url or servers.redis.url,
+        "database_url": settings.database_url or servers.postgres.url,
+    }
+    return servers, settings.model_copy(update=urls)
 
 
 def supervise(workers: list[Managed]) -> None:
@@ -97,7 +147,7 @@ def supervise(workers: list[Managed]) -> None:
         code = worker.process.poll()
         if code is None or worker.finished:
             continue
-        if code in (0, CONFIG_ERROR_EXIT):  # finished on purpose, or misconfigured: a restart cannot help
+        if (code == 0 and worker.role not in NEVER_FINISHED) or code == CONFIG_ERROR_EXIT:
             log.log(
                 logging.INFO if code == 0 else logging.ERROR,
                 "%s %s",
@@ -109,7 +159,8 @@ def supervise(workers: list[Managed]) -> None:
         if now - worker.started_at > STABLE_AFTER_S:
             worker.restarts = 0
         delay = RESTART_BACKOFF_S[min(worker.restarts, len(RESTART_BACKOFF_S) - 1)]
-        log.warning("%s exited with code %s; restarting in %ds", worker.name, code, delay)
+        reason = "was stopped by a signal tradebot up did not send" if code == STOPPED_EXIT_CODE else "exited"
+        log.warning("%s %s (code %s); restarting in %ds", worker.name, reason, code, delay)
         worker.restarts += 1
         worker.process = None
         worker.next_start_at = now + delay
