@@ -8,6 +8,7 @@ field, a zero price, high below low...). Workers log, count and skip those. No I
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,18 @@ POLYGON = "polygon"
 # pydantic's ValidationError is a ValueError; the others come from missing or mistyped fields.
 CONVERSION_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 ALPACA_BAR_TYPES = {"b", "u"}  # minute bars and their late-trade corrections ("updatedBars")
+_last_version = 0
+
+
+def receipt_version() -> int:
+    """A bar's version when the provider gives no update time: now in microseconds, strictly rising.
+
+    Neither provider stamps its minute bars or aggregates with an update time, so the order in
+    which tradebot received or fetched them stands in: a correction received later is newer.
+    """
+    global _last_version
+    _last_version = max(time.time_ns() // 1000, _last_version + 1)
+    return _last_version
 
 
 def as_utc(value: Any) -> datetime:
@@ -65,8 +78,9 @@ def make_bar(
     volume: Any,
     trade_count: Any,
     vwap: Any,
+    version: int | None = None,
 ) -> Bar:
-    """A validated Bar whose id names its source and bucket, so a repeat replaces, never doubles."""
+    """A validated Bar whose id names its source and bucket, so a newer version replaces, never doubles."""
     return Bar(
         id=Bar.bar_id(source, symbol, timeframe, start),
         symbol=symbol,
@@ -80,6 +94,7 @@ def make_bar(
         trade_count=int(trade_count or 0),
         vwap=vwap if vwap else None,
         source=source,
+        version=receipt_version() if version is None else version,
     )
 
 
