@@ -3,7 +3,9 @@
 MOCK_TICKS_PER_SECOND is the total rate across all symbols. Each batch is published together with
 the feed's cursor in one atomic commit, so a restarted (even ``kill -9``-ed) feed continues the
 same sequence with no tick repeated or skipped. MOCK_MAX_TICKS counts ticks over the life of the
-cursor: a restarted feed finishes the same N-tick sequence and then stops.
+cursor: a restarted feed finishes the same N-tick sequence and then stops. The cursor carries the
+feed's clock too (``mock_feed.FeedClock``, one tick every 1/MOCK_TICKS_PER_SECOND s), so ticks
+regenerated from an older cursor — Redis lost its last writes — are byte-identical to the first.
 """
 
 from __future__ import annotations
