@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import random
+import tempfile
 import time
 from collections import Counter
 from functools import cache
@@ -200,7 +201,8 @@ async def _count(db: asyncpg.Pool, table: str) -> int:
 
 async def test_every_effect_happens_exactly_once_through_kills_and_server_restarts(tmp_path: Path) -> None:
     started = time.monotonic()
-    with chaos_servers(tmp_path / "servers") as servers:
+    # Outside pytest's folder: another pytest run closes that to other users, PostgreSQL's among them.
+    with tempfile.TemporaryDirectory(prefix="tradebot-chaos-") as folder, chaos_servers(Path(folder)) as servers:
         settings = chaos_settings(servers, tmp_path)
         await asyncio.to_thread(migrate, settings.database_url or "")
         bus = Bus(connect(settings.redis_url or ""), maxlen=settings.stream_maxlen)

@@ -8,7 +8,8 @@ process tree here behaves like the containers of docker compose. What happens wh
   ``STOPPED_EXIT_CODE``) is restarted too; one that exits 0 finished on purpose (a burst,
   MAX_MESSAGES or MOCK_MAX_TICKS run) and one that exits 78 has a wrong setting: both stay down;
 - an embedded server that dies is restarted (Redis from its append-only file, PostgreSQL with
-  crash recovery), with a log line.
+  crash recovery), with a log line; after Redis, finished runs start again, because the second of
+  writes Redis may have lost can include the end of their work.
 
 Ctrl-C sends SIGTERM to all workers, waits for their grace period, and only then stops the
 servers, each on its own, so one that already died never keeps the other running. If the
@@ -105,8 +106,8 @@ def up(settings: Settings, scale: dict[str, int]) -> int:
                 worker.start()
             print_summary(ready, scale)
             while not stopping:
-                if servers is not None:
-                    servers.revive()
+                if servers is not None and "redis" in servers.revive():
+                    rerun_finished(workers)
                 supervise(workers)
                 time.sleep(POLL_S)
     except SettingsError as error:  # another `tradebot up` holds the folder, a port is taken, ...
@@ -164,6 +165,18 @@ def supervise(workers: list[Managed]) -> None:
         worker.restarts += 1
         worker.process = None
         worker.next_start_at = now + delay
+
+
+def rerun_finished(workers: list[Managed]) -> None:
+    """Start finished runs again after Redis came back: it may have lost their last writes.
+
+    A finished feed resumes from the cursor Redis kept and regenerates what was lost (identically),
+    or, if nothing was lost, finds its MOCK_MAX_TICKS reached and finishes again at once.
+    """
+    for worker in workers:
+        if worker.finished and worker.process is not None and worker.process.returncode == 0:
+            log.info("%s runs again: Redis may have lost the end of its work", worker.name)
+            worker.finished, worker.process, worker.next_start_at = False, None, 0.0
 
 
 def stop_all(workers: list[Managed], grace_period_s: float) -> None:
