@@ -36,6 +36,7 @@ DEFAULT_MAXMEMORY = "2gb"
 # replay, and a rewrite of a large one is what keeps the file (and restart time) bounded.
 AOF_REWRITE_PERCENTAGE = 100
 AOF_REWRITE_MIN_SIZE = "64mb"
+REVIVE_BACKOFF_MAX_S = 30
 
 
 @dataclass
@@ -145,6 +146,7 @@ class EmbeddedServers:
     postgres: EmbeddedPostgres
     owned: set[str] = field(default_factory=set)  # the servers this process started (and so watches)
     retry_at: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)  # failed restarts in a row
 
     @classmethod
     def in_folder(
@@ -191,9 +193,13 @@ class EmbeddedServers:
                 server.start()
             except (RuntimeError, OSError, subprocess.SubprocessError) as error:
                 # e.g. PostgreSQL's old backends still hold its shared memory for a moment: try again
-                log.warning("embedded %s did not restart yet (%s); trying again", name, str(error).strip()[-300:])
-                self.retry_at[name] = time.monotonic() + 1.0
+                self.failures[name] = self.failures.get(name, 0) + 1
+                delay = min(REVIVE_BACKOFF_MAX_S, 2 ** (self.failures[name] - 1))
+                message = str(error).strip()[-300:]
+                log.warning("embedded %s did not restart yet (%s); trying again in %ds", name, message, delay)
+                self.retry_at[name] = time.monotonic() + delay
                 continue
+            self.failures.pop(name, None)
             log.warning("embedded %s is back on 127.0.0.1:%d", name, server.port)
             revived.append(name)
         return revived
