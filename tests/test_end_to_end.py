@@ -39,6 +39,7 @@ def start_system(settings: Settings, api_port: int, log_path) -> subprocess.Pope
         "REDIS_URL": settings.redis_url or "",
         "DATABASE_URL": settings.database_url or "",
         "API_PORT": str(api_port),
+        "DATA_DIR": str(settings.data_dir),
         "SYMBOL_MODE": "custom",
         "SYMBOLS": SYMBOLS,
         "MOCK_MAX_TICKS": str(TICKS),

@@ -112,13 +112,28 @@ async def test_duplicates_inside_one_batch_collapse(pool: asyncpg.Pool) -> None:
 
 
 async def test_a_corrected_bar_replaces_the_stored_one_and_an_identical_one_is_a_no_op(pool: asyncpg.Pool) -> None:
-    first = minute_bar("AAPL", START, "alpaca", 100, 500)
-    corrected = first.model_copy(update={"close": 100.5, "volume": 650})
+    first = minute_bar("AAPL", START, "alpaca", 100, 500).model_copy(update={"version": 1})
+    corrected = first.model_copy(update={"close": 100.5, "volume": 650, "version": 2})
     assert (await write_events(pool, [first]))["bars"] == 1
     assert (await write_events(pool, [first]))["bars"] == 0
     assert (await write_events(pool, [corrected]))["bars"] == 1
     row = await pool.fetchrow("SELECT close, volume FROM bars")
     assert (row["close"], row["volume"]) == (100.5, 650)
+
+
+async def test_bar_corrections_delivered_out_of_order_leave_the_newest_stored(pool: asyncpg.Pool) -> None:
+    original = minute_bar("AAPL", START, "alpaca", 100, 500)
+    versions = [original.model_copy(update={"volume": 500 + n, "close": 100 + n / 10, "version": n}) for n in (1, 2, 3)]
+    newest = versions[2]
+    await write_events(pool, [newest])
+    assert (await write_events(pool, [versions[0]]))["bars"] == 0  # an older version, reclaimed late
+    assert (await write_events(pool, [versions[1], versions[0]]))["bars"] == 0
+    await asyncio.gather(*(write_events(pool, [bar]) for bar in (versions[1], versions[0], versions[1])))
+    row = await pool.fetchrow("SELECT close, volume, version FROM bars")
+    assert (row["close"], row["volume"], row["version"]) == (newest.close, newest.volume, 3)
+    fourth = original.model_copy(update={"volume": 900, "version": 4})
+    assert (await write_events(pool, [fourth, versions[1]]))["bars"] == 1  # one batch: its newest counts
+    assert await pool.fetchval("SELECT volume FROM bars") == 900
 
 
 async def test_write_bars_commits_large_backfills_in_batches(

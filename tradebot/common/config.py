@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".tradebot")
     embedded_redis_port: int = Field(6390, ge=1, le=65535)
     embedded_postgres_port: int = Field(5490, ge=1, le=65535)
+    # the embedded Redis refuses writes (OOM) past this rather than evict a cursor or checkpoint
+    embedded_redis_maxmemory: str = Field("2gb", pattern=r"(?i)^[1-9][0-9]*(b|kb|mb|gb)?$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # --- bus ---
@@ -42,6 +44,9 @@ class Settings(BaseSettings):
     lease_ttl_ms: int = Field(6000, ge=500)
     heartbeat_ttl_s: int = Field(15, ge=2)
     grace_period_s: float = Field(10.0, gt=0)
+    # exit code of a worker stopped by SIGINT/SIGTERM; `tradebot up` sets 143 for its workers so it
+    # can tell a stop it did not ask for (restart) from a finished burst / max-messages run (exit 0)
+    stopped_exit_code: int = Field(0, ge=0, le=255)
     # test / batch mode: stop after this many messages, or once the input is drained (burst)
     max_messages: int | None = Field(None, ge=1)
     burst: bool = False

@@ -74,6 +74,9 @@ class Bar(Event):
     trade_count: int = Field(ge=0, le=2**40)
     vwap: float | None = Field(None, ge=MIN_PRICE, le=MAX_PRICE)
     source: str = "mock"
+    # Larger is newer: the provider's update time if it gives one, else when tradebot received or
+    # fetched the bar (microseconds since the epoch). A stored bar only ever changes to a newer one.
+    version: int = Field(0, ge=0, le=2**62)
 
     @model_validator(mode="after")
     def _consistent_range(self) -> Bar:
