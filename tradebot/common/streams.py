@@ -9,6 +9,8 @@ BARS = "price.bars"
 SIGNALS = "signals"
 ORDERS_NEW = "orders.new"
 ORDER_EVENTS = "orders.events"
+CONTROL_EVENTS = "control.events"  # every change of trading state, audited (risk/control.py)
+EQUITY_SAMPLES = "portfolio.equity"  # the account once a minute (the equity curve)
 DEAD_LETTER_PREFIX = "dlq."
 
 STORAGE_GROUP = "storage"
@@ -41,7 +43,7 @@ def tick_stream_for(symbol: str, partitions: int) -> str:
 
 def storage_streams(partitions: int) -> list[str]:
     """Everything the storage worker persists."""
-    return [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS]
+    return [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS, CONTROL_EVENTS, EQUITY_SAMPLES]
 
 
 def dead_letter_stream(stream: str) -> str:
@@ -86,3 +88,9 @@ def producer_cursor_key(name: str) -> str:
 def publisher_sequence_key(source: str) -> str:
     """A live publisher's batch counter, compare-and-set with each batch so a retry never doubles it."""
     return f"publisher_seq:{source}"
+
+
+# The operator's trading state (ACTIVE / REDUCING / HALTED) as JSON, and which worker last saw which
+# version of it (a hash: consumer -> version), so `tradebot status` shows who obeys.
+TRADING_STATE_KEY = "risk:trading_state"
+TRADING_STATE_SEEN_KEY = "risk:trading_state:seen"
