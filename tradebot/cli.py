@@ -10,6 +10,7 @@ from tradebot.backfill.cli import app as backfill_app
 from tradebot.bench.cli import bench_command
 from tradebot.common.config import load_settings, redact_url
 from tradebot.common.runtime import infrastructure, setup_logging
+from tradebot.risk.cli import register as register_control
 from tradebot.roles import DEFAULT_UP, ROLES, UnknownRoleError, module_for, run_role
 from tradebot.universe.cli import app as symbols_app
 
@@ -17,6 +18,7 @@ app = typer.Typer(
     help="Event-driven trading bot for US equities.", no_args_is_help=True, pretty_exceptions_enable=False
 )
 app.add_typer(symbols_app, name="symbols", help="Inspect and manage the symbol universe.")
+register_control(app)  # halt, reduce, resume, flatten, status
 app.add_typer(backfill_app, name="backfill", help="Fetch historical bars from Alpaca or Polygon into the database.")
 app.command(name="bench", help="Measure throughput, latency, ingest, /history and memory (docs/BENCHMARKS.md).")(
     bench_command

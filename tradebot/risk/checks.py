@@ -20,9 +20,9 @@ def beyond(value: float, limit: float) -> bool:
     return value > limit + abs(limit) * TOLERANCE
 
 
-def price_collar(order: Order, portfolio: Portfolio, market: MarketState, limits: RiskLimits) -> Denial | None:
+def price_collar(order: Order, market: MarketState, limits: RiskLimits) -> Denial | None:
     """The order's price must lie within RISK_PRICE_COLLAR_PCT of the last trade known for its symbol."""
-    last = market.last_prices.get(order.symbol) or portfolio.mark(order.symbol)
+    last = market.last_prices.get(order.symbol)
     if not limits.price_collar_pct or not last:
         return None
     moved = abs(order.reference_price - last) / last

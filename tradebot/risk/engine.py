@@ -74,6 +74,8 @@ class RiskEngine:
 
     def set_operator(self, state: TradingState, version: int) -> None:
         """The operator's latest word; a newer one clears an earlier rule trip (and rebases the peak)."""
+        if version < self.operator_version:
+            return  # an older word arriving late (say, from a backlog) changes nothing
         if version > self.operator_version:
             if self.rule and self.rule["code"] == reasons.MAX_DRAWDOWN:
                 self.peak_equity = None
@@ -110,10 +112,12 @@ class RiskEngine:
         if quantity <= 0:
             return _deny(reasons.SIZE_ZERO, f"{self.limits.sizing} sizing gives less than one share of {order.symbol}")
         at = now.timestamp()
+        # Closing a whole position is never a duplicate: a repeat of it finds nothing left to sell.
+        closes_all = not grows and quantity >= portfolio.quantity(order.symbol)
         denial = (self.windows.protection(order.symbol, at) if grows else None) or self.windows.throttle(
-            order.symbol, order.side, at, self.limits
+            order.symbol, order.side, at, self.limits, duplicates=not closes_all
         )
-        denial = denial or checks.price_collar(order, portfolio, market, self.limits)
+        denial = denial or checks.price_collar(order, market, self.limits)
         if grows:
             denial = denial or checks.exposure(order, quantity, portfolio, equity, self.limits)
         if denial:

@@ -49,6 +49,7 @@ class RiskLimits:
                     values[field.name] = getattr(settings, name)
                     break
         values["sizing"] = settings.position_sizing
+        values["slippage_bps"], values["commission_per_share"] = settings.slippage_bps, settings.commission_per_share
         values["enforce_market_hours"] = settings.market_hours == "enforce" or (
             settings.market_hours == "auto" and real_broker
         )

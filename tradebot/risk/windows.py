@@ -43,10 +43,10 @@ class RateWindows:
         self.losses: deque[float] = deque()
         self.locked_until = 0.0
 
-    def throttle(self, symbol: str, side: str, at: float, limits: RiskLimits) -> Denial | None:
+    def throttle(self, symbol: str, side: str, at: float, limits: RiskLimits, duplicates: bool = True) -> Denial | None:
         """Duplicate-order and rate checks for one order at ``at``."""
         last = self.last_by_side.get(f"{symbol}:{side}")
-        if limits.duplicate_window_s and last is not None and at - last < limits.duplicate_window_s:
+        if duplicates and limits.duplicate_window_s and last is not None and at - last < limits.duplicate_window_s:
             return reasons.DUPLICATE_ORDER, (
                 f"{side} {symbol} again {at - last:.3f}s after the last one; RISK_DUPLICATE_WINDOW_S is "
                 f"{limits.duplicate_window_s:g}"
