@@ -19,6 +19,8 @@ from tradebot.common.config import Settings
 from tradebot.common.models import Event, Order, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import ORDERS_NEW, SIGNALS, STRATEGY_ROLE, tick_stream
+from tradebot.risk.state import TradingState
+from tradebot.risk.store import TradingStateWatcher, poll_interval
 from tradebot.strategy.base import Strategy
 from tradebot.strategy.moving_average import MovingAverageCrossover
 
@@ -26,9 +28,12 @@ from tradebot.strategy.moving_average import MovingAverageCrossover
 class StrategyPartition:
     """The checkpointed state of one tick partition: a strategy instance behind PartitionState."""
 
-    def __init__(self, new_strategy: Callable[[], Strategy], order_quantity: float):
+    def __init__(
+        self, new_strategy: Callable[[], Strategy], order_quantity: float, may_order: Callable[[], bool] = lambda: True
+    ):
         self.new_strategy = new_strategy
         self.order_quantity = order_quantity
+        self.may_order = may_order
         self.strategy = new_strategy()
 
     def restore(self, checkpoint: str | None) -> None:
@@ -40,11 +45,14 @@ class StrategyPartition:
     def apply(self, events: list[Event]) -> list[tuple[str, Event]]:
         """Feed ticks to the strategy; each signal is published along with its order."""
         outputs: list[tuple[str, Event]] = []
+        ordering = self.may_order()
         for event in events:
             if not isinstance(event, Tick):
                 raise TypeError(f"expected a Tick on a tick stream, got a {type(event).__name__}")
             for signal in self.strategy.on_tick(event):
-                outputs += [(SIGNALS, signal), (ORDERS_NEW, Order.from_signal(signal, self.order_quantity))]
+                outputs.append((SIGNALS, signal))
+                if ordering:
+                    outputs.append((ORDERS_NEW, Order.from_signal(signal, self.order_quantity)))
         return outputs
 
     def checkpoint(self) -> str:
@@ -57,7 +65,9 @@ def strategy_factory(settings: Settings) -> Callable[[], Strategy]:
     return lambda: MovingAverageCrossover(settings.short_window, settings.long_window)
 
 
-def strategy_worker(bus: Bus, settings: Settings, member: str, counters: Counter) -> PartitionedWorker:
+def strategy_worker(
+    bus: Bus, settings: Settings, member: str, counters: Counter, may_order: Callable[[], bool] = lambda: True
+) -> PartitionedWorker:
     """A partition-leasing worker named ``member`` (unique per worker) running the strategy."""
     config = PartitionSettings(
         role=STRATEGY_ROLE,
@@ -73,7 +83,7 @@ def strategy_worker(bus: Bus, settings: Settings, member: str, counters: Counter
         config,
         member=member,
         counters=counters,
-        new_state=lambda _partition: StrategyPartition(new_strategy, settings.order_quantity),
+        new_state=lambda _partition: StrategyPartition(new_strategy, settings.order_quantity, may_order),
     )
 
 
@@ -82,10 +92,19 @@ async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> 
     if not settings.redis_url:
         raise ValueError("REDIS_URL is not set")
     bus = Bus.from_settings(settings)
+    member = runtime.consumer_name()
+    watcher = TradingStateWatcher(bus.redis, member, STRATEGY_ROLE, poll_interval(settings.lease_ttl_ms))
+    await watcher.refresh()  # a restarted worker obeys a halt before its first tick
+    watching = asyncio.create_task(watcher.run(stop))
     try:
-        worker = strategy_worker(bus, settings, runtime.consumer_name(), counters)
+        worker = strategy_worker(
+            bus, settings, member, counters, lambda: watcher.current.state is not TradingState.HALTED
+        )
         await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        await watcher.forget()
         await bus.close()
 
 

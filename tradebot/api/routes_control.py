@@ -1,0 +1,72 @@
+"""POST /control/{halt,reduce,resume,flatten}: the kill switch, behind a bearer token.
+
+Without CONTROL_TOKEN the endpoints answer 403 saying what to set; a missing or wrong token, an
+unknown action or a bad body gets a 4xx that says what is wrong, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from tradebot.api.deps import RedisDep, SettingsDep
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
+from tradebot.common.config import Settings
+from tradebot.risk import control
+
+router = APIRouter(tags=["control"])
+
+
+class ControlRequest(BaseModel):
+    """Why (kept in the audit record), and optionally who."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=500)
+    actor: str | None = Field(None, min_length=1, max_length=100)
+
+
+def authorize(settings: Settings, authorization: str | None) -> None:
+    """403 when no token is configured or the token is wrong, 401 when none was sent."""
+    if settings.control_token is None:
+        raise HTTPException(status_code=403, detail="control is disabled: set CONTROL_TOKEN to enable it")
+    if not authorization or not authorization.startswith("Bearer "):
+        raise HTTPException(
+            status_code=401,
+            detail="send the header 'Authorization: Bearer <CONTROL_TOKEN>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    given = authorization.removeprefix("Bearer ").strip().encode()
+    if not secrets.compare_digest(given, settings.control_token.get_secret_value().encode()):
+        raise HTTPException(status_code=403, detail="wrong control token")
+
+
+@router.post("/control/{action}", summary="halt, reduce, resume or flatten: changes the trading state for every worker")
+async def control_action(
+    action: str,
+    body: ControlRequest,
+    request: Request,
+    redis: RedisDep,
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    authorize(settings, authorization)
+    if action not in control.ACTIONS:
+        raise HTTPException(
+            status_code=404, detail=f"unknown action {action!r}; choose one of: {', '.join(control.ACTIONS)}"
+        )
+    if redis is None:
+        raise HTTPException(status_code=503, detail="REDIS_URL is not configured; the trading state lives in Redis")
+    client = request.client.host if request.client else "unknown"
+    try:
+        event = await control.apply_action(
+            Bus(redis, maxlen=settings.stream_maxlen), action, actor=body.actor or f"api@{client}", reason=body.reason
+        )
+    except control.ControlError as error:
+        raise HTTPException(status_code=409, detail=str(error)) from None
+    except RECOVERABLE_REDIS_ERRORS as error:
+        raise HTTPException(status_code=503, detail=f"Redis unavailable: {error}") from None
+    return event.model_dump(mode="json")
