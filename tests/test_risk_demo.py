@@ -20,7 +20,9 @@ TICKS = 90_000  # three minutes of the demo at its default 500 ticks/s
 def test_the_default_demo_never_runs_out_of_cash_nor_sells_what_it_does_not_hold() -> None:
     settings = Settings(_env_file=None)
     symbols = curated_symbols(settings.symbol_mode)[: settings.max_symbols]
-    ticks = MockFeed(symbols, settings.mock_seed, clock=stepping_clock(START, timedelta(seconds=1 / settings.mock_ticks_per_second)))
+    ticks = MockFeed(
+        symbols, settings.mock_seed, clock=stepping_clock(START, timedelta(seconds=1 / settings.mock_ticks_per_second))
+    )
     strategy = MovingAverageCrossover(settings.short_window, settings.long_window)
     account = BrokerPartition(settings)
     statuses: Counter = Counter()
