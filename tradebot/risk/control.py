@@ -23,6 +23,7 @@ from tradebot.common.streams import (
     ORDERS_NEW,
     TRADING_STATE_KEY,
     checkpoint_key,
+    heartbeat_key,
 )
 from tradebot.risk.state import TradingState
 from tradebot.risk.store import OperatorRecord, read_record, seen_versions
@@ -97,5 +98,15 @@ async def status(bus: Bus) -> dict:
         "state": effective.value,
         "operator": {**json.loads(record.to_json())},
         "rule": rule,
-        "seen_by": await seen_versions(bus.redis),
+        "seen_by": await live_seen_versions(bus),
     }
+
+
+async def live_seen_versions(bus: Bus) -> dict[str, int]:
+    """The version each live worker has seen (workers whose heartbeat has expired are left out)."""
+    live = {}
+    for member, version in (await seen_versions(bus.redis)).items():
+        role, _, consumer = member.partition(":")
+        if await bus.redis.exists(heartbeat_key(role, consumer)):
+            live[member] = version
+    return live
