@@ -69,12 +69,11 @@ class BrokerPartition:
         screened = self.risk.screen(order, self.broker)
         if not isinstance(screened, Order):
             return [] if screened is None else [(ORDER_EVENTS, screened)]
-        held = self.broker.positions.get(order.symbol)
-        realised_before = held.realised_pnl if held else 0.0
+        before = self.risk.before_broker(screened, self.broker)
         result: OrderEvent | None = self.broker.execute(screened)
         if result is None:
             return []
-        self.risk.filled(screened, result, realised_before, self.broker)
+        self.risk.after_broker(screened, result, before, self.broker)
         return [(ORDER_EVENTS, result)]
 
     def checkpoint(self) -> str:

@@ -7,7 +7,8 @@ once and cached, so the check per order is two float comparisons.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -17,6 +18,24 @@ NEW_YORK = ZoneInfo("America/New_York")
 def session_of(at: datetime) -> str:
     """The trading day an instant belongs to (New York's date): the daily loss limit resets with it."""
     return at.astimezone(NEW_YORK).date().isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class NewYorkDay:
+    """One New York calendar day as an epoch-seconds range [start, end), DST included."""
+
+    day: date
+    start: float
+    end: float
+
+    @classmethod
+    def of(cls, at: datetime) -> NewYorkDay:
+        day = at.astimezone(NEW_YORK).date()
+        start = datetime.combine(day, time(), NEW_YORK).timestamp()
+        return cls(day, start, datetime.combine(day + timedelta(days=1), time(), NEW_YORK).timestamp())
+
+    def holds(self, epoch: float) -> bool:
+        return self.start <= epoch < self.end
 
 
 class MarketHours(Protocol):
@@ -40,10 +59,15 @@ class NyseHours:
 
         self._calendar = exchange_calendars.get_calendar("XNYS")
         self._sessions: dict[date, tuple[float, float] | None] = {}
+        self._today: tuple[NewYorkDay, tuple[float, float] | None] | None = None  # the last day asked about
 
     def is_open(self, at: datetime) -> bool:
-        hours = self.session_hours(at.astimezone(NEW_YORK).date())
-        return hours is not None and hours[0] <= at.timestamp() < hours[1]
+        epoch = at.timestamp()
+        if self._today is None or not self._today[0].holds(epoch):
+            day = NewYorkDay.of(at)
+            self._today = day, self.session_hours(day.day)
+        hours = self._today[1]
+        return hours is not None and hours[0] <= epoch < hours[1]
 
     def session_hours(self, day: date) -> tuple[float, float] | None:
         """(open, close) as epoch seconds of the session on ``day``, or None when there is none."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from tradebot.common.models import Order
 from tradebot.risk import reasons
 from tradebot.risk.limits import RiskLimits
-from tradebot.risk.portfolio import MarketState, Portfolio
+from tradebot.risk.portfolio import MarketState, Portfolio, Totals
 
 TOLERANCE = 1e-9
 Denial = tuple[str, str]
@@ -34,9 +34,9 @@ def price_collar(order: Order, market: MarketState, limits: RiskLimits) -> Denia
     return None
 
 
-def exposure(order: Order, quantity: float, portfolio: Portfolio, equity: float, limits: RiskLimits) -> Denial | None:
+def exposure(order: Order, quantity: float, portfolio: Portfolio, totals: Totals, limits: RiskLimits) -> Denial | None:
     """Order notional, position share, gross exposure, open positions and buying power of a buy."""
-    price = order.reference_price
+    price, equity = order.reference_price, totals.equity
     notional = quantity * price
     if limits.max_order_notional and beyond(notional, limits.max_order_notional):
         return reasons.MAX_ORDER_NOTIONAL, (
@@ -51,15 +51,15 @@ def exposure(order: Order, quantity: float, portfolio: Portfolio, equity: float,
                 f"{limits.max_position_pct:.2%} of equity ${equity:,.2f} (${cap:,.2f})"
             )
     if limits.max_gross_exposure_pct:
-        after, cap = portfolio.gross_exposure() + notional, equity * limits.max_gross_exposure_pct
+        after, cap = totals.gross_exposure + notional, equity * limits.max_gross_exposure_pct
         if beyond(after, cap):
             return reasons.MAX_GROSS_EXPOSURE, (
                 f"gross exposure would be ${after:,.2f}, over RISK_MAX_GROSS_EXPOSURE_PCT "
                 f"{limits.max_gross_exposure_pct:.2%} of equity (${cap:,.2f})"
             )
-    if limits.max_open_positions and held == 0 and portfolio.open_positions() >= limits.max_open_positions:
+    if limits.max_open_positions and held == 0 and totals.open_positions >= limits.max_open_positions:
         return reasons.MAX_OPEN_POSITIONS, (
-            f"{portfolio.open_positions()} positions are open; RISK_MAX_OPEN_POSITIONS is {limits.max_open_positions}"
+            f"{totals.open_positions} positions are open; RISK_MAX_OPEN_POSITIONS is {limits.max_open_positions}"
         )
     cost = notional * (1 + limits.slippage_bps / 10_000) + quantity * limits.commission_per_share
     if beyond(cost, portfolio.cash):

@@ -14,9 +14,9 @@ from datetime import datetime
 
 from tradebot.common.models import Order
 from tradebot.risk import checks, reasons
-from tradebot.risk.calendar import AlwaysOpen, MarketHours, session_of
+from tradebot.risk.calendar import AlwaysOpen, MarketHours, NewYorkDay
 from tradebot.risk.limits import RiskLimits
-from tradebot.risk.portfolio import MarketState, Portfolio
+from tradebot.risk.portfolio import MarketState, Portfolio, Totals
 from tradebot.risk.sizing import TradeStats, size
 from tradebot.risk.state import TradingState, strictest
 from tradebot.risk.windows import RateWindows
@@ -63,6 +63,7 @@ class RiskEngine:
         self.session: str | None = None
         self.session_start_equity = 0.0
         self.windows = RateWindows()
+        self._day: NewYorkDay | None = None  # the New York day of the last order (its session)
         self.stats = TradeStats()
         self.trips: list[Trip] = []  # drained by the caller, which publishes them as control events
 
@@ -86,15 +87,15 @@ class RiskEngine:
     def check(self, order: Order, portfolio: Portfolio, market: MarketState = NO_MARKET) -> Decision:
         """Decide one order; an approval is remembered (rates, duplicates) as sent."""
         now = self.clock() if self.clock else order.timestamp
-        equity = portfolio.equity()
-        self._watch_losses(equity, now)
-        decision = self._decide(order, portfolio, market, equity, now)
+        totals = portfolio.totals()
+        self._watch_losses(totals.equity, now)
+        decision = self._decide(order, portfolio, market, totals, now)
         if decision.approved:
             self.windows.record(order.symbol, order.side, now.timestamp())
         return decision
 
     def _decide(
-        self, order: Order, portfolio: Portfolio, market: MarketState, equity: float, now: datetime
+        self, order: Order, portfolio: Portfolio, market: MarketState, totals: Totals, now: datetime
     ) -> Decision:
         grows = order.side == "buy"  # long only: a buy grows exposure, a sell shrinks it
         state = self.state
@@ -119,7 +120,7 @@ class RiskEngine:
         )
         denial = denial or checks.price_collar(order, market, self.limits)
         if grows:
-            denial = denial or checks.exposure(order, quantity, portfolio, equity, self.limits)
+            denial = denial or checks.exposure(order, quantity, portfolio, totals, self.limits)
         if denial:
             return _deny(*denial)
         return Decision(True, reasons.APPROVED, "", quantity)
@@ -129,7 +130,9 @@ class RiskEngine:
 
     def _watch_losses(self, equity: float, now: datetime) -> None:
         """Trip the daily-loss and drawdown rules; the daily loss resets at the next session."""
-        session = session_of(now)
+        if self._day is None or not self._day.holds(now.timestamp()):
+            self._day = NewYorkDay.of(now)
+        session = self._day.day.isoformat()
         if session != self.session:
             self.session, self.session_start_equity = session, equity
             if self.rule and self.rule["code"] == reasons.DAILY_LOSS:
@@ -170,12 +173,13 @@ class RiskEngine:
 
     def usage(self, portfolio: Portfolio) -> dict:
         """How much of each account-level limit is used, for /risk."""
-        equity = portfolio.equity()
+        totals = portfolio.totals()
+        equity = totals.equity
         peak = self.peak_equity or equity
         return {
             "equity": equity,
-            "gross_exposure_pct": portfolio.gross_exposure() / equity if equity > 0 else None,
-            "open_positions": portfolio.open_positions(),
+            "gross_exposure_pct": totals.gross_exposure / equity if equity > 0 else None,
+            "open_positions": totals.open_positions,
             "drawdown_pct": 1 - equity / peak if peak > 0 else 0.0,
             "daily_loss_pct": 1 - equity / self.session_start_equity if self.session_start_equity > 0 else 0.0,
             "session": self.session,

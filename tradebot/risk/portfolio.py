@@ -25,6 +25,7 @@ class Portfolio:
 
     cash: float
     positions: Mapping[str, Holding] = field(default_factory=dict)
+    known_totals: Totals | None = None  # kept up to date by the caller, to skip the pass over positions
 
     def quantity(self, symbol: str) -> float:
         held = self.positions.get(symbol)
@@ -34,17 +35,47 @@ class Portfolio:
         held = self.positions.get(symbol)
         return None if held is None else held.last_price
 
-    def market_value(self) -> float:
-        return sum(p.quantity * (p.last_price or p.average_cost) for p in self.positions.values())
-
-    def gross_exposure(self) -> float:
-        return sum(abs(p.quantity) * (p.last_price or p.average_cost) for p in self.positions.values())
+    def totals(self) -> Totals:
+        """Equity, gross exposure and open positions, in one pass over the positions."""
+        if self.known_totals is not None:
+            return self.known_totals
+        value = gross = 0.0
+        open_positions = 0
+        for held in self.positions.values():
+            quantity = held.quantity
+            if quantity:
+                worth = quantity * (held.last_price or held.average_cost)
+                value += worth
+                gross += worth if worth > 0 else -worth
+                open_positions += 1
+        return Totals(self.cash + value, gross, open_positions)
 
     def equity(self) -> float:
-        return self.cash + self.market_value()
+        return self.totals().equity
+
+    def gross_exposure(self) -> float:
+        return self.totals().gross_exposure
 
     def open_positions(self) -> int:
-        return sum(1 for p in self.positions.values() if p.quantity != 0)
+        return self.totals().open_positions
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What the account-level checks need, computed once per order."""
+
+    equity: float
+    gross_exposure: float
+    open_positions: int
+
+    def moved(self, cash_change: float, worth_before: float, worth_after: float) -> Totals:
+        """The totals after one position's worth (and the cash) changed."""
+        opened = (worth_after != 0) - (worth_before != 0)
+        return Totals(
+            self.equity + cash_change + worth_after - worth_before,
+            self.gross_exposure + abs(worth_after) - abs(worth_before),
+            self.open_positions + opened,
+        )
 
 
 @dataclass(frozen=True, slots=True)

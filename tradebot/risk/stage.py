@@ -20,7 +20,7 @@ from tradebot.execution.broker import event_id
 from tradebot.risk.calendar import NyseHours
 from tradebot.risk.engine import RiskEngine
 from tradebot.risk.limits import RiskLimits
-from tradebot.risk.portfolio import Holding, MarketState, Portfolio
+from tradebot.risk.portfolio import MarketState, Portfolio, Totals
 from tradebot.risk.state import TradingState
 from tradebot.risk.store import OperatorRecord
 
@@ -50,9 +50,13 @@ class RiskStage:
         self.marks: dict[str, float] = {}
         self._decided: deque[str] = deque(maxlen=REMEMBERED_DECISIONS)
         self._decided_set: set[str] = set()
+        # The account's totals, moved order by order (no pass over every position per order) and
+        # summed afresh at every batch, so float drift cannot build up.
+        self._totals: Totals | None = None
 
     def begin_batch(self) -> None:
         """Take in the operator's latest state before deciding a batch."""
+        self._totals = None
         record = self.operator()
         self.engine.set_operator(record.state, record.version)
 
@@ -62,7 +66,7 @@ class RiskStage:
             return None
         self._remember(order.id)
         market = MarketState(last_prices=self.marks)
-        decision = self.engine.check(order, Portfolio(account.cash, account.positions), market)
+        decision = self.engine.check(order, self.portfolio(account), market)
         self.marks[order.symbol] = order.reference_price
         if not decision.approved:
             return denied_event(order, f"{decision.code}: {decision.reason}")
@@ -70,15 +74,35 @@ class RiskStage:
             return order
         return order.model_copy(update={"quantity": decision.quantity})
 
-    def filled(self, order: Order, result: OrderEvent, realised_before: float, account: Account) -> None:
-        """After the broker: a filled sell feeds the protections and Kelly with its realised P&L."""
+    def portfolio(self, account: Account) -> Portfolio:
+        """The account as the engine reads it, with the totals kept here."""
+        if self._totals is None:
+            self._totals = Portfolio(account.cash, account.positions).totals()
+        return Portfolio(account.cash, account.positions, self._totals)
+
+    def before_broker(self, order: Order, account: Account) -> tuple[float, float, float]:
+        """What the broker call may change: cash, the symbol's worth, its realised P&L."""
+        held = account.positions.get(order.symbol)
+        if held is None:
+            return account.cash, 0.0, 0.0
+        return account.cash, held.quantity * (held.last_price or held.average_cost), held.realised_pnl
+
+    def after_broker(
+        self, order: Order, result: OrderEvent, before: tuple[float, float, float], account: Account
+    ) -> None:
+        """Move the totals by what the broker did; a filled sell feeds the protections and Kelly."""
+        cash_before, worth_before, realised_before = before
+        held = account.positions.get(order.symbol)
+        worth_after = held.quantity * (held.last_price or held.average_cost) if held is not None else 0.0
+        if self._totals is not None:
+            self._totals = self._totals.moved(account.cash - cash_before, worth_before, worth_after)
         if result.status == "filled" and order.side == "sell":
-            held: Holding | None = account.positions.get(order.symbol)
             realised = getattr(held, "realised_pnl", 0.0) - realised_before
             self.engine.record_close(order.symbol, realised, order.timestamp)
 
     def flatten(self, event: ControlEvent, account: Account) -> list[Order]:
         """REDUCING from here on, and one closing order per open position."""
+        self._totals = None
         self.engine.set_operator(TradingState(event.state), event.version)
         closing = []
         for symbol, held in sorted(account.positions.items()):
