@@ -19,6 +19,7 @@ from tradebot.common.config import Settings
 from tradebot.common.models import Event, Order, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import ORDERS_NEW, SIGNALS, STRATEGY_ROLE, tick_stream
+from tradebot.risk.exits import ExitRules
 from tradebot.risk.state import TradingState
 from tradebot.risk.store import TradingStateWatcher, poll_interval
 from tradebot.strategy.base import Strategy
@@ -35,12 +36,16 @@ class StrategyPartition:
         self.order_quantity = order_quantity
         self.may_order = may_order
         self.strategy = new_strategy()
+        self.exits = ExitRules()  # set by strategy_worker from EXIT_* (off by default)
 
     def restore(self, checkpoint: str | None) -> None:
         """Start from the checkpoint, or from nothing when there is none."""
         self.strategy = self.new_strategy()
+        self.exits.restore({})
         if checkpoint:
-            self.strategy.restore(json.loads(checkpoint))
+            saved = json.loads(checkpoint)
+            self.strategy.restore(saved)
+            self.exits.restore(saved.get("exits", {}))
 
     def apply(self, events: list[Event]) -> list[tuple[str, Event]]:
         """Feed ticks to the strategy; each signal is published along with its order."""
@@ -49,15 +54,21 @@ class StrategyPartition:
         for event in events:
             if not isinstance(event, Tick):
                 raise TypeError(f"expected a Tick on a tick stream, got a {type(event).__name__}")
-            for signal in self.strategy.on_tick(event):
+            signals = self.strategy.on_tick(event)
+            if self.exits.enabled:
+                signals += self.exits.on_tick(event, signals)
+            for signal in signals:
                 outputs.append((SIGNALS, signal))
                 if ordering:
                     outputs.append((ORDERS_NEW, Order.from_signal(signal, self.order_quantity)))
         return outputs
 
     def checkpoint(self) -> str:
-        """The strategy's snapshot as compact JSON."""
-        return json.dumps(self.strategy.snapshot(), separators=(",", ":"))
+        """The strategy's snapshot (and the open trades of the exits, when on) as compact JSON."""
+        snapshot = self.strategy.snapshot()
+        if self.exits.enabled:
+            snapshot = {**snapshot, "exits": self.exits.snapshot()}
+        return json.dumps(snapshot, separators=(",", ":"))
 
 
 def strategy_factory(settings: Settings) -> Callable[[], Strategy]:
@@ -78,13 +89,13 @@ def strategy_worker(
         lease_ttl_ms=settings.lease_ttl_ms,
     )
     new_strategy = strategy_factory(settings)
-    return PartitionedWorker(
-        bus,
-        config,
-        member=member,
-        counters=counters,
-        new_state=lambda _partition: StrategyPartition(new_strategy, settings.order_quantity, may_order),
-    )
+
+    def new_state(_partition: int) -> StrategyPartition:
+        state = StrategyPartition(new_strategy, settings.order_quantity, may_order)
+        state.exits = ExitRules(settings.exit_stop_loss_pct, settings.exit_take_profit_pct, settings.exit_trailing_pct)
+        return state
+
+    return PartitionedWorker(bus, config, member=member, counters=counters, new_state=new_state)
 
 
 async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> None:
