@@ -1,0 +1,70 @@
+"""Through the workers: a limit trips exactly at its threshold, the denial is stored with its
+reason and listed by the API beside the audit trail, the equity curve and the portfolio."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from tradebot.api.history_service import create_app
+from tradebot.common.bus import Bus
+from tradebot.common.config import Settings
+from tradebot.common.models import Order
+from tradebot.common.streams import EQUITY_SAMPLES, ORDERS_NEW
+from tradebot.execution import service as execution
+from tradebot.risk import control
+from tradebot.risk.equity import equity_sample, grid_time
+from tradebot.risk.views import read_checkpoint
+from tradebot.storage import timeseries_service as storage
+
+T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+
+
+def buy(n: int, symbol: str, quantity: float, price: float) -> Order:
+    return Order(
+        id=f"co-{n}",
+        symbol=symbol,
+        side="buy",
+        quantity=quantity,
+        reference_price=price,
+        signal_id=f"s-{n}",
+        timestamp=T0 + timedelta(seconds=n),
+    )
+
+
+async def test_a_denial_at_the_threshold_is_stored_and_listed(
+    bus: Bus, settings: Settings, clean_database: str
+) -> None:
+    limited = settings.model_copy(update={"burst": True, "risk_max_order_notional": 1_000.0})
+    at_limit, beyond = buy(1, "AAPL", 10, 100.0), buy(2, "MSFT", 10, 100.01)
+    await bus.publish([(ORDERS_NEW, at_limit), (ORDERS_NEW, beyond)])
+    await asyncio.wait_for(execution.run(limited, stop=asyncio.Event(), counters=Counter()), timeout=60)
+    await control.apply_action(bus, "reduce", actor="tester", reason="end of the day")
+    checkpoint = await read_checkpoint(bus.redis)
+    assert checkpoint is not None
+    sample = equity_sample(checkpoint, grid_time(T0.timestamp(), 60))
+    await bus.publish([(EQUITY_SAMPLES, sample), (EQUITY_SAMPLES, sample)])  # two replicas sampled the same minute
+    await asyncio.wait_for(storage.run(limited, stop=asyncio.Event(), counters=Counter()), timeout=60)
+
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as api,
+    ):
+        denied = (await api.get("/risk/denied")).json()
+        assert [(d["client_order_id"], d["code"]) for d in denied] == [(beyond.id, "max_order_notional")]
+        assert "RISK_MAX_ORDER_NOTIONAL" in denied[0]["reason"]
+        audit = (await api.get("/control/events")).json()
+        assert [(e["action"], e["state"], e["actor"]) for e in audit] == [("reduce", "REDUCING", "tester")]
+        curve = (await api.get("/equity", params={"start": "2026-03-02"})).json()
+        assert len(curve) == 1 and curve[0]["equity"] == sample.equity
+        positions = (await api.get("/positions")).json()
+        assert [(p["symbol"], p["quantity"]) for p in positions] == [("AAPL", 10)]
+        portfolio = (await api.get("/portfolio")).json()
+        assert portfolio["open_positions"] == 1 and portfolio["gross_exposure"] == 1_000.0
+        risk = (await api.get("/risk")).json()
+        assert risk["state"] == "REDUCING" and risk["usage"]["open_positions"] == 1
+        assert (await api.get("/equity", params={"start": "2026-03-03", "end": "2026-03-02"})).status_code == 422
