@@ -249,3 +249,14 @@ def test_limits_are_frozen():
     with pytest.raises(AttributeError):
         RiskLimits().max_order_notional = 5  # type: ignore[misc]
     assert replace(RiskLimits(), max_order_notional=5).max_order_notional == 5
+
+
+def test_an_older_operator_version_is_adopted_but_keeps_a_tripped_rule():
+    risk = engine(daily_loss_pct=0.03)
+    risk.set_operator(TradingState.HALTED, 5)
+    risk.check(order(), cash(100_000.0))
+    risk.check(order(symbol="MSFT"), cash(97_000.0))  # trips the daily loss
+    risk.set_operator(TradingState.ACTIVE, 0)  # Redis lost the record: the operator's word is ACTIVE again
+    assert risk.state is TradingState.REDUCING  # but the rule still holds
+    risk.set_operator(TradingState.ACTIVE, 1)
+    assert risk.state is TradingState.ACTIVE

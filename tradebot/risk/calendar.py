@@ -7,6 +7,7 @@ once and cached, so the check per order is two float comparisons.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Protocol
@@ -82,3 +83,9 @@ class NyseHours:
             return None  # outside the calendar's range the market counts as closed: fail safe
         opened, closed = self._calendar.session_open_close(label)
         return opened.timestamp(), closed.timestamp()
+
+
+@functools.cache
+def nyse_hours() -> NyseHours:
+    """One calendar per process: loading it takes a second, and a partition may be restored often."""
+    return NyseHours()

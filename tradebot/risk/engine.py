@@ -74,15 +74,13 @@ class RiskEngine:
         return strictest(self.operator_state, ruled)
 
     def set_operator(self, state: TradingState, version: int) -> None:
-        """The operator's latest word; a newer one clears an earlier rule trip (and rebases the peak)."""
-        if version < self.operator_version:
-            return  # an older word arriving late (say, from a backlog) changes nothing
+        """Adopt the operator's current word. A newer version clears an earlier rule trip (and a
+        drawdown halt rebases the peak); an older one (Redis lost its record) keeps the trip."""
         if version > self.operator_version:
             if self.rule and self.rule["code"] == reasons.MAX_DRAWDOWN:
                 self.peak_equity = None
             self.rule = None
-            self.operator_version = version
-        self.operator_state = state
+        self.operator_state, self.operator_version = state, version
 
     def check(self, order: Order, portfolio: Portfolio, market: MarketState = NO_MARKET) -> Decision:
         """Decide one order; an approval is remembered (rates, duplicates) as sent."""

@@ -17,7 +17,7 @@ from typing import Protocol
 from tradebot.common.config import Settings
 from tradebot.common.models import ACCOUNT_SCOPE, ControlEvent, Order, OrderEvent, stable_id
 from tradebot.execution.broker import event_id
-from tradebot.risk.calendar import NyseHours
+from tradebot.risk.calendar import nyse_hours
 from tradebot.risk.engine import RiskEngine
 from tradebot.risk.limits import RiskLimits
 from tradebot.risk.portfolio import MarketState, Portfolio, Totals
@@ -38,7 +38,7 @@ def new_engine(settings: Settings) -> RiskEngine:
     """The engine the settings describe; the NYSE calendar is loaded only when market hours are enforced."""
     real_broker = getattr(settings, "broker", "paper") != "paper"
     limits = RiskLimits.from_settings(settings, real_broker=real_broker)
-    return RiskEngine(limits, market_hours=NyseHours() if limits.enforce_market_hours else None)
+    return RiskEngine(limits, market_hours=nyse_hours() if limits.enforce_market_hours else None)
 
 
 class RiskStage:
@@ -103,7 +103,8 @@ class RiskStage:
     def flatten(self, event: ControlEvent, account: Account) -> list[Order]:
         """REDUCING from here on, and one closing order per open position."""
         self._totals = None
-        self.engine.set_operator(TradingState(event.state), event.version)
+        if event.version > self.engine.operator_version:  # else the watcher has already seen it, or newer
+            self.engine.set_operator(TradingState(event.state), event.version)
         closing = []
         for symbol, held in sorted(account.positions.items()):
             if held.quantity <= 0:
