@@ -115,6 +115,4 @@ def test_the_stage_keeps_the_same_totals_as_a_fresh_sum() -> None:
         account._execute(order)
     kept = account.risk.portfolio(account.broker).totals()
     fresh = Portfolio(account.broker.cash, account.broker.positions).totals()
-    assert kept.equity == pytest.approx(fresh.equity)
-    assert kept.gross_exposure == pytest.approx(fresh.gross_exposure)
-    assert kept.open_positions == fresh.open_positions
+    assert kept == fresh  # exactly: integer micro-dollars

@@ -39,16 +39,16 @@ class Portfolio:
         """Equity, gross exposure and open positions, in one pass over the positions."""
         if self.known_totals is not None:
             return self.known_totals
-        value = gross = 0.0
+        value = gross = 0
         open_positions = 0
         for held in self.positions.values():
             quantity = held.quantity
             if quantity:
-                worth = quantity * (held.last_price or held.average_cost)
-                value += worth
-                gross += worth if worth > 0 else -worth
+                units = to_units(quantity * (held.last_price or held.average_cost))
+                value += units
+                gross += units if units > 0 else -units
                 open_positions += 1
-        return Totals(self.cash + value, gross, open_positions)
+        return Totals(self.cash, value, gross, open_positions)
 
     def equity(self) -> float:
         return self.totals().equity
@@ -60,21 +60,39 @@ class Portfolio:
         return self.totals().open_positions
 
 
+UNITS_PER_DOLLAR = 1_000_000
+
+
+def to_units(dollars: float) -> int:
+    """Whole micro-dollars: integer sums are exact, so totals moved order by order equal a fresh sum."""
+    return round(dollars * UNITS_PER_DOLLAR)
+
+
 @dataclass(frozen=True, slots=True)
 class Totals:
-    """What the account-level checks need, computed once per order."""
+    """What the account-level checks need: cash, and the positions' value and gross in micro-dollars."""
 
-    equity: float
-    gross_exposure: float
+    cash: float
+    value_units: int
+    gross_units: int
     open_positions: int
 
-    def moved(self, cash_change: float, worth_before: float, worth_after: float) -> Totals:
-        """The totals after one position's worth (and the cash) changed."""
-        opened = (worth_after != 0) - (worth_before != 0)
+    @property
+    def equity(self) -> float:
+        return self.cash + self.value_units / UNITS_PER_DOLLAR
+
+    @property
+    def gross_exposure(self) -> float:
+        return self.gross_units / UNITS_PER_DOLLAR
+
+    def moved(self, cash: float, worth_before: float, worth_after: float) -> Totals:
+        """The totals after one position's worth changed and the cash became ``cash``."""
+        before, after = to_units(worth_before), to_units(worth_after)
         return Totals(
-            self.equity + cash_change + worth_after - worth_before,
-            self.gross_exposure + abs(worth_after) - abs(worth_before),
-            self.open_positions + opened,
+            cash,
+            self.value_units + after - before,
+            self.gross_units + abs(after) - abs(before),
+            self.open_positions + (worth_after != 0) - (worth_before != 0),
         )
 
 

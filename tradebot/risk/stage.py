@@ -50,8 +50,9 @@ class RiskStage:
         self.marks: dict[str, float] = {}
         self._decided: deque[str] = deque(maxlen=REMEMBERED_DECISIONS)
         self._decided_set: set[str] = set()
-        # The account's totals, moved order by order (no pass over every position per order) and
-        # summed afresh at every batch, so float drift cannot build up.
+        # The account's totals, moved order by order instead of a pass over every position per
+        # order; in integer micro-dollars, so they equal a fresh sum exactly (a replay in other
+        # batches decides the same) and are summed afresh at every batch all the same.
         self._totals: Totals | None = None
 
     def begin_batch(self) -> None:
@@ -80,22 +81,20 @@ class RiskStage:
             self._totals = Portfolio(account.cash, account.positions).totals()
         return Portfolio(account.cash, account.positions, self._totals)
 
-    def before_broker(self, order: Order, account: Account) -> tuple[float, float, float]:
-        """What the broker call may change: cash, the symbol's worth, its realised P&L."""
+    def before_broker(self, order: Order, account: Account) -> tuple[float, float]:
+        """What the broker call may change of the symbol: its worth and its realised P&L."""
         held = account.positions.get(order.symbol)
         if held is None:
-            return account.cash, 0.0, 0.0
-        return account.cash, held.quantity * (held.last_price or held.average_cost), held.realised_pnl
+            return 0.0, 0.0
+        return held.quantity * (held.last_price or held.average_cost), held.realised_pnl
 
-    def after_broker(
-        self, order: Order, result: OrderEvent, before: tuple[float, float, float], account: Account
-    ) -> None:
+    def after_broker(self, order: Order, result: OrderEvent, before: tuple[float, float], account: Account) -> None:
         """Move the totals by what the broker did; a filled sell feeds the protections and Kelly."""
-        cash_before, worth_before, realised_before = before
+        worth_before, realised_before = before
         held = account.positions.get(order.symbol)
         worth_after = held.quantity * (held.last_price or held.average_cost) if held is not None else 0.0
         if self._totals is not None:
-            self._totals = self._totals.moved(account.cash - cash_before, worth_before, worth_after)
+            self._totals = self._totals.moved(account.cash, worth_before, worth_after)
         if result.status == "filled" and order.side == "sell":
             realised = getattr(held, "realised_pnl", 0.0) - realised_before
             self.engine.record_close(order.symbol, realised, order.timestamp)
