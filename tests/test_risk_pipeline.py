@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from tradebot.api.history_service import create_app
-from tradebot.common.bus import Bus
+from tradebot.common.bus import Bus, decode
 from tradebot.common.config import Settings
 from tradebot.common.models import Order
-from tradebot.common.streams import EQUITY_SAMPLES, ORDERS_NEW
+from tradebot.common.streams import EQUITY_SAMPLES, ORDER_EVENTS, ORDERS_NEW
 from tradebot.execution import service as execution
 from tradebot.risk import control
 from tradebot.risk.equity import equity_sample, grid_time
@@ -68,3 +68,91 @@ async def test_a_denial_at_the_threshold_is_stored_and_listed(
         risk = (await api.get("/risk")).json()
         assert risk["state"] == "REDUCING" and risk["usage"]["open_positions"] == 1
         assert (await api.get("/equity", params={"start": "2026-03-03", "end": "2026-03-02"})).status_code == 422
+
+
+OFF = {
+    name: 0
+    for name in (
+        "risk_max_order_notional",
+        "risk_max_position_pct",
+        "risk_max_gross_exposure_pct",
+        "risk_max_open_positions",
+        "risk_max_orders_per_second",
+        "risk_max_orders_per_minute",
+        "risk_max_symbol_orders_per_second",
+        "risk_max_symbol_orders_per_minute",
+        "risk_duplicate_window_s",
+        "risk_price_collar_pct",
+        "risk_daily_loss_pct",
+        "risk_max_drawdown_pct",
+        "slippage_bps",
+        "commission_per_share",
+    )
+}
+
+
+def at(seconds: float, side: str, symbol: str, quantity: float, price: float) -> Order:
+    return Order(
+        id=f"co-{symbol}-{side}-{seconds}-{quantity}-{price}",
+        symbol=symbol,
+        side=side,  # type: ignore[arg-type]
+        quantity=quantity,
+        reference_price=price,
+        signal_id="s",
+        timestamp=T0 + timedelta(seconds=seconds),
+    )
+
+
+LIMIT_CASES = {
+    "max_order_notional": (
+        {"risk_max_order_notional": 1_000.0},
+        [at(0, "buy", "AAPL", 10, 100.0), at(1, "buy", "MSFT", 10, 100.01)],
+    ),
+    "max_position": (
+        {"risk_max_position_pct": 0.01},  # 1,000 of 100,000
+        [at(0, "buy", "AAPL", 10, 100.0), at(1, "buy", "AAPL", 1, 100.0)],
+    ),
+    "max_gross_exposure": (
+        {"risk_max_gross_exposure_pct": 0.02},
+        [at(0, "buy", "AAPL", 10, 100.0), at(1, "buy", "MSFT", 10, 100.0), at(2, "buy", "NVDA", 1, 100.0)],
+    ),
+    "max_open_positions": (
+        {"risk_max_open_positions": 2},
+        [at(0, "buy", "AAPL", 1, 100.0), at(1, "buy", "MSFT", 1, 100.0), at(2, "buy", "NVDA", 1, 100.0)],
+    ),
+    "symbol_rate_per_second": (
+        {"risk_max_symbol_orders_per_second": 2},
+        [at(0, "buy", "AAPL", 1, 100.0), at(0.5, "buy", "AAPL", 2, 100.0), at(0.9, "buy", "AAPL", 3, 100.0)],
+    ),
+    "duplicate_order": (
+        {"risk_duplicate_window_s": 2.0},
+        [at(0, "buy", "AAPL", 1, 100.0), at(2, "buy", "AAPL", 2, 100.0), at(3.999, "buy", "AAPL", 3, 100.0)],
+    ),
+    "price_collar": (
+        {"risk_price_collar_pct": 0.05},
+        [at(0, "buy", "AAPL", 1, 100.0), at(1, "buy", "AAPL", 1, 105.0), at(2, "buy", "AAPL", 1, 110.26)],
+    ),
+    "buying_power": (
+        {"starting_cash": 1_000.0},
+        [at(0, "buy", "AAPL", 10, 100.0), at(1, "buy", "MSFT", 1, 1.0)],
+    ),
+    "reducing": (  # the daily loss limit: 3 % down since the session opened turns trading REDUCING
+        {"risk_daily_loss_pct": 0.03},
+        [at(0, "buy", "AAPL", 1_000, 100.0), at(1, "sell", "AAPL", 1, 97.0), at(2, "buy", "MSFT", 1, 1.0)],
+    ),
+    "halted": (  # the drawdown limit: 15 % from the peak halts
+        {"risk_max_drawdown_pct": 0.15},
+        [at(0, "buy", "AAPL", 1_000, 100.0), at(1, "sell", "AAPL", 1, 85.0), at(2, "sell", "AAPL", 1, 85.0)],
+    ),
+}
+
+
+async def test_each_limit_trips_at_its_threshold_through_the_execution_worker(bus: Bus, settings: Settings) -> None:
+    for code, (limit, orders) in LIMIT_CASES.items():
+        await bus.redis.flushdb()
+        await bus.publish((ORDERS_NEW, order) for order in orders)
+        run = settings.model_copy(update={**OFF, **limit, "burst": True})
+        await asyncio.wait_for(execution.run(run, stop=asyncio.Event(), counters=Counter()), timeout=60)
+        events = [decode(fields) for _, fields in await bus.redis.xrange(ORDER_EVENTS)]
+        statuses = [(e.status, (e.reason or "").split(":")[0] or None) for e in events]  # type: ignore[attr-defined]
+        assert statuses == [("filled", None)] * (len(orders) - 1) + [("denied", code)], code
