@@ -17,16 +17,10 @@ from pydantic import ValidationError
 
 from tradebot.common.bus import Bus, Commit
 from tradebot.common.models import ACCOUNT_SCOPE, ControlEvent, Event
-from tradebot.common.streams import (
-    CONTROL_EVENTS,
-    EXECUTION_ROLE,
-    ORDERS_NEW,
-    TRADING_STATE_KEY,
-    checkpoint_key,
-    heartbeat_key,
-)
+from tradebot.common.streams import CONTROL_EVENTS, ORDERS_NEW, TRADING_STATE_KEY, heartbeat_key
 from tradebot.risk.state import TradingState
 from tradebot.risk.store import OperatorRecord, read_record, seen_versions
+from tradebot.risk.views import read_checkpoint, trading_state
 
 ACTIONS: dict[str, TradingState] = {
     "halt": TradingState.HALTED,
@@ -86,17 +80,12 @@ async def apply_action(bus: Bus, action: str, *, actor: str, reason: str, now: d
 
 
 async def status(bus: Bus) -> dict:
-    """The operator's state, any tripped risk rule, and which workers have seen which version."""
+    """The trading state, any tripped risk rule, and which live workers have seen which version."""
     record, _ = await read_record(bus.redis)
-    saved = await bus.redis.get(checkpoint_key(EXECUTION_ROLE, 0))
-    risk = (json.loads(saved).get("risk") if saved else None) or {}
-    rule = risk.get("rule")
-    effective = TradingState(rule["state"]) if rule else TradingState.ACTIVE
-    if record.state.strictness > effective.strictness:
-        effective = record.state
+    state, rule = trading_state(record, await read_checkpoint(bus.redis))
     return {
-        "state": effective.value,
-        "operator": {**json.loads(record.to_json())},
+        "state": state.value,
+        "operator": json.loads(record.to_json()),
         "rule": rule,
         "seen_by": await live_seen_versions(bus),
     }

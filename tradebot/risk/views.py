@@ -12,7 +12,8 @@ from tradebot.execution.broker import PaperBroker
 from tradebot.risk.engine import RiskEngine
 from tradebot.risk.limits import RiskLimits
 from tradebot.risk.portfolio import Portfolio
-from tradebot.risk.store import read_record
+from tradebot.risk.state import TradingState
+from tradebot.risk.store import OperatorRecord, read_record
 
 
 async def read_checkpoint(redis: aioredis.Redis) -> dict | None:
@@ -81,21 +82,27 @@ def portfolio(checkpoint: dict) -> dict:
     }
 
 
+def trading_state(record: OperatorRecord, checkpoint: dict | None) -> tuple[TradingState, dict | None]:
+    """The state the risk stage applies to the next order, and the rule it keeps (if any)."""
+    engine = _account(checkpoint)[1] if checkpoint is not None else RiskEngine(RiskLimits())
+    engine.set_operator(record.state, record.version)
+    return engine.state, engine.rule
+
+
 async def risk(redis: aioredis.Redis, settings: Settings) -> dict:
     """Trading state, limits and how much of each is used."""
     record, _ = await read_record(redis)
     checkpoint = await read_checkpoint(redis)
     limits = RiskLimits.from_settings(settings, real_broker=getattr(settings, "broker", "paper") != "paper")
-    engine = RiskEngine(limits)
     usage = None
     if checkpoint is not None:
         broker, engine = _account(checkpoint)
         usage = engine.usage(Portfolio(broker.cash, broker.positions))
-    engine.set_operator(record.state, record.version)
+    state, rule = trading_state(record, checkpoint)
     return {
-        "state": engine.state.value,
+        "state": state.value,
         "operator": json.loads(record.to_json()),
-        "rule": engine.rule,
+        "rule": rule,
         "limits": limits.as_dict(),
         "usage": usage,
     }
