@@ -41,7 +41,7 @@ def order(side: str, symbol: str = "AAPL", quantity: float = 10, price: float = 
 
 @pytest.fixture
 async def api(bus: Bus, settings: Settings, clean_database: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update={"control_token": SecretStr(TOKEN)}))
+    app = create_app(settings.model_copy(update={"api_token": SecretStr(TOKEN)}))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
@@ -65,14 +65,14 @@ async def nothing_changed(bus: Bus) -> None:
     assert await bus.redis.xlen(CONTROL_EVENTS) == 0
 
 
-async def test_control_is_403_until_a_token_is_set(bus: Bus, settings: Settings, clean_database: str) -> None:
+async def test_control_is_403_until_an_api_token_is_set(bus: Bus, settings: Settings, clean_database: str) -> None:
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
     ):
         reply = await client.post("/control/halt", json={"reason": "test"}, headers={"Authorization": "Bearer x"})
-    assert reply.status_code == 403 and "set CONTROL_TOKEN" in reply.json()["detail"]
+    assert reply.status_code == 403 and "set API_TOKEN" in reply.json()["detail"]
     await nothing_changed(bus)
 
 
@@ -80,8 +80,8 @@ async def test_control_is_403_until_a_token_is_set(bus: Bus, settings: Settings,
     ("path", "headers", "body", "status", "says"),
     [
         ("/control/halt", {}, {"reason": "x"}, 401, "Authorization: Bearer"),
-        ("/control/halt", {"Authorization": "Bearer nope"}, {"reason": "x"}, 403, "wrong control token"),
-        ("/control/halt", {"Authorization": TOKEN}, {"reason": "x"}, 401, "Bearer"),
+        ("/control/halt", {"Authorization": "Bearer nope"}, {"reason": "x"}, 401, "wrong bearer token"),
+        ("/control/halt", {"Authorization": TOKEN}, {"reason": "x"}, 401, "missing bearer token"),
         ("/control/explode", {"Authorization": f"Bearer {TOKEN}"}, {"reason": "x"}, 404, "choose one of: halt"),
         ("/control/halt", {"Authorization": f"Bearer {TOKEN}"}, {}, 422, "reason"),
         ("/control/halt", {"Authorization": f"Bearer {TOKEN}"}, {"reason": ""}, 422, "reason"),

@@ -77,7 +77,17 @@ def test_every_commented_example_value_is_valid(line: re.Match[str], monkeypatch
 
 def test_env_example_sets_no_secret() -> None:
     secrets = {name.upper() for name, field in Settings.model_fields.items() if SecretStr in _types(field.annotation)}
-    assert secrets == {"ALPACA_KEY", "ALPACA_SECRET", "POLYGON_API_KEY", "CONTROL_TOKEN"}
+    assert secrets == {
+        "ALPACA_KEY",
+        "ALPACA_SECRET",
+        "POLYGON_API_KEY",
+        "API_TOKEN",
+        "WEBHOOK_SECRET",
+        "ALERT_TELEGRAM_TOKEN",
+        "ALERT_DISCORD_WEBHOOK_URL",
+        "ALERT_SLACK_WEBHOOK_URL",
+        "ALERT_SMTP_PASSWORD",
+    }
     assert {name: value for name, value in dotenv().items() if name in secrets and value} == {}
 
 

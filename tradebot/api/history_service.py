@@ -6,6 +6,7 @@ DATABASE_URL are unset). OpenAPI docs are served at /docs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -15,16 +16,28 @@ import asyncpg
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from tradebot.api import routes_account, routes_control, routes_health, routes_history, routes_portfolio, routes_risk
-from tradebot.common.bus import connect
+from tradebot.api import (
+    routes_account,
+    routes_control,
+    routes_health,
+    routes_history,
+    routes_portfolio,
+    routes_risk,
+    routes_webhooks,
+)
+from tradebot.api.auth import BodyLimit, check_exposure
+from tradebot.common.bus import Bus, connect
 from tradebot.common.config import Settings, load_settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
 from tradebot.common.runtime import infrastructure, setup_logging
 from tradebot.storage.queries import StoredDataError, UnknownSymbolError
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions, database_mode
+from tradebot.ui import dashboard, routes_ws, udf
+from tradebot.ui.live import Hub
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +52,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.pool = await create_pool(settings.database_url, application_name="tradebot-api")
     app.state.mode = await database_mode(app.state.pool)
     app.state.redis = connect(settings.redis_url) if settings.redis_url else None
+    stop, live_tasks = asyncio.Event(), []
+    app.state.hub = None
+    if settings.redis_url:
+        app.state.hub = Hub(
+            Bus(connect(settings.redis_url)), settings.tick_partitions, queue_size=settings.ws_queue_size
+        )
+        live_tasks = [
+            asyncio.create_task(app.state.hub.run(stop)),
+            asyncio.create_task(
+                app.state.hub.run_health(lambda: routes_health.health_summary(app.state.redis, settings), stop)
+            ),
+        ]
     log.info("history API ready (storage mode: %s)", app.state.mode)
     try:
         yield
     finally:
+        stop.set()
+        await asyncio.gather(*live_tasks, return_exceptions=True)
+        if app.state.hub is not None:
+            await app.state.hub.bus.close()
         if app.state.redis is not None:
             await app.state.redis.aclose()
         await app.state.pool.close()
@@ -92,6 +121,7 @@ async def _database_unavailable(request: Request, error: Exception) -> JSONRespo
 
 def create_app(settings: Settings) -> FastAPI:
     """The FastAPI application for ``settings`` (its lifespan connects on start-up)."""
+    check_exposure(settings)
     app = FastAPI(
         title="tradebot history API",
         version="1.0",
@@ -104,6 +134,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_account.router)
     for risk_router in (routes_portfolio.router, routes_risk.router, routes_control.router):
         app.include_router(risk_router)
+    app.include_router(routes_webhooks.router)
+    app.include_router(udf.router)
+    app.include_router(routes_ws.router)
+    dashboard.mount(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    if settings.cors_origins:  # closed unless origins are named
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(UnknownSymbolError, _unknown_symbol)
     app.add_exception_handler(StoredDataError, _stored_data_error)

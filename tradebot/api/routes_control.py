@@ -1,20 +1,19 @@
-"""POST /control/{halt,reduce,resume,flatten}: the kill switch, behind a bearer token.
+"""POST /control/{halt,reduce,resume,flatten}: the kill switch, behind the API's bearer token.
 
-Without CONTROL_TOKEN the endpoints answer 403 saying what to set; a missing or wrong token, an
-unknown action or a bad body gets a 4xx that says what is wrong, and changes nothing.
+Without API_TOKEN the endpoints answer 403 saying what to set; a missing or wrong token (401), an
+unknown action (404) or a bad body (422) gets a 4xx that says what is wrong, and changes nothing.
 """
 
 from __future__ import annotations
 
-import secrets
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from tradebot.api.auth import TokenDep
 from tradebot.api.deps import RedisDep, SettingsDep
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
-from tradebot.common.config import Settings
 from tradebot.risk import control
 
 router = APIRouter(tags=["control"])
@@ -29,21 +28,6 @@ class ControlRequest(BaseModel):
     actor: str | None = Field(None, min_length=1, max_length=100)
 
 
-def authorize(settings: Settings, authorization: str | None) -> None:
-    """403 when no token is configured or the token is wrong, 401 when none was sent."""
-    if settings.control_token is None:
-        raise HTTPException(status_code=403, detail="control is disabled: set CONTROL_TOKEN to enable it")
-    if not authorization or not authorization.startswith("Bearer "):
-        raise HTTPException(
-            status_code=401,
-            detail="send the header 'Authorization: Bearer <CONTROL_TOKEN>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    given = authorization.removeprefix("Bearer ").strip().encode()
-    if not secrets.compare_digest(given, settings.control_token.get_secret_value().encode()):
-        raise HTTPException(status_code=403, detail="wrong control token")
-
-
 @router.post("/control/{action}", summary="halt, reduce, resume or flatten: changes the trading state for every worker")
 async def control_action(
     action: str,
@@ -51,9 +35,8 @@ async def control_action(
     request: Request,
     redis: RedisDep,
     settings: SettingsDep,
-    authorization: Annotated[str | None, Header()] = None,
+    _token: TokenDep,
 ) -> dict[str, Any]:
-    authorize(settings, authorization)
     if action not in control.ACTIONS:
         raise HTTPException(
             status_code=404, detail=f"unknown action {action!r}; choose one of: {', '.join(control.ACTIONS)}"

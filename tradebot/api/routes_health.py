@@ -109,3 +109,13 @@ async def health(pool: PoolDep, client: RedisDep, settings: SettingsDep, respons
         workers=workers,
         streams=streams,
     )
+
+
+async def health_summary(client: aioredis.Redis, settings: Settings) -> dict[str, object]:
+    """Workers and stream backlogs, as the live ``health`` channel sends them every few seconds."""
+    workers = await heartbeats(client, datetime.now(UTC))
+    streams = await stream_health(client, settings)
+    return {
+        "workers": [worker.model_dump(mode="json") for worker in workers],
+        "streams": [stream.model_dump(mode="json") for stream in streams],
+    }

@@ -42,7 +42,7 @@ async def equity(
     pool: PoolDep,
     window: TimeRangeDep,
     limit: int = Query(10_000, ge=1, le=MAX_SAMPLES, description="most samples returned (the earliest)"),
-) -> list[dict[str, Any]]:
+) -> dict[str, list[dict[str, Any]]]:
     async with connection(pool) as conn:
         rows = await conn.fetch(
             "SELECT ts, cash, equity, gross_exposure, realised_pnl, unrealised_pnl, drawdown FROM equity_samples "
@@ -51,4 +51,4 @@ async def equity(
             window.end,
             limit,
         )
-    return [{"timestamp": row["ts"], **{k: v for k, v in row.items() if k != "ts"}} for row in rows]
+    return {"points": [{"timestamp": row["ts"], **{k: v for k, v in row.items() if k != "ts"}} for row in rows]}

@@ -107,6 +107,20 @@ return 1
 
 # XREADGROUP without BLOCK, only for the lease holder (scripts cannot block; waiting is done
 # with a plain XREAD by the caller). Returns 0 when the lease is not ours.
+# Publish only if KEYS[1] was not set before (an idempotency key kept for ARGV[1] ms): the check and
+# the XADDs are one script, so a retried request can neither publish twice nor be lost in between.
+# KEYS[2..] are the streams; ARGV[2..] hold, per stream, a field count and then the field pairs.
+_PUBLISH_ONCE_SCRIPT = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+local at = 2
+for k = 2, #KEYS do
+    local n = tonumber(ARGV[at])
+    redis.call('XADD', KEYS[k], '*', unpack(ARGV, at + 1, at + n))
+    at = at + n + 1
+end
+return 1
+"""
+
 _FENCED_READ_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[2], ARGV[5])
@@ -179,6 +193,7 @@ class Bus:
         self.max_deliveries = max_deliveries
         self._commit = client.register_script(_COMMIT_SCRIPT)
         self._fenced_read = client.register_script(_FENCED_READ_SCRIPT)
+        self._publish_once = client.register_script(_PUBLISH_ONCE_SCRIPT)
         self.last_errors: dict[str, str] = {}
 
     @classmethod
@@ -198,6 +213,14 @@ class Bus:
             for stream, event in items:
                 pipe.xadd(stream, encode(event), maxlen=self.maxlen, approximate=True)
             return await pipe.execute()
+
+    async def publish_once(self, key: str, ttl_ms: int, items: Sequence[tuple[str, Event]]) -> bool:
+        """Publish ``items`` unless ``key`` was used in the last ``ttl_ms``; False for a repeat."""
+        args: list[object] = [ttl_ms]
+        for _, event in items:
+            flat = [part for pair in encode(event).items() for part in pair]
+            args += [len(flat), *flat]
+        return bool(await self._publish_once(keys=[key, *(stream for stream, _ in items)], args=args))
 
     async def publish_raw(self, stream: str, fields: Mapping[str, str]) -> str:
         """Append an arbitrary entry (tests and tools inject malformed messages with this)."""
@@ -269,6 +292,30 @@ class Bus:
         if not waiting.done():
             waiting.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
         await asyncio.gather(waiting, stopping, return_exceptions=True)
+
+    async def tails(self, streams: Sequence[str]) -> dict[str, str]:
+        """The id of each stream's newest entry ("0-0" for an empty or missing stream): where a
+        follower starts to see only what comes next."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xrevrange(stream, count=1)
+            replies = await pipe.execute()
+        return {stream: rows[0][0] if rows else "0-0" for stream, rows in zip(streams, replies, strict=True)}
+
+    async def follow(self, positions: dict[str, str], *, count: int, block_ms: int) -> list[Delivery]:
+        """Entries after ``positions`` (stream -> last id seen), read without a consumer group, so a
+        fan-out reader (dashboard, tail) sees everything and holds no worker back. Advances
+        ``positions``. An entry that does not decode is skipped: its consuming role dead-letters it."""
+        reply = await self.redis.xread(positions, count=count, block=block_ms)
+        deliveries = []
+        for stream, rows in reply or []:
+            for entry_id, fields in rows:
+                positions[stream] = entry_id
+                try:
+                    deliveries.append(Delivery(stream, entry_id, decode(fields)))
+                except ValueError:
+                    continue
+        return deliveries
 
     async def last_delivered_id(self, stream: str, group: str) -> str:
         """The id of the newest entry ``group`` has been given ("0-0" before the first)."""

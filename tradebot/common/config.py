@@ -99,8 +99,6 @@ class Settings(BaseSettings):
     exit_take_profit_pct: float = Field(0.0, ge=0)
     exit_trailing_pct: float = Field(0.0, ge=0, le=1)
     equity_sample_s: float = Field(60.0, gt=0)
-    # Bearer token of POST /control/*; unset = the control endpoints answer 403
-    control_token: SecretStr | None = None
 
     # --- history API ---
     api_host: str = "127.0.0.1"
@@ -131,6 +129,40 @@ class Settings(BaseSettings):
     chunk_interval: str | None = None
     compress_after: str = "7 days"
     tick_retention: str | None = None
+
+    # --- operator surface: auth, exposure, live streams ---
+    # Bearer token for every mutating endpoint; required to bind the API beyond loopback.
+    api_token: SecretStr | None = None
+    cors_origins: Annotated[list[str], NoDecode] = []  # empty: CORS closed
+    api_max_body_bytes: int = Field(65_536, ge=1024, le=64 * 1024 * 1024)
+    ws_queue_size: int = Field(1000, ge=10, le=1_000_000)  # messages a slow WebSocket client may lag
+    # TradingView alert webhooks: the shared secret in the alert body; unset = the endpoint answers 403
+    webhook_secret: SecretStr | None = None
+    webhook_rate_per_minute: int = Field(60, ge=1, le=10_000)
+    webhook_dedup_days: float = Field(7.0, gt=0, le=365)
+
+    # --- alerts (the alerts role): each channel is used when its settings are given ---
+    alert_telegram_token: SecretStr | None = None
+    alert_telegram_chat_id: str | None = None
+    alert_telegram_api_url: str = "https://api.telegram.org"
+    alert_discord_webhook_url: SecretStr | None = None
+    alert_slack_webhook_url: SecretStr | None = None
+    alert_smtp_host: str | None = None
+    alert_smtp_port: int = Field(587, ge=1, le=65535)
+    alert_smtp_user: str | None = None
+    alert_smtp_password: SecretStr | None = None
+    alert_email_from: str = "tradebot@localhost"
+    alert_email_to: str | None = None
+    alert_reminder_minutes: float = Field(60.0, gt=0)  # one alert per incident, a reminder this often
+    alert_rate_per_minute: int = Field(20, ge=1, le=1000)  # per channel
+    alert_check_s: float = Field(15.0, gt=0)  # how often worker heartbeats are checked
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -175,7 +207,15 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(f"invalid setting {name}{shown}: {first['msg']}; set {name} to a valid value") from None
 
 
-_SECRET_NAMES = {"ALPACA_KEY", "ALPACA_SECRET", "POLYGON_API_KEY", "DATABASE_URL", "REDIS_URL", "CONTROL_TOKEN"}
+_SECRET_NAMES = {
+    "ALPACA_KEY",
+    "ALPACA_SECRET",
+    "POLYGON_API_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "API_TOKEN",
+    "WEBHOOK_SECRET",
+}
 
 
 def redact_url(url: str | None) -> str:

@@ -46,6 +46,8 @@ def consumer_name() -> str:
 # At DEBUG these log every frame and request, including the provider's auth message with its keys;
 # they stay at INFO whatever LOG_LEVEL says, so secrets never reach the log.
 QUIET_LIBRARIES = ("websockets", "urllib3", "alpaca", "polygon", "httpx", "httpcore", "asyncio")
+# httpx logs every request's URL at INFO, and alert webhooks carry their secret in the URL.
+SILENT_LIBRARIES = ("httpx", "httpcore")
 
 
 def setup_logging(level: str) -> None:
@@ -53,7 +55,8 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(level)  # also when something configured logging before us
     for name in QUIET_LIBRARIES:
-        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))
+        floor = logging.WARNING if name in SILENT_LIBRARIES else logging.INFO
+        logging.getLogger(name).setLevel(max(floor, logging.getLevelName(level)))
 
 
 @contextmanager

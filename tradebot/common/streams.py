@@ -90,6 +90,11 @@ def publisher_sequence_key(source: str) -> str:
     return f"publisher_seq:{source}"
 
 
+def webhook_alert_key(alert_id: str) -> str:
+    """Marks an incoming alert as published (kept for days), so a replayed alert is not traded twice."""
+    return f"webhook:alert:{alert_id}"
+
+
 # The operator's trading state (ACTIVE / REDUCING / HALTED) as JSON, and which worker last saw which
 # version of it (a hash: consumer -> version), so `tradebot status` shows who obeys.
 TRADING_STATE_KEY = "risk:trading_state"

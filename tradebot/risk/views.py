@@ -101,6 +101,7 @@ async def risk(redis: aioredis.Redis, settings: Settings) -> dict:
     state, rule = trading_state(record, checkpoint)
     return {
         "state": state.value,
+        "reason": rule["reason"] if rule else (record.reason if record.version else None),
         "operator": json.loads(record.to_json()),
         "rule": rule,
         "limits": limits.as_dict(),
