@@ -82,3 +82,17 @@ def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server.start()
     yield server
     server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name every TimescaleDB test with its outcome, so a log shows them PASSED (or why they skipped)."""
+    lines = [
+        f"{report.outcome.upper()} {report.nodeid}"
+        for outcome in ("passed", "failed", "skipped", "error")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "keywords", {}).get("timescale") and (report.when == "call" or report.outcome != "passed")
+    ]
+    if lines:
+        terminalreporter.section("TimescaleDB tests (TEST_TIMESCALE_DSN)")
+        for line in sorted(set(lines)):
+            terminalreporter.line(line)

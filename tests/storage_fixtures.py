@@ -7,6 +7,7 @@ simple implementation.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -194,6 +195,11 @@ def minute_bar(
         vwap=vwap,
         source=source,
     )
+
+
+def session_database(name: str) -> str:
+    """``name`` made unique to this test process, for servers several runs may share (TEST_TIMESCALE_DSN)."""
+    return f"{name}_{os.getpid()}"
 
 
 async def migrated_database(server_dsn: str, name: str) -> str:

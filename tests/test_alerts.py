@@ -21,7 +21,7 @@ from tradebot.alerts.channels import channels_from_settings
 from tradebot.alerts.notifier import Notifier
 from tradebot.alerts.rules import Alert, Deduper, alerts_for, workers_down
 from tradebot.common.bus import Bus
-from tradebot.common.config import Settings
+from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.models import OrderEvent
 from tradebot.common.runtime import setup_logging
 from tradebot.common.streams import ORDER_EVENTS, heartbeat_key
@@ -50,12 +50,14 @@ def fill(n: int, status: str = "filled") -> OrderEvent:
 def test_fills_and_refusals_call_for_alerts() -> None:
     assert alerts_for(fill(1)) == [Alert("fill:ev-1", "filled: buy 10 AAPL @ 187.25")]
     [refused] = alerts_for(fill(2, "rejected"))
-    assert refused.severity == "warning" and "insufficient cash" in refused.text
+    assert refused.severity == "warning"
+    assert "insufficient cash" in refused.text
 
 
 def test_a_role_that_ran_and_has_no_worker_now_is_down() -> None:
     [down] = workers_down({"strategy", "storage"}, {"storage"})
-    assert down.key == "worker-down:strategy" and down.severity == "critical"
+    assert down.key == "worker-down:strategy"
+    assert down.severity == "critical"
 
 
 def test_one_alert_per_incident_then_a_reminder() -> None:
@@ -67,7 +69,8 @@ def test_one_alert_per_incident_then_a_reminder() -> None:
     assert deduper.due(alert) is None
     now[0] = 60.0
     assert deduper.due(alert) == "still: worker down"
-    assert deduper.resolve(alert.key) and deduper.due(alert) == "worker down"
+    assert deduper.resolve(alert.key)
+    assert deduper.due(alert) == "worker down"
 
 
 # --- the worker against the emulators ------------------------------------------------------------
@@ -101,7 +104,7 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
 
 @pytest.fixture
 def alert_settings(settings: Settings, chat: ChatWebhooksEmulator, inbox: tuple[Inbox, int]) -> Settings:
-    return Settings(
+    return ReadySettings(
         _env_file=None,
         **settings.model_dump()
         | {
@@ -140,7 +143,9 @@ async def test_a_fill_reaches_every_channel_once(
         for service_name in ("telegram", "discord", "slack")
     }
     for sent in texts.values():
-        assert sent[0] == "filled: buy 10 AAPL @ 187.25" and "rejected" in sent[1] and len(sent) == 2
+        assert sent[0] == "filled: buy 10 AAPL @ 187.25"
+        assert "rejected" in sent[1]
+        assert len(sent) == 2
     subjects = [message_from_bytes(raw)["Subject"] for raw in inbox[0].messages]
     assert subjects[0] == "tradebot: filled: buy 10 AAPL @ 187.25"
 

@@ -62,13 +62,15 @@ def test_the_api_listens_on_loopback_by_default() -> None:
 def test_binding_beyond_loopback_without_a_token_refuses_to_start_in_one_line() -> None:
     with pytest.raises(SettingsError) as refused:
         check_exposure(Settings(_env_file=None, api_host="0.0.0.0"))
-    assert "set API_TOKEN" in str(refused.value) and "\n" not in str(refused.value)
+    assert "set API_TOKEN" in str(refused.value)
+    assert "\n" not in str(refused.value)
     check_exposure(Settings(_env_file=None, api_host="0.0.0.0", api_token="t"))  # with a token it starts
 
 
 async def test_mutating_without_a_configured_token_is_403_saying_what_to_set(open_api: httpx.AsyncClient) -> None:
     response = await open_api.post("/probe", json={})
-    assert response.status_code == 403 and "set API_TOKEN" in response.json()["detail"]
+    assert response.status_code == 403
+    assert "set API_TOKEN" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(
@@ -81,19 +83,22 @@ async def test_mutating_without_a_configured_token_is_403_saying_what_to_set(ope
 )
 async def test_a_missing_or_wrong_token_is_401(guarded_api: httpx.AsyncClient, headers: dict, says: str) -> None:
     response = await guarded_api.post("/probe", json={}, headers=headers)
-    assert response.status_code == 401 and says in response.json()["detail"]
+    assert response.status_code == 401
+    assert says in response.json()["detail"]
     assert response.headers["www-authenticate"] == "Bearer"
 
 
 async def test_the_right_token_passes(guarded_api: httpx.AsyncClient) -> None:
     response = await guarded_api.post("/probe", json={"a": 1}, headers={"Authorization": "Bearer s3cret-token"})
-    assert response.status_code == 200 and response.json() == {"changed": True, "size": 1}
+    assert response.status_code == 200
+    assert response.json() == {"changed": True, "size": 1}
 
 
 async def test_a_body_over_the_limit_is_413_before_the_endpoint_runs(guarded_api: httpx.AsyncClient) -> None:
     big = {"x": "y" * 4096}
     response = await guarded_api.post("/probe", json=big, headers={"Authorization": "Bearer s3cret-token"})
-    assert response.status_code == 413 and "API_MAX_BODY_BYTES" in response.json()["detail"]
+    assert response.status_code == 413
+    assert "API_MAX_BODY_BYTES" in response.json()["detail"]
 
 
 async def test_cors_is_closed_by_default_and_open_only_to_named_origins(

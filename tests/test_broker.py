@@ -27,21 +27,28 @@ def order(side: str, quantity: float, price: float, symbol: str = "AAPL", number
 def test_a_buy_fills_above_the_reference_price_and_pays_commission() -> None:
     broker = PaperBroker(10_000, slippage_bps=10, commission_per_share=0.01)
     event = broker.execute(order("buy", 10, 200.0))
-    assert event is not None and event.status == "filled"
-    assert event.price == pytest.approx(200.2) and event.commission == pytest.approx(0.10)
-    assert event.id == event_id("co-AAPL-buy-0") and event.client_order_id == "co-AAPL-buy-0"
+    assert event is not None
+    assert event.status == "filled"
+    assert event.price == pytest.approx(200.2)
+    assert event.commission == pytest.approx(0.10)
+    assert event.id == event_id("co-AAPL-buy-0")
+    assert event.client_order_id == "co-AAPL-buy-0"
     assert broker.cash == pytest.approx(10_000 - 2002.0 - 0.10)
     position = broker.positions["AAPL"]
-    assert position.quantity == 10 and position.average_cost == pytest.approx(200.21)
+    assert position.quantity == 10
+    assert position.average_cost == pytest.approx(200.21)
 
 
 def test_a_sell_fills_below_the_reference_price_and_realises_pnl() -> None:
     broker = PaperBroker(10_000, slippage_bps=10, commission_per_share=0.01)
     broker.execute(order("buy", 10, 200.0))
     event = broker.execute(order("sell", 10, 210.0, number=1))
-    assert event is not None and event.status == "filled" and event.price == pytest.approx(209.79)
+    assert event is not None
+    assert event.status == "filled"
+    assert event.price == pytest.approx(209.79)
     position = broker.positions["AAPL"]
-    assert position.quantity == 0 and position.average_cost == 0
+    assert position.quantity == 0
+    assert position.average_cost == 0
     assert position.realised_pnl == pytest.approx((2097.9 - 0.10) - 2002.10)
     assert broker.cash == pytest.approx(10_000 + position.realised_pnl)
 
@@ -55,7 +62,8 @@ def test_unrealised_pnl_marks_the_open_position_at_the_last_reference_price() ->
     assert position.realised_pnl == pytest.approx(50.0)
     assert position.unrealised_pnl == pytest.approx(5 * (120.0 - 100.0))
     account = broker.account()
-    assert account["unrealised_pnl"] == pytest.approx(100.0) and account["realised_pnl"] == pytest.approx(50.0)
+    assert account["unrealised_pnl"] == pytest.approx(100.0)
+    assert account["realised_pnl"] == pytest.approx(50.0)
 
 
 def test_cash_positions_and_pnl_reconcile_with_the_fills() -> None:
@@ -82,17 +90,25 @@ def test_cash_positions_and_pnl_reconcile_with_the_fills() -> None:
 def test_a_buy_beyond_the_cash_is_rejected_with_the_reason() -> None:
     broker = PaperBroker(1_000, commission_per_share=0.01)
     event = broker.execute(order("buy", 10, 100.0))
-    assert event is not None and event.status == "rejected" and event.price is None
-    assert event.reason is not None and "insufficient cash" in event.reason and "$1,000.10" in event.reason
-    assert broker.cash == 1_000 and broker.positions["AAPL"].quantity == 0
+    assert event is not None
+    assert event.status == "rejected"
+    assert event.price is None
+    assert event.reason is not None
+    assert "insufficient cash" in event.reason
+    assert "$1,000.10" in event.reason
+    assert broker.cash == 1_000
+    assert broker.positions["AAPL"].quantity == 0
 
 
 def test_a_sell_beyond_the_position_is_rejected_no_shorting() -> None:
     broker = PaperBroker(10_000)
     broker.execute(order("buy", 5, 100.0))
     event = broker.execute(order("sell", 10, 100.0, number=1))
-    assert event is not None and event.status == "rejected"
-    assert event.reason is not None and "holding 5" in event.reason and "short selling" in event.reason
+    assert event is not None
+    assert event.status == "rejected"
+    assert event.reason is not None
+    assert "holding 5" in event.reason
+    assert "short selling" in event.reason
     assert broker.positions["AAPL"].quantity == 5
 
 

@@ -16,8 +16,9 @@ from redis.exceptions import ResponseError
 from tests.bus_workers import ACKED, EFFECTS
 from tests.helpers import wait_until
 from tradebot.common.bus import Bus, Delivery, connect, encode
-from tradebot.common.consumer import Backoff, GroupConsumer, ride_out_redis
+from tradebot.common.consumer import GroupConsumer, ride_out_redis
 from tradebot.common.embedded import EmbeddedRedis
+from tradebot.common.lifecycle import Backoff
 from tradebot.common.models import Tick
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -117,7 +118,7 @@ async def test_entries_of_a_consumer_killed_mid_batch_are_reclaimed_and_acked_on
     sent = ticks(300)
     await bus.ensure_group(STREAM, "testers")
     await bus.publish((STREAM, t) for t in sent)
-    victim = subprocess.Popen(
+    victim = subprocess.Popen(  # noqa: ASYNC220 - starts and returns at once; the test waits on Redis
         [sys.executable, "-m", "tests.bus_workers", "group", redis_url, STREAM], env={"HOLD_AFTER": "120", "PATH": ""}
     )
     try:

@@ -17,6 +17,7 @@ from tradebot.common.config import Settings
 from tradebot.common.models import Order, OrderEvent
 from tradebot.common.streams import CONTROL_EVENTS, ORDER_EVENTS, ORDERS_NEW
 from tradebot.execution import service
+from tradebot.execution.account import read_account
 from tradebot.risk import control
 from tradebot.risk.state import TradingState
 from tradebot.risk.store import read_record
@@ -72,7 +73,8 @@ async def test_control_is_403_until_an_api_token_is_set(bus: Bus, settings: Sett
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
     ):
         reply = await client.post("/control/halt", json={"reason": "test"}, headers={"Authorization": "Bearer x"})
-    assert reply.status_code == 403 and "set API_TOKEN" in reply.json()["detail"]
+    assert reply.status_code == 403
+    assert "set API_TOKEN" in reply.json()["detail"]
     await nothing_changed(bus)
 
 
@@ -107,7 +109,8 @@ async def test_halt_through_the_api_is_audited_and_shown(api: httpx.AsyncClient,
     audit = [decode(fields) for _, fields in await bus.redis.xrange(CONTROL_EVENTS)]
     assert [(e.action, e.actor, e.reason) for e in audit] == [("halt", "alice", "broker outage")]  # type: ignore[attr-defined]
     risk = (await api.get("/risk")).json()
-    assert risk["state"] == "HALTED" and risk["limits"]["max_position_pct"] == 0.15
+    assert risk["state"] == "HALTED"
+    assert risk["limits"]["max_position_pct"] == 0.15
 
 
 async def test_halt_denies_everything_and_resume_lets_orders_through(bus: Bus, settings: Settings) -> None:
@@ -125,8 +128,9 @@ async def test_reduce_refuses_growth_and_passes_shrink(bus: Bus, settings: Setti
     events = await execute(bus, settings, grow, shrink)
     assert [(e.client_order_id, e.status) for e in events] == [(grow.id, "denied"), (shrink.id, "filled")]
     assert (events[0].reason or "").startswith("reducing: ")
-    account = await service.read_account(bus.redis)
-    assert account is not None and account["positions"]["AAPL"]["quantity"] == 15
+    account = await read_account(bus.redis)
+    assert account is not None
+    assert account["positions"]["AAPL"]["quantity"] == 15
 
 
 async def test_flatten_closes_every_position_and_stays_reducing(bus: Bus, settings: Settings) -> None:
@@ -140,8 +144,9 @@ async def test_flatten_closes_every_position_and_stays_reducing(bus: Bus, settin
         ("MSFT", "sell", "filled"),
         ("NVDA", "sell", "filled"),
     ]
-    account = await service.read_account(bus.redis)
-    assert account is not None and all(p["quantity"] == 0 for p in account["positions"].values())
+    account = await read_account(bus.redis)
+    assert account is not None
+    assert all(p["quantity"] == 0 for p in account["positions"].values())
     assert (await read_record(bus.redis))[0].state is TradingState.REDUCING
 
 
@@ -151,7 +156,8 @@ async def test_a_repeated_flatten_or_order_is_decided_once(bus: Bus, settings: S
     event = await control.apply_action(bus, "flatten", actor="test", reason="test")
     first = await execute(bus, settings, event)  # the flatten itself plus a redelivered copy
     again = await execute(bus, settings, event, buy)
-    assert [e.status for e in first] == ["filled"] and again == []
+    assert [e.status for e in first] == ["filled"]
+    assert again == []
 
 
 async def test_unknown_actions_and_bad_reasons_never_reach_redis(bus: Bus) -> None:

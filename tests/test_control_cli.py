@@ -28,13 +28,16 @@ async def test_halt_then_status_then_resume(bus: Bus, settings: Settings) -> Non
     status = await invoke(settings, "status")
     assert status.exit_code == 0, status.output
     shown = json.loads(status.output)
-    assert shown["state"] == "HALTED" and shown["operator"]["reason"] == "broker outage"
+    assert shown["state"] == "HALTED"
+    assert shown["operator"]["reason"] == "broker outage"
     resumed = await invoke(settings, "resume", "-r", "all clear")
-    assert resumed.exit_code == 0 and "ACTIVE (version 2" in resumed.output
+    assert resumed.exit_code == 0
+    assert "ACTIVE (version 2" in resumed.output
     assert (await read_record(bus.redis))[0].state is TradingState.ACTIVE
 
 
 async def test_an_empty_reason_is_a_usage_error_and_changes_nothing(bus: Bus, settings: Settings) -> None:
     result = await invoke(settings, "reduce", "--reason", "")
-    assert result.exit_code == 2 and "reason" in result.output
+    assert result.exit_code == 2
+    assert "reason" in result.output
     assert (await read_record(bus.redis))[0].version == 0

@@ -24,7 +24,7 @@ from tradebot.common.streams import (
     storage_streams,
     tick_streams,
 )
-from tradebot.execution.service import read_account
+from tradebot.execution.account import read_account
 from tradebot.storage.schema import apply_migrations
 
 TICKS = 3000

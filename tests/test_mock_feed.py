@@ -54,15 +54,18 @@ def test_prices_and_sizes_are_realistic() -> None:
     by_symbol: dict[str, list[Tick]] = {}
     for tick in ticks:
         by_symbol.setdefault(tick.symbol, []).append(tick)
-    assert abs(by_symbol["AAPL"][0].price - 220) < 1 and abs(by_symbol["MSFT"][0].price - 430) < 2
-    assert 20 <= starting_price("ZZZQ") <= 300 and starting_price("ZZZQ") == starting_price("ZZZQ")
+    assert abs(by_symbol["AAPL"][0].price - 220) < 1
+    assert abs(by_symbol["MSFT"][0].price - 430) < 2
+    assert 20 <= starting_price("ZZZQ") <= 300
+    assert starting_price("ZZZQ") == starting_price("ZZZQ")
     for symbol, series in by_symbol.items():
         prices = [t.price for t in series]
         assert all(p == round(p, 2) for p in prices)  # printed in cents
         assert max(prices) / min(prices) < 1.1, f"{symbol} moves far too much for 1000 one-second ticks"
         assert len(set(prices)) > 50, f"{symbol} barely moves"
     sizes = Counter("odd lot" if t.size < 100 else "round lot" for t in ticks)
-    assert sizes["odd lot"] > 1000 and sizes["round lot"] > 1000
+    assert sizes["odd lot"] > 1000
+    assert sizes["round lot"] > 1000
     assert all(1 <= t.size <= 5000 and t.size == int(t.size) for t in ticks)
 
 

@@ -33,7 +33,8 @@ def test_cross_up_gives_a_buy_on_the_crossing_tick() -> None:
     signals = run(strategy, ticks(FLAT_THEN_DOWN + RISE))
     assert [s.side for s in signals] == ["buy"]
     assert signals[0].tick_id == "mock:AAPL:8"
-    assert signals[0].price == 102.0 and signals[0].strategy == "ma_crossover_2_4"
+    assert signals[0].price == 102.0
+    assert signals[0].strategy == "ma_crossover_2_4"
 
 
 def test_cross_down_gives_a_sell() -> None:
@@ -73,7 +74,8 @@ def test_signals_alternate_and_symbols_are_independent() -> None:
 def test_confidence_grows_with_the_gap_and_stays_in_bounds() -> None:
     assert confidence(100.0, 100.0) == 0.0
     assert 0 < confidence(100.005, 100.0) < confidence(100.009, 100.0) < 1
-    assert confidence(150.0, 100.0) == 1.0 and confidence(50.0, 100.0) == 1.0
+    assert confidence(150.0, 100.0) == 1.0
+    assert confidence(50.0, 100.0) == 1.0
     strategy = MovingAverageCrossover(2, 4)
     assert all(0 <= s.confidence <= 1 for s in run(strategy, ticks([100.0, 100, 100, 100, 50, 500, 1])))
 

@@ -149,4 +149,5 @@ async def test_a_worker_that_lost_its_lease_cannot_take_entries_either(bus: Bus)
     assert stale is None
     assert (await bus.health("in", ROLE)).lag == 3  # nothing was delivered to the stale owner
     fresh = await bus.read_fenced("in", ROLE, "partition-0", (lease_key(ROLE, 0), "new-owner"), count=10, pending=False)
-    assert fresh is not None and [d.event.id for d in fresh] == [f"mock:AAPL:{i}" for i in range(3)]
+    assert fresh is not None
+    assert [d.event.id for d in fresh] == [f"mock:AAPL:{i}" for i in range(3)]

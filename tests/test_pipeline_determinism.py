@@ -27,7 +27,8 @@ from tradebot.common.streams import (
     tick_stream_for,
     tick_streams,
 )
-from tradebot.execution.service import BrokerPartition, read_account
+from tradebot.execution.account import read_account
+from tradebot.execution.service import BrokerPartition
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
 from tradebot.strategy import service as strategy_service
 from tradebot.strategy.moving_average import MovingAverageCrossover
@@ -114,7 +115,8 @@ async def assert_same_as_single_run(bus: Bus, expected: list[Signal]) -> None:
 async def test_one_worker_in_burst_mode_gives_the_single_run_signals(bus: Bus, pipeline_settings: Settings) -> None:
     ticks = seeded_ticks()
     expected = single_strategy_run(ticks)
-    assert len(expected) > 100 and {s.side for s in expected} == {"buy", "sell"}
+    assert len(expected) > 100
+    assert {s.side for s in expected} == {"buy", "sell"}
     await publish_ticks(bus, ticks)
     burst = pipeline_settings.model_copy(update={"burst": True})
     counters: Counter = Counter()
@@ -215,7 +217,8 @@ async def test_every_order_is_executed_exactly_once_across_a_sigkill(
     assert Counter(e.client_order_id for e in events) == Counter(o.id for o in orders)
     assert events == expected  # one stream, one owner at a time: the same decisions and fills in the same order
     account = await read_account(bus.redis)
-    assert account is not None and account["cash"] == pytest.approx(reference.cash)
+    assert account is not None
+    assert account["cash"] == pytest.approx(reference.cash)
     assert account["positions"].keys() == reference.positions.keys()
 
 

@@ -10,14 +10,9 @@ from alpaca.data.models import Bar as AlpacaBar
 from polygon.rest.models import Agg
 
 from tradebot.common.models import Bar, Tick
-from tradebot.market_data.provider_convert import (
-    CONVERSION_ERRORS,
-    alpaca_event,
-    alpaca_rest_bar,
-    as_utc,
-    polygon_event,
-    polygon_rest_bar,
-)
+from tradebot.providers.alpaca import alpaca_event, alpaca_rest_bar
+from tradebot.providers.convert import CONVERSION_ERRORS, as_utc
+from tradebot.providers.polygon import polygon_event, polygon_rest_bar
 
 T0 = datetime(2024, 3, 11, 14, 30, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
@@ -79,7 +74,10 @@ def test_alpaca_minute_bar_and_its_correction_become_the_same_bar() -> None:
 def test_alpaca_json_mode_timestamps_and_missing_optional_fields() -> None:
     message = {"T": "b", "S": "MSFT", "o": 1.0, "h": 1.0, "l": 1.0, "c": 1.0, "v": 0, "t": "2024-03-11T14:30:00Z"}
     bar = alpaca_event(message)
-    assert isinstance(bar, Bar) and bar.timestamp == T0 and bar.trade_count == 0 and bar.vwap is None
+    assert isinstance(bar, Bar)
+    assert bar.timestamp == T0
+    assert bar.trade_count == 0
+    assert bar.vwap is None
     assert as_utc("2024-03-11T14:30:00.123456789Z") == T0 + timedelta(microseconds=123456)
 
 
@@ -159,7 +157,8 @@ def test_polygon_minute_aggregate_becomes_a_bar_with_an_estimated_trade_count() 
         source="polygon",
     )
     without_size = polygon_event({k: v for k, v in message.items() if k != "z"})
-    assert isinstance(without_size, Bar) and without_size.trade_count == 0
+    assert isinstance(without_size, Bar)
+    assert without_size.trade_count == 0
 
 
 def test_polygon_statuses_and_other_events_are_ignored_but_elements_need_ev() -> None:

@@ -144,7 +144,8 @@ def test_daily_loss_trips_reducing_at_the_limit_and_resets_next_session():
     assert risk.check(order(), cash(100_000.0)).approved  # session starts at equity 100,000
     assert risk.check(order(symbol="MSFT"), cash(97_000.01)).approved  # a loss just under 3 %
     assert risk.check(order(symbol="NVDA"), cash(97_000.0)).code == reasons.REDUCING
-    assert risk.state is TradingState.REDUCING and risk.trips[-1].code == reasons.DAILY_LOSS
+    assert risk.state is TradingState.REDUCING
+    assert risk.trips[-1].code == reasons.DAILY_LOSS
     assert risk.check(order("sell", symbol="AAPL"), cash(97_000.0, AAPL=(1, 100.0))).approved  # exits pass
     tomorrow = T0 + timedelta(days=1)
     assert risk.check(order(symbol="NVDA", at=tomorrow), cash(97_000.0)).approved
@@ -156,7 +157,8 @@ def test_drawdown_halts_at_the_limit_until_the_operator_resumes():
     assert risk.check(order(), cash(120_000.0)).approved  # the peak
     assert risk.check(order(symbol="MSFT"), cash(102_000.01)).approved
     halted = risk.check(order("sell", symbol="AAPL"), cash(101_999.0, AAPL=(1, 1.0)))
-    assert halted.code == reasons.HALTED and risk.trips[-1].code == reasons.MAX_DRAWDOWN
+    assert halted.code == reasons.HALTED
+    assert risk.trips[-1].code == reasons.MAX_DRAWDOWN
     assert risk.check(order(at=T0 + timedelta(days=1)), cash(102_000.0)).code == reasons.HALTED
     risk.set_operator(TradingState.ACTIVE, version=1)  # resume: the peak starts again from here
     assert risk.check(order(symbol="NVDA"), cash(102_000.0)).approved

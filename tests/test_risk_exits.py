@@ -104,5 +104,6 @@ def test_exits_go_out_as_orders_and_survive_a_checkpoint() -> None:
     restored.restore(state.checkpoint())
     outputs = restored.apply([tick(97.0)])
     orders = [event for stream, event in outputs if stream == ORDERS_NEW]
-    assert len(orders) == 1 and isinstance(orders[0], Order)
+    assert len(orders) == 1
+    assert isinstance(orders[0], Order)
     assert (orders[0].side, orders[0].quantity, orders[0].reference_price) == ("sell", 5, 97.0)

@@ -60,13 +60,16 @@ async def test_a_denial_at_the_threshold_is_stored_and_listed(
         audit = (await api.get("/control/events")).json()
         assert [(e["action"], e["state"], e["actor"]) for e in audit] == [("reduce", "REDUCING", "tester")]
         curve = (await api.get("/equity", params={"start": "2026-03-02"})).json()["points"]
-        assert len(curve) == 1 and curve[0]["equity"] == sample.equity
+        assert len(curve) == 1
+        assert curve[0]["equity"] == sample.equity
         positions = (await api.get("/positions")).json()
         assert [(p["symbol"], p["quantity"]) for p in positions] == [("AAPL", 10)]
         portfolio = (await api.get("/portfolio")).json()
-        assert portfolio["open_positions"] == 1 and portfolio["gross_exposure"] == 1_000.0
+        assert portfolio["open_positions"] == 1
+        assert portfolio["gross_exposure"] == 1_000.0
         risk = (await api.get("/risk")).json()
-        assert risk["state"] == "REDUCING" and risk["usage"]["open_positions"] == 1
+        assert risk["state"] == "REDUCING"
+        assert risk["usage"]["open_positions"] == 1
         assert risk["reason"] == "end of the day"  # what the dashboard shows beside the state
         assert (await api.get("/equity", params={"start": "2026-03-03", "end": "2026-03-02"})).status_code == 422
 

@@ -88,12 +88,15 @@ def test_nyse_sessions_holidays_and_early_closes() -> None:
         return datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC) - new_york
 
     monday = date(2026, 3, 2)
-    assert not nyse.is_open(at(monday, 9, 29)) and nyse.is_open(at(monday, 9, 30))
-    assert nyse.is_open(at(monday, 15, 59)) and not nyse.is_open(at(monday, 16, 0))
+    assert not nyse.is_open(at(monday, 9, 29))
+    assert nyse.is_open(at(monday, 9, 30))
+    assert nyse.is_open(at(monday, 15, 59))
+    assert not nyse.is_open(at(monday, 16, 0))
     assert not nyse.is_open(at(date(2026, 2, 28), 12))  # a Saturday
     assert not nyse.is_open(at(date(2025, 12, 25), 12))  # Christmas
     black_friday = date(2025, 11, 28)  # the day after Thanksgiving closes at 13:00
-    assert nyse.is_open(at(black_friday, 12, 59)) and not nyse.is_open(at(black_friday, 13, 0))
+    assert nyse.is_open(at(black_friday, 12, 59))
+    assert not nyse.is_open(at(black_friday, 13, 0))
 
 
 def test_the_stage_keeps_the_same_totals_as_a_fresh_sum() -> None:

@@ -107,7 +107,8 @@ async def test_redelivered_batch_writes_nothing(pool: asyncpg.Pool) -> None:
 async def test_duplicates_inside_one_batch_collapse(pool: asyncpg.Pool) -> None:
     batch = ticks(5)
     written = await write_events(pool, batch + batch[:3])
-    assert written["ticks"] == 5 and (await counts(pool))["ticks"] == 5
+    assert written["ticks"] == 5
+    assert (await counts(pool))["ticks"] == 5
 
 
 async def test_a_corrected_bar_replaces_the_stored_one_and_an_identical_one_is_a_no_op(pool: asyncpg.Pool) -> None:
@@ -161,7 +162,8 @@ async def test_storage_worker_persists_every_stream_and_acks_after_commit(
     counters: Counter = Counter()
     await timeseries_service.run(settings, stop=asyncio.Event(), counters=counters)
     assert await counts(pool) == {"ticks": 300, "bars": 1, "signals": 1, "orders": 1, "fills": 2}
-    assert counters["handled"] == len(published) + 20 and counters["duplicates"] == 20
+    assert counters["handled"] == len(published) + 20
+    assert counters["duplicates"] == 20
     for stream in {stream for stream, _ in published}:
         assert (await bus.health(stream, STORAGE_GROUP)).pending == 0
 

@@ -56,8 +56,10 @@ async def udf(database_url: str, redis_url: str) -> AsyncIterator[httpx.AsyncCli
 
 async def test_config_supports_search_time_and_marks_and_not_group_requests(udf: httpx.AsyncClient) -> None:
     config = (await udf.get("/config")).json()
-    assert config["supports_search"] is True and config["supports_group_request"] is False
-    assert config["supports_time"] is True and config["supports_marks"] is True
+    assert config["supports_search"] is True
+    assert config["supports_group_request"] is False
+    assert config["supports_time"] is True
+    assert config["supports_marks"] is True
     assert config["supported_resolutions"] == ["1", "5", "15", "60", "1D"]
 
 
@@ -69,15 +71,19 @@ async def test_time_is_a_bare_number_of_seconds(udf: httpx.AsyncClient) -> None:
 async def test_symbols_describes_a_stored_symbol(udf: httpx.AsyncClient) -> None:
     info = (await udf.get("/symbols", params={"symbol": "aapl"})).json()
     assert info["name"] == info["ticker"] == "AAPL"
-    assert info["timezone"] == "America/New_York" and info["session"] == "0930-1600"
-    assert info["pricescale"] == 100 and info["minmov"] == 1 and info["has_intraday"] is True
+    assert info["timezone"] == "America/New_York"
+    assert info["session"] == "0930-1600"
+    assert info["pricescale"] == 100
+    assert info["minmov"] == 1
+    assert info["has_intraday"] is True
 
 
 @pytest.mark.parametrize(("symbol", "status"), [("ZZZZ", 404), ("a b!", 422)])
 async def test_symbols_unknown_or_invalid_is_an_error_object(udf: httpx.AsyncClient, symbol: str, status: int) -> None:
     response = await udf.get("/symbols", params={"symbol": symbol})
     assert response.status_code == status
-    assert response.json()["s"] == "error" and response.json()["errmsg"]
+    assert response.json()["s"] == "error"
+    assert response.json()["errmsg"]
 
 
 async def test_search_returns_an_array_of_matching_symbols(udf: httpx.AsyncClient) -> None:
@@ -139,7 +145,8 @@ async def test_no_data_points_next_time_at_the_latest_earlier_bar_in_ms(udf: htt
 async def test_history_errors_say_what_is_wrong(udf: httpx.AsyncClient, params: dict, status: int, says: str) -> None:
     response = await udf.get("/history", params=params)
     assert response.status_code == status
-    assert response.json()["s"] == "error" and says in response.json()["errmsg"]
+    assert response.json()["s"] == "error"
+    assert says in response.json()["errmsg"]
 
 
 async def test_missing_or_out_of_range_parameters_are_422(udf: httpx.AsyncClient) -> None:
@@ -152,5 +159,6 @@ async def test_marks_are_the_fills_in_range(udf: httpx.AsyncClient) -> None:
     marks = (await udf.get("/marks", params=params)).json()
     assert marks["id"] == ["ev-0", "ev-1"]
     assert marks["time"] == [unix(FILL_AT), unix(FILL_AT) + 60]
-    assert marks["label"] == ["B", "S"] and marks["color"] == ["green", "red"]
+    assert marks["label"] == ["B", "S"]
+    assert marks["color"] == ["green", "red"]
     assert marks["text"][0] == "buy 10 @ 101.25"

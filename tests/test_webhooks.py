@@ -53,10 +53,12 @@ async def test_an_alert_becomes_one_signal_and_one_order(api: httpx.AsyncClient,
     response = await api.post("/webhooks/tradingview", json={**ALERT, "quantity": 3})
     assert response.status_code == 202, response.text
     body = response.json()
-    assert body["accepted"] is True and body["duplicate"] is False
+    assert body["accepted"] is True
+    assert body["duplicate"] is False
     streams = await published(bus)
     [signal], [order] = streams[SIGNALS], streams[ORDERS_NEW]
-    assert isinstance(signal, Signal) and isinstance(order, Order)
+    assert isinstance(signal, Signal)
+    assert isinstance(order, Order)
     assert (signal.symbol, signal.side, signal.price, signal.strategy) == ("AAPL", "buy", 187.5, "tradingview")
     assert (order.id, order.signal_id, order.quantity) == (body["order_id"], signal.id, 3)
 
@@ -74,7 +76,8 @@ async def test_a_valid_signature_passes_and_a_bad_one_is_401(api: httpx.AsyncCli
     body = json.dumps(ALERT).encode()
     good = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     bad = await api.post("/webhooks/tradingview", content=body, headers={"X-Signature": "sha256=00"})
-    assert bad.status_code == 401 and "X-Signature" in bad.json()["detail"]
+    assert bad.status_code == 401
+    assert "X-Signature" in bad.json()["detail"]
     assert await published(bus) == {SIGNALS: [], ORDERS_NEW: []}
     ok = await api.post("/webhooks/tradingview", content=body, headers={"X-Signature": good})
     assert ok.status_code == 202
@@ -98,14 +101,16 @@ async def test_bad_input_is_a_4xx_with_the_reason_and_changes_nothing(
 ) -> None:
     content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
     response = await api.post("/webhooks/tradingview", content=content)
-    assert response.status_code == status and says in response.json()["detail"]
+    assert response.status_code == status
+    assert says in response.json()["detail"]
     assert await published(bus) == {SIGNALS: [], ORDERS_NEW: []}
 
 
 async def test_without_a_configured_secret_webhooks_are_403(dsn: str, redis_url: str, bus: Bus) -> None:
     async for client in serve(Settings(_env_file=None, database_url=dsn, redis_url=redis_url)):
         response = await client.post("/webhooks/tradingview", json=ALERT)
-        assert response.status_code == 403 and "set WEBHOOK_SECRET" in response.json()["detail"]
+        assert response.status_code == 403
+        assert "set WEBHOOK_SECRET" in response.json()["detail"]
 
 
 async def test_alerts_over_the_rate_limit_get_429_with_retry_after(dsn: str, redis_url: str, bus: Bus) -> None:

@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from tradebot.backfill.cli import app as backfill_app
-from tradebot.bench.cli import bench_command
-from tradebot.common.config import load_settings, redact_url
-from tradebot.common.runtime import infrastructure, setup_logging
+from tradebot.common.config import redact_url
+from tradebot.common.runtime import bootstrap, infrastructure
+from tradebot.common.streams import Role
 from tradebot.risk.cli import register as register_control
 from tradebot.roles import DEFAULT_UP, ROLES, UnknownRoleError, module_for, run_role
 from tradebot.universe.cli import app as symbols_app
@@ -20,9 +20,19 @@ app = typer.Typer(
 app.add_typer(symbols_app, name="symbols", help="Inspect and manage the symbol universe.")
 register_control(app)  # halt, reduce, resume, flatten, status
 app.add_typer(backfill_app, name="backfill", help="Fetch historical bars from Alpaca or Polygon into the database.")
-app.command(name="bench", help="Measure throughput, latency, ingest, /history and memory (docs/BENCHMARKS.md).")(
-    bench_command
-)
+
+
+# The benchmark needs dev-only packages (httpx): imported when run, so the image's roles never load it.
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def bench(ctx: typer.Context) -> None:
+    """Measure throughput, latency, ingest, /history and memory (docs/BENCHMARKS.md)."""
+    try:
+        from tradebot.bench.cli import app as bench_app
+    except ModuleNotFoundError as error:  # e.g. the docker image
+        message = f"tradebot bench needs {error.name}, a dev dependency: pip install -r requirements-dev.txt"
+        raise SystemExit(message) from None
+
+    bench_app(ctx.args, prog_name="tradebot bench")
 
 
 def parse_scale(values: list[str]) -> dict[str, int]:
@@ -36,7 +46,7 @@ def parse_scale(values: list[str]) -> dict[str, int]:
         except (UnknownRoleError, ValueError) as error:
             detail = str(error) if isinstance(error, UnknownRoleError) else f"count must be a whole number: {value!r}"
             raise typer.BadParameter(f"--scale ROLE=N: {detail}") from None
-        if scale[role] < 0 or (role == "api" and scale[role] > 1):
+        if scale[role] < 0 or (role == Role.API and scale[role] > 1):
             raise typer.BadParameter(f"--scale {value}: use 0..N (the API binds one port: at most 1)")
     return {role: count for role, count in scale.items() if count > 0}
 
@@ -46,9 +56,9 @@ def up(scale: Annotated[list[str], typer.Option(help="ROLE=N, repeatable, e.g. s
     """Run the whole system: servers (embedded when URLs are unset), migrations, workers and the API."""
     from tradebot.supervisor import up as run_up
 
-    settings = load_settings()
-    setup_logging(settings.log_level)
-    raise typer.Exit(run_up(settings, parse_scale(scale)))
+    scaled = parse_scale(scale)
+    with bootstrap() as settings:  # run_up starts the servers itself
+        raise typer.Exit(run_up(settings, scaled))
 
 
 @app.command()
@@ -73,16 +83,15 @@ def migrate(
     from tradebot.storage.schema import render_ddl
     from tradebot.storage.timescale import TimescaleOptions
 
-    settings = load_settings()
-    setup_logging(settings.log_level)
-    options = TimescaleOptions.from_settings(settings)
-    if mode:
-        if mode not in ("timescaledb", "postgresql"):
-            raise typer.BadParameter("--mode must be timescaledb or postgresql")
-        typer.echo("\n\n".join(render_ddl(mode, options)))  # type: ignore[arg-type]
-        return
-    with infrastructure(settings) as ready:
-        statements = apply_migrations(ready.database_url or "", dry_run=dry_run, options=options)
+    if mode and mode not in ("timescaledb", "postgresql"):
+        raise typer.BadParameter("--mode must be timescaledb or postgresql")
+    with bootstrap() as settings:
+        options = TimescaleOptions.from_settings(settings)
+        if mode:
+            typer.echo("\n\n".join(render_ddl(mode, options)))  # type: ignore[arg-type]
+            return
+        with infrastructure(settings) as ready:
+            statements = apply_migrations(ready.database_url, dry_run=dry_run, options=options)
     typer.echo("\n\n".join(statements) if statements else "-- nothing to apply: the schema is up to date")
 
 
@@ -91,9 +100,7 @@ def servers() -> None:
     """Run only the embedded Redis and PostgreSQL until Ctrl-C (for debugging workers one by one)."""
     import signal
 
-    settings = load_settings()
-    setup_logging(settings.log_level)
-    with infrastructure(settings) as ready:
+    with bootstrap() as settings, infrastructure(settings) as ready:
         typer.echo(
             f"REDIS_URL={_shareable(settings.redis_url, ready.redis_url)}\n"
             f"DATABASE_URL={_shareable(settings.database_url, ready.database_url)}\n(Ctrl-C stops them)"

@@ -18,13 +18,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from tradebot.common.config import Settings, redact_url
-from tradebot.common.runtime import CONFIG_ERROR_EXIT, infrastructure
+from tradebot.common.config import CONFIG_ERROR_EXIT, ReadySettings, Settings, redact_url
+from tradebot.common.lifecycle import backoff_delay_s
+from tradebot.common.runtime import infrastructure
 from tradebot.roles import module_for
 
 log = logging.getLogger("tradebot.supervisor")
 
-RESTART_BACKOFF_S = (1, 2, 4, 8, 15, 30)
+RESTART_BACKOFF_BASE_S, RESTART_BACKOFF_CAP_S = 1.0, 30.0  # 1, 2, 4 … 30 s between restarts
 STABLE_AFTER_S = 60.0
 POLL_S = 0.2
 
@@ -52,9 +53,9 @@ class Managed:
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
 
-def worker_environment(settings: Settings) -> dict[str, str]:
+def worker_environment(settings: ReadySettings) -> dict[str, str]:
     """The parent's environment plus the URLs every worker must share."""
-    return {**os.environ, "REDIS_URL": settings.redis_url or "", "DATABASE_URL": settings.database_url or ""}
+    return {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
 
 
 def up(settings: Settings, scale: dict[str, int]) -> int:
@@ -71,7 +72,7 @@ def up(settings: Settings, scale: dict[str, int]) -> int:
         from tradebot.storage.schema import migrate
         from tradebot.storage.timescale import TimescaleOptions
 
-        migrate(ready.database_url or "", options=TimescaleOptions.from_settings(ready))
+        migrate(ready.database_url, options=TimescaleOptions.from_settings(ready))
         workers = [
             Managed(role, i + 1, env=worker_environment(ready)) for role, count in scale.items() for i in range(count)
         ]
@@ -108,8 +109,10 @@ def supervise(workers: list[Managed]) -> None:
             continue
         if now - worker.started_at > STABLE_AFTER_S:
             worker.restarts = 0
-        delay = RESTART_BACKOFF_S[min(worker.restarts, len(RESTART_BACKOFF_S) - 1)]
-        log.warning("%s exited with code %s; restarting in %ds", worker.name, code, delay)
+        delay = backoff_delay_s(
+            worker.restarts + 1, base_s=RESTART_BACKOFF_BASE_S, cap_s=RESTART_BACKOFF_CAP_S, jitter=False
+        )
+        log.warning("%s exited with code %s; restarting in %.0fs", worker.name, code, delay)
         worker.restarts += 1
         worker.process = None
         worker.next_start_at = now + delay
@@ -144,4 +147,4 @@ def print_summary(settings: Settings, scale: dict[str, int]) -> None:
         f"  postgres: {redact_url(settings.database_url)}",
         f"  data:     {settings.data_dir.resolve()}",
     ]
-    print("\n".join(lines), flush=True)
+    print("\n".join(lines), flush=True)  # noqa: T201 - the console summary of `tradebot up`, not a log line

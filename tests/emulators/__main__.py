@@ -57,6 +57,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.emulators", description=__doc__)
     parser.add_argument("emulator", choices=["alpaca-stream", "polygon-stream", "alpaca-rest", "polygon-rest"])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on, e.g. the compose network's gateway for containers"
+    )
     parser.add_argument("--key", default="test-key", help="API key (Alpaca key id / Polygon key)")
     parser.add_argument("--secret", default="test-secret", help="Alpaca secret key")
     parser.add_argument("--symbols", default="AAPL,MSFT", help="comma-separated symbols")
@@ -69,19 +72,23 @@ def main() -> None:
     if args.emulator == "alpaca-stream":
         # No connection limit by hand: a restarted client may race its own previous connection.
         stream_demo(
-            AlpacaStreamEmulator(key=args.key, secret=args.secret, port=args.port, max_connections=None),
+            AlpacaStreamEmulator(
+                key=args.key, secret=args.secret, host=args.host, port=args.port, max_connections=None
+            ),
             symbols,
             args.interval,
         )
         return
     if args.emulator == "polygon-stream":
-        stream_demo(PolygonStreamEmulator(api_key=args.key, port=args.port), symbols, args.interval)
+        stream_demo(PolygonStreamEmulator(api_key=args.key, host=args.host, port=args.port), symbols, args.interval)
         return
     dataset = BarDataset.generate(symbols, utc_now() - timedelta(days=args.days), utc_now())
     if args.emulator == "alpaca-rest":
-        rest = AlpacaRestEmulator(dataset, key=args.key, secret=args.secret, page_size=args.page_size, port=args.port)
+        rest = AlpacaRestEmulator(
+            dataset, key=args.key, secret=args.secret, page_size=args.page_size, host=args.host, port=args.port
+        )
     else:
-        rest = PolygonRestEmulator(dataset, api_key=args.key, page_size=args.page_size, port=args.port)
+        rest = PolygonRestEmulator(dataset, api_key=args.key, page_size=args.page_size, host=args.host, port=args.port)
     rest.serve_forever()
 
 

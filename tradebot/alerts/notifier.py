@@ -43,7 +43,9 @@ class _Allowance:
 class Notifier:
     """Fans one alert out to every channel once per incident (plus reminders)."""
 
-    def __init__(self, channels: Sequence[Channel], deduper: Deduper, *, per_minute: int, counters: Counter) -> None:
+    def __init__(
+        self, channels: Sequence[Channel], deduper: Deduper, *, per_minute: int, counters: Counter[str]
+    ) -> None:
         self.channels = list(channels)
         self.deduper = deduper
         self.counters = counters

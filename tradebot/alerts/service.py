@@ -17,7 +17,7 @@ from tradebot.alerts.channels import channels_from_settings
 from tradebot.alerts.notifier import Notifier
 from tradebot.alerts.rules import Deduper, alerts_for, workers_down
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Delivery
-from tradebot.common.config import Settings
+from tradebot.common.config import ReadySettings
 from tradebot.common.consumer import GroupConsumer
 from tradebot.common.runtime import consumer_name
 from tradebot.common.runtime import main as run_worker
@@ -28,9 +28,9 @@ ROLE = "alerts"
 GROUP = "alerts"
 
 
-async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter | None = None) -> None:
+async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str] | None = None) -> None:
     """Alert until ``stop``."""
-    counters = counters if counters is not None else Counter()
+    counters = counters if counters is not None else Counter[str]()
     channels = channels_from_settings(settings)
     if not channels:
         log.info("no alert channel configured (ALERT_* settings): alerts are logged only")

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Path, Query, Request
 
 from tradebot.common.config import Settings
-from tradebot.common.models import SYMBOL_PATTERN, Timeframe
+from tradebot.common.models import SYMBOL_PATTERN, SYMBOL_PATTERN_ANY_CASE, Timeframe
 from tradebot.storage.timescale import Mode
 
 DEFAULT_LIMIT = 1000
@@ -33,7 +33,8 @@ def get_pool(request: Request) -> asyncpg.Pool:
 
 def get_mode(request: Request) -> Mode:
     """The storage mode detected at start-up (decides rollups vs on-the-fly aggregation)."""
-    return request.app.state.mode
+    mode: Mode = request.app.state.mode
+    return mode
 
 
 def get_redis(request: Request) -> aioredis.Redis | None:
@@ -43,7 +44,8 @@ def get_redis(request: Request) -> aioredis.Redis | None:
 
 def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def current_time() -> datetime:
@@ -63,7 +65,15 @@ def unprocessable(message: str) -> HTTPException:
     return HTTPException(status_code=422, detail=message)
 
 
-def valid_symbol(symbol: Annotated[str, Path(description="ticker, e.g. AAPL (case-insensitive)")]) -> str:
+def valid_symbol(
+    symbol: Annotated[
+        str,
+        # the pattern is stated for clients; the check below gives the readable error
+        Path(
+            description="ticker, e.g. AAPL (case-insensitive)", json_schema_extra={"pattern": SYMBOL_PATTERN_ANY_CASE}
+        ),
+    ],
+) -> str:
     """The symbol, upper-cased, if it is a valid ticker."""
     normalized = symbol.strip().upper()
     if not _SYMBOL.fullmatch(normalized):

@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import uvicorn
@@ -30,9 +31,9 @@ from tradebot.api import (
 )
 from tradebot.api.auth import BodyLimit, check_exposure
 from tradebot.common.bus import Bus, connect
-from tradebot.common.config import Settings, load_settings
+from tradebot.common.config import Settings, SettingsError
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
-from tradebot.common.runtime import infrastructure, setup_logging
+from tradebot.common.runtime import bootstrap, infrastructure
 from tradebot.storage.queries import StoredDataError, UnknownSymbolError
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions, database_mode
@@ -47,7 +48,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Migrate (so the tables exist), open the pool and Redis client, close them at shutdown."""
     settings: Settings = app.state.settings
     if not settings.database_url:
-        raise RuntimeError("DATABASE_URL is not set: set it, or start the API through tradebot up")
+        raise SettingsError("DATABASE_URL is not set: set it, or start the API through tradebot up")
     await apply_migrations(settings.database_url, options=TimescaleOptions.from_settings(settings))
     app.state.pool = await create_pool(settings.database_url, application_name="tradebot-api")
     app.state.mode = await database_mode(app.state.pool)
@@ -77,7 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.pool.close()
 
 
-def _where(location: tuple) -> str:
+def _where(location: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in location if part not in ("query", "path")) or "request"
 
 
@@ -154,9 +155,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 def main() -> None:
     """Serve the API on API_HOST:API_PORT until Ctrl-C."""
-    settings = load_settings()
-    setup_logging(settings.log_level)
-    with infrastructure(settings) as ready:
+    with bootstrap() as settings, infrastructure(settings) as ready:
         uvicorn.run(create_app(ready), host=ready.api_host, port=ready.api_port, log_level=ready.log_level.lower())
 
 

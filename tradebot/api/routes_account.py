@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException
 
 from tradebot.api.deps import RedisDep
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS
-from tradebot.execution.service import read_account
+from tradebot.execution.account import read_account
 
 router = APIRouter(tags=["account"])
 

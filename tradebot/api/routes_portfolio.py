@@ -15,7 +15,7 @@ router = APIRouter(tags=["portfolio"])
 MAX_SAMPLES = 100_000
 
 
-async def _checkpoint(redis: RedisDep) -> dict:
+async def _checkpoint(redis: RedisDep) -> dict[str, Any]:
     if redis is None:
         raise HTTPException(status_code=503, detail="REDIS_URL is not configured; the account lives in Redis")
     try:

@@ -89,9 +89,10 @@ class AlertBucket:
 
 
 def _pacer(request: Request, settings: Settings) -> AlertBucket:
-    if getattr(request.app.state, "webhook_pacer", None) is None:
-        request.app.state.webhook_pacer = AlertBucket(settings.webhook_rate_per_minute)
-    return request.app.state.webhook_pacer
+    bucket: AlertBucket | None = getattr(request.app.state, "webhook_bucket", None)
+    if bucket is None:
+        bucket = request.app.state.webhook_bucket = AlertBucket(settings.webhook_rate_per_minute)
+    return bucket
 
 
 def _check_secret(settings: Settings, alert: TradingViewAlert, body: bytes, signature: str | None) -> None:
@@ -124,6 +125,13 @@ def _events(alert: TradingViewAlert, settings: Settings) -> tuple[Signal, Order]
     "/webhooks/tradingview",
     response_model=WebhookOut,
     status_code=202,
+    # the body is read raw (the signature covers its exact bytes), so its schema is declared here
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": TradingViewAlert.model_json_schema()}},
+        }
+    },
     responses={
         400: {"description": "the body is not a valid alert (the detail says which field)"},
         401: {"description": "wrong secret or signature"},

@@ -34,12 +34,12 @@ from tradebot.bench.target import (
     bench_target,
     clear_bench_redis,
 )
-from tradebot.common.config import Settings, load_settings
-from tradebot.common.runtime import setup_logging
+from tradebot.common.config import Settings
+from tradebot.common.runtime import bootstrap, setup_logging
 
 log = logging.getLogger("tradebot.bench")
 
-SECTIONS = ("bus", "strategy", "risk", "e2e", "latency", "storage")
+SECTIONS = ("bus", "strategy", "risk", "e2e", "latency", "storage", "ui")
 MiB = 2**20
 
 
@@ -108,6 +108,12 @@ async def _storage(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes) 
     return await measure_storage(target, workers, sizes.storage)
 
 
+async def _ui(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
+    from tradebot.bench.ui import measure_ui  # imports the dashboard's optional parts only when run
+
+    return await measure_ui(target, workers, FeedRun(sizes.e2e_offered_rate, sizes.e2e_ticks))
+
+
 STEPS: dict[str, Step] = {
     "bus": _bus,
     "strategy": _strategy,
@@ -115,6 +121,7 @@ STEPS: dict[str, Step] = {
     "e2e": _e2e,
     "latency": _latency,
     "storage": _storage,
+    "ui": _ui,
 }
 
 
@@ -139,7 +146,7 @@ async def run_sections(
         console.print(f"[bold]bench[/bold] {name} …")
         try:
             report.add(*await STEPS[name](target, workers, sizes))
-        except Exception as error:  # noqa: BLE001 - one broken section must not lose the others' figures
+        except Exception as error:
             log.exception("bench section %s failed", name)
             report.add(Figure(name, "section failed", None, "", f"{type(error).__name__}: {error}"))
         finally:
@@ -201,12 +208,13 @@ def bench_command(
     unknown = [name for name in sections or [] if name not in SECTIONS]
     if unknown:
         raise typer.BadParameter(f"unknown section(s) {', '.join(unknown)}; choose from: {', '.join(SECTIONS)}")
-    settings = load_settings()
-    setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
-    try:
-        run_bench(settings, quick=quick, out=out, sections=sections, table_ticks=ticks)
-    except BenchTargetError as error:
-        raise SystemExit(f"tradebot bench: {error}") from None
+    with bootstrap(log_level="WARNING") as settings:  # the servers are the bench target's
+        if settings.log_level != "INFO":
+            setup_logging(settings.log_level)
+        try:
+            run_bench(settings, quick=quick, out=out, sections=sections, table_ticks=ticks)
+        except BenchTargetError as error:
+            raise SystemExit(f"tradebot bench: {error}") from None
 
 
 app = typer.Typer(help="tradebot benchmarks", add_completion=False, pretty_exceptions_enable=False)

@@ -45,7 +45,7 @@ async def start_pipeline(target: BenchTarget, bus: Bus, workers: WorkerPool, *, 
     return env
 
 
-def start_feed(workers: WorkerPool, env: dict[str, str], run: FeedRun) -> subprocess.Popen:
+def start_feed(workers: WorkerPool, env: dict[str, str], run: FeedRun) -> subprocess.Popen[bytes]:
     """The mock feed at ``run.rate``, stopping by itself after ``run.ticks``."""
     return workers.start(
         "market_data", {**env, "MOCK_TICKS_PER_SECOND": str(run.rate), "MOCK_MAX_TICKS": str(run.ticks)}

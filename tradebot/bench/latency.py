@@ -20,12 +20,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from tradebot.bench.e2e import FeedRun, publish_rate, start_feed, start_pipeline
 from tradebot.bench.pipeline import BenchTimeoutError, pipeline_backlog, strategy_backlog, wait_for
 from tradebot.bench.processes import BENCH_SYMBOLS, WorkerPool
-from tradebot.bench.report import Figure
+from tradebot.bench.report import Figure, percentile
 from tradebot.bench.target import BenchTarget
 from tradebot.common.bus import Bus, decode, entry_ms
 from tradebot.common.models import Order, OrderEvent, Signal
 from tradebot.common.streams import EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW, SIGNALS, tick_streams
-from tradebot.storage.bench import percentile
 
 SECTION = "tick → order latency"
 DRAIN_TIMEOUT_S = 20.0
@@ -100,7 +99,7 @@ async def measure_latency(target: BenchTarget, workers: WorkerPool, run: FeedRun
     return figures + decision_figures(run, decisions, decided)
 
 
-def _exited(process: subprocess.Popen) -> Callable[[], Awaitable[bool]]:
+def _exited(process: subprocess.Popen[bytes]) -> Callable[[], Awaitable[bool]]:
     async def exited() -> bool:
         return process.poll() is not None
 

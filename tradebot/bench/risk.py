@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import time
 
-from tradebot.bench.report import Figure
+from tradebot.bench.report import Figure, percentile
 from tradebot.bench.strategy import mock_ticks
 from tradebot.common.bus import decode, encode
 from tradebot.common.config import Settings
 from tradebot.common.models import Order
 from tradebot.execution.service import BrokerPartition
-from tradebot.storage.bench import percentile
 from tradebot.strategy.moving_average import MovingAverageCrossover
 
 SECTION = "risk"

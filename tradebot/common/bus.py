@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
@@ -22,7 +23,8 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from tradebot.common.config import Settings
+from tradebot.common.config import ReadySettings
+from tradebot.common.lifecycle import first_of
 from tradebot.common.models import EVENT_TYPES, Event
 from tradebot.common.streams import SCHEMA_VERSION, dead_letter_stream
 
@@ -57,6 +59,14 @@ class StreamHealth:
         """True when unconsumed entries approach MAXLEN, i.e. trimming could eat them."""
         backlog = self.pending + (self.lag or 0)
         return backlog > 0.8 * self.maxlen
+
+
+class RawEntry(NamedTuple):
+    """A stream entry as Redis returns it, before decoding; ``fields`` is None or empty once trimmed."""
+
+    stream: str
+    entry_id: str
+    fields: dict[str, str] | None
 
 
 class CommitResult(enum.IntEnum):
@@ -197,10 +207,8 @@ class Bus:
         self.last_errors: dict[str, str] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Bus:
+    def from_settings(cls, settings: ReadySettings) -> Bus:
         """The bus every worker uses: REDIS_URL, STREAM_MAXLEN, MAX_DELIVERIES."""
-        if not settings.redis_url:
-            raise ValueError("REDIS_URL is not set (the runtime fills it in when it starts the embedded servers)")
         return cls(connect(settings.redis_url), maxlen=settings.stream_maxlen, max_deliveries=settings.max_deliveries)
 
     async def close(self) -> None:
@@ -254,7 +262,7 @@ class Bus:
             reply = await self.redis.xreadgroup(
                 group, consumer, {s: start for s in streams}, count=count, block=None if pending else block_ms
             )
-            entries = [(stream, entry_id, fields) for stream, rows in reply for entry_id, fields in rows]
+            entries = [RawEntry(stream, entry_id, fields) for stream, rows in reply for entry_id, fields in rows]
             if not entries:
                 return []
             if pending:
@@ -278,7 +286,7 @@ class Bus:
             if reply is None or reply == 0:
                 return None if reply == 0 else []
             rows = [(entry_id, _pairs(fields)) for entry_id, fields in reply[0][1]]
-            entries = await self._drop_trimmed(group, [(stream, entry_id, fields) for entry_id, fields in rows])
+            entries = await self._drop_trimmed(group, [RawEntry(stream, entry_id, fields) for entry_id, fields in rows])
             deliveries = await self._decode_or_dead_letter(group, entries)
             if deliveries or not rows:
                 return deliveries
@@ -286,12 +294,10 @@ class Bus:
     async def wait_for_entries(self, stream: str, after_id: str, block_ms: int, stop: asyncio.Event) -> None:
         """Block until ``stream`` has an entry newer than ``after_id``, ``block_ms`` passes, or ``stop``."""
         waiting = asyncio.create_task(self.redis.xread({stream: after_id}, count=1, block=block_ms))
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
+        await first_of(stop, waiting)
         if not waiting.done():
             waiting.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
-        await asyncio.gather(waiting, stopping, return_exceptions=True)
+        await asyncio.gather(waiting, return_exceptions=True)
 
     async def tails(self, streams: Sequence[str]) -> dict[str, str]:
         """The id of each stream's newest entry ("0-0" for an empty or missing stream): where a
@@ -328,12 +334,12 @@ class Bus:
         self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int = 100
     ) -> list[Delivery]:
         """Take over entries another (presumably dead) consumer left unacked for too long."""
-        claimed: list[tuple[str, str, dict[str, str] | None]] = []
+        claimed: list[RawEntry] = []
         cursor = "0-0"
         while True:
             reply = await self.redis.xautoclaim(stream, group, consumer, min_idle_ms, cursor, count=count)
             cursor, rows = reply[0], reply[1]
-            claimed.extend((stream, entry_id, fields) for entry_id, fields in rows if entry_id is not None)
+            claimed.extend(RawEntry(stream, entry_id, fields) for entry_id, fields in rows if entry_id is not None)
             if any(entry_id is None for entry_id, _ in rows):
                 await self._ack_vanished(stream, group, consumer)
             if cursor == "0-0" or len(claimed) >= count:
@@ -434,7 +440,7 @@ class Bus:
         except ResponseError:  # no such stream yet
             return []
 
-    async def _drop_overdelivered(self, group: str, consumer: str, entries: list) -> list:
+    async def _drop_overdelivered(self, group: str, consumer: str, entries: list[RawEntry]) -> list[RawEntry]:
         """Dead-letter entries delivered more than ``max_deliveries`` times; return the rest."""
         times: dict[str, int] = {}
         for stream in {stream for stream, _, _ in entries}:
@@ -452,7 +458,7 @@ class Bus:
                     group, stream, entry_id, fields, f"delivered {delivered} times without ack; last error: {last}"
                 )
             else:
-                keep.append((stream, entry_id, fields))
+                keep.append(RawEntry(stream, entry_id, fields))
         return keep
 
     async def _ack_vanished(self, stream: str, group: str, consumer: str) -> None:
@@ -468,7 +474,7 @@ class Bus:
                     group,
                 )
 
-    async def _drop_trimmed(self, group: str, entries: list) -> list:
+    async def _drop_trimmed(self, group: str, entries: list[RawEntry]) -> list[RawEntry]:
         """Ack pending entries whose data was trimmed away (nothing left to process); return the rest.
 
         XADD needs at least one field, so an entry without fields can only be a trimmed one.
@@ -482,13 +488,13 @@ class Bus:
                 entry_id,
                 group,
             )
-        return [entry for entry in entries if entry[2]]
+        return [entry for entry in entries if entry.fields]
 
-    async def _decode_or_dead_letter(self, group: str, entries: list) -> list[Delivery]:
+    async def _decode_or_dead_letter(self, group: str, entries: list[RawEntry]) -> list[Delivery]:
         deliveries = []
         for stream, entry_id, fields in entries:
             try:
-                deliveries.append(Delivery(stream, entry_id, decode(fields)))
+                deliveries.append(Delivery(stream, entry_id, decode(fields or {})))  # trimmed ones are gone by now
             except ValueError as error:
                 await self.dead_letter(group, stream, entry_id, fields, str(error))
         return deliveries

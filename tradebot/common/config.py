@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SymbolMode = Literal["popular", "large", "mid", "small", "all", "custom"]
@@ -173,7 +173,7 @@ class Settings(BaseSettings):
 
     @field_validator("grace_period_s")
     @classmethod
-    def _grace_outlasts_a_read(cls, value: float, info) -> float:  # type: ignore[no-untyped-def]
+    def _grace_outlasts_a_read(cls, value: float, info: ValidationInfo) -> float:
         block_ms = info.data.get("bus_block_ms")
         if block_ms is not None and block_ms >= value * 1000:
             raise ValueError(
@@ -184,19 +184,39 @@ class Settings(BaseSettings):
 
     @field_validator("long_window")
     @classmethod
-    def _long_after_short(cls, value: int, info) -> int:  # type: ignore[no-untyped-def]
+    def _long_after_short(cls, value: int, info: ValidationInfo) -> int:
         short = info.data.get("short_window")
         if short is not None and value <= short:
             raise ValueError(f"must be greater than SHORT_WINDOW ({short})")
         return value
 
 
-class SettingsError(SystemExit):
-    """Start-up stops with one line that names the setting to fix."""
+class ReadySettings(Settings):
+    """Settings once start-up has found or started the servers (``runtime.infrastructure``): workers
+    receive these, so REDIS_URL and DATABASE_URL are always there."""
+
+    redis_url: str
+    database_url: str
+
+    @classmethod
+    def resolved(cls, settings: Settings, *, redis_url: str, database_url: str) -> ReadySettings:
+        """``settings`` with the server URLs filled in."""
+        return cls(**{**dict(settings), "redis_url": redis_url, "database_url": database_url})
+
+
+# EX_CONFIG from sysexits.h: a setting is wrong, so restarting the process cannot help.
+CONFIG_ERROR_EXIT = 78
+
+
+class SettingsError(Exception):
+    """A setting (or key) is missing or wrong; the message is the one line that says what to set.
+
+    Entry points end with that line and CONFIG_ERROR_EXIT (``runtime.bootstrap``, ``runtime.serve``).
+    """
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Build Settings from the environment (and .env), or exit with one clear line."""
+    """Build Settings from the environment (and .env), or raise SettingsError with one clear line."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:

@@ -16,40 +16,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from redis.backoff import ExponentialWithJitterBackoff
-
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Delivery
-from tradebot.common.runtime import wait_or_stop
+from tradebot.common.lifecycle import Backoff
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Delivery]], Awaitable[None]]
 T = TypeVar("T")
 BACKLOG_CHECK_S = 60.0
-
-
-class Backoff:
-    """Capped, jittered delays that reset after a success; logs once per outage."""
-
-    def __init__(self, what: str, cap_s: float = 5.0):
-        self.what = what
-        self._delays = ExponentialWithJitterBackoff(cap=cap_s, base=0.1)
-        self.failures = 0
-        self.total_retries = 0
-
-    async def wait(self, error: BaseException, stop: asyncio.Event) -> None:
-        """Sleep before the next attempt (cut short by ``stop``)."""
-        if self.failures == 0:
-            log.warning("%s unavailable (%s); retrying with backoff", self.what, error)
-        self.failures += 1
-        self.total_retries += 1
-        await wait_or_stop(stop, self._delays.compute(self.failures))
-
-    def succeeded(self) -> None:
-        """Reset after a success, logging the recovery once."""
-        if self.failures:
-            log.info("%s is back after %d retries", self.what, self.failures)
-        self.failures = 0
 
 
 async def ride_out_redis(operation: Callable[[], Awaitable[T]], stop: asyncio.Event, backoff: Backoff) -> T | None:

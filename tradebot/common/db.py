@@ -64,7 +64,7 @@ async def is_reachable(executor: Executor, *, timeout_s: float = 2.0) -> bool:
     """True when the database answers a trivial query within ``timeout_s``."""
     try:
         async with asyncio.timeout(timeout_s), connection(executor) as conn:
-            return await conn.fetchval("SELECT 1") == 1
+            return bool(await conn.fetchval("SELECT 1") == 1)
     except TRANSIENT_DB_ERRORS:
         return False
 

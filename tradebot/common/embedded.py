@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tradebot.common.config import SettingsError
 
@@ -36,7 +37,7 @@ class EmbeddedRedis:
 
     data_dir: Path
     port: int
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -245,7 +246,7 @@ def _redis_binary() -> str:
     return found
 
 
-def _pgserver():  # type: ignore[no-untyped-def]
+def _pgserver() -> Any:  # a module whose helpers (pgserver.utils) are untyped
     """The pgserver package (its binaries and user helpers), imported without its XDG_RUNTIME_DIR warning."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -286,7 +287,8 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _port_open(port: int) -> bool:
@@ -295,7 +297,7 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, name: str, log_file: Path) -> None:
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, log_file: Path) -> None:
     """Wait until Redis answers PING: the port opens before it has reloaded its append-only file."""
     import redis
 

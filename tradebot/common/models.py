@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,9}$"
+# What the API accepts (it upper-cases): stated in the OpenAPI schema so a valid request is never refused.
+SYMBOL_PATTERN_ANY_CASE = r"^[A-Za-z][A-Za-z0-9.\-]{0,9}$"
 Side = Literal["buy", "sell"]
 Timeframe = Literal["1m", "5m", "15m", "1h", "1d"]
 # Sanity bounds: no US stock trades above these (BRK.A is under $1M); anything beyond is a bad

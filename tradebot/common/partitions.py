@@ -13,6 +13,7 @@ so a crash neither loses nor repeats an effect.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections import Counter
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, entry_order
-from tradebot.common.consumer import Backoff
+from tradebot.common.lifecycle import Backoff, backoff_delay_s, first_of
 from tradebot.common.models import Event
 from tradebot.common.streams import checkpoint_key, lease_key, members_key, partition_consumer
 
@@ -118,12 +119,8 @@ class PartitionedWorker:
         return self._burst and self._wanted is not None and self._wanted <= self._drained
 
     async def _wait_for_change(self, stop: asyncio.Event) -> None:
-        stopping = asyncio.create_task(stop.wait())
-        readers = {task for task, _ in self._owned.values()}
-        await asyncio.wait(
-            {stopping} | readers, timeout=self.config.membership_interval_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        stopping.cancel()
+        readers = [task for task, _ in self._owned.values()]
+        await first_of(stop, *readers, timeout_s=self.config.membership_interval_s)
 
     async def _rebalance(self) -> None:
         role, ttl = self.config.role, self.config.lease_ttl_ms
@@ -166,11 +163,11 @@ class PartitionedWorker:
             stop.set()
         results = await asyncio.gather(*(task for task, _ in owned.values()), return_exceptions=True)
         for partition, result in zip(owned, results, strict=True):
-            if isinstance(result, BaseException) or result == "error":
+            if isinstance(result, BaseException) or result is ReaderEnd.ERROR:
                 self._note_failure(partition, result)
             else:
                 self._failures.pop(partition, None)
-                if result == "drained":
+                if result is ReaderEnd.DRAINED:
                     self._drained.add(partition)
             if not lost:
                 await self._release(keys=[lease_key(self.config.role, partition)], args=[self.member])
@@ -180,7 +177,7 @@ class PartitionedWorker:
         """A failed reader is taken up again after a capped, growing delay."""
         failures = self._failures.get(partition, 0) + 1
         self._failures[partition] = failures
-        delay = min(30.0, 0.5 * 2 ** (failures - 1))
+        delay = backoff_delay_s(failures, base_s=0.5, cap_s=30.0, jitter=False)
         self._retry_at[partition] = time.monotonic() + delay
         if isinstance(result, BaseException):
             log.error(
@@ -203,6 +200,15 @@ class PartitionedWorker:
             pass  # membership expires by itself
 
 
+class ReaderEnd(enum.Enum):
+    """Why a partition reader ended."""
+
+    STOPPED = "stopped"  # asked to (lease given up, process stopping, MAX_MESSAGES reached)
+    DRAINED = "drained"  # burst mode: nothing left to read
+    LOST = "lost"  # another member holds the lease now
+    ERROR = "error"  # Redis failed under it: taken up again after a backoff
+
+
 class PartitionReader:
     """Reads one owned partition: restore checkpoint, pending entries first, then new ones."""
 
@@ -219,8 +225,8 @@ class PartitionReader:
         self._committed: str | None = None  # the checkpoint as last committed (or restored)
         self.consumer = partition_consumer(partition)
 
-    async def run(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> str:
-        """Process until stopped; returns why it ended: stopped, drained (burst), lost or error.
+    async def run(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd:
+        """Process until stopped; returns why it ended.
 
         On a Redis error it returns rather than retrying in place: the worker re-checks the lease,
         and a restarted reader begins again from the checkpoint and the pending entries.
@@ -234,9 +240,9 @@ class PartitionReader:
                 self.partition,
                 error,
             )
-            return "error"
+            return ReaderEnd.ERROR
 
-    async def _restore_and_drain(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> str:
+    async def _restore_and_drain(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd:
         role = self.config.role
         lease = (lease_key(role, self.partition), self.member)
         await self.bus.ensure_group(self.stream, role)
@@ -246,25 +252,25 @@ class PartitionReader:
         pending = True  # the previous owner's unacked entries come first, in order
         while not stop.is_set():
             if max_messages is not None and self.counters["handled"] >= max_messages:
-                return "stopped"
+                return ReaderEnd.STOPPED
             batch = await self.bus.read_fenced(
                 self.stream, role, self.consumer, lease, count=self.config.batch_size, pending=pending
             )
             if batch is None or (batch and not await self._commit(batch)):
                 log.warning("%s lost the lease on partition %d; leaving it to the new owner", role, self.partition)
                 self.counters["fenced"] += 1
-                return "lost"
+                return ReaderEnd.LOST
             if batch:
                 last_seen = max(last_seen, batch[-1].entry_id, key=entry_order)
             elif pending:
                 pending = False
             elif burst:
-                return "drained"
+                return ReaderEnd.DRAINED
             else:
                 # Entries dead-lettered by the read were never returned: wait from the group's position.
                 last_seen = max(last_seen, await self.bus.last_delivered_id(self.stream, role), key=entry_order)
                 await self.bus.wait_for_entries(self.stream, last_seen, self.config.block_ms, stop)
-        return "stopped"
+        return ReaderEnd.STOPPED
 
     async def _commit(self, batch: list[Delivery]) -> bool:
         outputs, poisoned = self._apply(batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from enum import StrEnum
 
 TICKS_PREFIX = "price.ticks"
 BARS = "price.bars"
@@ -13,9 +14,23 @@ CONTROL_EVENTS = "control.events"  # every change of trading state, audited (ris
 EQUITY_SAMPLES = "portfolio.equity"  # the account once a minute (the equity curve)
 DEAD_LETTER_PREFIX = "dlq."
 
-STORAGE_GROUP = "storage"
-STRATEGY_ROLE = "strategy"
-EXECUTION_ROLE = "execution"
+
+class Role(StrEnum):
+    """Every worker role: the one list of their names (in logs, heartbeats, leases, ``tradebot worker``)."""
+
+    MARKET_DATA = "market_data"
+    ALPACA = "alpaca"
+    POLYGON = "polygon"
+    STRATEGY = "strategy"
+    EXECUTION = "execution"
+    STORAGE = "storage"
+    API = "api"
+
+
+# A role's consumer group (and its lease and checkpoint keys) carry the role's name.
+STORAGE_GROUP: str = Role.STORAGE
+STRATEGY_ROLE: str = Role.STRATEGY
+EXECUTION_ROLE: str = Role.EXECUTION
 
 # The envelope fields of a bus entry: only bus.py reads or writes them.
 SCHEMA_VERSION = "1"

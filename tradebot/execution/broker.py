@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from tradebot.common.models import Order, OrderEvent, stable_id
 
@@ -129,7 +130,7 @@ class PaperBroker:
             timestamp=order.timestamp,
             client_order_id=order.id,
             status=status,  # type: ignore[arg-type]
-            side=order.side,  # type: ignore[arg-type]
+            side=order.side,
             quantity=order.quantity,
             price=price,
             commission=commission,
@@ -142,7 +143,7 @@ class PaperBroker:
         self._seen.append(client_order_id)
         self._seen_set.add(client_order_id)
 
-    def account(self) -> dict:
+    def account(self) -> dict[str, Any]:
         """Cash, equity, P&L and positions, as JSON-ready data."""
         positions = {symbol: {**asdict(p), "unrealised_pnl": p.unrealised_pnl} for symbol, p in self.positions.items()}
         market_value = sum(p.quantity * (p.last_price or p.average_cost) for p in self.positions.values())
@@ -156,7 +157,7 @@ class PaperBroker:
             "positions": positions,
         }
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """The whole account, including the remembered order ids, as JSON-ready data."""
         return {
             "starting_cash": self.starting_cash,
@@ -166,7 +167,7 @@ class PaperBroker:
             "seen_order_ids": list(self._seen),
         }
 
-    def restore(self, snapshot: dict) -> None:
+    def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace the account with a snapshot (fee settings stay as built: they apply from now on)."""
         self.starting_cash = snapshot["starting_cash"]
         self.cash = snapshot["cash"]

@@ -18,20 +18,16 @@ import json
 from collections import Counter
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
-
 from tradebot.common import runtime
 from tradebot.common.bus import Bus
-from tradebot.common.config import Settings
+from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.models import ControlEvent, Event, Order, OrderEvent
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
-from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW, checkpoint_key
+from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW
 from tradebot.execution.broker import PaperBroker
 from tradebot.risk.equity import sample_equity
 from tradebot.risk.stage import RiskStage, new_engine
 from tradebot.risk.store import OperatorRecord, TradingStateWatcher, poll_interval
-
-ACCOUNT_PARTITION = 0
 
 
 class BrokerPartition:
@@ -86,21 +82,11 @@ def new_broker(settings: Settings) -> PaperBroker:
     return PaperBroker(settings.starting_cash, settings.slippage_bps, settings.commission_per_share)
 
 
-async def read_account(redis: aioredis.Redis) -> dict | None:
-    """Cash, equity, P&L and positions of the paper account, or None before the first order."""
-    saved = await redis.get(checkpoint_key(EXECUTION_ROLE, ACCOUNT_PARTITION))
-    if saved is None:
-        return None
-    broker = PaperBroker(starting_cash=0.0)  # every figure that matters comes from the snapshot
-    broker.restore(json.loads(saved))
-    return broker.account()
-
-
 def execution_worker(
     bus: Bus,
     settings: Settings,
     member: str,
-    counters: Counter,
+    counters: Counter[str],
     operator: Callable[[], OperatorRecord] = OperatorRecord,
 ) -> PartitionedWorker:
     """A worker named ``member`` that takes the account's lease when it is free."""
@@ -117,10 +103,8 @@ def execution_worker(
     )
 
 
-async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> None:
+async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str]) -> None:
     """Worker entry: execute orders while this process holds the account's lease."""
-    if not settings.redis_url:
-        raise ValueError("REDIS_URL is not set")
     bus = Bus.from_settings(settings)
     member = runtime.consumer_name()
     watcher = TradingStateWatcher(bus.redis, member, EXECUTION_ROLE, poll_interval(settings.lease_ttl_ms))

@@ -31,8 +31,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import Bar, Tick
-from tradebot.common.runtime import wait_or_stop
 from tradebot.market_data.mock_feed import Clock, utc_now
 from tradebot.storage.buckets import floor_bucket, next_bucket
 
@@ -176,7 +176,7 @@ class GapRepairer:
         symbols: list[str],
         *,
         stop: asyncio.Event,
-        counters: Counter,
+        counters: Counter[str],
         clock: Clock = utc_now,
         settle_s: float = REPAIR_SETTLE_S,
     ):
@@ -187,7 +187,7 @@ class GapRepairer:
         self.counters = counters
         self.clock = clock
         self.settle_s = settle_s
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def on_connected(self) -> None:
         """Snapshot the watermarks and markers now (before new data moves them), record the repair

@@ -22,26 +22,19 @@ from datetime import datetime
 from typing import Any
 
 from tradebot.common.bus import Bus, Commit, CommitResult
-from tradebot.common.config import Settings, SettingsError
-from tradebot.common.consumer import Backoff, ride_out_redis
+from tradebot.common.config import ReadySettings, Settings, SettingsError
+from tradebot.common.consumer import ride_out_redis
+from tradebot.common.lifecycle import Backoff, first_of
 from tradebot.common.models import Bar, Event, Tick
 from tradebot.common.streams import BARS, publisher_sequence_key, tick_stream_for
 from tradebot.market_data.gap_repair import NO_REPAIR, PendingRepairs, repair_key, watermark_after, watermark_key
-from tradebot.market_data.provider_convert import CONVERSION_ERRORS
+from tradebot.providers.convert import CONVERSION_ERRORS
 from tradebot.universe import UniverseError, live_subscription_symbols
 
 log = logging.getLogger(__name__)
 
 BUFFER_SIZE = 10_000
 MALFORMED_LOG_EVERY = 1000  # after the first few, log one malformed record in this many
-
-
-class StreamRejected(BaseException):  # noqa: N818 - named for what happened, like StopIteration
-    """The provider refused this configuration for good (bad keys, feed not in the plan).
-
-    A BaseException on purpose: alpaca-py's stream loop catches every Exception and retries it
-    forever, so only a BaseException gets out to us. The worker turns it into one clear line.
-    """
 
 
 @dataclass(frozen=True)
@@ -81,7 +74,7 @@ class LivePublisher:
         *,
         source: str,
         partitions: int,
-        counters: Counter,
+        counters: Counter[str],
         batch_size: int = 500,
         buffer_size: int = BUFFER_SIZE,
         max_events: int | None = None,
@@ -96,7 +89,7 @@ class LivePublisher:
         self.repairs = PendingRepairs()  # repair markers: written with the commits, read by gap repair
         self._queue: asyncio.Queue[Event | RepairDone] = asyncio.Queue(buffer_size)
         self._backoff = Backoff(f"redis ({source} feed)")
-        self.flusher: asyncio.Task | None = None
+        self.flusher: asyncio.Task[None] | None = None
         self.max_events = max_events  # MAX_MESSAGES: the worker ends once this many are published
         self.enough = asyncio.Event()
         self._last_sequence: str | None = None  # the sequence key's value after our last batch
@@ -161,9 +154,7 @@ class LivePublisher:
     async def _next_batch(self, stop: asyncio.Event) -> list[Event | RepairDone]:
         if self._queue.empty():
             getter = asyncio.ensure_future(self._queue.get())
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({getter, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
+            await first_of(stop, getter)
             if not getter.done():
                 getter.cancel()  # Queue.get cancelled before taking an item loses nothing
                 return []
@@ -256,11 +247,9 @@ def _advance(marks: dict[str, datetime], symbol: str, mark: datetime) -> None:
 
 @asynccontextmanager
 async def live_publisher(
-    settings: Settings, source: str, symbols: Sequence[str], counters: Counter, stop: asyncio.Event
+    settings: ReadySettings, source: str, symbols: Sequence[str], counters: Counter[str], stop: asyncio.Event
 ) -> AsyncIterator[LivePublisher]:
     """A publisher with its flusher running; on exit everything queued is published, then Redis closed."""
-    if not settings.redis_url:
-        raise SettingsError("REDIS_URL is not set: set it, or start the worker through tradebot up")
     bus = Bus.from_settings(settings)
     publisher = LivePublisher(
         bus,
@@ -287,19 +276,15 @@ async def run_until_stopped(stream: Coroutine[Any, Any, None], stop: asyncio.Eve
     """Run a provider stream until ``stop`` or MAX_MESSAGES published (then cancel it). Errors of the
     stream, or of the publisher's flusher (which must never end on its own), propagate."""
     task = asyncio.create_task(stream)
-    stopping = [asyncio.create_task(stop.wait()), asyncio.create_task(publisher.enough.wait())]
-    watched = {task, *stopping} | ({publisher.flusher} if publisher.flusher else set())
     try:
-        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        await first_of(stop, task, publisher.enough, *([publisher.flusher] if publisher.flusher else []))
     finally:
-        for waiter in stopping:
-            waiter.cancel()
         await cancel_and_wait(task)
     if not task.cancelled() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]
 
 
-async def cancel_and_wait(task: asyncio.Task) -> None:
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
     """Cancel ``task`` until it has ended.
 
     Once is not always enough: Python 3.11's ``asyncio.wait_for`` swallows a cancellation that

@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tradebot.common.models import Tick
 
@@ -129,7 +130,9 @@ class SymbolPath:
 class MockFeed:
     """Generates ticks round robin over ``symbols``; resumable from :meth:`cursor`."""
 
-    def __init__(self, symbols: Sequence[str], seed: int, *, clock: Clock = utc_now, cursor: dict | None = None):
+    def __init__(
+        self, symbols: Sequence[str], seed: int, *, clock: Clock = utc_now, cursor: dict[str, Any] | None = None
+    ):
         if not symbols:
             raise ValueError("the mock feed needs at least one symbol")
         self.symbols = list(symbols)
@@ -165,7 +168,7 @@ class MockFeed:
         """The next ``count`` ticks."""
         return [self.next_tick() for _ in range(count)]
 
-    def cursor(self) -> dict:
+    def cursor(self) -> dict[str, Any]:
         """JSON-ready position of the feed; a feed built from it continues the same sequence."""
         return {
             "produced": self.produced,

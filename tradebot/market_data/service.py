@@ -17,16 +17,16 @@ from collections import Counter
 
 from tradebot.common import runtime
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit
-from tradebot.common.config import Settings
-from tradebot.common.consumer import Backoff
+from tradebot.common.config import ReadySettings, Settings
+from tradebot.common.lifecycle import Backoff, wait_or_stop
 from tradebot.common.models import Event
-from tradebot.common.streams import producer_cursor_key, tick_stream_for
+from tradebot.common.streams import Role, producer_cursor_key, tick_stream_for
 from tradebot.market_data.mock_feed import Clock, MockFeed, utc_now
 from tradebot.universe import resolve_symbols
 
 log = logging.getLogger("tradebot.market_data")  # not __name__: that is "__main__" under python -m
 
-ROLE = "market_data"
+ROLE = Role.MARKET_DATA
 CURSOR_NAME = "mock"
 PUBLISH_INTERVAL_S = 0.1  # batches per second = 10 at any rate, so latency stays ~100 ms
 
@@ -43,7 +43,7 @@ class Pacer:
         self.due += ticks / self.ticks_per_second
         delay = self.due - time.monotonic()
         if delay > 0:
-            await runtime.wait_or_stop(stop, delay)
+            await wait_or_stop(stop, delay)
         elif delay < -1.0:
             self.due = time.monotonic()  # after a stall, carry on at the rate instead of bursting
 
@@ -80,7 +80,7 @@ async def produce(
     symbols: list[str],
     *,
     stop: asyncio.Event,
-    counters: Counter,
+    counters: Counter[str],
     clock: Clock = utc_now,
     pace: bool = True,
 ) -> None:
@@ -106,7 +106,13 @@ async def produce(
 
 
 async def run_feed(
-    bus: Bus, settings: Settings, *, stop: asyncio.Event, counters: Counter, clock: Clock = utc_now, pace: bool = True
+    bus: Bus,
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    counters: Counter[str],
+    clock: Clock = utc_now,
+    pace: bool = True,
 ) -> None:
     """Run the feed, riding out Redis outages by resuming from the committed cursor."""
     symbols = resolve_symbols(settings)
@@ -127,10 +133,8 @@ async def run_feed(
             await backoff.wait(error, stop)
 
 
-async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> None:
+async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str]) -> None:
     """Worker entry: publish mock ticks until stopped."""
-    if not settings.redis_url:
-        raise ValueError("REDIS_URL is not set")
     bus = Bus.from_settings(settings)
     try:
         await run_feed(bus, settings, stop=stop, counters=counters)

@@ -56,7 +56,7 @@ class NyseHours:
     """Regular NYSE sessions: 9:30-16:00 New York, none on holidays, 13:00 closes on early-close days."""
 
     def __init__(self) -> None:
-        import exchange_calendars  # noqa: PLC0415 - heavy (pandas); only when the check is on
+        import exchange_calendars
 
         self._calendar = exchange_calendars.get_calendar("XNYS")
         self._sessions: dict[date, tuple[float, float] | None] = {}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import typer
 
 from tradebot.common.bus import Bus
-from tradebot.common.config import Settings, load_settings
-from tradebot.common.runtime import infrastructure, setup_logging
+from tradebot.common.config import ReadySettings
+from tradebot.common.runtime import bootstrap, infrastructure
 from tradebot.risk import control
 
 HELP = {
@@ -23,7 +24,10 @@ ReasonOption = Annotated[str, typer.Option("--reason", "-r", help="why (kept in 
 ActorOption = Annotated[str | None, typer.Option(help="who (default user@host)")]
 
 
-async def _with_bus(settings: Settings, work):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+async def _with_bus(settings: ReadySettings, work: Callable[[Bus], Awaitable[T]]) -> T:
     bus = Bus.from_settings(settings)
     try:
         return await work(bus)
@@ -31,14 +35,12 @@ async def _with_bus(settings: Settings, work):  # type: ignore[no-untyped-def]
         await bus.close()
 
 
-def _run(work):  # type: ignore[no-untyped-def]
-    settings = load_settings()
-    setup_logging("WARNING")
-    with infrastructure(settings) as ready:
+def _run(work: Callable[[Bus], Awaitable[T]]) -> T:
+    with bootstrap(log_level="WARNING") as settings, infrastructure(settings) as ready:
         return asyncio.run(_with_bus(ready, work))
 
 
-def _action_command(action: str):  # type: ignore[no-untyped-def]
+def _action_command(action: str) -> Callable[..., None]:
     def command(reason: ReasonOption = "operator request", actor: ActorOption = None) -> None:
         who = actor or control.default_actor()
         try:

@@ -12,6 +12,7 @@ import getpass
 import json
 import socket
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -79,7 +80,7 @@ async def apply_action(bus: Bus, action: str, *, actor: str, reason: str, now: d
     raise ControlError("the trading state kept changing while this change was being applied; try again")
 
 
-async def status(bus: Bus) -> dict:
+async def status(bus: Bus) -> dict[str, Any]:
     """The trading state, any tripped risk rule, and which live workers have seen which version."""
     record, _ = await read_record(bus.redis)
     state, rule = trading_state(record, await read_checkpoint(bus.redis))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from tradebot.common.models import Order
 from tradebot.risk import checks, reasons
@@ -58,7 +59,7 @@ class RiskEngine:
         self.clock = clock
         self.market_hours = market_hours or AlwaysOpen()
         self.operator_state, self.operator_version = TradingState.ACTIVE, 0
-        self.rule: dict | None = None  # {"state", "code", "reason", "session"} of a tripped rule
+        self.rule: dict[str, Any] | None = None  # {"state", "code", "reason", "session"} of a tripped rule
         self.peak_equity: float | None = None
         self.session: str | None = None
         self.session_start_equity = 0.0
@@ -169,7 +170,7 @@ class RiskEngine:
         if realised_pnl < 0:
             self.windows.record_loss(symbol, at.timestamp(), self.limits)
 
-    def usage(self, portfolio: Portfolio) -> dict:
+    def usage(self, portfolio: Portfolio) -> dict[str, Any]:
         """How much of each account-level limit is used, for /risk."""
         totals = portfolio.totals()
         equity = totals.equity
@@ -184,7 +185,7 @@ class RiskEngine:
             "peak_equity": peak,
         }
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """Everything the engine remembers, as JSON-ready data."""
         return {
             "operator": [self.operator_state.value, self.operator_version],
@@ -195,7 +196,7 @@ class RiskEngine:
             "stats": [self.stats.wins, self.stats.losses, self.stats.won, self.stats.lost],
         }
 
-    def restore(self, snapshot: dict) -> None:
+    def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace the memory with a snapshot (limits stay as built: they apply from now on)."""
         state, self.operator_version = snapshot["operator"]
         self.operator_state = TradingState(state)

@@ -12,18 +12,19 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.config import Settings
+from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import ACCOUNT_SCOPE, EquitySample
-from tradebot.common.runtime import wait_or_stop
 from tradebot.common.streams import EQUITY_SAMPLES, EXECUTION_ROLE, checkpoint_key
 from tradebot.execution.broker import PaperBroker
 
 log = logging.getLogger(__name__)
 
 
-def equity_sample(checkpoint: dict, at: datetime) -> EquitySample:
+def equity_sample(checkpoint: dict[str, Any], at: datetime) -> EquitySample:
     """One point of the curve from the execution checkpoint (account and risk memory)."""
     broker = PaperBroker(starting_cash=0.0)
     broker.restore(checkpoint)

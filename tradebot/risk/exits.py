@@ -11,6 +11,7 @@ stage denies the exit as a sell of nothing held.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tradebot.common.models import Signal, Tick, stable_id
 
@@ -73,8 +74,8 @@ class ExitRules:
             return "trailing_stop"
         return None
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         return {symbol: [trade.entry, trade.peak] for symbol, trade in self.trades.items()}
 
-    def restore(self, snapshot: dict) -> None:
+    def restore(self, snapshot: dict[str, Any]) -> None:
         self.trades = {symbol: OpenTrade(entry, peak) for symbol, (entry, peak) in snapshot.items()}

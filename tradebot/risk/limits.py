@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 from tradebot.common.config import Settings
 
@@ -55,6 +56,6 @@ class RiskLimits:
         )
         return cls(**values)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """JSON-ready, for /risk."""
         return {field.name: getattr(self, field.name) for field in fields(self)}

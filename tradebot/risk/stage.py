@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from tradebot.common.config import Settings
 from tradebot.common.models import ACCOUNT_SCOPE, ControlEvent, Order, OrderEvent, stable_id
@@ -31,7 +31,7 @@ class Account(Protocol):
     """What the stage reads of a broker."""
 
     cash: float
-    positions: dict
+    positions: dict[str, Any]
 
 
 def new_engine(settings: Settings) -> RiskEngine:
@@ -144,10 +144,10 @@ class RiskStage:
         self._decided.append(order_id)
         self._decided_set.add(order_id)
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         return {**self.engine.snapshot(), "marks": self.marks, "decided": list(self._decided)}
 
-    def restore(self, snapshot: dict) -> None:
+    def restore(self, snapshot: dict[str, Any]) -> None:
         self.engine.restore(snapshot)
         self.marks = dict(snapshot["marks"])
         self._decided = deque(snapshot["decided"], maxlen=REMEMBERED_DECISIONS)
@@ -162,7 +162,7 @@ def denied_event(order: Order, reason: str) -> OrderEvent:
         timestamp=order.timestamp,
         client_order_id=order.id,
         status="denied",
-        side=order.side,  # type: ignore[arg-type]
+        side=order.side,
         quantity=order.quantity,
         price=None,
         commission=0.0,

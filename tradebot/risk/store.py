@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import redis.asyncio as aioredis
 
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS
-from tradebot.common.runtime import wait_or_stop
+from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.streams import TRADING_STATE_KEY, TRADING_STATE_SEEN_KEY
 from tradebot.risk.state import TradingState
 

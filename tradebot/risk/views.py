@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -16,13 +17,13 @@ from tradebot.risk.state import TradingState
 from tradebot.risk.store import OperatorRecord, read_record
 
 
-async def read_checkpoint(redis: aioredis.Redis) -> dict | None:
+async def read_checkpoint(redis: aioredis.Redis) -> dict[str, Any] | None:
     """The execution role's last committed checkpoint (account and risk memory), or None before any order."""
     saved = await redis.get(checkpoint_key(EXECUTION_ROLE, 0))
     return json.loads(saved) if saved else None
 
 
-def _account(checkpoint: dict) -> tuple[PaperBroker, RiskEngine]:
+def _account(checkpoint: dict[str, Any]) -> tuple[PaperBroker, RiskEngine]:
     broker = PaperBroker(starting_cash=0.0)  # every figure that matters comes from the snapshot
     broker.restore(checkpoint)
     engine = RiskEngine(RiskLimits())
@@ -31,7 +32,7 @@ def _account(checkpoint: dict) -> tuple[PaperBroker, RiskEngine]:
     return broker, engine
 
 
-def positions(checkpoint: dict) -> list[dict]:
+def positions(checkpoint: dict[str, Any]) -> list[dict[str, Any]]:
     """Open positions with their value, share of equity and P&L, largest first."""
     broker, _ = _account(checkpoint)
     equity = broker.account()["equity"]
@@ -56,7 +57,7 @@ def positions(checkpoint: dict) -> list[dict]:
     return sorted(rows, key=lambda row: -abs(row["market_value"]))
 
 
-def portfolio(checkpoint: dict) -> dict:
+def portfolio(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """Cash, equity, exposure, P&L (total, per symbol, today) and drawdown."""
     broker, engine = _account(checkpoint)
     account = broker.account()
@@ -82,14 +83,16 @@ def portfolio(checkpoint: dict) -> dict:
     }
 
 
-def trading_state(record: OperatorRecord, checkpoint: dict | None) -> tuple[TradingState, dict | None]:
+def trading_state(
+    record: OperatorRecord, checkpoint: dict[str, Any] | None
+) -> tuple[TradingState, dict[str, Any] | None]:
     """The state the risk stage applies to the next order, and the rule it keeps (if any)."""
     engine = _account(checkpoint)[1] if checkpoint is not None else RiskEngine(RiskLimits())
     engine.set_operator(record.state, record.version)
     return engine.state, engine.rule
 
 
-async def risk(redis: aioredis.Redis, settings: Settings) -> dict:
+async def risk(redis: aioredis.Redis, settings: Settings) -> dict[str, Any]:
     """Trading state, limits and how much of each is used."""
     record, _ = await read_record(redis)
     checkpoint = await read_checkpoint(redis)

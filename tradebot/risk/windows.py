@@ -7,6 +7,7 @@ window through and denies the next; a window is half-open, (t - length, t].
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 from tradebot.risk import reasons
 from tradebot.risk.limits import RiskLimits
@@ -90,7 +91,7 @@ class RateWindows:
             self.locked_until = at + limits.loss_lock_s
             self.losses.clear()
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         return {
             "sent": list(self.sent),
             "by_symbol": {symbol: list(times) for symbol, times in self.sent_by_symbol.items() if times},
@@ -100,7 +101,7 @@ class RateWindows:
             "locked_until": self.locked_until,
         }
 
-    def restore(self, snapshot: dict) -> None:
+    def restore(self, snapshot: dict[str, Any]) -> None:
         self.sent = deque(snapshot["sent"])
         self.sent_by_symbol = {symbol: deque(times) for symbol, times in snapshot["by_symbol"].items()}
         self.last_by_side = dict(snapshot["last"])

@@ -125,12 +125,13 @@ async def _fetch_growing(
     span = WIDTHS[timeframe] * limit
     while True:
         if span >= upper - lower:
-            return await conn.fetch(sql, symbol, lower, upper, now, limit)
+            everything: Sequence[asyncpg.Record] = await conn.fetch(sql, symbol, lower, upper, now, limit)
+            return everything
         if from_start:
             window = (lower, ceil_bucket(lower + span, timeframe))
         else:
             window = (floor_bucket(upper - span, timeframe), upper)
-        rows = await conn.fetch(sql, symbol, *window, now, limit)
+        rows: Sequence[asyncpg.Record] = await conn.fetch(sql, symbol, *window, now, limit)
         if len(rows) >= limit:
             return rows
         span *= WINDOW_GROWTH
@@ -164,4 +165,5 @@ async def stats(
 async def symbols(executor: Executor) -> Sequence[asyncpg.Record]:
     """Every stored symbol with its first and last time and its tick and bar counts."""
     async with connection(executor) as conn:
-        return await conn.fetch(_SYMBOLS_SQL)
+        rows: Sequence[asyncpg.Record] = await conn.fetch(_SYMBOLS_SQL)
+        return rows

@@ -15,23 +15,23 @@ from collections import Counter
 import asyncpg
 
 from tradebot.common.bus import Bus, Delivery
-from tradebot.common.config import Settings
-from tradebot.common.consumer import Backoff, GroupConsumer
+from tradebot.common.config import ReadySettings
+from tradebot.common.consumer import GroupConsumer
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
+from tradebot.common.lifecycle import Backoff
 from tradebot.common.runtime import consumer_name
 from tradebot.common.runtime import main as run_worker
-from tradebot.common.streams import STORAGE_GROUP, storage_streams
+from tradebot.common.streams import STORAGE_GROUP, Role, storage_streams
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions
 from tradebot.storage.writer import write_events
 
 log = logging.getLogger(__name__)
-ROLE = "storage"
+ROLE = Role.STORAGE
 
 
-async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter | None = None) -> None:
+async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str] | None = None) -> None:
     """Persist stream entries until ``stop`` (or burst / max-messages end)."""
-    assert settings.redis_url and settings.database_url, "runtime fills in both URLs"
     counters = counters if counters is not None else Counter()
     pool = await _connect_when_ready(settings, stop)
     if pool is None:
@@ -62,9 +62,8 @@ async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter | No
         await pool.close()
 
 
-async def _connect_when_ready(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool | None:
+async def _connect_when_ready(settings: ReadySettings, stop: asyncio.Event) -> asyncpg.Pool | None:
     """Migrate and open the pool, waiting out a database that is down or restarting; None if stopped."""
-    assert settings.database_url
     backoff = Backoff("postgresql (storage start-up)")
     while not stop.is_set():
         try:

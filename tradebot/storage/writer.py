@@ -29,14 +29,14 @@ class Table:
     name: str
     columns: tuple[str, ...]
     key: tuple[str, ...]
-    row: Callable[[Any], tuple]
+    row: Callable[[Any], tuple[Any, ...]]
     replace_on_conflict: bool = False
 
     @property
     def staging(self) -> str:
         return f"staging_{self.name}"
 
-    def key_of(self, row: tuple) -> tuple:
+    def key_of(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         """The natural-key values of a row."""
         return tuple(row[self.columns.index(column)] for column in self.key)
 
@@ -127,9 +127,9 @@ TABLES: dict[type[Event], Table] = {
 }
 
 
-def group_rows(events: Sequence[Event]) -> dict[Table, list[tuple]]:
+def group_rows(events: Sequence[Event]) -> dict[Table, list[tuple[Any, ...]]]:
     """Rows per table, one per natural key (the last event with a key wins: a correction)."""
-    groups: dict[Table, dict[tuple, tuple]] = {}
+    groups: dict[Table, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
     for event in events:
         table = TABLES[type(event)]
         row = table.row(event)
@@ -164,7 +164,7 @@ async def write_bars(executor: Executor, bars: Sequence[Bar]) -> int:
     return total
 
 
-async def _copy_and_insert(conn: asyncpg.Connection, table: Table, rows: list[tuple]) -> int:
+async def _copy_and_insert(conn: asyncpg.Connection, table: Table, rows: list[tuple[Any, ...]]) -> int:
     # A temp table per session, emptied at every commit: no catalog churn per batch.
     await conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {table.staging} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"

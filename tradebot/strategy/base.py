@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from tradebot.common.models import Signal, Tick
 
@@ -16,10 +16,10 @@ class Strategy(Protocol):
         """Update the state with one tick; return the signals it triggers (usually none)."""
         ...
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """The whole state as JSON-ready data."""
         ...
 
-    def restore(self, snapshot: dict) -> None:
+    def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace the state with one taken by :meth:`snapshot`."""
         ...

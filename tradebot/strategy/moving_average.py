@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from tradebot.common.models import Side, Signal, Tick, stable_id
 
@@ -82,7 +83,7 @@ class MovingAverageCrossover:
             state = self._symbols[symbol] = SymbolState(deque(maxlen=self.long_window))
         return state
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """Per-symbol prices, last side and recent tick ids, as JSON-ready data."""
         return {
             "symbols": {
@@ -91,7 +92,7 @@ class MovingAverageCrossover:
             }
         }
 
-    def restore(self, snapshot: dict) -> None:
+    def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace the state with a snapshot (a changed LONG_WINDOW keeps the newest prices)."""
         self._symbols = {
             symbol: SymbolState(

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from tradebot.common import runtime
 from tradebot.common.bus import Bus
-from tradebot.common.config import Settings
+from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.models import Event, Order, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import ORDERS_NEW, SIGNALS, STRATEGY_ROLE, tick_stream
@@ -77,7 +77,7 @@ def strategy_factory(settings: Settings) -> Callable[[], Strategy]:
 
 
 def strategy_worker(
-    bus: Bus, settings: Settings, member: str, counters: Counter, may_order: Callable[[], bool] = lambda: True
+    bus: Bus, settings: Settings, member: str, counters: Counter[str], may_order: Callable[[], bool] = lambda: True
 ) -> PartitionedWorker:
     """A partition-leasing worker named ``member`` (unique per worker) running the strategy."""
     config = PartitionSettings(
@@ -98,10 +98,8 @@ def strategy_worker(
     return PartitionedWorker(bus, config, member=member, counters=counters, new_state=new_state)
 
 
-async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> None:
+async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str]) -> None:
     """Worker entry: run the strategy over the partitions this process wins."""
-    if not settings.redis_url:
-        raise ValueError("REDIS_URL is not set")
     bus = Bus.from_settings(settings)
     member = runtime.consumer_name()
     watcher = TradingStateWatcher(bus.redis, member, STRATEGY_ROLE, poll_interval(settings.lease_ttl_ms))

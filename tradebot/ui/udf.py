@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from tradebot.api.deps import MAX_LIMIT, ModeDep, NowDep, PoolDep
-from tradebot.common.models import SYMBOL_PATTERN
+from tradebot.common.models import SYMBOL_PATTERN, SYMBOL_PATTERN_ANY_CASE
 from tradebot.storage import queries
 from tradebot.storage.buckets import MARKET_TZ
 
@@ -29,7 +29,18 @@ SUPPORTED = ["1", "5", "15", "60", "1D"]
 # Bars older than this cannot exist; a `to` before it has no data to point at.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 Seconds = Annotated[int, Query(ge=0, le=4_102_444_800, description="Unix seconds (UTC)")]
-SymbolQuery = Annotated[str, Query(min_length=1, max_length=10, description="ticker, e.g. AAPL (case-insensitive)")]
+SymbolQuery = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=10,
+        description="ticker, e.g. AAPL (case-insensitive)",
+        json_schema_extra={"pattern": SYMBOL_PATTERN_ANY_CASE},
+    ),
+]
+ResolutionQuery = Annotated[
+    str, Query(description="bar width: 1, 5, 15, 60 or 1D (D too)", json_schema_extra={"enum": [*RESOLUTIONS]})
+]
 _TICKER = re.compile(SYMBOL_PATTERN)
 
 
@@ -141,7 +152,7 @@ async def history(
     mode: ModeDep,
     now: NowDep,
     symbol: SymbolQuery,
-    resolution: Annotated[str, Query(description="1, 5, 15, 60 or 1D")],
+    resolution: ResolutionQuery,
     to: Seconds,
     from_: Annotated[int, Query(alias="from", ge=0, le=4_102_444_800, description="Unix seconds")] = 0,
     countback: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="bars ending at `to`")] = None,
@@ -204,7 +215,7 @@ async def marks(
     symbol: SymbolQuery,
     to: Seconds,
     from_: Annotated[int, Query(alias="from", ge=0, le=4_102_444_800)] = 0,
-    resolution: Annotated[str, Query(description="ignored: marks are placed by time")] = "1",
+    resolution: Annotated[str, Query(max_length=10, description="ignored: marks are placed by time")] = "1",
 ) -> Any:
     """Every fill of ``symbol`` in [from, to): green B for buys, red S for sells."""
     ticker = ticker_of(symbol)
