@@ -21,8 +21,18 @@ TINY = BenchSizes(
     latency_rates=(2_000,),
     latency_seconds=2,
     storage=StorageSizes(table_ticks=20_000, ingest_rows=2_000, samples=3, load_seconds=1, concurrency=2),
+    risk_orders=500,
 )
-EXPECTED_SECTIONS = {"bus", "strategy", "end to end", "tick → order latency", "storage", "history API", "memory"}
+EXPECTED_SECTIONS = {
+    "bus",
+    "strategy",
+    "risk",
+    "end to end",
+    "tick → order latency",
+    "storage",
+    "history API",
+    "memory",
+}
 WORKER_ROLES = {"market_data", "strategy", "execution", "storage", "api"}
 
 

@@ -58,8 +58,8 @@ from tradebot.common.streams import (
     tick_stream,
     tick_streams,
 )
-from tradebot.execution.broker import PaperBroker
-from tradebot.execution.service import read_account
+from tradebot.execution.account import read_account
+from tradebot.execution.service import BrokerPartition
 from tradebot.market_data.mock_feed import MockFeed
 from tradebot.market_data.service import CURSOR_NAME
 from tradebot.storage.schema import migrate
@@ -297,9 +297,9 @@ async def assert_no_order_filled_twice(bus: Bus, db: asyncpg.Pool, settings: Set
     assert Counter(event.client_order_id for event in events) == Counter(order.id for order in orders), (
         "an order got no event or more than one"
     )
-    reference = PaperBroker(settings.starting_cash, settings.slippage_bps, settings.commission_per_share)
-    assert events == [event for order in orders if (event := reference.execute(order)) is not None], (
-        "the broker's events differ from one uninterrupted broker's over the same orders"
+    replay = BrokerPartition(settings)  # the same risk stage and broker, uninterrupted, in one batch
+    assert events == [event for _, event in replay.apply(orders)], (
+        "the execution role's events differ from one uninterrupted replay's over the same orders"
     )
     per_order = await db.fetch(
         "SELECT o.id, count(f.id) AS events, count(f.id) FILTER (WHERE f.status = 'filled') "

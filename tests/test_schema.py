@@ -24,6 +24,7 @@ from tradebot.storage.timescale import TimescaleOptions, chunk_interval_for, dat
 
 GB = 1024**3
 CORE_TABLES = {"ticks", "bars", "signals", "orders", "fills", "gaps"}  # all but gaps are hypertables under TimescaleDB
+RISK_TABLES = {"control_events", "equity_samples"}  # small tables, not hypertables
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ async def test_dry_run_lists_the_ddl_and_changes_nothing(empty_dsn: str) -> None
 
 async def test_migrations_apply_once_and_a_second_run_does_nothing(empty_dsn: str) -> None:
     assert await apply_migrations(empty_dsn)
-    assert await tables(empty_dsn) == CORE_TABLES | {"symbol_sources", "schema_migrations"}
+    assert await tables(empty_dsn) == CORE_TABLES | RISK_TABLES | {"symbol_sources", "schema_migrations"}
     assert await apply_migrations(empty_dsn) == []
     conn = await asyncpg.connect(empty_dsn)
     try:

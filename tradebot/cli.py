@@ -12,6 +12,7 @@ from tradebot.common.runtime import bootstrap, infrastructure
 from tradebot.common.streams import Role
 from tradebot.dlq.cli import app as dlq_app
 from tradebot.maintenance.cli import app as data_app
+from tradebot.risk.cli import register as register_control
 from tradebot.roles import DEFAULT_UP, ROLES, UnknownRoleError, module_for, run_role
 from tradebot.universe.cli import app as symbols_app
 
@@ -19,6 +20,7 @@ app = typer.Typer(
     help="Event-driven trading bot for US equities.", no_args_is_help=True, pretty_exceptions_enable=False
 )
 app.add_typer(symbols_app, name="symbols", help="Inspect and manage the symbol universe.")
+register_control(app)  # halt, reduce, resume, flatten, status
 app.add_typer(backfill_app, name="backfill", help="Fetch historical bars from Alpaca or Polygon into the database.")
 
 app.add_typer(dlq_app, name="dlq", help="Dead letters: list, show, replay (same event ids) and drop.")

@@ -22,7 +22,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from tradebot.api import routes_account, routes_activity, routes_health, routes_history, routes_webhooks
+from tradebot.api import (
+    routes_account,
+    routes_activity,
+    routes_control,
+    routes_health,
+    routes_history,
+    routes_portfolio,
+    routes_risk,
+    routes_webhooks,
+)
 from tradebot.api.auth import BodyLimit, check_exposure
 from tradebot.api.routes_docs import add_offline_docs
 from tradebot.common.bus import Bus, connect
@@ -136,6 +145,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_health.router)
     app.include_router(routes_account.router)
     app.include_router(routes_activity.router)
+    for risk_router in (routes_portfolio.router, routes_risk.router, routes_control.router):
+        app.include_router(risk_router)
     app.include_router(routes_webhooks.router)
     app.include_router(udf.router)
     app.include_router(routes_ws.router)

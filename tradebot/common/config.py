@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SymbolMode = Literal["popular", "large", "mid", "small", "all", "custom"]
+SizingMode = Literal["fixed_quantity", "fixed_notional", "fixed_fractional", "atr", "kelly", "equal_risk"]
 
 
 class Settings(BaseSettings):
@@ -74,6 +75,39 @@ class Settings(BaseSettings):
     starting_cash: float = Field(100_000.0, gt=0)
     slippage_bps: float = Field(1.0, ge=0)
     commission_per_share: float = Field(0.005, ge=0)
+
+    # --- risk (tradebot/risk, docs/RISK.md); a limit of 0 switches its check off ---
+    risk_max_order_notional: float = Field(50_000.0, ge=0)
+    risk_max_position_pct: float = Field(0.15, ge=0, le=1)
+    risk_max_gross_exposure_pct: float = Field(0.90, ge=0, le=10)
+    risk_max_open_positions: int = Field(50, ge=0)
+    risk_max_orders_per_second: int = Field(100, ge=0)
+    risk_max_orders_per_minute: int = Field(2_000, ge=0)
+    risk_max_symbol_orders_per_second: int = Field(5, ge=0)
+    risk_max_symbol_orders_per_minute: int = Field(60, ge=0)
+    risk_duplicate_window_s: float = Field(1.0, ge=0)
+    risk_price_collar_pct: float = Field(0.10, ge=0)
+    risk_daily_loss_pct: float = Field(0.03, ge=0, le=1)
+    risk_max_drawdown_pct: float = Field(0.15, ge=0, le=1)
+    risk_cooldown_s: float = Field(0.0, ge=0)
+    risk_loss_lock_count: int = Field(0, ge=0)
+    risk_loss_lock_window_s: float = Field(3600.0, ge=0)
+    risk_loss_lock_s: float = Field(900.0, ge=0)
+    # auto: enforce for a real broker, off for the paper broker (the mock demo trades at any hour)
+    market_hours: Literal["auto", "enforce", "off"] = "auto"
+    position_sizing: SizingMode = "fixed_quantity"
+    sizing_notional: float = Field(5_000.0, gt=0)
+    sizing_risk_pct: float = Field(0.01, gt=0, le=1)
+    sizing_stop_pct: float = Field(0.02, gt=0, le=1)
+    sizing_atr_multiple: float = Field(2.0, gt=0)
+    sizing_kelly_fraction: float = Field(0.5, gt=0, le=1)
+    sizing_kelly_cap: float = Field(0.10, gt=0, le=1)
+    fractional_shares: bool = False
+    # exits on every tick, in the strategy role (0 = off)
+    exit_stop_loss_pct: float = Field(0.0, ge=0, le=1)
+    exit_take_profit_pct: float = Field(0.0, ge=0)
+    exit_trailing_pct: float = Field(0.0, ge=0, le=1)
+    equity_sample_s: float = Field(60.0, gt=0)
 
     # --- history API ---
     api_host: str = "127.0.0.1"

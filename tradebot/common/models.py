@@ -130,7 +130,7 @@ class OrderEvent(Event):
     """What the broker did with an order: a fill (price, quantity, commission) or a rejection."""
 
     client_order_id: str
-    status: Literal["filled", "rejected"]
+    status: Literal["filled", "rejected", "denied"]  # denied: by the risk stage, never sent to a broker
     side: Side
     quantity: float = Field(ge=0, le=MAX_QUANTITY)
     price: float | None = Field(None, ge=MIN_PRICE, le=MAX_PRICE)
@@ -166,4 +166,34 @@ class Gap(Event):
         )
 
 
-EVENT_TYPES: dict[str, type[Event]] = {model.__name__: model for model in (Tick, Bar, Signal, Order, OrderEvent, Gap)}
+# Events about the whole account rather than one symbol carry this scope instead of a ticker.
+ACCOUNT_SCOPE = "*"
+TradingStateName = Literal["ACTIVE", "REDUCING", "HALTED"]
+
+
+class ControlEvent(Event):
+    """A change of trading state, by the operator or a risk rule: what, who, when and why."""
+
+    symbol: str = Field(ACCOUNT_SCOPE, pattern=rf"^\*$|{SYMBOL_PATTERN}")
+    action: Literal["halt", "reduce", "resume", "flatten", "rule"]
+    state: TradingStateName
+    actor: str = Field(min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=500)
+    version: int = Field(ge=0)
+
+
+class EquitySample(Event):
+    """The account once a minute: the equity curve's points."""
+
+    symbol: str = Field(ACCOUNT_SCOPE, pattern=r"^\*$")
+    cash: float
+    equity: float
+    gross_exposure: float = Field(ge=0)
+    realised_pnl: float
+    unrealised_pnl: float
+    drawdown: float = Field(ge=0, le=1)
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    model.__name__: model for model in (Tick, Bar, Signal, Order, OrderEvent, Gap, ControlEvent, EquitySample)
+}

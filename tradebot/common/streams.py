@@ -11,6 +11,8 @@ SIGNALS = "signals"
 ORDERS_NEW = "orders.new"
 ORDER_EVENTS = "orders.events"
 GAPS = "market.gaps"  # gaps a live feed could not publish (storage records them in the database)
+CONTROL_EVENTS = "control.events"  # every change of trading state, audited (risk/control.py)
+EQUITY_SAMPLES = "portfolio.equity"  # the account once a minute (the equity curve)
 DEAD_LETTER_PREFIX = "dlq."
 DEAD_LETTER_PATTERN = f"{DEAD_LETTER_PREFIX}*"
 
@@ -58,7 +60,7 @@ def tick_stream_for(symbol: str, partitions: int) -> str:
 
 def storage_streams(partitions: int) -> list[str]:
     """Everything the storage worker persists."""
-    return [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS, GAPS]
+    return [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS, GAPS, CONTROL_EVENTS, EQUITY_SAMPLES]
 
 
 def retained_streams(partitions: int) -> dict[str, tuple[str, ...]]:
@@ -148,3 +150,8 @@ def webhook_alert_key(alert_id: str) -> str:
 
 # Settings the stored data depends on (e.g. TICK_PARTITIONS), recorded by the first `tradebot up`.
 STORED_SETTINGS_KEY = "settings:stored"
+
+# The operator's trading state (ACTIVE / REDUCING / HALTED) as JSON, and which worker last saw which
+# version of it (a hash: consumer -> version), so `tradebot status` shows who obeys.
+TRADING_STATE_KEY = "risk:trading_state"
+TRADING_STATE_SEEN_KEY = "risk:trading_state:seen"

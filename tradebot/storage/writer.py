@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from tradebot.common.db import Executor, connection
-from tradebot.common.models import Bar, Event, Gap, Order, OrderEvent, Signal, Tick
+from tradebot.common.models import Bar, ControlEvent, EquitySample, Event, Gap, Order, OrderEvent, Signal, Tick
 
 BACKFILL_BATCH_ROWS = 10_000
 
@@ -151,6 +151,18 @@ TABLES: dict[type[Event], Table] = {
         ("id", "symbol", "first_ts", "last_ts", "source", "dropped"),
         ("id",),
         lambda g: (g.id, g.symbol, g.timestamp, g.last, g.source, g.dropped),
+    ),
+    ControlEvent: Table(
+        "control_events",
+        ("id", "ts", "action", "state", "actor", "reason", "version"),
+        ("id", "ts"),
+        lambda c: (c.id, c.timestamp, c.action, c.state, c.actor, c.reason, c.version),
+    ),
+    EquitySample: Table(
+        "equity_samples",
+        ("ts", "cash", "equity", "gross_exposure", "realised_pnl", "unrealised_pnl", "drawdown"),
+        ("ts",),
+        lambda q: (q.timestamp, q.cash, q.equity, q.gross_exposure, q.realised_pnl, q.unrealised_pnl, q.drawdown),
     ),
 }
 

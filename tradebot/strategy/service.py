@@ -20,6 +20,9 @@ from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.models import Event, Order, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import ORDERS_NEW, SIGNALS, STRATEGY_ROLE, tick_stream
+from tradebot.risk.exits import ExitRules
+from tradebot.risk.state import TradingState
+from tradebot.risk.store import TradingStateWatcher, poll_interval
 from tradebot.strategy.base import Strategy
 from tradebot.strategy.moving_average import MovingAverageCrossover
 
@@ -27,33 +30,49 @@ from tradebot.strategy.moving_average import MovingAverageCrossover
 class StrategyPartition:
     """The checkpointed state of one tick partition: a strategy instance behind PartitionState."""
 
-    def __init__(self, new_strategy: Callable[[], Strategy], order_quantity: float):
+    def __init__(
+        self, new_strategy: Callable[[], Strategy], order_quantity: float, may_order: Callable[[], bool] = lambda: True
+    ):
         self.new_strategy = new_strategy
         self.order_quantity = order_quantity
+        self.may_order = may_order
         self.strategy = new_strategy()
         self._touched: set[str] = set()  # symbols applied since the last parts written
         self._rest: str | None = None  # the snapshot without its symbols, as last written
+        self.exits = ExitRules()  # set by strategy_worker from EXIT_* (off by default)
 
     def restore(self, checkpoint: str | None) -> None:
         """Start from the checkpoint, or from nothing when there is none."""
         self.strategy = self.new_strategy()
+        self.exits.restore({})
         if checkpoint:
-            self.strategy.restore(json.loads(checkpoint))
+            saved = json.loads(checkpoint)
+            self.strategy.restore(saved)
+            self.exits.restore(saved.get("exits", {}))
 
     def apply(self, events: list[Event]) -> list[tuple[str, Event]]:
         """Feed ticks to the strategy; each signal is published along with its order."""
         outputs: list[tuple[str, Event]] = []
+        ordering = self.may_order()
         for event in events:
             if not isinstance(event, Tick):
                 raise TypeError(f"expected a Tick on a tick stream, got a {type(event).__name__}")
             self._touched.add(event.symbol)
-            for signal in self.strategy.on_tick(event):
-                outputs += [(SIGNALS, signal), (ORDERS_NEW, Order.from_signal(signal, self.order_quantity))]
+            signals = self.strategy.on_tick(event)
+            if self.exits.enabled:
+                signals += self.exits.on_tick(event, signals)
+            for signal in signals:
+                outputs.append((SIGNALS, signal))
+                if ordering:
+                    outputs.append((ORDERS_NEW, Order.from_signal(signal, self.order_quantity)))
         return outputs
 
     def checkpoint(self) -> str:
-        """The strategy's snapshot as compact JSON."""
-        return json.dumps(self.strategy.snapshot(), separators=(",", ":"))
+        """The strategy's snapshot (and the open trades of the exits, when on) as compact JSON."""
+        snapshot = self.strategy.snapshot()
+        if self.exits.enabled:
+            snapshot = {**snapshot, "exits": self.exits.snapshot()}
+        return json.dumps(snapshot, separators=(",", ":"))
 
     # Checkpointed in parts, one per symbol (plus "_rest", the snapshot without its symbols): a
     # commit rewrites only the symbols its batch touched, not the whole partition.
@@ -66,6 +85,8 @@ class StrategyPartition:
     def changed_parts(self) -> dict[str, str]:
         """The symbols applied since the last call (and the rest, if it changed)."""
         snapshot = self.strategy.snapshot()
+        if self.exits.enabled:  # the exits' open trades travel in the rest
+            snapshot["exits"] = self.exits.snapshot()
         symbols = snapshot.pop("symbols", {})
         changed = {symbol: _compact(_pack(symbols[symbol])) for symbol in self._touched if symbol in symbols}
         rest = _compact(snapshot)
@@ -81,6 +102,7 @@ class StrategyPartition:
             name: _unpack(json.loads(part)) for name, part in parts.items() if not name.startswith("_")
         }
         self.strategy = self.new_strategy()
+        self.exits.restore(snapshot.pop("exits", {}))
         self.strategy.restore(snapshot)
         self._rest = parts.get("_rest")
 
@@ -127,7 +149,9 @@ def strategy_factory(settings: Settings) -> Callable[[], Strategy]:
     return lambda: MovingAverageCrossover(settings.short_window, settings.long_window)
 
 
-def strategy_worker(bus: Bus, settings: Settings, member: str, counters: Counter[str]) -> PartitionedWorker:
+def strategy_worker(
+    bus: Bus, settings: Settings, member: str, counters: Counter[str], may_order: Callable[[], bool] = lambda: True
+) -> PartitionedWorker:
     """A partition-leasing worker named ``member`` (unique per worker) running the strategy."""
     config = PartitionSettings(
         role=STRATEGY_ROLE,
@@ -138,22 +162,31 @@ def strategy_worker(bus: Bus, settings: Settings, member: str, counters: Counter
         lease_ttl_ms=settings.lease_ttl_ms,
     )
     new_strategy = strategy_factory(settings)
-    return PartitionedWorker(
-        bus,
-        config,
-        member=member,
-        counters=counters,
-        new_state=lambda _partition: StrategyPartition(new_strategy, settings.order_quantity),
-    )
+
+    def new_state(_partition: int) -> StrategyPartition:
+        state = StrategyPartition(new_strategy, settings.order_quantity, may_order)
+        state.exits = ExitRules(settings.exit_stop_loss_pct, settings.exit_take_profit_pct, settings.exit_trailing_pct)
+        return state
+
+    return PartitionedWorker(bus, config, member=member, counters=counters, new_state=new_state)
 
 
 async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str]) -> None:
     """Worker entry: run the strategy over the partitions this process wins."""
     bus = Bus.from_settings(settings)
+    member = runtime.consumer_name()
+    watcher = TradingStateWatcher(bus.redis, member, STRATEGY_ROLE, poll_interval(settings.lease_ttl_ms))
+    await watcher.refresh()  # a restarted worker obeys a halt before its first tick
+    watching = asyncio.create_task(watcher.run(stop))
     try:
-        worker = strategy_worker(bus, settings, runtime.consumer_name(), counters)
+        worker = strategy_worker(
+            bus, settings, member, counters, lambda: watcher.current.state is not TradingState.HALTED
+        )
         await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        await watcher.forget()
         await bus.close()
 
 
