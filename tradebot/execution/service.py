@@ -56,7 +56,9 @@ class BrokerPartition:
 
 def new_broker(settings: Settings) -> PaperBroker:
     """A fresh account with the configured cash, slippage and commission."""
-    return PaperBroker(settings.starting_cash, settings.slippage_bps, settings.commission_per_share)
+    return PaperBroker(
+        settings.starting_cash, settings.slippage_bps, settings.commission_per_share, settings.order_memory_days
+    )
 
 
 async def read_account(redis: aioredis.Redis) -> dict | None:
@@ -70,7 +72,11 @@ async def read_account(redis: aioredis.Redis) -> dict | None:
 
 
 def execution_worker(bus: Bus, settings: Settings, member: str, counters: Counter) -> PartitionedWorker:
-    """A worker named ``member`` that takes the account's lease when it is free."""
+    """A worker named ``member`` that takes the account's lease when it is free.
+
+    EXECUTION_BROKER picks who executes: the paper broker (pure state, checkpointed) or a real
+    broker's loop (tradebot/broker/worker.py) reading the same partition under the same lease.
+    """
     config = PartitionSettings(
         role=EXECUTION_ROLE,
         partitions=1,
@@ -79,8 +85,18 @@ def execution_worker(bus: Bus, settings: Settings, member: str, counters: Counte
         block_ms=settings.bus_block_ms,
         lease_ttl_ms=settings.lease_ttl_ms,
     )
+    new_reader = None
+    if settings.execution_broker == "alpaca":
+        from tradebot.broker.worker import BrokerExecution  # alpaca-py is loaded only when it is used
+
+        new_reader = lambda _partition: BrokerExecution(bus, config, member, settings, counters)  # noqa: E731
     return PartitionedWorker(
-        bus, config, member=member, counters=counters, new_state=lambda _partition: BrokerPartition(settings)
+        bus,
+        config,
+        member=member,
+        counters=counters,
+        new_state=lambda _partition: BrokerPartition(settings),
+        new_reader=new_reader,
     )
 
 
