@@ -16,7 +16,8 @@ TradingStream). Wire facts reproduced (alpaca-py 0.44 `alpaca/trading/{client,st
 Scripted faults on POST /v2/orders (`fault_next(kind)` or `fault_rate` at random): "drop" (order
 accepted, connection closed with no answer), "500" (accepted, then a 500), "slow" (accepted,
 answered after `slow_s`, past the client's timeout), "duplicate" (accepted, answered with the
-duplicate 422 as if an earlier attempt had landed), "429" (refused, not accepted). On the stream:
+duplicate 422 as if an earlier attempt had landed), "429" (refused, not accepted), "403" (refused
+for insufficient buying power: a definitive rejection). On the stream:
 `drop_stream_after_fills` drops every connection after that many fill updates (mid-fill).
 Requests beyond `requests_per_minute` are answered 429, like the real budget.
 """
@@ -41,7 +42,7 @@ from .background import BackgroundLoop
 from .http_base import HttpEmulator
 from .trading_book import OPEN_STATUSES, OrderError, TradingBook, Update
 
-FAULTS = ("drop", "500", "slow", "duplicate", "429")
+FAULTS = ("drop", "500", "slow", "duplicate", "429", "403")
 NOT_FOUND = {"code": 40410000, "message": "order not found"}
 
 
@@ -114,6 +115,8 @@ class TradingRestEmulator(HttpEmulator):
         fault = self._next_fault()
         if fault == "429":
             return JSONResponse(FAILURE_BODIES[429], 429, headers=self.failure_headers(429))
+        if fault == "403":
+            return JSONResponse({"code": 40310000, "message": "insufficient buying power"}, 403)
         try:
             order = self.book.submit(await request.json())
         except OrderError as error:
@@ -192,6 +195,7 @@ class TradingStreamEmulator:
     def __init__(self, book: TradingBook, *, key: str, secret: str) -> None:
         self.book, self.key, self.secret = book, key, secret
         self.drop_after_fills: int | None = None
+        self.muted = False  # True: connections stay up but no update is sent (they are lost)
         self.connections = 0
         self.drops = 0
         self._listeners: set[ServerConnection] = set()
@@ -262,6 +266,8 @@ class TradingStreamEmulator:
         self._background.loop.call_soon_threadsafe(self._send_all, frame, update["event"])
 
     def _send_all(self, frame: bytes, event: str) -> None:
+        if self.muted:
+            return
         for ws in list(self._listeners):
             asyncio.ensure_future(_send_quietly(ws, frame))
         if event in ("fill", "partial_fill") and self.drop_after_fills:
@@ -292,11 +298,12 @@ class AlpacaTradingEmulator:
         secret: str = "test-secret",
         prices: dict[str, float] | None = None,
         partial_fills: int = 1,
+        drift: float = 0.0,
         requests_per_minute: int = 100_000,
         slow_s: float = 2.0,
         tick_s: float = 0.005,
     ) -> None:
-        self.book = TradingBook(prices=prices, partial_fills=partial_fills)
+        self.book = TradingBook(prices=prices, partial_fills=partial_fills, drift=drift)
         self.rest = TradingRestEmulator(
             self.book, key=key, secret=secret, requests_per_minute=requests_per_minute, slow_s=slow_s
         )

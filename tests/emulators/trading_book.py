@@ -44,8 +44,11 @@ def _num(value: float) -> str:
 class TradingBook(Observable):
     """One account at the emulated broker."""
 
-    def __init__(self, *, prices: dict[str, float] | None = None, partial_fills: int = 1, cash: float = 1e9) -> None:
+    def __init__(
+        self, *, prices: dict[str, float] | None = None, partial_fills: int = 1, drift: float = 0.0, cash: float = 1e9
+    ) -> None:
         super().__init__()
+        self.drift = drift  # the price moves by this much after every execution (fills at several prices)
         self.prices = dict(prices or {})
         self.partial_fills = partial_fills
         self.cash = cash
@@ -269,6 +272,7 @@ class TradingBook(Observable):
             }
         )
         self._emit("fill" if filled else "partial_fill", order, execution_id=execution_id, price=price, qty=qty)
+        self.prices[symbol] = round(price + self.drift, 4)
         if filled:
             for leg in order["legs"] or []:
                 leg["status"] = "new"
