@@ -55,6 +55,7 @@ class TradingRestEmulator(HttpEmulator):
         self.faults: deque[str] = deque()
         self.fault_rate, self.rng = 0.0, random.Random(7)
         self.faults_served: dict[str, int] = dict.fromkeys(FAULTS, 0)
+        self.throttle_s = 1.0  # a 429's X-RateLimit-Reset is this far ahead
         self._recent: deque[float] = deque()
         super().__init__()
         self.app = _Dropper(self.app)  # type: ignore[assignment]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -42,7 +43,7 @@ from tradebot.common.models import Order, stable_id
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_CLIENT_ORDER_ID = 48
-THROTTLE_PAUSE_S = 5.0  # after a 429 nobody calls for this long (the bucket refills meanwhile)
+THROTTLE_PAUSE_S = (0.5, 60.0)  # after a 429 nobody calls until the window resets, within these bounds
 PAGE = 500
 
 
@@ -120,11 +121,19 @@ class AlpacaGateway:
             return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
         except APIError as error:
             if error.status_code == 429:
-                log.warning("alpaca: 429 rate limited; pausing every trading-API call for %.0fs", THROTTLE_PAUSE_S)
-                self.bucket.pause(THROTTLE_PAUSE_S)
+                pause = _retry_after(error)
+                log.warning("alpaca: 429 rate limited; every trading-API call waits %.1fs", pause)
+                self.bucket.pause(pause)
             elif error.status_code == 401:
                 raise SettingsError("Alpaca rejected ALPACA_KEY/ALPACA_SECRET (401); set valid trading keys") from None
             raise
+
+    async def _read(self, function: Callable[..., T], *args: Any) -> T:
+        """A read changes nothing at the broker, so a connection that died under it is simply tried again."""
+        try:
+            return await self._call(function, *args)
+        except requests.ConnectionError:
+            return await self._call(function, *args)
 
     async def submit(self, order: Order, client_id: str) -> SubmitOutcome:
         try:
@@ -137,7 +146,7 @@ class AlpacaGateway:
 
     async def lookup(self, client_id: str) -> BrokerOrder | None:
         try:
-            found = await self._call(self.client.get_order_by_client_id, client_id)
+            found = await self._read(self.client.get_order_by_client_id, client_id)
         except APIError as error:
             if error.status_code == 404:
                 return None
@@ -149,7 +158,7 @@ class AlpacaGateway:
         found: dict[str, BrokerOrder] = {}
         while True:
             request = GetOrdersRequest(status=status, after=after, limit=PAGE, direction=Sort.ASC, nested=False)
-            listed = await self._call(self.client.get_orders, request)
+            listed = await self._read(self.client.get_orders, request)
             page = [broker_order(o) for o in listed if isinstance(o, AlpacaOrder)]
             found.update((o.broker_id, o) for o in page)
             if len(page) < PAGE:
@@ -158,18 +167,18 @@ class AlpacaGateway:
 
     async def fills_since(self, after: datetime) -> list[BrokerFill]:
         params = {"after": after.astimezone(UTC).isoformat(), "direction": "asc", "page_size": 100}
-        rows = await self._call(self.client.get, "/account/activities/FILL", params)
+        rows = await self._read(self.client.get, "/account/activities/FILL", params)
         return [
             BrokerFill(row["order_id"], float(row["qty"]), float(row["price"]), float(row["cum_qty"]))
             for row in rows or []  # type: ignore[union-attr]
         ]
 
     async def positions(self) -> dict[str, float]:
-        held = await self._call(self.client.get_all_positions)
+        held = await self._read(self.client.get_all_positions)
         return {p.symbol: float(p.qty) for p in held}  # type: ignore[union-attr]
 
     async def clock(self) -> MarketClock:
-        clock = await self._call(self.client.get_clock)
+        clock = await self._read(self.client.get_clock)
         return MarketClock(clock.is_open, clock.next_open, clock.next_close)  # type: ignore[union-attr]
 
     async def cancel(self, broker_id: str) -> None:
@@ -177,6 +186,16 @@ class AlpacaGateway:
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)
+
+
+def _retry_after(error: APIError) -> float:
+    """Seconds until Alpaca's rate-limit window resets (X-RateLimit-Reset is a Unix time)."""
+    low, high = THROTTLE_PAUSE_S
+    reset = error.response.headers.get("X-RateLimit-Reset") if error.response is not None else None
+    try:
+        return min(high, max(low, float(reset) - time.time())) if reset else low
+    except ValueError:
+        return low
 
 
 def _classify(error: APIError) -> SubmitOutcome:

@@ -80,7 +80,7 @@ class Reconciler:
             apart = self._disagreements(theirs)
             if not apart:
                 if self.halted:
-                    log.warning("execution: trading resumes: %s no longer holds", self.halted)
+                    log.warning("execution: trading resumes; the broker agrees again (was: %s)", self.halted)
                 self.halted = None
                 return events
             if attempt == 0:
