@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .background import Observable
+from .events import parse_time
 
 Update = dict[str, Any]
 OPEN_STATUSES = {"new", "accepted", "pending_new", "partially_filled", "pending_cancel", "pending_replace"}
@@ -307,7 +308,7 @@ class TradingBook(Observable):
                 for o in self.orders.values()
                 if o["status"] != "held"
                 and (status == "all" or (o["status"] in OPEN_STATUSES) == (status == "open"))
-                and (after is None or o["submitted_at"] > after)
+                and (after is None or parse_time(o["submitted_at"]) > parse_time(after))
             ]
         chosen.sort(key=lambda o: o["submitted_at"], reverse=direction != "asc")
         return chosen[:limit]
@@ -336,7 +337,11 @@ class TradingBook(Observable):
 
     def fill_activities(self, after: str | None) -> list[dict[str, Any]]:
         with self._condition:
-            return [dict(a) for a in self.activities if after is None or a["transaction_time"] > after]
+            return [
+                dict(a)
+                for a in self.activities
+                if after is None or parse_time(a["transaction_time"]) > parse_time(after)
+            ]
 
     def clock(self) -> dict[str, Any]:
         now = datetime.now(UTC)

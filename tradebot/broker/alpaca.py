@@ -129,10 +129,10 @@ class AlpacaGateway:
             raise
 
     async def _read(self, function: Callable[..., T], *args: Any) -> T:
-        """A read changes nothing at the broker, so a connection that died under it is simply tried again."""
+        """A read changes nothing at the broker, so one that died or timed out is simply tried again."""
         try:
             return await self._call(function, *args)
-        except requests.ConnectionError:
+        except requests.RequestException:
             return await self._call(function, *args)
 
     async def submit(self, order: Order, client_id: str) -> SubmitOutcome:
@@ -183,6 +183,9 @@ class AlpacaGateway:
 
     async def cancel(self, broker_id: str) -> None:
         await self._call(self.client.cancel_order_by_id, broker_id)
+
+    def ready_in(self) -> float:
+        return self.bucket.ready_in()
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)

@@ -11,7 +11,8 @@ class TokenBucket:
 
     def __init__(self, per_minute: int, burst: int | None = None):
         self.rate = per_minute / 60.0
-        self.capacity = float(burst if burst is not None else max(1, min(per_minute // 10, 20)))
+        # Burst plus a minute of refill stays within the budget over any 60 s window (190/min: 9 + 190).
+        self.capacity = float(burst if burst is not None else max(1, min(per_minute // 20, 10)))
         self.tokens = self.capacity
         self._updated = time.monotonic()
         self._paused_until = 0.0
@@ -31,6 +32,12 @@ class TokenBucket:
                     return
                 self.waited_s += wait
                 await asyncio.sleep(wait)  # rate limiting is waiting for time itself
+
+    def ready_in(self) -> float:
+        """Seconds until ``take`` would return at once (0 if now)."""
+        now = time.monotonic()
+        tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
+        return max(self._paused_until - now, (1 - tokens) / self.rate if tokens < 1 else 0.0, 0.0)
 
     def pause(self, seconds: float) -> None:
         """The broker answered 429: nobody sends for ``seconds`` and the bucket starts empty."""

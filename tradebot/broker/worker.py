@@ -32,6 +32,9 @@ from tradebot.common.streams import ORDER_EVENTS, ORDERS_NEW, checkpoint_key, le
 
 log = logging.getLogger(__name__)
 RESEND_AFTER_LOOKUPS = 3  # an unsure order the broker still does not know after this many lookups is sent again
+# Sending stops for the turn after this long, or when the rate limit would make it wait, so fills
+# that came in meanwhile reach the bus promptly even while orders queue for tokens.
+SEND_TURN_S = 0.1
 ANYTIME = ("gtc", "opg", "cls")
 
 
@@ -107,7 +110,7 @@ class BrokerExecution:
             if burst and not batch and not pending and not self.ledger.orders:
                 return "drained"
             if not batch and not events:
-                await self._wait(updates, last_seen, stop)
+                await self._wait(updates, last_seen, stop, gateway.ready_in() if self.ledger.waiting() else None)
         return "stopped"
 
     async def _take(self, batch: list[Delivery], gateway: BrokerGateway, reconciler: Reconciler) -> list[OrderEvent]:
@@ -141,7 +144,10 @@ class BrokerExecution:
 
     async def _send_waiting(self, gateway: BrokerGateway) -> list[OrderEvent]:
         events: list[OrderEvent] = []
+        turn_ends = time.monotonic() + SEND_TURN_S
         for tracked in self.ledger.waiting():
+            if time.monotonic() > turn_ends or gateway.ready_in() > 0:
+                break
             if tracked.client_order_id in self._fresh:
                 self._fresh.discard(tracked.client_order_id)
             elif not await self._settle(gateway, tracked, events):
@@ -189,8 +195,10 @@ class BrokerExecution:
             events += self.ledger.observe(seen, fill)
         return events
 
-    async def _wait(self, updates: TradeUpdates, last_seen: str, stop: asyncio.Event) -> None:
-        timeout_s = min(self.config.block_ms / 1000, self.settings.alpaca_poll_interval_s)
+    async def _wait(self, updates: TradeUpdates, last_seen: str, stop: asyncio.Event, token_s: float | None) -> None:
+        """Until a new order, a trade update, the next token for a waiting order, or the next poll."""
+        timeout_s = min(self.config.block_ms / 1000, self.settings.alpaca_poll_interval_s, token_s or float("inf"))
+        timeout_s = max(timeout_s, 0.001)
         entries = asyncio.create_task(self.bus.wait_for_entries(ORDERS_NEW, last_seen, int(timeout_s * 1000), stop))
         news = asyncio.create_task(updates.arrived())
         await asyncio.wait({entries, news}, return_when=asyncio.FIRST_COMPLETED)
