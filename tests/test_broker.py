@@ -148,3 +148,25 @@ def test_a_checkpoint_with_the_old_id_list_still_recognises_its_orders() -> None
     restored = PaperBroker(10_000)
     restored.restore(snapshot)
     assert restored.execute(order("buy", 1, 1.0)) is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "price"),
+    [
+        ({"order_type": "limit", "limit_price": 101.0}, "filled", 100.1),
+        ({"order_type": "limit", "limit_price": 100.05}, "filled", 100.05),  # never worse than the limit
+        ({"order_type": "limit", "limit_price": 99.0}, "expired", None),
+        ({"order_type": "limit", "limit_price": 99.0, "time_in_force": "ioc"}, "canceled", None),
+        ({"order_type": "stop", "stop_price": 99.0}, "filled", 100.1),
+        ({"order_type": "stop", "stop_price": 101.0, "time_in_force": "gtc"}, "expired", None),
+        ({"order_type": "stop_limit", "stop_price": 99.0, "limit_price": 100.0}, "filled", 100.0),
+        ({"order_type": "trailing_stop", "trail_percent": 1.0}, "rejected", None),
+    ],
+)
+def test_order_types_fill_or_end_at_the_reference_price(fields: dict, status: str, price: float | None) -> None:
+    broker = PaperBroker(10_000, slippage_bps=10)
+    event = broker.execute(order("buy", 10, 100.0).model_copy(update=fields))
+    assert event is not None and event.status == status
+    assert event.price == (pytest.approx(price) if price else None)
+    assert (event.reason is None) == (status == "filled")
+    assert broker.positions["AAPL"].quantity == (10 if status == "filled" else 0)

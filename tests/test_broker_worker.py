@@ -169,3 +169,19 @@ async def test_a_position_the_broker_does_not_share_halts_new_orders_with_one_li
     assert rejected.status == "rejected" and rejected.reason and "NVDA ours 0 broker 7" in rejected.reason
     assert emulator.book.submissions == 0
     assert sum("no new orders are sent" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_an_order_replaced_at_the_broker_ends_replaced_and_its_successor_is_followed(
+    bus: Bus, settings: Settings, emulator: AlpacaTradingEmulator
+) -> None:
+    await bus.publish([(ORDERS_NEW, order(1, order_type="limit", limit_price=90.0, time_in_force="gtc"))])
+    async with execution(alpaca_settings(settings, emulator)):
+        await wait_until(lambda: emulator.book.find_by_client_id("co-1") is not None, 10, "co-1 at the broker")
+        old = emulator.book.find_by_client_id("co-1")
+        assert old is not None
+        emulator.book.replace(old["id"], {"limit_price": "120", "client_order_id": "co-1-r1"})
+        await until_finished(bus, {"co-1", "co-1-r1"})
+    grouped = by_order(await order_events(bus))
+    assert [e.status for e in grouped["co-1"]] == ["submitted", "accepted", "replaced"]
+    assert [e.status for e in grouped["co-1-r1"]] == ["accepted", "filled"]
+    assert positions_from(await order_events(bus)) == emulator.book.positions == {"AAPL": 10}

@@ -70,7 +70,12 @@ class PaperBroker:
         self._remember(order.id, order.timestamp.timestamp())
         position = self.positions.setdefault(order.symbol, Position())
         position.last_price = order.reference_price
+        unfilled = self.not_marketable(order)
+        if unfilled is not None:
+            return self._event(order, unfilled[0], reason=unfilled[1])
         price = self.fill_price(order)
+        if order.limit_price is not None:  # a limit never fills worse than its price
+            price = min(price, order.limit_price) if order.side == "buy" else max(price, order.limit_price)
         commission = order.quantity * self.commission_per_share
         reason = self.rejection(order, price, commission)
         if reason is not None:
@@ -80,6 +85,25 @@ class PaperBroker:
         else:
             self._sell(position, order.quantity, price, commission)
         return self._event(order, "filled", price=price, commission=commission)
+
+    def not_marketable(self, order: Order) -> tuple[str, str] | None:
+        """(status, reason) for an order the reference price does not reach, else None.
+
+        The paper broker sees no price after the order's own, so nothing rests: a stop not yet
+        triggered or a limit not reached ends at once (canceled for ioc/fok, expired otherwise).
+        """
+        if order.order_type == "trailing_stop":
+            return "rejected", "trailing stops need a price feed after the order; the paper broker has none"
+        buy, price = order.side == "buy", order.reference_price
+        stop, limit = order.stop_price, order.limit_price
+        if stop is not None and (price < stop if buy else price > stop):
+            why = f"stop {stop:g} not triggered at the reference price {price:g}"
+        elif limit is not None and (price > limit if buy else price < limit):
+            why = f"limit {limit:g} not reached at the reference price {price:g}"
+        else:
+            return None
+        status = "canceled" if order.time_in_force in ("ioc", "fok") else "expired"
+        return status, f"{why}; paper orders do not rest"
 
     def fill_price(self, order: Order) -> float:
         """The reference price moved against the order by the slippage: buys pay more, sells get less."""
