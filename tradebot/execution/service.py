@@ -87,8 +87,10 @@ def execution_worker(bus: Bus, settings: Settings, member: str, counters: Counte
     )
     new_reader = None
     if settings.execution_broker == "alpaca":
+        from tradebot.broker.live import alpaca_is_paper
         from tradebot.broker.worker import BrokerExecution  # alpaca-py is loaded only when it is used
 
+        alpaca_is_paper(settings)  # missing keys or a half-given live opt-in stop start-up here (exit 78)
         new_reader = lambda _partition: BrokerExecution(bus, config, member, settings, counters)  # noqa: E731
     return PartitionedWorker(
         bus,
