@@ -57,5 +57,6 @@ def test_the_worker_refuses_live_without_confirmation_in_one_line(settings: Sett
     )
     assert result.returncode == CONFIG_ERROR_EXIT
     output = (result.stdout + result.stderr).decode()
-    assert output.strip().splitlines()[-1].startswith("ALPACA_PAPER=false asks for LIVE trading")
+    named = [line for line in output.splitlines() if "ALPACA_LIVE_CONFIRM" in line]
+    assert len(named) == 1 and named[0].startswith("ALPACA_PAPER=false asks for LIVE trading")
     assert KEY not in output and SECRET not in output
