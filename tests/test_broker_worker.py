@@ -185,3 +185,32 @@ async def test_an_order_replaced_at_the_broker_ends_replaced_and_its_successor_i
     assert [e.status for e in grouped["co-1"]] == ["submitted", "accepted", "replaced"]
     assert [e.status for e in grouped["co-1-r1"]] == ["accepted", "filled"]
     assert positions_from(await order_events(bus)) == emulator.book.positions == {"AAPL": 10}
+
+
+async def test_while_the_market_is_closed_only_orders_that_may_wait_are_sent(
+    bus: Bus, settings: Settings, emulator: AlpacaTradingEmulator
+) -> None:
+    emulator.book.market_open = False
+    await bus.publish([(ORDERS_NEW, order(1)), (ORDERS_NEW, order(2, time_in_force="gtc"))])
+    async with execution(alpaca_settings(settings, emulator)):
+        await until_finished(bus, {"co-1", "co-2"})
+    grouped = by_order(await order_events(bus))
+    assert [e.status for e in grouped["co-1"]] == ["submitted", "rejected"]
+    assert grouped["co-1"][-1].reason and grouped["co-1"][-1].reason.startswith("market closed (next open")
+    assert [e.status for e in grouped["co-2"]] == ["submitted", "accepted", "filled"]
+    assert emulator.rest.requests_to("/v2/clock")
+
+
+async def test_take_profit_and_stop_loss_make_a_bracket_at_the_broker(
+    bus: Bus, settings: Settings, emulator: AlpacaTradingEmulator
+) -> None:
+    bracket = order(1, take_profit_price=120.0, stop_loss_price=90.0, time_in_force="gtc")
+    oto = order(2, stop_loss_price=90.0, time_in_force="gtc")
+    await bus.publish([(ORDERS_NEW, bracket), (ORDERS_NEW, oto)])
+    async with execution(alpaca_settings(settings, emulator)):
+        await until_finished(bus, {"co-1", "co-2"})
+    placed = [emulator.book.find_by_client_id(cid) for cid in ("co-1", "co-2")]
+    assert [(o["order_class"], [leg["type"] for leg in o["legs"]]) for o in placed if o] == [
+        ("bracket", ["limit", "stop"]),
+        ("oto", ["stop"]),
+    ]
