@@ -137,7 +137,11 @@ class BrokerExecution:
     async def _outside_session(self, order: Order, gateway: BrokerGateway) -> str | None:
         now = datetime.now(UTC)
         if self._clock is None or now >= min(self._clock.next_open, self._clock.next_close):
-            self._clock = await gateway.clock()
+            try:
+                self._clock = await gateway.clock()
+            except Exception as error:  # noqa: BLE001 - without the broker's clock no order is sent
+                log.warning("execution: market clock unavailable (%s)", error)
+                return "market clock unavailable: the broker did not answer GET /v2/clock"
         if self._clock.is_open or order.time_in_force in ANYTIME or order.extended_hours:
             return None
         return f"market closed (next open {self._clock.next_open.isoformat()}); only gtc/opg/cls or extended hours"
