@@ -64,3 +64,12 @@ def test_the_checkpoint_round_trips() -> None:
     restored.restore(json.loads(json.dumps(ledger.snapshot())))
     assert restored.snapshot() == ledger.snapshot()
     assert [e.status for e in restored.observe(seen("filled", 10, 100.0))] == ["filled"]
+
+
+def test_an_order_republished_after_it_was_forgotten_is_not_told_again() -> None:
+    ledger = Ledger(memory_days=1)
+    ledger.add(order(1), "co-1")
+    old = seen("filled", 10, 100.0)
+    placed_long_ago = BrokerOrder(**{**old.__dict__, "submitted_at": datetime(2020, 1, 1, tzinfo=UTC)})
+    assert ledger.observe(placed_long_ago) == []
+    assert ledger.positions == {} and ledger.knows("co-1")

@@ -84,6 +84,13 @@ class Ledger:
         tracked = self.orders.get(seen.client_order_id)
         if tracked is None:
             tracked = self._adopt(seen)
+        if not tracked.external and seen.submitted_at.timestamp() < tracked.created - self.memory_s:
+            # Republished after we forgot it: the broker kept its id (422) and its life is long told.
+            log.warning("execution: %s was placed at the broker on %s; not told again", tracked.client_order_id,
+                        seen.submitted_at.isoformat())  # fmt: skip
+            tracked.phase, tracked.status = "done", "filled"
+            self._forget_later(tracked)
+            return []
         events: list[OrderEvent] = []
         tracked.broker_id = seen.broker_id
         if tracked.phase in ("new", "unsure"):
