@@ -11,7 +11,8 @@ import pytest
 
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
-from tradebot.common.streams import ORDERS_NEW
+from tradebot.common.models import Signal
+from tradebot.common.streams import ORDERS_NEW, dead_letter_stream
 from tradebot.execution import service
 
 from .broker_helpers import (
@@ -214,3 +215,17 @@ async def test_take_profit_and_stop_loss_make_a_bracket_at_the_broker(
         ("bracket", ["limit", "stop"]),
         ("oto", ["stop"]),
     ]
+
+
+async def test_something_other_than_an_order_is_dead_lettered_and_trading_goes_on(
+    bus: Bus, settings: Settings, emulator: AlpacaTradingEmulator
+) -> None:
+    stray = Signal(
+        id="sig-x", symbol="AAPL", timestamp=order(0).timestamp, side="buy", price=1.0, confidence=1, strategy="s",
+        tick_id="t",
+    )  # fmt: skip
+    await bus.publish([(ORDERS_NEW, stray), (ORDERS_NEW, order(1))])
+    async with execution(alpaca_settings(settings, emulator)):
+        await until_finished(bus, {"co-1"})
+    (dead,) = await bus.redis.xrange(dead_letter_stream(ORDERS_NEW))
+    assert dead[1]["reason"] == "expected an Order on orders.new, got a Signal"

@@ -93,7 +93,8 @@ class BrokerExecution:
                 return "lost"
             if batch:
                 last_seen = max(last_seen, batch[-1].entry_id, key=entry_order)
-                if not await self._commit(await self._take(batch, gateway, reconciler), batch):
+                orders = await self._set_aside_non_orders(batch)
+                if not await self._commit(await self._take(orders, gateway, reconciler), orders):
                     return "lost"
             elif pending:
                 pending = False
@@ -113,14 +114,21 @@ class BrokerExecution:
                 await self._wait(updates, last_seen, stop, gateway.ready_in() if self.ledger.waiting() else None)
         return "stopped"
 
+    async def _set_aside_non_orders(self, batch: list[Delivery]) -> list[Delivery]:
+        """Anything but an Order goes to the dead-letter stream with the reason; the orders stay."""
+        for delivery in batch:
+            if not isinstance(delivery.event, Order):
+                reason = f"expected an Order on {ORDERS_NEW}, got a {type(delivery.event).__name__}"
+                raw = {"event": delivery.event.model_dump_json()}
+                await self.bus.dead_letter(self.config.role, delivery.stream, delivery.entry_id, raw, reason)
+        return [delivery for delivery in batch if isinstance(delivery.event, Order)]
+
     async def _take(self, batch: list[Delivery], gateway: BrokerGateway, reconciler: Reconciler) -> list[OrderEvent]:
         """Record new orders (or refuse them, with the reason, while trading must not happen)."""
         events: list[OrderEvent] = []
         for delivery in batch:
             order = delivery.event
-            if not isinstance(order, Order):
-                log.error("execution: %s on %s is not an Order; ignored", type(order).__name__, ORDERS_NEW)
-                continue
+            assert isinstance(order, Order)  # set aside before
             client_id = client_order_id(order)
             submitted = self.ledger.add(order, client_id)
             self.counters["handled"] += 1
