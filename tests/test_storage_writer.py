@@ -96,6 +96,26 @@ async def test_each_event_type_lands_in_its_table(pool: asyncpg.Pool) -> None:
     assert (stored["symbol"], stored["ts"], stored["id"], stored["price"]) == ("AAPL", START, "test:AAPL:0", 100)
 
 
+async def test_every_lifecycle_status_of_a_real_broker_is_stored(pool: asyncpg.Pool) -> None:
+    statuses = ["submitted", "accepted", "partially_filled", "filled", "canceled", "expired", "rejected", "replaced"]
+    events = [
+        OrderEvent(
+            id=f"ev-{status}",
+            symbol="AAPL",
+            timestamp=START,
+            client_order_id="co-1",
+            status=status,  # type: ignore[arg-type]
+            side="buy",
+            quantity=5,
+            price=100.0 if "filled" in status else None,
+        )
+        for status in statuses
+    ]
+    assert (await write_events(pool, events))["fills"] == len(statuses)
+    stored = await pool.fetch("SELECT status FROM fills")
+    assert sorted(row["status"] for row in stored) == sorted(statuses)
+
+
 async def test_redelivered_batch_writes_nothing(pool: asyncpg.Pool) -> None:
     batch = [*ticks(50), *trading_events()]
     await write_events(pool, batch)

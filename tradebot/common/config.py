@@ -75,6 +75,19 @@ class Settings(BaseSettings):
     starting_cash: float = Field(100_000.0, gt=0)
     slippage_bps: float = Field(1.0, ge=0)
     commission_per_share: float = Field(0.005, ge=0)
+    # how long (days of order time) the paper broker remembers executed client order ids
+    order_memory_days: float = Field(7.0, gt=0, le=366)
+
+    # --- execution broker (docs/BROKERS.md) ---
+    execution_broker: Literal["paper", "alpaca"] = "paper"
+    alpaca_paper: bool = True  # live trading needs ALPACA_PAPER=false AND ALPACA_LIVE_CONFIRM
+    alpaca_live_confirm: str | None = None
+    alpaca_trading_stream_url: str | None = None
+    alpaca_requests_per_minute: int = Field(190, ge=1, le=100_000)  # Alpaca allows 200 per account
+    alpaca_timeout_s: float = Field(10.0, gt=0, le=120)
+    alpaca_poll_interval_s: float = Field(2.0, gt=0, le=600)  # REST polling while the stream is down
+    reconcile_interval_s: float = Field(60.0, gt=0, le=86_400)
+    reconcile_tolerance: float = Field(1e-6, ge=0)  # shares a position may differ before trading halts
 
     # --- risk (tradebot/risk, docs/RISK.md); a limit of 0 switches its check off ---
     risk_max_order_notional: float = Field(50_000.0, ge=0)

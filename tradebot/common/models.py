@@ -13,6 +13,13 @@ SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,9}$"
 SYMBOL_PATTERN_ANY_CASE = r"^[A-Za-z][A-Za-z0-9.\-]{0,9}$"
 Side = Literal["buy", "sell"]
 Timeframe = Literal["1m", "5m", "15m", "1h", "1d"]
+OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
+TimeInForce = Literal["day", "gtc", "ioc", "fok", "opg", "cls"]
+# An order's life on orders.events; the last four end it (docs/BROKERS.md).
+OrderStatus = Literal[
+    "submitted", "accepted", "partially_filled", "filled", "canceled", "expired", "rejected", "replaced", "denied"
+]
+TERMINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "denied"})
 # Sanity bounds: no US stock trades above these (BRK.A is under $1M); anything beyond is a bad
 # message, and letting it in would make sums over prices and sizes overflow in storage.
 MAX_PRICE = 10_000_000.0
@@ -110,7 +117,27 @@ class Order(Event):
     # the last price the strategy saw; paper fills start from it
     reference_price: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
     signal_id: str
-    order_type: Literal["market"] = "market"
+    order_type: OrderType = "market"
+    time_in_force: TimeInForce = "day"
+    limit_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
+    stop_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
+    trail_percent: float | None = Field(default=None, gt=0, lt=100)
+    # take-profit and/or stop-loss legs: both make a bracket order, one an OTO
+    take_profit_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
+    stop_loss_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
+    extended_hours: bool = False
+
+    @model_validator(mode="after")
+    def _prices_match_type(self) -> Order:
+        needs = {"limit": ("limit_price",), "stop": ("stop_price",), "stop_limit": ("limit_price", "stop_price")}
+        missing = [name for name in needs.get(self.order_type, ()) if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a {self.order_type} order needs {' and '.join(missing)}")
+        if self.order_type == "trailing_stop" and self.trail_percent is None:
+            raise ValueError("a trailing_stop order needs trail_percent")
+        if self.extended_hours and (self.order_type != "limit" or self.time_in_force != "day"):
+            raise ValueError("extended hours are only for limit orders with time in force day")
+        return self
 
     @classmethod
     def from_signal(cls, signal: Signal, quantity: float) -> Order:
@@ -127,19 +154,25 @@ class Order(Event):
 
 
 class OrderEvent(Event):
-    """What the broker did with an order: a fill (price, quantity, commission) or a rejection."""
+    """What the broker did with an order: one step of its life (submitted … filled / rejected).
+
+    A partially_filled or filled event carries the quantity and price of one execution, so the
+    quantities of an order's fill events add up to what it filled.
+    """
 
     client_order_id: str
-    status: Literal["filled", "rejected", "denied"]  # denied: by the risk stage, never sent to a broker
+    status: OrderStatus  # denied: by the risk stage, never sent to a broker
     side: Side
     quantity: float = Field(ge=0, le=MAX_QUANTITY)
     price: float | None = Field(None, ge=MIN_PRICE, le=MAX_PRICE)
     commission: float = Field(0.0, ge=0)
     reason: str | None = None
+    broker_order_id: str | None = None
+    filled_quantity: float | None = Field(default=None, ge=0, le=MAX_QUANTITY)  # cumulative, where known
 
     @model_validator(mode="after")
     def _fill_has_price(self) -> OrderEvent:
-        if self.status == "filled" and (self.price is None or self.quantity <= 0):
+        if self.status in ("filled", "partially_filled") and (self.price is None or self.quantity <= 0):
             raise ValueError("a fill needs a price and a positive quantity")
         return self
 

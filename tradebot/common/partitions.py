@@ -70,6 +70,12 @@ class PartedState(PartitionState, Protocol):
 PARTS_VERSION_FIELD = "_v"  # present in every parted checkpoint (an empty state is still one)
 
 
+class PartitionRunner(Protocol):
+    """What owns a partition while its lease is held; returns why it ended."""
+
+    async def run(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd: ...
+
+
 @dataclass
 class PartitionSettings:
     """How a stateful role reads and leases its partitions."""
@@ -104,11 +110,13 @@ class PartitionedWorker:
         member: str,
         new_state: Callable[[int], PartitionState],
         counters: Counter,
+        new_reader: Callable[[int], PartitionRunner] | None = None,
     ):
         self.bus = bus
         self.config = config
         self.member = member
         self.new_state = new_state
+        self.new_reader = new_reader  # a reader of its own (a real broker's loop) instead of PartitionReader
         self.counters = counters
         self._renew = bus.redis.register_script(_RENEW)
         self._release = bus.redis.register_script(_RELEASE)
@@ -173,8 +181,12 @@ class PartitionedWorker:
 
     def _start(self, partition: int) -> None:
         stop = asyncio.Event()
-        reader = PartitionReader(
-            self.bus, self.config, self.member, partition, self.new_state(partition), self.counters
+        reader: PartitionRunner = (
+            self.new_reader(partition)
+            if self.new_reader
+            else PartitionReader(
+                self.bus, self.config, self.member, partition, self.new_state(partition), self.counters
+            )
         )
         task = asyncio.create_task(reader.run(stop, burst=self._burst, max_messages=self._max_messages))
         self._owned[partition] = (task, stop)
