@@ -106,6 +106,7 @@ class Order(Event):
     reference_price: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
     signal_id: str
     order_type: Literal["market"] = "market"
+    strategy: str | None = None  # the name of the strategy whose signal this is
 
     @classmethod
     def from_signal(cls, signal: Signal, quantity: float) -> Order:
@@ -118,6 +119,7 @@ class Order(Event):
             reference_price=signal.price,
             signal_id=signal.id,
             timestamp=signal.timestamp,
+            strategy=signal.strategy,
         )
 
 

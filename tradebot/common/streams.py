@@ -15,6 +15,9 @@ STORAGE_GROUP = "storage"
 STRATEGY_ROLE = "strategy"
 EXECUTION_ROLE = "execution"
 
+# Strategies switched on or off at run time (a hash: name -> "on" | "off"); off = nothing published.
+STRATEGY_SWITCHES_KEY = "strategy:switches"
+
 # The envelope fields of a bus entry: only bus.py reads or writes them.
 SCHEMA_VERSION = "1"
 
