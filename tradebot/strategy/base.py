@@ -108,9 +108,9 @@ class BarStrategy:
         return self._act(state, bar, tick.symbol, tick.timestamp, tick.price, tick.id)
 
     def on_bar(self, bar: Bar) -> list[Signal]:
-        """Apply one complete stored bar (of this timeframe or a finer one)."""
+        """Apply one complete stored bar (of this timeframe or a finer one); signalled at its close."""
         seconds = timeframe_seconds(bar.timeframe)
-        if not self.seconds or seconds > self.seconds:
+        if seconds > self.seconds > 0:
             raise ValueError(f"{self.name} runs on {self.timeframe} bars and cannot take {bar.timeframe} bars")
         state = self._state(bar.symbol)
         if bar.id in state.recent_tick_ids:
@@ -118,8 +118,8 @@ class BarStrategy:
         state.recent_tick_ids.append(bar.id)
         start = int(bar.timestamp.timestamp())
         candle = Candle(start, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trade_count)
-        assert state.builder is not None
-        done = state.builder.add_bar(candle, seconds)
+        # "tick" strategies take each bar as one observation
+        done = state.builder.add_bar(candle, seconds) if state.builder else candle
         if done is None:
             return []
         closed_at = datetime.fromtimestamp(start + seconds, UTC)

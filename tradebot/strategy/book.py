@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tradebot.common.models import Order, Signal, Tick
+from tradebot.common.models import Bar, Order, Signal, Tick
 from tradebot.strategy.base import Strategy
 from tradebot.strategy.catalog import StrategyError, build_strategy
 
@@ -132,6 +132,20 @@ class StrategyBook:
             if entry.symbols is not None and tick.symbol not in entry.symbols:
                 continue
             signals = entry.strategy.on_tick(tick)
+            if signals and self.switches.get(entry.name, entry.spec.enabled):
+                outputs += [(signal, self._order(entry, signal)) for signal in signals]
+        return outputs
+
+    def on_bar(self, bar: Bar) -> list[tuple[Signal, Order]]:
+        """The same for one stored bar (backtests over bars); every strategy must have ``on_bar``."""
+        outputs: list[tuple[Signal, Order]] = []
+        for entry in self.entries:
+            if entry.symbols is not None and bar.symbol not in entry.symbols:
+                continue
+            on_bar = getattr(entry.strategy, "on_bar", None)
+            if on_bar is None:
+                raise StrategyError(f"strategy {entry.name} takes ticks only (it has no on_bar)")
+            signals = on_bar(bar)
             if signals and self.switches.get(entry.name, entry.spec.enabled):
                 outputs += [(signal, self._order(entry, signal)) for signal in signals]
         return outputs
