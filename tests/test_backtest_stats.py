@@ -43,8 +43,12 @@ def test_statistics_at_another_sampling_rate_match_too() -> None:
     equity = equity_curve(9, 1000)
     returns = pd.Series(stats.returns_of(equity))
     minutes = 252 * 390
-    assert stats.sharpe(list(returns), minutes) == pytest.approx(empyrical.sharpe_ratio(returns, annualization=minutes), rel=TOLERANCE)
-    assert stats.cagr(list(returns), minutes) == pytest.approx(empyrical.cagr(returns, annualization=minutes), rel=TOLERANCE)
+    assert stats.sharpe(list(returns), minutes) == pytest.approx(
+        empyrical.sharpe_ratio(returns, annualization=minutes), rel=TOLERANCE
+    )
+    assert stats.cagr(list(returns), minutes) == pytest.approx(
+        empyrical.cagr(returns, annualization=minutes), rel=TOLERANCE
+    )
 
 
 def test_drawdown_depth_and_duration() -> None:

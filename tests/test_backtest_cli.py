@@ -1,0 +1,109 @@
+"""`tradebot backtest` over ticks stored in PostgreSQL: reports, files, stored runs, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import asyncpg
+import pytest
+from typer.testing import CliRunner
+
+from tests.backtest_helpers import crossover_specs, mock_ticks, request
+from tradebot.backtest.data import BacktestInputError
+from tradebot.backtest.run import backtest, simulate
+from tradebot.backtest.store import list_runs, save_run
+from tradebot.cli import app
+from tradebot.common.db import create_pool
+from tradebot.storage.schema import apply_migrations
+from tradebot.storage.writer import write_events
+
+TICKS = mock_ticks(3000)
+runner = CliRunner()
+
+
+@pytest.fixture
+async def stored(clean_database: str) -> str:
+    """The test database holding the mock ticks."""
+    await apply_migrations(clean_database)
+    pool = await create_pool(clean_database, max_size=2)
+    try:
+        for start in range(0, len(TICKS), 1000):
+            await write_events(pool, TICKS[start : start + 1000])
+    finally:
+        await pool.close()
+    return clean_database
+
+
+async def test_stored_ticks_give_the_report_of_the_same_ticks_in_memory(stored: str) -> None:
+    pool = await create_pool(stored, max_size=2)
+    try:
+        wanted = request(crossover_specs((5, 20), (10, 40)))
+        outcome = await backtest(pool, wanted)
+        assert outcome.report == simulate(wanted, TICKS).report
+        await save_run(pool, outcome.report)
+        await save_run(pool, outcome.report)  # the same run stored twice is one row
+        runs = await list_runs(pool)
+        assert [r["id"] for r in runs] == [outcome.report["run"]["id"]]
+        assert json.loads(runs[0]["trades"]) == outcome.report["trades"]
+        with pytest.raises(BacktestInputError, match="no stored ticks of TSLA"):
+            await backtest(pool, replace(request(crossover_specs((5, 20))), symbols=("AAPL", "TSLA")))
+    finally:
+        await pool.close()
+
+
+def cli(database_url: str, redis_url: str, *args: str):  # type: ignore[no-untyped-def]
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "LOG_LEVEL": "WARNING"}
+    return runner.invoke(app, ["backtest", "--symbols", "AAPL,MSFT,NVDA", *args], env=env)
+
+
+def test_the_command_prints_writes_and_stores_a_run(stored: str, redis_url: str, tmp_path: Path) -> None:
+    result = cli(stored, redis_url, "--start", "2024-01-02", "--end", "2024-01-03", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "sharpe" in result.output and "per strategy" in result.output
+    for name in ("report.json", "trades.csv", "report.html", "equity.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    report = json.loads((tmp_path / "report.json").read_text())
+
+    async def stored_ids() -> list[str]:
+        conn = await asyncpg.connect(stored)
+        try:
+            return [row["id"] for row in await conn.fetch("SELECT id FROM backtest_runs")]
+        finally:
+            await conn.close()
+
+    assert asyncio.run(stored_ids()) == [report["run"]["id"]]
+
+
+def test_check_lookahead_reports_on_the_command_line(stored: str, redis_url: str) -> None:
+    result = cli(
+        stored, redis_url, "--start", "2024-01-02", "--end", "2024-01-03", "--no-store", "--check-lookahead",
+        "--strategy", "tests.backtest_helpers:PeekingStrategy",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "look-ahead check: 50 of 50 signals change" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "no_such_strategy"], "unknown strategy class 'no_such_strategy'"),
+        (["--strategy", "rsi_reversion", "--param", "window=0"], "window must be at least 1"),
+        (["--strategy", "rsi_reversion", "--param", "colour=red"], "unknown parameter 'colour'"),
+        (["--start", "2024-01-03", "--end", "2024-01-02"], "empty date range"),
+        (["--start", "2023-01-01", "--end", "2023-01-02"], "no stored ticks of AAPL, MSFT, NVDA"),
+        (["--start", "yesterday"], "is not a date"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(stored: str, redis_url: str, args: list[str], message: str) -> None:
+    defaults = {"--start": "2024-01-02", "--end": "2024-01-03"}
+    for option in list(defaults):
+        if option in args:
+            del defaults[option]
+    given = [*args, *(part for pair in defaults.items() for part in pair)]
+    result = cli(stored, redis_url, *given)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.output
