@@ -21,9 +21,12 @@ def mock_ticks(count: int = 6000, step: timedelta = timedelta(seconds=1)) -> lis
 def crossover_specs(*windows: tuple[int, int]) -> tuple[StrategySpec, ...]:
     return tuple(
         StrategySpec(
-            f"cross_{s}_{l}", "ma_crossover", {"short_window": s, "long_window": l}, sizing=Sizing(quantity=10)
+            f"cross_{short}_{long}",
+            "ma_crossover",
+            {"short_window": short, "long_window": long},
+            sizing=Sizing(quantity=10),
         )
-        for s, l in windows
+        for short, long in windows
     )
 
 
