@@ -107,3 +107,14 @@ def test_bad_input_is_one_line_and_exit_2(stored: str, redis_url: str, args: lis
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.output
+
+
+def test_replay_on_the_command_line_reports_parity(stored: str, redis_url: str) -> None:
+    env = {"DATABASE_URL": stored, "REDIS_URL": redis_url, "LOG_LEVEL": "WARNING"}
+    args = ["replay", "--symbols", "AAPL,MSFT,NVDA", "--start", "2024-01-02", "--end", "2024-01-03"]
+    result = runner.invoke(app, [*args, "--redis-db", "4", "--flush"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "replayed 3,000 ticks in Redis database 4" in result.output
+    assert "parity with the backtest: identical" in result.output
+    refused = runner.invoke(app, [*args, "--redis-db", "0"], env=env)
+    assert refused.exit_code == 2 and "where the live system runs" in refused.output

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from tradebot.backfill.cli import app as backfill_app
-from tradebot.backtest.cli import backtest_command
+from tradebot.backtest.cli import backtest_command, replay_command
 from tradebot.bench.cli import bench_command
 from tradebot.common.config import load_settings, redact_url
 from tradebot.common.runtime import infrastructure, setup_logging
@@ -21,6 +21,9 @@ app.add_typer(symbols_app, name="symbols", help="Inspect and manage the symbol u
 app.add_typer(backfill_app, name="backfill", help="Fetch historical bars from Alpaca or Polygon into the database.")
 app.command(name="backtest", help="Backtest strategies over stored ticks or bars (docs/STRATEGIES.md).")(
     backtest_command
+)
+app.command(name="replay", help="Stored ticks through the real workers in a Redis database of their own.")(
+    replay_command
 )
 app.command(name="bench", help="Measure throughput, latency, ingest, /history and memory (docs/BENCHMARKS.md).")(
     bench_command
