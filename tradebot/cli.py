@@ -12,12 +12,14 @@ from tradebot.bench.cli import bench_command
 from tradebot.common.config import load_settings, redact_url
 from tradebot.common.runtime import infrastructure, setup_logging
 from tradebot.roles import DEFAULT_UP, ROLES, UnknownRoleError, module_for, run_role
+from tradebot.strategy.cli import app as strategy_app
 from tradebot.universe.cli import app as symbols_app
 
 app = typer.Typer(
     help="Event-driven trading bot for US equities.", no_args_is_help=True, pretty_exceptions_enable=False
 )
 app.add_typer(symbols_app, name="symbols", help="Inspect and manage the symbol universe.")
+app.add_typer(strategy_app, name="strategy", help="New strategies from a template; list and switch them at run time.")
 app.add_typer(backfill_app, name="backfill", help="Fetch historical bars from Alpaca or Polygon into the database.")
 app.command(name="backtest", help="Backtest strategies over stored ticks or bars (docs/STRATEGIES.md).")(
     backtest_command
