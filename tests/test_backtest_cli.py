@@ -118,3 +118,13 @@ def test_replay_on_the_command_line_reports_parity(stored: str, redis_url: str) 
     assert "parity with the backtest: identical" in result.output
     refused = runner.invoke(app, [*args, "--redis-db", "0"], env=env)
     assert refused.exit_code == 2 and "where the live system runs" in refused.output
+
+
+def test_optimize_on_the_command_line_prints_the_walk_forward(stored: str, redis_url: str) -> None:
+    env = {"DATABASE_URL": stored, "REDIS_URL": redis_url, "LOG_LEVEL": "WARNING"}
+    args = ["optimize", "--strategy", "ma_crossover", "--symbols", "AAPL,MSFT", "--start", "2024-01-02",
+            "--end", "2024-01-03", "--grid", "short_window=3,5", "--grid", "long_window=20..21", "--folds", "2",
+            "--processes", "1", "--objective", "total_return"]  # fmt: skip
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "candidates by total_return" in result.output and "mean out-of-sample total_return" in result.output

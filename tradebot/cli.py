@@ -8,6 +8,7 @@ import typer
 
 from tradebot.backfill.cli import app as backfill_app
 from tradebot.backtest.cli import backtest_command, replay_command
+from tradebot.backtest.optimize_cli import optimize_command
 from tradebot.bench.cli import bench_command
 from tradebot.common.config import load_settings, redact_url
 from tradebot.common.runtime import infrastructure, setup_logging
@@ -26,6 +27,9 @@ app.command(name="backtest", help="Backtest strategies over stored ticks or bars
 )
 app.command(name="replay", help="Stored ticks through the real workers in a Redis database of their own.")(
     replay_command
+)
+app.command(name="optimize", help="Search strategy parameters: grid or random, parallel, walk-forward.")(
+    optimize_command
 )
 app.command(name="bench", help="Measure throughput, latency, ingest, /history and memory (docs/BENCHMARKS.md).")(
     bench_command

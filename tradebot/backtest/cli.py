@@ -173,7 +173,7 @@ def replay_command(
     try:
         request.book()
         with infrastructure(settings) as ready:
-            ticks = asyncio.run(_stored_ticks(ready, request))
+            ticks = asyncio.run(stored_ticks(ready, request))
             replayed = asyncio.run(replay(ready, ticks, database=redis_db, flush=flush))
     except (BacktestInputError, StrategyError, ReplayError, ValueError) as error:
         raise fail(str(error)) from None
@@ -190,7 +190,7 @@ def replay_command(
         raise typer.Exit(1)
 
 
-async def _stored_ticks(settings: Settings, request: BacktestRequest) -> list:
+async def stored_ticks(settings: Settings, request: BacktestRequest) -> list:
     from tradebot.backtest.data import load_ticks
 
     assert settings.database_url
