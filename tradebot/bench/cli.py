@@ -1,8 +1,8 @@
 """``tradebot bench``: every figure of docs/BENCHMARKS.md in one bounded run, as a table and JSON.
 
-Sections run in order — bus, strategy, e2e (ticks stored/s with every worker running),
-latency (tick → order at fixed offered rates), storage (ingest rows/s, /history) — then the peak
-RSS of every worker process the run started. A section that fails is reported as such and the
+Sections run in order — bus, strategy, backtest (ticks/s and bars/s per core), e2e (ticks stored/s
+with every worker running), latency (tick → order at fixed offered rates), storage (ingest rows/s,
+/history) — then the peak RSS of every worker process the run started. A section that fails is reported as such and the
 others still run. Default sizes finish in about four minutes on 2 cores, ``--quick`` in under one.
 """
 
@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from tradebot.bench.backtest import measure_backtest
 from tradebot.bench.bus import measure_bus
 from tradebot.bench.e2e import FeedRun, measure_throughput
 from tradebot.bench.latency import measure_latency
@@ -38,7 +39,7 @@ from tradebot.common.runtime import setup_logging
 
 log = logging.getLogger("tradebot.bench")
 
-SECTIONS = ("bus", "strategy", "e2e", "latency", "storage")
+SECTIONS = ("bus", "strategy", "backtest", "e2e", "latency", "storage")
 MiB = 2**20
 
 
@@ -48,6 +49,8 @@ class BenchSizes:
 
     bus_messages: int
     strategy_ticks: int
+    backtest_ticks: int
+    backtest_bars: int
     e2e_ticks: int
     e2e_offered_rate: float
     latency_rates: tuple[float, ...]
@@ -58,6 +61,8 @@ class BenchSizes:
 DEFAULT_SIZES = BenchSizes(
     bus_messages=100_000,
     strategy_ticks=100_000,
+    backtest_ticks=200_000,
+    backtest_bars=50_000,
     e2e_ticks=200_000,
     e2e_offered_rate=50_000,
     latency_rates=(1_000, 5_000, 20_000),
@@ -67,6 +72,8 @@ DEFAULT_SIZES = BenchSizes(
 QUICK_SIZES = BenchSizes(
     bus_messages=20_000,
     strategy_ticks=20_000,
+    backtest_ticks=20_000,
+    backtest_bars=5_000,
     e2e_ticks=30_000,
     e2e_offered_rate=50_000,
     latency_rates=(1_000, 5_000, 20_000),
@@ -86,6 +93,10 @@ async def _strategy(target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes
     return measure_strategy(sizes.strategy_ticks, s.short_window, s.long_window, s.bus_batch_size)
 
 
+async def _backtest(_target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
+    return measure_backtest(sizes.backtest_ticks, sizes.backtest_bars)
+
+
 async def _e2e(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
     return await measure_throughput(target, workers, FeedRun(sizes.e2e_offered_rate, sizes.e2e_ticks))
 
@@ -101,7 +112,14 @@ async def _storage(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes) 
     return await measure_storage(target, workers, sizes.storage)
 
 
-STEPS: dict[str, Step] = {"bus": _bus, "strategy": _strategy, "e2e": _e2e, "latency": _latency, "storage": _storage}
+STEPS: dict[str, Step] = {
+    "bus": _bus,
+    "strategy": _strategy,
+    "backtest": _backtest,
+    "e2e": _e2e,
+    "latency": _latency,
+    "storage": _storage,
+}
 
 
 def memory_figures(workers: WorkerPool) -> list[Figure]:

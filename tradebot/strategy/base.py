@@ -47,6 +47,18 @@ class SymbolState:
         self.holding = False  # long after a buy, flat after a sell (signals alternate)
         self.memory: dict[str, Any] = {}  # small JSON-ready extras a strategy keeps between bars
         self.recent_tick_ids: deque[str] = deque(maxlen=RECENT_TICK_IDS)
+        self._recent: set[str] = set()
+
+    def first_sight(self, tick_id: str) -> bool:
+        """Remember a tick id; False when it was seen recently (a redelivery)."""
+        if tick_id in self._recent:
+            return False
+        recent = self.recent_tick_ids
+        if len(recent) == RECENT_TICK_IDS:
+            self._recent.discard(recent[0])
+        recent.append(tick_id)
+        self._recent.add(tick_id)
+        return True
 
     def snapshot(self) -> dict:
         return {
@@ -65,6 +77,7 @@ class SymbolState:
         self.holding = saved["holding"]
         self.memory = dict(saved["memory"])
         self.recent_tick_ids = deque(saved["recent_tick_ids"], maxlen=RECENT_TICK_IDS)
+        self._recent = set(self.recent_tick_ids)
 
 
 class BarStrategy:
@@ -96,9 +109,8 @@ class BarStrategy:
     def on_tick(self, tick: Tick) -> list[Signal]:
         """Apply one tick; a tick id seen recently is a redelivery and changes nothing."""
         state = self._state(tick.symbol)
-        if tick.id in state.recent_tick_ids:
+        if not state.first_sight(tick.id):
             return []
-        state.recent_tick_ids.append(tick.id)
         if state.builder is None:
             bar: Candle | None = Candle(0, tick.price, tick.price, tick.price, tick.price, tick.size)
         else:
@@ -113,9 +125,8 @@ class BarStrategy:
         if seconds > self.seconds > 0:
             raise ValueError(f"{self.name} runs on {self.timeframe} bars and cannot take {bar.timeframe} bars")
         state = self._state(bar.symbol)
-        if bar.id in state.recent_tick_ids:
+        if not state.first_sight(bar.id):
             return []
-        state.recent_tick_ids.append(bar.id)
         start = int(bar.timestamp.timestamp())
         candle = Candle(start, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trade_count)
         # "tick" strategies take each bar as one observation

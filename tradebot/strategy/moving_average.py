@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Literal
 
+from tradebot.common.models import Signal, Tick
 from tradebot.strategy.bars import Candle
 from tradebot.strategy.base import BarStrategy, Decision, SymbolState
 from tradebot.strategy.indicators import EMA, Indicator
@@ -82,27 +83,47 @@ class MovingAverageCrossover(BarStrategy):
         suffix = "" if timeframe == "tick" else f"_{timeframe}"
         super().__init__(timeframe=timeframe, name=name or f"{prefix}_crossover_{short_window}_{long_window}{suffix}")
 
+    def on_tick(self, tick: Tick) -> list[Signal]:
+        """Every tick is a bar for the tick-driven SMA crossover: the hot path, without a Candle."""
+        if self.seconds or self.average != "sma":
+            return super().on_tick(tick)
+        state = self._symbols.get(tick.symbol) or self._state(tick.symbol)
+        if not state.first_sight(tick.id):
+            return []
+        decision = self._decide_units(state, round(tick.price * PRICE_UNITS_PER_DOLLAR))
+        if decision is None:
+            return []
+        return [self.signal(tick.symbol, tick.timestamp, decision[0], tick.price, decision[1], tick.id)]
+
     def indicators(self) -> dict[str, Indicator]:
         if self.average == "ema":
             return {"short": EMA(self.short_window), "long": EMA(self.long_window)}
         return {"short": IntegerSum(self.short_window), "long": IntegerSum(self.long_window)}
 
     def decide(self, state: SymbolState, bar: Candle) -> Decision | None:
-        short, long = state.indicators["short"], state.indicators["long"]
-        if self.average == "ema":
-            short_value, long_value = short.update(bar.close), long.update(bar.close)  # type: ignore[attr-defined]
-            if long_value is None:
-                return None
-            relation = (short_value > long_value) - (short_value < long_value)
-            score = confidence(short_value, long_value)
-        else:
-            units = price_units(bar.close)
-            short_sum, long_sum = short.update(units), long.update(units)  # type: ignore[attr-defined]
-            if long_sum is None:
-                return None
-            difference = short_sum * self.long_window - long_sum * self.short_window  # exact
-            relation = (difference > 0) - (difference < 0)
-            score = round(min(1.0, abs(difference) / (long_sum * self.short_window) / FULL_CONFIDENCE_GAP), 6)
+        if self.average == "sma":
+            return self._decide_units(state, price_units(bar.close))
+        short_value = state.indicators["short"].update(bar.close)  # type: ignore[attr-defined]
+        long_value = state.indicators["long"].update(bar.close)  # type: ignore[attr-defined]
+        if long_value is None:
+            return None
+        relation = (short_value > long_value) - (short_value < long_value)
+        return self._turn(state, relation, confidence(short_value, long_value))
+
+    def _decide_units(self, state: SymbolState, units: int) -> Decision | None:
+        short_sum = state.indicators["short"].update(units)  # type: ignore[attr-defined]
+        long_sum = state.indicators["long"].update(units)  # type: ignore[attr-defined]
+        if long_sum is None:
+            return None
+        difference = short_sum * self.long_window - long_sum * self.short_window  # exact
+        relation = (difference > 0) - (difference < 0)
+        if relation == state.memory.get("relation", 0):
+            return None  # the common case: still on the same side
+        score = min(1.0, abs(difference) / (long_sum * self.short_window) / FULL_CONFIDENCE_GAP)
+        return self._turn(state, relation, score)
+
+    @staticmethod
+    def _turn(state: SymbolState, relation: int, score: float) -> Decision | None:
         previous = state.memory.get("relation", 0)
         if relation:
             state.memory["relation"] = relation
