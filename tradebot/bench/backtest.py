@@ -38,7 +38,7 @@ def bench_ticks(count: int, symbols: int = 100) -> list[Tick]:
 
 def bench_bars(count: int, symbols: int = 20) -> list[Bar]:
     """``count`` 1-minute bars built from mock ticks (60 per bar), in time order."""
-    ticks = bench_ticks(count * 60, symbols)
+    ticks = bench_ticks((count + symbols) * 60, symbols)  # one more minute each: the last bars close
     builders: dict[str, BarBuilder] = {}
     bars: list[Bar] = []
     for tick in ticks:
@@ -49,8 +49,8 @@ def bench_bars(count: int, symbols: int = 20) -> list[Bar]:
             at = datetime.fromtimestamp(done.start, UTC)
             bars.append(Bar(id=Bar.bar_id("bench", tick.symbol, "1m", at), symbol=tick.symbol, timestamp=at,
                             timeframe="1m", open=done.open, high=done.high, low=done.low, close=done.close,
-                            volume=done.volume, trade_count=done.count))  # fmt: skip
-    return bars
+                            volume=done.volume, trade_count=done.count, vwap=None))  # fmt: skip
+    return bars[:count]
 
 
 def _rate(spec: StrategySpec, observations: list) -> tuple[float, int]:  # type: ignore[type-arg]
