@@ -30,15 +30,15 @@ ENSEMBLE_BARS = StrategySpec("ensemble", "ensemble", {"timeframe": "1m"})
 CROSSOVER_BARS = StrategySpec("crossover", "ma_crossover", {"short_window": 5, "long_window": 20, "timeframe": "1m"})
 
 
-def bench_ticks(count: int, symbols: int = 100) -> list[Tick]:
-    """Mock ticks, one per symbol per second."""
+def bench_ticks(count: int, symbols: int = 100, every: timedelta = timedelta(seconds=1)) -> list[Tick]:
+    """Mock ticks, one per symbol ``every``."""
     names = curated_symbols("popular")[:symbols]
-    return MockFeed(names, 42, clock=stepping_clock(START, timedelta(seconds=1) / len(names))).take(count)
+    return MockFeed(names, 42, clock=stepping_clock(START, every / len(names))).take(count)
 
 
 def bench_bars(count: int, symbols: int = 20) -> list[Bar]:
-    """``count`` 1-minute bars built from mock ticks (60 per bar), in time order."""
-    ticks = bench_ticks((count + symbols) * 60, symbols)  # one more minute each: the last bars close
+    """``count`` 1-minute bars built from mock ticks (4 per bar), in time order."""
+    ticks = bench_ticks((count + symbols) * 4, symbols, timedelta(seconds=15))  # the extra minute closes the last
     builders: dict[str, BarBuilder] = {}
     bars: list[Bar] = []
     for tick in ticks:
