@@ -120,6 +120,7 @@ class Backtest:
         self.sample_s = timeframe_seconds(sample)
         self.result = BacktestResult(broker.starting_cash, sample)
         self._bucket: int | None = None
+        self._next: datetime | None = None  # where the current sample ends
         self._marks: dict[str, float] = {}
 
     def feed(self, observations: Iterable[Tick | Bar]) -> BacktestResult:
@@ -139,22 +140,24 @@ class Backtest:
         """Close the last sample and take the account's final state."""
         if self._bucket is not None:
             self._sample(self._bucket + self.sample_s)
-            self._bucket = None
+            self._bucket = self._next = None
         self.result.account = self.broker.account()
         return self.result
 
     def _advance(self, at: datetime, symbol: str, price: float) -> None:
         result = self.result
         result.observations += 1
-        bucket = int(at.timestamp()) // self.sample_s * self.sample_s
-        if self._bucket is None:
-            result.equity.append((at, result.starting_cash))
+        if self._next is None or at >= self._next:  # a comparison per tick; the arithmetic once per sample
+            bucket = int(at.timestamp()) // self.sample_s * self.sample_s
+            if self._bucket is None:
+                result.equity.append((at, result.starting_cash))
+            else:
+                self._sample(bucket)
             self._bucket = bucket
-        elif bucket > self._bucket:
-            self._sample(bucket)
-            self._bucket = bucket
+            self._next = datetime.fromtimestamp(bucket + self.sample_s, UTC)
         self._marks[symbol] = price
-        result.first_price.setdefault(symbol, price)
+        if symbol not in result.first_price:
+            result.first_price[symbol] = price
         result.last_price[symbol] = price
 
     def _sample(self, until: int) -> None:

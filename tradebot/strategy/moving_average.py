@@ -49,11 +49,14 @@ class IntegerSum(Indicator):
         self.total = 0
 
     def update(self, value: int) -> int | None:
-        if len(self.values) == self.window:
-            self.total -= self.values[0]
-        self.values.append(value)
+        values = self.values
+        if len(values) == self.window:
+            self.total += value - values[0]
+            values.append(value)
+            return self.total
+        values.append(value)
         self.total += value
-        return self.total if len(self.values) == self.window else None
+        return self.total if len(values) == self.window else None
 
 
 class MovingAverageCrossover(BarStrategy):
@@ -111,8 +114,9 @@ class MovingAverageCrossover(BarStrategy):
         return self._turn(state, relation, confidence(short_value, long_value))
 
     def _decide_units(self, state: SymbolState, units: int) -> Decision | None:
-        short_sum = state.indicators["short"].update(units)  # type: ignore[attr-defined]
-        long_sum = state.indicators["long"].update(units)  # type: ignore[attr-defined]
+        indicators = state.indicators
+        short_sum = indicators["short"].update(units)  # type: ignore[attr-defined]
+        long_sum = indicators["long"].update(units)  # type: ignore[attr-defined]
         if long_sum is None:
             return None
         difference = short_sum * self.long_window - long_sum * self.short_window  # exact
