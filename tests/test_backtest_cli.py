@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -12,6 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.backtest_helpers import crossover_specs, mock_ticks, request
+from tests.emulators import AlpacaRestEmulator, BarDataset
+from tests.feed_helpers import KEY, SECRET
 from tradebot.backtest.data import BacktestInputError
 from tradebot.backtest.run import backtest, simulate
 from tradebot.backtest.store import list_runs, save_run
@@ -128,3 +131,20 @@ def test_optimize_on_the_command_line_prints_the_walk_forward(stored: str, redis
     result = runner.invoke(app, args, env=env)
     assert result.exit_code == 0, result.output
     assert "candidates by total_return" in result.output and "mean out-of-sample total_return" in result.output
+
+
+def test_backfill_first_then_backtest_the_bars(clean_database: str, redis_url: str, tmp_path: Path) -> None:
+    week = BarDataset.generate(("AAPL", "MSFT"), datetime(2024, 3, 4, tzinfo=UTC), datetime(2024, 3, 9, tzinfo=UTC),
+                               timeframes=("1Hour",))  # fmt: skip
+    with AlpacaRestEmulator(week, page_size=1000) as rest:
+        env = {"DATABASE_URL": clean_database, "REDIS_URL": redis_url, "LOG_LEVEL": "WARNING",
+               "ALPACA_KEY": KEY, "ALPACA_SECRET": SECRET, "ALPACA_DATA_URL": rest.url}  # fmt: skip
+        args = ["backtest", "--symbols", "AAPL,MSFT", "--start", "2024-03-04", "--end", "2024-03-09", "--bars", "1h",
+                "--backfill", "alpaca", "--strategy", "ma_crossover", "--param", "short_window=2",
+                "--param", "long_window=4", "--no-store", "--out", str(tmp_path)]  # fmt: skip
+        result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["run"]["source"] == "bars:1h" and report["observations"] > 20 and report["signals"] > 0
+    no_bars = runner.invoke(app, [*args[:7], "--backfill", "alpaca"], env=env)  # no --bars
+    assert no_bars.exit_code == 2 and "--backfill fetches bars" in no_bars.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import tomllib
 from datetime import UTC, datetime
@@ -10,7 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
+from tradebot.backfill.runner import BarSource
 from tradebot.backtest.data import BacktestInputError
 from tradebot.backtest.run import BacktestOutcome, BacktestRequest, backtest
 from tradebot.common.config import Settings, load_settings
@@ -85,6 +88,7 @@ def backtest_command(
     check_lookahead: Annotated[
         bool, typer.Option("--check-lookahead", help="re-run on data cut at each signal")
     ] = False,
+    backfill: Annotated[str | None, typer.Option(help="fetch the --bars from alpaca or polygon first")] = None,
 ) -> None:
     """Backtest strategies over stored ticks or bars through the live strategy and paper-broker classes."""
     settings = load_settings()
@@ -97,11 +101,44 @@ def backtest_command(
             specs=specs, bars=bars, sample=sample,
         )  # fmt: skip
         request.book()
+        source = bar_source(settings, backfill, bars) if backfill else None
         with infrastructure(settings) as ready:
+            if source is not None:
+                asyncio.run(backfill_range(ready, source, request))
             outcome = asyncio.run(_run(ready, request, store=store, check_lookahead=check_lookahead))
     except (BacktestInputError, StrategyError, ValueError) as error:
         raise fail(str(error)) from None
     _show(outcome, out)
+
+
+def bar_source(settings: Settings, provider: str, bars: str | None) -> BarSource:
+    """The backfill source for ``--backfill``; missing keys stop here with the backfill's own line."""
+    if bars not in ("1m", "1h", "1d"):
+        raise fail("--backfill fetches bars: pass --bars 1m, 1h or 1d")
+    if provider == "alpaca":
+        from tradebot.backfill.alpaca_historical import AlpacaBars
+
+        return AlpacaBars(settings)
+    if provider == "polygon":
+        from tradebot.backfill.polygon_aggregates import PolygonBars
+
+        return PolygonBars(settings)
+    raise fail(f"--backfill {provider!r}: use alpaca or polygon")
+
+
+async def backfill_range(settings: Settings, source: BarSource, request: BacktestRequest) -> None:
+    """Fetch what is missing of the request's bars, for its symbols, up to its end."""
+    from tradebot.backfill.runner import BackfillOptions, FatalError
+    from tradebot.backfill.runner import backfill as run_backfill
+
+    days = max(1, math.ceil((request.end - request.start).total_seconds() / 86_400))
+    options = BackfillOptions(timeframes=(request.bars,), days=days, minute_days=days, symbols=request.symbols)  # type: ignore[arg-type]
+    try:
+        report = await run_backfill(settings, source, options, now=request.end, console=Console(stderr=True))
+    except FatalError as error:
+        raise BacktestInputError(f"backfill stopped: {error}") from None
+    if report.failed:
+        raise BacktestInputError(f"backfill failed for {', '.join(report.by_status()['failed'])}: see its log")
 
 
 async def _run(settings: Settings, request: BacktestRequest, *, store: bool, check_lookahead: bool) -> BacktestOutcome:

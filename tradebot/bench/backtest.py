@@ -3,8 +3,9 @@ speed-up on two processes.
 
 Each figure runs the real loop (StrategyBook + PaperBroker + equity sampling) in this one process
 and is timed in CPU seconds of the process (``time.process_time``), so it is a per-core number that
-other load on the machine does not shrink; the optimiser's speed-up is wall time. Ticks are mock-feed ticks of 100 symbols; bars are 1-minute bars of the
-same feed (one tick per second per symbol, aggregated), fed to the strategies as stored bars.
+other load on the machine does not shrink; the optimiser's speed-up is wall time. Ticks are
+mock-feed ticks of 100 symbols; bars are 1-minute bars of 20 symbols built from the same feed
+(four ticks a minute each), fed to the strategies as stored bars.
 """
 
 from __future__ import annotations
