@@ -9,16 +9,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from tests.backtest_helpers import crossover_specs, mock_ticks, request
 from tests.emulators import AlpacaRestEmulator, BarDataset
 from tests.feed_helpers import KEY, SECRET
+from tradebot.api.history_service import create_app
 from tradebot.backtest.data import BacktestInputError
 from tradebot.backtest.run import backtest, simulate
 from tradebot.backtest.store import list_runs, save_run
 from tradebot.cli import app
+from tradebot.common.config import Settings
 from tradebot.common.db import create_pool
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.writer import write_events
@@ -148,3 +151,24 @@ def test_backfill_first_then_backtest_the_bars(clean_database: str, redis_url: s
     assert report["run"]["source"] == "bars:1h" and report["observations"] > 20 and report["signals"] > 0
     no_bars = runner.invoke(app, [*args[:7], "--backfill", "alpaca"], env=env)  # no --bars
     assert no_bars.exit_code == 2 and "--backfill fetches bars" in no_bars.output
+
+
+async def test_the_api_lists_stored_runs_and_serves_a_report(stored: str, redis_url: str) -> None:
+    pool = await create_pool(stored, max_size=2)
+    try:
+        outcome = await backtest(pool, request(crossover_specs((5, 20))))
+        await save_run(pool, outcome.report)
+    finally:
+        await pool.close()
+    app = create_app(Settings(_env_file=None, database_url=stored, redis_url=redis_url))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        runs = (await client.get("/backtests")).json()
+        run_id = outcome.report["run"]["id"]
+        assert [r["id"] for r in runs] == [run_id] and runs[0]["trades"] == outcome.report["trades"]
+        report = (await client.get(f"/backtests/{run_id}")).json()
+        assert report["per_strategy"].keys() == outcome.report["per_strategy"].keys()
+        missing = await client.get("/backtests/bt-nope")
+        assert missing.status_code == 404 and "GET /backtests lists them" in missing.json()["detail"]

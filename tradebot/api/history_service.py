@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from tradebot.api import routes_account, routes_health, routes_history
+from tradebot.api import routes_account, routes_backtests, routes_health, routes_history
 from tradebot.common.bus import connect
 from tradebot.common.config import Settings, load_settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
@@ -102,6 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_history.router)
     app.include_router(routes_health.router)
     app.include_router(routes_account.router)
+    app.include_router(routes_backtests.router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(UnknownSymbolError, _unknown_symbol)
     app.add_exception_handler(StoredDataError, _stored_data_error)
