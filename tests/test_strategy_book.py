@@ -144,3 +144,17 @@ def test_a_user_strategy_loads_from_a_file_or_a_module_path(tmp_path: Path, monk
         build_strategy("my_strategies:Nope")
     with pytest.raises(StrategyError, match="cannot import"):
         build_strategy("no_such_module_anywhere:Thing")
+
+
+def test_a_bad_strategies_file_stops_the_strategy_role_with_one_line(tmp_path: Path) -> None:
+    from tradebot.common.config import Settings, SettingsError
+    from tradebot.strategy.service import book_factory
+
+    settings = Settings(
+        _env_file=None, strategies_file=book_file(tmp_path, '[[strategy]]\nname = "a"\nclass = "nope"\n')
+    )
+    with pytest.raises(SettingsError, match="invalid setting STRATEGIES_FILE: unknown strategy class 'nope'"):
+        book_factory(settings)
+    missing = Settings(_env_file=None, strategies_file=tmp_path / "missing.toml")
+    with pytest.raises(SettingsError, match="cannot read strategies file"):
+        book_factory(missing)
