@@ -8,7 +8,6 @@ can also be fed stored bars directly (``on_bar``).
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
@@ -46,18 +45,16 @@ class SymbolState:
         self.builder = BarBuilder(seconds) if seconds else None
         self.holding = False  # long after a buy, flat after a sell (signals alternate)
         self.memory: dict[str, Any] = {}  # small JSON-ready extras a strategy keeps between bars
-        self.recent_tick_ids: deque[str] = deque(maxlen=RECENT_TICK_IDS)
-        self._recent: set[str] = set()
+        self.recent: dict[str, None] = {}  # the last RECENT_TICK_IDS ids, oldest first (an ordered set)
 
     def first_sight(self, tick_id: str) -> bool:
         """Remember a tick id; False when it was seen recently (a redelivery)."""
-        if tick_id in self._recent:
+        recent = self.recent
+        if tick_id in recent:
             return False
-        recent = self.recent_tick_ids
-        if len(recent) == RECENT_TICK_IDS:
-            self._recent.discard(recent[0])
-        recent.append(tick_id)
-        self._recent.add(tick_id)
+        recent[tick_id] = None
+        if len(recent) > RECENT_TICK_IDS:
+            del recent[next(iter(recent))]
         return True
 
     def snapshot(self) -> dict:
@@ -66,7 +63,7 @@ class SymbolState:
             "bar": self.builder.snapshot() if self.builder else None,
             "holding": self.holding,
             "memory": self.memory,
-            "recent_tick_ids": list(self.recent_tick_ids),
+            "recent_tick_ids": list(self.recent),
         }
 
     def restore(self, saved: dict) -> None:
@@ -76,8 +73,7 @@ class SymbolState:
             self.builder.restore(saved["bar"])
         self.holding = saved["holding"]
         self.memory = dict(saved["memory"])
-        self.recent_tick_ids = deque(saved["recent_tick_ids"], maxlen=RECENT_TICK_IDS)
-        self._recent = set(self.recent_tick_ids)
+        self.recent = dict.fromkeys(saved["recent_tick_ids"][-RECENT_TICK_IDS:])
 
 
 class BarStrategy:

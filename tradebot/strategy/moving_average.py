@@ -148,5 +148,5 @@ class MovingAverageCrossover(BarStrategy):
             for indicator in state.indicators.values():
                 indicator.update(price_units(price) if self.average == "sma" else price)  # type: ignore[attr-defined]
         state.memory = {"relation": saved["relation"]}
-        state.recent_tick_ids.extend(saved["recent_tick_ids"])
+        state.recent = dict.fromkeys(saved["recent_tick_ids"])
         return state.snapshot()
