@@ -121,20 +121,25 @@ class Backtest:
         self.result = BacktestResult(broker.starting_cash, sample)
         self._bucket: int | None = None
         self._next: datetime | None = None  # where the current sample ends
-        self._marks: dict[str, float] = {}
 
     def feed(self, observations: Iterable[Tick | Bar]) -> BacktestResult:
         """Run every observation through; returns the (cumulative) result."""
-        for observation in observations:
-            if isinstance(observation, Tick):
-                self._advance(observation.timestamp, observation.symbol, observation.price)
-                outputs = self.book.on_tick(observation)
-            else:
-                self._advance(observation.timestamp, observation.symbol, observation.close)
-                outputs = self.book.on_bar(observation)
+        result, book = self.result, self.book
+        first, last = result.first_price, result.last_price  # last prices are the marks
+        for observation in observations:  # the hot loop: locals, one comparison for the sampling
+            is_tick = isinstance(observation, Tick)
+            at, symbol = observation.timestamp, observation.symbol
+            price = observation.price if is_tick else observation.close  # type: ignore[union-attr]
+            if self._next is None or at >= self._next:
+                self._roll(at)
+            if symbol not in first:
+                first[symbol] = price
+            last[symbol] = price
+            result.observations += 1
+            outputs = book.on_tick(observation) if is_tick else book.on_bar(observation)  # type: ignore[arg-type]
             for signal, order in outputs:
                 self._trade(signal, order)
-        return self.result
+        return result
 
     def finish(self) -> BacktestResult:
         """Close the last sample and take the account's final state."""
@@ -144,26 +149,21 @@ class Backtest:
         self.result.account = self.broker.account()
         return self.result
 
-    def _advance(self, at: datetime, symbol: str, price: float) -> None:
-        result = self.result
-        result.observations += 1
-        if self._next is None or at >= self._next:  # a comparison per tick; the arithmetic once per sample
-            bucket = int(at.timestamp()) // self.sample_s * self.sample_s
-            if self._bucket is None:
-                result.equity.append((at, result.starting_cash))
-            else:
-                self._sample(bucket)
-            self._bucket = bucket
-            self._next = datetime.fromtimestamp(bucket + self.sample_s, UTC)
-        self._marks[symbol] = price
-        if symbol not in result.first_price:
-            result.first_price[symbol] = price
-        result.last_price[symbol] = price
+    def _roll(self, at: datetime) -> None:
+        """``at`` starts a new sample: record the equity at the end of the one it closes."""
+        bucket = int(at.timestamp()) // self.sample_s * self.sample_s
+        if self._bucket is None:
+            self.result.equity.append((at, self.result.starting_cash))
+        else:
+            self._sample(bucket)
+        self._bucket = bucket
+        self._next = datetime.fromtimestamp(bucket + self.sample_s, UTC)
 
     def _sample(self, until: int) -> None:
         """The equity at the end of the sample that closes at ``until`` (epoch seconds)."""
         positions = self.broker.positions
-        held = sum(p.quantity * self._marks.get(s, p.average_cost) for s, p in positions.items())
+        marks = self.result.last_price
+        held = sum(p.quantity * marks.get(s, p.average_cost) for s, p in positions.items())
         self.result.equity.append((datetime.fromtimestamp(until, UTC), self.broker.cash + held))
         self.result.exposed_samples += any(p.quantity > 0 for p in positions.values())
 

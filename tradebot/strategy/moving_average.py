@@ -85,10 +85,11 @@ class MovingAverageCrossover(BarStrategy):
         prefix = "ma" if average == "sma" else "ema"
         suffix = "" if timeframe == "tick" else f"_{timeframe}"
         super().__init__(timeframe=timeframe, name=name or f"{prefix}_crossover_{short_window}_{long_window}{suffix}")
+        self._per_tick_sma = self.seconds == 0 and average == "sma"
 
     def on_tick(self, tick: Tick) -> list[Signal]:
         """Every tick is a bar for the tick-driven SMA crossover: the hot path, without a Candle."""
-        if self.seconds or self.average != "sma":
+        if not self._per_tick_sma:
             return super().on_tick(tick)
         state = self._symbols.get(tick.symbol) or self._state(tick.symbol)
         if not state.first_sight(tick.id):
