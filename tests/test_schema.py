@@ -49,7 +49,11 @@ async def test_dry_run_lists_the_ddl_and_changes_nothing(empty_dsn: str) -> None
 
 async def test_migrations_apply_once_and_a_second_run_does_nothing(empty_dsn: str) -> None:
     assert await apply_migrations(empty_dsn)
-    assert await tables(empty_dsn) == CORE_TABLES | RISK_TABLES | {"symbol_sources", "schema_migrations"}
+    assert await tables(empty_dsn) == CORE_TABLES | RISK_TABLES | {
+        "symbol_sources",
+        "schema_migrations",
+        "backtest_runs",
+    }
     assert await apply_migrations(empty_dsn) == []
     conn = await asyncpg.connect(empty_dsn)
     try:

@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 
 from tradebot.backfill.cli import app as backfill_app
+from tradebot.backtest.cli import backtest_command, replay_command
+from tradebot.backtest.optimize_cli import optimize_command
 from tradebot.common.config import redact_url
 from tradebot.common.runtime import bootstrap, infrastructure
 from tradebot.common.streams import Role
@@ -14,6 +16,7 @@ from tradebot.dlq.cli import app as dlq_app
 from tradebot.maintenance.cli import app as data_app
 from tradebot.risk.cli import register as register_control
 from tradebot.roles import DEFAULT_UP, ROLES, UnknownRoleError, module_for, run_role
+from tradebot.strategy.cli import app as strategy_app
 from tradebot.universe.cli import app as symbols_app
 
 app = typer.Typer(
@@ -21,10 +24,20 @@ app = typer.Typer(
 )
 app.add_typer(symbols_app, name="symbols", help="Inspect and manage the symbol universe.")
 register_control(app)  # halt, reduce, resume, flatten, status
+app.add_typer(strategy_app, name="strategy", help="New strategies from a template; list and switch them at run time.")
 app.add_typer(backfill_app, name="backfill", help="Fetch historical bars from Alpaca or Polygon into the database.")
 
 app.add_typer(dlq_app, name="dlq", help="Dead letters: list, show, replay (same event ids) and drop.")
 app.add_typer(data_app, name="data", help="Manage stored market data by source (e.g. drop the mock data).")
+app.command(name="backtest", help="Backtest strategies over stored ticks or bars (docs/STRATEGIES.md).")(
+    backtest_command
+)
+app.command(name="replay", help="Stored ticks through the real workers in a Redis database of their own.")(
+    replay_command
+)
+app.command(name="optimize", help="Search strategy parameters: grid or random, parallel, walk-forward.")(
+    optimize_command
+)
 
 
 # The benchmark needs dev-only packages (httpx): imported when run, so the image's roles never load it.

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from tradebot.api import (
     routes_account,
     routes_activity,
+    routes_backtests,
     routes_control,
     routes_health,
     routes_history,
@@ -156,6 +157,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
+    app.include_router(routes_backtests.router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(UnknownSymbolError, _unknown_symbol)
     app.add_exception_handler(UnknownSourceError, _unknown_source)

@@ -391,6 +391,10 @@ class Bus:
             args += [len(flat), *flat]
         return bool(await self._publish_once(keys=[key, *(stream for stream, _ in items)], args=args))
 
+    async def entries(self, stream: str) -> list[Event]:
+        """Every event on a stream, oldest first (replays and tools read results back with this)."""
+        return [decode(fields) for _, fields in await self.redis.xrange(stream)]
+
     async def publish_raw(self, stream: str, fields: Mapping[str, str]) -> str:
         """Append an arbitrary entry (tests and tools inject malformed messages with this)."""
         return await self.redis.xadd(stream, dict(fields))

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     short_window: int = Field(5, ge=1)
     long_window: int = Field(20, ge=2)
     order_quantity: float = Field(10.0, gt=0)
+    # A TOML file of [[strategy]] tables (docs/STRATEGIES.md); unset = one crossover of the windows above.
+    strategies_file: Path | None = None
 
     # --- execution (paper broker) ---
     starting_cash: float = Field(100_000.0, gt=0)

@@ -139,6 +139,8 @@ class Order(Event):
             raise ValueError("extended hours are only for limit orders with time in force day")
         return self
 
+    strategy: str | None = None  # the name of the strategy whose signal this is
+
     @classmethod
     def from_signal(cls, signal: Signal, quantity: float) -> Order:
         """One signal always becomes the same order (same client order id)."""
@@ -150,6 +152,7 @@ class Order(Event):
             reference_price=signal.price,
             signal_id=signal.id,
             timestamp=signal.timestamp,
+            strategy=signal.strategy,
         )
 
 

@@ -34,6 +34,9 @@ STORAGE_GROUP: str = Role.STORAGE
 STRATEGY_ROLE: str = Role.STRATEGY
 EXECUTION_ROLE: str = Role.EXECUTION
 
+# Strategies switched on or off at run time (a hash: name -> "on" | "off"); off = nothing published.
+STRATEGY_SWITCHES_KEY = "strategy:switches"
+
 # The envelope fields of a bus entry: only bus.py reads or writes them.
 SCHEMA_VERSION = "1"
 

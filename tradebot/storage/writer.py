@@ -125,9 +125,9 @@ TABLES: dict[type[Event], Table] = {
     ),
     Order: Table(
         "orders",
-        ("id", "ts", "symbol", "side", "quantity", "order_type", "signal_id"),
+        ("id", "ts", "symbol", "side", "quantity", "order_type", "signal_id", "strategy"),
         ("id", "ts"),
-        lambda o: (o.id, o.timestamp, o.symbol, o.side, o.quantity, o.order_type, o.signal_id),
+        lambda o: (o.id, o.timestamp, o.symbol, o.side, o.quantity, o.order_type, o.signal_id, o.strategy),
     ),
     OrderEvent: Table(
         "fills",
