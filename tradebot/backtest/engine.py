@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from tradebot.broker.paper import PaperBroker
 from tradebot.common.models import Bar, Order, OrderEvent, Signal, Tick
-from tradebot.execution.broker import PaperBroker
 from tradebot.execution.service import BrokerPartition
 from tradebot.strategy.bars import timeframe_seconds
 from tradebot.strategy.book import StrategyBook

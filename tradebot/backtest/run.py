@@ -9,10 +9,10 @@ from typing import Any
 from tradebot.backtest.data import BacktestInputError, load_bars, load_ticks
 from tradebot.backtest.engine import BacktestResult, PreTradeCheck, run_backtest
 from tradebot.backtest.report import build_report
+from tradebot.broker.paper import PaperBroker
 from tradebot.common.config import Settings
 from tradebot.common.db import Executor
 from tradebot.common.models import Bar, Tick, stable_id
-from tradebot.execution.broker import PaperBroker
 from tradebot.execution.service import BrokerPartition
 from tradebot.strategy.book import StrategyBook, StrategySpec
 from tradebot.strategy.catalog import StrategyError

@@ -18,8 +18,8 @@ from tradebot.backtest.engine import run_backtest
 from tradebot.backtest.optimize import optimize
 from tradebot.backtest.run import BacktestRequest
 from tradebot.bench.report import Figure
+from tradebot.broker.paper import PaperBroker
 from tradebot.common.models import Bar, Tick
-from tradebot.execution.broker import PaperBroker
 from tradebot.market_data.mock_feed import MockFeed
 from tradebot.strategy.bars import BarBuilder
 from tradebot.strategy.book import StrategyBook, StrategySpec
