@@ -19,7 +19,7 @@ from tradebot.common.config import Settings
 from tradebot.common.models import OrderEvent
 
 log = logging.getLogger(__name__)
-MARGIN_S = 60.0  # reports this much older than what we look for are read too (clock skew, late ends)
+MARGIN_S = 10.0  # reports this much older than what we look for are read too (clocks a little apart)
 
 
 class Reconciler:
