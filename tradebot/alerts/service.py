@@ -21,11 +21,11 @@ from tradebot.common.config import ReadySettings
 from tradebot.common.consumer import GroupConsumer
 from tradebot.common.runtime import consumer_name
 from tradebot.common.runtime import main as run_worker
-from tradebot.common.streams import HEARTBEAT_PATTERN, ORDER_EVENTS
+from tradebot.common.streams import HEARTBEAT_PATTERN, ORDER_EVENTS, Role
 
 log = logging.getLogger(__name__)
-ROLE = "alerts"
-GROUP = "alerts"
+ROLE = Role.ALERTS
+GROUP: str = Role.ALERTS
 
 
 async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str] | None = None) -> None:
@@ -94,3 +94,7 @@ async def watch_workers(
 def main() -> None:
     """Run the alerts worker as a process."""
     run_worker(ROLE, run)
+
+
+if __name__ == "__main__":
+    main()
