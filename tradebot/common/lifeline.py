@@ -13,7 +13,6 @@ import ctypes
 import fcntl
 import os
 import signal
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,10 +72,3 @@ def exclusive_folder(folder: Path, what: str = "tradebot up") -> Iterator[None]:
             lock.seek(0)
             lock.truncate()
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def port_open(port: int) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
