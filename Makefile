@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format bench chaos clean
+.PHONY: install ui ui-check run test lint format bench chaos clean
 
 $(BIN)/tradebot: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,22 @@ $(BIN)/tradebot: requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(BIN)/tradebot
 
-run: install
+# The dashboard (frontend/ -> tradebot/ui/static): built when node/npm exist; without them the API
+# still runs and / says how to build it.
+UI_PAGE := tradebot/ui/static/index.html
+$(UI_PAGE): $(wildcard frontend/src/*) frontend/package-lock.json frontend/build.mjs
+	@if command -v npm >/dev/null 2>&1; then \
+		(npm ci --prefix frontend --no-audit --no-fund --loglevel=error && npm run --prefix frontend --silent build) \
+		|| echo "dashboard build failed (see above); the API runs without it"; \
+	else echo "npm not found: dashboard not built; the API runs without it (install node, then: make ui)"; fi
+
+ui: $(UI_PAGE)
+
+ui-check: ui
+	npm run --prefix frontend --silent lint
+	npm run --prefix frontend --silent test
+
+run: install ui
 	$(BIN)/tradebot up
 
 test: install
@@ -34,5 +49,7 @@ bench: install
 chaos: install
 	$(BIN)/python -m pytest -m chaos
 
+# Removes what `make install` and the tools built; never the data of `make run` (.tradebot/).
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	@echo "kept .tradebot/ (your data: account, streams, ticks): '.venv/bin/tradebot reset' empties it, 'rm -rf .tradebot' removes it"

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from tests.helpers import free_port
+from tests.redis_versions import REDIS_VERSIONS, use_redis
 from tradebot.common.bus import Bus, connect
 from tradebot.common.config import Settings
 from tradebot.common.embedded import EmbeddedRedis, embedded_servers
@@ -34,6 +35,44 @@ def servers() -> Iterator[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def redis_url(servers: tuple[str, str]) -> str:
     return servers[0]
+
+
+@pytest.fixture(scope="session")
+def redis7_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis 7 for the whole run, started on first use."""
+    monkeypatch = pytest.MonkeyPatch()
+    use_redis("7", monkeypatch)
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis7"), free_port())
+    try:
+        server.start()
+    finally:
+        monkeypatch.undo()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(params=REDIS_VERSIONS, ids=lambda version: f"redis{version}")
+def redis_version(request: pytest.FixtureRequest) -> str:
+    """Each Redis version tradebot supports; a module opts in with ``redis_url = versioned_redis_url``."""
+    return request.param
+
+
+@pytest.fixture
+def versioned_redis_url(redis_version: str, request: pytest.FixtureRequest) -> str:
+    """The shared Redis of ``redis_version`` (module override target for ``redis_url``)."""
+    return request.getfixturevalue("servers")[0] if redis_version == "6.2" else request.getfixturevalue("redis7_url")
+
+
+@pytest.fixture
+def versioned_private_redis(
+    redis_version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[EmbeddedRedis]:
+    """``private_redis`` of ``redis_version`` (restarts in the test run the same version)."""
+    use_redis(redis_version, monkeypatch)
+    server = EmbeddedRedis(tmp_path / "redis", free_port())
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +103,7 @@ async def bus(redis_url: str) -> AsyncIterator[Bus]:
     """A bus on an empty Redis database."""
     client = connect(redis_url)
     await client.flushdb()
-    instance = Bus(client, maxlen=100_000, max_deliveries=3)
+    instance = Bus(client, max_deliveries=3)
     yield instance
     await instance.close()
 
@@ -91,3 +130,17 @@ def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server.start()
     yield server
     server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name every TimescaleDB test with its outcome, so a log shows them PASSED (or why they skipped)."""
+    lines = [
+        f"{report.outcome.upper()} {report.nodeid}"
+        for outcome in ("passed", "failed", "skipped", "error")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "keywords", {}).get("timescale") and (report.when == "call" or report.outcome != "passed")
+    ]
+    if lines:
+        terminalreporter.section("TimescaleDB tests (TEST_TIMESCALE_DSN)")
+        for line in sorted(set(lines)):
+            terminalreporter.line(line)

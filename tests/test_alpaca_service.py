@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections import Counter
 from datetime import timedelta
+from functools import partial
 
 import pytest
 
@@ -25,8 +26,10 @@ from tradebot.common.models import Bar as BarEvent
 from tradebot.common.models import Tick
 from tradebot.common.runtime import CONFIG_ERROR_EXIT
 from tradebot.common.streams import tick_stream_for
-from tradebot.market_data.alpaca_service import run_feed
+from tradebot.market_data import live_feed
+from tradebot.providers import alpaca
 
+run_feed = partial(live_feed.run_feed, feed=alpaca.LIVE)
 TRADE = Trade("AAPL", 190.25, 300, T0 + timedelta(seconds=1.5), id=7, exchange="V")
 MSFT_TRADE = Trade("MSFT", 410.5, 20, T0 + timedelta(seconds=2), id=8, exchange="K")
 BAR = Bar("AAPL", T0, 190.0, 191.0, 189.5, 190.5, 12_000, trade_count=40, vwap=190.2)
@@ -71,7 +74,8 @@ async def test_trades_and_minute_bars_become_ticks_and_bars_field_by_field(
         )
     ]
     msft_entries = await bus.redis.xrange(tick_stream_for("MSFT", settings.tick_partitions))
-    assert len(msft_entries) == 1 and '"alpaca:MSFT:K-8"' in msft_entries[0][1]["data"]
+    assert len(msft_entries) == 1
+    assert '"alpaca:MSFT:K-8"' in msft_entries[0][1]["data"]
 
     await store_everything(feed_settings)
     [aapl_minute] = await history(feed_settings, "AAPL", timeframe="1m", start=T0.isoformat())
@@ -100,7 +104,8 @@ async def test_subscribes_trades_and_bars_of_at_most_max_websocket_symbols(setti
             assert session.subscriptions["trades"] == {"AAPL", "MSFT"}
             assert session.subscriptions["bars"] == {"AAPL", "MSFT"}
             assert session.subscriptions["updatedBars"] == {"AAPL", "MSFT"}
-            assert "feed" not in session.path and session.path == "/v2/iex"
+            assert "feed" not in session.path
+            assert session.path == "/v2/iex"
 
 
 async def test_reconnects_and_resubscribes_after_a_dropped_connection(settings: Settings, bus: Bus) -> None:
@@ -109,7 +114,8 @@ async def test_reconnects_and_resubscribes_after_a_dropped_connection(settings: 
     async with emu, running(run_feed, alpaca_settings(settings, emu)) as feed:
         ticks, _ = await wait_for_published(bus, settings.tick_partitions, ticks=2)
         assert [tick.price for tick in ticks] == [190.25, 191.0]
-        assert emu.connections == 2 and feed.counters["connections"] == 2
+        assert emu.connections == 2
+        assert feed.counters["connections"] == 2
         assert emu.sessions[1].subscriptions["trades"] == {"AAPL", "MSFT"}
 
 
@@ -147,7 +153,7 @@ async def test_connection_limit_is_retried_with_backoff_and_logged_once(
     async with emu, running(run_feed, alpaca_settings(settings, emu)):
         await wait_for_published(bus, settings.tick_partitions, ticks=1)
     assert emu.auth_results == ["rejected:406"] * 3 + ["ok"]
-    messages = [r.getMessage() for r in caplog.records if r.name == "tradebot.common.consumer"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "tradebot.common.lifecycle"]
     assert messages == [
         "alpaca stream unavailable (connection limit exceeded (406): another connection uses these "
         "keys); retrying with backoff",
@@ -169,9 +175,11 @@ async def test_malformed_frames_are_logged_counted_and_skipped(
     ]
     async with AlpacaStreamEmulator(scenario) as emu, running(run_feed, alpaca_settings(settings, emu)) as feed:
         ticks, bars = await wait_for_published(bus, settings.tick_partitions, ticks=1)
-        assert [tick.id for tick in ticks] == ["alpaca:AAPL:V-7"] and bars == []
+        assert [tick.id for tick in ticks] == ["alpaca:AAPL:V-7"]
+        assert bars == []
         await wait_until(lambda: feed.counters["malformed"] == 5, what="5 malformed records counted")
-        assert emu.connections == 1 and not feed.task.done()
+        assert emu.connections == 1
+        assert not feed.task.done()
     assert caplog.text.count("skipped malformed record") == 5
 
 

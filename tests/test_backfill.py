@@ -25,20 +25,15 @@ from typer.testing import CliRunner
 from tests.emulators import AlpacaRestEmulator, BarDataset, PolygonRestEmulator
 from tests.feed_helpers import KEY, SECRET, with_keys
 from tests.helpers import wait_until
-from tradebot.backfill.alpaca_historical import AlpacaBars
 from tradebot.backfill.cli import app
-from tradebot.backfill.polygon_aggregates import PolygonBars
 from tradebot.backfill.progress import Request, missing_ranges, plan_requests
-from tradebot.backfill.runner import (
-    BackfillOptions,
-    FatalError,
-    Pacer,
-    RetryPolicy,
-    backfill,
-    retry_after_seconds,
-)
+from tradebot.backfill.runner import BackfillOptions, backfill
 from tradebot.common.config import Settings
 from tradebot.common.models import Bar
+from tradebot.providers.alpaca import AlpacaBars
+from tradebot.providers.base import FatalError
+from tradebot.providers.polygon import PolygonBars
+from tradebot.providers.rest import RequestPacer, RetryPolicy, retry_after_seconds
 
 SYMBOLS = ("AAPL", "MSFT", "NVDA")
 NOW = datetime(2024, 3, 9, tzinfo=UTC)  # Saturday: the week of 4-8 March is complete
@@ -130,7 +125,7 @@ async def test_requests_start_at_least_rate_limit_delay_apart() -> None:
         pauses.append(seconds)
         now[0] += seconds
 
-    pacer = Pacer(0.25, clock=lambda: now[0], sleep=sleep)
+    pacer = RequestPacer(0.25, clock=lambda: now[0], sleep=sleep)
     for _ in range(3):
         await pacer.wait()
     now[0] += 1.0  # a slow request: the next one need not wait
@@ -160,7 +155,8 @@ async def test_alpaca_backfill_follows_pagination_and_stores_every_bar(settings:
     assert len(pages) >= 5  # 5,850 minute bars in pages of 1,000
     assert report.by_status() == {"done": list(SYMBOLS), "skipped": [], "failed": []}
     rows = await stored_rows(clean_database, "alpaca")
-    assert len(rows) == len(set(rows)) and set(rows) == expected_rows(WEEK, SYMBOLS)
+    assert len(rows) == len(set(rows))
+    assert set(rows) == expected_rows(WEEK, SYMBOLS)
 
 
 async def test_429_and_503_are_retried_with_backoff_and_retry_after(settings: Settings, clean_database: str) -> None:
@@ -172,8 +168,10 @@ async def test_429_and_503_are_retried_with_backoff_and_retry_after(settings: Se
             feed_settings, AlpacaBars(feed_settings), OPTIONS, now=NOW, console=quiet(), policy=FAST
         )
         statuses = [r.status for r in rest.requests_to("/v2/stocks/bars")]
-    assert statuses[:3] == [429, 429, 503] and set(statuses[3:]) == {200}
-    assert report.retries == 3 and not report.failed
+    assert statuses[:3] == [429, 429, 503]
+    assert set(statuses[3:]) == {200}
+    assert report.retries == 3
+    assert not report.failed
     assert set(await stored_rows(clean_database, "alpaca")) == expected_rows(WEEK, SYMBOLS)
 
 
@@ -232,7 +230,8 @@ async def test_interrupted_backfill_resumes_and_a_rerun_writes_the_same_rows_onc
         with pytest.raises(asyncio.CancelledError):
             await interrupted
         partial = await stored_rows(clean_database, "alpaca")
-        assert {row[1] for row in partial} == {"1d", "1h"} and {row[0] for row in partial if row[1] == "1h"} == {"AAPL"}
+        assert {row[1] for row in partial} == {"1d", "1h"}
+        assert {row[0] for row in partial if row[1] == "1h"} == {"AAPL"}
 
         before = len(rest.requests)
         resumed = await backfill(feed_settings, AlpacaBars(feed_settings), OPTIONS, now=NOW, console=quiet())
@@ -242,14 +241,16 @@ async def test_interrupted_backfill_resumes_and_a_rerun_writes_the_same_rows_onc
             if "page_token" not in r.query
         }
         rows = await stored_rows(clean_database, "alpaca")
-        assert len(rows) == len(set(rows)) and set(rows) == expected_rows(WEEK, SYMBOLS)
+        assert len(rows) == len(set(rows))
+        assert set(rows) == expected_rows(WEEK, SYMBOLS)
 
         again = await backfill(feed_settings, AlpacaBars(feed_settings), OPTIONS, now=NOW, console=quiet())
     last_daily = max(bar.timestamp for bar in WEEK.bars("AAPL", "1Day"))
     assert datetime.fromisoformat(resumed_starts[("AAPL", "1Day")]) == last_daily  # resumed, not restarted
     assert resumed.by_status()["done"] == list(SYMBOLS)  # each still had bars to store
     assert again.by_status() == {"done": [], "skipped": list(SYMBOLS), "failed": []}
-    assert again.written == 0 and again.symbols["AAPL"].reason == "already stored"
+    assert again.written == 0
+    assert again.symbols["AAPL"].reason == "already stored"
     assert sorted(await stored_rows(clean_database, "alpaca")) == sorted(rows)
 
 
@@ -264,11 +265,13 @@ async def test_polygon_backfill_follows_next_url_and_retries_429(settings: Setti
             feed_settings, PolygonBars(feed_settings), OPTIONS, now=NOW, console=quiet(), policy=FAST
         )
         requests = rest.requests_to("/v2/aggs")
-    assert [r.status for r in requests[:2]] == [429, 429] and report.retries == 2
+    assert [r.status for r in requests[:2]] == [429, 429]
+    assert report.retries == 2
     assert sum("cursor" in r.query for r in requests) >= 3  # 1,950 minute bars per symbol, pages of 1,000
     assert report.by_status()["done"] == list(SYMBOLS)
     rows = await stored_rows(clean_database, "polygon")
-    assert len(rows) == len(set(rows)) and set(rows) == expected_rows(WEEK, SYMBOLS)
+    assert len(rows) == len(set(rows))
+    assert set(rows) == expected_rows(WEEK, SYMBOLS)
 
 
 async def test_polygon_rejected_key_stops_the_backfill(settings: Settings, clean_database: str) -> None:
@@ -295,9 +298,11 @@ async def test_a_request_the_server_never_answers_times_out_and_is_retried(
         source = (AlpacaBars if provider == "alpaca" else PolygonBars)(feed_settings, timeout_s=1.0)
         report = await backfill(feed_settings, source, daily, now=NOW, console=quiet(), policy=FAST)
         assert rest.stalls == 1
-    assert report.retries == 1 and report.by_status()["done"] == list(SYMBOLS)
+    assert report.retries == 1
+    assert report.by_status()["done"] == list(SYMBOLS)
     rows = await stored_rows(clean_database, provider)
-    assert len(rows) == len(set(rows)) and set(rows) == {row for row in expected_rows(WEEK, SYMBOLS) if row[1] == "1d"}
+    assert len(rows) == len(set(rows))
+    assert set(rows) == {row for row in expected_rows(WEEK, SYMBOLS) if row[1] == "1d"}
 
 
 # ----- the commands --------------------------------------------------------------------------------------
@@ -331,8 +336,11 @@ def test_cli_shows_progress_and_a_summary(
             monkeypatch.setenv(name, value)
         result = CliRunner().invoke(app, ["polygon", "--days", "10", "--timeframes", "1d,1h"])
     assert result.exit_code == 0, result.output
-    assert "polygon backfill" in result.output and "4/4" in result.output and "ETA" in result.output
-    assert "done" in result.output and "AAPL, MSFT" in result.output
+    assert "polygon backfill" in result.output
+    assert "4/4" in result.output
+    assert "ETA" in result.output
+    assert "done" in result.output
+    assert "AAPL, MSFT" in result.output
 
 
 def test_module_entry_point_runs_the_alpaca_backfill(settings: Settings, clean_database: str) -> None:
@@ -346,4 +354,6 @@ def test_module_entry_point_runs_the_alpaca_backfill(settings: Settings, clean_d
             timeout=120,
         )
     assert done.returncode == 0, done.stderr
-    assert "alpaca backfill" in done.stdout and "done" in done.stdout and "skipped" in done.stdout
+    assert "alpaca backfill" in done.stdout
+    assert "done" in done.stdout
+    assert "skipped" in done.stdout

@@ -16,13 +16,26 @@ from tradebot.common.config import Settings
 TINY = BenchSizes(
     bus_messages=2_000,
     strategy_ticks=3_000,
+    backtest_ticks=3_000,
+    backtest_bars=300,
     e2e_ticks=3_000,
     e2e_offered_rate=20_000,
     latency_rates=(2_000,),
     latency_seconds=2,
     storage=StorageSizes(table_ticks=20_000, ingest_rows=2_000, samples=3, load_seconds=1, concurrency=2),
+    risk_orders=500,
 )
-EXPECTED_SECTIONS = {"bus", "strategy", "end to end", "tick → order latency", "storage", "history API", "memory"}
+EXPECTED_SECTIONS = {
+    "bus",
+    "strategy",
+    "risk",
+    "backtest",
+    "end to end",
+    "tick → order latency",
+    "storage",
+    "history API",
+    "memory",
+}
 WORKER_ROLES = {"market_data", "strategy", "execution", "storage", "api"}
 
 
@@ -43,7 +56,8 @@ def test_every_figure_is_produced_with_its_method(redis_url: str, database_url: 
     assert {f"p{q} at {rate}" for q in (50, 95, 99)} | {f"p{q} on the bus only, at {rate}" for q in (50, 99)} <= names
     written = json.loads(out.read_text())
     assert len(written["figures"]) == len(report.figures)
-    assert written["machine"]["cpus"] and written["sizes"]["e2e_ticks"] == TINY.e2e_ticks
+    assert written["machine"]["cpus"]
+    assert written["sizes"]["e2e_ticks"] == TINY.e2e_ticks
 
 
 def test_the_table_has_a_method_column_and_shows_missing_values() -> None:
@@ -55,10 +69,11 @@ def test_the_table_has_a_method_column_and_shows_missing_values() -> None:
     )
     view = table(report)
     assert [column.header for column in view.columns][-1].startswith("method")
-    assert report.figures[0].shown() == "1,234" and report.figures[1].shown() == "n/a"
+    assert report.figures[0].shown() == "1,234"
+    assert report.figures[1].shown() == "n/a"
 
 
 @pytest.mark.parametrize("url", ["redis://10.0.0.5:6379/0", "postgresql://u@db.example.com/tradebot"])
 def test_the_benchmark_refuses_servers_on_other_machines(url: str) -> None:
-    with pytest.raises(BenchTargetError, match="127.0.0.1"):
+    with pytest.raises(BenchTargetError, match=r"127\.0\.0\.1"):
         require_loopback(url)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tradebot.common.models import Order
-from tradebot.execution.broker import REMEMBERED_ORDERS, PaperBroker, event_id
+from tradebot.execution.broker import PaperBroker, event_id
 
 NOW = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
@@ -27,21 +28,28 @@ def order(side: str, quantity: float, price: float, symbol: str = "AAPL", number
 def test_a_buy_fills_above_the_reference_price_and_pays_commission() -> None:
     broker = PaperBroker(10_000, slippage_bps=10, commission_per_share=0.01)
     event = broker.execute(order("buy", 10, 200.0))
-    assert event is not None and event.status == "filled"
-    assert event.price == pytest.approx(200.2) and event.commission == pytest.approx(0.10)
-    assert event.id == event_id("co-AAPL-buy-0") and event.client_order_id == "co-AAPL-buy-0"
+    assert event is not None
+    assert event.status == "filled"
+    assert event.price == pytest.approx(200.2)
+    assert event.commission == pytest.approx(0.10)
+    assert event.id == event_id("co-AAPL-buy-0")
+    assert event.client_order_id == "co-AAPL-buy-0"
     assert broker.cash == pytest.approx(10_000 - 2002.0 - 0.10)
     position = broker.positions["AAPL"]
-    assert position.quantity == 10 and position.average_cost == pytest.approx(200.21)
+    assert position.quantity == 10
+    assert position.average_cost == pytest.approx(200.21)
 
 
 def test_a_sell_fills_below_the_reference_price_and_realises_pnl() -> None:
     broker = PaperBroker(10_000, slippage_bps=10, commission_per_share=0.01)
     broker.execute(order("buy", 10, 200.0))
     event = broker.execute(order("sell", 10, 210.0, number=1))
-    assert event is not None and event.status == "filled" and event.price == pytest.approx(209.79)
+    assert event is not None
+    assert event.status == "filled"
+    assert event.price == pytest.approx(209.79)
     position = broker.positions["AAPL"]
-    assert position.quantity == 0 and position.average_cost == 0
+    assert position.quantity == 0
+    assert position.average_cost == 0
     assert position.realised_pnl == pytest.approx((2097.9 - 0.10) - 2002.10)
     assert broker.cash == pytest.approx(10_000 + position.realised_pnl)
 
@@ -55,7 +63,8 @@ def test_unrealised_pnl_marks_the_open_position_at_the_last_reference_price() ->
     assert position.realised_pnl == pytest.approx(50.0)
     assert position.unrealised_pnl == pytest.approx(5 * (120.0 - 100.0))
     account = broker.account()
-    assert account["unrealised_pnl"] == pytest.approx(100.0) and account["realised_pnl"] == pytest.approx(50.0)
+    assert account["unrealised_pnl"] == pytest.approx(100.0)
+    assert account["realised_pnl"] == pytest.approx(50.0)
 
 
 def test_cash_positions_and_pnl_reconcile_with_the_fills() -> None:
@@ -82,17 +91,25 @@ def test_cash_positions_and_pnl_reconcile_with_the_fills() -> None:
 def test_a_buy_beyond_the_cash_is_rejected_with_the_reason() -> None:
     broker = PaperBroker(1_000, commission_per_share=0.01)
     event = broker.execute(order("buy", 10, 100.0))
-    assert event is not None and event.status == "rejected" and event.price is None
-    assert event.reason is not None and "insufficient cash" in event.reason and "$1,000.10" in event.reason
-    assert broker.cash == 1_000 and broker.positions["AAPL"].quantity == 0
+    assert event is not None
+    assert event.status == "rejected"
+    assert event.price is None
+    assert event.reason is not None
+    assert "insufficient cash" in event.reason
+    assert "$1,000.10" in event.reason
+    assert broker.cash == 1_000
+    assert broker.positions["AAPL"].quantity == 0
 
 
 def test_a_sell_beyond_the_position_is_rejected_no_shorting() -> None:
     broker = PaperBroker(10_000)
     broker.execute(order("buy", 5, 100.0))
     event = broker.execute(order("sell", 10, 100.0, number=1))
-    assert event is not None and event.status == "rejected"
-    assert event.reason is not None and "holding 5" in event.reason and "short selling" in event.reason
+    assert event is not None
+    assert event.status == "rejected"
+    assert event.reason is not None
+    assert "holding 5" in event.reason
+    assert "short selling" in event.reason
     assert broker.positions["AAPL"].quantity == 5
 
 
@@ -116,9 +133,57 @@ def test_a_restored_account_remembers_executed_orders() -> None:
     assert restored.execute(after) == broker.execute(after)
 
 
-def test_remembered_order_ids_are_bounded() -> None:
+def test_an_old_order_republished_days_later_is_not_filled_twice() -> None:
     broker = PaperBroker(1e12)
-    for number in range(REMEMBERED_ORDERS + 5):
-        broker.execute(order("buy", 1, 1.0, number=number))
-    assert len(broker.snapshot()["seen_order_ids"]) == REMEMBERED_ORDERS
-    assert broker.execute(order("buy", 1, 1.0, number=REMEMBERED_ORDERS + 4)) is None
+    first = order("buy", 1, 1.0)
+    assert broker.execute(first) is not None
+    for number in range(1, 3_001):  # far more orders than the old 1,000-id window, over 6 days
+        later = order("buy", 1, 1.0, number=number).model_copy(
+            update={"timestamp": first.timestamp + timedelta(minutes=3 * number)}
+        )
+        broker.execute(later)
+    restored = PaperBroker(1e12)
+    restored.restore(json.loads(json.dumps(broker.snapshot())))
+    assert restored.execute(first) is None
+
+
+def test_remembered_order_ids_are_forgotten_after_the_age_limit() -> None:
+    broker = PaperBroker(1e12, remember_days=1)
+    first = order("buy", 1, 1.0)
+    broker.execute(first)
+    late = order("buy", 1, 1.0, number=1).model_copy(update={"timestamp": first.timestamp + timedelta(days=2)})
+    broker.execute(late)
+    assert list(broker.snapshot()["seen_order_ids"]) == [late.id]
+
+
+def test_a_checkpoint_with_the_old_id_list_still_recognises_its_orders() -> None:
+    broker = PaperBroker(10_000)
+    broker.execute(order("buy", 1, 1.0))
+    snapshot = broker.snapshot()
+    snapshot["seen_order_ids"] = list(snapshot["seen_order_ids"])
+    restored = PaperBroker(10_000)
+    restored.restore(snapshot)
+    assert restored.execute(order("buy", 1, 1.0)) is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "price"),
+    [
+        ({"order_type": "limit", "limit_price": 101.0}, "filled", 100.1),
+        ({"order_type": "limit", "limit_price": 100.05}, "filled", 100.05),  # never worse than the limit
+        ({"order_type": "limit", "limit_price": 99.0}, "expired", None),
+        ({"order_type": "limit", "limit_price": 99.0, "time_in_force": "ioc"}, "canceled", None),
+        ({"order_type": "stop", "stop_price": 99.0}, "filled", 100.1),
+        ({"order_type": "stop", "stop_price": 101.0, "time_in_force": "gtc"}, "expired", None),
+        ({"order_type": "stop_limit", "stop_price": 99.0, "limit_price": 100.0}, "filled", 100.0),
+        ({"order_type": "trailing_stop", "trail_percent": 1.0}, "rejected", None),
+    ],
+)
+def test_order_types_fill_or_end_at_the_reference_price(fields: dict, status: str, price: float | None) -> None:
+    broker = PaperBroker(10_000, slippage_bps=10)
+    event = broker.execute(order("buy", 10, 100.0).model_copy(update=fields))
+    assert event is not None
+    assert event.status == status
+    assert event.price == (pytest.approx(price) if price else None)
+    assert (event.reason is None) == (status == "filled")
+    assert broker.positions["AAPL"].quantity == (10 if status == "filled" else 0)

@@ -3,7 +3,8 @@ processes, each with the environment compose would give its container, and the p
 
 How each part of compose is translated (no Docker engine runs in the test environment):
 
-- ``.env`` is env.example (the file users copy), and ``${...}`` is interpolated from it;
+- ``.env`` is env.example (the file users copy) with the POSTGRES_PASSWORD it asks for, and ``${...}``
+  is interpolated from it;
 - the compose hostnames (``redis:6379``, ``timescaledb:5432``) map to the test's embedded servers
   (the database to one of its own there, so other tests' data stays);
 - the image's ``tradebot`` script is ``python -m tradebot.cli``, the checkout is on PYTHONPATH, and
@@ -49,9 +50,9 @@ from tests.emulators import Trade as EmulatedTrade
 from tests.helpers import free_port, wait_until
 from tradebot.common.config import Settings
 from tradebot.common.db import recreate_database
-from tradebot.common.models import Order, Tick
+from tradebot.common.models import Tick
 from tradebot.common.streams import STRATEGY_ROLE, lease_key, members_key
-from tradebot.strategy.service import strategy_factory
+from tradebot.strategy.service import book_factory
 
 SCALE = {"strategy": 2, "storage": 2}
 TICKS = 4000
@@ -59,6 +60,8 @@ BOUNDS = {"MOCK_MAX_TICKS": str(TICKS), "MOCK_TICKS_PER_SECOND": "400"}
 RUN_ONCE = "migrate"
 TIMEOUT_S = 60.0
 DATABASE = "compose_stack"
+# .env as a user writes it: env.example plus the password it asks for (the test servers trust any).
+DOTENV = {**dotenv(), "POSTGRES_PASSWORD": "set-in-dotenv"}
 
 
 @dataclass
@@ -111,7 +114,7 @@ def address(url: str) -> str:
 def local_environment(service: dict, servers: dict[str, str]) -> dict[str, str]:
     """What the container would see, pointed at the local servers, plus the run's bounds."""
     base = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR") if name in os.environ}
-    environment = map_hosts(service_environment(service, dotenv()), servers)
+    environment = map_hosts(service_environment(service, DOTENV), servers)
     return {**base, **environment, "PYTHONPATH": str(ROOT), **BOUNDS}
 
 
@@ -264,9 +267,8 @@ async def expected_order_ids(stack: Stack) -> set[str]:
         long_window=env["LONG_WINDOW"],
         order_quantity=env["ORDER_QUANTITY"],
     )
-    strategy = strategy_factory(settings)()
-    signals = [signal for tick in ticks for signal in strategy.on_tick(tick)]
-    return {Order.from_signal(signal, settings.order_quantity).id for signal in signals}
+    book = book_factory(settings)()
+    return {order.id for tick in ticks for _, order in book.on_tick(tick)}
 
 
 async def test_two_strategies_give_exactly_the_orders_and_fills_of_one(stack: Stack) -> None:

@@ -24,6 +24,7 @@ from tests.deployment import (
     LAUNCH_JSON,
     ROOT,
     TASKS_JSON,
+    InterpolationError,
     command_module,
     dotenv,
     in_default_profile,
@@ -77,7 +78,17 @@ def test_every_commented_example_value_is_valid(line: re.Match[str], monkeypatch
 
 def test_env_example_sets_no_secret() -> None:
     secrets = {name.upper() for name, field in Settings.model_fields.items() if SecretStr in _types(field.annotation)}
-    assert secrets == {"ALPACA_KEY", "ALPACA_SECRET", "POLYGON_API_KEY"}
+    assert secrets == {
+        "ALPACA_KEY",
+        "ALPACA_SECRET",
+        "POLYGON_API_KEY",
+        "API_TOKEN",
+        "WEBHOOK_SECRET",
+        "ALERT_TELEGRAM_TOKEN",
+        "ALERT_DISCORD_WEBHOOK_URL",
+        "ALERT_SLACK_WEBHOOK_URL",
+        "ALERT_SMTP_PASSWORD",
+    }
     assert {name: value for name, value in dotenv().items() if name in secrets and value} == {}
 
 
@@ -106,20 +117,23 @@ def test_a_plain_up_runs_the_mock_pipeline_and_profiles_hold_the_rest() -> None:
         "alpaca": ["alpaca"],
         "polygon": ["polygon"],
         "backfill": ["backfill"],
+        "backfill_polygon": ["backfill_polygon"],
     }
 
 
 def test_scaled_roles_have_no_fixed_container_name_or_host_port() -> None:
     services = load_compose()["services"]
     for name in ("strategy", "storage", "execution", "market_data"):
-        assert "container_name" not in services[name] and "ports" not in services[name], name
+        assert "container_name" not in services[name], name
+        assert "ports" not in services[name], name
     assert services["api"]["ports"] == ["127.0.0.1:${API_PORT:-8000}:8000"]  # hence api stays at 1
 
 
 def test_dependencies_wait_for_healthy_servers_and_a_finished_migration() -> None:
     services = load_compose()["services"]
     for name in SERVERS:
-        assert services[name]["healthcheck"]["test"] and services[name]["restart"] == "unless-stopped"
+        assert services[name]["healthcheck"]["test"]
+        assert services[name]["restart"] == "unless-stopped"
     for name, service in tradebot_services({"services": services}).items():
         conditions = {target: rule["condition"] for target, rule in service["depends_on"].items()}
         expected = {
@@ -128,10 +142,10 @@ def test_dependencies_wait_for_healthy_servers_and_a_finished_migration() -> Non
         }
         assert conditions == expected, name
         assert set(conditions) <= set(services), name
-        needs_database = name in {"storage", "api", "backfill", "migrate"}
+        needs_database = name in {"storage", "api", "backfill", "backfill_polygon", "migrate"}
         assert ("timescaledb" in conditions) == needs_database, name
         assert ("migrate" in conditions) == (needs_database and name != "migrate"), name
-        run_once = name in {"migrate", "backfill"}
+        run_once = name in {"migrate", "backfill", "backfill_polygon"}
         assert service["restart"] == ("no" if run_once else "unless-stopped"), name
 
 
@@ -143,8 +157,19 @@ def test_docker_waits_longer_than_the_grace_period_before_killing_a_worker() -> 
         assert int(service["stop_grace_period"].removesuffix("s")) > grace_period_s, name
 
 
-def test_containers_reach_the_servers_by_service_name_with_the_env_example_password() -> None:
-    env_file = dotenv()
+def test_compose_refuses_to_start_until_the_password_is_set() -> None:
+    # env.example ships no working password: copied unchanged, every service using it stops compose.
+    assert dotenv()["POSTGRES_PASSWORD"] == ""
+    services = load_compose()["services"]
+    users = [name for name, service in services.items() if "POSTGRES_PASSWORD" in str(service.get("environment"))]
+    assert set(tradebot_services({"services": services})) | {"timescaledb"} <= set(users)
+    for name in users:
+        with pytest.raises(InterpolationError, match=r"set POSTGRES_PASSWORD in \.env"):
+            service_environment(services[name], dotenv())
+
+
+def test_containers_reach_the_servers_by_service_name_with_the_password_of_dotenv() -> None:
+    env_file = {**dotenv(), "POSTGRES_PASSWORD": "s3cret-Pw"}
     for name, service in tradebot_services(load_compose()).items():
         environment = service_environment(service, env_file)
         redis, database = urlsplit(environment["REDIS_URL"]), urlsplit(environment["DATABASE_URL"])
@@ -158,7 +183,7 @@ def test_the_compose_file_validates_with_docker_compose(tmp_path: Path) -> None:
     compose = shutil.which("docker")
     if compose is None or subprocess.run([compose, "compose", "version"], capture_output=True).returncode:
         pytest.skip("the docker compose v2 plugin is not installed here (the parsing tests above still ran)")
-    shutil.copy(ENV_EXAMPLE, tmp_path / ".env")
+    (tmp_path / ".env").write_text(ENV_EXAMPLE.read_text() + "\nPOSTGRES_PASSWORD=set-by-the-test\n")
     result = subprocess.run(
         [
             compose,
@@ -173,6 +198,8 @@ def test_the_compose_file_validates_with_docker_compose(tmp_path: Path) -> None:
             "polygon",
             "--profile",
             "backfill",
+            "--profile",
+            "backfill_polygon",
             "config",
             "-q",
         ],
@@ -229,7 +256,8 @@ def test_every_compound_runs_the_whole_default_pipeline_after_its_task() -> None
     for compound in launch["compounds"]:
         assert set(compound["configurations"]) <= set(configs), compound["name"]
         assert {configs[name]["module"] for name in compound["configurations"]} == pipeline, compound["name"]
-        assert compound["preLaunchTask"] in tasks and compound["stopAll"] is True
+        assert compound["preLaunchTask"] in tasks
+        assert compound["stopAll"] is True
 
 
 def test_every_role_has_a_launch_configuration_named_after_it() -> None:
@@ -237,18 +265,52 @@ def test_every_role_has_a_launch_configuration_named_after_it() -> None:
     assert {role: configs.get(role) for role in ROLES} == ROLES
 
 
-def test_compose_server_configurations_point_at_the_published_compose_ports() -> None:
-    password = dotenv()["POSTGRES_PASSWORD"]
+COMPOSE_SERVERS_ENV = "${workspaceFolder}/.vscode/.env.compose-servers"
+COMPOSE_SERVERS_SCRIPT = ROOT / ".vscode" / "compose_servers_env.py"
+
+
+def test_compose_server_configurations_load_the_urls_written_from_dotenv() -> None:
     for config in load_json(LAUNCH_JSON)["configurations"]:
-        if "compose" not in config["name"]:
-            assert "REDIS_URL" not in config.get("env", {}), config["name"]  # .env or embedded decides
-            continue
-        assert config["env"] == {
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
-            "DATABASE_URL": f"postgresql://postgres:{password}@127.0.0.1:5432/tradebot",
-        }
+        assert "env" not in config, config["name"]  # nothing hard-coded: .env or embedded decides
+        assert config.get("envFile") == (COMPOSE_SERVERS_ENV if "compose" in config["name"] else None), config["name"]
+    task = next(t for t in load_json(TASKS_JSON)["tasks"] if t["label"].startswith("compose: redis"))
+    assert task["command"].startswith("${command:python.interpreterPath} .vscode/compose_servers_env.py && ")
     ports = [p for name in SERVERS for p in load_compose()["services"][name]["ports"]]
     assert sorted(ports) == ["127.0.0.1:${POSTGRES_HOST_PORT:-5432}:5432", "127.0.0.1:${REDIS_HOST_PORT:-6379}:6379"]
+
+
+def write_compose_servers_env(tmp_path: Path, dotenv_text: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / ".env").write_text(dotenv_text)
+    return subprocess.run(
+        [sys.executable, str(COMPOSE_SERVERS_SCRIPT), str(tmp_path / ".env"), str(tmp_path / "servers.env")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_the_compose_servers_env_follows_the_password_and_host_ports_of_dotenv(tmp_path: Path) -> None:
+    text = (
+        ENV_EXAMPLE.read_text() + "\nPOSTGRES_PASSWORD=pw/with@odd\nREDIS_HOST_PORT=16379\nPOSTGRES_HOST_PORT=15432\n"
+    )
+    result = write_compose_servers_env(tmp_path, text)
+    assert result.returncode == 0, result.stderr
+    assert "with@odd" not in result.stdout + result.stderr  # the password is never echoed
+    assert dotenv(tmp_path / "servers.env") == {
+        "REDIS_URL": "redis://127.0.0.1:16379/0",
+        "DATABASE_URL": "postgresql://postgres:pw%2Fwith%40odd@127.0.0.1:15432/tradebot",
+    }
+    assert urlsplit(dotenv(tmp_path / "servers.env")["DATABASE_URL"]).password == "pw%2Fwith%40odd"
+    assert (tmp_path / "servers.env").stat().st_mode & 0o077 == 0  # it holds the password
+
+
+def test_the_compose_servers_env_refuses_an_unset_password(tmp_path: Path) -> None:
+    result = write_compose_servers_env(tmp_path, ENV_EXAMPLE.read_text())
+    assert (result.returncode, result.stderr.strip()) == (
+        78,
+        "set POSTGRES_PASSWORD in .env (cp env.example .env), as docker compose requires",
+    )
+    assert not (tmp_path / "servers.env").exists()
 
 
 def test_task_dependencies_exist() -> None:

@@ -17,6 +17,12 @@ from tradebot.common.config import SettingsError
 from tradebot.common.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServers
 
 
+def fill_up(client: redis.Redis) -> None:
+    """Write ~10 MB, more than a small maxmemory allows."""
+    for n in range(10_000):
+        client.set(f"filler:{n}", "x" * 1000)
+
+
 @contextmanager
 def foreign_listener() -> Iterator[int]:
     """Some other program listening on a port."""
@@ -68,8 +74,7 @@ def test_redis_refuses_writes_past_its_memory_limit_instead_of_evicting(tmp_path
         assert int(client.config_get("auto-aof-rewrite-min-size")["auto-aof-rewrite-min-size"]) == 64 * 1024**2
         client.set("cursor", "must survive")
         with pytest.raises(redis.exceptions.OutOfMemoryError):
-            for n in range(10_000):
-                client.set(f"filler:{n}", "x" * 1000)
+            fill_up(client)
         assert client.get("cursor") == "must survive"
     finally:
         server.stop()
@@ -79,7 +84,8 @@ def test_stopping_after_postgres_died_still_stops_redis(tmp_path: Path) -> None:
     servers = EmbeddedServers.in_folder(tmp_path, free_port(), free_port())
     servers.start()
     redis_process, postgres_process = servers.redis.process, servers.postgres.process
-    assert redis_process is not None and postgres_process is not None
+    assert redis_process is not None
+    assert postgres_process is not None
     postgres_process.send_signal(signal.SIGKILL)
     postgres_process.wait()
     servers.stop()

@@ -150,7 +150,8 @@ def test_alpaca_stream_reconnects_after_drop_and_gate_controls_the_timing() -> N
     inbox = Inbox()
     with AlpacaStreamEmulator(scenario) as emu, running(alpaca_stream(emu, inbox), emu):
         inbox.wait_for(1)
-        assert emu.connections == 1 and emu.steps_remaining == 3
+        assert emu.connections == 1
+        assert emu.steps_remaining == 3
         gate.open()
         emu.wait_for_scenario(TIMEOUT)
         emu.wait_for_subscription(["AAPL"], "bars", timeout=TIMEOUT)
@@ -285,7 +286,8 @@ async def test_polygon_stream_delivers_trades_and_aggregates_then_ends_on_close_
         subscribe = emu.received[1]
 
     t, a = inbox.items
-    assert isinstance(t, EquityTrade) and isinstance(a, EquityAgg)
+    assert isinstance(t, EquityTrade)
+    assert isinstance(a, EquityAgg)
     assert (t.symbol, t.price, t.size, t.id) == ("AAPL", 190.25, 15, "42")
     assert (t.timestamp, t.exchange, t.tape) == (1704205800000, 4, 3)
     assert (a.event_type, a.open, a.close, a.volume, a.vwap) == ("AM", 190.0, 190.5, 12_000, 190.3)
@@ -336,8 +338,10 @@ def test_generated_dataset_is_deterministic_and_consistent(dataset: BarDataset) 
     again = BarDataset.generate(["AAPL", "MSFT"], "2024-01-02", "2024-01-06")
     assert dataset.bars("AAPL", "1Min") == again.bars("AAPL", "1Min")
     minutes, days = dataset.bars("AAPL", "1Min"), dataset.bars("AAPL", "1Day")
-    assert len(minutes) == 4 * 390 and len(days) == 4  # Tue-Fri regular sessions
-    assert days[0].open == minutes[0].open and days[0].close == minutes[389].close
+    assert len(minutes) == 4 * 390
+    assert len(days) == 4
+    assert days[0].open == minutes[0].open
+    assert days[0].close == minutes[389].close
     assert days[0].timestamp == datetime(2024, 1, 2, 5, tzinfo=UTC)  # New York midnight
 
 
@@ -377,7 +381,8 @@ def test_alpaca_bars_follow_pagination(dataset: BarDataset) -> None:
     assert len(limited.data["AAPL"]) == 3
     # 120 minute bars make 18 pages of 7: 17 follow-ups carry a page_token.
     assert sum(1 for r in requests if "page_token" in r.query) == 17
-    assert requests[0].query["timeframe"] == "1Min" and requests[0].query["symbols"] == "AAPL,MSFT"
+    assert requests[0].query["timeframe"] == "1Min"
+    assert requests[0].query["symbols"] == "AAPL,MSFT"
 
 
 def test_alpaca_assets_parse_with_trading_client() -> None:
@@ -394,8 +399,10 @@ def test_alpaca_assets_parse_with_trading_client() -> None:
         assert emu.requests[0].query == {"status": "active", "asset_class": "us_equity"}
 
     assert [asset.symbol for asset in active] == ["AAPL", "SPY"]
-    assert len(everything) == 3 and everything[2].tradable is False
-    assert spy.exchange == "ARCA" and str(spy.id) == assets[1]["id"]
+    assert len(everything) == 3
+    assert everything[2].tradable is False
+    assert spy.exchange == "ARCA"
+    assert str(spy.id) == assets[1]["id"]
 
 
 def test_alpaca_rest_auth_and_injected_failures(dataset: BarDataset) -> None:
@@ -418,7 +425,8 @@ def test_alpaca_rest_auth_and_injected_failures(dataset: BarDataset) -> None:
 
         emu.fail_next(429)
         throttled = httpx.get(f"{emu.url}/v2/assets", headers={"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET})
-        assert throttled.status_code == 429 and throttled.headers["X-RateLimit-Remaining"] == "0"
+        assert throttled.status_code == 429
+        assert throttled.headers["X-RateLimit-Remaining"] == "0"
         assert emu.failures_pending == 0
 
 
@@ -439,7 +447,8 @@ def test_polygon_list_aggs_follows_next_url(dataset: BarDataset) -> None:
     ]
     assert len(paths) == 2 + 4 + 1  # 4 days / 3 per page, 12 five-minute bars / 3, one empty
     assert [a.timestamp for a in minutes] == sorted((a.timestamp for a in minutes), reverse=True)
-    assert len(minutes) == 12 and minutes[-1].timestamp == int(start.timestamp() * 1000)
+    assert len(minutes) == 12
+    assert minutes[-1].timestamp == int(start.timestamp() * 1000)
     assert empty == []
 
 

@@ -10,6 +10,9 @@ request that stalls times out and is retried. Emulator time is a fake clock the 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
+
+import asyncpg
 
 from tests.emulators import (
     AlpacaRestEmulator,
@@ -23,10 +26,12 @@ from tests.emulators import (
 )
 from tests.feed_helpers import T0, FakeClock, history, running, store_everything, wait_for_published, when, with_keys
 from tests.helpers import wait_until
-from tradebot.common.bus import Bus
+from tradebot.api.routes_health import recorded_gaps
+from tradebot.common.bus import Bus, connect
 from tradebot.common.config import Settings
+from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.models import Bar, Tick
-from tradebot.market_data import alpaca_service, polygon_service
+from tradebot.market_data import live_feed
 from tradebot.market_data.gap_repair import (
     MAX_REPAIR_WINDOW,
     PendingRepairs,
@@ -35,8 +40,11 @@ from tradebot.market_data.gap_repair import (
     watermark_after,
     watermark_key,
 )
+from tradebot.providers import alpaca, polygon
 
 MINUTE = timedelta(minutes=1)
+alpaca_feed = partial(live_feed.run_feed, feed=alpaca.LIVE)
+polygon_feed = partial(live_feed.run_feed, feed=polygon.LIVE)
 SYMBOLS = ["AAPL", "MSFT"]
 DATASET = BarDataset.generate(SYMBOLS, T0 - 30 * MINUTE, T0 + 60 * MINUTE, timeframes=("1Min",))
 
@@ -102,7 +110,8 @@ def test_a_repair_marker_lasts_until_no_repair_of_its_symbol_is_pending() -> Non
     second = repairs.register({"MSFT": T0})  # reconnected before the first repair published
     assert repairs.to_commit({"AAPL": first, "MSFT": first}) == {"AAPL": None, "MSFT": T0}
     repairs.committed({"AAPL": first, "MSFT": first})
-    assert repairs.marker("AAPL") is None and repairs.marker("MSFT") == T0  # the second repair is pending
+    assert repairs.marker("AAPL") is None
+    assert repairs.marker("MSFT") == T0
     assert repairs.to_commit({"MSFT": second}) == {"MSFT": None}
     repairs.committed({"MSFT": second})
     assert repairs.marker("MSFT") is None
@@ -120,7 +129,7 @@ async def test_alpaca_drop_for_ten_minutes_is_filled_from_rest(
     with AlpacaRestEmulator(DATASET) as rest:
         async with AlpacaStreamEmulator(scenario) as stream:
             feed_settings = with_keys(settings, alpaca_stream_url=stream.url, alpaca_data_url=rest.url)
-            async with running(alpaca_service.run_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
+            async with running(alpaca_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
                 await wait_for_published(bus, settings.tick_partitions, bars=10)
                 assert rest.requests_to("/v2/stocks/bars") == []  # first start: nothing to repair
                 clock.now = T0 + 15 * MINUTE + timedelta(seconds=5)  # ten minutes pass, then the drop
@@ -128,7 +137,8 @@ async def test_alpaca_drop_for_ten_minutes_is_filled_from_rest(
                 _, bars = await wait_for_published(bus, settings.tick_partitions, bars=40)
                 assert feed.counters["gap_bars"] == 20
         [request] = rest.requests_to("/v2/stocks/bars")
-    assert request.query["symbols"] == "AAPL,MSFT" and request.query["timeframe"] == "1Min"
+    assert request.query["symbols"] == "AAPL,MSFT"
+    assert request.query["timeframe"] == "1Min"
     assert when(request.query["start"]) == T0 + 5 * MINUTE
     assert when(request.query["end"]) < T0 + 15 * MINUTE
     assert sorted({bar.timestamp for bar in bars}) == [T0 + i * MINUTE for i in range(20)]
@@ -144,7 +154,7 @@ async def test_polygon_restart_ten_minutes_later_is_filled_from_rest(
             feed_settings = with_keys(
                 settings, polygon_stream_host=f"ws://{stream.host_port}", polygon_rest_url=rest.url
             )
-            async with running(polygon_service.run_feed, feed_settings, clock=clock, repair_settle_s=0):
+            async with running(polygon_feed, feed_settings, clock=clock, repair_settle_s=0):
                 await wait_for_published(bus, settings.tick_partitions, bars=10)
         assert await bus.redis.get(watermark_key("polygon", "AAPL")) == (T0 + 5 * MINUTE).isoformat()
         assert rest.requests_to("/v2/aggs") == []
@@ -152,7 +162,7 @@ async def test_polygon_restart_ten_minutes_later_is_filled_from_rest(
         clock.now = T0 + 15 * MINUTE + timedelta(seconds=5)  # restarted ten minutes later
         async with PolygonStreamEmulator([Send(minutes(15, 19))]) as stream:
             feed_settings = feed_settings.model_copy(update={"polygon_stream_host": f"ws://{stream.host_port}"})
-            async with running(polygon_service.run_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
+            async with running(polygon_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
                 await wait_for_published(bus, settings.tick_partitions, bars=40)
                 assert feed.counters["gap_bars"] == 20
         paths = sorted(request.path for request in rest.requests_to("/v2/aggs"))
@@ -179,13 +189,13 @@ async def test_polygon_stopped_while_the_repair_settles_repairs_after_the_restar
             feed_settings = with_keys(
                 settings, polygon_stream_host=f"ws://{stream.host_port}", polygon_rest_url=rest.url
             )
-            async with running(polygon_service.run_feed, feed_settings, clock=clock, repair_settle_s=0):
+            async with running(polygon_feed, feed_settings, clock=clock, repair_settle_s=0):
                 await wait_for_published(bus, settings.tick_partitions, bars=10)
 
         clock.now = T0 + 15 * MINUTE + timedelta(seconds=5)  # ten minutes later: live minutes move the watermark
         async with PolygonStreamEmulator([Send(minutes(15, 19))]) as stream:
             feed_settings = feed_settings.model_copy(update={"polygon_stream_host": f"ws://{stream.host_port}"})
-            async with running(polygon_service.run_feed, feed_settings, clock=clock, repair_settle_s=3600):
+            async with running(polygon_feed, feed_settings, clock=clock, repair_settle_s=3600):
                 await wait_for_published(bus, settings.tick_partitions, bars=20)
                 # the live minutes moved the watermark past the gap; the same commit recorded the gap
                 # (so even a kill -9 from here on loses nothing)
@@ -198,7 +208,7 @@ async def test_polygon_stopped_while_the_repair_settles_repairs_after_the_restar
         clock.now = T0 + 20 * MINUTE + timedelta(seconds=5)
         async with PolygonStreamEmulator() as stream:
             feed_settings = feed_settings.model_copy(update={"polygon_stream_host": f"ws://{stream.host_port}"})
-            async with running(polygon_service.run_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
+            async with running(polygon_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
                 await wait_until(lambda: feed.counters["gap_bars"] == 30, what="minutes 5-19 repaired")
     assert await bus.redis.get("repair_from:polygon:AAPL") == ""  # cleared with the repaired bars
     await assert_no_hole(feed_settings, 0, 19)
@@ -211,19 +221,19 @@ async def test_alpaca_repair_that_rest_failed_is_done_after_the_restart(
     with AlpacaRestEmulator(DATASET) as rest:
         async with AlpacaStreamEmulator([Send(minutes(0, 4))]) as stream:
             feed_settings = with_keys(settings, alpaca_stream_url=stream.url, alpaca_data_url=rest.url)
-            async with running(alpaca_service.run_feed, feed_settings, clock=clock, repair_settle_s=0):
+            async with running(alpaca_feed, feed_settings, clock=clock, repair_settle_s=0):
                 await wait_for_published(bus, settings.tick_partitions, bars=10)
 
         clock.now = T0 + 15 * MINUTE + timedelta(seconds=5)
         rest.fail_next(
             503,
-            count=alpaca_service.REPAIR_POLICY.attempts,
+            count=live_feed.REPAIR_POLICY.attempts,
             path_prefix="/v2/stocks/bars",
             headers={"Retry-After": "0"},
         )
         async with AlpacaStreamEmulator([Send(minutes(15, 19))]) as stream:
             feed_settings = feed_settings.model_copy(update={"alpaca_stream_url": stream.url})
-            async with running(alpaca_service.run_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
+            async with running(alpaca_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
                 await wait_for_published(bus, settings.tick_partitions, bars=20)
                 await wait_until(lambda: feed.counters["gap_repair_failures"] == 1, what="the repair to give up")
         assert [r.status for r in rest.requests_to("/v2/stocks/bars")] == [503] * 4
@@ -232,10 +242,11 @@ async def test_alpaca_repair_that_rest_failed_is_done_after_the_restart(
         clock.now = T0 + 20 * MINUTE + timedelta(seconds=5)
         async with AlpacaStreamEmulator() as stream:
             feed_settings = feed_settings.model_copy(update={"alpaca_stream_url": stream.url})
-            async with running(alpaca_service.run_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
+            async with running(alpaca_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
                 await wait_until(lambda: feed.counters["gap_bars"] == 30, what="minutes 5-19 repaired")
         request = rest.requests_to("/v2/stocks/bars")[-1]
-    assert when(request.query["start"]) == T0 + 5 * MINUTE and request.status == 200
+    assert when(request.query["start"]) == T0 + 5 * MINUTE
+    assert request.status == 200
     await assert_no_hole(feed_settings, 0, 19)
 
 
@@ -249,13 +260,61 @@ async def test_a_stalled_rest_request_times_out_and_the_repair_retries(
         rest.stall_next(path_prefix="/v2/stocks/bars")  # the server accepts the request and never answers
         async with AlpacaStreamEmulator(scenario) as stream:
             feed_settings = with_keys(settings, alpaca_stream_url=stream.url, alpaca_data_url=rest.url)
-            async with running(
-                alpaca_service.run_feed, feed_settings, clock=clock, repair_settle_s=0, rest_timeout_s=0.5
-            ) as feed:
+            async with running(alpaca_feed, feed_settings, clock=clock, repair_settle_s=0, rest_timeout_s=0.5) as feed:
                 await wait_for_published(bus, settings.tick_partitions, bars=10)
                 clock.now = T0 + 15 * MINUTE + timedelta(seconds=5)
                 gate.open()
                 await wait_until(lambda: feed.counters["gap_bars"] == 20, what="minutes 5-14 repaired")
-                assert rest.stalls == 1 and feed.counters["gap_repair_failures"] == 0
+                assert rest.stalls == 1
+                assert feed.counters["gap_repair_failures"] == 0
                 assert [r.status for r in rest.requests_to("/v2/stocks/bars")] == [200]  # the retry
     await assert_no_hole(feed_settings, 0, 19)
+
+
+# ----- gaps a Redis outage leaves -------------------------------------------------------------------
+
+
+async def test_a_redis_outage_longer_than_the_buffer_is_a_recorded_gap_then_repaired(
+    settings: Settings, private_redis: EmbeddedRedis, clean_database: str
+) -> None:
+    """Redis refuses writes (out of memory) while the Alpaca feed keeps sending: the buffer fills,
+    the rest is recorded as a gap, and once Redis is back gap repair fills it: no hole in /history."""
+    gate = Gate()
+    clock = FakeClock(T0 + 5 * MINUTE + timedelta(seconds=10))
+    scenario = [Send(minutes(0, 4)), gate, Send(minutes(5, 59), batch=False)]
+    feed_settings = settings.model_copy(update={"redis_url": private_redis.url, "live_buffer_events": 100})
+    bus = Bus(connect(private_redis.url))
+    try:
+        with AlpacaRestEmulator(DATASET) as rest:
+            async with AlpacaStreamEmulator(scenario) as stream:
+                feed_settings = with_keys(feed_settings, alpaca_stream_url=stream.url, alpaca_data_url=rest.url)
+                async with running(alpaca_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
+                    await wait_for_published(bus, settings.tick_partitions, bars=10)
+                    await bus.redis.config_set("maxmemory", 1)
+                    gate.open()
+                    await wait_until(lambda: feed.counters["gap_events"] > 0, what="the buffer to overflow")
+                    clock.now = T0 + 60 * MINUTE + timedelta(seconds=5)
+                    await bus.redis.config_set("maxmemory", 0)
+                    await wait_until(lambda: _repaired_gaps(bus), what="the gap to be recorded and repaired")
+        [gap] = await recorded_gaps(bus.redis)
+        assert (gap.source, gap.dropped) == ("alpaca", feed.counters["gap_events"])
+        assert set(gap.symbols) <= set(SYMBOLS)
+        await assert_no_hole(feed_settings, 0, 59)
+        stored = await _stored_gaps(clean_database)
+        assert {row["symbol"] for row in stored} == set(gap.symbols)
+        assert {row["dropped"] for row in stored} == {gap.dropped}
+    finally:
+        await bus.close()
+
+
+async def _repaired_gaps(bus: Bus) -> bool:
+    gaps = await recorded_gaps(bus.redis)
+    return bool(gaps) and all(gap.repaired for gap in gaps)
+
+
+async def _stored_gaps(dsn: str) -> list:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch("SELECT symbol, dropped FROM gaps")
+    finally:
+        await conn.close()

@@ -26,7 +26,7 @@ def fake_api(status: int) -> Iterator[int]:
     """An HTTP server answering every GET with ``status``; yields its port."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             self.send_response(status)
             self.end_headers()
 
@@ -56,7 +56,8 @@ async def test_a_worker_with_a_live_heartbeat_on_this_host_is_healthy(bus: Bus, 
 async def test_a_heartbeat_of_another_host_does_not_make_this_one_healthy(bus: Bus, settings: Settings) -> None:
     await bus.redis.set(heartbeat_key("strategy", "another-container-7"), "{}", ex=30)
     healthy, reason = check(no_api(settings), HOST)
-    assert not healthy and "no live worker heartbeat" in reason
+    assert not healthy
+    assert "no live worker heartbeat" in reason
 
 
 async def test_an_expired_heartbeat_is_unhealthy(bus: Bus, settings: Settings) -> None:
@@ -72,7 +73,8 @@ def test_a_hostname_with_glob_characters_matches_only_itself() -> None:
 async def test_the_api_is_healthy_when_health_answers_200(bus: Bus, settings: Settings) -> None:
     with fake_api(200) as port:
         healthy, reason = check(settings.model_copy(update={"api_port": port}), HOST)
-    assert healthy and "answered /health with 200" in reason
+    assert healthy
+    assert "answered /health with 200" in reason
 
 
 async def test_a_failing_api_is_unhealthy_even_with_a_heartbeat(bus: Bus, settings: Settings) -> None:

@@ -28,12 +28,14 @@ from tests.storage_fixtures import (
     migrated_database,
     minute_bar,
     reference_bars,
+    session_database,
     session_ticks,
 )
 from tradebot.api import deps
 from tradebot.api.history_service import create_app
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
+from tradebot.common.db import drop_database
 from tradebot.common.models import Tick
 from tradebot.common.streams import STORAGE_GROUP, heartbeat_key, tick_stream
 from tradebot.storage.buckets import bucket_sql
@@ -78,10 +80,12 @@ async def api(request: pytest.FixtureRequest, database_url: str, redis_url: str)
     """The app on a fresh database holding the test market, and a client for it."""
     server = TIMESCALE_DSN if request.param == "timescaledb" else database_url
     assert server
-    dsn = await migrated_database(server, "history_api_test")
+    name = session_database("history_api_test")
+    dsn = await migrated_database(server, name)
     await _write(dsn, [*AAPL, *MSFT, *MSFT_BARS])
     async with _serve(dsn, request.param, redis_url) as (client, _):
         yield client
+    await drop_database(server, name)
 
 
 @asynccontextmanager
@@ -140,7 +144,8 @@ def window(timeframe: str) -> str:
 @pytest.mark.parametrize("timeframe", TIMEFRAMES)
 async def test_history_equals_independent_aggregation_of_stored_ticks(api: httpx.AsyncClient, timeframe: str) -> None:
     body = await get_json(api, f"/history/AAPL?{window(timeframe)}")
-    assert body["symbol"] == "AAPL" and body["timeframe"] == timeframe
+    assert body["symbol"] == "AAPL"
+    assert body["timeframe"] == timeframe
     assert body["mode"] == EXPECTED_MODE[api.headers["x-backend"]]
     assert_same_bars(body["bars"], reference_bars(AAPL, timeframe))
 
@@ -154,6 +159,26 @@ async def test_daily_bars_are_new_york_days_and_keep_evening_trades_across_utc_m
     assert body["bars"][0]["trade_count"] == friday_trades
 
 
+async def test_daily_bars_carry_their_session_date_and_timeframes_ignore_case(api: httpx.AsyncClient) -> None:
+    lower = await get_json(api, f"/history/AAPL?{window('1d')}")
+    upper = await get_json(api, f"/history/AAPL?{window('1d').replace('timeframe=1d', 'timeframe=1D')}")
+    assert upper == lower
+    assert [bar["session_date"] for bar in lower["bars"]] == ["2024-03-08", "2024-03-11", "2024-03-12"]
+    minutes = await get_json(api, "/history/AAPL?timeframe=1M&limit=1")
+    assert minutes["timeframe"] == "1m"
+    assert minutes["bars"][0]["session_date"] is None
+
+
+async def test_an_end_date_without_a_time_means_the_whole_day(api: httpx.AsyncClient) -> None:
+    body = await get_json(api, "/history/AAPL?timeframe=1h&start=2024-03-11&end=2024-03-11&limit=10000")
+    expected = [b for b in reference_bars(AAPL, "1h") if b.timestamp.date() == datetime(2024, 3, 11, tzinfo=UTC).date()]
+    assert expected
+    assert len(body["bars"]) == len(expected)
+    assert_same_bars(body["bars"], expected)
+    day = await get_json(api, "/history/AAPL?timeframe=1d&start=2024-03-11&end=2024-03-11")
+    assert [bar["session_date"] for bar in day["bars"]] == ["2024-03-11"]
+
+
 @pytest.mark.parametrize("timeframe", TIMEFRAMES)
 async def test_stored_bars_take_precedence_without_double_counting(api: httpx.AsyncClient, timeframe: str) -> None:
     body = await get_json(api, f"/history/MSFT?{window(timeframe)}")
@@ -165,7 +190,8 @@ async def test_stored_bars_take_precedence_without_double_counting(api: httpx.As
 async def test_minute_covered_by_two_feeds_takes_the_one_with_more_volume(api: httpx.AsyncClient) -> None:
     start = iso(MONDAY_10)
     body = await get_json(api, f"/history/MSFT?timeframe=1m&start={start}&limit=1")
-    assert body["bars"][0]["open"] == 200 and body["bars"][0]["volume"] == 1000  # alpaca, not iex
+    assert body["bars"][0]["open"] == 200
+    assert body["bars"][0]["volume"] == 1000
 
 
 async def test_without_start_returns_the_latest_bars_before_end(api: httpx.AsyncClient) -> None:
@@ -199,7 +225,8 @@ async def test_limit_caps_bars_from_start(api: httpx.AsyncClient) -> None:
 
 async def test_symbol_is_case_insensitive_and_offsets_are_honoured(api: httpx.AsyncClient) -> None:
     body = await get_json(api, "/history/aapl?timeframe=1h&start=2024-03-08T09:30:00-05:00&limit=1")
-    assert body["symbol"] == "AAPL" and body["bars"][0]["timestamp"] == "2024-03-08T15:00:00Z"
+    assert body["symbol"] == "AAPL"
+    assert body["bars"][0]["timestamp"] == "2024-03-08T15:00:00Z"
 
 
 async def test_ohlcv_gives_the_history_bars_by_column(api: httpx.AsyncClient) -> None:
@@ -214,8 +241,10 @@ async def test_ohlcv_gives_the_history_bars_by_column(api: httpx.AsyncClient) ->
 async def test_symbols_lists_time_range_and_counts(api: httpx.AsyncClient) -> None:
     body = await get_json(api, "/symbols")
     by_symbol = {entry["symbol"]: entry for entry in body["symbols"]}
-    assert body["count"] == 2 and set(by_symbol) == {"AAPL", "MSFT"}
-    assert by_symbol["AAPL"]["ticks"] == len(AAPL) and by_symbol["AAPL"]["bars"] == 0
+    assert body["count"] == 2
+    assert set(by_symbol) == {"AAPL", "MSFT"}
+    assert by_symbol["AAPL"]["ticks"] == len(AAPL)
+    assert by_symbol["AAPL"]["bars"] == 0
     assert by_symbol["MSFT"]["bars"] == len(MSFT_BARS)
     assert by_symbol["AAPL"]["first"] == AAPL[0].timestamp.isoformat().replace("+00:00", "Z")
 
@@ -223,24 +252,28 @@ async def test_symbols_lists_time_range_and_counts(api: httpx.AsyncClient) -> No
 async def test_stats_summarise_the_daily_series(api: httpx.AsyncClient) -> None:
     body = await get_json(api, "/stats/AAPL")
     days = reference_bars(AAPL, "1d")
-    assert body["days"] == 3 and body["trade_count"] == len(AAPL)
-    assert body["open"] == days[0].open and body["close"] == days[-1].close
-    assert body["high"] == max(d.high for d in days) and body["low"] == min(d.low for d in days)
+    assert body["days"] == 3
+    assert body["trade_count"] == len(AAPL)
+    assert body["open"] == days[0].open
+    assert body["close"] == days[-1].close
+    assert body["high"] == max(d.high for d in days)
+    assert body["low"] == min(d.low for d in days)
     returns = [days[i].close / days[i - 1].close - 1 for i in (1, 2)]
     assert body["mean_daily_return"] == pytest.approx(sum(returns) / 2)
     assert body["change"] == pytest.approx(days[-1].close - days[0].open)
+    assert (body["first_session"], body["last_session"]) == ("2024-03-08", "2024-03-12")
 
 
 VALIDATION_CASES = [
     ("/history/AAPL$", 422, "'AAPL$' is not a valid ticker"),
     ("/history/ABCDEFGHIJK", 422, "is not a valid ticker"),
-    ("/history/AAPL?timeframe=2m", 422, "timeframe: Input should be '1m', '5m', '15m', '1h' or '1d'"),
+    ("/history/AAPL?timeframe=2m", 422, "timeframe: Input should be one of 1m, 5m, 15m, 1h, 1d (case-insensitive)"),
     ("/history/AAPL?start=yesterday", 422, "start: Input should be a valid datetime or date"),
     ("/history/AAPL?start=2024-02-30", 422, "start: Input should be a valid datetime or date"),
     (
         "/history/AAPL?start=2024-03-09&end=2024-03-08",
         422,
-        "start (2024-03-09T00:00:00+00:00) is after end (2024-03-08T00:00:00+00:00)",
+        "start (2024-03-09T00:00:00+00:00) is after end (2024-03-08, i.e. before 2024-03-09T00:00:00+00:00)",
     ),
     ("/history/AAPL?limit=0", 422, "limit: Input should be greater than or equal to 1"),
     ("/history/AAPL?limit=10001", 422, "limit: Input should be less than or equal to 10000"),
@@ -272,7 +305,8 @@ async def test_odd_input_never_causes_a_server_error(api: httpx.AsyncClient, url
 
 async def test_empty_range_is_an_empty_list_not_an_error(api: httpx.AsyncClient) -> None:
     body = await get_json(api, "/history/AAPL?start=2024-03-09T12:00:00Z&end=2024-03-09T12:00:00Z")
-    assert body["count"] == 0 and body["bars"] == []
+    assert body["count"] == 0
+    assert body["bars"] == []
 
 
 async def test_health_reports_database_mode_workers_and_stream_backlog(api: httpx.AsyncClient, bus: Bus) -> None:
@@ -289,7 +323,8 @@ async def test_health_reports_database_mode_workers_and_stream_backlog(api: http
     await bus.ensure_group(tick_stream(0), STORAGE_GROUP)
     await bus.publish([(tick_stream(0), AAPL[0]), (tick_stream(0), AAPL[1])])
     body = await get_json(api, "/health")
-    assert body["status"] == "ok" and body["redis_reachable"] is True
+    assert body["status"] == "ok"
+    assert body["redis_reachable"] is True
     assert body["database"] == {"reachable": True, "mode": EXPECTED_MODE[api.headers["x-backend"]]}
     assert [(w["role"], w["consumer"], w["counters"]) for w in body["workers"]] == [
         ("storage", "host-1", {"handled": 3})
@@ -298,14 +333,30 @@ async def test_health_reports_database_mode_workers_and_stream_backlog(api: http
     assert (storage["length"], storage["pending"], storage["lag"]) == (2, 0, 2)
 
 
+async def test_health_counts_dead_letters_and_shows_redis_memory(api: httpx.AsyncClient, bus: Bus) -> None:
+    for entry_id in ("1-1", "1-2"):
+        await bus.dead_letter(STORAGE_GROUP, tick_stream(0), entry_id, {"garbage": "x"}, "unsupported schema version")
+    body = await get_json(api, "/health")
+    assert body["dead_letters"] == {f"dlq.{tick_stream(0)}": 2}
+    memory = body["redis_memory"]
+    assert memory["used_bytes"] > 0
+    assert memory["over_budget"] is (memory["used_bytes"] > memory["budget_bytes"])
+
+
 async def test_openapi_documents_every_route(api: httpx.AsyncClient) -> None:
     assert (await api.get("/docs")).status_code == 200
     paths = (await get_json(api, "/openapi.json"))["paths"]
     assert {"/history/{symbol}", "/ohlcv/{symbol}", "/stats/{symbol}", "/symbols", "/health"} <= set(paths)
+    assert {"/signals", "/orders", "/fills", "/account"} <= set(paths)
+    history = {p["name"]: p for p in paths["/history/{symbol}"]["get"]["parameters"]}
+    assert "whole day" in history["end"]["description"]
+    assert "case-insensitive" in history["timeframe"]["description"]
+    assert "real data wins" in history["source"]["description"]
 
 
 def test_reference_market_is_what_the_tests_assume() -> None:
-    assert all(isinstance(t, Tick) for t in AAPL) and len({t.id for t in AAPL}) == len(AAPL)
+    assert all(isinstance(t, Tick) for t in AAPL)
+    assert len({t.id for t in AAPL}) == len(AAPL)
     assert len({t.timestamp for t in AAPL}) == len(AAPL)  # no ties: open/close are unambiguous
 
 
@@ -372,7 +423,8 @@ class EdgeApi:
 async def edge_server(request: pytest.FixtureRequest, database_url: str, redis_url: str) -> AsyncIterator[EdgeApi]:
     server = TIMESCALE_DSN if request.param == "timescaledb" else database_url
     assert server
-    dsn = await migrated_database(server, "history_api_edge_test")
+    name = session_database("history_api_edge_test")
+    dsn = await migrated_database(server, name)
     await _write(dsn, [*LIVE_TICKS, *LIVE_BARS, *SNAP_BARS])
     conn = await asyncpg.connect(dsn)
     try:
@@ -392,6 +444,7 @@ async def edge_server(request: pytest.FixtureRequest, database_url: str, redis_u
         edge = EdgeApi(client, NOW)
         app.dependency_overrides[deps.current_time] = lambda: edge.now
         yield edge
+    await drop_database(server, name)
 
 
 @pytest.fixture
@@ -451,19 +504,21 @@ async def test_stored_bars_of_open_buckets_give_way_to_the_live_series(edge: Edg
     assert expected != reference_bars(LIVE_TICKS, timeframe, LIVE_BARS)  # the snapshots would change it
     assert_same_bars(body["bars"], expected)
     latest = body["bars"][-1]  # the open bucket: its close is the last tick, not a snapshot's
-    assert latest["close"] == LIVE_TICKS[-1].price and latest["volume"] != 10
+    assert latest["close"] == LIVE_TICKS[-1].price
+    assert latest["volume"] != 10
 
 
 async def test_open_day_shows_the_live_series_and_closed_buckets_keep_their_stored_bars(edge: EdgeApi) -> None:
     days = (await get_json(edge.client, f"/history/LIVE?{window('1d')}"))["bars"]
-    assert [(d["open"], d["volume"]) for d in days][0] == (150, 5e5)  # Monday: the stored bar
+    assert (days[0]["open"], days[0]["volume"]) == (150, 5e5)  # Monday: the stored bar
     tuesday_minutes = [m for m in reference_bars(LIVE_TICKS, "1m", LIVE_BARS, now=NOW) if m.timestamp >= TUESDAY]
     assert days[1]["trade_count"] == sum(m.trade_count for m in tuesday_minutes)  # not the snapshot's 30
     hours = (await get_json(edge.client, f"/history/LIVE?{window('1h')}&start={iso(_at(TUESDAY, 10, 0))}"))["bars"]
     assert (hours[0]["open"], hours[0]["volume"]) == (160, 2000)  # 10:00 closed: the stored bar
     assert hours[1]["close"] == LIVE_TICKS[-1].price  # 11:00 still open: ticks and stored minutes
     stats = await get_json(edge.client, "/stats/LIVE")
-    assert stats["close"] == LIVE_TICKS[-1].price and stats["days"] == 2
+    assert stats["close"] == LIVE_TICKS[-1].price
+    assert stats["days"] == 2
 
 
 async def test_once_the_bucket_closes_its_stored_bar_wins_again(edge: EdgeApi) -> None:
@@ -486,5 +541,6 @@ async def test_a_snapshot_of_an_open_bucket_shows_when_nothing_finer_is_stored(
 def test_reference_series_honours_open_buckets() -> None:
     """The reference itself: the open day is rolled up from minutes, the closed one is the stored bar."""
     days = reference_bars(LIVE_TICKS, "1d", LIVE_BARS, now=NOW)
-    assert (days[0].open, days[0].volume) == (150, 5e5) and days[1].open != 170
+    assert (days[0].open, days[0].volume) == (150, 5e5)
+    assert days[1].open != 170
     assert [d.open for d in reference_bars(LIVE_TICKS, "1d", LIVE_BARS, now=WEDNESDAY)] == [150, 170]

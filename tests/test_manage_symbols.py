@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from tests.emulators.alpaca_rest import AlpacaRestEmulator, make_asset
-from tradebot.common.config import Settings
+from tradebot.common.config import CONFIG_ERROR_EXIT, Settings
 from tradebot.universe import assets as assets_module
 from tradebot.universe import live_subscription_symbols, resolve_symbols
 from tradebot.universe.cache import cached_days, write_cache
@@ -56,19 +56,19 @@ def test_test_reads_settings_from_the_environment(monkeypatch: pytest.MonkeyPatc
 def test_test_rejects_an_unknown_mode_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYMBOL_MODE", "penny")
     result = invoke(None, "test")
-    assert result.exit_code == 2
+    assert result.exit_code == CONFIG_ERROR_EXIT
     assert result.stderr.startswith("error: invalid setting SYMBOL_MODE (got 'penny')")
 
 
 def test_test_rejects_an_empty_custom_list() -> None:
     result = invoke(Settings(symbol_mode="custom"), "test")
-    assert result.exit_code == 2
+    assert result.exit_code == CONFIG_ERROR_EXIT
     assert result.stderr == "error: SYMBOL_MODE=custom but SYMBOLS is empty; set SYMBOLS=AAPL,MSFT,…\n"
 
 
 def test_test_names_the_bad_symbols() -> None:
     result = invoke(Settings(symbol_mode="custom", symbols="AAPL,MS FT,$X"), "test")
-    assert result.exit_code == 2
+    assert result.exit_code == CONFIG_ERROR_EXIT
     assert "error: SYMBOLS has invalid tickers: 'MS FT', '$X'" in result.stderr
 
 
@@ -88,8 +88,10 @@ def test_list_shows_a_table_limited_to_n_rows() -> None:
     assert "large universe: 50 symbols" in result.output
     rows = [line for line in result.output.splitlines() if line.startswith("│")]
     assert len(rows) == 4
-    assert "AAPL" in rows[0] and "traded, live" in rows[0]
-    assert curated_symbols("large")[3] in rows[3] and "beyond MAX_SYMBOLS" in rows[3]
+    assert "AAPL" in rows[0]
+    assert "traded, live" in rows[0]
+    assert curated_symbols("large")[3] in rows[3]
+    assert "beyond MAX_SYMBOLS" in rows[3]
     assert "traded " in rows[2]
 
 
@@ -101,7 +103,7 @@ def test_list_custom_uses_symbols() -> None:
 
 def test_list_rejects_an_unknown_mode() -> None:
     result = invoke(Settings(), "list", "penny")
-    assert result.exit_code == 2
+    assert result.exit_code == CONFIG_ERROR_EXIT
     assert result.stderr == "error: unknown SYMBOL_MODE 'penny'; use one of: popular, large, mid, small, all, custom\n"
 
 
@@ -117,7 +119,8 @@ def test_benchmark_prints_a_row_per_mode(tmp_path: Path) -> None:
         assert mode in rows
     assert [cell.strip() for cell in rows["popular"].split("│")[3:7]] == ["100", "40", "5.0", "30"]
     assert "current" in rows["popular"]
-    assert "see below" in rows["all"] and "see below" in rows["custom"]
+    assert "see below" in rows["all"]
+    assert "see below" in rows["custom"]
     assert (
         "unavailable all: SYMBOL_MODE=all needs the asset list: ALPACA_KEY and ALPACA_SECRET are not set"
         in result.output
@@ -141,8 +144,10 @@ def test_render_sample_sets_live_lines_then_commented_examples_then_appends() ->
     lines = text.splitlines()
     assert lines[0] == "# .env.x: a test."
     assert "# SYMBOL_MODE=all   (example)" in lines  # the example stays a comment...
-    assert "SYMBOL_MODE=custom" in lines and "SYMBOL_MODE=popular" not in lines  # ...the live line changes
-    assert "SYMBOLS=F" in lines and "# SYMBOLS=AAPL,MSFT" not in lines
+    assert "SYMBOL_MODE=custom" in lines
+    assert "SYMBOL_MODE=popular" not in lines
+    assert "SYMBOLS=F" in lines
+    assert "# SYMBOLS=AAPL,MSFT" not in lines
     assert lines[-1] == "MIN_PRICE=5"
     assert "REDIS_URL=" in lines
 
@@ -180,7 +185,7 @@ def test_samples_force_overwrites(tmp_path: Path) -> None:
 
 def test_samples_without_env_example_says_so(tmp_path: Path) -> None:
     result = invoke(None, "samples")
-    assert result.exit_code == 2
+    assert result.exit_code == CONFIG_ERROR_EXIT
     assert (
         f"error: {tmp_path / 'env.example'} not found; run from the repository root or pass --template PATH"
         in result.stderr
@@ -330,7 +335,7 @@ def test_unreachable_api_falls_back_to_the_newest_cache(tmp_path: Path, caplog: 
 def test_no_cache_and_no_api_is_one_clear_error(emulator: AlpacaRestEmulator, tmp_path: Path) -> None:
     emulator.fail_next(500, path_prefix="/v2/assets")
     result = invoke(all_mode(emulator.url, tmp_path), "list", "all")
-    assert result.exit_code == 2
+    assert result.exit_code == CONFIG_ERROR_EXIT
     assert result.stderr.startswith("error: SYMBOL_MODE=all needs the asset list: Alpaca assets API answered HTTP 500")
     assert f"there is no cached universe in {tmp_path / 'universe'}" in result.stderr
     assert "run `manage_symbols.py fetch` while online" in result.stderr
@@ -339,15 +344,16 @@ def test_no_cache_and_no_api_is_one_clear_error(emulator: AlpacaRestEmulator, tm
 def test_fetch_with_wrong_keys_fails_without_printing_them(emulator: AlpacaRestEmulator, tmp_path: Path) -> None:
     settings = all_mode(emulator.url, tmp_path, alpaca_secret="wrong-secret-do-not-print")
     result = invoke(settings, "fetch")
-    assert result.exit_code == 2
+    assert result.exit_code == CONFIG_ERROR_EXIT
     assert 'error: Alpaca assets API answered HTTP 403: {"message":"forbidden."}' in result.stderr
-    assert "wrong-secret-do-not-print" not in result.output and KEY not in result.output
+    assert "wrong-secret-do-not-print" not in result.output
+    assert KEY not in result.output
     assert not (tmp_path / "universe").exists()
 
 
 def test_fetch_without_keys_says_which_settings_to_set(tmp_path: Path) -> None:
     result = invoke(Settings(symbol_mode="all", data_dir=tmp_path), "fetch")
-    assert result.exit_code == 2
+    assert result.exit_code == CONFIG_ERROR_EXIT
     assert result.stderr == "error: ALPACA_KEY and ALPACA_SECRET are not set\n"
 
 
@@ -364,3 +370,9 @@ def test_benchmark_resolves_all_mode_through_the_api(emulator: AlpacaRestEmulato
     assert [cell.strip() for cell in rows["all"][3:7]] == ["4", "4", "125.0", "4"]
     assert [cell.strip() for cell in rows["custom"][3:7]] == ["2", "2", "250.0", "2"]
     assert "unavailable" not in result.output
+
+
+def test_a_usage_error_stays_exit_2_and_a_bad_setting_is_78(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert invoke(Settings(), "list", "--no-such-option").exit_code == 2  # typer's usage error
+    monkeypatch.setenv("MAX_SYMBOLS", "zero")
+    assert invoke(None, "test").exit_code == CONFIG_ERROR_EXIT

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from importlib.resources import files
 from pathlib import Path
 
 from tests.helpers import wait_until
@@ -16,6 +17,7 @@ from tradebot.common.models import Tick
 from tradebot.common.streams import partition_for, producer_cursor_key, tick_stream, tick_streams
 from tradebot.market_data.mock_feed import MockFeed, starting_price, step_for, stepping_clock
 from tradebot.market_data.service import CURSOR_NAME, run_feed
+from tradebot.market_data.start_prices import STARTING_PRICES
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "ZZZQ"]
@@ -49,20 +51,31 @@ def test_adding_a_symbol_does_not_change_the_others() -> None:
     assert essence(two) == essence(three)
 
 
+def test_every_shipped_symbol_starts_at_a_listed_price() -> None:
+    lists = (files("tradebot.universe") / "lists").iterdir()
+    shipped = {line.strip() for f in lists for line in f.read_text().splitlines() if line.strip()[:1].isalpha()}
+    assert len(shipped) > 250
+    assert shipped - STARTING_PRICES.keys() == set()
+    assert (starting_price("T"), starting_price("VZ"), starting_price("AMAT")) == (23, 44, 175)
+
+
 def test_prices_and_sizes_are_realistic() -> None:
     ticks = feed().take(4000)
     by_symbol: dict[str, list[Tick]] = {}
     for tick in ticks:
         by_symbol.setdefault(tick.symbol, []).append(tick)
-    assert abs(by_symbol["AAPL"][0].price - 220) < 1 and abs(by_symbol["MSFT"][0].price - 430) < 2
-    assert 20 <= starting_price("ZZZQ") <= 300 and starting_price("ZZZQ") == starting_price("ZZZQ")
+    assert abs(by_symbol["AAPL"][0].price - 235) < 1
+    assert abs(by_symbol["MSFT"][0].price - 423) < 2
+    assert 20 <= starting_price("ZZZQ") <= 300
+    assert starting_price("ZZZQ") == starting_price("ZZZQ")
     for symbol, series in by_symbol.items():
         prices = [t.price for t in series]
         assert all(p == round(p, 2) for p in prices)  # printed in cents
         assert max(prices) / min(prices) < 1.1, f"{symbol} moves far too much for 1000 one-second ticks"
         assert len(set(prices)) > 50, f"{symbol} barely moves"
     sizes = Counter("odd lot" if t.size < 100 else "round lot" for t in ticks)
-    assert sizes["odd lot"] > 1000 and sizes["round lot"] > 1000
+    assert sizes["odd lot"] > 1000
+    assert sizes["round lot"] > 1000
     assert all(1 <= t.size <= 5000 and t.size == int(t.size) for t in ticks)
 
 
@@ -150,7 +163,7 @@ async def test_two_feeds_at_once_never_publish_a_tick_twice(bus: Bus, settings: 
     settings = settings.model_copy(
         update={"symbols": SYMBOLS, "mock_seed": 7, "tick_partitions": 2, "bus_batch_size": 10, "mock_max_ticks": 600}
     )
-    other_bus = Bus(connect(redis_url), maxlen=bus.maxlen)
+    other_bus = Bus(connect(redis_url))
     counters = [Counter(), Counter()]
     await asyncio.gather(
         *(

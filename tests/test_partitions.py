@@ -9,11 +9,20 @@ import sys
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from tests.bus_workers import APPLIED, ROLE, SequenceState
 from tests.helpers import wait_until
 from tradebot.common.bus import Bus, connect
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings, assigned_partitions
 from tradebot.common.streams import checkpoint_key, partition_for, tick_stream, tick_stream_for
+
+
+@pytest.fixture
+def redis_url(versioned_redis_url: str) -> str:
+    """Every test here runs on Redis 6.2 and on Redis 7."""
+    return versioned_redis_url
+
 
 PARTITIONS = 6
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "V", "XOM", "KO", "PEP"]
@@ -149,4 +158,5 @@ async def test_a_worker_that_lost_its_lease_cannot_take_entries_either(bus: Bus)
     assert stale is None
     assert (await bus.health("in", ROLE)).lag == 3  # nothing was delivered to the stale owner
     fresh = await bus.read_fenced("in", ROLE, "partition-0", (lease_key(ROLE, 0), "new-owner"), count=10, pending=False)
-    assert fresh is not None and [d.event.id for d in fresh] == [f"mock:AAPL:{i}" for i in range(3)]
+    assert fresh is not None
+    assert [d.event.id for d in fresh] == [f"mock:AAPL:{i}" for i in range(3)]

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections import Counter
 from datetime import timedelta
+from functools import partial
 
 import pytest
 
@@ -19,8 +20,11 @@ from tradebot.common.bus import Bus
 from tradebot.common.config import Settings, SettingsError
 from tradebot.common.models import Bar as BarEvent
 from tradebot.common.models import Tick
-from tradebot.market_data.polygon_service import run_feed, stream_endpoint
+from tradebot.market_data import live_feed
+from tradebot.providers import polygon
+from tradebot.providers.polygon import stream_endpoint
 
+run_feed = partial(live_feed.run_feed, feed=polygon.LIVE)
 TRADE = Trade("AAPL", 190.25, 300, T0 + timedelta(seconds=1.5), id=7, exchange=11)
 MSFT_TRADE = Trade("MSFT", 410.5, 20, T0 + timedelta(seconds=2), id=8, exchange=4)
 # 12,000 shares in 40 trades: AM carries the average size z = 300, so the count comes back exactly.
@@ -102,7 +106,8 @@ async def test_reconnects_after_a_normal_close_and_after_a_drop(
     async with emu, running(run_feed, polygon_settings(settings, emu)) as feed:
         ticks, _ = await wait_for_published(bus, settings.tick_partitions, ticks=3)
         assert [tick.price for tick in ticks] == [190.25, 191.0, 192.0]
-        assert emu.connections == 3 and feed.counters["connections"] == 3
+        assert emu.connections == 3
+        assert feed.counters["connections"] == 3
         assert all(session.subscriptions["T"] == {"AAPL", "MSFT"} for session in emu.sessions)
     assert "polygon stream unavailable (the server closed the connection (code 1000))" in caplog.text
 
@@ -135,9 +140,11 @@ async def test_malformed_frames_are_logged_counted_and_skipped(
     ]
     async with PolygonStreamEmulator(scenario) as emu, running(run_feed, polygon_settings(settings, emu)) as feed:
         ticks, bars = await wait_for_published(bus, settings.tick_partitions, ticks=1)
-        assert [tick.id for tick in ticks] == ["polygon:AAPL:11-7"] and bars == []
+        assert [tick.id for tick in ticks] == ["polygon:AAPL:11-7"]
+        assert bars == []
         await wait_until(lambda: feed.counters["malformed"] == 6, what="6 malformed records counted")
-        assert emu.connections == 1 and not feed.task.done()
+        assert emu.connections == 1
+        assert not feed.task.done()
     assert caplog.text.count("skipped malformed record") == 6
 
 

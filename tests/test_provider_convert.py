@@ -10,14 +10,9 @@ from alpaca.data.models import Bar as AlpacaBar
 from polygon.rest.models import Agg
 
 from tradebot.common.models import Bar, Tick
-from tradebot.market_data.provider_convert import (
-    CONVERSION_ERRORS,
-    alpaca_event,
-    alpaca_rest_bar,
-    as_utc,
-    polygon_event,
-    polygon_rest_bar,
-)
+from tradebot.providers.alpaca import alpaca_event, alpaca_rest_bar
+from tradebot.providers.convert import CONVERSION_ERRORS, as_utc
+from tradebot.providers.polygon import polygon_event, polygon_rest_bar
 
 T0 = datetime(2024, 3, 11, 14, 30, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
@@ -25,7 +20,8 @@ T0_MS = int(T0.timestamp() * 1000)
 
 def unversioned(bar: object) -> object:
     """A converted bar without its version (when it was received), to compare with a literal Bar."""
-    assert isinstance(bar, Bar) and bar.version > 0, bar
+    assert isinstance(bar, Bar), bar
+    assert bar.version > 0, bar
     return bar.model_copy(update={"version": 0})
 
 
@@ -79,7 +75,8 @@ def test_alpaca_minute_bar_and_its_correction_become_the_same_bar() -> None:
         source="alpaca",
     )
     bar, correction = alpaca_event(message), alpaca_event({**message, "T": "u"})
-    assert isinstance(bar, Bar) and isinstance(correction, Bar)
+    assert isinstance(bar, Bar)
+    assert isinstance(correction, Bar)
     assert unversioned(bar) == unversioned(correction) == expected  # updatedBars: same id, so it replaces
     assert correction.version > bar.version > 0  # received later: newer, whatever order storage sees them in
 
@@ -87,7 +84,10 @@ def test_alpaca_minute_bar_and_its_correction_become_the_same_bar() -> None:
 def test_alpaca_json_mode_timestamps_and_missing_optional_fields() -> None:
     message = {"T": "b", "S": "MSFT", "o": 1.0, "h": 1.0, "l": 1.0, "c": 1.0, "v": 0, "t": "2024-03-11T14:30:00Z"}
     bar = alpaca_event(message)
-    assert isinstance(bar, Bar) and bar.timestamp == T0 and bar.trade_count == 0 and bar.vwap is None
+    assert isinstance(bar, Bar)
+    assert bar.timestamp == T0
+    assert bar.trade_count == 0
+    assert bar.vwap is None
     assert as_utc("2024-03-11T14:30:00.123456789Z") == T0 + timedelta(microseconds=123456)
 
 
@@ -167,7 +167,8 @@ def test_polygon_minute_aggregate_becomes_a_bar_with_an_estimated_trade_count() 
         source="polygon",
     )
     without_size = polygon_event({k: v for k, v in message.items() if k != "z"})
-    assert isinstance(without_size, Bar) and without_size.trade_count == 0
+    assert isinstance(without_size, Bar)
+    assert without_size.trade_count == 0
 
 
 def test_polygon_statuses_and_other_events_are_ignored_but_elements_need_ev() -> None:

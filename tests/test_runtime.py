@@ -42,14 +42,16 @@ async def test_sigterm_finishes_the_batch_acks_and_exits_zero(bus: Bus, settings
     try:
         await wait_until(lambda: bus.redis.exists("test.in_batch"), what="the worker to be mid-batch")
         beats = [json.loads(await bus.redis.get(key)) async for key in bus.redis.scan_iter("heartbeat:tester:*")]
-        assert beats and beats[0]["pid"] == worker.pid
+        assert beats
+        assert beats[0]["pid"] == worker.pid
         worker.send_signal(signal.SIGTERM)
         await bus.redis.set("test.gate", 1)
         assert worker.wait(timeout=30) == 0
     finally:
         worker.kill()
-    stderr = worker.stderr.read() if worker.stderr else ""
-    assert "tester stopped after" in stderr and "handled=20" in stderr
+    stderr = worker.communicate()[1]
+    assert "tester stopped after" in stderr
+    assert "handled=20" in stderr
     assert (await bus.health(STREAM, "lifecycle")).pending == 0
     assert [key async for key in bus.redis.scan_iter("heartbeat:tester:*")] == []
 
@@ -63,13 +65,14 @@ async def test_a_batch_that_outlives_the_grace_period_is_left_for_redelivery(bus
         assert worker.wait(timeout=30) == 1
     finally:
         worker.kill()
+        worker.communicate()
     assert (await bus.health(STREAM, "lifecycle")).pending == 5
 
 
 def test_a_bad_setting_stops_start_up_with_one_line(settings: Settings) -> None:
     worker = start_worker(settings, TICK_PARTITIONS="eight")
     assert worker.wait(timeout=30) != 0
-    lines = [line for line in (worker.stderr.read() if worker.stderr else "").splitlines() if line.strip()]
+    lines = [line for line in worker.communicate()[1].splitlines() if line.strip()]
     assert lines == [
         "invalid setting TICK_PARTITIONS (got 'eight'): Input should be a valid integer, "
         "unable to parse string as an integer; set TICK_PARTITIONS to a valid value"
@@ -79,8 +82,9 @@ def test_a_bad_setting_stops_start_up_with_one_line(settings: Settings) -> None:
 def test_secrets_are_never_echoed_in_setting_errors(settings: Settings) -> None:
     worker = start_worker(settings, ALPACA_KEY="", POLYGON_API_KEY="pk_live_supersecret", POLYGON_FEED="bogus")
     worker.wait(timeout=30)
-    stderr = worker.stderr.read() if worker.stderr else ""
-    assert "POLYGON_FEED" in stderr and "supersecret" not in stderr
+    stderr = worker.communicate()[1]
+    assert "POLYGON_FEED" in stderr
+    assert "supersecret" not in stderr
 
 
 def test_debug_logging_keeps_provider_frames_and_their_keys_out_of_the_log() -> None:

@@ -96,6 +96,26 @@ async def test_each_event_type_lands_in_its_table(pool: asyncpg.Pool) -> None:
     assert (stored["symbol"], stored["ts"], stored["id"], stored["price"]) == ("AAPL", START, "test:AAPL:0", 100)
 
 
+async def test_every_lifecycle_status_of_a_real_broker_is_stored(pool: asyncpg.Pool) -> None:
+    statuses = ["submitted", "accepted", "partially_filled", "filled", "canceled", "expired", "rejected", "replaced"]
+    events = [
+        OrderEvent(
+            id=f"ev-{status}",
+            symbol="AAPL",
+            timestamp=START,
+            client_order_id="co-1",
+            status=status,  # type: ignore[arg-type]
+            side="buy",
+            quantity=5,
+            price=100.0 if "filled" in status else None,
+        )
+        for status in statuses
+    ]
+    assert (await write_events(pool, events))["fills"] == len(statuses)
+    stored = await pool.fetch("SELECT status FROM fills")
+    assert sorted(row["status"] for row in stored) == sorted(statuses)
+
+
 async def test_redelivered_batch_writes_nothing(pool: asyncpg.Pool) -> None:
     batch = [*ticks(50), *trading_events()]
     await write_events(pool, batch)
@@ -107,7 +127,8 @@ async def test_redelivered_batch_writes_nothing(pool: asyncpg.Pool) -> None:
 async def test_duplicates_inside_one_batch_collapse(pool: asyncpg.Pool) -> None:
     batch = ticks(5)
     written = await write_events(pool, batch + batch[:3])
-    assert written["ticks"] == 5 and (await counts(pool))["ticks"] == 5
+    assert written["ticks"] == 5
+    assert (await counts(pool))["ticks"] == 5
 
 
 async def test_a_corrected_bar_replaces_the_stored_one_and_an_identical_one_is_a_no_op(pool: asyncpg.Pool) -> None:
@@ -176,7 +197,8 @@ async def test_storage_worker_persists_every_stream_and_acks_after_commit(
     counters: Counter = Counter()
     await timeseries_service.run(settings, stop=asyncio.Event(), counters=counters)
     assert await counts(pool) == {"ticks": 300, "bars": 1, "signals": 1, "orders": 1, "fills": 2}
-    assert counters["handled"] == len(published) + 20 and counters["duplicates"] == 20
+    assert counters["handled"] == len(published) + 20
+    assert counters["duplicates"] == 20
     for stream in {stream for stream, _ in published}:
         assert (await bus.health(stream, STORAGE_GROUP)).pending == 0
 
@@ -184,13 +206,13 @@ async def test_storage_worker_persists_every_stream_and_acks_after_commit(
 async def test_storage_worker_takes_its_bus_from_the_settings(
     pool: asyncpg.Pool, storage_dsn: str, redis_url: str, bus: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Bus.from_settings is the one place that turns REDIS_URL, STREAM_MAXLEN and MAX_DELIVERIES into a bus."""
+    """Bus.from_settings is the one place that turns REDIS_URL, REDIS_MEMORY_BUDGET_MB and MAX_DELIVERIES into a bus."""
     settings = Settings(
         _env_file=None,
         redis_url=redis_url,
         database_url=storage_dsn,
         data_dir=tmp_path,
-        stream_maxlen=1234,
+        redis_memory_budget_mb=2,
         max_deliveries=7,
         bus_block_ms=50,
         burst=True,
@@ -206,5 +228,5 @@ async def test_storage_worker_takes_its_bus_from_the_settings(
     monkeypatch.setattr(Bus, "from_settings", classmethod(recording))
     await bus.publish([(tick_stream_for("AAPL", settings.tick_partitions), ticks(1)[0])])
     await timeseries_service.run(settings, stop=asyncio.Event())
-    assert [(b.maxlen, b.max_deliveries) for b in made] == [(1234, 7)]
+    assert [(b.memory_budget_bytes, b.max_deliveries) for b in made] == [(2 * 2**20, 7)]
     assert (await counts(pool))["ticks"] == 1

@@ -67,7 +67,8 @@ async def test_an_event_that_is_not_a_tick_is_dead_lettered_with_the_reason(bus:
     await publish(bus, ticks[150:])
     counters = await burst(burst_settings(settings).model_copy(update={"symbols": ["AAPL"]}))
     dead = await bus.redis.xrange(dead_letter_stream(tick_stream_for("AAPL", 2)))
-    assert len(dead) == 1 and "expected a Tick" in dead[0][1]["reason"]
+    assert len(dead) == 1
+    assert "expected a Tick" in dead[0][1]["reason"]
     strategy = MovingAverageCrossover(5, 20)
     expected = [signal for tick in ticks for signal in strategy.on_tick(tick)]
     assert [s.id for s in await stream(bus, SIGNALS)] == [s.id for s in expected]

@@ -62,7 +62,8 @@ async def test_a_second_tradebot_up_on_the_same_data_folder_is_refused_with_one_
     output = (up.data_dir.parent / "second.log").read_text().strip()
     assert output.count("\n") == 0, output
     assert f"another `tradebot up` (pid {up.process.pid}) is running on the data folder" in output  # type: ignore[union-attr]
-    assert up.process is not None and up.process.poll() is None, "the refused second run disturbed the first"
+    assert up.process is not None
+    assert up.process.poll() is None, "the refused second run disturbed the first"
 
 
 async def test_a_worker_stopped_by_someone_elses_sigterm_is_restarted(up: UpProcess) -> None:
@@ -85,7 +86,8 @@ async def test_a_killed_supervisor_leaves_no_process_behind_within_ten_seconds(u
     assert up.process is not None
     await wait_until(lambda: len(worker_pids(up, "tradebot.")) >= 5, what="every worker")
     tree = descendants(up.process.pid)
-    assert up.redis_pid() in tree and up.postmaster_pid() in tree
+    assert up.redis_pid() in tree
+    assert up.postmaster_pid() in tree
     up.process.send_signal(signal.SIGKILL)
     up.process.wait()
     await wait_until(lambda: not still_running(tree), timeout=10, what=f"the orphans to stop: {still_running(tree)}")
@@ -116,7 +118,8 @@ async def test_killed_servers_are_restarted_and_the_pipeline_loses_nothing(up: U
         for table in ("ticks", "signals", "orders", "fills"):
             assert await db.fetchval(f"SELECT count(*) = count(DISTINCT id) FROM {table}"), f"{table} has a double"
         for server in ("redis", "postgres"):
-            assert f"embedded {server} died" in up.log(10**7) and f"embedded {server} is back" in up.log(10**7)
+            assert f"embedded {server} died" in up.log(10**7)
+            assert f"embedded {server} is back" in up.log(10**7)
     finally:
         await db.close()
         await bus.close()
@@ -151,7 +154,9 @@ def test_finished_runs_start_again_after_redis_came_back_and_stopped_ones_stay_s
     for worker in (finished, misconfigured):
         worker.process.wait()  # type: ignore[union-attr]
     supervise([finished, misconfigured])
-    assert finished.finished and misconfigured.finished
+    assert finished.finished
+    assert misconfigured.finished
     rerun_finished([finished, misconfigured])
-    assert not finished.finished and finished.process is None  # started again on the next round
+    assert not finished.finished
+    assert finished.process is None  # started again on the next round
     assert misconfigured.finished  # a bad setting stays a bad setting

@@ -16,8 +16,17 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from tests.storage_fixtures import DAYS, RANGE_END, RANGE_START, TIMEFRAMES, minute_bar, reference_bars, session_ticks
-from tradebot.common.db import create_pool, recreate_database
+from tests.storage_fixtures import (
+    DAYS,
+    RANGE_END,
+    RANGE_START,
+    TIMEFRAMES,
+    minute_bar,
+    reference_bars,
+    session_database,
+    session_ticks,
+)
+from tradebot.common.db import create_pool, drop_database, recreate_database
 from tradebot.storage import queries
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions, compression_paused, database_mode
@@ -55,12 +64,14 @@ class Timescale:
 async def timescale() -> AsyncIterator[Timescale]:
     """A fresh database on the TimescaleDB server, migrated twice, holding the test market."""
     assert TIMESCALE_DSN
-    dsn = await recreate_database(TIMESCALE_DSN, "tradebot_timescale_test")
+    name = session_database("tradebot_timescale_test")
+    dsn = await recreate_database(TIMESCALE_DSN, name)
     first, second = await apply_migrations(dsn, options=OPTIONS), await apply_migrations(dsn, options=OPTIONS)
     pool = await create_pool(dsn)
     await write_events(pool, [*AAPL, *MSFT, *MSFT_BARS])
     yield Timescale(dsn, pool, first, second)
     await pool.close()
+    await drop_database(TIMESCALE_DSN, name)
 
 
 async def refresh(pool: asyncpg.Pool, start: datetime, end: datetime) -> None:
@@ -158,7 +169,8 @@ async def test_backfill_into_a_compressed_range_with_the_policy_paused(timescale
         paused = await timescale.pool.fetch(
             "SELECT scheduled FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression'"
         )
-        assert paused and not any(row["scheduled"] for row in paused)
+        assert paused
+        assert not any(row["scheduled"] for row in paused)
         assert (await write_events(timescale.pool, late))["ticks"] == len(late)  # into compressed chunks
         assert (await write_events(timescale.pool, late))["ticks"] == 0  # still idempotent there
     resumed = await timescale.pool.fetch(

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def worker_environment(settings: Settings, **overrides: object) -> dict[str, str]:
     """The environment a worker process needs to reach the test servers, plus setting overrides."""
-    assert settings.redis_url and settings.database_url  # unset URLs would start embedded servers
+    assert settings.redis_url
+    assert settings.database_url
     env = dict(
         os.environ,
         PYTHONPATH=str(ROOT),

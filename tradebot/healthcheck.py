@@ -21,7 +21,7 @@ import urllib.request
 
 import redis
 
-from tradebot.common.config import Settings, load_settings
+from tradebot.common.config import Settings, SettingsError, load_settings
 from tradebot.common.streams import heartbeat_key
 
 TIMEOUT_S = 3.0
@@ -79,7 +79,10 @@ def check(settings: Settings, hostname: str) -> tuple[bool, str]:
 
 def main() -> None:
     """Print one line and exit 0 when healthy, 1 otherwise (what Docker's HEALTHCHECK expects)."""
-    healthy, reason = check(load_settings(), socket.gethostname())
+    try:
+        healthy, reason = check(load_settings(), socket.gethostname())
+    except SettingsError as error:  # 1, not 78: Docker's HEALTHCHECK defines only 0 and 1
+        healthy, reason = False, str(error)
     print(f"{'healthy' if healthy else 'unhealthy'}: {reason}")
     sys.exit(0 if healthy else 1)
 

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import importlib
 
+from tradebot.common.streams import Role
+
 ROLES: dict[str, str] = {
-    "market_data": "tradebot.market_data.service",
-    "alpaca": "tradebot.market_data.alpaca_service",
-    "polygon": "tradebot.market_data.polygon_service",
-    "strategy": "tradebot.strategy.service",
-    "execution": "tradebot.execution.service",
-    "storage": "tradebot.storage.timeseries_service",
-    "api": "tradebot.api.history_service",
+    Role.MARKET_DATA: "tradebot.market_data.service",
+    Role.ALPACA: "tradebot.market_data.alpaca_service",
+    Role.POLYGON: "tradebot.market_data.polygon_service",
+    Role.STRATEGY: "tradebot.strategy.service",
+    Role.EXECUTION: "tradebot.execution.service",
+    Role.STORAGE: "tradebot.storage.timeseries_service",
+    Role.API: "tradebot.api.history_service",
 }
 
 # What `tradebot up` starts, and how many of each, unless told otherwise.
-DEFAULT_UP = {"market_data": 1, "strategy": 1, "execution": 1, "storage": 1, "api": 1}
+DEFAULT_UP: dict[str, int] = {
+    role: 1 for role in (Role.MARKET_DATA, Role.STRATEGY, Role.EXECUTION, Role.STORAGE, Role.API)
+}
 
 
 class UnknownRoleError(ValueError):

@@ -28,15 +28,18 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-from tradebot.common.config import Settings, SettingsError, redact_url
+from tradebot.common.config import CONFIG_ERROR_EXIT, ReadySettings, Settings, SettingsError, redact_url
 from tradebot.common.embedded import EmbeddedServers
+from tradebot.common.lifecycle import backoff_delay_s
 from tradebot.common.lifeline import die_with_parent, exclusive_folder
-from tradebot.common.runtime import CONFIG_ERROR_EXIT
+from tradebot.common.runtime import config_error_exit
+from tradebot.maintenance.drift import warn_about_drift
+from tradebot.monitor.summary import SummaryLog
 from tradebot.roles import module_for
 
 log = logging.getLogger("tradebot.supervisor")
 
-RESTART_BACKOFF_S = (1, 2, 4, 8, 15, 30)
+RESTART_BACKOFF_BASE_S, RESTART_BACKOFF_CAP_S = 1.0, 30.0  # 1, 2, 4 … 30 s between restarts
 STABLE_AFTER_S = 60.0
 POLL_S = 0.2
 STOPPED_EXIT_CODE = 128 + signal.SIGTERM  # what a worker exits with when stopped by a signal (shell convention)
@@ -68,12 +71,12 @@ class Managed:
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
 
-def worker_environment(settings: Settings) -> dict[str, str]:
+def worker_environment(settings: ReadySettings) -> dict[str, str]:
     """The parent's environment plus the URLs every worker must share, and how to report a stop."""
     return {
         **os.environ,
-        "REDIS_URL": settings.redis_url or "",
-        "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url,
+        "DATABASE_URL": settings.database_url,
         "STOPPED_EXIT_CODE": str(STOPPED_EXIT_CODE),
     }
 
@@ -95,7 +98,8 @@ def up(settings: Settings, scale: dict[str, int]) -> int:
             from tradebot.storage.schema import migrate
             from tradebot.storage.timescale import TimescaleOptions
 
-            migrate(ready.database_url or "", options=TimescaleOptions.from_settings(ready))
+            migrate(ready.database_url, options=TimescaleOptions.from_settings(ready))
+            warn_about_drift(ready)
             workers = [
                 Managed(role, i + 1, env=worker_environment(ready))
                 for role, count in scale.items()
@@ -105,22 +109,25 @@ def up(settings: Settings, scale: dict[str, int]) -> int:
             for worker in workers:
                 worker.start()
             print_summary(ready, scale)
+            activity = SummaryLog(ready)
+            if ready.summary_interval_s > 0:
+                activity.start()
+                stack.callback(activity.stop)  # runs first: the summary stops before the workers
             while not stopping:
                 if servers is not None and "redis" in servers.revive():
                     rerun_finished(workers)
                 supervise(workers)
                 time.sleep(POLL_S)
     except SettingsError as error:  # another `tradebot up` holds the folder, a port is taken, ...
-        print(error, file=sys.stderr)
-        return CONFIG_ERROR_EXIT
+        return config_error_exit(error)
     log.info("tradebot stopped")
     return 0
 
 
-def start_servers(settings: Settings, stack: ExitStack) -> tuple[EmbeddedServers | None, Settings]:
+def start_servers(settings: Settings, stack: ExitStack) -> tuple[EmbeddedServers | None, ReadySettings]:
     """Embedded servers for whichever URL is unset, tied to this process; the settings with both URLs."""
     if settings.redis_url and settings.database_url:
-        return None, settings
+        return None, ReadySettings.resolved(settings, redis_url=settings.redis_url, database_url=settings.database_url)
     servers = EmbeddedServers.in_folder(
         settings.data_dir,
         settings.embedded_redis_port,
@@ -130,11 +137,12 @@ def start_servers(settings: Settings, stack: ExitStack) -> tuple[EmbeddedServers
     )
     servers.start()
     stack.callback(servers.stop)
-    urls = {
-        "redis_url": settings.redis_url or servers.redis.url,
-        "database_url": settings.database_url or servers.postgres.url,
-    }
-    return servers, settings.model_copy(update=urls)
+    ready = ReadySettings.resolved(
+        settings,
+        redis_url=settings.redis_url or servers.redis.url,
+        database_url=settings.database_url or servers.postgres.url,
+    )
+    return servers, ready
 
 
 def supervise(workers: list[Managed]) -> None:
@@ -159,9 +167,11 @@ def supervise(workers: list[Managed]) -> None:
             continue
         if now - worker.started_at > STABLE_AFTER_S:
             worker.restarts = 0
-        delay = RESTART_BACKOFF_S[min(worker.restarts, len(RESTART_BACKOFF_S) - 1)]
+        delay = backoff_delay_s(
+            worker.restarts + 1, base_s=RESTART_BACKOFF_BASE_S, cap_s=RESTART_BACKOFF_CAP_S, jitter=False
+        )
         reason = "was stopped by a signal tradebot up did not send" if code == STOPPED_EXIT_CODE else "exited"
-        log.warning("%s %s (code %s); restarting in %ds", worker.name, reason, code, delay)
+        log.warning("%s %s (code %s); restarting in %.0fs", worker.name, reason, code, delay)
         worker.restarts += 1
         worker.process = None
         worker.next_start_at = now + delay
@@ -208,4 +218,4 @@ def print_summary(settings: Settings, scale: dict[str, int]) -> None:
         f"  postgres: {redact_url(settings.database_url)}",
         f"  data:     {settings.data_dir.resolve()}",
     ]
-    print("\n".join(lines), flush=True)
+    print("\n".join(lines), flush=True)  # noqa: T201 - the console summary of `tradebot up`, not a log line

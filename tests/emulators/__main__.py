@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from .alpaca_rest import AlpacaRestEmulator
 from .alpaca_stream import AlpacaStreamEmulator
+from .alpaca_trading import AlpacaTradingEmulator
 from .events import Bar, BarDataset, Trade, utc_now
 from .polygon_rest import PolygonRestEmulator
 from .polygon_stream import PolygonStreamEmulator
@@ -55,8 +56,13 @@ def stream_demo(emulator: WebSocketEmulator, symbols: list[str], interval: float
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.emulators", description=__doc__)
-    parser.add_argument("emulator", choices=["alpaca-stream", "polygon-stream", "alpaca-rest", "polygon-rest"])
+    parser.add_argument(
+        "emulator", choices=["alpaca-stream", "polygon-stream", "alpaca-rest", "polygon-rest", "alpaca-trading"]
+    )
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on, e.g. the compose network's gateway for containers"
+    )
     parser.add_argument("--key", default="test-key", help="API key (Alpaca key id / Polygon key)")
     parser.add_argument("--secret", default="test-secret", help="Alpaca secret key")
     parser.add_argument("--symbols", default="AAPL,MSFT", help="comma-separated symbols")
@@ -69,19 +75,31 @@ def main() -> None:
     if args.emulator == "alpaca-stream":
         # No connection limit by hand: a restarted client may race its own previous connection.
         stream_demo(
-            AlpacaStreamEmulator(key=args.key, secret=args.secret, port=args.port, max_connections=None),
+            AlpacaStreamEmulator(
+                key=args.key, secret=args.secret, host=args.host, port=args.port, max_connections=None
+            ),
             symbols,
             args.interval,
         )
         return
+    if args.emulator == "alpaca-trading":
+        with AlpacaTradingEmulator(key=args.key, secret=args.secret) as trading:
+            print(f"ALPACA_TRADING_URL={trading.url} ALPACA_TRADING_STREAM_URL={trading.stream_url}; Ctrl-C to stop")
+            try:
+                trading.book.wait_until(lambda: False, timeout=10**9, what="Ctrl-C")
+            except KeyboardInterrupt:
+                print("bye")
+        return
     if args.emulator == "polygon-stream":
-        stream_demo(PolygonStreamEmulator(api_key=args.key, port=args.port), symbols, args.interval)
+        stream_demo(PolygonStreamEmulator(api_key=args.key, host=args.host, port=args.port), symbols, args.interval)
         return
     dataset = BarDataset.generate(symbols, utc_now() - timedelta(days=args.days), utc_now())
     if args.emulator == "alpaca-rest":
-        rest = AlpacaRestEmulator(dataset, key=args.key, secret=args.secret, page_size=args.page_size, port=args.port)
+        rest = AlpacaRestEmulator(
+            dataset, key=args.key, secret=args.secret, page_size=args.page_size, host=args.host, port=args.port
+        )
     else:
-        rest = PolygonRestEmulator(dataset, api_key=args.key, page_size=args.page_size, port=args.port)
+        rest = PolygonRestEmulator(dataset, api_key=args.key, page_size=args.page_size, host=args.host, port=args.port)
     rest.serve_forever()
 
 

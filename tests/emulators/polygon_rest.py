@@ -25,7 +25,7 @@ import base64
 import itertools
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -46,7 +46,7 @@ def _parse_bound(text: str, is_end: bool) -> datetime:
     """A `from`/`to` path segment: Unix ms, or a New York calendar day (whole day for `to`)."""
     if text.isdigit():
         return datetime.fromtimestamp(int(text) / 1000, UTC)
-    day = datetime.combine(datetime.strptime(text, "%Y-%m-%d").date(), time(), tzinfo=NEW_YORK)
+    day = datetime.combine(date.fromisoformat(text), time(), tzinfo=NEW_YORK)
     if is_end:
         day = day + timedelta(days=1) - timedelta(milliseconds=1)
     return day.astimezone(UTC)

@@ -1,20 +1,27 @@
 """``tradebot backfill [alpaca|polygon] [options]``: parse, then hand over to the runner.
 
 Without a subcommand it runs the Alpaca backfill. Options default to the settings
-(BACKFILL_DAYS, BACKFILL_MINUTE_DAYS, the SYMBOL_MODE universe).
+(BACKFILL_DAYS, BACKFILL_MINUTE_DAYS, the SYMBOL_MODE universe). ``backfill_command`` is the one
+command behind this and the ``python -m tradebot.backfill.<provider>`` entry points.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sys
 from collections.abc import Callable
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
-from tradebot.backfill.runner import DEFAULT_TIMEFRAMES, BackfillOptions, BarSource, backfill_command
+from tradebot.backfill.report import print_report
+from tradebot.backfill.runner import DEFAULT_TIMEFRAMES, BackfillOptions, backfill
 from tradebot.common.config import Settings
 from tradebot.common.models import SYMBOL_PATTERN
+from tradebot.common.runtime import bootstrap, infrastructure
+from tradebot.providers.base import BarSource, FatalError
 
 TIMEFRAME_CHOICES = ("1d", "1h", "15m", "5m", "1m")
 
@@ -53,19 +60,39 @@ def parse_options(days: int | None, minute_days: int | None, timeframes: str, sy
     return BackfillOptions(timeframes=chosen, days=days, minute_days=minute_days, symbols=tickers)  # type: ignore[arg-type]
 
 
+def backfill_command(
+    make_source: Callable[[Settings], BarSource], options: BackfillOptions, console: Console | None = None
+) -> int:
+    """Load settings, run one backfill with a progress bar, print the summary; returns the exit code."""
+    console = console or Console()
+    with bootstrap() as settings:
+        source = make_source(settings)  # missing keys stop here (exit 78), before any server starts
+        with infrastructure(settings) as ready:
+            try:
+                report = asyncio.run(backfill(ready, source, options, console=console))
+            except FatalError as error:
+                print(f"backfill stopped: {error}", file=sys.stderr)
+                return 1
+            except KeyboardInterrupt:
+                print("backfill interrupted: what was stored is kept; run it again to resume", file=sys.stderr)
+                return 130
+    print_report(report, console)
+    return 1 if report.failed else 0
+
+
 def _run(make_source: Callable[[Settings], BarSource], options: BackfillOptions) -> None:
     raise typer.Exit(backfill_command(make_source, options))
 
 
 # The provider modules are imported only when their backfill runs: `tradebot --help` stays fast.
 def _alpaca(settings: Settings) -> BarSource:
-    from tradebot.backfill.alpaca_historical import AlpacaBars
+    from tradebot.providers.alpaca import AlpacaBars
 
     return AlpacaBars(settings)
 
 
 def _polygon(settings: Settings) -> BarSource:
-    from tradebot.backfill.polygon_aggregates import PolygonBars
+    from tradebot.providers.polygon import PolygonBars
 
     return PolygonBars(settings)
 

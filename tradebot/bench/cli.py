@@ -1,8 +1,9 @@
 """``tradebot bench``: every figure of docs/BENCHMARKS.md in one bounded run, as a table and JSON.
 
-Sections run in order — bus, strategy, e2e (ticks stored/s with every worker running),
-latency (tick → order at fixed offered rates), storage (ingest rows/s, /history) — then the peak
-RSS of every worker process the run started. A section that fails is reported as such and the
+Sections run in order — bus, strategy, risk (cost of a pre-trade check), backtest (ticks/s and
+bars/s per core), e2e (ticks stored/s with every worker running), latency (tick → order at fixed
+offered rates), storage (ingest rows/s, /history), ui (WebSocket fan-out, dashboard paint) — then the
+peak RSS of every worker process the run started. A section that fails is reported as such and the
 others still run. Default sizes finish in about four minutes on 2 cores, ``--quick`` in under one.
 """
 
@@ -20,11 +21,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from tradebot.bench.backtest import measure_backtest
 from tradebot.bench.bus import measure_bus
 from tradebot.bench.e2e import FeedRun, measure_throughput
 from tradebot.bench.latency import measure_latency
 from tradebot.bench.processes import WorkerPool, worker_pool
 from tradebot.bench.report import Figure, Report, print_report
+from tradebot.bench.risk import measure_risk
 from tradebot.bench.storage import StorageSizes, measure_storage
 from tradebot.bench.strategy import measure_strategy
 from tradebot.bench.target import (
@@ -33,12 +36,12 @@ from tradebot.bench.target import (
     bench_target,
     clear_bench_redis,
 )
-from tradebot.common.config import Settings, load_settings
-from tradebot.common.runtime import setup_logging
+from tradebot.common.config import Settings
+from tradebot.common.runtime import bootstrap, setup_logging
 
 log = logging.getLogger("tradebot.bench")
 
-SECTIONS = ("bus", "strategy", "e2e", "latency", "storage")
+SECTIONS = ("bus", "strategy", "risk", "backtest", "e2e", "latency", "storage", "ui")
 MiB = 2**20
 
 
@@ -48,16 +51,21 @@ class BenchSizes:
 
     bus_messages: int
     strategy_ticks: int
+    backtest_ticks: int
+    backtest_bars: int
     e2e_ticks: int
     e2e_offered_rate: float
     latency_rates: tuple[float, ...]
     latency_seconds: float
     storage: StorageSizes
+    risk_orders: int = 20_000
 
 
 DEFAULT_SIZES = BenchSizes(
     bus_messages=100_000,
     strategy_ticks=100_000,
+    backtest_ticks=200_000,
+    backtest_bars=50_000,
     e2e_ticks=200_000,
     e2e_offered_rate=50_000,
     latency_rates=(1_000, 5_000, 20_000),
@@ -67,11 +75,14 @@ DEFAULT_SIZES = BenchSizes(
 QUICK_SIZES = BenchSizes(
     bus_messages=20_000,
     strategy_ticks=20_000,
+    backtest_ticks=20_000,
+    backtest_bars=5_000,
     e2e_ticks=30_000,
     e2e_offered_rate=50_000,
     latency_rates=(1_000, 5_000, 20_000),
     latency_seconds=3,
     storage=StorageSizes(table_ticks=200_000, ingest_rows=20_000, samples=10, load_seconds=3),
+    risk_orders=5_000,
 )
 
 Step = Callable[[BenchTarget, WorkerPool, BenchSizes], Awaitable[list[Figure]]]
@@ -84,6 +95,14 @@ async def _bus(target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes) -> 
 async def _strategy(target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
     s = target.settings
     return measure_strategy(sizes.strategy_ticks, s.short_window, s.long_window, s.bus_batch_size)
+
+
+async def _risk(target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
+    return measure_risk(sizes.risk_orders, target.settings)
+
+
+async def _backtest(_target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
+    return measure_backtest(sizes.backtest_ticks, sizes.backtest_bars)
 
 
 async def _e2e(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
@@ -101,7 +120,22 @@ async def _storage(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes) 
     return await measure_storage(target, workers, sizes.storage)
 
 
-STEPS: dict[str, Step] = {"bus": _bus, "strategy": _strategy, "e2e": _e2e, "latency": _latency, "storage": _storage}
+async def _ui(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
+    from tradebot.bench.ui import measure_ui  # imports the dashboard's optional parts only when run
+
+    return await measure_ui(target, workers, FeedRun(sizes.e2e_offered_rate, sizes.e2e_ticks))
+
+
+STEPS: dict[str, Step] = {
+    "bus": _bus,
+    "strategy": _strategy,
+    "risk": _risk,
+    "backtest": _backtest,
+    "e2e": _e2e,
+    "latency": _latency,
+    "storage": _storage,
+    "ui": _ui,
+}
 
 
 def memory_figures(workers: WorkerPool) -> list[Figure]:
@@ -125,7 +159,7 @@ async def run_sections(
         console.print(f"[bold]bench[/bold] {name} …")
         try:
             report.add(*await STEPS[name](target, workers, sizes))
-        except Exception as error:  # noqa: BLE001 - one broken section must not lose the others' figures
+        except Exception as error:
             log.exception("bench section %s failed", name)
             report.add(Figure(name, "section failed", None, "", f"{type(error).__name__}: {error}"))
         finally:
@@ -187,12 +221,13 @@ def bench_command(
     unknown = [name for name in sections or [] if name not in SECTIONS]
     if unknown:
         raise typer.BadParameter(f"unknown section(s) {', '.join(unknown)}; choose from: {', '.join(SECTIONS)}")
-    settings = load_settings()
-    setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
-    try:
-        run_bench(settings, quick=quick, out=out, sections=sections, table_ticks=ticks)
-    except BenchTargetError as error:
-        raise SystemExit(f"tradebot bench: {error}") from None
+    with bootstrap(log_level="WARNING") as settings:  # the servers are the bench target's
+        if settings.log_level != "INFO":
+            setup_logging(settings.log_level)
+        try:
+            run_bench(settings, quick=quick, out=out, sections=sections, table_ticks=ticks)
+        except BenchTargetError as error:
+            raise SystemExit(f"tradebot bench: {error}") from None
 
 
 app = typer.Typer(help="tradebot benchmarks", add_completion=False, pretty_exceptions_enable=False)

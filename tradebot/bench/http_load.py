@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tradebot.storage.bench import percentile
+from tradebot.bench.report import percentile
 
 UrlMaker = Callable[[int, random.Random], str]
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from redis.exceptions import ResponseError
 
-from tradebot.bench.target import BenchTarget
+from tradebot.bench.target import BENCH_DATABASE, BenchTarget
 from tradebot.common.bus import Bus, entry_ms
 from tradebot.common.db import create_pool, recreate_database
 from tradebot.common.streams import (
@@ -21,7 +21,6 @@ from tradebot.common.streams import (
     storage_streams,
     tick_streams,
 )
-from tradebot.storage.bench import BENCH_DATABASE
 from tradebot.storage.schema import apply_migrations
 
 POLL_S = 0.1
@@ -105,5 +104,6 @@ class TableCounter:
 
     async def count(self, table: str = "ticks") -> int:
         """Rows in ``table`` (one of the tradebot tables) right now."""
-        assert self._pool is not None and table.isidentifier()
+        assert self._pool is not None
+        assert table.isidentifier()
         return int(await self._pool.fetchval(f"SELECT count(*) FROM {table}"))

@@ -34,7 +34,8 @@ def worker_environment(settings: Settings, **overrides: object) -> dict[str, str
     Everything that shapes the pipeline is set explicitly, so a user's ``.env`` cannot change what
     is measured (environment variables take precedence over the file).
     """
-    assert settings.redis_url and settings.database_url
+    assert settings.redis_url
+    assert settings.database_url
     env = dict(
         os.environ,
         REDIS_URL=settings.redis_url,
@@ -46,7 +47,7 @@ def worker_environment(settings: Settings, **overrides: object) -> dict[str, str
         TICK_PARTITIONS=str(settings.tick_partitions),
         BUS_BATCH_SIZE=str(settings.bus_batch_size),
         BUS_BLOCK_MS=str(settings.bus_block_ms),
-        STREAM_MAXLEN=str(settings.stream_maxlen),
+        REDIS_MEMORY_BUDGET_MB=str(settings.redis_memory_budget_mb),
         SHORT_WINDOW=str(settings.short_window),
         LONG_WINDOW=str(settings.long_window),
     )
@@ -59,12 +60,12 @@ class WorkerPool:
 
     def __init__(self, log_dir: Path):
         self.log_dir = log_dir
-        self.running: list[tuple[str, subprocess.Popen]] = []
+        self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.peak_rss: dict[str, int] = {}
         self._lock = threading.Lock()
         self._started = 0
 
-    def start(self, role: str, env: dict[str, str]) -> subprocess.Popen:
+    def start(self, role: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         """Start one worker of ``role``; its log goes to ``<log_dir>/<role>-<n>.log``."""
         self._started += 1
         log_path = self.log_dir / f"{role}-{self._started}.log"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 TABLE_WIDTH = 160
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile (inclusive method), in the samples' unit."""
+    return statistics.quantiles(samples, n=100, method="inclusive")[round(fraction * 100) - 1]
 
 
 @dataclass(frozen=True)

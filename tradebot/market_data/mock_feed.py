@@ -21,8 +21,10 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tradebot.common.models import Tick
+from tradebot.market_data.start_prices import STARTING_PRICES
 
 Clock = Callable[[], datetime]
 
@@ -30,49 +32,8 @@ SOURCE = "mock"
 ANNUAL_VOLATILITY = 0.35
 TRADING_SECONDS_PER_YEAR = 252 * 6.5 * 3600
 TICK_STEP_YEARS = 1 / TRADING_SECONDS_PER_YEAR  # one tick = one second of trading
-# Roughly where these traded in late 2024; anything else gets a stable price from its name.
-KNOWN_PRICES = {
-    "AAPL": 220.0,
-    "MSFT": 430.0,
-    "NVDA": 130.0,
-    "AMZN": 190.0,
-    "GOOGL": 170.0,
-    "GOOG": 172.0,
-    "META": 560.0,
-    "TSLA": 250.0,
-    "AVGO": 170.0,
-    "ORCL": 170.0,
-    "CRM": 290.0,
-    "AMD": 150.0,
-    "ADBE": 500.0,
-    "NFLX": 700.0,
-    "INTC": 22.0,
-    "CSCO": 55.0,
-    "IBM": 210.0,
-    "QCOM": 165.0,
-    "JPM": 220.0,
-    "BAC": 42.0,
-    "WFC": 65.0,
-    "GS": 520.0,
-    "V": 290.0,
-    "MA": 500.0,
-    "BRK.B": 460.0,
-    "XOM": 115.0,
-    "CVX": 150.0,
-    "UNH": 580.0,
-    "JNJ": 160.0,
-    "LLY": 850.0,
-    "PFE": 28.0,
-    "WMT": 80.0,
-    "COST": 900.0,
-    "HD": 400.0,
-    "PG": 170.0,
-    "KO": 70.0,
-    "PEP": 165.0,
-    "DIS": 95.0,
-    "SPY": 570.0,
-    "QQQ": 490.0,
-}
+# Every shipped symbol starts near a real price; anything else gets a stable price from its name.
+KNOWN_PRICES = STARTING_PRICES
 DEFAULT_PRICE_CENTS = (2_000, 30_000)  # unknown symbols start between $20 and $300
 DEFAULT_STEP = timedelta(milliseconds=10)
 
@@ -145,7 +106,7 @@ class FeedClock:
         """The same clock continuing at another rate from tick ``produced`` (a changed setting)."""
         return self if step == self.step else FeedClock(self.at(produced), produced, step)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "start": self.start.isoformat(),
             "origin": self.origin,
@@ -153,7 +114,7 @@ class FeedClock:
         }
 
     @classmethod
-    def from_json(cls, saved: dict) -> FeedClock:
+    def from_json(cls, saved: dict[str, Any]) -> FeedClock:
         start = datetime.fromisoformat(saved["start"])
         return cls(start, saved["origin"], timedelta(microseconds=saved["step_us"]))
 
@@ -175,7 +136,7 @@ class MockFeed:
         seed: int,
         *,
         clock: Clock = utc_now,
-        cursor: dict | None = None,
+        cursor: dict[str, Any] | None = None,
         step: timedelta = DEFAULT_STEP,
     ):
         """``clock`` is read once, for a new cursor's start; ``step`` is the time between two ticks."""
@@ -218,7 +179,7 @@ class MockFeed:
         """The next ``count`` ticks."""
         return [self.next_tick() for _ in range(count)]
 
-    def cursor(self) -> dict:
+    def cursor(self) -> dict[str, Any]:
         """JSON-ready position of the feed; a feed built from it continues the same sequence."""
         return {
             "produced": self.produced,

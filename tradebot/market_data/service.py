@@ -3,7 +3,8 @@
 MOCK_TICKS_PER_SECOND is the total rate across all symbols. Each batch is published together with
 the feed's cursor in one atomic commit, so a restarted (even ``kill -9``-ed) feed continues the
 same sequence with no tick repeated or skipped. MOCK_MAX_TICKS counts ticks over the life of the
-cursor: a restarted feed finishes the same N-tick sequence and then stops. The cursor carries the
+cursor: a restarted feed finishes the same N-tick sequence and then stops. Past the Redis memory
+budget the feed waits (it can: its ticks are generated, not received) until consumers catch up. The cursor carries the
 feed's clock too (``mock_feed.FeedClock``, one tick every 1/MOCK_TICKS_PER_SECOND s), so ticks
 regenerated from an older cursor — Redis lost its last writes — are byte-identical to the first.
 """
@@ -19,16 +20,16 @@ from collections import Counter
 
 from tradebot.common import runtime
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit
-from tradebot.common.config import Settings
-from tradebot.common.consumer import Backoff
+from tradebot.common.config import ReadySettings, Settings
+from tradebot.common.lifecycle import Backoff, wait_or_stop
 from tradebot.common.models import Event
-from tradebot.common.streams import producer_cursor_key, tick_stream_for
+from tradebot.common.streams import Role, producer_cursor_key, retained_streams, tick_stream_for
 from tradebot.market_data.mock_feed import Clock, MockFeed, step_for, utc_now
 from tradebot.universe import resolve_symbols
 
 log = logging.getLogger("tradebot.market_data")  # not __name__: that is "__main__" under python -m
 
-ROLE = "market_data"
+ROLE = Role.MARKET_DATA
 CURSOR_NAME = "mock"
 PUBLISH_INTERVAL_S = 0.1  # batches per second = 10 at any rate, so latency stays ~100 ms
 
@@ -45,7 +46,7 @@ class Pacer:
         self.due += ticks / self.ticks_per_second
         delay = self.due - time.monotonic()
         if delay > 0:
-            await runtime.wait_or_stop(stop, delay)
+            await wait_or_stop(stop, delay)
         elif delay < -1.0:
             self.due = time.monotonic()  # after a stall, carry on at the rate instead of bursting
 
@@ -84,7 +85,7 @@ async def produce(
     symbols: list[str],
     *,
     stop: asyncio.Event,
-    counters: Counter,
+    counters: Counter[str],
     clock: Clock = utc_now,
     pace: bool = True,
 ) -> None:
@@ -93,10 +94,13 @@ async def produce(
     pacer = Pacer(settings.mock_ticks_per_second)
     batch = ticks_per_batch(settings)
     limit = settings.mock_max_ticks
+    retained = retained_streams(settings.tick_partitions)
     while not stop.is_set():
         count = batch if limit is None else min(batch, limit - feed.produced)
         if count <= 0:
             log.info("mock feed reached MOCK_MAX_TICKS=%d", limit)
+            return
+        if not await bus.wait_for_room(retained, stop, "mock feed"):  # past the memory budget: wait
             return
         cursor = await publish_batch(bus, feed, count, settings.tick_partitions, committed)
         if cursor is None:  # another feed (or our own lost-reply commit) moved the cursor: follow it
@@ -110,7 +114,13 @@ async def produce(
 
 
 async def run_feed(
-    bus: Bus, settings: Settings, *, stop: asyncio.Event, counters: Counter, clock: Clock = utc_now, pace: bool = True
+    bus: Bus,
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    counters: Counter[str],
+    clock: Clock = utc_now,
+    pace: bool = True,
 ) -> None:
     """Run the feed, riding out Redis outages by resuming from the committed cursor."""
     symbols = resolve_symbols(settings)
@@ -131,10 +141,8 @@ async def run_feed(
             await backoff.wait(error, stop)
 
 
-async def run(settings: Settings, *, stop: asyncio.Event, counters: Counter) -> None:
+async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str]) -> None:
     """Worker entry: publish mock ticks until stopped."""
-    if not settings.redis_url:
-        raise ValueError("REDIS_URL is not set")
     bus = Bus.from_settings(settings)
     try:
         await run_feed(bus, settings, stop=stop, counters=counters)

@@ -12,7 +12,6 @@ second process waits and then finds nothing left to do.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import logging
@@ -244,31 +243,3 @@ async def _apply(conn: asyncpg.Connection, migration: Migration, statements: lis
     for statement in statements:  # each in its own implicit transaction; re-runnable by design
         await conn.execute(statement)
     await conn.execute(record, migration.version, migration.path.name, digest)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m tradebot.storage.schema [--dry-run] [--mode M]``: migrate DATABASE_URL or print DDL."""
-    from tradebot.common.config import load_settings  # CLI only: keeps the module free of env reads
-
-    parser = argparse.ArgumentParser(description="Apply (or print) the tradebot database migrations.")
-    parser.add_argument("--dry-run", action="store_true", help="print the statements instead of running them")
-    parser.add_argument(
-        "--mode",
-        choices=["timescaledb", "postgresql"],
-        help="print the full DDL of this mode without connecting to a database",
-    )
-    args = parser.parse_args(argv)
-    settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
-    options = TimescaleOptions.from_settings(settings)
-    if args.mode:
-        print("\n\n".join(render_ddl(args.mode, options)))
-        return
-    if not settings.database_url:
-        raise SystemExit("DATABASE_URL is not set: set it, or use --mode to print the DDL")
-    statements = migrate(settings.database_url, dry_run=args.dry_run, options=options)
-    print("\n\n".join(statements) if statements else "-- nothing to apply: the schema is up to date")
-
-
-if __name__ == "__main__":
-    main()

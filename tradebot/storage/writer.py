@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from tradebot.common.db import Executor, connection
-from tradebot.common.models import Bar, Event, Order, OrderEvent, Signal, Tick
+from tradebot.common.models import Bar, ControlEvent, EquitySample, Event, Gap, Order, OrderEvent, Signal, Tick
 
 BACKFILL_BATCH_ROWS = 10_000
 
@@ -31,23 +31,23 @@ class Table:
     name: str
     columns: tuple[str, ...]
     key: tuple[str, ...]
-    row: Callable[[Any], tuple]
+    row: Callable[[Any], tuple[Any, ...]]
     version: str | None = None  # a row replaces a stored one with the same key only if this is larger
 
     @property
     def staging(self) -> str:
         return f"staging_{self.name}"
 
-    def key_of(self, row: tuple) -> tuple:
+    def key_of(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         """The natural-key values of a row."""
         return tuple(row[self.columns.index(column)] for column in self.key)
 
-    def newer(self, row: tuple, than: tuple) -> bool:
+    def newer(self, row: tuple[Any, ...], than: tuple[Any, ...]) -> bool:
         """Whether ``row`` replaces ``than`` (same key): only a versioned table's larger version does."""
         if self.version is None:
             return False
         index = self.columns.index(self.version)
-        return row[index] > than[index]
+        return bool(row[index] > than[index])
 
     def insert_sql(self) -> str:
         """INSERT from the staging table, skipping existing keys (or, if versioned, replacing older versions).
@@ -125,9 +125,9 @@ TABLES: dict[type[Event], Table] = {
     ),
     Order: Table(
         "orders",
-        ("id", "ts", "symbol", "side", "quantity", "order_type", "signal_id"),
+        ("id", "ts", "symbol", "side", "quantity", "order_type", "signal_id", "strategy"),
         ("id", "ts"),
-        lambda o: (o.id, o.timestamp, o.symbol, o.side, o.quantity, o.order_type, o.signal_id),
+        lambda o: (o.id, o.timestamp, o.symbol, o.side, o.quantity, o.order_type, o.signal_id, o.strategy),
     ),
     OrderEvent: Table(
         "fills",
@@ -146,12 +146,30 @@ TABLES: dict[type[Event], Table] = {
             e.reason,
         ),
     ),
+    Gap: Table(
+        "gaps",
+        ("id", "symbol", "first_ts", "last_ts", "source", "dropped"),
+        ("id",),
+        lambda g: (g.id, g.symbol, g.timestamp, g.last, g.source, g.dropped),
+    ),
+    ControlEvent: Table(
+        "control_events",
+        ("id", "ts", "action", "state", "actor", "reason", "version"),
+        ("id", "ts"),
+        lambda c: (c.id, c.timestamp, c.action, c.state, c.actor, c.reason, c.version),
+    ),
+    EquitySample: Table(
+        "equity_samples",
+        ("ts", "cash", "equity", "gross_exposure", "realised_pnl", "unrealised_pnl", "drawdown"),
+        ("ts",),
+        lambda q: (q.timestamp, q.cash, q.equity, q.gross_exposure, q.realised_pnl, q.unrealised_pnl, q.drawdown),
+    ),
 }
 
 
-def group_rows(events: Sequence[Event]) -> dict[Table, list[tuple]]:
+def group_rows(events: Sequence[Event]) -> dict[Table, list[tuple[Any, ...]]]:
     """Rows per table, one per natural key: the first, or for a versioned table the newest."""
-    groups: dict[Table, dict[tuple, tuple]] = {}
+    groups: dict[Table, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
     for event in events:
         table = TABLES[type(event)]
         row = table.row(event)
@@ -171,7 +189,21 @@ async def write_events(executor: Executor, events: Sequence[Event]) -> Counter[s
     async with connection(executor) as conn, conn.transaction():
         for table, rows in groups.items():
             written[table.name] += await _copy_and_insert(conn, table, rows)
+        await _record_sources(conn, events)
     return written
+
+
+async def _record_sources(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """Note which (symbol, source) pairs hold market data, in key order (no deadlock between writers)."""
+    pairs = sorted({(e.symbol, e.source) for e in events if isinstance(e, Tick | Bar)})
+    if pairs:
+        symbols, sources = zip(*pairs, strict=True)
+        await conn.execute(
+            "INSERT INTO symbol_sources (symbol, source) SELECT * FROM unnest($1::text[], $2::text[]) "
+            "ON CONFLICT DO NOTHING",
+            list(symbols),
+            list(sources),
+        )
 
 
 async def write_bars(executor: Executor, bars: Sequence[Bar]) -> int:
@@ -189,13 +221,14 @@ async def write_bars(executor: Executor, bars: Sequence[Bar]) -> int:
     return total
 
 
-async def _copy_and_insert(conn: asyncpg.Connection, table: Table, rows: list[tuple]) -> int:
+async def _copy_and_insert(conn: asyncpg.Connection, table: Table, rows: list[tuple[Any, ...]]) -> int:
     # A temp table per session, emptied at every commit: no catalog churn per batch.
     await conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {table.staging} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
     await conn.copy_records_to_table(table.staging, records=rows, columns=table.columns)
     if table.version is not None:
-        return await conn.fetchval(table.insert_sql())
+        changed: int = await conn.fetchval(table.insert_sql())
+        return changed
     status = await conn.execute(table.insert_sql())
     return int(status.rsplit(" ", 1)[-1])

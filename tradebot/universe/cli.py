@@ -20,7 +20,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from tradebot.common.config import Settings, SettingsError, load_settings
+from tradebot.common.config import CONFIG_ERROR_EXIT, Settings, SettingsError, load_settings
 from tradebot.universe.assets import UniverseError, refresh_assets
 from tradebot.universe.cache import cache_path
 from tradebot.universe.filters import FilterRules, filter_assets
@@ -31,7 +31,6 @@ from tradebot.universe.resolver import (
     universe_symbols,
 )
 
-CONFIG_ERROR = 2
 # Sample name -> (what it is for, settings it changes in env.example).
 SAMPLES: dict[str, tuple[str, dict[str, str]]] = {
     ".env.popular": (
@@ -72,7 +71,7 @@ def _configure_logging() -> None:
 
 def _fail(message: str) -> typer.Exit:
     error_console.print(Text.assemble(("error: ", "bold red"), message))
-    return typer.Exit(CONFIG_ERROR)
+    return typer.Exit(CONFIG_ERROR_EXIT)
 
 
 @contextmanager

@@ -1,0 +1,119 @@
+// Pure pieces of the dashboard, unit-tested in test/logic.test.ts.
+
+export interface Candle {
+  time: number; // bucket start, Unix seconds
+  open: number;
+  high: number;
+  low: number;
+  close: number;
+  volume: number;
+}
+
+export interface Fill {
+  id: string;
+  time: number;
+  side: "buy" | "sell";
+  quantity: number;
+  price: number;
+}
+
+export const TIMEFRAMES: Record<string, number> = { "1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400 };
+
+/** Start of the bucket holding `time` (Unix seconds), on the grid of the chart's last candle (so
+ *  daily candles, which start at New York midnight, line up too); without one, on the UTC grid. */
+export function bucketOf(time: number, timeframe: string, last?: Candle): number {
+  const width = TIMEFRAMES[timeframe] ?? 60;
+  if (last !== undefined && time >= last.time) return last.time + Math.floor((time - last.time) / width) * width;
+  return Math.floor(time / width) * width;
+}
+
+/** The chart's last candle after a live 1-minute bar: the same bucket is merged, a later one starts a
+ *  new candle, an earlier one is ignored (the stored history already has it). `minuteSoFar` is the
+ *  bar's previous state within this bucket, so a minute updated many times is counted once. */
+export function foldMinute(
+  last: Candle | undefined,
+  minute: Candle,
+  timeframe: string,
+  minuteSoFar: Candle | undefined,
+): Candle | undefined {
+  const bucket = bucketOf(minute.time, timeframe, last);
+  if (last === undefined || bucket > last.time) return { ...minute, time: bucket };
+  if (bucket < last.time) return undefined;
+  const earlierVolume = minuteSoFar !== undefined && minuteSoFar.time === minute.time ? minuteSoFar.volume : 0;
+  const opened = timeframe === "1m" ? minute.open : last.open;
+  return {
+    time: bucket,
+    open: opened,
+    high: Math.max(last.high, minute.high),
+    low: Math.min(last.low, minute.low),
+    close: minute.close,
+    volume: timeframe === "1m" ? minute.volume : last.volume - earlierVolume + minute.volume,
+  };
+}
+
+/** Simple moving average of closes over `window` bars; undefined until enough bars. */
+export function sma(candles: Candle[], window: number): { time: number; value: number }[] {
+  const out: { time: number; value: number }[] = [];
+  let sum = 0;
+  candles.forEach((candle, i) => {
+    sum += candle.close;
+    if (i >= window) sum -= (candles[i - window] as Candle).close;
+    if (i >= window - 1) out.push({ time: candle.time, value: sum / window });
+  });
+  return out;
+}
+
+export interface Marker {
+  time: number;
+  position: "belowBar" | "aboveBar";
+  color: string;
+  shape: "arrowUp" | "arrowDown";
+  text: string;
+  id: string;
+}
+
+/** The start of the candle holding `time`: the latest of `times` (ascending) not after it. */
+export function candleAt(times: number[], time: number): number | undefined {
+  let low = 0;
+  let high = times.length - 1;
+  let found: number | undefined;
+  while (low <= high) {
+    const middle = (low + high) >> 1;
+    const start = times[middle] as number;
+    if (start <= time) {
+      found = start;
+      low = middle + 1;
+    } else high = middle - 1;
+  }
+  return found;
+}
+
+/** Chart markers for fills, on the candle holding each (fills before the first candle are left
+ *  out); sorted by time, as the chart needs. */
+export function markersFor(fills: Fill[], candleTimes: number[]): Marker[] {
+  return fills
+    .flatMap((fill) => {
+      const time = candleAt(candleTimes, fill.time);
+      return time === undefined ? [] : [{ fill, time }];
+    })
+    .map(({ fill, time }) => ({
+      time,
+      position: fill.side === "buy" ? ("belowBar" as const) : ("aboveBar" as const),
+      color: fill.side === "buy" ? "#26a69a" : "#ef5350",
+      shape: fill.side === "buy" ? ("arrowUp" as const) : ("arrowDown" as const),
+      text: `${fill.side === "buy" ? "B" : "S"} ${fill.quantity}`,
+      id: fill.id,
+    }))
+    .sort((a, b) => a.time - b.time);
+}
+
+/** Money as a market quotes it: to the cent, with thousands separators. */
+export function money(value: number | null | undefined): string {
+  if (value === null || value === undefined || Number.isNaN(value)) return "–";
+  return value.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+}
+
+/** A price: to the cent, or 4 decimals below $1. */
+export function price(value: number): string {
+  return value.toFixed(Math.abs(value) < 1 ? 4 : 2);
+}

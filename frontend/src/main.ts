@@ -1,0 +1,362 @@
+// The dashboard: one chart with live candles, fills and moving averages, and the panels around it.
+// Everything comes from the API it is served by: REST for what is stored, /ws for what happens now.
+import {
+  CandlestickSeries,
+  createChart,
+  createSeriesMarkers,
+  HistogramSeries,
+  type IChartApi,
+  LineSeries,
+  type UTCTimestamp,
+} from "lightweight-charts";
+
+import { type Candle, type Fill, foldMinute, markersFor, money, price, sma } from "./logic.ts";
+
+const $ = <T extends HTMLElement>(selector: string): T => document.querySelector(selector) as T;
+const SHORT_WINDOW = 5;
+const LONG_WINDOW = 20;
+const REFRESH_MS = 5000;
+
+/** GET a JSON document; undefined when the API does not serve it (an optional part not installed). */
+async function getJson<T>(path: string): Promise<T | undefined> {
+  const response = await fetch(path);
+  if (response.status === 404 || response.status === 503) return undefined;
+  if (!response.ok) throw new Error(`${path}: ${response.status}`);
+  return (await response.json()) as T;
+}
+
+const chart: IChartApi = createChart($("#chart"), {
+  autoSize: true,
+  layout: { background: { color: "#131722" }, textColor: "#d1d4dc", attributionLogo: true },
+  grid: { vertLines: { color: "#1e222d" }, horzLines: { color: "#1e222d" } },
+  timeScale: { timeVisible: true, secondsVisible: false },
+});
+const candles = chart.addSeries(CandlestickSeries, {});
+const volume = chart.addSeries(HistogramSeries, { priceScaleId: "volume", priceFormat: { type: "volume" } });
+chart.priceScale("volume").applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
+const shortLine = chart.addSeries(LineSeries, { color: "#f7c948", lineWidth: 1, priceLineVisible: false });
+const longLine = chart.addSeries(LineSeries, { color: "#2962ff", lineWidth: 1, priceLineVisible: false });
+const markers = createSeriesMarkers(candles, []);
+
+const state = {
+  symbol: "AAPL",
+  timeframe: "1m",
+  bars: [] as Candle[],
+  fills: [] as Fill[],
+  minute: undefined as Candle | undefined, // the live minute as last seen, to fold it in once
+};
+
+function ts(time: number): UTCTimestamp {
+  return time as UTCTimestamp;
+}
+
+function draw(): void {
+  candles.setData(state.bars.map((b) => ({ ...b, time: ts(b.time) })));
+  volume.setData(state.bars.map((b) => ({ time: ts(b.time), value: b.volume, color: "#363a45" })));
+  shortLine.setData(sma(state.bars, SHORT_WINDOW).map((p) => ({ ...p, time: ts(p.time) })));
+  longLine.setData(sma(state.bars, LONG_WINDOW).map((p) => ({ ...p, time: ts(p.time) })));
+  drawMarkers();
+  showLast();
+}
+
+function drawMarkers(): void {
+  const placed = markersFor(
+    state.fills,
+    state.bars.map((b) => b.time),
+  );
+  markers.setMarkers(placed.map((m) => ({ ...m, time: ts(m.time) })));
+  $("#chart").dataset["markers"] = String(placed.length);
+}
+
+function showLast(): void {
+  const last = state.bars.at(-1);
+  const chartElement = $("#chart");
+  chartElement.dataset["bars"] = String(state.bars.length);
+  chartElement.dataset["lastClose"] = last ? String(last.close) : "";
+  $("#legend").textContent = last
+    ? `${state.symbol} ${state.timeframe}  O ${price(last.open)}  H ${price(last.high)}  L ${price(last.low)}  C ${price(last.close)}  V ${last.volume}`
+    : `${state.symbol}: no bars stored yet`;
+}
+
+interface HistoryBar {
+  timestamp: string;
+  open: number;
+  high: number;
+  low: number;
+  close: number;
+  volume: number;
+}
+
+interface Marks {
+  id: string[];
+  time: number[];
+  text: string[];
+  label: string[];
+}
+
+async function load(): Promise<void> {
+  const query = `timeframe=${state.timeframe}&limit=1000`;
+  const history = await getJson<{ bars: HistoryBar[] }>(`/history/${state.symbol}?${query}`);
+  state.bars = (history?.bars ?? []).map((b) => ({
+    time: Math.floor(Date.parse(b.timestamp) / 1000),
+    open: b.open,
+    high: b.high,
+    low: b.low,
+    close: b.close,
+    volume: b.volume,
+  }));
+  state.minute = undefined;
+  const first = state.bars[0]?.time ?? 0;
+  const marks = await getJson<Marks>(`/udf/marks?symbol=${state.symbol}&from=${first}&to=4102444800`);
+  state.fills = (marks?.id ?? []).map((id, i) => ({
+    id,
+    time: marks?.time[i] ?? 0,
+    side: marks?.label[i] === "B" ? "buy" : "sell",
+    quantity: Number((marks?.text[i] ?? "").split(" ")[1]),
+    price: 0,
+  }));
+  draw();
+  chart.timeScale().scrollToRealTime();
+}
+
+// --- live: the last candle moves with every tick, fills appear as they happen ---------------------
+
+function onMinute(minute: Candle): void {
+  const folded = foldMinute(state.bars.at(-1), minute, state.timeframe, state.minute);
+  state.minute = minute;
+  if (folded === undefined) return;
+  if (state.bars.length && state.bars.at(-1)?.time === folded.time) state.bars[state.bars.length - 1] = folded;
+  else state.bars.push(folded);
+  candles.update({ ...folded, time: ts(folded.time) });
+  volume.update({ time: ts(folded.time), value: folded.volume, color: "#363a45" });
+  showLast();
+}
+
+interface LiveMessage {
+  type?: string;
+  channel?: string;
+  symbol?: string | null;
+  data?: Record<string, unknown>;
+}
+
+let socket: WebSocket | undefined;
+
+function subscribe(): void {
+  if (socket?.readyState !== WebSocket.OPEN) return;
+  socket.send(JSON.stringify({ action: "unsubscribe", channels: ["bars", "fills", "orders"], symbols: ["*"] }));
+  socket.send(JSON.stringify({ action: "subscribe", channels: ["bars"], symbols: [state.symbol] }));
+  socket.send(JSON.stringify({ action: "subscribe", channels: ["fills", "orders", "health"], symbols: ["*"] }));
+}
+
+function connect(): void {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  socket = new WebSocket(`${scheme}://${location.host}/ws`);
+  socket.onopen = () => {
+    $("#live").textContent = "live";
+    $("#live").classList.add("ok");
+    subscribe();
+  };
+  socket.onclose = () => {
+    $("#live").textContent = "reconnecting…";
+    $("#live").classList.remove("ok");
+    setTimeout(connect, 2000);
+  };
+  socket.onmessage = (message) => onLive(JSON.parse(String(message.data)) as LiveMessage);
+}
+
+function onLive(message: LiveMessage): void {
+  const data = message.data ?? {};
+  if (message.channel === "bars" && message.symbol === state.symbol && typeof data["time"] === "number") {
+    onMinute(data as unknown as Candle);
+  } else if (message.channel === "fills" || message.channel === "orders") {
+    addActivity(data);
+    if (message.channel === "fills" && message.symbol === state.symbol) {
+      state.fills.push({
+        id: String(data["id"]),
+        time: Math.floor(Date.parse(String(data["timestamp"])) / 1000),
+        side: data["side"] === "buy" ? "buy" : "sell",
+        quantity: Number(data["quantity"]),
+        price: Number(data["price"]),
+      });
+      drawMarkers();
+    }
+  } else if (message.channel === "health") {
+    showHealth(data as unknown as Health);
+  }
+}
+
+// --- panels -------------------------------------------------------------------------------------
+
+function rows(selector: string, cells: (string | number)[][]): void {
+  const body = $(`${selector} tbody`);
+  body.replaceChildren(
+    ...cells.map((values) => {
+      const row = document.createElement("tr");
+      for (const value of values) {
+        const cell = document.createElement("td");
+        cell.textContent = String(value);
+        row.append(cell);
+      }
+      return row;
+    }),
+  );
+}
+
+function addActivity(event: Record<string, unknown>): void {
+  const body = $("#fills tbody");
+  const row = document.createElement("tr");
+  const when = String(event["timestamp"] ?? "").slice(11, 19);
+  const status = String(event["status"] ?? "new");
+  const values = [when, event["symbol"], status, event["side"], event["quantity"], event["price"] ?? "", event["reason"] ?? ""];
+  for (const value of values) {
+    const cell = document.createElement("td");
+    cell.textContent = typeof value === "number" ? String(value) : String(value ?? "");
+    row.append(cell);
+  }
+  body.prepend(row);
+  while (body.children.length > 50) body.lastElementChild?.remove();
+}
+
+interface Account {
+  cash?: number;
+  equity?: number;
+  realized_pnl?: number;
+  unrealized_pnl?: number;
+  positions?: Record<string, { quantity: number; average_price?: number; unrealized_pnl?: number }>;
+}
+
+async function showAccount(): Promise<void> {
+  const account = await getJson<Account>("/account");
+  const entries: [string, number | undefined][] = [
+    ["cash", account?.cash],
+    ["equity", account?.equity],
+    ["realised P&L", account?.realized_pnl],
+    ["unrealised P&L", account?.unrealized_pnl],
+  ];
+  $("#account").replaceChildren(
+    ...entries.flatMap(([name, value]) => {
+      const term = document.createElement("dt");
+      term.textContent = name;
+      const detail = document.createElement("dd");
+      detail.textContent = money(value);
+      return [term, detail];
+    }),
+  );
+  const positions = Object.entries(account?.positions ?? {}).filter(([, p]) => p.quantity !== 0);
+  rows(
+    "#positions",
+    positions.map(([symbol, p]) => [symbol, p.quantity, money(p.average_price), money(p.unrealized_pnl)]),
+  );
+}
+
+interface Health {
+  workers?: { role: string; consumer: string; age_s?: number | null }[];
+  streams?: { stream: string; group: string; pending: number; lag: number | null }[];
+}
+
+function showHealth(health: Health): void {
+  rows(
+    "#workers",
+    (health.workers ?? []).map((w) => [w.role, w.consumer, w.age_s == null ? "–" : `${w.age_s.toFixed(1)} s`]),
+  );
+  rows(
+    "#streams",
+    (health.streams ?? [])
+      .filter((s) => s.pending + (s.lag ?? 0) > 0)
+      .map((s) => [s.stream, s.group, s.pending + (s.lag ?? 0)]),
+  );
+}
+
+interface Risk {
+  state?: string;
+  reason?: string | null;
+}
+
+async function showRisk(): Promise<void> {
+  const risk = await getJson<Risk>("/risk");
+  $("#risk-state").textContent = risk?.state ?? "not available";
+  $("#risk-reason").textContent = risk?.reason ? `(${risk.reason})` : "";
+}
+
+async function control(action: string): Promise<void> {
+  const token = ($("#token") as HTMLInputElement).value;
+  sessionStorage.setItem("tradebot-token", token);
+  const response = await fetch(`/control/${action}`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ reason: "dashboard", actor: "dashboard" }),
+  });
+  const body = (await response.json().catch(() => ({}))) as { detail?: string };
+  $("#control-result").textContent = response.ok ? `${action}: done` : `${action}: ${body.detail ?? response.status}`;
+  await showRisk();
+}
+
+async function showEquity(): Promise<void> {
+  const equity = await getJson<{ points?: { timestamp: string; equity: number }[] }>("/equity");
+  const points = equity?.points ?? [];
+  if (!points.length) return;
+  equityLine.setData(points.map((p) => ({ time: ts(Math.floor(Date.parse(p.timestamp) / 1000)), value: p.equity })));
+}
+
+interface BacktestRun {
+  id: string;
+  strategy?: string;
+  total_return?: number;
+  trades?: number;
+}
+
+async function showBacktests(): Promise<void> {
+  const runs = await getJson<{ runs?: BacktestRun[] }>("/backtests");
+  rows(
+    "#backtests",
+    (runs?.runs ?? []).map((r) => [r.id, r.strategy ?? "", `${((r.total_return ?? 0) * 100).toFixed(2)} %`, r.trades ?? 0]),
+  );
+}
+
+const equityChart = createChart($("#equity-chart"), {
+  autoSize: true,
+  layout: { background: { color: "#131722" }, textColor: "#d1d4dc", attributionLogo: false },
+  grid: { vertLines: { visible: false }, horzLines: { color: "#1e222d" } },
+});
+const equityLine = equityChart.addSeries(LineSeries, { color: "#26a69a", lineWidth: 2 });
+
+async function refresh(): Promise<void> {
+  await Promise.allSettled([showAccount(), showRisk(), showEquity(), getJson<Health>("/health").then((h) => h && showHealth(h))]);
+}
+
+async function listSymbols(): Promise<void> {
+  const symbols = await getJson<{ symbols: { symbol: string }[] }>("/symbols");
+  $("#symbols").replaceChildren(
+    ...(symbols?.symbols ?? []).map((s) => {
+      const option = document.createElement("option");
+      option.value = s.symbol;
+      return option;
+    }),
+  );
+}
+
+function start(): void {
+  const params = new URLSearchParams(location.search);
+  state.symbol = (params.get("symbol") ?? "AAPL").toUpperCase();
+  state.timeframe = params.get("timeframe") ?? "1m";
+  ($("#symbol") as HTMLInputElement).value = state.symbol;
+  ($("#timeframe") as HTMLSelectElement).value = state.timeframe;
+  ($("#token") as HTMLInputElement).value = sessionStorage.getItem("tradebot-token") ?? "";
+  $("#pick").addEventListener("change", () => {
+    state.symbol = ($("#symbol") as HTMLInputElement).value.trim().toUpperCase();
+    state.timeframe = ($("#timeframe") as HTMLSelectElement).value;
+    history.replaceState(null, "", `?symbol=${state.symbol}&timeframe=${state.timeframe}`);
+    void load().then(subscribe);
+  });
+  $("#pick").addEventListener("submit", (event) => event.preventDefault());
+  for (const button of document.querySelectorAll<HTMLButtonElement>("button[data-action]")) {
+    button.addEventListener("click", () => void control(button.dataset["action"] ?? ""));
+  }
+  void load().then(connect);
+  void listSymbols();
+  void showBacktests();
+  void refresh();
+  setInterval(() => void refresh(), REFRESH_MS);
+}
+
+start();

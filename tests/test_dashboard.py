@@ -1,0 +1,152 @@
+"""The dashboard in a real headless browser (Playwright driving Debian's chromium): it loads, the
+chart shows stored bars, a new tick moves the last candle, a fill appears as a marker.
+
+The page is built from frontend/ (``make ui``); chromium is installed with apt-get when missing and
+this runs as root, else the tests skip with the reason. A screenshot lands in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+import uvicorn
+
+from tests.helpers import wait_until
+from tests.storage_fixtures import migrated_database, session_ticks
+from tradebot.api.history_service import create_app
+from tradebot.common.bus import Bus
+from tradebot.common.config import Settings
+from tradebot.common.models import OrderEvent, Tick
+from tradebot.common.streams import ORDER_EVENTS, tick_stream_for
+from tradebot.storage.writer import write_events
+from tradebot.ui.dashboard import STATIC
+from tradebot.ui.live import Hub
+
+playwright_api = pytest.importorskip("playwright.async_api")
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+# Flags the machine notes ask for: no sandbox as root, no background traffic to a closed network.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+AAPL = session_ticks("AAPL", seed=1)
+
+
+def ensure_chromium() -> str:
+    """Debian's chromium, installed when missing (as root with apt-get), or a skip saying why."""
+    if shutil.which(CHROMIUM):
+        return CHROMIUM
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromium is missing and cannot be installed here (needs root and apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, capture_output=True)
+    return CHROMIUM
+
+
+def ensure_page() -> None:
+    """The built dashboard, building it with npm when it is missing."""
+    if (STATIC / "index.html").is_file():
+        return
+    if not shutil.which("npm"):
+        pytest.skip("the dashboard is not built and npm is missing (make ui)")
+    subprocess.run(["make", "ui"], cwd=ROOT, check=True, capture_output=True)
+    if not (STATIC / "index.html").is_file():
+        pytest.fail("make ui did not build tradebot/ui/static/index.html")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    ensure_page()
+    return ensure_chromium()
+
+
+@pytest.fixture
+async def site(database_url: str, redis_url: str, bus: Bus) -> AsyncIterator[tuple[str, Hub]]:
+    """The API (with the dashboard) on a free port over a database holding AAPL's ticks."""
+    dsn = await migrated_database(database_url, "dashboard_test")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await write_events(conn, AAPL)
+    finally:
+        await conn.close()
+    app = create_app(Settings(_env_file=None, database_url=dsn, redis_url=redis_url))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    serving = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(serving.serve(sockets=[listener]))
+    await wait_until(lambda: serving.started, what="uvicorn to start")
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", app.state.hub
+    serving.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def page(chromium: str) -> AsyncIterator[object]:
+    async with playwright_api.async_playwright() as driver:
+        browser = await driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield await browser.new_page(viewport={"width": 1400, "height": 900})
+        await browser.close()
+
+
+async def test_the_dashboard_shows_live_candles_and_fills(site: tuple[str, Hub], page: object, bus: Bus) -> None:
+    url, hub = site
+    await page.goto(f"{url}/?symbol=AAPL&timeframe=1m")  # type: ignore[attr-defined]
+    chart = page.locator("#chart")  # type: ignore[attr-defined]
+    await playwright_api.expect(chart).to_have_attribute("data-bars", "1000")
+    await playwright_api.expect(page.locator("#live")).to_have_text("live")  # type: ignore[attr-defined]
+    # the hub reads from the streams' tails once its first client subscribes: wait for that
+    await wait_until(lambda: hub.following and hub.subscribers, what="the page's live subscription")
+    # A tick after the last stored bar opens a new candle with its price.
+    moment = datetime.now(UTC).replace(microsecond=0)
+    tick = Tick.create("AAPL", 123.45, 10, moment, source="test", trade_id="live-1")
+    await bus.publish([(tick_stream_for("AAPL", 8), tick)])
+    await playwright_api.expect(chart).to_have_attribute("data-last-close", "123.45")
+    assert await chart.get_attribute("data-bars") == "1001"
+    # A second tick in the same minute moves that candle.
+    await bus.publish(
+        [(tick_stream_for("AAPL", 8), tick.model_copy(update={"id": "test:AAPL:live-2", "price": 124.5}))]
+    )
+    await playwright_api.expect(chart).to_have_attribute("data-last-close", "124.5")
+    # A fill appears as a marker on its candle.
+    before = int(await chart.get_attribute("data-markers") or 0)
+    fill = OrderEvent(
+        id="ev-live",
+        symbol="AAPL",
+        timestamp=moment + timedelta(seconds=1),
+        client_order_id="co-live",
+        status="filled",
+        side="buy",
+        quantity=10,
+        price=124.5,
+    )
+    await bus.publish([(ORDER_EVENTS, fill)])
+    await playwright_api.expect(chart).to_have_attribute("data-markers", str(before + 1))
+    await playwright_api.expect(page.locator("#fills tbody tr").first).to_contain_text("filled")  # type: ignore[attr-defined]
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard.png"))  # type: ignore[attr-defined]
+
+
+async def test_an_unbuilt_dashboard_says_how_to_build_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tradebot.ui import dashboard
+
+    monkeypatch.setattr(dashboard, "STATIC", tmp_path)
+    response = await dashboard.index()
+    assert b"make ui" in response.body
