@@ -13,6 +13,7 @@ import ctypes
 import fcntl
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,8 @@ def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None]:
     the kernel means the thread by "parent".
     """
     parent = os.getpid()
+    if not sys.platform.startswith("linux"):  # prctl is Linux's; elsewhere children outlive a SIGKILLed parent
+        return lambda: None
 
     def arrange() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
