@@ -51,8 +51,8 @@ from tradebot.common.streams import STRATEGY_ROLE, heartbeat_key, lease_key, par
 ENGINE = Path(os.environ.get("COMPOSE_ENGINE", ROOT.parent / "shared" / "tools" / "compose-engine"))
 PROJECT = "tradebot"  # docker-compose.yml's `name:`, which the tool passes as -p
 SCALE = {"strategy": 2, "storage": 2}
-DEFAULT_SERVICES = {"redis": 1, "timescaledb": 1, "market_data": 1, "execution": 1, "api": 1, **SCALE}
-WORKER_ROLES = {"market_data": 1, "execution": 1, **SCALE}  # the API answers /health itself
+DEFAULT_SERVICES = {"redis": 1, "timescaledb": 1, "market_data": 1, "execution": 1, "api": 1, "alerts": 1, **SCALE}
+WORKER_ROLES = {"market_data": 1, "execution": 1, "alerts": 1, **SCALE}  # the API answers /health itself
 # The build context: what the Dockerfile COPYs, and the files compose reads.
 CONTEXT = [
     "Dockerfile",
