@@ -52,7 +52,7 @@ class Managed:
 
     role: str
     index: int
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
     next_start_at: float = 0.0

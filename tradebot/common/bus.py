@@ -22,7 +22,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
@@ -297,7 +297,7 @@ def entry_order(entry_id: str) -> tuple[int, int]:
     return int(millis), int(sequence or 0)
 
 
-def _pairs(flat: list | None) -> dict[str, str] | None:
+def _pairs(flat: list[str] | None) -> dict[str, str] | None:
     """A script's flat [field, value, …] reply as a dict (None for a trimmed entry)."""
     return dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
 
@@ -374,14 +374,16 @@ class Bus:
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream, event in items:
                 pipe.xadd(stream, encode(event))
-            return await pipe.execute()
+            ids: list[str] = await pipe.execute()
+            return ids
 
     async def publish_fields(self, stream: str, entries: Sequence[Mapping[str, str]]) -> list[str]:
         """Append entries given as wire fields (a dead-letter replay re-publishes these unchanged)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for fields in entries:
                 pipe.xadd(stream, dict(fields))
-            return await pipe.execute()
+            ids: list[str] = await pipe.execute()
+            return ids
 
     async def publish_once(self, key: str, ttl_ms: int, items: Sequence[tuple[str, Event]]) -> bool:
         """Publish ``items`` unless ``key`` was used in the last ``ttl_ms``; False for a repeat."""
@@ -397,7 +399,8 @@ class Bus:
 
     async def publish_raw(self, stream: str, fields: Mapping[str, str]) -> str:
         """Append an arbitrary entry (tests and tools inject malformed messages with this)."""
-        return await self.redis.xadd(stream, dict(fields))
+        entry_id: str = await self.redis.xadd(stream, dict(fields))
+        return entry_id
 
     async def ensure_group(self, stream: str, group: str) -> None:
         """Create the group at the start of the stream; an existing group is fine (BUSYGROUP only)."""
@@ -477,7 +480,7 @@ class Bus:
         """The id of the newest entry ``group`` has been given ("0-0" before the first)."""
         for info in await self._groups(stream):
             if info["name"] == group:
-                return info["last-delivered-id"]
+                return str(info["last-delivered-id"])
         return "0-0"
 
     async def reclaim_idle(
@@ -584,7 +587,8 @@ class Bus:
         if not record.payload or not record.stream:
             raise ValueError(f"{record.record_id} has no entry to replay (payload or stream missing)")
         flat = [part for pair in record.payload.items() for part in pair]
-        return await self._replay(keys=[dead_letters, record.stream], args=[record.record_id, *flat])
+        replayed: str | None = await self._replay(keys=[dead_letters, record.stream], args=[record.record_id, *flat])
+        return replayed
 
     async def drop_dead_letter(self, dead_letters: str, record_id: str) -> bool:
         """Delete one record for good (after an operator decided it is not worth replaying)."""
@@ -714,9 +718,10 @@ class Bus:
         unread_share = (last_ms - entry_ms(last_delivered)) / max(1, last_ms - first_ms)
         return max(len(after), min(length, round(length * unread_share)))
 
-    async def _groups(self, stream: str) -> list[dict]:
+    async def _groups(self, stream: str) -> list[dict[str, Any]]:
         try:
-            return await self.redis.xinfo_groups(stream)
+            groups: list[dict[str, Any]] = await self.redis.xinfo_groups(stream)
+            return groups
         except ResponseError:  # no such stream yet
             return []
 

@@ -61,7 +61,7 @@ class GroupConsumer:
         batch_size: int,
         block_ms: int,
         claim_idle_ms: int,
-        counters: Counter,
+        counters: Counter[str],
         transient_errors: tuple[type[BaseException], ...] = (),
         retained: Mapping[str, Sequence[str]] | None = None,
     ):

@@ -109,7 +109,7 @@ class PartitionedWorker:
         config: PartitionSettings,
         member: str,
         new_state: Callable[[int], PartitionState],
-        counters: Counter,
+        counters: Counter[str],
         new_reader: Callable[[int], PartitionRunner] | None = None,
     ):
         self.bus = bus
@@ -120,7 +120,7 @@ class PartitionedWorker:
         self.counters = counters
         self._renew = bus.redis.register_script(_RENEW)
         self._release = bus.redis.register_script(_RELEASE)
-        self._owned: dict[int, tuple[asyncio.Task, asyncio.Event]] = {}
+        self._owned: dict[int, tuple[asyncio.Task[object], asyncio.Event]] = {}
         self._wanted: set[int] | None = None
         self._drained: set[int] = set()  # burst mode: partitions read to the end
         self._failures: dict[int, int] = {}  # consecutive reader failures per partition
@@ -250,7 +250,13 @@ class PartitionReader:
     """Reads one owned partition: restore checkpoint, pending entries first, then new ones."""
 
     def __init__(
-        self, bus: Bus, config: PartitionSettings, member: str, partition: int, state: PartitionState, counters: Counter
+        self,
+        bus: Bus,
+        config: PartitionSettings,
+        member: str,
+        partition: int,
+        state: PartitionState,
+        counters: Counter[str],
     ):
         self.bus = bus
         self.config = config
