@@ -227,7 +227,7 @@ def replay_command(
         raise typer.Exit(1)
 
 
-async def stored_ticks(settings: Settings, request: BacktestRequest) -> list:
+async def stored_ticks(settings: Settings, request: BacktestRequest) -> list[Any]:
     from tradebot.backtest.data import load_ticks
 
     assert settings.database_url

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from tradebot.broker.paper import PaperBroker
 from tradebot.common.models import Bar, Order, OrderEvent, Signal, Tick
@@ -106,7 +107,7 @@ class BacktestResult:
     traded_notional: float = 0.0
     commissions: float = 0.0
     observations: int = 0
-    account: dict = field(default_factory=dict)
+    account: dict[str, Any] = field(default_factory=dict[str, Any])
 
 
 class Backtest:

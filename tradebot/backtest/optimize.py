@@ -23,7 +23,9 @@ OBJECTIVES = ("sharpe", "sortino", "calmar", "total_return", "cagr", "profit_fac
 _observations: list[Tick] | list[Bar] = []  # set in each worker process (inherited through fork)
 
 
-def candidates(grid: dict[str, list[Any]], method: str = "grid", samples: int = 20, seed: int = 0) -> list[dict]:
+def candidates(
+    grid: dict[str, list[Any]], method: str = "grid", samples: int = 20, seed: int = 0
+) -> list[dict[str, Any]]:
     """Every combination of the grid, or ``samples`` distinct ones drawn at random with ``seed``."""
     names = sorted(grid)
     combinations = [dict(zip(names, values, strict=True)) for values in itertools.product(*(grid[n] for n in names))]
@@ -42,30 +44,30 @@ def windows(count: int, folds: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class Evaluation:
-    parameters: dict
+    parameters: dict[str, Any]
     window: tuple[int, int]
     score: float
-    report: dict
+    report: dict[str, Any]
 
 
-def _score(report: dict, objective: str) -> float:
+def _score(report: dict[str, Any], objective: str) -> float:
     value = report.get(objective)
     return -math.inf if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def _with_parameters(request: BacktestRequest, parameters: dict) -> BacktestRequest:
+def _with_parameters(request: BacktestRequest, parameters: dict[str, Any]) -> BacktestRequest:
     spec = request.specs[0]
     return replace(request, specs=(replace(spec, parameters={**spec.parameters, **parameters}),))
 
 
-def _evaluate(task: tuple[BacktestRequest, dict, tuple[int, int], str]) -> Evaluation:
+def _evaluate(task: tuple[BacktestRequest, dict[str, Any], tuple[int, int], str]) -> Evaluation:
     request, parameters, (first, last), objective = task
     report = simulate(_with_parameters(request, parameters), _observations[first:last]).report
     headline = {k: v for k, v in report.items() if not isinstance(v, dict | list)}
     return Evaluation(parameters, (first, last), _score(report, objective), headline)
 
 
-def _init(observations: list) -> None:
+def _init(observations: list[Any]) -> None:
     global _observations
     _observations = observations
 
@@ -73,7 +75,7 @@ def _init(observations: list) -> None:
 def evaluate_all(
     request: BacktestRequest,
     observations: list[Tick] | list[Bar],
-    tasks: list[tuple[dict, tuple[int, int]]],
+    tasks: list[tuple[dict[str, Any], tuple[int, int]]],
     objective: str,
     processes: int,
 ) -> list[Evaluation]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tradebot.common.bus import Bus
@@ -73,7 +74,7 @@ async def replay(
         await bus.close()
 
 
-def _only(events: list[Event], kind: type) -> list:
+def _only(events: list[Event], kind: type) -> list[Any]:
     return [event for event in events if isinstance(event, kind)]
 
 

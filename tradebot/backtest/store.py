@@ -41,7 +41,8 @@ async def save_run(executor: Executor, report: dict[str, Any]) -> None:
 async def list_runs(executor: Executor, limit: int = 50) -> Sequence[asyncpg.Record]:
     """The latest runs, newest first, with their headline figures."""
     async with connection(executor) as conn:
-        return await conn.fetch(_LIST_SQL, limit)
+        rows: Sequence[asyncpg.Record] = await conn.fetch(_LIST_SQL, limit)
+        return rows
 
 
 async def load_report(executor: Executor, run_id: str) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import warnings
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tradebot.backtest.engine import run_backtest
 from tradebot.backtest.optimize import optimize
@@ -56,13 +57,13 @@ def bench_bars(count: int, symbols: int = 20) -> list[Bar]:
     return bars[:count]
 
 
-def _rate(spec: StrategySpec, observations: list) -> tuple[float, int]:
+def _rate(spec: StrategySpec, observations: list[Any]) -> tuple[float, int]:
     began = time.process_time()
     result = run_backtest(StrategyBook([spec]), observations, PaperBroker(10_000_000.0, 1.0, 0.005))
     return len(observations) / (time.process_time() - began), len(result.signals)
 
 
-def _figure(name: str, unit: str, spec: StrategySpec, observations: list, what: str) -> Figure:
+def _figure(name: str, unit: str, spec: StrategySpec, observations: list[Any], what: str) -> Figure:
     rate, signals = _rate(spec, observations)
     method = (
         f"run_backtest (StrategyBook + PaperBroker + 1-minute equity samples) of {spec.cls} {spec.parameters} over "

@@ -9,7 +9,7 @@ closed one, so a bar, once emitted, never changes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 BarTimeframe = Literal["tick", "1m", "5m", "15m", "1h", "1d"]
 TIMEFRAME_SECONDS: dict[str, int] = {"tick": 0, "1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86_400}
@@ -35,7 +35,7 @@ class Candle:
     volume: float
     count: int = 1
 
-    def as_list(self) -> list:
+    def as_list(self) -> list[Any]:
         return [self.start, self.open, self.high, self.low, self.close, self.volume, self.count]
 
 
@@ -80,8 +80,8 @@ class BarBuilder:
         bar.count += count
         return None
 
-    def snapshot(self) -> list | None:
+    def snapshot(self) -> list[Any] | None:
         return None if self.current is None else self.current.as_list()
 
-    def restore(self, saved: list | None) -> None:
+    def restore(self, saved: list[Any] | None) -> None:
         self.current = None if saved is None else Candle(*saved)

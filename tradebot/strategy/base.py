@@ -28,11 +28,11 @@ class Strategy(Protocol):
         """Update the state with one tick; return the signals it triggers (usually none)."""
         ...
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """The whole state as JSON-ready data."""
         ...
 
-    def restore(self, snapshot: dict) -> None:
+    def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace the state with one taken by :meth:`snapshot`."""
         ...
 
@@ -57,7 +57,7 @@ class SymbolState:
             del recent[next(iter(recent))]
         return True
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         return {
             "indicators": {name: indicator.snapshot() for name, indicator in self.indicators.items()},
             "bar": self.builder.snapshot() if self.builder else None,
@@ -66,7 +66,7 @@ class SymbolState:
             "recent_tick_ids": list(self.recent),
         }
 
-    def restore(self, saved: dict) -> None:
+    def restore(self, saved: dict[str, Any]) -> None:
         for name, indicator in self.indicators.items():
             indicator.restore(saved["indicators"][name])
         if self.builder:
@@ -163,11 +163,11 @@ class BarStrategy:
             state = self._symbols[symbol] = SymbolState(self.indicators(), self.seconds)
         return state
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """Per-symbol indicators, open bar, position flag and recent tick ids, as JSON-ready data."""
         return {"symbols": {symbol: state.snapshot() for symbol, state in self._symbols.items()}}
 
-    def restore(self, snapshot: dict) -> None:
+    def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace the state with a snapshot taken by a strategy with the same parameters."""
         self._symbols = {}
         for symbol, saved in snapshot.get("symbols", {}).items():

@@ -159,14 +159,14 @@ class StrategyBook:
             quantity = held.pop(signal.symbol, 0.0) or entry.spec.sizing.shares(signal.price)
         return Order.from_signal(signal, quantity)
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """Every strategy's state and what each holds, as JSON-ready data."""
         return {
             "strategies": {entry.name: entry.strategy.snapshot() for entry in self.entries},
             "positions": self.positions,
         }
 
-    def restore(self, snapshot: dict) -> None:
+    def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace the state; a strategy new to the book starts fresh, a removed one is dropped."""
         if "strategies" not in snapshot:  # a checkpoint from before the book: one strategy's state
             snapshot = {"strategies": {self.entries[0].name: snapshot}, "positions": {}}

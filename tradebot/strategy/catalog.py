@@ -71,6 +71,7 @@ def build_strategy(spec: str, name: str | None = None, parameters: dict[str, Any
         if unknown:
             raise StrategyError(f"{spec}: unknown parameter {unknown[0]!r}; it takes {', '.join(accepted)}")
     try:
-        return cls(**given)
+        strategy: Strategy = cls(**given)
+        return strategy
     except (TypeError, ValueError) as error:
         raise StrategyError(f"{spec}: bad parameters {given}: {error}") from None

@@ -14,7 +14,7 @@ between them does not occur on real prices.
 from __future__ import annotations
 
 from collections import deque
-from typing import Literal
+from typing import Any, Literal
 
 from tradebot.common.models import Signal, Tick
 from tradebot.strategy.bars import Candle
@@ -136,14 +136,14 @@ class MovingAverageCrossover(BarStrategy):
             return None  # no baseline yet, averages equal, or still on the same side
         return ("buy" if relation > 0 else "sell"), score
 
-    def restore(self, snapshot: dict) -> None:
+    def restore(self, snapshot: dict[str, Any]) -> None:
         """Also reads checkpoints of the float version (per-symbol "prices" and "relation")."""
         symbols = snapshot.get("symbols", {})
         if any("prices" in saved for saved in symbols.values()):
             snapshot = {"symbols": {symbol: self._upgrade(saved) for symbol, saved in symbols.items()}}
         super().restore(snapshot)
 
-    def _upgrade(self, saved: dict) -> dict:
+    def _upgrade(self, saved: dict[str, Any]) -> dict[str, Any]:
         state = SymbolState(self.indicators(), self.seconds)
         for price in saved["prices"][-self.long_window :]:
             for indicator in state.indicators.values():
