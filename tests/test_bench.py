@@ -16,6 +16,8 @@ from tradebot.common.config import Settings
 TINY = BenchSizes(
     bus_messages=2_000,
     strategy_ticks=3_000,
+    backtest_ticks=3_000,
+    backtest_bars=300,
     e2e_ticks=3_000,
     e2e_offered_rate=20_000,
     latency_rates=(2_000,),
@@ -27,6 +29,7 @@ EXPECTED_SECTIONS = {
     "bus",
     "strategy",
     "risk",
+    "backtest",
     "end to end",
     "tick → order latency",
     "storage",

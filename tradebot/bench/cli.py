@@ -1,8 +1,9 @@
 """``tradebot bench``: every figure of docs/BENCHMARKS.md in one bounded run, as a table and JSON.
 
-Sections run in order — bus, strategy, risk (cost of a pre-trade check), e2e (ticks stored/s with every worker running),
-latency (tick → order at fixed offered rates), storage (ingest rows/s, /history) — then the peak
-RSS of every worker process the run started. A section that fails is reported as such and the
+Sections run in order — bus, strategy, risk (cost of a pre-trade check), backtest (ticks/s and
+bars/s per core), e2e (ticks stored/s with every worker running), latency (tick → order at fixed
+offered rates), storage (ingest rows/s, /history), ui (WebSocket fan-out, dashboard paint) — then the
+peak RSS of every worker process the run started. A section that fails is reported as such and the
 others still run. Default sizes finish in about four minutes on 2 cores, ``--quick`` in under one.
 """
 
@@ -20,6 +21,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from tradebot.bench.backtest import measure_backtest
 from tradebot.bench.bus import measure_bus
 from tradebot.bench.e2e import FeedRun, measure_throughput
 from tradebot.bench.latency import measure_latency
@@ -39,7 +41,7 @@ from tradebot.common.runtime import bootstrap, setup_logging
 
 log = logging.getLogger("tradebot.bench")
 
-SECTIONS = ("bus", "strategy", "risk", "e2e", "latency", "storage", "ui")
+SECTIONS = ("bus", "strategy", "risk", "backtest", "e2e", "latency", "storage", "ui")
 MiB = 2**20
 
 
@@ -49,6 +51,8 @@ class BenchSizes:
 
     bus_messages: int
     strategy_ticks: int
+    backtest_ticks: int
+    backtest_bars: int
     e2e_ticks: int
     e2e_offered_rate: float
     latency_rates: tuple[float, ...]
@@ -60,6 +64,8 @@ class BenchSizes:
 DEFAULT_SIZES = BenchSizes(
     bus_messages=100_000,
     strategy_ticks=100_000,
+    backtest_ticks=200_000,
+    backtest_bars=50_000,
     e2e_ticks=200_000,
     e2e_offered_rate=50_000,
     latency_rates=(1_000, 5_000, 20_000),
@@ -69,6 +75,8 @@ DEFAULT_SIZES = BenchSizes(
 QUICK_SIZES = BenchSizes(
     bus_messages=20_000,
     strategy_ticks=20_000,
+    backtest_ticks=20_000,
+    backtest_bars=5_000,
     e2e_ticks=30_000,
     e2e_offered_rate=50_000,
     latency_rates=(1_000, 5_000, 20_000),
@@ -91,6 +99,10 @@ async def _strategy(target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes
 
 async def _risk(target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
     return measure_risk(sizes.risk_orders, target.settings)
+
+
+async def _backtest(_target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
+    return measure_backtest(sizes.backtest_ticks, sizes.backtest_bars)
 
 
 async def _e2e(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
@@ -118,6 +130,7 @@ STEPS: dict[str, Step] = {
     "bus": _bus,
     "strategy": _strategy,
     "risk": _risk,
+    "backtest": _backtest,
     "e2e": _e2e,
     "latency": _latency,
     "storage": _storage,

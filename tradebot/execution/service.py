@@ -79,7 +79,9 @@ class BrokerPartition:
 
 def new_broker(settings: Settings) -> PaperBroker:
     """A fresh account with the configured cash, slippage and commission."""
-    return PaperBroker(settings.starting_cash, settings.slippage_bps, settings.commission_per_share)
+    return PaperBroker(
+        settings.starting_cash, settings.slippage_bps, settings.commission_per_share, settings.order_memory_days
+    )
 
 
 def execution_worker(
@@ -89,7 +91,11 @@ def execution_worker(
     counters: Counter[str],
     operator: Callable[[], OperatorRecord] = OperatorRecord,
 ) -> PartitionedWorker:
-    """A worker named ``member`` that takes the account's lease when it is free."""
+    """A worker named ``member`` that takes the account's lease when it is free.
+
+    EXECUTION_BROKER picks who executes: the paper broker (pure state, checkpointed) or a real
+    broker's loop (tradebot/broker/worker.py) reading the same partition under the same lease.
+    """
     config = PartitionSettings(
         role=EXECUTION_ROLE,
         partitions=1,
@@ -98,8 +104,20 @@ def execution_worker(
         block_ms=settings.bus_block_ms,
         lease_ttl_ms=settings.lease_ttl_ms,
     )
+    new_reader = None
+    if settings.execution_broker == "alpaca":
+        from tradebot.broker.live import alpaca_is_paper
+        from tradebot.broker.worker import BrokerExecution  # alpaca-py is loaded only when it is used
+
+        alpaca_is_paper(settings)  # missing keys or a half-given live opt-in stop start-up here (exit 78)
+        new_reader = lambda _partition: BrokerExecution(bus, config, member, settings, counters)  # noqa: E731
     return PartitionedWorker(
-        bus, config, member=member, counters=counters, new_state=lambda _partition: BrokerPartition(settings, operator)
+        bus,
+        config,
+        member=member,
+        counters=counters,
+        new_state=lambda _partition: BrokerPartition(settings, operator),
+        new_reader=new_reader,
     )
 
 
