@@ -77,30 +77,30 @@ def test_a_sell_signal_closes_the_trade_and_other_symbols_are_left_alone() -> No
 
 def test_exits_go_out_as_orders_and_survive_a_checkpoint() -> None:
     class Buys:
-        """A stand-in strategy: buys on the first tick of a symbol, then nothing."""
-
-        name = "buys"
+        """A stand-in strategy book: buys on the first tick of a symbol, then nothing."""
 
         def __init__(self) -> None:
             self.seen: set[str] = set()
 
-        def on_tick(self, t: Tick) -> list[Signal]:
+        def on_tick(self, t: Tick) -> list[tuple[Signal, Order]]:
             if t.symbol in self.seen:
                 return []
             self.seen.add(t.symbol)
-            return [entry(t.price, t.symbol)[1][0]]
+            signal = entry(t.price, t.symbol)[1][0]
+            return [(signal, Order.from_signal(signal, 5))]
 
-        def snapshot(self) -> dict:
+        def snapshot(self) -> dict[str, object]:
             return {"seen": sorted(self.seen)}
 
-        def restore(self, snapshot: dict) -> None:
-            self.seen = set(snapshot.get("seen", []))
+        def restore(self, snapshot: dict[str, object]) -> None:
+            self.seen = set(snapshot.get("seen", []))  # type: ignore[call-overload]
 
-    state = StrategyPartition(Buys, order_quantity=5)
-    state.exits = ExitRules(stop_loss_pct=0.02)
+    def stop_loss() -> ExitRules:
+        return ExitRules(stop_loss_pct=0.02)
+
+    state = StrategyPartition(Buys, order_quantity=5, exits=stop_loss)  # type: ignore[arg-type]
     assert [stream for stream, _ in state.apply([tick(100.0)])] == [SIGNALS, ORDERS_NEW]
-    restored = StrategyPartition(Buys, order_quantity=5)
-    restored.exits = ExitRules(stop_loss_pct=0.02)
+    restored = StrategyPartition(Buys, order_quantity=5, exits=stop_loss)  # type: ignore[arg-type]
     restored.restore(state.checkpoint())
     outputs = restored.apply([tick(97.0)])
     orders = [event for stream, event in outputs if stream == ORDERS_NEW]

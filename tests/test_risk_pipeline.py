@@ -15,8 +15,8 @@ from tradebot.common.config import Settings
 from tradebot.common.models import Order
 from tradebot.common.streams import EQUITY_SAMPLES, ORDER_EVENTS, ORDERS_NEW
 from tradebot.execution import service as execution
+from tradebot.execution.equity import equity_sample, grid_time
 from tradebot.risk import control
-from tradebot.risk.equity import equity_sample, grid_time
 from tradebot.risk.views import read_checkpoint
 from tradebot.storage import timeseries_service as storage
 

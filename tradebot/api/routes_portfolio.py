@@ -9,7 +9,8 @@ from fastapi import APIRouter, HTTPException, Query
 from tradebot.api.deps import PoolDep, RedisDep, TimeRangeDep
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.db import connection
-from tradebot.risk import views
+from tradebot.execution import portfolio as views
+from tradebot.risk.views import read_checkpoint
 
 router = APIRouter(tags=["portfolio"])
 MAX_SAMPLES = 100_000
@@ -19,7 +20,7 @@ async def _checkpoint(redis: RedisDep) -> dict[str, Any]:
     if redis is None:
         raise HTTPException(status_code=503, detail="REDIS_URL is not configured; the account lives in Redis")
     try:
-        checkpoint = await views.read_checkpoint(redis)
+        checkpoint = await read_checkpoint(redis)
     except RECOVERABLE_REDIS_ERRORS as error:
         raise HTTPException(status_code=503, detail=f"Redis unavailable: {error}") from None
     if checkpoint is None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from tradebot.api.deps import PoolDep, RedisDep, SettingsDep
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.db import connection
-from tradebot.risk import views
+from tradebot.execution import portfolio as views
 
 router = APIRouter(tags=["risk"])
 

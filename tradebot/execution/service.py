@@ -5,7 +5,7 @@ in stream order. The account is the partition's checkpoint, written in the same 
 the events and the acks: a worker killed mid-batch neither loses an order nor fills one twice, and
 the broker itself ignores a client order id it has already executed.
 
-Every order passes the risk stage (tradebot/risk/stage.py) before the broker: risk lives inside
+Every order passes the risk stage (tradebot/execution/risk_stage.py) before the broker: risk lives inside
 this role rather than in a role of its own because it needs the account exactly as the broker
 holds it, order by order, and its memory belongs in the same checkpoint and the same atomic commit
 as the account (a separate role would need a second copy of the account, kept in step by events).
@@ -25,8 +25,9 @@ from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.models import ControlEvent, Event, Order, OrderEvent
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW
-from tradebot.risk.equity import sample_equity
-from tradebot.risk.stage import RiskStage, new_engine
+from tradebot.broker.paper import PaperBroker
+from tradebot.execution.equity import sample_equity
+from tradebot.execution.risk_stage import RiskStage, new_engine
 from tradebot.risk.store import OperatorRecord, TradingStateWatcher, poll_interval, state_refusal
 
 
