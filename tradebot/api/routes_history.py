@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter
 
-from tradebot.api.deps import BarQuery, BarQueryDep, ModeDep, NowDep, PoolDep, SymbolDep, TimeRangeDep
+from tradebot.api.deps import BarQuery, BarQueryDep, ModeDep, NowDep, ReadPoolDep, SymbolDep, TimeRangeDep
 from tradebot.api.schemas import BarOut, ErrorOut, HistoryOut, OhlcvOut, StatsOut, SymbolOut, SymbolsOut
 from tradebot.storage import queries
 
@@ -41,7 +41,7 @@ async def _bars(pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime) -
 
 
 @router.get("/history/{symbol}", response_model=HistoryOut, responses=ERRORS)
-async def history(query: BarQueryDep, pool: PoolDep, mode: ModeDep, now: NowDep) -> HistoryOut:
+async def history(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep) -> HistoryOut:
     """OHLCV bars of one continuous series (stored bars and ticks merged), oldest first.
 
     With ``start``: the first ``limit`` bars starting at or after it. Without: the latest ``limit``
@@ -65,7 +65,7 @@ async def history(query: BarQueryDep, pool: PoolDep, mode: ModeDep, now: NowDep)
 
 
 @router.get("/ohlcv/{symbol}", response_model=OhlcvOut, responses=ERRORS)
-async def ohlcv(query: BarQueryDep, pool: PoolDep, mode: ModeDep, now: NowDep) -> OhlcvOut:
+async def ohlcv(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep) -> OhlcvOut:
     """The bars of /history as parallel arrays (same parameters, same bars)."""
     rows = await _bars(pool, query, mode, now)
     column = {
@@ -77,7 +77,7 @@ async def ohlcv(query: BarQueryDep, pool: PoolDep, mode: ModeDep, now: NowDep) -
 
 
 @router.get("/stats/{symbol}", response_model=StatsOut, responses=ERRORS)
-async def stats(symbol: SymbolDep, window: TimeRangeDep, pool: PoolDep, mode: ModeDep, now: NowDep) -> StatsOut:
+async def stats(symbol: SymbolDep, window: TimeRangeDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep) -> StatsOut:
     """Summary statistics of the daily series between ``start`` and ``end`` (default: all history)."""
     row = await queries.stats(pool, symbol, start=window.start, end=window.end, rollups=mode == "timescaledb", now=now)
     change = row["close"] - row["open"] if row["days"] else None
@@ -88,7 +88,7 @@ async def stats(symbol: SymbolDep, window: TimeRangeDep, pool: PoolDep, mode: Mo
 
 
 @router.get("/symbols", response_model=SymbolsOut)
-async def symbols(pool: PoolDep) -> SymbolsOut:
+async def symbols(pool: ReadPoolDep) -> SymbolsOut:
     """Every symbol with stored ticks or bars, its first and last time, and the counts."""
     rows = await queries.symbols(pool)
     found = [
