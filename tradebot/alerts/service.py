@@ -94,3 +94,7 @@ async def watch_workers(
 def main() -> None:
     """Run the alerts worker as a process."""
     run_worker(ROLE, run)
+
+
+if __name__ == "__main__":
+    main()
