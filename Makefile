@@ -49,5 +49,7 @@ bench: install
 chaos: install
 	$(BIN)/python -m pytest -m chaos
 
+# Removes what `make install` and the tools built; never the data of `make run` (.tradebot/).
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	@echo "kept .tradebot/ (your data: account, streams, ticks): '.venv/bin/tradebot reset' empties it, 'rm -rf .tradebot' removes it"

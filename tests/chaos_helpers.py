@@ -1,18 +1,16 @@
-"""Fault injection for the chaos suite: private servers, supervised workers, and the faults themselves.
+"""Fault injection for the chaos suite: private servers, a supervised pipeline, and the faults themselves.
 
-The servers are this suite's own (it stops and restarts them); the workers run under the
-supervisor's own restart logic (``tradebot.supervisor.supervise``), exactly as ``tradebot up``
-runs them, except that each worker's output goes to a log file.
+The servers are this suite's own (it stops, kills and restarts them); the workers run under a real
+`tradebot up` process pointed at them (REDIS_URL / DATABASE_URL set), which the suite also kills.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,16 +21,14 @@ from typing import TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
+from tests.up_process import UpProcess, descendants, still_running
 from tradebot.common.bus import Bus
 from tradebot.common.embedded import EmbeddedPostgres, EmbeddedRedis
-from tradebot.roles import module_for
-from tradebot.supervisor import Managed, stop_all, supervise
+from tradebot.roles import ROLES
 
 log = logging.getLogger("tests.chaos")
 T = TypeVar("T")
-
-SUPERVISE_EVERY_S = 0.2
 
 # Entries no worker can decode; each tick-reading group must dead-letter every one exactly once.
 BAD_ENTRIES: list[dict[str, str]] = [
@@ -71,6 +67,14 @@ class ChaosServers:
         self.redis.stop()
         self.redis.start()
 
+    def kill_redis(self) -> None:
+        """SIGKILL and start again: up to a second of acknowledged writes may be gone (appendfsync everysec)."""
+        assert self.redis.process is not None
+        self.redis.process.kill()
+        self.redis.process.wait()
+        self.redis.process = None
+        self.redis.start()
+
 
 @contextmanager
 def chaos_servers(data_dir: Path) -> Iterator[ChaosServers]:
@@ -88,67 +92,66 @@ def chaos_servers(data_dir: Path) -> Iterator[ChaosServers]:
 
 
 @dataclass
-class LoggedWorker(Managed):
-    """A supervised worker whose output goes to ``<log_dir>/<name>.log`` (appended across restarts)."""
+class UpSupervision:
+    """Every worker under a real `tradebot up` process: workers killed at random, the supervisor itself too."""
 
-    log_dir: Path = Path(".")
-
-    def start(self) -> None:
-        with (self.log_dir / f"{self.name}.log").open("ab") as log_file:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", module_for(self.role)],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        self.started_at = time.monotonic()
-
-
-@dataclass
-class Supervision:
-    """Workers supervised in the background, killed at random on demand."""
-
-    workers: list[LoggedWorker]
+    up: UpProcess
+    scale: dict[str, int]
     rng: random.Random
     kills: Counter = field(default_factory=Counter)
-    _task: asyncio.Task | None = None
+    supervisor_kills: int = 0
 
     def start(self) -> None:
-        for worker in self.workers:
-            worker.start()
-        self._task = asyncio.create_task(self._supervise_forever())
+        self.up.process = None
+        self.up.start(*(f"--scale={role}={count}" for role, count in self.scale.items()), "--scale=api=0")
 
-    async def _supervise_forever(self) -> None:
-        while True:
-            supervise(self.workers)
-            await asyncio.sleep(SUPERVISE_EVERY_S)
+    def workers(self) -> dict[int, str]:
+        """pid → role of every worker process of the running supervisor."""
+        assert self.up.process is not None
+        found = {}
+        for pid in descendants(self.up.process.pid):
+            module = _module_of(pid)
+            if module in ROLE_OF_MODULE:
+                found[pid] = ROLE_OF_MODULE[module]
+        return found
 
-    def kill_random(self) -> str:
-        """SIGKILL one running worker chosen by the seeded generator; returns its name."""
-        running = [w for w in self.workers if w.process is not None and w.process.poll() is None]
-        victim = self.rng.choice(running)
-        assert victim.process is not None
-        victim.process.send_signal(signal.SIGKILL)
-        self.kills[victim.role] += 1
-        log.warning("chaos: killed %s (pid %d) with SIGKILL", victim.name, victim.process.pid)
-        return victim.name
+    async def kill_random_worker(self) -> str:
+        """SIGKILL one running worker chosen by the seeded generator; returns its role."""
+        await wait_until(lambda: len(self.workers()) == sum(self.scale.values()), timeout=60, what="every worker")
+        pid, role = self.rng.choice(sorted(self.workers().items()))
+        os.kill(pid, signal.SIGKILL)
+        self.kills[role] += 1
+        log.warning("chaos: killed %s (pid %d) with SIGKILL", role, pid)
+        return role
 
-    async def stop(self, grace_period_s: float) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.to_thread(stop_all, self.workers, grace_period_s)
+    async def kill_supervisor(self) -> None:
+        """SIGKILL `tradebot up` itself: every worker must stop within 10 s; then start it again."""
+        assert self.up.process is not None
+        await wait_until(lambda: len(self.workers()) == sum(self.scale.values()), timeout=60, what="every worker")
+        tree = descendants(self.up.process.pid)
+        self.up.process.send_signal(signal.SIGKILL)
+        self.up.process.wait()
+        self.supervisor_kills += 1
+        await wait_until(lambda: not still_running(tree), timeout=10, what=f"orphans to stop: {still_running(tree)}")
+        self.start()
 
-    def restarts(self) -> dict[str, int]:
-        return {w.name: w.restarts for w in self.workers if w.restarts}
+    def stop(self) -> int | None:
+        return self.up.stop()
 
     def logs(self, tail_chars: int = 3000) -> str:
-        """The end of every worker's log, for failure messages."""
-        return "\n".join(
-            f"--- {w.name}\n{(w.log_dir / f'{w.name}.log').read_text(errors='replace')[-tail_chars:]}"
-            for w in self.workers
-        )
+        return self.up.log(tail_chars)
+
+
+ROLE_OF_MODULE = {module: role for role, module in ROLES.items()}
+
+
+def _module_of(pid: int) -> str | None:
+    """The ``-m`` module a Python process runs, if any."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    return arguments[arguments.index("-m") + 1] if "-m" in arguments[:-1] else None
 
 
 async def through_outages(operation: Callable[[], Awaitable[T]], timeout_s: float = 30.0) -> T:
@@ -173,16 +176,30 @@ class Fault:
     """One scheduled action: at ``at_s`` seconds after the feed starts."""
 
     at_s: float
-    kind: str  # "kill", "bad", "redis_restart", "postgres_stop", "postgres_start"
+    kind: str  # "kill", "bad", "redis_restart", "redis_kill", "postgres_stop", "postgres_start", "supervisor_kill"
 
 
-def fault_schedule(kills: int, bad_entries: int, run_s: float) -> list[Fault]:
-    """Kills and bad entries spread over the run, one Redis restart, one 20 s PostgreSQL stop."""
+# A malformed entry injected just before Redis is killed may be among the writes Redis loses; then
+# nothing could dead-letter it. Bad entries keep this far from a Redis kill.
+REDIS_LOSS_S = 3.0
+
+
+def fault_schedule(kills: int, bad_entries: int, run_s: float, postgres_outage_s: float) -> list[Fault]:
+    """Worker kills and bad entries spread over the run; a Redis restart and a Redis kill; one
+    PostgreSQL outage; one kill of the supervisor."""
     faults = [Fault(run_s * (i + 0.5) / kills, "kill") for i in range(kills)]
-    faults += [Fault(run_s * (i + 0.3) / bad_entries, "bad") for i in range(bad_entries)]
+    redis_kill_at = run_s * 0.42
+    faults += [Fault(_clear_of(run_s * (i + 0.3) / bad_entries, redis_kill_at), "bad") for i in range(bad_entries)]
     faults += [
-        Fault(run_s * 0.3, "redis_restart"),
-        Fault(run_s * 0.5, "postgres_stop"),
-        Fault(run_s * 0.5 + 20, "postgres_start"),
+        Fault(run_s * 0.25, "redis_restart"),
+        Fault(redis_kill_at, "redis_kill"),
+        Fault(run_s * 0.55, "postgres_stop"),
+        Fault(run_s * 0.55 + postgres_outage_s, "postgres_start"),
+        Fault(run_s * 0.8, "supervisor_kill"),
     ]
     return sorted(faults, key=lambda fault: fault.at_s)
+
+
+def _clear_of(at_s: float, redis_kill_at_s: float) -> float:
+    """A bad entry's moment, moved out of the seconds before the Redis kill."""
+    return at_s - REDIS_LOSS_S if redis_kill_at_s - REDIS_LOSS_S < at_s <= redis_kill_at_s else at_s

@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from tests.helpers import free_port
+from tests.redis_versions import REDIS_VERSIONS, use_redis
 from tradebot.common.bus import Bus, connect
 from tradebot.common.config import Settings
 from tradebot.common.embedded import EmbeddedRedis, embedded_servers
@@ -25,6 +26,44 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
 @pytest.fixture(scope="session")
 def redis_url(servers: tuple[str, str]) -> str:
     return servers[0]
+
+
+@pytest.fixture(scope="session")
+def redis7_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis 7 for the whole run, started on first use."""
+    monkeypatch = pytest.MonkeyPatch()
+    use_redis("7", monkeypatch)
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis7"), free_port())
+    try:
+        server.start()
+    finally:
+        monkeypatch.undo()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(params=REDIS_VERSIONS, ids=lambda version: f"redis{version}")
+def redis_version(request: pytest.FixtureRequest) -> str:
+    """Each Redis version tradebot supports; a module opts in with ``redis_url = versioned_redis_url``."""
+    return request.param
+
+
+@pytest.fixture
+def versioned_redis_url(redis_version: str, request: pytest.FixtureRequest) -> str:
+    """The shared Redis of ``redis_version`` (module override target for ``redis_url``)."""
+    return request.getfixturevalue("servers")[0] if redis_version == "6.2" else request.getfixturevalue("redis7_url")
+
+
+@pytest.fixture
+def versioned_private_redis(
+    redis_version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[EmbeddedRedis]:
+    """``private_redis`` of ``redis_version`` (restarts in the test run the same version)."""
+    use_redis(redis_version, monkeypatch)
+    server = EmbeddedRedis(tmp_path / "redis", free_port())
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +94,7 @@ async def bus(redis_url: str) -> AsyncIterator[Bus]:
     """A bus on an empty Redis database."""
     client = connect(redis_url)
     await client.flushdb()
-    instance = Bus(client, maxlen=100_000, max_deliveries=3)
+    instance = Bus(client, max_deliveries=3)
     yield instance
     await instance.close()
 

@@ -155,16 +155,24 @@ def reference_bars(
 
 
 def assert_same_bars(actual: Sequence[dict], expected: Sequence[RefBar]) -> None:
-    """API bars equal the reference: times, counts exactly; prices and volumes to 1e-9."""
+    """API bars equal the reference as quoted: times and counts exactly, volumes to 1e-9, prices
+    rounded to the cent (4 decimals below $1) and VWAP to 4 decimals."""
     assert [_when(bar["timestamp"]) for bar in actual] == [bar.timestamp for bar in expected]
     for got, want in zip(actual, expected, strict=True):
         assert got["trade_count"] == want.trade_count, want.timestamp
-        for field in ("open", "high", "low", "close", "volume"):
-            assert abs(got[field] - getattr(want, field)) <= 1e-9 * max(1.0, abs(got[field])), (field, want)
+        assert abs(got["volume"] - want.volume) <= 1e-9 * max(1.0, abs(got["volume"])), ("volume", want)
+        for field in ("open", "high", "low", "close"):
+            assert_quoted(got[field], getattr(want, field), 4 if abs(getattr(want, field)) < 1 else 2, (field, want))
         if want.vwap is None:
             assert got["vwap"] is None, want.timestamp
         else:
-            assert abs(got["vwap"] - want.vwap) <= 1e-9 * want.vwap, ("vwap", want)
+            assert_quoted(got["vwap"], want.vwap, 4, ("vwap", want))
+
+
+def assert_quoted(shown: float, exact: float, decimals: int, context: object) -> None:
+    """``shown`` is ``exact`` rounded to ``decimals`` (within float noise at a half-unit boundary)."""
+    assert shown == round(shown, decimals), (context, shown)
+    assert abs(shown - exact) <= 0.5 * 10**-decimals + 1e-9 * max(1.0, abs(exact)), (context, shown, exact)
 
 
 def _when(value: datetime | str) -> datetime:

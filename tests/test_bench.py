@@ -16,13 +16,26 @@ from tradebot.common.config import Settings
 TINY = BenchSizes(
     bus_messages=2_000,
     strategy_ticks=3_000,
+    backtest_ticks=3_000,
+    backtest_bars=300,
     e2e_ticks=3_000,
     e2e_offered_rate=20_000,
     latency_rates=(2_000,),
     latency_seconds=2,
     storage=StorageSizes(table_ticks=20_000, ingest_rows=2_000, samples=3, load_seconds=1, concurrency=2),
+    risk_orders=500,
 )
-EXPECTED_SECTIONS = {"bus", "strategy", "end to end", "tick → order latency", "storage", "history API", "memory"}
+EXPECTED_SECTIONS = {
+    "bus",
+    "strategy",
+    "risk",
+    "backtest",
+    "end to end",
+    "tick → order latency",
+    "storage",
+    "history API",
+    "memory",
+}
 WORKER_ROLES = {"market_data", "strategy", "execution", "storage", "api"}
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tradebot.common.models import Order
-from tradebot.execution.broker import REMEMBERED_ORDERS, PaperBroker, event_id
+from tradebot.execution.broker import PaperBroker, event_id
 
 NOW = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
@@ -132,9 +133,57 @@ def test_a_restored_account_remembers_executed_orders() -> None:
     assert restored.execute(after) == broker.execute(after)
 
 
-def test_remembered_order_ids_are_bounded() -> None:
+def test_an_old_order_republished_days_later_is_not_filled_twice() -> None:
     broker = PaperBroker(1e12)
-    for number in range(REMEMBERED_ORDERS + 5):
-        broker.execute(order("buy", 1, 1.0, number=number))
-    assert len(broker.snapshot()["seen_order_ids"]) == REMEMBERED_ORDERS
-    assert broker.execute(order("buy", 1, 1.0, number=REMEMBERED_ORDERS + 4)) is None
+    first = order("buy", 1, 1.0)
+    assert broker.execute(first) is not None
+    for number in range(1, 3_001):  # far more orders than the old 1,000-id window, over 6 days
+        later = order("buy", 1, 1.0, number=number).model_copy(
+            update={"timestamp": first.timestamp + timedelta(minutes=3 * number)}
+        )
+        broker.execute(later)
+    restored = PaperBroker(1e12)
+    restored.restore(json.loads(json.dumps(broker.snapshot())))
+    assert restored.execute(first) is None
+
+
+def test_remembered_order_ids_are_forgotten_after_the_age_limit() -> None:
+    broker = PaperBroker(1e12, remember_days=1)
+    first = order("buy", 1, 1.0)
+    broker.execute(first)
+    late = order("buy", 1, 1.0, number=1).model_copy(update={"timestamp": first.timestamp + timedelta(days=2)})
+    broker.execute(late)
+    assert list(broker.snapshot()["seen_order_ids"]) == [late.id]
+
+
+def test_a_checkpoint_with_the_old_id_list_still_recognises_its_orders() -> None:
+    broker = PaperBroker(10_000)
+    broker.execute(order("buy", 1, 1.0))
+    snapshot = broker.snapshot()
+    snapshot["seen_order_ids"] = list(snapshot["seen_order_ids"])
+    restored = PaperBroker(10_000)
+    restored.restore(snapshot)
+    assert restored.execute(order("buy", 1, 1.0)) is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "price"),
+    [
+        ({"order_type": "limit", "limit_price": 101.0}, "filled", 100.1),
+        ({"order_type": "limit", "limit_price": 100.05}, "filled", 100.05),  # never worse than the limit
+        ({"order_type": "limit", "limit_price": 99.0}, "expired", None),
+        ({"order_type": "limit", "limit_price": 99.0, "time_in_force": "ioc"}, "canceled", None),
+        ({"order_type": "stop", "stop_price": 99.0}, "filled", 100.1),
+        ({"order_type": "stop", "stop_price": 101.0, "time_in_force": "gtc"}, "expired", None),
+        ({"order_type": "stop_limit", "stop_price": 99.0, "limit_price": 100.0}, "filled", 100.0),
+        ({"order_type": "trailing_stop", "trail_percent": 1.0}, "rejected", None),
+    ],
+)
+def test_order_types_fill_or_end_at_the_reference_price(fields: dict, status: str, price: float | None) -> None:
+    broker = PaperBroker(10_000, slippage_bps=10)
+    event = broker.execute(order("buy", 10, 100.0).model_copy(update=fields))
+    assert event is not None
+    assert event.status == status
+    assert event.price == (pytest.approx(price) if price else None)
+    assert (event.reason is None) == (status == "filled")
+    assert broker.positions["AAPL"].quantity == (10 if status == "filled" else 0)

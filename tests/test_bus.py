@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 
 from tests.bus_workers import ACKED, EFFECTS
 from tests.helpers import wait_until
-from tradebot.common.bus import Bus, Delivery, connect, encode
+from tradebot.common.bus import Bus, Delivery, LastErrors, connect, encode
 from tradebot.common.consumer import GroupConsumer, ride_out_redis
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.lifecycle import Backoff
@@ -23,6 +23,18 @@ from tradebot.common.models import Tick
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 STREAM = "test.ticks"
+
+
+@pytest.fixture
+def redis_url(versioned_redis_url: str) -> str:
+    """Every test here runs on Redis 6.2 and on Redis 7."""
+    return versioned_redis_url
+
+
+@pytest.fixture
+def private_redis(versioned_private_redis: EmbeddedRedis) -> EmbeddedRedis:
+    """A Redis of the test's own, of each version."""
+    return versioned_private_redis
 
 
 def ticks(count: int, symbol: str = "AAPL") -> list[Tick]:
@@ -67,7 +79,7 @@ async def test_lag_counts_undelivered_entries(bus: Bus) -> None:
     await bus.publish((STREAM, t) for t in ticks(7))
     await bus.read([STREAM], "testers", "c1", count=3, block_ms=10)
     health = await bus.health(STREAM, "testers")
-    assert (health.pending, health.lag, health.near_cap) == (3, 4, False)
+    assert (health.pending, health.lag) == (3, 4)
 
 
 async def test_malformed_entries_go_to_the_dead_letter_stream_and_the_rest_flows(bus: Bus) -> None:
@@ -213,18 +225,6 @@ async def test_a_pending_entry_trimmed_away_is_acked_not_dead_lettered(bus: Bus)
     assert await bus.redis.exists("dlq." + STREAM) == 0
 
 
-async def test_health_flags_a_backlog_that_nears_the_trim_cap(redis_url: str) -> None:
-    small = Bus(connect(redis_url), maxlen=1000)
-    await small.redis.delete(STREAM)
-    await small.ensure_group(STREAM, "testers")
-    await small.publish((STREAM, t) for t in ticks(700))
-    assert not (await small.health(STREAM, "testers")).near_cap
-    await small.publish((STREAM, t) for t in ticks(200, symbol="MSFT"))
-    health = await small.health(STREAM, "testers")
-    assert (health.lag, health.near_cap) == (900, True)
-    await small.close()
-
-
 async def test_reclaiming_entries_trimmed_away_acks_them_instead_of_failing(bus: Bus) -> None:
     await bus.ensure_group(STREAM, "testers")
     await bus.publish((STREAM, t) for t in ticks(3))
@@ -232,3 +232,24 @@ async def test_reclaiming_entries_trimmed_away_acks_them_instead_of_failing(bus:
     await bus.redis.xtrim(STREAM, maxlen=0)
     assert await bus.reclaim_idle(STREAM, "testers", "survivor", min_idle_ms=0) == []
     assert (await bus.health(STREAM, "testers")).pending == 0
+    assert bus.stats["trimmed_before_ack"] == 3  # counted (and logged) on Redis 6.2 and 7 alike
+
+
+def test_last_errors_keep_only_the_most_recent_entries() -> None:
+    errors = LastErrors(bound=3)
+    for i in range(5):
+        errors[f"{i}-0"] = f"error {i}"
+    errors["2-0"] = "again"  # a repeat counts as recent
+    assert list(errors) == ["3-0", "4-0", "2-0"]
+
+
+async def test_idle_consumers_holding_nothing_are_removed_and_busy_ones_kept(bus: Bus) -> None:
+    await bus.ensure_group(STREAM, "testers")
+    await bus.publish((STREAM, t) for t in ticks(2))
+    await bus.read([STREAM], "testers", "holder", count=1, block_ms=None)  # keeps one pending entry
+    await bus.read([STREAM], "testers", "idle", count=10, block_ms=None)
+    await bus.ack("testers", await bus.read([STREAM], "testers", "idle", count=10, block_ms=None, pending=True))
+    await bus.redis.xgroup_createconsumer(STREAM, "testers", "me")
+    assert await bus.remove_idle_consumers(STREAM, "testers", idle_ms=0, keep="me") == 1
+    names = {c["name"] for c in await bus.redis.xinfo_consumers(STREAM, "testers")}
+    assert names == {"holder", "me"}

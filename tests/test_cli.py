@@ -48,3 +48,17 @@ def test_migrate_prints_the_ddl_of_either_mode_without_a_database() -> None:
     assert "create_hypertable" not in plain.output
     assert "create_hypertable" in timescale.output
     assert "timescaledb.materialized_only" in timescale.output
+
+
+@pytest.mark.parametrize("command", [["activity"], ["tail"], ["reset"], ["data", "drop"]])
+def test_the_newcomer_commands_exist_with_their_options(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    expected = {"activity": "--from-start", "tail": "--max-events", "reset": "--keep-history", "data": "--source"}
+    assert expected[command[0]] in result.output
+
+
+def test_data_drop_needs_a_source() -> None:
+    result = runner.invoke(app, ["data", "drop"])
+    assert result.exit_code == 2
+    assert "--source" in result.output

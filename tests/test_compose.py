@@ -50,9 +50,9 @@ from tests.emulators import Trade as EmulatedTrade
 from tests.helpers import free_port, wait_until
 from tradebot.common.config import Settings
 from tradebot.common.db import recreate_database
-from tradebot.common.models import Order, Tick
+from tradebot.common.models import Tick
 from tradebot.common.streams import STRATEGY_ROLE, lease_key, members_key
-from tradebot.strategy.service import strategy_factory
+from tradebot.strategy.service import book_factory
 
 SCALE = {"strategy": 2, "storage": 2}
 TICKS = 4000
@@ -267,9 +267,8 @@ async def expected_order_ids(stack: Stack) -> set[str]:
         long_window=env["LONG_WINDOW"],
         order_quantity=env["ORDER_QUANTITY"],
     )
-    strategy = strategy_factory(settings)()
-    signals = [signal for tick in ticks for signal in strategy.on_tick(tick)]
-    return {Order.from_signal(signal, settings.order_quantity).id for signal in signals}
+    book = book_factory(settings)()
+    return {order.id for tick in ticks for _, order in book.on_tick(tick)}
 
 
 async def test_two_strategies_give_exactly_the_orders_and_fills_of_one(stack: Stack) -> None:

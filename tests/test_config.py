@@ -38,11 +38,15 @@ def test_secrets_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "shh-secret" not in str(settings.model_dump())
 
 
-def test_urls_are_shown_without_their_credentials() -> None:
+def test_urls_are_shown_with_only_their_passwords_hidden() -> None:
     from tradebot.common.config import redact_url
 
-    assert redact_url("postgresql://trader:hunter2@db:5432/tradebot") == "postgresql://***@db:5432/tradebot"
+    assert redact_url("postgresql://trader:hunter2@db:5432/tradebot") == "postgresql://trader:***@db:5432/tradebot"
+    assert (
+        redact_url("postgresql://postgres@127.0.0.1:5490/tradebot") == "postgresql://postgres@127.0.0.1:5490/tradebot"
+    )
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert redact_url("redis://:s3cret@cache:6379/0") == "redis://:***@cache:6379/0"
     assert redact_url(None) == "-"
 
 

@@ -39,10 +39,11 @@ async def test_orders_become_events_once_and_the_account_is_readable(bus: Bus, s
     await asyncio.wait_for(service.run(burst, stop=asyncio.Event(), counters=Counter()), timeout=60)
     events = [decode(fields) for _, fields in await bus.redis.xrange(ORDER_EVENTS)]
     assert [(e.id, e.status) for e in events] == [
-        (event_id("co-0"), "rejected"),
+        (event_id("co-0"), "denied"),  # the risk stage: nothing held to sell
         (event_id("co-1"), "filled"),
         (event_id("co-2"), "filled"),
     ]
+    assert events[0].reason.startswith("no_position: ")  # type: ignore[attr-defined]
     account = await read_account(bus.redis)
     assert account is not None
     assert account["realised_pnl"] == pytest.approx(100.0 - 0.2)

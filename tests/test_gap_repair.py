@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from functools import partial
 
+import asyncpg
+
 from tests.emulators import (
     AlpacaRestEmulator,
     AlpacaStreamEmulator,
@@ -24,8 +26,10 @@ from tests.emulators import (
 )
 from tests.feed_helpers import T0, FakeClock, history, running, store_everything, wait_for_published, when, with_keys
 from tests.helpers import wait_until
-from tradebot.common.bus import Bus
+from tradebot.api.routes_health import recorded_gaps
+from tradebot.common.bus import Bus, connect
 from tradebot.common.config import Settings
+from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.models import Bar, Tick
 from tradebot.market_data import live_feed
 from tradebot.market_data.gap_repair import (
@@ -265,3 +269,52 @@ async def test_a_stalled_rest_request_times_out_and_the_repair_retries(
                 assert feed.counters["gap_repair_failures"] == 0
                 assert [r.status for r in rest.requests_to("/v2/stocks/bars")] == [200]  # the retry
     await assert_no_hole(feed_settings, 0, 19)
+
+
+# ----- gaps a Redis outage leaves -------------------------------------------------------------------
+
+
+async def test_a_redis_outage_longer_than_the_buffer_is_a_recorded_gap_then_repaired(
+    settings: Settings, private_redis: EmbeddedRedis, clean_database: str
+) -> None:
+    """Redis refuses writes (out of memory) while the Alpaca feed keeps sending: the buffer fills,
+    the rest is recorded as a gap, and once Redis is back gap repair fills it: no hole in /history."""
+    gate = Gate()
+    clock = FakeClock(T0 + 5 * MINUTE + timedelta(seconds=10))
+    scenario = [Send(minutes(0, 4)), gate, Send(minutes(5, 59), batch=False)]
+    feed_settings = settings.model_copy(update={"redis_url": private_redis.url, "live_buffer_events": 100})
+    bus = Bus(connect(private_redis.url))
+    try:
+        with AlpacaRestEmulator(DATASET) as rest:
+            async with AlpacaStreamEmulator(scenario) as stream:
+                feed_settings = with_keys(feed_settings, alpaca_stream_url=stream.url, alpaca_data_url=rest.url)
+                async with running(alpaca_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
+                    await wait_for_published(bus, settings.tick_partitions, bars=10)
+                    await bus.redis.config_set("maxmemory", 1)
+                    gate.open()
+                    await wait_until(lambda: feed.counters["gap_events"] > 0, what="the buffer to overflow")
+                    clock.now = T0 + 60 * MINUTE + timedelta(seconds=5)
+                    await bus.redis.config_set("maxmemory", 0)
+                    await wait_until(lambda: _repaired_gaps(bus), what="the gap to be recorded and repaired")
+        [gap] = await recorded_gaps(bus.redis)
+        assert (gap.source, gap.dropped) == ("alpaca", feed.counters["gap_events"])
+        assert set(gap.symbols) <= set(SYMBOLS)
+        await assert_no_hole(feed_settings, 0, 59)
+        stored = await _stored_gaps(clean_database)
+        assert {row["symbol"] for row in stored} == set(gap.symbols)
+        assert {row["dropped"] for row in stored} == {gap.dropped}
+    finally:
+        await bus.close()
+
+
+async def _repaired_gaps(bus: Bus) -> bool:
+    gaps = await recorded_gaps(bus.redis)
+    return bool(gaps) and all(gap.repaired for gap in gaps)
+
+
+async def _stored_gaps(dsn: str) -> list:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch("SELECT symbol, dropped FROM gaps")
+    finally:
+        await conn.close()

@@ -159,6 +159,26 @@ async def test_daily_bars_are_new_york_days_and_keep_evening_trades_across_utc_m
     assert body["bars"][0]["trade_count"] == friday_trades
 
 
+async def test_daily_bars_carry_their_session_date_and_timeframes_ignore_case(api: httpx.AsyncClient) -> None:
+    lower = await get_json(api, f"/history/AAPL?{window('1d')}")
+    upper = await get_json(api, f"/history/AAPL?{window('1d').replace('timeframe=1d', 'timeframe=1D')}")
+    assert upper == lower
+    assert [bar["session_date"] for bar in lower["bars"]] == ["2024-03-08", "2024-03-11", "2024-03-12"]
+    minutes = await get_json(api, "/history/AAPL?timeframe=1M&limit=1")
+    assert minutes["timeframe"] == "1m"
+    assert minutes["bars"][0]["session_date"] is None
+
+
+async def test_an_end_date_without_a_time_means_the_whole_day(api: httpx.AsyncClient) -> None:
+    body = await get_json(api, "/history/AAPL?timeframe=1h&start=2024-03-11&end=2024-03-11&limit=10000")
+    expected = [b for b in reference_bars(AAPL, "1h") if b.timestamp.date() == datetime(2024, 3, 11, tzinfo=UTC).date()]
+    assert expected
+    assert len(body["bars"]) == len(expected)
+    assert_same_bars(body["bars"], expected)
+    day = await get_json(api, "/history/AAPL?timeframe=1d&start=2024-03-11&end=2024-03-11")
+    assert [bar["session_date"] for bar in day["bars"]] == ["2024-03-11"]
+
+
 @pytest.mark.parametrize("timeframe", TIMEFRAMES)
 async def test_stored_bars_take_precedence_without_double_counting(api: httpx.AsyncClient, timeframe: str) -> None:
     body = await get_json(api, f"/history/MSFT?{window(timeframe)}")
@@ -241,18 +261,19 @@ async def test_stats_summarise_the_daily_series(api: httpx.AsyncClient) -> None:
     returns = [days[i].close / days[i - 1].close - 1 for i in (1, 2)]
     assert body["mean_daily_return"] == pytest.approx(sum(returns) / 2)
     assert body["change"] == pytest.approx(days[-1].close - days[0].open)
+    assert (body["first_session"], body["last_session"]) == ("2024-03-08", "2024-03-12")
 
 
 VALIDATION_CASES = [
     ("/history/AAPL$", 422, "'AAPL$' is not a valid ticker"),
     ("/history/ABCDEFGHIJK", 422, "is not a valid ticker"),
-    ("/history/AAPL?timeframe=2m", 422, "timeframe: Input should be '1m', '5m', '15m', '1h' or '1d'"),
+    ("/history/AAPL?timeframe=2m", 422, "timeframe: Input should be one of 1m, 5m, 15m, 1h, 1d (case-insensitive)"),
     ("/history/AAPL?start=yesterday", 422, "start: Input should be a valid datetime or date"),
     ("/history/AAPL?start=2024-02-30", 422, "start: Input should be a valid datetime or date"),
     (
         "/history/AAPL?start=2024-03-09&end=2024-03-08",
         422,
-        "start (2024-03-09T00:00:00+00:00) is after end (2024-03-08T00:00:00+00:00)",
+        "start (2024-03-09T00:00:00+00:00) is after end (2024-03-08, i.e. before 2024-03-09T00:00:00+00:00)",
     ),
     ("/history/AAPL?limit=0", 422, "limit: Input should be greater than or equal to 1"),
     ("/history/AAPL?limit=10001", 422, "limit: Input should be less than or equal to 10000"),
@@ -313,10 +334,25 @@ async def test_health_reports_database_mode_workers_and_stream_backlog(api: http
     assert (storage["length"], storage["pending"], storage["lag"]) == (2, 0, 2)
 
 
+async def test_health_counts_dead_letters_and_shows_redis_memory(api: httpx.AsyncClient, bus: Bus) -> None:
+    for entry_id in ("1-1", "1-2"):
+        await bus.dead_letter(STORAGE_GROUP, tick_stream(0), entry_id, {"garbage": "x"}, "unsupported schema version")
+    body = await get_json(api, "/health")
+    assert body["dead_letters"] == {f"dlq.{tick_stream(0)}": 2}
+    memory = body["redis_memory"]
+    assert memory["used_bytes"] > 0
+    assert memory["over_budget"] is (memory["used_bytes"] > memory["budget_bytes"])
+
+
 async def test_openapi_documents_every_route(api: httpx.AsyncClient) -> None:
     assert (await api.get("/docs")).status_code == 200
     paths = (await get_json(api, "/openapi.json"))["paths"]
     assert {"/history/{symbol}", "/ohlcv/{symbol}", "/stats/{symbol}", "/symbols", "/health"} <= set(paths)
+    assert {"/signals", "/orders", "/fills", "/account"} <= set(paths)
+    history = {p["name"]: p for p in paths["/history/{symbol}"]["get"]["parameters"]}
+    assert "whole day" in history["end"]["description"]
+    assert "case-insensitive" in history["timeframe"]["description"]
+    assert "real data wins" in history["source"]["description"]
 
 
 def test_reference_market_is_what_the_tests_assume() -> None:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from importlib.resources import files
 from pathlib import Path
 
 from tests.helpers import wait_until
 from tests.worker_processes import worker_environment, worker_processes
-from tradebot.common.bus import Bus, decode
+from tradebot.common.bus import Bus, decode, encode
 from tradebot.common.config import Settings
 from tradebot.common.models import Tick
 from tradebot.common.streams import partition_for, producer_cursor_key, tick_stream, tick_streams
-from tradebot.market_data.mock_feed import MockFeed, starting_price, stepping_clock
+from tradebot.market_data.mock_feed import MockFeed, starting_price, step_for, stepping_clock
 from tradebot.market_data.service import CURSOR_NAME, run_feed
+from tradebot.market_data.start_prices import STARTING_PRICES
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "ZZZQ"]
@@ -49,13 +51,21 @@ def test_adding_a_symbol_does_not_change_the_others() -> None:
     assert essence(two) == essence(three)
 
 
+def test_every_shipped_symbol_starts_at_a_listed_price() -> None:
+    lists = (files("tradebot.universe") / "lists").iterdir()
+    shipped = {line.strip() for f in lists for line in f.read_text().splitlines() if line.strip()[:1].isalpha()}
+    assert len(shipped) > 250
+    assert shipped - STARTING_PRICES.keys() == set()
+    assert (starting_price("T"), starting_price("VZ"), starting_price("AMAT")) == (23, 44, 175)
+
+
 def test_prices_and_sizes_are_realistic() -> None:
     ticks = feed().take(4000)
     by_symbol: dict[str, list[Tick]] = {}
     for tick in ticks:
         by_symbol.setdefault(tick.symbol, []).append(tick)
-    assert abs(by_symbol["AAPL"][0].price - 220) < 1
-    assert abs(by_symbol["MSFT"][0].price - 430) < 2
+    assert abs(by_symbol["AAPL"][0].price - 235) < 1
+    assert abs(by_symbol["MSFT"][0].price - 423) < 2
     assert 20 <= starting_price("ZZZQ") <= 300
     assert starting_price("ZZZQ") == starting_price("ZZZQ")
     for symbol, series in by_symbol.items():
@@ -79,7 +89,14 @@ def test_a_feed_built_from_the_cursor_continues_the_sequence() -> None:
 
 async def test_ticks_go_to_their_crc32_partition_in_order(bus: Bus, settings: Settings) -> None:
     settings = settings.model_copy(
-        update={"symbols": SYMBOLS, "mock_seed": 7, "mock_max_ticks": 400, "tick_partitions": 3, "bus_batch_size": 64}
+        update={
+            "symbols": SYMBOLS,
+            "mock_seed": 7,
+            "mock_max_ticks": 400,
+            "tick_partitions": 3,
+            "bus_batch_size": 64,
+            "mock_ticks_per_second": 100,  # the mock clock's 10 ms per tick, as feed()'s
+        }
     )
     await run_feed(bus, settings, stop=asyncio.Event(), counters=Counter(), clock=stepping_clock(START), pace=False)
     expected = feed().take(400)
@@ -146,7 +163,7 @@ async def test_two_feeds_at_once_never_publish_a_tick_twice(bus: Bus, settings: 
     settings = settings.model_copy(
         update={"symbols": SYMBOLS, "mock_seed": 7, "tick_partitions": 2, "bus_batch_size": 10, "mock_max_ticks": 600}
     )
-    other_bus = Bus(connect(redis_url), maxlen=bus.maxlen)
+    other_bus = Bus(connect(redis_url))
     counters = [Counter(), Counter()]
     await asyncio.gather(
         *(
@@ -160,3 +177,22 @@ async def test_two_feeds_at_once_never_publish_a_tick_twice(bus: Bus, settings: 
     for partition, ticks in published.items():
         assert essence(ticks) == essence([t for t in expected if partition_for(t.symbol, 2) == partition])
     assert counters[0]["published"] + counters[1]["published"] == 600
+
+
+def test_a_tick_regenerated_from_an_older_cursor_is_byte_identical() -> None:
+    original = feed()
+    original.take(50)
+    older_cursor = json.loads(json.dumps(original.cursor()))
+    published = original.take(100)
+    later = datetime(2031, 6, 1, tzinfo=UTC)  # the wall clock when the feed regenerates them
+    regenerated = MockFeed(SYMBOLS, 7, clock=lambda: later, cursor=older_cursor).take(100)
+    assert [encode(tick) for tick in regenerated] == [encode(tick) for tick in published]
+
+
+def test_the_mock_clock_advances_with_the_cursor_and_keeps_going_at_a_new_rate() -> None:
+    first = MockFeed(SYMBOLS, 7, clock=lambda: START, step=step_for(100))
+    ticks = first.take(10)
+    assert [t.timestamp for t in ticks] == [START + timedelta(milliseconds=10 * n) for n in range(10)]
+    faster = MockFeed(SYMBOLS, 7, cursor=json.loads(json.dumps(first.cursor())), step=step_for(1000))
+    later = faster.take(3)
+    assert [t.timestamp for t in later] == [START + timedelta(milliseconds=100 + n) for n in range(3)]

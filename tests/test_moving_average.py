@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 
 import pytest
 
 from tradebot.common.models import Tick
-from tradebot.strategy.moving_average import MovingAverageCrossover, confidence
+from tradebot.market_data.mock_feed import MockFeed, stepping_clock
+from tradebot.strategy.moving_average import MovingAverageCrossover, confidence, price_units
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
@@ -111,3 +113,63 @@ def test_snapshot_and_restore_give_the_same_future_signals() -> None:
 def test_windows_must_be_ordered() -> None:
     with pytest.raises(ValueError, match="short_window < long_window"):
         MovingAverageCrossover(20, 5)
+
+
+def mock_run_ticks() -> list[Tick]:
+    """The 6,000-tick mock run of the issue: seed 42, AAPL, MSFT and NVDA."""
+    return MockFeed(["AAPL", "MSFT", "NVDA"], 42, clock=stepping_clock(START)).take(6000)
+
+
+def exact_ties(stream: list[Tick], short: int = 5, long: int = 20) -> set[str]:
+    """Ticks at which the two simple averages are exactly equal, decided with fractions."""
+    history: dict[str, list[Fraction]] = {}
+    ties = set()
+    for tick in stream:
+        prices = history.setdefault(tick.symbol, [])
+        prices.append(Fraction(str(tick.price)))
+        if len(prices) >= long and sum(prices[-short:]) / short == sum(prices[-long:]) / long:
+            ties.add(tick.id)
+    return ties
+
+
+def test_exact_ties_in_the_mock_run_are_not_crosses() -> None:
+    stream = mock_run_ticks()
+    strategy = MovingAverageCrossover(5, 20)
+    signals = {s.tick_id: s for tick in stream for s in strategy.on_tick(tick)}
+    ties = exact_ties(stream)
+    # the float version sold one tick early at these two exact ties (and bought at two more)
+    assert {"mock:AAPL:66", "mock:AAPL:1409", "mock:AAPL:1266", "mock:MSFT:1515"} <= ties
+    assert not ties & set(signals)
+    # the crosses still happen, on the next tick that really puts the short average below
+    assert signals["mock:AAPL:67"].side == "sell"
+    assert signals["mock:AAPL:1410"].side == "sell"
+
+
+def test_prices_are_compared_as_whole_price_units() -> None:
+    assert price_units(220.38) == 2_203_800
+    assert price_units(0.0001) == 1
+    # 0.1 + 0.2 != 0.3 in floats, but as price units the averages of (0.1, 0.2) and (0.3, 0.0) agree
+    strategy = MovingAverageCrossover(2, 4)
+    assert run(strategy, ticks([0.3, 0.1, 0.2, 0.15, 0.15, 0.2, 0.1])) == []
+
+
+def test_checkpoints_of_the_float_version_restore() -> None:
+    stream = ticks([100.0, 101, 102, 103, 104, 100, 96])
+    expected = run(MovingAverageCrossover(2, 4), stream)
+    old_format = {"symbols": {"AAPL": {"prices": [100.0, 101, 102, 103], "relation": 1, "recent_tick_ids": []}}}
+    resumed = MovingAverageCrossover(2, 4)
+    resumed.restore(old_format)
+    assert run(resumed, stream[4:]) == expected
+
+
+def test_ema_crossover_and_bar_timeframes() -> None:
+    prices = [70.0 + i for i in range(30)] + [100.0 - i for i in range(1, 30)] + [72.0 + 2 * i for i in range(1, 30)]
+    ema = MovingAverageCrossover(3, 8, average="ema")
+    assert [s.side for s in run(ema, ticks(prices))] == ["sell", "buy"]
+    assert ema.name == "ema_crossover_3_8"
+    # one tick a second: 1-minute bars close on the first tick of the next minute
+    minute = MovingAverageCrossover(2, 3, timeframe="1m")
+    stream = ticks([p for p in (100.0, 101, 102, 90, 120) for _ in range(60)] + [120.0])
+    signals = run(minute, stream)
+    assert [(s.side, s.tick_id) for s in signals] == [("sell", "mock:AAPL:240"), ("buy", "mock:AAPL:300")]
+    assert minute.name == "ma_crossover_2_3_1m"

@@ -9,11 +9,20 @@ import sys
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from tests.bus_workers import APPLIED, ROLE, SequenceState
 from tests.helpers import wait_until
 from tradebot.common.bus import Bus, connect
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings, assigned_partitions
 from tradebot.common.streams import checkpoint_key, partition_for, tick_stream, tick_stream_for
+
+
+@pytest.fixture
+def redis_url(versioned_redis_url: str) -> str:
+    """Every test here runs on Redis 6.2 and on Redis 7."""
+    return versioned_redis_url
+
 
 PARTITIONS = 6
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "V", "XOM", "KO", "PEP"]

@@ -18,17 +18,28 @@ from tests.storage_fixtures import DAYS, migrated_database, session_database, se
 from tradebot.api.history_service import create_app
 from tradebot.common.config import Settings, SettingsError, load_settings
 from tradebot.common.db import drop_database, recreate_database, with_database
-from tradebot.common.models import OrderEvent
+from tradebot.common.models import Order, OrderEvent, Signal
 from tradebot.storage.writer import write_events
 
 PRIMARY_ONLY = session_ticks("AAPL", seed=1)
 REPLICA_ONLY = session_ticks("MSFT", seed=2, step_s=53)
 FILL_AT = DAYS[1].replace(hour=11).astimezone(UTC)
+REPLICA_SIGNAL = Signal(
+    id="replica-signal",
+    symbol="MSFT",
+    timestamp=FILL_AT,
+    side="buy",
+    price=200.0,
+    confidence=0.5,
+    strategy="ma_crossover_5_20",
+    tick_id="replica-tick",
+)
+REPLICA_ORDER = Order.from_signal(REPLICA_SIGNAL, quantity=5)
 REPLICA_FILL = OrderEvent(
     id="replica-fill",
     symbol="MSFT",
     timestamp=FILL_AT,
-    client_order_id="co-replica",
+    client_order_id=REPLICA_ORDER.id,
     status="filled",
     side="buy",
     quantity=5,
@@ -58,7 +69,7 @@ async def api(database_url: str, redis_url: str) -> AsyncIterator[Api]:
     primary_name, replica_name = session_database("replica_test_primary"), session_database("replica_test_replica")
     primary = await recreate_database(database_url, primary_name)
     replica = await migrated_database(database_url, replica_name)  # as streaming replication would copy it
-    await _write(replica, [*REPLICA_ONLY, REPLICA_FILL])
+    await _write(replica, [*REPLICA_ONLY, REPLICA_SIGNAL, REPLICA_ORDER, REPLICA_FILL])
     app = create_app(Settings(_env_file=None, database_url=primary, database_read_url=replica, redis_url=redis_url))
     async with (
         app.router.lifespan_context(app),
@@ -95,6 +106,12 @@ async def test_udf_symbols_and_marks_come_from_the_replica(api: Api) -> None:
     start = int(FILL_AT.timestamp())
     params = {"symbol": "MSFT", "from": start, "to": start + 60, "resolution": "1"}
     assert (await api.client.get("/udf/marks", params=params)).json()["id"] == ["replica-fill"]
+
+
+async def test_activity_comes_from_the_replica(api: Api) -> None:
+    assert [s["id"] for s in (await api.client.get("/signals")).json()["signals"]] == ["replica-signal"]
+    assert [o["id"] for o in (await api.client.get("/orders")).json()["orders"]] == [REPLICA_ORDER.id]
+    assert [f["id"] for f in (await api.client.get("/fills")).json()["fills"]] == ["replica-fill"]
 
 
 async def test_migrations_ran_on_the_primary_only(api: Api) -> None:

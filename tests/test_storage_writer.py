@@ -96,6 +96,26 @@ async def test_each_event_type_lands_in_its_table(pool: asyncpg.Pool) -> None:
     assert (stored["symbol"], stored["ts"], stored["id"], stored["price"]) == ("AAPL", START, "test:AAPL:0", 100)
 
 
+async def test_every_lifecycle_status_of_a_real_broker_is_stored(pool: asyncpg.Pool) -> None:
+    statuses = ["submitted", "accepted", "partially_filled", "filled", "canceled", "expired", "rejected", "replaced"]
+    events = [
+        OrderEvent(
+            id=f"ev-{status}",
+            symbol="AAPL",
+            timestamp=START,
+            client_order_id="co-1",
+            status=status,  # type: ignore[arg-type]
+            side="buy",
+            quantity=5,
+            price=100.0 if "filled" in status else None,
+        )
+        for status in statuses
+    ]
+    assert (await write_events(pool, events))["fills"] == len(statuses)
+    stored = await pool.fetch("SELECT status FROM fills")
+    assert sorted(row["status"] for row in stored) == sorted(statuses)
+
+
 async def test_redelivered_batch_writes_nothing(pool: asyncpg.Pool) -> None:
     batch = [*ticks(50), *trading_events()]
     await write_events(pool, batch)
@@ -112,13 +132,28 @@ async def test_duplicates_inside_one_batch_collapse(pool: asyncpg.Pool) -> None:
 
 
 async def test_a_corrected_bar_replaces_the_stored_one_and_an_identical_one_is_a_no_op(pool: asyncpg.Pool) -> None:
-    first = minute_bar("AAPL", START, "alpaca", 100, 500)
-    corrected = first.model_copy(update={"close": 100.5, "volume": 650})
+    first = minute_bar("AAPL", START, "alpaca", 100, 500).model_copy(update={"version": 1})
+    corrected = first.model_copy(update={"close": 100.5, "volume": 650, "version": 2})
     assert (await write_events(pool, [first]))["bars"] == 1
     assert (await write_events(pool, [first]))["bars"] == 0
     assert (await write_events(pool, [corrected]))["bars"] == 1
     row = await pool.fetchrow("SELECT close, volume FROM bars")
     assert (row["close"], row["volume"]) == (100.5, 650)
+
+
+async def test_bar_corrections_delivered_out_of_order_leave_the_newest_stored(pool: asyncpg.Pool) -> None:
+    original = minute_bar("AAPL", START, "alpaca", 100, 500)
+    versions = [original.model_copy(update={"volume": 500 + n, "close": 100 + n / 10, "version": n}) for n in (1, 2, 3)]
+    newest = versions[2]
+    await write_events(pool, [newest])
+    assert (await write_events(pool, [versions[0]]))["bars"] == 0  # an older version, reclaimed late
+    assert (await write_events(pool, [versions[1], versions[0]]))["bars"] == 0
+    await asyncio.gather(*(write_events(pool, [bar]) for bar in (versions[1], versions[0], versions[1])))
+    row = await pool.fetchrow("SELECT close, volume, version FROM bars")
+    assert (row["close"], row["volume"], row["version"]) == (newest.close, newest.volume, 3)
+    fourth = original.model_copy(update={"volume": 900, "version": 4})
+    assert (await write_events(pool, [fourth, versions[1]]))["bars"] == 1  # one batch: its newest counts
+    assert await pool.fetchval("SELECT volume FROM bars") == 900
 
 
 async def test_write_bars_commits_large_backfills_in_batches(
@@ -171,13 +206,13 @@ async def test_storage_worker_persists_every_stream_and_acks_after_commit(
 async def test_storage_worker_takes_its_bus_from_the_settings(
     pool: asyncpg.Pool, storage_dsn: str, redis_url: str, bus: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Bus.from_settings is the one place that turns REDIS_URL, STREAM_MAXLEN and MAX_DELIVERIES into a bus."""
+    """Bus.from_settings is the one place that turns REDIS_URL, REDIS_MEMORY_BUDGET_MB and MAX_DELIVERIES into a bus."""
     settings = Settings(
         _env_file=None,
         redis_url=redis_url,
         database_url=storage_dsn,
         data_dir=tmp_path,
-        stream_maxlen=1234,
+        redis_memory_budget_mb=2,
         max_deliveries=7,
         bus_block_ms=50,
         burst=True,
@@ -193,5 +228,5 @@ async def test_storage_worker_takes_its_bus_from_the_settings(
     monkeypatch.setattr(Bus, "from_settings", classmethod(recording))
     await bus.publish([(tick_stream_for("AAPL", settings.tick_partitions), ticks(1)[0])])
     await timeseries_service.run(settings, stop=asyncio.Event())
-    assert [(b.maxlen, b.max_deliveries) for b in made] == [(1234, 7)]
+    assert [(b.memory_budget_bytes, b.max_deliveries) for b in made] == [(2 * 2**20, 7)]
     assert (await counts(pool))["ticks"] == 1

@@ -1,10 +1,12 @@
 """Local emulators of the Alpaca and Polygon wire protocols, for tests and manual runs.
 
-Run one by hand with `python -m tests.emulators {alpaca-stream,polygon-stream,alpaca-rest,polygon-rest}`.
+Run one by hand with
+`python -m tests.emulators {alpaca-stream,polygon-stream,alpaca-rest,polygon-rest,alpaca-trading}`.
 """
 
 from .alpaca_rest import AlpacaRestEmulator, make_asset
 from .alpaca_stream import AlpacaStreamEmulator
+from .alpaca_trading import AlpacaTradingEmulator
 from .events import Bar, BarDataset, Timeframe, Trade
 from .http_base import Failure, RecordedRequest
 from .polygon_rest import PolygonRestEmulator
@@ -24,6 +26,7 @@ from .ws_base import Session, Undecodable
 __all__ = [
     "AlpacaRestEmulator",
     "AlpacaStreamEmulator",
+    "AlpacaTradingEmulator",
     "Bar",
     "BarDataset",
     "Close",

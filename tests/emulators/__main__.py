@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from .alpaca_rest import AlpacaRestEmulator
 from .alpaca_stream import AlpacaStreamEmulator
+from .alpaca_trading import AlpacaTradingEmulator
 from .events import Bar, BarDataset, Trade, utc_now
 from .polygon_rest import PolygonRestEmulator
 from .polygon_stream import PolygonStreamEmulator
@@ -55,7 +56,9 @@ def stream_demo(emulator: WebSocketEmulator, symbols: list[str], interval: float
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.emulators", description=__doc__)
-    parser.add_argument("emulator", choices=["alpaca-stream", "polygon-stream", "alpaca-rest", "polygon-rest"])
+    parser.add_argument(
+        "emulator", choices=["alpaca-stream", "polygon-stream", "alpaca-rest", "polygon-rest", "alpaca-trading"]
+    )
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on, e.g. the compose network's gateway for containers"
@@ -78,6 +81,14 @@ def main() -> None:
             symbols,
             args.interval,
         )
+        return
+    if args.emulator == "alpaca-trading":
+        with AlpacaTradingEmulator(key=args.key, secret=args.secret) as trading:
+            print(f"ALPACA_TRADING_URL={trading.url} ALPACA_TRADING_STREAM_URL={trading.stream_url}; Ctrl-C to stop")
+            try:
+                trading.book.wait_until(lambda: False, timeout=10**9, what="Ctrl-C")
+            except KeyboardInterrupt:
+                print("bye")
         return
     if args.emulator == "polygon-stream":
         stream_demo(PolygonStreamEmulator(api_key=args.key, host=args.host, port=args.port), symbols, args.interval)

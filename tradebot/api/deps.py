@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, get_args
 
 import asyncpg
 import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Path, Query, Request
+from pydantic import TypeAdapter, ValidationError
 
 from tradebot.common.config import Settings
 from tradebot.common.models import SYMBOL_PATTERN, SYMBOL_PATTERN_ANY_CASE, Timeframe
@@ -90,18 +91,39 @@ def valid_symbol(
     return normalized
 
 
-def _as_utc(name: str, value: datetime | None) -> datetime | None:
-    if value is None:
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATETIME = TypeAdapter(datetime)
+
+
+def _parse_time(name: str, given: str | None, *, whole_day_end: bool = False) -> datetime | None:
+    """An ISO 8601 date or date-time as UTC. A date alone is midnight UTC, or for an end the
+    midnight after it, so ``end=2026-12-01`` includes all of that day."""
+    if given is None:
         return None
+    text = given.strip()
+    try:
+        value = _DATETIME.validate_python(text)
+    except ValidationError as error:
+        raise unprocessable(
+            f"{name}: {error.errors()[0]['msg']} (got {given!r}); use a date (2026-12-01) or an "
+            f"ISO 8601 date-time (2026-12-01T14:30:00Z){_plus_hint(text)}"
+        ) from None
     aware = value if value.tzinfo else value.replace(tzinfo=UTC)  # no offset given: UTC
     if not EARLIEST <= aware <= LATEST:
         raise unprocessable(f"{name} must be between {EARLIEST.date()} and {LATEST.date()}, got {value.isoformat()}")
+    if whole_day_end and _DATE_ONLY.fullmatch(text):
+        aware = min(LATEST, aware + timedelta(days=1))
     return aware.astimezone(UTC)
+
+
+def _plus_hint(given: str) -> str:
+    # An unencoded '+' in a query string arrives as a space: "...T10:00:00 05:00".
+    return " - encode '+' as %2B, or give the time in UTC with 'Z'" if re.search(r"\d \d\d:?\d\d$", given) else ""
 
 
 @dataclass(frozen=True)
 class TimeRange:
-    """Validated start and end (UTC); either may be open."""
+    """Validated start and end (UTC); either may be open. ``end`` is exclusive."""
 
     start: datetime | None
     end: datetime | None
@@ -109,15 +131,30 @@ class TimeRange:
 
 def time_range(
     start: Annotated[
-        datetime | None,
-        Query(description="ISO 8601 date or date-time (UTC unless an offset is given); bars that start at or after it"),
+        str | None,
+        Query(
+            description="ISO 8601 date or date-time, UTC unless an offset is given (encode '+' as %2B): "
+            "from this time on, inclusive. A date alone means its midnight (UTC).",
+            examples=["2026-12-01", "2026-12-01T14:30:00Z"],
+        ),
     ] = None,
-    end: Annotated[datetime | None, Query(description="ISO 8601; bars that start before it (default: now)")] = None,
+    end: Annotated[
+        str | None,
+        Query(
+            description="ISO 8601 date or date-time: up to this time, exclusive (default: now). A date alone "
+            "means the whole day: end=2026-12-01 includes everything on 2026-12-01 (UTC).",
+            examples=["2026-12-01", "2026-12-01T21:00:00Z"],
+        ),
+    ] = None,
 ) -> TimeRange:
     """Start and end in UTC, within range, start not after end."""
-    start_utc, end_utc = _as_utc("start", start), _as_utc("end", end)
-    if start_utc and end_utc and start_utc > end_utc:
-        raise unprocessable(f"start ({start_utc.isoformat()}) is after end ({end_utc.isoformat()})")
+    start_utc = _parse_time("start", start)
+    end_utc = _parse_time("end", end, whole_day_end=True)
+    if start_utc and end_utc:
+        whole_day = end is not None and _DATE_ONLY.fullmatch(end.strip()) is not None
+        if start_utc > end_utc or (whole_day and start_utc == end_utc):
+            shown = f"{end.strip()}, i.e. before {end_utc.isoformat()}" if whole_day else end_utc.isoformat()  # type: ignore[union-attr]
+            raise unprocessable(f"start ({start_utc.isoformat()}) is after end ({shown})")
     return TimeRange(start_utc, end_utc)
 
 
@@ -133,18 +170,67 @@ class BarQuery:
     timeframe: Timeframe
     range: TimeRange
     limit: int
+    source: str | None = None
+
+
+_SOURCE = re.compile(r"[a-z0-9_.\-]{1,40}")
+
+
+def valid_source(
+    source: Annotated[
+        str | None,
+        Query(
+            description="only data of this source (mock, alpaca, polygon, ...; see /symbols). Without it, "
+            "real data wins: mock ticks are left out of a symbol that has any other source, and shown "
+            "only for a symbol that has nothing else. Sources never merge into one bar.",
+            examples=["mock", "alpaca"],
+        ),
+    ] = None,
+) -> str | None:
+    """The source, lower-cased, if it looks like one."""
+    if source is None:
+        return None
+    normalized = source.strip().lower()
+    if not _SOURCE.fullmatch(normalized):
+        raise unprocessable(f"source {source!r} is not a source name: 1-40 of a-z, 0-9, '_', '.', '-', e.g. mock")
+    return normalized
+
+
+SourceDep = Annotated[str | None, Depends(valid_source)]
+
+
+TIMEFRAMES: tuple[str, ...] = get_args(Timeframe)
+
+
+def valid_timeframe(
+    timeframe: Annotated[
+        str,
+        Query(
+            description=f"bucket width, one of {', '.join(TIMEFRAMES)} (case-insensitive: 1D = 1d)",
+            json_schema_extra={"enum": list(TIMEFRAMES)},
+        ),
+    ] = "1m",
+) -> Timeframe:
+    """The timeframe, lower-cased, if it is one we serve."""
+    normalized = timeframe.strip().lower()
+    if normalized not in TIMEFRAMES:
+        raise unprocessable(
+            f"timeframe: Input should be one of {', '.join(TIMEFRAMES)} (case-insensitive), got {timeframe!r}"
+        )
+    return normalized  # type: ignore[return-value]
 
 
 def bar_query(
     symbol: SymbolDep,
     window: TimeRangeDep,
-    timeframe: Annotated[Timeframe, Query(description="bucket width")] = "1m",
+    timeframe: Annotated[Timeframe, Depends(valid_timeframe)],
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description="most bars returned; without start, the latest ones")
     ] = DEFAULT_LIMIT,
+    source: SourceDep = None,
 ) -> BarQuery:
-    """Symbol, timeframe, range and limit of a bars request."""
-    return BarQuery(symbol, timeframe, window, limit)
+    """Symbol, timeframe, range, limit and source of a bars request."""
+    return BarQuery(symbol, timeframe, window, limit, source)
 
 
 BarQueryDep = Annotated[BarQuery, Depends(bar_query)]

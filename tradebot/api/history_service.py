@@ -1,7 +1,9 @@
 """The history API: an app factory whose lifespan owns the asyncpg pools and the Redis client.
 
-Reads (history, symbols, stats, UDF) go to ``read_pool``: a replica at DATABASE_READ_URL when it is
-set, else the primary ``pool`` itself. Migrations and /health's primary check use DATABASE_URL.
+Reads (history, symbols, stats, activity, UDF) go to ``read_pool``: a replica at DATABASE_READ_URL
+when it is set, else the primary ``pool`` itself. Migrations, /health's primary check and the
+operator views that must show what was just done (risk, control events, equity, backtests) use
+DATABASE_URL.
 
 Run it with ``python -m tradebot.api.history_service`` (embedded servers start when REDIS_URL /
 DATABASE_URL are unset). OpenAPI docs are served at /docs.
@@ -10,8 +12,10 @@ DATABASE_URL are unset). OpenAPI docs are served at /docs.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,13 +27,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from tradebot.api import routes_account, routes_health, routes_history, routes_webhooks
+from tradebot.api import (
+    routes_account,
+    routes_activity,
+    routes_backtests,
+    routes_control,
+    routes_health,
+    routes_history,
+    routes_portfolio,
+    routes_risk,
+    routes_webhooks,
+)
 from tradebot.api.auth import BodyLimit, check_exposure
+from tradebot.api.routes_docs import add_offline_docs
 from tradebot.common.bus import Bus, connect
 from tradebot.common.config import Settings, SettingsError
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
 from tradebot.common.runtime import bootstrap, infrastructure
-from tradebot.storage.queries import StoredDataError, UnknownSymbolError
+from tradebot.storage.queries import StoredDataError, UnknownSourceError, UnknownSymbolError
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions, database_mode
 from tradebot.ui import dashboard, routes_ws, udf
@@ -117,6 +132,10 @@ async def _unknown_symbol(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=404, content={"detail": f"no data stored for symbol {error}; see /symbols"})
 
 
+async def _unknown_source(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": str(error)})
+
+
 async def _stored_data_error(request: Request, error: Exception) -> JSONResponse:
     """422: the request is valid, but stored rows in its range overflow the aggregation. Not a 503
     (retrying never helps) and not a bare 500 (the server works: other symbols and ranges answer);
@@ -142,11 +161,17 @@ def create_app(settings: Settings) -> FastAPI:
         version="1.0",
         description="OHLCV history of US equities from ticks and stored bars; worker health.",
         lifespan=lifespan,
+        docs_url=None,  # served with local assets by add_offline_docs
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.state.settings = settings
     app.include_router(routes_history.router)
     app.include_router(routes_health.router)
     app.include_router(routes_account.router)
+    app.include_router(routes_activity.router)
+    for risk_router in (routes_portfolio.router, routes_risk.router, routes_control.router):
+        app.include_router(risk_router)
     app.include_router(routes_webhooks.router)
     app.include_router(udf.router)
     app.include_router(routes_ws.router)
@@ -156,8 +181,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
+    app.include_router(routes_backtests.router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(UnknownSymbolError, _unknown_symbol)
+    app.add_exception_handler(UnknownSourceError, _unknown_source)
     app.add_exception_handler(StoredDataError, _stored_data_error)
     app.add_exception_handler(asyncpg.DataError, _stored_data_error)
     for error_type in TRANSIENT_DB_ERRORS:
@@ -165,10 +192,28 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def port_taken(host: str, port: int) -> bool:
+    """Whether another program listens on host:port (then uvicorn could only fail, again and again)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
 def main() -> None:
-    """Serve the API on API_HOST:API_PORT until Ctrl-C."""
-    with bootstrap() as settings, infrastructure(settings) as ready:
-        uvicorn.run(create_app(ready), host=ready.api_host, port=ready.api_port, log_level=ready.log_level.lower())
+    """Serve the API on API_HOST:API_PORT until Ctrl-C; a taken port is a setting to change (exit 78)."""
+    with bootstrap() as settings:
+        if port_taken(settings.api_host, settings.api_port):
+            raise SettingsError(
+                f"{settings.api_host}:{settings.api_port} is in use by another program; "
+                "set API_PORT to a free port (or stop that program)"
+            )
+        with infrastructure(settings) as ready:
+            app = create_app(ready)
+            uvicorn.run(app, host=ready.api_host, port=ready.api_port, log_level=ready.log_level.lower())
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""GET /health: database and mode, Redis, every worker's heartbeat, stream lengths and group lag."""
+"""GET /health: database and mode, Redis and its memory budget, every worker's heartbeat, stream
+lengths and group lag, dead letters per stream, and the gaps live feeds recorded."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Response
 
 from tradebot.api.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep
-from tradebot.api.schemas import DatabaseOut, HealthOut, StreamOut, WorkerOut
+from tradebot.api.schemas import DatabaseOut, GapOut, HealthOut, RedisMemoryOut, StreamOut, WorkerOut
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.config import Settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, is_reachable
 from tradebot.common.streams import (
     EXECUTION_ROLE,
+    GAP_PATTERN,
     HEARTBEAT_PATTERN,
     ORDERS_NEW,
     STORAGE_GROUP,
@@ -61,8 +63,8 @@ async def heartbeats(client: aioredis.Redis, now: datetime) -> list[WorkerOut]:
 
 async def stream_health(client: aioredis.Redis, settings: Settings) -> list[StreamOut]:
     """Length, pending and lag of every existing watched stream for its group."""
-    bus = Bus(client, maxlen=settings.stream_maxlen)
-    found = []
+    bus = Bus(client)
+    found: list[StreamOut] = []
     for stream, group in watched_groups(settings):
         if not await client.exists(stream):
             continue
@@ -74,10 +76,28 @@ async def stream_health(client: aioredis.Redis, settings: Settings) -> list[Stre
                 length=health.length,
                 pending=health.pending,
                 lag=health.lag,
-                near_cap=health.near_cap,
             )
         )
     return found
+
+
+async def recorded_gaps(client: aioredis.Redis) -> list[GapOut]:
+    """Every gap record a live feed committed, newest first."""
+    keys = [key async for key in client.scan_iter(match=GAP_PATTERN, count=500)]
+    gaps = []
+    for raw in await client.mget(keys) if keys else []:
+        try:
+            gaps.append(GapOut.model_validate(json.loads(raw)))
+        except (TypeError, ValueError) as error:  # expired meanwhile, or not one of ours
+            log.warning("ignoring malformed gap record: %s", error)
+    return sorted(gaps, key=lambda gap: gap.first, reverse=True)
+
+
+async def redis_memory(client: aioredis.Redis, settings: Settings) -> RedisMemoryOut:
+    """Redis memory in use against the budget."""
+    used = await Bus(client).memory_used()
+    budget = int(settings.redis_memory_budget_mb * 2**20)
+    return RedisMemoryOut(used_bytes=used, budget_bytes=budget, over_budget=used > budget)
 
 
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
@@ -95,11 +115,17 @@ async def health(
             reachable = False
     workers: list[WorkerOut] = []
     streams: list[StreamOut] = []
+    dead_letters: dict[str, int] = {}
+    memory = None
+    gaps: list[GapOut] = []
     redis_ok: bool | None = None
     if client is not None:
         try:
             workers = await heartbeats(client, datetime.now(UTC))
             streams = await stream_health(client, settings)
+            dead_letters = await Bus(client).dead_letter_counts()
+            memory = await redis_memory(client, settings)
+            gaps = await recorded_gaps(client)
             redis_ok = True
         except RECOVERABLE_REDIS_ERRORS:
             redis_ok = False
@@ -112,6 +138,9 @@ async def health(
         redis_reachable=redis_ok,
         workers=workers,
         streams=streams,
+        dead_letters=dead_letters,
+        redis_memory=memory,
+        gaps=gaps,
     )
 
 

@@ -10,12 +10,14 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter
 
-from tradebot.api.deps import BarQuery, BarQueryDep, ModeDep, NowDep, ReadPoolDep, SymbolDep, TimeRangeDep
+from tradebot.api.deps import BarQuery, BarQueryDep, ModeDep, NowDep, ReadPoolDep, SourceDep, SymbolDep, TimeRangeDep
 from tradebot.api.schemas import BarOut, ErrorOut, HistoryOut, OhlcvOut, StatsOut, SymbolOut, SymbolsOut
+from tradebot.common import rounding
 from tradebot.storage import queries
+from tradebot.storage.buckets import MARKET_TZ
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "no data was ever stored for this symbol"},
+    404: {"model": ErrorOut, "description": "no data was ever stored for this symbol (or from this source)"},
     422: {
         "model": ErrorOut,
         "description": "invalid symbol, timeframe, dates or limit; or stored data in the "
@@ -37,6 +39,22 @@ async def _bars(pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime) -
         limit=query.limit,
         rollups=mode == "timescaledb",
         now=now,
+        source=query.source,
+    )
+
+
+def bar_out(row: asyncpg.Record, timeframe: str) -> BarOut:
+    """A stored or aggregated bar as shown: prices as quoted, VWAP to 4 decimals, daily bars dated."""
+    return BarOut(
+        timestamp=row["ts"],
+        session_date=row["ts"].astimezone(MARKET_TZ).date() if timeframe == "1d" else None,
+        open=rounding.price(row["open"]),  # type: ignore[arg-type]
+        high=rounding.price(row["high"]),  # type: ignore[arg-type]
+        low=rounding.price(row["low"]),  # type: ignore[arg-type]
+        close=rounding.price(row["close"]),  # type: ignore[arg-type]
+        volume=row["volume"],
+        trade_count=row["trade_count"],
+        vwap=rounding.vwap(row["vwap"]),
     )
 
 
@@ -45,46 +63,49 @@ async def history(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: Now
     """OHLCV bars of one continuous series (stored bars and ticks merged), oldest first.
 
     With ``start``: the first ``limit`` bars starting at or after it. Without: the latest ``limit``
-    bars starting before ``end`` (default now, including the current, still open bar).
+    bars starting before ``end`` (default now, including the current, still open bar). Prices are
+    rounded as quoted (to the cent; 4 decimals below $1), VWAP to 4 decimals; a daily bar also
+    carries its session date (America/New_York).
     """
     rows = await _bars(pool, query, mode, now)
-    bars = [
-        BarOut(
-            timestamp=r["ts"],
-            open=r["open"],
-            high=r["high"],
-            low=r["low"],
-            close=r["close"],
-            volume=r["volume"],
-            trade_count=r["trade_count"],
-            vwap=r["vwap"],
-        )
-        for r in rows
-    ]
-    return HistoryOut(symbol=query.symbol, timeframe=query.timeframe, mode=mode, count=len(bars), bars=bars)
+    bars = [bar_out(r, query.timeframe) for r in rows]
+    sources = await queries.series_sources(pool, query.symbol, query.source)
+    return HistoryOut(
+        symbol=query.symbol, timeframe=query.timeframe, mode=mode, sources=sources, count=len(bars), bars=bars
+    )
 
 
 @router.get("/ohlcv/{symbol}", response_model=OhlcvOut, responses=ERRORS)
 async def ohlcv(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep) -> OhlcvOut:
-    """The bars of /history as parallel arrays (same parameters, same bars)."""
-    rows = await _bars(pool, query, mode, now)
-    column = {
-        name: [r[name] for r in rows] for name in ("open", "high", "low", "close", "volume", "trade_count", "vwap")
-    }
-    return OhlcvOut(
-        symbol=query.symbol, timeframe=query.timeframe, count=len(rows), timestamp=[r["ts"] for r in rows], **column
-    )
+    """The bars of /history as parallel arrays (same parameters, same bars, same rounding)."""
+    bars = [bar_out(r, query.timeframe) for r in await _bars(pool, query, mode, now)]
+    fields = ("timestamp", "open", "high", "low", "close", "volume", "trade_count", "vwap")
+    column = {name: [getattr(bar, name) for bar in bars] for name in fields}
+    dates = [bar.session_date for bar in bars if bar.session_date] if query.timeframe == "1d" else None
+    return OhlcvOut(symbol=query.symbol, timeframe=query.timeframe, count=len(bars), session_date=dates, **column)
 
 
 @router.get("/stats/{symbol}", response_model=StatsOut, responses=ERRORS)
-async def stats(symbol: SymbolDep, window: TimeRangeDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep) -> StatsOut:
+async def stats(
+    symbol: SymbolDep, window: TimeRangeDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep, source: SourceDep = None
+) -> StatsOut:
     """Summary statistics of the daily series between ``start`` and ``end`` (default: all history)."""
-    row = await queries.stats(pool, symbol, start=window.start, end=window.end, rollups=mode == "timescaledb", now=now)
+    row = await queries.stats(
+        pool, symbol, start=window.start, end=window.end, rollups=mode == "timescaledb", now=now, source=source
+    )
     change = row["close"] - row["open"] if row["days"] else None
     change_pct = change / row["open"] * 100 if change is not None else None
     if change_pct is not None and not math.isfinite(change_pct):  # JSON has no Infinity
         raise queries.StoredDataError(symbol, f"change_pct overflows (open {row['open']!r}, close {row['close']!r})")
-    return StatsOut(symbol=symbol, change=change, change_pct=change_pct, **dict(row))
+    shown = {name: rounding.price(row[name]) for name in ("open", "high", "low", "close")}
+    return StatsOut(
+        **{**dict(row), **shown, "vwap": rounding.vwap(row["vwap"])},
+        symbol=symbol,
+        change=rounding.price(change) if change is not None else None,
+        change_pct=round(change_pct, 2) if change_pct is not None else None,
+        first_session=row["first_day"].astimezone(MARKET_TZ).date() if row["first_day"] else None,
+        last_session=row["last_day"].astimezone(MARKET_TZ).date() if row["last_day"] else None,
+    )
 
 
 @router.get("/symbols", response_model=SymbolsOut)
@@ -92,7 +113,14 @@ async def symbols(pool: ReadPoolDep) -> SymbolsOut:
     """Every symbol with stored ticks or bars, its first and last time, and the counts."""
     rows = await queries.symbols(pool)
     found = [
-        SymbolOut(symbol=r["symbol"], first=r["first_ts"], last=r["last_ts"], ticks=r["ticks"], bars=r["bars"])
+        SymbolOut(
+            symbol=r["symbol"],
+            first=r["first_ts"],
+            last=r["last_ts"],
+            ticks=r["ticks"],
+            bars=r["bars"],
+            sources=r["sources"],
+        )
         for r in rows
     ]
     return SymbolsOut(count=len(found), symbols=found)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -18,16 +18,22 @@ class ErrorOut(BaseModel):
 
 
 class BarOut(BaseModel):
-    """One OHLCV bar; ``timestamp`` is the start of its bucket (UTC)."""
+    """One OHLCV bar; ``timestamp`` is the start of its bucket (UTC). Prices are rounded as quoted:
+    to the cent, or to 4 decimals below $1."""
 
     timestamp: datetime
+    session_date: date | None = Field(
+        None, description="daily bars only: the trading session's date (America/New_York), e.g. 2026-12-01"
+    )
     open: float
     high: float
     low: float
     close: float
     volume: float
     trade_count: int
-    vwap: float | None = Field(description="volume-weighted average price; null when a source bar had none")
+    vwap: float | None = Field(
+        description="volume-weighted average price (4 decimals); null when a source bar had none"
+    )
 
 
 class HistoryOut(BaseModel):
@@ -36,6 +42,7 @@ class HistoryOut(BaseModel):
     symbol: str
     timeframe: Timeframe
     mode: Mode = Field(description="where tick aggregates came from: continuous aggregates or on the fly")
+    sources: list[str] = Field(description="the sources these bars are built from (real data wins over mock)")
     count: int
     bars: list[BarOut]
 
@@ -54,6 +61,7 @@ class OhlcvOut(BaseModel):
     volume: list[float]
     trade_count: list[int]
     vwap: list[float | None]
+    session_date: list[date] | None = Field(None, description="daily bars only: each bar's session date")
 
 
 class SymbolOut(BaseModel):
@@ -64,6 +72,7 @@ class SymbolOut(BaseModel):
     last: datetime
     ticks: int
     bars: int
+    sources: list[str] = Field(description="where its data comes from (mock, alpaca, polygon, ...); see ?source=")
 
 
 class SymbolsOut(BaseModel):
@@ -79,6 +88,8 @@ class StatsOut(BaseModel):
     symbol: str
     first_day: datetime | None
     last_day: datetime | None
+    first_session: date | None = Field(None, description="first_day as its trading date (America/New_York)")
+    last_session: date | None = Field(None, description="last_day as its trading date (America/New_York)")
     days: int
     open: float | None
     high: float | None
@@ -114,7 +125,25 @@ class StreamOut(BaseModel):
     length: int
     pending: int
     lag: int | None = Field(description="entries not yet delivered to the group")
-    near_cap: bool = Field(description="unconsumed entries approach MAXLEN: trimming could drop them")
+
+
+class RedisMemoryOut(BaseModel):
+    """Redis memory against REDIS_MEMORY_BUDGET_MB: past it producers wait and live feeds record gaps."""
+
+    used_bytes: int
+    budget_bytes: int
+    over_budget: bool
+
+
+class GapOut(BaseModel):
+    """Live events a feed could not publish while Redis could not take writes; gap repair fills them."""
+
+    source: str
+    symbols: list[str]
+    first: datetime
+    last: datetime
+    dropped: int
+    repaired: bool
 
 
 class DatabaseOut(BaseModel):
@@ -134,3 +163,6 @@ class HealthOut(BaseModel):
     redis_reachable: bool | None = Field(description="null when REDIS_URL is not configured")
     workers: list[WorkerOut]
     streams: list[StreamOut]
+    dead_letters: dict[str, int] = Field({}, description="records per dead-letter stream (`tradebot dlq`)")
+    redis_memory: RedisMemoryOut | None = None
+    gaps: list[GapOut] = Field([], description="gaps live feeds recorded (newest first)")

@@ -58,7 +58,7 @@ async def bench_bus(
     redis_url: str, batches: tuple[int, ...] = (1, 100, 1000), messages: int = 100_000
 ) -> list[dict[str, float]]:
     """One row per batch size; batch size 1 uses fewer messages (one round trip each)."""
-    bus = Bus(connect(redis_url), maxlen=max(messages * 2, 1000))
+    bus = Bus(connect(redis_url))
     try:
         rows = []
         for batch in batches:

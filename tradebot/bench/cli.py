@@ -1,8 +1,9 @@
 """``tradebot bench``: every figure of docs/BENCHMARKS.md in one bounded run, as a table and JSON.
 
-Sections run in order — bus, strategy, e2e (ticks stored/s with every worker running),
-latency (tick → order at fixed offered rates), storage (ingest rows/s, /history) — then the peak
-RSS of every worker process the run started. A section that fails is reported as such and the
+Sections run in order — bus, strategy, risk (cost of a pre-trade check), backtest (ticks/s and
+bars/s per core), e2e (ticks stored/s with every worker running), latency (tick → order at fixed
+offered rates), storage (ingest rows/s, /history), ui (WebSocket fan-out, dashboard paint) — then the
+peak RSS of every worker process the run started. A section that fails is reported as such and the
 others still run. Default sizes finish in about four minutes on 2 cores, ``--quick`` in under one.
 """
 
@@ -20,11 +21,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from tradebot.bench.backtest import measure_backtest
 from tradebot.bench.bus import measure_bus
 from tradebot.bench.e2e import FeedRun, measure_throughput
 from tradebot.bench.latency import measure_latency
 from tradebot.bench.processes import WorkerPool, worker_pool
 from tradebot.bench.report import Figure, Report, print_report
+from tradebot.bench.risk import measure_risk
 from tradebot.bench.storage import StorageSizes, measure_storage
 from tradebot.bench.strategy import measure_strategy
 from tradebot.bench.target import (
@@ -38,7 +41,7 @@ from tradebot.common.runtime import bootstrap, setup_logging
 
 log = logging.getLogger("tradebot.bench")
 
-SECTIONS = ("bus", "strategy", "e2e", "latency", "storage", "ui")
+SECTIONS = ("bus", "strategy", "risk", "backtest", "e2e", "latency", "storage", "ui")
 MiB = 2**20
 
 
@@ -48,16 +51,21 @@ class BenchSizes:
 
     bus_messages: int
     strategy_ticks: int
+    backtest_ticks: int
+    backtest_bars: int
     e2e_ticks: int
     e2e_offered_rate: float
     latency_rates: tuple[float, ...]
     latency_seconds: float
     storage: StorageSizes
+    risk_orders: int = 20_000
 
 
 DEFAULT_SIZES = BenchSizes(
     bus_messages=100_000,
     strategy_ticks=100_000,
+    backtest_ticks=200_000,
+    backtest_bars=50_000,
     e2e_ticks=200_000,
     e2e_offered_rate=50_000,
     latency_rates=(1_000, 5_000, 20_000),
@@ -67,11 +75,14 @@ DEFAULT_SIZES = BenchSizes(
 QUICK_SIZES = BenchSizes(
     bus_messages=20_000,
     strategy_ticks=20_000,
+    backtest_ticks=20_000,
+    backtest_bars=5_000,
     e2e_ticks=30_000,
     e2e_offered_rate=50_000,
     latency_rates=(1_000, 5_000, 20_000),
     latency_seconds=3,
     storage=StorageSizes(table_ticks=200_000, ingest_rows=20_000, samples=10, load_seconds=3),
+    risk_orders=5_000,
 )
 
 Step = Callable[[BenchTarget, WorkerPool, BenchSizes], Awaitable[list[Figure]]]
@@ -84,6 +95,14 @@ async def _bus(target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes) -> 
 async def _strategy(target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
     s = target.settings
     return measure_strategy(sizes.strategy_ticks, s.short_window, s.long_window, s.bus_batch_size)
+
+
+async def _risk(target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
+    return measure_risk(sizes.risk_orders, target.settings)
+
+
+async def _backtest(_target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
+    return measure_backtest(sizes.backtest_ticks, sizes.backtest_bars)
 
 
 async def _e2e(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
@@ -110,6 +129,8 @@ async def _ui(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes) -> li
 STEPS: dict[str, Step] = {
     "bus": _bus,
     "strategy": _strategy,
+    "risk": _risk,
+    "backtest": _backtest,
     "e2e": _e2e,
     "latency": _latency,
     "storage": _storage,

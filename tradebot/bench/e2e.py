@@ -13,9 +13,12 @@ from tradebot.bench.report import Figure
 from tradebot.bench.target import BenchTarget
 from tradebot.common.bus import Bus
 from tradebot.common.embedded import free_port
-from tradebot.common.streams import tick_streams
+from tradebot.common.streams import ORDERS_NEW, SIGNALS, tick_streams
 
 CONSUMERS = ("strategy", "execution", "storage")
+# The figures are read off the streams after a run, so a group of the bench's own (which never
+# reads) holds back retention: streams are trimmed only below what every group still needs.
+KEEPER_GROUP = "bench-keeper"
 READY_TIMEOUT_S = 60.0
 POLL_S = 0.1
 
@@ -36,6 +39,8 @@ async def start_pipeline(target: BenchTarget, bus: Bus, workers: WorkerPool, *, 
     """A clean slate, then every consumer role as a process, ready; returns the worker environment."""
     settings = target.bench_settings
     await reset(target, bus)
+    for stream in [*tick_streams(settings.tick_partitions), SIGNALS, ORDERS_NEW]:
+        await bus.ensure_group(stream, KEEPER_GROUP)
     env = worker_environment(settings, api_port=free_port())
     for role in CONSUMERS + (("api",) if api else ()):
         workers.start(role, env)

@@ -7,7 +7,9 @@ of its XADD. On one machine both clocks are the same, so for each order:
 * tick → order = order entry ms − tick timestamp: from the tick's creation to its order on the bus,
   including the feed's batching (a batch's first tick waits while the rest are generated);
 * on the bus = order entry ms − tick entry ms: from the tick on its stream to the order on
-  ``orders.new`` (strategy read, decode, apply, atomic commit), as a live feed would see it.
+  ``orders.new`` (strategy read, decode, apply, atomic commit), as a live feed would see it;
+* tick → decision = order event entry ms − tick timestamp: through the execution role's risk stage
+  and paper broker to the order's event (filled, rejected or denied) on ``orders.events``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from tradebot.bench.processes import BENCH_SYMBOLS, WorkerPool
 from tradebot.bench.report import Figure, percentile
 from tradebot.bench.target import BenchTarget
 from tradebot.common.bus import Bus, decode, entry_ms
-from tradebot.common.models import Order, Signal
-from tradebot.common.streams import ORDERS_NEW, SIGNALS, tick_streams
+from tradebot.common.models import Order, OrderEvent, Signal
+from tradebot.common.streams import EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW, SIGNALS, tick_streams
 
 SECTION = "tick → order latency"
 DRAIN_TIMEOUT_S = 20.0
@@ -66,6 +68,16 @@ async def order_latencies_ms(bus: Bus, partitions: int) -> tuple[list[float], li
     return total, on_bus
 
 
+async def decision_latencies_ms(bus: Bus) -> list[float]:
+    """Tick → order event (risk stage and broker included) of every event on ``orders.events``."""
+    latencies = []
+    async for entry_id, fields in entries(bus, ORDER_EVENTS):
+        event = decode(fields)
+        assert isinstance(event, OrderEvent)
+        latencies.append(entry_ms(entry_id) - event.timestamp.timestamp() * 1000)
+    return latencies
+
+
 async def measure_latency(target: BenchTarget, workers: WorkerPool, run: FeedRun) -> list[Figure]:
     """Tick → order latency p50/p95/p99 at one offered rate, with the rate achieved and the backlog."""
     bus = Bus.from_settings(target.bench_settings)
@@ -78,10 +90,13 @@ async def measure_latency(target: BenchTarget, workers: WorkerPool, run: FeedRun
         drained = await _drained(bus, partitions)
         _, achieved = await publish_rate(bus, partitions)
         total, on_bus = await order_latencies_ms(bus, partitions)
+        decided = await _decisions_drained(bus)
+        decisions = await decision_latencies_ms(bus)
     finally:
         workers.stop_all()
         await bus.close()
-    return rate_figure(run, achieved, left_at_end, drained) + latency_figures(run, total, on_bus)
+    figures = rate_figure(run, achieved, left_at_end, drained) + latency_figures(run, total, on_bus)
+    return figures + decision_figures(run, decisions, decided)
 
 
 def _exited(process: subprocess.Popen[bytes]) -> Callable[[], Awaitable[bool]]:
@@ -102,6 +117,34 @@ async def _drained(bus: Bus, partitions: int) -> bool:
         return True
     except BenchTimeoutError:
         return False
+
+
+async def _decisions_drained(bus: Bus) -> bool:
+    """Wait (bounded) for the execution role to decide every order; False if it could not."""
+
+    async def nothing_left() -> bool:
+        return await bus.backlog([ORDERS_NEW], EXECUTION_ROLE) == 0
+
+    try:
+        await wait_for(nothing_left, DRAIN_TIMEOUT_S, "the execution role to drain")
+        return True
+    except BenchTimeoutError:
+        return False
+
+
+def decision_figures(run: FeedRun, decisions: list[float], drained: bool) -> list[Figure]:
+    """p50/p99 from tick creation to the order's event, through the risk stage and the broker."""
+    name = f"tick → decision (risk + broker) p{{}} at {run.label}"
+    if len(decisions) < 2:
+        return [Figure(SECTION, name.format(50), None, "ms", "fewer than two order events in the run")]
+    method = (
+        f"as above, to the orders.events entry id of each of the {len(decisions):,} order events (filled, rejected "
+        f"or denied by the risk stage); execution drained: {_yes(drained)}"
+    )
+    return [
+        Figure(SECTION, name.format(q), percentile(decisions, q / 100), "ms", method, {"events": len(decisions)})
+        for q in (50, 99)
+    ]
 
 
 def _yes(flag: bool) -> str:

@@ -47,7 +47,7 @@ def worker_environment(settings: Settings, **overrides: object) -> dict[str, str
         TICK_PARTITIONS=str(settings.tick_partitions),
         BUS_BATCH_SIZE=str(settings.bus_batch_size),
         BUS_BLOCK_MS=str(settings.bus_block_ms),
-        STREAM_MAXLEN=str(settings.stream_maxlen),
+        REDIS_MEMORY_BUDGET_MB=str(settings.redis_memory_budget_mb),
         SHORT_WINDOW=str(settings.short_window),
         LONG_WINDOW=str(settings.long_window),
     )

@@ -15,6 +15,7 @@ from tradebot.bench.report import Figure
 from tradebot.common.bus import decode, encode
 from tradebot.common.models import Tick
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
+from tradebot.strategy.book import StrategyBook, StrategySpec
 from tradebot.strategy.moving_average import MovingAverageCrossover
 from tradebot.strategy.service import StrategyPartition
 from tradebot.universe.resolver import curated_symbols
@@ -43,7 +44,8 @@ def pure_cost_us(ticks: list[Tick], short_window: int, long_window: int) -> tupl
 def worker_cost_us(ticks: list[Tick], short_window: int, long_window: int, batch: int) -> float:
     """Microseconds per tick of decode + apply + encode outputs + checkpoint, in batches of ``batch``."""
     wire = [encode(tick) for tick in ticks]
-    state = StrategyPartition(lambda: MovingAverageCrossover(short_window, long_window), order_quantity=10.0)
+    specs = [StrategySpec(None, "ma_crossover", {"short_window": short_window, "long_window": long_window})]
+    state = StrategyPartition(lambda: StrategyBook(specs), 10.0)
     began = time.perf_counter()
     for start in range(0, len(wire), batch):
         events = [decode(fields) for fields in wire[start : start + batch]]

@@ -127,6 +127,7 @@ async def _store_year(database_url: str) -> None:
                 trade_count=10,
                 vwap=price,
                 source="bench",
+                version=0,
             )
         )
     conn = await asyncpg.connect(database_url)

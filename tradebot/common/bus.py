@@ -3,6 +3,12 @@
 An entry is ``{"v": schema version, "type": event class name, "data": event JSON}``. Delivery is
 at-least-once: readers ack after their effect, and :meth:`Bus.commit` publishes, writes state and
 acks in one atomic script so a crash can never split them.
+
+Retention follows the consumers: nothing here trims by length. :meth:`Bus.trim_consumed` removes
+only entries every group of a stream is done with, and memory is bounded by a budget
+(:meth:`Bus.wait_for_room`) that producers respect. Errors that mean "Redis cannot take this
+right now" (OOM, MISCONF, READONLY, BUSY, LOADING, timeouts) arrive as :class:`RedisRefusedError`, a
+recoverable error every retry loop rides out, never as a failure of the entry at hand.
 """
 
 from __future__ import annotations
@@ -11,12 +17,16 @@ import asyncio
 import enum
 import json
 import logging
+import re
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from redis.asyncio.connection import DefaultParser
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -26,12 +36,48 @@ from redis.retry import Retry
 from tradebot.common.config import ReadySettings
 from tradebot.common.lifecycle import first_of
 from tradebot.common.models import EVENT_TYPES, Event
-from tradebot.common.streams import SCHEMA_VERSION, dead_letter_stream
+from tradebot.common.streams import DEAD_LETTER_PATTERN, SCHEMA_VERSION, dead_letter_stream
 
 log = logging.getLogger(__name__)
 
-RECOVERABLE_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+class RedisRefusedError(ResponseError):  # type: ignore[misc]  # redis is untyped here (see pyproject)
+    """Redis is up but cannot take this command for now: out of memory, persistence failing, a
+    replica, loading, busy with a script. Says nothing about the entry at hand: wait and retry."""
+
+
+RECOVERABLE_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, RedisRefusedError)
 LAG_COUNT_CAP = 1000
+SOCKET_TIMEOUT_S = 30.0  # a hung Redis fails a command after this long, instead of after hours
+REMEMBERED_ERRORS = 10_000  # last_errors keeps this many entry ids (oldest forgotten first)
+ROOM_CHECK_S = 0.5  # how often a producer waiting for memory looks again
+ROOM_LOG_EVERY_S = 60.0  # a producer hovering at the budget says so once a minute, not per batch
+# Error codes Redis answers when it refuses a command for a while; a script's error carries the
+# code of the command inside it ("-OOM …" on Redis 6.2, the code itself on 7.x).
+# UNBLOCKED: a blocked read cut off because the server just became a replica.
+_REFUSING_CODES = (
+    "OOM",
+    "MISCONF",
+    "READONLY",
+    "BUSY",
+    "LOADING",
+    "NOREPLICAS",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "UNBLOCKED",
+)
+_REFUSING_IN_SCRIPT = re.compile(r"-(" + "|".join(_REFUSING_CODES) + r") ")
+
+
+class _OutageAwareParser(DefaultParser):  # type: ignore[misc]
+    """redis-py's reply parser, turning every "refusing for now" error into :class:`RedisRefusedError`."""
+
+    @classmethod
+    def parse_error(cls, response: str) -> ResponseError:
+        code = response.split(" ", 1)[0]
+        if code in _REFUSING_CODES or (code == "ERR" and _REFUSING_IN_SCRIPT.search(response)):
+            return RedisRefusedError(response)
+        return super().parse_error(response)
 
 
 @dataclass(frozen=True)
@@ -52,13 +98,33 @@ class StreamHealth:
     length: int
     pending: int
     lag: int | None
-    maxlen: int
 
-    @property
-    def near_cap(self) -> bool:
-        """True when unconsumed entries approach MAXLEN, i.e. trimming could eat them."""
-        backlog = self.pending + (self.lag or 0)
-        return backlog > 0.8 * self.maxlen
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One record of a dead-letter stream: where the entry came from, why it failed, its raw fields."""
+
+    record_id: str
+    stream: str
+    entry_id: str
+    group: str
+    reason: str
+    payload: dict[str, str]
+
+    @classmethod
+    def from_record(cls, record_id: str, fields: Mapping[str, str]) -> DeadLetter:
+        try:
+            payload = json.loads(fields.get("payload", "{}"))
+        except ValueError:
+            payload = {}
+        return cls(
+            record_id,
+            fields.get("stream", ""),
+            fields.get("entry_id", ""),
+            fields.get("group", ""),
+            fields.get("reason", ""),
+            payload if isinstance(payload, dict) else {},
+        )
 
 
 class RawEntry(NamedTuple):
@@ -87,6 +153,7 @@ class Commit:
     publish: list[tuple[str, Event]] = field(default_factory=list)
     acks: list[tuple[str, str]] = field(default_factory=list)
     state: dict[str, str] = field(default_factory=dict)
+    hashes: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> fields to set (HSET)
     # (key, value the producer last read): the commit applies only if the key still holds it
     guard: tuple[str, str] | None = None
 
@@ -96,21 +163,26 @@ class Commit:
 # must not apply twice: with acks, the first entry is no longer pending; without (a producer),
 # the guard key no longer holds the value the producer read.
 _COMMIT_SCRIPT = """
-local lease_key, owner, group, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local lease_key, owner, group = ARGV[1], ARGV[2], ARGV[3]
 if lease_key ~= '' and redis.call('GET', lease_key) ~= owner then return 0 end
-local guard_key, guard_value = ARGV[5], ARGV[6]
+local guard_key, guard_value = ARGV[4], ARGV[5]
 if guard_key ~= '' and (redis.call('GET', guard_key) or '') ~= guard_value then return 2 end
-local i = 7
+local i = 6
 local acks = tonumber(ARGV[i]); i = i + 1
 if acks > 0 and #redis.call('XPENDING', ARGV[i], group, ARGV[i+1], ARGV[i+1], 1) == 0 then return 1 end
 for _ = 1, acks do redis.call('XACK', ARGV[i], group, ARGV[i+1]); i = i + 2 end
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
-  redis.call('XADD', ARGV[i], 'MAXLEN', '~', maxlen, '*', 'v', ARGV[i+1], 'type', ARGV[i+2], 'data', ARGV[i+3])
+  redis.call('XADD', ARGV[i], '*', 'v', ARGV[i+1], 'type', ARGV[i+2], 'data', ARGV[i+3])
   i = i + 4
 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do redis.call('SET', ARGV[i], ARGV[i+1]); i = i + 2 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local key, fields = ARGV[i], tonumber(ARGV[i+1]); i = i + 2
+  for _ = 1, fields do redis.call('HSET', key, ARGV[i], ARGV[i+1]); i = i + 2 end
+end
 return 1
 """
 
@@ -134,6 +206,59 @@ return 1
 _FENCED_READ_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[2], ARGV[5])
+"""
+
+
+# A dead letter is fenced like a commit: a worker that lost its lease cannot write a second record
+# of an entry the new owner is handling. Returns 0 when fenced out.
+_DEAD_LETTER_SCRIPT = """
+if ARGV[1] ~= '' and redis.call('GET', ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('XADD', KEYS[2], '*', 'stream', KEYS[1], 'entry_id', ARGV[4], 'group', ARGV[3], 'reason', ARGV[5],
+  'payload', ARGV[6])
+redis.call('XACK', KEYS[1], ARGV[3], ARGV[4])
+return 1
+"""
+
+
+# The oldest entry of a stream that some group still needs: its oldest pending entry, or else the
+# one after the last delivered. Everything older goes (XTRIM MINID ~, whole nodes only, so it is
+# cheap). Run as one script so no group moves in between. Not trimmed (returns -1) while a group
+# that must read the stream (ARGV) does not exist yet, or when it has no group at all.
+_TRIM_SCRIPT = """
+local info = redis.pcall('XINFO', 'GROUPS', KEYS[1])
+if type(info) ~= 'table' or info.err or #info == 0 then return -1 end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local found, oldest_ms, oldest_seq = {}, nil, nil
+for _, flat in ipairs(info) do
+  local group = {}
+  for j = 1, #flat, 2 do group[flat[j]] = flat[j + 1] end
+  found[group['name']] = true
+  local ms, seq
+  if tonumber(group['pending']) > 0 then
+    ms, seq = parse(redis.call('XPENDING', KEYS[1], group['name'])[2])
+  else
+    ms, seq = parse(group['last-delivered-id'])
+    seq = seq + 1
+  end
+  if oldest_ms == nil or ms < oldest_ms or (ms == oldest_ms and seq < oldest_seq) then
+    oldest_ms, oldest_seq = ms, seq
+  end
+end
+for _, reader in ipairs(ARGV) do
+  if not found[reader] then return -1 end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d-%d', oldest_ms, oldest_seq))
+"""
+
+
+# Take a record out of its dead-letter stream and re-publish its entry, as one step: two replays
+# running at once cannot both publish it. Returns the new entry id, or nil if the record is gone.
+_REPLAY_SCRIPT = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
+return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
 """
 
 
@@ -177,12 +302,13 @@ def _pairs(flat: list | None) -> dict[str, str] | None:
     return dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A client without transport-level retries.
+def connect(url: str, *, socket_timeout_s: float = SOCKET_TIMEOUT_S) -> aioredis.Redis:
+    """A client without transport-level retries, with socket timeouts, that reports outages as such.
 
     redis-py would silently re-send a command whose reply was lost, which could run a commit or
     an XREADGROUP twice; every caller rides out outages with its own backoff loop instead and
-    knows how to resume (pending entries first, state from the checkpoint).
+    knows how to resume (pending entries first, state from the checkpoint). ``socket_timeout_s``
+    must outlast the longest blocking read (BUS_BLOCK_MS).
     """
     return aioredis.Redis.from_url(
         url,
@@ -190,36 +316,71 @@ def connect(url: str) -> aioredis.Redis:
         retry=Retry(NoBackoff(), retries=0),
         health_check_interval=30,
         socket_connect_timeout=5,
+        socket_timeout=socket_timeout_s,
         socket_keepalive=True,
+        parser_class=_OutageAwareParser,
     )
+
+
+class LastErrors(OrderedDict[str, str]):
+    """The last handler error per entry id, for the dead-letter reason; the oldest go past a bound."""
+
+    def __init__(self, bound: int = REMEMBERED_ERRORS):
+        super().__init__()
+        self.bound = bound
+
+    def __setitem__(self, entry_id: str, error: str) -> None:
+        super().__setitem__(entry_id, error)
+        self.move_to_end(entry_id)
+        while len(self) > self.bound:
+            self.popitem(last=False)
 
 
 class Bus:
     """Publish, consume, ack, reclaim and dead-letter events on Redis Streams."""
 
-    def __init__(self, client: aioredis.Redis, *, maxlen: int = 1_000_000, max_deliveries: int = 5):
+    def __init__(
+        self, client: aioredis.Redis, *, max_deliveries: int = 5, memory_budget_bytes: int | None = None
+    ) -> None:
         self.redis = client
-        self.maxlen = maxlen
         self.max_deliveries = max_deliveries
+        self.memory_budget_bytes = memory_budget_bytes  # None: no budget (tests, tools)
         self._commit = client.register_script(_COMMIT_SCRIPT)
         self._fenced_read = client.register_script(_FENCED_READ_SCRIPT)
         self._publish_once = client.register_script(_PUBLISH_ONCE_SCRIPT)
-        self.last_errors: dict[str, str] = {}
+        self._dead_letter = client.register_script(_DEAD_LETTER_SCRIPT)
+        self._trim = client.register_script(_TRIM_SCRIPT)
+        self._replay = client.register_script(_REPLAY_SCRIPT)
+        self.last_errors = LastErrors()
+        self.stats: Counter[str] = Counter()  # trimmed_before_ack, trimmed, waits_for_room, dead_lettered
+        self._next_room_log = 0.0
 
     @classmethod
     def from_settings(cls, settings: ReadySettings) -> Bus:
-        """The bus every worker uses: REDIS_URL, STREAM_MAXLEN, MAX_DELIVERIES."""
-        return cls(connect(settings.redis_url), maxlen=settings.stream_maxlen, max_deliveries=settings.max_deliveries)
+        """The bus every worker uses: REDIS_URL, REDIS_MEMORY_BUDGET_MB, MAX_DELIVERIES, BUS_BLOCK_MS."""
+        client = connect(settings.redis_url, socket_timeout_s=max(SOCKET_TIMEOUT_S, settings.bus_block_ms / 1000 + 10))
+        return cls(
+            client,
+            max_deliveries=settings.max_deliveries,
+            memory_budget_bytes=int(settings.redis_memory_budget_mb * 1024 * 1024),
+        )
 
     async def close(self) -> None:
         """Close the connection pool."""
         await self.redis.aclose()
 
     async def publish(self, items: Iterable[tuple[str, Event]]) -> list[str]:
-        """Append events in one pipelined round trip, trimming each stream with MAXLEN ~."""
+        """Append events in one pipelined round trip (never trimming: see :meth:`trim_consumed`)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream, event in items:
-                pipe.xadd(stream, encode(event), maxlen=self.maxlen, approximate=True)
+                pipe.xadd(stream, encode(event))
+            return await pipe.execute()
+
+    async def publish_fields(self, stream: str, entries: Sequence[Mapping[str, str]]) -> list[str]:
+        """Append entries given as wire fields (a dead-letter replay re-publishes these unchanged)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for fields in entries:
+                pipe.xadd(stream, dict(fields))
             return await pipe.execute()
 
     async def publish_once(self, key: str, ttl_ms: int, items: Sequence[tuple[str, Event]]) -> bool:
@@ -229,6 +390,10 @@ class Bus:
             flat = [part for pair in encode(event).items() for part in pair]
             args += [len(flat), *flat]
         return bool(await self._publish_once(keys=[key, *(stream for stream, _ in items)], args=args))
+
+    async def entries(self, stream: str) -> list[Event]:
+        """Every event on a stream, oldest first (replays and tools read results back with this)."""
+        return [decode(fields) for _, fields in await self.redis.xrange(stream)]
 
     async def publish_raw(self, stream: str, fields: Mapping[str, str]) -> str:
         """Append an arbitrary entry (tests and tools inject malformed messages with this)."""
@@ -308,21 +473,6 @@ class Bus:
             replies = await pipe.execute()
         return {stream: rows[0][0] if rows else "0-0" for stream, rows in zip(streams, replies, strict=True)}
 
-    async def follow(self, positions: dict[str, str], *, count: int, block_ms: int) -> list[Delivery]:
-        """Entries after ``positions`` (stream -> last id seen), read without a consumer group, so a
-        fan-out reader (dashboard, tail) sees everything and holds no worker back. Advances
-        ``positions``. An entry that does not decode is skipped: its consuming role dead-letters it."""
-        reply = await self.redis.xread(positions, count=count, block=block_ms)
-        deliveries = []
-        for stream, rows in reply or []:
-            for entry_id, fields in rows:
-                positions[stream] = entry_id
-                try:
-                    deliveries.append(Delivery(stream, entry_id, decode(fields)))
-                except ValueError:
-                    continue
-        return deliveries
-
     async def last_delivered_id(self, stream: str, group: str) -> str:
         """The id of the newest entry ``group`` has been given ("0-0" before the first)."""
         for info in await self._groups(stream):
@@ -340,8 +490,11 @@ class Bus:
             reply = await self.redis.xautoclaim(stream, group, consumer, min_idle_ms, cursor, count=count)
             cursor, rows = reply[0], reply[1]
             claimed.extend(RawEntry(stream, entry_id, fields) for entry_id, fields in rows if entry_id is not None)
-            if any(entry_id is None for entry_id, _ in rows):
+            if any(entry_id is None for entry_id, _ in rows):  # Redis 6.2: trimmed entries come back id-less
                 await self._ack_vanished(stream, group, consumer)
+            if len(reply) > 2 and reply[2]:  # Redis 7: ids of trimmed entries, already dropped from the PEL
+                for entry_id in reply[2]:
+                    self._note_trimmed(stream, entry_id, group)
             if cursor == "0-0" or len(claimed) >= count:
                 break
         live = await self._drop_trimmed(group, claimed)
@@ -362,12 +515,12 @@ class Bus:
             await pipe.execute()
 
     async def commit(self, group: str, commit: Commit, *, lease: tuple[str, str] | None = None) -> CommitResult:
-        """Publish, write state and ack atomically.
+        """Publish, write state (whole keys, and fields of hashes) and ack atomically.
 
         LOST_LEASE (nothing written) if ``lease`` is no longer ours; STALE (nothing written) if the
         guard key moved on; a retry of an already applied commit reports APPLIED and writes nothing.
         """
-        args: list[str | int] = [lease[0] if lease else "", lease[1] if lease else "", group, self.maxlen]
+        args: list[str | int] = [lease[0] if lease else "", lease[1] if lease else "", group]
         args += list(commit.guard) if commit.guard else ["", ""]
         args.append(len(commit.acks))
         for stream, entry_id in commit.acks:
@@ -379,25 +532,152 @@ class Bus:
         args.append(len(commit.state))
         for key, value in commit.state.items():
             args += [key, value]
+        args.append(len(commit.hashes))
+        for key, fields in commit.hashes.items():
+            args += [key, len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
         return CommitResult(await self._commit(keys=[], args=args))
 
     async def dead_letter(
-        self, group: str, stream: str, entry_id: str, fields: Mapping[str, str] | None, reason: str
-    ) -> None:
-        """Move an entry to ``dlq.<stream>`` with its raw payload and the reason, and ack it."""
-        record = {
-            "stream": stream,
-            "entry_id": entry_id,
-            "group": group,
-            "reason": reason,
-            "payload": json.dumps(dict(fields or {})),
-        }
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(dead_letter_stream(stream), record, maxlen=self.maxlen, approximate=True)
-            pipe.xack(stream, group, entry_id)
-            await pipe.execute()
+        self,
+        group: str,
+        stream: str,
+        entry_id: str,
+        fields: Mapping[str, str] | None,
+        reason: str,
+        *,
+        lease: tuple[str, str] | None = None,
+    ) -> bool:
+        """Move an entry to ``dlq.<stream>`` with its raw payload and the reason, and ack it, atomically.
+
+        With ``lease``, only while the lease is ours (False, nothing written, once it is not).
+        Dead-letter streams are never trimmed: ``tradebot dlq`` replays or drops their records.
+        """
+        payload = json.dumps(dict(fields or {}))
+        keys = [stream, dead_letter_stream(stream)]
+        args = [lease[0] if lease else "", lease[1] if lease else "", group, entry_id, reason, payload]
+        if not await self._dead_letter(keys=keys, args=args):
+            return False
         self.last_errors.pop(entry_id, None)
+        self.stats["dead_lettered"] += 1
         log.warning("dead-lettered %s %s (group %s): %s", stream, entry_id, group, reason)
+        return True
+
+    async def dead_letter_counts(self) -> dict[str, int]:
+        """Records per dead-letter stream (what /health and ``tradebot dlq list`` show)."""
+        streams = sorted([key async for key in self.redis.scan_iter(match=DEAD_LETTER_PATTERN, count=500)])
+        return {stream: await self.redis.xlen(stream) for stream in streams}
+
+    async def dead_letters(self, dead_letters: str, *, start: str = "-", count: int = 100) -> list[DeadLetter]:
+        """Records of one dead-letter stream, oldest first, from ``start``."""
+        rows = await self.redis.xrange(dead_letters, min=start, max="+", count=count)
+        return [DeadLetter.from_record(record_id, fields) for record_id, fields in rows]
+
+    async def replay_dead_letter(self, dead_letters: str, record: DeadLetter) -> str | None:
+        """Re-publish a record's raw entry to its original stream and remove the record, atomically.
+
+        The entry keeps its payload, so its event id too: every group of that stream sees it again
+        and applies it at most once (effects are idempotent on event ids). Returns the new entry id,
+        or None if the record was already gone (replayed or dropped by someone else meanwhile).
+        """
+        if not record.payload or not record.stream:
+            raise ValueError(f"{record.record_id} has no entry to replay (payload or stream missing)")
+        flat = [part for pair in record.payload.items() for part in pair]
+        return await self._replay(keys=[dead_letters, record.stream], args=[record.record_id, *flat])
+
+    async def drop_dead_letter(self, dead_letters: str, record_id: str) -> bool:
+        """Delete one record for good (after an operator decided it is not worth replaying)."""
+        return bool(await self.redis.xdel(dead_letters, record_id))
+
+    async def trim_consumed(self, stream: str, readers: Sequence[str] = ()) -> int:
+        """Trim ``stream`` below the oldest entry any of its groups still needs; returns entries removed.
+
+        Nothing is trimmed while one of ``readers`` (the groups that must read it) is missing, or
+        when the stream has no group at all: nobody has said what it still needs.
+        """
+        removed = int(await self._trim(keys=[stream], args=list(readers)))
+        if removed > 0:
+            self.stats["trimmed"] += removed
+        return max(0, removed)
+
+    async def remove_idle_consumers(self, stream: str, group: str, *, idle_ms: int, keep: str) -> int:
+        """Delete consumers of ``group`` that hold no pending entries and were idle for ``idle_ms``.
+
+        A consumer holding entries is never deleted (that would drop its entries from the PEL);
+        reclaiming moves them to a live consumer first. Returns how many were removed.
+        """
+        try:
+            consumers = await self.redis.xinfo_consumers(stream, group)
+        except ResponseError:  # no such stream or group yet
+            return 0
+        removed = 0
+        for consumer in consumers:
+            if consumer["name"] != keep and int(consumer["pending"]) == 0 and int(consumer["idle"]) >= idle_ms:
+                await self.redis.xgroup_delconsumer(stream, group, consumer["name"])
+                removed += 1
+        return removed
+
+    async def memory_used(self) -> int:
+        """Bytes Redis has allocated (INFO memory used_memory)."""
+        return int((await self.redis.info("memory"))["used_memory"])
+
+    async def has_room(self) -> bool:
+        """True when Redis is within the memory budget (always, without a budget)."""
+        return self.memory_budget_bytes is None or await self.memory_used() <= self.memory_budget_bytes
+
+    async def wait_for_room(self, retained: Mapping[str, Sequence[str]], stop: asyncio.Event, who: str) -> bool:
+        """Wait while Redis is over its memory budget, trimming what consumers finished meanwhile.
+
+        ``retained`` maps each stream to the groups that must read it. Logs once when it starts
+        waiting and once when it goes on; returns True when there is room, False if stopped first.
+        """
+        started, logged = None, False
+        while True:
+            if await self.has_room():
+                break
+            for stream, readers in retained.items():
+                await self.trim_consumed(stream, readers)
+            if await self.has_room():
+                break
+            if started is None:
+                started = time.monotonic()
+                self.stats["waits_for_room"] += 1
+            if not logged and time.monotonic() >= self._next_room_log:
+                logged = True
+                self._next_room_log = time.monotonic() + ROOM_LOG_EVERY_S
+                log.warning(
+                    "%s waits: Redis uses %.1f MB, over REDIS_MEMORY_BUDGET_MB=%.1f; consumers are behind "
+                    "(see /health), and entries are kept until every group has them",
+                    who,
+                    await self.memory_used() / 2**20,
+                    (self.memory_budget_bytes or 0) / 2**20,
+                )
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=ROOM_CHECK_S)
+                return False
+            except TimeoutError:
+                continue
+        if logged and started is not None:
+            log.info("%s goes on: Redis is back within its memory budget after %.1fs", who, time.monotonic() - started)
+        return True
+
+    async def follow(
+        self, positions: Mapping[str, str], *, count: int, block_ms: int
+    ) -> list[tuple[str, str, Event | None]]:
+        """Entries after ``positions`` (stream → last seen id, ``$`` for "from now"), with plain XREAD:
+        a fan-out read that joins no group, so a watcher never holds back or takes work from a worker.
+        An entry that fails validation comes back as None (a watcher only looks; dead-lettering is
+        the consumers' job)."""
+        reply = await self.redis.xread(dict(positions), count=count, block=block_ms)
+        followed: list[tuple[str, str, Event | None]] = []
+        for stream, rows in reply or []:
+            for entry_id, fields in rows:
+                try:
+                    followed.append((stream, entry_id, decode(fields)))
+                except ValueError:
+                    followed.append((stream, entry_id, None))
+        return followed
 
     async def health(self, stream: str, group: str) -> StreamHealth:
         """Length, pending count and lag of ``stream`` for ``group``.
@@ -410,11 +690,11 @@ class Bus:
         groups = {g["name"]: g for g in await self._groups(stream)}
         info = groups.get(group)
         if info is None:
-            return StreamHealth(stream, group, length, 0, length, self.maxlen)
+            return StreamHealth(stream, group, length, 0, length)
         lag = info.get("lag")
         if lag is None:
             lag = await self._counted_lag(stream, info["last-delivered-id"], length)
-        return StreamHealth(stream, group, length, int(info["pending"]), lag, self.maxlen)
+        return StreamHealth(stream, group, length, int(info["pending"]), lag)
 
     async def backlog(self, streams: Sequence[str], group: str) -> int:
         """Entries of ``streams`` that ``group`` has not finished: pending plus not yet delivered."""
@@ -467,12 +747,7 @@ class Bus:
             entry_id = row["message_id"]
             if not await self.redis.xrange(stream, min=entry_id, max=entry_id):
                 await self.redis.xack(stream, group, entry_id)
-                log.warning(
-                    "%s %s was trimmed before %s acked it (STREAM_MAXLEN too small for the backlog?)",
-                    stream,
-                    entry_id,
-                    group,
-                )
+                self._note_trimmed(stream, entry_id, group)
 
     async def _drop_trimmed(self, group: str, entries: list[RawEntry]) -> list[RawEntry]:
         """Ack pending entries whose data was trimmed away (nothing left to process); return the rest.
@@ -482,13 +757,19 @@ class Bus:
         gone = [(stream, entry_id) for stream, entry_id, fields in entries if not fields]
         for stream, entry_id in gone:
             await self.redis.xack(stream, group, entry_id)
-            log.warning(
-                "%s %s was trimmed before %s acked it (STREAM_MAXLEN too small for the backlog?)",
-                stream,
-                entry_id,
-                group,
-            )
+            self._note_trimmed(stream, entry_id, group)
         return [entry for entry in entries if entry.fields]
+
+    def _note_trimmed(self, stream: str, entry_id: str, group: str) -> None:
+        """A pending entry whose data is gone (someone trimmed or deleted it): counted and logged, never silent."""
+        self.stats["trimmed_before_ack"] += 1
+        log.error(
+            "%s %s was deleted before %s acked it: its event is lost to this group (trimmed by hand, "
+            "or with MAXLEN by another tool?)",
+            stream,
+            entry_id,
+            group,
+        )
 
     async def _decode_or_dead_letter(self, group: str, entries: list[RawEntry]) -> list[Delivery]:
         deliveries = []

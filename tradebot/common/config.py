@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SymbolMode = Literal["popular", "large", "mid", "small", "all", "custom"]
+SizingMode = Literal["fixed_quantity", "fixed_notional", "fixed_fractional", "atr", "kelly", "equal_risk"]
 
 
 class Settings(BaseSettings):
@@ -23,17 +24,23 @@ class Settings(BaseSettings):
     # --- infrastructure: unset URLs mean "start the embedded servers" ---
     redis_url: str | None = None
     database_url: str | None = None
-    # A read replica for the API's history, symbols, stats and marks; unset = DATABASE_URL.
+    # A read replica for the API's history, symbols, stats, activity and UDF; unset = DATABASE_URL.
     # Migrations and every write keep DATABASE_URL.
     database_read_url: str | None = None
     data_dir: Path = Path(".tradebot")
     embedded_redis_port: int = Field(6390, ge=1, le=65535)
     embedded_postgres_port: int = Field(5490, ge=1, le=65535)
+    # the embedded Redis refuses writes (OOM) past this rather than evict a cursor or checkpoint
+    embedded_redis_maxmemory: str = Field("2gb", pattern=r"(?i)^[1-9][0-9]*(b|kb|mb|gb)?$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # --- bus ---
     tick_partitions: int = Field(8, ge=1, le=256)
-    stream_maxlen: int = Field(1_000_000, ge=1000)
+    # Redis memory (INFO used_memory) past which producers that can wait do, and live feeds buffer
+    # then record gaps. Streams are trimmed by consumer progress, never by length.
+    redis_memory_budget_mb: float = Field(1024.0, gt=0)
+    # Events a live feed holds while Redis cannot take writes; past this it records a gap.
+    live_buffer_events: int = Field(50_000, ge=100)
     bus_batch_size: int = Field(500, ge=1, le=10_000)
     bus_block_ms: int = Field(1000, ge=1)
     claim_idle_ms: int = Field(15_000, ge=100)
@@ -41,6 +48,9 @@ class Settings(BaseSettings):
     lease_ttl_ms: int = Field(6000, ge=500)
     heartbeat_ttl_s: int = Field(15, ge=2)
     grace_period_s: float = Field(10.0, gt=0)
+    # exit code of a worker stopped by SIGINT/SIGTERM; `tradebot up` sets 143 for its workers so it
+    # can tell a stop it did not ask for (restart) from a finished burst / max-messages run (exit 0)
+    stopped_exit_code: int = Field(0, ge=0, le=255)
     # test / batch mode: stop after this many messages, or once the input is drained (burst)
     max_messages: int | None = Field(None, ge=1)
     burst: bool = False
@@ -63,11 +73,59 @@ class Settings(BaseSettings):
     short_window: int = Field(5, ge=1)
     long_window: int = Field(20, ge=2)
     order_quantity: float = Field(10.0, gt=0)
+    # A TOML file of [[strategy]] tables (docs/STRATEGIES.md); unset = one crossover of the windows above.
+    strategies_file: Path | None = None
 
     # --- execution (paper broker) ---
     starting_cash: float = Field(100_000.0, gt=0)
     slippage_bps: float = Field(1.0, ge=0)
     commission_per_share: float = Field(0.005, ge=0)
+    # how long (days of order time) the paper broker remembers executed client order ids
+    order_memory_days: float = Field(7.0, gt=0, le=366)
+
+    # --- execution broker (docs/BROKERS.md) ---
+    execution_broker: Literal["paper", "alpaca"] = "paper"
+    alpaca_paper: bool = True  # live trading needs ALPACA_PAPER=false AND ALPACA_LIVE_CONFIRM
+    alpaca_live_confirm: str | None = None
+    alpaca_trading_stream_url: str | None = None
+    alpaca_requests_per_minute: int = Field(190, ge=1, le=100_000)  # Alpaca allows 200 per account
+    alpaca_timeout_s: float = Field(10.0, gt=0, le=120)
+    alpaca_poll_interval_s: float = Field(2.0, gt=0, le=600)  # REST polling while the stream is down
+    reconcile_interval_s: float = Field(60.0, gt=0, le=86_400)
+    reconcile_tolerance: float = Field(1e-6, ge=0)  # shares a position may differ before trading halts
+
+    # --- risk (tradebot/risk, docs/RISK.md); a limit of 0 switches its check off ---
+    risk_max_order_notional: float = Field(50_000.0, ge=0)
+    risk_max_position_pct: float = Field(0.15, ge=0, le=1)
+    risk_max_gross_exposure_pct: float = Field(0.90, ge=0, le=10)
+    risk_max_open_positions: int = Field(50, ge=0)
+    risk_max_orders_per_second: int = Field(100, ge=0)
+    risk_max_orders_per_minute: int = Field(2_000, ge=0)
+    risk_max_symbol_orders_per_second: int = Field(5, ge=0)
+    risk_max_symbol_orders_per_minute: int = Field(60, ge=0)
+    risk_duplicate_window_s: float = Field(1.0, ge=0)
+    risk_price_collar_pct: float = Field(0.10, ge=0)
+    risk_daily_loss_pct: float = Field(0.03, ge=0, le=1)
+    risk_max_drawdown_pct: float = Field(0.15, ge=0, le=1)
+    risk_cooldown_s: float = Field(0.0, ge=0)
+    risk_loss_lock_count: int = Field(0, ge=0)
+    risk_loss_lock_window_s: float = Field(3600.0, ge=0)
+    risk_loss_lock_s: float = Field(900.0, ge=0)
+    # auto: enforce for a real broker, off for the paper broker (the mock demo trades at any hour)
+    market_hours: Literal["auto", "enforce", "off"] = "auto"
+    position_sizing: SizingMode = "fixed_quantity"
+    sizing_notional: float = Field(5_000.0, gt=0)
+    sizing_risk_pct: float = Field(0.01, gt=0, le=1)
+    sizing_stop_pct: float = Field(0.02, gt=0, le=1)
+    sizing_atr_multiple: float = Field(2.0, gt=0)
+    sizing_kelly_fraction: float = Field(0.5, gt=0, le=1)
+    sizing_kelly_cap: float = Field(0.10, gt=0, le=1)
+    fractional_shares: bool = False
+    # exits on every tick, in the strategy role (0 = off)
+    exit_stop_loss_pct: float = Field(0.0, ge=0, le=1)
+    exit_take_profit_pct: float = Field(0.0, ge=0)
+    exit_trailing_pct: float = Field(0.0, ge=0, le=1)
+    equity_sample_s: float = Field(60.0, gt=0)
 
     # --- history API ---
     api_host: str = "127.0.0.1"
@@ -93,6 +151,10 @@ class Settings(BaseSettings):
     rate_limit_delay: float = Field(0.0, ge=0)
     # Seconds of silence before a provider REST request (backfill, gap repair) is retried.
     provider_timeout_s: float = Field(10.0, gt=0, le=300)
+
+    # --- monitoring ---
+    # tradebot up logs a one-line activity summary this often; 0 turns it off.
+    summary_interval_s: float = Field(30.0, ge=0)
 
     # --- TimescaleDB ---
     chunk_interval: str | None = None
@@ -209,8 +271,13 @@ _SECRET_NAMES = {
 
 
 def redact_url(url: str | None) -> str:
-    """Where a server is, without the credentials in its URL (for logs and summaries)."""
+    """Where a server is, with only the password in its URL hidden (for logs and summaries).
+
+    A user name is not a secret, and showing it tells a reader which account connects."""
     if not url or "@" not in url:
         return url or "-"
     scheme, rest = url.split("://", 1) if "://" in url else ("", url)
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    credentials, location = rest.rsplit("@", 1)
+    user, has_password, _ = credentials.partition(":")
+    shown = f"{user}:***" if has_password else user
+    return f"{scheme}://{shown}@{location}" if scheme else f"{shown}@{location}"

@@ -5,6 +5,10 @@ that dead consumers left idle and reading new ones. A handler error on a batch i
 entry so one poison entry cannot hold back the rest; the poison entry stays pending and reaches the
 dead-letter stream after ``max_deliveries``. Transient errors (the database or Redis gone) are
 retried with capped, jittered backoff and never count as deliveries.
+
+On a schedule the consumer also keeps its streams tidy: it trims every stream below the oldest
+entry some group still needs (``retained`` says which groups must read which stream) and removes
+consumers of its group that hold nothing and have been idle for long (dead processes).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Delivery
@@ -23,7 +27,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Delivery]], Awaitable[None]]
 T = TypeVar("T")
-BACKLOG_CHECK_S = 60.0
+RETENTION_INTERVAL_S = 2.0
+IDLE_CONSUMER_CLAIMS = 20  # a consumer idle for this many claim intervals, holding nothing, is gone
+STILL_WAITING_LOG_S = 60.0
 
 
 async def ride_out_redis(operation: Callable[[], Awaitable[T]], stop: asyncio.Event, backoff: Backoff) -> T | None:
@@ -57,6 +63,7 @@ class GroupConsumer:
         claim_idle_ms: int,
         counters: Counter,
         transient_errors: tuple[type[BaseException], ...] = (),
+        retained: Mapping[str, Sequence[str]] | None = None,
     ):
         self.bus = bus
         self.streams = list(streams)
@@ -71,7 +78,11 @@ class GroupConsumer:
         self._effect_backoff = Backoff(f"{group} effect")
         self._recheck_pending = True
         self._next_reclaim = 0.0
-        self._next_backlog_check = time.monotonic() + BACKLOG_CHECK_S
+        # stream -> groups that must read it before it is trimmed; streams not named are left alone
+        self.retained = {
+            stream: tuple(readers) for stream, readers in (retained or {}).items() if stream in self.streams
+        }
+        self._next_retention = 0.0
         self._counted_retries = 0
 
     async def run(
@@ -100,9 +111,9 @@ class GroupConsumer:
             if pending:
                 return pending
             self._recheck_pending = False
-        if time.monotonic() >= self._next_backlog_check:
-            self._next_backlog_check = time.monotonic() + BACKLOG_CHECK_S
-            await self._warn_if_near_cap()
+        if time.monotonic() >= self._next_retention:
+            self._next_retention = time.monotonic() + RETENTION_INTERVAL_S
+            await self._keep_retention()
         if time.monotonic() >= self._next_reclaim:
             self._next_reclaim = time.monotonic() + self.claim_idle_ms / 2000
             for stream in self.streams:
@@ -116,22 +127,14 @@ class GroupConsumer:
             self.streams, self.group, self.consumer, count=self.batch_size, block_ms=self.block_ms
         )
 
-    async def _warn_if_near_cap(self) -> None:
-        """Trimming at MAXLEN would eat entries this group has not handled yet: say so loudly."""
-        for stream in self.streams:
-            health = await self.bus.health(stream, self.group)
-            if health.near_cap:
-                self.counters["near_cap_warnings"] += 1
-                log.warning(
-                    "%s: %s has %d pending + %s undelivered entries, near STREAM_MAXLEN=%d; "
-                    "add %s workers or raise STREAM_MAXLEN before trimming drops unread entries",
-                    self.group,
-                    stream,
-                    health.pending,
-                    health.lag,
-                    health.maxlen,
-                    self.group,
-                )
+    async def _keep_retention(self) -> None:
+        """Trim what every group has finished and forget consumers that died holding nothing."""
+        for stream, readers in self.retained.items():
+            self.counters["trimmed"] += await self.bus.trim_consumed(stream, readers)
+            self.counters["idle_consumers_removed"] += await self.bus.remove_idle_consumers(
+                stream, self.group, idle_ms=self.claim_idle_ms * IDLE_CONSUMER_CLAIMS, keep=self.consumer
+            )
+        self.counters["trimmed_before_ack"] = self.bus.stats["trimmed_before_ack"]
 
     async def _with_redis(self, operation: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T | None:
         try:

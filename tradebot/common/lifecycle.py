@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
+STILL_WAITING_LOG_S = 60.0  # an outage is logged when it starts, then again every minute it lasts
 
 
 def backoff_delay_s(failures: int, *, base_s: float, cap_s: float, jitter: bool = True) -> float:
@@ -33,11 +35,14 @@ class Backoff:
         self.cap_s = cap_s
         self.failures = 0
         self.total_retries = 0
+        self._next_reminder = 0.0
 
     async def wait(self, error: object, stop: asyncio.Event) -> None:
-        """Sleep before the next attempt (cut short by ``stop``)."""
-        if self.failures == 0:
-            log.warning("%s unavailable (%s); retrying with backoff", self.what, error)
+        """Sleep before the next attempt (cut short by ``stop``); says so again every minute of an outage."""
+        if self.failures == 0 or time.monotonic() >= self._next_reminder:
+            still = "still " if self.failures else ""
+            log.warning("%s %sunavailable (%s); retrying with backoff", self.what, still, error)
+            self._next_reminder = time.monotonic() + STILL_WAITING_LOG_S
         self.failures += 1
         self.total_retries += 1
         await wait_or_stop(stop, backoff_delay_s(self.failures, base_s=self.base_s, cap_s=self.cap_s))

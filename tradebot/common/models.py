@@ -13,6 +13,13 @@ SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,9}$"
 SYMBOL_PATTERN_ANY_CASE = r"^[A-Za-z][A-Za-z0-9.\-]{0,9}$"
 Side = Literal["buy", "sell"]
 Timeframe = Literal["1m", "5m", "15m", "1h", "1d"]
+OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
+TimeInForce = Literal["day", "gtc", "ioc", "fok", "opg", "cls"]
+# An order's life on orders.events; the last four end it (docs/BROKERS.md).
+OrderStatus = Literal[
+    "submitted", "accepted", "partially_filled", "filled", "canceled", "expired", "rejected", "replaced", "denied"
+]
+TERMINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "denied"})
 # Sanity bounds: no US stock trades above these (BRK.A is under $1M); anything beyond is a bad
 # message, and letting it in would make sums over prices and sizes overflow in storage.
 MAX_PRICE = 10_000_000.0
@@ -74,6 +81,9 @@ class Bar(Event):
     trade_count: int = Field(ge=0, le=2**40)
     vwap: float | None = Field(None, ge=MIN_PRICE, le=MAX_PRICE)
     source: str = "mock"
+    # Larger is newer: the provider's update time if it gives one, else when tradebot received or
+    # fetched the bar (microseconds since the epoch). A stored bar only ever changes to a newer one.
+    version: int = Field(0, ge=0, le=2**62)
 
     @model_validator(mode="after")
     def _consistent_range(self) -> Bar:
@@ -107,7 +117,29 @@ class Order(Event):
     # the last price the strategy saw; paper fills start from it
     reference_price: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
     signal_id: str
-    order_type: Literal["market"] = "market"
+    order_type: OrderType = "market"
+    time_in_force: TimeInForce = "day"
+    limit_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
+    stop_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
+    trail_percent: float | None = Field(default=None, gt=0, lt=100)
+    # take-profit and/or stop-loss legs: both make a bracket order, one an OTO
+    take_profit_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
+    stop_loss_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
+    extended_hours: bool = False
+
+    @model_validator(mode="after")
+    def _prices_match_type(self) -> Order:
+        needs = {"limit": ("limit_price",), "stop": ("stop_price",), "stop_limit": ("limit_price", "stop_price")}
+        missing = [name for name in needs.get(self.order_type, ()) if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a {self.order_type} order needs {' and '.join(missing)}")
+        if self.order_type == "trailing_stop" and self.trail_percent is None:
+            raise ValueError("a trailing_stop order needs trail_percent")
+        if self.extended_hours and (self.order_type != "limit" or self.time_in_force != "day"):
+            raise ValueError("extended hours are only for limit orders with time in force day")
+        return self
+
+    strategy: str | None = None  # the name of the strategy whose signal this is
 
     @classmethod
     def from_signal(cls, signal: Signal, quantity: float) -> Order:
@@ -120,25 +152,84 @@ class Order(Event):
             reference_price=signal.price,
             signal_id=signal.id,
             timestamp=signal.timestamp,
+            strategy=signal.strategy,
         )
 
 
 class OrderEvent(Event):
-    """What the broker did with an order: a fill (price, quantity, commission) or a rejection."""
+    """What the broker did with an order: one step of its life (submitted … filled / rejected).
+
+    A partially_filled or filled event carries the quantity and price of one execution, so the
+    quantities of an order's fill events add up to what it filled.
+    """
 
     client_order_id: str
-    status: Literal["filled", "rejected"]
+    status: OrderStatus  # denied: by the risk stage, never sent to a broker
     side: Side
     quantity: float = Field(ge=0, le=MAX_QUANTITY)
     price: float | None = Field(None, ge=MIN_PRICE, le=MAX_PRICE)
     commission: float = Field(0.0, ge=0)
     reason: str | None = None
+    broker_order_id: str | None = None
+    filled_quantity: float | None = Field(default=None, ge=0, le=MAX_QUANTITY)  # cumulative, where known
 
     @model_validator(mode="after")
     def _fill_has_price(self) -> OrderEvent:
-        if self.status == "filled" and (self.price is None or self.quantity <= 0):
+        if self.status in ("filled", "partially_filled") and (self.price is None or self.quantity <= 0):
             raise ValueError("a fill needs a price and a positive quantity")
         return self
 
 
-EVENT_TYPES: dict[str, type[Event]] = {model.__name__: model for model in (Tick, Bar, Signal, Order, OrderEvent)}
+class Gap(Event):
+    """Live events of ``symbol`` a feed could not publish (Redis refused writes or was over its
+    memory budget while the feed's buffer was full), from ``timestamp`` to ``last``. Recorded,
+    shown in /health, and filled by gap repair from the provider's REST history."""
+
+    last: datetime
+    source: str
+    dropped: int = Field(ge=0, description="events of the whole gap (all its symbols) not published")
+
+    @classmethod
+    def create(cls, source: str, symbol: str, first: datetime, last: datetime, dropped: int) -> Gap:
+        """One gap of one symbol, identified by where it comes from and when it began."""
+        return cls(
+            id=f"{source}:{symbol}:{first.isoformat()}",
+            symbol=symbol,
+            timestamp=first,
+            last=last,
+            source=source,
+            dropped=dropped,
+        )
+
+
+# Events about the whole account rather than one symbol carry this scope instead of a ticker.
+ACCOUNT_SCOPE = "*"
+TradingStateName = Literal["ACTIVE", "REDUCING", "HALTED"]
+
+
+class ControlEvent(Event):
+    """A change of trading state, by the operator or a risk rule: what, who, when and why."""
+
+    symbol: str = Field(ACCOUNT_SCOPE, pattern=rf"^\*$|{SYMBOL_PATTERN}")
+    action: Literal["halt", "reduce", "resume", "flatten", "rule"]
+    state: TradingStateName
+    actor: str = Field(min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=500)
+    version: int = Field(ge=0)
+
+
+class EquitySample(Event):
+    """The account once a minute: the equity curve's points."""
+
+    symbol: str = Field(ACCOUNT_SCOPE, pattern=r"^\*$")
+    cash: float
+    equity: float
+    gross_exposure: float = Field(ge=0)
+    realised_pnl: float
+    unrealised_pnl: float
+    drawdown: float = Field(ge=0, le=1)
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    model.__name__: model for model in (Tick, Bar, Signal, Order, OrderEvent, Gap, ControlEvent, EquitySample)
+}

@@ -7,7 +7,8 @@ A partition is always read as the consumer ``partition-<p>``, so a new owner inh
 owner's pending entries and processes them first. Reads and commits both check the lease inside
 Redis (fencing): a worker that lost its lease can neither take entries (which would reorder the
 partition for its new owner) nor write anything. State, outputs and acks go in one atomic commit,
-so a crash neither loses nor repeats an effect.
+so a crash neither loses nor repeats an effect. A state kept in parts (:class:`PartedState`, e.g.
+one per symbol) is committed part by part: only what the batch changed is written.
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, entry_order
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, encode, entry_order
 from tradebot.common.lifecycle import Backoff, backoff_delay_s, first_of
 from tradebot.common.models import Event
-from tradebot.common.streams import checkpoint_key, lease_key, members_key, partition_consumer
+from tradebot.common.streams import (
+    checkpoint_key,
+    checkpoint_parts_key,
+    lease_key,
+    members_key,
+    partition_consumer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,30 @@ class PartitionState(Protocol):
         ...
 
     def checkpoint(self) -> str: ...
+
+
+@runtime_checkable
+class PartedState(PartitionState, Protocol):
+    """A state checkpointed in parts (say, one per symbol), so a commit writes only what changed.
+
+    ``parts`` is the whole state and ``changed_parts`` what changed since the last call to either;
+    ``restore_parts`` starts from parts as committed.
+    """
+
+    def parts(self) -> dict[str, str]: ...
+
+    def changed_parts(self) -> dict[str, str]: ...
+
+    def restore_parts(self, parts: dict[str, str]) -> None: ...
+
+
+PARTS_VERSION_FIELD = "_v"  # present in every parted checkpoint (an empty state is still one)
+
+
+class PartitionRunner(Protocol):
+    """What owns a partition while its lease is held; returns why it ended."""
+
+    async def run(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd: ...
 
 
 @dataclass
@@ -79,11 +110,13 @@ class PartitionedWorker:
         member: str,
         new_state: Callable[[int], PartitionState],
         counters: Counter,
+        new_reader: Callable[[int], PartitionRunner] | None = None,
     ):
         self.bus = bus
         self.config = config
         self.member = member
         self.new_state = new_state
+        self.new_reader = new_reader  # a reader of its own (a real broker's loop) instead of PartitionReader
         self.counters = counters
         self._renew = bus.redis.register_script(_RENEW)
         self._release = bus.redis.register_script(_RELEASE)
@@ -148,8 +181,12 @@ class PartitionedWorker:
 
     def _start(self, partition: int) -> None:
         stop = asyncio.Event()
-        reader = PartitionReader(
-            self.bus, self.config, self.member, partition, self.new_state(partition), self.counters
+        reader: PartitionRunner = (
+            self.new_reader(partition)
+            if self.new_reader
+            else PartitionReader(
+                self.bus, self.config, self.member, partition, self.new_state(partition), self.counters
+            )
         )
         task = asyncio.create_task(reader.run(stop, burst=self._burst, max_messages=self._max_messages))
         self._owned[partition] = (task, stop)
@@ -223,6 +260,7 @@ class PartitionReader:
         self.counters = counters
         self.stream = config.stream_for(partition)
         self._committed: str | None = None  # the checkpoint as last committed (or restored)
+        self._committed_parts: dict[str, str] | None = None  # the same, for a PartedState
         self.consumer = partition_consumer(partition)
 
     async def run(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd:
@@ -246,8 +284,7 @@ class PartitionReader:
         role = self.config.role
         lease = (lease_key(role, self.partition), self.member)
         await self.bus.ensure_group(self.stream, role)
-        self._committed = await self.bus.redis.get(checkpoint_key(role, self.partition))
-        self.state.restore(self._committed)
+        await self._restore()
         last_seen = await self.bus.last_delivered_id(self.stream, role)
         pending = True  # the previous owner's unacked entries come first, in order
         while not stop.is_set():
@@ -272,27 +309,58 @@ class PartitionReader:
                 await self.bus.wait_for_entries(self.stream, last_seen, self.config.block_ms, stop)
         return ReaderEnd.STOPPED
 
+    async def _restore(self) -> None:
+        """The state as last committed: from its parts when it keeps them (else, once, the whole string)."""
+        role = self.config.role
+        if isinstance(self.state, PartedState):
+            parts = await self.bus.redis.hgetall(checkpoint_parts_key(role, self.partition))
+            if parts:
+                self._committed_parts = parts
+                self.state.restore_parts(parts)
+                return
+            self._committed_parts = None  # first commit writes every part
+        self._committed = await self.bus.redis.get(checkpoint_key(role, self.partition))
+        self.state.restore(self._committed)
+
+    def _restore_committed(self) -> None:
+        if isinstance(self.state, PartedState) and self._committed_parts is not None:
+            self.state.restore_parts(dict(self._committed_parts))
+        else:
+            self.state.restore(self._committed)
+
+    def _checkpoint_writes(self) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """What the commit writes of the state: whole (``state``) or only the changed parts (``hashes``)."""
+        role = self.config.role
+        if not isinstance(self.state, PartedState):
+            return {checkpoint_key(role, self.partition): self.state.checkpoint()}, {}
+        if self._committed_parts is None:
+            changed = {**self.state.parts(), PARTS_VERSION_FIELD: "1"}
+        else:
+            changed = self.state.changed_parts()
+        return {}, {checkpoint_parts_key(role, self.partition): changed} if changed else {}
+
     async def _commit(self, batch: list[Delivery]) -> bool:
         outputs, poisoned = self._apply(batch)
-        checkpoint = self.state.checkpoint()
-        for delivery, reason in poisoned:
-            await self.bus.dead_letter(
-                self.config.role,
-                delivery.stream,
-                delivery.entry_id,
-                {"event": delivery.event.model_dump_json()},
-                reason,
-            )
+        state, hashes = self._checkpoint_writes()
+        lease = (lease_key(self.config.role, self.partition), self.member)
+        for delivery, reason in poisoned:  # fenced like the commit: a stale owner writes no record
+            fields = encode(delivery.event)  # the wire form, so `tradebot dlq replay` can re-publish it
+            if not await self.bus.dead_letter(
+                self.config.role, delivery.stream, delivery.entry_id, fields, reason, lease=lease
+            ):
+                return False
         rejected = {delivery.entry_id for delivery, _ in poisoned}
         commit = Commit(
             publish=outputs,
             acks=[(d.stream, d.entry_id) for d in batch if d.entry_id not in rejected],
-            state={checkpoint_key(self.config.role, self.partition): checkpoint},
+            state=state,
+            hashes=hashes,
         )
-        lease = (lease_key(self.config.role, self.partition), self.member)
         if not await self.bus.commit(self.config.role, commit, lease=lease):
             return False
-        self._committed = checkpoint
+        self._committed = next(iter(state.values()), None)
+        for changed in hashes.values():
+            self._committed_parts = {**(self._committed_parts or {}), **changed}
         self.counters["handled"] += len(batch)
         self.counters["published"] += len(outputs)
         return True
@@ -302,7 +370,7 @@ class PartitionReader:
         try:
             return self.state.apply([d.event for d in batch]), []
         except Exception:  # noqa: BLE001 - find the culprit below, entry by entry
-            self.state.restore(self._committed)  # the state as of the last commit: no extra snapshot per batch
+            self._restore_committed()  # the state as of the last commit: no extra snapshot per batch
         outputs: list[tuple[str, Event]] = []
         poisoned: list[tuple[Delivery, str]] = []
         for delivery in batch:

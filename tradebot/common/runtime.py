@@ -63,10 +63,12 @@ def infrastructure(settings: Settings) -> Iterator[ReadySettings]:
     if settings.redis_url and settings.database_url:
         yield ReadySettings.resolved(settings, redis_url=settings.redis_url, database_url=settings.database_url)
         return
-    with embedded_servers(settings.data_dir, settings.embedded_redis_port, settings.embedded_postgres_port) as (
-        redis_url,
-        database_url,
-    ):
+    with embedded_servers(
+        settings.data_dir,
+        settings.embedded_redis_port,
+        settings.embedded_postgres_port,
+        maxmemory=settings.embedded_redis_maxmemory,
+    ) as (redis_url, database_url):
         yield ReadySettings.resolved(
             settings, redis_url=settings.redis_url or redis_url, database_url=settings.database_url or database_url
         )
@@ -105,13 +107,21 @@ async def serve(role: str, run: WorkerRun, settings: ReadySettings) -> int:
     stop = asyncio.Event()
     counters: Counter[str] = Counter()
     loop = asyncio.get_running_loop()
+    signalled: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        signalled.append(signum)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     started = time.monotonic()
     log.info("%s starting as %s (pid %d)", role, consumer_name(), os.getpid())
     heartbeat = asyncio.create_task(_heartbeat(role, settings, counters, stop))
     worker = asyncio.ensure_future(run(settings, stop=stop, counters=counters))
     exit_code = await _wait_for_worker(worker, stop, settings.grace_period_s)
+    if exit_code == 0 and signalled:  # stopped, not finished: a supervisor may want it back
+        exit_code = settings.stopped_exit_code
     stop.set()
     await asyncio.gather(heartbeat, return_exceptions=True)
     summary = " ".join(f"{name}={value}" for name, value in sorted(counters.items())) or "idle"

@@ -10,7 +10,11 @@ BARS = "price.bars"
 SIGNALS = "signals"
 ORDERS_NEW = "orders.new"
 ORDER_EVENTS = "orders.events"
+GAPS = "market.gaps"  # gaps a live feed could not publish (storage records them in the database)
+CONTROL_EVENTS = "control.events"  # every change of trading state, audited (risk/control.py)
+EQUITY_SAMPLES = "portfolio.equity"  # the account once a minute (the equity curve)
 DEAD_LETTER_PREFIX = "dlq."
+DEAD_LETTER_PATTERN = f"{DEAD_LETTER_PREFIX}*"
 
 
 class Role(StrEnum):
@@ -29,6 +33,9 @@ class Role(StrEnum):
 STORAGE_GROUP: str = Role.STORAGE
 STRATEGY_ROLE: str = Role.STRATEGY
 EXECUTION_ROLE: str = Role.EXECUTION
+
+# Strategies switched on or off at run time (a hash: name -> "on" | "off"); off = nothing published.
+STRATEGY_SWITCHES_KEY = "strategy:switches"
 
 # The envelope fields of a bus entry: only bus.py reads or writes them.
 SCHEMA_VERSION = "1"
@@ -56,12 +63,42 @@ def tick_stream_for(symbol: str, partitions: int) -> str:
 
 def storage_streams(partitions: int) -> list[str]:
     """Everything the storage worker persists."""
-    return [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS]
+    return [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS, GAPS, CONTROL_EVENTS, EQUITY_SAMPLES]
+
+
+def retained_streams(partitions: int) -> dict[str, tuple[str, ...]]:
+    """Every stream the system trims by consumer progress, with the groups that must read it.
+
+    An entry is trimmed only once all of these groups are done with it (see Bus.trim_consumed).
+    """
+    readers: dict[str, tuple[str, ...]] = {stream: (STORAGE_GROUP,) for stream in storage_streams(partitions)}
+    for stream in tick_streams(partitions):
+        readers[stream] = (STORAGE_GROUP, STRATEGY_ROLE)
+    readers[ORDERS_NEW] = (STORAGE_GROUP, EXECUTION_ROLE)
+    return readers
+
+
+def readers_of(stream: str, partitions: int) -> tuple[str, ...]:
+    """The groups that must read ``stream`` before it may be trimmed (none for unknown streams)."""
+    return retained_streams(partitions).get(stream, ())
 
 
 def dead_letter_stream(stream: str) -> str:
     """Where entries of ``stream`` go after they fail validation or too many deliveries."""
     return f"{DEAD_LETTER_PREFIX}{stream}"
+
+
+def original_stream(dead_letters: str) -> str:
+    """The stream whose entries a dead-letter stream holds."""
+    return dead_letters.removeprefix(DEAD_LETTER_PREFIX)
+
+
+GAP_PATTERN = "gap:*"
+
+
+def gap_key(source: str, first: str) -> str:
+    """A live feed's gap record (JSON: source, symbols, first, last, dropped, repair, repaired)."""
+    return f"gap:{source}:{first}"
 
 
 def lease_key(role: str, partition: int) -> str:
@@ -77,6 +114,12 @@ def members_key(role: str) -> str:
 def checkpoint_key(role: str, partition: int) -> str:
     """The state of a partition, written together with the ack of the entries it includes."""
     return f"checkpoint:{role}:{partition}"
+
+
+def checkpoint_parts_key(role: str, partition: int) -> str:
+    """The state of a partition kept in parts (a hash, e.g. one field per symbol): a commit writes
+    only the parts its batch changed."""
+    return f"checkpoint_parts:{role}:{partition}"
 
 
 def partition_consumer(partition: int) -> str:
@@ -106,3 +149,12 @@ def publisher_sequence_key(source: str) -> str:
 def webhook_alert_key(alert_id: str) -> str:
     """Marks an incoming alert as published (kept for days), so a replayed alert is not traded twice."""
     return f"webhook:alert:{alert_id}"
+
+
+# Settings the stored data depends on (e.g. TICK_PARTITIONS), recorded by the first `tradebot up`.
+STORED_SETTINGS_KEY = "settings:stored"
+
+# The operator's trading state (ACTIVE / REDUCING / HALTED) as JSON, and which worker last saw which
+# version of it (a hash: consumer -> version), so `tradebot status` shows who obeys.
+TRADING_STATE_KEY = "risk:trading_state"
+TRADING_STATE_SEEN_KEY = "risk:trading_state:seen"

@@ -3,21 +3,22 @@
 Long only: a sell beyond the position held is rejected rather than opening a short, and a buy that
 costs more than the cash is rejected rather than borrowing. The average cost of a position includes
 the commissions paid to open it, so realised + unrealised P&L always equals equity minus starting
-cash. Idempotent on the client order id: an order seen before returns no event and changes nothing.
+cash. Idempotent on the client order id: an order seen before returns no event and changes nothing,
+however late it comes back: executed ids are remembered with their order's time for
+``remember_days`` days of order time (a replay or a very late redelivery is still recognised).
 """
 
 from __future__ import annotations
 
-from collections import deque
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from tradebot.common.models import Order, OrderEvent, stable_id
 
-# Duplicates arrive close to the original (a redelivered batch, a replayed order), so remembering
-# the most recent client order ids is enough. The window is the checkpoint's size, rewritten on every
-# commit: 1,000 ids keep it small, and commits are atomic, so redeliveries are rare and near.
-REMEMBERED_ORDERS = 1_000
+# How long (in order time) an executed client order id is remembered. Days, not a count: a duplicate
+# can come back much later (a replayed stream, an old entry reclaimed), and must still not fill.
+REMEMBER_DAYS = 7.0
 QUANTITY_TOLERANCE = 1e-9
 
 
@@ -46,24 +47,36 @@ def event_id(client_order_id: str) -> str:
 class PaperBroker:
     """Cash, positions and P&L of one simulated account."""
 
-    def __init__(self, starting_cash: float, slippage_bps: float = 0.0, commission_per_share: float = 0.0):
+    def __init__(
+        self,
+        starting_cash: float,
+        slippage_bps: float = 0.0,
+        commission_per_share: float = 0.0,
+        remember_days: float = REMEMBER_DAYS,
+    ):
         self.starting_cash = starting_cash
         self.slippage_bps = slippage_bps
         self.commission_per_share = commission_per_share
         self.cash = starting_cash
         self.commissions = 0.0
         self.positions: dict[str, Position] = {}
-        self._seen: deque[str] = deque(maxlen=REMEMBERED_ORDERS)
-        self._seen_set: set[str] = set()
+        self.remember_s = remember_days * 86_400
+        self._seen: dict[str, float] = {}  # client order id -> its order's epoch seconds, oldest first
+        self._newest = 0.0
 
     def execute(self, order: Order) -> OrderEvent | None:
         """Fill or reject an order; None (and no change) when this client order id was seen before."""
-        if order.id in self._seen_set:
+        if order.id in self._seen:
             return None
-        self._remember(order.id)
+        self._remember(order.id, order.timestamp.timestamp())
         position = self.positions.setdefault(order.symbol, Position())
         position.last_price = order.reference_price
+        unfilled = self.not_marketable(order)
+        if unfilled is not None:
+            return self._event(order, unfilled[0], reason=unfilled[1])
         price = self.fill_price(order)
+        if order.limit_price is not None:  # a limit never fills worse than its price
+            price = min(price, order.limit_price) if order.side == "buy" else max(price, order.limit_price)
         commission = order.quantity * self.commission_per_share
         reason = self.rejection(order, price, commission)
         if reason is not None:
@@ -73,6 +86,25 @@ class PaperBroker:
         else:
             self._sell(position, order.quantity, price, commission)
         return self._event(order, "filled", price=price, commission=commission)
+
+    def not_marketable(self, order: Order) -> tuple[str, str] | None:
+        """(status, reason) for an order the reference price does not reach, else None.
+
+        The paper broker sees no price after the order's own, so nothing rests: a stop not yet
+        triggered or a limit not reached ends at once (canceled for ioc/fok, expired otherwise).
+        """
+        if order.order_type == "trailing_stop":
+            return "rejected", "trailing stops need a price feed after the order; the paper broker has none"
+        buy, price = order.side == "buy", order.reference_price
+        stop, limit = order.stop_price, order.limit_price
+        if stop is not None and (price < stop if buy else price > stop):
+            why = f"stop {stop:g} not triggered at the reference price {price:g}"
+        elif limit is not None and (price > limit if buy else price < limit):
+            why = f"limit {limit:g} not reached at the reference price {price:g}"
+        else:
+            return None
+        status = "canceled" if order.time_in_force in ("ioc", "fok") else "expired"
+        return status, f"{why}; paper orders do not rest"
 
     def fill_price(self, order: Order) -> float:
         """The reference price moved against the order by the slippage: buys pay more, sells get less."""
@@ -137,11 +169,15 @@ class PaperBroker:
             reason=reason,
         )
 
-    def _remember(self, client_order_id: str) -> None:
-        if len(self._seen) == self._seen.maxlen:
-            self._seen_set.discard(self._seen[0])
-        self._seen.append(client_order_id)
-        self._seen_set.add(client_order_id)
+    def _remember(self, client_order_id: str, at: float) -> None:
+        self._seen[client_order_id] = at
+        self._newest = max(self._newest, at)
+        horizon = self._newest - self.remember_s
+        while self._seen:
+            oldest, oldest_at = next(iter(self._seen.items()))
+            if oldest_at >= horizon:
+                break
+            del self._seen[oldest]
 
     def account(self) -> dict[str, Any]:
         """Cash, equity, P&L and positions, as JSON-ready data."""
@@ -164,7 +200,7 @@ class PaperBroker:
             "cash": self.cash,
             "commissions": self.commissions,
             "positions": {symbol: asdict(p) for symbol, p in self.positions.items()},
-            "seen_order_ids": list(self._seen),
+            "seen_order_ids": dict(self._seen),
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -173,5 +209,7 @@ class PaperBroker:
         self.cash = snapshot["cash"]
         self.commissions = snapshot["commissions"]
         self.positions = {symbol: Position(**saved) for symbol, saved in snapshot["positions"].items()}
-        self._seen = deque(snapshot["seen_order_ids"], maxlen=REMEMBERED_ORDERS)
-        self._seen_set = set(self._seen)
+        saved = snapshot["seen_order_ids"]
+        # Checkpoints written before the age limit hold a bare list: keep those ids as of now.
+        self._seen = dict(saved) if isinstance(saved, dict) else dict.fromkeys(saved, time.time())
+        self._newest = max(self._seen.values(), default=0.0)

@@ -199,12 +199,28 @@ class GapRepairer:
             if (mark := earliest(self.publisher.seen.get(symbol), self.publisher.repairs.marker(symbol))) is not None
         }
         starts = repair_starts(marks, self.symbols, end)
-        if not starts:
-            return
+        if starts:
+            self._start(starts, end)
+
+    def _start(self, starts: dict[str, datetime], end: datetime) -> int:
+        """Record the repair (its marker goes out with the next commit) and run it in the background."""
         repair = self.publisher.repairs.register(starts)
         task = asyncio.create_task(self._repair(repair, starts, end), name="gap-repair")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return repair
+
+    def repair_gap(self, symbols: list[str], first: datetime) -> int | None:
+        """Repair a gap the publisher recorded (events of ``symbols`` not published since ``first``).
+
+        The minutes from the one of ``first`` up to the current one come from REST (the current
+        minute's live bar arrives when it closes). Returns the repair's id (None: nothing to do).
+        """
+        end = floor_bucket(self.clock(), "1m")
+        starts = repair_starts({symbol: floor_bucket(first, "1m") for symbol in symbols}, symbols, end)
+        if not starts:
+            return None
+        return self._start(starts, end)
 
     async def close(self) -> None:
         """Cancel running repairs; their markers stay, so the next start repairs those minutes."""

@@ -40,6 +40,7 @@ async def run_feed(
         repairer = GapRepairer(
             publisher, history.minute_bars, symbols, stop=stop, counters=counters, clock=clock, settle_s=repair_settle_s
         )
+        publisher.on_gap = repairer.repair_gap  # gaps recorded during a Redis outage are repaired too
 
         def connected() -> None:
             counters["connections"] += 1

@@ -4,9 +4,15 @@ The provider clients call our handlers from inside their own receive loops, so a
 converts and enqueues. One flusher task publishes whatever has queued up (a frame's worth, usually)
 in one atomic commit together with the watermarks those events advanced and the repair markers
 that changed (see gap_repair.py), so a watermark in Redis never runs ahead of the events behind it,
-nor past a gap whose repair is not recorded. A full buffer makes the handler wait,
-which stops the client reading: backpressure reaches the provider's socket instead of memory
-growing without bound while Redis is away.
+nor past a gap whose repair is not recorded. While Redis takes writes, a full buffer makes the
+handler wait, which stops the client reading: backpressure reaches the provider's socket.
+
+A live market does not wait, though. While Redis cannot take writes (down, refusing, or over
+REDIS_MEMORY_BUDGET_MB) the buffer holds up to LIVE_BUFFER_EVENTS events; past that, events are
+not published but recorded as a **gap** (source, symbols, first and last time, how many). Once
+Redis takes writes again the gap is committed (a ``gap:`` record /health shows, and Gap events
+storage writes to the ``gaps`` table), logged, counted, and handed to gap repair, which fetches
+those minutes from the provider's REST history. Nothing goes missing without a record.
 """
 
 from __future__ import annotations
@@ -21,19 +27,20 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from tradebot.common.bus import Bus, Commit, CommitResult
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, CommitResult, RedisRefusedError
 from tradebot.common.config import ReadySettings, Settings, SettingsError
 from tradebot.common.consumer import ride_out_redis
 from tradebot.common.lifecycle import Backoff, first_of
-from tradebot.common.models import Bar, Event, Tick
-from tradebot.common.streams import BARS, publisher_sequence_key, tick_stream_for
+from tradebot.common.models import Bar, Event, Gap, Tick
+from tradebot.common.streams import BARS, GAPS, publisher_sequence_key, retained_streams, tick_stream_for
 from tradebot.market_data.gap_repair import NO_REPAIR, PendingRepairs, repair_key, watermark_after, watermark_key
+from tradebot.market_data.gaps import GapClosed, GapRecords, OpenGap
 from tradebot.providers.convert import CONVERSION_ERRORS
 from tradebot.universe import UniverseError, live_subscription_symbols
 
 log = logging.getLogger(__name__)
 
-BUFFER_SIZE = 10_000
+BUFFER_SIZE = 50_000  # LIVE_BUFFER_EVENTS
 MALFORMED_LOG_EVERY = 1000  # after the first few, log one malformed record in this many
 
 
@@ -94,6 +101,15 @@ class LivePublisher:
         self.enough = asyncio.Event()
         self._last_sequence: str | None = None  # the sequence key's value after our last batch
         self._publisher_id = uuid.uuid4().hex[:12]
+        self._buffer_size = buffer_size
+        self._outage = False  # Redis refused the last attempt: a full buffer now means a gap
+        self._flusher_moved = asyncio.Event()  # set when the flusher took events or an outage began
+        self._gap: OpenGap | None = None
+        self._gap_records = GapRecords(source)
+        self._retained = retained_streams(partitions)
+        # Gap repair registers itself here: given the symbols and the first time missed, it records
+        # a repair (its marker goes out with the gap's commit) and returns the repair's id.
+        self.on_gap: Callable[[list[str], datetime], int | None] | None = None
 
     async def load_watermarks(self, symbols: Sequence[str], stop: asyncio.Event) -> None:
         """Start from the watermarks and repair markers the last run committed (riding out a Redis outage)."""
@@ -114,7 +130,7 @@ class LivePublisher:
             self.malformed(record, error)
             return
         if event is not None:
-            await self.put(event)
+            await self._put_live(event)
 
     def malformed(self, record: Any, error: BaseException) -> None:
         """Count a record or frame that is not a valid event; log the first few and then a sample."""
@@ -136,6 +152,31 @@ class LivePublisher:
         if mark is not None:
             _advance(self.seen, event.symbol, mark)
         await self._queue.put(event)
+
+    async def _put_live(self, event: Tick | Bar) -> None:
+        """Enqueue a live event; while Redis cannot take writes and the buffer is full, record it as a gap.
+
+        With Redis fine, a full buffer makes it wait for room (backpressure), but only until an
+        outage begins: then the events are no longer held but recorded.
+        """
+        while self._queue.full() and not self._outage:
+            self._flusher_moved.clear()
+            await self._flusher_moved.wait()
+        if not self._queue.full():
+            await self.put(event)
+            return
+        if self._gap is None:
+            self._gap = OpenGap(event.timestamp, event.timestamp)
+            self.counters["gaps"] += 1
+            log.error(
+                "%s: buffer of %d events full while Redis cannot take writes: recording a gap from %s "
+                "(gap repair fills it from REST once Redis is back)",
+                self.source,
+                self._buffer_size,
+                event.timestamp.isoformat(),
+            )
+        self._gap.add(event)
+        self.counters["gap_events"] += 1
 
     async def repair_done(self, symbol: str, minute: datetime, repair: int) -> None:
         """Repair ``repair`` of ``symbol`` has queued its bars (committed in order with the events)."""
@@ -166,23 +207,28 @@ class LivePublisher:
         items: list[Event | RepairDone] = []
         while not self._queue.empty() and len(items) < limit:
             items.append(self._queue.get_nowait())
+        self._flusher_moved.set()
         return items
 
     def _stream_for(self, event: Event) -> str:
+        if isinstance(event, Gap):
+            return GAPS
         return tick_stream_for(event.symbol, self.partitions) if isinstance(event, Tick) else BARS
 
-    def _marks(self, batch: list[Event | RepairDone]) -> dict[str, datetime]:
+    def _marks(self, batch: Sequence[Event | RepairDone | GapClosed]) -> dict[str, datetime]:
         """The watermarks this batch moves forward (only its own events count)."""
         marks: dict[str, datetime] = {}
         for item in batch:
+            if isinstance(item, GapClosed):
+                continue
             mark = item.minute if isinstance(item, RepairDone) else watermark_after(item)  # type: ignore[arg-type]
             committed = self._committed.get(item.symbol)
             if mark is not None and (committed is None or mark > committed):
                 _advance(marks, item.symbol, mark)
         return marks
 
-    async def _commit(self, batch: list[Event | RepairDone], stop: asyncio.Event) -> None:
-        events = [item for item in batch if isinstance(item, Event)]
+    async def _commit(self, batch: Sequence[Event | RepairDone | GapClosed], stop: asyncio.Event) -> None:
+        events: list[Event] = [item for item in batch if isinstance(item, Event)]
         marks = self._marks(batch)
         repaired: dict[str, int] = {}
         for item in batch:
@@ -193,8 +239,16 @@ class LivePublisher:
         state |= {
             repair_key(self.source, s): marker.isoformat() if marker else NO_REPAIR for s, marker in markers.items()
         }
+        state |= self._gap_records.repaired(
+            (item.symbol, item.repair) for item in batch if isinstance(item, RepairDone)
+        )
+        for item in batch:
+            if isinstance(item, GapClosed):
+                gap_events, record = self._gap_records.writes(item)
+                events += gap_events
+                state |= record
         commit = Commit(publish=[(self._stream_for(event), event) for event in events], state=state)
-        done = await ride_out_redis(lambda: self._commit_once(commit), stop, self._backoff)
+        done = await self._ride_out(commit, stop)
         if done is None:  # stopped while Redis is away: gap repair after the restart covers these minutes
             self.repairs.not_committed(markers)
             self.counters["unpublished"] += len(events)
@@ -202,11 +256,54 @@ class LivePublisher:
             return
         self.repairs.committed(repaired)
         self._committed.update(marks)
+        if self._gap is not None:
+            await self._close_gap(stop)
         ticks = sum(isinstance(event, Tick) for event in events)
         self.counters["ticks"] += ticks
-        self.counters["bars"] += len(events) - ticks
+        self.counters["bars"] += sum(isinstance(event, Bar) for event in events)
         if self.max_events is not None and self.counters["ticks"] + self.counters["bars"] >= self.max_events:
             self.enough.set()
+
+    async def _ride_out(self, commit: Commit, stop: asyncio.Event) -> bool | None:
+        """Commit, waiting through outages and past the memory budget; None if stopped meanwhile."""
+        while True:
+            try:
+                if not await self._room():
+                    raise RedisRefusedError("over REDIS_MEMORY_BUDGET_MB: consumers are behind")
+                done = await self._commit_once(commit)
+                self._outage = False
+                self._backoff.succeeded()
+                return done
+            except RECOVERABLE_REDIS_ERRORS as error:
+                self._outage = True
+                self._flusher_moved.set()
+                if stop.is_set():
+                    return None
+                await self._backoff.wait(error, stop)
+
+    async def _room(self) -> bool:
+        """Within the memory budget, after trimming what every consumer group has finished."""
+        if await self.bus.has_room():
+            return True
+        for stream, readers in self._retained.items():
+            await self.bus.trim_consumed(stream, readers)
+        return await self.bus.has_room()
+
+    async def _close_gap(self, stop: asyncio.Event) -> None:
+        """Redis takes writes again: commit the gap's record and hand it to gap repair."""
+        gap, self._gap = self._gap, None
+        assert gap is not None
+        repair = self.on_gap(sorted(gap.symbols), gap.first) if self.on_gap else None
+        log.error(
+            "%s: gap of %d event(s) for %d symbol(s) from %s to %s recorded; %s",
+            self.source,
+            gap.dropped,
+            len(gap.symbols),
+            gap.first.isoformat(),
+            gap.last.isoformat(),
+            "gap repair fills it from REST" if repair is not None else "no gap repair for this source",
+        )
+        await self._commit([GapClosed(gap, repair)], stop)
 
     async def _commit_once(self, commit: Commit) -> bool:
         """Apply the batch exactly once, even when it is retried after a lost reply.
@@ -257,6 +354,7 @@ async def live_publisher(
         partitions=settings.tick_partitions,
         counters=counters,
         batch_size=settings.bus_batch_size,
+        buffer_size=settings.live_buffer_events,
         max_events=settings.max_messages,
     )
     flushed = asyncio.Event()

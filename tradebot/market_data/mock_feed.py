@@ -5,6 +5,12 @@ random draws come from a hash of (seed, symbol, k), not from a shared generator.
 resume from a tiny cursor (per-symbol tick count and price) without replaying history, and adding a
 symbol never changes the path of another. Symbols take turns (round robin); each tick stands for
 one second of trading when scaling the volatility, whatever the publishing rate.
+
+Timestamps come from the cursor too, never from the wall clock: the n-th tick is stamped
+``start + (n - origin) * step``, where ``start`` is the wall clock when the cursor was made (or
+re-anchored) and ``step`` is one tick's share of a second at the configured rate. So a tick
+regenerated from an older cursor (after Redis lost its last second of writes) is byte-identical
+to the one published before, and its stored row is the same row, not a second one.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tradebot.common.models import Tick
+from tradebot.market_data.start_prices import STARTING_PRICES
 
 Clock = Callable[[], datetime]
 
@@ -25,50 +32,10 @@ SOURCE = "mock"
 ANNUAL_VOLATILITY = 0.35
 TRADING_SECONDS_PER_YEAR = 252 * 6.5 * 3600
 TICK_STEP_YEARS = 1 / TRADING_SECONDS_PER_YEAR  # one tick = one second of trading
-# Roughly where these traded in late 2024; anything else gets a stable price from its name.
-KNOWN_PRICES = {
-    "AAPL": 220.0,
-    "MSFT": 430.0,
-    "NVDA": 130.0,
-    "AMZN": 190.0,
-    "GOOGL": 170.0,
-    "GOOG": 172.0,
-    "META": 560.0,
-    "TSLA": 250.0,
-    "AVGO": 170.0,
-    "ORCL": 170.0,
-    "CRM": 290.0,
-    "AMD": 150.0,
-    "ADBE": 500.0,
-    "NFLX": 700.0,
-    "INTC": 22.0,
-    "CSCO": 55.0,
-    "IBM": 210.0,
-    "QCOM": 165.0,
-    "JPM": 220.0,
-    "BAC": 42.0,
-    "WFC": 65.0,
-    "GS": 520.0,
-    "V": 290.0,
-    "MA": 500.0,
-    "BRK.B": 460.0,
-    "XOM": 115.0,
-    "CVX": 150.0,
-    "UNH": 580.0,
-    "JNJ": 160.0,
-    "LLY": 850.0,
-    "PFE": 28.0,
-    "WMT": 80.0,
-    "COST": 900.0,
-    "HD": 400.0,
-    "PG": 170.0,
-    "KO": 70.0,
-    "PEP": 165.0,
-    "DIS": 95.0,
-    "SPY": 570.0,
-    "QQQ": 490.0,
-}
+# Every shipped symbol starts near a real price; anything else gets a stable price from its name.
+KNOWN_PRICES = STARTING_PRICES
 DEFAULT_PRICE_CENTS = (2_000, 30_000)  # unknown symbols start between $20 and $300
+DEFAULT_STEP = timedelta(milliseconds=10)
 
 
 def utc_now() -> datetime:
@@ -119,6 +86,39 @@ def next_price(price: float, normal: float) -> float:
     return price * math.exp(-0.5 * sigma**2 * TICK_STEP_YEARS + sigma * math.sqrt(TICK_STEP_YEARS) * normal)
 
 
+def step_for(ticks_per_second: float) -> timedelta:
+    """The mock clock's advance per tick at a total rate (whole microseconds, at least one)."""
+    return timedelta(microseconds=max(1, round(1_000_000 / ticks_per_second)))
+
+
+@dataclass(frozen=True)
+class FeedClock:
+    """The feed's clock: tick ``n`` is stamped ``start + (n - origin) * step``."""
+
+    start: datetime
+    origin: int
+    step: timedelta
+
+    def at(self, produced: int) -> datetime:
+        return self.start + (produced - self.origin) * self.step
+
+    def with_step(self, produced: int, step: timedelta) -> FeedClock:
+        """The same clock continuing at another rate from tick ``produced`` (a changed setting)."""
+        return self if step == self.step else FeedClock(self.at(produced), produced, step)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": self.start.isoformat(),
+            "origin": self.origin,
+            "step_us": self.step // timedelta(microseconds=1),
+        }
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> FeedClock:
+        start = datetime.fromisoformat(saved["start"])
+        return cls(start, saved["origin"], timedelta(microseconds=saved["step_us"]))
+
+
 @dataclass
 class SymbolPath:
     """Where one symbol's random walk stands: ticks made so far and the unrounded price."""
@@ -131,19 +131,30 @@ class MockFeed:
     """Generates ticks round robin over ``symbols``; resumable from :meth:`cursor`."""
 
     def __init__(
-        self, symbols: Sequence[str], seed: int, *, clock: Clock = utc_now, cursor: dict[str, Any] | None = None
+        self,
+        symbols: Sequence[str],
+        seed: int,
+        *,
+        clock: Clock = utc_now,
+        cursor: dict[str, Any] | None = None,
+        step: timedelta = DEFAULT_STEP,
     ):
+        """``clock`` is read once, for a new cursor's start; ``step`` is the time between two ticks."""
         if not symbols:
             raise ValueError("the mock feed needs at least one symbol")
         self.symbols = list(symbols)
         self.seed = seed
-        self.clock = clock
         saved = cursor or {}
         self.produced: int = saved.get("produced", 0)
         # Paths of symbols no longer traded are kept, so re-adding one never reuses a tick id.
         self.paths = {symbol: SymbolPath(**path) for symbol, path in saved.get("paths", {}).items()}
         for symbol in self.symbols:
             self.paths.setdefault(symbol, SymbolPath(0, starting_price(symbol)))
+        if "clock" in saved:
+            self.clock = FeedClock.from_json(saved["clock"]).with_step(self.produced, step)
+        else:  # a new cursor (or one from before the clock was kept): start now, to the millisecond
+            now = clock().astimezone(UTC)
+            self.clock = FeedClock(now.replace(microsecond=now.microsecond // 1000 * 1000), self.produced, step)
 
     def next_tick(self) -> Tick:
         """The next trade print in the sequence."""
@@ -156,7 +167,7 @@ class MockFeed:
             symbol,
             max(0.01, round(path.price, 2)),
             trade_size(u_kind, u_amount),
-            self.clock(),
+            self.clock.at(self.produced),
             source=SOURCE,
             trade_id=path.count,
         )
@@ -173,5 +184,6 @@ class MockFeed:
         return {
             "produced": self.produced,
             "seed": self.seed,
+            "clock": self.clock.to_json(),
             "paths": {symbol: {"count": p.count, "price": p.price} for symbol, p in self.paths.items()},
         }

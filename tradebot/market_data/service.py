@@ -3,7 +3,10 @@
 MOCK_TICKS_PER_SECOND is the total rate across all symbols. Each batch is published together with
 the feed's cursor in one atomic commit, so a restarted (even ``kill -9``-ed) feed continues the
 same sequence with no tick repeated or skipped. MOCK_MAX_TICKS counts ticks over the life of the
-cursor: a restarted feed finishes the same N-tick sequence and then stops.
+cursor: a restarted feed finishes the same N-tick sequence and then stops. Past the Redis memory
+budget the feed waits (it can: its ticks are generated, not received) until consumers catch up. The cursor carries the
+feed's clock too (``mock_feed.FeedClock``, one tick every 1/MOCK_TICKS_PER_SECOND s), so ticks
+regenerated from an older cursor — Redis lost its last writes — are byte-identical to the first.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.lifecycle import Backoff, wait_or_stop
 from tradebot.common.models import Event
-from tradebot.common.streams import Role, producer_cursor_key, tick_stream_for
-from tradebot.market_data.mock_feed import Clock, MockFeed, utc_now
+from tradebot.common.streams import Role, producer_cursor_key, retained_streams, tick_stream_for
+from tradebot.market_data.mock_feed import Clock, MockFeed, step_for, utc_now
 from tradebot.universe import resolve_symbols
 
 log = logging.getLogger("tradebot.market_data")  # not __name__: that is "__main__" under python -m
@@ -53,10 +56,12 @@ def ticks_per_batch(settings: Settings) -> int:
     return max(1, min(settings.bus_batch_size, math.ceil(settings.mock_ticks_per_second * PUBLISH_INTERVAL_S)))
 
 
-async def load_feed(bus: Bus, symbols: list[str], seed: int, clock: Clock = utc_now) -> tuple[MockFeed, str]:
+async def load_feed(bus: Bus, symbols: list[str], settings: Settings, clock: Clock = utc_now) -> tuple[MockFeed, str]:
     """The feed positioned at the last committed cursor (or at the start), and that cursor's text."""
     saved = await bus.redis.get(producer_cursor_key(CURSOR_NAME)) or ""
-    return MockFeed(symbols, seed, clock=clock, cursor=json.loads(saved) if saved else None), saved
+    cursor = json.loads(saved) if saved else None
+    step = step_for(settings.mock_ticks_per_second)
+    return MockFeed(symbols, settings.mock_seed, clock=clock, cursor=cursor, step=step), saved
 
 
 async def publish_batch(bus: Bus, feed: MockFeed, count: int, partitions: int, committed: str) -> str | None:
@@ -85,19 +90,22 @@ async def produce(
     pace: bool = True,
 ) -> None:
     """Publish from the committed cursor until stopped or MOCK_MAX_TICKS is reached."""
-    feed, committed = await load_feed(bus, symbols, settings.mock_seed, clock)
+    feed, committed = await load_feed(bus, symbols, settings, clock)
     pacer = Pacer(settings.mock_ticks_per_second)
     batch = ticks_per_batch(settings)
     limit = settings.mock_max_ticks
+    retained = retained_streams(settings.tick_partitions)
     while not stop.is_set():
         count = batch if limit is None else min(batch, limit - feed.produced)
         if count <= 0:
             log.info("mock feed reached MOCK_MAX_TICKS=%d", limit)
             return
+        if not await bus.wait_for_room(retained, stop, "mock feed"):  # past the memory budget: wait
+            return
         cursor = await publish_batch(bus, feed, count, settings.tick_partitions, committed)
         if cursor is None:  # another feed (or our own lost-reply commit) moved the cursor: follow it
             counters["cursor_conflicts"] += 1
-            feed, committed = await load_feed(bus, symbols, settings.mock_seed, clock)
+            feed, committed = await load_feed(bus, symbols, settings, clock)
             continue
         committed = cursor
         counters["published"] += count

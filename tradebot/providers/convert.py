@@ -9,6 +9,7 @@ below low...). Workers log, count and skip those. No I/O here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from operator import attrgetter, itemgetter
@@ -22,6 +23,18 @@ from tradebot.common.models import Bar, Tick, Timeframe
 CONVERSION_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 STREAM_OHLCV = itemgetter("o", "h", "l", "c", "v")  # the same keys in Alpaca's msgpack and Polygon's JSON
 REST_OHLCV = attrgetter("open", "high", "low", "close", "volume")  # alpaca-py Bar, polygon Agg
+_last_version = 0
+
+
+def receipt_version() -> int:
+    """A bar's version when the provider gives no update time: now in microseconds, strictly rising.
+
+    Neither provider stamps its minute bars or aggregates with an update time, so the order in
+    which tradebot received or fetched them stands in: a correction received later is newer.
+    """
+    global _last_version
+    _last_version = max(time.time_ns() // 1000, _last_version + 1)
+    return _last_version
 
 
 def as_utc(value: Any) -> datetime:
@@ -53,9 +66,16 @@ def trade_key(exchange: Any, trade_id: Any) -> str:
 
 
 def make_bar(
-    source: str, symbol: str, timeframe: Timeframe, start: datetime, ohlcv: Sequence[Any], trade_count: Any, vwap: Any
+    source: str,
+    symbol: str,
+    timeframe: Timeframe,
+    start: datetime,
+    ohlcv: Sequence[Any],
+    trade_count: Any,
+    vwap: Any,
+    version: int | None = None,
 ) -> Bar:
-    """A validated Bar whose id names its source and bucket, so a repeat replaces, never doubles."""
+    """A validated Bar whose id names its source and bucket, so a newer version replaces, never doubles."""
     open_, high, low, close, volume = ohlcv
     return Bar(
         id=Bar.bar_id(source, symbol, timeframe, start),
@@ -70,6 +90,7 @@ def make_bar(
         trade_count=int(trade_count or 0),
         vwap=vwap if vwap else None,
         source=source,
+        version=receipt_version() if version is None else version,
     )
 
 

@@ -23,7 +23,9 @@ WINDOW_GROWTH = 4
 
 _SYMBOLS_SQL = """
 SELECT symbol, min(first_ts) AS first_ts, max(last_ts) AS last_ts,
-       sum(ticks)::bigint AS ticks, sum(bars)::bigint AS bars
+       sum(ticks)::bigint AS ticks, sum(bars)::bigint AS bars,
+       coalesce((SELECT array_agg(source ORDER BY source) FROM symbol_sources s WHERE s.symbol = per_table.symbol),
+                '{}') AS sources
 FROM (
     SELECT symbol, min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS ticks, 0 AS bars
     FROM ticks GROUP BY symbol
@@ -33,8 +35,41 @@ FROM (
 GROUP BY symbol ORDER BY symbol"""
 
 
+MOCK_SOURCE = "mock"
+
+
 class UnknownSymbolError(LookupError):
     """No tick or bar of this symbol was ever stored."""
+
+
+class UnknownSourceError(LookupError):
+    """Nothing of this symbol is stored from the requested source."""
+
+    def __init__(self, symbol: str, source: str, stored: Sequence[str]):
+        super().__init__(
+            f"no data of source {source!r} stored for {symbol}; stored sources: {', '.join(stored) or 'none'}"
+        )
+
+
+async def stored_sources(conn: asyncpg.Connection, symbol: str) -> list[str]:
+    """The sources holding ticks or bars of ``symbol``, by name."""
+    rows = await conn.fetch("SELECT source FROM symbol_sources WHERE symbol = $1 ORDER BY source", symbol)
+    return [row["source"] for row in rows]
+
+
+async def chosen_sources(conn: asyncpg.Connection, symbol: str, requested: str | None) -> tuple[list[str], bool]:
+    """Which sources make up the series of ``symbol``, and whether that is a subset of what is stored.
+
+    Mock and real data never merge: ``requested`` picks one source; without it, real data wins
+    (every source but mock) and mock data shows only for a symbol that has nothing else."""
+    stored = await stored_sources(conn, symbol)
+    if requested is not None:
+        if requested not in stored:
+            raise UnknownSourceError(symbol, requested, stored)
+        chosen = [requested]
+    else:
+        chosen = [source for source in stored if source != MOCK_SOURCE] or stored
+    return chosen, chosen != stored
 
 
 class StoredDataError(ValueError):
@@ -55,6 +90,12 @@ def _aggregating(symbol: str) -> Iterator[None]:
         yield
     except asyncpg.DataError as error:
         raise StoredDataError(symbol, str(error)) from error
+
+
+async def series_sources(executor: Executor, symbol: str, requested: str | None) -> list[str]:
+    """The sources the series of ``symbol`` is built from (see ``chosen_sources``)."""
+    async with connection(executor) as conn:
+        return (await chosen_sources(conn, symbol, requested))[0]
 
 
 async def data_range(conn: asyncpg.Connection, symbol: str, rollups: bool) -> tuple[datetime | None, datetime | None]:
@@ -81,17 +122,20 @@ async def history(
     limit: int = 1000,
     rollups: bool = False,
     now: datetime | None = None,
+    source: str | None = None,
 ) -> Sequence[asyncpg.Record]:
     """Bars (oldest first) starting at or after ``start``; without ``start``, the latest ``limit``
     bars starting before ``end`` (default: now, so the current, still open bucket is included).
 
-    Raises UnknownSymbolError when nothing of ``symbol`` is stored, StoredDataError when its stored
-    values in range cannot be aggregated."""
+    Only the sources ``chosen_sources`` picks make up the series. Raises UnknownSymbolError when
+    nothing of ``symbol`` is stored, UnknownSourceError when nothing of ``source`` is, and
+    StoredDataError when stored values in range cannot be aggregated."""
     now = now or datetime.now(UTC)
     async with connection(executor) as conn:
         first, last = await data_range(conn, symbol, rollups)
         if first is None or last is None:
             raise UnknownSymbolError(symbol)
+        sources, filtered = await chosen_sources(conn, symbol, source)
         # Clamped to the data, so growing windows never scan years of nothing (or of everything).
         lower = floor_bucket(first, timeframe)
         if start is not None:
@@ -99,10 +143,11 @@ async def history(
         upper = min(ceil_bucket(end or now, timeframe), next_bucket(floor_bucket(last, timeframe), timeframe))
         if lower >= upper:
             return []
-        sql = history_sql(timeframe, rollups, newest_first=start is None)
+        sql = history_sql(timeframe, rollups and not filtered, newest_first=start is None, filtered=filtered)
+        extra = (sources,) if filtered else ()
         with _aggregating(symbol):
             rows = await _fetch_growing(
-                conn, sql, symbol, timeframe, lower, upper, limit, now, from_start=start is not None
+                conn, sql, symbol, timeframe, lower, upper, limit, now, extra, from_start=start is not None
             )
         return rows if start is not None else rows[::-1]
 
@@ -116,6 +161,7 @@ async def _fetch_growing(
     upper: datetime,
     limit: int,
     now: datetime,
+    extra: tuple[object, ...],
     *,
     from_start: bool,
 ) -> Sequence[asyncpg.Record]:
@@ -125,13 +171,13 @@ async def _fetch_growing(
     span = WIDTHS[timeframe] * limit
     while True:
         if span >= upper - lower:
-            everything: Sequence[asyncpg.Record] = await conn.fetch(sql, symbol, lower, upper, now, limit)
+            everything: Sequence[asyncpg.Record] = await conn.fetch(sql, symbol, lower, upper, now, limit, *extra)
             return everything
         if from_start:
             window = (lower, ceil_bucket(lower + span, timeframe))
         else:
             window = (floor_bucket(upper - span, timeframe), upper)
-        rows: Sequence[asyncpg.Record] = await conn.fetch(sql, symbol, *window, now, limit)
+        rows: Sequence[asyncpg.Record] = await conn.fetch(sql, symbol, *window, now, limit, *extra)
         if len(rows) >= limit:
             return rows
         span *= WINDOW_GROWTH
@@ -145,6 +191,7 @@ async def stats(
     end: datetime | None = None,
     rollups: bool = False,
     now: datetime | None = None,
+    source: str | None = None,
 ) -> asyncpg.Record:
     """Summary statistics of the daily series between ``start`` and ``end`` (default: all of it).
 
@@ -154,10 +201,14 @@ async def stats(
         first, _ = await data_range(conn, symbol, rollups)
         if first is None:
             raise UnknownSymbolError(symbol)
+        sources, filtered = await chosen_sources(conn, symbol, source)
         lower = ceil_bucket(start, "1d") if start else floor_bucket(first, "1d")
         upper = ceil_bucket(end or now, "1d")
+        extra = (sources,) if filtered else ()
         with _aggregating(symbol):
-            row = await conn.fetchrow(stats_sql(rollups), symbol, lower, max(lower, upper), now)
+            row = await conn.fetchrow(
+                stats_sql(rollups and not filtered, filtered), symbol, lower, max(lower, upper), now, *extra
+            )
         assert row is not None  # an aggregate without GROUP BY always returns one row
         return row
 

@@ -14,6 +14,9 @@ Precedence, bucket by bucket (no bucket is ever counted from two sources):
 
 Among stored bars of one bucket from several sources, the one with the most volume (the more
 complete feed, e.g. SIP over IEX) wins, then the source name, so the choice is deterministic.
+Which sources take part at all is chosen before (queries.chosen_sources: real data wins over mock,
+or one requested source); a chosen subset is passed as a text[] parameter and filters every ticks
+and bars scan, and then the rollups, which mix every source, are not used.
 
 The aggregation of ticks comes from the continuous aggregates ``ohlcv_<tf>`` when they exist
 (TimescaleDB) and from ``date_bin`` / New York ``date_trunc`` on the fly otherwise; buckets that
@@ -45,7 +48,12 @@ _ROLLUP_AGGREGATE = """(array_agg(open ORDER BY bucket))[1] AS open, max(high) A
            CASE WHEN count(notional) = count(*) THEN sum(notional) END AS notional"""
 
 
-def _stored_bars(timeframe: str) -> str:
+def _only(sources: str | None, alias: str = "") -> str:
+    """The condition that keeps rows of the allowed sources (``sources`` names a text[] parameter)."""
+    return f" AND {alias}source = ANY({sources}::text[])" if sources else ""
+
+
+def _stored_bars(timeframe: str, sources: str | None) -> str:
     """One stored bar per bucket (most volume, then source name), and whether the bucket has closed."""
     return f"""
     SELECT {COLUMNS}, {bucket_end_sql("bucket", timeframe)} <= $4 AS closed
@@ -54,25 +62,25 @@ def _stored_bars(timeframe: str) -> str:
                trade_count::numeric AS trade_count,
                coalesce(vwap * volume, CASE WHEN volume = 0 THEN 0 END) AS notional
         FROM bars
-        WHERE symbol = $1 AND timeframe = '{timeframe}' AND ts >= $2 AND ts < $3
+        WHERE symbol = $1 AND timeframe = '{timeframe}' AND ts >= $2 AND ts < $3{_only(sources)}
         ORDER BY 1, volume DESC, source
     ) winners"""
 
 
-def _tick_buckets(timeframe: str, rollups: bool) -> str:
+def _tick_buckets(timeframe: str, rollups: bool, sources: str | None) -> str:
     if rollups:
         return f"""
     SELECT {COLUMNS} FROM ohlcv_{timeframe} WHERE symbol = $1 AND bucket >= $2 AND bucket < $3"""
     if timeframe in HOURLY_PARTIAL_TIMEFRAMES:
-        return _tick_buckets_from_hours(timeframe)
+        return _tick_buckets_from_hours(timeframe, sources)
     return f"""
     SELECT {bucket_sql("ts", timeframe)} AS bucket,
            {_TICK_AGGREGATE}
-    FROM ticks WHERE symbol = $1 AND ts >= $2 AND ts < $3
+    FROM ticks WHERE symbol = $1 AND ts >= $2 AND ts < $3{_only(sources)}
     GROUP BY 1"""
 
 
-def _tick_buckets_from_hours(timeframe: str) -> str:
+def _tick_buckets_from_hours(timeframe: str, sources: str | None) -> str:
     """Long buckets on the fly, about twice as fast: sums and extremes per UTC hour (cheap
     date_bin, no per-row time-zone conversion), hours into buckets (a New York day is whole UTC
     hours), then open and close by two primary-key probes per bucket instead of sorting every tick."""
@@ -86,20 +94,20 @@ def _tick_buckets_from_hours(timeframe: str) -> str:
         FROM (
             SELECT {bucket_sql("ts", "1h")} AS hour, max(price) AS high, min(price) AS low,
                    sum(size) AS volume, count(*)::numeric AS trade_count, sum(price * size) AS notional
-            FROM ticks WHERE symbol = $1 AND ts >= $2 AND ts < $3
+            FROM ticks WHERE symbol = $1 AND ts >= $2 AND ts < $3{_only(sources)}
             GROUP BY 1
         ) hours
         GROUP BY 1
     ) b
     CROSS JOIN LATERAL (
-        SELECT price FROM ticks t WHERE t.symbol = $1 AND t.ts >= b.bucket AND t.ts < {end}
+        SELECT price FROM ticks t WHERE t.symbol = $1 AND t.ts >= b.bucket AND t.ts < {end}{_only(sources, "t.")}
         ORDER BY t.ts, t.id LIMIT 1) first_tick
     CROSS JOIN LATERAL (
-        SELECT price FROM ticks t WHERE t.symbol = $1 AND t.ts >= b.bucket AND t.ts < {end}
+        SELECT price FROM ticks t WHERE t.symbol = $1 AND t.ts >= b.bucket AND t.ts < {end}{_only(sources, "t.")}
         ORDER BY t.ts DESC, t.id DESC LIMIT 1) last_tick"""
 
 
-def _tick_minutes_of_mixed_buckets(rollups: bool) -> str:
+def _tick_minutes_of_mixed_buckets(rollups: bool, sources: str | None) -> str:
     if rollups:
         return """
     SELECT o.bucket, o.open, o.high, o.low, o.close, o.volume, o.trade_count, o.notional
@@ -109,7 +117,7 @@ def _tick_minutes_of_mixed_buckets(rollups: bool) -> str:
     SELECT {bucket_sql("t.ts", "1m")} AS bucket,
            {_TICK_AGGREGATE}
     FROM mixed_buckets m
-    JOIN ticks t ON t.symbol = $1 AND t.ts >= m.bucket AND t.ts < m.bucket_end
+    JOIN ticks t ON t.symbol = $1 AND t.ts >= m.bucket AND t.ts < m.bucket_end{_only(sources, "t.")}
     GROUP BY 1"""
 
 
@@ -135,43 +143,50 @@ def _stored_over(stored: str, finer: str) -> str:
     WHERE NOT s.closed AND NOT EXISTS (SELECT 1 FROM {finer} f WHERE f.bucket = s.bucket)"""
 
 
-def series_ctes(timeframe: str, rollups: bool) -> str:
-    """``WITH`` clauses ending in ``series(bucket, open, high, low, close, volume, trade_count, notional)``."""
+def series_ctes(timeframe: str, rollups: bool, sources: str | None = None) -> str:
+    """``WITH`` clauses ending in ``series(bucket, open, high, low, close, volume, trade_count, notional)``.
+
+    ``sources`` names a text[] parameter (e.g. ``$6``) that keeps only those sources' ticks and bars;
+    the rollups aggregate every source, so they serve only unfiltered series."""
+    if rollups and sources:
+        raise ValueError("the rollups mix every source: filter by source on the fly (rollups=False)")
     if timeframe not in TIMEFRAMES:  # it is spliced into SQL: only the known literals may pass
         raise ValueError(f"unknown timeframe {timeframe!r}; one of {', '.join(TIMEFRAMES)}")
-    ctes = {"bar_minutes": _stored_bars("1m")}
+    ctes = {"bar_minutes": _stored_bars("1m", sources)}
     if timeframe == "1m":
-        ctes["tick_buckets"] = _tick_buckets("1m", rollups)
+        ctes["tick_buckets"] = _tick_buckets("1m", rollups, sources)
         ctes["series"] = _stored_over("bar_minutes", "tick_buckets")
     else:
         ctes["mixed_buckets"] = f"""
     SELECT bucket, {bucket_end_sql("bucket", timeframe)} AS bucket_end
     FROM (SELECT DISTINCT {bucket_sql("bucket", timeframe)} AS bucket FROM bar_minutes) b"""
-        ctes["tick_minutes"] = _tick_minutes_of_mixed_buckets(rollups)
+        ctes["tick_minutes"] = _tick_minutes_of_mixed_buckets(rollups, sources)
         ctes["merged_minutes"] = _stored_over("bar_minutes", "tick_minutes")
         ctes["mixed"] = f"""
     SELECT {bucket_sql("bucket", timeframe)} AS bucket,
            {_ROLLUP_AGGREGATE}
     FROM merged_minutes GROUP BY 1"""
-        ctes["tick_buckets"] = _tick_buckets(timeframe, rollups)
+        ctes["tick_buckets"] = _tick_buckets(timeframe, rollups, sources)
         ctes["rolled_up"] = _unless_in("mixed", "tick_buckets", "mixed_buckets")
-        ctes["stored"] = _stored_bars(timeframe)
+        ctes["stored"] = _stored_bars(timeframe, sources)
         ctes["series"] = _stored_over("stored", "rolled_up")
     return "WITH " + ",\n".join(f"{name} AS ({body}\n)" for name, body in ctes.items())
 
 
-def history_sql(timeframe: str, rollups: bool, newest_first: bool) -> str:
-    """Bars of the series in [$2, $3), oldest (or newest) first, at most $5."""
+def history_sql(timeframe: str, rollups: bool, newest_first: bool, filtered: bool = False) -> str:
+    """Bars of the series in [$2, $3), oldest (or newest) first, at most $5; ``filtered``: only the
+    sources in $6."""
     order = "DESC" if newest_first else "ASC"
-    return f"""{series_ctes(timeframe, rollups)}
+    return f"""{series_ctes(timeframe, rollups, "$6" if filtered else None)}
 SELECT bucket AS ts, open, high, low, close, volume, trade_count::bigint AS trade_count,
        notional / NULLIF(volume, 0) AS vwap
 FROM series ORDER BY bucket {order} LIMIT $5"""
 
 
-def stats_sql(rollups: bool) -> str:
-    """Summary of the daily series in [$2, $3): range, OHLCV, vwap, daily return mean and volatility."""
-    return f"""{series_ctes("1d", rollups)},
+def stats_sql(rollups: bool, filtered: bool = False) -> str:
+    """Summary of the daily series in [$2, $3): range, OHLCV, vwap, daily return mean and volatility;
+    ``filtered``: only the sources in $5."""
+    return f"""{series_ctes("1d", rollups, "$5" if filtered else None)},
 daily AS (
     SELECT {COLUMNS}, close / lag(close) OVER (ORDER BY bucket) - 1 AS daily_return FROM series
 )

@@ -2,8 +2,11 @@
 
 Stateless, so any number of copies share the ``storage`` consumer group. Each batch is written
 with COPY + INSERT ... ON CONFLICT in one transaction and acked only after the commit; a batch
-redelivered after a crash writes nothing twice. Migrations run at start-up (advisory-locked, so
-copies starting together are safe).
+redelivered after a crash writes nothing twice. A database that cannot take writes for now (down,
+disk full, read-only, out of memory, lock timeout, cancelled: ``TRANSIENT_DB_ERRORS``) is an
+outage: the batch waits and is retried, loudly, and never counts as a failed delivery. Storage
+also trims every stream below what all groups still need (retention follows the consumers).
+Migrations run at start-up (advisory-locked, so copies starting together are safe).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
 from tradebot.common.lifecycle import Backoff
 from tradebot.common.runtime import consumer_name
 from tradebot.common.runtime import main as run_worker
-from tradebot.common.streams import STORAGE_GROUP, Role, storage_streams
+from tradebot.common.streams import STORAGE_GROUP, Role, retained_streams, storage_streams
+from tradebot.maintenance.retention import retention_loop
 from tradebot.storage.schema import apply_migrations
-from tradebot.storage.timescale import TimescaleOptions
+from tradebot.storage.timescale import TimescaleOptions, database_mode
 from tradebot.storage.writer import write_events
 
 log = logging.getLogger(__name__)
@@ -54,12 +58,25 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
         claim_idle_ms=settings.claim_idle_ms,
         counters=counters,
         transient_errors=TRANSIENT_DB_ERRORS,
+        retained=retained_streams(settings.tick_partitions),
     )
+    retention = await _start_retention(pool, settings, stop, counters)
     try:
         await consumer.run(handle, stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
+        if retention is not None:
+            retention.cancel()
         await bus.close()
         await pool.close()
+
+
+async def _start_retention(
+    pool: asyncpg.Pool, settings: ReadySettings, stop: asyncio.Event, counters: Counter[str]
+) -> asyncio.Task[None] | None:
+    """On plain PostgreSQL with TICK_RETENTION set, the retention job (TimescaleDB has a policy)."""
+    if settings.tick_retention is None or settings.burst or await database_mode(pool) != "postgresql":
+        return None
+    return asyncio.create_task(retention_loop(pool, settings.tick_retention, stop, counters))
 
 
 async def _connect_when_ready(settings: ReadySettings, stop: asyncio.Event) -> asyncpg.Pool | None:

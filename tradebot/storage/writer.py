@@ -3,8 +3,10 @@
 Each table's conflict target is the event's natural key, so a redelivered batch writes nothing new.
 Ticks, signals, orders and order events are immutable: a repeat is skipped (DO NOTHING). Bars are
 the exception: a provider may correct a bar it sent before (late trades), so a bar with the same
-(symbol, timeframe, ts, source) replaces the stored values when they differ. Rows are inserted in
-key order so two workers writing overlapping batches lock in the same order and cannot deadlock.
+(symbol, timeframe, ts, source) replaces the stored one, but only when its ``version`` is larger:
+whatever order the versions arrive in (a correction reclaimed after a crash, two storage workers,
+a backfill racing the live feed), the newest is what stays. Rows are inserted in key order so two
+workers writing overlapping batches lock in the same order and cannot deadlock.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from tradebot.common.db import Executor, connection
-from tradebot.common.models import Bar, Event, Order, OrderEvent, Signal, Tick
+from tradebot.common.models import Bar, ControlEvent, EquitySample, Event, Gap, Order, OrderEvent, Signal, Tick
 
 BACKFILL_BATCH_ROWS = 10_000
 
@@ -30,7 +32,7 @@ class Table:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     row: Callable[[Any], tuple[Any, ...]]
-    replace_on_conflict: bool = False
+    version: str | None = None  # a row replaces a stored one with the same key only if this is larger
 
     @property
     def staging(self) -> str:
@@ -40,20 +42,37 @@ class Table:
         """The natural-key values of a row."""
         return tuple(row[self.columns.index(column)] for column in self.key)
 
+    def newer(self, row: tuple[Any, ...], than: tuple[Any, ...]) -> bool:
+        """Whether ``row`` replaces ``than`` (same key): only a versioned table's larger version does."""
+        if self.version is None:
+            return False
+        index = self.columns.index(self.version)
+        return bool(row[index] > than[index])
+
     def insert_sql(self) -> str:
-        """INSERT from the staging table, skipping (or, for bars, refreshing) existing keys."""
+        """INSERT from the staging table, skipping existing keys (or, if versioned, replacing older versions).
+
+        A versioned insert returns how many rows are new or changed in value: a newer version with
+        the same values still takes its place (so an older one arriving later cannot win), but it
+        is not counted as written. The ``before`` snapshot is the rows as the statement found them.
+        """
         columns, key = ", ".join(self.columns), ", ".join(self.key)
-        head = (
+        insert = (
             f"INSERT INTO {self.name} ({columns}) SELECT {columns} FROM {self.staging} "
             f"ORDER BY {key} ON CONFLICT ({key}) "
         )
-        if not self.replace_on_conflict:
-            return head + "DO NOTHING"
-        values = [c for c in self.columns if c not in self.key]
-        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in values)
-        stored = ", ".join(f"{self.name}.{c}" for c in values)
-        incoming = ", ".join(f"EXCLUDED.{c}" for c in values)
-        return head + f"DO UPDATE SET {assignments} WHERE ({stored}) IS DISTINCT FROM ({incoming})"
+        if self.version is None:
+            return insert + "DO NOTHING"
+        values = [c for c in self.columns if c not in self.key and c != self.version]
+        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*values, self.version))
+        stored, joined = ", ".join(f"t.{c}" for c in values), " AND ".join(f"t.{c} = s.{c}" for c in self.key)
+        return (
+            f"WITH before AS (SELECT {', '.join(f't.{c}' for c in self.key)}, ({stored}) AS v "
+            f"FROM {self.name} t JOIN {self.staging} s ON {joined}), "
+            f"written AS ({insert}DO UPDATE SET {assignments} "
+            f"WHERE {self.name}.{self.version} < EXCLUDED.{self.version} RETURNING {key}, ({', '.join(values)}) AS v) "
+            f"SELECT count(*) FROM written w LEFT JOIN before b USING ({key}) WHERE b.v IS DISTINCT FROM w.v"
+        )
 
 
 TABLES: dict[type[Event], Table] = {
@@ -65,7 +84,21 @@ TABLES: dict[type[Event], Table] = {
     ),
     Bar: Table(
         "bars",
-        ("symbol", "timeframe", "ts", "source", "id", "open", "high", "low", "close", "volume", "trade_count", "vwap"),
+        (
+            "symbol",
+            "timeframe",
+            "ts",
+            "source",
+            "id",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "trade_count",
+            "vwap",
+            "version",
+        ),
         ("symbol", "timeframe", "ts", "source"),
         lambda b: (
             b.symbol,
@@ -80,8 +113,9 @@ TABLES: dict[type[Event], Table] = {
             b.volume,
             b.trade_count,
             b.vwap,
+            b.version,
         ),
-        replace_on_conflict=True,
+        version="version",
     ),
     Signal: Table(
         "signals",
@@ -91,9 +125,9 @@ TABLES: dict[type[Event], Table] = {
     ),
     Order: Table(
         "orders",
-        ("id", "ts", "symbol", "side", "quantity", "order_type", "signal_id"),
+        ("id", "ts", "symbol", "side", "quantity", "order_type", "signal_id", "strategy"),
         ("id", "ts"),
-        lambda o: (o.id, o.timestamp, o.symbol, o.side, o.quantity, o.order_type, o.signal_id),
+        lambda o: (o.id, o.timestamp, o.symbol, o.side, o.quantity, o.order_type, o.signal_id, o.strategy),
     ),
     OrderEvent: Table(
         "fills",
@@ -112,16 +146,37 @@ TABLES: dict[type[Event], Table] = {
             e.reason,
         ),
     ),
+    Gap: Table(
+        "gaps",
+        ("id", "symbol", "first_ts", "last_ts", "source", "dropped"),
+        ("id",),
+        lambda g: (g.id, g.symbol, g.timestamp, g.last, g.source, g.dropped),
+    ),
+    ControlEvent: Table(
+        "control_events",
+        ("id", "ts", "action", "state", "actor", "reason", "version"),
+        ("id", "ts"),
+        lambda c: (c.id, c.timestamp, c.action, c.state, c.actor, c.reason, c.version),
+    ),
+    EquitySample: Table(
+        "equity_samples",
+        ("ts", "cash", "equity", "gross_exposure", "realised_pnl", "unrealised_pnl", "drawdown"),
+        ("ts",),
+        lambda q: (q.timestamp, q.cash, q.equity, q.gross_exposure, q.realised_pnl, q.unrealised_pnl, q.drawdown),
+    ),
 }
 
 
 def group_rows(events: Sequence[Event]) -> dict[Table, list[tuple[Any, ...]]]:
-    """Rows per table, one per natural key (the last event with a key wins: a correction)."""
+    """Rows per table, one per natural key: the first, or for a versioned table the newest."""
     groups: dict[Table, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
     for event in events:
         table = TABLES[type(event)]
         row = table.row(event)
-        groups.setdefault(table, {})[table.key_of(row)] = row
+        rows = groups.setdefault(table, {})
+        key = table.key_of(row)
+        if key not in rows or table.newer(row, rows[key]):
+            rows[key] = row
     return {table: list(rows.values()) for table, rows in groups.items()}
 
 
@@ -134,7 +189,21 @@ async def write_events(executor: Executor, events: Sequence[Event]) -> Counter[s
     async with connection(executor) as conn, conn.transaction():
         for table, rows in groups.items():
             written[table.name] += await _copy_and_insert(conn, table, rows)
+        await _record_sources(conn, events)
     return written
+
+
+async def _record_sources(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """Note which (symbol, source) pairs hold market data, in key order (no deadlock between writers)."""
+    pairs = sorted({(e.symbol, e.source) for e in events if isinstance(e, Tick | Bar)})
+    if pairs:
+        symbols, sources = zip(*pairs, strict=True)
+        await conn.execute(
+            "INSERT INTO symbol_sources (symbol, source) SELECT * FROM unnest($1::text[], $2::text[]) "
+            "ON CONFLICT DO NOTHING",
+            list(symbols),
+            list(sources),
+        )
 
 
 async def write_bars(executor: Executor, bars: Sequence[Bar]) -> int:
@@ -158,5 +227,8 @@ async def _copy_and_insert(conn: asyncpg.Connection, table: Table, rows: list[tu
         f"CREATE TEMP TABLE IF NOT EXISTS {table.staging} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
     await conn.copy_records_to_table(table.staging, records=rows, columns=table.columns)
+    if table.version is not None:
+        changed: int = await conn.fetchval(table.insert_sql())
+        return changed
     status = await conn.execute(table.insert_sql())
     return int(status.rsplit(" ", 1)[-1])

@@ -1,14 +1,26 @@
-"""The small interface every strategy implements: ticks in, signals out, state as plain data."""
+"""The interface every strategy implements, and the base of the indicator strategies.
+
+A strategy is pure: no I/O, no clock; the same ticks always give the same signals. Indicator
+strategies are driven by bars of their ``timeframe``, built inside from ticks (``"tick"``: every
+tick is its own bar), so multi-timeframe strategies behave the same live and in a backtest. They
+can also be fed stored bars directly (``on_bar``).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol
 
-from tradebot.common.models import Signal, Tick
+from tradebot.common.models import Bar, Side, Signal, Tick, stable_id
+from tradebot.strategy.bars import BarBuilder, Candle, timeframe_seconds
+from tradebot.strategy.indicators import Indicator
+
+RECENT_TICK_IDS = 50  # per symbol: enough to catch a redelivered batch without growing forever
+Decision = tuple[Side, float]  # side and confidence in [0, 1]
 
 
 class Strategy(Protocol):
-    """A pure, deterministic strategy: no I/O, no clock; the same ticks always give the same signals."""
+    """A pure, deterministic strategy: ticks in, signals out, state as plain data."""
 
     name: str
 
@@ -16,10 +28,147 @@ class Strategy(Protocol):
         """Update the state with one tick; return the signals it triggers (usually none)."""
         ...
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> dict:
         """The whole state as JSON-ready data."""
         ...
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
+    def restore(self, snapshot: dict) -> None:
         """Replace the state with one taken by :meth:`snapshot`."""
         ...
+
+
+class SymbolState:
+    """What an indicator strategy remembers about one symbol."""
+
+    def __init__(self, indicators: dict[str, Indicator], seconds: int):
+        self.indicators = indicators
+        self.builder = BarBuilder(seconds) if seconds else None
+        self.holding = False  # long after a buy, flat after a sell (signals alternate)
+        self.memory: dict[str, Any] = {}  # small JSON-ready extras a strategy keeps between bars
+        self.recent: dict[str, None] = {}  # the last RECENT_TICK_IDS ids, oldest first (an ordered set)
+
+    def first_sight(self, tick_id: str) -> bool:
+        """Remember a tick id; False when it was seen recently (a redelivery)."""
+        recent = self.recent
+        if tick_id in recent:
+            return False
+        recent[tick_id] = None
+        if len(recent) > RECENT_TICK_IDS:
+            del recent[next(iter(recent))]
+        return True
+
+    def snapshot(self) -> dict:
+        return {
+            "indicators": {name: indicator.snapshot() for name, indicator in self.indicators.items()},
+            "bar": self.builder.snapshot() if self.builder else None,
+            "holding": self.holding,
+            "memory": self.memory,
+            "recent_tick_ids": list(self.recent),
+        }
+
+    def restore(self, saved: dict) -> None:
+        for name, indicator in self.indicators.items():
+            indicator.restore(saved["indicators"][name])
+        if self.builder:
+            self.builder.restore(saved["bar"])
+        self.holding = saved["holding"]
+        self.memory = dict(saved["memory"])
+        self.recent = dict.fromkeys(saved["recent_tick_ids"][-RECENT_TICK_IDS:])
+
+
+class BarStrategy:
+    """Base of the indicator strategies: subclasses say which indicators and how to decide.
+
+    ``decide`` sees each completed bar after its indicators were updated by ``update``; a BUY is
+    passed on only when flat and a SELL only when holding, so signals alternate.
+    """
+
+    default_name: ClassVar[str] = "strategy"
+    alternate: ClassVar[bool] = True  # pass a BUY only when flat, a SELL only when holding
+
+    def __init__(self, *, timeframe: str = "tick", name: str | None = None):
+        self.timeframe = timeframe
+        self.seconds = timeframe_seconds(timeframe)
+        self.name = name or self.default_name
+        self._symbols: dict[str, SymbolState] = {}
+
+    # --- what subclasses define ---
+    def indicators(self) -> dict[str, Indicator]:
+        """Fresh indicators for one symbol."""
+        raise NotImplementedError
+
+    def decide(self, state: SymbolState, bar: Candle) -> Decision | None:
+        """Update the indicators with a completed bar; a side and confidence, or None."""
+        raise NotImplementedError
+
+    # --- driving ---
+    def on_tick(self, tick: Tick) -> list[Signal]:
+        """Apply one tick; a tick id seen recently is a redelivery and changes nothing."""
+        state = self._state(tick.symbol)
+        if not state.first_sight(tick.id):
+            return []
+        if state.builder is None:
+            bar: Candle | None = Candle(0, tick.price, tick.price, tick.price, tick.price, tick.size)
+        else:
+            bar = state.builder.add_tick(tick.timestamp.timestamp(), tick.price, tick.size)
+        if bar is None:
+            return []
+        return self._act(state, bar, tick.symbol, tick.timestamp, tick.price, tick.id)
+
+    def on_bar(self, bar: Bar) -> list[Signal]:
+        """Apply one complete stored bar (of this timeframe or a finer one); signalled at its close."""
+        seconds = timeframe_seconds(bar.timeframe)
+        if seconds > self.seconds > 0:
+            raise ValueError(f"{self.name} runs on {self.timeframe} bars and cannot take {bar.timeframe} bars")
+        state = self._state(bar.symbol)
+        if not state.first_sight(bar.id):
+            return []
+        start = int(bar.timestamp.timestamp())
+        candle = Candle(start, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trade_count)
+        # "tick" strategies take each bar as one observation
+        done = state.builder.add_bar(candle, seconds) if state.builder else candle
+        if done is None:
+            return []
+        closed_at = datetime.fromtimestamp(start + seconds, UTC)
+        return self._act(state, done, bar.symbol, closed_at, bar.close, bar.id)
+
+    def _act(
+        self, state: SymbolState, bar: Candle, symbol: str, at: datetime, price: float, source_id: str
+    ) -> list[Signal]:
+        decision = self.decide(state, bar)
+        if decision is None:
+            return []
+        side, score = decision
+        if self.alternate and (side == "buy") == state.holding:
+            return []  # already long (buy) or already flat (sell)
+        state.holding = side == "buy"
+        return [self.signal(symbol, at, side, price, score, source_id)]
+
+    def signal(self, symbol: str, at: datetime, side: Side, price: float, score: float, source_id: str) -> Signal:
+        """The signal for a decision; its id follows from the strategy's name and the triggering tick."""
+        return Signal(
+            id=stable_id(self.name, source_id),
+            symbol=symbol,
+            timestamp=at,
+            side=side,
+            price=price,
+            confidence=round(min(1.0, max(0.0, score)), 6),
+            strategy=self.name,
+            tick_id=source_id,
+        )
+
+    def _state(self, symbol: str) -> SymbolState:
+        state = self._symbols.get(symbol)
+        if state is None:
+            state = self._symbols[symbol] = SymbolState(self.indicators(), self.seconds)
+        return state
+
+    def snapshot(self) -> dict:
+        """Per-symbol indicators, open bar, position flag and recent tick ids, as JSON-ready data."""
+        return {"symbols": {symbol: state.snapshot() for symbol, state in self._symbols.items()}}
+
+    def restore(self, snapshot: dict) -> None:
+        """Replace the state with a snapshot taken by a strategy with the same parameters."""
+        self._symbols = {}
+        for symbol, saved in snapshot.get("symbols", {}).items():
+            self._state(symbol).restore(saved)

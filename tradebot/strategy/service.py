@@ -1,64 +1,148 @@
 """The strategy worker: owns tick partitions by lease and turns their ticks into signals and orders.
 
-Each owned partition has one strategy instance holding the state of that partition's symbols. Its
-outputs (signals on ``signals``, orders on ``orders.new``), its checkpoint and the acks of the ticks
-it applied are written in one fenced commit, so any number of workers, started and killed in any
-order, produce exactly the signals a single uninterrupted worker would.
+Each owned partition has one strategy book (every configured strategy, tradebot/strategy/book.py)
+holding the state of that partition's symbols. Its outputs (signals on ``signals``, orders on
+``orders.new``), its checkpoint and the acks of the ticks it applied are written in one fenced
+commit, so any number of workers, started and killed in any order, produce exactly the signals a
+single uninterrupted worker would. The checkpoint is kept in parts (tradebot/strategy/parts.py):
+a commit rewrites only the symbols its batch touched.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 from collections import Counter
 from collections.abc import Callable
 
 from tradebot.common import runtime
 from tradebot.common.bus import Bus
-from tradebot.common.config import ReadySettings, Settings
+from tradebot.common.config import ReadySettings, Settings, SettingsError
+from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import Event, Order, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
-from tradebot.common.streams import ORDERS_NEW, SIGNALS, STRATEGY_ROLE, tick_stream
-from tradebot.strategy.base import Strategy
-from tradebot.strategy.moving_average import MovingAverageCrossover
+from tradebot.common.streams import ORDERS_NEW, SIGNALS, STRATEGY_ROLE, STRATEGY_SWITCHES_KEY, tick_stream
+from tradebot.risk.exits import ExitRules
+from tradebot.risk.state import TradingState
+from tradebot.risk.store import TradingStateWatcher, poll_interval
+from tradebot.strategy import parts
+from tradebot.strategy.book import Sizing, StrategyBook, StrategySpec, read_strategies_file
+from tradebot.strategy.catalog import StrategyError
+
+log = logging.getLogger(__name__)
+SWITCH_POLL_S = 1.0  # how soon a strategy switched on or off at run time takes effect
 
 
 class StrategyPartition:
-    """The checkpointed state of one tick partition: a strategy instance behind PartitionState."""
+    """The checkpointed state of one tick partition: a strategy book (and the exits) behind PartitionState.
 
-    def __init__(self, new_strategy: Callable[[], Strategy], order_quantity: float):
-        self.new_strategy = new_strategy
+    ``may_order`` is False while trading is HALTED: signals are still made, orders are not sent.
+    """
+
+    def __init__(
+        self,
+        new_book: Callable[[], StrategyBook],
+        order_quantity: float,
+        may_order: Callable[[], bool] = lambda: True,
+        exits: Callable[[], ExitRules] = ExitRules,
+    ):
+        self.new_book = new_book
         self.order_quantity = order_quantity
-        self.strategy = new_strategy()
+        self.may_order = may_order
+        self.new_exits = exits
+        self.book = new_book()
+        self.exits = exits()
+        self._touched: set[str] = set()  # symbols applied since the last parts written
+        self._rest: str | None = None  # the snapshot without its symbols, as last written
 
     def restore(self, checkpoint: str | None) -> None:
-        """Start from the checkpoint, or from nothing when there is none."""
-        self.strategy = self.new_strategy()
-        if checkpoint:
-            self.strategy.restore(json.loads(checkpoint))
+        """Start from a whole-string checkpoint (an older layout), or from nothing."""
+        self.restore_parts({parts.REST: checkpoint} if checkpoint else {})
 
     def apply(self, events: list[Event]) -> list[tuple[str, Event]]:
-        """Feed ticks to the strategy; each signal is published along with its order."""
+        """Feed ticks to the strategies; each signal is published along with its order (unless halted)."""
         outputs: list[tuple[str, Event]] = []
+        ordering = self.may_order()
         for event in events:
             if not isinstance(event, Tick):
                 raise TypeError(f"expected a Tick on a tick stream, got a {type(event).__name__}")
-            for signal in self.strategy.on_tick(event):
-                outputs += [(SIGNALS, signal), (ORDERS_NEW, Order.from_signal(signal, self.order_quantity))]
+            self._touched.add(event.symbol)
+            decided = self.book.on_tick(event)
+            if self.exits.enabled:
+                exits = self.exits.on_tick(event, [signal for signal, _ in decided])
+                decided += [(signal, Order.from_signal(signal, self.order_quantity)) for signal in exits]
+            for signal, order in decided:
+                outputs.append((SIGNALS, signal))
+                if ordering:
+                    outputs.append((ORDERS_NEW, order))
         return outputs
 
+    def _snapshot(self) -> dict[str, object]:
+        snapshot = self.book.snapshot()
+        if self.exits.enabled:  # the exits' open trades travel in the rest
+            snapshot["exits"] = self.exits.snapshot()
+        return snapshot
+
     def checkpoint(self) -> str:
-        """The strategy's snapshot as compact JSON."""
-        return json.dumps(self.strategy.snapshot(), separators=(",", ":"))
+        """The whole state as compact JSON (what a backtest or a test compares)."""
+        return parts.compact(self._snapshot())
+
+    def parts(self) -> dict[str, str]:
+        """Every part of the state."""
+        self._rest = None
+        every, rest = parts.split(self._snapshot(), None)
+        self._touched = set()
+        self._rest = rest
+        return {**every, parts.REST: rest}
+
+    def changed_parts(self) -> dict[str, str]:
+        """The symbols applied since the last call (and the rest, if it changed)."""
+        changed, rest = parts.split(self._snapshot(), self._touched)
+        if rest != self._rest:
+            changed[parts.REST] = self._rest = rest
+        self._touched = set()
+        return changed
+
+    def restore_parts(self, saved: dict[str, str]) -> None:
+        """Start from parts as committed."""
+        snapshot = parts.join(saved) if saved else {}
+        self.book = self.new_book()
+        self.exits = self.new_exits()
+        self.exits.restore(snapshot.pop("exits", {}))
+        if snapshot:
+            self.book.restore(snapshot)
+        self._rest = saved.get(parts.REST)
+        self._touched = set()
 
 
-def strategy_factory(settings: Settings) -> Callable[[], Strategy]:
-    """Builds the configured strategy (the moving-average crossover)."""
-    return lambda: MovingAverageCrossover(settings.short_window, settings.long_window)
+def strategy_specs(settings: Settings) -> list[StrategySpec]:
+    """STRATEGIES_FILE's strategies, or the one crossover of SHORT_WINDOW / LONG_WINDOW."""
+    if settings.strategies_file is not None:
+        return read_strategies_file(settings.strategies_file)
+    parameters = {"short_window": settings.short_window, "long_window": settings.long_window}
+    return [StrategySpec(None, "ma_crossover", parameters, sizing=Sizing(quantity=settings.order_quantity))]
 
 
-def strategy_worker(bus: Bus, settings: Settings, member: str, counters: Counter[str]) -> PartitionedWorker:
-    """A partition-leasing worker named ``member`` (unique per worker) running the strategy."""
+def book_factory(settings: Settings, switches: dict[str, bool] | None = None) -> Callable[[], StrategyBook]:
+    """Builds the configured book (checked once here: a bad strategies file stops start-up)."""
+    try:
+        specs = strategy_specs(settings)
+        StrategyBook(specs)
+    except StrategyError as error:
+        raise SettingsError(f"invalid setting STRATEGIES_FILE: {error}") from None
+    shared = switches if switches is not None else {}
+    return lambda: StrategyBook(specs, shared)
+
+
+def strategy_worker(
+    bus: Bus,
+    settings: Settings,
+    member: str,
+    counters: Counter[str],
+    switches: dict[str, bool] | None = None,
+    may_order: Callable[[], bool] = lambda: True,
+) -> PartitionedWorker:
+    """A partition-leasing worker named ``member`` (unique per worker) running the strategies."""
     config = PartitionSettings(
         role=STRATEGY_ROLE,
         partitions=settings.tick_partitions,
@@ -67,23 +151,58 @@ def strategy_worker(bus: Bus, settings: Settings, member: str, counters: Counter
         block_ms=settings.bus_block_ms,
         lease_ttl_ms=settings.lease_ttl_ms,
     )
-    new_strategy = strategy_factory(settings)
-    return PartitionedWorker(
-        bus,
-        config,
-        member=member,
-        counters=counters,
-        new_state=lambda _partition: StrategyPartition(new_strategy, settings.order_quantity),
-    )
+    new_book = book_factory(settings, switches)
+
+    def exits() -> ExitRules:
+        return ExitRules(settings.exit_stop_loss_pct, settings.exit_take_profit_pct, settings.exit_trailing_pct)
+
+    def new_state(_partition: int) -> StrategyPartition:
+        return StrategyPartition(new_book, settings.order_quantity, may_order, exits)
+
+    return PartitionedWorker(bus, config, member=member, counters=counters, new_state=new_state)
+
+
+async def read_switches(bus: Bus) -> dict[str, bool]:
+    """Strategies switched on or off at run time (``tradebot strategy enable|disable NAME``)."""
+    saved = await bus.redis.hgetall(STRATEGY_SWITCHES_KEY)
+    return {_text(name): _text(state) == "on" for name, state in saved.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def follow_switches(bus: Bus, switches: dict[str, bool], stop: asyncio.Event) -> None:
+    """Keep ``switches`` equal to what was switched at run time, polling every SWITCH_POLL_S."""
+    while not stop.is_set():
+        current = await read_switches(bus)
+        if current != switches:
+            log.info(
+                "strategy switches: %s", ", ".join(f"{n}={'on' if v else 'off'}" for n, v in sorted(current.items()))
+            )
+            switches.clear()
+            switches.update(current)
+        await wait_or_stop(stop, SWITCH_POLL_S)
 
 
 async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str]) -> None:
-    """Worker entry: run the strategy over the partitions this process wins."""
+    """Worker entry: run the strategies over the partitions this process wins."""
     bus = Bus.from_settings(settings)
+    member = runtime.consumer_name()
+    watcher = TradingStateWatcher(bus.redis, member, STRATEGY_ROLE, poll_interval(settings.lease_ttl_ms))
+    await watcher.refresh()  # a restarted worker obeys a halt before its first tick
+    switches: dict[str, bool] = {}
+    background = [asyncio.create_task(watcher.run(stop)), asyncio.create_task(follow_switches(bus, switches, stop))]
     try:
-        worker = strategy_worker(bus, settings, runtime.consumer_name(), counters)
+        worker = strategy_worker(
+            bus, settings, member, counters, switches, lambda: watcher.current.state is not TradingState.HALTED
+        )
         await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await watcher.forget()
         await bus.close()
 
 

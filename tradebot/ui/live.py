@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Delivery
-from tradebot.common.models import Bar, Order, OrderEvent, Signal, Tick
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
+from tradebot.common.models import Bar, Event, Order, OrderEvent, Signal, Tick
 from tradebot.common.streams import BARS, ORDER_EVENTS, ORDERS_NEW, SIGNALS, tick_streams
 
 log = logging.getLogger(__name__)
@@ -163,13 +163,15 @@ class Hub:
         self.following = True
         try:
             while self._listening.is_set() and not stop.is_set():
-                for delivery in await self.bus.follow(positions, count=READ_COUNT, block_ms=BLOCK_MS):
-                    self._dispatch(delivery)
+                for stream, entry_id, event in await self.bus.follow(positions, count=READ_COUNT, block_ms=BLOCK_MS):
+                    positions[stream] = entry_id
+                    if event is not None:  # a malformed entry: its consuming role dead-letters it
+                        self._dispatch(event)
         finally:
             self.following = False
 
-    def _dispatch(self, delivery: Delivery) -> None:
-        for channel, symbol, data in messages(delivery.event, self._bars):
+    def _dispatch(self, event: Event) -> None:
+        for channel, symbol, data in messages(event, self._bars):
             self.publish(channel, symbol, data)
 
     async def run_health(self, snapshot: Any, stop: asyncio.Event) -> None:

@@ -1,0 +1,34 @@
+"""The token bucket every trading-API call shares: a pace under the budget, and a pause after 429."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tradebot.broker.ratelimit import TokenBucket
+
+
+async def test_calls_beyond_the_burst_wait_for_tokens() -> None:
+    bucket = TokenBucket(per_minute=600, burst=5)  # 10 a second
+    for _ in range(5):
+        await bucket.take()
+    assert bucket.waited_s == 0
+    await bucket.take()
+    assert bucket.waited_s > 0  # the sixth had to wait for a token
+
+
+async def test_a_pause_holds_every_caller_back() -> None:
+    bucket = TokenBucket(per_minute=60_000, burst=100)
+    bucket.pause(0.2)
+    started = time.monotonic()
+    await asyncio.gather(bucket.take(), bucket.take())
+    assert time.monotonic() - started >= 0.2
+
+
+async def test_the_rate_over_a_window_stays_under_the_budget() -> None:
+    bucket = TokenBucket(per_minute=1_200, burst=2)  # 20 a second
+    started = time.monotonic()
+    for _ in range(12):
+        await bucket.take()
+    # 2 from the burst, 10 at 20/s: at least half a second, whatever the machine's speed
+    assert time.monotonic() - started >= 0.45

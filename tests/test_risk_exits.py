@@ -1,0 +1,109 @@
+"""Exits on ticks: stop-loss, take-profit and trailing stop, and their place in the strategy role."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tradebot.common.models import Order, Signal, Tick
+from tradebot.common.streams import ORDERS_NEW, SIGNALS
+from tradebot.risk.exits import ExitRules
+from tradebot.strategy.service import StrategyPartition
+
+T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+_n = iter(range(1_000_000))
+
+
+def tick(price: float, symbol: str = "AAPL") -> Tick:
+    n = next(_n)
+    return Tick.create(symbol, price, 1, T0 + timedelta(seconds=n), trade_id=n)
+
+
+def entry(price: float, symbol: str = "AAPL") -> tuple[Tick, list[Signal]]:
+    t = tick(price, symbol)
+    signal = Signal(
+        id=f"s{t.id}",
+        symbol=symbol,
+        timestamp=t.timestamp,
+        side="buy",
+        price=price,
+        confidence=1,
+        strategy="x",
+        tick_id=t.id,
+    )
+    return t, [signal]
+
+
+def run(rules: ExitRules, prices: list[float]) -> list[tuple[float, str]]:
+    rules.on_tick(*entry(100.0))
+    fired = []
+    for price in prices:
+        fired += [(price, s.strategy) for s in rules.on_tick(tick(price), [])]
+    return fired
+
+
+@pytest.mark.parametrize(
+    ("rules", "prices", "fired"),
+    [
+        (ExitRules(stop_loss_pct=0.02), [99.0, 98.01, 98.0, 97.0], [(98.0, "exit:stop_loss")]),
+        (ExitRules(take_profit_pct=0.05), [104.99, 105.0, 106.0], [(105.0, "exit:take_profit")]),
+        (ExitRules(trailing_pct=0.1), [110.0, 120.0, 108.01, 108.0], [(108.0, "exit:trailing_stop")]),
+        (ExitRules(stop_loss_pct=0.5, take_profit_pct=0.5), [60.0, 140.0], []),
+    ],
+)
+def test_each_exit_fires_once_at_its_threshold(rules: ExitRules, prices: list[float], fired: list) -> None:
+    assert run(rules, prices) == fired
+
+
+def test_a_sell_signal_closes_the_trade_and_other_symbols_are_left_alone() -> None:
+    rules = ExitRules(stop_loss_pct=0.01)
+    rules.on_tick(*entry(100.0))
+    assert rules.on_tick(tick(50.0, "MSFT"), []) == []
+    closing = tick(100.0)
+    sell = Signal(
+        id="s-sell",
+        symbol="AAPL",
+        timestamp=closing.timestamp,
+        side="sell",
+        price=100.0,
+        confidence=1,
+        strategy="x",
+        tick_id=closing.id,
+    )
+    rules.on_tick(closing, [sell])
+    assert rules.on_tick(tick(10.0), []) == []
+
+
+def test_exits_go_out_as_orders_and_survive_a_checkpoint() -> None:
+    class Buys:
+        """A stand-in strategy: buys on the first tick of a symbol, then nothing."""
+
+        name = "buys"
+
+        def __init__(self) -> None:
+            self.seen: set[str] = set()
+
+        def on_tick(self, t: Tick) -> list[Signal]:
+            if t.symbol in self.seen:
+                return []
+            self.seen.add(t.symbol)
+            return [entry(t.price, t.symbol)[1][0]]
+
+        def snapshot(self) -> dict:
+            return {"seen": sorted(self.seen)}
+
+        def restore(self, snapshot: dict) -> None:
+            self.seen = set(snapshot.get("seen", []))
+
+    state = StrategyPartition(Buys, order_quantity=5)
+    state.exits = ExitRules(stop_loss_pct=0.02)
+    assert [stream for stream, _ in state.apply([tick(100.0)])] == [SIGNALS, ORDERS_NEW]
+    restored = StrategyPartition(Buys, order_quantity=5)
+    restored.exits = ExitRules(stop_loss_pct=0.02)
+    restored.restore(state.checkpoint())
+    outputs = restored.apply([tick(97.0)])
+    orders = [event for stream, event in outputs if stream == ORDERS_NEW]
+    assert len(orders) == 1
+    assert isinstance(orders[0], Order)
+    assert (orders[0].side, orders[0].quantity, orders[0].reference_price) == ("sell", 5, 97.0)

@@ -1,0 +1,121 @@
+"""Position sizing modes, the NYSE calendar, and the risk stage's running totals."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from tradebot.common.config import Settings
+from tradebot.common.models import Order
+from tradebot.execution.broker import Position
+from tradebot.execution.service import BrokerPartition
+from tradebot.risk.calendar import NyseHours
+from tradebot.risk.limits import RiskLimits
+from tradebot.risk.portfolio import MarketState, Portfolio
+from tradebot.risk.sizing import TradeStats, round_quantity, size
+
+T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+
+
+def buy(price: float = 50.0, quantity: float = 10, symbol: str = "AAPL") -> Order:
+    return Order(
+        id="co-1", symbol=symbol, timestamp=T0, side="buy", quantity=quantity, reference_price=price, signal_id="s"
+    )
+
+
+def sell(quantity: float = 10) -> Order:
+    return buy().model_copy(update={"side": "sell", "quantity": quantity})
+
+
+EQUITY = Portfolio(cash=100_000.0)
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra", "shares"),
+    [
+        ("fixed_quantity", {}, 10),
+        ("fixed_notional", {"sizing_notional": 5_000.0}, 100),  # 5,000 / 50
+        ("fixed_fractional", {"sizing_risk_pct": 0.01, "sizing_stop_pct": 0.02}, 1_000),  # 1,000 at risk / $1 stop
+        ("equal_risk", {"max_gross_exposure_pct": 0.9, "max_open_positions": 20}, 90),  # 4,500 each
+        ("kelly", {"sizing_risk_pct": 0.01, "sizing_kelly_cap": 0.1}, 20),  # too few trades: 1 % of equity
+    ],
+)
+def test_buy_sizes(mode: str, extra: dict, shares: float) -> None:
+    limits = RiskLimits(sizing=mode, **extra)
+    assert size(buy(), EQUITY, MarketState(), limits, TradeStats()) == shares
+
+
+def test_atr_sizing_risks_the_share_over_the_atr_stop() -> None:
+    limits = RiskLimits(sizing="atr", sizing_risk_pct=0.01, sizing_atr_multiple=2.0)
+    # 1,000 at risk; a stop 2 ATR = $5 away: 200 shares
+    assert size(buy(), EQUITY, MarketState(atr={"AAPL": 2.5}), limits, TradeStats()) == 200
+    assert size(buy(), EQUITY, MarketState(), limits, TradeStats()) == 1_000  # no ATR yet: fixed fractional
+
+
+def test_kelly_follows_the_record_with_a_cap() -> None:
+    stats = TradeStats()
+    for pnl in [2.0] * 6 + [-1.0] * 4:  # W = 0.6, R = 2: Kelly 0.4, half Kelly 0.2, capped at 0.1
+        stats.record(pnl)
+    limits = RiskLimits(sizing="kelly", sizing_kelly_fraction=0.5, sizing_kelly_cap=0.1)
+    assert stats.kelly() == pytest.approx(0.4)
+    assert size(buy(), EQUITY, MarketState(), limits, stats) == 200  # 10,000 / 50
+    losing = TradeStats()
+    for pnl in [1.0] * 3 + [-1.0] * 7:
+        losing.record(pnl)
+    assert size(buy(), EQUITY, MarketState(), limits, losing) == 0  # Kelly says do not bet
+
+
+def test_sells_close_the_position_and_never_exceed_it() -> None:
+    held = Portfolio(cash=0.0, positions={"AAPL": Position(quantity=7, average_cost=50, last_price=50)})
+    assert size(sell(10), held, MarketState(), RiskLimits(), TradeStats()) == 7
+    assert size(sell(3), held, MarketState(), RiskLimits(), TradeStats()) == 3
+    assert size(sell(3), held, MarketState(), RiskLimits(sizing="fixed_notional"), TradeStats()) == 7
+
+
+def test_whole_shares_unless_fractional() -> None:
+    assert round_quantity(12.9999, fractional=False) == 12
+    assert round_quantity(12.3456789, fractional=True) == pytest.approx(12.345678)
+    limits = RiskLimits(sizing="fixed_notional", sizing_notional=100.0, fractional_shares=True)
+    assert size(buy(price=30.0), EQUITY, MarketState(), limits, TradeStats()) == pytest.approx(3.333333)
+
+
+def test_nyse_sessions_holidays_and_early_closes() -> None:
+    nyse = NyseHours()
+    new_york = timedelta(hours=-5)  # EST dates below
+
+    def at(day: date, hour: int, minute: int = 0) -> datetime:
+        return datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC) - new_york
+
+    monday = date(2026, 3, 2)
+    assert not nyse.is_open(at(monday, 9, 29))
+    assert nyse.is_open(at(monday, 9, 30))
+    assert nyse.is_open(at(monday, 15, 59))
+    assert not nyse.is_open(at(monday, 16, 0))
+    assert not nyse.is_open(at(date(2026, 2, 28), 12))  # a Saturday
+    assert not nyse.is_open(at(date(2025, 12, 25), 12))  # Christmas
+    black_friday = date(2025, 11, 28)  # the day after Thanksgiving closes at 13:00
+    assert nyse.is_open(at(black_friday, 12, 59))
+    assert not nyse.is_open(at(black_friday, 13, 0))
+
+
+def test_the_stage_keeps_the_same_totals_as_a_fresh_sum() -> None:
+    settings = Settings(_env_file=None, risk_duplicate_window_s=0.0)
+    account = BrokerPartition(settings)
+    orders = [
+        buy(price=10.0 + n, quantity=3, symbol=symbol).model_copy(
+            update={
+                "id": f"co-{n}-{symbol}",
+                "side": "buy" if n % 3 else "sell",
+                "timestamp": T0 + timedelta(seconds=n),
+            }
+        )
+        for n in range(30)
+        for symbol in ("AAPL", "MSFT", "NVDA")
+    ]
+    account.risk.begin_batch()
+    for order in orders:
+        account._execute(order)
+    kept = account.risk.portfolio(account.broker).totals()
+    fresh = Portfolio(account.broker.cash, account.broker.positions).totals()
+    assert kept == fresh  # exactly: integer micro-dollars

@@ -1,0 +1,54 @@
+"""GET /portfolio, /positions and /equity: the paper account as the risk stage sees it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from tradebot.api.deps import PoolDep, RedisDep, TimeRangeDep
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS
+from tradebot.common.db import connection
+from tradebot.risk import views
+
+router = APIRouter(tags=["portfolio"])
+MAX_SAMPLES = 100_000
+
+
+async def _checkpoint(redis: RedisDep) -> dict[str, Any]:
+    if redis is None:
+        raise HTTPException(status_code=503, detail="REDIS_URL is not configured; the account lives in Redis")
+    try:
+        checkpoint = await views.read_checkpoint(redis)
+    except RECOVERABLE_REDIS_ERRORS as error:
+        raise HTTPException(status_code=503, detail=f"Redis unavailable: {error}") from None
+    if checkpoint is None:
+        raise HTTPException(status_code=404, detail="no order has been executed yet; the account is STARTING_CASH")
+    return checkpoint
+
+
+@router.get("/portfolio", summary="Cash, equity, exposure, P&L (total, per symbol, today) and drawdown")
+async def portfolio(redis: RedisDep) -> dict[str, Any]:
+    return views.portfolio(await _checkpoint(redis))
+
+
+@router.get("/positions", summary="Open positions with value, share of equity and P&L")
+async def positions(redis: RedisDep) -> list[dict[str, Any]]:
+    return views.positions(await _checkpoint(redis))
+
+
+@router.get("/equity", summary="The equity curve: one sample a minute (EQUITY_SAMPLE_S), oldest first")
+async def equity(
+    pool: PoolDep,
+    window: TimeRangeDep,
+    limit: int = Query(10_000, ge=1, le=MAX_SAMPLES, description="most samples returned (the earliest)"),
+) -> dict[str, list[dict[str, Any]]]:
+    async with connection(pool) as conn:
+        rows = await conn.fetch(
+            "SELECT ts, cash, equity, gross_exposure, realised_pnl, unrealised_pnl, drawdown FROM equity_samples "
+            "WHERE ($1::timestamptz IS NULL OR ts >= $1) AND ($2::timestamptz IS NULL OR ts < $2) ORDER BY ts LIMIT $3",
+            window.start,
+            window.end,
+            limit,
+        )
+    return {"points": [{"timestamp": row["ts"], **{k: v for k, v in row.items() if k != "ts"}} for row in rows]}

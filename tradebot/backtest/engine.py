@@ -1,0 +1,199 @@
+"""The backtest loop: stored ticks or bars through the live classes, in one process.
+
+Every observation goes to the same :class:`StrategyBook` the strategy worker runs; every order
+it makes goes through the pre-trade check (where one is plugged in) and then to the same
+:class:`PaperBroker` the execution worker runs. Time comes only from the data (the clock is the
+observation's timestamp), so a run is a pure function of its inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from tradebot.common.models import Bar, Order, OrderEvent, Signal, Tick
+from tradebot.execution.broker import PaperBroker
+from tradebot.strategy.bars import timeframe_seconds
+from tradebot.strategy.book import StrategyBook
+
+# The seam for the risk engine: given an order and the account it would trade, a reason to deny
+# it, or None to let it through. tradebot/risk's RiskEngine plugs in here once it exists.
+PreTradeCheck = Callable[[Order, PaperBroker], str | None]
+SAMPLE_PERIODS_PER_YEAR = {"1m": 252 * 390, "5m": 252 * 78, "15m": 252 * 26, "1h": 252 * 6.5, "1d": 252}
+
+
+@dataclass
+class Trade:
+    """One closed round trip of a strategy in a symbol (entry may be several buys)."""
+
+    strategy: str
+    symbol: str
+    entry_time: datetime
+    exit_time: datetime
+    quantity: float
+    entry_price: float  # average, commissions excluded
+    exit_price: float
+    fees: float
+    pnl: float  # after fees
+
+    @property
+    def return_pct(self) -> float:
+        return self.pnl / (self.entry_price * self.quantity)
+
+
+@dataclass
+class Lot:
+    """The open position of one strategy in one symbol."""
+
+    quantity: float = 0.0
+    cost: float = 0.0  # price paid, commissions excluded
+    fees: float = 0.0
+    opened: datetime | None = None
+
+
+@dataclass
+class Ledger:
+    """Round trips per strategy and symbol, built from fills."""
+
+    lots: dict[tuple[str, str], Lot] = field(default_factory=dict)
+    trades: list[Trade] = field(default_factory=list)
+
+    def record(self, order: Order, event: OrderEvent) -> None:
+        if event.status != "filled" or event.price is None:
+            return
+        key = (order.strategy or "-", order.symbol)
+        lot = self.lots.setdefault(key, Lot())
+        if order.side == "buy":
+            lot.opened = lot.opened or event.timestamp
+            lot.quantity += event.quantity
+            lot.cost += event.quantity * event.price
+            lot.fees += event.commission
+            return
+        if lot.quantity <= 0:
+            return  # a sell of shares another strategy bought: not this strategy's round trip
+        share = min(1.0, event.quantity / lot.quantity)
+        cost, fees = lot.cost * share, lot.fees * share + event.commission
+        proceeds = event.quantity * event.price
+        assert lot.opened is not None
+        self.trades.append(
+            Trade(
+                key[0], key[1], lot.opened, event.timestamp, event.quantity, cost / event.quantity,
+                event.price, fees, proceeds - cost - fees,
+            )
+        )  # fmt: skip
+        lot.quantity, lot.cost, lot.fees = lot.quantity - event.quantity, lot.cost - cost, lot.fees * (1 - share)
+        if lot.quantity <= 1e-9:
+            self.lots[key] = Lot()
+
+
+@dataclass
+class BacktestResult:
+    """Everything a run produced; the report is computed from it."""
+
+    starting_cash: float
+    sample: str
+    equity: list[tuple[datetime, float]] = field(default_factory=list)
+    exposed_samples: int = 0
+    signals: list[Signal] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)
+    events: list[OrderEvent] = field(default_factory=list)
+    denials: list[tuple[Order, str]] = field(default_factory=list)
+    ledger: Ledger = field(default_factory=Ledger)
+    first_price: dict[str, float] = field(default_factory=dict)
+    last_price: dict[str, float] = field(default_factory=dict)
+    traded_notional: float = 0.0
+    commissions: float = 0.0
+    observations: int = 0
+    account: dict = field(default_factory=dict)
+
+
+class Backtest:
+    """One run: a book, a broker and an optional pre-trade check, fed observations in time order."""
+
+    def __init__(
+        self, book: StrategyBook, broker: PaperBroker, *, sample: str = "1m", check: PreTradeCheck | None = None
+    ):
+        if sample not in SAMPLE_PERIODS_PER_YEAR:
+            raise ValueError(f"sample must be one of {', '.join(SAMPLE_PERIODS_PER_YEAR)}")
+        self.book, self.broker, self.check = book, broker, check
+        self.sample_s = timeframe_seconds(sample)
+        self.result = BacktestResult(broker.starting_cash, sample)
+        self._bucket: int | None = None
+        self._next: datetime | None = None  # where the current sample ends
+
+    def feed(self, observations: Iterable[Tick | Bar]) -> BacktestResult:
+        """Run every observation through; returns the (cumulative) result."""
+        result, book = self.result, self.book
+        first, last = result.first_price, result.last_price  # last prices are the marks
+        for observation in observations:  # the hot loop: locals, one comparison for the sampling
+            is_tick = isinstance(observation, Tick)
+            at, symbol = observation.timestamp, observation.symbol
+            price = observation.price if is_tick else observation.close  # type: ignore[union-attr]
+            if self._next is None or at >= self._next:
+                self._roll(at)
+            if symbol not in first:
+                first[symbol] = price
+            last[symbol] = price
+            result.observations += 1
+            outputs = book.on_tick(observation) if is_tick else book.on_bar(observation)  # type: ignore[arg-type]
+            for signal, order in outputs:
+                self._trade(signal, order)
+        return result
+
+    def finish(self) -> BacktestResult:
+        """Close the last sample and take the account's final state."""
+        if self._bucket is not None:
+            self._sample(self._bucket + self.sample_s)
+            self._bucket = self._next = None
+        self.result.account = self.broker.account()
+        return self.result
+
+    def _roll(self, at: datetime) -> None:
+        """``at`` starts a new sample: record the equity at the end of the one it closes."""
+        bucket = int(at.timestamp()) // self.sample_s * self.sample_s
+        if self._bucket is None:
+            self.result.equity.append((at, self.result.starting_cash))
+        else:
+            self._sample(bucket)
+        self._bucket = bucket
+        self._next = datetime.fromtimestamp(bucket + self.sample_s, UTC)
+
+    def _sample(self, until: int) -> None:
+        """The equity at the end of the sample that closes at ``until`` (epoch seconds)."""
+        positions = self.broker.positions
+        marks = self.result.last_price
+        held = sum(p.quantity * marks.get(s, p.average_cost) for s, p in positions.items())
+        self.result.equity.append((datetime.fromtimestamp(until, UTC), self.broker.cash + held))
+        self.result.exposed_samples += any(p.quantity > 0 for p in positions.values())
+
+    def _trade(self, signal: Signal, order: Order) -> None:
+        result = self.result
+        result.signals.append(signal)
+        result.orders.append(order)
+        reason = self.check(order, self.broker) if self.check else None
+        if reason is not None:
+            result.denials.append((order, reason))
+            return
+        event = self.broker.execute(order)
+        if event is None:
+            return
+        result.events.append(event)
+        if event.status == "filled" and event.price is not None:
+            result.traded_notional += event.quantity * event.price
+            result.commissions += event.commission
+        result.ledger.record(order, event)
+
+
+def run_backtest(
+    book: StrategyBook,
+    observations: Iterable[Tick | Bar],
+    broker: PaperBroker,
+    *,
+    sample: str = "1m",
+    check: PreTradeCheck | None = None,
+) -> BacktestResult:
+    """Feed ``observations`` (in time order) through ``book`` and ``broker``; the whole result."""
+    run = Backtest(book, broker, sample=sample, check=check)
+    run.feed(observations)
+    return run.finish()

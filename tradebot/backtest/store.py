@@ -1,0 +1,50 @@
+"""Backtest runs in the database, so the API and later sessions can list them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from tradebot.backtest.report import json_ready
+from tradebot.common.db import Executor, connection
+
+_SAVE_SQL = """
+INSERT INTO backtest_runs (id, strategies, symbols, start_ts, end_ts, source, report)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
+ON CONFLICT (id) DO UPDATE SET report = EXCLUDED.report, created_at = now()"""
+_LIST_SQL = """
+SELECT id, created_at, strategies, symbols, start_ts, end_ts, source,
+       report->'total_return' AS total_return, report->'sharpe' AS sharpe, report->'trades' AS trades
+FROM backtest_runs ORDER BY created_at DESC LIMIT $1"""
+
+
+async def save_run(executor: Executor, report: dict[str, Any]) -> None:
+    """Store a run under its id (a deterministic run stored twice is one row)."""
+    run = report["run"]
+    async with connection(executor) as conn:
+        await conn.execute(
+            _SAVE_SQL,
+            run["id"],
+            list(run["strategies"]),
+            list(run["symbols"]),
+            datetime.fromisoformat(run["start"]),
+            datetime.fromisoformat(run["end"]),
+            run["source"],
+            json.dumps(json_ready(report), default=str),
+        )
+
+
+async def list_runs(executor: Executor, limit: int = 50) -> Sequence[asyncpg.Record]:
+    """The latest runs, newest first, with their headline figures."""
+    async with connection(executor) as conn:
+        return await conn.fetch(_LIST_SQL, limit)
+
+
+async def load_report(executor: Executor, run_id: str) -> dict[str, Any] | None:
+    async with connection(executor) as conn:
+        saved = await conn.fetchval("SELECT report FROM backtest_runs WHERE id = $1", run_id)
+    return None if saved is None else json.loads(saved)

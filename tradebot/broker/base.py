@@ -1,0 +1,82 @@
+"""The broker interface: what the execution loop needs from any real broker, broker-neutral.
+
+A gateway never raises for an order's fate: ``submit`` says accepted, rejected (definitively not
+an order), duplicate (the client order id is taken: an earlier attempt landed), throttled (429:
+not accepted, try later) or ambiguous (timeout, 5xx, dropped connection: it may or may not
+exist). Only the caller decides what happens next, and for ambiguous it is always a lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from tradebot.common.models import Order
+
+SubmitKind = Literal["accepted", "rejected", "duplicate", "throttled", "ambiguous"]
+
+
+@dataclass(frozen=True)
+class BrokerOrder:
+    """An order as the broker reports it (cumulative fills, its own status word)."""
+
+    client_order_id: str
+    broker_id: str
+    symbol: str
+    side: str
+    quantity: float
+    filled_quantity: float
+    average_price: float | None
+    status: str  # the broker's: new, partially_filled, filled, canceled, expired, rejected, replaced, ...
+    submitted_at: datetime
+
+
+@dataclass(frozen=True)
+class BrokerFill:
+    """One execution (a fill activity or a fill trade update)."""
+
+    broker_id: str
+    quantity: float
+    price: float
+    cumulative: float  # the order's filled quantity after this execution
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    kind: SubmitKind
+    order: BrokerOrder | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class MarketClock:
+    is_open: bool
+    next_open: datetime
+    next_close: datetime
+
+
+class BrokerGateway(Protocol):
+    """A real broker's trading API (every call rate-limited by the gateway itself)."""
+
+    async def submit(self, order: Order, client_order_id: str) -> SubmitOutcome: ...
+
+    async def lookup(self, client_order_id: str) -> BrokerOrder | None:
+        """The order with this client order id, or None if the broker has none (raises if unsure)."""
+        ...
+
+    async def orders_since(self, after: datetime | None, *, open_only: bool) -> list[BrokerOrder]: ...
+
+    async def fills_since(self, after: datetime) -> list[BrokerFill]: ...
+
+    async def positions(self) -> dict[str, float]: ...
+
+    async def clock(self) -> MarketClock: ...
+
+    async def cancel(self, broker_id: str) -> None: ...
+
+    def ready_in(self) -> float:
+        """Seconds until the rate limit lets the next call through."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Dead letters as a workflow: list, show, replay and drop (``tradebot dlq``)."""

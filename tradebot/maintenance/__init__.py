@@ -1,0 +1,1 @@
+"""Looking after stored state: drift between it and the settings, reset, retention, dropping a source."""

@@ -1,0 +1,170 @@
+"""The risk stage of the execution role: every order is decided here before a broker sees it.
+
+It wraps the pure engine with what the live path needs around it: the operator's state (from the
+watcher), the account as the broker holds it (``cash`` and ``positions``), the last price seen per
+symbol (the execution role sees no ticks, so the last trade it knows is the previous order's
+reference price), closing orders for a flatten, denied order events, and the memory of decided
+order ids, so a redelivered or replayed order is never decided twice. Its state is part of the
+execution checkpoint, written in the same atomic commit as the broker's account.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from tradebot.common.config import Settings
+from tradebot.common.models import ACCOUNT_SCOPE, ControlEvent, Order, OrderEvent, stable_id
+from tradebot.execution.broker import event_id
+from tradebot.risk.calendar import nyse_hours
+from tradebot.risk.engine import RiskEngine
+from tradebot.risk.limits import RiskLimits
+from tradebot.risk.portfolio import MarketState, Portfolio, Totals
+from tradebot.risk.state import TradingState
+from tradebot.risk.store import OperatorRecord
+
+REMEMBERED_DECISIONS = 1_000
+
+
+class Account(Protocol):
+    """What the stage reads of a broker."""
+
+    cash: float
+    positions: dict[str, Any]
+
+
+def new_engine(settings: Settings) -> RiskEngine:
+    """The engine the settings describe; the NYSE calendar is loaded only when market hours are enforced."""
+    real_broker = getattr(settings, "broker", "paper") != "paper"
+    limits = RiskLimits.from_settings(settings, real_broker=real_broker)
+    return RiskEngine(limits, market_hours=nyse_hours() if limits.enforce_market_hours else None)
+
+
+class RiskStage:
+    """Decides orders for one account; see the module docstring."""
+
+    def __init__(self, engine: RiskEngine, operator: Callable[[], OperatorRecord]):
+        self.engine = engine
+        self.operator = operator
+        self.marks: dict[str, float] = {}
+        self._decided: deque[str] = deque(maxlen=REMEMBERED_DECISIONS)
+        self._decided_set: set[str] = set()
+        # The account's totals, moved order by order instead of a pass over every position per
+        # order; in integer micro-dollars, so they equal a fresh sum exactly (a replay in other
+        # batches decides the same) and are summed afresh at every batch all the same.
+        self._totals: Totals | None = None
+
+    def begin_batch(self) -> None:
+        """Take in the operator's latest state before deciding a batch."""
+        self._totals = None
+        record = self.operator()
+        self.engine.set_operator(record.state, record.version)
+
+    def screen(self, order: Order, account: Account) -> Order | OrderEvent | None:
+        """The order to send (resized by the sizing mode), a denied event, or None if decided before."""
+        if order.id in self._decided_set:
+            return None
+        self._remember(order.id)
+        market = MarketState(last_prices=self.marks)
+        decision = self.engine.check(order, self.portfolio(account), market)
+        self.marks[order.symbol] = order.reference_price
+        if not decision.approved:
+            return denied_event(order, f"{decision.code}: {decision.reason}")
+        if decision.quantity == order.quantity:
+            return order
+        return order.model_copy(update={"quantity": decision.quantity})
+
+    def portfolio(self, account: Account) -> Portfolio:
+        """The account as the engine reads it, with the totals kept here."""
+        if self._totals is None:
+            self._totals = Portfolio(account.cash, account.positions).totals()
+        return Portfolio(account.cash, account.positions, self._totals)
+
+    def before_broker(self, order: Order, account: Account) -> tuple[float, float]:
+        """What the broker call may change of the symbol: its worth and its realised P&L."""
+        held = account.positions.get(order.symbol)
+        if held is None:
+            return 0.0, 0.0
+        return held.quantity * (held.last_price or held.average_cost), held.realised_pnl
+
+    def after_broker(self, order: Order, result: OrderEvent, before: tuple[float, float], account: Account) -> None:
+        """Move the totals by what the broker did; a filled sell feeds the protections and Kelly."""
+        worth_before, realised_before = before
+        held = account.positions.get(order.symbol)
+        worth_after = held.quantity * (held.last_price or held.average_cost) if held is not None else 0.0
+        if self._totals is not None:
+            self._totals = self._totals.moved(account.cash, worth_before, worth_after)
+        if result.status == "filled" and order.side == "sell":
+            realised = getattr(held, "realised_pnl", 0.0) - realised_before
+            self.engine.record_close(order.symbol, realised, order.timestamp)
+
+    def flatten(self, event: ControlEvent, account: Account) -> list[Order]:
+        """REDUCING from here on, and one closing order per open position."""
+        self._totals = None
+        if event.version > self.engine.operator_version:  # else the watcher has already seen it, or newer
+            self.engine.set_operator(TradingState(event.state), event.version)
+        closing = []
+        for symbol, held in sorted(account.positions.items()):
+            if held.quantity <= 0:
+                continue
+            closing.append(
+                Order(
+                    id=f"co-{stable_id('flatten', event.id, symbol)}",
+                    symbol=symbol,
+                    timestamp=event.timestamp,
+                    side="sell",
+                    quantity=held.quantity,
+                    reference_price=held.last_price or held.average_cost,
+                    signal_id=event.id,
+                )
+            )
+        return closing
+
+    def rule_events(self) -> list[ControlEvent]:
+        """Control events for the rules that tripped since the last call."""
+        trips, self.engine.trips = self.engine.trips, []
+        return [
+            ControlEvent(
+                id=f"rule-{stable_id(trip.code, trip.at.isoformat())}",
+                symbol=ACCOUNT_SCOPE,
+                timestamp=trip.at,
+                action="rule",
+                state=trip.state.value,
+                actor=f"risk:{trip.code}",
+                reason=trip.reason,
+                version=self.engine.operator_version,
+            )
+            for trip in trips
+        ]
+
+    def _remember(self, order_id: str) -> None:
+        if len(self._decided) == self._decided.maxlen:
+            self._decided_set.discard(self._decided[0])
+        self._decided.append(order_id)
+        self._decided_set.add(order_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**self.engine.snapshot(), "marks": self.marks, "decided": list(self._decided)}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        self.engine.restore(snapshot)
+        self.marks = dict(snapshot["marks"])
+        self._decided = deque(snapshot["decided"], maxlen=REMEMBERED_DECISIONS)
+        self._decided_set = set(self._decided)
+
+
+def denied_event(order: Order, reason: str) -> OrderEvent:
+    """The one event a denied order gets (same id scheme as a broker's event: one per order)."""
+    return OrderEvent(
+        id=event_id(order.id),
+        symbol=order.symbol,
+        timestamp=order.timestamp,
+        client_order_id=order.id,
+        status="denied",
+        side=order.side,
+        quantity=order.quantity,
+        price=None,
+        commission=0.0,
+        reason=reason,
+    )

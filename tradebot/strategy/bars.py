@@ -1,0 +1,87 @@
+"""Bars built inside a strategy from ticks (or from finer bars), deterministically.
+
+A bar of a bucket is complete when the first observation of a later bucket arrives: nothing of
+the future is needed, and live and backtest runs close the same bars at the same ticks. A late
+observation (older than the open bucket) is folded into the open bar rather than reopening a
+closed one, so a bar, once emitted, never changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+BarTimeframe = Literal["tick", "1m", "5m", "15m", "1h", "1d"]
+TIMEFRAME_SECONDS: dict[str, int] = {"tick": 0, "1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86_400}
+
+
+def timeframe_seconds(timeframe: str) -> int:
+    """Seconds per bar of a timeframe ("tick" is 0: every tick is its own bar)."""
+    try:
+        return TIMEFRAME_SECONDS[timeframe]
+    except KeyError:
+        raise ValueError(f"unknown timeframe {timeframe!r}: use one of {', '.join(TIMEFRAME_SECONDS)}") from None
+
+
+@dataclass(slots=True)
+class Candle:
+    """OHLCV of one bucket; ``start`` in epoch seconds."""
+
+    start: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    count: int = 1
+
+    def as_list(self) -> list:
+        return [self.start, self.open, self.high, self.low, self.close, self.volume, self.count]
+
+
+class BarBuilder:
+    """Aggregates observations of one symbol into bars of ``seconds`` each."""
+
+    def __init__(self, seconds: int):
+        if seconds <= 0:
+            raise ValueError("a bar builder needs a bar length in seconds")
+        self.seconds = seconds
+        self.current: Candle | None = None
+
+    def add_tick(self, epoch_s: float, price: float, size: float) -> Candle | None:
+        """Add one trade; returns the bar it completed, if any."""
+        return self._add(int(epoch_s // self.seconds) * self.seconds, price, price, price, price, size, 1)
+
+    def add_bar(self, candle: Candle, seconds: int) -> Candle | None:
+        """Add one finer bar of ``seconds``; returns the bar it completed, if any."""
+        if seconds == self.seconds:
+            return candle  # already a complete bar of this timeframe
+        if seconds > self.seconds or self.seconds % seconds:
+            raise ValueError(f"cannot build {self.seconds}s bars from {seconds}s bars")
+        start = candle.start // self.seconds * self.seconds
+        done = self._add(start, candle.open, candle.high, candle.low, candle.close, candle.volume, candle.count)
+        if done is None and candle.start + seconds == start + self.seconds:
+            done, self.current = self.current, None  # the last sub-bar of the bucket closes it now
+        return done
+
+    def _add(
+        self, start: int, open_: float, high: float, low: float, close: float, volume: float, count: int
+    ) -> Candle | None:
+        bar = self.current
+        if bar is None or start > bar.start:
+            self.current = Candle(start, open_, high, low, close, volume, count)
+            return bar
+        if high > bar.high:
+            bar.high = high
+        if low < bar.low:
+            bar.low = low
+        bar.close = close
+        bar.volume += volume
+        bar.count += count
+        return None
+
+    def snapshot(self) -> list | None:
+        return None if self.current is None else self.current.as_list()
+
+    def restore(self, saved: list | None) -> None:
+        self.current = None if saved is None else Candle(*saved)

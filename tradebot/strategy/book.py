@@ -1,0 +1,178 @@
+"""Several strategies at once: each with its name, symbols and sizing, switchable at run time.
+
+The book is what the strategy worker and the backtester both run: ticks in, (signal, order)
+pairs out. Every signal and order carries its strategy's name, and ids derive from it, so two
+strategies never share an order. The book remembers what each strategy bought, so a SELL closes
+that strategy's own position (P&L is attributed per strategy).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tradebot.common.models import Bar, Order, Signal, Tick
+from tradebot.strategy.base import Strategy
+from tradebot.strategy.catalog import StrategyError, build_strategy
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """Shares per order: a fixed ``quantity``, or ``notional`` dollars rounded down to whole shares."""
+
+    quantity: float | None = None
+    notional: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.quantity is None) == (self.notional is None):
+            raise StrategyError("sizing needs exactly one of quantity (shares) or notional (dollars)")
+        if (self.quantity or self.notional or 0) <= 0:
+            raise StrategyError("sizing must be positive")
+
+    def shares(self, price: float) -> float:
+        if self.quantity is not None:
+            return self.quantity
+        assert self.notional is not None
+        return max(1.0, math.floor(self.notional / price))
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One entry of the strategies file."""
+
+    name: str | None
+    cls: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    symbols: tuple[str, ...] | None = None  # None: every symbol
+    sizing: Sizing = Sizing(quantity=10.0)
+    enabled: bool = True
+
+
+ENTRY_KEYS = {"name", "class", "parameters", "symbols", "sizing", "enabled"}
+
+
+def read_strategies_file(path: Path) -> list[StrategySpec]:
+    """The ``[[strategy]]`` tables of a TOML file (docs/STRATEGIES.md), checked."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise StrategyError(f"cannot read strategies file {path}: {error}") from None
+    entries = document.get("strategy")
+    if not isinstance(entries, list) or not entries:
+        raise StrategyError(f"{path}: no [[strategy]] tables")
+    specs = [_spec(entry, f"{path}: strategy {index + 1}") for index, entry in enumerate(entries)]
+    names = [spec.name for spec in specs]
+    duplicates = sorted({name for name in names if names.count(name) > 1 and name})
+    if duplicates:
+        raise StrategyError(f"{path}: strategy names must be unique, {duplicates[0]!r} is repeated")
+    return specs
+
+
+def _spec(entry: dict[str, Any], where: str) -> StrategySpec:
+    unknown = sorted(set(entry) - ENTRY_KEYS)
+    if unknown:
+        raise StrategyError(f"{where}: unknown key {unknown[0]!r}; use {', '.join(sorted(ENTRY_KEYS))}")
+    if not entry.get("name") or not entry.get("class"):
+        raise StrategyError(f"{where}: needs a name and a class")
+    symbols = entry.get("symbols")
+    try:
+        sizing = Sizing(**entry.get("sizing", {"quantity": 10.0}))
+    except TypeError:
+        raise StrategyError(f"{where}: sizing takes quantity or notional") from None
+    return StrategySpec(
+        name=str(entry["name"]),
+        cls=str(entry["class"]),
+        parameters=dict(entry.get("parameters", {})),
+        symbols=tuple(s.upper() for s in symbols) if symbols else None,
+        sizing=sizing,
+        enabled=bool(entry.get("enabled", True)),
+    )
+
+
+@dataclass
+class Entry:
+    """A running strategy of the book."""
+
+    spec: StrategySpec
+    strategy: Strategy
+    symbols: frozenset[str] | None
+
+    @property
+    def name(self) -> str:
+        return self.strategy.name
+
+
+class StrategyBook:
+    """The strategies of one run, as one pure object with one snapshot."""
+
+    def __init__(self, specs: Iterable[StrategySpec], switches: dict[str, bool] | None = None):
+        self.entries: list[Entry] = []
+        for spec in specs:
+            strategy = build_strategy(spec.cls, spec.name, spec.parameters)
+            symbols = frozenset(spec.symbols) if spec.symbols else None
+            self.entries.append(Entry(spec, strategy, symbols))
+        if not self.entries:
+            raise StrategyError("no strategies configured")
+        # name -> on/off set at run time, over the file's ``enabled`` (shared, updated in place)
+        self.switches: dict[str, bool] = switches if switches is not None else {}
+        self.positions: dict[str, dict[str, float]] = {e.name: {} for e in self.entries}
+
+    @property
+    def names(self) -> list[str]:
+        return [entry.name for entry in self.entries]
+
+    def on_tick(self, tick: Tick) -> list[tuple[Signal, Order]]:
+        """Every strategy that trades the symbol sees the tick; enabled ones may emit orders."""
+        outputs: list[tuple[Signal, Order]] = []
+        for entry in self.entries:
+            if entry.symbols is not None and tick.symbol not in entry.symbols:
+                continue
+            signals = entry.strategy.on_tick(tick)
+            if signals and self.switches.get(entry.name, entry.spec.enabled):
+                outputs += [(signal, self._order(entry, signal)) for signal in signals]
+        return outputs
+
+    def on_bar(self, bar: Bar) -> list[tuple[Signal, Order]]:
+        """The same for one stored bar (backtests over bars); every strategy must have ``on_bar``."""
+        outputs: list[tuple[Signal, Order]] = []
+        for entry in self.entries:
+            if entry.symbols is not None and bar.symbol not in entry.symbols:
+                continue
+            on_bar = getattr(entry.strategy, "on_bar", None)
+            if on_bar is None:
+                raise StrategyError(f"strategy {entry.name} takes ticks only (it has no on_bar)")
+            signals = on_bar(bar)
+            if signals and self.switches.get(entry.name, entry.spec.enabled):
+                outputs += [(signal, self._order(entry, signal)) for signal in signals]
+        return outputs
+
+    def _order(self, entry: Entry, signal: Signal) -> Order:
+        held = self.positions[entry.name]
+        if signal.side == "buy":
+            quantity = entry.spec.sizing.shares(signal.price)
+            held[signal.symbol] = held.get(signal.symbol, 0.0) + quantity
+        else:
+            quantity = held.pop(signal.symbol, 0.0) or entry.spec.sizing.shares(signal.price)
+        return Order.from_signal(signal, quantity)
+
+    def snapshot(self) -> dict:
+        """Every strategy's state and what each holds, as JSON-ready data."""
+        return {
+            "strategies": {entry.name: entry.strategy.snapshot() for entry in self.entries},
+            "positions": self.positions,
+        }
+
+    def restore(self, snapshot: dict) -> None:
+        """Replace the state; a strategy new to the book starts fresh, a removed one is dropped."""
+        if "strategies" not in snapshot:  # a checkpoint from before the book: one strategy's state
+            snapshot = {"strategies": {self.entries[0].name: snapshot}, "positions": {}}
+        saved = snapshot["strategies"]
+        for entry in self.entries:
+            if entry.name in saved:
+                entry.strategy.restore(saved[entry.name])
+        positions = snapshot.get("positions", {})
+        self.positions = {name: dict(positions.get(name, {})) for name in self.names}
