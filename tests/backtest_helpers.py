@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from tradebot.backtest.run import BacktestRequest
 from tradebot.common.models import Signal, Tick, stable_id
-from tradebot.market_data.mock_feed import MockFeed, stepping_clock
+from tradebot.market_data.mock_feed import MockFeed
 from tradebot.strategy.book import Sizing, StrategySpec
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
@@ -15,7 +15,7 @@ SYMBOLS = ("AAPL", "MSFT", "NVDA")
 
 
 def mock_ticks(count: int = 6000, step: timedelta = timedelta(seconds=1)) -> list[Tick]:
-    return MockFeed(list(SYMBOLS), 42, clock=stepping_clock(START, step)).take(count)
+    return MockFeed(list(SYMBOLS), 42, clock=lambda: START, step=step).take(count)
 
 
 def crossover_specs(*windows: tuple[int, int]) -> tuple[StrategySpec, ...]:

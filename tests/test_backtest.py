@@ -14,7 +14,7 @@ from tradebot.backtest.engine import run_backtest
 from tradebot.backtest.lookahead import check_lookahead
 from tradebot.backtest.output import write_html, write_json, write_png, write_trades_csv
 from tradebot.backtest.run import simulate
-from tradebot.execution.broker import PaperBroker
+from tradebot.broker.paper import PaperBroker
 from tradebot.strategy.book import StrategyBook, StrategySpec
 
 TICKS = mock_ticks()

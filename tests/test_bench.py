@@ -35,6 +35,7 @@ EXPECTED_SECTIONS = {
     "storage",
     "history API",
     "memory",
+    "operator",
 }
 WORKER_ROLES = {"market_data", "strategy", "execution", "storage", "api"}
 

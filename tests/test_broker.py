@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tradebot.broker.paper import PaperBroker, event_id
 from tradebot.common.models import Order
-from tradebot.execution.broker import PaperBroker, event_id
 
 NOW = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 

@@ -61,7 +61,7 @@ RUN_ONCE = "migrate"
 TIMEOUT_S = 60.0
 DATABASE = "compose_stack"
 # .env as a user writes it: env.example plus the password it asks for (the test servers trust any).
-DOTENV = {**dotenv(), "POSTGRES_PASSWORD": "set-in-dotenv"}
+DOTENV = {**dotenv(), "POSTGRES_PASSWORD": "set-in-dotenv", "API_TOKEN": "set-in-dotenv-too"}
 
 
 @dataclass

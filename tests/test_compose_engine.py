@@ -189,6 +189,7 @@ def dotenv_for_test() -> dict[str, str]:
     """What the test sets in .env on top of env.example: a password and free host ports."""
     return {
         "POSTGRES_PASSWORD": secrets.token_hex(16),
+        "API_TOKEN": secrets.token_hex(16),
         "REDIS_HOST_PORT": str(free_port()),
         "POSTGRES_HOST_PORT": str(free_port()),
         "API_PORT": str(free_port()),

@@ -169,7 +169,7 @@ def test_compose_refuses_to_start_until_the_password_is_set() -> None:
 
 
 def test_containers_reach_the_servers_by_service_name_with_the_password_of_dotenv() -> None:
-    env_file = {**dotenv(), "POSTGRES_PASSWORD": "s3cret-Pw"}
+    env_file = {**dotenv(), "POSTGRES_PASSWORD": "s3cret-Pw", "API_TOKEN": "t0ken"}
     for name, service in tradebot_services(load_compose()).items():
         environment = service_environment(service, env_file)
         redis, database = urlsplit(environment["REDIS_URL"]), urlsplit(environment["DATABASE_URL"])
@@ -177,6 +177,13 @@ def test_containers_reach_the_servers_by_service_name_with_the_password_of_doten
         assert (database.hostname, database.port, database.path) == ("timescaledb", 5432, "/tradebot"), name
         assert database.password == env_file["POSTGRES_PASSWORD"], name
     assert service_environment(load_compose()["services"]["api"], env_file)["API_HOST"] == "0.0.0.0"
+
+
+def test_compose_refuses_to_expose_the_api_without_a_token() -> None:
+    # the API listens beyond loopback inside its container, so .env must name a token
+    api = load_compose()["services"]["api"]
+    with pytest.raises(InterpolationError, match=r"set API_TOKEN in \.env"):
+        service_environment(api, {**dotenv(), "POSTGRES_PASSWORD": "s3cret-Pw"})
 
 
 def test_the_compose_file_validates_with_docker_compose(tmp_path: Path) -> None:

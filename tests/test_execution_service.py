@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tradebot.broker.paper import event_id
 from tradebot.common.bus import Bus, decode
 from tradebot.common.config import Settings
 from tradebot.common.models import Order
 from tradebot.common.streams import ORDER_EVENTS, ORDERS_NEW
 from tradebot.execution import service
 from tradebot.execution.account import read_account
-from tradebot.execution.broker import event_id
 
 NOW = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 

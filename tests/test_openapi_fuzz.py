@@ -22,9 +22,16 @@ from tests.helpers import free_port
 
 EXAMPLES_PER_OPERATION = 25
 # Refusals of schema-valid requests that OpenAPI cannot state: constraints between two parameters
-# (start after end) and bounds on a date-time (OpenAPI has no minimum for formats). Each is a 422
-# that says what to fix; every other constraint is in the schema.
-UNSTATEABLE = ("is after end", "must be between 1970-01-01 and 2100-01-01", "must be before to", "must not be after to")
+# (start after end), bounds on a date-time (OpenAPI has no minimum for formats) and an opaque page
+# cursor that only the server can make. Each is a 422 that says what to fix; every other
+# constraint is in the schema.
+UNSTATEABLE = (
+    "is after end",
+    "must be between 1970-01-01 and 2100-01-01",
+    "must be before to",
+    "must not be after to",
+    "pass the next_cursor of a previous page",
+)
 READY_TIMEOUT_S = 60.0
 
 

@@ -4,12 +4,12 @@ never sees an order it must reject (no buy beyond the cash, no sell of a symbol 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from tradebot.common.config import Settings
 from tradebot.common.models import Order
 from tradebot.execution.service import BrokerPartition
-from tradebot.market_data.mock_feed import MockFeed, stepping_clock
+from tradebot.market_data.mock_feed import MockFeed, step_for
 from tradebot.strategy.moving_average import MovingAverageCrossover
 from tradebot.universe.resolver import curated_symbols
 
@@ -20,9 +20,7 @@ TICKS = 90_000  # three minutes of the demo at its default 500 ticks/s
 def test_the_default_demo_never_runs_out_of_cash_nor_sells_what_it_does_not_hold() -> None:
     settings = Settings(_env_file=None)
     symbols = curated_symbols(settings.symbol_mode)[: settings.max_symbols]
-    ticks = MockFeed(
-        symbols, settings.mock_seed, clock=stepping_clock(START, timedelta(seconds=1 / settings.mock_ticks_per_second))
-    )
+    ticks = MockFeed(symbols, settings.mock_seed, clock=lambda: START, step=step_for(settings.mock_ticks_per_second))
     strategy = MovingAverageCrossover(settings.short_window, settings.long_window)
     account = BrokerPartition(settings)
     statuses: Counter = Counter()

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tradebot.broker.paper import Position
 from tradebot.common.models import Order
-from tradebot.execution.broker import Position
 from tradebot.risk import reasons
 from tradebot.risk.engine import RiskEngine
 from tradebot.risk.limits import RiskLimits

@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from tradebot.broker.paper import Position
 from tradebot.common.config import Settings
 from tradebot.common.models import Order
-from tradebot.execution.broker import Position
 from tradebot.execution.service import BrokerPartition
 from tradebot.risk.calendar import NyseHours
 from tradebot.risk.limits import RiskLimits

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from tradebot.api.routes_account import account_out
+from tradebot.broker.paper import PaperBroker
 from tradebot.common.models import Order
-from tradebot.execution.broker import PaperBroker
 
 NOW = datetime(2026, 12, 1, 15, tzinfo=UTC)
 

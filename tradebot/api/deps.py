@@ -92,6 +92,12 @@ def valid_symbol(
 
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# What the OpenAPI schema promises start/end accept (the parser takes more): a date, or a date-time
+# with an optional offset. Stated so a schema-valid request is never refused (bar the 1970-2100 bound).
+TIME_PATTERN = (
+    r"^(19|20)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])"
+    r"(T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-](0\d|1[0-3]):[0-5]\d)?)?$"
+)
 _DATETIME = TypeAdapter(datetime)
 
 
@@ -136,6 +142,7 @@ def time_range(
             description="ISO 8601 date or date-time, UTC unless an offset is given (encode '+' as %2B): "
             "from this time on, inclusive. A date alone means its midnight (UTC).",
             examples=["2026-12-01", "2026-12-01T14:30:00Z"],
+            json_schema_extra={"pattern": TIME_PATTERN},
         ),
     ] = None,
     end: Annotated[
@@ -144,6 +151,7 @@ def time_range(
             description="ISO 8601 date or date-time: up to this time, exclusive (default: now). A date alone "
             "means the whole day: end=2026-12-01 includes everything on 2026-12-01 (UTC).",
             examples=["2026-12-01", "2026-12-01T21:00:00Z"],
+            json_schema_extra={"pattern": TIME_PATTERN},
         ),
     ] = None,
 ) -> TimeRange:
@@ -184,6 +192,7 @@ def valid_source(
             "real data wins: mock ticks are left out of a symbol that has any other source, and shown "
             "only for a symbol that has nothing else. Sources never merge into one bar.",
             examples=["mock", "alpaca"],
+            json_schema_extra={"pattern": r"^[A-Za-z0-9_.\-]{1,40}$"},  # the check below lower-cases first
         ),
     ] = None,
 ) -> str | None:

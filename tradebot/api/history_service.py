@@ -36,7 +36,9 @@ from tradebot.api import (
     routes_history,
     routes_portfolio,
     routes_risk,
+    routes_udf,
     routes_webhooks,
+    routes_ws,
 )
 from tradebot.api.auth import BodyLimit, check_exposure
 from tradebot.api.routes_docs import add_offline_docs
@@ -47,7 +49,7 @@ from tradebot.common.runtime import bootstrap, infrastructure
 from tradebot.storage.queries import StoredDataError, UnknownSourceError, UnknownSymbolError
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions, database_mode
-from tradebot.ui import dashboard, routes_ws, udf
+from tradebot.ui import dashboard
 from tradebot.ui.live import Hub
 
 log = logging.getLogger(__name__)
@@ -173,7 +175,7 @@ def create_app(settings: Settings) -> FastAPI:
     for risk_router in (routes_portfolio.router, routes_risk.router, routes_control.router):
         app.include_router(risk_router)
     app.include_router(routes_webhooks.router)
-    app.include_router(udf.router)
+    app.include_router(routes_udf.router)
     app.include_router(routes_ws.router)
     dashboard.mount(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)

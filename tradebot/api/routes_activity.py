@@ -19,6 +19,7 @@ from tradebot.api.deps import ReadPoolDep, TimeRangeDep, unprocessable, valid_sy
 from tradebot.api.schemas import ErrorOut
 from tradebot.api.schemas_trading import FillOut, FillsOut, OrderOut, OrdersOut, SignalOut, SignalsOut
 from tradebot.common import rounding
+from tradebot.common.models import SYMBOL_PATTERN_ANY_CASE
 from tradebot.storage.activity import ActivityFilter, Kind, activity
 
 DEFAULT_PAGE = 100
@@ -50,7 +51,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 def activity_filter(
     window: TimeRangeDep,
-    symbol: Annotated[str | None, Query(description="only this ticker (case-insensitive)")] = None,
+    symbol: Annotated[
+        str | None,
+        Query(
+            description="only this ticker (case-insensitive)", json_schema_extra={"pattern": SYMBOL_PATTERN_ANY_CASE}
+        ),
+    ] = None,
     strategy: Annotated[str | None, Query(description="only this strategy, e.g. ma_crossover_5_20")] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> ActivityFilter:

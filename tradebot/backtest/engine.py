@@ -1,8 +1,8 @@
 """The backtest loop: stored ticks or bars through the live classes, in one process.
 
 Every observation goes to the same :class:`StrategyBook` the strategy worker runs; every order
-it makes goes through the pre-trade check (where one is plugged in) and then to the same
-:class:`PaperBroker` the execution worker runs. Time comes only from the data (the clock is the
+it makes goes to the execution worker's own :class:`BrokerPartition` (its risk stage, then the
+same :class:`PaperBroker`), or, without one, straight to a paper broker. Time comes only from the data (the clock is the
 observation's timestamp), so a run is a pure function of its inputs.
 """
 
@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from tradebot.broker.paper import PaperBroker
 from tradebot.common.models import Bar, Order, OrderEvent, Signal, Tick
-from tradebot.execution.broker import PaperBroker
+from tradebot.execution.service import BrokerPartition
 from tradebot.strategy.bars import timeframe_seconds
 from tradebot.strategy.book import StrategyBook
 
-# The seam for the risk engine: given an order and the account it would trade, a reason to deny
-# it, or None to let it through. tradebot/risk's RiskEngine plugs in here once it exists.
+# An extra check before execution (tests, what-if runs): given an order and the account it would
+# trade, a reason to deny it, or None. The risk engine itself runs inside BrokerPartition.
 PreTradeCheck = Callable[[Order, PaperBroker], str | None]
 SAMPLE_PERIODS_PER_YEAR = {"1m": 252 * 390, "5m": 252 * 78, "15m": 252 * 26, "1h": 252 * 6.5, "1d": 252}
 
@@ -112,13 +113,20 @@ class Backtest:
     """One run: a book, a broker and an optional pre-trade check, fed observations in time order."""
 
     def __init__(
-        self, book: StrategyBook, broker: PaperBroker, *, sample: str = "1m", check: PreTradeCheck | None = None
+        self,
+        book: StrategyBook,
+        broker: PaperBroker | BrokerPartition,
+        *,
+        sample: str = "1m",
+        check: PreTradeCheck | None = None,
     ):
         if sample not in SAMPLE_PERIODS_PER_YEAR:
             raise ValueError(f"sample must be one of {', '.join(SAMPLE_PERIODS_PER_YEAR)}")
-        self.book, self.broker, self.check = book, broker, check
+        self.execution = broker if isinstance(broker, BrokerPartition) else None
+        self.broker = broker.broker if isinstance(broker, BrokerPartition) else broker
+        self.book, self.check = book, check
         self.sample_s = timeframe_seconds(sample)
-        self.result = BacktestResult(broker.starting_cash, sample)
+        self.result = BacktestResult(self.broker.starting_cash, sample)
         self._bucket: int | None = None
         self._next: datetime | None = None  # where the current sample ends
 
@@ -175,20 +183,27 @@ class Backtest:
         if reason is not None:
             result.denials.append((order, reason))
             return
-        event = self.broker.execute(order)
-        if event is None:
-            return
-        result.events.append(event)
-        if event.status == "filled" and event.price is not None:
-            result.traded_notional += event.quantity * event.price
-            result.commissions += event.commission
-        result.ledger.record(order, event)
+        for event in self._execute(order):
+            result.events.append(event)
+            if event.status == "denied":
+                result.denials.append((order, event.reason or "denied"))
+            if event.status == "filled" and event.price is not None:
+                result.traded_notional += event.quantity * event.price
+                result.commissions += event.commission
+            result.ledger.record(order, event)
+
+    def _execute(self, order: Order) -> list[OrderEvent]:
+        """What the execution worker would publish for ``order`` (risk stage first, when there is one)."""
+        if self.execution is None:
+            event = self.broker.execute(order)
+            return [] if event is None else [event]
+        return [event for _, event in self.execution.apply([order]) if isinstance(event, OrderEvent)]
 
 
 def run_backtest(
     book: StrategyBook,
     observations: Iterable[Tick | Bar],
-    broker: PaperBroker,
+    broker: PaperBroker | BrokerPartition,
     *,
     sample: str = "1m",
     check: PreTradeCheck | None = None,

@@ -9,10 +9,11 @@ from typing import Any
 from tradebot.backtest.data import BacktestInputError, load_bars, load_ticks
 from tradebot.backtest.engine import BacktestResult, PreTradeCheck, run_backtest
 from tradebot.backtest.report import build_report
+from tradebot.broker.paper import PaperBroker
 from tradebot.common.config import Settings
 from tradebot.common.db import Executor
 from tradebot.common.models import Bar, Tick, stable_id
-from tradebot.execution.broker import PaperBroker
+from tradebot.execution.service import BrokerPartition
 from tradebot.strategy.book import StrategyBook, StrategySpec
 from tradebot.strategy.catalog import StrategyError
 
@@ -30,6 +31,9 @@ class BacktestRequest:
     starting_cash: float = 100_000.0
     slippage_bps: float = 1.0
     commission_per_share: float = 0.005
+    # The risk settings (RISK_*, sizing): given, orders go through the execution worker's own risk
+    # stage and paper broker, exactly as live; None, straight to a paper broker.
+    risk: Settings | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, **fields: Any) -> BacktestRequest:
@@ -39,7 +43,7 @@ class BacktestRequest:
             "slippage_bps": settings.slippage_bps,
             "commission_per_share": settings.commission_per_share,
         }
-        return cls(**{**account, **fields})
+        return cls(**{"risk": settings, **account, **fields})
 
     @property
     def run_id(self) -> str:
@@ -52,8 +56,16 @@ class BacktestRequest:
         except StrategyError as error:
             raise BacktestInputError(str(error)) from None
 
-    def broker(self) -> PaperBroker:
-        return PaperBroker(self.starting_cash, self.slippage_bps, self.commission_per_share)
+    def broker(self) -> PaperBroker | BrokerPartition:
+        """A fresh account: the execution worker's (risk stage + paper broker) when ``risk`` is set."""
+        if self.risk is None:
+            return PaperBroker(self.starting_cash, self.slippage_bps, self.commission_per_share)
+        account = {
+            "starting_cash": self.starting_cash,
+            "slippage_bps": self.slippage_bps,
+            "commission_per_share": self.commission_per_share,
+        }
+        return BrokerPartition(self.risk.model_copy(update=account))
 
 
 @dataclass

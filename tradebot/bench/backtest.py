@@ -18,9 +18,9 @@ from tradebot.backtest.engine import run_backtest
 from tradebot.backtest.optimize import optimize
 from tradebot.backtest.run import BacktestRequest
 from tradebot.bench.report import Figure
+from tradebot.broker.paper import PaperBroker
 from tradebot.common.models import Bar, Tick
-from tradebot.execution.broker import PaperBroker
-from tradebot.market_data.mock_feed import MockFeed, stepping_clock
+from tradebot.market_data.mock_feed import MockFeed
 from tradebot.strategy.bars import BarBuilder
 from tradebot.strategy.book import StrategyBook, StrategySpec
 from tradebot.universe.resolver import curated_symbols
@@ -36,7 +36,7 @@ CROSSOVER_BARS = StrategySpec("crossover", "ma_crossover", {"short_window": 5, "
 def bench_ticks(count: int, symbols: int = 100, every: timedelta = timedelta(seconds=1)) -> list[Tick]:
     """Mock ticks, one per symbol ``every``."""
     names = curated_symbols("popular")[:symbols]
-    return MockFeed(names, 42, clock=stepping_clock(START, every / len(names))).take(count)
+    return MockFeed(names, 42, clock=lambda: START, step=every / len(names)).take(count)
 
 
 def bench_bars(count: int, symbols: int = 20) -> list[Bar]:

@@ -188,6 +188,12 @@ class Settings(BaseSettings):
     alert_rate_per_minute: int = Field(20, ge=1, le=1000)  # per channel
     alert_check_s: float = Field(15.0, gt=0)  # how often worker heartbeats are checked
 
+    @field_validator("api_token", "webhook_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        # `API_TOKEN=` in a .env file means "not set", never "the empty token"
+        return None if value == "" else value
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:

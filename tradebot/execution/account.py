@@ -11,8 +11,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from tradebot.broker.paper import PaperBroker
 from tradebot.common.streams import EXECUTION_ROLE, checkpoint_key
-from tradebot.execution.broker import PaperBroker
 
 ACCOUNT_PARTITION = 0
 

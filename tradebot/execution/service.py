@@ -18,13 +18,13 @@ import json
 from collections import Counter
 from collections.abc import Callable
 
+from tradebot.broker.paper import PaperBroker
 from tradebot.common import runtime
 from tradebot.common.bus import Bus
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.models import ControlEvent, Event, Order, OrderEvent
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW
-from tradebot.execution.broker import PaperBroker
 from tradebot.risk.equity import sample_equity
 from tradebot.risk.stage import RiskStage, new_engine
 from tradebot.risk.store import OperatorRecord, TradingStateWatcher, poll_interval

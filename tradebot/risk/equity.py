@@ -14,12 +14,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from tradebot.broker.paper import PaperBroker
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.config import Settings
 from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import ACCOUNT_SCOPE, EquitySample
 from tradebot.common.streams import EQUITY_SAMPLES, EXECUTION_ROLE, checkpoint_key
-from tradebot.execution.broker import PaperBroker
 
 log = logging.getLogger(__name__)
 

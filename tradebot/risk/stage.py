@@ -14,9 +14,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from tradebot.broker.paper import event_id
 from tradebot.common.config import Settings
 from tradebot.common.models import ACCOUNT_SCOPE, ControlEvent, Order, OrderEvent, stable_id
-from tradebot.execution.broker import event_id
 from tradebot.risk.calendar import nyse_hours
 from tradebot.risk.engine import RiskEngine
 from tradebot.risk.limits import RiskLimits

@@ -7,9 +7,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from tradebot.broker.paper import PaperBroker
 from tradebot.common.config import Settings
 from tradebot.common.streams import EXECUTION_ROLE, checkpoint_key
-from tradebot.execution.broker import PaperBroker
 from tradebot.risk.engine import RiskEngine
 from tradebot.risk.limits import RiskLimits
 from tradebot.risk.portfolio import Portfolio

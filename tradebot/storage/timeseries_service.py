@@ -25,7 +25,7 @@ from tradebot.common.lifecycle import Backoff
 from tradebot.common.runtime import consumer_name
 from tradebot.common.runtime import main as run_worker
 from tradebot.common.streams import STORAGE_GROUP, Role, retained_streams, storage_streams
-from tradebot.maintenance.retention import retention_loop
+from tradebot.storage.retention import retention_loop
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions, database_mode
 from tradebot.storage.writer import write_events

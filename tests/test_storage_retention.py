@@ -9,8 +9,8 @@ import pytest
 
 from tests.storage_fixtures import migrated_database
 from tradebot.common.models import Tick
-from tradebot.maintenance.retention import enforce_tick_retention
 from tradebot.storage import queries
+from tradebot.storage.retention import enforce_tick_retention
 from tradebot.storage.writer import write_events
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
