@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,11 +18,18 @@ from tradebot.common.embedded import EmbeddedRedis, embedded_servers
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(redis_url, database_url) of one embedded pair for the whole run."""
-    data_dir = tmp_path_factory.mktemp("servers")
-    with embedded_servers(data_dir, free_port(), free_port()) as urls:
-        yield urls
+def servers() -> Iterator[tuple[str, str]]:
+    """(redis_url, database_url) of one embedded pair for the whole run.
+
+    Not under pytest's own folder: every pytest run closes that to other users again, and
+    PostgreSQL (run as an unprivileged user under root) then dies at its next checkpoint.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="tradebot-test-servers-"))
+    try:
+        with embedded_servers(data_dir, free_port(), free_port()) as urls:
+            yield urls
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

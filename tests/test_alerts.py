@@ -22,7 +22,7 @@ from tradebot.alerts.notifier import Notifier
 from tradebot.alerts.rules import Alert, Deduper, alerts_for, workers_down
 from tradebot.common.bus import Bus
 from tradebot.common.config import ReadySettings, Settings
-from tradebot.common.models import OrderEvent
+from tradebot.common.models import ControlEvent, Gap, OrderEvent
 from tradebot.common.runtime import setup_logging
 from tradebot.common.streams import ORDER_EVENTS, heartbeat_key
 
@@ -207,3 +207,16 @@ async def test_over_the_rate_limit_alerts_are_held_back_and_counted(chat: ChatWe
         await notifier.notify(Alert(f"fill:{n}", f"fill {n}"))
     assert [t for _, t in chat.messages] == ["fill 0", "fill 1"]
     assert counters["alerts_rate_limited"] == 3
+
+
+def test_halts_and_data_gaps_call_for_alerts() -> None:
+    at = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+    halt = ControlEvent(
+        id="ctl-1", timestamp=at, action="halt", state="HALTED", actor="ops", reason="broker outage", version=2
+    )
+    [alert] = alerts_for(halt)
+    assert alert.severity == "critical"
+    assert alert.text == "trading HALTED (halt by ops): broker outage"
+    [gap] = alerts_for(Gap.create("alpaca", "AAPL", at, at.replace(minute=5), dropped=1200))
+    assert gap.severity == "warning"
+    assert "data gap: alpaca AAPL 2026-03-02 15:00:00 to 15:05:00 UTC (1200 events" in gap.text

@@ -124,7 +124,7 @@ async def test_bad_credentials_stop_with_one_clear_line(
 ) -> None:
     async with AlpacaStreamEmulator(secret="another-secret") as emu:
         with pytest.raises(SettingsError) as stopped:
-            async with asyncio.timeout(10):  # not wait_for: a SystemExit must not cross a task boundary
+            async with asyncio.timeout(10):
                 await run_feed(alpaca_settings(settings, emu), stop=asyncio.Event(), counters=Counter())
     assert str(stopped.value) == "Alpaca rejected ALPACA_KEY/ALPACA_SECRET (402 auth failed): set valid keys"
     assert emu.connections == 1  # no retrying of a key that cannot work

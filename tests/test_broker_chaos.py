@@ -24,7 +24,7 @@ from .emulators.alpaca_trading import FAULTS, AlpacaTradingEmulator
 from .helpers import wait_until
 from .worker_processes import worker_environment, worker_processes
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(420)]
 ORDERS = 1_000
 KEY, SECRET = "AKCHAOS0123456789XYZ", "chaos-secret-never-in-a-log-0123456789"  # distinctive, to search logs for
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "SPY"]
@@ -94,7 +94,7 @@ async def test_a_thousand_orders_through_kills_and_faults_are_never_doubled(
                 return finished(await order_events(bus), ours)
 
             try:
-                await wait_until(all_ended, 150, "a terminal event for every order")
+                await wait_until(all_ended, 220, "a terminal event for every order")
             except AssertionError:
                 events = await order_events(bus)
                 ended = {e.client_order_id for e in events if e.status in TERMINAL_STATUSES}

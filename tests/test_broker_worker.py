@@ -14,6 +14,7 @@ from tradebot.common.config import Settings
 from tradebot.common.models import Signal
 from tradebot.common.streams import ORDERS_NEW, dead_letter_stream
 from tradebot.execution import service
+from tradebot.risk import control
 
 from .broker_helpers import (
     alpaca_settings,
@@ -233,3 +234,17 @@ async def test_something_other_than_an_order_is_dead_lettered_and_trading_goes_o
         await until_finished(bus, {"co-1"})
     (dead,) = await bus.redis.xrange(dead_letter_stream(ORDERS_NEW))
     assert dead[1]["reason"] == "expected an Order on orders.new, got a Signal"
+
+
+async def test_a_halt_stops_every_new_order_before_the_broker_sees_it(
+    bus: Bus, settings: Settings, emulator: AlpacaTradingEmulator
+) -> None:
+    await control.apply_action(bus, "halt", actor="test", reason="broker outage drill")
+    await bus.publish([(ORDERS_NEW, order(1))])
+    async with execution(alpaca_settings(settings, emulator)):
+        await until_finished(bus, {"co-1"})
+    (submitted, rejected) = await order_events(bus)
+    assert (submitted.status, rejected.status) == ("submitted", "rejected")
+    assert rejected.reason is not None
+    assert "trading is HALTED by test: broker outage drill" in rejected.reason
+    assert emulator.book.submissions == 0

@@ -69,6 +69,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
 log = logging.getLogger("tests.chaos")
 
 TICKS = 100_000
+KEEPER_GROUP = "chaos-keeper"
 TICKS_PER_SECOND = 1_500  # ~67 s of feed
 KILLS = 10
 SEED = 20_240_611
@@ -102,6 +103,9 @@ SYMBOLS = [
 SCALE = {"market_data": 1, "strategy": 2, "execution": 1, "storage": 2}
 DRAIN_TIMEOUT_S = 300.0
 POSTGRES_OUTAGE_S = 15.0
+# A group that never reads: retention follows the consumers, so it keeps every entry of the streams
+# the checks read back in full (the feed's whole sequence, every signal, order and event).
+KEEPER_GROUP = "chaos-keeper"
 POISON_BATCH_WARNING = "retrying entry by entry"  # tradebot.common.consumer's warning for a failing batch
 
 
@@ -209,7 +213,11 @@ async def test_every_effect_happens_exactly_once_through_kills_and_server_restar
         settings = chaos_settings(servers, tmp_path)
         await asyncio.to_thread(migrate, settings.database_url or "")
         bus = Bus(connect(settings.redis_url or ""))
+        for stream in storage_streams(PARTITIONS):  # the checks read every stream afterwards: a group
+            await bus.ensure_group(stream, KEEPER_GROUP)  # that never reads holds back retention
         db = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=2)  # no reconnect noise
+        for stream in [*tick_streams(PARTITIONS), SIGNALS, ORDERS_NEW, ORDER_EVENTS]:
+            await bus.ensure_group(stream, KEEPER_GROUP)  # retention then keeps every entry for the checks
         supervision = supervised_pipeline(settings, tmp_path)
         supervision.start()
         try:

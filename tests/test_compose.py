@@ -1,7 +1,8 @@
 """docker compose without Docker: the default-profile services of docker-compose.yml as local
 processes, each with the environment compose would give its container, and the pipeline flowing.
 
-How each part of compose is translated (no Docker engine runs in the test environment):
+How each part of compose is translated (no container engine needed; tests/test_compose_engine.py runs
+the real thing where one is):
 
 - ``.env`` is env.example (the file users copy) with the POSTGRES_PASSWORD it asks for, and ``${...}``
   is interpolated from it;

@@ -47,6 +47,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 AAPL = session_ticks("AAPL", seed=1)
+TOKEN = "dashboard-test-token"
 
 
 def ensure_chromium() -> str:
@@ -87,7 +88,7 @@ async def site(database_url: str, redis_url: str, bus: Bus) -> AsyncIterator[tup
         await write_events(conn, AAPL)
     finally:
         await conn.close()
-    app = create_app(Settings(_env_file=None, database_url=dsn, redis_url=redis_url))
+    app = create_app(Settings(_env_file=None, database_url=dsn, redis_url=redis_url, api_token=TOKEN))
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     serving = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -142,6 +143,27 @@ async def test_the_dashboard_shows_live_candles_and_fills(site: tuple[str, Hub],
     await playwright_api.expect(page.locator("#fills tbody tr").first).to_contain_text("filled")  # type: ignore[attr-defined]
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard.png"))  # type: ignore[attr-defined]
+
+
+async def test_the_halt_button_halts_trading_with_the_token(site: tuple[str, Hub], page: object) -> None:
+    url, _ = site
+    await page.goto(f"{url}/?symbol=AAPL")  # type: ignore[attr-defined]
+    state = page.locator("#risk-state")  # type: ignore[attr-defined]
+    await playwright_api.expect(state).to_have_text("ACTIVE")
+    await page.locator("button[data-action=halt]").click()  # type: ignore[attr-defined]
+    result = page.locator("#control-result")  # type: ignore[attr-defined]
+    await playwright_api.expect(result).to_contain_text("missing bearer token")  # none typed: refused, nothing changes
+    await playwright_api.expect(result).not_to_contain_text("done")
+    await page.fill("#token", "wrong")  # type: ignore[attr-defined]
+    await page.locator("button[data-action=halt]").click()  # type: ignore[attr-defined]
+    await playwright_api.expect(result).to_contain_text("wrong bearer token")
+    await playwright_api.expect(state).to_have_text("ACTIVE")
+    await page.fill("#token", TOKEN)  # type: ignore[attr-defined]
+    await page.locator("button[data-action=halt]").click()  # type: ignore[attr-defined]
+    await playwright_api.expect(result).to_have_text("halt: done")
+    await playwright_api.expect(state).to_have_text("HALTED")
+    await page.locator("button[data-action=resume]").click()  # type: ignore[attr-defined]
+    await playwright_api.expect(state).to_have_text("ACTIVE")
 
 
 async def test_an_unbuilt_dashboard_says_how_to_build_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,13 +17,13 @@ from tradebot.common.config import SettingsError
 from tradebot.common.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServers
 
 
-@contextmanager
 def fill_up(client: redis.Redis) -> None:
     """Write ~10 MB, more than a small maxmemory allows."""
     for n in range(10_000):
         client.set(f"filler:{n}", "x" * 1000)
 
 
+@contextmanager
 def foreign_listener() -> Iterator[int]:
     """Some other program listening on a port."""
     with socket.socket() as listener:

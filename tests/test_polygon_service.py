@@ -117,7 +117,7 @@ async def test_rejected_key_stops_with_one_clear_line(
 ) -> None:
     async with PolygonStreamEmulator(api_key="another-key") as emu:
         with pytest.raises(SettingsError) as stopped:
-            async with asyncio.timeout(10):  # not wait_for: a SystemExit must not cross a task boundary
+            async with asyncio.timeout(10):
                 await run_feed(polygon_settings(settings, emu), stop=asyncio.Event(), counters=Counter())
     assert str(stopped.value) == "Polygon rejected POLYGON_API_KEY (auth_failed): set a valid key"
     assert emu.connections == 1

@@ -67,7 +67,8 @@ class Running:
         )
         self.lines: list[str] = []
         self._new: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout
@@ -93,12 +94,21 @@ class Running:
     def interrupt(self, timeout: float = 60) -> int:
         """Ctrl-C: SIGINT to the whole process group, then the exit code."""
         os.killpg(self.process.pid, signal.SIGINT)
-        return self.process.wait(timeout=timeout)
+        code = self.process.wait(timeout=timeout)
+        self._close()
+        return code
 
     def kill(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
+        self._close()
+
+    def _close(self) -> None:
+        """The output pipe, once the reader has seen its end."""
+        self._reader.join(timeout=30)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from tradebot.common.streams import (
     storage_streams,
     tick_streams,
 )
+from tradebot.supervisor import Managed, rerun_finished, supervise
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -142,3 +145,18 @@ async def _settled(db: asyncpg.Pool, bus: Bus) -> bool:
         return False
     counts = [await db.fetchval(f"SELECT count(*) FROM {table}") for table in ("signals", "orders", "fills")]
     return counts[0] > 0 and len(set(counts)) == 1
+
+
+def test_finished_runs_start_again_after_redis_came_back_and_stopped_ones_stay_stopped() -> None:
+    finished, misconfigured = Managed("market_data", 1), Managed("storage", 1)
+    finished.process = subprocess.Popen([sys.executable, "-c", "pass"])
+    misconfigured.process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(78)"])
+    for worker in (finished, misconfigured):
+        worker.process.wait()  # type: ignore[union-attr]
+    supervise([finished, misconfigured])
+    assert finished.finished
+    assert misconfigured.finished
+    rerun_finished([finished, misconfigured])
+    assert not finished.finished
+    assert finished.process is None  # started again on the next round
+    assert misconfigured.finished  # a bad setting stays a bad setting

@@ -14,11 +14,12 @@ ROLES: dict[str, str] = {
     Role.EXECUTION: "tradebot.execution.service",
     Role.STORAGE: "tradebot.storage.timeseries_service",
     Role.API: "tradebot.api.history_service",
+    Role.ALERTS: "tradebot.alerts.service",
 }
 
 # What `tradebot up` starts, and how many of each, unless told otherwise.
 DEFAULT_UP: dict[str, int] = {
-    role: 1 for role in (Role.MARKET_DATA, Role.STRATEGY, Role.EXECUTION, Role.STORAGE, Role.API)
+    role: 1 for role in (Role.MARKET_DATA, Role.STRATEGY, Role.EXECUTION, Role.STORAGE, Role.API, Role.ALERTS)
 }
 
 

@@ -145,7 +145,7 @@ function subscribe(): void {
   if (socket?.readyState !== WebSocket.OPEN) return;
   socket.send(JSON.stringify({ action: "unsubscribe", channels: ["bars", "fills", "orders"], symbols: ["*"] }));
   socket.send(JSON.stringify({ action: "subscribe", channels: ["bars"], symbols: [state.symbol] }));
-  socket.send(JSON.stringify({ action: "subscribe", channels: ["fills", "orders", "health"], symbols: ["*"] }));
+  socket.send(JSON.stringify({ action: "subscribe", channels: ["fills", "orders", "health", "risk"], symbols: ["*"] }));
 }
 
 function connect(): void {
@@ -182,6 +182,8 @@ function onLive(message: LiveMessage): void {
     }
   } else if (message.channel === "health") {
     showHealth(data as unknown as Health);
+  } else if (message.channel === "risk") {
+    void showRisk();
   }
 }
 
@@ -217,21 +219,30 @@ function addActivity(event: Record<string, unknown>): void {
   while (body.children.length > 50) body.lastElementChild?.remove();
 }
 
-interface Account {
+interface Portfolio {
   cash?: number;
   equity?: number;
-  realized_pnl?: number;
-  unrealized_pnl?: number;
-  positions?: Record<string, { quantity: number; average_price?: number; unrealized_pnl?: number }>;
+  realised_pnl?: number;
+  unrealised_pnl?: number;
+  daily_pnl?: number;
+  drawdown_pct?: number;
+}
+
+interface Position {
+  symbol: string;
+  quantity: number;
+  average_cost?: number;
+  unrealised_pnl?: number;
 }
 
 async function showAccount(): Promise<void> {
-  const account = await getJson<Account>("/account");
+  const account = await getJson<Portfolio>("/portfolio");
   const entries: [string, number | undefined][] = [
     ["cash", account?.cash],
     ["equity", account?.equity],
-    ["realised P&L", account?.realized_pnl],
-    ["unrealised P&L", account?.unrealized_pnl],
+    ["realised P&L", account?.realised_pnl],
+    ["unrealised P&L", account?.unrealised_pnl],
+    ["today's P&L", account?.daily_pnl],
   ];
   $("#account").replaceChildren(
     ...entries.flatMap(([name, value]) => {
@@ -242,10 +253,10 @@ async function showAccount(): Promise<void> {
       return [term, detail];
     }),
   );
-  const positions = Object.entries(account?.positions ?? {}).filter(([, p]) => p.quantity !== 0);
+  const positions = (await getJson<Position[]>("/positions")) ?? [];
   rows(
     "#positions",
-    positions.map(([symbol, p]) => [symbol, p.quantity, money(p.average_price), money(p.unrealized_pnl)]),
+    positions.map((p) => [p.symbol, p.quantity, money(p.average_cost), money(p.unrealised_pnl)]),
   );
 }
 
@@ -300,17 +311,31 @@ async function showEquity(): Promise<void> {
 
 interface BacktestRun {
   id: string;
-  strategy?: string;
-  total_return?: number;
-  trades?: number;
+  strategies?: string[];
+  total_return?: number | null;
+  trades?: number | null;
 }
 
 async function showBacktests(): Promise<void> {
-  const runs = await getJson<{ runs?: BacktestRun[] }>("/backtests");
+  const runs = (await getJson<BacktestRun[]>("/backtests?limit=10")) ?? [];
   rows(
     "#backtests",
-    (runs?.runs ?? []).map((r) => [r.id, r.strategy ?? "", `${((r.total_return ?? 0) * 100).toFixed(2)} %`, r.trades ?? 0]),
+    runs.map((r) => [
+      r.id,
+      (r.strategies ?? []).join(", "),
+      `${((r.total_return ?? 0) * 100).toFixed(2)} %`,
+      r.trades ?? 0,
+    ]),
   );
+}
+
+interface FillsPage {
+  fills?: Record<string, unknown>[];
+}
+
+async function showRecentFills(): Promise<void> {
+  const page = await getJson<FillsPage>("/fills?limit=20");
+  for (const event of [...(page?.fills ?? [])].reverse()) addActivity(event);
 }
 
 const equityChart = createChart($("#equity-chart"), {
@@ -355,6 +380,7 @@ function start(): void {
   void load().then(connect);
   void listSymbols();
   void showBacktests();
+  void showRecentFills();
   void refresh();
   setInterval(() => void refresh(), REFRESH_MS);
 }

@@ -40,7 +40,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from .alpaca_rest import FAILURE_BODIES
 from .background import BackgroundLoop
 from .http_base import HttpEmulator
-from .trading_book import OPEN_STATUSES, OrderError, TradingBook, Update
+from .trading_book import OrderError, TradingBook, Update
 
 FAULTS = ("drop", "500", "slow", "duplicate", "429", "403")
 NOT_FOUND = {"code": 40410000, "message": "order not found"}
@@ -353,7 +353,6 @@ class AlpacaTradingEmulator:
             await asyncio.sleep(self.tick_s)  # the emulated exchange's pace, not a test wait
             if self.paused:
                 continue
-            with self.book._condition:
-                working = [i for i, o in self.book.orders.items() if o["status"] in OPEN_STATUSES]
-            for order_id in working:
-                self.book.fill_step(order_id)
+            for order_id in self.book.working_ids():
+                if not self.book.fill_step(order_id):
+                    self.book.retire(order_id)

@@ -62,6 +62,7 @@ class TradingBook(Observable):
         self.submissions = 0  # POST /v2/orders that created an order
         self.duplicate_submissions = 0  # POSTs refused because the client order id was taken
         self.market_open = True
+        self._working: dict[str, None] = {}  # ids of orders the matcher still has to look at, in order
         self.publish: Callable[[Update], None] = lambda update: None
 
     # ----- requests -------------------------------------------------------------------------------
@@ -77,6 +78,7 @@ class TradingBook(Observable):
             order = self._new_order(body, client_id)
             self.orders[order["id"]] = order
             self.by_client_id[client_id] = order["id"]
+            self._working[order["id"]] = None
             self.submissions += 1
             self._emit("new", order)
             for leg in order["legs"] or []:
@@ -189,6 +191,7 @@ class TradingBook(Observable):
             old["replaced_by"] = new["id"]
             self.orders[new["id"]] = new
             self.by_client_id[client_id] = new["id"]
+            self._working[new["id"]] = None
             self._close(old, "replaced", "replaced_at")
             self._emit("new", new)
         return dict(new)
@@ -221,6 +224,16 @@ class TradingBook(Observable):
                 slice_qty = qty - done
             self._execute(order, slice_qty, price)
             return order["status"] in OPEN_STATUSES
+
+    def working_ids(self) -> list[str]:
+        """Orders that may still fill (the matcher's work list; ended ones are retired from it)."""
+        with self._condition:
+            return list(self._working)
+
+    def retire(self, order_id: str) -> None:
+        with self._condition:
+            if self.orders[order_id]["status"] not in OPEN_STATUSES:
+                self._working.pop(order_id, None)
 
     def _marketable(self, order: dict[str, Any], price: float) -> bool:
         buy = order["side"] == "buy"
@@ -277,6 +290,7 @@ class TradingBook(Observable):
         if filled:
             for leg in order["legs"] or []:
                 leg["status"] = "new"
+                self._working[leg["id"]] = None
 
     def expire_day_orders(self) -> int:
         """The session ends: open day orders expire."""

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from tradebot.common.models import Event, OrderEvent
+from tradebot.common.models import ControlEvent, Event, Gap, OrderEvent
 
 Severity = Literal["info", "warning", "critical"]
 
@@ -21,7 +21,17 @@ class Alert:
 
 
 def alerts_for(event: Event) -> list[Alert]:
-    """Alerts an event on the bus calls for: fills, and orders the broker or the risk checks refused."""
+    """Alerts an event on the bus calls for: fills, refused orders, trading-state changes, data gaps."""
+    if isinstance(event, ControlEvent):
+        severity: Severity = "info" if event.state == "ACTIVE" else "critical"
+        text = f"trading {event.state} ({event.action} by {event.actor}): {event.reason}"
+        return [Alert(f"control:{event.id}", text, severity)]
+    if isinstance(event, Gap):
+        text = (
+            f"data gap: {event.source} {event.symbol} {event.timestamp:%Y-%m-%d %H:%M:%S} to {event.last:%H:%M:%S} UTC "
+            f"({event.dropped} events not published; gap repair refills it from REST history)"
+        )
+        return [Alert(f"gap:{event.id}", text, "warning")]
     if not isinstance(event, OrderEvent):
         return []
     if event.status == "filled":

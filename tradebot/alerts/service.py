@@ -1,7 +1,8 @@
-"""The alerts worker: fills, refused orders and workers that went down, to Telegram, Discord, Slack
-and e-mail (whichever ALERT_* settings are given; with none, alerts are only logged).
+"""The alerts worker: fills, refused orders, trading-state changes (halts, rules tripping), data gaps
+and workers that went down, to Telegram, Discord, Slack and e-mail (whichever ALERT_* settings are
+given; with none, alerts are only logged).
 
-Order events come through the ``alerts`` consumer group, acked once their alerts were handed to
+Order events, control events and gaps come through the ``alerts`` consumer group, acked once their alerts were handed to
 the channels; heartbeats are checked every ALERT_CHECK_S. A redelivered event after a crash may
 alert twice: alerts are at-least-once, like everything on the bus.
 """
@@ -21,11 +22,11 @@ from tradebot.common.config import ReadySettings
 from tradebot.common.consumer import GroupConsumer
 from tradebot.common.runtime import consumer_name
 from tradebot.common.runtime import main as run_worker
-from tradebot.common.streams import HEARTBEAT_PATTERN, ORDER_EVENTS
+from tradebot.common.streams import CONTROL_EVENTS, GAPS, HEARTBEAT_PATTERN, ORDER_EVENTS, Role
 
 log = logging.getLogger(__name__)
-ROLE = "alerts"
-GROUP = "alerts"
+ROLE = Role.ALERTS
+GROUP: str = Role.ALERTS
 
 
 async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str] | None = None) -> None:
@@ -45,7 +46,7 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
 
     consumer = GroupConsumer(
         bus,
-        [ORDER_EVENTS],
+        [ORDER_EVENTS, CONTROL_EVENTS, GAPS],
         GROUP,
         consumer_name(),
         batch_size=settings.bus_batch_size,

@@ -19,7 +19,7 @@ from tradebot.common.config import Settings
 from tradebot.common.models import OrderEvent
 
 log = logging.getLogger(__name__)
-MARGIN_S = 60.0  # reports this much older than what we look for are read too (clock skew, late ends)
+MARGIN_S = 10.0  # reports this much older than what we look for are read too (clocks a little apart)
 
 
 class Reconciler:
@@ -63,8 +63,19 @@ class Reconciler:
         if after is not None:
             for fill in await self.gateway.fills_since(after):
                 events += self.ledger.observe_fill(fill)
-        for seen in await self.gateway.orders_since(after, open_only=after is None):
+        # Everything placed since the last look, and whatever is open however old (a resting gtc
+        # order, an external one): a window that never widens with the age of an open order.
+        listed = await self.gateway.orders_since(after, open_only=after is None)
+        if after is not None:
+            listed += await self.gateway.orders_since(None, open_only=True)
+        for seen in listed:
             events += self.ledger.observe(seen)
+        # Live orders of ours listed nowhere ended since the last look, out of that window: ask each.
+        shown = {seen.client_order_id for seen in listed}
+        for tracked in [t for t in self.ledger.orders.values() if t.phase == "live" and t.client_order_id not in shown]:
+            found = await self.gateway.lookup(tracked.client_order_id)
+            if found is not None:
+                events += self.ledger.observe(found)
         self.ledger.reconciled_at = started.timestamp()
         return events
 
@@ -105,8 +116,7 @@ class Reconciler:
 
 
 def since(ledger: Ledger) -> datetime | None:
-    """From when broker reports matter: our oldest order still open, or the last reconciliation."""
-    moments = [t.created for t in ledger.orders.values()]
-    if ledger.reconciled_at is not None:
-        moments.append(ledger.reconciled_at)
-    return datetime.fromtimestamp(min(moments), UTC) - timedelta(seconds=MARGIN_S) if moments else None
+    """From when orders placed matter: the last look (None before the first: then open orders only)."""
+    if ledger.reconciled_at is None:
+        return None
+    return datetime.fromtimestamp(ledger.reconciled_at, UTC) - timedelta(seconds=MARGIN_S)

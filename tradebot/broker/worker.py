@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from tradebot.broker.alpaca import AlpacaGateway, client_order_id
@@ -41,8 +42,18 @@ ANYTIME = ("gtc", "opg", "cls")
 class BrokerExecution:
     """Reader of the execution partition that trades at a real broker (Alpaca)."""
 
-    def __init__(self, bus: Bus, config: PartitionSettings, member: str, settings: Settings, counters: Counter[str]):
+    def __init__(
+        self,
+        bus: Bus,
+        config: PartitionSettings,
+        member: str,
+        settings: Settings,
+        counters: Counter[str],
+        gate: Callable[[Order, float], str | None] = lambda _order, _held: None,
+    ):
+        """``gate`` says why an order must not be sent (the operator's trading state), or None."""
         self.bus, self.config, self.settings, self.counters = bus, config, settings, counters
+        self.gate = gate
         self.key = checkpoint_key(config.role, 0)
         self.lease = (lease_key(config.role, 0), member)
         self.consumer = partition_consumer(0)
@@ -135,7 +146,11 @@ class BrokerExecution:
             if submitted is None:
                 continue  # a redelivered or republished order: already ours
             events.append(submitted)
-            refusal = reconciler.halted or await self._outside_session(order, gateway)
+            refusal = (
+                reconciler.halted
+                or self.gate(order, self.ledger.positions.get(order.symbol, 0.0))
+                or await self._outside_session(order, gateway)
+            )
             if refusal:
                 events += self.ledger.reject(client_id, refusal)
             else:

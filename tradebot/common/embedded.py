@@ -23,8 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tradebot.common.config import SettingsError
-from tradebot.common.embedded_postgres import MISSING_EMBEDDED, POSTGRES_DB, POSTGRES_USER, EmbeddedPostgres
-from tradebot.common.lifeline import die_with_parent, port_open
+from tradebot.common.embedded_postgres import (
+    MISSING_EMBEDDED,
+    POSTGRES_DB,
+    POSTGRES_USER,
+    EmbeddedPostgres,
+    port_open,
+)
+from tradebot.common.lifeline import die_with_parent
 
 __all__ = ["POSTGRES_DB", "POSTGRES_USER", "EmbeddedPostgres", "EmbeddedRedis", "EmbeddedServers", "embedded_servers"]
 

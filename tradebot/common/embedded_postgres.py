@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 import warnings
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tradebot.common.config import SettingsError
-from tradebot.common.lifeline import die_with_parent, port_open
+from tradebot.common.lifeline import die_with_parent
 
 log = logging.getLogger("tradebot.embedded")
 
@@ -174,6 +175,13 @@ class EmbeddedPostgres:
         if result.returncode != 0:
             raise RuntimeError(f"embedded postgres: {program} failed: {(result.stderr or result.stdout)[-2000:]}")
         return result.stdout.strip()
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _is_postmaster_of(pid: int, data_dir: Path) -> bool:

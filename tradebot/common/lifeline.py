@@ -13,7 +13,7 @@ import ctypes
 import fcntl
 import os
 import signal
-import socket
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +33,8 @@ def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None]:
     the kernel means the thread by "parent".
     """
     parent = os.getpid()
+    if not sys.platform.startswith("linux"):  # prctl is Linux's; elsewhere children outlive a SIGKILLed parent
+        return lambda: None
 
     def arrange() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -73,10 +75,3 @@ def exclusive_folder(folder: Path, what: str = "tradebot up") -> Iterator[None]:
             lock.seek(0)
             lock.truncate()
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def port_open(port: int) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0

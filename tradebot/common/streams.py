@@ -27,6 +27,7 @@ class Role(StrEnum):
     EXECUTION = "execution"
     STORAGE = "storage"
     API = "api"
+    ALERTS = "alerts"
 
 
 # A role's consumer group (and its lease and checkpoint keys) carry the role's name.

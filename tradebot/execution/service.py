@@ -27,7 +27,7 @@ from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW
 from tradebot.risk.equity import sample_equity
 from tradebot.risk.stage import RiskStage, new_engine
-from tradebot.risk.store import OperatorRecord, TradingStateWatcher, poll_interval
+from tradebot.risk.store import OperatorRecord, TradingStateWatcher, poll_interval, state_refusal
 
 
 class BrokerPartition:
@@ -110,7 +110,11 @@ def execution_worker(
         from tradebot.broker.worker import BrokerExecution  # alpaca-py is loaded only when it is used
 
         alpaca_is_paper(settings)  # missing keys or a half-given live opt-in stop start-up here (exit 78)
-        new_reader = lambda _partition: BrokerExecution(bus, config, member, settings, counters)  # noqa: E731
+
+        def gate(order: Order, held: float) -> str | None:  # the kill switch holds for a real broker too
+            return state_refusal(operator(), order, held)
+
+        new_reader = lambda _partition: BrokerExecution(bus, config, member, settings, counters, gate)  # noqa: E731
     return PartitionedWorker(
         bus,
         config,

@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
-from tradebot.common.models import Bar, Event, Order, OrderEvent, Signal, Tick
-from tradebot.common.streams import BARS, ORDER_EVENTS, ORDERS_NEW, SIGNALS, tick_streams
+from tradebot.common.models import Bar, ControlEvent, Event, Order, OrderEvent, Signal, Tick
+from tradebot.common.streams import BARS, CONTROL_EVENTS, ORDER_EVENTS, ORDERS_NEW, SIGNALS, tick_streams
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("ticks", "bars", "signals", "orders", "fills", "health")
+CHANNELS = ("ticks", "bars", "signals", "orders", "fills", "risk", "health")
 ALL_SYMBOLS = "*"
 READ_COUNT = 1000
 BLOCK_MS = 500
@@ -100,6 +100,8 @@ def messages(event: Any, bars: dict[str, MinuteBar]) -> list[tuple[str, str | No
     if isinstance(event, OrderEvent):
         channel = "fills" if event.status == "filled" else "orders"
         return [(channel, event.symbol, event.model_dump(mode="json"))]
+    if isinstance(event, ControlEvent):  # a change of trading state: for the whole account
+        return [("risk", None, event.model_dump(mode="json"))]
     return []
 
 
@@ -113,7 +115,7 @@ class Hub:
 
     def __init__(self, bus: Bus, partitions: int, *, queue_size: int = 1000) -> None:
         self.bus = bus
-        self.streams = [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS]
+        self.streams = [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS, CONTROL_EVENTS]
         self.queue_size = queue_size
         self.subscribers: set[Subscriber] = set()
         self.delivered = 0
