@@ -18,12 +18,12 @@ import yaml
 from tests.helm import CHART, helm_or_skip, render_chart, run_helm
 from tradebot import healthcheck
 from tradebot.common.config import Settings
-from tradebot.roles import ROLES
+from tradebot.roles import DEFAULT_UP, ROLES
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALED_VALUES = CHART / "ci" / "scaled-values.yaml"
-# The roles a default install runs (roles.py's DEFAULT_UP plus the alerts worker).
-DEPLOYED_ROLES = {"market_data", "strategy", "execution", "storage", "api", "alerts"}
+# A default install runs what `tradebot up` runs.
+DEPLOYED_ROLES = set(DEFAULT_UP)
 SECRET_NAMES = {
     "ALPACA_KEY",
     "ALPACA_SECRET",
@@ -112,14 +112,8 @@ def test_every_role_has_a_deployment_running_it(render: Callable[..., Manifests]
     found = deployments(render(*DEFAULT_INSTALL))
     assert set(found) == DEPLOYED_ROLES
     for role, manifest in found.items():
-        command = container(manifest)["command"]
-        if command[:2] == ["tradebot", "worker"]:
-            assert command[2] == role
-            assert role in ROLES
-        else:  # a role roles.py does not list yet runs its module
-            assert command[:2] == ["python", "-m"]
-            assert command[2] == f"tradebot.{role}.service"
-            assert importlib.util.find_spec(command[2]) is not None
+        assert container(manifest)["command"] == ["tradebot", "worker", role]
+        assert role in ROLES
 
 
 def test_replicas_and_resources_come_from_values(render: Callable[..., Manifests]) -> None:
