@@ -325,7 +325,8 @@ async def test_health_reports_database_mode_workers_and_stream_backlog(api: http
     body = await get_json(api, "/health")
     assert body["status"] == "ok"
     assert body["redis_reachable"] is True
-    assert body["database"] == {"reachable": True, "mode": EXPECTED_MODE[api.headers["x-backend"]]}
+    expected_mode = EXPECTED_MODE[api.headers["x-backend"]]
+    assert body["database"] == {"reachable": True, "mode": expected_mode, "replica_reachable": None}
     assert [(w["role"], w["consumer"], w["counters"]) for w in body["workers"]] == [
         ("storage", "host-1", {"handled": 3})
     ]

@@ -28,8 +28,13 @@ _SYMBOL = re.compile(SYMBOL_PATTERN)
 
 
 def get_pool(request: Request) -> asyncpg.Pool:
-    """The asyncpg pool the lifespan opened."""
+    """The pool on the primary (DATABASE_URL) the lifespan opened."""
     return request.app.state.pool
+
+
+def get_read_pool(request: Request) -> asyncpg.Pool:
+    """The pool every read route queries: the replica (DATABASE_READ_URL), or the primary's pool."""
+    return request.app.state.read_pool
 
 
 def get_mode(request: Request) -> Mode:
@@ -55,6 +60,7 @@ def current_time() -> datetime:
 
 
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+ReadPoolDep = Annotated[asyncpg.Pool, Depends(get_read_pool)]
 ModeDep = Annotated[Mode, Depends(get_mode)]
 RedisDep = Annotated[aioredis.Redis | None, Depends(get_redis)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

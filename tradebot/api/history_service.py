@@ -1,4 +1,9 @@
-"""The history API: an app factory whose lifespan owns the asyncpg pool and the Redis client.
+"""The history API: an app factory whose lifespan owns the asyncpg pools and the Redis client.
+
+Reads (history, symbols, stats, activity, UDF) go to ``read_pool``: a replica at DATABASE_READ_URL
+when it is set, else the primary ``pool`` itself. Migrations, /health's primary check and the
+operator views that must show what was just done (risk, control events, equity, backtests) use
+DATABASE_URL.
 
 Run it with ``python -m tradebot.api.history_service`` (embedded servers start when REDIS_URL /
 DATABASE_URL are unset). OpenAPI docs are served at /docs.
@@ -50,15 +55,34 @@ from tradebot.ui.live import Hub
 log = logging.getLogger(__name__)
 
 
+async def _open_pools(app: FastAPI, settings: Settings, primary_url: str) -> None:
+    """The primary pool, and the read pool: the replica's, or the primary's when there is none."""
+    app.state.pool = await create_pool(primary_url, application_name="tradebot-api")
+    app.state.read_pool = app.state.pool
+    if settings.database_read_url:
+        try:
+            app.state.read_pool = await create_pool(settings.database_read_url, application_name="tradebot-api-read")
+        except BaseException:
+            await app.state.pool.close()
+            raise
+    # The mode of the database the queries run on (a replica has its primary's extensions).
+    app.state.mode = await database_mode(app.state.read_pool)
+
+
+async def _close_pools(app: FastAPI) -> None:
+    if app.state.read_pool is not app.state.pool:
+        await app.state.read_pool.close()
+    await app.state.pool.close()
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Migrate (so the tables exist), open the pool and Redis client, close them at shutdown."""
+    """Migrate (so the tables exist), open the pools and Redis client, close them at shutdown."""
     settings: Settings = app.state.settings
     if not settings.database_url:
         raise SettingsError("DATABASE_URL is not set: set it, or start the API through tradebot up")
     await apply_migrations(settings.database_url, options=TimescaleOptions.from_settings(settings))
-    app.state.pool = await create_pool(settings.database_url, application_name="tradebot-api")
-    app.state.mode = await database_mode(app.state.pool)
+    await _open_pools(app, settings, settings.database_url)
     app.state.redis = connect(settings.redis_url) if settings.redis_url else None
     stop, live_tasks = asyncio.Event(), []
     app.state.hub = None
@@ -82,7 +106,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await app.state.hub.bus.close()
         if app.state.redis is not None:
             await app.state.redis.aclose()
-        await app.state.pool.close()
+        await _close_pools(app)
 
 
 def _where(location: tuple[Any, ...]) -> str:

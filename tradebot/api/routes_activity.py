@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import asyncpg
 from fastapi import APIRouter, Depends, Query
 
-from tradebot.api.deps import PoolDep, TimeRangeDep, unprocessable, valid_symbol
+from tradebot.api.deps import ReadPoolDep, TimeRangeDep, unprocessable, valid_symbol
 from tradebot.api.schemas import ErrorOut
 from tradebot.api.schemas_trading import FillOut, FillsOut, OrderOut, OrdersOut, SignalOut, SignalsOut
 from tradebot.common import rounding
@@ -86,7 +86,7 @@ async def _page(
 
 
 @router.get("/signals", response_model=SignalsOut, responses=ERRORS)
-async def signals(pool: PoolDep, where: FilterDep, limit: LimitDep = DEFAULT_PAGE) -> SignalsOut:
+async def signals(pool: ReadPoolDep, where: FilterDep, limit: LimitDep = DEFAULT_PAGE) -> SignalsOut:
     """Signals the strategies emitted, newest first."""
     rows, cursor = await _page(pool, "signals", where, limit)
     found = [SignalOut(**{**dict(r), "timestamp": r["ts"], "price": rounding.price(r["price"])}) for r in rows]
@@ -94,7 +94,7 @@ async def signals(pool: PoolDep, where: FilterDep, limit: LimitDep = DEFAULT_PAG
 
 
 @router.get("/orders", response_model=OrdersOut, responses=ERRORS)
-async def orders(pool: PoolDep, where: FilterDep, limit: LimitDep = DEFAULT_PAGE) -> OrdersOut:
+async def orders(pool: ReadPoolDep, where: FilterDep, limit: LimitDep = DEFAULT_PAGE) -> OrdersOut:
     """Orders sent to the broker (one per signal), newest first."""
     rows, cursor = await _page(pool, "orders", where, limit)
     found = [OrderOut(**{**dict(r), "timestamp": r["ts"]}) for r in rows]
@@ -103,7 +103,7 @@ async def orders(pool: PoolDep, where: FilterDep, limit: LimitDep = DEFAULT_PAGE
 
 @router.get("/fills", response_model=FillsOut, responses=ERRORS)
 async def fills(
-    pool: PoolDep,
+    pool: ReadPoolDep,
     where: FilterDep,
     limit: LimitDep = DEFAULT_PAGE,
     status: Annotated[Literal["filled", "rejected"] | None, Query(description="only fills or rejections")] = None,

@@ -11,7 +11,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Response
 
-from tradebot.api.deps import PoolDep, RedisDep, SettingsDep
+from tradebot.api.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep
 from tradebot.api.schemas import DatabaseOut, GapOut, HealthOut, RedisMemoryOut, StreamOut, WorkerOut
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.config import Settings
@@ -101,9 +101,12 @@ async def redis_memory(client: aioredis.Redis, settings: Settings) -> RedisMemor
 
 
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
-async def health(pool: PoolDep, client: RedisDep, settings: SettingsDep, response: Response) -> HealthOut:
-    """Everything an operator checks first; 503 when the database or Redis does not answer."""
+async def health(
+    pool: PoolDep, read_pool: ReadPoolDep, client: RedisDep, settings: SettingsDep, response: Response
+) -> HealthOut:
+    """Everything an operator checks first; 503 when the database, its replica or Redis does not answer."""
     reachable = await is_reachable(pool)
+    replica_ok = None if read_pool is pool else await is_reachable(read_pool)
     mode = None
     if reachable:
         try:
@@ -126,11 +129,12 @@ async def health(pool: PoolDep, client: RedisDep, settings: SettingsDep, respons
             redis_ok = True
         except RECOVERABLE_REDIS_ERRORS:
             redis_ok = False
-    status: Literal["ok", "degraded"] = "ok" if reachable and redis_ok is not False else "degraded"
+    healthy = reachable and replica_ok is not False and redis_ok is not False
+    status: Literal["ok", "degraded"] = "ok" if healthy else "degraded"
     response.status_code = 200 if status == "ok" else 503
     return HealthOut(
         status=status,
-        database=DatabaseOut(reachable=reachable, mode=mode),
+        database=DatabaseOut(reachable=reachable, mode=mode, replica_reachable=replica_ok),
         redis_reachable=redis_ok,
         workers=workers,
         streams=streams,

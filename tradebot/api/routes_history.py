@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter
 
-from tradebot.api.deps import BarQuery, BarQueryDep, ModeDep, NowDep, PoolDep, SourceDep, SymbolDep, TimeRangeDep
+from tradebot.api.deps import BarQuery, BarQueryDep, ModeDep, NowDep, ReadPoolDep, SourceDep, SymbolDep, TimeRangeDep
 from tradebot.api.schemas import BarOut, ErrorOut, HistoryOut, OhlcvOut, StatsOut, SymbolOut, SymbolsOut
 from tradebot.common import rounding
 from tradebot.storage import queries
@@ -59,7 +59,7 @@ def bar_out(row: asyncpg.Record, timeframe: str) -> BarOut:
 
 
 @router.get("/history/{symbol}", response_model=HistoryOut, responses=ERRORS)
-async def history(query: BarQueryDep, pool: PoolDep, mode: ModeDep, now: NowDep) -> HistoryOut:
+async def history(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep) -> HistoryOut:
     """OHLCV bars of one continuous series (stored bars and ticks merged), oldest first.
 
     With ``start``: the first ``limit`` bars starting at or after it. Without: the latest ``limit``
@@ -76,7 +76,7 @@ async def history(query: BarQueryDep, pool: PoolDep, mode: ModeDep, now: NowDep)
 
 
 @router.get("/ohlcv/{symbol}", response_model=OhlcvOut, responses=ERRORS)
-async def ohlcv(query: BarQueryDep, pool: PoolDep, mode: ModeDep, now: NowDep) -> OhlcvOut:
+async def ohlcv(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep) -> OhlcvOut:
     """The bars of /history as parallel arrays (same parameters, same bars, same rounding)."""
     bars = [bar_out(r, query.timeframe) for r in await _bars(pool, query, mode, now)]
     fields = ("timestamp", "open", "high", "low", "close", "volume", "trade_count", "vwap")
@@ -87,7 +87,7 @@ async def ohlcv(query: BarQueryDep, pool: PoolDep, mode: ModeDep, now: NowDep) -
 
 @router.get("/stats/{symbol}", response_model=StatsOut, responses=ERRORS)
 async def stats(
-    symbol: SymbolDep, window: TimeRangeDep, pool: PoolDep, mode: ModeDep, now: NowDep, source: SourceDep = None
+    symbol: SymbolDep, window: TimeRangeDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep, source: SourceDep = None
 ) -> StatsOut:
     """Summary statistics of the daily series between ``start`` and ``end`` (default: all history)."""
     row = await queries.stats(
@@ -109,7 +109,7 @@ async def stats(
 
 
 @router.get("/symbols", response_model=SymbolsOut)
-async def symbols(pool: PoolDep) -> SymbolsOut:
+async def symbols(pool: ReadPoolDep) -> SymbolsOut:
     """Every symbol with stored ticks or bars, its first and last time, and the counts."""
     rows = await queries.symbols(pool)
     found = [

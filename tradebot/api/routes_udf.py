@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from tradebot.api.deps import MAX_LIMIT, ModeDep, NowDep, PoolDep
+from tradebot.api.deps import MAX_LIMIT, ModeDep, NowDep, ReadPoolDep
 from tradebot.common.models import SYMBOL_PATTERN, SYMBOL_PATTERN_ANY_CASE
 from tradebot.storage import queries
 from tradebot.storage.buckets import MARKET_TZ
@@ -104,12 +104,12 @@ def symbol_info(symbol: str) -> dict[str, Any]:
     }
 
 
-async def _stored_symbols(pool: PoolDep) -> list[str]:
+async def _stored_symbols(pool: ReadPoolDep) -> list[str]:
     return [row["symbol"] for row in await queries.symbols(pool)]
 
 
 @router.get("/symbols", summary="Symbol information")
-async def symbols(symbol: SymbolQuery, pool: PoolDep) -> Any:
+async def symbols(symbol: SymbolQuery, pool: ReadPoolDep) -> Any:
     """SymbolInfo of a stored symbol; ``s: error`` for one without data."""
     ticker = ticker_of(symbol)
     if ticker is None:
@@ -121,7 +121,7 @@ async def symbols(symbol: SymbolQuery, pool: PoolDep) -> Any:
 
 @router.get("/search", summary="Symbol search")
 async def search(
-    pool: PoolDep,
+    pool: ReadPoolDep,
     query: Annotated[str, Query(max_length=20, description="text to look for (case-insensitive)")] = "",
     type: Annotated[str, Query(max_length=20, description="symbol type; only 'stock' exists")] = "",
     exchange: Annotated[str, Query(max_length=20)] = "",
@@ -148,7 +148,7 @@ def _bar_time(ts: datetime, timeframe: str) -> int:
 
 @router.get("/history", summary="Bars as UDF columns")
 async def history(
-    pool: PoolDep,
+    pool: ReadPoolDep,
     mode: ModeDep,
     now: NowDep,
     symbol: SymbolQuery,
@@ -191,7 +191,7 @@ async def history(
     }
 
 
-async def _no_data(pool: PoolDep, mode: str, now: datetime, symbol: str, timeframe: str, before: datetime) -> Any:
+async def _no_data(pool: ReadPoolDep, mode: str, now: datetime, symbol: str, timeframe: str, before: datetime) -> Any:
     """``no_data``, with ``nextTime`` (ms) pointing at the latest bar before the requested range."""
     if before <= EARLIEST:
         return {"s": "no_data"}
@@ -211,7 +211,7 @@ ORDER BY ts LIMIT $4"""
 
 @router.get("/marks", summary="Fills as chart marks")
 async def marks(
-    pool: PoolDep,
+    pool: ReadPoolDep,
     symbol: SymbolQuery,
     to: Seconds,
     from_: Annotated[int, Query(alias="from", ge=0, le=4_102_444_800)] = 0,

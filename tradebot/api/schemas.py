@@ -151,6 +151,8 @@ class DatabaseOut(BaseModel):
 
     reachable: bool
     mode: Mode | None
+    # Whether the read replica (DATABASE_READ_URL) answers; None when no replica is configured.
+    replica_reachable: bool | None = None
 
 
 class HealthOut(BaseModel):

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     # --- infrastructure: unset URLs mean "start the embedded servers" ---
     redis_url: str | None = None
     database_url: str | None = None
+    # A read replica for the API's history, symbols, stats, activity and UDF; unset = DATABASE_URL.
+    # Migrations and every write keep DATABASE_URL.
+    database_read_url: str | None = None
     data_dir: Path = Path(".tradebot")
     embedded_redis_port: int = Field(6390, ge=1, le=65535)
     embedded_postgres_port: int = Field(5490, ge=1, le=65535)
@@ -266,6 +269,7 @@ _SECRET_NAMES = {
     "ALPACA_SECRET",
     "POLYGON_API_KEY",
     "DATABASE_URL",
+    "DATABASE_READ_URL",
     "REDIS_URL",
     "API_TOKEN",
     "WEBHOOK_SECRET",
