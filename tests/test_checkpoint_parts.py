@@ -21,6 +21,7 @@ from tradebot.common.streams import (
 )
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
 from tradebot.strategy import service
+from tradebot.strategy.book import StrategyBook, StrategySpec
 from tradebot.strategy.moving_average import MovingAverageCrossover
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
@@ -48,14 +49,15 @@ async def test_a_commit_rewrites_only_the_symbols_its_batch_touched(bus: Bus, se
     await run_burst(burst_settings(settings))
     key = checkpoint_parts_key(STRATEGY_ROLE, partition_for("AAPL", PARTITIONS))
     parts = await bus.redis.hgetall(key)
-    assert {"AAPL", "MSFT", "_v"} <= set(parts)
-    untouched = parts["MSFT"]
+    aapl, msft = part_of("AAPL", parts), part_of("MSFT", parts)  # one part per (symbol, strategy)
+    assert {"_v", "_rest"} <= set(parts)
+    untouched = parts[msft]
     await publish(bus, [tick for tick in ticks[200:] if tick.symbol == "AAPL"])
-    await bus.redis.hset(key, "MSFT", untouched.replace("[", "[ ", 1))  # a marker: same state, other bytes
+    await bus.redis.hset(key, msft, untouched.replace("{", "{ ", 1))  # a marker: same state, other bytes
     await run_burst(burst_settings(settings))
     after = await bus.redis.hgetall(key)
-    assert after["MSFT"] == untouched.replace("[", "[ ", 1)  # not rewritten: no MSFT tick in those batches
-    assert after["AAPL"] != parts["AAPL"]
+    assert after[msft] == untouched.replace("{", "{ ", 1)  # not rewritten: no MSFT tick in those batches
+    assert after[aapl] != parts[aapl]
 
 
 async def test_a_whole_string_checkpoint_of_an_older_version_is_taken_over(bus: Bus, settings: Settings) -> None:
@@ -76,13 +78,24 @@ async def test_a_whole_string_checkpoint_of_an_older_version_is_taken_over(bus: 
     assert await bus.redis.hget(checkpoint_parts_key(STRATEGY_ROLE, partition), "_v") == "1"
 
 
+def part_of(symbol: str, parts: dict[str, str]) -> str:
+    """The name of the one part holding ``symbol`` (the default book has one strategy)."""
+    [name] = [name for name in parts if name.startswith(f"{symbol}@")]
+    return name
+
+
+def crossover_book() -> StrategyBook:
+    return StrategyBook([StrategySpec(None, "ma_crossover", {"short_window": 5, "long_window": 20})])
+
+
 def test_a_symbol_part_keeps_its_recent_tick_ids_compactly_and_exactly() -> None:
-    partition = service.StrategyPartition(lambda: MovingAverageCrossover(5, 20), 10.0)
+    partition = service.StrategyPartition(crossover_book, 10.0)
     consecutive = MockFeed(["AAPL"], 1, clock=stepping_clock(START)).take(80)
     odd = [Tick.create("MSFT", 10.0, 1, START, source="alpaca", trade_id=trade) for trade in (7, 3, 9)]
     partition.apply(consecutive + odd)
     parts = partition.parts()
-    assert len(parts["AAPL"]) < 300  # fifty ids as a range, not fifty strings
-    restored = service.StrategyPartition(lambda: MovingAverageCrossover(5, 20), 10.0)
+    packed = json.loads(parts[part_of("AAPL", parts)])["recent_tick_ids"]
+    assert packed == {"prefix": "mock:AAPL:", "first": 30, "count": 50}  # fifty ids as a range, not fifty strings
+    restored = service.StrategyPartition(crossover_book, 10.0)
     restored.restore_parts(parts)
     assert json.loads(restored.checkpoint()) == json.loads(partition.checkpoint())  # the same state

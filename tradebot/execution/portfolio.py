@@ -7,8 +7,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from tradebot.common.config import Settings
 from tradebot.broker.paper import PaperBroker
+from tradebot.common.config import Settings
 from tradebot.risk.engine import RiskEngine
 from tradebot.risk.limits import RiskLimits
 from tradebot.risk.portfolio import Portfolio

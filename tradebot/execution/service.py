@@ -25,7 +25,6 @@ from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.models import ControlEvent, Event, Order, OrderEvent
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW
-from tradebot.broker.paper import PaperBroker
 from tradebot.execution.equity import sample_equity
 from tradebot.execution.risk_stage import RiskStage, new_engine
 from tradebot.risk.store import OperatorRecord, TradingStateWatcher, poll_interval, state_refusal
