@@ -15,29 +15,11 @@ from collections.abc import Sequence
 
 from tradebot.alerts.channels import Channel, ChannelError
 from tradebot.alerts.rules import Alert, Deduper
+from tradebot.common.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 RETRIES = 3
 FIRST_RETRY_S = 0.5
-
-
-class _Allowance:
-    """``per_minute`` sends a minute per channel, refilled continuously (never waits)."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.rate_per_s = per_minute / 60.0
-        self.capacity = float(per_minute)
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate_per_s)
-        self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 class Notifier:
@@ -49,7 +31,7 @@ class Notifier:
         self.channels = list(channels)
         self.deduper = deduper
         self.counters = counters
-        self._allowance = {channel.name: _Allowance(per_minute) for channel in self.channels}
+        self._allowance = {channel.name: TokenBucket(per_minute, burst=per_minute) for channel in self.channels}
         self._held_back = Counter[str]()
 
     async def notify(self, alert: Alert) -> None:
@@ -67,7 +49,7 @@ class Notifier:
             await self.notify(Alert(f"resolved:{key}:{time.monotonic()}", text))
 
     async def _deliver(self, channel: Channel, text: str) -> None:
-        if not self._allowance[channel.name].take():
+        if self._allowance[channel.name].try_take() > 0:
             self._held_back[channel.name] += 1
             self.counters["alerts_rate_limited"] += 1
             return

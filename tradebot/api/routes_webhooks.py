@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -31,6 +30,7 @@ from tradebot.common.models import (
     Signal,
     stable_id,
 )
+from tradebot.common.ratelimit import TokenBucket
 from tradebot.common.streams import ORDERS_NEW, SIGNALS, webhook_alert_key
 
 router = APIRouter(tags=["webhooks"])
@@ -68,30 +68,11 @@ class WebhookOut(BaseModel):
     order_id: str
 
 
-class AlertBucket:
-    """A token bucket: ``per_minute`` requests, refilled continuously."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.rate_per_s = per_minute / 60.0
-        self.capacity = float(per_minute)
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-
-    def take(self) -> float:
-        """0 when a request may pass now, else the seconds until one may."""
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate_per_s)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate_per_s
-
-
-def _pacer(request: Request, settings: Settings) -> AlertBucket:
-    bucket: AlertBucket | None = getattr(request.app.state, "webhook_bucket", None)
+def _bucket(request: Request, settings: Settings) -> TokenBucket:
+    bucket: TokenBucket | None = getattr(request.app.state, "webhook_bucket", None)
     if bucket is None:
-        bucket = request.app.state.webhook_bucket = AlertBucket(settings.webhook_rate_per_minute)
+        per_minute = settings.webhook_rate_per_minute
+        bucket = request.app.state.webhook_bucket = TokenBucket(per_minute, burst=per_minute)
     return bucket
 
 
@@ -146,7 +127,7 @@ async def tradingview(
     x_signature: Annotated[str | None, Header(description="optional: sha256=<hex HMAC of the body>")] = None,
 ) -> WebhookOut:
     """Trade a TradingView alert once: a signal and an order through risk and the broker."""
-    wait_s = _pacer(request, settings).take()
+    wait_s = _bucket(request, settings).try_take()
     if wait_s:
         raise HTTPException(429, "too many alerts: see WEBHOOK_RATE_PER_MINUTE", {"Retry-After": str(int(wait_s) + 1)})
     body = await request.body()

@@ -36,9 +36,9 @@ from alpaca.trading.requests import (
 )
 
 from tradebot.broker.base import BrokerFill, BrokerOrder, MarketClock, SubmitOutcome
-from tradebot.broker.ratelimit import TokenBucket
 from tradebot.common.config import Settings, SettingsError
 from tradebot.common.models import Order, stable_id
+from tradebot.common.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

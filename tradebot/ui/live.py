@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
+from tradebot.common.lifecycle import first_of, wait_or_stop
 from tradebot.common.models import Bar, ControlEvent, Event, Order, OrderEvent, Signal, Tick
 from tradebot.common.streams import BARS, CONTROL_EVENTS, ORDER_EVENTS, ORDERS_NEW, SIGNALS, tick_streams
 
@@ -27,6 +28,7 @@ ALL_SYMBOLS = "*"
 READ_COUNT = 1000
 BLOCK_MS = 500
 HEALTH_EVERY_S = 5.0
+RECONNECT_S = 1.0
 
 
 @dataclass(eq=False)
@@ -151,14 +153,14 @@ class Hub:
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the streams from their tails whenever someone listens, until ``stop``."""
         while not stop.is_set():
-            await _first(self._listening.wait(), stop.wait())
+            await first_of(stop, self._listening)
             if stop.is_set():
                 return
             try:
                 await self._follow(stop)
             except RECOVERABLE_REDIS_ERRORS as error:
                 log.warning("live fan-out lost Redis (%s); retrying", error)
-                await _first(asyncio.sleep(1.0), stop.wait())  # pacing a reconnect, not a wait on work
+                await wait_or_stop(stop, RECONNECT_S)  # pacing a reconnect, not a wait on work
 
     async def _follow(self, stop: asyncio.Event) -> None:
         positions = await self.bus.tails(self.streams)
@@ -179,20 +181,11 @@ class Hub:
     async def run_health(self, snapshot: Any, stop: asyncio.Event) -> None:
         """Every HEALTH_EVERY_S, while anyone listens, publish ``await snapshot()`` on ``health``."""
         while not stop.is_set():
-            await _first(self._listening.wait(), stop.wait())
+            await first_of(stop, self._listening)
             if stop.is_set():
                 return
             try:
                 self.publish("health", None, {"time": datetime.now(UTC).isoformat(), **await snapshot()})
             except RECOVERABLE_REDIS_ERRORS as error:
                 log.debug("health snapshot failed: %s", error)
-            await _first(asyncio.sleep(HEALTH_EVERY_S), stop.wait())
-
-
-async def _first(*waits: Any) -> None:
-    """Wait until the first of ``waits`` completes; cancel the rest."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+            await wait_or_stop(stop, HEALTH_EVERY_S)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tradebot.broker.ratelimit import TokenBucket
+from tradebot.common.ratelimit import TokenBucket
 
 
 async def test_calls_beyond_the_burst_wait_for_tokens() -> None:
@@ -32,3 +32,12 @@ async def test_the_rate_over_a_window_stays_under_the_budget() -> None:
         await bucket.take()
     # 2 from the burst, 10 at 20/s: at least half a second, whatever the machine's speed
     assert time.monotonic() - started >= 0.45
+
+
+def test_try_take_never_waits_and_says_how_long_until_a_token() -> None:
+    bucket = TokenBucket(per_minute=60, burst=2)
+    assert bucket.try_take() == 0.0
+    assert bucket.try_take() == 0.0
+    wait = bucket.try_take()  # empty: nothing taken, about a second to the next token
+    assert 0.5 < wait <= 1.0
+    assert bucket.tokens < 1

@@ -1,4 +1,5 @@
-"""One token bucket for every caller of a broker's API, and a pause when the broker says 429."""
+"""One token bucket: every caller of a broker's API waits on it (and a 429 pauses them all); the
+webhook endpoint and the alert channels ask it without waiting."""
 
 from __future__ import annotations
 
@@ -38,6 +39,16 @@ class TokenBucket:
         now = time.monotonic()
         tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
         return max(self._paused_until - now, (1 - tokens) / self.rate if tokens < 1 else 0.0, 0.0)
+
+    def try_take(self) -> float:
+        """Take a token now if one is there: 0.0; else the seconds until one is (nothing taken)."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        wait = max(self._paused_until - now, (1 - self.tokens) / self.rate if self.tokens < 1 else 0.0)
+        if wait <= 0:
+            self.tokens -= 1
+        return max(wait, 0.0)
 
     def pause(self, seconds: float) -> None:
         """The broker answered 429: nobody sends for ``seconds`` and the bucket starts empty."""
