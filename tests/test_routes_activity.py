@@ -36,17 +36,18 @@ def _activity() -> list:
         )
         order = Order.from_signal(signal, quantity=10)
         rejected = i % 5 == 0
+        denied = i == 29  # the risk stage's refusal: an order event like the broker's
         fill = OrderEvent(
             id=f"fill-{i:02d}",
             symbol=signal.symbol,
             timestamp=moment,
             client_order_id=order.id,
-            status="rejected" if rejected else "filled",
+            status="denied" if denied else "rejected" if rejected else "filled",
             side=signal.side,
             quantity=10,
-            price=None if rejected else signal.price * 1.0001,
-            commission=0.0 if rejected else 0.05000001,
-            reason="insufficient cash: …" if rejected else None,
+            price=None if rejected or denied else signal.price * 1.0001,
+            commission=0.0 if rejected or denied else 0.05000001,
+            reason="max_gross_exposure: …" if denied else "insufficient cash: …" if rejected else None,
         )
         events += [signal, order, fill]
     return events
@@ -123,7 +124,7 @@ async def test_pages_follow_the_cursor_without_gaps_or_repeats(api: httpx.AsyncC
     [
         ("/signals?limit=0", "limit: Input should be greater than or equal to 1"),
         ("/orders?limit=1001", "limit: Input should be less than or equal to 1000"),
-        ("/fills?status=open", "status: Input should be 'filled' or 'rejected'"),
+        ("/fills?status=open", "status: Input should be 'submitted', 'accepted'"),
         ("/fills?cursor=garbage", "cursor 'garbage' is not valid"),
         ("/signals?symbol=1BAD", "is not a valid ticker"),
         ("/orders?start=yesterday", "start: Input should be a valid datetime"),
@@ -133,3 +134,10 @@ async def test_pages_follow_the_cursor_without_gaps_or_repeats(api: httpx.AsyncC
 async def test_bad_input_gets_a_422_saying_what_to_fix(api: httpx.AsyncClient, url: str, message: str) -> None:
     body = await get(api, url, status=422)
     assert message in body["detail"]
+
+
+async def test_denied_orders_are_listed_with_their_reason(api: httpx.AsyncClient) -> None:
+    body = await get(api, "/fills?status=denied")
+    assert [(f["id"], f["status"], f["reason"]) for f in body["fills"]] == [
+        ("fill-29", "denied", "max_gross_exposure: …")
+    ]

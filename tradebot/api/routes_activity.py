@@ -10,7 +10,7 @@ import base64
 import binascii
 from dataclasses import replace
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query
@@ -19,7 +19,7 @@ from tradebot.api.deps import ReadPoolDep, TimeRangeDep, unprocessable, valid_sy
 from tradebot.api.schemas import ErrorOut
 from tradebot.api.schemas_trading import FillOut, FillsOut, OrderOut, OrdersOut, SignalOut, SignalsOut
 from tradebot.common import rounding
-from tradebot.common.models import SYMBOL_PATTERN_ANY_CASE
+from tradebot.common.models import SYMBOL_PATTERN_ANY_CASE, OrderStatus
 from tradebot.storage.activity import ActivityFilter, Kind, activity
 
 DEFAULT_PAGE = 100
@@ -106,7 +106,9 @@ async def fills(
     pool: ReadPoolDep,
     where: FilterDep,
     limit: LimitDep = DEFAULT_PAGE,
-    status: Annotated[Literal["filled", "rejected"] | None, Query(description="only fills or rejections")] = None,
+    status: Annotated[
+        OrderStatus | None, Query(description="only order events of this status (filled, rejected, denied, ...)")
+    ] = None,
 ) -> FillsOut:
     """What the broker did with each order: fills (price, commission) and rejections (reason), newest first."""
     rows, cursor = await _page(pool, "fills", replace(where, status=status), limit)

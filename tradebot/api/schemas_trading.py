@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from tradebot.common.models import OrderStatus
+
 Side = Literal["buy", "sell"]
 
 
@@ -43,7 +45,7 @@ class FillOut(BaseModel):
     timestamp: datetime
     client_order_id: str
     symbol: str
-    status: Literal["filled", "rejected"]
+    status: OrderStatus
     side: Side
     quantity: float
     price: float | None

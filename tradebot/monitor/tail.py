@@ -41,7 +41,10 @@ def describe(event: Event) -> str:
             f"{rounding.price(event.price)}  {commission}  {event.client_order_id}"
         )
     if isinstance(event, OrderEvent):
-        return f"{when}  REJECT  {event.side.upper():4} {event.quantity:g} {event.symbol}  {event.reason}"
+        label = {"rejected": "REJECT", "denied": "DENIED"}.get(event.status, event.status.upper())
+        return (
+            f"{when}  {label:7} {event.side.upper():4} {event.quantity:g} {event.symbol}  {event.reason or ''}".rstrip()
+        )
     return f"{when}  {type(event).__name__} {event.symbol}"
 
 
