@@ -67,6 +67,7 @@ async def test_a_denial_at_the_threshold_is_stored_and_listed(
         portfolio = (await api.get("/portfolio")).json()
         assert portfolio["open_positions"] == 1
         assert portfolio["gross_exposure"] == 1_000.0
+        assert all(portfolio[k] == round(portfolio[k], 2) for k in ("cash", "equity", "realised_pnl"))  # to the cent
         risk = (await api.get("/risk")).json()
         assert risk["state"] == "REDUCING"
         assert risk["usage"]["open_positions"] == 1

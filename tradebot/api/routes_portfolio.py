@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 
 from tradebot.api.deps import PoolDep, RedisDep, TimeRangeDep
+from tradebot.common import rounding
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.db import connection
 from tradebot.execution import portfolio as views
@@ -14,6 +15,24 @@ from tradebot.risk.views import read_checkpoint
 
 router = APIRouter(tags=["portfolio"])
 MAX_SAMPLES = 100_000
+# Shown as markets quote them (the account keeps full precision): money to the cent, prices as quoted.
+MONEY = {"cash", "equity", "gross_exposure", "realised_pnl", "unrealised_pnl", "commissions", "daily_pnl",
+         "peak_equity", "starting_cash", "market_value", "realised", "unrealised"}  # fmt: skip
+PRICES = {"average_cost", "last_price"}
+
+
+def quoted(value: Any) -> Any:
+    """``value`` with its money and price fields rounded, however deep they sit."""
+    if isinstance(value, dict):
+        return {
+            key: rounding.money(item) if key in MONEY and isinstance(item, float)
+            else rounding.price(item) if key in PRICES and isinstance(item, float)
+            else quoted(item)
+            for key, item in value.items()
+        }  # fmt: skip
+    if isinstance(value, list):
+        return [quoted(item) for item in value]
+    return value
 
 
 async def _checkpoint(redis: RedisDep) -> dict[str, Any]:
@@ -30,12 +49,14 @@ async def _checkpoint(redis: RedisDep) -> dict[str, Any]:
 
 @router.get("/portfolio", summary="Cash, equity, exposure, P&L (total, per symbol, today) and drawdown")
 async def portfolio(redis: RedisDep) -> dict[str, Any]:
-    return views.portfolio(await _checkpoint(redis))
+    shown: dict[str, Any] = quoted(views.portfolio(await _checkpoint(redis)))
+    return shown
 
 
 @router.get("/positions", summary="Open positions with value, share of equity and P&L")
 async def positions(redis: RedisDep) -> list[dict[str, Any]]:
-    return views.positions(await _checkpoint(redis))
+    shown: list[dict[str, Any]] = quoted(views.positions(await _checkpoint(redis)))
+    return shown
 
 
 @router.get("/equity", summary="The equity curve: one sample a minute (EQUITY_SAMPLE_S), oldest first")
@@ -52,4 +73,4 @@ async def equity(
             window.end,
             limit,
         )
-    return {"points": [{"timestamp": row["ts"], **{k: v for k, v in row.items() if k != "ts"}} for row in rows]}
+    return {"points": quoted([{"timestamp": row["ts"], **{k: v for k, v in row.items() if k != "ts"}} for row in rows])}
