@@ -212,6 +212,7 @@ def print_summary(settings: Settings, scale: dict[str, int]) -> None:
     lines = [
         "tradebot is up — Ctrl-C stops everything",
         f"  workers:  {workers}",
+        f"  dashboard: {api}/",
         f"  history:  {api}/history/AAPL?timeframe=1m   symbols: {api}/symbols",
         f"  health:   {api}/health   API docs: {api}/docs",
         f"  redis:    {redact_url(settings.redis_url)}",
