@@ -103,7 +103,10 @@ class UpSupervision:
 
     def start(self) -> None:
         self.up.process = None
-        self.up.start(*(f"--scale={role}={count}" for role, count in self.scale.items()), "--scale=api=0")
+        # the API and the alerts role take part in nothing the chaos checks
+        self.up.start(
+            *(f"--scale={role}={count}" for role, count in self.scale.items()), "--scale=api=0", "--scale=alerts=0"
+        )
 
     def workers(self) -> dict[int, str]:
         """pid → role of every worker process of the running supervisor."""
