@@ -23,14 +23,7 @@ class TokenBucket:
     async def take(self) -> None:
         """Wait for a token (callers are served in order)."""
         async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
-                self._updated = now
-                wait = max(self._paused_until - now, (1 - self.tokens) / self.rate if self.tokens < 1 else 0.0)
-                if wait <= 0:
-                    self.tokens -= 1
-                    return
+            while (wait := self.try_take()) > 0:
                 self.waited_s += wait
                 await asyncio.sleep(wait)  # rate limiting is waiting for time itself
 
@@ -42,13 +35,12 @@ class TokenBucket:
 
     def try_take(self) -> float:
         """Take a token now if one is there: 0.0; else the seconds until one is (nothing taken)."""
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        wait = max(self._paused_until - now, (1 - self.tokens) / self.rate if self.tokens < 1 else 0.0)
+        wait = self.ready_in()
+        self.tokens = min(self.capacity, self.tokens + (time.monotonic() - self._updated) * self.rate)
+        self._updated = time.monotonic()
         if wait <= 0:
             self.tokens -= 1
-        return max(wait, 0.0)
+        return wait
 
     def pause(self, seconds: float) -> None:
         """The broker answered 429: nobody sends for ``seconds`` and the bucket starts empty."""
