@@ -28,6 +28,8 @@ from tradebot.common.lifecycle import first_of, wait_or_stop
 from tradebot.common.streams import heartbeat_key
 
 log = logging.getLogger("tradebot")
+CANCEL_ATTEMPTS = 20
+CANCEL_WAIT_S = 0.5  # between two cancellations of a worker that outlived its grace period
 
 
 class WorkerRun(Protocol):
@@ -136,8 +138,13 @@ async def _wait_for_worker(worker: asyncio.Task[None], stop: asyncio.Event, grac
         done, _ = await asyncio.wait({worker}, timeout=grace_period_s)
         if not done:
             log.warning("grace period over: cancelling (unacked entries will be redelivered)")
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+            # A cancellation that lands inside a Redis command can come back as a connection error,
+            # which a retry loop rides out; cancelling again interrupts its next wait.
+            for _ in range(CANCEL_ATTEMPTS):
+                worker.cancel()
+                done, _ = await asyncio.wait({worker}, timeout=CANCEL_WAIT_S)
+                if done:
+                    break
             return 1
     if worker.cancelled():
         return 1
