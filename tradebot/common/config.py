@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     alert_reminder_minutes: float = Field(60.0, gt=0)  # one alert per incident, a reminder this often
     alert_rate_per_minute: int = Field(20, ge=1, le=1000)  # per channel
     alert_check_s: float = Field(15.0, gt=0)  # how often worker heartbeats are checked
+    # The daily summary (P&L, fills, denials, positions, gaps, worker incidents), once per NYSE session
+    alert_daily_summary: bool = True
+    alert_daily_summary_after_close_minutes: int = Field(10, ge=0, le=480)  # when: minutes after the close
 
     @field_validator("api_token", "webhook_secret", mode="before")
     @classmethod
