@@ -10,7 +10,19 @@ import {
   type UTCTimestamp,
 } from "lightweight-charts";
 
-import { type Candle, type Fill, foldMinute, markersFor, money, price, sma } from "./logic.ts";
+import {
+  type Candle,
+  type Fill,
+  foldMinute,
+  type GapRecord,
+  gapShades,
+  markersFor,
+  money,
+  price,
+  sma,
+  type Trade,
+  tradeFills,
+} from "./logic.ts";
 
 const $ = <T extends HTMLElement>(selector: string): T => document.querySelector(selector) as T;
 const SHORT_WINDOW = 5;
@@ -37,6 +49,14 @@ chart.priceScale("volume").applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } 
 const shortLine = chart.addSeries(LineSeries, { color: "#f7c948", lineWidth: 1, priceLineVisible: false });
 const longLine = chart.addSeries(LineSeries, { color: "#2962ff", lineWidth: 1, priceLineVisible: false });
 const markers = createSeriesMarkers(candles, []);
+// Recorded data gaps of the symbol, shaded over the whole height of the chart.
+const gapShade = chart.addSeries(HistogramSeries, {
+  priceScaleId: "gaps",
+  color: "rgba(239, 83, 80, 0.18)",
+  priceLineVisible: false,
+  lastValueVisible: false,
+});
+chart.priceScale("gaps").applyOptions({ scaleMargins: { top: 0, bottom: 0 }, visible: false });
 
 const state = {
   symbol: "AAPL",
@@ -44,6 +64,7 @@ const state = {
   bars: [] as Candle[],
   fills: [] as Fill[],
   minute: undefined as Candle | undefined, // the live minute as last seen, to fold it in once
+  gaps: [] as GapRecord[],
 };
 
 function ts(time: number): UTCTimestamp {
@@ -56,7 +77,14 @@ function draw(): void {
   shortLine.setData(sma(state.bars, SHORT_WINDOW).map((p) => ({ ...p, time: ts(p.time) })));
   longLine.setData(sma(state.bars, LONG_WINDOW).map((p) => ({ ...p, time: ts(p.time) })));
   drawMarkers();
+  drawGaps();
   showLast();
+}
+
+function drawGaps(): void {
+  const shaded = gapShades(state.gaps, state.symbol, state.timeframe);
+  gapShade.setData(shaded.map((time) => ({ time: ts(time), value: 1 })));
+  $("#chart").dataset["gaps"] = String(state.gaps.filter((g) => g.symbols.includes(state.symbol)).length);
 }
 
 function drawMarkers(): void {
@@ -263,9 +291,26 @@ async function showAccount(): Promise<void> {
 interface Health {
   workers?: { role: string; consumer: string; age_s?: number | null }[];
   streams?: { stream: string; group: string; pending: number; lag: number | null }[];
+  gaps?: GapRecord[]; // in /health, not in the live health channel
+}
+
+function showGaps(gaps: GapRecord[]): void {
+  rows(
+    "#gaps",
+    gaps.map((g) => [
+      g.symbols.join(", "),
+      `${g.first.slice(0, 16).replace("T", " ")} – ${g.last.slice(11, 16)}`,
+      g.dropped,
+      g.repaired ? "repaired" : "open",
+    ]),
+  );
+  if (JSON.stringify(gaps) === JSON.stringify(state.gaps)) return;
+  state.gaps = gaps;
+  drawGaps();
 }
 
 function showHealth(health: Health): void {
+  if (health.gaps) showGaps(health.gaps);
   rows(
     "#workers",
     (health.workers ?? []).map((w) => [w.role, w.consumer, w.age_s == null ? "–" : `${w.age_s.toFixed(1)} s`]),
@@ -327,6 +372,65 @@ async function showBacktests(): Promise<void> {
       r.trades ?? 0,
     ]),
   );
+  $("#backtests tbody")
+    .querySelectorAll("tr")
+    .forEach((row, i) => {
+      row.classList.add("pick");
+      row.addEventListener("click", () => void showBacktest(runs[i]?.id ?? ""));
+    });
+}
+
+// --- one backtest run: its equity curve with its trades as markers, and its statistics -----------
+
+const STATISTICS: [string, string, (value: number) => string][] = [
+  ["total_return", "return", (v) => `${(v * 100).toFixed(2)} %`],
+  ["buy_and_hold_return", "buy and hold", (v) => `${(v * 100).toFixed(2)} %`],
+  ["sharpe", "Sharpe", (v) => v.toFixed(2)],
+  ["max_drawdown", "max drawdown", (v) => `${(v * 100).toFixed(2)} %`],
+  ["trades", "trades", (v) => String(v)],
+  ["win_rate", "win rate", (v) => `${(v * 100).toFixed(1)} %`],
+  ["final_equity", "final equity", (v) => money(v)],
+  ["total_fees", "fees", (v) => money(v)],
+];
+
+let backtestChart: IChartApi | undefined;
+
+async function showBacktest(id: string): Promise<void> {
+  const path = `/backtests/${encodeURIComponent(id)}`;
+  const [report, chartData] = await Promise.all([
+    getJson<Record<string, unknown>>(path),
+    getJson<{ equity: [string, number][]; trades: Trade[] }>(`${path}/chart`),
+  ]);
+  const view = $("#backtest-view");
+  view.hidden = false;
+  $("#backtest-title").textContent = `run ${id}`;
+  $("#backtest-stats").replaceChildren(
+    ...STATISTICS.flatMap(([key, name, shown]) => {
+      const value = report?.[key];
+      const term = document.createElement("dt");
+      term.textContent = name;
+      const detail = document.createElement("dd");
+      detail.textContent = typeof value === "number" ? shown(value) : "–";
+      return [term, detail];
+    }),
+  );
+  backtestChart?.remove();
+  backtestChart = createChart($("#backtest-chart"), {
+    autoSize: true,
+    layout: { background: { color: "#131722" }, textColor: "#d1d4dc", attributionLogo: false },
+    grid: { vertLines: { visible: false }, horzLines: { color: "#1e222d" } },
+    timeScale: { timeVisible: true, secondsVisible: false },
+  });
+  const line = backtestChart.addSeries(LineSeries, { color: "#26a69a", lineWidth: 2 });
+  const points = (chartData?.equity ?? []).map(([at, value]) => ({ time: Math.floor(Date.parse(at) / 1000), value }));
+  line.setData(points.map((p) => ({ ...p, time: ts(p.time) })));
+  const placed = markersFor(
+    tradeFills(chartData?.trades ?? []),
+    points.map((p) => p.time),
+  );
+  createSeriesMarkers(line, placed.map((m) => ({ ...m, time: ts(m.time) })));
+  backtestChart.timeScale().fitContent();
+  Object.assign($("#backtest-chart").dataset, { run: id, points: String(points.length), markers: String(placed.length) });
 }
 
 interface FillsPage {
