@@ -169,6 +169,28 @@ async def test_the_halt_button_halts_trading_with_the_token(site: tuple[str, Hub
     await playwright_api.expect(state).to_have_text("ACTIVE")
 
 
+async def test_the_latest_bars_paint_first_and_older_ones_load_when_scrolled_back(
+    site: tuple[str, Hub], page: object
+) -> None:
+    url, _ = site
+    stored = len({(t.timestamp.replace(second=0, microsecond=0)) for t in AAPL})  # 1-minute bars
+    assert stored > 1000
+    await page.goto(f"{url}/?symbol=AAPL&timeframe=1m")  # type: ignore[attr-defined]
+    chart = page.locator("#chart")  # type: ignore[attr-defined]
+    await playwright_api.expect(chart).to_have_attribute("data-bars", "1000")  # the latest window only
+    box = await chart.bounding_box()
+    y = box["y"] + box["height"] / 2
+    mouse = page.mouse  # type: ignore[attr-defined]
+    for _ in range(12):  # drag the chart rightwards: back in time, until the first bar comes near
+        if await chart.get_attribute("data-bars") != "1000":
+            break
+        await mouse.move(box["x"] + 100, y)
+        await mouse.down()
+        await mouse.move(box["x"] + box["width"] - 100, y, steps=10)
+        await mouse.up()
+    await playwright_api.expect(chart).to_have_attribute("data-bars", str(stored))
+
+
 def a_stored_run(run_id: str) -> tuple[dict, dict]:
     """A backtest report and its chart data as `tradebot backtest --store` saves them (120 samples, 2 trades)."""
     start = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
