@@ -8,6 +8,8 @@ observation's timestamp), so a run is a pure function of its inputs.
 
 from __future__ import annotations
 
+import operator
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +19,7 @@ from tradebot.broker.paper import PaperBroker
 from tradebot.common.models import Bar, Order, OrderEvent, Signal, Tick
 from tradebot.execution.service import BrokerPartition
 from tradebot.strategy.bars import timeframe_seconds
+from tradebot.strategy.batch import Batch
 from tradebot.strategy.book import StrategyBook
 
 # An extra check before execution (tests, what-if runs): given an order and the account it would
@@ -132,23 +135,44 @@ class Backtest:
         self._next: datetime | None = None  # where the current sample ends
 
     def feed(self, observations: Iterable[Tick | Bar]) -> BacktestResult:
-        """Run every observation through; returns the (cumulative) result."""
-        result, book = self.result, self.book
-        first, last = result.first_price, result.last_price  # last prices are the marks
-        for observation in observations:  # the hot loop: locals, one comparison for the sampling
-            is_tick = isinstance(observation, Tick)
-            at, symbol = observation.timestamp, observation.symbol
-            price = observation.price if is_tick else observation.close  # type: ignore[union-attr]
-            if self._next is None or at >= self._next:
-                self._roll(at)
-            if symbol not in first:
-                first[symbol] = price
-            last[symbol] = price
-            result.observations += 1
-            outputs = book.on_tick(observation) if is_tick else book.on_bar(observation)  # type: ignore[arg-type]
-            for signal, order in outputs:
+        """Run every observation through; returns the (cumulative) result.
+
+        The book decides the whole batch first (``StrategyBook.on_batch``: what it would say tick by
+        tick), then its orders and the equity samples are played in observation order, so the
+        observations that emit nothing are never touched one by one here.
+        """
+        batch = observations if isinstance(observations, list) else list(observations)
+        if not batch:
+            return self.result
+        columns = Batch(batch)
+        outputs = self.book.on_batch(columns)
+        times, symbols, prices = [o.timestamp for o in batch], columns.symbols, columns.prices
+        ordered = all(map(operator.le, times, times[1:]))
+        marks, marked, position = self.result.last_price, 0, 0  # last prices are the marks
+        for at, signal, order in [*outputs, (len(batch) - 1, None, None)]:
+            # every sample that starts at or before this observation closes first, marked with what came before it
+            while (roll := self._next_roll(times, position, at + 1, ordered)) is not None:
+                marks.update(zip(symbols[marked:roll], prices[marked:roll], strict=True))
+                self._roll(times[roll])
+                marked, position = roll, roll + 1
+            if signal is not None and order is not None:
                 self._trade(signal, order)
-        return result
+        marks.update(zip(symbols[marked:], prices[marked:], strict=True))
+        firsts = dict(zip(reversed(symbols), reversed(prices), strict=True))
+        self.result.first_price.update({s: firsts[s] for s in marks if s not in self.result.first_price})
+        self.result.observations += len(batch)
+        return self.result
+
+    def _next_roll(self, times: list[datetime], start: int, end: int, ordered: bool) -> int | None:
+        """The first position in [start, end) whose observation starts a new sample, if any."""
+        if start >= end:
+            return None
+        if self._next is None:
+            return start
+        if ordered:
+            found = bisect_left(times, self._next, start, end)
+            return found if found < end else None
+        return next((p for p in range(start, end) if times[p] >= self._next), None)
 
     def finish(self) -> BacktestResult:
         """Close the last sample and take the account's final state."""
