@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from tradebot.broker.paper import event_id
@@ -34,10 +35,14 @@ class Account(Protocol):
     positions: dict[str, Any]
 
 
-def new_engine(settings: Settings) -> RiskEngine:
-    """The engine the settings describe; the NYSE calendar is loaded only when market hours are enforced."""
-    real_broker = getattr(settings, "broker", "paper") != "paper"
-    limits = RiskLimits.from_settings(settings, real_broker=real_broker)
+def new_engine(settings: Settings, *, broker_clock: bool = False) -> RiskEngine:
+    """The engine the settings describe; the NYSE calendar is loaded only when market hours are enforced.
+
+    ``broker_clock``: a real broker's own clock decides market hours (and lets gtc/opg/cls orders
+    wait for the open), so the engine does not check them a second time."""
+    limits = RiskLimits.from_settings(settings, real_broker=settings.execution_broker != "paper")
+    if broker_clock:
+        limits = replace(limits, enforce_market_hours=False)
     return RiskEngine(limits, market_hours=nyse_hours() if limits.enforce_market_hours else None)
 
 
@@ -91,13 +96,18 @@ class RiskStage:
     def after_broker(self, order: Order, result: OrderEvent, before: tuple[float, float], account: Account) -> None:
         """Move the totals by what the broker did; a filled sell feeds the protections and Kelly."""
         worth_before, realised_before = before
+        held = self.moved(order, worth_before, account)
+        if result.status == "filled" and order.side == "sell":
+            realised = getattr(held, "realised_pnl", 0.0) - realised_before
+            self.engine.record_close(order.symbol, realised, order.timestamp)
+
+    def moved(self, order: Order, worth_before: float, account: Account) -> Any:
+        """Move the totals by what became of the order's symbol (worth ``worth_before`` before); its holding."""
         held = account.positions.get(order.symbol)
         worth_after = held.quantity * (held.last_price or held.average_cost) if held is not None else 0.0
         if self._totals is not None:
             self._totals = self._totals.moved(account.cash, worth_before, worth_after)
-        if result.status == "filled" and order.side == "sell":
-            realised = getattr(held, "realised_pnl", 0.0) - realised_before
-            self.engine.record_close(order.symbol, realised, order.timestamp)
+        return held
 
     def flatten(self, event: ControlEvent, account: Account) -> list[Order]:
         """REDUCING from here on, and one closing order per open position."""

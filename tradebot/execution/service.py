@@ -23,11 +23,11 @@ from tradebot.common import runtime
 from tradebot.common.bus import Bus
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.models import ControlEvent, Event, Order, OrderEvent
-from tradebot.common.partitions import PartitionedWorker, PartitionSettings
+from tradebot.common.partitions import PartitionedWorker, PartitionRunner, PartitionSettings
 from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW
 from tradebot.execution.equity import sample_equity
 from tradebot.execution.risk_stage import RiskStage, new_engine
-from tradebot.risk.store import OperatorRecord, TradingStateWatcher, poll_interval, state_refusal
+from tradebot.risk.store import OperatorRecord, TradingStateWatcher, poll_interval
 
 
 class BrokerPartition:
@@ -104,17 +104,17 @@ def execution_worker(
         block_ms=settings.bus_block_ms,
         lease_ttl_ms=settings.lease_ttl_ms,
     )
-    new_reader = None
+    new_reader: Callable[[int], PartitionRunner] | None = None
     if settings.execution_broker == "alpaca":
         from tradebot.broker.live import alpaca_is_paper
         from tradebot.broker.worker import BrokerExecution  # alpaca-py is loaded only when it is used
+        from tradebot.execution.broker_risk import BrokerRisk
 
         alpaca_is_paper(settings)  # missing keys or a half-given live opt-in stop start-up here (exit 78)
-
-        def gate(order: Order, held: float) -> str | None:  # the kill switch holds for a real broker too
-            return state_refusal(operator(), order, held)
-
-        new_reader = lambda _partition: BrokerExecution(bus, config, member, settings, counters, gate)  # noqa: E731
+        # The same risk stage as the paper path, on the broker's account.
+        new_reader = lambda _partition: BrokerExecution(  # noqa: E731
+            bus, config, member, settings, counters, BrokerRisk(settings, operator)
+        )
     return PartitionedWorker(
         bus,
         config,

@@ -18,7 +18,6 @@ import redis.asyncio as aioredis
 
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.lifecycle import wait_or_stop
-from tradebot.common.models import Order
 from tradebot.common.streams import TRADING_STATE_KEY, TRADING_STATE_SEEN_KEY
 from tradebot.risk.state import TradingState
 
@@ -105,17 +104,3 @@ class TradingStateWatcher:
 def poll_interval(lease_ttl_ms: int) -> float:
     """A third of a lease period: a change is seen well within one."""
     return lease_ttl_ms / 3000
-
-
-def state_refusal(record: OperatorRecord, order: Order, held: float) -> str | None:
-    """Why the operator's trading state refuses ``order`` (``held``: the position it trades), or None.
-
-    For an execution path that has no full risk stage (a real broker's): HALTED refuses every new
-    order, REDUCING every order that does not shrink the position it trades."""
-    if record.state is TradingState.HALTED:
-        return f"trading is HALTED by {record.actor}: {record.reason}"
-    if record.state is TradingState.REDUCING:
-        shrinks = (order.side == "sell" and held > 0) or (order.side == "buy" and held < 0)
-        if not shrinks or order.quantity > abs(held) + 1e-9:
-            return f"trading is REDUCING ({record.reason}): only orders that shrink a position pass"
-    return None
