@@ -5,10 +5,12 @@ from __future__ import annotations
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.streams import ORDERS_NEW
+from tradebot.risk import control
 
 from .broker_helpers import alpaca_settings, by_order, emulator, order, order_events
 from .emulators.alpaca_trading import AlpacaTradingEmulator
 from .test_broker_worker import execution, until_finished
+from .test_risk_gaps import commit_gap
 
 __all__ = ["emulator"]  # the fixture
 
@@ -58,3 +60,18 @@ async def test_a_position_held_at_the_broker_counts_against_the_position_limit_e
     assert over.reason.startswith("max_position: AAPL would be $1,600.00, over RISK_MAX_POSITION_PCT 15.00%")
     assert [e.status for e in grouped["co-2"]] == ["submitted", "accepted", "filled"]  # exactly $1,500
     assert emulator.book.positions == {"AAPL": 15}
+
+
+async def test_a_recorded_data_gap_turns_the_alpaca_path_reducing_too(
+    bus: Bus, settings: Settings, emulator: AlpacaTradingEmulator
+) -> None:
+    await commit_gap(bus, "AAPL")
+    await bus.publish([(ORDERS_NEW, order(1))])
+    async with execution(alpaca_settings(settings, emulator)):
+        await until_finished(bus, {"co-1"})
+    (denied,) = await order_events(bus)
+    assert denied.status == "denied"
+    assert denied.reason is not None
+    assert denied.reason.startswith("reducing: trading is REDUCING (data gap in AAPL:")
+    assert (await control.status(bus))["rule"]["code"] == "data_gap"
+    assert emulator.book.submissions == 0

@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     risk_loss_lock_count: int = Field(0, ge=0)
     risk_loss_lock_window_s: float = Field(3600.0, ge=0)
     risk_loss_lock_s: float = Field(900.0, ge=0)
+    # the trading state a data gap in a held or traded symbol sets (off: none)
+    risk_data_gap_state: Literal["reducing", "halted", "off"] = "reducing"
     # auto: enforce for a real broker, off for the paper broker (the mock demo trades at any hour)
     market_hours: Literal["auto", "enforce", "off"] = "auto"
     position_sizing: SizingMode = "fixed_quantity"

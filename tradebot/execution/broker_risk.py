@@ -8,7 +8,8 @@ cannot together pass a limit each passes alone), and moved by each order approve
 A denied order gets its one ``denied`` event and never reaches the broker. The stage's memory is
 saved under ``risk`` in the broker's checkpoint, as in the paper one, so /risk and ``tradebot
 status`` read both alike. A broker mismatch found by reconciliation trips the ``broker_mismatch``
-rule: HALTED, published as a control event, until the operator resumes.
+rule: HALTED, published as a control event, until the operator resumes; a recorded data gap trips
+the ``data_gap`` rule as on the paper path.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tradebot.broker.base import BrokerAccount, BrokerGateway
 from tradebot.broker.ledger import Tracked
 from tradebot.common.config import Settings
 from tradebot.common.models import ControlEvent, Order, OrderEvent
-from tradebot.execution.risk_stage import RiskStage, new_engine
+from tradebot.execution.risk_stage import Records, RiskStage, new_engine, new_gap_rule
 from tradebot.risk import reasons
 from tradebot.risk.state import TradingState
 from tradebot.risk.store import OperatorRecord
@@ -77,8 +78,13 @@ class AccountView:
 class BrokerRisk:
     """The broker loop's pre-trade stage; see the module docstring."""
 
-    def __init__(self, settings: Settings, operator: Callable[[], OperatorRecord] = OperatorRecord):
-        self.stage = RiskStage(new_engine(settings, broker_clock=True), operator)
+    def __init__(
+        self,
+        settings: Settings,
+        operator: Callable[[], OperatorRecord] = OperatorRecord,
+        gaps: Callable[[], Records] = dict,
+    ):
+        self.stage = RiskStage(new_engine(settings, broker_clock=True), operator, gaps, new_gap_rule(settings))
         self._account: AccountView | None = None
 
     async def begin_batch(self, gateway: BrokerGateway, in_flight: Iterable[Tracked]) -> str | None:
@@ -91,6 +97,7 @@ class BrokerRisk:
             self._account = None
             return f"broker account unavailable ({type(error).__name__}): no order is sent unchecked"
         self._account = AccountView.of(account, in_flight)
+        self.stage.watch_gaps(self._account)
         return None
 
     def screen(self, order: Order) -> Order | OrderEvent | None:

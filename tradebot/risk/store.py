@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -104,3 +107,31 @@ class TradingStateWatcher:
 def poll_interval(lease_ttl_ms: int) -> float:
     """A third of a lease period: a change is seen well within one."""
     return lease_ttl_ms / 3000
+
+
+@asynccontextmanager
+async def obeying_trading_state(
+    redis: aioredis.Redis,
+    member: str,
+    role: str,
+    lease_ttl_ms: int,
+    stop: asyncio.Event,
+    *beside: Coroutine[Any, Any, None],
+) -> AsyncIterator[TradingStateWatcher]:
+    """A worker's watcher: read before its first event (also after a kill -9), then kept fresh until
+    the block ends, with the ``beside`` tasks running alongside; it leaves the seen-by list at the end."""
+    watcher = TradingStateWatcher(redis, member, role, poll_interval(lease_ttl_ms))
+    try:
+        await watcher.refresh()
+    except BaseException:
+        for coroutine in beside:
+            coroutine.close()
+        raise
+    background = [asyncio.create_task(watcher.run(stop)), *(asyncio.create_task(c) for c in beside)]
+    try:
+        yield watcher
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await watcher.forget()

@@ -24,7 +24,7 @@ from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import ORDERS_NEW, SIGNALS, STRATEGY_ROLE, STRATEGY_SWITCHES_KEY, tick_stream
 from tradebot.risk.exits import ExitRules
 from tradebot.risk.state import TradingState
-from tradebot.risk.store import TradingStateWatcher, poll_interval
+from tradebot.risk.store import obeying_trading_state
 from tradebot.strategy import parts
 from tradebot.strategy.book import Sizing, StrategyBook, StrategySpec, read_strategies_file
 from tradebot.strategy.catalog import StrategyError
@@ -189,20 +189,16 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
     """Worker entry: run the strategies over the partitions this process wins."""
     bus = Bus.from_settings(settings)
     member = runtime.consumer_name()
-    watcher = TradingStateWatcher(bus.redis, member, STRATEGY_ROLE, poll_interval(settings.lease_ttl_ms))
-    await watcher.refresh()  # a restarted worker obeys a halt before its first tick
     switches: dict[str, bool] = {}
-    background = [asyncio.create_task(watcher.run(stop)), asyncio.create_task(follow_switches(bus, switches, stop))]
     try:
-        worker = strategy_worker(
-            bus, settings, member, counters, switches, lambda: watcher.current.state is not TradingState.HALTED
-        )
-        await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
+        async with obeying_trading_state(
+            bus.redis, member, STRATEGY_ROLE, settings.lease_ttl_ms, stop, follow_switches(bus, switches, stop)
+        ) as watcher:  # a restarted worker obeys a halt before its first tick
+            worker = strategy_worker(
+                bus, settings, member, counters, switches, lambda: watcher.current.state is not TradingState.HALTED
+            )
+            await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        await watcher.forget()
         await bus.close()
 
 
