@@ -28,6 +28,7 @@ from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import ControlEvent, Event, Order, OrderEvent
 from tradebot.common.partitions import PartitionedWorker, PartitionRunner, PartitionSettings
 from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW
+from tradebot.execution.attribution import StrategyPnL
 from tradebot.execution.equity import sample_equity
 from tradebot.execution.risk_stage import Records, RiskStage, new_engine, new_gap_rule
 from tradebot.market_data.gaps import read_gap_records
@@ -55,11 +56,13 @@ class BrokerPartition:
         """Start from the checkpointed account and risk memory, or a fresh one with STARTING_CASH."""
         self.broker = new_broker(self.settings)
         self.risk = RiskStage(new_engine(self.settings), self.operator, self.gaps, new_gap_rule(self.settings))
+        self.pnl = StrategyPnL()
         if checkpoint:
             saved = json.loads(checkpoint)
             self.broker.restore(saved)
             if "risk" in saved:
                 self.risk.restore(saved["risk"])
+            self.pnl.restore(saved.get("pnl"))
 
     def apply(self, events: list[Event]) -> list[tuple[str, Event]]:
         """Decide and execute orders in order; a flatten closes every position; a repeat yields nothing."""
@@ -84,11 +87,16 @@ class BrokerPartition:
         if result is None:
             return []
         self.risk.after_broker(screened, result, before, self.broker)
+        if result.status == "filled" and result.price is not None:
+            self.pnl.fill(
+                screened.strategy, screened.symbol, screened.side, result.quantity, result.price, result.commission
+            )
         return [(ORDER_EVENTS, result)]
 
     def checkpoint(self) -> str:
-        """The account and the risk stage's memory as compact JSON."""
-        return json.dumps({**self.broker.snapshot(), "risk": self.risk.snapshot()}, separators=(",", ":"))
+        """The account, the risk stage's memory and the P&L per strategy as compact JSON."""
+        saved = {**self.broker.snapshot(), "risk": self.risk.snapshot(), "pnl": self.pnl.snapshot()}
+        return json.dumps(saved, separators=(",", ":"))
 
 
 def new_broker(settings: Settings) -> PaperBroker:
