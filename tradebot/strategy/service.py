@@ -26,6 +26,7 @@ from tradebot.risk.exits import ExitRules
 from tradebot.risk.state import TradingState
 from tradebot.risk.store import obeying_trading_state
 from tradebot.strategy import parts
+from tradebot.strategy.bars import BarATR, timeframe_seconds
 from tradebot.strategy.book import Sizing, StrategyBook, StrategySpec, read_strategies_file
 from tradebot.strategy.catalog import StrategyError
 
@@ -154,7 +155,13 @@ def strategy_worker(
     new_book = book_factory(settings, switches)
 
     def exits() -> ExitRules:
-        return ExitRules(settings.exit_stop_loss_pct, settings.exit_take_profit_pct, settings.exit_trailing_pct)
+        return ExitRules(
+            settings.exit_stop_loss_pct,
+            settings.exit_take_profit_pct,
+            settings.exit_trailing_pct,
+            settings.exit_atr_multiple,
+            lambda: BarATR(settings.exit_atr_window, timeframe_seconds(settings.exit_atr_timeframe)),
+        )
 
     def new_state(_partition: int) -> StrategyPartition:
         return StrategyPartition(new_book, settings.order_quantity, may_order, exits)
