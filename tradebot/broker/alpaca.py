@@ -23,6 +23,7 @@ from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
 from alpaca.trading.models import Order as AlpacaOrder
+from alpaca.trading.models import Position
 from alpaca.trading.requests import (
     GetOrdersRequest,
     LimitOrderRequest,
@@ -35,7 +36,7 @@ from alpaca.trading.requests import (
     TrailingStopOrderRequest,
 )
 
-from tradebot.broker.base import BrokerFill, BrokerOrder, MarketClock, SubmitOutcome
+from tradebot.broker.base import BrokerAccount, BrokerFill, BrokerOrder, BrokerPosition, MarketClock, SubmitOutcome
 from tradebot.common.config import Settings, SettingsError
 from tradebot.common.models import Order, stable_id
 from tradebot.common.ratelimit import TokenBucket
@@ -177,6 +178,19 @@ class AlpacaGateway:
     async def positions(self) -> dict[str, float]:
         held = await self._read(self.client.get_all_positions)
         return {p.symbol: float(p.qty) for p in held}  # type: ignore[union-attr]
+
+    async def account(self) -> BrokerAccount:
+        cash = float((await self._read(self.client.get_account)).cash or 0)  # type: ignore[union-attr]
+        held = [p for p in await self._read(self.client.get_all_positions) if isinstance(p, Position)]
+        return BrokerAccount(
+            cash,
+            {
+                p.symbol: BrokerPosition(
+                    float(p.qty), float(p.avg_entry_price), float(p.current_price) if p.current_price else None
+                )
+                for p in held
+            },
+        )
 
     async def clock(self) -> MarketClock:
         clock = await self._read(self.client.get_clock)

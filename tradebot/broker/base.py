@@ -50,6 +50,23 @@ class SubmitOutcome:
 
 
 @dataclass(frozen=True)
+class BrokerPosition:
+    """One position as the broker holds it (what the risk stage values the account with)."""
+
+    quantity: float
+    average_cost: float
+    last_price: float | None
+
+
+@dataclass(frozen=True)
+class BrokerAccount:
+    """The broker's cash and positions."""
+
+    cash: float
+    positions: dict[str, BrokerPosition]
+
+
+@dataclass(frozen=True)
 class MarketClock:
     is_open: bool
     next_open: datetime
@@ -70,6 +87,10 @@ class BrokerGateway(Protocol):
     async def fills_since(self, after: datetime) -> list[BrokerFill]: ...
 
     async def positions(self) -> dict[str, float]: ...
+
+    async def account(self) -> BrokerAccount:
+        """Cash and positions with their cost and last price (the risk stage's portfolio input)."""
+        ...
 
     async def clock(self) -> MarketClock: ...
 

@@ -4,7 +4,9 @@ It runs as the reader of the execution role's one partition (the lease keeps it 
 Every turn: take new orders and record them (``submitted``) in the same commit as their acks,
 so intent is durable before anything is sent; send what waits (an order a dead predecessor may
 have sent is looked up first); turn trade updates, REST polls (while the stream is down) and
-reconciliations into events through the ledger; commit the events with the ledger. A kill -9
+reconciliations into events through the ledger; commit the events with the ledger. Every new
+order passes the execution role's risk stage first (``PreTrade``: the paper path's checks on the
+broker's account, tradebot/execution/broker_risk.py); its memory is in the same checkpoint. A kill -9
 anywhere repeats no event and sends no order twice: the broker refuses a client order id it
 has seen, and every doubt is settled by looking that id up.
 """
@@ -16,8 +18,8 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from tradebot.broker.alpaca import AlpacaGateway, client_order_id
 from tradebot.broker.base import BrokerGateway, MarketClock
@@ -27,9 +29,16 @@ from tradebot.broker.reconcile import Reconciler
 from tradebot.broker.stream import TradeUpdates
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, entry_order
 from tradebot.common.config import Settings
-from tradebot.common.models import Order, OrderEvent
+from tradebot.common.models import ControlEvent, Event, Order, OrderEvent
 from tradebot.common.partitions import PartitionSettings, ReaderEnd
-from tradebot.common.streams import ORDER_EVENTS, ORDERS_NEW, checkpoint_key, lease_key, partition_consumer
+from tradebot.common.streams import (
+    CONTROL_EVENTS,
+    ORDER_EVENTS,
+    ORDERS_NEW,
+    checkpoint_key,
+    lease_key,
+    partition_consumer,
+)
 
 log = logging.getLogger(__name__)
 RESEND_AFTER_LOOKUPS = 3  # an unsure order the broker still does not know after this many lookups is sent again
@@ -37,6 +46,17 @@ RESEND_AFTER_LOOKUPS = 3  # an unsure order the broker still does not know after
 # that came in meanwhile reach the bus promptly even while orders queue for tokens.
 SEND_TURN_S = 0.1
 ANYTIME = ("gtc", "opg", "cls")
+
+
+class PreTrade(Protocol):
+    """The risk stage as this loop uses it (tradebot/execution/broker_risk.py)."""
+
+    async def begin_batch(self, gateway: BrokerGateway, in_flight: list[Tracked]) -> str | None: ...
+    def screen(self, order: Order) -> Order | OrderEvent | None: ...
+    def broker_mismatch(self, reason: str) -> None: ...
+    def control_events(self) -> list[ControlEvent]: ...
+    def snapshot(self) -> dict[str, Any]: ...
+    def restore(self, snapshot: dict[str, Any] | None) -> None: ...
 
 
 class BrokerExecution:
@@ -49,11 +69,11 @@ class BrokerExecution:
         member: str,
         settings: Settings,
         counters: Counter[str],
-        gate: Callable[[Order, float], str | None] = lambda _order, _held: None,
+        risk: PreTrade,
     ):
-        """``gate`` says why an order must not be sent (the operator's trading state), or None."""
+        """``risk`` decides every new order before it is recorded for sending."""
         self.bus, self.config, self.settings, self.counters = bus, config, settings, counters
-        self.gate = gate
+        self.risk = risk
         self.key = checkpoint_key(config.role, 0)
         self.lease = (lease_key(config.role, 0), member)
         self.consumer = partition_consumer(0)
@@ -62,6 +82,7 @@ class BrokerExecution:
         self._fresh: set[str] = set()  # recorded by this process and never sent: safe to send at once
         self._unsure_since: dict[str, float] = {}
         self._clock: MarketClock | None = None
+        self._rules_tripped = False  # a control event waits for the next commit
 
     async def run(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd:
         paper = alpaca_is_paper(self.settings)
@@ -91,8 +112,12 @@ class BrokerExecution:
     ) -> ReaderEnd:
         await self.bus.ensure_group(ORDERS_NEW, self.config.role)
         self._committed = await self.bus.redis.get(self.key)
-        self.ledger.restore(json.loads(self._committed) if self._committed else None)
-        reconciler = Reconciler(self.ledger, gateway, self.settings, fresh=self._committed is None)
+        saved = json.loads(self._committed) if self._committed else None
+        self.ledger.restore(saved)
+        self.risk.restore((saved or {}).get("risk"))
+        reconciler = Reconciler(
+            self.ledger, gateway, self.settings, fresh=self._committed is None, on_mismatch=self._broker_mismatch
+        )
         if not await self._commit(await reconciler.run()):
             return ReaderEnd.LOST
         last_seen, pending, was_connected = await self.bus.last_delivered_id(ORDERS_NEW, self.config.role), True, False
@@ -115,7 +140,7 @@ class BrokerExecution:
             if (connected and not was_connected) or reconciler.due(streaming=connected):
                 events += await reconciler.run(orders_only=not reconciler.due_full())
             was_connected = connected
-            if events and not await self._commit(events):
+            if (events or self._rules_tripped) and not await self._commit(events):
                 return ReaderEnd.LOST
             if max_messages is not None and self.counters["handled"] >= max_messages and not self.ledger.orders:
                 return ReaderEnd.STOPPED
@@ -124,6 +149,10 @@ class BrokerExecution:
             if not batch and not events:
                 await self._wait(updates, last_seen, stop, gateway.ready_in() if self.ledger.waiting() else None)
         return ReaderEnd.STOPPED
+
+    def _broker_mismatch(self, reason: str) -> None:
+        self.risk.broker_mismatch(reason)
+        self._rules_tripped = True
 
     async def _set_aside_non_orders(self, batch: list[Delivery]) -> list[Delivery]:
         """Anything but an Order goes to the dead-letter stream with the reason; the orders stay."""
@@ -135,22 +164,28 @@ class BrokerExecution:
         return [delivery for delivery in batch if isinstance(delivery.event, Order)]
 
     async def _take(self, batch: list[Delivery], gateway: BrokerGateway, reconciler: Reconciler) -> list[OrderEvent]:
-        """Record new orders (or refuse them, with the reason, while trading must not happen)."""
+        """Screen new orders (a denied one gets its ``denied`` event) and record the rest (or refuse
+        them, with the reason, while the broker must not be traded with)."""
         events: list[OrderEvent] = []
+        unscreened: str | None = None
+        screening = False
         for delivery in batch:
             order = delivery.event
             assert isinstance(order, Order)  # set aside before
             client_id = client_order_id(order)
-            submitted = self.ledger.add(order, client_id)
             self.counters["handled"] += 1
-            if submitted is None:
+            if self.ledger.knows(client_id):
                 continue  # a redelivered or republished order: already ours
+            if not screening:
+                unscreened, screening = await self.risk.begin_batch(gateway, list(self.ledger.orders.values())), True
+            screened = order if unscreened else self.risk.screen(order)
+            if not isinstance(screened, Order):
+                events += [] if screened is None else [screened]  # None: decided before (and denied)
+                continue
+            submitted = self.ledger.add(screened, client_id)
+            assert submitted is not None  # not known: checked above
             events.append(submitted)
-            refusal = (
-                reconciler.halted
-                or self.gate(order, self.ledger.positions.get(order.symbol, 0.0))
-                or await self._outside_session(order, gateway)
-            )
+            refusal = unscreened or reconciler.halted or await self._outside_session(screened, gateway)
             if refusal:
                 events += self.ledger.reject(client_id, refusal)
             else:
@@ -234,9 +269,12 @@ class BrokerExecution:
         await asyncio.gather(entries, news, return_exceptions=True)
 
     async def _commit(self, events: list[OrderEvent], batch: list[Delivery] = ()) -> bool:  # type: ignore[assignment]
-        checkpoint = json.dumps(self.ledger.snapshot(), separators=(",", ":"))
+        checkpoint = json.dumps({**self.ledger.snapshot(), "risk": self.risk.snapshot()}, separators=(",", ":"))
+        publish: list[tuple[str, Event]] = [(ORDER_EVENTS, event) for event in events]
+        publish += [(CONTROL_EVENTS, event) for event in self.risk.control_events()]
+        self._rules_tripped = False
         commit = Commit(
-            publish=[(ORDER_EVENTS, event) for event in events],
+            publish=publish,
             acks=[(d.stream, d.entry_id) for d in batch],
             state={self.key: checkpoint},
             guard=None if batch else (self.key, self._committed or ""),

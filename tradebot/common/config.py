@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     risk_loss_lock_count: int = Field(0, ge=0)
     risk_loss_lock_window_s: float = Field(3600.0, ge=0)
     risk_loss_lock_s: float = Field(900.0, ge=0)
+    # the trading state a data gap in a held or traded symbol sets (off: none)
+    risk_data_gap_state: Literal["reducing", "halted", "off"] = "reducing"
     # auto: enforce for a real broker, off for the paper broker (the mock demo trades at any hour)
     market_hours: Literal["auto", "enforce", "off"] = "auto"
     position_sizing: SizingMode = "fixed_quantity"
@@ -125,6 +127,10 @@ class Settings(BaseSettings):
     exit_stop_loss_pct: float = Field(0.0, ge=0, le=1)
     exit_take_profit_pct: float = Field(0.0, ge=0)
     exit_trailing_pct: float = Field(0.0, ge=0, le=1)
+    # the ATR stop: entry less this many ATRs (0 = off), the ATR over EXIT_ATR_WINDOW bars of EXIT_ATR_TIMEFRAME
+    exit_atr_multiple: float = Field(0.0, ge=0)
+    exit_atr_window: int = Field(14, ge=1, le=10_000)
+    exit_atr_timeframe: Literal["tick", "1m", "5m", "15m", "1h", "1d"] = "1m"
     equity_sample_s: float = Field(60.0, gt=0)
 
     # --- history API ---

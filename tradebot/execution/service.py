@@ -15,42 +15,59 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from tradebot.broker.paper import PaperBroker
 from tradebot.common import runtime
-from tradebot.common.bus import Bus
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.config import ReadySettings, Settings
+from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import ControlEvent, Event, Order, OrderEvent
-from tradebot.common.partitions import PartitionedWorker, PartitionSettings
+from tradebot.common.partitions import PartitionedWorker, PartitionRunner, PartitionSettings
 from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW
+from tradebot.execution.attribution import StrategyPnL
 from tradebot.execution.equity import sample_equity
-from tradebot.execution.risk_stage import RiskStage, new_engine
-from tradebot.risk.store import OperatorRecord, TradingStateWatcher, poll_interval, state_refusal
+from tradebot.execution.risk_stage import Records, RiskStage, new_engine, new_gap_rule
+from tradebot.market_data.gaps import read_gap_records
+from tradebot.risk.store import OperatorRecord, obeying_trading_state
+
+log = logging.getLogger(__name__)
+GAP_POLL_S = 2.0  # how soon a recorded data gap reaches the risk stage (a scan of the gap: keys)
 
 
 class BrokerPartition:
     """The paper account behind PartitionState: orders in, risk-checked, order events out."""
 
-    def __init__(self, settings: Settings, operator: Callable[[], OperatorRecord] = OperatorRecord):
+    def __init__(
+        self,
+        settings: Settings,
+        operator: Callable[[], OperatorRecord] = OperatorRecord,
+        gaps: Callable[[], Records] = dict,
+    ):
         self.settings = settings
         self.operator = operator
+        self.gaps = gaps
         self.restore(None)
 
     def restore(self, checkpoint: str | None) -> None:
         """Start from the checkpointed account and risk memory, or a fresh one with STARTING_CASH."""
         self.broker = new_broker(self.settings)
-        self.risk = RiskStage(new_engine(self.settings), self.operator)
+        self.risk = RiskStage(new_engine(self.settings), self.operator, self.gaps, new_gap_rule(self.settings))
+        self.pnl = StrategyPnL()
         if checkpoint:
             saved = json.loads(checkpoint)
             self.broker.restore(saved)
             if "risk" in saved:
                 self.risk.restore(saved["risk"])
+            self.pnl.restore(saved.get("pnl"))
 
     def apply(self, events: list[Event]) -> list[tuple[str, Event]]:
         """Decide and execute orders in order; a flatten closes every position; a repeat yields nothing."""
         self.risk.begin_batch()
+        self.risk.watch_gaps(self.broker)
         outputs: list[tuple[str, Event]] = []
         for event in events:
             orders = self.risk.flatten(event, self.broker) if isinstance(event, ControlEvent) else [event]
@@ -70,11 +87,16 @@ class BrokerPartition:
         if result is None:
             return []
         self.risk.after_broker(screened, result, before, self.broker)
+        if result.status == "filled" and result.price is not None:
+            self.pnl.fill(
+                screened.strategy, screened.symbol, screened.side, result.quantity, result.price, result.commission
+            )
         return [(ORDER_EVENTS, result)]
 
     def checkpoint(self) -> str:
-        """The account and the risk stage's memory as compact JSON."""
-        return json.dumps({**self.broker.snapshot(), "risk": self.risk.snapshot()}, separators=(",", ":"))
+        """The account, the risk stage's memory and the P&L per strategy as compact JSON."""
+        saved = {**self.broker.snapshot(), "risk": self.risk.snapshot(), "pnl": self.pnl.snapshot()}
+        return json.dumps(saved, separators=(",", ":"))
 
 
 def new_broker(settings: Settings) -> PaperBroker:
@@ -90,6 +112,7 @@ def execution_worker(
     member: str,
     counters: Counter[str],
     operator: Callable[[], OperatorRecord] = OperatorRecord,
+    gaps: Callable[[], Records] = dict,
 ) -> PartitionedWorker:
     """A worker named ``member`` that takes the account's lease when it is free.
 
@@ -104,23 +127,23 @@ def execution_worker(
         block_ms=settings.bus_block_ms,
         lease_ttl_ms=settings.lease_ttl_ms,
     )
-    new_reader = None
+    new_reader: Callable[[int], PartitionRunner] | None = None
     if settings.execution_broker == "alpaca":
         from tradebot.broker.live import alpaca_is_paper
         from tradebot.broker.worker import BrokerExecution  # alpaca-py is loaded only when it is used
+        from tradebot.execution.broker_risk import BrokerRisk
 
         alpaca_is_paper(settings)  # missing keys or a half-given live opt-in stop start-up here (exit 78)
-
-        def gate(order: Order, held: float) -> str | None:  # the kill switch holds for a real broker too
-            return state_refusal(operator(), order, held)
-
-        new_reader = lambda _partition: BrokerExecution(bus, config, member, settings, counters, gate)  # noqa: E731
+        # The same risk stage as the paper path, on the broker's account.
+        new_reader = lambda _partition: BrokerExecution(  # noqa: E731
+            bus, config, member, settings, counters, BrokerRisk(settings, operator, gaps)
+        )
     return PartitionedWorker(
         bus,
         config,
         member=member,
         counters=counters,
-        new_state=lambda _partition: BrokerPartition(settings, operator),
+        new_state=lambda _partition: BrokerPartition(settings, operator, gaps),
         new_reader=new_reader,
     )
 
@@ -129,18 +152,35 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
     """Worker entry: execute orders while this process holds the account's lease."""
     bus = Bus.from_settings(settings)
     member = runtime.consumer_name()
-    watcher = TradingStateWatcher(bus.redis, member, EXECUTION_ROLE, poll_interval(settings.lease_ttl_ms))
-    await watcher.refresh()  # before the first order, also after a kill -9
-    background = [asyncio.create_task(watcher.run(stop)), asyncio.create_task(sample_equity(bus, settings, stop))]
+    gaps: dict[str, dict[str, Any]] = {}
     try:
-        worker = execution_worker(bus, settings, member, counters, lambda: watcher.current)
-        await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
+        gaps.update(await read_gap_records(bus.redis))  # before the first order, also after a kill -9
+        async with obeying_trading_state(
+            bus.redis,
+            member,
+            EXECUTION_ROLE,
+            settings.lease_ttl_ms,
+            stop,
+            sample_equity(bus, settings, stop),
+            follow_gaps(bus, gaps, stop),
+        ) as watcher:
+            worker = execution_worker(bus, settings, member, counters, lambda: watcher.current, lambda: gaps)
+            await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        await watcher.forget()
         await bus.close()
+
+
+async def follow_gaps(bus: Bus, records: dict[str, dict[str, Any]], stop: asyncio.Event) -> None:
+    """Keep ``records`` equal to the gap records in Redis (the data-gap rule reads them), every GAP_POLL_S."""
+    while True:
+        try:
+            fresh = await read_gap_records(bus.redis)
+            records.clear()
+            records.update(fresh)
+        except RECOVERABLE_REDIS_ERRORS as error:
+            log.debug("gap records not read: %s", error)
+        if await wait_or_stop(stop, GAP_POLL_S):
+            return
 
 
 def main() -> None:

@@ -56,6 +56,17 @@ class StrategySpec:
 ENTRY_KEYS = {"name", "class", "parameters", "symbols", "sizing", "enabled"}
 
 
+def traded_symbols(specs: Iterable[StrategySpec]) -> frozenset[str] | None:
+    """The symbols some enabled strategy trades; None when one of them trades every symbol."""
+    traded: set[str] = set()
+    for spec in specs:
+        if spec.enabled:
+            if spec.symbols is None:
+                return None
+            traded.update(spec.symbols)
+    return frozenset(traded)
+
+
 def read_strategies_file(path: Path) -> list[StrategySpec]:
     """The ``[[strategy]]`` tables of a TOML file (docs/STRATEGIES.md), checked."""
     try:
