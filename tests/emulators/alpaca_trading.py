@@ -19,6 +19,9 @@ answered after `slow_s`, past the client's timeout), "duplicate" (accepted, answ
 duplicate 422 as if an earlier attempt had landed), "429" (refused, not accepted), "403" (refused
 for insufficient buying power: a definitive rejection). On the stream:
 `drop_stream_after_fills` drops every connection after that many fill updates (mid-fill).
+On DELETE / PATCH /v2/orders/{id} (`fault_next_change(kind)`): "drop", "500", "slow" (the cancel
+or replace is applied, the answer lost or late) and "hold" (applied, answered only after
+`hold_s`: a client killed meanwhile never learns the outcome); `change_requests` counts them.
 Requests beyond `requests_per_minute` are answered 429, like the real budget.
 """
 
@@ -56,6 +59,9 @@ class TradingRestEmulator(HttpEmulator):
         self.fault_rate, self.rng = 0.0, random.Random(7)
         self.faults_served: dict[str, int] = dict.fromkeys(FAULTS, 0)
         self.throttle_s = 1.0  # a 429's X-RateLimit-Reset is this far ahead
+        self.change_faults: deque[str] = deque()
+        self.change_requests: dict[str, int] = {"DELETE": 0, "PATCH": 0}
+        self.hold_s = 60.0
         self._recent: deque[float] = deque()
         super().__init__()
         self.app = _Dropper(self.app)  # type: ignore[assignment]
@@ -139,16 +145,27 @@ class TradingRestEmulator(HttpEmulator):
 
     async def _order(self, request: Request) -> Response:
         order_id = request.path_params["order_id"]
+        if request.method == "GET":
+            order = self.book.find(order_id)
+            return JSONResponse(order) if order else JSONResponse(NOT_FOUND, 404)
+        with self.changing():
+            self.change_requests[request.method] += 1
+            fault = self.change_faults.popleft() if self.change_faults else None
         try:
             if request.method == "DELETE":
                 self.book.cancel(order_id)
-                return Response(status_code=204)
-            if request.method == "PATCH":
-                return JSONResponse(self.book.replace(order_id, await request.json()))
+                answer: Response = Response(status_code=204)
+            else:
+                answer = JSONResponse(self.book.replace(order_id, await request.json()))
         except OrderError as error:
             return JSONResponse(error.body, error.status)
-        order = self.book.find(order_id)
-        return JSONResponse(order) if order else JSONResponse(NOT_FOUND, 404)
+        if fault == "drop":
+            request.scope["tradebot.drop"] = True
+        elif fault == "500":
+            return JSONResponse(FAILURE_BODIES[500], 500)
+        elif fault in ("slow", "hold"):
+            await asyncio.sleep(self.slow_s if fault == "slow" else self.hold_s)  # the scripted late answer
+        return answer
 
     async def _account(self, request: Request) -> Response:
         cash = f"{self.book.cash:.2f}"
@@ -347,6 +364,11 @@ class AlpacaTradingEmulator:
         """Script the next POST /v2/orders outcomes, in order (see FAULTS)."""
         with self.rest.changing():
             self.rest.faults.extend(kinds)
+
+    def fault_next_change(self, *kinds: str) -> None:
+        """Script the next DELETE / PATCH /v2/orders/{id} outcomes, in order (drop, 500, slow, hold)."""
+        with self.rest.changing():
+            self.rest.change_faults.extend(kinds)
 
     async def _match(self) -> None:
         while True:

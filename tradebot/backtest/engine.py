@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tradebot.broker.paper import PaperBroker
-from tradebot.common.models import Bar, Order, OrderEvent, Signal, Tick
+from tradebot.common.models import Bar, Order, OrderChange, OrderEvent, Signal, Tick
 from tradebot.execution.service import BrokerPartition
 from tradebot.strategy.bars import timeframe_seconds
 from tradebot.strategy.book import StrategyBook
@@ -148,6 +148,8 @@ class Backtest:
             outputs = book.on_tick(observation) if is_tick else book.on_bar(observation)  # type: ignore[arg-type]
             for signal, order in outputs:
                 self._trade(signal, order)
+            for change in book.take_changes():
+                result.events += self._change(change)
         return result
 
     def finish(self) -> BacktestResult:
@@ -191,14 +193,22 @@ class Backtest:
             if event.status == "filled" and event.price is not None:
                 result.traded_notional += event.quantity * event.price
                 result.commissions += event.commission
-            result.ledger.record(order, event)
+            if event.client_order_id == order.id:  # (not a resting order's fill: it is no round trip of this order)
+                result.ledger.record(order, event)
 
     def _execute(self, order: Order) -> list[OrderEvent]:
         """What the execution worker would publish for ``order`` (risk stage first, when there is one)."""
         if self.execution is None:
+            fills = self.broker.fill_resting(order.symbol, order.reference_price, order.timestamp)
             event = self.broker.execute(order)
-            return [] if event is None else [event]
+            return fills if event is None else [*fills, event]
         return [event for _, event in self.execution.apply([order]) if isinstance(event, OrderEvent)]
+
+    def _change(self, change: OrderChange) -> list[OrderEvent]:
+        """What the execution worker would publish for a strategy's cancel or replace."""
+        if self.execution is None:
+            return self.broker.change(change, lambda _target, _replacement: None)
+        return [event for _, event in self.execution.apply([change]) if isinstance(event, OrderEvent)]
 
 
 def run_backtest(

@@ -28,6 +28,7 @@ from alpaca.trading.requests import (
     LimitOrderRequest,
     MarketOrderRequest,
     OrderRequest,
+    ReplaceOrderRequest,
     StopLimitOrderRequest,
     StopLossRequest,
     StopOrderRequest,
@@ -37,7 +38,7 @@ from alpaca.trading.requests import (
 
 from tradebot.broker.base import BrokerFill, BrokerOrder, MarketClock, SubmitOutcome
 from tradebot.common.config import Settings, SettingsError
-from tradebot.common.models import Order, stable_id
+from tradebot.common.models import Order, OrderChange, stable_id
 from tradebot.common.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -182,8 +183,35 @@ class AlpacaGateway:
         clock = await self._read(self.client.get_clock)
         return MarketClock(clock.is_open, clock.next_open, clock.next_close)  # type: ignore[union-attr]
 
-    async def cancel(self, broker_id: str) -> None:
-        await self._call(self.client.cancel_order_by_id, broker_id)
+    async def cancel(self, broker_id: str) -> SubmitOutcome:
+        """DELETE /v2/orders/{id}: accepted (the outcome comes as news about the order), or why not."""
+        try:
+            await self._call(self.client.cancel_order_by_id, broker_id)
+        except APIError as error:
+            return _classify(error)
+        except requests.RequestException as error:
+            return SubmitOutcome("ambiguous", reason=f"{type(error).__name__}")
+        return SubmitOutcome("accepted")
+
+    async def replace(self, broker_id: str, change: OrderChange, client_id: str) -> SubmitOutcome:
+        """PATCH /v2/orders/{id} with what the change names; accepted carries the replacement."""
+        if change.quantity is not None and change.quantity != int(change.quantity):
+            return SubmitOutcome("rejected", reason="Alpaca replaces only to a whole number of shares")
+        request = ReplaceOrderRequest(
+            qty=int(change.quantity) if change.quantity is not None else None,
+            time_in_force=TimeInForce(change.time_in_force) if change.time_in_force else None,
+            limit_price=change.limit_price,
+            stop_price=change.stop_price,
+            trail=change.trail_percent,
+            client_order_id=client_id,
+        )
+        try:
+            placed = await self._call(self.client.replace_order_by_id, broker_id, request)
+        except APIError as error:
+            return _classify(error)
+        except requests.RequestException as error:
+            return SubmitOutcome("ambiguous", reason=f"{type(error).__name__}")
+        return SubmitOutcome("accepted", broker_order(placed))  # type: ignore[arg-type]
 
     def ready_in(self) -> float:
         return self.bucket.ready_in()

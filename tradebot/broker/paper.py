@@ -6,15 +6,22 @@ the commissions paid to open it, so realised + unrealised P&L always equals equi
 cash. Idempotent on the client order id: an order seen before returns no event and changes nothing,
 however late it comes back: executed ids are remembered with their order's time for
 ``remember_days`` days of order time (a replay or a very late redelivery is still recognised).
+
+Only a gtc limit or stop order that its reference price does not reach rests (``accepted``); the
+account sees no ticks, so a resting order fills at the reference price of a later order of its
+symbol that reaches it (``fill_resting``). A resting order can be canceled or replaced
+(``change``, idempotent on the change's id like an order); anything else ends at once.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
-from tradebot.common.models import Order, OrderEvent, stable_id
+from tradebot.common.models import Order, OrderChange, OrderEvent, stable_id
 
 # How long (in order time) an executed client order id is remembered. Days, not a count: a duplicate
 # can come back much later (a replayed stream, an old entry reclaimed), and must still not fill.
@@ -40,7 +47,7 @@ class Position:
 
 
 def event_id(client_order_id: str) -> str:
-    """The id of the one event an order ever gets."""
+    """The id of the one event that ends an order (a resting order has an ``accepted`` one before)."""
     return stable_id("fill", client_order_id)
 
 
@@ -63,17 +70,81 @@ class PaperBroker:
         self.remember_s = remember_days * 86_400
         self._seen: dict[str, float] = {}  # client order id -> its order's epoch seconds, oldest first
         self._newest = 0.0
+        self.resting: dict[str, Order] = {}  # gtc orders not reached yet, oldest first
 
     def execute(self, order: Order) -> OrderEvent | None:
-        """Fill or reject an order; None (and no change) when this client order id was seen before."""
+        """Fill, rest or end an order; None (and no change) when this client order id was seen before."""
         if order.id in self._seen:
             return None
         self._remember(order.id, order.timestamp.timestamp())
         position = self.positions.setdefault(order.symbol, Position())
         position.last_price = order.reference_price
         unfilled = self.not_marketable(order)
+        if unfilled is not None and order.time_in_force == "gtc" and unfilled[0] == "expired":
+            self.resting[order.id] = order
+            why = unfilled[1].replace("paper orders do not rest", "resting until a later price reaches it")
+            return self._event(order, "accepted", reason=why, event=stable_id("paper-accepted", order.id))
         if unfilled is not None:
             return self._event(order, unfilled[0], reason=unfilled[1])
+        return self._fill(order, position)
+
+    def fill_resting(self, symbol: str, price: float, at: datetime) -> list[OrderEvent]:
+        """Fill (or reject, for want of cash or shares) the resting orders of ``symbol`` that ``price`` reaches."""
+        events = []
+        for client_id, order in list(self.resting.items()):
+            if order.symbol != symbol:
+                continue
+            now = order.model_copy(update={"reference_price": price, "timestamp": at})
+            if self.not_marketable(now) is None:
+                del self.resting[client_id]
+                self.positions.setdefault(symbol, Position()).last_price = price
+                events.append(self._fill(now, self.positions[symbol]))
+        return events
+
+    def change(self, change: OrderChange, refusal: Callable[[Order, Order], str | None]) -> list[OrderEvent]:
+        """Cancel or replace a resting order; [] when this request was seen before.
+
+        ``refusal(target, replacement)`` is the risk stage's say on a replace (None: it may go).
+        """
+        if change.id in self._seen:
+            return []
+        self._remember(change.id, change.timestamp.timestamp())
+        target = self.resting.get(change.target)
+        asked = "cancel_requested" if change.action == "cancel" else "replace_requested"
+        events = [self._change_event(change, target, asked, change.reason)]
+        rejected = "order_cancel_rejected" if change.action == "cancel" else "order_replace_rejected"
+        if target is None:
+            why = f"order {change.target} is not open at the paper broker (filled, ended or unknown)"
+            return [*events, self._change_event(change, None, rejected, why)]
+        replacement = None
+        if change.action == "replace":  # priced from the latest mark, like any order arriving now
+            mark = self.positions[target.symbol].last_price or target.reference_price
+            replacement = change.replacement(target).model_copy(update={"reference_price": mark})
+        refused = refusal(target, replacement) if replacement is not None else None
+        if refused is not None:
+            return [*events, self._change_event(change, target, rejected, refused)]
+        del self.resting[change.target]
+        if replacement is None:
+            return [*events, self._event(target, "canceled", reason=f"canceled on request {change.id}", at=change)]
+        events.append(self._event(target, "replaced", reason=f"replaced by {replacement.id}", at=change))
+        placed = self.execute(replacement)
+        return events if placed is None else [*events, placed]
+
+    def _change_event(self, change: OrderChange, target: Order | None, status: str, reason: str | None) -> OrderEvent:
+        return OrderEvent(
+            id=change.event_id(status),
+            symbol=change.symbol,
+            timestamp=change.timestamp,
+            client_order_id=change.target,
+            status=status,  # type: ignore[arg-type]
+            side=target.side if target is not None else "buy",
+            quantity=target.quantity if target is not None else 0.0,
+            price=None,
+            commission=0.0,
+            reason=reason,
+        )
+
+    def _fill(self, order: Order, position: Position) -> OrderEvent:
         price = self.fill_price(order)
         if order.limit_price is not None:  # a limit never fills worse than its price
             price = min(price, order.limit_price) if order.side == "buy" else max(price, order.limit_price)
@@ -154,12 +225,15 @@ class PaperBroker:
         price: float | None = None,
         commission: float = 0.0,
         reason: str | None = None,
+        event: str | None = None,
+        at: OrderChange | None = None,
     ) -> OrderEvent:
-        # Timestamped with the order, not the wall clock, so a replay gives identical events.
+        # Timestamped with the order (or the change that ended it), not the wall clock, so a
+        # replay gives identical events.
         return OrderEvent(
-            id=event_id(order.id),
+            id=event or event_id(order.id),
             symbol=order.symbol,
-            timestamp=order.timestamp,
+            timestamp=at.timestamp if at is not None else order.timestamp,
             client_order_id=order.id,
             status=status,  # type: ignore[arg-type]
             side=order.side,
@@ -201,6 +275,7 @@ class PaperBroker:
             "commissions": self.commissions,
             "positions": {symbol: asdict(p) for symbol, p in self.positions.items()},
             "seen_order_ids": dict(self._seen),
+            "resting": [order.model_dump(mode="json") for order in self.resting.values()],
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -213,3 +288,5 @@ class PaperBroker:
         # Checkpoints written before the age limit hold a bare list: keep those ids as of now.
         self._seen = dict(saved) if isinstance(saved, dict) else dict.fromkeys(saved, time.time())
         self._newest = max(self._seen.values(), default=0.0)
+        resting = (Order.model_validate(saved) for saved in snapshot.get("resting", []))
+        self.resting = {order.id: order for order in resting}

@@ -21,15 +21,17 @@ from datetime import UTC, datetime
 
 from tradebot.broker.alpaca import AlpacaGateway, client_order_id
 from tradebot.broker.base import BrokerGateway, MarketClock
+from tradebot.broker.changes import ChangeSender
 from tradebot.broker.ledger import Ledger, Tracked
 from tradebot.broker.live import alpaca_is_paper, announce
 from tradebot.broker.reconcile import Reconciler
 from tradebot.broker.stream import TradeUpdates
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, entry_order
 from tradebot.common.config import Settings
-from tradebot.common.models import Order, OrderEvent
+from tradebot.common.models import Order, OrderChange, OrderEvent
 from tradebot.common.partitions import PartitionSettings, ReaderEnd
 from tradebot.common.streams import ORDER_EVENTS, ORDERS_NEW, checkpoint_key, lease_key, partition_consumer
+from tradebot.risk.checks import grows_exposure
 
 log = logging.getLogger(__name__)
 RESEND_AFTER_LOOKUPS = 3  # an unsure order the broker still does not know after this many lookups is sent again
@@ -58,6 +60,7 @@ class BrokerExecution:
         self.lease = (lease_key(config.role, 0), member)
         self.consumer = partition_consumer(0)
         self.ledger = Ledger(settings.order_memory_days)
+        self.changes = ChangeSender(self.ledger, settings, counters)
         self._committed: str | None = None
         self._fresh: set[str] = set()  # recorded by this process and never sent: safe to send at once
         self._unsure_since: dict[str, float] = {}
@@ -110,6 +113,7 @@ class BrokerExecution:
             elif pending:
                 pending = False
             events = await self._send_waiting(gateway)
+            events += await self.changes.send(gateway)
             events += self._drain(updates)
             connected = updates.connected.is_set()
             if (connected and not was_connected) or reconciler.due(streaming=connected):
@@ -126,19 +130,23 @@ class BrokerExecution:
         return ReaderEnd.STOPPED
 
     async def _set_aside_non_orders(self, batch: list[Delivery]) -> list[Delivery]:
-        """Anything but an Order goes to the dead-letter stream with the reason; the orders stay."""
+        """Anything but an Order or OrderChange goes to the dead-letter stream with the reason; the rest stays."""
         for delivery in batch:
-            if not isinstance(delivery.event, Order):
-                reason = f"expected an Order on {ORDERS_NEW}, got a {type(delivery.event).__name__}"
+            if not isinstance(delivery.event, Order | OrderChange):
+                reason = f"expected an Order or OrderChange on {ORDERS_NEW}, got a {type(delivery.event).__name__}"
                 raw = {"event": delivery.event.model_dump_json()}
                 await self.bus.dead_letter(self.config.role, delivery.stream, delivery.entry_id, raw, reason)
-        return [delivery for delivery in batch if isinstance(delivery.event, Order)]
+        return [delivery for delivery in batch if isinstance(delivery.event, Order | OrderChange)]
 
     async def _take(self, batch: list[Delivery], gateway: BrokerGateway, reconciler: Reconciler) -> list[OrderEvent]:
         """Record new orders (or refuse them, with the reason, while trading must not happen)."""
         events: list[OrderEvent] = []
         for delivery in batch:
             order = delivery.event
+            if isinstance(order, OrderChange):
+                self.counters["handled"] += 1
+                events += self.changes.take(order, self._change_refusal(order, reconciler))
+                continue
             assert isinstance(order, Order)  # set aside before
             client_id = client_order_id(order)
             submitted = self.ledger.add(order, client_id)
@@ -156,6 +164,17 @@ class BrokerExecution:
             else:
                 self._fresh.add(client_id)
         return events
+
+    def _change_refusal(self, change: OrderChange, reconciler: Reconciler) -> str | None:
+        """A cancel always goes (even halted); a replace that grows exposure is refused like a new order."""
+        target = self.ledger.orders.get(change.target)
+        if change.action == "cancel" or target is None or target.order is None:
+            return None  # (the ledger itself refuses a change of an order that is not open)
+        original = Order.model_validate(target.order)
+        replacement = change.replacement(original)
+        if not grows_exposure(original, replacement):
+            return None
+        return reconciler.halted or self.gate(replacement, self.ledger.positions.get(change.symbol, 0.0))
 
     async def _outside_session(self, order: Order, gateway: BrokerGateway) -> str | None:
         now = datetime.now(UTC)

@@ -15,10 +15,24 @@ Side = Literal["buy", "sell"]
 Timeframe = Literal["1m", "5m", "15m", "1h", "1d"]
 OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
 TimeInForce = Literal["day", "gtc", "ioc", "fok", "opg", "cls"]
-# An order's life on orders.events; the last four end it (docs/BROKERS.md).
+# An order's life on orders.events (docs/BROKERS.md); the TERMINAL_STATUSES end it. The four
+# about a cancel or replace (OrderChange) leave the order as it was until the broker's answer.
 OrderStatus = Literal[
-    "submitted", "accepted", "partially_filled", "filled", "canceled", "expired", "rejected", "replaced", "denied"
+    "submitted",
+    "accepted",
+    "partially_filled",
+    "filled",
+    "canceled",
+    "expired",
+    "rejected",
+    "replaced",
+    "denied",
+    "cancel_requested",
+    "replace_requested",
+    "order_cancel_rejected",
+    "order_replace_rejected",
 ]
+ChangeAction = Literal["cancel", "replace"]
 TERMINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "denied"})
 # Sanity bounds: no US stock trades above these (BRK.A is under $1M); anything beyond is a bad
 # message, and letting it in would make sums over prices and sizes overflow in storage.
@@ -141,11 +155,16 @@ class Order(Event):
 
     strategy: str | None = None  # the name of the strategy whose signal this is
 
+    @staticmethod
+    def id_for(signal_id: str) -> str:
+        """The client order id the order of this signal gets."""
+        return f"co-{stable_id('order', signal_id)}"
+
     @classmethod
     def from_signal(cls, signal: Signal, quantity: float) -> Order:
         """One signal always becomes the same order (same client order id)."""
         return cls(
-            id=f"co-{stable_id('order', signal.id)}",
+            id=cls.id_for(signal.id),
             symbol=signal.symbol,
             side=signal.side,
             quantity=quantity,
@@ -153,6 +172,67 @@ class Order(Event):
             signal_id=signal.id,
             timestamp=signal.timestamp,
             strategy=signal.strategy,
+        )
+
+
+REPLACEABLE = ("quantity", "limit_price", "stop_price", "trail_percent", "time_in_force")
+
+
+class OrderChange(Event):
+    """A request to cancel or replace an open order of ours (``target``, its client order id).
+
+    It travels on ``orders.new`` behind the order it changes (one stream, one reader, in order);
+    ``id`` is its own idempotency key. A replace names only what changes; the replacement is a new
+    order (``replacement_id``) and the target ends ``replaced``, as at Alpaca.
+    """
+
+    action: ChangeAction
+    target: str = Field(min_length=1, max_length=100)
+    quantity: float | None = Field(default=None, ge=MIN_QUANTITY, le=MAX_QUANTITY)
+    limit_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
+    stop_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
+    trail_percent: float | None = Field(default=None, gt=0, lt=100)
+    time_in_force: TimeInForce | None = None
+    strategy: str | None = None
+    reason: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _fields_match_action(self) -> OrderChange:
+        named = [name for name in REPLACEABLE if getattr(self, name) is not None]
+        if self.action == "cancel" and named:
+            raise ValueError(f"a cancel changes nothing else ({', '.join(named)} given)")
+        if self.action == "replace" and not named:
+            raise ValueError(f"a replace needs at least one of {', '.join(REPLACEABLE)}")
+        return self
+
+    @property
+    def replacement_id(self) -> str:
+        """The client order id of the order a replace creates (27 characters, fits Alpaca's 48)."""
+        return f"rp-{stable_id('replace', self.id)}"
+
+    def event_id(self, status: str) -> str:
+        """The id of the event this request leads to with ``status`` (one per request and status)."""
+        return stable_id("order-change", self.id, status)
+
+    def replacement(self, original: Order) -> Order:
+        """The order that takes the place of ``original``: its fields, with what this change names."""
+        changed = {name: getattr(self, name) for name in REPLACEABLE if getattr(self, name) is not None}
+        data = {**original.model_dump(), **changed, "id": self.replacement_id, "timestamp": self.timestamp}
+        return Order.model_validate(data)
+
+    @classmethod
+    def for_signal(
+        cls, action: ChangeAction, signal: Signal, at: datetime, source_id: str, **fields: object
+    ) -> OrderChange:
+        """A strategy's change of the order its ``signal`` made, decided on ``source_id`` (a tick or bar)."""
+        return cls(
+            id=f"cx-{stable_id(action, signal.id, source_id)}",
+            symbol=signal.symbol,
+            timestamp=at,
+            action=action,
+            target=Order.id_for(signal.id),
+            strategy=signal.strategy,
+            **fields,  # type: ignore[arg-type]
         )
 
 
@@ -231,5 +311,6 @@ class EquitySample(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    model.__name__: model for model in (Tick, Bar, Signal, Order, OrderEvent, Gap, ControlEvent, EquitySample)
+    model.__name__: model
+    for model in (Tick, Bar, Signal, Order, OrderChange, OrderEvent, Gap, ControlEvent, EquitySample)
 }

@@ -22,7 +22,7 @@ from tradebot.broker.paper import PaperBroker
 from tradebot.common import runtime
 from tradebot.common.bus import Bus
 from tradebot.common.config import ReadySettings, Settings
-from tradebot.common.models import ControlEvent, Event, Order, OrderEvent
+from tradebot.common.models import ControlEvent, Event, Order, OrderChange, OrderEvent
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW
 from tradebot.execution.equity import sample_equity
@@ -53,6 +53,11 @@ class BrokerPartition:
         self.risk.begin_batch()
         outputs: list[tuple[str, Event]] = []
         for event in events:
+            if isinstance(event, OrderChange):
+                outputs += [
+                    (ORDER_EVENTS, e) for e in self.broker.change(event, self.risk.replace_refusal(self.broker))
+                ]
+                continue
             orders = self.risk.flatten(event, self.broker) if isinstance(event, ControlEvent) else [event]
             for order in orders:
                 if not isinstance(order, Order):
@@ -62,15 +67,22 @@ class BrokerPartition:
         return outputs
 
     def _execute(self, order: Order) -> list[tuple[str, Event]]:
+        # A new order's price is the latest the account sees: resting orders it reaches fill first.
+        outputs: list[tuple[str, Event]] = []
+        if self.broker.resting and order.id not in self.risk.decided:
+            outputs = [(ORDER_EVENTS, e) for e in self.broker.fill_resting(order.symbol, order.reference_price,
+                                                                            order.timestamp)]  # fmt: skip
+            if outputs:
+                self.risk.account_moved()
         screened = self.risk.screen(order, self.broker)
         if not isinstance(screened, Order):
-            return [] if screened is None else [(ORDER_EVENTS, screened)]
+            return outputs if screened is None else [*outputs, (ORDER_EVENTS, screened)]
         before = self.risk.before_broker(screened, self.broker)
         result: OrderEvent | None = self.broker.execute(screened)
         if result is None:
-            return []
+            return outputs
         self.risk.after_broker(screened, result, before, self.broker)
-        return [(ORDER_EVENTS, result)]
+        return [*outputs, (ORDER_EVENTS, result)]
 
     def checkpoint(self) -> str:
         """The account and the risk stage's memory as compact JSON."""
