@@ -4,7 +4,8 @@
 `url_override` to TradingClient) and the `trade_updates` WebSocket (`stream_url`, for
 TradingStream). Wire facts reproduced (alpaca-py 0.44 `alpaca/trading/{client,stream}.py`):
 
-* REST: POST/GET /v2/orders, GET/DELETE/PATCH /v2/orders/{id}, GET /v2/orders:by_client_order_id
+* REST: POST/GET /v2/orders, GET/DELETE/PATCH /v2/orders/{id}, GET /v2/orders:by_client_order_id,
+  GET /v2/assets/{symbol} (`fractionable` false for the book's `not_fractionable` symbols)
   (404 `{"code":40410000}` when unknown), GET /v2/positions, /v2/account, /v2/clock,
   /v2/account/activities/FILL; 422 `{"code":40010001,"message":"client_order_id must be unique"}`.
 * Stream: text JSON in, binary JSON frames out. `{"action":"authenticate","data":{"key_id",
@@ -40,7 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from websockets.asyncio.server import ServerConnection, serve
 
-from .alpaca_rest import FAILURE_BODIES
+from .alpaca_rest import FAILURE_BODIES, make_asset
 from .background import BackgroundLoop
 from .http_base import HttpEmulator
 from .trading_book import OrderError, TradingBook, Update
@@ -59,6 +60,7 @@ class TradingRestEmulator(HttpEmulator):
         self.fault_rate, self.rng = 0.0, random.Random(7)
         self.faults_served: dict[str, int] = dict.fromkeys(FAULTS, 0)
         self.throttle_s = 1.0  # a 429's X-RateLimit-Reset is this far ahead
+        self.asset_requests = 0
         self.change_faults: deque[str] = deque()
         self.change_requests: dict[str, int] = {"DELETE": 0, "PATCH": 0}
         self.hold_s = 60.0
@@ -75,6 +77,7 @@ class TradingRestEmulator(HttpEmulator):
             Route("/v2/account", self._account),
             Route("/v2/account/activities/FILL", self._activities),
             Route("/v2/clock", lambda r: JSONResponse(self.book.clock())),
+            Route("/v2/assets/{symbol}", self._asset),
         ]
 
     def authenticate(self, request: Request) -> Response | None:
@@ -184,6 +187,11 @@ class TradingRestEmulator(HttpEmulator):
                 "account_blocked": False,
             }
         )
+
+    async def _asset(self, request: Request) -> Response:
+        self.asset_requests += 1
+        symbol = request.path_params["symbol"].upper()
+        return JSONResponse(make_asset(symbol, fractionable=symbol not in self.book.not_fractionable))
 
     async def _activities(self, request: Request) -> Response:
         return JSONResponse(self.book.fill_activities(request.query_params.get("after")))

@@ -62,6 +62,7 @@ class TradingBook(Observable):
         self.submissions = 0  # POST /v2/orders that created an order
         self.duplicate_submissions = 0  # POSTs refused because the client order id was taken
         self.market_open = True
+        self.not_fractionable: set[str] = set()  # symbols whose asset says fractionable: false
         self._working: dict[str, None] = {}  # ids of orders the matcher still has to look at, in order
         self.publish: Callable[[Update], None] = lambda update: None
 
@@ -97,12 +98,26 @@ class TradingBook(Observable):
             raise OrderError(422, 40010001, f"invalid time_in_force {tif!r}")
         if body.get("extended_hours") and (kind != "limit" or tif != "day"):
             raise OrderError(422, 40010001, "extended hours order must be DAY limit orders")
+        self._validate_fractional(body, kind, tif)
         order_class = body.get("order_class") or "simple"
         legs = [body.get("take_profit"), body.get("stop_loss")]
         if order_class == "bracket" and not all(legs):
             raise OrderError(422, 40010001, "bracket orders require take_profit and stop_loss")
         if order_class in ("oto", "oco") and not any(legs):
             raise OrderError(422, 40010001, f"{order_class} orders require take_profit or stop_loss")
+
+    def _validate_fractional(self, body: dict[str, Any], kind: object, tif: object) -> None:
+        """Alpaca's rules: fractional (a part of a share, or a notional) only on fractionable assets,
+        as day orders; a notional order is a market order."""
+        notional, qty = body.get("notional"), body.get("qty")
+        if notional is None and float(qty) == int(float(qty)):
+            return
+        if body["symbol"] in self.not_fractionable:
+            raise OrderError(422, 40010001, f"asset {body['symbol']} is not fractionable")
+        if tif != "day":
+            raise OrderError(422, 40010001, "fractional orders must be DAY orders")
+        if notional is not None and kind != "market":
+            raise OrderError(422, 40010001, "notional orders must be market orders")
 
     def _new_order(self, body: dict[str, Any], client_id: str) -> dict[str, Any]:
         stamp = now_iso()
@@ -124,7 +139,7 @@ class TradingBook(Observable):
             "asset_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"alpaca-asset:{symbol}")),
             "symbol": symbol,
             "asset_class": "us_equity",
-            "notional": body.get("notional"),
+            "notional": _num(float(body["notional"])) if body.get("notional") is not None else None,
             "qty": _num(qty),
             "filled_qty": "0",
             "filled_avg_price": None,

@@ -57,7 +57,7 @@ def order_request(order: Order, client_id: str) -> OrderRequest:
     """The alpaca-py request for our order: type, time in force, and bracket / OTO legs."""
     common: dict[str, Any] = {
         "symbol": order.symbol,
-        "qty": order.quantity,
+        **({"notional": order.notional} if order.notional is not None else {"qty": order.quantity}),
         "side": OrderSide(order.side),
         "time_in_force": TimeInForce(order.time_in_force),
         "client_order_id": client_id,
@@ -115,6 +115,7 @@ class AlpacaGateway:
         self.bucket = bucket or TokenBucket(settings.alpaca_requests_per_minute)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alpaca-rest")
         self.calls = 0
+        self._fractionable: dict[str, bool] = {}
 
     async def _call(self, function: Callable[..., T], *args: Any) -> T:
         await self.bucket.take()
@@ -178,6 +179,13 @@ class AlpacaGateway:
     async def positions(self) -> dict[str, float]:
         held = await self._read(self.client.get_all_positions)
         return {p.symbol: float(p.qty) for p in held}  # type: ignore[union-attr]
+
+    async def fractionable(self, symbol: str) -> bool:
+        """The asset's ``fractionable`` flag (GET /v2/assets/{symbol}), asked once per symbol per process."""
+        if symbol not in self._fractionable:
+            asset = await self._read(self.client.get_asset, symbol)
+            self._fractionable[symbol] = bool(asset.fractionable)  # type: ignore[union-attr]
+        return self._fractionable[symbol]
 
     async def clock(self) -> MarketClock:
         clock = await self._read(self.client.get_clock)

@@ -73,6 +73,10 @@ class BrokerGateway(Protocol):
 
     async def clock(self) -> MarketClock: ...
 
+    async def fractionable(self, symbol: str) -> bool:
+        """Whether the asset takes fractional and notional orders."""
+        ...
+
     async def cancel(self, broker_id: str) -> SubmitOutcome:
         """Ask for a cancel: accepted (the order's end comes as news), rejected, throttled or ambiguous."""
         ...

@@ -213,7 +213,11 @@ class Ledger:
         if tracked.status == "submitted" and seen.status != "rejected":
             tracked.status = "accepted"
             events.append(self._event(tracked, "accepted", tracked.quantity))
-        events += self._fills(tracked, seen.filled_quantity, seen.average_price, fill)
+        # A notional (dollar) order's shares are known only as it fills: it is whole when the broker says filled.
+        whole = seen.status == "filled" if tracked.order and tracked.order.get("notional") else None
+        if whole:
+            tracked.quantity = seen.filled_quantity
+        events += self._fills(tracked, seen.filled_quantity, seen.average_price, fill, whole)
         terminal = BROKER_TERMINAL.get(seen.status)
         if terminal and tracked.status not in TERMINAL_STATUSES:
             events += self._finish(tracked, terminal, reason=f"broker: {seen.status}")
@@ -230,7 +234,12 @@ class Ledger:
         return self._fills(tracked, fill.cumulative, average, fill if price is not None else None)
 
     def _fills(
-        self, tracked: Tracked, cumulative: float, average: float | None, fill: BrokerFill | None
+        self,
+        tracked: Tracked,
+        cumulative: float,
+        average: float | None,
+        fill: BrokerFill | None,
+        done: bool | None = None,
     ) -> list[OrderEvent]:
         delta = cumulative - tracked.filled
         if delta <= EPSILON or tracked.status in TERMINAL_STATUSES:
@@ -244,7 +253,7 @@ class Ledger:
         tracked.filled, tracked.notional = cumulative, tracked.notional + delta * price
         signed = delta if tracked.side == "buy" else -delta
         self.positions[tracked.symbol] = self.positions.get(tracked.symbol, 0.0) + signed
-        whole = cumulative >= tracked.quantity - EPSILON
+        whole = cumulative >= tracked.quantity - EPSILON if done is None else done
         status = "filled" if whole else "partially_filled"
         if whole:
             tracked.status, tracked.phase = "filled", "done"

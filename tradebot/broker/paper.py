@@ -60,8 +60,10 @@ class PaperBroker:
         slippage_bps: float = 0.0,
         commission_per_share: float = 0.0,
         remember_days: float = REMEMBER_DAYS,
+        not_fractionable: frozenset[str] = frozenset(),
     ):
         self.starting_cash = starting_cash
+        self.not_fractionable = not_fractionable  # symbols taking whole shares only (Alpaca's asset flag)
         self.slippage_bps = slippage_bps
         self.commission_per_share = commission_per_share
         self.cash = starting_cash
@@ -79,6 +81,9 @@ class PaperBroker:
         self._remember(order.id, order.timestamp.timestamp())
         position = self.positions.setdefault(order.symbol, Position())
         position.last_price = order.reference_price
+        if order.fractional and order.symbol in self.not_fractionable:
+            why = f"{order.symbol} is not fractionable: only whole shares, no notional (dollar) orders"
+            return self._event(order, "rejected", reason=why)
         unfilled = self.not_marketable(order)
         if unfilled is not None and order.time_in_force == "gtc" and unfilled[0] == "expired":
             self.resting[order.id] = order
@@ -148,6 +153,8 @@ class PaperBroker:
         price = self.fill_price(order)
         if order.limit_price is not None:  # a limit never fills worse than its price
             price = min(price, order.limit_price) if order.side == "buy" else max(price, order.limit_price)
+        if order.notional is not None:  # dollars: the shares they buy at the fill price
+            order = order.model_copy(update={"quantity": round(order.notional / price, 9)})
         commission = order.quantity * self.commission_per_share
         reason = self.rejection(order, price, commission)
         if reason is not None:
@@ -161,8 +168,8 @@ class PaperBroker:
     def not_marketable(self, order: Order) -> tuple[str, str] | None:
         """(status, reason) for an order the reference price does not reach, else None.
 
-        The paper broker sees no price after the order's own, so nothing rests: a stop not yet
-        triggered or a limit not reached ends at once (canceled for ioc/fok, expired otherwise).
+        A stop not yet triggered or a limit not reached rests when gtc (see ``execute``) and
+        otherwise ends at once (canceled for ioc/fok, expired otherwise).
         """
         if order.order_type == "trailing_stop":
             return "rejected", "trailing stops need a price feed after the order; the paper broker has none"

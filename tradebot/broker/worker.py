@@ -158,6 +158,7 @@ class BrokerExecution:
                 reconciler.halted
                 or self.gate(order, self.ledger.positions.get(order.symbol, 0.0))
                 or await self._outside_session(order, gateway)
+                or await self._not_fractionable(order, gateway)
             )
             if refusal:
                 events += self.ledger.reject(client_id, refusal)
@@ -175,6 +176,18 @@ class BrokerExecution:
         if not grows_exposure(original, replacement):
             return None
         return reconciler.halted or self.gate(replacement, self.ledger.positions.get(change.symbol, 0.0))
+
+    async def _not_fractionable(self, order: Order, gateway: BrokerGateway) -> str | None:
+        """Why a fractional or notional order cannot go (the asset's flag), or None."""
+        if not order.fractional:
+            return None
+        try:
+            if await gateway.fractionable(order.symbol):
+                return None
+        except Exception as error:  # noqa: BLE001 - without the asset's flag no fractional order is sent
+            log.warning("execution: asset %s unavailable (%s)", order.symbol, error)
+            return f"asset {order.symbol} unavailable: the broker did not answer GET /v2/assets/{order.symbol}"
+        return f"{order.symbol} is not fractionable at the broker: only whole shares, no notional (dollar) orders"
 
     async def _outside_session(self, order: Order, gateway: BrokerGateway) -> str | None:
         now = datetime.now(UTC)

@@ -123,11 +123,20 @@ class Signal(Event):
     tick_id: str
 
 
+NOTIONAL_TOLERANCE = 0.01  # dollars: a quantity given with a notional must be its estimate
+
+
 class Order(Event):
-    """A market order; ``id`` is the client order id, derived from the signal id."""
+    """An order; ``id`` is the client order id, derived from the signal id.
+
+    Sized in shares (``quantity``, decimals allowed: fractional) or in dollars (``notional``, a
+    market day order; then ``quantity`` is the estimate at the reference price, which the risk
+    stage reads, and the broker is sent the notional alone).
+    """
 
     side: Side
     quantity: float = Field(ge=MIN_QUANTITY, le=MAX_QUANTITY)
+    notional: float | None = Field(default=None, ge=1.0, le=1e9)  # dollars; Alpaca's minimum is $1
     # the last price the strategy saw; paper fills start from it
     reference_price: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
     signal_id: str
@@ -141,6 +150,24 @@ class Order(Event):
     stop_loss_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
     extended_hours: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _quantity_or_notional(cls, data: object) -> object:
+        if not isinstance(data, dict) or data.get("notional") is None:
+            return data
+        notional, price = float(data["notional"]), float(data.get("reference_price") or 0)
+        estimate = round(notional / price, 9) if price > 0 else None
+        if data.get("quantity") is None:
+            return {**data, "quantity": estimate}
+        if estimate is None or abs(float(data["quantity"]) * price - notional) > NOTIONAL_TOLERANCE:
+            raise ValueError("an order gives quantity (shares) or notional (dollars), not both")
+        return data
+
+    @property
+    def fractional(self) -> bool:
+        """Sized in dollars or in a part of a share: only for fractionable assets."""
+        return self.notional is not None or self.quantity != int(self.quantity)
+
     @model_validator(mode="after")
     def _prices_match_type(self) -> Order:
         needs = {"limit": ("limit_price",), "stop": ("stop_price",), "stop_limit": ("limit_price", "stop_price")}
@@ -151,6 +178,12 @@ class Order(Event):
             raise ValueError("a trailing_stop order needs trail_percent")
         if self.extended_hours and (self.order_type != "limit" or self.time_in_force != "day"):
             raise ValueError("extended hours are only for limit orders with time in force day")
+        if self.notional is not None and (self.order_type != "market" or self.time_in_force != "day"):
+            raise ValueError("a notional order must be a market order with time in force day")
+        if self.fractional and self.time_in_force != "day":
+            raise ValueError("a fractional order (notional or a part of a share) must have time in force day")
+        if self.fractional and (self.take_profit_price is not None or self.stop_loss_price is not None):
+            raise ValueError("a fractional order cannot carry take-profit or stop-loss legs")
         return self
 
     strategy: str | None = None  # the name of the strategy whose signal this is

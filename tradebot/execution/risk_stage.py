@@ -74,6 +74,9 @@ class RiskStage:
             return denied_event(order, f"{decision.code}: {decision.reason}")
         if decision.quantity == order.quantity:
             return order
+        if order.notional is not None:  # sized in dollars: the dollars follow the shares
+            notional = round(decision.quantity * order.reference_price, 2)
+            return order.model_copy(update={"quantity": decision.quantity, "notional": notional})
         return order.model_copy(update={"quantity": decision.quantity})
 
     @property

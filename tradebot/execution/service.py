@@ -92,7 +92,11 @@ class BrokerPartition:
 def new_broker(settings: Settings) -> PaperBroker:
     """A fresh account with the configured cash, slippage and commission."""
     return PaperBroker(
-        settings.starting_cash, settings.slippage_bps, settings.commission_per_share, settings.order_memory_days
+        settings.starting_cash,
+        settings.slippage_bps,
+        settings.commission_per_share,
+        settings.order_memory_days,
+        frozenset(settings.paper_not_fractionable),
     )
 
 
