@@ -63,6 +63,7 @@ class TradingBook(Observable):
         self.duplicate_submissions = 0  # POSTs refused because the client order id was taken
         self.market_open = True
         self.not_fractionable: set[str] = set()  # symbols whose asset says fractionable: false
+        self._oco_pairs: dict[str, str] = {}  # an OCO leg's id -> the other leg's
         self._working: dict[str, None] = {}  # ids of orders the matcher still has to look at, in order
         self.publish: Callable[[Update], None] = lambda update: None
 
@@ -101,8 +102,10 @@ class TradingBook(Observable):
         self._validate_fractional(body, kind, tif)
         order_class = body.get("order_class") or "simple"
         legs = [body.get("take_profit"), body.get("stop_loss")]
-        if order_class == "bracket" and not all(legs):
-            raise OrderError(422, 40010001, "bracket orders require take_profit and stop_loss")
+        if order_class in ("bracket", "oco") and not all(legs):
+            raise OrderError(422, 40010001, f"{order_class} orders require take_profit and stop_loss")
+        if order_class == "oco" and kind != "limit":
+            raise OrderError(422, 40010001, "oco orders must be limit orders")
         if order_class in ("oto", "oco") and not any(legs):
             raise OrderError(422, 40010001, f"{order_class} orders require take_profit or stop_loss")
 
@@ -157,6 +160,8 @@ class TradingBook(Observable):
             "trail_price": body.get("trail_price"),
             "hwm": None,
         }
+        if order["order_class"] == "oco":
+            return self._oco(order, body)
         legs = []
         exit_side = "sell" if body["side"] == "buy" else "buy"
         if body.get("take_profit"):
@@ -168,6 +173,18 @@ class TradingBook(Observable):
                          "order_type": "stop", "side": exit_side, "status": "held", "order_class": "simple",
                          "stop_price": body["stop_loss"]["stop_price"]})  # fmt: skip
         order["legs"] = legs or None
+        return order
+
+    def _oco(self, order: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """An exit pair working at once: this order is the take-profit limit, its leg the stop-loss;
+        whichever fills first cancels the other (see ``_execute``)."""
+        order["limit_price"] = body["take_profit"]["limit_price"]
+        stop = {**order, "id": str(uuid.uuid4()), "client_order_id": str(uuid.uuid4()), "type": "stop",
+                "order_type": "stop", "status": "new", "order_class": "simple", "limit_price": None,
+                "stop_price": body["stop_loss"]["stop_price"], "legs": None}  # fmt: skip
+        order["legs"] = [stop]
+        self._oco_pairs[order["id"]], self._oco_pairs[stop["id"]] = stop["id"], order["id"]
+        self._working[stop["id"]] = None
         return order
 
     def find(self, order_id: str) -> dict[str, Any] | None:
@@ -188,6 +205,9 @@ class TradingBook(Observable):
             if order["status"] not in OPEN_STATUSES:
                 raise OrderError(422, 42210000, f"order is already in {order['status']} state")
             self._close(order, "canceled", "canceled_at")
+            other = self.orders.get(self._oco_pairs.get(order_id, ""))
+            if other is not None and other["status"] in OPEN_STATUSES:  # an OCO is canceled as a pair
+                self._close(other, "canceled", "canceled_at")
 
     def replace(self, order_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """PATCH /v2/orders/{id}: a new order replaces the open one (which ends as replaced)."""
@@ -302,7 +322,10 @@ class TradingBook(Observable):
         )
         self._emit("fill" if filled else "partial_fill", order, execution_id=execution_id, price=price, qty=qty)
         self.prices[symbol] = round(price + self.drift, 4)
-        if filled:
+        other = self.orders.get(self._oco_pairs.get(order["id"], ""))
+        if other is not None and other["status"] in OPEN_STATUSES:  # one leg of an OCO filled: the other goes
+            self._close(other, "canceled", "canceled_at")
+        elif filled:
             for leg in order["legs"] or []:
                 leg["status"] = "new"
                 self._working[leg["id"]] = None

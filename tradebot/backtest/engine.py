@@ -201,6 +201,8 @@ class Backtest:
         if self.execution is None:
             fills = self.broker.fill_resting(order.symbol, order.reference_price, order.timestamp)
             event = self.broker.execute(order)
+            if event is not None and order.order_class == "oco" and event.status == "accepted":
+                return [*fills, event, *self.broker.fill_resting(order.symbol, order.reference_price, order.timestamp)]
             return fills if event is None else [*fills, event]
         return [event for _, event in self.execution.apply([order]) if isinstance(event, OrderEvent)]
 

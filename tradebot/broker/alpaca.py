@@ -54,7 +54,7 @@ def client_order_id(order: Order) -> str:
 
 
 def order_request(order: Order, client_id: str) -> OrderRequest:
-    """The alpaca-py request for our order: type, time in force, and bracket / OTO legs."""
+    """The alpaca-py request for our order: type, time in force, bracket / OTO legs, or an OCO exit pair."""
     common: dict[str, Any] = {
         "symbol": order.symbol,
         **({"notional": order.notional} if order.notional is not None else {"qty": order.quantity}),
@@ -65,12 +65,14 @@ def order_request(order: Order, client_id: str) -> OrderRequest:
     }
     if order.take_profit_price is not None or order.stop_loss_price is not None:
         both = order.take_profit_price is not None and order.stop_loss_price is not None
-        common["order_class"] = "bracket" if both else "oto"
+        common["order_class"] = order.order_class or ("bracket" if both else "oto")
         if order.take_profit_price is not None:
             common["take_profit"] = TakeProfitRequest(limit_price=order.take_profit_price)
         if order.stop_loss_price is not None:
             common["stop_loss"] = StopLossRequest(stop_price=order.stop_loss_price)
     kind = order.order_type
+    if order.order_class == "oco":  # the exit pair's limit is its take-profit, given once
+        return LimitOrderRequest(**common)
     if kind == "limit":
         return LimitOrderRequest(limit_price=order.limit_price, **common)
     if kind == "stop":

@@ -111,6 +111,8 @@ class Ledger:
             refusal = f"order {change.target} is not open (filled, ended or unknown)"
         elif change.action == "replace" and target.order is None:
             refusal = f"order {change.target} was placed outside tradebot; only a cancel can change it"
+        elif change.action == "replace" and (target.order or {}).get("order_class") == "oco":
+            refusal = "an oco order is not replaced: cancel it and send a new one"
         if refusal is not None:
             self._forget_change_later(change.id)
             return [*events, self._change_event(change, target, f"order_{change.action}_rejected", refusal)]

@@ -84,6 +84,8 @@ class PaperBroker:
         if order.fractional and order.symbol in self.not_fractionable:
             why = f"{order.symbol} is not fractionable: only whole shares, no notional (dollar) orders"
             return self._event(order, "rejected", reason=why)
+        if order.order_class == "oco":
+            return self._rest_oco(order, position)
         unfilled = self.not_marketable(order)
         if unfilled is not None and order.time_in_force == "gtc" and unfilled[0] == "expired":
             self.resting[order.id] = order
@@ -100,11 +102,39 @@ class PaperBroker:
             if order.symbol != symbol:
                 continue
             now = order.model_copy(update={"reference_price": price, "timestamp": at})
-            if self.not_marketable(now) is None:
+            if order.order_class == "oco":
+                events += self._resolve_oco(now)
+            elif self.not_marketable(now) is None:
                 del self.resting[client_id]
                 self.positions.setdefault(symbol, Position()).last_price = price
                 events.append(self._fill(now, self.positions[symbol]))
         return events
+
+    def _rest_oco(self, order: Order, position: Position) -> OrderEvent:
+        """An OCO exits a position held: it rests (both legs) and is judged like any resting order."""
+        if order.quantity > position.quantity + QUANTITY_TOLERANCE:
+            why = (f"an oco order exits a position held: selling {order.quantity:g} {order.symbol} but holding "
+                   f"{position.quantity:g}")  # fmt: skip
+            return self._event(order, "rejected", reason=why)
+        self.resting[order.id] = order
+        why = f"oco: take-profit limit {order.take_profit_price:g} and stop-loss stop {order.stop_loss_price:g} resting"
+        return self._event(order, "accepted", reason=why, event=stable_id("paper-accepted", order.id))
+
+    def _resolve_oco(self, now: Order) -> list[OrderEvent]:
+        """The leg ``now.reference_price`` reaches fills and the other is canceled; [] if neither."""
+        assert now.take_profit_price is not None
+        assert now.stop_loss_price is not None
+        price = now.reference_price
+        if now.stop_loss_price < price < now.take_profit_price:
+            return []
+        del self.resting[now.id]
+        self.positions[now.symbol].last_price = price
+        leg = now.model_copy(update={"id": now.stop_loss_leg_id, "order_type": "market", "limit_price": None})
+        if price >= now.take_profit_price:  # this order is the take-profit limit
+            why = f"oco: the take-profit filled first ({now.id})"
+            return [self._fill(now, self.positions[now.symbol]), self._event(leg, "canceled", reason=why)]
+        why = f"oco: the stop-loss {leg.id} triggered at {price:g} first"
+        return [self._fill(leg, self.positions[now.symbol]), self._event(now, "canceled", reason=why)]
 
     def change(self, change: OrderChange, refusal: Callable[[Order, Order], str | None]) -> list[OrderEvent]:
         """Cancel or replace a resting order; [] when this request was seen before.
@@ -121,6 +151,9 @@ class PaperBroker:
         if target is None:
             why = f"order {change.target} is not open at the paper broker (filled, ended or unknown)"
             return [*events, self._change_event(change, None, rejected, why)]
+        if target.order_class == "oco" and change.action == "replace":
+            why = "an oco order is not replaced: cancel it and send a new one"
+            return [*events, self._change_event(change, target, rejected, why)]
         replacement = None
         if change.action == "replace":  # priced from the latest mark, like any order arriving now
             mark = self.positions[target.symbol].last_price or target.reference_price
@@ -130,7 +163,11 @@ class PaperBroker:
             return [*events, self._change_event(change, target, rejected, refused)]
         del self.resting[change.target]
         if replacement is None:
-            return [*events, self._event(target, "canceled", reason=f"canceled on request {change.id}", at=change)]
+            events.append(self._event(target, "canceled", reason=f"canceled on request {change.id}", at=change))
+            if target.order_class == "oco":  # both legs go
+                leg = target.model_copy(update={"id": target.stop_loss_leg_id})
+                events.append(self._event(leg, "canceled", reason=f"canceled on request {change.id}", at=change))
+            return events
         events.append(self._event(target, "replaced", reason=f"replaced by {replacement.id}", at=change))
         placed = self.execute(replacement)
         return events if placed is None else [*events, placed]

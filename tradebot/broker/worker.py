@@ -159,6 +159,7 @@ class BrokerExecution:
                 or self.gate(order, self.ledger.positions.get(order.symbol, 0.0))
                 or await self._outside_session(order, gateway)
                 or await self._not_fractionable(order, gateway)
+                or self._oco_without_position(order)
             )
             if refusal:
                 events += self.ledger.reject(client_id, refusal)
@@ -188,6 +189,12 @@ class BrokerExecution:
             log.warning("execution: asset %s unavailable (%s)", order.symbol, error)
             return f"asset {order.symbol} unavailable: the broker did not answer GET /v2/assets/{order.symbol}"
         return f"{order.symbol} is not fractionable at the broker: only whole shares, no notional (dollar) orders"
+
+    def _oco_without_position(self, order: Order) -> str | None:
+        held = self.ledger.positions.get(order.symbol, 0.0)
+        if order.order_class != "oco" or order.quantity <= held + 1e-9:
+            return None
+        return f"an oco order exits a position held: selling {order.quantity:g} {order.symbol} but holding {held:g}"
 
     async def _outside_session(self, order: Order, gateway: BrokerGateway) -> str | None:
         now = datetime.now(UTC)

@@ -15,6 +15,8 @@ Side = Literal["buy", "sell"]
 Timeframe = Literal["1m", "5m", "15m", "1h", "1d"]
 OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
 TimeInForce = Literal["day", "gtc", "ioc", "fok", "opg", "cls"]
+# bracket / oto follow from the legs given when unset; oco must be asked for (an exit pair)
+OrderClass = Literal["bracket", "oto", "oco"]
 # An order's life on orders.events (docs/BROKERS.md); the TERMINAL_STATUSES end it. The four
 # about a cancel or replace (OrderChange) leave the order as it was until the broker's answer.
 OrderStatus = Literal[
@@ -149,6 +151,16 @@ class Order(Event):
     take_profit_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
     stop_loss_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
     extended_hours: bool = False
+    # "oco": an exit pair for a position held, the take-profit limit (this order) and a stop-loss
+    # leg; whichever fills first cancels the other (Alpaca's order_class=oco)
+    order_class: OrderClass | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _oco_limit_is_its_take_profit(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("order_class") == "oco" and data.get("limit_price") is None:
+            return {**data, "order_type": data.get("order_type", "limit"), "limit_price": data.get("take_profit_price")}
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -174,6 +186,10 @@ class Order(Event):
         missing = [name for name in needs.get(self.order_type, ()) if getattr(self, name) is None]
         if missing:
             raise ValueError(f"a {self.order_type} order needs {' and '.join(missing)}")
+        if self.order_class is not None and self.order_class != "oco":
+            both = self.take_profit_price is not None and self.stop_loss_price is not None
+            if self.order_class != ("bracket" if both else "oto"):
+                raise ValueError("bracket needs take_profit_price and stop_loss_price, oto exactly one")
         if self.order_type == "trailing_stop" and self.trail_percent is None:
             raise ValueError("a trailing_stop order needs trail_percent")
         if self.extended_hours and (self.order_type != "limit" or self.time_in_force != "day"):
@@ -184,7 +200,28 @@ class Order(Event):
             raise ValueError("a fractional order (notional or a part of a share) must have time in force day")
         if self.fractional and (self.take_profit_price is not None or self.stop_loss_price is not None):
             raise ValueError("a fractional order cannot carry take-profit or stop-loss legs")
+        if self.order_class == "oco":
+            self._check_oco()
         return self
+
+    def _check_oco(self) -> None:
+        """Alpaca's rules for an OCO, which is always an exit (long only here: a sell)."""
+        tp, sl = self.take_profit_price, self.stop_loss_price
+        if tp is None or sl is None:
+            raise ValueError("an oco order needs take_profit_price and stop_loss_price")
+        if self.side != "sell":
+            raise ValueError("an oco order exits a position held: its side is sell")
+        if self.order_type != "limit" or self.limit_price != tp:
+            raise ValueError("an oco order is the take-profit limit: order_type limit at take_profit_price")
+        if tp <= sl:
+            raise ValueError("an oco order's take_profit_price must be above its stop_loss_price")
+        if self.time_in_force not in ("day", "gtc"):
+            raise ValueError("an oco order is day or gtc")
+
+    @property
+    def stop_loss_leg_id(self) -> str:
+        """The client order id of an OCO's stop-loss leg at the paper broker."""
+        return f"{self.id}-sl"
 
     strategy: str | None = None  # the name of the strategy whose signal this is
 

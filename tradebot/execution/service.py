@@ -70,10 +70,7 @@ class BrokerPartition:
         # A new order's price is the latest the account sees: resting orders it reaches fill first.
         outputs: list[tuple[str, Event]] = []
         if self.broker.resting and order.id not in self.risk.decided:
-            outputs = [(ORDER_EVENTS, e) for e in self.broker.fill_resting(order.symbol, order.reference_price,
-                                                                            order.timestamp)]  # fmt: skip
-            if outputs:
-                self.risk.account_moved()
+            outputs = [(ORDER_EVENTS, e) for e in self._fill_resting(order)]
         screened = self.risk.screen(order, self.broker)
         if not isinstance(screened, Order):
             return outputs if screened is None else [*outputs, (ORDER_EVENTS, screened)]
@@ -82,7 +79,16 @@ class BrokerPartition:
         if result is None:
             return outputs
         self.risk.after_broker(screened, result, before, self.broker)
-        return [*outputs, (ORDER_EVENTS, result)]
+        outputs.append((ORDER_EVENTS, result))
+        if screened.order_class == "oco" and result.status == "accepted":  # its price may reach a leg already
+            outputs += [(ORDER_EVENTS, e) for e in self._fill_resting(screened)]
+        return outputs
+
+    def _fill_resting(self, order: Order) -> list[OrderEvent]:
+        filled = self.broker.fill_resting(order.symbol, order.reference_price, order.timestamp)
+        if filled:
+            self.risk.account_moved()
+        return filled
 
     def checkpoint(self) -> str:
         """The account and the risk stage's memory as compact JSON."""
