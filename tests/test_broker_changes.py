@@ -108,3 +108,15 @@ def test_a_replace_needs_something_to_change_and_a_cancel_nothing() -> None:
         change("replace", "co-1")
     with pytest.raises(ValidationError, match="changes nothing else"):
         change("cancel", "co-1", quantity=3)
+
+
+def test_a_replace_that_would_make_an_invalid_order_is_rejected_with_the_reason() -> None:
+    broker = PaperBroker(10_000)
+    placed = resting_buy()
+    broker.execute(placed)
+    events = broker.change(change("replace", placed.id, quantity=0.5), allow)  # fractional, but gtc
+    assert [e.status for e in events] == ["replace_requested", "order_replace_rejected"]
+    assert events[-1].reason is not None
+    assert events[-1].reason.startswith("the replacement would not be a valid order: ")
+    assert "must have time in force day" in events[-1].reason
+    assert list(broker.resting) == [placed.id]

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from tradebot.common.models import Order, OrderChange, OrderEvent, stable_id
+from tradebot.common.models import Order, OrderChange, OrderEvent, invalid, stable_id
 
 # How long (in order time) an executed client order id is remembered. Days, not a count: a duplicate
 # can come back much later (a replayed stream, an old entry reclaimed), and must still not fill.
@@ -154,11 +154,14 @@ class PaperBroker:
         if target.order_class == "oco" and change.action == "replace":
             why = "an oco order is not replaced: cancel it and send a new one"
             return [*events, self._change_event(change, target, rejected, why)]
-        replacement = None
+        replacement, refused = None, None
         if change.action == "replace":  # priced from the latest mark, like any order arriving now
             mark = self.positions[target.symbol].last_price or target.reference_price
-            replacement = change.replacement(target).model_copy(update={"reference_price": mark})
-        refused = refusal(target, replacement) if replacement is not None else None
+            try:
+                replacement = change.replacement(target.model_copy(update={"reference_price": mark}))
+                refused = refusal(target, replacement)
+            except ValueError as error:
+                refused = f"the replacement would not be a valid order: {invalid(error)}"
         if refused is not None:
             return [*events, self._change_event(change, target, rejected, refused)]
         del self.resting[change.target]

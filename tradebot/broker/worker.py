@@ -28,7 +28,7 @@ from tradebot.broker.reconcile import Reconciler
 from tradebot.broker.stream import TradeUpdates
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, entry_order
 from tradebot.common.config import Settings
-from tradebot.common.models import Order, OrderChange, OrderEvent
+from tradebot.common.models import Order, OrderChange, OrderEvent, invalid
 from tradebot.common.partitions import PartitionSettings, ReaderEnd
 from tradebot.common.streams import ORDER_EVENTS, ORDERS_NEW, checkpoint_key, lease_key, partition_consumer
 from tradebot.risk.checks import grows_exposure
@@ -173,7 +173,10 @@ class BrokerExecution:
         if change.action == "cancel" or target is None or target.order is None:
             return None  # (the ledger itself refuses a change of an order that is not open)
         original = Order.model_validate(target.order)
-        replacement = change.replacement(original)
+        try:
+            replacement = change.replacement(original)
+        except ValueError as error:
+            return f"the replacement would not be a valid order: {invalid(error)}"
         if not grows_exposure(original, replacement):
             return None
         return reconciler.halted or self.gate(replacement, self.ledger.positions.get(change.symbol, 0.0))

@@ -44,6 +44,14 @@ MIN_PRICE = 1e-6  # and below these, products of prices and sizes underflow
 MIN_QUANTITY = 1e-9
 
 
+def invalid(error: ValueError) -> str:
+    """The first reason a model refused its input, in one line."""
+    errors = getattr(error, "errors", None)
+    if callable(errors) and errors():
+        return str(errors()[0].get("msg", error))
+    return str(error)
+
+
 def stable_id(*parts: object) -> str:
     """A deterministic id from the parts that identify an event (same inputs, same id)."""
     joined = "|".join(str(part) for part in parts)
@@ -285,8 +293,13 @@ class OrderChange(Event):
         return stable_id("order-change", self.id, status)
 
     def replacement(self, original: Order) -> Order:
-        """The order that takes the place of ``original``: its fields, with what this change names."""
-        changed = {name: getattr(self, name) for name in REPLACEABLE if getattr(self, name) is not None}
+        """The order that takes the place of ``original``: its fields, with what this change names
+        (a new quantity sizes it in shares). Raises ValueError when that is no valid order."""
+        changed: dict[str, object] = {
+            name: getattr(self, name) for name in REPLACEABLE if getattr(self, name) is not None
+        }
+        if self.quantity is not None:
+            changed["notional"] = None
         data = {**original.model_dump(), **changed, "id": self.replacement_id, "timestamp": self.timestamp}
         return Order.model_validate(data)
 
