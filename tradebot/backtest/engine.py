@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tradebot.broker.paper import PaperBroker
-from tradebot.common.models import Bar, Order, OrderEvent, Signal, Tick
+from tradebot.common.models import Bar, Order, OrderChange, OrderEvent, Signal, Tick
 from tradebot.execution.service import BrokerPartition
 from tradebot.strategy.bars import timeframe_seconds
 from tradebot.strategy.batch import Batch
@@ -157,6 +157,9 @@ class Backtest:
                 marked, position = roll, roll + 1
             if signal is not None and order is not None:
                 self._trade(signal, order)
+        # as live, a batch's cancels and replaces follow its orders (the strategy worker publishes them last)
+        for change in self.book.take_changes():
+            self.result.events += self._change(change)
         marks.update(zip(symbols[marked:], prices[marked:], strict=True))
         firsts = dict(zip(reversed(symbols), reversed(prices), strict=True))
         self.result.first_price.update({s: firsts[s] for s in marks if s not in self.result.first_price})
@@ -215,14 +218,24 @@ class Backtest:
             if event.status == "filled" and event.price is not None:
                 result.traded_notional += event.quantity * event.price
                 result.commissions += event.commission
-            result.ledger.record(order, event)
+            if event.client_order_id == order.id:  # (not a resting order's fill: it is no round trip of this order)
+                result.ledger.record(order, event)
 
     def _execute(self, order: Order) -> list[OrderEvent]:
         """What the execution worker would publish for ``order`` (risk stage first, when there is one)."""
         if self.execution is None:
+            fills = self.broker.fill_resting(order.symbol, order.reference_price, order.timestamp)
             event = self.broker.execute(order)
-            return [] if event is None else [event]
+            if event is not None and order.order_class == "oco" and event.status == "accepted":
+                return [*fills, event, *self.broker.fill_resting(order.symbol, order.reference_price, order.timestamp)]
+            return fills if event is None else [*fills, event]
         return [event for _, event in self.execution.apply([order]) if isinstance(event, OrderEvent)]
+
+    def _change(self, change: OrderChange) -> list[OrderEvent]:
+        """What the execution worker would publish for a strategy's cancel or replace."""
+        if self.execution is None:
+            return self.broker.change(change, lambda _target, _replacement: None)
+        return [event for _, event in self.execution.apply([change]) if isinstance(event, OrderEvent)]
 
 
 def run_backtest(

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     commission_per_share: float = Field(0.005, ge=0)
     # how long (days of order time) the paper broker remembers executed client order ids
     order_memory_days: float = Field(7.0, gt=0, le=366)
+    # symbols the paper broker treats as not fractionable (Alpaca's asset flag), so fractional
+    # and notional orders can be rehearsed on paper: they are rejected for these
+    paper_not_fractionable: Annotated[list[str], NoDecode] = []
 
     # --- execution broker (docs/BROKERS.md) ---
     execution_broker: Literal["paper", "alpaca"] = "paper"
@@ -210,7 +213,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("symbols", mode="before")
+    @field_validator("symbols", "paper_not_fractionable", mode="before")
     @classmethod
     def _split_symbols(cls, value: object) -> object:
         if isinstance(value, str):

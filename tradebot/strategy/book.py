@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tradebot.common.models import Bar, Order, Signal, Tick
+from tradebot.common.models import Bar, Order, OrderChange, Signal, Tick
 from tradebot.strategy.base import Strategy
 from tradebot.strategy.batch import Batch
 from tradebot.strategy.catalog import StrategyError, build_strategy
@@ -199,6 +199,16 @@ class StrategyBook:
             raise StrategyError(f"strategy {entry.name} takes ticks only (it has no on_bar)")
         signals: list[Signal] = on_bar(observation)
         return signals
+
+    def take_changes(self) -> list[OrderChange]:
+        """Cancels and replaces the strategies asked for since the last call (switched off or not:
+        a strategy may always withdraw its own order)."""
+        changes: list[OrderChange] = []
+        for entry in self.entries:
+            take = getattr(entry.strategy, "take_changes", None)
+            if take is not None:
+                changes += take()
+        return changes
 
     def _order(self, entry: Entry, signal: Signal) -> Order:
         held = self.positions[entry.name]
