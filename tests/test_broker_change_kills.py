@@ -31,6 +31,7 @@ def alpaca_environment(settings: Settings, emulator: AlpacaTradingEmulator) -> d
         alpaca_requests_per_minute=60_000,
         lease_ttl_ms=1000,
         bus_block_ms=100,
+        risk_duplicate_window_s=0,  # two resting buys of one symbol in a row are the point here
     )
 
 

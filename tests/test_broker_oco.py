@@ -143,7 +143,9 @@ async def test_alpaca_path_refuses_an_oco_without_the_position_before_sending(
     await bus.publish([(ORDERS_NEW, oco())])
     async with execution(alpaca_settings(settings, emulator)):
         await until_finished(bus, {"co-9"})
-    (submitted, rejected) = await order_events(bus)
-    assert (submitted.status, rejected.status) == ("submitted", "rejected")
-    assert rejected.reason == "an oco order exits a position held: selling 10 AAPL but holding 0"
+    (denied,) = await order_events(bus)  # the risk stage says no before the order is even recorded
+    assert (denied.status, denied.reason) == (
+        "denied",
+        "no_position: no AAPL held to sell (short selling is not supported)",
+    )
     assert emulator.book.submissions == 0

@@ -103,10 +103,12 @@ class BrokerPartition:
         return outputs
 
     def _fill_resting(self, order: Order) -> list[OrderEvent]:
-        resting = {client_id: (o.strategy, o.symbol) for client_id, o in self.broker.resting.items()}
+        owners = {}  # whose order each fill may be: a resting order's id, or its oco stop-loss leg's
+        for client_id, resting in self.broker.resting.items():
+            owners[client_id] = owners[resting.stop_loss_leg_id] = resting.strategy
         filled = self.broker.fill_resting(order.symbol, order.reference_price, order.timestamp)
         for event in filled:
-            self._book(*resting[event.client_order_id], event)
+            self._book(owners.get(event.client_order_id), event.symbol, event)
         if filled:
             self.risk.account_moved()
         return filled
