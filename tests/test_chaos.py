@@ -53,6 +53,8 @@ from tradebot.common.streams import (
     SIGNALS,
     STORAGE_GROUP,
     STRATEGY_ROLE,
+    lease_key,
+    members_key,
     producer_cursor_key,
     storage_streams,
     tick_stream,
@@ -204,6 +206,30 @@ async def everything_done(bus: Bus, db: asyncpg.Pool) -> bool:
     return True
 
 
+async def group_state(bus: Bus, settings: Settings) -> str:
+    """What Redis says about every tick stream's strategy group, its leases and members (for a timeout)."""
+    lines = [f"members: {await bus.redis.zrange(members_key(STRATEGY_ROLE), 0, -1, withscores=True)}"]
+    for partition in range(settings.tick_partitions):
+        stream = tick_stream(partition)
+        lease = lease_key(STRATEGY_ROLE, partition)
+        lines.append(
+            f"{stream}: length {await bus.redis.xlen(stream)}, last id {await bus.tails([stream])}, "
+            f"lease {await bus.redis.get(lease)} (ttl {await bus.redis.pttl(lease)} ms), "
+            f"info {await _stream_info(bus, stream)}"
+        )
+        for group in await bus.redis.xinfo_groups(stream):
+            lines.append(f"  group {group}")
+            if group["name"] == STRATEGY_ROLE:
+                lines.append(f"  consumers {await bus.redis.xinfo_consumers(stream, STRATEGY_ROLE)}")
+                lines.append(f"  pending {await bus.redis.xpending(stream, STRATEGY_ROLE)}")
+    return "\n".join(lines)
+
+
+async def _stream_info(bus: Bus, stream: str) -> dict[str, object]:
+    info = await bus.redis.xinfo_stream(stream)
+    return {name: value for name, value in info.items() if name not in ("first-entry", "last-entry")}
+
+
 async def _count(db: asyncpg.Pool, table: str) -> int:
     try:
         return await db.fetchval(f"SELECT count(*) FROM {table}")
@@ -214,11 +240,6 @@ async def _count(db: asyncpg.Pool, table: str) -> int:
 async def test_every_effect_happens_exactly_once_through_kills_and_server_restarts(
     tmp_path: Path, redis_version: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if redis_version.startswith("7"):
-        # Known bug, found after merging the strategy book and the risk stage: on Redis 7 the strategy
-        # readers stop reading after a supervisor kill (a backlog of ~4,000 ticks stays, no error is
-        # logged). Redis 6.2 passes; the bus, partition and retention tests pass on both.
-        pytest.xfail("on Redis 7 the strategy readers stall after a supervisor kill (known bug, being fixed)")
     use_redis(redis_version, monkeypatch)  # once on Redis 6.2, once on Redis 7
     started = time.monotonic()
     # Outside pytest's folder: another pytest run closes that to other users, PostgreSQL's among them.
@@ -240,7 +261,8 @@ async def test_every_effect_happens_exactly_once_through_kills_and_server_restar
                     lambda: everything_done(bus, db), timeout=DRAIN_TIMEOUT_S, what="the pipeline to drain"
                 )
             except AssertionError as error:
-                raise AssertionError(f"{error} (last: {NOT_YET[0]})\n{supervision.logs()[-3000:]}") from None
+                state = await through_outages(lambda: group_state(bus, settings))
+                raise AssertionError(f"{error} (last: {NOT_YET[0]})\n{state}\n{supervision.logs()[-3000:]}") from None
         finally:
             supervision.stop()
         log.warning(
