@@ -154,7 +154,11 @@ def supervised_pipeline(settings: Settings, folder: Path) -> UpSupervision:
 
 
 async def run_faults(servers: ChaosServers, supervision: UpSupervision, bus: Bus) -> dict[str, set[str]]:
-    """Play the fault schedule; returns the injected bad entry ids per tick stream."""
+    """Play the fault schedule from the feed's first tick; returns the injected bad entry ids per tick stream.
+
+    On a busy machine `tradebot up` takes many seconds to start its workers: a clock started
+    before that would restart Redis under an idle pipeline."""
+    await wait_until(lambda: _feed_started(bus), timeout=120, what="the feed's first ticks")
     began = time.monotonic()
     injected: dict[str, set[str]] = {}
     bad_entries = iter(BAD_ENTRIES)
@@ -178,6 +182,11 @@ async def run_faults(servers: ChaosServers, supervision: UpSupervision, bus: Bus
             await asyncio.to_thread(action)
         log.warning("chaos: %s at %.0f s", fault.kind, time.monotonic() - began)
     return injected
+
+
+async def _feed_started(bus: Bus) -> bool:
+    cursor = await through_outages(lambda: bus.redis.get(producer_cursor_key(CURSOR_NAME)))
+    return bool(cursor) and json.loads(cursor)["produced"] > 0
 
 
 NOT_YET: list[str] = ["not checked yet"]  # why the pipeline is not done, for the timeout's message
