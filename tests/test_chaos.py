@@ -2,8 +2,8 @@
 
 During a 100,000-tick run of the whole pipeline (mock feed, strategy ×2, execution, storage ×2
 under a real `tradebot up`), ten random workers are killed with SIGKILL (each is restarted by the
-supervisor), Redis is restarted once (SIGTERM) and killed once (SIGKILL: it may lose up to a second
-of acknowledged writes, ``appendfsync everysec``), PostgreSQL is stopped for 15 s, the supervisor
+supervisor), Redis rewrites its append-only file and is then restarted once (SIGTERM) and killed
+once (SIGKILL: it may lose up to a second of acknowledged writes, ``appendfsync everysec``), PostgreSQL is stopped for 15 s, the supervisor
 itself is killed with SIGKILL (every worker must stop within 10 s; it is then started again), and
 malformed entries are injected into the tick streams. Afterwards every published tick, signal,
 order and fill is stored exactly once, every signal produced exactly one order, no order was filled
@@ -174,6 +174,7 @@ async def run_faults(servers: ChaosServers, supervision: UpSupervision, bus: Bus
             await supervision.kill_supervisor()
         else:
             action = {
+                "redis_rewrite": servers.rewrite_aof,
                 "redis_restart": servers.restart_redis,
                 "redis_kill": servers.kill_redis,
                 "postgres_stop": servers.postgres.stop,
