@@ -28,7 +28,7 @@ PreTradeCheck = Callable[[Order, PaperBroker], str | None]
 SAMPLE_PERIODS_PER_YEAR = {"1m": 252 * 390, "5m": 252 * 78, "15m": 252 * 26, "1h": 252 * 6.5, "1d": 252}
 
 
-@dataclass
+@dataclass(slots=True)
 class Trade:
     """One closed round trip of a strategy in a symbol (entry may be several buys)."""
 
@@ -47,7 +47,7 @@ class Trade:
         return self.pnl / (self.entry_price * self.quantity)
 
 
-@dataclass
+@dataclass(slots=True)
 class Lot:
     """The open position of one strategy in one symbol."""
 
@@ -68,7 +68,7 @@ class Ledger:
         if event.status != "filled" or event.price is None:
             return
         key = (order.strategy or "-", order.symbol)
-        lot = self.lots.setdefault(key, Lot())
+        lot = self.lots.get(key) or self.lots.setdefault(key, Lot())
         if order.side == "buy":
             lot.opened = lot.opened or event.timestamp
             lot.quantity += event.quantity
