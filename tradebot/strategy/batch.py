@@ -48,8 +48,8 @@ class Batch:
         """Each symbol's positions, in order; symbols in order of first appearance."""
         if not self.symbols:
             return {}
-        codes: dict[str, int] = {}
-        numbered = np.array([codes.setdefault(s, len(codes)) for s in self.symbols], dtype=np.int64)
+        codes = {symbol: number for number, symbol in enumerate(dict.fromkeys(self.symbols))}
+        numbered = np.array(list(map(codes.__getitem__, self.symbols)), dtype=np.int64)
         order = np.argsort(numbered, kind="stable")
         ends = np.cumsum(np.bincount(numbered, minlength=len(codes)))
         return dict(zip(codes, np.split(order, ends[:-1]), strict=True))

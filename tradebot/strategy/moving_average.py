@@ -186,10 +186,13 @@ class MovingAverageCrossover(BarStrategy):
         short.values = deque(values[-self.short_window :].tolist(), maxlen=self.short_window)
         long.total, short.total = sum(long.values), sum(short.values)
         found: list[tuple[int, Side, float]] = []
-        for at in crossed.tolist():
-            difference, long_sum = int(differences[at]), int(long_sums[at])
+        shift = len(seen) + 1
+        for end, relation, difference, long_sum in zip(
+            ends[crossed].tolist(), relations[crossed].tolist(), differences[crossed].tolist(),
+            long_sums[crossed].tolist(), strict=True,
+        ):  # fmt: skip
             score = min(1.0, abs(difference) / (long_sum * self.short_window) / FULL_CONFIDENCE_GAP)
-            found.append((int(ends[at]) - 1 - len(seen), "buy" if relations[at] > 0 else "sell", score))
+            found.append((end - shift, "buy" if relation > 0 else "sell", score))
         return found
 
     @staticmethod
