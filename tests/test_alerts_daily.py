@@ -7,14 +7,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from email import message_from_bytes
 
 import asyncpg
 import pytest
+from aiosmtpd.controller import Controller
 
 from tests.emulators.chat_webhooks import TOKEN, ChatWebhooksEmulator
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 from tests.storage_fixtures import migrated_database
+from tests.test_alerts import DISCORD_PATH, SLACK_PATH, Inbox
 from tradebot.alerts import daily, service
 from tradebot.alerts.daily import DailySummary, session_due
 from tradebot.broker.paper import PaperBroker
@@ -70,9 +74,19 @@ def test_the_text_says_every_figure() -> None:
 
 
 @pytest.fixture
-def chat() -> ChatWebhooksEmulator:
+def chat() -> Iterator[ChatWebhooksEmulator]:
     with ChatWebhooksEmulator() as emulator:
-        yield emulator  # type: ignore[misc]
+        yield emulator
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    """A real SMTP server (aiosmtpd) and what it received."""
+    handler, port = Inbox(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield handler, port
+    controller.stop()
 
 
 @pytest.fixture
@@ -141,19 +155,34 @@ def summaries(chat: ChatWebhooksEmulator) -> list[str]:
     return [text for _, text in chat.messages if text.startswith("daily summary")]
 
 
-async def test_two_replicas_send_the_summary_once_and_a_restart_does_not_repeat_it(
-    settings: Settings, trading_day: str, bus: Bus, chat: ChatWebhooksEmulator, monkeypatch: pytest.MonkeyPatch
+async def test_two_replicas_send_the_summary_once_to_every_channel_and_a_restart_does_not_repeat_it(
+    settings: Settings,
+    trading_day: str,
+    bus: Bus,
+    chat: ChatWebhooksEmulator,
+    inbox: tuple[Inbox, int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    ready = summary_settings(settings, trading_day, chat)
+    every_channel = {
+        "alert_discord_webhook_url": f"{chat.url}{DISCORD_PATH}",
+        "alert_slack_webhook_url": f"{chat.url}{SLACK_PATH}",
+        "alert_smtp_host": "127.0.0.1",
+        "alert_smtp_port": inbox[1],
+        "alert_email_to": "ops@example.com",
+    }
+    ready = summary_settings(settings, trading_day, chat, **every_channel)
     key = daily.daily_summary_key("2026-03-02")
 
     async def sent() -> bool:
-        return bool(summaries(chat)) and await bus.redis.get(key) == "sent"
+        return len(summaries(chat)) == 3 and len(inbox[0].messages) == 1 and await bus.redis.get(key) == "sent"
 
     await run_workers(ready, 2, sent, "the daily summary sent")
-    [text] = summaries(chat)
+    assert sorted(service_name for service_name, _ in chat.messages) == ["discord", "slack", "telegram"]
+    text = summaries(chat)[0]
+    assert set(summaries(chat)) == {text}
     assert text.startswith("daily summary 2026-03-02: P&L ")
     assert "2 fills, 1 denied, 0 rejected · positions AAPL 10 · 1 data gap · workers: strategy down 1×" in text
+    assert message_from_bytes(inbox[0].messages[0])["Subject"].startswith("tradebot: daily summary 2026-03-02")
 
     # restarted (or killed -9 and restarted): it finds the session's summary sent
     checked = Counter[str]()
@@ -165,7 +194,8 @@ async def test_two_replicas_send_the_summary_once_and_a_restart_does_not_repeat_
 
     monkeypatch.setattr(daily, "session_due", counting)
     await run_workers(ready, 1, lambda: checked["due"] >= 3, "three checks of the summary")
-    assert len(summaries(chat)) == 1
+    assert len(summaries(chat)) == 3
+    assert len(inbox[0].messages) == 1
 
 
 async def test_a_claim_left_by_a_killed_worker_expires_and_the_summary_is_sent(

@@ -175,9 +175,12 @@ async def test_the_latest_bars_paint_first_and_older_ones_load_when_scrolled_bac
     url, _ = site
     stored = len({(t.timestamp.replace(second=0, microsecond=0)) for t in AAPL})  # 1-minute bars
     assert stored > 1000
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))  # type: ignore[attr-defined]
     await page.goto(f"{url}/?symbol=AAPL&timeframe=1m")  # type: ignore[attr-defined]
     chart = page.locator("#chart")  # type: ignore[attr-defined]
     await playwright_api.expect(chart).to_have_attribute("data-bars", "1000")  # the latest window only
+    assert len([u for u in asked if "/ohlcv/" in u]) == 1  # index.html's early request, taken by the page
     box = await chart.bounding_box()
     y = box["y"] + box["height"] / 2
     mouse = page.mouse  # type: ignore[attr-defined]

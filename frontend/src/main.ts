@@ -545,7 +545,10 @@ function start(): void {
     button.addEventListener("click", () => void control(button.dataset["action"] ?? ""));
   }
   // The chart first: the panels' requests wait for its bars, so they do not compete with them.
-  void load().then(() => {
+  const drawn = load().catch((error: unknown) => {
+    $("#legend").textContent = `${state.symbol}: ${String(error)}`; // the panels still come
+  });
+  void drawn.then(() => {
     connect();
     void listSymbols();
     void showBacktests();

@@ -153,7 +153,7 @@ async def send_daily_summaries(
             try:
                 if await daily.claim(bus.redis, session, consumer_name()):
                     summary = await daily.gather(bus.redis, settings.database_url, session)
-                    await notifier.notify(Alert(f"daily:{session.isoformat()}", summary.text()))
+                    await notifier.notify(Alert(f"daily:{session.isoformat()}", summary.text()), rate_limited=False)
                     await daily.mark_sent(bus.redis, session)
             except (*RECOVERABLE_REDIS_ERRORS, *TRANSIENT_DB_ERRORS, OSError) as error:
                 log.warning(
