@@ -46,7 +46,7 @@ class Ceilings:
         return min((self.xadd, "raw XADD"), (self.read_ack, "raw XREADGROUP+XACK"), (self.copy, "raw COPY"))
 
 
-async def raw_redis(redis_url: str, messages: int = MESSAGES, batch: int = BATCH) -> tuple[float, float]:
+async def raw_redis(redis_url: str, messages: int, batch: int = BATCH) -> tuple[float, float]:
     """XADD and XREADGROUP+XACK entries/s of one tick's pre-encoded fields, one client, batches of ``batch``."""
     stamp = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
     fields = encode(Tick.create("AAPL", 200.0, 100, stamp, trade_id=1))
@@ -55,6 +55,7 @@ async def raw_redis(redis_url: str, messages: int = MESSAGES, batch: int = BATCH
     try:
         await redis.delete(STREAM)
         await bus.ensure_group(STREAM, GROUP)
+        messages = max(batch, messages // batch * batch)
         began = time.perf_counter()
         for _ in range(0, messages, batch):
             await bus.publish_fields(STREAM, [fields] * batch)
@@ -72,7 +73,7 @@ async def raw_redis(redis_url: str, messages: int = MESSAGES, batch: int = BATCH
     return xadd, read_ack
 
 
-async def raw_copy(database_url: str, rows: int = COPY_ROWS, batch: int = BATCH) -> float:
+async def raw_copy(database_url: str, rows: int, batch: int = BATCH) -> float:
     """Rows/s of binary COPY of tick rows into an index-less temporary table, one connection."""
     table = TABLES[Tick]
     stamp = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -83,6 +84,7 @@ async def raw_copy(database_url: str, rows: int = COPY_ROWS, batch: int = BATCH)
             "CREATE TEMP TABLE bench_ceiling (symbol text NOT NULL, ts timestamptz NOT NULL, id text NOT NULL, "
             "price double precision NOT NULL, size double precision NOT NULL, source text NOT NULL)"
         )
+        rows = max(batch, rows // batch * batch)
         began = time.perf_counter()
         for _ in range(0, rows, batch):
             await conn.copy_records_to_table("bench_ceiling", records=sample, columns=table.columns)
@@ -91,20 +93,20 @@ async def raw_copy(database_url: str, rows: int = COPY_ROWS, batch: int = BATCH)
         await conn.close()
 
 
-async def measure_ceilings(target: BenchTarget) -> Ceilings:
+async def measure_ceilings(target: BenchTarget, messages: int = MESSAGES, rows: int = COPY_ROWS) -> Ceilings:
     """The three ceilings, one after the other, on the bench's own Redis and PostgreSQL databases."""
     assert target.settings.database_url
     await recreate_database(target.settings.database_url, BENCH_DATABASE)
-    xadd, read_ack = await raw_redis(target.redis_url)
-    return Ceilings(xadd, read_ack, await raw_copy(target.database_url))
+    xadd, read_ack = await raw_redis(target.redis_url, messages)
+    return Ceilings(xadd, read_ack, await raw_copy(target.database_url, rows))
 
 
 def ceiling_figures(ceilings: Ceilings, section: str) -> list[Figure]:
     """The ceilings themselves, as the first figures of the ``section`` they were measured for."""
     method = {
-        "raw XADD": f"{MESSAGES:,} copies of one tick's encoded fields, pipelined batches of {BATCH}, one client",
+        "raw XADD": f"copies of one tick's encoded fields, pipelined batches of {BATCH}, one client",
         "raw XREADGROUP+XACK": f"those entries read (COUNT {BATCH}) and acked per batch by one consumer, not decoded",
-        "raw COPY": f"{COPY_ROWS:,} ready tick rows, binary COPY in batches of {BATCH} into an index-less temp table",
+        "raw COPY": f"ready tick rows, binary COPY in batches of {BATCH} into an index-less temp table, one connection",
     }
     values = {"raw XADD": ceilings.xadd, "raw XREADGROUP+XACK": ceilings.read_ack, "raw COPY": ceilings.copy}
     return [Figure(section, f"ceiling: {name}", value, "/s", method[name]) for name, value in values.items()]

@@ -167,7 +167,9 @@ async def run_sections(
         began = time.monotonic()
         console.print(f"[bold]bench[/bold] {name} …")
         try:
-            ceilings = await measure_ceilings(target) if name in BOUNDED_SECTIONS else None
+            ceilings = None
+            if name in BOUNDED_SECTIONS:  # as many entries and rows as the bus and storage sections use
+                ceilings = await measure_ceilings(target, min(20_000, sizes.bus_messages), sizes.storage.ingest_rows)
             figures = await STEPS[name](target, workers, sizes)
             if ceilings is not None and figures:
                 figures = ceiling_figures(ceilings, figures[0].section) + with_ceilings(figures, ceilings)
