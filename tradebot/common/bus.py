@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
-from pydantic import ValidationError
 from redis.asyncio.connection import DefaultParser
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -33,6 +32,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from tradebot.common.codec import decode_event, encode_event
 from tradebot.common.config import ReadySettings
 from tradebot.common.lifecycle import first_of
 from tradebot.common.models import EVENT_TYPES, Event
@@ -264,7 +264,7 @@ return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
 
 def encode(event: Event) -> dict[str, str]:
     """The wire fields of an event."""
-    return {"v": SCHEMA_VERSION, "type": type(event).__name__, "data": event.model_dump_json()}
+    return {"v": SCHEMA_VERSION, "type": type(event).__name__, "data": encode_event(event)}
 
 
 def decode(fields: Mapping[str, str]) -> Event:
@@ -274,16 +274,7 @@ def decode(fields: Mapping[str, str]) -> Event:
     model = EVENT_TYPES.get(fields.get("type", ""))
     if model is None:
         raise ValueError(f"unknown event type {fields.get('type')!r}")
-    try:
-        return model.model_validate_json(fields.get("data", ""))
-    except ValidationError as error:
-        raise ValueError(f"invalid {model.__name__}: {_first_error(error)}") from None
-
-
-def _first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "payload"
-    return f"{where}: {first['msg']}"
+    return decode_event(model, fields.get("data", ""))
 
 
 def entry_ms(entry_id: str) -> int:
