@@ -87,7 +87,8 @@ async def test_an_ambiguous_or_refused_submission_never_becomes_two_orders(
         assert statuses == ["submitted", "accepted", "filled"], (client_id, statuses)
     assert positions_from(await order_events(bus)) == emulator.book.positions == {"AAPL": 6}
     if fault in ("drop", "500", "slow", "duplicate"):
-        assert counters[f"submit_{'duplicate' if fault == 'duplicate' else 'ambiguous'}"] == 1
+        # at least the scripted one: on a loaded machine an ordinary answer can also outlast the 0.5 s timeout
+        assert counters[f"submit_{'duplicate' if fault == 'duplicate' else 'ambiguous'}"] >= 1
         if muted:
             assert emulator.rest.requests_to("/v2/orders:by_client_order_id"), "settled by a lookup"
         assert emulator.book.duplicate_submissions == 0, "nothing was sent again: the lookup found it"
@@ -260,7 +261,7 @@ async def test_something_other_than_an_order_is_dead_lettered_and_trading_goes_o
     async with execution(alpaca_settings(settings, emulator)):
         await until_finished(bus, {"co-1"})
     (dead,) = await bus.redis.xrange(dead_letter_stream(ORDERS_NEW))
-    assert dead[1]["reason"] == "expected an Order on orders.new, got a Signal"
+    assert dead[1]["reason"] == "expected an Order or OrderChange on orders.new, got a Signal"
 
 
 async def test_a_halt_stops_every_new_order_before_the_broker_sees_it(

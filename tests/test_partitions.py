@@ -160,3 +160,20 @@ async def test_a_worker_that_lost_its_lease_cannot_take_entries_either(bus: Bus)
     fresh = await bus.read_fenced("in", ROLE, "partition-0", (lease_key(ROLE, 0), "new-owner"), count=10, pending=False)
     assert fresh is not None
     assert [d.event.id for d in fresh] == [f"mock:AAPL:{i}" for i in range(3)]
+
+
+async def test_a_worker_that_lost_its_lease_cannot_dead_letter_an_entry(bus: Bus) -> None:
+    from tradebot.common.models import Tick
+    from tradebot.common.streams import dead_letter_stream, lease_key
+
+    await bus.ensure_group("in", ROLE)
+    await bus.publish([("in", Tick.create("AAPL", 1.0, 1, START, trade_id=0))])
+    [delivery] = await bus.read(["in"], ROLE, "partition-0", count=1, block_ms=10)
+    await bus.redis.set(lease_key(ROLE, 0), "new-owner")
+    args = (ROLE, "in", delivery.entry_id, {"v": "1"}, "rejected by the strategy")
+    assert not await bus.dead_letter(*args, lease=(lease_key(ROLE, 0), "old-owner"))
+    assert await bus.redis.exists(dead_letter_stream("in")) == 0
+    assert (await bus.health("in", ROLE)).pending == 1  # still the new owner's to handle
+    assert await bus.dead_letter(*args, lease=(lease_key(ROLE, 0), "new-owner"))
+    assert await bus.redis.xlen(dead_letter_stream("in")) == 1
+    assert (await bus.health("in", ROLE)).pending == 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-from tradebot.common.models import Order
+from tradebot.common.models import Order, OrderChange
 
 SubmitKind = Literal["accepted", "rejected", "duplicate", "throttled", "ambiguous"]
 
@@ -94,7 +94,17 @@ class BrokerGateway(Protocol):
 
     async def clock(self) -> MarketClock: ...
 
-    async def cancel(self, broker_id: str) -> None: ...
+    async def fractionable(self, symbol: str) -> bool:
+        """Whether the asset takes fractional and notional orders."""
+        ...
+
+    async def cancel(self, broker_id: str) -> SubmitOutcome:
+        """Ask for a cancel: accepted (the order's end comes as news), rejected, throttled or ambiguous."""
+        ...
+
+    async def replace(self, broker_id: str, change: OrderChange, client_id: str) -> SubmitOutcome:
+        """Replace an open order; accepted carries the replacement order (client order id ``client_id``)."""
+        ...
 
     def ready_in(self) -> float:
         """Seconds until the rate limit lets the next call through."""

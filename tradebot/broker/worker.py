@@ -18,18 +18,20 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tradebot.broker.alpaca import AlpacaGateway, client_order_id
 from tradebot.broker.base import BrokerGateway, MarketClock
+from tradebot.broker.changes import ChangeSender
 from tradebot.broker.ledger import Ledger, Tracked
 from tradebot.broker.live import alpaca_is_paper, announce
 from tradebot.broker.reconcile import Reconciler
 from tradebot.broker.stream import TradeUpdates
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, entry_order
 from tradebot.common.config import Settings
-from tradebot.common.models import ControlEvent, Event, Order, OrderEvent
+from tradebot.common.models import ControlEvent, Event, Order, OrderChange, OrderEvent, invalid
 from tradebot.common.partitions import PartitionSettings, ReaderEnd
 from tradebot.common.streams import (
     CONTROL_EVENTS,
@@ -39,6 +41,7 @@ from tradebot.common.streams import (
     lease_key,
     partition_consumer,
 )
+from tradebot.risk.checks import grows_exposure
 
 log = logging.getLogger(__name__)
 RESEND_AFTER_LOOKUPS = 3  # an unsure order the broker still does not know after this many lookups is sent again
@@ -53,6 +56,7 @@ class PreTrade(Protocol):
 
     async def begin_batch(self, gateway: BrokerGateway, in_flight: list[Tracked]) -> str | None: ...
     def screen(self, order: Order) -> Order | OrderEvent | None: ...
+    def replace_refusal(self, target: Order, replacement: Order) -> str | None: ...
     def broker_mismatch(self, reason: str) -> None: ...
     def control_events(self) -> list[ControlEvent]: ...
     def snapshot(self) -> dict[str, Any]: ...
@@ -78,6 +82,7 @@ class BrokerExecution:
         self.lease = (lease_key(config.role, 0), member)
         self.consumer = partition_consumer(0)
         self.ledger = Ledger(settings.order_memory_days)
+        self.changes = ChangeSender(self.ledger, settings, counters)
         self._committed: str | None = None
         self._fresh: set[str] = set()  # recorded by this process and never sent: safe to send at once
         self._unsure_since: dict[str, float] = {}
@@ -135,6 +140,7 @@ class BrokerExecution:
             elif pending:
                 pending = False
             events = await self._send_waiting(gateway)
+            events += await self.changes.send(gateway)
             events += self._drain(updates)
             connected = updates.connected.is_set()
             if (connected and not was_connected) or reconciler.due(streaming=connected):
@@ -155,13 +161,13 @@ class BrokerExecution:
         self._rules_tripped = True
 
     async def _set_aside_non_orders(self, batch: list[Delivery]) -> list[Delivery]:
-        """Anything but an Order goes to the dead-letter stream with the reason; the orders stay."""
+        """Anything but an Order or OrderChange goes to the dead-letter stream with the reason; the rest stays."""
         for delivery in batch:
-            if not isinstance(delivery.event, Order):
-                reason = f"expected an Order on {ORDERS_NEW}, got a {type(delivery.event).__name__}"
+            if not isinstance(delivery.event, Order | OrderChange):
+                reason = f"expected an Order or OrderChange on {ORDERS_NEW}, got a {type(delivery.event).__name__}"
                 raw = {"event": delivery.event.model_dump_json()}
                 await self.bus.dead_letter(self.config.role, delivery.stream, delivery.entry_id, raw, reason)
-        return [delivery for delivery in batch if isinstance(delivery.event, Order)]
+        return [delivery for delivery in batch if isinstance(delivery.event, Order | OrderChange)]
 
     async def _take(self, batch: list[Delivery], gateway: BrokerGateway, reconciler: Reconciler) -> list[OrderEvent]:
         """Screen new orders (a denied one gets its ``denied`` event) and record the rest (or refuse
@@ -169,28 +175,77 @@ class BrokerExecution:
         events: list[OrderEvent] = []
         unscreened: str | None = None
         screening = False
+
+        async def begin_screening() -> str | None:  # once per batch, only when an order or a replace needs it
+            nonlocal unscreened, screening
+            if not screening:
+                unscreened, screening = await self.risk.begin_batch(gateway, list(self.ledger.orders.values())), True
+            return unscreened
+
         for delivery in batch:
             order = delivery.event
+            if isinstance(order, OrderChange):
+                self.counters["handled"] += 1
+                events += self.changes.take(order, await self._change_refusal(order, reconciler, begin_screening))
+                continue
             assert isinstance(order, Order)  # set aside before
             client_id = client_order_id(order)
             self.counters["handled"] += 1
             if self.ledger.knows(client_id):
                 continue  # a redelivered or republished order: already ours
-            if not screening:
-                unscreened, screening = await self.risk.begin_batch(gateway, list(self.ledger.orders.values())), True
-            screened = order if unscreened else self.risk.screen(order)
+            screened = order if await begin_screening() else self.risk.screen(order)
             if not isinstance(screened, Order):
                 events += [] if screened is None else [screened]  # None: decided before (and denied)
                 continue
             submitted = self.ledger.add(screened, client_id)
             assert submitted is not None  # not known: checked above
             events.append(submitted)
-            refusal = unscreened or reconciler.halted or await self._outside_session(screened, gateway)
+            refusal = (
+                unscreened
+                or reconciler.halted
+                or await self._outside_session(screened, gateway)
+                or await self._not_fractionable(screened, gateway)
+                or self._oco_without_position(screened)
+            )
             if refusal:
                 events += self.ledger.reject(client_id, refusal)
             else:
                 self._fresh.add(client_id)
         return events
+
+    async def _change_refusal(
+        self, change: OrderChange, reconciler: Reconciler, begin_screening: Callable[[], Awaitable[str | None]]
+    ) -> str | None:
+        """A cancel always goes (even halted); a replace that grows exposure is refused like a new order."""
+        target = self.ledger.orders.get(change.target)
+        if change.action == "cancel" or target is None or target.order is None:
+            return None  # (the ledger itself refuses a change of an order that is not open)
+        original = Order.model_validate(target.order)
+        try:
+            replacement = change.replacement(original)
+        except ValueError as error:
+            return f"the replacement would not be a valid order: {invalid(error)}"
+        if not grows_exposure(original, replacement):
+            return None
+        return reconciler.halted or await begin_screening() or self.risk.replace_refusal(original, replacement)
+
+    async def _not_fractionable(self, order: Order, gateway: BrokerGateway) -> str | None:
+        """Why a fractional or notional order cannot go (the asset's flag), or None."""
+        if not order.fractional:
+            return None
+        try:
+            if await gateway.fractionable(order.symbol):
+                return None
+        except Exception as error:  # noqa: BLE001 - without the asset's flag no fractional order is sent
+            log.warning("execution: asset %s unavailable (%s)", order.symbol, error)
+            return f"asset {order.symbol} unavailable: the broker did not answer GET /v2/assets/{order.symbol}"
+        return f"{order.symbol} is not fractionable at the broker: only whole shares, no notional (dollar) orders"
+
+    def _oco_without_position(self, order: Order) -> str | None:
+        held = self.ledger.positions.get(order.symbol, 0.0)
+        if order.order_class != "oco" or order.quantity <= held + 1e-9:
+            return None
+        return f"an oco order exits a position held: selling {order.quantity:g} {order.symbol} but holding {held:g}"
 
     async def _outside_session(self, order: Order, gateway: BrokerGateway) -> str | None:
         now = datetime.now(UTC)

@@ -97,7 +97,7 @@ class StreamHealth:
     group: str
     length: int
     pending: int
-    lag: int | None
+    lag: int
 
 
 @dataclass(frozen=True)
@@ -686,18 +686,18 @@ class Bus:
     async def health(self, stream: str, group: str) -> StreamHealth:
         """Length, pending count and lag of ``stream`` for ``group``.
 
-        Redis 7 reports lag itself. Redis 6.2 does not: up to LAG_COUNT_CAP undelivered entries are
-        counted; beyond that the lag is estimated from entry times, so /health stays cheap exactly
-        when the backlog is large.
+        The lag is counted here, up to LAG_COUNT_CAP undelivered entries; beyond that it is
+        estimated from entry times, so /health stays cheap exactly when the backlog is large.
+        The lag Redis 7 reports is not used: 7.0 restores a group's entries-read from the snapshot
+        of a rewritten append-only file, and the reads replayed after it do not advance it, so
+        after such a restart its lag stays too high by their number forever (6.2 reports none).
         """
         length = await self.redis.xlen(stream)
         groups = {g["name"]: g for g in await self._groups(stream)}
         info = groups.get(group)
         if info is None:
             return StreamHealth(stream, group, length, 0, length)
-        lag = info.get("lag")
-        if lag is None:
-            lag = await self._counted_lag(stream, info["last-delivered-id"], length)
+        lag = await self._counted_lag(stream, info["last-delivered-id"], length)
         return StreamHealth(stream, group, length, int(info["pending"]), lag)
 
     async def backlog(self, streams: Sequence[str], group: str) -> int:
@@ -705,7 +705,7 @@ class Bus:
         total = 0
         for stream in streams:
             health = await self.health(stream, group)
-            total += health.pending + (health.lag or 0)
+            total += health.pending + health.lag
         return total
 
     async def _counted_lag(self, stream: str, last_delivered: str, length: int) -> int:

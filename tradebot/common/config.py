@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     commission_per_share: float = Field(0.005, ge=0)
     # how long (days of order time) the paper broker remembers executed client order ids
     order_memory_days: float = Field(7.0, gt=0, le=366)
+    # symbols the paper broker treats as not fractionable (Alpaca's asset flag), so fractional
+    # and notional orders can be rehearsed on paper: they are rejected for these
+    paper_not_fractionable: Annotated[list[str], NoDecode] = []
 
     # --- execution broker (docs/BROKERS.md) ---
     execution_broker: Literal["paper", "alpaca"] = "paper"
@@ -193,6 +196,9 @@ class Settings(BaseSettings):
     alert_reminder_minutes: float = Field(60.0, gt=0)  # one alert per incident, a reminder this often
     alert_rate_per_minute: int = Field(20, ge=1, le=1000)  # per channel
     alert_check_s: float = Field(15.0, gt=0)  # how often worker heartbeats are checked
+    # The daily summary (P&L, fills, denials, positions, gaps, worker incidents), once per NYSE session
+    alert_daily_summary: bool = True
+    alert_daily_summary_after_close_minutes: int = Field(10, ge=0, le=480)  # when: minutes after the close
 
     @field_validator("api_token", "webhook_secret", mode="before")
     @classmethod
@@ -207,7 +213,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("symbols", mode="before")
+    @field_validator("symbols", "paper_not_fractionable", mode="before")
     @classmethod
     def _split_symbols(cls, value: object) -> object:
         if isinstance(value, str):

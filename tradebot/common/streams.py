@@ -152,6 +152,27 @@ def webhook_alert_key(alert_id: str) -> str:
     return f"webhook:alert:{alert_id}"
 
 
+def daily_summary_key(session: str) -> str:
+    """Claims a session's daily summary (a short lease while it is sent, then "sent" for days), so
+    every replica of the alerts role, restarted or not, sends it once."""
+    return f"alerts:daily_summary:{session}"
+
+
+def worker_down_key(role: str) -> str:
+    """Set while a role is down and alerted (by whichever alerts replica saw it first)."""
+    return f"alerts:worker_down:{role}"
+
+
+def incidents_key(day: str) -> str:
+    """A hash per New York day: role -> worker-down incidents, and ``started:<role>`` -> processes started."""
+    return f"alerts:incidents:{day}"
+
+
+def started_workers_key(day: str) -> str:
+    """A set per New York day of the worker processes (role/consumer) seen started that day."""
+    return f"alerts:started:{day}"
+
+
 # Settings the stored data depends on (e.g. TICK_PARTITIONS), recorded by the first `tradebot up`.
 STORED_SETTINGS_KEY = "settings:stored"
 

@@ -111,6 +111,11 @@ class BrokerRisk:
             self.stage.moved(screened, worth_before, account)
         return screened
 
+    def replace_refusal(self, target: Order, replacement: Order) -> str | None:
+        """Why a replace must not go ahead (one that grows exposure is checked like a new order), or None."""
+        assert self._account is not None, "begin_batch first"
+        return self.stage.replace_refusal(self._account)(target, replacement)
+
     def broker_mismatch(self, reason: str) -> None:
         """Reconciliation found the broker disagreeing with us: HALTED until the operator resumes."""
         self.stage.begin_batch()  # the operator's latest word first, so an older resume cannot clear it

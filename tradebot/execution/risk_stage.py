@@ -22,6 +22,7 @@ from tradebot.common.config import Settings
 from tradebot.common.models import ACCOUNT_SCOPE, ControlEvent, Order, OrderEvent, stable_id
 from tradebot.risk import reasons
 from tradebot.risk.calendar import nyse_hours
+from tradebot.risk.checks import grows_exposure
 from tradebot.risk.engine import RiskEngine
 from tradebot.risk.gaps import DataGapRule
 from tradebot.risk.limits import RiskLimits
@@ -112,7 +113,34 @@ class RiskStage:
             return denied_event(order, f"{decision.code}: {decision.reason}")
         if decision.quantity == order.quantity:
             return order
+        if order.notional is not None:  # sized in dollars: the dollars follow the shares
+            notional = round(decision.quantity * order.reference_price, 2)
+            return order.model_copy(update={"quantity": decision.quantity, "notional": notional})
         return order.model_copy(update={"quantity": decision.quantity})
+
+    @property
+    def decided(self) -> set[str]:
+        """The order ids decided lately (a redelivered order among them is not decided again)."""
+        return self._decided_set
+
+    def account_moved(self) -> None:
+        """The broker changed the account outside an order's check (a resting order filled)."""
+        self._totals = None
+
+    def replace_refusal(self, account: Account) -> Callable[[Order, Order], str | None]:
+        """Why a replace must not go ahead, or None: one that grows exposure is checked like a new order."""
+
+        def refusal(target: Order, replacement: Order) -> str | None:
+            if not grows_exposure(target, replacement):
+                return None
+            decision = self.engine.check(replacement, self.portfolio(account), MarketState(last_prices=self.marks))
+            if not decision.approved:
+                return f"{decision.code}: {decision.reason}"
+            if decision.quantity != replacement.quantity:
+                return f"{decision.code}: the risk stage allows {decision.quantity:g} of {replacement.quantity:g}"
+            return None
+
+        return refusal
 
     def portfolio(self, account: Account) -> Portfolio:
         """The account as the engine reads it, with the totals kept here."""

@@ -25,7 +25,7 @@ from tradebot.common import runtime
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.lifecycle import wait_or_stop
-from tradebot.common.models import ControlEvent, Event, Order, OrderEvent
+from tradebot.common.models import ControlEvent, Event, Order, OrderChange, OrderEvent
 from tradebot.common.partitions import PartitionedWorker, PartitionRunner, PartitionSettings
 from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW
 from tradebot.execution.attribution import StrategyPnL
@@ -70,6 +70,11 @@ class BrokerPartition:
         self.risk.watch_gaps(self.broker)
         outputs: list[tuple[str, Event]] = []
         for event in events:
+            if isinstance(event, OrderChange):
+                outputs += [
+                    (ORDER_EVENTS, e) for e in self.broker.change(event, self.risk.replace_refusal(self.broker))
+                ]
+                continue
             orders = self.risk.flatten(event, self.broker) if isinstance(event, ControlEvent) else [event]
             for order in orders:
                 if not isinstance(order, Order):
@@ -79,19 +84,39 @@ class BrokerPartition:
         return outputs
 
     def _execute(self, order: Order) -> list[tuple[str, Event]]:
+        # A new order's price is the latest the account sees: resting orders it reaches fill first.
+        outputs: list[tuple[str, Event]] = []
+        if self.broker.resting and order.id not in self.risk.decided:
+            outputs = [(ORDER_EVENTS, e) for e in self._fill_resting(order)]
         screened = self.risk.screen(order, self.broker)
         if not isinstance(screened, Order):
-            return [] if screened is None else [(ORDER_EVENTS, screened)]
+            return outputs if screened is None else [*outputs, (ORDER_EVENTS, screened)]
         before = self.risk.before_broker(screened, self.broker)
         result: OrderEvent | None = self.broker.execute(screened)
         if result is None:
-            return []
+            return outputs
         self.risk.after_broker(screened, result, before, self.broker)
-        if result.status == "filled" and result.price is not None:
-            self.pnl.fill(
-                screened.strategy, screened.symbol, screened.side, result.quantity, result.price, result.commission
-            )
-        return [(ORDER_EVENTS, result)]
+        self._book(screened.strategy, screened.symbol, result)
+        outputs.append((ORDER_EVENTS, result))
+        if screened.order_class == "oco" and result.status == "accepted":  # its price may reach a leg already
+            outputs += [(ORDER_EVENTS, e) for e in self._fill_resting(screened)]
+        return outputs
+
+    def _fill_resting(self, order: Order) -> list[OrderEvent]:
+        owners = {}  # whose order each fill may be: a resting order's id, or its oco stop-loss leg's
+        for client_id, resting in self.broker.resting.items():
+            owners[client_id] = owners[resting.stop_loss_leg_id] = resting.strategy
+        filled = self.broker.fill_resting(order.symbol, order.reference_price, order.timestamp)
+        for event in filled:
+            self._book(owners.get(event.client_order_id), event.symbol, event)
+        if filled:
+            self.risk.account_moved()
+        return filled
+
+    def _book(self, strategy: str | None, symbol: str, result: OrderEvent) -> None:
+        """Attribute a fill to the strategy whose order it is."""
+        if result.status in ("filled", "partially_filled") and result.price is not None:
+            self.pnl.fill(strategy, symbol, result.side, result.quantity, result.price, result.commission)
 
     def checkpoint(self) -> str:
         """The account, the risk stage's memory and the P&L per strategy as compact JSON."""
@@ -102,7 +127,11 @@ class BrokerPartition:
 def new_broker(settings: Settings) -> PaperBroker:
     """A fresh account with the configured cash, slippage and commission."""
     return PaperBroker(
-        settings.starting_cash, settings.slippage_bps, settings.commission_per_share, settings.order_memory_days
+        settings.starting_cash,
+        settings.slippage_bps,
+        settings.commission_per_share,
+        settings.order_memory_days,
+        frozenset(settings.paper_not_fractionable),
     )
 
 

@@ -76,6 +76,8 @@ class StrategyPartition:
                 outputs.append((SIGNALS, signal))
                 if ordering:
                     outputs.append((ORDERS_NEW, order))
+            # Even while HALTED: a cancel always passes, and the risk stage checks a replace.
+            outputs += [(ORDERS_NEW, change) for change in self.book.take_changes()]
         return outputs
 
     def _snapshot(self) -> dict[str, object]:
