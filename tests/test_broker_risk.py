@@ -6,6 +6,7 @@ from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.streams import ORDERS_NEW
 from tradebot.risk import control
+from tradebot.risk.views import read_checkpoint
 
 from .broker_helpers import alpaca_settings, by_order, emulator, order, order_events
 from .emulators.alpaca_trading import AlpacaTradingEmulator
@@ -75,3 +76,21 @@ async def test_a_recorded_data_gap_turns_the_alpaca_path_reducing_too(
     assert denied.reason.startswith("reducing: trading is REDUCING (data gap in AAPL:")
     assert (await control.status(bus))["rule"]["code"] == "data_gap"
     assert emulator.book.submissions == 0
+
+
+async def test_a_denied_order_redelivered_after_a_restart_is_not_decided_again(
+    bus: Bus, settings: Settings, emulator: AlpacaTradingEmulator
+) -> None:
+    config = alpaca_settings(settings, emulator)
+    nothing_held = order(1, side="sell")
+    await bus.publish([(ORDERS_NEW, nothing_held)])
+    async with execution(config):
+        await until_finished(bus, {"co-1"})
+    saved = await read_checkpoint(bus.redis)
+    assert saved is not None
+    assert "co-1" in saved["risk"]["decided"]  # the stage's memory is in the broker's checkpoint
+    await bus.publish([(ORDERS_NEW, nothing_held), (ORDERS_NEW, order(2))])  # republished, then a new one
+    async with execution(config):
+        await until_finished(bus, {"co-2"})
+    statuses = {cid: [e.status for e in evs] for cid, evs in by_order(await order_events(bus)).items()}
+    assert statuses == {"co-1": ["denied"], "co-2": ["submitted", "accepted", "filled"]}

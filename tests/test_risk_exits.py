@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tradebot.common.models import Order, Signal, Tick
+from tradebot.common.models import Order, OrderChange, Signal, Tick
 from tradebot.common.streams import ORDERS_NEW, SIGNALS
 from tradebot.risk.exits import ExitRules
 from tradebot.strategy.bars import BarATR
@@ -90,6 +90,9 @@ def test_exits_go_out_as_orders_and_survive_a_checkpoint() -> None:
             self.seen.add(t.symbol)
             signal = entry(t.price, t.symbol)[1][0]
             return [(signal, Order.from_signal(signal, 5))]
+
+        def take_changes(self) -> list[OrderChange]:
+            return []  # it never cancels or replaces
 
         def snapshot(self) -> dict[str, object]:
             return {"seen": sorted(self.seen)}
