@@ -77,7 +77,8 @@ class StrategyPartition:
                 if ordering:
                     outputs.append((ORDERS_NEW, order))
             # Even while HALTED: a cancel always passes, and the risk stage checks a replace.
-            outputs += [(ORDERS_NEW, change) for change in self.book.take_changes()]
+            take_changes = getattr(self.book, "take_changes", None)  # (a stand-in book may have none)
+            outputs += [(ORDERS_NEW, change) for change in (take_changes() if take_changes else [])]
         return outputs
 
     def _snapshot(self) -> dict[str, object]:
