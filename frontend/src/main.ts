@@ -8,35 +8,15 @@ import {
   type IChartApi,
   type ISeriesApi,
   LineSeries,
-  type UTCTimestamp,
 } from "lightweight-charts";
 
-import {
-  type Candle,
-  type Fill,
-  foldMinute,
-  type GapRecord,
-  gapShades,
-  markersFor,
-  money,
-  price,
-  sma,
-  type Trade,
-  tradeFills,
-} from "./logic.ts";
+import { showBacktests } from "./backtests.ts";
+import { type Candle, type Fill, foldMinute, type GapRecord, gapShades, markersFor, money, price, sma } from "./logic.ts";
+import { $, getJson, lineChart, rows, ts } from "./page.ts";
 
-const $ = <T extends HTMLElement>(selector: string): T => document.querySelector(selector) as T;
 const SHORT_WINDOW = 5;
 const LONG_WINDOW = 20;
 const REFRESH_MS = 5000;
-
-/** GET a JSON document; undefined when the API does not serve it (an optional part not installed). */
-async function getJson<T>(path: string): Promise<T | undefined> {
-  const response = await fetch(path);
-  if (response.status === 404 || response.status === 503) return undefined;
-  if (!response.ok) throw new Error(`${path}: ${response.status}`);
-  return (await response.json()) as T;
-}
 
 const chart: IChartApi = createChart($("#chart"), {
   autoSize: true,
@@ -67,10 +47,6 @@ const state = {
   minute: undefined as Candle | undefined, // the live minute as last seen, to fold it in once
   gaps: [] as GapRecord[],
 };
-
-function ts(time: number): UTCTimestamp {
-  return time as UTCTimestamp;
-}
 
 function draw(): void {
   candles.setData(state.bars.map((b) => ({ ...b, time: ts(b.time) })));
@@ -275,21 +251,6 @@ function onLive(message: LiveMessage): void {
 
 // --- panels -------------------------------------------------------------------------------------
 
-function rows(selector: string, cells: (string | number)[][]): void {
-  const body = $(`${selector} tbody`);
-  body.replaceChildren(
-    ...cells.map((values) => {
-      const row = document.createElement("tr");
-      for (const value of values) {
-        const cell = document.createElement("td");
-        cell.textContent = String(value);
-        row.append(cell);
-      }
-      return row;
-    }),
-  );
-}
-
 function addActivity(event: Record<string, unknown>): void {
   const body = $("#fills tbody");
   const row = document.createElement("tr");
@@ -405,18 +366,6 @@ async function control(action: string): Promise<void> {
   await showRisk();
 }
 
-/** A line chart below the candles (the account's equity curve, a backtest's), made when first needed:
- *  a chart made at start-up would cost the candles' first paint its own. */
-function lineChart(selector: string): { chart: IChartApi; line: ISeriesApi<"Line"> } {
-  const made = createChart($(selector), {
-    autoSize: true,
-    layout: { background: { color: "#131722" }, textColor: "#d1d4dc", attributionLogo: false },
-    grid: { vertLines: { visible: false }, horzLines: { color: "#1e222d" } },
-    timeScale: { timeVisible: true, secondsVisible: false },
-  });
-  return { chart: made, line: made.addSeries(LineSeries, { color: "#26a69a", lineWidth: 2 }) };
-}
-
 let equityLine: ISeriesApi<"Line"> | undefined;
 
 async function showEquity(): Promise<void> {
@@ -425,81 +374,6 @@ async function showEquity(): Promise<void> {
   if (!points.length) return;
   equityLine ??= lineChart("#equity-chart").line;
   equityLine.setData(points.map((p) => ({ time: ts(Math.floor(Date.parse(p.timestamp) / 1000)), value: p.equity })));
-}
-
-interface BacktestRun {
-  id: string;
-  strategies?: string[];
-  total_return?: number | null;
-  trades?: number | null;
-}
-
-async function showBacktests(): Promise<void> {
-  const runs = (await getJson<BacktestRun[]>("/backtests?limit=10")) ?? [];
-  rows(
-    "#backtests",
-    runs.map((r) => [
-      r.id,
-      (r.strategies ?? []).join(", "),
-      `${((r.total_return ?? 0) * 100).toFixed(2)} %`,
-      r.trades ?? 0,
-    ]),
-  );
-  $("#backtests tbody")
-    .querySelectorAll("tr")
-    .forEach((row, i) => {
-      row.classList.add("pick");
-      row.addEventListener("click", () => void showBacktest(runs[i]?.id ?? ""));
-    });
-}
-
-// --- one backtest run: its equity curve with its trades as markers, and its statistics -----------
-
-const STATISTICS: [string, string, (value: number) => string][] = [
-  ["total_return", "return", (v) => `${(v * 100).toFixed(2)} %`],
-  ["buy_and_hold_return", "buy and hold", (v) => `${(v * 100).toFixed(2)} %`],
-  ["sharpe", "Sharpe", (v) => v.toFixed(2)],
-  ["max_drawdown", "max drawdown", (v) => `${(v * 100).toFixed(2)} %`],
-  ["trades", "trades", (v) => String(v)],
-  ["win_rate", "win rate", (v) => `${(v * 100).toFixed(1)} %`],
-  ["final_equity", "final equity", (v) => money(v)],
-  ["total_fees", "fees", (v) => money(v)],
-];
-
-let backtestChart: IChartApi | undefined;
-
-async function showBacktest(id: string): Promise<void> {
-  const path = `/backtests/${encodeURIComponent(id)}`;
-  const [report, chartData] = await Promise.all([
-    getJson<Record<string, unknown>>(path),
-    getJson<{ equity: [string, number][]; trades: Trade[] }>(`${path}/chart`),
-  ]);
-  const view = $("#backtest-view");
-  view.hidden = false;
-  $("#backtest-title").textContent = `run ${id}`;
-  $("#backtest-stats").replaceChildren(
-    ...STATISTICS.flatMap(([key, name, shown]) => {
-      const value = report?.[key];
-      const term = document.createElement("dt");
-      term.textContent = name;
-      const detail = document.createElement("dd");
-      detail.textContent = typeof value === "number" ? shown(value) : "–";
-      return [term, detail];
-    }),
-  );
-  backtestChart?.remove();
-  const made = lineChart("#backtest-chart");
-  backtestChart = made.chart;
-  const line = made.line;
-  const points = (chartData?.equity ?? []).map(([at, value]) => ({ time: Math.floor(Date.parse(at) / 1000), value }));
-  line.setData(points.map((p) => ({ ...p, time: ts(p.time) })));
-  const placed = markersFor(
-    tradeFills(chartData?.trades ?? []),
-    points.map((p) => p.time),
-  );
-  createSeriesMarkers(line, placed.map((m) => ({ ...m, time: ts(m.time) })));
-  backtestChart.timeScale().fitContent();
-  Object.assign($("#backtest-chart").dataset, { run: id, points: String(points.length), markers: String(placed.length) });
 }
 
 interface FillsPage {
