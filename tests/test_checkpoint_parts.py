@@ -175,9 +175,13 @@ async def test_a_whole_string_account_of_an_older_version_is_taken_over(bus: Bus
     assert account["positions"]["AAPL"]["quantity"] == 2  # co-0 was not filled a second time
 
 
-def test_account_parts_join_back_into_the_snapshot_they_were_split_from() -> None:
+def test_account_parts_join_back_into_exactly_the_snapshot_they_were_split_from() -> None:
     partition = execution.BrokerPartition(Settings(_env_file=None))  # type: ignore[call-arg]
-    partition.apply([account_order(n, "AAPL" if n % 3 else "NVDA", "buy", START) for n in range(6)])
+    symbols = ["AAPL", "NVDA", "MSFT", "AMD", "TSLA", "IBM"]
+    # event times out of order (orders interleave partitions): every list must keep its own order
+    partition.apply(
+        [account_order(n, symbol, "buy", START) for n, symbol in zip([3, 0, 5, 1, 4, 2], symbols, strict=True)]
+    )
     parts = partition.parts()
     assert {name for name in parts if name.startswith("d:")} == {f"d:co-{n}" for n in range(6)}
     again = execution.BrokerPartition(Settings(_env_file=None))  # type: ignore[call-arg]

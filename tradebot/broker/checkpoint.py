@@ -8,12 +8,15 @@ parts (fields of the ``checkpoint_parts:execution:0`` hash):
 - ``_rest``: cash, commissions, the risk engine's account-wide memory;
 - ``_symbols``: the symbols that have a part, in the broker's order;
 - ``p:<symbol>``: that symbol's position, mark and rate-limit memory (written when it changed);
-- ``s:<epoch second>``: the times of the orders sent in that second, while the rate window holds
-  them (the risk stage's last minute of sends, all symbols);
-- ``o:<client order id>``: an order the broker executed, with its time (written once; deleted
+- ``s:<n>``: the risk stage's last minute of sends (all symbols), 64 to a part, numbered by the
+  count of sends before them (written as they fill, deleted as the window leaves them);
+- ``o:<client order id>``: an order the broker executed, ``<place>:<time>`` (written once; deleted
   when it ages out of ORDER_MEMORY_DAYS);
 - ``d:<order id>``: an order the risk stage decided, with its place in the decision order
   (written once; deleted when it leaves the last thousand).
+
+Every list keeps its exact order (a place number per entry): the rate and age checks pop from the
+front, so a restored account decides exactly as the uninterrupted one would.
 
 Readers that need the account, not the order ids (the API, the equity sampler, ``tradebot
 status``), read ``_rest`` and the symbols' parts only (:func:`read_account_snapshot`).
@@ -22,7 +25,6 @@ status``), read ``_rest`` and the symbols' parts only (:func:`read_account_snaps
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -31,6 +33,7 @@ from tradebot.common.streams import EXECUTION_ROLE, checkpoint_key, checkpoint_p
 
 REST, SYMBOLS = "_rest", "_symbols"
 POSITION, ORDER, DECISION, SENT = "p:", "o:", "d:", "s:"
+SENT_CHUNK = 64
 ACCOUNT_PARTITION = 0
 
 
@@ -49,11 +52,14 @@ def split(snapshot: dict[str, Any], ordinals: dict[str, int]) -> dict[str, str]:
     if "risk" in snapshot:
         risk, decided = _split_risk(dict(snapshot["risk"]), per_symbol, parts)
         rest["risk"] = risk
-        parts |= {DECISION + order_id: str(number) for order_id, number in _numbered(decided, ordinals).items()}
+        numbered = _numbered(DECISION, decided, ordinals)
+        parts |= {DECISION + order_id: str(number) for order_id, number in numbered.items()}
     parts[REST] = compact(rest)
     parts[SYMBOLS] = compact(list(per_symbol))  # in the broker's order (a flatten follows it)
     parts |= {POSITION + symbol: compact(state) for symbol, state in per_symbol.items()}
-    parts |= {ORDER + order_id: repr(at) for order_id, at in snapshot["seen_order_ids"].items()}
+    seen: dict[str, float] = snapshot["seen_order_ids"]
+    places = _numbered(ORDER, list(seen), ordinals)
+    parts |= {ORDER + order_id: f"{places[order_id]}:{at!r}" for order_id, at in seen.items()}
     return parts
 
 
@@ -72,24 +78,27 @@ def _split_risk(
         per_symbol.setdefault(symbol, {}).setdefault("last", {})[side] = at
     for symbol, until in windows.pop("cooldown", {}).items():
         per_symbol.setdefault(symbol, {})["cooldown"] = until
-    by_second: dict[int, list[float]] = {}
-    for at in windows.pop("sent", []):
-        by_second.setdefault(math.floor(at), []).append(at)
-    parts |= {f"{SENT}{second}": compact(times) for second, times in by_second.items()}
+    sent = windows.pop("sent", [])
+    first = windows.get("sends", len(sent)) - len(sent)  # the number of the oldest send kept
+    chunks: dict[int, list[float]] = {}
+    for place, at in enumerate(sent, first):
+        chunks.setdefault(place // SENT_CHUNK, []).append(at)
+    parts |= {f"{SENT}{chunk}": compact(times) for chunk, times in chunks.items()}
     if windows:
         risk["windows"] = windows
     return risk, risk.pop("decided", [])
 
 
-def _numbered(decided: list[str], ordinals: dict[str, int]) -> dict[str, int]:
-    kept = set(decided)
-    for order_id in [order_id for order_id in ordinals if order_id not in kept]:
-        del ordinals[order_id]
-    following = max(ordinals.values(), default=0) + 1
-    for order_id in decided:
-        if order_id not in ordinals:
-            ordinals[order_id], following = following, following + 1
-    return {order_id: ordinals[order_id] for order_id in decided}
+def _numbered(prefix: str, ids: list[str], ordinals: dict[str, int]) -> dict[str, int]:
+    """Each id's place (kept in ``ordinals`` under prefix + id): numbered once, in list order."""
+    kept = {prefix + order_id for order_id in ids}
+    for name in [name for name in ordinals if name.startswith(prefix) and name not in kept]:
+        del ordinals[name]
+    following = max((n for name, n in ordinals.items() if name.startswith(prefix)), default=0) + 1
+    for order_id in ids:
+        if prefix + order_id not in ordinals:
+            ordinals[prefix + order_id], following = following, following + 1
+    return {order_id: ordinals[prefix + order_id] for order_id in ids}
 
 
 def join(parts: dict[str, str]) -> tuple[dict[str, Any], dict[str, int]]:
@@ -97,28 +106,34 @@ def join(parts: dict[str, str]) -> tuple[dict[str, Any], dict[str, int]]:
     snapshot: dict[str, Any] = json.loads(parts[REST])
     per_symbol = {symbol: json.loads(parts.get(POSITION + symbol, "{}")) for symbol in json.loads(parts[SYMBOLS])}
     snapshot["positions"] = {symbol: state["position"] for symbol, state in per_symbol.items() if "position" in state}
-    seen = sorted(
-        ((name[len(ORDER) :], float(at)) for name, at in parts.items() if name.startswith(ORDER)), key=_second
-    )
-    snapshot["seen_order_ids"] = dict(seen)
-    ordinals = {name[len(DECISION) :]: int(n) for name, n in parts.items() if name.startswith(DECISION)}
+    ordinals = {name: int(value) for name, value in parts.items() if name.startswith(DECISION)}
+    seen = {}
+    for name, value in parts.items():
+        if name.startswith(ORDER):
+            place, _, at = value.partition(":")
+            ordinals[name] = int(place)
+            seen[name[len(ORDER) :]] = float(at)
+    snapshot["seen_order_ids"] = {order_id: seen[order_id] for order_id in _in_order(ORDER, ordinals)}
     if "risk" in snapshot:
         risk = snapshot["risk"]
         windows = risk.setdefault("windows", {})
-        seconds = sorted((int(name[len(SENT) :]), name) for name in parts if name.startswith(SENT))
-        windows["sent"] = [at for _, name in seconds for at in json.loads(parts[name])]
+        chunks = sorted((int(name[len(SENT) :]), name) for name in parts if name.startswith(SENT))
+        windows["sent"] = [at for _, name in chunks for at in json.loads(parts[name])]
         windows["by_symbol"] = {symbol: state["sent"] for symbol, state in per_symbol.items() if "sent" in state}
         windows["last"] = {
             f"{symbol}:{side}": at for symbol, state in per_symbol.items() for side, at in state.get("last", {}).items()
         }
         windows["cooldown"] = {symbol: state["cooldown"] for symbol, state in per_symbol.items() if "cooldown" in state}
         risk["marks"] = {symbol: state["mark"] for symbol, state in per_symbol.items() if "mark" in state}
-        risk["decided"] = sorted(ordinals, key=ordinals.__getitem__)
+        risk["decided"] = _in_order(DECISION, ordinals)
     return snapshot, ordinals
 
 
-def _second(item: tuple[str, float]) -> float:
-    return item[1]
+def _in_order(prefix: str, ordinals: dict[str, int]) -> list[str]:
+    """The ids numbered under ``prefix``, in their places."""
+    return [
+        name[len(prefix) :] for name in sorted((n for n in ordinals if n.startswith(prefix)), key=ordinals.__getitem__)
+    ]
 
 
 async def read_account_snapshot(redis: aioredis.Redis) -> dict[str, Any] | None:
