@@ -147,6 +147,27 @@ async def test_a_commit_retried_after_a_lost_reply_writes_nothing_twice(bus: Bus
     assert await bus.redis.xlen(APPLIED) == 1
 
 
+async def test_a_large_commit_acks_sets_and_deletes_everything_in_one_step(bus: Bus) -> None:
+    """Thousands of acks and hash fields (past Lua's unpack limit) in one commit, fields deleted too."""
+    from tradebot.common.bus import Commit
+    from tradebot.common.models import Tick
+
+    await bus.ensure_group("in", ROLE)
+    await bus.ensure_group("other", ROLE)
+    await bus.publish([("in", Tick.create("AAPL", 1.0, 1, START, trade_id=i)) for i in range(2500)])
+    await bus.publish([("other", Tick.create("MSFT", 1.0, 1, START, trade_id=i)) for i in range(3)])
+    batch = await bus.read(["in", "other"], ROLE, "partition-0", count=3000, block_ms=10)
+    await bus.redis.hset("parts", mapping={"gone": "1", "kept": "1"})
+    fields = {f"f{i}": str(i) for i in range(1500)}
+    commit = Commit(acks=[(d.stream, d.entry_id) for d in batch], hashes={"parts": fields}, deleted={"parts": ["gone"]})
+    assert await bus.commit(ROLE, commit)
+    assert (await bus.health("in", ROLE)).pending == 0
+    assert (await bus.health("other", ROLE)).pending == 0
+    assert await bus.redis.hgetall("parts") == {**fields, "kept": "1"}
+    assert await bus.commit(ROLE, Commit(deleted={"parts": list(fields)}))  # deletes alone
+    assert await bus.redis.hgetall("parts") == {"kept": "1"}
+
+
 async def test_a_worker_that_lost_its_lease_cannot_take_entries_either(bus: Bus) -> None:
     from tradebot.common.models import Tick
     from tradebot.common.streams import lease_key

@@ -154,6 +154,7 @@ class Commit:
     acks: list[tuple[str, str]] = field(default_factory=list)
     state: dict[str, str] = field(default_factory=dict)
     hashes: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> fields to set (HSET)
+    deleted: dict[str, list[str]] = field(default_factory=dict)  # key -> fields to delete (HDEL)
     # (key, value the producer last read): the commit applies only if the key still holds it
     guard: tuple[str, str] | None = None
 
@@ -161,16 +162,30 @@ class Commit:
 # Runs inside Redis as one unit: a worker that lost its lease writes nothing (fencing), and
 # outputs, state and acks land together or not at all. A retried commit (its reply was lost)
 # must not apply twice: with acks, the first entry is no longer pending; without (a producer),
-# the guard key no longer holds the value the producer read.
+# the guard key no longer holds the value the producer read. Every command takes all its arguments
+# at once (one XACK per stream, one HSET and one HDEL per hash): Redis appends each command of a
+# script to the AOF as it ran, so a command per entry or per field would repeat the key each time.
 _COMMIT_SCRIPT = """
+-- ARGV[first..last] as the trailing arguments of one command per 1,000 (Lua's unpack has a limit).
+local function chunked(command, key, group, first, last)
+  for from = first, last, 1000 do
+    local to = math.min(from + 999, last)
+    if group then redis.call(command, key, group, unpack(ARGV, from, to))
+    else redis.call(command, key, unpack(ARGV, from, to)) end
+  end
+end
 local lease_key, owner, group = ARGV[1], ARGV[2], ARGV[3]
 if lease_key ~= '' and redis.call('GET', lease_key) ~= owner then return 0 end
 local guard_key, guard_value = ARGV[4], ARGV[5]
 if guard_key ~= '' and (redis.call('GET', guard_key) or '') ~= guard_value then return 2 end
 local i = 6
-local acks = tonumber(ARGV[i]); i = i + 1
-if acks > 0 and #redis.call('XPENDING', ARGV[i], group, ARGV[i+1], ARGV[i+1], 1) == 0 then return 1 end
-for _ = 1, acks do redis.call('XACK', ARGV[i], group, ARGV[i+1]); i = i + 2 end
+local streams = tonumber(ARGV[i]); i = i + 1
+if streams > 0 and #redis.call('XPENDING', ARGV[i], group, ARGV[i+2], ARGV[i+2], 1) == 0 then return 1 end
+for _ = 1, streams do
+  local stream, ids = ARGV[i], tonumber(ARGV[i+1])
+  chunked('XACK', stream, group, i + 2, i + 1 + ids)
+  i = i + 2 + ids
+end
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   redis.call('XADD', ARGV[i], '*', 'v', ARGV[i+1], 'type', ARGV[i+2], 'data', ARGV[i+3])
@@ -180,8 +195,11 @@ n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do redis.call('SET', ARGV[i], ARGV[i+1]); i = i + 2 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
-  local key, fields = ARGV[i], tonumber(ARGV[i+1]); i = i + 2
-  for _ = 1, fields do redis.call('HSET', key, ARGV[i], ARGV[i+1]); i = i + 2 end
+  local key, fields, gone = ARGV[i], tonumber(ARGV[i+1]), tonumber(ARGV[i+2]); i = i + 3
+  chunked('HSET', key, nil, i, i + 2 * fields - 1)
+  i = i + 2 * fields
+  chunked('HDEL', key, nil, i, i + gone - 1)
+  i = i + gone
 end
 return 1
 """
@@ -509,16 +527,19 @@ class Bus:
             await pipe.execute()
 
     async def commit(self, group: str, commit: Commit, *, lease: tuple[str, str] | None = None) -> CommitResult:
-        """Publish, write state (whole keys, and fields of hashes) and ack atomically.
+        """Publish, write state (whole keys, and fields of hashes set or deleted) and ack atomically.
 
         LOST_LEASE (nothing written) if ``lease`` is no longer ours; STALE (nothing written) if the
         guard key moved on; a retry of an already applied commit reports APPLIED and writes nothing.
         """
         args: list[str | int] = [lease[0] if lease else "", lease[1] if lease else "", group]
         args += list(commit.guard) if commit.guard else ["", ""]
-        args.append(len(commit.acks))
-        for stream, entry_id in commit.acks:
-            args += [stream, entry_id]
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id in commit.acks:  # the first ack's stream first: it tells a retry apart
+            by_stream.setdefault(stream, []).append(entry_id)
+        args.append(len(by_stream))
+        for stream, ids in by_stream.items():
+            args += [stream, len(ids), *ids]
         args.append(len(commit.publish))
         for stream, event in commit.publish:
             fields = encode(event)
@@ -526,11 +547,14 @@ class Bus:
         args.append(len(commit.state))
         for key, value in commit.state.items():
             args += [key, value]
-        args.append(len(commit.hashes))
-        for key, fields in commit.hashes.items():
-            args += [key, len(fields)]
+        hash_keys = list(commit.hashes) + [key for key in commit.deleted if key not in commit.hashes]
+        args.append(len(hash_keys))
+        for key in hash_keys:
+            fields, gone = commit.hashes.get(key, {}), commit.deleted.get(key, [])
+            args += [key, len(fields), len(gone)]
             for name, value in fields.items():
                 args += [name, value]
+            args += gone
         return CommitResult(await self._commit(keys=[], args=args))
 
     async def dead_letter(

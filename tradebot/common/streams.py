@@ -7,6 +7,7 @@ from enum import StrEnum
 
 TICKS_PREFIX = "price.ticks"
 BARS = "price.bars"
+REPAIRED_TICKS = "price.ticks.repaired"  # trades gap repair fetched from REST: storage only, never strategies
 SIGNALS = "signals"
 ORDERS_NEW = "orders.new"
 ORDER_EVENTS = "orders.events"
@@ -64,7 +65,17 @@ def tick_stream_for(symbol: str, partitions: int) -> str:
 
 def storage_streams(partitions: int) -> list[str]:
     """Everything the storage worker persists."""
-    return [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS, GAPS, CONTROL_EVENTS, EQUITY_SAMPLES]
+    return [
+        *tick_streams(partitions),
+        BARS,
+        REPAIRED_TICKS,
+        SIGNALS,
+        ORDERS_NEW,
+        ORDER_EVENTS,
+        GAPS,
+        CONTROL_EVENTS,
+        EQUITY_SAMPLES,
+    ]
 
 
 def retained_streams(partitions: int) -> dict[str, tuple[str, ...]]:

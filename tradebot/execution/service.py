@@ -3,7 +3,8 @@
 The orders stream is one partition owned by one worker at a time (by lease), so orders are applied
 in stream order. The account is the partition's checkpoint, written in the same atomic commit as
 the events and the acks: a worker killed mid-batch neither loses an order nor fills one twice, and
-the broker itself ignores a client order id it has already executed.
+the broker itself ignores a client order id it has already executed. The checkpoint is kept in
+parts (tradebot/broker/checkpoint.py): a commit writes the symbols and order ids it changed.
 
 Every order passes the risk stage (tradebot/execution/risk_stage.py) before the broker: risk lives inside
 this role rather than in a role of its own because it needs the account exactly as the broker
@@ -20,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from tradebot.broker import checkpoint as account_parts
 from tradebot.broker.paper import PaperBroker
 from tradebot.common import runtime
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
@@ -50,19 +52,51 @@ class BrokerPartition:
         self.settings = settings
         self.operator = operator
         self.gaps = gaps
+        self._written: dict[str, str] = {}  # the parts as last handed out for a commit
+        self._ordinals: dict[str, int] = {}  # the risk stage's decisions, numbered (see checkpoint.split)
         self.restore(None)
 
     def restore(self, checkpoint: str | None) -> None:
-        """Start from the checkpointed account and risk memory, or a fresh one with STARTING_CASH."""
+        """Start from a whole-string checkpoint (an older layout, or the state before one order), or
+        a fresh account with STARTING_CASH."""
+        self._restore_snapshot(json.loads(checkpoint) if checkpoint else None)
+
+    def _restore_snapshot(self, saved: dict[str, Any] | None) -> None:
         self.broker = new_broker(self.settings)
         self.risk = RiskStage(new_engine(self.settings), self.operator, self.gaps, new_gap_rule(self.settings))
         self.pnl = StrategyPnL()
-        if checkpoint:
-            saved = json.loads(checkpoint)
+        if saved:
             self.broker.restore(saved)
             if "risk" in saved:
                 self.risk.restore(saved["risk"])
             self.pnl.restore(saved.get("pnl"))
+
+    def restore_parts(self, saved: dict[str, str]) -> None:
+        """Start from parts as committed."""
+        parts = {name: value for name, value in saved.items() if not name.startswith("_v")}
+        snapshot, self._ordinals = account_parts.join(parts)
+        self._restore_snapshot(snapshot)
+        # As the split writes them (a part is rewritten only when the state in it changes), plus
+        # any stored part the split would not write, so the next commit deletes it.
+        self._written = {**parts, **account_parts.split(self._snapshot(), self._ordinals)}
+
+    def parts(self) -> dict[str, str]:
+        """Every part of the state."""
+        self._written = account_parts.split(self._snapshot(), self._ordinals)
+        return dict(self._written)
+
+    def changed_parts(self) -> dict[str, str | None]:
+        """The parts that changed since the last call, and (None) those that are gone."""
+        every = account_parts.split(self._snapshot(), self._ordinals)
+        changed: dict[str, str | None] = {
+            name: value for name, value in every.items() if self._written.get(name) != value
+        }
+        changed |= {name: None for name in self._written.keys() - every.keys()}
+        self._written = every
+        return changed
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {**self.broker.snapshot(), "risk": self.risk.snapshot(), "pnl": self.pnl.snapshot()}
 
     def apply(self, events: list[Event]) -> list[tuple[str, Event]]:
         """Decide and execute orders in order; a flatten closes every position; a repeat yields nothing."""
@@ -119,9 +153,8 @@ class BrokerPartition:
             self.pnl.fill(strategy, symbol, result.side, result.quantity, result.price, result.commission)
 
     def checkpoint(self) -> str:
-        """The account, the risk stage's memory and the P&L per strategy as compact JSON."""
-        saved = {**self.broker.snapshot(), "risk": self.risk.snapshot(), "pnl": self.pnl.snapshot()}
-        return json.dumps(saved, separators=(",", ":"))
+        """The account, the risk stage's memory and the P&L per strategy as compact JSON (what a test compares)."""
+        return account_parts.compact(self._snapshot())
 
 
 def new_broker(settings: Settings) -> PaperBroker:

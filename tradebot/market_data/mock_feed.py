@@ -170,7 +170,7 @@ class MockFeed:
         saved = cursor or {}
         self.produced: int = saved.get("produced", 0)
         # Paths of symbols no longer traded are kept, so re-adding one never reuses a tick id.
-        self.paths = {symbol: SymbolPath(**path) for symbol, path in saved.get("paths", {}).items()}
+        self.paths = {symbol: _path(saved_path) for symbol, saved_path in saved.get("paths", {}).items()}
         for symbol in self.symbols:
             self.paths.setdefault(symbol, SymbolPath(0, starting_price(symbol)))
         if "clock" in saved:
@@ -210,5 +210,11 @@ class MockFeed:
             "produced": self.produced,
             "seed": self.seed,
             "clock": self.clock.to_json(),
-            "paths": {symbol: {"count": p.count, "price": p.price} for symbol, p in self.paths.items()},
+            # [count, price]: the cursor is rewritten with every batch, so every byte counts in the AOF
+            "paths": {symbol: [p.count, p.price] for symbol, p in self.paths.items()},
         }
+
+
+def _path(saved: list[Any] | dict[str, Any]) -> SymbolPath:
+    """A symbol's path from a cursor: ``[count, price]``, or ``{"count", "price"}`` (older cursors)."""
+    return SymbolPath(**saved) if isinstance(saved, dict) else SymbolPath(*saved)
