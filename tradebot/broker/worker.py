@@ -41,7 +41,6 @@ from tradebot.common.streams import (
     lease_key,
     partition_consumer,
 )
-from tradebot.risk.checks import grows_exposure
 
 log = logging.getLogger(__name__)
 RESEND_AFTER_LOOKUPS = 3  # an unsure order the broker still does not know after this many lookups is sent again
@@ -225,7 +224,7 @@ class BrokerExecution:
             replacement = change.replacement(original)
         except ValueError as error:
             return f"the replacement would not be a valid order: {invalid(error)}"
-        if not grows_exposure(original, replacement):
+        if not OrderChange.grows_exposure(original, replacement):
             return None
         return reconciler.halted or await begin_screening() or self.risk.replace_refusal(original, replacement)
 

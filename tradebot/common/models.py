@@ -303,6 +303,17 @@ class OrderChange(Event):
         data = {**original.model_dump(), **changed, "id": self.replacement_id, "timestamp": self.timestamp}
         return Order.model_validate(data)
 
+    @staticmethod
+    def grows_exposure(target: Order, replacement: Order) -> bool:
+        """A buy that would cost more at its worst price than the order it replaces (a sell never does: long only)."""
+        if replacement.side == "sell":
+            return False
+
+        def worst(order: Order) -> float:
+            return order.quantity * (order.limit_price or order.stop_price or order.reference_price)
+
+        return worst(replacement) > worst(target) + 1e-9
+
     @classmethod
     def for_signal(
         cls, action: ChangeAction, signal: Signal, at: datetime, source_id: str, **fields: object

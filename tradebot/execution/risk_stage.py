@@ -19,10 +19,9 @@ from typing import Any, Protocol
 
 from tradebot.broker.paper import event_id
 from tradebot.common.config import Settings
-from tradebot.common.models import ACCOUNT_SCOPE, ControlEvent, Order, OrderEvent, stable_id
+from tradebot.common.models import ACCOUNT_SCOPE, ControlEvent, Order, OrderChange, OrderEvent, stable_id
 from tradebot.risk import reasons
 from tradebot.risk.calendar import nyse_hours
-from tradebot.risk.checks import grows_exposure
 from tradebot.risk.engine import RiskEngine
 from tradebot.risk.gaps import DataGapRule
 from tradebot.risk.limits import RiskLimits
@@ -131,7 +130,7 @@ class RiskStage:
         """Why a replace must not go ahead, or None: one that grows exposure is checked like a new order."""
 
         def refusal(target: Order, replacement: Order) -> str | None:
-            if not grows_exposure(target, replacement):
+            if not OrderChange.grows_exposure(target, replacement):
                 return None
             decision = self.engine.check(replacement, self.portfolio(account), MarketState(last_prices=self.marks))
             if not decision.approved:
