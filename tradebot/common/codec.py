@@ -58,7 +58,7 @@ def built_tick(id: str, symbol: str, timestamp: datetime, price: float, size: fl
     tick = Tick.__new__(Tick)
     values = {"id": id, "symbol": symbol, "timestamp": timestamp, "price": price, "size": size, "source": source}
     object.__setattr__(tick, "__dict__", values)
-    object.__setattr__(tick, "__pydantic_fields_set__", _TICK_FIELDS)
+    object.__setattr__(tick, "__pydantic_fields_set__", set(_TICK_FIELDS))  # a set of its own, as pydantic keeps
     object.__setattr__(tick, "__pydantic_extra__", None)
     object.__setattr__(tick, "__pydantic_private__", None)
     return tick
