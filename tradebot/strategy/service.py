@@ -116,7 +116,8 @@ class StrategyPartition:
         if snapshot:
             self.book.restore(snapshot)
         self._rest = saved.get(parts.REST)
-        self._touched = set()
+        # ``_touched`` is kept: a restore in the middle of a batch (the reader's poison path) must not
+        # forget the symbols applied before it, whose parts the next commit still has to write.
 
 
 def strategy_specs(settings: Settings) -> list[StrategySpec]:
