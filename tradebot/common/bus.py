@@ -26,8 +26,10 @@ from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import DefaultParser
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -161,27 +163,37 @@ class Commit:
 # Runs inside Redis as one unit: a worker that lost its lease writes nothing (fencing), and
 # outputs, state and acks land together or not at all. A retried commit (its reply was lost)
 # must not apply twice: with acks, the first entry is no longer pending; without (a producer),
-# the guard key no longer holds the value the producer read.
+# the guard key no longer holds the value the producer read. Every key is declared in KEYS (in
+# the order lease?, guard?, ack streams, publish streams, state keys, hashes), as Redis Cluster
+# requires; ARGV holds the counts and values. On a cluster all of them share one slot.
 _COMMIT_SCRIPT = """
-local lease_key, owner, group = ARGV[1], ARGV[2], ARGV[3]
-if lease_key ~= '' and redis.call('GET', lease_key) ~= owner then return 0 end
-local guard_key, guard_value = ARGV[4], ARGV[5]
-if guard_key ~= '' and (redis.call('GET', guard_key) or '') ~= guard_value then return 2 end
-local i = 6
+local k, i = 1, 1
+local has_lease, owner, group = ARGV[1], ARGV[2], ARGV[3]
+if has_lease == '1' then
+  if redis.call('GET', KEYS[k]) ~= owner then return 0 end
+  k = k + 1
+end
+local has_guard, guard_value = ARGV[4], ARGV[5]
+if has_guard == '1' then
+  if (redis.call('GET', KEYS[k]) or '') ~= guard_value then return 2 end
+  k = k + 1
+end
+i = 6
 local acks = tonumber(ARGV[i]); i = i + 1
-if acks > 0 and #redis.call('XPENDING', ARGV[i], group, ARGV[i+1], ARGV[i+1], 1) == 0 then return 1 end
-for _ = 1, acks do redis.call('XACK', ARGV[i], group, ARGV[i+1]); i = i + 2 end
+if acks > 0 and #redis.call('XPENDING', KEYS[k], group, ARGV[i], ARGV[i], 1) == 0 then return 1 end
+for _ = 1, acks do redis.call('XACK', KEYS[k], group, ARGV[i]); k = k + 1; i = i + 1 end
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
-  redis.call('XADD', ARGV[i], '*', 'v', ARGV[i+1], 'type', ARGV[i+2], 'data', ARGV[i+3])
-  i = i + 4
+  redis.call('XADD', KEYS[k], '*', 'v', ARGV[i], 'type', ARGV[i+1], 'data', ARGV[i+2])
+  k = k + 1; i = i + 3
 end
 n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do redis.call('SET', ARGV[i], ARGV[i+1]); i = i + 2 end
+for _ = 1, n do redis.call('SET', KEYS[k], ARGV[i]); k = k + 1; i = i + 1 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
-  local key, fields = ARGV[i], tonumber(ARGV[i+1]); i = i + 2
-  for _ = 1, fields do redis.call('HSET', key, ARGV[i], ARGV[i+1]); i = i + 2 end
+  local fields = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, fields do redis.call('HSET', KEYS[k], ARGV[i], ARGV[i+1]); i = i + 2 end
+  k = k + 1
 end
 return 1
 """
@@ -212,7 +224,7 @@ return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'ST
 # A dead letter is fenced like a commit: a worker that lost its lease cannot write a second record
 # of an entry the new owner is handling. Returns 0 when fenced out.
 _DEAD_LETTER_SCRIPT = """
-if ARGV[1] ~= '' and redis.call('GET', ARGV[1]) ~= ARGV[2] then return 0 end
+if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[2] then return 0 end
 redis.call('XADD', KEYS[2], '*', 'stream', KEYS[1], 'entry_id', ARGV[4], 'group', ARGV[3], 'reason', ARGV[5],
   'payload', ARGV[6])
 redis.call('XACK', KEYS[1], ARGV[3], ARGV[4])
@@ -302,24 +314,46 @@ def _pairs(flat: list[str] | None) -> dict[str, str] | None:
     return dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
 
 
-def connect(url: str, *, socket_timeout_s: float = SOCKET_TIMEOUT_S) -> aioredis.Redis:
+def connect(url: str, *, cluster: bool = False, socket_timeout_s: float = SOCKET_TIMEOUT_S) -> aioredis.Redis:
     """A client without transport-level retries, with socket timeouts, that reports outages as such.
 
     redis-py would silently re-send a command whose reply was lost, which could run a commit or
     an XREADGROUP twice; every caller rides out outages with its own backoff loop instead and
     knows how to resume (pending entries first, state from the checkpoint). ``socket_timeout_s``
-    must outlast the longest blocking read (BUS_BLOCK_MS).
+    must outlast the longest blocking read (BUS_BLOCK_MS). With ``cluster`` (REDIS_CLUSTER), ``url``
+    names one node of a Redis Cluster and redis-py's cluster client routes each command to the
+    master of its slot (it follows MOVED itself, and re-reads the topology after a failed node).
     """
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        retry=Retry(NoBackoff(), retries=0),
-        health_check_interval=30,
-        socket_connect_timeout=5,
-        socket_timeout=socket_timeout_s,
-        socket_keepalive=True,
-        parser_class=_OutageAwareParser,
-    )
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "retry": Retry(NoBackoff(), retries=0),
+        "health_check_interval": 30,
+        "socket_connect_timeout": 5,
+        "socket_timeout": socket_timeout_s,
+        "socket_keepalive": True,
+    }
+    if not cluster:
+        return aioredis.Redis.from_url(url, parser_class=_OutageAwareParser, **options)
+    client = RedisCluster.from_url(url, **options)
+    # The cluster client takes no parser_class; every node it creates (now, or when it discovers
+    # the topology) gets the connection options of this one dict, so the parser goes in there.
+    client.connection_kwargs["parser_class"] = _OutageAwareParser
+    for node in client.startup_nodes:
+        node.connection_kwargs["parser_class"] = _OutageAwareParser
+    return client
+
+
+def is_cluster(client: aioredis.Redis) -> bool:
+    """True for redis-py's cluster client (REDIS_CLUSTER)."""
+    return isinstance(client, RedisCluster)
+
+
+def by_slot(streams: Iterable[str]) -> list[list[str]]:
+    """``streams`` grouped by cluster hash slot, in first-seen order: one multi-key command each."""
+    groups: dict[int, list[str]] = {}
+    for stream in streams:
+        groups.setdefault(key_slot(stream.encode()), []).append(stream)
+    return list(groups.values())
 
 
 class LastErrors(OrderedDict[str, str]):
@@ -358,7 +392,8 @@ class Bus:
     @classmethod
     def from_settings(cls, settings: ReadySettings) -> Bus:
         """The bus every worker uses: REDIS_URL, REDIS_MEMORY_BUDGET_MB, MAX_DELIVERIES, BUS_BLOCK_MS."""
-        client = connect(settings.redis_url, socket_timeout_s=max(SOCKET_TIMEOUT_S, settings.bus_block_ms / 1000 + 10))
+        timeout_s = max(SOCKET_TIMEOUT_S, settings.bus_block_ms / 1000 + 10)
+        client = connect(settings.redis_url, cluster=settings.redis_cluster, socket_timeout_s=timeout_s)
         return cls(
             client,
             max_deliveries=settings.max_deliveries,
@@ -427,10 +462,7 @@ class Bus:
         """
         start = "0" if pending else ">"
         while True:
-            reply = await self.redis.xreadgroup(
-                group, consumer, {s: start for s in streams}, count=count, block=None if pending else block_ms
-            )
-            entries = [RawEntry(stream, entry_id, fields) for stream, rows in reply for entry_id, fields in rows]
+            entries = await self._read_group(streams, group, consumer, start, count, None if pending else block_ms)
             if not entries:
                 return []
             if pending:
@@ -438,6 +470,26 @@ class Bus:
             deliveries = await self._decode_or_dead_letter(group, entries)
             if deliveries:
                 return deliveries
+
+    async def _read_group(
+        self, streams: Sequence[str], group: str, consumer: str, start: str, count: int, block_ms: int | None
+    ) -> list[RawEntry]:
+        """One XREADGROUP; on a cluster one per slot: a look at every slot first, then, if all were
+        empty, a blocking read of each in turn with a share of ``block_ms`` (so no slot waits long)."""
+        slots = by_slot(streams) if is_cluster(self.redis) else [list(streams)]
+        blocks: list[int | None] = [None] if len(slots) > 1 or block_ms is None else [block_ms]
+        if len(slots) > 1 and block_ms is not None:
+            blocks.append(max(1, block_ms // len(slots)))
+        for block in blocks:
+            entries: list[RawEntry] = []
+            for slot in slots:
+                reply = await self.redis.xreadgroup(group, consumer, {s: start for s in slot}, count=count, block=block)
+                entries += [RawEntry(stream, entry_id, fields) for stream, rows in reply for entry_id, fields in rows]
+                if entries and block is not None:
+                    return entries
+            if entries:
+                return entries
+        return []
 
     async def read_fenced(
         self, stream: str, group: str, consumer: str, lease: tuple[str, str], *, count: int, pending: bool
@@ -523,24 +575,31 @@ class Bus:
         LOST_LEASE (nothing written) if ``lease`` is no longer ours; STALE (nothing written) if the
         guard key moved on; a retry of an already applied commit reports APPLIED and writes nothing.
         """
-        args: list[str | int] = [lease[0] if lease else "", lease[1] if lease else "", group]
-        args += list(commit.guard) if commit.guard else ["", ""]
+        keys: list[str] = [lease[0]] if lease else []
+        args: list[str | int] = ["1" if lease else "", lease[1] if lease else "", group]
+        if commit.guard:
+            keys.append(commit.guard[0])
+        args += ["1", commit.guard[1]] if commit.guard else ["", ""]
         args.append(len(commit.acks))
         for stream, entry_id in commit.acks:
-            args += [stream, entry_id]
+            keys.append(stream)
+            args.append(entry_id)
         args.append(len(commit.publish))
         for stream, event in commit.publish:
             fields = encode(event)
-            args += [stream, fields["v"], fields["type"], fields["data"]]
+            keys.append(stream)
+            args += [fields["v"], fields["type"], fields["data"]]
         args.append(len(commit.state))
         for key, value in commit.state.items():
-            args += [key, value]
+            keys.append(key)
+            args.append(value)
         args.append(len(commit.hashes))
         for key, fields in commit.hashes.items():
-            args += [key, len(fields)]
+            keys.append(key)
+            args.append(len(fields))
             for name, value in fields.items():
                 args += [name, value]
-        return CommitResult(await self._commit(keys=[], args=args))
+        return CommitResult(await self._commit(keys=keys, args=args))
 
     async def dead_letter(
         self,
@@ -558,8 +617,8 @@ class Bus:
         Dead-letter streams are never trimmed: ``tradebot dlq`` replays or drops their records.
         """
         payload = json.dumps(dict(fields or {}))
-        keys = [stream, dead_letter_stream(stream)]
-        args = [lease[0] if lease else "", lease[1] if lease else "", group, entry_id, reason, payload]
+        keys = [stream, dead_letter_stream(stream), *([lease[0]] if lease else [])]
+        args = ["", lease[1] if lease else "", group, entry_id, reason, payload]
         if not await self._dead_letter(keys=keys, args=args):
             return False
         self.last_errors.pop(entry_id, None)
@@ -623,7 +682,10 @@ class Bus:
         return removed
 
     async def memory_used(self) -> int:
-        """Bytes Redis has allocated (INFO memory used_memory)."""
+        """Bytes Redis has allocated (INFO memory used_memory; on a cluster, of its fullest master)."""
+        if is_cluster(self.redis):  # the budget holds per master: the fullest one counts
+            per_node = await self.redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            return max(int(info["used_memory"]) for info in per_node.values())
         return int((await self.redis.info("memory"))["used_memory"])
 
     async def has_room(self) -> bool:
@@ -673,9 +735,13 @@ class Bus:
         a fan-out read that joins no group, so a watcher never holds back or takes work from a worker.
         An entry that fails validation comes back as None (a watcher only looks; dead-lettering is
         the consumers' job)."""
-        reply = await self.redis.xread(dict(positions), count=count, block=block_ms)
+        slots = by_slot(positions) if is_cluster(self.redis) else [list(positions)]
+        reply: list[Any] = []
+        for slot in slots:  # on a cluster one XREAD per slot, the last one waiting for news
+            block = block_ms if slot is slots[-1] and not reply else None
+            reply += await self.redis.xread({s: positions[s] for s in slot}, count=count, block=block) or []
         followed: list[tuple[str, str, Event | None]] = []
-        for stream, rows in reply or []:
+        for stream, rows in reply:
             for entry_id, fields in rows:
                 try:
                     followed.append((stream, entry_id, decode(fields)))

@@ -1,4 +1,10 @@
-"""Every stream, group and key name in one place (like arq's constants)."""
+"""Every stream, group and key name in one place (like arq's constants).
+
+Keys of one partition carry the partition as a Redis Cluster hash tag (``{p}``): its tick stream,
+lease, checkpoint and checkpoint parts share a slot, so the atomic commit of a partition (ack,
+state, fence) runs on one cluster node, and the same names work unchanged on a single Redis.
+A dead-letter stream shares its stream's slot too (its record and the ack are one script).
+"""
 
 from __future__ import annotations
 
@@ -47,9 +53,19 @@ def partition_for(symbol: str, partitions: int) -> int:
     return zlib.crc32(symbol.encode()) % partitions
 
 
+def partition_tag(partition: int) -> str:
+    """The hash tag of a partition: every key with it lives in the same cluster slot."""
+    return f"{{{partition}}}"
+
+
 def tick_stream(partition: int) -> str:
     """The stream holding the ticks of one partition."""
-    return f"{TICKS_PREFIX}:{partition}"
+    return f"{TICKS_PREFIX}:{partition_tag(partition)}"
+
+
+def tick_partition(stream: str) -> int:
+    """The partition of a tick stream (``price.ticks:{3}`` -> 3)."""
+    return int(stream.rsplit(":", 1)[1].strip("{}"))
 
 
 def tick_streams(partitions: int) -> list[str]:
@@ -84,14 +100,30 @@ def readers_of(stream: str, partitions: int) -> tuple[str, ...]:
     return retained_streams(partitions).get(stream, ())
 
 
+def hash_slot_tag(key: str) -> str:
+    """What Redis Cluster hashes of ``key``: its first non-empty ``{…}``, else the whole key."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    return key[start + 1 : end] if end > start + 1 else key
+
+
 def dead_letter_stream(stream: str) -> str:
-    """Where entries of ``stream`` go after they fail validation or too many deliveries."""
-    return f"{DEAD_LETTER_PREFIX}{stream}"
+    """Where entries of ``stream`` go after they fail validation or too many deliveries.
+
+    It hashes like ``stream`` (``dlq.price.ticks:{3}``, ``dlq.{signals}``), so moving an entry there
+    and acking it is one script on one cluster node.
+    """
+    tagged = stream if hash_slot_tag(stream) != stream else f"{{{stream}}}"
+    return f"{DEAD_LETTER_PREFIX}{tagged}"
 
 
 def original_stream(dead_letters: str) -> str:
-    """The stream whose entries a dead-letter stream holds."""
-    return dead_letters.removeprefix(DEAD_LETTER_PREFIX)
+    """The stream whose entries a dead-letter stream holds (also for the untagged ``dlq.<stream>`` of
+    releases before the cluster layout)."""
+    stream = dead_letters.removeprefix(DEAD_LETTER_PREFIX)
+    if stream.startswith("{") and stream.endswith("}") and stream.count("{") == 1:
+        return stream[1:-1]
+    return stream
 
 
 GAP_PATTERN = "gap:*"
@@ -104,7 +136,7 @@ def gap_key(source: str, first: str) -> str:
 
 def lease_key(role: str, partition: int) -> str:
     """Who owns a partition of a stateful role (SET NX PX)."""
-    return f"lease:{role}:{partition}"
+    return f"lease:{role}:{partition_tag(partition)}"
 
 
 def members_key(role: str) -> str:
@@ -114,13 +146,13 @@ def members_key(role: str) -> str:
 
 def checkpoint_key(role: str, partition: int) -> str:
     """The state of a partition, written together with the ack of the entries it includes."""
-    return f"checkpoint:{role}:{partition}"
+    return f"checkpoint:{role}:{partition_tag(partition)}"
 
 
 def checkpoint_parts_key(role: str, partition: int) -> str:
     """The state of a partition kept in parts (a hash, e.g. one field per symbol): a commit writes
     only the parts its batch changed."""
-    return f"checkpoint_parts:{role}:{partition}"
+    return f"checkpoint_parts:{role}:{partition_tag(partition)}"
 
 
 def partition_consumer(partition: int) -> str:
