@@ -93,7 +93,12 @@ async def run_group(redis_url: str, streams: list[str]) -> None:
 async def run_partitioned(redis_url: str, partitions: int) -> None:
     bus = Bus(connect_to(redis_url), max_deliveries=3)
     config = PartitionSettings(
-        role=ROLE, partitions=partitions, stream_for=tick_stream, batch_size=20, block_ms=100, lease_ttl_ms=1500
+        role=ROLE,
+        partitions=partitions,
+        streams_for=lambda partition: [tick_stream(partition)],
+        batch_size=20,
+        block_ms=100,
+        lease_ttl_ms=1500,
     )
     worker = PartitionedWorker(bus, config, consumer_name(), SequenceState, Counter())
     stop = asyncio.Event()

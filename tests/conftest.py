@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from tests.helpers import free_port
-from tests.redis_cluster import LocalCluster, connect_to
+from tests.redis_cluster import CLUSTER_MARK, LocalCluster, connect_to
 from tests.redis_versions import REDIS_VERSIONS, use_redis
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
@@ -106,7 +106,8 @@ def settings(redis_url: str, database_url: str, tmp_path: Path) -> Settings:
     """Settings pointing at the test servers, with short timeouts so tests run quickly."""
     return Settings(
         _env_file=None,
-        redis_url=redis_url,
+        redis_url=redis_url.removesuffix(CLUSTER_MARK),
+        redis_cluster=redis_url.endswith(CLUSTER_MARK),
         database_url=database_url,
         data_dir=tmp_path,
         bus_block_ms=100,

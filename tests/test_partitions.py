@@ -75,7 +75,13 @@ def start_worker(redis_url: str) -> subprocess.Popen:
 
 
 async def run_single_consumer(bus: Bus) -> dict[str, list[int]]:
-    config = PartitionSettings(role=ROLE, partitions=PARTITIONS, stream_for=tick_stream, block_ms=50, lease_ttl_ms=1500)
+    config = PartitionSettings(
+        role=ROLE,
+        partitions=PARTITIONS,
+        streams_for=lambda partition: [tick_stream(partition)],
+        block_ms=50,
+        lease_ttl_ms=1500,
+    )
     worker = PartitionedWorker(bus, config, "solo", SequenceState, Counter())
     await worker.run(stop=asyncio.Event(), burst=True)
     return await applied_sequences(bus)
@@ -166,12 +172,41 @@ async def test_a_worker_that_lost_its_lease_cannot_take_entries_either(bus: Bus)
     await bus.publish([(tick_stream(0), Tick.create("AAPL", 1.0, 1, START, trade_id=i)) for i in range(3)])
     await bus.redis.set(lease_key(ROLE, 0), "new-owner")
     stale = await bus.read_fenced(
-        tick_stream(0), ROLE, "partition-0", (lease_key(ROLE, 0), "old-owner"), count=10, pending=False
+        [tick_stream(0)], ROLE, "partition-0", (lease_key(ROLE, 0), "old-owner"), count=10, pending=False
     )
     assert stale is None
     assert (await bus.health(tick_stream(0), ROLE)).lag == 3  # nothing was delivered to the stale owner
     fresh = await bus.read_fenced(
-        tick_stream(0), ROLE, "partition-0", (lease_key(ROLE, 0), "new-owner"), count=10, pending=False
+        [tick_stream(0)], ROLE, "partition-0", (lease_key(ROLE, 0), "new-owner"), count=10, pending=False
     )
     assert fresh is not None
     assert [d.event.id for d in fresh] == [f"mock:AAPL:{i}" for i in range(3)]
+
+
+async def test_one_lease_reads_and_acks_streams_of_every_slot(bus: Bus) -> None:
+    """Execution's shape: one lease (slot {0}) over every partition's stream, in three slots on a cluster."""
+    from tradebot.common.bus import Commit
+    from tradebot.common.models import Tick
+    from tradebot.common.streams import lease_key
+
+    streams = [tick_stream(p) for p in range(3)]
+    for partition, stream in enumerate(streams):
+        await bus.ensure_group(stream, ROLE)
+        await bus.publish([(stream, Tick.create("AAPL", 1.0, 1, START, trade_id=partition))])
+    lease = (lease_key(ROLE, 0), "owner")
+    await bus.redis.set(lease[0], lease[1])
+    batch = await bus.read_fenced(streams, ROLE, "partition-0", lease, count=10, pending=False)
+    assert batch is not None
+    assert sorted(d.event.id for d in batch) == [f"mock:AAPL:{p}" for p in range(3)]
+    commit = Commit(
+        publish=[(applied_stream(0), d.event) for d in batch],
+        acks=[(d.stream, d.entry_id) for d in batch],
+        state={checkpoint_key(ROLE, 0): "3"},
+    )
+    assert await bus.commit(ROLE, commit, lease=lease)
+    assert [(await bus.health(stream, ROLE)).pending for stream in streams] == [0, 0, 0]
+    assert await bus.redis.xlen(applied_stream(0)) == 3
+    await bus.redis.set(lease[0], "new-owner")
+    await bus.publish([(streams[2], Tick.create("AAPL", 1.0, 1, START, trade_id=9))])
+    assert await bus.read_fenced(streams, ROLE, "partition-0", lease, count=10, pending=False) is None
+    assert (await bus.health(streams[2], ROLE)).lag == 1  # the stale owner took nothing

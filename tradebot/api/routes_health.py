@@ -20,9 +20,9 @@ from tradebot.common.streams import (
     EXECUTION_ROLE,
     GAP_PATTERN,
     HEARTBEAT_PATTERN,
-    ORDERS_NEW,
     STORAGE_GROUP,
     STRATEGY_ROLE,
+    order_streams,
     storage_streams,
     tick_streams,
 )
@@ -38,7 +38,7 @@ def watched_groups(settings: Settings) -> list[tuple[str, str]]:
     return (
         [(stream, STORAGE_GROUP) for stream in storage_streams(partitions)]
         + [(stream, STRATEGY_ROLE) for stream in tick_streams(partitions)]
-        + [(ORDERS_NEW, EXECUTION_ROLE)]
+        + [(stream, EXECUTION_ROLE) for stream in order_streams(partitions)]
     )
 
 

@@ -14,10 +14,10 @@ from tradebot.common.bus import Bus, entry_ms
 from tradebot.common.db import create_pool, recreate_database
 from tradebot.common.streams import (
     EXECUTION_ROLE,
-    ORDERS_NEW,
     STORAGE_GROUP,
     STRATEGY_ROLE,
     lease_key,
+    order_streams,
     storage_streams,
     tick_streams,
 )
@@ -69,7 +69,7 @@ async def pipeline_backlog(bus: Bus, partitions: int) -> dict[str, int]:
     """What each role still has to do."""
     return {
         "strategy": await strategy_backlog(bus, partitions),
-        "execution": await bus.backlog([ORDERS_NEW], EXECUTION_ROLE),
+        "execution": await bus.backlog(order_streams(partitions), EXECUTION_ROLE),
         "storage": await bus.backlog(storage_streams(partitions), STORAGE_GROUP),
     }
 

@@ -217,7 +217,9 @@ return 1
 
 _FENCED_READ_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[2], ARGV[5])
+local streams = {}
+for k = 2, #KEYS do streams[k - 1] = KEYS[k]; streams[#KEYS + k - 2] = ARGV[5] end
+return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', unpack(streams))
 """
 
 
@@ -309,9 +311,14 @@ def entry_order(entry_id: str) -> tuple[int, int]:
     return int(millis), int(sequence or 0)
 
 
-def _pairs(flat: list[str] | None) -> dict[str, str] | None:
-    """A script's flat [field, value, …] reply as a dict (None for a trimmed entry)."""
-    return dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
+def _fields(raw: list[str] | dict[str, str] | None) -> dict[str, str] | None:
+    """An entry's fields as a dict, from a script's flat [field, value, …] reply or redis-py's dict
+    (None for a trimmed entry)."""
+    if not raw:
+        return None
+    if isinstance(raw, dict):
+        return raw
+    return dict(zip(raw[::2], raw[1::2], strict=True))
 
 
 def connect(url: str, *, cluster: bool = False, socket_timeout_s: float = SOCKET_TIMEOUT_S) -> aioredis.Redis:
@@ -432,6 +439,10 @@ class Bus:
         """Every event on a stream, oldest first (replays and tools read results back with this)."""
         return [decode(fields) for _, fields in await self.redis.xrange(stream)]
 
+    async def entries_of(self, streams: Iterable[str]) -> list[Event]:
+        """Every event on ``streams`` (say, every partition's signals), stream after stream."""
+        return [event for stream in streams for event in await self.entries(stream)]
+
     async def publish_raw(self, stream: str, fields: Mapping[str, str]) -> str:
         """Append an arbitrary entry (tests and tools inject malformed messages with this)."""
         entry_id: str = await self.redis.xadd(stream, dict(fields))
@@ -492,32 +503,64 @@ class Bus:
         return []
 
     async def read_fenced(
-        self, stream: str, group: str, consumer: str, lease: tuple[str, str], *, count: int, pending: bool
+        self, streams: Sequence[str], group: str, consumer: str, lease: tuple[str, str], *, count: int, pending: bool
     ) -> list[Delivery] | None:
         """Like :meth:`read` without blocking, but only while ``lease`` is held; None once it is not.
 
         The lease check and the XREADGROUP run as one script, so a worker that lost its lease can
-        no longer take entries that belong, in order, to the partition's new owner.
+        no longer take entries that belong, in order, to the partition's new owner. On a cluster
+        that holds for the streams in the lease's slot; a stream in another slot (execution reads
+        every partition's orders) is read right after a check of the lease, its pending entries
+        first: a stale owner paused between its check and its read may have taken some for this
+        consumer, and they come next, in order.
         """
+        start = "0" if pending else ">"
         while True:
-            reply = await self._fenced_read(
-                keys=[lease[0], stream], args=[lease[1], group, consumer, count, "0" if pending else ">"]
-            )
-            if reply is None or reply == 0:
-                return None if reply == 0 else []
-            rows = [(entry_id, _pairs(fields)) for entry_id, fields in reply[0][1]]
-            entries = await self._drop_trimmed(group, [RawEntry(stream, entry_id, fields) for entry_id, fields in rows])
-            deliveries = await self._decode_or_dead_letter(group, entries)
-            if deliveries or not rows:
+            entries: list[RawEntry] = []
+            for streams_of_slot, fenced in self._fence_groups(lease[0], streams):
+                if fenced:
+                    keys = [lease[0], *streams_of_slot]
+                    reply = await self._fenced_read(keys=keys, args=[lease[1], group, consumer, count, start])
+                elif await self.redis.get(lease[0]) != lease[1]:
+                    reply = 0
+                else:
+                    reply = await self.redis.xreadgroup(
+                        group, consumer, dict.fromkeys(streams_of_slot, "0"), count=count
+                    )
+                    if not pending and not any(rows for _, rows in reply):
+                        wanted = dict.fromkeys(streams_of_slot, ">")
+                        reply = await self.redis.xreadgroup(group, consumer, wanted, count=count)
+                if reply == 0:
+                    return None
+                for stream, rows in reply or []:
+                    entries += [RawEntry(stream, entry_id, _fields(raw)) for entry_id, raw in rows]
+            live = await self._drop_trimmed(group, entries)
+            deliveries = await self._decode_or_dead_letter(group, live)
+            if deliveries or not entries:
                 return deliveries
 
-    async def wait_for_entries(self, stream: str, after_id: str, block_ms: int, stop: asyncio.Event) -> None:
-        """Block until ``stream`` has an entry newer than ``after_id``, ``block_ms`` passes, or ``stop``."""
-        waiting = asyncio.create_task(self.redis.xread({stream: after_id}, count=1, block=block_ms))
-        await first_of(stop, waiting)
-        if not waiting.done():
-            waiting.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
-        await asyncio.gather(waiting, return_exceptions=True)
+    def _fence_groups(self, lease_key: str, streams: Sequence[str]) -> list[tuple[list[str], bool]]:
+        """``streams`` by slot, each with whether it shares the lease's slot (always, on one Redis)."""
+        if not is_cluster(self.redis):
+            return [(list(streams), True)]
+        lease_slot = key_slot(lease_key.encode())
+        return [(group, key_slot(group[0].encode()) == lease_slot) for group in by_slot(streams)]
+
+    async def wait_for_entries(self, positions: Mapping[str, str], block_ms: int, stop: asyncio.Event) -> None:
+        """Block until a stream has an entry newer than its position, ``block_ms`` passes, or ``stop``.
+
+        On a cluster one XREAD per slot waits, and the first to see news ends the wait.
+        """
+        groups = by_slot(positions) if is_cluster(self.redis) else [list(positions)]
+        waiting = [
+            asyncio.create_task(self.redis.xread({s: positions[s] for s in group}, count=1, block=block_ms))
+            for group in groups
+        ]
+        await first_of(stop, *waiting)
+        for task in waiting:
+            if not task.done():
+                task.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
+        await asyncio.gather(*waiting, return_exceptions=True)
 
     async def tails(self, streams: Sequence[str]) -> dict[str, str]:
         """The id of each stream's newest entry ("0-0" for an empty or missing stream): where a
@@ -559,9 +602,12 @@ class Bus:
 
     async def ack(self, group: str, deliveries: Iterable[Delivery]) -> None:
         """Acknowledge handled entries, one XACK per stream."""
+        await self._ack_ids(group, [(delivery.stream, delivery.entry_id) for delivery in deliveries])
+
+    async def _ack_ids(self, group: str, entries: Iterable[tuple[str, str]]) -> None:
         by_stream: dict[str, list[str]] = {}
-        for delivery in deliveries:
-            by_stream.setdefault(delivery.stream, []).append(delivery.entry_id)
+        for stream, entry_id in entries:
+            by_stream.setdefault(stream, []).append(entry_id)
         if not by_stream:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -574,7 +620,30 @@ class Bus:
 
         LOST_LEASE (nothing written) if ``lease`` is no longer ours; STALE (nothing written) if the
         guard key moved on; a retry of an already applied commit reports APPLIED and writes nothing.
+
+        On a cluster everything but acks must share the slot of the lease (or guard): a commit that
+        does not fails loudly. Acks of streams in other slots (execution acks every partition's
+        orders) follow the script, one XACK per stream: a crash in between leaves them pending, and
+        they come back to a reader whose state already holds them (execution ignores an order id it
+        has decided), so nothing is lost and nothing applied twice.
         """
+        commit, later_acks = self._split_acks(commit, lease)
+        result = await self._commit_script(group, commit, lease)
+        if result is CommitResult.APPLIED and later_acks:
+            await self._ack_ids(group, later_acks)
+        return result
+
+    def _split_acks(self, commit: Commit, lease: tuple[str, str] | None) -> tuple[Commit, list[tuple[str, str]]]:
+        """The commit's script part, and the acks (of a cluster's other slots) that follow it."""
+        anchor = lease[0] if lease else commit.guard[0] if commit.guard else None
+        if not is_cluster(self.redis) or anchor is None:
+            return commit, []
+        slot = key_slot(anchor.encode())
+        here = [(stream, entry_id) for stream, entry_id in commit.acks if key_slot(stream.encode()) == slot]
+        later = [(stream, entry_id) for stream, entry_id in commit.acks if key_slot(stream.encode()) != slot]
+        return Commit(commit.publish, here, commit.state, commit.hashes, commit.guard), later
+
+    async def _commit_script(self, group: str, commit: Commit, lease: tuple[str, str] | None) -> CommitResult:
         keys: list[str] = [lease[0]] if lease else []
         args: list[str | int] = ["1" if lease else "", lease[1] if lease else "", group]
         if commit.guard:
@@ -617,6 +686,10 @@ class Bus:
         Dead-letter streams are never trimmed: ``tradebot dlq`` replays or drops their records.
         """
         payload = json.dumps(dict(fields or {}))
+        if lease and self._fence_groups(lease[0], [stream]) == [([stream], False)]:  # cluster, other slot
+            if await self.redis.get(lease[0]) != lease[1]:
+                return False
+            lease = None
         keys = [stream, dead_letter_stream(stream), *([lease[0]] if lease else [])]
         args = ["", lease[1] if lease else "", group, entry_id, reason, payload]
         if not await self._dead_letter(keys=keys, args=args):

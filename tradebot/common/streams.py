@@ -12,12 +12,16 @@ import zlib
 from enum import StrEnum
 
 TICKS_PREFIX = "price.ticks"
+SIGNALS_PREFIX = "signals"
+ORDERS_NEW_PREFIX = "orders.new"
 BARS = "price.bars"
-SIGNALS = "signals"
-ORDERS_NEW = "orders.new"
-ORDER_EVENTS = "orders.events"
+# Execution is partition 0 of its role: what its commit and the operator's control commit write
+# lives in slot {0} with its lease and checkpoint.
+EXECUTION_TAG = "{0}"
+ORDERS_NEW = f"{ORDERS_NEW_PREFIX}:{EXECUTION_TAG}"  # partition 0's orders, and orders from outside a strategy
+ORDER_EVENTS = f"orders.events:{EXECUTION_TAG}"
 GAPS = "market.gaps"  # gaps a live feed could not publish (storage records them in the database)
-CONTROL_EVENTS = "control.events"  # every change of trading state, audited (risk/control.py)
+CONTROL_EVENTS = f"control.events:{EXECUTION_TAG}"  # every change of trading state, audited (risk/control.py)
 EQUITY_SAMPLES = "portfolio.equity"  # the account once a minute (the equity curve)
 DEAD_LETTER_PREFIX = "dlq."
 DEAD_LETTER_PATTERN = f"{DEAD_LETTER_PREFIX}*"
@@ -78,9 +82,39 @@ def tick_stream_for(symbol: str, partitions: int) -> str:
     return tick_stream(partition_for(symbol, partitions))
 
 
+def signal_stream(partition: int) -> str:
+    """The signals the strategies of one partition decided (in the partition's slot, so the
+    partition's commit publishes them atomically)."""
+    return f"{SIGNALS_PREFIX}:{partition_tag(partition)}"
+
+
+def signal_streams(partitions: int) -> list[str]:
+    """All signal partitions, in order."""
+    return [signal_stream(p) for p in range(partitions)]
+
+
+def order_stream(partition: int) -> str:
+    """The orders of one partition's strategies, read by execution (partition 0's is ORDERS_NEW)."""
+    return f"{ORDERS_NEW_PREFIX}:{partition_tag(partition)}"
+
+
+def order_streams(partitions: int) -> list[str]:
+    """Every stream execution reads, in order."""
+    return [order_stream(p) for p in range(partitions)]
+
+
 def storage_streams(partitions: int) -> list[str]:
     """Everything the storage worker persists."""
-    return [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS, GAPS, CONTROL_EVENTS, EQUITY_SAMPLES]
+    return [
+        *tick_streams(partitions),
+        BARS,
+        *signal_streams(partitions),
+        *order_streams(partitions),
+        ORDER_EVENTS,
+        GAPS,
+        CONTROL_EVENTS,
+        EQUITY_SAMPLES,
+    ]
 
 
 def retained_streams(partitions: int) -> dict[str, tuple[str, ...]]:
@@ -91,7 +125,8 @@ def retained_streams(partitions: int) -> dict[str, tuple[str, ...]]:
     readers: dict[str, tuple[str, ...]] = {stream: (STORAGE_GROUP,) for stream in storage_streams(partitions)}
     for stream in tick_streams(partitions):
         readers[stream] = (STORAGE_GROUP, STRATEGY_ROLE)
-    readers[ORDERS_NEW] = (STORAGE_GROUP, EXECUTION_ROLE)
+    for stream in order_streams(partitions):
+        readers[stream] = (STORAGE_GROUP, EXECUTION_ROLE)
     return readers
 
 
@@ -181,7 +216,7 @@ def publisher_sequence_key(source: str) -> str:
 
 def webhook_alert_key(alert_id: str) -> str:
     """Marks an incoming alert as published (kept for days), so a replayed alert is not traded twice."""
-    return f"webhook:alert:{alert_id}"
+    return f"webhook:alert:{EXECUTION_TAG}:{alert_id}"  # in the slot of the streams it publishes to
 
 
 # Settings the stored data depends on (e.g. TICK_PARTITIONS), recorded by the first `tradebot up`.
@@ -189,5 +224,24 @@ STORED_SETTINGS_KEY = "settings:stored"
 
 # The operator's trading state (ACTIVE / REDUCING / HALTED) as JSON, and which worker last saw which
 # version of it (a hash: consumer -> version), so `tradebot status` shows who obeys.
-TRADING_STATE_KEY = "risk:trading_state"
+TRADING_STATE_KEY = f"risk:trading_state:{EXECUTION_TAG}"  # guards the control commit: in its slot
 TRADING_STATE_SEEN_KEY = "risk:trading_state:seen"
+
+
+# The layout before Redis Cluster support (no hash tags, one signals and one orders stream): what
+# an upgrade checks for (tradebot/common/layout.py).
+def legacy_streams(partitions: int) -> list[str]:
+    """Streams of the old layout: they must be drained before an upgrade."""
+    old_ticks = [f"{TICKS_PREFIX}:{p}" for p in range(partitions)]
+    return [*old_ticks, SIGNALS_PREFIX, ORDERS_NEW_PREFIX, "orders.events", "control.events"]
+
+
+def legacy_state_keys(partitions: int) -> dict[str, str]:
+    """State keys of the old layout and their names now: an upgrade carries them over."""
+    moved = {f"checkpoint:{STRATEGY_ROLE}:{p}": checkpoint_key(STRATEGY_ROLE, p) for p in range(partitions)}
+    moved |= {
+        f"checkpoint_parts:{STRATEGY_ROLE}:{p}": checkpoint_parts_key(STRATEGY_ROLE, p) for p in range(partitions)
+    }
+    moved[f"checkpoint:{EXECUTION_ROLE}:0"] = checkpoint_key(EXECUTION_ROLE, 0)
+    moved["risk:trading_state"] = TRADING_STATE_KEY
+    return moved

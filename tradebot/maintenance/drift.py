@@ -116,7 +116,7 @@ def warn_about_drift(settings: Settings) -> list[str]:
     assert settings.redis_url
 
     async def check() -> list[str]:
-        client = connect(settings.redis_url or "")
+        client = connect(settings.redis_url or "", cluster=settings.redis_cluster)
         try:
             found = await stored_state_drift(client, settings, _universe(settings))
             await record_settings(client, settings)

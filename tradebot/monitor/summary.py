@@ -155,7 +155,7 @@ class SummaryLog(threading.Thread):
     async def _snapshot(self) -> Snapshot:
         assert self.settings.redis_url
         assert self.settings.database_url
-        client = connect(self.settings.redis_url)
+        client = connect(self.settings.redis_url, cluster=self.settings.redis_cluster)
         try:
             return await snapshot(client, self.settings.database_url)
         finally:
