@@ -209,6 +209,12 @@ def producer_cursor_key(name: str) -> str:
     return f"{PRODUCER_CURSOR_PREFIX}{name}"
 
 
+def partition_cursor_key(name: str, partition: int) -> str:
+    """How far a producer got in one partition, in that partition's slot: committed with the
+    partition's share of a batch (on a cluster a batch cannot be one commit across slots)."""
+    return f"{PRODUCER_CURSOR_PREFIX}{name}:{partition_tag(partition)}"
+
+
 def publisher_sequence_key(source: str) -> str:
     """A live publisher's batch counter, compare-and-set with each batch so a retry never doubles it."""
     return f"publisher_seq:{source}"
