@@ -30,8 +30,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import DefaultParser
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.exceptions import ClusterDownError, ResponseError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -48,7 +48,18 @@ class RedisRefusedError(ResponseError):  # type: ignore[misc]  # redis is untype
     replica, loading, busy with a script. Says nothing about the entry at hand: wait and retry."""
 
 
-RECOVERABLE_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, RedisRefusedError)
+# A cluster in failover answers CLUSTERDOWN / TRYAGAIN, or briefly serves no node for a slot: the
+# cluster client re-reads the topology, and every retry loop rides it out like an outage.
+RECOVERABLE_REDIS_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+    RedisRefusedError,
+    ClusterDownError,
+    TryAgainError,
+    SlotNotCoveredError,
+)
 LAG_COUNT_CAP = 1000
 SOCKET_TIMEOUT_S = 30.0  # a hung Redis fails a command after this long, instead of after hours
 REMEMBERED_ERRORS = 10_000  # last_errors keeps this many entry ids (oldest forgotten first)
