@@ -16,6 +16,16 @@ from tradebot.common.streams import ORDER_EVENTS
 from .emulators.alpaca_trading import AlpacaTradingEmulator
 
 KEY, SECRET = "test-key", "test-secret"
+# The risk stage runs on the broker path too; tests of the broker itself publish bursts of orders
+# for one symbol within a second, so its rate and duplicate checks are off there (test_broker_risk
+# exercises the risk stage on this path).
+BURSTS_ALLOWED = {
+    "risk_duplicate_window_s": 0.0,
+    "risk_max_orders_per_second": 0,
+    "risk_max_orders_per_minute": 0,
+    "risk_max_symbol_orders_per_second": 0,
+    "risk_max_symbol_orders_per_minute": 0,
+}
 
 
 @pytest.fixture
@@ -36,6 +46,7 @@ def alpaca_settings(settings: Settings, emu: AlpacaTradingEmulator, **overrides:
         "alpaca_poll_interval_s": 0.2,
         "alpaca_requests_per_minute": 60_000,
         "reconcile_interval_s": 1.0,
+        **BURSTS_ALLOWED,
         **overrides,
     }
     return Settings(**{**settings.model_dump(), **values})  # type: ignore[arg-type]

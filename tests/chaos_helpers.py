@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.helpers import free_port, wait_until
@@ -62,6 +63,23 @@ class ChaosServers:
     redis: EmbeddedRedis
     postgres: EmbeddedPostgres
 
+    def rewrite_aof(self) -> None:
+        """BGREWRITEAOF, waited for: the next restart loads a snapshot plus the commands after it,
+        as a Redis does once its file has grown (Redis 7.0's own group lag goes wrong there)."""
+        client = redis.Redis(port=self.redis.port, decode_responses=True, socket_timeout=5)
+        try:
+            try:
+                client.bgrewriteaof()
+            except redis.ResponseError:  # one is already running: wait for that one
+                pass
+            deadline = time.monotonic() + 60
+            while _rewriting(client.info("persistence")):
+                if time.monotonic() > deadline:
+                    raise AssertionError("the append-only file rewrite did not finish within 60 s")
+                time.sleep(0.05)  # polling a condition with a deadline (in a thread)
+        finally:
+            client.close()
+
     def restart_redis(self) -> None:
         """Stop (SIGTERM: Redis writes and fsyncs its append-only file) and start again on the same data."""
         self.redis.stop()
@@ -74,6 +92,10 @@ class ChaosServers:
         self.redis.process.wait()
         self.redis.process = None
         self.redis.start()
+
+
+def _rewriting(persistence: dict[str, object]) -> bool:
+    return bool(persistence["aof_rewrite_in_progress"]) or bool(persistence["aof_rewrite_scheduled"])
 
 
 @contextmanager
@@ -179,7 +201,8 @@ class Fault:
     """One scheduled action: at ``at_s`` seconds after the feed starts."""
 
     at_s: float
-    kind: str  # "kill", "bad", "redis_restart", "redis_kill", "postgres_stop", "postgres_start", "supervisor_kill"
+    kind: str  # "kill", "bad", "redis_rewrite", "redis_restart", "redis_kill", "postgres_stop", "postgres_start",
+    # "supervisor_kill"
 
 
 # A malformed entry injected just before Redis is killed may be among the writes Redis loses; then
@@ -188,12 +211,13 @@ REDIS_LOSS_S = 3.0
 
 
 def fault_schedule(kills: int, bad_entries: int, run_s: float, postgres_outage_s: float) -> list[Fault]:
-    """Worker kills and bad entries spread over the run; a Redis restart and a Redis kill; one
-    PostgreSQL outage; one kill of the supervisor."""
+    """Worker kills and bad entries spread over the run; an AOF rewrite, then a Redis restart and a
+    Redis kill; one PostgreSQL outage; one kill of the supervisor."""
     faults = [Fault(run_s * (i + 0.5) / kills, "kill") for i in range(kills)]
     redis_kill_at = run_s * 0.42
     faults += [Fault(_clear_of(run_s * (i + 0.3) / bad_entries, redis_kill_at), "bad") for i in range(bad_entries)]
     faults += [
+        Fault(run_s * 0.2, "redis_rewrite"),
         Fault(run_s * 0.25, "redis_restart"),
         Fault(redis_kill_at, "redis_kill"),
         Fault(run_s * 0.55, "postgres_stop"),

@@ -22,7 +22,7 @@ from tradebot.common.embedded import EmbeddedRedis, free_port
 from tradebot.common.streams import ORDER_EVENTS, ORDERS_NEW
 from tradebot.execution import service
 
-from .broker_helpers import KEY, SECRET, order
+from .broker_helpers import BURSTS_ALLOWED, KEY, SECRET, order
 from .emulators.alpaca_trading import AlpacaTradingEmulator
 from .emulators.events import parse_time
 
@@ -44,6 +44,7 @@ async def measure(orders: int, per_minute: int, data_dir: Path) -> None:
         alpaca_trading_stream_url=emulator.stream_url,
         alpaca_requests_per_minute=per_minute,
         bus_block_ms=100,
+        **BURSTS_ALLOWED,  # type: ignore[arg-type]
     )
     stop = asyncio.Event()
     worker = asyncio.create_task(service.run(settings, stop=stop, counters=Counter()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -18,6 +18,7 @@ from tests.emulators import AlpacaRestEmulator, BarDataset
 from tests.feed_helpers import KEY, SECRET
 from tradebot.api.history_service import create_app
 from tradebot.backtest.data import BacktestInputError
+from tradebot.backtest.report import CHART_POINTS, chart_data
 from tradebot.backtest.run import backtest, simulate
 from tradebot.backtest.store import list_runs, save_run
 from tradebot.cli import app
@@ -164,7 +165,7 @@ async def test_the_api_lists_stored_runs_and_serves_a_report(stored: str, redis_
     pool = await create_pool(stored, max_size=2)
     try:
         outcome = await backtest(pool, request(crossover_specs((5, 20))))
-        await save_run(pool, outcome.report)
+        await save_run(pool, outcome.report, chart_data(outcome.result))
     finally:
         await pool.close()
     app = create_app(Settings(_env_file=None, database_url=stored, redis_url=redis_url))
@@ -181,3 +182,18 @@ async def test_the_api_lists_stored_runs_and_serves_a_report(stored: str, redis_
         missing = await client.get("/backtests/bt-nope")
         assert missing.status_code == 404
         assert "GET /backtests lists them" in missing.json()["detail"]
+        chart = (await client.get(f"/backtests/{run_id}/chart")).json()
+        assert len(chart["equity"]) == len(outcome.result.equity)  # under CHART_POINTS: every sample
+        assert chart["equity"][-1] == [outcome.result.equity[-1][0].isoformat(), outcome.result.equity[-1][1]]
+        assert len(chart["trades"]) == outcome.report["trades"]
+        assert (await client.get("/backtests/bt-nope/chart")).status_code == 404
+
+
+def test_a_long_equity_curve_is_thinned_for_the_chart_keeping_its_last_sample() -> None:
+    outcome = simulate(request(crossover_specs((5, 20))), TICKS)
+    start = outcome.result.equity[0][0]
+    curve = [(start + timedelta(minutes=n), 100_000.0 + n) for n in range(12_001)]
+    charts = chart_data(replace(outcome.result, equity=curve))
+    assert len(charts["equity"]) <= CHART_POINTS + 1
+    assert charts["equity"][0] == [curve[0][0].isoformat(), curve[0][1]]
+    assert charts["equity"][-1] == [curve[-1][0].isoformat(), curve[-1][1]]

@@ -47,7 +47,10 @@ def test_every_figure_is_produced_with_its_method(redis_url: str, database_url: 
     )
     out = tmp_path / "bench.json"
     report = run_bench(settings, out=out, sizes=TINY)
-    missing = [f"{f.section}: {f.name} ({f.method})" for f in report.figures if f.value is None]
+    # only a comparison with a library installed for the bench only may be missing, saying how to install it
+    missing = [
+        f"{f.section}: {f.name} ({f.method})" for f in report.figures if f.value is None and "install" not in f.detail
+    ]
     assert not missing, f"figures without a value: {missing}"
     assert {figure.section for figure in report.figures} == EXPECTED_SECTIONS
     assert all(figure.method and figure.unit for figure in report.figures)

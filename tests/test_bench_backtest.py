@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from tradebot.bench.backtest import bench_bars, measure_backtest
+import sys
+
+import pytest
+
+from tradebot.bench.backtest import CROSSOVER_BARS, _rate, bench_bars, measure_backtest
+from tradebot.bench.backtest_compare import backtesting_py_ratio, vectorbt_ratio
 
 
 def test_the_backtest_section_measures_ticks_bars_and_the_optimiser() -> None:
@@ -14,10 +19,33 @@ def test_the_backtest_section_measures_ticks_bars_and_the_optimiser() -> None:
         "backtest bars/s, ensemble",
         "optimiser speed-up, 2 processes",
     ]
-    assert all(f.value is not None and f.value > 0 and f.method for f in figures)
-    # with backtesting.py installed (for the bench only) a sixth figure compares with it
-    assert [f.name for f in figures[5:]] in ([], ["backtest bars/s vs backtesting.py"])
+    assert all(f.value is not None and f.value > 0 and f.method for f in figures[:5])
+    # backtesting.py and vectorbt are installed for the bench only: without one its ratio says how to install it
+    assert [f.name for f in figures[5:]] == ["backtest bars/s vs backtesting.py", "backtest bars/s vs vectorbt"]
+    for comparison in figures[5:]:
+        assert (comparison.value is None) == ("install" in comparison.detail)
     assert figures[0].detail["signals"] > 0
+
+
+def test_the_vectorbt_comparison_checks_its_trades_are_ours() -> None:
+    pytest.importorskip("vectorbt")  # for the bench only
+    bars = bench_bars(2_000, symbols=1)
+    ours, result = _rate(CROSSOVER_BARS, bars)
+    figure = vectorbt_ratio(bars, ours, result)
+    assert figure.detail["trades"] > 10
+    assert figure.detail["same_trades"], figure.detail
+    assert figure.value is not None
+    assert figure.value > 0
+
+
+def test_a_missing_library_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "vectorbt", None)  # import fails as if it were not installed
+    monkeypatch.setitem(sys.modules, "backtesting", None)
+    bars = bench_bars(300, symbols=1)
+    ours, result = _rate(CROSSOVER_BARS, bars)
+    for figure in (backtesting_py_ratio(bars, ours), vectorbt_ratio(bars, ours, result)):
+        assert figure.value is None
+        assert "pip install backtesting vectorbt" in figure.method
 
 
 def test_bench_bars_are_whole_minutes_in_time_order() -> None:

@@ -174,7 +174,8 @@ def test_a_checkpoint_with_the_old_id_list_still_recognises_its_orders() -> None
         ({"order_type": "limit", "limit_price": 99.0}, "expired", None),
         ({"order_type": "limit", "limit_price": 99.0, "time_in_force": "ioc"}, "canceled", None),
         ({"order_type": "stop", "stop_price": 99.0}, "filled", 100.1),
-        ({"order_type": "stop", "stop_price": 101.0, "time_in_force": "gtc"}, "expired", None),
+        ({"order_type": "stop", "stop_price": 101.0, "time_in_force": "fok"}, "canceled", None),
+        ({"order_type": "stop", "stop_price": 101.0, "time_in_force": "gtc"}, "accepted", None),  # rests
         ({"order_type": "stop_limit", "stop_price": 99.0, "limit_price": 100.0}, "filled", 100.0),
         ({"order_type": "trailing_stop", "trail_percent": 1.0}, "rejected", None),
     ],

@@ -19,7 +19,7 @@ from tradebot.common.config import Settings
 from tradebot.common.models import TERMINAL_STATUSES
 from tradebot.common.streams import ORDER_EVENTS, ORDERS_NEW
 
-from .broker_helpers import by_order, finished, order, order_events, positions_from
+from .broker_helpers import BURSTS_ALLOWED, by_order, finished, order, order_events, positions_from
 from .emulators.alpaca_trading import FAULTS, AlpacaTradingEmulator
 from .helpers import wait_until
 from .worker_processes import worker_environment, worker_processes
@@ -69,6 +69,7 @@ async def test_a_thousand_orders_through_kills_and_faults_are_never_doubled(
         lease_ttl_ms=1000,
         bus_block_ms=100,
         log_level="DEBUG",  # every line any library writes, searched for the keys below
+        **BURSTS_ALLOWED,
     )
     orders = chaos_orders(rng)
     ours = {o.id for o in orders}

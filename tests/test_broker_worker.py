@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from tradebot.common.bus import Bus
+from tradebot.common.bus import Bus, decode
 from tradebot.common.config import Settings
-from tradebot.common.models import Signal
-from tradebot.common.streams import ORDERS_NEW, dead_letter_stream
+from tradebot.common.models import ControlEvent, Signal
+from tradebot.common.streams import CONTROL_EVENTS, ORDERS_NEW, dead_letter_stream
 from tradebot.execution import service
 from tradebot.risk import control
+from tradebot.risk.store import seen_versions
 
 from .broker_helpers import (
     alpaca_settings,
@@ -40,6 +41,11 @@ async def execution(settings: Settings) -> AsyncIterator[Counter]:
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+async def rule_events(bus: Bus) -> list[ControlEvent]:
+    events = [decode(fields) for _, fields in await bus.redis.xrange(CONTROL_EVENTS)]
+    return [e for e in events if isinstance(e, ControlEvent) and e.action == "rule"]
 
 
 async def until_finished(bus: Bus, client_ids: set[str], timeout: float = 30.0) -> None:
@@ -81,7 +87,8 @@ async def test_an_ambiguous_or_refused_submission_never_becomes_two_orders(
         assert statuses == ["submitted", "accepted", "filled"], (client_id, statuses)
     assert positions_from(await order_events(bus)) == emulator.book.positions == {"AAPL": 6}
     if fault in ("drop", "500", "slow", "duplicate"):
-        assert counters[f"submit_{'duplicate' if fault == 'duplicate' else 'ambiguous'}"] == 1
+        # at least the scripted one: on a loaded machine an ordinary answer can also outlast the 0.5 s timeout
+        assert counters[f"submit_{'duplicate' if fault == 'duplicate' else 'ambiguous'}"] >= 1
         if muted:
             assert emulator.rest.requests_to("/v2/orders:by_client_order_id"), "settled by a lookup"
         assert emulator.book.duplicate_submissions == 0, "nothing was sent again: the lookup found it"
@@ -156,7 +163,7 @@ async def test_orders_and_fills_at_the_broker_while_execution_was_down_are_adopt
     assert positions_from(events) == emulator.book.positions == {"AAPL": 10, "MSFT": 3}
 
 
-async def test_a_position_the_broker_does_not_share_halts_new_orders_with_one_line(
+async def test_a_position_the_broker_does_not_share_halts_trading_until_the_operator_resumes(
     bus: Bus, settings: Settings, emulator: AlpacaTradingEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = alpaca_settings(settings, emulator)
@@ -166,14 +173,35 @@ async def test_a_position_the_broker_does_not_share_halts_new_orders_with_one_li
     emulator.book.positions["NVDA"], emulator.book.cost["NVDA"] = 7.0, 700.0
     async with execution(config):
         await wait_until(lambda: "positions disagree" in caplog.text, 10, "the halt line")
+        await wait_until(lambda: rule_events(bus), 10, "the broker_mismatch rule's control event")
+        status = await control.status(bus)
+        assert status["state"] == "HALTED"
+        assert status["rule"]["code"] == "broker_mismatch"
+        assert "NVDA ours 0 broker 7" in status["rule"]["reason"]
         await bus.publish([(ORDERS_NEW, order(1))])
         await until_finished(bus, {"co-1"})
-    rejected = (await order_events(bus))[-1]
-    assert rejected.status == "rejected"
-    assert rejected.reason
-    assert "NVDA ours 0 broker 7" in rejected.reason
-    assert emulator.book.submissions == 0
+        (denied,) = await order_events(bus)
+        assert denied.status == "denied"
+        assert denied.reason
+        assert denied.reason.startswith("halted: trading is HALTED (positions disagree")
+        assert "NVDA ours 0 broker 7" in denied.reason
+        # The operator puts the broker right and resumes: orders flow again.
+        del emulator.book.positions["NVDA"]
+        await wait_until(lambda: "the broker agrees again" in caplog.text, 10, "a reconciliation that agrees")
+        resumed = await control.apply_action(bus, "resume", actor="test", reason="NVDA was a manual trade, now undone")
+
+        async def seen() -> bool:
+            return resumed.version in (await seen_versions(bus.redis)).values()
+
+        await wait_until(seen, 10, "the execution worker to see the resume")
+        await bus.publish([(ORDERS_NEW, order(2))])
+        await until_finished(bus, {"co-2"})
+    assert [e.status for e in by_order(await order_events(bus))["co-2"]] == ["submitted", "accepted", "filled"]
+    assert emulator.book.submissions == 1
     assert sum("no new orders are sent" in r.getMessage() for r in caplog.records) == 1
+    (rule,) = await rule_events(bus)
+    assert (rule.action, rule.state, rule.actor) == ("rule", "HALTED", "risk:broker_mismatch")
+    assert (await control.status(bus))["state"] == "ACTIVE"
 
 
 async def test_an_order_replaced_at_the_broker_ends_replaced_and_its_successor_is_followed(
@@ -233,7 +261,7 @@ async def test_something_other_than_an_order_is_dead_lettered_and_trading_goes_o
     async with execution(alpaca_settings(settings, emulator)):
         await until_finished(bus, {"co-1"})
     (dead,) = await bus.redis.xrange(dead_letter_stream(ORDERS_NEW))
-    assert dead[1]["reason"] == f"expected an Order on {ORDERS_NEW}, got a Signal"
+    assert dead[1]["reason"] == f"expected an Order or OrderChange on {ORDERS_NEW}, got a Signal"
 
 
 async def test_a_halt_stops_every_new_order_before_the_broker_sees_it(
@@ -243,8 +271,8 @@ async def test_a_halt_stops_every_new_order_before_the_broker_sees_it(
     await bus.publish([(ORDERS_NEW, order(1))])
     async with execution(alpaca_settings(settings, emulator)):
         await until_finished(bus, {"co-1"})
-    (submitted, rejected) = await order_events(bus)
-    assert (submitted.status, rejected.status) == ("submitted", "rejected")
-    assert rejected.reason is not None
-    assert "trading is HALTED by test: broker outage drill" in rejected.reason
+    (denied,) = await order_events(bus)
+    assert denied.status == "denied"
+    assert denied.reason is not None
+    assert denied.reason.startswith("halted: trading is HALTED")
     assert emulator.book.submissions == 0

@@ -1,17 +1,20 @@
-"""Checkpoints that scale: a partition kept in parts (the strategy: one per symbol) is committed part
-by part, so a commit rewrites only the symbols its batch touched, with the same atomicity."""
+"""Checkpoints that scale: a partition kept in parts (the strategy: one per symbol; the execution
+account: one per symbol and per remembered order id) is committed part by part, so a commit rewrites
+only what its batch changed, with the same atomicity."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
-from tradebot.common.models import Tick
+from tradebot.common.models import Order, Tick
 from tradebot.common.streams import (
+    EXECUTION_ROLE,
+    ORDERS_NEW,
     STRATEGY_ROLE,
     checkpoint_key,
     checkpoint_parts_key,
@@ -19,6 +22,8 @@ from tradebot.common.streams import (
     signal_streams,
     tick_stream_for,
 )
+from tradebot.execution import service as execution
+from tradebot.execution.account import read_account
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
 from tradebot.strategy import service
 from tradebot.strategy.book import StrategyBook, StrategySpec
@@ -99,3 +104,87 @@ def test_a_symbol_part_keeps_its_recent_tick_ids_compactly_and_exactly() -> None
     restored = service.StrategyPartition(crossover_book, 10.0)
     restored.restore_parts(parts)
     assert json.loads(restored.checkpoint()) == json.loads(partition.checkpoint())  # the same state
+
+
+# ----- the execution account ------------------------------------------------------------------------
+
+
+def account_order(number: int, symbol: str, side: str, at: datetime) -> Order:
+    """An order ``number`` seconds after ``at`` (the risk stage refuses repeats within a second)."""
+    return Order(
+        id=f"co-{number}",
+        symbol=symbol,
+        side=side,  # type: ignore[arg-type]
+        quantity=1,
+        reference_price=100.0 + number,
+        signal_id=f"sig-{number}",
+        timestamp=at + timedelta(seconds=2 * number),
+    )
+
+
+async def run_execution(settings: Settings) -> None:
+    burst = settings.model_copy(update={"burst": True, "bus_batch_size": 4})
+    await asyncio.wait_for(execution.run(burst, stop=asyncio.Event(), counters=Counter()), timeout=60)
+
+
+async def test_the_account_is_committed_in_parts_and_old_order_ids_are_deleted(bus: Bus, settings: Settings) -> None:
+    """A batch writes its symbols' parts and order ids only; an id older than ORDER_MEMORY_DAYS is
+    deleted; the account restored from the parts is the one the worker had."""
+    settings = settings.model_copy(update={"order_memory_days": 1.0})
+    key = checkpoint_parts_key(EXECUTION_ROLE, 0)
+    first = [account_order(n, "AAPL" if n % 2 else "MSFT", "buy", START) for n in range(8)]
+    await bus.publish((ORDERS_NEW, order) for order in first)
+    await run_execution(settings)
+    parts = await bus.redis.hgetall(key)
+    assert {"_v", "_rest", "p:AAPL", "p:MSFT"} <= set(parts)
+    assert {name for name in parts if name.startswith("o:")} == {f"o:co-{n}" for n in range(8)}
+    untouched = parts["p:MSFT"]
+    await bus.redis.hset(key, "p:MSFT", untouched.replace("{", "{ ", 1))  # same state, other bytes
+
+    later = START + timedelta(days=2)  # every earlier order id is past the age limit now
+    await bus.publish([(ORDERS_NEW, account_order(8, "AAPL", "buy", later))])
+    await run_execution(settings)
+    after = await bus.redis.hgetall(key)
+    assert after["p:MSFT"] == untouched.replace("{", "{ ", 1)  # not rewritten: no MSFT order since
+    assert after["p:AAPL"] != parts["p:AAPL"]
+    assert {name for name in after if name.startswith("o:")} == {"o:co-8"}
+
+    whole = execution.BrokerPartition(settings)
+    whole.restore_parts(after)
+    account = await read_account(bus.redis)
+    assert account is not None
+    assert account["positions"]["AAPL"]["quantity"] == 5
+    assert account["cash"] == whole.broker.account()["cash"]
+    assert list(json.loads(whole.checkpoint())["seen_order_ids"]) == ["co-8"]
+
+
+async def test_a_whole_string_account_of_an_older_version_is_taken_over(bus: Bus, settings: Settings) -> None:
+    old = execution.BrokerPartition(settings)
+    old.apply([account_order(0, "AAPL", "buy", START)])
+    await bus.redis.set(checkpoint_key(EXECUTION_ROLE, 0), old.checkpoint())
+    assert (await read_account(bus.redis) or {})["positions"]["AAPL"]["quantity"] == 1  # read before the takeover
+    await bus.publish(
+        [(ORDERS_NEW, account_order(0, "AAPL", "buy", START)), (ORDERS_NEW, account_order(1, "AAPL", "buy", START))]
+    )
+    await run_execution(settings)
+    parts = await bus.redis.hgetall(checkpoint_parts_key(EXECUTION_ROLE, 0))
+    assert parts["_v"] == "1"
+    assert {name for name in parts if name.startswith("o:")} == {"o:co-0", "o:co-1"}
+    account = await read_account(bus.redis)
+    assert account is not None
+    assert account["positions"]["AAPL"]["quantity"] == 2  # co-0 was not filled a second time
+
+
+def test_account_parts_join_back_into_exactly_the_snapshot_they_were_split_from() -> None:
+    partition = execution.BrokerPartition(Settings(_env_file=None))  # type: ignore[call-arg]
+    symbols = ["AAPL", "NVDA", "MSFT", "AMD", "TSLA", "IBM"]
+    # event times out of order (orders interleave partitions): every list must keep its own order
+    partition.apply(
+        [account_order(n, symbol, "buy", START) for n, symbol in zip([3, 0, 5, 1, 4, 2], symbols, strict=True)]
+    )
+    parts = partition.parts()
+    assert {name for name in parts if name.startswith("d:")} == {f"d:co-{n}" for n in range(6)}
+    again = execution.BrokerPartition(Settings(_env_file=None))  # type: ignore[call-arg]
+    again.restore_parts(parts)
+    assert again.checkpoint() == partition.checkpoint()
+    assert again.changed_parts() == {}

@@ -8,6 +8,7 @@ this runs as root, else the tests skip with the reason. A screenshot lands in te
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -23,10 +24,12 @@ import uvicorn
 from tests.helpers import wait_until
 from tests.storage_fixtures import migrated_database, session_ticks
 from tradebot.api.history_service import create_app
+from tradebot.backtest.store import save_run
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
+from tradebot.common.db import with_database
 from tradebot.common.models import OrderEvent, Tick
-from tradebot.common.streams import ORDER_EVENTS, tick_stream_for
+from tradebot.common.streams import ORDER_EVENTS, gap_key, tick_stream_for
 from tradebot.storage.writer import write_events
 from tradebot.ui.dashboard import STATIC
 from tradebot.ui.live import Hub
@@ -164,6 +167,89 @@ async def test_the_halt_button_halts_trading_with_the_token(site: tuple[str, Hub
     await playwright_api.expect(state).to_have_text("HALTED")
     await page.locator("button[data-action=resume]").click()  # type: ignore[attr-defined]
     await playwright_api.expect(state).to_have_text("ACTIVE")
+
+
+async def test_the_latest_bars_paint_first_and_older_ones_load_when_scrolled_back(
+    site: tuple[str, Hub], page: object
+) -> None:
+    url, _ = site
+    stored = len({(t.timestamp.replace(second=0, microsecond=0)) for t in AAPL})  # 1-minute bars
+    assert stored > 1000
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))  # type: ignore[attr-defined]
+    await page.goto(f"{url}/?symbol=AAPL&timeframe=1m")  # type: ignore[attr-defined]
+    chart = page.locator("#chart")  # type: ignore[attr-defined]
+    await playwright_api.expect(chart).to_have_attribute("data-bars", "1000")  # the latest window only
+    assert len([u for u in asked if "/ohlcv/" in u]) == 1  # index.html's early request, taken by the page
+    box = await chart.bounding_box()
+    y = box["y"] + box["height"] / 2
+    mouse = page.mouse  # type: ignore[attr-defined]
+    for _ in range(12):  # drag the chart rightwards: back in time, until the first bar comes near
+        if await chart.get_attribute("data-bars") != "1000":
+            break
+        await mouse.move(box["x"] + 100, y)
+        await mouse.down()
+        await mouse.move(box["x"] + box["width"] - 100, y, steps=10)
+        await mouse.up()
+    await playwright_api.expect(chart).to_have_attribute("data-bars", str(stored))
+
+
+def a_stored_run(run_id: str) -> tuple[dict, dict]:
+    """A backtest report and its chart data as `tradebot backtest --store` saves them (120 samples, 2 trades)."""
+    start = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+    equity = [[(start + timedelta(minutes=n)).isoformat(), 100_000.0 + 10 * n] for n in range(120)]
+    trades = [
+        {"symbol": "AAPL", "quantity": q, "entry_time": equity[a][0], "exit_time": equity[b][0], "entry_price": 1.0,
+         "exit_price": 2.0, "strategy": "sma_crossover", "fees": 0.0, "pnl": 10.0, "return_pct": 1.0}
+        for q, a, b in ((10, 5, 30), (-5, 60, 90))
+    ]  # fmt: skip
+    run = {"id": run_id, "strategies": ["sma_crossover"], "symbols": ["AAPL"], "start": equity[0][0],
+           "end": equity[-1][0], "source": "ticks"}  # fmt: skip
+    report = {"run": run, "total_return": 0.0119, "sharpe": 1.5, "trades": 2, "final_equity": 101_190.0}
+    return report, {"equity": equity, "trades": trades}
+
+
+async def test_a_stored_backtest_run_opens_with_its_equity_curve_and_trades(
+    site: tuple[str, Hub], page: object, database_url: str
+) -> None:
+    url, _ = site
+    report, charts = a_stored_run("bt-dashboard")
+    conn = await asyncpg.connect(with_database(database_url, "dashboard_test"))
+    try:
+        await save_run(conn, report, charts)
+    finally:
+        await conn.close()
+    await page.goto(f"{url}/?symbol=AAPL")  # type: ignore[attr-defined]
+    await page.locator("#backtests tbody tr", has_text="bt-dashboard").click()  # type: ignore[attr-defined]
+    view = page.locator("#backtest-chart")  # type: ignore[attr-defined]
+    await playwright_api.expect(view).to_have_attribute("data-points", "120")
+    await playwright_api.expect(view).to_have_attribute("data-markers", "4")  # entry and exit of each trade
+    await playwright_api.expect(view.locator("canvas").first).to_be_visible()
+    stats = page.locator("#backtest-stats")  # type: ignore[attr-defined]
+    await playwright_api.expect(stats).to_contain_text("1.19 %")
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-backtest.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+async def test_recorded_gaps_show_in_the_health_panel_and_on_the_chart(
+    site: tuple[str, Hub], page: object, bus: Bus
+) -> None:
+    url, _ = site
+    first, last = AAPL[-60].timestamp, AAPL[-40].timestamp
+    record = {"source": "alpaca", "symbols": ["AAPL", "MSFT"], "first": first.isoformat(), "last": last.isoformat(),
+              "dropped": 1200, "repair": 1, "repaired": False}  # fmt: skip
+    await bus.redis.set(gap_key("alpaca", first.isoformat()), json.dumps(record))
+    await page.goto(f"{url}/?symbol=AAPL")  # type: ignore[attr-defined]
+    row = page.locator("#gaps tbody tr")  # type: ignore[attr-defined]
+    await playwright_api.expect(row).to_contain_text("AAPL, MSFT")
+    await playwright_api.expect(row).to_contain_text("1200")
+    await playwright_api.expect(row).to_contain_text("open")
+    await playwright_api.expect(page.locator("#chart")).to_have_attribute("data-gaps", "1")  # type: ignore[attr-defined]
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-gaps.png"))  # type: ignore[attr-defined]
+    await page.goto(f"{url}/?symbol=NVDA")  # type: ignore[attr-defined]
+    await playwright_api.expect(page.locator("#gaps tbody tr")).to_contain_text("AAPL, MSFT")  # type: ignore[attr-defined]
+    await playwright_api.expect(page.locator("#chart")).to_have_attribute("data-gaps", "0")  # type: ignore[attr-defined]
 
 
 async def test_an_unbuilt_dashboard_says_how_to_build_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

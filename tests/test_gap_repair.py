@@ -1,7 +1,9 @@
 """Gap repair: the minutes a live feed missed come from REST history, so /history has no hole.
 
 The pure rules are unit-tested; then each provider: the Alpaca stream drops for ten minutes of
-emulator time, and the Polygon worker is stopped and restarted ten minutes later. A repair that
+emulator time, and the Polygon worker is stopped and restarted ten minutes later. The trades of the
+missed minutes are repaired too (each stored once, also when repaired twice or when a trade also
+arrived live). A repair that
 never published (stopped while settling, REST failing) is done after the next restart, and a REST
 request that stalls times out and is retried. Emulator time is a fake clock the feed reads when it
 (re)connects; the stream and REST emulators serve the same synthetic minutes.
@@ -31,6 +33,7 @@ from tradebot.common.bus import Bus, connect
 from tradebot.common.config import Settings
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.models import Bar, Tick
+from tradebot.common.streams import REPAIRED_TICKS
 from tradebot.market_data import live_feed
 from tradebot.market_data.gap_repair import (
     MAX_REPAIR_WINDOW,
@@ -49,6 +52,12 @@ SYMBOLS = ["AAPL", "MSFT"]
 DATASET = BarDataset.generate(SYMBOLS, T0 - 30 * MINUTE, T0 + 60 * MINUTE, timeframes=("1Min",))
 
 
+def trades(first: int, last: int) -> list:
+    """Dataset trades of both symbols in the minutes T0+first .. T0+last (inclusive)."""
+    until = T0 + (last + 1) * MINUTE - timedelta(microseconds=1)
+    return [trade for symbol in SYMBOLS for trade in DATASET.trades(symbol, T0 + first * MINUTE, until)]
+
+
 def minutes(first: int, last: int) -> list:
     """Dataset minute bars of both symbols from T0+first to T0+last minutes (inclusive)."""
     return [bar for symbol in SYMBOLS for bar in DATASET.bars(symbol, "1Min", T0 + first * MINUTE, T0 + last * MINUTE)]
@@ -58,7 +67,8 @@ async def assert_no_hole(settings: Settings, first: int, last: int) -> None:
     """/history shows every minute T0+first .. T0+last, each equal to the provider's bar."""
     await store_everything(settings)
     for symbol in SYMBOLS:
-        bars = await history(settings, symbol, timeframe="1m", start=T0.isoformat(), limit="100")
+        end = T0 + (last + 1) * MINUTE  # later minutes may hold trades repaired up to the reconnect
+        bars = await history(settings, symbol, timeframe="1m", start=T0.isoformat(), end=end.isoformat(), limit="100")
         assert [when(bar["timestamp"]) for bar in bars] == [T0 + i * MINUTE for i in range(first, last + 1)]
         for got, want in zip(bars, DATASET.bars(symbol, "1Min", T0 + first * MINUTE, T0 + last * MINUTE), strict=True):
             assert [got["open"], got["high"], got["low"], got["close"], got["volume"]] == [
@@ -68,6 +78,24 @@ async def assert_no_hole(settings: Settings, first: int, last: int) -> None:
                 want.close,
                 want.volume,
             ]
+
+
+async def stored_trades(dsn: str) -> list[tuple[str, datetime, str]]:
+    """Every stored tick as (symbol, ts, id), duplicates included, in order."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT symbol, ts, id FROM ticks ORDER BY symbol, ts, id")
+    finally:
+        await conn.close()
+    return [(row["symbol"], row["ts"], row["id"]) for row in rows]
+
+
+def expected_trades(source: str, first: int, last: int, exchange: str) -> list[tuple[str, datetime, str]]:
+    """The ticks the live feed makes of the dataset trades of those minutes (one per trade)."""
+    return sorted(
+        (trade.symbol, trade.timestamp, f"{source}:{trade.symbol}:{exchange}-{trade.id}")
+        for trade in trades(first, last)
+    )
 
 
 # ----- the rules -----------------------------------------------------------------------------------
@@ -172,6 +200,76 @@ async def test_polygon_restart_ten_minutes_later_is_filled_from_rest(
     await assert_no_hole(feed_settings, 0, 19)
 
 
+# ----- trades ---------------------------------------------------------------------------------------
+
+
+async def test_alpaca_drop_repairs_the_trades_too_and_a_second_repair_doubles_nothing(
+    settings: Settings, bus: Bus, clean_database: str
+) -> None:
+    """Trades of minutes 0-4 and 15-19 arrive live, 5-14 are repaired (and 15:01, printed before the
+    reconnect, comes both ways); then the watermark is put back and the repair runs again: every
+    trade is stored exactly once, with the id its live print has, and only storage read them."""
+    gate = Gate()
+    clock = FakeClock(T0 + 5 * MINUTE + timedelta(seconds=10))
+    scenario = [Send(trades(0, 4) + minutes(0, 4)), gate, Drop(), Send(trades(15, 19) + minutes(15, 19))]
+    with AlpacaRestEmulator(DATASET) as rest:
+        async with AlpacaStreamEmulator(scenario) as stream:
+            feed_settings = with_keys(settings, alpaca_stream_url=stream.url, alpaca_data_url=rest.url)
+            async with running(alpaca_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
+                await wait_for_published(bus, settings.tick_partitions, ticks=40, bars=10)
+                clock.now = T0 + 15 * MINUTE + timedelta(seconds=5)
+                gate.open()
+                await wait_for_published(bus, settings.tick_partitions, ticks=80, bars=40)
+                # minutes 5-14 and the trade at 15:01 (before the reconnect at 15:05)
+                await wait_until(lambda: feed.counters["gap_trades"] == 82, what="the trades repaired")
+        requests = rest.requests_to("/v2/stocks/trades")
+        assert {request.query["symbols"] for request in requests} == {"AAPL,MSFT"}
+        assert when(requests[0].query["start"]) == T0 + 5 * MINUTE
+        live_ticks, _ = await wait_for_published(bus, settings.tick_partitions)
+        assert len(live_ticks) == 80  # the strategies' streams carry only the live prints
+        assert await bus.redis.xlen(REPAIRED_TICKS) == 82
+        await store_everything(feed_settings)
+        want = expected_trades("alpaca", 0, 19, "V")
+        assert await stored_trades(clean_database) == want
+
+        for symbol in SYMBOLS:  # as if the watermark were lost: the same minutes are repaired again
+            await bus.redis.set(watermark_key("alpaca", symbol), (T0 + 5 * MINUTE).isoformat())
+        clock.now = T0 + 20 * MINUTE
+        async with AlpacaStreamEmulator() as stream:
+            feed_settings = feed_settings.model_copy(update={"alpaca_stream_url": stream.url})
+            async with running(alpaca_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
+                await wait_until(lambda: feed.counters["gap_trades"] == 120, what="minutes 5-19 repaired again")
+    written = await store_everything(feed_settings)
+    assert written["rows_ticks"] == 0
+    assert await stored_trades(clean_database) == want
+    await assert_no_hole(feed_settings, 0, 19)
+
+
+async def test_polygon_restart_repairs_the_trades_from_v3_trades(
+    settings: Settings, bus: Bus, clean_database: str
+) -> None:
+    clock = FakeClock(T0 + 5 * MINUTE + timedelta(seconds=10))
+    with PolygonRestEmulator(DATASET) as rest:
+        async with PolygonStreamEmulator([Send(trades(0, 4) + minutes(0, 4))]) as stream:
+            feed_settings = with_keys(
+                settings, polygon_stream_host=f"ws://{stream.host_port}", polygon_rest_url=rest.url
+            )
+            async with running(polygon_feed, feed_settings, clock=clock, repair_settle_s=0):
+                await wait_for_published(bus, settings.tick_partitions, ticks=40, bars=10)
+
+        clock.now = T0 + 15 * MINUTE + timedelta(seconds=5)
+        async with PolygonStreamEmulator([Send(trades(15, 19) + minutes(15, 19))]) as stream:
+            feed_settings = feed_settings.model_copy(update={"polygon_stream_host": f"ws://{stream.host_port}"})
+            async with running(polygon_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
+                await wait_for_published(bus, settings.tick_partitions, ticks=80, bars=40)
+                await wait_until(lambda: feed.counters["gap_trades"] == 82, what="the trades repaired")
+        paths = {request.path for request in rest.requests_to("/v3/trades")}
+    assert paths == {f"/v3/trades/{symbol}" for symbol in SYMBOLS}
+    await store_everything(feed_settings)
+    assert await stored_trades(clean_database) == expected_trades("polygon", 0, 19, "4")
+    await assert_no_hole(feed_settings, 0, 19)
+
+
 # ----- a repair that did not publish is done after the next start -----------------------------------
 
 
@@ -209,9 +307,14 @@ async def test_polygon_stopped_while_the_repair_settles_repairs_after_the_restar
         async with PolygonStreamEmulator() as stream:
             feed_settings = feed_settings.model_copy(update={"polygon_stream_host": f"ws://{stream.host_port}"})
             async with running(polygon_feed, feed_settings, clock=clock, repair_settle_s=0) as feed:
-                await wait_until(lambda: feed.counters["gap_bars"] == 30, what="minutes 5-19 repaired")
-    assert await bus.redis.get("repair_from:polygon:AAPL") == ""  # cleared with the repaired bars
+                await wait_until(lambda: _repair_cleared(bus), what="minutes 5-19 repaired, bars and trades")
+                assert feed.counters["gap_bars"] == 30
+    assert await bus.redis.get("repair_from:polygon:AAPL") == ""  # cleared with the repaired bars and trades
     await assert_no_hole(feed_settings, 0, 19)
+
+
+async def _repair_cleared(bus: Bus) -> bool:
+    return [await bus.redis.get(f"repair_from:polygon:{symbol}") for symbol in SYMBOLS] == ["", ""]
 
 
 async def test_alpaca_repair_that_rest_failed_is_done_after_the_restart(

@@ -29,11 +29,18 @@ async def test_state_keys_of_the_old_layout_are_carried_over_once(bus: Bus) -> N
     await bus.redis.set("checkpoint:execution:0", '{"cash": 5}')
     await bus.redis.set("risk:trading_state", '{"state": "HALTED"}')
     await bus.redis.hset("checkpoint_parts:strategy:2", "AAPL", "{}")
+    await bus.redis.hset("checkpoint_parts:execution:0", "_rest", "{}")
     renamed = await upgrade_key_layout(bus.redis, 8)
-    assert sorted(renamed) == ["checkpoint:execution:0", "checkpoint_parts:strategy:2", "risk:trading_state"]
+    assert sorted(renamed) == [
+        "checkpoint:execution:0",
+        "checkpoint_parts:execution:0",
+        "checkpoint_parts:strategy:2",
+        "risk:trading_state",
+    ]
     assert await bus.redis.get(checkpoint_key(EXECUTION_ROLE, 0)) == '{"cash": 5}'
     assert await bus.redis.get(TRADING_STATE_KEY) == '{"state": "HALTED"}'
     assert await bus.redis.hgetall("checkpoint_parts:strategy:{2}") == {"AAPL": "{}"}
+    assert await bus.redis.hgetall("checkpoint_parts:execution:{0}") == {"_rest": "{}"}
     await bus.redis.set("checkpoint:execution:0", "stale copy")  # never over a key of the new layout
     assert await upgrade_key_layout(bus.redis, 8) == []
     assert await bus.redis.get(checkpoint_key(EXECUTION_ROLE, 0)) == '{"cash": 5}'

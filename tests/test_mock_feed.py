@@ -87,6 +87,16 @@ def test_a_feed_built_from_the_cursor_continues_the_sequence() -> None:
     assert essence(head + resumed.take(169)) == essence(uninterrupted)
 
 
+def test_a_cursor_of_the_older_layout_continues_the_sequence_too() -> None:
+    uninterrupted = feed().take(300)
+    first = feed()
+    head = first.take(131)
+    older = first.cursor()
+    older["paths"] = {symbol: {"count": count, "price": price} for symbol, (count, price) in older["paths"].items()}
+    resumed = MockFeed(SYMBOLS, 7, clock=stepping_clock(START), cursor=json.loads(json.dumps(older)))
+    assert essence(head + resumed.take(169)) == essence(uninterrupted)
+
+
 async def test_ticks_go_to_their_crc32_partition_in_order(bus: Bus, settings: Settings) -> None:
     settings = settings.model_copy(
         update={

@@ -7,8 +7,9 @@ from fractions import Fraction
 
 import pytest
 
-from tradebot.common.models import Tick
+from tradebot.common.models import Bar, Tick
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
+from tradebot.strategy.batch import Batch
 from tradebot.strategy.moving_average import MovingAverageCrossover, confidence, price_units
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
@@ -171,3 +172,53 @@ def test_ema_crossover_and_bar_timeframes() -> None:
     signals = run(minute, stream)
     assert [(s.side, s.tick_id) for s in signals] == [("sell", "mock:AAPL:240"), ("buy", "mock:AAPL:300")]
     assert minute.name == "ma_crossover_2_3_1m"
+
+
+def scanned(strategy: MovingAverageCrossover, stream: list[Tick] | list[Bar]) -> list:
+    """What the backtester's fast path gets: every symbol's run scanned at once."""
+    batch = Batch(stream)
+    found = []
+    for symbol, rows in batch.rows.items():
+        result = strategy.scan(batch, symbol, rows)
+        assert result is not None
+        found += result
+    return [signal for _, signal in sorted(found, key=lambda pair: pair[0])]
+
+
+def test_a_scan_gives_the_signals_and_the_state_of_tick_by_tick() -> None:
+    stream = mock_run_ticks()
+    one_by_one, at_once, in_parts = (MovingAverageCrossover(5, 20) for _ in range(3))
+    expected = run(one_by_one, stream)
+    assert scanned(at_once, stream) == expected
+    # fed in parts (one cut inside the first long window), each part continues where the last left off
+    assert [s for part in (stream[:30], stream[30:3001], stream[3001:]) for s in scanned(in_parts, part)] == expected
+    assert at_once.snapshot() == in_parts.snapshot() == one_by_one.snapshot()
+    assert not exact_ties(stream) & {s.tick_id for s in expected}  # the ties are not crosses here either
+
+
+def test_a_scan_of_bars_is_on_bar_at_once() -> None:
+    prices = [100.0, 101, 102, 103, 104, 100, 96, 96, 99, 104, 103, 95]
+    bars = [
+        Bar(id=f"b{i}", symbol="AAPL", timestamp=START + timedelta(minutes=i), timeframe="1m", open=p, high=p,
+            low=p, close=p, volume=10, trade_count=1, vwap=None)
+        for i, p in enumerate(prices)
+    ]  # fmt: skip
+    for timeframe in ("1m", "tick"):
+        one_by_one = MovingAverageCrossover(2, 4, timeframe=timeframe)
+        expected = [s for bar in bars for s in one_by_one.on_bar(bar)]
+        at_once = MovingAverageCrossover(2, 4, timeframe=timeframe)
+        assert len(expected) >= 2
+        assert scanned(at_once, bars) == expected
+        assert at_once.snapshot() == one_by_one.snapshot()
+
+
+def test_what_a_scan_cannot_decide_goes_one_by_one() -> None:
+    stream = mock_run_ticks()[:300]
+    batch = Batch(stream)
+    rows = batch.rows["AAPL"]
+    assert MovingAverageCrossover(3, 8, average="ema").scan(batch, "AAPL", rows) is None
+    assert MovingAverageCrossover(2, 3, timeframe="1m").scan(batch, "AAPL", rows) is None  # bars built from ticks
+    assert MovingAverageCrossover(5, 20).scan(Batch([*stream, stream[0]]), "AAPL", rows) is None  # a redelivery
+    seen = MovingAverageCrossover(5, 20)
+    run(seen, stream[:10])
+    assert seen.scan(batch, "AAPL", rows) is None  # ids it saw already

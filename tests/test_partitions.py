@@ -164,6 +164,29 @@ async def test_a_commit_retried_after_a_lost_reply_writes_nothing_twice(bus: Bus
     assert await bus.redis.xlen(applied_stream(0)) == 1
 
 
+async def test_a_large_commit_acks_sets_and_deletes_everything_in_one_step(bus: Bus) -> None:
+    """Thousands of acks and hash fields (past Lua's unpack limit) in one commit, fields deleted too."""
+    from tradebot.common.bus import Commit
+    from tradebot.common.models import Tick
+    from tradebot.common.streams import checkpoint_parts_key
+
+    streams, parts = [tick_stream(0), applied_stream(0)], checkpoint_parts_key(ROLE, 0)  # one slot
+    for stream in streams:
+        await bus.ensure_group(stream, ROLE)
+    await bus.publish([(streams[0], Tick.create("AAPL", 1.0, 1, START, trade_id=i)) for i in range(2500)])
+    await bus.publish([(streams[1], Tick.create("MSFT", 1.0, 1, START, trade_id=i)) for i in range(3)])
+    batch = await bus.read(streams, ROLE, "partition-0", count=3000, block_ms=10)
+    await bus.redis.hset(parts, mapping={"gone": "1", "kept": "1"})
+    fields = {f"f{i}": str(i) for i in range(1500)}
+    commit = Commit(acks=[(d.stream, d.entry_id) for d in batch], hashes={parts: fields}, deleted={parts: ["gone"]})
+    assert await bus.commit(ROLE, commit)
+    assert (await bus.health(streams[0], ROLE)).pending == 0
+    assert (await bus.health(streams[1], ROLE)).pending == 0
+    assert await bus.redis.hgetall(parts) == {**fields, "kept": "1"}
+    assert await bus.commit(ROLE, Commit(deleted={parts: list(fields)}))  # deletes alone
+    assert await bus.redis.hgetall(parts) == {"kept": "1"}
+
+
 async def test_a_worker_that_lost_its_lease_cannot_take_entries_either(bus: Bus) -> None:
     from tradebot.common.models import Tick
     from tradebot.common.streams import lease_key
@@ -210,3 +233,21 @@ async def test_one_lease_reads_and_acks_streams_of_every_slot(bus: Bus) -> None:
     await bus.publish([(streams[2], Tick.create("AAPL", 1.0, 1, START, trade_id=9))])
     assert await bus.read_fenced(streams, ROLE, "partition-0", lease, count=10, pending=False) is None
     assert (await bus.health(streams[2], ROLE)).lag == 1  # the stale owner took nothing
+
+
+async def test_a_worker_that_lost_its_lease_cannot_dead_letter_an_entry(bus: Bus) -> None:
+    from tradebot.common.models import Tick
+    from tradebot.common.streams import dead_letter_stream, lease_key
+
+    stream = tick_stream(0)
+    await bus.ensure_group(stream, ROLE)
+    await bus.publish([(stream, Tick.create("AAPL", 1.0, 1, START, trade_id=0))])
+    [delivery] = await bus.read([stream], ROLE, "partition-0", count=1, block_ms=10)
+    await bus.redis.set(lease_key(ROLE, 0), "new-owner")
+    args = (ROLE, stream, delivery.entry_id, {"v": "1"}, "rejected by the strategy")
+    assert not await bus.dead_letter(*args, lease=(lease_key(ROLE, 0), "old-owner"))
+    assert await bus.redis.exists(dead_letter_stream(stream)) == 0
+    assert (await bus.health(stream, ROLE)).pending == 1  # still the new owner's to handle
+    assert await bus.dead_letter(*args, lease=(lease_key(ROLE, 0), "new-owner"))
+    assert await bus.redis.xlen(dead_letter_stream(stream)) == 1
+    assert (await bus.health(stream, ROLE)).pending == 0

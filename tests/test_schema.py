@@ -53,6 +53,7 @@ async def test_migrations_apply_once_and_a_second_run_does_nothing(empty_dsn: st
         "symbol_sources",
         "schema_migrations",
         "backtest_runs",
+        "order_changes",
     }
     assert await apply_migrations(empty_dsn) == []
     conn = await asyncpg.connect(empty_dsn)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from tradebot.common.models import Tick
+from tradebot.market_data.mock_feed import MockFeed, stepping_clock
+from tradebot.strategy.batch import Batch
 from tradebot.strategy.book import Sizing, StrategyBook, StrategySpec, read_strategies_file
 from tradebot.strategy.catalog import StrategyError, build_strategy
 
@@ -160,3 +162,16 @@ def test_a_bad_strategies_file_stops_the_strategy_role_with_one_line(tmp_path: P
     missing = Settings(_env_file=None, strategies_file=tmp_path / "missing.toml")
     with pytest.raises(SettingsError, match="cannot read strategies file"):
         book_factory(missing)
+
+
+def test_a_batch_gives_what_the_book_gives_tick_by_tick(tmp_path: Path) -> None:
+    text = FILE.replace("enabled = false", 'symbols = ["MSFT"]\nparameters = { timeframe = "tick", window = 3 }')
+    specs = read_strategies_file(book_file(tmp_path, text))
+    stream = MockFeed(["AAPL", "MSFT", "NVDA"], 7, clock=stepping_clock(START)).take(3000)
+    one_by_one, at_once = StrategyBook(specs, {"big": False}), StrategyBook(specs, {"big": False})
+    expected = [
+        (position, signal, order) for position, tick in enumerate(stream) for signal, order in one_by_one.on_tick(tick)
+    ]
+    assert {signal.strategy for _, signal, _ in expected} == {"fast", "quiet"}  # scanned and one by one; big is off
+    assert at_once.on_batch(Batch(stream)) == expected
+    assert at_once.snapshot() == one_by_one.snapshot()

@@ -117,3 +117,50 @@ export function money(value: number | null | undefined): string {
 export function price(value: number): string {
   return value.toFixed(Math.abs(value) < 1 ? 4 : 2);
 }
+
+export interface Trade {
+  symbol: string;
+  entry_time: string;
+  exit_time: string;
+  quantity: number;
+  entry_price: number;
+  exit_price: number;
+}
+
+/** A backtest's trades as fills, entry and exit, for markers on its equity curve (a short, with a
+ *  negative quantity, enters with a sell). */
+export function tradeFills(trades: Trade[]): Fill[] {
+  return trades.flatMap((trade, i) => {
+    const long = trade.quantity >= 0;
+    const quantity = Math.abs(trade.quantity);
+    const at = (iso: string): number => Math.floor(Date.parse(iso) / 1000);
+    return [
+      { id: `${i}-in`, time: at(trade.entry_time), side: long ? "buy" : "sell", quantity, price: trade.entry_price },
+      { id: `${i}-out`, time: at(trade.exit_time), side: long ? "sell" : "buy", quantity, price: trade.exit_price },
+    ] satisfies Fill[];
+  });
+}
+
+export interface GapRecord {
+  source: string;
+  symbols: string[];
+  first: string;
+  last: string;
+  dropped: number;
+  repaired: boolean;
+}
+
+const MAX_SHADED_BUCKETS = 2000; // per gap: a long outage is shaded at its start, not candle by candle
+
+/** The chart's buckets inside each of `symbol`'s gaps, to shade them: one point per bucket. */
+export function gapShades(gaps: GapRecord[], symbol: string, timeframe: string): number[] {
+  const width = TIMEFRAMES[timeframe] ?? 60;
+  const buckets = new Set<number>();
+  for (const gap of gaps) {
+    if (!gap.symbols.includes(symbol)) continue;
+    const first = bucketOf(Math.floor(Date.parse(gap.first) / 1000), timeframe);
+    const last = Math.min(Math.floor(Date.parse(gap.last) / 1000), first + (MAX_SHADED_BUCKETS - 1) * width);
+    for (let time = first; time <= last; time += width) buckets.add(time);
+  }
+  return [...buckets].sort((a, b) => a - b);
+}

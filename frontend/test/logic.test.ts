@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { bucketOf, type Candle, candleAt, foldMinute, markersFor, money, price, sma } from "../src/logic.ts";
+import { bucketOf, type Candle, candleAt, foldMinute, gapShades, markersFor, money, price, sma, tradeFills } from "../src/logic.ts";
 
 const candle = (time: number, close: number, volume = 1): Candle => ({
   time,
@@ -68,4 +68,24 @@ test("money is shown to the cent and prices below $1 to 4 decimals", () => {
   assert.equal(money(null), "–");
   assert.equal(price(0.12345), "0.1235");
   assert.equal(price(220.126), "220.13");
+});
+
+test("a backtest's trades become entry and exit markers, a short entering with a sell", () => {
+  const fills = tradeFills([
+    { symbol: "AAPL", entry_time: "2026-03-02T15:00:00Z", exit_time: "2026-03-02T15:10:00Z", quantity: 10, entry_price: 1, exit_price: 2 },
+    { symbol: "AAPL", entry_time: "2026-03-02T16:00:00Z", exit_time: "2026-03-02T16:05:00Z", quantity: -5, entry_price: 2, exit_price: 1 },
+  ]);
+  assert.deepEqual(
+    fills.map((f) => [f.side, f.quantity]),
+    [["buy", 10], ["sell", 10], ["sell", 5], ["buy", 5]],
+  );
+  assert.equal(fills[1]?.time, Date.parse("2026-03-02T15:10:00Z") / 1000);
+});
+
+test("a symbol's gaps shade every bucket they cover, other symbols' none", () => {
+  const gap = { source: "alpaca", symbols: ["AAPL"], first: "2026-03-02T15:00:30Z", last: "2026-03-02T15:02:10Z", dropped: 9, repaired: false };
+  const start = Date.parse("2026-03-02T15:00:00Z") / 1000;
+  assert.deepEqual(gapShades([gap], "AAPL", "1m"), [start, start + 60, start + 120]);
+  assert.deepEqual(gapShades([gap], "AAPL", "1h"), [start]);
+  assert.deepEqual(gapShades([gap], "MSFT", "1m"), []);
 });

@@ -14,6 +14,9 @@ pass `url_override=emu.url` to both `StockHistoricalDataClient` and `TradingClie
   API, a backfill that forgets `start` gets nothing old); `end` defaults to now; both inclusive.
   `bars` is `{}` when empty. Bad parameters -> 400 `{"code":40010001,"message":...}`.
   (alpaca-py only calls the multi-symbol endpoint, so `/v2/stocks/{symbol}/bars` is not served.)
+* `GET /v2/stocks/trades?symbols=A,B&start&end&limit&page_token&sort&feed` (what alpaca-py's
+  `get_stock_trades` calls) returns `{"trades": {"A": [{"t","x","p","s","c","i","z"}...]},
+  "next_page_token"}`: the dataset's trades (events.minute_trades), paged like bars.
 * `GET /v2/assets?status&asset_class&exchange&attributes` -> list of Asset objects with every
   field alpaca-py's `Asset` model requires; `GET /v2/assets/{symbol_or_id}` -> one, or 404.
 * Injected 429 carries `X-RateLimit-Limit/Remaining/Reset` and `{"code":42910000,...}`. alpaca-py
@@ -26,7 +29,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .events import Bar, BarDataset, Timeframe, parse_time, utc_now
+from .events import Bar, BarDataset, Timeframe, Trade, parse_time, utc_now
 from .http_base import Failure, HttpEmulator
 
 EXCHANGES = {"AAPL": "NASDAQ", "MSFT": "NASDAQ", "NVDA": "NASDAQ", "SPY": "ARCA", "IBM": "NYSE"}
@@ -86,6 +89,18 @@ def _bar_json(bar: Bar) -> dict[str, Any]:
     }
 
 
+def _trade_json(trade: Trade) -> dict[str, Any]:
+    return {
+        "t": _rfc3339(trade.timestamp),
+        "x": trade.exchange or "V",
+        "p": trade.price,
+        "s": trade.size,
+        "c": list(trade.conditions or ["@"]),
+        "i": trade.id,
+        "z": trade.tape or "C",
+    }
+
+
 def _bad_request(message: str) -> JSONResponse:
     return JSONResponse({"code": 40010001, "message": message}, 400)
 
@@ -114,6 +129,7 @@ class AlpacaRestEmulator(HttpEmulator):
     def routes(self) -> list[Route]:
         return [
             Route("/v2/stocks/bars", self._bars),
+            Route("/v2/stocks/trades", self._trades),
             Route("/v2/assets", self._assets),
             Route("/v2/assets/{symbol_or_id}", self._asset),
         ]
@@ -144,12 +160,28 @@ class AlpacaRestEmulator(HttpEmulator):
     # ----- endpoints ----------------------------------------------------------------------------
 
     async def _bars(self, request: Request) -> Response:
+        try:
+            timeframe = Timeframe.parse_alpaca(request.query_params.get("timeframe", ""))
+        except ValueError as error:
+            return _bad_request(f"invalid query parameter: {error}")
+        return self._page(
+            request, "bars", lambda s, start, end: [_bar_json(b) for b in self.dataset.bars(s, timeframe, start, end)]
+        )
+
+    async def _trades(self, request: Request) -> Response:
+        return self._page(
+            request, "trades", lambda s, start, end: [_trade_json(t) for t in self.dataset.trades(s, start, end)]
+        )
+
+    def _page(
+        self, request: Request, kind: str, rows_of: Callable[[str, datetime, datetime], list[dict[str, Any]]]
+    ) -> Response:
+        """One page of ``kind`` (bars or trades) of the symbols asked for, sorted by symbol then time."""
         query = request.query_params
         symbols = [s for s in query.get("symbols", "").split(",") if s]
         if not symbols:
             return _bad_request("missing symbols")
         try:
-            timeframe = Timeframe.parse_alpaca(query.get("timeframe", ""))
             today = datetime.combine(utc_now().date(), datetime.min.time(), tzinfo=UTC)
             start = parse_time(query["start"]) if "start" in query else today
             end = parse_time(query["end"]) if "end" in query else utc_now()
@@ -161,21 +193,17 @@ class AlpacaRestEmulator(HttpEmulator):
             return _bad_request("invalid limit: must be between 1 and 10000")
         descending = query.get("sort") == "desc"
         rows = [
-            (symbol, bar)
+            (symbol, row)
             for symbol in sorted(set(symbols))
-            for bar in sorted(
-                self.dataset.bars(symbol, timeframe, start, end),
-                key=lambda bar: bar.timestamp,
-                reverse=descending,
-            )
+            for row in sorted(rows_of(symbol, start, end), key=lambda row: parse_time(row["t"]), reverse=descending)
         ]
         page = rows[offset : offset + min(limit, self.page_size)]
-        bars: dict[str, list[dict[str, Any]]] = {}
-        for symbol, bar in page:
-            bars.setdefault(symbol, []).append(_bar_json(bar))
+        data: dict[str, list[dict[str, Any]]] = {}
+        for symbol, row in page:
+            data.setdefault(symbol, []).append(row)
         more = offset + len(page) < len(rows)
         token = base64.urlsafe_b64encode(str(offset + len(page)).encode()).decode() if more else None
-        return JSONResponse({"bars": bars, "next_page_token": token})
+        return JSONResponse({kind: data, "next_page_token": token})
 
     async def _assets(self, request: Request) -> Response:
         query = request.query_params

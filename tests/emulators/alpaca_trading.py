@@ -4,7 +4,8 @@
 `url_override` to TradingClient) and the `trade_updates` WebSocket (`stream_url`, for
 TradingStream). Wire facts reproduced (alpaca-py 0.44 `alpaca/trading/{client,stream}.py`):
 
-* REST: POST/GET /v2/orders, GET/DELETE/PATCH /v2/orders/{id}, GET /v2/orders:by_client_order_id
+* REST: POST/GET /v2/orders, GET/DELETE/PATCH /v2/orders/{id}, GET /v2/orders:by_client_order_id,
+  GET /v2/assets/{symbol} (`fractionable` false for the book's `not_fractionable` symbols)
   (404 `{"code":40410000}` when unknown), GET /v2/positions, /v2/account, /v2/clock,
   /v2/account/activities/FILL; 422 `{"code":40010001,"message":"client_order_id must be unique"}`.
 * Stream: text JSON in, binary JSON frames out. `{"action":"authenticate","data":{"key_id",
@@ -19,6 +20,9 @@ answered after `slow_s`, past the client's timeout), "duplicate" (accepted, answ
 duplicate 422 as if an earlier attempt had landed), "429" (refused, not accepted), "403" (refused
 for insufficient buying power: a definitive rejection). On the stream:
 `drop_stream_after_fills` drops every connection after that many fill updates (mid-fill).
+On DELETE / PATCH /v2/orders/{id} (`fault_next_change(kind)`): "drop", "500", "slow" (the cancel
+or replace is applied, the answer lost or late) and "hold" (applied, answered only after
+`hold_s`: a client killed meanwhile never learns the outcome); `change_requests` counts them.
 Requests beyond `requests_per_minute` are answered 429, like the real budget.
 """
 
@@ -37,7 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from websockets.asyncio.server import ServerConnection, serve
 
-from .alpaca_rest import FAILURE_BODIES
+from .alpaca_rest import FAILURE_BODIES, make_asset
 from .background import BackgroundLoop
 from .http_base import HttpEmulator
 from .trading_book import OrderError, TradingBook, Update
@@ -56,6 +60,10 @@ class TradingRestEmulator(HttpEmulator):
         self.fault_rate, self.rng = 0.0, random.Random(7)
         self.faults_served: dict[str, int] = dict.fromkeys(FAULTS, 0)
         self.throttle_s = 1.0  # a 429's X-RateLimit-Reset is this far ahead
+        self.asset_requests = 0
+        self.change_faults: deque[str] = deque()
+        self.change_requests: dict[str, int] = {"DELETE": 0, "PATCH": 0}
+        self.hold_s = 60.0
         self._recent: deque[float] = deque()
         super().__init__()
         self.app = _Dropper(self.app)  # type: ignore[assignment]
@@ -69,6 +77,7 @@ class TradingRestEmulator(HttpEmulator):
             Route("/v2/account", self._account),
             Route("/v2/account/activities/FILL", self._activities),
             Route("/v2/clock", lambda r: JSONResponse(self.book.clock())),
+            Route("/v2/assets/{symbol}", self._asset),
         ]
 
     def authenticate(self, request: Request) -> Response | None:
@@ -139,16 +148,27 @@ class TradingRestEmulator(HttpEmulator):
 
     async def _order(self, request: Request) -> Response:
         order_id = request.path_params["order_id"]
+        if request.method == "GET":
+            order = self.book.find(order_id)
+            return JSONResponse(order) if order else JSONResponse(NOT_FOUND, 404)
+        with self.changing():
+            self.change_requests[request.method] += 1
+            fault = self.change_faults.popleft() if self.change_faults else None
         try:
             if request.method == "DELETE":
                 self.book.cancel(order_id)
-                return Response(status_code=204)
-            if request.method == "PATCH":
-                return JSONResponse(self.book.replace(order_id, await request.json()))
+                answer: Response = Response(status_code=204)
+            else:
+                answer = JSONResponse(self.book.replace(order_id, await request.json()))
         except OrderError as error:
             return JSONResponse(error.body, error.status)
-        order = self.book.find(order_id)
-        return JSONResponse(order) if order else JSONResponse(NOT_FOUND, 404)
+        if fault == "drop":
+            request.scope["tradebot.drop"] = True
+        elif fault == "500":
+            return JSONResponse(FAILURE_BODIES[500], 500)
+        elif fault in ("slow", "hold"):
+            await asyncio.sleep(self.slow_s if fault == "slow" else self.hold_s)  # the scripted late answer
+        return answer
 
     async def _account(self, request: Request) -> Response:
         cash = f"{self.book.cash:.2f}"
@@ -167,6 +187,11 @@ class TradingRestEmulator(HttpEmulator):
                 "account_blocked": False,
             }
         )
+
+    async def _asset(self, request: Request) -> Response:
+        self.asset_requests += 1
+        symbol = request.path_params["symbol"].upper()
+        return JSONResponse(make_asset(symbol, fractionable=symbol not in self.book.not_fractionable))
 
     async def _activities(self, request: Request) -> Response:
         return JSONResponse(self.book.fill_activities(request.query_params.get("after")))
@@ -347,6 +372,11 @@ class AlpacaTradingEmulator:
         """Script the next POST /v2/orders outcomes, in order (see FAULTS)."""
         with self.rest.changing():
             self.rest.faults.extend(kinds)
+
+    def fault_next_change(self, *kinds: str) -> None:
+        """Script the next DELETE / PATCH /v2/orders/{id} outcomes, in order (drop, 500, slow, hold)."""
+        with self.rest.changing():
+            self.rest.change_faults.extend(kinds)
 
     async def _match(self) -> None:
         while True:

@@ -3,7 +3,10 @@
 `Trade` and `Bar` are what tests hand to the emulators; each emulator encodes them into its
 provider's wire format. `BarDataset` holds bars per (symbol, timeframe) for the REST emulators,
 and `BarDataset.generate` builds a reproducible one: prices depend only on (symbol, minute), so
-the same query always returns the same bars, whatever the range asked for.
+the same query always returns the same bars, whatever the range asked for. The historical trades
+the REST emulators serve are derived from the minute bars (`minute_trades`: four prints per
+minute, open, high, low and close, their sizes adding up to the volume, ids fixed per minute), so
+a test can also send exactly those trades live.
 """
 
 from __future__ import annotations
@@ -176,6 +179,21 @@ def synthetic_minute_bar(symbol: str, at: datetime) -> Bar:
     )
 
 
+TRADE_OFFSETS_S = (1, 15, 30, 50)  # when in its minute each of a bar's four trades prints
+
+
+def minute_trades(bar: Bar) -> list[Trade]:
+    """The trades behind a one-minute bar: open, high, low, close, with stable ids per minute."""
+    epoch_minute = int(bar.timestamp.timestamp() // 60)
+    part = bar.volume // len(TRADE_OFFSETS_S)
+    sizes = [part, part, part, bar.volume - 3 * part]
+    prices = (bar.open, bar.high, bar.low, bar.close)
+    return [
+        Trade(bar.symbol, price, size, bar.timestamp + timedelta(seconds=offset), id=epoch_minute * 10 + number)
+        for number, (offset, price, size) in enumerate(zip(TRADE_OFFSETS_S, prices, sizes, strict=True))
+    ]
+
+
 def aggregate(bars: Sequence[Bar], timeframe: Timeframe) -> list[Bar]:
     """Roll one-minute bars up into `timeframe` bars (daily bars are stamped at NY midnight)."""
     buckets: dict[datetime, list[Bar]] = {}
@@ -244,6 +262,15 @@ class BarDataset:
     def symbols(self) -> list[str]:
         """All symbols that have at least one series."""
         return sorted({symbol for symbol, _ in self._bars})
+
+    def trades(self, symbol: str, start: datetime | None = None, end: datetime | None = None) -> list[Trade]:
+        """The trades of the minute bars (see ``minute_trades``) with start <= timestamp <= end."""
+        return [
+            trade
+            for bar in self._bars.get((symbol, MINUTE), [])
+            for trade in minute_trades(bar)
+            if (start is None or trade.timestamp >= start) and (end is None or trade.timestamp <= end)
+        ]
 
     def bars(
         self,

@@ -62,6 +62,8 @@ class TradingBook(Observable):
         self.submissions = 0  # POST /v2/orders that created an order
         self.duplicate_submissions = 0  # POSTs refused because the client order id was taken
         self.market_open = True
+        self.not_fractionable: set[str] = set()  # symbols whose asset says fractionable: false
+        self._oco_pairs: dict[str, str] = {}  # an OCO leg's id -> the other leg's
         self._working: dict[str, None] = {}  # ids of orders the matcher still has to look at, in order
         self.publish: Callable[[Update], None] = lambda update: None
 
@@ -97,12 +99,28 @@ class TradingBook(Observable):
             raise OrderError(422, 40010001, f"invalid time_in_force {tif!r}")
         if body.get("extended_hours") and (kind != "limit" or tif != "day"):
             raise OrderError(422, 40010001, "extended hours order must be DAY limit orders")
+        self._validate_fractional(body, kind, tif)
         order_class = body.get("order_class") or "simple"
         legs = [body.get("take_profit"), body.get("stop_loss")]
-        if order_class == "bracket" and not all(legs):
-            raise OrderError(422, 40010001, "bracket orders require take_profit and stop_loss")
+        if order_class in ("bracket", "oco") and not all(legs):
+            raise OrderError(422, 40010001, f"{order_class} orders require take_profit and stop_loss")
+        if order_class == "oco" and kind != "limit":
+            raise OrderError(422, 40010001, "oco orders must be limit orders")
         if order_class in ("oto", "oco") and not any(legs):
             raise OrderError(422, 40010001, f"{order_class} orders require take_profit or stop_loss")
+
+    def _validate_fractional(self, body: dict[str, Any], kind: object, tif: object) -> None:
+        """Alpaca's rules: fractional (a part of a share, or a notional) only on fractionable assets,
+        as day orders; a notional order is a market order."""
+        notional, qty = body.get("notional"), body.get("qty")
+        if notional is None and float(qty) == int(float(qty)):
+            return
+        if body["symbol"] in self.not_fractionable:
+            raise OrderError(422, 40010001, f"asset {body['symbol']} is not fractionable")
+        if tif != "day":
+            raise OrderError(422, 40010001, "fractional orders must be DAY orders")
+        if notional is not None and kind != "market":
+            raise OrderError(422, 40010001, "notional orders must be market orders")
 
     def _new_order(self, body: dict[str, Any], client_id: str) -> dict[str, Any]:
         stamp = now_iso()
@@ -124,7 +142,7 @@ class TradingBook(Observable):
             "asset_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"alpaca-asset:{symbol}")),
             "symbol": symbol,
             "asset_class": "us_equity",
-            "notional": body.get("notional"),
+            "notional": _num(float(body["notional"])) if body.get("notional") is not None else None,
             "qty": _num(qty),
             "filled_qty": "0",
             "filled_avg_price": None,
@@ -142,6 +160,8 @@ class TradingBook(Observable):
             "trail_price": body.get("trail_price"),
             "hwm": None,
         }
+        if order["order_class"] == "oco":
+            return self._oco(order, body)
         legs = []
         exit_side = "sell" if body["side"] == "buy" else "buy"
         if body.get("take_profit"):
@@ -153,6 +173,18 @@ class TradingBook(Observable):
                          "order_type": "stop", "side": exit_side, "status": "held", "order_class": "simple",
                          "stop_price": body["stop_loss"]["stop_price"]})  # fmt: skip
         order["legs"] = legs or None
+        return order
+
+    def _oco(self, order: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """An exit pair working at once: this order is the take-profit limit, its leg the stop-loss;
+        whichever fills first cancels the other (see ``_execute``)."""
+        order["limit_price"] = body["take_profit"]["limit_price"]
+        stop = {**order, "id": str(uuid.uuid4()), "client_order_id": str(uuid.uuid4()), "type": "stop",
+                "order_type": "stop", "status": "new", "order_class": "simple", "limit_price": None,
+                "stop_price": body["stop_loss"]["stop_price"], "legs": None}  # fmt: skip
+        order["legs"] = [stop]
+        self._oco_pairs[order["id"]], self._oco_pairs[stop["id"]] = stop["id"], order["id"]
+        self._working[stop["id"]] = None
         return order
 
     def find(self, order_id: str) -> dict[str, Any] | None:
@@ -173,6 +205,9 @@ class TradingBook(Observable):
             if order["status"] not in OPEN_STATUSES:
                 raise OrderError(422, 42210000, f"order is already in {order['status']} state")
             self._close(order, "canceled", "canceled_at")
+            other = self.orders.get(self._oco_pairs.get(order_id, ""))
+            if other is not None and other["status"] in OPEN_STATUSES:  # an OCO is canceled as a pair
+                self._close(other, "canceled", "canceled_at")
 
     def replace(self, order_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """PATCH /v2/orders/{id}: a new order replaces the open one (which ends as replaced)."""
@@ -287,7 +322,10 @@ class TradingBook(Observable):
         )
         self._emit("fill" if filled else "partial_fill", order, execution_id=execution_id, price=price, qty=qty)
         self.prices[symbol] = round(price + self.drift, 4)
-        if filled:
+        other = self.orders.get(self._oco_pairs.get(order["id"], ""))
+        if other is not None and other["status"] in OPEN_STATUSES:  # one leg of an OCO filled: the other goes
+            self._close(other, "canceled", "canceled_at")
+        elif filled:
             for leg in order["legs"] or []:
                 leg["status"] = "new"
                 self._working[leg["id"]] = None

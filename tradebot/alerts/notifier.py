@@ -34,22 +34,23 @@ class Notifier:
         self._allowance = {channel.name: TokenBucket(per_minute, burst=per_minute) for channel in self.channels}
         self._held_back = Counter[str]()
 
-    async def notify(self, alert: Alert) -> None:
-        """Send ``alert`` unless its incident was alerted within the reminder period."""
+    async def notify(self, alert: Alert, *, rate_limited: bool = True) -> None:
+        """Send ``alert`` unless its incident was alerted within the reminder period; one that is not
+        ``rate_limited`` (the daily summary: once a day) is never held back."""
         text = self.deduper.due(alert)
         if text is None:
             self.counters["alerts_deduplicated"] += 1
             return
         log.log(logging.WARNING if alert.severity != "info" else logging.INFO, "alert: %s", text)
-        await asyncio.gather(*(self._deliver(channel, text) for channel in self.channels))
+        await asyncio.gather(*(self._deliver(channel, text, rate_limited) for channel in self.channels))
 
     async def resolve(self, key: str, text: str) -> None:
         """An incident ended: say so where it was alerted."""
         if self.deduper.resolve(key):
             await self.notify(Alert(f"resolved:{key}:{time.monotonic()}", text))
 
-    async def _deliver(self, channel: Channel, text: str) -> None:
-        if self._allowance[channel.name].try_take() > 0:
+    async def _deliver(self, channel: Channel, text: str, rate_limited: bool) -> None:
+        if rate_limited and self._allowance[channel.name].try_take() > 0:
             self._held_back[channel.name] += 1
             self.counters["alerts_rate_limited"] += 1
             return

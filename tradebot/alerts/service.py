@@ -4,33 +4,53 @@ given; with none, alerts are only logged).
 
 Order events, control events and gaps come through the ``alerts`` consumer group, acked once their alerts were handed to
 the channels; heartbeats are checked every ALERT_CHECK_S. A redelivered event after a crash may
-alert twice: alerts are at-least-once, like everything on the bus.
+alert twice: alerts are at-least-once, like everything on the bus. Once per NYSE session the daily
+summary goes out too (alerts/daily.py: exactly one replica sends it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
 
+from tradebot.alerts import daily
 from tradebot.alerts.channels import channels_from_settings
 from tradebot.alerts.notifier import Notifier
-from tradebot.alerts.rules import Deduper, alerts_for, workers_down
+from tradebot.alerts.rules import Alert, Deduper, alerts_for, workers_down
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Delivery
 from tradebot.common.config import ReadySettings
 from tradebot.common.consumer import GroupConsumer
+from tradebot.common.db import TRANSIENT_DB_ERRORS
+from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.runtime import consumer_name
 from tradebot.common.runtime import main as run_worker
-from tradebot.common.streams import CONTROL_EVENTS, GAPS, HEARTBEAT_PATTERN, ORDER_EVENTS, Role
+from tradebot.common.streams import CONTROL_EVENTS, GAPS, HEARTBEAT_PATTERN, ORDER_EVENTS, Role, worker_down_key
+from tradebot.risk.calendar import session_of
 
 log = logging.getLogger(__name__)
 ROLE = Role.ALERTS
 GROUP: str = Role.ALERTS
+Clock = Callable[[], datetime]
 
 
-async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str] | None = None) -> None:
-    """Alert until ``stop``."""
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def run(
+    settings: ReadySettings,
+    *,
+    stop: asyncio.Event,
+    counters: Counter[str] | None = None,
+    clock: Clock = utc_now,
+    hours: daily.SessionHours | None = None,
+) -> None:
+    """Alert until ``stop``; ``clock`` and ``hours`` (the NYSE calendar) decide when a summary is due."""
     counters = counters if counters is not None else Counter[str]()
     channels = channels_from_settings(settings)
     if not channels:
@@ -54,42 +74,92 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
         claim_idle_ms=settings.claim_idle_ms,
         counters=counters,
     )
-    watcher = asyncio.create_task(watch_workers(bus, notifier, settings.alert_check_s, stop))
+    watchers = [asyncio.create_task(watch_workers(bus, notifier, settings.alert_check_s, stop, clock=clock))]
+    if settings.alert_daily_summary:
+        watchers.append(asyncio.create_task(send_daily_summaries(bus, notifier, settings, stop, clock, hours)))
     try:
         await consumer.run(handle, stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
         await bus.close()
 
 
-async def live_roles(bus: Bus) -> set[str]:
-    """Roles with at least one unexpired heartbeat (``heartbeat:<role>:<consumer>``)."""
-    return {key.split(":")[1] async for key in bus.redis.scan_iter(match=HEARTBEAT_PATTERN, count=500)}
+async def live_roles(bus: Bus, day: str) -> set[str]:
+    """Roles with at least one unexpired heartbeat (``heartbeat:<role>:<consumer>``); the processes
+    among them started on ``day`` are counted for the daily summary."""
+    keys = [key async for key in bus.redis.scan_iter(match=HEARTBEAT_PATTERN, count=500)]
+    roles = set()
+    for key, raw in zip(keys, await bus.redis.mget(keys) if keys else [], strict=True):
+        role, consumer = key.split(":", 2)[1:]
+        roles.add(role)
+        try:
+            started = json.loads(raw or "{}").get("started_at")
+        except ValueError:
+            continue
+        if started and session_of(datetime.fromisoformat(started)) == day:
+            await daily.record_started(bus.redis, day, role, consumer)
+    return roles
 
 
 async def watch_workers(
-    bus: Bus, notifier: Notifier, every_s: float, stop: asyncio.Event, seen: set[str] | None = None
+    bus: Bus,
+    notifier: Notifier,
+    every_s: float,
+    stop: asyncio.Event,
+    seen: set[str] | None = None,
+    *,
+    clock: Clock = utc_now,
 ) -> None:
     """Alert when a role that was running (``seen``) has no live worker; say so when it is back."""
     seen = seen if seen is not None else set()
     while not stop.is_set():
+        day = session_of(clock())
         try:
-            alive = await live_roles(bus)
-        except RECOVERABLE_REDIS_ERRORS as error:
-            log.warning("cannot read heartbeats: %s", error)
-        else:
+            alive = await live_roles(bus, day)
             seen |= alive
             for alert in workers_down(seen - {ROLE}, alive):
+                role = alert.key.split(":", 1)[1]
+                await daily.record_worker_down(bus.redis, day, role, worker_down_key(role))
                 await notifier.notify(alert)
             for key in notifier.deduper.open_incidents("worker-down:"):
                 role = key.split(":", 1)[1]
                 if role in alive:
+                    await bus.redis.delete(worker_down_key(role))
                     await notifier.resolve(key, f"recovered: a {role} worker is running again")
-        try:
-            await asyncio.wait_for(stop.wait(), every_s)
-        except TimeoutError:
-            pass
+        except RECOVERABLE_REDIS_ERRORS as error:
+            log.warning("cannot read heartbeats: %s", error)
+        await wait_or_stop(stop, every_s)
+
+
+async def send_daily_summaries(
+    bus: Bus,
+    notifier: Notifier,
+    settings: ReadySettings,
+    stop: asyncio.Event,
+    clock: Clock,
+    hours: daily.SessionHours | None = None,
+) -> None:
+    """Send each session's summary once it is due (checked every ALERT_CHECK_S)."""
+    if hours is None:
+        from tradebot.risk.calendar import nyse_hours  # pandas: loaded only with the summary on
+
+        hours = await asyncio.to_thread(nyse_hours)
+    after_close_s = settings.alert_daily_summary_after_close_minutes * 60
+    while not stop.is_set():
+        session = daily.session_due(clock(), hours, after_close_s)
+        if session is not None:
+            try:
+                if await daily.claim(bus.redis, session, consumer_name()):
+                    summary = await daily.gather(bus.redis, settings.database_url, session)
+                    await notifier.notify(Alert(f"daily:{session.isoformat()}", summary.text()), rate_limited=False)
+                    await daily.mark_sent(bus.redis, session)
+            except (*RECOVERABLE_REDIS_ERRORS, *TRANSIENT_DB_ERRORS, OSError) as error:
+                log.warning(
+                    "daily summary of %s not sent yet (its claim expires, then it is retried): %s", session, error
+                )
+        await wait_or_stop(stop, settings.alert_check_s)
 
 
 def main() -> None:

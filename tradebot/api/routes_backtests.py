@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 
 from tradebot.api.deps import PoolDep
-from tradebot.backtest.store import list_runs, load_report
+from tradebot.backtest.store import list_runs, load_charts, load_report
 
 router = APIRouter(tags=["backtests"])
 
@@ -42,3 +42,13 @@ async def backtest_report(pool: PoolDep, run_id: str) -> dict[str, Any]:
     if report is None:
         raise HTTPException(status_code=404, detail=f"no backtest run {run_id!r}: GET /backtests lists them")
     return report
+
+
+@router.get("/backtests/{run_id}/chart", summary="One stored run's equity curve and trades, for its chart")
+async def backtest_chart(pool: PoolDep, run_id: str) -> dict[str, Any]:
+    """Equity as [time, value] pairs (at most 5,000, oldest first) and the closed trades; both empty
+    for a run stored before runs kept them."""
+    charts = await load_charts(pool, run_id)
+    if charts is None:
+        raise HTTPException(status_code=404, detail=f"no backtest run {run_id!r}: GET /backtests lists them")
+    return {"id": run_id, "equity": charts.get("equity", []), "trades": charts.get("trades", [])}

@@ -1,8 +1,8 @@
-"""GET /portfolio, /positions and /equity: the paper account as the risk stage sees it."""
+"""GET /portfolio, /pnl, /positions and /equity: the paper account as the risk stage sees it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
@@ -51,6 +51,17 @@ async def _checkpoint(redis: RedisDep) -> dict[str, Any]:
 async def portfolio(redis: RedisDep) -> dict[str, Any]:
     shown: dict[str, Any] = quoted(views.portfolio(await _checkpoint(redis)))
     return shown
+
+
+@router.get("/pnl", summary="Realised and unrealised P&L per strategy (or per symbol), each with its symbols")
+async def pnl(
+    redis: RedisDep,
+    by: Literal["strategy", "symbol"] = Query("strategy", description="strategy: per strategy; symbol: per symbol"),
+) -> dict[str, dict[str, Any]]:
+    checkpoint = await _checkpoint(redis)
+    if by == "symbol":
+        return {"pnl": quoted(views.portfolio(checkpoint)["pnl_by_symbol"])}
+    return {"pnl": quoted(views.pnl_by_strategy(checkpoint))}
 
 
 @router.get("/positions", summary="Open positions with value, share of equity and P&L")

@@ -143,6 +143,7 @@ async def backfill_range(settings: ReadySettings, source: BarSource, request: Ba
 
 async def _run(settings: Settings, request: BacktestRequest, *, store: bool, check_lookahead: bool) -> BacktestOutcome:
     from tradebot.backtest.lookahead import check_lookahead as find_lookahead
+    from tradebot.backtest.report import chart_data
     from tradebot.backtest.run import load_observations, simulate
     from tradebot.backtest.store import save_run
     from tradebot.storage.schema import apply_migrations
@@ -158,7 +159,7 @@ async def _run(settings: Settings, request: BacktestRequest, *, store: bool, che
             outcome = simulate(request, observations)
             outcome.report["lookahead"] = find_lookahead(request, observations, outcome.result.signals)
         if store:
-            await save_run(pool, outcome.report)
+            await save_run(pool, outcome.report, chart_data(outcome.result))
         return outcome
     finally:
         await pool.close()

@@ -8,15 +8,18 @@ observation's timestamp), so a run is a pure function of its inputs.
 
 from __future__ import annotations
 
+import operator
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from tradebot.broker.paper import PaperBroker
-from tradebot.common.models import Bar, Order, OrderEvent, Signal, Tick
+from tradebot.common.models import Bar, Order, OrderChange, OrderEvent, Signal, Tick
 from tradebot.execution.service import BrokerPartition
 from tradebot.strategy.bars import timeframe_seconds
+from tradebot.strategy.batch import Batch
 from tradebot.strategy.book import StrategyBook
 
 # An extra check before execution (tests, what-if runs): given an order and the account it would
@@ -25,7 +28,7 @@ PreTradeCheck = Callable[[Order, PaperBroker], str | None]
 SAMPLE_PERIODS_PER_YEAR = {"1m": 252 * 390, "5m": 252 * 78, "15m": 252 * 26, "1h": 252 * 6.5, "1d": 252}
 
 
-@dataclass
+@dataclass(slots=True)
 class Trade:
     """One closed round trip of a strategy in a symbol (entry may be several buys)."""
 
@@ -44,7 +47,7 @@ class Trade:
         return self.pnl / (self.entry_price * self.quantity)
 
 
-@dataclass
+@dataclass(slots=True)
 class Lot:
     """The open position of one strategy in one symbol."""
 
@@ -65,7 +68,7 @@ class Ledger:
         if event.status != "filled" or event.price is None:
             return
         key = (order.strategy or "-", order.symbol)
-        lot = self.lots.setdefault(key, Lot())
+        lot = self.lots.get(key) or self.lots.setdefault(key, Lot())
         if order.side == "buy":
             lot.opened = lot.opened or event.timestamp
             lot.quantity += event.quantity
@@ -132,49 +135,86 @@ class Backtest:
         self._next: datetime | None = None  # where the current sample ends
 
     def feed(self, observations: Iterable[Tick | Bar]) -> BacktestResult:
-        """Run every observation through; returns the (cumulative) result."""
-        result, book = self.result, self.book
-        first, last = result.first_price, result.last_price  # last prices are the marks
-        for observation in observations:  # the hot loop: locals, one comparison for the sampling
-            is_tick = isinstance(observation, Tick)
-            at, symbol = observation.timestamp, observation.symbol
-            price = observation.price if is_tick else observation.close  # type: ignore[union-attr]
-            if self._next is None or at >= self._next:
-                self._roll(at)
-            if symbol not in first:
-                first[symbol] = price
-            last[symbol] = price
-            result.observations += 1
-            outputs = book.on_tick(observation) if is_tick else book.on_bar(observation)  # type: ignore[arg-type]
-            for signal, order in outputs:
-                self._trade(signal, order)
-        return result
+        """Run every observation through; returns the (cumulative) result.
+
+        The book decides the whole batch first (``StrategyBook.on_batch``: what it would say tick by
+        tick), then its orders and the equity samples are played in observation order, so the
+        observations that emit nothing are never touched one by one here.
+        """
+        batch = observations if isinstance(observations, list) else list(observations)
+        if not batch:
+            return self.result
+        columns = Batch(batch)
+        outputs = self.book.on_batch(columns)
+        times, symbols, prices = [o.timestamp for o in batch], columns.symbols, columns.prices
+        marks, marked, done = self.result.last_price, 0, 0  # last prices are the marks
+        rolls = self._rolls(times)
+        for roll, bucket, closes in rolls:
+            while done < len(outputs) and outputs[done][0] < roll:  # what came before it trades first
+                self._trade(*outputs[done][1:])
+                done += 1
+            # a sample that this observation starts closes first, marked with what came before it
+            marks.update(zip(symbols[marked:roll], prices[marked:roll], strict=True))
+            self._roll(times[roll], bucket, closes)
+            marked = roll
+        for _, signal, order in outputs[done:]:
+            self._trade(signal, order)
+        if rolls:
+            self._next = datetime.fromtimestamp(rolls[-1][1] + self.sample_s, UTC)
+        # as live, a batch's cancels and replaces follow its orders (the strategy worker publishes them last)
+        for change in self.book.take_changes():
+            self.result.events += self._change(change)
+        marks.update(zip(symbols[marked:], prices[marked:], strict=True))
+        firsts = dict(zip(reversed(symbols), reversed(prices), strict=True))
+        self.result.first_price.update({s: firsts[s] for s in marks if s not in self.result.first_price})
+        self.result.observations += len(batch)
+        return self.result
+
+    def _rolls(self, times: list[datetime]) -> list[tuple[int, int, datetime]]:
+        """(position, bucket, when the sample it closes ends) of each observation that starts a new
+        sample: the first at or after the end of the current one (bisected when in time order)."""
+        ordered = all(map(operator.le, times, times[1:]))
+        found: list[tuple[int, int, datetime]] = []
+        position, bucket, end, seconds = 0, self._bucket, self._next, self.sample_s
+        while position < len(times):
+            if end is not None:
+                if ordered:
+                    position = bisect_left(times, end, position)
+                else:
+                    position = next((p for p in range(position, len(times)) if times[p] >= end), len(times))
+                if position == len(times):
+                    break
+            previous, bucket = bucket, int(times[position].timestamp()) // seconds * seconds
+            # the closing sample is stamped with the new bucket's start: the last end when contiguous
+            closes = end if end is not None and previous is not None and bucket == previous + seconds else None
+            found.append((position, bucket, closes or datetime.fromtimestamp(bucket, UTC)))
+            end = datetime.fromtimestamp(bucket + seconds, UTC)
+            position += 1
+        return found
 
     def finish(self) -> BacktestResult:
         """Close the last sample and take the account's final state."""
-        if self._bucket is not None:
-            self._sample(self._bucket + self.sample_s)
+        if self._bucket is not None and self._next is not None:
+            self._sample(self._next)
             self._bucket = self._next = None
         self.result.account = self.broker.account()
         return self.result
 
-    def _roll(self, at: datetime) -> None:
-        """``at`` starts a new sample: record the equity at the end of the one it closes."""
-        bucket = int(at.timestamp()) // self.sample_s * self.sample_s
+    def _roll(self, at: datetime, bucket: int, closes: datetime) -> None:
+        """``at`` starts a new sample (``bucket``): record the equity at the end of the one it closes."""
         if self._bucket is None:
             self.result.equity.append((at, self.result.starting_cash))
         else:
-            self._sample(bucket)
+            self._sample(closes)
         self._bucket = bucket
-        self._next = datetime.fromtimestamp(bucket + self.sample_s, UTC)
 
-    def _sample(self, until: int) -> None:
-        """The equity at the end of the sample that closes at ``until`` (epoch seconds)."""
-        positions = self.broker.positions
+    def _sample(self, closes: datetime) -> None:
+        """The equity at the end of a sample (``closes``), marked at the last prices."""
         marks = self.result.last_price
-        held = sum(p.quantity * marks.get(s, p.average_cost) for s, p in positions.items())
-        self.result.equity.append((datetime.fromtimestamp(until, UTC), self.broker.cash + held))
-        self.result.exposed_samples += any(p.quantity > 0 for p in positions.values())
+        held = [(s, p) for s, p in self.broker.positions.items() if p.quantity]  # a flat position adds 0.0
+        value = sum(p.quantity * marks.get(s, p.average_cost) for s, p in held)
+        self.result.equity.append((closes, self.broker.cash + value))
+        self.result.exposed_samples += any(p.quantity > 0 for _, p in held)
 
     def _trade(self, signal: Signal, order: Order) -> None:
         result = self.result
@@ -191,14 +231,24 @@ class Backtest:
             if event.status == "filled" and event.price is not None:
                 result.traded_notional += event.quantity * event.price
                 result.commissions += event.commission
-            result.ledger.record(order, event)
+            if event.client_order_id == order.id:  # (not a resting order's fill: it is no round trip of this order)
+                result.ledger.record(order, event)
 
     def _execute(self, order: Order) -> list[OrderEvent]:
         """What the execution worker would publish for ``order`` (risk stage first, when there is one)."""
         if self.execution is None:
+            fills = self.broker.fill_resting(order.symbol, order.reference_price, order.timestamp)
             event = self.broker.execute(order)
-            return [] if event is None else [event]
+            if event is not None and order.order_class == "oco" and event.status == "accepted":
+                return [*fills, event, *self.broker.fill_resting(order.symbol, order.reference_price, order.timestamp)]
+            return fills if event is None else [*fills, event]
         return [event for _, event in self.execution.apply([order]) if isinstance(event, OrderEvent)]
+
+    def _change(self, change: OrderChange) -> list[OrderEvent]:
+        """What the execution worker would publish for a strategy's cancel or replace."""
+        if self.execution is None:
+            return self.broker.change(change, lambda _target, _replacement: None)
+        return [event for _, event in self.execution.apply([change]) if isinstance(event, OrderEvent)]
 
 
 def run_backtest(

@@ -91,6 +91,22 @@ def trade_rows(trades: list[Trade]) -> list[dict[str, Any]]:
     ]
 
 
+CHART_POINTS = 5_000  # the most equity samples stored for a run's chart
+
+
+def chart_data(result: BacktestResult) -> dict[str, Any]:
+    """The equity curve (thinned to CHART_POINTS, the last sample kept) and the trades, for the
+    dashboard's chart of a stored run."""
+    step = max(1, math.ceil(len(result.equity) / CHART_POINTS))
+    kept = result.equity[::step]
+    if result.equity and kept[-1] is not result.equity[-1]:
+        kept.append(result.equity[-1])
+    return {
+        "equity": [[at.isoformat(), value] for at, value in kept],
+        "trades": trade_rows(result.ledger.trades),
+    }
+
+
 def json_ready(value: Any) -> Any:
     """NaN and infinities become None (JSON has no such numbers)."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -1,5 +1,5 @@
-"""Backtest speed per core: ticks/s and bars/s through the whole backtest loop, and the optimiser's
-speed-up on two processes.
+"""Backtest speed per core: ticks/s and bars/s through the whole backtest loop, the optimiser's
+speed-up on two processes, and the ratios to backtesting.py and vectorbt (backtest_compare.py).
 
 Each figure runs the real loop (StrategyBook + PaperBroker + equity sampling) in this one process
 and is timed in CPU seconds of the process (``time.process_time``), so it is a per-core number that
@@ -11,13 +11,13 @@ mock-feed ticks of 100 symbols; bars are 1-minute bars of 20 symbols built from 
 from __future__ import annotations
 
 import time
-import warnings
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tradebot.backtest.engine import run_backtest
+from tradebot.backtest.engine import BacktestResult, run_backtest
 from tradebot.backtest.optimize import optimize
 from tradebot.backtest.run import BacktestRequest
+from tradebot.bench.backtest_compare import backtesting_py_ratio, vectorbt_ratio
 from tradebot.bench.report import Figure
 from tradebot.broker.paper import PaperBroker
 from tradebot.common.models import Bar, Tick
@@ -57,14 +57,15 @@ def bench_bars(count: int, symbols: int = 20) -> list[Bar]:
     return bars[:count]
 
 
-def _rate(spec: StrategySpec, observations: list[Any]) -> tuple[float, int]:
+def _rate(spec: StrategySpec, observations: list[Any]) -> tuple[float, BacktestResult]:
     began = time.process_time()
     result = run_backtest(StrategyBook([spec]), observations, PaperBroker(10_000_000.0, 1.0, 0.005))
-    return len(observations) / (time.process_time() - began), len(result.signals)
+    return len(observations) / (time.process_time() - began), result
 
 
 def _figure(name: str, unit: str, spec: StrategySpec, observations: list[Any], what: str) -> Figure:
-    rate, signals = _rate(spec, observations)
+    rate, result = _rate(spec, observations)
+    signals = len(result.signals)
     method = (
         f"run_backtest (StrategyBook + PaperBroker + 1-minute equity samples) of {spec.cls} {spec.parameters} over "
         f"{len(observations):,} {what} in one process, per CPU second ({signals:,} signals, each an order and a fill)"
@@ -86,48 +87,6 @@ def optimizer_speedup(ticks: list[Tick]) -> Figure:
                   {"one_process_s": round(timings[0], 3), "two_processes_s": round(timings[1], 3)})  # fmt: skip
 
 
-def backtesting_py_ratio(bars: list[Bar]) -> Figure | None:
-    """Our crossover on one symbol's bars against backtesting.py's on the same bars, if it is installed."""
-    try:
-        import pandas
-        from backtesting import Backtest, Strategy
-        from backtesting.lib import crossover
-    except ImportError:
-        return None  # installed for the bench only (pip install backtesting)
-
-    def sma(values, window):  # type: ignore[no-untyped-def]
-        return pandas.Series(values).rolling(window).mean()
-
-    class SmaCross(Strategy):  # type: ignore[misc]  # long only, like ours: buy on the cross up, close on the cross down
-        def init(self) -> None:
-            self.short = self.I(sma, self.data.Close, 5)
-            self.long = self.I(sma, self.data.Close, 20)
-
-        def next(self) -> None:
-            if crossover(self.short, self.long):
-                self.buy()
-            elif crossover(self.long, self.short):
-                self.position.close()
-
-    frame = pandas.DataFrame(
-        {"Open": [b.open for b in bars], "High": [b.high for b in bars], "Low": [b.low for b in bars],
-         "Close": [b.close for b in bars], "Volume": [b.volume for b in bars]},
-        index=pandas.DatetimeIndex([b.timestamp for b in bars]),
-    )  # fmt: skip
-    began = time.process_time()
-    with warnings.catch_warnings():  # it warns on every buy it cannot afford while already long
-        warnings.simplefilter("ignore")
-        Backtest(frame, SmaCross, cash=10_000_000, finalize_trades=True).run()
-    theirs = len(bars) / (time.process_time() - began)
-    ours, _ = _rate(CROSSOVER_BARS, bars)
-    method = (
-        f"crossover 5/20 on the same {len(bars):,} 1-minute bars of one symbol: our bars/s (run_backtest) over "
-        "backtesting.py's (Backtest(...).run(), SMA via pandas, long only), both in CPU seconds"
-    )
-    return Figure(SECTION, "backtest bars/s vs backtesting.py", ours / theirs, "x", method,
-                  {"ours_bars_per_s": round(ours), "backtesting_py_bars_per_s": round(theirs)})  # fmt: skip
-
-
 def measure_backtest(ticks: int, bars: int) -> list[Figure]:
     """Ticks/s and bars/s for the crossover and the ensemble, and the optimiser's speed-up."""
     tick_sample, bar_sample = bench_ticks(ticks), bench_bars(bars)
@@ -138,5 +97,6 @@ def measure_backtest(ticks: int, bars: int) -> list[Figure]:
         _figure("backtest bars/s, ensemble", "bars/s", ENSEMBLE_BARS, bar_sample, "1-minute bars of 20 symbols"),
         optimizer_speedup(tick_sample[: ticks // 2]),
     ]
-    comparison = backtesting_py_ratio(bench_bars(bars, symbols=1))
-    return figures if comparison is None else [*figures, comparison]
+    one_symbol = bench_bars(bars, symbols=1)
+    ours, result = _rate(CROSSOVER_BARS, one_symbol)
+    return [*figures, backtesting_py_ratio(one_symbol, ours), vectorbt_ratio(one_symbol, ours, result)]

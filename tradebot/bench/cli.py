@@ -23,6 +23,7 @@ from rich.console import Console
 
 from tradebot.bench.backtest import measure_backtest
 from tradebot.bench.bus import measure_bus
+from tradebot.bench.ceilings import ceiling_figures, measure_ceilings, with_ceilings
 from tradebot.bench.e2e import FeedRun, measure_throughput
 from tradebot.bench.latency import measure_latency
 from tradebot.bench.processes import WorkerPool, worker_pool
@@ -42,6 +43,8 @@ from tradebot.common.runtime import bootstrap, setup_logging
 log = logging.getLogger("tradebot.bench")
 
 SECTIONS = ("bus", "strategy", "risk", "backtest", "e2e", "latency", "storage", "ui")
+SCALED_E2E = {"strategy": 2, "storage": 2}  # the second e2e run: `--scale strategy=2 --scale storage=2`
+BOUNDED_SECTIONS = {"bus", "e2e", "storage"}  # sections with figures a ceiling bounds
 MiB = 2**20
 
 
@@ -106,7 +109,9 @@ async def _backtest(_target: BenchTarget, _workers: WorkerPool, sizes: BenchSize
 
 
 async def _e2e(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
-    return await measure_throughput(target, workers, FeedRun(sizes.e2e_offered_rate, sizes.e2e_ticks))
+    run = FeedRun(sizes.e2e_offered_rate, sizes.e2e_ticks)
+    figures = await measure_throughput(target, workers, run)
+    return figures + await measure_throughput(target, workers, run, scale=SCALED_E2E)
 
 
 async def _latency(target: BenchTarget, workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
@@ -153,12 +158,22 @@ def memory_figures(workers: WorkerPool) -> list[Figure]:
 async def run_sections(
     target: BenchTarget, workers: WorkerPool, sizes: BenchSizes, sections: list[str], report: Report, console: Console
 ) -> None:
-    """Run each section in turn; a failed one becomes an n/a row with the error."""
+    """Run each section in turn; a failed one becomes an n/a row with the error.
+
+    Right before a section with figures a ceiling bounds, the ceilings of the same servers are
+    measured (tradebot/bench/ceilings.py); each such figure then says what share of them it reached.
+    """
     for name in sections:
         began = time.monotonic()
         console.print(f"[bold]bench[/bold] {name} …")
         try:
-            report.add(*await STEPS[name](target, workers, sizes))
+            ceilings = None
+            if name in BOUNDED_SECTIONS:  # as many entries and rows as the bus and storage sections use
+                ceilings = await measure_ceilings(target, min(20_000, sizes.bus_messages), sizes.storage.ingest_rows)
+            figures = await STEPS[name](target, workers, sizes)
+            if ceilings is not None and figures:
+                figures = ceiling_figures(ceilings, figures[0].section) + with_ceilings(figures, ceilings)
+            report.add(*figures)
         except Exception as error:
             log.exception("bench section %s failed", name)
             report.add(Figure(name, "section failed", None, "", f"{type(error).__name__}: {error}"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tradebot.bench.pipeline import TableCounter, consumers_ready, reset, stream_time_span, wait_for
@@ -35,8 +36,11 @@ class FeedRun:
         return f"{self.rate:,.0f} ticks/s offered"
 
 
-async def start_pipeline(target: BenchTarget, bus: Bus, workers: WorkerPool, *, api: bool) -> dict[str, str]:
-    """A clean slate, then every consumer role as a process, ready; returns the worker environment."""
+async def start_pipeline(
+    target: BenchTarget, bus: Bus, workers: WorkerPool, *, api: bool, scale: Mapping[str, int] | None = None
+) -> dict[str, str]:
+    """A clean slate, then every consumer role as a process (``scale``: more of some), ready;
+    returns the worker environment."""
     settings = target.bench_settings
     await reset(target, bus)
     partitions = settings.tick_partitions
@@ -44,7 +48,8 @@ async def start_pipeline(target: BenchTarget, bus: Bus, workers: WorkerPool, *, 
         await bus.ensure_group(stream, KEEPER_GROUP)
     env = worker_environment(settings, api_port=free_port())
     for role in CONSUMERS + (("api",) if api else ()):
-        workers.start(role, env)
+        for _ in range((scale or {}).get(role, 1)):
+            workers.start(role, env)
     await wait_for(
         lambda: consumers_ready(bus, settings.tick_partitions), READY_TIMEOUT_S, "the workers to take their partitions"
     )
@@ -75,13 +80,18 @@ async def time_to_store(counter: TableCounter, ticks: int, timeout_s: float) -> 
 
 
 async def measure_throughput(
-    target: BenchTarget, workers: WorkerPool, run: FeedRun, timeout_s: float = 600.0
+    target: BenchTarget,
+    workers: WorkerPool,
+    run: FeedRun,
+    timeout_s: float = 600.0,
+    scale: Mapping[str, int] | None = None,
 ) -> list[Figure]:
-    """Ticks stored per second with every worker running (see the figure's method)."""
+    """Ticks stored per second with every worker running (see the figure's method); ``scale``
+    runs more processes of some roles (``{"strategy": 2, "storage": 2}``)."""
     bus = Bus.from_settings(target.bench_settings)
     partitions = target.settings.tick_partitions
     try:
-        env = await start_pipeline(target, bus, workers, api=True)
+        env = await start_pipeline(target, bus, workers, api=True, scale=scale)
         async with TableCounter(target.database_url) as counter:
             start_feed(workers, env, run)
             first, last = await time_to_store(counter, run.ticks, timeout_s)
@@ -91,16 +101,19 @@ async def measure_throughput(
         workers.stop_all()
         await bus.close()
     stored_rate = run.ticks / max(last - first, POLL_S)
+    scaled = ", ".join(f"{role} ×{n}" for role, n in sorted((scale or {}).items()) if n != 1)
+    processes = f"one process each but {scaled}" if scaled else "one process each"
     method = (
         f"mock feed: {run.label} ({run.ticks:,} ticks, {BENCH_SYMBOLS} symbols, {partitions} partitions); "
-        "market_data, strategy, execution, storage, api: one process each; time from the first to the "
+        f"market_data, strategy, execution, storage, api: {processes}; time from the first to the "
         f"last of the {run.ticks:,} rows appearing in `ticks` (COUNT(*) polled every 0.1 s)"
     )
     feed_method = "ticks published / span of their tick-stream entry ids (Redis server ms), same run"
+    suffix = f", {scaled}" if scaled else ""
     return [
         Figure(
             "end to end",
-            "ticks stored/s, every worker running",
+            f"ticks stored/s, every worker running{suffix}",
             stored_rate,
             "ticks/s",
             method,
@@ -108,7 +121,7 @@ async def measure_throughput(
         ),
         Figure(
             "end to end",
-            "ticks published/s by the mock feed, same run",
+            f"ticks published/s by the mock feed, same run{suffix}",
             rate,
             "ticks/s",
             feed_method,

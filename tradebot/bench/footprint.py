@@ -8,6 +8,10 @@ consumer running, it publishes the same number of ticks again: the growth of use
 to a million, is what a backlog costs while consumers are down (the budget's unit). Last, with
 storage down but strategy and execution running, the memory per tick the budget holds during a
 storage outage: budget / (that × ticks per second) is how long a feed rides out such an outage.
+
+``--breakdown`` also reads the bytes the pipeline run appended to the AOF and sums them per command
+and key family (digits folded: ``XCLAIM price.ticks:#``, ``SET feed:cursor:…``), per tick: what
+each write costs, so a change can be aimed and checked.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -49,7 +56,66 @@ async def aof_bytes(bus: Bus) -> int:
     return int((await bus.redis.info("persistence"))["aof_current_size"])
 
 
-async def pipeline_run(settings: ReadySettings, ticks: int) -> dict[str, float]:
+async def aof_files(bus: Bus) -> dict[Path, int]:
+    """The files Redis appends to (6.2: appendonly.aof; 7: appendonlydir/*.incr.aof) and their sizes."""
+    folder = Path((await bus.redis.config_get("dir"))["dir"])
+    name = (await bus.redis.config_get("appendfilename"))["appendfilename"]
+    return file_sizes(folder, name)
+
+
+def file_sizes(folder: Path, name: str) -> dict[Path, int]:
+    single = folder / name
+    files = [single] if single.exists() else sorted(folder.glob("*/*.incr.aof"))
+    return {path: path.stat().st_size for path in files}
+
+
+def commands_in(data: bytes) -> Iterator[list[bytes]]:
+    """The RESP arrays (commands) in a stretch of AOF; a partial one at the end is left out."""
+    position = 0
+    while position < len(data) and data[position : position + 1] == b"*":
+        end = data.find(b"\r\n", position)
+        count, position = int(data[position + 1 : end]), end + 2
+        parts = []
+        for _ in range(count):
+            end = data.find(b"\r\n", position)
+            if end < 0:
+                return
+            length = int(data[position + 1 : end])
+            parts.append(data[end + 2 : end + 2 + length])
+            position = end + 4 + length
+        if position > len(data):
+            return
+        yield parts
+
+
+def command_family(parts: list[bytes]) -> str:
+    """``XCLAIM price.ticks:#``: the command and its first key, digits folded."""
+    name = parts[0].decode().upper()
+    key = parts[1].decode(errors="replace") if len(parts) > 1 and name not in NO_KEY_COMMANDS else ""
+    return f"{name} {re.sub(r'[0-9]+', '#', key)}".strip()
+
+
+NO_KEY_COMMANDS = {"MULTI", "EXEC", "SELECT"}
+
+
+def resp_size(parts: list[bytes]) -> int:
+    """Bytes of a command in RESP: ``*<n>\\r\\n`` then ``$<len>\\r\\n<part>\\r\\n`` per part."""
+    return 3 + len(str(len(parts))) + sum(5 + len(str(len(part))) + len(part) for part in parts)
+
+
+def breakdown(before: dict[Path, int], after: dict[Path, int], ticks: int) -> dict[str, float]:
+    """AOF bytes per tick appended between two ``aof_files`` snapshots, per command family."""
+    totals: Counter[str] = Counter()
+    for path, size in after.items():
+        with path.open("rb") as file:
+            file.seek(before.get(path, 0))
+            data = file.read(size - before.get(path, 0))
+        for parts in commands_in(data):
+            totals[command_family(parts)] += resp_size(parts)
+    return {family: round(size / ticks, 1) for family, size in totals.most_common() if size / ticks >= 0.5}
+
+
+async def pipeline_run(settings: ReadySettings, ticks: int, *, detail: bool = False) -> dict[str, Any]:
     """AOF bytes per tick with every worker running until all ticks are stored."""
     bus = Bus.from_settings(settings)
     await bus.redis.config_set("auto-aof-rewrite-percentage", 0)  # keep the file growing, to measure it
@@ -62,7 +128,7 @@ async def pipeline_run(settings: ReadySettings, ticks: int) -> dict[str, float]:
     try:
         while await conn.fetchval("SELECT to_regclass('ticks')") is None:  # storage migrates first
             await asyncio.sleep(0.2)
-        before = await aof_bytes(bus)
+        before, files_before = await aof_bytes(bus), await aof_files(bus)
         symbols = resolve_symbols(settings)
         await feed_service.produce(
             bus, settings, symbols, stop=stop, counters=Counter(), clock=stepping_clock(START), pace=False
@@ -71,6 +137,7 @@ async def pipeline_run(settings: ReadySettings, ticks: int) -> dict[str, float]:
             await asyncio.sleep(0.5)
         await asyncio.sleep(3)  # the last acks, checkpoints and a retention pass
         grown = await aof_bytes(bus) - before
+        parts = breakdown(files_before, await aof_files(bus), ticks) if detail else {}
         kept = sum([await bus.redis.xlen(stream) for stream in storage_streams(settings.tick_partitions)])
         memory = int((await bus.redis.info("memory"))["used_memory"])
     finally:
@@ -83,6 +150,7 @@ async def pipeline_run(settings: ReadySettings, ticks: int) -> dict[str, float]:
         "symbols": len(symbols),
         "entries_kept_after_all_consumed": kept,
         "used_memory_after_all_consumed": memory,
+        **({"aof_bytes_per_tick_by_command": parts} if detail else {}),
     }
 
 
@@ -137,7 +205,7 @@ async def storage_outage_memory(settings: ReadySettings, ticks: int) -> dict[str
     return {"redis_baseline_bytes": baseline, "storage_outage_bytes_per_tick": grown / ticks}
 
 
-async def measure(ticks: int, symbols: int) -> dict[str, float]:
+async def measure(ticks: int, symbols: int, *, detail: bool = False) -> dict[str, Any]:
     """Both figures, on fresh servers in a temporary folder."""
     with tempfile.TemporaryDirectory() as folder, embedded_servers(Path(folder), free_port(), free_port()) as urls:
         settings = ReadySettings(  # type: ignore[call-arg]
@@ -148,7 +216,7 @@ async def measure(ticks: int, symbols: int) -> dict[str, float]:
             max_symbols=symbols,
             mock_max_ticks=ticks,
         )
-        figures = await pipeline_run(settings, ticks)
+        figures = await pipeline_run(settings, ticks, detail=detail)
         figures["redis_bytes_per_million_backlog_ticks"] = await backlog_memory(settings, ticks)
         figures |= await storage_outage_memory(settings, ticks)
         return figures
@@ -158,8 +226,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=50_000)
     parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--breakdown", action="store_true", help="AOF bytes per tick by command and key")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(measure(args.ticks, args.symbols)), indent=2))
+    print(json.dumps(asyncio.run(measure(args.ticks, args.symbols, detail=args.breakdown)), indent=2))
 
 
 if __name__ == "__main__":

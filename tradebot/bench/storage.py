@@ -275,7 +275,8 @@ def ingest_figures(results: dict[str, Any], sizes: StorageSizes) -> list[Figure]
         "storage worker x1": "the storage worker in burst mode: ticks pre-published to Redis, read, written and "
         "acked (Redis → PostgreSQL)",
     }
-    return [
+    rates = results["ingest_rows_per_s"]
+    figures = [
         Figure(
             "storage",
             f"ingest, {name}",
@@ -284,8 +285,13 @@ def ingest_figures(results: dict[str, Any], sizes: StorageSizes) -> list[Figure]
             f"{methods.get(name, name)}; {sizes.ingest_rows:,} new ticks",
             {"rows": sizes.ingest_rows},
         )
-        for name, rate in results["ingest_rows_per_s"].items()
+        for name, rate in rates.items()
     ]
+    worker, writer = rates.get("storage worker x1"), rates.get("write_events x1")
+    if worker and writer:
+        share = "the storage worker's rate as a share of one bare writer's, same run (goal: ≥ 80 %)"
+        figures.append(Figure("storage", "ingest, storage worker / writer alone", 100 * worker / writer, "%", share))
+    return figures
 
 
 def latency_figures(results: dict[str, Any], sizes: StorageSizes) -> list[Figure]:

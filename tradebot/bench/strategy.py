@@ -8,13 +8,16 @@ built), encode the outputs and serialise the checkpoint — everything but the R
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from tradebot.bench.report import Figure
 from tradebot.common.bus import decode, encode
 from tradebot.common.models import Tick
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
+from tradebot.storage.writer import group_rows
 from tradebot.strategy.book import StrategyBook, StrategySpec
 from tradebot.strategy.moving_average import MovingAverageCrossover
 from tradebot.strategy.service import StrategyPartition
@@ -56,8 +59,62 @@ def worker_cost_us(ticks: list[Tick], short_window: int, long_window: int, batch
     return (time.perf_counter() - began) / len(wire) * 1e6
 
 
+def _per_tick_us(work: Callable[[], object], ticks: int) -> float:
+    """The best of three timings of ``work``, in µs per tick (the least disturbed by other load)."""
+    best = math.inf
+    for _ in range(3):
+        began = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - began)
+    return best / ticks * 1e6
+
+
+def stage_costs_us(count: int, short_window: int, long_window: int, batch: int) -> dict[str, float]:
+    """CPU µs per tick of each step a tick takes through the workers, in process (no servers)."""
+    ticks = mock_ticks(count)
+    wire = [encode(tick) for tick in ticks]
+    events = [decode(fields) for fields in wire]
+    specs = [StrategySpec(None, "ma_crossover", {"short_window": short_window, "long_window": long_window})]
+    state = StrategyPartition(lambda: StrategyBook(specs), 10.0)
+    batches = [events[start : start + batch] for start in range(0, count, batch)]
+    outputs = [state.apply(chunk) for chunk in batches]
+
+    def apply(checkpoint: bool) -> None:
+        fresh = StrategyPartition(lambda: StrategyBook(specs), 10.0)
+        for chunk in batches:
+            fresh.apply(chunk)
+            if checkpoint:
+                fresh.changed_parts()
+
+    applied = _per_tick_us(lambda: apply(False), count)
+    return {
+        "mock feed: generate": _per_tick_us(lambda: mock_ticks(count), count),
+        "encode (feed → entry)": _per_tick_us(lambda: [encode(tick) for tick in ticks], count),
+        "decode + validate (entry → Tick)": _per_tick_us(lambda: [decode(fields) for fields in wire], count),
+        "strategy: apply": applied,
+        "strategy: encode outputs": _per_tick_us(
+            lambda: [encode(event) for chunk in outputs for _, event in chunk], count
+        ),
+        # the batch's checkpoint parts: apply with them, less apply alone
+        "strategy: checkpoint parts": max(0.0, _per_tick_us(lambda: apply(True), count) - applied),
+        "storage: rows (group_rows)": _per_tick_us(lambda: [group_rows(chunk) for chunk in batches], count),
+    }
+
+
+def stage_figures(count: int, short_window: int, long_window: int, batch: int) -> list[Figure]:
+    """The per-step costs as figures: the CPU profile of the tick path (docs/BENCHMARKS.md)."""
+    method = (
+        f"{count:,} mock ticks of 100 symbols, batches of {batch}, in process, no Redis or PostgreSQL; "
+        "best of three timings of each step alone"
+    )
+    return [
+        Figure(SECTION, f"per tick, {step}", value, "µs", method)
+        for step, value in stage_costs_us(count, short_window, long_window, batch).items()
+    ]
+
+
 def measure_strategy(ticks: int, short_window: int, long_window: int, batch: int) -> list[Figure]:
-    """Both per-tick costs as figures."""
+    """Both per-tick costs, and the cost of each step of the tick path, as figures."""
     sample = mock_ticks(ticks + WARM_UP_TICKS)
     pure_us, signals = pure_cost_us(sample, short_window, long_window)
     worker_us = worker_cost_us(sample[WARM_UP_TICKS:], short_window, long_window, batch)
@@ -86,4 +143,5 @@ def measure_strategy(ticks: int, short_window: int, long_window: int, batch: int
             worker_method,
             {"ticks": ticks, "ticks_per_s_per_core": 1e6 / worker_us},
         ),
+        *stage_figures(ticks, short_window, long_window, batch),
     ]

@@ -23,11 +23,13 @@ from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
 from alpaca.trading.models import Order as AlpacaOrder
+from alpaca.trading.models import Position
 from alpaca.trading.requests import (
     GetOrdersRequest,
     LimitOrderRequest,
     MarketOrderRequest,
     OrderRequest,
+    ReplaceOrderRequest,
     StopLimitOrderRequest,
     StopLossRequest,
     StopOrderRequest,
@@ -35,9 +37,9 @@ from alpaca.trading.requests import (
     TrailingStopOrderRequest,
 )
 
-from tradebot.broker.base import BrokerFill, BrokerOrder, MarketClock, SubmitOutcome
+from tradebot.broker.base import BrokerAccount, BrokerFill, BrokerOrder, BrokerPosition, MarketClock, SubmitOutcome
 from tradebot.common.config import Settings, SettingsError
-from tradebot.common.models import Order, stable_id
+from tradebot.common.models import Order, OrderChange, stable_id
 from tradebot.common.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -53,10 +55,10 @@ def client_order_id(order: Order) -> str:
 
 
 def order_request(order: Order, client_id: str) -> OrderRequest:
-    """The alpaca-py request for our order: type, time in force, and bracket / OTO legs."""
+    """The alpaca-py request for our order: type, time in force, bracket / OTO legs, or an OCO exit pair."""
     common: dict[str, Any] = {
         "symbol": order.symbol,
-        "qty": order.quantity,
+        **({"notional": order.notional} if order.notional is not None else {"qty": order.quantity}),
         "side": OrderSide(order.side),
         "time_in_force": TimeInForce(order.time_in_force),
         "client_order_id": client_id,
@@ -64,12 +66,14 @@ def order_request(order: Order, client_id: str) -> OrderRequest:
     }
     if order.take_profit_price is not None or order.stop_loss_price is not None:
         both = order.take_profit_price is not None and order.stop_loss_price is not None
-        common["order_class"] = "bracket" if both else "oto"
+        common["order_class"] = order.order_class or ("bracket" if both else "oto")
         if order.take_profit_price is not None:
             common["take_profit"] = TakeProfitRequest(limit_price=order.take_profit_price)
         if order.stop_loss_price is not None:
             common["stop_loss"] = StopLossRequest(stop_price=order.stop_loss_price)
     kind = order.order_type
+    if order.order_class == "oco":  # the exit pair's limit is its take-profit, given once
+        return LimitOrderRequest(**common)
     if kind == "limit":
         return LimitOrderRequest(limit_price=order.limit_price, **common)
     if kind == "stop":
@@ -114,6 +118,7 @@ class AlpacaGateway:
         self.bucket = bucket or TokenBucket(settings.alpaca_requests_per_minute)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alpaca-rest")
         self.calls = 0
+        self._fractionable: dict[str, bool] = {}
 
     async def _call(self, function: Callable[..., T], *args: Any) -> T:
         await self.bucket.take()
@@ -178,12 +183,59 @@ class AlpacaGateway:
         held = await self._read(self.client.get_all_positions)
         return {p.symbol: float(p.qty) for p in held}  # type: ignore[union-attr]
 
+    async def account(self) -> BrokerAccount:
+        cash = float((await self._read(self.client.get_account)).cash or 0)  # type: ignore[union-attr]
+        held = [p for p in await self._read(self.client.get_all_positions) if isinstance(p, Position)]
+        return BrokerAccount(
+            cash,
+            {
+                p.symbol: BrokerPosition(
+                    float(p.qty), float(p.avg_entry_price), float(p.current_price) if p.current_price else None
+                )
+                for p in held
+            },
+        )
+
+    async def fractionable(self, symbol: str) -> bool:
+        """The asset's ``fractionable`` flag (GET /v2/assets/{symbol}), asked once per symbol per process."""
+        if symbol not in self._fractionable:
+            asset = await self._read(self.client.get_asset, symbol)
+            self._fractionable[symbol] = bool(asset.fractionable)  # type: ignore[union-attr]
+        return self._fractionable[symbol]
+
     async def clock(self) -> MarketClock:
         clock = await self._read(self.client.get_clock)
         return MarketClock(clock.is_open, clock.next_open, clock.next_close)  # type: ignore[union-attr]
 
-    async def cancel(self, broker_id: str) -> None:
-        await self._call(self.client.cancel_order_by_id, broker_id)
+    async def cancel(self, broker_id: str) -> SubmitOutcome:
+        """DELETE /v2/orders/{id}: accepted (the outcome comes as news about the order), or why not."""
+        try:
+            await self._call(self.client.cancel_order_by_id, broker_id)
+        except APIError as error:
+            return _classify(error)
+        except requests.RequestException as error:
+            return SubmitOutcome("ambiguous", reason=f"{type(error).__name__}")
+        return SubmitOutcome("accepted")
+
+    async def replace(self, broker_id: str, change: OrderChange, client_id: str) -> SubmitOutcome:
+        """PATCH /v2/orders/{id} with what the change names; accepted carries the replacement."""
+        if change.quantity is not None and change.quantity != int(change.quantity):
+            return SubmitOutcome("rejected", reason="Alpaca replaces only to a whole number of shares")
+        request = ReplaceOrderRequest(
+            qty=int(change.quantity) if change.quantity is not None else None,
+            time_in_force=TimeInForce(change.time_in_force) if change.time_in_force else None,
+            limit_price=change.limit_price,
+            stop_price=change.stop_price,
+            trail=change.trail_percent,
+            client_order_id=client_id,
+        )
+        try:
+            placed = await self._call(self.client.replace_order_by_id, broker_id, request)
+        except APIError as error:
+            return _classify(error)
+        except requests.RequestException as error:
+            return SubmitOutcome("ambiguous", reason=f"{type(error).__name__}")
+        return SubmitOutcome("accepted", broker_order(placed))  # type: ignore[arg-type]
 
     def ready_in(self) -> float:
         return self.bucket.ready_in()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-from tradebot.common.models import Order
+from tradebot.common.models import Order, OrderChange
 
 SubmitKind = Literal["accepted", "rejected", "duplicate", "throttled", "ambiguous"]
 
@@ -50,6 +50,23 @@ class SubmitOutcome:
 
 
 @dataclass(frozen=True)
+class BrokerPosition:
+    """One position as the broker holds it (what the risk stage values the account with)."""
+
+    quantity: float
+    average_cost: float
+    last_price: float | None
+
+
+@dataclass(frozen=True)
+class BrokerAccount:
+    """The broker's cash and positions."""
+
+    cash: float
+    positions: dict[str, BrokerPosition]
+
+
+@dataclass(frozen=True)
 class MarketClock:
     is_open: bool
     next_open: datetime
@@ -71,9 +88,23 @@ class BrokerGateway(Protocol):
 
     async def positions(self) -> dict[str, float]: ...
 
+    async def account(self) -> BrokerAccount:
+        """Cash and positions with their cost and last price (the risk stage's portfolio input)."""
+        ...
+
     async def clock(self) -> MarketClock: ...
 
-    async def cancel(self, broker_id: str) -> None: ...
+    async def fractionable(self, symbol: str) -> bool:
+        """Whether the asset takes fractional and notional orders."""
+        ...
+
+    async def cancel(self, broker_id: str) -> SubmitOutcome:
+        """Ask for a cancel: accepted (the order's end comes as news), rejected, throttled or ambiguous."""
+        ...
+
+    async def replace(self, broker_id: str, change: OrderChange, client_id: str) -> SubmitOutcome:
+        """Replace an open order; accepted carries the replacement order (client order id ``client_id``)."""
+        ...
 
     def ready_in(self) -> float:
         """Seconds until the rate limit lets the next call through."""

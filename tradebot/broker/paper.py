@@ -6,15 +6,22 @@ the commissions paid to open it, so realised + unrealised P&L always equals equi
 cash. Idempotent on the client order id: an order seen before returns no event and changes nothing,
 however late it comes back: executed ids are remembered with their order's time for
 ``remember_days`` days of order time (a replay or a very late redelivery is still recognised).
+
+Only a gtc limit or stop order that its reference price does not reach rests (``accepted``); the
+account sees no ticks, so a resting order fills at the reference price of a later order of its
+symbol that reaches it (``fill_resting``). A resting order can be canceled or replaced
+(``change``, idempotent on the change's id like an order); anything else ends at once.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
-from tradebot.common.models import Order, OrderEvent, stable_id
+from tradebot.common.models import Order, OrderChange, OrderEvent, invalid, stable_id
 
 # How long (in order time) an executed client order id is remembered. Days, not a count: a duplicate
 # can come back much later (a replayed stream, an old entry reclaimed), and must still not fill.
@@ -40,7 +47,7 @@ class Position:
 
 
 def event_id(client_order_id: str) -> str:
-    """The id of the one event an order ever gets."""
+    """The id of the one event that ends an order (a resting order has an ``accepted`` one before)."""
     return stable_id("fill", client_order_id)
 
 
@@ -53,8 +60,10 @@ class PaperBroker:
         slippage_bps: float = 0.0,
         commission_per_share: float = 0.0,
         remember_days: float = REMEMBER_DAYS,
+        not_fractionable: frozenset[str] = frozenset(),
     ):
         self.starting_cash = starting_cash
+        self.not_fractionable = not_fractionable  # symbols taking whole shares only (Alpaca's asset flag)
         self.slippage_bps = slippage_bps
         self.commission_per_share = commission_per_share
         self.cash = starting_cash
@@ -63,20 +72,129 @@ class PaperBroker:
         self.remember_s = remember_days * 86_400
         self._seen: dict[str, float] = {}  # client order id -> its order's epoch seconds, oldest first
         self._newest = 0.0
+        self.resting: dict[str, Order] = {}  # gtc orders not reached yet, oldest first
 
     def execute(self, order: Order) -> OrderEvent | None:
-        """Fill or reject an order; None (and no change) when this client order id was seen before."""
+        """Fill, rest or end an order; None (and no change) when this client order id was seen before."""
         if order.id in self._seen:
             return None
         self._remember(order.id, order.timestamp.timestamp())
         position = self.positions.setdefault(order.symbol, Position())
         position.last_price = order.reference_price
+        if order.fractional and order.symbol in self.not_fractionable:
+            why = f"{order.symbol} is not fractionable: only whole shares, no notional (dollar) orders"
+            return self._event(order, "rejected", reason=why)
+        if order.order_class == "oco":
+            return self._rest_oco(order, position)
         unfilled = self.not_marketable(order)
+        if unfilled is not None and order.time_in_force == "gtc" and unfilled[0] == "expired":
+            self.resting[order.id] = order
+            why = unfilled[1].replace("paper orders do not rest", "resting until a later price reaches it")
+            return self._event(order, "accepted", reason=why, event=stable_id("paper-accepted", order.id))
         if unfilled is not None:
             return self._event(order, unfilled[0], reason=unfilled[1])
+        return self._fill(order, position)
+
+    def fill_resting(self, symbol: str, price: float, at: datetime) -> list[OrderEvent]:
+        """Fill (or reject, for want of cash or shares) the resting orders of ``symbol`` that ``price`` reaches."""
+        events = []
+        for client_id, order in list(self.resting.items()):
+            if order.symbol != symbol:
+                continue
+            now = order.model_copy(update={"reference_price": price, "timestamp": at})
+            if order.order_class == "oco":
+                events += self._resolve_oco(now)
+            elif self.not_marketable(now) is None:
+                del self.resting[client_id]
+                self.positions.setdefault(symbol, Position()).last_price = price
+                events.append(self._fill(now, self.positions[symbol]))
+        return events
+
+    def _rest_oco(self, order: Order, position: Position) -> OrderEvent:
+        """An OCO exits a position held: it rests (both legs) and is judged like any resting order."""
+        if order.quantity > position.quantity + QUANTITY_TOLERANCE:
+            why = (f"an oco order exits a position held: selling {order.quantity:g} {order.symbol} but holding "
+                   f"{position.quantity:g}")  # fmt: skip
+            return self._event(order, "rejected", reason=why)
+        self.resting[order.id] = order
+        why = f"oco: take-profit limit {order.take_profit_price:g} and stop-loss stop {order.stop_loss_price:g} resting"
+        return self._event(order, "accepted", reason=why, event=stable_id("paper-accepted", order.id))
+
+    def _resolve_oco(self, now: Order) -> list[OrderEvent]:
+        """The leg ``now.reference_price`` reaches fills and the other is canceled; [] if neither."""
+        assert now.take_profit_price is not None
+        assert now.stop_loss_price is not None
+        price = now.reference_price
+        if now.stop_loss_price < price < now.take_profit_price:
+            return []
+        del self.resting[now.id]
+        self.positions[now.symbol].last_price = price
+        leg = now.model_copy(update={"id": now.stop_loss_leg_id, "order_type": "market", "limit_price": None})
+        if price >= now.take_profit_price:  # this order is the take-profit limit
+            why = f"oco: the take-profit filled first ({now.id})"
+            return [self._fill(now, self.positions[now.symbol]), self._event(leg, "canceled", reason=why)]
+        why = f"oco: the stop-loss {leg.id} triggered at {price:g} first"
+        return [self._fill(leg, self.positions[now.symbol]), self._event(now, "canceled", reason=why)]
+
+    def change(self, change: OrderChange, refusal: Callable[[Order, Order], str | None]) -> list[OrderEvent]:
+        """Cancel or replace a resting order; [] when this request was seen before.
+
+        ``refusal(target, replacement)`` is the risk stage's say on a replace (None: it may go).
+        """
+        if change.id in self._seen:
+            return []
+        self._remember(change.id, change.timestamp.timestamp())
+        target = self.resting.get(change.target)
+        asked = "cancel_requested" if change.action == "cancel" else "replace_requested"
+        events = [self._change_event(change, target, asked, change.reason)]
+        rejected = "order_cancel_rejected" if change.action == "cancel" else "order_replace_rejected"
+        if target is None:
+            why = f"order {change.target} is not open at the paper broker (filled, ended or unknown)"
+            return [*events, self._change_event(change, None, rejected, why)]
+        if target.order_class == "oco" and change.action == "replace":
+            why = "an oco order is not replaced: cancel it and send a new one"
+            return [*events, self._change_event(change, target, rejected, why)]
+        replacement, refused = None, None
+        if change.action == "replace":  # priced from the latest mark, like any order arriving now
+            mark = self.positions[target.symbol].last_price or target.reference_price
+            try:
+                replacement = change.replacement(target.model_copy(update={"reference_price": mark}))
+                refused = refusal(target, replacement)
+            except ValueError as error:
+                refused = f"the replacement would not be a valid order: {invalid(error)}"
+        if refused is not None:
+            return [*events, self._change_event(change, target, rejected, refused)]
+        del self.resting[change.target]
+        if replacement is None:
+            events.append(self._event(target, "canceled", reason=f"canceled on request {change.id}", at=change))
+            if target.order_class == "oco":  # both legs go
+                leg = target.model_copy(update={"id": target.stop_loss_leg_id})
+                events.append(self._event(leg, "canceled", reason=f"canceled on request {change.id}", at=change))
+            return events
+        events.append(self._event(target, "replaced", reason=f"replaced by {replacement.id}", at=change))
+        placed = self.execute(replacement)
+        return events if placed is None else [*events, placed]
+
+    def _change_event(self, change: OrderChange, target: Order | None, status: str, reason: str | None) -> OrderEvent:
+        return OrderEvent(
+            id=change.event_id(status),
+            symbol=change.symbol,
+            timestamp=change.timestamp,
+            client_order_id=change.target,
+            status=status,  # type: ignore[arg-type]
+            side=target.side if target is not None else "buy",
+            quantity=target.quantity if target is not None else 0.0,
+            price=None,
+            commission=0.0,
+            reason=reason,
+        )
+
+    def _fill(self, order: Order, position: Position) -> OrderEvent:
         price = self.fill_price(order)
         if order.limit_price is not None:  # a limit never fills worse than its price
             price = min(price, order.limit_price) if order.side == "buy" else max(price, order.limit_price)
+        if order.notional is not None:  # dollars: the shares they buy at the fill price
+            order = order.model_copy(update={"quantity": round(order.notional / price, 9)})
         commission = order.quantity * self.commission_per_share
         reason = self.rejection(order, price, commission)
         if reason is not None:
@@ -90,8 +208,8 @@ class PaperBroker:
     def not_marketable(self, order: Order) -> tuple[str, str] | None:
         """(status, reason) for an order the reference price does not reach, else None.
 
-        The paper broker sees no price after the order's own, so nothing rests: a stop not yet
-        triggered or a limit not reached ends at once (canceled for ioc/fok, expired otherwise).
+        A stop not yet triggered or a limit not reached rests when gtc (see ``execute``) and
+        otherwise ends at once (canceled for ioc/fok, expired otherwise).
         """
         if order.order_type == "trailing_stop":
             return "rejected", "trailing stops need a price feed after the order; the paper broker has none"
@@ -154,12 +272,15 @@ class PaperBroker:
         price: float | None = None,
         commission: float = 0.0,
         reason: str | None = None,
+        event: str | None = None,
+        at: OrderChange | None = None,
     ) -> OrderEvent:
-        # Timestamped with the order, not the wall clock, so a replay gives identical events.
+        # Timestamped with the order (or the change that ended it), not the wall clock, so a
+        # replay gives identical events.
         return OrderEvent(
-            id=event_id(order.id),
+            id=event or event_id(order.id),
             symbol=order.symbol,
-            timestamp=order.timestamp,
+            timestamp=at.timestamp if at is not None else order.timestamp,
             client_order_id=order.id,
             status=status,  # type: ignore[arg-type]
             side=order.side,
@@ -201,6 +322,7 @@ class PaperBroker:
             "commissions": self.commissions,
             "positions": {symbol: asdict(p) for symbol, p in self.positions.items()},
             "seen_order_ids": dict(self._seen),
+            "resting": [order.model_dump(mode="json") for order in self.resting.values()],
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -213,3 +335,5 @@ class PaperBroker:
         # Checkpoints written before the age limit hold a bare list: keep those ids as of now.
         self._seen = dict(saved) if isinstance(saved, dict) else dict.fromkeys(saved, time.time())
         self._newest = max(self._seen.values(), default=0.0)
+        resting = (Order.model_validate(saved) for saved in snapshot.get("resting", []))
+        self.resting = {order.id: order for order in resting}

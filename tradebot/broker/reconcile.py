@@ -4,13 +4,16 @@ Fills first (account activities: exact prices), then orders (cumulative fills an
 missed, orders we never knew: adopted as external), then positions. The first reconciliation of
 a fresh ledger adopts the broker's positions as external holdings; later, a position that still
 disagrees beyond RECONCILE_TOLERANCE after a second look halts new orders, with one line saying
-why, until a reconciliation agrees again. A reconciliation that fails halts them too.
+why, until a reconciliation agrees again, and is reported (``on_mismatch``) to the risk stage,
+which sets the trading state HALTED until the operator resumes. A reconciliation that fails
+halts new orders too, but only until one succeeds: it is no mismatch.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from tradebot.broker.base import BrokerGateway
@@ -23,9 +26,18 @@ MARGIN_S = 10.0  # reports this much older than what we look for are read too (c
 
 
 class Reconciler:
-    def __init__(self, ledger: Ledger, gateway: BrokerGateway, settings: Settings, *, fresh: bool):
+    def __init__(
+        self,
+        ledger: Ledger,
+        gateway: BrokerGateway,
+        settings: Settings,
+        *,
+        fresh: bool,
+        on_mismatch: Callable[[str], None] = lambda _reason: None,
+    ):
         self.ledger, self.gateway, self.settings = ledger, gateway, settings
         self.fresh = fresh
+        self.on_mismatch = on_mismatch
         self.halted: str | None = None
         self._last_full = 0.0
         self._last_orders = 0.0
@@ -97,7 +109,10 @@ class Reconciler:
             if attempt == 0:
                 events += await self._orders()  # fills may have landed between the two reads
         shown = ", ".join(f"{symbol} ours {ours:g} broker {theirs:g}" for symbol, (ours, theirs) in apart.items())
-        self._halt(f"positions disagree with the broker beyond {self.settings.reconcile_tolerance:g} ({shown})")
+        why = f"positions disagree with the broker beyond {self.settings.reconcile_tolerance:g} ({shown})"
+        if why != self.halted:
+            self.on_mismatch(why)
+        self._halt(why)
         return events
 
     def _disagreements(self, theirs: dict[str, float]) -> dict[str, tuple[float, float]]:

@@ -4,7 +4,9 @@ It runs as the reader of the execution role's one partition (the lease keeps it 
 Every turn: take new orders and record them (``submitted``) in the same commit as their acks,
 so intent is durable before anything is sent; send what waits (an order a dead predecessor may
 have sent is looked up first); turn trade updates, REST polls (while the stream is down) and
-reconciliations into events through the ledger; commit the events with the ledger. A kill -9
+reconciliations into events through the ledger; commit the events with the ledger. Every new
+order passes the execution role's risk stage first (``PreTrade``: the paper path's checks on the
+broker's account, tradebot/execution/broker_risk.py); its memory is in the same checkpoint. A kill -9
 anywhere repeats no event and sends no order twice: the broker refuses a client order id it
 has seen, and every doubt is settled by looking that id up.
 """
@@ -16,20 +18,29 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from tradebot.broker.alpaca import AlpacaGateway, client_order_id
 from tradebot.broker.base import BrokerGateway, MarketClock
+from tradebot.broker.changes import ChangeSender
 from tradebot.broker.ledger import Ledger, Tracked
 from tradebot.broker.live import alpaca_is_paper, announce
 from tradebot.broker.reconcile import Reconciler
 from tradebot.broker.stream import TradeUpdates
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery
 from tradebot.common.config import Settings
-from tradebot.common.models import Order, OrderEvent
+from tradebot.common.models import ControlEvent, Event, Order, OrderChange, OrderEvent, invalid
 from tradebot.common.partitions import PartitionSettings, ReaderEnd
-from tradebot.common.streams import ORDER_EVENTS, checkpoint_key, lease_key, partition_consumer
+from tradebot.common.streams import (
+    CONTROL_EVENTS,
+    ORDER_EVENTS,
+    checkpoint_key,
+    lease_key,
+    partition_consumer,
+)
+from tradebot.risk.checks import grows_exposure
 
 log = logging.getLogger(__name__)
 RESEND_AFTER_LOOKUPS = 3  # an unsure order the broker still does not know after this many lookups is sent again
@@ -37,6 +48,18 @@ RESEND_AFTER_LOOKUPS = 3  # an unsure order the broker still does not know after
 # that came in meanwhile reach the bus promptly even while orders queue for tokens.
 SEND_TURN_S = 0.1
 ANYTIME = ("gtc", "opg", "cls")
+
+
+class PreTrade(Protocol):
+    """The risk stage as this loop uses it (tradebot/execution/broker_risk.py)."""
+
+    async def begin_batch(self, gateway: BrokerGateway, in_flight: list[Tracked]) -> str | None: ...
+    def screen(self, order: Order) -> Order | OrderEvent | None: ...
+    def replace_refusal(self, target: Order, replacement: Order) -> str | None: ...
+    def broker_mismatch(self, reason: str) -> None: ...
+    def control_events(self) -> list[ControlEvent]: ...
+    def snapshot(self) -> dict[str, Any]: ...
+    def restore(self, snapshot: dict[str, Any] | None) -> None: ...
 
 
 class BrokerExecution:
@@ -49,19 +72,21 @@ class BrokerExecution:
         member: str,
         settings: Settings,
         counters: Counter[str],
-        gate: Callable[[Order, float], str | None] = lambda _order, _held: None,
+        risk: PreTrade,
     ):
-        """``gate`` says why an order must not be sent (the operator's trading state), or None."""
+        """``risk`` decides every new order before it is recorded for sending."""
         self.bus, self.config, self.settings, self.counters = bus, config, settings, counters
-        self.gate = gate
+        self.risk = risk
         self.key = checkpoint_key(config.role, 0)
         self.lease = (lease_key(config.role, 0), member)
         self.consumer = partition_consumer(0)
         self.ledger = Ledger(settings.order_memory_days)
+        self.changes = ChangeSender(self.ledger, settings, counters)
         self._committed: str | None = None
         self._fresh: set[str] = set()  # recorded by this process and never sent: safe to send at once
         self._unsure_since: dict[str, float] = {}
         self._clock: MarketClock | None = None
+        self._rules_tripped = False  # a control event waits for the next commit
 
     async def run(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd:
         paper = alpaca_is_paper(self.settings)
@@ -91,8 +116,12 @@ class BrokerExecution:
     ) -> ReaderEnd:
         streams = await self._join_groups()
         self._committed = await self.bus.redis.get(self.key)
-        self.ledger.restore(json.loads(self._committed) if self._committed else None)
-        reconciler = Reconciler(self.ledger, gateway, self.settings, fresh=self._committed is None)
+        saved = json.loads(self._committed) if self._committed else None
+        self.ledger.restore(saved)
+        self.risk.restore((saved or {}).get("risk"))
+        reconciler = Reconciler(
+            self.ledger, gateway, self.settings, fresh=self._committed is None, on_mismatch=self._broker_mismatch
+        )
         if not await self._commit(await reconciler.run()):
             return ReaderEnd.LOST
         pending, was_connected = True, False
@@ -109,12 +138,13 @@ class BrokerExecution:
             elif pending:
                 pending = False
             events = await self._send_waiting(gateway)
+            events += await self.changes.send(gateway)
             events += self._drain(updates)
             connected = updates.connected.is_set()
             if (connected and not was_connected) or reconciler.due(streaming=connected):
                 events += await reconciler.run(orders_only=not reconciler.due_full())
             was_connected = connected
-            if events and not await self._commit(events):
+            if (events or self._rules_tripped) and not await self._commit(events):
                 return ReaderEnd.LOST
             if max_messages is not None and self.counters["handled"] >= max_messages and not self.ledger.orders:
                 return ReaderEnd.STOPPED
@@ -131,37 +161,96 @@ class BrokerExecution:
             await self.bus.ensure_group(stream, self.config.role)
         return streams
 
+    def _broker_mismatch(self, reason: str) -> None:
+        self.risk.broker_mismatch(reason)
+        self._rules_tripped = True
+
     async def _set_aside_non_orders(self, batch: list[Delivery]) -> list[Delivery]:
-        """Anything but an Order goes to the dead-letter stream with the reason; the orders stay."""
+        """Anything but an Order or OrderChange goes to the dead-letter stream with the reason; the rest stays."""
         for delivery in batch:
-            if not isinstance(delivery.event, Order):
-                reason = f"expected an Order on {delivery.stream}, got a {type(delivery.event).__name__}"
+            if not isinstance(delivery.event, Order | OrderChange):
+                reason = f"expected an Order or OrderChange on {delivery.stream}, got a {type(delivery.event).__name__}"
                 raw = {"event": delivery.event.model_dump_json()}
                 await self.bus.dead_letter(self.config.role, delivery.stream, delivery.entry_id, raw, reason)
-        return [delivery for delivery in batch if isinstance(delivery.event, Order)]
+        return [delivery for delivery in batch if isinstance(delivery.event, Order | OrderChange)]
 
     async def _take(self, batch: list[Delivery], gateway: BrokerGateway, reconciler: Reconciler) -> list[OrderEvent]:
-        """Record new orders (or refuse them, with the reason, while trading must not happen)."""
+        """Screen new orders (a denied one gets its ``denied`` event) and record the rest (or refuse
+        them, with the reason, while the broker must not be traded with)."""
         events: list[OrderEvent] = []
+        unscreened: str | None = None
+        screening = False
+
+        async def begin_screening() -> str | None:  # once per batch, only when an order or a replace needs it
+            nonlocal unscreened, screening
+            if not screening:
+                unscreened, screening = await self.risk.begin_batch(gateway, list(self.ledger.orders.values())), True
+            return unscreened
+
         for delivery in batch:
             order = delivery.event
+            if isinstance(order, OrderChange):
+                self.counters["handled"] += 1
+                events += self.changes.take(order, await self._change_refusal(order, reconciler, begin_screening))
+                continue
             assert isinstance(order, Order)  # set aside before
             client_id = client_order_id(order)
-            submitted = self.ledger.add(order, client_id)
             self.counters["handled"] += 1
-            if submitted is None:
+            if self.ledger.knows(client_id):
                 continue  # a redelivered or republished order: already ours
+            screened = order if await begin_screening() else self.risk.screen(order)
+            if not isinstance(screened, Order):
+                events += [] if screened is None else [screened]  # None: decided before (and denied)
+                continue
+            submitted = self.ledger.add(screened, client_id)
+            assert submitted is not None  # not known: checked above
             events.append(submitted)
             refusal = (
-                reconciler.halted
-                or self.gate(order, self.ledger.positions.get(order.symbol, 0.0))
-                or await self._outside_session(order, gateway)
+                unscreened
+                or reconciler.halted
+                or await self._outside_session(screened, gateway)
+                or await self._not_fractionable(screened, gateway)
+                or self._oco_without_position(screened)
             )
             if refusal:
                 events += self.ledger.reject(client_id, refusal)
             else:
                 self._fresh.add(client_id)
         return events
+
+    async def _change_refusal(
+        self, change: OrderChange, reconciler: Reconciler, begin_screening: Callable[[], Awaitable[str | None]]
+    ) -> str | None:
+        """A cancel always goes (even halted); a replace that grows exposure is refused like a new order."""
+        target = self.ledger.orders.get(change.target)
+        if change.action == "cancel" or target is None or target.order is None:
+            return None  # (the ledger itself refuses a change of an order that is not open)
+        original = Order.model_validate(target.order)
+        try:
+            replacement = change.replacement(original)
+        except ValueError as error:
+            return f"the replacement would not be a valid order: {invalid(error)}"
+        if not grows_exposure(original, replacement):
+            return None
+        return reconciler.halted or await begin_screening() or self.risk.replace_refusal(original, replacement)
+
+    async def _not_fractionable(self, order: Order, gateway: BrokerGateway) -> str | None:
+        """Why a fractional or notional order cannot go (the asset's flag), or None."""
+        if not order.fractional:
+            return None
+        try:
+            if await gateway.fractionable(order.symbol):
+                return None
+        except Exception as error:  # noqa: BLE001 - without the asset's flag no fractional order is sent
+            log.warning("execution: asset %s unavailable (%s)", order.symbol, error)
+            return f"asset {order.symbol} unavailable: the broker did not answer GET /v2/assets/{order.symbol}"
+        return f"{order.symbol} is not fractionable at the broker: only whole shares, no notional (dollar) orders"
+
+    def _oco_without_position(self, order: Order) -> str | None:
+        held = self.ledger.positions.get(order.symbol, 0.0)
+        if order.order_class != "oco" or order.quantity <= held + 1e-9:
+            return None
+        return f"an oco order exits a position held: selling {order.quantity:g} {order.symbol} but holding {held:g}"
 
     async def _outside_session(self, order: Order, gateway: BrokerGateway) -> str | None:
         now = datetime.now(UTC)
@@ -243,9 +332,12 @@ class BrokerExecution:
         await asyncio.gather(entries, news, return_exceptions=True)
 
     async def _commit(self, events: list[OrderEvent], batch: list[Delivery] = ()) -> bool:  # type: ignore[assignment]
-        checkpoint = json.dumps(self.ledger.snapshot(), separators=(",", ":"))
+        checkpoint = json.dumps({**self.ledger.snapshot(), "risk": self.risk.snapshot()}, separators=(",", ":"))
+        publish: list[tuple[str, Event]] = [(ORDER_EVENTS, event) for event in events]
+        publish += [(CONTROL_EVENTS, event) for event in self.risk.control_events()]
+        self._rules_tripped = False
         commit = Commit(
-            publish=[(ORDER_EVENTS, event) for event in events],
+            publish=publish,
             acks=[(d.stream, d.entry_id) for d in batch],
             state={self.key: checkpoint},
             guard=None if batch else (self.key, self._committed or ""),

@@ -21,11 +21,10 @@ import re
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
-from pydantic import ValidationError
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import DefaultParser
 from redis.backoff import NoBackoff
@@ -35,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from tradebot.common.codec import decode_event, encode_event
 from tradebot.common.config import ReadySettings
 from tradebot.common.lifecycle import first_of
 from tradebot.common.models import EVENT_TYPES, Event
@@ -110,7 +110,7 @@ class StreamHealth:
     group: str
     length: int
     pending: int
-    lag: int | None
+    lag: int
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,7 @@ class Commit:
     acks: list[tuple[str, str]] = field(default_factory=list)
     state: dict[str, str] = field(default_factory=dict)
     hashes: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> fields to set (HSET)
+    deleted: dict[str, list[str]] = field(default_factory=dict)  # key -> fields to delete (HDEL)
     # (key, value the producer last read): the commit applies only if the key still holds it
     guard: tuple[str, str] | None = None
 
@@ -176,9 +177,20 @@ class Commit:
 # must not apply twice: with acks, the first entry is no longer pending; without (a producer),
 # the guard key no longer holds the value the producer read. Every key is declared in KEYS (in
 # the order lease?, guard?, ack streams, publish streams, state keys, hashes), as Redis Cluster
-# requires; ARGV holds the counts and values. On a cluster all of them share one slot.
+# requires; ARGV holds the counts and values. On a cluster all of them share one slot. Every
+# command takes all its arguments at once (one XACK per stream, one HSET and one HDEL per hash):
+# Redis appends each command of a script to the AOF as it ran, so a command per entry or per field
+# would repeat the key each time.
 _COMMIT_SCRIPT = """
-local k, i = 1, 1
+-- ARGV[first..last] as the trailing arguments of one command per 1,000 (Lua's unpack has a limit).
+local function chunked(command, key, group, first, last)
+  for from = first, last, 1000 do
+    local to = math.min(from + 999, last)
+    if group then redis.call(command, key, group, unpack(ARGV, from, to))
+    else redis.call(command, key, unpack(ARGV, from, to)) end
+  end
+end
+local k = 1
 local has_lease, owner, group = ARGV[1], ARGV[2], ARGV[3]
 if has_lease == '1' then
   if redis.call('GET', KEYS[k]) ~= owner then return 0 end
@@ -189,10 +201,14 @@ if has_guard == '1' then
   if (redis.call('GET', KEYS[k]) or '') ~= guard_value then return 2 end
   k = k + 1
 end
-i = 6
-local acks = tonumber(ARGV[i]); i = i + 1
-if acks > 0 and #redis.call('XPENDING', KEYS[k], group, ARGV[i], ARGV[i], 1) == 0 then return 1 end
-for _ = 1, acks do redis.call('XACK', KEYS[k], group, ARGV[i]); k = k + 1; i = i + 1 end
+local i = 6
+local streams = tonumber(ARGV[i]); i = i + 1
+if streams > 0 and #redis.call('XPENDING', KEYS[k], group, ARGV[i+1], ARGV[i+1], 1) == 0 then return 1 end
+for _ = 1, streams do
+  local ids = tonumber(ARGV[i])
+  chunked('XACK', KEYS[k], group, i + 1, i + ids)
+  k = k + 1; i = i + 1 + ids
+end
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   redis.call('XADD', KEYS[k], '*', 'v', ARGV[i], 'type', ARGV[i+1], 'data', ARGV[i+2])
@@ -202,8 +218,11 @@ n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do redis.call('SET', KEYS[k], ARGV[i]); k = k + 1; i = i + 1 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
-  local fields = tonumber(ARGV[i]); i = i + 1
-  for _ = 1, fields do redis.call('HSET', KEYS[k], ARGV[i], ARGV[i+1]); i = i + 2 end
+  local fields, gone = tonumber(ARGV[i]), tonumber(ARGV[i+1]); i = i + 2
+  chunked('HSET', KEYS[k], nil, i, i + 2 * fields - 1)
+  i = i + 2 * fields
+  chunked('HDEL', KEYS[k], nil, i, i + gone - 1)
+  i = i + gone
   k = k + 1
 end
 return 1
@@ -289,7 +308,7 @@ return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
 
 def encode(event: Event) -> dict[str, str]:
     """The wire fields of an event."""
-    return {"v": SCHEMA_VERSION, "type": type(event).__name__, "data": event.model_dump_json()}
+    return {"v": SCHEMA_VERSION, "type": type(event).__name__, "data": encode_event(event)}
 
 
 def decode(fields: Mapping[str, str]) -> Event:
@@ -299,16 +318,7 @@ def decode(fields: Mapping[str, str]) -> Event:
     model = EVENT_TYPES.get(fields.get("type", ""))
     if model is None:
         raise ValueError(f"unknown event type {fields.get('type')!r}")
-    try:
-        return model.model_validate_json(fields.get("data", ""))
-    except ValidationError as error:
-        raise ValueError(f"invalid {model.__name__}: {_first_error(error)}") from None
-
-
-def _first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "payload"
-    return f"{where}: {first['msg']}"
+    return decode_event(model, fields.get("data", ""))
 
 
 def entry_ms(entry_id: str) -> int:
@@ -627,7 +637,7 @@ class Bus:
             await pipe.execute()
 
     async def commit(self, group: str, commit: Commit, *, lease: tuple[str, str] | None = None) -> CommitResult:
-        """Publish, write state (whole keys, and fields of hashes) and ack atomically.
+        """Publish, write state (whole keys, and fields of hashes set or deleted) and ack atomically.
 
         LOST_LEASE (nothing written) if ``lease`` is no longer ours; STALE (nothing written) if the
         guard key moved on; a retry of an already applied commit reports APPLIED and writes nothing.
@@ -652,7 +662,7 @@ class Bus:
         slot = key_slot(anchor.encode())
         here = [(stream, entry_id) for stream, entry_id in commit.acks if key_slot(stream.encode()) == slot]
         later = [(stream, entry_id) for stream, entry_id in commit.acks if key_slot(stream.encode()) != slot]
-        return Commit(commit.publish, here, commit.state, commit.hashes, commit.guard), later
+        return replace(commit, acks=here), later
 
     async def _commit_script(self, group: str, commit: Commit, lease: tuple[str, str] | None) -> CommitResult:
         keys: list[str] = [lease[0]] if lease else []
@@ -660,10 +670,13 @@ class Bus:
         if commit.guard:
             keys.append(commit.guard[0])
         args += ["1", commit.guard[1]] if commit.guard else ["", ""]
-        args.append(len(commit.acks))
-        for stream, entry_id in commit.acks:
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id in commit.acks:  # the first ack's stream first: it tells a retry apart
+            by_stream.setdefault(stream, []).append(entry_id)
+        args.append(len(by_stream))
+        for stream, ids in by_stream.items():
             keys.append(stream)
-            args.append(entry_id)
+            args += [len(ids), *ids]
         args.append(len(commit.publish))
         for stream, event in commit.publish:
             fields = encode(event)
@@ -673,12 +686,15 @@ class Bus:
         for key, value in commit.state.items():
             keys.append(key)
             args.append(value)
-        args.append(len(commit.hashes))
-        for key, fields in commit.hashes.items():
+        hash_keys = list(commit.hashes) + [key for key in commit.deleted if key not in commit.hashes]
+        args.append(len(hash_keys))
+        for key in hash_keys:
+            fields, gone = commit.hashes.get(key, {}), commit.deleted.get(key, [])
             keys.append(key)
-            args.append(len(fields))
+            args += [len(fields), len(gone)]
             for name, value in fields.items():
                 args += [name, value]
+            args += gone
         return CommitResult(await self._commit(keys=keys, args=args))
 
     async def dead_letter(
@@ -836,18 +852,18 @@ class Bus:
     async def health(self, stream: str, group: str) -> StreamHealth:
         """Length, pending count and lag of ``stream`` for ``group``.
 
-        Redis 7 reports lag itself. Redis 6.2 does not: up to LAG_COUNT_CAP undelivered entries are
-        counted; beyond that the lag is estimated from entry times, so /health stays cheap exactly
-        when the backlog is large.
+        The lag is counted here, up to LAG_COUNT_CAP undelivered entries; beyond that it is
+        estimated from entry times, so /health stays cheap exactly when the backlog is large.
+        The lag Redis 7 reports is not used: 7.0 restores a group's entries-read from the snapshot
+        of a rewritten append-only file, and the reads replayed after it do not advance it, so
+        after such a restart its lag stays too high by their number forever (6.2 reports none).
         """
         length = await self.redis.xlen(stream)
         groups = {g["name"]: g for g in await self._groups(stream)}
         info = groups.get(group)
         if info is None:
             return StreamHealth(stream, group, length, 0, length)
-        lag = info.get("lag")
-        if lag is None:
-            lag = await self._counted_lag(stream, info["last-delivered-id"], length)
+        lag = await self._counted_lag(stream, info["last-delivered-id"], length)
         return StreamHealth(stream, group, length, int(info["pending"]), lag)
 
     async def backlog(self, streams: Sequence[str], group: str) -> int:
@@ -855,7 +871,7 @@ class Bus:
         total = 0
         for stream in streams:
             health = await self.health(stream, group)
-            total += health.pending + (health.lag or 0)
+            total += health.pending + health.lag
         return total
 
     async def _counted_lag(self, stream: str, last_delivered: str, length: int) -> int:

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     commission_per_share: float = Field(0.005, ge=0)
     # how long (days of order time) the paper broker remembers executed client order ids
     order_memory_days: float = Field(7.0, gt=0, le=366)
+    # symbols the paper broker treats as not fractionable (Alpaca's asset flag), so fractional
+    # and notional orders can be rehearsed on paper: they are rejected for these
+    paper_not_fractionable: Annotated[list[str], NoDecode] = []
 
     # --- execution broker (docs/BROKERS.md) ---
     execution_broker: Literal["paper", "alpaca"] = "paper"
@@ -114,6 +117,8 @@ class Settings(BaseSettings):
     risk_loss_lock_count: int = Field(0, ge=0)
     risk_loss_lock_window_s: float = Field(3600.0, ge=0)
     risk_loss_lock_s: float = Field(900.0, ge=0)
+    # the trading state a data gap in a held or traded symbol sets (off: none)
+    risk_data_gap_state: Literal["reducing", "halted", "off"] = "reducing"
     # auto: enforce for a real broker, off for the paper broker (the mock demo trades at any hour)
     market_hours: Literal["auto", "enforce", "off"] = "auto"
     position_sizing: SizingMode = "fixed_quantity"
@@ -128,6 +133,10 @@ class Settings(BaseSettings):
     exit_stop_loss_pct: float = Field(0.0, ge=0, le=1)
     exit_take_profit_pct: float = Field(0.0, ge=0)
     exit_trailing_pct: float = Field(0.0, ge=0, le=1)
+    # the ATR stop: entry less this many ATRs (0 = off), the ATR over EXIT_ATR_WINDOW bars of EXIT_ATR_TIMEFRAME
+    exit_atr_multiple: float = Field(0.0, ge=0)
+    exit_atr_window: int = Field(14, ge=1, le=10_000)
+    exit_atr_timeframe: Literal["tick", "1m", "5m", "15m", "1h", "1d"] = "1m"
     equity_sample_s: float = Field(60.0, gt=0)
 
     # --- history API ---
@@ -190,6 +199,9 @@ class Settings(BaseSettings):
     alert_reminder_minutes: float = Field(60.0, gt=0)  # one alert per incident, a reminder this often
     alert_rate_per_minute: int = Field(20, ge=1, le=1000)  # per channel
     alert_check_s: float = Field(15.0, gt=0)  # how often worker heartbeats are checked
+    # The daily summary (P&L, fills, denials, positions, gaps, worker incidents), once per NYSE session
+    alert_daily_summary: bool = True
+    alert_daily_summary_after_close_minutes: int = Field(10, ge=0, le=480)  # when: minutes after the close
 
     @field_validator("api_token", "webhook_secret", mode="before")
     @classmethod
@@ -204,7 +216,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("symbols", mode="before")
+    @field_validator("symbols", "paper_not_fractionable", mode="before")
     @classmethod
     def _split_symbols(cls, value: object) -> object:
         if isinstance(value, str):

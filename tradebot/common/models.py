@@ -15,10 +15,26 @@ Side = Literal["buy", "sell"]
 Timeframe = Literal["1m", "5m", "15m", "1h", "1d"]
 OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
 TimeInForce = Literal["day", "gtc", "ioc", "fok", "opg", "cls"]
-# An order's life on orders.events; the last four end it (docs/BROKERS.md).
+# bracket / oto follow from the legs given when unset; oco must be asked for (an exit pair)
+OrderClass = Literal["bracket", "oto", "oco"]
+# An order's life on orders.events (docs/BROKERS.md); the TERMINAL_STATUSES end it. The four
+# about a cancel or replace (OrderChange) leave the order as it was until the broker's answer.
 OrderStatus = Literal[
-    "submitted", "accepted", "partially_filled", "filled", "canceled", "expired", "rejected", "replaced", "denied"
+    "submitted",
+    "accepted",
+    "partially_filled",
+    "filled",
+    "canceled",
+    "expired",
+    "rejected",
+    "replaced",
+    "denied",
+    "cancel_requested",
+    "replace_requested",
+    "order_cancel_rejected",
+    "order_replace_rejected",
 ]
+ChangeAction = Literal["cancel", "replace"]
 TERMINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "denied"})
 # Sanity bounds: no US stock trades above these (BRK.A is under $1M); anything beyond is a bad
 # message, and letting it in would make sums over prices and sizes overflow in storage.
@@ -26,6 +42,14 @@ MAX_PRICE = 10_000_000.0
 MAX_QUANTITY = 1e10
 MIN_PRICE = 1e-6  # and below these, products of prices and sizes underflow
 MIN_QUANTITY = 1e-9
+
+
+def invalid(error: ValueError) -> str:
+    """The first reason a model refused its input, in one line."""
+    errors = getattr(error, "errors", None)
+    if callable(errors) and errors():
+        return str(errors()[0].get("msg", error))
+    return str(error)
 
 
 def stable_id(*parts: object) -> str:
@@ -109,11 +133,20 @@ class Signal(Event):
     tick_id: str
 
 
+NOTIONAL_TOLERANCE = 0.01  # dollars: a quantity given with a notional must be its estimate
+
+
 class Order(Event):
-    """A market order; ``id`` is the client order id, derived from the signal id."""
+    """An order; ``id`` is the client order id, derived from the signal id.
+
+    Sized in shares (``quantity``, decimals allowed: fractional) or in dollars (``notional``, a
+    market day order; then ``quantity`` is the estimate at the reference price, which the risk
+    stage reads, and the broker is sent the notional alone).
+    """
 
     side: Side
     quantity: float = Field(ge=MIN_QUANTITY, le=MAX_QUANTITY)
+    notional: float | None = Field(default=None, ge=1.0, le=1e9)  # dollars; Alpaca's minimum is $1
     # the last price the strategy saw; paper fills start from it
     reference_price: float = Field(ge=MIN_PRICE, le=MAX_PRICE)
     signal_id: str
@@ -126,6 +159,34 @@ class Order(Event):
     take_profit_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
     stop_loss_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
     extended_hours: bool = False
+    # "oco": an exit pair for a position held, the take-profit limit (this order) and a stop-loss
+    # leg; whichever fills first cancels the other (Alpaca's order_class=oco)
+    order_class: OrderClass | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _oco_limit_is_its_take_profit(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("order_class") == "oco" and data.get("limit_price") is None:
+            return {**data, "order_type": data.get("order_type", "limit"), "limit_price": data.get("take_profit_price")}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _quantity_or_notional(cls, data: object) -> object:
+        if not isinstance(data, dict) or data.get("notional") is None:
+            return data
+        notional, price = float(data["notional"]), float(data.get("reference_price") or 0)
+        estimate = round(notional / price, 9) if price > 0 else None
+        if data.get("quantity") is None:
+            return {**data, "quantity": estimate}
+        if estimate is None or abs(float(data["quantity"]) * price - notional) > NOTIONAL_TOLERANCE:
+            raise ValueError("an order gives quantity (shares) or notional (dollars), not both")
+        return data
+
+    @property
+    def fractional(self) -> bool:
+        """Sized in dollars or in a part of a share: only for fractionable assets."""
+        return self.notional is not None or self.quantity != int(self.quantity)
 
     @model_validator(mode="after")
     def _prices_match_type(self) -> Order:
@@ -133,19 +194,55 @@ class Order(Event):
         missing = [name for name in needs.get(self.order_type, ()) if getattr(self, name) is None]
         if missing:
             raise ValueError(f"a {self.order_type} order needs {' and '.join(missing)}")
+        if self.order_class is not None and self.order_class != "oco":
+            both = self.take_profit_price is not None and self.stop_loss_price is not None
+            if self.order_class != ("bracket" if both else "oto"):
+                raise ValueError("bracket needs take_profit_price and stop_loss_price, oto exactly one")
         if self.order_type == "trailing_stop" and self.trail_percent is None:
             raise ValueError("a trailing_stop order needs trail_percent")
         if self.extended_hours and (self.order_type != "limit" or self.time_in_force != "day"):
             raise ValueError("extended hours are only for limit orders with time in force day")
+        if self.notional is not None and (self.order_type != "market" or self.time_in_force != "day"):
+            raise ValueError("a notional order must be a market order with time in force day")
+        if self.fractional and self.time_in_force != "day":
+            raise ValueError("a fractional order (notional or a part of a share) must have time in force day")
+        if self.fractional and (self.take_profit_price is not None or self.stop_loss_price is not None):
+            raise ValueError("a fractional order cannot carry take-profit or stop-loss legs")
+        if self.order_class == "oco":
+            self._check_oco()
         return self
 
+    def _check_oco(self) -> None:
+        """Alpaca's rules for an OCO, which is always an exit (long only here: a sell)."""
+        tp, sl = self.take_profit_price, self.stop_loss_price
+        if tp is None or sl is None:
+            raise ValueError("an oco order needs take_profit_price and stop_loss_price")
+        if self.side != "sell":
+            raise ValueError("an oco order exits a position held: its side is sell")
+        if self.order_type != "limit" or self.limit_price != tp:
+            raise ValueError("an oco order is the take-profit limit: order_type limit at take_profit_price")
+        if tp <= sl:
+            raise ValueError("an oco order's take_profit_price must be above its stop_loss_price")
+        if self.time_in_force not in ("day", "gtc"):
+            raise ValueError("an oco order is day or gtc")
+
+    @property
+    def stop_loss_leg_id(self) -> str:
+        """The client order id of an OCO's stop-loss leg at the paper broker."""
+        return f"{self.id}-sl"
+
     strategy: str | None = None  # the name of the strategy whose signal this is
+
+    @staticmethod
+    def id_for(signal_id: str) -> str:
+        """The client order id the order of this signal gets."""
+        return f"co-{stable_id('order', signal_id)}"
 
     @classmethod
     def from_signal(cls, signal: Signal, quantity: float) -> Order:
         """One signal always becomes the same order (same client order id)."""
         return cls(
-            id=f"co-{stable_id('order', signal.id)}",
+            id=cls.id_for(signal.id),
             symbol=signal.symbol,
             side=signal.side,
             quantity=quantity,
@@ -153,6 +250,72 @@ class Order(Event):
             signal_id=signal.id,
             timestamp=signal.timestamp,
             strategy=signal.strategy,
+        )
+
+
+REPLACEABLE = ("quantity", "limit_price", "stop_price", "trail_percent", "time_in_force")
+
+
+class OrderChange(Event):
+    """A request to cancel or replace an open order of ours (``target``, its client order id).
+
+    It travels on ``orders.new`` behind the order it changes (one stream, one reader, in order);
+    ``id`` is its own idempotency key. A replace names only what changes; the replacement is a new
+    order (``replacement_id``) and the target ends ``replaced``, as at Alpaca.
+    """
+
+    action: ChangeAction
+    target: str = Field(min_length=1, max_length=100)
+    quantity: float | None = Field(default=None, ge=MIN_QUANTITY, le=MAX_QUANTITY)
+    limit_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
+    stop_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
+    trail_percent: float | None = Field(default=None, gt=0, lt=100)
+    time_in_force: TimeInForce | None = None
+    strategy: str | None = None
+    reason: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _fields_match_action(self) -> OrderChange:
+        named = [name for name in REPLACEABLE if getattr(self, name) is not None]
+        if self.action == "cancel" and named:
+            raise ValueError(f"a cancel changes nothing else ({', '.join(named)} given)")
+        if self.action == "replace" and not named:
+            raise ValueError(f"a replace needs at least one of {', '.join(REPLACEABLE)}")
+        return self
+
+    @property
+    def replacement_id(self) -> str:
+        """The client order id of the order a replace creates (27 characters, fits Alpaca's 48)."""
+        return f"rp-{stable_id('replace', self.id)}"
+
+    def event_id(self, status: str) -> str:
+        """The id of the event this request leads to with ``status`` (one per request and status)."""
+        return stable_id("order-change", self.id, status)
+
+    def replacement(self, original: Order) -> Order:
+        """The order that takes the place of ``original``: its fields, with what this change names
+        (a new quantity sizes it in shares). Raises ValueError when that is no valid order."""
+        changed: dict[str, object] = {
+            name: getattr(self, name) for name in REPLACEABLE if getattr(self, name) is not None
+        }
+        if self.quantity is not None:
+            changed["notional"] = None
+        data = {**original.model_dump(), **changed, "id": self.replacement_id, "timestamp": self.timestamp}
+        return Order.model_validate(data)
+
+    @classmethod
+    def for_signal(
+        cls, action: ChangeAction, signal: Signal, at: datetime, source_id: str, **fields: object
+    ) -> OrderChange:
+        """A strategy's change of the order its ``signal`` made, decided on ``source_id`` (a tick or bar)."""
+        return cls(
+            id=f"cx-{stable_id(action, signal.id, source_id)}",
+            symbol=signal.symbol,
+            timestamp=at,
+            action=action,
+            target=Order.id_for(signal.id),
+            strategy=signal.strategy,
+            **fields,  # type: ignore[arg-type]
         )
 
 
@@ -231,5 +394,6 @@ class EquitySample(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    model.__name__: model for model in (Tick, Bar, Signal, Order, OrderEvent, Gap, ControlEvent, EquitySample)
+    model.__name__: model
+    for model in (Tick, Bar, Signal, Order, OrderChange, OrderEvent, Gap, ControlEvent, EquitySample)
 }

@@ -18,7 +18,7 @@ import enum
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -56,13 +56,13 @@ class PartitionState(Protocol):
 class PartedState(PartitionState, Protocol):
     """A state checkpointed in parts (say, one per symbol), so a commit writes only what changed.
 
-    ``parts`` is the whole state and ``changed_parts`` what changed since the last call to either;
-    ``restore_parts`` starts from parts as committed.
+    ``parts`` is the whole state and ``changed_parts`` what changed since the last call to either
+    (None: a part that is gone); ``restore_parts`` starts from parts as committed.
     """
 
     def parts(self) -> dict[str, str]: ...
 
-    def changed_parts(self) -> dict[str, str]: ...
+    def changed_parts(self) -> Mapping[str, str | None]: ...
 
     def restore_parts(self, parts: dict[str, str]) -> None: ...
 
@@ -335,20 +335,23 @@ class PartitionReader:
         else:
             self.state.restore(self._committed)
 
-    def _checkpoint_writes(self) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-        """What the commit writes of the state: whole (``state``) or only the changed parts (``hashes``)."""
+    def _checkpoint_writes(self) -> tuple[dict[str, str], dict[str, dict[str, str]], dict[str, list[str]]]:
+        """What the commit writes of the state: whole (``state``) or only the changed parts
+        (``hashes``), and the parts that are gone (``deleted``)."""
         role = self.config.role
         if not isinstance(self.state, PartedState):
-            return {checkpoint_key(role, self.partition): self.state.checkpoint()}, {}
+            return {checkpoint_key(role, self.partition): self.state.checkpoint()}, {}, {}
+        key = checkpoint_parts_key(role, self.partition)
         if self._committed_parts is None:
-            changed = {**self.state.parts(), PARTS_VERSION_FIELD: "1"}
-        else:
-            changed = self.state.changed_parts()
-        return {}, {checkpoint_parts_key(role, self.partition): changed} if changed else {}
+            return {}, {key: {**self.state.parts(), PARTS_VERSION_FIELD: "1"}}, {}
+        changed = self.state.changed_parts()
+        written = {name: value for name, value in changed.items() if value is not None}
+        gone = [name for name, value in changed.items() if value is None]
+        return {}, {key: written} if written else {}, {key: gone} if gone else {}
 
     async def _commit(self, batch: list[Delivery]) -> bool:
         outputs, poisoned = self._apply(batch)
-        state, hashes = self._checkpoint_writes()
+        state, hashes, deleted = self._checkpoint_writes()
         lease = (lease_key(self.config.role, self.partition), self.member)
         for delivery, reason in poisoned:  # fenced like the commit: a stale owner writes no record
             fields = encode(delivery.event)  # the wire form, so `tradebot dlq replay` can re-publish it
@@ -362,12 +365,16 @@ class PartitionReader:
             acks=[(d.stream, d.entry_id) for d in batch if d.entry_id not in rejected],
             state=state,
             hashes=hashes,
+            deleted=deleted,
         )
         if not await self.bus.commit(self.config.role, commit, lease=lease):
             return False
         self._committed = next(iter(state.values()), None)
         for changed in hashes.values():
             self._committed_parts = {**(self._committed_parts or {}), **changed}
+        for gone in deleted.values():
+            for name in gone:
+                (self._committed_parts or {}).pop(name, None)
         self.counters["handled"] += len(batch)
         self.counters["published"] += len(outputs)
         return True

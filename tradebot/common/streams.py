@@ -20,6 +20,9 @@ BARS = "price.bars"
 EXECUTION_TAG = "{0}"
 ORDERS_NEW = f"{ORDERS_NEW_PREFIX}:{EXECUTION_TAG}"  # partition 0's orders, and orders from outside a strategy
 ORDER_EVENTS = f"orders.events:{EXECUTION_TAG}"
+# Trades gap repair fetched from REST: storage only, never strategies (its own slot; storage reads
+# slot by slot).
+REPAIRED_TICKS = "price.ticks.repaired"
 GAPS = "market.gaps"  # gaps a live feed could not publish (storage records them in the database)
 CONTROL_EVENTS = f"control.events:{EXECUTION_TAG}"  # every change of trading state, audited (risk/control.py)
 EQUITY_SAMPLES = "portfolio.equity"  # the account once a minute (the equity curve)
@@ -108,6 +111,7 @@ def storage_streams(partitions: int) -> list[str]:
     return [
         *tick_streams(partitions),
         BARS,
+        REPAIRED_TICKS,
         *signal_streams(partitions),
         *order_streams(partitions),
         ORDER_EVENTS,
@@ -225,6 +229,27 @@ def webhook_alert_key(alert_id: str) -> str:
     return f"webhook:alert:{EXECUTION_TAG}:{alert_id}"  # in the slot of the streams it publishes to
 
 
+def daily_summary_key(session: str) -> str:
+    """Claims a session's daily summary (a short lease while it is sent, then "sent" for days), so
+    every replica of the alerts role, restarted or not, sends it once."""
+    return f"alerts:daily_summary:{session}"
+
+
+def worker_down_key(role: str) -> str:
+    """Set while a role is down and alerted (by whichever alerts replica saw it first)."""
+    return f"alerts:worker_down:{role}"
+
+
+def incidents_key(day: str) -> str:
+    """A hash per New York day: role -> worker-down incidents, and ``started:<role>`` -> processes started."""
+    return f"alerts:incidents:{day}"
+
+
+def started_workers_key(day: str) -> str:
+    """A set per New York day of the worker processes (role/consumer) seen started that day."""
+    return f"alerts:started:{day}"
+
+
 # Settings the stored data depends on (e.g. TICK_PARTITIONS), recorded by the first `tradebot up`.
 STORED_SETTINGS_KEY = "settings:stored"
 
@@ -249,5 +274,6 @@ def legacy_state_keys(partitions: int) -> dict[str, str]:
         f"checkpoint_parts:{STRATEGY_ROLE}:{p}": checkpoint_parts_key(STRATEGY_ROLE, p) for p in range(partitions)
     }
     moved[f"checkpoint:{EXECUTION_ROLE}:0"] = checkpoint_key(EXECUTION_ROLE, 0)
+    moved[f"checkpoint_parts:{EXECUTION_ROLE}:0"] = checkpoint_parts_key(EXECUTION_ROLE, 0)
     moved["risk:trading_state"] = TRADING_STATE_KEY
     return moved

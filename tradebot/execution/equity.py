@@ -8,18 +8,18 @@ publish) are stored once. Positions are valued at the last price the account has
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from tradebot.broker.checkpoint import read_account_snapshot
 from tradebot.broker.paper import PaperBroker
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.config import Settings
 from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import ACCOUNT_SCOPE, EquitySample
-from tradebot.common.streams import EQUITY_SAMPLES, EXECUTION_ROLE, checkpoint_key
+from tradebot.common.streams import EQUITY_SAMPLES
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,8 @@ async def sample_equity(bus: Bus, settings: Settings, stop: asyncio.Event) -> No
     interval = settings.equity_sample_s
     while not await wait_or_stop(stop, interval - time.time() % interval):
         try:
-            saved = await bus.redis.get(checkpoint_key(EXECUTION_ROLE, 0))
+            saved = await read_account_snapshot(bus.redis)
             if saved:
-                await bus.publish(
-                    [(EQUITY_SAMPLES, equity_sample(json.loads(saved), grid_time(time.time(), interval)))]
-                )
+                await bus.publish([(EQUITY_SAMPLES, equity_sample(saved, grid_time(time.time(), interval)))])
         except RECOVERABLE_REDIS_ERRORS as error:
             log.warning("equity sample skipped: %s", error)

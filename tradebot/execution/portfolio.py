@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 
 from tradebot.broker.paper import PaperBroker
 from tradebot.common.config import Settings
+from tradebot.execution.attribution import StrategyPnL
 from tradebot.risk.engine import RiskEngine
 from tradebot.risk.limits import RiskLimits
 from tradebot.risk.portfolio import Portfolio
@@ -73,7 +74,19 @@ def portfolio(checkpoint: dict[str, Any]) -> dict[str, Any]:
             symbol: {"realised": held.realised_pnl, "unrealised": held.unrealised_pnl}
             for symbol, held in sorted(broker.positions.items())
         },
+        "pnl_by_strategy": {
+            strategy: {"realised": row["realised_pnl"], "unrealised": row["unrealised_pnl"]}
+            for strategy, row in pnl_by_strategy(checkpoint).items()
+        },
     }
+
+
+def pnl_by_strategy(checkpoint: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Realised and unrealised P&L per strategy, in total and per symbol, at the account's marks."""
+    broker, _ = _account(checkpoint)
+    attribution = StrategyPnL()
+    attribution.restore(checkpoint.get("pnl"))
+    return attribution.report({symbol: held.last_price for symbol, held in broker.positions.items()})
 
 
 async def risk(redis: aioredis.Redis, settings: Settings) -> dict[str, Any]:

@@ -3,26 +3,34 @@
 It wraps the pure engine with what the live path needs around it: the operator's state (from the
 watcher), the account as the broker holds it (``cash`` and ``positions``), the last price seen per
 symbol (the execution role sees no ticks, so the last trade it knows is the previous order's
-reference price), closing orders for a flatten, denied order events, and the memory of decided
-order ids, so a redelivered or replayed order is never decided twice. Its state is part of the
+reference price), closing orders for a flatten, denied order events, the data-gap rule (the gap
+records the live feeds committed, read by the worker), and the memory of decided order ids, so a
+redelivered or replayed order is never decided twice. Its state is part of the
 execution checkpoint, written in the same atomic commit as the broker's account.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tradebot.broker.paper import event_id
 from tradebot.common.config import Settings
 from tradebot.common.models import ACCOUNT_SCOPE, ControlEvent, Order, OrderEvent, stable_id
+from tradebot.risk import reasons
 from tradebot.risk.calendar import nyse_hours
+from tradebot.risk.checks import grows_exposure
 from tradebot.risk.engine import RiskEngine
+from tradebot.risk.gaps import DataGapRule
 from tradebot.risk.limits import RiskLimits
 from tradebot.risk.portfolio import MarketState, Portfolio, Totals
 from tradebot.risk.state import TradingState
 from tradebot.risk.store import OperatorRecord
+from tradebot.strategy.book import read_strategies_file, traded_symbols
+from tradebot.strategy.catalog import StrategyError
 
 REMEMBERED_DECISIONS = 1_000
 
@@ -34,19 +42,45 @@ class Account(Protocol):
     positions: dict[str, Any]
 
 
-def new_engine(settings: Settings) -> RiskEngine:
-    """The engine the settings describe; the NYSE calendar is loaded only when market hours are enforced."""
-    real_broker = getattr(settings, "broker", "paper") != "paper"
-    limits = RiskLimits.from_settings(settings, real_broker=real_broker)
+def new_engine(settings: Settings, *, broker_clock: bool = False) -> RiskEngine:
+    """The engine the settings describe; the NYSE calendar is loaded only when market hours are enforced.
+
+    ``broker_clock``: a real broker's own clock decides market hours (and lets gtc/opg/cls orders
+    wait for the open), so the engine does not check them a second time."""
+    limits = RiskLimits.from_settings(settings, real_broker=settings.execution_broker != "paper")
+    if broker_clock:
+        limits = replace(limits, enforce_market_hours=False)
     return RiskEngine(limits, market_hours=nyse_hours() if limits.enforce_market_hours else None)
+
+
+def new_gap_rule(settings: Settings) -> DataGapRule:
+    """RISK_DATA_GAP_STATE over the symbols the strategies trade (every symbol without a strategies file)."""
+    traded = None
+    if settings.strategies_file is not None:
+        try:
+            traded = traded_symbols(read_strategies_file(settings.strategies_file))
+        except StrategyError:
+            traded = None  # the strategy role stops on it; here, every symbol counts
+    return DataGapRule(settings.risk_data_gap_state, traded)
+
+
+Records = Mapping[str, Mapping[str, Any]]
 
 
 class RiskStage:
     """Decides orders for one account; see the module docstring."""
 
-    def __init__(self, engine: RiskEngine, operator: Callable[[], OperatorRecord]):
+    def __init__(
+        self,
+        engine: RiskEngine,
+        operator: Callable[[], OperatorRecord],
+        gaps: Callable[[], Records] = dict,
+        gap_rule: DataGapRule | None = None,
+    ):
         self.engine = engine
         self.operator = operator
+        self.gaps = gaps
+        self.gap_rule = gap_rule or DataGapRule("off")
         self.marks: dict[str, float] = {}
         self._decided: deque[str] = deque(maxlen=REMEMBERED_DECISIONS)
         self._decided_set: set[str] = set()
@@ -61,6 +95,12 @@ class RiskStage:
         record = self.operator()
         self.engine.set_operator(record.state, record.version)
 
+    def watch_gaps(self, account: Account, now: datetime | None = None) -> None:
+        """Trip the data-gap rule for each new gap record that hits a held or traded symbol."""
+        held = [symbol for symbol, position in account.positions.items() if position.quantity]
+        for state, reason in self.gap_rule.check(self.gaps(), held, now or datetime.now(UTC)):
+            self.engine.impose(state, reasons.DATA_GAP, reason, now or datetime.now(UTC))
+
     def screen(self, order: Order, account: Account) -> Order | OrderEvent | None:
         """The order to send (resized by the sizing mode), a denied event, or None if decided before."""
         if order.id in self._decided_set:
@@ -73,7 +113,34 @@ class RiskStage:
             return denied_event(order, f"{decision.code}: {decision.reason}")
         if decision.quantity == order.quantity:
             return order
+        if order.notional is not None:  # sized in dollars: the dollars follow the shares
+            notional = round(decision.quantity * order.reference_price, 2)
+            return order.model_copy(update={"quantity": decision.quantity, "notional": notional})
         return order.model_copy(update={"quantity": decision.quantity})
+
+    @property
+    def decided(self) -> set[str]:
+        """The order ids decided lately (a redelivered order among them is not decided again)."""
+        return self._decided_set
+
+    def account_moved(self) -> None:
+        """The broker changed the account outside an order's check (a resting order filled)."""
+        self._totals = None
+
+    def replace_refusal(self, account: Account) -> Callable[[Order, Order], str | None]:
+        """Why a replace must not go ahead, or None: one that grows exposure is checked like a new order."""
+
+        def refusal(target: Order, replacement: Order) -> str | None:
+            if not grows_exposure(target, replacement):
+                return None
+            decision = self.engine.check(replacement, self.portfolio(account), MarketState(last_prices=self.marks))
+            if not decision.approved:
+                return f"{decision.code}: {decision.reason}"
+            if decision.quantity != replacement.quantity:
+                return f"{decision.code}: the risk stage allows {decision.quantity:g} of {replacement.quantity:g}"
+            return None
+
+        return refusal
 
     def portfolio(self, account: Account) -> Portfolio:
         """The account as the engine reads it, with the totals kept here."""
@@ -91,13 +158,18 @@ class RiskStage:
     def after_broker(self, order: Order, result: OrderEvent, before: tuple[float, float], account: Account) -> None:
         """Move the totals by what the broker did; a filled sell feeds the protections and Kelly."""
         worth_before, realised_before = before
+        held = self.moved(order, worth_before, account)
+        if result.status == "filled" and order.side == "sell":
+            realised = getattr(held, "realised_pnl", 0.0) - realised_before
+            self.engine.record_close(order.symbol, realised, order.timestamp)
+
+    def moved(self, order: Order, worth_before: float, account: Account) -> Any:
+        """Move the totals by what became of the order's symbol (worth ``worth_before`` before); its holding."""
         held = account.positions.get(order.symbol)
         worth_after = held.quantity * (held.last_price or held.average_cost) if held is not None else 0.0
         if self._totals is not None:
             self._totals = self._totals.moved(account.cash, worth_before, worth_after)
-        if result.status == "filled" and order.side == "sell":
-            realised = getattr(held, "realised_pnl", 0.0) - realised_before
-            self.engine.record_close(order.symbol, realised, order.timestamp)
+        return held
 
     def flatten(self, event: ControlEvent, account: Account) -> list[Order]:
         """REDUCING from here on, and one closing order per open position."""
@@ -145,13 +217,19 @@ class RiskStage:
         self._decided_set.add(order_id)
 
     def snapshot(self) -> dict[str, Any]:
-        return {**self.engine.snapshot(), "marks": self.marks, "decided": list(self._decided)}
+        return {
+            **self.engine.snapshot(),
+            "marks": self.marks,
+            "decided": list(self._decided),
+            "gaps": self.gap_rule.snapshot(),
+        }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         self.engine.restore(snapshot)
         self.marks = dict(snapshot["marks"])
         self._decided = deque(snapshot["decided"], maxlen=REMEMBERED_DECISIONS)
         self._decided_set = set(self._decided)
+        self.gap_rule.restore(snapshot.get("gaps", []))
 
 
 def denied_event(order: Order, reason: str) -> OrderEvent:

@@ -5,7 +5,8 @@ every strategy partition (one stream each, in that partition's slot), each in st
 account is the partition's checkpoint, written in the same atomic commit as the events and the
 acks (on a Redis Cluster the acks of other slots follow it, see Bus.commit): a worker killed
 mid-batch neither loses an order nor fills one twice, and the broker itself ignores a client
-order id it has already executed.
+order id it has already executed. The checkpoint is kept in parts (tradebot/broker/checkpoint.py):
+a commit writes the symbols and order ids it changed.
 
 Every order passes the risk stage (tradebot/execution/risk_stage.py) before the broker: risk lives inside
 this role rather than in a role of its own because it needs the account exactly as the broker
@@ -17,44 +18,99 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
+from tradebot.broker import checkpoint as account_parts
 from tradebot.broker.paper import PaperBroker
 from tradebot.common import runtime
-from tradebot.common.bus import Bus
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.config import ReadySettings, Settings
-from tradebot.common.models import ControlEvent, Event, Order, OrderEvent
-from tradebot.common.partitions import PartitionedWorker, PartitionSettings
+from tradebot.common.lifecycle import wait_or_stop
+from tradebot.common.models import ControlEvent, Event, Order, OrderChange, OrderEvent
+from tradebot.common.partitions import PartitionedWorker, PartitionRunner, PartitionSettings
 from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW_PREFIX, order_streams
+from tradebot.execution.attribution import StrategyPnL
 from tradebot.execution.equity import sample_equity
-from tradebot.execution.risk_stage import RiskStage, new_engine
-from tradebot.risk.store import OperatorRecord, TradingStateWatcher, poll_interval, state_refusal
+from tradebot.execution.risk_stage import Records, RiskStage, new_engine, new_gap_rule
+from tradebot.market_data.gaps import read_gap_records
+from tradebot.risk.store import OperatorRecord, obeying_trading_state
+
+log = logging.getLogger(__name__)
+GAP_POLL_S = 2.0  # how soon a recorded data gap reaches the risk stage (a scan of the gap: keys)
 
 
 class BrokerPartition:
     """The paper account behind PartitionState: orders in, risk-checked, order events out."""
 
-    def __init__(self, settings: Settings, operator: Callable[[], OperatorRecord] = OperatorRecord):
+    def __init__(
+        self,
+        settings: Settings,
+        operator: Callable[[], OperatorRecord] = OperatorRecord,
+        gaps: Callable[[], Records] = dict,
+    ):
         self.settings = settings
         self.operator = operator
+        self.gaps = gaps
+        self._written: dict[str, str] = {}  # the parts as last handed out for a commit
+        self._ordinals: dict[str, int] = {}  # the risk stage's decisions, numbered (see checkpoint.split)
         self.restore(None)
 
     def restore(self, checkpoint: str | None) -> None:
-        """Start from the checkpointed account and risk memory, or a fresh one with STARTING_CASH."""
+        """Start from a whole-string checkpoint (an older layout, or the state before one order), or
+        a fresh account with STARTING_CASH."""
+        self._restore_snapshot(json.loads(checkpoint) if checkpoint else None)
+
+    def _restore_snapshot(self, saved: dict[str, Any] | None) -> None:
         self.broker = new_broker(self.settings)
-        self.risk = RiskStage(new_engine(self.settings), self.operator)
-        if checkpoint:
-            saved = json.loads(checkpoint)
+        self.risk = RiskStage(new_engine(self.settings), self.operator, self.gaps, new_gap_rule(self.settings))
+        self.pnl = StrategyPnL()
+        if saved:
             self.broker.restore(saved)
             if "risk" in saved:
                 self.risk.restore(saved["risk"])
+            self.pnl.restore(saved.get("pnl"))
+
+    def restore_parts(self, saved: dict[str, str]) -> None:
+        """Start from parts as committed."""
+        parts = {name: value for name, value in saved.items() if not name.startswith("_v")}
+        snapshot, self._ordinals = account_parts.join(parts)
+        self._restore_snapshot(snapshot)
+        # As the split writes them (a part is rewritten only when the state in it changes), plus
+        # any stored part the split would not write, so the next commit deletes it.
+        self._written = {**parts, **account_parts.split(self._snapshot(), self._ordinals)}
+
+    def parts(self) -> dict[str, str]:
+        """Every part of the state."""
+        self._written = account_parts.split(self._snapshot(), self._ordinals)
+        return dict(self._written)
+
+    def changed_parts(self) -> dict[str, str | None]:
+        """The parts that changed since the last call, and (None) those that are gone."""
+        every = account_parts.split(self._snapshot(), self._ordinals)
+        changed: dict[str, str | None] = {
+            name: value for name, value in every.items() if self._written.get(name) != value
+        }
+        changed |= {name: None for name in self._written.keys() - every.keys()}
+        self._written = every
+        return changed
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {**self.broker.snapshot(), "risk": self.risk.snapshot(), "pnl": self.pnl.snapshot()}
 
     def apply(self, events: list[Event]) -> list[tuple[str, Event]]:
         """Decide and execute orders in order; a flatten closes every position; a repeat yields nothing."""
         self.risk.begin_batch()
+        self.risk.watch_gaps(self.broker)
         outputs: list[tuple[str, Event]] = []
         for event in events:
+            if isinstance(event, OrderChange):
+                outputs += [
+                    (ORDER_EVENTS, e) for e in self.broker.change(event, self.risk.replace_refusal(self.broker))
+                ]
+                continue
             orders = self.risk.flatten(event, self.broker) if isinstance(event, ControlEvent) else [event]
             for order in orders:
                 if not isinstance(order, Order):
@@ -64,25 +120,53 @@ class BrokerPartition:
         return outputs
 
     def _execute(self, order: Order) -> list[tuple[str, Event]]:
+        # A new order's price is the latest the account sees: resting orders it reaches fill first.
+        outputs: list[tuple[str, Event]] = []
+        if self.broker.resting and order.id not in self.risk.decided:
+            outputs = [(ORDER_EVENTS, e) for e in self._fill_resting(order)]
         screened = self.risk.screen(order, self.broker)
         if not isinstance(screened, Order):
-            return [] if screened is None else [(ORDER_EVENTS, screened)]
+            return outputs if screened is None else [*outputs, (ORDER_EVENTS, screened)]
         before = self.risk.before_broker(screened, self.broker)
         result: OrderEvent | None = self.broker.execute(screened)
         if result is None:
-            return []
+            return outputs
         self.risk.after_broker(screened, result, before, self.broker)
-        return [(ORDER_EVENTS, result)]
+        self._book(screened.strategy, screened.symbol, result)
+        outputs.append((ORDER_EVENTS, result))
+        if screened.order_class == "oco" and result.status == "accepted":  # its price may reach a leg already
+            outputs += [(ORDER_EVENTS, e) for e in self._fill_resting(screened)]
+        return outputs
+
+    def _fill_resting(self, order: Order) -> list[OrderEvent]:
+        owners = {}  # whose order each fill may be: a resting order's id, or its oco stop-loss leg's
+        for client_id, resting in self.broker.resting.items():
+            owners[client_id] = owners[resting.stop_loss_leg_id] = resting.strategy
+        filled = self.broker.fill_resting(order.symbol, order.reference_price, order.timestamp)
+        for event in filled:
+            self._book(owners.get(event.client_order_id), event.symbol, event)
+        if filled:
+            self.risk.account_moved()
+        return filled
+
+    def _book(self, strategy: str | None, symbol: str, result: OrderEvent) -> None:
+        """Attribute a fill to the strategy whose order it is."""
+        if result.status in ("filled", "partially_filled") and result.price is not None:
+            self.pnl.fill(strategy, symbol, result.side, result.quantity, result.price, result.commission)
 
     def checkpoint(self) -> str:
-        """The account and the risk stage's memory as compact JSON."""
-        return json.dumps({**self.broker.snapshot(), "risk": self.risk.snapshot()}, separators=(",", ":"))
+        """The account, the risk stage's memory and the P&L per strategy as compact JSON (what a test compares)."""
+        return account_parts.compact(self._snapshot())
 
 
 def new_broker(settings: Settings) -> PaperBroker:
     """A fresh account with the configured cash, slippage and commission."""
     return PaperBroker(
-        settings.starting_cash, settings.slippage_bps, settings.commission_per_share, settings.order_memory_days
+        settings.starting_cash,
+        settings.slippage_bps,
+        settings.commission_per_share,
+        settings.order_memory_days,
+        frozenset(settings.paper_not_fractionable),
     )
 
 
@@ -92,6 +176,7 @@ def execution_worker(
     member: str,
     counters: Counter[str],
     operator: Callable[[], OperatorRecord] = OperatorRecord,
+    gaps: Callable[[], Records] = dict,
 ) -> PartitionedWorker:
     """A worker named ``member`` that takes the account's lease when it is free.
 
@@ -106,23 +191,23 @@ def execution_worker(
         block_ms=settings.bus_block_ms,
         lease_ttl_ms=settings.lease_ttl_ms,
     )
-    new_reader = None
+    new_reader: Callable[[int], PartitionRunner] | None = None
     if settings.execution_broker == "alpaca":
         from tradebot.broker.live import alpaca_is_paper
         from tradebot.broker.worker import BrokerExecution  # alpaca-py is loaded only when it is used
+        from tradebot.execution.broker_risk import BrokerRisk
 
         alpaca_is_paper(settings)  # missing keys or a half-given live opt-in stop start-up here (exit 78)
-
-        def gate(order: Order, held: float) -> str | None:  # the kill switch holds for a real broker too
-            return state_refusal(operator(), order, held)
-
-        new_reader = lambda _partition: BrokerExecution(bus, config, member, settings, counters, gate)  # noqa: E731
+        # The same risk stage as the paper path, on the broker's account.
+        new_reader = lambda _partition: BrokerExecution(  # noqa: E731
+            bus, config, member, settings, counters, BrokerRisk(settings, operator, gaps)
+        )
     return PartitionedWorker(
         bus,
         config,
         member=member,
         counters=counters,
-        new_state=lambda _partition: BrokerPartition(settings, operator),
+        new_state=lambda _partition: BrokerPartition(settings, operator, gaps),
         new_reader=new_reader,
     )
 
@@ -131,18 +216,35 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
     """Worker entry: execute orders while this process holds the account's lease."""
     bus = Bus.from_settings(settings)
     member = runtime.consumer_name()
-    watcher = TradingStateWatcher(bus.redis, member, EXECUTION_ROLE, poll_interval(settings.lease_ttl_ms))
-    await watcher.refresh()  # before the first order, also after a kill -9
-    background = [asyncio.create_task(watcher.run(stop)), asyncio.create_task(sample_equity(bus, settings, stop))]
+    gaps: dict[str, dict[str, Any]] = {}
     try:
-        worker = execution_worker(bus, settings, member, counters, lambda: watcher.current)
-        await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
+        gaps.update(await read_gap_records(bus.redis))  # before the first order, also after a kill -9
+        async with obeying_trading_state(
+            bus.redis,
+            member,
+            EXECUTION_ROLE,
+            settings.lease_ttl_ms,
+            stop,
+            sample_equity(bus, settings, stop),
+            follow_gaps(bus, gaps, stop),
+        ) as watcher:
+            worker = execution_worker(bus, settings, member, counters, lambda: watcher.current, lambda: gaps)
+            await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        await watcher.forget()
         await bus.close()
+
+
+async def follow_gaps(bus: Bus, records: dict[str, dict[str, Any]], stop: asyncio.Event) -> None:
+    """Keep ``records`` equal to the gap records in Redis (the data-gap rule reads them), every GAP_POLL_S."""
+    while True:
+        try:
+            fresh = await read_gap_records(bus.redis)
+            records.clear()
+            records.update(fresh)
+        except RECOVERABLE_REDIS_ERRORS as error:
+            log.debug("gap records not read: %s", error)
+        if await wait_or_stop(stop, GAP_POLL_S):
+            return
 
 
 def main() -> None:

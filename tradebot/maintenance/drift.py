@@ -14,13 +14,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from tradebot.broker.checkpoint import read_account_snapshot
 from tradebot.common.bus import connect
 from tradebot.common.config import Settings
 from tradebot.common.streams import (
-    EXECUTION_ROLE,
     STORED_SETTINGS_KEY,
     TICKS_PREFIX,
-    checkpoint_key,
     producer_cursor_key,
     tick_partition,
 )
@@ -95,14 +94,13 @@ def partition_drift(stored: dict[str, Any] | None, tick_streams: list[str], sett
 async def stored_state_drift(client: aioredis.Redis, settings: Settings, universe: set[str] | None) -> list[str]:
     """Every disagreement between what Redis holds and the settings (empty when they agree)."""
     # One GET per key: on a cluster they live in different slots (MGET would be refused).
-    keys = (checkpoint_key(EXECUTION_ROLE, 0), producer_cursor_key("mock"), STORED_SETTINGS_KEY)
-    account, cursor, stored = [await client.get(key) for key in keys]
+    cursor, stored = [await client.get(key) for key in (producer_cursor_key("mock"), STORED_SETTINGS_KEY)]
     streams = [key async for key in client.scan_iter(match=f"{TICKS_PREFIX}:{{*}}", count=500)]
-    loaded = [json.loads(raw) if raw else None for raw in (account, cursor, stored)]
+    loaded = [json.loads(raw) if raw else None for raw in (cursor, stored)]
     return [
-        *account_drift(loaded[0], settings, universe),
-        *cursor_drift(loaded[1], settings, universe),
-        *partition_drift(loaded[2], [s for s in streams if s.rsplit(":", 1)[1].strip("{}").isdigit()], settings),
+        *account_drift(await read_account_snapshot(client), settings, universe),
+        *cursor_drift(loaded[0], settings, universe),
+        *partition_drift(loaded[1], [s for s in streams if s.rsplit(":", 1)[1].strip("{}").isdigit()], settings),
     ]
 
 

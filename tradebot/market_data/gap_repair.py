@@ -13,6 +13,14 @@ a minute that did arrive live is simply replaced by the provider's own bar. Noth
 the very first start (no watermark yet: that is the backfill's job), and at most
 ``MAX_REPAIR_WINDOW`` back.
 
+Where the provider serves historical trades (both Alpaca and Polygon do), the trades of the same
+window come too, up to the moment of the (re)connection (the seconds of the current minute before
+it were missed as well), fetched ``TRADE_CHUNK`` at a time so a long window never sits in memory
+whole. A repaired trade has the id and timestamp its live print would have had (the provider's
+trade id and exchange), so a trade that did arrive live, or a repair done twice, is stored once.
+They go to the ``price.ticks.repaired`` stream, which only storage reads: the strategies never
+trade on prints minutes old (they saw the gap as a gap; their checkpoints stay as they were).
+
 The new connection's live events move the watermark past the gap long before the repair (which
 waits ``REPAIR_SETTLE_S``, then asks REST) has published anything. So every repair is also
 recorded as a **repair marker** (``repair_key``: the start of the earliest repair not yet
@@ -46,8 +54,12 @@ WATERMARK_PREFIX = "watermark:"
 REPAIR_PREFIX = "repair_from:"
 NO_REPAIR = ""  # a cleared repair marker (a bus commit sets keys; it does not delete them)
 
+TRADE_CHUNK = timedelta(minutes=5)  # trades are fetched and published this much at a time
+
 FetchMinuteBars = Callable[[list[str], datetime, datetime], Awaitable[list[Bar]]]
 """Provider 1-minute bars of ``symbols`` with start <= timestamp < end."""
+FetchTrades = Callable[[list[str], datetime, datetime], Awaitable[list[Tick]]]
+"""Provider historical trades of ``symbols`` with start <= timestamp < end."""
 
 
 def watermark_key(source: str, symbol: str) -> str:
@@ -163,6 +175,8 @@ class Watermarked(Protocol):
 
     async def put(self, event: Tick | Bar) -> None: ...
 
+    async def put_repaired(self, tick: Tick) -> None: ...
+
     async def repair_done(self, symbol: str, minute: datetime, repair: int) -> None: ...
 
 
@@ -179,9 +193,11 @@ class GapRepairer:
         counters: Counter[str],
         clock: Clock = utc_now,
         settle_s: float = REPAIR_SETTLE_S,
+        fetch_trades: FetchTrades | None = None,
     ):
         self.publisher = publisher
         self.fetch = fetch
+        self.fetch_trades = fetch_trades
         self.symbols = symbols
         self.stop = stop
         self.counters = counters
@@ -192,7 +208,8 @@ class GapRepairer:
     def on_connected(self) -> None:
         """Snapshot the watermarks and markers now (before new data moves them), record the repair
         (its marker goes out before the new connection's events), and repair in the background."""
-        end = floor_bucket(self.clock(), "1m")
+        now = self.clock()
+        end = floor_bucket(now, "1m")
         marks = {
             symbol: mark
             for symbol in self.symbols
@@ -200,12 +217,13 @@ class GapRepairer:
         }
         starts = repair_starts(marks, self.symbols, end)
         if starts:
-            self._start(starts, end)
+            self._start(starts, end, now)
 
-    def _start(self, starts: dict[str, datetime], end: datetime) -> int:
-        """Record the repair (its marker goes out with the next commit) and run it in the background."""
+    def _start(self, starts: dict[str, datetime], end: datetime, now: datetime) -> int:
+        """Record the repair (its marker goes out with the next commit) and run it in the background:
+        bars up to ``end`` (the current minute's start), trades up to ``now``."""
         repair = self.publisher.repairs.register(starts)
-        task = asyncio.create_task(self._repair(repair, starts, end), name="gap-repair")
+        task = asyncio.create_task(self._repair(repair, starts, end, now), name="gap-repair")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return repair
@@ -216,11 +234,12 @@ class GapRepairer:
         The minutes from the one of ``first`` up to the current one come from REST (the current
         minute's live bar arrives when it closes). Returns the repair's id (None: nothing to do).
         """
-        end = floor_bucket(self.clock(), "1m")
+        now = self.clock()
+        end = floor_bucket(now, "1m")
         starts = repair_starts({symbol: floor_bucket(first, "1m") for symbol in symbols}, symbols, end)
         if not starts:
             return None
-        return self._start(starts, end)
+        return self._start(starts, end, now)
 
     async def close(self) -> None:
         """Cancel running repairs; their markers stay, so the next start repairs those minutes."""
@@ -228,12 +247,12 @@ class GapRepairer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _repair(self, repair: int, starts: dict[str, datetime], end: datetime) -> None:
+    async def _repair(self, repair: int, starts: dict[str, datetime], end: datetime, now: datetime) -> None:
         if await wait_or_stop(self.stop, self.settle_s):
             return
         for start, symbols in group_by_start(starts).items():
             try:
-                bars = await self.fetch(symbols, start, end)
+                await self._repair_group(repair, symbols, starts, end, now)
             except Exception as error:  # noqa: BLE001 - a failed repair must never stop the live feed
                 self.counters["gap_repair_failures"] += 1
                 log.warning(
@@ -243,22 +262,42 @@ class GapRepairer:
                     start.isoformat(),
                     error,
                 )
-                continue
-            await self._publish(repair, symbols, starts, bars, end)
 
-    async def _publish(
-        self, repair: int, symbols: list[str], starts: Mapping[str, datetime], bars: list[Bar], end: datetime
+    async def _repair_group(
+        self, repair: int, symbols: list[str], starts: Mapping[str, datetime], end: datetime, now: datetime
     ) -> None:
+        """Bars, then trades, of symbols sharing a start; then (committed after them) their repair done."""
+        start = min(starts[symbol] for symbol in symbols)
+        bars = await self.fetch(symbols, start, end)
         wanted = [bar for bar in bars if bar.symbol in starts and starts[bar.symbol] <= bar.timestamp < end]
         for bar in sorted(wanted, key=lambda bar: (bar.symbol, bar.timestamp)):
             await self.publisher.put(bar)
-        for symbol in symbols:  # after its bars: committed with (or after) the last of them
-            await self.publisher.repair_done(symbol, end, repair)
         self.counters["gap_bars"] += len(wanted)
+        trades = await self._repair_trades(symbols, starts, start, now) if self.fetch_trades else 0
+        for symbol in symbols:  # after its bars and trades: committed with (or after) the last of them
+            await self.publisher.repair_done(symbol, end, repair)
         log.info(
-            "gap repair: %d minute bar(s) for %d symbol(s) between %s and %s",
+            "gap repair: %d minute bar(s) and %d trade(s) for %d symbol(s) between %s and %s",
             len(wanted),
+            trades,
             len(symbols),
-            min(starts[s] for s in symbols).isoformat(),
+            start.isoformat(),
             end.isoformat(),
         )
+
+    async def _repair_trades(
+        self, symbols: list[str], starts: Mapping[str, datetime], start: datetime, now: datetime
+    ) -> int:
+        """The trades of [start, now), a chunk at a time; how many were published."""
+        assert self.fetch_trades is not None
+        published = 0
+        while start < now:
+            until = min(start + TRADE_CHUNK, now)
+            ticks = await self.fetch_trades(symbols, start, until)
+            wanted = [tick for tick in ticks if tick.symbol in starts and starts[tick.symbol] <= tick.timestamp < until]
+            for tick in sorted(wanted, key=lambda tick: (tick.timestamp, tick.id)):
+                await self.publisher.put_repaired(tick)
+            published += len(wanted)
+            self.counters["gap_trades"] += len(wanted)
+            start = until
+        return published

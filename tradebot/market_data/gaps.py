@@ -10,13 +10,18 @@ committed, the record is marked repaired in the same commit.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from tradebot.common.models import Bar, Event, Gap, Tick
-from tradebot.common.streams import gap_key
+from tradebot.common.streams import GAP_PATTERN, gap_key
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,6 +58,18 @@ class GapClosed:
 
     gap: OpenGap
     repair: int | None
+
+
+async def read_gap_records(redis: aioredis.Redis) -> dict[str, dict[str, Any]]:
+    """Every gap record committed so far, by key (what the risk stage's data-gap rule reads)."""
+    keys = sorted([key async for key in redis.scan_iter(match=GAP_PATTERN, count=500)])
+    records = {}
+    for key, raw in zip(keys, await redis.mget(keys) if keys else [], strict=True):
+        try:
+            records[key] = json.loads(raw)
+        except (TypeError, ValueError) as error:  # expired meanwhile, or not one of ours
+            log.warning("ignoring malformed gap record %s: %s", key, error)
+    return records
 
 
 class GapRecords:

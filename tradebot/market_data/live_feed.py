@@ -2,8 +2,8 @@
 
 A provider (providers/alpaca.py, providers/polygon.py) brings its stream and its REST history as a
 ``LiveFeed``; this module subscribes the universe, publishes through the ``LivePublisher`` and
-repairs what each reconnect missed from the history. A refusal no retry can fix (bad keys, feed
-not in the plan) stops the worker with one line.
+repairs what each reconnect missed from the history (bars, and trades where the source serves
+them). A refusal no retry can fix (bad keys, feed not in the plan) stops the worker with one line.
 """
 
 from __future__ import annotations
@@ -38,7 +38,14 @@ async def run_feed(
     symbols = await subscription_symbols(settings, feed.name)
     async with live_publisher(settings, feed.name, symbols, counters, stop) as publisher:
         repairer = GapRepairer(
-            publisher, history.minute_bars, symbols, stop=stop, counters=counters, clock=clock, settle_s=repair_settle_s
+            publisher,
+            history.minute_bars,
+            symbols,
+            stop=stop,
+            counters=counters,
+            clock=clock,
+            settle_s=repair_settle_s,
+            fetch_trades=history.trades if history.serves_trades else None,
         )
         publisher.on_gap = repairer.repair_gap  # gaps recorded during a Redis outage are repaired too
 

@@ -32,7 +32,14 @@ from tradebot.common.config import ReadySettings, Settings, SettingsError
 from tradebot.common.consumer import ride_out_redis
 from tradebot.common.lifecycle import Backoff, first_of
 from tradebot.common.models import Bar, Event, Gap, Tick
-from tradebot.common.streams import BARS, GAPS, publisher_sequence_key, retained_streams, tick_stream_for
+from tradebot.common.streams import (
+    BARS,
+    GAPS,
+    REPAIRED_TICKS,
+    publisher_sequence_key,
+    retained_streams,
+    tick_stream_for,
+)
 from tradebot.market_data.gap_repair import NO_REPAIR, PendingRepairs, repair_key, watermark_after, watermark_key
 from tradebot.market_data.gaps import GapClosed, GapRecords, OpenGap
 from tradebot.providers.convert import CONVERSION_ERRORS
@@ -52,6 +59,13 @@ class RepairDone:
     symbol: str
     minute: datetime
     repair: int
+
+
+@dataclass(frozen=True)
+class RepairedTrade:
+    """A trade gap repair fetched from REST: published to ``REPAIRED_TICKS`` (storage only)."""
+
+    tick: Tick
 
 
 async def subscription_symbols(settings: Settings, provider: str) -> list[str]:
@@ -94,7 +108,7 @@ class LivePublisher:
         self.seen: dict[str, datetime] = {}  # includes events still queued; read by gap repair
         self._committed: dict[str, datetime] = {}
         self.repairs = PendingRepairs()  # repair markers: written with the commits, read by gap repair
-        self._queue: asyncio.Queue[Event | RepairDone] = asyncio.Queue(buffer_size)
+        self._queue: asyncio.Queue[Event | RepairDone | RepairedTrade] = asyncio.Queue(buffer_size)
         self._backoff = Backoff(f"redis ({source} feed)")
         self.flusher: asyncio.Task[None] | None = None
         self.max_events = max_events  # MAX_MESSAGES: the worker ends once this many are published
@@ -153,6 +167,10 @@ class LivePublisher:
             _advance(self.seen, event.symbol, mark)
         await self._queue.put(event)
 
+    async def put_repaired(self, tick: Tick) -> None:
+        """Enqueue a trade gap repair fetched (waits while the buffer is full); it moves no watermark."""
+        await self._queue.put(RepairedTrade(tick))
+
     async def _put_live(self, event: Tick | Bar) -> None:
         """Enqueue a live event; while Redis cannot take writes and the buffer is full, record it as a gap.
 
@@ -192,7 +210,7 @@ class LivePublisher:
         while not self._queue.empty():
             await self._commit(self._take_queued(), stop)
 
-    async def _next_batch(self, stop: asyncio.Event) -> list[Event | RepairDone]:
+    async def _next_batch(self, stop: asyncio.Event) -> list[Event | RepairDone | RepairedTrade]:
         if self._queue.empty():
             getter = asyncio.ensure_future(self._queue.get())
             await first_of(stop, getter)
@@ -202,9 +220,9 @@ class LivePublisher:
             return [getter.result(), *self._take_queued(self.batch_size - 1)]
         return self._take_queued()
 
-    def _take_queued(self, limit: int | None = None) -> list[Event | RepairDone]:
+    def _take_queued(self, limit: int | None = None) -> list[Event | RepairDone | RepairedTrade]:
         limit = self.batch_size if limit is None else limit
-        items: list[Event | RepairDone] = []
+        items: list[Event | RepairDone | RepairedTrade] = []
         while not self._queue.empty() and len(items) < limit:
             items.append(self._queue.get_nowait())
         self._flusher_moved.set()
@@ -215,11 +233,11 @@ class LivePublisher:
             return GAPS
         return tick_stream_for(event.symbol, self.partitions) if isinstance(event, Tick) else BARS
 
-    def _marks(self, batch: Sequence[Event | RepairDone | GapClosed]) -> dict[str, datetime]:
-        """The watermarks this batch moves forward (only its own events count)."""
+    def _marks(self, batch: Sequence[Event | RepairDone | RepairedTrade | GapClosed]) -> dict[str, datetime]:
+        """The watermarks this batch moves forward (only its own live events and repairs count)."""
         marks: dict[str, datetime] = {}
         for item in batch:
-            if isinstance(item, GapClosed):
+            if isinstance(item, GapClosed | RepairedTrade):
                 continue
             mark = item.minute if isinstance(item, RepairDone) else watermark_after(item)  # type: ignore[arg-type]
             committed = self._committed.get(item.symbol)
@@ -227,8 +245,13 @@ class LivePublisher:
                 _advance(marks, item.symbol, mark)
         return marks
 
-    async def _commit(self, batch: Sequence[Event | RepairDone | GapClosed], stop: asyncio.Event) -> None:
+    async def _commit(
+        self, batch: Sequence[Event | RepairDone | RepairedTrade | GapClosed], stop: asyncio.Event
+    ) -> None:
         events: list[Event] = [item for item in batch if isinstance(item, Event)]
+        repaired_trades: list[tuple[str, Event]] = [
+            (REPAIRED_TICKS, item.tick) for item in batch if isinstance(item, RepairedTrade)
+        ]
         marks = self._marks(batch)
         repaired: dict[str, int] = {}
         for item in batch:
@@ -247,12 +270,14 @@ class LivePublisher:
                 gap_events, record = self._gap_records.writes(item)
                 events += gap_events
                 state |= record
-        commit = Commit(publish=[(self._stream_for(event), event) for event in events], state=state)
+        commit = Commit(publish=[(self._stream_for(event), event) for event in events] + repaired_trades, state=state)
         done = await self._ride_out(commit, stop)
         if done is None:  # stopped while Redis is away: gap repair after the restart covers these minutes
             self.repairs.not_committed(markers)
-            self.counters["unpublished"] += len(events)
-            log.warning("%s: %d event(s) not published (stopping while Redis is unavailable)", self.source, len(events))
+            self.counters["unpublished"] += len(commit.publish)
+            log.warning(
+                "%s: %d event(s) not published (stopping while Redis is unavailable)", self.source, len(commit.publish)
+            )
             return
         self.repairs.committed(repaired)
         self._committed.update(marks)

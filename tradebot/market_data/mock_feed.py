@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
+import struct
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tradebot.common.models import Tick
+from tradebot.common.codec import built_tick
+from tradebot.common.models import MAX_PRICE, SYMBOL_PATTERN, Tick
 from tradebot.market_data.start_prices import STARTING_PRICES
 
 Clock = Callable[[], datetime]
@@ -36,6 +39,8 @@ TICK_STEP_YEARS = 1 / TRADING_SECONDS_PER_YEAR  # one tick = one second of tradi
 KNOWN_PRICES = STARTING_PRICES
 DEFAULT_PRICE_CENTS = (2_000, 30_000)  # unknown symbols start between $20 and $300
 DEFAULT_STEP = timedelta(milliseconds=10)
+_WORDS = struct.Struct(">4Q")
+_VALID_SYMBOL = re.compile(SYMBOL_PATTERN)
 
 
 def utc_now() -> datetime:
@@ -64,11 +69,25 @@ def starting_price(symbol: str) -> float:
     return (low + zlib.crc32(symbol.encode()) % (high - low + 1)) / 100
 
 
-def draws(seed: int, symbol: str, index: int) -> tuple[float, float, float, float]:
-    """Four uniforms in (0, 1) for tick ``index`` of ``symbol``: same inputs, same numbers."""
-    digest = hashlib.blake2b(f"{seed}|{symbol}|{index}".encode(), digest_size=32).digest()
-    first, second, third, fourth = ((int.from_bytes(digest[i : i + 8], "big") + 0.5) / 2**64 for i in range(0, 32, 8))
-    return first, second, third, fourth
+def _uniforms(digest: bytes) -> tuple[float, float, float, float]:
+    """The four big-endian 64-bit words of a 32-byte digest, as uniforms in (0, 1)."""
+    first, second, third, fourth = _WORDS.unpack(digest)
+    return (first + 0.5) / 2**64, (second + 0.5) / 2**64, (third + 0.5) / 2**64, (fourth + 0.5) / 2**64
+
+
+class _Draws:
+    """Four uniforms in (0, 1) for each tick index of one symbol: blake2b of ``seed|symbol|index``.
+
+    The hash state of ``seed|symbol|`` is made once and copied per tick (hashing is streaming, so
+    the digest is that of the whole string: the same numbers as ever, for the same inputs)."""
+
+    def __init__(self, seed: int, symbol: str):
+        self.prefix = hashlib.blake2b(f"{seed}|{symbol}|".encode(), digest_size=32)
+
+    def at(self, index: int) -> tuple[float, float, float, float]:
+        hashed = self.prefix.copy()
+        hashed.update(str(index).encode())
+        return _uniforms(hashed.digest())
 
 
 def trade_size(kind: float, amount: float) -> int:
@@ -115,7 +134,7 @@ class FeedClock:
 
     @classmethod
     def from_json(cls, saved: dict[str, Any]) -> FeedClock:
-        start = datetime.fromisoformat(saved["start"])
+        start = datetime.fromisoformat(saved["start"]).astimezone(UTC)
         return cls(start, saved["origin"], timedelta(microseconds=saved["step_us"]))
 
 
@@ -142,12 +161,16 @@ class MockFeed:
         """``clock`` is read once, for a new cursor's start; ``step`` is the time between two ticks."""
         if not symbols:
             raise ValueError("the mock feed needs at least one symbol")
+        invalid = [symbol for symbol in symbols if not _VALID_SYMBOL.fullmatch(symbol)]
+        if invalid:
+            raise ValueError(f"the mock feed cannot trade invalid symbols: {', '.join(invalid)}")
         self.symbols = list(symbols)
         self.seed = seed
+        self._draws = {symbol: _Draws(seed, symbol) for symbol in self.symbols}
         saved = cursor or {}
         self.produced: int = saved.get("produced", 0)
         # Paths of symbols no longer traded are kept, so re-adding one never reuses a tick id.
-        self.paths = {symbol: SymbolPath(**path) for symbol, path in saved.get("paths", {}).items()}
+        self.paths = {symbol: _path(saved_path) for symbol, saved_path in saved.get("paths", {}).items()}
         for symbol in self.symbols:
             self.paths.setdefault(symbol, SymbolPath(0, starting_price(symbol)))
         if "clock" in saved:
@@ -157,20 +180,22 @@ class MockFeed:
             self.clock = FeedClock(now.replace(microsecond=now.microsecond // 1000 * 1000), self.produced, step)
 
     def next_tick(self) -> Tick:
-        """The next trade print in the sequence."""
+        """The next trade print in the sequence.
+
+        Built without pydantic's per-tick validation (the feed's hottest cost): the symbols were
+        checked once, sizes are whole shares from 1 to 5,000, the clock is UTC, and the price is
+        checked here, so the tick is the one ``Tick.create`` would make.
+        """
         symbol = self.symbols[self.produced % len(self.symbols)]
         path = self.paths[symbol]
-        u_radius, u_angle, u_kind, u_amount = draws(self.seed, symbol, path.count)
+        u_radius, u_angle, u_kind, u_amount = self._draws[symbol].at(path.count)
         normal = math.sqrt(-2 * math.log(u_radius)) * math.cos(2 * math.pi * u_angle)  # Box-Muller
         path.price = next_price(path.price, normal)
-        tick = Tick.create(
-            symbol,
-            max(0.01, round(path.price, 2)),
-            trade_size(u_kind, u_amount),
-            self.clock.at(self.produced),
-            source=SOURCE,
-            trade_id=path.count,
-        )
+        price = max(0.01, round(path.price, 2))
+        if price > MAX_PRICE:
+            raise ValueError(f"mock price of {symbol} ran past {MAX_PRICE:,.0f}")
+        size = float(trade_size(u_kind, u_amount))
+        tick = built_tick(f"{SOURCE}:{symbol}:{path.count}", symbol, self.clock.at(self.produced), price, size, SOURCE)
         path.count += 1
         self.produced += 1
         return tick
@@ -185,5 +210,11 @@ class MockFeed:
             "produced": self.produced,
             "seed": self.seed,
             "clock": self.clock.to_json(),
-            "paths": {symbol: {"count": p.count, "price": p.price} for symbol, p in self.paths.items()},
+            # [count, price]: the cursor is rewritten with every batch, so every byte counts in the AOF
+            "paths": {symbol: [p.count, p.price] for symbol, p in self.paths.items()},
         }
+
+
+def _path(saved: list[Any] | dict[str, Any]) -> SymbolPath:
+    """A symbol's path from a cursor: ``[count, price]``, or ``{"count", "price"}`` (older cursors)."""
+    return SymbolPath(**saved) if isinstance(saved, dict) else SymbolPath(*saved)

@@ -15,12 +15,12 @@ from tradebot.common import rounding
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, entry_order
 from tradebot.common.config import ReadySettings
 from tradebot.common.lifecycle import wait_or_stop
-from tradebot.common.models import Event, Order, OrderEvent, Signal
+from tradebot.common.models import Event, Order, OrderChange, OrderEvent, Signal
 from tradebot.common.streams import ORDER_EVENTS, order_streams, signal_streams
 
 
 def watched(partitions: int) -> list[str]:
-    """The streams ``tradebot tail`` follows: signals, orders and order events."""
+    """The streams ``tradebot tail`` follows: signals, orders (and their changes) and order events."""
     return [*signal_streams(partitions), *order_streams(partitions), ORDER_EVENTS]
 
 
@@ -39,6 +39,8 @@ def describe(event: Event) -> str:
         return (
             f"{when}  order   {event.side.upper():4} {event.quantity:g} {event.symbol} {event.order_type}  {event.id}"
         )
+    if isinstance(event, OrderChange):
+        return f"{when}  {event.action:7} {event.symbol} {event.target}  {event.id}"
     if isinstance(event, OrderEvent) and event.status == "filled":
         commission = f"commission ${rounding.money(event.commission):.2f}"
         return (

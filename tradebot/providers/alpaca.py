@@ -12,9 +12,11 @@ per episode, and each successful connection is reported (the worker repairs gaps
 that are alpaca-py's to handle: it reconnects, re-authenticates (through us) and resubscribes.
 
 History: up to BACKFILL_BATCH_SIZE symbols go into one multi-symbol request; alpaca-py follows
-``next_page_token`` itself. alpaca-py retries 429 and 504 itself with a fixed, blocking
-``time.sleep(3)`` per attempt that ignores Alpaca's rate-limit headers; inside our worker threads
-that stalls every request slot for seconds at a time. So its retries are switched off
+``next_page_token`` itself. Historical trades (``get_stock_trades``, for gap repair) come the same
+way and get the ids and timestamps the live stream gives the same prints. alpaca-py retries 429
+and 504 itself with a fixed, blocking ``time.sleep(3)`` per attempt that ignores Alpaca's
+rate-limit headers; inside our worker threads that stalls every request slot for seconds at a
+time. So its retries are switched off
 (``_retry = 0``, a private attribute: the constructor does not expose it) and the ``Fetcher``
 retries instead, with backoff and the headers. alpaca-py passes no timeout to requests either, so a
 server that stops answering would hold a request (and its thread) forever. The client's session
@@ -38,7 +40,7 @@ from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical import StockHistoricalDataClient
 from alpaca.data.live import StockDataStream
 from alpaca.data.models import Bar as AlpacaBar
-from alpaca.data.requests import StockBarsRequest
+from alpaca.data.requests import StockBarsRequest, StockTradesRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 from websockets.exceptions import WebSocketException
 
@@ -46,7 +48,14 @@ from tradebot.common.config import Settings, SettingsError
 from tradebot.common.lifecycle import Backoff
 from tradebot.common.models import Bar, Tick, Timeframe
 from tradebot.providers.base import EventSink, FatalError, LiveFeed, RetryableError, StreamRejected
-from tradebot.providers.convert import CONVERSION_ERRORS, as_utc, rest_bar, stream_minute_bar, stream_trade
+from tradebot.providers.convert import (
+    CONVERSION_ERRORS,
+    as_utc,
+    rest_bar,
+    rest_trade,
+    stream_minute_bar,
+    stream_trade,
+)
 from tradebot.providers.rest import rest_timeouts, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -138,7 +147,7 @@ def _message(body: str) -> str:
 
 
 class AlpacaBars:
-    """Alpaca's historical stock bars as a BarSource."""
+    """Alpaca's historical stock bars as a BarSource, and its historical trades as a TradeSource."""
 
     name = ALPACA
 
@@ -161,15 +170,46 @@ class AlpacaBars:
             feed=self.feed,
             adjustment=Adjustment.RAW,
         )
+        result = self._call(self.client.get_stock_bars, request)
+        return self._convert(result.data, timeframe)
+
+    def fetch_trades(self, symbols: Sequence[str], start: datetime, end: datetime) -> list[Tick]:
+        """Trades of ``symbols`` with start <= timestamp < end, every page of them."""
+        request = StockTradesRequest(
+            symbol_or_symbols=list(symbols), start=start, end=end - JUST_BEFORE, feed=self.feed
+        )
+        result = self._call(self.client.get_stock_trades, request)
+        ticks, invalid = [], 0
+        for series in result.data.values():
+            for trade in series:
+                try:
+                    ticks.append(
+                        rest_trade(
+                            ALPACA,
+                            trade.symbol,
+                            as_utc(trade.timestamp),
+                            trade.exchange,
+                            trade.id,
+                            trade.price,
+                            trade.size,
+                        )
+                    )
+                except CONVERSION_ERRORS:
+                    invalid += 1
+        if invalid:
+            log.warning("alpaca: skipped %d invalid historical trade(s)", invalid)
+        return ticks
+
+    def _call(self, method: Callable[[Any], Any], request: Any) -> Any:
+        """One data client call, its failures classified for the Fetcher."""
         try:
-            result = self.client.get_stock_bars(request)
+            return method(request)
         except APIError as error:
             raise classify(error) from error
         except requests.Timeout as error:
             raise RetryableError(f"no answer in time ({type(error).__name__})") from error
         except requests.RequestException as error:
             raise RetryableError(f"network error: {type(error).__name__}") from error
-        return self._convert(result.data, timeframe)  # type: ignore[union-attr]
 
     def _convert(self, data: dict[str, Any], timeframe: Timeframe) -> list[Bar]:
         bars, invalid = [], 0

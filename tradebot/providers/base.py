@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from tradebot.common.config import Settings
 from tradebot.common.models import Bar, Tick, Timeframe
@@ -40,6 +40,16 @@ class BarSource(Protocol):
 
     def fetch(self, symbols: Sequence[str], timeframe: Timeframe, start: datetime, end: datetime) -> list[Bar]:
         """Bars with start <= timestamp < end (blocking; runs in a thread)."""
+        ...
+
+
+@runtime_checkable
+class TradeSource(Protocol):
+    """A provider that also serves historical trades (both do); gap repair fetches them."""
+
+    def fetch_trades(self, symbols: Sequence[str], start: datetime, end: datetime) -> list[Tick]:
+        """Trades of ``symbols`` with start <= timestamp < end, as the live feed would have made them
+        (same ids, same timestamps); blocking, runs in a thread."""
         ...
 
 

@@ -100,6 +100,15 @@ def stream_trade(source: str, symbol: Any, timestamp: datetime, message: Mapping
     return Tick.create(symbol, message["p"], message["s"], timestamp, source=source, trade_id=trade_id)
 
 
+def rest_trade(
+    source: str, symbol: str, timestamp: datetime, exchange: Any, trade_id: Any, price: Any, size: Any
+) -> Tick:
+    """A REST client's historical trade → Tick with the id and time its live print would have, so a
+    trade that arrived live and again through gap repair is one row (ticks are keyed by both)."""
+    exchange = getattr(exchange, "value", exchange)  # alpaca-py may give an Exchange enum
+    return Tick.create(symbol, price, size, timestamp, source=source, trade_id=trade_key(exchange, trade_id))
+
+
 def stream_minute_bar(source: str, symbol: Any, start: datetime, message: Mapping[str, Any], trade_count: Any) -> Bar:
     """A minute-bar message → 1m Bar: both wire formats carry ``o h l c v`` and the VWAP ``vw``."""
     return make_bar(source, symbol, "1m", start, STREAM_OHLCV(message), trade_count, message.get("vw"))

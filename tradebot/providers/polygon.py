@@ -12,6 +12,9 @@ closes, so the reconnect loop is ours: after any close it reconnects with capped
 rejected key (``auth_failed``) stops the worker with one line.
 
 History: the endpoint takes one ticker per request; ``list_aggs`` follows ``next_url`` itself.
+Historical trades (``list_trades``, /v3/trades, for gap repair) likewise; their SIP timestamp is in
+nanoseconds, the live stream's in milliseconds, so a repaired trade keeps the millisecond its live
+print would have had (the same row, not a second one).
 Bars are unadjusted (``adjusted=false``), like the live feed and Alpaca's raw bars, so the series
 joins up. The client's urllib3 pool retries 413/429/5xx three times itself and then raises
 ``MaxRetryError``, which keeps neither the status nor the Retry-After header; other errors become
@@ -28,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,7 +39,7 @@ import certifi
 import urllib3
 from polygon import RESTClient, WebSocketClient
 from polygon.exceptions import AuthError
-from polygon.rest.models import Agg
+from polygon.rest.models import Agg, Trade
 from polygon.websocket.models import Feed
 from urllib3.util.retry import Retry
 from websockets.exceptions import WebSocketException
@@ -45,7 +48,14 @@ from tradebot.common.config import Settings, SettingsError
 from tradebot.common.lifecycle import Backoff
 from tradebot.common.models import Bar, Tick, Timeframe
 from tradebot.providers.base import EventSink, FatalError, LiveFeed, RetryableError, StreamRejected
-from tradebot.providers.convert import CONVERSION_ERRORS, from_unix_ms, rest_bar, stream_minute_bar, stream_trade
+from tradebot.providers.convert import (
+    CONVERSION_ERRORS,
+    from_unix_ms,
+    rest_bar,
+    rest_trade,
+    stream_minute_bar,
+    stream_trade,
+)
 from tradebot.providers.rest import rest_timeouts, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -150,7 +160,7 @@ def unix_ms(moment: datetime) -> int:
 
 
 class PolygonBars:
-    """Polygon's aggregates as a BarSource (one symbol per request)."""
+    """Polygon's aggregates as a BarSource and its trades as a TradeSource (one symbol per request)."""
 
     name = POLYGON
     batch_size = 1
@@ -163,23 +173,18 @@ class PolygonBars:
         """Bars of the one symbol with start <= timestamp < end, every page of them."""
         (symbol,) = symbols
         multiplier, timespan = TIMESPANS[timeframe]
-        try:
-            aggs = list(
-                self.client.list_aggs(
-                    symbol,
-                    multiplier,
-                    timespan,
-                    unix_ms(start),
-                    unix_ms(end) - 1,
-                    adjusted=False,
-                    sort="asc",
-                    limit=MAX_LIMIT,
-                )
+        aggs = self._all(
+            lambda: self.client.list_aggs(
+                symbol,
+                multiplier,
+                timespan,
+                unix_ms(start),
+                unix_ms(end) - 1,
+                adjusted=False,
+                sort="asc",
+                limit=MAX_LIMIT,
             )
-        except HTTPStatusError as error:
-            raise classify(error) from error
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise network_error(error) from error
+        )
         bars, invalid = [], 0
         for agg in aggs:
             try:
@@ -189,6 +194,48 @@ class PolygonBars:
         if invalid:
             log.warning("polygon: skipped %d invalid %s bar(s) of %s", invalid, timeframe, symbol)
         return [bar for bar in bars if start <= bar.timestamp < end]
+
+    def fetch_trades(self, symbols: Sequence[str], start: datetime, end: datetime) -> list[Tick]:
+        """Trades of the one symbol with start <= timestamp < end, every page of them."""
+        (symbol,) = symbols
+        trades = self._all(
+            lambda: self.client.list_trades(
+                symbol, timestamp_gte=start, timestamp_lt=end, sort="timestamp", order="asc", limit=MAX_LIMIT
+            )
+        )
+        ticks, invalid = [], 0
+        for trade in trades:
+            try:
+                ticks.append(polygon_rest_trade(symbol, trade))
+            except CONVERSION_ERRORS:
+                invalid += 1
+        if invalid:
+            log.warning("polygon: skipped %d invalid historical trade(s) of %s", invalid, symbol)
+        return ticks
+
+    @staticmethod
+    def _all(pages: Callable[[], Iterable[Any]]) -> list[Any]:
+        """Every result of a paginated client call, its failures classified for the Fetcher."""
+        try:
+            return list(pages())
+        except HTTPStatusError as error:
+            raise classify(error) from error
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise network_error(error) from error
+
+
+def polygon_rest_trade(symbol: str, trade: Trade) -> Tick:
+    """A polygon ``Trade`` (``sip_timestamp`` in Unix ns) → Tick, at the millisecond the stream's
+    ``t`` would carry."""
+    return rest_trade(
+        POLYGON,
+        symbol,
+        from_unix_ms(trade.sip_timestamp // 1_000_000),
+        trade.exchange,
+        trade.id,
+        trade.price,
+        trade.size,
+    )
 
 
 def polygon_rest_bar(symbol: str, agg: Agg, timeframe: Timeframe) -> Bar:

@@ -18,12 +18,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
 
 from tradebot.common.lifecycle import backoff_delay_s
-from tradebot.common.models import Bar, Timeframe
-from tradebot.providers.base import BarSource, RetryableError
+from tradebot.common.models import Bar, Tick, Timeframe
+from tradebot.providers.base import BarSource, RetryableError, TradeSource
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A REST request fails (and is retried) when the server sends nothing for this long; connecting
 # may take at most CONNECT_TIMEOUT_S of it. Per read, not per response: a long page still arrives.
@@ -109,20 +111,40 @@ class Fetcher:
 
     async def fetch(self, symbols: Sequence[str], timeframe: Timeframe, start: datetime, end: datetime) -> list[Bar]:
         """The bars, after up to ``policy.attempts`` attempts; raises the last error."""
+        return await self._retrying(
+            f"{timeframe} {','.join(symbols)}", self.source.fetch, symbols, timeframe, start, end
+        )
+
+    async def _retrying(self, what: str, call: Callable[..., list[T]], *args: Any) -> list[T]:
+        """``call(*args)`` in a thread, paced, after up to ``policy.attempts`` attempts."""
         for attempt in range(1, self.policy.attempts + 1):
             await self.pacer.wait()
             try:
-                return await asyncio.to_thread(self.source.fetch, symbols, timeframe, start, end)
+                return await asyncio.to_thread(call, *args)
             except RetryableError as error:
                 if attempt == self.policy.attempts:
                     raise RetryableError(f"{error} (gave up after {attempt} attempts)") from error
                 delay = self.policy.delay_s(attempt, error.retry_after_s)
                 self.retries += 1
-                log.debug(
-                    "%s %s %s: %s; retrying in %.2fs", self.source.name, timeframe, ",".join(symbols), error, delay
-                )
+                log.debug("%s %s: %s; retrying in %.2fs", self.source.name, what, error, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    @property
+    def serves_trades(self) -> bool:
+        """Whether the source has historical trades (``trades`` works)."""
+        return isinstance(self.source, TradeSource)
+
+    async def trades(self, symbols: list[str], start: datetime, end: datetime) -> list[Tick]:
+        """Historical trades of any number of symbols, batched by the source's batch size (gap repair)."""
+        source = self.source
+        if not isinstance(source, TradeSource):
+            raise TypeError(f"{self.source.name} serves no historical trades")
+        ticks: list[Tick] = []
+        for first in range(0, len(symbols), self.source.batch_size):
+            batch = symbols[first : first + self.source.batch_size]
+            ticks += await self._retrying(f"trades {','.join(batch)}", source.fetch_trades, batch, start, end)
+        return ticks
 
     async def minute_bars(self, symbols: list[str], start: datetime, end: datetime) -> list[Bar]:
         """1-minute bars of any number of symbols, batched by the source's batch size (gap repair)."""

@@ -68,3 +68,14 @@ def exposure(order: Order, quantity: float, portfolio: Portfolio, totals: Totals
             f"buying {quantity:g} {order.symbol} costs about ${cost:,.2f}; cash is ${portfolio.cash:,.2f}",
         )
     return None
+
+
+def grows_exposure(target: Order, replacement: Order) -> bool:
+    """A buy that would cost more at its worst price than the order it replaces (a sell never does: long only)."""
+    if replacement.side == "sell":
+        return False
+
+    def worst(order: Order) -> float:
+        return order.quantity * (order.limit_price or order.stop_price or order.reference_price)
+
+    return worst(replacement) > worst(target) + 1e-9

@@ -37,7 +37,8 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class Trip:
-    """A rule that changed the trading state: daily loss (REDUCING) or drawdown (HALTED)."""
+    """A rule that changed the trading state: daily loss (REDUCING), drawdown (HALTED), a data gap
+    (RISK_DATA_GAP_STATE) or a broker mismatch (HALTED)."""
 
     state: TradingState
     code: str
@@ -159,6 +160,14 @@ class RiskEngine:
                 f"${self.session_start_equity:,.2f} reached RISK_DAILY_LOSS_PCT {limits.daily_loss_pct:.2%}",
                 now,
             )
+
+    def impose(self, state: TradingState, code: str, reason: str, now: datetime) -> bool:
+        """A rule found broken outside the order path (a data gap, a broker mismatch) changes the
+        state like a tripped limit, unless a stricter rule already holds; True if it did."""
+        if self.rule and TradingState(self.rule["state"]).strictness > state.strictness:
+            return False
+        self._trip(state, code, reason, now)
+        return True
 
     def _trip(self, state: TradingState, code: str, reason: str, now: datetime) -> None:
         self.rule = {"state": state.value, "code": code, "reason": reason, "session": self.session}

@@ -24,3 +24,6 @@ BUYING_POWER = "buying_power"
 # Rules that change the trading state (they trip on the order that finds them broken).
 DAILY_LOSS = "daily_loss"
 MAX_DRAWDOWN = "max_drawdown"
+# ... and rules found broken outside the order path (RiskEngine.impose).
+DATA_GAP = "data_gap"
+BROKER_MISMATCH = "broker_mismatch"

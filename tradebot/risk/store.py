@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.lifecycle import wait_or_stop
-from tradebot.common.models import Order
 from tradebot.common.streams import TRADING_STATE_KEY, TRADING_STATE_SEEN_KEY
 from tradebot.risk.state import TradingState
 
@@ -107,15 +109,29 @@ def poll_interval(lease_ttl_ms: int) -> float:
     return lease_ttl_ms / 3000
 
 
-def state_refusal(record: OperatorRecord, order: Order, held: float) -> str | None:
-    """Why the operator's trading state refuses ``order`` (``held``: the position it trades), or None.
-
-    For an execution path that has no full risk stage (a real broker's): HALTED refuses every new
-    order, REDUCING every order that does not shrink the position it trades."""
-    if record.state is TradingState.HALTED:
-        return f"trading is HALTED by {record.actor}: {record.reason}"
-    if record.state is TradingState.REDUCING:
-        shrinks = (order.side == "sell" and held > 0) or (order.side == "buy" and held < 0)
-        if not shrinks or order.quantity > abs(held) + 1e-9:
-            return f"trading is REDUCING ({record.reason}): only orders that shrink a position pass"
-    return None
+@asynccontextmanager
+async def obeying_trading_state(
+    redis: aioredis.Redis,
+    member: str,
+    role: str,
+    lease_ttl_ms: int,
+    stop: asyncio.Event,
+    *beside: Coroutine[Any, Any, None],
+) -> AsyncIterator[TradingStateWatcher]:
+    """A worker's watcher: read before its first event (also after a kill -9), then kept fresh until
+    the block ends, with the ``beside`` tasks running alongside; it leaves the seen-by list at the end."""
+    watcher = TradingStateWatcher(redis, member, role, poll_interval(lease_ttl_ms))
+    try:
+        await watcher.refresh()
+    except BaseException:
+        for coroutine in beside:
+            coroutine.close()
+        raise
+    background = [asyncio.create_task(watcher.run(stop)), *(asyncio.create_task(c) for c in beside)]
+    try:
+        yield watcher
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await watcher.forget()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from tradebot.common.streams import EXECUTION_ROLE, checkpoint_key
+from tradebot.broker.checkpoint import read_account_snapshot
 from tradebot.risk.engine import RiskEngine
 from tradebot.risk.limits import RiskLimits
 from tradebot.risk.state import TradingState
@@ -16,8 +15,7 @@ from tradebot.risk.store import OperatorRecord
 
 async def read_checkpoint(redis: aioredis.Redis) -> dict[str, Any] | None:
     """The execution role's last committed checkpoint (account and risk memory), or None before any order."""
-    saved = await redis.get(checkpoint_key(EXECUTION_ROLE, 0))
-    return json.loads(saved) if saved else None
+    return await read_account_snapshot(redis)
 
 
 def trading_state(

@@ -38,6 +38,7 @@ class RateWindows:
 
     def __init__(self) -> None:
         self.sent: deque[float] = deque()  # the last minute of sends, all symbols
+        self.sends = 0  # sends ever recorded: numbers the entries of ``sent`` (checkpoint parts)
         self.sent_by_symbol: dict[str, deque[float]] = {}
         self.last_by_side: dict[str, float] = {}  # "SYMBOL:side" -> time of the last send
         self.cooldown_until: dict[str, float] = {}
@@ -77,6 +78,7 @@ class RateWindows:
     def record(self, symbol: str, side: str, at: float) -> None:
         """An order was approved at ``at``."""
         self.sent.append(at)
+        self.sends += 1
         self.sent_by_symbol.setdefault(symbol, deque()).append(at)
         self.last_by_side[f"{symbol}:{side}"] = at
 
@@ -94,6 +96,7 @@ class RateWindows:
     def snapshot(self) -> dict[str, Any]:
         return {
             "sent": list(self.sent),
+            "sends": self.sends,
             "by_symbol": {symbol: list(times) for symbol, times in self.sent_by_symbol.items() if times},
             "last": self.last_by_side,
             "cooldown": self.cooldown_until,
@@ -103,6 +106,7 @@ class RateWindows:
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         self.sent = deque(snapshot["sent"])
+        self.sends = snapshot.get("sends", len(self.sent))  # not in checkpoints of older versions
         self.sent_by_symbol = {symbol: deque(times) for symbol, times in snapshot["by_symbol"].items()}
         self.last_by_side = dict(snapshot["last"])
         self.cooldown_until = dict(snapshot["cooldown"])

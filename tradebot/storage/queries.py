@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from tradebot.common.db import Executor, connection
-from tradebot.storage.buckets import WIDTHS, ceil_bucket, floor_bucket, next_bucket
+from tradebot.storage.buckets import TIMEFRAMES, WIDTHS, ceil_bucket, floor_bucket, next_bucket
 from tradebot.storage.series import history_sql, stats_sql
 
 # A window grows this much when it held fewer bars than asked for (gaps: nights, weekends).
@@ -98,16 +98,23 @@ async def series_sources(executor: Executor, symbol: str, requested: str | None)
         return (await chosen_sources(conn, symbol, requested))[0]
 
 
+# The bars' ends one timeframe at a time: each is one step down the primary key (symbol, timeframe,
+# ts, ...), where min(ts) over the symbol alone reads every bar it has (90 ms for a year of minutes).
+_BARS_END = (
+    "(SELECT {0}((SELECT {0}(ts) FROM bars WHERE symbol = $1 AND timeframe = tf)) FROM unnest($2::text[]) AS tf)"
+)
+
+
 async def data_range(conn: asyncpg.Connection, symbol: str, rollups: bool) -> tuple[datetime | None, datetime | None]:
     """Earliest and latest stored time of ``symbol`` (ticks, bars, and rollups that outlive ticks)."""
-    firsts = ["(SELECT min(ts) FROM ticks WHERE symbol = $1)", "(SELECT min(ts) FROM bars WHERE symbol = $1)"]
+    firsts = ["(SELECT min(ts) FROM ticks WHERE symbol = $1)", _BARS_END.format("min")]
     if rollups:
         firsts.append("(SELECT min(bucket) FROM ohlcv_1d WHERE symbol = $1)")
     row = await conn.fetchrow(
         f"SELECT least({', '.join(firsts)}) AS first, "
-        "greatest((SELECT max(ts) FROM ticks WHERE symbol = $1), "
-        "(SELECT max(ts) FROM bars WHERE symbol = $1)) AS last",
+        f"greatest((SELECT max(ts) FROM ticks WHERE symbol = $1), {_BARS_END.format('max')}) AS last",
         symbol,
+        list(TIMEFRAMES),
     )
     return row["first"], row["last"]
 

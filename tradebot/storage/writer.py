@@ -19,7 +19,18 @@ from typing import Any
 import asyncpg
 
 from tradebot.common.db import Executor, connection
-from tradebot.common.models import Bar, ControlEvent, EquitySample, Event, Gap, Order, OrderEvent, Signal, Tick
+from tradebot.common.models import (
+    Bar,
+    ControlEvent,
+    EquitySample,
+    Event,
+    Gap,
+    Order,
+    OrderChange,
+    OrderEvent,
+    Signal,
+    Tick,
+)
 
 BACKFILL_BATCH_ROWS = 10_000
 
@@ -128,6 +139,22 @@ TABLES: dict[type[Event], Table] = {
         ("id", "ts", "symbol", "side", "quantity", "order_type", "signal_id", "strategy"),
         ("id", "ts"),
         lambda o: (o.id, o.timestamp, o.symbol, o.side, o.quantity, o.order_type, o.signal_id, o.strategy),
+    ),
+    OrderChange: Table(
+        "order_changes",
+        ("id", "ts", "symbol", "action", "target", "quantity", "limit_price", "stop_price", "strategy"),
+        ("id", "ts"),
+        lambda c: (
+            c.id,
+            c.timestamp,
+            c.symbol,
+            c.action,
+            c.target,
+            c.quantity,
+            c.limit_price,
+            c.stop_price,
+            c.strategy,
+        ),
     ),
     OrderEvent: Table(
         "fills",

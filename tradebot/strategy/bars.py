@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from tradebot.strategy.indicators.ranges import ATR
+
 BarTimeframe = Literal["tick", "1m", "5m", "15m", "1h", "1d"]
 TIMEFRAME_SECONDS: dict[str, int] = {"tick": 0, "1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86_400}
 
@@ -85,3 +87,34 @@ class BarBuilder:
 
     def restore(self, saved: list[Any] | None) -> None:
         self.current = None if saved is None else Candle(*saved)
+
+
+class BarATR:
+    """The ATR (indicators.ATR) of the bars built from one symbol's ticks: what ATR-multiple exits read.
+
+    ``seconds`` 0 makes every tick its own bar (its true range is the move from the previous tick).
+    """
+
+    def __init__(self, window: int, seconds: int):
+        self.atr = ATR(window)
+        self.builder = BarBuilder(seconds) if seconds else None
+        self.value: float | None = None
+
+    def add_tick(self, epoch_s: float, price: float, size: float) -> float | None:
+        """Add one trade; the ATR as of the last completed bar (None until ``window`` bars are done)."""
+        if self.builder is None:
+            self.value = self.atr.update(price, price, price)
+        else:
+            done = self.builder.add_tick(epoch_s, price, size)
+            if done is not None:
+                self.value = self.atr.update(done.high, done.low, done.close)
+        return self.value
+
+    def snapshot(self) -> list[Any]:
+        return [self.atr.snapshot(), self.builder.snapshot() if self.builder else None, self.value]
+
+    def restore(self, saved: list[Any]) -> None:
+        atr, bar, self.value = saved
+        self.atr.restore(atr)
+        if self.builder is not None:
+            self.builder.restore(bar)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
-from tradebot.common.models import Bar, Side, Signal, Tick, stable_id
+from tradebot.common.models import Bar, ChangeAction, OrderChange, Side, Signal, Tick, stable_id
 from tradebot.strategy.bars import BarBuilder, Candle, timeframe_seconds
 from tradebot.strategy.indicators import Indicator
 
@@ -35,6 +35,9 @@ class Strategy(Protocol):
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace the state with one taken by :meth:`snapshot`."""
         ...
+
+    # Optional: ``take_changes() -> list[OrderChange]``, the cancels and replaces of its own orders
+    # asked for since the last call (BarStrategy has it; the book collects them after every tick).
 
 
 class SymbolState:
@@ -91,6 +94,7 @@ class BarStrategy:
         self.seconds = timeframe_seconds(timeframe)
         self.name = name or self.default_name
         self._symbols: dict[str, SymbolState] = {}
+        self._changes: list[OrderChange] = []
 
     # --- what subclasses define ---
     def indicators(self) -> dict[str, Indicator]:
@@ -156,6 +160,23 @@ class BarStrategy:
             strategy=self.name,
             tick_id=source_id,
         )
+
+    def change_order(
+        self, action: ChangeAction, signal: Signal, at: datetime, source_id: str, **fields: object
+    ) -> OrderChange:
+        """Ask to cancel or replace the order ``signal`` made (e.g. a limit that no longer makes sense).
+
+        Delivered by :meth:`take_changes`; its id follows from the signal and ``source_id`` (the
+        tick or bar it was decided on), so a replayed tick asks once.
+        """
+        change = OrderChange.for_signal(action, signal, at, source_id, **fields)
+        self._changes.append(change)
+        return change
+
+    def take_changes(self) -> list[OrderChange]:
+        """The changes asked for since the last call."""
+        changes, self._changes = self._changes, []
+        return changes
 
     def _state(self, symbol: str) -> SymbolState:
         state = self._symbols.get(symbol)

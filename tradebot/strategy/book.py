@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tradebot.common.models import Bar, Order, Signal, Tick
+from tradebot.common.models import Bar, Order, OrderChange, Signal, Tick
 from tradebot.strategy.base import Strategy
+from tradebot.strategy.batch import Batch
 from tradebot.strategy.catalog import StrategyError, build_strategy
 
 
@@ -53,6 +54,17 @@ class StrategySpec:
 
 
 ENTRY_KEYS = {"name", "class", "parameters", "symbols", "sizing", "enabled"}
+
+
+def traded_symbols(specs: Iterable[StrategySpec]) -> frozenset[str] | None:
+    """The symbols some enabled strategy trades; None when one of them trades every symbol."""
+    traded: set[str] = set()
+    for spec in specs:
+        if spec.enabled:
+            if spec.symbols is None:
+                return None
+            traded.update(spec.symbols)
+    return frozenset(traded)
 
 
 def read_strategies_file(path: Path) -> list[StrategySpec]:
@@ -142,13 +154,61 @@ class StrategyBook:
         for entry in self.entries:
             if entry.symbols is not None and bar.symbol not in entry.symbols:
                 continue
-            on_bar = getattr(entry.strategy, "on_bar", None)
-            if on_bar is None:
-                raise StrategyError(f"strategy {entry.name} takes ticks only (it has no on_bar)")
-            signals = on_bar(bar)
+            signals = self._observe(entry, bar)
             if signals and self.switches.get(entry.name, entry.spec.enabled):
                 outputs += [(signal, self._order(entry, signal)) for signal in signals]
         return outputs
+
+    def on_batch(self, batch: Batch) -> list[tuple[int, Signal, Order]]:
+        """What :meth:`on_tick` / :meth:`on_bar` would give observation by observation, as
+        (position, signal, order) in the same order, for a backtest that holds them all at once.
+
+        A strategy with a ``scan`` method (state per symbol; see MovingAverageCrossover.scan)
+        decides each symbol's part in one go, so the observations that emit nothing cost no objects.
+        """
+        found: list[tuple[int, int, Signal, Order]] = []
+        for number, entry in enumerate(self.entries):
+            signals = sorted(self._signals(entry, batch), key=lambda pair: pair[0])
+            if signals and self.switches.get(entry.name, entry.spec.enabled):
+                found += [(position, number, signal, self._order(entry, signal)) for position, signal in signals]
+        found.sort(key=lambda item: (item[0], item[1]))  # stable: one strategy's signals of a tick keep their order
+        return [(position, signal, order) for position, _, signal, order in found]
+
+    def _signals(self, entry: Entry, batch: Batch) -> list[tuple[int, Signal]]:
+        observations, scan = batch.observations, getattr(entry.strategy, "scan", None)
+        symbols = [s for s in batch.rows if entry.symbols is None or s in entry.symbols]
+        if scan is None:  # one by one, in time order (its state may span symbols)
+            wanted = range(len(batch)) if entry.symbols is None else sorted(p for s in symbols for p in batch.rows[s])
+            return [(p, signal) for p in wanted for signal in self._observe(entry, observations[p])]
+        signals: list[tuple[int, Signal]] = []
+        for symbol in symbols:
+            rows = batch.rows[symbol]
+            scanned = scan(batch, symbol, rows)
+            if scanned is None:
+                signals += [(p, signal) for p in rows.tolist() for signal in self._observe(entry, observations[p])]
+            else:
+                signals += scanned
+        return signals
+
+    @staticmethod
+    def _observe(entry: Entry, observation: Tick | Bar) -> list[Signal]:
+        if isinstance(observation, Tick):
+            return entry.strategy.on_tick(observation)
+        on_bar = getattr(entry.strategy, "on_bar", None)
+        if on_bar is None:
+            raise StrategyError(f"strategy {entry.name} takes ticks only (it has no on_bar)")
+        signals: list[Signal] = on_bar(observation)
+        return signals
+
+    def take_changes(self) -> list[OrderChange]:
+        """Cancels and replaces the strategies asked for since the last call (switched off or not:
+        a strategy may always withdraw its own order)."""
+        changes: list[OrderChange] = []
+        for entry in self.entries:
+            take = getattr(entry.strategy, "take_changes", None)
+            if take is not None:
+                changes += take()
+        return changes
 
     def _order(self, entry: Entry, signal: Signal) -> Order:
         held = self.positions[entry.name]

@@ -14,11 +14,15 @@ between them does not occur on real prices.
 from __future__ import annotations
 
 from collections import deque
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from tradebot.common.models import Signal, Tick
-from tradebot.strategy.bars import Candle
-from tradebot.strategy.base import BarStrategy, Decision, SymbolState
+import numpy as np
+
+from tradebot.common.models import Side, Signal, Tick
+from tradebot.strategy.bars import Candle, timeframe_seconds
+from tradebot.strategy.base import RECENT_TICK_IDS, BarStrategy, Decision, SymbolState
+from tradebot.strategy.batch import Batch
 from tradebot.strategy.indicators import EMA, Indicator
 
 PRICE_UNITS_PER_DOLLAR = 10_000  # $0.0001: the finest US equity quote increment
@@ -126,6 +130,70 @@ class MovingAverageCrossover(BarStrategy):
             return None  # the common case: still on the same side
         score = min(1.0, abs(difference) / (long_sum * self.short_window) / FULL_CONFIDENCE_GAP)
         return self._turn(state, relation, score)
+
+    def scan(self, batch: Batch, symbol: str, rows: np.ndarray) -> list[tuple[int, Signal]] | None:
+        """What :meth:`on_tick` (or :meth:`on_bar`) would return for each of one symbol's observations
+        (at ``rows`` of the batch), decided at once: (row, signal) pairs, the state updated alike.
+
+        The backtester's fast path: most observations emit nothing, so they never become objects
+        again. The sums are the per-tick rule's integers, as running totals over the run; None when
+        the run must go one by one: EMAs, bars to aggregate, a mixed batch, a repeated id.
+        """
+        if self.average != "sma" or batch.seconds is None or self.seconds not in (0, batch.seconds):
+            return None
+        state = self._state(symbol)
+        if batch.repeated_ids or batch.seen(state.recent):
+            return None  # a redelivery: first_sight decides, one by one
+        found = self._crossings(state, np.rint(batch.price_array[rows] * PRICE_UNITS_PER_DOLLAR).astype(np.int64))
+        if found is None:
+            return None
+        recent = [*state.recent, *(batch.ids[row] for row in rows[-RECENT_TICK_IDS:].tolist())]
+        state.recent = dict.fromkeys(recent[-RECENT_TICK_IDS:])
+        signals: list[tuple[int, Signal]] = []
+        for at, side, score in found:
+            row = int(rows[at])
+            observation = batch.observations[row]
+            if isinstance(observation, Tick):
+                when, price = observation.timestamp, observation.price
+            else:  # signalled at the bar's close, as on_bar does
+                state.holding = side == "buy"
+                start = int(observation.timestamp.timestamp()) + timeframe_seconds(observation.timeframe)
+                when, price = datetime.fromtimestamp(start, UTC), observation.close
+            signals.append((row, self.signal(symbol, when, side, price, score, observation.id)))
+        return signals
+
+    def _crossings(self, state: SymbolState, units: np.ndarray) -> list[tuple[int, Side, float]] | None:
+        """_decide_units over ``units`` in one go: (position, side, score) of each crossing."""
+        short, long = state.indicators["short"], state.indicators["long"]
+        assert isinstance(short, IntegerSum)
+        assert isinstance(long, IntegerSum)
+        seen = list(long.values)  # the last long window; the short one is its tail
+        values = np.concatenate([np.array(seen, dtype=np.int64), units])
+        if int(np.abs(values).max()) * (len(values) + self.long_window**2) >= 2**62:
+            return None  # beyond int64: the per-tick rule's Python integers have no bound
+        totals = np.concatenate([[0], np.cumsum(values)])
+        ends = np.arange(max(self.long_window, len(seen) + 1), len(values) + 1)  # one past each full long window
+        long_sums = totals[ends] - totals[ends - self.long_window]
+        short_sums = totals[ends] - totals[ends - self.short_window]
+        differences = short_sums * self.long_window - long_sums * self.short_window  # exact, as in _decide_units
+        relations = np.sign(differences)
+        turns = np.flatnonzero(relations)  # equal averages keep the side: only non-zero relations count
+        previous = np.concatenate([[state.memory.get("relation", 0)], relations[turns[:-1]]])
+        crossed = turns[(previous != 0) & (relations[turns] != previous)]
+        if len(turns):
+            state.memory["relation"] = int(relations[turns[-1]])
+        long.values = deque(values[-self.long_window :].tolist(), maxlen=self.long_window)
+        short.values = deque(values[-self.short_window :].tolist(), maxlen=self.short_window)
+        long.total, short.total = sum(long.values), sum(short.values)
+        found: list[tuple[int, Side, float]] = []
+        shift = len(seen) + 1
+        for end, relation, difference, long_sum in zip(
+            ends[crossed].tolist(), relations[crossed].tolist(), differences[crossed].tolist(),
+            long_sums[crossed].tolist(), strict=True,
+        ):  # fmt: skip
+            score = min(1.0, abs(difference) / (long_sum * self.short_window) / FULL_CONFIDENCE_GAP)
+            found.append((end - shift, "buy" if relation > 0 else "sell", score))
+        return found
 
     @staticmethod
     def _turn(state: SymbolState, relation: int, score: float) -> Decision | None:

@@ -24,8 +24,9 @@ from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import STRATEGY_ROLE, STRATEGY_SWITCHES_KEY, order_stream, signal_stream, tick_stream
 from tradebot.risk.exits import ExitRules
 from tradebot.risk.state import TradingState
-from tradebot.risk.store import TradingStateWatcher, poll_interval
+from tradebot.risk.store import obeying_trading_state
 from tradebot.strategy import parts
+from tradebot.strategy.bars import BarATR, timeframe_seconds
 from tradebot.strategy.book import Sizing, StrategyBook, StrategySpec, read_strategies_file
 from tradebot.strategy.catalog import StrategyError
 
@@ -78,6 +79,10 @@ class StrategyPartition:
                 outputs.append((self.signals, signal))
                 if ordering:
                     outputs.append((self.orders, order))
+            # Even while HALTED: a cancel always passes, and the risk stage checks a replace. A change
+            # goes on the partition's own orders stream, behind the order it changes.
+            take_changes = getattr(self.book, "take_changes", None)  # (a stand-in book may have none)
+            outputs += [(self.orders, change) for change in (take_changes() if take_changes else [])]
         return outputs
 
     def _snapshot(self) -> dict[str, object]:
@@ -157,7 +162,13 @@ def strategy_worker(
     new_book = book_factory(settings, switches)
 
     def exits() -> ExitRules:
-        return ExitRules(settings.exit_stop_loss_pct, settings.exit_take_profit_pct, settings.exit_trailing_pct)
+        return ExitRules(
+            settings.exit_stop_loss_pct,
+            settings.exit_take_profit_pct,
+            settings.exit_trailing_pct,
+            settings.exit_atr_multiple,
+            lambda: BarATR(settings.exit_atr_window, timeframe_seconds(settings.exit_atr_timeframe)),
+        )
 
     def new_state(partition: int) -> StrategyPartition:
         return StrategyPartition(new_book, settings.order_quantity, may_order, exits, partition)
@@ -192,20 +203,16 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
     """Worker entry: run the strategies over the partitions this process wins."""
     bus = Bus.from_settings(settings)
     member = runtime.consumer_name()
-    watcher = TradingStateWatcher(bus.redis, member, STRATEGY_ROLE, poll_interval(settings.lease_ttl_ms))
-    await watcher.refresh()  # a restarted worker obeys a halt before its first tick
     switches: dict[str, bool] = {}
-    background = [asyncio.create_task(watcher.run(stop)), asyncio.create_task(follow_switches(bus, switches, stop))]
     try:
-        worker = strategy_worker(
-            bus, settings, member, counters, switches, lambda: watcher.current.state is not TradingState.HALTED
-        )
-        await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
+        async with obeying_trading_state(
+            bus.redis, member, STRATEGY_ROLE, settings.lease_ttl_ms, stop, follow_switches(bus, switches, stop)
+        ) as watcher:  # a restarted worker obeys a halt before its first tick
+            worker = strategy_worker(
+                bus, settings, member, counters, switches, lambda: watcher.current.state is not TradingState.HALTED
+            )
+            await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        await watcher.forget()
         await bus.close()
 
 

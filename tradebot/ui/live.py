@@ -18,7 +18,7 @@ from typing import Any
 
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.lifecycle import first_of, wait_or_stop
-from tradebot.common.models import Bar, ControlEvent, Event, Order, OrderEvent, Signal, Tick
+from tradebot.common.models import Bar, ControlEvent, Event, Order, OrderChange, OrderEvent, Signal, Tick
 from tradebot.common.streams import BARS, CONTROL_EVENTS, ORDER_EVENTS, order_streams, signal_streams, tick_streams
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def messages(event: Any, bars: dict[str, MinuteBar]) -> list[tuple[str, str | No
         return [("bars", event.symbol, event.model_dump(mode="json"))] if event.timeframe == "1m" else []
     if isinstance(event, Signal):
         return [("signals", event.symbol, event.model_dump(mode="json"))]
-    if isinstance(event, Order):
+    if isinstance(event, Order | OrderChange):  # an order, or a request to cancel / replace one
         return [("orders", event.symbol, event.model_dump(mode="json"))]
     if isinstance(event, OrderEvent):
         channel = "fills" if event.status == "filled" else "orders"

@@ -13,13 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
-from alpaca.common.exceptions import APIError
-from alpaca.trading.client import TradingClient
-from alpaca.trading.enums import AssetClass, AssetStatus
-from alpaca.trading.requests import GetAssetsRequest
 from pydantic import ValidationError
 
 from tradebot.common.config import Settings
@@ -31,6 +27,10 @@ from tradebot.universe.cache import (
     write_cache,
 )
 from tradebot.universe.filters import FilterRules, ListedAsset, filter_assets
+
+if TYPE_CHECKING:  # alpaca-py (and the pandas it imports, ~30 MiB) is loaded only to fetch assets
+    from alpaca.trading.client import TradingClient
+    from alpaca.trading.requests import GetAssetsRequest
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ class AssetsClient(Protocol):
 
 def make_trading_client(settings: Settings) -> TradingClient:
     """alpaca-py's TradingClient (paper endpoint unless ALPACA_TRADING_URL overrides it)."""
+    from alpaca.trading.client import TradingClient
+
     if settings.alpaca_key is None or settings.alpaca_secret is None:
         raise AssetsUnavailableError("ALPACA_KEY and ALPACA_SECRET are not set")
     return TradingClient(
@@ -75,6 +77,8 @@ def make_trading_client(settings: Settings) -> TradingClient:
 
 
 def _describe_api_failure(error: Exception, base_url: str) -> str:
+    from alpaca.common.exceptions import APIError
+
     if isinstance(error, APIError):
         body = " ".join(str(error).split())[:200]
         return f"Alpaca assets API answered HTTP {error.status_code}: {body}"
@@ -87,6 +91,10 @@ def _describe_api_failure(error: Exception, base_url: str) -> str:
 
 def fetch_listed_assets(settings: Settings, client: AssetsClient | None = None) -> list[ListedAsset]:
     """Every active US equity Alpaca lists, as `ListedAsset`s; raises AssetsUnavailableError."""
+    from alpaca.common.exceptions import APIError
+    from alpaca.trading.enums import AssetClass, AssetStatus
+    from alpaca.trading.requests import GetAssetsRequest
+
     request = GetAssetsRequest(status=AssetStatus.ACTIVE, asset_class=AssetClass.US_EQUITY)
     try:
         trading_client = client if client is not None else make_trading_client(settings)

@@ -1,0 +1,80 @@
+"""The tick codec: pydantic's bytes and pydantic's verdicts, only faster."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tradebot.common.codec import decode_event, encode_event
+from tradebot.common.models import MAX_PRICE, MAX_QUANTITY, MIN_PRICE, MIN_QUANTITY, Signal, Tick
+from tradebot.market_data.mock_feed import MockFeed, stepping_clock
+
+START = datetime(2025, 1, 2, 14, 30, tzinfo=UTC)
+
+
+def ticks() -> list[Tick]:
+    edges = [
+        Tick.create("BRK.A", MAX_PRICE, MAX_QUANTITY, START + timedelta(microseconds=1)),
+        Tick.create("X", MIN_PRICE, MIN_QUANTITY, START, source="polygon", trade_id="p-1"),
+        Tick.create("AAPL", 0.1 + 0.2, 1e-7, START + timedelta(milliseconds=123)),
+    ]
+    feed = MockFeed(["AAPL", "MSFT", "NVDA", "ZZZQ"], 3, clock=stepping_clock(START), step=timedelta(microseconds=7))
+    return edges + feed.take(3000)
+
+
+def test_ticks_are_written_byte_for_byte_as_pydantic_writes_them() -> None:
+    for tick in ticks():
+        assert encode_event(tick) == tick.model_dump_json()
+
+
+def test_decoded_ticks_equal_validated_ones() -> None:
+    for tick in ticks():
+        decoded = decode_event(Tick, encode_event(tick))
+        assert decoded == Tick.model_validate_json(tick.model_dump_json()) == tick
+        assert decoded.timestamp.tzinfo is UTC
+        assert decoded.model_dump_json() == tick.model_dump_json()
+
+
+def data(**changes: object) -> str:
+    tick = json.loads(Tick.create("AAPL", 10.0, 5, START).model_dump_json())
+    return json.dumps({**tick, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"symbol": "AAPL\n"}, "invalid Tick: symbol: String should match pattern"),
+        ({"symbol": "aapl"}, "invalid Tick: symbol: String should match pattern"),
+        ({"price": 0}, "invalid Tick: price: Input should be greater than or equal to 0.000001"),
+        ({"size": 2e10}, "invalid Tick: size: Input should be less than or equal to 10000000000"),
+        ({"id": ""}, "invalid Tick: id: String should have at least 1 character"),
+        (
+            {"timestamp": "2025-01-02T14:30:00"},
+            "invalid Tick: timestamp: Value error, timestamp must be timezone-aware",
+        ),
+        ({"color": "red"}, "invalid Tick: color: Extra inputs are not permitted"),
+    ],
+)
+def test_what_pydantic_refuses_is_refused_with_its_reason(changes: dict[str, object], reason: str) -> None:
+    with pytest.raises(ValueError, match=r"^invalid Tick") as refused:
+        decode_event(Tick, data(**changes))
+    assert str(refused.value).startswith(reason)
+
+
+def test_what_only_pydantic_accepts_is_still_accepted() -> None:
+    assert decode_event(Tick, data(price="10.5")) == Tick.model_validate_json(data(price="10.5"))
+    eastern = decode_event(Tick, data(timestamp="2025-01-02T09:30:00-05:00"))
+    assert eastern.timestamp == START
+    assert eastern.timestamp.tzinfo is UTC
+    with pytest.raises(ValueError, match="invalid Tick: payload: Invalid JSON"):
+        decode_event(Tick, "{not json")
+
+
+def test_other_events_keep_pydantic() -> None:
+    signal = Signal(
+        id="s", symbol="AAPL", timestamp=START, side="buy", price=1.0, confidence=0.5, strategy="x", tick_id="t"
+    )
+    assert encode_event(signal) == signal.model_dump_json()
+    assert decode_event(Signal, encode_event(signal)) == signal
