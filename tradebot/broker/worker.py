@@ -40,7 +40,6 @@ from tradebot.common.streams import (
     lease_key,
     partition_consumer,
 )
-from tradebot.risk.checks import grows_exposure
 
 log = logging.getLogger(__name__)
 RESEND_AFTER_LOOKUPS = 3  # an unsure order the broker still does not know after this many lookups is sent again
@@ -55,6 +54,7 @@ class PreTrade(Protocol):
 
     async def begin_batch(self, gateway: BrokerGateway, in_flight: list[Tracked]) -> str | None: ...
     def screen(self, order: Order) -> Order | OrderEvent | None: ...
+    def grows_exposure(self, target: Order, replacement: Order) -> bool: ...
     def replace_refusal(self, target: Order, replacement: Order) -> str | None: ...
     def broker_mismatch(self, reason: str) -> None: ...
     def control_events(self) -> list[ControlEvent]: ...
@@ -230,7 +230,7 @@ class BrokerExecution:
             replacement = change.replacement(original)
         except ValueError as error:
             return f"the replacement would not be a valid order: {invalid(error)}"
-        if not grows_exposure(original, replacement):
+        if not self.risk.grows_exposure(original, replacement):
             return None
         return reconciler.halted or await begin_screening() or self.risk.replace_refusal(original, replacement)
 

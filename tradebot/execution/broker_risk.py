@@ -26,6 +26,7 @@ from tradebot.common.config import Settings
 from tradebot.common.models import ControlEvent, Order, OrderEvent
 from tradebot.execution.risk_stage import Records, RiskStage, new_engine, new_gap_rule
 from tradebot.risk import reasons
+from tradebot.risk.checks import grows_exposure
 from tradebot.risk.state import TradingState
 from tradebot.risk.store import OperatorRecord
 
@@ -110,6 +111,10 @@ class BrokerRisk:
             account.take(screened.side, screened.symbol, screened.quantity, screened.reference_price)
             self.stage.moved(screened, worth_before, account)
         return screened
+
+    def grows_exposure(self, target: Order, replacement: Order) -> bool:
+        """Whether a replace needs the risk stage at all (a shrinking one does not)."""
+        return grows_exposure(target, replacement)
 
     def replace_refusal(self, target: Order, replacement: Order) -> str | None:
         """Why a replace must not go ahead (one that grows exposure is checked like a new order), or None."""
