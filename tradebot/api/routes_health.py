@@ -13,7 +13,7 @@ from fastapi import APIRouter, Response
 
 from tradebot.api.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep
 from tradebot.api.schemas import DatabaseOut, GapOut, HealthOut, RedisMemoryOut, StreamOut, WorkerOut
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, get_many
 from tradebot.common.config import Settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, is_reachable
 from tradebot.common.streams import (
@@ -45,7 +45,7 @@ def watched_groups(settings: Settings) -> list[tuple[str, str]]:
 async def heartbeats(client: aioredis.Redis, now: datetime) -> list[WorkerOut]:
     """Workers whose TTL'd heartbeat key still exists, by role and name."""
     keys = sorted([key async for key in client.scan_iter(match=HEARTBEAT_PATTERN, count=500)])
-    values = await client.mget(keys) if keys else []
+    values = await get_many(client, keys)
     workers = []
     for key, raw in zip(keys, values, strict=True):
         if raw is None:  # expired between SCAN and MGET
@@ -85,7 +85,7 @@ async def recorded_gaps(client: aioredis.Redis) -> list[GapOut]:
     """Every gap record a live feed committed, newest first."""
     keys = [key async for key in client.scan_iter(match=GAP_PATTERN, count=500)]
     gaps = []
-    for raw in await client.mget(keys) if keys else []:
+    for raw in await get_many(client, keys):
         try:
             gaps.append(GapOut.model_validate(json.loads(raw)))
         except (TypeError, ValueError) as error:  # expired meanwhile, or not one of ours

@@ -376,6 +376,16 @@ def is_cluster(client: aioredis.Redis) -> bool:
     return isinstance(client, RedisCluster)
 
 
+async def get_many(client: aioredis.Redis, keys: Sequence[str]) -> list[Any]:
+    """The values of ``keys`` (None where absent), in order: one MGET, or on a cluster one per slot
+    (a cluster refuses an MGET across slots)."""
+    if not keys:
+        return []
+    if isinstance(client, RedisCluster):
+        return list(await client.mget_nonatomic(list(keys)))
+    return list(await client.mget(list(keys)))
+
+
 def by_slot(streams: Iterable[str]) -> list[list[str]]:
     """``streams`` grouped by cluster hash slot, in first-seen order: one multi-key command each."""
     groups: dict[int, list[str]] = {}
