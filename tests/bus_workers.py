@@ -3,7 +3,7 @@
 ``group``: a stateless consumer that records each handled entry id (its effect) and each id it
 acked; with HOLD_AFTER=n it stops mid-batch after n effects and waits to be killed.
 ``partitioned``: a stateful role whose state checks that every symbol's sequence numbers arrive
-in order, none skipped, none twice; it republishes each applied tick to ``test.applied``.
+in order, none skipped, none twice; it republishes each applied tick to ``test.applied:{p}``.
 """
 
 from __future__ import annotations
@@ -15,16 +15,24 @@ import signal
 import sys
 from collections import Counter
 
-from tradebot.common.bus import Bus, Delivery, connect
+from tests.redis_cluster import connect_to
+from tradebot.common.bus import Bus, Delivery
 from tradebot.common.consumer import GroupConsumer
 from tradebot.common.models import Event, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.runtime import consumer_name
-from tradebot.common.streams import tick_stream
+from tradebot.common.streams import partition_tag, tick_stream
 
 EFFECTS = "test.effects"
 ACKED = "test.acked"
 APPLIED = "test.applied"
+
+
+def applied_stream(partition: int) -> str:
+    """Where partition ``partition`` republishes applied ticks: in its own slot, as a commit needs."""
+    return f"{APPLIED}:{partition_tag(partition)}"
+
+
 ROLE = "sequencer"
 
 
@@ -40,8 +48,9 @@ class RecordingBus(Bus):
 class SequenceState:
     """Per-symbol next expected sequence number; an out-of-order tick is an error."""
 
-    def __init__(self) -> None:
+    def __init__(self, partition: int | None = None) -> None:
         self.next_seq: dict[str, int] = {}
+        self.output = APPLIED if partition is None else applied_stream(partition)
 
     def restore(self, checkpoint: str | None) -> None:
         self.next_seq = json.loads(checkpoint) if checkpoint else {}
@@ -58,12 +67,12 @@ class SequenceState:
             if seq != expected:
                 raise ValueError(f"{tick.symbol}: got #{seq}, expected #{expected}")
             self.next_seq[tick.symbol] = seq + 1
-            outputs.append((APPLIED, tick))
+            outputs.append((self.output, tick))
         return outputs
 
 
 async def run_group(redis_url: str, streams: list[str]) -> None:
-    bus = RecordingBus(connect(redis_url), max_deliveries=3)
+    bus = RecordingBus(connect_to(redis_url), max_deliveries=3)
     hold_after = int(os.environ.get("HOLD_AFTER", "0"))
     counters: Counter = Counter()
 
@@ -82,11 +91,16 @@ async def run_group(redis_url: str, streams: list[str]) -> None:
 
 
 async def run_partitioned(redis_url: str, partitions: int) -> None:
-    bus = Bus(connect(redis_url), max_deliveries=3)
+    bus = Bus(connect_to(redis_url), max_deliveries=3)
     config = PartitionSettings(
-        role=ROLE, partitions=partitions, stream_for=tick_stream, batch_size=20, block_ms=100, lease_ttl_ms=1500
+        role=ROLE,
+        partitions=partitions,
+        streams_for=lambda partition: [tick_stream(partition)],
+        batch_size=20,
+        block_ms=100,
+        lease_ttl_ms=1500,
     )
-    worker = PartitionedWorker(bus, config, consumer_name(), lambda _: SequenceState(), Counter())
+    worker = PartitionedWorker(bus, config, consumer_name(), SequenceState, Counter())
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await worker.run(stop=stop)

@@ -11,8 +11,9 @@ import asyncpg
 import pytest
 
 from tests.helpers import free_port
+from tests.redis_cluster import CLUSTER_MARK, LocalCluster, connect_to
 from tests.redis_versions import REDIS_VERSIONS, use_redis
-from tradebot.common.bus import Bus, connect
+from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.embedded import EmbeddedRedis, embedded_servers
 
@@ -51,15 +52,35 @@ def redis7_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A Redis Cluster (3 masters, 3 replicas, Redis 7) for the whole run, started on first use."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(params=REDIS_VERSIONS, ids=lambda version: f"redis{version}")
 def redis_version(request: pytest.FixtureRequest) -> str:
     """Each Redis version tradebot supports; a module opts in with ``redis_url = versioned_redis_url``."""
     return request.param
 
 
+@pytest.fixture(params=[*REDIS_VERSIONS, "cluster"], ids=lambda version: f"redis{version}")
+def redis_target(request: pytest.FixtureRequest) -> str:
+    """Each Redis version and a Redis Cluster; a module opts in with ``redis_version = redis_target``."""
+    return request.param
+
+
 @pytest.fixture
 def versioned_redis_url(redis_version: str, request: pytest.FixtureRequest) -> str:
     """The shared Redis of ``redis_version`` (module override target for ``redis_url``)."""
+    if redis_version == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
     return request.getfixturevalue("servers")[0] if redis_version == "6.2" else request.getfixturevalue("redis7_url")
 
 
@@ -85,7 +106,8 @@ def settings(redis_url: str, database_url: str, tmp_path: Path) -> Settings:
     """Settings pointing at the test servers, with short timeouts so tests run quickly."""
     return Settings(
         _env_file=None,
-        redis_url=redis_url,
+        redis_url=redis_url.removesuffix(CLUSTER_MARK),
+        redis_cluster=redis_url.endswith(CLUSTER_MARK),
         database_url=database_url,
         data_dir=tmp_path,
         bus_block_ms=100,
@@ -101,7 +123,7 @@ def settings(redis_url: str, database_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def bus(redis_url: str) -> AsyncIterator[Bus]:
     """A bus on an empty Redis database."""
-    client = connect(redis_url)
+    client = connect_to(redis_url)
     await client.flushdb()
     instance = Bus(client, max_deliveries=3)
     yield instance

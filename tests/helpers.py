@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from tradebot.common.embedded import free_port
 
-__all__ = ["free_port", "wait_until"]
+__all__ = ["free_port", "stream_lengths", "wait_until"]
+
+
+async def stream_lengths(redis: Any, streams: Iterable[str]) -> int:
+    """Entries on ``streams`` together (say, every partition's signals)."""
+    return sum([await redis.xlen(stream) for stream in streams])
 
 
 async def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:

@@ -15,26 +15,37 @@ from redis.exceptions import ResponseError
 
 from tests.bus_workers import ACKED, EFFECTS
 from tests.helpers import wait_until
-from tradebot.common.bus import Bus, Delivery, LastErrors, StreamHealth, connect, encode
+from tests.redis_cluster import connect_to
+from tradebot.common.bus import Bus, Delivery, LastErrors, StreamHealth, connect, encode, get_many
 from tradebot.common.consumer import GroupConsumer, ride_out_redis
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.lifecycle import Backoff
 from tradebot.common.models import Tick
+from tradebot.common.streams import dead_letter_stream
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 STREAM = "test.ticks"
 
 
 @pytest.fixture
+def redis_version(redis_target: str) -> str:
+    """Every test here runs on Redis 6.2, on Redis 7 and on a Redis Cluster."""
+    return redis_target
+
+
+@pytest.fixture
 def redis_url(versioned_redis_url: str) -> str:
-    """Every test here runs on Redis 6.2 and on Redis 7."""
     return versioned_redis_url
 
 
 @pytest.fixture
-def private_redis(versioned_private_redis: EmbeddedRedis) -> EmbeddedRedis:
-    """A Redis of the test's own, of each version."""
-    return versioned_private_redis
+def private_redis(redis_version: str, request: pytest.FixtureRequest) -> EmbeddedRedis:
+    """A Redis of the test's own, of each version (restarting one server: not a cluster's case, whose
+    failover tests/test_cluster.py covers)."""
+    if redis_version == "cluster":
+        pytest.skip("restarts a single server")
+    server: EmbeddedRedis = request.getfixturevalue("versioned_private_redis")
+    return server
 
 
 def ticks(count: int, symbol: str = "AAPL") -> list[Tick]:
@@ -98,7 +109,7 @@ async def test_malformed_entries_go_to_the_dead_letter_stream_and_the_rest_flows
 
     await consumer(bus, "c1").run(handle, stop=asyncio.Event(), burst=True)
     assert handled == good
-    dead = await bus.redis.xrange("dlq." + STREAM)
+    dead = await bus.redis.xrange(dead_letter_stream(STREAM))
     reasons = [fields["reason"] for _, fields in dead]
     assert reasons[0] == "unsupported schema version None"
     assert reasons[1].startswith("invalid Tick: ")
@@ -120,7 +131,7 @@ async def test_a_poison_entry_is_dead_lettered_after_max_deliveries_without_bloc
 
     await consumer(bus, "c1").run(handle, stop=asyncio.Event(), burst=True)
     assert sorted(handled) == sorted(t.id for t in sent if t != poison)
-    [(_, dead)] = await bus.redis.xrange("dlq." + STREAM)
+    [(_, dead)] = await bus.redis.xrange(dead_letter_stream(STREAM))
     assert json.loads(json.loads(dead["payload"])["data"])["id"] == poison.id
     assert dead["reason"] == ("delivered 4 times without ack; last error: RuntimeError: cannot handle this one")
     assert (await bus.health(STREAM, "testers")).pending == 0
@@ -143,7 +154,7 @@ async def test_entries_of_a_consumer_killed_mid_batch_are_reclaimed_and_acked_on
 
     from tests.bus_workers import RecordingBus
 
-    survivor_bus = RecordingBus(connect(redis_url), max_deliveries=3)
+    survivor_bus = RecordingBus(connect_to(redis_url), max_deliveries=3)
     counters: Counter = Counter()
 
     async def handle(batch: list[Delivery]) -> None:
@@ -242,7 +253,7 @@ async def test_burst_does_not_stop_at_a_batch_that_was_all_dead_lettered(bus: Bu
     )
     await small.run(handle, stop=asyncio.Event(), burst=True)
     assert len(handled) == 5
-    assert await bus.redis.xlen("dlq." + STREAM) == 3
+    assert await bus.redis.xlen(dead_letter_stream(STREAM)) == 3
 
 
 async def test_a_pending_entry_trimmed_away_is_acked_not_dead_lettered(bus: Bus) -> None:
@@ -252,7 +263,7 @@ async def test_a_pending_entry_trimmed_away_is_acked_not_dead_lettered(bus: Bus)
     await bus.redis.xtrim(STREAM, maxlen=0)
     assert await bus.read([STREAM], "testers", "c1", count=10, block_ms=None, pending=True) == []
     assert (await bus.health(STREAM, "testers")).pending == 0
-    assert await bus.redis.exists("dlq." + STREAM) == 0
+    assert await bus.redis.exists(dead_letter_stream(STREAM)) == 0
 
 
 async def test_reclaiming_entries_trimmed_away_acks_them_instead_of_failing(bus: Bus) -> None:
@@ -283,3 +294,12 @@ async def test_idle_consumers_holding_nothing_are_removed_and_busy_ones_kept(bus
     assert await bus.remove_idle_consumers(STREAM, "testers", idle_ms=0, keep="me") == 1
     names = {c["name"] for c in await bus.redis.xinfo_consumers(STREAM, "testers")}
     assert names == {"holder", "me"}
+
+
+async def test_values_of_keys_in_many_slots_come_back_in_order(bus: Bus) -> None:
+    """Heartbeats and gap records sit in slots of their own: one read of all of them works on a cluster too."""
+    keys = [f"heartbeat:strategy:worker-{n}" for n in range(20)]
+    for n, key in enumerate(keys[:-1]):
+        await bus.redis.set(key, str(n))
+    assert await get_many(bus.redis, keys) == [*(str(n) for n in range(19)), None]
+    assert await get_many(bus.redis, []) == []

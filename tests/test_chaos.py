@@ -40,7 +40,7 @@ from tests.chaos_helpers import (
     inject_bad_entry,
     through_outages,
 )
-from tests.helpers import wait_until
+from tests.helpers import stream_lengths, wait_until
 from tests.redis_versions import use_redis
 from tests.up_process import UpProcess
 from tradebot.common.bus import Bus, connect, decode
@@ -50,13 +50,13 @@ from tradebot.common.streams import (
     DEAD_LETTER_PREFIX,
     EXECUTION_ROLE,
     ORDER_EVENTS,
-    ORDERS_NEW,
-    SIGNALS,
     STORAGE_GROUP,
     STRATEGY_ROLE,
     lease_key,
     members_key,
+    order_streams,
     producer_cursor_key,
+    signal_streams,
     storage_streams,
     tick_stream,
     tick_streams,
@@ -202,17 +202,21 @@ async def everything_done(bus: Bus, db: asyncpg.Pool) -> bool:
         return False
     for streams, group in (
         (tick_streams(PARTITIONS), STRATEGY_ROLE),
-        ([ORDERS_NEW], EXECUTION_ROLE),
+        (order_streams(PARTITIONS), EXECUTION_ROLE),
         (storage_streams(PARTITIONS), STORAGE_GROUP),
     ):
         backlog = await through_outages(lambda s=streams, g=group: bus.backlog(s, g))
         if backlog:
             NOT_YET[0] = f"group {group} has a backlog of {backlog}"
             return False
-    for stream, table in ((SIGNALS, "signals"), (ORDERS_NEW, "orders"), (ORDER_EVENTS, "fills")):
-        length, rows = await bus.redis.xlen(stream), await _count(db, table)
+    for streams, table in (
+        (signal_streams(PARTITIONS), "signals"),
+        (order_streams(PARTITIONS), "orders"),
+        ([ORDER_EVENTS], "fills"),
+    ):
+        length, rows = await stream_lengths(bus.redis, streams), await _count(db, table)
         if length != rows:
-            NOT_YET[0] = f"{stream} holds {length} entries, {table} {rows} rows"
+            NOT_YET[0] = f"{streams[0]}… hold {length} entries, {table} {rows} rows"
             return False
     return True
 
@@ -261,7 +265,12 @@ async def test_every_effect_happens_exactly_once_through_kills_and_server_restar
         for stream in storage_streams(PARTITIONS):  # the checks read every stream afterwards: a group
             await bus.ensure_group(stream, KEEPER_GROUP)  # that never reads holds back retention
         db = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=2)  # no reconnect noise
-        for stream in [*tick_streams(PARTITIONS), SIGNALS, ORDERS_NEW, ORDER_EVENTS]:
+        for stream in [
+            *tick_streams(PARTITIONS),
+            *signal_streams(PARTITIONS),
+            *order_streams(PARTITIONS),
+            ORDER_EVENTS,
+        ]:
             await bus.ensure_group(stream, KEEPER_GROUP)  # retention then keeps every entry for the checks
         supervision = supervised_pipeline(settings, tmp_path)
         supervision.start()
@@ -306,10 +315,16 @@ def expected_ticks() -> list[Tick]:
     return MockFeed(SYMBOLS, SEED).take(TICKS)
 
 
-async def stream_events(bus: Bus, stream: str, skip: set[str] | frozenset[str] = frozenset()) -> list[Event]:
-    """Every event of a stream in order (``skip``: entry ids known to be malformed)."""
-    entries = await bus.redis.xrange(stream)
-    return [decode(fields) for entry_id, fields in entries if entry_id not in skip]
+async def stream_events(
+    bus: Bus, streams: str | list[str], skip: set[str] | frozenset[str] = frozenset()
+) -> list[Event]:
+    """Every event of a stream (or of streams, one after another) in order (``skip``: entry ids known
+    to be malformed)."""
+    events = []
+    for stream in [streams] if isinstance(streams, str) else streams:
+        entries = await bus.redis.xrange(stream)
+        events += [decode(fields) for entry_id, fields in entries if entry_id not in skip]
+    return events
 
 
 async def assert_ticks_stored_exactly_once(bus: Bus, db: asyncpg.Pool, injected: dict[str, set[str]]) -> None:
@@ -334,9 +349,9 @@ async def assert_ticks_stored_exactly_once(bus: Bus, db: asyncpg.Pool, injected:
 async def assert_one_order_per_signal(bus: Bus, db: asyncpg.Pool) -> None:
     strategy = MovingAverageCrossover()
     expected = Counter(signal.id for tick in expected_ticks() for signal in strategy.on_tick(tick))
-    published = Counter(event.id for event in await stream_events(bus, SIGNALS))
+    published = Counter(event.id for event in await stream_events(bus, signal_streams(PARTITIONS)))
     assert published == expected, "signals differ from one uninterrupted strategy's over the same ticks"
-    orders = Counter(event.id for event in await stream_events(bus, ORDERS_NEW))
+    orders = Counter(event.id for event in await stream_events(bus, order_streams(PARTITIONS)))
     assert max(orders.values()) == 1, "an order was published twice"
     per_signal = await db.fetch(
         "SELECT s.id, count(o.id) AS orders FROM signals s LEFT JOIN orders o ON o.signal_id = s.id GROUP BY s.id"
@@ -347,7 +362,7 @@ async def assert_one_order_per_signal(bus: Bus, db: asyncpg.Pool) -> None:
 
 
 async def assert_no_order_filled_twice(bus: Bus, db: asyncpg.Pool, settings: Settings) -> None:
-    orders: list[Order] = await stream_events(bus, ORDERS_NEW)  # type: ignore[assignment]
+    orders: list[Order] = await stream_events(bus, order_streams(PARTITIONS))  # type: ignore[assignment]
     events: list[OrderEvent] = await stream_events(bus, ORDER_EVENTS)  # type: ignore[assignment]
     assert Counter(event.client_order_id for event in events) == Counter(order.id for order in orders), (
         "an order got no event or more than one"

@@ -9,17 +9,17 @@ import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from tradebot.common.bus import Bus, decode
+from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.models import Order, Tick
 from tradebot.common.streams import (
     EXECUTION_ROLE,
     ORDERS_NEW,
-    SIGNALS,
     STRATEGY_ROLE,
     checkpoint_key,
     checkpoint_parts_key,
     partition_for,
+    signal_streams,
     tick_stream_for,
 )
 from tradebot.execution import service as execution
@@ -78,7 +78,7 @@ async def test_a_whole_string_checkpoint_of_an_older_version_is_taken_over(bus: 
     await bus.redis.xgroup_setid(tick_stream_for("AAPL", PARTITIONS), STRATEGY_ROLE, "$")  # the old run read these
     await publish(bus, ticks[150:])
     await run_burst(burst_settings(settings))
-    signals = [decode(fields) for _, fields in await bus.redis.xrange(SIGNALS)]
+    signals = await bus.entries_of(signal_streams(PARTITIONS))
     assert sorted(s.id for s in signals) == sorted(s.id for s in expected if s.tick_id in {t.id for t in ticks[150:]})
     assert await bus.redis.hget(checkpoint_parts_key(STRATEGY_ROLE, partition), "_v") == "1"
 

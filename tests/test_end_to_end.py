@@ -20,9 +20,9 @@ from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.streams import (
     EXECUTION_ROLE,
-    ORDERS_NEW,
     STORAGE_GROUP,
     STRATEGY_ROLE,
+    order_streams,
     storage_streams,
     tick_streams,
 )
@@ -128,7 +128,7 @@ async def _settled(conn: asyncpg.Connection, bus: Bus, settings: Settings) -> bo
     partitions = settings.tick_partitions
     if (
         await bus.backlog(tick_streams(partitions), STRATEGY_ROLE)
-        or await bus.backlog([ORDERS_NEW], EXECUTION_ROLE)
+        or await bus.backlog(order_streams(partitions), EXECUTION_ROLE)
         or await bus.backlog(storage_streams(partitions), STORAGE_GROUP)
     ):
         return False

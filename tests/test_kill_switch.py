@@ -6,12 +6,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.helpers import wait_until
+from tests.helpers import stream_lengths, wait_until
 from tests.worker_processes import worker_environment, worker_processes
 from tradebot.common.bus import Bus, decode
 from tradebot.common.config import Settings
 from tradebot.common.models import Order
-from tradebot.common.streams import ORDER_EVENTS, ORDERS_NEW, SIGNALS, STRATEGY_ROLE, tick_stream_for, tick_streams
+from tradebot.common.streams import (
+    ORDER_EVENTS,
+    ORDERS_NEW,
+    STRATEGY_ROLE,
+    signal_streams,
+    tick_stream_for,
+    tick_streams,
+)
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
 from tradebot.risk import control
 from tradebot.risk.store import seen_versions
@@ -62,7 +69,11 @@ async def test_halt_reaches_every_replica_within_a_lease_period_and_holds_after_
             id="co-manual", symbol="AAPL", side="buy", quantity=1, reference_price=100.0, signal_id="s", timestamp=START
         )
         await bus.publish([(ORDERS_NEW, manual)])
-        await wait_until(lambda: _at_least(bus.redis.xlen(SIGNALS), expected), timeout=60, what="all signals")
+        await wait_until(
+            lambda: _at_least(stream_lengths(bus.redis, signal_streams(PARTITIONS)), expected),
+            timeout=60,
+            what="all signals",
+        )
         await wait_until(lambda: _at_least(bus.redis.xlen(ORDER_EVENTS), 1), timeout=60, what="the manual order")
         await wait_until(lambda: _drained(bus), timeout=60, what="strategies to finish the ticks")
     orders = [decode(fields) for _, fields in await bus.redis.xrange(ORDERS_NEW)]

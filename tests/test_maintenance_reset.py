@@ -15,7 +15,7 @@ from tests.storage_fixtures import migrated_database
 from tradebot.cli import app
 from tradebot.common.bus import Bus
 from tradebot.common.models import Bar, Order, OrderEvent, Signal, Tick
-from tradebot.common.streams import EXECUTION_ROLE, SIGNALS, checkpoint_key, heartbeat_key, producer_cursor_key
+from tradebot.common.streams import EXECUTION_ROLE, checkpoint_key, heartbeat_key, producer_cursor_key, signal_stream
 from tradebot.maintenance.reset import StillRunningError, plan_reset, reset
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.writer import write_events
@@ -62,7 +62,7 @@ async def _fill_everything(bus: Bus, dsn: str) -> None:
         await write_events(conn, events)
     finally:
         await conn.close()
-    await bus.publish([(SIGNALS, signal)])
+    await bus.publish([(signal_stream(0), signal)])
     await bus.redis.set(checkpoint_key(EXECUTION_ROLE, 0), json.dumps({"starting_cash": 100_000}))
     await bus.redis.set(producer_cursor_key("mock"), "{}")
 

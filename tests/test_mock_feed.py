@@ -206,3 +206,22 @@ def test_the_mock_clock_advances_with_the_cursor_and_keeps_going_at_a_new_rate()
     faster = MockFeed(SYMBOLS, 7, cursor=json.loads(json.dumps(first.cursor())), step=step_for(1000))
     later = faster.take(3)
     assert [t.timestamp for t in later] == [START + timedelta(milliseconds=100 + n) for n in range(3)]
+
+
+async def test_a_feed_that_died_between_partition_commits_resumes_without_gaps_or_repeats(
+    bus: Bus, settings: Settings
+) -> None:
+    from tradebot.common.bus import Commit
+    from tradebot.common.streams import partition_cursor_key
+
+    settings = settings.model_copy(
+        update={"symbols": SYMBOLS, "mock_seed": 7, "tick_partitions": 2, "bus_batch_size": 50, "mock_max_ticks": 300}
+    )
+    ahead = feed()  # a run (batches of 75) that got partition 1's share of 75 ticks out, then died
+    share = [(tick_stream(1), t) for t in ahead.take(75) if partition_for(t.symbol, 2) == 1]
+    cursor = json.dumps(ahead.cursor())
+    await bus.commit("", Commit(publish=share, state={partition_cursor_key(CURSOR_NAME, 1): cursor}))
+    await run_feed(bus, settings, stop=asyncio.Event(), counters=Counter(), pace=False)
+    expected = feed().take(300)
+    for partition, ticks in (await published_ticks(bus, 2)).items():
+        assert essence(ticks) == essence([t for t in expected if partition_for(t.symbol, 2) == partition])

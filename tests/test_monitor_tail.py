@@ -7,8 +7,11 @@ from datetime import UTC, datetime
 
 from tradebot.common.bus import Bus
 from tradebot.common.models import Order, OrderEvent, Signal
-from tradebot.common.streams import ORDER_EVENTS, ORDERS_NEW, SIGNALS
+from tradebot.common.streams import ORDER_EVENTS, ORDERS_NEW, signal_stream
 from tradebot.monitor.tail import follow, starting_positions
+
+SIGNALS = signal_stream(0)
+PARTITIONS = 2
 
 NOW = datetime(2026, 12, 1, 14, 30, 5, 123000, tzinfo=UTC)
 
@@ -35,7 +38,7 @@ def _trade(n: int, *, rejected: bool = False) -> list[tuple[str, object]]:
 
 async def test_shows_what_happens_after_it_starts_one_line_each(bus: Bus) -> None:
     await bus.publish(_trade(1))  # before the watcher starts: not shown
-    positions = await starting_positions(bus, from_start=False)
+    positions = await starting_positions(bus, PARTITIONS, from_start=False)
     await bus.publish([*_trade(2), *_trade(3, rejected=True)])
     lines: list[str] = []
     shown = await follow(bus, positions, lines.append, asyncio.Event(), max_events=6, block_ms=100)
@@ -53,14 +56,14 @@ async def test_from_start_replays_what_the_streams_hold_and_flags_malformed_entr
     await bus.publish(_trade(1))
     await bus.publish_raw(SIGNALS, {"v": "1", "type": "Signal", "data": "{not json"})
     lines: list[str] = []
-    positions = await starting_positions(bus, from_start=True)
+    positions = await starting_positions(bus, PARTITIONS, from_start=True)
     assert await follow(bus, positions, lines.append, asyncio.Event(), max_events=4, block_ms=100) == 4
     assert sum("malformed entry" in line for line in lines) == 1
 
 
 async def test_stops_when_asked_while_nothing_happens(bus: Bus) -> None:
     stop = asyncio.Event()
-    positions = await starting_positions(bus, from_start=False)
+    positions = await starting_positions(bus, PARTITIONS, from_start=False)
     task = asyncio.create_task(follow(bus, positions, [].append, stop, block_ms=100))
     stop.set()
     assert await asyncio.wait_for(task, timeout=5) == 0

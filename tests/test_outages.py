@@ -143,7 +143,9 @@ async def test_redis_refusing_writes_makes_workers_wait_and_go_on(
     await bus.publish((tick_stream(int(t.symbol == "MSFT")), t) for t in sent)
     refusal = Refusal(kind, bus, private_redis.data_dir)
     await refusal.inject()
-    config = PartitionSettings(role=ROLE, partitions=2, stream_for=tick_stream, batch_size=20, block_ms=100)
+    config = PartitionSettings(
+        role=ROLE, partitions=2, streams_for=lambda partition: [tick_stream(partition)], batch_size=20, block_ms=100
+    )
     worker = PartitionedWorker(bus, config, "worker-1", lambda _: SequenceState(), Counter())
     beat_settings = settings.model_copy(update={"redis_url": private_redis.url})
     stop = asyncio.Event()

@@ -11,16 +11,22 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.bus_workers import APPLIED, ROLE, SequenceState
+from tests.bus_workers import ROLE, SequenceState, applied_stream
 from tests.helpers import wait_until
-from tradebot.common.bus import Bus, connect
+from tests.redis_cluster import connect_to
+from tradebot.common.bus import Bus
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings, assigned_partitions
 from tradebot.common.streams import checkpoint_key, partition_for, tick_stream, tick_stream_for
 
 
 @pytest.fixture
+def redis_version(redis_target: str) -> str:
+    """Every test here runs on Redis 6.2, on Redis 7 and on a Redis Cluster."""
+    return redis_target
+
+
+@pytest.fixture
 def redis_url(versioned_redis_url: str) -> str:
-    """Every test here runs on Redis 6.2 and on Redis 7."""
     return versioned_redis_url
 
 
@@ -51,16 +57,17 @@ async def publish_sequence(bus: Bus, start: int, stop: int) -> None:
 
 async def applied_sequences(bus: Bus) -> dict[str, list[int]]:
     sequences: dict[str, list[int]] = defaultdict(list)
-    for _, fields in await bus.redis.xrange(APPLIED):
-        from tradebot.common.bus import decode
+    from tradebot.common.bus import decode
 
-        tick = decode(fields)
-        sequences[tick.symbol].append(int(tick.id.rsplit(":", 1)[1]))
+    for partition in range(PARTITIONS):  # a symbol lives in one partition: its order is kept there
+        for _, fields in await bus.redis.xrange(applied_stream(partition)):
+            tick = decode(fields)
+            sequences[tick.symbol].append(int(tick.id.rsplit(":", 1)[1]))
     return sequences
 
 
 async def applied_count(bus: Bus) -> int:
-    return await bus.redis.xlen(APPLIED)
+    return sum([await bus.redis.xlen(applied_stream(partition)) for partition in range(PARTITIONS)])
 
 
 def start_worker(redis_url: str) -> subprocess.Popen:
@@ -68,8 +75,14 @@ def start_worker(redis_url: str) -> subprocess.Popen:
 
 
 async def run_single_consumer(bus: Bus) -> dict[str, list[int]]:
-    config = PartitionSettings(role=ROLE, partitions=PARTITIONS, stream_for=tick_stream, block_ms=50, lease_ttl_ms=1500)
-    worker = PartitionedWorker(bus, config, "solo", lambda _: SequenceState(), Counter())
+    config = PartitionSettings(
+        role=ROLE,
+        partitions=PARTITIONS,
+        streams_for=lambda partition: [tick_stream(partition)],
+        block_ms=50,
+        lease_ttl_ms=1500,
+    )
+    worker = PartitionedWorker(bus, config, "solo", SequenceState, Counter())
     await worker.run(stop=asyncio.Event(), burst=True)
     return await applied_sequences(bus)
 
@@ -125,7 +138,7 @@ async def test_a_worker_that_lost_its_lease_cannot_commit(bus: Bus, redis_url: s
     fenced = Commit(state={checkpoint_key(ROLE, 0): "stale"})
     assert not await bus.commit(ROLE, fenced, lease=(lease_key(ROLE, 0), "me"))
     assert await bus.redis.get(checkpoint_key(ROLE, 0)) is None
-    other = Bus(connect(redis_url))
+    other = Bus(connect_to(redis_url))
     assert await other.commit(
         ROLE, Commit(state={checkpoint_key(ROLE, 0): "fresh"}), lease=(lease_key(ROLE, 0), "someone-else")
     )
@@ -138,63 +151,103 @@ async def test_a_commit_retried_after_a_lost_reply_writes_nothing_twice(bus: Bus
     from tradebot.common.models import Tick
 
     tick = Tick.create("AAPL", 1.0, 1, START, trade_id=0)
-    await bus.ensure_group("in", ROLE)
-    await bus.publish([("in", tick)])
-    [delivery] = await bus.read(["in"], ROLE, "partition-0", count=1, block_ms=10)
-    commit = Commit(publish=[(APPLIED, tick)], acks=[("in", delivery.entry_id)], state={"state": "1"})
+    await bus.ensure_group(tick_stream(0), ROLE)
+    await bus.publish([(tick_stream(0), tick)])
+    [delivery] = await bus.read([tick_stream(0)], ROLE, "partition-0", count=1, block_ms=10)
+    commit = Commit(
+        publish=[(applied_stream(0), tick)],
+        acks=[(tick_stream(0), delivery.entry_id)],
+        state={checkpoint_key(ROLE, 0): "1"},
+    )
     assert await bus.commit(ROLE, commit)
     assert await bus.commit(ROLE, commit)  # the same commit again, as a retry would send it
-    assert await bus.redis.xlen(APPLIED) == 1
+    assert await bus.redis.xlen(applied_stream(0)) == 1
 
 
 async def test_a_large_commit_acks_sets_and_deletes_everything_in_one_step(bus: Bus) -> None:
     """Thousands of acks and hash fields (past Lua's unpack limit) in one commit, fields deleted too."""
     from tradebot.common.bus import Commit
     from tradebot.common.models import Tick
+    from tradebot.common.streams import checkpoint_parts_key
 
-    await bus.ensure_group("in", ROLE)
-    await bus.ensure_group("other", ROLE)
-    await bus.publish([("in", Tick.create("AAPL", 1.0, 1, START, trade_id=i)) for i in range(2500)])
-    await bus.publish([("other", Tick.create("MSFT", 1.0, 1, START, trade_id=i)) for i in range(3)])
-    batch = await bus.read(["in", "other"], ROLE, "partition-0", count=3000, block_ms=10)
-    await bus.redis.hset("parts", mapping={"gone": "1", "kept": "1"})
+    streams, parts = [tick_stream(0), applied_stream(0)], checkpoint_parts_key(ROLE, 0)  # one slot
+    for stream in streams:
+        await bus.ensure_group(stream, ROLE)
+    await bus.publish([(streams[0], Tick.create("AAPL", 1.0, 1, START, trade_id=i)) for i in range(2500)])
+    await bus.publish([(streams[1], Tick.create("MSFT", 1.0, 1, START, trade_id=i)) for i in range(3)])
+    batch = await bus.read(streams, ROLE, "partition-0", count=3000, block_ms=10)
+    await bus.redis.hset(parts, mapping={"gone": "1", "kept": "1"})
     fields = {f"f{i}": str(i) for i in range(1500)}
-    commit = Commit(acks=[(d.stream, d.entry_id) for d in batch], hashes={"parts": fields}, deleted={"parts": ["gone"]})
+    commit = Commit(acks=[(d.stream, d.entry_id) for d in batch], hashes={parts: fields}, deleted={parts: ["gone"]})
     assert await bus.commit(ROLE, commit)
-    assert (await bus.health("in", ROLE)).pending == 0
-    assert (await bus.health("other", ROLE)).pending == 0
-    assert await bus.redis.hgetall("parts") == {**fields, "kept": "1"}
-    assert await bus.commit(ROLE, Commit(deleted={"parts": list(fields)}))  # deletes alone
-    assert await bus.redis.hgetall("parts") == {"kept": "1"}
+    assert (await bus.health(streams[0], ROLE)).pending == 0
+    assert (await bus.health(streams[1], ROLE)).pending == 0
+    assert await bus.redis.hgetall(parts) == {**fields, "kept": "1"}
+    assert await bus.commit(ROLE, Commit(deleted={parts: list(fields)}))  # deletes alone
+    assert await bus.redis.hgetall(parts) == {"kept": "1"}
 
 
 async def test_a_worker_that_lost_its_lease_cannot_take_entries_either(bus: Bus) -> None:
     from tradebot.common.models import Tick
     from tradebot.common.streams import lease_key
 
-    await bus.ensure_group("in", ROLE)
-    await bus.publish([("in", Tick.create("AAPL", 1.0, 1, START, trade_id=i)) for i in range(3)])
+    await bus.ensure_group(tick_stream(0), ROLE)
+    await bus.publish([(tick_stream(0), Tick.create("AAPL", 1.0, 1, START, trade_id=i)) for i in range(3)])
     await bus.redis.set(lease_key(ROLE, 0), "new-owner")
-    stale = await bus.read_fenced("in", ROLE, "partition-0", (lease_key(ROLE, 0), "old-owner"), count=10, pending=False)
+    stale = await bus.read_fenced(
+        [tick_stream(0)], ROLE, "partition-0", (lease_key(ROLE, 0), "old-owner"), count=10, pending=False
+    )
     assert stale is None
-    assert (await bus.health("in", ROLE)).lag == 3  # nothing was delivered to the stale owner
-    fresh = await bus.read_fenced("in", ROLE, "partition-0", (lease_key(ROLE, 0), "new-owner"), count=10, pending=False)
+    assert (await bus.health(tick_stream(0), ROLE)).lag == 3  # nothing was delivered to the stale owner
+    fresh = await bus.read_fenced(
+        [tick_stream(0)], ROLE, "partition-0", (lease_key(ROLE, 0), "new-owner"), count=10, pending=False
+    )
     assert fresh is not None
     assert [d.event.id for d in fresh] == [f"mock:AAPL:{i}" for i in range(3)]
+
+
+async def test_one_lease_reads_and_acks_streams_of_every_slot(bus: Bus) -> None:
+    """Execution's shape: one lease (slot {0}) over every partition's stream, in three slots on a cluster."""
+    from tradebot.common.bus import Commit
+    from tradebot.common.models import Tick
+    from tradebot.common.streams import lease_key
+
+    streams = [tick_stream(p) for p in range(3)]
+    for partition, stream in enumerate(streams):
+        await bus.ensure_group(stream, ROLE)
+        await bus.publish([(stream, Tick.create("AAPL", 1.0, 1, START, trade_id=partition))])
+    lease = (lease_key(ROLE, 0), "owner")
+    await bus.redis.set(lease[0], lease[1])
+    batch = await bus.read_fenced(streams, ROLE, "partition-0", lease, count=10, pending=False)
+    assert batch is not None
+    assert sorted(d.event.id for d in batch) == [f"mock:AAPL:{p}" for p in range(3)]
+    commit = Commit(
+        publish=[(applied_stream(0), d.event) for d in batch],
+        acks=[(d.stream, d.entry_id) for d in batch],
+        state={checkpoint_key(ROLE, 0): "3"},
+    )
+    assert await bus.commit(ROLE, commit, lease=lease)
+    assert [(await bus.health(stream, ROLE)).pending for stream in streams] == [0, 0, 0]
+    assert await bus.redis.xlen(applied_stream(0)) == 3
+    await bus.redis.set(lease[0], "new-owner")
+    await bus.publish([(streams[2], Tick.create("AAPL", 1.0, 1, START, trade_id=9))])
+    assert await bus.read_fenced(streams, ROLE, "partition-0", lease, count=10, pending=False) is None
+    assert (await bus.health(streams[2], ROLE)).lag == 1  # the stale owner took nothing
 
 
 async def test_a_worker_that_lost_its_lease_cannot_dead_letter_an_entry(bus: Bus) -> None:
     from tradebot.common.models import Tick
     from tradebot.common.streams import dead_letter_stream, lease_key
 
-    await bus.ensure_group("in", ROLE)
-    await bus.publish([("in", Tick.create("AAPL", 1.0, 1, START, trade_id=0))])
-    [delivery] = await bus.read(["in"], ROLE, "partition-0", count=1, block_ms=10)
+    stream = tick_stream(0)
+    await bus.ensure_group(stream, ROLE)
+    await bus.publish([(stream, Tick.create("AAPL", 1.0, 1, START, trade_id=0))])
+    [delivery] = await bus.read([stream], ROLE, "partition-0", count=1, block_ms=10)
     await bus.redis.set(lease_key(ROLE, 0), "new-owner")
-    args = (ROLE, "in", delivery.entry_id, {"v": "1"}, "rejected by the strategy")
+    args = (ROLE, stream, delivery.entry_id, {"v": "1"}, "rejected by the strategy")
     assert not await bus.dead_letter(*args, lease=(lease_key(ROLE, 0), "old-owner"))
-    assert await bus.redis.exists(dead_letter_stream("in")) == 0
-    assert (await bus.health("in", ROLE)).pending == 1  # still the new owner's to handle
+    assert await bus.redis.exists(dead_letter_stream(stream)) == 0
+    assert (await bus.health(stream, ROLE)).pending == 1  # still the new owner's to handle
     assert await bus.dead_letter(*args, lease=(lease_key(ROLE, 0), "new-owner"))
-    assert await bus.redis.xlen(dead_letter_stream("in")) == 1
-    assert (await bus.health("in", ROLE)).pending == 0
+    assert await bus.redis.xlen(dead_letter_stream(stream)) == 1
+    assert (await bus.health(stream, ROLE)).pending == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import stream_lengths, wait_until
 from tests.worker_processes import worker_environment, worker_processes
 from tradebot.common.bus import Bus, decode
 from tradebot.common.config import Settings
@@ -21,9 +21,10 @@ from tradebot.common.streams import (
     EXECUTION_ROLE,
     ORDER_EVENTS,
     ORDERS_NEW,
-    SIGNALS,
     STRATEGY_ROLE,
     lease_key,
+    order_streams,
+    signal_streams,
     tick_stream_for,
     tick_streams,
 )
@@ -39,6 +40,14 @@ PARTITIONS = 4
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 STRATEGY_MODULE = "tradebot.strategy.service"
 EXECUTION_MODULE = "tradebot.execution.service"
+
+
+@pytest.fixture(params=["single", "cluster"], ids=["redis6.2", "rediscluster"])
+def redis_url(request: pytest.FixtureRequest, servers: tuple[str, str]) -> str:
+    """Every test here runs on one Redis and on a Redis Cluster (3 masters, 3 replicas)."""
+    if request.param == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    return servers[0]
 
 
 @pytest.fixture
@@ -95,7 +104,9 @@ def when(*conditions: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[b
 
 
 async def strategy_finished(bus: Bus, expected: int) -> bool:
-    return await bus.redis.xlen(SIGNALS) >= expected and await drained(bus, tick_streams(PARTITIONS), STRATEGY_ROLE)
+    return await stream_lengths(bus.redis, signal_streams(PARTITIONS)) >= expected and await drained(
+        bus, tick_streams(PARTITIONS), STRATEGY_ROLE
+    )
 
 
 async def lease_owners(bus: Bus, role: str, partitions: int) -> set[str]:
@@ -104,8 +115,8 @@ async def lease_owners(bus: Bus, role: str, partitions: int) -> set[str]:
 
 
 async def assert_same_as_single_run(bus: Bus, expected: list[Signal]) -> None:
-    signals = await read_stream(bus, SIGNALS)
-    orders = await read_stream(bus, ORDERS_NEW)
+    signals = await bus.entries_of(signal_streams(PARTITIONS))
+    orders = await bus.entries_of(order_streams(PARTITIONS))
     assert signal_keys(signals) == signal_keys(expected)  # type: ignore[arg-type]
     assert order_keys(orders) == order_keys([Order.from_signal(s, 10.0) for s in expected])  # type: ignore[arg-type]
     assert len({s.id for s in signals}) == len(signals), "a signal was published twice"
@@ -138,7 +149,11 @@ async def test_three_workers_give_the_same_signals_as_one(bus: Bus, pipeline_set
             what="three workers to share the partitions",
         )
         await publish_ticks(bus, ticks[: TICKS // 2])
-        await wait_until(lambda: _at_least(bus.redis.xlen(SIGNALS), 10), timeout=60, what="first signals")
+        await wait_until(
+            lambda: _at_least(stream_lengths(bus.redis, signal_streams(PARTITIONS)), 10),
+            timeout=60,
+            what="first signals",
+        )
         stops[0].set()  # one worker leaves mid-run; the others take over its partitions
         await publish_ticks(bus, ticks[TICKS // 2 :])
         await wait_until(lambda: strategy_finished(bus, len(expected)), timeout=60, what="all ticks processed")
@@ -165,7 +180,11 @@ async def test_workers_killed_with_sigkill_give_the_same_signals(
             what="three worker processes to share the partitions",
         )
         await publish_ticks(bus, ticks[: TICKS // 2])
-        await wait_until(lambda: _at_least(bus.redis.xlen(SIGNALS), 10), timeout=60, what="first signals")
+        await wait_until(
+            lambda: _at_least(stream_lengths(bus.redis, signal_streams(PARTITIONS)), 10),
+            timeout=60,
+            what="first signals",
+        )
         victim = await _owner_process(bus, STRATEGY_ROLE, 0, processes)
         workers.kill(victim)
         await publish_ticks(bus, ticks[TICKS // 2 :])

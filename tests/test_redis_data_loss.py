@@ -23,9 +23,9 @@ from tradebot.common.config import Settings
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.streams import (
     EXECUTION_ROLE,
-    ORDERS_NEW,
     STORAGE_GROUP,
     STRATEGY_ROLE,
+    order_streams,
     storage_streams,
     tick_streams,
 )
@@ -113,11 +113,13 @@ async def _stored(db: asyncpg.Pool, table: str, count: int) -> bool:
 
 async def _settled(db: asyncpg.Pool, bus: Bus) -> bool:
     try:
-        if await bus.redis.xlen(ORDERS_NEW) == 0 or not await _stored(db, "ticks", TICKS):
+        if not [s for s in order_streams(PARTITIONS) if await bus.redis.xlen(s)] or not await _stored(
+            db, "ticks", TICKS
+        ):
             return False
         if (
             await bus.backlog(tick_streams(PARTITIONS), STRATEGY_ROLE)
-            or await bus.backlog([ORDERS_NEW], EXECUTION_ROLE)
+            or await bus.backlog(order_streams(PARTITIONS), EXECUTION_ROLE)
             or await bus.backlog(storage_streams(PARTITIONS), STORAGE_GROUP)
         ):
             return False

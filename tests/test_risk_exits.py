@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tradebot.common.models import Order, OrderChange, Signal, Tick
-from tradebot.common.streams import ORDERS_NEW, SIGNALS
+from tradebot.common.streams import ORDERS_NEW, signal_stream
 from tradebot.risk.exits import ExitRules
 from tradebot.strategy.bars import BarATR
 from tradebot.strategy.service import StrategyPartition
@@ -104,7 +104,7 @@ def test_exits_go_out_as_orders_and_survive_a_checkpoint() -> None:
         return ExitRules(stop_loss_pct=0.02)
 
     state = StrategyPartition(Buys, order_quantity=5, exits=stop_loss)  # type: ignore[arg-type]
-    assert [stream for stream, _ in state.apply([tick(100.0)])] == [SIGNALS, ORDERS_NEW]
+    assert [stream for stream, _ in state.apply([tick(100.0)])] == [signal_stream(0), ORDERS_NEW]
     restored = StrategyPartition(Buys, order_quantity=5, exits=stop_loss)  # type: ignore[arg-type]
     restored.restore(state.checkpoint())
     outputs = restored.apply([tick(97.0)])

@@ -17,7 +17,7 @@ from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.db import create_pool
 from tradebot.common.models import Order, OrderEvent, Signal, Tick
-from tradebot.common.streams import BARS, ORDER_EVENTS, ORDERS_NEW, SIGNALS, STORAGE_GROUP, tick_stream_for
+from tradebot.common.streams import BARS, ORDER_EVENTS, ORDERS_NEW, STORAGE_GROUP, signal_stream, tick_stream_for
 from tradebot.storage import timeseries_service, writer
 from tradebot.storage.writer import write_bars, write_events
 
@@ -191,7 +191,11 @@ async def test_storage_worker_persists_every_stream_and_acks_after_commit(
     market = ticks(150, "AAPL") + ticks(150, "NVDA")
     signal, order, *order_events = trading_events()
     published = [(tick_stream_for(t.symbol, 4), t) for t in market]
-    published += [(BARS, minute_bar("AAPL", START, "alpaca", 100, 500)), (SIGNALS, signal), (ORDERS_NEW, order)]
+    published += [
+        (BARS, minute_bar("AAPL", START, "alpaca", 100, 500)),
+        (signal_stream(1), signal),
+        (ORDERS_NEW, order),
+    ]
     published += [(ORDER_EVENTS, event) for event in order_events]
     await bus.publish(published + published[:20])  # the first 20 again: a producer's retry
     counters: Counter = Counter()

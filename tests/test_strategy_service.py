@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from tradebot.common.bus import Bus, decode
 from tradebot.common.config import Settings
 from tradebot.common.models import Order, Signal, Tick
-from tradebot.common.streams import ORDERS_NEW, SIGNALS, dead_letter_stream, tick_stream_for
+from tradebot.common.streams import dead_letter_stream, order_streams, signal_streams, tick_stream_for
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
 from tradebot.strategy import service
 from tradebot.strategy.moving_average import MovingAverageCrossover
@@ -44,9 +44,9 @@ async def test_a_restarted_worker_continues_from_its_checkpoint(bus: Bus, settin
     await burst(burst_settings(settings))
     await publish(bus, ticks[500:])
     await burst(burst_settings(settings))
-    signals = await stream(bus, SIGNALS)
+    signals = await bus.entries_of(signal_streams(2))
     assert sorted(s.id for s in signals) == sorted(s.id for s in expected)
-    orders = await stream(bus, ORDERS_NEW)
+    orders = await bus.entries_of(order_streams(2))
     assert sorted(o.id for o in orders) == sorted(Order.from_signal(s, settings.order_quantity).id for s in expected)
 
 
@@ -71,5 +71,5 @@ async def test_an_event_that_is_not_a_tick_is_dead_lettered_with_the_reason(bus:
     assert "expected a Tick" in dead[0][1]["reason"]
     strategy = MovingAverageCrossover(5, 20)
     expected = [signal for tick in ticks for signal in strategy.on_tick(tick)]
-    assert [s.id for s in await stream(bus, SIGNALS)] == [s.id for s in expected]
+    assert [s.id for s in await bus.entries_of(signal_streams(2))] == [s.id for s in expected]
     assert counters["published"] == 2 * len(expected)

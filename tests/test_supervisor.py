@@ -19,9 +19,9 @@ from tests.up_process import UpProcess, descendants, still_running
 from tradebot.common.bus import Bus, connect
 from tradebot.common.streams import (
     EXECUTION_ROLE,
-    ORDERS_NEW,
     STORAGE_GROUP,
     STRATEGY_ROLE,
+    order_streams,
     storage_streams,
     tick_streams,
 )
@@ -139,7 +139,7 @@ async def _settled(db: asyncpg.Pool, bus: Bus) -> bool:
         return False
     if (
         await bus.backlog(tick_streams(8), STRATEGY_ROLE)
-        or await bus.backlog([ORDERS_NEW], EXECUTION_ROLE)
+        or await bus.backlog(order_streams(8), EXECUTION_ROLE)
         or await bus.backlog(storage_streams(8), STORAGE_GROUP)
     ):
         return False

@@ -16,7 +16,9 @@ from tradebot.api.history_service import create_app
 from tradebot.common.bus import Bus, decode
 from tradebot.common.config import Settings
 from tradebot.common.models import Order, Signal
-from tradebot.common.streams import ORDERS_NEW, SIGNALS
+from tradebot.common.streams import ORDERS_NEW, signal_stream
+
+SIGNALS = signal_stream(0)  # where webhook signals go: execution's slot, with the alert's key
 
 SECRET = "tv-shared-secret"
 ALERT = {"secret": SECRET, "alert_id": "2026-03-02T15:00:00Z-1", "symbol": "aapl", "side": "BUY", "price": 187.5}

@@ -23,6 +23,7 @@ def worker_environment(settings: Settings, **overrides: object) -> dict[str, str
         os.environ,
         PYTHONPATH=str(ROOT),
         REDIS_URL=settings.redis_url,
+        REDIS_CLUSTER=str(settings.redis_cluster).lower(),
         DATABASE_URL=settings.database_url,
         DATA_DIR=str(settings.data_dir),
         LOG_LEVEL="INFO",
@@ -49,6 +50,7 @@ class WorkerProcesses:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
+                start_new_session=True,  # a process group of its own, as on another host
             )
         self.started.append(process)
         return process

@@ -22,7 +22,7 @@ from tradebot.alerts import daily
 from tradebot.alerts.channels import channels_from_settings
 from tradebot.alerts.notifier import Notifier
 from tradebot.alerts.rules import Alert, Deduper, alerts_for, workers_down
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Delivery
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Delivery, get_many
 from tradebot.common.config import ReadySettings
 from tradebot.common.consumer import GroupConsumer
 from tradebot.common.db import TRANSIENT_DB_ERRORS
@@ -91,7 +91,7 @@ async def live_roles(bus: Bus, day: str) -> set[str]:
     among them started on ``day`` are counted for the daily summary."""
     keys = [key async for key in bus.redis.scan_iter(match=HEARTBEAT_PATTERN, count=500)]
     roles = set()
-    for key, raw in zip(keys, await bus.redis.mget(keys) if keys else [], strict=True):
+    for key, raw in zip(keys, await get_many(bus.redis, keys), strict=True):
         role, consumer = key.split(":", 2)[1:]
         roles.add(role)
         try:

@@ -83,12 +83,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise SettingsError("DATABASE_URL is not set: set it, or start the API through tradebot up")
     await apply_migrations(settings.database_url, options=TimescaleOptions.from_settings(settings))
     await _open_pools(app, settings, settings.database_url)
-    app.state.redis = connect(settings.redis_url) if settings.redis_url else None
+    app.state.redis = connect(settings.redis_url, cluster=settings.redis_cluster) if settings.redis_url else None
     stop, live_tasks = asyncio.Event(), []
     app.state.hub = None
     if settings.redis_url:
         app.state.hub = Hub(
-            Bus(connect(settings.redis_url)), settings.tick_partitions, queue_size=settings.ws_queue_size
+            Bus(connect(settings.redis_url, cluster=settings.redis_cluster)),
+            settings.tick_partitions,
+            queue_size=settings.ws_queue_size,
         )
         live_tasks = [
             asyncio.create_task(app.state.hub.run(stop)),

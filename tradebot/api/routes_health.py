@@ -13,16 +13,16 @@ from fastapi import APIRouter, Response
 
 from tradebot.api.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep
 from tradebot.api.schemas import DatabaseOut, GapOut, HealthOut, RedisMemoryOut, StreamOut, WorkerOut
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, get_many
 from tradebot.common.config import Settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, is_reachable
 from tradebot.common.streams import (
     EXECUTION_ROLE,
     GAP_PATTERN,
     HEARTBEAT_PATTERN,
-    ORDERS_NEW,
     STORAGE_GROUP,
     STRATEGY_ROLE,
+    order_streams,
     storage_streams,
     tick_streams,
 )
@@ -38,14 +38,14 @@ def watched_groups(settings: Settings) -> list[tuple[str, str]]:
     return (
         [(stream, STORAGE_GROUP) for stream in storage_streams(partitions)]
         + [(stream, STRATEGY_ROLE) for stream in tick_streams(partitions)]
-        + [(ORDERS_NEW, EXECUTION_ROLE)]
+        + [(stream, EXECUTION_ROLE) for stream in order_streams(partitions)]
     )
 
 
 async def heartbeats(client: aioredis.Redis, now: datetime) -> list[WorkerOut]:
     """Workers whose TTL'd heartbeat key still exists, by role and name."""
     keys = sorted([key async for key in client.scan_iter(match=HEARTBEAT_PATTERN, count=500)])
-    values = await client.mget(keys) if keys else []
+    values = await get_many(client, keys)
     workers = []
     for key, raw in zip(keys, values, strict=True):
         if raw is None:  # expired between SCAN and MGET
@@ -85,7 +85,7 @@ async def recorded_gaps(client: aioredis.Redis) -> list[GapOut]:
     """Every gap record a live feed committed, newest first."""
     keys = [key async for key in client.scan_iter(match=GAP_PATTERN, count=500)]
     gaps = []
-    for raw in await client.mget(keys) if keys else []:
+    for raw in await get_many(client, keys):
         try:
             gaps.append(GapOut.model_validate(json.loads(raw)))
         except (TypeError, ValueError) as error:  # expired meanwhile, or not one of ours

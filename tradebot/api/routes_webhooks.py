@@ -31,7 +31,7 @@ from tradebot.common.models import (
     stable_id,
 )
 from tradebot.common.ratelimit import TokenBucket
-from tradebot.common.streams import ORDERS_NEW, SIGNALS, webhook_alert_key
+from tradebot.common.streams import ORDERS_NEW, signal_stream, webhook_alert_key
 
 router = APIRouter(tags=["webhooks"])
 DAY_MS = 86_400_000
@@ -145,7 +145,7 @@ async def tradingview(
         fresh = await Bus(redis).publish_once(
             webhook_alert_key(alert.alert_id),
             int(settings.webhook_dedup_days * DAY_MS),
-            [(SIGNALS, signal), (ORDERS_NEW, order)],
+            [(signal_stream(0), signal), (ORDERS_NEW, order)],  # execution's slot, with the alert's key
         )
     except RECOVERABLE_REDIS_ERRORS as error:
         raise HTTPException(status_code=503, detail=f"Redis unavailable, alert not taken; resend it: {error}") from None

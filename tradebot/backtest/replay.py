@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tradebot.common.bus import Bus
 from tradebot.common.config import ReadySettings
 from tradebot.common.models import Event, Order, OrderEvent, Signal, Tick
-from tradebot.common.streams import ORDER_EVENTS, ORDERS_NEW, SIGNALS, tick_stream_for
+from tradebot.common.streams import ORDER_EVENTS, order_streams, signal_streams, tick_stream_for
 from tradebot.execution import service as execution_service
 from tradebot.strategy import service as strategy_service
 
@@ -66,8 +66,8 @@ async def replay(
         await strategy_service.run(replay_settings, stop=asyncio.Event(), counters=Counter())
         await execution_service.run(replay_settings, stop=asyncio.Event(), counters=Counter())
         return ReplayOutcome(
-            signals=_only(await bus.entries(SIGNALS), Signal),
-            orders=_only(await bus.entries(ORDERS_NEW), Order),
+            signals=_only(await bus.entries_of(signal_streams(settings.tick_partitions)), Signal),
+            orders=_only(await bus.entries_of(order_streams(settings.tick_partitions)), Order),
             events=_only(await bus.entries(ORDER_EVENTS), OrderEvent),
         )
     finally:

@@ -14,7 +14,7 @@ from tradebot.bench.report import Figure
 from tradebot.bench.target import BenchTarget
 from tradebot.common.bus import Bus
 from tradebot.common.embedded import free_port
-from tradebot.common.streams import ORDERS_NEW, SIGNALS, tick_streams
+from tradebot.common.streams import order_streams, signal_streams, tick_streams
 
 CONSUMERS = ("strategy", "execution", "storage")
 # The figures are read off the streams after a run, so a group of the bench's own (which never
@@ -43,7 +43,8 @@ async def start_pipeline(
     returns the worker environment."""
     settings = target.bench_settings
     await reset(target, bus)
-    for stream in [*tick_streams(settings.tick_partitions), SIGNALS, ORDERS_NEW]:
+    partitions = settings.tick_partitions
+    for stream in [*tick_streams(partitions), *signal_streams(partitions), *order_streams(partitions)]:
         await bus.ensure_group(stream, KEEPER_GROUP)
     env = worker_environment(settings, api_port=free_port())
     for role in CONSUMERS + (("api",) if api else ()):

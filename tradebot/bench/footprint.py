@@ -34,9 +34,9 @@ from tradebot.common.config import ReadySettings
 from tradebot.common.embedded import embedded_servers, free_port
 from tradebot.common.streams import (
     EXECUTION_ROLE,
-    ORDERS_NEW,
     STORAGE_GROUP,
     STRATEGY_ROLE,
+    order_streams,
     storage_streams,
     tick_stream_for,
     tick_streams,
@@ -194,7 +194,7 @@ async def storage_outage_memory(settings: ReadySettings, ticks: int) -> dict[str
             pace=False,
         )
         while await bus.backlog(tick_streams(partitions), STRATEGY_ROLE) or await bus.backlog(
-            [ORDERS_NEW], EXECUTION_ROLE
+            order_streams(partitions), EXECUTION_ROLE
         ):
             await asyncio.sleep(0.5)
         grown = await bus.memory_used() - baseline

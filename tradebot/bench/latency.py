@@ -24,7 +24,7 @@ from tradebot.bench.report import Figure, percentile
 from tradebot.bench.target import BenchTarget
 from tradebot.common.bus import Bus, decode, entry_ms
 from tradebot.common.models import Order, OrderEvent, Signal
-from tradebot.common.streams import EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW, SIGNALS, tick_streams
+from tradebot.common.streams import EXECUTION_ROLE, ORDER_EVENTS, order_streams, signal_streams, tick_streams
 
 SECTION = "tick → order latency"
 DRAIN_TIMEOUT_S = 20.0
@@ -47,10 +47,11 @@ async def entries(bus: Bus, stream: str) -> AsyncIterator[tuple[str, dict[str, s
 async def order_latencies_ms(bus: Bus, partitions: int) -> tuple[list[float], list[float]]:
     """(tick → order, on the bus) latency of every order on ``orders.new``; see the module docstring."""
     tick_of_signal = {}
-    async for _, fields in entries(bus, SIGNALS):
-        signal = decode(fields)
-        assert isinstance(signal, Signal)
-        tick_of_signal[signal.id] = signal.tick_id
+    for stream in signal_streams(partitions):
+        async for _, fields in entries(bus, stream):
+            signal = decode(fields)
+            assert isinstance(signal, Signal)
+            tick_of_signal[signal.id] = signal.tick_id
     wanted = set(tick_of_signal.values())
     tick_added_ms = {}
     for stream in tick_streams(partitions):
@@ -60,11 +61,12 @@ async def order_latencies_ms(bus: Bus, partitions: int) -> tuple[list[float], li
                 tick_added_ms[tick.id] = entry_ms(entry_id)
     total: list[float] = []
     on_bus: list[float] = []
-    async for entry_id, fields in entries(bus, ORDERS_NEW):
-        order = decode(fields)
-        assert isinstance(order, Order)
-        total.append(entry_ms(entry_id) - order.timestamp.timestamp() * 1000)
-        on_bus.append(entry_ms(entry_id) - tick_added_ms[tick_of_signal[order.signal_id]])
+    for stream in order_streams(partitions):
+        async for entry_id, fields in entries(bus, stream):
+            order = decode(fields)
+            assert isinstance(order, Order)
+            total.append(entry_ms(entry_id) - order.timestamp.timestamp() * 1000)
+            on_bus.append(entry_ms(entry_id) - tick_added_ms[tick_of_signal[order.signal_id]])
     return total, on_bus
 
 
@@ -90,7 +92,7 @@ async def measure_latency(target: BenchTarget, workers: WorkerPool, run: FeedRun
         drained = await _drained(bus, partitions)
         _, achieved = await publish_rate(bus, partitions)
         total, on_bus = await order_latencies_ms(bus, partitions)
-        decided = await _decisions_drained(bus)
+        decided = await _decisions_drained(bus, partitions)
         decisions = await decision_latencies_ms(bus)
     finally:
         workers.stop_all()
@@ -119,11 +121,11 @@ async def _drained(bus: Bus, partitions: int) -> bool:
         return False
 
 
-async def _decisions_drained(bus: Bus) -> bool:
+async def _decisions_drained(bus: Bus, partitions: int) -> bool:
     """Wait (bounded) for the execution role to decide every order; False if it could not."""
 
     async def nothing_left() -> bool:
-        return await bus.backlog([ORDERS_NEW], EXECUTION_ROLE) == 0
+        return await bus.backlog(order_streams(partitions), EXECUTION_ROLE) == 0
 
     try:
         await wait_for(nothing_left, DRAIN_TIMEOUT_S, "the execution role to drain")

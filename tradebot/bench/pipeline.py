@@ -10,14 +10,14 @@ import asyncpg
 from redis.exceptions import ResponseError
 
 from tradebot.bench.target import BENCH_DATABASE, BenchTarget
-from tradebot.common.bus import Bus, entry_ms
+from tradebot.common.bus import Bus, entry_ms, get_many
 from tradebot.common.db import create_pool, recreate_database
 from tradebot.common.streams import (
     EXECUTION_ROLE,
-    ORDERS_NEW,
     STORAGE_GROUP,
     STRATEGY_ROLE,
     lease_key,
+    order_streams,
     storage_streams,
     tick_streams,
 )
@@ -50,7 +50,7 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], timeout_s: float, w
 async def consumers_ready(bus: Bus, partitions: int) -> bool:
     """Every tick partition and the account are leased, and storage has its groups."""
     keys = [lease_key(STRATEGY_ROLE, p) for p in range(partitions)] + [lease_key(EXECUTION_ROLE, 0)]
-    if not all(await bus.redis.mget(keys)):
+    if not all(await get_many(bus.redis, keys)):
         return False
     last_stream = storage_streams(partitions)[-1]  # storage creates its groups in this order
     try:
@@ -69,7 +69,7 @@ async def pipeline_backlog(bus: Bus, partitions: int) -> dict[str, int]:
     """What each role still has to do."""
     return {
         "strategy": await strategy_backlog(bus, partitions),
-        "execution": await bus.backlog([ORDERS_NEW], EXECUTION_ROLE),
+        "execution": await bus.backlog(order_streams(partitions), EXECUTION_ROLE),
         "storage": await bus.backlog(storage_streams(partitions), STORAGE_GROUP),
     }
 

@@ -116,7 +116,7 @@ async def _write_batches(pool: asyncpg.Pool, batches: list[list[Tick]]) -> None:
 
 async def worker_rate(settings: ReadySettings, ticks: list[Tick]) -> float:
     """Rows/s through the storage worker: published to Redis first, then drained in burst mode."""
-    bus = Bus(connect(settings.redis_url))
+    bus = Bus(connect(settings.redis_url, cluster=settings.redis_cluster))
     await bus.redis.flushdb()
     for i in range(0, len(ticks), 5000):
         await bus.publish((tick_stream_for(t.symbol, settings.tick_partitions), t) for t in ticks[i : i + 5000])

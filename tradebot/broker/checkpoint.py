@@ -3,7 +3,7 @@
 The whole snapshot (PaperBroker's plus the risk stage's memory) holds every client order id the
 broker remembers (days of them) and the risk stage's last thousand decisions: rewritten whole on
 every commit it cost more AOF bytes than everything else together, and more with every order. In
-parts (fields of the ``checkpoint_parts:execution:0`` hash):
+parts (fields of the ``checkpoint_parts:execution:{0}`` hash):
 
 - ``_rest``: cash, commissions, the risk engine's account-wide memory;
 - ``_symbols``: the symbols that have a part, in the broker's order;

@@ -29,14 +29,13 @@ from tradebot.broker.ledger import Ledger, Tracked
 from tradebot.broker.live import alpaca_is_paper, announce
 from tradebot.broker.reconcile import Reconciler
 from tradebot.broker.stream import TradeUpdates
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, entry_order
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery
 from tradebot.common.config import Settings
 from tradebot.common.models import ControlEvent, Event, Order, OrderChange, OrderEvent, invalid
 from tradebot.common.partitions import PartitionSettings, ReaderEnd
 from tradebot.common.streams import (
     CONTROL_EVENTS,
     ORDER_EVENTS,
-    ORDERS_NEW,
     checkpoint_key,
     lease_key,
     partition_consumer,
@@ -114,7 +113,7 @@ class BrokerExecution:
         burst: bool,
         max_messages: int | None,
     ) -> ReaderEnd:
-        await self.bus.ensure_group(ORDERS_NEW, self.config.role)
+        streams = await self._join_groups()
         self._committed = await self.bus.redis.get(self.key)
         saved = json.loads(self._committed) if self._committed else None
         self.ledger.restore(saved)
@@ -124,15 +123,14 @@ class BrokerExecution:
         )
         if not await self._commit(await reconciler.run()):
             return ReaderEnd.LOST
-        last_seen, pending, was_connected = await self.bus.last_delivered_id(ORDERS_NEW, self.config.role), True, False
+        pending, was_connected = True, False
         while not stop.is_set():
             batch = await self.bus.read_fenced(
-                ORDERS_NEW, self.config.role, self.consumer, self.lease, count=self.config.batch_size, pending=pending
+                streams, self.config.role, self.consumer, self.lease, count=self.config.batch_size, pending=pending
             )
             if batch is None:
                 return ReaderEnd.LOST
             if batch:
-                last_seen = max(last_seen, batch[-1].entry_id, key=entry_order)
                 orders = await self._set_aside_non_orders(batch)
                 if not await self._commit(await self._take(orders, gateway, reconciler), orders):
                     return ReaderEnd.LOST
@@ -152,8 +150,15 @@ class BrokerExecution:
             if burst and not batch and not pending and not self.ledger.orders:
                 return ReaderEnd.DRAINED
             if not batch and not events:
-                await self._wait(updates, last_seen, stop, gateway.ready_in() if self.ledger.waiting() else None)
+                await self._wait(updates, streams, stop, gateway.ready_in() if self.ledger.waiting() else None)
         return ReaderEnd.STOPPED
+
+    async def _join_groups(self) -> list[str]:
+        """Every order stream, its group created: what this account reads."""
+        streams = self.config.streams_for(0)
+        for stream in streams:
+            await self.bus.ensure_group(stream, self.config.role)
+        return streams
 
     def _broker_mismatch(self, reason: str) -> None:
         self.risk.broker_mismatch(reason)
@@ -163,7 +168,7 @@ class BrokerExecution:
         """Anything but an Order or OrderChange goes to the dead-letter stream with the reason; the rest stays."""
         for delivery in batch:
             if not isinstance(delivery.event, Order | OrderChange):
-                reason = f"expected an Order or OrderChange on {ORDERS_NEW}, got a {type(delivery.event).__name__}"
+                reason = f"expected an Order or OrderChange on {delivery.stream}, got a {type(delivery.event).__name__}"
                 raw = {"event": delivery.event.model_dump_json()}
                 await self.bus.dead_letter(self.config.role, delivery.stream, delivery.entry_id, raw, reason)
         return [delivery for delivery in batch if isinstance(delivery.event, Order | OrderChange)]
@@ -311,11 +316,14 @@ class BrokerExecution:
             events += self.ledger.observe(seen, fill)
         return events
 
-    async def _wait(self, updates: TradeUpdates, last_seen: str, stop: asyncio.Event, token_s: float | None) -> None:
+    async def _wait(
+        self, updates: TradeUpdates, streams: list[str], stop: asyncio.Event, token_s: float | None
+    ) -> None:
         """Until a new order, a trade update, the next token for a waiting order, or the next poll."""
         timeout_s = min(self.config.block_ms / 1000, self.settings.alpaca_poll_interval_s, token_s or float("inf"))
         timeout_s = max(timeout_s, 0.001)
-        entries = asyncio.create_task(self.bus.wait_for_entries(ORDERS_NEW, last_seen, int(timeout_s * 1000), stop))
+        seen = {stream: await self.bus.last_delivered_id(stream, self.config.role) for stream in streams}
+        entries = asyncio.create_task(self.bus.wait_for_entries(seen, int(timeout_s * 1000), stop))
         news = asyncio.create_task(updates.arrived())
         await asyncio.wait({entries, news}, return_when=asyncio.FIRST_COMPLETED)
         for task in (entries, news):

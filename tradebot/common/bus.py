@@ -21,14 +21,16 @@ import re
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import DefaultParser
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import ClusterDownError, ResponseError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -46,7 +48,18 @@ class RedisRefusedError(ResponseError):  # type: ignore[misc]  # redis is untype
     replica, loading, busy with a script. Says nothing about the entry at hand: wait and retry."""
 
 
-RECOVERABLE_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, RedisRefusedError)
+# A cluster in failover answers CLUSTERDOWN / TRYAGAIN, or briefly serves no node for a slot: the
+# cluster client re-reads the topology, and every retry loop rides it out like an outage.
+RECOVERABLE_REDIS_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+    RedisRefusedError,
+    ClusterDownError,
+    TryAgainError,
+    SlotNotCoveredError,
+)
 LAG_COUNT_CAP = 1000
 SOCKET_TIMEOUT_S = 30.0  # a hung Redis fails a command after this long, instead of after hours
 REMEMBERED_ERRORS = 10_000  # last_errors keeps this many entry ids (oldest forgotten first)
@@ -162,9 +175,12 @@ class Commit:
 # Runs inside Redis as one unit: a worker that lost its lease writes nothing (fencing), and
 # outputs, state and acks land together or not at all. A retried commit (its reply was lost)
 # must not apply twice: with acks, the first entry is no longer pending; without (a producer),
-# the guard key no longer holds the value the producer read. Every command takes all its arguments
-# at once (one XACK per stream, one HSET and one HDEL per hash): Redis appends each command of a
-# script to the AOF as it ran, so a command per entry or per field would repeat the key each time.
+# the guard key no longer holds the value the producer read. Every key is declared in KEYS (in
+# the order lease?, guard?, ack streams, publish streams, state keys, hashes), as Redis Cluster
+# requires; ARGV holds the counts and values. On a cluster all of them share one slot. Every
+# command takes all its arguments at once (one XACK per stream, one HSET and one HDEL per hash):
+# Redis appends each command of a script to the AOF as it ran, so a command per entry or per field
+# would repeat the key each time.
 _COMMIT_SCRIPT = """
 -- ARGV[first..last] as the trailing arguments of one command per 1,000 (Lua's unpack has a limit).
 local function chunked(command, key, group, first, last)
@@ -174,32 +190,40 @@ local function chunked(command, key, group, first, last)
     else redis.call(command, key, unpack(ARGV, from, to)) end
   end
 end
-local lease_key, owner, group = ARGV[1], ARGV[2], ARGV[3]
-if lease_key ~= '' and redis.call('GET', lease_key) ~= owner then return 0 end
-local guard_key, guard_value = ARGV[4], ARGV[5]
-if guard_key ~= '' and (redis.call('GET', guard_key) or '') ~= guard_value then return 2 end
+local k = 1
+local has_lease, owner, group = ARGV[1], ARGV[2], ARGV[3]
+if has_lease == '1' then
+  if redis.call('GET', KEYS[k]) ~= owner then return 0 end
+  k = k + 1
+end
+local has_guard, guard_value = ARGV[4], ARGV[5]
+if has_guard == '1' then
+  if (redis.call('GET', KEYS[k]) or '') ~= guard_value then return 2 end
+  k = k + 1
+end
 local i = 6
 local streams = tonumber(ARGV[i]); i = i + 1
-if streams > 0 and #redis.call('XPENDING', ARGV[i], group, ARGV[i+2], ARGV[i+2], 1) == 0 then return 1 end
+if streams > 0 and #redis.call('XPENDING', KEYS[k], group, ARGV[i+1], ARGV[i+1], 1) == 0 then return 1 end
 for _ = 1, streams do
-  local stream, ids = ARGV[i], tonumber(ARGV[i+1])
-  chunked('XACK', stream, group, i + 2, i + 1 + ids)
-  i = i + 2 + ids
+  local ids = tonumber(ARGV[i])
+  chunked('XACK', KEYS[k], group, i + 1, i + ids)
+  k = k + 1; i = i + 1 + ids
 end
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
-  redis.call('XADD', ARGV[i], '*', 'v', ARGV[i+1], 'type', ARGV[i+2], 'data', ARGV[i+3])
-  i = i + 4
+  redis.call('XADD', KEYS[k], '*', 'v', ARGV[i], 'type', ARGV[i+1], 'data', ARGV[i+2])
+  k = k + 1; i = i + 3
 end
 n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do redis.call('SET', ARGV[i], ARGV[i+1]); i = i + 2 end
+for _ = 1, n do redis.call('SET', KEYS[k], ARGV[i]); k = k + 1; i = i + 1 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
-  local key, fields, gone = ARGV[i], tonumber(ARGV[i+1]), tonumber(ARGV[i+2]); i = i + 3
-  chunked('HSET', key, nil, i, i + 2 * fields - 1)
+  local fields, gone = tonumber(ARGV[i]), tonumber(ARGV[i+1]); i = i + 2
+  chunked('HSET', KEYS[k], nil, i, i + 2 * fields - 1)
   i = i + 2 * fields
-  chunked('HDEL', key, nil, i, i + gone - 1)
+  chunked('HDEL', KEYS[k], nil, i, i + gone - 1)
   i = i + gone
+  k = k + 1
 end
 return 1
 """
@@ -223,14 +247,16 @@ return 1
 
 _FENCED_READ_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[2], ARGV[5])
+local streams = {}
+for k = 2, #KEYS do streams[k - 1] = KEYS[k]; streams[#KEYS + k - 2] = ARGV[5] end
+return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', unpack(streams))
 """
 
 
 # A dead letter is fenced like a commit: a worker that lost its lease cannot write a second record
 # of an entry the new owner is handling. Returns 0 when fenced out.
 _DEAD_LETTER_SCRIPT = """
-if ARGV[1] ~= '' and redis.call('GET', ARGV[1]) ~= ARGV[2] then return 0 end
+if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[2] then return 0 end
 redis.call('XADD', KEYS[2], '*', 'stream', KEYS[1], 'entry_id', ARGV[4], 'group', ARGV[3], 'reason', ARGV[5],
   'payload', ARGV[6])
 redis.call('XACK', KEYS[1], ARGV[3], ARGV[4])
@@ -306,29 +332,66 @@ def entry_order(entry_id: str) -> tuple[int, int]:
     return int(millis), int(sequence or 0)
 
 
-def _pairs(flat: list[str] | None) -> dict[str, str] | None:
-    """A script's flat [field, value, …] reply as a dict (None for a trimmed entry)."""
-    return dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
+def _fields(raw: list[str] | dict[str, str] | None) -> dict[str, str] | None:
+    """An entry's fields as a dict, from a script's flat [field, value, …] reply or redis-py's dict
+    (None for a trimmed entry)."""
+    if not raw:
+        return None
+    if isinstance(raw, dict):
+        return raw
+    return dict(zip(raw[::2], raw[1::2], strict=True))
 
 
-def connect(url: str, *, socket_timeout_s: float = SOCKET_TIMEOUT_S) -> aioredis.Redis:
+def connect(url: str, *, cluster: bool = False, socket_timeout_s: float = SOCKET_TIMEOUT_S) -> aioredis.Redis:
     """A client without transport-level retries, with socket timeouts, that reports outages as such.
 
     redis-py would silently re-send a command whose reply was lost, which could run a commit or
     an XREADGROUP twice; every caller rides out outages with its own backoff loop instead and
     knows how to resume (pending entries first, state from the checkpoint). ``socket_timeout_s``
-    must outlast the longest blocking read (BUS_BLOCK_MS).
+    must outlast the longest blocking read (BUS_BLOCK_MS). With ``cluster`` (REDIS_CLUSTER), ``url``
+    names one node of a Redis Cluster and redis-py's cluster client routes each command to the
+    master of its slot (it follows MOVED itself, and re-reads the topology after a failed node).
     """
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        retry=Retry(NoBackoff(), retries=0),
-        health_check_interval=30,
-        socket_connect_timeout=5,
-        socket_timeout=socket_timeout_s,
-        socket_keepalive=True,
-        parser_class=_OutageAwareParser,
-    )
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "retry": Retry(NoBackoff(), retries=0),
+        "health_check_interval": 30,
+        "socket_connect_timeout": 5,
+        "socket_timeout": socket_timeout_s,
+        "socket_keepalive": True,
+    }
+    if not cluster:
+        return aioredis.Redis.from_url(url, parser_class=_OutageAwareParser, **options)
+    client = RedisCluster.from_url(url, **options)
+    # The cluster client takes no parser_class; every node it creates (now, or when it discovers
+    # the topology) gets the connection options of this one dict, so the parser goes in there.
+    client.connection_kwargs["parser_class"] = _OutageAwareParser
+    for node in client.startup_nodes:
+        node.connection_kwargs["parser_class"] = _OutageAwareParser
+    return client
+
+
+def is_cluster(client: aioredis.Redis) -> bool:
+    """True for redis-py's cluster client (REDIS_CLUSTER)."""
+    return isinstance(client, RedisCluster)
+
+
+async def get_many(client: aioredis.Redis, keys: Sequence[str]) -> list[Any]:
+    """The values of ``keys`` (None where absent), in order: one MGET, or on a cluster one per slot
+    (a cluster refuses an MGET across slots)."""
+    if not keys:
+        return []
+    if isinstance(client, RedisCluster):
+        return list(await client.mget_nonatomic(list(keys)))
+    return list(await client.mget(list(keys)))
+
+
+def by_slot(streams: Iterable[str]) -> list[list[str]]:
+    """``streams`` grouped by cluster hash slot, in first-seen order: one multi-key command each."""
+    groups: dict[int, list[str]] = {}
+    for stream in streams:
+        groups.setdefault(key_slot(stream.encode()), []).append(stream)
+    return list(groups.values())
 
 
 class LastErrors(OrderedDict[str, str]):
@@ -367,7 +430,8 @@ class Bus:
     @classmethod
     def from_settings(cls, settings: ReadySettings) -> Bus:
         """The bus every worker uses: REDIS_URL, REDIS_MEMORY_BUDGET_MB, MAX_DELIVERIES, BUS_BLOCK_MS."""
-        client = connect(settings.redis_url, socket_timeout_s=max(SOCKET_TIMEOUT_S, settings.bus_block_ms / 1000 + 10))
+        timeout_s = max(SOCKET_TIMEOUT_S, settings.bus_block_ms / 1000 + 10)
+        client = connect(settings.redis_url, cluster=settings.redis_cluster, socket_timeout_s=timeout_s)
         return cls(
             client,
             max_deliveries=settings.max_deliveries,
@@ -406,6 +470,10 @@ class Bus:
         """Every event on a stream, oldest first (replays and tools read results back with this)."""
         return [decode(fields) for _, fields in await self.redis.xrange(stream)]
 
+    async def entries_of(self, streams: Iterable[str]) -> list[Event]:
+        """Every event on ``streams`` (say, every partition's signals), stream after stream."""
+        return [event for stream in streams for event in await self.entries(stream)]
+
     async def publish_raw(self, stream: str, fields: Mapping[str, str]) -> str:
         """Append an arbitrary entry (tests and tools inject malformed messages with this)."""
         entry_id: str = await self.redis.xadd(stream, dict(fields))
@@ -436,10 +504,7 @@ class Bus:
         """
         start = "0" if pending else ">"
         while True:
-            reply = await self.redis.xreadgroup(
-                group, consumer, {s: start for s in streams}, count=count, block=None if pending else block_ms
-            )
-            entries = [RawEntry(stream, entry_id, fields) for stream, rows in reply for entry_id, fields in rows]
+            entries = await self._read_group(streams, group, consumer, start, count, None if pending else block_ms)
             if not entries:
                 return []
             if pending:
@@ -448,33 +513,85 @@ class Bus:
             if deliveries:
                 return deliveries
 
+    async def _read_group(
+        self, streams: Sequence[str], group: str, consumer: str, start: str, count: int, block_ms: int | None
+    ) -> list[RawEntry]:
+        """One XREADGROUP; on a cluster one per slot: a look at every slot first, then, if all were
+        empty, a blocking read of each in turn with a share of ``block_ms`` (so no slot waits long)."""
+        slots = by_slot(streams) if is_cluster(self.redis) else [list(streams)]
+        blocks: list[int | None] = [None] if len(slots) > 1 or block_ms is None else [block_ms]
+        if len(slots) > 1 and block_ms is not None:
+            blocks.append(max(1, block_ms // len(slots)))
+        for block in blocks:
+            entries: list[RawEntry] = []
+            for slot in slots:
+                reply = await self.redis.xreadgroup(group, consumer, {s: start for s in slot}, count=count, block=block)
+                entries += [RawEntry(stream, entry_id, fields) for stream, rows in reply for entry_id, fields in rows]
+                if entries and block is not None:
+                    return entries
+            if entries:
+                return entries
+        return []
+
     async def read_fenced(
-        self, stream: str, group: str, consumer: str, lease: tuple[str, str], *, count: int, pending: bool
+        self, streams: Sequence[str], group: str, consumer: str, lease: tuple[str, str], *, count: int, pending: bool
     ) -> list[Delivery] | None:
         """Like :meth:`read` without blocking, but only while ``lease`` is held; None once it is not.
 
         The lease check and the XREADGROUP run as one script, so a worker that lost its lease can
-        no longer take entries that belong, in order, to the partition's new owner.
+        no longer take entries that belong, in order, to the partition's new owner. On a cluster
+        that holds for the streams in the lease's slot; a stream in another slot (execution reads
+        every partition's orders) is read right after a check of the lease, its pending entries
+        first: a stale owner paused between its check and its read may have taken some for this
+        consumer, and they come next, in order.
         """
+        start = "0" if pending else ">"
         while True:
-            reply = await self._fenced_read(
-                keys=[lease[0], stream], args=[lease[1], group, consumer, count, "0" if pending else ">"]
-            )
-            if reply is None or reply == 0:
-                return None if reply == 0 else []
-            rows = [(entry_id, _pairs(fields)) for entry_id, fields in reply[0][1]]
-            entries = await self._drop_trimmed(group, [RawEntry(stream, entry_id, fields) for entry_id, fields in rows])
-            deliveries = await self._decode_or_dead_letter(group, entries)
-            if deliveries or not rows:
+            entries: list[RawEntry] = []
+            for streams_of_slot, fenced in self._fence_groups(lease[0], streams):
+                if fenced:
+                    keys = [lease[0], *streams_of_slot]
+                    reply = await self._fenced_read(keys=keys, args=[lease[1], group, consumer, count, start])
+                elif await self.redis.get(lease[0]) != lease[1]:
+                    reply = 0
+                else:
+                    reply = await self.redis.xreadgroup(
+                        group, consumer, dict.fromkeys(streams_of_slot, "0"), count=count
+                    )
+                    if not pending and not any(rows for _, rows in reply):
+                        wanted = dict.fromkeys(streams_of_slot, ">")
+                        reply = await self.redis.xreadgroup(group, consumer, wanted, count=count)
+                if reply == 0:
+                    return None
+                for stream, rows in reply or []:
+                    entries += [RawEntry(stream, entry_id, _fields(raw)) for entry_id, raw in rows]
+            live = await self._drop_trimmed(group, entries)
+            deliveries = await self._decode_or_dead_letter(group, live)
+            if deliveries or not entries:
                 return deliveries
 
-    async def wait_for_entries(self, stream: str, after_id: str, block_ms: int, stop: asyncio.Event) -> None:
-        """Block until ``stream`` has an entry newer than ``after_id``, ``block_ms`` passes, or ``stop``."""
-        waiting = asyncio.create_task(self.redis.xread({stream: after_id}, count=1, block=block_ms))
-        await first_of(stop, waiting)
-        if not waiting.done():
-            waiting.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
-        await asyncio.gather(waiting, return_exceptions=True)
+    def _fence_groups(self, lease_key: str, streams: Sequence[str]) -> list[tuple[list[str], bool]]:
+        """``streams`` by slot, each with whether it shares the lease's slot (always, on one Redis)."""
+        if not is_cluster(self.redis):
+            return [(list(streams), True)]
+        lease_slot = key_slot(lease_key.encode())
+        return [(group, key_slot(group[0].encode()) == lease_slot) for group in by_slot(streams)]
+
+    async def wait_for_entries(self, positions: Mapping[str, str], block_ms: int, stop: asyncio.Event) -> None:
+        """Block until a stream has an entry newer than its position, ``block_ms`` passes, or ``stop``.
+
+        On a cluster one XREAD per slot waits, and the first to see news ends the wait.
+        """
+        groups = by_slot(positions) if is_cluster(self.redis) else [list(positions)]
+        waiting = [
+            asyncio.create_task(self.redis.xread({s: positions[s] for s in group}, count=1, block=block_ms))
+            for group in groups
+        ]
+        await first_of(stop, *waiting)
+        for task in waiting:
+            if not task.done():
+                task.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
+        await asyncio.gather(*waiting, return_exceptions=True)
 
     async def tails(self, streams: Sequence[str]) -> dict[str, str]:
         """The id of each stream's newest entry ("0-0" for an empty or missing stream): where a
@@ -516,9 +633,12 @@ class Bus:
 
     async def ack(self, group: str, deliveries: Iterable[Delivery]) -> None:
         """Acknowledge handled entries, one XACK per stream."""
+        await self._ack_ids(group, [(delivery.stream, delivery.entry_id) for delivery in deliveries])
+
+    async def _ack_ids(self, group: str, entries: Iterable[tuple[str, str]]) -> None:
         by_stream: dict[str, list[str]] = {}
-        for delivery in deliveries:
-            by_stream.setdefault(delivery.stream, []).append(delivery.entry_id)
+        for stream, entry_id in entries:
+            by_stream.setdefault(stream, []).append(entry_id)
         if not by_stream:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -531,31 +651,61 @@ class Bus:
 
         LOST_LEASE (nothing written) if ``lease`` is no longer ours; STALE (nothing written) if the
         guard key moved on; a retry of an already applied commit reports APPLIED and writes nothing.
+
+        On a cluster everything but acks must share the slot of the lease (or guard): a commit that
+        does not fails loudly. Acks of streams in other slots (execution acks every partition's
+        orders) follow the script, one XACK per stream: a crash in between leaves them pending, and
+        they come back to a reader whose state already holds them (execution ignores an order id it
+        has decided), so nothing is lost and nothing applied twice.
         """
-        args: list[str | int] = [lease[0] if lease else "", lease[1] if lease else "", group]
-        args += list(commit.guard) if commit.guard else ["", ""]
+        commit, later_acks = self._split_acks(commit, lease)
+        result = await self._commit_script(group, commit, lease)
+        if result is CommitResult.APPLIED and later_acks:
+            await self._ack_ids(group, later_acks)
+        return result
+
+    def _split_acks(self, commit: Commit, lease: tuple[str, str] | None) -> tuple[Commit, list[tuple[str, str]]]:
+        """The commit's script part, and the acks (of a cluster's other slots) that follow it."""
+        anchor = lease[0] if lease else commit.guard[0] if commit.guard else None
+        if not is_cluster(self.redis) or anchor is None:
+            return commit, []
+        slot = key_slot(anchor.encode())
+        here = [(stream, entry_id) for stream, entry_id in commit.acks if key_slot(stream.encode()) == slot]
+        later = [(stream, entry_id) for stream, entry_id in commit.acks if key_slot(stream.encode()) != slot]
+        return replace(commit, acks=here), later
+
+    async def _commit_script(self, group: str, commit: Commit, lease: tuple[str, str] | None) -> CommitResult:
+        keys: list[str] = [lease[0]] if lease else []
+        args: list[str | int] = ["1" if lease else "", lease[1] if lease else "", group]
+        if commit.guard:
+            keys.append(commit.guard[0])
+        args += ["1", commit.guard[1]] if commit.guard else ["", ""]
         by_stream: dict[str, list[str]] = {}
         for stream, entry_id in commit.acks:  # the first ack's stream first: it tells a retry apart
             by_stream.setdefault(stream, []).append(entry_id)
         args.append(len(by_stream))
         for stream, ids in by_stream.items():
-            args += [stream, len(ids), *ids]
+            keys.append(stream)
+            args += [len(ids), *ids]
         args.append(len(commit.publish))
         for stream, event in commit.publish:
             fields = encode(event)
-            args += [stream, fields["v"], fields["type"], fields["data"]]
+            keys.append(stream)
+            args += [fields["v"], fields["type"], fields["data"]]
         args.append(len(commit.state))
         for key, value in commit.state.items():
-            args += [key, value]
+            keys.append(key)
+            args.append(value)
         hash_keys = list(commit.hashes) + [key for key in commit.deleted if key not in commit.hashes]
         args.append(len(hash_keys))
         for key in hash_keys:
             fields, gone = commit.hashes.get(key, {}), commit.deleted.get(key, [])
-            args += [key, len(fields), len(gone)]
+            keys.append(key)
+            args += [len(fields), len(gone)]
             for name, value in fields.items():
                 args += [name, value]
             args += gone
-        return CommitResult(await self._commit(keys=[], args=args))
+        return CommitResult(await self._commit(keys=keys, args=args))
 
     async def dead_letter(
         self,
@@ -573,8 +723,12 @@ class Bus:
         Dead-letter streams are never trimmed: ``tradebot dlq`` replays or drops their records.
         """
         payload = json.dumps(dict(fields or {}))
-        keys = [stream, dead_letter_stream(stream)]
-        args = [lease[0] if lease else "", lease[1] if lease else "", group, entry_id, reason, payload]
+        if lease and self._fence_groups(lease[0], [stream]) == [([stream], False)]:  # cluster, other slot
+            if await self.redis.get(lease[0]) != lease[1]:
+                return False
+            lease = None
+        keys = [stream, dead_letter_stream(stream), *([lease[0]] if lease else [])]
+        args = ["", lease[1] if lease else "", group, entry_id, reason, payload]
         if not await self._dead_letter(keys=keys, args=args):
             return False
         self.last_errors.pop(entry_id, None)
@@ -638,7 +792,10 @@ class Bus:
         return removed
 
     async def memory_used(self) -> int:
-        """Bytes Redis has allocated (INFO memory used_memory)."""
+        """Bytes Redis has allocated (INFO memory used_memory; on a cluster, of its fullest master)."""
+        if is_cluster(self.redis):  # the budget holds per master: the fullest one counts
+            per_node = await self.redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            return max(int(info["used_memory"]) for info in per_node.values())
         return int((await self.redis.info("memory"))["used_memory"])
 
     async def has_room(self) -> bool:
@@ -688,9 +845,13 @@ class Bus:
         a fan-out read that joins no group, so a watcher never holds back or takes work from a worker.
         An entry that fails validation comes back as None (a watcher only looks; dead-lettering is
         the consumers' job)."""
-        reply = await self.redis.xread(dict(positions), count=count, block=block_ms)
+        slots = by_slot(positions) if is_cluster(self.redis) else [list(positions)]
+        reply: list[Any] = []
+        for slot in slots:  # on a cluster one XREAD per slot, the last one waiting for news
+            block = block_ms if slot is slots[-1] and not reply else None
+            reply += await self.redis.xread({s: positions[s] for s in slot}, count=count, block=block) or []
         followed: list[tuple[str, str, Event | None]] = []
-        for stream, rows in reply or []:
+        for stream, rows in reply:
             for entry_id, fields in rows:
                 try:
                     followed.append((stream, entry_id, decode(fields)))

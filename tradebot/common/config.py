@@ -23,6 +23,9 @@ class Settings(BaseSettings):
 
     # --- infrastructure: unset URLs mean "start the embedded servers" ---
     redis_url: str | None = None
+    # REDIS_URL names one node of a Redis Cluster: the bus uses redis-py's cluster client (keys of a
+    # partition share a slot through their {p} hash tag, see common/streams.py).
+    redis_cluster: bool = False
     database_url: str | None = None
     # A read replica for the API's history, symbols, stats, activity and UDF; unset = DATABASE_URL.
     # Migrations and every write keep DATABASE_URL.

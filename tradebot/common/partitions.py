@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, encode, entry_order
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, encode
 from tradebot.common.lifecycle import Backoff, backoff_delay_s, first_of
 from tradebot.common.models import Event
 from tradebot.common.streams import (
@@ -82,7 +82,8 @@ class PartitionSettings:
 
     role: str
     partitions: int
-    stream_for: Callable[[int], str]
+    # What a partition reads: its tick stream, or (execution) every partition's orders.
+    streams_for: Callable[[int], list[str]]
     batch_size: int = 500
     block_ms: int = 1000
     lease_ttl_ms: int = 6000
@@ -264,7 +265,7 @@ class PartitionReader:
         self.partition = partition
         self.state = state
         self.counters = counters
-        self.stream = config.stream_for(partition)
+        self.streams = config.streams_for(partition)
         self._committed: str | None = None  # the checkpoint as last committed (or restored)
         self._committed_parts: dict[str, str] | None = None  # the same, for a PartedState
         self.consumer = partition_consumer(partition)
@@ -289,30 +290,30 @@ class PartitionReader:
     async def _restore_and_drain(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd:
         role = self.config.role
         lease = (lease_key(role, self.partition), self.member)
-        await self.bus.ensure_group(self.stream, role)
+        for stream in self.streams:
+            await self.bus.ensure_group(stream, role)
         await self._restore()
-        last_seen = await self.bus.last_delivered_id(self.stream, role)
         pending = True  # the previous owner's unacked entries come first, in order
         while not stop.is_set():
             if max_messages is not None and self.counters["handled"] >= max_messages:
                 return ReaderEnd.STOPPED
             batch = await self.bus.read_fenced(
-                self.stream, role, self.consumer, lease, count=self.config.batch_size, pending=pending
+                self.streams, role, self.consumer, lease, count=self.config.batch_size, pending=pending
             )
             if batch is None or (batch and not await self._commit(batch)):
                 log.warning("%s lost the lease on partition %d; leaving it to the new owner", role, self.partition)
                 self.counters["fenced"] += 1
                 return ReaderEnd.LOST
             if batch:
-                last_seen = max(last_seen, batch[-1].entry_id, key=entry_order)
-            elif pending:
+                continue
+            if pending:
                 pending = False
             elif burst:
                 return ReaderEnd.DRAINED
             else:
-                # Entries dead-lettered by the read were never returned: wait from the group's position.
-                last_seen = max(last_seen, await self.bus.last_delivered_id(self.stream, role), key=entry_order)
-                await self.bus.wait_for_entries(self.stream, last_seen, self.config.block_ms, stop)
+                # From the group's position (entries dead-lettered by the read were never returned).
+                seen = {stream: await self.bus.last_delivered_id(stream, role) for stream in self.streams}
+                await self.bus.wait_for_entries(seen, self.config.block_ms, stop)
         return ReaderEnd.STOPPED
 
     async def _restore(self) -> None:

@@ -24,6 +24,7 @@ from typing import Protocol
 from tradebot.common import bus as bus_module
 from tradebot.common.config import CONFIG_ERROR_EXIT, ReadySettings, Settings, SettingsError, load_settings
 from tradebot.common.embedded import embedded_servers
+from tradebot.common.layout import upgrade_key_layout
 from tradebot.common.lifecycle import first_of, wait_or_stop
 from tradebot.common.streams import heartbeat_key
 
@@ -118,6 +119,10 @@ async def serve(role: str, run: WorkerRun, settings: ReadySettings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     started = time.monotonic()
+    try:
+        await _check_key_layout(settings)
+    except SettingsError as error:
+        return config_error_exit(error)
     log.info("%s starting as %s (pid %d)", role, consumer_name(), os.getpid())
     heartbeat = asyncio.create_task(_heartbeat(role, settings, counters, stop))
     worker = asyncio.ensure_future(run(settings, stop=stop, counters=counters))
@@ -129,6 +134,17 @@ async def serve(role: str, run: WorkerRun, settings: ReadySettings) -> int:
     summary = " ".join(f"{name}={value}" for name, value in sorted(counters.items())) or "idle"
     log.info("%s stopped after %.1fs: %s", role, time.monotonic() - started, summary)
     return exit_code
+
+
+async def _check_key_layout(settings: ReadySettings) -> None:
+    """Refuse to start on streams of the old key layout that still hold work (see common/layout.py)."""
+    client = bus_module.connect(settings.redis_url, cluster=settings.redis_cluster)
+    try:
+        await upgrade_key_layout(client, settings.tick_partitions)
+    except bus_module.RECOVERABLE_REDIS_ERRORS:
+        pass  # Redis is not there yet: the worker's own loop waits for it, and the next start checks
+    finally:
+        await client.aclose()
 
 
 async def _wait_for_worker(worker: asyncio.Task[None], stop: asyncio.Event, grace_period_s: float) -> int:
@@ -159,7 +175,7 @@ async def _wait_for_worker(worker: asyncio.Task[None], stop: asyncio.Event, grac
 
 async def _heartbeat(role: str, settings: ReadySettings, counters: Counter[str], stop: asyncio.Event) -> None:
     """A TTL'd key per worker, so /health shows who is alive and what it has done."""
-    client = bus_module.connect(settings.redis_url)
+    client = bus_module.connect(settings.redis_url, cluster=settings.redis_cluster)
     name = consumer_name()
     base = {
         "role": role,

@@ -1,4 +1,10 @@
-"""Every stream, group and key name in one place (like arq's constants)."""
+"""Every stream, group and key name in one place (like arq's constants).
+
+Keys of one partition carry the partition as a Redis Cluster hash tag (``{p}``): its tick stream,
+lease, checkpoint and checkpoint parts share a slot, so the atomic commit of a partition (ack,
+state, fence) runs on one cluster node, and the same names work unchanged on a single Redis.
+A dead-letter stream shares its stream's slot too (its record and the ack are one script).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,19 @@ import zlib
 from enum import StrEnum
 
 TICKS_PREFIX = "price.ticks"
+SIGNALS_PREFIX = "signals"
+ORDERS_NEW_PREFIX = "orders.new"
 BARS = "price.bars"
-REPAIRED_TICKS = "price.ticks.repaired"  # trades gap repair fetched from REST: storage only, never strategies
-SIGNALS = "signals"
-ORDERS_NEW = "orders.new"
-ORDER_EVENTS = "orders.events"
+# Execution is partition 0 of its role: what its commit and the operator's control commit write
+# lives in slot {0} with its lease and checkpoint.
+EXECUTION_TAG = "{0}"
+ORDERS_NEW = f"{ORDERS_NEW_PREFIX}:{EXECUTION_TAG}"  # partition 0's orders, and orders from outside a strategy
+ORDER_EVENTS = f"orders.events:{EXECUTION_TAG}"
+# Trades gap repair fetched from REST: storage only, never strategies (its own slot; storage reads
+# slot by slot).
+REPAIRED_TICKS = "price.ticks.repaired"
 GAPS = "market.gaps"  # gaps a live feed could not publish (storage records them in the database)
-CONTROL_EVENTS = "control.events"  # every change of trading state, audited (risk/control.py)
+CONTROL_EVENTS = f"control.events:{EXECUTION_TAG}"  # every change of trading state, audited (risk/control.py)
 EQUITY_SAMPLES = "portfolio.equity"  # the account once a minute (the equity curve)
 DEAD_LETTER_PREFIX = "dlq."
 DEAD_LETTER_PATTERN = f"{DEAD_LETTER_PREFIX}*"
@@ -48,9 +60,19 @@ def partition_for(symbol: str, partitions: int) -> int:
     return zlib.crc32(symbol.encode()) % partitions
 
 
+def partition_tag(partition: int) -> str:
+    """The hash tag of a partition: every key with it lives in the same cluster slot."""
+    return f"{{{partition}}}"
+
+
 def tick_stream(partition: int) -> str:
     """The stream holding the ticks of one partition."""
-    return f"{TICKS_PREFIX}:{partition}"
+    return f"{TICKS_PREFIX}:{partition_tag(partition)}"
+
+
+def tick_partition(stream: str) -> int:
+    """The partition of a tick stream (``price.ticks:{3}`` -> 3)."""
+    return int(stream.rsplit(":", 1)[1].strip("{}"))
 
 
 def tick_streams(partitions: int) -> list[str]:
@@ -63,14 +85,35 @@ def tick_stream_for(symbol: str, partitions: int) -> str:
     return tick_stream(partition_for(symbol, partitions))
 
 
+def signal_stream(partition: int) -> str:
+    """The signals the strategies of one partition decided (in the partition's slot, so the
+    partition's commit publishes them atomically)."""
+    return f"{SIGNALS_PREFIX}:{partition_tag(partition)}"
+
+
+def signal_streams(partitions: int) -> list[str]:
+    """All signal partitions, in order."""
+    return [signal_stream(p) for p in range(partitions)]
+
+
+def order_stream(partition: int) -> str:
+    """The orders of one partition's strategies, read by execution (partition 0's is ORDERS_NEW)."""
+    return f"{ORDERS_NEW_PREFIX}:{partition_tag(partition)}"
+
+
+def order_streams(partitions: int) -> list[str]:
+    """Every stream execution reads, in order."""
+    return [order_stream(p) for p in range(partitions)]
+
+
 def storage_streams(partitions: int) -> list[str]:
     """Everything the storage worker persists."""
     return [
         *tick_streams(partitions),
         BARS,
         REPAIRED_TICKS,
-        SIGNALS,
-        ORDERS_NEW,
+        *signal_streams(partitions),
+        *order_streams(partitions),
         ORDER_EVENTS,
         GAPS,
         CONTROL_EVENTS,
@@ -86,7 +129,8 @@ def retained_streams(partitions: int) -> dict[str, tuple[str, ...]]:
     readers: dict[str, tuple[str, ...]] = {stream: (STORAGE_GROUP,) for stream in storage_streams(partitions)}
     for stream in tick_streams(partitions):
         readers[stream] = (STORAGE_GROUP, STRATEGY_ROLE)
-    readers[ORDERS_NEW] = (STORAGE_GROUP, EXECUTION_ROLE)
+    for stream in order_streams(partitions):
+        readers[stream] = (STORAGE_GROUP, EXECUTION_ROLE)
     return readers
 
 
@@ -95,14 +139,30 @@ def readers_of(stream: str, partitions: int) -> tuple[str, ...]:
     return retained_streams(partitions).get(stream, ())
 
 
+def hash_slot_tag(key: str) -> str:
+    """What Redis Cluster hashes of ``key``: its first non-empty ``{…}``, else the whole key."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    return key[start + 1 : end] if end > start + 1 else key
+
+
 def dead_letter_stream(stream: str) -> str:
-    """Where entries of ``stream`` go after they fail validation or too many deliveries."""
-    return f"{DEAD_LETTER_PREFIX}{stream}"
+    """Where entries of ``stream`` go after they fail validation or too many deliveries.
+
+    It hashes like ``stream`` (``dlq.price.ticks:{3}``, ``dlq.{signals}``), so moving an entry there
+    and acking it is one script on one cluster node.
+    """
+    tagged = stream if hash_slot_tag(stream) != stream else f"{{{stream}}}"
+    return f"{DEAD_LETTER_PREFIX}{tagged}"
 
 
 def original_stream(dead_letters: str) -> str:
-    """The stream whose entries a dead-letter stream holds."""
-    return dead_letters.removeprefix(DEAD_LETTER_PREFIX)
+    """The stream whose entries a dead-letter stream holds (also for the untagged ``dlq.<stream>`` of
+    releases before the cluster layout)."""
+    stream = dead_letters.removeprefix(DEAD_LETTER_PREFIX)
+    if stream.startswith("{") and stream.endswith("}") and stream.count("{") == 1:
+        return stream[1:-1]
+    return stream
 
 
 GAP_PATTERN = "gap:*"
@@ -115,7 +175,7 @@ def gap_key(source: str, first: str) -> str:
 
 def lease_key(role: str, partition: int) -> str:
     """Who owns a partition of a stateful role (SET NX PX)."""
-    return f"lease:{role}:{partition}"
+    return f"lease:{role}:{partition_tag(partition)}"
 
 
 def members_key(role: str) -> str:
@@ -125,13 +185,13 @@ def members_key(role: str) -> str:
 
 def checkpoint_key(role: str, partition: int) -> str:
     """The state of a partition, written together with the ack of the entries it includes."""
-    return f"checkpoint:{role}:{partition}"
+    return f"checkpoint:{role}:{partition_tag(partition)}"
 
 
 def checkpoint_parts_key(role: str, partition: int) -> str:
     """The state of a partition kept in parts (a hash, e.g. one field per symbol): a commit writes
     only the parts its batch changed."""
-    return f"checkpoint_parts:{role}:{partition}"
+    return f"checkpoint_parts:{role}:{partition_tag(partition)}"
 
 
 def partition_consumer(partition: int) -> str:
@@ -153,6 +213,12 @@ def producer_cursor_key(name: str) -> str:
     return f"{PRODUCER_CURSOR_PREFIX}{name}"
 
 
+def partition_cursor_key(name: str, partition: int) -> str:
+    """How far a producer got in one partition, in that partition's slot: committed with the
+    partition's share of a batch (on a cluster a batch cannot be one commit across slots)."""
+    return f"{PRODUCER_CURSOR_PREFIX}{name}:{partition_tag(partition)}"
+
+
 def publisher_sequence_key(source: str) -> str:
     """A live publisher's batch counter, compare-and-set with each batch so a retry never doubles it."""
     return f"publisher_seq:{source}"
@@ -160,7 +226,7 @@ def publisher_sequence_key(source: str) -> str:
 
 def webhook_alert_key(alert_id: str) -> str:
     """Marks an incoming alert as published (kept for days), so a replayed alert is not traded twice."""
-    return f"webhook:alert:{alert_id}"
+    return f"webhook:alert:{EXECUTION_TAG}:{alert_id}"  # in the slot of the streams it publishes to
 
 
 def daily_summary_key(session: str) -> str:
@@ -189,5 +255,25 @@ STORED_SETTINGS_KEY = "settings:stored"
 
 # The operator's trading state (ACTIVE / REDUCING / HALTED) as JSON, and which worker last saw which
 # version of it (a hash: consumer -> version), so `tradebot status` shows who obeys.
-TRADING_STATE_KEY = "risk:trading_state"
+TRADING_STATE_KEY = f"risk:trading_state:{EXECUTION_TAG}"  # guards the control commit: in its slot
 TRADING_STATE_SEEN_KEY = "risk:trading_state:seen"
+
+
+# The layout before Redis Cluster support (no hash tags, one signals and one orders stream): what
+# an upgrade checks for (tradebot/common/layout.py).
+def legacy_streams(partitions: int) -> list[str]:
+    """Streams of the old layout: they must be drained before an upgrade."""
+    old_ticks = [f"{TICKS_PREFIX}:{p}" for p in range(partitions)]
+    return [*old_ticks, SIGNALS_PREFIX, ORDERS_NEW_PREFIX, "orders.events", "control.events"]
+
+
+def legacy_state_keys(partitions: int) -> dict[str, str]:
+    """State keys of the old layout and their names now: an upgrade carries them over."""
+    moved = {f"checkpoint:{STRATEGY_ROLE}:{p}": checkpoint_key(STRATEGY_ROLE, p) for p in range(partitions)}
+    moved |= {
+        f"checkpoint_parts:{STRATEGY_ROLE}:{p}": checkpoint_parts_key(STRATEGY_ROLE, p) for p in range(partitions)
+    }
+    moved[f"checkpoint:{EXECUTION_ROLE}:0"] = checkpoint_key(EXECUTION_ROLE, 0)
+    moved[f"checkpoint_parts:{EXECUTION_ROLE}:0"] = checkpoint_parts_key(EXECUTION_ROLE, 0)
+    moved["risk:trading_state"] = TRADING_STATE_KEY
+    return moved

@@ -24,7 +24,7 @@ PAGE = 500
 
 app = typer.Typer(help="Dead letters: list, show, replay, drop.", no_args_is_help=True, pretty_exceptions_enable=False)
 
-Stream = Annotated[str, typer.Argument(help="a dead-letter stream (dlq.price.ticks:0) or the stream it belongs to")]
+Stream = Annotated[str, typer.Argument(help="a dead-letter stream (dlq.price.ticks:{0}) or the stream it belongs to")]
 Ids = Annotated[list[str] | None, typer.Argument(help="record ids (from `show`); none: use --all")]
 All = Annotated[bool, typer.Option("--all", help="every record of the stream")]
 

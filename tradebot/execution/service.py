@@ -1,10 +1,12 @@
-"""The execution worker: fills ``orders.new`` on the paper broker and publishes ``orders.events``.
+"""The execution worker: fills ``orders.new:{p}`` on the paper broker and publishes ``orders.events``.
 
-The orders stream is one partition owned by one worker at a time (by lease), so orders are applied
-in stream order. The account is the partition's checkpoint, written in the same atomic commit as
-the events and the acks: a worker killed mid-batch neither loses an order nor fills one twice, and
-the broker itself ignores a client order id it has already executed. The checkpoint is kept in
-parts (tradebot/broker/checkpoint.py): a commit writes the symbols and order ids it changed.
+The account is one partition owned by one worker at a time (by lease); it reads the orders of
+every strategy partition (one stream each, in that partition's slot), each in stream order. The
+account is the partition's checkpoint, written in the same atomic commit as the events and the
+acks (on a Redis Cluster the acks of other slots follow it, see Bus.commit): a worker killed
+mid-batch neither loses an order nor fills one twice, and the broker itself ignores a client
+order id it has already executed. The checkpoint is kept in parts (tradebot/broker/checkpoint.py):
+a commit writes the symbols and order ids it changed.
 
 Every order passes the risk stage (tradebot/execution/risk_stage.py) before the broker: risk lives inside
 this role rather than in a role of its own because it needs the account exactly as the broker
@@ -29,7 +31,7 @@ from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import ControlEvent, Event, Order, OrderChange, OrderEvent
 from tradebot.common.partitions import PartitionedWorker, PartitionRunner, PartitionSettings
-from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW
+from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW_PREFIX, order_streams
 from tradebot.execution.attribution import StrategyPnL
 from tradebot.execution.equity import sample_equity
 from tradebot.execution.risk_stage import Records, RiskStage, new_engine, new_gap_rule
@@ -112,7 +114,7 @@ class BrokerPartition:
             orders = self.risk.flatten(event, self.broker) if isinstance(event, ControlEvent) else [event]
             for order in orders:
                 if not isinstance(order, Order):
-                    raise TypeError(f"expected an Order on {ORDERS_NEW}, got a {type(order).__name__}")
+                    raise TypeError(f"expected an Order on {ORDERS_NEW_PREFIX}, got a {type(order).__name__}")
                 outputs += self._execute(order)
         outputs += [(CONTROL_EVENTS, event) for event in self.risk.rule_events()]
         return outputs
@@ -184,7 +186,7 @@ def execution_worker(
     config = PartitionSettings(
         role=EXECUTION_ROLE,
         partitions=1,
-        stream_for=lambda _partition: ORDERS_NEW,
+        streams_for=lambda _partition: order_streams(settings.tick_partitions),
         batch_size=settings.bus_batch_size,
         block_ms=settings.bus_block_ms,
         lease_ttl_ms=settings.lease_ttl_ms,

@@ -21,6 +21,7 @@ from tradebot.common.streams import (
     STORED_SETTINGS_KEY,
     TICKS_PREFIX,
     producer_cursor_key,
+    tick_partition,
 )
 
 log = logging.getLogger("tradebot.drift")
@@ -77,7 +78,7 @@ def cursor_drift(cursor: dict[str, Any] | None, settings: Settings, universe: se
 def partition_drift(stored: dict[str, Any] | None, tick_streams: list[str], settings: Settings) -> list[str]:
     """TICK_PARTITIONS against the partitions the stored streams were written with."""
     before = (stored or {}).get("tick_partitions")
-    beyond = sorted(s for s in tick_streams if int(s.rsplit(":", 1)[1]) >= settings.tick_partitions)
+    beyond = sorted(s for s in tick_streams if tick_partition(s) >= settings.tick_partitions)
     if before is not None and before != settings.tick_partitions:
         return [
             f"TICK_PARTITIONS is {settings.tick_partitions} but the stored streams were written with {before}: "
@@ -92,13 +93,14 @@ def partition_drift(stored: dict[str, Any] | None, tick_streams: list[str], sett
 
 async def stored_state_drift(client: aioredis.Redis, settings: Settings, universe: set[str] | None) -> list[str]:
     """Every disagreement between what Redis holds and the settings (empty when they agree)."""
-    cursor, stored = await client.mget([producer_cursor_key("mock"), STORED_SETTINGS_KEY])
-    streams = [key async for key in client.scan_iter(match=f"{TICKS_PREFIX}:*", count=500)]
+    # One GET per key: on a cluster they live in different slots (MGET would be refused).
+    cursor, stored = [await client.get(key) for key in (producer_cursor_key("mock"), STORED_SETTINGS_KEY)]
+    streams = [key async for key in client.scan_iter(match=f"{TICKS_PREFIX}:{{*}}", count=500)]
     loaded = [json.loads(raw) if raw else None for raw in (cursor, stored)]
     return [
         *account_drift(await read_account_snapshot(client), settings, universe),
         *cursor_drift(loaded[0], settings, universe),
-        *partition_drift(loaded[1], [s for s in streams if s.rsplit(":", 1)[1].isdigit()], settings),
+        *partition_drift(loaded[1], [s for s in streams if s.rsplit(":", 1)[1].strip("{}").isdigit()], settings),
     ]
 
 
@@ -112,7 +114,7 @@ def warn_about_drift(settings: Settings) -> list[str]:
     assert settings.redis_url
 
     async def check() -> list[str]:
-        client = connect(settings.redis_url or "")
+        client = connect(settings.redis_url or "", cluster=settings.redis_cluster)
         try:
             found = await stored_state_drift(client, settings, _universe(settings))
             await record_settings(client, settings)

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from tradebot.common.bus import get_many
 from tradebot.common.models import Bar, Event, Gap, Tick
 from tradebot.common.streams import GAP_PATTERN, gap_key
 
@@ -64,7 +65,7 @@ async def read_gap_records(redis: aioredis.Redis) -> dict[str, dict[str, Any]]:
     """Every gap record committed so far, by key (what the risk stage's data-gap rule reads)."""
     keys = sorted([key async for key in redis.scan_iter(match=GAP_PATTERN, count=500)])
     records = {}
-    for key, raw in zip(keys, await redis.mget(keys) if keys else [], strict=True):
+    for key, raw in zip(keys, await get_many(redis, keys), strict=True):
         try:
             records[key] = json.loads(raw)
         except (TypeError, ValueError) as error:  # expired meanwhile, or not one of ours

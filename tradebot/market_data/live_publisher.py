@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, CommitResult, RedisRefusedError
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, CommitResult, RedisRefusedError, get_many
 from tradebot.common.config import ReadySettings, Settings, SettingsError
 from tradebot.common.consumer import ride_out_redis
 from tradebot.common.lifecycle import Backoff, first_of
@@ -128,7 +128,7 @@ class LivePublisher:
     async def load_watermarks(self, symbols: Sequence[str], stop: asyncio.Event) -> None:
         """Start from the watermarks and repair markers the last run committed (riding out a Redis outage)."""
         keys = [key(self.source, symbol) for key in (watermark_key, repair_key) for symbol in symbols]
-        values = await ride_out_redis(lambda: self.bus.redis.mget(keys), stop, self._backoff) or []
+        values = await ride_out_redis(lambda: get_many(self.bus.redis, keys), stop, self._backoff) or []
         marks, markers = values[: len(symbols)], values[len(symbols) :]
         for symbol, mark, marker in zip(symbols, marks, markers, strict=False):
             if mark:

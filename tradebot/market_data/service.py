@@ -1,12 +1,15 @@
 """The mock market-data worker: publishes the seeded mock feed to the partitioned tick streams.
 
-MOCK_TICKS_PER_SECOND is the total rate across all symbols. Each batch is published together with
-the feed's cursor in one atomic commit, so a restarted (even ``kill -9``-ed) feed continues the
-same sequence with no tick repeated or skipped. MOCK_MAX_TICKS counts ticks over the life of the
-cursor: a restarted feed finishes the same N-tick sequence and then stops. Past the Redis memory
-budget the feed waits (it can: its ticks are generated, not received) until consumers catch up. The cursor carries the
-feed's clock too (``mock_feed.FeedClock``, one tick every 1/MOCK_TICKS_PER_SECOND s), so ticks
-regenerated from an older cursor — Redis lost its last writes — are byte-identical to the first.
+MOCK_TICKS_PER_SECOND is the total rate across all symbols. Each partition's share of a batch is
+published together with the feed's cursor in that partition's slot, in one atomic commit (a batch
+spans every partition, which on a Redis Cluster no single commit can); then the feed-wide cursor
+follows. A restarted (even ``kill -9``-ed) feed resumes from the feed-wide cursor and skips, per
+partition, the ticks that partition's cursor already covers, so no tick is repeated or skipped.
+MOCK_MAX_TICKS counts ticks over the life of the cursor: a restarted feed finishes the same N-tick
+sequence and then stops. Past the Redis memory budget the feed waits (it can: its ticks are
+generated, not received) until consumers catch up. The cursor carries the feed's clock too
+(``mock_feed.FeedClock``, one tick every 1/MOCK_TICKS_PER_SECOND s), so ticks regenerated from an
+older cursor — Redis lost its last writes — are byte-identical to the first.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.lifecycle import Backoff, wait_or_stop
 from tradebot.common.models import Event
-from tradebot.common.streams import Role, producer_cursor_key, retained_streams, tick_stream_for
+from tradebot.common.streams import (
+    Role,
+    partition_cursor_key,
+    partition_for,
+    producer_cursor_key,
+    retained_streams,
+    tick_stream,
+)
 from tradebot.market_data.mock_feed import Clock, MockFeed, step_for, utc_now
 from tradebot.universe import resolve_symbols
 
@@ -56,27 +66,53 @@ def ticks_per_batch(settings: Settings) -> int:
     return max(1, min(settings.bus_batch_size, math.ceil(settings.mock_ticks_per_second * PUBLISH_INTERVAL_S)))
 
 
-async def load_feed(bus: Bus, symbols: list[str], settings: Settings, clock: Clock = utc_now) -> tuple[MockFeed, str]:
-    """The feed positioned at the last committed cursor (or at the start), and that cursor's text."""
+async def load_feed(
+    bus: Bus, symbols: list[str], settings: Settings, clock: Clock = utc_now
+) -> tuple[MockFeed, list[str]]:
+    """The feed positioned at the last feed-wide cursor (or at the start), and each partition's
+    cursor text as committed."""
     saved = await bus.redis.get(producer_cursor_key(CURSOR_NAME)) or ""
     cursor = json.loads(saved) if saved else None
     step = step_for(settings.mock_ticks_per_second)
-    return MockFeed(symbols, settings.mock_seed, clock=clock, cursor=cursor, step=step), saved
+    keys = [partition_cursor_key(CURSOR_NAME, p) for p in range(settings.tick_partitions)]
+    committed = [await bus.redis.get(key) or "" for key in keys]  # one GET each: other slots
+    return MockFeed(symbols, settings.mock_seed, clock=clock, cursor=cursor, step=step), committed
 
 
-async def publish_batch(bus: Bus, feed: MockFeed, count: int, partitions: int, committed: str) -> str | None:
-    """Generate ``count`` ticks and commit them with the advanced cursor.
+async def publish_batch(bus: Bus, feed: MockFeed, count: int, committed: list[str], counters: Counter[str]) -> bool:
+    """Generate ``count`` ticks and commit each partition's share with the advanced cursor.
 
-    The commit applies only if the cursor still reads ``committed`` (compare-and-set), so a second
-    feed, or a retry of a commit that already landed, can never publish the same ticks twice.
-    Returns the new cursor text, or None when the cursor had moved on (reload and continue).
+    A partition's commit applies only if its cursor still reads what was loaded (compare-and-set),
+    so a second feed, or a retry of a commit that already landed, can never publish the same ticks
+    twice; a partition whose cursor is already past a tick (an earlier run got further there) skips
+    it. ``committed`` is updated in place, and ``counters["published"]`` by what this feed
+    published. False when a cursor had moved on (reload and continue).
     """
+    first = feed.produced
     ticks = feed.take(count)
-    publish: list[tuple[str, Event]] = [(tick_stream_for(tick.symbol, partitions), tick) for tick in ticks]
     cursor = json.dumps(feed.cursor())
-    key = producer_cursor_key(CURSOR_NAME)
-    applied = await bus.commit("", Commit(publish=publish, state={key: cursor}, guard=(key, committed)))
-    return cursor if applied else None
+    shares: list[list[tuple[str, Event]]] = [[] for _ in committed]
+    done = [_produced(text) for text in committed]
+    for position, tick in enumerate(ticks, start=first):
+        partition = partition_for(tick.symbol, len(committed))
+        if position >= done[partition]:
+            shares[partition].append((tick_stream(partition), tick))
+    for partition, share in enumerate(shares):
+        if done[partition] >= feed.produced:
+            continue
+        key = partition_cursor_key(CURSOR_NAME, partition)
+        guard = (key, committed[partition])
+        if not await bus.commit("", Commit(publish=share, state={key: cursor}, guard=guard)):
+            return False
+        committed[partition] = cursor
+        counters["published"] += len(share)
+    await bus.commit("", Commit(state={producer_cursor_key(CURSOR_NAME): cursor}))
+    return True
+
+
+def _produced(cursor_text: str) -> int:
+    """How many ticks a cursor's feed had produced (0 for none)."""
+    return int(json.loads(cursor_text)["produced"]) if cursor_text else 0
 
 
 async def produce(
@@ -102,13 +138,11 @@ async def produce(
             return
         if not await bus.wait_for_room(retained, stop, "mock feed"):  # past the memory budget: wait
             return
-        cursor = await publish_batch(bus, feed, count, settings.tick_partitions, committed)
-        if cursor is None:  # another feed (or our own lost-reply commit) moved the cursor: follow it
+        if not await publish_batch(bus, feed, count, committed, counters):
+            # another feed (or our own lost-reply commit) moved a cursor: follow it
             counters["cursor_conflicts"] += 1
             feed, committed = await load_feed(bus, symbols, settings, clock)
             continue
-        committed = cursor
-        counters["published"] += count
         if pace:
             await pacer.wait(count, stop)
 

@@ -20,7 +20,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from tradebot.common import rounding
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, connect
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, connect, get_many
 from tradebot.common.config import Settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS
 from tradebot.common.streams import HEARTBEAT_PATTERN
@@ -60,7 +60,7 @@ async def feed_ticks(client: aioredis.Redis) -> dict[str, FeedCount]:
     """Ticks published so far by each live feed process (from its heartbeat)."""
     keys = [key async for key in client.scan_iter(match=HEARTBEAT_PATTERN, count=500)]
     feeds = {}
-    for key, raw in zip(keys, await client.mget(keys) if keys else [], strict=True):
+    for key, raw in zip(keys, await get_many(client, keys), strict=True):
         try:
             beat = json.loads(raw) if raw else {}
             counter = FEED_TICK_COUNTERS.get(beat.get("role", ""))
@@ -155,7 +155,7 @@ class SummaryLog(threading.Thread):
     async def _snapshot(self) -> Snapshot:
         assert self.settings.redis_url
         assert self.settings.database_url
-        client = connect(self.settings.redis_url)
+        client = connect(self.settings.redis_url, cluster=self.settings.redis_cluster)
         try:
             return await snapshot(client, self.settings.database_url)
         finally:

@@ -16,9 +16,14 @@ from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, entry_order
 from tradebot.common.config import ReadySettings
 from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import Event, Order, OrderChange, OrderEvent, Signal
-from tradebot.common.streams import ORDER_EVENTS, ORDERS_NEW, SIGNALS
+from tradebot.common.streams import ORDER_EVENTS, order_streams, signal_streams
 
-WATCHED = (SIGNALS, ORDERS_NEW, ORDER_EVENTS)
+
+def watched(partitions: int) -> list[str]:
+    """The streams ``tradebot tail`` follows: signals, orders (and their changes) and order events."""
+    return [*signal_streams(partitions), *order_streams(partitions), ORDER_EVENTS]
+
+
 RETRY_S = 1.0
 
 
@@ -50,10 +55,11 @@ def describe(event: Event) -> str:
     return f"{when}  {type(event).__name__} {event.symbol}"
 
 
-async def starting_positions(bus: Bus, *, from_start: bool) -> dict[str, str]:
+async def starting_positions(bus: Bus, partitions: int, *, from_start: bool) -> dict[str, str]:
     """Where following begins: the start of each stream, or its newest entry now. Not "$": a "$"
     re-read later would skip whatever arrived in between."""
-    return dict.fromkeys(WATCHED, "0") if from_start else await bus.tails(WATCHED)
+    streams = watched(partitions)
+    return dict.fromkeys(streams, "0") if from_start else await bus.tails(streams)
 
 
 async def follow(
@@ -95,7 +101,7 @@ def watch(settings: ReadySettings, emit: Callable[[str], None], *, from_start: b
             loop.add_signal_handler(signum, stop.set)
         bus = Bus.from_settings(settings)
         try:
-            positions = await starting_positions(bus, from_start=from_start)
+            positions = await starting_positions(bus, settings.tick_partitions, from_start=from_start)
             return await follow(bus, positions, emit, stop, max_events=max_events, block_ms=settings.bus_block_ms)
         finally:
             await bus.close()

@@ -135,7 +135,7 @@ def _switches(settings: Settings) -> dict[str, bool]:
 
 async def _with_bus(settings: Settings, action):  # type: ignore[no-untyped-def]
     assert settings.redis_url  # checked by the caller
-    bus = Bus(connect(settings.redis_url))
+    bus = Bus(connect(settings.redis_url, cluster=settings.redis_cluster))
     try:
         return await action(bus)
     finally:

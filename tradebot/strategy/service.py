@@ -21,7 +21,7 @@ from tradebot.common.config import ReadySettings, Settings, SettingsError
 from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import Event, Order, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
-from tradebot.common.streams import ORDERS_NEW, SIGNALS, STRATEGY_ROLE, STRATEGY_SWITCHES_KEY, tick_stream
+from tradebot.common.streams import STRATEGY_ROLE, STRATEGY_SWITCHES_KEY, order_stream, signal_stream, tick_stream
 from tradebot.risk.exits import ExitRules
 from tradebot.risk.state import TradingState
 from tradebot.risk.store import obeying_trading_state
@@ -46,7 +46,10 @@ class StrategyPartition:
         order_quantity: float,
         may_order: Callable[[], bool] = lambda: True,
         exits: Callable[[], ExitRules] = ExitRules,
+        partition: int = 0,
     ):
+        # Outputs stay in the partition's slot: its commit publishes them with the acks and the state.
+        self.signals, self.orders = signal_stream(partition), order_stream(partition)
         self.new_book = new_book
         self.order_quantity = order_quantity
         self.may_order = may_order
@@ -73,12 +76,13 @@ class StrategyPartition:
                 exits = self.exits.on_tick(event, [signal for signal, _ in decided])
                 decided += [(signal, Order.from_signal(signal, self.order_quantity)) for signal in exits]
             for signal, order in decided:
-                outputs.append((SIGNALS, signal))
+                outputs.append((self.signals, signal))
                 if ordering:
-                    outputs.append((ORDERS_NEW, order))
-            # Even while HALTED: a cancel always passes, and the risk stage checks a replace.
+                    outputs.append((self.orders, order))
+            # Even while HALTED: a cancel always passes, and the risk stage checks a replace. A change
+            # goes on the partition's own orders stream, behind the order it changes.
             take_changes = getattr(self.book, "take_changes", None)  # (a stand-in book may have none)
-            outputs += [(ORDERS_NEW, change) for change in (take_changes() if take_changes else [])]
+            outputs += [(self.orders, change) for change in (take_changes() if take_changes else [])]
         return outputs
 
     def _snapshot(self) -> dict[str, object]:
@@ -151,7 +155,7 @@ def strategy_worker(
     config = PartitionSettings(
         role=STRATEGY_ROLE,
         partitions=settings.tick_partitions,
-        stream_for=tick_stream,
+        streams_for=lambda partition: [tick_stream(partition)],
         batch_size=settings.bus_batch_size,
         block_ms=settings.bus_block_ms,
         lease_ttl_ms=settings.lease_ttl_ms,
@@ -167,8 +171,8 @@ def strategy_worker(
             lambda: BarATR(settings.exit_atr_window, timeframe_seconds(settings.exit_atr_timeframe)),
         )
 
-    def new_state(_partition: int) -> StrategyPartition:
-        return StrategyPartition(new_book, settings.order_quantity, may_order, exits)
+    def new_state(partition: int) -> StrategyPartition:
+        return StrategyPartition(new_book, settings.order_quantity, may_order, exits, partition)
 
     return PartitionedWorker(bus, config, member=member, counters=counters, new_state=new_state)
 

@@ -19,7 +19,7 @@ from typing import Any
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.lifecycle import first_of, wait_or_stop
 from tradebot.common.models import Bar, ControlEvent, Event, Order, OrderChange, OrderEvent, Signal, Tick
-from tradebot.common.streams import BARS, CONTROL_EVENTS, ORDER_EVENTS, ORDERS_NEW, SIGNALS, tick_streams
+from tradebot.common.streams import BARS, CONTROL_EVENTS, ORDER_EVENTS, order_streams, signal_streams, tick_streams
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,14 @@ class Hub:
 
     def __init__(self, bus: Bus, partitions: int, *, queue_size: int = 1000) -> None:
         self.bus = bus
-        self.streams = [*tick_streams(partitions), BARS, SIGNALS, ORDERS_NEW, ORDER_EVENTS, CONTROL_EVENTS]
+        self.streams = [
+            *tick_streams(partitions),
+            BARS,
+            *signal_streams(partitions),
+            *order_streams(partitions),
+            ORDER_EVENTS,
+            CONTROL_EVENTS,
+        ]
         self.queue_size = queue_size
         self.subscribers: set[Subscriber] = set()
         self.delivered = 0
