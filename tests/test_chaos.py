@@ -367,6 +367,10 @@ async def assert_no_order_filled_twice(bus: Bus, db: asyncpg.Pool, settings: Set
     assert Counter(event.client_order_id for event in events) == Counter(order.id for order in orders), (
         "an order got no event or more than one"
     )
+    # Execution reads every partition's orders stream, so the order it took them in is the order of
+    # their events (one each, checked above); the replay takes them in that order.
+    taken = {event.client_order_id: place for place, event in enumerate(events)}
+    orders.sort(key=lambda order: taken[order.id])
     replay = BrokerPartition(settings)  # the same risk stage and broker, uninterrupted, in one batch
     assert events == [event for _, event in replay.apply(orders)], (
         "the execution role's events differ from one uninterrupted replay's over the same orders"
