@@ -10,15 +10,17 @@ import httpx
 
 from tradebot.api.history_service import create_app
 from tradebot.broker.base import Booking, BrokerAccount, BrokerPosition
-from tradebot.common.bus import Bus
+from tradebot.common.bus import Bus, decode
 from tradebot.common.config import Settings
-from tradebot.common.streams import ORDERS_NEW
+from tradebot.common.models import EquitySample
+from tradebot.common.streams import EQUITY_SAMPLES, ORDERS_NEW
 from tradebot.execution.broker_book import BrokerBook
 from tradebot.execution.equity import equity_sample
 from tradebot.risk.views import read_checkpoint
 
 from .broker_helpers import alpaca_settings, by_order, emulator, order, order_events
 from .emulators.alpaca_trading import AlpacaTradingEmulator
+from .helpers import wait_until
 from .test_broker_worker import execution, until_finished
 
 __all__ = ["emulator"]  # the fixture
@@ -77,13 +79,21 @@ async def test_portfolio_positions_pnl_and_equity_on_the_alpaca_path(
     bus: Bus, settings: Settings, emulator: AlpacaTradingEmulator
 ) -> None:
     emulator.book.cash = 10_000.0
-    unlimited = alpaca_settings(settings, emulator, risk_max_position_pct=0.0, risk_max_gross_exposure_pct=0.0)
+    unlimited = alpaca_settings(
+        settings, emulator, risk_max_position_pct=0.0, risk_max_gross_exposure_pct=0.0, equity_sample_s=0.2
+    )
     async with execution(unlimited):
         await bus.publish([(ORDERS_NEW, order(1, strategy="fast")), (ORDERS_NEW, order(2, strategy="slow"))])
         await until_finished(bus, {"co-1", "co-2"})
         emulator.book.set_price("AAPL", 110.0)
         await bus.publish([(ORDERS_NEW, order(3, side="sell", quantity=5, strategy="fast"))])
         await until_finished(bus, {"co-3"})
+        sampled = await bus.redis.xlen(EQUITY_SAMPLES)
+        await wait_until(lambda: _more_samples(bus, sampled), 10, "an equity sample after the sell")
+    (_, fields), *_ = await bus.redis.xrevrange(EQUITY_SAMPLES, count=1)
+    published = decode(fields)
+    assert isinstance(published, EquitySample)
+    assert (published.cash, published.equity) == (8_550.0, 10_200.0)  # the sampler publishes; storage stores
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
@@ -118,3 +128,7 @@ async def test_portfolio_positions_pnl_and_equity_on_the_alpaca_path(
     assert saved is not None
     sample = equity_sample(saved, datetime(2026, 3, 2, 15, 0, tzinfo=UTC))  # what the sampler stores each minute
     assert (sample.cash, sample.equity, sample.gross_exposure) == (8_550.0, 10_200.0, 1_650.0)
+
+
+async def _more_samples(bus: Bus, before: int) -> bool:
+    return bool(await bus.redis.xlen(EQUITY_SAMPLES) > before)
