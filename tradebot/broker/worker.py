@@ -21,11 +21,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from tradebot.broker.admission import Admission
 from tradebot.broker.alpaca import AlpacaGateway, client_order_id
-from tradebot.broker.base import Booking, BrokerGateway, MarketClock
+from tradebot.broker.base import Booking, BrokerGateway
 from tradebot.broker.changes import ChangeSender
 from tradebot.broker.flatten import Flattens
 from tradebot.broker.ledger import Ledger, Tracked
@@ -49,7 +49,6 @@ RESEND_AFTER_LOOKUPS = 3  # an unsure order the broker still does not know after
 # Sending stops for the turn after this long, or when the rate limit would make it wait, so fills
 # that came in meanwhile reach the bus promptly even while orders queue for tokens.
 SEND_TURN_S = 0.1
-ANYTIME = ("gtc", "opg", "cls")
 
 
 class PreTrade(Protocol):
@@ -94,7 +93,7 @@ class BrokerExecution:
         self._committed: str | None = None
         self._fresh: set[str] = set()  # recorded by this process and never sent: safe to send at once
         self._unsure_since: dict[str, float] = {}
-        self._clock: MarketClock | None = None
+        self.admission = Admission(self.ledger)
         self._rules_tripped = False  # a control event waits for the next commit
 
     async def run(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd:
@@ -167,7 +166,7 @@ class BrokerExecution:
         return ReaderEnd.DRAINED if burst else None
 
     async def _start(self, gateway: BrokerGateway) -> Reconciler | None:
-        """Restore the checkpoint, reconcile with the broker and read its account; None if the lease is lost."""
+        """Restore the checkpoint, read the broker's account, reconcile; None if the lease is lost."""
         self._committed = await self.bus.redis.get(self.key)
         saved = json.loads(self._committed) if self._committed else None
         self.ledger.restore(saved)
@@ -176,8 +175,8 @@ class BrokerExecution:
         reconciler = Reconciler(
             self.ledger, gateway, self.settings, fresh=self._committed is None, on_mismatch=self._broker_mismatch
         )
+        await self._read_account(gateway)  # before the reconciliation, so its timer starts after both
         events = await reconciler.run()
-        await self._read_account(gateway)
         return reconciler if await self._commit(events) else None
 
     async def _join_groups(self) -> list[str]:
@@ -276,13 +275,7 @@ class BrokerExecution:
             return [] if screened is None else [screened]  # None: decided before (and denied)
         submitted = self.ledger.add(screened, client_id)
         assert submitted is not None  # not known: checked above
-        refusal = (
-            unscreened
-            or reconciler.halted
-            or await self._outside_session(screened, gateway)
-            or await self._not_fractionable(screened, gateway)
-            or self._oco_without_position(screened)
-        )
+        refusal = unscreened or reconciler.halted or await self.admission.refusal(screened, gateway)
         if refusal:
             return [submitted, *self.ledger.reject(client_id, refusal)]
         self._fresh.add(client_id)
@@ -303,36 +296,6 @@ class BrokerExecution:
         if not OrderChange.grows_exposure(original, replacement):
             return None
         return reconciler.halted or await begin_screening() or self.risk.replace_refusal(original, replacement)
-
-    async def _not_fractionable(self, order: Order, gateway: BrokerGateway) -> str | None:
-        """Why a fractional or notional order cannot go (the asset's flag), or None."""
-        if not order.fractional:
-            return None
-        try:
-            if await gateway.fractionable(order.symbol):
-                return None
-        except Exception as error:  # noqa: BLE001 - without the asset's flag no fractional order is sent
-            log.warning("execution: asset %s unavailable (%s)", order.symbol, error)
-            return f"asset {order.symbol} unavailable: the broker did not answer GET /v2/assets/{order.symbol}"
-        return f"{order.symbol} is not fractionable at the broker: only whole shares, no notional (dollar) orders"
-
-    def _oco_without_position(self, order: Order) -> str | None:
-        held = self.ledger.positions.get(order.symbol, 0.0)
-        if order.order_class != "oco" or order.quantity <= held + 1e-9:
-            return None
-        return f"an oco order exits a position held: selling {order.quantity:g} {order.symbol} but holding {held:g}"
-
-    async def _outside_session(self, order: Order, gateway: BrokerGateway) -> str | None:
-        now = datetime.now(UTC)
-        if self._clock is None or now >= min(self._clock.next_open, self._clock.next_close):
-            try:
-                self._clock = await gateway.clock()
-            except Exception as error:  # noqa: BLE001 - without the broker's clock no order is sent
-                log.warning("execution: market clock unavailable (%s)", error)
-                return "market clock unavailable: the broker did not answer GET /v2/clock"
-        if self._clock.is_open or order.time_in_force in ANYTIME or order.extended_hours:
-            return None
-        return f"market closed (next open {self._clock.next_open.isoformat()}); only gtc/opg/cls or extended hours"
 
     async def _send_waiting(self, gateway: BrokerGateway) -> list[OrderEvent]:
         events: list[OrderEvent] = []
