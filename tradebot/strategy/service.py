@@ -169,6 +169,7 @@ def strategy_worker(
             settings.exit_trailing_pct,
             settings.exit_atr_multiple,
             lambda: BarATR(settings.exit_atr_window, timeframe_seconds(settings.exit_atr_timeframe)),
+            settings.exit_take_profit_atr_multiple,
         )
 
     def new_state(partition: int) -> StrategyPartition:
