@@ -39,6 +39,7 @@ def worker_environment(settings: Settings, **overrides: object) -> dict[str, str
     env = dict(
         os.environ,
         REDIS_URL=settings.redis_url,
+        REDIS_CLUSTER=str(settings.redis_cluster).lower(),
         DATABASE_URL=settings.database_url,
         DATA_DIR=str(settings.data_dir),
         LOG_LEVEL="INFO",

@@ -27,6 +27,8 @@ from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError,
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tradebot.common.streams import slot_tag
+
 log = logging.getLogger(__name__)
 
 # How long one WAIT blocks for the replicas; past it the commit is held as an outage and retried.
@@ -39,12 +41,8 @@ class ReplicasBehindError(ResponseError):  # type: ignore[misc]  # redis is unty
 
 
 def barrier_key(anchor: str) -> str:
-    """A key in the cluster slot of ``anchor`` (its hash tag, or the whole key as the tag)."""
-    start = anchor.find("{")
-    end = anchor.find("}", start + 1) if start != -1 else -1
-    if start != -1 and end > start + 1:
-        return f"replicated:{anchor[start : end + 1]}"
-    return f"replicated:{{{anchor}}}"
+    """A key in the cluster slot of ``anchor``."""
+    return f"replicated:{slot_tag(anchor)}"
 
 
 async def run_replicated(
