@@ -6,7 +6,8 @@
 With ``--e2e``: `tradebot bench e2e`'s own measurement (tradebot/bench/e2e.py: every worker a
 process, ticks stored/s in the embedded PostgreSQL) on one Redis 7 (database 15,
 as the bench uses) and on the cluster (database 0, the only one a cluster has), one after the
-other with the same embedded PostgreSQL, in the same run.
+other with the same embedded PostgreSQL, in the same run; then the cluster again with
+REDIS_MIN_REPLICAS=1 (every commit waits for its replica: what that costs).
 
 For each: publish seeded mock ticks over TICK_PARTITIONS=8 (pipelined XADD), run the strategy role
 in burst mode (one process: read, apply, commit per partition), then the execution role in burst
@@ -94,6 +95,11 @@ def measure_e2e(ticks: int, rate: float, folder: Path) -> None:
                 ),
                 "Redis Cluster, 3 masters + 3 replicas": BenchTarget(
                     base.model_copy(update={"redis_url": cluster_url, "redis_cluster": True}),
+                    cluster_url,
+                    with_database(database_url, BENCH_DATABASE),
+                ),
+                "Redis Cluster, REDIS_MIN_REPLICAS=1": BenchTarget(
+                    base.model_copy(update={"redis_url": cluster_url, "redis_cluster": True, "redis_min_replicas": 1}),
                     cluster_url,
                     with_database(database_url, BENCH_DATABASE),
                 ),

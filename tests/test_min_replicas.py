@@ -6,14 +6,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 import redis
+from pydantic import SecretStr
 
 from tests.redis_cluster import LocalCluster, connect_to
+from tradebot.api.history_service import create_app
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, CommitResult, connect
+from tradebot.common.config import Settings
 from tradebot.common.models import Tick
 from tradebot.common.replicas import ReplicasBehindError, barrier_key
-from tradebot.common.streams import tick_stream
+from tradebot.common.streams import ORDERS_NEW, tick_stream
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
@@ -98,3 +102,30 @@ async def test_on_a_cluster_a_commit_returns_once_its_replica_has_it(
 async def test_on_a_cluster_a_script_unknown_to_a_new_master_is_loaded(cluster_bus: Bus) -> None:
     await cluster_bus.redis.script_flush()
     assert await cluster_bus.commit("", cursor_commit(5, 0)) is CommitResult.APPLIED
+
+
+async def test_a_webhook_alert_or_control_command_no_replica_has_answers_503_also_when_resent(
+    settings: Settings, clean_database: str, redis_url: str
+) -> None:
+    """With REDIS_MIN_REPLICAS=1 and no replica, the API never confirms: the alert is applied on the
+    master but held, and a resend is a 503 too (not "duplicate") until a replica has it."""
+    client = connect(redis_url)
+    await client.flushdb()
+    token = "test-token"
+    held = settings.model_copy(
+        update={"redis_min_replicas": 1, "webhook_secret": SecretStr("s3cret"), "api_token": SecretStr(token)}
+    )
+    app = create_app(held)
+    alert = {"secret": "s3cret", "symbol": "AAPL", "side": "buy", "price": 187.5, "alert_id": "a-1"}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as api,
+    ):
+        for _ in range(2):
+            response = await api.post("/webhooks/tradingview", json=alert)
+            assert response.status_code == 503, response.text
+            assert "REDIS_MIN_REPLICAS=1" in response.json()["detail"]
+        halt = await api.post("/control/halt", json={"reason": "test"}, headers={"Authorization": f"Bearer {token}"})
+        assert halt.status_code == 503, halt.text
+    assert await client.xlen(ORDERS_NEW) == 1, "applied once on the master, only never confirmed"
+    await client.aclose()
