@@ -95,6 +95,8 @@ async def _pipeline(
     barrier: bool,
 ) -> list[Any]:
     cluster = isinstance(client, RedisCluster)
+    if cluster:  # the topology read again first if it was dropped, so WAIT's node is the script's
+        await client.initialize()
     pipe = client.pipeline() if cluster else client.pipeline(transaction=False)
     async with pipe:
         if script is not None:
