@@ -38,6 +38,7 @@ from tradebot.common.codec import decode_event, encode_event
 from tradebot.common.config import ReadySettings
 from tradebot.common.lifecycle import first_of
 from tradebot.common.models import EVENT_TYPES, Event
+from tradebot.common.replicas import ReplicasBehindError, barrier_key, run_replicated
 from tradebot.common.streams import DEAD_LETTER_PATTERN, SCHEMA_VERSION, dead_letter_stream
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ RECOVERABLE_REDIS_ERRORS = (
     ClusterDownError,
     TryAgainError,
     SlotNotCoveredError,
+    ReplicasBehindError,  # REDIS_MIN_REPLICAS: the commit is held until its replicas have it
 )
 LAG_COUNT_CAP = 1000
 SOCKET_TIMEOUT_S = 30.0  # a hung Redis fails a command after this long, instead of after hours
@@ -412,9 +414,16 @@ class Bus:
     """Publish, consume, ack, reclaim and dead-letter events on Redis Streams."""
 
     def __init__(
-        self, client: aioredis.Redis, *, max_deliveries: int = 5, memory_budget_bytes: int | None = None
+        self,
+        client: aioredis.Redis,
+        *,
+        max_deliveries: int = 5,
+        memory_budget_bytes: int | None = None,
+        min_replicas: int = 0,
     ) -> None:
         self.redis = client
+        self.min_replicas = min_replicas  # REDIS_MIN_REPLICAS (0: a commit counts once its master has it)
+        self._unconfirmed: set[str] = set()  # barrier keys of slots whose last commit is not confirmed
         self.max_deliveries = max_deliveries
         self.memory_budget_bytes = memory_budget_bytes  # None: no budget (tests, tools)
         self._commit = client.register_script(_COMMIT_SCRIPT)
@@ -436,6 +445,7 @@ class Bus:
             client,
             max_deliveries=settings.max_deliveries,
             memory_budget_bytes=int(settings.redis_memory_budget_mb * 1024 * 1024),
+            min_replicas=settings.redis_min_replicas,
         )
 
     async def close(self) -> None:
@@ -464,7 +474,25 @@ class Bus:
         for _, event in items:
             flat = [part for pair in encode(event).items() for part in pair]
             args += [len(flat), *flat]
-        return bool(await self._publish_once(keys=[key, *(stream for stream, _ in items)], args=args))
+        return bool(await self._replicated(self._publish_once, [key, *(stream for stream, _ in items)], args))
+
+    async def _replicated(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a commit script; with REDIS_MIN_REPLICAS, return only once that many replicas have it
+        (see common/replicas.py), else raise an outage error the caller's retry loop rides out."""
+        if not self.min_replicas:
+            return await script(keys=keys, args=args)
+        slot = barrier_key(keys[0])
+        barrier = slot in self._unconfirmed  # a retry: it may find its commit applied and write nothing
+        self._unconfirmed.add(slot)
+        reply = await run_replicated(self.redis, script, keys, args, self.min_replicas, barrier=barrier)
+        self._unconfirmed.discard(slot)
+        return reply
+
+    async def confirm_replicated(self, anchor: str) -> None:
+        """With REDIS_MIN_REPLICAS, return once that many replicas have everything written so far in
+        ``anchor``'s slot (a commit found already applied, whose own WAIT may have failed)."""
+        if self.min_replicas:
+            await run_replicated(self.redis, None, [anchor], [], self.min_replicas, barrier=True)
 
     async def entries(self, stream: str) -> list[Event]:
         """Every event on a stream, oldest first (replays and tools read results back with this)."""
@@ -705,7 +733,7 @@ class Bus:
             for name, value in fields.items():
                 args += [name, value]
             args += gone
-        return CommitResult(await self._commit(keys=keys, args=args))
+        return CommitResult(await self._replicated(self._commit, keys, args))
 
     async def dead_letter(
         self,

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # Redis memory (INFO used_memory) past which producers that can wait do, and live feeds buffer
     # then record gaps. Streams are trimmed by consumer progress, never by length.
     redis_memory_budget_mb: float = Field(1024.0, gt=0)
+    # A commit counts only once this many replicas have it (Redis WAIT); 0 = once its master has it.
+    redis_min_replicas: int = Field(0, ge=0, le=16)
     # Events a live feed holds while Redis cannot take writes; past this it records a gap.
     live_buffer_events: int = Field(50_000, ge=100)
     bus_batch_size: int = Field(500, ge=1, le=10_000)
