@@ -159,6 +159,7 @@ def strategy_worker(
         batch_size=settings.bus_batch_size,
         block_ms=settings.bus_block_ms,
         lease_ttl_ms=settings.lease_ttl_ms,
+        positioned=True,  # a partition's tick stream is in its slot: XREAD, the group moved by the commit
     )
     new_book = book_factory(settings, switches)
 
