@@ -49,7 +49,8 @@ async def _series(pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime)
 
 
 def bar_out(row: asyncpg.Record, timeframe: str) -> BarOut:
-    """A stored or aggregated bar as shown: prices as quoted, VWAP to 4 decimals, daily bars dated."""
+    """A stored or aggregated bar as shown: prices as quoted, VWAP to 4 decimals, daily bars dated.
+    The model's way, which ``history_json`` must match (tests/test_history_json.py)."""
     return BarOut(
         timestamp=row["ts"],
         session_date=row["ts"].astimezone(MARKET_TZ).date() if timeframe == "1d" else None,
