@@ -8,9 +8,11 @@ observation's timestamp), so a run is a pure function of its inputs.
 
 from __future__ import annotations
 
+import gc
 import operator
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -113,6 +115,23 @@ class BacktestResult:
     account: dict[str, Any] = field(default_factory=dict[str, Any])
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a run (restored after, as it was).
+
+    A run makes many small objects (signals, orders, fills) and no reference cycles, so reference
+    counting frees all it drops; the collector would only walk the observations held, again and
+    again: one full pass over 200,000 ticks costs ~0.4 s, a third of a run that takes it.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class Backtest:
     """One run: a book, a broker and an optional pre-trade check, fed observations in time order."""
 
@@ -144,6 +163,10 @@ class Backtest:
         batch = observations if isinstance(observations, list) else list(observations)
         if not batch:
             return self.result
+        with collector_paused():
+            return self._feed(batch)
+
+    def _feed(self, batch: list[Tick | Bar]) -> BacktestResult:
         columns = Batch(batch)
         outputs = self.book.on_batch(columns)
         times, symbols, prices = [o.timestamp for o in batch], columns.symbols, columns.prices
