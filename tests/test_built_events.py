@@ -36,14 +36,17 @@ def test_a_built_event_equals_the_validated_one_and_writes_the_same_json() -> No
                   timestamp=AT)  # fmt: skip
     assert order == Order(id="co-1", symbol="AAPL", side="buy", quantity=2.0, reference_price=1.5, signal_id="s1",
                           timestamp=AT)  # fmt: skip
-    assert order.order_type == "market" and order.time_in_force == "day" and order.limit_price is None
+    assert order.order_type == "market"
+    assert order.time_in_force == "day"
+    assert order.limit_price is None
 
 
 def test_signal_order_and_fill_of_the_live_path_round_trip_the_bus_unchanged() -> None:
     first = signal()
     order = Order.from_signal(first, 10.0)
     event = PaperBroker(100_000.0, 1.0, 0.005).execute(order)
-    assert event is not None and event.status == "filled"
+    assert event is not None
+    assert event.status == "filled"
     for made in (first, order, event):
         assert decode(encode(made)) == made  # what the next worker reads (validated there) is the same
         assert type(made).model_validate(made.model_dump()) == made
@@ -77,4 +80,6 @@ def test_a_paper_fill_priced_out_of_range_is_refused_as_before() -> None:
 def test_a_tick_decoded_from_the_bus_is_built_like_before() -> None:
     tick = Tick.create("AAPL", 187.25, 100.0, AT)
     read = decode(encode(tick))
-    assert read == tick and type(read) is Tick and read.model_fields_set == tick.model_fields_set
+    assert read == tick
+    assert type(read) is Tick
+    assert read.model_fields_set == tick.model_fields_set
