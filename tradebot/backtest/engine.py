@@ -267,10 +267,11 @@ class Backtest:
     def _execute(self, order: Order) -> list[OrderEvent]:
         """What the execution worker would publish for ``order`` (risk stage first, when there is one)."""
         if self.execution is None:
-            fills = self.broker.fill_resting(order.symbol, order.reference_price, order.timestamp)
-            event = self.broker.execute(order)
+            broker = self.broker
+            fills = broker.fill_resting(order.symbol, order.reference_price, order.timestamp) if broker.resting else []
+            event = broker.execute(order)
             if event is not None and order.order_class == "oco" and event.status == "accepted":
-                return [*fills, event, *self.broker.fill_resting(order.symbol, order.reference_price, order.timestamp)]
+                return [*fills, event, *broker.fill_resting(order.symbol, order.reference_price, order.timestamp)]
             return fills if event is None else [*fills, event]
         return [event for _, event in self.execution.apply([order]) if isinstance(event, OrderEvent)]
 

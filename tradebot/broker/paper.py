@@ -89,7 +89,7 @@ class PaperBroker:
         if order.id in self._seen:
             return None
         self._remember(order.id, order.timestamp.timestamp())
-        position = self.positions.setdefault(order.symbol, Position())
+        position = self.positions.get(order.symbol) or self.positions.setdefault(order.symbol, Position())
         position.last_price = order.reference_price
         if order.fractional and order.symbol in self.not_fractionable:
             why = f"{order.symbol} is not fractionable: only whole shares, no notional (dollar) orders"
