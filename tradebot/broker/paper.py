@@ -25,6 +25,7 @@ from tradebot.common.models import (
     MAX_PRICE,
     MAX_QUANTITY,
     MIN_PRICE,
+    ORDER_STATUSES,
     Order,
     OrderChange,
     OrderEvent,
@@ -302,7 +303,7 @@ class PaperBroker:
         # The order was valid, so only the numbers worked out here need a look before the event is
         # built unvalidated (models.built); anything else goes through the model, which says why.
         priced = MIN_PRICE <= price <= MAX_PRICE if price is not None else status not in ("filled", "partially_filled")
-        if priced and commission >= 0 and 0 < order.quantity <= MAX_QUANTITY:
+        if priced and status in ORDER_STATUSES and commission >= 0 and 0 < order.quantity <= MAX_QUANTITY:
             return built(OrderEvent, **values)
         return OrderEvent.model_validate(values)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -35,6 +35,7 @@ OrderStatus = Literal[
     "order_cancel_rejected",
     "order_replace_rejected",
 ]
+ORDER_STATUSES = frozenset(get_args(OrderStatus))
 ChangeAction = Literal["cancel", "replace"]
 TERMINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "denied"})
 # Sanity bounds: no US stock trades above these (BRK.A is under $1M); anything beyond is a bad
