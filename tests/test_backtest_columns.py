@@ -1,7 +1,10 @@
 """Stored ticks as columns (TickColumns, what load_ticks returns) are the same ticks, and a backtest
-over them is the same backtest: signals, orders, fills, equity and account, for every kind of strategy."""
+over them is the same backtest: signals, orders, fills, equity and account, for every kind of strategy.
+And a run pauses the cyclic garbage collector, then leaves it as it found it."""
 
 from __future__ import annotations
+
+import gc
 
 import pytest
 
@@ -57,3 +60,22 @@ def test_columns_fed_in_slices_give_what_one_feed_gives() -> None:
     assert sliced.events == whole.events
     assert sliced.equity == whole.equity
     assert sliced.last_price == whole.last_price
+
+
+def test_a_run_pauses_the_collector_and_restores_it_as_it_was() -> None:
+    seen: list[bool] = []
+
+    def check(order: object, broker: object) -> None:
+        seen.append(gc.isenabled())  # asked during the run, for every order
+
+    assert gc.isenabled()
+    run_backtest(StrategyBook(SPECS), TICKS, PaperBroker(100_000.0, 1.0, 0.005), check=check)  # type: ignore[arg-type]
+    assert seen
+    assert not any(seen)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        run_backtest(StrategyBook(SPECS), TICKS[:500], PaperBroker(100_000.0, 1.0, 0.005))
+        assert not gc.isenabled()  # left as it was
+    finally:
+        gc.enable()

@@ -40,7 +40,7 @@ async def load_ticks(executor: Executor, symbols: Sequence[str], start: datetime
     check_range(symbols, start, end)
     async with connection(executor) as conn:
         rows = await conn.fetch(_TICKS_SQL, list(symbols), start, end)
-    found: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 6
+    found: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(6)]
     symbol, ts, tick_id, price, size, source = found  # the query's column order
     ticks = TickColumns(tick_id, symbol, ts, price, size, source)
     _require_each(symbols, set(ticks.symbols), "ticks", start, end)
