@@ -83,7 +83,7 @@ def built(model: type[E], **values: Any) -> E:
     defaults, as with the constructor; the result equals (and dumps the same JSON as) the validated one.
     """
     defaults = _defaults.get(model)
-    if defaults is None:
+    if defaults is None:  # made once per model and shared: no event has a mutable default
         defaults = _defaults[model] = {
             name: None if info.is_required() else info.get_default(call_default_factory=True)
             for name, info in model.model_fields.items()
