@@ -94,11 +94,8 @@ async def run_strategy(cluster: LocalCluster, tmp_path: Path, *, kill: bool, min
         victim = cluster.master_of(tick_stream(0))
         victim.kill()
         await wait_until(lambda: cluster.master_of(tick_stream(0)) is not victim, what="a replica to be promoted")
-        if min_replicas:  # the promoted master has no replica: its slots' commits wait for one
-            held = counters["handled"]
+        if min_replicas:  # the promoted master has no replica: its slots' commits are held until one is back
             victim.restart()  # as a supervisor or Kubernetes would: it rejoins as the new master's replica
-            await wait_until(cluster.ready, timeout=60, what="the restarted node to be a replica in sync")
-            assert counters["handled"] >= held
     await asyncio.wait_for(run, timeout=120)
     signals = await signals_of(bus)
     await bus.close()
