@@ -137,6 +137,7 @@ class Settings(BaseSettings):
     exit_trailing_pct: float = Field(0.0, ge=0, le=1)
     # the ATR stop: entry less this many ATRs (0 = off), the ATR over EXIT_ATR_WINDOW bars of EXIT_ATR_TIMEFRAME
     exit_atr_multiple: float = Field(0.0, ge=0)
+    exit_take_profit_atr_multiple: float = Field(0.0, ge=0)  # the ATR target: entry plus this many ATRs (0 = off)
     exit_atr_window: int = Field(14, ge=1, le=10_000)
     exit_atr_timeframe: Literal["tick", "1m", "5m", "15m", "1h", "1d"] = "1m"
     equity_sample_s: float = Field(60.0, gt=0)
