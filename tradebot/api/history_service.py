@@ -217,7 +217,15 @@ def main() -> None:
             )
         with infrastructure(settings) as ready:
             app = create_app(ready)
-            uvicorn.run(app, host=ready.api_host, port=ready.api_port, log_level=ready.log_level.lower())
+            uvicorn.run(
+                app,
+                host=ready.api_host,
+                port=ready.api_port,
+                log_level=ready.log_level.lower(),
+                # /ws frames go out uncompressed: permessage-deflate compresses every frame once per
+                # client (its state is per connection), the largest cost of the live fan-out
+                ws_per_message_deflate=False,
+            )
 
 
 if __name__ == "__main__":
