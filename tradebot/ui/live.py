@@ -19,16 +19,24 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
-from tradebot.common.codec import encode_event
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, decode
+from tradebot.common.codec import WireTick, encode_event, wire_tick
 from tradebot.common.lifecycle import first_of, wait_or_stop
 from tradebot.common.models import Bar, ControlEvent, Event, Order, OrderChange, OrderEvent, Signal, Tick
-from tradebot.common.streams import BARS, CONTROL_EVENTS, ORDER_EVENTS, order_streams, signal_streams, tick_streams
+from tradebot.common.streams import (
+    BARS,
+    CONTROL_EVENTS,
+    ORDER_EVENTS,
+    SCHEMA_VERSION,
+    order_streams,
+    signal_streams,
+    tick_streams,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +122,18 @@ class MinuteBar:
     volume: float
 
     @classmethod
-    def start(cls, tick: Tick) -> MinuteBar:
-        """A bar opened by ``tick``."""
-        minute = int(tick.timestamp.timestamp()) // 60 * 60
-        return cls(minute, tick.price, tick.price, tick.price, tick.price, tick.size)
+    def start(cls, minute: int, price: float, size: float) -> MinuteBar:
+        """A bar opened by a tick."""
+        return cls(minute, price, price, price, price, size)
 
-    def add(self, tick: Tick) -> None:
-        """Fold ``tick`` (of this minute) in."""
-        self.high, self.low = max(self.high, tick.price), min(self.low, tick.price)
-        self.close = tick.price
-        self.volume += tick.size
+    def add(self, price: float, size: float) -> None:
+        """Fold a tick of this minute in."""
+        if price > self.high:
+            self.high = price
+        elif price < self.low:
+            self.low = price
+        self.close = price
+        self.volume += size
 
 
 def envelope(channel: str, symbol: str | None, data: str) -> str:
@@ -135,32 +145,54 @@ def _json(values: dict[str, Any]) -> str:
     return json.dumps(values, separators=(",", ":"))
 
 
-def batch_messages(events: Iterable[Event], bars: dict[str, MinuteBar]) -> list[Message]:
-    """What ``events`` (one read, in order) mean to a dashboard; ``bars`` keeps the open minute bars.
+def _bar_message(symbol: str, bar: MinuteBar) -> Message:
+    return ("bars", symbol, envelope("bars", symbol, _json(vars(bar))))
 
-    A tick is a ``ticks`` message and moves its symbol's live bar; each moved bar is one ``bars``
-    message at the end, in its last state (and a bar closed by a new minute, in its final one)."""
+
+def batch_messages(
+    entries: Iterable[Mapping[str, str]], bars: dict[str, MinuteBar], channels: Collection[str] = CHANNELS
+) -> list[Message]:
+    """What the entries of one read (their fields, in order) mean to a dashboard on ``channels`` (the
+    others' messages are not made); ``bars`` keeps the open minute bars (kept whoever listens).
+
+    A tick is a ``ticks`` message with the tick's JSON as it is on the bus (checked against the
+    tick schema, not rebuilt) and moves its symbol's live bar; each moved bar is one ``bars``
+    message at the end, in its last state (a bar closed by a new minute: in its final one). An
+    entry that is not a valid event is skipped: its consuming role dead-letters it."""
     out: list[Message] = []
     moved: dict[str, MinuteBar] = {}
-    for event in events:
-        if isinstance(event, Tick):
-            symbol = event.symbol
-            out.append(("ticks", symbol, envelope("ticks", symbol, encode_event(event))))
-            bar = bars.get(symbol)
-            minute = int(event.timestamp.timestamp()) // 60 * 60
-            if bar is None or minute > bar.time:
-                closed = moved.pop(symbol, None)
-                if closed is not None:
-                    out.append(("bars", symbol, envelope("bars", symbol, _json(vars(closed)))))
-                bar = bars[symbol] = MinuteBar.start(event)
-            elif minute == bar.time:
-                bar.add(event)
-            else:
-                continue  # a late tick of an earlier minute moves no candle: the stored history has it
-            moved[symbol] = bar
+    ticks, live_bars = "ticks" in channels, "bars" in channels
+    for fields in entries:
+        wire = wire_tick(fields["data"]) if fields.get("type") == "Tick" and fields.get("v") == SCHEMA_VERSION else None
+        tick: WireTick | Tick
+        if wire is not None:
+            tick, data = wire, fields["data"]
         else:
-            out.extend(_other_message(event))
-    out.extend(("bars", symbol, envelope("bars", symbol, _json(vars(bar)))) for symbol, bar in moved.items())
+            try:
+                event = decode(fields)
+            except ValueError:
+                continue
+            if not isinstance(event, Tick):
+                out.extend(_other_message(event))
+                continue
+            tick, data = event, encode_event(event)  # valid only under pydantic's lax rules: as it reads it
+        symbol = tick.symbol
+        if ticks:
+            out.append(("ticks", symbol, f'{{"channel":"ticks","symbol":"{symbol}","data":{data}}}'))
+        minute = int(tick.timestamp.timestamp()) // 60 * 60
+        bar = bars.get(symbol)
+        if bar is None or minute > bar.time:
+            closed = moved.pop(symbol, None)
+            if closed is not None and live_bars:
+                out.append(_bar_message(symbol, closed))
+            bar = bars[symbol] = MinuteBar.start(minute, tick.price, tick.size)
+        elif minute == bar.time:
+            bar.add(tick.price, tick.size)
+        else:
+            continue  # a late tick of an earlier minute moves no candle: the stored history has it
+        moved[symbol] = bar
+    if live_bars:
+        out.extend(_bar_message(symbol, bar) for symbol, bar in moved.items())
     return out
 
 
@@ -232,7 +264,11 @@ class Hub:
                 key = (frozenset(subscriber.channels), frozenset(subscriber.symbols))
                 alike.setdefault(key, []).append(subscriber)
         for group in alike.values():
-            wanted = [text for channel, symbol, text in messages if group[0].wants(channel, symbol)]
+            channels, symbols = group[0].channels, group[0].symbols
+            if ALL_SYMBOLS in symbols:
+                wanted = [text for channel, _, text in messages if channel in channels]
+            else:
+                wanted = [text for channel, symbol, text in messages if group[0].wants(channel, symbol)]
             if not wanted:
                 continue
             chunks = [
@@ -262,14 +298,14 @@ class Hub:
         self.following = True
         try:
             while self._listening.is_set() and not stop.is_set():
-                followed = await self.bus.follow(positions, count=READ_COUNT, block_ms=BLOCK_MS)
+                followed = await self.bus.follow_fields(positions, count=READ_COUNT, block_ms=BLOCK_MS)
                 self.reads += 1
                 read: dict[str, int] = {}
                 for stream, entry_id, _ in followed:
                     positions[stream] = entry_id
                     read[stream] = read.get(stream, 0) + 1
-                # a malformed entry (None) is its consuming role's to dead-letter
-                self.fan_out(batch_messages((e for _, _, e in followed if e is not None), self._bars))
+                channels = set().union(*(s.channels for s in self.subscribers))
+                self.fan_out(batch_messages((fields for _, _, fields in followed), self._bars, channels))
                 if followed and max(read.values()) < READ_COUNT:  # caught up: let the next read gather more
                     await wait_or_stop(stop, READ_INTERVAL_S)
         finally:
