@@ -109,3 +109,24 @@ def test_a_reply_goes_out_before_waiting_events() -> None:
     assert isinstance(json.loads(client.next_frame() or ""), list)
     assert client.next_frame() is None
     assert not client.ready.is_set()
+
+
+async def test_a_health_snapshot_is_taken_only_for_clients_that_listen_to_health() -> None:
+    hub = Hub(None, 8)
+    taken = []
+
+    async def snapshot() -> dict:
+        taken.append(1)
+        return {"workers": {}}
+
+    ticks_only = subscribed(hub, {"ticks"}, {"*"})
+    assert not await hub.publish_health(snapshot)
+    assert taken == []
+    assert ticks_only.next_frame() is None
+    watcher = subscribed(hub, {"health"}, {"*"})
+    assert await hub.publish_health(snapshot)
+    assert taken == [1]
+    [message] = json.loads(watcher.next_frame() or "")
+    assert message["channel"] == "health"
+    assert message["data"]["workers"] == {}
+    assert ticks_only.next_frame() is None

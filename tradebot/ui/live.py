@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -311,14 +311,22 @@ class Hub:
         finally:
             self.following = False
 
-    async def run_health(self, snapshot: Any, stop: asyncio.Event) -> None:
-        """Every HEALTH_EVERY_S, while anyone listens, publish ``await snapshot()`` on ``health``."""
+    async def run_health(self, snapshot: Callable[[], Awaitable[dict[str, Any]]], stop: asyncio.Event) -> None:
+        """Every HEALTH_EVERY_S, while anyone listens, :meth:`publish_health`."""
         while not stop.is_set():
             await first_of(stop, self._listening)
             if stop.is_set():
                 return
             try:
-                self.publish("health", None, {"time": datetime.now(UTC).isoformat(), **await snapshot()})
+                await self.publish_health(snapshot)
             except RECOVERABLE_REDIS_ERRORS as error:
                 log.debug("health snapshot failed: %s", error)
             await wait_or_stop(stop, HEALTH_EVERY_S)
+
+    async def publish_health(self, snapshot: Callable[[], Awaitable[dict[str, Any]]]) -> bool:
+        """Publish ``await snapshot()`` on ``health`` if anyone listens to it (a snapshot reads every
+        stream's groups: it is not taken for clients that did not ask for it)."""
+        if not any("health" in subscriber.channels for subscriber in self.subscribers):
+            return False
+        self.publish("health", None, {"time": datetime.now(UTC).isoformat(), **await snapshot()})
+        return True
