@@ -8,8 +8,8 @@ client is handed that one string (a "chunk"). A client's sender sends what has g
 last frame as one frame, a JSON array of messages. Within one read a symbol's live bar is sent in
 its last state only (a state, not an event: the earlier states are already out of date).
 
-A client whose pending messages exceed its bound is marked slow and dropped: a browser that cannot
-keep up loses its connection, never the pipeline its pace. While no one is subscribed the hub does
+A client that still has its bound of messages waiting when the next read comes is marked slow and
+dropped: a browser that cannot keep up loses its connection, never the pipeline its pace. While no one is subscribed the hub does
 not read at all.
 """
 
@@ -57,7 +57,7 @@ Message = tuple[str, str | None, str]  # channel, symbol (None: for everyone), t
 class Subscriber:
     """One WebSocket client: what it wants, and what is waiting to be sent to it (bounded)."""
 
-    limit: int  # messages it may lag before it is dropped
+    limit: int  # messages it may have waiting when a read comes before it is dropped
     channels: set[str] = field(default_factory=set)
     symbols: set[str] = field(default_factory=set)
     slow: bool = False
