@@ -9,8 +9,8 @@ last frame as one frame, a JSON array of messages. Within one read a symbol's li
 its last state only (a state, not an event: the earlier states are already out of date).
 
 A client that still has its bound of messages waiting when the next read comes is marked slow and
-dropped: a browser that cannot keep up loses its connection, never the pipeline its pace. While no one is subscribed the hub does
-not read at all.
+dropped: a browser that cannot keep up loses its connection, never the pipeline its pace. While no
+one is subscribed the hub does not read at all.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -163,11 +163,11 @@ def batch_messages(
     moved: dict[str, MinuteBar] = {}
     ticks, live_bars = "ticks" in channels, "bars" in channels
     for fields in entries:
-        wire = wire_tick(fields["data"]) if fields.get("type") == "Tick" and fields.get("v") == SCHEMA_VERSION else None
-        tick: WireTick | Tick
-        if wire is not None:
-            tick, data = wire, fields["data"]
-        else:
+        data = fields.get("data", "")
+        tick: WireTick | Tick | None = None
+        if fields.get("type") == "Tick" and fields.get("v") == SCHEMA_VERSION:
+            tick = wire_tick(data)
+        if tick is None:
             try:
                 event = decode(fields)
             except ValueError:
@@ -176,7 +176,7 @@ def batch_messages(
                 out.extend(_other_message(event))
                 continue
             tick, data = event, encode_event(event)  # valid only under pydantic's lax rules: as it reads it
-        symbol = tick.symbol
+        symbol, price = tick.symbol, tick.price
         if ticks:
             out.append(("ticks", symbol, f'{{"channel":"ticks","symbol":"{symbol}","data":{data}}}'))
         minute = int(tick.timestamp.timestamp()) // 60 * 60
@@ -185,12 +185,12 @@ def batch_messages(
             closed = moved.pop(symbol, None)
             if closed is not None and live_bars:
                 out.append(_bar_message(symbol, closed))
-            bar = bars[symbol] = MinuteBar.start(minute, tick.price, tick.size)
+            bar = bars[symbol] = MinuteBar.start(minute, price, tick.size)
+            moved[symbol] = bar
         elif minute == bar.time:
-            bar.add(tick.price, tick.size)
-        else:
-            continue  # a late tick of an earlier minute moves no candle: the stored history has it
-        moved[symbol] = bar
+            bar.add(price, tick.size)
+            moved[symbol] = bar
+        # else a late tick of an earlier minute: it moves no candle (the stored history has it)
     if live_bars:
         out.extend(_bar_message(symbol, bar) for symbol, bar in moved.items())
     return out
@@ -300,13 +300,11 @@ class Hub:
             while self._listening.is_set() and not stop.is_set():
                 followed = await self.bus.follow_fields(positions, count=READ_COUNT, block_ms=BLOCK_MS)
                 self.reads += 1
-                read: dict[str, int] = {}
-                for stream, entry_id, _ in followed:
-                    positions[stream] = entry_id
-                    read[stream] = read.get(stream, 0) + 1
+                positions.update((stream, entry_id) for stream, entry_id, _ in followed)  # the last of each
                 channels = set().union(*(s.channels for s in self.subscribers))
-                self.fan_out(batch_messages((fields for _, _, fields in followed), self._bars, channels))
-                if followed and max(read.values()) < READ_COUNT:  # caught up: let the next read gather more
+                self.fan_out(batch_messages([fields for _, _, fields in followed], self._bars, channels))
+                read = Counter(stream for stream, _, _ in followed)
+                if read and max(read.values()) < READ_COUNT:  # caught up: let the next read gather more
                     await wait_or_stop(stop, READ_INTERVAL_S)
         finally:
             self.following = False
