@@ -220,8 +220,10 @@ def main() -> None:
             )
         with infrastructure(settings) as ready:
             host, port, level = ready.api_host, ready.api_port, ready.log_level.lower()
+            # /ws frames go out uncompressed: permessage-deflate compresses every frame once per
+            # client (its state is per connection), the largest cost of the live fan-out
             if ready.api_workers == 1:
-                uvicorn.run(create_app(ready), host=host, port=port, log_level=level)
+                uvicorn.run(create_app(ready), host=host, port=port, log_level=level, ws_per_message_deflate=False)
                 return
             # Each worker process builds its own app (worker_app) from the environment: the URLs
             # resolved here (embedded servers included) travel in it.
@@ -230,7 +232,15 @@ def main() -> None:
             os.environ.update(REDIS_URL=ready.redis_url, DATABASE_URL=ready.database_url)
             os.environ[API_PROCESS_ENV] = str(os.getpid())
             app_factory = "tradebot.api.worker:app"
-            uvicorn.run(app_factory, factory=True, workers=ready.api_workers, host=host, port=port, log_level=level)
+            uvicorn.run(
+                app_factory,
+                factory=True,
+                workers=ready.api_workers,
+                host=host,
+                port=port,
+                log_level=level,
+                ws_per_message_deflate=False,
+            )
 
 
 def worker_app() -> FastAPI:

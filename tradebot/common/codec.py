@@ -83,3 +83,17 @@ def _first_error(error: ValidationError) -> str:
     first: dict[str, Any] = dict(error.errors()[0])
     where = ".".join(str(part) for part in first["loc"]) or "payload"
     return f"{where}: {first['msg']}"
+
+
+WireTick = _WireTick  # what wire_tick gives
+
+
+def wire_tick(data: str) -> WireTick | None:
+    """The tick in a tick entry's ``data`` as a plain struct (id, symbol, timestamp, price, size,
+    source) when it passes the strict schema decode_event tries first; None when it does not (then
+    only decode_event can say whether it is valid). For readers that need a tick's values, not a
+    Tick: building the pydantic object costs as much as the decoding."""
+    try:
+        return _decode_tick(data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
