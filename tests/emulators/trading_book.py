@@ -281,6 +281,9 @@ class TradingBook(Observable):
             best = float(order["hwm"] or price)
             best = min(best, price) if buy else max(best, price)
             order["hwm"] = _num(best)
+            if order.get("trail_price") is not None:  # a trail in dollars
+                trail_price = float(order["trail_price"])
+                return price >= best + trail_price if buy else price <= best - trail_price
             trail = float(order["trail_percent"] or 0) / 100
             return price >= best * (1 + trail) if buy else price <= best * (1 - trail)
         if order["type"] in ("limit", "stop_limit") and limit is not None:
