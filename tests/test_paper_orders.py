@@ -34,7 +34,8 @@ def at(seconds: int) -> object:
 def held(quantity: float = 10) -> PaperBroker:
     broker = PaperBroker(10_000)
     filled = broker.execute(order(0, time_in_force="day").model_copy(update={"quantity": quantity}))
-    assert filled is not None and filled.status == "filled"
+    assert filled is not None
+    assert filled.status == "filled"
     return broker
 
 
@@ -54,7 +55,8 @@ def statuses(events: list) -> list[tuple[str, str, float | None]]:
 def test_a_resting_order_fills_exactly_at_its_threshold(fields: dict, not_yet: float, reaches: float) -> None:
     broker = held()
     accepted = broker.execute(order(**fields))
-    assert accepted is not None and accepted.status == "accepted"
+    assert accepted is not None
+    assert accepted.status == "accepted"
     assert broker.on_price("AAPL", not_yet, at(1)) == []
     assert statuses(broker.on_price("AAPL", reaches, at(2))) == [("co-1", "filled", reaches)]
     assert broker.on_price("AAPL", reaches, at(2)) == []  # the same price again: nothing twice
@@ -64,7 +66,8 @@ def test_a_resting_order_fills_exactly_at_its_threshold(fields: dict, not_yet: f
 def test_a_stop_limit_triggers_at_its_stop_then_rests_as_its_limit() -> None:
     broker = PaperBroker(10_000)
     placed = broker.execute(order(order_type="stop_limit", stop_price=105.0, limit_price=105.5))
-    assert placed is not None and placed.status == "accepted"
+    assert placed is not None
+    assert placed.status == "accepted"
     assert broker.on_price("AAPL", 104.99, at(1)) == []
     assert broker.on_price("AAPL", 106.0, at(2)) == []  # triggered, above its limit
     assert broker.resting["co-1"].order_type == "limit"
@@ -78,7 +81,8 @@ def test_a_stop_limit_triggers_at_its_stop_then_rests_as_its_limit() -> None:
 def test_a_trailing_sell_stop_follows_the_high_water_mark(trail: dict, stop_after_110: float) -> None:
     broker = held()
     placed = broker.execute(order(side="sell", order_type="trailing_stop", **trail))
-    assert placed is not None and placed.status == "accepted"
+    assert placed is not None
+    assert placed.status == "accepted"
     assert broker.on_price("AAPL", 110.0, at(1)) == []  # the mark rises to 110
     assert broker.marks["co-1"] == 110.0
     assert broker.on_price("AAPL", 108.0, at(2)) == []  # the mark stays
@@ -102,7 +106,8 @@ def test_a_trailing_stop_ignores_prices_from_before_it_and_ioc_cancels_it() -> N
     assert broker.execute(order(side="sell", order_type="trailing_stop", trail_price=1.0)) is not None
     assert broker.on_price("AAPL", 50.0, NOW - timedelta(seconds=1)) == []  # stamped before the order
     ioc = broker.execute(order(2, side="sell", order_type="trailing_stop", trail_price=1.0, time_in_force="ioc"))
-    assert ioc is not None and ioc.status == "canceled"
+    assert ioc is not None
+    assert ioc.status == "canceled"
 
 
 def test_a_bracket_leaves_its_legs_after_the_entry_and_the_first_leg_cancels_the_other() -> None:
@@ -114,10 +119,12 @@ def test_a_bracket_leaves_its_legs_after_the_entry_and_the_first_leg_cancels_the
     assert broker.on_price("AAPL", 99.01, at(1)) == []
     events = broker.on_price("AAPL", 99.0, at(2))
     assert statuses(events) == [("co-1", "filled", 99.0), ("co-1-tp", "accepted", None), ("co-1-sl", "accepted", None)]
-    assert broker.on_price("AAPL", 95.01, at(3)) == [] and broker.on_price("AAPL", 109.99, at(4)) == []
+    assert broker.on_price("AAPL", 95.01, at(3)) == []
+    assert broker.on_price("AAPL", 109.99, at(4)) == []
     events = broker.on_price("AAPL", 110.0, at(5))
     assert statuses(events) == [("co-1-tp", "filled", 110.0), ("co-1-sl", "canceled", None)]
-    assert broker.positions["AAPL"].quantity == 0 and broker.resting == {}
+    assert broker.positions["AAPL"].quantity == 0
+    assert broker.resting == {}
 
 
 def test_a_market_bracket_entry_fills_at_once_and_its_stop_loss_can_fill_first() -> None:
@@ -155,10 +162,12 @@ def test_a_bracket_the_paper_broker_cannot_take_is_rejected_with_the_reason() ->
     broker = held()
     sell = order(side="sell", time_in_force="day", take_profit_price=90.0, stop_loss_price=110.0, order_class="bracket")
     (event,) = broker.place(sell)
-    assert event.status == "rejected" and "long only" in (event.reason or "")
+    assert event.status == "rejected"
+    assert "long only" in (event.reason or "")
     upside_down = order(2, take_profit_price=90.0, stop_loss_price=95.0, order_class="bracket")
     (event,) = broker.place(upside_down)
-    assert event.status == "rejected" and "must be above its stop-loss" in (event.reason or "")
+    assert event.status == "rejected"
+    assert "must be above its stop-loss" in (event.reason or "")
 
 
 def test_a_trailing_stop_is_replaced_with_a_new_trail() -> None:
