@@ -22,8 +22,11 @@ caused. So a tick is applied only once every order it could follow has been read
 That is the backtester's order (tradebot/backtest/engine.py applies each observation stamped no
 later than an order before it), so both fill a resting order on the same tick at the same price.
 
-Ticks are read only while an order rests in their partition; a partition with none skips ahead
-to its frontier (nothing there can concern an order not yet read).
+Ticks are read only while an order rests in their partition, or for a batch holding an order that
+may rest (then the frontier is read after the orders, and only ticks stamped no later than the
+newest order read from that partition count). Nothing resting costs nothing per batch; every
+SKIP_EVERY_S a partition with none moves up to its frontier, so a first resting order reads
+from there rather than from the start of the stream.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CHUNK = 1000  # ticks per XRANGE
+SKIP_EVERY_S = 5.0  # how often partitions with nothing resting move up to their frontier
 PRICE_POLL_MS = 100  # how long an idle reader waits while orders rest (ticks do not wake it: see _wait)
 MAX_SEQUENCE = 2**64 - 1
 
@@ -154,7 +159,7 @@ class PricedReader(PartitionReader):
         super().__init__(bus, config, member, partition, state, counters)
         self.tick_streams = tick_streams(tick_partitions)
         self.tick_partitions = tick_partitions
-        self._wanted = True  # read the frontier before the next batch
+        self._skip_at = 0.0  # monotonic time of the next frontier read while nothing rests
         self._ticks: dict[int, list[tuple[str, Tick]]] = {}
         self._frontier: dict[str, str | None] = {}
         self._caught_up: set[int] = set()
@@ -163,41 +168,50 @@ class PricedReader(PartitionReader):
         return {partition_for(order.symbol, self.tick_partitions) for order in self.state.broker.resting.values()}
 
     async def _read(self, lease: tuple[str, str], *, pending: bool) -> list[Delivery] | None:
-        self._ticks, self._caught_up = {}, set()
-        wanted = self._wanted and not pending  # the previous owner's entries: no prices among them
-        if wanted:
-            found = await asyncio.gather(*(frontier(self.bus, stream) for stream in self.tick_streams))
-            self._frontier = dict(zip(self.tick_streams, found, strict=True))
+        self._ticks, self._caught_up, self._frontier = {}, set(), {}
+        resting = self._resting_partitions()
+        # The frontier before the orders (what lets ticks after the newest order count) only while
+        # something rests, or now and then to move idle partitions up (SKIP_EVERY_S).
+        before = not pending and (bool(resting) or time.monotonic() >= self._skip_at)
+        if before:
+            self._frontier = await self._frontiers()
+            self._skip_at = time.monotonic() + SKIP_EVERY_S
         batch = await super()._read(lease, pending=pending)
-        if batch is None or not wanted:
-            self._wanted = self._wanted or bool(batch)
+        if batch is None or pending:  # the previous owner's entries come back alone: no prices among them
             return batch
         full = {s for s, n in Counter(d.stream for d in batch).items() if n >= self.config.batch_size}
+        if before:  # every order of these partitions before the frontier was read
+            # orders from outside a strategy (partition 0's stream) may be of any partition's symbol
+            self._caught_up = {p for p in range(self.tick_partitions) if not {order_stream(p), order_stream(0)} & full}
+        if not batch and not resting:
+            return batch
         newest: dict[str, datetime] = {}
         for delivery in batch:
             stamp = delivery.event.timestamp
             newest[delivery.stream] = max(newest.get(delivery.stream, stamp), stamp)
+        own = {partition_for(d.event.symbol, self.tick_partitions) for d in batch if may_rest(d.event)}
+        if not before:  # an order that may rest came: the frontier now, ticks only up to the orders read
+            if not own:
+                return batch
+            self._frontier = await self._frontiers()
+            own = {p for p in own if order_stream(p) in newest}
         last = max(newest.values(), default=None)
-        priced = self._resting_partitions() | {
-            partition_for(d.event.symbol, self.tick_partitions) for d in batch if may_rest(d.event)
-        }
-        for partition, stream in enumerate(self.tick_streams):
-            # orders from outside a strategy (partition 0's stream) may be of any partition's symbol
-            unread = {order_stream(partition), order_stream(0)} & full
-            if not unread:
-                self._caught_up.add(partition)
-            upto = self._frontier.get(stream)
-            if partition not in priced or upto is None:
+        for partition in resting | own:
+            stream, upto = self.tick_streams[partition], self._frontier.get(self.tick_streams[partition])
+            unread = {order_stream(partition), order_stream(0)} & (full if before else set(newest))
+            if upto is None:
                 continue
             ticks = await read_ticks(self.bus, stream, self.state.price_positions.get(stream, "0-0"), upto, last)
-            if unread:  # an order not read yet may be stamped as early as the last one read there
+            if unread:  # an order not read yet may be stamped as early as the newest one read there
                 bound = min(newest[s] for s in unread)
                 ticks = ticks[: next((i for i, (_, t) in enumerate(ticks) if t.timestamp > bound), len(ticks))]
             if ticks:
                 self._ticks[partition] = ticks
-
-        self._wanted = bool(batch) or bool(self._ticks) or bool(self.state.broker.resting)
         return batch
+
+    async def _frontiers(self) -> dict[str, str | None]:
+        found = await asyncio.gather(*(frontier(self.bus, stream) for stream in self.tick_streams))
+        return dict(zip(self.tick_streams, found, strict=True))
 
     def _more_than_batch(self) -> bool:
         return bool(self._ticks) or bool(self._skips())
