@@ -156,8 +156,9 @@ class TradingBook(Observable):
             "status": "new",
             "extended_hours": bool(body.get("extended_hours")),
             "legs": None,
-            "trail_percent": body.get("trail_percent"),
-            "trail_price": body.get("trail_price"),
+            # Alpaca answers numbers as strings (alpaca-py's Order refuses a float here)
+            "trail_percent": _num(float(body["trail_percent"])) if body.get("trail_percent") is not None else None,
+            "trail_price": _num(float(body["trail_price"])) if body.get("trail_price") is not None else None,
             "hwm": None,
         }
         if order["order_class"] == "oco":
