@@ -224,10 +224,13 @@ async def test_while_the_market_is_closed_only_orders_that_may_wait_are_sent(
     bus: Bus, settings: Settings, emulator: AlpacaTradingEmulator
 ) -> None:
     emulator.book.market_open = False
-    await bus.publish([(ORDERS_NEW, order(1)), (ORDERS_NEW, order(2, time_in_force="gtc"))])
+    waiting = [order(2, time_in_force="gtc"), order(3, time_in_force="opg"), order(4, time_in_force="cls")]
+    await bus.publish([(ORDERS_NEW, order(1)), *((ORDERS_NEW, o) for o in waiting)])
     async with execution(alpaca_settings(settings, emulator)):
-        await until_finished(bus, {"co-1", "co-2"})
+        await until_finished(bus, {"co-1", "co-2", "co-3", "co-4"})
     grouped = by_order(await order_events(bus))
+    sent = [emulator.book.find_by_client_id(f"co-{n}") for n in (2, 3, 4)]
+    assert [o["time_in_force"] for o in sent if o] == ["gtc", "opg", "cls"]  # the auctions' orders wait for them
     assert [e.status for e in grouped["co-1"]] == ["submitted", "rejected"]
     assert grouped["co-1"][-1].reason
     assert grouped["co-1"][-1].reason.startswith("market closed (next open")
