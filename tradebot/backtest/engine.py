@@ -245,18 +245,18 @@ class Backtest:
             if not waiting:
                 return
             if symbols[position] in waiting:
-                owners = self._owners()
+                before = dict(self.broker.resting)
                 at = times[position]
                 events = self.execution.on_price(symbols[position], prices[position], at) if self.execution else (
                     self.broker.on_price(symbols[position], prices[position], at))  # fmt: skip
                 if events:
-                    self._record(events, None, owners)
+                    self._record(events, None, self._owners(before))
                     waiting = {order.symbol for order in self.broker.resting.values()}
 
-    def _owners(self) -> dict[str, Order]:
+    def _owners(self, resting: dict[str, Order] | None = None) -> dict[str, Order]:
         """The resting order each client order id that may fill belongs to (an OCO's stop-loss leg: the pair)."""
         owners = {}
-        for client_id, order in self.broker.resting.items():
+        for client_id, order in (self.broker.resting if resting is None else resting).items():
             owners[client_id] = owners[order.stop_loss_leg_id] = order
         return owners
 

@@ -117,8 +117,6 @@ class RestingBook:
             at: OrderChange | None = None,
         ) -> OrderEvent: ...
 
-        def not_marketable(self, order: Order) -> tuple[str, str] | None: ...
-
     def rest(self, order: Order, why: str) -> OrderEvent:
         """Keep ``order`` until a later price reaches it (a triggered stop-limit rests as its limit)."""
         if order.order_type == "stop_limit" and stop_reached(order, order.reference_price):
@@ -170,16 +168,20 @@ class RestingBook:
                 continue
             if client_id not in self.resting:  # an OCO pair resolved a moment ago
                 continue
-            judged = self._judge(order, order.model_copy(update={"reference_price": price, "timestamp": at}))
+            judged = self._judge(order, price, at)
             if judged:
                 self.positions[symbol].last_price = price  # the mark moves with what traded
             events += judged
         return events
 
-    def _judge(self, order: Order, now: Order) -> list[OrderEvent]:
-        price = now.reference_price
+    def _judge(self, order: Order, price: float, at: datetime) -> list[OrderEvent]:
+        # Plain comparisons first: most prices reach nothing, and an order is copied only to fill.
         if order.order_class == "oco":
-            return self._resolve_oco(now)
+            assert order.take_profit_price is not None
+            assert order.stop_loss_price is not None
+            if order.stop_loss_price < price < order.take_profit_price:
+                return []
+            return self._resolve_oco(order.model_copy(update={"reference_price": price, "timestamp": at}))
         if order.order_type == "trailing_stop":
             kept = self.marks.get(order.id, order.reference_price)
             mark = max(kept, price) if order.side == "sell" else min(kept, price)
@@ -188,13 +190,18 @@ class RestingBook:
             if (price > stop) if order.side == "sell" else (price < stop):
                 return []
             del self.resting[order.id], self.marks[order.id]
+            now = order.model_copy(update={"reference_price": price, "timestamp": at})
             return [self._fill(now, self.positions[order.symbol])]
         if order.order_type == "stop_limit" and stop_reached(order, price):  # a limit from now on
-            limit: dict[str, object] = {"order_type": "limit", "stop_price": None}
-            self.resting[order.id], now = order.model_copy(update=limit), now.model_copy(update=limit)
-        if self.not_marketable(now) is not None:
+            order = self.resting[order.id] = order.model_copy(update={"order_type": "limit", "stop_price": None})
+        elif order.stop_price is not None and not stop_reached(order, price):
+            return []
+        if order.limit_price is not None and (
+            price > order.limit_price if order.side == "buy" else price < order.limit_price
+        ):
             return []
         del self.resting[order.id]
+        now = order.model_copy(update={"reference_price": price, "timestamp": at})
         return self.filled_with_legs(now, self._fill(now, self.positions[order.symbol]))
 
     def rest_oco(self, order: Order, position: Position) -> OrderEvent:
@@ -207,12 +214,9 @@ class RestingBook:
         return self.rest(order, why)
 
     def _resolve_oco(self, now: Order) -> list[OrderEvent]:
-        """The leg ``now.reference_price`` reaches fills and the other is canceled; [] if neither."""
+        """The leg ``now.reference_price`` reached fills and the other is canceled."""
         assert now.take_profit_price is not None
-        assert now.stop_loss_price is not None
         price = now.reference_price
-        if now.stop_loss_price < price < now.take_profit_price:
-            return []
         del self.resting[now.id]
         position = self.positions[now.symbol]
         leg = now.model_copy(update={"id": now.stop_loss_leg_id, "order_type": "market", "limit_price": None})
