@@ -228,6 +228,9 @@ class PricedReader(PartitionReader):
         return moves
 
     def _apply(self, batch: list[Delivery]) -> tuple[list[tuple[str, Any]], list[tuple[Delivery, str]]]:
+        if not batch and not self._ticks:  # only positions move up (nothing to decide: no apply)
+            self.state.read_prices(self._skips())
+            return [], []
         ticks = {partition: [tick for _, tick in rows] for partition, rows in self._ticks.items()}
         try:
             outputs = self.state.apply(list(merged(in_time(batch), ticks)))
