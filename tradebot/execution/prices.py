@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -50,7 +49,6 @@ from tradebot.common.streams import STRATEGY_ROLE, order_stream, partition_for, 
 if TYPE_CHECKING:
     from tradebot.execution.service import BrokerPartition
 
-log = logging.getLogger(__name__)
 CHUNK = 1000  # ticks per XRANGE
 SKIP_EVERY_S = 5.0  # how often partitions with nothing resting move up to their frontier
 PRICE_POLL_MS = 100  # how long an idle reader waits while orders rest (ticks do not wake it: see _wait)
