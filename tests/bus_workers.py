@@ -3,7 +3,8 @@
 ``group``: a stateless consumer that records each handled entry id (its effect) and each id it
 acked; with HOLD_AFTER=n it stops mid-batch after n effects and waits to be killed.
 ``partitioned``: a stateful role whose state checks that every symbol's sequence numbers arrive
-in order, none skipped, none twice; it republishes each applied tick to ``test.applied:{p}``.
+in order, none skipped, none twice; it republishes each applied tick to ``test.applied:{p}``
+(``partitioned URL N positioned``: reading with XREAD from its group's position, as the strategy does).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ async def run_group(redis_url: str, streams: list[str]) -> None:
     await consumer.run(handle, stop=asyncio.Event())
 
 
-async def run_partitioned(redis_url: str, partitions: int) -> None:
+async def run_partitioned(redis_url: str, partitions: int, positioned: bool = False) -> None:
     bus = Bus(connect_to(redis_url), max_deliveries=3)
     config = PartitionSettings(
         role=ROLE,
@@ -99,6 +100,7 @@ async def run_partitioned(redis_url: str, partitions: int) -> None:
         batch_size=20,
         block_ms=100,
         lease_ttl_ms=1500,
+        positioned=positioned,
     )
     worker = PartitionedWorker(bus, config, consumer_name(), SequenceState, Counter())
     stop = asyncio.Event()
@@ -111,4 +113,4 @@ if __name__ == "__main__":
     if mode == "group":
         asyncio.run(run_group(url, sys.argv[3].split(",")))
     else:
-        asyncio.run(run_partitioned(url, int(sys.argv[3])))
+        asyncio.run(run_partitioned(url, int(sys.argv[3]), positioned=sys.argv[4:] == ["positioned"]))

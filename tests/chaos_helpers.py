@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.helpers import free_port, wait_until
 from tests.up_process import UpProcess, descendants, still_running
-from tradebot.common.bus import Bus
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.embedded import EmbeddedPostgres, EmbeddedRedis
 from tradebot.roles import ROLES
 
@@ -185,7 +184,7 @@ async def through_outages(operation: Callable[[], Awaitable[T]], timeout_s: floa
     while True:
         try:
             return await operation()
-        except (RedisConnectionError, ConnectionError, OSError):
+        except RECOVERABLE_REDIS_ERRORS:  # a cluster in failover answers CLUSTERDOWN / TRYAGAIN too
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)

@@ -1,6 +1,13 @@
 """Measure the bus stages on one Redis 7 and on a local 3-master Redis Cluster, in the same run:
 
     .venv/bin/python -m tests.measure_cluster [--ticks 40000]
+    .venv/bin/python -m tests.measure_cluster --e2e [--ticks 30000] [--rate 50000]
+
+With ``--e2e``: `tradebot bench e2e`'s own measurement (tradebot/bench/e2e.py: every worker a
+process, ticks stored/s in the embedded PostgreSQL) on one Redis 7 (database 15,
+as the bench uses) and on the cluster (database 0, the only one a cluster has), one after the
+other with the same embedded PostgreSQL, in the same run; then the cluster again with
+REDIS_MIN_REPLICAS=1 (every commit waits for its replica: what that costs).
 
 For each: publish seeded mock ticks over TICK_PARTITIONS=8 (pipelined XADD), run the strategy role
 in burst mode (one process: read, apply, commit per partition), then the execution role in burst
@@ -20,9 +27,13 @@ from pathlib import Path
 
 from tests.redis_cluster import CLUSTER_MARK, LocalCluster, connect_to
 from tests.redis_versions import redis7_binary
+from tradebot.bench.e2e import FeedRun, measure_throughput
+from tradebot.bench.processes import worker_pool
+from tradebot.bench.target import BENCH_DATABASE, BENCH_REDIS_DB, BenchTarget, redis_database
 from tradebot.common import embedded
 from tradebot.common.bus import Bus
-from tradebot.common.config import ReadySettings
+from tradebot.common.config import ReadySettings, Settings
+from tradebot.common.db import with_database
 from tradebot.common.embedded import EmbeddedRedis, free_port
 from tradebot.common.streams import order_streams, tick_stream_for
 from tradebot.execution import service as execution_service
@@ -70,12 +81,51 @@ async def measure(url: str, ticks: int, data_dir: Path) -> dict[str, float]:
     }
 
 
+def measure_e2e(ticks: int, rate: float, folder: Path) -> None:
+    """``tradebot bench e2e`` (one run each, no scaling) on one Redis 7 and on the cluster."""
+    cluster = LocalCluster(folder / "cluster")
+    with embedded.embedded_servers(folder / "single", free_port(), free_port()) as (redis_url, database_url):
+        try:
+            cluster.start()
+            base = Settings(_env_file=None, redis_url=redis_url, database_url=database_url, data_dir=folder)
+            cluster_url = cluster.url.removesuffix(CLUSTER_MARK)
+            targets = {
+                "one Redis 7": BenchTarget(
+                    base, redis_database(redis_url, BENCH_REDIS_DB), with_database(database_url, BENCH_DATABASE)
+                ),
+                "Redis Cluster, 3 masters + 3 replicas": BenchTarget(
+                    base.model_copy(update={"redis_url": cluster_url, "redis_cluster": True}),
+                    cluster_url,
+                    with_database(database_url, BENCH_DATABASE),
+                ),
+                "Redis Cluster, REDIS_MIN_REPLICAS=1": BenchTarget(
+                    base.model_copy(update={"redis_url": cluster_url, "redis_cluster": True, "redis_min_replicas": 1}),
+                    cluster_url,
+                    with_database(database_url, BENCH_DATABASE),
+                ),
+            }
+            with worker_pool(folder / "logs") as workers:
+                for name, target in targets.items():
+                    figures = asyncio.run(measure_throughput(target, workers, FeedRun(rate, ticks)))
+                    shown = ", ".join(f"{figure.name} {figure.value:,.0f}" for figure in figures if figure.value)
+                    print(f"{name}: {shown}", flush=True)
+        finally:
+            cluster.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ticks", type=int, default=40_000)
-    ticks = parser.parse_args().ticks
+    parser.add_argument("--ticks", type=int, default=None)
+    parser.add_argument("--e2e", action="store_true", help="tradebot bench e2e's measurement on both")
+    parser.add_argument("--rate", type=float, default=50_000, help="ticks/s the mock feed offers (--e2e)")
+    options = parser.parse_args()
     binary = redis7_binary()
     embedded._redis_binary = lambda: binary  # Redis 7 for both (as tests.redis_versions.use_redis does)
+    if options.e2e:
+        with tempfile.TemporaryDirectory(prefix="tradebot-measure-cluster-") as folder:
+            measure_e2e(options.ticks or 30_000, options.rate, Path(folder))
+        return
+    ticks = options.ticks or 40_000
     with tempfile.TemporaryDirectory(prefix="tradebot-measure-cluster-") as folder:
         single = EmbeddedRedis(Path(folder) / "single", free_port())
         cluster = LocalCluster(Path(folder) / "cluster")

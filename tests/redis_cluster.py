@@ -30,8 +30,10 @@ class ClusterNode:
     bus_port: int  # the cluster bus (by default port + 10000, which a free high port may not allow)
     folder: Path
     process: subprocess.Popen[bytes] | None = None
+    binary: str = ""
 
     def start(self, binary: str) -> None:
+        self.binary = binary
         self.folder.mkdir(parents=True, exist_ok=True)
         options = {
             "port": self.port,
@@ -59,6 +61,19 @@ class ClusterNode:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def restart(self) -> None:
+        """Start a killed node again on its data and cluster config (it rejoins as a replica)."""
+        self.start(self.binary)
+
+    def pause(self) -> None:
+        """SIGSTOP: the node answers nobody (a hung host) until :meth:`resume`."""
+        if self.process:
+            os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process:
+            os.killpg(self.process.pid, signal.SIGCONT)
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=5)
@@ -112,6 +127,14 @@ class LocalCluster:
             if int(start) <= slot <= int(end):
                 return next(node for node in self.nodes if node.port == int(primary[1]))
         raise LookupError(f"no master serves {key}")
+
+    def replica_of(self, master: ClusterNode) -> ClusterNode:
+        """A live replica of ``master``."""
+        for node in self.live():
+            info = node.client().info("replication")
+            if info["role"] == "slave" and int(info["master_port"]) == master.port:
+                return node
+        raise LookupError(f"no replica of {master.port}")
 
     def live(self) -> list[ClusterNode]:
         return [node for node in self.nodes if node.process and node.process.poll() is None]

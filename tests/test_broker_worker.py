@@ -295,7 +295,7 @@ async def test_something_other_than_an_order_is_dead_lettered_and_trading_goes_o
     async with execution(alpaca_settings(settings, emulator)):
         await until_finished(bus, {"co-1"})
     (dead,) = await bus.redis.xrange(dead_letter_stream(ORDERS_NEW))
-    assert dead[1]["reason"] == f"expected an Order or OrderChange on {ORDERS_NEW}, got a Signal"
+    assert dead[1]["reason"] == f"expected an Order, OrderChange or flatten on {ORDERS_NEW}, got a Signal"
 
 
 async def test_a_halt_stops_every_new_order_before_the_broker_sees_it(

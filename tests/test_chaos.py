@@ -25,6 +25,7 @@ import random
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from tests.chaos_helpers import (
     through_outages,
 )
 from tests.helpers import stream_lengths, wait_until
+from tests.redis_cluster import CLUSTER_MARK, LocalCluster, connect_to
 from tests.redis_versions import use_redis
 from tests.up_process import UpProcess
 from tradebot.common.bus import Bus, connect, decode
@@ -147,6 +149,8 @@ def supervised_pipeline(settings: Settings, folder: Path) -> UpSupervision:
         "claim_idle_ms",
         "heartbeat_ttl_s",
         "grace_period_s",
+        "redis_cluster",
+        "redis_min_replicas",
     )
     overrides = {name.upper(): str(getattr(settings, name)) for name in names}
     overrides |= {"SYMBOLS": ",".join(SYMBOLS), "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
@@ -154,7 +158,20 @@ def supervised_pipeline(settings: Settings, folder: Path) -> UpSupervision:
     return UpSupervision(up, SCALE, random.Random(SEED))
 
 
-async def run_faults(servers: ChaosServers, supervision: UpSupervision, bus: Bus) -> dict[str, set[str]]:
+def server_actions(servers: ChaosServers) -> dict[str, Callable[[], None]]:
+    """What each server fault of the schedule does to one Redis and the PostgreSQL."""
+    return {
+        "redis_rewrite": servers.rewrite_aof,
+        "redis_restart": servers.restart_redis,
+        "redis_kill": servers.kill_redis,
+        "postgres_stop": servers.postgres.stop,
+        "postgres_start": servers.postgres.start,
+    }
+
+
+async def run_faults(
+    actions: Mapping[str, Callable[[], None]], supervision: UpSupervision, bus: Bus
+) -> dict[str, set[str]]:
     """Play the fault schedule from the feed's first tick; returns the injected bad entry ids per tick stream.
 
     On a busy machine `tradebot up` takes many seconds to start its workers: a clock started
@@ -174,14 +191,7 @@ async def run_faults(servers: ChaosServers, supervision: UpSupervision, bus: Bus
         elif fault.kind == "supervisor_kill":
             await supervision.kill_supervisor()
         else:
-            action = {
-                "redis_rewrite": servers.rewrite_aof,
-                "redis_restart": servers.restart_redis,
-                "redis_kill": servers.kill_redis,
-                "postgres_stop": servers.postgres.stop,
-                "postgres_start": servers.postgres.start,
-            }[fault.kind]
-            await asyncio.to_thread(action)
+            await asyncio.to_thread(actions[fault.kind])
         log.warning("chaos: %s at %.0f s", fault.kind, time.monotonic() - began)
     return injected
 
@@ -256,57 +266,95 @@ async def test_every_effect_happens_exactly_once_through_kills_and_server_restar
     tmp_path: Path, redis_version: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_redis(redis_version, monkeypatch)  # once on Redis 6.2, once on Redis 7
-    started = time.monotonic()
     # Outside pytest's folder: another pytest run closes that to other users, PostgreSQL's among them.
     with tempfile.TemporaryDirectory(prefix="tradebot-chaos-") as folder, chaos_servers(Path(folder)) as servers:
         settings = chaos_settings(servers, tmp_path)
-        await asyncio.to_thread(migrate, settings.database_url or "")
-        bus = Bus(connect(settings.redis_url or ""))
-        for stream in storage_streams(PARTITIONS):  # the checks read every stream afterwards: a group
-            await bus.ensure_group(stream, KEEPER_GROUP)  # that never reads holds back retention
-        db = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=2)  # no reconnect noise
-        for stream in [
-            *tick_streams(PARTITIONS),
-            *signal_streams(PARTITIONS),
-            *order_streams(PARTITIONS),
-            ORDER_EVENTS,
-        ]:
-            await bus.ensure_group(stream, KEEPER_GROUP)  # retention then keeps every entry for the checks
-        supervision = supervised_pipeline(settings, tmp_path)
-        supervision.start()
+        await chaos_run(settings, Bus(connect(settings.redis_url or "")), server_actions(servers), tmp_path)
+
+
+@pytest.mark.timeout(600)
+async def test_on_a_redis_cluster_every_effect_happens_exactly_once_through_kills_and_a_failover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same run and checks on a local Redis Cluster (3 masters, 3 replicas) with
+    REDIS_MIN_REPLICAS=1: the Redis faults become one master killed with -9 (its replica is promoted,
+    and the killed node is started again: it rejoins as the new master's replica)."""
+    use_redis("7", monkeypatch)
+    with tempfile.TemporaryDirectory(prefix="tradebot-chaos-") as folder, chaos_servers(Path(folder)) as servers:
+        cluster = LocalCluster(Path(folder) / "cluster")
         try:
-            injected = await run_faults(servers, supervision, bus)
-            try:
-                await wait_until(
-                    lambda: everything_done(bus, db), timeout=DRAIN_TIMEOUT_S, what="the pipeline to drain"
-                )
-            except AssertionError as error:
-                state = await through_outages(lambda: group_state(bus, settings))
-                raise AssertionError(f"{error} (last: {NOT_YET[0]})\n{state}\n{supervision.logs()[-3000:]}") from None
+            cluster.start()
+            update = {
+                "redis_url": cluster.url.removesuffix(CLUSTER_MARK),
+                "redis_cluster": True,
+                "redis_min_replicas": 1,
+            }
+            settings = chaos_settings(servers, tmp_path).model_copy(update=update)
+
+            def fail_over() -> None:
+                victim = cluster.master_of(tick_stream(0))
+                victim.kill()
+                LocalCluster._wait(lambda: cluster.master_of(tick_stream(0)) is not victim, "a replica promoted")
+                victim.restart()
+                LocalCluster._wait(cluster.ready, "the killed node back as a replica in sync")
+
+            actions = {**server_actions(servers), "redis_rewrite": _nothing, "redis_restart": _nothing}
+            await chaos_run(settings, Bus(connect_to(cluster.url)), {**actions, "redis_kill": fail_over}, tmp_path)
         finally:
-            supervision.stop()
+            cluster.stop()
+
+
+def _nothing() -> None:
+    """A fault of one Redis without a counterpart on the cluster run (its AOF rewrite, its restart)."""
+
+
+async def chaos_run(settings: Settings, bus: Bus, actions: Mapping[str, Callable[[], None]], tmp_path: Path) -> None:
+    """The supervised pipeline through the fault schedule, drained, then every check."""
+    started = time.monotonic()
+    await asyncio.to_thread(migrate, settings.database_url or "")
+    for stream in storage_streams(PARTITIONS):  # the checks read every stream afterwards: a group
+        await bus.ensure_group(stream, KEEPER_GROUP)  # that never reads holds back retention
+    db = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=2)  # no reconnect noise
+    for stream in [
+        *tick_streams(PARTITIONS),
+        *signal_streams(PARTITIONS),
+        *order_streams(PARTITIONS),
+        ORDER_EVENTS,
+    ]:
+        await bus.ensure_group(stream, KEEPER_GROUP)  # retention then keeps every entry for the checks
+    supervision = supervised_pipeline(settings, tmp_path)
+    supervision.start()
+    try:
+        injected = await run_faults(actions, supervision, bus)
+        try:
+            await wait_until(lambda: everything_done(bus, db), timeout=DRAIN_TIMEOUT_S, what="the pipeline to drain")
+        except AssertionError as error:
+            state = await through_outages(lambda: group_state(bus, settings))
+            raise AssertionError(f"{error} (last: {NOT_YET[0]})\n{state}\n{supervision.logs()[-3000:]}") from None
+    finally:
+        supervision.stop()
+    log.warning(
+        "chaos run: kills %s, supervisor kills %d, %.0f s",
+        dict(supervision.kills),
+        supervision.supervisor_kills,
+        time.monotonic() - started,
+    )
+    assert sum(supervision.kills.values()) == KILLS
+    assert supervision.supervisor_kills == 1
+    try:
+        await assert_ticks_stored_exactly_once(bus, db, injected)
+        await assert_one_order_per_signal(bus, db)
+        await assert_no_order_filled_twice(bus, db, settings)
+        await assert_account_equals_the_stored_fills(bus, db)
+        await assert_dead_letters_are_the_injected_entries(bus, injected)
+        assert_outages_never_counted_against_good_entries(supervision)
         log.warning(
-            "chaos run: kills %s, supervisor kills %d, %.0f s",
-            dict(supervision.kills),
-            supervision.supervisor_kills,
-            time.monotonic() - started,
+            "chaos run verified: %s",
+            {table: await _count(db, table) for table in ("ticks", "signals", "orders", "fills")},
         )
-        assert sum(supervision.kills.values()) == KILLS
-        assert supervision.supervisor_kills == 1
-        try:
-            await assert_ticks_stored_exactly_once(bus, db, injected)
-            await assert_one_order_per_signal(bus, db)
-            await assert_no_order_filled_twice(bus, db, settings)
-            await assert_account_equals_the_stored_fills(bus, db)
-            await assert_dead_letters_are_the_injected_entries(bus, injected)
-            assert_outages_never_counted_against_good_entries(supervision)
-            log.warning(
-                "chaos run verified: %s",
-                {table: await _count(db, table) for table in ("ticks", "signals", "orders", "fills")},
-            )
-        finally:
-            await db.close()
-            await bus.close()
+    finally:
+        await db.close()
+        await bus.close()
 
 
 @cache

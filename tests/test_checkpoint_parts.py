@@ -25,6 +25,7 @@ from tradebot.common.streams import (
 from tradebot.execution import service as execution
 from tradebot.execution.account import read_account
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
+from tradebot.strategy import parts as strategy_parts
 from tradebot.strategy import service
 from tradebot.strategy.book import StrategyBook, StrategySpec
 from tradebot.strategy.moving_average import MovingAverageCrossover
@@ -99,11 +100,40 @@ def test_a_symbol_part_keeps_its_recent_tick_ids_compactly_and_exactly() -> None
     odd = [Tick.create("MSFT", 10.0, 1, START, source="alpaca", trade_id=trade) for trade in (7, 3, 9)]
     partition.apply(consecutive + odd)
     parts = partition.parts()
-    packed = json.loads(parts[part_of("AAPL", parts)])["recent_tick_ids"]
+    packed = strategy_parts.decode_part(parts[part_of("AAPL", parts)])["recent_tick_ids"]
     assert packed == {"prefix": "mock:AAPL:", "first": 30, "count": 50}  # fifty ids as a range, not fifty strings
     restored = service.StrategyPartition(crossover_book, 10.0)
     restored.restore_parts(parts)
     assert json.loads(restored.checkpoint()) == json.loads(partition.checkpoint())  # the same state
+
+
+def test_a_symbol_part_is_written_compactly_and_reads_back_exactly() -> None:
+    """Abbreviated keys, whole-number windows as differences over their common divisor; old plain
+    parts and states whose keys look like abbreviations read back exactly too."""
+    partition = service.StrategyPartition(crossover_book, 10.0)
+    partition.apply(MockFeed(["AAPL"], 1, clock=stepping_clock(START)).take(80))
+    parts = partition.parts()
+    part = parts[part_of("AAPL", parts)]
+    plain = json.dumps(strategy_parts.decode_part(part), separators=(",", ":"))
+    assert part.startswith("~")
+    assert len(part) < 0.7 * len(plain)
+    old = {**parts, part_of("AAPL", parts): plain}  # a part as the release before wrote it
+    for saved in (parts, old):
+        restored = service.StrategyPartition(crossover_book, 10.0)
+        restored.restore_parts(saved)
+        assert restored.checkpoint() == partition.checkpoint()
+    for memory in ([1, 2, 3], [0, 0, 0], [-5, 10, -15, 20], [True, False, True], [1.0, 2.5, 3.0], [7, 7]):
+        state = {"memory": {"window": memory}, "bar": None}
+        again = strategy_parts.decode_part(
+            strategy_parts.split({"strategies": {"s": {"symbols": {"A": state}}}}, None)[0]["A@s"]
+        )
+        assert again == state
+        assert [type(x) for x in again["memory"]["window"]] == [type(x) for x in memory]
+    odd = {"~d": [1, 2, 3], "memory": {}}
+    assert (
+        strategy_parts.decode_part(strategy_parts.split({"strategies": {"s": {"symbols": {"A": odd}}}}, None)[0]["A@s"])
+        == odd
+    )
 
 
 # ----- the execution account ------------------------------------------------------------------------

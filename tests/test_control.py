@@ -150,6 +150,24 @@ async def test_flatten_closes_every_position_and_stays_reducing(bus: Bus, settin
     assert (await read_record(bus.redis))[0].state is TradingState.REDUCING
 
 
+async def test_flatten_cancels_the_paper_brokers_resting_orders_first(bus: Bus, settings: Settings) -> None:
+    held = order("buy")
+    resting = order("buy", "MSFT").model_copy(
+        update={"id": "co-resting", "order_type": "limit", "limit_price": 90.0, "time_in_force": "gtc"}
+    )
+    assert [e.status for e in await execute(bus, settings, held, resting)] == ["filled", "accepted"]
+    flatten = await control.apply_action(bus, "flatten", actor="test", reason="end of test")
+    events = await execute(bus, settings, flatten, flatten)  # and a redelivered copy
+    assert [(e.client_order_id, e.status) for e in events if e.symbol == "MSFT"] == [
+        ("co-resting", "cancel_requested"),
+        ("co-resting", "canceled"),
+    ]
+    assert [(e.symbol, e.side, e.status) for e in events if e.symbol == "AAPL"] == [("AAPL", "sell", "filled")]
+    account = await read_account(bus.redis)
+    assert account is not None
+    assert all(p["quantity"] == 0 for p in account["positions"].values())
+
+
 async def test_a_repeated_flatten_or_order_is_decided_once(bus: Bus, settings: Settings) -> None:
     buy = order("buy")
     await execute(bus, settings, buy)

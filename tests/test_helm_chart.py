@@ -255,8 +255,9 @@ def test_cluster_redis_and_read_replica_reach_the_settings(render: Callable[...,
     (config,) = of_kind(manifests, "ConfigMap")
     (secret,) = of_kind(manifests, "Secret")
     assert config["data"]["REDIS_CLUSTER"] == "true"
+    assert config["data"]["REDIS_MIN_REPLICAS"] == "1"
     assert secret["stringData"]["DATABASE_READ_URL"].startswith("postgresql://")
-    assert "REDIS_CLUSTER" not in of_kind(render(*DEFAULT_INSTALL), "ConfigMap")[0]["data"]
+    assert not {"REDIS_CLUSTER", "REDIS_MIN_REPLICAS"} & set(of_kind(render(*DEFAULT_INSTALL), "ConfigMap")[0]["data"])
     # REDIS_CLUSTER belongs to issue 15's cluster slice; every other name is a setting of Settings.
     names = (set(config["data"]) | set(secret["stringData"])) - {"REDIS_CLUSTER"}
     assert names <= {field.upper() for field in Settings.model_fields}

@@ -1,4 +1,5 @@
-"""The live publisher publishes each batch exactly once, also when a commit is retried."""
+"""The live publisher publishes each batch exactly once, also when a commit is retried (on Redis 6.2,
+Redis 7 and a Redis Cluster, where a batch is committed slot by slot)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,58 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from redis.crc import key_slot
 
 from tests.helpers import wait_until
 from tradebot.common.bus import Bus, Commit, connect, decode
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.models import Tick
 from tradebot.common.streams import GAPS, gap_key, tick_stream
-from tradebot.market_data.live_publisher import LivePublisher
+from tradebot.market_data.gap_repair import repair_key, watermark_key
+from tradebot.market_data.live_publisher import LivePublisher, slot_commits
 
 NOW = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
 
+@pytest.fixture
+def redis_version(redis_target: str) -> str:
+    return redis_target
+
+
+@pytest.fixture
+def redis_url(versioned_redis_url: str) -> str:
+    return versioned_redis_url
+
+
 async def test_a_batch_retried_after_a_lost_reply_is_published_once(bus: Bus) -> None:
     publisher = LivePublisher(bus, source="test", partitions=1, counters=Counter())
-    batch = Commit(publish=[("test.out", Tick.create("AAPL", 1.0, 1, NOW, source="test", trade_id=1))])
-    assert await publisher._commit_once(batch)
-    publisher._last_sequence = ""  # the reply was lost: the publisher does not know the batch landed
-    assert await publisher._commit_once(batch)
-    assert await bus.redis.xlen("test.out") == 1
+    ticks = [Tick.create(symbol, 1.0, 1, NOW, source="test", trade_id=1) for symbol in ("AAPL", "MSFT")]
+    batch = Commit(
+        publish=[(tick_stream(0), ticks[0]), (tick_stream(1), ticks[1])],
+        state={watermark_key("test", "AAPL"): NOW.isoformat(), watermark_key("test", "MSFT"): NOW.isoformat()},
+    )
+    assert await publisher._commit_once(batch, set())
+    # The replies were lost: the publisher does not know the batch (or, on a cluster, its parts) landed.
+    publisher._sequences = dict.fromkeys(publisher._sequences, "")
+    assert await publisher._commit_once(batch, set())
+    assert [await bus.redis.xlen(tick_stream(p)) for p in (0, 1)] == [1, 1]
+
+
+def test_on_a_cluster_a_batch_goes_slot_by_slot_events_before_markers_before_watermarks() -> None:
+    tick = Tick.create("AAPL", 1.0, 1, NOW, source="test", trade_id=1)
+    mark, marker = watermark_key("test", "AAPL"), repair_key("test", "AAPL")
+    parts = slot_commits(
+        Commit(publish=[(tick_stream(0), tick), (tick_stream(1), tick)], state={mark: "m", marker: "r"})
+    )
+    assert [(part.publish, part.state) for part in parts] == [
+        ([(tick_stream(0), tick)], {}),
+        ([(tick_stream(1), tick)], {}),
+        ([], {marker: "r"}),
+        ([], {mark: "m"}),
+    ]
+    for part in parts:  # each part is one slot: a cluster takes it as one script
+        keys = [stream for stream, _ in part.publish] + list(part.state)
+        assert len({key_slot(key.encode()) for key in keys}) == 1
 
 
 async def test_two_publishers_of_one_source_both_get_their_batches_out(bus: Bus) -> None:
@@ -34,8 +69,8 @@ async def test_two_publishers_of_one_source_both_get_their_batches_out(bus: Bus)
     second = LivePublisher(bus, source="test", partitions=1, counters=Counter())
     for i, publisher in enumerate((first, second, first)):
         tick = Tick.create("AAPL", 1.0, 1, NOW, source="test", trade_id=i)
-        assert await publisher._commit_once(Commit(publish=[("test.out", tick)]))
-    assert await bus.redis.xlen("test.out") == 3
+        assert await publisher._commit_once(Commit(publish=[(tick_stream(0), tick)]), set())
+    assert await bus.redis.xlen(tick_stream(0)) == 3
 
 
 @pytest.fixture

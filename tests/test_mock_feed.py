@@ -225,3 +225,35 @@ async def test_a_feed_that_died_between_partition_commits_resumes_without_gaps_o
     expected = feed().take(300)
     for partition, ticks in (await published_ticks(bus, 2)).items():
         assert essence(ticks) == essence([t for t in expected if partition_for(t.symbol, 2) == partition])
+
+
+async def test_a_feed_resumes_from_a_feed_wide_cursor_many_batches_behind_its_partitions(
+    bus: Bus, settings: Settings
+) -> None:
+    """The feed-wide cursor is written only now and then; the partitions' cursors say how far each got.
+
+    A restart from a feed-wide cursor several batches behind regenerates what came after it and
+    publishes, per partition, only what that partition's cursor does not cover. A partition's
+    cursor holds its count only, not the feed's whole position (that was ~P times the feed's
+    cursor bytes in the append-only file, one copy per partition and batch).
+    """
+    from tradebot.common.streams import partition_cursor_key
+
+    settings = settings.model_copy(
+        update={"symbols": SYMBOLS, "mock_seed": 7, "tick_partitions": 2, "bus_batch_size": 10, "mock_max_ticks": 200}
+    )
+    first_batch = feed()
+    first_batch.take(10)
+    await run_feed(bus, settings, stop=asyncio.Event(), counters=Counter(), pace=False)
+    for partition in range(2):
+        assert json.loads(await bus.redis.get(partition_cursor_key(CURSOR_NAME, partition))) == {"produced": 200}
+    # As if the run had died long before its next feed-wide cursor: that cursor is 19 batches behind.
+    await bus.redis.set(producer_cursor_key(CURSOR_NAME), json.dumps(first_batch.cursor()))
+    settings = settings.model_copy(update={"mock_max_ticks": 400})
+    counters: Counter[str] = Counter()
+    await run_feed(bus, settings, stop=asyncio.Event(), counters=counters, pace=False)
+    assert counters["published"] == 200
+    assert json.loads(await bus.redis.get(producer_cursor_key(CURSOR_NAME)))["produced"] == 400
+    expected = feed().take(400)
+    for partition, ticks in (await published_ticks(bus, 2)).items():
+        assert essence(ticks) == essence([t for t in expected if partition_for(t.symbol, 2) == partition])

@@ -10,6 +10,7 @@ import functools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from tradebot.broker.checkpoint import read_account_snapshot
 from tradebot.common.bus import Bus, Delivery, entry_order
@@ -116,10 +117,10 @@ class DiesBeforeItsCommit(PricedReader):
     """A reader that read prices and computed their fills, and lost the account before its commit
     landed (as a process killed -9 there: nothing of that turn is written)."""
 
-    async def _commit(self, batch: list[Delivery]) -> bool:
+    async def _commit(self, batch: list[Delivery], **fields: Any) -> bool:
         if self._ticks:
             await self.bus.redis.set(lease_key(EXECUTION_ROLE, 0), "a-newer-owner")
-        return await super()._commit(batch)
+        return await super()._commit(batch, **fields)
 
 
 def reader(bus: Bus, config: Settings, member: str, kind: type[PricedReader] = PricedReader) -> PricedReader:

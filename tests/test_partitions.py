@@ -70,39 +70,46 @@ async def applied_count(bus: Bus) -> int:
     return sum([await bus.redis.xlen(applied_stream(partition)) for partition in range(PARTITIONS)])
 
 
-def start_worker(redis_url: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.bus_workers", "partitioned", redis_url, str(PARTITIONS)])
+def start_worker(redis_url: str, positioned: bool) -> subprocess.Popen:
+    mode = ["positioned"] if positioned else []
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.bus_workers", "partitioned", redis_url, str(PARTITIONS), *mode]
+    )
 
 
-async def run_single_consumer(bus: Bus) -> dict[str, list[int]]:
+async def run_single_consumer(bus: Bus, positioned: bool = False) -> dict[str, list[int]]:
     config = PartitionSettings(
         role=ROLE,
         partitions=PARTITIONS,
         streams_for=lambda partition: [tick_stream(partition)],
         block_ms=50,
         lease_ttl_ms=1500,
+        positioned=positioned,
     )
     worker = PartitionedWorker(bus, config, "solo", SequenceState, Counter())
     await worker.run(stop=asyncio.Event(), burst=True)
     return await applied_sequences(bus)
 
 
+@pytest.mark.parametrize("positioned", [False, True], ids=["pending-entries", "positioned"])
 async def test_joining_leaving_and_killed_workers_apply_each_symbol_in_order_exactly_once(
-    bus: Bus, redis_url: str
+    bus: Bus, redis_url: str, positioned: bool
 ) -> None:
+    """Both ways a partition is read: XREADGROUP with acks (execution) and XREAD from the group's
+    position moved by the commit (strategy)."""
     await publish_sequence(bus, 0, 100)
-    reference = await run_single_consumer(bus)
+    reference = await run_single_consumer(bus, positioned)
     assert reference == {symbol: list(range(100)) for symbol in SYMBOLS}
     await bus.redis.flushdb()
 
     workers: list[subprocess.Popen] = []
     try:
         await publish_sequence(bus, 0, 25)
-        workers.append(start_worker(redis_url))
+        workers.append(start_worker(redis_url, positioned))
         await wait_until(lambda: _applied_at_least(bus, 25 * len(SYMBOLS)), what="one worker")
-        workers.append(start_worker(redis_url))
+        workers.append(start_worker(redis_url, positioned))
         await publish_sequence(bus, 25, 50)
-        workers.append(start_worker(redis_url))
+        workers.append(start_worker(redis_url, positioned))
         await wait_until(lambda: _members(bus, 3), what="three members")
         await publish_sequence(bus, 50, 75)
         workers[0].send_signal(signal.SIGKILL)  # dies holding leases and maybe an uncommitted batch
@@ -120,6 +127,7 @@ async def test_joining_leaving_and_killed_workers_apply_each_symbol_in_order_exa
         assert await bus.redis.xlen("dlq." + tick_stream(partition)) == 0
     used = {partition_for(symbol, PARTITIONS) for symbol in SYMBOLS}
     assert all([await bus.redis.get(checkpoint_key(ROLE, p)) for p in used])
+    assert await bus.backlog([tick_stream(p) for p in range(PARTITIONS)], ROLE) == 0  # retention sees the group
 
 
 async def _applied_at_least(bus: Bus, count: int) -> bool:
@@ -251,3 +259,53 @@ async def test_a_worker_that_lost_its_lease_cannot_dead_letter_an_entry(bus: Bus
     assert await bus.dead_letter(*args, lease=(lease_key(ROLE, 0), "new-owner"))
     assert await bus.redis.xlen(dead_letter_stream(stream)) == 1
     assert (await bus.health(stream, ROLE)).pending == 0
+
+
+async def test_a_positioned_reader_keeps_nothing_pending_and_dead_letters_with_its_commit(bus: Bus) -> None:
+    """The strategy's way: XREAD from the group's position, the commit moves the group (no pending
+    entries, so no XCLAIM per entry in the AOF); a malformed entry's dead-letter record is part of
+    the commit, so a restart neither repeats it nor loses the entries around it."""
+    from tradebot.common.streams import dead_letter_stream
+
+    await publish_sequence(bus, 0, 5)
+    bad = tick_stream_for(SYMBOLS[0], PARTITIONS)
+    await bus.publish_raw(bad, {"v": "999", "type": "Tick", "data": "{}"})
+    await publish_sequence(bus, 5, 10)
+    assert await run_single_consumer(bus, positioned=True) == {symbol: list(range(10)) for symbol in SYMBOLS}
+    assert await run_single_consumer(bus, positioned=True) == {symbol: list(range(10)) for symbol in SYMBOLS}
+    [record] = await bus.dead_letters(dead_letter_stream(bad))
+    assert (record.group, record.reason) == (ROLE, "unsupported schema version '999'")
+    streams = [tick_stream(p) for p in range(PARTITIONS)]
+    for stream in streams:
+        newest = await bus.tails([stream])
+        assert await bus.last_delivered_id(stream, ROLE) == newest[stream]
+        assert (await bus.health(stream, ROLE)).pending == 0
+    assert await bus.backlog(streams, ROLE) == 0
+
+
+async def test_a_positioned_reader_takes_over_what_an_older_release_left_pending(bus: Bus) -> None:
+    """A group read with XREADGROUP before the upgrade: its delivered but never committed entries are
+    read again, in order, and leave the pending list (which would otherwise hold retention back)."""
+    await publish_sequence(bus, 0, 10)
+    streams = [tick_stream(p) for p in range(PARTITIONS)]
+    for partition, stream in enumerate(streams):
+        await bus.ensure_group(stream, ROLE)
+        await bus.read([stream], ROLE, f"partition-{partition}", count=4, block_ms=None)
+    assert sum([(await bus.health(stream, ROLE)).pending for stream in streams]) > 0
+    assert await run_single_consumer(bus, positioned=True) == {symbol: list(range(10)) for symbol in SYMBOLS}
+    assert [(await bus.health(stream, ROLE)).pending for stream in streams] == [0] * PARTITIONS
+    assert await bus.backlog(streams, ROLE) == 0
+
+
+async def test_a_positioned_commit_retried_after_a_lost_reply_writes_nothing_twice(bus: Bus) -> None:
+    from tradebot.common.bus import Commit
+    from tradebot.common.models import Tick
+
+    tick = Tick.create("AAPL", 1.0, 1, START, trade_id=0)
+    await bus.ensure_group(tick_stream(0), ROLE)
+    [entry_id] = await bus.publish([(tick_stream(0), tick)])
+    commit = Commit(publish=[(applied_stream(0), tick)], positions={tick_stream(0): entry_id})
+    assert await bus.commit(ROLE, commit)
+    assert await bus.commit(ROLE, commit)  # the same commit again, as a retry would send it
+    assert await bus.redis.xlen(applied_stream(0)) == 1
+    assert await bus.last_delivered_id(tick_stream(0), ROLE) == entry_id

@@ -166,3 +166,20 @@ def test_atr_exits_are_off_at_multiple_zero_and_read_an_old_checkpoint() -> None
     assert not rules.enabled
     rules.restore({"AAPL": [100.0, 101.0]})  # before ATR stops: [entry, peak]
     assert rules.trades["AAPL"].atr_stop is None
+
+
+@pytest.mark.parametrize(("below_the_target", "fires"), [(0.0, True), (0.0001, False)])
+def test_the_atr_target_fires_exactly_at_entry_plus_m_atrs(below_the_target: float, fires: bool) -> None:
+    rules = ExitRules(take_profit_atr_multiple=2.0, new_volatility=lambda: BarATR(2, 0))
+    assert rules.enabled
+    warm(rules)
+    rules.on_tick(*entry(100.0))  # the ATR is 3.0 (see warm)
+    (trade,) = rules.trades.values()
+    assert (trade.atr_stop, trade.atr_target) == (None, 106.0)
+    assert rules.on_tick(tick(105.0), []) == []  # the target stays where the trade's first ATR put it
+    assert trade.atr_target == 106.0
+    fired = rules.on_tick(tick(106.0 - below_the_target), [])
+    assert [s.strategy for s in fired] == (["exit:atr_take_profit"] if fires else [])
+    restored = ExitRules(take_profit_atr_multiple=2.0, new_volatility=lambda: BarATR(2, 0))
+    restored.restore(json.loads(json.dumps(rules.snapshot())))
+    assert restored.snapshot() == rules.snapshot()

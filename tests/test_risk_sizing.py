@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from tradebot.broker.paper import Position
 from tradebot.common.config import Settings
 from tradebot.common.models import Order
+from tradebot.execution.risk_stage import new_engine
 from tradebot.execution.service import BrokerPartition
 from tradebot.risk.calendar import NyseHours
 from tradebot.risk.limits import RiskLimits
 from tradebot.risk.portfolio import MarketState, Portfolio
 from tradebot.risk.sizing import TradeStats, round_quantity, size
+from tradebot.strategy.book import read_strategies_file
+from tradebot.strategy.catalog import StrategyError
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
@@ -119,3 +123,21 @@ def test_the_stage_keeps_the_same_totals_as_a_fresh_sum() -> None:
     kept = account.risk.portfolio(account.broker).totals()
     fresh = Portfolio(account.broker.cash, account.broker.positions).totals()
     assert kept == fresh  # exactly: integer micro-dollars
+
+
+def test_a_strategy_can_choose_its_own_sizing_mode(tmp_path: Path) -> None:
+    path = tmp_path / "strategies.toml"
+    path.write_text(
+        '[[strategy]]\nname = "steady"\nclass = "MovingAverageCrossover"\n'
+        '[[strategy]]\nname = "bold"\nclass = "MovingAverageCrossover"\n'
+        'sizing = { quantity = 10, position_sizing = "fixed_notional" }\n'
+    )
+    settings = Settings(strategies_file=path, position_sizing="fixed_quantity", sizing_notional=5_000.0)
+    limits = new_engine(settings).limits
+    assert limits.sizing_by_strategy == {"bold": "fixed_notional"}
+    bold, steady = (buy().model_copy(update={"strategy": name}) for name in ("bold", "steady"))
+    assert size(bold, EQUITY, MarketState(), limits, TradeStats()) == 100  # 5,000 / 50
+    assert size(steady, EQUITY, MarketState(), limits, TradeStats()) == 10  # POSITION_SIZING
+    path.write_text(path.read_text().replace('"fixed_notional"', '"martingale"'))
+    with pytest.raises(StrategyError, match="position_sizing 'martingale' is not one of fixed_quantity"):
+        read_strategies_file(path)

@@ -304,8 +304,12 @@ class TradingBook(Observable):
             order["filled_at"] = order["updated_at"]
         signed = qty if order["side"] == "buy" else -qty
         symbol = order["symbol"]
-        self.positions[symbol] = self.positions.get(symbol, 0.0) + signed
-        self.cost[symbol] = self.cost.get(symbol, 0.0) + signed * price
+        before = self.positions.get(symbol, 0.0)
+        self.positions[symbol] = before + signed
+        closed = min(abs(signed), abs(before)) if before * signed < 0 else 0.0
+        if closed:  # shrinking a position leaves its average entry price as it was, as at Alpaca
+            self.cost[symbol] -= self.cost[symbol] * closed / abs(before)
+        self.cost[symbol] = self.cost.get(symbol, 0.0) + (signed - (closed if signed > 0 else -closed)) * price
         self.cash -= signed * price
         execution_id = str(uuid.uuid4())
         self.activities.append(

@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradebot.api.auth import TokenDep
-from tradebot.api.deps import RedisDep
+from tradebot.api.deps import RedisDep, SettingsDep
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.risk import control
 
@@ -34,6 +34,7 @@ async def control_action(
     body: ControlRequest,
     request: Request,
     redis: RedisDep,
+    settings: SettingsDep,
     _token: TokenDep,
 ) -> dict[str, Any]:
     if action not in control.ACTIONS:
@@ -44,7 +45,12 @@ async def control_action(
         raise HTTPException(status_code=503, detail="REDIS_URL is not configured; the trading state lives in Redis")
     client = request.client.host if request.client else "unknown"
     try:
-        event = await control.apply_action(Bus(redis), action, actor=body.actor or f"api@{client}", reason=body.reason)
+        event = await control.apply_action(
+            Bus(redis, min_replicas=settings.redis_min_replicas),
+            action,
+            actor=body.actor or f"api@{client}",
+            reason=body.reason,
+        )
     except control.ControlError as error:
         raise HTTPException(status_code=409, detail=str(error)) from None
     except RECOVERABLE_REDIS_ERRORS as error:

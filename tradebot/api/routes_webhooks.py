@@ -26,6 +26,7 @@ from tradebot.common.models import (
     MIN_PRICE,
     MIN_QUANTITY,
     SYMBOL_PATTERN,
+    Event,
     Order,
     Signal,
     stable_id,
@@ -142,11 +143,12 @@ async def tradingview(
         raise HTTPException(status_code=503, detail="REDIS_URL is not configured; alerts are published on the bus")
     signal, order = _events(alert, settings)
     try:
-        fresh = await Bus(redis).publish_once(
-            webhook_alert_key(alert.alert_id),
-            int(settings.webhook_dedup_days * DAY_MS),
-            [(signal_stream(0), signal), (ORDERS_NEW, order)],  # execution's slot, with the alert's key
-        )
+        bus = Bus(redis, min_replicas=settings.redis_min_replicas)
+        key = webhook_alert_key(alert.alert_id)
+        items: list[tuple[str, Event]] = [(signal_stream(0), signal), (ORDERS_NEW, order)]  # execution's slot
+        fresh = await bus.publish_once(key, int(settings.webhook_dedup_days * DAY_MS), items)
+        if not fresh:  # taken before; with REDIS_MIN_REPLICAS its first try may not have reached a replica
+            await bus.confirm_replicated(key)
     except RECOVERABLE_REDIS_ERRORS as error:
         raise HTTPException(status_code=503, detail=f"Redis unavailable, alert not taken; resend it: {error}") from None
     return WebhookOut(accepted=fresh, duplicate=not fresh, signal_id=signal.id, order_id=order.id)

@@ -91,7 +91,8 @@ def commands_in(data: bytes) -> Iterator[list[bytes]]:
 def command_family(parts: list[bytes]) -> str:
     """``XCLAIM price.ticks:#``: the command and its first key, digits folded."""
     name = parts[0].decode().upper()
-    key = parts[1].decode(errors="replace") if len(parts) > 1 and name not in NO_KEY_COMMANDS else ""
+    at = 2 if name == "XGROUP" else 1  # XGROUP SETID <key> …
+    key = parts[at].decode(errors="replace") if len(parts) > at and name not in NO_KEY_COMMANDS else ""
     return f"{name} {re.sub(r'[0-9]+', '#', key)}".strip()
 
 

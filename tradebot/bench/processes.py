@@ -39,6 +39,8 @@ def worker_environment(settings: Settings, **overrides: object) -> dict[str, str
     env = dict(
         os.environ,
         REDIS_URL=settings.redis_url,
+        REDIS_CLUSTER=str(settings.redis_cluster).lower(),
+        REDIS_MIN_REPLICAS=str(settings.redis_min_replicas),
         DATABASE_URL=settings.database_url,
         DATA_DIR=str(settings.data_dir),
         LOG_LEVEL="INFO",

@@ -43,6 +43,19 @@ class BrokerFill:
 
 
 @dataclass(frozen=True)
+class Booking:
+    """One fill the ledger published (or an order with fills that ended): what the account books."""
+
+    client_order_id: str
+    strategy: str | None  # the order's (None for an external order)
+    symbol: str
+    side: str
+    quantity: float  # 0 for the end of an order whose fills were booked before
+    price: float
+    ends: bool  # the order is done: a sell's realised P&L is a close
+
+
+@dataclass(frozen=True)
 class SubmitOutcome:
     kind: SubmitKind
     order: BrokerOrder | None = None

@@ -138,14 +138,29 @@ def _in_order(prefix: str, ordinals: dict[str, int]) -> list[str]:
 
 async def read_account_snapshot(redis: aioredis.Redis) -> dict[str, Any] | None:
     """The account and risk memory as last committed (without the remembered order ids), or None
-    before the first order. Checkpoints of the whole-string layout (and a real broker's) are read too."""
+    before the first order. Checkpoints of the whole-string layout are read too, and a real broker's in
+    the paper account's format (``as_paper_snapshot``)."""
     key = checkpoint_parts_key(EXECUTION_ROLE, ACCOUNT_PARTITION)
     rest, symbols = await redis.hmget(key, [REST, SYMBOLS])
     if rest is None or symbols is None:
         saved = await redis.get(checkpoint_key(EXECUTION_ROLE, ACCOUNT_PARTITION))
-        return json.loads(saved) if saved else None
+        return as_paper_snapshot(json.loads(saved)) if saved else None
     names = [POSITION + symbol for symbol in json.loads(symbols)]
     values = await redis.hmget(key, names) if names else []
     parts = {REST: rest, SYMBOLS: symbols} | {name: value for name, value in zip(names, values, strict=True) if value}
     snapshot, _ = join(parts)
     return snapshot
+
+
+def as_paper_snapshot(saved: dict[str, Any]) -> dict[str, Any]:
+    """A real broker's checkpoint (its ``account``, tradebot/execution/broker_book.py) in the paper
+    account's snapshot format, with its risk memory and P&L per strategy; any other as it is."""
+    if "account" not in saved and "done" not in saved:
+        return (
+            saved  # the paper account's (``done``, the ledger's, marks a real broker's, even one without ``account``)
+        )
+    empty = {"cash": 0.0, "commissions": 0.0, "positions": {}, "seen_order_ids": {}}
+    account = {key: value for key, value in {**empty, **saved.get("account", {})}.items() if key != "closing"}
+    if account.get("starting_cash") is None:  # not read whole yet
+        account["starting_cash"] = account.get("cash", 0.0)
+    return {**account, "broker": "alpaca", "risk": saved.get("risk"), "pnl": saved.get("pnl")}

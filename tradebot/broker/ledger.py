@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tradebot.broker.base import BrokerFill, BrokerOrder
+from tradebot.broker.base import Booking, BrokerFill, BrokerOrder
 from tradebot.common.models import TERMINAL_STATUSES, Order, OrderChange, OrderEvent, stable_id
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class Ledger:
         self.positions: dict[str, float] = {}
         self.reconciled_at: float | None = None
         self.memory_s = memory_days * 86_400
+        self.bookings: list[Booking] = []  # fills published since the last take_bookings (not checkpointed)
 
     # ----- our orders ---------------------------------------------------------------------------
 
@@ -257,6 +258,7 @@ class Ledger:
         self.positions[tracked.symbol] = self.positions.get(tracked.symbol, 0.0) + signed
         whole = cumulative >= tracked.quantity - EPSILON if done is None else done
         status = "filled" if whole else "partially_filled"
+        self._book(tracked, delta, price, ends=whole)
         if whole:
             tracked.status, tracked.phase = "filled", "done"
             self._forget_later(tracked)
@@ -283,7 +285,19 @@ class Ledger:
 
     # ----- events, ends, and the checkpoint -----------------------------------------------------
 
+    def _book(self, tracked: Tracked, quantity: float, price: float, *, ends: bool) -> None:
+        strategy = (tracked.order or {}).get("strategy")
+        fill = Booking(tracked.client_order_id, strategy, tracked.symbol, tracked.side, quantity, price, ends)
+        self.bookings.append(fill)
+
+    def take_bookings(self) -> list[Booking]:
+        """The fills published since the last call (the account books them in the same commit)."""
+        taken, self.bookings = self.bookings, []
+        return taken
+
     def _finish(self, tracked: Tracked, status: str, *, reason: str) -> list[OrderEvent]:
+        if tracked.filled > EPSILON:  # partly filled, then ended otherwise: its fills are all booked
+            self._book(tracked, 0.0, 0.0, ends=True)
         tracked.status, tracked.phase = status, "done"
         self._forget_later(tracked)
         return [self._event(tracked, status, tracked.quantity, reason=reason), *self._settle_changes(tracked)]

@@ -6,9 +6,11 @@ so intent is durable before anything is sent; send what waits (an order a dead p
 have sent is looked up first); turn trade updates, REST polls (while the stream is down) and
 reconciliations into events through the ledger; commit the events with the ledger. Every new
 order passes the execution role's risk stage first (``PreTrade``: the paper path's checks on the
-broker's account, tradebot/execution/broker_risk.py); its memory is in the same checkpoint. A kill -9
-anywhere repeats no event and sends no order twice: the broker refuses a client order id it
-has seen, and every doubt is settled by looking that id up.
+broker's account, tradebot/execution/broker_risk.py); its memory, and the account it books every
+fill to, are in the same checkpoint. A flatten cancels every open order, then closes every position
+through the same path (tradebot/broker/flatten.py). A kill -9 anywhere repeats no event and sends
+no order twice: the broker refuses a client order id it has seen, and every doubt is settled by
+looking that id up.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from tradebot.broker.admission import Admission
 from tradebot.broker.alpaca import AlpacaGateway, client_order_id
-from tradebot.broker.base import BrokerGateway, MarketClock
+from tradebot.broker.base import Booking, BrokerGateway
 from tradebot.broker.changes import ChangeSender
+from tradebot.broker.flatten import Flattens
 from tradebot.broker.ledger import Ledger, Tracked
 from tradebot.broker.live import alpaca_is_paper, announce
 from tradebot.broker.reconcile import Reconciler
@@ -46,13 +49,18 @@ RESEND_AFTER_LOOKUPS = 3  # an unsure order the broker still does not know after
 # Sending stops for the turn after this long, or when the rate limit would make it wait, so fills
 # that came in meanwhile reach the bus promptly even while orders queue for tokens.
 SEND_TURN_S = 0.1
-ANYTIME = ("gtc", "opg", "cls")
 
 
 class PreTrade(Protocol):
     """The risk stage as this loop uses it (tradebot/execution/broker_risk.py)."""
 
-    async def begin_batch(self, gateway: BrokerGateway, in_flight: list[Tracked]) -> str | None: ...
+    async def begin_batch(
+        self, gateway: BrokerGateway, in_flight: list[Tracked], held: dict[str, float]
+    ) -> str | None: ...
+    async def read_account(self, gateway: BrokerGateway, held: dict[str, float]) -> None: ...
+    def book_fills(self, fills: list[Booking]) -> None: ...
+    def flatten(self, event: ControlEvent) -> None: ...
+    def closing_orders(self, event: ControlEvent) -> list[Order]: ...
     def screen(self, order: Order) -> Order | OrderEvent | None: ...
     def replace_refusal(self, target: Order, replacement: Order) -> str | None: ...
     def broker_mismatch(self, reason: str) -> None: ...
@@ -81,10 +89,11 @@ class BrokerExecution:
         self.consumer = partition_consumer(0)
         self.ledger = Ledger(settings.order_memory_days)
         self.changes = ChangeSender(self.ledger, settings, counters)
+        self.flattens = Flattens()
         self._committed: str | None = None
         self._fresh: set[str] = set()  # recorded by this process and never sent: safe to send at once
         self._unsure_since: dict[str, float] = {}
-        self._clock: MarketClock | None = None
+        self.admission = Admission(self.ledger)
         self._rules_tripped = False  # a control event waits for the next commit
 
     async def run(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd:
@@ -114,14 +123,8 @@ class BrokerExecution:
         max_messages: int | None,
     ) -> ReaderEnd:
         streams = await self._join_groups()
-        self._committed = await self.bus.redis.get(self.key)
-        saved = json.loads(self._committed) if self._committed else None
-        self.ledger.restore(saved)
-        self.risk.restore((saved or {}).get("risk"))
-        reconciler = Reconciler(
-            self.ledger, gateway, self.settings, fresh=self._committed is None, on_mismatch=self._broker_mismatch
-        )
-        if not await self._commit(await reconciler.run()):
+        reconciler = await self._start(gateway)
+        if reconciler is None:
             return ReaderEnd.LOST
         pending, was_connected = True, False
         while not stop.is_set():
@@ -136,22 +139,45 @@ class BrokerExecution:
                     return ReaderEnd.LOST
             elif pending:
                 pending = False
+            if not await self._close_flattened(gateway, reconciler):
+                return ReaderEnd.LOST
             events = await self._send_waiting(gateway)
             events += await self.changes.send(gateway)
             events += self._drain(updates)
             connected = updates.connected.is_set()
             if (connected and not was_connected) or reconciler.due(streaming=connected):
-                events += await reconciler.run(orders_only=not reconciler.due_full())
+                events += await self._reconcile(reconciler, gateway)
             was_connected = connected
             if (events or self._rules_tripped) and not await self._commit(events):
                 return ReaderEnd.LOST
-            if max_messages is not None and self.counters["handled"] >= max_messages and not self.ledger.orders:
-                return ReaderEnd.STOPPED
-            if burst and not batch and not pending and not self.ledger.orders:
-                return ReaderEnd.DRAINED
+            end = self._end(burst=burst and not batch and not pending, max_messages=max_messages)
+            if end is not None:
+                return end
             if not batch and not events:
                 await self._wait(updates, streams, stop, gateway.ready_in() if self.ledger.waiting() else None)
         return ReaderEnd.STOPPED
+
+    def _end(self, *, burst: bool, max_messages: int | None) -> ReaderEnd | None:
+        """Stopped after max_messages, or drained in burst mode, once nothing of ours is in flight; else None."""
+        if self.ledger.orders or self.flattens.pending:
+            return None
+        if max_messages is not None and self.counters["handled"] >= max_messages:
+            return ReaderEnd.STOPPED
+        return ReaderEnd.DRAINED if burst else None
+
+    async def _start(self, gateway: BrokerGateway) -> Reconciler | None:
+        """Restore the checkpoint, read the broker's account, reconcile; None if the lease is lost."""
+        self._committed = await self.bus.redis.get(self.key)
+        saved = json.loads(self._committed) if self._committed else None
+        self.ledger.restore(saved)
+        self.risk.restore(saved)
+        self.flattens.restore((saved or {}).get("flatten"))
+        reconciler = Reconciler(
+            self.ledger, gateway, self.settings, fresh=self._committed is None, on_mismatch=self._broker_mismatch
+        )
+        await self._read_account(gateway)  # before the reconciliation, so its timer starts after both
+        events = await reconciler.run()
+        return reconciler if await self._commit(events) else None
 
     async def _join_groups(self) -> list[str]:
         """Every order stream, its group created: what this account reads."""
@@ -165,13 +191,47 @@ class BrokerExecution:
         self._rules_tripped = True
 
     async def _set_aside_non_orders(self, batch: list[Delivery]) -> list[Delivery]:
-        """Anything but an Order or OrderChange goes to the dead-letter stream with the reason; the rest stays."""
+        """Anything but an Order, OrderChange or flatten goes to the dead-letter stream with the reason."""
+        kept = [delivery for delivery in batch if _on_the_order_path(delivery.event)]
         for delivery in batch:
-            if not isinstance(delivery.event, Order | OrderChange):
-                reason = f"expected an Order or OrderChange on {delivery.stream}, got a {type(delivery.event).__name__}"
+            if not _on_the_order_path(delivery.event):
+                kind = type(delivery.event).__name__
+                reason = f"expected an Order, OrderChange or flatten on {delivery.stream}, got a {kind}"
                 raw = {"event": delivery.event.model_dump_json()}
                 await self.bus.dead_letter(self.config.role, delivery.stream, delivery.entry_id, raw, reason)
-        return [delivery for delivery in batch if isinstance(delivery.event, Order | OrderChange)]
+        return kept
+
+    async def _reconcile(self, reconciler: Reconciler, gateway: BrokerGateway) -> list[OrderEvent]:
+        """A look at the broker's orders (and, when due, its positions and account)."""
+        full = reconciler.due_full()
+        events = await reconciler.run(orders_only=not full)
+        if full:
+            await self._read_account(gateway)
+        return events
+
+    def _book(self) -> None:
+        """Book the fills published so far into the account (before it is read again, and at each commit)."""
+        self.risk.book_fills(self.ledger.take_bookings())
+
+    async def _read_account(self, gateway: BrokerGateway) -> None:
+        self._book()
+        await self.risk.read_account(gateway, self.ledger.positions)
+
+    async def _close_flattened(self, gateway: BrokerGateway, reconciler: Reconciler) -> bool:
+        """Record the closes of every flatten whose cancels have settled (committed before any is sent);
+        False when the lease is lost."""
+        ready = self.flattens.ready(self.ledger)
+        if not ready:
+            return True
+        self._book()
+        if await self.risk.begin_batch(gateway, list(self.ledger.orders.values()), self.ledger.positions):
+            return True  # the account is unreadable: the next turn tries again
+        events: list[OrderEvent] = []
+        for flatten in ready:
+            for order in self.risk.closing_orders(flatten):
+                events += await self._record(order, gateway, reconciler, None)
+            self.flattens.finish(flatten)
+        return await self._commit(events)
 
     async def _take(self, batch: list[Delivery], gateway: BrokerGateway, reconciler: Reconciler) -> list[OrderEvent]:
         """Screen new orders (a denied one gets its ``denied`` event) and record the rest (or refuse
@@ -183,39 +243,43 @@ class BrokerExecution:
         async def begin_screening() -> str | None:  # once per batch, only when an order or a replace needs it
             nonlocal unscreened, screening
             if not screening:
-                unscreened, screening = await self.risk.begin_batch(gateway, list(self.ledger.orders.values())), True
+                self._book()
+                orders = list(self.ledger.orders.values())
+                unscreened, screening = await self.risk.begin_batch(gateway, orders, self.ledger.positions), True
             return unscreened
 
         for delivery in batch:
             order = delivery.event
-            if isinstance(order, OrderChange):
-                self.counters["handled"] += 1
-                events += self.changes.take(order, await self._change_refusal(order, reconciler, begin_screening))
-                continue
-            assert isinstance(order, Order)  # set aside before
-            client_id = client_order_id(order)
             self.counters["handled"] += 1
-            if self.ledger.knows(client_id):
-                continue  # a redelivered or republished order: already ours
-            screened = order if await begin_screening() else self.risk.screen(order)
-            if not isinstance(screened, Order):
-                events += [] if screened is None else [screened]  # None: decided before (and denied)
-                continue
-            submitted = self.ledger.add(screened, client_id)
-            assert submitted is not None  # not known: checked above
-            events.append(submitted)
-            refusal = (
-                unscreened
-                or reconciler.halted
-                or await self._outside_session(screened, gateway)
-                or await self._not_fractionable(screened, gateway)
-                or self._oco_without_position(screened)
-            )
-            if refusal:
-                events += self.ledger.reject(client_id, refusal)
+            if isinstance(order, OrderChange):
+                events += self.changes.take(order, await self._change_refusal(order, reconciler, begin_screening))
+            elif isinstance(order, ControlEvent):  # a flatten (set aside before otherwise)
+                self.risk.flatten(order)
+                for cancel in self.flattens.begin(order, self.ledger):
+                    events += self.changes.take(cancel, None)
             else:
-                self._fresh.add(client_id)
+                assert isinstance(order, Order)  # set aside before otherwise
+                if not self.ledger.knows(client_order_id(order)):  # else redelivered or republished: ours already
+                    events += await self._record(order, gateway, reconciler, await begin_screening())
         return events
+
+    async def _record(
+        self, order: Order, gateway: BrokerGateway, reconciler: Reconciler, unscreened: str | None
+    ) -> list[OrderEvent]:
+        """Screen a new order and record it for sending, or refuse it with the reason; its events."""
+        client_id = client_order_id(order)
+        if self.ledger.knows(client_id):
+            return []
+        screened = order if unscreened else self.risk.screen(order)
+        if not isinstance(screened, Order):
+            return [] if screened is None else [screened]  # None: decided before (and denied)
+        submitted = self.ledger.add(screened, client_id)
+        assert submitted is not None  # not known: checked above
+        refusal = unscreened or reconciler.halted or await self.admission.refusal(screened, gateway)
+        if refusal:
+            return [submitted, *self.ledger.reject(client_id, refusal)]
+        self._fresh.add(client_id)
+        return [submitted]
 
     async def _change_refusal(
         self, change: OrderChange, reconciler: Reconciler, begin_screening: Callable[[], Awaitable[str | None]]
@@ -232,36 +296,6 @@ class BrokerExecution:
         if not OrderChange.grows_exposure(original, replacement):
             return None
         return reconciler.halted or await begin_screening() or self.risk.replace_refusal(original, replacement)
-
-    async def _not_fractionable(self, order: Order, gateway: BrokerGateway) -> str | None:
-        """Why a fractional or notional order cannot go (the asset's flag), or None."""
-        if not order.fractional:
-            return None
-        try:
-            if await gateway.fractionable(order.symbol):
-                return None
-        except Exception as error:  # noqa: BLE001 - without the asset's flag no fractional order is sent
-            log.warning("execution: asset %s unavailable (%s)", order.symbol, error)
-            return f"asset {order.symbol} unavailable: the broker did not answer GET /v2/assets/{order.symbol}"
-        return f"{order.symbol} is not fractionable at the broker: only whole shares, no notional (dollar) orders"
-
-    def _oco_without_position(self, order: Order) -> str | None:
-        held = self.ledger.positions.get(order.symbol, 0.0)
-        if order.order_class != "oco" or order.quantity <= held + 1e-9:
-            return None
-        return f"an oco order exits a position held: selling {order.quantity:g} {order.symbol} but holding {held:g}"
-
-    async def _outside_session(self, order: Order, gateway: BrokerGateway) -> str | None:
-        now = datetime.now(UTC)
-        if self._clock is None or now >= min(self._clock.next_open, self._clock.next_close):
-            try:
-                self._clock = await gateway.clock()
-            except Exception as error:  # noqa: BLE001 - without the broker's clock no order is sent
-                log.warning("execution: market clock unavailable (%s)", error)
-                return "market clock unavailable: the broker did not answer GET /v2/clock"
-        if self._clock.is_open or order.time_in_force in ANYTIME or order.extended_hours:
-            return None
-        return f"market closed (next open {self._clock.next_open.isoformat()}); only gtc/opg/cls or extended hours"
 
     async def _send_waiting(self, gateway: BrokerGateway) -> list[OrderEvent]:
         events: list[OrderEvent] = []
@@ -331,7 +365,9 @@ class BrokerExecution:
         await asyncio.gather(entries, news, return_exceptions=True)
 
     async def _commit(self, events: list[OrderEvent], batch: list[Delivery] = ()) -> bool:  # type: ignore[assignment]
-        checkpoint = json.dumps({**self.ledger.snapshot(), "risk": self.risk.snapshot()}, separators=(",", ":"))
+        self._book()
+        saved = {**self.ledger.snapshot(), **self.risk.snapshot(), "flatten": self.flattens.snapshot()}
+        checkpoint = json.dumps(saved, separators=(",", ":"))
         publish: list[tuple[str, Event]] = [(ORDER_EVENTS, event) for event in events]
         publish += [(CONTROL_EVENTS, event) for event in self.risk.control_events()]
         self._rules_tripped = False
@@ -347,3 +383,8 @@ class BrokerExecution:
         self._committed = checkpoint
         self.counters["published"] += len(events)
         return True
+
+
+def _on_the_order_path(event: Event) -> bool:
+    """What the broker loop takes from orders.new: orders, cancels and replaces, and a flatten."""
+    return isinstance(event, Order | OrderChange) or (isinstance(event, ControlEvent) and event.action == "flatten")

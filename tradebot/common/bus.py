@@ -38,6 +38,7 @@ from tradebot.common.codec import decode_event, encode_event
 from tradebot.common.config import ReadySettings
 from tradebot.common.lifecycle import first_of
 from tradebot.common.models import EVENT_TYPES, Event
+from tradebot.common.replicas import ReplicasBehindError, barrier_key, run_replicated
 from tradebot.common.streams import DEAD_LETTER_PATTERN, SCHEMA_VERSION, dead_letter_stream
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ RECOVERABLE_REDIS_ERRORS = (
     ClusterDownError,
     TryAgainError,
     SlotNotCoveredError,
+    ReplicasBehindError,  # REDIS_MIN_REPLICAS: the commit is held until its replicas have it
 )
 LAG_COUNT_CAP = 1000
 SOCKET_TIMEOUT_S = 30.0  # a hung Redis fails a command after this long, instead of after hours
@@ -168,6 +170,10 @@ class Commit:
     state: dict[str, str] = field(default_factory=dict)
     hashes: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> fields to set (HSET)
     deleted: dict[str, list[str]] = field(default_factory=dict)  # key -> fields to delete (HDEL)
+    # stream -> id: the group moves there (XGROUP SETID), for a reader that keeps no pending entries
+    positions: dict[str, str] = field(default_factory=dict)
+    # (stream, wire fields) appended as they are: dead-letter records written with the batch's effect
+    records: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     # (key, value the producer last read): the commit applies only if the key still holds it
     guard: tuple[str, str] | None = None
 
@@ -176,8 +182,10 @@ class Commit:
 # outputs, state and acks land together or not at all. A retried commit (its reply was lost)
 # must not apply twice: with acks, the first entry is no longer pending; without (a producer),
 # the guard key no longer holds the value the producer read. Every key is declared in KEYS (in
-# the order lease?, guard?, ack streams, publish streams, state keys, hashes), as Redis Cluster
-# requires; ARGV holds the counts and values. On a cluster all of them share one slot. Every
+# the order lease?, guard?, ack streams, position streams, publish streams, record streams, state
+# keys, hashes), as Redis Cluster requires; ARGV holds the counts and values. A reader that keeps no
+# pending entries (it reads with XREAD from its group's position) moves its group instead of
+# acking; a retry finds the group already there. On a cluster all of them share one slot. Every
 # command takes all its arguments at once (one XACK per stream, one HSET and one HDEL per hash):
 # Redis appends each command of a script to the AOF as it ran, so a command per entry or per field
 # would repeat the key each time.
@@ -189,6 +197,20 @@ local function chunked(command, key, group, first, last)
     if group then redis.call(command, key, group, unpack(ARGV, from, to))
     else redis.call(command, key, unpack(ARGV, from, to)) end
   end
+end
+-- Whether stream KEYS[k]'s group is already at or past id (the commit that moves it there applied).
+local function reached(key, group, id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  for _, flat in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    local info = {}
+    for j = 1, #flat, 2 do info[flat[j]] = flat[j + 1] end
+    if info['name'] == group then
+      local at_ms, at_seq = string.match(info['last-delivered-id'], '^(%d+)-(%d+)$')
+      at_ms, at_seq, ms, seq = tonumber(at_ms), tonumber(at_seq), tonumber(ms), tonumber(seq)
+      return at_ms > ms or (at_ms == ms and at_seq >= seq)
+    end
+  end
+  return false
 end
 local k = 1
 local has_lease, owner, group = ARGV[1], ARGV[2], ARGV[3]
@@ -210,9 +232,21 @@ for _ = 1, streams do
   k = k + 1; i = i + 1 + ids
 end
 local n = tonumber(ARGV[i]); i = i + 1
+if n > 0 and reached(KEYS[k], group, ARGV[i]) then return 1 end
+for _ = 1, n do
+  redis.call('XGROUP', 'SETID', KEYS[k], group, ARGV[i])
+  k = k + 1; i = i + 1
+end
+n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   redis.call('XADD', KEYS[k], '*', 'v', ARGV[i], 'type', ARGV[i+1], 'data', ARGV[i+2])
   k = k + 1; i = i + 3
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local fields = tonumber(ARGV[i]); i = i + 1
+  redis.call('XADD', KEYS[k], '*', unpack(ARGV, i, i + fields - 1))
+  k = k + 1; i = i + fields
 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do redis.call('SET', KEYS[k], ARGV[i]); k = k + 1; i = i + 1 end
@@ -250,6 +284,39 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local streams = {}
 for k = 2, #KEYS do streams[k - 1] = KEYS[k]; streams[#KEYS + k - 2] = ARGV[5] end
 return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', unpack(streams))
+"""
+
+
+# XREAD from positions, for the lease holder only (a reader that keeps its position in its group,
+# moved by its commit, instead of pending entries). KEYS[1] is the lease, KEYS[2..] the streams,
+# ARGV[3..] their positions. Returns 0 when the lease is not ours.
+_POSITIONED_READ_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local streams = {}
+for k = 2, #KEYS do streams[k - 1] = KEYS[k]; streams[#KEYS + k - 2] = ARGV[k + 1] end
+return redis.call('XREAD', 'COUNT', ARGV[2], 'STREAMS', unpack(streams)) or {}
+"""
+
+
+# A group that was read with XREADGROUP (a release before positioned readers) hands its pending
+# entries over: they were delivered but never committed, so the group moves back to just before
+# the oldest of them and they are acked, in one step, and the positioned reader reads them next.
+# Fenced by the lease (KEYS[2], ARGV[2]). Returns the new position, or false when nothing was pending.
+_TAKE_OVER_PENDING_SCRIPT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return false end
+local summary = redis.call('XPENDING', KEYS[1], ARGV[1])
+if tonumber(summary[1]) == 0 then return false end
+local ms, seq = string.match(summary[2], '^(%d+)-(%d+)$')
+local before = seq == '0' and string.format('%d-18446744073709551615', tonumber(ms) - 1)
+  or string.format('%s-%d', ms, tonumber(seq) - 1)
+repeat
+  local rows = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1000)
+  local ids = {}
+  for _, row in ipairs(rows) do ids[#ids + 1] = row[1] end
+  if #ids > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(ids)) end
+until #rows < 1000
+redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], before)
+return before
 """
 
 
@@ -319,6 +386,16 @@ def decode(fields: Mapping[str, str]) -> Event:
     if model is None:
         raise ValueError(f"unknown event type {fields.get('type')!r}")
     return decode_event(model, fields.get("data", ""))
+
+
+def dead_letter_record(
+    stream: str, entry_id: str, group: str, reason: str, fields: Mapping[str, str] | None
+) -> tuple[str, dict[str, str]]:
+    """The dead-letter stream of ``stream`` and the record of one entry that failed there (its raw
+    fields as the payload, so ``tradebot dlq replay`` can re-publish it)."""
+    payload = json.dumps(dict(fields or {}))
+    record = {"stream": stream, "entry_id": entry_id, "group": group, "reason": reason, "payload": payload}
+    return dead_letter_stream(stream), record
 
 
 def entry_ms(entry_id: str) -> int:
@@ -412,13 +489,22 @@ class Bus:
     """Publish, consume, ack, reclaim and dead-letter events on Redis Streams."""
 
     def __init__(
-        self, client: aioredis.Redis, *, max_deliveries: int = 5, memory_budget_bytes: int | None = None
+        self,
+        client: aioredis.Redis,
+        *,
+        max_deliveries: int = 5,
+        memory_budget_bytes: int | None = None,
+        min_replicas: int = 0,
     ) -> None:
         self.redis = client
+        self.min_replicas = min_replicas  # REDIS_MIN_REPLICAS (0: a commit counts once its master has it)
+        self._unconfirmed: set[str] = set()  # barrier keys of slots whose last commit is not confirmed
         self.max_deliveries = max_deliveries
         self.memory_budget_bytes = memory_budget_bytes  # None: no budget (tests, tools)
         self._commit = client.register_script(_COMMIT_SCRIPT)
         self._fenced_read = client.register_script(_FENCED_READ_SCRIPT)
+        self._positioned_read = client.register_script(_POSITIONED_READ_SCRIPT)
+        self._take_over_pending = client.register_script(_TAKE_OVER_PENDING_SCRIPT)
         self._publish_once = client.register_script(_PUBLISH_ONCE_SCRIPT)
         self._dead_letter = client.register_script(_DEAD_LETTER_SCRIPT)
         self._trim = client.register_script(_TRIM_SCRIPT)
@@ -436,6 +522,7 @@ class Bus:
             client,
             max_deliveries=settings.max_deliveries,
             memory_budget_bytes=int(settings.redis_memory_budget_mb * 1024 * 1024),
+            min_replicas=settings.redis_min_replicas,
         )
 
     async def close(self) -> None:
@@ -464,7 +551,25 @@ class Bus:
         for _, event in items:
             flat = [part for pair in encode(event).items() for part in pair]
             args += [len(flat), *flat]
-        return bool(await self._publish_once(keys=[key, *(stream for stream, _ in items)], args=args))
+        return bool(await self._replicated(self._publish_once, [key, *(stream for stream, _ in items)], args))
+
+    async def _replicated(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a commit script; with REDIS_MIN_REPLICAS, return only once that many replicas have it
+        (see common/replicas.py), else raise an outage error the caller's retry loop rides out."""
+        if not self.min_replicas:
+            return await script(keys=keys, args=args)
+        slot = barrier_key(keys[0])
+        barrier = slot in self._unconfirmed  # a retry: it may find its commit applied and write nothing
+        self._unconfirmed.add(slot)
+        reply = await run_replicated(self.redis, script, keys, args, self.min_replicas, barrier=barrier)
+        self._unconfirmed.discard(slot)
+        return reply
+
+    async def confirm_replicated(self, anchor: str) -> None:
+        """With REDIS_MIN_REPLICAS, return once that many replicas have everything written so far in
+        ``anchor``'s slot (a commit found already applied, whose own WAIT may have failed)."""
+        if self.min_replicas:
+            await run_replicated(self.redis, None, [anchor], [], self.min_replicas, barrier=True)
 
     async def entries(self, stream: str) -> list[Event]:
         """Every event on a stream, oldest first (replays and tools read results back with this)."""
@@ -569,6 +674,44 @@ class Bus:
             deliveries = await self._decode_or_dead_letter(group, live)
             if deliveries or not entries:
                 return deliveries
+
+    async def read_positioned(
+        self, positions: Mapping[str, str], lease: tuple[str, str], *, count: int
+    ) -> tuple[list[Delivery], list[tuple[RawEntry, str]], dict[str, str]] | None:
+        """Up to ``count`` entries per stream after ``positions`` (stream → id), with XREAD, only
+        while ``lease`` is held (None once it is not); the streams share the lease's slot.
+
+        For a reader that owns its streams and keeps its place in its commit (the group moved with
+        XGROUP SETID, see :class:`Commit`): nothing is pending, so Redis writes no XCLAIM per entry
+        and group to its append-only file. Returns the decoded deliveries, the entries that fail
+        validation with the reason (for the commit's dead-letter records: written here, a crash
+        before the commit would write them twice) and where each stream's read ended.
+        """
+        keys = [lease[0], *positions]
+        reply = await self._positioned_read(keys=keys, args=[lease[1], count, *positions.values()])
+        if reply == 0:
+            return None
+        deliveries: list[Delivery] = []
+        rejected: list[tuple[RawEntry, str]] = []
+        ended: dict[str, str] = {}
+        for stream, rows in reply:
+            for entry_id, raw in rows:
+                fields = _fields(raw) or {}
+                ended[stream] = entry_id
+                try:
+                    deliveries.append(Delivery(stream, entry_id, decode(fields)))
+                except ValueError as error:
+                    rejected.append((RawEntry(stream, entry_id, fields), str(error)))
+        return deliveries, rejected, ended
+
+    async def take_positions(self, streams: Sequence[str], group: str, lease: tuple[str, str]) -> dict[str, str]:
+        """Where a positioned reader of ``streams`` starts: its group's position, after taking over
+        the entries a reader of an older release left pending (see _TAKE_OVER_PENDING_SCRIPT)."""
+        positions = {}
+        for stream in streams:
+            before = await self._take_over_pending(keys=[stream, lease[0]], args=[group, lease[1]])
+            positions[stream] = before or await self.last_delivered_id(stream, group)
+        return positions
 
     def _fence_groups(self, lease_key: str, streams: Sequence[str]) -> list[tuple[list[str], bool]]:
         """``streams`` by slot, each with whether it shares the lease's slot (always, on one Redis)."""
@@ -687,11 +830,19 @@ class Bus:
         for stream, ids in by_stream.items():
             keys.append(stream)
             args += [len(ids), *ids]
+        args.append(len(commit.positions))
+        for stream, entry_id in commit.positions.items():
+            keys.append(stream)
+            args.append(entry_id)
         args.append(len(commit.publish))
         for stream, event in commit.publish:
             fields = encode(event)
             keys.append(stream)
             args += [fields["v"], fields["type"], fields["data"]]
+        args.append(len(commit.records))
+        for stream, record in commit.records:
+            keys.append(stream)
+            args += [2 * len(record), *(part for pair in record.items() for part in pair)]
         args.append(len(commit.state))
         for key, value in commit.state.items():
             keys.append(key)
@@ -705,7 +856,7 @@ class Bus:
             for name, value in fields.items():
                 args += [name, value]
             args += gone
-        return CommitResult(await self._commit(keys=keys, args=args))
+        return CommitResult(await self._replicated(self._commit, keys, args))
 
     async def dead_letter(
         self,
@@ -722,7 +873,7 @@ class Bus:
         With ``lease``, only while the lease is ours (False, nothing written, once it is not).
         Dead-letter streams are never trimmed: ``tradebot dlq`` replays or drops their records.
         """
-        payload = json.dumps(dict(fields or {}))
+        payload = dead_letter_record(stream, entry_id, group, reason, fields)[1]["payload"]
         if lease and self._fence_groups(lease[0], [stream]) == [([stream], False)]:  # cluster, other slot
             if await self.redis.get(lease[0]) != lease[1]:
                 return False

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # Redis memory (INFO used_memory) past which producers that can wait do, and live feeds buffer
     # then record gaps. Streams are trimmed by consumer progress, never by length.
     redis_memory_budget_mb: float = Field(1024.0, gt=0)
+    # A commit counts only once this many replicas have it (Redis WAIT); 0 = once its master has it.
+    redis_min_replicas: int = Field(0, ge=0, le=16)
     # Events a live feed holds while Redis cannot take writes; past this it records a gap.
     live_buffer_events: int = Field(50_000, ge=100)
     bus_batch_size: int = Field(500, ge=1, le=10_000)
@@ -135,6 +137,7 @@ class Settings(BaseSettings):
     exit_trailing_pct: float = Field(0.0, ge=0, le=1)
     # the ATR stop: entry less this many ATRs (0 = off), the ATR over EXIT_ATR_WINDOW bars of EXIT_ATR_TIMEFRAME
     exit_atr_multiple: float = Field(0.0, ge=0)
+    exit_take_profit_atr_multiple: float = Field(0.0, ge=0)  # the ATR target: entry plus this many ATRs (0 = off)
     exit_atr_window: int = Field(14, ge=1, le=10_000)
     exit_atr_timeframe: Literal["tick", "1m", "5m", "15m", "1h", "1d"] = "1m"
     equity_sample_s: float = Field(60.0, gt=0)

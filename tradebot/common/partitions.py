@@ -18,11 +18,19 @@ import enum
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery, encode
+from tradebot.common.bus import (
+    RECOVERABLE_REDIS_ERRORS,
+    Bus,
+    Commit,
+    Delivery,
+    RawEntry,
+    dead_letter_record,
+    encode,
+)
 from tradebot.common.lifecycle import Backoff, backoff_delay_s, first_of
 from tradebot.common.models import Event
 from tradebot.common.streams import (
@@ -87,6 +95,10 @@ class PartitionSettings:
     batch_size: int = 500
     block_ms: int = 1000
     lease_ttl_ms: int = 6000
+    # Read with XREAD from the group's position, which the commit moves (XGROUP SETID), instead of
+    # XREADGROUP and acks: for a role whose partition's streams share the lease's slot (strategy).
+    # Nothing is pending, so Redis writes no XCLAIM per entry to its append-only file.
+    positioned: bool = False
     membership_interval_s: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -293,6 +305,8 @@ class PartitionReader:
         for stream in self.streams:
             await self.bus.ensure_group(stream, role)
         await self._restore()
+        if self.config.positioned:
+            return await self._drain_positioned(stop, burst=burst, max_messages=max_messages)
         pending = True  # the previous owner's unacked entries come first, in order
         while not stop.is_set():
             if max_messages is not None and self.counters["handled"] >= max_messages:
@@ -329,6 +343,32 @@ class PartitionReader:
         seen = {stream: await self.bus.last_delivered_id(stream, self.config.role) for stream in self.streams}
         await self.bus.wait_for_entries(seen, block_ms or self.config.block_ms, stop)
 
+    async def _drain_positioned(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd:
+        """Read on from the group's position, committing each batch with the group's new position."""
+        role = self.config.role
+        lease = (lease_key(role, self.partition), self.member)
+        positions = await self.bus.take_positions(self.streams, role, lease)
+        while not stop.is_set():
+            if max_messages is not None and self.counters["handled"] >= max_messages:
+                return ReaderEnd.STOPPED
+            read = await self.bus.read_positioned(positions, lease, count=self.config.batch_size)
+            if read is None:
+                break
+            batch, rejected, ended = read
+            if ended:
+                if not await self._commit(batch, rejected=rejected, positions=ended):
+                    break
+                positions.update(ended)
+            elif burst:
+                return ReaderEnd.DRAINED
+            else:
+                await self.bus.wait_for_entries(positions, self.config.block_ms, stop)
+        else:
+            return ReaderEnd.STOPPED
+        log.warning("%s lost the lease on partition %d; leaving it to the new owner", role, self.partition)
+        self.counters["fenced"] += 1
+        return ReaderEnd.LOST
+
     async def _restore(self) -> None:
         """The state as last committed: from its parts when it keeps them (else, once, the whole string)."""
         role = self.config.role
@@ -362,26 +402,41 @@ class PartitionReader:
         gone = [name for name, value in changed.items() if value is None]
         return {}, {key: written} if written else {}, {key: gone} if gone else {}
 
-    async def _commit(self, batch: list[Delivery]) -> bool:
+    async def _commit(
+        self,
+        batch: list[Delivery],
+        *,
+        rejected: Sequence[tuple[RawEntry, str]] = (),
+        positions: dict[str, str] | None = None,
+    ) -> bool:
+        """Apply the batch and commit its effect; with ``positions`` (a positioned reader) the group
+        moves there and the dead-letter records of ``rejected`` and poisoned entries go in the same
+        commit, else entries are acked and poisoned ones dead-lettered (and acked) first."""
+        role = self.config.role
         outputs, poisoned = self._apply(batch)
         state, hashes, deleted = self._checkpoint_writes()
-        lease = (lease_key(self.config.role, self.partition), self.member)
-        for delivery, reason in poisoned:  # fenced like the commit: a stale owner writes no record
-            fields = encode(delivery.event)  # the wire form, so `tradebot dlq replay` can re-publish it
-            if not await self.bus.dead_letter(
-                self.config.role, delivery.stream, delivery.entry_id, fields, reason, lease=lease
-            ):
-                return False
-        rejected = {delivery.entry_id for delivery, _ in poisoned}
-        commit = Commit(
-            publish=outputs,
-            acks=[(d.stream, d.entry_id) for d in batch if d.entry_id not in rejected],
-            state=state,
-            hashes=hashes,
-            deleted=deleted,
-        )
-        if not await self.bus.commit(self.config.role, commit, lease=lease):
+        lease = (lease_key(role, self.partition), self.member)
+        failed = [(entry, reason) for entry, reason in rejected]
+        # the wire form, so `tradebot dlq replay` can re-publish it
+        failed += [(RawEntry(d.stream, d.entry_id, encode(d.event)), reason) for d, reason in poisoned]
+        commit = Commit(publish=outputs, state=state, hashes=hashes, deleted=deleted)
+        if positions is not None:
+            commit.positions = positions
+            commit.records = [dead_letter_record(e.stream, e.entry_id, role, why, e.fields) for e, why in failed]
+        else:
+            for entry, reason in failed:  # fenced like the commit: a stale owner writes no record
+                if not await self.bus.dead_letter(
+                    role, entry.stream, entry.entry_id, entry.fields, reason, lease=lease
+                ):
+                    return False
+            skipped = {entry.entry_id for entry, _ in failed}
+            commit.acks = [(d.stream, d.entry_id) for d in batch if d.entry_id not in skipped]
+        if not await self.bus.commit(role, commit, lease=lease):
             return False
+        if positions is not None:
+            for entry, reason in failed:
+                self.bus.stats["dead_lettered"] += 1
+                log.warning("dead-lettered %s %s (group %s): %s", entry.stream, entry.entry_id, role, reason)
         self._committed = next(iter(state.values()), None)
         for changed in hashes.values():
             self._committed_parts = {**(self._committed_parts or {}), **changed}

@@ -219,9 +219,19 @@ def partition_cursor_key(name: str, partition: int) -> str:
     return f"{PRODUCER_CURSOR_PREFIX}{name}:{partition_tag(partition)}"
 
 
-def publisher_sequence_key(source: str) -> str:
-    """A live publisher's batch counter, compare-and-set with each batch so a retry never doubles it."""
-    return f"publisher_seq:{source}"
+def publisher_sequence_key(source: str, slot_of: str | None = None) -> str:
+    """A live publisher's batch counter, compare-and-set with each batch so a retry never doubles it;
+    on a cluster one per slot a batch writes to, in the slot of the key ``slot_of``."""
+    return f"publisher_seq:{source}" if slot_of is None else f"publisher_seq:{source}:{slot_tag(slot_of)}"
+
+
+def slot_tag(key: str) -> str:
+    """A hash tag that puts another key in ``key``'s cluster slot: its own tag, or the whole key."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start != -1 else -1
+    if start != -1 and end > start + 1:
+        return key[start : end + 1]
+    return f"{{{key}}}"
 
 
 def webhook_alert_key(alert_id: str) -> str:

@@ -10,20 +10,27 @@ saved under ``risk`` in the broker's checkpoint, as in the paper one, so /risk a
 status`` read both alike. A broker mismatch found by reconciliation trips the ``broker_mismatch``
 rule: HALTED, published as a control event, until the operator resumes; a recorded data gap trips
 the ``data_gap`` rule as on the paper path.
+
+It also keeps the account as the API shows it (tradebot/execution/broker_book.py): every fill is
+booked there in the commit that publishes it, and a sell's realised P&L, once the order is done,
+feeds the engine's protections (cooldown, loss lock) and Kelly statistics as a paper fill does. A
+flatten's closing orders are one sell per position the broker holds once its cancels have
+settled (tradebot/broker/flatten.py), screened like any order.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tradebot.broker.base import BrokerAccount, BrokerGateway
+from tradebot.broker.base import Booking, BrokerAccount, BrokerGateway
 from tradebot.broker.ledger import Tracked
 from tradebot.common.config import Settings
 from tradebot.common.models import ControlEvent, Order, OrderEvent
+from tradebot.execution.broker_book import BrokerBook
 from tradebot.execution.risk_stage import Records, RiskStage, new_engine, new_gap_rule
 from tradebot.risk import reasons
 from tradebot.risk.state import TradingState
@@ -85,20 +92,56 @@ class BrokerRisk:
         gaps: Callable[[], Records] = dict,
     ):
         self.stage = RiskStage(new_engine(settings, broker_clock=True), operator, gaps, new_gap_rule(settings))
+        self.book = BrokerBook()
         self._account: AccountView | None = None
+        self._read: BrokerAccount | None = None  # the broker's account as read for this batch
+        self._flatten: ControlEvent | None = None  # the latest flatten seen (the watcher may not have it yet)
 
-    async def begin_batch(self, gateway: BrokerGateway, in_flight: Iterable[Tracked]) -> str | None:
-        """Take in the operator's state and the broker's account; why nothing can be screened, or None."""
+    async def begin_batch(
+        self, gateway: BrokerGateway, in_flight: Iterable[Tracked], held: Mapping[str, float]
+    ) -> str | None:
+        """Take in the operator's state and the broker's account; why nothing can be screened, or None.
+
+        ``held``: the ledger's positions (the book takes the read whole only when they agree)."""
         self.stage.begin_batch()
+        if self._flatten is not None:
+            self.flatten(self._flatten)
+        self._account = self._read = None
         try:
             account = await gateway.account()
         except Exception as error:  # noqa: BLE001 - without the account no order is sent unchecked
             log.warning("execution: broker account unavailable (%s)", error)
-            self._account = None
             return f"broker account unavailable ({type(error).__name__}): no order is sent unchecked"
+        self._read = account
+        self.book.refresh(account, held)
         self._account = AccountView.of(account, in_flight)
         self.stage.watch_gaps(self._account)
         return None
+
+    async def read_account(self, gateway: BrokerGateway, held: Mapping[str, float]) -> None:
+        """Refresh the book from the broker (at start and each full reconciliation); a failure waits for the next."""
+        try:
+            self.book.refresh(await gateway.account(), held)
+        except Exception as error:  # noqa: BLE001 - the book keeps moving with fills meanwhile
+            log.warning("execution: broker account not read (%s); the account shown moves with fills", error)
+
+    def book_fills(self, fills: Iterable[Booking], at: datetime | None = None) -> None:
+        """Book fills the ledger published; a sell done with fills is a close for the protections and Kelly."""
+        for fill in fills:
+            close = self.book.book(fill)
+            if close is not None:
+                self.stage.engine.record_close(close[0], close[1], at or datetime.now(UTC))
+
+    def flatten(self, event: ControlEvent) -> None:
+        """REDUCING from this flatten on (unless the operator has said something newer)."""
+        self._flatten = event
+        if event.version > self.stage.engine.operator_version:
+            self.stage.engine.set_operator(TradingState(event.state), event.version)
+
+    def closing_orders(self, event: ControlEvent) -> list[Order]:
+        """One sell per position the broker holds (as read by begin_batch), ids derived from the flatten's."""
+        assert self._read is not None, "begin_batch first"
+        return self.stage.flatten(event, AccountView.of(self._read, ()))
 
     def screen(self, order: Order) -> Order | OrderEvent | None:
         """The order to send (resized by the sizing mode), a denied event, or None if decided before."""
@@ -126,8 +169,12 @@ class BrokerRisk:
         return self.stage.rule_events()
 
     def snapshot(self) -> dict[str, Any]:
-        return self.stage.snapshot()
+        """The stage's memory (``risk``), the account (``account``) and P&L per strategy (``pnl``)."""
+        return {"risk": self.stage.snapshot(), "account": self.book.snapshot(), "pnl": self.book.pnl.snapshot()}
 
-    def restore(self, snapshot: dict[str, Any] | None) -> None:
-        if snapshot:
-            self.stage.restore(snapshot)
+    def restore(self, saved: dict[str, Any] | None) -> None:
+        """From the broker checkpoint as a whole (what ``snapshot`` put there)."""
+        saved = saved or {}
+        if saved.get("risk"):
+            self.stage.restore(saved["risk"])
+        self.book.restore(saved.get("account"), saved.get("pnl"))

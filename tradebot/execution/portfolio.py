@@ -93,7 +93,7 @@ async def risk(redis: aioredis.Redis, settings: Settings) -> dict[str, Any]:
     """Trading state, limits and how much of each is used."""
     record, _ = await read_record(redis)
     checkpoint = await read_checkpoint(redis)
-    limits = RiskLimits.from_settings(settings, real_broker=getattr(settings, "broker", "paper") != "paper")
+    limits = RiskLimits.from_settings(settings, real_broker=settings.execution_broker != "paper")
     usage = None
     if checkpoint is not None:
         broker, engine = _account(checkpoint)

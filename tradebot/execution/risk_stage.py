@@ -28,7 +28,7 @@ from tradebot.risk.limits import RiskLimits
 from tradebot.risk.portfolio import MarketState, Portfolio, Totals
 from tradebot.risk.state import TradingState
 from tradebot.risk.store import OperatorRecord
-from tradebot.strategy.book import read_strategies_file, traded_symbols
+from tradebot.strategy.book import read_strategies_file, sizing_modes, traded_symbols
 from tradebot.strategy.catalog import StrategyError
 
 REMEMBERED_DECISIONS = 1_000
@@ -47,9 +47,20 @@ def new_engine(settings: Settings, *, broker_clock: bool = False) -> RiskEngine:
     ``broker_clock``: a real broker's own clock decides market hours (and lets gtc/opg/cls orders
     wait for the open), so the engine does not check them a second time."""
     limits = RiskLimits.from_settings(settings, real_broker=settings.execution_broker != "paper")
+    limits = replace(limits, sizing_by_strategy=strategy_sizing(settings))
     if broker_clock:
         limits = replace(limits, enforce_market_hours=False)
     return RiskEngine(limits, market_hours=nyse_hours() if limits.enforce_market_hours else None)
+
+
+def strategy_sizing(settings: Settings) -> dict[str, str]:
+    """The sizing modes strategies of STRATEGIES_FILE choose for themselves (``sizing.position_sizing``)."""
+    if settings.strategies_file is None:
+        return {}
+    try:
+        return sizing_modes(read_strategies_file(settings.strategies_file))
+    except StrategyError:
+        return {}  # the strategy role stops on it; here, POSITION_SIZING for all
 
 
 def new_gap_rule(settings: Settings) -> DataGapRule:

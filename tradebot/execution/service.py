@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from tradebot.broker import checkpoint as account_parts
+from tradebot.broker.flatten import cancel_id
 from tradebot.broker.paper import PaperBroker
 from tradebot.common import runtime
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
@@ -125,6 +126,8 @@ class BrokerPartition:
                     (ORDER_EVENTS, e) for e in self.broker.change(event, self.risk.replace_refusal(self.broker))
                 ]
                 continue
+            if isinstance(event, ControlEvent):  # a flatten: cancel the resting orders, then close every position
+                outputs += [(ORDER_EVENTS, e) for e in self._cancel_resting(event)]
             orders = self.risk.flatten(event, self.broker) if isinstance(event, ControlEvent) else [event]
             for order in orders:
                 if not isinstance(order, Order):
@@ -132,6 +135,21 @@ class BrokerPartition:
                 outputs += self._execute(order)
         outputs += [(CONTROL_EVENTS, event) for event in self.risk.rule_events()]
         return outputs
+
+    def _cancel_resting(self, flatten: ControlEvent) -> list[OrderEvent]:
+        """A cancel of every resting order, ids derived from the flatten's (a repeat cancels nothing twice)."""
+        events = []
+        for client_id, resting in list(self.broker.resting.items()):
+            cancel = OrderChange(
+                id=cancel_id(flatten, client_id),
+                symbol=resting.symbol,
+                timestamp=flatten.timestamp,
+                action="cancel",
+                target=client_id,
+                reason=f"flatten {flatten.id}: {flatten.reason}",
+            )
+            events += self.broker.change(cancel, self.risk.replace_refusal(self.broker))
+        return events
 
     def _execute(self, order: Order) -> list[tuple[str, Event]]:
         # A new order's price is the latest the account sees: resting orders it reaches fill first.

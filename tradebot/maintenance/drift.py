@@ -42,7 +42,8 @@ def account_drift(account: dict[str, Any] | None, settings: Settings, universe: 
     if account is None:
         return []
     found = []
-    if abs(account["starting_cash"] - settings.starting_cash) > 0.005:
+    paper = account.get("broker", "paper") == "paper"  # a real broker's account did not start at STARTING_CASH
+    if paper and abs(account["starting_cash"] - settings.starting_cash) > 0.005:
         found.append(
             f"STARTING_CASH is {settings.starting_cash:,.2f} but the stored paper account started with "
             f"{account['starting_cash']:,.2f} and keeps it (cash now {account['cash']:,.2f})"

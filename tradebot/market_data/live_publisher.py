@@ -27,7 +27,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, CommitResult, RedisRefusedError, get_many
+from redis.crc import key_slot
+
+from tradebot.common.bus import (
+    RECOVERABLE_REDIS_ERRORS,
+    Bus,
+    Commit,
+    CommitResult,
+    RedisRefusedError,
+    get_many,
+    is_cluster,
+)
 from tradebot.common.config import ReadySettings, Settings, SettingsError
 from tradebot.common.consumer import ride_out_redis
 from tradebot.common.lifecycle import Backoff, first_of
@@ -40,7 +50,14 @@ from tradebot.common.streams import (
     retained_streams,
     tick_stream_for,
 )
-from tradebot.market_data.gap_repair import NO_REPAIR, PendingRepairs, repair_key, watermark_after, watermark_key
+from tradebot.market_data.gap_repair import (
+    NO_REPAIR,
+    WATERMARK_PREFIX,
+    PendingRepairs,
+    repair_key,
+    watermark_after,
+    watermark_key,
+)
 from tradebot.market_data.gaps import GapClosed, GapRecords, OpenGap
 from tradebot.providers.convert import CONVERSION_ERRORS
 from tradebot.universe import UniverseError, live_subscription_symbols
@@ -113,7 +130,7 @@ class LivePublisher:
         self.flusher: asyncio.Task[None] | None = None
         self.max_events = max_events  # MAX_MESSAGES: the worker ends once this many are published
         self.enough = asyncio.Event()
-        self._last_sequence: str | None = None  # the sequence key's value after our last batch
+        self._sequences: dict[str, str] = {}  # each sequence key's value after our last commit to it
         self._publisher_id = uuid.uuid4().hex[:12]
         self._buffer_size = buffer_size
         self._outage = False  # Redis refused the last attempt: a full buffer now means a gap
@@ -291,11 +308,12 @@ class LivePublisher:
 
     async def _ride_out(self, commit: Commit, stop: asyncio.Event) -> bool | None:
         """Commit, waiting through outages and past the memory budget; None if stopped meanwhile."""
+        applied: set[int] = set()  # on a cluster, the parts of the batch already committed
         while True:
             try:
                 if not await self._room():
                     raise RedisRefusedError("over REDIS_MEMORY_BUDGET_MB: consumers are behind")
-                done = await self._commit_once(commit)
+                done = await self._commit_once(commit, applied)
                 self._outage = False
                 self._backoff.succeeded()
                 return done
@@ -330,34 +348,63 @@ class LivePublisher:
         )
         await self._commit([GapClosed(gap, repair)], stop)
 
-    async def _commit_once(self, commit: Commit) -> bool:
+    async def _commit_once(self, commit: Commit, applied: set[int]) -> bool:
         """Apply the batch exactly once, even when it is retried after a lost reply.
 
-        Each batch moves the publisher's sequence key, compare-and-set, to "<n>:<this publisher>":
-        if the guard fails and the key already shows this batch, the earlier attempt landed; if it
-        shows anything else, another publisher of the same source moved it, and this batch goes
-        after theirs.
+        On one Redis the batch is one commit; on a cluster one per slot it writes to, events first,
+        then gap records and repair markers, then watermarks (``slot_commits``), so a crash between
+        them leaves a watermark behind its events (gap repair fetches those minutes again, under the
+        same ids), never ahead. ``applied`` holds the parts of this batch already committed: a retry
+        goes on with the next.
         """
-        key = publisher_sequence_key(self.source)
-        if self._last_sequence is None:
-            self._last_sequence = await self.bus.redis.get(key) or ""
+        if is_cluster(self.bus.redis):
+            parts = [(part, publisher_sequence_key(self.source, _first_key(part))) for part in slot_commits(commit)]
+        else:
+            parts = [(commit, publisher_sequence_key(self.source))]
+        for index, (part, key) in enumerate(parts):
+            if index not in applied:
+                await self._commit_part(part, key)
+                applied.add(index)
+        return True
+
+    async def _commit_part(self, commit: Commit, key: str) -> None:
+        """Each commit moves its sequence key, compare-and-set, to "<n>:<this publisher>": if the
+        guard fails and the key already shows this commit, the earlier attempt landed; if it shows
+        anything else, another publisher of the same source moved it, and this one goes after theirs.
+        """
+        if key not in self._sequences:
+            self._sequences[key] = await self.bus.redis.get(key) or ""
         while True:
-            number = int(self._last_sequence.split(":", 1)[0] or 0) + 1
-            mine = f"{number}:{self._publisher_id}"
-            result = await self.bus.commit(
-                "", replace(commit, state={**commit.state, key: mine}, guard=(key, self._last_sequence))
-            )
+            last = self._sequences[key]
+            mine = f"{int(last.split(':', 1)[0] or 0) + 1}:{self._publisher_id}"
+            result = await self.bus.commit("", replace(commit, state={**commit.state, key: mine}, guard=(key, last)))
             current = await self.bus.redis.get(key) if result is CommitResult.STALE else mine
             if current == mine:
-                self._last_sequence = mine
-                return True
+                self._sequences[key] = mine
+                return
             log.warning(
                 "%s: another %s publisher is running (sequence %s); publishing after it",
                 self.source,
                 self.source,
                 current,
             )
-            self._last_sequence = current or ""
+            self._sequences[key] = current or ""
+
+
+def slot_commits(commit: Commit) -> list[Commit]:
+    """A batch's commit split by cluster slot, in the order that keeps every watermark behind its
+    events and its gap's repair marker: the events' slots, then other state, then the watermarks."""
+    parts: dict[tuple[int, int], Commit] = {}
+    for stream, event in commit.publish:
+        parts.setdefault((0, key_slot(stream.encode())), Commit()).publish.append((stream, event))
+    for key, value in commit.state.items():
+        phase = 2 if key.startswith(WATERMARK_PREFIX) else 1
+        parts.setdefault((phase, key_slot(key.encode())), Commit()).state[key] = value
+    return [parts[slot] for slot in sorted(parts, key=lambda phase_slot: phase_slot[0])]  # stable sort
+
+
+def _first_key(commit: Commit) -> str:
+    return commit.publish[0][0] if commit.publish else next(iter(commit.state))
 
 
 def _advance(marks: dict[str, datetime], symbol: str, mark: datetime) -> None:

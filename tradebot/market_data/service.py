@@ -1,15 +1,19 @@
 """The mock market-data worker: publishes the seeded mock feed to the partitioned tick streams.
 
 MOCK_TICKS_PER_SECOND is the total rate across all symbols. Each partition's share of a batch is
-published together with the feed's cursor in that partition's slot, in one atomic commit (a batch
-spans every partition, which on a Redis Cluster no single commit can); then the feed-wide cursor
-follows. A restarted (even ``kill -9``-ed) feed resumes from the feed-wide cursor and skips, per
-partition, the ticks that partition's cursor already covers, so no tick is repeated or skipped.
+published together with that partition's cursor, in one atomic commit in the partition's slot (a
+batch spans every partition, which on a Redis Cluster no single commit can). A partition's cursor
+is only how many ticks of the feed's sequence it covers: the feed's whole position (every symbol's
+count and price, the clock) is the feed-wide cursor, written after the partitions' commits once per
+SNAPSHOT_EVERY_TICKS ticks (and at a run's first batch and its end), because rewriting it with
+every batch was most of the feed's append-only-file bytes. A restarted (even ``kill -9``-ed) feed
+resumes from the feed-wide cursor, regenerates what came after it, and publishes, per partition,
+only the ticks that partition's cursor does not cover, so no tick is repeated or skipped.
 MOCK_MAX_TICKS counts ticks over the life of the cursor: a restarted feed finishes the same N-tick
 sequence and then stops. Past the Redis memory budget the feed waits (it can: its ticks are
 generated, not received) until consumers catch up. The cursor carries the feed's clock too
 (``mock_feed.FeedClock``, one tick every 1/MOCK_TICKS_PER_SECOND s), so ticks regenerated from an
-older cursor — Redis lost its last writes — are byte-identical to the first.
+older cursor — after a restart, or after Redis lost its last writes — are byte-identical to the first.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ log = logging.getLogger("tradebot.market_data")  # not __name__: that is "__main
 ROLE = Role.MARKET_DATA
 CURSOR_NAME = "mock"
 PUBLISH_INTERVAL_S = 0.1  # batches per second = 10 at any rate, so latency stays ~100 ms
+# How often the feed-wide cursor is written: a restart regenerates (without publishing) at most this
+# many ticks, a few milliseconds of work, against ~3.5 KB of append-only file per write at 100 symbols.
+SNAPSHOT_EVERY_TICKS = 10_000
 
 
 class Pacer:
@@ -79,18 +86,21 @@ async def load_feed(
     return MockFeed(symbols, settings.mock_seed, clock=clock, cursor=cursor, step=step), committed
 
 
-async def publish_batch(bus: Bus, feed: MockFeed, count: int, committed: list[str], counters: Counter[str]) -> bool:
-    """Generate ``count`` ticks and commit each partition's share with the advanced cursor.
+async def publish_batch(
+    bus: Bus, feed: MockFeed, count: int, committed: list[str], counters: Counter[str], *, snapshot: bool = False
+) -> bool:
+    """Generate ``count`` ticks and commit each partition's share with that partition's cursor.
 
     A partition's commit applies only if its cursor still reads what was loaded (compare-and-set),
     so a second feed, or a retry of a commit that already landed, can never publish the same ticks
     twice; a partition whose cursor is already past a tick (an earlier run got further there) skips
     it. ``committed`` is updated in place, and ``counters["published"]`` by what this feed
-    published. False when a cursor had moved on (reload and continue).
+    published. With ``snapshot`` the feed-wide cursor follows the partitions' commits. False when a
+    cursor had moved on (reload and continue).
     """
     first = feed.produced
     ticks = feed.take(count)
-    cursor = json.dumps(feed.cursor())
+    cursor = json.dumps({"produced": feed.produced})
     shares: list[list[tuple[str, Event]]] = [[] for _ in committed]
     done = [_produced(text) for text in committed]
     for position, tick in enumerate(ticks, start=first):
@@ -106,8 +116,14 @@ async def publish_batch(bus: Bus, feed: MockFeed, count: int, committed: list[st
             return False
         committed[partition] = cursor
         counters["published"] += len(share)
-    await bus.commit("", Commit(state={producer_cursor_key(CURSOR_NAME): cursor}))
+    if snapshot:
+        await write_snapshot(bus, feed)
     return True
+
+
+async def write_snapshot(bus: Bus, feed: MockFeed) -> None:
+    """The feed-wide cursor: where a restarted feed regenerates from (after every partition's commit)."""
+    await bus.commit("", Commit(state={producer_cursor_key(CURSOR_NAME): json.dumps(feed.cursor())}))
 
 
 def _produced(cursor_text: str) -> int:
@@ -131,20 +147,31 @@ async def produce(
     batch = ticks_per_batch(settings)
     limit = settings.mock_max_ticks
     retained = retained_streams(settings.tick_partitions)
+    snapshotted: int | None = None  # where this run last wrote the feed-wide cursor (its first batch does)
     while not stop.is_set():
         count = batch if limit is None else min(batch, limit - feed.produced)
         if count <= 0:
             log.info("mock feed reached MOCK_MAX_TICKS=%d", limit)
             return
         if not await bus.wait_for_room(retained, stop, "mock feed"):  # past the memory budget: wait
-            return
-        if not await publish_batch(bus, feed, count, committed, counters):
+            break
+        snapshot = (
+            snapshotted is None
+            or feed.produced + count - snapshotted >= SNAPSHOT_EVERY_TICKS
+            or (limit is not None and feed.produced + count >= limit)
+        )
+        if not await publish_batch(bus, feed, count, committed, counters, snapshot=snapshot):
             # another feed (or our own lost-reply commit) moved a cursor: follow it
             counters["cursor_conflicts"] += 1
             feed, committed = await load_feed(bus, symbols, settings, clock)
+            snapshotted = None
             continue
+        if snapshot:
+            snapshotted = feed.produced
         if pace:
             await pacer.wait(count, stop)
+    if snapshotted != feed.produced:  # stopped: the next run starts right here, regenerating nothing
+        await write_snapshot(bus, feed)
 
 
 async def run_feed(

@@ -75,8 +75,9 @@ async def apply_action(bus: Bus, action: str, *, actor: str, reason: str, now: d
         commit = Commit(publish=publish, state={TRADING_STATE_KEY: record.to_json()}, guard=(TRADING_STATE_KEY, raw))
         if await bus.commit("control", commit):
             return event
-        if (await read_record(bus.redis))[0] == record:
-            return event  # our commit landed, its reply was lost
+        if (await read_record(bus.redis))[0] == record:  # our commit landed, its reply was lost
+            await bus.confirm_replicated(TRADING_STATE_KEY)  # with REDIS_MIN_REPLICAS: on its replicas too
+            return event
     raise ControlError("the trading state kept changing while this change was being applied; try again")
 
 

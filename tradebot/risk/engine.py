@@ -18,7 +18,7 @@ from tradebot.risk import checks, reasons
 from tradebot.risk.calendar import AlwaysOpen, MarketHours, NewYorkDay
 from tradebot.risk.limits import RiskLimits
 from tradebot.risk.portfolio import MarketState, Portfolio, Totals
-from tradebot.risk.sizing import TradeStats, size
+from tradebot.risk.sizing import TradeStats, size, sizing_mode
 from tradebot.risk.state import TradingState, strictest
 from tradebot.risk.windows import RateWindows
 
@@ -111,7 +111,10 @@ class RiskEngine:
         if not grows and quantity <= 0:
             return _deny(reasons.NO_POSITION, f"no {order.symbol} held to sell (short selling is not supported)")
         if quantity <= 0:
-            return _deny(reasons.SIZE_ZERO, f"{self.limits.sizing} sizing gives less than one share of {order.symbol}")
+            return _deny(
+                reasons.SIZE_ZERO,
+                f"{sizing_mode(order, self.limits)} sizing gives less than one share of {order.symbol}",
+            )
         at = now.timestamp()
         # Closing a whole position is never a duplicate: a repeat of it finds nothing left to sell.
         closes_all = not grows and quantity >= portfolio.quantity(order.symbol)

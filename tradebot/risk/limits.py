@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tradebot.common.config import Settings
@@ -30,6 +31,8 @@ class RiskLimits:
     loss_lock_s: float = 0.0
     enforce_market_hours: bool = False
     sizing: str = "fixed_quantity"
+    # a strategy's own mode (``position_sizing`` of its strategies-file entry), by strategy name
+    sizing_by_strategy: Mapping[str, str] = field(default_factory=dict)
     sizing_notional: float = 5_000.0
     sizing_risk_pct: float = 0.01
     sizing_stop_pct: float = 0.02
@@ -44,10 +47,10 @@ class RiskLimits:
     def from_settings(cls, settings: Settings, *, real_broker: bool = False) -> RiskLimits:
         """The limits a worker runs with; market hours follow MARKET_HOURS (auto: real brokers only)."""
         values = {}
-        for field in fields(cls):
-            for name in (f"risk_{field.name}", field.name):
+        for limit in fields(cls):
+            for name in (f"risk_{limit.name}", limit.name):
                 if hasattr(settings, name):
-                    values[field.name] = getattr(settings, name)
+                    values[limit.name] = getattr(settings, name)
                     break
         values["sizing"] = settings.position_sizing
         values["slippage_bps"], values["commission_per_share"] = settings.slippage_bps, settings.commission_per_share
@@ -58,4 +61,6 @@ class RiskLimits:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, for /risk."""
-        return {field.name: getattr(self, field.name) for field in fields(self)}
+        shown = {limit.name: getattr(self, limit.name) for limit in fields(self)}
+        shown["sizing_by_strategy"] = dict(self.sizing_by_strategy)
+        return shown

@@ -1,7 +1,8 @@
 """Position sizing: how many shares an order should be, given the account (pure functions).
 
-Buys are sized by the configured mode; sells close what is held (fixed_quantity: at most what is
-held), because the paper account is long only. Whole shares unless FRACTIONAL_SHARES is set.
+Buys are sized by the configured mode (POSITION_SIZING, or the order's strategy's own
+``position_sizing``); sells close what is held (fixed_quantity: at most what is held), because the
+account is long only. Whole shares unless FRACTIONAL_SHARES is set.
 """
 
 from __future__ import annotations
@@ -46,12 +47,17 @@ class TradeStats:
         return win_rate - (1 - win_rate) / payoff
 
 
+def sizing_mode(order: Order, limits: RiskLimits) -> str:
+    """The order's strategy's own sizing mode, else POSITION_SIZING."""
+    return limits.sizing_by_strategy.get(order.strategy or "", limits.sizing)
+
+
 def buy_notional(
     order: Order, portfolio: Portfolio, market: MarketState, limits: RiskLimits, stats: TradeStats
 ) -> float:
     """Dollars to put into one buy under the configured sizing mode."""
     equity, price = portfolio.equity(), order.reference_price
-    mode = limits.sizing
+    mode = sizing_mode(order, limits)
     if mode == "fixed_quantity":
         return order.quantity * price
     if mode == "fixed_notional":
@@ -78,9 +84,10 @@ def round_quantity(quantity: float, fractional: bool) -> float:
 def size(order: Order, portfolio: Portfolio, market: MarketState, limits: RiskLimits, stats: TradeStats) -> float:
     """The quantity to send: sized buys, sells capped at (or, when sizing, closing) the position."""
     held = portfolio.quantity(order.symbol)
+    mode = sizing_mode(order, limits)
     if order.side == "sell":
-        return min(order.quantity, held) if limits.sizing == "fixed_quantity" else held
-    if limits.sizing == "fixed_quantity":
+        return min(order.quantity, held) if mode == "fixed_quantity" else held
+    if mode == "fixed_quantity":
         return order.quantity
     return round_quantity(
         buy_notional(order, portfolio, market, limits, stats) / order.reference_price, limits.fractional_shares

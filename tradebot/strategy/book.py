@@ -13,8 +13,9 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from tradebot.common.config import SizingMode
 from tradebot.common.models import Bar, Order, OrderChange, Signal, Tick
 from tradebot.strategy.base import Strategy
 from tradebot.strategy.batch import Batch
@@ -23,12 +24,18 @@ from tradebot.strategy.catalog import StrategyError, build_strategy
 
 @dataclass(frozen=True)
 class Sizing:
-    """Shares per order: a fixed ``quantity``, or ``notional`` dollars rounded down to whole shares."""
+    """Shares per order: a fixed ``quantity``, or ``notional`` dollars rounded down to whole shares;
+    ``position_sizing``: the risk stage's sizing mode for this strategy's orders (POSITION_SIZING's
+    values; unset: POSITION_SIZING)."""
 
     quantity: float | None = None
     notional: float | None = None
+    position_sizing: str | None = None
 
     def __post_init__(self) -> None:
+        if self.position_sizing is not None and self.position_sizing not in get_args(SizingMode):
+            modes = ", ".join(get_args(SizingMode))
+            raise StrategyError(f"sizing.position_sizing {self.position_sizing!r} is not one of {modes}")
         if (self.quantity is None) == (self.notional is None):
             raise StrategyError("sizing needs exactly one of quantity (shares) or notional (dollars)")
         if (self.quantity or self.notional or 0) <= 0:
@@ -95,6 +102,11 @@ class StrategySpec:
 ENTRY_KEYS = {"name", "class", "parameters", "symbols", "sizing", "enabled", "orders"}
 
 
+def sizing_modes(specs: Iterable[StrategySpec]) -> dict[str, str]:
+    """Each named strategy's own risk-stage sizing mode (those that set one)."""
+    return {spec.name: spec.sizing.position_sizing for spec in specs if spec.name and spec.sizing.position_sizing}
+
+
 def traded_symbols(specs: Iterable[StrategySpec]) -> frozenset[str] | None:
     """The symbols some enabled strategy trades; None when one of them trades every symbol."""
     traded: set[str] = set()
@@ -133,7 +145,7 @@ def _spec(entry: dict[str, Any], where: str) -> StrategySpec:
     try:
         sizing = Sizing(**entry.get("sizing", {"quantity": 10.0}))
     except TypeError:
-        raise StrategyError(f"{where}: sizing takes quantity or notional") from None
+        raise StrategyError(f"{where}: sizing takes quantity or notional, and position_sizing") from None
     try:
         orders = OrderStyle(**entry.get("orders", {}))
     except TypeError:

@@ -4,11 +4,19 @@ One part per (symbol, strategy) — ``"AAPL@ma_crossover"`` — holds that strat
 symbol; ``"_rest"`` holds everything else (what each strategy holds, the exits' open trades, any
 state a strategy keeps beside its symbols). Parts of the single-strategy layout that came before
 the book (keys are bare symbols) are read too.
+
+A symbol's part is rewritten with nearly every tick of that symbol, so it is written compactly
+(``~`` and then JSON): the keys every symbol state has are abbreviated, and lists of whole
+numbers (price windows in price units) are kept as their first value and the differences. Parts
+written before (plain JSON) read as ever, and a state whose own keys start with ``~`` is written
+plain.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,7 +45,7 @@ def split(snapshot: dict[str, Any], symbols: Iterable[str] | None) -> tuple[dict
         rest["strategies"][name] = {key: value for key, value in state.items() if key != "symbols"}
         for symbol, symbol_state in per_symbol.items():
             if wanted is None or symbol in wanted:
-                parts[part_name(symbol, name)] = compact(_pack(symbol_state))
+                parts[part_name(symbol, name)] = _encode(_pack(symbol_state))
     return parts, compact(rest)
 
 
@@ -46,12 +54,12 @@ def join(parts: dict[str, str]) -> dict[str, Any]:
     rest: dict[str, Any] = json.loads(parts.get(REST, "{}"))
     symbol_parts = {name: part for name, part in parts.items() if not name.startswith("_")}
     if "strategies" not in rest:  # the layout before the book: one strategy, parts named by symbol
-        rest.setdefault("symbols", {}).update({name: _unpack(json.loads(part)) for name, part in symbol_parts.items()})
+        rest.setdefault("symbols", {}).update({name: _unpack(decode_part(part)) for name, part in symbol_parts.items()})
         return rest
     for name, part in symbol_parts.items():
         symbol, _, strategy = name.partition("@")
         state = rest["strategies"].setdefault(strategy, {})
-        state.setdefault("symbols", {})[symbol] = _unpack(json.loads(part))
+        state.setdefault("symbols", {})[symbol] = _unpack(decode_part(part))
     return rest
 
 
@@ -83,3 +91,79 @@ def _unpack(state: dict[str, Any]) -> dict[str, Any]:
     else:
         ids = [f"{packed['prefix']}{number}" for number in range(packed["first"], packed["first"] + packed["count"])]
     return {**state, _IDS: ids}
+
+
+COMPACT = "~"
+# Keys of every symbol's state (tradebot/strategy/base.py SymbolState, the indicators, _pack).
+_SHORT = {
+    key: f"{COMPACT}{short}"
+    for key, short in {
+        "indicators": "i",
+        "values": "v",
+        "total": "t",
+        "bar": "b",
+        "holding": "h",
+        "memory": "m",
+        _IDS: "r",
+        "prefix": "p",
+        "first": "f",
+        "count": "c",
+        "rest": "s",
+    }.items()
+}
+_LONG = {short: key for key, short in _SHORT.items()}
+# A list of whole numbers as {"~d": [first, second - first, …], "~g": g}, each divided by their
+# greatest common divisor g (prices in price units are whole cents: g is 100 or more).
+_DELTAS, _DIVISOR = f"{COMPACT}d", f"{COMPACT}g"
+
+
+def _encode(state: dict[str, Any]) -> str:
+    if _has_compact_keys(state):
+        return compact(state)  # its own keys look like abbreviations: plain, to read back exactly
+    return COMPACT + compact(_shrink(state))
+
+
+def decode_part(part: str) -> dict[str, Any]:
+    if not part.startswith(COMPACT):
+        loaded: dict[str, Any] = json.loads(part)
+        return loaded
+    grown: dict[str, Any] = _grow(json.loads(part[len(COMPACT) :]))
+    return grown
+
+
+def _has_compact_keys(value: object) -> bool:
+    if isinstance(value, dict):
+        return any(str(key).startswith(COMPACT) or _has_compact_keys(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_compact_keys(item) for item in value)
+    return False
+
+
+def _whole_numbers(value: list[Any]) -> bool:
+    return len(value) > 2 and all(type(item) is int for item in value)
+
+
+def _shrink(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_SHORT.get(key, key): _shrink(item) for key, item in value.items()}
+    if isinstance(value, list):
+        if _whole_numbers(value):
+            divisor = math.gcd(*value) or 1
+            steps = [value[0] // divisor, *((b - a) // divisor for a, b in itertools.pairwise(value))]
+            return {_DELTAS: steps, _DIVISOR: divisor}
+        return [_shrink(item) for item in value]
+    return value
+
+
+def _grow(value: Any) -> Any:
+    if isinstance(value, dict):
+        if list(value) == [_DELTAS, _DIVISOR]:
+            numbers, total = [], 0
+            for step in value[_DELTAS]:
+                total += step * value[_DIVISOR]
+                numbers.append(total)
+            return numbers
+        return {_LONG.get(key, key): _grow(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_grow(item) for item in value]
+    return value

@@ -159,6 +159,7 @@ def strategy_worker(
         batch_size=settings.bus_batch_size,
         block_ms=settings.bus_block_ms,
         lease_ttl_ms=settings.lease_ttl_ms,
+        positioned=True,  # a partition's tick stream is in its slot: XREAD, the group moved by the commit
     )
     new_book = book_factory(settings, switches)
 
@@ -169,6 +170,7 @@ def strategy_worker(
             settings.exit_trailing_pct,
             settings.exit_atr_multiple,
             lambda: BarATR(settings.exit_atr_window, timeframe_seconds(settings.exit_atr_timeframe)),
+            settings.exit_take_profit_atr_multiple,
         )
 
     def new_state(partition: int) -> StrategyPartition:
