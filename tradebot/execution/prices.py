@@ -68,8 +68,9 @@ def earlier(a: str, b: str) -> str:
 async def frontier(bus: Bus, stream: str) -> str | None:
     """The last tick of ``stream`` the strategy role has finished with (None: none yet).
 
-    Entries up to the group's last-delivered id were delivered before it was read; of those, the
-    ones below the oldest still pending, read after, are acked, and their orders are published.
+    Entries up to the group's last-delivered id were delivered before it was read (a positioned
+    strategy reader moves it in the commit that publishes their orders); of those, the ones below
+    the oldest still pending, read after, are acked, and their orders are published.
     Without a strategy group nobody makes orders from the stream: all of it counts.
     """
     try:
