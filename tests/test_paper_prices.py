@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tradebot.broker.checkpoint import read_account_snapshot
+from tradebot.broker.checkpoint import PRICES
 from tradebot.common.bus import Bus, Delivery, entry_order
 from tradebot.common.config import Settings
 from tradebot.common.models import Order, OrderEvent, Tick
@@ -21,6 +22,7 @@ from tradebot.common.streams import (
     EXECUTION_ROLE,
     ORDERS_NEW,
     STRATEGY_ROLE,
+    checkpoint_parts_key,
     lease_key,
     order_streams,
     tick_stream_for,
@@ -194,6 +196,6 @@ async def test_paper_execution_killed_9_while_prices_flow_fills_each_resting_ord
 
 
 async def _read_upto(bus: Bus, stream: str, entry_id: str) -> bool:
-    snapshot = await read_account_snapshot(bus.redis)
-    position = (snapshot or {}).get("price_positions", {}).get(stream, "0-0")
+    saved = await bus.redis.hget(checkpoint_parts_key(EXECUTION_ROLE, 0), PRICES)
+    position = json.loads(saved or "{}").get(stream, "0-0")
     return entry_order(position) >= entry_order(entry_id)
