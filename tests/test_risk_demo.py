@@ -17,7 +17,9 @@ START = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 TICKS = 90_000  # three minutes of the demo at its default 500 ticks/s
 
 
-def test_the_default_demo_never_runs_out_of_cash_nor_sells_what_it_does_not_hold() -> None:
+def run_demo(count: int) -> tuple[Counter, float, BrokerPartition]:
+    """``count`` ticks of the default demo through the strategy, the risk stage and the paper broker:
+    the order events by status (denials by their code), the lowest cash, and the account."""
     settings = Settings(_env_file=None)
     symbols = curated_symbols(settings.symbol_mode)[: settings.max_symbols]
     ticks = MockFeed(symbols, settings.mock_seed, clock=lambda: START, step=step_for(settings.mock_ticks_per_second))
@@ -25,12 +27,17 @@ def test_the_default_demo_never_runs_out_of_cash_nor_sells_what_it_does_not_hold
     account = BrokerPartition(settings)
     statuses: Counter = Counter()
     lowest_cash = settings.starting_cash
-    for tick in ticks.take(TICKS):
+    for tick in ticks.take(count):
         orders = [Order.from_signal(signal, settings.order_quantity) for signal in strategy.on_tick(tick)]
         for _, event in account.apply(orders) if orders else []:
             status = getattr(event, "status", "control")
             statuses[status if status != "denied" else (event.reason or "").split(":")[0]] += 1  # type: ignore[attr-defined]
         lowest_cash = min(lowest_cash, account.broker.cash)
+    return statuses, lowest_cash, account
+
+
+def test_the_default_demo_never_runs_out_of_cash_nor_sells_what_it_does_not_hold() -> None:
+    statuses, lowest_cash, account = run_demo(TICKS)
     assert statuses["filled"] > 1000, statuses
     assert statuses["rejected"] == 0, statuses  # the broker never had to refuse an order
     assert lowest_cash >= 0

@@ -27,11 +27,11 @@ from tradebot.common.models import (
     MIN_QUANTITY,
     Event,
     Tick,
+    built,
 )
 
 # pydantic's pattern is matched to the very end; Python's ``$`` would also allow a trailing newline.
 _SYMBOL = r"^[A-Z][A-Z0-9.\-]{0,9}\Z"
-_TICK_FIELDS = frozenset(Tick.model_fields)
 
 
 class _WireTick(msgspec.Struct, forbid_unknown_fields=True):
@@ -50,18 +50,10 @@ _encode = msgspec.json.Encoder().encode
 
 
 def built_tick(id: str, symbol: str, timestamp: datetime, price: float, size: float, source: str) -> Tick:
-    """A Tick from values already known to be valid (a UTC timestamp, floats in range), unvalidated.
-
-    This is what pydantic's ``model_construct`` does, without its per-field bookkeeping; only
-    callers that checked the values themselves (the decoder above, the mock feed) may use it.
-    """
-    tick = Tick.__new__(Tick)
-    values = {"id": id, "symbol": symbol, "timestamp": timestamp, "price": price, "size": size, "source": source}
-    object.__setattr__(tick, "__dict__", values)
-    object.__setattr__(tick, "__pydantic_fields_set__", set(_TICK_FIELDS))  # a set of its own, as pydantic keeps
-    object.__setattr__(tick, "__pydantic_extra__", None)
-    object.__setattr__(tick, "__pydantic_private__", None)
-    return tick
+    """A Tick from values already known to be valid (a UTC timestamp, floats in range), unvalidated
+    (``models.built``); only callers that checked the values themselves (the decoder above, the
+    mock feed) may use it."""
+    return built(Tick, id=id, symbol=symbol, timestamp=timestamp, price=price, size=size, source=source)
 
 
 def encode_event(event: Event) -> str:
