@@ -40,6 +40,9 @@ EXPECTED_SECTIONS = {
 WORKER_ROLES = {"market_data", "strategy", "execution", "storage", "api"}
 
 
+# Every section runs, the pipeline started several times over: minutes on a loaded 2-core machine
+# (about 170 s at load 15), so this test has a longer hang guard than the suite's 120 s.
+@pytest.mark.timeout(600)
 def test_every_figure_is_produced_with_its_method(redis_url: str, database_url: str, tmp_path: Path) -> None:
     # Short windows, so the 2-second latency run has plenty of orders to measure.
     settings = Settings(
