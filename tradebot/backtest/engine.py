@@ -216,9 +216,11 @@ class Backtest:
         self.result.equity.append((closes, self.broker.cash + value))
         self.result.exposed_samples += any(p.quantity > 0 for _, p in held)
 
-    def _trade(self, signal: Signal, order: Order) -> None:
+    def _trade(self, signal: Signal, order: Order | None) -> None:
         result = self.result
         result.signals.append(signal)
+        if order is None:  # the book sent no order for it (long only by its own orders)
+            return
         result.orders.append(order)
         reason = self.check(order, self.broker) if self.check else None
         if reason is not None:
