@@ -187,7 +187,7 @@ def test_the_book_is_long_only_by_its_own_orders() -> None:
     withheld = [s for s, o in outputs if o is None]
     # still recorded; the crossover alternates, so only each symbol's first signal, a SELL, has nothing to close
     assert sorted((s.symbol, s.side) for s in withheld) == [("AAPL", "sell"), ("MSFT", "sell")]
-    assert [s for s, _ in outputs if s.symbol == "AAPL"][0] in withheld
+    assert next(s for s, _ in outputs if s.symbol == "AAPL") in withheld
 
 
 def test_a_buy_withheld_by_the_trading_state_leaves_the_book_flat() -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from tradebot.common.bus import Bus, decode
 from tradebot.common.config import Settings
-from tradebot.common.models import Order, Signal, Tick
+from tradebot.common.models import Signal, Tick
 from tradebot.common.streams import dead_letter_stream, order_streams, signal_streams, tick_stream_for
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
 from tradebot.strategy import service

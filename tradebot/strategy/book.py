@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-BOTH_SIDES = frozenset({"buy", "sell"})
-
 from tradebot.common.config import SizingMode
 from tradebot.common.models import Bar, Order, OrderChange, Signal, Tick
 from tradebot.strategy.base import Strategy
 from tradebot.strategy.batch import Batch
 from tradebot.strategy.catalog import StrategyError, build_strategy
+
+BOTH_SIDES = frozenset({"buy", "sell"})
 
 
 @dataclass(frozen=True)
