@@ -16,15 +16,16 @@ from collections import Counter
 from collections.abc import Callable
 
 from tradebot.common import runtime
-from tradebot.common.bus import Bus
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.config import ReadySettings, Settings, SettingsError
 from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import Event, Order, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import STRATEGY_ROLE, STRATEGY_SWITCHES_KEY, order_stream, signal_stream, tick_stream
 from tradebot.risk.exits import ExitRules
-from tradebot.risk.state import TradingState
-from tradebot.risk.store import obeying_trading_state
+from tradebot.risk.state import TradingState, strictest
+from tradebot.risk.store import obeying_trading_state, poll_interval, read_record
+from tradebot.risk.views import read_checkpoint, trading_state
 from tradebot.strategy import parts
 from tradebot.strategy.bars import BarATR, timeframe_seconds
 from tradebot.strategy.book import Sizing, StrategyBook, StrategySpec, read_strategies_file
@@ -193,6 +194,24 @@ async def read_switches(bus: Bus) -> dict[str, bool]:
     return {_text(name): _text(state) == "on" for name, state in saved.items()}
 
 
+async def ruled_state(bus: Bus) -> TradingState:
+    """The state the risk stage applies to the next order: the operator's, or a tripped rule's
+    (the daily loss limit: REDUCING), read from the execution role's last commit."""
+    record, _ = await read_record(bus.redis)
+    state, _ = trading_state(record, await read_checkpoint(bus.redis))
+    return state
+
+
+async def follow_rules(bus: Bus, ruled: list[TradingState], stop: asyncio.Event, interval_s: float) -> None:
+    """Keep ``ruled[0]`` equal to :func:`ruled_state`, polling every ``interval_s``: a rule trips in
+    the execution worker, and the strategies withhold what it would deny (a BUY while REDUCING)."""
+    while not await wait_or_stop(stop, interval_s):
+        try:
+            ruled[0] = await ruled_state(bus)
+        except RECOVERABLE_REDIS_ERRORS as error:
+            log.debug("tripped risk rules not refreshed: %s", error)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -216,10 +235,14 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
     member = runtime.consumer_name()
     switches: dict[str, bool] = {}
     try:
+        ruled = [await ruled_state(bus)]  # a restarted worker obeys a tripped rule before its first tick
+        rules = follow_rules(bus, ruled, stop, poll_interval(settings.lease_ttl_ms))
         async with obeying_trading_state(
-            bus.redis, member, STRATEGY_ROLE, settings.lease_ttl_ms, stop, follow_switches(bus, switches, stop)
+            bus.redis, member, STRATEGY_ROLE, settings.lease_ttl_ms, stop, follow_switches(bus, switches, stop), rules
         ) as watcher:  # a restarted worker obeys a halt before its first tick
-            worker = strategy_worker(bus, settings, member, counters, switches, lambda: watcher.current.state)
+            worker = strategy_worker(
+                bus, settings, member, counters, switches, lambda: strictest(watcher.current.state, ruled[0])
+            )
             await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
         await bus.close()
