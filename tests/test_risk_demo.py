@@ -13,6 +13,7 @@ from tradebot.common.models import Order
 from tradebot.execution.service import BrokerPartition
 from tradebot.market_data.mock_feed import MockFeed, step_for
 from tradebot.risk.state import TradingState
+from tradebot.risk.store import poll_interval
 from tradebot.strategy.service import StrategyPartition, book_factory
 from tradebot.universe.resolver import curated_symbols
 
@@ -22,18 +23,23 @@ TICKS = 90_000  # three minutes of the demo at its default 500 ticks/s
 
 def run_demo(count: int) -> tuple[Counter, float, BrokerPartition, dict[TradingState, int]]:
     """``count`` ticks of the default demo through the strategy worker's partition (its book and its
-    trading-state gate, fed the account's state), the risk stage and the paper broker: the order
-    events by status (denials by their code; ``unheld sell``: a sell of a symbol not held when it
-    reached the risk stage), the lowest cash, the account, and the ticks seen in each state."""
+    trading-state gate, fed the account's state as the worker polls it: every third of a lease
+    period of tick time), the risk stage and the paper broker: the order events by status (denials
+    by their code; ``unheld sell``: a sell of a symbol not held when it reached the risk stage), the
+    lowest cash, the account, and the ticks seen in each state."""
     settings = Settings(_env_file=None)
     symbols = curated_symbols(settings.symbol_mode)[: settings.max_symbols]
     ticks = MockFeed(symbols, settings.mock_seed, clock=lambda: START, step=step_for(settings.mock_ticks_per_second))
     account = BrokerPartition(settings)
-    strategy = StrategyPartition(book_factory(settings), settings.order_quantity, lambda: account.risk.engine.state)
+    polled = [TradingState.ACTIVE]  # the state as the strategy worker last read it
+    poll_ticks = round(poll_interval(settings.lease_ttl_ms) * settings.mock_ticks_per_second)
+    strategy = StrategyPartition(book_factory(settings), settings.order_quantity, lambda: polled[0])
     statuses: Counter = Counter()
     states: Counter = Counter()
     lowest_cash = settings.starting_cash
-    for tick in ticks.take(count):
+    for number, tick in enumerate(ticks.take(count)):
+        if number % poll_ticks == 0:
+            polled[0] = account.risk.engine.state
         states[account.risk.engine.state] += 1
         orders = [event for _, event in strategy.apply([tick]) if isinstance(event, Order)]
         positions = account.broker.positions
