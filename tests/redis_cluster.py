@@ -3,6 +3,7 @@ free loopback ports, created with ``redis-cli --cluster create`` and torn down a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ import redis.asyncio as aioredis
 
 from tests.helpers import free_port
 from tests.redis_versions import redis7_binary
-from tradebot.common.bus import connect
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, CommitResult, connect
 
 MASTERS = 3
 # Tests name a cluster by its URL with this suffix, so one string reaches worker processes too.
@@ -165,3 +166,17 @@ class LocalCluster:
 def connect_to(url: str) -> aioredis.Redis:
     """The bus client for a test URL: the cluster client for a URL marked with CLUSTER_MARK."""
     return connect(url.removesuffix(CLUSTER_MARK), cluster=url.endswith(CLUSTER_MARK))
+
+
+async def commit_until_counted(bus: Bus, commit: Commit) -> None:
+    """A producer's retry loop: the commit again until it counts. A retry of one that landed finds
+    the guard moved on (STALE, after its barrier and WAIT) and the cursor holding its own value."""
+    assert commit.guard is not None
+    for _ in range(200):
+        try:
+            result = await bus.commit("", commit)
+            if result is CommitResult.APPLIED or await bus.redis.get(commit.guard[0]) == commit.state[commit.guard[0]]:
+                return
+        except RECOVERABLE_REDIS_ERRORS:
+            await asyncio.sleep(0.1)  # backoff of the producer's retry loop, not a wait on a condition
+    raise AssertionError("the commit never counted")

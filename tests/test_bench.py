@@ -10,7 +10,7 @@ import pytest
 from tradebot.bench.cli import BenchSizes, run_bench
 from tradebot.bench.report import Figure, Report, table
 from tradebot.bench.storage import StorageSizes
-from tradebot.bench.target import BenchTargetError, require_loopback
+from tradebot.bench.target import BenchTargetError, bench_target, require_loopback
 from tradebot.common.config import Settings
 
 TINY = BenchSizes(
@@ -81,3 +81,12 @@ def test_the_table_has_a_method_column_and_shows_missing_values() -> None:
 def test_the_benchmark_refuses_servers_on_other_machines(url: str) -> None:
     with pytest.raises(BenchTargetError, match=r"127\.0\.0\.1"):
         require_loopback(url)
+
+
+def test_the_benchmark_refuses_a_redis_cluster_with_one_line_saying_what_to_run(settings: Settings) -> None:
+    cluster = settings.model_copy(update={"redis_cluster": True})
+    with (
+        pytest.raises(BenchTargetError, match=r"REDIS_CLUSTER=true: .*tests\.measure_cluster --e2e"),
+        bench_target(cluster),
+    ):
+        pass

@@ -12,19 +12,23 @@ from tradebot.bench.backtest_compare import backtesting_py_ratio, vectorbt_ratio
 
 def test_the_backtest_section_measures_ticks_bars_and_the_optimiser() -> None:
     figures = measure_backtest(ticks=6_000, bars=200)  # 60 ticks per symbol: a few crosses
-    assert [f.name for f in figures][:5] == [
+    assert [f.name for f in figures][:7] == [
         "backtest ticks/s, crossover 5/20",
+        "backtest ticks/s, crossover 5/20, Tick objects",
+        "backtest ticks/s, crossover 50/200",
         "backtest ticks/s, ensemble",
         "backtest bars/s, crossover 5/20",
         "backtest bars/s, ensemble",
         "optimiser speed-up, 2 processes",
     ]
-    assert all(f.value is not None and f.value > 0 and f.method for f in figures[:5])
+    assert all(f.value is not None and f.value > 0 and f.method for f in figures[:7])
     # backtesting.py and vectorbt are installed for the bench only: without one its ratio says how to install it
-    assert [f.name for f in figures[5:]] == ["backtest bars/s vs backtesting.py", "backtest bars/s vs vectorbt"]
-    for comparison in figures[5:]:
+    assert [f.name for f in figures[7:]] == ["backtest bars/s vs backtesting.py", "backtest bars/s vs vectorbt"]
+    for comparison in figures[7:]:
         assert (comparison.value is None) == ("install" in comparison.detail)
     assert figures[0].detail["signals"] > 0
+    assert figures[0].detail == figures[1].detail  # columns or objects: the same run
+    assert "% of them" in figures[0].method  # the signal rate, which sets the speed, is stated
 
 
 def test_the_vectorbt_comparison_checks_its_trades_are_ours() -> None:

@@ -164,3 +164,17 @@ export function gapShades(gaps: GapRecord[], symbol: string, timeframe: string):
   }
   return [...buckets].sort((a, b) => a - b);
 }
+
+export interface LiveMessage {
+  type?: string;
+  channel?: string;
+  symbol?: string | null;
+  data?: Record<string, unknown>;
+}
+
+/** The messages of one /ws frame: events come as a JSON array of them, in stream order; a reply to a
+ *  request (`{"type": ...}`) is a single object. */
+export function liveMessages(frame: string): LiveMessage[] {
+  const parsed = JSON.parse(frame) as LiveMessage | LiveMessage[];
+  return Array.isArray(parsed) ? parsed : [parsed];
+}

@@ -11,7 +11,19 @@ import {
 } from "lightweight-charts";
 
 import { showBacktests } from "./backtests.ts";
-import { type Candle, type Fill, foldMinute, type GapRecord, gapShades, markersFor, money, price, sma } from "./logic.ts";
+import {
+  type Candle,
+  type Fill,
+  foldMinute,
+  type GapRecord,
+  gapShades,
+  type LiveMessage,
+  liveMessages,
+  markersFor,
+  money,
+  price,
+  sma,
+} from "./logic.ts";
 import { $, getJson, lineChart, rows, ts } from "./page.ts";
 
 const SHORT_WINDOW = 5;
@@ -194,13 +206,6 @@ function onMinute(minute: Candle): void {
   showLast();
 }
 
-interface LiveMessage {
-  type?: string;
-  channel?: string;
-  symbol?: string | null;
-  data?: Record<string, unknown>;
-}
-
 let socket: WebSocket | undefined;
 
 function subscribe(): void {
@@ -223,7 +228,9 @@ function connect(): void {
     $("#live").classList.remove("ok");
     setTimeout(connect, 2000);
   };
-  socket.onmessage = (message) => onLive(JSON.parse(String(message.data)) as LiveMessage);
+  socket.onmessage = (message) => {
+    for (const event of liveMessages(String(message.data))) onLive(event);
+  };
 }
 
 function onLive(message: LiveMessage): void {

@@ -1,7 +1,19 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { bucketOf, type Candle, candleAt, foldMinute, gapShades, markersFor, money, price, sma, tradeFills } from "../src/logic.ts";
+import {
+  bucketOf,
+  type Candle,
+  candleAt,
+  foldMinute,
+  gapShades,
+  liveMessages,
+  markersFor,
+  money,
+  price,
+  sma,
+  tradeFills,
+} from "../src/logic.ts";
 
 const candle = (time: number, close: number, volume = 1): Candle => ({
   time,
@@ -88,4 +100,15 @@ test("a symbol's gaps shade every bucket they cover, other symbols' none", () =>
   assert.deepEqual(gapShades([gap], "AAPL", "1m"), [start, start + 60, start + 120]);
   assert.deepEqual(gapShades([gap], "AAPL", "1h"), [start]);
   assert.deepEqual(gapShades([gap], "MSFT", "1m"), []);
+});
+
+test("a /ws frame of events is an array of them, in order; a reply is one object", () => {
+  const frame = '[{"channel":"ticks","symbol":"AAPL","data":{"price":1}},{"channel":"bars","symbol":"AAPL","data":{"close":1}}]';
+  assert.deepEqual(
+    liveMessages(frame).map((m) => m.channel),
+    ["ticks", "bars"],
+  );
+  assert.deepEqual(liveMessages('{"type":"subscribed","channels":[],"symbols":[]}'), [
+    { type: "subscribed", channels: [], symbols: [] },
+  ]);
 });

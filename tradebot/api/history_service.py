@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -43,9 +44,9 @@ from tradebot.api import (
 from tradebot.api.auth import BodyLimit, check_exposure
 from tradebot.api.routes_docs import add_offline_docs
 from tradebot.common.bus import Bus, connect
-from tradebot.common.config import Settings, SettingsError
+from tradebot.common.config import ReadySettings, Settings, SettingsError, load_settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
-from tradebot.common.runtime import bootstrap, infrastructure
+from tradebot.common.runtime import bootstrap, infrastructure, setup_logging
 from tradebot.storage.queries import StoredDataError, UnknownSourceError, UnknownSymbolError
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions, database_mode
@@ -53,6 +54,8 @@ from tradebot.ui import dashboard
 from tradebot.ui.live import Hub
 
 log = logging.getLogger(__name__)
+# The API process's pid, for its uvicorn worker processes (tradebot/api/worker.py).
+API_PROCESS_ENV = "TRADEBOT_API_PROCESS"
 
 
 async def _open_pools(app: FastAPI, settings: Settings, primary_url: str) -> None:
@@ -216,8 +219,39 @@ def main() -> None:
                 "set API_PORT to a free port (or stop that program)"
             )
         with infrastructure(settings) as ready:
-            app = create_app(ready)
-            uvicorn.run(app, host=ready.api_host, port=ready.api_port, log_level=ready.log_level.lower())
+            host, port, level = ready.api_host, ready.api_port, ready.log_level.lower()
+            # /ws frames go out uncompressed: permessage-deflate compresses every frame once per
+            # client (its state is per connection), the largest cost of the live fan-out
+            if ready.api_workers == 1:
+                uvicorn.run(create_app(ready), host=host, port=port, log_level=level, ws_per_message_deflate=False)
+                return
+            # Each worker process builds its own app (worker_app) from the environment: the URLs
+            # resolved here (embedded servers included) travel in it.
+            assert ready.redis_url
+            assert ready.database_url
+            os.environ.update(REDIS_URL=ready.redis_url, DATABASE_URL=ready.database_url)
+            os.environ[API_PROCESS_ENV] = str(os.getpid())
+            app_factory = "tradebot.api.worker:app"
+            uvicorn.run(
+                app_factory,
+                factory=True,
+                workers=ready.api_workers,
+                host=host,
+                port=port,
+                log_level=level,
+                ws_per_message_deflate=False,
+            )
+
+
+def worker_app() -> FastAPI:
+    """The app of one of API_WORKERS uvicorn worker processes (see tradebot/api/worker.py)."""
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    assert settings.redis_url
+    assert settings.database_url  # set by main before the workers start
+    return create_app(
+        ReadySettings.resolved(settings, redis_url=settings.redis_url, database_url=settings.database_url)
+    )
 
 
 if __name__ == "__main__":

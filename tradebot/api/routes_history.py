@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from fastapi import APIRouter
+import msgspec
+from fastapi import APIRouter, Response
 
 from tradebot.api.deps import BarQuery, BarQueryDep, ModeDep, NowDep, ReadPoolDep, SourceDep, SymbolDep, TimeRangeDep
 from tradebot.api.schemas import BarOut, ErrorOut, HistoryOut, OhlcvOut, StatsOut, SymbolOut, SymbolsOut
@@ -30,7 +31,11 @@ router = APIRouter(tags=["history"])
 
 
 async def _bars(pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime) -> Sequence[asyncpg.Record]:
-    return await queries.history(
+    return (await _series(pool, query, mode, now)).rows
+
+
+async def _series(pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime) -> queries.Series:
+    return await queries.series(
         pool,
         query.symbol,
         query.timeframe,
@@ -44,7 +49,8 @@ async def _bars(pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime) -
 
 
 def bar_out(row: asyncpg.Record, timeframe: str) -> BarOut:
-    """A stored or aggregated bar as shown: prices as quoted, VWAP to 4 decimals, daily bars dated."""
+    """A stored or aggregated bar as shown: prices as quoted, VWAP to 4 decimals, daily bars dated.
+    The model's way, which ``history_json`` must match (tests/test_history_json.py)."""
     return BarOut(
         timestamp=row["ts"],
         session_date=row["ts"].astimezone(MARKET_TZ).date() if timeframe == "1d" else None,
@@ -59,7 +65,7 @@ def bar_out(row: asyncpg.Record, timeframe: str) -> BarOut:
 
 
 @router.get("/history/{symbol}", response_model=HistoryOut, responses=ERRORS)
-async def history(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep) -> HistoryOut:
+async def history(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep) -> Response:
     """OHLCV bars of one continuous series (stored bars and ticks merged), oldest first.
 
     With ``start``: the first ``limit`` bars starting at or after it. Without: the latest ``limit``
@@ -67,12 +73,41 @@ async def history(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: Now
     rounded as quoted (to the cent; 4 decimals below $1), VWAP to 4 decimals; a daily bar also
     carries its session date (America/New_York).
     """
-    rows = await _bars(pool, query, mode, now)
-    bars = [bar_out(r, query.timeframe) for r in rows]
-    sources = await queries.series_sources(pool, query.symbol, query.source)
-    return HistoryOut(
-        symbol=query.symbol, timeframe=query.timeframe, mode=mode, sources=sources, count=len(bars), bars=bars
-    )
+    found = await _series(pool, query, mode, now)
+    return Response(history_json(query.symbol, query.timeframe, mode, found), media_type="application/json")
+
+
+_JSON = msgspec.json.Encoder()
+
+
+def history_json(symbol: str, timeframe: str, mode: str, found: queries.Series) -> bytes:
+    """The HistoryOut document of ``found``, encoded straight from the rows: the document
+    ``HistoryOut(...).model_dump_json()`` gives (tests/test_history_json.py compares them), without
+    a validated model per bar and a response model validating them all again."""
+    price, vwap, daily = rounding.price, rounding.vwap, timeframe == "1d"
+    bars = [
+        {
+            "timestamp": r["ts"],
+            "session_date": r["ts"].astimezone(MARKET_TZ).date() if daily else None,
+            "open": price(r["open"]),
+            "high": price(r["high"]),
+            "low": price(r["low"]),
+            "close": price(r["close"]),
+            "volume": float(r["volume"]),
+            "trade_count": r["trade_count"],
+            "vwap": vwap(r["vwap"]),
+        }
+        for r in found.rows
+    ]
+    document = {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "mode": mode,
+        "sources": found.sources,
+        "count": len(bars),
+        "bars": bars,
+    }
+    return _JSON.encode(document)
 
 
 @router.get("/ohlcv/{symbol}", response_model=OhlcvOut, responses=ERRORS)

@@ -7,8 +7,9 @@ Client → server, one JSON object per message::
 
 Server → client: ``{"type": "subscribed", "channels": [...], "symbols": [...]}`` after every change
 (the full current lists), ``{"type": "error", "message": ...}`` for a bad request (nothing
-changes), and events as ``{"channel", "symbol", "data"}``. ``"*"`` subscribes to every symbol. A
-client that falls behind by more than its queue is closed with code 1013 ("slow client").
+changes), and events in frames that are JSON arrays of ``{"channel", "symbol", "data"}`` (what
+gathered since the client's last frame, in stream order). ``"*"`` subscribes to every symbol. A
+client that falls more than its bound of messages behind is closed with code 1013 ("slow client").
 """
 
 from __future__ import annotations
@@ -94,10 +95,12 @@ async def live(websocket: WebSocket) -> None:
 
 async def _receive(websocket: WebSocket, subscriber: Subscriber) -> None:
     while True:
-        reply = apply(subscriber, await websocket.receive_text())
-        await subscriber.queue.put(json.dumps(reply))
+        subscriber.reply(json.dumps(apply(subscriber, await websocket.receive_text())))
 
 
 async def _send(websocket: WebSocket, subscriber: Subscriber) -> None:
     while True:
-        await websocket.send_text(await subscriber.queue.get())
+        await subscriber.ready.wait()
+        frame = subscriber.next_frame()
+        if frame is not None:
+            await websocket.send_text(frame)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import tomllib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -228,7 +229,7 @@ def replay_command(
         raise typer.Exit(1)
 
 
-async def stored_ticks(settings: Settings, request: BacktestRequest) -> list[Any]:
+async def stored_ticks(settings: Settings, request: BacktestRequest) -> Sequence[Any]:
     from tradebot.backtest.data import load_ticks
 
     assert settings.database_url

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from tradebot.common.db import Executor, connection
-from tradebot.common.models import Bar, Tick
+from tradebot.common.models import Bar, built
 from tradebot.storage.queries import UnknownSymbolError, history
+from tradebot.strategy.batch import TickColumns
 
 # Within one timestamp, ticks keep their id order; their symbol order does not matter to a
 # strategy (per-symbol state), and the live feed interleaves symbols the same way.
@@ -29,19 +31,19 @@ def check_range(symbols: Sequence[str], start: datetime, end: datetime) -> None:
         raise BacktestInputError(f"empty date range: --start {start.isoformat()} is not before --end {end.isoformat()}")
 
 
-async def load_ticks(executor: Executor, symbols: Sequence[str], start: datetime, end: datetime) -> list[Tick]:
-    """Every stored tick of ``symbols`` in [start, end), oldest first; a symbol without any is an error."""
+async def load_ticks(executor: Executor, symbols: Sequence[str], start: datetime, end: datetime) -> TickColumns:
+    """Every stored tick of ``symbols`` in [start, end), oldest first; a symbol without any is an error.
+
+    As columns (a sequence of Ticks to anything else): stored rows were validated when they arrived,
+    and the backtester reads the columns, building only the Ticks it needs (see TickColumns).
+    """
     check_range(symbols, start, end)
     async with connection(executor) as conn:
         rows = await conn.fetch(_TICKS_SQL, list(symbols), start, end)
-    # Stored rows were validated when they arrived: build the models without validating again.
-    ticks = [
-        Tick.model_construct(
-            id=r["id"], symbol=r["symbol"], timestamp=r["ts"], price=r["price"], size=r["size"], source=r["source"]
-        )
-        for r in rows
-    ]
-    _require_each(symbols, {t.symbol for t in ticks}, "ticks", start, end)
+    found: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(6)]
+    symbol, ts, tick_id, price, size, source = found  # the query's column order
+    ticks = TickColumns(tick_id, symbol, ts, price, size, source)
+    _require_each(symbols, set(ticks.symbols), "ticks", start, end)
     return ticks
 
 
@@ -56,9 +58,9 @@ async def load_bars(
             rows = await history(executor, symbol, timeframe, start=start, end=end, limit=MAX_BARS, now=end)
         except UnknownSymbolError:
             rows = []
-        bars += [
-            Bar.model_construct(
-                id=Bar.bar_id("history", symbol, timeframe, r["ts"]), symbol=symbol, timestamp=r["ts"],
+        bars += [  # stored and validated when they arrived: built without validating again
+            built(
+                Bar, id=Bar.bar_id("history", symbol, timeframe, r["ts"]), symbol=symbol, timestamp=r["ts"],
                 timeframe=timeframe, open=r["open"], high=r["high"], low=r["low"], close=r["close"],
                 volume=r["volume"], trade_count=r["trade_count"], vwap=r["vwap"], source="history",
             )

@@ -8,6 +8,7 @@ signal costs a re-run up to its tick, so at most ``limit`` signals, spread evenl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tradebot.common.models import Bar, Signal, Tick
@@ -27,7 +28,10 @@ def spread(signals: list[Signal], limit: int) -> list[Signal]:
 
 
 def check_lookahead(
-    request: BacktestRequest, observations: list[Tick] | list[Bar], signals: list[Signal], limit: int = DEFAULT_LIMIT
+    request: BacktestRequest,
+    observations: Sequence[Tick] | Sequence[Bar],
+    signals: list[Signal],
+    limit: int = DEFAULT_LIMIT,
 ) -> dict[str, Any]:
     """Every checked signal that is missing or different when the data is cut at its tick."""
     position = {observation.id: index for index, observation in enumerate(observations)}
@@ -50,7 +54,7 @@ def check_lookahead(
     return {"checked": len(checked), "changed": changed}
 
 
-def _signals_up_to(request: BacktestRequest, observations: list[Tick] | list[Bar]) -> dict[str, Signal]:
+def _signals_up_to(request: BacktestRequest, observations: Sequence[Tick] | Sequence[Bar]) -> dict[str, Signal]:
     book = request.book()
     found: dict[str, Signal] = {}
     for observation in observations:

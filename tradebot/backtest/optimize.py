@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
@@ -20,7 +21,7 @@ from tradebot.backtest.run import BacktestRequest, simulate
 from tradebot.common.models import Bar, Tick
 
 OBJECTIVES = ("sharpe", "sortino", "calmar", "total_return", "cagr", "profit_factor", "expectancy", "win_rate")
-_observations: list[Tick] | list[Bar] = []  # set in each worker process (inherited through fork)
+_observations: Sequence[Tick] | Sequence[Bar] = []  # set in each worker process (inherited through fork)
 
 
 def candidates(
@@ -67,14 +68,14 @@ def _evaluate(task: tuple[BacktestRequest, dict[str, Any], tuple[int, int], str]
     return Evaluation(parameters, (first, last), _score(report, objective), headline)
 
 
-def _init(observations: list[Any]) -> None:
+def _init(observations: Sequence[Any]) -> None:
     global _observations
     _observations = observations
 
 
 def evaluate_all(
     request: BacktestRequest,
-    observations: list[Tick] | list[Bar],
+    observations: Sequence[Tick] | Sequence[Bar],
     tasks: list[tuple[dict[str, Any], tuple[int, int]]],
     objective: str,
     processes: int,
@@ -91,7 +92,7 @@ def evaluate_all(
 
 def optimize(
     request: BacktestRequest,
-    observations: list[Tick] | list[Bar],
+    observations: Sequence[Tick] | Sequence[Bar],
     grid: dict[str, list[Any]],
     *,
     objective: str = "sharpe",

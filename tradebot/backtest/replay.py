@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -45,7 +46,7 @@ class ReplayOutcome:
 
 
 async def replay(
-    settings: ReadySettings, ticks: list[Tick], *, database: int = DEFAULT_REPLAY_DB, flush: bool = False
+    settings: ReadySettings, ticks: Sequence[Tick], *, database: int = DEFAULT_REPLAY_DB, flush: bool = False
 ) -> ReplayOutcome:
     """Publish ``ticks`` into Redis database ``database`` and run the strategy, then the execution worker."""
     replay_settings = ReadySettings.resolved(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -75,7 +76,7 @@ class BacktestOutcome:
 
 
 def simulate(
-    request: BacktestRequest, observations: list[Tick] | list[Bar], check: PreTradeCheck | None = None
+    request: BacktestRequest, observations: Sequence[Tick] | Sequence[Bar], check: PreTradeCheck | None = None
 ) -> BacktestOutcome:
     """Run the request on observations already loaded (pure: no I/O)."""
     book = request.book()
@@ -92,7 +93,7 @@ def simulate(
     return BacktestOutcome(build_report(result, run=run), result)
 
 
-async def load_observations(executor: Executor, request: BacktestRequest) -> list[Tick] | list[Bar]:
+async def load_observations(executor: Executor, request: BacktestRequest) -> Sequence[Tick] | list[Bar]:
     if request.bars:
         return await load_bars(executor, request.symbols, request.bars, request.start, request.end)
     return await load_ticks(executor, request.symbols, request.start, request.end)

@@ -9,7 +9,6 @@ from typing import Any
 
 import asyncpg
 
-from tradebot.backtest.report import json_ready
 from tradebot.common.db import Executor, connection
 
 _SAVE_SQL = """
@@ -25,6 +24,10 @@ FROM backtest_runs ORDER BY created_at DESC LIMIT $1"""
 async def save_run(executor: Executor, report: dict[str, Any], charts: dict[str, Any] | None = None) -> None:
     """Store a run under its id (a deterministic run stored twice is one row), with its chart data
     (report.chart_data) when given."""
+    # Imported here: the report module pulls in the backtest engine and numpy, 13 MiB the API
+    # (which only reads runs) would otherwise carry in every process.
+    from tradebot.backtest.report import json_ready
+
     run = report["run"]
     async with connection(executor) as conn:
         await conn.execute(

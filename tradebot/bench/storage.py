@@ -3,12 +3,13 @@
 ``tradebot bench storage [--ticks 10000000]`` works in a database of its own (``tradebot_bench``)
 and Redis database 15, on the servers of REDIS_URL / DATABASE_URL or the embedded ones. It measures:
 
-* ingest through ``write_events`` (COPY + INSERT ... ON CONFLICT, batches of BUS_BATCH_SIZE), with
+* ingest through ``write_events`` (INSERT ... SELECT FROM unnest ... ON CONFLICT, batches of BUS_BATCH_SIZE), with
   one and with four concurrent writers, and through the storage worker (Redis -> PostgreSQL);
 * /history latency (p50/p99, through the ASGI app) for 1,000-bar requests at 1m and 1d over the
   generated table, with the rollups (TimescaleDB only) and on the fly;
 * on the same table, the history API as its own process (uvicorn, as ``tradebot up`` runs it)
-  under a closed-loop load over HTTP on 127.0.0.1: requests/s and latency under load.
+  under a closed-loop load over HTTP on 127.0.0.1: requests/s and latency under load, with one
+  and with two uvicorn worker processes (API_WORKERS).
 """
 
 from __future__ import annotations
@@ -269,8 +270,8 @@ async def measure_storage(target: BenchTarget, workers: WorkerPool, sizes: Stora
 def ingest_figures(results: dict[str, Any], sizes: StorageSizes) -> list[Figure]:
     """One row per ingest path of the storage bench."""
     methods = {
-        "write_events x1": "write_events (COPY into staging + INSERT … ON CONFLICT DO NOTHING, one transaction "
-        "per batch of BUS_BATCH_SIZE), one writer",
+        "write_events x1": "write_events (one INSERT … SELECT FROM unnest(column arrays) ON CONFLICT DO NOTHING "
+        "with the symbol_sources note in the same statement, per batch of BUS_BATCH_SIZE), one writer",
         "write_events x4": "the same with four concurrent writers taking batches in turn",
         "storage worker x1": "the storage worker in burst mode: ticks pre-published to Redis, read, written and "
         "acked (Redis → PostgreSQL)",
@@ -310,29 +311,45 @@ def latency_figures(results: dict[str, Any], sizes: StorageSizes) -> list[Figure
 
 
 async def http_figures(target: BenchTarget, workers: WorkerPool, sizes: StorageSizes, table_ticks: int) -> list[Figure]:
-    """Requests/s and p50/p99 of 1,000-bar /history requests over HTTP at fixed concurrency."""
+    """Requests/s and p50/p99 of 1,000-bar /history requests over HTTP at fixed concurrency, with one
+    and with two uvicorn worker processes."""
+    figures = []
+    for api_workers in (1, 2):
+        figures += await _http_run(target, workers, sizes, table_ticks, api_workers)
+    return figures
+
+
+async def _http_run(
+    target: BenchTarget, workers: WorkerPool, sizes: StorageSizes, table_ticks: int, api_workers: int
+) -> list[Figure]:
     port = free_port()
-    workers.start("api", worker_environment(target.bench_settings, api_port=port, log_level="WARNING"))
+    env = worker_environment(target.bench_settings, api_port=port, api_workers=api_workers, log_level="WARNING")
+    workers.start("api", env)
     base_url = f"http://127.0.0.1:{port}"
-    await wait_until_serving(base_url, "/symbols", API_START_TIMEOUT_S)
-    result = await closed_loop(
-        base_url,
-        history_url("1m", sizes.days),
-        duration_s=sizes.load_seconds,
-        concurrency=sizes.concurrency,
-    )
+    try:
+        await wait_until_serving(base_url, "/symbols", API_START_TIMEOUT_S)
+        result = await closed_loop(
+            base_url,
+            history_url("1m", sizes.days),
+            duration_s=sizes.load_seconds,
+            concurrency=sizes.concurrency,
+        )
+    finally:
+        workers.stop_all()  # the API is the only worker of this section
+    suffix = "" if api_workers == 1 else f", API_WORKERS={api_workers}"
     method = (
-        f"the API as its own process (uvicorn, one worker) on 127.0.0.1; {sizes.concurrency} closed-loop "
+        f"the API as its own process (uvicorn, {api_workers} worker process{'es' if api_workers > 1 else ''}) on "
+        f"127.0.0.1; {sizes.concurrency} closed-loop "
         f"clients for {result.seconds:.0f} s sending /history/BENCHn?timeframe=1m&limit=1000 with random "
         f"starts; table of {table_ticks:,} ticks; {result.errors} non-200 responses"
     )
     detail = {"requests": result.requests, "errors": result.errors, "concurrency": sizes.concurrency}
     return [
-        Figure("history API", "/history 1m over HTTP", result.per_second, "requests/s", method, detail),
+        Figure("history API", f"/history 1m over HTTP{suffix}", result.per_second, "requests/s", method, detail),
         *(
             Figure(
                 "history API",
-                f"/history 1m over HTTP p{q} under that load",
+                f"/history 1m over HTTP{suffix} p{q} under that load",
                 result.quantile_ms(q / 100),
                 "ms",
                 method,

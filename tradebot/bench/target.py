@@ -69,6 +69,12 @@ def bench_target(settings: Settings) -> Iterator[BenchTarget]:
             "set both REDIS_URL and DATABASE_URL for the benchmark, or neither "
             "(then it starts embedded servers of its own)"
         )
+    if settings.redis_cluster:
+        raise BenchTargetError(
+            "REDIS_CLUSTER=true: the benchmark works in a Redis database of its own (15), which a Redis "
+            "Cluster does not have; unset REDIS_CLUSTER and REDIS_URL (embedded servers), or, from a "
+            "checkout, measure a local cluster with `python -m tests.measure_cluster --e2e`"
+        )
     if settings.redis_url and settings.database_url:
         require_loopback(settings.redis_url)
         require_loopback(settings.database_url)

@@ -21,7 +21,18 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from tradebot.common.models import Order, OrderChange, OrderEvent, invalid, stable_id
+from tradebot.common.models import (
+    MAX_PRICE,
+    MAX_QUANTITY,
+    MIN_PRICE,
+    ORDER_STATUSES,
+    Order,
+    OrderChange,
+    OrderEvent,
+    built,
+    invalid,
+    stable_id,
+)
 
 # How long (in order time) an executed client order id is remembered. Days, not a count: a duplicate
 # can come back much later (a replayed stream, an old entry reclaimed), and must still not fill.
@@ -79,7 +90,7 @@ class PaperBroker:
         if order.id in self._seen:
             return None
         self._remember(order.id, order.timestamp.timestamp())
-        position = self.positions.setdefault(order.symbol, Position())
+        position = self.positions.get(order.symbol) or self.positions.setdefault(order.symbol, Position())
         position.last_price = order.reference_price
         if order.fractional and order.symbol in self.not_fractionable:
             why = f"{order.symbol} is not fractionable: only whole shares, no notional (dollar) orders"
@@ -277,18 +288,24 @@ class PaperBroker:
     ) -> OrderEvent:
         # Timestamped with the order (or the change that ended it), not the wall clock, so a
         # replay gives identical events.
-        return OrderEvent(
-            id=event or event_id(order.id),
-            symbol=order.symbol,
-            timestamp=at.timestamp if at is not None else order.timestamp,
-            client_order_id=order.id,
-            status=status,  # type: ignore[arg-type]
-            side=order.side,
-            quantity=order.quantity,
-            price=price,
-            commission=commission,
-            reason=reason,
-        )
+        values = {
+            "id": event or event_id(order.id),
+            "symbol": order.symbol,
+            "timestamp": at.timestamp if at is not None else order.timestamp,
+            "client_order_id": order.id,
+            "status": status,
+            "side": order.side,
+            "quantity": order.quantity,
+            "price": price,
+            "commission": commission,
+            "reason": reason,
+        }
+        # The order was valid, so only the numbers worked out here need a look before the event is
+        # built unvalidated (models.built); anything else goes through the model, which says why.
+        priced = MIN_PRICE <= price <= MAX_PRICE if price is not None else status not in ("filled", "partially_filled")
+        if priced and status in ORDER_STATUSES and commission >= 0 and 0 < order.quantity <= MAX_QUANTITY:
+            return built(OrderEvent, **values)
+        return OrderEvent.model_validate(values)
 
     def _remember(self, client_order_id: str, at: float) -> None:
         self._seen[client_order_id] = at

@@ -996,19 +996,25 @@ class Bus:
         a fan-out read that joins no group, so a watcher never holds back or takes work from a worker.
         An entry that fails validation comes back as None (a watcher only looks; dead-lettering is
         the consumers' job)."""
+        followed: list[tuple[str, str, Event | None]] = []
+        for stream, entry_id, fields in await self.follow_fields(positions, count=count, block_ms=block_ms):
+            try:
+                followed.append((stream, entry_id, decode(fields)))
+            except ValueError:
+                followed.append((stream, entry_id, None))
+        return followed
+
+    async def follow_fields(
+        self, positions: Mapping[str, str], *, count: int, block_ms: int
+    ) -> list[tuple[str, str, dict[str, str]]]:
+        """As :meth:`follow`, with each entry's fields as stored (for a reader that decodes only
+        what it needs, e.g. the live fan-out, which passes a tick's JSON on as it is)."""
         slots = by_slot(positions) if is_cluster(self.redis) else [list(positions)]
         reply: list[Any] = []
         for slot in slots:  # on a cluster one XREAD per slot, the last one waiting for news
             block = block_ms if slot is slots[-1] and not reply else None
             reply += await self.redis.xread({s: positions[s] for s in slot}, count=count, block=block) or []
-        followed: list[tuple[str, str, Event | None]] = []
-        for stream, rows in reply:
-            for entry_id, fields in rows:
-                try:
-                    followed.append((stream, entry_id, decode(fields)))
-                except ValueError:
-                    followed.append((stream, entry_id, None))
-        return followed
+        return [(stream, entry_id, fields) for stream, rows in reply for entry_id, fields in rows]
 
     async def health(self, stream: str, group: str) -> StreamHealth:
         """Length, pending count and lag of ``stream`` for ``group``.

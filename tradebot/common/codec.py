@@ -27,11 +27,11 @@ from tradebot.common.models import (
     MIN_QUANTITY,
     Event,
     Tick,
+    built,
 )
 
 # pydantic's pattern is matched to the very end; Python's ``$`` would also allow a trailing newline.
 _SYMBOL = r"^[A-Z][A-Z0-9.\-]{0,9}\Z"
-_TICK_FIELDS = frozenset(Tick.model_fields)
 
 
 class _WireTick(msgspec.Struct, forbid_unknown_fields=True):
@@ -50,18 +50,10 @@ _encode = msgspec.json.Encoder().encode
 
 
 def built_tick(id: str, symbol: str, timestamp: datetime, price: float, size: float, source: str) -> Tick:
-    """A Tick from values already known to be valid (a UTC timestamp, floats in range), unvalidated.
-
-    This is what pydantic's ``model_construct`` does, without its per-field bookkeeping; only
-    callers that checked the values themselves (the decoder above, the mock feed) may use it.
-    """
-    tick = Tick.__new__(Tick)
-    values = {"id": id, "symbol": symbol, "timestamp": timestamp, "price": price, "size": size, "source": source}
-    object.__setattr__(tick, "__dict__", values)
-    object.__setattr__(tick, "__pydantic_fields_set__", set(_TICK_FIELDS))  # a set of its own, as pydantic keeps
-    object.__setattr__(tick, "__pydantic_extra__", None)
-    object.__setattr__(tick, "__pydantic_private__", None)
-    return tick
+    """A Tick from values already known to be valid (a UTC timestamp, floats in range), unvalidated
+    (``models.built``); only callers that checked the values themselves (the decoder above, the
+    mock feed) may use it."""
+    return built(Tick, id=id, symbol=symbol, timestamp=timestamp, price=price, size=size, source=source)
 
 
 def encode_event(event: Event) -> str:
@@ -91,3 +83,17 @@ def _first_error(error: ValidationError) -> str:
     first: dict[str, Any] = dict(error.errors()[0])
     where = ".".join(str(part) for part in first["loc"]) or "payload"
     return f"{where}: {first['msg']}"
+
+
+WireTick = _WireTick  # what wire_tick gives
+
+
+def wire_tick(data: str) -> WireTick | None:
+    """The tick in a tick entry's ``data`` as a plain struct (id, symbol, timestamp, price, size,
+    source) when it passes the strict schema decode_event tries first; None when it does not (then
+    only decode_event can say whether it is valid). For readers that need a tick's values, not a
+    Tick: building the pydantic object costs as much as the decoding."""
+    try:
+        return _decode_tick(data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None

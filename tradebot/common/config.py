@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     # --- history API ---
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
+    # uvicorn worker processes of the API on that port (each with its own pools; >1 uses more cores)
+    api_workers: int = Field(1, ge=1, le=32)
 
     # --- providers (secrets are SecretStr so they never print) ---
     alpaca_key: SecretStr | None = None

@@ -24,15 +24,16 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 LOCK_FILE = "up.lock"
 
 
-def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None]:
+def die_with_parent(signum: int = signal.SIGTERM, parent: int | None = None) -> Callable[[], None]:
     """A ``preexec_fn`` that makes the child receive ``signum`` when the process that started it dies.
 
     It runs after the child's user switch (``subprocess`` drops privileges first), which matters:
     the kernel clears the setting when the user changes. The setting survives ``exec``. The parent
     must start the child from a thread that lives as long as it does (the main thread), because
-    the kernel means the thread by "parent".
+    the kernel means the thread by "parent". A process that calls it for itself passes its own
+    ``parent`` (``os.getppid()``) and calls the result at once.
     """
-    parent = os.getpid()
+    parent = os.getpid() if parent is None else parent
     if not sys.platform.startswith("linux"):  # prctl is Linux's; elsewhere children outlive a SIGKILLed parent
         return lambda: None
 

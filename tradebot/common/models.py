@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -12,6 +12,7 @@ SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,9}$"
 # What the API accepts (it upper-cases): stated in the OpenAPI schema so a valid request is never refused.
 SYMBOL_PATTERN_ANY_CASE = r"^[A-Za-z][A-Za-z0-9.\-]{0,9}$"
 Side = Literal["buy", "sell"]
+SIDES = frozenset({"buy", "sell"})
 Timeframe = Literal["1m", "5m", "15m", "1h", "1d"]
 OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
 TimeInForce = Literal["day", "gtc", "ioc", "fok", "opg", "cls"]
@@ -34,6 +35,7 @@ OrderStatus = Literal[
     "order_cancel_rejected",
     "order_replace_rejected",
 ]
+ORDER_STATUSES = frozenset(get_args(OrderStatus))
 ChangeAction = Literal["cancel", "replace"]
 TERMINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "denied"})
 # Sanity bounds: no US stock trades above these (BRK.A is under $1M); anything beyond is a bad
@@ -42,6 +44,7 @@ MAX_PRICE = 10_000_000.0
 MAX_QUANTITY = 1e10
 MIN_PRICE = 1e-6  # and below these, products of prices and sizes underflow
 MIN_QUANTITY = 1e-9
+_blake2b = hashlib.blake2b
 
 
 def invalid(error: ValueError) -> str:
@@ -54,8 +57,43 @@ def invalid(error: ValueError) -> str:
 
 def stable_id(*parts: object) -> str:
     """A deterministic id from the parts that identify an event (same inputs, same id)."""
-    joined = "|".join(str(part) for part in parts)
-    return hashlib.blake2b(joined.encode(), digest_size=12).hexdigest()
+    return _blake2b("|".join(map(str, parts)).encode(), digest_size=12).hexdigest()
+
+
+E = TypeVar("E", bound="Event")
+_new = object.__new__
+_set = object.__setattr__
+# BaseModel's own slots, set directly: object.__setattr__ by name costs several times more
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+_defaults: dict[type[BaseModel], dict[str, Any]] = {}
+
+
+def built(model: type[E], **values: Any) -> E:
+    """An event of ``model`` from values already known to be valid, without validating them again.
+
+    Validation happens at the edges: a tick from a feed, a message read off the bus (the codec), a
+    row read back from storage, a setting. Events the system derives inside from such values (a
+    strategy's signal from a validated tick, its order, the paper broker's fill) are built here,
+    which is what pydantic's ``model_construct`` does minus its per-field bookkeeping: ~1 µs instead
+    of ~6-14 µs for validating a Signal or an Order. The caller guarantees what validation would
+    check (types exactly as the model's, ranges, UTC timestamps) and checks any number it computed;
+    a value it cannot vouch for goes through the model's constructor. Omitted fields take their
+    defaults, as with the constructor; the result equals (and dumps the same JSON as) the validated one.
+    """
+    defaults = _defaults.get(model)
+    if defaults is None:  # made once per model and shared: no event has a mutable default
+        defaults = _defaults[model] = {
+            name: None if info.is_required() else info.get_default(call_default_factory=True)
+            for name, info in model.model_fields.items()
+        }
+    event = _new(model)
+    _set(event, "__dict__", {**defaults, **values})  # in field order, which is the JSON's order
+    _set_fields_set(event, set(values))
+    _set_extra(event, None)
+    _set_private(event, None)
+    return event
 
 
 class Event(BaseModel):
@@ -240,17 +278,24 @@ class Order(Event):
 
     @classmethod
     def from_signal(cls, signal: Signal, quantity: float) -> Order:
-        """One signal always becomes the same order (same client order id)."""
-        return cls(
-            id=cls.id_for(signal.id),
-            symbol=signal.symbol,
-            side=signal.side,
-            quantity=quantity,
-            reference_price=signal.price,
-            signal_id=signal.id,
-            timestamp=signal.timestamp,
-            strategy=signal.strategy,
-        )
+        """One signal always becomes the same order (same client order id).
+
+        A market day order of a (valid) signal's symbol, side and price is valid whenever its
+        quantity is: built without validating again (see ``built``) unless the quantity is out of range.
+        """
+        values = {
+            "id": cls.id_for(signal.id),
+            "symbol": signal.symbol,
+            "side": signal.side,
+            "quantity": quantity,
+            "reference_price": signal.price,
+            "signal_id": signal.id,
+            "timestamp": signal.timestamp,
+            "strategy": signal.strategy,
+        }
+        if cls is Order and type(quantity) is float and MIN_QUANTITY <= quantity <= MAX_QUANTITY:
+            return built(Order, **values)
+        return cls.model_validate(values)  # says why, or converts (an int quantity)
 
 
 REPLACEABLE = ("quantity", "limit_price", "stop_price", "trail_percent", "time_in_force")

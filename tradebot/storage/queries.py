@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import asyncpg
 
@@ -62,14 +63,18 @@ async def chosen_sources(conn: asyncpg.Connection, symbol: str, requested: str |
 
     Mock and real data never merge: ``requested`` picks one source; without it, real data wins
     (every source but mock) and mock data shows only for a symbol that has nothing else."""
-    stored = await stored_sources(conn, symbol)
+    return choose_sources(symbol, await stored_sources(conn, symbol), requested)
+
+
+def choose_sources(symbol: str, stored: Sequence[str], requested: str | None) -> tuple[list[str], bool]:
+    """``chosen_sources`` out of the ``stored`` sources (sorted by name)."""
     if requested is not None:
         if requested not in stored:
             raise UnknownSourceError(symbol, requested, stored)
         chosen = [requested]
     else:
-        chosen = [source for source in stored if source != MOCK_SOURCE] or stored
-    return chosen, chosen != stored
+        chosen = [source for source in stored if source != MOCK_SOURCE] or list(stored)
+    return chosen, chosen != list(stored)
 
 
 class StoredDataError(ValueError):
@@ -105,18 +110,34 @@ _BARS_END = (
 )
 
 
-async def data_range(conn: asyncpg.Connection, symbol: str, rollups: bool) -> tuple[datetime | None, datetime | None]:
-    """Earliest and latest stored time of ``symbol`` (ticks, bars, and rollups that outlive ticks)."""
+def _range_sql(rollups: bool, with_sources: bool = False) -> str:
+    """Earliest and latest stored time of $1 ($2: the timeframes), and with ``with_sources`` its
+    stored sources: what a history request needs first, in one round trip."""
     firsts = ["(SELECT min(ts) FROM ticks WHERE symbol = $1)", _BARS_END.format("min")]
     if rollups:
         firsts.append("(SELECT min(bucket) FROM ohlcv_1d WHERE symbol = $1)")
-    row = await conn.fetchrow(
-        f"SELECT least({', '.join(firsts)}) AS first, "
-        f"greatest((SELECT max(ts) FROM ticks WHERE symbol = $1), {_BARS_END.format('max')}) AS last",
-        symbol,
-        list(TIMEFRAMES),
+    sources = (
+        ", coalesce((SELECT array_agg(source ORDER BY source) FROM symbol_sources WHERE symbol = $1), '{}') AS sources"
+        if with_sources
+        else ""
     )
+    return (
+        f"SELECT least({', '.join(firsts)}) AS first, "
+        f"greatest((SELECT max(ts) FROM ticks WHERE symbol = $1), {_BARS_END.format('max')}) AS last{sources}"
+    )
+
+
+async def data_range(conn: asyncpg.Connection, symbol: str, rollups: bool) -> tuple[datetime | None, datetime | None]:
+    """Earliest and latest stored time of ``symbol`` (ticks, bars, and rollups that outlive ticks)."""
+    row = await conn.fetchrow(_range_sql(rollups), symbol, list(TIMEFRAMES))
     return row["first"], row["last"]
+
+
+class Series(NamedTuple):
+    """Bars of one series, and the sources they are built from."""
+
+    rows: Sequence[asyncpg.Record]
+    sources: list[str]
 
 
 async def history(
@@ -137,26 +158,46 @@ async def history(
     Only the sources ``chosen_sources`` picks make up the series. Raises UnknownSymbolError when
     nothing of ``symbol`` is stored, UnknownSourceError when nothing of ``source`` is, and
     StoredDataError when stored values in range cannot be aggregated."""
+    found = await series(
+        executor, symbol, timeframe, start=start, end=end, limit=limit, rollups=rollups, now=now, source=source
+    )
+    return found.rows
+
+
+async def series(
+    executor: Executor,
+    symbol: str,
+    timeframe: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 1000,
+    rollups: bool = False,
+    now: datetime | None = None,
+    source: str | None = None,
+) -> Series:
+    """``history``'s bars together with the sources they are built from (two round trips in all)."""
     now = now or datetime.now(UTC)
     async with connection(executor) as conn:
-        first, last = await data_range(conn, symbol, rollups)
+        facts = await conn.fetchrow(_range_sql(rollups, with_sources=True), symbol, list(TIMEFRAMES))
+        first, last = facts["first"], facts["last"]
         if first is None or last is None:
             raise UnknownSymbolError(symbol)
-        sources, filtered = await chosen_sources(conn, symbol, source)
+        sources, filtered = choose_sources(symbol, facts["sources"], source)
         # Clamped to the data, so growing windows never scan years of nothing (or of everything).
         lower = floor_bucket(first, timeframe)
         if start is not None:
             lower = max(lower, ceil_bucket(start, timeframe))
         upper = min(ceil_bucket(end or now, timeframe), next_bucket(floor_bucket(last, timeframe), timeframe))
         if lower >= upper:
-            return []
+            return Series([], sources)
         sql = history_sql(timeframe, rollups and not filtered, newest_first=start is None, filtered=filtered)
         extra = (sources,) if filtered else ()
         with _aggregating(symbol):
             rows = await _fetch_growing(
                 conn, sql, symbol, timeframe, lower, upper, limit, now, extra, from_start=start is not None
             )
-        return rows if start is not None else rows[::-1]
+        return Series(rows if start is not None else rows[::-1], sources)
 
 
 async def _fetch_growing(

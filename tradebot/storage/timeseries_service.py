@@ -1,8 +1,8 @@
 """The storage worker: every tick partition, bars, signals and order streams into PostgreSQL.
 
 Stateless, so any number of copies share the ``storage`` consumer group. Each batch is written
-with COPY + INSERT ... ON CONFLICT in one transaction and acked only after the commit; a batch
-redelivered after a crash writes nothing twice. A database that cannot take writes for now (down,
+atomically (one INSERT ... ON CONFLICT per table, see writer.py) and acked only after the commit;
+a batch redelivered after a crash writes nothing twice. A database that cannot take writes for now (down,
 disk full, read-only, out of memory, lock timeout, cancelled: ``TRANSIENT_DB_ERRORS``) is an
 outage: the batch waits and is retried, loudly, and never counts as a failed delivery. Storage
 also trims every stream below what all groups still need (retention follows the consumers).

@@ -1,4 +1,10 @@
-"""Idempotent batch writes: COPY into a staging table, then INSERT ... ON CONFLICT, in one transaction.
+"""Idempotent batch writes: one INSERT ... SELECT FROM unnest(...) ON CONFLICT per table, in one transaction.
+
+Every row of a table goes to the server as one array parameter per column (binary, asyncpg), so a
+batch of ticks is a single statement with one round trip: no staging table to create or fill, and
+the ``symbol_sources`` note rides in the same statement as a data-modifying CTE. A single statement
+is atomic on its own, so a batch of one table needs no BEGIN / COMMIT either; a batch of several
+tables is one transaction. (Before: BEGIN, CREATE TEMP TABLE, COPY, INSERT, sources INSERT, COMMIT.)
 
 Each table's conflict target is the event's natural key, so a redelivered batch writes nothing new.
 Ticks, signals, orders and order events are immutable: a repeat is skipped (DO NOTHING). Bars are
@@ -15,8 +21,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import asyncpg
 
 from tradebot.common.db import Executor, connection
 from tradebot.common.models import (
@@ -35,19 +39,26 @@ from tradebot.common.models import (
 BACKFILL_BATCH_ROWS = 10_000
 
 
+def _types(names: str) -> tuple[str, ...]:
+    return tuple(names.split())
+
+
 @dataclass(frozen=True)
 class Table:
     """How one event type maps onto its table."""
 
     name: str
     columns: tuple[str, ...]
+    types: tuple[str, ...]  # each column's PostgreSQL type: the arrays are cast to them
     key: tuple[str, ...]
     row: Callable[[Any], tuple[Any, ...]]
     version: str | None = None  # a row replaces a stored one with the same key only if this is larger
+    staging = "staged"  # the CTE holding the batch's rows
 
-    @property
-    def staging(self) -> str:
-        return f"staging_{self.name}"
+    def staged_sql(self) -> str:
+        """The CTE of the batch's rows: $1..$n are one array per column."""
+        arrays = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(self.types, start=1))
+        return f"{self.staging} ({', '.join(self.columns)}) AS (SELECT * FROM unnest({arrays}))"
 
     def key_of(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         """The natural-key values of a row."""
@@ -60,10 +71,11 @@ class Table:
         index = self.columns.index(self.version)
         return bool(row[index] > than[index])
 
-    def insert_sql(self) -> str:
-        """INSERT from the staging table, skipping existing keys (or, if versioned, replacing older versions).
+    def insert_sql(self, extra_ctes: str = "") -> str:
+        """One statement: INSERT the staged rows, skipping existing keys (or, if versioned, replacing
+        older versions), returning how many rows it wrote; ``extra_ctes`` run in the same statement.
 
-        A versioned insert returns how many rows are new or changed in value: a newer version with
+        A versioned insert counts the rows that are new or changed in value: a newer version with
         the same values still takes its place (so an older one arriving later cannot win), but it
         is not counted as written. The ``before`` snapshot is the rows as the statement found them.
         """
@@ -72,13 +84,14 @@ class Table:
             f"INSERT INTO {self.name} ({columns}) SELECT {columns} FROM {self.staging} "
             f"ORDER BY {key} ON CONFLICT ({key}) "
         )
+        head = f"WITH {self.staged_sql()}{extra_ctes}, "
         if self.version is None:
-            return insert + "DO NOTHING"
+            return f"{head}written AS ({insert}DO NOTHING RETURNING 1) SELECT count(*) FROM written"
         values = [c for c in self.columns if c not in self.key and c != self.version]
         assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*values, self.version))
         stored, joined = ", ".join(f"t.{c}" for c in values), " AND ".join(f"t.{c} = s.{c}" for c in self.key)
         return (
-            f"WITH before AS (SELECT {', '.join(f't.{c}' for c in self.key)}, ({stored}) AS v "
+            f"{head}before AS (SELECT {', '.join(f't.{c}' for c in self.key)}, ({stored}) AS v "
             f"FROM {self.name} t JOIN {self.staging} s ON {joined}), "
             f"written AS ({insert}DO UPDATE SET {assignments} "
             f"WHERE {self.name}.{self.version} < EXCLUDED.{self.version} RETURNING {key}, ({', '.join(values)}) AS v) "
@@ -90,6 +103,7 @@ TABLES: dict[type[Event], Table] = {
     Tick: Table(
         "ticks",
         ("symbol", "ts", "id", "price", "size", "source"),
+        _types("text timestamptz text float8 float8 text"),
         ("symbol", "ts", "id"),
         lambda t: (t.symbol, t.timestamp, t.id, t.price, t.size, t.source),
     ),
@@ -110,6 +124,7 @@ TABLES: dict[type[Event], Table] = {
             "vwap",
             "version",
         ),
+        _types("text text timestamptz text text float8 float8 float8 float8 float8 int8 float8 int8"),
         ("symbol", "timeframe", "ts", "source"),
         lambda b: (
             b.symbol,
@@ -131,18 +146,21 @@ TABLES: dict[type[Event], Table] = {
     Signal: Table(
         "signals",
         ("id", "ts", "symbol", "side", "price", "confidence", "strategy", "tick_id"),
+        _types("text timestamptz text text float8 float8 text text"),
         ("id", "ts"),
         lambda s: (s.id, s.timestamp, s.symbol, s.side, s.price, s.confidence, s.strategy, s.tick_id),
     ),
     Order: Table(
         "orders",
         ("id", "ts", "symbol", "side", "quantity", "order_type", "signal_id", "strategy"),
+        _types("text timestamptz text text float8 text text text"),
         ("id", "ts"),
         lambda o: (o.id, o.timestamp, o.symbol, o.side, o.quantity, o.order_type, o.signal_id, o.strategy),
     ),
     OrderChange: Table(
         "order_changes",
         ("id", "ts", "symbol", "action", "target", "quantity", "limit_price", "stop_price", "strategy"),
+        _types("text timestamptz text text text float8 float8 float8 text"),
         ("id", "ts"),
         lambda c: (
             c.id,
@@ -159,6 +177,7 @@ TABLES: dict[type[Event], Table] = {
     OrderEvent: Table(
         "fills",
         ("id", "ts", "client_order_id", "symbol", "status", "side", "quantity", "price", "commission", "reason"),
+        _types("text timestamptz text text text text float8 float8 float8 text"),
         ("id", "ts"),
         lambda e: (
             e.id,
@@ -176,18 +195,21 @@ TABLES: dict[type[Event], Table] = {
     Gap: Table(
         "gaps",
         ("id", "symbol", "first_ts", "last_ts", "source", "dropped"),
+        _types("text text timestamptz timestamptz text int8"),
         ("id",),
         lambda g: (g.id, g.symbol, g.timestamp, g.last, g.source, g.dropped),
     ),
     ControlEvent: Table(
         "control_events",
         ("id", "ts", "action", "state", "actor", "reason", "version"),
+        _types("text timestamptz text text text text int8"),
         ("id", "ts"),
         lambda c: (c.id, c.timestamp, c.action, c.state, c.actor, c.reason, c.version),
     ),
     EquitySample: Table(
         "equity_samples",
         ("ts", "cash", "equity", "gross_exposure", "realised_pnl", "unrealised_pnl", "drawdown"),
+        _types("timestamptz float8 float8 float8 float8 float8 float8"),
         ("ts",),
         lambda q: (q.timestamp, q.cash, q.equity, q.gross_exposure, q.realised_pnl, q.unrealised_pnl, q.drawdown),
     ),
@@ -208,29 +230,45 @@ def group_rows(events: Sequence[Event]) -> dict[Table, list[tuple[Any, ...]]]:
 
 
 async def write_events(executor: Executor, events: Sequence[Event]) -> Counter[str]:
-    """Persist a batch of any event types in one transaction; returns rows written per table."""
+    """Persist a batch of any event types atomically; returns rows written per table."""
     written: Counter[str] = Counter()
     groups = group_rows(events)
     if not groups:
         return written
-    async with connection(executor) as conn, conn.transaction():
-        for table, rows in groups.items():
-            written[table.name] += await _copy_and_insert(conn, table, rows)
-        await _record_sources(conn, events)
+    statements = _statements(groups, _source_pairs(events))
+    async with connection(executor) as conn:
+        if len(statements) == 1:  # one statement is its own transaction: no BEGIN / COMMIT round trips
+            name, sql, args = statements[0]
+            written[name] += await conn.fetchval(sql, *args)
+            return written
+        async with conn.transaction():
+            for name, sql, args in statements:
+                written[name] += await conn.fetchval(sql, *args)
     return written
 
 
-async def _record_sources(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
-    """Note which (symbol, source) pairs hold market data, in key order (no deadlock between writers)."""
-    pairs = sorted({(e.symbol, e.source) for e in events if isinstance(e, Tick | Bar)})
-    if pairs:
-        symbols, sources = zip(*pairs, strict=True)
-        await conn.execute(
-            "INSERT INTO symbol_sources (symbol, source) SELECT * FROM unnest($1::text[], $2::text[]) "
-            "ON CONFLICT DO NOTHING",
-            list(symbols),
-            list(sources),
-        )
+def _source_pairs(events: Sequence[Event]) -> list[tuple[str, str]]:
+    """The (symbol, source) pairs holding market data, in key order (no deadlock between writers)."""
+    return sorted({(e.symbol, e.source) for e in events if isinstance(e, Tick | Bar)})
+
+
+def _statements(
+    groups: dict[Table, list[tuple[Any, ...]]], pairs: list[tuple[str, str]]
+) -> list[tuple[str, str, list[Any]]]:
+    """(table, SQL, arguments) per table; the first one also notes the batch's ``symbol_sources``."""
+    statements: list[tuple[str, str, list[Any]]] = []
+    for table, rows in groups.items():
+        args: list[Any] = [list(column) for column in zip(*rows, strict=True)]
+        extra = ""
+        if pairs and not statements:
+            first = len(args) + 1
+            extra = (
+                ", noted AS (INSERT INTO symbol_sources (symbol, source) "
+                f"SELECT * FROM unnest(${first}::text[], ${first + 1}::text[]) ON CONFLICT DO NOTHING)"
+            )
+            args += [[symbol for symbol, _ in pairs], [source for _, source in pairs]]
+        statements.append((table.name, table.insert_sql(extra), args))
+    return statements
 
 
 async def write_bars(executor: Executor, bars: Sequence[Bar]) -> int:
@@ -246,16 +284,3 @@ async def write_bars(executor: Executor, bars: Sequence[Bar]) -> int:
         written = await write_events(executor, bars[start : start + BACKFILL_BATCH_ROWS])
         total += written["bars"]
     return total
-
-
-async def _copy_and_insert(conn: asyncpg.Connection, table: Table, rows: list[tuple[Any, ...]]) -> int:
-    # A temp table per session, emptied at every commit: no catalog churn per batch.
-    await conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {table.staging} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-    )
-    await conn.copy_records_to_table(table.staging, records=rows, columns=table.columns)
-    if table.version is not None:
-        changed: int = await conn.fetchval(table.insert_sql())
-        return changed
-    status = await conn.execute(table.insert_sql())
-    return int(status.rsplit(" ", 1)[-1])

@@ -11,7 +11,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
-from tradebot.common.models import Bar, ChangeAction, OrderChange, Side, Signal, Tick, stable_id
+from tradebot.common.models import (
+    MAX_PRICE,
+    MIN_PRICE,
+    SIDES,
+    Bar,
+    ChangeAction,
+    OrderChange,
+    Side,
+    Signal,
+    Tick,
+    built,
+    stable_id,
+)
 from tradebot.strategy.bars import BarBuilder, Candle, timeframe_seconds
 from tradebot.strategy.indicators import Indicator
 
@@ -149,17 +161,25 @@ class BarStrategy:
         return [self.signal(symbol, at, side, price, score, source_id)]
 
     def signal(self, symbol: str, at: datetime, side: Side, price: float, score: float, source_id: str) -> Signal:
-        """The signal for a decision; its id follows from the strategy's name and the triggering tick."""
-        return Signal(
-            id=stable_id(self.name, source_id),
-            symbol=symbol,
-            timestamp=at,
-            side=side,
-            price=price,
-            confidence=round(min(1.0, max(0.0, score)), 6),
-            strategy=self.name,
-            tick_id=source_id,
-        )
+        """The signal for a decision; its id follows from the strategy's name and the triggering tick.
+
+        The symbol, time and price come from a validated tick or bar: the signal is built without
+        validating again (``models.built``) when the few values a strategy decides are plainly in
+        range, else through the model, which converts them or says what is wrong.
+        """
+        values = {
+            "id": stable_id(self.name, source_id),
+            "symbol": symbol,
+            "timestamp": at,
+            "side": side,
+            "price": price,
+            "confidence": round(min(1.0, max(0.0, float(score))), 6),
+            "strategy": self.name,
+            "tick_id": source_id,
+        }
+        if side in SIDES and type(price) is float and MIN_PRICE <= price <= MAX_PRICE and at.tzinfo is UTC:
+            return built(Signal, **values)
+        return Signal.model_validate(values)
 
     def change_order(
         self, action: ChangeAction, signal: Signal, at: datetime, source_id: str, **fields: object

@@ -9,29 +9,95 @@ costs several times more.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import overload
 
 import numpy as np
 
+from tradebot.common.codec import built_tick
 from tradebot.common.models import Bar, Tick
 from tradebot.strategy.bars import timeframe_seconds
 
 
-class Batch:
-    """Observations in time order, and their symbols, ids and prices (a bar's close) as columns."""
+class TickColumns(Sequence[Tick]):
+    """Ticks kept as columns, the way ``load_ticks`` reads them from storage; an item is a Tick.
 
-    __slots__ = ("_ids", "ids", "observations", "price_array", "prices", "repeated_ids", "rows", "seconds", "symbols")
+    Stored ticks were validated when they arrived, so indexing builds the Tick from its columns
+    without validating again (``models.built``). The backtester reads the columns themselves and
+    builds only the ticks it needs: those a strategy signals on, or every one for a strategy that
+    takes them one by one. A slice is columns again; anything else sees a sequence of Ticks.
+    """
+
+    __slots__ = ("ids", "prices", "sizes", "sources", "symbols", "timestamps")
+
+    def __init__(
+        self,
+        ids: list[str],
+        symbols: list[str],
+        timestamps: list[datetime],
+        prices: list[float],
+        sizes: list[float],
+        sources: list[str],
+    ):
+        if not len(ids) == len(symbols) == len(timestamps) == len(prices) == len(sizes) == len(sources):
+            raise ValueError("tick columns must have the same length")
+        self.ids, self.symbols, self.timestamps = ids, symbols, timestamps
+        self.prices, self.sizes, self.sources = prices, sizes, sources
+
+    @classmethod
+    def of(cls, ticks: Iterable[Tick]) -> TickColumns:
+        """The columns of (valid) ticks."""
+        rows = [(t.id, t.symbol, t.timestamp, t.price, t.size, t.source) for t in ticks]
+        if not rows:
+            return cls([], [], [], [], [], [])
+        ids, symbols, timestamps, prices, sizes, sources = map(list, zip(*rows, strict=True))
+        return cls(ids, symbols, timestamps, prices, sizes, sources)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Tick: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> TickColumns: ...
+
+    def __getitem__(self, index: int | slice) -> Tick | TickColumns:
+        if isinstance(index, slice):
+            return TickColumns(self.ids[index], self.symbols[index], self.timestamps[index], self.prices[index],
+                               self.sizes[index], self.sources[index])  # fmt: skip
+        return built_tick(self.ids[index], self.symbols[index], self.timestamps[index], self.prices[index],
+                          self.sizes[index], self.sources[index])  # fmt: skip
+
+    def __iter__(self) -> Iterator[Tick]:
+        columns = (self.ids, self.symbols, self.timestamps, self.prices, self.sizes, self.sources)
+        return map(built_tick, *columns)
+
+
+class Batch:
+    """Observations in time order, and their symbols, ids, times and prices (a bar's close) as columns."""
+
+    __slots__ = (
+        "_ids", "_lists", "ids", "observations", "price_array", "prices", "repeated_ids", "rows", "seconds", "symbols",
+        "times",
+    )  # fmt: skip
 
     def __init__(self, observations: Sequence[Tick | Bar]):
         self.observations = observations
-        self.symbols = [o.symbol for o in observations]
-        self.ids = [o.id for o in observations]
-        self._ids = set(self.ids)
-        self.repeated_ids = len(self._ids) < len(self.ids)  # a redelivery inside the batch
         # 0: all ticks; a bar length: all bars of one timeframe; None: a mix
         self.seconds: int | None
+        self.prices: list[float]
+        if isinstance(observations, TickColumns):  # read once already
+            self.symbols, self.ids, self.times = observations.symbols, observations.ids, observations.timestamps
+            self.prices, self.seconds = observations.prices, 0
+            self._finish()
+            return
+        self.symbols = [o.symbol for o in observations]
+        self.ids = [o.id for o in observations]
+        self.times = [o.timestamp for o in observations]
         try:  # a Bar has no price and a Tick no timeframe: a mixed batch fails here
-            self.prices: list[float] = [o.price for o in observations]  # type: ignore[union-attr]
+            self.prices = [o.price for o in observations]  # type: ignore[union-attr]
             self.seconds = 0
         except AttributeError:
             try:
@@ -41,8 +107,22 @@ class Batch:
             except AttributeError:
                 self.prices = [o.price if isinstance(o, Tick) else o.close for o in observations]
                 self.seconds = None
+        self._finish()
+
+    def _finish(self) -> None:
+        self._ids = set(self.ids)
+        self.repeated_ids = len(self._ids) < len(self.ids)  # a redelivery inside the batch
         self.price_array = np.array(self.prices, dtype=np.float64)
         self.rows = self._rows()
+        self._lists: dict[str, list[int]] = {}
+
+    def row_lists(self, symbol: str) -> list[int]:
+        """``rows[symbol]`` as a list (made once; [] for a symbol not in the batch), for bisecting."""
+        found = self._lists.get(symbol)
+        if found is None:
+            rows = self.rows.get(symbol)
+            found = self._lists[symbol] = [] if rows is None else rows.tolist()
+        return found
 
     def _rows(self) -> dict[str, np.ndarray]:
         """Each symbol's positions, in order; symbols in order of first appearance."""

@@ -49,10 +49,11 @@ class Sizing:
             raise StrategyError("sizing must be positive")
 
     def shares(self, price: float) -> float:
+        """Always a float (as the order's field is): a file's ``quantity = 10`` is 10.0 shares."""
         if self.quantity is not None:
-            return self.quantity
+            return float(self.quantity)
         assert self.notional is not None
-        return max(1.0, math.floor(self.notional / price))
+        return float(max(1, math.floor(self.notional / price)))
 
 
 @dataclass(frozen=True)

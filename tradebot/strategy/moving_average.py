@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tradebot.common.models import Side, Signal, Tick
-from tradebot.strategy.bars import Candle, timeframe_seconds
+from tradebot.strategy.bars import Candle
 from tradebot.strategy.base import RECENT_TICK_IDS, BarStrategy, Decision, SymbolState
 from tradebot.strategy.batch import Batch
 from tradebot.strategy.indicators import EMA, Indicator
@@ -150,16 +150,15 @@ class MovingAverageCrossover(BarStrategy):
         recent = [*state.recent, *(batch.ids[row] for row in rows[-RECENT_TICK_IDS:].tolist())]
         state.recent = dict.fromkeys(recent[-RECENT_TICK_IDS:])
         signals: list[tuple[int, Signal]] = []
+        times, prices, ids, bar_seconds = batch.times, batch.prices, batch.ids, batch.seconds  # read from the columns
         for at, side, score in found:
             row = int(rows[at])
-            observation = batch.observations[row]
-            if isinstance(observation, Tick):
-                when, price = observation.timestamp, observation.price
-            else:  # signalled at the bar's close, as on_bar does
+            if not bar_seconds:  # a tick: its time and price
+                when = times[row]
+            else:  # a bar (all of one timeframe): signalled at its close, as on_bar does
                 state.holding = side == "buy"
-                start = int(observation.timestamp.timestamp()) + timeframe_seconds(observation.timeframe)
-                when, price = datetime.fromtimestamp(start, UTC), observation.close
-            signals.append((row, self.signal(symbol, when, side, price, score, observation.id)))
+                when = datetime.fromtimestamp(int(times[row].timestamp()) + bar_seconds, UTC)
+            signals.append((row, self.signal(symbol, when, side, prices[row], score, ids[row])))
         return signals
 
     def _crossings(self, state: SymbolState, units: np.ndarray) -> list[tuple[int, Side, float]] | None:

@@ -1,10 +1,16 @@
 """Live fan-out for WebSocket clients: one reader of the bus per API process, many subscribers.
 
-The hub follows the streams with plain XREAD (no consumer group, see :meth:`Bus.follow`), turns
-each event into one JSON text, and hands that text to every subscriber whose channels and symbols
-match, through a bounded queue that is never awaited. A subscriber whose queue is full is marked
-slow and dropped: a browser that cannot keep up loses its connection, never the pipeline its pace.
-While no one is subscribed the hub does not read at all.
+The hub follows the streams with plain XREAD (no consumer group, see :meth:`Bus.follow`), at most
+one read every READ_INTERVAL_S while entries keep coming, so a read carries many entries and the
+cost of a read is shared by them. Each entry is decoded once and each message serialised once, for
+every client alike; the messages of one read are joined once per distinct subscription, and each
+client is handed that one string (a "chunk"). A client's sender sends what has gathered since its
+last frame as one frame, a JSON array of messages. Within one read a symbol's live bar is sent in
+its last state only (a state, not an event: the earlier states are already out of date).
+
+A client that still has its bound of messages waiting when the next read comes is marked slow and
+dropped: a browser that cannot keep up loses its connection, never the pipeline its pace. While no
+one is subscribed the hub does not read at all.
 """
 
 from __future__ import annotations
@@ -12,34 +18,54 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, decode
+from tradebot.common.codec import WireTick, encode_event, wire_tick
 from tradebot.common.lifecycle import first_of, wait_or_stop
 from tradebot.common.models import Bar, ControlEvent, Event, Order, OrderChange, OrderEvent, Signal, Tick
-from tradebot.common.streams import BARS, CONTROL_EVENTS, ORDER_EVENTS, order_streams, signal_streams, tick_streams
+from tradebot.common.streams import (
+    BARS,
+    CONTROL_EVENTS,
+    ORDER_EVENTS,
+    SCHEMA_VERSION,
+    order_streams,
+    signal_streams,
+    tick_streams,
+)
 
 log = logging.getLogger(__name__)
 
 CHANNELS = ("ticks", "bars", "signals", "orders", "fills", "risk", "health")
 ALL_SYMBOLS = "*"
-READ_COUNT = 1000
+READ_COUNT = 1000  # entries per stream and read
+READ_INTERVAL_S = 0.05  # a read at most this often while entries keep coming (a dashboard sees 20 frames/s)
+FRAME_MESSAGES = 1000  # at most this many in one frame (well under a client's usual 1 MiB limit)
+CHUNK_MESSAGES = 250  # a frame is made of whole chunks
 BLOCK_MS = 500
 HEALTH_EVERY_S = 5.0
 RECONNECT_S = 1.0
 
+Message = tuple[str, str | None, str]  # channel, symbol (None: for everyone), the JSON text
+
 
 @dataclass(eq=False)
 class Subscriber:
-    """One WebSocket client: what it wants, and a bounded queue of JSON texts for it."""
+    """One WebSocket client: what it wants, and what is waiting to be sent to it (bounded)."""
 
-    queue: asyncio.Queue[str]
+    limit: int  # messages it may have waiting when a read comes before it is dropped
     channels: set[str] = field(default_factory=set)
     symbols: set[str] = field(default_factory=set)
     slow: bool = False
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # something to send
+    replies: deque[str] = field(default_factory=deque)
+    chunks: deque[tuple[str, int]] = field(default_factory=deque)  # joined messages, and how many
+    pending: int = 0  # messages in chunks
 
     def wants(self, channel: str, symbol: str | None) -> bool:
         """True when this client subscribed to ``channel`` for ``symbol`` (or for every symbol)."""
@@ -47,15 +73,41 @@ class Subscriber:
             return False
         return symbol is None or ALL_SYMBOLS in self.symbols or symbol in self.symbols
 
-    def offer(self, text: str) -> None:
-        """Queue ``text`` without waiting; a full queue marks the client slow (it is then dropped)."""
+    def offer(self, chunks: Sequence[tuple[str, int]]) -> bool:
+        """Queue one read's chunks (joined messages, and how many) without waiting; False when the
+        client is slow: it still had ``limit`` messages waiting (it is then dropped). One read's
+        worth is always taken, so a burst the client sends on in time drops no one, and what waits
+        is bounded by ``limit`` plus one read."""
         if self.slow:
-            return
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
+            return False
+        if self.pending >= self.limit:
             self.slow = True
             self.dropped.set()
+            return False
+        self.chunks.extend(chunks)
+        self.pending += sum(messages for _, messages in chunks)
+        self.ready.set()
+        return True
+
+    def reply(self, text: str) -> None:
+        """Queue an answer to the client's request (sent before waiting events)."""
+        self.replies.append(text)
+        self.ready.set()
+
+    def next_frame(self) -> str | None:
+        """The next text frame to send: a reply, or the waiting messages as one JSON array."""
+        if self.replies:
+            return self.replies.popleft()
+        if not self.chunks:
+            self.ready.clear()
+            return None
+        parts, count = [], 0
+        while self.chunks and count + self.chunks[0][1] <= FRAME_MESSAGES:
+            chunk, messages = self.chunks.popleft()
+            parts.append(chunk)
+            count += messages
+        self.pending -= count
+        return "[" + ",".join(parts) + "]"
 
 
 @dataclass
@@ -70,46 +122,97 @@ class MinuteBar:
     volume: float
 
     @classmethod
-    def start(cls, tick: Tick) -> MinuteBar:
-        """A bar opened by ``tick``."""
+    def start(cls, minute: int, price: float, size: float) -> MinuteBar:
+        """A bar opened by a tick."""
+        return cls(minute, price, price, price, price, size)
+
+    def add(self, price: float, size: float) -> None:
+        """Fold a tick of this minute in."""
+        if price > self.high:
+            self.high = price
+        elif price < self.low:
+            self.low = price
+        self.close = price
+        self.volume += size
+
+
+def envelope(channel: str, symbol: str | None, data: str) -> str:
+    """The JSON text of one message: ``data`` is already JSON."""
+    return f'{{"channel":"{channel}","symbol":{json.dumps(symbol)},"data":{data}}}'
+
+
+def _json(values: dict[str, Any]) -> str:
+    return json.dumps(values, separators=(",", ":"))
+
+
+def _bar_message(symbol: str, bar: MinuteBar) -> Message:
+    return ("bars", symbol, envelope("bars", symbol, _json(vars(bar))))
+
+
+def batch_messages(
+    entries: Iterable[Mapping[str, str]], bars: dict[str, MinuteBar], channels: Collection[str] = CHANNELS
+) -> list[Message]:
+    """What the entries of one read (their fields, in order) mean to a dashboard on ``channels`` (the
+    others' messages are not made); ``bars`` keeps the open minute bars (kept whoever listens).
+
+    A tick is a ``ticks`` message with the tick's JSON as it is on the bus (checked against the
+    tick schema, not rebuilt) and moves its symbol's live bar; each moved bar is one ``bars``
+    message at the end, in its last state (a bar closed by a new minute: in its final one). An
+    entry that is not a valid event is skipped: its consuming role dead-letters it."""
+    out: list[Message] = []
+    moved: dict[str, MinuteBar] = {}
+    ticks, live_bars = "ticks" in channels, "bars" in channels
+    for fields in entries:
+        data = fields.get("data", "")
+        tick: WireTick | Tick | None = None
+        if fields.get("type") == "Tick" and fields.get("v") == SCHEMA_VERSION:
+            tick = wire_tick(data)
+        if tick is None:
+            try:
+                event = decode(fields)
+            except ValueError:
+                continue
+            if not isinstance(event, Tick):
+                out.extend(_other_message(event))
+                continue
+            tick, data = event, encode_event(event)  # valid only under pydantic's lax rules: as it reads it
+        symbol, price = tick.symbol, tick.price
+        if ticks:
+            out.append(("ticks", symbol, f'{{"channel":"ticks","symbol":"{symbol}","data":{data}}}'))
         minute = int(tick.timestamp.timestamp()) // 60 * 60
-        return cls(minute, tick.price, tick.price, tick.price, tick.price, tick.size)
-
-    def add(self, tick: Tick) -> None:
-        """Fold ``tick`` (of this minute) in."""
-        self.high, self.low = max(self.high, tick.price), min(self.low, tick.price)
-        self.close = tick.price
-        self.volume += tick.size
-
-
-def messages(event: Any, bars: dict[str, MinuteBar]) -> list[tuple[str, str | None, dict[str, Any]]]:
-    """(channel, symbol, data) of what ``event`` means to a dashboard; ``bars`` keeps the open bars."""
-    if isinstance(event, Tick):
-        bar = bars.get(event.symbol)
-        minute = int(event.timestamp.timestamp()) // 60 * 60
+        bar = bars.get(symbol)
         if bar is None or minute > bar.time:
-            bar = bars[event.symbol] = MinuteBar.start(event)
+            closed = moved.pop(symbol, None)
+            if closed is not None and live_bars:
+                out.append(_bar_message(symbol, closed))
+            bar = bars[symbol] = MinuteBar.start(minute, price, tick.size)
+            moved[symbol] = bar
         elif minute == bar.time:
-            bar.add(event)
-        # a late tick of an earlier minute moves no candle: the stored history has it
-        return [("ticks", event.symbol, event.model_dump(mode="json")), ("bars", event.symbol, vars(bar).copy())]
+            bar.add(price, tick.size)
+            moved[symbol] = bar
+        # else a late tick of an earlier minute: it moves no candle (the stored history has it)
+    if live_bars:
+        out.extend(_bar_message(symbol, bar) for symbol, bar in moved.items())
+    return out
+
+
+def _other_message(event: Event) -> list[Message]:
     if isinstance(event, Bar):
-        return [("bars", event.symbol, event.model_dump(mode="json"))] if event.timeframe == "1m" else []
-    if isinstance(event, Signal):
-        return [("signals", event.symbol, event.model_dump(mode="json"))]
-    if isinstance(event, Order | OrderChange):  # an order, or a request to cancel / replace one
-        return [("orders", event.symbol, event.model_dump(mode="json"))]
-    if isinstance(event, OrderEvent):
+        if event.timeframe != "1m":
+            return []
+        channel: str = "bars"
+    elif isinstance(event, Signal):
+        channel = "signals"
+    elif isinstance(event, Order | OrderChange):  # an order, or a request to cancel / replace one
+        channel = "orders"
+    elif isinstance(event, OrderEvent):
         channel = "fills" if event.status == "filled" else "orders"
-        return [(channel, event.symbol, event.model_dump(mode="json"))]
-    if isinstance(event, ControlEvent):  # a change of trading state: for the whole account
-        return [("risk", None, event.model_dump(mode="json"))]
-    return []
-
-
-def envelope(channel: str, symbol: str | None, data: dict[str, Any]) -> str:
-    """The JSON text a client receives."""
-    return json.dumps({"channel": channel, "symbol": symbol, "data": data}, separators=(",", ":"))
+    elif isinstance(event, ControlEvent):  # a change of trading state: for the whole account
+        return [("risk", None, envelope("risk", None, event.model_dump_json()))]
+    else:
+        return []
+    symbol = event.symbol
+    return [(channel, symbol, envelope(channel, symbol, event.model_dump_json()))]
 
 
 class Hub:
@@ -127,15 +230,16 @@ class Hub:
         ]
         self.queue_size = queue_size
         self.subscribers: set[Subscriber] = set()
-        self.delivered = 0
-        self.dropped = 0
+        self.delivered = 0  # messages handed to clients
+        self.dropped = 0  # clients dropped as slow
+        self.reads = 0
         self.following = False  # True once reading from the streams' tails (tests wait on it)
         self._listening = asyncio.Event()
         self._bars: dict[str, MinuteBar] = {}
 
     def subscribe(self) -> Subscriber:
         """A new client with no channels yet."""
-        subscriber = Subscriber(asyncio.Queue(self.queue_size))
+        subscriber = Subscriber(self.queue_size)
         self.subscribers.add(subscriber)
         self._listening.set()
         return subscriber
@@ -147,15 +251,35 @@ class Hub:
             self._listening.clear()
 
     def publish(self, channel: str, symbol: str | None, data: dict[str, Any]) -> None:
-        """Hand one message to every subscriber that wants it (serialised once for all of them)."""
-        targets = [s for s in self.subscribers if s.wants(channel, symbol)]
-        if not targets:
+        """Hand one message to every subscriber that wants it."""
+        self.fan_out([(channel, symbol, envelope(channel, symbol, _json(data)))])
+
+    def fan_out(self, messages: Sequence[Message]) -> None:
+        """Hand ``messages`` to the subscribers: joined once per distinct subscription, in order."""
+        if not messages:
             return
-        text = envelope(channel, symbol, data)
-        for subscriber in targets:
-            subscriber.offer(text)
-            self.dropped += subscriber.slow
-        self.delivered += len(targets)
+        alike: dict[tuple[frozenset[str], frozenset[str]], list[Subscriber]] = {}
+        for subscriber in self.subscribers:
+            if not subscriber.slow and subscriber.channels:
+                key = (frozenset(subscriber.channels), frozenset(subscriber.symbols))
+                alike.setdefault(key, []).append(subscriber)
+        for group in alike.values():
+            channels, symbols = group[0].channels, group[0].symbols
+            if ALL_SYMBOLS in symbols:
+                wanted = [text for channel, _, text in messages if channel in channels]
+            else:
+                wanted = [text for channel, symbol, text in messages if group[0].wants(channel, symbol)]
+            if not wanted:
+                continue
+            chunks = [
+                (",".join(wanted[start : start + CHUNK_MESSAGES]), len(wanted[start : start + CHUNK_MESSAGES]))
+                for start in range(0, len(wanted), CHUNK_MESSAGES)
+            ]
+            for subscriber in group:
+                if subscriber.offer(chunks):
+                    self.delivered += len(wanted)
+                else:  # it fell behind its bound
+                    self.dropped += 1
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the streams from their tails whenever someone listens, until ``stop``."""
@@ -174,25 +298,33 @@ class Hub:
         self.following = True
         try:
             while self._listening.is_set() and not stop.is_set():
-                for stream, entry_id, event in await self.bus.follow(positions, count=READ_COUNT, block_ms=BLOCK_MS):
-                    positions[stream] = entry_id
-                    if event is not None:  # a malformed entry: its consuming role dead-letters it
-                        self._dispatch(event)
+                followed = await self.bus.follow_fields(positions, count=READ_COUNT, block_ms=BLOCK_MS)
+                self.reads += 1
+                positions.update((stream, entry_id) for stream, entry_id, _ in followed)  # the last of each
+                channels = set().union(*(s.channels for s in self.subscribers))
+                self.fan_out(batch_messages([fields for _, _, fields in followed], self._bars, channels))
+                read = Counter(stream for stream, _, _ in followed)
+                if read and max(read.values()) < READ_COUNT:  # caught up: let the next read gather more
+                    await wait_or_stop(stop, READ_INTERVAL_S)
         finally:
             self.following = False
 
-    def _dispatch(self, event: Event) -> None:
-        for channel, symbol, data in messages(event, self._bars):
-            self.publish(channel, symbol, data)
-
-    async def run_health(self, snapshot: Any, stop: asyncio.Event) -> None:
-        """Every HEALTH_EVERY_S, while anyone listens, publish ``await snapshot()`` on ``health``."""
+    async def run_health(self, snapshot: Callable[[], Awaitable[dict[str, Any]]], stop: asyncio.Event) -> None:
+        """Every HEALTH_EVERY_S, while anyone listens, :meth:`publish_health`."""
         while not stop.is_set():
             await first_of(stop, self._listening)
             if stop.is_set():
                 return
             try:
-                self.publish("health", None, {"time": datetime.now(UTC).isoformat(), **await snapshot()})
+                await self.publish_health(snapshot)
             except RECOVERABLE_REDIS_ERRORS as error:
                 log.debug("health snapshot failed: %s", error)
             await wait_or_stop(stop, HEALTH_EVERY_S)
+
+    async def publish_health(self, snapshot: Callable[[], Awaitable[dict[str, Any]]]) -> bool:
+        """Publish ``await snapshot()`` on ``health`` if anyone listens to it (a snapshot reads every
+        stream's groups: it is not taken for clients that did not ask for it)."""
+        if not any("health" in subscriber.channels for subscriber in self.subscribers):
+            return False
+        self.publish("health", None, {"time": datetime.now(UTC).isoformat(), **await snapshot()})
+        return True
