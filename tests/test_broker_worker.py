@@ -224,15 +224,49 @@ async def test_while_the_market_is_closed_only_orders_that_may_wait_are_sent(
     bus: Bus, settings: Settings, emulator: AlpacaTradingEmulator
 ) -> None:
     emulator.book.market_open = False
-    await bus.publish([(ORDERS_NEW, order(1)), (ORDERS_NEW, order(2, time_in_force="gtc"))])
+    waiting = [order(2, time_in_force="gtc"), order(3, time_in_force="opg"), order(4, time_in_force="cls")]
+    await bus.publish([(ORDERS_NEW, order(1)), *((ORDERS_NEW, o) for o in waiting)])
     async with execution(alpaca_settings(settings, emulator)):
-        await until_finished(bus, {"co-1", "co-2"})
+        await until_finished(bus, {"co-1", "co-2", "co-3", "co-4"})
     grouped = by_order(await order_events(bus))
+    sent = [emulator.book.find_by_client_id(f"co-{n}") for n in (2, 3, 4)]
+    assert [o["time_in_force"] for o in sent if o] == ["gtc", "opg", "cls"]  # the auctions' orders wait for them
     assert [e.status for e in grouped["co-1"]] == ["submitted", "rejected"]
     assert grouped["co-1"][-1].reason
     assert grouped["co-1"][-1].reason.startswith("market closed (next open")
     assert [e.status for e in grouped["co-2"]] == ["submitted", "accepted", "filled"]
     assert emulator.rest.requests_to("/v2/clock")
+
+
+async def test_a_trailing_stop_by_dollars_or_percent_reaches_alpaca_as_asked_and_fills_on_the_turn(
+    bus: Bus, settings: Settings, emulator: AlpacaTradingEmulator
+) -> None:
+    buy = order(1, quantity=10)
+    by_dollars = order(2, side="sell", quantity=5, order_type="trailing_stop", trail_price=2.0, time_in_force="gtc")
+    by_percent = order(3, side="sell", quantity=5, order_type="trailing_stop", trail_percent=5.0, time_in_force="gtc")
+    await bus.publish([(ORDERS_NEW, o) for o in (buy, by_dollars, by_percent)])
+    async with execution(alpaca_settings(settings, emulator)):
+        await until_finished(bus, {"co-1"})
+        await wait_until(lambda: emulator.book.submissions == 3, 10, "three orders at the broker")
+        placed = [emulator.book.find_by_client_id(cid) for cid in ("co-2", "co-3")]
+        assert [(o["type"], o["trail_price"], o["trail_percent"]) for o in placed if o] == [
+            ("trailing_stop", "2", None),
+            ("trailing_stop", None, "5"),
+        ]
+        emulator.book.set_price("AAPL", 110.0)  # the marks rise
+        for cid in ("co-2", "co-3"):
+            await wait_until(
+                lambda c=cid: (emulator.book.find_by_client_id(c) or {}).get("hwm") == "110", 10, "the mark"
+            )
+        emulator.book.set_price("AAPL", 108.0)  # 110 - 2: the dollar trail fills, 5 % (104.5) not yet
+        await until_finished(bus, {"co-2"})
+        emulator.book.set_price("AAPL", 104.5)
+        await until_finished(bus, {"co-3"})
+    fills = {
+        cid: [(e.status, e.price) for e in evs if e.status == "filled"]
+        for cid, evs in by_order(await order_events(bus)).items()
+    }
+    assert (fills["co-2"], fills["co-3"]) == ([("filled", 108.0)], [("filled", 104.5)])
 
 
 async def test_take_profit_and_stop_loss_make_a_bracket_at_the_broker(

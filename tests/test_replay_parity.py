@@ -85,3 +85,40 @@ async def test_a_replay_needs_an_empty_database_of_its_own(replay_settings: Sett
 def test_the_namespace_is_another_logical_database() -> None:
     assert with_redis_db("redis://127.0.0.1:6390/0", 1) == "redis://127.0.0.1:6390/1"
     assert with_redis_db("redis://:secret@host:6379", 2) == "redis://:secret@host:6379/2"
+
+
+RESTING = """
+[[strategy]]
+name = "bracketed"
+class = "ma_crossover"
+parameters = { short_window = 5, long_window = 20 }
+sizing = { quantity = 10 }
+orders = { take_profit_pct = 0.1, stop_loss_pct = 0.03 }
+
+[[strategy]]
+name = "trailed"
+class = "rsi_reversion"
+symbols = ["AAPL", "NVDA"]
+parameters = { timeframe = "tick" }
+sizing = { quantity = 5 }
+orders = { trail_percent = 0.05 }
+"""
+
+
+async def test_the_backtester_fills_trailing_stops_and_brackets_on_the_tick_the_live_workers_do(
+    replay_settings: Settings, tmp_path: Path
+) -> None:
+    # brackets (their legs rest after the entry fills) and trailing-stop exits, judged by the live
+    # execution worker on the ticks it reads from price.ticks:{p} and by the backtester in its tick loop
+    path = tmp_path / "resting.toml"
+    path.write_text(RESTING)
+    resting_settings = replay_settings.model_copy(update={"strategies_file": path})
+    wanted = request(tuple(strategy_specs(resting_settings)), risk=resting_settings)
+    tested = simulate(wanted, TICKS).result
+    replayed = await replay(resting_settings, TICKS, database=4, flush=True)
+    legs = [e for e in tested.events if e.status == "filled" and e.client_order_id.endswith(("-tp", "-sl"))]
+    trailed = {o.id for o in tested.orders if o.order_type == "trailing_stop"}
+    assert {e.client_order_id[-3:] for e in legs} == {"-tp", "-sl"}  # both legs filled somewhere
+    assert [e for e in tested.events if e.status == "filled" and e.client_order_id in trailed]
+    assert differences(replayed, tested.signals, tested.orders, tested.events) == []
+    assert sorted(replayed.events, key=lambda e: e.id) == sorted(tested.events, key=lambda e: e.id)

@@ -100,11 +100,36 @@ def test_a_book_restores_from_its_snapshot_and_from_an_old_single_strategy_check
         ('[[strategy]]\nname = "a"\nclass = "ensemble"\n[[strategy]]\nname = "a"\nclass = "ensemble"\n', "repeated"),
         ('[[strategy]]\nname = "a"\nclass = "ensemble"\nsizing = { quantity = 1, notional = 5 }\n', "exactly one"),
         ("[[strategy]\n", "cannot read"),
+        (
+            '[[strategy]]\nname = "a"\nclass = "ensemble"\norders = { take_profit = 2 }\n',
+            "orders takes take_profit_pct",
+        ),
+        ('[[strategy]]\nname = "a"\nclass = "ensemble"\norders = { trail_percent = 1, trail_price = 2 }\n', "not both"),
+        ('[[strategy]]\nname = "a"\nclass = "ensemble"\norders = { stop_loss_pct = -1 }\n', "must be positive"),
     ],
 )
 def test_a_bad_strategies_file_says_what_to_fix(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(StrategyError, match=message):
         StrategyBook(read_strategies_file(book_file(tmp_path, text)))
+
+
+def test_the_orders_table_makes_buys_brackets_or_otos_and_sells_trailing_stops(tmp_path: Path) -> None:
+    text = FILE.replace(
+        "sizing = { quantity = 5 }",
+        "sizing = { quantity = 5 }\norders = { take_profit_pct = 2, stop_loss_pct = 1, trail_percent = 0.5 }",
+    )
+    text = text.replace("sizing = { notional = 1000 }", "sizing = { notional = 1000 }\norders = { stop_loss_pct = 10 }")
+    book = StrategyBook(read_strategies_file(book_file(tmp_path, text)))
+    orders = [o for tick in ticks(ZIGZAG) for _, o in book.on_tick(tick)]
+    fast = [(o.side, o.order_type, o.order_class, o.take_profit_price, o.stop_loss_price, o.trail_percent,
+             o.time_in_force) for o in orders if o.strategy == "fast"]  # fmt: skip
+    assert fast[:2] == [
+        ("buy", "market", "bracket", 122.4, 118.8, None, "day"),  # 120 plus 2 %, minus 1 %
+        ("sell", "trailing_stop", None, None, None, 0.5, "gtc"),
+    ]
+    big = [(o.side, o.order_class, o.take_profit_price, o.stop_loss_price) for o in orders if o.strategy == "big"]
+    assert big[0] == ("buy", "oto", None, 108.0)
+    assert big[1][:2] == ("sell", None)  # no trail asked: a market sell
 
 
 def test_sizing_rounds_notional_down_to_whole_shares() -> None:

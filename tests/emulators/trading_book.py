@@ -156,8 +156,9 @@ class TradingBook(Observable):
             "status": "new",
             "extended_hours": bool(body.get("extended_hours")),
             "legs": None,
-            "trail_percent": body.get("trail_percent"),
-            "trail_price": body.get("trail_price"),
+            # Alpaca answers numbers as strings (alpaca-py's Order refuses a float here)
+            "trail_percent": _num(float(body["trail_percent"])) if body.get("trail_percent") is not None else None,
+            "trail_price": _num(float(body["trail_price"])) if body.get("trail_price") is not None else None,
             "hwm": None,
         }
         if order["order_class"] == "oco":
@@ -281,6 +282,9 @@ class TradingBook(Observable):
             best = float(order["hwm"] or price)
             best = min(best, price) if buy else max(best, price)
             order["hwm"] = _num(best)
+            if order.get("trail_price") is not None:  # a trail in dollars
+                trail_price = float(order["trail_price"])
+                return price >= best + trail_price if buy else price <= best - trail_price
             trail = float(order["trail_percent"] or 0) / 100
             return price >= best * (1 + trail) if buy else price <= best * (1 - trail)
         if order["type"] in ("limit", "stop_limit") and limit is not None:

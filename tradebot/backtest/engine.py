@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import operator
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -150,6 +150,9 @@ class Backtest:
         self.book, self.check = book, check
         self.sample_s = timeframe_seconds(sample)
         self.result = BacktestResult(self.broker.starting_cash, sample)
+        self._columns: tuple[list[datetime], list[str], list[float]] = ([], [], [])
+        self._priced = 0  # the observations of the batch judged for resting orders
+        self._ordered = True
         self._bucket: int | None = None
         self._next: datetime | None = None  # where the current sample ends
 
@@ -169,21 +172,26 @@ class Backtest:
     def _feed(self, columns: Batch) -> BacktestResult:
         outputs = self.book.on_batch(columns)
         times, prices, result = columns.times, columns.prices, self.result
+        self._columns, self._priced = (times, columns.symbols, prices), 0
+        self._ordered = all(map(operator.le, times, times[1:]))
         rolls, done = self._rolls(times), 0
         for roll, bucket, closes in rolls:
             while done < len(outputs) and outputs[done][0] < roll:  # what came before it trades first
-                self._trade(*outputs[done][1:])
+                self._trade_at(*outputs[done])
                 done += 1
             # a sample that this observation starts closes first, marked with what came before it
+            self._prices_until(roll)  # the resting orders first: the sample reads what they filled
             self._mark(columns, roll)
             self._roll(times[roll], bucket, closes)
-        for _, signal, order in outputs[done:]:
-            self._trade(signal, order)
+        for output in outputs[done:]:
+            self._trade_at(*output)
         if rolls:
             self._next = datetime.fromtimestamp(rolls[-1][1] + self.sample_s, UTC)
         # as live, a batch's cancels and replaces follow its orders (the strategy worker publishes them last)
         for change in self.book.take_changes():
+            self._prices_until(self._stamped_until(change.timestamp, 0))
             result.events += self._change(change)
+        self._prices_until(len(columns))
         for symbol, rows in columns.rows.items():  # the marks: each symbol's last price (its first, the first seen)
             result.last_price[symbol] = prices[rows[-1]]
             result.first_price.setdefault(symbol, prices[rows[0]])
@@ -203,7 +211,7 @@ class Backtest:
     def _rolls(self, times: list[datetime]) -> list[tuple[int, int, datetime]]:
         """(position, bucket, when the sample it closes ends) of each observation that starts a new
         sample: the first at or after the end of the current one (bisected when in time order)."""
-        ordered = all(map(operator.le, times, times[1:]))
+        ordered = self._ordered
         found: list[tuple[int, int, datetime]] = []
         position, bucket, end, seconds = 0, self._bucket, self._next, self.sample_s
         while position < len(times):
@@ -246,6 +254,43 @@ class Backtest:
         self.result.equity.append((closes, self.broker.cash + value))
         self.result.exposed_samples += any(p.quantity > 0 for _, p in held)
 
+    def _stamped_until(self, at: datetime, position: int) -> int:
+        """The end of the observations stamped no later than ``at`` (from ``position`` on, in time order)."""
+        times = self._columns[0]
+        return bisect_right(times, at, lo=position) if self._ordered else position + 1
+
+    def _trade_at(self, position: int, signal: Signal, order: Order | None) -> None:
+        # as the execution worker merges ticks and orders: every price stamped no later than the
+        # order comes before it (tradebot/execution/prices.py); a signal with no order waits for none
+        if order is not None:
+            self._prices_until(self._stamped_until(order.timestamp, position))
+        self._trade(signal, order)
+
+    def _prices_until(self, end: int) -> None:
+        """Judge the resting orders on the observations up to ``end`` not judged yet (only those of
+        symbols with a resting order: the rest are never touched one by one)."""
+        start, self._priced = self._priced, max(self._priced, end)
+        times, symbols, prices = self._columns
+        waiting = {order.symbol for order in self.broker.resting.values()}
+        for position in range(start, end):
+            if not waiting:
+                return
+            if symbols[position] in waiting:
+                before = dict(self.broker.resting)
+                at = times[position]
+                events = self.execution.on_price(symbols[position], prices[position], at) if self.execution else (
+                    self.broker.on_price(symbols[position], prices[position], at))  # fmt: skip
+                if events:
+                    self._record(events, None, self._owners(before))
+                    waiting = {order.symbol for order in self.broker.resting.values()}
+
+    def _owners(self, resting: dict[str, Order] | None = None) -> dict[str, Order]:
+        """The resting order each client order id that may fill belongs to (an OCO's stop-loss leg: the pair)."""
+        owners = {}
+        for client_id, order in (self.broker.resting if resting is None else resting).items():
+            owners[client_id] = owners[order.stop_loss_leg_id] = order
+        return owners
+
     def _trade(self, signal: Signal, order: Order | None) -> None:
         result = self.result
         result.signals.append(signal)
@@ -256,25 +301,34 @@ class Backtest:
         if reason is not None:
             result.denials.append((order, reason))
             return
-        for event in self._execute(order):
+        owners = self._owners()
+        self._record(self._execute(order), order, owners)
+
+    def _record(self, events: list[OrderEvent], order: Order | None, owners: dict[str, Order]) -> None:
+        """Events of ``order`` (or of resting orders, ``owners``): their fills in the totals and the round trips."""
+        result = self.result
+        for event in events:
             result.events.append(event)
-            if event.status == "denied":
+            if order is not None and event.status == "denied":
                 result.denials.append((order, event.reason or "denied"))
             if event.status == "filled" and event.price is not None:
                 result.traded_notional += event.quantity * event.price
                 result.commissions += event.commission
-            if event.client_order_id == order.id:  # (not a resting order's fill: it is no round trip of this order)
-                result.ledger.record(order, event)
+            owner = (
+                order if order is not None and event.client_order_id == order.id else owners.get(event.client_order_id)
+            )
+            if owner is not None:
+                result.ledger.record(owner.model_copy(update={"side": event.side}), event)
 
     def _execute(self, order: Order) -> list[OrderEvent]:
         """What the execution worker would publish for ``order`` (risk stage first, when there is one)."""
         if self.execution is None:
             broker = self.broker
             fills = broker.fill_resting(order.symbol, order.reference_price, order.timestamp) if broker.resting else []
-            event = broker.execute(order)
-            if event is not None and order.order_class == "oco" and event.status == "accepted":
-                return [*fills, event, *broker.fill_resting(order.symbol, order.reference_price, order.timestamp)]
-            return fills if event is None else [*fills, event]
+            events = broker.place(order)
+            if events and order.order_class == "oco" and events[0].status == "accepted":
+                return [*fills, *events, *broker.fill_resting(order.symbol, order.reference_price, order.timestamp)]
+            return [*fills, *events]
         return [event for _, event in self.execution.apply([order]) if isinstance(event, OrderEvent)]
 
     def _change(self, change: OrderChange) -> list[OrderEvent]:

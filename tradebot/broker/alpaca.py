@@ -81,7 +81,7 @@ def order_request(order: Order, client_id: str) -> OrderRequest:
     if kind == "stop_limit":
         return StopLimitOrderRequest(limit_price=order.limit_price, stop_price=order.stop_price, **common)
     if kind == "trailing_stop":
-        return TrailingStopOrderRequest(trail_percent=order.trail_percent, **common)
+        return TrailingStopOrderRequest(trail_percent=order.trail_percent, trail_price=order.trail_price, **common)
     return MarketOrderRequest(**common)
 
 
@@ -226,7 +226,7 @@ class AlpacaGateway:
             time_in_force=TimeInForce(change.time_in_force) if change.time_in_force else None,
             limit_price=change.limit_price,
             stop_price=change.stop_price,
-            trail=change.trail_percent,
+            trail=change.trail_percent or change.trail_price,  # Alpaca's one `trail`: the order's own kind
             client_order_id=client_id,
         )
         try:

@@ -7,6 +7,8 @@ parts (fields of the ``checkpoint_parts:execution:{0}`` hash):
 
 - ``_rest``: cash, commissions, the risk engine's account-wide memory;
 - ``_symbols``: the symbols that have a part, in the broker's order;
+- ``_prices``: how far the ticks of each partition were read for the resting orders
+  (tradebot/execution/prices.py; rewritten as they are read, without the rest);
 - ``p:<symbol>``: that symbol's position, mark and rate-limit memory (written when it changed);
 - ``s:<n>``: the risk stage's last minute of sends (all symbols), 64 to a part, numbered by the
   count of sends before them (written as they fill, deleted as the window leaves them);
@@ -32,6 +34,7 @@ import redis.asyncio as aioredis
 from tradebot.common.streams import EXECUTION_ROLE, checkpoint_key, checkpoint_parts_key
 
 REST, SYMBOLS = "_rest", "_symbols"
+PRICES = "_prices"  # how far the paper execution read each tick stream (moves with the ticks, alone)
 POSITION, ORDER, DECISION, SENT = "p:", "o:", "d:", "s:"
 SENT_CHUNK = 64
 ACCOUNT_PARTITION = 0
@@ -44,7 +47,8 @@ def compact(value: object) -> str:
 def split(snapshot: dict[str, Any], ordinals: dict[str, int]) -> dict[str, str]:
     """Every part of a snapshot; ``ordinals`` numbers the risk stage's decisions (new ones are
     numbered here, forgotten ones dropped), so a decision's part never changes once written."""
-    rest = {key: value for key, value in snapshot.items() if key not in ("positions", "seen_order_ids", "risk")}
+    apart = ("positions", "seen_order_ids", "risk", "price_positions")
+    rest = {key: value for key, value in snapshot.items() if key not in apart}
     per_symbol: dict[str, dict[str, Any]] = {
         symbol: {"position": position} for symbol, position in snapshot["positions"].items()
     }
@@ -55,6 +59,8 @@ def split(snapshot: dict[str, Any], ordinals: dict[str, int]) -> dict[str, str]:
         numbered = _numbered(DECISION, decided, ordinals)
         parts |= {DECISION + order_id: str(number) for order_id, number in numbered.items()}
     parts[REST] = compact(rest)
+    if snapshot.get("price_positions"):
+        parts[PRICES] = compact(snapshot["price_positions"])
     parts[SYMBOLS] = compact(list(per_symbol))  # in the broker's order (a flatten follows it)
     parts |= {POSITION + symbol: compact(state) for symbol, state in per_symbol.items()}
     seen: dict[str, float] = snapshot["seen_order_ids"]
@@ -104,6 +110,8 @@ def _numbered(prefix: str, ids: list[str], ordinals: dict[str, int]) -> dict[str
 def join(parts: dict[str, str]) -> tuple[dict[str, Any], dict[str, int]]:
     """The snapshot the parts were split from, and the decisions' ordinals."""
     snapshot: dict[str, Any] = json.loads(parts[REST])
+    if PRICES in parts:
+        snapshot["price_positions"] = json.loads(parts[PRICES])
     per_symbol = {symbol: json.loads(parts.get(POSITION + symbol, "{}")) for symbol in json.loads(parts[SYMBOLS])}
     snapshot["positions"] = {symbol: state["position"] for symbol, state in per_symbol.items() if "position" in state}
     ordinals = {name: int(value) for name, value in parts.items() if name.startswith(DECISION)}

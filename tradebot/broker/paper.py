@@ -7,10 +7,11 @@ cash. Idempotent on the client order id: an order seen before returns no event a
 however late it comes back: executed ids are remembered with their order's time for
 ``remember_days`` days of order time (a replay or a very late redelivery is still recognised).
 
-Only a gtc limit or stop order that its reference price does not reach rests (``accepted``); the
-account sees no ticks, so a resting order fills at the reference price of a later order of its
-symbol that reaches it (``fill_resting``). A resting order can be canceled or replaced
-(``change``, idempotent on the change's id like an order); anything else ends at once.
+Orders the price at their arrival does not reach rest (``accepted``) when they may (gtc, a
+trailing stop, a bracket's legs; tradebot/broker/resting.py) and are judged on every later price
+(``on_price``: the ticks, and the reference price of every later order of the symbol). A resting
+order can be canceled or replaced (``change``, idempotent on the change's id like an order);
+anything else ends at once.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any
 
+from tradebot.broker.resting import QUANTITY_TOLERANCE, RestingBook, leg_refusal
 from tradebot.common.models import (
     MAX_PRICE,
     MAX_QUANTITY,
@@ -37,7 +38,7 @@ from tradebot.common.models import (
 # How long (in order time) an executed client order id is remembered. Days, not a count: a duplicate
 # can come back much later (a replayed stream, an old entry reclaimed), and must still not fill.
 REMEMBER_DAYS = 7.0
-QUANTITY_TOLERANCE = 1e-9
+__all__ = ["QUANTITY_TOLERANCE", "PaperBroker", "Position", "event_id"]
 
 
 @dataclass
@@ -62,7 +63,7 @@ def event_id(client_order_id: str) -> str:
     return stable_id("fill", client_order_id)
 
 
-class PaperBroker:
+class PaperBroker(RestingBook):
     """Cash, positions and P&L of one simulated account."""
 
     def __init__(
@@ -83,69 +84,42 @@ class PaperBroker:
         self.remember_s = remember_days * 86_400
         self._seen: dict[str, float] = {}  # client order id -> its order's epoch seconds, oldest first
         self._newest = 0.0
-        self.resting: dict[str, Order] = {}  # gtc orders not reached yet, oldest first
+        self.resting: dict[str, Order] = {}  # orders not reached yet, oldest first (resting.py)
+        self.marks: dict[str, float] = {}  # trailing stops' high-water marks
 
     def execute(self, order: Order) -> OrderEvent | None:
-        """Fill, rest or end an order; None (and no change) when this client order id was seen before."""
+        """The order's own event (:meth:`place` without the events of the legs a fill leaves)."""
+        events = self.place(order)
+        return events[0] if events else None
+
+    def place(self, order: Order) -> list[OrderEvent]:
+        """Fill, rest or end an order: its event, then the ``accepted`` of the legs its fill leaves
+        (a bracket / OTO); [] (and no change) when this client order id was seen before."""
         if order.id in self._seen:
-            return None
+            return []
         self._remember(order.id, order.timestamp.timestamp())
         position = self.positions.get(order.symbol) or self.positions.setdefault(order.symbol, Position())
         position.last_price = order.reference_price
         if order.fractional and order.symbol in self.not_fractionable:
             why = f"{order.symbol} is not fractionable: only whole shares, no notional (dollar) orders"
-            return self._event(order, "rejected", reason=why)
+            return [self._event(order, "rejected", reason=why)]
+        refused = leg_refusal(order)
+        if refused is not None:
+            return [self._event(order, "rejected", reason=refused)]
         if order.order_class == "oco":
-            return self._rest_oco(order, position)
+            return [self.rest_oco(order, position)]
+        if order.order_type == "trailing_stop":
+            return [self.rest_trailing(order)]
         unfilled = self.not_marketable(order)
         if unfilled is not None and order.time_in_force == "gtc" and unfilled[0] == "expired":
-            self.resting[order.id] = order
-            why = unfilled[1].replace("paper orders do not rest", "resting until a later price reaches it")
-            return self._event(order, "accepted", reason=why, event=stable_id("paper-accepted", order.id))
+            return [
+                self.rest(
+                    order, unfilled[1].replace("paper orders do not rest", "resting until a later price reaches it")
+                )
+            ]
         if unfilled is not None:
-            return self._event(order, unfilled[0], reason=unfilled[1])
-        return self._fill(order, position)
-
-    def fill_resting(self, symbol: str, price: float, at: datetime) -> list[OrderEvent]:
-        """Fill (or reject, for want of cash or shares) the resting orders of ``symbol`` that ``price`` reaches."""
-        events = []
-        for client_id, order in list(self.resting.items()):
-            if order.symbol != symbol:
-                continue
-            now = order.model_copy(update={"reference_price": price, "timestamp": at})
-            if order.order_class == "oco":
-                events += self._resolve_oco(now)
-            elif self.not_marketable(now) is None:
-                del self.resting[client_id]
-                self.positions.setdefault(symbol, Position()).last_price = price
-                events.append(self._fill(now, self.positions[symbol]))
-        return events
-
-    def _rest_oco(self, order: Order, position: Position) -> OrderEvent:
-        """An OCO exits a position held: it rests (both legs) and is judged like any resting order."""
-        if order.quantity > position.quantity + QUANTITY_TOLERANCE:
-            why = (f"an oco order exits a position held: selling {order.quantity:g} {order.symbol} but holding "
-                   f"{position.quantity:g}")  # fmt: skip
-            return self._event(order, "rejected", reason=why)
-        self.resting[order.id] = order
-        why = f"oco: take-profit limit {order.take_profit_price:g} and stop-loss stop {order.stop_loss_price:g} resting"
-        return self._event(order, "accepted", reason=why, event=stable_id("paper-accepted", order.id))
-
-    def _resolve_oco(self, now: Order) -> list[OrderEvent]:
-        """The leg ``now.reference_price`` reaches fills and the other is canceled; [] if neither."""
-        assert now.take_profit_price is not None
-        assert now.stop_loss_price is not None
-        price = now.reference_price
-        if now.stop_loss_price < price < now.take_profit_price:
-            return []
-        del self.resting[now.id]
-        self.positions[now.symbol].last_price = price
-        leg = now.model_copy(update={"id": now.stop_loss_leg_id, "order_type": "market", "limit_price": None})
-        if price >= now.take_profit_price:  # this order is the take-profit limit
-            why = f"oco: the take-profit filled first ({now.id})"
-            return [self._fill(now, self.positions[now.symbol]), self._event(leg, "canceled", reason=why)]
-        why = f"oco: the stop-loss {leg.id} triggered at {price:g} first"
-        return [self._fill(leg, self.positions[now.symbol]), self._event(now, "canceled", reason=why)]
+            return [self._event(order, unfilled[0], reason=unfilled[1])]
+        return self.filled_with_legs(order, self._fill(order, position))
 
     def change(self, change: OrderChange, refusal: Callable[[Order, Order], str | None]) -> list[OrderEvent]:
         """Cancel or replace a resting order; [] when this request was seen before.
@@ -155,7 +129,7 @@ class PaperBroker:
         if change.id in self._seen:
             return []
         self._remember(change.id, change.timestamp.timestamp())
-        target = self.resting.get(change.target)
+        target = self.resting_pair_of(change.target)
         asked = "cancel_requested" if change.action == "cancel" else "replace_requested"
         events = [self._change_event(change, target, asked, change.reason)]
         rejected = "order_cancel_rejected" if change.action == "cancel" else "order_replace_rejected"
@@ -175,7 +149,8 @@ class PaperBroker:
                 refused = f"the replacement would not be a valid order: {invalid(error)}"
         if refused is not None:
             return [*events, self._change_event(change, target, rejected, refused)]
-        del self.resting[change.target]
+        del self.resting[target.id]
+        self.marks.pop(target.id, None)
         if replacement is None:
             events.append(self._event(target, "canceled", reason=f"canceled on request {change.id}", at=change))
             if target.order_class == "oco":  # both legs go
@@ -183,8 +158,7 @@ class PaperBroker:
                 events.append(self._event(leg, "canceled", reason=f"canceled on request {change.id}", at=change))
             return events
         events.append(self._event(target, "replaced", reason=f"replaced by {replacement.id}", at=change))
-        placed = self.execute(replacement)
-        return events if placed is None else [*events, placed]
+        return [*events, *self.place(replacement)]
 
     def _change_event(self, change: OrderChange, target: Order | None, status: str, reason: str | None) -> OrderEvent:
         return OrderEvent(
@@ -222,8 +196,6 @@ class PaperBroker:
         A stop not yet triggered or a limit not reached rests when gtc (see ``execute``) and
         otherwise ends at once (canceled for ioc/fok, expired otherwise).
         """
-        if order.order_type == "trailing_stop":
-            return "rejected", "trailing stops need a price feed after the order; the paper broker has none"
         buy, price = order.side == "buy", order.reference_price
         stop, limit = order.stop_price, order.limit_price
         if stop is not None and (price < stop if buy else price > stop):
@@ -340,6 +312,7 @@ class PaperBroker:
             "positions": {symbol: asdict(p) for symbol, p in self.positions.items()},
             "seen_order_ids": dict(self._seen),
             "resting": [order.model_dump(mode="json") for order in self.resting.values()],
+            "marks": dict(self.marks),
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -354,3 +327,4 @@ class PaperBroker:
         self._newest = max(self._seen.values(), default=0.0)
         resting = (Order.model_validate(saved) for saved in snapshot.get("resting", []))
         self.resting = {order.id: order for order in resting}
+        self.marks = dict(snapshot.get("marks", {}))

@@ -193,6 +193,7 @@ class Order(Event):
     limit_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
     stop_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
     trail_percent: float | None = Field(default=None, gt=0, lt=100)
+    trail_price: float | None = Field(default=None, gt=0, le=MAX_PRICE)  # a trailing stop's trail in dollars
     # take-profit and/or stop-loss legs: both make a bracket order, one an OTO
     take_profit_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
     stop_loss_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
@@ -236,8 +237,8 @@ class Order(Event):
             both = self.take_profit_price is not None and self.stop_loss_price is not None
             if self.order_class != ("bracket" if both else "oto"):
                 raise ValueError("bracket needs take_profit_price and stop_loss_price, oto exactly one")
-        if self.order_type == "trailing_stop" and self.trail_percent is None:
-            raise ValueError("a trailing_stop order needs trail_percent")
+        if self.order_type == "trailing_stop" and (self.trail_percent is None) == (self.trail_price is None):
+            raise ValueError("a trailing_stop order needs trail_percent or trail_price (one of them)")
         if self.extended_hours and (self.order_type != "limit" or self.time_in_force != "day"):
             raise ValueError("extended hours are only for limit orders with time in force day")
         if self.notional is not None and (self.order_type != "market" or self.time_in_force != "day"):
@@ -266,8 +267,9 @@ class Order(Event):
 
     @property
     def stop_loss_leg_id(self) -> str:
-        """The client order id of an OCO's stop-loss leg at the paper broker."""
-        return f"{self.id}-sl"
+        """The client order id of an OCO's stop-loss leg at the paper broker (a bracket's exit pair
+        is its take-profit ``<entry>-tp``, with the stop-loss ``<entry>-sl``)."""
+        return f"{self.id.removesuffix('-tp')}-sl"
 
     strategy: str | None = None  # the name of the strategy whose signal this is
 
@@ -298,7 +300,7 @@ class Order(Event):
         return cls.model_validate(values)  # says why, or converts (an int quantity)
 
 
-REPLACEABLE = ("quantity", "limit_price", "stop_price", "trail_percent", "time_in_force")
+REPLACEABLE = ("quantity", "limit_price", "stop_price", "trail_percent", "trail_price", "time_in_force")
 
 
 class OrderChange(Event):
@@ -315,6 +317,7 @@ class OrderChange(Event):
     limit_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
     stop_price: float | None = Field(default=None, ge=MIN_PRICE, le=MAX_PRICE)
     trail_percent: float | None = Field(default=None, gt=0, lt=100)
+    trail_price: float | None = Field(default=None, gt=0, le=MAX_PRICE)
     time_in_force: TimeInForce | None = None
     strategy: str | None = None
     reason: str | None = Field(default=None, max_length=500)
@@ -345,6 +348,10 @@ class OrderChange(Event):
         }
         if self.quantity is not None:
             changed["notional"] = None
+        if self.trail_price is not None:  # a trail is given in dollars or in percent, never both
+            changed["trail_percent"] = None
+        if self.trail_percent is not None:
+            changed["trail_price"] = None
         data = {**original.model_dump(), **changed, "id": self.replacement_id, "timestamp": self.timestamp}
         return Order.model_validate(data)
 

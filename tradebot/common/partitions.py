@@ -311,24 +311,37 @@ class PartitionReader:
         while not stop.is_set():
             if max_messages is not None and self.counters["handled"] >= max_messages:
                 return ReaderEnd.STOPPED
-            batch = await self.bus.read_fenced(
-                self.streams, role, self.consumer, lease, count=self.config.batch_size, pending=pending
-            )
-            if batch is None or (batch and not await self._commit(batch)):
+            batch = await self._read(lease, pending=pending)
+            work = bool(batch) or self._more_than_batch()
+            if batch is None or (work and not await self._commit(batch)):
                 log.warning("%s lost the lease on partition %d; leaving it to the new owner", role, self.partition)
                 self.counters["fenced"] += 1
                 return ReaderEnd.LOST
-            if batch:
+            if work:
                 continue
             if pending:
                 pending = False
             elif burst:
                 return ReaderEnd.DRAINED
             else:
-                # From the group's position (entries dead-lettered by the read were never returned).
-                seen = {stream: await self.bus.last_delivered_id(stream, role) for stream in self.streams}
-                await self.bus.wait_for_entries(seen, self.config.block_ms, stop)
+                await self._wait(stop)
         return ReaderEnd.STOPPED
+
+    async def _read(self, lease: tuple[str, str], *, pending: bool) -> list[Delivery] | None:
+        """The next batch (None once the lease is lost)."""
+        return await self.bus.read_fenced(
+            self.streams, self.config.role, self.consumer, lease, count=self.config.batch_size, pending=pending
+        )
+
+    def _more_than_batch(self) -> bool:
+        """Whether there is state to commit beyond the batch read (a subclass's: execution's prices)."""
+        return False
+
+    async def _wait(self, stop: asyncio.Event, block_ms: int | None = None) -> None:
+        """Until there is more to read, from the group's position (entries dead-lettered by the read
+        were never returned)."""
+        seen = {stream: await self.bus.last_delivered_id(stream, self.config.role) for stream in self.streams}
+        await self.bus.wait_for_entries(seen, block_ms or self.config.block_ms, stop)
 
     async def _drain_positioned(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd:
         """Read on from the group's position, committing each batch with the group's new position."""

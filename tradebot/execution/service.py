@@ -21,6 +21,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from tradebot.broker import checkpoint as account_parts
@@ -30,11 +31,12 @@ from tradebot.common import runtime
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.lifecycle import wait_or_stop
-from tradebot.common.models import ControlEvent, Event, Order, OrderChange, OrderEvent
+from tradebot.common.models import ControlEvent, Event, Order, OrderChange, OrderEvent, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionRunner, PartitionSettings
 from tradebot.common.streams import CONTROL_EVENTS, EXECUTION_ROLE, ORDER_EVENTS, ORDERS_NEW_PREFIX, order_streams
 from tradebot.execution.attribution import StrategyPnL
 from tradebot.execution.equity import sample_equity
+from tradebot.execution.prices import PricedReader
 from tradebot.execution.risk_stage import Records, RiskStage, new_engine, new_gap_rule
 from tradebot.market_data.gaps import read_gap_records
 from tradebot.risk.store import OperatorRecord, obeying_trading_state
@@ -66,6 +68,8 @@ class BrokerPartition:
 
     def _restore_snapshot(self, saved: dict[str, Any] | None) -> None:
         self.broker = new_broker(self.settings)
+        # How far the ticks of each partition were read (tradebot/execution/prices.py)
+        self.price_positions: dict[str, str] = dict((saved or {}).get("price_positions", {}))
         self.risk = RiskStage(new_engine(self.settings), self.operator, self.gaps, new_gap_rule(self.settings))
         self.pnl = StrategyPnL()
         if saved:
@@ -99,7 +103,12 @@ class BrokerPartition:
         return changed
 
     def _snapshot(self) -> dict[str, Any]:
-        return {**self.broker.snapshot(), "risk": self.risk.snapshot(), "pnl": self.pnl.snapshot()}
+        prices = {"price_positions": dict(self.price_positions)} if self.price_positions else {}
+        return {**self.broker.snapshot(), "risk": self.risk.snapshot(), "pnl": self.pnl.snapshot(), **prices}
+
+    def read_prices(self, positions: dict[str, str]) -> None:
+        """The ticks applied (or skipped) up to these stream ids: committed with what they caused."""
+        self.price_positions.update(positions)
 
     def apply(self, events: list[Event]) -> list[tuple[str, Event]]:
         """Decide and execute orders in order; a flatten closes every position; a repeat yields nothing."""
@@ -107,6 +116,11 @@ class BrokerPartition:
         self.risk.watch_gaps(self.broker)
         outputs: list[tuple[str, Event]] = []
         for event in events:
+            if isinstance(event, Tick):  # a price after the resting orders (tradebot/execution/prices.py)
+                outputs += [
+                    (ORDER_EVENTS, e) for e in self._fill_resting(event.symbol, event.price, event.timestamp, tick=True)
+                ]
+                continue
             if isinstance(event, OrderChange):
                 outputs += [
                     (ORDER_EVENTS, e) for e in self.broker.change(event, self.risk.replace_refusal(self.broker))
@@ -141,26 +155,38 @@ class BrokerPartition:
         # A new order's price is the latest the account sees: resting orders it reaches fill first.
         outputs: list[tuple[str, Event]] = []
         if self.broker.resting and order.id not in self.risk.decided:
-            outputs = [(ORDER_EVENTS, e) for e in self._fill_resting(order)]
+            outputs = [
+                (ORDER_EVENTS, e) for e in self._fill_resting(order.symbol, order.reference_price, order.timestamp)
+            ]
         screened = self.risk.screen(order, self.broker)
         if not isinstance(screened, Order):
             return outputs if screened is None else [*outputs, (ORDER_EVENTS, screened)]
         before = self.risk.before_broker(screened, self.broker)
-        result: OrderEvent | None = self.broker.execute(screened)
-        if result is None:
+        placed = self.broker.place(screened)
+        if not placed:
             return outputs
+        result = placed[0]
         self.risk.after_broker(screened, result, before, self.broker)
         self._book(screened.strategy, screened.symbol, result)
-        outputs.append((ORDER_EVENTS, result))
+        outputs += [(ORDER_EVENTS, event) for event in placed]  # and the legs a bracket / OTO fill leaves
         if screened.order_class == "oco" and result.status == "accepted":  # its price may reach a leg already
-            outputs += [(ORDER_EVENTS, e) for e in self._fill_resting(screened)]
+            outputs += [
+                (ORDER_EVENTS, e)
+                for e in self._fill_resting(screened.symbol, screened.reference_price, screened.timestamp)
+            ]
         return outputs
 
-    def _fill_resting(self, order: Order) -> list[OrderEvent]:
+    def on_price(self, symbol: str, price: float, at: datetime) -> list[OrderEvent]:
+        """A tick's price for the resting orders (the backtester's tick loop calls it as apply does)."""
+        return self._fill_resting(symbol, price, at, tick=True)
+
+    def _fill_resting(self, symbol: str, price: float, at: datetime, *, tick: bool = False) -> list[OrderEvent]:
+        """The resting orders ``price`` reaches: a tick's (for the orders stamped no later than it)
+        or a later order's reference price."""
         owners = {}  # whose order each fill may be: a resting order's id, or its oco stop-loss leg's
         for client_id, resting in self.broker.resting.items():
             owners[client_id] = owners[resting.stop_loss_leg_id] = resting.strategy
-        filled = self.broker.fill_resting(order.symbol, order.reference_price, order.timestamp)
+        filled = self.broker.on_price(symbol, price, at) if tick else self.broker.fill_resting(symbol, price, at)
         for event in filled:
             self._book(owners.get(event.client_order_id), event.symbol, event)
         if filled:
@@ -209,7 +235,10 @@ def execution_worker(
         block_ms=settings.bus_block_ms,
         lease_ttl_ms=settings.lease_ttl_ms,
     )
-    new_reader: Callable[[int], PartitionRunner] | None = None
+    # The paper account reads the ticks its resting orders need beside the orders (prices.py).
+    new_reader: Callable[[int], PartitionRunner] | None = lambda partition: PricedReader(  # noqa: E731
+        bus, config, member, partition, BrokerPartition(settings, operator, gaps), counters, settings.tick_partitions
+    )
     if settings.execution_broker == "alpaca":
         from tradebot.broker.live import alpaca_is_paper
         from tradebot.broker.worker import BrokerExecution  # alpaca-py is loaded only when it is used

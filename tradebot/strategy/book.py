@@ -57,6 +57,44 @@ class Sizing:
 
 
 @dataclass(frozen=True)
+class OrderStyle:
+    """How a strategy's signals are placed (the ``orders`` table; docs/STRATEGIES.md): market orders,
+    or buys with take-profit / stop-loss legs (both: a bracket, one: an OTO) at a percentage from
+    the signal's price, and sells as trailing stops (``trail_percent`` or ``trail_price``)."""
+
+    take_profit_pct: float | None = None
+    stop_loss_pct: float | None = None
+    trail_percent: float | None = None
+    trail_price: float | None = None
+
+    def __post_init__(self) -> None:
+        given = [v for v in (self.take_profit_pct, self.stop_loss_pct, self.trail_percent, self.trail_price) if v]
+        if any(value <= 0 for value in given) or (self.stop_loss_pct or 0) >= 100:
+            raise StrategyError("orders: percentages and trail_price must be positive (stop_loss_pct below 100)")
+        if self.trail_percent is not None and self.trail_price is not None:
+            raise StrategyError("orders: a trailing stop trails by trail_percent or trail_price, not both")
+
+    def shape(self, order: Order) -> Order:
+        """``order`` (a market order from a signal) in this style."""
+        if order.side == "buy" and (self.take_profit_pct or self.stop_loss_pct):
+            price = order.reference_price
+            legs: dict[str, object] = {
+                "take_profit_price": round(price * (1 + self.take_profit_pct / 100), 2)
+                if self.take_profit_pct
+                else None,
+                "stop_loss_price": round(price * (1 - self.stop_loss_pct / 100), 2) if self.stop_loss_pct else None,
+            }
+            legs["order_class"] = "bracket" if self.take_profit_pct and self.stop_loss_pct else "oto"
+            return Order.model_validate({**order.model_dump(), **legs})
+        if order.side == "sell" and (self.trail_percent or self.trail_price):
+            trail = {"trail_percent": self.trail_percent, "trail_price": self.trail_price}
+            return Order.model_validate(
+                {**order.model_dump(), "order_type": "trailing_stop", "time_in_force": "gtc", **trail}
+            )
+        return order
+
+
+@dataclass(frozen=True)
 class StrategySpec:
     """One entry of the strategies file."""
 
@@ -66,9 +104,10 @@ class StrategySpec:
     symbols: tuple[str, ...] | None = None  # None: every symbol
     sizing: Sizing = Sizing(quantity=10.0)
     enabled: bool = True
+    orders: OrderStyle = OrderStyle()
 
 
-ENTRY_KEYS = {"name", "class", "parameters", "symbols", "sizing", "enabled"}
+ENTRY_KEYS = {"name", "class", "parameters", "symbols", "sizing", "enabled", "orders"}
 
 
 def sizing_modes(specs: Iterable[StrategySpec]) -> dict[str, str]:
@@ -115,6 +154,12 @@ def _spec(entry: dict[str, Any], where: str) -> StrategySpec:
         sizing = Sizing(**entry.get("sizing", {"quantity": 10.0}))
     except TypeError:
         raise StrategyError(f"{where}: sizing takes quantity or notional, and position_sizing") from None
+    try:
+        orders = OrderStyle(**entry.get("orders", {}))
+    except TypeError:
+        raise StrategyError(
+            f"{where}: orders takes take_profit_pct, stop_loss_pct, trail_percent or trail_price"
+        ) from None
     return StrategySpec(
         name=str(entry["name"]),
         cls=str(entry["class"]),
@@ -122,6 +167,7 @@ def _spec(entry: dict[str, Any], where: str) -> StrategySpec:
         symbols=tuple(s.upper() for s in symbols) if symbols else None,
         sizing=sizing,
         enabled=bool(entry.get("enabled", True)),
+        orders=orders,
     )
 
 
@@ -241,7 +287,7 @@ class StrategyBook:
             held[signal.symbol] = quantity
         else:
             quantity = held.pop(signal.symbol)
-        return Order.from_signal(signal, quantity)
+        return entry.spec.orders.shape(Order.from_signal(signal, quantity))
 
     def snapshot(self) -> dict[str, Any]:
         """Every strategy's state and what each holds, as JSON-ready data."""
