@@ -4,7 +4,8 @@ runs three minutes of it.
 
     .venv/bin/python -m tests.measure_demo [--ticks 1800000]
 
-Prints the order events by status (denials by their reason code) and the lowest cash.
+Prints the order events by status (denials by their reason code; ``unheld sell``: the strategy's
+sells of a symbol not held), the lowest cash and the ticks seen in each trading state.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ticks", type=int, default=1_800_000, help="ticks of the demo (500 a second: an hour)")
     ticks = parser.parse_args().ticks
-    statuses, lowest_cash, _ = run_demo(ticks)
+    statuses, lowest_cash, _, states = run_demo(ticks)
     print(f"{ticks:,} ticks: {dict(statuses.most_common())}; lowest cash ${lowest_cash:,.2f}")
+    print("ticks by trading state: " + ", ".join(f"{state.value} {n:,}" for state, n in states.items()))
 
 
 if __name__ == "__main__":

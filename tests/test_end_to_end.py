@@ -111,7 +111,9 @@ async def test_tradebot_up_runs_the_whole_pipeline(settings: Settings, bus: Bus,
         assert {beat["role"] for beat in health["workers"]} >= {"strategy", "execution", "storage"}
         await _assert_account_reconciles(conn, bus)
         assert account == account_out(await read_account(bus.redis), include_closed=False).model_dump()  # type: ignore[arg-type]
-        assert await count(conn, "signals") == await count(conn, "orders") > 0
+        signals, orders = await count(conn, "signals"), await count(conn, "orders")
+        assert orders > 0
+        assert signals - 3 <= orders <= signals  # only a symbol's first signal, a SELL, has no order
     finally:
         await conn.close()
         system.send_signal(signal.SIGINT)
@@ -134,7 +136,8 @@ async def _settled(conn: asyncpg.Connection, bus: Bus, settings: Settings) -> bo
         return False
     orders = await count(conn, "orders")
     signals = await count(conn, "signals")
-    return orders > 0 and orders == signals == await count(conn, "fills")
+    # every order fills; a signal has no order only when it is a symbol's first, a SELL (long only)
+    return orders > 0 and signals - 3 <= orders == await count(conn, "fills") <= signals
 
 
 async def _api_up(client: httpx.AsyncClient) -> bool:

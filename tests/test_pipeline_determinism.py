@@ -68,6 +68,12 @@ def single_strategy_run(ticks: list[Tick]) -> list[Signal]:
     return [signal for tick in ticks for signal in strategy.on_tick(tick)]
 
 
+def single_run_orders(ticks: list[Tick], settings: Settings) -> list[Order]:
+    """The orders one uninterrupted strategy book sends for the ticks (long only by its own orders)."""
+    book = strategy_service.book_factory(settings)()
+    return [order for tick in ticks for _, order in book.on_tick(tick) if order is not None]
+
+
 def signal_keys(signals: list[Signal]) -> Counter:
     return Counter((s.id, s.symbol, s.side, s.tick_id, s.price, s.confidence) for s in signals)
 
@@ -114,11 +120,11 @@ async def lease_owners(bus: Bus, role: str, partitions: int) -> set[str]:
     return {owner for owner in owners if owner}
 
 
-async def assert_same_as_single_run(bus: Bus, expected: list[Signal]) -> None:
+async def assert_same_as_single_run(bus: Bus, expected: list[Signal], expected_orders: list[Order]) -> None:
     signals = await bus.entries_of(signal_streams(PARTITIONS))
     orders = await bus.entries_of(order_streams(PARTITIONS))
     assert signal_keys(signals) == signal_keys(expected)  # type: ignore[arg-type]
-    assert order_keys(orders) == order_keys([Order.from_signal(s, 10.0) for s in expected])  # type: ignore[arg-type]
+    assert order_keys(orders) == order_keys(expected_orders)  # type: ignore[arg-type]
     assert len({s.id for s in signals}) == len(signals), "a signal was published twice"
     assert len({o.id for o in orders}) == len(orders), "an order was published twice"
 
@@ -133,7 +139,7 @@ async def test_one_worker_in_burst_mode_gives_the_single_run_signals(bus: Bus, p
     counters: Counter = Counter()
     await asyncio.wait_for(strategy_service.run(burst, stop=asyncio.Event(), counters=counters), timeout=60)
     assert counters["handled"] >= TICKS
-    await assert_same_as_single_run(bus, expected)
+    await assert_same_as_single_run(bus, expected, single_run_orders(ticks, pipeline_settings))
 
 
 async def test_three_workers_give_the_same_signals_as_one(bus: Bus, pipeline_settings: Settings) -> None:
@@ -161,7 +167,7 @@ async def test_three_workers_give_the_same_signals_as_one(bus: Bus, pipeline_set
         for stop in stops:
             stop.set()
         await asyncio.gather(*tasks)
-    await assert_same_as_single_run(bus, expected)
+    await assert_same_as_single_run(bus, expected, single_run_orders(ticks, pipeline_settings))
 
 
 async def test_workers_killed_with_sigkill_give_the_same_signals(
@@ -192,7 +198,7 @@ async def test_workers_killed_with_sigkill_give_the_same_signals(
         await wait_until(
             lambda: strategy_finished(bus, len(expected)), timeout=60, what=f"all ticks processed\n{workers.logs()}"
         )
-    await assert_same_as_single_run(bus, expected)
+    await assert_same_as_single_run(bus, expected, single_run_orders(ticks, pipeline_settings))
 
 
 # Orders are committed one by one; on the cluster each read visits every partition's stream on its

@@ -131,6 +131,14 @@ def test_duplicate_order_within_the_window():
     assert risk.check(order(at=T0 + timedelta(seconds=2)), cash()).approved
 
 
+def test_a_buy_after_a_sell_is_a_new_round_trip_not_a_duplicate():
+    risk = engine(duplicate_window_s=2.0)
+    assert risk.check(order(), cash()).approved
+    assert risk.check(order("sell", at=T0 + timedelta(seconds=0.2)), cash(AAPL=(1, 100.0))).approved
+    assert risk.check(order(at=T0 + timedelta(seconds=0.4)), cash()).approved  # buy, sell, buy
+    assert risk.check(order(at=T0 + timedelta(seconds=0.6)), cash()).code == reasons.DUPLICATE_ORDER
+
+
 def test_price_collar_against_the_last_trade():
     risk = engine(price_collar_pct=0.05)
     market = MarketState(last_prices={"AAPL": 100.0})

@@ -84,7 +84,7 @@ def test_exits_go_out_as_orders_and_survive_a_checkpoint() -> None:
         def __init__(self) -> None:
             self.seen: set[str] = set()
 
-        def on_tick(self, t: Tick) -> list[tuple[Signal, Order]]:
+        def on_tick(self, t: Tick, sides: frozenset[str]) -> list[tuple[Signal, Order]]:
             if t.symbol in self.seen:
                 return []
             self.seen.add(t.symbol)

@@ -200,3 +200,26 @@ def test_a_batch_gives_what_the_book_gives_tick_by_tick(tmp_path: Path) -> None:
     assert {signal.strategy for _, signal, _ in expected} == {"fast", "quiet"}  # scanned and one by one; big is off
     assert at_once.on_batch(Batch(stream)) == expected
     assert at_once.snapshot() == one_by_one.snapshot()
+
+
+def test_the_book_is_long_only_by_its_own_orders() -> None:
+    book = StrategyBook([StrategySpec("x", "ma_crossover", {"short_window": 2, "long_window": 4})])
+    stream = MockFeed(["AAPL", "MSFT"], 4, clock=stepping_clock(START)).take(400)  # both start with a SELL
+    outputs = [pair for tick in stream for pair in book.on_tick(tick)]
+    for symbol in ("AAPL", "MSFT"):
+        sides = [o.side for _, o in outputs if o is not None and o.symbol == symbol]
+        assert sides == ["buy", "sell"] * (len(sides) // 2) + ["buy"] * (len(sides) % 2)  # a SELL only after a BUY
+    withheld = [s for s, o in outputs if o is None]
+    # still recorded; the crossover alternates, so only each symbol's first signal, a SELL, has nothing to close
+    assert sorted((s.symbol, s.side) for s in withheld) == [("AAPL", "sell"), ("MSFT", "sell")]
+    assert next(s for s, _ in outputs if s.symbol == "AAPL") in withheld
+
+
+def test_a_buy_withheld_by_the_trading_state_leaves_the_book_flat() -> None:
+    book = StrategyBook([StrategySpec("x", "ma_crossover", {"short_window": 2, "long_window": 4})])
+    zigzag = ticks(ZIGZAG)  # BUY at 120, SELL at 60, BUY at 160
+    reducing = [(s.side, o) for tick in zigzag[:6] for s, o in book.on_tick(tick, frozenset({"sell"}))]
+    assert reducing == [("buy", None)]  # while REDUCING the BUY is not sent...
+    active = [(s.side, o and o.side) for tick in zigzag[6:] for s, o in book.on_tick(tick)]
+    assert active == [("sell", None), ("buy", "buy")]  # ...so the SELL after it has nothing to close
+    assert book.positions["x"] == {"AAPL": 1.0 * 10}

@@ -8,6 +8,7 @@ from typing import Any
 
 from tradebot.common.models import Order, OrderChange, Signal, Tick
 from tradebot.common.streams import ORDERS_NEW
+from tradebot.risk.state import TradingState
 from tradebot.strategy.bars import Candle
 from tradebot.strategy.base import BarStrategy, Decision, SymbolState
 from tradebot.strategy.book import StrategyBook, StrategySpec
@@ -59,7 +60,7 @@ def test_the_book_hands_over_a_cancel_of_the_strategys_own_order() -> None:
 
 
 def test_the_strategy_worker_publishes_the_cancel_even_while_halted() -> None:
-    partition = StrategyPartition(book, order_quantity=1, may_order=lambda: False)
+    partition = StrategyPartition(book, order_quantity=1, trading_state=lambda: TradingState.HALTED)
     outputs = partition.apply(list(ticks([100.0, 94.0])))
     published = [(stream, type(event).__name__) for stream, event in outputs if stream == ORDERS_NEW]
     assert published == [(ORDERS_NEW, "OrderChange")]  # the buy's order is held back; the cancel is not

@@ -6,11 +6,21 @@ import asyncio
 from collections import Counter
 from datetime import UTC, datetime
 
+from tradebot.broker.checkpoint import ACCOUNT_PARTITION
 from tradebot.common.bus import Bus, decode
 from tradebot.common.config import Settings
-from tradebot.common.models import Order, Signal, Tick
-from tradebot.common.streams import dead_letter_stream, order_streams, signal_streams, tick_stream_for
+from tradebot.common.models import Signal, Tick
+from tradebot.common.streams import (
+    EXECUTION_ROLE,
+    checkpoint_parts_key,
+    dead_letter_stream,
+    order_streams,
+    signal_streams,
+    tick_stream_for,
+)
+from tradebot.execution.service import BrokerPartition
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
+from tradebot.risk.state import TradingState
 from tradebot.strategy import service
 from tradebot.strategy.moving_average import MovingAverageCrossover
 
@@ -47,7 +57,10 @@ async def test_a_restarted_worker_continues_from_its_checkpoint(bus: Bus, settin
     signals = await bus.entries_of(signal_streams(2))
     assert sorted(s.id for s in signals) == sorted(s.id for s in expected)
     orders = await bus.entries_of(order_streams(2))
-    assert sorted(o.id for o in orders) == sorted(Order.from_signal(s, settings.order_quantity).id for s in expected)
+    book = service.book_factory(settings)()  # long only: a SELL only after the book's own BUY
+    sent = [order for tick in ticks for _, order in book.on_tick(tick) if order is not None]
+    assert len(sent) < len(expected)  # each symbol's first signal, a SELL, has no order
+    assert sorted(o.id for o in orders) == sorted(o.id for o in sent)
 
 
 async def test_an_event_that_is_not_a_tick_is_dead_lettered_with_the_reason(bus: Bus, settings: Settings) -> None:
@@ -73,3 +86,13 @@ async def test_an_event_that_is_not_a_tick_is_dead_lettered_with_the_reason(bus:
     expected = [signal for tick in ticks for signal in strategy.on_tick(tick)]
     assert [s.id for s in await bus.entries_of(signal_streams(2))] == [s.id for s in expected]
     assert counters["published"] == 2 * len(expected)
+
+
+async def test_the_worker_obeys_a_risk_rule_tripped_in_the_execution_worker(bus: Bus, settings: Settings) -> None:
+    assert await service.ruled_state(bus) is TradingState.ACTIVE  # no account committed yet
+    account = BrokerPartition(settings)
+    account.risk.engine.impose(TradingState.REDUCING, "daily_loss", "loss 3% since the session opened", START)
+    await bus.redis.hset(checkpoint_parts_key(EXECUTION_ROLE, ACCOUNT_PARTITION), mapping=account.parts())
+    # what the strategy worker polls: it then sends no BUY (SENT_SIDES), which the risk stage would deny
+    assert await service.ruled_state(bus) is TradingState.REDUCING
+    assert service.SENT_SIDES[TradingState.REDUCING] == frozenset({"sell"})

@@ -259,10 +259,11 @@ class Backtest:
         times = self._columns[0]
         return bisect_right(times, at, lo=position) if self._ordered else position + 1
 
-    def _trade_at(self, position: int, signal: Signal, order: Order) -> None:
+    def _trade_at(self, position: int, signal: Signal, order: Order | None) -> None:
         # as the execution worker merges ticks and orders: every price stamped no later than the
-        # order comes before it (tradebot/execution/prices.py)
-        self._prices_until(self._stamped_until(order.timestamp, position))
+        # order comes before it (tradebot/execution/prices.py); a signal with no order waits for none
+        if order is not None:
+            self._prices_until(self._stamped_until(order.timestamp, position))
         self._trade(signal, order)
 
     def _prices_until(self, end: int) -> None:
@@ -290,9 +291,11 @@ class Backtest:
             owners[client_id] = owners[order.stop_loss_leg_id] = order
         return owners
 
-    def _trade(self, signal: Signal, order: Order) -> None:
+    def _trade(self, signal: Signal, order: Order | None) -> None:
         result = self.result
         result.signals.append(signal)
+        if order is None:  # the book sent no order for it (long only by its own orders)
+            return
         result.orders.append(order)
         reason = self.check(order, self.broker) if self.check else None
         if reason is not None:

@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     # --- strategy ---
     short_window: int = Field(5, ge=1)
     long_window: int = Field(20, ge=2)
-    order_quantity: float = Field(10.0, gt=0)
+    # one share: the default demo can hold every symbol of its universe at once, within the risk limits
+    order_quantity: float = Field(1.0, gt=0)
     # A TOML file of [[strategy]] tables (docs/STRATEGIES.md); unset = one crossover of the windows above.
     strategies_file: Path | None = None
 
@@ -106,7 +107,7 @@ class Settings(BaseSettings):
     risk_max_order_notional: float = Field(50_000.0, ge=0)
     risk_max_position_pct: float = Field(0.15, ge=0, le=1)
     risk_max_gross_exposure_pct: float = Field(0.90, ge=0, le=10)
-    risk_max_open_positions: int = Field(50, ge=0)
+    risk_max_open_positions: int = Field(100, ge=0)  # as many as the default universe (MAX_SYMBOLS)
     risk_max_orders_per_second: int = Field(100, ge=0)
     risk_max_orders_per_minute: int = Field(2_000, ge=0)
     risk_max_symbol_orders_per_second: int = Field(5, ge=0)

@@ -6,6 +6,7 @@ window through and denies the next; a window is half-open, (t - length, t].
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -47,8 +48,10 @@ class RateWindows:
 
     def throttle(self, symbol: str, side: str, at: float, limits: RiskLimits, duplicates: bool = True) -> Denial | None:
         """Duplicate-order and rate checks for one order at ``at``."""
-        last = self.last_by_side.get(f"{symbol}:{side}")
-        if duplicates and limits.duplicate_window_s and last is not None and at - last < limits.duplicate_window_s:
+        last = self.last_by_side.get(f"{symbol}:{side}", -math.inf)
+        # an order of the other side sent since makes it a new round trip (buy, sell, buy), not a repeat
+        other = self.last_by_side.get(f"{symbol}:{'sell' if side == 'buy' else 'buy'}", -math.inf)
+        if duplicates and limits.duplicate_window_s and other <= last and at - last < limits.duplicate_window_s:
             return reasons.DUPLICATE_ORDER, (
                 f"{side} {symbol} again {at - last:.3f}s after the last one; RISK_DUPLICATE_WINDOW_S is "
                 f"{limits.duplicate_window_s:g}"

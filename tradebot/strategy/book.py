@@ -4,6 +4,11 @@ The book is what the strategy worker and the backtester both run: ticks in, (sig
 pairs out. Every signal and order carries its strategy's name, and ids derive from it, so two
 strategies never share an order. The book remembers what each strategy bought, so a SELL closes
 that strategy's own position (P&L is attributed per strategy).
+
+Long only by its own orders: a BUY gets an order only when its strategy is flat, a SELL only when
+that strategy is long by an order it sent (a BUY and no SELL since); any other signal is recorded
+with no order (``None``). What the book knows is only what it sent, never a fill, so a replay or a
+backtest decides the same.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from tradebot.common.models import Bar, Order, OrderChange, Signal, Tick
 from tradebot.strategy.base import Strategy
 from tradebot.strategy.batch import Batch
 from tradebot.strategy.catalog import StrategyError, build_strategy
+
+BOTH_SIDES = frozenset({"buy", "sell"})
 
 
 @dataclass(frozen=True)
@@ -196,20 +203,21 @@ class StrategyBook:
     def names(self) -> list[str]:
         return [entry.name for entry in self.entries]
 
-    def on_tick(self, tick: Tick) -> list[tuple[Signal, Order]]:
-        """Every strategy that trades the symbol sees the tick; enabled ones may emit orders."""
-        outputs: list[tuple[Signal, Order]] = []
+    def on_tick(self, tick: Tick, sides: frozenset[str] = BOTH_SIDES) -> list[tuple[Signal, Order | None]]:
+        """Every strategy that trades the symbol sees the tick; enabled ones may emit orders, of
+        ``sides`` only (the strategy worker's trading-state gate: sells only while REDUCING)."""
+        outputs: list[tuple[Signal, Order | None]] = []
         for entry in self.entries:
             if entry.symbols is not None and tick.symbol not in entry.symbols:
                 continue
             signals = entry.strategy.on_tick(tick)
             if signals and self.switches.get(entry.name, entry.spec.enabled):
-                outputs += [(signal, self._order(entry, signal)) for signal in signals]
+                outputs += [(signal, self._order(entry, signal, sides)) for signal in signals]
         return outputs
 
-    def on_bar(self, bar: Bar) -> list[tuple[Signal, Order]]:
+    def on_bar(self, bar: Bar) -> list[tuple[Signal, Order | None]]:
         """The same for one stored bar (backtests over bars); every strategy must have ``on_bar``."""
-        outputs: list[tuple[Signal, Order]] = []
+        outputs: list[tuple[Signal, Order | None]] = []
         for entry in self.entries:
             if entry.symbols is not None and bar.symbol not in entry.symbols:
                 continue
@@ -218,14 +226,14 @@ class StrategyBook:
                 outputs += [(signal, self._order(entry, signal)) for signal in signals]
         return outputs
 
-    def on_batch(self, batch: Batch) -> list[tuple[int, Signal, Order]]:
+    def on_batch(self, batch: Batch) -> list[tuple[int, Signal, Order | None]]:
         """What :meth:`on_tick` / :meth:`on_bar` would give observation by observation, as
         (position, signal, order) in the same order, for a backtest that holds them all at once.
 
         A strategy with a ``scan`` method (state per symbol; see MovingAverageCrossover.scan)
         decides each symbol's part in one go, so the observations that emit nothing cost no objects.
         """
-        found: list[tuple[int, int, Signal, Order]] = []
+        found: list[tuple[int, int, Signal, Order | None]] = []
         for number, entry in enumerate(self.entries):
             signals = sorted(self._signals(entry, batch), key=lambda pair: pair[0])
             if signals and self.switches.get(entry.name, entry.spec.enabled):
@@ -269,13 +277,16 @@ class StrategyBook:
                 changes += take()
         return changes
 
-    def _order(self, entry: Entry, signal: Signal) -> Order:
+    def _order(self, entry: Entry, signal: Signal, sides: frozenset[str] = BOTH_SIDES) -> Order | None:
+        """The signal's order, or None: a side not sent now, a BUY while long, a SELL while flat."""
         held = self.positions[entry.name]
+        if signal.side not in sides or (signal.symbol in held) == (signal.side == "buy"):
+            return None
         if signal.side == "buy":
             quantity = entry.spec.sizing.shares(signal.price)
-            held[signal.symbol] = held.get(signal.symbol, 0.0) + quantity
+            held[signal.symbol] = quantity
         else:
-            quantity = held.pop(signal.symbol, 0.0) or entry.spec.sizing.shares(signal.price)
+            quantity = held.pop(signal.symbol)
         return entry.spec.orders.shape(Order.from_signal(signal, quantity))
 
     def snapshot(self) -> dict[str, Any]:

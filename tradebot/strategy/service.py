@@ -16,15 +16,16 @@ from collections import Counter
 from collections.abc import Callable
 
 from tradebot.common import runtime
-from tradebot.common.bus import Bus
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
 from tradebot.common.config import ReadySettings, Settings, SettingsError
 from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import Event, Order, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import STRATEGY_ROLE, STRATEGY_SWITCHES_KEY, order_stream, signal_stream, tick_stream
 from tradebot.risk.exits import ExitRules
-from tradebot.risk.state import TradingState
-from tradebot.risk.store import obeying_trading_state
+from tradebot.risk.state import TradingState, strictest
+from tradebot.risk.store import obeying_trading_state, poll_interval, read_record
+from tradebot.risk.views import read_checkpoint, trading_state
 from tradebot.strategy import parts
 from tradebot.strategy.bars import BarATR, timeframe_seconds
 from tradebot.strategy.book import Sizing, StrategyBook, StrategySpec, read_strategies_file
@@ -32,19 +33,27 @@ from tradebot.strategy.catalog import StrategyError
 
 log = logging.getLogger(__name__)
 SWITCH_POLL_S = 1.0  # how soon a strategy switched on or off at run time takes effect
+# the order sides the strategies send in each trading state (what the risk stage would deny stays home)
+SENT_SIDES = {
+    TradingState.ACTIVE: frozenset({"buy", "sell"}),
+    TradingState.REDUCING: frozenset({"sell"}),
+    TradingState.HALTED: frozenset[str](),
+}
 
 
 class StrategyPartition:
     """The checkpointed state of one tick partition: a strategy book (and the exits) behind PartitionState.
 
-    ``may_order`` is False while trading is HALTED: signals are still made, orders are not sent.
+    ``trading_state`` gates the orders at the source: while REDUCING only sells are sent (a buy would
+    be denied), while HALTED none; signals are still made. The book's notion of "long" moves only
+    with the orders it sends.
     """
 
     def __init__(
         self,
         new_book: Callable[[], StrategyBook],
         order_quantity: float,
-        may_order: Callable[[], bool] = lambda: True,
+        trading_state: Callable[[], TradingState] = lambda: TradingState.ACTIVE,
         exits: Callable[[], ExitRules] = ExitRules,
         partition: int = 0,
     ):
@@ -52,7 +61,7 @@ class StrategyPartition:
         self.signals, self.orders = signal_stream(partition), order_stream(partition)
         self.new_book = new_book
         self.order_quantity = order_quantity
-        self.may_order = may_order
+        self.trading_state = trading_state
         self.new_exits = exits
         self.book = new_book()
         self.exits = exits()
@@ -66,18 +75,18 @@ class StrategyPartition:
     def apply(self, events: list[Event]) -> list[tuple[str, Event]]:
         """Feed ticks to the strategies; each signal is published along with its order (unless halted)."""
         outputs: list[tuple[str, Event]] = []
-        ordering = self.may_order()
+        sides = SENT_SIDES[self.trading_state()]
         for event in events:
             if not isinstance(event, Tick):
                 raise TypeError(f"expected a Tick on a tick stream, got a {type(event).__name__}")
             self._touched.add(event.symbol)
-            decided = self.book.on_tick(event)
-            if self.exits.enabled:
-                exits = self.exits.on_tick(event, [signal for signal, _ in decided])
-                decided += [(signal, Order.from_signal(signal, self.order_quantity)) for signal in exits]
+            decided = self.book.on_tick(event, sides)
+            if self.exits.enabled:  # the exits follow the trades the book sent
+                exits = self.exits.on_tick(event, [signal for signal, order in decided if order is not None])
+                decided += [(s, Order.from_signal(s, self.order_quantity) if sides else None) for s in exits]
             for signal, order in decided:
                 outputs.append((self.signals, signal))
-                if ordering:
+                if order is not None:
                     outputs.append((self.orders, order))
             # Even while HALTED: a cancel always passes, and the risk stage checks a replace. A change
             # goes on the partition's own orders stream, behind the order it changes.
@@ -149,7 +158,7 @@ def strategy_worker(
     member: str,
     counters: Counter[str],
     switches: dict[str, bool] | None = None,
-    may_order: Callable[[], bool] = lambda: True,
+    trading_state: Callable[[], TradingState] = lambda: TradingState.ACTIVE,
 ) -> PartitionedWorker:
     """A partition-leasing worker named ``member`` (unique per worker) running the strategies."""
     config = PartitionSettings(
@@ -174,7 +183,7 @@ def strategy_worker(
         )
 
     def new_state(partition: int) -> StrategyPartition:
-        return StrategyPartition(new_book, settings.order_quantity, may_order, exits, partition)
+        return StrategyPartition(new_book, settings.order_quantity, trading_state, exits, partition)
 
     return PartitionedWorker(bus, config, member=member, counters=counters, new_state=new_state)
 
@@ -183,6 +192,24 @@ async def read_switches(bus: Bus) -> dict[str, bool]:
     """Strategies switched on or off at run time (``tradebot strategy enable|disable NAME``)."""
     saved = await bus.redis.hgetall(STRATEGY_SWITCHES_KEY)
     return {_text(name): _text(state) == "on" for name, state in saved.items()}
+
+
+async def ruled_state(bus: Bus) -> TradingState:
+    """The state the risk stage applies to the next order: the operator's, or a tripped rule's
+    (the daily loss limit: REDUCING), read from the execution role's last commit."""
+    record, _ = await read_record(bus.redis)
+    state, _ = trading_state(record, await read_checkpoint(bus.redis))
+    return state
+
+
+async def follow_rules(bus: Bus, ruled: list[TradingState], stop: asyncio.Event, interval_s: float) -> None:
+    """Keep ``ruled[0]`` equal to :func:`ruled_state`, polling every ``interval_s``: a rule trips in
+    the execution worker, and the strategies withhold what it would deny (a BUY while REDUCING)."""
+    while not await wait_or_stop(stop, interval_s):
+        try:
+            ruled[0] = await ruled_state(bus)
+        except RECOVERABLE_REDIS_ERRORS as error:
+            log.debug("tripped risk rules not refreshed: %s", error)
 
 
 def _text(value: bytes | str) -> str:
@@ -208,11 +235,13 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
     member = runtime.consumer_name()
     switches: dict[str, bool] = {}
     try:
+        ruled = [await ruled_state(bus)]  # a restarted worker obeys a tripped rule before its first tick
+        rules = follow_rules(bus, ruled, stop, poll_interval(settings.lease_ttl_ms))
         async with obeying_trading_state(
-            bus.redis, member, STRATEGY_ROLE, settings.lease_ttl_ms, stop, follow_switches(bus, switches, stop)
+            bus.redis, member, STRATEGY_ROLE, settings.lease_ttl_ms, stop, follow_switches(bus, switches, stop), rules
         ) as watcher:  # a restarted worker obeys a halt before its first tick
             worker = strategy_worker(
-                bus, settings, member, counters, switches, lambda: watcher.current.state is not TradingState.HALTED
+                bus, settings, member, counters, switches, lambda: strictest(watcher.current.state, ruled[0])
             )
             await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
