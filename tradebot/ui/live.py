@@ -176,14 +176,13 @@ def batch_messages(
     moved: dict[str, MinuteBar] = {}
     ticks, live_bars = "ticks" in channels, "bars" in channels
     for fields in entries:
-        data = fields.get("data", "")
         kind = fields.get("type")
-        tick: WireTick | Tick | None = None
-        if kind == "Tick":
-            if fields.get("v") == SCHEMA_VERSION:
-                tick = wire_tick(data)
-        elif CHANNELS_OF.get(kind or "", _NO_CHANNEL).isdisjoint(channels):
+        if kind != "Tick" and CHANNELS_OF.get(kind or "", _NO_CHANNEL).isdisjoint(channels):
             continue  # a message no one listens to, or none at all: not worth decoding
+        data = fields.get("data", "")
+        tick: WireTick | Tick | None = None
+        if kind == "Tick" and fields.get("v") == SCHEMA_VERSION:
+            tick = wire_tick(data)
         if tick is None:
             try:
                 event = decode(fields)
