@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from tradebot.common.bus import encode
-from tradebot.common.models import Tick
+from tradebot.common.models import OrderEvent, Signal, Tick
 from tradebot.ui.live import CHUNK_MESSAGES, FRAME_MESSAGES, Hub, MinuteBar, Subscriber, batch_messages
 
 START = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
@@ -53,6 +53,37 @@ def test_a_malformed_entry_is_skipped_and_the_rest_of_the_read_goes_out() -> Non
     bad = {"v": "1", "type": "Tick", "data": '{"id": "x", "symbol": "lower", "price": -1}'}
     messages = batch_messages([bad, {"v": "9", "type": "Tick", "data": "{}"}, encode(good)], {})
     assert [json.loads(t)["data"]["id"] for c, _, t in messages if c == "ticks"] == [good.id]
+
+
+def order_event(n: int, status: str) -> OrderEvent:
+    return OrderEvent(
+        id=f"ev-{n}",
+        symbol="AAPL",
+        timestamp=START,
+        client_order_id=f"co-{n}",
+        status=status,  # type: ignore[arg-type]
+        side="buy",
+        quantity=10,
+        price=187.25 if status == "filled" else None,
+        reason=None if status == "filled" else "insufficient cash",
+    )
+
+
+def test_other_events_go_to_their_channel_and_only_to_a_channel_someone_listens_to() -> None:
+    signal = Signal(
+        id="s", symbol="AAPL", timestamp=START, side="buy", price=1.0, confidence=0.5, strategy="x", tick_id="t"
+    )
+    read = [encode(e) for e in (signal, order_event(1, "filled"), order_event(2, "rejected"), tick("AAPL", 100, 1))]
+
+    def ids(channels: set[str]) -> list[tuple[str, str]]:
+        messages = batch_messages(read, {}, channels)
+        return [(c, json.loads(t)["data"]["id"]) for c, _, t in messages if c in channels and c != "ticks"]
+
+    assert ids({"signals"}) == [("signals", "s")]
+    assert ids({"fills"}) == [("fills", "ev-1")]
+    assert ids({"orders"}) == [("orders", "ev-2")]
+    assert ids({"ticks"}) == []
+    assert ids({"signals", "fills", "orders"}) == [("signals", "s"), ("fills", "ev-1"), ("orders", "ev-2")]
 
 
 def subscribed(hub: Hub, channels: set[str], symbols: set[str]) -> Subscriber:
