@@ -328,6 +328,8 @@ class Backtest:
         """What the execution worker would publish for ``order`` (risk stage first, when there is one)."""
         if self.execution is None:
             broker = self.broker
+            if not broker.resting and order.order_class != "oco":  # the usual case: nothing rests to judge first
+                return broker.place(order)
             fills = broker.fill_resting(order.symbol, order.reference_price, order.timestamp) if broker.resting else []
             events = broker.place(order)
             if events and order.order_class == "oco" and events[0].status == "accepted":
