@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from hashlib import blake2b
 
 import pytest
 from pydantic import ValidationError
 
 from tradebot.common.bus import decode, encode
-from tradebot.common.models import Bar, Order, OrderEvent, Signal, Tick
+from tradebot.common.models import Bar, Order, OrderEvent, Signal, Tick, stable_id
 
 NOW = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
@@ -100,3 +101,19 @@ def test_the_wire_format_round_trips_and_names_what_is_wrong() -> None:
 def test_absurd_prices_and_sizes_are_rejected(price: float, size: float) -> None:
     with pytest.raises(ValidationError):
         Tick.create("BIG", price, size, NOW)
+
+
+def test_stable_ids_are_the_blake2b_of_the_parts_joined_whatever_their_types() -> None:
+    # ids are idempotency keys already stored: the two-string fast path must give the very same bytes
+    class Kind(str):  # a str subclass goes through str(), as every part always did
+        def __str__(self) -> str:
+            return "kind"
+
+    def expected(text: str) -> str:
+        return blake2b(text.encode(), digest_size=12).hexdigest()
+
+    assert stable_id("fill", "co-abc") == expected("fill|co-abc")
+    assert stable_id("order-change", "x", "filled") == expected("order-change|x|filled")
+    assert stable_id("2025-01-02T14:30:00+00:00", 187.25, 3) == expected("2025-01-02T14:30:00+00:00|187.25|3")
+    assert stable_id(Kind("fill"), "co-abc") == expected("kind|co-abc")
+    assert stable_id("only") == expected("only")

@@ -67,11 +67,12 @@ class Ledger:
     trades: list[Trade] = field(default_factory=list)
 
     def record(self, order: Order, event: OrderEvent) -> None:
+        """A fill of ``order`` (or of a leg it left: the fill's own side counts, a bracket's legs sell)."""
         if event.status != "filled" or event.price is None:
             return
         key = (order.strategy or "-", order.symbol)
         lot = self.lots.get(key) or self.lots.setdefault(key, Lot())
-        if order.side == "buy":
+        if event.side == "buy":
             lot.opened = lot.opened or event.timestamp
             lot.quantity += event.quantity
             lot.cost += event.quantity * event.price
@@ -256,8 +257,12 @@ class Backtest:
 
     def _stamped_until(self, at: datetime, position: int) -> int:
         """The end of the observations stamped no later than ``at`` (from ``position`` on, in time order)."""
-        times = self._columns[0]
-        return bisect_right(times, at, lo=position) if self._ordered else position + 1
+        times, after = self._columns[0], position + 1
+        if not self._ordered:
+            return after
+        if times[position] <= at and (after == len(times) or times[after] > at):
+            return after  # the usual case (an order of a tick's own time): two comparisons, not a bisection
+        return bisect_right(times, at, lo=position)
 
     def _trade_at(self, position: int, signal: Signal, order: Order | None) -> None:
         # as the execution worker merges ticks and orders: every price stamped no later than the
@@ -270,6 +275,8 @@ class Backtest:
         """Judge the resting orders on the observations up to ``end`` not judged yet (only those of
         symbols with a resting order: the rest are never touched one by one)."""
         start, self._priced = self._priced, max(self._priced, end)
+        if not self.broker.resting:  # the usual case: nothing to judge
+            return
         times, symbols, prices = self._columns
         waiting = {order.symbol for order in self.broker.resting.values()}
         for position in range(start, end):
@@ -301,7 +308,7 @@ class Backtest:
         if reason is not None:
             result.denials.append((order, reason))
             return
-        owners = self._owners()
+        owners = self._owners() if self.broker.resting else {}
         self._record(self._execute(order), order, owners)
 
     def _record(self, events: list[OrderEvent], order: Order | None, owners: dict[str, Order]) -> None:
@@ -318,12 +325,14 @@ class Backtest:
                 order if order is not None and event.client_order_id == order.id else owners.get(event.client_order_id)
             )
             if owner is not None:
-                result.ledger.record(owner.model_copy(update={"side": event.side}), event)
+                result.ledger.record(owner, event)
 
     def _execute(self, order: Order) -> list[OrderEvent]:
         """What the execution worker would publish for ``order`` (risk stage first, when there is one)."""
         if self.execution is None:
             broker = self.broker
+            if not broker.resting and order.order_class != "oco":  # the usual case: nothing rests to judge first
+                return broker.place(order)
             fills = broker.fill_resting(order.symbol, order.reference_price, order.timestamp) if broker.resting else []
             events = broker.place(order)
             if events and order.order_class == "oco" and events[0].status == "accepted":

@@ -100,7 +100,7 @@ class PaperBroker(RestingBook):
         self._remember(order.id, order.timestamp.timestamp())
         position = self.positions.get(order.symbol) or self.positions.setdefault(order.symbol, Position())
         position.last_price = order.reference_price
-        if order.fractional and order.symbol in self.not_fractionable:
+        if self.not_fractionable and order.fractional and order.symbol in self.not_fractionable:
             why = f"{order.symbol} is not fractionable: only whole shares, no notional (dollar) orders"
             return [self._event(order, "rejected", reason=why)]
         refused = leg_refusal(order)
@@ -110,7 +110,7 @@ class PaperBroker(RestingBook):
             return [self.rest_oco(order, position)]
         if order.order_type == "trailing_stop":
             return [self.rest_trailing(order)]
-        unfilled = self.not_marketable(order)
+        unfilled = self.not_marketable(order) if order.stop_price is not None or order.limit_price is not None else None
         if unfilled is not None and order.time_in_force == "gtc" and unfilled[0] == "expired":
             return [
                 self.rest(
