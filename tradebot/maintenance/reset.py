@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from tradebot.common.bus import connect
 from tradebot.common.streams import HEARTBEAT_PATTERN
 from tradebot.storage.buckets import WIDTHS
+from tradebot.storage.timescale import refresh_aggregate
 
 HISTORY_TABLES = ("ticks", "bars", "symbol_sources")
 KEPT_TABLES = ("schema_migrations",)
@@ -88,7 +89,7 @@ async def refresh_rollups(conn: asyncpg.Connection) -> None:
     }
     for timeframe in WIDTHS:  # ordered finest first
         if f"ohlcv_{timeframe}" in views:
-            await conn.execute(f"CALL refresh_continuous_aggregate('ohlcv_{timeframe}', NULL, NULL)")
+            await refresh_aggregate(conn, f"ohlcv_{timeframe}")
 
 
 def run_reset(redis_url: str, database_url: str, *, keep_history: bool, confirm: Callable[[ResetPlan], bool]) -> bool:

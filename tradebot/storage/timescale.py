@@ -8,6 +8,7 @@ longest candidate interval that fits; ``CHUNK_INTERVAL`` overrides the ticks' in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -120,3 +121,19 @@ async def compression_paused(executor: Executor, tables: Sequence[str] = ("ticks
                 await conn.execute("SELECT alter_job($1, scheduled => true)", job_id)
         if jobs:
             log.info("compression resumed for %s", ", ".join(tables))
+
+
+async def refresh_aggregate(conn: asyncpg.Connection, view: str, attempts: int = 100) -> None:
+    """Refresh a continuous aggregate over all time. A refresh already running on its window (the
+    refresh policy's background job, which starts as soon as the policy exists) makes this one fail
+    with LockNotAvailableError instead of waiting, so wait for it to end and try again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await conn.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, NULL)")
+            return
+        except asyncpg.LockNotAvailableError:
+            if attempt == attempts:
+                raise
+            if attempt == 1:
+                log.info("%s: a refresh is already running; waiting for it to finish", view)
+            await asyncio.sleep(0.1)
