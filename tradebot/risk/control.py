@@ -1,9 +1,10 @@
 """Operator control: halt, reduce, resume and flatten, each an audited event and a state change.
 
 One compare-and-set commit writes the new state record and publishes the control event on the
-control stream (storage keeps it); a flatten is also published on ``orders.new``, where the
-execution role closes every position it holds at that point of the order stream, through the
-same risk and broker path as any order. Flatten leaves the state REDUCING, so nothing reopens.
+control stream (storage keeps it); a flatten is also published on ``orders.new:{0}``, where the
+execution role, at that point of the order stream, cancels every open order and then closes every
+position it holds, through the same risk and broker path as any order (on paper and at Alpaca).
+Flatten leaves the state REDUCING, so nothing reopens.
 """
 
 from __future__ import annotations
