@@ -77,6 +77,17 @@ def test_sells_close_the_position_and_never_exceed_it() -> None:
     assert size(sell(3), held, MarketState(), RiskLimits(sizing="fixed_notional"), TradeStats()) == 7
 
 
+@pytest.mark.parametrize(("time_in_force", "shares"), [("day", 2.5), ("gtc", 2), ("ioc", 2)])
+def test_a_sell_capped_at_a_part_of_a_share_stays_an_order_that_may_be_sent(time_in_force: str, shares: float) -> None:
+    # A broker's position mid-way through a partial fill: only a day order may carry the fraction
+    # (the order model refuses a fractional gtc or ioc order; the broker chaos run found one built).
+    held = Portfolio(cash=0.0, positions={"AAPL": Position(quantity=2.5, average_cost=50, last_price=50)})
+    order = sell(5).model_copy(update={"time_in_force": time_in_force})
+    quantity = size(order, held, MarketState(), RiskLimits(), TradeStats())
+    assert quantity == shares
+    Order.model_validate(order.model_dump() | {"quantity": quantity})  # a valid order
+
+
 def test_whole_shares_unless_fractional() -> None:
     assert round_quantity(12.9999, fractional=False) == 12
     assert round_quantity(12.3456789, fractional=True) == pytest.approx(12.345678)

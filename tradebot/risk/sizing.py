@@ -86,7 +86,13 @@ def size(order: Order, portfolio: Portfolio, market: MarketState, limits: RiskLi
     held = portfolio.quantity(order.symbol)
     mode = sizing_mode(order, limits)
     if order.side == "sell":
-        return min(order.quantity, held) if mode == "fixed_quantity" else held
+        quantity = min(order.quantity, held) if mode == "fixed_quantity" else held
+        legs = order.take_profit_price is not None or order.stop_loss_price is not None
+        if quantity == order.quantity or (order.time_in_force == "day" and not legs):
+            return quantity
+        # Capped at a position holding a part of a share (a partial fill at the broker): only a day
+        # order without legs may carry a fraction, so any other sells whole shares, or nothing.
+        return round_quantity(quantity, fractional=False)
     if mode == "fixed_quantity":
         return order.quantity
     return round_quantity(
