@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from tradebot.broker.checkpoint import ACCOUNT_PARTITION
 from tradebot.common.bus import Bus, decode
 from tradebot.common.config import Settings
-from tradebot.common.models import Signal, Tick
+from tradebot.common.models import Order, Signal, Tick
 from tradebot.common.streams import (
     EXECUTION_ROLE,
     checkpoint_parts_key,
@@ -89,10 +89,26 @@ async def test_an_event_that_is_not_a_tick_is_dead_lettered_with_the_reason(bus:
 
 
 async def test_the_worker_obeys_a_risk_rule_tripped_in_the_execution_worker(bus: Bus, settings: Settings) -> None:
-    assert await service.ruled_state(bus) is TradingState.ACTIVE  # no account committed yet
+    assert await service.ruled_state(bus) == (TradingState.ACTIVE, None)  # no account committed yet
     account = BrokerPartition(settings)
+    buy = Order(
+        id="b1",
+        symbol="AAPL",
+        timestamp=START,
+        side="buy",
+        quantity=1.0,
+        reference_price=190.0,
+        signal_id="s1",
+        strategy="cross",
+    )
+    account.apply([buy])
+    key = checkpoint_parts_key(EXECUTION_ROLE, ACCOUNT_PARTITION)
+    await bus.redis.hset(key, mapping=account.parts())
+    assert await service.ruled_state(bus) == (TradingState.ACTIVE, None)  # ACTIVE: the book is not touched
     account.risk.engine.impose(TradingState.REDUCING, "daily_loss", "loss 3% since the session opened", START)
-    await bus.redis.hset(checkpoint_parts_key(EXECUTION_ROLE, ACCOUNT_PARTITION), mapping=account.parts())
-    # what the strategy worker polls: it then sends no BUY (SENT_SIDES), which the risk stage would deny
-    assert await service.ruled_state(bus) is TradingState.REDUCING
+    await bus.redis.hset(key, mapping=account.parts())
+    # what the strategy worker polls: it then sends no BUY (SENT_SIDES), which the risk stage would deny,
+    # and forgets a BUY the account does not show (StrategyBook.forget_unheld)
+    ruled = await service.ruled_state(bus)
+    assert ruled == (TradingState.REDUCING, {"cross": {"AAPL": 1.0}})
     assert service.SENT_SIDES[TradingState.REDUCING] == frozenset({"sell"})

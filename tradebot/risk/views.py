@@ -27,3 +27,25 @@ def trading_state(
         engine.restore(checkpoint["risk"])
     engine.set_operator(record.state, record.version)
     return engine.state, engine.rule
+
+
+Holdings = dict[str, dict[str, float]]
+
+
+def held_if_not_active(checkpoint: dict[str, Any] | None) -> Holdings | None:
+    """What the account holds for each strategy (strategy → symbol → shares), when the execution
+    role's last commit left trading REDUCING or HALTED (a tripped rule, the operator's word, a
+    flatten); None while it is ACTIVE or the commit has no P&L per strategy.
+
+    From such a commit on, every BUY the risk stage decides is denied until the operator's next
+    action reaches it, so a BUY a strategy sent that the account does not show was denied or will
+    be: the strategy drops it from its book instead of selling it later (StrategyBook.forget_unheld)."""
+    if checkpoint is None or not checkpoint.get("risk") or checkpoint.get("pnl") is None:
+        return None
+    engine = RiskEngine(RiskLimits())
+    engine.restore(checkpoint["risk"])
+    if engine.state is TradingState.ACTIVE:
+        return None
+    return {
+        strategy: {symbol: held[0] for symbol, held in book.items()} for strategy, book in checkpoint["pnl"].items()
+    }
