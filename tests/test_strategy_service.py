@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from tradebot.broker.checkpoint import ACCOUNT_PARTITION
 from tradebot.common.bus import Bus, decode
@@ -22,6 +22,7 @@ from tradebot.execution.service import BrokerPartition
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
 from tradebot.risk.state import TradingState
 from tradebot.strategy import service
+from tradebot.strategy.book import StrategyBook, StrategySpec
 from tradebot.strategy.moving_average import MovingAverageCrossover
 
 SYMBOLS = ["AAPL", "MSFT", "NVDA"]
@@ -112,3 +113,22 @@ async def test_the_worker_obeys_a_risk_rule_tripped_in_the_execution_worker(bus:
     ruled = await service.ruled_state(bus)
     assert ruled == (TradingState.REDUCING, {"cross": {"AAPL": 1.0}})
     assert service.SENT_SIDES[TradingState.REDUCING] == frozenset({"sell"})
+
+
+def test_the_partition_forgets_what_the_account_does_not_show_only_while_not_active() -> None:
+    prices = [100.0, 100, 100, 100, 90, 120, 60]  # the crossover: BUY at 120, SELL at 60
+    zigzag = [Tick.create("AAPL", p, 100, START + timedelta(seconds=i), trade_id=i) for i, p in enumerate(prices)]
+    spec = StrategySpec("x", "ma_crossover", {"short_window": 2, "long_window": 4})
+
+    def sells_at_60(state: TradingState) -> list[Order]:
+        partition = service.StrategyPartition(
+            lambda: StrategyBook([spec]), 1.0, lambda: TradingState.ACTIVE, account_held=lambda: {}
+        )
+        assert [o.side for _, o in partition.apply(zigzag[:6]) if isinstance(o, Order)] == ["buy"]
+        partition.trading_state = lambda: state  # what the worker polls next: the account holds nothing
+        return [o for _, o in partition.apply(zigzag[6:]) if isinstance(o, Order)]
+
+    # ACTIVE: the BUY may still be in flight, so the book keeps it (the holdings are not even read)
+    assert [o.side for o in sells_at_60(TradingState.ACTIVE)] == ["sell"]
+    # REDUCING: the BUY was denied or will be, so it is dropped and never sold
+    assert sells_at_60(TradingState.REDUCING) == []
