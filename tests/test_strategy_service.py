@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from tradebot.broker.checkpoint import ACCOUNT_PARTITION
 from tradebot.common.bus import Bus, decode
 from tradebot.common.config import Settings
-from tradebot.common.models import Order, Signal, Tick
+from tradebot.common.models import ACCOUNT_SCOPE, ControlEvent, Order, Signal, Tick
 from tradebot.common.streams import (
     EXECUTION_ROLE,
     checkpoint_parts_key,
@@ -21,6 +21,7 @@ from tradebot.common.streams import (
 from tradebot.execution.service import BrokerPartition
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
 from tradebot.risk.state import TradingState
+from tradebot.risk.views import held_if_not_active
 from tradebot.strategy import service
 from tradebot.strategy.book import StrategyBook, StrategySpec
 from tradebot.strategy.moving_average import MovingAverageCrossover
@@ -132,3 +133,27 @@ def test_the_partition_forgets_what_the_account_does_not_show_only_while_not_act
     assert [o.side for o in sells_at_60(TradingState.ACTIVE)] == ["sell"]
     # REDUCING: the BUY was denied or will be, so it is dropped and never sold
     assert sells_at_60(TradingState.REDUCING) == []
+
+
+def test_after_a_flatten_the_book_holds_nothing_the_account_closed(settings: Settings) -> None:
+    account = BrokerPartition(settings)
+    buy = Order(
+        id="b1", symbol="AAPL", timestamp=START, side="buy", quantity=1.0, reference_price=190.0, signal_id="s1"
+    )
+    account.apply([buy.model_copy(update={"strategy": "x"})])
+    flatten = ControlEvent(
+        id="control-1",
+        symbol=ACCOUNT_SCOPE,
+        timestamp=START,
+        action="flatten",
+        state="REDUCING",
+        actor="test",
+        reason="end of day",
+        version=1,
+    )
+    account.apply([flatten])
+    held = held_if_not_active({"risk": account.risk.snapshot(), "pnl": account.pnl.snapshot()})
+    assert held == {"x": {"AAPL": 0.0}}  # REDUCING, and the flatten sold x's share
+    book = StrategyBook([StrategySpec("x", "ma_crossover", {"short_window": 2, "long_window": 4})])
+    book.positions["x"] = {"AAPL": 1.0, "MSFT": 1.0}  # its BUY of AAPL filled, its BUY of MSFT denied
+    assert sorted(book.forget_unheld(held)) == [("x", "AAPL"), ("x", "MSFT")]
