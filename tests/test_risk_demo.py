@@ -60,7 +60,8 @@ def run_demo(count: int, **overrides: Any) -> Demo:
         tick = ticks.next_tick()  # one at a time: an hour is 1.8 M of them
         if number % poll_ticks == 0:
             state = account.risk.engine.state
-            polled[0] = (state, held_if_not_active({"risk": account.risk.snapshot(), "pnl": account.pnl.snapshot()}))
+            committed = {**account.broker.snapshot(), "risk": account.risk.snapshot(), "pnl": account.pnl.snapshot()}
+            polled[0] = (state, held_if_not_active(committed) if state is not TradingState.ACTIVE else None)
         demo.states[account.risk.engine.state] += 1
         orders = [event for _, event in strategy.apply([tick]) if isinstance(event, Order)]
         positions = account.broker.positions

@@ -157,3 +157,26 @@ def test_after_a_flatten_the_book_holds_nothing_the_account_closed(settings: Set
     book = StrategyBook([StrategySpec("x", "ma_crossover", {"short_window": 2, "long_window": 4})])
     book.positions["x"] = {"AAPL": 1.0, "MSFT": 1.0}  # its BUY of AAPL filled, its BUY of MSFT denied
     assert sorted(book.forget_unheld(held)) == [("x", "AAPL"), ("x", "MSFT")]
+
+
+def test_a_resting_buy_counts_as_held_and_a_real_brokers_account_is_left_alone(settings: Settings) -> None:
+    account = BrokerPartition(settings)
+    limit = Order(
+        id="b1",
+        symbol="AAPL",
+        timestamp=START,
+        side="buy",
+        quantity=2.0,
+        reference_price=190.0,
+        signal_id="s1",
+        strategy="x",
+        order_type="limit",
+        limit_price=180.0,
+        time_in_force="gtc",
+    )
+    assert [e.status for _, e in account.apply([limit])] == ["accepted"]  # resting below the market
+    account.risk.engine.impose(TradingState.REDUCING, "daily_loss", "loss 3% since the session opened", START)
+    committed = {**account.broker.snapshot(), "risk": account.risk.snapshot(), "pnl": account.pnl.snapshot()}
+    assert held_if_not_active(committed) == {"x": {"AAPL": 2.0}}  # taken before the trip: it may still fill
+    assert held_if_not_active({**committed, "resting": []}) == {}
+    assert held_if_not_active({**committed, "broker": "alpaca"}) is None  # open orders there are not in the commit
