@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -288,6 +288,20 @@ class StrategyBook:
         else:
             quantity = held.pop(signal.symbol)
         return entry.spec.orders.shape(Order.from_signal(signal, quantity))
+
+    def forget_unheld(self, held: Mapping[str, Mapping[str, float]]) -> list[tuple[str, str]]:
+        """Drop each position the account does not hold for its strategy (``held``: strategy → symbol
+        → shares, as the execution role last committed them), so no SELL of it is ever sent; the
+        (strategy, symbol) pairs dropped. Only for an account that is not ACTIVE (see
+        StrategyPartition.apply): there every BUY not yet decided will be denied, so a BUY the
+        account does not show was or will be denied, never filled."""
+        dropped = []
+        for name, positions in self.positions.items():
+            account = held.get(name, {})
+            for symbol in [s for s in positions if account.get(s, 0.0) <= 0]:
+                del positions[symbol]
+                dropped.append((name, symbol))
+        return dropped
 
     def snapshot(self) -> dict[str, Any]:
         """Every strategy's state and what each holds, as JSON-ready data."""

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import NamedTuple
 
 from tradebot.common import runtime
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
@@ -25,7 +26,7 @@ from tradebot.common.streams import STRATEGY_ROLE, STRATEGY_SWITCHES_KEY, order_
 from tradebot.risk.exits import ExitRules
 from tradebot.risk.state import TradingState, strictest
 from tradebot.risk.store import obeying_trading_state, poll_interval, read_record
-from tradebot.risk.views import read_checkpoint, trading_state
+from tradebot.risk.views import Holdings, held_if_not_active, read_checkpoint, trading_state
 from tradebot.strategy import parts
 from tradebot.strategy.bars import BarATR, timeframe_seconds
 from tradebot.strategy.book import Sizing, StrategyBook, StrategySpec, read_strategies_file
@@ -45,8 +46,10 @@ class StrategyPartition:
     """The checkpointed state of one tick partition: a strategy book (and the exits) behind PartitionState.
 
     ``trading_state`` gates the orders at the source: while REDUCING only sells are sent (a buy would
-    be denied), while HALTED none; signals are still made. The book's notion of "long" moves only
-    with the orders it sends.
+    be denied), while HALTED none; signals are still made. The book's notion of "long" moves with
+    the orders it sends, and, while the account is not ACTIVE, drops what ``account_held`` (the
+    account's holdings per strategy as the execution role last committed them, when that commit was
+    not ACTIVE) does not show: a BUY denied, or sent before the worker read the state and bound to be.
     """
 
     def __init__(
@@ -56,12 +59,14 @@ class StrategyPartition:
         trading_state: Callable[[], TradingState] = lambda: TradingState.ACTIVE,
         exits: Callable[[], ExitRules] = ExitRules,
         partition: int = 0,
+        account_held: Callable[[], Holdings | None] = lambda: None,
     ):
         # Outputs stay in the partition's slot: its commit publishes them with the acks and the state.
         self.signals, self.orders = signal_stream(partition), order_stream(partition)
         self.new_book = new_book
         self.order_quantity = order_quantity
         self.trading_state = trading_state
+        self.account_held = account_held
         self.new_exits = exits
         self.book = new_book()
         self.exits = exits()
@@ -76,6 +81,9 @@ class StrategyPartition:
         """Feed ticks to the strategies; each signal is published along with its order (unless halted)."""
         outputs: list[tuple[str, Event]] = []
         sides = SENT_SIDES[self.trading_state()]
+        held = self.account_held() if "buy" not in sides else None
+        if held is not None:  # the positions in the rest part, which the next commit writes if changed
+            self.book.forget_unheld(held)
         for event in events:
             if not isinstance(event, Tick):
                 raise TypeError(f"expected a Tick on a tick stream, got a {type(event).__name__}")
@@ -159,6 +167,7 @@ def strategy_worker(
     counters: Counter[str],
     switches: dict[str, bool] | None = None,
     trading_state: Callable[[], TradingState] = lambda: TradingState.ACTIVE,
+    account_held: Callable[[], Holdings | None] = lambda: None,
 ) -> PartitionedWorker:
     """A partition-leasing worker named ``member`` (unique per worker) running the strategies."""
     config = PartitionSettings(
@@ -183,7 +192,7 @@ def strategy_worker(
         )
 
     def new_state(partition: int) -> StrategyPartition:
-        return StrategyPartition(new_book, settings.order_quantity, trading_state, exits, partition)
+        return StrategyPartition(new_book, settings.order_quantity, trading_state, exits, partition, account_held)
 
     return PartitionedWorker(bus, config, member=member, counters=counters, new_state=new_state)
 
@@ -194,17 +203,27 @@ async def read_switches(bus: Bus) -> dict[str, bool]:
     return {_text(name): _text(state) == "on" for name, state in saved.items()}
 
 
-async def ruled_state(bus: Bus) -> TradingState:
+class Ruled(NamedTuple):
+    """What the strategies read of the account at each poll (see :func:`ruled_state`)."""
+
+    state: TradingState
+    held: Holdings | None  # held_if_not_active
+
+
+async def ruled_state(bus: Bus) -> Ruled:
     """The state the risk stage applies to the next order: the operator's, or a tripped rule's
-    (the daily loss limit: REDUCING), read from the execution role's last commit."""
+    (the daily loss limit: REDUCING), read from the execution role's last commit; with what that
+    commit holds for each strategy when it was not ACTIVE."""
     record, _ = await read_record(bus.redis)
-    state, _ = trading_state(record, await read_checkpoint(bus.redis))
-    return state
+    checkpoint = await read_checkpoint(bus.redis)
+    state, _ = trading_state(record, checkpoint)
+    return Ruled(state, held_if_not_active(checkpoint) if state is not TradingState.ACTIVE else None)
 
 
-async def follow_rules(bus: Bus, ruled: list[TradingState], stop: asyncio.Event, interval_s: float) -> None:
+async def follow_rules(bus: Bus, ruled: list[Ruled], stop: asyncio.Event, interval_s: float) -> None:
     """Keep ``ruled[0]`` equal to :func:`ruled_state`, polling every ``interval_s``: a rule trips in
-    the execution worker, and the strategies withhold what it would deny (a BUY while REDUCING)."""
+    the execution worker, and the strategies withhold what it would deny (a BUY while REDUCING)
+    and forget the BUYs it denied."""
     while not await wait_or_stop(stop, interval_s):
         try:
             ruled[0] = await ruled_state(bus)
@@ -241,7 +260,13 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
             bus.redis, member, STRATEGY_ROLE, settings.lease_ttl_ms, stop, follow_switches(bus, switches, stop), rules
         ) as watcher:  # a restarted worker obeys a halt before its first tick
             worker = strategy_worker(
-                bus, settings, member, counters, switches, lambda: strictest(watcher.current.state, ruled[0])
+                bus,
+                settings,
+                member,
+                counters,
+                switches,
+                lambda: strictest(watcher.current.state, ruled[0].state),
+                lambda: ruled[0].held,
             )
             await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
