@@ -758,11 +758,13 @@ class Bus:
             asyncio.create_task(self.redis.xread({s: positions[s] for s in group}, count=1, block=block_ms))
             for group in groups
         ]
-        await first_of(stop, *waiting)
-        for task in waiting:
-            if not task.done():
-                task.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
-        await asyncio.gather(*waiting, return_exceptions=True)
+        try:
+            await first_of(stop, *waiting)
+        finally:  # (also when the reader itself is cancelled: no read is left behind)
+            for task in waiting:
+                if not task.done():
+                    task.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
+            await asyncio.gather(*waiting, return_exceptions=True)
 
     async def tails(self, streams: Sequence[str]) -> dict[str, str]:
         """The id of each stream's newest entry ("0-0" for an empty or missing stream): where a

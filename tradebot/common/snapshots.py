@@ -3,7 +3,8 @@
 A positioned reader (tradebot/common/partitions.py) of a parted state would rewrite the parts its
 batch touched with every commit; at ~one tick per symbol per batch that is a part per entry. The
 :class:`SnapshotReader` commits only the outputs and the group's new position, and writes the parts
-in a snapshot: every ``snapshot_entries`` entries or ``snapshot_s`` seconds, on a stop, past the
+in a snapshot: every ``snapshot_entries`` entries or ``snapshot_s`` seconds, once the stream is
+quiet for a whole wait (BUS_BLOCK_MS: a caught-up pipeline holds nothing back), on a stop, past the
 memory budget, and whenever an input outside the entries (:meth:`ReplayedState.inputs`) changes.
 A snapshot is one fenced, atomic write of the parts changed since the last one, its position
 (``_at``: the group's committed position when it was taken), the inputs (``_in``) and the hold of
@@ -74,6 +75,8 @@ class SnapshotReader(PartitionReader):
         self._since: list[Event] = []  # entries applied since the snapshot (to rebuild the state in memory)
         self._snapshot_time = time.monotonic()
         self._room_checked = 0.0
+        self._seen: dict[str, str] = {}  # the positions at the last _after_batch
+        self._quiet_reads = 0  # reads in a row that found nothing new
 
     async def _restore(self) -> None:
         await super()._restore()
@@ -145,9 +148,12 @@ class SnapshotReader(PartitionReader):
         return True  # nothing awaited from here to the batch's apply: the inputs hold for it
 
     async def _after_batch(self, positions: dict[str, str]) -> bool:
+        quiet = positions == self._seen  # a read found nothing new
+        self._quiet_reads = self._quiet_reads + 1 if quiet else 0
+        self._seen = dict(positions)
         if not self._since:
             return True
-        due = len(self._since) >= self.config.snapshot_entries
+        due = len(self._since) >= self.config.snapshot_entries or self._quiet_reads >= 2  # quiet a whole wait
         due = due or time.monotonic() - self._snapshot_time >= self.config.snapshot_s
         return await self._write_snapshot(positions) if due or await self._over_budget() else True
 
