@@ -237,3 +237,32 @@ async def test_a_hold_never_keeps_less_than_a_group_needs_nor_outlives_its_group
     await bus.redis.xgroup_destroy(STREAM, STRATEGY_ROLE)  # a hold of a group that is gone holds nothing
     await bus.trim_consumed(STREAM, ["storage"])
     assert await bus.redis.xlen(STREAM) <= 100
+
+
+async def test_parts_of_the_release_before_are_taken_over_as_of_the_groups_position(
+    bus: Bus, settings: Settings
+) -> None:
+    ticks = MockFeed(SYMBOLS, 9, clock=stepping_clock(START)).take(900)
+    expected, expected_state = uninterrupted(settings, ticks)
+    old = StrategyPartition(service.book_factory(settings), settings.order_quantity)
+    earlier = [event for tick in ticks[:400] for _, event in old.apply([tick])]
+    await publish(bus, ticks[:400])
+    await bus.ensure_group(STREAM, STRATEGY_ROLE)
+    await bus.redis.xgroup_setid(STREAM, STRATEGY_ROLE, "$")  # the old release read these ...
+    await bus.redis.hset(checkpoint_parts_key(STRATEGY_ROLE, 0), mapping={**old.parts(), "_v": "1"})  # ... and wrote
+    at = await bus.last_delivered_id(STREAM, STRATEGY_ROLE)
+    await publish(bus, ticks[400:])
+    run = Run(bus, snapshot_settings(settings, **NEVER), Inputs())
+    await run.start()
+    await run.until_handled(500)
+    assert run.counters["replayed"] == 0
+    fields = await snapshot_fields(bus)
+    assert json.loads(fields[SNAPSHOT_AT_FIELD]) == {STREAM: at}  # taken over: a snapshot as of the group
+    await run.crash()
+    again = Run(bus, snapshot_settings(settings, **NEVER), Inputs())
+    await again.start()
+    await again.until_handled(0)
+    await again.finish()
+    assert again.counters["replayed"] == 500
+    assert by_kind(earlier + await published(bus)) == by_kind(expected)
+    assert json.loads(again.reader.state.checkpoint()) == json.loads(expected_state)
