@@ -102,7 +102,7 @@ class PartitionSettings:
     # Nothing is pending, so Redis writes no XCLAIM per entry to its append-only file.
     positioned: bool = False
     # A snapshot reader (tradebot/common/snapshots.py) writes its parts only in a snapshot: every
-    # this many entries or seconds, on a stop, when its inputs change, past the memory budget.
+    # this many entries or seconds (and when quiet, on a stop, past the budget, on an input change).
     snapshot_entries: int = 2000
     snapshot_s: float = 30.0
     membership_interval_s: float = field(init=False)
