@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     claim_idle_ms: int = Field(15_000, ge=100)
     max_deliveries: int = Field(5, ge=1)
     lease_ttl_ms: int = Field(6000, ge=500)
+    # The strategy writes its state (the symbol parts) in a snapshot every this many tick entries per
+    # partition or this many seconds; in between a commit writes only the outputs and the position.
+    strategy_snapshot_entries: int = Field(2000, ge=1)
+    strategy_snapshot_s: float = Field(30.0, gt=0)
     heartbeat_ttl_s: int = Field(15, ge=2)
     grace_period_s: float = Field(10.0, gt=0)
     # exit code of a worker stopped by SIGINT/SIGTERM; `tradebot up` sets 143 for its workers so it

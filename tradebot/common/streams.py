@@ -194,6 +194,13 @@ def checkpoint_parts_key(role: str, partition: int) -> str:
     return f"checkpoint_parts:{role}:{partition_tag(partition)}"
 
 
+def hold_key(stream: str) -> str | None:
+    """Entries of ``stream`` a group's snapshot still needs (a hash: group -> the id its snapshot is
+    as of; retention keeps what comes after it). Only a stream of a partition's slot (its name has
+    the tag) has one: the key shares that slot, so the trim script can read both on a cluster."""
+    return f"hold:{stream}" if "{" in stream else None
+
+
 def partition_consumer(partition: int) -> str:
     """Consumer name used by whoever owns a partition, so a new owner inherits its pending list."""
     return f"partition-{partition}"

@@ -4,13 +4,16 @@ Each owned partition has one strategy book (every configured strategy, tradebot/
 holding the state of that partition's symbols. Its outputs (signals on ``signals``, orders on
 ``orders.new``), its checkpoint and the acks of the ticks it applied are written in one fenced
 commit, so any number of workers, started and killed in any order, produce exactly the signals a
-single uninterrupted worker would. The checkpoint is kept in parts (tradebot/strategy/parts.py):
-a commit rewrites only the symbols its batch touched.
+single uninterrupted worker would. The checkpoint is kept in parts (tradebot/strategy/parts.py),
+written in a snapshot now and then (tradebot/common/snapshots.py): a commit writes the outputs and
+the group's position, and a restore replays the ticks after the snapshot. The run-time switches and
+the trading state decide too (:meth:`StrategyPartition.inputs`): a change of them forces a snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -22,6 +25,7 @@ from tradebot.common.config import ReadySettings, Settings, SettingsError
 from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import Event, Order, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
+from tradebot.common.snapshots import SnapshotReader
 from tradebot.common.streams import STRATEGY_ROLE, STRATEGY_SWITCHES_KEY, order_stream, signal_stream, tick_stream
 from tradebot.risk.exits import ExitRules
 from tradebot.risk.state import TradingState, strictest
@@ -102,6 +106,30 @@ class StrategyPartition:
             outputs += [(self.orders, change) for change in (take_changes() if take_changes else [])]
         return outputs
 
+    def inputs(self) -> str:
+        """What decides besides the ticks: the trading state and each strategy's run-time switch (a
+        change forces a snapshot; a restore replays the ticks after it under the recorded ones)."""
+        switches = getattr(self.book, "switches", {})
+        entries = getattr(self.book, "entries", [])  # (a stand-in book may have none)
+        effective = {entry.name: switches.get(entry.name, entry.spec.enabled) for entry in entries}
+        return parts.compact({"state": self.trading_state().value, "switches": effective})
+
+    def replay(self, events: list[Event], inputs: str) -> None:
+        """Apply ticks again under recorded ``inputs``, dropping the outputs (already published)."""
+        recorded = json.loads(inputs) if inputs else {}
+        live_state, live_switches = self.trading_state, getattr(self.book, "switches", None)
+        if "state" in recorded:
+            state = TradingState(recorded["state"])
+            self.trading_state = lambda: state
+        if live_switches is not None and "switches" in recorded:
+            self.book.switches = recorded["switches"]
+        try:
+            self.apply(events)
+        finally:
+            self.trading_state = live_state
+            if live_switches is not None:
+                self.book.switches = live_switches
+
     def _snapshot(self) -> dict[str, object]:
         snapshot = self.book.snapshot()
         if self.exits.enabled:  # the exits' open trades travel in the rest
@@ -178,6 +206,8 @@ def strategy_worker(
         block_ms=settings.bus_block_ms,
         lease_ttl_ms=settings.lease_ttl_ms,
         positioned=True,  # a partition's tick stream is in its slot: XREAD, the group moved by the commit
+        snapshot_entries=settings.strategy_snapshot_entries,  # the parts in a snapshot now and then
+        snapshot_s=settings.strategy_snapshot_s,
     )
     new_book = book_factory(settings, switches)
 
@@ -194,7 +224,10 @@ def strategy_worker(
     def new_state(partition: int) -> StrategyPartition:
         return StrategyPartition(new_book, settings.order_quantity, trading_state, exits, partition, account_held)
 
-    return PartitionedWorker(bus, config, member=member, counters=counters, new_state=new_state)
+    def new_reader(partition: int) -> SnapshotReader:
+        return SnapshotReader(bus, config, member, partition, new_state(partition), counters)
+
+    return PartitionedWorker(bus, config, member=member, counters=counters, new_state=new_state, new_reader=new_reader)
 
 
 async def read_switches(bus: Bus) -> dict[str, bool]:
