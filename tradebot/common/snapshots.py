@@ -44,11 +44,13 @@ class ReplayedState(PartedState, Protocol):
     """A parted state restored from a snapshot plus the entries after it.
 
     ``inputs`` is everything outside the entries that decides what ``apply`` does (the strategy's
-    run-time switches and trading state), as a string. ``replay`` applies entries under such
-    recorded inputs and keeps no outputs.
+    run-time switches and trading state, and how often ``follow_account`` changed it), as a
+    string. ``replay`` applies entries under such recorded inputs and keeps no outputs.
     """
 
     def inputs(self) -> str: ...
+
+    def follow_account(self) -> None: ...
 
     def replay(self, events: list[Event], inputs: str) -> None: ...
 
@@ -141,7 +143,9 @@ class SnapshotReader(PartitionReader):
 
     async def _before_batch(self, positions: dict[str, str]) -> bool:
         """Inputs changed since the snapshot: snapshot the state as of ``positions`` first, so every
-        entry after a snapshot was applied under the inputs it records."""
+        entry after a snapshot was applied under the inputs it records. What the state takes in from
+        outside the entries (``follow_account``) is taken in first, so the snapshot holds it."""
+        self.state.follow_account()
         while self.state.inputs() != self._inputs:  # (they may change again while it is written)
             if not await self._write_snapshot(positions):
                 return False

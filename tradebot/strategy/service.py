@@ -76,6 +76,8 @@ class StrategyPartition:
         self.exits = exits()
         self._touched: set[str] = set()  # symbols applied since the last parts written
         self._rest: str | None = None  # the snapshot without its symbols, as last written
+        self.forgotten = 0  # times follow_account dropped positions (an input: see inputs)
+        self._replaying = False
 
     def restore(self, checkpoint: str | None) -> None:
         """Start from a whole-string checkpoint (an older layout), or from nothing."""
@@ -84,10 +86,9 @@ class StrategyPartition:
     def apply(self, events: list[Event]) -> list[tuple[str, Event]]:
         """Feed ticks to the strategies; each signal is published along with its order (unless halted)."""
         outputs: list[tuple[str, Event]] = []
+        if not self._replaying:
+            self.follow_account()
         sides = SENT_SIDES[self.trading_state()]
-        held = self.account_held() if "buy" not in sides else None
-        if held is not None:  # the positions in the rest part, which the next commit writes if changed
-            self.book.forget_unheld(held)
         for event in events:
             if not isinstance(event, Tick):
                 raise TypeError(f"expected a Tick on a tick stream, got a {type(event).__name__}")
@@ -106,13 +107,22 @@ class StrategyPartition:
             outputs += [(self.orders, change) for change in (take_changes() if take_changes else [])]
         return outputs
 
+    def follow_account(self) -> None:
+        """While the account is not ACTIVE, drop from the book what ``account_held`` does not show
+        (see the class). An input from outside the ticks: never applied in a replay; the snapshot
+        reader takes it in before a batch, and ``inputs`` counts the drops, so a snapshot with the
+        positions dropped comes before the ticks applied after them."""
+        held = self.account_held() if "buy" not in SENT_SIDES[self.trading_state()] else None
+        if held is not None and self.book.forget_unheld(held):  # (the positions are in the rest part)
+            self.forgotten += 1
+
     def inputs(self) -> str:
         """What decides besides the ticks: the trading state and each strategy's run-time switch (a
         change forces a snapshot; a restore replays the ticks after it under the recorded ones)."""
         switches = getattr(self.book, "switches", {})
         entries = getattr(self.book, "entries", [])  # (a stand-in book may have none)
         effective = {entry.name: switches.get(entry.name, entry.spec.enabled) for entry in entries}
-        return parts.compact({"state": self.trading_state().value, "switches": effective})
+        return parts.compact({"state": self.trading_state().value, "switches": effective, "forgotten": self.forgotten})
 
     def replay(self, events: list[Event], inputs: str) -> None:
         """Apply ticks again under recorded ``inputs``, dropping the outputs (already published)."""
@@ -123,9 +133,11 @@ class StrategyPartition:
             self.trading_state = lambda: state
         if live_switches is not None and "switches" in recorded:
             self.book.switches = recorded["switches"]
+        self._replaying = True
         try:
             self.apply(events)
         finally:
+            self._replaying = False
             self.trading_state = live_state
             if live_switches is not None:
                 self.book.switches = live_switches
