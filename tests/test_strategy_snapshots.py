@@ -27,6 +27,7 @@ from tradebot.common.streams import (
 )
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
 from tradebot.risk.state import TradingState
+from tradebot.risk.views import Holdings
 from tradebot.strategy import service
 from tradebot.strategy.service import StrategyPartition
 
@@ -48,9 +49,13 @@ class Inputs:
     def __init__(self) -> None:
         self.switches: dict[str, bool] = {}
         self.state = TradingState.ACTIVE
+        self.held: Holdings | None = None  # the account's holdings the worker read while not ACTIVE
 
     def trading_state(self) -> TradingState:
         return self.state
+
+    def account_held(self) -> Holdings | None:
+        return self.held
 
 
 class Run:
@@ -58,7 +63,9 @@ class Run:
 
     def __init__(self, bus: Bus, settings: Settings, inputs: Inputs):
         self.bus, self.counters, self.stop = bus, Counter[str](), asyncio.Event()
-        worker = service.strategy_worker(bus, settings, MEMBER, self.counters, inputs.switches, inputs.trading_state)
+        worker = service.strategy_worker(
+            bus, settings, MEMBER, self.counters, inputs.switches, inputs.trading_state, inputs.account_held
+        )
         assert worker.new_reader is not None
         reader = worker.new_reader(0)
         assert isinstance(reader, SnapshotReader)
@@ -98,13 +105,13 @@ def uninterrupted(
     ``changes``: from tick index i on, those inputs."""
     inputs = Inputs()
     new_book = service.book_factory(settings, inputs.switches)
-    state = StrategyPartition(new_book, settings.order_quantity, inputs.trading_state)
+    state = StrategyPartition(new_book, settings.order_quantity, inputs.trading_state, account_held=inputs.account_held)
     published: list[Event] = []
     for index, tick in enumerate(ticks):
         if changes and index in changes:
             inputs.switches.clear()
             inputs.switches.update(changes[index].switches)
-            inputs.state = changes[index].state
+            inputs.state, inputs.held = changes[index].state, changes[index].held
         published += [event for _, event in state.apply([tick])]
     return published, state.checkpoint()
 
@@ -191,6 +198,40 @@ async def test_a_change_of_inputs_forces_a_snapshot_and_a_restart_after_it_decid
     assert second.counters["replayed"] == 500
     await second.finish()
     assert by_kind(await published(bus)) == by_kind(expected)
+    assert json.loads(second.reader.state.checkpoint()) == json.loads(expected_state)
+
+
+async def test_positions_dropped_for_the_account_are_in_a_snapshot_and_never_replayed(
+    bus: Bus, settings: Settings
+) -> None:
+    """While REDUCING the book drops the BUYs the account does not show (denied): an input from
+    outside the ticks, so the snapshot forced before the batch holds the drop; a restart replays the
+    ticks after it without asking the account again (which by then may say anything)."""
+    ticks = MockFeed(SYMBOLS, 5, clock=stepping_clock(START)).take(1000)
+    denied = Inputs()
+    denied.state, denied.held = TradingState.REDUCING, {}  # the account holds none of the book's BUYs
+    expected, expected_state = uninterrupted(settings, ticks, {600: denied, 650: Inputs()})
+    kept = Inputs()
+    kept.state = TradingState.REDUCING  # the same state without the account's word: nothing dropped
+    assert by_kind(expected) != by_kind(uninterrupted(settings, ticks, {600: kept, 650: Inputs()})[0])
+    inputs, config = Inputs(), snapshot_settings(settings, **NEVER)
+    await publish(bus, ticks[:600])
+    first = Run(bus, config, inputs)
+    await first.start()
+    await first.until_handled(600)
+    inputs.state, inputs.held = denied.state, denied.held
+    await publish(bus, ticks[600:650])
+    await first.until_handled(650)
+    assert first.reader.state.forgotten == 1
+    await first.crash()
+    inputs.state, inputs.held = TradingState.ACTIVE, None  # resumed while no worker ran
+    await publish(bus, ticks[650:])
+    second = Run(bus, config, inputs)
+    await second.start()
+    await second.until_handled(350)
+    assert second.counters["replayed"] == 50
+    await second.finish()
+    assert by_kind(await published(bus)) == by_kind(expected)  # no SELL of a dropped BUY after the restart
     assert json.loads(second.reader.state.checkpoint()) == json.loads(expected_state)
 
 
