@@ -58,12 +58,7 @@ async def run(
         return
     bus = Bus.from_settings(settings)
 
-    async def handle(batch: list[Delivery]) -> None:
-        written = await write_events(pool, [delivery.event for delivery in batch])
-        new_rows = sum(written.values())
-        counters.update({f"rows_{table}": rows for table, rows in written.items()})
-        counters["duplicates"] += len(batch) - new_rows
-
+    handle = event_writer(pool, counters)
     name = member or consumer_name()
     consumer = GroupConsumer(
         bus,
@@ -96,6 +91,17 @@ async def run(
             retention.cancel()
         await bus.close()
         await pool.close()
+
+
+def event_writer(pool: asyncpg.Pool, counters: Counter[str]) -> Write:
+    """Writes a batch of deliveries (idempotent), counting new rows per table and duplicates."""
+
+    async def write(batch: list[Delivery]) -> None:
+        written = await write_events(pool, [delivery.event for delivery in batch])
+        counters.update({f"rows_{table}": rows for table, rows in written.items()})
+        counters["duplicates"] += len(batch) - sum(written.values())
+
+    return write
 
 
 def partition_owner(
