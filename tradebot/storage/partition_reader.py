@@ -97,7 +97,8 @@ class StoragePartitionReader:
                     return self._lost()
                 batch, rejected, ended = read
                 if not ended:
-                    await self._keep_retention()
+                    if burst or time.monotonic() >= self._next_retention:
+                        await self._keep_retention()
                     if burst:
                         return ReaderEnd.DRAINED
                     await self.bus.wait_for_entries(positions, self.config.block_ms, stop)
