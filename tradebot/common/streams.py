@@ -121,6 +121,20 @@ def storage_streams(partitions: int) -> list[str]:
     ]
 
 
+def storage_partition_streams(partition: int) -> list[str]:
+    """What storage reads as the lease owner of ``partition``, all in its slot: its ticks, signals
+    and orders (and, in partition 0, the order events)."""
+    streams = [tick_stream(partition), signal_stream(partition), order_stream(partition)]
+    return [*streams, ORDER_EVENTS] if partition == 0 else streams
+
+
+def storage_group_streams(partitions: int) -> list[str]:
+    """What storage reads in its consumer group with XREADGROUP: the streams no partition owns (rare
+    events: bars, repaired ticks, gaps, control, equity)."""
+    owned = {stream for partition in range(partitions) for stream in storage_partition_streams(partition)}
+    return [stream for stream in storage_streams(partitions) if stream not in owned]
+
+
 def retained_streams(partitions: int) -> dict[str, tuple[str, ...]]:
     """Every stream the system trims by consumer progress, with the groups that must read it.
 
