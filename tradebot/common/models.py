@@ -70,6 +70,10 @@ _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 _defaults: dict[type[BaseModel], dict[str, Any]] = {}
+# The names given, as pydantic's fields set: one set per model and names, shared by every event
+# built with them (pydantic changes a model's set only when a field is assigned, which a frozen
+# event refuses, and model_copy copies it first), so no event allocates its own.
+_given: dict[tuple[type[BaseModel], tuple[str, ...]], set[str]] = {}
 
 
 def built(model: type[E], **values: Any) -> E:
@@ -90,9 +94,13 @@ def built(model: type[E], **values: Any) -> E:
             name: None if info.is_required() else info.get_default(call_default_factory=True)
             for name, info in model.model_fields.items()
         }
+    names = (model, tuple(values))
+    given = _given.get(names)
+    if given is None:
+        given = _given[names] = set(values)
     event = _new(model)
     _set(event, "__dict__", {**defaults, **values})  # in field order, which is the JSON's order
-    _set_fields_set(event, set(values))
+    _set_fields_set(event, given)
     _set_extra(event, None)
     _set_private(event, None)
     return event

@@ -167,13 +167,16 @@ class BarStrategy:
         validating again (``models.built``) when the few values a strategy decides are plainly in
         range, else through the model, which converts them or says what is wrong.
         """
+        score = float(score)
+        if not 0.0 <= score <= 1.0:
+            score = min(1.0, max(0.0, score))
         values = {
             "id": stable_id(self.name, source_id),
             "symbol": symbol,
             "timestamp": at,
             "side": side,
             "price": price,
-            "confidence": round(min(1.0, max(0.0, float(score))), 6),
+            "confidence": round(score, 6),
             "strategy": self.name,
             "tick_id": source_id,
         }

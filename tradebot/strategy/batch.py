@@ -129,7 +129,7 @@ class Batch:
         if not self.symbols:
             return {}
         codes = {symbol: number for number, symbol in enumerate(dict.fromkeys(self.symbols))}
-        numbered = np.array(list(map(codes.__getitem__, self.symbols)), dtype=np.int64)
+        numbered = np.fromiter(map(codes.__getitem__, self.symbols), dtype=np.int64, count=len(self.symbols))
         order = np.argsort(numbered, kind="stable")
         ends = np.cumsum(np.bincount(numbered, minlength=len(codes)))
         return dict(zip(codes, np.split(order, ends[:-1]), strict=True))

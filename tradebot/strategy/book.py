@@ -14,6 +14,7 @@ backtest decides the same.
 from __future__ import annotations
 
 import math
+import operator
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from tradebot.strategy.batch import Batch
 from tradebot.strategy.catalog import StrategyError, build_strategy
 
 BOTH_SIDES = frozenset({"buy", "sell"})
+_position = operator.itemgetter(0)  # of a (position, ...) pair
 
 
 @dataclass(frozen=True)
@@ -233,13 +235,16 @@ class StrategyBook:
         A strategy with a ``scan`` method (state per symbol; see MovingAverageCrossover.scan)
         decides each symbol's part in one go, so the observations that emit nothing cost no objects.
         """
-        found: list[tuple[int, int, Signal, Order | None]] = []
-        for number, entry in enumerate(self.entries):
-            signals = sorted(self._signals(entry, batch), key=lambda pair: pair[0])
+        found: list[tuple[int, Signal, Order | None]] = []
+        deciding = 0
+        for entry in self.entries:
+            signals = sorted(self._signals(entry, batch), key=_position)
             if signals and self.switches.get(entry.name, entry.spec.enabled):
-                found += [(position, number, signal, self._order(entry, signal)) for position, signal in signals]
-        found.sort(key=lambda item: (item[0], item[1]))  # stable: one strategy's signals of a tick keep their order
-        return [(position, signal, order) for position, _, signal, order in found]
+                found += [(position, signal, self._order(entry, signal)) for position, signal in signals]
+                deciding += 1
+        if deciding > 1:  # stable: at one position, the book's order of strategies, then each one's own
+            found.sort(key=_position)
+        return found
 
     def _signals(self, entry: Entry, batch: Batch) -> list[tuple[int, Signal]]:
         observations, scan = batch.observations, getattr(entry.strategy, "scan", None)
