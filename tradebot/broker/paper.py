@@ -34,6 +34,7 @@ from tradebot.common.models import (
     invalid,
     stable_id,
 )
+from tradebot.common.rounding import rounded
 
 # How long (in order time) an executed client order id is remembered. Days, not a count: a duplicate
 # can come back much later (a replayed stream, an old entry reclaimed), and must still not fill.
@@ -105,9 +106,9 @@ class PaperBroker(RestingBook):
             why = f"{order.symbol} is not fractionable: only whole shares, no notional (dollar) orders"
             return [self._event(order, "rejected", reason=why)]
         legs = order.take_profit_price is not None or order.stop_loss_price is not None
-        if order.order_class is None and not legs and order.order_type == "market" and order.limit_price is None:
-            if order.stop_price is None:  # the usual order, a plain market one: filled or rejected at once
-                return [self._fill(order, position)]
+        plain = order.order_class is None and not legs and order.order_type == "market"
+        if plain and order.limit_price is None and order.stop_price is None:  # the usual order: filled or rejected
+            return [self._fill(order, position)]
         refused = leg_refusal(order) if legs else None
         if refused is not None:
             return [self._event(order, "rejected", reason=refused)]
@@ -215,7 +216,7 @@ class PaperBroker(RestingBook):
     def fill_price(self, order: Order) -> float:
         """The reference price moved against the order by the slippage: buys pay more, sells get less."""
         direction = 1 if order.side == "buy" else -1
-        return round(order.reference_price * (1 + direction * self.slippage_bps / 10_000), 4)
+        return rounded(order.reference_price * (1 + direction * self.slippage_bps / 10_000), 4)
 
     def rejection(self, order: Order, price: float, commission: float) -> str | None:
         """Why the order cannot be filled, or None if it can."""

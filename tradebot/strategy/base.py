@@ -24,6 +24,7 @@ from tradebot.common.models import (
     built,
     stable_id,
 )
+from tradebot.common.rounding import rounded
 from tradebot.strategy.bars import BarBuilder, Candle, timeframe_seconds
 from tradebot.strategy.indicators import Indicator
 
@@ -176,7 +177,7 @@ class BarStrategy:
             "timestamp": at,
             "side": side,
             "price": price,
-            "confidence": round(score, 6),
+            "confidence": rounded(score, 6),
             "strategy": self.name,
             "tick_id": source_id,
         }
