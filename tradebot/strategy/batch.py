@@ -79,8 +79,7 @@ class Batch:
     """Observations in time order, and their symbols, ids, times and prices (a bar's close) as columns."""
 
     __slots__ = (
-        "_ids", "_lists", "ids", "observations", "price_array", "prices", "repeated_ids", "rows", "seconds", "symbols",
-        "times",
+        "_lists", "_repeats", "ids", "observations", "price_array", "prices", "rows", "seconds", "symbols", "times",
     )  # fmt: skip
 
     def __init__(self, observations: Sequence[Tick | Bar]):
@@ -110,11 +109,10 @@ class Batch:
         self._finish()
 
     def _finish(self) -> None:
-        self._ids = set(self.ids)
-        self.repeated_ids = len(self._ids) < len(self.ids)  # a redelivery inside the batch
         self.price_array = np.array(self.prices, dtype=np.float64)
         self.rows = self._rows()
         self._lists: dict[str, list[int]] = {}
+        self._repeats: dict[str, set[str] | None] = {}
 
     def row_lists(self, symbol: str) -> list[int]:
         """``rows[symbol]`` as a list (made once; [] for a symbol not in the batch), for bisecting."""
@@ -134,9 +132,16 @@ class Batch:
         ends = np.cumsum(np.bincount(numbered, minlength=len(codes)))
         return dict(zip(codes, np.split(order, ends[:-1]), strict=True))
 
-    def seen(self, ids: Iterable[str]) -> bool:
-        """Whether any of ``ids`` (a strategy's recent ones) comes again in this batch."""
-        return any(tick_id in self._ids for tick_id in ids)
+    def repeats(self, symbol: str, recent: Iterable[str]) -> bool:
+        """Whether an id of ``symbol``'s observations comes twice in this batch, or is one of ``recent``
+        (a strategy's last ids of that symbol): a redelivery, which only the symbol's own state can
+        tell (ids are remembered per symbol), so each symbol's ids are looked at apart, in a small set."""
+        if symbol not in self._repeats:
+            rows = self.row_lists(symbol)
+            ids = set(map(self.ids.__getitem__, rows))
+            self._repeats[symbol] = None if len(ids) < len(rows) else ids
+        ids = self._repeats[symbol]
+        return ids is None or any(tick_id in ids for tick_id in recent)
 
     def __len__(self) -> int:
         return len(self.observations)

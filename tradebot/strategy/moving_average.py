@@ -142,7 +142,7 @@ class MovingAverageCrossover(BarStrategy):
         if self.average != "sma" or batch.seconds is None or self.seconds not in (0, batch.seconds):
             return None
         state = self._state(symbol)
-        if batch.repeated_ids or batch.seen(state.recent):
+        if batch.repeats(symbol, state.recent):
             return None  # a redelivery: first_sight decides, one by one
         found = self._crossings(state, np.rint(batch.price_array[rows] * PRICE_UNITS_PER_DOLLAR).astype(np.int64))
         if found is None:
