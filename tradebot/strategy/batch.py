@@ -138,8 +138,8 @@ class Batch:
         tell (ids are remembered per symbol), so each symbol's ids are looked at apart, in a small set."""
         if symbol not in self._repeats:
             rows = self.row_lists(symbol)
-            ids = set(map(self.ids.__getitem__, rows))
-            self._repeats[symbol] = None if len(ids) < len(rows) else ids
+            distinct = set(map(self.ids.__getitem__, rows))
+            self._repeats[symbol] = None if len(distinct) < len(rows) else distinct
         ids = self._repeats[symbol]
         return ids is None or any(tick_id in ids for tick_id in recent)
 
