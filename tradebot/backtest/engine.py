@@ -322,11 +322,12 @@ class Backtest:
     def _record(self, events: list[OrderEvent], order: Order | None, owners: dict[str, Order]) -> None:
         """Events of ``order`` (or of resting orders, ``owners``): their fills in the totals and the round trips."""
         result = self.result
+        result.events += events
         for event in events:
-            result.events.append(event)
-            if order is not None and event.status == "denied":
+            status = event.status
+            if status == "denied" and order is not None:
                 result.denials.append((order, event.reason or "denied"))
-            if event.status == "filled" and event.price is not None:
+            if status == "filled" and event.price is not None:
                 result.traded_notional += event.quantity * event.price
                 result.commissions += event.commission
             owner = (

@@ -284,14 +284,14 @@ class StrategyBook:
 
     def _order(self, entry: Entry, signal: Signal, sides: frozenset[str] = BOTH_SIDES) -> Order | None:
         """The signal's order, or None: a side not sent now, a BUY while long, a SELL while flat."""
-        held = self.positions[entry.name]
-        if signal.side not in sides or (signal.symbol in held) == (signal.side == "buy"):
+        held, side, symbol = self.positions[entry.name], signal.side, signal.symbol
+        if side not in sides or (symbol in held) == (side == "buy"):
             return None
-        if signal.side == "buy":
+        if side == "buy":
             quantity = entry.spec.sizing.shares(signal.price)
-            held[signal.symbol] = quantity
+            held[symbol] = quantity
         else:
-            quantity = held.pop(signal.symbol)
+            quantity = held.pop(symbol)
         return entry.spec.orders.shape(Order.from_signal(signal, quantity))
 
     def snapshot(self) -> dict[str, Any]:
