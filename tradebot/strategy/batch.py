@@ -79,7 +79,8 @@ class Batch:
     """Observations in time order, and their symbols, ids, times and prices (a bar's close) as columns."""
 
     __slots__ = (
-        "_lists", "_repeats", "ids", "observations", "price_array", "prices", "rows", "seconds", "symbols", "times",
+        "_ids", "_lists", "_repeated", "_repeats", "ids", "observations", "price_array", "prices", "rows", "seconds",
+        "symbols", "times",
     )  # fmt: skip
 
     def __init__(self, observations: Sequence[Tick | Bar]):
@@ -109,6 +110,8 @@ class Batch:
         self._finish()
 
     def _finish(self) -> None:
+        self._ids = set(self.ids)
+        self._repeated = len(self._ids) < len(self.ids)  # an id twice in the batch (of one symbol or two)
         self.price_array = np.array(self.prices, dtype=np.float64)
         self.rows = self._rows()
         self._lists: dict[str, list[int]] = {}
@@ -134,8 +137,11 @@ class Batch:
 
     def repeats(self, symbol: str, recent: Iterable[str]) -> bool:
         """Whether an id of ``symbol``'s observations comes twice in this batch, or is one of ``recent``
-        (a strategy's last ids of that symbol): a redelivery, which only the symbol's own state can
-        tell (ids are remembered per symbol), so each symbol's ids are looked at apart, in a small set."""
+        (a strategy's last ids of that symbol): a redelivery. Ids are remembered per symbol, so an id
+        of another symbol's is none; with no id twice in the whole batch and none of ``recent`` in it
+        (the usual case) that is all there is to look at."""
+        if not self._repeated and not any(tick_id in self._ids for tick_id in recent):
+            return False
         if symbol not in self._repeats:
             rows = self.row_lists(symbol)
             distinct = set(map(self.ids.__getitem__, rows))
