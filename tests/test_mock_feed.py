@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.helpers import wait_until
 from tests.worker_processes import worker_environment, worker_processes
-from tradebot.common.bus import Bus, decode, encode
+from tradebot.common.bus import Bus, decode_all, encode
 from tradebot.common.config import Settings
 from tradebot.common.models import Tick
 from tradebot.common.streams import partition_for, producer_cursor_key, tick_stream, tick_streams
@@ -36,7 +36,7 @@ async def published_ticks(bus: Bus, partitions: int) -> dict[int, list[Tick]]:
     """Every tick in each partition stream, in stream order."""
     out = {}
     for partition, stream in enumerate(tick_streams(partitions)):
-        out[partition] = [decode(fields) for _, fields in await bus.redis.xrange(stream)]
+        out[partition] = [t for _, fields in await bus.redis.xrange(stream) for t in decode_all(fields)]
     return out
 
 
@@ -159,7 +159,7 @@ async def test_a_feed_killed_with_sigkill_resumes_exactly(bus: Bus, settings: Se
     expected = feed().take(total)
     for partition in range(partitions):
         rows = await bus.redis.xrange(tick_stream(partition))
-        ticks = [decode(fields) for _, fields in rows]
+        ticks = [t for _, fields in rows for t in decode_all(fields)]
         assert essence(ticks) == essence([t for t in expected if partition_for(t.symbol, partitions) == partition])
 
 

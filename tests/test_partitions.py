@@ -57,12 +57,12 @@ async def publish_sequence(bus: Bus, start: int, stop: int) -> None:
 
 async def applied_sequences(bus: Bus) -> dict[str, list[int]]:
     sequences: dict[str, list[int]] = defaultdict(list)
-    from tradebot.common.bus import decode
+    from tradebot.common.bus import decode_all
 
     for partition in range(PARTITIONS):  # a symbol lives in one partition: its order is kept there
         for _, fields in await bus.redis.xrange(applied_stream(partition)):
-            tick = decode(fields)
-            sequences[tick.symbol].append(int(tick.id.rsplit(":", 1)[1]))
+            for tick in decode_all(fields):
+                sequences[tick.symbol].append(int(tick.id.rsplit(":", 1)[1]))
     return sequences
 
 

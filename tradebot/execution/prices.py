@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from tradebot.common.bus import Bus, Delivery, decode, entry_order
+from tradebot.common.bus import Bus, Delivery, decode_entry, entry_order
 from tradebot.common.models import Event, Order, OrderChange, Tick
 from tradebot.common.partitions import PartitionReader, PartitionSettings
 from tradebot.common.streams import STRATEGY_ROLE, order_stream, partition_for, tick_streams
@@ -97,14 +97,21 @@ async def read_ticks(bus: Bus, stream: str, after: str, upto: str, until: dateti
         rows = await bus.redis.xrange(stream, min=f"({after}", max=upto, count=CHUNK)
         for entry_id, fields in rows:
             try:
-                event = decode(fields)
+                events = decode_entry(fields).events  # without the ticks the strategy role dead-letters
             except ValueError:
                 continue  # the strategy role dead-letters it; not a price
-            if isinstance(event, Tick):
-                ticks.append((entry_id, event))
+            ticks += [(entry_id, event) for event in events if isinstance(event, Tick)]
         if len(rows) < CHUNK or until is None or (ticks and ticks[-1][1].timestamp > until):
             return ticks
         after = rows[-1][0]
+
+
+def entry_start(ticks: list[tuple[str, Tick]], cut: int) -> int:
+    """``cut`` moved back to the first tick of its entry: a position is an entry, so ticks are read
+    (and the position moves) by whole entries only."""
+    while 0 < cut < len(ticks) and ticks[cut - 1][0] == ticks[cut][0]:
+        cut -= 1
+    return cut
 
 
 def merged(orders: list[Event], ticks: dict[int, list[Tick]]) -> Iterator[Event]:
@@ -203,7 +210,9 @@ class PricedReader(PartitionReader):
             ticks = await read_ticks(self.bus, stream, self.state.price_positions.get(stream, "0-0"), upto, last)
             if unread:  # an order not read yet may be stamped as early as the newest one read there
                 bound = min(newest[s] for s in unread)
-                ticks = ticks[: next((i for i, (_, t) in enumerate(ticks) if t.timestamp > bound), len(ticks))]
+                ticks = ticks[
+                    : entry_start(ticks, next((i for i, (_, t) in enumerate(ticks) if t.timestamp > bound), len(ticks)))
+                ]
             if ticks:
                 self._ticks[partition] = ticks
         return batch
