@@ -96,10 +96,12 @@ def test_a_bad_row_fails_alone_with_pydantics_reason_and_its_neighbours_decode()
     rows.insert(2, "not a row")
     rows.append([*rows[0][:3], "10.5", 5, "mock"])  # a number as a string: pydantic's lax rules accept it
     decoded = decode_rows(json.dumps(rows))
-    assert decoded[0] == sent[0] and decoded[3] == sent[2]
+    assert decoded[0] == sent[0]
+    assert decoded[3] == sent[2]
     assert decoded[1] == "invalid Tick: price: Input should be greater than or equal to 0.000001"
     assert str(decoded[2]).startswith("invalid Tick: row: not an array")
-    assert isinstance(decoded[4], Tick) and decoded[4].price == 10.5
+    assert isinstance(decoded[4], Tick)
+    assert decoded[4].price == 10.5
     assert json.loads(row_entry_data(json.dumps(rows), 1)) == [rows[1]]  # as it was, for the dead letter
 
 

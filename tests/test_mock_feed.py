@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
 
-from tests.helpers import wait_until
+from tests.helpers import tick_count, wait_until
 from tests.worker_processes import worker_environment, worker_processes
 from tradebot.common.bus import Bus, decode_all, encode
 from tradebot.common.config import Settings
@@ -143,7 +143,7 @@ async def test_a_feed_killed_with_sigkill_resumes_exactly(bus: Bus, settings: Se
     )
 
     async def published() -> int:
-        return sum([await bus.redis.xlen(stream) for stream in tick_streams(partitions)])
+        return await tick_count(bus.redis, tick_streams(partitions))
 
     with worker_processes(tmp_path / "logs") as workers:
         first = workers.start("tradebot.market_data.service", env)
