@@ -257,3 +257,31 @@ async def test_a_feed_resumes_from_a_feed_wide_cursor_many_batches_behind_its_pa
     expected = feed().take(400)
     for partition, ticks in (await published_ticks(bus, 2)).items():
         assert essence(ticks) == essence([t for t in expected if partition_for(t.symbol, 2) == partition])
+
+
+async def test_tick_batches_regenerated_after_redis_lost_a_partitions_last_writes_are_byte_identical(
+    bus: Bus, settings: Settings
+) -> None:
+    """Redis lost partition 1's last commits (its entries and its cursor): the restarted feed
+    regenerates those ticks and publishes them in the same entries, byte for byte."""
+    from tradebot.common.streams import partition_cursor_key
+
+    settings = settings.model_copy(
+        update={"symbols": SYMBOLS, "mock_seed": 7, "tick_partitions": 2, "bus_batch_size": 40, "mock_max_ticks": 160}
+    )
+    await run_feed(bus, settings, stop=asyncio.Event(), counters=Counter(), pace=False)
+    kept = await bus.redis.xlen(tick_stream(1))
+    lost_cursor = await bus.redis.get(partition_cursor_key(CURSOR_NAME, 1))
+    feed_wide = await bus.redis.get(producer_cursor_key(CURSOR_NAME))
+    settings = settings.model_copy(update={"mock_max_ticks": 400})
+    await run_feed(bus, settings, stop=asyncio.Event(), counters=Counter(), pace=False)
+    published = {p: [fields for _, fields in await bus.redis.xrange(tick_stream(p))] for p in range(2)}
+    assert any(len(decode_all(fields)) > 1 for fields in published[1])  # batches, not one tick each
+    for entry_id, _ in (await bus.redis.xrange(tick_stream(1)))[kept:]:  # the lost writes
+        await bus.redis.xdel(tick_stream(1), entry_id)
+    await bus.redis.set(partition_cursor_key(CURSOR_NAME, 1), lost_cursor)
+    await bus.redis.set(producer_cursor_key(CURSOR_NAME), feed_wide)
+    counters: Counter[str] = Counter()
+    await run_feed(bus, settings, stop=asyncio.Event(), counters=counters, pace=False)
+    assert 0 < counters["published"] < 240  # partition 1's ticks after 160 only
+    assert {p: [fields for _, fields in await bus.redis.xrange(tick_stream(p))] for p in range(2)} == published

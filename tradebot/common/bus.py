@@ -36,7 +36,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from tradebot.common.codec import decode_event, decode_rows, encode_event, encode_rows, row_entry_data
+from tradebot.common.codec import (
+    decode_event,
+    decode_rows,
+    encode_event,
+    encode_rows,
+    row_count,
+    row_entry_data,
+)
 from tradebot.common.config import ReadySettings
 from tradebot.common.lifecycle import first_of
 from tradebot.common.models import EVENT_TYPES, Event, Tick
@@ -473,6 +480,14 @@ def decode_entry(fields: Mapping[str, str]) -> EntryEvents:
     if model is None:
         raise ValueError(f"unknown event type {fields.get('type')!r} (schema version {version})")
     return EntryEvents([decode_event(model, fields.get("data", ""))], [None], [])
+
+
+def entry_events(fields: Mapping[str, str]) -> int:
+    """How many events an entry holds (a tick-batch entry: its ticks), without validating them:
+    what counts of ticks (bench figures, tools) add up."""
+    if fields.get("v") == TICKS_SCHEMA_VERSION and fields.get("type") == TICKS_TYPE:
+        return row_count(fields.get("data", ""))
+    return 1
 
 
 def decode(fields: Mapping[str, str]) -> Event:

@@ -135,6 +135,18 @@ def row_entry_data(data: str, index: int) -> str:
     return _encode([_decode_any(data)[index]]).decode()
 
 
+_decode_row_count = msgspec.json.Decoder(list[msgspec.Raw]).decode
+
+
+def row_count(data: str) -> int:
+    """How many rows (ticks, valid or not) a tick-batch entry's ``data`` holds, without decoding
+    them; 1 when it is no array at all (the entry counts as one, if only as a dead letter)."""
+    try:
+        return len(_decode_row_count(data)) or 1
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return 1
+
+
 def decode_event(model: type[Event], data: str) -> Event:
     """The event of type ``model`` in ``data``; raises ValueError with the first reason it is invalid."""
     if model is Tick:
