@@ -434,7 +434,7 @@ def encode_entries(
                 entries.append({})  # filled in once the run is complete (keeps the stream's order)
             run.append(event)
             if len(run) >= ticks_per_entry:
-                entries[-1].update(encode(event) | {"data": encode_rows(run)})
+                _close_run(entries, run)
                 open_ticks[stream] = []
             continue
         _close_run(entries, open_ticks.pop(stream, None))
