@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from tests.helpers import wait_until
 from tradebot.api.history_service import create_app
-from tradebot.common.bus import Bus, decode
+from tradebot.common.bus import Bus, decode, decode_all
 from tradebot.common.config import Settings
 from tradebot.common.models import Bar, Tick
 from tradebot.common.streams import BARS, tick_streams
@@ -73,7 +73,7 @@ async def running(
 
 async def published(bus: Bus, partitions: int) -> tuple[list[Tick], list[Bar]]:
     """Every tick (all partitions) and bar on the streams, decoded, in stream order per stream."""
-    ticks = [decode(fields) for stream in tick_streams(partitions) for _, fields in await bus.redis.xrange(stream)]
+    ticks = [t for s in tick_streams(partitions) for _, fields in await bus.redis.xrange(s) for t in decode_all(fields)]
     bars = [decode(fields) for _, fields in await bus.redis.xrange(BARS)]
     return ticks, bars  # type: ignore[return-value]
 

@@ -16,7 +16,8 @@ from redis.exceptions import ResponseError
 from tests.bus_workers import ACKED, EFFECTS
 from tests.helpers import wait_until
 from tests.redis_cluster import connect_to
-from tradebot.common.bus import Bus, Delivery, LastErrors, StreamHealth, connect, encode, get_many
+from tradebot.common.bus import Bus, Delivery, LastErrors, StreamHealth, connect, decode_all, encode_entries, get_many
+from tradebot.common.codec import encode_event
 from tradebot.common.consumer import GroupConsumer, ride_out_redis
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.lifecycle import Backoff
@@ -52,6 +53,17 @@ def ticks(count: int, symbol: str = "AAPL") -> list[Tick]:
     return [Tick.create(symbol, 100 + i * 0.01, 10, START + timedelta(seconds=i), trade_id=i) for i in range(count)]
 
 
+async def publish_each(bus: Bus, items: list[tuple[str, Tick]]) -> None:
+    """One entry per tick (a publish of one tick), for tests of what happens to entries."""
+    for item in items:
+        await bus.publish([item])
+
+
+def v1_fields(tick: Tick) -> dict[str, str]:
+    """A tick's entry as releases before tick batches wrote it (schema version 1, one tick)."""
+    return {"v": "1", "type": "Tick", "data": encode_event(tick)}
+
+
 def consumer(bus: Bus, name: str, counters: Counter | None = None, streams=(STREAM,)) -> GroupConsumer:
     return GroupConsumer(
         bus,
@@ -68,13 +80,15 @@ def consumer(bus: Bus, name: str, counters: Counter | None = None, streams=(STRE
 async def test_published_events_come_back_decoded_and_acks_clear_pending(bus: Bus) -> None:
     sent = ticks(5)
     await bus.ensure_group(STREAM, "testers")
-    await bus.publish((STREAM, t) for t in sent)
+    await bus.publish((STREAM, t) for t in sent)  # one entry of 5 ticks
     got = await bus.read([STREAM], "testers", "c1", count=10, block_ms=10)
     assert [d.event for d in got] == sent
-    assert (await bus.health(STREAM, "testers")).pending == 5
+    assert [d.index for d in got] == [0, 1, 2, 3, 4]
+    assert len({d.entry_id for d in got}) == 1
+    assert (await bus.health(STREAM, "testers")).pending == 1
     await bus.ack("testers", got)
     health = await bus.health(STREAM, "testers")
-    assert (health.length, health.pending, health.lag) == (5, 0, 0)
+    assert (health.length, health.pending, health.lag) == (1, 0, 0)
 
 
 async def test_group_creation_tolerates_existing_group_but_not_other_errors(bus: Bus) -> None:
@@ -87,7 +101,7 @@ async def test_group_creation_tolerates_existing_group_but_not_other_errors(bus:
 
 async def test_lag_counts_undelivered_entries(bus: Bus) -> None:
     await bus.ensure_group(STREAM, "testers")
-    await bus.publish((STREAM, t) for t in ticks(7))
+    await publish_each(bus, [(STREAM, t) for t in ticks(7)])
     await bus.read([STREAM], "testers", "c1", count=3, block_ms=10)
     health = await bus.health(STREAM, "testers")
     assert (health.pending, health.lag) == (3, 4)
@@ -98,9 +112,9 @@ async def test_malformed_entries_go_to_the_dead_letter_stream_and_the_rest_flows
     await bus.ensure_group(STREAM, "testers")
     await bus.publish([(STREAM, good[0])])
     await bus.publish_raw(STREAM, {"garbage": "yes"})
-    await bus.publish_raw(STREAM, {**encode(good[1]), "data": "{not json"})
-    bad_price = json.loads(encode(good[1])["data"]) | {"price": -5}
-    await bus.publish_raw(STREAM, {**encode(good[1]), "data": json.dumps(bad_price)})
+    await bus.publish_raw(STREAM, {**v1_fields(good[1]), "data": "{not json"})
+    bad_price = json.loads(v1_fields(good[1])["data"]) | {"price": -5}
+    await bus.publish_raw(STREAM, {**v1_fields(good[1]), "data": json.dumps(bad_price)})
     await bus.publish([(STREAM, good[1]), (STREAM, good[2])])
     handled: list[Tick] = []
 
@@ -121,7 +135,7 @@ async def test_malformed_entries_go_to_the_dead_letter_stream_and_the_rest_flows
 async def test_a_poison_entry_is_dead_lettered_after_max_deliveries_without_blocking_others(bus: Bus) -> None:
     sent = ticks(10)
     poison = sent[4]
-    await bus.publish((STREAM, t) for t in sent)
+    await publish_each(bus, [(STREAM, t) for t in sent])
     handled: list[str] = []
 
     async def handle(batch: list[Delivery]) -> None:
@@ -132,7 +146,7 @@ async def test_a_poison_entry_is_dead_lettered_after_max_deliveries_without_bloc
     await consumer(bus, "c1").run(handle, stop=asyncio.Event(), burst=True)
     assert sorted(handled) == sorted(t.id for t in sent if t != poison)
     [(_, dead)] = await bus.redis.xrange(dead_letter_stream(STREAM))
-    assert json.loads(json.loads(dead["payload"])["data"])["id"] == poison.id
+    assert json.loads(json.loads(dead["payload"])["data"])[0][0] == poison.id
     assert dead["reason"] == ("delivered 4 times without ack; last error: RuntimeError: cannot handle this one")
     assert (await bus.health(STREAM, "testers")).pending == 0
 
@@ -216,7 +230,7 @@ async def test_lag_is_zero_once_read_to_the_end_after_a_restart_from_a_rewritten
     chaos run's strategy "backlog" of thousands with every tick applied). 6.2 reports no lag."""
     bus = Bus(connect(private_redis.url))
     await bus.ensure_group(STREAM, "testers")
-    await bus.publish((STREAM, t) for t in ticks(30))
+    await publish_each(bus, [(STREAM, t) for t in ticks(30)])
     delivered = await bus.read([STREAM], "testers", "c1", count=10, block_ms=None)
     await bus.redis.bgrewriteaof()
     await wait_until(lambda: _aof_rewritten(bus), what="the append-only file rewrite")
@@ -268,7 +282,7 @@ async def test_a_pending_entry_trimmed_away_is_acked_not_dead_lettered(bus: Bus)
 
 async def test_reclaiming_entries_trimmed_away_acks_them_instead_of_failing(bus: Bus) -> None:
     await bus.ensure_group(STREAM, "testers")
-    await bus.publish((STREAM, t) for t in ticks(3))
+    await publish_each(bus, [(STREAM, t) for t in ticks(3)])
     await bus.read([STREAM], "testers", "dead-consumer", count=3, block_ms=10)
     await bus.redis.xtrim(STREAM, maxlen=0)
     assert await bus.reclaim_idle(STREAM, "testers", "survivor", min_idle_ms=0) == []
@@ -308,7 +322,7 @@ async def test_values_of_keys_in_many_slots_come_back_in_order(bus: Bus) -> None
 async def test_a_snapshots_hold_keeps_the_entries_after_it_on_every_redis(bus: Bus) -> None:
     stream = tick_stream(0)  # in a partition's slot, as its hold is (one trim script on a cluster)
     await bus.ensure_group(stream, "reader")
-    ids = await bus.publish((stream, tick) for tick in ticks(400))
+    ids = await Bus(bus.redis, ticks_per_entry=1).publish((stream, tick) for tick in ticks(400))  # an entry each
     await bus.redis.xgroup_setid(stream, "reader", ids[-1])
     hold = hold_key(stream)
     assert hold is not None
@@ -319,3 +333,57 @@ async def test_a_snapshots_hold_keeps_the_entries_after_it_on_every_redis(bus: B
     await bus.trim_consumed(stream, ["reader"])
     assert await bus.redis.xlen(stream) <= 100  # whole nodes only
     assert hold_key(STREAM) is None  # a stream without a partition's tag has no hold
+
+
+async def test_ticks_go_several_to_an_entry_per_stream_in_order_up_to_the_bound(bus: Bus) -> None:
+    other = "test.other"
+    sent = ticks(7)
+    mixed = [(STREAM if i % 2 == 0 else other, t) for i, t in enumerate(sent)]
+    bounded = Bus(bus.redis, ticks_per_entry=3)
+    ids = await bounded.publish(mixed)
+    assert len(ids) == 3  # 4 ticks of STREAM in entries of 3 and 1, 3 of the other in one
+    assert [len(decode_all(f)) for _, f in await bus.redis.xrange(STREAM)] == [3, 1]
+    assert await bus.entries(STREAM) == [t for s, t in mixed if s == STREAM]
+    assert await bus.entries(other) == [t for s, t in mixed if s == other]
+    assert encode_entries(mixed, 3) == encode_entries(list(mixed), 3)  # the same ticks, the same bytes
+
+
+async def test_entries_of_schema_version_1_are_still_read(bus: Bus) -> None:
+    old, new = ticks(2)
+    await bus.ensure_group(STREAM, "testers")
+    await bus.publish_raw(STREAM, v1_fields(old))
+    await bus.publish([(STREAM, new)])
+    got = await bus.read([STREAM], "testers", "c1", count=10, block_ms=10)
+    assert [(d.event, d.index) for d in got] == [(old, None), (new, 0)]
+
+
+async def test_a_malformed_tick_of_a_batch_is_dead_lettered_alone_and_its_neighbours_go_on(bus: Bus) -> None:
+    sent = ticks(4)
+    fields = encode_entries([(STREAM, t) for t in sent])[0][1]
+    rows = json.loads(fields["data"])
+    rows[2][4] = -1  # size
+    entry_id = await bus.publish_raw(STREAM, {**fields, "data": json.dumps(rows)})
+    await bus.ensure_group(STREAM, "testers")
+    first = await bus.read([STREAM], "testers", "c1", count=10, block_ms=10)
+    again = await bus.read([STREAM], "testers", "c1", count=10, block_ms=None, pending=True)  # as after a crash
+    assert [d.event for d in first] == [d.event for d in again] == [sent[0], sent[1], sent[3]]
+    assert [d.index for d in first] == [0, 1, 3]
+    [record] = await bus.dead_letters(dead_letter_stream(STREAM))  # once, though read twice
+    assert (record.entry_id, record.index, record.group) == (entry_id, 2, "testers")
+    assert record.reason.startswith("invalid Tick: size: Input should be greater than or equal to")
+    assert json.loads(record.payload["data"]) == [rows[2]]  # a single-tick entry of it, as it was
+    assert (await bus.health(STREAM, "testers")).pending == 1  # acked with its neighbours
+    await bus.ack("testers", first)
+    assert (await bus.health(STREAM, "testers")).pending == 0
+
+
+async def test_an_entry_whose_every_tick_is_malformed_is_acked_with_its_last_dead_letter(bus: Bus) -> None:
+    fields = encode_entries([(STREAM, t) for t in ticks(2)])[0][1]
+    rows = [[*row[:3], 0, *row[4:]] for row in json.loads(fields["data"])]
+    await bus.publish_raw(STREAM, {**fields, "data": json.dumps(rows)})
+    await bus.publish([(STREAM, ticks(1, "MSFT")[0])])
+    await bus.ensure_group(STREAM, "testers")
+    got = await bus.read([STREAM], "testers", "c1", count=1, block_ms=10)
+    assert [d.event.symbol for d in got] == ["MSFT"]
+    assert [r.index for r in await bus.dead_letters(dead_letter_stream(STREAM))] == [0, 1]
+    assert (await bus.health(STREAM, "testers")).pending == 1  # only MSFT's

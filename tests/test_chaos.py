@@ -45,7 +45,7 @@ from tests.helpers import stream_lengths, wait_until
 from tests.redis_cluster import CLUSTER_MARK, LocalCluster, connect_to
 from tests.redis_versions import use_redis
 from tests.up_process import UpProcess
-from tradebot.common.bus import Bus, connect, decode
+from tradebot.common.bus import Bus, connect, decode_all
 from tradebot.common.config import Settings
 from tradebot.common.models import Event, Order, OrderEvent, Tick
 from tradebot.common.streams import (
@@ -371,7 +371,7 @@ async def stream_events(
     events = []
     for stream in [streams] if isinstance(streams, str) else streams:
         entries = await bus.redis.xrange(stream)
-        events += [decode(fields) for entry_id, fields in entries if entry_id not in skip]
+        events += [event for entry_id, fields in entries if entry_id not in skip for event in decode_all(fields)]
     return events
 
 

@@ -1,4 +1,4 @@
-"""The tick codec: pydantic's bytes and pydantic's verdicts, only faster."""
+"""The tick codec: pydantic's bytes and pydantic's verdicts, only faster; tick batches as rows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tradebot.common.codec import decode_event, encode_event
+from tradebot.common.codec import decode_event, decode_rows, encode_event, encode_rows, row_entry_data
 from tradebot.common.models import MAX_PRICE, MAX_QUANTITY, MIN_PRICE, MIN_QUANTITY, Signal, Tick
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
 
@@ -78,3 +78,34 @@ def test_other_events_keep_pydantic() -> None:
     )
     assert encode_event(signal) == signal.model_dump_json()
     assert decode_event(Signal, encode_event(signal)) == signal
+
+
+def test_a_batch_of_ticks_round_trips_as_rows_in_the_tick_field_order() -> None:
+    sent = ticks()
+    data = encode_rows(sent)
+    assert decode_rows(data) == sent
+    first = json.loads(data)[0]
+    assert first == list(json.loads(sent[0].model_dump_json()).values())  # the Tick's values, its field order
+    assert encode_rows(decode_rows(data)) == data  # fixed bytes: regenerated ticks give the same entry
+
+
+def test_a_bad_row_fails_alone_with_pydantics_reason_and_its_neighbours_decode() -> None:
+    sent = ticks()[:3]
+    rows = json.loads(encode_rows(sent))
+    rows[1][3] = 0  # price
+    rows.insert(2, "not a row")
+    rows.append([*rows[0][:3], "10.5", 5, "mock"])  # a number as a string: pydantic's lax rules accept it
+    decoded = decode_rows(json.dumps(rows))
+    assert decoded[0] == sent[0]
+    assert decoded[3] == sent[2]
+    assert decoded[1] == "invalid Tick: price: Input should be greater than or equal to 0.000001"
+    assert str(decoded[2]).startswith("invalid Tick: row: not an array")
+    assert isinstance(decoded[4], Tick)
+    assert decoded[4].price == 10.5
+    assert json.loads(row_entry_data(json.dumps(rows), 1)) == [rows[1]]  # as it was, for the dead letter
+
+
+@pytest.mark.parametrize("data", ["[", "[]", '{"id": "x"}', "5"])
+def test_an_entry_that_is_no_batch_at_all_is_refused_whole(data: str) -> None:
+    with pytest.raises(ValueError, match=r"^invalid Ticks: payload"):
+        decode_rows(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tradebot.cli import app
-from tradebot.common.bus import Bus
+from tradebot.common.bus import Bus, encode_entries
 from tradebot.common.config import Settings
 from tradebot.common.models import Tick
 from tradebot.common.streams import dead_letter_stream, tick_stream_for
@@ -63,7 +64,8 @@ async def test_a_replayed_dead_letter_is_applied_once(cli_env: Settings, bus: Bu
         assert await asyncio.to_thread(dlq, "list") == f"{dead_letter_stream(stream)}\t1\n"
         shown = await asyncio.to_thread(dlq, "show", stream)
         assert "CheckViolationError: rejected by a rule" in shown
-        assert POISON in shown
+        [record] = await bus.dead_letters(dead_letter_stream(stream))  # the poison's entry, with its neighbours
+        assert POISON in record.payload["data"]
         record_id = shown.split()[0]
         replayed = await asyncio.to_thread(dlq, "replay", stream, record_id)
         assert replayed == f"replayed 1 record(s) of {dead_letter_stream(stream)}\n"
@@ -88,3 +90,31 @@ async def test_dropped_dead_letters_are_gone_and_the_rest_stay(cli_env: Settings
     assert result.exit_code != 0
     assert "--all" in result.output
     assert "dropped 2 record(s)" in await asyncio.to_thread(dlq, "drop", dead, "--all")
+
+
+async def test_a_malformed_tick_of_a_batch_is_replayed_alone_and_nothing_is_stored_twice(
+    cli_env: Settings, bus: Bus
+) -> None:
+    await apply_migrations(cli_env.database_url or "")
+    conn = await asyncpg.connect(cli_env.database_url)
+    sent = [Tick.create("AAPL", 100 + i, 1, START + timedelta(seconds=i), source="test", trade_id=i) for i in range(5)]
+    stream = tick_stream_for("AAPL", cli_env.tick_partitions)
+    fields = encode_entries([(stream, tick) for tick in sent])[0][1]
+    rows = json.loads(fields["data"])
+    rows[2][4] = -1  # a size no tick has
+    try:
+        entry_id = await bus.publish_raw(stream, {**fields, "data": json.dumps(rows)})
+        await timeseries_service.run(cli_env, stop=asyncio.Event())
+        assert await conn.fetchval("SELECT count(*) FROM ticks") == 4  # its neighbours
+        [record] = await bus.dead_letters(dead_letter_stream(stream))
+        assert (record.entry_id, record.index) == (entry_id, 2)
+        assert f"{entry_id} tick 2  group=storage" in await asyncio.to_thread(dlq, "show", stream)
+        assert "replayed 1" in await asyncio.to_thread(dlq, "replay", stream, "--all")
+        [_, (_, replayed)] = await bus.redis.xrange(stream)
+        assert json.loads(replayed["data"]) == [rows[2]]  # re-published alone: its neighbours are not read again
+        await timeseries_service.run(cli_env, stop=asyncio.Event())
+        assert await conn.fetchval("SELECT count(*) FROM ticks") == 4
+        [again] = await bus.dead_letters(dead_letter_stream(stream))  # still malformed: one record, as before
+        assert (again.index, again.reason) == (0, record.reason)
+    finally:
+        await conn.close()

@@ -27,7 +27,7 @@ from tests.emulators import (
     Send,
 )
 from tests.feed_helpers import T0, FakeClock, history, running, store_everything, wait_for_published, when, with_keys
-from tests.helpers import wait_until
+from tests.helpers import tick_count, wait_until
 from tradebot.api.routes_health import recorded_gaps
 from tradebot.common.bus import Bus, connect
 from tradebot.common.config import Settings
@@ -227,7 +227,7 @@ async def test_alpaca_drop_repairs_the_trades_too_and_a_second_repair_doubles_no
         assert when(requests[0].query["start"]) == T0 + 5 * MINUTE
         live_ticks, _ = await wait_for_published(bus, settings.tick_partitions)
         assert len(live_ticks) == 80  # the strategies' streams carry only the live prints
-        assert await bus.redis.xlen(REPAIRED_TICKS) == 82
+        assert await tick_count(bus.redis, [REPAIRED_TICKS]) == 82
         await store_everything(feed_settings)
         want = expected_trades("alpaca", 0, 19, "V")
         assert await stored_trades(clean_database) == want

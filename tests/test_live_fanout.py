@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from tradebot.common.bus import encode
+from tradebot.common.bus import encode, encode_entries
+from tradebot.common.codec import encode_event
 from tradebot.common.models import OrderEvent, Signal, Tick
 from tradebot.ui.live import CHUNK_MESSAGES, FRAME_MESSAGES, Hub, MinuteBar, Subscriber, batch_messages
 
@@ -53,6 +54,18 @@ def test_a_malformed_entry_is_skipped_and_the_rest_of_the_read_goes_out() -> Non
     bad = {"v": "1", "type": "Tick", "data": '{"id": "x", "symbol": "lower", "price": -1}'}
     messages = batch_messages([bad, {"v": "9", "type": "Tick", "data": "{}"}, encode(good)], {})
     assert [json.loads(t)["data"]["id"] for c, _, t in messages if c == "ticks"] == [good.id]
+
+
+def test_tick_batches_and_entries_of_version_1_go_out_alike_and_a_bad_tick_alone_is_skipped() -> None:
+    read = [tick("AAPL", 100, 1), tick("MSFT", 50, 2), tick("AAPL", 101, 3)]
+    [(_, batch)] = encode_entries(("s", t) for t in read)
+    old = {"v": "1", "type": "Tick", "data": encode_event(read[0])}
+    assert batch_messages([batch], {}) == batch_messages([old, *(encode(t) for t in read[1:])], {})
+    assert data_of(batch_messages([batch], {}), "ticks") == [json.loads(t.model_dump_json()) for t in read]
+    rows = json.loads(batch["data"])
+    rows[1][3] = -1
+    messages = batch_messages([{**batch, "data": json.dumps(rows)}], {})
+    assert [json.loads(t)["data"]["id"] for c, _, t in messages if c == "ticks"] == [read[0].id, read[2].id]
 
 
 def order_event(n: int, status: str) -> OrderEvent:

@@ -13,7 +13,7 @@ import pytest
 from redis.crc import key_slot
 
 from tests.helpers import wait_until
-from tradebot.common.bus import Bus, Commit, connect, decode
+from tradebot.common.bus import Bus, Commit, connect, decode, decode_all
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.models import Tick
 from tradebot.common.streams import GAPS, gap_key, tick_stream
@@ -105,7 +105,7 @@ async def test_a_full_buffer_while_redis_refuses_writes_becomes_a_recorded_gap_t
     finally:
         stop.set()
         await flusher
-    published = [decode(fields) for _, fields in await bus.redis.xrange(tick_stream(0))]
+    published = [t for _, fields in await bus.redis.xrange(tick_stream(0)) for t in decode_all(fields)]
     assert len(published) == len({t.id for t in published}) == counters["ticks"]
     dropped = [t for t in sent if t.id not in {p.id for p in published}]
     assert len(published) + len(dropped) == len(sent)

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
 
-from tests.helpers import wait_until
+from tests.helpers import tick_count, wait_until
 from tests.worker_processes import worker_environment, worker_processes
-from tradebot.common.bus import Bus, decode, encode
+from tradebot.common.bus import Bus, decode_all, encode
 from tradebot.common.config import Settings
 from tradebot.common.models import Tick
 from tradebot.common.streams import partition_for, producer_cursor_key, tick_stream, tick_streams
@@ -36,7 +36,7 @@ async def published_ticks(bus: Bus, partitions: int) -> dict[int, list[Tick]]:
     """Every tick in each partition stream, in stream order."""
     out = {}
     for partition, stream in enumerate(tick_streams(partitions)):
-        out[partition] = [decode(fields) for _, fields in await bus.redis.xrange(stream)]
+        out[partition] = [t for _, fields in await bus.redis.xrange(stream) for t in decode_all(fields)]
     return out
 
 
@@ -143,7 +143,7 @@ async def test_a_feed_killed_with_sigkill_resumes_exactly(bus: Bus, settings: Se
     )
 
     async def published() -> int:
-        return sum([await bus.redis.xlen(stream) for stream in tick_streams(partitions)])
+        return await tick_count(bus.redis, tick_streams(partitions))
 
     with worker_processes(tmp_path / "logs") as workers:
         first = workers.start("tradebot.market_data.service", env)
@@ -159,7 +159,7 @@ async def test_a_feed_killed_with_sigkill_resumes_exactly(bus: Bus, settings: Se
     expected = feed().take(total)
     for partition in range(partitions):
         rows = await bus.redis.xrange(tick_stream(partition))
-        ticks = [decode(fields) for _, fields in rows]
+        ticks = [t for _, fields in rows for t in decode_all(fields)]
         assert essence(ticks) == essence([t for t in expected if partition_for(t.symbol, partitions) == partition])
 
 
@@ -257,3 +257,31 @@ async def test_a_feed_resumes_from_a_feed_wide_cursor_many_batches_behind_its_pa
     expected = feed().take(400)
     for partition, ticks in (await published_ticks(bus, 2)).items():
         assert essence(ticks) == essence([t for t in expected if partition_for(t.symbol, 2) == partition])
+
+
+async def test_tick_batches_regenerated_after_redis_lost_a_partitions_last_writes_are_byte_identical(
+    bus: Bus, settings: Settings
+) -> None:
+    """Redis lost partition 1's last commits (its entries and its cursor): the restarted feed
+    regenerates those ticks and publishes them in the same entries, byte for byte."""
+    from tradebot.common.streams import partition_cursor_key
+
+    settings = settings.model_copy(
+        update={"symbols": SYMBOLS, "mock_seed": 7, "tick_partitions": 2, "bus_batch_size": 40, "mock_max_ticks": 160}
+    )
+    await run_feed(bus, settings, stop=asyncio.Event(), counters=Counter(), pace=False)
+    kept = await bus.redis.xlen(tick_stream(1))
+    lost_cursor = await bus.redis.get(partition_cursor_key(CURSOR_NAME, 1))
+    feed_wide = await bus.redis.get(producer_cursor_key(CURSOR_NAME))
+    settings = settings.model_copy(update={"mock_max_ticks": 400})
+    await run_feed(bus, settings, stop=asyncio.Event(), counters=Counter(), pace=False)
+    published = {p: [fields for _, fields in await bus.redis.xrange(tick_stream(p))] for p in range(2)}
+    assert any(len(decode_all(fields)) > 1 for fields in published[1])  # batches, not one tick each
+    for entry_id, _ in (await bus.redis.xrange(tick_stream(1)))[kept:]:  # the lost writes
+        await bus.redis.xdel(tick_stream(1), entry_id)
+    await bus.redis.set(partition_cursor_key(CURSOR_NAME, 1), lost_cursor)
+    await bus.redis.set(producer_cursor_key(CURSOR_NAME), feed_wide)
+    counters: Counter[str] = Counter()
+    await run_feed(bus, settings, stop=asyncio.Event(), counters=counters, pace=False)
+    assert 0 < counters["published"] < 240  # partition 1's ticks after 160 only
+    assert {p: [fields for _, fields in await bus.redis.xrange(tick_stream(p))] for p in range(2)} == published

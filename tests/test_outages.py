@@ -14,9 +14,9 @@ import asyncpg
 import pytest
 
 from tests.bus_workers import APPLIED, SequenceState
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, tick_count, wait_until
 from tradebot.common import runtime
-from tradebot.common.bus import Bus, connect
+from tradebot.common.bus import Bus, connect, decode_all
 from tradebot.common.config import Settings
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.models import Tick
@@ -156,13 +156,15 @@ async def test_redis_refusing_writes_makes_workers_wait_and_go_on(
     try:
         await wait_until(lambda: _at_least(refusal.refused(), 5), what=f"the workers to meet {kind}")
         assert not any(task.done() for task in tasks)  # they wait; nothing crashed
-        assert await bus.redis.xlen(APPLIED) == 0
+        assert await tick_count(bus.redis, [APPLIED]) == 0
         await refusal.lift()
         lifted = datetime.now(UTC)
-        await wait_until(lambda: _at_least(bus.redis.xlen(APPLIED), len(sent)), what="every tick to be applied")
+        await wait_until(
+            lambda: _at_least(tick_count(bus.redis, [APPLIED]), len(sent)), what="every tick to be applied"
+        )
         await wait_until(lambda: _beat_since(bus, lifted), what="the heartbeat to come back")
         assert not any(task.done() for task in tasks)
-        applied = [fields["data"] for _, fields in await bus.redis.xrange(APPLIED)]
+        applied = [tick.id for _, fields in await bus.redis.xrange(APPLIED) for tick in decode_all(fields)]
         assert len(applied) == len(set(applied)) == len(sent)  # once each, in order (SequenceState checks)
         assert [key async for key in bus.redis.scan_iter(match=DEAD_LETTER_PATTERN)] == []
     finally:

@@ -27,7 +27,7 @@ from tradebot.common.streams import (
     order_streams,
     tick_stream_for,
 )
-from tradebot.execution.prices import PricedReader
+from tradebot.execution.prices import PricedReader, position_entry
 from tradebot.execution.service import BrokerPartition, execution_worker, new_broker
 
 from .broker_helpers import order, order_events
@@ -182,9 +182,10 @@ async def test_paper_execution_killed_9_while_prices_flow_fills_each_resting_ord
         await wait_until(lambda: _count(bus, "accepted", 2 * len(SYMBOLS)), 60, "every resting order accepted")
         for start in range(0, len(prices), 3):
             chunk = [(tick_stream_for(t.symbol, config.tick_partitions), t) for t in prices[start : start + 3]]
-            published = await bus.publish(chunk)
+            await bus.publish(chunk)
             if start % 2:  # else at once: most likely between reading these prices and committing their fills
-                read = functools.partial(_read_upto, bus, chunk[-1][0], published[-1])
+                last = chunk[-1][0]  # (its entry is that stream's newest: the ticks of a stream go in entries)
+                read = functools.partial(_read_upto, bus, last, (await bus.tails([last]))[last])
                 await wait_until(read, 30, "execution past these prices")
             workers.kill(execution)
             execution = workers.start("tradebot.execution.service", env)
@@ -198,4 +199,5 @@ async def test_paper_execution_killed_9_while_prices_flow_fills_each_resting_ord
 async def _read_upto(bus: Bus, stream: str, entry_id: str) -> bool:
     saved = await bus.redis.hget(checkpoint_parts_key(EXECUTION_ROLE, 0), PRICES)
     position = json.loads(saved or "{}").get(stream, "0-0")
-    return entry_order(position) >= entry_order(entry_id)
+    read, wanted = entry_order(position_entry(position)), entry_order(entry_id)
+    return read > wanted or (read == wanted and position == position_entry(position))  # that entry read whole

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from tests.bus_workers import ROLE, SequenceState, applied_stream
 from tests.helpers import wait_until
 from tests.redis_cluster import connect_to
-from tradebot.common.bus import Bus
+from tradebot.common.bus import Bus, decode_all
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings, assigned_partitions
 from tradebot.common.streams import checkpoint_key, partition_for, tick_stream, tick_stream_for
 
@@ -57,17 +58,17 @@ async def publish_sequence(bus: Bus, start: int, stop: int) -> None:
 
 async def applied_sequences(bus: Bus) -> dict[str, list[int]]:
     sequences: dict[str, list[int]] = defaultdict(list)
-    from tradebot.common.bus import decode
+    from tradebot.common.bus import decode_all
 
     for partition in range(PARTITIONS):  # a symbol lives in one partition: its order is kept there
         for _, fields in await bus.redis.xrange(applied_stream(partition)):
-            tick = decode(fields)
-            sequences[tick.symbol].append(int(tick.id.rsplit(":", 1)[1]))
+            for tick in decode_all(fields):
+                sequences[tick.symbol].append(int(tick.id.rsplit(":", 1)[1]))
     return sequences
 
 
 async def applied_count(bus: Bus) -> int:
-    return sum([await bus.redis.xlen(applied_stream(partition)) for partition in range(PARTITIONS)])
+    return sum([len(await bus.entries(applied_stream(partition))) for partition in range(PARTITIONS)])  # ticks
 
 
 def start_worker(redis_url: str, positioned: bool) -> subprocess.Popen:
@@ -206,7 +207,9 @@ async def test_a_worker_that_lost_its_lease_cannot_take_entries_either(bus: Bus)
         [tick_stream(0)], ROLE, "partition-0", (lease_key(ROLE, 0), "old-owner"), count=10, pending=False
     )
     assert stale is None
-    assert (await bus.health(tick_stream(0), ROLE)).lag == 3  # nothing was delivered to the stale owner
+    assert (
+        await bus.health(tick_stream(0), ROLE)
+    ).lag == 1  # nothing (one entry of 3 ticks) was delivered to the stale owner
     fresh = await bus.read_fenced(
         [tick_stream(0)], ROLE, "partition-0", (lease_key(ROLE, 0), "new-owner"), count=10, pending=False
     )
@@ -236,7 +239,7 @@ async def test_one_lease_reads_and_acks_streams_of_every_slot(bus: Bus) -> None:
     )
     assert await bus.commit(ROLE, commit, lease=lease)
     assert [(await bus.health(stream, ROLE)).pending for stream in streams] == [0, 0, 0]
-    assert await bus.redis.xlen(applied_stream(0)) == 3
+    assert len(await bus.entries(applied_stream(0))) == 3
     await bus.redis.set(lease[0], "new-owner")
     await bus.publish([(streams[2], Tick.create("AAPL", 1.0, 1, START, trade_id=9))])
     assert await bus.read_fenced(streams, ROLE, "partition-0", lease, count=10, pending=False) is None
@@ -309,3 +312,34 @@ async def test_a_positioned_commit_retried_after_a_lost_reply_writes_nothing_twi
     assert await bus.commit(ROLE, commit)  # the same commit again, as a retry would send it
     assert await bus.redis.xlen(applied_stream(0)) == 1
     assert await bus.last_delivered_id(tick_stream(0), ROLE) == entry_id
+
+
+@pytest.mark.parametrize("positioned", [False, True], ids=["pending-entries", "positioned"])
+async def test_a_bad_tick_of_a_batch_is_dead_lettered_alone_and_its_neighbours_applied(
+    bus: Bus, positioned: bool
+) -> None:
+    """A malformed tick (the read finds it) and a tick the state refuses (the apply does) of one
+    entry: each gets a record of its own, with the entry's id and its index there, and the
+    entry's other ticks are applied, once, even when the partition is read again."""
+    from tradebot.common.bus import encode_entries
+    from tradebot.common.models import Tick
+    from tradebot.common.streams import dead_letter_stream
+
+    await publish_sequence(bus, 0, 3)
+    stream = tick_stream_for("ZZZ", PARTITIONS)
+    batch = [Tick.create("ZZZ", 1.0, 1, START, trade_id=seq) for seq in (0, 5, 7, 1)]
+    fields = encode_entries([(stream, tick) for tick in batch])[0][1]
+    rows = json.loads(fields["data"])
+    rows[1][3] = "not a price"
+    entry_id = await bus.publish_raw(stream, {**fields, "data": json.dumps(rows)})
+    await publish_sequence(bus, 3, 6)
+    expected = {symbol: list(range(6)) for symbol in SYMBOLS} | {"ZZZ": [0, 1]}
+    assert await run_single_consumer(bus, positioned) == expected
+    assert await run_single_consumer(bus, positioned) == expected
+    malformed, refused = await bus.dead_letters(dead_letter_stream(stream))
+    assert (malformed.entry_id, malformed.index, refused.entry_id, refused.index) == (entry_id, 1, entry_id, 2)
+    assert malformed.reason.startswith("invalid Tick: price")
+    assert refused.reason == "ValueError: ZZZ: got #7, expected #1"
+    assert json.loads(malformed.payload["data"]) == [rows[1]]
+    assert decode_all(refused.payload) == [batch[2]]  # a single-tick entry, as `tradebot dlq replay` publishes it
+    assert await bus.backlog([tick_stream(p) for p in range(PARTITIONS)], ROLE) == 0

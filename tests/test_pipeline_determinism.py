@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import stream_lengths, wait_until
 from tests.worker_processes import worker_environment, worker_processes
-from tradebot.common.bus import Bus, decode
+from tradebot.common.bus import Bus, decode_all
 from tradebot.common.config import Settings
 from tradebot.common.models import Event, Order, OrderEvent, Signal, Tick
 from tradebot.common.streams import (
@@ -83,7 +83,7 @@ def order_keys(orders: list[Order]) -> Counter:
 
 
 async def read_stream(bus: Bus, stream: str) -> list[Event]:
-    return [decode(fields) for _, fields in await bus.redis.xrange(stream)]
+    return [event for _, fields in await bus.redis.xrange(stream) for event in decode_all(fields)]
 
 
 async def publish_ticks(bus: Bus, ticks: list[Tick]) -> None:

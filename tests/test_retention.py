@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from tests.helpers import wait_until
-from tradebot.common.bus import Bus, connect, encode
+from tests.helpers import tick_count, wait_until
+from tradebot.common.bus import Bus, connect, encode_entries
 from tradebot.common.config import Settings
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.models import Tick
@@ -21,6 +21,7 @@ from tradebot.common.streams import (
     STORAGE_GROUP,
     STRATEGY_ROLE,
     storage_streams,
+    tick_stream_for,
     tick_streams,
 )
 from tradebot.execution import service as execution_service
@@ -49,6 +50,11 @@ def private_redis(versioned_private_redis: EmbeddedRedis) -> EmbeddedRedis:
     return versioned_private_redis
 
 
+def one_per_entry(bus: Bus) -> Bus:
+    """A bus on the same Redis that puts one tick in an entry (these tests count entries)."""
+    return Bus(bus.redis, ticks_per_entry=1)
+
+
 def ticks(count: int) -> list[Tick]:
     return [Tick.create("AAPL", 100.0, 1, START, trade_id=i) for i in range(count)]
 
@@ -56,7 +62,7 @@ def ticks(count: int) -> list[Tick]:
 async def test_trimming_keeps_everything_the_slowest_group_still_needs(bus: Bus) -> None:
     for group in ("fast", "slow"):
         await bus.ensure_group(STREAM, group)
-    ids = await bus.publish((STREAM, t) for t in ticks(3000))
+    ids = await one_per_entry(bus).publish((STREAM, t) for t in ticks(3000))
     fast = await bus.read([STREAM], "fast", "c", count=3000, block_ms=None)
     await bus.ack("fast", fast)
     slow = await bus.read([STREAM], "slow", "c", count=2000, block_ms=None)
@@ -74,7 +80,7 @@ async def test_trimming_keeps_everything_the_slowest_group_still_needs(bus: Bus)
 
 async def test_a_stream_is_not_trimmed_while_a_group_that_must_read_it_is_missing(bus: Bus) -> None:
     await bus.ensure_group(STREAM, "fast")
-    await bus.publish((STREAM, t) for t in ticks(2000))
+    await one_per_entry(bus).publish((STREAM, t) for t in ticks(2000))
     await bus.ack("fast", await bus.read([STREAM], "fast", "c", count=2000, block_ms=None))
     assert await bus.trim_consumed(STREAM, ["fast", "slow"]) == 0
     assert await bus.redis.xlen(STREAM) == 2000
@@ -84,17 +90,18 @@ async def test_a_stream_is_not_trimmed_while_a_group_that_must_read_it_is_missin
 async def test_publishing_never_trims_unread_entries(bus: Bus) -> None:
     await bus.ensure_group(STREAM, "slow")
     await bus.publish((STREAM, t) for t in ticks(5000))
-    assert await bus.redis.xlen(STREAM) == 5000
+    assert await tick_count(bus.redis, [STREAM]) == 5000
 
 
 @pytest.mark.timeout(600)
-async def test_storage_and_strategy_down_while_five_budgets_are_published_lose_nothing(
+async def test_storage_and_strategy_down_while_three_budgets_are_published_lose_nothing(
     private_redis: EmbeddedRedis, clean_database: str, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The feed waits at the budget; once storage, strategy and execution run, every tick is stored
     once and every signal is made, and the streams were trimmed behind them."""
     sample = MockFeed(SYMBOLS, 7, clock=stepping_clock(START)).take(TICKS)
-    assert sum(len("".join(encode(t).values())) for t in sample) >= 5 * HEADROOM  # 5 budgets of entries
+    entries = encode_entries((tick_stream_for(t.symbol, 2), t) for t in sample)
+    assert sum(len("".join(fields.values())) for _, fields in entries) >= 3 * HEADROOM  # 3 budgets of entries
     setup = Bus(connect(private_redis.url))
     for stream in storage_streams(2):
         await setup.ensure_group(stream, STORAGE_GROUP)  # the workers ran before: their groups exist
@@ -125,7 +132,7 @@ async def test_storage_and_strategy_down_while_five_budgets_are_published_lose_n
     workers: list[asyncio.Task] = []
     try:
         await wait_until(lambda: feed_bus.stats["waits_for_room"] >= 1, timeout=120, what="the feed to wait")
-        waiting_at = sum([await setup.redis.xlen(s) for s in tick_streams(2)])
+        waiting_at = await tick_count(setup.redis, tick_streams(2))
         assert waiting_at < TICKS
         assert not feed.done()
         for worker in (storage_service, strategy_service, execution_service):

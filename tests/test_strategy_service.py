@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from tradebot.broker.checkpoint import ACCOUNT_PARTITION
-from tradebot.common.bus import Bus, decode
+from tradebot.common.bus import Bus, decode_all
 from tradebot.common.config import Settings
 from tradebot.common.models import ACCOUNT_SCOPE, ControlEvent, Order, Signal, Tick
 from tradebot.common.streams import (
@@ -45,7 +45,7 @@ async def burst(settings: Settings) -> Counter:
 
 
 async def stream(bus: Bus, name: str) -> list:
-    return [decode(fields) for _, fields in await bus.redis.xrange(name)]
+    return [event for _, fields in await bus.redis.xrange(name) for event in decode_all(fields)]
 
 
 async def test_a_restarted_worker_continues_from_its_checkpoint(bus: Bus, settings: Settings) -> None:

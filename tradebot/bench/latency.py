@@ -22,7 +22,7 @@ from tradebot.bench.pipeline import BenchTimeoutError, pipeline_backlog, strateg
 from tradebot.bench.processes import BENCH_SYMBOLS, WorkerPool
 from tradebot.bench.report import Figure, percentile
 from tradebot.bench.target import BenchTarget
-from tradebot.common.bus import Bus, decode, entry_ms
+from tradebot.common.bus import Bus, decode, decode_all, entry_ms
 from tradebot.common.models import Order, OrderEvent, Signal
 from tradebot.common.streams import EXECUTION_ROLE, ORDER_EVENTS, order_streams, signal_streams, tick_streams
 
@@ -56,9 +56,9 @@ async def order_latencies_ms(bus: Bus, partitions: int) -> tuple[list[float], li
     tick_added_ms = {}
     for stream in tick_streams(partitions):
         async for entry_id, fields in entries(bus, stream):
-            tick = decode(fields)
-            if tick.id in wanted:
-                tick_added_ms[tick.id] = entry_ms(entry_id)
+            for tick in decode_all(fields):  # a tick-batch entry's ticks were all added with it
+                if tick.id in wanted:
+                    tick_added_ms[tick.id] = entry_ms(entry_id)
     total: list[float] = []
     on_bus: list[float] = []
     for stream in order_streams(partitions):

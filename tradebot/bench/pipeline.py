@@ -10,7 +10,7 @@ import asyncpg
 from redis.exceptions import ResponseError
 
 from tradebot.bench.target import BENCH_DATABASE, BenchTarget
-from tradebot.common.bus import Bus, entry_ms, get_many
+from tradebot.common.bus import Bus, entry_events, entry_ms, get_many
 from tradebot.common.db import create_pool, recreate_database
 from tradebot.common.streams import (
     EXECUTION_ROLE,
@@ -24,6 +24,7 @@ from tradebot.common.streams import (
 from tradebot.storage.schema import apply_migrations
 
 POLL_S = 0.1
+PAGE = 10_000  # entries per XRANGE when counting a stream's events
 
 
 class BenchTimeoutError(RuntimeError):
@@ -76,10 +77,16 @@ async def pipeline_backlog(bus: Bus, partitions: int) -> dict[str, int]:
 
 
 async def stream_time_span(bus: Bus, streams: list[str]) -> tuple[int, int, int]:
-    """(entries, first entry ms, last entry ms) over several streams."""
+    """(events, first entry ms, last entry ms) over several streams: a tick-batch entry counts its ticks."""
     entries, first, last = 0, None, None
     for stream in streams:
-        entries += await bus.redis.xlen(stream)
+        start = "-"
+        while True:
+            page = await bus.redis.xrange(stream, min=start, count=PAGE)
+            entries += sum(entry_events(fields) for _, fields in page)
+            if len(page) < PAGE:
+                break
+            start = "(" + page[-1][0]
         head = await bus.redis.xrange(stream, count=1)
         tail = await bus.redis.xrevrange(stream, count=1)
         if head:

@@ -1,8 +1,10 @@
 """The one module that speaks Redis Streams and knows the wire format.
 
-An entry is ``{"v": schema version, "type": event class name, "data": event JSON}``. Delivery is
-at-least-once: readers ack after their effect, and :meth:`Bus.commit` publishes, writes state and
-acks in one atomic script so a crash can never split them.
+An entry is ``{"v": schema version, "type": event class name, "data": event JSON}``; ticks go
+several to an entry (``{"v": "2", "type": "Ticks", "data": rows}``, see :func:`encode_entries`), and
+every reader takes an entry's events with :func:`decode_entry`. Delivery is at-least-once: readers
+ack after their effect, and :meth:`Bus.commit` publishes, writes state and acks in one atomic
+script so a crash can never split them.
 
 Retention follows the consumers: nothing here trims by length. :meth:`Bus.trim_consumed` removes
 only entries every group of a stream is done with, and memory is bounded by a budget
@@ -34,12 +36,26 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from tradebot.common.codec import decode_event, encode_event
+from tradebot.common.codec import (
+    decode_event,
+    decode_rows,
+    encode_event,
+    encode_rows,
+    row_count,
+    row_entry_data,
+)
 from tradebot.common.config import ReadySettings
 from tradebot.common.lifecycle import first_of
-from tradebot.common.models import EVENT_TYPES, Event
+from tradebot.common.models import EVENT_TYPES, Event, Tick
 from tradebot.common.replicas import ReplicasBehindError, barrier_key, run_replicated
-from tradebot.common.streams import DEAD_LETTER_PATTERN, SCHEMA_VERSION, dead_letter_stream, hold_key
+from tradebot.common.streams import (
+    DEAD_LETTER_PATTERN,
+    SCHEMA_VERSION,
+    TICKS_SCHEMA_VERSION,
+    TICKS_TYPE,
+    dead_letter_stream,
+    hold_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +79,8 @@ RECOVERABLE_REDIS_ERRORS = (
     ReplicasBehindError,  # REDIS_MIN_REPLICAS: the commit is held until its replicas have it
 )
 LAG_COUNT_CAP = 1000
+TICKS_PER_ENTRY = 16  # BUS_TICKS_PER_ENTRY's default
+DEDUP_RECORDS = 1000  # a tick's dead letter is written once if the last this many records do not hold it
 SOCKET_TIMEOUT_S = 30.0  # a hung Redis fails a command after this long, instead of after hours
 REMEMBERED_ERRORS = 10_000  # last_errors keeps this many entry ids (oldest forgotten first)
 ROOM_CHECK_S = 0.5  # how often a producer waiting for memory looks again
@@ -97,11 +115,14 @@ class _OutageAwareParser(DefaultParser):  # type: ignore[misc]
 
 @dataclass(frozen=True)
 class Delivery:
-    """One entry handed to a consumer: where it came from and the decoded event."""
+    """One event handed to a consumer: the entry it came from and the decoded event. The ticks of a
+    tick-batch entry are one delivery each, with the entry's id and their ``index`` in it (None for
+    an entry of one event); an entry's deliveries always come in the same read, in order."""
 
     stream: str
     entry_id: str
     event: Event
+    index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +146,7 @@ class DeadLetter:
     group: str
     reason: str
     payload: dict[str, str]
+    index: int | None = None  # one tick of a tick-batch entry: its index there (the payload holds it alone)
 
     @classmethod
     def from_record(cls, record_id: str, fields: Mapping[str, str]) -> DeadLetter:
@@ -139,15 +161,19 @@ class DeadLetter:
             fields.get("group", ""),
             fields.get("reason", ""),
             payload if isinstance(payload, dict) else {},
+            int(fields["index"]) if fields.get("index", "").isdigit() else None,
         )
 
 
 class RawEntry(NamedTuple):
-    """A stream entry as Redis returns it, before decoding; ``fields`` is None or empty once trimmed."""
+    """A stream entry as Redis returns it, before decoding; ``fields`` is None or empty once trimmed.
+    With ``row``, one tick of a tick-batch entry (its index there), ``fields`` a single-tick entry of
+    it (a dead letter)."""
 
     stream: str
     entry_id: str
     fields: dict[str, str] | None
+    row: int | None = None
 
 
 class CommitResult(enum.IntEnum):
@@ -322,11 +348,23 @@ return before
 
 # A dead letter is fenced like a commit: a worker that lost its lease cannot write a second record
 # of an entry the new owner is handling. Returns 0 when fenced out.
+# One tick of a tick-batch entry (ARGV[7], its index) is recorded without acking the entry unless
+# ARGV[8] says so (none of its ticks is left to process); the entry comes back if the worker dies
+# before its ack, so a record of that tick already among the last ARGV[9] is not written again.
 _DEAD_LETTER_SCRIPT = """
 if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[2] then return 0 end
-redis.call('XADD', KEYS[2], '*', 'stream', KEYS[1], 'entry_id', ARGV[4], 'group', ARGV[3], 'reason', ARGV[5],
-  'payload', ARGV[6])
-redis.call('XACK', KEYS[1], ARGV[3], ARGV[4])
+local index = ARGV[7]
+local record = {'stream', KEYS[1], 'entry_id', ARGV[4], 'group', ARGV[3], 'reason', ARGV[5], 'payload', ARGV[6]}
+if index ~= '' then
+  for _, row in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', tonumber(ARGV[9]))) do
+    local f = {}
+    for j = 1, #row[2], 2 do f[row[2][j]] = row[2][j + 1] end
+    if f['entry_id'] == ARGV[4] and f['index'] == index and f['group'] == ARGV[3] then record = nil; break end
+  end
+  if record then record[#record + 1] = 'index'; record[#record + 1] = index end
+end
+if record then redis.call('XADD', KEYS[2], '*', unpack(record)) end
+if index == '' or ARGV[8] == '1' then redis.call('XACK', KEYS[1], ARGV[3], ARGV[4]) end
 return 1
 """
 
@@ -386,27 +424,122 @@ return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
 
 
 def encode(event: Event) -> dict[str, str]:
-    """The wire fields of an event."""
+    """The wire fields of an entry holding only ``event`` (a tick: a tick-batch entry of one)."""
+    if type(event) is Tick:
+        return {"v": TICKS_SCHEMA_VERSION, "type": TICKS_TYPE, "data": encode_rows([event])}
     return {"v": SCHEMA_VERSION, "type": type(event).__name__, "data": encode_event(event)}
 
 
-def decode(fields: Mapping[str, str]) -> Event:
-    """The event in an entry; raises ValueError with the reason when it is not a valid one."""
-    if fields.get("v") != SCHEMA_VERSION:
-        raise ValueError(f"unsupported schema version {fields.get('v')!r}")
-    model = EVENT_TYPES.get(fields.get("type", ""))
+def encode_entries(
+    items: Iterable[tuple[str, Event]], ticks_per_entry: int = TICKS_PER_ENTRY
+) -> list[tuple[str, dict[str, str]]]:
+    """The entries that publish ``items``: each stream's run of ticks (up to ``ticks_per_entry``,
+    until another event of that stream) in one tick-batch entry, every other event in one of its
+    own. Each stream keeps its order; streams come in the order they first appear. The same items
+    always give the same entries, byte for byte (the mock feed regenerates what it published)."""
+    per_stream: dict[str, list[dict[str, str]]] = {}
+    open_ticks: dict[str, list[Tick]] = {}
+    for stream, event in items:
+        entries = per_stream.setdefault(stream, [])
+        if type(event) is Tick:
+            run = open_ticks.setdefault(stream, [])
+            if not run:
+                entries.append({})  # filled in once the run is complete (keeps the stream's order)
+            run.append(event)
+            if len(run) >= ticks_per_entry:
+                _close_run(entries, run)
+                open_ticks[stream] = []
+            continue
+        _close_run(entries, open_ticks.pop(stream, None))
+        entries.append(encode(event))
+    for stream, run in open_ticks.items():
+        _close_run(per_stream[stream], run)
+    return [(stream, fields) for stream, entries in per_stream.items() for fields in entries]
+
+
+def _close_run(entries: list[dict[str, str]], run: list[Tick] | None) -> None:
+    if run:
+        entries[-1].update({"v": TICKS_SCHEMA_VERSION, "type": TICKS_TYPE, "data": encode_rows(run)})
+
+
+class EntryEvents(NamedTuple):
+    """What :func:`decode_entry` finds in an entry."""
+
+    events: list[Event]  # the valid ones, in order
+    indexes: list[int | None]  # each one's index in a tick-batch entry (None: an entry of one event)
+    invalid: list[tuple[int, str]]  # a tick-batch entry's ticks that are not valid: (index, reason)
+
+
+def decode_entry(fields: Mapping[str, str]) -> EntryEvents:
+    """The events of an entry (a tick-batch entry's ticks, or an entry's one event); raises
+    ValueError with the reason when the entry as a whole is unreadable (a version or type this
+    release does not know, bad JSON, an entry of one event that is not valid). A tick of a batch
+    that is not valid is listed in ``invalid``, and its neighbours come back as usual."""
+    version, kind = fields.get("v"), fields.get("type", "")
+    if version not in (SCHEMA_VERSION, TICKS_SCHEMA_VERSION):
+        raise ValueError(f"unsupported schema version {version!r}")
+    if version == TICKS_SCHEMA_VERSION and kind == TICKS_TYPE:
+        events: list[Event] = []
+        indexes: list[int | None] = []
+        invalid: list[tuple[int, str]] = []
+        for index, tick in enumerate(decode_rows(fields.get("data", ""))):
+            if isinstance(tick, str):
+                invalid.append((index, tick))
+            else:
+                events.append(tick)
+                indexes.append(index)
+        return EntryEvents(events, indexes, invalid)
+    model = EVENT_TYPES.get(kind) if version == SCHEMA_VERSION else None
     if model is None:
-        raise ValueError(f"unknown event type {fields.get('type')!r}")
-    return decode_event(model, fields.get("data", ""))
+        raise ValueError(f"unknown event type {fields.get('type')!r} (schema version {version})")
+    return EntryEvents([decode_event(model, fields.get("data", ""))], [None], [])
+
+
+def entry_events(fields: Mapping[str, str]) -> int:
+    """How many events an entry holds (a tick-batch entry: its ticks), without validating them:
+    what counts of ticks (bench figures, tools) add up."""
+    if fields.get("v") == TICKS_SCHEMA_VERSION and fields.get("type") == TICKS_TYPE:
+        return row_count(fields.get("data", ""))
+    return 1
+
+
+def decode(fields: Mapping[str, str]) -> Event:
+    """The one event of an entry that holds one (a tick-batch entry of one tick too); raises
+    ValueError with the reason when it is not a valid one, or holds several (use :func:`decode_entry`)."""
+    events, _, invalid = decode_entry(fields)
+    if invalid:
+        raise ValueError(invalid[0][1])
+    if len(events) != 1:
+        raise ValueError(f"an entry of {len(events)} events, not one")
+    return events[0]
+
+
+def decode_all(fields: Mapping[str, str]) -> list[Event]:
+    """Every event of an entry; raises ValueError when the entry, or one of its ticks, is not valid
+    (for tools and tests reading results back; a worker dead-letters a bad tick alone instead)."""
+    events, _, invalid = decode_entry(fields)
+    if invalid:
+        raise ValueError(f"tick {invalid[0][0]} of the entry: {invalid[0][1]}")
+    return events
+
+
+def tick_dead_letter(entry: RawEntry, index: int) -> RawEntry:
+    """Tick ``index`` of tick-batch entry ``entry`` as a dead letter: a single-tick entry of its row as
+    it is (what ``tradebot dlq replay`` re-publishes), with the entry's id and the index."""
+    fields = {**(entry.fields or {}), "data": row_entry_data((entry.fields or {}).get("data", ""), index)}
+    return RawEntry(entry.stream, entry.entry_id, fields, index)
 
 
 def dead_letter_record(
-    stream: str, entry_id: str, group: str, reason: str, fields: Mapping[str, str] | None
+    stream: str, entry_id: str, group: str, reason: str, fields: Mapping[str, str] | None, index: int | None = None
 ) -> tuple[str, dict[str, str]]:
     """The dead-letter stream of ``stream`` and the record of one entry that failed there (its raw
-    fields as the payload, so ``tradebot dlq replay`` can re-publish it)."""
+    fields as the payload, so ``tradebot dlq replay`` can re-publish it); with ``index``, of one
+    tick of a tick-batch entry (``fields`` then a single-tick entry of it, see :func:`tick_dead_letter`)."""
     payload = json.dumps(dict(fields or {}))
     record = {"stream": stream, "entry_id": entry_id, "group": group, "reason": reason, "payload": payload}
+    if index is not None:
+        record["index"] = str(index)
     return dead_letter_stream(stream), record
 
 
@@ -507,8 +640,10 @@ class Bus:
         max_deliveries: int = 5,
         memory_budget_bytes: int | None = None,
         min_replicas: int = 0,
+        ticks_per_entry: int = TICKS_PER_ENTRY,
     ) -> None:
         self.redis = client
+        self.ticks_per_entry = ticks_per_entry  # BUS_TICKS_PER_ENTRY: what publish and commit put in an entry
         self.min_replicas = min_replicas  # REDIS_MIN_REPLICAS (0: a commit counts once its master has it)
         self._unconfirmed: set[str] = set()  # barrier keys of slots whose last commit is not confirmed
         self.max_deliveries = max_deliveries
@@ -527,7 +662,8 @@ class Bus:
 
     @classmethod
     def from_settings(cls, settings: ReadySettings) -> Bus:
-        """The bus every worker uses: REDIS_URL, REDIS_MEMORY_BUDGET_MB, MAX_DELIVERIES, BUS_BLOCK_MS."""
+        """The bus every worker uses: REDIS_URL, REDIS_MEMORY_BUDGET_MB, MAX_DELIVERIES, BUS_BLOCK_MS,
+        BUS_TICKS_PER_ENTRY."""
         timeout_s = max(SOCKET_TIMEOUT_S, settings.bus_block_ms / 1000 + 10)
         client = connect(settings.redis_url, cluster=settings.redis_cluster, socket_timeout_s=timeout_s)
         return cls(
@@ -535,6 +671,7 @@ class Bus:
             max_deliveries=settings.max_deliveries,
             memory_budget_bytes=int(settings.redis_memory_budget_mb * 1024 * 1024),
             min_replicas=settings.redis_min_replicas,
+            ticks_per_entry=settings.bus_ticks_per_entry,
         )
 
     async def close(self) -> None:
@@ -542,10 +679,11 @@ class Bus:
         await self.redis.aclose()
 
     async def publish(self, items: Iterable[tuple[str, Event]]) -> list[str]:
-        """Append events in one pipelined round trip (never trimming: see :meth:`trim_consumed`)."""
+        """Append events in one pipelined round trip (never trimming: see :meth:`trim_consumed`),
+        ticks several to an entry (:func:`encode_entries`); returns the ids of the entries."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, event in items:
-                pipe.xadd(stream, encode(event))
+            for stream, fields in encode_entries(items, self.ticks_per_entry):
+                pipe.xadd(stream, fields)
             ids: list[str] = await pipe.execute()
             return ids
 
@@ -560,10 +698,11 @@ class Bus:
     async def publish_once(self, key: str, ttl_ms: int, items: Sequence[tuple[str, Event]]) -> bool:
         """Publish ``items`` unless ``key`` was used in the last ``ttl_ms``; False for a repeat."""
         args: list[object] = [ttl_ms]
-        for _, event in items:
-            flat = [part for pair in encode(event).items() for part in pair]
+        entries = encode_entries(items, self.ticks_per_entry)
+        for _, fields in entries:
+            flat = [part for pair in fields.items() for part in pair]
             args += [len(flat), *flat]
-        return bool(await self._replicated(self._publish_once, [key, *(stream for stream, _ in items)], args))
+        return bool(await self._replicated(self._publish_once, [key, *(stream for stream, _ in entries)], args))
 
     async def _replicated(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """Run a commit script; with REDIS_MIN_REPLICAS, return only once that many replicas have it
@@ -585,7 +724,7 @@ class Bus:
 
     async def entries(self, stream: str) -> list[Event]:
         """Every event on a stream, oldest first (replays and tools read results back with this)."""
-        return [decode(fields) for _, fields in await self.redis.xrange(stream)]
+        return [event for _, fields in await self.redis.xrange(stream) for event in decode_all(fields)]
 
     async def entries_of(self, streams: Iterable[str]) -> list[Event]:
         """Every event on ``streams`` (say, every partition's signals), stream after stream."""
@@ -708,12 +847,15 @@ class Bus:
         ended: dict[str, str] = {}
         for stream, rows in reply:
             for entry_id, raw in rows:
-                fields = _fields(raw) or {}
+                entry = RawEntry(stream, entry_id, _fields(raw) or {})
                 ended[stream] = entry_id
                 try:
-                    deliveries.append(Delivery(stream, entry_id, decode(fields)))
+                    events, indexes, invalid = decode_entry(entry.fields or {})
                 except ValueError as error:
-                    rejected.append((RawEntry(stream, entry_id, fields), str(error)))
+                    rejected.append((entry, str(error)))
+                    continue
+                deliveries += [Delivery(stream, entry_id, *pair) for pair in zip(events, indexes, strict=True)]
+                rejected += [(tick_dead_letter(entry, index), reason) for index, reason in invalid]
         return deliveries, rejected, ended
 
     async def entries_between(
@@ -721,15 +863,16 @@ class Bus:
     ) -> tuple[list[Delivery], str | None]:
         """Up to ``count`` entries of ``stream`` after ``after`` up to ``until`` (both ids), decoded,
         and the id of the last one read (None: none left). An entry that fails validation is left
-        out (its reader dead-lettered it when it read it): what a positioned reader replays on top
-        of a snapshot."""
+        out, and so is an invalid tick of a batch entry (its reader dead-lettered them when it read them):
+        what a positioned reader replays on top of a snapshot."""
         rows = await self.redis.xrange(stream, min=f"({after}", max=until, count=count)
-        deliveries = []
+        deliveries: list[Delivery] = []
         for entry_id, raw in rows:
             try:
-                deliveries.append(Delivery(stream, entry_id, decode(_fields(raw) or {})))
+                events, indexes, _ = decode_entry(_fields(raw) or {})
             except ValueError:
                 continue
+            deliveries += [Delivery(stream, entry_id, *pair) for pair in zip(events, indexes, strict=True)]
         return deliveries, rows[-1][0] if rows else None
 
     async def take_positions(self, streams: Sequence[str], group: str, lease: tuple[str, str]) -> dict[str, str]:
@@ -864,9 +1007,9 @@ class Bus:
         for stream, entry_id in commit.positions.items():
             keys.append(stream)
             args.append(entry_id)
-        args.append(len(commit.publish))
-        for stream, event in commit.publish:
-            fields = encode(event)
+        published = encode_entries(commit.publish, self.ticks_per_entry)
+        args.append(len(published))
+        for stream, fields in published:
             keys.append(stream)
             args += [fields["v"], fields["type"], fields["data"]]
         args.append(len(commit.records))
@@ -897,11 +1040,16 @@ class Bus:
         reason: str,
         *,
         lease: tuple[str, str] | None = None,
+        index: int | None = None,
+        last: bool = False,
     ) -> bool:
         """Move an entry to ``dlq.<stream>`` with its raw payload and the reason, and ack it, atomically.
 
-        With ``lease``, only while the lease is ours (False, nothing written, once it is not).
-        Dead-letter streams are never trimmed: ``tradebot dlq`` replays or drops their records.
+        With ``index``, one tick of a tick-batch entry (``fields`` a single-tick entry of it, see
+        :func:`tick_dead_letter`): recorded once, and the entry acked only with ``last`` (none of its
+        ticks is left to process; otherwise its reader acks it with them). With ``lease``, only
+        while the lease is ours (False, nothing written, once it is not). Dead-letter streams are
+        never trimmed: ``tradebot dlq`` replays or drops their records.
         """
         payload = dead_letter_record(stream, entry_id, group, reason, fields)[1]["payload"]
         if lease and self._fence_groups(lease[0], [stream]) == [([stream], False)]:  # cluster, other slot
@@ -910,11 +1058,14 @@ class Bus:
             lease = None
         keys = [stream, dead_letter_stream(stream), *([lease[0]] if lease else [])]
         args = ["", lease[1] if lease else "", group, entry_id, reason, payload]
+        args += ["" if index is None else str(index), "1" if last else "", str(DEDUP_RECORDS)]
         if not await self._dead_letter(keys=keys, args=args):
             return False
-        self.last_errors.pop(entry_id, None)
+        if index is None or last:
+            self.last_errors.pop(entry_id, None)
         self.stats["dead_lettered"] += 1
-        log.warning("dead-lettered %s %s (group %s): %s", stream, entry_id, group, reason)
+        where = entry_id if index is None else f"{entry_id} tick {index}"
+        log.warning("dead-lettered %s %s (group %s): %s", stream, where, group, reason)
         return True
 
     async def dead_letter_counts(self) -> dict[str, int]:
@@ -1031,9 +1182,11 @@ class Bus:
         followed: list[tuple[str, str, Event | None]] = []
         for stream, entry_id, fields in await self.follow_fields(positions, count=count, block_ms=block_ms):
             try:
-                followed.append((stream, entry_id, decode(fields)))
+                events, _, invalid = decode_entry(fields)
             except ValueError:
-                followed.append((stream, entry_id, None))
+                events, invalid = [], [(0, "")]
+            followed += [(stream, entry_id, event) for event in events]
+            followed += [(stream, entry_id, None) for _ in invalid]
         return followed
 
     async def follow_fields(
@@ -1093,14 +1246,14 @@ class Bus:
     async def _drop_overdelivered(self, group: str, consumer: str, entries: list[RawEntry]) -> list[RawEntry]:
         """Dead-letter entries delivered more than ``max_deliveries`` times; return the rest."""
         times: dict[str, int] = {}
-        for stream in {stream for stream, _, _ in entries}:
-            ids = [entry_id for s, entry_id, _ in entries if s == stream]
+        for stream in {entry.stream for entry in entries}:
+            ids = [entry.entry_id for entry in entries if entry.stream == stream]
             rows = await self.redis.xpending_range(
                 stream, group, min=ids[0], max=ids[-1], count=len(ids) + 1000, consumername=consumer
             )
             times.update((row["message_id"], row["times_delivered"]) for row in rows)
         keep = []
-        for stream, entry_id, fields in entries:
+        for stream, entry_id, fields, _ in entries:
             delivered = times.get(entry_id, 0)
             if delivered > self.max_deliveries:
                 last = self.last_errors.get(entry_id, "no ack (handler failed or worker died)")
@@ -1124,7 +1277,7 @@ class Bus:
 
         XADD needs at least one field, so an entry without fields can only be a trimmed one.
         """
-        gone = [(stream, entry_id) for stream, entry_id, fields in entries if not fields]
+        gone = [(entry.stream, entry.entry_id) for entry in entries if not entry.fields]
         for stream, entry_id in gone:
             await self.redis.xack(stream, group, entry_id)
             self._note_trimmed(stream, entry_id, group)
@@ -1143,9 +1296,15 @@ class Bus:
 
     async def _decode_or_dead_letter(self, group: str, entries: list[RawEntry]) -> list[Delivery]:
         deliveries = []
-        for stream, entry_id, fields in entries:
+        for entry in entries:
+            stream, entry_id, fields = entry.stream, entry.entry_id, entry.fields
             try:
-                deliveries.append(Delivery(stream, entry_id, decode(fields or {})))  # trimmed ones are gone by now
+                events, indexes, invalid = decode_entry(fields or {})  # trimmed ones are gone by now
             except ValueError as error:
                 await self.dead_letter(group, stream, entry_id, fields, str(error))
+                continue
+            for index, reason in invalid:  # the entry's valid ticks go on (their ack acks the entry)
+                bad = tick_dead_letter(entry, index)
+                await self.dead_letter(group, stream, entry_id, bad.fields, reason, index=index, last=not events)
+            deliveries += [Delivery(stream, entry_id, *pair) for pair in zip(events, indexes, strict=True)]
         return deliveries

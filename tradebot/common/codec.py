@@ -3,8 +3,15 @@
 Ticks are nearly every entry on the bus, and pydantic costs several microseconds to validate or
 dump each one. msgspec does the same work for the :class:`Tick` schema in a fraction of that and
 writes the same bytes pydantic writes for a tick (field order, ``Z`` timestamps, shortest floats;
-checked by tests/test_codec.py), so the wire format is unchanged (schema version 1): old and new
-entries read alike, and a regenerated tick is byte-identical to the one published before.
+checked by tests/test_codec.py).
+
+On the bus ticks travel several to an entry (schema version 2, type ``Ticks``): ``data`` is a JSON
+array of rows, one per tick, each the tick's values in the Tick's field order (``["id", "AAPL",
+"2025-01-02T14:30:00Z", 10.5, 100.0, "mock"]``): no field names, and one entry's overhead for many
+ticks. The encoding is fixed (msgspec, the same shortest floats and ``Z`` timestamps), so ticks
+regenerated into the same entries give the same bytes. A row that fails validation fails alone:
+:func:`decode_rows` says which one and why, and its neighbours decode (a single-tick entry of it
+is what a dead-letter record keeps, see :func:`row_entry_data`).
 
 Decoding never accepts what pydantic would refuse. The msgspec schema below is pydantic's
 :class:`Tick` made stricter, never looser (RFC 3339 timestamps only, numbers as numbers); an entry it
@@ -45,8 +52,22 @@ class _WireTick(msgspec.Struct, forbid_unknown_fields=True):
     source: str = "mock"
 
 
+class _WireRow(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """One row of a tick-batch entry: a tick's values in the Tick's field order, as _WireTick checks them."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    symbol: Annotated[str, msgspec.Meta(pattern=_SYMBOL)]
+    timestamp: Annotated[datetime, msgspec.Meta(tz=True)]
+    price: Annotated[float, msgspec.Meta(ge=MIN_PRICE, le=MAX_PRICE)]
+    size: Annotated[float, msgspec.Meta(ge=MIN_QUANTITY, le=MAX_QUANTITY)]
+    source: str
+
+
 _decode_tick = msgspec.json.Decoder(_WireTick).decode
+_decode_rows = msgspec.json.Decoder(list[_WireRow]).decode
+_decode_any = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
+_TICK_FIELDS = ("id", "symbol", "timestamp", "price", "size", "source")
 
 
 def built_tick(id: str, symbol: str, timestamp: datetime, price: float, size: float, source: str) -> Tick:
@@ -61,6 +82,69 @@ def encode_event(event: Event) -> str:
     if type(event) is Tick:
         return _encode(event.__dict__).decode()
     return event.model_dump_json()
+
+
+def encode_rows(ticks: list[Tick]) -> str:
+    """The ``data`` field of a tick-batch entry: one row per tick, in order (fixed bytes for given ticks)."""
+    return _encode([[t.id, t.symbol, t.timestamp, t.price, t.size, t.source] for t in ticks]).decode()
+
+
+def decode_rows(data: str) -> list[Tick | str]:
+    """The ticks of a tick-batch entry's ``data``, in order; a row that is not a valid tick comes
+    back as the reason it is not (its neighbours are unaffected). Raises ValueError when ``data``
+    as a whole is no batch (not JSON, not a non-empty array)."""
+    try:
+        wires = _decode_rows(data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return _rows_one_by_one(data)  # which rows fail, and why (rare: only malformed entries)
+    if not wires:
+        raise ValueError("invalid Ticks: payload: not a non-empty array of rows")
+    return [_tick_of(wire) for wire in wires]
+
+
+def _rows_one_by_one(data: str) -> list[Tick | str]:
+    try:
+        rows = _decode_any(data)
+    except msgspec.DecodeError as error:
+        raise ValueError(f"invalid Ticks: payload: {error}") from None
+    if not isinstance(rows, list) or not rows:
+        raise ValueError("invalid Ticks: payload: not a non-empty array of rows")
+    return [_row_or_reason(row) for row in rows]
+
+
+def _row_or_reason(row: Any) -> Tick | str:
+    """A row as a tick (the strict schema first, then pydantic's lax rules, as for a single tick), else why not."""
+    if not isinstance(row, list) or len(row) != len(_TICK_FIELDS):
+        return f"invalid Tick: row: not an array of the {len(_TICK_FIELDS)} values {', '.join(_TICK_FIELDS)}"
+    try:
+        tick = decode_event(Tick, _encode(dict(zip(_TICK_FIELDS, row, strict=True))).decode())
+    except ValueError as error:
+        return str(error)
+    assert isinstance(tick, Tick)
+    return tick
+
+
+def _tick_of(wire: _WireRow) -> Tick:
+    stamp = wire.timestamp if wire.timestamp.tzinfo is UTC else wire.timestamp.astimezone(UTC)
+    return built_tick(wire.id, wire.symbol, stamp, wire.price, wire.size, wire.source)
+
+
+def row_entry_data(data: str, index: int) -> str:
+    """The ``data`` of a single-tick batch entry holding row ``index`` of ``data`` as it is (valid or
+    not): what the dead-letter record of one tick of a batch keeps, for ``tradebot dlq replay``."""
+    return _encode([_decode_any(data)[index]]).decode()
+
+
+_decode_row_count = msgspec.json.Decoder(list[msgspec.Raw]).decode
+
+
+def row_count(data: str) -> int:
+    """How many rows (ticks, valid or not) a tick-batch entry's ``data`` holds, without decoding
+    them; 1 when it is no array at all (the entry counts as one, if only as a dead letter)."""
+    try:
+        return len(_decode_row_count(data)) or 1
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return 1
 
 
 def decode_event(model: type[Event], data: str) -> Event:
@@ -86,6 +170,7 @@ def _first_error(error: ValidationError) -> str:
 
 
 WireTick = _WireTick  # what wire_tick gives
+WireRow = _WireRow  # what wire_rows gives
 
 
 def wire_tick(data: str) -> WireTick | None:
@@ -97,3 +182,17 @@ def wire_tick(data: str) -> WireTick | None:
         return _decode_tick(data)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
+
+
+def wire_rows(data: str) -> list[WireRow] | None:
+    """As :func:`wire_tick`, for a tick-batch entry's ``data``: its rows as plain structs when every
+    one passes the strict schema, else None (then :func:`decode_rows` says which)."""
+    try:
+        return _decode_rows(data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def tick_json(row: WireRow) -> str:
+    """The JSON object of a tick (as :func:`encode_event` writes it) from a row of a batch entry."""
+    return _encode({name: getattr(row, name) for name in _TICK_FIELDS}).decode()

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # Events a live feed holds while Redis cannot take writes; past this it records a gap.
     live_buffer_events: int = Field(50_000, ge=100)
     bus_batch_size: int = Field(500, ge=1, le=10_000)
+    # Ticks a publisher puts in one stream entry (a tick-batch entry, schema version 2) at most;
+    # every per-entry cost (the entry's own bytes, reads, acks) is shared by them. 1 = one per entry.
+    bus_ticks_per_entry: int = Field(16, ge=1, le=1000)
     bus_block_ms: int = Field(1000, ge=1)
     claim_idle_ms: int = Field(15_000, ge=100)
     max_deliveries: int = Field(5, ge=1)

@@ -174,7 +174,7 @@ class GroupConsumer:
             raise
         except Exception as error:  # noqa: BLE001 - isolate the poison entry below
             log.warning("batch of %d failed (%s); retrying entry by entry", len(batch), error)
-        done = []
+        done, failed = [], set()
         for delivery in batch:
             try:
                 await handle([delivery])
@@ -185,4 +185,5 @@ class GroupConsumer:
                 self.bus.last_errors[delivery.entry_id] = f"{type(error).__name__}: {error}"
                 self.counters["failed"] += 1
                 self._recheck_pending = True
-        return done
+                failed.add(delivery.entry_id)
+        return [d for d in done if d.entry_id not in failed]  # an entry is acked with all its ticks or not at all

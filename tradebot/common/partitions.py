@@ -446,18 +446,18 @@ class PartitionReader:
         lease = (lease_key(role, self.partition), self.member)
         failed = [(entry, reason) for entry, reason in rejected]
         # the wire form, so `tradebot dlq replay` can re-publish it
-        failed += [(RawEntry(d.stream, d.entry_id, encode(d.event)), reason) for d, reason in poisoned]
+        failed += [(RawEntry(d.stream, d.entry_id, encode(d.event), d.index), reason) for d, reason in poisoned]
         commit = Commit(publish=outputs, state=state, hashes=hashes, deleted=deleted)
         if positions is not None:
             commit.positions = positions
-            commit.records = [dead_letter_record(e.stream, e.entry_id, role, why, e.fields) for e, why in failed]
+            commit.records = [dead_letter_record(e.stream, e.entry_id, role, why, e.fields, e.row) for e, why in failed]
         else:
             for entry, reason in failed:  # fenced like the commit: a stale owner writes no record
                 if not await self.bus.dead_letter(
-                    role, entry.stream, entry.entry_id, entry.fields, reason, lease=lease
+                    role, entry.stream, entry.entry_id, entry.fields, reason, lease=lease, index=entry.row
                 ):
                     return False
-            skipped = {entry.entry_id for entry, _ in failed}
+            skipped = {entry.entry_id for entry, _ in failed if entry.row is None}  # a tick: acked with the rest
             commit.acks = [(d.stream, d.entry_id) for d in batch if d.entry_id not in skipped]
         if not await self.bus.commit(role, commit, lease=lease):
             return False

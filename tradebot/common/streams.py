@@ -52,7 +52,9 @@ EXECUTION_ROLE: str = Role.EXECUTION
 STRATEGY_SWITCHES_KEY = "strategy:switches"
 
 # The envelope fields of a bus entry: only bus.py reads or writes them.
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "1"  # one event per entry: every event but ticks (and ticks written before version 2)
+TICKS_SCHEMA_VERSION = "2"  # several ticks per entry: type TICKS_TYPE, data a JSON array of rows
+TICKS_TYPE = "Ticks"
 
 
 def partition_for(symbol: str, partitions: int) -> int:

@@ -83,7 +83,8 @@ def show(
     dead_letters = dead_letters_of(stream)
     records = _with_bus(lambda bus, _: bus.dead_letters(dead_letters, start=start, count=count))
     for record in records:
-        typer.echo(f"{record.record_id}  {record.stream} {record.entry_id}  group={record.group}")
+        tick = "" if record.index is None else f" tick {record.index}"  # one tick of a tick-batch entry
+        typer.echo(f"{record.record_id}  {record.stream} {record.entry_id}{tick}  group={record.group}")
         typer.echo(f"    reason: {record.reason}")
         typer.echo(f"    payload: {str(record.payload)[:300]}")
     if not records:

@@ -27,6 +27,10 @@ may rest (then the frontier is read after the orders, and only ticks stamped no 
 newest order read from that partition count). Nothing resting costs nothing per batch; every
 SKIP_EVERY_S a partition with none moves up to its frontier, so a first resting order reads
 from there rather than from the start of the stream.
+
+A tick-batch entry holds several ticks, and the order bound may fall between two of them: a
+position is then ``<entry id>/<index>`` (read through that tick of the entry), else the id of the
+last entry read whole.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from tradebot.common.bus import Bus, Delivery, decode, entry_order
+from tradebot.common.bus import Bus, Delivery, decode_entry, entry_order
 from tradebot.common.models import Event, Order, OrderChange, Tick
 from tradebot.common.partitions import PartitionReader, PartitionSettings
 from tradebot.common.streams import STRATEGY_ROLE, order_stream, partition_for, tick_streams
@@ -89,22 +93,33 @@ async def frontier(bus: Bus, stream: str) -> str | None:
     return earlier(delivered, before(str(pending["min"])))
 
 
+def position_entry(position: str) -> str:
+    """The entry id of a price position (``<entry id>`` or ``<entry id>/<index>``)."""
+    return position.partition("/")[0]
+
+
 async def read_ticks(bus: Bus, stream: str, after: str, upto: str, until: datetime | None) -> list[tuple[str, Tick]]:
-    """The ticks of ``stream`` after ``after`` up to ``upto``: one chunk, or, to reach ``until``
-    (the newest order read), as many as it takes."""
+    """The ticks of ``stream`` after position ``after`` up to entry ``upto``, each with its
+    position: one chunk, or, to reach ``until`` (the newest order read), as many as it takes."""
     ticks: list[tuple[str, Tick]] = []
+    entry, _, through = after.partition("/")
+    start = entry if through else f"({entry}"  # the rest of a partly read entry first
     while True:
-        rows = await bus.redis.xrange(stream, min=f"({after}", max=upto, count=CHUNK)
+        rows = await bus.redis.xrange(stream, min=start, max=upto, count=CHUNK)
         for entry_id, fields in rows:
             try:
-                event = decode(fields)
+                events, indexes, _ = decode_entry(fields)  # without the ticks the strategy role dead-letters
             except ValueError:
                 continue  # the strategy role dead-letters it; not a price
-            if isinstance(event, Tick):
-                ticks.append((entry_id, event))
+            last = len(events) - 1
+            for n, (event, index) in enumerate(zip(events, indexes, strict=True)):
+                if through and entry_id == entry and index is not None and index <= int(through):
+                    continue  # read before
+                if isinstance(event, Tick):
+                    ticks.append((entry_id if n == last else f"{entry_id}/{index}", event))
         if len(rows) < CHUNK or until is None or (ticks and ticks[-1][1].timestamp > until):
             return ticks
-        after = rows[-1][0]
+        start = f"({rows[-1][0]}"
 
 
 def merged(orders: list[Event], ticks: dict[int, list[Tick]]) -> Iterator[Event]:
@@ -222,7 +237,8 @@ class PricedReader(PartitionReader):
         for partition in self._caught_up - resting - self._ticks.keys():
             stream = self.tick_streams[partition]
             upto = self._frontier.get(stream)
-            if upto is not None and entry_order(upto) > entry_order(self.state.price_positions.get(stream, "0-0")):
+            at = position_entry(self.state.price_positions.get(stream, "0-0"))
+            if upto is not None and entry_order(upto) > entry_order(at):
                 moves[stream] = upto
         return moves
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, decode
-from tradebot.common.codec import WireTick, encode_event, wire_tick
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, decode_entry
+from tradebot.common.codec import WireRow, WireTick, encode_event, tick_json, wire_rows, wire_tick
 from tradebot.common.lifecycle import first_of, wait_or_stop
 from tradebot.common.models import Bar, ControlEvent, Event, Order, OrderChange, OrderEvent, Signal, Tick
 from tradebot.common.streams import (
@@ -33,6 +33,8 @@ from tradebot.common.streams import (
     CONTROL_EVENTS,
     ORDER_EVENTS,
     SCHEMA_VERSION,
+    TICKS_SCHEMA_VERSION,
+    TICKS_TYPE,
     order_streams,
     signal_streams,
     tick_streams,
@@ -177,39 +179,70 @@ def batch_messages(
     ticks, live_bars = "ticks" in channels, "bars" in channels
     for fields in entries:
         kind = fields.get("type")
-        if kind != "Tick" and CHANNELS_OF.get(kind or "", _NO_CHANNEL).isdisjoint(channels):
+        if kind not in _TICK_TYPES and CHANNELS_OF.get(kind or "", _NO_CHANNEL).isdisjoint(channels):
             continue  # a message no one listens to, or none at all: not worth decoding
-        data = fields.get("data", "")
-        tick: WireTick | Tick | None = None
-        if kind == "Tick" and fields.get("v") == SCHEMA_VERSION:
-            tick = wire_tick(data)
-        if tick is None:
-            try:
-                event = decode(fields)
-            except ValueError:
-                continue
-            if not isinstance(event, Tick):
-                out.extend(_other_message(event))
-                continue
-            tick, data = event, encode_event(event)  # valid only under pydantic's lax rules: as it reads it
-        symbol, price = tick.symbol, tick.price
-        if ticks:
-            out.append(("ticks", symbol, f'{{"channel":"ticks","symbol":"{symbol}","data":{data}}}'))
-        minute = int(tick.timestamp.timestamp()) // 60 * 60
-        bar = bars.get(symbol)
-        if bar is None or minute > bar.time:
-            closed = moved.pop(symbol, None)
-            if closed is not None and live_bars:
-                out.append(_bar_message(symbol, closed))
-            bar = bars[symbol] = MinuteBar.start(minute, price, tick.size)
-            moved[symbol] = bar
-        elif minute == bar.time:
-            bar.add(price, tick.size)
-            moved[symbol] = bar
-        # else a late tick of an earlier minute: it moves no candle (the stored history has it)
+        for tick, data in _ticks_of(fields, out):
+            _add_tick(tick, data, out, bars, moved, ticks=ticks, live_bars=live_bars)
     if live_bars:
         out.extend(_bar_message(symbol, bar) for symbol, bar in moved.items())
     return out
+
+
+_TICK_TYPES = ("Tick", TICKS_TYPE)
+
+
+def _ticks_of(fields: Mapping[str, str], out: list[Message]) -> list[tuple[WireTick | WireRow | Tick, str]]:
+    """An entry's ticks, each with its JSON (as it is on the bus for a tick entry of version 1);
+    the message of another event goes to ``out``. An invalid entry or tick is skipped: its consuming
+    role dead-letters it."""
+    kind, data = fields.get("type"), fields.get("data", "")
+    if kind == TICKS_TYPE and fields.get("v") == TICKS_SCHEMA_VERSION:
+        rows = wire_rows(data)
+        if rows is not None:
+            return [(row, tick_json(row)) for row in rows]
+    elif kind == "Tick" and fields.get("v") == SCHEMA_VERSION:
+        tick = wire_tick(data)
+        if tick is not None:
+            return [(tick, data)]
+    try:
+        events = decode_entry(fields).events
+    except ValueError:
+        return []
+    found: list[tuple[WireTick | WireRow | Tick, str]] = []
+    for event in events:
+        if isinstance(event, Tick):  # valid only under pydantic's lax rules: as it reads it
+            found.append((event, encode_event(event)))
+        else:
+            out.extend(_other_message(event))
+    return found
+
+
+def _add_tick(
+    tick: WireTick | WireRow | Tick,
+    data: str,
+    out: list[Message],
+    bars: dict[str, MinuteBar],
+    moved: dict[str, MinuteBar],
+    *,
+    ticks: bool,
+    live_bars: bool,
+) -> None:
+    """A tick's ``ticks`` message, and its move of its symbol's live bar."""
+    symbol, price = tick.symbol, tick.price
+    if ticks:
+        out.append(("ticks", symbol, f'{{"channel":"ticks","symbol":"{symbol}","data":{data}}}'))
+    minute = int(tick.timestamp.timestamp()) // 60 * 60
+    bar = bars.get(symbol)
+    if bar is None or minute > bar.time:
+        closed = moved.pop(symbol, None)
+        if closed is not None and live_bars:
+            out.append(_bar_message(symbol, closed))
+        bar = bars[symbol] = MinuteBar.start(minute, price, tick.size)
+        moved[symbol] = bar
+    elif minute == bar.time:
+        bar.add(price, tick.size)
+        moved[symbol] = bar
+    # else a late tick of an earlier minute: it moves no candle (the stored history has it)
 
 
 def _other_message(event: Event) -> list[Message]:
