@@ -159,7 +159,8 @@ class StoragePartitionReader:
         for delivery in batch:
             reason = await self._write_alone(delivery)
             if reason is not None:  # the wire form, so `tradebot dlq replay` can re-publish it
-                failed.append((RawEntry(delivery.stream, delivery.entry_id, encode(delivery.event)), reason))
+                entry = RawEntry(delivery.stream, delivery.entry_id, encode(delivery.event), delivery.index)
+                failed.append((entry, reason))
         return failed
 
     async def _write_alone(self, delivery: Delivery) -> str | None:
@@ -182,12 +183,13 @@ class StoragePartitionReader:
         tells it already applied by the first one's position) and record the batch's dead letters,
         only while the lease is ours."""
         role = self.config.role
-        records = [dead_letter_record(e.stream, e.entry_id, role, why, e.fields) for e, why in failed]
+        records = [dead_letter_record(e.stream, e.entry_id, role, why, e.fields, e.row) for e, why in failed]
         if not await self.bus.commit(role, Commit(positions=ended, records=records), lease=self.lease):
             return False
         for entry, reason in failed:
             self.bus.stats["dead_lettered"] += 1
-            log.warning("dead-lettered %s %s (group %s): %s", entry.stream, entry.entry_id, role, reason)
+            tick = "" if entry.row is None else f" tick {entry.row}"
+            log.warning("dead-lettered %s %s%s (group %s): %s", entry.stream, entry.entry_id, tick, role, reason)
         self.counters["handled"] += len(batch)
         return True
 
