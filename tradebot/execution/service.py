@@ -84,8 +84,10 @@ class BrokerPartition:
         snapshot, self._ordinals = account_parts.join(parts)
         self._restore_snapshot(snapshot)
         # As the split writes them (a part is rewritten only when the state in it changes), plus
-        # any stored part the split would not write, so the next commit deletes it.
-        self._written = {**parts, **account_parts.split(self._snapshot(), self._ordinals)}
+        # any stored part the split would not write, so the next commit deletes it. Parts of the
+        # layout before the compact one are all rewritten by the next commit.
+        written = account_parts.split(self._snapshot(), self._ordinals)
+        self._written = {**parts, **written} if account_parts.HOT in parts else parts
 
     def parts(self) -> dict[str, str]:
         """Every part of the state."""
