@@ -3,7 +3,8 @@
 The account is one partition owned by one worker at a time (by lease); it reads the orders of
 every strategy partition (one stream each, in that partition's slot), each in stream order. The
 account is the partition's checkpoint, written in the same atomic commit as the events and the
-acks (on a Redis Cluster the acks of other slots follow it, see Bus.commit): a worker killed
+group's new position (on one Redis: it reads with XREAD from there, see prices.py) or the acks
+(on a Redis Cluster, whose other slots' acks follow it, see Bus.commit): a worker killed
 mid-batch neither loses an order nor fills one twice, and the broker itself ignores a client
 order id it has already executed. The checkpoint is kept in parts (tradebot/broker/checkpoint.py):
 a commit writes the symbols and order ids it changed.
