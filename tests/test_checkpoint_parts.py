@@ -292,6 +292,20 @@ def test_the_compact_account_parts_restore_exactly_and_decide_on_alike() -> None
     assert restored.apply(orders[30:]) == partition.apply(orders[30:])
     assert restored.apply(orders[:5]) == partition.apply(orders[:5]) == []  # decided before: nothing
     assert json.loads(restored.checkpoint()) == json.loads(partition.checkpoint())
+    assert ',"m":0,' in parts["p:AAPL"]  # the mark is the position's last price: derived, not written
+
+
+def test_what_a_symbols_part_can_derive_is_not_written_and_comes_back() -> None:
+    alone = execution.BrokerPartition(Settings(_env_file=None))  # type: ignore[call-arg]
+    orders = [strategy_order(n, "IBM", side, "solo") for n, side in enumerate(["buy", "buy", "sell"])]
+    alone.apply(orders[:2])
+    assert '"n":[[0,0]]' in alone.parts()["p:IBM"]  # one strategy holds the symbol: its holding is the position
+    for _ in range(2):  # then the sell: the P&L's realised figure differs from the broker's in its last bits
+        again = execution.BrokerPartition(Settings(_env_file=None))  # type: ignore[call-arg]
+        again.restore_parts(alone.parts())
+        assert json.loads(again.checkpoint()) == json.loads(alone.checkpoint())
+        alone.apply(orders[2:])
+    assert '"n":[[0,[' in alone.parts()["p:IBM"]
 
 
 def test_account_parts_of_the_release_before_read_exactly_and_are_rewritten_compactly() -> None:

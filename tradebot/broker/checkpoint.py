@@ -27,8 +27,9 @@ front, so a restored account decides exactly as the uninterrupted one would.
 The parts written with nearly every order (``_cash``, ``p:``, ``s:``) are compact: ``~`` and then
 JSON with short keys, a position as its values, send times as whole-microsecond steps (exact: an
 event time's ``timestamp()`` is a whole number of microseconds; other times are kept as they
-are). Parts of the layout before (plain JSON, the P&L and cash in ``_rest``, 64 sends to a part)
-read as ever; the first commit after rewrites them.
+are), a mark or a strategy's holding that equals the position's (SAME) left out, a strategy named
+by its place in the P&L's order. Parts of the layout before (plain JSON, the P&L and cash in
+``_rest``, 64 sends to a part) read as ever; the first commit after rewrites them.
 
 Readers that need the account, not the order ids (the API, the equity sampler, ``tradebot
 status``), read ``_rest`` and the symbols' parts only (:func:`read_account_snapshot`).
@@ -86,7 +87,8 @@ def split(snapshot: dict[str, Any], ordinals: dict[str, int]) -> dict[str, str]:
     if snapshot.get("price_positions"):
         parts[PRICES] = compact(snapshot["price_positions"])
     parts[SYMBOLS] = compact(list(per_symbol))  # in the broker's order (a flatten follows it)
-    parts |= {POSITION + symbol: _encode_symbol(state) for symbol, state in per_symbol.items()}
+    strategies = list(snapshot.get("pnl") or {})
+    parts |= {POSITION + symbol: _encode_symbol(state, strategies) for symbol, state in per_symbol.items()}
     seen: dict[str, float] = snapshot["seen_order_ids"]
     places = _numbered(ORDER, list(seen), ordinals)
     parts |= {ORDER + order_id: f"{places[order_id]}:{at!r}" for order_id, at in seen.items()}
@@ -139,7 +141,10 @@ def join(parts: dict[str, str]) -> tuple[dict[str, Any], dict[str, int]]:
     snapshot |= {key: hot[short] for key, short in _HOT.items() if short in hot}
     if PRICES in parts:
         snapshot["price_positions"] = json.loads(parts[PRICES])
-    per_symbol = {symbol: _decode_symbol(parts.get(POSITION + symbol, "{}")) for symbol in json.loads(parts[SYMBOLS])}
+    strategies = list(snapshot.get("pnl") or {})
+    per_symbol = {
+        symbol: _decode_symbol(parts.get(POSITION + symbol, "{}"), strategies) for symbol in json.loads(parts[SYMBOLS])
+    }
     snapshot["positions"] = {symbol: state["position"] for symbol, state in per_symbol.items() if "position" in state}
     if "pnl" in snapshot:
         pnl = snapshot["pnl"] = {strategy: dict(book) for strategy, book in (snapshot["pnl"] or {}).items()}
@@ -196,29 +201,61 @@ def _decode(part: str) -> Any:
     return json.loads(part[len(COMPACT) :] if part.startswith(COMPACT) else part)
 
 
-def _encode_symbol(state: dict[str, Any]) -> str:
+def _encode_symbol(state: dict[str, Any], strategies: list[str]) -> str:
+    """What can be derived is left out: a mark equal to the position's last price, a strategy's
+    holding equal to the position (one strategy trading the symbol) are SAME; a strategy is its
+    place among ``strategies`` (the P&L's, in ``_rest``)."""
+    if not set(state) <= _SYMBOL_KEYS.keys():
+        return compact(state)  # a state this layout does not know: plain, to read back exactly
+    position = state.get("position")
+    held = list(position.values()) if isinstance(position, dict) and list(position) == _POSITION_KEYS else None
     short: dict[str, Any] = {}
     for key, value in state.items():
-        if key not in _SYMBOL_KEYS:
-            return compact(state)  # a state this layout does not know: plain, to read back exactly
-        if key == "position" and list(value) == _POSITION_KEYS:
-            value = list(value.values())
+        if key == "position" and held is not None:
+            value = held
         elif key == "sent":
             value = pack_times(value)
+        elif key == "mark" and held is not None and compact(value) == compact(held[-1]):
+            value = SAME
+        elif key == "pnl":
+            value = [
+                [
+                    strategies.index(strategy) if strategy in strategies else strategy,
+                    SAME if held is not None and compact(holding) == compact(held[:3]) else holding,
+                ]
+                for strategy, holding in value.items()
+            ]
         short[_SYMBOL_KEYS[key]] = value
     return COMPACT + compact(short)
 
 
-def _decode_symbol(part: str) -> dict[str, Any]:
+def _decode_symbol(part: str, strategies: list[str]) -> dict[str, Any]:
     if not part.startswith(COMPACT):
         loaded: dict[str, Any] = json.loads(part)
         return loaded
     state = {_SYMBOL_LONG[short]: value for short, value in json.loads(part[len(COMPACT) :]).items()}
-    if isinstance(state.get("position"), list):
-        state["position"] = dict(zip(_POSITION_KEYS, state["position"], strict=True))
+    held = state.get("position")
+    if isinstance(held, list):
+        state["position"] = dict(zip(_POSITION_KEYS, held, strict=True))
     if "sent" in state:
         state["sent"] = unpack_times(state["sent"])
+    if _is_same(state.get("mark")) and isinstance(held, list):
+        state["mark"] = held[-1]
+    if "pnl" in state:
+        state["pnl"] = {
+            strategies[strategy] if isinstance(strategy, int) else strategy: (
+                held[:3] if _is_same(holding) and isinstance(held, list) else holding
+            )
+            for strategy, holding in state["pnl"]
+        }
     return state
+
+
+SAME = 0  # in a symbol's part: the value is the position's (no price, no holding is a bare 0)
+
+
+def _is_same(value: object) -> bool:
+    return type(value) is int and value == SAME
 
 
 def pack_times(times: list[float]) -> list[float] | dict[str, Any]:
