@@ -222,8 +222,8 @@ class PricedReader(PartitionReader):
         with the account and the events (XGROUP SETID), so nothing is pending and Redis writes no
         XCLAIM per entry to its append-only file. A kill -9 before the commit reads the same
         orders again from the same position. The first call of a reader (``pending``) takes the
-        group's position, after taking over the entries an XREADGROUP reader (a release before, or
-        a cluster's) left pending."""
+        group's position, after taking over the entries an XREADGROUP reader of a release before
+        left pending."""
         if not self._positioned:
             return await super()._read(lease, pending=pending)
         self._ended, self._rejected = {}, []
