@@ -241,6 +241,11 @@ def strategy_order(number: int, symbol: str, side: str, strategy: str) -> Order:
     )
 
 
+def costs(**more: object) -> Settings:
+    """Settings with the paper costs OLD_PARTS were written with (not the defaults: those may change)."""
+    return Settings(_env_file=None, slippage_bps=1.0, commission_per_share=0.005, **more)  # type: ignore[call-arg, arg-type]
+
+
 # Parts the release before the compact layout wrote for strategy_order 0..3 (AAPL b buy, MSFT a
 # buy, AAPL a buy, AAPL b sell), and the checkpoint of that account.
 OLD_PARTS = {
@@ -277,7 +282,7 @@ def traded(count: int) -> list[Order]:
 def test_the_compact_account_parts_restore_exactly_and_decide_on_alike() -> None:
     """Cash, P&L per strategy, positions, rate windows (a cooldown too), decisions and order ids
     come back exactly from the compact parts; both accounts decide the next orders alike."""
-    settings = Settings(_env_file=None, risk_cooldown_s=30.5)  # type: ignore[call-arg]
+    settings = costs(risk_cooldown_s=30.5)
     partition = execution.BrokerPartition(settings)
     orders = traded(40)
     partition.apply(orders[:30])
@@ -296,12 +301,12 @@ def test_the_compact_account_parts_restore_exactly_and_decide_on_alike() -> None
 
 
 def test_what_a_symbols_part_can_derive_is_not_written_and_comes_back() -> None:
-    alone = execution.BrokerPartition(Settings(_env_file=None))  # type: ignore[call-arg]
+    alone = execution.BrokerPartition(costs())
     orders = [strategy_order(n, "IBM", side, "solo") for n, side in enumerate(["buy", "buy", "sell"])]
     alone.apply(orders[:2])
     assert '"n":[[0,0]]' in alone.parts()["p:IBM"]  # one strategy holds the symbol: its holding is the position
     for _ in range(2):  # then the sell: the P&L's realised figure differs from the broker's in its last bits
-        again = execution.BrokerPartition(Settings(_env_file=None))  # type: ignore[call-arg]
+        again = execution.BrokerPartition(costs())
         again.restore_parts(alone.parts())
         assert json.loads(again.checkpoint()) == json.loads(alone.checkpoint())
         alone.apply(orders[2:])
@@ -309,9 +314,9 @@ def test_what_a_symbols_part_can_derive_is_not_written_and_comes_back() -> None:
 
 
 def test_account_parts_of_the_release_before_read_exactly_and_are_rewritten_compactly() -> None:
-    partition = execution.BrokerPartition(Settings(_env_file=None))  # type: ignore[call-arg]
+    partition = execution.BrokerPartition(costs())
     partition.apply(traded(4))
-    old = execution.BrokerPartition(Settings(_env_file=None))  # type: ignore[call-arg]
+    old = execution.BrokerPartition(costs())
     old.restore_parts(dict(OLD_PARTS))
     assert json.loads(old.checkpoint()) == json.loads(partition.checkpoint())
     rewritten = old.changed_parts()  # the first commit after a restore rewrites them compactly
@@ -319,7 +324,7 @@ def test_account_parts_of_the_release_before_read_exactly_and_are_rewritten_comp
     assert rewritten["_cash"].startswith("~")
     assert "cash" not in json.loads(rewritten["_rest"])
     assert not {"o:co-0", "d:co-0"} & set(rewritten)  # written once: the same value in either layout
-    again = execution.BrokerPartition(Settings(_env_file=None))  # type: ignore[call-arg]
+    again = execution.BrokerPartition(costs())
     again.restore_parts({**OLD_PARTS, **{name: value for name, value in rewritten.items() if value is not None}})
     assert json.loads(again.checkpoint()) == json.loads(partition.checkpoint())
 
