@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+from tradebot.broker import checkpoint as account_parts
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
-from tradebot.common.models import Order, Tick
+from tradebot.common.models import Order, OrderEvent, Tick
 from tradebot.common.streams import (
     EXECUTION_ROLE,
+    ORDER_EVENTS,
     ORDERS_NEW,
     STRATEGY_ROLE,
     checkpoint_key,
@@ -218,3 +221,139 @@ def test_account_parts_join_back_into_exactly_the_snapshot_they_were_split_from(
     again.restore_parts(parts)
     assert again.checkpoint() == partition.checkpoint()
     assert again.changed_parts() == {}
+
+
+# ----- the compact account parts (issue 14, third round) --------------------------------------------
+
+
+def strategy_order(number: int, symbol: str, side: str, strategy: str) -> Order:
+    """An order of ``strategy``, timestamps with microseconds (every step a different one); from
+    the fifth on, prices go up and down (some sells lose)."""
+    return Order(
+        id=f"co-{number}",
+        symbol=symbol,
+        side=side,  # type: ignore[arg-type]
+        quantity=2 if side == "buy" else 1,
+        reference_price=100.0 + (number if number < 4 else number * 7 % 13),
+        signal_id=f"sig-{number}",
+        timestamp=START + timedelta(seconds=2 * number, microseconds=1234 * number),
+        strategy=strategy,
+    )
+
+
+def costs(**more: object) -> Settings:
+    """Settings with the paper costs OLD_PARTS were written with (not the defaults: those may change)."""
+    return Settings(_env_file=None, slippage_bps=1.0, commission_per_share=0.005, **more)  # type: ignore[call-arg, arg-type]
+
+
+# Parts the release before the compact layout wrote for strategy_order 0..3 (AAPL b buy, MSFT a
+# buy, AAPL a buy, AAPL b sell), and the checkpoint of that account.
+OLD_PARTS = {
+    "s:0": "[1704205800.0,1704205802.001234,1704205804.002468,1704205806.003702]",
+    "d:co-0": "1",
+    "d:co-1": "2",
+    "d:co-2": "3",
+    "d:co-3": "4",
+    "_rest": '{"starting_cash":100000.0,"cash":99496.8941,"commissions":0.034999999999999996,"resting":[],'
+    '"marks":{},"pnl":{"b":{"AAPL":[1.0,100.015,2.9696999999999987]},"a":{"AAPL":[2.0,102.0152,0.0],'
+    '"MSFT":[2.0,101.01509999999999,0.0]}},"risk":{"operator":["ACTIVE",0],"rule":null,'
+    '"peak_equity":100003.9094,"session":["2024-01-02",100000.0],"stats":[1,0,1.969600000000014,0.0],'
+    '"gaps":[],"windows":{"sends":4,"losses":[],"locked_until":0.0}}}',
+    "_symbols": '["AAPL","MSFT"]',
+    "p:AAPL": '{"position":{"quantity":3.0,"average_cost":101.01509999999999,"realised_pnl":1.969600000000014,'
+    '"last_price":103.0},"mark":103.0,"sent":[1704205800.0,1704205804.002468,1704205806.003702],'
+    '"last":{"buy":1704205804.002468,"sell":1704205806.003702}}',
+    "p:MSFT": '{"position":{"quantity":2.0,"average_cost":101.01509999999999,"realised_pnl":0.0,'
+    '"last_price":101.0},"mark":101.0,"sent":[1704205802.001234],"last":{"buy":1704205802.001234}}',
+    "o:co-0": "1:1704205800.0",
+    "o:co-1": "2:1704205802.001234",
+    "o:co-2": "3:1704205804.002468",
+    "o:co-3": "4:1704205806.003702",
+}
+FIRST_FOUR = [("AAPL", "buy", "b"), ("MSFT", "buy", "a"), ("AAPL", "buy", "a"), ("AAPL", "sell", "b")]
+
+
+def traded(count: int) -> list[Order]:
+    symbols = ["AAPL", "MSFT", "NVDA"]
+    steps = [*FIRST_FOUR, *[(symbols[n % 3], "buy" if n % 4 else "sell", "ab"[n % 2]) for n in range(4, count)]]
+    return [strategy_order(n, *step) for n, step in enumerate(steps[:count])]
+
+
+def test_the_compact_account_parts_restore_exactly_and_decide_on_alike() -> None:
+    """Cash, P&L per strategy, positions, rate windows (a cooldown too), decisions and order ids
+    come back exactly from the compact parts; both accounts decide the next orders alike."""
+    settings = costs(risk_cooldown_s=30.5)
+    partition = execution.BrokerPartition(settings)
+    orders = traded(40)
+    partition.apply(orders[:30])
+    parts = partition.parts()
+    assert all(parts[name].startswith("~") for name in parts if name.startswith(("p:", "s:", "_cash")))
+    assert json.loads(parts["_rest"])["pnl"] == {"b": {}, "a": {}}  # the strategies' order; holdings per symbol
+    restored = execution.BrokerPartition(settings)
+    restored.restore_parts(parts)
+    assert json.loads(restored.checkpoint()) == json.loads(partition.checkpoint())
+    assert json.loads(restored.checkpoint())["risk"]["windows"]["cooldown"]  # a losing close cooled a symbol
+    assert restored.changed_parts() == {}
+    assert restored.apply(orders[30:]) == partition.apply(orders[30:])
+    assert restored.apply(orders[:5]) == partition.apply(orders[:5]) == []  # decided before: nothing
+    assert json.loads(restored.checkpoint()) == json.loads(partition.checkpoint())
+    assert ',"m":0,' in parts["p:AAPL"]  # the mark is the position's last price: derived, not written
+
+
+def test_what_a_symbols_part_can_derive_is_not_written_and_comes_back() -> None:
+    alone = execution.BrokerPartition(costs())
+    orders = [strategy_order(n, "IBM", side, "solo") for n, side in enumerate(["buy", "buy", "sell"])]
+    alone.apply(orders[:2])
+    assert '"n":[[0,0]]' in alone.parts()["p:IBM"]  # one strategy holds the symbol: its holding is the position
+    for _ in range(2):  # then the sell: the P&L's realised figure differs from the broker's in its last bits
+        again = execution.BrokerPartition(costs())
+        again.restore_parts(alone.parts())
+        assert json.loads(again.checkpoint()) == json.loads(alone.checkpoint())
+        alone.apply(orders[2:])
+    assert '"n":[[0,[' in alone.parts()["p:IBM"]
+
+
+def test_account_parts_of_the_release_before_read_exactly_and_are_rewritten_compactly() -> None:
+    partition = execution.BrokerPartition(costs())
+    partition.apply(traded(4))
+    old = execution.BrokerPartition(costs())
+    old.restore_parts(dict(OLD_PARTS))
+    assert json.loads(old.checkpoint()) == json.loads(partition.checkpoint())
+    rewritten = old.changed_parts()  # the first commit after a restore rewrites them compactly
+    assert rewritten["p:AAPL"].startswith("~")
+    assert rewritten["_cash"].startswith("~")
+    assert "cash" not in json.loads(rewritten["_rest"])
+    assert not {"o:co-0", "d:co-0"} & set(rewritten)  # written once: the same value in either layout
+    again = execution.BrokerPartition(costs())
+    again.restore_parts({**OLD_PARTS, **{name: value for name, value in rewritten.items() if value is not None}})
+    assert json.loads(again.checkpoint()) == json.loads(partition.checkpoint())
+
+
+def test_send_times_are_packed_only_when_they_read_back_as_the_same_floats() -> None:
+    times = [1767623404.064, 1767623404.084, 1767623403.108, 1704205802.001234, 1767623404.064]
+    packed = account_parts.pack_times(times)
+    assert isinstance(packed, dict)
+    assert len(json.dumps(packed)) < len(json.dumps(times))
+    assert account_parts.unpack_times(json.loads(json.dumps(packed))) == times
+    for odd in ([0.1 + 0.2, 1.0], [1767623404.064 + 30.3, 1.0], [1.0, math.inf], [1.0], [5, 6.0]):
+        assert account_parts.pack_times(odd) == odd  # not whole microseconds (or not floats): as they are
+
+
+async def test_an_order_id_redelivered_days_later_is_not_filled_twice(bus: Bus, settings: Settings) -> None:
+    """Within ORDER_MEMORY_DAYS a client order id is never filled again, across restarts from the
+    compact parts, however many orders came in between."""
+    await bus.publish([(ORDERS_NEW, account_order(0, "AAPL", "buy", START))])
+    await run_execution(settings)
+    days_later = START + timedelta(days=6)
+    await bus.publish((ORDERS_NEW, account_order(n, "MSFT", "buy", days_later)) for n in range(1, 6))
+    await run_execution(settings)
+    await bus.publish([(ORDERS_NEW, account_order(0, "AAPL", "buy", START))])  # it comes back
+    await run_execution(settings)
+    events = [e for e in await bus.entries(ORDER_EVENTS) if isinstance(e, OrderEvent)]
+    assert [e.client_order_id for e in events if e.client_order_id == "co-0"] == ["co-0"]
+    account = await read_account(bus.redis)
+    assert account is not None
+    assert account["positions"]["AAPL"]["quantity"] == 1
+    parts = await bus.redis.hgetall(checkpoint_parts_key(EXECUTION_ROLE, 0))
+    assert parts["p:AAPL"].startswith("~")
+    assert "o:co-0" in parts

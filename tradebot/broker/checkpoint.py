@@ -5,13 +5,17 @@ broker remembers (days of them) and the risk stage's last thousand decisions: re
 every commit it cost more AOF bytes than everything else together, and more with every order. In
 parts (fields of the ``checkpoint_parts:execution:{0}`` hash):
 
-- ``_rest``: cash, commissions, the risk engine's account-wide memory;
+- ``_rest``: the account-wide memory that seldom changes (starting cash, resting orders, the
+  operator's and the rules' state, the session, losses and locks, the strategies of the P&L);
+- ``_cash``: what nearly every order moves (cash, commissions, peak equity, trade stats, the count
+  of sends), apart so that the rest is not rewritten with it;
 - ``_symbols``: the symbols that have a part, in the broker's order;
 - ``_prices``: how far the ticks of each partition were read for the resting orders
   (tradebot/execution/prices.py; rewritten as they are read, without the rest);
-- ``p:<symbol>``: that symbol's position, mark and rate-limit memory (written when it changed);
-- ``s:<n>``: the risk stage's last minute of sends (all symbols), 64 to a part, numbered by the
-  count of sends before them (written as they fill, deleted as the window leaves them);
+- ``p:<symbol>``: that symbol's position, mark, rate-limit memory and each strategy's holding of
+  it (written when it changed);
+- ``s:<n>``: the risk stage's last minute of sends (all symbols), SENT_CHUNK to a part, numbered by
+  the count of sends before them (written as they fill, deleted as the window leaves them);
 - ``o:<client order id>``: an order the broker executed, ``<place>:<time>`` (written once; deleted
   when it ages out of ORDER_MEMORY_DAYS);
 - ``d:<order id>``: an order the risk stage decided, with its place in the decision order
@@ -20,13 +24,22 @@ parts (fields of the ``checkpoint_parts:execution:{0}`` hash):
 Every list keeps its exact order (a place number per entry): the rate and age checks pop from the
 front, so a restored account decides exactly as the uninterrupted one would.
 
+The parts written with nearly every order (``_cash``, ``p:``, ``s:``) are compact: ``~`` and then
+JSON with short keys, a position as its values, send times as whole-microsecond steps (exact: an
+event time's ``timestamp()`` is a whole number of microseconds; other times are kept as they
+are), a mark or a strategy's holding that equals the position's (SAME) left out, a strategy named
+by its place in the P&L's order. Parts of the layout before (plain JSON, the P&L and cash in
+``_rest``, 64 sends to a part) read as ever; the first commit after rewrites them.
+
 Readers that need the account, not the order ids (the API, the equity sampler, ``tradebot
 status``), read ``_rest`` and the symbols' parts only (:func:`read_account_snapshot`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,9 +47,10 @@ import redis.asyncio as aioredis
 from tradebot.common.streams import EXECUTION_ROLE, checkpoint_key, checkpoint_parts_key
 
 REST, SYMBOLS = "_rest", "_symbols"
+HOT = "_cash"  # cash, commissions, peak equity, trade stats, the count of sends: moved by nearly every order
 PRICES = "_prices"  # how far the paper execution read each tick stream (moves with the ticks, alone)
 POSITION, ORDER, DECISION, SENT = "p:", "o:", "d:", "s:"
-SENT_CHUNK = 64
+SENT_CHUNK = 16
 ACCOUNT_PARTITION = 0
 
 
@@ -47,22 +61,34 @@ def compact(value: object) -> str:
 def split(snapshot: dict[str, Any], ordinals: dict[str, int]) -> dict[str, str]:
     """Every part of a snapshot; ``ordinals`` numbers the risk stage's decisions (new ones are
     numbered here, forgotten ones dropped), so a decision's part never changes once written."""
-    apart = ("positions", "seen_order_ids", "risk", "price_positions")
+    apart = ("positions", "seen_order_ids", "risk", "price_positions", "pnl")
     rest = {key: value for key, value in snapshot.items() if key not in apart}
     per_symbol: dict[str, dict[str, Any]] = {
         symbol: {"position": position} for symbol, position in snapshot["positions"].items()
     }
     parts: dict[str, str] = {}
+    hot: dict[str, Any] = {short: rest.pop(key) for key, short in _HOT.items() if key in rest}
     if "risk" in snapshot:
         risk, decided = _split_risk(dict(snapshot["risk"]), per_symbol, parts)
+        hot |= {short: risk.pop(key) for key, short in _HOT_RISK.items() if key in risk}
+        if "sends" in risk.get("windows", {}):
+            hot[_SENDS] = risk["windows"].pop("sends")
         rest["risk"] = risk
         numbered = _numbered(DECISION, decided, ordinals)
         parts |= {DECISION + order_id: str(number) for order_id, number in numbered.items()}
+    if "pnl" in snapshot:  # the strategies in their order (it orders sums); each symbol's holdings in its part
+        pnl: dict[str, dict[str, list[float]]] = snapshot["pnl"] or {}
+        rest["pnl"] = {strategy: {} for strategy in pnl}
+        for strategy, book in pnl.items():
+            for symbol, holding in book.items():
+                per_symbol.setdefault(symbol, {}).setdefault("pnl", {})[strategy] = holding
     parts[REST] = compact(rest)
+    parts[HOT] = COMPACT + compact(hot)
     if snapshot.get("price_positions"):
         parts[PRICES] = compact(snapshot["price_positions"])
     parts[SYMBOLS] = compact(list(per_symbol))  # in the broker's order (a flatten follows it)
-    parts |= {POSITION + symbol: compact(state) for symbol, state in per_symbol.items()}
+    strategies = list(snapshot.get("pnl") or {})
+    parts |= {POSITION + symbol: _encode_symbol(state, strategies) for symbol, state in per_symbol.items()}
     seen: dict[str, float] = snapshot["seen_order_ids"]
     places = _numbered(ORDER, list(seen), ordinals)
     parts |= {ORDER + order_id: f"{places[order_id]}:{at!r}" for order_id, at in seen.items()}
@@ -73,7 +99,7 @@ def _split_risk(
     risk: dict[str, Any], per_symbol: dict[str, dict[str, Any]], parts: dict[str, str]
 ) -> tuple[dict[str, Any], list[str]]:
     """The risk memory kept in ``_rest``; per-symbol memory goes to ``per_symbol``, the last
-    minute's send times to one part per second (``parts``); returns it with the decided ids."""
+    minute's send times to parts of SENT_CHUNK sends (``parts``); returns it with the decided ids."""
     for symbol, mark in risk.pop("marks", {}).items():
         per_symbol.setdefault(symbol, {})["mark"] = mark
     windows = dict(risk.pop("windows", {}))
@@ -89,7 +115,7 @@ def _split_risk(
     chunks: dict[int, list[float]] = {}
     for place, at in enumerate(sent, first):
         chunks.setdefault(place // SENT_CHUNK, []).append(at)
-    parts |= {f"{SENT}{chunk}": compact(times) for chunk, times in chunks.items()}
+    parts |= {f"{SENT}{chunk}": COMPACT + compact(pack_times(times)) for chunk, times in chunks.items()}
     if windows:
         risk["windows"] = windows
     return risk, risk.pop("decided", [])
@@ -108,12 +134,23 @@ def _numbered(prefix: str, ids: list[str], ordinals: dict[str, int]) -> dict[str
 
 
 def join(parts: dict[str, str]) -> tuple[dict[str, Any], dict[str, int]]:
-    """The snapshot the parts were split from, and the decisions' ordinals."""
+    """The snapshot the parts were split from, and the decisions' ordinals (parts of the layout
+    before the compact one read too)."""
     snapshot: dict[str, Any] = json.loads(parts[REST])
+    hot = _decode(parts[HOT]) if HOT in parts else {}
+    snapshot |= {key: hot[short] for key, short in _HOT.items() if short in hot}
     if PRICES in parts:
         snapshot["price_positions"] = json.loads(parts[PRICES])
-    per_symbol = {symbol: json.loads(parts.get(POSITION + symbol, "{}")) for symbol in json.loads(parts[SYMBOLS])}
+    strategies = list(snapshot.get("pnl") or {})
+    per_symbol = {
+        symbol: _decode_symbol(parts.get(POSITION + symbol, "{}"), strategies) for symbol in json.loads(parts[SYMBOLS])
+    }
     snapshot["positions"] = {symbol: state["position"] for symbol, state in per_symbol.items() if "position" in state}
+    if "pnl" in snapshot:
+        pnl = snapshot["pnl"] = {strategy: dict(book) for strategy, book in (snapshot["pnl"] or {}).items()}
+        for symbol, state in per_symbol.items():
+            for strategy, holding in state.get("pnl", {}).items():
+                pnl.setdefault(strategy, {})[symbol] = holding
     ordinals = {name: int(value) for name, value in parts.items() if name.startswith(DECISION)}
     seen = {}
     for name, value in parts.items():
@@ -124,9 +161,12 @@ def join(parts: dict[str, str]) -> tuple[dict[str, Any], dict[str, int]]:
     snapshot["seen_order_ids"] = {order_id: seen[order_id] for order_id in _in_order(ORDER, ordinals)}
     if "risk" in snapshot:
         risk = snapshot["risk"]
+        risk |= {key: hot[short] for key, short in _HOT_RISK.items() if short in hot}
         windows = risk.setdefault("windows", {})
+        if _SENDS in hot:
+            windows["sends"] = hot[_SENDS]
         chunks = sorted((int(name[len(SENT) :]), name) for name in parts if name.startswith(SENT))
-        windows["sent"] = [at for _, name in chunks for at in json.loads(parts[name])]
+        windows["sent"] = [at for _, name in chunks for at in unpack_times(_decode(parts[name]))]
         windows["by_symbol"] = {symbol: state["sent"] for symbol, state in per_symbol.items() if "sent" in state}
         windows["last"] = {
             f"{symbol}:{side}": at for symbol, state in per_symbol.items() for side, at in state.get("last", {}).items()
@@ -144,18 +184,119 @@ def _in_order(prefix: str, ordinals: dict[str, int]) -> list[str]:
     ]
 
 
+# ----- the compact encoding (``~`` and then JSON) ---------------------------------------------------
+# A symbol's part is written with every order of the symbol, ``_cash`` with nearly every commit:
+# keys abbreviated, a position as its values, lists of send times as whole-microsecond steps.
+COMPACT = "~"
+_HOT = {"cash": "c", "commissions": "f"}  # of the snapshot
+_HOT_RISK = {"peak_equity": "p", "stats": "s"}  # of the risk memory
+_SENDS = "n"  # the risk memory's count of sends ever (windows.sends)
+_SYMBOL_KEYS = {"position": "p", "mark": "m", "sent": "t", "last": "l", "cooldown": "c", "pnl": "n"}
+_SYMBOL_LONG = {short: key for key, short in _SYMBOL_KEYS.items()}
+_POSITION_KEYS = ["quantity", "average_cost", "realised_pnl", "last_price"]  # tradebot/broker/paper.py Position
+MICROS = 1_000_000
+
+
+def _decode(part: str) -> Any:
+    return json.loads(part[len(COMPACT) :] if part.startswith(COMPACT) else part)
+
+
+def _encode_symbol(state: dict[str, Any], strategies: list[str]) -> str:
+    """What can be derived is left out: a mark equal to the position's last price, a strategy's
+    holding equal to the position (one strategy trading the symbol) are SAME; a strategy is its
+    place among ``strategies`` (the P&L's, in ``_rest``)."""
+    if not set(state) <= _SYMBOL_KEYS.keys():
+        return compact(state)  # a state this layout does not know: plain, to read back exactly
+    position = state.get("position")
+    held = list(position.values()) if isinstance(position, dict) and list(position) == _POSITION_KEYS else None
+    short: dict[str, Any] = {}
+    for key, value in state.items():
+        if key == "position" and held is not None:
+            value = held
+        elif key == "sent":
+            value = pack_times(value)
+        elif key == "mark" and held is not None and compact(value) == compact(held[-1]):
+            value = SAME
+        elif key == "pnl":
+            value = [
+                [
+                    strategies.index(strategy) if strategy in strategies else strategy,
+                    SAME if held is not None and compact(holding) == compact(held[:3]) else holding,
+                ]
+                for strategy, holding in value.items()
+            ]
+        short[_SYMBOL_KEYS[key]] = value
+    return COMPACT + compact(short)
+
+
+def _decode_symbol(part: str, strategies: list[str]) -> dict[str, Any]:
+    if not part.startswith(COMPACT):
+        loaded: dict[str, Any] = json.loads(part)
+        return loaded
+    state = {_SYMBOL_LONG[short]: value for short, value in json.loads(part[len(COMPACT) :]).items()}
+    held = state.get("position")
+    if isinstance(held, list):
+        state["position"] = dict(zip(_POSITION_KEYS, held, strict=True))
+    if "sent" in state:
+        state["sent"] = unpack_times(state["sent"])
+    if _is_same(state.get("mark")) and isinstance(held, list):
+        state["mark"] = held[-1]
+    if "pnl" in state:
+        state["pnl"] = {
+            strategies[strategy] if isinstance(strategy, int) else strategy: (
+                held[:3] if _is_same(holding) and isinstance(held, list) else holding
+            )
+            for strategy, holding in state["pnl"]
+        }
+    return state
+
+
+SAME = 0  # in a symbol's part: the value is the position's (no price, no holding is a bare 0)
+
+
+def _is_same(value: object) -> bool:
+    return type(value) is int and value == SAME
+
+
+def pack_times(times: list[float]) -> list[float] | dict[str, Any]:
+    """Epoch seconds as ``{"g": g, "d": [first, steps…]}``: the first as it is, then the steps in
+    g microseconds (their common divisor), when each time is a whole number of microseconds (an
+    event time's ``timestamp()``) and so reads back as exactly the same float; else as they are."""
+    if len(times) < 2 or any(type(at) is not float or not math.isfinite(at) for at in times):
+        return times
+    micros = [round(at * MICROS) for at in times]
+    if any(n / MICROS != at for at, n in zip(times, micros, strict=True)):
+        return times
+    steps = [b - a for a, b in itertools.pairwise(micros)]
+    divisor = math.gcd(*steps) or 1
+    return {"g": divisor, "d": [times[0], *(step // divisor for step in steps)]}
+
+
+def unpack_times(packed: list[float] | dict[str, Any]) -> list[float]:
+    if isinstance(packed, list):
+        return packed
+    first, *steps = packed["d"]
+    times, at = [first], round(first * MICROS)
+    for step in steps:
+        at += step * packed["g"]
+        times.append(at / MICROS)
+    return times
+
+
 async def read_account_snapshot(redis: aioredis.Redis) -> dict[str, Any] | None:
     """The account and risk memory as last committed (without the remembered order ids), or None
     before the first order. Checkpoints of the whole-string layout are read too, and a real broker's in
     the paper account's format (``as_paper_snapshot``)."""
     key = checkpoint_parts_key(EXECUTION_ROLE, ACCOUNT_PARTITION)
-    rest, symbols = await redis.hmget(key, [REST, SYMBOLS])
+    rest, symbols, hot = await redis.hmget(key, [REST, SYMBOLS, HOT])
     if rest is None or symbols is None:
         saved = await redis.get(checkpoint_key(EXECUTION_ROLE, ACCOUNT_PARTITION))
         return as_paper_snapshot(json.loads(saved)) if saved else None
     names = [POSITION + symbol for symbol in json.loads(symbols)]
     values = await redis.hmget(key, names) if names else []
-    parts = {REST: rest, SYMBOLS: symbols} | {name: value for name, value in zip(names, values, strict=True) if value}
+    parts = {REST: rest, SYMBOLS: symbols, **({HOT: hot} if hot else {})} | {
+        name: value for name, value in zip(names, values, strict=True) if value
+    }
     snapshot, _ = join(parts)
     return snapshot
 

@@ -89,8 +89,10 @@ class StrategyPnL:
         return shown
 
     def snapshot(self) -> dict[str, dict[str, list[float]]]:
+        """The strategies in their order (it orders the sums of ``_closing``), each one's symbols
+        sorted (the checkpoint keeps them in parts per symbol: restored, they come back in that order)."""
         return {
-            strategy: {symbol: list(asdict(held).values()) for symbol, held in book.items()}
+            strategy: {symbol: list(asdict(book[symbol]).values()) for symbol in sorted(book)}
             for strategy, book in self.books.items()
         }
 

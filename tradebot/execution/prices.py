@@ -39,13 +39,13 @@ import asyncio
 import heapq
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from tradebot.common.bus import Bus, Delivery, decode_entry, entry_order
+from tradebot.common.bus import Bus, Delivery, RawEntry, decode_entry, entry_order, is_cluster
 from tradebot.common.models import Event, Order, OrderChange, Tick
 from tradebot.common.partitions import PartitionReader, PartitionSettings
 from tradebot.common.streams import STRATEGY_ROLE, order_stream, partition_for, tick_streams
@@ -177,6 +177,13 @@ class PricedReader(PartitionReader):
         self._ticks: dict[int, list[tuple[str, Tick]]] = {}
         self._frontier: dict[str, str | None] = {}
         self._caught_up: set[int] = set()
+        # On one Redis the orders are read with XREAD from the group's position, which the commit
+        # moves (see _read_orders); on a cluster (streams in other slots than the account's) with
+        # XREADGROUP and acks.
+        self._positioned = not is_cluster(bus.redis)
+        self._positions: dict[str, str] = {}
+        self._ended: dict[str, str] = {}  # where the last read ended, per stream (the commit moves there)
+        self._rejected: list[tuple[RawEntry, str]] = []  # entries of that read that are no valid event
 
     def _resting_partitions(self) -> set[int]:
         return {partition_for(order.symbol, self.tick_partitions) for order in self.state.broker.resting.values()}
@@ -190,10 +197,11 @@ class PricedReader(PartitionReader):
         if before:
             self._frontier = await self._frontiers()
             self._skip_at = time.monotonic() + SKIP_EVERY_S
-        batch = await super()._read(lease, pending=pending)
+        batch = await self._read_orders(lease, pending=pending)
         if batch is None or pending:  # the previous owner's entries come back alone: no prices among them
             return batch
-        full = {s for s, n in Counter(d.stream for d in batch).items() if n >= self.config.batch_size}
+        read = Counter(d.stream for d in batch) + Counter(entry.stream for entry, _ in self._rejected)
+        full = {s for s, n in read.items() if n >= self.config.batch_size}
         if before:  # every order of these partitions before the frontier was read
             # orders from outside a strategy (partition 0's stream) may be of any partition's symbol
             self._caught_up = {p for p in range(self.tick_partitions) if not {order_stream(p), order_stream(0)} & full}
@@ -223,12 +231,49 @@ class PricedReader(PartitionReader):
                 self._ticks[partition] = ticks
         return batch
 
+    async def _read_orders(self, lease: tuple[str, str], *, pending: bool) -> list[Delivery] | None:
+        """The next orders. Positioned (one Redis): XREAD after the group's position, fenced by the
+        lease in the same script; the commit moves the group to where the read ended, atomically
+        with the account and the events (XGROUP SETID), so nothing is pending and Redis writes no
+        XCLAIM per entry to its append-only file. A kill -9 before the commit reads the same
+        orders again from the same position. The first call of a reader (``pending``) takes the
+        group's position, after taking over the entries an XREADGROUP reader of a release before
+        left pending."""
+        if not self._positioned:
+            return await super()._read(lease, pending=pending)
+        self._ended, self._rejected = {}, []
+        if pending:
+            self._positions = await self.bus.take_positions(self.streams, self.config.role, lease)
+            return []
+        read = await self.bus.read_positioned(self._positions, lease, count=self.config.batch_size)
+        if read is None:
+            return None
+        batch, self._rejected, self._ended = read
+        return batch
+
+    async def _commit(
+        self,
+        batch: list[Delivery],
+        *,
+        rejected: Sequence[tuple[RawEntry, str]] = (),
+        positions: dict[str, str] | None = None,
+    ) -> bool:
+        if not self._positioned:
+            return await super()._commit(batch, rejected=rejected, positions=positions)
+        # the dead-letter records of invalid entries go in the commit that moves past them
+        if not await super()._commit(batch, rejected=self._rejected, positions=self._ended):
+            return False
+        self._positions.update(self._ended)
+        self._ended, self._rejected = {}, []
+        return True
+
     async def _frontiers(self) -> dict[str, str | None]:
         found = await asyncio.gather(*(frontier(self.bus, stream) for stream in self.tick_streams))
         return dict(zip(self.tick_streams, found, strict=True))
 
     def _more_than_batch(self) -> bool:
-        return bool(self._ticks) or bool(self._skips())
+        # entries read that were all invalid are committed too: their records, and the position past them
+        return bool(self._ticks) or bool(self._ended) or bool(self._skips())
 
     def _skips(self) -> dict[str, str]:
         """Partitions without a resting order move to their frontier (when every order was read)."""
@@ -261,4 +306,8 @@ class PricedReader(PartitionReader):
         # A tick is of use only once the strategy role acked it, which no stream tells: while an
         # order rests, look again soon.
         resting = bool(self.state.broker.resting)
-        await super()._wait(stop, min(PRICE_POLL_MS, self.config.block_ms) if resting else None)
+        block_ms = min(PRICE_POLL_MS, self.config.block_ms) if resting else None
+        if not self._positioned:
+            await super()._wait(stop, block_ms)
+            return
+        await self.bus.wait_for_entries(self._positions, block_ms or self.config.block_ms, stop)

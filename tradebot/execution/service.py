@@ -3,7 +3,8 @@
 The account is one partition owned by one worker at a time (by lease); it reads the orders of
 every strategy partition (one stream each, in that partition's slot), each in stream order. The
 account is the partition's checkpoint, written in the same atomic commit as the events and the
-acks (on a Redis Cluster the acks of other slots follow it, see Bus.commit): a worker killed
+group's new position (on one Redis: it reads with XREAD from there, see prices.py) or the acks
+(on a Redis Cluster, whose other slots' acks follow it, see Bus.commit): a worker killed
 mid-batch neither loses an order nor fills one twice, and the broker itself ignores a client
 order id it has already executed. The checkpoint is kept in parts (tradebot/broker/checkpoint.py):
 a commit writes the symbols and order ids it changed.
@@ -84,8 +85,10 @@ class BrokerPartition:
         snapshot, self._ordinals = account_parts.join(parts)
         self._restore_snapshot(snapshot)
         # As the split writes them (a part is rewritten only when the state in it changes), plus
-        # any stored part the split would not write, so the next commit deletes it.
-        self._written = {**parts, **account_parts.split(self._snapshot(), self._ordinals)}
+        # any stored part the split would not write, so the next commit deletes it. Parts of the
+        # layout before the compact one are all rewritten by the next commit.
+        written = account_parts.split(self._snapshot(), self._ordinals)
+        self._written = {**parts, **written} if account_parts.HOT in parts else parts
 
     def parts(self) -> dict[str, str]:
         """Every part of the state."""
