@@ -1,7 +1,8 @@
 """Read side of the history API: bars, summary statistics and the symbol list, in either mode.
 
-``rollups`` selects the source of tick aggregates: TimescaleDB's continuous aggregates when True,
-on-the-fly ``date_bin`` aggregation otherwise (see series.py); results are the same. ``now``
+``rollups`` and ``kept`` select the source of tick aggregates: TimescaleDB's continuous aggregates
+(``rollups``), plain PostgreSQL's kept 1-minute and daily series (``kept``), on-the-fly ``date_bin``
+aggregation of the ticks otherwise (see series.py); results are the same. ``now``
 decides which buckets have closed (a stored bar of a still open bucket does not hide the live
 series); it defaults to the current time.
 """
@@ -17,7 +18,7 @@ import asyncpg
 
 from tradebot.common.db import Executor, connection
 from tradebot.storage.buckets import TIMEFRAMES, WIDTHS, ceil_bucket, floor_bucket, next_bucket
-from tradebot.storage.series import history_sql, stats_sql
+from tradebot.storage.series import Aggregates, history_sql, stats_sql
 
 # A window grows this much when it held fewer bars than asked for (gaps: nights, weekends).
 WINDOW_GROWTH = 4
@@ -110,9 +111,10 @@ _BARS_END = (
 )
 
 
-def _range_sql(rollups: bool, with_sources: bool = False) -> str:
-    """Earliest and latest stored time of $1 ($2: the timeframes), and with ``with_sources`` its
-    stored sources: what a history request needs first, in one round trip."""
+def _range_sql(rollups: bool, with_sources: bool = False, kept: bool = False) -> str:
+    """Earliest and latest stored time of $1 ($2: the timeframes), with ``with_sources`` its
+    stored sources and with ``kept`` whether its kept series is off (ticks that overflow): what a
+    history request needs first, in one round trip."""
     firsts = ["(SELECT min(ts) FROM ticks WHERE symbol = $1)", _BARS_END.format("min")]
     if rollups:
         firsts.append("(SELECT min(bucket) FROM ohlcv_1d WHERE symbol = $1)")
@@ -121,9 +123,10 @@ def _range_sql(rollups: bool, with_sources: bool = False) -> str:
         if with_sources
         else ""
     )
+    off = ", EXISTS (SELECT 1 FROM kept_series_off WHERE symbol = $1) AS kept_off" if kept else ""
     return (
         f"SELECT least({', '.join(firsts)}) AS first, "
-        f"greatest((SELECT max(ts) FROM ticks WHERE symbol = $1), {_BARS_END.format('max')}) AS last{sources}"
+        f"greatest((SELECT max(ts) FROM ticks WHERE symbol = $1), {_BARS_END.format('max')}) AS last{sources}{off}"
     )
 
 
@@ -131,6 +134,20 @@ async def data_range(conn: asyncpg.Connection, symbol: str, rollups: bool) -> tu
     """Earliest and latest stored time of ``symbol`` (ticks, bars, and rollups that outlive ticks)."""
     row = await conn.fetchrow(_range_sql(rollups), symbol, list(TIMEFRAMES))
     return row["first"], row["last"]
+
+
+async def kept_series_off(conn: asyncpg.Connection, symbol: str) -> bool:
+    """Whether the kept series of ``symbol`` is off (its ticks overflow: aggregate them on the fly)."""
+    off: bool = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM kept_series_off WHERE symbol = $1)", symbol)
+    return off
+
+
+def aggregates(rollups: bool, kept: bool, filtered: bool) -> Aggregates:
+    """Where a series' tick aggregates come from: both prepared kinds mix every source, so a
+    series of a subset of the stored sources aggregates its ticks on the fly."""
+    if filtered:
+        return "ticks"
+    return "rollups" if rollups else "kept" if kept else "ticks"
 
 
 class Series(NamedTuple):
@@ -149,6 +166,7 @@ async def history(
     end: datetime | None = None,
     limit: int = 1000,
     rollups: bool = False,
+    kept: bool = False,
     now: datetime | None = None,
     source: str | None = None,
 ) -> Sequence[asyncpg.Record]:
@@ -159,7 +177,16 @@ async def history(
     nothing of ``symbol`` is stored, UnknownSourceError when nothing of ``source`` is, and
     StoredDataError when stored values in range cannot be aggregated."""
     found = await series(
-        executor, symbol, timeframe, start=start, end=end, limit=limit, rollups=rollups, now=now, source=source
+        executor,
+        symbol,
+        timeframe,
+        start=start,
+        end=end,
+        limit=limit,
+        rollups=rollups,
+        kept=kept,
+        now=now,
+        source=source,
     )
     return found.rows
 
@@ -173,13 +200,14 @@ async def series(
     end: datetime | None = None,
     limit: int = 1000,
     rollups: bool = False,
+    kept: bool = False,
     now: datetime | None = None,
     source: str | None = None,
 ) -> Series:
     """``history``'s bars together with the sources they are built from (two round trips in all)."""
     now = now or datetime.now(UTC)
     async with connection(executor) as conn:
-        facts = await conn.fetchrow(_range_sql(rollups, with_sources=True), symbol, list(TIMEFRAMES))
+        facts = await conn.fetchrow(_range_sql(rollups, with_sources=True, kept=kept), symbol, list(TIMEFRAMES))
         first, last = facts["first"], facts["last"]
         if first is None or last is None:
             raise UnknownSymbolError(symbol)
@@ -191,7 +219,8 @@ async def series(
         upper = min(ceil_bucket(end or now, timeframe), next_bucket(floor_bucket(last, timeframe), timeframe))
         if lower >= upper:
             return Series([], sources)
-        sql = history_sql(timeframe, rollups and not filtered, newest_first=start is None, filtered=filtered)
+        kept = kept and not facts["kept_off"]
+        sql = history_sql(timeframe, aggregates(rollups, kept, filtered), newest_first=start is None, filtered=filtered)
         extra = (sources,) if filtered else ()
         with _aggregating(symbol):
             rows = await _fetch_growing(
@@ -238,6 +267,7 @@ async def stats(
     start: datetime | None = None,
     end: datetime | None = None,
     rollups: bool = False,
+    kept: bool = False,
     now: datetime | None = None,
     source: str | None = None,
 ) -> asyncpg.Record:
@@ -250,12 +280,13 @@ async def stats(
         if first is None:
             raise UnknownSymbolError(symbol)
         sources, filtered = await chosen_sources(conn, symbol, source)
+        kept = kept and not await kept_series_off(conn, symbol)
         lower = ceil_bucket(start, "1d") if start else floor_bucket(first, "1d")
         upper = ceil_bucket(end or now, "1d")
         extra = (sources,) if filtered else ()
         with _aggregating(symbol):
             row = await conn.fetchrow(
-                stats_sql(rollups and not filtered, filtered), symbol, lower, max(lower, upper), now, *extra
+                stats_sql(aggregates(rollups, kept, filtered), filtered), symbol, lower, max(lower, upper), now, *extra
             )
         assert row is not None  # an aggregate without GROUP BY always returns one row
         return row
