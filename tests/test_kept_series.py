@@ -41,7 +41,9 @@ SELECT symbol, {bucket} AS bucket, (array_agg(price ORDER BY ts, id))[1] AS open
        min(price) AS low, (array_agg(price ORDER BY ts DESC, id DESC))[1] AS close, sum(size) AS volume,
        count(*) AS trade_count, sum(price * size) AS notional
 FROM ticks GROUP BY 1, 2 ORDER BY 1, 2"""
-_KEPT = "SELECT symbol, bucket, open, high, low, close, volume, trade_count, notional FROM ohlcv_kept_{tf} ORDER BY 1, 2"
+_KEPT = (
+    "SELECT symbol, bucket, open, high, low, close, volume, trade_count, notional FROM ohlcv_kept_{tf} ORDER BY 1, 2"
+)
 BUCKETS = {
     "1m": "date_bin(INTERVAL '1 minute', ts, TIMESTAMPTZ '2000-01-03')",
     "1d": "date_trunc('day', ts, 'America/New_York')",
@@ -160,9 +162,7 @@ async def test_history_answers_the_same_json_from_the_kept_series(dsn: str, time
     assert_same_bars(first["bars"], reference_bars([t for t in TICKS if t.symbol == "KEPT"], timeframe, STORED))
 
 
-async def test_the_migration_builds_the_series_from_stored_ticks(
-    dsn: str, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_the_migration_builds_the_series_from_stored_ticks(dsn: str, caplog: pytest.LogCaptureFixture) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await write_events(conn, TICKS)

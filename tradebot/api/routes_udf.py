@@ -169,7 +169,14 @@ async def history(
     end = datetime.fromtimestamp(to, UTC)
     try:
         rows = await queries.history(
-            pool, ticker, timeframe, end=end, limit=countback or MAX_LIMIT, rollups=mode == "timescaledb", kept=mode == "postgresql", now=now
+            pool,
+            ticker,
+            timeframe,
+            end=end,
+            limit=countback or MAX_LIMIT,
+            rollups=mode == "timescaledb",
+            kept=mode == "postgresql",
+            now=now,
         )
     except queries.UnknownSymbolError:
         return udf_error(404, f"unknown symbol {ticker}: nothing stored for it")
