@@ -170,7 +170,8 @@ async def test_the_migration_builds_the_series_from_stored_ticks(dsn: str, caplo
         # as a database migrated before the kept series existed: ticks, no series
         await conn.execute(
             "DROP TRIGGER ticks_kept_series_add ON ticks; DROP TRIGGER ticks_kept_series_remove ON ticks; "
-            "DROP TRIGGER ticks_kept_series_truncate ON ticks; DROP TABLE ohlcv_kept_1m, ohlcv_kept_1d, kept_series_off;"
+            "DROP TRIGGER ticks_kept_series_truncate ON ticks; "
+            "DROP TABLE ohlcv_kept_1m, ohlcv_kept_1d, kept_series_off; "
             "DELETE FROM schema_migrations WHERE version = '0022'"
         )
         with caplog.at_level(logging.INFO, logger="tradebot.storage.schema"):
