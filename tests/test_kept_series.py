@@ -151,6 +151,10 @@ async def test_history_answers_the_same_json_from_the_kept_series(dsn: str, time
     urls = [
         f"/history/KEPT?timeframe={timeframe}&start={RANGE_START:%Y-%m-%dT%H:%M:%SZ}&limit=5000",
         f"/history/KEPT?timeframe={timeframe}&end={RANGE_END:%Y-%m-%dT%H:%M:%SZ}&limit=7",
+        # windows that end at the limit-th kept bucket, with stored bars winning inside them
+        f"/history/KEPT?timeframe={timeframe}&start=2024-03-11T13:59:00Z&limit=2",
+        f"/history/KEPT?timeframe={timeframe}&end=2024-03-12T14:01:00Z&limit=3",
+        f"/history/KEPT?timeframe={timeframe}&start=2024-03-08T20:00:00Z&limit=40",
         f"/history/OTHER?timeframe={timeframe}&limit=5000",
         f"/ohlcv/KEPT?timeframe={timeframe}&limit=5000",
         "/stats/KEPT",

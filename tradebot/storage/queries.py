@@ -18,8 +18,10 @@ import asyncpg
 
 from tradebot.common.db import Executor, connection
 from tradebot.storage.buckets import TIMEFRAMES, WIDTHS, ceil_bucket, floor_bucket, next_bucket
-from tradebot.storage.series import Aggregates, history_sql, stats_sql
+from tradebot.storage.series import KEPT_TIMEFRAMES, Aggregates, history_sql, stats_sql
 
+# Before every stored time (the API accepts 1970-2100): the lower end of an unbounded kept-edge scan.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 # A window grows this much when it held fewer bars than asked for (gaps: nights, weekends).
 WINDOW_GROWTH = 4
 
@@ -111,10 +113,14 @@ _BARS_END = (
 )
 
 
-def _range_sql(rollups: bool, with_sources: bool = False, kept: bool = False) -> str:
+def _range_sql(
+    rollups: bool, with_sources: bool = False, kept: bool = False, edge: str | None = None, newest_first: bool = False
+) -> str:
     """Earliest and latest stored time of $1 ($2: the timeframes), with ``with_sources`` its
-    stored sources and with ``kept`` whether its kept series is off (ticks that overflow): what a
-    history request needs first, in one round trip."""
+    stored sources, with ``kept`` whether its kept series is off (ticks that overflow), and with
+    ``edge`` (a kept timeframe) ``kept_edge``: its $5-th kept bucket (from 0) in [$3, $4), from the
+    oldest or with ``newest_first`` from the newest. What a history request needs first, in one
+    round trip."""
     firsts = ["(SELECT min(ts) FROM ticks WHERE symbol = $1)", _BARS_END.format("min")]
     if rollups:
         firsts.append("(SELECT min(bucket) FROM ohlcv_1d WHERE symbol = $1)")
@@ -124,6 +130,11 @@ def _range_sql(rollups: bool, with_sources: bool = False, kept: bool = False) ->
         else ""
     )
     off = ", EXISTS (SELECT 1 FROM kept_series_off WHERE symbol = $1) AS kept_off" if kept else ""
+    if edge:
+        off += (
+            f", (SELECT bucket FROM ohlcv_kept_{edge} WHERE symbol = $1 AND bucket >= $3 AND bucket < $4 "
+            f"ORDER BY bucket {'DESC' if newest_first else 'ASC'} OFFSET $5 LIMIT 1) AS kept_edge"
+        )
     return (
         f"SELECT least({', '.join(firsts)}) AS first, "
         f"greatest((SELECT max(ts) FROM ticks WHERE symbol = $1), {_BARS_END.format('max')}) AS last{sources}{off}"
@@ -206,8 +217,19 @@ async def series(
 ) -> Series:
     """``history``'s bars together with the sources they are built from (two round trips in all)."""
     now = now or datetime.now(UTC)
+    kept = kept and not rollups
+    kept_timeframe = timeframe if kept and timeframe in KEPT_TIMEFRAMES else None
     async with connection(executor) as conn:
-        facts = await conn.fetchrow(_range_sql(rollups, with_sources=True, kept=kept), symbol, list(TIMEFRAMES))
+        facts = await conn.fetchrow(
+            _range_sql(rollups, with_sources=True, kept=kept, edge=kept_timeframe, newest_first=start is None),
+            symbol,
+            list(TIMEFRAMES),
+            *(
+                (ceil_bucket(start, timeframe) if start else EARLIEST, ceil_bucket(end or now, timeframe), limit - 1)
+                if kept_timeframe
+                else ()
+            ),
+        )
         first, last = facts["first"], facts["last"]
         if first is None or last is None:
             raise UnknownSymbolError(symbol)
@@ -220,8 +242,17 @@ async def series(
         if lower >= upper:
             return Series([], sources)
         kept = kept and not facts["kept_off"]
-        sql = history_sql(timeframe, aggregates(rollups, kept, filtered), newest_first=start is None, filtered=filtered)
+        chosen = aggregates(rollups, kept, filtered)
+        sql = history_sql(timeframe, chosen, newest_first=start is None, filtered=filtered)
         extra = (sources,) if filtered else ()
+        edge = facts["kept_edge"] if kept_timeframe and chosen == "kept" else None
+        if edge is not None:
+            # Each kept bucket is a bar of the series (its own or a stored bar's that wins it), so
+            # the window up to the limit-th kept bucket holds the answer: one query, no growing.
+            window = (lower, min(upper, next_bucket(edge, timeframe))) if start else (max(lower, edge), upper)
+            with _aggregating(symbol):
+                rows = await conn.fetch(sql, symbol, *window, now, limit, *extra)
+            return Series(rows if start is not None else rows[::-1], sources)
         with _aggregating(symbol):
             rows = await _fetch_growing(
                 conn, sql, symbol, timeframe, lower, upper, limit, now, extra, from_start=start is not None
