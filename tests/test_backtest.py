@@ -52,7 +52,8 @@ def test_the_same_request_gives_the_same_report() -> None:
 
 
 def test_the_report_has_every_figure_per_symbol_and_per_strategy() -> None:
-    report = simulate(request(crossover_specs((5, 20), (10, 40))), TICKS).report
+    # a commission (the default is Alpaca's: none), so the fees have something to add up
+    report = simulate(request(crossover_specs((5, 20), (10, 40)), commission_per_share=0.005), TICKS).report
     for name in ("total_return", "cagr", "volatility", "sharpe", "sortino", "calmar", "max_drawdown",
                  "max_drawdown_samples", "win_rate", "profit_factor", "expectancy", "trades", "average_win",
                  "average_loss", "exposure", "turnover", "total_fees", "buy_and_hold_return"):  # fmt: skip

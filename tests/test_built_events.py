@@ -83,3 +83,14 @@ def test_a_tick_decoded_from_the_bus_is_built_like_before() -> None:
     assert read == tick
     assert type(read) is Tick
     assert read.model_fields_set == tick.model_fields_set
+
+
+def test_events_built_alike_share_no_state_a_copy_can_change() -> None:
+    first, second = signal(), MovingAverageCrossover().signal("MSFT", AT, "sell", 10.5, 0.2, "mock:MSFT:1")
+    changed = first.model_copy(update={"confidence": 0.9})
+    assert changed.model_fields_set == first.model_fields_set  # confidence was given already
+    copied = Order.from_signal(first, 1.0).model_copy(update={"limit_price": 2.0})
+    assert "limit_price" in copied.model_fields_set
+    assert "limit_price" not in Order.from_signal(second, 1.0).model_fields_set  # its own set is untouched
+    assert second.confidence == 0.2
+    assert first.__dict__ is not second.__dict__

@@ -21,7 +21,7 @@ from tradebot.common.consumer import GroupConsumer, ride_out_redis
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.lifecycle import Backoff
 from tradebot.common.models import Tick
-from tradebot.common.streams import dead_letter_stream
+from tradebot.common.streams import dead_letter_stream, hold_key, tick_stream
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 STREAM = "test.ticks"
@@ -303,3 +303,19 @@ async def test_values_of_keys_in_many_slots_come_back_in_order(bus: Bus) -> None
         await bus.redis.set(key, str(n))
     assert await get_many(bus.redis, keys) == [*(str(n) for n in range(19)), None]
     assert await get_many(bus.redis, []) == []
+
+
+async def test_a_snapshots_hold_keeps_the_entries_after_it_on_every_redis(bus: Bus) -> None:
+    stream = tick_stream(0)  # in a partition's slot, as its hold is (one trim script on a cluster)
+    await bus.ensure_group(stream, "reader")
+    ids = await bus.publish((stream, tick) for tick in ticks(400))
+    await bus.redis.xgroup_setid(stream, "reader", ids[-1])
+    hold = hold_key(stream)
+    assert hold is not None
+    await bus.redis.hset(hold, "reader", ids[199])
+    await bus.trim_consumed(stream, ["reader"])
+    assert len(await bus.redis.xrange(stream, min=f"({ids[199]}", max="+")) == 200
+    await bus.redis.hset(hold, "reader", ids[-1])
+    await bus.trim_consumed(stream, ["reader"])
+    assert await bus.redis.xlen(stream) <= 100  # whole nodes only
+    assert hold_key(STREAM) is None  # a stream without a partition's tag has no hold

@@ -222,3 +222,22 @@ def test_what_a_scan_cannot_decide_goes_one_by_one() -> None:
     seen = MovingAverageCrossover(5, 20)
     run(seen, stream[:10])
     assert seen.scan(batch, "AAPL", rows) is None  # ids it saw already
+
+
+def test_a_redelivery_is_per_symbol_as_tick_by_tick_remembers_ids() -> None:
+    stream = mock_run_ticks()[:600]
+    msft = next(tick for tick in stream if tick.symbol == "MSFT")
+    # another symbol's tick with an AAPL tick's id: tick by tick, MSFT's state never saw that id
+    echo = msft.model_copy(
+        update={"id": next(t.id for t in stream if t.symbol == "AAPL"), "timestamp": stream[-1].timestamp}
+    )
+    mixed = [*stream, echo]
+    one_by_one = MovingAverageCrossover(5, 20)
+    expected = run(one_by_one, mixed)
+    at_once = MovingAverageCrossover(5, 20)
+    assert scanned(at_once, mixed) == expected  # every symbol still scanned (scanned asserts it)
+    assert at_once.snapshot() == one_by_one.snapshot()
+    batch = Batch([*stream, stream[-1]])  # a real redelivery: that symbol goes one by one, the others scan
+    assert MovingAverageCrossover(5, 20).scan(batch, stream[-1].symbol, batch.rows[stream[-1].symbol]) is None
+    other = next(s for s in batch.rows if s != stream[-1].symbol)
+    assert MovingAverageCrossover(5, 20).scan(batch, other, batch.rows[other]) is not None

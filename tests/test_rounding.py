@@ -1,4 +1,4 @@
-"""rounding.rounded is round() to the float, only faster: checked against round() itself."""
+"""rounding.rounded is round(value, digits) itself, float for float (the hot paths use it for speed)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,37 @@ import random
 import pytest
 
 from tradebot.common import rounding
+from tradebot.common.rounding import rounded
 
 
-def _values() -> list[float]:
-    rng = random.Random(16)
-    values = [rng.uniform(-2, 2) for _ in range(50_000)]
-    values += [rng.uniform(1, 1e7) for _ in range(50_000)]
-    values += [round(rng.uniform(0, 1000), places) for places in (2, 3, 4, 5) for _ in range(25_000)]
-    values += [rng.randint(1, 10**7) / 1000 + 0.0005 for _ in range(25_000)]  # ties and near-ties
-    values += [rng.randint(1, 10**7) / 100_000 + 0.000005 for _ in range(25_000)]
-    values += [0.0, -0.0, 1e-9, -1e-9, 0.995, 1.005, 2.675, 0.00005, 0.99995, -0.005, 1e15, 1e300, -1e300]
-    values += [math.inf, -math.inf, 5e-324, 9_999_999.995, 99_999.99995]
-    return values
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1.0, a) == math.copysign(1.0, b))
 
 
-@pytest.mark.parametrize("digits", [2, 4])
-def test_rounded_is_round_to_the_float(digits: int) -> None:
-    for value in _values():
-        assert repr(rounding.rounded(value, digits)) == repr(round(value, digits)), value
-    assert math.isnan(rounding.rounded(math.nan, digits))
+def test_rounded_is_round_on_prices_confidences_and_ties() -> None:
+    draw = random.Random(19)
+    values = [0.0, -0.0, 2.675, 0.125, 0.375, 1.0005, 187.25005, -187.25005, 1e-9, -1e-9, 5e15, 1e300, 1e-300]
+    for _ in range(20_000):
+        cents = round(draw.uniform(1, 500), 2)
+        values += [
+            cents * 1.0001, cents * 0.9999,  # fill prices: a quote moved by 1 bp of slippage
+            draw.uniform(0, 1), draw.lognormvariate(0, 6),  # confidences; any size
+            round(draw.uniform(0, 1000), 4) + 0.00005, draw.randint(0, 10**7) / 2e4,  # at and near ties
+        ]  # fmt: skip
+    for value in values:
+        for digits in (0, 2, 4, 6, 9):
+            assert _same(rounded(value, digits), round(value, digits)), (value, digits)
 
 
-def test_prices_keep_four_decimals_below_a_dollar() -> None:
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_rounded_leaves_what_is_not_finite_to_round(value: float) -> None:
+    assert _same(rounded(value, 4), round(value, 4))
+
+
+def test_prices_keep_four_decimals_below_a_dollar_and_vwaps_four() -> None:
     assert rounding.price(0.123456) == 0.1235
     assert rounding.price(-0.123456) == -0.1235
     assert rounding.price(1.23456) == 1.23
+    assert rounding.price(2.675) == round(2.675, 2)  # a tie: round() decides
     assert rounding.price(None) is None
     assert rounding.vwap(100.123456) == 100.1235

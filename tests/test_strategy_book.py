@@ -223,3 +223,17 @@ def test_a_buy_withheld_by_the_trading_state_leaves_the_book_flat() -> None:
     active = [(s.side, o and o.side) for tick in zigzag[6:] for s, o in book.on_tick(tick)]
     assert active == [("sell", None), ("buy", "buy")]  # ...so the SELL after it has nothing to close
     assert book.positions["x"] == {"AAPL": 1.0 * 10}
+
+
+def test_a_buy_the_account_does_not_show_is_forgotten_and_never_sold() -> None:
+    specs = [StrategySpec(name, "ma_crossover", {"short_window": 2, "long_window": 4}) for name in ("x", "y")]
+    book = StrategyBook(specs)
+    zigzag = ticks(ZIGZAG)  # BUY at 120, SELL at 60, BUY at 160
+    sent = [o for tick in zigzag[:6] for _, o in book.on_tick(tick) if o is not None]
+    assert [(o.strategy, o.side) for o in sent] == [("x", "buy"), ("y", "buy")]
+    # the risk stage took y's BUY and denied x's (REDUCING): the account holds AAPL for y only
+    assert book.forget_unheld({"y": {"AAPL": 10.0}, "z": {"MSFT": 1.0}}) == [("x", "AAPL")]
+    assert book.positions == {"x": {}, "y": {"AAPL": 10.0}}
+    sells = [(s.strategy, o and o.side) for s, o in book.on_tick(zigzag[6], frozenset({"sell"}))]
+    assert sells == [("x", None), ("y", "sell")]  # x has nothing to sell, y sells what it holds
+    assert book.forget_unheld({}) == []  # nothing left to forget

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from tradebot.broker.checkpoint import ACCOUNT_PARTITION
 from tradebot.common.bus import Bus, decode
 from tradebot.common.config import Settings
-from tradebot.common.models import Signal, Tick
+from tradebot.common.models import ACCOUNT_SCOPE, ControlEvent, Order, Signal, Tick
 from tradebot.common.streams import (
     EXECUTION_ROLE,
     checkpoint_parts_key,
@@ -21,7 +21,9 @@ from tradebot.common.streams import (
 from tradebot.execution.service import BrokerPartition
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
 from tradebot.risk.state import TradingState
+from tradebot.risk.views import held_if_not_active
 from tradebot.strategy import service
+from tradebot.strategy.book import StrategyBook, StrategySpec
 from tradebot.strategy.moving_average import MovingAverageCrossover
 
 SYMBOLS = ["AAPL", "MSFT", "NVDA"]
@@ -89,10 +91,92 @@ async def test_an_event_that_is_not_a_tick_is_dead_lettered_with_the_reason(bus:
 
 
 async def test_the_worker_obeys_a_risk_rule_tripped_in_the_execution_worker(bus: Bus, settings: Settings) -> None:
-    assert await service.ruled_state(bus) is TradingState.ACTIVE  # no account committed yet
+    assert await service.ruled_state(bus) == (TradingState.ACTIVE, None)  # no account committed yet
     account = BrokerPartition(settings)
+    buy = Order(
+        id="b1",
+        symbol="AAPL",
+        timestamp=START,
+        side="buy",
+        quantity=1.0,
+        reference_price=190.0,
+        signal_id="s1",
+        strategy="cross",
+    )
+    account.apply([buy])
+    key = checkpoint_parts_key(EXECUTION_ROLE, ACCOUNT_PARTITION)
+    await bus.redis.hset(key, mapping=account.parts())
+    assert await service.ruled_state(bus) == (TradingState.ACTIVE, None)  # ACTIVE: the book is not touched
     account.risk.engine.impose(TradingState.REDUCING, "daily_loss", "loss 3% since the session opened", START)
-    await bus.redis.hset(checkpoint_parts_key(EXECUTION_ROLE, ACCOUNT_PARTITION), mapping=account.parts())
-    # what the strategy worker polls: it then sends no BUY (SENT_SIDES), which the risk stage would deny
-    assert await service.ruled_state(bus) is TradingState.REDUCING
+    await bus.redis.hset(key, mapping=account.parts())
+    # what the strategy worker polls: it then sends no BUY (SENT_SIDES), which the risk stage would deny,
+    # and forgets a BUY the account does not show (StrategyBook.forget_unheld)
+    ruled = await service.ruled_state(bus)
+    assert ruled == (TradingState.REDUCING, {"cross": {"AAPL": 1.0}})
     assert service.SENT_SIDES[TradingState.REDUCING] == frozenset({"sell"})
+
+
+def test_the_partition_forgets_what_the_account_does_not_show_only_while_not_active() -> None:
+    prices = [100.0, 100, 100, 100, 90, 120, 60]  # the crossover: BUY at 120, SELL at 60
+    zigzag = [Tick.create("AAPL", p, 100, START + timedelta(seconds=i), trade_id=i) for i, p in enumerate(prices)]
+    spec = StrategySpec("x", "ma_crossover", {"short_window": 2, "long_window": 4})
+
+    def sells_at_60(state: TradingState) -> list[Order]:
+        partition = service.StrategyPartition(
+            lambda: StrategyBook([spec]), 1.0, lambda: TradingState.ACTIVE, account_held=lambda: {}
+        )
+        assert [o.side for _, o in partition.apply(zigzag[:6]) if isinstance(o, Order)] == ["buy"]
+        partition.trading_state = lambda: state  # what the worker polls next: the account holds nothing
+        return [o for _, o in partition.apply(zigzag[6:]) if isinstance(o, Order)]
+
+    # ACTIVE: the BUY may still be in flight, so the book keeps it (the holdings are not even read)
+    assert [o.side for o in sells_at_60(TradingState.ACTIVE)] == ["sell"]
+    # REDUCING: the BUY was denied or will be, so it is dropped and never sold
+    assert sells_at_60(TradingState.REDUCING) == []
+
+
+def test_after_a_flatten_the_book_holds_nothing_the_account_closed(settings: Settings) -> None:
+    account = BrokerPartition(settings)
+    buy = Order(
+        id="b1", symbol="AAPL", timestamp=START, side="buy", quantity=1.0, reference_price=190.0, signal_id="s1"
+    )
+    account.apply([buy.model_copy(update={"strategy": "x"})])
+    flatten = ControlEvent(
+        id="control-1",
+        symbol=ACCOUNT_SCOPE,
+        timestamp=START,
+        action="flatten",
+        state="REDUCING",
+        actor="test",
+        reason="end of day",
+        version=1,
+    )
+    account.apply([flatten])
+    held = held_if_not_active({"risk": account.risk.snapshot(), "pnl": account.pnl.snapshot()})
+    assert held == {"x": {"AAPL": 0.0}}  # REDUCING, and the flatten sold x's share
+    book = StrategyBook([StrategySpec("x", "ma_crossover", {"short_window": 2, "long_window": 4})])
+    book.positions["x"] = {"AAPL": 1.0, "MSFT": 1.0}  # its BUY of AAPL filled, its BUY of MSFT denied
+    assert sorted(book.forget_unheld(held)) == [("x", "AAPL"), ("x", "MSFT")]
+
+
+def test_a_resting_buy_counts_as_held_and_a_real_brokers_account_is_left_alone(settings: Settings) -> None:
+    account = BrokerPartition(settings)
+    limit = Order(
+        id="b1",
+        symbol="AAPL",
+        timestamp=START,
+        side="buy",
+        quantity=2.0,
+        reference_price=190.0,
+        signal_id="s1",
+        strategy="x",
+        order_type="limit",
+        limit_price=180.0,
+        time_in_force="gtc",
+    )
+    assert [e.status for _, e in account.apply([limit])] == ["accepted"]  # resting below the market
+    account.risk.engine.impose(TradingState.REDUCING, "daily_loss", "loss 3% since the session opened", START)
+    committed = {**account.broker.snapshot(), "risk": account.risk.snapshot(), "pnl": account.pnl.snapshot()}
+    assert held_if_not_active(committed) == {"x": {"AAPL": 2.0}}  # taken before the trip: it may still fill
+    assert held_if_not_active({**committed, "resting": []}) == {}
+    assert held_if_not_active({**committed, "broker": "alpaca"}) is None  # open orders there are not in the commit

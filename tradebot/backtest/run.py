@@ -30,8 +30,9 @@ class BacktestRequest:
     bars: str | None = None  # None: stored ticks; else the timeframe of stored bars to run on
     sample: str = "1m"  # how often the equity curve is sampled (and the statistics annualised)
     starting_cash: float = 100_000.0
-    slippage_bps: float = 1.0
-    commission_per_share: float = 0.005
+    # the paper broker's defaults (SLIPPAGE_BPS, COMMISSION_PER_SHARE), so a request and the live demo agree
+    slippage_bps: float = Settings.model_fields["slippage_bps"].default
+    commission_per_share: float = Settings.model_fields["commission_per_share"].default
     # The risk settings (RISK_*, sizing): given, orders go through the execution worker's own risk
     # stage and paper broker, exactly as live; None, straight to a paper broker.
     risk: Settings | None = field(default=None, compare=False, repr=False)

@@ -14,7 +14,7 @@ from tradebot.bench.report import Figure
 from tradebot.bench.target import BenchTarget
 from tradebot.common.bus import Bus
 from tradebot.common.embedded import free_port
-from tradebot.common.streams import order_streams, signal_streams, tick_streams
+from tradebot.common.streams import ORDER_EVENTS, order_streams, signal_streams, tick_streams
 
 CONSUMERS = ("strategy", "execution", "storage")
 # The figures are read off the streams after a run, so a group of the bench's own (which never
@@ -44,7 +44,7 @@ async def start_pipeline(
     settings = target.bench_settings
     await reset(target, bus)
     partitions = settings.tick_partitions
-    for stream in [*tick_streams(partitions), *signal_streams(partitions), *order_streams(partitions)]:
+    for stream in [*tick_streams(partitions), *signal_streams(partitions), *order_streams(partitions), ORDER_EVENTS]:
         await bus.ensure_group(stream, KEEPER_GROUP)
     env = worker_environment(settings, api_port=free_port())
     for role in CONSUMERS + (("api",) if api else ()):

@@ -48,8 +48,9 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], timeout_s: float, w
 
 
 async def consumers_ready(bus: Bus, partitions: int) -> bool:
-    """Every tick partition and the account are leased, and storage has its groups."""
-    keys = [lease_key(STRATEGY_ROLE, p) for p in range(partitions)] + [lease_key(EXECUTION_ROLE, 0)]
+    """Every tick partition (by strategy and storage) and the account are leased, and storage has its groups."""
+    keys = [lease_key(role, p) for role in (STRATEGY_ROLE, STORAGE_GROUP) for p in range(partitions)]
+    keys.append(lease_key(EXECUTION_ROLE, 0))
     if not all(await get_many(bus.redis, keys)):
         return False
     last_stream = storage_streams(partitions)[-1]  # storage creates its groups in this order

@@ -34,6 +34,7 @@ from tradebot.common.models import (
     invalid,
     stable_id,
 )
+from tradebot.common.rounding import rounded
 
 # How long (in order time) an executed client order id is remembered. Days, not a count: a duplicate
 # can come back much later (a replayed stream, an old entry reclaimed), and must still not fill.
@@ -84,6 +85,7 @@ class PaperBroker(RestingBook):
         self.remember_s = remember_days * 86_400
         self._seen: dict[str, float] = {}  # client order id -> its order's epoch seconds, oldest first
         self._newest = 0.0
+        self._oldest = 0.0  # the time of the first id in _seen (insertion order): pruning starts there
         self.resting: dict[str, Order] = {}  # orders not reached yet, oldest first (resting.py)
         self.marks: dict[str, float] = {}  # trailing stops' high-water marks
 
@@ -103,7 +105,11 @@ class PaperBroker(RestingBook):
         if self.not_fractionable and order.fractional and order.symbol in self.not_fractionable:
             why = f"{order.symbol} is not fractionable: only whole shares, no notional (dollar) orders"
             return [self._event(order, "rejected", reason=why)]
-        refused = leg_refusal(order)
+        legs = order.take_profit_price is not None or order.stop_loss_price is not None
+        plain = order.order_class is None and not legs and order.order_type == "market"
+        if plain and order.limit_price is None and order.stop_price is None:  # the usual order: filled or rejected
+            return [self._fill(order, position)]
+        refused = leg_refusal(order) if legs else None
         if refused is not None:
             return [self._event(order, "rejected", reason=refused)]
         if order.order_class == "oco":
@@ -210,7 +216,7 @@ class PaperBroker(RestingBook):
     def fill_price(self, order: Order) -> float:
         """The reference price moved against the order by the slippage: buys pay more, sells get less."""
         direction = 1 if order.side == "buy" else -1
-        return round(order.reference_price * (1 + direction * self.slippage_bps / 10_000), 4)
+        return rounded(order.reference_price * (1 + direction * self.slippage_bps / 10_000), 4)
 
     def rejection(self, order: Order, price: float, commission: float) -> str | None:
         """Why the order cannot be filled, or None if it can."""
@@ -280,14 +286,21 @@ class PaperBroker(RestingBook):
         return OrderEvent.model_validate(values)
 
     def _remember(self, client_order_id: str, at: float) -> None:
-        self._seen[client_order_id] = at
-        self._newest = max(self._newest, at)
+        seen = self._seen
+        if not seen:
+            self._oldest = at
+        seen[client_order_id] = at
+        if at > self._newest:
+            self._newest = at
         horizon = self._newest - self.remember_s
-        while self._seen:
-            oldest, oldest_at = next(iter(self._seen.items()))
+        if self._oldest >= horizon:
+            return  # the usual case: the first remembered is not due to be forgotten yet
+        while seen:
+            oldest, oldest_at = next(iter(seen.items()))
             if oldest_at >= horizon:
+                self._oldest = oldest_at
                 break
-            del self._seen[oldest]
+            del seen[oldest]
 
     def account(self) -> dict[str, Any]:
         """Cash, equity, P&L and positions, as JSON-ready data."""
@@ -325,6 +338,7 @@ class PaperBroker(RestingBook):
         # Checkpoints written before the age limit hold a bare list: keep those ids as of now.
         self._seen = dict(saved) if isinstance(saved, dict) else dict.fromkeys(saved, time.time())
         self._newest = max(self._seen.values(), default=0.0)
+        self._oldest = next(iter(self._seen.values()), 0.0)
         resting = (Order.model_validate(saved) for saved in snapshot.get("resting", []))
         self.resting = {order.id: order for order in resting}
         self.marks = dict(snapshot.get("marks", {}))

@@ -39,7 +39,7 @@ from tradebot.common.config import ReadySettings
 from tradebot.common.lifecycle import first_of
 from tradebot.common.models import EVENT_TYPES, Event
 from tradebot.common.replicas import ReplicasBehindError, barrier_key, run_replicated
-from tradebot.common.streams import DEAD_LETTER_PATTERN, SCHEMA_VERSION, dead_letter_stream
+from tradebot.common.streams import DEAD_LETTER_PATTERN, SCHEMA_VERSION, dead_letter_stream, hold_key
 
 log = logging.getLogger(__name__)
 
@@ -332,9 +332,11 @@ return 1
 
 
 # The oldest entry of a stream that some group still needs: its oldest pending entry, or else the
-# one after the last delivered. Everything older goes (XTRIM MINID ~, whole nodes only, so it is
-# cheap). Run as one script so no group moves in between. Not trimmed (returns -1) while a group
-# that must read the stream (ARGV) does not exist yet, or when it has no group at all.
+# one after the last delivered, or the one after what its snapshot is as of (the hold hash KEYS[2],
+# group -> id, when given: a group that restores a snapshot replays the entries after it). Everything
+# older goes (XTRIM MINID ~, whole nodes only, so it is cheap). Run as one script so no group moves
+# in between. Not trimmed (returns -1) while a group that must read the stream (ARGV) does not exist
+# yet, or when it has no group at all. A hold of a group the stream no longer has is ignored.
 _TRIM_SCRIPT = """
 local info = redis.pcall('XINFO', 'GROUPS', KEYS[1])
 if type(info) ~= 'table' or info.err or #info == 0 then return -1 end
@@ -360,6 +362,16 @@ for _, flat in ipairs(info) do
 end
 for _, reader in ipairs(ARGV) do
   if not found[reader] then return -1 end
+end
+if KEYS[2] then
+  local held = redis.call('HGETALL', KEYS[2])
+  for j = 1, #held, 2 do
+    if found[held[j]] then
+      local ms, seq = parse(held[j + 1])
+      seq = seq + 1
+      if ms < oldest_ms or (ms == oldest_ms and seq < oldest_seq) then oldest_ms, oldest_seq = ms, seq end
+    end
+  end
 end
 return redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d-%d', oldest_ms, oldest_seq))
 """
@@ -704,6 +716,22 @@ class Bus:
                     rejected.append((RawEntry(stream, entry_id, fields), str(error)))
         return deliveries, rejected, ended
 
+    async def entries_between(
+        self, stream: str, after: str, until: str, *, count: int
+    ) -> tuple[list[Delivery], str | None]:
+        """Up to ``count`` entries of ``stream`` after ``after`` up to ``until`` (both ids), decoded,
+        and the id of the last one read (None: none left). An entry that fails validation is left
+        out (its reader dead-lettered it when it read it): what a positioned reader replays on top
+        of a snapshot."""
+        rows = await self.redis.xrange(stream, min=f"({after}", max=until, count=count)
+        deliveries = []
+        for entry_id, raw in rows:
+            try:
+                deliveries.append(Delivery(stream, entry_id, decode(_fields(raw) or {})))
+            except ValueError:
+                continue
+        return deliveries, rows[-1][0] if rows else None
+
     async def take_positions(self, streams: Sequence[str], group: str, lease: tuple[str, str]) -> dict[str, str]:
         """Where a positioned reader of ``streams`` starts: its group's position, after taking over
         the entries a reader of an older release left pending (see _TAKE_OVER_PENDING_SCRIPT)."""
@@ -730,11 +758,13 @@ class Bus:
             asyncio.create_task(self.redis.xread({s: positions[s] for s in group}, count=1, block=block_ms))
             for group in groups
         ]
-        await first_of(stop, *waiting)
-        for task in waiting:
-            if not task.done():
-                task.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
-        await asyncio.gather(*waiting, return_exceptions=True)
+        try:
+            await first_of(stop, *waiting)
+        finally:  # (also when the reader itself is cancelled: no read is left behind)
+            for task in waiting:
+                if not task.done():
+                    task.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
+            await asyncio.gather(*waiting, return_exceptions=True)
 
     async def tails(self, streams: Sequence[str]) -> dict[str, str]:
         """The id of each stream's newest entry ("0-0" for an empty or missing stream): where a
@@ -918,9 +948,11 @@ class Bus:
         """Trim ``stream`` below the oldest entry any of its groups still needs; returns entries removed.
 
         Nothing is trimmed while one of ``readers`` (the groups that must read it) is missing, or
-        when the stream has no group at all: nobody has said what it still needs.
+        when the stream has no group at all: nobody has said what it still needs. What a group's
+        snapshot still needs (its hold, see :func:`hold_key`) is kept too.
         """
-        removed = int(await self._trim(keys=[stream], args=list(readers)))
+        hold = hold_key(stream)
+        removed = int(await self._trim(keys=[stream, *([hold] if hold else [])], args=list(readers)))
         if removed > 0:
             self.stats["trimmed"] += removed
         return max(0, removed)

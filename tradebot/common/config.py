@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     claim_idle_ms: int = Field(15_000, ge=100)
     max_deliveries: int = Field(5, ge=1)
     lease_ttl_ms: int = Field(6000, ge=500)
+    # The strategy writes its state (the symbol parts) in a snapshot every this many tick entries per
+    # partition or this many seconds; in between a commit writes only the outputs and the position.
+    strategy_snapshot_entries: int = Field(2000, ge=1)
+    strategy_snapshot_s: float = Field(30.0, gt=0)
     heartbeat_ttl_s: int = Field(15, ge=2)
     grace_period_s: float = Field(10.0, gt=0)
     # exit code of a worker stopped by SIGINT/SIGTERM; `tradebot up` sets 143 for its workers so it
@@ -84,8 +88,11 @@ class Settings(BaseSettings):
 
     # --- execution (paper broker) ---
     starting_cash: float = Field(100_000.0, gt=0)
-    slippage_bps: float = Field(1.0, ge=0)
-    commission_per_share: float = Field(0.005, ge=0)
+    # Half a spread of about 3 cents on the default universe's ~$318 average price: what a one-share
+    # market order in large caps pays. Alpaca, the real broker here, charges no commission on US
+    # equities. (1 bp and $0.005 made the demo's crossover lose its 3 % daily limit in 42 minutes.)
+    slippage_bps: float = Field(0.5, ge=0)
+    commission_per_share: float = Field(0.0, ge=0)
     # how long (days of order time) the paper broker remembers executed client order ids
     order_memory_days: float = Field(7.0, gt=0, le=366)
     # symbols the paper broker treats as not fractionable (Alpaca's asset flag), so fractional

@@ -69,7 +69,19 @@ _set = object.__setattr__
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
-_defaults: dict[type[BaseModel], dict[str, Any]] = {}
+# What built needs to know of a model given these names, found once: the defaults to fill in (None
+# when the names are every field in field order: the values are the event's dict as they are) and
+# the names as pydantic's fields set. The set is shared by every event built with the same names
+# (pydantic changes a model's set only when a field is assigned, which a frozen event refuses, and
+# model_copy copies it first), so no event allocates its own.
+_layouts: dict[tuple[type[BaseModel], tuple[str, ...]], tuple[dict[str, Any] | None, set[str]]] = {}
+
+
+def _layout(model: type[BaseModel], names: tuple[str, ...]) -> tuple[dict[str, Any] | None, set[str]]:
+    fields = model.model_fields  # no event has a mutable default: the defaults are shared too
+    defaults = {name: None if info.is_required() else info.get_default(call_default_factory=True)
+                for name, info in fields.items()}  # fmt: skip
+    return (None if names == tuple(fields) else defaults), set(names)
 
 
 def built(model: type[E], **values: Any) -> E:
@@ -84,15 +96,13 @@ def built(model: type[E], **values: Any) -> E:
     a value it cannot vouch for goes through the model's constructor. Omitted fields take their
     defaults, as with the constructor; the result equals (and dumps the same JSON as) the validated one.
     """
-    defaults = _defaults.get(model)
-    if defaults is None:  # made once per model and shared: no event has a mutable default
-        defaults = _defaults[model] = {
-            name: None if info.is_required() else info.get_default(call_default_factory=True)
-            for name, info in model.model_fields.items()
-        }
+    key = (model, tuple(values))
+    layout = _layouts.get(key) or _layouts.setdefault(key, _layout(model, key[1]))
+    defaults, given = layout
     event = _new(model)
-    _set(event, "__dict__", {**defaults, **values})  # in field order, which is the JSON's order
-    _set_fields_set(event, set(values))
+    # in field order, which is the JSON's order; ``values`` is this call's own dict (keyword arguments)
+    _set(event, "__dict__", values if defaults is None else {**defaults, **values})
+    _set_fields_set(event, given)
     _set_extra(event, None)
     _set_private(event, None)
     return event

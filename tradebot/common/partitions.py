@@ -8,7 +8,9 @@ owner's pending entries and processes them first. Reads and commits both check t
 Redis (fencing): a worker that lost its lease can neither take entries (which would reorder the
 partition for its new owner) nor write anything. State, outputs and acks go in one atomic commit,
 so a crash neither loses nor repeats an effect. A state kept in parts (:class:`PartedState`, e.g.
-one per symbol) is committed part by part: only what the batch changed is written.
+one per symbol) is committed part by part: only what the batch changed is written. A positioned
+reader may instead write its parts only in a snapshot now and then, and replay the entries after
+it on restore (tradebot/common/snapshots.py, the strategy's).
 """
 
 from __future__ import annotations
@@ -99,6 +101,10 @@ class PartitionSettings:
     # XREADGROUP and acks: for a role whose partition's streams share the lease's slot (strategy).
     # Nothing is pending, so Redis writes no XCLAIM per entry to its append-only file.
     positioned: bool = False
+    # A snapshot reader (tradebot/common/snapshots.py) writes its parts only in a snapshot: every
+    # this many entries or seconds (and when quiet, on a stop, past the budget, on an input change).
+    snapshot_entries: int = 2000
+    snapshot_s: float = 30.0
     membership_interval_s: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -348,26 +354,48 @@ class PartitionReader:
         role = self.config.role
         lease = (lease_key(role, self.partition), self.member)
         positions = await self.bus.take_positions(self.streams, role, lease)
-        while not stop.is_set():
-            if max_messages is not None and self.counters["handled"] >= max_messages:
-                return ReaderEnd.STOPPED
-            read = await self.bus.read_positioned(positions, lease, count=self.config.batch_size)
-            if read is None:
-                break
-            batch, rejected, ended = read
-            if ended:
-                if not await self._commit(batch, rejected=rejected, positions=ended):
+        if await self._started(positions):
+            while not stop.is_set() and (max_messages is None or self.counters["handled"] < max_messages):
+                read = await self.bus.read_positioned(positions, lease, count=self.config.batch_size)
+                if read is None:
                     break
-                positions.update(ended)
-            elif burst:
-                return ReaderEnd.DRAINED
-            else:
-                await self.bus.wait_for_entries(positions, self.config.block_ms, stop)
-        else:
-            return ReaderEnd.STOPPED
+                batch, rejected, ended = read
+                if ended:
+                    if not await self._before_batch(positions):
+                        break
+                    if not await self._commit(batch, rejected=rejected, positions=ended):
+                        break
+                    positions.update(ended)
+                elif burst:
+                    await self._ending(positions)
+                    return ReaderEnd.DRAINED
+                if not await self._after_batch(positions):
+                    break
+                if not ended:
+                    await self.bus.wait_for_entries(positions, self.config.block_ms, stop)
+            else:  # stopped, or MAX_MESSAGES reached
+                await self._ending(positions)
+                return ReaderEnd.STOPPED
         log.warning("%s lost the lease on partition %d; leaving it to the new owner", role, self.partition)
         self.counters["fenced"] += 1
         return ReaderEnd.LOST
+
+    # What a positioned reader does around its batches; a reader that writes snapshots
+    # (tradebot/common/snapshots.py) replays, and writes them, here. False: the lease is lost.
+    async def _started(self, positions: dict[str, str]) -> bool:
+        """Once the group's position is known, before the first read."""
+        return True
+
+    async def _before_batch(self, positions: dict[str, str]) -> bool:
+        """Before a batch read after ``positions`` is applied and committed."""
+        return True
+
+    async def _after_batch(self, positions: dict[str, str]) -> bool:
+        """After a batch was committed (or a read found nothing new)."""
+        return True
+
+    async def _ending(self, positions: dict[str, str]) -> None:
+        """On a stop, a drained burst or MAX_MESSAGES reached (not when the lease is lost)."""
 
     async def _restore(self) -> None:
         """The state as last committed: from its parts when it keeps them (else, once, the whole string)."""

@@ -121,6 +121,20 @@ def storage_streams(partitions: int) -> list[str]:
     ]
 
 
+def storage_partition_streams(partition: int) -> list[str]:
+    """What storage reads as the lease owner of ``partition``, all in its slot: its ticks, signals
+    and orders (and, in partition 0, the order events)."""
+    streams = [tick_stream(partition), signal_stream(partition), order_stream(partition)]
+    return [*streams, ORDER_EVENTS] if partition == 0 else streams
+
+
+def storage_group_streams(partitions: int) -> list[str]:
+    """What storage reads in its consumer group with XREADGROUP: the streams no partition owns (rare
+    events: bars, repaired ticks, gaps, control, equity)."""
+    owned = {stream for partition in range(partitions) for stream in storage_partition_streams(partition)}
+    return [stream for stream in storage_streams(partitions) if stream not in owned]
+
+
 def retained_streams(partitions: int) -> dict[str, tuple[str, ...]]:
     """Every stream the system trims by consumer progress, with the groups that must read it.
 
@@ -192,6 +206,13 @@ def checkpoint_parts_key(role: str, partition: int) -> str:
     """The state of a partition kept in parts (a hash, e.g. one field per symbol): a commit writes
     only the parts its batch changed."""
     return f"checkpoint_parts:{role}:{partition_tag(partition)}"
+
+
+def hold_key(stream: str) -> str | None:
+    """Entries of ``stream`` a group's snapshot still needs (a hash: group -> the id its snapshot is
+    as of; retention keeps what comes after it). Only a stream of a partition's slot (its name has
+    the tag) has one: the key shares that slot, so the trim script can read both on a cluster."""
+    return f"hold:{stream}" if "{" in stream else None
 
 
 def partition_consumer(partition: int) -> str:

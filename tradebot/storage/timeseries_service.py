@@ -1,12 +1,17 @@
 """The storage worker: every tick partition, bars, signals and order streams into PostgreSQL.
 
-Stateless, so any number of copies share the ``storage`` consumer group. Each batch is written
-atomically (one INSERT ... ON CONFLICT per table, see writer.py) and acked only after the commit;
-a batch redelivered after a crash writes nothing twice. A database that cannot take writes for now (down,
-disk full, read-only, out of memory, lock timeout, cancelled: ``TRANSIENT_DB_ERRORS``) is an
-outage: the batch waits and is retried, loudly, and never counts as a failed delivery. Storage
-also trims every stream below what all groups still need (retention follows the consumers).
-Migrations run at start-up (advisory-locked, so copies starting together are safe).
+Any number of copies run side by side. The partitioned streams (ticks, signals, orders, order
+events) are read by lease: each worker owns a share of the partitions (role ``storage``), reads
+them with XREAD from the ``storage`` group's position and moves the group after the database commit
+(partition_reader.py), so Redis keeps no pending entry, and no XCLAIM in its append-only file, per
+tick. The rare streams no partition owns (bars, repaired ticks, gaps, control, equity) are shared
+through the same ``storage`` consumer group with XREADGROUP, acked after the commit. Either way a
+batch is written atomically (one INSERT ... ON CONFLICT per table, see writer.py), and a batch read
+again after a crash writes nothing twice. A database that cannot take writes for now (down, disk
+full, read-only, out of memory, lock timeout, cancelled: ``TRANSIENT_DB_ERRORS``) is an outage: the
+batch waits and is retried, loudly, and never counts as a failed delivery. Storage also trims every
+stream below what all groups still need (retention follows the consumers). Migrations run at
+start-up (advisory-locked, so copies starting together are safe).
 """
 
 from __future__ import annotations
@@ -19,12 +24,20 @@ import asyncpg
 
 from tradebot.common.bus import Bus, Delivery
 from tradebot.common.config import ReadySettings
-from tradebot.common.consumer import GroupConsumer
+from tradebot.common.consumer import IDLE_CONSUMER_CLAIMS, GroupConsumer
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
 from tradebot.common.lifecycle import Backoff
+from tradebot.common.partitions import PartitionedWorker, PartitionSettings, PartitionState
 from tradebot.common.runtime import consumer_name
 from tradebot.common.runtime import main as run_worker
-from tradebot.common.streams import STORAGE_GROUP, Role, retained_streams, storage_streams
+from tradebot.common.streams import (
+    STORAGE_GROUP,
+    Role,
+    retained_streams,
+    storage_group_streams,
+    storage_partition_streams,
+)
+from tradebot.storage.partition_reader import StoragePartitionReader, Write
 from tradebot.storage.retention import retention_loop
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions, database_mode
@@ -34,25 +47,24 @@ log = logging.getLogger(__name__)
 ROLE = Role.STORAGE
 
 
-async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str] | None = None) -> None:
-    """Persist stream entries until ``stop`` (or burst / max-messages end)."""
+async def run(
+    settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str] | None = None, member: str | None = None
+) -> None:
+    """Persist stream entries until ``stop`` (or burst / max-messages end); ``member`` names this
+    worker among the partition owners (default: host and pid)."""
     counters = counters if counters is not None else Counter()
     pool = await _connect_when_ready(settings, stop)
     if pool is None:
         return
     bus = Bus.from_settings(settings)
 
-    async def handle(batch: list[Delivery]) -> None:
-        written = await write_events(pool, [delivery.event for delivery in batch])
-        new_rows = sum(written.values())
-        counters.update({f"rows_{table}": rows for table, rows in written.items()})
-        counters["duplicates"] += len(batch) - new_rows
-
+    handle = event_writer(pool, counters)
+    name = member or consumer_name()
     consumer = GroupConsumer(
         bus,
-        storage_streams(settings.tick_partitions),
+        storage_group_streams(settings.tick_partitions),
         STORAGE_GROUP,
-        consumer_name(),
+        name,
         batch_size=settings.bus_batch_size,
         block_ms=settings.bus_block_ms,
         claim_idle_ms=settings.claim_idle_ms,
@@ -60,14 +72,61 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
         transient_errors=TRANSIENT_DB_ERRORS,
         retained=retained_streams(settings.tick_partitions),
     )
+    owner = partition_owner(bus, settings, name, handle, counters)
     retention = await _start_retention(pool, settings, stop, counters)
     try:
-        await consumer.run(handle, stop=stop, max_messages=settings.max_messages, burst=settings.burst)
+        most, burst = settings.max_messages, settings.burst
+        readers = [
+            asyncio.create_task(consumer.run(handle, stop=stop, max_messages=most, burst=burst)),
+            asyncio.create_task(owner.run(stop=stop, max_messages=most, burst=burst)),
+        ]
+        try:
+            await asyncio.gather(*readers)
+        finally:  # one failed: the other stops too (hands its leases back)
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
     finally:
         if retention is not None:
             retention.cancel()
         await bus.close()
         await pool.close()
+
+
+def event_writer(pool: asyncpg.Pool, counters: Counter[str]) -> Write:
+    """Writes a batch of deliveries (idempotent), counting new rows per table and duplicates."""
+
+    async def write(batch: list[Delivery]) -> None:
+        written = await write_events(pool, [delivery.event for delivery in batch])
+        counters.update({f"rows_{table}": rows for table, rows in written.items()})
+        counters["duplicates"] += len(batch) - sum(written.values())
+
+    return write
+
+
+def partition_owner(
+    bus: Bus, settings: ReadySettings, member: str, write: Write, counters: Counter[str]
+) -> PartitionedWorker:
+    """The lease owner of this worker's share of the partitions, each read by a StoragePartitionReader."""
+    config = PartitionSettings(
+        role=STORAGE_GROUP,
+        partitions=settings.tick_partitions,
+        streams_for=storage_partition_streams,
+        batch_size=settings.bus_batch_size,
+        block_ms=settings.bus_block_ms,
+        lease_ttl_ms=settings.lease_ttl_ms,
+        positioned=True,
+    )
+
+    def new_reader(partition: int) -> StoragePartitionReader:
+        idle_ms = settings.claim_idle_ms * IDLE_CONSUMER_CLAIMS
+        return StoragePartitionReader(bus, config, member, partition, write, counters, idle_consumer_ms=idle_ms)
+
+    return PartitionedWorker(bus, config, member, _no_state, counters, new_reader=new_reader)
+
+
+def _no_state(partition: int) -> PartitionState:
+    raise AssertionError(f"storage keeps no state for partition {partition}: StoragePartitionReader reads it")
 
 
 async def _start_retention(

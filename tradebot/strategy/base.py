@@ -24,6 +24,7 @@ from tradebot.common.models import (
     built,
     stable_id,
 )
+from tradebot.common.rounding import rounded
 from tradebot.strategy.bars import BarBuilder, Candle, timeframe_seconds
 from tradebot.strategy.indicators import Indicator
 
@@ -167,13 +168,16 @@ class BarStrategy:
         validating again (``models.built``) when the few values a strategy decides are plainly in
         range, else through the model, which converts them or says what is wrong.
         """
+        score = float(score)
+        if not 0.0 <= score <= 1.0:
+            score = min(1.0, max(0.0, score))
         values = {
             "id": stable_id(self.name, source_id),
             "symbol": symbol,
             "timestamp": at,
             "side": side,
             "price": price,
-            "confidence": round(min(1.0, max(0.0, float(score))), 6),
+            "confidence": rounded(score, 6),
             "strategy": self.name,
             "tick_id": source_id,
         }

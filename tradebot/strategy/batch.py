@@ -79,8 +79,8 @@ class Batch:
     """Observations in time order, and their symbols, ids, times and prices (a bar's close) as columns."""
 
     __slots__ = (
-        "_ids", "_lists", "ids", "observations", "price_array", "prices", "repeated_ids", "rows", "seconds", "symbols",
-        "times",
+        "_ids", "_lists", "_repeated", "_repeats", "ids", "observations", "price_array", "prices", "rows", "seconds",
+        "symbols", "times",
     )  # fmt: skip
 
     def __init__(self, observations: Sequence[Tick | Bar]):
@@ -111,10 +111,11 @@ class Batch:
 
     def _finish(self) -> None:
         self._ids = set(self.ids)
-        self.repeated_ids = len(self._ids) < len(self.ids)  # a redelivery inside the batch
+        self._repeated = len(self._ids) < len(self.ids)  # an id twice in the batch (of one symbol or two)
         self.price_array = np.array(self.prices, dtype=np.float64)
         self.rows = self._rows()
         self._lists: dict[str, list[int]] = {}
+        self._repeats: dict[str, set[str] | None] = {}
 
     def row_lists(self, symbol: str) -> list[int]:
         """``rows[symbol]`` as a list (made once; [] for a symbol not in the batch), for bisecting."""
@@ -129,14 +130,24 @@ class Batch:
         if not self.symbols:
             return {}
         codes = {symbol: number for number, symbol in enumerate(dict.fromkeys(self.symbols))}
-        numbered = np.array(list(map(codes.__getitem__, self.symbols)), dtype=np.int64)
+        numbered = np.fromiter(map(codes.__getitem__, self.symbols), dtype=np.int64, count=len(self.symbols))
         order = np.argsort(numbered, kind="stable")
         ends = np.cumsum(np.bincount(numbered, minlength=len(codes)))
         return dict(zip(codes, np.split(order, ends[:-1]), strict=True))
 
-    def seen(self, ids: Iterable[str]) -> bool:
-        """Whether any of ``ids`` (a strategy's recent ones) comes again in this batch."""
-        return any(tick_id in self._ids for tick_id in ids)
+    def repeats(self, symbol: str, recent: Iterable[str]) -> bool:
+        """Whether an id of ``symbol``'s observations comes twice in this batch, or is one of ``recent``
+        (a strategy's last ids of that symbol): a redelivery. Ids are remembered per symbol, so an id
+        of another symbol's is none; with no id twice in the whole batch and none of ``recent`` in it
+        (the usual case) that is all there is to look at."""
+        if not self._repeated and not any(tick_id in self._ids for tick_id in recent):
+            return False
+        if symbol not in self._repeats:
+            rows = self.row_lists(symbol)
+            distinct = set(map(self.ids.__getitem__, rows))
+            self._repeats[symbol] = None if len(distinct) < len(rows) else distinct
+        ids = self._repeats[symbol]
+        return ids is None or any(tick_id in ids for tick_id in recent)
 
     def __len__(self) -> int:
         return len(self.observations)

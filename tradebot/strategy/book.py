@@ -14,8 +14,9 @@ backtest decides the same.
 from __future__ import annotations
 
 import math
+import operator
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -27,6 +28,7 @@ from tradebot.strategy.batch import Batch
 from tradebot.strategy.catalog import StrategyError, build_strategy
 
 BOTH_SIDES = frozenset({"buy", "sell"})
+_position = operator.itemgetter(0)  # of a (position, ...) pair
 
 
 @dataclass(frozen=True)
@@ -233,13 +235,16 @@ class StrategyBook:
         A strategy with a ``scan`` method (state per symbol; see MovingAverageCrossover.scan)
         decides each symbol's part in one go, so the observations that emit nothing cost no objects.
         """
-        found: list[tuple[int, int, Signal, Order | None]] = []
-        for number, entry in enumerate(self.entries):
-            signals = sorted(self._signals(entry, batch), key=lambda pair: pair[0])
+        found: list[tuple[int, Signal, Order | None]] = []
+        deciding = 0
+        for entry in self.entries:
+            signals = sorted(self._signals(entry, batch), key=_position)
             if signals and self.switches.get(entry.name, entry.spec.enabled):
-                found += [(position, number, signal, self._order(entry, signal)) for position, signal in signals]
-        found.sort(key=lambda item: (item[0], item[1]))  # stable: one strategy's signals of a tick keep their order
-        return [(position, signal, order) for position, _, signal, order in found]
+                found += [(position, signal, self._order(entry, signal)) for position, signal in signals]
+                deciding += 1
+        if deciding > 1:  # stable: at one position, the book's order of strategies, then each one's own
+            found.sort(key=_position)
+        return found
 
     def _signals(self, entry: Entry, batch: Batch) -> list[tuple[int, Signal]]:
         observations, scan = batch.observations, getattr(entry.strategy, "scan", None)
@@ -279,15 +284,29 @@ class StrategyBook:
 
     def _order(self, entry: Entry, signal: Signal, sides: frozenset[str] = BOTH_SIDES) -> Order | None:
         """The signal's order, or None: a side not sent now, a BUY while long, a SELL while flat."""
-        held = self.positions[entry.name]
-        if signal.side not in sides or (signal.symbol in held) == (signal.side == "buy"):
+        held, side, symbol = self.positions[entry.name], signal.side, signal.symbol
+        if side not in sides or (symbol in held) == (side == "buy"):
             return None
-        if signal.side == "buy":
+        if side == "buy":
             quantity = entry.spec.sizing.shares(signal.price)
-            held[signal.symbol] = quantity
+            held[symbol] = quantity
         else:
-            quantity = held.pop(signal.symbol)
+            quantity = held.pop(symbol)
         return entry.spec.orders.shape(Order.from_signal(signal, quantity))
+
+    def forget_unheld(self, held: Mapping[str, Mapping[str, float]]) -> list[tuple[str, str]]:
+        """Drop each position the account does not hold for its strategy (``held``: strategy → symbol
+        → shares, as the execution role last committed them), so no SELL of it is ever sent; the
+        (strategy, symbol) pairs dropped. Only for an account that is not ACTIVE (see
+        StrategyPartition.apply): there every BUY not yet decided will be denied, so a BUY the
+        account does not show was or will be denied, never filled."""
+        dropped = []
+        for name, positions in self.positions.items():
+            account = held.get(name, {})
+            for symbol in [s for s in positions if account.get(s, 0.0) <= 0]:
+                del positions[symbol]
+                dropped.append((name, symbol))
+        return dropped
 
     def snapshot(self) -> dict[str, Any]:
         """Every strategy's state and what each holds, as JSON-ready data."""

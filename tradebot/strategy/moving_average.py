@@ -142,7 +142,7 @@ class MovingAverageCrossover(BarStrategy):
         if self.average != "sma" or batch.seconds is None or self.seconds not in (0, batch.seconds):
             return None
         state = self._state(symbol)
-        if batch.repeated_ids or batch.seen(state.recent):
+        if batch.repeats(symbol, state.recent):
             return None  # a redelivery: first_sight decides, one by one
         found = self._crossings(state, np.rint(batch.price_array[rows] * PRICE_UNITS_PER_DOLLAR).astype(np.int64))
         if found is None:
@@ -151,8 +151,8 @@ class MovingAverageCrossover(BarStrategy):
         state.recent = dict.fromkeys(recent[-RECENT_TICK_IDS:])
         signals: list[tuple[int, Signal]] = []
         times, prices, ids, bar_seconds = batch.times, batch.prices, batch.ids, batch.seconds  # read from the columns
-        for at, side, score in found:
-            row = int(rows[at])
+        signalled = rows[[at for at, _, _ in found]].tolist()  # their rows in the batch, as ints
+        for row, (_, side, score) in zip(signalled, found, strict=True):
             if not bar_seconds:  # a tick: its time and price
                 when = times[row]
             else:  # a bar (all of one timeframe): signalled at its close, as on_bar does

@@ -4,16 +4,20 @@ Each owned partition has one strategy book (every configured strategy, tradebot/
 holding the state of that partition's symbols. Its outputs (signals on ``signals``, orders on
 ``orders.new``), its checkpoint and the acks of the ticks it applied are written in one fenced
 commit, so any number of workers, started and killed in any order, produce exactly the signals a
-single uninterrupted worker would. The checkpoint is kept in parts (tradebot/strategy/parts.py):
-a commit rewrites only the symbols its batch touched.
+single uninterrupted worker would. The checkpoint is kept in parts (tradebot/strategy/parts.py),
+written in a snapshot now and then (tradebot/common/snapshots.py): a commit writes the outputs and
+the group's position, and a restore replays the ticks after the snapshot. The run-time switches and
+the trading state decide too (:meth:`StrategyPartition.inputs`): a change of them forces a snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import NamedTuple
 
 from tradebot.common import runtime
 from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
@@ -21,11 +25,12 @@ from tradebot.common.config import ReadySettings, Settings, SettingsError
 from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import Event, Order, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
+from tradebot.common.snapshots import SnapshotReader
 from tradebot.common.streams import STRATEGY_ROLE, STRATEGY_SWITCHES_KEY, order_stream, signal_stream, tick_stream
 from tradebot.risk.exits import ExitRules
 from tradebot.risk.state import TradingState, strictest
 from tradebot.risk.store import obeying_trading_state, poll_interval, read_record
-from tradebot.risk.views import read_checkpoint, trading_state
+from tradebot.risk.views import Holdings, held_if_not_active, read_checkpoint, trading_state
 from tradebot.strategy import parts
 from tradebot.strategy.bars import BarATR, timeframe_seconds
 from tradebot.strategy.book import Sizing, StrategyBook, StrategySpec, read_strategies_file
@@ -45,8 +50,10 @@ class StrategyPartition:
     """The checkpointed state of one tick partition: a strategy book (and the exits) behind PartitionState.
 
     ``trading_state`` gates the orders at the source: while REDUCING only sells are sent (a buy would
-    be denied), while HALTED none; signals are still made. The book's notion of "long" moves only
-    with the orders it sends.
+    be denied), while HALTED none; signals are still made. The book's notion of "long" moves with
+    the orders it sends, and, while the account is not ACTIVE, drops what ``account_held`` (the
+    account's holdings per strategy as the execution role last committed them, when that commit was
+    not ACTIVE) does not show: a BUY denied, or sent before the worker read the state and bound to be.
     """
 
     def __init__(
@@ -56,17 +63,21 @@ class StrategyPartition:
         trading_state: Callable[[], TradingState] = lambda: TradingState.ACTIVE,
         exits: Callable[[], ExitRules] = ExitRules,
         partition: int = 0,
+        account_held: Callable[[], Holdings | None] = lambda: None,
     ):
         # Outputs stay in the partition's slot: its commit publishes them with the acks and the state.
         self.signals, self.orders = signal_stream(partition), order_stream(partition)
         self.new_book = new_book
         self.order_quantity = order_quantity
         self.trading_state = trading_state
+        self.account_held = account_held
         self.new_exits = exits
         self.book = new_book()
         self.exits = exits()
         self._touched: set[str] = set()  # symbols applied since the last parts written
         self._rest: str | None = None  # the snapshot without its symbols, as last written
+        self.forgotten = 0  # times follow_account dropped positions (an input: see inputs)
+        self._replaying = False
 
     def restore(self, checkpoint: str | None) -> None:
         """Start from a whole-string checkpoint (an older layout), or from nothing."""
@@ -75,6 +86,8 @@ class StrategyPartition:
     def apply(self, events: list[Event]) -> list[tuple[str, Event]]:
         """Feed ticks to the strategies; each signal is published along with its order (unless halted)."""
         outputs: list[tuple[str, Event]] = []
+        if not self._replaying:
+            self.follow_account()
         sides = SENT_SIDES[self.trading_state()]
         for event in events:
             if not isinstance(event, Tick):
@@ -93,6 +106,41 @@ class StrategyPartition:
             take_changes = getattr(self.book, "take_changes", None)  # (a stand-in book may have none)
             outputs += [(self.orders, change) for change in (take_changes() if take_changes else [])]
         return outputs
+
+    def follow_account(self) -> None:
+        """While the account is not ACTIVE, drop from the book what ``account_held`` does not show
+        (see the class). An input from outside the ticks: never applied in a replay; the snapshot
+        reader takes it in before a batch, and ``inputs`` counts the drops, so a snapshot with the
+        positions dropped comes before the ticks applied after them."""
+        held = self.account_held() if "buy" not in SENT_SIDES[self.trading_state()] else None
+        if held is not None and self.book.forget_unheld(held):  # (the positions are in the rest part)
+            self.forgotten += 1
+
+    def inputs(self) -> str:
+        """What decides besides the ticks: the trading state and each strategy's run-time switch (a
+        change forces a snapshot; a restore replays the ticks after it under the recorded ones)."""
+        switches = getattr(self.book, "switches", {})
+        entries = getattr(self.book, "entries", [])  # (a stand-in book may have none)
+        effective = {entry.name: switches.get(entry.name, entry.spec.enabled) for entry in entries}
+        return parts.compact({"state": self.trading_state().value, "switches": effective, "forgotten": self.forgotten})
+
+    def replay(self, events: list[Event], inputs: str) -> None:
+        """Apply ticks again under recorded ``inputs``, dropping the outputs (already published)."""
+        recorded = json.loads(inputs) if inputs else {}
+        live_state, live_switches = self.trading_state, getattr(self.book, "switches", None)
+        if "state" in recorded:
+            state = TradingState(recorded["state"])
+            self.trading_state = lambda: state
+        if live_switches is not None and "switches" in recorded:
+            self.book.switches = recorded["switches"]
+        self._replaying = True
+        try:
+            self.apply(events)
+        finally:
+            self._replaying = False
+            self.trading_state = live_state
+            if live_switches is not None:
+                self.book.switches = live_switches
 
     def _snapshot(self) -> dict[str, object]:
         snapshot = self.book.snapshot()
@@ -159,6 +207,7 @@ def strategy_worker(
     counters: Counter[str],
     switches: dict[str, bool] | None = None,
     trading_state: Callable[[], TradingState] = lambda: TradingState.ACTIVE,
+    account_held: Callable[[], Holdings | None] = lambda: None,
 ) -> PartitionedWorker:
     """A partition-leasing worker named ``member`` (unique per worker) running the strategies."""
     config = PartitionSettings(
@@ -169,6 +218,8 @@ def strategy_worker(
         block_ms=settings.bus_block_ms,
         lease_ttl_ms=settings.lease_ttl_ms,
         positioned=True,  # a partition's tick stream is in its slot: XREAD, the group moved by the commit
+        snapshot_entries=settings.strategy_snapshot_entries,  # the parts in a snapshot now and then
+        snapshot_s=settings.strategy_snapshot_s,
     )
     new_book = book_factory(settings, switches)
 
@@ -183,9 +234,12 @@ def strategy_worker(
         )
 
     def new_state(partition: int) -> StrategyPartition:
-        return StrategyPartition(new_book, settings.order_quantity, trading_state, exits, partition)
+        return StrategyPartition(new_book, settings.order_quantity, trading_state, exits, partition, account_held)
 
-    return PartitionedWorker(bus, config, member=member, counters=counters, new_state=new_state)
+    def new_reader(partition: int) -> SnapshotReader:
+        return SnapshotReader(bus, config, member, partition, new_state(partition), counters)
+
+    return PartitionedWorker(bus, config, member=member, counters=counters, new_state=new_state, new_reader=new_reader)
 
 
 async def read_switches(bus: Bus) -> dict[str, bool]:
@@ -194,17 +248,27 @@ async def read_switches(bus: Bus) -> dict[str, bool]:
     return {_text(name): _text(state) == "on" for name, state in saved.items()}
 
 
-async def ruled_state(bus: Bus) -> TradingState:
+class Ruled(NamedTuple):
+    """What the strategies read of the account at each poll (see :func:`ruled_state`)."""
+
+    state: TradingState
+    held: Holdings | None  # held_if_not_active
+
+
+async def ruled_state(bus: Bus) -> Ruled:
     """The state the risk stage applies to the next order: the operator's, or a tripped rule's
-    (the daily loss limit: REDUCING), read from the execution role's last commit."""
+    (the daily loss limit: REDUCING), read from the execution role's last commit; with what that
+    commit holds for each strategy when it was not ACTIVE."""
     record, _ = await read_record(bus.redis)
-    state, _ = trading_state(record, await read_checkpoint(bus.redis))
-    return state
+    checkpoint = await read_checkpoint(bus.redis)
+    state, _ = trading_state(record, checkpoint)
+    return Ruled(state, held_if_not_active(checkpoint) if state is not TradingState.ACTIVE else None)
 
 
-async def follow_rules(bus: Bus, ruled: list[TradingState], stop: asyncio.Event, interval_s: float) -> None:
+async def follow_rules(bus: Bus, ruled: list[Ruled], stop: asyncio.Event, interval_s: float) -> None:
     """Keep ``ruled[0]`` equal to :func:`ruled_state`, polling every ``interval_s``: a rule trips in
-    the execution worker, and the strategies withhold what it would deny (a BUY while REDUCING)."""
+    the execution worker, and the strategies withhold what it would deny (a BUY while REDUCING)
+    and forget the BUYs it denied."""
     while not await wait_or_stop(stop, interval_s):
         try:
             ruled[0] = await ruled_state(bus)
@@ -241,7 +305,13 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
             bus.redis, member, STRATEGY_ROLE, settings.lease_ttl_ms, stop, follow_switches(bus, switches, stop), rules
         ) as watcher:  # a restarted worker obeys a halt before its first tick
             worker = strategy_worker(
-                bus, settings, member, counters, switches, lambda: strictest(watcher.current.state, ruled[0])
+                bus,
+                settings,
+                member,
+                counters,
+                switches,
+                lambda: strictest(watcher.current.state, ruled[0].state),
+                lambda: ruled[0].held,
             )
             await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
