@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from tradebot.common import rounding
 from tradebot.common.rounding import rounded
 
 
@@ -32,3 +33,12 @@ def test_rounded_is_round_on_prices_confidences_and_ties() -> None:
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
 def test_rounded_leaves_what_is_not_finite_to_round(value: float) -> None:
     assert _same(rounded(value, 4), round(value, 4))
+
+
+def test_prices_keep_four_decimals_below_a_dollar_and_vwaps_four() -> None:
+    assert rounding.price(0.123456) == 0.1235
+    assert rounding.price(-0.123456) == -0.1235
+    assert rounding.price(1.23456) == 1.23
+    assert rounding.price(2.675) == round(2.675, 2)  # a tie: round() decides
+    assert rounding.price(None) is None
+    assert rounding.vwap(100.123456) == 100.1235

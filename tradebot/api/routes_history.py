@@ -43,6 +43,7 @@ async def _series(pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime)
         end=query.range.end,
         limit=query.limit,
         rollups=mode == "timescaledb",
+        kept=mode == "postgresql",
         now=now,
         source=query.source,
     )
@@ -134,7 +135,14 @@ async def stats(
 ) -> StatsOut:
     """Summary statistics of the daily series between ``start`` and ``end`` (default: all history)."""
     row = await queries.stats(
-        pool, symbol, start=window.start, end=window.end, rollups=mode == "timescaledb", now=now, source=source
+        pool,
+        symbol,
+        start=window.start,
+        end=window.end,
+        rollups=mode == "timescaledb",
+        kept=mode == "postgresql",
+        now=now,
+        source=source,
     )
     change = row["close"] - row["open"] if row["days"] else None
     change_pct = change / row["open"] * 100 if change is not None else None

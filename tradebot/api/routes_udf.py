@@ -169,7 +169,14 @@ async def history(
     end = datetime.fromtimestamp(to, UTC)
     try:
         rows = await queries.history(
-            pool, ticker, timeframe, end=end, limit=countback or MAX_LIMIT, rollups=mode == "timescaledb", now=now
+            pool,
+            ticker,
+            timeframe,
+            end=end,
+            limit=countback or MAX_LIMIT,
+            rollups=mode == "timescaledb",
+            kept=mode == "postgresql",
+            now=now,
         )
     except queries.UnknownSymbolError:
         return udf_error(404, f"unknown symbol {ticker}: nothing stored for it")
@@ -196,7 +203,7 @@ async def _no_data(pool: ReadPoolDep, mode: str, now: datetime, symbol: str, tim
     if before <= EARLIEST:
         return {"s": "no_data"}
     earlier = await queries.history(
-        pool, symbol, timeframe, end=before, limit=1, rollups=mode == "timescaledb", now=now
+        pool, symbol, timeframe, end=before, limit=1, rollups=mode == "timescaledb", kept=mode == "postgresql", now=now
     )
     if not earlier:
         return {"s": "no_data"}

@@ -1,7 +1,8 @@
 """Numbers rounded the way US equity markets quote them, for people (API responses, the CLI).
 
 Stored values and the broker's arithmetic keep full precision; only what is shown is rounded
-(and the few values the live classes round themselves, a fill price, a confidence, use ``rounded``:
+(and the few values the live classes round themselves, a fill price, a confidence, and the prices
+and VWAPs /history encodes, use ``rounded``:
 ``round``'s very result, sooner).
 Prices of $1 and above trade in cents, below $1 in hundredths of a cent (SEC Rule 612); money
 (cash, P&L, commissions) is shown to the cent; a VWAP is an average, so it keeps 4 decimals.
@@ -16,7 +17,7 @@ def price(value: float | None) -> float | None:
     """A price to the cent, or to 4 decimals below $1."""
     if value is None:
         return None
-    return round(value, 4 if abs(value) < SUB_DOLLAR else 2)
+    return rounded(value, 4 if abs(value) < SUB_DOLLAR else 2)  # /history rounds five a bar
 
 
 def money(value: float | None) -> float | None:
@@ -26,7 +27,7 @@ def money(value: float | None) -> float | None:
 
 def vwap(value: float | None) -> float | None:
     """A volume-weighted average price to 4 decimals."""
-    return None if value is None else round(value, 4)
+    return None if value is None else rounded(value, 4)
 
 
 _TENS = tuple(10.0**n for n in range(16))  # exact in binary (10**22 is the last that is)

@@ -1,7 +1,8 @@
 """Read side of the history API: bars, summary statistics and the symbol list, in either mode.
 
-``rollups`` selects the source of tick aggregates: TimescaleDB's continuous aggregates when True,
-on-the-fly ``date_bin`` aggregation otherwise (see series.py); results are the same. ``now``
+``rollups`` and ``kept`` select the source of tick aggregates: TimescaleDB's continuous aggregates
+(``rollups``), plain PostgreSQL's kept 1-minute and daily series (``kept``), on-the-fly ``date_bin``
+aggregation of the ticks otherwise (see series.py); results are the same. ``now``
 decides which buckets have closed (a stored bar of a still open bucket does not hide the live
 series); it defaults to the current time.
 """
@@ -17,8 +18,10 @@ import asyncpg
 
 from tradebot.common.db import Executor, connection
 from tradebot.storage.buckets import TIMEFRAMES, WIDTHS, ceil_bucket, floor_bucket, next_bucket
-from tradebot.storage.series import history_sql, stats_sql
+from tradebot.storage.series import KEPT_TIMEFRAMES, Aggregates, history_sql, stats_sql
 
+# Before every stored time (the API accepts 1970-2100): the lower end of an unbounded kept-edge scan.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 # A window grows this much when it held fewer bars than asked for (gaps: nights, weekends).
 WINDOW_GROWTH = 4
 
@@ -110,9 +113,14 @@ _BARS_END = (
 )
 
 
-def _range_sql(rollups: bool, with_sources: bool = False) -> str:
-    """Earliest and latest stored time of $1 ($2: the timeframes), and with ``with_sources`` its
-    stored sources: what a history request needs first, in one round trip."""
+def _range_sql(
+    rollups: bool, with_sources: bool = False, kept: bool = False, edge: str | None = None, newest_first: bool = False
+) -> str:
+    """Earliest and latest stored time of $1 ($2: the timeframes), with ``with_sources`` its
+    stored sources, with ``kept`` whether its kept series is off (ticks that overflow), and with
+    ``edge`` (a kept timeframe) ``kept_edge``: its $5-th kept bucket (from 0) in [$3, $4), from the
+    oldest or with ``newest_first`` from the newest. What a history request needs first, in one
+    round trip."""
     firsts = ["(SELECT min(ts) FROM ticks WHERE symbol = $1)", _BARS_END.format("min")]
     if rollups:
         firsts.append("(SELECT min(bucket) FROM ohlcv_1d WHERE symbol = $1)")
@@ -121,9 +129,15 @@ def _range_sql(rollups: bool, with_sources: bool = False) -> str:
         if with_sources
         else ""
     )
+    off = ", EXISTS (SELECT 1 FROM kept_series_off WHERE symbol = $1) AS kept_off" if kept else ""
+    if edge:
+        off += (
+            f", (SELECT bucket FROM ohlcv_kept_{edge} WHERE symbol = $1 AND bucket >= $3 AND bucket < $4 "
+            f"ORDER BY bucket {'DESC' if newest_first else 'ASC'} OFFSET $5 LIMIT 1) AS kept_edge"
+        )
     return (
         f"SELECT least({', '.join(firsts)}) AS first, "
-        f"greatest((SELECT max(ts) FROM ticks WHERE symbol = $1), {_BARS_END.format('max')}) AS last{sources}"
+        f"greatest((SELECT max(ts) FROM ticks WHERE symbol = $1), {_BARS_END.format('max')}) AS last{sources}{off}"
     )
 
 
@@ -131,6 +145,20 @@ async def data_range(conn: asyncpg.Connection, symbol: str, rollups: bool) -> tu
     """Earliest and latest stored time of ``symbol`` (ticks, bars, and rollups that outlive ticks)."""
     row = await conn.fetchrow(_range_sql(rollups), symbol, list(TIMEFRAMES))
     return row["first"], row["last"]
+
+
+async def kept_series_off(conn: asyncpg.Connection, symbol: str) -> bool:
+    """Whether the kept series of ``symbol`` is off (its ticks overflow: aggregate them on the fly)."""
+    off: bool = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM kept_series_off WHERE symbol = $1)", symbol)
+    return off
+
+
+def aggregates(rollups: bool, kept: bool, filtered: bool) -> Aggregates:
+    """Where a series' tick aggregates come from: both prepared kinds mix every source, so a
+    series of a subset of the stored sources aggregates its ticks on the fly."""
+    if filtered:
+        return "ticks"
+    return "rollups" if rollups else "kept" if kept else "ticks"
 
 
 class Series(NamedTuple):
@@ -149,6 +177,7 @@ async def history(
     end: datetime | None = None,
     limit: int = 1000,
     rollups: bool = False,
+    kept: bool = False,
     now: datetime | None = None,
     source: str | None = None,
 ) -> Sequence[asyncpg.Record]:
@@ -159,7 +188,16 @@ async def history(
     nothing of ``symbol`` is stored, UnknownSourceError when nothing of ``source`` is, and
     StoredDataError when stored values in range cannot be aggregated."""
     found = await series(
-        executor, symbol, timeframe, start=start, end=end, limit=limit, rollups=rollups, now=now, source=source
+        executor,
+        symbol,
+        timeframe,
+        start=start,
+        end=end,
+        limit=limit,
+        rollups=rollups,
+        kept=kept,
+        now=now,
+        source=source,
     )
     return found.rows
 
@@ -173,13 +211,25 @@ async def series(
     end: datetime | None = None,
     limit: int = 1000,
     rollups: bool = False,
+    kept: bool = False,
     now: datetime | None = None,
     source: str | None = None,
 ) -> Series:
     """``history``'s bars together with the sources they are built from (two round trips in all)."""
     now = now or datetime.now(UTC)
+    kept = kept and not rollups
+    kept_timeframe = timeframe if kept and timeframe in KEPT_TIMEFRAMES else None
     async with connection(executor) as conn:
-        facts = await conn.fetchrow(_range_sql(rollups, with_sources=True), symbol, list(TIMEFRAMES))
+        facts = await conn.fetchrow(
+            _range_sql(rollups, with_sources=True, kept=kept, edge=kept_timeframe, newest_first=start is None),
+            symbol,
+            list(TIMEFRAMES),
+            *(
+                (ceil_bucket(start, timeframe) if start else EARLIEST, ceil_bucket(end or now, timeframe), limit - 1)
+                if kept_timeframe
+                else ()
+            ),
+        )
         first, last = facts["first"], facts["last"]
         if first is None or last is None:
             raise UnknownSymbolError(symbol)
@@ -191,8 +241,18 @@ async def series(
         upper = min(ceil_bucket(end or now, timeframe), next_bucket(floor_bucket(last, timeframe), timeframe))
         if lower >= upper:
             return Series([], sources)
-        sql = history_sql(timeframe, rollups and not filtered, newest_first=start is None, filtered=filtered)
+        kept = kept and not facts["kept_off"]
+        chosen = aggregates(rollups, kept, filtered)
+        sql = history_sql(timeframe, chosen, newest_first=start is None, filtered=filtered)
         extra = (sources,) if filtered else ()
+        edge = facts["kept_edge"] if kept_timeframe and chosen == "kept" else None
+        if edge is not None:
+            # Each kept bucket is a bar of the series (its own or a stored bar's that wins it), so
+            # the window up to the limit-th kept bucket holds the answer: one query, no growing.
+            window = (lower, min(upper, next_bucket(edge, timeframe))) if start else (max(lower, edge), upper)
+            with _aggregating(symbol):
+                rows = await conn.fetch(sql, symbol, *window, now, limit, *extra)
+            return Series(rows if start is not None else rows[::-1], sources)
         with _aggregating(symbol):
             rows = await _fetch_growing(
                 conn, sql, symbol, timeframe, lower, upper, limit, now, extra, from_start=start is not None
@@ -238,6 +298,7 @@ async def stats(
     start: datetime | None = None,
     end: datetime | None = None,
     rollups: bool = False,
+    kept: bool = False,
     now: datetime | None = None,
     source: str | None = None,
 ) -> asyncpg.Record:
@@ -250,12 +311,13 @@ async def stats(
         if first is None:
             raise UnknownSymbolError(symbol)
         sources, filtered = await chosen_sources(conn, symbol, source)
+        kept = kept and not await kept_series_off(conn, symbol)
         lower = ceil_bucket(start, "1d") if start else floor_bucket(first, "1d")
         upper = ceil_bucket(end or now, "1d")
         extra = (sources,) if filtered else ()
         with _aggregating(symbol):
             row = await conn.fetchrow(
-                stats_sql(rollups and not filtered, filtered), symbol, lower, max(lower, upper), now, *extra
+                stats_sql(aggregates(rollups, kept, filtered), filtered), symbol, lower, max(lower, upper), now, *extra
             )
         assert row is not None  # an aggregate without GROUP BY always returns one row
         return row

@@ -1,8 +1,9 @@
 """Numbered SQL migrations, applied once each, safely by several processes at once.
 
-Files live in ``migrations/`` (both modes) and ``migrations/timescale/`` (only when the
-``timescaledb`` extension is present). Versioned files (``0001_name.sql``) apply in number order
-across both folders and are recorded in ``schema_migrations``. Repeatable files (``R_name.sql``)
+Files live in ``migrations/`` (both modes), ``migrations/timescale/`` (only when the
+``timescaledb`` extension is present) and ``migrations/postgresql/`` (only without it: the kept
+series that stand in for the continuous aggregates). Versioned files (``0001_name.sql``) apply in
+number order across the folders and are recorded in ``schema_migrations``. Repeatable files (``R_name.sql``)
 apply after them whenever their rendered text changes, which is how policies follow the settings.
 A file whose first line is ``-- tradebot:no-transaction`` runs statement by statement outside a
 transaction block (TimescaleDB refuses some DDL inside one); every other file runs in one
@@ -82,8 +83,8 @@ class Migration:
 def load_migrations(mode: Mode) -> list[Migration]:
     """The migrations of ``mode``: versioned in number order, then repeatable ones by name."""
     found = [Migration(_version(path), path) for path in MIGRATIONS_DIR.glob("*.sql")]
-    if mode == "timescaledb":
-        found += [Migration(_version(path), path) for path in (MIGRATIONS_DIR / "timescale").glob("*.sql")]
+    folder = MIGRATIONS_DIR / ("timescale" if mode == "timescaledb" else "postgresql")
+    found += [Migration(_version(path), path) for path in folder.glob("*.sql")]
     return sorted(found, key=lambda m: (m.repeatable, m.version))
 
 
@@ -134,6 +135,7 @@ def migrate(dsn: str, *, dry_run: bool = False, options: TimescaleOptions | None
 async def apply_migrations(dsn: str, *, dry_run: bool = False, options: TimescaleOptions | None = None) -> list[str]:
     """Apply pending migrations (or, with ``dry_run``, only list them); returns their statements."""
     conn = await asyncpg.connect(dsn, server_settings={"application_name": "tradebot-migrate"})
+    conn.add_log_listener(_log_notice)  # a long migration's progress (RAISE NOTICE)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
         try:
@@ -142,6 +144,11 @@ async def apply_migrations(dsn: str, *, dry_run: bool = False, options: Timescal
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
     finally:
         await conn.close()
+
+
+def _log_notice(conn: asyncpg.Connection, message: asyncpg.PostgresLogMessage) -> None:
+    if message.severity in ("NOTICE", "INFO", "WARNING") and not message.message.endswith("skipping"):
+        log.info("migration: %s", message.message)
 
 
 async def _migrate_locked(conn: asyncpg.Connection, dry_run: bool, options: TimescaleOptions) -> list[str]:

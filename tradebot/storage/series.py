@@ -16,11 +16,14 @@ Among stored bars of one bucket from several sources, the one with the most volu
 complete feed, e.g. SIP over IEX) wins, then the source name, so the choice is deterministic.
 Which sources take part at all is chosen before (queries.chosen_sources: real data wins over mock,
 or one requested source); a chosen subset is passed as a text[] parameter and filters every ticks
-and bars scan, and then the rollups, which mix every source, are not used.
+and bars scan, and then the rollups and the kept series, which mix every source, are not used.
 
-The aggregation of ticks comes from the continuous aggregates ``ohlcv_<tf>`` when they exist
-(TimescaleDB) and from ``date_bin`` / New York ``date_trunc`` on the fly otherwise; buckets that
-contain stored minutes are rebuilt from minutes either way, so both modes return the same bars.
+The aggregation of ticks (``aggregates``) comes from the continuous aggregates ``ohlcv_<tf>``
+("rollups", TimescaleDB), from the kept series ``ohlcv_kept_1m`` / ``ohlcv_kept_1d`` ("kept", plain
+PostgreSQL: kept by a trigger in the statement that writes the ticks, see
+migrations/postgresql/0022_kept_series.sql; 5m, 15m and 1h roll up its minutes) or from
+``date_bin`` / New York ``date_trunc`` over the ticks on the fly ("ticks"); buckets that contain
+stored minutes are rebuilt from minutes each way, so every way returns the same bars.
 Every query takes $1 = symbol, the bucket-aligned range [$2, $3) and $4 = now (which buckets
 have closed).
 
@@ -31,7 +34,12 @@ asyncpg.DataError (22003, value out of range); see queries.StoredDataError.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from tradebot.storage.buckets import TIMEFRAMES, bucket_end_sql, bucket_sql
+
+Aggregates = Literal["rollups", "kept", "ticks"]
+KEPT_TIMEFRAMES = ("1m", "1d")  # the kept series; the others roll up its minutes
 
 COLUMNS = "bucket, open, high, low, close, volume, trade_count, notional"
 HOURLY_PARTIAL_TIMEFRAMES = ("1h", "1d")
@@ -43,6 +51,9 @@ HOURLY_PARTIAL_TIMEFRAMES = ("1h", "1d")
 _TICK_AGGREGATE = """(array_agg(price ORDER BY ts, id))[1] AS open, max(price) AS high, min(price) AS low,
            (array_agg(price ORDER BY ts, id))[count(*)] AS close, sum(size) AS volume,
            count(*)::numeric AS trade_count, sum(price * size) AS notional"""
+
+# The kept series stores trade_count as bigint; the other parts of a series carry numeric.
+_KEPT_COLUMNS = "bucket, open, high, low, close, volume, trade_count::numeric AS trade_count, notional"
 
 # A rolled-up vwap is only known when every part's is; one missing part makes it NULL.
 _ROLLUP_AGGREGATE = """(array_agg(open ORDER BY bucket))[1] AS open, max(high) AS high, min(low) AS low,
@@ -70,10 +81,19 @@ def _stored_bars(timeframe: str, sources: str | None) -> str:
     ) winners"""
 
 
-def _tick_buckets(timeframe: str, rollups: bool, sources: str | None) -> str:
-    if rollups:
+def _tick_buckets(timeframe: str, aggregates: Aggregates, sources: str | None) -> str:
+    if aggregates == "rollups":
         return f"""
     SELECT {COLUMNS} FROM ohlcv_{timeframe} WHERE symbol = $1 AND bucket >= $2 AND bucket < $3"""
+    if aggregates == "kept" and timeframe in KEPT_TIMEFRAMES:
+        return f"""
+    SELECT {_KEPT_COLUMNS} FROM ohlcv_kept_{timeframe} WHERE symbol = $1 AND bucket >= $2 AND bucket < $3"""
+    if aggregates == "kept":
+        return f"""
+    SELECT {bucket_sql("bucket", timeframe)} AS bucket,
+           {_ROLLUP_AGGREGATE}
+    FROM ohlcv_kept_1m WHERE symbol = $1 AND bucket >= $2 AND bucket < $3
+    GROUP BY 1"""
     if timeframe in HOURLY_PARTIAL_TIMEFRAMES:
         return _tick_buckets_from_hours(timeframe, sources)
     return f"""
@@ -110,12 +130,13 @@ def _tick_buckets_from_hours(timeframe: str, sources: str | None) -> str:
         ORDER BY t.ts DESC, t.id DESC LIMIT 1) last_tick"""
 
 
-def _tick_minutes_of_mixed_buckets(rollups: bool, sources: str | None) -> str:
-    if rollups:
-        return """
-    SELECT o.bucket, o.open, o.high, o.low, o.close, o.volume, o.trade_count, o.notional
+def _tick_minutes_of_mixed_buckets(aggregates: Aggregates, sources: str | None) -> str:
+    if aggregates != "ticks":
+        table = "ohlcv_1m" if aggregates == "rollups" else "ohlcv_kept_1m"
+        return f"""
+    SELECT o.bucket, o.open, o.high, o.low, o.close, o.volume, o.trade_count::numeric, o.notional
     FROM mixed_buckets m
-    JOIN ohlcv_1m o ON o.symbol = $1 AND o.bucket >= m.bucket AND o.bucket < m.bucket_end"""
+    JOIN {table} o ON o.symbol = $1 AND o.bucket >= m.bucket AND o.bucket < m.bucket_end"""
     return f"""
     SELECT {bucket_sql("t.ts", "1m")} AS bucket,
            {_TICK_AGGREGATE}
@@ -146,50 +167,50 @@ def _stored_over(stored: str, finer: str) -> str:
     WHERE NOT s.closed AND NOT EXISTS (SELECT 1 FROM {finer} f WHERE f.bucket = s.bucket)"""
 
 
-def series_ctes(timeframe: str, rollups: bool, sources: str | None = None) -> str:
+def series_ctes(timeframe: str, aggregates: Aggregates, sources: str | None = None) -> str:
     """``WITH`` clauses ending in ``series(bucket, open, high, low, close, volume, trade_count, notional)``.
 
     ``sources`` names a text[] parameter (e.g. ``$6``) that keeps only those sources' ticks and bars;
-    the rollups aggregate every source, so they serve only unfiltered series."""
-    if rollups and sources:
-        raise ValueError("the rollups mix every source: filter by source on the fly (rollups=False)")
+    the rollups and the kept series aggregate every source, so they serve only unfiltered series."""
+    if aggregates != "ticks" and sources:
+        raise ValueError(f"the {aggregates} aggregates mix every source: filter by source on the fly (ticks)")
     if timeframe not in TIMEFRAMES:  # it is spliced into SQL: only the known literals may pass
         raise ValueError(f"unknown timeframe {timeframe!r}; one of {', '.join(TIMEFRAMES)}")
     ctes = {"bar_minutes": _stored_bars("1m", sources)}
     if timeframe == "1m":
-        ctes["tick_buckets"] = _tick_buckets("1m", rollups, sources)
+        ctes["tick_buckets"] = _tick_buckets("1m", aggregates, sources)
         ctes["series"] = _stored_over("bar_minutes", "tick_buckets")
     else:
         ctes["mixed_buckets"] = f"""
     SELECT bucket, {bucket_end_sql("bucket", timeframe)} AS bucket_end
     FROM (SELECT DISTINCT {bucket_sql("bucket", timeframe)} AS bucket FROM bar_minutes) b"""
-        ctes["tick_minutes"] = _tick_minutes_of_mixed_buckets(rollups, sources)
+        ctes["tick_minutes"] = _tick_minutes_of_mixed_buckets(aggregates, sources)
         ctes["merged_minutes"] = _stored_over("bar_minutes", "tick_minutes")
         ctes["mixed"] = f"""
     SELECT {bucket_sql("bucket", timeframe)} AS bucket,
            {_ROLLUP_AGGREGATE}
     FROM merged_minutes GROUP BY 1"""
-        ctes["tick_buckets"] = _tick_buckets(timeframe, rollups, sources)
+        ctes["tick_buckets"] = _tick_buckets(timeframe, aggregates, sources)
         ctes["rolled_up"] = _unless_in("mixed", "tick_buckets", "mixed_buckets")
         ctes["stored"] = _stored_bars(timeframe, sources)
         ctes["series"] = _stored_over("stored", "rolled_up")
     return "WITH " + ",\n".join(f"{name} AS ({body}\n)" for name, body in ctes.items())
 
 
-def history_sql(timeframe: str, rollups: bool, newest_first: bool, filtered: bool = False) -> str:
+def history_sql(timeframe: str, aggregates: Aggregates, newest_first: bool, filtered: bool = False) -> str:
     """Bars of the series in [$2, $3), oldest (or newest) first, at most $5; ``filtered``: only the
     sources in $6."""
     order = "DESC" if newest_first else "ASC"
-    return f"""{series_ctes(timeframe, rollups, "$6" if filtered else None)}
+    return f"""{series_ctes(timeframe, aggregates, "$6" if filtered else None)}
 SELECT bucket AS ts, open, high, low, close, volume, trade_count::bigint AS trade_count,
        notional / NULLIF(volume, 0) AS vwap
 FROM series ORDER BY bucket {order} LIMIT $5"""
 
 
-def stats_sql(rollups: bool, filtered: bool = False) -> str:
+def stats_sql(aggregates: Aggregates, filtered: bool = False) -> str:
     """Summary of the daily series in [$2, $3): range, OHLCV, vwap, daily return mean and volatility;
     ``filtered``: only the sources in $5."""
-    return f"""{series_ctes("1d", rollups, "$5" if filtered else None)},
+    return f"""{series_ctes("1d", aggregates, "$5" if filtered else None)},
 daily AS (
     SELECT {COLUMNS}, close / lag(close) OVER (ORDER BY bucket) - 1 AS daily_return FROM series
 )
