@@ -88,7 +88,10 @@ async def test_paper_execution_over_redis_fills_notional_and_refuses_the_unfract
     async with execution(paper):
         await until_finished(bus, {"co-1", "co-2"})
     grouped = by_order(await order_events(bus))
-    assert [(e.status, e.quantity) for e in grouped["co-1"]] == [("filled", pytest.approx(250.0 / 100.01, abs=1e-6))]
+    fill_price = 100.0 * (1 + paper.slippage_bps / 10_000)  # the last price, 100, and the slippage
+    assert [(e.status, e.quantity) for e in grouped["co-1"]] == [
+        ("filled", pytest.approx(250.0 / fill_price, abs=1e-6))
+    ]
     assert grouped["co-2"][-1].status == "rejected"
     assert "MSFT is not fractionable" in (grouped["co-2"][-1].reason or "")
 

@@ -32,8 +32,10 @@ def start_worker(settings: Settings, **env: str) -> subprocess.Popen:
 
 
 async def publish(bus: Bus, count: int) -> None:
+    """``count`` ticks, an entry each (the tests count pending entries)."""
     now = datetime.now(UTC)
-    await bus.publish((STREAM, Tick.create("AAPL", 100 + i, 1, now, trade_id=i)) for i in range(count))
+    single = Bus(bus.redis, ticks_per_entry=1)
+    await single.publish((STREAM, Tick.create("AAPL", 100 + i, 1, now, trade_id=i)) for i in range(count))
 
 
 async def test_sigterm_finishes_the_batch_acks_and_exits_zero(bus: Bus, settings: Settings) -> None:
