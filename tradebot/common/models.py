@@ -55,16 +55,30 @@ def invalid(error: ValueError) -> str:
     return str(error)
 
 
+# Most ids are of two strings whose first is one of a few kinds ("order", "fill", a strategy's
+# name): the hash of "<kind>|" is taken once per kind and copied (a copy and one update cost about
+# half a fresh blake2b with its parameters). Bounded, so ids of ever new first parts stay correct.
+_PREFIXES_KEPT = 256
+_prefixes: dict[str, hashlib.blake2b] = {}
+
+
 def stable_id(*parts: object) -> str:
     """A deterministic id from the parts that identify an event (same inputs, same id)."""
-    if len(parts) == 2 and type(parts[0]) is str and type(parts[1]) is str:  # most ids: the same text, ~40 % sooner
-        return _blake2b(f"{parts[0]}|{parts[1]}".encode(), digest_size=12).hexdigest()
+    if len(parts) == 2 and type(parts[0]) is str and type(parts[1]) is str:  # most ids: the same bytes, sooner
+        prefix = _prefixes.get(parts[0])
+        if prefix is None:
+            if len(_prefixes) >= _PREFIXES_KEPT:
+                return _blake2b(f"{parts[0]}|{parts[1]}".encode(), digest_size=12).hexdigest()
+            prefix = _prefixes[parts[0]] = _blake2b(f"{parts[0]}|".encode(), digest_size=12)
+        hashed = prefix.copy()
+        hashed.update(parts[1].encode())
+        return hashed.hexdigest()
     return _blake2b("|".join(map(str, parts)).encode(), digest_size=12).hexdigest()
 
 
 E = TypeVar("E", bound="Event")
 _new = object.__new__
-_set = object.__setattr__
+_set_dict = BaseModel.__dict__["__dict__"].__set__  # the instance dict's own descriptor (sooner than _set)
 # BaseModel's own slots, set directly: object.__setattr__ by name costs several times more
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
@@ -101,7 +115,7 @@ def built(model: type[E], **values: Any) -> E:
     defaults, given = layout
     event = _new(model)
     # in field order, which is the JSON's order; ``values`` is this call's own dict (keyword arguments)
-    _set(event, "__dict__", values if defaults is None else {**defaults, **values})
+    _set_dict(event, values if defaults is None else {**defaults, **values})
     _set_fields_set(event, given)
     _set_extra(event, None)
     _set_private(event, None)
