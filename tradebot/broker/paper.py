@@ -30,7 +30,7 @@ from tradebot.common.models import (
     Order,
     OrderChange,
     OrderEvent,
-    built,
+    builder,
     invalid,
     stable_id,
 )
@@ -39,6 +39,20 @@ from tradebot.common.rounding import rounded
 # How long (in order time) an executed client order id is remembered. Days, not a count: a duplicate
 # can come back much later (a replayed stream, an old entry reclaimed), and must still not fill.
 REMEMBER_DAYS = 7.0
+# the paper broker's events: every one gives these values (models.built, its layout found once)
+_order_event = builder(
+    OrderEvent,
+    "id",
+    "symbol",
+    "timestamp",
+    "client_order_id",
+    "status",
+    "side",
+    "quantity",
+    "price",
+    "commission",
+    "reason",
+)
 __all__ = ["QUANTITY_TOLERANCE", "PaperBroker", "Position", "event_id"]
 
 
@@ -109,7 +123,9 @@ class PaperBroker(RestingBook):
             return [self._event(order, "rejected", reason=why)]
         legs = fields["take_profit_price"] is not None or fields["stop_loss_price"] is not None
         plain = fields["order_class"] is None and not legs and fields["order_type"] == "market"
-        if plain and fields["limit_price"] is None and fields["stop_price"] is None:  # the usual order: filled or rejected
+        if (
+            plain and fields["limit_price"] is None and fields["stop_price"] is None
+        ):  # the usual order: filled or rejected
             if fields["notional"] is None:
                 return [self._fill_shares(order, fields, position)]
             return [self._fill(order, position)]
@@ -218,9 +234,10 @@ class PaperBroker(RestingBook):
         else:
             self._sell(position, quantity, price, commission)
         client_id = fields["id"]
-        return built(OrderEvent, id=event_id(client_id), symbol=fields["symbol"], timestamp=fields["timestamp"],
-                     client_order_id=client_id, status="filled", side=fields["side"], quantity=quantity, price=price,
-                     commission=commission, reason=None)  # fmt: skip
+        values = {"id": event_id(client_id), "symbol": fields["symbol"], "timestamp": fields["timestamp"],
+                  "client_order_id": client_id, "status": "filled", "side": fields["side"], "quantity": quantity,
+                  "price": price, "commission": commission, "reason": None}  # fmt: skip
+        return _order_event(values)
 
     def not_marketable(self, order: Order) -> tuple[str, str] | None:
         """(status, reason) for an order the reference price does not reach, else None.
@@ -311,7 +328,7 @@ class PaperBroker(RestingBook):
         # built unvalidated (models.built); anything else goes through the model, which says why.
         priced = MIN_PRICE <= price <= MAX_PRICE if price is not None else status not in ("filled", "partially_filled")
         if priced and status in ORDER_STATUSES and commission >= 0 and 0 < order.quantity <= MAX_QUANTITY:
-            return built(OrderEvent, **values)
+            return _order_event(values)
         return OrderEvent.model_validate(values)
 
     def _remember(self, client_order_id: str, at: float) -> None:

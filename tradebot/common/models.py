@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, get_args
 
@@ -120,6 +121,24 @@ def built(model: type[E], **values: Any) -> E:
     _set_extra(event, None)
     _set_private(event, None)
     return event
+
+
+def builder(model: type[E], *names: str) -> Callable[[dict[str, Any]], E]:
+    """:func:`built` for the hot paths, its layout found once: ``builder(M, *names)(values)`` is
+    ``built(M, **values)`` for a ``values`` dict of exactly ``names`` in that order, without the
+    keyword dict and the layout's lookup (~0.3 µs a Signal instead of ~0.8). Every field in field
+    order: ``values`` itself becomes the event's dict (the caller hands it over and keeps no other use)."""
+    defaults, given = _layout(model, names)
+
+    def build(values: dict[str, Any]) -> E:
+        event = _new(model)
+        _set_dict(event, values if defaults is None else {**defaults, **values})
+        _set_fields_set(event, given)
+        _set_extra(event, None)
+        _set_private(event, None)
+        return event
+
+    return build
 
 
 class Event(BaseModel):
@@ -311,21 +330,26 @@ class Order(Event):
         A market day order of a (valid) signal's symbol, side and price is valid whenever its
         quantity is: built without validating again (see ``built``) unless the quantity is out of range.
         """
+        read = signal.__dict__  # the signal's values: a dict read is a fraction of a pydantic attribute read
+        signal_id = read["id"]
         values = {
-            "id": cls.id_for(signal.id),
-            "symbol": signal.symbol,
-            "side": signal.side,
+            "id": cls.id_for(signal_id),
+            "symbol": read["symbol"],
+            "side": read["side"],
             "quantity": quantity,
-            "reference_price": signal.price,
-            "signal_id": signal.id,
-            "timestamp": signal.timestamp,
-            "strategy": signal.strategy,
+            "reference_price": read["price"],
+            "signal_id": signal_id,
+            "timestamp": read["timestamp"],
+            "strategy": read["strategy"],
         }
         if cls is Order and type(quantity) is float and MIN_QUANTITY <= quantity <= MAX_QUANTITY:
-            return built(Order, **values)
+            return _order_of_signal(values)
         return cls.model_validate(values)  # says why, or converts (an int quantity)
 
 
+_order_of_signal = builder(
+    Order, "id", "symbol", "side", "quantity", "reference_price", "signal_id", "timestamp", "strategy"
+)  # Order.from_signal's values
 REPLACEABLE = ("quantity", "limit_price", "stop_price", "trail_percent", "trail_price", "time_in_force")
 
 

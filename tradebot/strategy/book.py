@@ -78,7 +78,8 @@ class OrderStyle:
 
     def shape(self, order: Order) -> Order:
         """``order`` (a market order from a signal) in this style."""
-        if order.side == "buy" and (self.take_profit_pct or self.stop_loss_pct):
+        # the style's own fields first: a plain style (the usual one) never reads the order
+        if (self.take_profit_pct or self.stop_loss_pct) and order.side == "buy":
             price = order.reference_price
             legs: dict[str, object] = {
                 "take_profit_price": round(price * (1 + self.take_profit_pct / 100), 2)
@@ -88,7 +89,7 @@ class OrderStyle:
             }
             legs["order_class"] = "bracket" if self.take_profit_pct and self.stop_loss_pct else "oto"
             return Order.model_validate({**order.model_dump(), **legs})
-        if order.side == "sell" and (self.trail_percent or self.trail_price):
+        if (self.trail_percent or self.trail_price) and order.side == "sell":
             trail = {"trail_percent": self.trail_percent, "trail_price": self.trail_price}
             return Order.model_validate(
                 {**order.model_dump(), "order_type": "trailing_stop", "time_in_force": "gtc", **trail}
@@ -284,11 +285,12 @@ class StrategyBook:
 
     def _order(self, entry: Entry, signal: Signal, sides: frozenset[str] = BOTH_SIDES) -> Order | None:
         """The signal's order, or None: a side not sent now, a BUY while long, a SELL while flat."""
-        held, side, symbol = self.positions[entry.name], signal.side, signal.symbol
+        read = signal.__dict__  # its values (a dict read is a fraction of a pydantic attribute read)
+        held, side, symbol = self.positions[entry.name], read["side"], read["symbol"]
         if side not in sides or (symbol in held) == (side == "buy"):
             return None
         if side == "buy":
-            quantity = entry.spec.sizing.shares(signal.price)
+            quantity = entry.spec.sizing.shares(read["price"])
             held[symbol] = quantity
         else:
             quantity = held.pop(symbol)
