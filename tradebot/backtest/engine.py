@@ -189,20 +189,24 @@ class Backtest:
         rolls = self._rolls(times)
         rolled, next_roll = 0, rolls[0][0] if rolls else len(times)
         broker, signals, orders = self.broker, result.signals, result.orders
+        place = broker.place
         direct = self.execution is None and self.check is None  # the paper broker itself, no extra check
         for position, signal, order in outputs:
             while position >= next_roll:  # a sample this observation (or one before it) starts closes first
                 self._close_at(columns, *rolls[rolled])
                 rolled += 1
                 next_roll = rolls[rolled][0] if rolled < len(rolls) else len(times)
-            if direct and order is not None and not broker.resting and order.__dict__["order_class"] != "oco":
-                # the usual case, _trade_at's steps without their calls: nothing rests to judge first
-                signals.append(signal)
-                self._priced = max(self._priced, self._stamped_until(order.__dict__["timestamp"], position))
-                orders.append(order)
-                self._record(broker.place(order), order, {})
-            else:
-                self._trade_at(position, signal, order)
+            if direct and order is not None and not broker.resting:
+                fields = order.__dict__  # its values (dict reads: a fraction of pydantic attribute reads)
+                if fields["order_class"] != "oco":  # the usual case, _trade_at's steps: nothing rests to judge first
+                    signals.append(signal)
+                    stamped = self._stamped_until(fields["timestamp"], position)
+                    if stamped > self._priced:
+                        self._priced = stamped
+                    orders.append(order)
+                    self._record(place(order), order, {})
+                    continue
+            self._trade_at(position, signal, order)
         for roll in rolls[rolled:]:
             self._close_at(columns, *roll)
         if rolls:
