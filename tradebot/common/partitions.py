@@ -350,7 +350,12 @@ class PartitionReader:
         await self.bus.wait_for_entries(seen, block_ms or self.config.block_ms, stop)
 
     async def _drain_positioned(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd:
-        """Read on from the group's position, committing each batch with the group's new position."""
+        """Read on from the group's position, committing each batch with the group's new position.
+
+        After a batch it waits for entries after the new position (a wait that ends at once if they
+        came meanwhile) rather than reading again: a live feed's next entries are seldom there yet,
+        and the read that finds nothing is a round trip on the path of the next batch. In burst
+        mode it reads on until a read finds nothing."""
         role = self.config.role
         lease = (lease_key(role, self.partition), self.member)
         positions = await self.bus.take_positions(self.streams, role, lease)
@@ -371,7 +376,7 @@ class PartitionReader:
                     return ReaderEnd.DRAINED
                 if not await self._after_batch(positions):
                     break
-                if not ended:
+                if not burst:  # (more already there: at once) instead of a read that mostly finds nothing
                     await self.bus.wait_for_entries(positions, self.config.block_ms, stop)
             else:  # stopped, or MAX_MESSAGES reached
                 await self._ending(positions)
