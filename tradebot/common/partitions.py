@@ -42,6 +42,7 @@ from tradebot.common.streams import (
     members_key,
     partition_consumer,
 )
+from tradebot.common.waiting_read import read_when_there
 
 log = logging.getLogger(__name__)
 
@@ -352,16 +353,20 @@ class PartitionReader:
     async def _drain_positioned(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd:
         """Read on from the group's position, committing each batch with the group's new position.
 
-        After a batch it waits for entries after the new position (a wait that ends at once if they
-        came meanwhile) rather than reading again: a live feed's next entries are seldom there yet,
-        and the read that finds nothing is a round trip on the path of the next batch. In burst
-        mode it reads on until a read finds nothing."""
+        After a batch its wait for entries after the new position is the next read (it ends at once
+        if they came meanwhile; tradebot/common/waiting_read.py): no fenced read that finds nothing,
+        then a wait, then a fenced read of what woke it, on the path of every live batch. The
+        commit is fenced, so such a read changes nothing for anyone; a wait that ends with nothing
+        is followed by a fenced read (an idle reader learns there that its lease is gone). In
+        burst mode it reads on until a read finds nothing."""
         role = self.config.role
         lease = (lease_key(role, self.partition), self.member)
         positions = await self.bus.take_positions(self.streams, role, lease)
         if await self._started(positions):
+            read = None
             while not stop.is_set() and (max_messages is None or self.counters["handled"] < max_messages):
-                read = await self.bus.read_positioned(positions, lease, count=self.config.batch_size)
+                if read is None:  # fenced: None once the lease is lost
+                    read = await self.bus.read_positioned(positions, lease, count=self.config.batch_size)
                 if read is None:
                     break
                 batch, rejected, ended = read
@@ -376,8 +381,10 @@ class PartitionReader:
                     return ReaderEnd.DRAINED
                 if not await self._after_batch(positions):
                     break
-                if not burst:  # (more already there: at once) instead of a read that mostly finds nothing
-                    await self.bus.wait_for_entries(positions, self.config.block_ms, stop)
+                read = None
+                if not burst:  # the wait is the read (more already there: at once); nothing came: a fenced read
+                    count, block_ms = self.config.batch_size, self.config.block_ms
+                    read = await read_when_there(self.bus, positions, count=count, block_ms=block_ms, stop=stop)
             else:  # stopped, or MAX_MESSAGES reached
                 await self._ending(positions)
                 return ReaderEnd.STOPPED
@@ -476,6 +483,7 @@ class PartitionReader:
         for gone in deleted.values():
             for name in gone:
                 (self._committed_parts or {}).pop(name, None)
+        self.counters["commits"] += 1
         self.counters["handled"] += len(batch)
         self.counters["published"] += len(outputs)
         return True
