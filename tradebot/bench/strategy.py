@@ -107,7 +107,7 @@ def stage_costs_us(
         "strategy: encode outputs": _per_tick_us(
             lambda: [encode(event) for chunk in outputs for _, event in chunk], count
         ),
-        # a snapshot's parts every snapshot_every ticks (a batch's commit writes none): apply with them, less apply alone
+        # a snapshot's parts every snapshot_every ticks (no commit writes state): apply with them, less alone
         "strategy: snapshot parts": max(0.0, _per_tick_us(lambda: apply(True), count) - applied),
         "storage: rows (group_rows)": _per_tick_us(lambda: [group_rows(chunk) for chunk in batches], count),
     }
