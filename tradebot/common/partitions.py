@@ -7,11 +7,12 @@ A partition is always read as the consumer ``partition-<p>``, so a new owner inh
 owner's pending entries and processes them first. Reads and commits both check the lease inside
 Redis (fencing): a worker that lost its lease can neither take entries (which would reorder the
 partition for its new owner) nor write anything; a positioned reader's read takes nothing (its
-group moves only with its commit), so its waiting read (tradebot/common/waiting_read.py) needs no check. State, outputs and acks go in one atomic commit,
-so a crash neither loses nor repeats an effect. A state kept in parts (:class:`PartedState`, e.g.
-one per symbol) is committed part by part: only what the batch changed is written. A positioned
-reader may instead write its parts only in a snapshot now and then, and replay the entries after
-it on restore (tradebot/common/snapshots.py, the strategy's).
+group moves only with its commit), so its waiting read (tradebot/common/waiting_read.py) needs
+no check. State, outputs and acks go in one atomic commit, so a crash neither loses nor repeats
+an effect. A state kept in parts (:class:`PartedState`, e.g. one per symbol) is committed part
+by part: only what the batch changed is written. A positioned reader may instead write its parts
+only in a snapshot now and then, and replay the entries after it on restore
+(tradebot/common/snapshots.py, the strategy's).
 """
 
 from __future__ import annotations
