@@ -89,7 +89,7 @@ async def test_portfolio_positions_pnl_and_equity_on_the_alpaca_path(
         await bus.publish([(ORDERS_NEW, order(3, side="sell", quantity=5, strategy="fast"))])
         await until_finished(bus, {"co-3"})
         sampled = await bus.redis.xlen(EQUITY_SAMPLES)
-        await wait_until(lambda: _more_samples(bus, sampled), 10, "an equity sample after the sell")
+        await wait_until(lambda: _more_samples(bus, sampled), 30, "an equity sample after the sell")
     (_, fields), *_ = await bus.redis.xrevrange(EQUITY_SAMPLES, count=1)
     published = decode(fields)
     assert isinstance(published, EquitySample)

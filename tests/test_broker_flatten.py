@@ -43,7 +43,7 @@ async def test_flatten_cancels_open_orders_and_leaves_no_position_at_alpaca(
     await bus.publish([(ORDERS_NEW, resting(3, symbol="NVDA"))])  # rests at the broker: 90 is not reached
     async with execution(config):
         await until_finished(bus, {"co-1", "co-2"})
-        await wait_until(lambda: emulator.book.submissions == 3, 10, "the resting order at the broker")
+        await wait_until(lambda: emulator.book.submissions == 3, 30, "the resting order at the broker")
         flatten = await control.apply_action(bus, "flatten", actor="test", reason="end of day")
         await wait_until(lambda: not held(emulator), 30, "no position at the broker")
         await until_finished(bus, {"co-3"})
