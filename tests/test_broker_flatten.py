@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.streams import ORDERS_NEW
@@ -84,6 +86,7 @@ async def test_a_repeated_flatten_closes_nothing_twice(
     assert held(emulator) == {}
 
 
+@pytest.mark.timeout(300)  # above its own waits' deadlines, which bound a hang on a loaded machine
 async def test_a_kill_during_flatten_doubles_no_close(bus: Bus, settings: Settings, tmp_path: Path) -> None:
     emulator = AlpacaTradingEmulator(key=KEY, secret=SECRET, slow_s=5.0).start()
     emulator.rest.hold_s = 5.0

@@ -163,6 +163,7 @@ async def test_orders_and_fills_at_the_broker_while_execution_was_down_are_adopt
     assert positions_from(events) == emulator.book.positions == {"AAPL": 10, "MSFT": 3}
 
 
+@pytest.mark.timeout(240)  # above its own waits' deadlines, which bound a hang on a loaded machine
 async def test_a_position_the_broker_does_not_share_halts_trading_until_the_operator_resumes(
     bus: Bus, settings: Settings, emulator: AlpacaTradingEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import stream_lengths, wait_until
 from tests.worker_processes import worker_environment, worker_processes
 from tradebot.common.bus import Bus, decode
@@ -42,6 +44,7 @@ async def all_seen(bus: Bus, pids: list[int], version: int) -> bool:
     return len(seen) == len(pids) and set(seen.values()) == {version}
 
 
+@pytest.mark.timeout(420)  # above its own waits' deadlines, which bound a hang on a loaded machine
 async def test_halt_reaches_every_running_replica_and_holds_after_sigkill(
     bus: Bus, settings: Settings, tmp_path: Path
 ) -> None:
