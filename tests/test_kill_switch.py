@@ -56,8 +56,8 @@ async def test_halt_reaches_every_running_replica_and_holds_after_sigkill(
 
         await control.apply_action(bus, "halt", actor="test", reason="kill switch test")
         # Seen by the same processes (none restarted): their polls found it. How soon is the poll
-        # interval's promise (a third of a lease), not a deadline here: at load 15 six workers on
-        # two cores can take longer than a lease to be scheduled, which is no bug.
+        # interval's promise (a third of a lease), not a deadline here: on a loaded 2-core machine
+        # six workers can take longer than a lease to get the CPU, which is no bug.
         assert poll_interval(LEASE_MS) <= LEASE_MS / 3000
         await wait_until(
             lambda: all_seen(bus, pids, 1), timeout=60, what=f"every worker to see the halt\n{workers.logs()}"
