@@ -149,14 +149,14 @@ class UpSupervision:
         return role
 
     async def kill_supervisor(self) -> None:
-        """SIGKILL `tradebot up` itself: every worker must stop within 10 s; then start it again."""
+        """SIGKILL `tradebot up` itself: every worker must stop (within its GRACE_PERIOD_S); then restart it."""
         assert self.up.process is not None
         await wait_until(lambda: len(self.workers()) == sum(self.scale.values()), timeout=60, what="every worker")
         tree = descendants(self.up.process.pid)
         self.up.process.send_signal(signal.SIGKILL)
         self.up.process.wait()
         self.supervisor_kills += 1
-        await wait_until(lambda: not still_running(tree), timeout=10, what=f"orphans to stop: {still_running(tree)}")
+        await wait_until(lambda: not still_running(tree), timeout=60, what=f"orphans to stop: {still_running(tree)}")
         self.start()
 
     def stop(self) -> int | None:

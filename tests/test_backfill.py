@@ -295,7 +295,8 @@ async def test_a_request_the_server_never_answers_times_out_and_is_retried(
     with emulator(WEEK) as rest:
         rest.stall_next(path_prefix=path)  # accepted, then silence: no status, no body
         feed_settings = with_keys(settings, alpaca_data_url=rest.url, polygon_rest_url=rest.url)
-        source = (AlpacaBars if provider == "alpaca" else PolygonBars)(feed_settings, timeout_s=1.0)
+        # 3 s: past an ordinary answer on a loaded machine, so only the stalled one is retried
+        source = (AlpacaBars if provider == "alpaca" else PolygonBars)(feed_settings, timeout_s=3.0)
         report = await backfill(feed_settings, source, daily, now=NOW, console=quiet(), policy=FAST)
         assert rest.stalls == 1
     assert report.retries == 1

@@ -88,8 +88,10 @@ async def test_portfolio_positions_pnl_and_equity_on_the_alpaca_path(
         emulator.book.set_price("AAPL", 110.0)
         await bus.publish([(ORDERS_NEW, order(3, side="sell", quantity=5, strategy="fast"))])
         await until_finished(bus, {"co-3"})
+        # Two more samples: the first may have read the account before the sell's commit and been
+        # added only now; the second read it after the first was added, so after the sell.
         sampled = await bus.redis.xlen(EQUITY_SAMPLES)
-        await wait_until(lambda: _more_samples(bus, sampled), 10, "an equity sample after the sell")
+        await wait_until(lambda: _more_samples(bus, sampled + 1), 30, "two equity samples after the sell")
     (_, fields), *_ = await bus.redis.xrevrange(EQUITY_SAMPLES, count=1)
     published = decode(fields)
     assert isinstance(published, EquitySample)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.streams import ORDERS_NEW
@@ -43,7 +45,7 @@ async def test_flatten_cancels_open_orders_and_leaves_no_position_at_alpaca(
     await bus.publish([(ORDERS_NEW, resting(3, symbol="NVDA"))])  # rests at the broker: 90 is not reached
     async with execution(config):
         await until_finished(bus, {"co-1", "co-2"})
-        await wait_until(lambda: emulator.book.submissions == 3, 10, "the resting order at the broker")
+        await wait_until(lambda: emulator.book.submissions == 3, 30, "the resting order at the broker")
         flatten = await control.apply_action(bus, "flatten", actor="test", reason="end of day")
         await wait_until(lambda: not held(emulator), 30, "no position at the broker")
         await until_finished(bus, {"co-3"})
@@ -84,6 +86,7 @@ async def test_a_repeated_flatten_closes_nothing_twice(
     assert held(emulator) == {}
 
 
+@pytest.mark.timeout(300)  # above its own waits' deadlines, which bound a hang on a loaded machine
 async def test_a_kill_during_flatten_doubles_no_close(bus: Bus, settings: Settings, tmp_path: Path) -> None:
     emulator = AlpacaTradingEmulator(key=KEY, secret=SECRET, slow_s=5.0).start()
     emulator.rest.hold_s = 5.0

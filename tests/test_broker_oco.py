@@ -119,14 +119,14 @@ async def test_alpaca_gets_order_class_oco_and_the_first_leg_to_fill_cancels_the
     async with execution(alpaca_settings(settings, emulator)):
         await until_finished(bus, {"co-1"})
         await bus.publish([(ORDERS_NEW, oco())])  # the exit pair for the position now held
-        await wait_until(lambda: emulator.book.find_by_client_id("co-9") is not None, 10, "the oco at the broker")
+        await wait_until(lambda: emulator.book.find_by_client_id("co-9") is not None, 30, "the oco at the broker")
         emulator.book.set_price("AAPL", 94.0)  # the stop-loss triggers
         await until_finished(bus, {"co-9"})
 
         async def leg_filled() -> bool:
             return any(e.status == "filled" and e.side == "sell" for e in await order_events(bus))
 
-        await wait_until(leg_filled, 10, "the stop-loss leg's fill")
+        await wait_until(leg_filled, 30, "the stop-loss leg's fill")
     placed = emulator.book.find_by_client_id("co-9")
     assert placed is not None
     assert (placed["order_class"], placed["type"], placed["limit_price"]) == ("oco", "limit", 105.0)

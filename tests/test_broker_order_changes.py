@@ -125,13 +125,13 @@ async def test_while_halted_a_cancel_goes_through_and_a_growing_replace_is_refus
 ) -> None:
     await bus.publish([(ORDERS_NEW, resting(1)), (ORDERS_NEW, resting(2))])
     async with execution(alpaca_settings(settings, emulator)):
-        await wait_until(lambda: emulator.book.submissions == 2, 10, "both at the broker")
+        await wait_until(lambda: emulator.book.submissions == 2, 30, "both at the broker")
         await control.apply_action(bus, "halt", actor="test", reason="drill")
 
         async def obeyed() -> bool:  # the execution worker has taken the halt in
             return "1" in (await bus.redis.hgetall(TRADING_STATE_SEEN_KEY)).values()
 
-        await wait_until(obeyed, 10, "the halt seen by execution")
+        await wait_until(obeyed, 30, "the halt seen by execution")
         await bus.publish(
             [(ORDERS_NEW, change(1, "cancel", "co-1")), (ORDERS_NEW, change(2, "replace", "co-2", quantity=50))]
         )

@@ -117,11 +117,11 @@ async def test_limit_orders_rest_and_cancels_and_expiries_end_them(
     await bus.publish([(ORDERS_NEW, o) for o in (resting, stop, ioc)])
     async with execution(alpaca_settings(settings, emulator)):
         await until_finished(bus, {"co-3"})
-        await wait_until(lambda: emulator.book.submissions == 3, 10, "three orders at the broker")
+        await wait_until(lambda: emulator.book.submissions == 3, 30, "three orders at the broker")
         emulator.book.set_price("AAPL", 89.0)  # the buy limit fills, the sell stop triggers
         await until_finished(bus, {"co-1", "co-2"})
         await bus.publish([(ORDERS_NEW, order(4, order_type="limit", limit_price=10.0))])
-        await wait_until(lambda: emulator.book.find_by_client_id("co-4") is not None, 10, "co-4 at the broker")
+        await wait_until(lambda: emulator.book.find_by_client_id("co-4") is not None, 30, "co-4 at the broker")
         assert emulator.book.expire_day_orders() == 1
         await until_finished(bus, {"co-4"})
     final = {cid: [e.status for e in evs][-1] for cid, evs in by_order(await order_events(bus)).items()}
@@ -151,11 +151,11 @@ async def test_orders_and_fills_at_the_broker_while_execution_was_down_are_adopt
     config = alpaca_settings(settings, emulator)
     await bus.publish([(ORDERS_NEW, order(1, order_type="limit", limit_price=90.0, time_in_force="gtc"))])
     async with execution(config):
-        await wait_until(lambda: emulator.book.find_by_client_id("co-1") is not None, 10, "co-1 at the broker")
+        await wait_until(lambda: emulator.book.find_by_client_id("co-1") is not None, 30, "co-1 at the broker")
     emulator.book.set_price("AAPL", 80.0)  # fills while no execution runs
     external = {"symbol": "MSFT", "qty": "3", "side": "buy", "type": "market", "time_in_force": "day"}
     emulator.book.submit({**external, "client_order_id": "placed-by-hand"})
-    await wait_until(lambda: emulator.book.positions.get("MSFT") == 3, 10, "the external fill")
+    await wait_until(lambda: emulator.book.positions.get("MSFT") == 3, 30, "the external fill")
     async with execution(config):
         await until_finished(bus, {"co-1", "placed-by-hand"})
     events = await order_events(bus)
@@ -163,17 +163,18 @@ async def test_orders_and_fills_at_the_broker_while_execution_was_down_are_adopt
     assert positions_from(events) == emulator.book.positions == {"AAPL": 10, "MSFT": 3}
 
 
+@pytest.mark.timeout(240)  # above its own waits' deadlines, which bound a hang on a loaded machine
 async def test_a_position_the_broker_does_not_share_halts_trading_until_the_operator_resumes(
     bus: Bus, settings: Settings, emulator: AlpacaTradingEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = alpaca_settings(settings, emulator)
     async with execution(config):
-        await wait_until(lambda: emulator.rest.requests_to("/v2/positions"), 10, "the first reconciliation")
+        await wait_until(lambda: emulator.rest.requests_to("/v2/positions"), 30, "the first reconciliation")
     # Behind our back (not through an order the stream or the order list would show), the broker moves.
     emulator.book.positions["NVDA"], emulator.book.cost["NVDA"] = 7.0, 700.0
     async with execution(config):
-        await wait_until(lambda: "positions disagree" in caplog.text, 10, "the halt line")
-        await wait_until(lambda: rule_events(bus), 10, "the broker_mismatch rule's control event")
+        await wait_until(lambda: "positions disagree" in caplog.text, 30, "the halt line")
+        await wait_until(lambda: rule_events(bus), 30, "the broker_mismatch rule's control event")
         status = await control.status(bus)
         assert status["state"] == "HALTED"
         assert status["rule"]["code"] == "broker_mismatch"
@@ -187,13 +188,13 @@ async def test_a_position_the_broker_does_not_share_halts_trading_until_the_oper
         assert "NVDA ours 0 broker 7" in denied.reason
         # The operator puts the broker right and resumes: orders flow again.
         del emulator.book.positions["NVDA"]
-        await wait_until(lambda: "the broker agrees again" in caplog.text, 10, "a reconciliation that agrees")
+        await wait_until(lambda: "the broker agrees again" in caplog.text, 30, "a reconciliation that agrees")
         resumed = await control.apply_action(bus, "resume", actor="test", reason="NVDA was a manual trade, now undone")
 
         async def seen() -> bool:
             return resumed.version in (await seen_versions(bus.redis)).values()
 
-        await wait_until(seen, 10, "the execution worker to see the resume")
+        await wait_until(seen, 30, "the execution worker to see the resume")
         await bus.publish([(ORDERS_NEW, order(2))])
         await until_finished(bus, {"co-2"})
     assert [e.status for e in by_order(await order_events(bus))["co-2"]] == ["submitted", "accepted", "filled"]
@@ -209,7 +210,7 @@ async def test_an_order_replaced_at_the_broker_ends_replaced_and_its_successor_i
 ) -> None:
     await bus.publish([(ORDERS_NEW, order(1, order_type="limit", limit_price=90.0, time_in_force="gtc"))])
     async with execution(alpaca_settings(settings, emulator)):
-        await wait_until(lambda: emulator.book.find_by_client_id("co-1") is not None, 10, "co-1 at the broker")
+        await wait_until(lambda: emulator.book.find_by_client_id("co-1") is not None, 30, "co-1 at the broker")
         old = emulator.book.find_by_client_id("co-1")
         assert old is not None
         emulator.book.replace(old["id"], {"limit_price": "120", "client_order_id": "co-1-r1"})
@@ -247,7 +248,7 @@ async def test_a_trailing_stop_by_dollars_or_percent_reaches_alpaca_as_asked_and
     await bus.publish([(ORDERS_NEW, o) for o in (buy, by_dollars, by_percent)])
     async with execution(alpaca_settings(settings, emulator)):
         await until_finished(bus, {"co-1"})
-        await wait_until(lambda: emulator.book.submissions == 3, 10, "three orders at the broker")
+        await wait_until(lambda: emulator.book.submissions == 3, 30, "three orders at the broker")
         placed = [emulator.book.find_by_client_id(cid) for cid in ("co-2", "co-3")]
         assert [(o["type"], o["trail_price"], o["trail_percent"]) for o in placed if o] == [
             ("trailing_stop", "2", None),

@@ -5,7 +5,7 @@ under a real `tradebot up`), ten random workers are killed with SIGKILL (each is
 supervisor), Redis rewrites its append-only file and is then restarted once (SIGTERM) and killed
 once (SIGKILL: it may lose up to a second of acknowledged writes, ``appendfsync everysec``),
 PostgreSQL is stopped for 15 s, the supervisor itself is killed with SIGKILL (every worker must
-stop within 10 s; it is then started again), and malformed entries are injected into the tick
+stop, each within its GRACE_PERIOD_S; it is then started again), and malformed entries are injected into the tick
 streams. Afterwards every published tick, signal, order and fill is stored exactly once, every
 signal produced exactly one order, no order was filled twice, the paper account equals the
 account rebuilt from the stored fills, and the dead-letter streams hold exactly the injected

@@ -104,6 +104,9 @@ async def site(database_url: str, redis_url: str, bus: Bus) -> AsyncIterator[tup
 
 @pytest.fixture
 async def page(chromium: str) -> AsyncIterator[object]:
+    # expect() waits for what the page should show; its default 5 s bounds the wait too tightly for
+    # chromium on a loaded 2-core machine (it is a hang bound only: a page that never shows it fails).
+    playwright_api.expect.set_options(timeout=30_000)
     async with playwright_api.async_playwright() as driver:
         browser = await driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield await browser.new_page(viewport={"width": 1400, "height": 900})

@@ -363,7 +363,8 @@ async def test_a_stalled_rest_request_times_out_and_the_repair_retries(
         rest.stall_next(path_prefix="/v2/stocks/bars")  # the server accepts the request and never answers
         async with AlpacaStreamEmulator(scenario) as stream:
             feed_settings = with_keys(settings, alpaca_stream_url=stream.url, alpaca_data_url=rest.url)
-            async with running(alpaca_feed, feed_settings, clock=clock, repair_settle_s=0, rest_timeout_s=0.5) as feed:
+            # 3 s: past an ordinary answer on a loaded machine, so only the stalled one is retried
+            async with running(alpaca_feed, feed_settings, clock=clock, repair_settle_s=0, rest_timeout_s=3.0) as feed:
                 await wait_for_published(bus, settings.tick_partitions, bars=10)
                 clock.now = T0 + 15 * MINUTE + timedelta(seconds=5)
                 gate.open()

@@ -59,6 +59,7 @@ def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
         return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.timeout(300)  # above its own waits' deadlines, which bound a hang on a loaded machine
 async def test_every_deployment_starts_and_passes_its_probe(chart_pods: dict[str, Any]) -> None:
     manifests, data = chart_pods["manifests"], chart_pods["data"]
     (config,) = [m["data"] for m in manifests if m["kind"] == "ConfigMap"]

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import tick_count, wait_until
 from tests.worker_processes import worker_environment, worker_processes
 from tradebot.common.bus import Bus, decode_all, encode
@@ -129,6 +131,7 @@ async def test_a_restarted_feed_continues_without_repeats_or_gaps(bus: Bus, sett
         assert essence(ticks) == essence([t for t in expected if partition_for(t.symbol, 2) == partition])
 
 
+@pytest.mark.timeout(240)  # above its own waits' deadlines, which bound a hang on a loaded machine
 async def test_a_feed_killed_with_sigkill_resumes_exactly(bus: Bus, settings: Settings, tmp_path: Path) -> None:
     total, partitions = 30_000, 2
     env = worker_environment(

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tradebot.broker.checkpoint import PRICES
 from tradebot.common.bus import Bus, Delivery, entry_order
 from tradebot.common.config import Settings
@@ -76,6 +78,7 @@ def fills(events: list[OrderEvent]) -> list[tuple[str, str, float | None]]:
     return sorted((e.client_order_id, e.status, e.price) for e in events if e.status in ("filled", "canceled"))
 
 
+@pytest.mark.timeout(240)  # above its own waits' deadlines, which bound a hang on a loaded machine
 async def test_resting_orders_fill_on_the_ticks_after_them_once_the_strategy_role_is_done_with_them(
     bus: Bus, settings: Settings
 ) -> None:
@@ -166,6 +169,7 @@ async def test_a_reader_that_read_a_price_and_died_before_its_commit_leaves_it_t
     assert fills(events) == fills(expected(config, orders, ticks("AAPL", now)))
 
 
+@pytest.mark.timeout(240)  # above its own waits' deadlines, which bound a hang on a loaded machine
 async def test_paper_execution_killed_9_while_prices_flow_fills_each_resting_order_once(
     bus: Bus, settings: Settings, tmp_path: Path
 ) -> None:

@@ -92,6 +92,7 @@ async def run_single_consumer(bus: Bus, positioned: bool = False) -> dict[str, l
     return await applied_sequences(bus)
 
 
+@pytest.mark.timeout(240)  # above its own waits' deadlines, which bound a hang on a loaded machine
 @pytest.mark.parametrize("positioned", [False, True], ids=["pending-entries", "positioned"])
 async def test_joining_leaving_and_killed_workers_apply_each_symbol_in_order_exactly_once(
     bus: Bus, redis_url: str, positioned: bool

@@ -142,6 +142,7 @@ async def test_one_worker_in_burst_mode_gives_the_single_run_signals(bus: Bus, p
     await assert_same_as_single_run(bus, expected, single_run_orders(ticks, pipeline_settings))
 
 
+@pytest.mark.timeout(300)  # above its own waits' deadlines, which bound a hang on a loaded machine
 async def test_three_workers_give_the_same_signals_as_one(bus: Bus, pipeline_settings: Settings) -> None:
     ticks = seeded_ticks()
     expected = single_strategy_run(ticks)
@@ -170,6 +171,7 @@ async def test_three_workers_give_the_same_signals_as_one(bus: Bus, pipeline_set
     await assert_same_as_single_run(bus, expected, single_run_orders(ticks, pipeline_settings))
 
 
+@pytest.mark.timeout(300)  # above its own waits' deadlines, which bound a hang on a loaded machine
 async def test_workers_killed_with_sigkill_give_the_same_signals(
     bus: Bus, pipeline_settings: Settings, tmp_path: Path
 ) -> None:

@@ -156,7 +156,7 @@ def test_the_getting_started_tour_works_as_written(clone: Path) -> None:
     system = Running(local[0], clone, env)
     try:
         system.wait_for("tradebot is up", STARTUP_S)
-        banner = system.wait_for(r"^\s+postgres: ", 10)
+        banner = system.wait_for(r"^\s+postgres: ", 30)
         assert re.match(r"\s+postgres: postgresql://postgres@127\.0\.0\.1:\d+/tradebot$", banner), banner
 
         watcher = Running(local[1], clone, env)

@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from tradebot.api.history_service import create_app
 from tradebot.common.bus import Bus, decode
@@ -35,6 +36,7 @@ def buy(n: int, symbol: str, quantity: float, price: float) -> Order:
     )
 
 
+@pytest.mark.timeout(240)  # above its own waits' deadlines, which bound a hang on a loaded machine
 async def test_a_denial_at_the_threshold_is_stored_and_listed(
     bus: Bus, settings: Settings, clean_database: str
 ) -> None:

@@ -167,6 +167,7 @@ async def test_a_batch_stored_but_not_committed_is_stored_again_once(
     await assert_caught_up(bus, 1)
 
 
+@pytest.mark.timeout(420)  # above its own waits' deadlines, which bound a hang on a loaded machine
 async def test_a_storage_worker_killed_mid_batch_loses_and_doubles_nothing(
     bus: Bus, migrated: str, settings: Settings, tmp_path: Path
 ) -> None:
@@ -199,6 +200,7 @@ async def test_a_storage_worker_killed_mid_batch_loses_and_doubles_nothing(
         processes.stop_all()
 
 
+@pytest.mark.timeout(420)  # above its own waits' deadlines, which bound a hang on a loaded machine
 async def test_two_storage_workers_split_the_partitions_and_a_third_joining_and_leaving_keeps_exactly_once(
     bus: Bus, migrated: str, settings: Settings
 ) -> None:

