@@ -14,6 +14,9 @@ sequence and then stops. Past the Redis memory budget the feed waits (it can: it
 generated, not received) until consumers catch up. The cursor carries the feed's clock too
 (``mock_feed.FeedClock``, one tick every 1/MOCK_TICKS_PER_SECOND s), so ticks regenerated from an
 older cursor — after a restart, or after Redis lost its last writes — are byte-identical to the first.
+So are the entries they are grouped in when the cadence is the same (unpaced, or a feed keeping up
+with its rate); a feed behind its rate grows its batches with its delay (below), so its regenerated
+ticks may be grouped into entries differently, each tick still byte-identical (the same stored row).
 
 A tick is never published before its own timestamp: a batch waits until the wall clock has reached
 its last tick's time (and until the rate allows it). Batches are small while the feed keeps up
