@@ -16,7 +16,7 @@ from tradebot.common.config import Settings
 from tradebot.common.models import Tick
 from tradebot.common.streams import partition_for, producer_cursor_key, tick_stream, tick_streams
 from tradebot.market_data.mock_feed import MockFeed, starting_price, step_for, stepping_clock
-from tradebot.market_data.service import CURSOR_NAME, run_feed
+from tradebot.market_data.service import CURSOR_NAME, run_feed, ticks_per_batch
 from tradebot.market_data.start_prices import STARTING_PRICES
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
@@ -115,6 +115,16 @@ async def test_ticks_go_to_their_crc32_partition_in_order(bus: Bus, settings: Se
     for partition, ticks in published.items():
         assert ticks == [t for t in expected if partition_for(t.symbol, 3) == partition]
     assert sum(len(ticks) for ticks in published.values()) == 400
+
+
+def test_batches_are_small_while_the_feed_keeps_up(settings: Settings) -> None:
+    """25 ticks, at most 50 ms and at least 5 ms apart, never past BUS_BATCH_SIZE (README, mock feed)."""
+    expected = {3: 1, 100: 5, 500: 25, 1_000: 25, 5_000: 25, 20_000: 100, 200_000: 500}
+    batches = {
+        rate: ticks_per_batch(settings.model_copy(update={"mock_ticks_per_second": rate, "bus_batch_size": 500}))
+        for rate in expected
+    }
+    assert batches == expected
 
 
 async def test_no_tick_is_published_before_its_own_timestamp(bus: Bus, settings: Settings) -> None:
