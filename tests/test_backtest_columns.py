@@ -11,7 +11,7 @@ import pytest
 from tests.backtest_helpers import crossover_specs, mock_ticks
 from tradebot.backtest.engine import Backtest, run_backtest
 from tradebot.broker.paper import PaperBroker
-from tradebot.strategy.batch import TickColumns
+from tradebot.strategy.batch import Batch, TickColumns
 from tradebot.strategy.book import StrategyBook, StrategySpec
 
 TICKS = mock_ticks()
@@ -79,3 +79,18 @@ def test_a_run_pauses_the_collector_and_restores_it_as_it_was() -> None:
         assert not gc.isenabled()  # left as it was
     finally:
         gc.enable()
+
+
+def test_columns_fed_one_tick_at_a_time_give_what_one_feed_gives() -> None:
+    # batches of one (Batch's symbol lookup of a single item; the time-order check of one time)
+    ticks = TickColumns.of(TICKS[:600])
+    whole = run_backtest(StrategyBook(SPECS), ticks, PaperBroker(100_000.0, 1.0, 0.005))
+    run = Backtest(StrategyBook(SPECS), PaperBroker(100_000.0, 1.0, 0.005))
+    for start in range(len(ticks)):
+        run.feed(ticks[start : start + 1])
+    single = run.finish()
+    assert single.signals
+    assert single.signals == whole.signals
+    assert single.events == whole.events
+    assert single.equity == whole.equity
+    assert Batch(ticks[:1]).rows.keys() == {ticks[0].symbol}

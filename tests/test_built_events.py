@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from tradebot.broker.paper import PaperBroker
 from tradebot.common.bus import decode, encode
-from tradebot.common.models import MAX_QUANTITY, Order, Signal, Tick, built
+from tradebot.common.models import MAX_QUANTITY, Order, OrderEvent, Signal, Tick, built
 from tradebot.strategy.moving_average import MovingAverageCrossover
 
 AT = datetime(2025, 1, 2, 14, 30, tzinfo=UTC)
@@ -94,3 +94,24 @@ def test_events_built_alike_share_no_state_a_copy_can_change() -> None:
     assert "limit_price" not in Order.from_signal(second, 1.0).model_fields_set  # its own set is untouched
     assert second.confidence == 0.2
     assert first.__dict__ is not second.__dict__
+
+
+def test_the_live_paths_events_are_their_validated_twins_field_for_field_and_byte_for_byte() -> None:
+    # the strategy's signal, Order.from_signal and the paper broker's fills (models.builder: the
+    # layout found once) against the same values validated: equal, same fields set, same bus entry
+    broker = PaperBroker(100_000.0, 1.0, 0.005)
+    bought = signal()
+    sold = MovingAverageCrossover().signal("AAPL", AT + timedelta(seconds=1), "sell", 188.5, 0.7, "mock:AAPL:8")
+    made: list[Signal | Order | OrderEvent] = []
+    for decided in (bought, sold):
+        order = Order.from_signal(decided, 10.0)
+        fill = broker.execute(order)
+        assert fill is not None
+        assert fill.status == "filled"
+        made += [decided, order, fill]
+    for event in made:
+        twin = type(event).model_validate(event.model_dump(exclude_unset=True))  # the names it was given
+        assert event == twin
+        assert event.model_fields_set == twin.model_fields_set
+        assert event.model_dump_json() == twin.model_dump_json()
+        assert encode(event) == encode(twin)

@@ -97,7 +97,9 @@ async def _bus(target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes) -> 
 
 async def _strategy(target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:
     s = target.settings
-    return measure_strategy(sizes.strategy_ticks, s.short_window, s.long_window, s.bus_batch_size)
+    return measure_strategy(
+        sizes.strategy_ticks, s.short_window, s.long_window, s.bus_batch_size, s.strategy_snapshot_entries
+    )
 
 
 async def _risk(target: BenchTarget, _workers: WorkerPool, sizes: BenchSizes) -> list[Figure]:

@@ -15,7 +15,10 @@ of its XADD. On one machine both clocks are the same, so for each order:
 from __future__ import annotations
 
 import subprocess
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+
+import psutil
 
 from tradebot.bench.e2e import FeedRun, publish_rate, start_feed, start_pipeline
 from tradebot.bench.pipeline import BenchTimeoutError, pipeline_backlog, strategy_backlog, wait_for
@@ -86,19 +89,65 @@ async def measure_latency(target: BenchTarget, workers: WorkerPool, run: FeedRun
     partitions = target.settings.tick_partitions
     try:
         env = await start_pipeline(target, bus, workers, api=False)
+        cpu_before, calls_before = cpu_seconds(workers), await redis_calls(bus)
         feed = start_feed(workers, env, run)
         await wait_for(_exited(feed), run.ticks / run.rate * 4 + 30, "the mock feed to publish its ticks")
         left_at_end = await pipeline_backlog(bus, partitions)
         drained = await _drained(bus, partitions)
+        decided = await _decisions_drained(bus, partitions)
+        cpu_after, calls_after = cpu_seconds(workers), await redis_calls(bus)
         _, achieved = await publish_rate(bus, partitions)
         total, on_bus = await order_latencies_ms(bus, partitions)
-        decided = await _decisions_drained(bus, partitions)
         decisions = await decision_latencies_ms(bus)
     finally:
         workers.stop_all()
         await bus.close()
     figures = rate_figure(run, achieved, left_at_end, drained) + latency_figures(run, total, on_bus)
-    return figures + decision_figures(run, decisions, decided)
+    figures += decision_figures(run, decisions, decided)
+    return figures + cost_figures(run, cpu_after - cpu_before, calls_after - calls_before)
+
+
+CPU_ROLES = ("strategy", "execution")
+COUNTED_CALLS = ("evalsha", "xread")  # the scripts (reads, commits, snapshots) and plain reads
+
+
+def cpu_seconds(workers: WorkerPool) -> Counter[str]:
+    """User + system CPU seconds used so far by the workers of CPU_ROLES, per role."""
+    used: Counter[str] = Counter()
+    for role, process in list(workers.running):
+        if role in CPU_ROLES and process.poll() is None:
+            try:
+                times = psutil.Process(process.pid).cpu_times()
+            except psutil.Error:
+                continue
+            used[role] += times.user + times.system
+    return used
+
+
+async def redis_calls(bus: Bus) -> Counter[str]:
+    """Calls of COUNTED_CALLS so far (INFO commandstats; a script's own commands are counted too)."""
+    stats = await bus.redis.info("commandstats")
+    return Counter({name: stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in COUNTED_CALLS})
+
+
+def cost_figures(run: FeedRun, cpu: Counter[str], calls: Counter[str]) -> list[Figure]:
+    """CPU and Redis calls per 1,000 ticks: what the percentiles swing with (load) hardly moves these."""
+    per = 1000 / run.ticks
+    method = (
+        f"from the feed's start until strategy and execution drained, {run.ticks:,} ticks at {run.label}: "
+        "CPU seconds of the worker process (psutil user + system)"
+    )
+    figures = [
+        Figure(SECTION, f"{role} CPU per 1,000 ticks at {run.label}", cpu[role] * per * 1000, "ms", method)
+        for role in CPU_ROLES
+    ]
+    method = (
+        "the same span: calls of EVALSHA (fenced reads, commits, snapshots) and XREAD (waits; a read "
+        "script's XREAD counts too) in Redis's INFO commandstats, every client"
+    )
+    detail = {name: calls[name] * per for name in COUNTED_CALLS}
+    name = f"Redis calls (EVALSHA + XREAD) per 1,000 ticks at {run.label}"
+    return [*figures, Figure(SECTION, name, sum(calls.values()) * per, "calls", method, detail)]
 
 
 def _exited(process: subprocess.Popen[bytes]) -> Callable[[], Awaitable[bool]]:

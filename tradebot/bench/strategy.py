@@ -3,7 +3,9 @@
 The pure figure is ``MovingAverageCrossover.on_tick`` over mock ticks of 100 symbols (what a
 backtest pays). The worker figure adds what the strategy worker does around it for each batch:
 decode and validate the wire entries, apply them through the partition state (signals and orders
-built), encode the outputs and serialise the checkpoint — everything but the Redis round trips.
+built), encode the outputs, and every STRATEGY_SNAPSHOT_ENTRIES ticks the parts of a snapshot
+(the symbols applied since the last one: tradebot/common/snapshots.py; a batch's commit writes
+no state) — everything but the Redis round trips.
 """
 
 from __future__ import annotations
@@ -44,18 +46,23 @@ def pure_cost_us(ticks: list[Tick], short_window: int, long_window: int) -> tupl
     return (time.perf_counter() - began) / len(timed) * 1e6, signals
 
 
-def worker_cost_us(ticks: list[Tick], short_window: int, long_window: int, batch: int) -> float:
-    """Microseconds per tick of decode + apply + encode outputs + checkpoint, in batches of ``batch``."""
+def worker_cost_us(ticks: list[Tick], short_window: int, long_window: int, batch: int, snapshot_every: int) -> float:
+    """Microseconds per tick of decode + apply + encode outputs, in batches of ``batch``, and the
+    parts of a snapshot every ``snapshot_every`` ticks (as the worker writes them)."""
     wire = [encode(tick) for tick in ticks]
     specs = [StrategySpec(None, "ma_crossover", {"short_window": short_window, "long_window": long_window})]
     state = StrategyPartition(lambda: StrategyBook(specs), 10.0)
+    since = 0
     began = time.perf_counter()
     for start in range(0, len(wire), batch):
         events = [decode(fields) for fields in wire[start : start + batch]]
         outputs = state.apply(events)
         for _, event in outputs:
             encode(event)
-        state.checkpoint()
+        since += len(events)
+        if since >= snapshot_every:
+            state.changed_parts()
+            since = 0
     return (time.perf_counter() - began) / len(wire) * 1e6
 
 
@@ -69,7 +76,9 @@ def _per_tick_us(work: Callable[[], object], ticks: int) -> float:
     return best / ticks * 1e6
 
 
-def stage_costs_us(count: int, short_window: int, long_window: int, batch: int) -> dict[str, float]:
+def stage_costs_us(
+    count: int, short_window: int, long_window: int, batch: int, snapshot_every: int
+) -> dict[str, float]:
     """CPU µs per tick of each step a tick takes through the workers, in process (no servers)."""
     ticks = mock_ticks(count)
     wire = [encode(tick) for tick in ticks]
@@ -79,12 +88,15 @@ def stage_costs_us(count: int, short_window: int, long_window: int, batch: int) 
     batches = [events[start : start + batch] for start in range(0, count, batch)]
     outputs = [state.apply(chunk) for chunk in batches]
 
-    def apply(checkpoint: bool) -> None:
+    def apply(snapshots: bool) -> None:
         fresh = StrategyPartition(lambda: StrategyBook(specs), 10.0)
+        since = 0
         for chunk in batches:
             fresh.apply(chunk)
-            if checkpoint:
+            since += len(chunk)
+            if snapshots and since >= snapshot_every:
                 fresh.changed_parts()
+                since = 0
 
     applied = _per_tick_us(lambda: apply(False), count)
     return {
@@ -95,36 +107,38 @@ def stage_costs_us(count: int, short_window: int, long_window: int, batch: int) 
         "strategy: encode outputs": _per_tick_us(
             lambda: [encode(event) for chunk in outputs for _, event in chunk], count
         ),
-        # the batch's checkpoint parts: apply with them, less apply alone
-        "strategy: checkpoint parts": max(0.0, _per_tick_us(lambda: apply(True), count) - applied),
+        # a snapshot's parts every snapshot_every ticks (no commit writes state): apply with them, less alone
+        "strategy: snapshot parts": max(0.0, _per_tick_us(lambda: apply(True), count) - applied),
         "storage: rows (group_rows)": _per_tick_us(lambda: [group_rows(chunk) for chunk in batches], count),
     }
 
 
-def stage_figures(count: int, short_window: int, long_window: int, batch: int) -> list[Figure]:
+def stage_figures(count: int, short_window: int, long_window: int, batch: int, snapshot_every: int) -> list[Figure]:
     """The per-step costs as figures: the CPU profile of the tick path (docs/BENCHMARKS.md)."""
     method = (
         f"{count:,} mock ticks of 100 symbols, batches of {batch}, in process, no Redis or PostgreSQL; "
-        "best of three timings of each step alone"
+        f"best of three timings of each step alone; snapshot parts every {snapshot_every:,} ticks "
+        "(STRATEGY_SNAPSHOT_ENTRIES, one state of all 100 symbols: a worker's partition holds ~1/8 of them)"
     )
     return [
         Figure(SECTION, f"per tick, {step}", value, "µs", method)
-        for step, value in stage_costs_us(count, short_window, long_window, batch).items()
+        for step, value in stage_costs_us(count, short_window, long_window, batch, snapshot_every).items()
     ]
 
 
-def measure_strategy(ticks: int, short_window: int, long_window: int, batch: int) -> list[Figure]:
+def measure_strategy(ticks: int, short_window: int, long_window: int, batch: int, snapshot_every: int) -> list[Figure]:
     """Both per-tick costs, and the cost of each step of the tick path, as figures."""
     sample = mock_ticks(ticks + WARM_UP_TICKS)
     pure_us, signals = pure_cost_us(sample, short_window, long_window)
-    worker_us = worker_cost_us(sample[WARM_UP_TICKS:], short_window, long_window, batch)
+    worker_us = worker_cost_us(sample[WARM_UP_TICKS:], short_window, long_window, batch, snapshot_every)
     pure_method = (
         f"MovingAverageCrossover({short_window}, {long_window}).on_tick over {ticks:,} mock ticks of 100 "
         f"symbols in one process, after {WARM_UP_TICKS:,} warm-up ticks ({signals:,} signals)"
     )
     worker_method = (
         f"the strategy worker's CPU path per tick, batches of {batch}: decode + validate the entry, "
-        "apply (signals and orders built), encode outputs, checkpoint JSON; no Redis round trips"
+        f"apply (signals and orders built), encode outputs, a snapshot's parts every {snapshot_every:,} ticks; "
+        "no Redis round trips"
     )
     return [
         Figure(
@@ -143,5 +157,5 @@ def measure_strategy(ticks: int, short_window: int, long_window: int, batch: int
             worker_method,
             {"ticks": ticks, "ticks_per_s_per_core": 1e6 / worker_us},
         ),
-        *stage_figures(ticks, short_window, long_window, batch),
+        *stage_figures(ticks, short_window, long_window, batch, snapshot_every),
     ]

@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import marshal
 import math
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -52,15 +54,35 @@ PRICES = "_prices"  # how far the paper execution read each tick stream (moves w
 POSITION, ORDER, DECISION, SENT = "p:", "o:", "d:", "s:"
 SENT_CHUNK = 16
 ACCOUNT_PARTITION = 0
+Ordinals = dict[str, dict[str, int]]  # DECISION / ORDER -> each id's place (see _numbered)
 
 
 def compact(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def split(snapshot: dict[str, Any], ordinals: dict[str, int]) -> dict[str, str]:
-    """Every part of a snapshot; ``ordinals`` numbers the risk stage's decisions (new ones are
-    numbered here, forgotten ones dropped), so a decision's part never changes once written."""
+def split(snapshot: dict[str, Any], ordinals: Ordinals) -> dict[str, str]:
+    """Every part of a snapshot; ``ordinals`` numbers the risk stage's decisions and the broker's
+    order ids (new ones are numbered here, forgotten ones dropped), so such a part never changes
+    once written."""
+    parts, ids = split_changed(snapshot, ordinals, every_id=True)
+    return parts | {name: value for name, value in ids.items() if value is not None}
+
+
+def split_changed(
+    snapshot: dict[str, Any],
+    ordinals: Ordinals,
+    *,
+    every_id: bool = False,
+    encoded: dict[str, tuple[bytes, bytes, str]] | None = None,
+) -> tuple[dict[str, str], dict[str, str | None]]:
+    """The parts of a snapshot but those of order and decision ids, and the id parts that changed
+    since ``ordinals`` was last numbered: a new id's part (with ``every_id``: every id's), None
+    for a forgotten one. An id's part never changes once written, so a commit pays for the ids it
+    adds and drops, not for the days of them it keeps. ``encoded`` (symbol -> its state and the
+    strategies, marshalled, and its part, as last split) spares encoding the symbols that did not
+    change again."""
+    ids: dict[str, str | None] = {}
     apart = ("positions", "seen_order_ids", "risk", "price_positions", "pnl")
     rest = {key: value for key, value in snapshot.items() if key not in apart}
     per_symbol: dict[str, dict[str, Any]] = {
@@ -74,8 +96,7 @@ def split(snapshot: dict[str, Any], ordinals: dict[str, int]) -> dict[str, str]:
         if "sends" in risk.get("windows", {}):
             hot[_SENDS] = risk["windows"].pop("sends")
         rest["risk"] = risk
-        numbered = _numbered(DECISION, decided, ordinals)
-        parts |= {DECISION + order_id: str(number) for order_id, number in numbered.items()}
+        _numbered(DECISION, decided, ordinals, ids, every_id, lambda place, _: str(place))
     if "pnl" in snapshot:  # the strategies in their order (it orders sums); each symbol's holdings in its part
         pnl: dict[str, dict[str, list[float]]] = snapshot["pnl"] or {}
         rest["pnl"] = {strategy: {} for strategy in pnl}
@@ -88,11 +109,21 @@ def split(snapshot: dict[str, Any], ordinals: dict[str, int]) -> dict[str, str]:
         parts[PRICES] = compact(snapshot["price_positions"])
     parts[SYMBOLS] = compact(list(per_symbol))  # in the broker's order (a flatten follows it)
     strategies = list(snapshot.get("pnl") or {})
-    parts |= {POSITION + symbol: _encode_symbol(state, strategies) for symbol, state in per_symbol.items()}
+    if encoded is None:
+        parts |= {POSITION + symbol: _encode_symbol(state, strategies) for symbol, state in per_symbol.items()}
+    else:  # a symbol whose state is as last time keeps its part (marshal: exact, -0.0 and 1.0 apart, in C)
+        named = marshal.dumps(strategies)
+        for symbol, state in per_symbol.items():
+            plain = marshal.dumps(state)
+            before = encoded.get(symbol)
+            if before is None or before[0] != plain or before[1] != named:
+                before = encoded[symbol] = (plain, named, _encode_symbol(state, strategies))
+            parts[POSITION + symbol] = before[2]
+        for symbol in encoded.keys() - per_symbol.keys():
+            del encoded[symbol]
     seen: dict[str, float] = snapshot["seen_order_ids"]
-    places = _numbered(ORDER, list(seen), ordinals)
-    parts |= {ORDER + order_id: f"{places[order_id]}:{at!r}" for order_id, at in seen.items()}
-    return parts
+    _numbered(ORDER, seen, ordinals, ids, every_id, lambda place, order_id: f"{place}:{seen[order_id]!r}")
+    return parts, ids
 
 
 def _split_risk(
@@ -121,19 +152,39 @@ def _split_risk(
     return risk, risk.pop("decided", [])
 
 
-def _numbered(prefix: str, ids: list[str], ordinals: dict[str, int]) -> dict[str, int]:
-    """Each id's place (kept in ``ordinals`` under prefix + id): numbered once, in list order."""
-    kept = {prefix + order_id for order_id in ids}
-    for name in [name for name in ordinals if name.startswith(prefix) and name not in kept]:
-        del ordinals[name]
-    following = max((n for name, n in ordinals.items() if name.startswith(prefix)), default=0) + 1
-    for order_id in ids:
-        if prefix + order_id not in ordinals:
-            ordinals[prefix + order_id], following = following, following + 1
-    return {order_id: ordinals[prefix + order_id] for order_id in ids}
+def is_id_part(name: str) -> bool:
+    """Whether a part is an order's or a decision's (written once, deleted when forgotten)."""
+    return name.startswith((ORDER, DECISION))
 
 
-def join(parts: dict[str, str]) -> tuple[dict[str, Any], dict[str, int]]:
+def _numbered(
+    prefix: str,
+    ids: list[str] | dict[str, Any],
+    ordinals: Ordinals,
+    changed: dict[str, str | None],
+    every_id: bool,
+    part: Callable[[int, str], str],
+) -> None:
+    """Number each id once, in list order (its place, kept in ``ordinals[prefix]``), and put in
+    ``changed`` the part of each new id (of every id with ``every_id``) and None for each id no
+    longer listed. Set operations: a commit keeping thousands of ids (the broker's order memory
+    is days long) walks them in C, not in Python."""
+    numbered = ordinals.setdefault(prefix, {})
+    listed = ids.keys() if isinstance(ids, dict) else set(ids)
+    for order_id in numbered.keys() - listed:
+        del numbered[order_id]
+        changed[prefix + order_id] = None
+    fresh = listed - numbered.keys()
+    if fresh:
+        following = max(numbered.values(), default=0) + 1
+        for order_id in ids:
+            if order_id in fresh:
+                numbered[order_id], following = following, following + 1
+    for order_id in ids if every_id else fresh:
+        changed[prefix + order_id] = part(numbered[order_id], order_id)
+
+
+def join(parts: dict[str, str]) -> tuple[dict[str, Any], Ordinals]:
     """The snapshot the parts were split from, and the decisions' ordinals (parts of the layout
     before the compact one read too)."""
     snapshot: dict[str, Any] = json.loads(parts[REST])
@@ -151,14 +202,15 @@ def join(parts: dict[str, str]) -> tuple[dict[str, Any], dict[str, int]]:
         for symbol, state in per_symbol.items():
             for strategy, holding in state.get("pnl", {}).items():
                 pnl.setdefault(strategy, {})[symbol] = holding
-    ordinals = {name: int(value) for name, value in parts.items() if name.startswith(DECISION)}
-    seen = {}
+    decisions = {name[len(DECISION) :]: int(value) for name, value in parts.items() if name.startswith(DECISION)}
+    orders, seen = {}, {}
     for name, value in parts.items():
         if name.startswith(ORDER):
             place, _, at = value.partition(":")
-            ordinals[name] = int(place)
+            orders[name[len(ORDER) :]] = int(place)
             seen[name[len(ORDER) :]] = float(at)
-    snapshot["seen_order_ids"] = {order_id: seen[order_id] for order_id in _in_order(ORDER, ordinals)}
+    ordinals: Ordinals = {DECISION: decisions, ORDER: orders}
+    snapshot["seen_order_ids"] = {order_id: seen[order_id] for order_id in _in_order(orders)}
     if "risk" in snapshot:
         risk = snapshot["risk"]
         risk |= {key: hot[short] for key, short in _HOT_RISK.items() if short in hot}
@@ -173,15 +225,13 @@ def join(parts: dict[str, str]) -> tuple[dict[str, Any], dict[str, int]]:
         }
         windows["cooldown"] = {symbol: state["cooldown"] for symbol, state in per_symbol.items() if "cooldown" in state}
         risk["marks"] = {symbol: state["mark"] for symbol, state in per_symbol.items() if "mark" in state}
-        risk["decided"] = _in_order(DECISION, ordinals)
+        risk["decided"] = _in_order(decisions)
     return snapshot, ordinals
 
 
-def _in_order(prefix: str, ordinals: dict[str, int]) -> list[str]:
-    """The ids numbered under ``prefix``, in their places."""
-    return [
-        name[len(prefix) :] for name in sorted((n for n in ordinals if n.startswith(prefix)), key=ordinals.__getitem__)
-    ]
+def _in_order(places: dict[str, int]) -> list[str]:
+    """The ids in their places."""
+    return sorted(places, key=places.__getitem__)
 
 
 # ----- the compact encoding (``~`` and then JSON) ---------------------------------------------------

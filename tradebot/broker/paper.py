@@ -30,7 +30,7 @@ from tradebot.common.models import (
     Order,
     OrderChange,
     OrderEvent,
-    built,
+    builder,
     invalid,
     stable_id,
 )
@@ -39,6 +39,20 @@ from tradebot.common.rounding import rounded
 # How long (in order time) an executed client order id is remembered. Days, not a count: a duplicate
 # can come back much later (a replayed stream, an old entry reclaimed), and must still not fill.
 REMEMBER_DAYS = 7.0
+# the paper broker's events: every one gives these values (models.built, its layout found once)
+_order_event = builder(
+    OrderEvent,
+    "id",
+    "symbol",
+    "timestamp",
+    "client_order_id",
+    "status",
+    "side",
+    "quantity",
+    "price",
+    "commission",
+    "reason",
+)
 __all__ = ["QUANTITY_TOLERANCE", "PaperBroker", "Position", "event_id"]
 
 
@@ -97,17 +111,23 @@ class PaperBroker(RestingBook):
     def place(self, order: Order) -> list[OrderEvent]:
         """Fill, rest or end an order: its event, then the ``accepted`` of the legs its fill leaves
         (a bracket / OTO); [] (and no change) when this client order id was seen before."""
-        if order.id in self._seen:
+        fields = order.__dict__  # its values: a dict read costs a fraction of a pydantic attribute read
+        client_id, symbol = fields["id"], fields["symbol"]
+        if client_id in self._seen:
             return []
-        self._remember(order.id, order.timestamp.timestamp())
-        position = self.positions.get(order.symbol) or self.positions.setdefault(order.symbol, Position())
-        position.last_price = order.reference_price
-        if self.not_fractionable and order.fractional and order.symbol in self.not_fractionable:
-            why = f"{order.symbol} is not fractionable: only whole shares, no notional (dollar) orders"
+        self._remember(client_id, fields["timestamp"].timestamp())
+        position = self.positions.get(symbol) or self.positions.setdefault(symbol, Position())
+        position.last_price = fields["reference_price"]
+        if self.not_fractionable and order.fractional and symbol in self.not_fractionable:
+            why = f"{symbol} is not fractionable: only whole shares, no notional (dollar) orders"
             return [self._event(order, "rejected", reason=why)]
-        legs = order.take_profit_price is not None or order.stop_loss_price is not None
-        plain = order.order_class is None and not legs and order.order_type == "market"
-        if plain and order.limit_price is None and order.stop_price is None:  # the usual order: filled or rejected
+        legs = fields["take_profit_price"] is not None or fields["stop_loss_price"] is not None
+        plain = fields["order_class"] is None and not legs and fields["order_type"] == "market"
+        if (
+            plain and fields["limit_price"] is None and fields["stop_price"] is None
+        ):  # the usual order: filled or rejected
+            if fields["notional"] is None:
+                return [self._fill_shares(order, fields, position)]
             return [self._fill(order, position)]
         refused = leg_refusal(order) if legs else None
         if refused is not None:
@@ -196,6 +216,29 @@ class PaperBroker(RestingBook):
             self._sell(position, order.quantity, price, commission)
         return self._event(order, "filled", price=price, commission=commission)
 
+    def _fill_shares(self, order: Order, fields: dict[str, Any], position: Position) -> OrderEvent:
+        """:meth:`_fill` of a plain market order sized in shares (``fields``: its values), the usual
+        order: the same price, checks, bookkeeping and event, without reading the order's attributes
+        again; anything that would not fill goes through :meth:`_fill`, which says why."""
+        buy, quantity = fields["side"] == "buy", fields["quantity"]
+        price = self._slipped(buy, fields["reference_price"])
+        commission = quantity * self.commission_per_share
+        if buy:  # rejection's conditions, reversed
+            fills = quantity * price + commission <= self.cash
+        else:
+            fills = quantity <= position.quantity + QUANTITY_TOLERANCE
+        if not (fills and MIN_PRICE <= price <= MAX_PRICE and commission >= 0 and 0 < quantity <= MAX_QUANTITY):
+            return self._fill(order, position)
+        if buy:
+            self._buy(position, quantity, price, commission)
+        else:
+            self._sell(position, quantity, price, commission)
+        client_id = fields["id"]
+        values = {"id": event_id(client_id), "symbol": fields["symbol"], "timestamp": fields["timestamp"],
+                  "client_order_id": client_id, "status": "filled", "side": fields["side"], "quantity": quantity,
+                  "price": price, "commission": commission, "reason": None}  # fmt: skip
+        return _order_event(values)
+
     def not_marketable(self, order: Order) -> tuple[str, str] | None:
         """(status, reason) for an order the reference price does not reach, else None.
 
@@ -215,8 +258,11 @@ class PaperBroker(RestingBook):
 
     def fill_price(self, order: Order) -> float:
         """The reference price moved against the order by the slippage: buys pay more, sells get less."""
-        direction = 1 if order.side == "buy" else -1
-        return rounded(order.reference_price * (1 + direction * self.slippage_bps / 10_000), 4)
+        return self._slipped(order.side == "buy", order.reference_price)
+
+    def _slipped(self, buy: bool, reference_price: float) -> float:
+        direction = 1 if buy else -1
+        return rounded(reference_price * (1 + direction * self.slippage_bps / 10_000), 4)
 
     def rejection(self, order: Order, price: float, commission: float) -> str | None:
         """Why the order cannot be filled, or None if it can."""
@@ -282,7 +328,7 @@ class PaperBroker(RestingBook):
         # built unvalidated (models.built); anything else goes through the model, which says why.
         priced = MIN_PRICE <= price <= MAX_PRICE if price is not None else status not in ("filled", "partially_filled")
         if priced and status in ORDER_STATUSES and commission >= 0 and 0 < order.quantity <= MAX_QUANTITY:
-            return built(OrderEvent, **values)
+            return _order_event(values)
         return OrderEvent.model_validate(values)
 
     def _remember(self, client_order_id: str, at: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, get_args
 
@@ -55,16 +56,30 @@ def invalid(error: ValueError) -> str:
     return str(error)
 
 
+# Most ids are of two strings whose first is one of a few kinds ("order", "fill", a strategy's
+# name): the hash of "<kind>|" is taken once per kind and copied (a copy and one update cost about
+# half a fresh blake2b with its parameters). Bounded, so ids of ever new first parts stay correct.
+_PREFIXES_KEPT = 256
+_prefixes: dict[str, hashlib.blake2b] = {}
+
+
 def stable_id(*parts: object) -> str:
     """A deterministic id from the parts that identify an event (same inputs, same id)."""
-    if len(parts) == 2 and type(parts[0]) is str and type(parts[1]) is str:  # most ids: the same text, ~40 % sooner
-        return _blake2b(f"{parts[0]}|{parts[1]}".encode(), digest_size=12).hexdigest()
+    if len(parts) == 2 and type(parts[0]) is str and type(parts[1]) is str:  # most ids: the same bytes, sooner
+        prefix = _prefixes.get(parts[0])
+        if prefix is None:
+            if len(_prefixes) >= _PREFIXES_KEPT:
+                return _blake2b(f"{parts[0]}|{parts[1]}".encode(), digest_size=12).hexdigest()
+            prefix = _prefixes[parts[0]] = _blake2b(f"{parts[0]}|".encode(), digest_size=12)
+        hashed = prefix.copy()
+        hashed.update(parts[1].encode())
+        return hashed.hexdigest()
     return _blake2b("|".join(map(str, parts)).encode(), digest_size=12).hexdigest()
 
 
 E = TypeVar("E", bound="Event")
 _new = object.__new__
-_set = object.__setattr__
+_set_dict = BaseModel.__dict__["__dict__"].__set__  # the instance dict's own descriptor (sooner than _set)
 # BaseModel's own slots, set directly: object.__setattr__ by name costs several times more
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
@@ -101,11 +116,29 @@ def built(model: type[E], **values: Any) -> E:
     defaults, given = layout
     event = _new(model)
     # in field order, which is the JSON's order; ``values`` is this call's own dict (keyword arguments)
-    _set(event, "__dict__", values if defaults is None else {**defaults, **values})
+    _set_dict(event, values if defaults is None else {**defaults, **values})
     _set_fields_set(event, given)
     _set_extra(event, None)
     _set_private(event, None)
     return event
+
+
+def builder(model: type[E], *names: str) -> Callable[[dict[str, Any]], E]:
+    """:func:`built` for the hot paths, its layout found once: ``builder(M, *names)(values)`` is
+    ``built(M, **values)`` for a ``values`` dict of exactly ``names`` in that order, without the
+    keyword dict and the layout's lookup (~0.3 µs a Signal instead of ~0.8). Every field in field
+    order: ``values`` itself becomes the event's dict (the caller hands it over and keeps no other use)."""
+    defaults, given = _layout(model, names)
+
+    def build(values: dict[str, Any]) -> E:
+        event = _new(model)
+        _set_dict(event, values if defaults is None else {**defaults, **values})
+        _set_fields_set(event, given)
+        _set_extra(event, None)
+        _set_private(event, None)
+        return event
+
+    return build
 
 
 class Event(BaseModel):
@@ -297,21 +330,26 @@ class Order(Event):
         A market day order of a (valid) signal's symbol, side and price is valid whenever its
         quantity is: built without validating again (see ``built``) unless the quantity is out of range.
         """
+        read = signal.__dict__  # the signal's values: a dict read is a fraction of a pydantic attribute read
+        signal_id = read["id"]
         values = {
-            "id": cls.id_for(signal.id),
-            "symbol": signal.symbol,
-            "side": signal.side,
+            "id": cls.id_for(signal_id),
+            "symbol": read["symbol"],
+            "side": read["side"],
             "quantity": quantity,
-            "reference_price": signal.price,
-            "signal_id": signal.id,
-            "timestamp": signal.timestamp,
-            "strategy": signal.strategy,
+            "reference_price": read["price"],
+            "signal_id": signal_id,
+            "timestamp": read["timestamp"],
+            "strategy": read["strategy"],
         }
         if cls is Order and type(quantity) is float and MIN_QUANTITY <= quantity <= MAX_QUANTITY:
-            return built(Order, **values)
+            return _order_of_signal(values)
         return cls.model_validate(values)  # says why, or converts (an int quantity)
 
 
+_order_of_signal = builder(
+    Order, "id", "symbol", "side", "quantity", "reference_price", "signal_id", "timestamp", "strategy"
+)  # Order.from_signal's values
 REPLACEABLE = ("quantity", "limit_price", "stop_price", "trail_percent", "trail_price", "time_in_force")
 
 

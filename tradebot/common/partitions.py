@@ -6,11 +6,13 @@ leases on its share with SET NX PX, renews them, and hands back the ones it no l
 A partition is always read as the consumer ``partition-<p>``, so a new owner inherits the old
 owner's pending entries and processes them first. Reads and commits both check the lease inside
 Redis (fencing): a worker that lost its lease can neither take entries (which would reorder the
-partition for its new owner) nor write anything. State, outputs and acks go in one atomic commit,
-so a crash neither loses nor repeats an effect. A state kept in parts (:class:`PartedState`, e.g.
-one per symbol) is committed part by part: only what the batch changed is written. A positioned
-reader may instead write its parts only in a snapshot now and then, and replay the entries after
-it on restore (tradebot/common/snapshots.py, the strategy's).
+partition for its new owner) nor write anything; a positioned reader's read takes nothing (its
+group moves only with its commit), so its waiting read (tradebot/common/waiting_read.py) needs
+no check. State, outputs and acks go in one atomic commit, so a crash neither loses nor repeats
+an effect. A state kept in parts (:class:`PartedState`, e.g. one per symbol) is committed part
+by part: only what the batch changed is written. A positioned reader may instead write its parts
+only in a snapshot now and then, and replay the entries after it on restore
+(tradebot/common/snapshots.py, the strategy's).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from tradebot.common.streams import (
     members_key,
     partition_consumer,
 )
+from tradebot.common.waiting_read import read_when_there
 
 log = logging.getLogger(__name__)
 
@@ -350,13 +353,22 @@ class PartitionReader:
         await self.bus.wait_for_entries(seen, block_ms or self.config.block_ms, stop)
 
     async def _drain_positioned(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd:
-        """Read on from the group's position, committing each batch with the group's new position."""
+        """Read on from the group's position, committing each batch with the group's new position.
+
+        After a batch its wait for entries after the new position is the next read (it ends at once
+        if they came meanwhile; tradebot/common/waiting_read.py): no fenced read that finds nothing,
+        then a wait, then a fenced read of what woke it, on the path of every live batch. The
+        commit is fenced, so such a read changes nothing for anyone; a wait that ends with nothing
+        is followed by a fenced read (an idle reader learns there that its lease is gone). In
+        burst mode it reads on until a read finds nothing."""
         role = self.config.role
         lease = (lease_key(role, self.partition), self.member)
         positions = await self.bus.take_positions(self.streams, role, lease)
         if await self._started(positions):
+            read = None
             while not stop.is_set() and (max_messages is None or self.counters["handled"] < max_messages):
-                read = await self.bus.read_positioned(positions, lease, count=self.config.batch_size)
+                if read is None:  # fenced: None once the lease is lost
+                    read = await self.bus.read_positioned(positions, lease, count=self.config.batch_size)
                 if read is None:
                     break
                 batch, rejected, ended = read
@@ -371,8 +383,10 @@ class PartitionReader:
                     return ReaderEnd.DRAINED
                 if not await self._after_batch(positions):
                     break
-                if not ended:
-                    await self.bus.wait_for_entries(positions, self.config.block_ms, stop)
+                read = None
+                if not burst:  # the wait is the read (more already there: at once); nothing came: a fenced read
+                    count, block_ms = self.config.batch_size, self.config.block_ms
+                    read = await read_when_there(self.bus, positions, count=count, block_ms=block_ms, stop=stop)
             else:  # stopped, or MAX_MESSAGES reached
                 await self._ending(positions)
                 return ReaderEnd.STOPPED
@@ -471,6 +485,7 @@ class PartitionReader:
         for gone in deleted.values():
             for name in gone:
                 (self._committed_parts or {}).pop(name, None)
+        self.counters["commits"] += 1
         self.counters["handled"] += len(batch)
         self.counters["published"] += len(outputs)
         return True

@@ -157,7 +157,8 @@ class SnapshotReader(PartitionReader):
         self._seen = dict(positions)
         if not self._since:
             return True
-        due = len(self._since) >= self.config.snapshot_entries or self._quiet_reads >= 2  # quiet a whole wait
+        # a read that found nothing follows a whole wait (or is the first: the replay is written then)
+        due = len(self._since) >= self.config.snapshot_entries or self._quiet_reads >= 1
         due = due or time.monotonic() - self._snapshot_time >= self.config.snapshot_s
         return await self._write_snapshot(positions) if due or await self._over_budget() else True
 

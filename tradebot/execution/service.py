@@ -58,8 +58,10 @@ class BrokerPartition:
         self.settings = settings
         self.operator = operator
         self.gaps = gaps
-        self._written: dict[str, str] = {}  # the parts as last handed out for a commit
-        self._ordinals: dict[str, int] = {}  # the risk stage's decisions, numbered (see checkpoint.split)
+        # the parts as last handed out for a commit, but the ids' (each written once: see checkpoint.split_changed)
+        self._written: dict[str, str] = {}
+        self._ordinals: account_parts.Ordinals = {}  # the decisions' and order ids' places (checkpoint.split)
+        self._encoded: dict[str, tuple[bytes, bytes, str]] = {}  # each symbol's part as last split (ditto)
         self.restore(None)
 
     def restore(self, checkpoint: str | None) -> None:
@@ -86,24 +88,26 @@ class BrokerPartition:
         self._restore_snapshot(snapshot)
         # As the split writes them (a part is rewritten only when the state in it changes), plus
         # any stored part the split would not write, so the next commit deletes it. Parts of the
-        # layout before the compact one are all rewritten by the next commit.
-        written = account_parts.split(self._snapshot(), self._ordinals)
-        self._written = {**parts, **written} if account_parts.HOT in parts else parts
+        # layout before the compact one are all rewritten by the next commit, but the ids' (the
+        # same in either layout: the ordinals hold them).
+        written, _ = account_parts.split_changed(self._snapshot(), self._ordinals)
+        kept = {name: value for name, value in parts.items() if not account_parts.is_id_part(name)}
+        self._written = {**kept, **written} if account_parts.HOT in parts else kept
 
     def parts(self) -> dict[str, str]:
         """Every part of the state."""
-        self._written = account_parts.split(self._snapshot(), self._ordinals)
-        return dict(self._written)
+        self._written, ids = account_parts.split_changed(self._snapshot(), self._ordinals, every_id=True)
+        return self._written | {name: value for name, value in ids.items() if value is not None}
 
     def changed_parts(self) -> dict[str, str | None]:
         """The parts that changed since the last call, and (None) those that are gone."""
-        every = account_parts.split(self._snapshot(), self._ordinals)
+        every, ids = account_parts.split_changed(self._snapshot(), self._ordinals, encoded=self._encoded)
         changed: dict[str, str | None] = {
             name: value for name, value in every.items() if self._written.get(name) != value
         }
         changed |= {name: None for name in self._written.keys() - every.keys()}
         self._written = every
-        return changed
+        return changed | ids
 
     def _snapshot(self) -> dict[str, Any]:
         prices = {"price_positions": dict(self.price_positions)} if self.price_positions else {}
@@ -279,6 +283,7 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
             follow_gaps(bus, gaps, stop),
         ) as watcher:
             worker = execution_worker(bus, settings, member, counters, lambda: watcher.current, lambda: gaps)
+            runtime.settle_gc()  # started: what start-up made is left out of every collection
             await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
         await bus.close()

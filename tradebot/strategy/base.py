@@ -21,7 +21,7 @@ from tradebot.common.models import (
     Side,
     Signal,
     Tick,
-    built,
+    builder,
     stable_id,
 )
 from tradebot.common.rounding import rounded
@@ -30,6 +30,8 @@ from tradebot.strategy.indicators import Indicator
 
 RECENT_TICK_IDS = 50  # per symbol: enough to catch a redelivered batch without growing forever
 Decision = tuple[Side, float]  # side and confidence in [0, 1]
+# a strategy's signals (models.built, its layout found once): every field, in field order
+_signal_of = builder(Signal, "id", "symbol", "timestamp", "side", "price", "confidence", "strategy", "tick_id")
 
 
 class Strategy(Protocol):
@@ -182,7 +184,7 @@ class BarStrategy:
             "tick_id": source_id,
         }
         if side in SIDES and type(price) is float and MIN_PRICE <= price <= MAX_PRICE and at.tzinfo is UTC:
-            return built(Signal, **values)
+            return _signal_of(values)
         return Signal.model_validate(values)
 
     def change_order(

@@ -9,6 +9,7 @@ costs several times more.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import overload
@@ -130,7 +131,12 @@ class Batch:
         if not self.symbols:
             return {}
         codes = {symbol: number for number, symbol in enumerate(dict.fromkeys(self.symbols))}
-        numbered = np.fromiter(map(codes.__getitem__, self.symbols), dtype=np.int64, count=len(self.symbols))
+        # one itemgetter call looks every symbol up in C (sooner than a map of __getitem__); of one item it
+        # gives the item itself, not a tuple
+        looked_up = operator.itemgetter(*self.symbols)(codes) if len(self.symbols) > 1 else (codes[self.symbols[0]],)
+        # up to 2**15 symbols as int16: numpy's stable sort of 16-bit integers is a radix sort (~15x sooner)
+        small = len(codes) <= 2**15
+        numbered = np.fromiter(looked_up, dtype=np.int16 if small else np.int64, count=len(self.symbols))
         order = np.argsort(numbered, kind="stable")
         ends = np.cumsum(np.bincount(numbered, minlength=len(codes)))
         return dict(zip(codes, np.split(order, ends[:-1]), strict=True))

@@ -78,7 +78,8 @@ class OrderStyle:
 
     def shape(self, order: Order) -> Order:
         """``order`` (a market order from a signal) in this style."""
-        if order.side == "buy" and (self.take_profit_pct or self.stop_loss_pct):
+        # the style's own fields first: a plain style (the usual one) never reads the order
+        if (self.take_profit_pct or self.stop_loss_pct) and order.side == "buy":
             price = order.reference_price
             legs: dict[str, object] = {
                 "take_profit_price": round(price * (1 + self.take_profit_pct / 100), 2)
@@ -88,7 +89,7 @@ class OrderStyle:
             }
             legs["order_class"] = "bracket" if self.take_profit_pct and self.stop_loss_pct else "oto"
             return Order.model_validate({**order.model_dump(), **legs})
-        if order.side == "sell" and (self.trail_percent or self.trail_price):
+        if (self.trail_percent or self.trail_price) and order.side == "sell":
             trail = {"trail_percent": self.trail_percent, "trail_price": self.trail_price}
             return Order.model_validate(
                 {**order.model_dump(), "order_type": "trailing_stop", "time_in_force": "gtc", **trail}
@@ -214,7 +215,7 @@ class StrategyBook:
                 continue
             signals = entry.strategy.on_tick(tick)
             if signals and self.switches.get(entry.name, entry.spec.enabled):
-                outputs += [(signal, self._order(entry, signal, sides)) for signal in signals]
+                outputs += zip(signals, self._orders(entry, signals, sides), strict=True)
         return outputs
 
     def on_bar(self, bar: Bar) -> list[tuple[Signal, Order | None]]:
@@ -225,7 +226,7 @@ class StrategyBook:
                 continue
             signals = self._observe(entry, bar)
             if signals and self.switches.get(entry.name, entry.spec.enabled):
-                outputs += [(signal, self._order(entry, signal)) for signal in signals]
+                outputs += zip(signals, self._orders(entry, signals), strict=True)
         return outputs
 
     def on_batch(self, batch: Batch) -> list[tuple[int, Signal, Order | None]]:
@@ -240,7 +241,8 @@ class StrategyBook:
         for entry in self.entries:
             signals = sorted(self._signals(entry, batch), key=_position)
             if signals and self.switches.get(entry.name, entry.spec.enabled):
-                found += [(position, signal, self._order(entry, signal)) for position, signal in signals]
+                orders = self._orders(entry, [signal for _, signal in signals])
+                found += [(position, signal, order) for (position, signal), order in zip(signals, orders, strict=True)]
                 deciding += 1
         if deciding > 1:  # stable: at one position, the book's order of strategies, then each one's own
             found.sort(key=_position)
@@ -282,17 +284,29 @@ class StrategyBook:
                 changes += take()
         return changes
 
-    def _order(self, entry: Entry, signal: Signal, sides: frozenset[str] = BOTH_SIDES) -> Order | None:
-        """The signal's order, or None: a side not sent now, a BUY while long, a SELL while flat."""
-        held, side, symbol = self.positions[entry.name], signal.side, signal.symbol
-        if side not in sides or (symbol in held) == (side == "buy"):
-            return None
-        if side == "buy":
-            quantity = entry.spec.sizing.shares(signal.price)
-            held[symbol] = quantity
-        else:
-            quantity = held.pop(symbol)
-        return entry.spec.orders.shape(Order.from_signal(signal, quantity))
+    def _orders(self, entry: Entry, signals: list[Signal], sides: frozenset[str] = BOTH_SIDES) -> list[Order | None]:
+        """Each signal's order (in turn: a signal's order changes what its strategy holds), or None: a
+        side not sent now, a BUY while long, a SELL while flat. One strategy's whole batch at once, so
+        what is looked up per strategy (what it holds, its sizing and order style) is looked up once."""
+        held, sizing, style, from_signal = (
+            self.positions[entry.name],
+            entry.spec.sizing,
+            entry.spec.orders,
+            Order.from_signal,
+        )
+        orders: list[Order | None] = []
+        for signal in signals:
+            read = signal.__dict__  # its values (a dict read is a fraction of a pydantic attribute read)
+            side, symbol = read["side"], read["symbol"]
+            if side not in sides or (symbol in held) == (side == "buy"):
+                orders.append(None)
+                continue
+            if side == "buy":
+                quantity = held[symbol] = sizing.shares(read["price"])
+            else:
+                quantity = held.pop(symbol)
+            orders.append(style.shape(from_signal(signal, quantity)))
+        return orders
 
     def forget_unheld(self, held: Mapping[str, Mapping[str, float]]) -> list[tuple[str, str]]:
         """Drop each position the account does not hold for its strategy (``held``: strategy → symbol

@@ -313,6 +313,7 @@ async def run(settings: ReadySettings, *, stop: asyncio.Event, counters: Counter
                 lambda: strictest(watcher.current.state, ruled[0].state),
                 lambda: ruled[0].held,
             )
+            runtime.settle_gc()  # started: what start-up made is left out of every collection
             await worker.run(stop=stop, max_messages=settings.max_messages, burst=settings.burst)
     finally:
         await bus.close()
