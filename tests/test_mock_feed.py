@@ -13,16 +13,17 @@ import pytest
 
 from tests.helpers import tick_count, wait_until
 from tests.worker_processes import worker_environment, worker_processes
-from tradebot.common.bus import Bus, decode_all, encode
+from tradebot.common.bus import Bus, decode_all, encode, entry_ms
 from tradebot.common.config import Settings
 from tradebot.common.models import Tick
 from tradebot.common.streams import partition_for, producer_cursor_key, tick_stream, tick_streams
 from tradebot.market_data.mock_feed import MockFeed, starting_price, step_for, stepping_clock
-from tradebot.market_data.service import CURSOR_NAME, run_feed
+from tradebot.market_data.service import CURSOR_NAME, run_feed, ticks_per_batch
 from tradebot.market_data.start_prices import STARTING_PRICES
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 SYMBOLS = ["AAPL", "MSFT", "NVDA", "ZZZQ"]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def feed(seed: int = 7, symbols: list[str] = SYMBOLS) -> MockFeed:
@@ -116,6 +117,43 @@ async def test_ticks_go_to_their_crc32_partition_in_order(bus: Bus, settings: Se
     for partition, ticks in published.items():
         assert ticks == [t for t in expected if partition_for(t.symbol, 3) == partition]
     assert sum(len(ticks) for ticks in published.values()) == 400
+
+
+def test_batches_are_small_while_the_feed_keeps_up(settings: Settings) -> None:
+    """25 ticks, at most 50 ms and at least 5 ms apart, never past BUS_BATCH_SIZE (README, mock feed)."""
+    expected = {3: 1, 100: 5, 500: 25, 1_000: 25, 5_000: 25, 20_000: 100, 200_000: 500}
+    batches = {
+        rate: ticks_per_batch(settings.model_copy(update={"mock_ticks_per_second": rate, "bus_batch_size": 500}))
+        for rate in expected
+    }
+    assert batches == expected
+
+
+async def test_no_tick_is_published_before_its_own_timestamp(bus: Bus, settings: Settings) -> None:
+    """A tick stamped after the moment it reaches the stream would be a look-ahead (and would make
+    every latency measured from it meaningless): each entry's id (Redis's clock at the XADD, in ms)
+    is at or after the millisecond of every tick in it. The feed runs paced, on the real clock."""
+    settings = settings.model_copy(
+        update={
+            "symbols": SYMBOLS,
+            "mock_seed": 7,
+            "mock_max_ticks": 300,
+            "tick_partitions": 2,
+            "mock_ticks_per_second": 2_000,  # 150 ms: batches of 25 ticks spanning 12.5 ms each
+        }
+    )
+    await run_feed(bus, settings, stop=asyncio.Event(), counters=Counter())
+    early = []
+    checked = 0
+    for stream in tick_streams(2):
+        for entry_id, fields in await bus.redis.xrange(stream):
+            published_ms = entry_ms(entry_id)
+            for tick in decode_all(fields):
+                checked += 1
+                if (tick.timestamp - EPOCH) // timedelta(milliseconds=1) > published_ms:
+                    early.append((tick.id, tick.timestamp.isoformat(), published_ms))
+    assert checked == 300
+    assert early == []
 
 
 async def test_a_restarted_feed_continues_without_repeats_or_gaps(bus: Bus, settings: Settings) -> None:

@@ -8,6 +8,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import psutil
+
 from tradebot.bench.pipeline import TableCounter, consumers_ready, reset, stream_time_span, wait_for
 from tradebot.bench.processes import BENCH_SYMBOLS, WorkerPool, worker_environment
 from tradebot.bench.report import Figure
@@ -63,13 +65,54 @@ def start_feed(workers: WorkerPool, env: dict[str, str], run: FeedRun) -> subpro
     )
 
 
-async def time_to_store(counter: TableCounter, ticks: int, timeout_s: float) -> tuple[float, float]:
-    """Seconds from the first tick row appearing to the ``ticks``-th one (polled every 0.1 s)."""
+class CpuMeter:
+    """CPU seconds (user + system) of every process under the bench from :meth:`mark` on, by worker
+    role or server (``redis``, ``postgres``: embedded servers are the bench's children too). Sampled
+    while the run goes (a process that exits keeps its last sample: the feed stops before the end)."""
+
+    def __init__(self, workers: WorkerPool, bench_pids: frozenset[int] = frozenset()):
+        self.workers = workers
+        self.bench_pids = bench_pids  # server processes doing the bench's own work: "bench"
+        self.latest: dict[int, tuple[str, float]] = {}
+        self.at_mark: dict[int, float] = {}
+
+    def sample(self) -> None:
+        roles = {process.pid: role for role, process in self.workers.running}
+        for child in psutil.Process().children(recursive=True):
+            try:
+                times = child.cpu_times()
+                name = roles.get(child.pid) or ("redis" if "redis" in child.name() else child.name())
+                name = "bench" if child.pid in self.bench_pids else name
+            except psutil.Error:
+                continue  # it exited meanwhile
+            self.latest[child.pid] = (name, times.user + times.system)
+
+    def mark(self) -> None:
+        self.sample()
+        self.at_mark = {pid: seconds for pid, (_, seconds) in self.latest.items()}
+
+    def since_mark(self) -> dict[str, float]:
+        """CPU seconds by role or server, busiest first."""
+        totals: dict[str, float] = {}
+        for pid, (name, seconds) in self.latest.items():
+            totals[name] = totals.get(name, 0.0) + seconds - self.at_mark.get(pid, 0.0)
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+
+async def time_to_store(
+    counter: TableCounter, ticks: int, timeout_s: float, meter: CpuMeter | None = None
+) -> tuple[float, float]:
+    """Seconds from the first tick row appearing to the ``ticks``-th one (polled every 0.1 s);
+    ``meter`` is marked at the first row and sampled at every poll."""
     deadline = time.monotonic() + timeout_s
     first = None
     while True:
         stored = await counter.count()
         now = time.monotonic()
+        if meter is not None and stored and first is None:
+            meter.mark()
+        elif meter is not None:
+            meter.sample()
         if stored and first is None:
             first = now
         if stored >= ticks:
@@ -94,7 +137,9 @@ async def measure_throughput(
         env = await start_pipeline(target, bus, workers, api=True, scale=scale)
         async with TableCounter(target.database_url) as counter:
             start_feed(workers, env, run)
-            first, last = await time_to_store(counter, run.ticks, timeout_s)
+            meter = CpuMeter(workers, frozenset({await counter.backend_pid()}))
+            first, last = await time_to_store(counter, run.ticks, timeout_s, meter)
+            cpu = meter.since_mark()
             published, rate = await publish_rate(bus, partitions)
             rows = {table: await counter.count(table) for table in ("signals", "orders", "fills")}
     finally:
@@ -110,6 +155,22 @@ async def measure_throughput(
     )
     feed_method = "ticks published / span of their tick-stream entry ids (Redis server ms), same run"
     suffix = f", {scaled}" if scaled else ""
+    cpu_method = (
+        f"CPU seconds (user + system, psutil) of the role's processes from the first to the last of the "
+        f"{run.ticks:,} rows appearing, same run, per tick stored: what each part costs, so the busiest "
+        "is the next limit on 2 cores (redis, postgres: the bench's embedded servers, when it starts them; "
+        "bench: the PostgreSQL backend of its COUNT(*) polls)"
+    )
+    cpu_figures = [
+        Figure("end to end", f"CPU per tick stored, {name}{suffix}", seconds / run.ticks * 1e6, "µs", cpu_method)
+        for name, seconds in cpu.items()
+        if seconds > 0
+    ]
+    if cpu_figures:
+        total = sum(seconds for seconds in cpu.values() if seconds > 0)
+        cpu_figures.append(
+            Figure("end to end", f"CPU per tick stored, all{suffix}", total / run.ticks * 1e6, "µs", "〃, summed")
+        )
     return [
         Figure(
             "end to end",
@@ -127,6 +188,7 @@ async def measure_throughput(
             feed_method,
             {"published": published},
         ),
+        *cpu_figures,
     ]
 
 

@@ -110,6 +110,11 @@ class TableCounter:
         if self._pool is not None:
             await self._pool.close()
 
+    async def backend_pid(self) -> int:
+        """The PostgreSQL server process serving this counter (its CPU is the bench's, not the pipeline's)."""
+        assert self._pool is not None
+        return int(await self._pool.fetchval("SELECT pg_backend_pid()"))
+
     async def count(self, table: str = "ticks") -> int:
         """Rows in ``table`` (one of the tradebot tables) right now."""
         assert self._pool is not None

@@ -14,6 +14,17 @@ sequence and then stops. Past the Redis memory budget the feed waits (it can: it
 generated, not received) until consumers catch up. The cursor carries the feed's clock too
 (``mock_feed.FeedClock``, one tick every 1/MOCK_TICKS_PER_SECOND s), so ticks regenerated from an
 older cursor — after a restart, or after Redis lost its last writes — are byte-identical to the first.
+So are the entries they are grouped in when the cadence is the same (unpaced, or a feed keeping up
+with its rate); a feed behind its rate grows its batches with its delay (below), so its regenerated
+ticks may be grouped into entries differently, each tick still byte-identical (the same stored row).
+
+A tick is never published before its own timestamp: a batch waits until the wall clock has reached
+its last tick's time (and until the rate allows it). Batches are small while the feed keeps up
+(MIN_TICKS_PER_BATCH ticks, at most MAX_PUBLISH_INTERVAL_S apart, at least MIN_PUBLISH_INTERVAL_S), so
+a tick waits milliseconds, not a tenth of a second, before it is published; a feed that falls
+behind its rate takes everything already due, up to BUS_BATCH_SIZE, so batches grow with the load
+like a live feed's. The partitions' commits of a batch run concurrently (a round trip per batch,
+not one per partition), and a partition with no tick in a batch is not committed at all.
 """
 
 from __future__ import annotations
@@ -24,9 +35,10 @@ import logging
 import math
 import time
 from collections import Counter
+from datetime import datetime
 
 from tradebot.common import runtime
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit
+from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, CommitResult
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.lifecycle import Backoff, wait_or_stop
 from tradebot.common.models import Event
@@ -45,32 +57,53 @@ log = logging.getLogger("tradebot.market_data")  # not __name__: that is "__main
 
 ROLE = Role.MARKET_DATA
 CURSOR_NAME = "mock"
-PUBLISH_INTERVAL_S = 0.1  # batches per second = 10 at any rate, so latency stays ~100 ms
+# The cadence while the feed keeps up: a batch of MIN_TICKS_PER_BATCH ticks, but at least one every
+# MAX_PUBLISH_INTERVAL_S (low rates) and at most one every MIN_PUBLISH_INTERVAL_S (high rates). At
+# the default 500 ticks/s a batch is 25 ticks every 50 ms; from 5,000 ticks/s on a batch every 5 ms
+# (25 ticks at 5,000/s, 100 at 20,000/s). Fewer ticks a batch would cost Redis an entry and a cursor
+# write for a tick or two (the append-only file's bytes per tick, issue 14); more often, at high
+# rates, would cost the feed more CPU per tick than the 2.5 ms a tick waits on average.
+MIN_TICKS_PER_BATCH = 25
+MAX_PUBLISH_INTERVAL_S = 0.05
+MIN_PUBLISH_INTERVAL_S = 0.005
 # How often the feed-wide cursor is written: a restart regenerates (without publishing) at most this
 # many ticks, a few milliseconds of work, against ~3.5 KB of append-only file per write at 100 symbols.
 SNAPSHOT_EVERY_TICKS = 10_000
+# The memory budget is checked once per this many seconds (and at a run's first batch), not per
+# batch: INFO costs a round trip, and between two checks the feed adds at most a fraction of a MB.
+ROOM_CHECK_EVERY_S = 0.05
 
 
 class Pacer:
-    """Holds a long-run average rate by sleeping until the next batch is due."""
+    """Holds a long-run average rate, and never lets a tick out before its own timestamp."""
 
-    def __init__(self, ticks_per_second: float):
+    def __init__(self, ticks_per_second: float, wall_clock: Clock = utc_now):
         self.ticks_per_second = ticks_per_second
-        self.due = time.monotonic()
+        self.wall_clock = wall_clock
+        self.due = time.monotonic()  # when the ticks taken so far are all due at the rate
 
-    async def wait(self, ticks: int, stop: asyncio.Event) -> None:
-        """Sleep off the time ``ticks`` ticks take at the configured rate (cut short by ``stop``)."""
+    def behind(self) -> int:
+        """Ticks the rate has already made due beyond those taken (0 while the feed keeps up)."""
+        return max(0, int((time.monotonic() - self.due) * self.ticks_per_second))
+
+    async def wait(self, ticks: int, last_stamp: datetime, stop: asyncio.Event) -> None:
+        """Sleep until ``ticks`` more ticks are due at the rate and the wall clock has reached
+        ``last_stamp``, the newest of them (cut short by ``stop``)."""
         self.due += ticks / self.ticks_per_second
-        delay = self.due - time.monotonic()
+        now = time.monotonic()
+        if self.due < now - 1.0:
+            self.due = now  # after a stall, carry on at the rate instead of bursting
+        delay = max(self.due - now, (last_stamp - self.wall_clock()).total_seconds())
         if delay > 0:
             await wait_or_stop(stop, delay)
-        elif delay < -1.0:
-            self.due = time.monotonic()  # after a stall, carry on at the rate instead of bursting
 
 
 def ticks_per_batch(settings: Settings) -> int:
-    """How many ticks go into one commit at the configured rate."""
-    return max(1, min(settings.bus_batch_size, math.ceil(settings.mock_ticks_per_second * PUBLISH_INTERVAL_S)))
+    """How many ticks go into one commit at the configured rate while the feed keeps up."""
+    rate = settings.mock_ticks_per_second
+    at_least = math.ceil(rate * MIN_PUBLISH_INTERVAL_S)
+    at_most = math.ceil(rate * MAX_PUBLISH_INTERVAL_S)
+    return max(1, min(settings.bus_batch_size, max(at_least, min(MIN_TICKS_PER_BATCH, at_most))))
 
 
 async def load_feed(
@@ -107,18 +140,38 @@ async def publish_batch(
         partition = partition_for(tick.symbol, len(committed))
         if position >= done[partition]:
             shares[partition].append((tick_stream(partition), tick))
-    for partition, share in enumerate(shares):
-        if done[partition] >= feed.produced:
-            continue
-        key = partition_cursor_key(CURSOR_NAME, partition)
-        guard = (key, committed[partition])
-        if not await bus.commit("", Commit(publish=share, state={key: cursor}, guard=guard)):
-            return False
-        committed[partition] = cursor
-        counters["published"] += len(share)
+    commits = [
+        (partition, share)
+        for partition, share in enumerate(shares)
+        if share  # a partition with nothing: no commit
+    ]
+    results = await asyncio.gather(
+        *(_commit_share(bus, partition, share, committed[partition], cursor) for partition, share in commits),
+        return_exceptions=True,  # every commit settles before an error goes on (a reload must see them)
+    )
+    moved_on = False
+    for (partition, share), result in zip(commits, results, strict=True):
+        if result is CommitResult.APPLIED:
+            committed[partition] = cursor
+            counters["published"] += len(share)
+        elif not isinstance(result, BaseException):
+            moved_on = True
+    errors = [result for result in results if isinstance(result, BaseException)]
+    if errors:
+        raise errors[0]
+    if moved_on:
+        return False
     if snapshot:
         await write_snapshot(bus, feed)
     return True
+
+
+async def _commit_share(
+    bus: Bus, partition: int, share: list[tuple[str, Event]], loaded: str, cursor: str
+) -> CommitResult:
+    """One partition's share with its cursor, if that cursor still reads ``loaded``."""
+    key = partition_cursor_key(CURSOR_NAME, partition)
+    return await bus.commit("", Commit(publish=share, state={key: cursor}, guard=(key, loaded)))
 
 
 async def write_snapshot(bus: Bus, feed: MockFeed) -> None:
@@ -148,13 +201,21 @@ async def produce(
     limit = settings.mock_max_ticks
     retained = retained_streams(settings.tick_partitions)
     snapshotted: int | None = None  # where this run last wrote the feed-wide cursor (its first batch does)
+    room_checked = -math.inf
     while not stop.is_set():
-        count = batch if limit is None else min(batch, limit - feed.produced)
+        count = max(batch, min(settings.bus_batch_size, pacer.behind())) if pace else batch
+        count = count if limit is None else min(count, limit - feed.produced)
         if count <= 0:
             log.info("mock feed reached MOCK_MAX_TICKS=%d", limit)
             return
-        if not await bus.wait_for_room(retained, stop, "mock feed"):  # past the memory budget: wait
-            break
+        if time.monotonic() - room_checked >= ROOM_CHECK_EVERY_S:
+            if not await bus.wait_for_room(retained, stop, "mock feed"):  # past the memory budget: wait
+                break
+            room_checked = time.monotonic()
+        if pace:  # not before the rate allows, nor before the last tick's own time
+            await pacer.wait(count, feed.clock.at(feed.produced + count - 1), stop)
+            if stop.is_set():
+                break
         snapshot = (
             snapshotted is None
             or feed.produced + count - snapshotted >= SNAPSHOT_EVERY_TICKS
@@ -168,8 +229,6 @@ async def produce(
             continue
         if snapshot:
             snapshotted = feed.produced
-        if pace:
-            await pacer.wait(count, stop)
     if snapshotted != feed.produced:  # stopped: the next run starts right here, regenerating nothing
         await write_snapshot(bus, feed)
 
