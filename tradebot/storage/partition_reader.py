@@ -38,11 +38,11 @@ from tradebot.common.db import TRANSIENT_DB_ERRORS
 from tradebot.common.lifecycle import Backoff
 from tradebot.common.partitions import PartitionSettings, ReaderEnd
 from tradebot.common.streams import lease_key, readers_of
+from tradebot.storage.batch import Read, StorageBatch, read_batch
 
 log = logging.getLogger(__name__)
 
-Write = Callable[[list[Delivery]], Awaitable[None]]
-Read = tuple[list[Delivery], list[tuple[RawEntry, str]], dict[str, str]]
+Write = Callable[[StorageBatch], Awaitable[None]]
 
 
 class StoragePartitionReader:
@@ -120,14 +120,14 @@ class StoragePartitionReader:
                 await asyncio.gather(ahead, return_exceptions=True)
 
     async def _read(self, positions: dict[str, str]) -> Read | None:
-        return await self.bus.read_positioned(positions, self.lease, count=self.config.batch_size)
+        return await read_batch(self.bus, positions, self.lease, count=self.config.batch_size)
 
     def _lost(self) -> ReaderEnd:
         log.warning("storage lost the lease on partition %d; leaving it to the new owner", self.partition)
         self.counters["fenced"] += 1
         return ReaderEnd.LOST
 
-    async def _write(self, batch: list[Delivery], stop: asyncio.Event) -> list[tuple[RawEntry, str]] | None:
+    async def _write(self, batch: StorageBatch, stop: asyncio.Event) -> list[tuple[RawEntry, str]] | None:
         """Write the batch, waiting out database outages; returns the entries the database rejects
         on their own (for the dead-letter stream), or None if stopped before it could write."""
         while True:
@@ -141,7 +141,7 @@ class StoragePartitionReader:
                 self.counters["effect_retries"] += 1
                 await self._db_backoff.wait(error, stop)
 
-    async def _effect(self, batch: list[Delivery]) -> list[tuple[RawEntry, str]]:
+    async def _effect(self, batch: StorageBatch) -> list[tuple[RawEntry, str]]:
         """The whole batch at once, or, when it fails, entry by entry to set the culprit aside.
 
         Transient errors propagate from either path: they say nothing about the entries.
@@ -156,7 +156,7 @@ class StoragePartitionReader:
         except Exception as error:  # noqa: BLE001 - isolate the entry the database rejects below
             log.warning("batch of %d failed (%s); retrying entry by entry", len(batch), error)
         failed = []
-        for delivery in batch:
+        for delivery in batch.deliveries():
             reason = await self._write_alone(delivery)
             if reason is not None:  # the wire form, so `tradebot dlq replay` can re-publish it
                 entry = RawEntry(delivery.stream, delivery.entry_id, encode(delivery.event), delivery.index)
@@ -168,7 +168,7 @@ class StoragePartitionReader:
         attempts = max(1, self.bus.max_deliveries)
         for attempt in range(1, attempts + 1):
             try:
-                await self.write([delivery])
+                await self.write(StorageBatch.of([delivery]))
                 return None
             except TRANSIENT_DB_ERRORS:
                 raise
@@ -178,7 +178,7 @@ class StoragePartitionReader:
                     return f"rejected {attempts} times by the database; last error: {type(error).__name__}: {error}"
         return None
 
-    async def _commit(self, batch: list[Delivery], failed: list[tuple[RawEntry, str]], ended: dict[str, str]) -> bool:
+    async def _commit(self, batch: StorageBatch, failed: list[tuple[RawEntry, str]], ended: dict[str, str]) -> bool:
         """Move the group of each stream read to where its read ended (only those: a retried commit
         tells it already applied by the first one's position) and record the batch's dead letters,
         only while the lease is ours."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -37,11 +38,12 @@ from tradebot.common.streams import (
     storage_group_streams,
     storage_partition_streams,
 )
+from tradebot.storage.batch import StorageBatch
 from tradebot.storage.partition_reader import StoragePartitionReader, Write
 from tradebot.storage.retention import retention_loop
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions, database_mode
-from tradebot.storage.writer import write_events
+from tradebot.storage.writer import write_batch
 
 log = logging.getLogger(__name__)
 ROLE = Role.STORAGE
@@ -93,11 +95,16 @@ async def run(
         await pool.close()
 
 
-def event_writer(pool: asyncpg.Pool, counters: Counter[str]) -> Write:
-    """Writes a batch of deliveries (idempotent), counting new rows per table and duplicates."""
+def event_writer(
+    pool: asyncpg.Pool, counters: Counter[str]
+) -> Callable[[StorageBatch | list[Delivery]], Awaitable[None]]:
+    """Writes a batch (a partition reader's, or the consumer group's deliveries) idempotently,
+    counting new rows per table and duplicates."""
 
-    async def write(batch: list[Delivery]) -> None:
-        written = await write_events(pool, [delivery.event for delivery in batch])
+    async def write(batch: StorageBatch | list[Delivery]) -> None:
+        if not isinstance(batch, StorageBatch):  # the consumer group's deliveries (the rare streams)
+            batch = StorageBatch.of(batch)
+        written = await write_batch(pool, batch.ticks, [delivery.event for delivery in batch.events])
         counters.update({f"rows_{table}": rows for table, rows in written.items()})
         counters["duplicates"] += len(batch) - sum(written.values())
 
