@@ -11,7 +11,11 @@ writer stores nothing twice. A worker that lost its lease moves nothing. The gro
 retention, lag and /health see storage as before.
 
 While a batch is written, the next one is read (at most one batch ahead, from where the current one
-ends): the worker decodes while PostgreSQL works. A database that cannot take writes for now
+ends): the worker decodes while PostgreSQL works. The readers of one worker share a bound on the
+batches read and not yet committed (``in_flight``: the writer's connections plus one), so eight
+partitions behind do not hold sixteen decoded batches of up to BUS_BATCH_SIZE × BUS_TICKS_PER_ENTRY
+ticks while two connections write; a reader that finds no permit free reads its next batch after
+its commit instead of ahead. A database that cannot take writes for now
 (``TRANSIENT_DB_ERRORS``) is waited out, the batch held; an entry the database rejects on its own
 (tried ``max_deliveries`` times) is dead-lettered with the reason, in the commit.
 """
@@ -58,6 +62,7 @@ class StoragePartitionReader:
         counters: Counter[str],
         *,
         idle_consumer_ms: int,
+        in_flight: asyncio.Semaphore | None = None,
     ):
         self.bus = bus
         self.config = config
@@ -67,6 +72,9 @@ class StoragePartitionReader:
         self.streams = config.streams_for(partition)
         self.lease = (lease_key(config.role, partition), member)
         self.idle_consumer_ms = idle_consumer_ms
+        # Batches read and not yet committed, shared by the worker's readers (default: this reader's
+        # own two, the batch and the one read ahead): what bounds the decoded ticks in memory.
+        self.in_flight = in_flight if in_flight is not None else asyncio.Semaphore(2)
         self._db_backoff = Backoff(f"postgresql ({config.role} partition {partition})")
         self._next_retention = 0.0
 
@@ -87,16 +95,17 @@ class StoragePartitionReader:
         # entries an older release (XREADGROUP) left pending come first, in order
         positions = await self.bus.take_positions(self.streams, role, self.lease)
         ahead: asyncio.Task[Read | None] | None = None
+        permits = _Permits(self.in_flight)  # one per batch read and not yet committed
         try:
             while not stop.is_set():
                 if max_messages is not None and self.counters["handled"] >= max_messages:
                     return ReaderEnd.STOPPED
-                read = await (ahead if ahead is not None else self._read(positions))
-                ahead = None
+                read, ahead = await (ahead if ahead is not None else self._read_with(permits, positions)), None
                 if read is None:
                     return self._lost()
                 batch, rejected, ended = read
                 if not ended:
+                    permits.give()
                     if burst or time.monotonic() >= self._next_retention:
                         await self._keep_retention()
                     if burst:
@@ -104,12 +113,14 @@ class StoragePartitionReader:
                     await self.bus.wait_for_entries(positions, self.config.block_ms, stop)
                     continue
                 after = {**positions, **ended}
-                ahead = asyncio.create_task(self._read(after))  # the next batch, while this one is written
+                ahead = await self._read_ahead(permits, after)
                 failed = await self._write(batch, stop)
                 if failed is None:
                     return ReaderEnd.STOPPED  # stopped while the database was away: the group did not move
                 if not await self._commit(batch, [*rejected, *failed], ended):
                     return self._lost()
+                del batch, read  # its memory goes before the next read comes in
+                permits.give()
                 positions = after
                 if time.monotonic() >= self._next_retention:
                     await self._keep_retention()
@@ -118,6 +129,19 @@ class StoragePartitionReader:
             if ahead is not None:
                 ahead.cancel()
                 await asyncio.gather(ahead, return_exceptions=True)
+            permits.give_all()
+
+    async def _read_with(self, permits: _Permits, positions: dict[str, str]) -> Read | None:
+        """The batch after ``positions`` once a permit is free (then held for the batch)."""
+        await permits.take()
+        return await self._read(positions)
+
+    async def _read_ahead(self, permits: _Permits, after: dict[str, str]) -> asyncio.Task[Read | None] | None:
+        """The next batch read while this one is written, if a permit is free right now (never
+        waiting for one: this batch is ready to write); else it is read after the commit."""
+        if not await permits.take_if_free():
+            return None
+        return asyncio.create_task(self._read(after))
 
     async def _read(self, positions: dict[str, str]) -> Read | None:
         return await read_batch(self.bus, positions, self.lease, count=self.config.batch_size)
@@ -202,3 +226,30 @@ class StoragePartitionReader:
             self.counters["idle_consumers_removed"] += await self.bus.remove_idle_consumers(
                 stream, self.config.role, idle_ms=self.idle_consumer_ms, keep=""
             )
+
+
+class _Permits:
+    """The permits of a shared semaphore one reader holds, so it can hand them all back when it ends."""
+
+    def __init__(self, shared: asyncio.Semaphore):
+        self.shared = shared
+        self.held = 0
+
+    async def take(self) -> None:
+        await self.shared.acquire()
+        self.held += 1
+
+    async def take_if_free(self) -> bool:
+        """A permit if one is free right now (and no other reader waits for one), without waiting."""
+        if self.shared.locked():
+            return False
+        await self.take()  # returns at once: a semaphore that is not locked does not wait
+        return True
+
+    def give(self) -> None:
+        self.held -= 1
+        self.shared.release()
+
+    def give_all(self) -> None:
+        while self.held:
+            self.give()

@@ -47,6 +47,10 @@ from tradebot.storage.writer import write_batch
 
 log = logging.getLogger(__name__)
 ROLE = Role.STORAGE
+POOL_SIZE = 2  # connections to PostgreSQL: the partition readers' writes and the consumer group's
+# Batches read and not yet committed across the worker's partition readers: one being written per
+# connection and one decoded, ready for the next free one. More would only hold memory.
+BATCHES_IN_FLIGHT = POOL_SIZE + 1
 
 
 async def run(
@@ -125,9 +129,13 @@ def partition_owner(
         positioned=True,
     )
 
+    in_flight = asyncio.Semaphore(BATCHES_IN_FLIGHT)  # shared by every partition this worker owns
+
     def new_reader(partition: int) -> StoragePartitionReader:
         idle_ms = settings.claim_idle_ms * IDLE_CONSUMER_CLAIMS
-        return StoragePartitionReader(bus, config, member, partition, write, counters, idle_consumer_ms=idle_ms)
+        return StoragePartitionReader(
+            bus, config, member, partition, write, counters, idle_consumer_ms=idle_ms, in_flight=in_flight
+        )
 
     return PartitionedWorker(bus, config, member, _no_state, counters, new_reader=new_reader)
 
@@ -151,7 +159,7 @@ async def _connect_when_ready(settings: ReadySettings, stop: asyncio.Event) -> a
     while not stop.is_set():
         try:
             await apply_migrations(settings.database_url, options=TimescaleOptions.from_settings(settings))
-            return await create_pool(settings.database_url, max_size=2, application_name="tradebot-storage")
+            return await create_pool(settings.database_url, max_size=POOL_SIZE, application_name="tradebot-storage")
         except TRANSIENT_DB_ERRORS as error:
             await backoff.wait(error, stop)
     return None
