@@ -193,6 +193,32 @@ async def test_a_tick_the_database_rejects_is_dead_lettered_alone_and_its_neighb
     await assert_caught_up(bus, 1)
 
 
+async def test_readers_sharing_one_batch_in_flight_store_everything_and_give_the_permit_back(
+    bus: Bus, pool: asyncpg.Pool, migrated: str
+) -> None:
+    """The worker's readers share a bound on batches read and not yet committed: with room for one,
+    three partitions' readers take turns (none waits for a read-ahead it cannot get), every tick is
+    stored once, and the permit is free again once they end."""
+    partitions = 3
+    config = PartitionSettings(STORAGE_GROUP, partitions, storage_partition_streams, batch_size=20, block_ms=50)
+    await publish_ticks(bus, ticks(600), partitions)
+    in_flight = asyncio.Semaphore(1)
+    counters: Counter = Counter()
+    write = timeseries_service.event_writer(pool, counters)
+    readers = []
+    for partition in range(partitions):
+        await bus.redis.set(lease_key(STORAGE_GROUP, partition), "owner")
+        reader = StoragePartitionReader(
+            bus, config, "owner", partition, write, counters, idle_consumer_ms=60_000, in_flight=in_flight
+        )
+        readers.append(reader.run(asyncio.Event(), burst=True, max_messages=None))
+    assert await asyncio.gather(*readers) == [ReaderEnd.DRAINED] * partitions
+    assert await stored_ticks(migrated) == (600, 600)
+    assert (counters["handled"], counters["rows_ticks"]) == (600, 600)
+    assert not in_flight.locked()
+    await assert_caught_up(bus, partitions)
+
+
 async def test_a_storage_worker_killed_mid_batch_loses_and_doubles_nothing(
     bus: Bus, migrated: str, settings: Settings, tmp_path: Path
 ) -> None:
