@@ -39,7 +39,7 @@ from tradebot.common.bus import (
 )
 from tradebot.common.consumer import RETENTION_INTERVAL_S
 from tradebot.common.db import TRANSIENT_DB_ERRORS
-from tradebot.common.lifecycle import Backoff
+from tradebot.common.lifecycle import Backoff, first_of
 from tradebot.common.partitions import PartitionSettings, ReaderEnd
 from tradebot.common.streams import lease_key, readers_of
 from tradebot.storage.batch import Read, StorageBatch, read_batch
@@ -100,7 +100,9 @@ class StoragePartitionReader:
             while not stop.is_set():
                 if max_messages is not None and self.counters["handled"] >= max_messages:
                     return ReaderEnd.STOPPED
-                read, ahead = await (ahead if ahead is not None else self._read_with(permits, positions)), None
+                if ahead is None and not await permits.take(stop):
+                    break  # stopped while waiting for room: nothing read
+                read, ahead = await (ahead if ahead is not None else self._read(positions)), None
                 if read is None:
                     return self._lost()
                 batch, rejected, ended = read
@@ -122,19 +124,13 @@ class StoragePartitionReader:
                 del batch, read  # its memory goes before the next read comes in
                 permits.give()
                 positions = after
-                if time.monotonic() >= self._next_retention:
-                    await self._keep_retention()
+                await self._keep_retention_when_due()
             return ReaderEnd.STOPPED
         finally:
             if ahead is not None:
                 ahead.cancel()
                 await asyncio.gather(ahead, return_exceptions=True)
             permits.give_all()
-
-    async def _read_with(self, permits: _Permits, positions: dict[str, str]) -> Read | None:
-        """The batch after ``positions`` once a permit is free (then held for the batch)."""
-        await permits.take()
-        return await self._read(positions)
 
     async def _read_ahead(self, permits: _Permits, after: dict[str, str]) -> asyncio.Task[Read | None] | None:
         """The next batch read while this one is written, if a permit is free right now (never
@@ -217,6 +213,10 @@ class StoragePartitionReader:
         self.counters["handled"] += len(batch)
         return True
 
+    async def _keep_retention_when_due(self) -> None:
+        if time.monotonic() >= self._next_retention:
+            await self._keep_retention()
+
     async def _keep_retention(self) -> None:
         """Trim what every group has finished, and forget the consumers of an older release (this
         reader is none: XREAD and XGROUP SETID name no consumer)."""
@@ -235,15 +235,31 @@ class _Permits:
         self.shared = shared
         self.held = 0
 
-    async def take(self) -> None:
-        await self.shared.acquire()
+    async def take(self, stop: asyncio.Event) -> bool:
+        """A permit, once one is free; False (none taken) if ``stop`` is set first: a reader being
+        stopped (its partition handed over) never waits for room."""
+        acquiring = asyncio.ensure_future(self.shared.acquire())
+        try:
+            await first_of(stop, acquiring)
+        except BaseException:
+            if acquiring.done() and not acquiring.cancelled():
+                self.shared.release()  # taken just as this reader was cancelled: give it back
+            raise
+        finally:
+            if not acquiring.done():
+                acquiring.cancel()  # the semaphore passes a permit it had granted on to the next waiter
+            await asyncio.gather(acquiring, return_exceptions=True)
+        if acquiring.cancelled():
+            return False
         self.held += 1
+        return True
 
     async def take_if_free(self) -> bool:
         """A permit if one is free right now (and no other reader waits for one), without waiting."""
         if self.shared.locked():
             return False
-        await self.take()  # returns at once: a semaphore that is not locked does not wait
+        await self.shared.acquire()  # returns at once: a semaphore that is not locked does not wait
+        self.held += 1
         return True
 
     def give(self) -> None:
