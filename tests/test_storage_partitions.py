@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import wait_until
 from tests.worker_processes import WorkerProcesses, worker_environment
 from tradebot.bench.footprint import aof_files, breakdown
-from tradebot.common.bus import Bus, Delivery, connect, get_many
+from tradebot.common.bus import Bus, connect, decode, get_many
 from tradebot.common.config import Settings
 from tradebot.common.db import create_pool
 from tradebot.common.embedded import EmbeddedRedis
@@ -26,6 +26,7 @@ from tradebot.common.streams import (
     ORDER_EVENTS,
     ORDERS_NEW,
     STORAGE_GROUP,
+    dead_letter_stream,
     lease_key,
     signal_stream,
     storage_partition_streams,
@@ -33,6 +34,7 @@ from tradebot.common.streams import (
     tick_stream_for,
 )
 from tradebot.storage import timeseries_service
+from tradebot.storage.batch import StorageBatch
 from tradebot.storage.partition_reader import StoragePartitionReader
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.writer import write_events
@@ -144,7 +146,7 @@ async def test_a_batch_stored_but_not_committed_is_stored_again_once(
     stale_counters: Counter = Counter()
     write = timeseries_service.event_writer(pool, stale_counters)
 
-    async def write_then_lose_the_lease(batch: list[Delivery]) -> None:
+    async def write_then_lose_the_lease(batch: StorageBatch) -> None:
         await write(batch)
         await bus.redis.set(lease, "new-owner")  # it expired while PostgreSQL committed
 
@@ -165,6 +167,56 @@ async def test_a_batch_stored_but_not_committed_is_stored_again_once(
     assert await stored_ticks(migrated) == (120, 120)
     assert (counters["handled"], counters["duplicates"], counters["rows_ticks"]) == (120, 50, 70)
     await assert_caught_up(bus, 1)
+
+
+async def test_a_tick_the_database_rejects_is_dead_lettered_alone_and_its_neighbours_are_stored(
+    bus: Bus, pool: asyncpg.Pool, migrated: str
+) -> None:
+    """A tick that passes validation but that PostgreSQL refuses (a NUL byte in its id), in a
+    tick-batch entry: the batch is retried event by event, that tick alone is dead-lettered with
+    its index and the database's reason, its neighbours are stored, and the group moves on."""
+    config = PartitionSettings(STORAGE_GROUP, 1, storage_partition_streams, batch_size=50, block_ms=50)
+    sent = ticks(5)
+    sent[3] = sent[3].model_copy(update={"id": "bad\x00id"})
+    [entry_id] = await bus.publish((tick_stream(0), tick) for tick in sent)
+    await bus.redis.set(lease_key(STORAGE_GROUP, 0), "owner")
+    counters: Counter = Counter()
+    write = timeseries_service.event_writer(pool, counters)
+    reader = StoragePartitionReader(bus, config, "owner", 0, write, counters, idle_consumer_ms=60_000)
+    assert await reader.run(asyncio.Event(), burst=True, max_messages=None) is ReaderEnd.DRAINED
+    assert await stored_ticks(migrated) == (4, 4)
+    [record] = await bus.dead_letters(dead_letter_stream(tick_stream(0)))
+    assert (record.entry_id, record.index, record.group) == (entry_id, 3, STORAGE_GROUP)
+    assert record.reason.startswith(f"rejected {bus.max_deliveries} times by the database"), record.reason
+    assert decode(record.payload) == sent[3]  # the tick alone, as `tradebot dlq replay` re-publishes it
+    assert (counters["handled"], counters["rows_ticks"]) == (5, 4)
+    await assert_caught_up(bus, 1)
+
+
+async def test_readers_sharing_one_batch_in_flight_store_everything_and_give_the_permit_back(
+    bus: Bus, pool: asyncpg.Pool, migrated: str
+) -> None:
+    """The worker's readers share a bound on batches read and not yet committed: with room for one,
+    three partitions' readers take turns (none waits for a read-ahead it cannot get), every tick is
+    stored once, and the permit is free again once they end."""
+    partitions = 3
+    config = PartitionSettings(STORAGE_GROUP, partitions, storage_partition_streams, batch_size=20, block_ms=50)
+    await publish_ticks(bus, ticks(600), partitions)
+    in_flight = asyncio.Semaphore(1)
+    counters: Counter = Counter()
+    write = timeseries_service.event_writer(pool, counters)
+    readers = []
+    for partition in range(partitions):
+        await bus.redis.set(lease_key(STORAGE_GROUP, partition), "owner")
+        reader = StoragePartitionReader(
+            bus, config, "owner", partition, write, counters, idle_consumer_ms=60_000, in_flight=in_flight
+        )
+        readers.append(reader.run(asyncio.Event(), burst=True, max_messages=None))
+    assert await asyncio.gather(*readers) == [ReaderEnd.DRAINED] * partitions
+    assert await stored_ticks(migrated) == (600, 600)
+    assert (counters["handled"], counters["rows_ticks"]) == (600, 600)
+    assert not in_flight.locked()
+    await assert_caught_up(bus, partitions)
 
 
 @pytest.mark.timeout(420)  # above its own waits' deadlines, which bound a hang on a loaded machine

@@ -131,7 +131,7 @@ def with_ceilings(figures: list[Figure], ceilings: Ceilings) -> list[Figure]:
         bound = next(
             (c for (s, start), c in BOUNDS.items() if figure.section == s and figure.name.startswith(start)), None
         )
-        if bound is None or figure.value is None:
+        if bound is None or figure.value is None or not figure.unit.endswith("/s"):  # a share is no rate
             shown.append(figure)
             continue
         ceiling, name = ceilings.pipeline() if bound == "pipeline" else (named[bound], bound)

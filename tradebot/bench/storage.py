@@ -117,23 +117,25 @@ async def _write_batches(pool: asyncpg.Pool, batches: list[list[Tick]]) -> None:
         await write_events(pool, chunk)
 
 
-async def worker_rate(settings: ReadySettings, ticks: list[Tick]) -> float:
-    """Rows/s through the storage worker: published to Redis first, then drained in burst mode."""
+async def worker_rate(settings: ReadySettings, ticks: list[Tick]) -> tuple[float, float]:
+    """Rows/s through the storage worker (published to Redis first, then drained in burst mode),
+    and the worker's CPU time per row in µs (this process's: the worker runs in it)."""
     bus = Bus(connect(settings.redis_url, cluster=settings.redis_cluster))
     await bus.redis.flushdb()
     for i in range(0, len(ticks), 5000):
         await bus.publish((tick_stream_for(t.symbol, settings.tick_partitions), t) for t in ticks[i : i + 5000])
     counters: Counter[str] = Counter()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     # A short block: in burst mode the last, empty read would otherwise add BUS_BLOCK_MS to the time.
     await timeseries_service.run(
         settings.model_copy(update={"burst": True, "bus_block_ms": 20}), stop=asyncio.Event(), counters=counters
     )
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     await bus.redis.flushdb()
     await bus.close()
     await _delete_sample_ticks(settings.database_url)
-    return counters["handled"] / elapsed
+    handled = max(1, counters["handled"])
+    return handled / elapsed, 1e6 * cpu / handled
 
 
 async def _delete_sample_ticks(dsn: str) -> None:
@@ -192,12 +194,12 @@ async def bench(
     bench_settings = ReadySettings.resolved(settings, redis_url=redis_url, database_url=dsn)
     await apply_migrations(dsn)
     live = sample_ticks(ingest_rows)
+    writer_x1 = await ingest_rate(dsn, live, settings.bus_batch_size, 1)
+    writer_x4 = await ingest_rate(dsn, live, settings.bus_batch_size, 4)
+    worker, worker_cpu_us = await worker_rate(bench_settings, live)
     results: dict[str, Any] = {
-        "ingest_rows_per_s": {
-            "write_events x1": await ingest_rate(dsn, live, settings.bus_batch_size, 1),
-            "write_events x4": await ingest_rate(dsn, live, settings.bus_batch_size, 4),
-            "storage worker x1": await worker_rate(bench_settings, live),
-        }
+        "ingest_rows_per_s": {"write_events x1": writer_x1, "write_events x4": writer_x4, "storage worker x1": worker},
+        "storage_worker_cpu_us_per_row": worker_cpu_us,
     }
     started = time.perf_counter()
     results["table_ticks"] = await generate_ticks(dsn, ticks, symbols, days)
@@ -305,6 +307,11 @@ def ingest_figures(results: dict[str, Any], sizes: StorageSizes) -> list[Figure]
     if worker and writer:
         share = "the storage worker's rate as a share of one bare writer's, same run (goal: ≥ 80 %)"
         figures.append(Figure("storage", "ingest, storage worker / writer alone", 100 * worker / writer, "%", share))
+    if results.get("storage_worker_cpu_us_per_row") is not None:
+        cpu = "CPU time (process_time) of the storage worker's run above per row: read, decode, write, commit"
+        figures.append(
+            Figure("storage", "ingest, storage worker CPU per row", results["storage_worker_cpu_us_per_row"], "µs", cpu)
+        )
     return figures
 
 

@@ -11,7 +11,11 @@ writer stores nothing twice. A worker that lost its lease moves nothing. The gro
 retention, lag and /health see storage as before.
 
 While a batch is written, the next one is read (at most one batch ahead, from where the current one
-ends): the worker decodes while PostgreSQL works. A database that cannot take writes for now
+ends): the worker decodes while PostgreSQL works. The readers of one worker share a bound on the
+batches read and not yet committed (``in_flight``: the writer's connections plus one), so eight
+partitions behind do not hold sixteen decoded batches of up to BUS_BATCH_SIZE × BUS_TICKS_PER_ENTRY
+ticks while two connections write; a reader that finds no permit free reads its next batch after
+its commit instead of ahead. A database that cannot take writes for now
 (``TRANSIENT_DB_ERRORS``) is waited out, the batch held; an entry the database rejects on its own
 (tried ``max_deliveries`` times) is dead-lettered with the reason, in the commit.
 """
@@ -35,14 +39,14 @@ from tradebot.common.bus import (
 )
 from tradebot.common.consumer import RETENTION_INTERVAL_S
 from tradebot.common.db import TRANSIENT_DB_ERRORS
-from tradebot.common.lifecycle import Backoff
+from tradebot.common.lifecycle import Backoff, first_of
 from tradebot.common.partitions import PartitionSettings, ReaderEnd
 from tradebot.common.streams import lease_key, readers_of
+from tradebot.storage.batch import Read, StorageBatch, read_batch
 
 log = logging.getLogger(__name__)
 
-Write = Callable[[list[Delivery]], Awaitable[None]]
-Read = tuple[list[Delivery], list[tuple[RawEntry, str]], dict[str, str]]
+Write = Callable[[StorageBatch], Awaitable[None]]
 
 
 class StoragePartitionReader:
@@ -58,6 +62,7 @@ class StoragePartitionReader:
         counters: Counter[str],
         *,
         idle_consumer_ms: int,
+        in_flight: asyncio.Semaphore | None = None,
     ):
         self.bus = bus
         self.config = config
@@ -67,6 +72,9 @@ class StoragePartitionReader:
         self.streams = config.streams_for(partition)
         self.lease = (lease_key(config.role, partition), member)
         self.idle_consumer_ms = idle_consumer_ms
+        # Batches read and not yet committed, shared by the worker's readers (default: this reader's
+        # own two, the batch and the one read ahead): what bounds the decoded ticks in memory.
+        self.in_flight = in_flight if in_flight is not None else asyncio.Semaphore(2)
         self._db_backoff = Backoff(f"postgresql ({config.role} partition {partition})")
         self._next_retention = 0.0
 
@@ -87,16 +95,19 @@ class StoragePartitionReader:
         # entries an older release (XREADGROUP) left pending come first, in order
         positions = await self.bus.take_positions(self.streams, role, self.lease)
         ahead: asyncio.Task[Read | None] | None = None
+        permits = _Permits(self.in_flight)  # one per batch read and not yet committed
         try:
             while not stop.is_set():
                 if max_messages is not None and self.counters["handled"] >= max_messages:
                     return ReaderEnd.STOPPED
-                read = await (ahead if ahead is not None else self._read(positions))
-                ahead = None
+                if ahead is None and not await permits.take(stop):
+                    break  # stopped while waiting for room: nothing read
+                read, ahead = await (ahead if ahead is not None else self._read(positions)), None
                 if read is None:
                     return self._lost()
                 batch, rejected, ended = read
                 if not ended:
+                    permits.give()
                     if burst or time.monotonic() >= self._next_retention:
                         await self._keep_retention()
                     if burst:
@@ -104,30 +115,39 @@ class StoragePartitionReader:
                     await self.bus.wait_for_entries(positions, self.config.block_ms, stop)
                     continue
                 after = {**positions, **ended}
-                ahead = asyncio.create_task(self._read(after))  # the next batch, while this one is written
+                ahead = await self._read_ahead(permits, after)
                 failed = await self._write(batch, stop)
                 if failed is None:
                     return ReaderEnd.STOPPED  # stopped while the database was away: the group did not move
                 if not await self._commit(batch, [*rejected, *failed], ended):
                     return self._lost()
+                del batch, read  # its memory goes before the next read comes in
+                permits.give()
                 positions = after
-                if time.monotonic() >= self._next_retention:
-                    await self._keep_retention()
+                await self._keep_retention_when_due()
             return ReaderEnd.STOPPED
         finally:
             if ahead is not None:
                 ahead.cancel()
                 await asyncio.gather(ahead, return_exceptions=True)
+            permits.give_all()
+
+    async def _read_ahead(self, permits: _Permits, after: dict[str, str]) -> asyncio.Task[Read | None] | None:
+        """The next batch read while this one is written, if a permit is free right now (never
+        waiting for one: this batch is ready to write); else it is read after the commit."""
+        if not await permits.take_if_free():
+            return None
+        return asyncio.create_task(self._read(after))
 
     async def _read(self, positions: dict[str, str]) -> Read | None:
-        return await self.bus.read_positioned(positions, self.lease, count=self.config.batch_size)
+        return await read_batch(self.bus, positions, self.lease, count=self.config.batch_size)
 
     def _lost(self) -> ReaderEnd:
         log.warning("storage lost the lease on partition %d; leaving it to the new owner", self.partition)
         self.counters["fenced"] += 1
         return ReaderEnd.LOST
 
-    async def _write(self, batch: list[Delivery], stop: asyncio.Event) -> list[tuple[RawEntry, str]] | None:
+    async def _write(self, batch: StorageBatch, stop: asyncio.Event) -> list[tuple[RawEntry, str]] | None:
         """Write the batch, waiting out database outages; returns the entries the database rejects
         on their own (for the dead-letter stream), or None if stopped before it could write."""
         while True:
@@ -141,7 +161,7 @@ class StoragePartitionReader:
                 self.counters["effect_retries"] += 1
                 await self._db_backoff.wait(error, stop)
 
-    async def _effect(self, batch: list[Delivery]) -> list[tuple[RawEntry, str]]:
+    async def _effect(self, batch: StorageBatch) -> list[tuple[RawEntry, str]]:
         """The whole batch at once, or, when it fails, entry by entry to set the culprit aside.
 
         Transient errors propagate from either path: they say nothing about the entries.
@@ -156,7 +176,7 @@ class StoragePartitionReader:
         except Exception as error:  # noqa: BLE001 - isolate the entry the database rejects below
             log.warning("batch of %d failed (%s); retrying entry by entry", len(batch), error)
         failed = []
-        for delivery in batch:
+        for delivery in batch.deliveries():
             reason = await self._write_alone(delivery)
             if reason is not None:  # the wire form, so `tradebot dlq replay` can re-publish it
                 entry = RawEntry(delivery.stream, delivery.entry_id, encode(delivery.event), delivery.index)
@@ -168,7 +188,7 @@ class StoragePartitionReader:
         attempts = max(1, self.bus.max_deliveries)
         for attempt in range(1, attempts + 1):
             try:
-                await self.write([delivery])
+                await self.write(StorageBatch.of([delivery]))
                 return None
             except TRANSIENT_DB_ERRORS:
                 raise
@@ -178,7 +198,7 @@ class StoragePartitionReader:
                     return f"rejected {attempts} times by the database; last error: {type(error).__name__}: {error}"
         return None
 
-    async def _commit(self, batch: list[Delivery], failed: list[tuple[RawEntry, str]], ended: dict[str, str]) -> bool:
+    async def _commit(self, batch: StorageBatch, failed: list[tuple[RawEntry, str]], ended: dict[str, str]) -> bool:
         """Move the group of each stream read to where its read ended (only those: a retried commit
         tells it already applied by the first one's position) and record the batch's dead letters,
         only while the lease is ours."""
@@ -193,6 +213,10 @@ class StoragePartitionReader:
         self.counters["handled"] += len(batch)
         return True
 
+    async def _keep_retention_when_due(self) -> None:
+        if time.monotonic() >= self._next_retention:
+            await self._keep_retention()
+
     async def _keep_retention(self) -> None:
         """Trim what every group has finished, and forget the consumers of an older release (this
         reader is none: XREAD and XGROUP SETID name no consumer)."""
@@ -202,3 +226,46 @@ class StoragePartitionReader:
             self.counters["idle_consumers_removed"] += await self.bus.remove_idle_consumers(
                 stream, self.config.role, idle_ms=self.idle_consumer_ms, keep=""
             )
+
+
+class _Permits:
+    """The permits of a shared semaphore one reader holds, so it can hand them all back when it ends."""
+
+    def __init__(self, shared: asyncio.Semaphore):
+        self.shared = shared
+        self.held = 0
+
+    async def take(self, stop: asyncio.Event) -> bool:
+        """A permit, once one is free; False (none taken) if ``stop`` is set first: a reader being
+        stopped (its partition handed over) never waits for room."""
+        acquiring = asyncio.ensure_future(self.shared.acquire())
+        try:
+            await first_of(stop, acquiring)
+        except BaseException:
+            if acquiring.done() and not acquiring.cancelled():
+                self.shared.release()  # taken just as this reader was cancelled: give it back
+            raise
+        finally:
+            if not acquiring.done():
+                acquiring.cancel()  # the semaphore passes a permit it had granted on to the next waiter
+            await asyncio.gather(acquiring, return_exceptions=True)
+        if acquiring.cancelled():
+            return False
+        self.held += 1
+        return True
+
+    async def take_if_free(self) -> bool:
+        """A permit if one is free right now (and no other reader waits for one), without waiting."""
+        if self.shared.locked():
+            return False
+        await self.shared.acquire()  # returns at once: a semaphore that is not locked does not wait
+        self.held += 1
+        return True
+
+    def give(self) -> None:
+        self.held -= 1
+        self.shared.release()
+
+    def give_all(self) -> None:
+        while self.held:
+            self.give()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -37,14 +38,19 @@ from tradebot.common.streams import (
     storage_group_streams,
     storage_partition_streams,
 )
+from tradebot.storage.batch import StorageBatch
 from tradebot.storage.partition_reader import StoragePartitionReader, Write
 from tradebot.storage.retention import retention_loop
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions, database_mode
-from tradebot.storage.writer import write_events
+from tradebot.storage.writer import write_batch
 
 log = logging.getLogger(__name__)
 ROLE = Role.STORAGE
+POOL_SIZE = 2  # connections to PostgreSQL: the partition readers' writes and the consumer group's
+# Batches read and not yet committed across the worker's partition readers: one being written per
+# connection and one decoded, ready for the next free one. More would only hold memory.
+BATCHES_IN_FLIGHT = POOL_SIZE + 1
 
 
 async def run(
@@ -93,11 +99,16 @@ async def run(
         await pool.close()
 
 
-def event_writer(pool: asyncpg.Pool, counters: Counter[str]) -> Write:
-    """Writes a batch of deliveries (idempotent), counting new rows per table and duplicates."""
+def event_writer(
+    pool: asyncpg.Pool, counters: Counter[str]
+) -> Callable[[StorageBatch | list[Delivery]], Awaitable[None]]:
+    """Writes a batch (a partition reader's, or the consumer group's deliveries) idempotently,
+    counting new rows per table and duplicates."""
 
-    async def write(batch: list[Delivery]) -> None:
-        written = await write_events(pool, [delivery.event for delivery in batch])
+    async def write(batch: StorageBatch | list[Delivery]) -> None:
+        if not isinstance(batch, StorageBatch):  # the consumer group's deliveries (the rare streams)
+            batch = StorageBatch.of(batch)
+        written = await write_batch(pool, batch.ticks, [delivery.event for delivery in batch.events])
         counters.update({f"rows_{table}": rows for table, rows in written.items()})
         counters["duplicates"] += len(batch) - sum(written.values())
 
@@ -118,9 +129,13 @@ def partition_owner(
         positioned=True,
     )
 
+    in_flight = asyncio.Semaphore(BATCHES_IN_FLIGHT)  # shared by every partition this worker owns
+
     def new_reader(partition: int) -> StoragePartitionReader:
         idle_ms = settings.claim_idle_ms * IDLE_CONSUMER_CLAIMS
-        return StoragePartitionReader(bus, config, member, partition, write, counters, idle_consumer_ms=idle_ms)
+        return StoragePartitionReader(
+            bus, config, member, partition, write, counters, idle_consumer_ms=idle_ms, in_flight=in_flight
+        )
 
     return PartitionedWorker(bus, config, member, _no_state, counters, new_reader=new_reader)
 
@@ -144,7 +159,7 @@ async def _connect_when_ready(settings: ReadySettings, stop: asyncio.Event) -> a
     while not stop.is_set():
         try:
             await apply_migrations(settings.database_url, options=TimescaleOptions.from_settings(settings))
-            return await create_pool(settings.database_url, max_size=2, application_name="tradebot-storage")
+            return await create_pool(settings.database_url, max_size=POOL_SIZE, application_name="tradebot-storage")
         except TRANSIENT_DB_ERRORS as error:
             await backoff.wait(error, stop)
     return None

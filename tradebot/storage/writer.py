@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tradebot.common.codec import WireRow
 from tradebot.common.db import Executor, connection
 from tradebot.common.models import (
     Bar,
@@ -37,6 +38,7 @@ from tradebot.common.models import (
 )
 
 BACKFILL_BATCH_ROWS = 10_000
+TickValues = WireRow | Tick  # what a tick row is built from: a Tick, or a decoded row of a tick-batch entry
 
 
 def _types(names: str) -> tuple[str, ...]:
@@ -231,11 +233,21 @@ def group_rows(events: Sequence[Event]) -> dict[Table, list[tuple[Any, ...]]]:
 
 async def write_events(executor: Executor, events: Sequence[Event]) -> Counter[str]:
     """Persist a batch of any event types atomically; returns rows written per table."""
+    return await write_batch(
+        executor, [e for e in events if type(e) is Tick], [e for e in events if type(e) is not Tick]
+    )
+
+
+async def write_batch(executor: Executor, ticks: Sequence[TickValues], events: Sequence[Event]) -> Counter[str]:
+    """Persist ticks (as values: Ticks or the storage reader's decoded rows) and other events
+    atomically; returns rows written per table."""
     written: Counter[str] = Counter()
-    groups = group_rows(events)
-    if not groups:
+    tables = ([(TABLES[Tick], tick_columns(ticks))] if ticks else []) + [
+        (table, [list(column) for column in zip(*rows, strict=True)]) for table, rows in group_rows(events).items()
+    ]
+    if not tables:
         return written
-    statements = _statements(groups, _source_pairs(events))
+    statements = _statements(tables, _source_pairs(ticks, events))
     async with connection(executor) as conn:
         if len(statements) == 1:  # one statement is its own transaction: no BEGIN / COMMIT round trips
             name, sql, args = statements[0]
@@ -247,18 +259,40 @@ async def write_events(executor: Executor, events: Sequence[Event]) -> Counter[s
     return written
 
 
-def _source_pairs(events: Sequence[Event]) -> list[tuple[str, str]]:
+def tick_columns(ticks: Sequence[TickValues]) -> list[list[Any]]:
+    """The ``ticks`` table's column arrays (symbol, ts, id, price, size, source), one row per
+    natural key (the first), built column by column: no row tuple per tick."""
+    ids = [t.id for t in ticks]
+    if len(set(ids)) != len(ids):  # a tick twice in the batch (rare): keep the first of each key
+        firsts: dict[tuple[Any, ...], TickValues] = {}
+        for tick in ticks:
+            firsts.setdefault((tick.symbol, tick.timestamp, tick.id), tick)
+        ticks = list(firsts.values())
+        ids = [t.id for t in ticks]
+    return [
+        [t.symbol for t in ticks],
+        [t.timestamp for t in ticks],
+        ids,
+        [t.price for t in ticks],
+        [t.size for t in ticks],
+        [t.source for t in ticks],
+    ]
+
+
+def _source_pairs(ticks: Sequence[TickValues], events: Sequence[Event]) -> list[tuple[str, str]]:
     """The (symbol, source) pairs holding market data, in key order (no deadlock between writers)."""
-    return sorted({(e.symbol, e.source) for e in events if isinstance(e, Tick | Bar)})
+    pairs = {(t.symbol, t.source) for t in ticks}
+    return sorted(pairs.union((e.symbol, e.source) for e in events if isinstance(e, Tick | Bar)))
 
 
 def _statements(
-    groups: dict[Table, list[tuple[Any, ...]]], pairs: list[tuple[str, str]]
+    tables: list[tuple[Table, list[list[Any]]]], pairs: list[tuple[str, str]]
 ) -> list[tuple[str, str, list[Any]]]:
-    """(table, SQL, arguments) per table; the first one also notes the batch's ``symbol_sources``."""
+    """(table, SQL, arguments) per table and its column arrays; the first one also notes the
+    batch's ``symbol_sources``."""
     statements: list[tuple[str, str, list[Any]]] = []
-    for table, rows in groups.items():
-        args: list[Any] = [list(column) for column in zip(*rows, strict=True)]
+    for table, columns in tables:
+        args: list[Any] = list(columns)
         extra = ""
         if pairs and not statements:
             first = len(args) + 1
