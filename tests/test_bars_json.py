@@ -113,3 +113,17 @@ async def test_values_the_fast_rounding_cannot_decide_are_encoded_from_rows(dsn:
             assert json.loads(encoded)["bars"][0]["open"] == round(price, 4 if price < 1 else 2)
     finally:
         await conn.close()
+
+
+async def test_a_server_that_spells_floats_short_of_exact_gets_the_bars_from_rows(dsn: str) -> None:
+    """With extra_float_digits = 0 float8's text has 15 digits, which need not read back as the double."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await write_events(conn, [Tick.create("DIGITS", 123.45, 1, OPEN, source="bench", trade_id=1)])
+        assert (await _both(conn, "DIGITS", "1m", kept=True))[2]
+        await conn.execute("SET extra_float_digits = 0")
+        encoded, rows, plain = await _both(conn, "DIGITS", "1m", kept=True)
+        assert not plain
+        _same(encoded, rows)
+    finally:
+        await conn.close()
