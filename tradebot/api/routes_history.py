@@ -91,7 +91,7 @@ def history_json(symbol: str, timeframe: str, mode: str, found: queries.Series) 
     already encoded (``found.encoded``, storage/bars_json.py) pass through as they are."""
     if found.encoded is not None:
         head = _JSON.encode(
-            {"symbol": symbol, "timeframe": timeframe, "mode": mode, "sources": found.sources, "count": found.count}
+            {"symbol": symbol, "timeframe": timeframe, "mode": mode, "sources": found.sources, "count": found.bar_count}
         )
         return b"".join((head[:-1], b',"bars":[', found.encoded.encode(), b"]}"))
     price, vwap, daily = rounding.price, rounding.vwap, timeframe == "1d"

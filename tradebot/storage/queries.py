@@ -170,7 +170,7 @@ class Series(NamedTuple):
     rows: Sequence[asyncpg.Record]
     sources: list[str]
     encoded: str | None = None
-    count: int = 0
+    bar_count: int = 0
 
 
 Found = TypeVar("Found")
@@ -275,7 +275,7 @@ async def series(
                 _encoded,
             )
             if found[0] is not None:
-                return Series([], sources, encoded=found[0], count=found[1])
+                return Series([], sources, encoded=found[0], bar_count=found[1])
         rows, _ = await _fetch(conn, sql, symbol, timeframe, lower, upper, limit, now, extra, edge, newest_first, _rows)
         return Series(rows if not newest_first else rows[::-1], sources)
 
