@@ -34,7 +34,9 @@ async def _bars(pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime) -
     return (await _series(pool, query, mode, now)).rows
 
 
-async def _series(pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime) -> queries.Series:
+async def _series(
+    pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime, encoded: bool = False
+) -> queries.Series:
     return await queries.series(
         pool,
         query.symbol,
@@ -46,6 +48,7 @@ async def _series(pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime)
         kept=mode == "postgresql",
         now=now,
         source=query.source,
+        encoded=encoded,
     )
 
 
@@ -74,7 +77,7 @@ async def history(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: Now
     rounded as quoted (to the cent; 4 decimals below $1), VWAP to 4 decimals; a daily bar also
     carries its session date (America/New_York).
     """
-    found = await _series(pool, query, mode, now)
+    found = await _series(pool, query, mode, now, encoded=True)
     return Response(history_json(query.symbol, query.timeframe, mode, found), media_type="application/json")
 
 
@@ -84,7 +87,13 @@ _JSON = msgspec.json.Encoder()
 def history_json(symbol: str, timeframe: str, mode: str, found: queries.Series) -> bytes:
     """The HistoryOut document of ``found``, encoded straight from the rows: the document
     ``HistoryOut(...).model_dump_json()`` gives (tests/test_history_json.py compares them), without
-    a validated model per bar and a response model validating them all again."""
+    a validated model per bar and a response model validating them all again. Bars the query
+    already encoded (``found.encoded``, storage/bars_json.py) pass through as they are."""
+    if found.encoded is not None:
+        head = _JSON.encode(
+            {"symbol": symbol, "timeframe": timeframe, "mode": mode, "sources": found.sources, "count": found.bar_count}
+        )
+        return b"".join((head[:-1], b',"bars":[', found.encoded.encode(), b"]}"))
     price, vwap, daily = rounding.price, rounding.vwap, timeframe == "1d"
     bars = [
         {

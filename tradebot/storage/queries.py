@@ -9,14 +9,15 @@ series); it defaults to the current time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import asyncpg
 
 from tradebot.common.db import Executor, connection
+from tradebot.storage.bars_json import bars_json_sql
 from tradebot.storage.buckets import TIMEFRAMES, WIDTHS, ceil_bucket, floor_bucket, next_bucket
 from tradebot.storage.series import KEPT_TIMEFRAMES, Aggregates, history_sql, stats_sql
 
@@ -162,10 +163,17 @@ def aggregates(rollups: bool, kept: bool, filtered: bool) -> Aggregates:
 
 
 class Series(NamedTuple):
-    """Bars of one series, and the sources they are built from."""
+    """Bars of one series, and the sources they are built from; with ``encoded`` (series(...,
+    encoded=True)) the bars as PostgreSQL spelled them instead of ``rows``: their JSON objects
+    joined by commas, oldest first (see bars_json.py)."""
 
     rows: Sequence[asyncpg.Record]
     sources: list[str]
+    encoded: str | None = None
+    bar_count: int = 0
+
+
+Found = TypeVar("Found")
 
 
 async def history(
@@ -214,8 +222,12 @@ async def series(
     kept: bool = False,
     now: datetime | None = None,
     source: str | None = None,
+    encoded: bool = False,
 ) -> Series:
-    """``history``'s bars together with the sources they are built from (two round trips in all)."""
+    """``history``'s bars together with the sources they are built from (two round trips in all).
+
+    ``encoded``: the bars as JSON built by the query (``Series.encoded``), unless a bar's values
+    are not plain (bars_json.py), then as rows like without it (one more query)."""
     now = now or datetime.now(UTC)
     kept = kept and not rollups
     kept_timeframe = timeframe if kept and timeframe in KEPT_TIMEFRAMES else None
@@ -246,18 +258,65 @@ async def series(
         sql = history_sql(timeframe, chosen, newest_first=start is None, filtered=filtered)
         extra = (sources,) if filtered else ()
         edge = facts["kept_edge"] if kept_timeframe and chosen == "kept" else None
+        newest_first = start is None
+        if encoded:
+            found = await _fetch(
+                conn,
+                bars_json_sql(sql, timeframe == "1d"),
+                symbol,
+                timeframe,
+                lower,
+                upper,
+                limit,
+                now,
+                extra,
+                edge,
+                newest_first,
+                _encoded,
+            )
+            if found[0] is not None:
+                return Series([], sources, encoded=found[0], bar_count=found[1])
+        rows, _ = await _fetch(conn, sql, symbol, timeframe, lower, upper, limit, now, extra, edge, newest_first, _rows)
+        return Series(rows if not newest_first else rows[::-1], sources)
+
+
+async def _rows(conn: asyncpg.Connection, sql: str, args: tuple[object, ...]) -> tuple[Sequence[asyncpg.Record], int]:
+    rows: Sequence[asyncpg.Record] = await conn.fetch(sql, *args)
+    return rows, len(rows)
+
+
+async def _encoded(conn: asyncpg.Connection, sql: str, args: tuple[object, ...]) -> tuple[str | None, int]:
+    """The bars' JSON, or None when one of them is not plain (encode the rows instead)."""
+    row = await conn.fetchrow(sql, *args)
+    assert row is not None  # an aggregate without GROUP BY always returns one row
+    return (row["bars"] if row["plain"] else None), row["count"]
+
+
+async def _fetch(
+    conn: asyncpg.Connection,
+    sql: str,
+    symbol: str,
+    timeframe: str,
+    lower: datetime,
+    upper: datetime,
+    limit: int,
+    now: datetime,
+    extra: tuple[object, ...],
+    edge: datetime | None,
+    newest_first: bool,
+    fetch: Callable[[asyncpg.Connection, str, tuple[object, ...]], Awaitable[tuple[Found, int]]],
+) -> tuple[Found, int]:
+    """``fetch`` of the bars in [lower, upper): one query over the window up to the kept ``edge``
+    when there is one, else windows growing until they hold ``limit`` bars."""
+    with _aggregating(symbol):
         if edge is not None:
             # Each kept bucket is a bar of the series (its own or a stored bar's that wins it), so
             # the window up to the limit-th kept bucket holds the answer: one query, no growing.
-            window = (lower, min(upper, next_bucket(edge, timeframe))) if start else (max(lower, edge), upper)
-            with _aggregating(symbol):
-                rows = await conn.fetch(sql, symbol, *window, now, limit, *extra)
-            return Series(rows if start is not None else rows[::-1], sources)
-        with _aggregating(symbol):
-            rows = await _fetch_growing(
-                conn, sql, symbol, timeframe, lower, upper, limit, now, extra, from_start=start is not None
-            )
-        return Series(rows if start is not None else rows[::-1], sources)
+            window = (max(lower, edge), upper) if newest_first else (lower, min(upper, next_bucket(edge, timeframe)))
+            return await fetch(conn, sql, (symbol, *window, now, limit, *extra))
+        return await _fetch_growing(
+            conn, sql, symbol, timeframe, lower, upper, limit, now, extra, fetch, from_start=not newest_first
+        )
 
 
 async def _fetch_growing(
@@ -270,24 +329,24 @@ async def _fetch_growing(
     limit: int,
     now: datetime,
     extra: tuple[object, ...],
+    fetch: Callable[[asyncpg.Connection, str, tuple[object, ...]], Awaitable[tuple[Found, int]]],
     *,
     from_start: bool,
-) -> Sequence[asyncpg.Record]:
+) -> tuple[Found, int]:
     """Query a window of ``limit`` buckets at one end of [lower, upper), growing it until it holds
     ``limit`` bars or covers the range: the work stays near that of the bars returned, however
     much data lies beyond them."""
     span = WIDTHS[timeframe] * limit
     while True:
         if span >= upper - lower:
-            everything: Sequence[asyncpg.Record] = await conn.fetch(sql, symbol, lower, upper, now, limit, *extra)
-            return everything
+            return await fetch(conn, sql, (symbol, lower, upper, now, limit, *extra))
         if from_start:
             window = (lower, ceil_bucket(lower + span, timeframe))
         else:
             window = (floor_bucket(upper - span, timeframe), upper)
-        rows: Sequence[asyncpg.Record] = await conn.fetch(sql, symbol, *window, now, limit, *extra)
-        if len(rows) >= limit:
-            return rows
+        found = await fetch(conn, sql, (symbol, *window, now, limit, *extra))
+        if found[1] >= limit:
+            return found
         span *= WINDOW_GROWTH
 
 
