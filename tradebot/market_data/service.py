@@ -26,7 +26,9 @@ import time
 from collections import Counter
 
 from tradebot.common import runtime
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
+from tradebot.common.bus.publishing import Commit
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.lifecycle import Backoff, wait_or_stop
 from tradebot.common.models import Event
