@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tradebot.common.bus import Bus, decode
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import decode
 from tradebot.common.config import Settings
 from tradebot.common.models import TERMINAL_STATUSES, Order, OrderEvent
 from tradebot.common.streams import ORDER_EVENTS

@@ -17,7 +17,8 @@ import sys
 from collections import Counter
 
 from tests.redis_cluster import connect_to
-from tradebot.common.bus import Bus, Delivery
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import Delivery
 from tradebot.common.consumer import GroupConsumer
 from tradebot.common.models import Event, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings

@@ -23,7 +23,8 @@ import redis
 
 from tests.helpers import free_port, wait_until
 from tests.up_process import UpProcess, descendants, still_running
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.embedded import EmbeddedPostgres, EmbeddedRedis
 from tradebot.roles import ROLES
 

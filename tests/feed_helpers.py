@@ -16,7 +16,8 @@ from pydantic import SecretStr
 
 from tests.helpers import wait_until
 from tradebot.api.history_service import create_app
-from tradebot.common.bus import Bus, decode, decode_all
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import decode, decode_all
 from tradebot.common.config import Settings
 from tradebot.common.models import Bar, Tick
 from tradebot.common.streams import BARS, tick_streams

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tradebot.common.bus import decode_entry
+from tradebot.common.bus.wire import decode_entry
 from tradebot.common.embedded import free_port
 
 __all__ = ["free_port", "stream_lengths", "tick_count", "wait_until"]

@@ -16,7 +16,9 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from tradebot.common.bus import Bus, connect, decode, entry_ms
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect
+from tradebot.common.bus.wire import decode, entry_ms
 from tradebot.common.config import Settings
 from tradebot.common.embedded import EmbeddedRedis, free_port
 from tradebot.common.streams import ORDER_EVENTS, ORDERS_NEW

@@ -17,7 +17,9 @@ import redis.asyncio as aioredis
 
 from tests.helpers import free_port
 from tests.redis_versions import redis7_binary
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, CommitResult, connect
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS, connect
+from tradebot.common.bus.publishing import Commit, CommitResult
 
 MASTERS = 3
 # Tests name a cluster by its URL with this suffix, so one string reaches worker processes too.

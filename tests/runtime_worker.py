@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from tradebot.common.bus import Bus, Delivery, connect
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect
+from tradebot.common.bus.wire import Delivery
 from tradebot.common.config import Settings
 from tradebot.common.consumer import GroupConsumer
 from tradebot.common.runtime import consumer_name, main

@@ -20,7 +20,8 @@ import pytest
 from tests.emulators import AlpacaStreamEmulator, Bar, Drop, RejectAuth, Send, SendMessages, SendRaw, Trade
 from tests.feed_helpers import T0, history, published, running, store_everything, wait_for_published, when, with_keys
 from tests.helpers import wait_until
-from tradebot.common.bus import Bus, decode_all
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import decode_all
 from tradebot.common.config import Settings, SettingsError
 from tradebot.common.models import Bar as BarEvent
 from tradebot.common.models import Tick

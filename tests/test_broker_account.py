@@ -10,7 +10,8 @@ import httpx
 
 from tradebot.api.history_service import create_app
 from tradebot.broker.base import Booking, BrokerAccount, BrokerPosition
-from tradebot.common.bus import Bus, decode
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import decode
 from tradebot.common.config import Settings
 from tradebot.common.models import EquitySample
 from tradebot.common.streams import EQUITY_SAMPLES, ORDERS_NEW

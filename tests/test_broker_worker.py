@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from tradebot.common.bus import Bus, decode
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import decode
 from tradebot.common.config import Settings
 from tradebot.common.models import ControlEvent, Signal
 from tradebot.common.streams import CONTROL_EVENTS, ORDERS_NEW, dead_letter_stream

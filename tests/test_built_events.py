@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from tradebot.broker.paper import PaperBroker
-from tradebot.common.bus import decode, encode
+from tradebot.common.bus.wire import decode, encode
 from tradebot.common.models import MAX_QUANTITY, Order, OrderEvent, Signal, Tick, built
 from tradebot.strategy.moving_average import MovingAverageCrossover
 

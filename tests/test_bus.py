@@ -16,7 +16,11 @@ from redis.exceptions import ResponseError
 from tests.bus_workers import ACKED, EFFECTS
 from tests.helpers import wait_until
 from tests.redis_cluster import connect_to
-from tradebot.common.bus import Bus, Delivery, LastErrors, StreamHealth, connect, decode_all, encode_entries, get_many
+from tradebot.common.bus import Bus
+from tradebot.common.bus.base import LastErrors
+from tradebot.common.bus.connection import connect, get_many
+from tradebot.common.bus.health import StreamHealth
+from tradebot.common.bus.wire import Delivery, decode_all, encode_entries
 from tradebot.common.codec import encode_event
 from tradebot.common.consumer import GroupConsumer, ride_out_redis
 from tradebot.common.embedded import EmbeddedRedis

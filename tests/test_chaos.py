@@ -45,7 +45,9 @@ from tests.helpers import stream_lengths, wait_until
 from tests.redis_cluster import CLUSTER_MARK, LocalCluster, connect_to
 from tests.redis_versions import use_redis
 from tests.up_process import UpProcess
-from tradebot.common.bus import Bus, connect, decode_all
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect
+from tradebot.common.bus.wire import decode_all
 from tradebot.common.config import Settings
 from tradebot.common.models import Event, Order, OrderEvent, Tick
 from tradebot.common.streams import (

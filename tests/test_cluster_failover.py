@@ -15,7 +15,9 @@ import pytest
 
 from tests.helpers import wait_until
 from tests.redis_cluster import CLUSTER_MARK, LocalCluster, commit_until_counted, connect_to
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, CommitResult
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
+from tradebot.common.bus.publishing import Commit, CommitResult
 from tradebot.common.config import ReadySettings
 from tradebot.common.models import Event, Tick
 from tradebot.common.replicas import ReplicasBehindError

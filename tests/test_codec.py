@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tradebot.common.bus import decode, encode
+from tradebot.common.bus.wire import decode, encode
 from tradebot.common.codec import decode_event, decode_rows, encode_event, encode_rows, row_entry_data
 from tradebot.common.models import (
     MAX_PRICE,

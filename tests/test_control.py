@@ -12,7 +12,8 @@ import pytest
 from pydantic import SecretStr
 
 from tradebot.api.history_service import create_app
-from tradebot.common.bus import Bus, decode
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import decode
 from tradebot.common.config import Settings
 from tradebot.common.models import Order, OrderEvent
 from tradebot.common.streams import CONTROL_EVENTS, ORDER_EVENTS, ORDERS_NEW

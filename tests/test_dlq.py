@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tradebot.cli import app
-from tradebot.common.bus import Bus, encode_entries
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import encode_entries
 from tradebot.common.config import Settings
 from tradebot.common.models import Tick
 from tradebot.common.streams import dead_letter_stream, tick_stream_for

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from tradebot.broker.paper import event_id
-from tradebot.common.bus import Bus, Delivery, decode
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import Delivery, decode
 from tradebot.common.config import Settings
 from tradebot.common.models import Order
 from tradebot.common.partitions import PartitionSettings, ReaderEnd

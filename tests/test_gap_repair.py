@@ -29,7 +29,8 @@ from tests.emulators import (
 from tests.feed_helpers import T0, FakeClock, history, running, store_everything, wait_for_published, when, with_keys
 from tests.helpers import tick_count, wait_until
 from tradebot.api.routes_health import recorded_gaps
-from tradebot.common.bus import Bus, connect
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect
 from tradebot.common.config import Settings
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.models import Bar, Tick

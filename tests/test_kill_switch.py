@@ -11,7 +11,8 @@ import pytest
 
 from tests.helpers import stream_lengths, wait_until
 from tests.worker_processes import worker_environment, worker_processes
-from tradebot.common.bus import Bus, decode
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import decode
 from tradebot.common.config import Settings
 from tradebot.common.models import Order
 from tradebot.common.streams import (

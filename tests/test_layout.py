@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tradebot.common.bus import Bus, encode
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import encode
 from tradebot.common.config import SettingsError
 from tradebot.common.layout import upgrade_key_layout
 from tradebot.common.models import Tick

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from tradebot.common.bus import encode, encode_entries
+from tradebot.common.bus.wire import encode, encode_entries
 from tradebot.common.codec import encode_event
 from tradebot.common.models import OrderEvent, Signal, Tick
 from tradebot.ui.live import CHUNK_MESSAGES, FRAME_MESSAGES, Hub, MinuteBar, Subscriber, batch_messages

@@ -13,7 +13,10 @@ import pytest
 from redis.crc import key_slot
 
 from tests.helpers import wait_until
-from tradebot.common.bus import Bus, Commit, connect, decode, decode_all
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect
+from tradebot.common.bus.publishing import Commit
+from tradebot.common.bus.wire import decode, decode_all
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.models import Tick
 from tradebot.common.streams import GAPS, gap_key, tick_stream

@@ -14,7 +14,9 @@ from pydantic import SecretStr
 
 from tests.redis_cluster import LocalCluster, commit_until_counted, connect_to
 from tradebot.api.history_service import create_app
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, CommitResult, connect
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS, connect
+from tradebot.common.bus.publishing import Commit, CommitResult
 from tradebot.common.config import Settings
 from tradebot.common.models import Tick
 from tradebot.common.replicas import ReplicasBehindError, barrier_key

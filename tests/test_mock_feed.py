@@ -13,7 +13,8 @@ import pytest
 
 from tests.helpers import tick_count, wait_until
 from tests.worker_processes import worker_environment, worker_processes
-from tradebot.common.bus import Bus, decode_all, encode, entry_ms
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import decode_all, encode, entry_ms
 from tradebot.common.config import Settings
 from tradebot.common.models import Tick
 from tradebot.common.streams import partition_for, producer_cursor_key, tick_stream, tick_streams
@@ -209,7 +210,7 @@ async def _more_than(count, threshold: int) -> bool:  # type: ignore[no-untyped-
 
 
 async def test_two_feeds_at_once_never_publish_a_tick_twice(bus: Bus, settings: Settings, redis_url: str) -> None:
-    from tradebot.common.bus import connect
+    from tradebot.common.bus.connection import connect
 
     settings = settings.model_copy(
         update={"symbols": SYMBOLS, "mock_seed": 7, "tick_partitions": 2, "bus_batch_size": 10, "mock_max_ticks": 600}
@@ -252,7 +253,7 @@ def test_the_mock_clock_advances_with_the_cursor_and_keeps_going_at_a_new_rate()
 async def test_a_feed_that_died_between_partition_commits_resumes_without_gaps_or_repeats(
     bus: Bus, settings: Settings
 ) -> None:
-    from tradebot.common.bus import Commit
+    from tradebot.common.bus.publishing import Commit
     from tradebot.common.streams import partition_cursor_key
 
     settings = settings.model_copy(

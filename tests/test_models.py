@@ -8,7 +8,7 @@ from hashlib import blake2b
 import pytest
 from pydantic import ValidationError
 
-from tradebot.common.bus import decode, encode
+from tradebot.common.bus.wire import decode, encode
 from tradebot.common.models import Bar, Order, OrderEvent, Signal, Tick, stable_id
 
 NOW = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)

@@ -16,7 +16,9 @@ import pytest
 from tests.bus_workers import APPLIED, SequenceState
 from tests.helpers import free_port, tick_count, wait_until
 from tradebot.common import runtime
-from tradebot.common.bus import Bus, connect, decode_all
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect
+from tradebot.common.bus.wire import decode_all
 from tradebot.common.config import Settings
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.models import Tick

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from tradebot.broker.checkpoint import PRICES
-from tradebot.common.bus import Bus, Delivery, entry_order
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import Delivery, entry_order
 from tradebot.common.config import Settings
 from tradebot.common.models import Order, OrderEvent, Tick
 from tradebot.common.partitions import PartitionSettings, ReaderEnd

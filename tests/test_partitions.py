@@ -15,7 +15,8 @@ import pytest
 from tests.bus_workers import ROLE, SequenceState, applied_stream
 from tests.helpers import wait_until
 from tests.redis_cluster import connect_to
-from tradebot.common.bus import Bus, decode_all
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import decode_all
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings, assigned_partitions
 from tradebot.common.streams import checkpoint_key, partition_for, tick_stream, tick_stream_for
 
@@ -58,7 +59,7 @@ async def publish_sequence(bus: Bus, start: int, stop: int) -> None:
 
 async def applied_sequences(bus: Bus) -> dict[str, list[int]]:
     sequences: dict[str, list[int]] = defaultdict(list)
-    from tradebot.common.bus import decode_all
+    from tradebot.common.bus.wire import decode_all
 
     for partition in range(PARTITIONS):  # a symbol lives in one partition: its order is kept there
         for _, fields in await bus.redis.xrange(applied_stream(partition)):
@@ -141,7 +142,7 @@ async def _members(bus: Bus, count: int) -> bool:
 
 
 async def test_a_worker_that_lost_its_lease_cannot_commit(bus: Bus, redis_url: str) -> None:
-    from tradebot.common.bus import Commit
+    from tradebot.common.bus.publishing import Commit
     from tradebot.common.streams import lease_key
 
     await bus.redis.set(lease_key(ROLE, 0), "someone-else")
@@ -157,7 +158,7 @@ async def test_a_worker_that_lost_its_lease_cannot_commit(bus: Bus, redis_url: s
 
 
 async def test_a_commit_retried_after_a_lost_reply_writes_nothing_twice(bus: Bus) -> None:
-    from tradebot.common.bus import Commit
+    from tradebot.common.bus.publishing import Commit
     from tradebot.common.models import Tick
 
     tick = Tick.create("AAPL", 1.0, 1, START, trade_id=0)
@@ -176,7 +177,7 @@ async def test_a_commit_retried_after_a_lost_reply_writes_nothing_twice(bus: Bus
 
 async def test_a_large_commit_acks_sets_and_deletes_everything_in_one_step(bus: Bus) -> None:
     """Thousands of acks and hash fields (past Lua's unpack limit) in one commit, fields deleted too."""
-    from tradebot.common.bus import Commit
+    from tradebot.common.bus.publishing import Commit
     from tradebot.common.models import Tick
     from tradebot.common.streams import checkpoint_parts_key
 
@@ -220,7 +221,7 @@ async def test_a_worker_that_lost_its_lease_cannot_take_entries_either(bus: Bus)
 
 async def test_one_lease_reads_and_acks_streams_of_every_slot(bus: Bus) -> None:
     """Execution's shape: one lease (slot {0}) over every partition's stream, in three slots on a cluster."""
-    from tradebot.common.bus import Commit
+    from tradebot.common.bus.publishing import Commit
     from tradebot.common.models import Tick
     from tradebot.common.streams import lease_key
 
@@ -302,7 +303,7 @@ async def test_a_positioned_reader_takes_over_what_an_older_release_left_pending
 
 
 async def test_a_positioned_commit_retried_after_a_lost_reply_writes_nothing_twice(bus: Bus) -> None:
-    from tradebot.common.bus import Commit
+    from tradebot.common.bus.publishing import Commit
     from tradebot.common.models import Tick
 
     tick = Tick.create("AAPL", 1.0, 1, START, trade_id=0)
@@ -322,7 +323,7 @@ async def test_a_bad_tick_of_a_batch_is_dead_lettered_alone_and_its_neighbours_a
     """A malformed tick (the read finds it) and a tick the state refuses (the apply does) of one
     entry: each gets a record of its own, with the entry's id and its index there, and the
     entry's other ticks are applied, once, even when the partition is read again."""
-    from tradebot.common.bus import encode_entries
+    from tradebot.common.bus.wire import encode_entries
     from tradebot.common.models import Tick
     from tradebot.common.streams import dead_letter_stream
 

@@ -14,7 +14,8 @@ import pytest
 
 from tests.helpers import stream_lengths, wait_until
 from tests.worker_processes import worker_environment, worker_processes
-from tradebot.common.bus import Bus, decode_all
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import decode_all
 from tradebot.common.config import Settings
 from tradebot.common.models import Event, Order, OrderEvent, Signal, Tick
 from tradebot.common.streams import (

@@ -11,7 +11,7 @@ from tests.backtest_helpers import mock_ticks, request
 from tradebot.backtest.data import load_ticks
 from tradebot.backtest.replay import ReplayError, differences, replay, with_redis_db
 from tradebot.backtest.run import simulate
-from tradebot.common.bus import connect
+from tradebot.common.bus.connection import connect
 from tradebot.common.config import Settings
 from tradebot.common.db import create_pool
 from tradebot.storage.schema import apply_migrations

@@ -11,7 +11,9 @@ import asyncpg
 import pytest
 
 from tests.helpers import tick_count, wait_until
-from tradebot.common.bus import Bus, connect, encode_entries
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect
+from tradebot.common.bus.wire import encode_entries
 from tradebot.common.config import Settings
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.models import Tick

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from tradebot.api.history_service import create_app
-from tradebot.common.bus import Bus, decode
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import decode
 from tradebot.common.config import Settings
 from tradebot.common.models import Order
 from tradebot.common.streams import EQUITY_SAMPLES, ORDER_EVENTS, ORDERS_NEW

@@ -16,7 +16,9 @@ import pytest
 from tests.helpers import wait_until
 from tests.worker_processes import WorkerProcesses, worker_environment
 from tradebot.bench.footprint import aof_files, breakdown
-from tradebot.common.bus import Bus, connect, decode, get_many
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect, get_many
+from tradebot.common.bus.wire import decode
 from tradebot.common.config import Settings
 from tradebot.common.db import create_pool
 from tradebot.common.embedded import EmbeddedRedis

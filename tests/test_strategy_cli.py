@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from tests.helpers import wait_until
 from tradebot.cli import app
-from tradebot.common.bus import Bus, connect
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect
 from tradebot.common.config import Settings
 from tradebot.strategy.catalog import build_strategy
 from tradebot.strategy.service import follow_switches

@@ -7,7 +7,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from tradebot.broker.checkpoint import ACCOUNT_PARTITION
-from tradebot.common.bus import Bus, decode_all
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import decode_all
 from tradebot.common.config import Settings
 from tradebot.common.models import ACCOUNT_SCOPE, ControlEvent, Order, Signal, Tick
 from tradebot.common.streams import (

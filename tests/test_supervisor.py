@@ -16,7 +16,8 @@ import pytest
 
 from tests.helpers import wait_until
 from tests.up_process import UpProcess, descendants, still_running
-from tradebot.common.bus import Bus, connect
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect
 from tradebot.common.streams import (
     EXECUTION_ROLE,
     STORAGE_GROUP,

@@ -13,7 +13,8 @@ import pytest
 
 from tests.storage_fixtures import migrated_database
 from tradebot.api.history_service import create_app
-from tradebot.common.bus import Bus, decode
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import decode
 from tradebot.common.config import Settings
 from tradebot.common.models import Order, Signal
 from tradebot.common.streams import ORDERS_NEW, signal_stream

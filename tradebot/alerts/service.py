@@ -22,7 +22,9 @@ from tradebot.alerts import daily
 from tradebot.alerts.channels import channels_from_settings
 from tradebot.alerts.notifier import Notifier
 from tradebot.alerts.rules import Alert, Deduper, alerts_for, workers_down
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Delivery, get_many
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS, get_many
+from tradebot.common.bus.wire import Delivery
 from tradebot.common.config import ReadySettings
 from tradebot.common.consumer import GroupConsumer
 from tradebot.common.db import TRANSIENT_DB_ERRORS

@@ -43,7 +43,8 @@ from tradebot.api import (
 )
 from tradebot.api.auth import BodyLimit, check_exposure
 from tradebot.api.routes_docs import add_offline_docs
-from tradebot.common.bus import Bus, connect
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect
 from tradebot.common.config import ReadySettings, Settings, SettingsError, load_settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
 from tradebot.common.runtime import bootstrap, infrastructure, setup_logging

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from tradebot.api.deps import RedisDep
 from tradebot.api.schemas_trading import AccountOut, PositionOut
 from tradebot.common import rounding
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
 from tradebot.execution.account import read_account
 
 router = APIRouter(tags=["account"])

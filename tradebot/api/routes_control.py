@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tradebot.api.auth import TokenDep
 from tradebot.api.deps import RedisDep, SettingsDep
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
 from tradebot.risk import control
 
 router = APIRouter(tags=["control"])

@@ -13,7 +13,8 @@ from fastapi import APIRouter, Response
 
 from tradebot.api.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep
 from tradebot.api.schemas import DatabaseOut, GapOut, HealthOut, RedisMemoryOut, StreamOut, WorkerOut
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, get_many
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS, get_many
 from tradebot.common.config import Settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS, is_reachable
 from tradebot.common.streams import (

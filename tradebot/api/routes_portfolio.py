@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from tradebot.api.deps import PoolDep, RedisDep, TimeRangeDep
 from tradebot.common import rounding
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.db import connection
 from tradebot.execution import portfolio as views
 from tradebot.risk.views import read_checkpoint

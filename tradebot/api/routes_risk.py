@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 
 from tradebot.api.deps import PoolDep, RedisDep, SettingsDep
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.db import connection
 from tradebot.execution import portfolio as views
 

@@ -18,7 +18,8 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tradebot.api.deps import RedisDep, SettingsDep
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.config import Settings
 from tradebot.common.models import (
     MAX_PRICE,

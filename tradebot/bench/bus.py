@@ -13,7 +13,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from tradebot.bench.report import Figure
-from tradebot.common.bus import Bus, connect
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect
 from tradebot.common.models import Tick
 
 STREAM = "bench.bus"

@@ -21,7 +21,9 @@ import asyncpg
 
 from tradebot.bench.report import Figure
 from tradebot.bench.target import BENCH_DATABASE, BenchTarget
-from tradebot.common.bus import Bus, connect, encode
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect
+from tradebot.common.bus.wire import encode
 from tradebot.common.db import recreate_database
 from tradebot.common.models import Tick
 from tradebot.storage.writer import TABLES

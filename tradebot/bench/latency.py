@@ -25,7 +25,8 @@ from tradebot.bench.pipeline import BenchTimeoutError, pipeline_backlog, strateg
 from tradebot.bench.processes import BENCH_SYMBOLS, WorkerPool
 from tradebot.bench.report import Figure, percentile
 from tradebot.bench.target import BenchTarget
-from tradebot.common.bus import Bus, decode, decode_all, entry_ms
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import decode, decode_all, entry_ms
 from tradebot.common.models import Order, OrderEvent, Signal
 from tradebot.common.streams import EXECUTION_ROLE, ORDER_EVENTS, order_streams, signal_streams, tick_streams
 

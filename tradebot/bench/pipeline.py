@@ -10,7 +10,9 @@ import asyncpg
 from redis.exceptions import ResponseError
 
 from tradebot.bench.target import BENCH_DATABASE, BenchTarget
-from tradebot.common.bus import Bus, entry_events, entry_ms, get_many
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import get_many
+from tradebot.common.bus.wire import entry_events, entry_ms
 from tradebot.common.db import create_pool, recreate_database
 from tradebot.common.streams import (
     EXECUTION_ROLE,

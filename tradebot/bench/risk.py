@@ -11,7 +11,7 @@ import time
 
 from tradebot.bench.report import Figure, percentile
 from tradebot.bench.strategy import mock_ticks
-from tradebot.common.bus import decode, encode
+from tradebot.common.bus.wire import decode, encode
 from tradebot.common.config import Settings
 from tradebot.common.models import Order
 from tradebot.execution.service import BrokerPartition

@@ -34,7 +34,8 @@ from tradebot.bench.http_load import closed_loop, wait_until_serving
 from tradebot.bench.processes import WorkerPool, worker_environment
 from tradebot.bench.report import Figure, percentile
 from tradebot.bench.target import BENCH_DATABASE, BENCH_REDIS_DB, BenchTarget
-from tradebot.common.bus import Bus, connect
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.db import create_pool, drop_database, recreate_database
 from tradebot.common.embedded import free_port

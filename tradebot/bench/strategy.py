@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from tradebot.bench.report import Figure
-from tradebot.common.bus import decode, encode
+from tradebot.common.bus.wire import decode, encode
 from tradebot.common.models import Tick
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
 from tradebot.storage.writer import group_rows

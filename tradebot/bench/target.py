@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from tradebot.common.bus import connect
+from tradebot.common.bus.connection import connect
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.db import with_database
 from tradebot.common.embedded import embedded_servers, free_port

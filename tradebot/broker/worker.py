@@ -32,7 +32,10 @@ from tradebot.broker.ledger import Ledger, Tracked
 from tradebot.broker.live import alpaca_is_paper, announce
 from tradebot.broker.reconcile import Reconciler
 from tradebot.broker.stream import TradeUpdates
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, Delivery
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
+from tradebot.common.bus.publishing import Commit
+from tradebot.common.bus.wire import Delivery
 from tradebot.common.config import Settings
 from tradebot.common.models import ControlEvent, Event, Order, OrderChange, OrderEvent, invalid
 from tradebot.common.partitions import PartitionSettings, ReaderEnd

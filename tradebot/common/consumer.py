@@ -20,7 +20,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Delivery
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
+from tradebot.common.bus.wire import Delivery
 from tradebot.common.lifecycle import Backoff
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from tradebot.common.bus import Bus, is_cluster
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import is_cluster
 from tradebot.common.config import SettingsError
 from tradebot.common.streams import legacy_state_keys, legacy_streams
 

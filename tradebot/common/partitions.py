@@ -26,15 +26,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from tradebot.common.bus import (
-    RECOVERABLE_REDIS_ERRORS,
-    Bus,
-    Commit,
-    Delivery,
-    RawEntry,
-    dead_letter_record,
-    encode,
-)
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
+from tradebot.common.bus.dead_letters import dead_letter_record
+from tradebot.common.bus.publishing import Commit
+from tradebot.common.bus.wire import Delivery, RawEntry, encode
 from tradebot.common.lifecycle import Backoff, backoff_delay_s, first_of
 from tradebot.common.models import Event
 from tradebot.common.streams import (

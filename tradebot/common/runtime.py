@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Protocol
 
-from tradebot.common import bus as bus_module
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS, connect
 from tradebot.common.config import CONFIG_ERROR_EXIT, ReadySettings, Settings, SettingsError, load_settings
 from tradebot.common.embedded import embedded_servers
 from tradebot.common.layout import upgrade_key_layout
@@ -154,10 +154,10 @@ async def serve(role: str, run: WorkerRun, settings: ReadySettings) -> int:
 
 async def _check_key_layout(settings: ReadySettings) -> None:
     """Refuse to start on streams of the old key layout that still hold work (see common/layout.py)."""
-    client = bus_module.connect(settings.redis_url, cluster=settings.redis_cluster)
+    client = connect(settings.redis_url, cluster=settings.redis_cluster)
     try:
         await upgrade_key_layout(client, settings.tick_partitions)
-    except bus_module.RECOVERABLE_REDIS_ERRORS:
+    except RECOVERABLE_REDIS_ERRORS:
         pass  # Redis is not there yet: the worker's own loop waits for it, and the next start checks
     finally:
         await client.aclose()
@@ -191,7 +191,7 @@ async def _wait_for_worker(worker: asyncio.Task[None], stop: asyncio.Event, grac
 
 async def _heartbeat(role: str, settings: ReadySettings, counters: Counter[str], stop: asyncio.Event) -> None:
     """A TTL'd key per worker, so /health shows who is alive and what it has done."""
-    client = bus_module.connect(settings.redis_url, cluster=settings.redis_cluster)
+    client = connect(settings.redis_url, cluster=settings.redis_cluster)
     name = consumer_name()
     base = {
         "role": role,
@@ -206,11 +206,11 @@ async def _heartbeat(role: str, settings: ReadySettings, counters: Counter[str],
             beat = {**base, "updated_at": datetime.now(UTC).isoformat(), "counters": dict(counters)}
             try:
                 await client.set(heartbeat_key(role, name), json.dumps(beat), ex=settings.heartbeat_ttl_s)
-            except bus_module.RECOVERABLE_REDIS_ERRORS:
+            except RECOVERABLE_REDIS_ERRORS:
                 pass  # the worker's own loop reports the outage; the heartbeat just tries again
             await wait_or_stop(stop, interval)
         await asyncio.wait_for(client.delete(heartbeat_key(role, name)), timeout=1)  # never hold up the exit
-    except (*bus_module.RECOVERABLE_REDIS_ERRORS, TimeoutError):
+    except (*RECOVERABLE_REDIS_ERRORS, TimeoutError):
         pass  # the key expires by itself
     finally:
         await client.aclose()

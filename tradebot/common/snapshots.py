@@ -26,7 +26,9 @@ import time
 from collections import Counter
 from typing import Protocol, runtime_checkable
 
-from tradebot.common.bus import Bus, Commit, Delivery, entry_order
+from tradebot.common.bus import Bus
+from tradebot.common.bus.publishing import Commit
+from tradebot.common.bus.wire import Delivery, entry_order
 from tradebot.common.models import Event
 from tradebot.common.partitions import PARTS_VERSION_FIELD, PartedState, PartitionReader, PartitionSettings
 from tradebot.common.streams import checkpoint_parts_key, hold_key, lease_key

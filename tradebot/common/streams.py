@@ -51,7 +51,7 @@ EXECUTION_ROLE: str = Role.EXECUTION
 # Strategies switched on or off at run time (a hash: name -> "on" | "off"); off = nothing published.
 STRATEGY_SWITCHES_KEY = "strategy:switches"
 
-# The envelope fields of a bus entry: only bus.py reads or writes them.
+# The envelope fields of a bus entry: only the bus (common/bus/wire.py) reads or writes them.
 SCHEMA_VERSION = "1"  # one event per entry: every event but ticks (and ticks written before version 2)
 TICKS_SCHEMA_VERSION = "2"  # several ticks per entry: type TICKS_TYPE, data a JSON array of rows
 TICKS_TYPE = "Ticks"

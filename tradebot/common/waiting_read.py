@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from tradebot.common.bus import Bus, Delivery, RawEntry, decode_entry, tick_dead_letter
+from tradebot.common.bus import Bus
+from tradebot.common.bus.dead_letters import tick_dead_letter
+from tradebot.common.bus.wire import Delivery, RawEntry, decode_entry
 from tradebot.common.lifecycle import first_of
 
 PositionedRead = tuple[list[Delivery], list[tuple[RawEntry, str]], dict[str, str]]

@@ -14,7 +14,8 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from tradebot.common.bus import Bus, DeadLetter
+from tradebot.common.bus import Bus
+from tradebot.common.bus.dead_letters import DeadLetter
 from tradebot.common.config import Settings, load_settings
 from tradebot.common.runtime import infrastructure, setup_logging
 from tradebot.common.streams import DEAD_LETTER_PREFIX, dead_letter_stream, retained_streams

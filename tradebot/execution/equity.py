@@ -15,7 +15,8 @@ from typing import Any
 
 from tradebot.broker.checkpoint import read_account_snapshot
 from tradebot.broker.paper import PaperBroker
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.config import Settings
 from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import ACCOUNT_SCOPE, EquitySample

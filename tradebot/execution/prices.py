@@ -45,7 +45,9 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from tradebot.common.bus import Bus, Delivery, RawEntry, decode_entry, entry_order, is_cluster
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import is_cluster
+from tradebot.common.bus.wire import Delivery, RawEntry, decode_entry, entry_order
 from tradebot.common.models import Event, Order, OrderChange, Tick
 from tradebot.common.partitions import PartitionReader, PartitionSettings
 from tradebot.common.streams import STRATEGY_ROLE, order_stream, partition_for, tick_streams

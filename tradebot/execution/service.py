@@ -29,7 +29,8 @@ from tradebot.broker import checkpoint as account_parts
 from tradebot.broker.flatten import cancel_id
 from tradebot.broker.paper import PaperBroker
 from tradebot.common import runtime
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import ControlEvent, Event, Order, OrderChange, OrderEvent, Tick

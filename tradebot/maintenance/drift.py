@@ -15,7 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from tradebot.broker.checkpoint import read_account_snapshot
-from tradebot.common.bus import connect
+from tradebot.common.bus.connection import connect
 from tradebot.common.config import Settings
 from tradebot.common.streams import (
     STORED_SETTINGS_KEY,

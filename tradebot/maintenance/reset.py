@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
-from tradebot.common.bus import connect
+from tradebot.common.bus.connection import connect
 from tradebot.common.streams import HEARTBEAT_PATTERN
 from tradebot.storage.buckets import WIDTHS
 from tradebot.storage.timescale import refresh_aggregate

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from tradebot.common.bus import get_many
+from tradebot.common.bus.connection import get_many
 from tradebot.common.models import Bar, Event, Gap, Tick
 from tradebot.common.streams import GAP_PATTERN, gap_key
 

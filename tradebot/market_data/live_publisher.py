@@ -29,15 +29,9 @@ from typing import Any
 
 from redis.crc import key_slot
 
-from tradebot.common.bus import (
-    RECOVERABLE_REDIS_ERRORS,
-    Bus,
-    Commit,
-    CommitResult,
-    RedisRefusedError,
-    get_many,
-    is_cluster,
-)
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS, RedisRefusedError, get_many, is_cluster
+from tradebot.common.bus.publishing import Commit, CommitResult
 from tradebot.common.config import ReadySettings, Settings, SettingsError
 from tradebot.common.consumer import ride_out_redis
 from tradebot.common.lifecycle import Backoff, first_of

@@ -38,7 +38,9 @@ from collections import Counter
 from datetime import datetime
 
 from tradebot.common import runtime
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, Commit, CommitResult
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
+from tradebot.common.bus.publishing import Commit, CommitResult
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.lifecycle import Backoff, wait_or_stop
 from tradebot.common.models import Event

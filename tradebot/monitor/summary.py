@@ -20,7 +20,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from tradebot.common import rounding
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, connect, get_many
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS, connect, get_many
 from tradebot.common.config import Settings
 from tradebot.common.db import TRANSIENT_DB_ERRORS
 from tradebot.common.streams import HEARTBEAT_PATTERN

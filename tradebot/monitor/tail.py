@@ -12,7 +12,9 @@ import signal
 from collections.abc import Callable
 
 from tradebot.common import rounding
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, entry_order
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
+from tradebot.common.bus.wire import entry_order
 from tradebot.common.config import ReadySettings
 from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import Event, Order, OrderChange, OrderEvent, Signal

@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tradebot.common.bus import Bus, Commit
+from tradebot.common.bus import Bus
+from tradebot.common.bus.publishing import Commit
 from tradebot.common.models import ACCOUNT_SCOPE, ControlEvent, Event
 from tradebot.common.streams import CONTROL_EVENTS, ORDERS_NEW, TRADING_STATE_KEY, heartbeat_key
 from tradebot.risk.state import TradingState

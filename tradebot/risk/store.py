@@ -19,7 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.streams import TRADING_STATE_KEY, TRADING_STATE_SEEN_KEY
 from tradebot.risk.state import TradingState

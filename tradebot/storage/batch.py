@@ -18,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tradebot.common.bus import Bus, Delivery, RawEntry, decode_entry, tick_dead_letter
+from tradebot.common.bus import Bus
+from tradebot.common.bus.dead_letters import tick_dead_letter
+from tradebot.common.bus.wire import Delivery, RawEntry, decode_entry
 from tradebot.common.codec import wire_rows
 from tradebot.common.models import Tick
 from tradebot.common.streams import TICKS_SCHEMA_VERSION, TICKS_TYPE
@@ -64,27 +66,22 @@ async def read_batch(bus: Bus, positions: Mapping[str, str], lease: tuple[str, s
     """As :meth:`Bus.read_positioned` (the same lease-fenced XREAD script), decoded for storage:
     the batch, the entries and ticks that fail validation with the reason (for the commit's
     dead-letter records), and where each stream's read ended; None once the lease is not ours."""
-    keys = [lease[0], *positions]
-    # The bus's positioned-read script (the lease check and XREAD in one step); the bus decodes
-    # into Tick objects, which is what this module avoids.
-    reply = await bus._positioned_read(keys=keys, args=[lease[1], count, *positions.values()])
-    if reply == 0:
+    entries = await bus.read_positioned_entries(positions, lease, count=count)
+    if entries is None:
         return None
     batch = StorageBatch()
     rejected: list[tuple[RawEntry, str]] = []
     ended: dict[str, str] = {}
-    for stream, rows in reply:
-        for entry_id, raw in rows:
-            fields = dict(zip(raw[::2], raw[1::2], strict=True)) if isinstance(raw, list) else dict(raw or {})
-            entry = RawEntry(stream, entry_id, fields)
-            ended[stream] = entry_id
-            if fields.get("v") == TICKS_SCHEMA_VERSION and fields.get("type") == TICKS_TYPE:
-                ticks = wire_rows(fields.get("data", ""))
-                if ticks:  # every row valid under the strict schema (the usual case)
-                    batch.ticks += ticks
-                    batch.tick_entries.append(entry)
-                    continue
-            _add_decoded(batch, rejected, entry)
+    for entry in entries:
+        fields = entry.fields or {}
+        ended[entry.stream] = entry.entry_id
+        if fields.get("v") == TICKS_SCHEMA_VERSION and fields.get("type") == TICKS_TYPE:
+            ticks = wire_rows(fields.get("data", ""))
+            if ticks:  # every row valid under the strict schema (the usual case)
+                batch.ticks += ticks
+                batch.tick_entries.append(entry)
+                continue
+        _add_decoded(batch, rejected, entry)
     return batch, rejected, ended
 
 

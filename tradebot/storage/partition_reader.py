@@ -28,15 +28,11 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from tradebot.common.bus import (
-    RECOVERABLE_REDIS_ERRORS,
-    Bus,
-    Commit,
-    Delivery,
-    RawEntry,
-    dead_letter_record,
-    encode,
-)
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
+from tradebot.common.bus.dead_letters import dead_letter_record
+from tradebot.common.bus.publishing import Commit
+from tradebot.common.bus.wire import Delivery, RawEntry, encode
 from tradebot.common.consumer import RETENTION_INTERVAL_S
 from tradebot.common.db import TRANSIENT_DB_ERRORS
 from tradebot.common.lifecycle import Backoff, first_of

@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from tradebot.common.bus import Bus, Delivery
+from tradebot.common.bus import Bus
+from tradebot.common.bus.wire import Delivery
 from tradebot.common.config import ReadySettings
 from tradebot.common.consumer import IDLE_CONSUMER_CLAIMS, GroupConsumer
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool

@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from tradebot.common.bus import Bus, connect
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import connect
 from tradebot.common.config import Settings, load_settings
 from tradebot.common.runtime import setup_logging
 from tradebot.common.streams import STRATEGY_SWITCHES_KEY

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tradebot.common.bus import RECOVERABLE_REDIS_ERRORS, Bus, decode_entry
+from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
+from tradebot.common.bus.wire import decode_entry
 from tradebot.common.codec import WireRow, WireTick, encode_event, tick_json, wire_rows, wire_tick
 from tradebot.common.lifecycle import first_of, wait_or_stop
 from tradebot.common.models import Bar, ControlEvent, Event, Order, OrderChange, OrderEvent, Signal, Tick
