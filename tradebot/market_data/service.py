@@ -61,13 +61,14 @@ ROLE = Role.MARKET_DATA
 CURSOR_NAME = "mock"
 # The cadence while the feed keeps up: a batch of MIN_TICKS_PER_BATCH ticks, but at least one every
 # MAX_PUBLISH_INTERVAL_S (low rates) and at most one every MIN_PUBLISH_INTERVAL_S (high rates). At
-# the default 500 ticks/s a batch is 25 ticks every 50 ms; from 5,000 ticks/s on a batch every 5 ms
-# (25 ticks at 5,000/s, 100 at 20,000/s). Fewer ticks a batch would cost Redis an entry and a cursor
-# write for a tick or two (the append-only file's bytes per tick, issue 14); more often, at high
-# rates, would cost the feed more CPU per tick than the 2.5 ms a tick waits on average.
+# the default 500 ticks/s a batch is 25 ticks every 50 ms; from 2,500 ticks/s on a batch every 10 ms
+# (50 ticks at 5,000/s, 200 at 20,000/s). Fewer ticks a batch would cost Redis an entry and a cursor
+# write for a tick or two (the append-only file's bytes per tick, issue 14); more often costs every
+# reader a read and a commit per partition per batch, which at 5,000 ticks/s and up cost more
+# latency than the batch's wait saves (5 ms against 10 ms, docs/BENCHMARKS.md "Fourth round, all merged").
 MIN_TICKS_PER_BATCH = 25
 MAX_PUBLISH_INTERVAL_S = 0.05
-MIN_PUBLISH_INTERVAL_S = 0.005
+MIN_PUBLISH_INTERVAL_S = 0.01
 # How often the feed-wide cursor is written: a restart regenerates (without publishing) at most this
 # many ticks, a few milliseconds of work, against ~3.5 KB of append-only file per write at 100 symbols.
 SNAPSHOT_EVERY_TICKS = 10_000
