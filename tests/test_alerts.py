@@ -4,6 +4,7 @@ a real SMTP server (aiosmtpd), de-duplicated, rate-limited, retried, secrets nev
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
@@ -197,6 +198,35 @@ async def test_a_worker_going_down_is_alerted_once_and_its_recovery_too(bus: Bus
         await watcher
     down = [t for _, t in chat.messages if "worker down" in t]
     assert down == ["worker down: no live strategy worker (its heartbeat expired)"]
+
+
+async def test_the_worker_watch_outlives_what_it_does_not_expect_and_says_so(
+    bus: Bus, chat: ChatWebhooksEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = heartbeat_key("strategy", "host-1")
+    await bus.redis.set(key, "{}", ex=60)
+    await bus.redis.set(heartbeat_key("storage", "host-2"), json.dumps({"started_at": "yesterday"}), ex=60)
+    telegram_only = channels_from_settings(
+        Settings(
+            _env_file=None, alert_telegram_token=TOKEN, alert_telegram_chat_id="-100", alert_telegram_api_url=chat.url
+        )
+    )
+    notifier = Notifier(telegram_only, Deduper(3600, time.monotonic), per_minute=20, counters=Counter())
+    stop, seen, counters = asyncio.Event(), set[str](), Counter[str]()
+    watcher = asyncio.create_task(service.watch_workers(bus, notifier, 0.05, stop, seen, counters=counters))
+    try:
+        await wait_until(lambda: {"strategy", "storage"} <= seen, what="the watcher past a malformed heartbeat")
+        await bus.redis.set("heartbeat:not-ours", "{}", ex=60)  # a key it cannot read: each check fails
+        await wait_until(lambda: counters["worker_watch_failing"] >= 2, what="two failed checks")
+        assert not watcher.done()
+        await bus.redis.delete("heartbeat:not-ours", key)
+        await wait_until(lambda: any("worker down" in t for _, t in chat.messages), what="the down alert")
+        assert counters["worker_watch_failing"] == 0
+    finally:
+        stop.set()
+        await watcher
+    failed = [record for record in caplog.records if record.getMessage().startswith("worker watch failed")]
+    assert len(failed) >= 2 and "ValueError" in failed[0].getMessage() and failed[0].levelname == "ERROR"
 
 
 async def test_over_the_rate_limit_alerts_are_held_back_and_counted(chat: ChatWebhooksEmulator) -> None:

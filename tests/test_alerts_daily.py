@@ -223,3 +223,32 @@ async def test_with_the_summary_off_nothing_is_sent(
     await run_workers(ready, 1, lambda: beats["checks"] >= 5, "five heartbeat checks")
     assert summaries(chat) == []
     assert await bus.redis.hget(incidents_key("2026-03-02"), "strategy") == "1"
+
+
+async def test_an_unforeseen_failure_is_logged_each_try_retried_and_shown_until_the_summary_goes_out(
+    settings: Settings, trading_day: str, bus: Bus, chat: ChatWebhooksEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn = await asyncpg.connect(trading_day)
+    await conn.execute("ALTER TABLE gaps RENAME TO gaps_away")  # not an outage it knows: UndefinedTableError
+    counters = Counter[str]()
+    stop = asyncio.Event()
+    ready = summary_settings(settings, trading_day, chat)
+    worker = asyncio.create_task(service.run(ready, stop=stop, counters=counters, clock=lambda: AFTER_MONDAY_CLOSE))
+    try:
+        await wait_until(lambda: counters["daily_summary_failing"] >= 2, what="two failed tries of the summary")
+        assert summaries(chat) == []
+        assert await bus.redis.get(daily.daily_summary_key("2026-03-02")) is None  # the claim handed back
+        await conn.execute("ALTER TABLE gaps_away RENAME TO gaps")
+        await wait_until(lambda: summaries(chat), what="the summary once the table is back")
+        await wait_until(lambda: counters["daily_summary_failing"] == 0, what="the failures reset")
+    finally:
+        stop.set()
+        await worker
+        await conn.execute("ALTER TABLE IF EXISTS gaps_away RENAME TO gaps")
+        await conn.close()
+    assert len(summaries(chat)) == 1
+    failed = [record for record in caplog.records if record.getMessage().startswith("daily summary failed")]
+    assert len(failed) >= 2
+    assert all("UndefinedTableError" in record.getMessage() for record in failed)
+    assert failed[0].levelname == "ERROR" and failed[0].exc_info  # the traceback once, not every try
+    assert not failed[1].exc_info

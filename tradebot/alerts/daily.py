@@ -7,8 +7,9 @@
 Once per session however many alerts replicas run and however often they restart: a replica claims
 the session's key in Redis (SET NX with a lease) before sending and marks it sent after. A replica
 killed -9 while sending leaves the lease to expire, and the next one sends it; only a kill between
-the channel taking the message and the mark can repeat it. A summary missed while no alerts worker
-ran is sent when one is back, up to a day after the close.
+the channel taking the message and the mark can repeat it. A replica that fails before sending
+(the database down, a table missing) gives its claim back and tries again with a growing delay.
+A summary missed while no alerts worker ran is sent when one is back, up to a day after the close.
 """
 
 from __future__ import annotations
@@ -115,6 +116,14 @@ async def gather(redis: aioredis.Redis, database_url: str, session: date) -> Dai
 async def claim(redis: aioredis.Redis, session: date, owner: str) -> bool:
     """True when this replica is the one to send ``session``'s summary now."""
     return bool(await redis.set(daily_summary_key(session.isoformat()), f"sending:{owner}", nx=True, ex=LEASE_S))
+
+
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+async def release(redis: aioredis.Redis, session: date, owner: str) -> None:
+    """Nothing was sent: give the claim back (if still ours) for the next try."""
+    await redis.eval(_RELEASE, 1, daily_summary_key(session.isoformat()), f"sending:{owner}")
 
 
 async def mark_sent(redis: aioredis.Redis, session: date) -> None:
