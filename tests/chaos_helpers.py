@@ -21,11 +21,11 @@ from typing import TypeVar
 
 import redis
 
-from tests.helpers import free_port, wait_until
+from tests.helpers import wait_until
 from tests.up_process import UpProcess, descendants, still_running
 from tradebot.common.bus import Bus
 from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
-from tradebot.common.embedded import EmbeddedPostgres, EmbeddedRedis
+from tradebot.common.embedded import ANY_PORT, EmbeddedPostgres, EmbeddedRedis
 from tradebot.roles import ROLES
 
 log = logging.getLogger("tests.chaos")
@@ -102,7 +102,7 @@ def _rewriting(persistence: dict[str, object]) -> bool:
 def chaos_servers(data_dir: Path) -> Iterator[ChaosServers]:
     """Both servers, stopped on the way out whatever happened."""
     servers = ChaosServers(
-        EmbeddedRedis(data_dir / "redis", free_port()), EmbeddedPostgres(data_dir / "postgres", free_port())
+        EmbeddedRedis(data_dir / "redis", ANY_PORT), EmbeddedPostgres(data_dir / "postgres", ANY_PORT)
     )
     servers.redis.start()
     try:

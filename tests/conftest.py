@@ -10,12 +10,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.helpers import free_port
 from tests.redis_cluster import CLUSTER_MARK, LocalCluster, connect_to
 from tests.redis_versions import REDIS_VERSIONS, use_redis
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
-from tradebot.common.embedded import EmbeddedRedis, embedded_servers
+from tradebot.common.embedded import ANY_PORT, EmbeddedRedis, embedded_servers
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +26,7 @@ def servers() -> Iterator[tuple[str, str]]:
     """
     data_dir = Path(tempfile.mkdtemp(prefix="tradebot-test-servers-"))
     try:
-        with embedded_servers(data_dir, free_port(), free_port()) as urls:
+        with embedded_servers(data_dir, ANY_PORT, ANY_PORT) as urls:
             yield urls
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -43,7 +42,7 @@ def redis7_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis 7 for the whole run, started on first use."""
     monkeypatch = pytest.MonkeyPatch()
     use_redis("7", monkeypatch)
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis7"), free_port())
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis7"), ANY_PORT)
     try:
         server.start()
     finally:
@@ -90,7 +89,7 @@ def versioned_private_redis(
 ) -> Iterator[EmbeddedRedis]:
     """``private_redis`` of ``redis_version`` (restarts in the test run the same version)."""
     use_redis(redis_version, monkeypatch)
-    server = EmbeddedRedis(tmp_path / "redis", free_port())
+    server = EmbeddedRedis(tmp_path / "redis", ANY_PORT)
     server.start()
     yield server
     server.stop()
@@ -148,7 +147,7 @@ async def clean_database(database_url: str) -> str:
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     """A Redis of this test's own, which the test may stop and restart."""
-    server = EmbeddedRedis(tmp_path / "redis", free_port())
+    server = EmbeddedRedis(tmp_path / "redis", ANY_PORT)
     server.start()
     yield server
     server.stop()

@@ -20,7 +20,7 @@ from tradebot.common.bus import Bus
 from tradebot.common.bus.connection import connect
 from tradebot.common.bus.wire import decode, entry_ms
 from tradebot.common.config import Settings
-from tradebot.common.embedded import EmbeddedRedis, free_port
+from tradebot.common.embedded import ANY_PORT, EmbeddedRedis
 from tradebot.common.streams import ORDER_EVENTS, ORDERS_NEW
 from tradebot.execution import service
 
@@ -30,7 +30,7 @@ from .emulators.events import parse_time
 
 
 async def measure(orders: int, per_minute: int, data_dir: Path) -> None:
-    redis = EmbeddedRedis(data_dir / "redis", free_port())
+    redis = EmbeddedRedis(data_dir / "redis", ANY_PORT)
     redis.start()
     emulator = AlpacaTradingEmulator(key=KEY, secret=SECRET, requests_per_minute=200).start()
     bus = Bus(connect(redis.url))

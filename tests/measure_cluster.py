@@ -34,7 +34,7 @@ from tradebot.common import embedded
 from tradebot.common.bus import Bus
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.db import with_database
-from tradebot.common.embedded import EmbeddedRedis, free_port
+from tradebot.common.embedded import ANY_PORT, EmbeddedRedis
 from tradebot.common.streams import order_streams, tick_stream_for
 from tradebot.execution import service as execution_service
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
@@ -84,7 +84,7 @@ async def measure(url: str, ticks: int, data_dir: Path) -> dict[str, float]:
 def measure_e2e(ticks: int, rate: float, folder: Path) -> None:
     """``tradebot bench e2e`` (one run each, no scaling) on one Redis 7 and on the cluster."""
     cluster = LocalCluster(folder / "cluster")
-    with embedded.embedded_servers(folder / "single", free_port(), free_port()) as (redis_url, database_url):
+    with embedded.embedded_servers(folder / "single", ANY_PORT, ANY_PORT) as (redis_url, database_url):
         try:
             cluster.start()
             base = Settings(_env_file=None, redis_url=redis_url, database_url=database_url, data_dir=folder)
@@ -127,7 +127,7 @@ def main() -> None:
         return
     ticks = options.ticks or 40_000
     with tempfile.TemporaryDirectory(prefix="tradebot-measure-cluster-") as folder:
-        single = EmbeddedRedis(Path(folder) / "single", free_port())
+        single = EmbeddedRedis(Path(folder) / "single", ANY_PORT)
         cluster = LocalCluster(Path(folder) / "cluster")
         single.start()
         try:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
-from tradebot.common.embedded import EmbeddedRedis, free_port
+from tradebot.common.embedded import ANY_PORT, EmbeddedRedis
 from tradebot.market_data import service
 
 UNPACED_RATE = 1e9  # the rate never lets the feed wait: every batch is BUS_BATCH_SIZE ticks
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=200_000)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="measure-feed-"))
-    redis = EmbeddedRedis(folder, free_port())
+    redis = EmbeddedRedis(folder, ANY_PORT)
     redis.start()
     try:
         published, wall, cpu = asyncio.run(measure(redis.url, args.rate or UNPACED_RATE, args.ticks))

@@ -226,7 +226,9 @@ async def test_the_worker_watch_outlives_what_it_does_not_expect_and_says_so(
         stop.set()
         await watcher
     failed = [record for record in caplog.records if record.getMessage().startswith("worker watch failed")]
-    assert len(failed) >= 2 and "ValueError" in failed[0].getMessage() and failed[0].levelname == "ERROR"
+    assert len(failed) >= 2
+    assert "ValueError" in failed[0].getMessage()
+    assert failed[0].levelname == "ERROR"
 
 
 async def test_over_the_rate_limit_alerts_are_held_back_and_counted(chat: ChatWebhooksEmulator) -> None:

@@ -250,5 +250,6 @@ async def test_an_unforeseen_failure_is_logged_each_try_retried_and_shown_until_
     failed = [record for record in caplog.records if record.getMessage().startswith("daily summary failed")]
     assert len(failed) >= 2
     assert all("UndefinedTableError" in record.getMessage() for record in failed)
-    assert failed[0].levelname == "ERROR" and failed[0].exc_info  # the traceback once, not every try
+    assert failed[0].levelname == "ERROR"
+    assert failed[0].exc_info  # the traceback once, not every try
     assert not failed[1].exc_info

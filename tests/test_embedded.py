@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.helpers import free_port
+from tradebot.common import ports
 from tradebot.common.config import SettingsError
-from tradebot.common.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServers
+from tradebot.common.embedded import ANY_PORT, EmbeddedPostgres, EmbeddedRedis, EmbeddedServers
 
 
 def fill_up(client: redis.Redis) -> None:
@@ -32,8 +32,22 @@ def foreign_listener() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
+@contextmanager
+def foreign_binding() -> Iterator[int]:
+    """Some other program holding a port it has bound but does not listen on (another probe for a free port)."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
+
+
+def taken_first(monkeypatch: pytest.MonkeyPatch, *taken: int) -> None:
+    """The race: the free ports found are ``taken`` by the time the server binds them, then free ones."""
+    offered, free = iter(taken), ports.free_port
+    monkeypatch.setattr(ports, "free_port", lambda: next(offered, None) or free())
+
+
 def test_redis_keeps_its_data_across_a_restart(tmp_path: Path) -> None:
-    server = EmbeddedRedis(tmp_path / "redis", free_port())
+    server = EmbeddedRedis(tmp_path / "redis", ANY_PORT)
     server.start()
     try:
         redis.Redis(port=server.port).xadd("kept", {"a": "1"})
@@ -47,7 +61,7 @@ def test_redis_keeps_its_data_across_a_restart(tmp_path: Path) -> None:
 
 
 def test_a_second_start_reuses_the_running_redis_of_the_same_folder(tmp_path: Path) -> None:
-    first = EmbeddedRedis(tmp_path / "redis", free_port())
+    first = EmbeddedRedis(tmp_path / "redis", ANY_PORT)
     first.start()
     try:
         second = EmbeddedRedis(tmp_path / "redis", first.port)
@@ -65,8 +79,50 @@ def test_a_port_taken_by_another_program_names_the_setting_to_change(tmp_path: P
             EmbeddedPostgres(tmp_path / "postgres", port).start()
 
 
+def test_a_port_bound_by_another_program_before_the_server_names_the_setting_too(tmp_path: Path) -> None:
+    with foreign_binding() as port:
+        with pytest.raises(SettingsError, match="set EMBEDDED_REDIS_PORT to a free port"):
+            EmbeddedRedis(tmp_path / "redis", port).start()
+        with pytest.raises(SettingsError, match="set EMBEDDED_POSTGRES_PORT to a free port"):
+            EmbeddedPostgres(tmp_path / "postgres", port).start()
+
+
+def test_a_server_on_any_port_tries_another_when_its_free_port_is_taken_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with foreign_listener() as listened, foreign_binding() as bound:
+        taken_first(monkeypatch, listened, bound)
+        server = EmbeddedRedis(tmp_path / "redis", ANY_PORT)
+        server.start()
+        try:
+            assert server.port not in (ANY_PORT, listened, bound)
+            assert redis.Redis(port=server.port).ping()
+            server.stop()
+            server.start()  # a restart keeps its port: clients hold its URL
+            assert redis.Redis(port=server.port).ping()
+        finally:
+            server.stop()
+        taken_first(monkeypatch, listened, bound)
+        postgres = EmbeddedPostgres(tmp_path / "postgres", ANY_PORT)
+        postgres.start()
+        try:
+            assert postgres.port not in (ANY_PORT, listened, bound)
+            assert postgres.started_here
+        finally:
+            postgres.stop()
+
+
+def test_a_server_on_any_port_gives_up_after_a_bounded_number_of_taken_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with foreign_listener() as port:
+        monkeypatch.setattr(ports, "free_port", lambda: port)
+        with pytest.raises(RuntimeError, match=f"took each of {ports.PORT_TRIES} first"):
+            EmbeddedRedis(tmp_path / "redis", ANY_PORT).start()
+
+
 def test_redis_refuses_writes_past_its_memory_limit_instead_of_evicting(tmp_path: Path) -> None:
-    server = EmbeddedRedis(tmp_path / "redis", free_port(), maxmemory="3mb")
+    server = EmbeddedRedis(tmp_path / "redis", ANY_PORT, maxmemory="3mb")
     server.start()
     try:
         client = redis.Redis(port=server.port, decode_responses=True)
@@ -81,7 +137,7 @@ def test_redis_refuses_writes_past_its_memory_limit_instead_of_evicting(tmp_path
 
 
 def test_stopping_after_postgres_died_still_stops_redis(tmp_path: Path) -> None:
-    servers = EmbeddedServers.in_folder(tmp_path, free_port(), free_port())
+    servers = EmbeddedServers.in_folder(tmp_path, ANY_PORT, ANY_PORT)
     servers.start()
     redis_process, postgres_process = servers.redis.process, servers.postgres.process
     assert redis_process is not None
@@ -93,7 +149,7 @@ def test_stopping_after_postgres_died_still_stops_redis(tmp_path: Path) -> None:
 
 
 def test_a_dead_server_is_revived_from_its_data(tmp_path: Path) -> None:
-    servers = EmbeddedServers.in_folder(tmp_path, free_port(), free_port())
+    servers = EmbeddedServers.in_folder(tmp_path, ANY_PORT, ANY_PORT)
     servers.start()
     try:
         redis.Redis(port=servers.redis.port).set("kept", "1")

@@ -31,7 +31,7 @@ import asyncpg
 
 from tradebot.common.bus import Bus
 from tradebot.common.config import ReadySettings
-from tradebot.common.embedded import embedded_servers, free_port
+from tradebot.common.embedded import ANY_PORT, embedded_servers
 from tradebot.common.streams import (
     EXECUTION_ROLE,
     STORAGE_GROUP,
@@ -208,7 +208,7 @@ async def storage_outage_memory(settings: ReadySettings, ticks: int) -> dict[str
 
 async def measure(ticks: int, symbols: int, *, detail: bool = False) -> dict[str, Any]:
     """Both figures, on fresh servers in a temporary folder."""
-    with tempfile.TemporaryDirectory() as folder, embedded_servers(Path(folder), free_port(), free_port()) as urls:
+    with tempfile.TemporaryDirectory() as folder, embedded_servers(Path(folder), ANY_PORT, ANY_PORT) as urls:
         settings = ReadySettings(  # type: ignore[call-arg]
             _env_file=None,
             redis_url=urls[0],

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tradebot.common.bus.connection import connect
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.db import with_database
-from tradebot.common.embedded import embedded_servers, free_port
+from tradebot.common.embedded import ANY_PORT, embedded_servers
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 AOF_REWRITE_TIMEOUT_S = 30.0
@@ -81,7 +81,7 @@ def bench_target(settings: Settings) -> Iterator[BenchTarget]:
         yield _target(settings)
         return
     data_dir = settings.data_dir / "bench"
-    with embedded_servers(data_dir, free_port(), free_port()) as (redis_url, database_url):
+    with embedded_servers(data_dir, ANY_PORT, ANY_PORT) as (redis_url, database_url):
         yield _target(
             settings.model_copy(update={"redis_url": redis_url, "database_url": database_url, "data_dir": data_dir}),
             embedded=True,

@@ -14,7 +14,6 @@ import fcntl
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,11 +27,28 @@ from tradebot.common.embedded_postgres import (
     POSTGRES_DB,
     POSTGRES_USER,
     EmbeddedPostgres,
-    port_open,
+    tail_since,
 )
 from tradebot.common.lifeline import die_with_parent
+from tradebot.common.ports import (
+    ADDRESS_IN_USE,
+    ANY_PORT,
+    PortTakenError,
+    free_port,
+    port_open,
+    start_on_a_free_port,
+)
 
-__all__ = ["POSTGRES_DB", "POSTGRES_USER", "EmbeddedPostgres", "EmbeddedRedis", "EmbeddedServers", "embedded_servers"]
+__all__ = [
+    "ANY_PORT",
+    "POSTGRES_DB",
+    "POSTGRES_USER",
+    "EmbeddedPostgres",
+    "EmbeddedRedis",
+    "EmbeddedServers",
+    "embedded_servers",
+    "free_port",
+]
 
 log = logging.getLogger("tradebot.embedded")
 
@@ -64,12 +80,17 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        """Start the server unless one already answers on the port."""
+        """Start the server unless one already answers on the port (ANY_PORT: on a free one)."""
+        if self.port == ANY_PORT:
+            start_on_a_free_port(self, "redis")
+            return
         if port_open(self.port):
             self._check_is_ours()
             log.info("reusing embedded redis on 127.0.0.1:%d", self.port)
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        log_file = self.data_dir / "redis.log"
+        logged = log_file.stat().st_size if log_file.exists() else 0
         self.process = subprocess.Popen(
             [_redis_binary(), *self.arguments()],
             stdin=subprocess.DEVNULL,
@@ -79,7 +100,7 @@ class EmbeddedRedis:
             preexec_fn=die_with_parent() if self.tied_to_parent else None,
         )
         try:
-            _wait_for_ping(self.port, self.process, self.data_dir / "redis.log")
+            _wait_for_ping(self.port, self.process, log_file, logged)
         except BaseException:
             self.stop()
             raise
@@ -124,7 +145,7 @@ class EmbeddedRedis:
         except (redis.RedisError, OSError):
             serving = None
         if serving is None or serving.resolve() != self.data_dir.resolve():
-            raise SettingsError(
+            raise PortTakenError(
                 f"127.0.0.1:{self.port} is in use by another program, not the embedded Redis "
                 f"of {self.data_dir}; set EMBEDDED_REDIS_PORT to a free port (or REDIS_URL)"
             )
@@ -250,16 +271,9 @@ def _redis_binary() -> str:
     return found
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_for_ping(port: int, process: subprocess.Popen[bytes], log_file: Path) -> None:
-    """Wait until Redis answers PING: the port opens before it has reloaded its append-only file."""
+def _wait_for_ping(port: int, process: subprocess.Popen[bytes], log_file: Path, logged: int) -> None:
+    """Wait until Redis answers PING: the port opens before it has reloaded its append-only file.
+    ``logged``: the size of its log before it was started."""
     import redis
 
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -272,6 +286,11 @@ def _wait_for_ping(port: int, process: subprocess.Popen[bytes], log_file: Path) 
         except (redis.BusyLoadingError, redis.ConnectionError, redis.TimeoutError):
             pass  # still starting or still loading its data
         if process.poll() is not None or time.monotonic() > deadline:
-            detail = log_file.read_text()[-2000:] if log_file.exists() else ""
+            detail = tail_since(log_file, logged)
+            if ADDRESS_IN_USE in detail:
+                raise PortTakenError(
+                    f"127.0.0.1:{port} is in use by another program; "
+                    "set EMBEDDED_REDIS_PORT to a free port (or REDIS_URL)"
+                )
             raise RuntimeError(f"embedded redis did not start on port {port}: {detail}")
         time.sleep(0.05)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 import warnings
@@ -20,6 +19,7 @@ from typing import Any
 
 from tradebot.common.config import SettingsError
 from tradebot.common.lifeline import die_with_parent
+from tradebot.common.ports import ADDRESS_IN_USE, ANY_PORT, PortTakenError, port_open, start_on_a_free_port
 
 log = logging.getLogger("tradebot.embedded")
 
@@ -31,7 +31,7 @@ STOP_TIMEOUT_S = 30.0
 
 @dataclass
 class EmbeddedPostgres:
-    """A PostgreSQL cluster in ``data_dir`` on 127.0.0.1:``port``."""
+    """A PostgreSQL cluster in ``data_dir`` on 127.0.0.1:``port`` (ANY_PORT: a free one)."""
 
     data_dir: Path
     port: int
@@ -48,22 +48,22 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         """Initialise the cluster on first use, start it unless it runs, create the database."""
+        if self.port == ANY_PORT:
+            start_on_a_free_port(self, "postgres")
+            return
         if port_open(self.port):
             if self._running_port() != self.port:
-                raise SettingsError(
-                    f"127.0.0.1:{self.port} is in use by another program, not the embedded "
-                    f"PostgreSQL of {self.data_dir}; set EMBEDDED_POSTGRES_PORT to a free port "
-                    "(or DATABASE_URL)"
-                )
+                raise PortTakenError(self._port_taken())
             log.info("reusing embedded postgres on 127.0.0.1:%d", self.port)
             return
         self._init_cluster()
         if _postgres_os_user() is not None:  # its folder's parents may have been closed since (pytest does)
             _pgserver().utils.ensure_prefix_permissions(self.data_dir)
         self._remove_stale_pid_file()
+        logged = _size(self.data_dir / "postgres.log")
         self.process = self._spawn()
         try:
-            self._wait_until_ready()
+            self._wait_until_ready(logged)
         except BaseException:
             self.stop("immediate")
             raise
@@ -89,6 +89,12 @@ class EmbeddedPostgres:
                 log.warning("embedded postgres did not stop on signal %d; escalating", signum)
         log.info("stopped embedded postgres")
 
+    def _port_taken(self) -> str:
+        return (
+            f"127.0.0.1:{self.port} is in use by another program, not the embedded PostgreSQL of "
+            f"{self.data_dir}; set EMBEDDED_POSTGRES_PORT to a free port (or DATABASE_URL)"
+        )
+
     @property
     def _at(self) -> tuple[str, ...]:
         return ("-h", "127.0.0.1", "-p", str(self.port), "-U", POSTGRES_USER)
@@ -110,13 +116,16 @@ class EmbeddedPostgres:
                 preexec_fn=die_with_parent(signal.SIGINT) if self.tied_to_parent else None,
             )
 
-    def _wait_until_ready(self) -> None:
-        """Wait until the server accepts connections (crash recovery may come first)."""
+    def _wait_until_ready(self, logged: int) -> None:
+        """Wait until the server accepts connections (crash recovery may come first); ``logged``:
+        the size of its log before it was started."""
         assert self.process is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         while self._status() != "ready":
             if self.process.poll() is not None or time.monotonic() > deadline:
-                detail = _tail(self.data_dir / "postgres.log")
+                detail = tail_since(self.data_dir / "postgres.log", logged)
+                if ADDRESS_IN_USE in detail:
+                    raise PortTakenError(self._port_taken())
                 raise RuntimeError(f"embedded postgres did not start on port {self.port}: {detail}")
             time.sleep(0.05)
 
@@ -177,13 +186,6 @@ class EmbeddedPostgres:
         return result.stdout.strip()
 
 
-def port_open(port: int) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _is_postmaster_of(pid: int, data_dir: Path) -> bool:
     """Whether ``pid`` is a live (not zombie) postgres process serving ``data_dir``."""
     try:
@@ -194,8 +196,17 @@ def _is_postmaster_of(pid: int, data_dir: Path) -> bool:
     return state != "Z" and os.fsencode(str(data_dir.resolve())) in arguments
 
 
-def _tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def tail_since(path: Path, start: int = 0) -> str:
+    """The end of ``path`` after its first ``start`` bytes (what a start wrote to its log)."""
+    if not path.exists():
+        return ""
+    with open(path, "rb") as text:
+        text.seek(start)
+        return text.read().decode(errors="replace")[-2000:]
 
 
 MISSING_EMBEDDED = (
