@@ -72,6 +72,20 @@ async def first_of(
         await asyncio.gather(*events, return_exceptions=True)
 
 
+def end_if_cancelled() -> None:
+    """Raise CancelledError if this task was cancelled but the cancellation was lost on its way.
+
+    On Python 3.11 ``asyncio.wait_for`` returns normally when a cancellation lands just as what it
+    waits for completes, and redis-py sends every command of a client with a socket timeout (all of
+    tradebot's) through it: the task then runs on as if never cancelled, though its
+    ``cancelling()`` still counts the request. A loop that must end when cancelled (a partition
+    reader: the runtime cancels a worker past its grace period) calls this between its awaits.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Wait up to ``seconds``; True if ``stop`` was set meanwhile (a sleep that stop cuts short)."""
     try:

@@ -16,6 +16,9 @@ published by the commits that moved the group). Every commit after a snapshot ap
 under the inputs the snapshot records (a change forces a snapshot first), so the replay gives
 exactly the state the last commit left. Parts without ``_at`` (a release before this, or a fresh
 partition) are as of the group's position: a snapshot is written at once.
+
+A cancelled reader ends at its next batch, replay read or snapshot even when the cancellation was
+lost inside a Redis command (:func:`end_if_cancelled`), rather than reading on until its lease expires.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Protocol, runtime_checkable
 from tradebot.common.bus import Bus
 from tradebot.common.bus.publishing import Commit
 from tradebot.common.bus.wire import Delivery, entry_order
+from tradebot.common.lifecycle import end_if_cancelled
 from tradebot.common.models import Event
 from tradebot.common.partitions import PARTS_VERSION_FIELD, PartedState, PartitionReader, PartitionSettings
 from tradebot.common.streams import checkpoint_parts_key, hold_key, lease_key
@@ -94,6 +98,7 @@ class SnapshotReader(PartitionReader):
 
     async def _started(self, positions: dict[str, str]) -> bool:
         """Replay what came after the snapshot; parts without one are as of ``positions``."""
+        end_if_cancelled()
         if self._snapshot_at is None:
             return await self._write_snapshot(positions)
         replayed = 0
@@ -101,6 +106,7 @@ class SnapshotReader(PartitionReader):
             until = positions.get(stream)
             while until is not None and entry_order(after) < entry_order(until):
                 deliveries, last = await self.bus.entries_between(stream, after, until, count=REPLAY_COUNT)
+                end_if_cancelled()
                 if last is None:
                     break
                 self._replay(deliveries)
@@ -147,6 +153,7 @@ class SnapshotReader(PartitionReader):
         """Inputs changed since the snapshot: snapshot the state as of ``positions`` first, so every
         entry after a snapshot was applied under the inputs it records. What the state takes in from
         outside the entries (``follow_account``) is taken in first, so the snapshot holds it."""
+        end_if_cancelled()
         self.state.follow_account()
         while self.state.inputs() != self._inputs:  # (they may change again while it is written)
             if not await self._write_snapshot(positions):
@@ -154,6 +161,7 @@ class SnapshotReader(PartitionReader):
         return True  # nothing awaited from here to the batch's apply: the inputs hold for it
 
     async def _after_batch(self, positions: dict[str, str]) -> bool:
+        end_if_cancelled()
         quiet = positions == self._seen  # a read found nothing new
         self._quiet_reads = self._quiet_reads + 1 if quiet else 0
         self._seen = dict(positions)
@@ -198,6 +206,7 @@ class SnapshotReader(PartitionReader):
             if hold is not None:
                 hashes[hold] = {role: entry_id}
         commit = Commit(hashes=hashes, deleted={key: gone} if gone else {})
+        end_if_cancelled()
         if not await self.bus.commit(role, commit, lease=(lease_key(role, self.partition), self.member)):
             return False
         parts = {**(self._committed_parts or {}), **written}
