@@ -21,15 +21,17 @@ from tests.storage_fixtures import (
     RANGE_END,
     RANGE_START,
     TIMEFRAMES,
+    bucket_of,
     minute_bar,
     reference_bars,
     session_database,
     session_ticks,
 )
 from tradebot.common.db import create_pool, drop_database, recreate_database
+from tradebot.common.models import Tick
 from tradebot.storage import queries
 from tradebot.storage.schema import apply_migrations
-from tradebot.storage.timescale import TimescaleOptions, compression_paused, database_mode
+from tradebot.storage.timescale import TimescaleOptions, compression_paused, database_mode, refresh_aggregate
 from tradebot.storage.writer import write_events
 
 TIMESCALE_DSN = os.environ.get("TEST_TIMESCALE_DSN")
@@ -74,10 +76,10 @@ async def timescale() -> AsyncIterator[Timescale]:
     await drop_database(TIMESCALE_DSN, name)
 
 
-async def refresh(pool: asyncpg.Pool, start: datetime, end: datetime) -> None:
-    """Materialize every level for [start, end); refresh cannot run inside a transaction block."""
+async def refresh(pool: asyncpg.Pool, start: datetime, end: datetime, views: list[str] = AGGREGATES) -> None:
+    """Materialize every level (or ``views``) for [start, end); refresh cannot run inside a transaction block."""
     async with pool.acquire() as conn:
-        for view in AGGREGATES:
+        for view in views:
             await conn.execute(
                 f"CALL refresh_continuous_aggregate('{view}', "
                 f"TIMESTAMPTZ '{start.isoformat()}', TIMESTAMPTZ '{end.isoformat()}')"
@@ -179,3 +181,96 @@ async def test_backfill_into_a_compressed_range_with_the_policy_paused(timescale
     assert all(row["scheduled"] for row in resumed)
     await refresh(timescale.pool, RANGE_START, RANGE_END)  # backfilled minutes were already materialized
     await assert_both_paths_match_reference(timescale.pool, "NVDA", nvda, [])
+
+
+async def watermark(pool: asyncpg.Pool, view: str) -> datetime:
+    """Where ``view``'s materialization ends: below it the aggregate answers from materialized
+    buckets, from it on from real-time aggregation."""
+    found: datetime = await pool.fetchval(
+        "SELECT _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id)) "
+        "FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = $1",
+        view,
+    )
+    return found
+
+
+async def both_paths(pool: asyncpg.Pool, symbol: str, timeframe: str, **window: datetime) -> list[list[dict]]:
+    """The bars of one window from the rollups and from the ticks on the fly, vwap to float noise
+    (sums of price * size in another order)."""
+    found = []
+    for rollups in (True, False):
+        rows = await queries.history(pool, symbol, timeframe, limit=60, rollups=rollups, **window)
+        found.append([{**dict(row), "vwap": _near(row["vwap"]) if rollups else row["vwap"]} for row in rows])
+    return found
+
+
+def _near(value: float | None) -> object:
+    return None if value is None else pytest.approx(value, rel=1e-12)
+
+
+async def test_a_window_straddling_the_watermark_equals_the_plain_path(timescale: Timescale) -> None:
+    """Bars from both sides of the 1-minute watermark (materialized below it, real-time from it on)
+    in one window are the plain path's, whichever end the window is anchored at."""
+    await refresh(timescale.pool, RANGE_START, REFRESHED_UNTIL)  # the watermark only moves forward
+    mark = await watermark(timescale.pool, "ohlcv_1m")
+    moments = [mark + timedelta(seconds=s) for s in range(-50 * 60, 50 * 60, 29)]
+    amd = [Tick.create("AMD", 50 + i % 17 / 10, 1 + i % 9, t, source="test", trade_id=i) for i, t in enumerate(moments)]
+    await write_events(timescale.pool, amd)
+    for view in AGGREGATES[:3]:  # AMD's buckets below each level's own watermark, which stays put
+        view_mark = await watermark(timescale.pool, view)
+        await refresh(timescale.pool, mark - timedelta(hours=2), view_mark, [view])
+        assert await watermark(timescale.pool, view) == view_mark
+    for timeframe in ("1m", "5m", "15m"):
+        for window in ({"start": mark - timedelta(minutes=45)}, {"end": mark + timedelta(minutes=45)}):
+            rollups, plain = await both_paths(timescale.pool, "AMD", timeframe, **window)
+            assert rollups == plain, (timeframe, window)
+            if timeframe == "1m":
+                assert rollups[0]["ts"] < mark <= rollups[-1]["ts"], window
+
+
+async def test_a_late_tick_below_the_watermark_shows_after_the_next_refresh(timescale: Timescale) -> None:
+    """The rollups answer a materialized minute as of the last refresh: a tick written later into
+    it (a late or corrected trade) is in the plain path at once, in the rollups once the minute is
+    refreshed again (the refresh policy's window, 2 days for 1m; older minutes by a manual refresh)."""
+    intc = session_ticks("INTC", seed=5, step_s=41)
+    await write_events(timescale.pool, intc)
+    await refresh(timescale.pool, RANGE_START, RANGE_END)
+    minute = DAYS[0].replace(hour=10, minute=15).astimezone(UTC)
+    assert minute < await watermark(timescale.pool, "ohlcv_1m")
+    late = Tick.create("INTC", 1.5, 7, minute + timedelta(seconds=59), source="test", trade_id=10**6)
+    assert (await write_events(timescale.pool, [late]))["ticks"] == 1
+    window = {"start": minute, "end": minute + timedelta(minutes=1)}
+    rollups, plain = await both_paths(timescale.pool, "INTC", "1m", **window)
+    assert plain[0]["trade_count"] == rollups[0]["trade_count"] + 1  # materialized before the tick
+    assert (plain[0]["low"], plain[0]["close"]) == (1.5, 1.5)
+    await refresh(timescale.pool, RANGE_START, RANGE_END)
+    for timeframe in TIMEFRAMES:
+        rollups, plain = await both_paths(timescale.pool, "INTC", timeframe, start=bucket_of(minute, timeframe))
+        assert rollups == plain, timeframe
+        assert rollups[0]["low"] == 1.5, timeframe
+
+
+async def test_a_refresh_over_all_time_writes_the_minutes_in_symbol_order(timescale: Timescale) -> None:
+    """/history reads a symbol's consecutive minutes from the materialization: written in (symbol,
+    bucket) order they share pages, not one page a bar (the planner's hash aggregate's order)."""
+    symbols = [f"ORD{i}" for i in range(4)]
+    start = DAYS[1].replace(hour=9, minute=30).astimezone(UTC)
+    ticks = [
+        Tick.create(symbol, 10 + i % 13, 1, start + timedelta(seconds=20 * i), source="test", trade_id=i)
+        for i in range(3000)
+        for symbol in symbols
+    ]
+    await write_events(timescale.pool, ticks)
+    async with timescale.pool.acquire() as conn:
+        await refresh_aggregate(conn, "ohlcv_1m")
+        assert await conn.fetchval("SHOW enable_hashagg") == "on"  # the session is left as it was
+    table = await timescale.pool.fetchval(
+        "SELECT format('%I.%I', h.schema_name, h.table_name) FROM _timescaledb_catalog.continuous_agg c "
+        "JOIN _timescaledb_catalog.hypertable h ON h.id = c.mat_hypertable_id WHERE c.user_view_name = 'ohlcv_1m'"
+    )
+    rows = await timescale.pool.fetch(
+        f"SELECT symbol, bucket FROM {table} WHERE symbol = ANY($1::text[]) ORDER BY ctid", symbols
+    )
+    stored = [(row["symbol"], row["bucket"]) for row in rows]
+    assert len(stored) == len(symbols) * 1000
+    assert stored == sorted(stored)

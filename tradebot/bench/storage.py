@@ -371,7 +371,8 @@ async def _http_run(
     workers.start("api", env)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        await wait_until_serving(base_url, "/symbols", API_START_TIMEOUT_S)
+        # One bar, not /symbols: that counts every tick (seconds at 10M ticks, past the poll's timeout).
+        await wait_until_serving(base_url, "/history/BENCH0?timeframe=1d&limit=1", API_START_TIMEOUT_S)
         result = await closed_loop(
             base_url,
             history_url("1m", sizes.days),

@@ -138,18 +138,32 @@ async def _refresh_takes_options(conn: asyncpg.Connection) -> bool:
     return takes
 
 
+# Over a large window the planner groups the refresh with a hash aggregate, which writes the
+# materialization's rows in hash order: after a refresh over all time one symbol's 1,000
+# consecutive minutes lay on ~900 heap pages (the bench's 2M-tick table), a page read per bar of
+# every /history 1m request. Grouped by sorting instead (each chunk along the ticks' primary key,
+# then merged), the rows are written in (symbol, bucket) order and the same read touches ~25 pages;
+# see docs/BENCHMARKS.md "Fifth round, TimescaleDB history". Only this session's refresh.
+SORTED_REFRESH = "SET enable_hashagg = off"
+
+
 async def refresh_aggregate(conn: asyncpg.Connection, view: str, attempts: int = 100) -> None:
-    """Refresh a continuous aggregate over all time, in one batch. A refresh already running on its
-    window (the refresh policy's background job, which starts as soon as the policy exists) makes
-    this one fail with LockNotAvailableError instead of waiting, so wait for it to end and try again."""
+    """Refresh a continuous aggregate over all time, in one batch, its rows written in (symbol,
+    bucket) order. A refresh already running on its window (the refresh policy's background job,
+    which starts as soon as the policy exists) makes this one fail with LockNotAvailableError
+    instead of waiting, so wait for it to end and try again."""
     options = f", options => '{ONE_BATCH}'" if await _refresh_takes_options(conn) else ""
-    for attempt in range(1, attempts + 1):
-        try:
-            await conn.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, NULL{options})")
-            return
-        except asyncpg.LockNotAvailableError:
-            if attempt == attempts:
-                raise
-            if attempt == 1:
-                log.info("%s: a refresh is already running; waiting for it to finish", view)
-            await asyncio.sleep(0.1)
+    await conn.execute(SORTED_REFRESH)
+    try:
+        for attempt in range(1, attempts + 1):
+            try:
+                await conn.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, NULL{options})")
+                return
+            except asyncpg.LockNotAvailableError:
+                if attempt == attempts:
+                    raise
+                if attempt == 1:
+                    log.info("%s: a refresh is already running; waiting for it to finish", view)
+                await asyncio.sleep(0.1)
+    finally:
+        await conn.execute("RESET enable_hashagg")
