@@ -42,6 +42,7 @@ from tradebot.api import (
     routes_ws,
 )
 from tradebot.api.auth import BodyLimit, check_exposure
+from tradebot.api.history_cache import HistoryCache
 from tradebot.api.routes_docs import add_offline_docs
 from tradebot.common.bus import Bus
 from tradebot.common.bus.connection import connect
@@ -174,6 +175,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     add_offline_docs(app)
     app.state.settings = settings
+    # encoded /history windows of this process (api/history_cache.py); None: every response fresh
+    app.state.history_cache = HistoryCache(settings.history_cache_mb << 20) if settings.history_cache_mb else None
     app.include_router(routes_history.router)
     app.include_router(routes_health.router)
     app.include_router(routes_account.router)

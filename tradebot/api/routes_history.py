@@ -9,9 +9,10 @@ from typing import Any
 
 import asyncpg
 import msgspec
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from tradebot.api.deps import BarQuery, BarQueryDep, ModeDep, NowDep, ReadPoolDep, SourceDep, SymbolDep, TimeRangeDep
+from tradebot.api.history_cache import CACHE_HEADER, HistoryCache, may_cache
 from tradebot.api.schemas import BarOut, ErrorOut, HistoryOut, OhlcvOut, StatsOut, SymbolOut, SymbolsOut
 from tradebot.common import rounding
 from tradebot.storage import queries
@@ -35,7 +36,7 @@ async def _bars(pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime) -
 
 
 async def _series(
-    pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime, encoded: bool = False
+    pool: asyncpg.Pool | asyncpg.Connection, query: BarQuery, mode: str, now: datetime, encoded: bool = False
 ) -> queries.Series:
     return await queries.series(
         pool,
@@ -69,16 +70,31 @@ def bar_out(row: asyncpg.Record, timeframe: str) -> BarOut:
 
 
 @router.get("/history/{symbol}", response_model=HistoryOut, responses=ERRORS)
-async def history(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep) -> Response:
+async def history(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep, request: Request) -> Response:
     """OHLCV bars of one continuous series (stored bars and ticks merged), oldest first.
 
     With ``start``: the first ``limit`` bars starting at or after it. Without: the latest ``limit``
     bars starting before ``end`` (default now, including the current, still open bar). Prices are
     rounded as quoted (to the cent; 4 decimals below $1), VWAP to 4 decimals; a daily bar also
-    carries its session date (America/New_York).
+    carries its session date (America/New_York). A window whose bars have all closed may be served
+    from the API's cache of encoded windows (header x-history-cache: hit), never after a write
+    that changed it (see api/history_cache.py).
     """
-    found = await _series(pool, query, mode, now, encoded=True)
-    return Response(history_json(query.symbol, query.timeframe, mode, found), media_type="application/json")
+    cache: HistoryCache | None = request.app.state.history_cache
+    if cache is None or mode != "postgresql" or not may_cache(query):
+        found = await _series(pool, query, mode, now, encoded=True)
+        return Response(history_json(query.symbol, query.timeframe, mode, found), media_type="application/json")
+    async with pool.acquire() as conn:
+        # the stamp first: bytes computed after it are kept under it (a write in between changes
+        # the version, so they are never served under a stamp they do not match)
+        stamp = await queries.history_stamp(conn, query.symbol)
+        body = cache.get(query, stamp, now)
+        if body is not None:
+            return Response(body, media_type="application/json", headers={CACHE_HEADER: "hit"})
+        found = await _series(conn, query, mode, now, encoded=True)
+    body = history_json(query.symbol, query.timeframe, mode, found)
+    kept = cache.offer(query, stamp, found, now, body)
+    return Response(body, media_type="application/json", headers={CACHE_HEADER: "miss" if kept else "fresh"})
 
 
 _JSON = msgspec.json.Encoder()

@@ -158,6 +158,8 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     # uvicorn worker processes of the API on that port (each with its own pools; >1 uses more cores)
     api_workers: int = Field(1, ge=1, le=32)
+    # MiB of encoded /history responses of closed windows each API process keeps (0 = none)
+    history_cache_mb: int = Field(8, ge=0, le=4096)
 
     # --- providers (secrets are SecretStr so they never print) ---
     alpaca_key: SecretStr | None = None

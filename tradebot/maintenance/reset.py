@@ -21,7 +21,7 @@ from tradebot.common.streams import HEARTBEAT_PATTERN
 from tradebot.storage.buckets import WIDTHS
 from tradebot.storage.timescale import refresh_aggregate
 
-HISTORY_TABLES = ("ticks", "bars", "symbol_sources", "ohlcv_kept_1m", "ohlcv_kept_1d")
+HISTORY_TABLES = ("ticks", "bars", "symbol_sources", "ohlcv_kept_1m", "ohlcv_kept_1d", "history_versions")
 KEPT_TABLES = ("schema_migrations",)
 
 

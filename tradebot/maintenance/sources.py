@@ -25,6 +25,10 @@ async def drop_source(conn: asyncpg.Connection, source: str, symbol: str | None 
     where, params = _where(source, symbol)
     deleted = {}
     async with conn.transaction():
+        # the symbols' history version rows first, in one order (storage/writer.py)
+        await conn.execute(
+            f"SELECT history_versions_lock(array(SELECT symbol FROM symbol_sources WHERE {where}))", *params
+        )
         for table in ("ticks", "bars", "symbol_sources"):
             status = await conn.execute(f"DELETE FROM {table} WHERE {where}", *params)
             deleted[table] = int(status.rsplit(" ", 1)[-1])

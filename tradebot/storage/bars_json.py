@@ -38,8 +38,9 @@ def _spelled(name: str) -> str:
 
 
 def bars_json_sql(history_sql: str, daily: bool) -> str:
-    """``history_sql``'s bars as one row: ``count``, ``bars`` (the JSON objects joined by commas,
-    oldest first; '' for none) and ``plain`` (false when a bar must be encoded from rows instead).
+    """``history_sql``'s bars as one row: ``count``, ``last`` (the newest bar's time), ``bars`` (the
+    JSON objects joined by commas, oldest first; '' for none) and ``plain`` (false when a bar must
+    be encoded from rows instead).
 
     Each step is a LATERAL of its own so every value is computed once a bar: the scaled value, its
     nearest integer, the rounded double and whether the fast arithmetic decides it, its text."""
@@ -68,7 +69,7 @@ def bars_json_sql(history_sql: str, daily: bool) -> str:
     checks.append("abs(found.volume) < 1e300")
     exact = "current_setting('extra_float_digits')::int > 0"
     plain = " AND ".join([exact, "date_trunc('second', ts) = ts", "trade_count IS NOT NULL", *checks])
-    return f"""SELECT count(*) AS count, coalesce(string_agg({bar}, ',' ORDER BY ts), '') AS bars,
+    return f"""SELECT count(*) AS count, max(ts) AS last, coalesce(string_agg({bar}, ',' ORDER BY ts), '') AS bars,
        coalesce(bool_and({plain}), true) AS plain
 FROM ({history_sql}) found
 CROSS JOIN LATERAL (SELECT {scaled} OFFSET 0) s

@@ -171,6 +171,7 @@ class Series(NamedTuple):
     sources: list[str]
     encoded: str | None = None
     bar_count: int = 0
+    last: datetime | None = None  # the newest bar's time (None: no bars)
 
 
 Found = TypeVar("Found")
@@ -275,9 +276,11 @@ async def series(
                 _encoded,
             )
             if found[0] is not None:
-                return Series([], sources, encoded=found[0], bar_count=found[1])
+                bars, newest = found[0]
+                return Series([], sources, encoded=bars, bar_count=found[1], last=newest)
         rows, _ = await _fetch(conn, sql, symbol, timeframe, lower, upper, limit, now, extra, edge, newest_first, _rows)
-        return Series(rows if not newest_first else rows[::-1], sources)
+        rows = rows if not newest_first else rows[::-1]
+        return Series(rows, sources, last=rows[-1]["ts"] if rows else None)
 
 
 async def _rows(conn: asyncpg.Connection, sql: str, args: tuple[object, ...]) -> tuple[Sequence[asyncpg.Record], int]:
@@ -285,11 +288,44 @@ async def _rows(conn: asyncpg.Connection, sql: str, args: tuple[object, ...]) ->
     return rows, len(rows)
 
 
-async def _encoded(conn: asyncpg.Connection, sql: str, args: tuple[object, ...]) -> tuple[str | None, int]:
-    """The bars' JSON, or None when one of them is not plain (encode the rows instead)."""
+async def _encoded(
+    conn: asyncpg.Connection, sql: str, args: tuple[object, ...]
+) -> tuple[tuple[str, datetime | None] | None, int]:
+    """The bars' JSON and the newest bar's time, or None when a bar is not plain (encode the rows instead)."""
     row = await conn.fetchrow(sql, *args)
     assert row is not None  # an aggregate without GROUP BY always returns one row
-    return (row["bars"] if row["plain"] else None), row["count"]
+    return ((row["bars"], row["last"]) if row["plain"] else None), row["count"]
+
+
+class HistoryStamp(NamedTuple):
+    """What a cached /history response of a symbol was computed under (api/history_cache.py):
+    its history version (None: no row, never cached) and frontier
+    (storage/migrations/postgresql/0024_history_versions.sql), its stored sources and whether its
+    kept series is off, the facts besides the bars that shape a response."""
+
+    version: int | None
+    frontier: datetime | None
+    sources: tuple[str, ...]
+    kept_off: bool
+
+    @property
+    def facts(self) -> tuple[int | None, tuple[str, ...], bool]:
+        """What a kept response must match (the frontier moves with writes past it: no change)."""
+        return self.version, self.sources, self.kept_off
+
+
+_STAMP_SQL = """
+SELECT h.version, CASE WHEN isfinite(h.frontier) THEN h.frontier END AS frontier,
+       coalesce((SELECT array_agg(source ORDER BY source) FROM symbol_sources WHERE symbol = $1), '{}') AS sources,
+       EXISTS (SELECT 1 FROM kept_series_off WHERE symbol = $1) AS kept_off
+FROM (VALUES (1)) AS one LEFT JOIN history_versions h ON h.symbol = $1"""
+
+
+async def history_stamp(conn: asyncpg.Connection, symbol: str) -> HistoryStamp:
+    """The HistoryStamp of ``symbol`` now (plain PostgreSQL only: three index probes)."""
+    row = await conn.fetchrow(_STAMP_SQL, symbol)
+    assert row is not None
+    return HistoryStamp(row["version"], row["frontier"], tuple(row["sources"]), row["kept_off"])
 
 
 async def _fetch(

@@ -69,6 +69,8 @@ async def enforce_tick_retention(pool: asyncpg.Pool, retention: str) -> int:
             cutoff = await retention_cutoff(conn, retention)
             for row in await conn.fetch(_SYMBOLS_SQL):
                 async with conn.transaction():
+                    # the history version row first, as every writer of ticks and bars takes it
+                    await conn.execute("SELECT history_versions_lock(ARRAY[$1])", row["symbol"])
                     await conn.execute(_ROLL_UP_SQL, row["symbol"], cutoff)
                     status = await conn.execute(
                         "DELETE FROM ticks WHERE symbol = $1 AND ts < $2", row["symbol"], cutoff

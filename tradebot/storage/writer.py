@@ -12,7 +12,9 @@ the exception: a provider may correct a bar it sent before (late trades), so a b
 (symbol, timeframe, ts, source) replaces the stored one, but only when its ``version`` is larger:
 whatever order the versions arrive in (a correction reclaimed after a crash, two storage workers,
 a backfill racing the live feed), the newest is what stays. Rows are inserted in key order so two
-workers writing overlapping batches lock in the same order and cannot deadlock.
+workers writing overlapping batches lock in the same order and cannot deadlock. On plain
+PostgreSQL the tables' triggers also lock each written symbol's history version row (the /history
+cache's invalidation); a batch of ticks and bars takes all those locks first, in symbol order.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from tradebot.common.models import (
 )
 
 BACKFILL_BATCH_ROWS = 10_000
+# A transaction writing ticks and bars locks the symbols' history version rows first, in one
+# order (storage/migrations/postgresql/0024_history_versions.sql; a no-op on TimescaleDB).
+_LOCK_HISTORY_SQL = "SELECT history_versions_lock($1::text[])"
 TickValues = WireRow | Tick  # what a tick row is built from: a Tick, or a decoded row of a tick-batch entry
 
 
@@ -254,6 +259,9 @@ async def write_batch(executor: Executor, ticks: Sequence[TickValues], events: S
             written[name] += await conn.fetchval(sql, *args)
             return written
         async with conn.transaction():
+            if ticks and any(type(e) is Bar for e in events):
+                # two statements would each lock history version rows (one order for both)
+                await conn.execute(_LOCK_HISTORY_SQL, sorted({symbol for symbol, _ in _source_pairs(ticks, events)}))
             for name, sql, args in statements:
                 written[name] += await conn.fetchval(sql, *args)
     return written
