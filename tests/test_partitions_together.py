@@ -18,7 +18,7 @@ from tradebot.common.bus.wire import decode_all
 from tradebot.common.models import Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
 from tradebot.common.streams import checkpoint_key, lease_key, partition_for, tick_stream, tick_stream_for
-from tradebot.common.waiting_read import read_when_there
+from tradebot.common.waiting_read import WaitingReader
 
 PARTITIONS = 3
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -76,14 +76,14 @@ async def test_readers_waiting_at_once_share_one_xread_and_each_takes_its_own_sh
     await bus.publish([(streams[0], tick("AAPL", 1)), (streams[2], tick("AAPL", 1))])
     # reader 1 is past what its stream has: it waits while the others take theirs
     positions = [{streams[0]: "0-0"}, {streams[1]: first[1][0]}, {streams[2]: first[2][0]}]
-    stops = [asyncio.Event() for _ in streams]
+    readers = [WaitingReader(bus, 10) for _ in streams]
+    stop = asyncio.Event()
     reads = [
-        asyncio.create_task(read_when_there(bus, at, count=10, block_ms=60_000, stop=stop))
-        for at, stop in zip(positions, stops, strict=True)
+        asyncio.create_task(reader.read(at, block_ms=60_000, stop=stop))
+        for reader, at in zip(readers, positions, strict=True)
     ]
     done, _ = await asyncio.wait([reads[0], reads[2]], timeout=30)
     assert len(done) == 2
-    assert not reads[1].done()
     zero, two = reads[0].result(), reads[2].result()
     assert zero is not None
     assert two is not None
@@ -91,10 +91,42 @@ async def test_readers_waiting_at_once_share_one_xread_and_each_takes_its_own_sh
     assert set(zero[2]) == {streams[0]}
     assert [sequence(d.event) for d in two[0]] == [1]
     assert set(two[2]) == {streams[2]}
-    stops[1].set()  # stopped: it leaves the read it waits in (the last one out cancels it)
-    assert await asyncio.wait_for(reads[1], timeout=30) is None
-    # the three waits began in one turn: one XREAD for them, then one more for reader 1 alone
-    assert (bus.stats["shared_reads"], bus.stats["shared_read_members"]) == (2, 4)
+    # one XREAD for the three; reader 1's next one waits while readers 0 and 2 are busy with theirs
+    assert (bus.stats["shared_reads"], bus.stats["shared_read_members"]) == (1, 3)
+    assert not reads[1].done()
+    readers[0].close()
+    readers[2].close()  # (done: they hold nothing back)
+    await wait_until(lambda: bus.stats["shared_reads"] == 2, what="reader 1's read sent")
+    third = await bus.publish([(streams[1], tick("AAPL", 1))])
+    one = await asyncio.wait_for(reads[1], timeout=30)
+    assert one is not None
+    assert one[2] == {streams[1]: third[0]}
+    readers[1].close()
+
+
+async def test_a_reader_that_waits_while_a_read_is_in_flight_ends_it_and_all_wait_together(bus: Bus) -> None:
+    streams = [tick_stream(p) for p in range(3)]
+    first = [await bus.publish([(stream, tick("AAPL", 0))]) for stream in streams]
+    stop = asyncio.Event()
+    waiting = [WaitingReader(bus, 10) for _ in range(2)]
+    reads = [
+        asyncio.create_task(reader.read({stream: ids[0]}, block_ms=60_000, stop=stop))
+        for reader, stream, ids in zip(waiting, streams, first, strict=False)
+    ]
+    await wait_until(lambda: bus.stats["shared_reads"] == 1, what="the first two readers' read")
+    newcomer = WaitingReader(bus, 10)  # a partition taken up just now: its read would go alone
+    late = asyncio.create_task(newcomer.read({streams[2]: first[2][0]}, block_ms=60_000, stop=stop))
+    await wait_until(lambda: bus.stats["shared_reads"] == 2, what="one read for the three")
+    assert bus.stats["shared_read_members"] == 2 + 3
+    added = await bus.publish([(streams[2], tick("AAPL", 1))])
+    got = await asyncio.wait_for(late, timeout=30)
+    assert got is not None
+    assert got[2] == {streams[2]: added[0]}
+    assert not any(read.done() for read in reads)
+    stop.set()  # the others stop: they leave the read they wait in (the last one out cancels it)
+    assert await asyncio.gather(*reads) == [None, None]
+    for reader in [*waiting, newcomer]:
+        reader.close()
 
 
 async def test_one_partition_loses_its_lease_alone_and_the_others_of_the_worker_go_on(bus: Bus) -> None:
