@@ -40,7 +40,7 @@ from tradebot.common.streams import (
     members_key,
     partition_consumer,
 )
-from tradebot.common.waiting_read import read_when_there
+from tradebot.common.waiting_read import WaitingReader
 
 log = logging.getLogger(__name__)
 
@@ -361,34 +361,54 @@ class PartitionReader:
         lease = (lease_key(role, self.partition), self.member)
         positions = await self.bus.take_positions(self.streams, role, lease)
         if await self._started(positions):
-            read = None
-            while not stop.is_set() and (max_messages is None or self.counters["handled"] < max_messages):
-                if read is None:  # fenced: None once the lease is lost
-                    read = await self.bus.read_positioned(positions, lease, count=self.config.batch_size)
-                if read is None:
-                    break
-                batch, rejected, ended = read
-                if ended:
-                    if not await self._before_batch(positions):
-                        break
-                    if not await self._commit(batch, rejected=rejected, positions=ended):
-                        break
-                    positions.update(ended)
-                elif burst:
-                    await self._ending(positions)
-                    return ReaderEnd.DRAINED
-                if not await self._after_batch(positions):
-                    break
-                read = None
-                if not burst:  # the wait is the read (more already there: at once); nothing came: a fenced read
-                    count, block_ms = self.config.batch_size, self.config.block_ms
-                    read = await read_when_there(self.bus, positions, count=count, block_ms=block_ms, stop=stop)
-            else:  # stopped, or MAX_MESSAGES reached
-                await self._ending(positions)
-                return ReaderEnd.STOPPED
+            waiting = WaitingReader(self.bus, self.config.batch_size)  # its worker's readers wait together
+            try:
+                end = await self._read_on(positions, lease, waiting, stop, burst=burst, max_messages=max_messages)
+                if end is not None:
+                    return end
+            finally:
+                waiting.close()
         log.warning("%s lost the lease on partition %d; leaving it to the new owner", role, self.partition)
         self.counters["fenced"] += 1
         return ReaderEnd.LOST
+
+    async def _read_on(
+        self,
+        positions: dict[str, str],
+        lease: tuple[str, str],
+        waiting: WaitingReader,
+        stop: asyncio.Event,
+        *,
+        burst: bool,
+        max_messages: int | None,
+    ) -> ReaderEnd | None:
+        """:meth:`_drain_positioned`'s loop: why it ended (stopped, drained, MAX_MESSAGES reached:
+        the snapshot, if any, written), None once the lease is lost."""
+        read = None
+        while not stop.is_set() and (max_messages is None or self.counters["handled"] < max_messages):
+            if read is None:  # fenced: None once the lease is lost
+                read = await self.bus.read_positioned(positions, lease, count=self.config.batch_size)
+            if read is None:
+                return None
+            batch, rejected, ended = read
+            if ended:
+                if not await self._before_batch(positions):
+                    return None
+                if not await self._commit(batch, rejected=rejected, positions=ended):
+                    return None
+                positions.update(ended)
+            elif burst:
+                waiting.close()
+                await self._ending(positions)
+                return ReaderEnd.DRAINED
+            if not await self._after_batch(positions):
+                return None
+            read = None
+            if not burst:  # the wait is the read (more already there: at once); nothing came: a fenced read
+                read = await waiting.read(positions, block_ms=self.config.block_ms, stop=stop)
+        waiting.close()  # (holding back no other reader's read while it writes its snapshot)
+        await self._ending(positions)
+        return ReaderEnd.STOPPED
 
     # What a positioned reader does around its batches; a reader that writes snapshots
     # (tradebot/common/snapshots.py) replays, and writes them, here. False: the lease is lost.

@@ -1,4 +1,5 @@
-"""A positioned reader's wait for its next entries that returns them (tick → order latency).
+"""A positioned reader's wait for its next entries that returns them (tick → order latency), one
+waiting XREAD for all the readers of a process that wait at once.
 
 A positioned reader (tradebot/common/partitions.py) keeps its place in its group, moved only by
 its fenced commit, so reading takes nothing from anyone: the lease check that matters is the
@@ -7,39 +8,208 @@ returns them, instead of a wait whose reply is dropped and a fenced read of the 
 a round trip (and the entry sent twice) less on the path of every live batch. A wait that ends
 with nothing (BLOCK elapsed, or stop) returns None, and the reader does a fenced read, which
 also tells an idle reader that its lease is gone.
+
+For the same reason the readers of one worker can share that XREAD: the waits begun in one turn
+of the event loop (the partitions whose commits just came back together,
+tradebot/common/bus/pipelined.py) go out as one XREAD of all their streams, each from its
+reader's own position, and each reader takes its streams' share of the reply. A reader with
+nothing in it waits on in the next shared read, until its own BLOCK has passed; a reader stopped
+leaves the read to the others (the last one out cancels it). A shared read that fails is tried
+again alone by each reader in it, so an error is only the reader's whose stream caused it. On a
+cluster only readers of one slot share a read.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Mapping
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import redis.asyncio as aioredis
 
 from tradebot.common.bus import Bus
+from tradebot.common.bus.connection import is_cluster
 from tradebot.common.bus.dead_letters import tick_dead_letter
 from tradebot.common.bus.wire import Delivery, RawEntry, decode_entry
 from tradebot.common.lifecycle import first_of
 
 PositionedRead = tuple[list[Delivery], list[tuple[RawEntry, str]], dict[str, str]]
+Reply = list[tuple[str, list[tuple[str, dict[str, str]]]]]
 
 
-async def read_when_there(
-    bus: Bus, positions: Mapping[str, str], *, count: int, block_ms: int, stop: asyncio.Event
-) -> PositionedRead | None:
-    """Up to ``count`` entries per stream after ``positions``, waiting up to ``block_ms`` for the
-    first; as :meth:`Bus.read_positioned` returns them (the streams share a slot, as there).
-    None when nothing came (or ``stop`` was set)."""
-    waiting = asyncio.create_task(bus.redis.xread(dict(positions), count=count, block=block_ms))
+class SharedRead:
+    """One XREAD: gathering readers' positions until it is sent, then in flight."""
+
+    def __init__(self, block_ms: int):
+        self.block_ms = block_ms
+        self.positions: dict[str, str] = {}
+        self.members = 0
+        self.reply: asyncio.Task[Reply | None] | None = None  # once sent
+        self.back: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # done: reply is
+
+
+class SharedReads:
+    """The waiting reads of a worker's positioned readers, shared (see the module).
+
+    Every reader taking part is a :class:`WaitingReader`. A read gathers the readers that wait and
+    is sent once every one of them waits (a reader busy with its batch holds it back: it comes back
+    at once after its commit, which goes with the others' in one pipeline), so one read is in
+    flight and a feed batch costs about one read and one pipeline of commits however many
+    partitions it lands on. A reader that waits while a read is in flight without it (one taken up
+    just now, or back from a fenced read) ends that read (cancelled: positioned reads take nothing)
+    and its readers wait again together with it.
+    """
+
+    def __init__(self, client: aioredis.Redis, count: int, stats: Counter[str]):
+        self.client, self.count, self.stats = client, count, stats
+        self.readers = 0  # taking part
+        self.waiting = 0  # of them, waiting in the read gathering or the one in flight
+        self._gathering: SharedRead | None = None
+        self._in_flight: SharedRead | None = None
+
+    def join(self, positions: Mapping[str, str], block_ms: int) -> SharedRead:
+        """The read to wait on (sent once no reader is busy)."""
+        shared = self._gathering
+        if shared is None:
+            shared = self._gathering = SharedRead(block_ms)
+        shared.positions.update(positions)
+        shared.block_ms = min(shared.block_ms, block_ms)
+        shared.members += 1
+        self.waiting += 1
+        self._send_when_ready()
+        return shared
+
+    def leave(self, shared: SharedRead) -> None:
+        """A reader stops waiting: its read came back (already counted), or it was stopped."""
+        if shared.reply is not None and shared.reply.done():
+            return
+        shared.members -= 1
+        self.waiting -= 1
+        if shared.members == 0:
+            if shared is self._gathering:
+                self._gathering = None
+            elif shared.reply is not None:
+                shared.reply.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
+        self._send_when_ready()
+
+    def overlaps(self, positions: Mapping[str, str]) -> bool:
+        """Whether a stream of ``positions`` is in the read gathering (two readers of one stream)."""
+        return self._gathering is not None and not self._gathering.positions.keys().isdisjoint(positions)
+
+    def quit(self) -> None:
+        """A reader no longer takes part (stopped, lost its lease, failed): it holds nothing back."""
+        self.readers -= 1
+        self._send_when_ready()
+
+    def _send_when_ready(self) -> None:
+        gathering = self._gathering
+        if gathering is None or self.waiting < self.readers:
+            return  # a reader busy with its batch comes back soon
+        if self._in_flight is not None:  # its readers wait again with the gathering ones
+            if self._in_flight.reply is not None:
+                self._in_flight.reply.cancel()
+            return
+        self._send(gathering)
+
+    def _send(self, shared: SharedRead) -> None:
+        if shared is self._gathering:
+            self._gathering = None
+        self._in_flight = shared
+        self.stats["shared_reads"] += 1
+        self.stats["shared_read_members"] += shared.members
+        shared.reply = asyncio.create_task(
+            self.client.xread(dict(shared.positions), count=self.count, block=shared.block_ms)
+        )
+        shared.reply.add_done_callback(lambda _: self._came_back(shared))
+
+    def _came_back(self, shared: SharedRead) -> None:
+        if shared.reply is not None and not shared.reply.cancelled():
+            shared.reply.exception()  # (retrieved: each reader of it sees it)
+        self.waiting -= shared.members  # busy with what it brought, until they wait again
+        if self._in_flight is shared:
+            self._in_flight = None
+        shared.back.set_result(None)
+        self._send_when_ready()
+
+
+class WaitingReader:
+    """One positioned reader taking part in its worker's :class:`SharedReads` (``close`` when done)."""
+
+    def __init__(self, bus: Bus, count: int):
+        self.client = bus.redis
+        if is_cluster(self.client):  # a read of one slot per reader
+            self.reads = None
+        else:
+            worker = _shared.setdefault(bus.redis, {})
+            self.reads = worker.get(count) or worker.setdefault(count, SharedReads(bus.redis, count, bus.stats))
+            self.reads.readers += 1
+        self.count = count
+
+    def close(self) -> None:
+        if self.reads is not None:
+            self.reads.quit()
+            self.reads = None
+
+    async def read(self, positions: Mapping[str, str], *, block_ms: int, stop: asyncio.Event) -> PositionedRead | None:
+        """Up to ``count`` entries per stream after ``positions``, waiting up to ``block_ms`` for the
+        first; as :meth:`Bus.read_positioned` returns them (the streams share a slot, as there).
+        None when nothing came (or ``stop`` was set)."""
+        reads = self.reads
+        if reads is None or reads.overlaps(positions):
+            return _decoded(await _read_alone(self.client, positions, self.count, block_ms, stop) or [])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + block_ms / 1000
+        while not stop.is_set():
+            left_ms = int((deadline - loop.time()) * 1000)
+            if left_ms <= 0:
+                return None
+            shared = reads.join(positions, left_ms)
+            try:
+                await first_of(stop, shared.back)  # (sent once no reader is busy)
+            finally:  # (also when the reader itself is cancelled)
+                reads.leave(shared)
+            if not shared.back.done() or shared.reply is None:
+                return None  # stopped
+            if shared.reply.cancelled():
+                continue  # ended for a reader that waits now: wait again, all together
+            if shared.reply.exception() is not None and len(shared.positions) > len(positions):
+                reply = await _read_alone(self.client, positions, self.count, left_ms, stop)
+            else:
+                reply = shared.reply.result()  # (a Redis error is raised here: the reader's to handle)
+            mine = [(stream, rows) for stream, rows in reply or [] if stream in positions]
+            if mine:
+                return _decoded(mine)
+        return None
+
+
+_shared: WeakKeyDictionary[aioredis.Redis, dict[int, SharedReads]] = WeakKeyDictionary()
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """A shared read's error is its readers' (each tries alone); none is left unretrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _read_alone(
+    client: aioredis.Redis, positions: Mapping[str, str], count: int, block_ms: int, stop: asyncio.Event
+) -> Reply | None:
+    waiting = asyncio.create_task(client.xread(dict(positions), count=count, block=block_ms))
     try:
         await first_of(stop, waiting)
     finally:  # (also when the reader itself is cancelled: no read is left behind)
         if not waiting.done():
-            waiting.cancel()  # redis-py drops the connection of a cancelled command: nothing half-read
+            waiting.cancel()
         await asyncio.gather(waiting, return_exceptions=True)
     if waiting.cancelled():
         return None
-    reply = waiting.result()  # (a Redis error is raised here: the reader's to handle)
-    if not reply:
-        return None
+    reply: Reply | None = waiting.result()
+    return reply
+
+
+def _decoded(reply: Reply) -> PositionedRead | None:
     deliveries: list[Delivery] = []
     rejected: list[tuple[RawEntry, str]] = []
     ended: dict[str, str] = {}

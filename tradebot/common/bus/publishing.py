@@ -12,6 +12,7 @@ from redis.crc import key_slot
 
 from tradebot.common.bus.base import BusBase
 from tradebot.common.bus.connection import is_cluster
+from tradebot.common.bus.pipelined import PipelinedScript
 from tradebot.common.bus.wire import Delivery, encode_entries
 from tradebot.common.models import Event
 from tradebot.common.replicas import barrier_key, run_replicated
@@ -47,6 +48,15 @@ class Commit:
 
 class Publishing(BusBase):
     """Publish events, and commit a batch's effect (outputs, state, acks) atomically."""
+
+    _commits_together: PipelinedScript | None = None
+
+    def pipeline_commits(self) -> None:
+        """From now on, commits made in the same turn of the event loop go to Redis in one
+        pipeline (common/bus/pipelined.py; each still fenced and atomic on its own). For a worker
+        whose readers commit at once (the strategy's); not with REDIS_MIN_REPLICAS nor on a cluster."""
+        if not self.min_replicas and not is_cluster(self.redis):
+            self._commits_together = PipelinedScript(self.redis, self._commit, self.stats)
 
     async def publish(self, items: Iterable[tuple[str, Event]]) -> list[str]:
         """Append events in one pipelined round trip (never trimming: see :meth:`trim_consumed`),
@@ -164,6 +174,8 @@ class Publishing(BusBase):
             for name, value in fields.items():
                 args += [name, value]
             args += gone
+        if self._commits_together is not None:
+            return CommitResult(await self._commits_together(keys=keys, args=args))
         return CommitResult(await self._replicated(self._commit, keys, args))
 
     async def ack(self, group: str, deliveries: Iterable[Delivery]) -> None:
