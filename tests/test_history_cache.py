@@ -165,6 +165,17 @@ async def test_dropping_a_source_changes_the_next_response(dsn: str) -> None:
         await _assert_recomputed(client, dsn, before)
 
 
+async def test_deleting_ticks_of_the_window_changes_the_next_response(dsn: str) -> None:
+    async with _client(dsn) as client:
+        before = await _cached(client)
+        conn = await asyncpg.connect(dsn)
+        try:  # as psql would: the sources stay the same, only the version tells
+            await conn.execute("DELETE FROM ticks WHERE symbol = 'AAPL' AND ts < $1", OLD + timedelta(minutes=2))
+        finally:
+            await conn.close()
+        await _assert_recomputed(client, dsn, before)
+
+
 async def test_retention_recomputes_the_window(dsn: str) -> None:
     async with _client(dsn) as client:
         before = await _cached(client)
