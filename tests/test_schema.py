@@ -54,7 +54,7 @@ async def test_migrations_apply_once_and_a_second_run_does_nothing(empty_dsn: st
         "schema_migrations",
         "backtest_runs",
         "order_changes",
-        *("ohlcv_kept_1m", "ohlcv_kept_1d", "kept_series_off"),  # plain PostgreSQL only
+        *("ohlcv_kept_1m", "ohlcv_kept_1d", "kept_series_off", "history_versions"),  # plain PostgreSQL only
     }
     assert await apply_migrations(empty_dsn) == []
     conn = await asyncpg.connect(empty_dsn)
