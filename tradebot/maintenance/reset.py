@@ -23,6 +23,7 @@ from tradebot.storage.timescale import refresh_aggregate
 
 HISTORY_TABLES = ("ticks", "bars", "symbol_sources", "ohlcv_kept_1m", "ohlcv_kept_1d", "history_versions")
 KEPT_TABLES = ("schema_migrations",)
+PASSES = 5
 
 
 class StillRunningError(RuntimeError):
@@ -87,9 +88,16 @@ async def refresh_rollups(conn: asyncpg.Connection) -> None:
         row["view_name"]
         for row in await conn.fetch("SELECT view_name FROM timescaledb_information.continuous_aggregates")
     }
-    for timeframe in WIDTHS:  # ordered finest first
-        if f"ohlcv_{timeframe}" in views:
-            await refresh_aggregate(conn, f"ohlcv_{timeframe}")
+    rollups = [f"ohlcv_{timeframe}" for timeframe in WIDTHS if f"ohlcv_{timeframe}" in views]  # finest first
+    # A refresh policy's job that was already running when the ticks went (each starts on its own,
+    # any minute) can write rows of the deleted ticks back after our pass emptied its level: pass
+    # again until every level is empty. Jobs starting after the TRUNCATE find nothing to write.
+    for _ in range(PASSES):
+        for view in rollups:
+            await refresh_aggregate(conn, view)
+        if not any([await conn.fetchval(f'SELECT EXISTS (SELECT 1 FROM "{view}")') for view in rollups]):
+            return
+    raise RuntimeError(f"the TimescaleDB rollups still hold rows after {PASSES} refreshes; run tradebot reset again")
 
 
 def run_reset(redis_url: str, database_url: str, *, keep_history: bool, confirm: Callable[[ResetPlan], bool]) -> bool:
