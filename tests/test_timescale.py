@@ -8,6 +8,7 @@ The history API tests (tests/test_history_api.py) also run against this server w
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,12 +17,14 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from tests.helpers import wait_until
 from tests.storage_fixtures import (
     DAYS,
     RANGE_END,
     RANGE_START,
     TIMEFRAMES,
     bucket_of,
+    migrated_database,
     minute_bar,
     reference_bars,
     session_database,
@@ -30,8 +33,15 @@ from tests.storage_fixtures import (
 from tradebot.common.db import create_pool, drop_database, recreate_database
 from tradebot.common.models import Tick
 from tradebot.storage import queries
+from tradebot.storage.buckets import WIDTHS
 from tradebot.storage.schema import apply_migrations
-from tradebot.storage.timescale import TimescaleOptions, compression_paused, database_mode, refresh_aggregate
+from tradebot.storage.timescale import (
+    TimescaleOptions,
+    compression_paused,
+    database_mode,
+    refresh_aggregate,
+    refreshes_paused,
+)
 from tradebot.storage.writer import write_events
 
 TIMESCALE_DSN = os.environ.get("TEST_TIMESCALE_DSN")
@@ -181,6 +191,62 @@ async def test_backfill_into_a_compressed_range_with_the_policy_paused(timescale
     assert all(row["scheduled"] for row in resumed)
     await refresh(timescale.pool, RANGE_START, RANGE_END)  # backfilled minutes were already materialized
     await assert_both_paths_match_reference(timescale.pool, "NVDA", nvda, [])
+
+
+REFRESH_JOBS = (
+    "SELECT job_id, scheduled FROM timescaledb_information.jobs WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+)
+REFRESHES_RUNNING = (
+    "SELECT count(*) FROM pg_stat_activity a JOIN timescaledb_information.jobs j "
+    "ON a.backend_type = j.application_name WHERE j.proc_name = 'policy_refresh_continuous_aggregate'"
+)
+
+
+@pytest.fixture
+async def own_pool() -> AsyncIterator[asyncpg.Pool]:
+    """A migrated TimescaleDB database of its own: a test moving the rollups' watermark to now."""
+    assert TIMESCALE_DSN
+    name = session_database("tradebot_timescale_pause_test")
+    pool = await create_pool(await migrated_database(TIMESCALE_DSN, name))
+    yield pool
+    await pool.close()
+    await drop_database(TIMESCALE_DSN, name)
+
+
+async def test_the_refresh_pause_waits_for_a_refresh_job_under_way(own_pool: asyncpg.Pool) -> None:
+    pool = own_pool
+
+    async def pause_entered() -> int:
+        async with refreshes_paused(pool):
+            return int(await pool.fetchval(REFRESHES_RUNNING))
+
+    minute_job = await pool.fetchval(
+        "SELECT job_id FROM timescaledb_information.jobs "
+        "WHERE proc_name = 'policy_refresh_continuous_aggregate' AND hypertable_name = 'ohlcv_1m'"
+    )
+    blocked = (
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity a JOIN timescaledb_information.jobs j "
+        "ON a.backend_type = j.application_name WHERE j.job_id = $1 AND a.wait_event_type = 'Lock')"
+    )
+    # a tick inside the minute policy's window, so its next run has minutes to read from the ticks
+    recent = Tick.create("PAUSE", 10, 1, datetime.now(UTC) - timedelta(minutes=5), source="test", trade_id=1)
+    await write_events(pool, [recent])
+    async with pool.acquire() as blocker, blocker.transaction():
+        # the minute rollup's job starts now and waits on this lock: a refresh under way
+        await blocker.execute("LOCK TABLE ticks IN ACCESS EXCLUSIVE MODE")
+        await pool.execute("SELECT alter_job($1, next_start => now())", minute_job)
+        await wait_until(lambda: pool.fetchval(blocked, minute_job), what="the minute refresh job to wait on the lock")
+        entered = asyncio.create_task(pause_entered())
+
+        async def paused() -> bool:
+            return not any(row["scheduled"] for row in await pool.fetch(REFRESH_JOBS))
+
+        await wait_until(paused, what="the refresh policies to pause")
+        assert not entered.done()  # still waiting for the job, which waits for the lock
+    assert await entered == 0  # entered only once the job had finished
+    resumed = await pool.fetch(REFRESH_JOBS)
+    assert len(resumed) == len(WIDTHS)
+    assert all(row["scheduled"] for row in resumed)
 
 
 async def watermark(pool: asyncpg.Pool, view: str) -> datetime:

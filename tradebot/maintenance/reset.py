@@ -19,11 +19,10 @@ import redis.asyncio as aioredis
 from tradebot.common.bus.connection import connect
 from tradebot.common.streams import HEARTBEAT_PATTERN
 from tradebot.storage.buckets import WIDTHS
-from tradebot.storage.timescale import refresh_aggregate
+from tradebot.storage.timescale import refresh_aggregate, refreshes_paused
 
 HISTORY_TABLES = ("ticks", "bars", "symbol_sources", "ohlcv_kept_1m", "ohlcv_kept_1d", "history_versions")
 KEPT_TABLES = ("schema_migrations",)
-PASSES = 5
 
 
 class StillRunningError(RuntimeError):
@@ -72,32 +71,27 @@ async def plan_reset(client: aioredis.Redis, conn: asyncpg.Connection, *, keep_h
 async def reset(client: aioredis.Redis, conn: asyncpg.Connection, *, keep_history: bool) -> None:
     """Delete the state (and, without ``keep_history``, the ticks and bars)."""
     tables = await _tables(conn, keep_history)
-    if tables:
-        await conn.execute("TRUNCATE " + ", ".join(f'"{table}"' for table in tables))
-    if not keep_history:
-        await refresh_rollups(conn)
+    async with refreshes_paused(conn):
+        if tables:
+            await conn.execute("TRUNCATE " + ", ".join(f'"{table}"' for table in tables))
+        if not keep_history:
+            await refresh_rollups(conn)
     await client.flushdb()
 
 
 async def refresh_rollups(conn: asyncpg.Connection) -> None:
-    """TimescaleDB keeps materialized rollups of deleted ticks: refreshing them over all time empties
-    them (finest first: each level is built from the one below). Plain PostgreSQL has none."""
+    """TimescaleDB keeps materialized rollups of deleted ticks: refreshing them over all time brings
+    them in line with the ticks left (finest first: each level is built from the one below). Plain
+    PostgreSQL has none. Call it inside ``refreshes_paused``, around the delete too."""
     if not await conn.fetchval("SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL"):
         return
     views = {
         row["view_name"]
         for row in await conn.fetch("SELECT view_name FROM timescaledb_information.continuous_aggregates")
     }
-    rollups = [f"ohlcv_{timeframe}" for timeframe in WIDTHS if f"ohlcv_{timeframe}" in views]  # finest first
-    # A refresh policy's job that was already running when the ticks went (each starts on its own,
-    # any minute) can write rows of the deleted ticks back after our pass emptied its level: pass
-    # again until every level is empty. Jobs starting after the TRUNCATE find nothing to write.
-    for _ in range(PASSES):
-        for view in rollups:
-            await refresh_aggregate(conn, view)
-        if not any([await conn.fetchval(f'SELECT EXISTS (SELECT 1 FROM "{view}")') for view in rollups]):
-            return
-    raise RuntimeError(f"the TimescaleDB rollups still hold rows after {PASSES} refreshes; run tradebot reset again")
+    for timeframe in WIDTHS:  # finest first
+        if f"ohlcv_{timeframe}" in views:
+            await refresh_aggregate(conn, f"ohlcv_{timeframe}")
 
 
 def run_reset(redis_url: str, database_url: str, *, keep_history: bool, confirm: Callable[[ResetPlan], bool]) -> bool:

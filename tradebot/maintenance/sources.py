@@ -9,6 +9,7 @@ from collections.abc import Callable
 import asyncpg
 
 from tradebot.maintenance.reset import refresh_rollups
+from tradebot.storage.timescale import refreshes_paused
 
 
 async def source_rows(conn: asyncpg.Connection, source: str, symbol: str | None) -> dict[str, int]:
@@ -24,16 +25,17 @@ async def drop_source(conn: asyncpg.Connection, source: str, symbol: str | None 
     """Delete the ticks and bars of ``source`` in one transaction; returns the rows deleted per table."""
     where, params = _where(source, symbol)
     deleted = {}
-    async with conn.transaction():
-        # the symbols' history version rows first, in one order (storage/writer.py)
-        await conn.execute(
-            f"SELECT history_versions_lock(array(SELECT symbol FROM symbol_sources WHERE {where}))", *params
-        )
-        for table in ("ticks", "bars", "symbol_sources"):
-            status = await conn.execute(f"DELETE FROM {table} WHERE {where}", *params)
-            deleted[table] = int(status.rsplit(" ", 1)[-1])
-    if deleted["ticks"]:
-        await refresh_rollups(conn)  # TimescaleDB's rollups still hold the deleted ticks
+    async with refreshes_paused(conn):
+        async with conn.transaction():
+            # the symbols' history version rows first, in one order (storage/writer.py)
+            await conn.execute(
+                f"SELECT history_versions_lock(array(SELECT symbol FROM symbol_sources WHERE {where}))", *params
+            )
+            for table in ("ticks", "bars", "symbol_sources"):
+                status = await conn.execute(f"DELETE FROM {table} WHERE {where}", *params)
+                deleted[table] = int(status.rsplit(" ", 1)[-1])
+        if deleted["ticks"]:
+            await refresh_rollups(conn)  # TimescaleDB's rollups still hold the deleted ticks
     return {table: deleted[table] for table in ("ticks", "bars")}
 
 

@@ -9,6 +9,7 @@ longest candidate interval that fits; ``CHUNK_INTERVAL`` overrides the ticks' in
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -88,15 +89,37 @@ async def database_mode(executor: Executor) -> Mode:
     return "timescaledb" if rollups else "postgresql"
 
 
-async def _compression_jobs(conn: asyncpg.Connection, tables: Sequence[str]) -> list[int]:
+async def _policy_jobs(conn: asyncpg.Connection, proc_name: str, tables: Sequence[str] | None = None) -> list[int]:
+    """The scheduled policy jobs running ``proc_name`` (on ``tables``, when given)."""
     if not await conn.fetchval("SELECT to_regclass('timescaledb_information.jobs') IS NOT NULL"):
         return []
     rows = await conn.fetch(
-        "SELECT job_id FROM timescaledb_information.jobs "
-        "WHERE proc_name = 'policy_compression' AND hypertable_name = ANY($1::text[]) AND scheduled",
-        list(tables),
+        "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = $1 AND scheduled "
+        "AND ($2::text[] IS NULL OR hypertable_name = ANY($2::text[]))",
+        proc_name,
+        None if tables is None else list(tables),
     )
     return [row["job_id"] for row in rows]
+
+
+@asynccontextmanager
+async def _jobs_paused(
+    executor: Executor, jobs_of: str, tables: Sequence[str] | None = None
+) -> AsyncIterator[list[int]]:
+    async with connection(executor) as conn:
+        jobs = await _policy_jobs(conn, jobs_of, tables)
+        for job_id in jobs:
+            await conn.execute("SELECT alter_job($1, scheduled => false)", job_id)
+    if jobs:
+        log.info("%s paused (jobs %s)", jobs_of, jobs)
+    try:
+        yield jobs
+    finally:
+        async with connection(executor) as conn:
+            for job_id in jobs:
+                await conn.execute("SELECT alter_job($1, scheduled => true)", job_id)
+        if jobs:
+            log.info("%s resumed", jobs_of)
 
 
 @asynccontextmanager
@@ -107,20 +130,35 @@ async def compression_paused(executor: Executor, tables: Sequence[str] = ("ticks
     the affected segments), but a bulk backfill is faster with the policy paused: the chunks it
     writes stay uncompressed until the policy resumes and compresses them in one pass.
     """
-    async with connection(executor) as conn:
-        jobs = await _compression_jobs(conn, tables)
-        for job_id in jobs:
-            await conn.execute("SELECT alter_job($1, scheduled => false)", job_id)
-    if jobs:
-        log.info("compression paused for %s (jobs %s)", ", ".join(tables), jobs)
-    try:
+    async with _jobs_paused(executor, "policy_compression", tables):
         yield
-    finally:
-        async with connection(executor) as conn:
-            for job_id in jobs:
-                await conn.execute("SELECT alter_job($1, scheduled => true)", job_id)
+
+
+# A policy job's worker shows in pg_stat_activity under its job's name from the moment it is forked
+# (its backend type) until it exits, between its transactions too.
+_REFRESH_RUNNING = (
+    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity a JOIN timescaledb_information.jobs j "
+    "ON j.application_name IN (a.backend_type, a.application_name) "
+    "WHERE j.proc_name = 'policy_refresh_continuous_aggregate' AND a.datname = current_database())"
+)
+
+
+@asynccontextmanager
+async def refreshes_paused(executor: Executor, poll: float = 0.1) -> AsyncIterator[None]:
+    """Pause the rollups' refresh policies and wait for a refresh job still running to end; no-op on
+    plain PostgreSQL. For deleting ticks: a policy job that read the ticks before they went writes
+    their rollup rows back after our own refresh emptied them (CI saw a daily row come back after
+    ``tradebot reset`` about once in six runs)."""
+    async with _jobs_paused(executor, "policy_refresh_continuous_aggregate") as jobs:
         if jobs:
-            log.info("compression resumed for %s", ", ".join(tables))
+            async with connection(executor) as conn:
+                for polls in itertools.count():
+                    if not await conn.fetchval(_REFRESH_RUNNING):
+                        break
+                    if polls == 0:
+                        log.info("waiting for a running rollup refresh to finish")
+                    await asyncio.sleep(poll)
+        yield
 
 
 # TimescaleDB 2.2x refreshes a window in small batches of buckets by default (each its own DELETE
