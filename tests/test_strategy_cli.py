@@ -15,6 +15,7 @@ from tradebot.cli import app
 from tradebot.common.bus import Bus
 from tradebot.common.bus.connection import connect
 from tradebot.common.config import Settings
+from tradebot.common.embedded import EmbeddedRedis
 from tradebot.strategy.catalog import build_strategy
 from tradebot.strategy.service import follow_switches
 
@@ -65,3 +66,29 @@ def test_switches_reach_a_running_worker(settings: Settings, tmp_path: Path) -> 
     unknown = runner.invoke(app, ["strategy", "enable", "nope"], env=env)
     assert unknown.exit_code == 2
     assert "no strategy 'nope'" in unknown.output
+
+
+def test_switches_still_reach_the_worker_after_a_redis_outage(
+    private_redis: EmbeddedRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "strategies.toml"
+    path.write_text('[[strategy]]\nname = "cross"\nclass = "ma_crossover"\n')
+    env = {"REDIS_URL": private_redis.url, "STRATEGIES_FILE": str(path), "LOG_LEVEL": "WARNING"}
+
+    async def scenario() -> dict[str, bool]:
+        bus = Bus(connect(private_redis.url))
+        switches: dict[str, bool] = {}
+        stop = asyncio.Event()
+        follower = asyncio.create_task(follow_switches(bus, switches, stop))
+        private_redis.stop()
+        await wait_until(lambda: "strategy switches not refreshed" in caplog.text, what="a poll during the outage")
+        private_redis.start()
+        result = await asyncio.to_thread(runner.invoke, app, ["strategy", "disable", "cross"], env=env)
+        assert result.exit_code == 0, result.output
+        await wait_until(lambda: switches.get("cross") is False, what="the switch to reach the worker")
+        stop.set()
+        await follower
+        await bus.close()
+        return switches
+
+    assert asyncio.run(scenario()) == {"cross": False}

@@ -283,9 +283,20 @@ def _text(value: bytes | str) -> str:
 
 
 async def follow_switches(bus: Bus, switches: dict[str, bool], stop: asyncio.Event) -> None:
-    """Keep ``switches`` equal to what was switched at run time, polling every SWITCH_POLL_S."""
+    """Keep ``switches`` equal to what was switched at run time, polling every SWITCH_POLL_S. While
+    Redis is away the last switches hold (the worker cannot read ticks then either), and the poll
+    goes on: a switch made during the outage arrives once Redis is back."""
+    unreachable = False
     while not stop.is_set():
-        current = await read_switches(bus)
+        try:
+            current = await read_switches(bus)
+        except RECOVERABLE_REDIS_ERRORS as error:
+            if not unreachable:
+                log.warning("strategy switches not refreshed, keeping the last ones: %s", error)
+            unreachable = True
+            await wait_or_stop(stop, SWITCH_POLL_S)
+            continue
+        unreachable = False
         if current != switches:
             log.info(
                 "strategy switches: %s", ", ".join(f"{n}={'on' if v else 'off'}" for n, v in sorted(current.items()))
