@@ -11,6 +11,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from tests.bus_workers import ACKED, EFFECTS
@@ -391,3 +392,39 @@ async def test_an_entry_whose_every_tick_is_malformed_is_acked_with_its_last_dea
     assert [d.event.symbol for d in got] == ["MSFT"]
     assert [r.index for r in await bus.dead_letters(dead_letter_stream(STREAM))] == [0, 1]
     assert (await bus.health(STREAM, "testers")).pending == 1  # only MSFT's
+
+
+class CancellationLosingBus(Bus):
+    """Its read returns normally when cancelled, as a redis-py command can on Python 3.11 (its
+    socket timeout goes through ``asyncio.wait_for``, which drops a cancellation that lands just as
+    the reply arrives; see lifecycle.end_if_cancelled)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        super().__init__(client)
+        self.reading = asyncio.Event()
+
+    async def read(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.reading.set()
+        try:
+            return await super().read(*args, **kwargs)
+        except asyncio.CancelledError:
+            return []
+
+
+async def test_a_consumer_ends_when_its_cancellation_is_lost_in_a_read(redis_url: str) -> None:
+    bus = CancellationLosingBus(connect(redis_url))
+    reader = GroupConsumer(bus, [STREAM], "testers", "c1", batch_size=50, block_ms=5000, claim_idle_ms=300_000,
+                           counters=Counter())  # fmt: skip
+
+    async def handle(batch: list[Delivery]) -> None:
+        pass
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(reader.run(handle, stop=stop))
+    await asyncio.wait_for(bus.reading.wait(), timeout=30)  # blocked in XREADGROUP, nothing to read
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=30)
+    stop.set()  # (ends a consumer that read on)
+    assert done, "the consumer read on after it was cancelled"
+    assert task.cancelled()
+    await bus.close()

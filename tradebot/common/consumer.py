@@ -23,7 +23,7 @@ from typing import TypeVar
 from tradebot.common.bus import Bus
 from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.bus.wire import Delivery
-from tradebot.common.lifecycle import Backoff
+from tradebot.common.lifecycle import Backoff, end_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class GroupConsumer:
         """Loop until ``stop`` (or, in burst mode, until nothing is left; or after max_messages)."""
         await self._with_redis(self._ensure_groups, stop)
         while not stop.is_set():
+            end_if_cancelled()  # a cancellation a Redis command dropped (the runtime's grace period)
             if max_messages is not None and self.counters["handled"] >= max_messages:
                 return
             batch = await self._with_redis(self._next_batch, stop)

@@ -31,7 +31,7 @@ from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.bus.dead_letters import dead_letter_record
 from tradebot.common.bus.publishing import Commit
 from tradebot.common.bus.wire import Delivery, RawEntry, encode
-from tradebot.common.lifecycle import Backoff, backoff_delay_s, first_of
+from tradebot.common.lifecycle import Backoff, backoff_delay_s, end_if_cancelled, first_of
 from tradebot.common.models import Event
 from tradebot.common.streams import (
     checkpoint_key,
@@ -314,6 +314,7 @@ class PartitionReader:
             return await self._drain_positioned(stop, burst=burst, max_messages=max_messages)
         pending = True  # the previous owner's unacked entries come first, in order
         while not stop.is_set():
+            end_if_cancelled()  # a cancellation a Redis command dropped (the runtime's grace period)
             if max_messages is not None and self.counters["handled"] >= max_messages:
                 return ReaderEnd.STOPPED
             batch = await self._read(lease, pending=pending)
@@ -386,6 +387,7 @@ class PartitionReader:
         the snapshot, if any, written), None once the lease is lost."""
         read = None
         while not stop.is_set() and (max_messages is None or self.counters["handled"] < max_messages):
+            end_if_cancelled()  # a cancellation a Redis command dropped (the runtime's grace period)
             if read is None:  # fenced: None once the lease is lost
                 read = await self.bus.read_positioned(positions, lease, count=self.config.batch_size)
             if read is None:
