@@ -67,7 +67,7 @@ CURSOR_NAME = "mock"
 # (5 ms against 10 ms, docs/BENCHMARKS.md "Fourth round, all merged"). Below that rate, batches of
 # MIN_TICKS_PER_BATCH ticks, at most MAX_PUBLISH_INTERVAL_S apart: a slow feed's entries and cursor
 # writes are the bulk of Redis's bytes per tick (the default 500 ticks/s: 25 ticks every 50 ms,
-# 274 B/tick of append-only file; 10-tick batches there: 344, past issue 14's 300). At 1,000/s the
+# 251 B/tick of append-only file; 10-tick batches there: 344, past issue 14's 300). At 1,000/s the
 # 25-tick batches made a tick wait up to 25 ms (docs/BENCHMARKS.md "Sixth round, latency").
 MIN_TICKS_PER_BATCH = 25
 MAX_PUBLISH_INTERVAL_S = 0.05
