@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tradebot.common.codec import built_tick
+from tradebot.common.codec import TickRow, built_tick
 from tradebot.common.models import MAX_PRICE, SYMBOL_PATTERN, Tick
 from tradebot.market_data.start_prices import STARTING_PRICES
 
@@ -69,40 +69,31 @@ def starting_price(symbol: str) -> float:
     return (low + zlib.crc32(symbol.encode()) % (high - low + 1)) / 100
 
 
-def _uniforms(digest: bytes) -> tuple[float, float, float, float]:
-    """The four big-endian 64-bit words of a 32-byte digest, as uniforms in (0, 1)."""
-    first, second, third, fourth = _WORDS.unpack(digest)
-    return (first + 0.5) / 2**64, (second + 0.5) / 2**64, (third + 0.5) / 2**64, (fourth + 0.5) / 2**64
+def _draws(seed: int, symbol: str) -> Any:
+    """The hash state of ``seed|symbol|``: a tick's four uniforms in (0, 1) are the four big-endian
+    64-bit words of the 32-byte blake2b of ``seed|symbol|index``, ``(word + 0.5) / 2**64`` each.
+
+    The state is made once and copied per tick (hashing is streaming, so the digest is that of the
+    whole string: the same numbers as ever, for the same inputs)."""
+    return hashlib.blake2b(f"{seed}|{symbol}|".encode(), digest_size=32)
 
 
-class _Draws:
-    """Four uniforms in (0, 1) for each tick index of one symbol: blake2b of ``seed|symbol|index``.
-
-    The hash state of ``seed|symbol|`` is made once and copied per tick (hashing is streaming, so
-    the digest is that of the whole string: the same numbers as ever, for the same inputs)."""
-
-    def __init__(self, seed: int, symbol: str):
-        self.prefix = hashlib.blake2b(f"{seed}|{symbol}|".encode(), digest_size=32)
-
-    def at(self, index: int) -> tuple[float, float, float, float]:
-        hashed = self.prefix.copy()
-        hashed.update(str(index).encode())
-        return _uniforms(hashed.digest())
-
-
-def trade_size(kind: float, amount: float) -> int:
-    """Half odd lots (1-99 shares), most of the rest round lots, a few blocks up to 5,000."""
+def trade_size(kind: float, amount: float) -> float:
+    """Half odd lots (1-99 shares), most of the rest round lots, a few blocks up to 5,000 (whole
+    shares, as the tick's float)."""
     if kind < 0.5:
-        return 1 + int(amount * 99)
+        return float(1 + int(amount * 99))
     if kind < 0.9:
-        return 100 * (1 + int(amount * 5))
-    return 100 * (5 + int(amount * 46))
+        return float(100 * (1 + int(amount * 5)))
+    return float(100 * (5 + int(amount * 46)))
 
 
-def next_price(price: float, normal: float) -> float:
-    """One GBM step without drift: the expected price stays put, the log-price diffuses."""
-    sigma = ANNUAL_VOLATILITY
-    return price * math.exp(-0.5 * sigma**2 * TICK_STEP_YEARS + sigma * math.sqrt(TICK_STEP_YEARS) * normal)
+# One GBM step without drift (the expected price stays put, the log-price diffuses) multiplies the
+# price by exp(_DRIFT + _SHOCK * normal): the constants as ``-0.5 * sigma**2 * T + sigma * sqrt(T) *
+# normal`` evaluates them (left to right), so the step is the same float as when they were not folded.
+_DRIFT = -0.5 * ANNUAL_VOLATILITY**2 * TICK_STEP_YEARS
+_SHOCK = ANNUAL_VOLATILITY * math.sqrt(TICK_STEP_YEARS)
+_TWO_PI = 2 * math.pi  # as ``2 * math.pi * u`` evaluates it
 
 
 def step_for(ticks_per_second: float) -> timedelta:
@@ -138,7 +129,7 @@ class FeedClock:
         return cls(start, saved["origin"], timedelta(microseconds=saved["step_us"]))
 
 
-@dataclass
+@dataclass(slots=True)
 class SymbolPath:
     """Where one symbol's random walk stands: ticks made so far and the unrounded price."""
 
@@ -166,13 +157,16 @@ class MockFeed:
             raise ValueError(f"the mock feed cannot trade invalid symbols: {', '.join(invalid)}")
         self.symbols = list(symbols)
         self.seed = seed
-        self._draws = {symbol: _Draws(seed, symbol) for symbol in self.symbols}
         saved = cursor or {}
         self.produced: int = saved.get("produced", 0)
         # Paths of symbols no longer traded are kept, so re-adding one never reuses a tick id.
         self.paths = {symbol: _path(saved_path) for symbol, saved_path in saved.get("paths", {}).items()}
         for symbol in self.symbols:
             self.paths.setdefault(symbol, SymbolPath(0, starting_price(symbol)))
+        # per symbol, in turn order: what making its next tick needs (the path is the one in paths)
+        self._lanes = [
+            (symbol, f"{SOURCE}:{symbol}:", _draws(seed, symbol), self.paths[symbol]) for symbol in self.symbols
+        ]
         if "clock" in saved:
             self.clock = FeedClock.from_json(saved["clock"]).with_step(self.produced, step)
         else:  # a new cursor (or one from before the clock was kept): start now, to the millisecond
@@ -180,29 +174,55 @@ class MockFeed:
             self.clock = FeedClock(now.replace(microsecond=now.microsecond // 1000 * 1000), self.produced, step)
 
     def next_tick(self) -> Tick:
-        """The next trade print in the sequence.
-
-        Built without pydantic's per-tick validation (the feed's hottest cost): the symbols were
-        checked once, sizes are whole shares from 1 to 5,000, the clock is UTC, and the price is
-        checked here, so the tick is the one ``Tick.create`` would make.
-        """
-        symbol = self.symbols[self.produced % len(self.symbols)]
-        path = self.paths[symbol]
-        u_radius, u_angle, u_kind, u_amount = self._draws[symbol].at(path.count)
-        normal = math.sqrt(-2 * math.log(u_radius)) * math.cos(2 * math.pi * u_angle)  # Box-Muller
-        path.price = next_price(path.price, normal)
-        price = max(0.01, round(path.price, 2))
-        if price > MAX_PRICE:
-            raise ValueError(f"mock price of {symbol} ran past {MAX_PRICE:,.0f}")
-        size = float(trade_size(u_kind, u_amount))
-        tick = built_tick(f"{SOURCE}:{symbol}:{path.count}", symbol, self.clock.at(self.produced), price, size, SOURCE)
-        path.count += 1
-        self.produced += 1
-        return tick
+        """The next trade print in the sequence."""
+        return self.take(1)[0]
 
     def take(self, count: int) -> list[Tick]:
-        """The next ``count`` ticks."""
-        return [self.next_tick() for _ in range(count)]
+        """The next ``count`` ticks.
+
+        Built without pydantic's per-tick validation (the feed's hottest cost): the values are the
+        checked ones of :meth:`rows`, so each tick is the one ``Tick.create`` would make.
+        """
+        return [built_tick(*row) for row in self.rows(count)]
+
+    def rows(self, count: int) -> list[TickRow]:
+        """The next ``count`` ticks as plain values (what :meth:`take` makes Ticks of): the
+        publishing worker encodes these straight into entries, without a Tick object per tick.
+
+        One loop with everything it touches at hand, because this is the feed's whole per-tick
+        cost: the symbols were checked once, sizes are whole shares from 1 to 5,000, the clock is
+        UTC and exact (each stamp is the last plus one step: ``FeedClock.at``'s value), and the
+        price is checked here.
+        """
+        lanes = self._lanes
+        lane_count = len(lanes)
+        produced = self.produced
+        stamp, step = self.clock.at(produced), self.clock.step
+        unpack, log, sqrt, cos, exp = _WORDS.unpack, math.log, math.sqrt, math.cos, math.exp
+        made: list[TickRow] = []
+        append = made.append
+        for _ in range(count):
+            symbol, id_prefix, draws, path = lanes[produced % lane_count]
+            index = path.count
+            hashed = draws.copy()  # the four uniforms: see _draws
+            hashed.update(str(index).encode())
+            first, second, third, fourth = unpack(hashed.digest())
+            u_radius, u_angle = (first + 0.5) / 2**64, (second + 0.5) / 2**64
+            normal = sqrt(-2 * log(u_radius)) * cos(_TWO_PI * u_angle)  # Box-Muller
+            path.price = path.price * exp(_DRIFT + _SHOCK * normal)  # one GBM step
+            price = round(path.price, 2)
+            if price < 0.01:
+                price = 0.01
+            elif price > MAX_PRICE:
+                self.produced = produced  # the ticks made before this one stay made
+                raise ValueError(f"mock price of {symbol} ran past {MAX_PRICE:,.0f}")
+            u_kind, u_amount = (third + 0.5) / 2**64, (fourth + 0.5) / 2**64
+            append((f"{id_prefix}{index}", symbol, stamp, price, trade_size(u_kind, u_amount), SOURCE))
+            path.count = index + 1
+            produced += 1
+            stamp += step
+        self.produced = produced
+        return made
 
     def cursor(self) -> dict[str, Any]:
         """JSON-ready position of the feed; a feed built from it continues the same sequence."""

@@ -42,9 +42,10 @@ from tradebot.common import runtime
 from tradebot.common.bus import Bus
 from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.bus.publishing import Commit, CommitResult
+from tradebot.common.bus.wire import tick_entries
+from tradebot.common.codec import TickRow
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.lifecycle import Backoff, wait_or_stop
-from tradebot.common.models import Event
 from tradebot.common.streams import (
     Role,
     partition_cursor_key,
@@ -141,28 +142,29 @@ async def publish_batch(
     cursor had moved on (reload and continue).
     """
     first = feed.produced
-    ticks = feed.take(count)
+    rows = feed.rows(count)  # the ticks' values: encoded straight into entries, no Tick objects
     cursor = json.dumps({"produced": feed.produced})
-    shares: list[list[tuple[str, Event]]] = [[] for _ in committed]
+    partition_of = {symbol: partition_for(symbol, len(committed)) for symbol in feed.symbols}
+    shares: list[list[TickRow]] = [[] for _ in committed]
     done = [_produced(text) for text in committed]
-    for position, tick in enumerate(ticks, start=first):
-        partition = partition_for(tick.symbol, len(committed))
+    for position, row in enumerate(rows, start=first):
+        partition = partition_of[row[1]]
         if position >= done[partition]:
-            shares[partition].append((tick_stream(partition), tick))
+            shares[partition].append(row)
     commits = [
-        (partition, share)
+        (partition, tick_entries(tick_stream(partition), share, bus.ticks_per_entry), len(share))
         for partition, share in enumerate(shares)
         if share  # a partition with nothing: no commit
     ]
     results = await asyncio.gather(
-        *(_commit_share(bus, partition, share, committed[partition], cursor) for partition, share in commits),
+        *(_commit_share(bus, partition, entries, committed[partition], cursor) for partition, entries, _ in commits),
         return_exceptions=True,  # every commit settles before an error goes on (a reload must see them)
     )
     moved_on = False
-    for (partition, share), result in zip(commits, results, strict=True):
+    for (partition, _, ticks), result in zip(commits, results, strict=True):
         if result is CommitResult.APPLIED:
             committed[partition] = cursor
-            counters["published"] += len(share)
+            counters["published"] += ticks
         elif not isinstance(result, BaseException):
             moved_on = True
     errors = [result for result in results if isinstance(result, BaseException)]
@@ -176,11 +178,11 @@ async def publish_batch(
 
 
 async def _commit_share(
-    bus: Bus, partition: int, share: list[tuple[str, Event]], loaded: str, cursor: str
+    bus: Bus, partition: int, entries: list[tuple[str, dict[str, str]]], loaded: str, cursor: str
 ) -> CommitResult:
-    """One partition's share with its cursor, if that cursor still reads ``loaded``."""
+    """One partition's share (its tick-batch entries) with its cursor, if that cursor still reads ``loaded``."""
     key = partition_cursor_key(CURSOR_NAME, partition)
-    return await bus.commit("", Commit(publish=share, state={key: cursor}, guard=(key, loaded)))
+    return await bus.commit("", Commit(entries=entries, state={key: cursor}, guard=(key, loaded)))
 
 
 async def write_snapshot(bus: Bus, feed: MockFeed) -> None:

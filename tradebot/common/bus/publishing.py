@@ -34,6 +34,8 @@ class Commit:
     """Everything one batch's effect writes to Redis, applied atomically by :meth:`Bus.commit`."""
 
     publish: list[tuple[str, Event]] = field(default_factory=list)
+    # (stream, wire fields of a tick-batch entry) already encoded (wire.tick_entries), after publish's
+    entries: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     acks: list[tuple[str, str]] = field(default_factory=list)
     state: dict[str, str] = field(default_factory=dict)
     hashes: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> fields to set (HSET)
@@ -152,7 +154,7 @@ class Publishing(BusBase):
         for stream, entry_id in commit.positions.items():
             keys.append(stream)
             args.append(entry_id)
-        published = encode_entries(commit.publish, self.ticks_per_entry)
+        published = encode_entries(commit.publish, self.ticks_per_entry) + commit.entries
         args.append(len(published))
         for stream, fields in published:
             keys.append(stream)

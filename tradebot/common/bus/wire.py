@@ -7,11 +7,19 @@ every reader takes an entry's events with :func:`decode_entry`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from tradebot.common.codec import decode_event, decode_rows, encode_event, encode_rows, row_count
+from tradebot.common.codec import (
+    TickRow,
+    decode_event,
+    decode_rows,
+    encode_event,
+    encode_row_values,
+    encode_rows,
+    row_count,
+)
 from tradebot.common.models import EVENT_TYPES, Event, Tick
 from tradebot.common.streams import SCHEMA_VERSION, TICKS_SCHEMA_VERSION, TICKS_TYPE
 
@@ -73,6 +81,21 @@ def encode_entries(
     for stream, run in open_ticks.items():
         _close_run(per_stream[stream], run)
     return [(stream, fields) for stream, entries in per_stream.items() for fields in entries]
+
+
+def tick_entries(
+    stream: str, rows: Sequence[TickRow], ticks_per_entry: int = TICKS_PER_ENTRY
+) -> list[tuple[str, dict[str, str]]]:
+    """The entries :func:`encode_entries` makes of ticks of one stream, byte for byte, from the
+    ticks' values in the Tick's field order (``codec.encode_row_values``): the mock feed publishes
+    its ticks without making Tick objects of them."""
+    return [
+        (
+            stream,
+            {"v": TICKS_SCHEMA_VERSION, "type": TICKS_TYPE, "data": encode_row_values(rows[at : at + ticks_per_entry])},
+        )
+        for at in range(0, len(rows), ticks_per_entry)
+    ]
 
 
 def _close_run(entries: list[dict[str, str]], run: list[Tick] | None) -> None:
