@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tradebot.common.bus.wire import decode, encode
+from tradebot.common.bus.wire import decode, encode, encode_entries, tick_entries
 from tradebot.common.codec import decode_event, decode_rows, encode_event, encode_rows, row_entry_data
 from tradebot.common.models import (
     MAX_PRICE,
@@ -104,6 +104,19 @@ def test_a_batch_of_ticks_round_trips_as_rows_in_the_tick_field_order() -> None:
     first = json.loads(data)[0]
     assert first == list(json.loads(sent[0].model_dump_json()).values())  # the Tick's values, its field order
     assert encode_rows(decode_rows(data)) == data  # fixed bytes: regenerated ticks give the same entry
+
+
+@pytest.mark.parametrize("per_entry", [1, 7, 16, 1000])
+def test_the_feeds_rows_make_the_entries_its_ticks_make(per_entry: int) -> None:
+    """The mock feed publishes its ticks' values (``MockFeed.rows``, ``wire.tick_entries``), not
+    Ticks: the entries are those ``encode_entries`` makes of the ticks, byte for byte."""
+
+    def feed() -> MockFeed:
+        return MockFeed(["AAPL", "BRK.B", "ZZZQ"], 5, clock=stepping_clock(START), step=timedelta(microseconds=3))
+
+    rows, sent = feed().rows(2000), feed().take(2000)
+    assert tick_entries("s", rows, per_entry) == encode_entries([("s", tick) for tick in sent], per_entry)
+    assert [Tick.model_validate(tick.model_dump()) for tick in sent] == sent  # built as validation builds them
 
 
 def test_a_bad_row_fails_alone_with_pydantics_reason_and_its_neighbours_decode() -> None:
