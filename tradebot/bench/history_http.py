@@ -17,7 +17,7 @@ from tradebot.bench.target import BenchTarget
 from tradebot.common.embedded import free_port
 
 API_START_TIMEOUT_S = 60.0
-# The API worker counts of the HTTP runs, and the windows of the warm-cache run.
+# The API worker counts of the HTTP runs.
 HTTP_API_WORKERS = (1, 2)
 # A route that touches neither the database nor the cache: what the client alone can drive.
 CEILING_PATH = "/udf/time"
@@ -35,17 +35,24 @@ async def http_figures(target: BenchTarget, workers: WorkerPool, sizes: StorageS
 
 @dataclass(frozen=True)
 class HttpRuns:
-    """The three loads of one API process: random windows, warm windows, the trivial route."""
+    """The loads of one API process: random windows, warm windows, the trivial route (with the
+    bench's raw client), and the trivial route with httpx (the client of earlier rounds)."""
 
     cold: LoadResult
     warm: LoadResult
     ceiling: LoadResult
+    ceiling_httpx: LoadResult
 
 
 async def _http_loads(base_url: str, sizes: StorageSizes) -> HttpRuns:
-    def load(make_url: UrlMaker) -> Awaitable[LoadResult]:
+    def load(make_url: UrlMaker, client: str = "raw") -> Awaitable[LoadResult]:
         return closed_loop(
-            base_url, make_url, duration_s=sizes.load_seconds, concurrency=sizes.concurrency, count_header=CACHE_HEADER
+            base_url,
+            make_url,
+            duration_s=sizes.load_seconds,
+            concurrency=sizes.concurrency,
+            count_header=CACHE_HEADER,
+            client=client,
         )
 
     cold = await load(history_url("1m", sizes.days))
@@ -54,7 +61,8 @@ async def _http_loads(base_url: str, sizes: StorageSizes) -> HttpRuns:
         for url in warm:  # served once each before the run: kept by whichever API worker answered
             (await client.get(url)).raise_for_status()
     warm_run = await load(lambda n, rng: warm[rng.randrange(len(warm))])
-    return HttpRuns(cold, warm_run, await load(lambda n, rng: CEILING_PATH))
+    ceiling = await load(lambda n, rng: CEILING_PATH)
+    return HttpRuns(cold, warm_run, ceiling, await load(lambda n, rng: CEILING_PATH, "httpx"))
 
 
 async def _http_run(
@@ -78,12 +86,13 @@ def _client_cost(result: LoadResult) -> str:
 
 
 def http_run_figures(runs: HttpRuns, sizes: StorageSizes, table_ticks: int, api_workers: int) -> list[Figure]:
-    """The figures of one API process's three loads."""
+    """The figures of one API process's loads."""
     suffix = "" if api_workers == 1 else f", API_WORKERS={api_workers}"
     setup = (
         f"the API as its own process (uvicorn, {api_workers} worker process{'es' if api_workers > 1 else ''}) on "
-        f"127.0.0.1; {sizes.concurrency} closed-loop clients (one httpx client in the bench process) for "
-        f"{runs.cold.seconds:.0f} s; table of {table_ticks:,} ticks"
+        f"127.0.0.1; {sizes.concurrency} closed-loop clients in the bench process, each on a keep-alive "
+        f"connection of its own (asyncio streams, responses parsed by httptools) for {runs.cold.seconds:.0f} s; "
+        f"table of {table_ticks:,} ticks"
     )
     cold = (
         f"{setup}; /history/BENCHn?timeframe=1m&limit=1000 with random starts; "
@@ -91,33 +100,37 @@ def http_run_figures(runs: HttpRuns, sizes: StorageSizes, table_ticks: int, api_
         f"{_client_cost(runs.cold)}"
     )
     warm = (
-        f"{setup}; the same requests over {WARM_WINDOWS} fixed windows, each served once before the run; "
-        f"{100 * runs.warm.share_of('hit'):.1f} % cache hits (x-history-cache); {runs.warm.errors} non-200 "
-        f"responses; {_client_cost(runs.warm)}"
+        f"{setup}; the same requests over {WARM_WINDOWS} fixed windows (they fit the default HISTORY_CACHE_MB), "
+        f"each served once before the run; {100 * runs.warm.share_of('hit'):.1f} % cache hits (x-history-cache); "
+        f"{runs.warm.errors} non-200 responses; {_client_cost(runs.warm)}"
     )
     ceiling = (
         f"{setup}; GET {CEILING_PATH} (no database, no cache: a few bytes), the same client and concurrency "
         f"against the same API process right after the /history runs; {_client_cost(runs.ceiling)}"
     )
+    httpx_ceiling = (
+        f"the same as the ceiling above with the client of earlier rounds: one httpx.AsyncClient with "
+        f"{sizes.concurrency} connections; {_client_cost(runs.ceiling_httpx)}"
+    )
     name = f"/history 1m over HTTP{suffix}"
     figures = [
         *_load_figures(name, runs.cold, cold, sizes),
         *_load_figures(f"{name}, warm cache", runs.warm, warm, sizes),
+        Figure("history API", f"HTTP ceiling{suffix} ({CEILING_PATH})", runs.ceiling.per_second, "requests/s", ceiling),
         Figure(
             "history API",
-            f"HTTP client ceiling{suffix} ({CEILING_PATH})",
-            runs.ceiling.per_second,
+            f"HTTP ceiling{suffix} ({CEILING_PATH}), httpx client",
+            runs.ceiling_httpx.per_second,
             "requests/s",
-            ceiling,
-            {"requests": runs.ceiling.requests},
+            httpx_ceiling,
         ),
     ]
     for label, result in (("", runs.cold), (", warm cache", runs.warm)):
-        share = f"{name}{label} requests/s as a share of the client ceiling above, same API process, same run"
+        share = f"{name}{label} requests/s as a share of the HTTP ceiling ({CEILING_PATH}), same API process, same run"
         figures.append(
             Figure(
                 "history API",
-                f"{name}{label} / client ceiling",
+                f"{name}{label} / HTTP ceiling",
                 100 * result.per_second / runs.ceiling.per_second,
                 "%",
                 share,
