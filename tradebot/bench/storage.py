@@ -9,8 +9,9 @@ and Redis database 15, on the servers of REDIS_URL / DATABASE_URL or the embedde
   generated table, from the rollups (TimescaleDB) or the kept series (plain PostgreSQL, kept by the
   ticks' trigger while the table is generated) and on the fly;
 * on the same table, the history API as its own process (uvicorn, as ``tradebot up`` runs it)
-  under a closed-loop load over HTTP on 127.0.0.1: requests/s and latency under load, with one
-  and with two uvicorn worker processes (API_WORKERS).
+  under a closed-loop load over HTTP on 127.0.0.1: requests/s and latency under load of random
+  windows and of a warm set of already served ones, and the HTTP ceiling of the same process on a
+  trivial route, with one and with two uvicorn worker processes (API_WORKERS; bench/history_http.py).
 """
 
 from __future__ import annotations
