@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tradebot.bench.cli import BenchSizes, run_bench
+from tradebot.bench.history_table import StorageSizes
 from tradebot.bench.report import Figure, Report, table
-from tradebot.bench.storage import StorageSizes
 from tradebot.bench.target import BenchTargetError, bench_target, require_loopback
 from tradebot.common.config import Settings
 

@@ -28,7 +28,7 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
-def require_token(
+async def require_token(
     settings: SettingsDep,
     authorization: Annotated[str | None, Header(description="Bearer <API_TOKEN>")] = None,
 ) -> None:

@@ -1,6 +1,8 @@
 """Dependencies of the routes: app state and validated query parameters, as ``Annotated`` aliases.
 
-Every check here answers bad input with a 422 whose detail says what to fix.
+Every check here answers bad input with a 422 whose detail says what to fix. Every dependency is
+``async def`` although none awaits: FastAPI runs a plain ``def`` dependency in its thread pool, a
+thread hand-off each (a /history request has eight), which cost more than the checks themselves.
 """
 
 from __future__ import annotations
@@ -27,34 +29,34 @@ LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 _SYMBOL = re.compile(SYMBOL_PATTERN)
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+async def get_pool(request: Request) -> asyncpg.Pool:
     """The pool on the primary (DATABASE_URL) the lifespan opened."""
     return request.app.state.pool
 
 
-def get_read_pool(request: Request) -> asyncpg.Pool:
+async def get_read_pool(request: Request) -> asyncpg.Pool:
     """The pool every read route queries: the replica (DATABASE_READ_URL), or the primary's pool."""
     return request.app.state.read_pool
 
 
-def get_mode(request: Request) -> Mode:
+async def get_mode(request: Request) -> Mode:
     """The storage mode detected at start-up (decides rollups vs on-the-fly aggregation)."""
     mode: Mode = request.app.state.mode
     return mode
 
 
-def get_redis(request: Request) -> aioredis.Redis | None:
+async def get_redis(request: Request) -> aioredis.Redis | None:
     """The Redis client for /health, or None when REDIS_URL is not configured."""
     return request.app.state.redis
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def current_time() -> datetime:
+async def current_time() -> datetime:
     """Now (UTC): which buckets have closed. Tests override it via ``app.dependency_overrides``."""
     return datetime.now(UTC)
 
@@ -72,16 +74,8 @@ def unprocessable(message: str) -> HTTPException:
     return HTTPException(status_code=422, detail=message)
 
 
-def valid_symbol(
-    symbol: Annotated[
-        str,
-        # the pattern is stated for clients; the check below gives the readable error
-        Path(
-            description="ticker, e.g. AAPL (case-insensitive)", json_schema_extra={"pattern": SYMBOL_PATTERN_ANY_CASE}
-        ),
-    ],
-) -> str:
-    """The symbol, upper-cased, if it is a valid ticker."""
+def normalized_symbol(symbol: str) -> str:
+    """The symbol, upper-cased, if it is a valid ticker (else a 422 that says what one looks like)."""
     normalized = symbol.strip().upper()
     if not _SYMBOL.fullmatch(normalized):
         raise unprocessable(
@@ -89,6 +83,18 @@ def valid_symbol(
             "starting with a letter, e.g. AAPL or BRK.B"
         )
     return normalized
+
+
+# the pattern is stated for clients; normalized_symbol gives the readable error
+SymbolPath = Annotated[
+    str,
+    Path(description="ticker, e.g. AAPL (case-insensitive)", json_schema_extra={"pattern": SYMBOL_PATTERN_ANY_CASE}),
+]
+
+
+async def valid_symbol(symbol: SymbolPath) -> str:
+    """The path's symbol, upper-cased, if it is a valid ticker."""
+    return normalized_symbol(symbol)
 
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -135,26 +141,27 @@ class TimeRange:
     end: datetime | None
 
 
-def time_range(
-    start: Annotated[
-        str | None,
-        Query(
-            description="ISO 8601 date or date-time, UTC unless an offset is given (encode '+' as %2B): "
-            "from this time on, inclusive. A date alone means its midnight (UTC).",
-            examples=["2026-12-01", "2026-12-01T14:30:00Z"],
-            json_schema_extra={"pattern": TIME_PATTERN},
-        ),
-    ] = None,
-    end: Annotated[
-        str | None,
-        Query(
-            description="ISO 8601 date or date-time: up to this time, exclusive (default: now). A date alone "
-            "means the whole day: end=2026-12-01 includes everything on 2026-12-01 (UTC).",
-            examples=["2026-12-01", "2026-12-01T21:00:00Z"],
-            json_schema_extra={"pattern": TIME_PATTERN},
-        ),
-    ] = None,
-) -> TimeRange:
+StartQuery = Annotated[
+    str | None,
+    Query(
+        description="ISO 8601 date or date-time, UTC unless an offset is given (encode '+' as %2B): "
+        "from this time on, inclusive. A date alone means its midnight (UTC).",
+        examples=["2026-12-01", "2026-12-01T14:30:00Z"],
+        json_schema_extra={"pattern": TIME_PATTERN},
+    ),
+]
+EndQuery = Annotated[
+    str | None,
+    Query(
+        description="ISO 8601 date or date-time: up to this time, exclusive (default: now). A date alone "
+        "means the whole day: end=2026-12-01 includes everything on 2026-12-01 (UTC).",
+        examples=["2026-12-01", "2026-12-01T21:00:00Z"],
+        json_schema_extra={"pattern": TIME_PATTERN},
+    ),
+]
+
+
+def parsed_range(start: str | None, end: str | None) -> TimeRange:
     """Start and end in UTC, within range, start not after end."""
     start_utc = _parse_time("start", start)
     end_utc = _parse_time("end", end, whole_day_end=True)
@@ -164,6 +171,11 @@ def time_range(
             shown = f"{end.strip()}, i.e. before {end_utc.isoformat()}" if whole_day else end_utc.isoformat()  # type: ignore[union-attr]
             raise unprocessable(f"start ({start_utc.isoformat()}) is after end ({shown})")
     return TimeRange(start_utc, end_utc)
+
+
+async def time_range(start: StartQuery = None, end: EndQuery = None) -> TimeRange:
+    """Start and end in UTC, within range, start not after end."""
+    return parsed_range(start, end)
 
 
 SymbolDep = Annotated[str, Depends(valid_symbol)]
@@ -184,18 +196,19 @@ class BarQuery:
 _SOURCE = re.compile(r"[a-z0-9_.\-]{1,40}")
 
 
-def valid_source(
-    source: Annotated[
-        str | None,
-        Query(
-            description="only data of this source (mock, alpaca, polygon, ...; see /symbols). Without it, "
-            "real data wins: mock ticks are left out of a symbol that has any other source, and shown "
-            "only for a symbol that has nothing else. Sources never merge into one bar.",
-            examples=["mock", "alpaca"],
-            json_schema_extra={"pattern": r"^[A-Za-z0-9_.\-]{1,40}$"},  # the check below lower-cases first
-        ),
-    ] = None,
-) -> str | None:
+SourceQuery = Annotated[
+    str | None,
+    Query(
+        description="only data of this source (mock, alpaca, polygon, ...; see /symbols). Without it, "
+        "real data wins: mock ticks are left out of a symbol that has any other source, and shown "
+        "only for a symbol that has nothing else. Sources never merge into one bar.",
+        examples=["mock", "alpaca"],
+        json_schema_extra={"pattern": r"^[A-Za-z0-9_.\-]{1,40}$"},  # normalized_source lower-cases first
+    ),
+]
+
+
+def normalized_source(source: str | None) -> str | None:
     """The source, lower-cased, if it looks like one."""
     if source is None:
         return None
@@ -205,21 +218,28 @@ def valid_source(
     return normalized
 
 
+async def valid_source(source: SourceQuery = None) -> str | None:
+    """The source, lower-cased, if it looks like one."""
+    return normalized_source(source)
+
+
 SourceDep = Annotated[str | None, Depends(valid_source)]
 
 
 TIMEFRAMES: tuple[str, ...] = get_args(Timeframe)
 
 
-def valid_timeframe(
-    timeframe: Annotated[
-        str,
-        Query(
-            description=f"bucket width, one of {', '.join(TIMEFRAMES)} (case-insensitive: 1D = 1d)",
-            json_schema_extra={"enum": list(TIMEFRAMES)},
-        ),
-    ] = "1m",
-) -> Timeframe:
+TimeframeQuery = Annotated[
+    str,
+    Query(
+        description=f"bucket width, one of {', '.join(TIMEFRAMES)} (case-insensitive: 1D = 1d)",
+        json_schema_extra={"enum": list(TIMEFRAMES)},
+    ),
+]
+LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="most bars returned; without start, the latest ones")]
+
+
+def normalized_timeframe(timeframe: str) -> Timeframe:
     """The timeframe, lower-cased, if it is one we serve."""
     normalized = timeframe.strip().lower()
     if normalized not in TIMEFRAMES:
@@ -229,17 +249,24 @@ def valid_timeframe(
     return normalized  # type: ignore[return-value]
 
 
-def bar_query(
-    symbol: SymbolDep,
-    window: TimeRangeDep,
-    timeframe: Annotated[Timeframe, Depends(valid_timeframe)],
-    limit: Annotated[
-        int, Query(ge=1, le=MAX_LIMIT, description="most bars returned; without start, the latest ones")
-    ] = DEFAULT_LIMIT,
-    source: SourceDep = None,
+async def bar_query(
+    symbol: SymbolPath,
+    start: StartQuery = None,
+    end: EndQuery = None,
+    timeframe: TimeframeQuery = "1m",
+    limit: LimitQuery = DEFAULT_LIMIT,
+    source: SourceQuery = None,
 ) -> BarQuery:
-    """Symbol, timeframe, range, limit and source of a bars request."""
-    return BarQuery(symbol, timeframe, window, limit, source)
+    """Symbol, timeframe, range, limit and source of a bars request. One dependency with every
+    parameter, not one per parameter: FastAPI's cost per dependency is most of a cached
+    /history response's."""
+    return BarQuery(
+        normalized_symbol(symbol),
+        normalized_timeframe(timeframe),
+        parsed_range(start, end),
+        limit,
+        normalized_source(source),
+    )
 
 
 BarQueryDep = Annotated[BarQuery, Depends(bar_query)]

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Depends, Query
 
-from tradebot.api.deps import ReadPoolDep, TimeRangeDep, unprocessable, valid_symbol
+from tradebot.api.deps import ReadPoolDep, TimeRangeDep, normalized_symbol, unprocessable
 from tradebot.api.schemas import ErrorOut
 from tradebot.api.schemas_trading import FillOut, FillsOut, OrderOut, OrdersOut, SignalOut, SignalsOut
 from tradebot.common import rounding
@@ -49,7 +49,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise unprocessable(f"cursor {cursor!r} is not valid: pass the next_cursor of a previous page") from None
 
 
-def activity_filter(
+async def activity_filter(
     window: TimeRangeDep,
     symbol: Annotated[
         str | None,
@@ -62,7 +62,7 @@ def activity_filter(
 ) -> ActivityFilter:
     """The filters every activity endpoint shares."""
     return ActivityFilter(
-        symbol=valid_symbol(symbol) if symbol is not None else None,
+        symbol=normalized_symbol(symbol) if symbol is not None else None,
         strategy=strategy,
         start=window.start,
         end=window.end,

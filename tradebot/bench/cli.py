@@ -25,11 +25,12 @@ from tradebot.bench.backtest import measure_backtest
 from tradebot.bench.bus import measure_bus
 from tradebot.bench.ceilings import ceiling_figures, measure_ceilings, with_ceilings
 from tradebot.bench.e2e import FeedRun, measure_throughput
+from tradebot.bench.history_table import StorageSizes
 from tradebot.bench.latency import measure_latency
 from tradebot.bench.processes import WorkerPool, worker_pool
 from tradebot.bench.report import Figure, Report, print_report
 from tradebot.bench.risk import measure_risk
-from tradebot.bench.storage import StorageSizes, measure_storage
+from tradebot.bench.storage import measure_storage
 from tradebot.bench.strategy import measure_strategy
 from tradebot.bench.target import (
     BenchTarget,

@@ -9,8 +9,9 @@ and Redis database 15, on the servers of REDIS_URL / DATABASE_URL or the embedde
   generated table, from the rollups (TimescaleDB) or the kept series (plain PostgreSQL, kept by the
   ticks' trigger while the table is generated) and on the fly;
 * on the same table, the history API as its own process (uvicorn, as ``tradebot up`` runs it)
-  under a closed-loop load over HTTP on 127.0.0.1: requests/s and latency under load, with one
-  and with two uvicorn worker processes (API_WORKERS).
+  under a closed-loop load over HTTP on 127.0.0.1: requests/s and latency under load of random
+  windows and of a warm set of already served ones, and the HTTP ceiling of the same process on a
+  trivial route, with one and with two uvicorn worker processes (API_WORKERS; bench/history_http.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -30,15 +30,15 @@ import asyncpg
 import httpx
 
 from tradebot.api.history_service import create_app
-from tradebot.bench.http_load import closed_loop, wait_until_serving
-from tradebot.bench.processes import WorkerPool, worker_environment
+from tradebot.bench.history_http import http_figures
+from tradebot.bench.history_table import FIRST_DAY, StorageSizes, history_url
+from tradebot.bench.processes import WorkerPool
 from tradebot.bench.report import Figure, percentile
 from tradebot.bench.target import BENCH_DATABASE, BENCH_REDIS_DB, BenchTarget
 from tradebot.common.bus import Bus
 from tradebot.common.bus.connection import connect
 from tradebot.common.config import ReadySettings, Settings
 from tradebot.common.db import create_pool, drop_database, recreate_database
-from tradebot.common.embedded import free_port
 from tradebot.common.models import Tick
 from tradebot.common.streams import tick_stream_for
 from tradebot.maintenance.reset import refresh_rollups
@@ -49,7 +49,6 @@ from tradebot.storage.writer import write_events
 
 log = logging.getLogger(__name__)
 
-FIRST_DAY = datetime(2021, 1, 4, tzinfo=UTC)
 # The generated table holds ~2,000-9,000 ticks a session per symbol, far below the 50,000 the
 # production sizing rule assumes: with its 1-day chunks the 1,100 sessions were 1,100 chunks, and
 # every /history query planned over them (~20-40 ms) and every new connection loaded their catalog
@@ -154,17 +153,6 @@ async def _delete_sample_ticks(dsn: str) -> None:
         await pool.close()
 
 
-def history_url(timeframe: str, days: int) -> Callable[[int, random.Random], str]:
-    """Request n: /history?limit=1000 of one of the first symbols from a random session."""
-    latest_start = max(1, days - (1000 if timeframe == "1d" else 4))
-
-    def url(n: int, rng: random.Random) -> str:
-        start = FIRST_DAY + timedelta(days=rng.randrange(latest_start))
-        return f"/history/BENCH{n % 3}?timeframe={timeframe}&limit=1000&start={start:%Y-%m-%dT%H:%M:%SZ}"
-
-    return url
-
-
 async def latency(
     settings: Settings, url: Callable[[int, random.Random], str], samples: int, on_the_fly: bool
 ) -> dict[str, float]:
@@ -256,22 +244,6 @@ async def _mode(dsn: str) -> str:
         await pool.close()
 
 
-API_START_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class StorageSizes:
-    """How big the storage part of the run is."""
-
-    table_ticks: int
-    ingest_rows: int
-    samples: int
-    load_seconds: float
-    concurrency: int = 8
-    symbols: int = 5
-    days: int = 1100  # the storage bench needs > 1,000 sessions for 1,000 daily bars
-
-
 async def measure_storage(target: BenchTarget, workers: WorkerPool, sizes: StorageSizes) -> list[Figure]:
     """Ingest rows/s, /history p50/p99 in process, and requests/s over HTTP on the same table."""
     assert target.settings.database_url
@@ -352,54 +324,3 @@ def latency_figures(results: dict[str, Any], sizes: StorageSizes) -> list[Figure
         )
         figures += [Figure("history API", f"{name} p{q}", row[f"p{q}_ms"], "ms", method, dict(row)) for q in (50, 99)]
     return figures
-
-
-async def http_figures(target: BenchTarget, workers: WorkerPool, sizes: StorageSizes, table_ticks: int) -> list[Figure]:
-    """Requests/s and p50/p99 of 1,000-bar /history requests over HTTP at fixed concurrency, with one
-    and with two uvicorn worker processes."""
-    figures = []
-    for api_workers in (1, 2):
-        figures += await _http_run(target, workers, sizes, table_ticks, api_workers)
-    return figures
-
-
-async def _http_run(
-    target: BenchTarget, workers: WorkerPool, sizes: StorageSizes, table_ticks: int, api_workers: int
-) -> list[Figure]:
-    port = free_port()
-    env = worker_environment(target.bench_settings, api_port=port, api_workers=api_workers, log_level="WARNING")
-    workers.start("api", env)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        # One bar, not /symbols: that counts every tick (seconds at 10M ticks, past the poll's timeout).
-        await wait_until_serving(base_url, "/history/BENCH0?timeframe=1d&limit=1", API_START_TIMEOUT_S)
-        result = await closed_loop(
-            base_url,
-            history_url("1m", sizes.days),
-            duration_s=sizes.load_seconds,
-            concurrency=sizes.concurrency,
-        )
-    finally:
-        workers.stop_all()  # the API is the only worker of this section
-    suffix = "" if api_workers == 1 else f", API_WORKERS={api_workers}"
-    method = (
-        f"the API as its own process (uvicorn, {api_workers} worker process{'es' if api_workers > 1 else ''}) on "
-        f"127.0.0.1; {sizes.concurrency} closed-loop "
-        f"clients for {result.seconds:.0f} s sending /history/BENCHn?timeframe=1m&limit=1000 with random "
-        f"starts; table of {table_ticks:,} ticks; {result.errors} non-200 responses"
-    )
-    detail = {"requests": result.requests, "errors": result.errors, "concurrency": sizes.concurrency}
-    return [
-        Figure("history API", f"/history 1m over HTTP{suffix}", result.per_second, "requests/s", method, detail),
-        *(
-            Figure(
-                "history API",
-                f"/history 1m over HTTP{suffix} p{q} under that load",
-                result.quantile_ms(q / 100),
-                "ms",
-                method,
-                detail,
-            )
-            for q in (50, 99)
-        ),
-    ]

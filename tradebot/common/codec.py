@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from sys import intern
 from typing import Annotated, Any
 
 import msgspec
@@ -141,7 +142,9 @@ def _row_or_reason(row: Any) -> Tick | str:
 
 def _tick_of(wire: _WireRow) -> Tick:
     stamp = wire.timestamp if wire.timestamp.tzinfo is UTC else wire.timestamp.astimezone(UTC)
-    return built_tick(wire.id, wire.symbol, stamp, wire.price, wire.size, wire.source)
+    # A decoded batch gives each tick its own copy of the symbol and source; interned, the ticks a
+    # reader holds (a batch, the entries since a snapshot) share one string each (~100 B a tick less).
+    return built_tick(wire.id, intern(wire.symbol), stamp, wire.price, wire.size, intern(wire.source))
 
 
 def row_entry_data(data: str, index: int) -> str:

@@ -19,13 +19,15 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from tradebot.common.config import SizingMode
 from tradebot.common.models import Bar, Order, OrderChange, Signal, Tick
 from tradebot.strategy.base import Strategy
-from tradebot.strategy.batch import Batch
 from tradebot.strategy.catalog import StrategyError, build_strategy
+
+if TYPE_CHECKING:  # a backtest's columns (numpy): the worker, tick by tick, never loads them
+    from tradebot.strategy.batch import Batch
 
 BOTH_SIDES = frozenset({"buy", "sell"})
 _position = operator.itemgetter(0)  # of a (position, ...) pair

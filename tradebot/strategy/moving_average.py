@@ -15,15 +15,17 @@ from __future__ import annotations
 
 from collections import deque
 from datetime import UTC, datetime
-from typing import Any, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from tradebot.common.models import Side, Signal, Tick
 from tradebot.strategy.bars import Candle
 from tradebot.strategy.base import RECENT_TICK_IDS, BarStrategy, Decision, SymbolState
-from tradebot.strategy.batch import Batch
 from tradebot.strategy.indicators import EMA, Indicator
+
+if TYPE_CHECKING:  # numpy only for a backtest's scan: the strategy worker goes tick by tick without it (~11 MiB)
+    import numpy as np
+
+    from tradebot.strategy.batch import Batch
 
 PRICE_UNITS_PER_DOLLAR = 10_000  # $0.0001: the finest US equity quote increment
 # |short - long| / long at which confidence reaches 1. At a cross the averages have only just met,
@@ -139,6 +141,8 @@ class MovingAverageCrossover(BarStrategy):
         again. The sums are the per-tick rule's integers, as running totals over the run; None when
         the run must go one by one: EMAs, bars to aggregate, a mixed batch, a repeated id.
         """
+        import numpy as np  # (the batch has loaded it already; see the imports)
+
         if self.average != "sma" or batch.seconds is None or self.seconds not in (0, batch.seconds):
             return None
         state = self._state(symbol)
@@ -163,6 +167,8 @@ class MovingAverageCrossover(BarStrategy):
 
     def _crossings(self, state: SymbolState, units: np.ndarray) -> list[tuple[int, Side, float]] | None:
         """_decide_units over ``units`` in one go: (position, side, score) of each crossing."""
+        import numpy as np  # (as in scan)
+
         short, long = state.indicators["short"], state.indicators["long"]
         assert isinstance(short, IntegerSum)
         assert isinstance(long, IntegerSum)
