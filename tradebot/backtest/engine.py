@@ -26,6 +26,7 @@ from tradebot.strategy.book import StrategyBook
 # An extra check before execution (tests, what-if runs): given an order and the account it would
 # trade, a reason to deny it, or None. The risk engine itself runs inside BrokerPartition.
 PreTradeCheck = Callable[[Order, PaperBroker], str | None]
+NO_OWNERS: dict[str, Order] = {}  # _record's owners when nothing rests (only read, never changed)
 SAMPLE_PERIODS_PER_YEAR = {"1m": 252 * 390, "5m": 252 * 78, "15m": 252 * 26, "1h": 252 * 6.5, "1d": 252}
 
 
@@ -189,7 +190,7 @@ class Backtest:
         rolls = self._rolls(times)
         rolled, next_roll = 0, rolls[0][0] if rolls else len(times)
         broker, signals, orders = self.broker, result.signals, result.orders
-        place = broker.place
+        place, record, ordered, last = broker.place, self._record, self._ordered, len(times) - 1
         direct = self.execution is None and self.check is None  # the paper broker itself, no extra check
         for position, signal, order in outputs:
             while position >= next_roll:  # a sample this observation (or one before it) starts closes first
@@ -200,11 +201,15 @@ class Backtest:
                 fields = order.__dict__  # its values (dict reads: a fraction of pydantic attribute reads)
                 if fields["order_class"] != "oco":  # the usual case, _trade_at's steps: nothing rests to judge first
                     signals.append(signal)
-                    stamped = self._stamped_until(fields["timestamp"], position)
+                    at = fields["timestamp"]  # _stamped_until's usual case inline: an order of its tick's time
+                    if not ordered or (times[position] <= at and (position == last or times[position + 1] > at)):
+                        stamped = position + 1
+                    else:
+                        stamped = bisect_right(times, at, lo=position)
                     if stamped > self._priced:
                         self._priced = stamped
                     orders.append(order)
-                    self._record(place(order), order, {})
+                    record(place(order), order, NO_OWNERS)
                     continue
             self._trade_at(position, signal, order)
         for roll in rolls[rolled:]:

@@ -31,8 +31,8 @@ from tradebot.common.models import (
     OrderChange,
     OrderEvent,
     builder,
+    id_maker,
     invalid,
-    stable_id,
 )
 from tradebot.common.rounding import rounded
 
@@ -53,6 +53,7 @@ _order_event = builder(
     "commission",
     "reason",
 )
+_fill_hash = id_maker("fill")  # event_id's hash (stable_id("fill", ...), sooner)
 __all__ = ["QUANTITY_TOLERANCE", "PaperBroker", "Position", "event_id"]
 
 
@@ -75,7 +76,7 @@ class Position:
 
 def event_id(client_order_id: str) -> str:
     """The id of the one event that ends an order (a resting order has an ``accepted`` one before)."""
-    return stable_id("fill", client_order_id)
+    return _fill_hash(client_order_id)
 
 
 class PaperBroker(RestingBook):
@@ -102,6 +103,16 @@ class PaperBroker(RestingBook):
         self._oldest = 0.0  # the time of the first id in _seen (insertion order): pruning starts there
         self.resting: dict[str, Order] = {}  # orders not reached yet, oldest first (resting.py)
         self.marks: dict[str, float] = {}  # trailing stops' high-water marks
+
+    @property
+    def slippage_bps(self) -> float:
+        return self._slippage_bps
+
+    @slippage_bps.setter
+    def slippage_bps(self, value: float) -> None:
+        self._slippage_bps = value
+        # the price factors of a buy and a sell (_slipped's, found once: the same floats)
+        self._slip = {True: 1 + 1 * value / 10_000, False: 1 + -1 * value / 10_000}
 
     def execute(self, order: Order) -> OrderEvent | None:
         """The order's own event (:meth:`place` without the events of the legs a fill leaves)."""
@@ -221,7 +232,7 @@ class PaperBroker(RestingBook):
         order: the same price, checks, bookkeeping and event, without reading the order's attributes
         again; anything that would not fill goes through :meth:`_fill`, which says why."""
         buy, quantity = fields["side"] == "buy", fields["quantity"]
-        price = self._slipped(buy, fields["reference_price"])
+        price = rounded(fields["reference_price"] * self._slip[buy], 4)  # _slipped's price
         commission = quantity * self.commission_per_share
         if buy:  # rejection's conditions, reversed
             fills = quantity * price + commission <= self.cash
@@ -261,8 +272,7 @@ class PaperBroker(RestingBook):
         return self._slipped(order.side == "buy", order.reference_price)
 
     def _slipped(self, buy: bool, reference_price: float) -> float:
-        direction = 1 if buy else -1
-        return rounded(reference_price * (1 + direction * self.slippage_bps / 10_000), 4)
+        return rounded(reference_price * self._slip[buy], 4)  # buys pay more, sells get less
 
     def rejection(self, order: Order, price: float, commission: float) -> str | None:
         """Why the order cannot be filled, or None if it can."""

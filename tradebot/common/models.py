@@ -77,6 +77,19 @@ def stable_id(*parts: object) -> str:
     return _blake2b("|".join(map(str, parts)).encode(), digest_size=12).hexdigest()
 
 
+def id_maker(kind: str) -> Callable[[str], str]:
+    """``stable_id(kind, part)`` as a function of ``part`` alone, for the hot paths (an order's, a
+    fill's id): the same bytes, without the parts' tuple, their checks and the prefix's lookup."""
+    copy = _blake2b(f"{kind}|".encode(), digest_size=12).copy
+
+    def make(part: str) -> str:
+        hashed = copy()
+        hashed.update(part.encode())
+        return hashed.hexdigest()
+
+    return make
+
+
 E = TypeVar("E", bound="Event")
 _new = object.__new__
 _set_dict = BaseModel.__dict__["__dict__"].__set__  # the instance dict's own descriptor (sooner than _set)
@@ -321,7 +334,7 @@ class Order(Event):
     @staticmethod
     def id_for(signal_id: str) -> str:
         """The client order id the order of this signal gets."""
-        return f"co-{stable_id('order', signal_id)}"
+        return "co-" + _order_hash(signal_id)
 
     @classmethod
     def from_signal(cls, signal: Signal, quantity: float) -> Order:
@@ -347,6 +360,7 @@ class Order(Event):
         return cls.model_validate(values)  # says why, or converts (an int quantity)
 
 
+_order_hash = id_maker("order")  # Order.id_for's hash
 _order_of_signal = builder(
     Order, "id", "symbol", "side", "quantity", "reference_price", "signal_id", "timestamp", "strategy"
 )  # Order.from_signal's values

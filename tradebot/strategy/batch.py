@@ -113,7 +113,7 @@ class Batch:
     def _finish(self) -> None:
         self._ids = set(self.ids)
         self._repeated = len(self._ids) < len(self.ids)  # an id twice in the batch (of one symbol or two)
-        self.price_array = np.array(self.prices, dtype=np.float64)
+        self.price_array = np.fromiter(self.prices, dtype=np.float64, count=len(self.prices))  # sooner than np.array
         self.rows = self._rows()
         self._lists: dict[str, list[int]] = {}
         self._repeats: dict[str, set[str] | None] = {}

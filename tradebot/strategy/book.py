@@ -296,6 +296,9 @@ class StrategyBook:
             entry.spec.orders,
             Order.from_signal,
         )
+        # found once: a fixed number of shares, and a plain style (shape gives the order itself)
+        fixed = float(sizing.quantity) if sizing.quantity is not None else None
+        plain = not (style.take_profit_pct or style.stop_loss_pct or style.trail_percent or style.trail_price)
         orders: list[Order | None] = []
         for signal in signals:
             read = signal.__dict__  # its values (a dict read is a fraction of a pydantic attribute read)
@@ -304,10 +307,11 @@ class StrategyBook:
                 orders.append(None)
                 continue
             if side == "buy":
-                quantity = held[symbol] = sizing.shares(read["price"])
+                quantity = held[symbol] = sizing.shares(read["price"]) if fixed is None else fixed
             else:
                 quantity = held.pop(symbol)
-            orders.append(style.shape(from_signal(signal, quantity)))
+            order = from_signal(signal, quantity)
+            orders.append(order if plain else style.shape(order))
         return orders
 
     def forget_unheld(self, held: Mapping[str, Mapping[str, float]]) -> list[tuple[str, str]]:
