@@ -244,8 +244,8 @@ class PaperBroker(RestingBook):
             self._buy(position, quantity, price, commission)
         else:
             self._sell(position, quantity, price, commission)
-        client_id = fields["id"]
-        values = {"id": event_id(client_id), "symbol": fields["symbol"], "timestamp": fields["timestamp"],
+        client_id = fields["id"]  # the event's id is event_id's, without its call
+        values = {"id": _fill_hash(client_id), "symbol": fields["symbol"], "timestamp": fields["timestamp"],
                   "client_order_id": client_id, "status": "filled", "side": fields["side"], "quantity": quantity,
                   "price": price, "commission": commission, "reason": None}  # fmt: skip
         return _order_event(values)

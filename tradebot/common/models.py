@@ -346,7 +346,7 @@ class Order(Event):
         read = signal.__dict__  # the signal's values: a dict read is a fraction of a pydantic attribute read
         signal_id = read["id"]
         values = {
-            "id": cls.id_for(signal_id),
+            "id": "co-" + _order_hash(signal_id),  # id_for's, without its call
             "symbol": read["symbol"],
             "side": read["side"],
             "quantity": quantity,
