@@ -114,12 +114,16 @@ class SharedReads:
         self._send(gathering)
 
     def _send(self, shared: SharedRead) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a reader's coroutine closed by the garbage collector, off its loop
+            return  # (the read's coroutine would be made and never awaited; no reader is left to read)
         if shared is self._gathering:
             self._gathering = None
         self._in_flight = shared
         self.stats["shared_reads"] += 1
         self.stats["shared_read_members"] += shared.members
-        shared.reply = asyncio.create_task(
+        shared.reply = loop.create_task(
             self.client.xread(dict(shared.positions), count=self.count, block=shared.block_ms)
         )
         shared.reply.add_done_callback(lambda _: self._came_back(shared))
