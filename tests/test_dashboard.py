@@ -29,7 +29,7 @@ from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
 from tradebot.common.db import with_database
 from tradebot.common.models import OrderEvent, Tick
-from tradebot.common.streams import ORDER_EVENTS, gap_key, tick_stream_for
+from tradebot.common.streams import ORDER_EVENTS, STORAGE_GROUP, STRATEGY_ROLE, gap_key, tick_stream_for
 from tradebot.storage.writer import write_events
 from tradebot.ui.dashboard import STATIC
 from tradebot.ui.live import Hub
@@ -170,6 +170,23 @@ async def test_the_halt_button_halts_trading_with_the_token(site: tuple[str, Hub
     await playwright_api.expect(state).to_have_text("HALTED")
     await page.locator("button[data-action=resume]").click()  # type: ignore[attr-defined]
     await playwright_api.expect(state).to_have_text("ACTIVE")
+
+
+async def test_the_streams_table_tells_pending_from_unread(site: tuple[str, Hub], page: object, bus: Bus) -> None:
+    url, _ = site
+    stream = tick_stream_for("MSFT", 8)
+    moment = datetime.now(UTC).replace(microsecond=0)
+    for n in range(3):  # three entries: storage reads one and does not ack it; strategy has no group yet
+        await bus.publish([(stream, Tick.create("MSFT", 50.0 + n, 1, moment, source="test", trade_id=f"b{n}"))])
+    await bus.redis.xgroup_create(stream, STORAGE_GROUP, id="0")
+    await bus.redis.xreadgroup(STORAGE_GROUP, "reader-1", {stream: ">"}, count=1)
+    await page.goto(f"{url}/?symbol=AAPL")  # type: ignore[attr-defined]
+    table = page.locator("#streams")  # type: ignore[attr-defined]
+    await playwright_api.expect(table.locator("thead")).to_have_text("streamgrouppendingunread")
+    storage = table.locator("tbody tr", has_text=STORAGE_GROUP)
+    await playwright_api.expect(storage.locator("td")).to_have_text([stream, STORAGE_GROUP, "1", "2"])
+    strategy = table.locator("tbody tr", has_text=STRATEGY_ROLE)
+    await playwright_api.expect(strategy.locator("td")).to_have_text([stream, STRATEGY_ROLE, "0", "3"])
 
 
 async def test_the_latest_bars_paint_first_and_older_ones_load_when_scrolled_back(

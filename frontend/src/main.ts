@@ -345,7 +345,7 @@ function showHealth(health: Health): void {
     "#streams",
     (health.streams ?? [])
       .filter((s) => s.pending + (s.lag ?? 0) > 0)
-      .map((s) => [s.stream, s.group, s.pending + (s.lag ?? 0)]),
+      .map((s) => [s.stream, s.group, s.pending, s.lag ?? "–"]),
   );
 }
 
