@@ -386,3 +386,33 @@ def test_commits_of_only_the_changed_account_parts_add_up_to_every_part() -> Non
     again = execution.BrokerPartition(settings)
     again.restore_parts(stored)
     assert json.loads(again.checkpoint()) == json.loads(partition.checkpoint())
+
+
+def test_the_minute_of_sends_is_committed_chunk_by_chunk_as_a_whole_split_writes_it() -> None:
+    """Orders every 0.4 s for three minutes fill many chunks of sends and push the oldest out of
+    the one-minute window: the chunks each commit writes (the split keeps what it encoded and
+    encodes again only the chunks that changed) add up to exactly a whole split's, the chunks that
+    left the window deleted."""
+    settings = costs()
+    partition = execution.BrokerPartition(settings)
+    symbols = ["AAPL", "MSFT", "NVDA", "AMD", "TSLA"]
+    orders = [
+        strategy_order(n, symbols[n % 5], "buy" if n % 3 else "sell", "ab"[n % 2]).model_copy(
+            update={"timestamp": START + timedelta(seconds=0.4 * n, microseconds=n)}
+        )
+        for n in range(450)
+    ]
+    stored = partition.parts()
+    deleted: set[str] = set()
+    most = 0
+    for start in range(0, len(orders), 7):
+        partition.apply(orders[start : start + 7])
+        changed = partition.changed_parts()
+        deleted |= {name for name, value in changed.items() if value is None and name.startswith("s:")}
+        stored = {name: value for name, value in {**stored, **changed}.items() if value is not None}
+        most = max(most, sum(name.startswith("s:") for name in stored))
+    assert most > 3  # several chunks at once
+    assert deleted  # and chunks gone with the window
+    whole = execution.BrokerPartition(settings)
+    whole.apply(orders)
+    assert stored == whole.parts()

@@ -42,6 +42,7 @@ import json
 import marshal
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -69,19 +70,29 @@ def split(snapshot: dict[str, Any], ordinals: Ordinals) -> dict[str, str]:
     return parts | {name: value for name, value in ids.items() if value is not None}
 
 
+@dataclass
+class Encoded:
+    """What a split encoded, kept for the next one, which encodes again only what changed (compared
+    marshalled: exact, -0.0 and 0.0 and 1 and 1.0 apart, in C): each symbol's state and the
+    strategies with its part, and each chunk of the last minute's sends with its part (a minute of
+    sends at 60 orders/s is 225 chunks, of which a commit changes the last and maybe the first)."""
+
+    symbols: dict[str, tuple[bytes, bytes, str]] = field(default_factory=dict)
+    sends: dict[int, tuple[bytes, str]] = field(default_factory=dict)
+
+
 def split_changed(
     snapshot: dict[str, Any],
     ordinals: Ordinals,
     *,
     every_id: bool = False,
-    encoded: dict[str, tuple[bytes, bytes, str]] | None = None,
+    encoded: Encoded | None = None,
 ) -> tuple[dict[str, str], dict[str, str | None]]:
     """The parts of a snapshot but those of order and decision ids, and the id parts that changed
     since ``ordinals`` was last numbered: a new id's part (with ``every_id``: every id's), None
     for a forgotten one. An id's part never changes once written, so a commit pays for the ids it
-    adds and drops, not for the days of them it keeps. ``encoded`` (symbol -> its state and the
-    strategies, marshalled, and its part, as last split) spares encoding the symbols that did not
-    change again."""
+    adds and drops, not for the days of them it keeps. ``encoded`` (what the last split with it
+    encoded) spares encoding the symbols and sends that did not change again."""
     ids: dict[str, str | None] = {}
     apart = ("positions", "seen_order_ids", "risk", "price_positions", "pnl")
     rest = {key: value for key, value in snapshot.items() if key not in apart}
@@ -91,7 +102,7 @@ def split_changed(
     parts: dict[str, str] = {}
     hot: dict[str, Any] = {short: rest.pop(key) for key, short in _HOT.items() if key in rest}
     if "risk" in snapshot:
-        risk, decided = _split_risk(dict(snapshot["risk"]), per_symbol, parts)
+        risk, decided = _split_risk(dict(snapshot["risk"]), per_symbol, parts, encoded.sends if encoded else None)
         hot |= {short: risk.pop(key) for key, short in _HOT_RISK.items() if key in risk}
         if "sends" in risk.get("windows", {}):
             hot[_SENDS] = risk["windows"].pop("sends")
@@ -112,25 +123,29 @@ def split_changed(
     if encoded is None:
         parts |= {POSITION + symbol: _encode_symbol(state, strategies) for symbol, state in per_symbol.items()}
     else:  # a symbol whose state is as last time keeps its part (marshal: exact, -0.0 and 1.0 apart, in C)
-        named = marshal.dumps(strategies)
+        named, symbols = marshal.dumps(strategies), encoded.symbols
         for symbol, state in per_symbol.items():
             plain = marshal.dumps(state)
-            before = encoded.get(symbol)
+            before = symbols.get(symbol)
             if before is None or before[0] != plain or before[1] != named:
-                before = encoded[symbol] = (plain, named, _encode_symbol(state, strategies))
+                before = symbols[symbol] = (plain, named, _encode_symbol(state, strategies))
             parts[POSITION + symbol] = before[2]
-        for symbol in encoded.keys() - per_symbol.keys():
-            del encoded[symbol]
+        for symbol in symbols.keys() - per_symbol.keys():
+            del symbols[symbol]
     seen: dict[str, float] = snapshot["seen_order_ids"]
     _numbered(ORDER, seen, ordinals, ids, every_id, lambda place, order_id: f"{place}:{seen[order_id]!r}")
     return parts, ids
 
 
 def _split_risk(
-    risk: dict[str, Any], per_symbol: dict[str, dict[str, Any]], parts: dict[str, str]
+    risk: dict[str, Any],
+    per_symbol: dict[str, dict[str, Any]],
+    parts: dict[str, str],
+    encoded: dict[int, tuple[bytes, str]] | None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The risk memory kept in ``_rest``; per-symbol memory goes to ``per_symbol``, the last
-    minute's send times to parts of SENT_CHUNK sends (``parts``); returns it with the decided ids."""
+    minute's send times to parts of SENT_CHUNK sends (``parts``; ``encoded``: each chunk's as last
+    split, see Encoded); returns it with the decided ids."""
     for symbol, mark in risk.pop("marks", {}).items():
         per_symbol.setdefault(symbol, {})["mark"] = mark
     windows = dict(risk.pop("windows", {}))
@@ -143,10 +158,20 @@ def _split_risk(
         per_symbol.setdefault(symbol, {})["cooldown"] = until
     sent = windows.pop("sent", [])
     first = windows.get("sends", len(sent)) - len(sent)  # the number of the oldest send kept
-    chunks: dict[int, list[float]] = {}
-    for place, at in enumerate(sent, first):
-        chunks.setdefault(place // SENT_CHUNK, []).append(at)
-    parts |= {f"{SENT}{chunk}": COMPACT + compact(pack_times(times)) for chunk, times in chunks.items()}
+    chunks = range(first // SENT_CHUNK, (first + len(sent) - 1) // SENT_CHUNK + 1) if sent else range(0)
+    for chunk in chunks:  # chunk n holds the sends numbered n * SENT_CHUNK onwards
+        times = sent[max(0, chunk * SENT_CHUNK - first) : (chunk + 1) * SENT_CHUNK - first]
+        if encoded is None:
+            parts[f"{SENT}{chunk}"] = COMPACT + compact(pack_times(times))
+            continue
+        plain = marshal.dumps(times)
+        before = encoded.get(chunk)
+        if before is None or before[0] != plain:
+            before = encoded[chunk] = (plain, COMPACT + compact(pack_times(times)))
+        parts[f"{SENT}{chunk}"] = before[1]
+    if encoded is not None:
+        for chunk in [chunk for chunk in encoded if chunk not in chunks]:
+            del encoded[chunk]
     if windows:
         risk["windows"] = windows
     return risk, risk.pop("decided", [])

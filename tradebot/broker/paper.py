@@ -378,7 +378,9 @@ class PaperBroker(RestingBook):
             "starting_cash": self.starting_cash,
             "cash": self.cash,
             "commissions": self.commissions,
-            "positions": {symbol: asdict(p) for symbol, p in self.positions.items()},
+            # vars, not asdict: the fields are plain floats, and asdict's deep copy per position was
+            # most of what a commit's checkpoint cost with many symbols held
+            "positions": {symbol: dict(vars(p)) for symbol, p in self.positions.items()},
             "seen_order_ids": dict(self._seen),
             "resting": [order.model_dump(mode="json") for order in self.resting.values()],
             "marks": dict(self.marks),

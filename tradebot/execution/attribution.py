@@ -12,7 +12,7 @@ the account's position, and their total P&L (realised + unrealised) to the accou
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 UNATTRIBUTED = "unattributed"  # a buy whose order names no strategy (a webhook without one, by hand)
@@ -92,7 +92,7 @@ class StrategyPnL:
         """The strategies in their order (it orders the sums of ``_closing``), each one's symbols
         sorted (the checkpoint keeps them in parts per symbol: restored, they come back in that order)."""
         return {
-            strategy: {symbol: list(asdict(book[symbol]).values()) for symbol in sorted(book)}
+            strategy: {symbol: list(vars(book[symbol]).values()) for symbol in sorted(book)}  # plain floats: no asdict
             for strategy, book in self.books.items()
         }
 

@@ -62,7 +62,7 @@ class BrokerPartition:
         # the parts as last handed out for a commit, but the ids' (each written once: see checkpoint.split_changed)
         self._written: dict[str, str] = {}
         self._ordinals: account_parts.Ordinals = {}  # the decisions' and order ids' places (checkpoint.split)
-        self._encoded: dict[str, tuple[bytes, bytes, str]] = {}  # each symbol's part as last split (ditto)
+        self._encoded = account_parts.Encoded()  # what the last split encoded (ditto)
         self.restore(None)
 
     def restore(self, checkpoint: str | None) -> None:
