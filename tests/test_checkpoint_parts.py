@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -416,3 +417,36 @@ def test_the_minute_of_sends_is_committed_chunk_by_chunk_as_a_whole_split_writes
     whole = execution.BrokerPartition(settings)
     whole.apply(orders)
     assert stored == whole.parts()
+
+
+def test_ids_are_numbered_as_a_whole_diff_numbers_them_whatever_the_lists_did() -> None:
+    """The numbering looks only at the ends of a list that grew at the end and lost ids at the
+    front (the usual case), and diffs it whole otherwise: through random appends, drops from the
+    front and, now and then, an id dropped from or added in the middle, every step's changes are
+    exactly what diffing the whole list against the numbered ids gives."""
+    rng = random.Random(5)
+    ids: list[str] = []
+    ordinals: account_parts.Ordinals = {}
+    numbered: dict[str, int] = {}  # the reference: places given by a whole diff, in list order
+    made = 0
+    for _ in range(400):
+        for _ in range(rng.randrange(4)):
+            made += 1
+            ids.append(f"id-{made}")
+        del ids[: rng.randrange(3)]
+        if ids and rng.random() < 0.1:
+            del ids[rng.randrange(len(ids))]
+        if ids and rng.random() < 0.1:
+            made += 1
+            ids.insert(rng.randrange(len(ids)), f"id-{made}")
+        listed = ids if rng.random() < 0.5 else dict.fromkeys(ids, 1.0)
+        expected = {account_parts.ORDER + i: None for i in numbered if i not in ids}
+        numbered = {i: p for i, p in numbered.items() if i in ids}
+        for order_id in ids:
+            if order_id not in numbered:
+                numbered[order_id] = max(numbered.values(), default=0) + 1
+                expected[account_parts.ORDER + order_id] = str(numbered[order_id])
+        changed: dict[str, str | None] = {}
+        account_parts._numbered(account_parts.ORDER, listed, ordinals, changed, False, lambda place, _: str(place))
+        assert changed == expected
+        assert ordinals[account_parts.ORDER] == numbered

@@ -41,6 +41,7 @@ import itertools
 import json
 import marshal
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -190,23 +191,57 @@ def _numbered(
     every_id: bool,
     part: Callable[[int, str], str],
 ) -> None:
-    """Number each id once, in list order (its place, kept in ``ordinals[prefix]``), and put in
-    ``changed`` the part of each new id (of every id with ``every_id``) and None for each id no
-    longer listed. Set operations: a commit keeping thousands of ids (the broker's order memory
-    is days long) walks them in C, not in Python."""
+    """Number each id once, in list order (its place, kept in ``ordinals[prefix]`` in place order),
+    and put in ``changed`` the part of each new id (of every id with ``every_id``) and None for each
+    id no longer listed.
+
+    Both lists of ids (the broker's order memory, days long, and the last decisions) only grow at
+    the end and are forgotten from the front, so a commit looks at what it added and dropped there
+    (:func:`_moved_on`), and at the ids it keeps only to check, in C, that they are those numbered;
+    anything else (a list restored from elsewhere) is diffed whole with set operations."""
     numbered = ordinals.setdefault(prefix, {})
-    listed = ids.keys() if isinstance(ids, dict) else set(ids)
-    for order_id in numbered.keys() - listed:
-        del numbered[order_id]
-        changed[prefix + order_id] = None
-    fresh = listed - numbered.keys()
-    if fresh:
-        following = max(numbered.values(), default=0) + 1
-        for order_id in ids:
-            if order_id in fresh:
-                numbered[order_id], following = following, following + 1
+    fresh = _moved_on(prefix, ids, numbered, changed)
+    if fresh is None:
+        listed = ids.keys() if isinstance(ids, dict) else set(ids)
+        for order_id in numbered.keys() - listed:
+            del numbered[order_id]
+            changed[prefix + order_id] = None
+        news = listed - numbered.keys()
+        fresh = [order_id for order_id in ids if order_id in news] if news else []
+    following = next(reversed(numbered.values()), 0) + 1 if numbered else 1
+    for order_id in fresh:
+        numbered[order_id], following = following, following + 1
     for order_id in ids if every_id else fresh:
         changed[prefix + order_id] = part(numbered[order_id], order_id)
+
+
+def _moved_on(
+    prefix: str, ids: list[str] | dict[str, Any], numbered: dict[str, int], changed: dict[str, str | None]
+) -> list[str] | None:
+    """When ``ids`` are the numbered ones less some at the front, plus some at the end: drops those
+    from ``numbered`` (None in ``changed``) and returns the new ones in order; else None, changing
+    nothing. Checked exactly: what is kept must be the numbered ids in their order (a list compare
+    of the ids, in C)."""
+    listed = ids if isinstance(ids, dict) else dict.fromkeys(ids)
+    gone = 0
+    for order_id in numbered:  # the oldest first
+        if order_id in listed:
+            break
+        gone += 1
+    fresh: list[str] = []
+    for order_id in reversed(ids):
+        if order_id in numbered:
+            break
+        fresh.append(order_id)
+    fresh.reverse()
+    kept = len(listed) - len(fresh)
+    same = map(operator.eq, itertools.islice(numbered, gone, None), itertools.islice(listed, kept))
+    if kept != len(numbered) - gone or not all(same):
+        return None
+    for order_id in list(itertools.islice(numbered, gone)):
+        del numbered[order_id]
+        changed[prefix + order_id] = None
+    return fresh
 
 
 def join(parts: dict[str, str]) -> tuple[dict[str, Any], Ordinals]:
@@ -234,8 +269,9 @@ def join(parts: dict[str, str]) -> tuple[dict[str, Any], Ordinals]:
             place, _, at = value.partition(":")
             orders[name[len(ORDER) :]] = int(place)
             seen[name[len(ORDER) :]] = float(at)
+    decisions, orders = _by_place(decisions), _by_place(orders)  # in place order, as _numbered keeps them
     ordinals: Ordinals = {DECISION: decisions, ORDER: orders}
-    snapshot["seen_order_ids"] = {order_id: seen[order_id] for order_id in _in_order(orders)}
+    snapshot["seen_order_ids"] = {order_id: seen[order_id] for order_id in orders}
     if "risk" in snapshot:
         risk = snapshot["risk"]
         risk |= {key: hot[short] for key, short in _HOT_RISK.items() if short in hot}
@@ -250,13 +286,13 @@ def join(parts: dict[str, str]) -> tuple[dict[str, Any], Ordinals]:
         }
         windows["cooldown"] = {symbol: state["cooldown"] for symbol, state in per_symbol.items() if "cooldown" in state}
         risk["marks"] = {symbol: state["mark"] for symbol, state in per_symbol.items() if "mark" in state}
-        risk["decided"] = _in_order(decisions)
+        risk["decided"] = list(decisions)
     return snapshot, ordinals
 
 
-def _in_order(places: dict[str, int]) -> list[str]:
+def _by_place(places: dict[str, int]) -> dict[str, int]:
     """The ids in their places."""
-    return sorted(places, key=places.__getitem__)
+    return {order_id: places[order_id] for order_id in sorted(places, key=places.__getitem__)}
 
 
 # ----- the compact encoding (``~`` and then JSON) ---------------------------------------------------
