@@ -3,10 +3,11 @@
     PYTHONPATH=<checkout> .venv/bin/python -m tests.backtest_digest [--ticks 200000]
 
 Runs the bench's backtests (tradebot/bench/backtest.py: the crossover 5/20 and 50/200 over its
-stored mock ticks, the 5/20 over the same ticks as Tick objects, the ensemble) and prints, per run
-and for all of them, a sha256 over the signals, orders and events (their JSON: the wire format,
-ids included), the equity curve, the round trips, the totals, the account and the report. Two
-checkouts printing the same lines gave the same results to the bit (floats by ``repr``).
+stored mock ticks, the 5/20 over the same ticks as Tick objects, the ensemble, the 5/20 over
+1-minute bars) and prints, per run and for all of them, a sha256 over the signals, orders and
+events (their JSON: the wire format, ids included), the equity curve, the round trips, the
+totals, the account and the report. Two checkouts printing the same lines gave the same results
+to the bit (floats by ``repr``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import astuple
 
 from tradebot.backtest.engine import BacktestResult, run_backtest
 from tradebot.backtest.report import build_report
-from tradebot.bench.backtest import CROSSOVER, ENSEMBLE_TICKS, SLOW_CROSSOVER, bench_ticks
+from tradebot.bench.backtest import CROSSOVER, CROSSOVER_BARS, ENSEMBLE_TICKS, SLOW_CROSSOVER, bench_bars, bench_ticks
 from tradebot.broker.paper import PaperBroker
 from tradebot.strategy.batch import TickColumns
 from tradebot.strategy.book import StrategyBook, StrategySpec
@@ -52,6 +53,7 @@ def main() -> None:
         ("50/200 stored", SLOW_CROSSOVER, stored),
         ("5/20 Tick objects", CROSSOVER, ticks),
         ("ensemble stored", ENSEMBLE_TICKS, stored[: args.ticks // 4]),
+        ("5/20 1-minute bars", CROSSOVER_BARS, bench_bars(args.ticks // 10)),
     ]
     everything = hashlib.sha256()
     for name, spec, observations in runs:
