@@ -8,14 +8,14 @@ to do one run at a time in turn (A B, then B A, ...), so both see the same momen
 machine; a run is ``run_backtest`` of the bench's crossover 5/20 and 50/200 over its 200,000 stored
 mock ticks (``TickColumns``), timed with ``time.process_time``. Prints medians and bests, the cost
 of a signal ((t(5/20) - t(50/200)) / (12,380 - 1,166 signals): both runs share every per-tick
-cost) and the per-pair ratios. Every run of both must give the same signals, orders and fills
-(a digest of their JSON is compared).
+cost) and the per-pair ratios. Every run of both must give the same results: signals, orders,
+events, equity curve, round trips, totals, account and report (tests/backtest_digest.py's digest);
+the previous run's result is freed before a run is timed, as the bench times none.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import pickle
 import statistics
 import subprocess
@@ -31,6 +31,7 @@ def worker(root: str, data: str) -> None:
     """Serve runs of this checkout's code: a spec name in, CPU seconds and a digest out."""
     sys.path.insert(0, root)
     import tradebot
+    from tests.backtest_digest import digest
     from tradebot.backtest.engine import run_backtest
     from tradebot.bench.backtest import CROSSOVER, SLOW_CROSSOVER
     from tradebot.broker.paper import PaperBroker
@@ -47,10 +48,8 @@ def worker(root: str, data: str) -> None:
         began = time.process_time()
         result = run_backtest(StrategyBook([specs[line.strip()]]), ticks, PaperBroker(10_000_000.0, 1.0, 0.005))
         took = time.process_time() - began
-        digest = hashlib.sha256()
-        for event in (*result.signals, *result.orders, *result.events):
-            digest.update(event.model_dump_json().encode())
-        print(took, len(result.signals), digest.hexdigest()[:16], flush=True)
+        print(took, len(result.signals), digest(result, specs[line.strip()]), flush=True)
+        del result
 
 
 def main() -> None:

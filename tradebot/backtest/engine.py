@@ -93,8 +93,8 @@ class Ledger:
                   proceeds - cost - fees)
         )  # fmt: skip
         lot.quantity, lot.cost, lot.fees = lot.quantity - quantity, lot.cost - cost, lot.fees * (1 - share)
-        if lot.quantity <= 1e-9:
-            self.lots[key] = Lot()
+        if lot.quantity <= 1e-9:  # closed: a fresh lot's values (set in place, sooner than a new Lot)
+            lot.quantity, lot.cost, lot.fees, lot.opened = 0.0, 0.0, 0.0, None
 
 
 @dataclass

@@ -31,6 +31,7 @@ from tradebot.common.models import (
     OrderChange,
     OrderEvent,
     builder,
+    defaults,
     id_maker,
     invalid,
 )
@@ -39,20 +40,11 @@ from tradebot.common.rounding import rounded
 # How long (in order time) an executed client order id is remembered. Days, not a count: a duplicate
 # can come back much later (a replayed stream, an old entry reclaimed), and must still not fill.
 REMEMBER_DAYS = 7.0
-# the paper broker's events: every one gives these values (models.built, its layout found once)
-_order_event = builder(
-    OrderEvent,
-    "id",
-    "symbol",
-    "timestamp",
-    "client_order_id",
-    "status",
-    "side",
-    "quantity",
-    "price",
-    "commission",
-    "reason",
-)
+# the paper broker's events: every one gives these values (models.builder, its layout found once)
+_EVENT_FIELDS = ("id", "symbol", "timestamp", "client_order_id", "status", "side", "quantity", "price", "commission",
+                 "reason")  # fmt: skip
+_event_defaults = defaults(OrderEvent)
+_order_event = builder(OrderEvent, *_EVENT_FIELDS)
 _fill_hash = id_maker("fill")  # event_id's hash (stable_id("fill", ...), sooner)
 __all__ = ["QUANTITY_TOLERANCE", "PaperBroker", "Position", "event_id"]
 
@@ -244,10 +236,17 @@ class PaperBroker(RestingBook):
             self._buy(position, quantity, price, commission)
         else:
             self._sell(position, quantity, price, commission)
-        client_id = fields["id"]  # the event's id is event_id's, without its call
-        values = {"id": _fill_hash(client_id), "symbol": fields["symbol"], "timestamp": fields["timestamp"],
-                  "client_order_id": client_id, "status": "filled", "side": fields["side"], "quantity": quantity,
-                  "price": price, "commission": commission, "reason": None}  # fmt: skip
+        client_id = fields["id"]
+        values = _event_defaults.copy()  # every field in field order (models.builder)
+        values["id"] = _fill_hash(client_id)  # event_id's, without its call
+        values["symbol"] = fields["symbol"]
+        values["timestamp"] = fields["timestamp"]
+        values["client_order_id"] = client_id
+        values["status"] = "filled"
+        values["side"] = fields["side"]
+        values["quantity"] = quantity
+        values["price"] = price
+        values["commission"] = commission
         return _order_event(values)
 
     def not_marketable(self, order: Order) -> tuple[str, str] | None:
@@ -338,7 +337,7 @@ class PaperBroker(RestingBook):
         # built unvalidated (models.built); anything else goes through the model, which says why.
         priced = MIN_PRICE <= price <= MAX_PRICE if price is not None else status not in ("filled", "partially_filled")
         if priced and status in ORDER_STATUSES and commission >= 0 and 0 < order.quantity <= MAX_QUANTITY:
-            return _order_event(values)
+            return _order_event({**_event_defaults, **values})
         return OrderEvent.model_validate(values)
 
     def _remember(self, client_order_id: str, at: float) -> None:

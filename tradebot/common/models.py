@@ -138,20 +138,33 @@ def built(model: type[E], **values: Any) -> E:
 
 def builder(model: type[E], *names: str) -> Callable[[dict[str, Any]], E]:
     """:func:`built` for the hot paths, its layout found once: ``builder(M, *names)(values)`` is
-    ``built(M, **values)`` for a ``values`` dict of exactly ``names`` in that order, without the
-    keyword dict and the layout's lookup (~0.3 µs a Signal instead of ~0.8). Every field in field
-    order: ``values`` itself becomes the event's dict (the caller hands it over and keeps no other use)."""
-    defaults, given = _layout(model, names)
+    ``built(M, **given)`` for ``values`` of every field of ``M`` in field order whose ``names`` were
+    given (the event's fields set, as pydantic's constructor would have it) and the others are at
+    their defaults: a copy of ``defaults(M)`` with the given ones set (sooner than merging two dicts;
+    ~0.3 µs a Signal instead of ~0.8). ``values`` itself becomes the event's dict (the caller hands
+    it over and keeps no other use)."""
+    fields = tuple(model.model_fields)
+    if any(name not in fields for name in names):
+        raise ValueError(f"{model.__name__} has no field {next(n for n in names if n not in fields)!r}")
+    given = set(names)
 
     def build(values: dict[str, Any]) -> E:
         event = _new(model)
-        _set_dict(event, values if defaults is None else {**defaults, **values})
+        _set_dict(event, values)
         _set_fields_set(event, given)
         _set_extra(event, None)
         _set_private(event, None)
         return event
 
     return build
+
+
+def defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """Every field of ``model`` in field order at its default (None for a required one): what a
+    :func:`builder`'s caller copies and fills in."""
+    layout = _layout(model, ())[0]
+    assert layout is not None  # (a model with no fields has no events)
+    return layout
 
 
 class Event(BaseModel):
@@ -345,25 +358,24 @@ class Order(Event):
         """
         read = signal.__dict__  # the signal's values: a dict read is a fraction of a pydantic attribute read
         signal_id = read["id"]
-        values = {
-            "id": "co-" + _order_hash(signal_id),  # id_for's, without its call
-            "symbol": read["symbol"],
-            "side": read["side"],
-            "quantity": quantity,
-            "reference_price": read["price"],
-            "signal_id": signal_id,
-            "timestamp": read["timestamp"],
-            "strategy": read["strategy"],
-        }
+        values = _order_defaults.copy()  # every field in field order: the event's dict as it is
+        values["id"] = "co-" + _order_hash(signal_id)  # id_for's, without its call
+        values["symbol"] = read["symbol"]
+        values["timestamp"] = read["timestamp"]
+        values["side"] = read["side"]
+        values["quantity"] = quantity
+        values["reference_price"] = read["price"]
+        values["signal_id"] = signal_id
+        values["strategy"] = read["strategy"]
         if cls is Order and type(quantity) is float and MIN_QUANTITY <= quantity <= MAX_QUANTITY:
             return _order_of_signal(values)
-        return cls.model_validate(values)  # says why, or converts (an int quantity)
+        return cls.model_validate({name: values[name] for name in _FROM_SIGNAL})  # says why, or converts (an int)
 
 
 _order_hash = id_maker("order")  # Order.id_for's hash
-_order_of_signal = builder(
-    Order, "id", "symbol", "side", "quantity", "reference_price", "signal_id", "timestamp", "strategy"
-)  # Order.from_signal's values
+_FROM_SIGNAL = ("id", "symbol", "timestamp", "side", "quantity", "reference_price", "signal_id", "strategy")
+_order_defaults = defaults(Order)
+_order_of_signal = builder(Order, *_FROM_SIGNAL)  # Order.from_signal's values
 REPLACEABLE = ("quantity", "limit_price", "stop_price", "trail_percent", "trail_price", "time_in_force")
 
 

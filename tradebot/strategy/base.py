@@ -22,7 +22,7 @@ from tradebot.common.models import (
     Signal,
     Tick,
     builder,
-    stable_id,
+    id_maker,
 )
 from tradebot.common.rounding import rounded
 from tradebot.strategy.bars import BarBuilder, Candle, timeframe_seconds
@@ -107,9 +107,18 @@ class BarStrategy:
     def __init__(self, *, timeframe: str = "tick", name: str | None = None):
         self.timeframe = timeframe
         self.seconds = timeframe_seconds(timeframe)
-        self.name = name or self.default_name
+        self.name = name or self.default_name  # (and its signals' id maker: the property below)
         self._symbols: dict[str, SymbolState] = {}
         self._changes: list[OrderChange] = []
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, name: str) -> None:
+        self._name = name
+        self._signal_id = id_maker(name)  # stable_id(name, source_id), its prefix hashed once
 
     # --- what subclasses define ---
     def indicators(self) -> dict[str, Indicator]:
@@ -174,13 +183,13 @@ class BarStrategy:
         if not 0.0 <= score <= 1.0:
             score = min(1.0, max(0.0, score))
         values = {
-            "id": stable_id(self.name, source_id),
+            "id": self._signal_id(source_id),
             "symbol": symbol,
             "timestamp": at,
             "side": side,
             "price": price,
             "confidence": rounded(score, 6),
-            "strategy": self.name,
+            "strategy": self._name,
             "tick_id": source_id,
         }
         if side in SIDES and type(price) is float and MIN_PRICE <= price <= MAX_PRICE and at.tzinfo is UTC:

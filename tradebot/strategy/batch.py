@@ -130,7 +130,9 @@ class Batch:
         """Each symbol's positions, in order; symbols in order of first appearance."""
         if not self.symbols:
             return {}
-        codes = {symbol: number for number, symbol in enumerate(dict.fromkeys(self.symbols))}
+        # numbered in a set's order (a set of them is sooner than dict.fromkeys), put in order of first appearance below
+        names = list(set(self.symbols))
+        codes = {symbol: number for number, symbol in enumerate(names)}
         # one itemgetter call looks every symbol up in C (sooner than a map of __getitem__); of one item it
         # gives the item itself, not a tuple
         looked_up = operator.itemgetter(*self.symbols)(codes) if len(self.symbols) > 1 else (codes[self.symbols[0]],)
@@ -138,8 +140,11 @@ class Batch:
         small = len(codes) <= 2**15
         numbered = np.fromiter(looked_up, dtype=np.int16 if small else np.int64, count=len(self.symbols))
         order = np.argsort(numbered, kind="stable")
-        ends = np.cumsum(np.bincount(numbered, minlength=len(codes)))
-        return dict(zip(codes, np.split(order, ends[:-1]), strict=True))
+        counts = np.bincount(numbered, minlength=len(codes))
+        ends = np.cumsum(counts)
+        positions = np.split(order, ends[:-1])
+        firsts = order[ends - counts]  # each symbol's first position (every one comes at least once)
+        return {names[code]: positions[code] for code in np.argsort(firsts).tolist()}
 
     def repeats(self, symbol: str, recent: Iterable[str]) -> bool:
         """Whether an id of ``symbol``'s observations comes twice in this batch, or is one of ``recent``

@@ -177,9 +177,12 @@ class MovingAverageCrossover(BarStrategy):
         if int(np.abs(values).max()) * (len(values) + self.long_window**2) >= 2**62:
             return None  # beyond int64: the per-tick rule's Python integers have no bound
         totals = np.concatenate([[0], np.cumsum(values)])
-        ends = np.arange(max(self.long_window, len(seen) + 1), len(values) + 1)  # one past each full long window
-        long_sums = totals[ends] - totals[ends - self.long_window]
-        short_sums = totals[ends] - totals[ends - self.short_window]
+        first = max(self.long_window, len(seen) + 1)  # one past the first full long window not decided yet
+        count = max(0, len(values) + 1 - first)
+        ends = np.arange(first, first + count)  # one past each full long window
+        at_ends = totals[first : first + count]  # (slices of the totals: views, not fancy-indexed copies)
+        long_sums = at_ends - totals[first - self.long_window : first - self.long_window + count]
+        short_sums = at_ends - totals[first - self.short_window : first - self.short_window + count]
         differences = short_sums * self.long_window - long_sums * self.short_window  # exact, as in _decide_units
         relations = np.sign(differences)
         turns = np.flatnonzero(relations)  # equal averages keep the side: only non-zero relations count
@@ -190,15 +193,15 @@ class MovingAverageCrossover(BarStrategy):
         long.values = deque(values[-self.long_window :].tolist(), maxlen=self.long_window)
         short.values = deque(values[-self.short_window :].tolist(), maxlen=self.short_window)
         long.total, short.total = sum(long.values), sum(short.values)
-        found: list[tuple[int, Side, float]] = []
-        shift = len(seen) + 1
-        for end, relation, difference, long_sum in zip(
-            ends[crossed].tolist(), relations[crossed].tolist(), differences[crossed].tolist(),
-            long_sums[crossed].tolist(), strict=True,
-        ):  # fmt: skip
-            score = min(1.0, abs(difference) / (long_sum * self.short_window) / FULL_CONFIDENCE_GAP)
-            found.append((end - shift, "buy" if relation > 0 else "sell", score))
-        return found
+        turned, totals_of = differences[crossed], long_sums[crossed] * self.short_window
+        if len(crossed) and max(int(np.abs(turned).max()), int(totals_of.max())) < 2**53:
+            # both exact as floats, so each quotient is the one of the Python integers (correctly rounded)
+            scores = np.minimum(1.0, np.abs(turned) / totals_of / FULL_CONFIDENCE_GAP).tolist()
+        else:  # as _decide_units, one by one
+            pairs = zip(turned.tolist(), totals_of.tolist(), strict=True)
+            scores = [min(1.0, abs(difference) / total / FULL_CONFIDENCE_GAP) for difference, total in pairs]
+        sides: list[Side] = ["buy" if relation > 0 else "sell" for relation in relations[crossed].tolist()]
+        return list(zip((ends[crossed] - (len(seen) + 1)).tolist(), sides, scores, strict=True))
 
     @staticmethod
     def _turn(state: SymbolState, relation: int, score: float) -> Decision | None:
