@@ -34,9 +34,16 @@ def _scale(name: str) -> str:
 def _spelled(name: str) -> str:
     """The JSON of the double whose float8 text is ``<name>_text``: that text is its shortest
     round-trip spelling (extra_float_digits >= 1); a whole number gets ".0" so it reads as a float,
-    as msgspec writes it."""
-    text = f"{name}_text"
-    return f"{text} || CASE WHEN strpos({text}, '.') + strpos({text}, 'e') > 0 THEN '' ELSE '.0' END"
+    as msgspec writes it (``<name>_whole``, see ``_whole``)."""
+    return f"{name}_text || CASE WHEN {name}_whole THEN '.0' ELSE '' END"
+
+
+def _whole(name: str) -> str:
+    """Whether float8's shortest text of ``name`` has neither a '.' nor an 'e': a whole number
+    below 1e15 (float8out writes fixed notation for 1e-4 <= |x| < 1e15, exponents beyond) or
+    zero. (NaN and the infinities, the exceptions, never make a plain bar.) Two comparisons
+    instead of two strpos over the text."""
+    return f"({name} = trunc({name}) AND abs({name}) < 1e15) AS {name}_whole"
 
 
 def bars_json_sql(history_sql: str, daily: bool) -> str:
@@ -64,7 +71,8 @@ def bars_json_sql(history_sql: str, daily: bool) -> str:
     checks.append("abs(volume) < 1e300")
     exact = "current_setting('extra_float_digits')::int > 0"
     plain = " AND ".join([exact, "date_trunc('second', ts) = ts", "trade_count IS NOT NULL", *checks])
-    texts = ", ".join([*(f"{n}::text AS {n}_text" for n in (*rounded, "volume")), f"{plain} AS plain"])
+    spelled = (*rounded, "volume")
+    texts = ", ".join([*(f"{n}::text AS {n}_text, {_whole(n)}" for n in spelled), f"{plain} AS plain"])
     session = "'\"' || to_char((ts AT TIME ZONE 'America/New_York')::date, 'YYYY-MM-DD') || '\"'" if daily else "'null'"
     bar = (
         "'{\"timestamp\":\"' || to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || 'Z\",'"
