@@ -340,3 +340,21 @@ async def test_a_refresh_over_all_time_writes_the_minutes_in_symbol_order(timesc
     stored = [(row["symbol"], row["bucket"]) for row in rows]
     assert len(stored) == len(symbols) * 1000
     assert stored == sorted(stored)
+
+
+async def test_windows_bounded_by_the_rollups_edge_equal_the_plain_path(timescale: Timescale) -> None:
+    """A request's window ends at the limit-th bucket of the rollups when it lies within a few
+    windows of the start (else the windows grow as before): either way the bars are the plain path's,
+    from either end, for limits that end inside a session, across nights, and past the data."""
+    await refresh(timescale.pool, RANGE_START, REFRESHED_UNTIL)
+    for timeframe in TIMEFRAMES:
+        for limit in (1, 7, 390, 2000):
+            for window in ({"start": RANGE_START}, {"end": RANGE_END}, {"start": RANGE_START, "end": RANGE_END}):
+                found = []
+                for rollups in (True, False):
+                    rows = await queries.history(
+                        timescale.pool, "AAPL", timeframe, limit=limit, rollups=rollups, **window
+                    )
+                    found.append([(row["ts"], row["open"], row["close"], row["trade_count"]) for row in rows])
+                assert found[0] == found[1], (timeframe, limit, window)
+                assert len(found[0]) == min(limit, len(reference_bars(AAPL, timeframe, []))), (timeframe, limit)

@@ -25,7 +25,7 @@ from tradebot.bench.backtest import measure_backtest
 from tradebot.bench.bus import measure_bus
 from tradebot.bench.ceilings import ceiling_figures, measure_ceilings, with_ceilings
 from tradebot.bench.e2e import FeedRun, measure_throughput
-from tradebot.bench.history_table import StorageSizes
+from tradebot.bench.history_table import HISTORY_DATABASE, StorageSizes
 from tradebot.bench.latency import measure_latency
 from tradebot.bench.processes import WorkerPool, worker_pool
 from tradebot.bench.report import Figure, Report, print_report
@@ -193,17 +193,21 @@ def run_bench(
     out: Path = Path("bench-results.json"),
     sections: list[str] | None = None,
     table_ticks: int | None = None,
+    keep_table: bool = False,
     sizes: BenchSizes | None = None,
     console: Console | None = None,
 ) -> Report:
     """Run the benchmark on the bench servers (see ``tradebot.bench.target``); print and write it.
 
-    ``sizes`` overrides the default (or ``quick``) sizes, e.g. tiny ones for a smoke test.
+    ``sizes`` overrides the default (or ``quick``) sizes, e.g. tiny ones for a smoke test;
+    ``keep_table`` keeps the storage section's /history table for the next run of the same size.
     """
     console = console or Console()
     sizes = sizes or (QUICK_SIZES if quick else DEFAULT_SIZES)
     if table_ticks:
         sizes = replace(sizes, storage=replace(sizes.storage, table_ticks=table_ticks))
+    if keep_table:
+        sizes = replace(sizes, storage=replace(sizes.storage, keep_table=True))
     chosen = [name for name in SECTIONS if not sections or name in sections]
     report = Report(
         meta={
@@ -234,6 +238,14 @@ def bench_command(
     quick: Annotated[bool, typer.Option("--quick", help="small sizes: under a minute")] = False,
     out: Annotated[Path, typer.Option(help="where to write the JSON results")] = Path("bench-results.json"),
     ticks: Annotated[int | None, typer.Option(help="rows in the /history table (default 2M; e.g. 10000000)")] = None,
+    keep_table: Annotated[
+        bool,
+        typer.Option(
+            "--keep-table",
+            help=f"keep the /history table (database {HISTORY_DATABASE}) and reuse it in the next run "
+            "of the same size instead of generating it again",
+        ),
+    ] = False,
 ) -> None:
     """Measure bus, strategy, end-to-end, latency, storage and /history figures; print a table, write JSON."""
     unknown = [name for name in sections or [] if name not in SECTIONS]
@@ -243,7 +255,7 @@ def bench_command(
         if settings.log_level != "INFO":
             setup_logging(settings.log_level)
         try:
-            run_bench(settings, quick=quick, out=out, sections=sections, table_ticks=ticks)
+            run_bench(settings, quick=quick, out=out, sections=sections, table_ticks=ticks, keep_table=keep_table)
         except BenchTargetError as error:
             raise SystemExit(f"tradebot bench: {error}") from None
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 FIRST_DAY = datetime(2021, 1, 4, tzinfo=UTC)
+# Where ``tradebot bench storage --keep-table`` keeps the generated table between runs.
+HISTORY_DATABASE = "tradebot_bench_history"
 # The windows of the warm-cache run: ~5 MB of 1,000-bar 1m responses (~160 KB each), within the
 # default HISTORY_CACHE_MB=8 of each API worker (64 of them thrash it: ~80 % hits).
 WARM_WINDOWS = 32
@@ -24,6 +26,7 @@ class StorageSizes:
     concurrency: int = 8
     symbols: int = 5
     days: int = 1100  # the storage bench needs > 1,000 sessions for 1,000 daily bars
+    keep_table: bool = False  # keep the generated table (HISTORY_DATABASE) and reuse it next time
 
 
 def history_url(timeframe: str, days: int) -> Callable[[int, random.Random], str]:

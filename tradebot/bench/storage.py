@@ -22,6 +22,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -31,14 +32,14 @@ import httpx
 
 from tradebot.api.history_service import create_app
 from tradebot.bench.history_http import http_figures
-from tradebot.bench.history_table import FIRST_DAY, StorageSizes, history_url
+from tradebot.bench.history_table import FIRST_DAY, HISTORY_DATABASE, StorageSizes, history_url
 from tradebot.bench.processes import WorkerPool
 from tradebot.bench.report import Figure, percentile
 from tradebot.bench.target import BENCH_DATABASE, BENCH_REDIS_DB, BenchTarget
 from tradebot.common.bus import Bus
 from tradebot.common.bus.connection import connect
 from tradebot.common.config import ReadySettings, Settings
-from tradebot.common.db import create_pool, drop_database, recreate_database
+from tradebot.common.db import create_pool, drop_database, recreate_database, with_database
 from tradebot.common.models import Tick
 from tradebot.common.streams import tick_stream_for
 from tradebot.maintenance.reset import refresh_rollups
@@ -69,6 +70,23 @@ SELECT $1, $2::timestamptz + d * INTERVAL '1 day' + INTERVAL '14 hours 30 minute
 FROM generate_series($3::int, $6::int - 1) AS d, generate_series(0, $4 - 1) AS i,
      LATERAL (SELECT d::bigint * $4 + i AS n) AS numbered
 ORDER BY d, i"""
+
+
+def table_label(ticks: int, symbols: int, days: int) -> str:
+    """What a kept table was generated as (the comment on its database, written once it is complete)."""
+    return f"tradebot bench history table: ticks={ticks} symbols={symbols} days={days}"
+
+
+async def kept_table(server_dsn: str, label: str) -> str | None:
+    """The URL of the kept /history table generated as ``label``, if the server holds one."""
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        found = await conn.fetchval(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", HISTORY_DATABASE
+        )
+    finally:
+        await conn.close()
+    return with_database(server_dsn, HISTORY_DATABASE) if found == label else None
 
 
 async def generate_ticks(dsn: str, total: int, symbols: int, days: int) -> int:
@@ -180,9 +198,18 @@ async def latency(
 
 
 async def bench(
-    settings: Settings, *, ticks: int, symbols: int, days: int, ingest_rows: int, samples: int, keep: bool
+    settings: Settings,
+    *,
+    ticks: int,
+    symbols: int,
+    days: int,
+    ingest_rows: int,
+    samples: int,
+    keep: bool,
+    keep_table: bool = False,
 ) -> dict[str, Any]:
-    """Run every in-process measurement; returns the raw figures."""
+    """Run every in-process measurement; returns the raw figures (``history_dsn``: the database of
+    the /history table, BENCH_DATABASE's or with ``keep_table`` HISTORY_DATABASE's)."""
     assert settings.database_url
     assert settings.redis_url
     dsn = await recreate_database(settings.database_url, BENCH_DATABASE)
@@ -197,16 +224,13 @@ async def bench(
         "ingest_rows_per_s": {"write_events x1": writer_x1, "write_events x4": writer_x4, "storage worker x1": worker},
         "storage_worker_cpu_us_per_row": worker_cpu_us,
     }
-    started = time.perf_counter()
-    results["table_ticks"] = await generate_ticks(dsn, ticks, symbols, days)
-    app_mode = await _mode(dsn)
-    if app_mode == "timescaledb":  # materialize the rollups, as their refresh policies would
-        refresh_started = time.perf_counter()
-        log.info("refreshing the continuous aggregates over all time (one batch per level)")
-        await _refresh_rollups(dsn)
-        results["refresh_s"] = time.perf_counter() - refresh_started
-        log.info("continuous aggregates refreshed in %.0f s", results["refresh_s"])
-    results["generate_s"] = time.perf_counter() - started
+    if keep_table:
+        dsn = await _history_table(settings.database_url, ticks, symbols, days, results)
+        bench_settings = ReadySettings.resolved(settings, redis_url=redis_url, database_url=dsn)
+    else:
+        await _generate(dsn, ticks, symbols, days, results)
+    results["history_dsn"] = dsn
+    app_mode = results["mode"] = await _mode(dsn)
     prepared = "rollups" if app_mode == "timescaledb" else "kept series"
     paths = [(prepared, False), ("on the fly", True)]
     results["latency"] = {
@@ -220,10 +244,54 @@ async def bench(
     results["latency"]["/symbols"] = await latency(
         bench_settings, lambda n, rng: "/symbols", max(3, samples // 5), False
     )
-    results["mode"] = app_mode
     if not keep:
         await drop_database(settings.database_url, BENCH_DATABASE)
     return results
+
+
+async def _generate(dsn: str, ticks: int, symbols: int, days: int, results: dict[str, Any]) -> None:
+    """Generate the /history table in ``dsn`` (and materialize the rollups); its times into ``results``."""
+    started = time.perf_counter()
+    results["table_ticks"] = await generate_ticks(dsn, ticks, symbols, days)
+    if await _mode(dsn) == "timescaledb":  # materialize the rollups, as their refresh policies would
+        refresh_started = time.perf_counter()
+        log.info("refreshing the continuous aggregates over all time (one batch per level)")
+        await _refresh_rollups(dsn)
+        results["refresh_s"] = time.perf_counter() - refresh_started
+        log.info("continuous aggregates refreshed in %.0f s", results["refresh_s"])
+    results["generate_s"] = time.perf_counter() - started
+
+
+async def _history_table(server_dsn: str, ticks: int, symbols: int, days: int, results: dict[str, Any]) -> str:
+    """The kept /history table of this size (HISTORY_DATABASE), generated first if the server has
+    none: a 10M-tick table takes minutes, the runs of an A/B pair can share it. The database's
+    comment, written only once the table is complete, says what it holds; any other is replaced."""
+    label = table_label(ticks, symbols, days)
+    dsn = await kept_table(server_dsn, label)
+    if dsn is not None:
+        log.info("reusing the kept /history table in %s (%s)", HISTORY_DATABASE, label)
+        await apply_migrations(dsn, options=BENCH_TIMESCALE)  # this code's schema on the kept rows
+        results["table_ticks"] = await _count_ticks(dsn)
+        results["reused"] = True
+        return dsn
+    dsn = await recreate_database(server_dsn, HISTORY_DATABASE)
+    await apply_migrations(dsn, options=BENCH_TIMESCALE)
+    await _generate(dsn, ticks, symbols, days, results)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"COMMENT ON DATABASE {HISTORY_DATABASE} IS '{label}'")
+    finally:
+        await conn.close()
+    return dsn
+
+
+async def _count_ticks(dsn: str) -> int:
+    pool = await create_pool(dsn, max_size=1)
+    try:
+        rows: int = await pool.fetchval("SELECT count(*) FROM ticks")
+        return rows
+    finally:
+        await pool.close()
 
 
 async def _refresh_rollups(dsn: str) -> None:
@@ -256,10 +324,12 @@ async def measure_storage(target: BenchTarget, workers: WorkerPool, sizes: Stora
         ingest_rows=sizes.ingest_rows,
         samples=sizes.samples,
         keep=True,
+        keep_table=sizes.keep_table,
     )
     try:
         figures = ingest_figures(results, sizes) + latency_figures(results, sizes)
-        figures += await http_figures(target, workers, sizes, results["table_ticks"])
+        on_table = replace(target, database_url=results["history_dsn"])
+        figures += await http_figures(on_table, workers, sizes, results["table_ticks"])
     finally:
         workers.stop_all()
         await drop_database(target.settings.database_url, BENCH_DATABASE)
@@ -313,7 +383,10 @@ def latency_figures(results: dict[str, Any], sizes: StorageSizes) -> list[Figure
             f"({results.get('refresh_s', 0):.0f} s of it)"
         )
     )
-    figures = [Figure("storage", "table load", results["generate_s"], "s", load, {"ticks": results["table_ticks"]})]
+    if results.get("reused"):
+        load = f"not measured: the table kept by an earlier run (--keep-table) was reused; {load}"
+    table = {"ticks": results["table_ticks"]}
+    figures = [Figure("storage", "table load", results.get("generate_s"), "s", load, table)]
     for name, row in results["latency"].items():
         if not name.startswith("/history"):
             continue

@@ -32,9 +32,18 @@ def _scale(name: str) -> str:
 
 
 def _spelled(name: str) -> str:
-    """The JSON of the double ``t.<name>``: float8's text is its shortest round-trip spelling
-    (extra_float_digits >= 1); a whole number gets ".0" so it reads as a float, as msgspec writes it."""
-    return f"t.{name} || CASE WHEN strpos(t.{name}, '.') + strpos(t.{name}, 'e') > 0 THEN '' ELSE '.0' END"
+    """The JSON of the double whose float8 text is ``<name>_text``: that text is its shortest
+    round-trip spelling (extra_float_digits >= 1); a whole number gets ".0" so it reads as a float,
+    as msgspec writes it (``<name>_whole``, see ``_whole``)."""
+    return f"{name}_text || CASE WHEN {name}_whole THEN '.0' ELSE '' END"
+
+
+def _whole(name: str) -> str:
+    """Whether float8's shortest text of ``name`` has neither a '.' nor an 'e': a whole number
+    below 1e15 (float8out writes fixed notation for 1e-4 <= |x| < 1e15, exponents beyond) or
+    zero. (NaN and the infinities, the exceptions, never make a plain bar.) Two comparisons
+    instead of two strpos over the text."""
+    return f"({name} = trunc({name}) AND abs({name}) < 1e15) AS {name}_whole"
 
 
 def bars_json_sql(history_sql: str, daily: bool) -> str:
@@ -42,17 +51,28 @@ def bars_json_sql(history_sql: str, daily: bool) -> str:
     JSON objects joined by commas, oldest first; '' for none) and ``plain`` (false when a bar must
     be encoded from rows instead).
 
-    Each step is a LATERAL of its own so every value is computed once a bar: the scaled value, its
-    nearest integer, the rounded double and whether the fast arithmetic decides it, its text."""
+    Each step is a subquery of its own so every value is computed once a bar: the scaled value,
+    its nearest integer, the rounded double and whether the fast arithmetic decides it, its text."""
     rounded = (*_PRICES, "vwap")
-    scaled = ", ".join(f"{n} * {_scale(n)} AS {n}, {_scale(n)} AS {n}_scale" for n in rounded)
-    whole = ", ".join(f"round(s.{n}) AS {n}" for n in rounded)
+    kept = "ts, trade_count, volume, vwap_missing"
+    scaled = ", ".join(f"{n} * {_scale(n)} AS {n}_scaled, {_scale(n)} AS {n}_scale" for n in rounded)
+    carried = ", ".join(f"{n}_scaled, {n}_scale" for n in rounded)
+    whole = ", ".join(f"round({n}_scaled) AS {n}_whole" for n in rounded)
     shown = ", ".join(
-        f"w.{n} / s.{n}_scale AS {n}, (abs(s.{n}) < {_BELOW_2_52} AND w.{n} <> 0 "
-        f"AND abs(abs(s.{n} - w.{n}) - 0.5) > abs(s.{n}) * {_TIE_MARGIN}) AS {n}_decided"
+        f"{n}_whole / {n}_scale AS {n}, (abs({n}_scaled) < {_BELOW_2_52} AND {n}_whole <> 0 "
+        f"AND abs(abs({n}_scaled - {n}_whole) - 0.5) > abs({n}_scaled) * {_TIE_MARGIN}) AS {n}_decided"
         for n in rounded
     )
-    texts = ", ".join([*(f"r.{n}::text AS {n}" for n in rounded), "found.volume::text AS volume"])
+    # A number is plain when rounded's fast arithmetic decides it and it is finite (NaN and the
+    # infinities fail abs() < 1e300); a missing vwap is null. Its text reads back as the same double
+    # whenever extra_float_digits > 0 (PostgreSQL's default: the shortest exact spelling).
+    checks = [f"({n}_decided AND abs({n}) < 1e300)" for n in _PRICES]
+    checks.append("(vwap_missing OR (vwap_decided AND abs(vwap) < 1e300))")
+    checks.append("abs(volume) < 1e300")
+    exact = "current_setting('extra_float_digits')::int > 0"
+    plain = " AND ".join([exact, "date_trunc('second', ts) = ts", "trade_count IS NOT NULL", *checks])
+    spelled = (*rounded, "volume")
+    texts = ", ".join([*(f"{n}::text AS {n}_text, {_whole(n)}" for n in spelled), f"{plain} AS plain"])
     session = "'\"' || to_char((ts AT TIME ZONE 'America/New_York')::date, 'YYYY-MM-DD') || '\"'" if daily else "'null'"
     bar = (
         "'{\"timestamp\":\"' || to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || 'Z\",'"
@@ -61,18 +81,15 @@ def bars_json_sql(history_sql: str, daily: bool) -> str:
         + " || ',\"trade_count\":' || trade_count::text"
         + f" || ',\"vwap\":' || coalesce({_spelled('vwap')}, 'null') || '}}'"
     )
-    # A number is plain when rounded's fast arithmetic decides it and it is finite (NaN and the
-    # infinities fail abs() < 1e300); a missing vwap is null. Its text reads back as the same double
-    # whenever extra_float_digits > 0 (PostgreSQL's default: the shortest exact spelling).
-    checks = [f"(r.{n}_decided AND abs(r.{n}) < 1e300)" for n in _PRICES]
-    checks.append("(found.vwap IS NULL OR (r.vwap_decided AND abs(r.vwap) < 1e300))")
-    checks.append("abs(found.volume) < 1e300")
-    exact = "current_setting('extra_float_digits')::int > 0"
-    plain = " AND ".join([exact, "date_trunc('second', ts) = ts", "trade_count IS NOT NULL", *checks])
+    # OFFSET 0 keeps the planner from merging a step into the next (which would compute its
+    # expressions again where they are used); a LATERAL per step did the same through a nested
+    # loop with a Memoize node each that never hits (~1 ms of ~6 per 1,000 bars).
     return f"""SELECT count(*) AS count, max(ts) AS last, coalesce(string_agg({bar}, ',' ORDER BY ts), '') AS bars,
-       coalesce(bool_and({plain}), true) AS plain
-FROM ({history_sql}) found
-CROSS JOIN LATERAL (SELECT {scaled} OFFSET 0) s
-CROSS JOIN LATERAL (SELECT {whole} OFFSET 0) w
-CROSS JOIN LATERAL (SELECT {shown} OFFSET 0) r
-CROSS JOIN LATERAL (SELECT {texts} OFFSET 0) t"""
+       coalesce(bool_and(plain), true) AS plain
+FROM (SELECT ts, trade_count, {texts} FROM (
+    SELECT {kept}, {shown} FROM (
+        SELECT {kept}, {carried}, {whole} FROM (
+            SELECT ts, trade_count, volume, vwap IS NULL AS vwap_missing, {scaled} FROM ({history_sql}) found OFFSET 0
+        ) scaled OFFSET 0
+    ) whole OFFSET 0
+) shown OFFSET 0) spelled"""
