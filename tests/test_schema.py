@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from tests.helpers import free_port
 from tradebot.common.config import Settings
 from tradebot.common.db import recreate_database
 from tradebot.storage import schema
@@ -202,3 +210,47 @@ def test_options_come_from_settings_and_chunk_interval_overrides_ticks() -> None
         settings.model_copy(update={"chunk_interval": "2 days"}), memory_bytes=16 * GB
     )
     assert overridden.ticks_chunk_interval == "2 days"
+
+
+DEBIAN_POSTGRES = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture
+def unpreloaded_timescaledb() -> Iterator[str]:
+    """Debian's PostgreSQL 15 with the timescaledb extension installed (../shared/tools/timescaledb
+    builds it there) but not in shared_preload_libraries: a throwaway cluster, its DSN."""
+    sharedir = Path("/usr/share/postgresql/15/extension")
+    if not (DEBIAN_POSTGRES / "postgres").exists() or not (sharedir / "timescaledb.control").exists():
+        pytest.skip("needs Debian's PostgreSQL 15 with the timescaledb extension installed")
+    user = "postgres" if os.geteuid() == 0 else None  # PostgreSQL refuses to run as root
+    home = Path(tempfile.mkdtemp(prefix="tradebot-unpreloaded-"))  # in /tmp: pytest's tmp is root's alone
+    if user:
+        shutil.chown(home, user)
+    data = home / "data"
+    run = functools.partial(subprocess.run, check=True, capture_output=True, user=user)
+    run([str(DEBIAN_POSTGRES / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"])
+    port = free_port()
+    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1"
+    run([str(DEBIAN_POSTGRES / "pg_ctl"), "-D", str(data), "-l", str(home / "log"), "-o", options, "-w", "start"])
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        run([str(DEBIAN_POSTGRES / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
+        shutil.rmtree(home)
+
+
+async def test_a_timescaledb_that_is_not_preloaded_means_plain_postgresql_with_a_warning(
+    unpreloaded_timescaledb: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CREATE EXTENSION there ends the session with a FATAL error: the migration used to go on on
+    the closed connection and fail with "connection is closed". It applies the plain schema and
+    says what to set."""
+    with caplog.at_level(logging.WARNING, logger="tradebot.storage.schema"):
+        await apply_migrations(unpreloaded_timescaledb)
+    assert "set shared_preload_libraries = 'timescaledb' and restart the server" in caplog.text
+    conn = await asyncpg.connect(unpreloaded_timescaledb)
+    try:
+        assert await database_mode(conn) == "postgresql"
+    finally:
+        await conn.close()
+    assert await tables(unpreloaded_timescaledb) >= CORE_TABLES

@@ -192,12 +192,20 @@ async def _prepare_timescale(conn: asyncpg.Connection, dry_run: bool, statements
         available = await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
         if not available:
             return "postgresql"
+        preloaded = await conn.fetchval("SELECT current_setting('shared_preload_libraries')")
+        if "timescaledb" not in [name.strip() for name in preloaded.split(",")]:
+            # CREATE EXTENSION would end the server's session with a FATAL error (it must be preloaded)
+            log.warning(
+                "timescaledb is installed but not in shared_preload_libraries; using plain PostgreSQL "
+                "(to use TimescaleDB set shared_preload_libraries = 'timescaledb' and restart the server)"
+            )
+            return "postgresql"
         statements.append("CREATE EXTENSION IF NOT EXISTS timescaledb;")
         if dry_run:
             return "timescaledb"
         try:
             await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        except asyncpg.PostgresError as error:  # e.g. not in shared_preload_libraries, or no privilege
+        except asyncpg.PostgresError as error:  # e.g. no privilege
             log.warning("timescaledb is available but could not be created (%s); using plain PostgreSQL", error)
             statements.pop()
             return "postgresql"
