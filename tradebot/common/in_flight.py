@@ -31,6 +31,11 @@ class InFlight:
         self.counters, self.peak_key = counters, peak_key
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
 
+    @property
+    def waiting(self) -> int:
+        """Readers waiting for room."""
+        return len(self._waiting)
+
     def room_for(self, amount: int) -> int:
         """What a read of ``amount`` units takes: all the room at most."""
         return min(amount, self.limit)
