@@ -22,6 +22,7 @@ from tradebot.common.bus.wire import decode
 from tradebot.common.config import Settings
 from tradebot.common.db import create_pool
 from tradebot.common.embedded import EmbeddedRedis
+from tradebot.common.in_flight import InFlight
 from tradebot.common.models import Tick
 from tradebot.common.partitions import PartitionSettings, ReaderEnd
 from tradebot.common.streams import (
@@ -204,7 +205,7 @@ async def test_readers_sharing_one_batch_in_flight_store_everything_and_give_the
     partitions = 3
     config = PartitionSettings(STORAGE_GROUP, partitions, storage_partition_streams, batch_size=20, block_ms=50)
     await publish_ticks(bus, ticks(600), partitions)
-    in_flight = asyncio.Semaphore(1)
+    in_flight = InFlight(1)
     counters: Counter = Counter()
     write = timeseries_service.event_writer(pool, counters)
     readers = []
@@ -217,7 +218,7 @@ async def test_readers_sharing_one_batch_in_flight_store_everything_and_give_the
     assert await asyncio.gather(*readers) == [ReaderEnd.DRAINED] * partitions
     assert await stored_ticks(migrated) == (600, 600)
     assert (counters["handled"], counters["rows_ticks"]) == (600, 600)
-    assert not in_flight.locked()
+    assert (in_flight.held, in_flight.peak) == (0, 1)
     await assert_caught_up(bus, partitions)
 
 

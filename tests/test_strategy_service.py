@@ -181,3 +181,22 @@ def test_a_resting_buy_counts_as_held_and_a_real_brokers_account_is_left_alone(s
     assert held_if_not_active(committed) == {"x": {"AAPL": 2.0}}  # taken before the trip: it may still fill
     assert held_if_not_active({**committed, "resting": []}) == {}
     assert held_if_not_active({**committed, "broker": "alpaca"}) is None  # open orders there are not in the commit
+
+
+async def test_a_worker_behind_on_every_partition_holds_no_more_entries_read_than_its_bound(
+    bus: Bus, settings: Settings
+) -> None:
+    """Four partitions behind, read in batches of 8 entries (16 ticks each): the worker's readers
+    share room for BATCHES_IN_FLIGHT batches read and not yet committed, and every signal is made."""
+    symbols = ["AAPL", "MSFT", "AMZN", "META"]  # one on each of the four partitions
+    ticks = MockFeed(symbols, 3, clock=stepping_clock(START)).take(4000)
+    await bus.publish((tick_stream_for(tick.symbol, 4), tick) for tick in ticks)
+    behind = settings.model_copy(update={"symbols": symbols, "tick_partitions": 4, "bus_batch_size": 8, "burst": True})
+    counters = await burst(behind)
+    bound = service.BATCHES_IN_FLIGHT * behind.bus_batch_size
+    assert counters["handled"] == len(ticks)  # (4000 ticks: 250 entries, about 8 reads on each partition)
+    assert 0 < counters["entries_in_flight_peak"] <= bound
+    strategy = MovingAverageCrossover(behind.short_window, behind.long_window)
+    expected = [signal for tick in ticks for signal in strategy.on_tick(tick)]
+    signals = await bus.entries_of(signal_streams(4))
+    assert sorted(s.id for s in signals) == sorted(s.id for s in expected)

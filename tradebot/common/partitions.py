@@ -31,6 +31,7 @@ from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.bus.dead_letters import dead_letter_record
 from tradebot.common.bus.publishing import Commit
 from tradebot.common.bus.wire import Delivery, RawEntry, encode
+from tradebot.common.in_flight import InFlight, Taken
 from tradebot.common.lifecycle import Backoff, backoff_delay_s, end_if_cancelled, first_of
 from tradebot.common.models import Event
 from tradebot.common.streams import (
@@ -40,7 +41,7 @@ from tradebot.common.streams import (
     members_key,
     partition_consumer,
 )
-from tradebot.common.waiting_read import WaitingReader
+from tradebot.common.waiting_read import WaitingReader, decode_positioned
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +276,7 @@ class PartitionReader:
         partition: int,
         state: PartitionState,
         counters: Counter[str],
+        in_flight: InFlight | None = None,
     ):
         self.bus = bus
         self.config = config
@@ -282,6 +284,9 @@ class PartitionReader:
         self.partition = partition
         self.state = state
         self.counters = counters
+        # A positioned reader's room for the entries it read and has not committed yet, shared by
+        # its worker's readers (None: unbounded, each reader holds its own batch)
+        self.in_flight = in_flight
         self.streams = config.streams_for(partition)
         self._committed: str | None = None  # the checkpoint as last committed (or restored)
         self._committed_parts: dict[str, str] | None = None  # the same, for a PartedState
@@ -363,12 +368,15 @@ class PartitionReader:
         positions = await self.bus.take_positions(self.streams, role, lease)
         if await self._started(positions):
             waiting = WaitingReader(self.bus, self.config.batch_size)  # its worker's readers wait together
+            room = Taken(self.in_flight) if self.in_flight is not None else None
             try:
-                end = await self._read_on(positions, lease, waiting, stop, burst=burst, max_messages=max_messages)
+                end = await self._read_on(positions, lease, waiting, room, stop, burst=burst, max_messages=max_messages)
                 if end is not None:
                     return end
             finally:
                 waiting.close()
+                if room is not None:
+                    room.give_all()
         log.warning("%s lost the lease on partition %d; leaving it to the new owner", role, self.partition)
         self.counters["fenced"] += 1
         return ReaderEnd.LOST
@@ -378,21 +386,27 @@ class PartitionReader:
         positions: dict[str, str],
         lease: tuple[str, str],
         waiting: WaitingReader,
+        room: Taken | None,
         stop: asyncio.Event,
         *,
         burst: bool,
         max_messages: int | None,
     ) -> ReaderEnd | None:
         """:meth:`_drain_positioned`'s loop: why it ended (stopped, drained, MAX_MESSAGES reached:
-        the snapshot, if any, written), None once the lease is lost."""
-        read = None
+        the snapshot, if any, written), None once the lease is lost. The entries read are decoded
+        only once there is ``room`` for them, and it is given back after the batch's commit and
+        snapshot, when the reader holds none of them any more."""
+        entries = None
         while not stop.is_set() and (max_messages is None or self.counters["handled"] < max_messages):
             end_if_cancelled()  # a cancellation a Redis command dropped (the runtime's grace period)
-            if read is None:  # fenced: None once the lease is lost
-                read = await self.bus.read_positioned(positions, lease, count=self.config.batch_size)
-            if read is None:
+            if entries is None:  # fenced: None once the lease is lost
+                entries = await self.bus.read_positioned_entries(positions, lease, count=self.config.batch_size)
+            if entries is None:
                 return None
-            batch, rejected, ended = read
+            if entries and room is not None and not await room.take(stop, len(entries)):
+                break  # stopped while waiting for room: nothing decoded, the group did not move
+            batch, rejected, ended = decode_positioned(entries) or ([], [], {})
+            entries = None
             if ended:
                 if not await self._before_batch(positions):
                     return None
@@ -403,11 +417,13 @@ class PartitionReader:
                 waiting.close()
                 await self._ending(positions)
                 return ReaderEnd.DRAINED
+            del batch, rejected  # (the reader's last hold on the batch's events, with _after_batch's snapshot)
             if not await self._after_batch(positions):
                 return None
-            read = None
+            if room is not None:
+                room.give_all()
             if not burst:  # the wait is the read (more already there: at once); nothing came: a fenced read
-                read = await waiting.read(positions, block_ms=self.config.block_ms, stop=stop)
+                entries = await waiting.read_entries(positions, block_ms=self.config.block_ms, stop=stop)
         waiting.close()  # (holding back no other reader's read while it writes its snapshot)
         await self._ending(positions)
         return ReaderEnd.STOPPED

@@ -32,6 +32,7 @@ from typing import Protocol, runtime_checkable
 from tradebot.common.bus import Bus
 from tradebot.common.bus.publishing import Commit
 from tradebot.common.bus.wire import Delivery, entry_order
+from tradebot.common.in_flight import InFlight
 from tradebot.common.lifecycle import end_if_cancelled
 from tradebot.common.models import Event
 from tradebot.common.partitions import PARTS_VERSION_FIELD, PartedState, PartitionReader, PartitionSettings
@@ -74,8 +75,9 @@ class SnapshotReader(PartitionReader):
         partition: int,
         state: ReplayedState,
         counters: Counter[str],
+        in_flight: InFlight | None = None,
     ):
-        super().__init__(bus, config, member, partition, state, counters)
+        super().__init__(bus, config, member, partition, state, counters, in_flight)
         if not config.positioned or len(self.streams) != 1:
             raise ValueError("a snapshot reader reads one stream, positioned (its replay keeps that order)")
         self._snapshot_at: dict[str, str] | None = None  # None: the parts are as of the group's position

@@ -160,9 +160,18 @@ class WaitingReader:
         """Up to ``count`` entries per stream after ``positions``, waiting up to ``block_ms`` for the
         first; as :meth:`Bus.read_positioned` returns them (the streams share a slot, as there).
         None when nothing came (or ``stop`` was set)."""
+        entries = await self.read_entries(positions, block_ms=block_ms, stop=stop)
+        return None if entries is None else decode_positioned(entries)
+
+    async def read_entries(
+        self, positions: Mapping[str, str], *, block_ms: int, stop: asyncio.Event
+    ) -> list[RawEntry] | None:
+        """As :meth:`read`, the entries as stored, not decoded (:func:`decode_positioned` decodes
+        them): a reader that must wait for room to hold them decoded (tradebot/common/in_flight.py)
+        holds only these meanwhile."""
         reads = self.reads
         if reads is None or reads.overlaps(positions):
-            return _decoded(await _read_alone(self.client, positions, self.count, block_ms, stop) or [])
+            return _entries(await _read_alone(self.client, positions, self.count, block_ms, stop) or [])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + block_ms / 1000
         while not stop.is_set():
@@ -184,7 +193,7 @@ class WaitingReader:
                 reply = shared.reply.result()  # (a Redis error is raised here: the reader's to handle)
             mine = [(stream, rows) for stream, rows in reply or [] if stream in positions]
             if mine:
-                return _decoded(mine)
+                return _entries(mine)
         return None
 
 
@@ -213,19 +222,23 @@ async def _read_alone(
     return reply
 
 
-def _decoded(reply: Reply) -> PositionedRead | None:
+def _entries(reply: Reply) -> list[RawEntry] | None:
+    entries = [RawEntry(stream, entry_id, dict(fields or {})) for stream, rows in reply for entry_id, fields in rows]
+    return entries or None
+
+
+def decode_positioned(entries: list[RawEntry]) -> PositionedRead | None:
+    """Entries read by position, decoded as :meth:`Bus.read_positioned` returns them (None: none)."""
     deliveries: list[Delivery] = []
     rejected: list[tuple[RawEntry, str]] = []
     ended: dict[str, str] = {}
-    for stream, rows in reply:
-        for entry_id, fields in rows:
-            entry = RawEntry(stream, entry_id, dict(fields or {}))
-            ended[stream] = entry_id
-            try:
-                events, indexes, invalid = decode_entry(entry.fields or {})
-            except ValueError as error:
-                rejected.append((entry, str(error)))
-                continue
-            deliveries += [Delivery(stream, entry_id, *pair) for pair in zip(events, indexes, strict=True)]
-            rejected += [(tick_dead_letter(entry, index), reason) for index, reason in invalid]
+    for entry in entries:
+        ended[entry.stream] = entry.entry_id
+        try:
+            events, indexes, invalid = decode_entry(entry.fields or {})
+        except ValueError as error:
+            rejected.append((entry, str(error)))
+            continue
+        deliveries += [Delivery(entry.stream, entry.entry_id, *pair) for pair in zip(events, indexes, strict=True)]
+        rejected += [(tick_dead_letter(entry, index), reason) for index, reason in invalid]
     return (deliveries, rejected, ended) if ended else None

@@ -12,10 +12,11 @@ retention, lag and /health see storage as before.
 
 While a batch is written, the next one is read (at most one batch ahead, from where the current one
 ends): the worker decodes while PostgreSQL works. The readers of one worker share a bound on the
-batches read and not yet committed (``in_flight``: the writer's connections plus one), so eight
-partitions behind do not hold sixteen decoded batches of up to BUS_BATCH_SIZE × BUS_TICKS_PER_ENTRY
-ticks while two connections write; a reader that finds no permit free reads its next batch after
-its commit instead of ahead. A database that cannot take writes for now
+batches read and not yet committed (``in_flight``, tradebot/common/in_flight.py: the writer's
+connections plus one), so eight partitions behind do not hold sixteen decoded batches of up to
+BUS_BATCH_SIZE × BUS_TICKS_PER_ENTRY ticks while two connections write; a reader that finds no
+permit free reads its next batch after its commit instead of ahead. A database that cannot take
+writes for now
 (``TRANSIENT_DB_ERRORS``) is waited out, the batch held; an entry the database rejects on its own
 (tried ``max_deliveries`` times) is dead-lettered with the reason, in the commit.
 """
@@ -35,7 +36,8 @@ from tradebot.common.bus.publishing import Commit
 from tradebot.common.bus.wire import Delivery, RawEntry, encode
 from tradebot.common.consumer import RETENTION_INTERVAL_S
 from tradebot.common.db import TRANSIENT_DB_ERRORS
-from tradebot.common.lifecycle import Backoff, first_of
+from tradebot.common.in_flight import InFlight, Taken
+from tradebot.common.lifecycle import Backoff
 from tradebot.common.partitions import PartitionSettings, ReaderEnd
 from tradebot.common.streams import lease_key, readers_of
 from tradebot.storage.batch import Read, StorageBatch, read_batch
@@ -58,7 +60,7 @@ class StoragePartitionReader:
         counters: Counter[str],
         *,
         idle_consumer_ms: int,
-        in_flight: asyncio.Semaphore | None = None,
+        in_flight: InFlight | None = None,
     ):
         self.bus = bus
         self.config = config
@@ -70,7 +72,7 @@ class StoragePartitionReader:
         self.idle_consumer_ms = idle_consumer_ms
         # Batches read and not yet committed, shared by the worker's readers (default: this reader's
         # own two, the batch and the one read ahead): what bounds the decoded ticks in memory.
-        self.in_flight = in_flight if in_flight is not None else asyncio.Semaphore(2)
+        self.in_flight = in_flight if in_flight is not None else InFlight(2)
         self._db_backoff = Backoff(f"postgresql ({config.role} partition {partition})")
         self._next_retention = 0.0
 
@@ -91,7 +93,7 @@ class StoragePartitionReader:
         # entries an older release (XREADGROUP) left pending come first, in order
         positions = await self.bus.take_positions(self.streams, role, self.lease)
         ahead: asyncio.Task[Read | None] | None = None
-        permits = _Permits(self.in_flight)  # one per batch read and not yet committed
+        permits = Taken(self.in_flight)  # one per batch read and not yet committed
         try:
             while not stop.is_set():
                 if max_messages is not None and self.counters["handled"] >= max_messages:
@@ -128,10 +130,10 @@ class StoragePartitionReader:
                 await asyncio.gather(ahead, return_exceptions=True)
             permits.give_all()
 
-    async def _read_ahead(self, permits: _Permits, after: dict[str, str]) -> asyncio.Task[Read | None] | None:
+    async def _read_ahead(self, permits: Taken, after: dict[str, str]) -> asyncio.Task[Read | None] | None:
         """The next batch read while this one is written, if a permit is free right now (never
         waiting for one: this batch is ready to write); else it is read after the commit."""
-        if not await permits.take_if_free():
+        if not permits.take_if_free():
             return None
         return asyncio.create_task(self._read(after))
 
@@ -222,46 +224,3 @@ class StoragePartitionReader:
             self.counters["idle_consumers_removed"] += await self.bus.remove_idle_consumers(
                 stream, self.config.role, idle_ms=self.idle_consumer_ms, keep=""
             )
-
-
-class _Permits:
-    """The permits of a shared semaphore one reader holds, so it can hand them all back when it ends."""
-
-    def __init__(self, shared: asyncio.Semaphore):
-        self.shared = shared
-        self.held = 0
-
-    async def take(self, stop: asyncio.Event) -> bool:
-        """A permit, once one is free; False (none taken) if ``stop`` is set first: a reader being
-        stopped (its partition handed over) never waits for room."""
-        acquiring = asyncio.ensure_future(self.shared.acquire())
-        try:
-            await first_of(stop, acquiring)
-        except BaseException:
-            if acquiring.done() and not acquiring.cancelled():
-                self.shared.release()  # taken just as this reader was cancelled: give it back
-            raise
-        finally:
-            if not acquiring.done():
-                acquiring.cancel()  # the semaphore passes a permit it had granted on to the next waiter
-            await asyncio.gather(acquiring, return_exceptions=True)
-        if acquiring.cancelled():
-            return False
-        self.held += 1
-        return True
-
-    async def take_if_free(self) -> bool:
-        """A permit if one is free right now (and no other reader waits for one), without waiting."""
-        if self.shared.locked():
-            return False
-        await self.shared.acquire()  # returns at once: a semaphore that is not locked does not wait
-        self.held += 1
-        return True
-
-    def give(self) -> None:
-        self.held -= 1
-        self.shared.release()
-
-    def give_all(self) -> None:
-        while self.held:
-            self.give()

@@ -28,6 +28,7 @@ from tradebot.common.bus.wire import Delivery
 from tradebot.common.config import ReadySettings
 from tradebot.common.consumer import IDLE_CONSUMER_CLAIMS, GroupConsumer
 from tradebot.common.db import TRANSIENT_DB_ERRORS, create_pool
+from tradebot.common.in_flight import InFlight
 from tradebot.common.lifecycle import Backoff
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings, PartitionState
 from tradebot.common.runtime import consumer_name
@@ -130,7 +131,7 @@ def partition_owner(
         positioned=True,
     )
 
-    in_flight = asyncio.Semaphore(BATCHES_IN_FLIGHT)  # shared by every partition this worker owns
+    in_flight = InFlight(BATCHES_IN_FLIGHT, counters, "batches_in_flight_peak")  # shared by every partition it owns
 
     def new_reader(partition: int) -> StoragePartitionReader:
         idle_ms = settings.claim_idle_ms * IDLE_CONSUMER_CLAIMS

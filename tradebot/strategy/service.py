@@ -23,6 +23,7 @@ from tradebot.common import runtime
 from tradebot.common.bus import Bus
 from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS
 from tradebot.common.config import ReadySettings, Settings, SettingsError
+from tradebot.common.in_flight import InFlight
 from tradebot.common.lifecycle import wait_or_stop
 from tradebot.common.models import Event, Order, Tick
 from tradebot.common.partitions import PartitionedWorker, PartitionSettings
@@ -39,6 +40,10 @@ from tradebot.strategy.catalog import StrategyError
 
 log = logging.getLogger(__name__)
 SWITCH_POLL_S = 1.0  # how soon a strategy switched on or off at run time takes effect
+# Tick-stream entries read and not yet committed across the worker's partitions, in full batches:
+# one applied while the one before is committed. A worker behind the feed would otherwise hold a
+# decoded batch per partition it owns (BUS_BATCH_SIZE entries × BUS_TICKS_PER_ENTRY ticks each).
+BATCHES_IN_FLIGHT = 2
 # the order sides the strategies send in each trading state (what the risk stage would deny stays home)
 SENT_SIDES = {
     TradingState.ACTIVE: frozenset({"buy", "sell"}),
@@ -238,8 +243,10 @@ def strategy_worker(
     def new_state(partition: int) -> StrategyPartition:
         return StrategyPartition(new_book, settings.order_quantity, trading_state, exits, partition, account_held)
 
+    in_flight = InFlight(BATCHES_IN_FLIGHT * config.batch_size, counters, "entries_in_flight_peak")
+
     def new_reader(partition: int) -> SnapshotReader:
-        return SnapshotReader(bus, config, member, partition, new_state(partition), counters)
+        return SnapshotReader(bus, config, member, partition, new_state(partition), counters, in_flight)
 
     return PartitionedWorker(bus, config, member=member, counters=counters, new_state=new_state, new_reader=new_reader)
 
