@@ -20,7 +20,7 @@ from tests.helpers import wait_until
 from tests.redis_cluster import connect_to
 from tradebot.common.bus import Bus
 from tradebot.common.bus.base import LastErrors
-from tradebot.common.bus.connection import connect, get_many, is_cluster
+from tradebot.common.bus.connection import RedisRefusedError, connect, get_many, is_cluster
 from tradebot.common.bus.health import StreamHealth
 from tradebot.common.bus.publishing import Commit, CommitResult
 from tradebot.common.bus.wire import Delivery, decode_all, encode_entries
@@ -498,3 +498,37 @@ async def test_commits_made_together_are_each_fenced_and_a_refused_one_writes_no
     assert await written() == after
     if not is_cluster(bus.redis):
         assert (bus.stats["commit_calls"], bus.stats["commits_together"]) == (2, 10)
+
+
+async def test_a_commit_made_together_that_redis_refuses_for_now_fails_as_an_outage(
+    private_redis: EmbeddedRedis,
+) -> None:
+    """Past maxmemory each commit of a batch gets the outage error (RedisRefusedError, which callers
+    ride out) a commit made alone would, not a plain script error; and once there is room they apply."""
+    bus = Bus(connect(private_redis.url))
+    bus.commit_together()
+    try:
+        for partition in range(2):
+            await bus.redis.set(lease_key("sequencer", partition), "me")
+
+        def together() -> Awaitable[list[CommitResult | BaseException]]:
+            return asyncio.gather(
+                *(
+                    bus.commit(
+                        "sequencer",
+                        Commit(state={checkpoint_key("sequencer", p): "state"}),
+                        lease=(lease_key("sequencer", p), "me"),
+                    )
+                    for p in range(2)
+                ),
+                return_exceptions=True,
+            )
+
+        await bus.redis.config_set("maxmemory", 1)  # every write refused
+        refused = await together()
+        await bus.redis.config_set("maxmemory", 0)
+        assert [type(result) for result in refused] == [RedisRefusedError, RedisRefusedError]
+        assert "OOM" in str(refused[0])
+        assert await together() == [CommitResult.APPLIED, CommitResult.APPLIED]
+    finally:
+        await bus.close()

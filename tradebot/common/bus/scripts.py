@@ -95,13 +95,19 @@ local function commit(k, i)
   return 1
 end
 -- ARGV[1] commits, each as its key count, its argument count and its arguments. An error in one
--- (a wrong key type) is its reply: what it wrote before the error stays, as it would alone.
+-- (a wrong key type, OOM) is its reply: what it wrote before the error stays, as it would alone,
+-- and the reply reads as that script's error would, its code first ('ERR ...' when it has none,
+-- as Redis 6.2 words it: '... -OOM ...' inside), so the client tells an outage from a bug alike.
 local results, k, i = {}, 1, 2
 for c = 1, tonumber(ARGV[1]) do
   local keys, args = tonumber(ARGV[i]), tonumber(ARGV[i+1])
   local ok, result = pcall(commit, k, i + 2)
   if ok then results[c] = result
-  else results[c] = {err = type(result) == 'table' and result.err or tostring(result)} end
+  else
+    local message = type(result) == 'table' and result.err or tostring(result)
+    if not string.match(message, '^%u+ ') then message = 'ERR ' .. message end
+    results[c] = {err = message}
+  end
   k = k + keys; i = i + 2 + args
 end
 return results
