@@ -8,26 +8,35 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from tests.bus_workers import ACKED, EFFECTS
+from tests.bus_workers import ACKED, EFFECTS, applied_stream
 from tests.helpers import wait_until
 from tests.redis_cluster import connect_to
 from tradebot.common.bus import Bus
 from tradebot.common.bus.base import LastErrors
-from tradebot.common.bus.connection import connect, get_many
+from tradebot.common.bus.connection import RedisRefusedError, connect, get_many, is_cluster
 from tradebot.common.bus.health import StreamHealth
+from tradebot.common.bus.publishing import Commit, CommitResult
 from tradebot.common.bus.wire import Delivery, decode_all, encode_entries
 from tradebot.common.codec import encode_event
 from tradebot.common.consumer import GroupConsumer, ride_out_redis
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.lifecycle import Backoff
 from tradebot.common.models import Tick
-from tradebot.common.streams import dead_letter_stream, hold_key, tick_stream
+from tradebot.common.streams import (
+    checkpoint_key,
+    dead_letter_stream,
+    hold_key,
+    lease_key,
+    partition_cursor_key,
+    tick_stream,
+)
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 STREAM = "test.ticks"
@@ -428,3 +437,98 @@ async def test_a_consumer_ends_when_its_cancellation_is_lost_in_a_read(redis_url
     assert done, "the consumer read on after it was cancelled"
     assert task.cancelled()
     await bus.close()
+
+
+async def test_commits_made_together_are_each_fenced_and_a_refused_one_writes_nothing(bus: Bus) -> None:
+    """A worker's commits made at once (one script call on one Redis, each its own call on a cluster):
+    a lost lease or a moved guard among accepted commits refuses only its own, each caller learns its
+    own result, and the same commits again (the retry after a lost reply) write nothing twice."""
+    bus.commit_together()
+    group, tick = "sequencer", ticks(1)[0]
+    streams = [tick_stream(p) for p in range(4)]
+    ids = [await bus.redis.xadd(stream, {"n": "1"}) for stream in streams]
+    for stream in streams:
+        await bus.redis.xgroup_create(stream, group, id="0")
+    await bus.redis.xreadgroup(group, "me", {streams[3]: ">"})  # partition 3 acks its pending entry
+    for partition, owner in [(0, "me"), (1, "thief"), (3, "me")]:  # partition 1 was taken over
+        await bus.redis.set(lease_key(group, partition), owner)
+    await bus.redis.set(partition_cursor_key("test", 2), "another feed's")  # partition 2's cursor moved on
+
+    def leased(
+        partition: int, *, positions: dict[str, str] | None = None, acks: list[tuple[str, str]] | None = None
+    ) -> Awaitable[CommitResult]:
+        state = {checkpoint_key(group, partition): f"state {partition}"}
+        published = [(applied_stream(partition), tick)]
+        commit = Commit(publish=published, state=state, positions=positions or {}, acks=acks or [])
+        return bus.commit(group, commit, lease=(lease_key(group, partition), "me"))
+
+    def guarded(partition: int) -> Awaitable[CommitResult]:
+        cursor = partition_cursor_key("test", partition)
+        commit = Commit(publish=[(applied_stream(partition), tick)], state={cursor: "mine"}, guard=(cursor, ""))
+        return bus.commit("", commit)
+
+    def together() -> Awaitable[list[CommitResult]]:
+        return asyncio.gather(
+            leased(0, positions={streams[0]: ids[0]}),
+            leased(1, positions={streams[1]: ids[1]}),
+            guarded(2),
+            leased(3, acks=[(streams[3], ids[3])]),
+            guarded(4),
+        )
+
+    async def written() -> list[object]:
+        lengths = [await bus.redis.xlen(applied_stream(p)) for p in range(5)]
+        states = [await bus.redis.get(checkpoint_key(group, p)) for p in range(4)]
+        cursors = [await bus.redis.get(partition_cursor_key("test", p)) for p in (2, 4)]
+        positions = [await bus.last_delivered_id(stream, group) for stream in streams[:2]]
+        return [lengths, states, cursors, positions, await bus.redis.xpending(streams[3], group)]
+
+    applied, lost, stale = CommitResult.APPLIED, CommitResult.LOST_LEASE, CommitResult.STALE
+    assert await together() == [applied, lost, stale, applied, applied]
+    after = await written()
+    assert after[:4] == [
+        [1, 0, 0, 1, 1],
+        ["state 0", None, None, "state 3"],
+        ["another feed's", "mine"],
+        [ids[0], "0-0"],
+    ]
+    assert after[4]["pending"] == 0
+    # again, as a retry whose first reply was lost: partition 4's guard now tells it moved on (the feed reloads)
+    assert await together() == [applied, lost, stale, applied, stale]
+    assert await written() == after
+    if not is_cluster(bus.redis):
+        assert (bus.stats["commit_calls"], bus.stats["commits_together"]) == (2, 10)
+
+
+async def test_a_commit_made_together_that_redis_refuses_for_now_fails_as_an_outage(
+    private_redis: EmbeddedRedis,
+) -> None:
+    """Past maxmemory each commit of a batch gets the outage error (RedisRefusedError, which callers
+    ride out) a commit made alone would, not a plain script error; and once there is room they apply."""
+    bus = Bus(connect(private_redis.url))
+    bus.commit_together()
+    try:
+        for partition in range(2):
+            await bus.redis.set(lease_key("sequencer", partition), "me")
+
+        def together() -> Awaitable[list[CommitResult | BaseException]]:
+            return asyncio.gather(
+                *(
+                    bus.commit(
+                        "sequencer",
+                        Commit(state={checkpoint_key("sequencer", p): "state"}),
+                        lease=(lease_key("sequencer", p), "me"),
+                    )
+                    for p in range(2)
+                ),
+                return_exceptions=True,
+            )
+
+        await bus.redis.config_set("maxmemory", 1)  # every write refused
+        refused = await together()
+        await bus.redis.config_set("maxmemory", 0)
+        assert [type(result) for result in refused] == [RedisRefusedError, RedisRefusedError]
+        assert "OOM" in str(refused[0])
+        assert await together() == [CommitResult.APPLIED, CommitResult.APPLIED]
+    finally:
+        await bus.close()

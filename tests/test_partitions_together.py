@@ -1,5 +1,5 @@
 """The readers of one worker together: one waiting XREAD for the partitions that wait at once
-(tradebot/common/waiting_read.py) and their commits in one pipeline (common/bus/pipelined.py),
+(tradebot/common/waiting_read.py) and their commits in one script call (common/bus/together.py),
 each partition still behind its own lease."""
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def sequence(event: object) -> int:
     return int(event.id.rsplit(":", 1)[1])
 
 
-async def test_commits_made_together_go_in_one_pipeline_each_behind_its_own_fence(bus: Bus) -> None:
-    bus.pipeline_commits()
+async def test_commits_made_together_go_in_one_script_call_each_behind_its_own_fence(bus: Bus) -> None:
+    bus.commit_together()
     await bus.redis.set(lease_key(ROLE, 0), "me")
     await bus.redis.set(lease_key(ROLE, 1), "someone-else")  # partition 1 was taken over
     await bus.redis.set(lease_key(ROLE, 2), "me")
@@ -47,11 +47,11 @@ async def test_commits_made_together_go_in_one_pipeline_each_behind_its_own_fenc
     )
     assert results == [CommitResult.APPLIED, CommitResult.LOST_LEASE, CommitResult.APPLIED]
     assert [await bus.redis.get(checkpoint_key(ROLE, p)) for p in range(3)] == ["state 0", None, "state 2"]
-    assert (bus.stats["commit_pipelines"], bus.stats["pipelined_commits"]) == (1, 3)
+    assert (bus.stats["commit_calls"], bus.stats["commits_together"]) == (1, 3)
 
 
-async def test_an_error_in_one_pipelined_commit_is_its_callers_alone_and_noscript_reloads(bus: Bus) -> None:
-    bus.pipeline_commits()
+async def test_an_error_in_one_of_the_commits_made_together_is_its_callers_alone_and_noscript_reloads(bus: Bus) -> None:
+    bus.commit_together()
     for p in range(2):
         await bus.redis.set(lease_key(ROLE, p), "me")
     await bus.redis.set("not-a-hash", "a string")
@@ -67,7 +67,7 @@ async def test_an_error_in_one_pipelined_commit_is_its_callers_alone_and_noscrip
     assert isinstance(results[1], ResponseError)
     assert "WRONGTYPE" in str(results[1])
     assert await bus.redis.get(checkpoint_key(ROLE, 0)) == "state 0"
-    assert bus.stats["pipelined_commits"] == 2
+    assert (bus.stats["commit_calls"], bus.stats["commits_together"]) == (1, 2)
 
 
 async def test_readers_waiting_at_once_share_one_xread_and_each_takes_its_own_share(bus: Bus) -> None:
@@ -131,7 +131,7 @@ async def test_a_reader_that_waits_while_a_read_is_in_flight_ends_it_and_all_wai
 
 async def test_one_partition_loses_its_lease_alone_and_the_others_of_the_worker_go_on(bus: Bus) -> None:
     assert {partition_for(symbol, PARTITIONS) for symbol in SYMBOLS} == set(range(PARTITIONS))
-    bus.pipeline_commits()
+    bus.commit_together()
     config = PartitionSettings(
         role=ROLE,
         partitions=PARTITIONS,
@@ -184,4 +184,4 @@ async def test_one_partition_loses_its_lease_alone_and_the_others_of_the_worker_
     assert counters["fenced"] == 1
     assert counters["partitions_acquired"] == PARTITIONS + 1
     assert all([await bus.redis.xlen("dlq." + tick_stream(p)) == 0 for p in range(PARTITIONS)])
-    assert bus.stats["pipelined_commits"] > 0
+    assert bus.stats["commits_together"] > 0

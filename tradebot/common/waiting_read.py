@@ -11,7 +11,7 @@ also tells an idle reader that its lease is gone.
 
 For the same reason the readers of one worker can share that XREAD: the waits begun in one turn
 of the event loop (the partitions whose commits just came back together,
-tradebot/common/bus/pipelined.py) go out as one XREAD of all their streams, each from its
+tradebot/common/bus/together.py) go out as one XREAD of all their streams, each from its
 reader's own position, and each reader takes its streams' share of the reply. A reader with
 nothing in it waits on in the next shared read, until its own BLOCK has passed; a reader stopped
 leaves the read to the others (the last one out cancels it). A shared read that fails is tried

@@ -261,7 +261,7 @@ async def run_feed(
         settings.mock_ticks_per_second,
         settings.mock_seed,
     )
-    bus.pipeline_commits()  # a batch's partition commits are made at once: they share a round trip
+    bus.commit_together()  # a batch's partition commits are made at once: they go in one script call
     backoff = Backoff("redis (mock feed)")
     while not stop.is_set():
         try:

@@ -65,7 +65,7 @@ async def run(
     if pool is None:
         return
     bus = Bus.from_settings(settings)
-
+    bus.commit_together()  # partitions whose writes end in the same turn commit in one script call
     handle = event_writer(pool, counters)
     name = member or consumer_name()
     consumer = GroupConsumer(

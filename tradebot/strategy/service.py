@@ -228,7 +228,7 @@ def strategy_worker(
         snapshot_s=settings.strategy_snapshot_s,
     )
     new_book = book_factory(settings, switches)
-    bus.pipeline_commits()  # a feed batch wakes every partition at once: their commits share a round trip
+    bus.commit_together()  # a feed batch wakes every partition at once: their commits go in one script call
 
     def exits() -> ExitRules:
         return ExitRules(

@@ -12,7 +12,8 @@ from redis.crc import key_slot
 
 from tradebot.common.bus.base import BusBase
 from tradebot.common.bus.connection import is_cluster
-from tradebot.common.bus.pipelined import PipelinedScript
+from tradebot.common.bus.scripts import commit_arguments
+from tradebot.common.bus.together import CommitsTogether
 from tradebot.common.bus.wire import Delivery, encode_entries
 from tradebot.common.models import Event
 from tradebot.common.replicas import barrier_key, run_replicated
@@ -51,14 +52,15 @@ class Commit:
 class Publishing(BusBase):
     """Publish events, and commit a batch's effect (outputs, state, acks) atomically."""
 
-    _commits_together: PipelinedScript | None = None
+    _commits_together: CommitsTogether | None = None
 
-    def pipeline_commits(self) -> None:
-        """From now on, commits made in the same turn of the event loop go to Redis in one
-        pipeline (common/bus/pipelined.py; each still fenced and atomic on its own). For a worker
-        whose readers commit at once (the strategy's); not with REDIS_MIN_REPLICAS nor on a cluster."""
+    def commit_together(self) -> None:
+        """From now on, commits made in the same turn of the event loop go to Redis as one call of
+        the commit script (common/bus/together.py; each still fenced and atomic on its own). For a
+        worker whose partitions commit at once (strategy, storage, the mock feed); not with
+        REDIS_MIN_REPLICAS nor on a cluster, where each commit stays its own call."""
         if not self.min_replicas and not is_cluster(self.redis):
-            self._commits_together = PipelinedScript(self.redis, self._commit, self.stats)
+            self._commits_together = CommitsTogether(self._commit, self.stats)
 
     async def publish(self, items: Iterable[tuple[str, Event]]) -> list[str]:
         """Append events in one pipelined round trip (never trimming: see :meth:`trim_consumed`),
@@ -178,7 +180,10 @@ class Publishing(BusBase):
             args += gone
         if self._commits_together is not None:
             return CommitResult(await self._commits_together(keys=keys, args=args))
-        return CommitResult(await self._replicated(self._commit, keys, args))
+        (reply,) = await self._replicated(self._commit, *commit_arguments([(keys, args)]))
+        if isinstance(reply, Exception):  # (the script replies with each commit's error, here the one's)
+            raise reply
+        return CommitResult(reply)
 
     async def ack(self, group: str, deliveries: Iterable[Delivery]) -> None:
         """Acknowledge handled entries, one XACK per stream."""

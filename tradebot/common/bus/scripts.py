@@ -1,6 +1,11 @@
 """The Lua scripts the bus runs inside Redis, each as one atomic step: why each is one script is
 said above it."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 # Runs inside Redis as one unit: a worker that lost its lease writes nothing (fencing), and
 # outputs, state and acks land together or not at all. A retried commit (its reply was lost)
 # must not apply twice: with acks, the first entry is no longer pending; without (a producer),
@@ -12,6 +17,10 @@ said above it."""
 # command takes all its arguments at once (one XACK per stream, one HSET and one HDEL per hash):
 # Redis appends each command of a script to the AOF as it ran, so a command per entry or per field
 # would repeat the key each time.
+# One call applies several commits (the partitions a worker commits at once, bus/together.py),
+# laid out by commit_arguments: each is fenced, guarded and retried on its own as if it ran alone,
+# in order, and a refused fence or an error stops only its own commit. The reply holds one result
+# per commit (0 lost lease, 1 applied, 2 stale guard, or that commit's error).
 COMMIT_SCRIPT = """
 -- ARGV[first..last] as the trailing arguments of one command per 1,000 (Lua's unpack has a limit).
 local function chunked(command, key, group, first, last)
@@ -35,55 +44,86 @@ local function reached(key, group, id)
   end
   return false
 end
-local k = 1
-local has_lease, owner, group = ARGV[1], ARGV[2], ARGV[3]
-if has_lease == '1' then
-  if redis.call('GET', KEYS[k]) ~= owner then return 0 end
-  k = k + 1
+-- One commit, its keys from KEYS[k] and its arguments from ARGV[i].
+local function commit(k, i)
+  local has_lease, owner, group = ARGV[i], ARGV[i+1], ARGV[i+2]
+  if has_lease == '1' then
+    if redis.call('GET', KEYS[k]) ~= owner then return 0 end
+    k = k + 1
+  end
+  local has_guard, guard_value = ARGV[i+3], ARGV[i+4]
+  if has_guard == '1' then
+    if (redis.call('GET', KEYS[k]) or '') ~= guard_value then return 2 end
+    k = k + 1
+  end
+  i = i + 5
+  local streams = tonumber(ARGV[i]); i = i + 1
+  if streams > 0 and #redis.call('XPENDING', KEYS[k], group, ARGV[i+1], ARGV[i+1], 1) == 0 then return 1 end
+  for _ = 1, streams do
+    local ids = tonumber(ARGV[i])
+    chunked('XACK', KEYS[k], group, i + 1, i + ids)
+    k = k + 1; i = i + 1 + ids
+  end
+  local n = tonumber(ARGV[i]); i = i + 1
+  if n > 0 and reached(KEYS[k], group, ARGV[i]) then return 1 end
+  for _ = 1, n do
+    redis.call('XGROUP', 'SETID', KEYS[k], group, ARGV[i])
+    k = k + 1; i = i + 1
+  end
+  n = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, n do
+    redis.call('XADD', KEYS[k], '*', 'v', ARGV[i], 'type', ARGV[i+1], 'data', ARGV[i+2])
+    k = k + 1; i = i + 3
+  end
+  n = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, n do
+    local fields = tonumber(ARGV[i]); i = i + 1
+    redis.call('XADD', KEYS[k], '*', unpack(ARGV, i, i + fields - 1))
+    k = k + 1; i = i + fields
+  end
+  n = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, n do redis.call('SET', KEYS[k], ARGV[i]); k = k + 1; i = i + 1 end
+  n = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, n do
+    local fields, gone = tonumber(ARGV[i]), tonumber(ARGV[i+1]); i = i + 2
+    chunked('HSET', KEYS[k], nil, i, i + 2 * fields - 1)
+    i = i + 2 * fields
+    chunked('HDEL', KEYS[k], nil, i, i + gone - 1)
+    i = i + gone
+    k = k + 1
+  end
+  return 1
 end
-local has_guard, guard_value = ARGV[4], ARGV[5]
-if has_guard == '1' then
-  if (redis.call('GET', KEYS[k]) or '') ~= guard_value then return 2 end
-  k = k + 1
+-- ARGV[1] commits, each as its key count, its argument count and its arguments. An error in one
+-- (a wrong key type, OOM) is its reply: what it wrote before the error stays, as it would alone,
+-- and the reply reads as that script's error would, its code first ('ERR ...' when it has none,
+-- as Redis 6.2 words it: '... -OOM ...' inside), so the client tells an outage from a bug alike.
+local results, k, i = {}, 1, 2
+for c = 1, tonumber(ARGV[1]) do
+  local keys, args = tonumber(ARGV[i]), tonumber(ARGV[i+1])
+  local ok, result = pcall(commit, k, i + 2)
+  if ok then results[c] = result
+  else
+    local message = type(result) == 'table' and result.err or tostring(result)
+    if not string.match(message, '^%u+ ') then message = 'ERR ' .. message end
+    results[c] = {err = message}
+  end
+  k = k + keys; i = i + 2 + args
 end
-local i = 6
-local streams = tonumber(ARGV[i]); i = i + 1
-if streams > 0 and #redis.call('XPENDING', KEYS[k], group, ARGV[i+1], ARGV[i+1], 1) == 0 then return 1 end
-for _ = 1, streams do
-  local ids = tonumber(ARGV[i])
-  chunked('XACK', KEYS[k], group, i + 1, i + ids)
-  k = k + 1; i = i + 1 + ids
-end
-local n = tonumber(ARGV[i]); i = i + 1
-if n > 0 and reached(KEYS[k], group, ARGV[i]) then return 1 end
-for _ = 1, n do
-  redis.call('XGROUP', 'SETID', KEYS[k], group, ARGV[i])
-  k = k + 1; i = i + 1
-end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  redis.call('XADD', KEYS[k], '*', 'v', ARGV[i], 'type', ARGV[i+1], 'data', ARGV[i+2])
-  k = k + 1; i = i + 3
-end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  local fields = tonumber(ARGV[i]); i = i + 1
-  redis.call('XADD', KEYS[k], '*', unpack(ARGV, i, i + fields - 1))
-  k = k + 1; i = i + fields
-end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do redis.call('SET', KEYS[k], ARGV[i]); k = k + 1; i = i + 1 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  local fields, gone = tonumber(ARGV[i]), tonumber(ARGV[i+1]); i = i + 2
-  chunked('HSET', KEYS[k], nil, i, i + 2 * fields - 1)
-  i = i + 2 * fields
-  chunked('HDEL', KEYS[k], nil, i, i + gone - 1)
-  i = i + gone
-  k = k + 1
-end
-return 1
+return results
 """
+
+Call = tuple[Sequence[Any], Sequence[Any]]  # one commit's keys and arguments (publishing.py builds them)
+
+
+def commit_arguments(commits: Sequence[Call]) -> tuple[list[Any], list[Any]]:
+    """COMMIT_SCRIPT's keys and arguments for ``commits``, applied in this order."""
+    keys: list[Any] = []
+    args: list[Any] = [len(commits)]
+    for commit_keys, commit_args in commits:
+        keys += commit_keys
+        args += [len(commit_keys), len(commit_args), *commit_args]
+    return keys, args
 
 
 # Publish only if KEYS[1] was not set before (an idempotency key kept for ARGV[1] ms): the check and
