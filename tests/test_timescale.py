@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import asyncpg
 import pytest
@@ -347,14 +348,61 @@ async def test_windows_bounded_by_the_rollups_edge_equal_the_plain_path(timescal
     windows of the start (else the windows grow as before): either way the bars are the plain path's,
     from either end, for limits that end inside a session, across nights, and past the data."""
     await refresh(timescale.pool, RANGE_START, REFRESHED_UNTIL)
-    for timeframe in TIMEFRAMES:
-        for limit in (1, 7, 390, 2000):
-            for window in ({"start": RANGE_START}, {"end": RANGE_END}, {"start": RANGE_START, "end": RANGE_END}):
-                found = []
-                for rollups in (True, False):
-                    rows = await queries.history(
-                        timescale.pool, "AAPL", timeframe, limit=limit, rollups=rollups, **window
-                    )
-                    found.append([(row["ts"], row["open"], row["close"], row["trade_count"]) for row in rows])
-                assert found[0] == found[1], (timeframe, limit, window)
-                assert len(found[0]) == min(limit, len(reference_bars(AAPL, timeframe, []))), (timeframe, limit)
+    for symbol, ticks, stored in (("AAPL", AAPL, []), ("MSFT", MSFT, MSFT_BARS)):  # MSFT: stored minutes too
+        for timeframe in TIMEFRAMES:
+            for limit in (1, 7, 390, 2000):
+                for window in ({"start": RANGE_START}, {"end": RANGE_END}, {"start": RANGE_START, "end": RANGE_END}):
+                    found = []
+                    for rollups in (True, False):
+                        rows = await queries.history(
+                            timescale.pool, symbol, timeframe, limit=limit, rollups=rollups, **window
+                        )
+                        found.append([(row["ts"], row["open"], row["close"], row["trade_count"]) for row in rows])
+                    assert found[0] == found[1], (symbol, timeframe, limit, window)
+                    expected = min(limit, len(reference_bars(ticks, timeframe, stored)))
+                    assert len(found[0]) == expected, (symbol, timeframe, limit)
+
+
+class RecordingConnection:
+    """A connection that notes the SQL of each fetch (what the history queries run)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn, self.statements = conn, list[str]()
+
+    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        self.statements.append(sql)
+        return await self.conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: object) -> asyncpg.Record | None:
+        self.statements.append(sql)
+        return await self.conn.fetchrow(sql, *args)
+
+
+async def test_a_window_holding_the_rollups_edge_needs_no_range_of_the_ticks(timescale: Timescale) -> None:
+    """When the rollups hold the window's limit-th bucket, a request is two queries (the edge with
+    the sources, then the bars) and neither asks for the range of the ticks, whose min and max are
+    planned over every chunk of the hypertable; a window without that many buckets, a series of
+    some sources and an unknown symbol still ask for it (and get the plain path's answers)."""
+    await refresh(timescale.pool, RANGE_START, REFRESHED_UNTIL)
+    async with timescale.pool.acquire() as pooled:
+        recording = RecordingConnection(pooled)
+        conn, statements = cast(asyncpg.Connection, recording), recording.statements
+        in_session = {"start": AAPL[0].timestamp}, {"end": DAYS[1].replace(hour=12).astimezone(UTC)}
+        for window in in_session:
+            statements.clear()
+            found = await queries.series(conn, "AAPL", "1m", limit=7, rollups=True, encoded=True, **window)
+            assert found.bar_count == 7
+            assert len(statements) == 2, statements
+            assert not any("FROM ticks" in sql for sql in statements), statements
+        statements.clear()
+        far = await queries.history(conn, "AAPL", "1m", start=RANGE_START - timedelta(days=400), limit=7, rollups=True)
+        assert any("FROM ticks" in sql for sql in statements)  # no edge near the start: the range clamps the windows
+        assert far == await queries.history(conn, "AAPL", "1m", start=RANGE_START, limit=7)
+        statements.clear()
+        some = await queries.history(
+            conn, "MSFT", "1m", start=MSFT[0].timestamp, limit=7, rollups=True, source="alpaca"
+        )
+        assert any("FROM ticks" in sql for sql in statements)
+        assert some == await queries.history(conn, "MSFT", "1m", start=MSFT[0].timestamp, limit=7, source="alpaca")
+        with pytest.raises(queries.UnknownSymbolError):
+            await queries.history(conn, "NOPE", "1m", limit=7, rollups=True)
