@@ -406,3 +406,42 @@ async def test_a_window_holding_the_rollups_edge_needs_no_range_of_the_ticks(tim
         assert some == await queries.history(conn, "MSFT", "1m", start=MSFT[0].timestamp, limit=7, source="alpaca")
         with pytest.raises(queries.UnknownSymbolError):
             await queries.history(conn, "NOPE", "1m", limit=7, rollups=True)
+
+
+async def test_1m_rollups_bars_run_on_a_generic_plan_that_follows_the_watermark(own_pool: asyncpg.Pool) -> None:
+    """The 1m rollups' bars query runs on its generic plan (planned once per connection), and its
+    bars stay the plain path's while the watermark moves across them between executions."""
+    pool = own_pool
+    base = datetime(2024, 3, 11, 14, tzinfo=UTC)
+    ticks = [
+        Tick.create("GEN", 20 + i % 13 / 10, 1 + i % 5, base + timedelta(seconds=23 * i), source="test", trade_id=i)
+        for i in range(900)  # 5 h 45 min of trades
+    ]
+    await write_events(pool, ticks)
+    windows = ({"start": base}, {"end": base + timedelta(hours=5)}, {"start": base, "end": base + timedelta(hours=3)})
+    async with refreshes_paused(pool), pool.acquire() as conn:
+        marks = []
+        for refreshed_until in (base + timedelta(hours=1), base + timedelta(hours=2), base + timedelta(hours=4)):
+            await refresh(pool, base - timedelta(days=1), refreshed_until, ["ohlcv_1m"])
+            marks.append(await watermark(pool, "ohlcv_1m"))
+            for _ in range(3):  # more executions than PostgreSQL plans custom before it may go generic
+                for window in windows:
+                    found = []
+                    for rollups in (True, False):
+                        rows = await queries.history(conn, "GEN", "1m", limit=150, rollups=rollups, **window)
+                        found.append(
+                            [{**dict(row), "vwap": _near(row["vwap"]) if rollups else row["vwap"]} for row in rows]
+                        )
+                    assert found[0] == found[1], (marks[-1], window)
+                    assert len(found[0]) == 150
+                    encoded = await queries.series(conn, "GEN", "1m", limit=150, rollups=True, encoded=True, **window)
+                    assert (encoded.bar_count, encoded.last) == (150, found[1][-1]["ts"])
+        assert marks == sorted(set(marks))  # each refresh moved the watermark, across the windows' bars
+        plans = await conn.fetch(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%tick_buckets%' AND statement LIKE '%FROM ohlcv_1m%'"
+        )
+    assert plans  # the bars as rows and as JSON, oldest or newest first
+    for row in plans:
+        assert row["custom_plans"] == 0
+        assert row["generic_plans"] > 0

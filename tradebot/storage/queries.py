@@ -20,6 +20,7 @@ from tradebot.common.db import Executor, connection
 from tradebot.storage.bars_json import bars_json_sql
 from tradebot.storage.buckets import TIMEFRAMES, WIDTHS, ceil_bucket, floor_bucket, next_bucket
 from tradebot.storage.series import KEPT_TIMEFRAMES, Aggregates, history_sql, stats_sql
+from tradebot.storage.timescale import GENERIC_PLAN_TIMEFRAMES, generic_plans
 
 # Before every stored time (the API accepts 1970-2100): the lower end of an unbounded kept-edge scan.
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
@@ -271,25 +272,28 @@ async def series(
             edge = facts["edge"] if probe and chosen == "kept" else None
         sql = history_sql(timeframe, chosen, newest_first=newest_first, filtered=filtered)
         extra = (sources,) if filtered else ()
-        if encoded:
-            found = await _fetch(
-                conn,
-                bars_json_sql(sql, timeframe == "1d"),
-                symbol,
-                timeframe,
-                lower,
-                upper,
-                limit,
-                now,
-                extra,
-                edge,
-                newest_first,
-                _encoded,
+        async with generic_plans(conn, chosen == "rollups" and timeframe in GENERIC_PLAN_TIMEFRAMES):
+            if encoded:
+                found = await _fetch(
+                    conn,
+                    bars_json_sql(sql, timeframe == "1d"),
+                    symbol,
+                    timeframe,
+                    lower,
+                    upper,
+                    limit,
+                    now,
+                    extra,
+                    edge,
+                    newest_first,
+                    _encoded,
+                )
+                if found[0] is not None:
+                    bars, newest = found[0]
+                    return Series([], sources, encoded=bars, bar_count=found[1], last=newest)
+            rows, _ = await _fetch(
+                conn, sql, symbol, timeframe, lower, upper, limit, now, extra, edge, newest_first, _rows
             )
-            if found[0] is not None:
-                bars, newest = found[0]
-                return Series([], sources, encoded=bars, bar_count=found[1], last=newest)
-        rows, _ = await _fetch(conn, sql, symbol, timeframe, lower, upper, limit, now, extra, edge, newest_first, _rows)
         rows = rows if not newest_first else rows[::-1]
         return Series(rows, sources, last=rows[-1]["ts"] if rows else None)
 

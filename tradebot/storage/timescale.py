@@ -161,6 +161,27 @@ async def refreshes_paused(executor: Executor, poll: float = 0.1) -> AsyncIterat
         yield
 
 
+# The timeframes whose rollups bars query runs on its generic plan. Planned per request (PostgreSQL
+# keeps choosing custom plans for it), the 1m query's plan cost ~1.2 ms of its ~6 ms of backend CPU on
+# the bench's 10M-tick table, for the same plan every time (an index range over one materialized
+# chunk, the real-time part past the watermark); at 5m, 1h and 1d the generic plan saved nothing.
+# Results do not depend on the plan, and TimescaleDB fixes the watermark into either kind; see
+# docs/BENCHMARKS.md "Eighth round, tsdb".
+GENERIC_PLAN_TIMEFRAMES = ("1m",)
+
+
+@asynccontextmanager
+async def generic_plans(conn: asyncpg.Connection, wanted: bool) -> AsyncIterator[None]:
+    """With ``wanted``, the statements inside run in a transaction in which prepared statements use
+    their generic plan (planned once per connection, not per execution); otherwise as they are."""
+    if not wanted:
+        yield
+        return
+    async with conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        yield
+
+
 # TimescaleDB 2.2x refreshes a window in small batches of buckets by default (each its own DELETE
 # and INSERT on the materialization): over the bench's three years of minutes that was >13 minutes
 # for 2M ticks, against under 10 s as one batch. "buckets_per_batch": 0 makes the window one batch;
