@@ -364,7 +364,7 @@ async def test_windows_bounded_by_the_rollups_edge_equal_the_plain_path(timescal
 
 
 class RecordingConnection:
-    """A connection that notes the SQL of each fetch (what the history queries run)."""
+    """A connection that notes the SQL of each fetch (the queries a history request runs)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn, self.statements = conn, list[str]()
@@ -376,6 +376,12 @@ class RecordingConnection:
     async def fetchrow(self, sql: str, *args: object) -> asyncpg.Record | None:
         self.statements.append(sql)
         return await self.conn.fetchrow(sql, *args)
+
+    async def execute(self, sql: str, *args: object) -> str:  # settings, not queries: not noted
+        return await self.conn.execute(sql, *args)
+
+    def transaction(self) -> asyncpg.transaction.Transaction:
+        return self.conn.transaction()
 
 
 async def test_a_window_holding_the_rollups_edge_needs_no_range_of_the_ticks(timescale: Timescale) -> None:
