@@ -226,7 +226,8 @@ async def series(
     source: str | None = None,
     encoded: bool = False,
 ) -> Series:
-    """``history``'s bars together with the sources they are built from (two round trips in all).
+    """``history``'s bars together with the sources they are built from: two queries, or for the
+    rollups three when their edge is not used (none near the anchored end, a series of some sources).
 
     ``encoded``: the bars as JSON built by the query (``Series.encoded``), unless a bar's values
     are not plain (bars_json.py), then as rows like without it (one more query)."""
