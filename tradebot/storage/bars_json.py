@@ -22,6 +22,8 @@ from __future__ import annotations
 _BELOW_2_52 = "4503599627370496"
 _TIE_MARGIN = "8.8817841970012523233890533447265625e-16"
 _PRICES = ("open", "high", "low", "close")
+# Whether float8's text is its shortest exact spelling (extra_float_digits > 0, PostgreSQL's default).
+_EXACT = "current_setting('extra_float_digits')::int > 0"
 
 
 def _scale(name: str) -> str:
@@ -46,17 +48,40 @@ def _whole(name: str) -> str:
     return f"({name} = trunc({name}) AND abs({name}) < 1e15) AS {name}_whole"
 
 
-def bars_json_sql(history_sql: str, daily: bool) -> str:
+def bars_json_sql(history_sql: str, daily: bool, fragments: bool = False) -> str:
     """``history_sql``'s bars as one row: ``count``, ``last`` (the newest bar's time), ``bars`` (the
     JSON objects joined by commas, oldest first; '' for none) and ``plain`` (false when a bar must
     be encoded from rows instead).
 
+    ``fragments``: ``history_sql`` also returns ``fragment``, a bar's JSON spelled before (the kept
+    1-minute series' ``bar_json``, storage/fragments.py; NULL: not spelled yet, '': to be spelled
+    when read, e.g. not plain); those bars are joined as they are, only the others spelled here."""
+    if not fragments:
+        return f"""SELECT count(*) AS count, max(ts) AS last, coalesce(string_agg(bar, ',' ORDER BY ts), '') AS bars,
+       coalesce(bool_and(plain), true) AS plain
+FROM ({spelled_bars_sql(f"({history_sql}) found", daily)}) bars"""
+    # MATERIALIZED: the bars are found once, then split into the spelled and the unspelled.
+    return f"""WITH found AS MATERIALIZED ({history_sql})
+SELECT count(*) AS count, max(ts) AS last, coalesce(string_agg(bar, ',' ORDER BY ts), '') AS bars,
+       coalesce(bool_and(plain), true) AS plain
+FROM (
+    SELECT ts, fragment AS bar, {_EXACT} AS plain FROM found WHERE fragment <> ''
+    UNION ALL
+    SELECT ts, bar, plain FROM ({spelled_bars_sql("found", daily, "coalesce(fragment, '') = ''")}) spelled_here
+) bars"""
+
+
+def spelled_bars_sql(source: str, daily: bool, where: str = "TRUE", carried: str = "") -> str:
+    """``ts``, ``bar`` (its JSON object) and ``plain`` (see bars_json_sql) of each row of ``source``
+    (a FROM item with the columns of series.history_sql) that meets ``where``; ``carried``: more
+    columns of ``source`` passed through (e.g. "symbol, ").
+
     Each step is a subquery of its own so every value is computed once a bar: the scaled value,
     its nearest integer, the rounded double and whether the fast arithmetic decides it, its text."""
     rounded = (*_PRICES, "vwap")
-    kept = "ts, trade_count, volume, vwap_missing"
+    kept = f"{carried}ts, trade_count, volume, vwap_missing"
     scaled = ", ".join(f"{n} * {_scale(n)} AS {n}_scaled, {_scale(n)} AS {n}_scale" for n in rounded)
-    carried = ", ".join(f"{n}_scaled, {n}_scale" for n in rounded)
+    carried_scaled = ", ".join(f"{n}_scaled, {n}_scale" for n in rounded)
     whole = ", ".join(f"round({n}_scaled) AS {n}_whole" for n in rounded)
     shown = ", ".join(
         f"{n}_whole / {n}_scale AS {n}, (abs({n}_scaled) < {_BELOW_2_52} AND {n}_whole <> 0 "
@@ -69,8 +94,7 @@ def bars_json_sql(history_sql: str, daily: bool) -> str:
     checks = [f"({n}_decided AND abs({n}) < 1e300)" for n in _PRICES]
     checks.append("(vwap_missing OR (vwap_decided AND abs(vwap) < 1e300))")
     checks.append("abs(volume) < 1e300")
-    exact = "current_setting('extra_float_digits')::int > 0"
-    plain = " AND ".join([exact, "date_trunc('second', ts) = ts", "trade_count IS NOT NULL", *checks])
+    plain = " AND ".join([_EXACT, "date_trunc('second', ts) = ts", "trade_count IS NOT NULL", *checks])
     spelled = (*rounded, "volume")
     texts = ", ".join([*(f"{n}::text AS {n}_text, {_whole(n)}" for n in spelled), f"{plain} AS plain"])
     session = "'\"' || to_char((ts AT TIME ZONE 'America/New_York')::date, 'YYYY-MM-DD') || '\"'" if daily else "'null'"
@@ -84,12 +108,12 @@ def bars_json_sql(history_sql: str, daily: bool) -> str:
     # OFFSET 0 keeps the planner from merging a step into the next (which would compute its
     # expressions again where they are used); a LATERAL per step did the same through a nested
     # loop with a Memoize node each that never hits (~1 ms of ~6 per 1,000 bars).
-    return f"""SELECT count(*) AS count, max(ts) AS last, coalesce(string_agg({bar}, ',' ORDER BY ts), '') AS bars,
-       coalesce(bool_and(plain), true) AS plain
-FROM (SELECT ts, trade_count, {texts} FROM (
+    return f"""SELECT {carried}ts, {bar} AS bar, plain
+FROM (SELECT {carried}ts, trade_count, {texts} FROM (
     SELECT {kept}, {shown} FROM (
-        SELECT {kept}, {carried}, {whole} FROM (
-            SELECT ts, trade_count, volume, vwap IS NULL AS vwap_missing, {scaled} FROM ({history_sql}) found OFFSET 0
+        SELECT {kept}, {carried_scaled}, {whole} FROM (
+            SELECT {carried}ts, trade_count, volume, vwap IS NULL AS vwap_missing, {scaled} FROM {source}
+            WHERE {where} OFFSET 0
         ) scaled OFFSET 0
     ) whole OFFSET 0
 ) shown OFFSET 0) spelled"""

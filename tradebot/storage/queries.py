@@ -258,9 +258,12 @@ async def series(
         edge = facts["edge"] if edge_table and chosen in ("kept", "rollups") else None
         newest_first = start is None
         if encoded:
+            # The kept minutes' JSON spelled once off the read path (storage/fragments.py).
+            fragments = chosen == "kept" and timeframe == "1m"
+            spelled = history_sql(timeframe, chosen, newest_first, filtered, fragments) if fragments else sql
             found = await _fetch(
                 conn,
-                bars_json_sql(sql, timeframe == "1d"),
+                bars_json_sql(spelled, timeframe == "1d", fragments),
                 symbol,
                 timeframe,
                 lower,
