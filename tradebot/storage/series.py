@@ -187,7 +187,8 @@ def series_ctes(timeframe: str, aggregates: Aggregates, sources: str | None = No
         ctes["tick_buckets"] = _tick_buckets("1m", aggregates, sources)
         if fragments:
             ctes["tick_buckets"] = f"""
-    SELECT {_KEPT_COLUMNS}, bar_json AS fragment FROM ohlcv_kept_1m WHERE symbol = $1 AND bucket >= $2 AND bucket < $3"""
+    SELECT {_KEPT_COLUMNS}, bar_json AS fragment
+    FROM ohlcv_kept_1m WHERE symbol = $1 AND bucket >= $2 AND bucket < $3"""
         ctes["series"] = _stored_over("bar_minutes", "tick_buckets", fragments)
     else:
         ctes["mixed_buckets"] = f"""
