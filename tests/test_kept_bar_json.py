@@ -4,19 +4,22 @@ spelled when read, and after every write that changes a spelled minute (a late t
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
+from tests.helpers import wait_until
 from tests.storage_fixtures import migrated_database, minute_bar
 from tradebot.api.routes_history import history_json
 from tradebot.common.db import drop_database
 from tradebot.common.models import Tick
 from tradebot.storage import queries
-from tradebot.storage.fragments import spell_all, spell_minutes
+from tradebot.storage.fragments import spell_all, spell_loop, spell_minutes
 from tradebot.storage.writer import write_events
 
 OPEN = datetime(2024, 3, 8, 14, 30, tzinfo=UTC)  # a Friday: the window spans a weekend and a DST change
@@ -24,12 +27,16 @@ LATER = datetime(2024, 3, 20, tzinfo=UTC)
 
 
 @pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    dsn = await migrated_database(database_url, "kept_bar_json_test")
+async def dsn(database_url: str) -> AsyncIterator[str]:
+    yield await migrated_database(database_url, "kept_bar_json_test")
+    await drop_database(database_url, "kept_bar_json_test")
+
+
+@pytest.fixture
+async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(dsn)
     yield connection
     await connection.close()
-    await drop_database(database_url, "kept_bar_json_test")
 
 
 def _ticks(symbol: str, rng: random.Random, count: int = 600) -> list[Tick]:
@@ -165,3 +172,18 @@ async def test_a_minute_whose_spelling_overflows_is_read_as_before(conn: asyncpg
     with pytest.raises(queries.StoredDataError):
         await _response(conn, "BIG", start=OPEN, now=LATER)
     assert (await _response(conn, "BIG", start=OPEN, limit=1, now=LATER)).count(b"timestamp") == 1
+
+
+async def test_the_storage_workers_loop_spells_what_closed(dsn: str, conn: asyncpg.Connection) -> None:
+    ticks = [
+        Tick.create("LOOP", 100.0, 10, OPEN + timedelta(seconds=40 * i), source="bench", trade_id=i) for i in range(9)
+    ]
+    await write_events(conn, ticks)
+    stop, counters = asyncio.Event(), Counter[str]()
+    loop = asyncio.create_task(spell_loop(dsn, stop, counters))
+    try:
+        await wait_until(lambda: counters["minutes_spelled"] == 6, what="the loop to spell the six minutes")
+        assert await _unspelled(conn) == 0
+    finally:
+        stop.set()
+        await loop
