@@ -44,6 +44,7 @@ from tradebot.common.models import Tick
 from tradebot.common.streams import tick_stream_for
 from tradebot.maintenance.reset import refresh_rollups
 from tradebot.storage import timeseries_service
+from tradebot.storage.fragments import spell_all
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.timescale import TimescaleOptions
 from tradebot.storage.writer import write_events
@@ -259,7 +260,23 @@ async def _generate(dsn: str, ticks: int, symbols: int, days: int, results: dict
         await _refresh_rollups(dsn)
         results["refresh_s"] = time.perf_counter() - refresh_started
         log.info("continuous aggregates refreshed in %.0f s", results["refresh_s"])
+    else:
+        await _spell_minutes(dsn, results)
     results["generate_s"] = time.perf_counter() - started
+
+
+async def _spell_minutes(dsn: str, results: dict[str, Any]) -> None:
+    """Spell the kept minutes' JSON, as the storage worker does as they close (storage/fragments.py)."""
+    started = time.perf_counter()
+    conn = await asyncpg.connect(dsn)
+    try:
+        spelled = await spell_all(conn)
+        if spelled:
+            await conn.execute("VACUUM (ANALYZE) ohlcv_kept_1m")  # each spelled minute left a dead version
+    finally:
+        await conn.close()
+    results["spell_s"] = time.perf_counter() - started
+    log.info("%d kept minutes spelled in %.0f s", spelled, results["spell_s"])
 
 
 async def _history_table(server_dsn: str, ticks: int, symbols: int, days: int, results: dict[str, Any]) -> str:
@@ -271,6 +288,8 @@ async def _history_table(server_dsn: str, ticks: int, symbols: int, days: int, r
     if dsn is not None:
         log.info("reusing the kept /history table in %s (%s)", HISTORY_DATABASE, label)
         await apply_migrations(dsn, options=BENCH_TIMESCALE)  # this code's schema on the kept rows
+        if await _mode(dsn) == "postgresql":  # minutes an older schema kept without their JSON
+            await _spell_minutes(dsn, results)
         results["table_ticks"] = await _count_ticks(dsn)
         results["reused"] = True
         return dsn
@@ -377,7 +396,8 @@ def latency_figures(results: dict[str, Any], sizes: StorageSizes) -> list[Figure
         f"per symbol, then VACUUM ANALYZE; storage mode {results['mode']}"
         + (", ticks in 30-day chunks" if results["mode"] == "timescaledb" else "")
         + (
-            " (the kept series' trigger adds every statement's ticks)"
+            " (the kept series' trigger adds every statement's ticks), then the kept minutes' JSON spelled "
+            f"as the storage worker does ({results.get('spell_s', 0):.0f} s of it)"
             if results["mode"] == "postgresql"
             else ", then every continuous aggregate refreshed over all time in one batch per level "
             f"({results.get('refresh_s', 0):.0f} s of it)"

@@ -17,7 +17,7 @@ from typing import NamedTuple, TypeVar
 import asyncpg
 
 from tradebot.common.db import Executor, connection
-from tradebot.storage.bars_json import bars_json_sql
+from tradebot.storage.bars_json import bars_json_sql, kept_minutes_json_sql
 from tradebot.storage.buckets import TIMEFRAMES, WIDTHS, ceil_bucket, floor_bucket, next_bucket
 from tradebot.storage.series import KEPT_TIMEFRAMES, Aggregates, history_sql, stats_sql
 from tradebot.storage.timescale import GENERIC_PLAN_TIMEFRAMES, generic_plans
@@ -275,9 +275,12 @@ async def series(
         extra = (sources,) if filtered else ()
         async with generic_plans(conn, chosen == "rollups" and timeframe in GENERIC_PLAN_TIMEFRAMES):
             if encoded:
+                # The kept minutes' JSON is spelled once off the read path (storage/fragments.py).
+                kept_minutes = chosen == "kept" and timeframe == "1m"
+                spelled = history_sql(timeframe, chosen, newest_first, filtered, kept_minutes) if kept_minutes else sql
                 found = await _fetch(
                     conn,
-                    bars_json_sql(sql, timeframe == "1d"),
+                    bars_json_sql(spelled, timeframe == "1d", kept_minutes),
                     symbol,
                     timeframe,
                     lower,
@@ -287,7 +290,7 @@ async def series(
                     extra,
                     edge,
                     newest_first,
-                    _encoded,
+                    _kept_minutes_encoded(newest_first) if kept_minutes else _encoded,
                 )
                 if found[0] is not None:
                     bars, newest = found[0]
@@ -341,13 +344,36 @@ async def _rows(conn: asyncpg.Connection, sql: str, args: tuple[object, ...]) ->
     return rows, len(rows)
 
 
-async def _encoded(
-    conn: asyncpg.Connection, sql: str, args: tuple[object, ...]
-) -> tuple[tuple[str, datetime | None] | None, int]:
+Encoded = tuple[tuple[str, datetime | None] | None, int]
+
+
+async def _encoded(conn: asyncpg.Connection, sql: str, args: tuple[object, ...]) -> Encoded:
     """The bars' JSON and the newest bar's time, or None when a bar is not plain (encode the rows instead)."""
     row = await conn.fetchrow(sql, *args)
     assert row is not None  # an aggregate without GROUP BY always returns one row
+    return _encoded_row(row)
+
+
+def _encoded_row(row: asyncpg.Record) -> Encoded:
     return ((row["bars"], row["last"]) if row["plain"] else None), row["count"]
+
+
+def _kept_minutes_encoded(
+    newest_first: bool,
+) -> Callable[[asyncpg.Connection, str, tuple[object, ...]], Awaitable[Encoded]]:
+    """``_encoded`` of the 1-minute series from the kept minutes alone where no stored 1-minute bar
+    lies in the window (bars_json.kept_minutes_json_sql), else of ``sql``, the whole series."""
+    kept_sql = kept_minutes_json_sql(newest_first)
+
+    async def fetch(conn: asyncpg.Connection, sql: str, args: tuple[object, ...]) -> Encoded:
+        symbol, lower, upper, _, limit = args  # the series is unfiltered: no sources
+        row = await conn.fetchrow(kept_sql, symbol, lower, upper, limit)
+        assert row is not None
+        if row["stored_minutes"]:
+            return await _encoded(conn, sql, args)
+        return _encoded_row(row)
+
+    return fetch
 
 
 class HistoryStamp(NamedTuple):

@@ -153,25 +153,31 @@ def _unless_in(first: str, second: str, key_source: str) -> str:
     SELECT {COLUMNS} FROM {second} x WHERE NOT EXISTS (SELECT 1 FROM {key_source} k WHERE k.bucket = x.bucket)"""
 
 
-def _stored_over(stored: str, finer: str) -> str:
+def _stored_over(stored: str, finer: str, fragments: bool = False) -> str:
     """Stored bars (with ``closed``) over a finer series: a stored bar of a closed bucket wins it;
     the finer series has every other bucket; a stored bar of a still open bucket (a partial
-    snapshot) only fills a bucket the finer series lacks."""
+    snapshot) only fills a bucket the finer series lacks. ``fragments``: the finer series' rows
+    carry ``fragment`` (their JSON, bars_json.py), a stored bar's is NULL (spelled when read)."""
+    none, own = (", NULL::text AS fragment", ", fragment") if fragments else ("", "")
     return f"""
-    SELECT {COLUMNS} FROM {stored} WHERE closed
+    SELECT {COLUMNS}{none} FROM {stored} WHERE closed
     UNION ALL
-    SELECT {COLUMNS} FROM {finer} x
+    SELECT {COLUMNS}{own} FROM {finer} x
     WHERE NOT EXISTS (SELECT 1 FROM {stored} k WHERE k.bucket = x.bucket AND k.closed)
     UNION ALL
-    SELECT {COLUMNS} FROM {stored} s
+    SELECT {COLUMNS}{none} FROM {stored} s
     WHERE NOT s.closed AND NOT EXISTS (SELECT 1 FROM {finer} f WHERE f.bucket = s.bucket)"""
 
 
-def series_ctes(timeframe: str, aggregates: Aggregates, sources: str | None = None) -> str:
+def series_ctes(timeframe: str, aggregates: Aggregates, sources: str | None = None, fragments: bool = False) -> str:
     """``WITH`` clauses ending in ``series(bucket, open, high, low, close, volume, trade_count, notional)``.
 
     ``sources`` names a text[] parameter (e.g. ``$6``) that keeps only those sources' ticks and bars;
-    the rollups and the kept series aggregate every source, so they serve only unfiltered series."""
+    the rollups and the kept series aggregate every source, so they serve only unfiltered series.
+    ``fragments`` (the kept 1-minute series only): ``series`` also has ``fragment``, the JSON of a
+    kept minute spelled before (storage/fragments.py), NULL where a stored bar wins or none is kept."""
+    if fragments and (timeframe, aggregates) != ("1m", "kept"):
+        raise ValueError("only the kept 1-minute series keeps its bars' JSON")
     if aggregates != "ticks" and sources:
         raise ValueError(f"the {aggregates} aggregates mix every source: filter by source on the fly (ticks)")
     if timeframe not in TIMEFRAMES:  # it is spliced into SQL: only the known literals may pass
@@ -179,7 +185,11 @@ def series_ctes(timeframe: str, aggregates: Aggregates, sources: str | None = No
     ctes = {"bar_minutes": _stored_bars("1m", sources)}
     if timeframe == "1m":
         ctes["tick_buckets"] = _tick_buckets("1m", aggregates, sources)
-        ctes["series"] = _stored_over("bar_minutes", "tick_buckets")
+        if fragments:
+            ctes["tick_buckets"] = f"""
+    SELECT {_KEPT_COLUMNS}, bar_json AS fragment
+    FROM ohlcv_kept_1m WHERE symbol = $1 AND bucket >= $2 AND bucket < $3"""
+        ctes["series"] = _stored_over("bar_minutes", "tick_buckets", fragments)
     else:
         ctes["mixed_buckets"] = f"""
     SELECT bucket, {bucket_end_sql("bucket", timeframe)} AS bucket_end
@@ -197,13 +207,15 @@ def series_ctes(timeframe: str, aggregates: Aggregates, sources: str | None = No
     return "WITH " + ",\n".join(f"{name} AS ({body}\n)" for name, body in ctes.items())
 
 
-def history_sql(timeframe: str, aggregates: Aggregates, newest_first: bool, filtered: bool = False) -> str:
+def history_sql(
+    timeframe: str, aggregates: Aggregates, newest_first: bool, filtered: bool = False, fragments: bool = False
+) -> str:
     """Bars of the series in [$2, $3), oldest (or newest) first, at most $5; ``filtered``: only the
-    sources in $6."""
+    sources in $6; ``fragments``: with each bar's ``fragment`` (see series_ctes)."""
     order = "DESC" if newest_first else "ASC"
-    return f"""{series_ctes(timeframe, aggregates, "$6" if filtered else None)}
+    return f"""{series_ctes(timeframe, aggregates, "$6" if filtered else None, fragments)}
 SELECT bucket AS ts, open, high, low, close, volume, trade_count::bigint AS trade_count,
-       notional / NULLIF(volume, 0) AS vwap
+       notional / NULLIF(volume, 0) AS vwap{", fragment" if fragments else ""}
 FROM series ORDER BY bucket {order} LIMIT $5"""
 
 

@@ -41,6 +41,7 @@ from tradebot.common.streams import (
     storage_partition_streams,
 )
 from tradebot.storage.batch import StorageBatch
+from tradebot.storage.fragments import spell_loop
 from tradebot.storage.partition_reader import StoragePartitionReader, Write
 from tradebot.storage.retention import retention_loop
 from tradebot.storage.schema import apply_migrations
@@ -82,6 +83,7 @@ async def run(
     )
     owner = partition_owner(bus, settings, name, handle, counters)
     retention = await _start_retention(pool, settings, stop, counters)
+    spelling = await _start_spelling(pool, settings, stop, counters)
     try:
         most, burst = settings.max_messages, settings.burst
         readers = [
@@ -95,8 +97,10 @@ async def run(
                 reader.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
     finally:
-        if retention is not None:
-            retention.cancel()
+        jobs = [job for job in (retention, spelling) if job is not None]
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)  # their connections closed before the pool
         await bus.close()
         await pool.close()
 
@@ -153,6 +157,15 @@ async def _start_retention(
     if settings.tick_retention is None or settings.burst or await database_mode(pool) != "postgresql":
         return None
     return asyncio.create_task(retention_loop(pool, settings.tick_retention, stop, counters))
+
+
+async def _start_spelling(
+    pool: asyncpg.Pool, settings: ReadySettings, stop: asyncio.Event, counters: Counter[str]
+) -> asyncio.Task[None] | None:
+    """On plain PostgreSQL, the kept minutes' JSON spelled as they close (storage/fragments.py)."""
+    if settings.burst or await database_mode(pool) != "postgresql":
+        return None
+    return asyncio.create_task(spell_loop(settings.database_url, stop, counters))
 
 
 async def _connect_when_ready(settings: ReadySettings, stop: asyncio.Event) -> asyncpg.Pool | None:
