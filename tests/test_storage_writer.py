@@ -123,6 +123,7 @@ async def test_redelivered_batch_writes_nothing(pool: asyncpg.Pool) -> None:
     await write_events(pool, batch)
     again = await write_events(pool, batch)
     assert sum(again.values()) == 0
+    assert sum((await write_events(pool, trading_events()[1:])).values()) == 0  # no tick among them
     assert await counts(pool) == {"ticks": 50, "bars": 0, "signals": 1, "orders": 1, "fills": 2}
 
 

@@ -262,15 +262,16 @@ async def write_batch(executor: Executor, ticks: Sequence[TickValues], events: S
     """Persist ticks (as values: Ticks or the storage reader's decoded rows) and other events
     atomically; returns rows written per table.
 
-    The ticks are first inserted as new, without ON CONFLICT: its check of each key before the
-    insert costs PostgreSQL ~2 µs a tick, nearly as much as the insert itself, and a batch holds a
-    stored tick only when it is read again (after a crash or a handover, a writer racing, a tick
-    twice in the batch). Such a batch fails whole on the first stored key and is written again
-    skipping the stored ones: nothing is written twice either way. A caller's own transaction
-    (which the failed statement would abort) gets the skipping insert at once.
+    The rows of the unversioned tables (ticks above all) are first inserted as new, without ON
+    CONFLICT: its check of each key before the insert costs PostgreSQL ~2 µs a tick, nearly as
+    much as the insert itself, and a batch holds a stored row only when it is read again (after a
+    crash or a handover, a writer racing, a tick twice in the batch). Such a batch fails whole on
+    the first stored key and is written again skipping the stored rows: nothing is written twice
+    either way. A caller's own transaction (which the failed statement would abort) gets the
+    skipping insert at once.
     """
     async with connection(executor) as conn:
-        if not ticks or conn.is_in_transaction():
+        if conn.is_in_transaction():
             return await _write(conn, ticks, events, skip_stored=True)
         try:
             return await _write(conn, ticks, events, skip_stored=False)
@@ -332,8 +333,8 @@ def _statements(
     *,
     skip_stored: bool,
 ) -> list[tuple[str, str, list[Any]]]:
-    """(table, SQL, arguments): the ticks' (``skip_stored``: see write_batch), then one per table
-    and its column arrays. The first also notes the batch's ``symbol_sources`` (the ticks' pairs
+    """(table, SQL, arguments): the ticks', then one per table and its column arrays
+    (``skip_stored``: see write_batch). The first also notes the batch's ``symbol_sources`` (the ticks' pairs
     and ``pairs``), all in one statement in key order (no deadlock between writers)."""
     statements: list[tuple[str, str, list[Any]]] = []
     symbols, sources = [symbol for symbol, _ in pairs], [source for _, source in pairs]
@@ -356,7 +357,7 @@ def _statements(
                 f"SELECT * FROM unnest(${first}::text[], ${first + 1}::text[]) ON CONFLICT DO NOTHING)"
             )
             args += [symbols, sources]
-        statements.append((table.name, table.insert_sql(extra), args))
+        statements.append((table.name, table.insert_sql(extra, skip_stored=skip_stored), args))
     return statements
 
 
