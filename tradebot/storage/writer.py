@@ -1,4 +1,4 @@
-"""Idempotent batch writes: one INSERT ... SELECT ... ON CONFLICT per table, in one transaction.
+"""Idempotent batch writes: one INSERT ... SELECT per table, in one transaction (see write_batch).
 
 A batch of a table is a single statement with one round trip: no staging table to create or fill,
 and the ``symbol_sources`` note rides in the same statement as a data-modifying CTE. A single
@@ -310,7 +310,7 @@ def tick_rows_json(ticks: Sequence[TickValues]) -> str:
     Why JSON for the table written most: asyncpg encodes an array parameter element by element,
     with a Python-level type check per element and ~0.9 µs per timestamp, which cost the storage
     worker ~2.4 µs a tick for the six column arrays; this encoding costs it ~0.2 µs, and the
-    server's unpacking (jsonb, a cast per value) costs PostgreSQL ~0.5 µs a tick more than the
+    server's unpacking (jsonb, a cast per value) costs PostgreSQL ~0.5-1 µs a tick more than the
     arrays did. The values arrive exactly: each timestamp is written to the microsecond with its
     offset and each float as its shortest repr, which PostgreSQL reads back as the same instant
     and the same double (tests/test_storage_writer.py compares the stored rows).
