@@ -4,6 +4,7 @@ storage worker persists what is on the streams and acks it only after the commit
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ import pytest
 
 from tests.storage_fixtures import migrated_database, minute_bar
 from tradebot.common.bus import Bus
+from tradebot.common.codec import wire_rows
 from tradebot.common.config import Settings
 from tradebot.common.db import create_pool
 from tradebot.common.models import Order, OrderEvent, Signal, Tick
@@ -121,6 +123,7 @@ async def test_redelivered_batch_writes_nothing(pool: asyncpg.Pool) -> None:
     await write_events(pool, batch)
     again = await write_events(pool, batch)
     assert sum(again.values()) == 0
+    assert sum((await write_events(pool, trading_events()[1:])).values()) == 0  # no tick among them
     assert await counts(pool) == {"ticks": 50, "bars": 0, "signals": 1, "orders": 1, "fills": 2}
 
 
@@ -129,6 +132,50 @@ async def test_duplicates_inside_one_batch_collapse(pool: asyncpg.Pool) -> None:
     written = await write_events(pool, batch + batch[:3])
     assert written["ticks"] == 5
     assert (await counts(pool))["ticks"] == 5
+
+
+async def test_a_batch_partly_stored_writes_only_its_new_ticks_and_keeps_the_first_of_a_key(
+    pool: asyncpg.Pool,
+) -> None:
+    await write_events(pool, ticks(50))
+    repeated = ticks(1, first=60)[0].model_copy(update={"price": 1.5})  # the same key, another price
+    written = await write_events(pool, [*ticks(80), repeated])  # the insert as new fails; then skipping
+    assert written["ticks"] == 30
+    assert (await counts(pool))["ticks"] == 80
+    assert await pool.fetchval("SELECT price FROM ticks WHERE id = 'test:AAPL:60'") == 100 + 60 % 9
+    async with pool.acquire() as conn, conn.transaction():  # a caller's transaction survives a stored tick
+        assert (await write_events(conn, ticks(81)))["ticks"] == 1
+        assert await conn.fetchval("SELECT count(*) FROM ticks") == 81
+
+
+async def test_ticks_decoded_from_entries_are_stored_with_exactly_their_values(pool: asyncpg.Pool) -> None:
+    # what the storage reader hands the writer (the strict decode's rows), with values whose text
+    # forms are the hard ones: offsets, every fractional-second width, floats without a short decimal
+    data = json.dumps(
+        [
+            ["a1", "AAPL", "2024-03-11T14:30:00Z", 0.1 + 0.2, 1e-05, "mock"],
+            ["a2", "AAPL", "2024-03-11T14:30:00.5+05:30", 123456.78901234567, 4999.999999999999, "mock"],
+            ["a3", "AAPL", "2024-03-11T14:30:00.000001-00:00", 1e-4, 1e9, "alpaca"],
+            ["a4", "AAPL", "2024-03-11T14:30:00.1234565Z", 1.0000000000000002, 9999999999.999998, "mock"],
+            ["a5", "AAPL", "2024-03-11 09:30:00.123456-05:00", 99999.99999999999, 0.30000000000000004, "mock"],
+            ['a\u00e9"\\5', "MSFT", "2024-03-11T23:59:59.999999Z", 1 / 3, 7.0, "custom"],  # escaped in JSON
+        ]
+    )
+    rows = wire_rows(data)
+    assert rows is not None
+    assert len(rows) == 6
+    assert (await writer.write_batch(pool, rows, []))["ticks"] == 6
+    stored = {r["id"]: r for r in await pool.fetch("SELECT * FROM ticks")}
+    for row in rows:
+        kept = stored[row.id]
+        assert (kept["symbol"], kept["ts"], kept["price"], kept["size"], kept["source"]) == (
+            row.symbol,
+            row.timestamp,
+            row.price,
+            row.size,
+            row.source,
+        )
+    assert await pool.fetchval("SELECT count(*) FROM symbol_sources WHERE source = 'custom'") == 1
 
 
 async def test_a_corrected_bar_replaces_the_stored_one_and_an_identical_one_is_a_no_op(pool: asyncpg.Pool) -> None:

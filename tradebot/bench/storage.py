@@ -3,7 +3,7 @@
 ``tradebot bench storage [--ticks 10000000]`` works in a database of its own (``tradebot_bench``)
 and Redis database 15, on the servers of REDIS_URL / DATABASE_URL or the embedded ones. It measures:
 
-* ingest through ``write_events`` (INSERT ... SELECT FROM unnest ... ON CONFLICT, batches of BUS_BATCH_SIZE), with
+* ingest through ``write_events`` (INSERT ... SELECT of the ticks' JSON rows, batches of BUS_BATCH_SIZE), with
   one and with four concurrent writers, and through the storage worker (Redis -> PostgreSQL);
 * /history latency (p50/p99, through the ASGI app) for 1,000-bar requests at 1m and 1d over the
   generated table, from the rollups (TimescaleDB) or the kept series (plain PostgreSQL, kept by the
@@ -358,7 +358,7 @@ async def measure_storage(target: BenchTarget, workers: WorkerPool, sizes: Stora
 def ingest_figures(results: dict[str, Any], sizes: StorageSizes) -> list[Figure]:
     """One row per ingest path of the storage bench."""
     methods = {
-        "write_events x1": "write_events (one INSERT … SELECT FROM unnest(column arrays) ON CONFLICT DO NOTHING "
+        "write_events x1": "write_events (one INSERT … SELECT of the ticks as one JSON document of rows, as new, "
         "with the symbol_sources note in the same statement, per batch of BUS_BATCH_SIZE), one writer",
         "write_events x4": "the same with four concurrent writers taking batches in turn",
         "storage worker x1": "the storage worker in burst mode: ticks pre-published to Redis, read, written and "

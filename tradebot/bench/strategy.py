@@ -20,7 +20,7 @@ from tradebot.common.bus.wire import TICKS_PER_ENTRY, decode, encode, encode_ent
 from tradebot.common.codec import wire_rows
 from tradebot.common.models import Tick
 from tradebot.market_data.mock_feed import MockFeed, stepping_clock
-from tradebot.storage.writer import TickValues, tick_columns
+from tradebot.storage.writer import TickValues, tick_rows_json
 from tradebot.strategy.book import StrategyBook, StrategySpec
 from tradebot.strategy.moving_average import MovingAverageCrossover
 from tradebot.strategy.service import StrategyPartition
@@ -70,12 +70,12 @@ def worker_cost_us(ticks: list[Tick], short_window: int, long_window: int, batch
 def storage_rows(entries: list[dict[str, str]], batch: int) -> None:
     """What the storage worker does with the tick-batch entries of each read (up to ``batch``
     entries, BUS_BATCH_SIZE) before the database: the strict decode into plain rows, then the
-    ``ticks`` table's column arrays (tradebot/storage/batch.py, writer.tick_columns)."""
+    ``ticks`` table's JSON document of them (tradebot/storage/batch.py, writer.tick_rows_json)."""
     for start in range(0, len(entries), batch):
         rows: list[TickValues] = []
         for fields in entries[start : start + batch]:
             rows += wire_rows(fields["data"]) or []
-        tick_columns(rows)
+        tick_rows_json(rows)
 
 
 def _per_tick_us(work: Callable[[], object], ticks: int) -> float:
@@ -123,7 +123,7 @@ def stage_costs_us(
         ),
         # a snapshot's parts every snapshot_every ticks (no commit writes state): apply with them, less alone
         "strategy: snapshot parts": max(0.0, _per_tick_us(lambda: apply(True), count) - applied),
-        "storage: decode rows + columns (wire_rows, tick_columns)": _per_tick_us(
+        "storage: decode rows + JSON (wire_rows, tick_rows_json)": _per_tick_us(
             lambda: storage_rows(entries, batch), count
         ),
     }

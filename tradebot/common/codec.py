@@ -99,9 +99,10 @@ def encode_rows(ticks: list[Tick]) -> str:
     return encode_row_values([(t.id, t.symbol, t.timestamp, t.price, t.size, t.source) for t in ticks])
 
 
-def encode_row_values(rows: Sequence[TickRow]) -> str:
+def encode_row_values(rows: Sequence[TickRow | _WireRow]) -> str:
     """:func:`encode_rows` of ticks given as their values in the Tick's field order (a UTC timestamp,
-    floats in range: unchecked here, as for ``built_tick``): the same bytes, without Tick objects."""
+    floats in range: unchecked here, as for ``built_tick``), or as rows :func:`wire_rows` decoded:
+    the same bytes, without Tick objects."""
     return _encode(rows).decode()
 
 

@@ -78,22 +78,13 @@ def _draws(seed: int, symbol: str) -> Any:
     return hashlib.blake2b(f"{seed}|{symbol}|".encode(), digest_size=32)
 
 
-def trade_size(kind: float, amount: float) -> float:
-    """Half odd lots (1-99 shares), most of the rest round lots, a few blocks up to 5,000 (whole
-    shares, as the tick's float)."""
-    if kind < 0.5:
-        return float(1 + int(amount * 99))
-    if kind < 0.9:
-        return float(100 * (1 + int(amount * 5)))
-    return float(100 * (5 + int(amount * 46)))
-
-
 # One GBM step without drift (the expected price stays put, the log-price diffuses) multiplies the
 # price by exp(_DRIFT + _SHOCK * normal): the constants as ``-0.5 * sigma**2 * T + sigma * sqrt(T) *
 # normal`` evaluates them (left to right), so the step is the same float as when they were not folded.
 _DRIFT = -0.5 * ANNUAL_VOLATILITY**2 * TICK_STEP_YEARS
 _SHOCK = ANNUAL_VOLATILITY * math.sqrt(TICK_STEP_YEARS)
 _TWO_PI = 2 * math.pi  # as ``2 * math.pi * u`` evaluates it
+_TWO_64 = float(2**64)  # exact: ``word / 2**64`` converts the int to this same float on every division
 
 
 def step_for(ticks_per_second: float) -> timedelta:
@@ -205,9 +196,9 @@ class MockFeed:
             symbol, id_prefix, draws, path = lanes[produced % lane_count]
             index = path.count
             hashed = draws.copy()  # the four uniforms: see _draws
-            hashed.update(str(index).encode())
+            hashed.update(b"%d" % index)  # the bytes of str(index).encode(), without the str
             first, second, third, fourth = unpack(hashed.digest())
-            u_radius, u_angle = (first + 0.5) / 2**64, (second + 0.5) / 2**64
+            u_radius, u_angle = (first + 0.5) / _TWO_64, (second + 0.5) / _TWO_64
             normal = sqrt(-2 * log(u_radius)) * cos(_TWO_PI * u_angle)  # Box-Muller
             path.price = path.price * exp(_DRIFT + _SHOCK * normal)  # one GBM step
             price = round(path.price, 2)
@@ -216,8 +207,16 @@ class MockFeed:
             elif price > MAX_PRICE:
                 self.produced = produced  # the ticks made before this one stay made
                 raise ValueError(f"mock price of {symbol} ran past {MAX_PRICE:,.0f}")
-            u_kind, u_amount = (third + 0.5) / 2**64, (fourth + 0.5) / 2**64
-            append((f"{id_prefix}{index}", symbol, stamp, price, trade_size(u_kind, u_amount), SOURCE))
+            u_kind, u_amount = (third + 0.5) / _TWO_64, (fourth + 0.5) / _TWO_64
+            # the size: half odd lots (1-99 shares), most of the rest round lots, a few blocks up to
+            # 5,000 (whole shares, as the tick's float); inline, as a call per tick was ~5 % of the loop
+            if u_kind < 0.5:
+                size = float(1 + int(u_amount * 99))
+            elif u_kind < 0.9:
+                size = float(100 * (1 + int(u_amount * 5)))
+            else:
+                size = float(100 * (5 + int(u_amount * 46)))
+            append((f"{id_prefix}{index}", symbol, stamp, price, size, SOURCE))
             path.count = index + 1
             produced += 1
             stamp += step
