@@ -3,6 +3,7 @@ loop rides out; what differs on a Redis Cluster (REDIS_CLUSTER) is asked here to
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -68,6 +69,47 @@ class _OutageAwareParser(DefaultParser):  # type: ignore[misc]
         return super().parse_error(response)
 
 
+class _Connection(aioredis.Connection):  # type: ignore[misc]
+    """redis-py's TCP connection (8.1), sending a command without a task when the socket takes it.
+
+    redis-py sends every command through ``asyncio.wait_for(…, socket_timeout)``, which on Python
+    3.11 makes a task, and a turn of the event loop, per command: a live feed batch costs the
+    strategy two commands, its commit and its read, and every worker pays the same per call. The
+    write itself never waits; only the drain can, when the socket did not take everything, and
+    only then does the timeout apply. Otherwise as redis-py's own ``send_packed_command``: a
+    lost connection fails the drain (ConnectionError, the connection dropped), nothing is retried.
+    """
+
+    async def send_packed_command(self, command: str | bytes | Iterable[bytes], check_health: bool = True) -> None:
+        if not self.socket_timeout:
+            return await super().send_packed_command(command, check_health)  # type: ignore[no-any-return]
+        if not self.is_connected:
+            await self.connect_check_health(check_health=False)
+        if check_health:
+            await self.check_health()
+        try:
+            if isinstance(command, str):
+                command = command.encode()
+            if isinstance(command, bytes):
+                command = [command]
+            self._writer.writelines(command)
+            if self._writer.transport.get_write_buffer_size():  # the socket did not take it all: may wait
+                await asyncio.wait_for(self._writer.drain(), self.socket_timeout)
+            else:
+                await self._writer.drain()  # returns at once (raises if the connection was lost)
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as error:
+            await self.disconnect(nowait=True)
+            number, message = ("UNKNOWN", error.args[0]) if len(error.args) == 1 else error.args[:2]
+            raise RedisConnectionError(f"Error {number} while writing to socket. {message}.") from error
+        except BaseException:
+            await self.disconnect(nowait=True)  # (half a command may have gone out: the connection goes)
+            raise
+        return None
+
+
 def connect(url: str, *, cluster: bool = False, socket_timeout_s: float = SOCKET_TIMEOUT_S) -> aioredis.Redis:
     """A client without transport-level retries, with socket timeouts, that reports outages as such.
 
@@ -87,7 +129,8 @@ def connect(url: str, *, cluster: bool = False, socket_timeout_s: float = SOCKET
         "socket_keepalive": True,
     }
     if not cluster:
-        return aioredis.Redis.from_url(url, parser_class=_OutageAwareParser, **options)
+        # (a rediss:// or unix:// URL names its own connection class, which wins over this one)
+        return aioredis.Redis.from_url(url, parser_class=_OutageAwareParser, connection_class=_Connection, **options)
     client = RedisCluster.from_url(url, **options)
     # The cluster client takes no parser_class; every node it creates (now, or when it discovers
     # the topology) gets the connection options of this one dict, so the parser goes in there.
