@@ -12,11 +12,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import DefaultParser
 from redis.backoff import NoBackoff
+from redis.connection import HiredisRespSerializer
 from redis.crc import key_slot
 from redis.exceptions import ClusterDownError, ResponseError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from redis.utils import HIREDIS_AVAILABLE
 
 from tradebot.common.replicas import ReplicasBehindError
 
@@ -69,8 +71,12 @@ class _OutageAwareParser(DefaultParser):  # type: ignore[misc]
         return super().parse_error(response)
 
 
+_HIREDIS = HiredisRespSerializer() if HIREDIS_AVAILABLE else None
+
+
 class _Connection(aioredis.Connection):  # type: ignore[misc]
-    """redis-py's TCP connection (8.1), sending a command without a task when the socket takes it.
+    """redis-py's TCP connection (8.1), packing in C and sending a command without a task when the
+    socket takes it.
 
     redis-py sends every command through ``asyncio.wait_for(…, socket_timeout)``, which on Python
     3.11 makes a task, and a turn of the event loop, per command: a live feed batch costs the
@@ -79,6 +85,11 @@ class _Connection(aioredis.Connection):  # type: ignore[misc]
     only then does the timeout apply. Otherwise as redis-py's own ``send_packed_command``: a
     lost connection fails the drain (ConnectionError, the connection dropped), nothing is retried.
     """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        """As redis-py's, in C: its asyncio connection packs in Python (its sync one uses hiredis),
+        ~3x the CPU for a commit of eight partitions' arguments; the same bytes, the same DataError."""
+        return _HIREDIS.pack(*args) if _HIREDIS is not None else super().pack_command(*args)  # type: ignore[no-any-return]
 
     async def send_packed_command(self, command: str | bytes | Iterable[bytes], check_health: bool = True) -> None:
         if not self.socket_timeout:
