@@ -75,15 +75,15 @@ _HIREDIS = HiredisRespSerializer() if HIREDIS_AVAILABLE else None
 
 
 class _Connection(aioredis.Connection):  # type: ignore[misc]
-    """redis-py's TCP connection (8.1), packing in C and sending a command without a task when the
-    socket takes it.
+    """redis-py's TCP connection (8.1), packing in C and sending a command without a task.
 
     redis-py sends every command through ``asyncio.wait_for(…, socket_timeout)``, which on Python
     3.11 makes a task, and a turn of the event loop, per command: a live feed batch costs the
-    strategy two commands, its commit and its read, and every worker pays the same per call. The
-    write itself never waits; only the drain can, when the socket did not take everything, and
-    only then does the timeout apply. Otherwise as redis-py's own ``send_packed_command``: a
-    lost connection fails the drain (ConnectionError, the connection dropped), nothing is retried.
+    strategy two commands, its commit and its read, and every worker pays the same per call. Here
+    the same send runs in the caller's task under ``asyncio.timeout`` (a timer, no task), as
+    redis-py's reads already do; a cancellation lands as it is (3.11's ``wait_for`` could lose one
+    that came as the send ended). Otherwise as redis-py's own ``send_packed_command``: a timeout
+    or a lost connection fails the command (the connection dropped), nothing is retried.
     """
 
     def pack_command(self, *args: Any) -> list[bytes]:
@@ -103,11 +103,8 @@ class _Connection(aioredis.Connection):  # type: ignore[misc]
                 command = command.encode()
             if isinstance(command, bytes):
                 command = [command]
-            self._writer.writelines(command)
-            if self._writer.transport.get_write_buffer_size():  # the socket did not take it all: may wait
-                await asyncio.wait_for(self._writer.drain(), self.socket_timeout)
-            else:
-                await self._writer.drain()  # returns at once (raises if the connection was lost)
+            async with asyncio.timeout(self.socket_timeout):
+                await self._send_packed_command(command)
         except TimeoutError:
             await self.disconnect(nowait=True)
             raise RedisTimeoutError("Timeout writing to socket") from None
