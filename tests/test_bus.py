@@ -13,14 +13,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 
 from tests.bus_workers import ACKED, EFFECTS, applied_stream
 from tests.helpers import wait_until
 from tests.redis_cluster import connect_to
 from tradebot.common.bus import Bus
 from tradebot.common.bus.base import LastErrors
-from tradebot.common.bus.connection import RedisRefusedError, connect, get_many, is_cluster
+from tradebot.common.bus.connection import RECOVERABLE_REDIS_ERRORS, RedisRefusedError, connect, get_many, is_cluster
 from tradebot.common.bus.health import StreamHealth
 from tradebot.common.bus.publishing import Commit, CommitResult
 from tradebot.common.bus.wire import Delivery, decode_all, encode_entries
@@ -532,3 +532,41 @@ async def test_a_commit_made_together_that_redis_refuses_for_now_fails_as_an_out
         assert await together() == [CommitResult.APPLIED, CommitResult.APPLIED]
     finally:
         await bus.close()
+
+
+async def test_commands_go_out_as_redis_py_packs_them_and_a_dropped_connection_fails_as_an_outage(
+    redis_url: str,
+) -> None:
+    """The client's connection packs in C and sends without a task per command (bus/connection.py):
+    the bytes are redis-py's own, bad input is redis-py's DataError, a command bigger than the socket
+    takes at once still goes out whole, and a connection the server dropped fails the next command
+    as an outage (then the client connects again)."""
+    client = connect_to(redis_url)
+    if is_cluster(client):
+        await client.aclose()
+        pytest.skip("the cluster client keeps redis-py's connections")
+    other = connect_to(redis_url)
+    try:
+        connection = client.connection_pool.make_connection()
+        commands = [
+            ("EVALSHA", "ab" * 20, 2, "k:{0}", b"k2", 1.5, 0.1, -0.0, 1e20, 10**30, 7, "ü", "", "x" * 7000),
+            ("CONFIG GET", "maxmemory"),
+            ("XREAD", "COUNT", 500, "BLOCK", 1000, "STREAMS", "ticks:{0}", "0-0"),
+        ]
+        for command in commands:
+            assert b"".join(connection.pack_command(*command)) == b"".join(
+                aioredis.Connection.pack_command(connection, *command)
+            )
+        with pytest.raises(DataError):
+            connection.pack_command("SET", "k", True)
+        big = "x" * 20_000_000
+        await client.set("big", big)
+        assert await client.strlen("big") == len(big)
+        await other.client_kill_filter(_type="normal", skipme=True)
+        with pytest.raises(RECOVERABLE_REDIS_ERRORS):
+            await client.get("big")
+        assert await client.strlen("big") == len(big)
+    finally:
+        await client.delete("big")
+        await client.aclose()
+        await other.aclose()

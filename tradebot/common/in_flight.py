@@ -94,6 +94,8 @@ class Taken:
     async def take(self, stop: asyncio.Event, amount: int = 1) -> bool:
         """Room for ``amount`` units, once it is free; False (none taken) if ``stop`` is set first:
         a reader being stopped (its partition handed over) never waits for room."""
+        if not stop.is_set() and self.take_if_free(amount):
+            return True  # free now (every batch of a worker that keeps up): no task, no wait
         amount = self.shared.room_for(amount)
         taking = asyncio.ensure_future(self.shared.take(amount))
         try:

@@ -150,11 +150,31 @@ class WaitingReader:
             self.reads = worker.get(count) or worker.setdefault(count, SharedReads(bus.redis, count, bus.stats))
             self.reads.readers += 1
         self.count = count
+        self._stop: asyncio.Event | None = None
+        self._stopped: asyncio.Task[object] | None = None  # done once ``_stop`` is set (see _back_or_stop)
 
     def close(self) -> None:
         if self.reads is not None:
             self.reads.quit()
             self.reads = None
+        if self._stopped is not None and not self._stopped.done():
+            try:
+                self._stopped.cancel()
+            except RuntimeError:  # (closed by the garbage collector, its loop gone: nothing left to wake)
+                pass
+        self._stopped = None
+
+    async def _back_or_stop(self, shared: SharedRead, stop: asyncio.Event) -> None:
+        """Until ``shared`` came back or ``stop`` is set. One task waits on ``stop`` for the reader's
+        life, instead of one made and cancelled per wait (``first_of``): a live batch wakes every
+        reader of the worker, and three tasks per reader and batch were ~10 % of the strategy's CPU."""
+        if stop.is_set():
+            return
+        if self._stopped is None or self._stop is not stop:
+            if self._stopped is not None:
+                self._stopped.cancel()
+            self._stop, self._stopped = stop, asyncio.ensure_future(stop.wait())
+        await asyncio.wait((shared.back, self._stopped), return_when=asyncio.FIRST_COMPLETED)
 
     async def read(self, positions: Mapping[str, str], *, block_ms: int, stop: asyncio.Event) -> PositionedRead | None:
         """Up to ``count`` entries per stream after ``positions``, waiting up to ``block_ms`` for the
@@ -180,7 +200,7 @@ class WaitingReader:
                 return None
             shared = reads.join(positions, left_ms)
             try:
-                await first_of(stop, shared.back)  # (sent once no reader is busy)
+                await self._back_or_stop(shared, stop)  # (sent once no reader is busy)
             finally:  # (also when the reader itself is cancelled)
                 reads.leave(shared)
             if not shared.back.done() or shared.reply is None:

@@ -20,12 +20,13 @@ ticks may be grouped into entries differently, each tick still byte-identical (t
 
 A tick is never published before its own timestamp: a batch waits until the wall clock has reached
 its last tick's time (and until the rate allows it). Batches are small while the feed keeps up
-(one every MIN_PUBLISH_INTERVAL_S from STEADY_CADENCE_RATE ticks/s on; below it MIN_TICKS_PER_BATCH
-ticks, at most MAX_PUBLISH_INTERVAL_S apart), so a tick waits milliseconds, not a tenth of a second,
-before it is published; a feed that falls
-behind its rate takes everything already due, up to BUS_BATCH_SIZE, so batches grow with the load
-like a live feed's. The partitions' commits of a batch run concurrently (a round trip per batch,
-not one per partition), and a partition with no tick in a batch is not committed at all.
+(one every MIN_PUBLISH_INTERVAL_S from STEADY_CADENCE_RATE ticks/s on, every FAST_PUBLISH_INTERVAL_S
+from FAST_CADENCE_RATE on; below STEADY_CADENCE_RATE MIN_TICKS_PER_BATCH ticks, at most
+MAX_PUBLISH_INTERVAL_S apart), so a tick waits milliseconds, not a tenth of a second, before it is
+published; a feed that falls behind its rate takes everything already due, up to BUS_BATCH_SIZE,
+so batches grow with the load like a live feed's. The partitions' commits of a batch run
+concurrently (a round trip per batch, not one per partition), and a partition with no tick in a
+batch is not committed at all.
 """
 
 from __future__ import annotations
@@ -63,9 +64,11 @@ ROLE = Role.MARKET_DATA
 CURSOR_NAME = "mock"
 # The cadence while the feed keeps up. From STEADY_CADENCE_RATE ticks/s on, a batch every
 # MIN_PUBLISH_INTERVAL_S, so a tick waits at most that long in the feed (1,000/s: 10 ticks every
-# 10 ms; 5,000/s: 50; 20,000/s: 200). More often would cost every reader a read and a commit per
-# partition per batch, which at 5,000 ticks/s and up cost more latency than the batch's wait saves
-# (5 ms against 10 ms, docs/BENCHMARKS.md "Fourth round, all merged"). Below that rate, batches of
+# 10 ms); from FAST_CADENCE_RATE on every FAST_PUBLISH_INTERVAL_S (5,000/s: 25 ticks every 5 ms;
+# 20,000/s: 100; 50,000/s: 250). A batch costs every reader a read and a commit whatever its size
+# (the strategy ~2 ms of CPU); at 5,000/s that cost, once cut, is worth half the wait
+# (docs/BENCHMARKS.md "Eighth round, latency"; in the fourth round, before the shared read and
+# the commit together, 5 ms at 5,000/s cost more latency than it saved). Below that rate, batches of
 # MIN_TICKS_PER_BATCH ticks, at most MAX_PUBLISH_INTERVAL_S apart: a slow feed's entries and cursor
 # writes are the bulk of Redis's bytes per tick (the default 500 ticks/s: 25 ticks every 50 ms,
 # 251 B/tick of append-only file; 10-tick batches there: 344, past issue 14's 300). At 1,000/s the
@@ -74,6 +77,8 @@ MIN_TICKS_PER_BATCH = 25
 MAX_PUBLISH_INTERVAL_S = 0.05
 MIN_PUBLISH_INTERVAL_S = 0.01
 STEADY_CADENCE_RATE = 1_000
+FAST_PUBLISH_INTERVAL_S = 0.005
+FAST_CADENCE_RATE = 5_000
 # How often the feed-wide cursor is written: a restart regenerates (without publishing) at most this
 # many ticks, a few milliseconds of work, against ~3.5 KB of append-only file per write at 100 symbols.
 SNAPSHOT_EVERY_TICKS = 10_000
@@ -109,7 +114,7 @@ class Pacer:
 def ticks_per_batch(settings: Settings) -> int:
     """How many ticks go into one commit at the configured rate while the feed keeps up."""
     rate = settings.mock_ticks_per_second
-    at_least = math.ceil(rate * MIN_PUBLISH_INTERVAL_S)
+    at_least = math.ceil(rate * (FAST_PUBLISH_INTERVAL_S if rate >= FAST_CADENCE_RATE else MIN_PUBLISH_INTERVAL_S))
     if rate >= STEADY_CADENCE_RATE:
         return max(1, min(settings.bus_batch_size, at_least))
     at_most = math.ceil(rate * MAX_PUBLISH_INTERVAL_S)

@@ -83,6 +83,8 @@ class StrategyPartition:
         self._touched: set[str] = set()  # symbols applied since the last parts written
         self._rest: str | None = None  # the snapshot without its symbols, as last written
         self.forgotten = 0  # times follow_account dropped positions (an input: see inputs)
+        self._inputs_of: tuple[object, ...] | None = None  # what ``_inputs`` was encoded from
+        self._inputs = ""
         self._replaying = False
 
     def restore(self, checkpoint: str | None) -> None:
@@ -128,7 +130,11 @@ class StrategyPartition:
         switches = getattr(self.book, "switches", {})
         entries = getattr(self.book, "entries", [])  # (a stand-in book may have none)
         effective = {entry.name: switches.get(entry.name, entry.spec.enabled) for entry in entries}
-        return parts.compact({"state": self.trading_state().value, "switches": effective, "forgotten": self.forgotten})
+        key = (self.trading_state().value, tuple(effective.items()), self.forgotten)
+        if key != self._inputs_of:  # asked before every batch of every partition: encoded once per change
+            self._inputs_of = key
+            self._inputs = parts.compact({"state": key[0], "switches": effective, "forgotten": self.forgotten})
+        return self._inputs
 
     def replay(self, events: list[Event], inputs: str) -> None:
         """Apply ticks again under recorded ``inputs``, dropping the outputs (already published)."""
