@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tradebot.broker.paper import PaperBroker, event_id
-from tradebot.common.models import Order
+from tradebot.common.models import Order, OrderChange
 
 NOW = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
@@ -154,6 +154,40 @@ def test_remembered_order_ids_are_forgotten_after_the_age_limit() -> None:
     late = order("buy", 1, 1.0, number=1).model_copy(update={"timestamp": first.timestamp + timedelta(days=2)})
     broker.execute(late)
     assert list(broker.snapshot()["seen_order_ids"]) == [late.id]
+
+
+def test_an_order_older_than_the_memory_of_ids_is_rejected_not_filled_again() -> None:
+    broker = PaperBroker(1e12, remember_days=1)
+    first = order("buy", 1, 1.0)
+    assert broker.execute(first).status == "filled"  # type: ignore[union-attr]
+    broker.execute(order("buy", 1, 1.0, number=1).model_copy(update={"timestamp": first.timestamp + timedelta(days=2)}))
+    cash, positions = broker.cash, broker.snapshot()["positions"]
+    again = broker.execute(first)  # its id is forgotten: it must not fill a second time
+    assert again is not None
+    assert again.status == "rejected"
+    assert again.id == event_id(first.id)  # the one event of that order id, as its fill was
+    assert "ORDER_MEMORY_DAYS=1" in (again.reason or "")
+    assert "2.0 days behind" in (again.reason or "")
+    assert (broker.cash, broker.snapshot()["positions"]) == (cash, positions)
+    assert first.id not in broker.snapshot()["seen_order_ids"]
+    fresh = order("buy", 1, 1.0, number=2).model_copy(update={"timestamp": first.timestamp + timedelta(days=1.5)})
+    assert broker.execute(fresh).status == "filled"  # type: ignore[union-attr]  # within the memory: as ever
+
+
+def test_a_change_older_than_the_memory_of_ids_is_refused() -> None:
+    broker = PaperBroker(1e12, remember_days=1)
+    resting = order("buy", 1, 1.0).model_copy(
+        update={"order_type": "limit", "limit_price": 0.5, "time_in_force": "gtc"}
+    )
+    assert broker.execute(resting).status == "accepted"  # type: ignore[union-attr]
+    broker.execute(order("buy", 1, 1.0, number=1).model_copy(update={"timestamp": NOW + timedelta(days=2)}))
+    cancel = OrderChange(
+        id="chg-1", symbol="AAPL", target=resting.id, action="cancel", timestamp=NOW, reason="operator"
+    )
+    events = broker.change(cancel, lambda target, replacement: None)
+    assert [event.status for event in events] == ["cancel_requested", "order_cancel_rejected"]
+    assert "cannot be checked for a duplicate" in (events[-1].reason or "")
+    assert resting.id in broker.resting
 
 
 def test_a_checkpoint_with_the_old_id_list_still_recognises_its_orders() -> None:

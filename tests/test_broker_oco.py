@@ -92,7 +92,7 @@ def test_on_paper_an_oco_without_the_position_is_rejected_and_a_cancel_takes_bot
     broker = held()
     pair = oco(number=10)
     broker.execute(pair)
-    cancel = OrderChange(id="cx-1", symbol="AAPL", timestamp=NOW, action="cancel", target=pair.id)
+    cancel = OrderChange(id="cx-1", symbol="AAPL", timestamp=pair.timestamp, action="cancel", target=pair.id)
     events = broker.change(cancel, lambda _t, _r: None)
     assert [(e.client_order_id, e.status) for e in events] == [
         (pair.id, "cancel_requested"),

@@ -5,7 +5,9 @@ costs more than the cash is rejected rather than borrowing. The average cost of 
 the commissions paid to open it, so realised + unrealised P&L always equals equity minus starting
 cash. Idempotent on the client order id: an order seen before returns no event and changes nothing,
 however late it comes back: executed ids are remembered with their order's time for
-``remember_days`` days of order time (a replay or a very late redelivery is still recognised).
+``remember_days`` days of order time (a replay or a very late redelivery is still recognised), and
+an order (or change) older than that, behind the newest order seen, is rejected with the reason:
+its id may have been forgotten, so it cannot be told from a duplicate.
 
 Orders the price at their arrival does not reach rest (``accepted``) when they may (gtc, a
 trailing stop, a bracket's legs; tradebot/broker/resting.py) and are judged on every later price
@@ -118,7 +120,10 @@ class PaperBroker(RestingBook):
         client_id, symbol = fields["id"], fields["symbol"]
         if client_id in self._seen:
             return []
-        self._remember(client_id, fields["timestamp"].timestamp())
+        at = fields["timestamp"].timestamp()
+        if at < self._newest - self.remember_s:
+            return [self._event(order, "rejected", reason=self._too_old(at))]
+        self._remember(client_id, at)
         position = self.positions.get(symbol) or self.positions.setdefault(symbol, Position())
         position.last_price = fields["reference_price"]
         if self.not_fractionable and order.fractional and symbol in self.not_fractionable:
@@ -157,11 +162,14 @@ class PaperBroker(RestingBook):
         """
         if change.id in self._seen:
             return []
-        self._remember(change.id, change.timestamp.timestamp())
+        at = change.timestamp.timestamp()
         target = self.resting_pair_of(change.target)
         asked = "cancel_requested" if change.action == "cancel" else "replace_requested"
         events = [self._change_event(change, target, asked, change.reason)]
         rejected = "order_cancel_rejected" if change.action == "cancel" else "order_replace_rejected"
+        if at < self._newest - self.remember_s:
+            return [*events, self._change_event(change, target, rejected, self._too_old(at))]
+        self._remember(change.id, at)
         if target is None:
             why = f"order {change.target} is not open at the paper broker (filled, ended or unknown)"
             return [*events, self._change_event(change, None, rejected, why)]
@@ -339,6 +347,15 @@ class PaperBroker(RestingBook):
         if priced and status in ORDER_STATUSES and commission >= 0 and 0 < order.quantity <= MAX_QUANTITY:
             return _order_event({**_event_defaults, **values})
         return OrderEvent.model_validate(values)
+
+    def _too_old(self, at: float) -> str:
+        """Why a request older than the memory of ids is refused: it may have been executed and
+        forgotten, so it cannot be told from a duplicate (and filling it could be a second fill)."""
+        behind = (self._newest - at) / 86_400
+        return (
+            f"older than the broker's memory of executed ids ({behind:.1f} days behind the newest order, "
+            f"ORDER_MEMORY_DAYS={self.remember_s / 86_400:g}): it cannot be checked for a duplicate"
+        )
 
     def _remember(self, client_order_id: str, at: float) -> None:
         seen = self._seen
