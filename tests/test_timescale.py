@@ -236,7 +236,14 @@ async def test_the_refresh_pause_waits_for_a_refresh_job_under_way(own_pool: asy
         # the minute rollup's job starts now and waits on this lock: a refresh under way
         await blocker.execute("LOCK TABLE ticks IN ACCESS EXCLUSIVE MODE")
         await pool.execute("SELECT alter_job($1, next_start => now())", minute_job)
-        await wait_until(lambda: pool.fetchval(blocked, minute_job), what="the minute refresh job to wait on the lock")
+        # The job needs a free background worker: on a server shared by several test sessions each
+        # TimescaleDB database holds one for its scheduler, and with max_worker_processes = 8 a few
+        # databases leave none ("no available background worker slots" in the server's log).
+        await wait_until(
+            lambda: pool.fetchval(blocked, minute_job),
+            what="the minute refresh job to wait on the lock (if the server's log says 'no available "
+            "background worker slots', other databases' schedulers hold every max_worker_processes slot)",
+        )
         entered = asyncio.create_task(pause_entered())
 
         async def paused() -> bool:
