@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from tradebot.common.codec import WireRow, encode_row_values
+from tradebot.common.codec import WIRE_MODELS, WireEvent, WireRow, encode_row_values
 from tradebot.common.db import Executor, connection
 from tradebot.common.models import (
     Bar,
@@ -48,6 +48,7 @@ BACKFILL_BATCH_ROWS = 10_000
 # order (storage/migrations/postgresql/0024_history_versions.sql; a no-op on TimescaleDB).
 _LOCK_HISTORY_SQL = "SELECT history_versions_lock($1::text[])"
 TickValues = WireRow | Tick  # what a tick row is built from: a Tick, or a decoded row of a tick-batch entry
+EventValues = Event | WireEvent  # what another row is built from: the event, or its strict decoding (codec.wire_event)
 # The ticks' rows as the server unpacks them from the JSON document of tick_rows_json (each row the
 # tick's values in the Tick's field order; ``n``: its place, so the first of a repeated key is kept).
 _TICKS_STAGED = (
@@ -238,11 +239,18 @@ TABLES: dict[type[Event], Table] = {
 }
 
 
-def group_rows(events: Sequence[Event]) -> dict[Table, list[tuple[Any, ...]]]:
+# The table of each kind of event values: a strictly decoded event's is its model's (the same fields).
+_TABLE_OF: dict[type[EventValues], Table] = {
+    **{model: table for model, table in TABLES.items()},
+    **{wire: TABLES[model] for wire, model in WIRE_MODELS.items()},
+}
+
+
+def group_rows(events: Sequence[EventValues]) -> dict[Table, list[tuple[Any, ...]]]:
     """Rows per table, one per natural key: the first, or for a versioned table the newest."""
     groups: dict[Table, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
     for event in events:
-        table = TABLES[type(event)]
+        table = _TABLE_OF[type(event)]
         row = table.row(event)
         rows = groups.setdefault(table, {})
         key = table.key_of(row)
@@ -258,9 +266,9 @@ async def write_events(executor: Executor, events: Sequence[Event]) -> Counter[s
     )
 
 
-async def write_batch(executor: Executor, ticks: Sequence[TickValues], events: Sequence[Event]) -> Counter[str]:
-    """Persist ticks (as values: Ticks or the storage reader's decoded rows) and other events
-    atomically; returns rows written per table.
+async def write_batch(executor: Executor, ticks: Sequence[TickValues], events: Sequence[EventValues]) -> Counter[str]:
+    """Persist ticks (as values: Ticks or the storage reader's decoded rows) and other events (or
+    their strict decodings) atomically; returns rows written per table.
 
     The rows of the unversioned tables (ticks above all) are first inserted as new, without ON
     CONFLICT: its check of each key before the insert costs PostgreSQL ~2 µs a tick, nearly as
@@ -280,7 +288,7 @@ async def write_batch(executor: Executor, ticks: Sequence[TickValues], events: S
 
 
 async def _write(
-    conn: asyncpg.Connection, ticks: Sequence[TickValues], events: Sequence[Event], *, skip_stored: bool
+    conn: asyncpg.Connection, ticks: Sequence[TickValues], events: Sequence[EventValues], *, skip_stored: bool
 ) -> Counter[str]:
     written: Counter[str] = Counter()
     tables = [
@@ -320,7 +328,7 @@ def tick_rows_json(ticks: Sequence[TickValues]) -> str:
     )
 
 
-def _source_pairs(events: Sequence[Event]) -> list[tuple[str, str]]:
+def _source_pairs(events: Sequence[EventValues]) -> list[tuple[str, str]]:
     """The (symbol, source) pairs of the events holding market data (the ticks' own the server
     finds: see _statements)."""
     return sorted({(e.symbol, e.source) for e in events if isinstance(e, Tick | Bar)})
