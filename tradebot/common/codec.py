@@ -311,6 +311,9 @@ WireEvent = WireSignal | WireOrder | WireOrderEvent
 # the model each is a strict form of (its table, its name on the wire)
 WIRE_MODELS: dict[type[WireEvent], type[Event]] = {WireSignal: Signal, WireOrder: Order, WireOrderEvent: OrderEvent}
 _wire_decoders = {model.__name__: msgspec.json.Decoder(wire).decode for wire, model in WIRE_MODELS.items()}
+# A time with more than six fractional digits (a digit and a colon come before seconds only inside
+# a string): msgspec rounds the seventh, pydantic truncates it, so such an event is left to pydantic.
+_long_fraction = re.compile(r"[0-9]:[0-9]{2}\.[0-9]{7}").search
 
 
 def wire_event(kind: str, data: str) -> WireEvent | None:
@@ -319,7 +322,7 @@ def wire_event(kind: str, data: str) -> WireEvent | None:
     (then only decode_event can say whether it is valid) or ``kind`` has none. For the storage
     worker, which needs an event's values, not the pydantic object."""
     decoder = _wire_decoders.get(kind)
-    if decoder is None:
+    if decoder is None or _long_fraction(data):
         return None
     try:
         event: WireEvent = decoder(data)
