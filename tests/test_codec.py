@@ -4,6 +4,7 @@ events without their defaults."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -379,6 +380,17 @@ def wire_forms(event: Event) -> list[str]:
         text[:-1] + ', "price": Infinity}',
         text[:-1] + ', "price": 1e400}',
         text[:-1],
+        *(
+            re.sub(r'"timestamp": "[^"]*"', lambda _, stamp=stamp: f'"timestamp": "{stamp}"', text)
+            for stamp in (
+                r"2025-01-02T14:30:00\u002e1234567Z",
+                r"2025-01-02T14:30:00.1234567\u005a",
+                r"2025-01-02T14:30:00.123456\u005a",
+                "2025-01-02T14:30:00.12345678z",
+                "2025-01-02T14:30:00.1234567+0000",
+                "2025-01-02T09:30:00.1234567-05:00",
+            )
+        ),
         "null",
         "[]",
         "{}",

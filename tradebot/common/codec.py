@@ -311,9 +311,10 @@ WireEvent = WireSignal | WireOrder | WireOrderEvent
 # the model each is a strict form of (its table, its name on the wire)
 WIRE_MODELS: dict[type[WireEvent], type[Event]] = {WireSignal: Signal, WireOrder: Order, WireOrderEvent: OrderEvent}
 _wire_decoders = {model.__name__: msgspec.json.Decoder(wire).decode for wire, model in WIRE_MODELS.items()}
-# A time with more than six fractional digits (a digit and a colon come before seconds only inside
-# a string): msgspec rounds the seventh, pydantic truncates it, so such an event is left to pydantic.
-_long_fraction = re.compile(r"[0-9]:[0-9]{2}\.[0-9]{7}").search
+# A time with more than six fractional digits (digits right before a time zone are a time's fraction,
+# never a JSON number's): msgspec rounds the seventh, pydantic truncates it, so such an event is left
+# to pydantic; so is one with an escape (``\u002e`` spells a time's dot as well). ~0.25 µs an event.
+_long_fraction = re.compile(r"\.[0-9]{7,}[Zz+-]").search
 
 
 def wire_event(kind: str, data: str) -> WireEvent | None:
@@ -322,7 +323,7 @@ def wire_event(kind: str, data: str) -> WireEvent | None:
     (then only decode_event can say whether it is valid) or ``kind`` has none. For the storage
     worker, which needs an event's values, not the pydantic object."""
     decoder = _wire_decoders.get(kind)
-    if decoder is None or _long_fraction(data):
+    if decoder is None or "\\" in data or _long_fraction(data):
         return None
     try:
         event: WireEvent = decoder(data)
