@@ -4,6 +4,7 @@ events without their defaults."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -268,3 +269,187 @@ def test_other_events_are_written_without_their_defaults_and_read_back_equal() -
     order = json.loads(encode_event(other_events()[0]))
     assert not {"notional", "order_type", "extended_hours", "limit_price"} & set(order)
     assert len(encode_event(other_events()[1])) < len(other_events()[1].model_dump_json()) * 0.6
+
+
+# The storage worker's strict decoders of signals, orders and order events (codec.wire_event): never
+# looser than pydantic, and the rows the writer makes of what they accept are pydantic's, exactly.
+TRADING = (Signal, Order, OrderEvent)
+
+
+def trading_events() -> list[Event]:
+    """What the pipeline publishes (a strategy's signal, its order, the paper fill) and the other
+    forms of the three in other_events."""
+    signal = Signal(
+        id="sig-1",
+        symbol="BRK.A",
+        timestamp=START,
+        side="sell",
+        price=MAX_PRICE,
+        confidence=1,
+        strategy="m",
+        tick_id="t",
+    )
+    order = Order.from_signal(signal, 0.5)
+    fill = OrderEvent(
+        id="f", symbol="BRK.A", timestamp=START, client_order_id=order.id, status="filled", side="sell",
+        quantity=0.5, price=MIN_PRICE, commission=0.0, reason=None,
+    )  # fmt: skip
+    return [signal, order, fill, *(e for e in other_events() if type(e) in TRADING)]
+
+
+def wire_forms(event: Event) -> list[str]:
+    """The event's entry data, whole, and changed in every way one field can be that matters."""
+    base = json.loads(encode_event(event))
+    whole = json.loads(event.model_dump_json())
+    changes: list[dict[str, object]] = [
+        {"timestamp": "2025-01-02T09:30:00.000005-05:00"},
+        {"timestamp": "2025-01-02 14:30:00Z"},
+        {"timestamp": "2025-01-02t14:30:00z"},
+        {"timestamp": "2025-01-02T14:30:00.1234565Z"},
+        {"timestamp": "2025-01-02T14:30:00.9999999Z"},
+        {"timestamp": "2025-01-02T14:30:00-00:00"},
+        {"timestamp": "2025-01-02T14:30:00+23:59"},
+        {"timestamp": "2025-01-02T23:59:60Z"},
+        {"timestamp": "2025-01-02T14:30:00"},
+        {"timestamp": "2025-01-02T14:30Z"},
+        {"timestamp": "2025-01-02"},
+        {"timestamp": 1735828200},
+        {"timestamp": None},
+        {"symbol": "aapl"},
+        {"symbol": "AAPL\n"},
+        {"symbol": "\u00c4APL"},
+        {"symbol": "ABCDEFGHIJK"},
+        {"symbol": "A-B.C"},
+        {"symbol": 5},
+        {"id": ""},
+        {"id": "x" * 100},
+        {"id": "x" * 101},
+        {"id": "\u00e9" * 100},
+        {"id": 7},
+        {"side": "BUY"},
+        {"side": None},
+        {"price": "10.5"},
+        {"price": 0},
+        {"price": MIN_PRICE},
+        {"price": MIN_PRICE * 0.999},
+        {"price": MAX_PRICE},
+        {"price": MAX_PRICE * 1.0000001},
+        {"price": 100},
+        {"price": True},
+        {"price": None},
+        {"price": 0.1 + 0.2},
+        {"confidence": 1.0000001},
+        {"confidence": -0.0},
+        {"confidence": 0},
+        {"quantity": 0},
+        {"quantity": MIN_QUANTITY},
+        {"quantity": MAX_QUANTITY * 1.01},
+        {"quantity": "3"},
+        {"quantity": 12345678901234567890},
+        {"reference_price": 0},
+        {"notional": None},
+        {"notional": 250.0},
+        {"order_type": "market"},
+        {"order_type": "limit"},
+        {"time_in_force": "day"},
+        {"time_in_force": "gtc"},
+        {"extended_hours": False},
+        {"order_class": None},
+        {"strategy": None},
+        {"strategy": 5},
+        {"tick_id": None},
+        {"status": "filled", "price": None},
+        {"status": "partially_filled", "quantity": 0},
+        {"status": "accepted", "price": None},
+        {"status": "done"},
+        {"commission": -1},
+        {"commission": 1e300},
+        {"reason": None},
+        {"broker_order_id": "b-1"},
+        {"filled_quantity": 2e10},
+        {"filled_quantity": None},
+        {"color": "red"},
+    ]
+    forms = [json.dumps(base), json.dumps(whole), json.dumps({**base, **{"id": base["id"]}}, indent=1)]
+    forms += [json.dumps({**base, **change}) for change in changes]
+    forms += [json.dumps({k: v for k, v in base.items() if k != name}) for name in base]  # each field left out
+    text = json.dumps(base)
+    forms += [
+        text.replace('"id": ', '"id": "first", "id": ', 1),  # a repeated key: the last one counts
+        text[:-1] + ', "price": NaN}',
+        text[:-1] + ', "price": Infinity}',
+        text[:-1] + ', "price": 1e400}',
+        text[:-1],
+        *(
+            re.sub(r'"timestamp": "[^"]*"', lambda _, stamp=stamp: f'"timestamp": "{stamp}"', text)
+            for stamp in (
+                r"2025-01-02T14:30:00\u002e1234567Z",
+                r"2025-01-02T14:30:00.1234567\u005a",
+                r"2025-01-02T14:30:00.123456\u005a",
+                "2025-01-02T14:30:00.12345678z",
+                "2025-01-02T14:30:00.1234567+0000",
+                "2025-01-02T09:30:00.1234567-05:00",
+            )
+        ),
+        "null",
+        "[]",
+        "{}",
+        "",
+    ]
+    return forms
+
+
+def typed(row: tuple[object, ...]) -> list[tuple[str, str]]:
+    """A row as its values' types and reprs: equal only when every value is the same, bit for bit."""
+    return [(type(value).__name__, repr(value)) for value in row]
+
+
+def test_the_strict_event_decoders_accept_only_what_pydantic_accepts_and_give_its_rows() -> None:
+    from tradebot.common.codec import wire_event
+    from tradebot.storage.writer import TABLES
+
+    accepted = refused_by_both = left_to_pydantic = 0
+    for event in trading_events():
+        model = type(event)
+        for data in wire_forms(event):
+            try:
+                validated: Event | None = model.model_validate_json(data)
+            except ValueError:
+                validated = None
+            fast = wire_event(model.__name__, data)
+            if fast is None:
+                refused_by_both += validated is None
+                left_to_pydantic += validated is not None
+                continue
+            assert validated is not None, f"the strict {model.__name__} decoder accepts what pydantic refuses: {data}"
+            assert typed(TABLES[model].row(fast)) == typed(TABLES[model].row(validated)), data
+            assert fast.timestamp.tzinfo is UTC
+            accepted += 1
+    # every kind of case came up
+    assert accepted > 100
+    assert refused_by_both > 300
+    assert left_to_pydantic > 20
+
+
+def test_the_signals_orders_and_fills_the_pipeline_publishes_take_the_strict_path() -> None:
+    from tradebot.common.codec import wire_event
+
+    for event in trading_events()[:3]:
+        assert wire_event(type(event).__name__, encode_event(event)) is not None, event
+    assert wire_event("Bar", encode_event(other_events()[-4])) is None  # no strict schema: pydantic decodes it
+
+
+@pytest.mark.parametrize("symbol", ["aapl", "AAPL\n", "\u00c4APL", "ABCDEFGHIJK", "", "A B"])
+def test_a_tick_row_with_a_bad_symbol_fails_the_strict_decode_and_alone(symbol: str) -> None:
+    from tradebot.common.codec import wire_rows
+
+    good = encode_rows(ticks()[:2])
+    rows = json.loads(good)
+    assert wire_rows(good) is not None
+    rows[1][1] = symbol
+    bad = json.dumps(rows)
+    assert wire_rows(bad) is None  # the symbol is checked even after that of the same row was seen valid
+    first, second = decode_rows(bad)
+    assert isinstance(first, Tick)
+    assert isinstance(second, str)
+    assert second.startswith("invalid Tick: symbol: String should match pattern"), second

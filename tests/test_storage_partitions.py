@@ -5,6 +5,7 @@ kills, rebalancing and the upgrade from a release that read with XREADGROUP."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -19,15 +20,17 @@ from tradebot.bench.footprint import aof_files, breakdown
 from tradebot.common.bus import Bus
 from tradebot.common.bus.connection import connect, get_many
 from tradebot.common.bus.wire import decode
+from tradebot.common.codec import encode_event
 from tradebot.common.config import Settings
 from tradebot.common.db import create_pool
 from tradebot.common.embedded import EmbeddedRedis
 from tradebot.common.in_flight import InFlight
-from tradebot.common.models import Tick
+from tradebot.common.models import Order, OrderEvent, Signal, Tick
 from tradebot.common.partitions import PartitionSettings, ReaderEnd
 from tradebot.common.streams import (
     ORDER_EVENTS,
     ORDERS_NEW,
+    SCHEMA_VERSION,
     STORAGE_GROUP,
     dead_letter_stream,
     lease_key,
@@ -327,3 +330,87 @@ async def test_storage_takes_over_what_an_older_release_left_pending(
 async def _caught_up(bus: Bus, partitions: int) -> bool:
     streams = [stream for p in range(partitions) for stream in storage_partition_streams(p)]
     return await bus.backlog(streams, STORAGE_GROUP) == 0
+
+
+async def test_signals_orders_and_fills_are_stored_as_pydantic_reads_them_and_the_invalid_dead_lettered(
+    bus: Bus, pool: asyncpg.Pool, migrated: str
+) -> None:
+    """The storage reader's strict decoders (codec.wire_event) and pydantic agree on every entry:
+    what the strict one takes is stored with pydantic's values, what only pydantic's lax rules
+    accept (a price as text, a seventh fractional digit, a limit order) is stored as pydantic reads
+    it, and what pydantic refuses is dead-lettered with pydantic's reason."""
+    config = PartitionSettings(STORAGE_GROUP, 1, storage_partition_streams, batch_size=50, block_ms=50)
+    signal = Signal(
+        id="sig-1", symbol="AAPL", timestamp=START, side="buy", price=101.5, confidence=0.25, strategy="m", tick_id="t"
+    )
+    order = Order.from_signal(signal, 3.0)
+    fill = OrderEvent(
+        id="fill-1", symbol="AAPL", timestamp=START, client_order_id=order.id, status="filled", side="buy",
+        quantity=3.0, price=101.52, commission=0.01,
+    )  # fmt: skip
+    lax = [
+        (signal_stream(0), "Signal", {**json.loads(encode_event(signal)), "id": "sig-2", "price": "101.5"}),
+        (
+            signal_stream(0),
+            "Signal",
+            {**json.loads(encode_event(signal)), "id": "sig-3", "timestamp": "2024-03-11T14:30:00.1234569Z"},
+        ),
+        (
+            ORDERS_NEW,
+            "Order",
+            {**json.loads(encode_event(order)), "id": "co-2", "order_type": "limit", "limit_price": 100.0},
+        ),
+        (
+            ORDER_EVENTS,
+            "OrderEvent",
+            {**json.loads(encode_event(fill)), "id": "fill-2", "timestamp": "2024-03-11T10:30:00-04:00"},
+        ),
+    ]
+    invalid = [
+        (signal_stream(0), "Signal", {**json.loads(encode_event(signal)), "id": "sig-4", "confidence": 2}),
+        (ORDERS_NEW, "Order", {**json.loads(encode_event(order)), "id": "co-3", "quantity": -1}),
+        (ORDER_EVENTS, "OrderEvent", {**json.loads(encode_event(fill)), "id": "fill-3", "price": None}),
+        (ORDER_EVENTS, "OrderEvent", {**json.loads(encode_event(fill)), "id": "fill-4", "colour": "red"}),
+    ]
+    await bus.publish([(signal_stream(0), signal), (ORDERS_NEW, order), (ORDER_EVENTS, fill)])
+    sent: dict[tuple[str, str], dict[str, str]] = {}
+    malformed = {"v": SCHEMA_VERSION, "type": "Order", "data": "{not json"}
+    for stream, kind, fields in [*lax, *invalid, (ORDERS_NEW, "", {})]:
+        entry = {"v": SCHEMA_VERSION, "type": kind, "data": json.dumps(fields)} if kind else malformed
+        sent[stream, await bus.redis.xadd(stream, entry)] = entry
+    await bus.redis.set(lease_key(STORAGE_GROUP, 0), "owner")
+    counters: Counter = Counter()
+    reader = StoragePartitionReader(
+        bus, config, "owner", 0, timeseries_service.event_writer(pool, counters), counters, idle_consumer_ms=60_000
+    )
+    assert await reader.run(asyncio.Event(), burst=True, max_messages=None) is ReaderEnd.DRAINED
+
+    stored = {table: await stored_rows(pool, table) for table in ("signals", "orders", "fills")}
+    valid = [signal, order, fill, *(decode({"v": SCHEMA_VERSION, "type": k, "data": json.dumps(f)}) for _, k, f in lax)]
+    await pool.execute("TRUNCATE signals, orders, fills")
+    await write_events(pool, valid)  # the same events as pydantic reads them, written as they always were
+    assert stored == {table: await stored_rows(pool, table) for table in ("signals", "orders", "fills")}
+    assert [len(rows) for rows in stored.values()] == [3, 2, 2]
+
+    records = [
+        (stream, record)
+        for stream in (signal_stream(0), ORDERS_NEW, ORDER_EVENTS)
+        for record in await bus.dead_letters(dead_letter_stream(stream))
+    ]
+    assert len(records) == 5
+    for stream, record in records:
+        with pytest.raises(ValueError, match=r"^invalid ") as refused:
+            decode(sent[stream, record.entry_id])
+        assert record.reason == str(refused.value)
+    assert {record.reason.split(":")[0] for _, record in records} == {
+        "invalid Signal",
+        "invalid Order",
+        "invalid OrderEvent",
+    }
+    await assert_caught_up(bus, 1)
+
+
+async def stored_rows(pool: asyncpg.Pool, table: str) -> list[tuple[object, ...]]:
+    """Every row of ``table`` in id order, each value as its text (what PostgreSQL stores, exactly)."""
+    rows = await pool.fetch(f"SELECT * FROM {table} ORDER BY id")
+    return [tuple(None if value is None else str(value) for value in row.values()) for row in rows]

@@ -477,9 +477,14 @@ class OrderEvent(Event):
 
     @model_validator(mode="after")
     def _fill_has_price(self) -> OrderEvent:
-        if self.status in ("filled", "partially_filled") and (self.price is None or self.quantity <= 0):
-            raise ValueError("a fill needs a price and a positive quantity")
+        check_fill(self.status, self.price, self.quantity)
         return self
+
+
+def check_fill(status: str, price: float | None, quantity: float) -> None:
+    """An order event's rule beyond its fields' own (the bus codec's strict decoder checks it too)."""
+    if status in ("filled", "partially_filled") and (price is None or quantity <= 0):
+        raise ValueError("a fill needs a price and a positive quantity")
 
 
 class Gap(Event):

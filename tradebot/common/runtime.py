@@ -40,7 +40,7 @@ class WorkerRun(Protocol):
     def __call__(self, settings: ReadySettings, *, stop: asyncio.Event, counters: Counter[str]) -> Awaitable[None]: ...
 
 
-# A hot-path worker's collector (strategy, execution): the young generation collected every this many
+# A hot-path worker's collector (strategy, execution, storage): the young generation collected every this many
 # allocations (CPython's default is 700: several collections per batch of ticks, each a pause on the
 # path from a tick to its order); the older ones as often as by default, relative to it.
 HOT_PATH_GC_THRESHOLDS = (20_000, 10, 10)

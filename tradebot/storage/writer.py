@@ -1,12 +1,13 @@
-"""Idempotent batch writes: one INSERT ... SELECT per table, in one transaction (see write_batch).
+"""Idempotent batch writes: one INSERT ... SELECT per table, in one statement (see write_batch).
 
-A batch of a table is a single statement with one round trip: no staging table to create or fill,
-and the ``symbol_sources`` note rides in the same statement as a data-modifying CTE. A single
-statement is atomic on its own, so a batch of one table needs no BEGIN / COMMIT either; a batch of
-several tables is one transaction. (Before: BEGIN, CREATE TEMP TABLE, COPY, INSERT, sources
-INSERT, COMMIT.) The rows of a table go to the server as one array parameter per column (binary,
-asyncpg), except the ticks': they go as one JSON document of rows, which the server unpacks
-(:func:`tick_rows_json` says why).
+A batch is a single statement with one round trip: every table's INSERT (ticks, signals, orders,
+order events …) is a data-modifying CTE of it, no staging table is created or filled, and the
+``symbol_sources`` note rides in the same statement. A single statement is atomic on its own, so
+the batch needs no BEGIN / COMMIT either; only bars (versioned, below) get a statement of their own,
+and a batch holding them is one transaction. (Before: BEGIN, CREATE TEMP TABLE, COPY, INSERT,
+sources INSERT, COMMIT; then one statement per table, in a transaction.) The rows of a table go to
+the server as one array parameter per column (binary, asyncpg), except the ticks': they go as one
+JSON document of rows, which the server unpacks (:func:`tick_rows_json` says why).
 
 Each table's conflict target is the event's natural key, so a redelivered batch writes nothing new.
 Ticks, signals, orders and order events are immutable: a repeat is skipped (DO NOTHING). Bars are
@@ -28,7 +29,7 @@ from typing import Any
 
 import asyncpg
 
-from tradebot.common.codec import WireRow, encode_row_values
+from tradebot.common.codec import WIRE_MODELS, WireEvent, WireRow, encode_row_values
 from tradebot.common.db import Executor, connection
 from tradebot.common.models import (
     Bar,
@@ -48,6 +49,7 @@ BACKFILL_BATCH_ROWS = 10_000
 # order (storage/migrations/postgresql/0024_history_versions.sql; a no-op on TimescaleDB).
 _LOCK_HISTORY_SQL = "SELECT history_versions_lock($1::text[])"
 TickValues = WireRow | Tick  # what a tick row is built from: a Tick, or a decoded row of a tick-batch entry
+EventValues = Event | WireEvent  # what another row is built from: the event, or its strict decoding (codec.wire_event)
 # The ticks' rows as the server unpacks them from the JSON document of tick_rows_json (each row the
 # tick's values in the Tick's field order; ``n``: its place, so the first of a repeated key is kept).
 _TICKS_STAGED = (
@@ -72,10 +74,23 @@ class Table:
     version: str | None = None  # a row replaces a stored one with the same key only if this is larger
     staging = "staged"  # the CTE holding the batch's rows
 
-    def staged_sql(self) -> str:
-        """The CTE of the batch's rows: $1..$n are one array per column."""
-        arrays = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(self.types, start=1))
-        return f"{self.staging} ({', '.join(self.columns)}) AS (SELECT * FROM unnest({arrays}))"
+    def staged_sql(self, first: int = 1, name: str | None = None) -> str:
+        """The CTE (``name``, default ``staged``) of the batch's rows: $first.. are one array per column."""
+        arrays = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(self.types, start=first))
+        return f"{name or self.staging} ({', '.join(self.columns)}) AS (SELECT * FROM unnest({arrays}))"
+
+    def insert_cte(self, name: str, staged: str, *, then: str = "", skip_stored: bool) -> str:
+        """An unversioned table's insert as the CTE ``name`` of a larger statement: the rows of the
+        CTE ``staged`` in key order (``then`` orders rows of one key: the first is written), each
+        written row returning 1; ``skip_stored`` skips keys already stored (ON CONFLICT DO NOTHING),
+        without it a stored key fails the statement (UniqueViolationError)."""
+        assert self.version is None, "a versioned table's insert counts changed rows: insert_sql"
+        columns, key = ", ".join(self.columns), ", ".join(self.key)
+        conflict = f"ON CONFLICT ({key}) DO NOTHING " if skip_stored else ""
+        return (
+            f"{name} AS (INSERT INTO {self.name} ({columns}) SELECT {columns} FROM {staged} "
+            f"ORDER BY {key}{then} {conflict}RETURNING 1)"
+        )
 
     def key_of(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         """The natural-key values of a row."""
@@ -88,32 +103,25 @@ class Table:
         index = self.columns.index(self.version)
         return bool(row[index] > than[index])
 
-    def insert_sql(
-        self, extra_ctes: str = "", *, staged: str | None = None, then: str = "", skip_stored: bool = True
-    ) -> str:
-        """One statement: INSERT the staged rows, skipping existing keys (or, if versioned, replacing
-        older versions), returning how many rows it wrote; ``extra_ctes`` run in the same statement.
-        ``staged`` replaces the CTE of the column arrays (:meth:`staged_sql`); ``then`` orders rows
-        of the same key (the first is the one written). Without ``skip_stored`` (unversioned
-        tables) a key already stored fails the statement (UniqueViolationError).
+    def insert_sql(self, extra_ctes: str = "") -> str:
+        """A versioned table's statement: INSERT the staged rows (:meth:`staged_sql`), replacing
+        older versions, returning how many rows it wrote; ``extra_ctes`` run in the same statement.
+        (Unversioned tables are written by :meth:`insert_cte`.)
 
-        A versioned insert counts the rows that are new or changed in value: a newer version with
-        the same values still takes its place (so an older one arriving later cannot win), but it
-        is not counted as written. The ``before`` snapshot is the rows as the statement found them.
+        It counts the rows that are new or changed in value: a newer version with the same values
+        still takes its place (so an older one arriving later cannot win), but it is not counted as
+        written. The ``before`` snapshot is the rows as the statement found them.
         """
+        assert self.version is not None, "an unversioned table is written by insert_cte"
         columns, key = ", ".join(self.columns), ", ".join(self.key)
-        insert = f"INSERT INTO {self.name} ({columns}) SELECT {columns} FROM {self.staging} ORDER BY {key}{then} "
-        head = f"WITH {staged or self.staged_sql()}{extra_ctes}, "
-        if not skip_stored and self.version is None:
-            return f"{head}written AS ({insert}RETURNING 1) SELECT count(*) FROM written"
+        insert = f"INSERT INTO {self.name} ({columns}) SELECT {columns} FROM {self.staging} ORDER BY {key} "
         insert += f"ON CONFLICT ({key}) "
-        if self.version is None:
-            return f"{head}written AS ({insert}DO NOTHING RETURNING 1) SELECT count(*) FROM written"
         values = [c for c in self.columns if c not in self.key and c != self.version]
         assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*values, self.version))
         stored, joined = ", ".join(f"t.{c}" for c in values), " AND ".join(f"t.{c} = s.{c}" for c in self.key)
         return (
-            f"{head}before AS (SELECT {', '.join(f't.{c}' for c in self.key)}, ({stored}) AS v "
+            f"WITH {self.staged_sql()}{extra_ctes}, "
+            f"before AS (SELECT {', '.join(f't.{c}' for c in self.key)}, ({stored}) AS v "
             f"FROM {self.name} t JOIN {self.staging} s ON {joined}), "
             f"written AS ({insert}DO UPDATE SET {assignments} "
             f"WHERE {self.name}.{self.version} < EXCLUDED.{self.version} RETURNING {key}, ({', '.join(values)}) AS v) "
@@ -238,11 +246,18 @@ TABLES: dict[type[Event], Table] = {
 }
 
 
-def group_rows(events: Sequence[Event]) -> dict[Table, list[tuple[Any, ...]]]:
+# The table of each kind of event values: a strictly decoded event's is its model's (the same fields).
+_TABLE_OF: dict[type[EventValues], Table] = {
+    **{model: table for model, table in TABLES.items()},
+    **{wire: TABLES[model] for wire, model in WIRE_MODELS.items()},
+}
+
+
+def group_rows(events: Sequence[EventValues]) -> dict[Table, list[tuple[Any, ...]]]:
     """Rows per table, one per natural key: the first, or for a versioned table the newest."""
     groups: dict[Table, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
     for event in events:
-        table = TABLES[type(event)]
+        table = _TABLE_OF[type(event)]
         row = table.row(event)
         rows = groups.setdefault(table, {})
         key = table.key_of(row)
@@ -258,9 +273,9 @@ async def write_events(executor: Executor, events: Sequence[Event]) -> Counter[s
     )
 
 
-async def write_batch(executor: Executor, ticks: Sequence[TickValues], events: Sequence[Event]) -> Counter[str]:
-    """Persist ticks (as values: Ticks or the storage reader's decoded rows) and other events
-    atomically; returns rows written per table.
+async def write_batch(executor: Executor, ticks: Sequence[TickValues], events: Sequence[EventValues]) -> Counter[str]:
+    """Persist ticks (as values: Ticks or the storage reader's decoded rows) and other events (or
+    their strict decodings) atomically; returns rows written per table.
 
     The rows of the unversioned tables (ticks above all) are first inserted as new, without ON
     CONFLICT: its check of each key before the insert costs PostgreSQL ~2 µs a tick, nearly as
@@ -280,7 +295,7 @@ async def write_batch(executor: Executor, ticks: Sequence[TickValues], events: S
 
 
 async def _write(
-    conn: asyncpg.Connection, ticks: Sequence[TickValues], events: Sequence[Event], *, skip_stored: bool
+    conn: asyncpg.Connection, ticks: Sequence[TickValues], events: Sequence[EventValues], *, skip_stored: bool
 ) -> Counter[str]:
     written: Counter[str] = Counter()
     tables = [
@@ -290,16 +305,16 @@ async def _write(
         return written
     statements = _statements(ticks, tables, _source_pairs(events), skip_stored=skip_stored)
     if len(statements) == 1:  # one statement is its own transaction: no BEGIN / COMMIT round trips
-        name, sql, args = statements[0]
-        written[name] += await conn.fetchval(sql, *args)
+        names, sql, args = statements[0]
+        written.update(dict(zip(names, await conn.fetchrow(sql, *args), strict=True)))
         return written
     async with conn.transaction():
         if ticks and any(type(e) is Bar for e in events):
             # two statements would each lock history version rows (one order for both)
             symbols = {t.symbol for t in ticks}.union(e.symbol for e in events if type(e) is Bar)
             await conn.execute(_LOCK_HISTORY_SQL, sorted(symbols))
-        for name, sql, args in statements:
-            written[name] += await conn.fetchval(sql, *args)
+        for names, sql, args in statements:
+            written.update(dict(zip(names, await conn.fetchrow(sql, *args), strict=True)))
     return written
 
 
@@ -320,7 +335,7 @@ def tick_rows_json(ticks: Sequence[TickValues]) -> str:
     )
 
 
-def _source_pairs(events: Sequence[Event]) -> list[tuple[str, str]]:
+def _source_pairs(events: Sequence[EventValues]) -> list[tuple[str, str]]:
     """The (symbol, source) pairs of the events holding market data (the ticks' own the server
     finds: see _statements)."""
     return sorted({(e.symbol, e.source) for e in events if isinstance(e, Tick | Bar)})
@@ -332,33 +347,54 @@ def _statements(
     pairs: list[tuple[str, str]],
     *,
     skip_stored: bool,
-) -> list[tuple[str, str, list[Any]]]:
-    """(table, SQL, arguments): the ticks', then one per table and its column arrays
-    (``skip_stored``: see write_batch). The first also notes the batch's ``symbol_sources`` (the ticks' pairs
-    and ``pairs``), all in one statement in key order (no deadlock between writers)."""
-    statements: list[tuple[str, str, list[Any]]] = []
+) -> list[tuple[tuple[str, ...], str, list[Any]]]:
+    """(tables, SQL, arguments) of the batch's statements, each returning the rows it wrote per
+    table: one statement for the ticks and every unversioned table (their inserts as CTEs, each
+    table's rows as its column arrays; one round trip and no transaction of its own), then one per
+    versioned table (``skip_stored``: see write_batch). The first also notes the batch's
+    ``symbol_sources`` (the ticks' pairs and ``pairs``), in key order (no deadlock between writers)."""
     symbols, sources = [symbol for symbol, _ in pairs], [source for _, source in pairs]
+    ctes: list[str] = []
+    args: list[Any] = []
+    names: list[str] = []
     if ticks:
-        ticks_table = TABLES[Tick]
-        noted = (
-            ", noted AS (INSERT INTO symbol_sources (symbol, source) "
-            f"SELECT symbol, source FROM {ticks_table.staging} UNION SELECT * FROM unnest($2::text[], $3::text[]) "
-            "ORDER BY 1, 2 ON CONFLICT DO NOTHING)"
-        )
-        sql = ticks_table.insert_sql(noted, staged=_TICKS_STAGED, then=", n", skip_stored=skip_stored)
-        statements.append((ticks_table.name, sql, [tick_rows_json(ticks), symbols, sources]))
+        args += [tick_rows_json(ticks), symbols, sources]
+        ctes += [
+            _TICKS_STAGED,
+            "noted AS (INSERT INTO symbol_sources (symbol, source) SELECT symbol, source FROM staged "
+            "UNION SELECT * FROM unnest($2::text[], $3::text[]) ORDER BY 1, 2 ON CONFLICT DO NOTHING)",
+            TABLES[Tick].insert_cte("written_ticks", "staged", then=", n", skip_stored=skip_stored),
+        ]
+        names.append(TABLES[Tick].name)
     for table, columns in tables:
-        args: list[Any] = list(columns)
-        extra = ""
-        if pairs and not statements:
-            first = len(args) + 1
-            extra = (
-                ", noted AS (INSERT INTO symbol_sources (symbol, source) "
-                f"SELECT * FROM unnest(${first}::text[], ${first + 1}::text[]) ON CONFLICT DO NOTHING)"
-            )
+        if table.version is None:
+            ctes.append(table.staged_sql(len(args) + 1, f"staged_{table.name}"))
+            ctes.append(table.insert_cte(f"written_{table.name}", f"staged_{table.name}", skip_stored=skip_stored))
+            args += columns
+            names.append(table.name)
+    statements: list[tuple[tuple[str, ...], str, list[Any]]] = []
+    if names:
+        if pairs and not ticks:
+            ctes.append(_noted_sql(len(args) + 1))
             args += [symbols, sources]
-        statements.append((table.name, table.insert_sql(extra, skip_stored=skip_stored), args))
+        counts = ", ".join(f"(SELECT count(*) FROM written_{name})" for name in names)
+        statements.append((tuple(names), f"WITH {', '.join(ctes)} SELECT {counts}", args))
+    for table, columns in tables:
+        if table.version is not None:
+            extra, versioned_args = "", list(columns)
+            if pairs and not statements:
+                extra = f", {_noted_sql(len(versioned_args) + 1)}"
+                versioned_args += [symbols, sources]
+            statements.append(((table.name,), table.insert_sql(extra), versioned_args))
     return statements
+
+
+def _noted_sql(first: int) -> str:
+    """The CTE noting the (symbol, source) pairs given as two arrays, $first and the next."""
+    return (
+        "noted AS (INSERT INTO symbol_sources (symbol, source) "
+        f"SELECT * FROM unnest(${first}::text[], ${first + 1}::text[]) ON CONFLICT DO NOTHING)"
+    )
 
 
 async def write_bars(executor: Executor, bars: Sequence[Bar]) -> int:
