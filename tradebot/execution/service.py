@@ -110,7 +110,8 @@ class BrokerPartition:
         touched, self._touched = self._touched, set()
         split = None
         if touched is not None and self._written:
-            split = account_parts.split_touched(self._snapshot(), self._ordinals, self._encoded, touched)
+            snapshot = self._snapshot(pnl=self.pnl.snapshot_of(touched))
+            split = account_parts.split_touched(snapshot, self._ordinals, self._encoded, touched)
         if split is not None:
             fresh, ids = split
             moved = {
@@ -132,9 +133,11 @@ class BrokerPartition:
         self._written = every
         return changed | ids
 
-    def _snapshot(self) -> dict[str, Any]:
+    def _snapshot(self, pnl: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The whole state (``pnl``: the P&L's as given instead, see changed_parts)."""
         prices = {"price_positions": dict(self.price_positions)} if self.price_positions else {}
-        return {**self.broker.snapshot(), "risk": self.risk.snapshot(), "pnl": self.pnl.snapshot(), **prices}
+        pnl = self.pnl.snapshot() if pnl is None else pnl
+        return {**self.broker.snapshot(), "risk": self.risk.snapshot(), "pnl": pnl, **prices}
 
     def read_prices(self, positions: dict[str, str]) -> None:
         """The ticks applied (or skipped) up to these stream ids: committed with what they caused."""
