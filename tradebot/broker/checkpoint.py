@@ -31,6 +31,11 @@ are), a mark or a strategy's holding that equals the position's (SAME) left out,
 by its place in the P&L's order. Parts of the layout before (plain JSON, the P&L and cash in
 ``_rest``, 64 sends to a part) read as ever; the first commit after rewrites them.
 
+A commit looks only at the symbols its batch touched (:func:`split_touched`: the symbols of the
+orders, changes and ticks applied and of the events they gave) and at the chunks of sends that
+moved; after a restore, a flatten or a new strategy it splits the whole account
+(:func:`split_changed`). Either gives the same parts.
+
 Readers that need the account, not the order ids (the API, the equity sampler, ``tradebot
 status``), read ``_rest`` and the symbols' parts only (:func:`read_account_snapshot`).
 """
