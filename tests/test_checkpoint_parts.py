@@ -5,16 +5,20 @@ only what its batch changed, with the same atomicity."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import math
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 
 from tradebot.broker import checkpoint as account_parts
 from tradebot.common.bus import Bus
 from tradebot.common.config import Settings
-from tradebot.common.models import Order, OrderEvent, Tick
+from tradebot.common.models import ControlEvent, Event, Order, OrderChange, OrderEvent, Tick
 from tradebot.common.streams import (
     EXECUTION_ROLE,
     ORDER_EVENTS,
@@ -450,3 +454,88 @@ def test_ids_are_numbered_as_a_whole_diff_numbers_them_whatever_the_lists_did() 
         account_parts._numbered(account_parts.ORDER, listed, ordinals, changed, False, lambda place, _: str(place))
         assert changed == expected
         assert ordinals[account_parts.ORDER] == numbered
+
+
+# ----- a commit that costs what its batch changed (ninth round) -------------------------------------
+
+
+def random_account_events(rng: random.Random, count: int) -> list[Event]:
+    """Market orders of three strategies (the third from halfway) over eight symbols, resting orders
+    (gtc limits, trailing stops, brackets, oco), cancels and replaces of them, ticks that fill them,
+    now and then a flatten: every 0.3 to 40 s of event time, so sends leave the minute and ids age."""
+    symbols = ["AAPL", "MSFT", "NVDA", "AMD", "TSLA", "IBM", "KO", "PEP"]
+    at, events, resting = START, [], []
+    for n in range(count):
+        at += timedelta(seconds=rng.choice([0.3, 0.7, 2.0, 40.0]), microseconds=n)
+        symbol, kind, price = rng.choice(symbols), rng.random(), round(rng.uniform(95, 105), 2)
+        strategies = "abc" if n > count // 2 else "ab"
+        common: dict[str, Any] = {"id": f"co-{n}", "symbol": symbol, "signal_id": f"sig-{n}", "timestamp": at}
+        common |= {"reference_price": price, "strategy": rng.choice(strategies)}
+        if kind < 0.45:
+            events.append(Order(side=rng.choice(["buy", "buy", "sell"]), quantity=rng.choice([1, 2, 3]), **common))
+        elif kind < 0.6:
+            shapes: list[dict[str, Any]] = [
+                {"order_type": "limit", "limit_price": price - 1, "time_in_force": "gtc"},
+                {"side": "sell", "order_type": "trailing_stop", "trail_price": 1.5, "time_in_force": "gtc"},
+                {"order_type": "limit", "limit_price": price - 1, "time_in_force": "gtc", "order_class": "bracket",
+                 "take_profit_price": price + 2, "stop_loss_price": price - 3},
+                {"side": "sell", "order_class": "oco", "order_type": "limit", "limit_price": price + 2,
+                 "take_profit_price": price + 2, "stop_loss_price": price - 2, "time_in_force": "gtc"},
+            ]  # fmt: skip
+            events.append(Order(**{"side": "buy", "quantity": 1, **common, **rng.choice(shapes)}))
+            resting.append((f"co-{n}", symbol))
+        elif kind < 0.68 and resting:
+            target, of = resting.pop(rng.randrange(len(resting)))
+            change = {"action": "cancel"} if rng.random() < 0.5 else {"action": "replace", "quantity": 2}
+            events.append(OrderChange(id=f"ch-{n}", symbol=of, timestamp=at, target=target, **change))  # type: ignore[arg-type]
+        elif kind < 0.98:
+            events.append(Tick.create(symbol, price, 1, at, trade_id=n))
+        else:
+            flatten = {"action": "flatten", "state": "REDUCING", "actor": "test", "reason": "now", "version": n}
+            events.append(ControlEvent(id=f"fl-{n}", timestamp=at, **flatten))  # type: ignore[arg-type]
+    return events
+
+
+def test_a_commit_splits_the_symbols_its_batch_touched_and_adds_up_to_a_whole_split(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A commit looks at the symbols its batch's events are of (and the chunks of sends that
+    moved), the whole account only after a flatten or when a strategy is new: through random
+    batches of every kind of event, the parts so committed are after every commit exactly a whole
+    split of the account, a batch writes no part of a symbol it has no event of, and a restore
+    from them gives the same account."""
+    whole_splits: list[int] = []
+    split_changed = account_parts.split_changed
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        whole_splits.append(1)
+        return split_changed(*args, **kwargs)
+
+    monkeypatch.setattr(account_parts, "split_changed", counted)
+    settings = costs(order_memory_days=0.01, risk_cooldown_s=30.0, risk_duplicate_window_s=0.0)
+    rng = random.Random(16)
+    events = random_account_events(rng, 1200)
+    partition = execution.BrokerPartition(settings)
+    stored = partition.parts()
+    commits = flattens = start = 0
+    while start < len(events):
+        batch = events[start : start + rng.choice([1, 1, 2, 5, 12])]
+        start += len(batch)
+        strategies = list(partition.pnl.books)
+        partition.apply(batch)
+        whole_splits.clear()
+        changed = partition.changed_parts()
+        whole = len(whole_splits)
+        commits, flattens = commits + 1, flattens + whole
+        stored = {name: value for name, value in {**stored, **changed}.items() if value is not None}
+        assert stored == account_parts.split(partition._snapshot(), copy.deepcopy(partition._ordinals))
+        if not any(isinstance(event, ControlEvent) for event in batch):
+            symbols = {name[len(account_parts.POSITION) :] for name in changed if name.startswith("p:")}
+            assert symbols <= {event.symbol for event in batch}
+            assert not whole or commits == 1 or list(partition.pnl.books) != strategies
+    assert 0 < flattens < commits / 10  # the whole account after a flatten only (or with a new strategy)
+    assert any(name.startswith(account_parts.SENT) for name in stored)
+    assert any(name.startswith(account_parts.ORDER) for name in stored)
+    again = execution.BrokerPartition(settings)
+    again.restore_parts(dict(stored))
+    assert json.loads(again.checkpoint()) == json.loads(partition.checkpoint())

@@ -11,7 +11,7 @@ the account's position, and their total P&L (realised + unrealised) to the accou
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,17 @@ class StrategyPnL:
             strategy: {symbol: list(vars(book[symbol]).values()) for symbol in sorted(book)}  # plain floats: no asdict
             for strategy, book in self.books.items()
         }
+
+    def snapshot_of(self, symbols: Collection[str]) -> dict[str, dict[str, list[float] | None]]:
+        """:meth:`snapshot` for a checkpoint split of only these symbols (tradebot/broker/checkpoint.py
+        ``split_touched``): every strategy and each one's symbols in their order, the holdings of
+        ``symbols`` only (the others None)."""
+        books: dict[str, dict[str, list[float] | None]] = {}
+        for strategy, book in self.books.items():
+            books[strategy] = shown = dict.fromkeys(sorted(book))
+            for symbol in shown.keys() & symbols:
+                shown[symbol] = list(vars(book[symbol]).values())
+        return books
 
     def restore(self, saved: Mapping[str, Mapping[str, list[float]]] | None) -> None:
         self.books = {

@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -63,6 +63,8 @@ class BrokerPartition:
         self._written: dict[str, str] = {}
         self._ordinals: account_parts.Ordinals = {}  # the decisions' and order ids' places (checkpoint.split)
         self._encoded = account_parts.Encoded()  # what the last split encoded (ditto)
+        # The symbols whose state the events since the last commit may have changed (None: any)
+        self._touched: set[str] | None = None
         self.restore(None)
 
     def restore(self, checkpoint: str | None) -> None:
@@ -71,6 +73,7 @@ class BrokerPartition:
         self._restore_snapshot(json.loads(checkpoint) if checkpoint else None)
 
     def _restore_snapshot(self, saved: dict[str, Any] | None) -> None:
+        self._touched = None  # the next commit splits the whole account
         self.broker = new_broker(self.settings)
         # How far the ticks of each partition were read (tradebot/execution/prices.py)
         self.price_positions: dict[str, str] = dict((saved or {}).get("price_positions", {}))
@@ -97,11 +100,31 @@ class BrokerPartition:
 
     def parts(self) -> dict[str, str]:
         """Every part of the state."""
+        self._touched = None  # (written without the split's memory: the next commit splits the whole account)
         self._written, ids = account_parts.split_changed(self._snapshot(), self._ordinals, every_id=True)
         return self._written | {name: value for name, value in ids.items() if value is not None}
 
     def changed_parts(self) -> dict[str, str | None]:
-        """The parts that changed since the last call, and (None) those that are gone."""
+        """The parts that changed since the last call, and (None) those that are gone: only the
+        touched symbols' are looked at when the events applied since tell which they are."""
+        touched, self._touched = self._touched, set()
+        split = None
+        if touched is not None and self._written:
+            snapshot = self._snapshot(pnl=self.pnl.snapshot_of(touched))
+            split = account_parts.split_touched(snapshot, self._ordinals, self._encoded, touched)
+        if split is not None:
+            fresh, ids = split
+            moved = {
+                name: value
+                for name, value in fresh.items()
+                if self._written.get(name) != value and (value is not None or name in self._written)
+            }
+            for name, value in moved.items():
+                if value is None:
+                    del self._written[name]
+                else:
+                    self._written[name] = value
+            return moved | ids
         every, ids = account_parts.split_changed(self._snapshot(), self._ordinals, encoded=self._encoded)
         changed: dict[str, str | None] = {
             name: value for name, value in every.items() if self._written.get(name) != value
@@ -110,9 +133,11 @@ class BrokerPartition:
         self._written = every
         return changed | ids
 
-    def _snapshot(self) -> dict[str, Any]:
+    def _snapshot(self, pnl: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The whole state (``pnl``: the P&L's as given instead, see changed_parts)."""
         prices = {"price_positions": dict(self.price_positions)} if self.price_positions else {}
-        return {**self.broker.snapshot(), "risk": self.risk.snapshot(), "pnl": self.pnl.snapshot(), **prices}
+        pnl = self.pnl.snapshot() if pnl is None else pnl
+        return {**self.broker.snapshot(), "risk": self.risk.snapshot(), "pnl": pnl, **prices}
 
     def read_prices(self, positions: dict[str, str]) -> None:
         """The ticks applied (or skipped) up to these stream ids: committed with what they caused."""
@@ -123,6 +148,7 @@ class BrokerPartition:
         self.risk.begin_batch()
         self.risk.watch_gaps(self.broker)
         outputs: list[tuple[str, Event]] = []
+        self._touch(events)
         for event in events:
             if isinstance(event, Tick):  # a price after the resting orders (tradebot/execution/prices.py)
                 outputs += [
@@ -142,7 +168,25 @@ class BrokerPartition:
                     raise TypeError(f"expected an Order on {ORDERS_NEW_PREFIX}, got a {type(order).__name__}")
                 outputs += self._execute(order)
         outputs += [(CONTROL_EVENTS, event) for event in self.risk.rule_events()]
+        self._touch((event for _, event in outputs), out=True)
         return outputs
+
+    def _touch(self, events: Iterable[Event], *, out: bool = False) -> None:
+        """Note the symbols of these events (applied, or ``out``: what they gave): what a symbol's
+        part holds changes only with an order, a change or a tick of that symbol, and with the
+        events they give, each of its symbol. Anything else read (a flatten) may touch every
+        symbol: the next commit then splits the whole account (a rule's control event out touches
+        none: its state is the account's)."""
+        touched = self._touched
+        if touched is None:
+            return
+        for event in events:
+            if isinstance(event, (OrderEvent, ControlEvent) if out else (Order, OrderChange, Tick)):
+                if not isinstance(event, ControlEvent):
+                    touched.add(event.symbol)
+            else:
+                self._touched = None
+                return
 
     def _cancel_resting(self, flatten: ControlEvent) -> list[OrderEvent]:
         """A cancel of every resting order, ids derived from the flatten's (a repeat cancels nothing twice)."""
@@ -186,6 +230,8 @@ class BrokerPartition:
 
     def on_price(self, symbol: str, price: float, at: datetime) -> list[OrderEvent]:
         """A tick's price for the resting orders (the backtester's tick loop calls it as apply does)."""
+        if self._touched is not None:
+            self._touched.add(symbol)
         return self._fill_resting(symbol, price, at, tick=True)
 
     def _fill_resting(self, symbol: str, price: float, at: datetime, *, tick: bool = False) -> list[OrderEvent]:
