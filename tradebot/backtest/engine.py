@@ -170,9 +170,10 @@ class Backtest:
     def feed(self, observations: Iterable[Tick | Bar]) -> BacktestResult:
         """Run every observation through; returns the (cumulative) result.
 
-        The book decides the whole batch first (``StrategyBook.on_batch``: what it would say tick by
+        The book decides the whole batch first (``StrategyBook.play``: what it would say tick by
         tick), then its orders and the equity samples are played in observation order, so the
-        observations that emit nothing are never touched one by one here.
+        observations that emit nothing are never touched one by one here; each signal and order is
+        made as it is reached, just before the broker takes it.
         """
         batch = observations if isinstance(observations, list | TickColumns) else list(observations)
         if not batch:
@@ -181,7 +182,7 @@ class Backtest:
             return self._feed(Batch(batch))
 
     def _feed(self, columns: Batch) -> BacktestResult:
-        outputs = self.book.on_batch(columns)
+        outputs = self.book.play(columns)
         times, prices, result = columns.times, columns.prices, self.result
         self._columns, self._priced = (times, columns.symbols, prices), 0
         # in time order: the sorted copy is the same list (sorting an ordered list is one pass of
