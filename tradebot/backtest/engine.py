@@ -9,11 +9,13 @@ observation's timestamp), so a run is a pure function of its inputs.
 from __future__ import annotations
 
 import gc
+import operator
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 from tradebot.broker.paper import PaperBroker
@@ -185,13 +187,13 @@ class Backtest:
         outputs = self.book.play(columns)
         times, prices, result = columns.times, columns.prices, self.result
         self._columns, self._priced = (times, columns.symbols, prices), 0
-        # in time order: the sorted copy is the same list (sorting an ordered list is one pass of
-        # comparisons, typed once; sooner than a map of operator.le)
-        self._ordered = times == sorted(times)
+        # in time order: no observation later than the next (one pass of comparisons in C, with no
+        # copy of the list to sort)
+        self._ordered = not any(map(operator.gt, times, islice(times, 1, None)))
         rolls = self._rolls(times)
         rolled, next_roll = 0, rolls[0][0] if rolls else len(times)
         broker, signals, orders = self.broker, result.signals, result.orders
-        place, record, ordered, last = broker.place, self._record, self._ordered, len(times) - 1
+        place, record = broker.place, self._record
         direct = self.execution is None and self.check is None  # the paper broker itself, no extra check
         for position, signal, order in outputs:
             while position >= next_roll:  # a sample this observation (or one before it) starts closes first
@@ -202,15 +204,11 @@ class Backtest:
                 fields = order.__dict__  # its values (dict reads: a fraction of pydantic attribute reads)
                 if fields["order_class"] != "oco":  # the usual case, _trade_at's steps: nothing rests to judge first
                     signals.append(signal)
-                    at = fields["timestamp"]  # _stamped_until's usual case inline: an order of its tick's time
-                    if not ordered or (times[position] <= at and (position == last or times[position + 1] > at)):
-                        stamped = position + 1
-                    else:
-                        stamped = bisect_right(times, at, lo=position)
-                    if stamped > self._priced:
-                        self._priced = stamped
                     orders.append(order)
                     record(place(order), order, NO_OWNERS)
+                    if broker.resting:  # it rests (or legs it left do): judged on the observations after its time
+                        self._priced = max(self._priced, self._stamped_until(fields["timestamp"], position))
+                    # (else nothing rests, and where the judging starts matters only once something does)
                     continue
             self._trade_at(position, signal, order)
         for roll in rolls[rolled:]:

@@ -17,7 +17,7 @@ import heapq
 import math
 import operator
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -219,7 +219,8 @@ class StrategyBook:
                 continue
             signals = entry.strategy.on_tick(tick)
             if signals and self.switches.get(entry.name, entry.spec.enabled):
-                outputs += self._ordered(entry, signals, sides)
+                order_of = self._order_maker(entry, sides)
+                outputs += [(signal, order_of(signal)) for signal in signals]
         return outputs
 
     def on_bar(self, bar: Bar) -> list[tuple[Signal, Order | None]]:
@@ -230,7 +231,8 @@ class StrategyBook:
                 continue
             signals = self._observe(entry, bar)
             if signals and self.switches.get(entry.name, entry.spec.enabled):
-                outputs += self._ordered(entry, signals)
+                order_of = self._order_maker(entry)
+                outputs += [(signal, order_of(signal)) for signal in signals]
         return outputs
 
     def on_batch(self, batch: Batch) -> list[tuple[int, Signal, Order | None]]:
@@ -262,12 +264,12 @@ class StrategyBook:
     def _played(
         self, entry: Entry, batch: Batch, found: list[tuple[int, Signal | Crossing]]
     ) -> Iterator[tuple[int, Signal, Order | None]]:
+        order_of = self._order_maker(entry)
         signal_at = getattr(entry.strategy, "signal_at", None)  # a scan's crossings: it makes their signals
-        # (a crossing is a tuple, a signal made one by one is not: type() is sooner than isinstance of a model)
-        signals = (item if type(item) is not tuple else signal_at(batch, position, *item) for position, item in found)  # type: ignore[misc]
-        made: Iterator[tuple[Signal, Order | None]] = self._ordered(entry, signals)  # type: ignore[arg-type]
-        for (position, _), (signal, order) in zip(found, made, strict=True):
-            yield position, signal, order
+        for position, item in found:
+            # (a crossing is a tuple, a signal made one by one is not: type() is sooner than isinstance of a model)
+            signal: Signal = item if type(item) is not tuple else signal_at(batch, position, item)  # type: ignore[misc,assignment]
+            yield position, signal, order_of(signal)
 
     def _signals(self, entry: Entry, batch: Batch) -> list[tuple[int, Signal | Crossing]]:
         """Each signal of the batch at its position, or what the strategy's scan found there (its
@@ -307,12 +309,10 @@ class StrategyBook:
                 changes += take()
         return changes
 
-    def _ordered(
-        self, entry: Entry, signals: Iterable[Signal], sides: frozenset[str] = BOTH_SIDES
-    ) -> Iterator[tuple[Signal, Order | None]]:
-        """Each signal with its order (in turn: a signal's order changes what its strategy holds), or
-        None: a side not sent now, a BUY while long, a SELL while flat. One strategy's signals in one
-        go, so what is looked up per strategy (what it holds, its sizing and order style) is looked up once."""
+    def _order_maker(self, entry: Entry, sides: frozenset[str] = BOTH_SIDES) -> Callable[[Signal], Order | None]:
+        """The order of each of ``entry``'s signals, given in turn (a signal's order changes what its
+        strategy holds), or None: a side not sent now, a BUY while long, a SELL while flat. What is
+        looked up per strategy (what it holds, its sizing and order style) is looked up once."""
         held, sizing, style, from_signal = (
             self.positions[entry.name],
             entry.spec.sizing,
@@ -322,18 +322,20 @@ class StrategyBook:
         # found once: a fixed number of shares, and a plain style (shape gives the order itself)
         fixed = float(sizing.quantity) if sizing.quantity is not None else None
         plain = not (style.take_profit_pct or style.stop_loss_pct or style.trail_percent or style.trail_price)
-        for signal in signals:
+
+        def order_of(signal: Signal) -> Order | None:
             read = signal.__dict__  # its values (a dict read is a fraction of a pydantic attribute read)
             side, symbol = read["side"], read["symbol"]
             if side not in sides or (symbol in held) == (side == "buy"):
-                yield signal, None
-                continue
+                return None
             if side == "buy":
                 quantity = held[symbol] = sizing.shares(read["price"]) if fixed is None else fixed
             else:
                 quantity = held.pop(symbol)
             order = from_signal(signal, quantity)
-            yield signal, (order if plain else style.shape(order))
+            return order if plain else style.shape(order)
+
+        return order_of
 
     def forget_unheld(self, held: Mapping[str, Mapping[str, float]]) -> list[tuple[str, str]]:
         """Drop each position the account does not hold for its strategy (``held``: strategy → symbol

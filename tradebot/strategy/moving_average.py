@@ -160,9 +160,10 @@ class MovingAverageCrossover(BarStrategy):
             state.holding = sides[-1] == "buy"
         return list(zip(rows[at].tolist(), zip(sides, scores, strict=True), strict=True))  # their rows in the batch
 
-    def signal_at(self, batch: Batch, row: int, side: Side, score: float) -> Signal:
-        """The signal of a crossing :meth:`scan` found at ``row`` of ``batch``: on_tick's of that tick
-        (its time and price), or on_bar's of that bar (at its close)."""
+    def signal_at(self, batch: Batch, row: int, crossing: Crossing) -> Signal:
+        """The signal of a ``crossing`` :meth:`scan` found at ``row`` of ``batch``: on_tick's of that
+        tick (its time and price), or on_bar's of that bar (at its close)."""
+        side, score = crossing
         when = batch.times[row]
         if batch.seconds:  # a bar (all of one timeframe): signalled at its close, as on_bar does
             when = datetime.fromtimestamp(int(when.timestamp()) + batch.seconds, UTC)
