@@ -9,13 +9,11 @@ observation's timestamp), so a run is a pure function of its inputs.
 from __future__ import annotations
 
 import gc
-import operator
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
 from typing import Any
 
 from tradebot.broker.paper import PaperBroker
@@ -187,9 +185,9 @@ class Backtest:
         outputs = self.book.play(columns)
         times, prices, result = columns.times, columns.prices, self.result
         self._columns, self._priced = (times, columns.symbols, prices), 0
-        # in time order: no observation later than the next (one pass of comparisons in C, with no
-        # copy of the list to sort)
-        self._ordered = not any(map(operator.gt, times, islice(times, 1, None)))
+        # in time order: the sorted copy is the same list (sorting an ordered list is one pass of
+        # comparisons, typed once; sooner than a map of operator.le)
+        self._ordered = times == sorted(times)
         rolls = self._rolls(times)
         rolled, next_roll = 0, rolls[0][0] if rolls else len(times)
         broker, signals, orders = self.broker, result.signals, result.orders
