@@ -182,7 +182,7 @@ def scanned(strategy: MovingAverageCrossover, stream: list[Tick] | list[Bar]) ->
         result = strategy.scan(batch, symbol, rows)
         assert result is not None
         found += result
-    return [signal for _, signal in sorted(found, key=lambda pair: pair[0])]
+    return [strategy.signal_at(batch, row, crossing) for row, crossing in sorted(found, key=lambda pair: pair[0])]
 
 
 def test_a_scan_gives_the_signals_and_the_state_of_tick_by_tick() -> None:

@@ -170,9 +170,10 @@ class Backtest:
     def feed(self, observations: Iterable[Tick | Bar]) -> BacktestResult:
         """Run every observation through; returns the (cumulative) result.
 
-        The book decides the whole batch first (``StrategyBook.on_batch``: what it would say tick by
+        The book decides the whole batch first (``StrategyBook.play``: what it would say tick by
         tick), then its orders and the equity samples are played in observation order, so the
-        observations that emit nothing are never touched one by one here.
+        observations that emit nothing are never touched one by one here; each signal and order is
+        made as it is reached, just before the broker takes it.
         """
         batch = observations if isinstance(observations, list | TickColumns) else list(observations)
         if not batch:
@@ -181,7 +182,7 @@ class Backtest:
             return self._feed(Batch(batch))
 
     def _feed(self, columns: Batch) -> BacktestResult:
-        outputs = self.book.on_batch(columns)
+        outputs = self.book.play(columns)
         times, prices, result = columns.times, columns.prices, self.result
         self._columns, self._priced = (times, columns.symbols, prices), 0
         # in time order: the sorted copy is the same list (sorting an ordered list is one pass of
@@ -190,7 +191,7 @@ class Backtest:
         rolls = self._rolls(times)
         rolled, next_roll = 0, rolls[0][0] if rolls else len(times)
         broker, signals, orders = self.broker, result.signals, result.orders
-        place, record, ordered, last = broker.place, self._record, self._ordered, len(times) - 1
+        place, record = broker.place, self._record
         direct = self.execution is None and self.check is None  # the paper broker itself, no extra check
         for position, signal, order in outputs:
             while position >= next_roll:  # a sample this observation (or one before it) starts closes first
@@ -201,15 +202,11 @@ class Backtest:
                 fields = order.__dict__  # its values (dict reads: a fraction of pydantic attribute reads)
                 if fields["order_class"] != "oco":  # the usual case, _trade_at's steps: nothing rests to judge first
                     signals.append(signal)
-                    at = fields["timestamp"]  # _stamped_until's usual case inline: an order of its tick's time
-                    if not ordered or (times[position] <= at and (position == last or times[position + 1] > at)):
-                        stamped = position + 1
-                    else:
-                        stamped = bisect_right(times, at, lo=position)
-                    if stamped > self._priced:
-                        self._priced = stamped
                     orders.append(order)
                     record(place(order), order, NO_OWNERS)
+                    if broker.resting:  # it rests (or legs it left do): judged on the observations after its time
+                        self._priced = max(self._priced, self._stamped_until(fields["timestamp"], position))
+                    # (else nothing rests, and where the judging starts matters only once something does)
                     continue
             self._trade_at(position, signal, order)
         for roll in rolls[rolled:]:

@@ -136,9 +136,14 @@ class Batch:
         # one itemgetter call looks every symbol up in C (sooner than a map of __getitem__); of one item it
         # gives the item itself, not a tuple
         looked_up = operator.itemgetter(*self.symbols)(codes) if len(self.symbols) > 1 else (codes[self.symbols[0]],)
-        # up to 2**15 symbols as int16: numpy's stable sort of 16-bit integers is a radix sort (~15x sooner)
-        small = len(codes) <= 2**15
-        numbered = np.fromiter(looked_up, dtype=np.int16 if small else np.int64, count=len(self.symbols))
+        # up to 256 symbols as bytes (made in one C loop, taken by numpy as they are: ~3x sooner than
+        # np.fromiter), up to 2**15 as int16: numpy's stable sort of 8- or 16-bit integers is a radix
+        # sort (~15x sooner)
+        if len(codes) <= 256:
+            numbered = np.frombuffer(bytes(looked_up), dtype=np.uint8)
+        else:
+            small = len(codes) <= 2**15
+            numbered = np.fromiter(looked_up, dtype=np.int16 if small else np.int64, count=len(self.symbols))
         order = np.argsort(numbered, kind="stable")
         counts = np.bincount(numbered, minlength=len(codes))
         ends = np.cumsum(counts)

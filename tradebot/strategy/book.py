@@ -13,10 +13,11 @@ backtest decides the same.
 
 from __future__ import annotations
 
+import heapq
 import math
 import operator
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -28,6 +29,7 @@ from tradebot.strategy.catalog import StrategyError, build_strategy
 
 if TYPE_CHECKING:  # a backtest's columns (numpy): the worker, tick by tick, never loads them
     from tradebot.strategy.batch import Batch
+    from tradebot.strategy.moving_average import Crossing
 
 BOTH_SIDES = frozenset({"buy", "sell"})
 _position = operator.itemgetter(0)  # of a (position, ...) pair
@@ -217,7 +219,8 @@ class StrategyBook:
                 continue
             signals = entry.strategy.on_tick(tick)
             if signals and self.switches.get(entry.name, entry.spec.enabled):
-                outputs += zip(signals, self._orders(entry, signals, sides), strict=True)
+                order_of = self._order_maker(entry, sides)
+                outputs += [(signal, order_of(signal)) for signal in signals]
         return outputs
 
     def on_bar(self, bar: Bar) -> list[tuple[Signal, Order | None]]:
@@ -228,35 +231,55 @@ class StrategyBook:
                 continue
             signals = self._observe(entry, bar)
             if signals and self.switches.get(entry.name, entry.spec.enabled):
-                outputs += zip(signals, self._orders(entry, signals), strict=True)
+                order_of = self._order_maker(entry)
+                outputs += [(signal, order_of(signal)) for signal in signals]
         return outputs
 
     def on_batch(self, batch: Batch) -> list[tuple[int, Signal, Order | None]]:
         """What :meth:`on_tick` / :meth:`on_bar` would give observation by observation, as
-        (position, signal, order) in the same order, for a backtest that holds them all at once.
+        (position, signal, order) in the same order, for a backtest that holds them all at once
+        (:meth:`play`'s outputs, all made)."""
+        return list(self.play(batch))
+
+    def play(self, batch: Batch) -> Iterator[tuple[int, Signal, Order | None]]:
+        """:meth:`on_batch`'s outputs, each made when it is read: every strategy decides the whole
+        batch now, but a scanned crossing becomes its signal and order only when the backtester
+        reaches it, so the signal, its order and the broker's fill are made one after the other
+        while they are in the CPU's cache, rather than in three passes over ~10,000 of each. Made in
+        the same order as on_batch would (each strategy's in position order), so the same objects.
 
         A strategy with a ``scan`` method (state per symbol; see MovingAverageCrossover.scan)
         decides each symbol's part in one go, so the observations that emit nothing cost no objects.
         """
-        found: list[tuple[int, Signal, Order | None]] = []
-        deciding = 0
+        plays = []
         for entry in self.entries:
-            signals = sorted(self._signals(entry, batch), key=_position)
-            if signals and self.switches.get(entry.name, entry.spec.enabled):
-                orders = self._orders(entry, [signal for _, signal in signals])
-                found += [(position, signal, order) for (position, signal), order in zip(signals, orders, strict=True)]
-                deciding += 1
-        if deciding > 1:  # stable: at one position, the book's order of strategies, then each one's own
-            found.sort(key=_position)
-        return found
+            found = sorted(self._signals(entry, batch), key=_position)  # decided now: the strategy's state moves on
+            if found and self.switches.get(entry.name, entry.spec.enabled):
+                plays.append(self._played(entry, batch, found))
+        if len(plays) == 1:
+            return plays[0]
+        # stable: at one position, the book's order of strategies, then each one's own
+        return heapq.merge(*plays, key=_position)
 
-    def _signals(self, entry: Entry, batch: Batch) -> list[tuple[int, Signal]]:
+    def _played(
+        self, entry: Entry, batch: Batch, found: list[tuple[int, Signal | Crossing]]
+    ) -> Iterator[tuple[int, Signal, Order | None]]:
+        order_of = self._order_maker(entry)
+        signal_at = getattr(entry.strategy, "signal_at", None)  # a scan's crossings: it makes their signals
+        for position, item in found:
+            # (a crossing is a tuple, a signal made one by one is not: type() is sooner than isinstance of a model)
+            signal: Signal = item if type(item) is not tuple else signal_at(batch, position, item)  # type: ignore[misc,assignment]
+            yield position, signal, order_of(signal)
+
+    def _signals(self, entry: Entry, batch: Batch) -> list[tuple[int, Signal | Crossing]]:
+        """Each signal of the batch at its position, or what the strategy's scan found there (its
+        ``signal_at`` makes the signal)."""
         observations, scan = batch.observations, getattr(entry.strategy, "scan", None)
         symbols = [s for s in batch.rows if entry.symbols is None or s in entry.symbols]
         if scan is None:  # one by one, in time order (its state may span symbols)
             wanted = range(len(batch)) if entry.symbols is None else sorted(p for s in symbols for p in batch.rows[s])
             return [(p, signal) for p in wanted for signal in self._observe(entry, observations[p])]
-        signals: list[tuple[int, Signal]] = []
+        signals: list[tuple[int, Signal | Crossing]] = []
         for symbol in symbols:
             rows = batch.rows[symbol]
             scanned = scan(batch, symbol, rows)
@@ -286,10 +309,10 @@ class StrategyBook:
                 changes += take()
         return changes
 
-    def _orders(self, entry: Entry, signals: list[Signal], sides: frozenset[str] = BOTH_SIDES) -> list[Order | None]:
-        """Each signal's order (in turn: a signal's order changes what its strategy holds), or None: a
-        side not sent now, a BUY while long, a SELL while flat. One strategy's whole batch at once, so
-        what is looked up per strategy (what it holds, its sizing and order style) is looked up once."""
+    def _order_maker(self, entry: Entry, sides: frozenset[str] = BOTH_SIDES) -> Callable[[Signal], Order | None]:
+        """The order of each of ``entry``'s signals, given in turn (a signal's order changes what its
+        strategy holds), or None: a side not sent now, a BUY while long, a SELL while flat. What is
+        looked up per strategy (what it holds, its sizing and order style) is looked up once."""
         held, sizing, style, from_signal = (
             self.positions[entry.name],
             entry.spec.sizing,
@@ -299,20 +322,20 @@ class StrategyBook:
         # found once: a fixed number of shares, and a plain style (shape gives the order itself)
         fixed = float(sizing.quantity) if sizing.quantity is not None else None
         plain = not (style.take_profit_pct or style.stop_loss_pct or style.trail_percent or style.trail_price)
-        orders: list[Order | None] = []
-        for signal in signals:
+
+        def order_of(signal: Signal) -> Order | None:
             read = signal.__dict__  # its values (a dict read is a fraction of a pydantic attribute read)
             side, symbol = read["side"], read["symbol"]
             if side not in sides or (symbol in held) == (side == "buy"):
-                orders.append(None)
-                continue
+                return None
             if side == "buy":
                 quantity = held[symbol] = sizing.shares(read["price"]) if fixed is None else fixed
             else:
                 quantity = held.pop(symbol)
             order = from_signal(signal, quantity)
-            orders.append(order if plain else style.shape(order))
-        return orders
+            return order if plain else style.shape(order)
+
+        return order_of
 
     def forget_unheld(self, held: Mapping[str, Mapping[str, float]]) -> list[tuple[str, str]]:
         """Drop each position the account does not hold for its strategy (``held``: strategy → symbol

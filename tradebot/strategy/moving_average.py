@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # numpy only for a backtest's scan: the strategy worker goes 
 
     from tradebot.strategy.batch import Batch
 
+Crossing = tuple[Side, float]  # a crossing scan found: the side and score of its signal
 PRICE_UNITS_PER_DOLLAR = 10_000  # $0.0001: the finest US equity quote increment
 # |short - long| / long at which confidence reaches 1. At a cross the averages have only just met,
 # so on ticks a few cents apart the gap is typically a fraction of a basis point: one bp is strong.
@@ -133,9 +134,10 @@ class MovingAverageCrossover(BarStrategy):
         score = min(1.0, abs(difference) / (long_sum * self.short_window) / FULL_CONFIDENCE_GAP)
         return self._turn(state, relation, score)
 
-    def scan(self, batch: Batch, symbol: str, rows: np.ndarray) -> list[tuple[int, Signal]] | None:
-        """What :meth:`on_tick` (or :meth:`on_bar`) would return for each of one symbol's observations
-        (at ``rows`` of the batch), decided at once: (row, signal) pairs, the state updated alike.
+    def scan(self, batch: Batch, symbol: str, rows: np.ndarray) -> list[tuple[int, Crossing]] | None:
+        """Where :meth:`on_tick` (or :meth:`on_bar`) would signal among one symbol's observations (at
+        ``rows`` of the batch), decided at once: (row, (side, score)) of each crossing, the state
+        updated alike; :meth:`signal_at` makes a crossing's signal.
 
         The backtester's fast path: most observations emit nothing, so they never become objects
         again. The sums are the per-tick rule's integers, as running totals over the run; None when
@@ -153,20 +155,22 @@ class MovingAverageCrossover(BarStrategy):
             return None
         recent = [*state.recent, *(batch.ids[row] for row in rows[-RECENT_TICK_IDS:].tolist())]
         state.recent = dict.fromkeys(recent[-RECENT_TICK_IDS:])
-        signals: list[tuple[int, Signal]] = []
-        times, prices, ids, bar_seconds = batch.times, batch.prices, batch.ids, batch.seconds  # read from the columns
-        signalled = rows[[at for at, _, _ in found]].tolist()  # their rows in the batch, as ints
-        for row, (_, side, score) in zip(signalled, found, strict=True):
-            if not bar_seconds:  # a tick: its time and price
-                when = times[row]
-            else:  # a bar (all of one timeframe): signalled at its close, as on_bar does
-                state.holding = side == "buy"
-                when = datetime.fromtimestamp(int(times[row].timestamp()) + bar_seconds, UTC)
-            signals.append((row, self.signal(symbol, when, side, prices[row], score, ids[row])))
-        return signals
+        at, sides, scores = found
+        if batch.seconds and sides:  # bars: on_bar's position flag, as its last signal left it
+            state.holding = sides[-1] == "buy"
+        return list(zip(rows[at].tolist(), zip(sides, scores, strict=True), strict=True))  # their rows in the batch
 
-    def _crossings(self, state: SymbolState, units: np.ndarray) -> list[tuple[int, Side, float]] | None:
-        """_decide_units over ``units`` in one go: (position, side, score) of each crossing."""
+    def signal_at(self, batch: Batch, row: int, crossing: Crossing) -> Signal:
+        """The signal of a ``crossing`` :meth:`scan` found at ``row`` of ``batch``: on_tick's of that
+        tick (its time and price), or on_bar's of that bar (at its close)."""
+        side, score = crossing
+        when = batch.times[row]
+        if batch.seconds:  # a bar (all of one timeframe): signalled at its close, as on_bar does
+            when = datetime.fromtimestamp(int(when.timestamp()) + batch.seconds, UTC)
+        return self.signal(batch.symbols[row], when, side, batch.prices[row], score, batch.ids[row])
+
+    def _crossings(self, state: SymbolState, units: np.ndarray) -> tuple[np.ndarray, list[Side], list[float]] | None:
+        """_decide_units over ``units`` in one go: the positions, sides and scores of the crossings."""
         import numpy as np  # (as in scan)
 
         short, long = state.indicators["short"], state.indicators["long"]
@@ -179,7 +183,6 @@ class MovingAverageCrossover(BarStrategy):
         totals = np.concatenate([[0], np.cumsum(values)])
         first = max(self.long_window, len(seen) + 1)  # one past the first full long window not decided yet
         count = max(0, len(values) + 1 - first)
-        ends = np.arange(first, first + count)  # one past each full long window
         at_ends = totals[first : first + count]  # (slices of the totals: views, not fancy-indexed copies)
         long_sums = at_ends - totals[first - self.long_window : first - self.long_window + count]
         short_sums = at_ends - totals[first - self.short_window : first - self.short_window + count]
@@ -201,7 +204,9 @@ class MovingAverageCrossover(BarStrategy):
             pairs = zip(turned.tolist(), totals_of.tolist(), strict=True)
             scores = [min(1.0, abs(difference) / total / FULL_CONFIDENCE_GAP) for difference, total in pairs]
         sides: list[Side] = ["buy" if relation > 0 else "sell" for relation in relations[crossed].tolist()]
-        return list(zip((ends[crossed] - (len(seen) + 1)).tolist(), sides, scores, strict=True))
+        # crossed counts from the first undecided window's end; that is position len(seen) of values,
+        # and units start there
+        return crossed + (first - 1 - len(seen)), sides, scores
 
     @staticmethod
     def _turn(state: SymbolState, relation: int, score: float) -> Decision | None:
