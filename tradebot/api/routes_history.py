@@ -76,7 +76,7 @@ def bar_out(row: asyncpg.Record, timeframe: str) -> BarOut:
 
 
 @router.get("/history/{symbol}", response_model=HistoryOut, responses=ERRORS)
-async def history(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep, request: Request) -> Response:
+async def history(query: BarQueryDep, now: NowDep, request: Request) -> Response:
     """OHLCV bars of one continuous series (stored bars and ticks merged), oldest first.
 
     With ``start``: the first ``limit`` bars starting at or after it. Without: the latest ``limit``
@@ -86,7 +86,12 @@ async def history(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: Now
     from the API's cache of encoded windows (header x-history-cache: hit), never after a write
     that changed it (see api/history_cache.py).
     """
-    cache: HistoryCache | None = request.app.state.history_cache
+    # The pool and the mode straight from the app's state (deps.get_read_pool, deps.get_mode): a
+    # dependency each cost more than the route's own Python on a cache hit.
+    state = request.app.state
+    pool: asyncpg.Pool = state.read_pool
+    mode: str = state.mode
+    cache: HistoryCache | None = state.history_cache
     if cache is None or mode != "postgresql" or not may_cache(query):
         found = await _series(pool, query, mode, now, encoded=True)
         return Response(history_json(query.symbol, query.timeframe, mode, found), media_type="application/json")

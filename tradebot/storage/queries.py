@@ -322,8 +322,8 @@ async def _first_kept_minutes(
 # source, and its kept series is on: when the kept minutes may answer (as choose_sources decides).
 _KEPT_MINUTES_ANSWER = f"""NOT EXISTS (SELECT 1 FROM kept_series_off WHERE symbol = $1) AND (
         SELECT CASE WHEN $5::text IS NULL
-                    THEN NOT (bool_or(source = '{MOCK_SOURCE}') AND bool_or(source <> '{MOCK_SOURCE}'))
-                    ELSE bool_and(source = $5) END
+                    THEN NOT coalesce(bool_or(source = '{MOCK_SOURCE}') AND bool_or(source <> '{MOCK_SOURCE}'), false)
+                    ELSE coalesce(bool_and(source = $5), false) END
         FROM symbol_sources WHERE symbol = $1)"""
 
 
