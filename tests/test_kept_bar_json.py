@@ -9,6 +9,7 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -187,3 +188,99 @@ async def test_the_storage_workers_loop_spells_what_closed(dsn: str, conn: async
     finally:
         stop.set()
         await loop
+
+
+class CountingConnection(asyncpg.Connection):
+    """A connection that counts the statements sent through it."""
+
+    statements = 0
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        self.statements += 1
+        return await super().fetch(*args, **kwargs)
+
+    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
+        self.statements += 1
+        return await super().fetchrow(*args, **kwargs)
+
+    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
+        self.statements += 1
+        return await super().fetchval(*args, **kwargs)
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        self.statements += 1
+        return await super().execute(*args, **kwargs)
+
+
+@pytest.fixture
+async def counted(dsn: str) -> AsyncIterator[CountingConnection]:
+    connection = await asyncpg.connect(dsn, connection_class=CountingConnection)
+    yield connection
+    await connection.close()
+
+
+async def _statements(
+    conn: CountingConnection, symbol: str, **window: object
+) -> tuple[bytes, int, queries.HistoryStamp | None]:
+    """The response to a 1m request of the kept series read with its stamp, how many statements
+    that took, and the stamp."""
+    before = conn.statements
+    found = await queries.series(conn, symbol, "1m", kept=True, encoded=True, stamped=True, **window)  # type: ignore[arg-type]
+    return history_json(symbol, "1m", "postgresql", found), conn.statements - before, found.stamp
+
+
+async def test_a_window_of_kept_minutes_is_one_statement_with_its_stamp(
+    conn: asyncpg.Connection, counted: CountingConnection
+) -> None:
+    rng = random.Random(8)
+    await write_events(conn, [t for t in _ticks("ONE", rng) if t.price == round(t.price, 2)])
+    await spell_all(conn)
+    for window in _windows(rng):
+        body, statements, stamp = await _statements(counted, "ONE", **window)
+        assert body == await _on_the_fly(conn, "ONE", **window), window
+        # the stamp is read in the statement of the bars: what history_stamp reads alone
+        assert stamp == await queries.history_stamp(conn, "ONE")
+        assert statements == 1 or b'"count":0' in body, window  # an empty window is read the long way
+
+
+async def test_what_the_kept_minutes_cannot_answer_alone_is_read_the_long_way(
+    conn: asyncpg.Connection, counted: CountingConnection
+) -> None:
+    rng = random.Random(9)
+    for symbol in ("STORED", "MIXED", "OFF", "PLAIN"):
+        await write_events(conn, [t for t in _ticks(symbol, rng) if t.price == round(t.price, 2)])
+    await write_events(conn, [minute_bar("STORED", OPEN + timedelta(minutes=9), "bench", 91.0, 30.0)])
+    mock = Tick.create("MIXED", 55.0, 2, OPEN + timedelta(minutes=1, seconds=5), source="mock", trade_id=1)
+    await write_events(conn, [mock])  # real data wins: the series leaves the mock tick out
+    await conn.execute("INSERT INTO kept_series_off (symbol, reason) VALUES ('OFF', 'test')")
+    await spell_all(conn)
+    cases: list[tuple[str, dict[str, object]]] = [
+        ("STORED", {"start": OPEN, "now": LATER}),  # a stored bar among the kept minutes
+        ("STORED", {"now": LATER}),
+        ("MIXED", {"start": OPEN, "now": LATER}),  # a series of some of the sources
+        ("MIXED", {"start": OPEN, "now": LATER, "source": "mock"}),
+        ("OFF", {"start": OPEN, "now": LATER}),  # the kept series is off
+    ]
+    for symbol, window in cases:
+        body, statements, _ = await _statements(counted, symbol, **window)
+        assert body == await _on_the_fly(conn, symbol, **window), (symbol, window)
+        assert statements > 1, (symbol, window)
+    with pytest.raises(queries.UnknownSourceError):  # no such source: the long way says so
+        await _statements(counted, "PLAIN", start=OPEN, now=LATER, source="mock")
+    with pytest.raises(queries.UnknownSymbolError):
+        await _statements(counted, "NOSUCH", start=OPEN, now=LATER)
+
+
+async def test_a_stored_bar_over_a_minute_that_cannot_be_spelled_still_hides_it(
+    conn: asyncpg.Connection, counted: CountingConnection
+) -> None:
+    await write_events(conn, [Tick.create("HID", 100.0, 1, OPEN, source="bench", trade_id=1)])
+    await conn.execute(
+        "INSERT INTO ticks (symbol, ts, id, price, size, source) VALUES ('HID', $1, 'huge', 1e307, 1, 'bench')",
+        OPEN + timedelta(minutes=1),
+    )
+    await write_events(conn, [minute_bar("HID", OPEN + timedelta(minutes=1), "bench", 99.0, 10.0)])
+    # the stored bar wins the minute whose spelling overflows: the response works, as the long way's
+    body, _, _ = await _statements(counted, "HID", start=OPEN, now=LATER)
+    assert b'"open":99.0' in body
+    assert body == await _on_the_fly(conn, "HID", start=OPEN, now=LATER)

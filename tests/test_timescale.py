@@ -422,8 +422,9 @@ async def test_a_window_holding_the_rollups_edge_needs_no_range_of_the_ticks(tim
 
 
 async def test_1m_rollups_bars_run_on_a_generic_plan_that_follows_the_watermark(own_pool: asyncpg.Pool) -> None:
-    """The 1m rollups' bars query runs on its generic plan (planned once per connection), and its
-    bars stay the plain path's while the watermark moves across them between executions."""
+    """The 1m rollups' edge and bars queries run on their generic plans (planned once per
+    connection), and the bars stay the plain path's while the watermark moves across them between
+    executions."""
     pool = own_pool
     base = datetime(2024, 3, 11, 14, tzinfo=UTC)
     ticks = [
@@ -454,7 +455,14 @@ async def test_1m_rollups_bars_run_on_a_generic_plan_that_follows_the_watermark(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
             "WHERE statement LIKE '%tick_buckets%' AND statement LIKE '%FROM ohlcv_1m%'"
         )
+        # the edge query before them runs in the same transaction, on its generic plan too
+        edges = await conn.fetch(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%AS edge%' AND statement LIKE '%FROM ohlcv_1m %' "
+            "AND statement NOT LIKE '%pg_prepared_statements%'"  # not this one
+        )
     assert plans  # the bars as rows and as JSON, oldest or newest first
-    for row in plans:
+    assert len(edges) == 2  # from the oldest and from the newest end
+    for row in [*plans, *edges]:
         assert row["custom_plans"] == 0
         assert row["generic_plans"] > 0

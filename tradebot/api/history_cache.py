@@ -6,7 +6,8 @@ buckets have all closed and that no write has touched since is the same bytes ev
 Correctness rests on the database, not on this process (so several API workers each keep their
 own): every write that can change a window already served changes the symbol's version in its
 own transaction (storage/migrations/postgresql/0024_history_versions.sql), and every request
-reads the version (with the stored sources and the kept-series switch) in its first query, so
+reads the version (with the stored sources and the kept-series switch) in its first query — for
+a window not kept, in the very statement that reads its bars where it can (queries.series) — so
 bytes are served only under the stamp they were computed under.
 
 A response is kept only when everything it depends on lies at or before the symbol's frontier
@@ -69,6 +70,14 @@ class HistoryCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def holds(self, query: BarQuery) -> bool:
+        """Whether a response to ``query`` is kept (``get`` decides whether it is still served);
+        a query without one counts as a miss."""
+        if query in self._entries:
+            return True
+        self.misses += 1
+        return False
 
     def get(self, query: BarQuery, stamp: HistoryStamp, now: datetime) -> bytes | None:
         """The kept response to ``query`` if it was computed under ``stamp`` (and is closed by ``now``)."""

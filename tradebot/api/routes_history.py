@@ -36,7 +36,12 @@ async def _bars(pool: asyncpg.Pool, query: BarQuery, mode: str, now: datetime) -
 
 
 async def _series(
-    pool: asyncpg.Pool | asyncpg.Connection, query: BarQuery, mode: str, now: datetime, encoded: bool = False
+    pool: asyncpg.Pool | asyncpg.Connection,
+    query: BarQuery,
+    mode: str,
+    now: datetime,
+    encoded: bool = False,
+    stamped: bool = False,
 ) -> queries.Series:
     return await queries.series(
         pool,
@@ -50,6 +55,7 @@ async def _series(
         now=now,
         source=query.source,
         encoded=encoded,
+        stamped=stamped,
     )
 
 
@@ -70,7 +76,7 @@ def bar_out(row: asyncpg.Record, timeframe: str) -> BarOut:
 
 
 @router.get("/history/{symbol}", response_model=HistoryOut, responses=ERRORS)
-async def history(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: NowDep, request: Request) -> Response:
+async def history(query: BarQueryDep, now: NowDep, request: Request) -> Response:
     """OHLCV bars of one continuous series (stored bars and ticks merged), oldest first.
 
     With ``start``: the first ``limit`` bars starting at or after it. Without: the latest ``limit``
@@ -80,20 +86,27 @@ async def history(query: BarQueryDep, pool: ReadPoolDep, mode: ModeDep, now: Now
     from the API's cache of encoded windows (header x-history-cache: hit), never after a write
     that changed it (see api/history_cache.py).
     """
-    cache: HistoryCache | None = request.app.state.history_cache
+    # The pool and the mode straight from the app's state (deps.get_read_pool, deps.get_mode): a
+    # dependency each cost more than the route's own Python on a cache hit.
+    state = request.app.state
+    pool: asyncpg.Pool = state.read_pool
+    mode: str = state.mode
+    cache: HistoryCache | None = state.history_cache
     if cache is None or mode != "postgresql" or not may_cache(query):
         found = await _series(pool, query, mode, now, encoded=True)
         return Response(history_json(query.symbol, query.timeframe, mode, found), media_type="application/json")
     async with pool.acquire() as conn:
-        # the stamp first: bytes computed after it are kept under it (a write in between changes
-        # the version, so they are never served under a stamp they do not match)
-        stamp = await queries.history_stamp(conn, query.symbol)
-        body = cache.get(query, stamp, now)
-        if body is not None:
-            return Response(body, media_type="application/json", headers={CACHE_HEADER: "hit"})
-        found = await _series(conn, query, mode, now, encoded=True)
+        if cache.holds(query):  # its stamp decides whether the kept bytes still hold: one query
+            body = cache.get(query, await queries.history_stamp(conn, query.symbol), now)
+            if body is not None:
+                return Response(body, media_type="application/json", headers={CACHE_HEADER: "hit"})
+        # The stamp read with the bars (or before them): bytes are kept under the stamp they were
+        # computed under (a write in between changes the version, so they are never served under
+        # a stamp they do not match). A window never served is one statement (queries.series).
+        found = await _series(conn, query, mode, now, encoded=True, stamped=True)
     body = history_json(query.symbol, query.timeframe, mode, found)
-    kept = cache.offer(query, stamp, found, now, body)
+    assert found.stamp is not None
+    kept = cache.offer(query, found.stamp, found, now, body)
     return Response(body, media_type="application/json", headers={CACHE_HEADER: "miss" if kept else "fresh"})
 
 

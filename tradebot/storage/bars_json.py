@@ -18,6 +18,8 @@ before. Nothing is ever approximated.
 
 from __future__ import annotations
 
+from functools import cache
+
 # rounding.rounded's limits, as exact decimal literals of the same doubles: 2**52 and 2**-50.
 _BELOW_2_52 = "4503599627370496"
 _TIE_MARGIN = "8.8817841970012523233890533447265625e-16"
@@ -48,6 +50,7 @@ def _whole(name: str) -> str:
     return f"({name} = trunc({name}) AND abs({name}) < 1e15) AS {name}_whole"
 
 
+@cache
 def bars_json_sql(history_sql: str, daily: bool, fragments: bool = False) -> str:
     """``history_sql``'s bars as one row: ``count``, ``last`` (the newest bar's time), ``bars`` (the
     JSON objects joined by commas, oldest first; '' for none) and ``plain`` (false when a bar must
@@ -63,17 +66,19 @@ FROM ({spelled_bars_sql(f"({history_sql}) found", daily)}) bars"""
     return _joined_sql(history_sql, daily)
 
 
-def _joined_sql(found_sql: str, daily: bool, more: str = "") -> str:
+def _joined_sql(found_sql: str, daily: bool, more: str = "", joined: str = "TRUE") -> str:
     """bars_json_sql's row of ``found_sql``'s bars with their ``fragment``; ``more``: further
-    columns of the row (", <expression> AS <name>")."""
+    columns of the row (", <expression> AS <name>"); ``joined``: a condition on the whole of them
+    (not on a bar), without which none is joined or spelled."""
     # MATERIALIZED: the bars are found once, then split into the spelled and the unspelled.
+    spelled_here = spelled_bars_sql("found", daily, f"coalesce(fragment, '') = '' AND {joined}")
     return f"""WITH found AS MATERIALIZED ({found_sql})
 SELECT count(*) AS count, max(ts) AS last, coalesce(string_agg(bar, ',' ORDER BY ts), '') AS bars,
        coalesce(bool_and(plain), true) AS plain{more}
 FROM (
-    SELECT ts, fragment AS bar, {_EXACT} AS plain FROM found WHERE fragment <> ''
+    SELECT ts, fragment AS bar, {_EXACT} AS plain FROM found WHERE fragment <> '' AND {joined}
     UNION ALL
-    SELECT ts, bar, plain FROM ({spelled_bars_sql("found", daily, "coalesce(fragment, '') = ''")}) spelled_here
+    SELECT ts, bar, plain FROM ({spelled_here}) spelled_here
 ) bars"""
 
 
@@ -81,6 +86,7 @@ FROM (
 _STORED_MINUTES = "EXISTS (SELECT 1 FROM bars WHERE symbol = $1 AND timeframe = '1m' AND ts >= $2 AND ts < $3)"
 
 
+@cache
 def kept_minutes_json_sql(newest_first: bool) -> str:
     """bars_json_sql's row of the kept 1-minute series' rows of $1 in [$2, $3), at most $4 of them
     from the oldest (or newest) end, plus ``stored_minutes``: whether a stored 1-minute bar lies in
@@ -94,6 +100,35 @@ def kept_minutes_json_sql(newest_first: bool) -> str:
     FROM ohlcv_kept_1m WHERE symbol = $1 AND bucket >= $2 AND bucket < $3 AND NOT {_STORED_MINUTES}
     ORDER BY bucket {order} LIMIT $4"""
     return _joined_sql(found, daily=False, more=f", {_STORED_MINUTES} AS stored_minutes")
+
+
+def first_kept_minutes_json_sql(newest_first: bool, allowed: str = "TRUE", more: str = "") -> str:
+    """``kept_minutes_json_sql``'s row without a window found before: the first $4 kept 1-minute
+    rows of $1 in [$2, $3) from the oldest (or newest) end, where ``allowed`` (an SQL condition,
+    evaluated once) holds, and ``stored_minutes``: whether a stored 1-minute bar lies between $2
+    (or $3) and the last row found when $4 were found, else anywhere in [$2, $3) — the window those
+    rows span; then no bar is returned, as in ``kept_minutes_json_sql``. ``more``: further columns
+    (", <expression> AS <name>").
+
+    The same rows as ``kept_minutes_json_sql`` over the window up to the $4-th kept minute
+    (queries._range_sql's edge), because a kept minute and a stored bar only lie within the
+    ticks' and bars' range, which only clamps that window: one statement, no range and no edge
+    asked for first."""
+    order = "DESC" if newest_first else "ASC"
+    if newest_first:
+        lower, upper = "(SELECT CASE WHEN count(*) = $4 THEN min(ts) ELSE $2 END FROM found)", "$3"
+    else:
+        lower, upper = (
+            "$2",
+            "(SELECT CASE WHEN count(*) = $4 THEN max(ts) + INTERVAL '1 minute' ELSE $3 END FROM found)",
+        )
+    found = f"""SELECT bucket AS ts, open, high, low, close, volume, trade_count, notional / NULLIF(volume, 0) AS vwap,
+           bar_json AS fragment
+    FROM ohlcv_kept_1m WHERE symbol = $1 AND bucket >= $2 AND bucket < $3 AND {allowed}
+    ORDER BY bucket {order} LIMIT $4"""
+    stored = f"EXISTS (SELECT 1 FROM bars WHERE symbol = $1 AND timeframe = '1m' AND ts >= {lower} AND ts < {upper})"
+    # Nothing is spelled where a stored bar lies (it may hide a minute whose spelling overflows).
+    return _joined_sql(found, daily=False, more=f", {stored} AS stored_minutes{more}", joined=f"NOT {stored}")
 
 
 def spelled_bars_sql(source: str, daily: bool, where: str = "TRUE", carried: str = "") -> str:

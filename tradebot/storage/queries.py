@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cache
 from typing import NamedTuple, TypeVar
 
 import asyncpg
 
 from tradebot.common.db import Executor, connection
-from tradebot.storage.bars_json import bars_json_sql, kept_minutes_json_sql
+from tradebot.storage.bars_json import bars_json_sql, first_kept_minutes_json_sql, kept_minutes_json_sql
 from tradebot.storage.buckets import TIMEFRAMES, WIDTHS, ceil_bucket, floor_bucket, next_bucket
 from tradebot.storage.series import KEPT_TIMEFRAMES, Aggregates, history_sql, stats_sql
 from tradebot.storage.timescale import GENERIC_PLAN_TIMEFRAMES, generic_plans
@@ -115,6 +116,7 @@ _BARS_END = (
 )
 
 
+@cache
 def _range_sql(
     rollups: bool, with_sources: bool = False, kept: bool = False, edge: str | None = None, newest_first: bool = False
 ) -> str:
@@ -163,6 +165,41 @@ def aggregates(rollups: bool, kept: bool, filtered: bool) -> Aggregates:
     return "rollups" if rollups else "kept" if kept else "ticks"
 
 
+class HistoryStamp(NamedTuple):
+    """What a cached /history response of a symbol was computed under (api/history_cache.py):
+    its history version (None: no row, never cached) and frontier
+    (storage/migrations/postgresql/0024_history_versions.sql), its stored sources and whether its
+    kept series is off, the facts besides the bars that shape a response."""
+
+    version: int | None
+    frontier: datetime | None
+    sources: tuple[str, ...]
+    kept_off: bool
+
+    @property
+    def facts(self) -> tuple[int | None, tuple[str, ...], bool]:
+        """What a kept response must match (the frontier moves with writes past it: no change)."""
+        return self.version, self.sources, self.kept_off
+
+
+# The HistoryStamp of $1, as columns of any statement (plain PostgreSQL only: four index probes).
+_STAMP_COLUMNS = """(SELECT version FROM history_versions WHERE symbol = $1) AS version,
+       (SELECT CASE WHEN isfinite(frontier) THEN frontier END FROM history_versions WHERE symbol = $1) AS frontier,
+       coalesce((SELECT array_agg(source ORDER BY source) FROM symbol_sources WHERE symbol = $1), '{}') AS sources,
+       EXISTS (SELECT 1 FROM kept_series_off WHERE symbol = $1) AS kept_off"""
+
+
+def _stamp_of(row: asyncpg.Record) -> HistoryStamp:
+    return HistoryStamp(row["version"], row["frontier"], tuple(row["sources"]), row["kept_off"])
+
+
+async def history_stamp(conn: asyncpg.Connection, symbol: str) -> HistoryStamp:
+    """The HistoryStamp of ``symbol`` now (plain PostgreSQL only)."""
+    row = await conn.fetchrow(f"SELECT {_STAMP_COLUMNS}", symbol)
+    assert row is not None
+    return _stamp_of(row)
+
+
 class Series(NamedTuple):
     """Bars of one series, and the sources they are built from; with ``encoded`` (series(...,
     encoded=True)) the bars as PostgreSQL spelled them instead of ``rows``: their JSON objects
@@ -173,6 +210,7 @@ class Series(NamedTuple):
     encoded: str | None = None
     bar_count: int = 0
     last: datetime | None = None  # the newest bar's time (None: no bars)
+    stamp: HistoryStamp | None = None  # with series(..., stamped=True): read before or with the bars
 
 
 Found = TypeVar("Found")
@@ -225,83 +263,198 @@ async def series(
     now: datetime | None = None,
     source: str | None = None,
     encoded: bool = False,
+    stamped: bool = False,
 ) -> Series:
     """``history``'s bars together with the sources they are built from: two queries, or for the
-    rollups three when their edge is not used (none near the anchored end, a series of some sources).
+    rollups three when their edge is not used (none near the anchored end, a series of some
+    sources); the kept 1-minute series' JSON in one query where no stored bar lies in the window.
 
     ``encoded``: the bars as JSON built by the query (``Series.encoded``), unless a bar's values
-    are not plain (bars_json.py), then as rows like without it (one more query)."""
+    are not plain (bars_json.py), then as rows like without it (one more query). ``stamped``
+    (plain PostgreSQL): with ``Series.stamp``, the symbol's HistoryStamp read in the same
+    statement as the bars or before them."""
     now = now or datetime.now(UTC)
     kept = kept and not rollups
     edge_table = _edge_table(timeframe, rollups, kept)
     newest_first = start is None
     edge_window = _edge_window(timeframe, start, end or now, limit, rollups)
     async with connection(executor) as conn:
-        if rollups:
+        stamp = None
+        if kept and encoded and timeframe == "1m":
+            found, stamp = await _first_kept_minutes(conn, symbol, edge_window, limit, source, newest_first)
+            if found is not None:
+                return found._replace(stamp=stamp if stamped else None)
+        elif stamped:
+            stamp = await history_stamp(conn, symbol)
+        found = await _series_from_facts(
+            conn, symbol, timeframe, start, end, limit, rollups, kept, now, source, encoded, edge_table, edge_window
+        )
+        return found._replace(stamp=stamp if stamped else None)
+
+
+async def _first_kept_minutes(
+    conn: asyncpg.Connection,
+    symbol: str,
+    window: tuple[datetime, datetime],
+    limit: int,
+    source: str | None,
+    newest_first: bool,
+) -> tuple[Series | None, HistoryStamp]:
+    """The encoded 1-minute series of ``symbol`` from the kept minutes and its HistoryStamp, in one
+    statement (bars_json.first_kept_minutes_json_sql); the Series is None (read it the long way,
+    under that stamp) unless the answer is that plain: kept minutes found, no stored 1-minute bar
+    among them, every source's series (the kept series mixes them), the kept series on, every bar
+    plain. (For a series of some sources or a kept series switched off the statement reads no
+    minutes: only the stamp costs anything then.)"""
+    with _aggregating(symbol):
+        row = await conn.fetchrow(_first_kept_minutes_sql(newest_first), symbol, *window, limit, source)
+    assert row is not None  # an aggregate without GROUP BY always returns one row
+    stamp = _stamp_of(row)
+    if not row["count"] or row["stored_minutes"] or not row["plain"]:
+        return None, stamp
+    sources, filtered = choose_sources(symbol, row["sources"], source)
+    if filtered or row["kept_off"]:  # the statement's condition already excluded these
+        return None, stamp
+    return Series([], sources, encoded=row["bars"], bar_count=row["count"], last=row["last"]), stamp
+
+
+# Whether the series of $1 from the source $5 (NULL: chosen_sources' choice) is of every stored
+# source, and its kept series is on: when the kept minutes may answer (as choose_sources decides).
+_KEPT_MINUTES_ANSWER = f"""NOT EXISTS (SELECT 1 FROM kept_series_off WHERE symbol = $1) AND (
+        SELECT CASE WHEN $5::text IS NULL
+                    THEN NOT coalesce(bool_or(source = '{MOCK_SOURCE}') AND bool_or(source <> '{MOCK_SOURCE}'), false)
+                    ELSE coalesce(bool_and(source = $5), false) END
+        FROM symbol_sources WHERE symbol = $1)"""
+
+
+@cache
+def _first_kept_minutes_sql(newest_first: bool) -> str:
+    return first_kept_minutes_json_sql(newest_first, _KEPT_MINUTES_ANSWER, f", {_STAMP_COLUMNS}")
+
+
+async def _series_from_facts(
+    conn: asyncpg.Connection,
+    symbol: str,
+    timeframe: str,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+    rollups: bool,
+    kept: bool,
+    now: datetime,
+    source: str | None,
+    encoded: bool,
+    edge_table: str | None,
+    edge_window: tuple[datetime, datetime],
+) -> Series:
+    """``series`` the general way: the facts first (the data's range, the sources, the kept-series
+    switch and the edge, or for the rollups the edge alone), then the bars of the window they give."""
+    newest_first = start is None
+    generic = rollups and timeframe in GENERIC_PLAN_TIMEFRAMES
+    if rollups:
+        # The edge and the bars in one transaction on their generic plans (the edge query planned
+        # per request cost ~0.5 ms of backend CPU on the bench's 10M-tick table); the range query
+        # of the fallback below is planned per request outside it.
+        async with generic_plans(conn, generic):
             found = await conn.fetchrow(_rollups_edge_sql(timeframe, newest_first), symbol, *edge_window, limit - 1)
             sources, filtered = choose_sources(symbol, found["sources"], source)
             # The edge counts the buckets of every source: a series of some sources has fewer.
             edge = None if filtered else found["edge"]
-        if rollups and edge is not None:
-            # The window up to the rollups' limit-th bucket holds the answer; the data's range only
-            # clamps windows, so it is not asked for (min and max of the ticks are planned over
-            # every chunk of the hypertable: ~0.1 ms a compressed one).
-            lower, upper = (edge, edge_window[1]) if newest_first else (edge_window[0], next_bucket(edge, timeframe))
-            chosen: Aggregates = "rollups"
-        else:
-            probe = None if rollups else edge_table  # the rollups' edge was looked for above
-            facts = await conn.fetchrow(
-                _range_sql(rollups, with_sources=True, kept=kept, edge=probe, newest_first=newest_first),
-                symbol,
-                list(TIMEFRAMES),
-                *((*edge_window, limit - 1) if probe else ()),
-            )
-            first, last = facts["first"], facts["last"]
-            if first is None or last is None:
-                raise UnknownSymbolError(symbol)
-            sources, filtered = choose_sources(symbol, facts["sources"], source)
-            # Clamped to the data, so growing windows never scan years of nothing (or of everything).
-            lower = floor_bucket(first, timeframe)
-            if start is not None:
-                lower = max(lower, ceil_bucket(start, timeframe))
-            upper = min(ceil_bucket(end or now, timeframe), next_bucket(floor_bucket(last, timeframe), timeframe))
-            if lower >= upper:
-                return Series([], sources)
-            kept = kept and not facts["kept_off"]
-            chosen = aggregates(rollups, kept, filtered)
-            # The edge counts the buckets of every source: a series of some sources has fewer.
-            edge = facts["edge"] if probe and chosen == "kept" else None
-        sql = history_sql(timeframe, chosen, newest_first=newest_first, filtered=filtered)
-        extra = (sources,) if filtered else ()
-        async with generic_plans(conn, chosen == "rollups" and timeframe in GENERIC_PLAN_TIMEFRAMES):
-            if encoded:
-                # The kept minutes' JSON is spelled once off the read path (storage/fragments.py).
-                kept_minutes = chosen == "kept" and timeframe == "1m"
-                spelled = history_sql(timeframe, chosen, newest_first, filtered, kept_minutes) if kept_minutes else sql
-                found = await _fetch(
+            if edge is not None:
+                # The window up to the rollups' limit-th bucket holds the answer; the data's range
+                # only clamps windows, so it is not asked for (min and max of the ticks are planned
+                # over every chunk of the hypertable: ~0.1 ms a compressed one).
+                lower, upper = (
+                    (edge, edge_window[1]) if newest_first else (edge_window[0], next_bucket(edge, timeframe))
+                )
+                return await _window_bars(
                     conn,
-                    bars_json_sql(spelled, timeframe == "1d", kept_minutes),
                     symbol,
                     timeframe,
+                    "rollups",
                     lower,
                     upper,
                     limit,
                     now,
-                    extra,
+                    sources,
+                    False,
                     edge,
+                    encoded,
                     newest_first,
-                    _kept_minutes_encoded(newest_first) if kept_minutes else _encoded,
                 )
-                if found[0] is not None:
-                    bars, newest = found[0]
-                    return Series([], sources, encoded=bars, bar_count=found[1], last=newest)
-            rows, _ = await _fetch(
-                conn, sql, symbol, timeframe, lower, upper, limit, now, extra, edge, newest_first, _rows
-            )
-        rows = rows if not newest_first else rows[::-1]
-        return Series(rows, sources, last=rows[-1]["ts"] if rows else None)
+    probe = None if rollups else edge_table  # the rollups' edge was looked for above
+    facts = await conn.fetchrow(
+        _range_sql(rollups, with_sources=True, kept=kept, edge=probe, newest_first=newest_first),
+        symbol,
+        list(TIMEFRAMES),
+        *((*edge_window, limit - 1) if probe else ()),
+    )
+    first, last = facts["first"], facts["last"]
+    if first is None or last is None:
+        raise UnknownSymbolError(symbol)
+    sources, filtered = choose_sources(symbol, facts["sources"], source)
+    # Clamped to the data, so growing windows never scan years of nothing (or of everything).
+    lower = floor_bucket(first, timeframe)
+    if start is not None:
+        lower = max(lower, ceil_bucket(start, timeframe))
+    upper = min(ceil_bucket(end or now, timeframe), next_bucket(floor_bucket(last, timeframe), timeframe))
+    if lower >= upper:
+        return Series([], sources)
+    kept = kept and not facts["kept_off"]
+    chosen = aggregates(rollups, kept, filtered)
+    # The edge counts the buckets of every source: a series of some sources has fewer.
+    edge = facts["edge"] if probe and chosen == "kept" else None
+    async with generic_plans(conn, generic and chosen == "rollups"):
+        return await _window_bars(
+            conn, symbol, timeframe, chosen, lower, upper, limit, now, sources, filtered, edge, encoded, newest_first
+        )
 
 
+async def _window_bars(
+    conn: asyncpg.Connection,
+    symbol: str,
+    timeframe: str,
+    chosen: Aggregates,
+    lower: datetime,
+    upper: datetime,
+    limit: int,
+    now: datetime,
+    sources: list[str],
+    filtered: bool,
+    edge: datetime | None,
+    encoded: bool,
+    newest_first: bool,
+) -> Series:
+    """The bars of the series from ``chosen`` in [lower, upper) up to the ``edge`` (see ``_fetch``)."""
+    sql = history_sql(timeframe, chosen, newest_first=newest_first, filtered=filtered)
+    extra = (sources,) if filtered else ()
+    if encoded:
+        # The kept minutes' JSON is spelled once off the read path (storage/fragments.py).
+        kept_minutes = chosen == "kept" and timeframe == "1m"
+        spelled = history_sql(timeframe, chosen, newest_first, filtered, kept_minutes) if kept_minutes else sql
+        found = await _fetch(
+            conn,
+            bars_json_sql(spelled, timeframe == "1d", kept_minutes),
+            symbol,
+            timeframe,
+            lower,
+            upper,
+            limit,
+            now,
+            extra,
+            edge,
+            newest_first,
+            _kept_minutes_encoded(newest_first) if kept_minutes else _encoded,
+        )
+        if found[0] is not None:
+            bars, newest = found[0]
+            return Series([], sources, encoded=bars, bar_count=found[1], last=newest)
+    rows, _ = await _fetch(conn, sql, symbol, timeframe, lower, upper, limit, now, extra, edge, newest_first, _rows)
+    rows = rows if not newest_first else rows[::-1]
+    return Series(rows, sources, last=rows[-1]["ts"] if rows else None)
+
+
+@cache
 def _rollups_edge_sql(timeframe: str, newest_first: bool) -> str:
     """The stored sources of $1 and the $4-th bucket (from 0) of its rollups in [$2, $3), from the
     oldest or with ``newest_first`` from the newest: a rollups request's first query."""
@@ -374,37 +527,6 @@ def _kept_minutes_encoded(
         return _encoded_row(row)
 
     return fetch
-
-
-class HistoryStamp(NamedTuple):
-    """What a cached /history response of a symbol was computed under (api/history_cache.py):
-    its history version (None: no row, never cached) and frontier
-    (storage/migrations/postgresql/0024_history_versions.sql), its stored sources and whether its
-    kept series is off, the facts besides the bars that shape a response."""
-
-    version: int | None
-    frontier: datetime | None
-    sources: tuple[str, ...]
-    kept_off: bool
-
-    @property
-    def facts(self) -> tuple[int | None, tuple[str, ...], bool]:
-        """What a kept response must match (the frontier moves with writes past it: no change)."""
-        return self.version, self.sources, self.kept_off
-
-
-_STAMP_SQL = """
-SELECT h.version, CASE WHEN isfinite(h.frontier) THEN h.frontier END AS frontier,
-       coalesce((SELECT array_agg(source ORDER BY source) FROM symbol_sources WHERE symbol = $1), '{}') AS sources,
-       EXISTS (SELECT 1 FROM kept_series_off WHERE symbol = $1) AS kept_off
-FROM (VALUES (1)) AS one LEFT JOIN history_versions h ON h.symbol = $1"""
-
-
-async def history_stamp(conn: asyncpg.Connection, symbol: str) -> HistoryStamp:
-    """The HistoryStamp of ``symbol`` now (plain PostgreSQL only: three index probes)."""
-    row = await conn.fetchrow(_STAMP_SQL, symbol)
-    assert row is not None
-    return HistoryStamp(row["version"], row["frontier"], tuple(row["sources"]), row["kept_off"])
 
 
 async def _fetch(

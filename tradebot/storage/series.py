@@ -34,6 +34,7 @@ asyncpg.DataError (22003, value out of range); see queries.StoredDataError.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Literal
 
 from tradebot.storage.buckets import TIMEFRAMES, bucket_end_sql, bucket_sql
@@ -207,6 +208,7 @@ def series_ctes(timeframe: str, aggregates: Aggregates, sources: str | None = No
     return "WITH " + ",\n".join(f"{name} AS ({body}\n)" for name, body in ctes.items())
 
 
+@cache
 def history_sql(
     timeframe: str, aggregates: Aggregates, newest_first: bool, filtered: bool = False, fragments: bool = False
 ) -> str:

@@ -177,9 +177,16 @@ async def generic_plans(conn: asyncpg.Connection, wanted: bool) -> AsyncIterator
     if not wanted:
         yield
         return
-    async with conn.transaction():
-        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+    # BEGIN and the setting as one simple query: one round trip (asyncpg's transaction() sends
+    # BEGIN alone). Read-only statements: a commit and a rollback end it alike.
+    await conn.execute("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan")
+    try:
         yield
+    except BaseException:
+        if not conn.is_closed():
+            await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 # TimescaleDB 2.2x refreshes a window in small batches of buckets by default (each its own DELETE
