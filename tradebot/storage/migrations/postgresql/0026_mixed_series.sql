@@ -44,9 +44,15 @@ CREATE TABLE IF NOT EXISTS ohlcv_mixed_1h (
 CREATE TABLE IF NOT EXISTS ohlcv_mixed_1d (LIKE ohlcv_mixed_1h INCLUDING ALL);
 
 -- The mixed hours (symbols[i], hours[i]) and their days, again from their minutes; only_symbol:
--- just that symbol's pairs (NULL: all).
+-- just that symbol's pairs (NULL: all). The range scans are LATERAL ... OFFSET 0 (not pulled up
+-- into a join): an index range scan per hour or day, where a join of the CTE's unknown number of
+-- rows was planned as a hash join on symbol filtering every minute of the symbol (60 s for 900 hours).
+-- PL/pgSQL, not SQL: its statements are planned once a session (an SQL function's, every call:
+-- ~15 ms). jit is off: the estimates of those scans (a 1,000-row generate_series, 100-row unnests) pass
+-- jit_above_cost, and compiling costs ~100 ms a statement for a few milliseconds of work.
 CREATE OR REPLACE FUNCTION mixed_series_build(symbols text[], hours timestamptz[], only_symbol text)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql SET jit = off AS $$
+BEGIN
     DELETE FROM ohlcv_mixed_1h h USING unnest(symbols, hours) AS t(symbol, hour)
     WHERE h.symbol = t.symbol AND h.bucket = t.hour AND (only_symbol IS NULL OR t.symbol = only_symbol);
     INSERT INTO ohlcv_mixed_1h
@@ -60,7 +66,10 @@ RETURNS void LANGUAGE sql AS $$
                b.open, b.high, b.low, b.close, b.volume, b.trade_count,
                coalesce(b.vwap * b.volume, CASE WHEN b.volume = 0 THEN 0 END) AS notional
         FROM touched t
-        JOIN bars b ON b.symbol = t.symbol AND b.timeframe = '1m' AND b.ts >= t.hour AND b.ts < t.hour + INTERVAL '1 hour'
+        CROSS JOIN LATERAL (
+            SELECT * FROM bars b
+            WHERE b.symbol = t.symbol AND b.timeframe = '1m' AND b.ts >= t.hour AND b.ts < t.hour + INTERVAL '1 hour'
+            OFFSET 0) b
         ORDER BY b.symbol, 2, b.volume DESC, b.source
     ), minutes AS (
         SELECT symbol, bucket, open, high, low, close, volume, trade_count, notional,
@@ -70,7 +79,10 @@ RETURNS void LANGUAGE sql AS $$
         SELECT k.symbol, k.bucket, k.open, k.high, k.low, k.close, k.volume, k.trade_count, k.notional,
                k.first_ts, k.first_id, k.last_ts, k.last_id, false
         FROM touched t
-        JOIN ohlcv_kept_1m k ON k.symbol = t.symbol AND k.bucket >= t.hour AND k.bucket < t.hour + INTERVAL '1 hour'
+        CROSS JOIN LATERAL (
+            SELECT * FROM ohlcv_kept_1m k
+            WHERE k.symbol = t.symbol AND k.bucket >= t.hour AND k.bucket < t.hour + INTERVAL '1 hour'
+            OFFSET 0) k
         WHERE NOT EXISTS (SELECT 1 FROM stored s WHERE s.symbol = k.symbol AND s.bucket = k.bucket)
     )
     SELECT symbol, date_bin(INTERVAL '1 hour', bucket, TIMESTAMPTZ '2000-01-03 00:00:00+00'),
@@ -87,24 +99,31 @@ RETURNS void LANGUAGE sql AS $$
         SELECT symbol, day, ((day AT TIME ZONE 'America/New_York') + INTERVAL '1 day') AT TIME ZONE 'America/New_York' AS day_end
         FROM (SELECT DISTINCT symbol, date_trunc('day', hour, 'America/New_York') AS day FROM unnest(symbols, hours) AS t(symbol, hour)
               WHERE (only_symbol IS NULL OR symbol = only_symbol) AND symbol NOT IN (SELECT symbol FROM kept_series_off)) days
+    ), day_hours AS (
+        SELECT h.* FROM touched t
+        CROSS JOIN LATERAL (
+            SELECT * FROM ohlcv_mixed_1h h WHERE h.symbol = t.symbol AND h.bucket >= t.day AND h.bucket < t.day_end OFFSET 0) h
     ), parts AS (
         -- a New York day is whole UTC hours: its mixed hours, and the kept minutes of the others
-        SELECT h.symbol, h.bucket, h.open, h.high, h.low, h.close, h.volume, h.trade_count, h.notional,
-               h.first_ts, h.first_id, h.last_ts, h.last_id, true AS mixed
-        FROM touched t JOIN ohlcv_mixed_1h h ON h.symbol = t.symbol AND h.bucket >= t.day AND h.bucket < t.day_end
+        SELECT symbol, bucket, open, high, low, close, volume, trade_count, notional,
+               first_ts, first_id, last_ts, last_id, true AS mixed
+        FROM day_hours
         UNION ALL
         SELECT k.symbol, k.bucket, k.open, k.high, k.low, k.close, k.volume, k.trade_count, k.notional,
                k.first_ts, k.first_id, k.last_ts, k.last_id, false
-        FROM touched t JOIN ohlcv_kept_1m k ON k.symbol = t.symbol AND k.bucket >= t.day AND k.bucket < t.day_end
-        WHERE NOT EXISTS (
-            SELECT 1 FROM ohlcv_mixed_1h h
-            WHERE h.symbol = k.symbol AND h.bucket = date_bin(INTERVAL '1 hour', k.bucket, TIMESTAMPTZ '2000-01-03 00:00:00+00'))
+        FROM touched t
+        CROSS JOIN generate_series(t.day, t.day_end - INTERVAL '1 hour', INTERVAL '1 hour') AS hour
+        CROSS JOIN LATERAL (
+            SELECT * FROM ohlcv_kept_1m k
+            WHERE k.symbol = t.symbol AND k.bucket >= hour AND k.bucket < hour + INTERVAL '1 hour' OFFSET 0) k
+        WHERE NOT EXISTS (SELECT 1 FROM day_hours h WHERE h.symbol = t.symbol AND h.bucket = hour)
     )
     SELECT symbol, date_trunc('day', bucket, 'America/New_York'),
            (array_agg(open ORDER BY bucket))[1], max(high), min(low), (array_agg(close ORDER BY bucket DESC))[1],
            sum(volume), sum(trade_count), CASE WHEN count(notional) = count(*) THEN sum(notional) END,
            min(first_ts), (array_agg(first_id ORDER BY bucket))[1], max(last_ts), (array_agg(last_id ORDER BY bucket DESC))[1]
     FROM parts GROUP BY 1, 2 HAVING bool_or(mixed) ORDER BY 1, 2;
+END
 $$;
 
 -- mixed_series_build, symbol by symbol when some symbol's values overflow (that symbol's series stops).
@@ -165,7 +184,7 @@ $$;
 
 -- New ticks (``new_ticks``, as the kept series' trigger sees them) added to the mixed hours and
 -- days they fall in, unless a stored bar has their minute; only_symbol as in mixed_series_build.
-CREATE OR REPLACE FUNCTION mixed_series_add() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION mixed_series_add() RETURNS trigger LANGUAGE plpgsql SET jit = off AS $$
 DECLARE
     passes text[] := ARRAY[NULL];  -- the whole batch; after an overflow, each symbol on its own
     pass integer := 1;
@@ -175,7 +194,9 @@ BEGIN
     -- York day starts at most 25 hours before a tick in it)
     IF NOT EXISTS (
         SELECT 1 FROM (SELECT symbol, min(ts) AS first_ts, max(ts) AS last_ts FROM new_ticks GROUP BY symbol) n
-        JOIN ohlcv_mixed_1d d ON d.symbol = n.symbol AND d.bucket > n.first_ts - INTERVAL '25 hours' AND d.bucket <= n.last_ts
+        CROSS JOIN LATERAL (
+            SELECT 1 FROM ohlcv_mixed_1d d
+            WHERE d.symbol = n.symbol AND d.bucket > n.first_ts - INTERVAL '25 hours' AND d.bucket <= n.last_ts LIMIT 1) d
     ) THEN
         RETURN NULL;
     END IF;
