@@ -23,7 +23,10 @@ The aggregation of ticks (``aggregates``) comes from the continuous aggregates `
 PostgreSQL: kept by a trigger in the statement that writes the ticks, see
 migrations/postgresql/0022_kept_series.sql; 5m, 15m and 1h roll up its minutes) or from
 ``date_bin`` / New York ``date_trunc`` over the ticks on the fly ("ticks"); buckets that contain
-stored minutes are rebuilt from minutes each way, so every way returns the same bars.
+stored minutes are rebuilt from minutes each way, so every way returns the same bars. The kept way
+reads closed 1h and 1d buckets that hold stored minutes from ``ohlcv_mixed_1h`` / ``ohlcv_mixed_1d``,
+the same rollup of the merged minutes kept at write time (migrations/postgresql/0026_mixed_series.sql):
+only the still open bucket is rebuilt from its minutes there.
 Every query takes $1 = symbol, the bucket-aligned range [$2, $3) and $4 = now (which buckets
 have closed).
 
@@ -41,6 +44,8 @@ from tradebot.storage.buckets import TIMEFRAMES, bucket_end_sql, bucket_sql
 
 Aggregates = Literal["rollups", "kept", "ticks"]
 KEPT_TIMEFRAMES = ("1m", "1d")  # the kept series; the others roll up its minutes
+# Kept rollups of the buckets that hold stored minutes (migrations/postgresql/0026_mixed_series.sql).
+KEPT_MIXED_TIMEFRAMES = ("1h", "1d")
 
 COLUMNS = "bucket, open, high, low, close, volume, trade_count, notional"
 HOURLY_PARTIAL_TIMEFRAMES = ("1h", "1d")
@@ -68,8 +73,10 @@ def _only(sources: str | None, alias: str = "") -> str:
     return f" AND {alias}source = ANY({sources}::text[])" if sources else ""
 
 
-def _stored_bars(timeframe: str, sources: str | None) -> str:
-    """One stored bar per bucket (most volume, then source name), and whether the bucket has closed."""
+def _stored_bars(timeframe: str, sources: str | None, since: str = "") -> str:
+    """One stored bar per bucket (most volume, then source name), and whether the bucket has closed;
+    ``since``: only bars at or after that SQL time."""
+    since = f" AND ts >= {since}" if since else ""
     return f"""
     SELECT {COLUMNS}, {bucket_end_sql("bucket", timeframe)} <= $4 AS closed
     FROM (
@@ -77,7 +84,7 @@ def _stored_bars(timeframe: str, sources: str | None) -> str:
                trade_count::numeric AS trade_count,
                coalesce(vwap * volume, CASE WHEN volume = 0 THEN 0 END) AS notional
         FROM bars
-        WHERE symbol = $1 AND timeframe = '{timeframe}' AND ts >= $2 AND ts < $3{_only(sources)}
+        WHERE symbol = $1 AND timeframe = '{timeframe}' AND ts >= $2 AND ts < $3{since}{_only(sources)}
         ORDER BY 1, volume DESC, source
     ) winners"""
 
@@ -183,7 +190,10 @@ def series_ctes(timeframe: str, aggregates: Aggregates, sources: str | None = No
         raise ValueError(f"the {aggregates} aggregates mix every source: filter by source on the fly (ticks)")
     if timeframe not in TIMEFRAMES:  # it is spliced into SQL: only the known literals may pass
         raise ValueError(f"unknown timeframe {timeframe!r}; one of {', '.join(TIMEFRAMES)}")
-    ctes = {"bar_minutes": _stored_bars("1m", sources)}
+    # The kept mixed buckets serve the closed ones: only the still open bucket is built from minutes.
+    kept_mixed = aggregates == "kept" and timeframe in KEPT_MIXED_TIMEFRAMES
+    open_bucket = bucket_sql("$4::timestamptz", timeframe) if kept_mixed else ""
+    ctes = {"bar_minutes": _stored_bars("1m", sources, since=open_bucket)}
     if timeframe == "1m":
         ctes["tick_buckets"] = _tick_buckets("1m", aggregates, sources)
         if fragments:
@@ -201,8 +211,14 @@ def series_ctes(timeframe: str, aggregates: Aggregates, sources: str | None = No
     SELECT {bucket_sql("bucket", timeframe)} AS bucket,
            {_ROLLUP_AGGREGATE}
     FROM merged_minutes GROUP BY 1"""
+        if kept_mixed:
+            ctes["mixed"] += f"""
+    UNION ALL
+    SELECT {_KEPT_COLUMNS} FROM ohlcv_mixed_{timeframe}
+    WHERE symbol = $1 AND bucket >= $2 AND bucket < $3 AND bucket < {open_bucket}"""
         ctes["tick_buckets"] = _tick_buckets(timeframe, aggregates, sources)
-        ctes["rolled_up"] = _unless_in("mixed", "tick_buckets", "mixed_buckets")
+        # (the kept mixed buckets: every one has a row in ``mixed``, which holds the closed ones)
+        ctes["rolled_up"] = _unless_in("mixed", "tick_buckets", "mixed" if kept_mixed else "mixed_buckets")
         ctes["stored"] = _stored_bars(timeframe, sources)
         ctes["series"] = _stored_over("stored", "rolled_up")
     return "WITH " + ",\n".join(f"{name} AS ({body}\n)" for name, body in ctes.items())
