@@ -89,6 +89,9 @@ async def test_reset_deletes_the_state_and_the_history_unless_kept(
         assert plan.redis_keys == 3
         assert plan.tables["fills"] == 1
         assert ("ticks" in plan.tables) is not keep_history
+        # what is kept from the history (kept and mixed series) stays with it, or goes with it
+        derived = {"ohlcv_kept_1m", "ohlcv_kept_1d", "ohlcv_mixed_1h", "ohlcv_mixed_1d"}
+        assert (derived & plan.tables.keys()) == (set() if keep_history else derived)
         await reset(bus.redis, conn, keep_history=keep_history)
         assert await conn.fetchval("SELECT count(*) FROM schema_migrations") > 0  # the schema stays
     finally:

@@ -63,6 +63,7 @@ async def test_migrations_apply_once_and_a_second_run_does_nothing(empty_dsn: st
         "backtest_runs",
         "order_changes",
         *("ohlcv_kept_1m", "ohlcv_kept_1d", "kept_series_off", "history_versions"),  # plain PostgreSQL only
+        *("ohlcv_mixed_1h", "ohlcv_mixed_1d"),  # plain PostgreSQL only
     }
     assert await apply_migrations(empty_dsn) == []
     conn = await asyncpg.connect(empty_dsn)

@@ -21,7 +21,18 @@ from tradebot.common.streams import HEARTBEAT_PATTERN
 from tradebot.storage.buckets import WIDTHS
 from tradebot.storage.timescale import refresh_aggregate, refreshes_paused
 
-HISTORY_TABLES = ("ticks", "bars", "symbol_sources", "ohlcv_kept_1m", "ohlcv_kept_1d", "history_versions")
+# The stored history and what is kept from it (the kept and mixed series: emptied apart from their
+# ticks and bars, closed buckets would be read without their stored minutes).
+HISTORY_TABLES = (
+    "ticks",
+    "bars",
+    "symbol_sources",
+    "ohlcv_kept_1m",
+    "ohlcv_kept_1d",
+    "ohlcv_mixed_1h",
+    "ohlcv_mixed_1d",
+    "history_versions",
+)
 KEPT_TABLES = ("schema_migrations",)
 
 
