@@ -7,7 +7,9 @@ window through and denies the next; a window is half-open, (t - length, t].
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from tradebot.risk import reasons
@@ -24,23 +26,65 @@ def _count_since(times: deque[float], start: float) -> int:
     return len(times)
 
 
-def _count_after(times: deque[float], start: float) -> int:
-    """Entries after ``start``, counted from the newest end (the deque is in time order)."""
-    count = 0
-    for sent in reversed(times):
-        if sent <= start:
-            break
-        count += 1
-    return count
+class SendTimes:
+    """Times of sends as recorded, trimmed from the oldest end. They are event times, not always
+    ascending (orders of several partitions come interleaved), so "sends in the last second" is the
+    count from the newest end back to the first time at or before the window's start.
+
+    ``count_after`` gives that count without walking the second's sends (up to the per-second
+    limit's, on every order): beside the times it keeps their suffix minima (each time smaller than
+    every time recorded after it; ascending), one of which is always the last time at or before a
+    given start, found by bisection. Appending and trimming are O(1) amortised."""
+
+    def __init__(self, times: Iterable[float] = ()) -> None:
+        self.times: deque[float] = deque()
+        self._recorded = 0  # times ever appended: numbers them
+        self._minima: deque[float] = deque()
+        self._minima_numbers: deque[int] = deque()
+        for at in times:
+            self.append(at)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.times)
+
+    def append(self, at: float) -> None:
+        minima = self._minima
+        while minima and minima[-1] >= at:
+            minima.pop()
+            self._minima_numbers.pop()
+        minima.append(at)
+        self._minima_numbers.append(self._recorded)
+        self._recorded += 1
+        self.times.append(at)
+
+    def count_since(self, start: float) -> int:
+        """Drop the oldest times while at or before ``start`` (they left the window); count the rest."""
+        times, numbers = self.times, self._minima_numbers
+        while times and times[0] <= start:
+            if numbers[0] == self._recorded - len(times):  # the oldest time was a minimum: it goes too
+                self._minima.popleft()
+                numbers.popleft()
+            times.popleft()
+        return len(times)
+
+    def count_after(self, start: float) -> int:
+        """Times after the last one at or before ``start`` (all of them if none is)."""
+        at_or_before = bisect_right(self._minima, start)
+        if not at_or_before:
+            return len(self.times)
+        return self._recorded - 1 - self._minima_numbers[at_or_before - 1]
 
 
 class RateWindows:
     """Sent-order times overall and per symbol, last send per (symbol, side), losses and locks."""
 
     def __init__(self) -> None:
-        self.sent: deque[float] = deque()  # the last minute of sends, all symbols
+        self.sent = SendTimes()  # the last minute of sends, all symbols
         self.sends = 0  # sends ever recorded: numbers the entries of ``sent`` (checkpoint parts)
-        self.sent_by_symbol: dict[str, deque[float]] = {}
+        self.sent_by_symbol: dict[str, SendTimes] = {}
         self.last_by_side: dict[str, float] = {}  # "SYMBOL:side" -> time of the last send
         self.cooldown_until: dict[str, float] = {}
         self.losses: deque[float] = deque()
@@ -56,15 +100,15 @@ class RateWindows:
                 f"{side} {symbol} again {at - last:.3f}s after the last one; RISK_DUPLICATE_WINDOW_S is "
                 f"{limits.duplicate_window_s:g}"
             )
-        mine = self.sent_by_symbol.get(symbol) or deque()
+        mine = self.sent_by_symbol.get(symbol) or SendTimes()
         for times, per_second, per_minute, codes, scope in (
             (self.sent, limits.max_orders_per_second, limits.max_orders_per_minute, _OVERALL, "all symbols"),
             (mine, limits.max_symbol_orders_per_second, limits.max_symbol_orders_per_minute, _SYMBOL, symbol),
         ):
-            in_minute = _count_since(times, at - MINUTE)
+            in_minute = times.count_since(at - MINUTE)
             if per_minute and in_minute >= per_minute:
                 return codes[1], f"{in_minute} orders for {scope} in the last minute; the limit is {per_minute}"
-            in_second = _count_after(times, at - SECOND) if per_second else 0
+            in_second = times.count_after(at - SECOND) if per_second else 0
             if per_second and in_second >= per_second:
                 return codes[0], f"{in_second} orders for {scope} in the last second; the limit is {per_second}"
         return None
@@ -82,7 +126,7 @@ class RateWindows:
         """An order was approved at ``at``."""
         self.sent.append(at)
         self.sends += 1
-        self.sent_by_symbol.setdefault(symbol, deque()).append(at)
+        self.sent_by_symbol.setdefault(symbol, SendTimes()).append(at)
         self.last_by_side[f"{symbol}:{side}"] = at
 
     def record_loss(self, symbol: str, at: float, limits: RiskLimits) -> None:
@@ -108,9 +152,9 @@ class RateWindows:
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        self.sent = deque(snapshot["sent"])
+        self.sent = SendTimes(snapshot["sent"])
         self.sends = snapshot.get("sends", len(self.sent))  # not in checkpoints of older versions
-        self.sent_by_symbol = {symbol: deque(times) for symbol, times in snapshot["by_symbol"].items()}
+        self.sent_by_symbol = {symbol: SendTimes(times) for symbol, times in snapshot["by_symbol"].items()}
         self.last_by_side = dict(snapshot["last"])
         self.cooldown_until = dict(snapshot["cooldown"])
         self.losses = deque(snapshot["losses"])
