@@ -71,6 +71,13 @@ def _pack(state: dict[str, Any]) -> dict[str, Any]:
     if not ids or not isinstance(ids, list):
         return state
     prefix = ids[0].rpartition(":")[0] + ":"
+    head = ids[0][len(prefix) :]
+    if (
+        head.isascii() and head.isdigit() and str(int(head)) == head
+    ):  # the usual range, checked with one list compare (in C)
+        first = int(head)
+        if ids == [f"{prefix}{number}" for number in range(first, first + len(ids))]:
+            return {**state, _IDS: {"prefix": prefix, "first": first, "count": len(ids)}}
     if not all(tick_id.startswith(prefix) for tick_id in ids):
         return state
     rest = [tick_id[len(prefix) :] for tick_id in ids]
@@ -118,9 +125,10 @@ _DELTAS, _DIVISOR = f"{COMPACT}d", f"{COMPACT}g"
 
 
 def _encode(state: dict[str, Any]) -> str:
-    if _has_compact_keys(state):
-        return compact(state)  # its own keys look like abbreviations: plain, to read back exactly
-    return COMPACT + compact(_shrink(state))
+    try:
+        return COMPACT + compact(_shrink(state))
+    except _AbbreviatedKeyError:
+        return compact(state)  # plain, to read back exactly
 
 
 def decode_part(part: str) -> dict[str, Any]:
@@ -131,12 +139,8 @@ def decode_part(part: str) -> dict[str, Any]:
     return grown
 
 
-def _has_compact_keys(value: object) -> bool:
-    if isinstance(value, dict):
-        return any(str(key).startswith(COMPACT) or _has_compact_keys(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_has_compact_keys(item) for item in value)
-    return False
+class _AbbreviatedKeyError(Exception):
+    """A state's own key starts with COMPACT: it is written plain (one walk finds it while shrinking)."""
 
 
 def _whole_numbers(value: list[Any]) -> bool:
@@ -145,6 +149,8 @@ def _whole_numbers(value: list[Any]) -> bool:
 
 def _shrink(value: Any) -> Any:
     if isinstance(value, dict):
+        if any(str(key).startswith(COMPACT) for key in value):
+            raise _AbbreviatedKeyError
         return {_SHORT.get(key, key): _shrink(item) for key, item in value.items()}
     if isinstance(value, list):
         if _whole_numbers(value):
