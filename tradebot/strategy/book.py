@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from tradebot.common.config import SizingMode
 from tradebot.common.models import Bar, Order, OrderChange, Signal, Tick
-from tradebot.strategy.base import Strategy
+from tradebot.strategy.base import Strategy, trade_taker
 from tradebot.strategy.catalog import StrategyError, build_strategy
 
 if TYPE_CHECKING:  # a backtest's columns (numpy): the worker, tick by tick, never loads them
@@ -274,20 +274,34 @@ class StrategyBook:
     def _signals(self, entry: Entry, batch: Batch) -> list[tuple[int, Signal | Crossing]]:
         """Each signal of the batch at its position, or what the strategy's scan found there (its
         ``signal_at`` makes the signal)."""
-        observations, scan = batch.observations, getattr(entry.strategy, "scan", None)
+        scan, observe = getattr(entry.strategy, "scan", None), self._observer(entry, batch)
         symbols = [s for s in batch.rows if entry.symbols is None or s in entry.symbols]
         if scan is None:  # one by one, in time order (its state may span symbols)
             wanted = range(len(batch)) if entry.symbols is None else sorted(p for s in symbols for p in batch.rows[s])
-            return [(p, signal) for p in wanted for signal in self._observe(entry, observations[p])]
+            return [(p, signal) for p in wanted for signal in observe(p)]
         signals: list[tuple[int, Signal | Crossing]] = []
         for symbol in symbols:
             rows = batch.rows[symbol]
             scanned = scan(batch, symbol, rows)
             if scanned is None:
-                signals += [(p, signal) for p in rows.tolist() for signal in self._observe(entry, observations[p])]
+                signals += [(p, signal) for p in rows.tolist() for signal in observe(p)]
             else:
                 signals += scanned
         return signals
+
+    @classmethod
+    def _observer(cls, entry: Entry, batch: Batch) -> Callable[[int], list[Signal]]:
+        """What ``entry``'s strategy says on the batch's observation at a position, one by one. Of
+        stored ticks (columns), a strategy that takes a tick's values (base.trade_taker) is given
+        them: on_tick's own steps, without building a Tick for every one."""
+        on_trade = trade_taker(entry.strategy) if batch.sizes is not None else None
+        if on_trade is None:
+            observations = batch.observations
+            return lambda position: cls._observe(entry, observations[position])
+        symbols, ids, times, prices, sizes = batch.symbols, batch.ids, batch.times, batch.prices, batch.sizes
+        assert sizes is not None
+        return lambda position: on_trade(symbols[position], ids[position], times[position], prices[position],
+                                         sizes[position])  # fmt: skip
 
     @staticmethod
     def _observe(entry: Entry, observation: Tick | Bar) -> list[Signal]:

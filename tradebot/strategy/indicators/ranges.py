@@ -100,18 +100,18 @@ class RollingExtreme(Indicator):
         self.candidates: deque[list[float]] = deque()  # [index, value], values monotonic
 
     def update(self, value: float) -> float | None:
-        candidates = self.candidates
+        candidates, count, window = self.candidates, self.count, self.window
         if self.largest:
             while candidates and candidates[-1][1] <= value:
                 candidates.pop()
         else:
             while candidates and candidates[-1][1] >= value:
                 candidates.pop()
-        candidates.append([self.count, value])
-        if candidates[0][0] <= self.count - self.window:
+        candidates.append([count, value])
+        if candidates[0][0] <= count - window:
             candidates.popleft()
-        self.count += 1
-        return candidates[0][1] if self.count >= self.window else None
+        self.count = count = count + 1
+        return candidates[0][1] if count >= window else None
 
 
 class Stochastic(Indicator):
