@@ -128,6 +128,16 @@ class Batch:
             found = self._lists[symbol] = [] if rows is None else rows.tolist()
         return found
 
+    def lasts_before(self, symbol: str, positions: np.ndarray) -> list[int]:
+        """For each of ``positions`` (ascending), ``symbol``'s last row before it, or -1 (none before,
+        or a symbol not in the batch)."""
+        rows = self.rows.get(symbol)
+        if rows is None:
+            return [-1] * len(positions)
+        counts = np.searchsorted(rows, positions)  # rows before each position (bisect_left's)
+        lasts: list[int] = np.where(counts > 0, rows[np.maximum(counts - 1, 0)], -1).tolist()
+        return lasts
+
     def _rows(self) -> dict[str, np.ndarray]:
         """Each symbol's positions, in order; symbols in order of first appearance."""
         if not self.symbols:
