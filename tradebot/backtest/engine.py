@@ -84,19 +84,22 @@ class Ledger:
             lot.cost += quantity * price
             lot.fees += fill["commission"]
             return
-        if lot.quantity <= 0:
+        held, opened = lot.quantity, lot.opened
+        if held <= 0:
             return  # a sell of shares another strategy bought: not this strategy's round trip
-        share = min(1.0, quantity / lot.quantity)
+        share = quantity / held
+        share = share if share < 1.0 else 1.0  # min(1.0, share), the same float, without the call
         cost, fees = lot.cost * share, lot.fees * share + fill["commission"]
         proceeds = quantity * price
-        assert lot.opened is not None
+        assert opened is not None
         self.trades.append(
-            Trade(key[0], key[1], lot.opened, fill["timestamp"], quantity, cost / quantity, price, fees,
+            Trade(key[0], key[1], opened, fill["timestamp"], quantity, cost / quantity, price, fees,
                   proceeds - cost - fees)
         )  # fmt: skip
-        lot.quantity, lot.cost, lot.fees = lot.quantity - quantity, lot.cost - cost, lot.fees * (1 - share)
-        if lot.quantity <= 1e-9:  # closed: a fresh lot's values (set in place, sooner than a new Lot)
+        if held - quantity <= 1e-9:  # closed: a fresh lot's values (set in place, sooner than a new Lot)
             lot.quantity, lot.cost, lot.fees, lot.opened = 0.0, 0.0, 0.0, None
+        else:
+            lot.quantity, lot.cost, lot.fees = held - quantity, lot.cost - cost, lot.fees * (1 - share)
 
 
 @dataclass

@@ -153,7 +153,7 @@ class MovingAverageCrossover(BarStrategy):
         found = self._crossings(state, np.rint(batch.price_array[rows] * PRICE_UNITS_PER_DOLLAR).astype(np.int64))
         if found is None:
             return None
-        recent = [*state.recent, *(batch.ids[row] for row in rows[-RECENT_TICK_IDS:].tolist())]
+        recent = [*state.recent, *[batch.ids[row] for row in rows[-RECENT_TICK_IDS:].tolist()]]
         state.recent = dict.fromkeys(recent[-RECENT_TICK_IDS:])
         at, sides, scores = found
         if batch.seconds and sides:  # bars: on_bar's position flag, as its last signal left it
