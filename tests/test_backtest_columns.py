@@ -11,8 +11,11 @@ import pytest
 from tests.backtest_helpers import crossover_specs, mock_ticks
 from tradebot.backtest.engine import Backtest, run_backtest
 from tradebot.broker.paper import PaperBroker
+from tradebot.common.models import Signal, Tick
+from tradebot.strategy.base import trade_taker
 from tradebot.strategy.batch import Batch, TickColumns
 from tradebot.strategy.book import StrategyBook, StrategySpec
+from tradebot.strategy.mean_reversion import RSIReversion
 
 TICKS = mock_ticks()
 SPECS = (
@@ -94,3 +97,33 @@ def test_columns_fed_one_tick_at_a_time_give_what_one_feed_gives() -> None:
     assert single.events == whole.events
     assert single.equity == whole.equity
     assert Batch(ticks[:1]).rows.keys() == {ticks[0].symbol}
+
+
+class TickCountingReversion(RSIReversion):
+    """A strategy that changes on_tick: a backtest over columns must still hand it every Tick."""
+
+    def __init__(self, **parameters: object) -> None:
+        super().__init__(**parameters)  # type: ignore[arg-type]
+        self.ticks: list[Tick] = []
+
+    def on_tick(self, tick: Tick) -> list[Signal]:
+        self.ticks.append(tick)
+        return super().on_tick(tick)
+
+
+def test_a_bar_strategy_takes_stored_ticks_values_unless_it_changed_on_tick() -> None:
+    some = tuple(sorted({t.symbol for t in TICKS})[:2])
+    specs = (
+        StrategySpec("counted", f"{__name__}:TickCountingReversion", {}),
+        StrategySpec("some", "rsi_reversion", {}, symbols=some),  # one by one over a part of the batch
+        StrategySpec("ensemble", "ensemble", {"timeframe": "tick"}),
+    )
+    columns, ticks = StrategyBook(specs), StrategyBook(specs)
+    over_columns = run_backtest(columns, TickColumns.of(TICKS), PaperBroker(100_000.0, 1.0, 0.005))
+    over_ticks = run_backtest(ticks, TICKS, PaperBroker(100_000.0, 1.0, 0.005))
+    assert {s.strategy for s in over_ticks.signals} == {"counted", "some", "ensemble"}
+    assert over_columns.signals == over_ticks.signals
+    assert over_columns.events == over_ticks.events
+    assert columns.entries[0].strategy.ticks == TICKS  # type: ignore[attr-defined]
+    assert trade_taker(columns.entries[0].strategy) is None
+    assert trade_taker(columns.entries[2].strategy) is not None

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from tradebot.broker.paper import PaperBroker
 from tradebot.common.models import Bar, Order, OrderChange, OrderEvent, Signal, Tick
 from tradebot.execution.service import BrokerPartition
@@ -82,19 +84,22 @@ class Ledger:
             lot.cost += quantity * price
             lot.fees += fill["commission"]
             return
-        if lot.quantity <= 0:
+        held, opened = lot.quantity, lot.opened
+        if held <= 0:
             return  # a sell of shares another strategy bought: not this strategy's round trip
-        share = min(1.0, quantity / lot.quantity)
+        share = quantity / held
+        share = share if share < 1.0 else 1.0  # min(1.0, share), the same float, without the call
         cost, fees = lot.cost * share, lot.fees * share + fill["commission"]
         proceeds = quantity * price
-        assert lot.opened is not None
+        assert opened is not None
         self.trades.append(
-            Trade(key[0], key[1], lot.opened, fill["timestamp"], quantity, cost / quantity, price, fees,
+            Trade(key[0], key[1], opened, fill["timestamp"], quantity, cost / quantity, price, fees,
                   proceeds - cost - fees)
         )  # fmt: skip
-        lot.quantity, lot.cost, lot.fees = lot.quantity - quantity, lot.cost - cost, lot.fees * (1 - share)
-        if lot.quantity <= 1e-9:  # closed: a fresh lot's values (set in place, sooner than a new Lot)
+        if held - quantity <= 1e-9:  # closed: a fresh lot's values (set in place, sooner than a new Lot)
             lot.quantity, lot.cost, lot.fees, lot.opened = 0.0, 0.0, 0.0, None
+        else:
+            lot.quantity, lot.cost, lot.fees = held - quantity, lot.cost - cost, lot.fees * (1 - share)
 
 
 @dataclass
@@ -164,6 +169,8 @@ class Backtest:
         self._columns: tuple[list[datetime], list[str], list[float]] = ([], [], [])
         self._priced = 0  # the observations of the batch judged for resting orders
         self._ordered = True
+        self._roll_positions = np.array([], dtype=np.int64)  # the batch's rolls (see _rolls) and, of each
+        self._lasts: dict[str, list[int]] = {}  # held symbol, its last row before each (-1: none; _mark)
         self._bucket: int | None = None
         self._next: datetime | None = None  # where the current sample ends
 
@@ -189,13 +196,14 @@ class Backtest:
         # comparisons, typed once; sooner than a map of operator.le)
         self._ordered = times == sorted(times)
         rolls = self._rolls(times)
+        self._roll_positions, self._lasts = np.array([roll[0] for roll in rolls], dtype=np.int64), {}
         rolled, next_roll = 0, rolls[0][0] if rolls else len(times)
         broker, signals, orders = self.broker, result.signals, result.orders
         place, record = broker.place, self._record
         direct = self.execution is None and self.check is None  # the paper broker itself, no extra check
         for position, signal, order in outputs:
             while position >= next_roll:  # a sample this observation (or one before it) starts closes first
-                self._close_at(columns, *rolls[rolled])
+                self._close_at(columns, rolled, *rolls[rolled])
                 rolled += 1
                 next_roll = rolls[rolled][0] if rolled < len(rolls) else len(times)
             if direct and order is not None and not broker.resting:
@@ -209,8 +217,8 @@ class Backtest:
                     # (else nothing rests, and where the judging starts matters only once something does)
                     continue
             self._trade_at(position, signal, order)
-        for roll in rolls[rolled:]:
-            self._close_at(columns, *roll)
+        for index in range(rolled, len(rolls)):
+            self._close_at(columns, index, *rolls[index])
         if rolls:
             self._next = datetime.fromtimestamp(rolls[-1][1] + self.sample_s, UTC)
         # as live, a batch's cancels and replaces follow its orders (the strategy worker publishes them last)
@@ -224,21 +232,25 @@ class Backtest:
         result.observations += len(columns)
         return result
 
-    def _close_at(self, columns: Batch, roll: int, bucket: int, closes: datetime) -> None:
-        """Observation ``roll`` starts a new sample: the one it closes is marked with what came before it."""
+    def _close_at(self, columns: Batch, rolled: int, roll: int, bucket: int, closes: datetime) -> None:
+        """Observation ``roll`` (the batch's ``rolled``-th roll) starts a new sample: the one it closes
+        is marked with what came before it."""
         self._prices_until(roll)  # the resting orders first: the sample reads what they filled
-        self._mark(columns, roll)
+        self._mark(columns, rolled)
         self._roll(columns.times[roll], bucket, closes)
 
-    def _mark(self, columns: Batch, position: int) -> None:
-        """Mark what is held at its last price before ``position`` (all a sample reads of the marks)."""
-        marks, rows, prices = self.result.last_price, columns.row_lists, columns.prices
+    def _mark(self, columns: Batch, rolled: int) -> None:
+        """Mark what is held at its last price before the batch's ``rolled``-th roll (all a sample reads
+        of the marks). Each held symbol's last rows before every roll are found at once, the first time
+        it is held at one (one numpy search, not a bisection of its rows as a list at each roll)."""
+        marks, prices, lasts = self.result.last_price, columns.prices, self._lasts
         for symbol, held in self.broker.positions.items():
-            seen = rows(symbol) if held.quantity else None
-            if seen:  # held, and in this batch: else the mark stays what it was
-                before = bisect_left(seen, position)
-                if before:
-                    marks[symbol] = prices[seen[before - 1]]
+            if held.quantity:
+                last = lasts.get(symbol)
+                if last is None:
+                    last = lasts[symbol] = columns.lasts_before(symbol, self._roll_positions)
+                if last[rolled] >= 0:  # seen in this batch before the roll: else the mark stays what it was
+                    marks[symbol] = prices[last[rolled]]
 
     def _rolls(self, times: list[datetime]) -> list[tuple[int, int, datetime]]:
         """(position, bucket, when the sample it closes ends) of each observation that starts a new

@@ -8,6 +8,7 @@ can also be fed stored bars directly (``on_bar``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
@@ -94,6 +95,15 @@ class SymbolState:
         self.recent = dict.fromkeys(saved["recent_tick_ids"][-RECENT_TICK_IDS:])
 
 
+def trade_taker(strategy: Strategy) -> Callable[[str, str, datetime, float, float], list[Signal]] | None:
+    """``strategy.on_trade`` when its ``on_tick`` is BarStrategy's own (on_trade of the tick's values),
+    so a backtest may hand it a stored tick's values instead of a Tick; else None (a class that is
+    not a BarStrategy, or one that changed on_tick, must see the Tick)."""
+    if isinstance(strategy, BarStrategy) and type(strategy).on_tick is BarStrategy.on_tick:
+        return strategy.on_trade
+    return None
+
+
 class BarStrategy:
     """Base of the indicator strategies: subclasses say which indicators and how to decide.
 
@@ -131,17 +141,22 @@ class BarStrategy:
 
     # --- driving ---
     def on_tick(self, tick: Tick) -> list[Signal]:
-        """Apply one tick; a tick id seen recently is a redelivery and changes nothing."""
-        state = self._state(tick.symbol)
-        if not state.first_sight(tick.id):
+        """Apply one tick: :meth:`on_trade` of its values (subclasses change on_trade, not this)."""
+        return self.on_trade(tick.symbol, tick.id, tick.timestamp, tick.price, tick.size)
+
+    def on_trade(self, symbol: str, tick_id: str, at: datetime, price: float, size: float) -> list[Signal]:
+        """Apply one tick given by its values (a backtest's stored columns: no Tick made for it); a
+        tick id seen recently is a redelivery and changes nothing."""
+        state = self._symbols.get(symbol) or self._state(symbol)
+        if not state.first_sight(tick_id):
             return []
         if state.builder is None:
-            bar: Candle | None = Candle(0, tick.price, tick.price, tick.price, tick.price, tick.size)
+            bar: Candle | None = Candle(0, price, price, price, price, size)
         else:
-            bar = state.builder.add_tick(tick.timestamp.timestamp(), tick.price, tick.size)
+            bar = state.builder.add_tick(at.timestamp(), price, size)
         if bar is None:
             return []
-        return self._act(state, bar, tick.symbol, tick.timestamp, tick.price, tick.id)
+        return self._act(state, bar, symbol, at, price, tick_id)
 
     def on_bar(self, bar: Bar) -> list[Signal]:
         """Apply one complete stored bar (of this timeframe or a finer one); signalled at its close."""

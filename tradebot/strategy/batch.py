@@ -81,7 +81,7 @@ class Batch:
 
     __slots__ = (
         "_ids", "_lists", "_repeated", "_repeats", "ids", "observations", "price_array", "prices", "rows", "seconds",
-        "symbols", "times",
+        "sizes", "symbols", "times",
     )  # fmt: skip
 
     def __init__(self, observations: Sequence[Tick | Bar]):
@@ -89,9 +89,11 @@ class Batch:
         # 0: all ticks; a bar length: all bars of one timeframe; None: a mix
         self.seconds: int | None
         self.prices: list[float]
+        # stored ticks' sizes: with the other columns, a tick's values without a Tick (BarStrategy.on_trade)
+        self.sizes: list[float] | None = None
         if isinstance(observations, TickColumns):  # read once already
             self.symbols, self.ids, self.times = observations.symbols, observations.ids, observations.timestamps
-            self.prices, self.seconds = observations.prices, 0
+            self.prices, self.sizes, self.seconds = observations.prices, observations.sizes, 0
             self._finish()
             return
         self.symbols = [o.symbol for o in observations]
@@ -125,6 +127,16 @@ class Batch:
             rows = self.rows.get(symbol)
             found = self._lists[symbol] = [] if rows is None else rows.tolist()
         return found
+
+    def lasts_before(self, symbol: str, positions: np.ndarray) -> list[int]:
+        """For each of ``positions`` (ascending), ``symbol``'s last row before it, or -1 (none before,
+        or a symbol not in the batch)."""
+        rows = self.rows.get(symbol)
+        if rows is None:
+            return [-1] * len(positions)
+        counts = np.searchsorted(rows, positions)  # rows before each position (bisect_left's)
+        lasts: list[int] = np.where(counts > 0, rows[np.maximum(counts - 1, 0)], -1).tolist()
+        return lasts
 
     def _rows(self) -> dict[str, np.ndarray]:
         """Each symbol's positions, in order; symbols in order of first appearance."""

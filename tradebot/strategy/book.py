@@ -17,14 +17,14 @@ import heapq
 import math
 import operator
 import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 from tradebot.common.config import SizingMode
 from tradebot.common.models import Bar, Order, OrderChange, Signal, Tick
-from tradebot.strategy.base import Strategy
+from tradebot.strategy.base import Strategy, trade_taker
 from tradebot.strategy.catalog import StrategyError, build_strategy
 
 if TYPE_CHECKING:  # a backtest's columns (numpy): the worker, tick by tick, never loads them
@@ -274,20 +274,37 @@ class StrategyBook:
     def _signals(self, entry: Entry, batch: Batch) -> list[tuple[int, Signal | Crossing]]:
         """Each signal of the batch at its position, or what the strategy's scan found there (its
         ``signal_at`` makes the signal)."""
-        observations, scan = batch.observations, getattr(entry.strategy, "scan", None)
+        scan = getattr(entry.strategy, "scan", None)
         symbols = [s for s in batch.rows if entry.symbols is None or s in entry.symbols]
         if scan is None:  # one by one, in time order (its state may span symbols)
             wanted = range(len(batch)) if entry.symbols is None else sorted(p for s in symbols for p in batch.rows[s])
-            return [(p, signal) for p in wanted for signal in self._observe(entry, observations[p])]
-        signals: list[tuple[int, Signal | Crossing]] = []
+            return [(p, signal) for p, signals in self._observed(entry, batch, wanted) for signal in signals]
+        found: list[tuple[int, Signal | Crossing]] = []
         for symbol in symbols:
             rows = batch.rows[symbol]
             scanned = scan(batch, symbol, rows)
             if scanned is None:
-                signals += [(p, signal) for p in rows.tolist() for signal in self._observe(entry, observations[p])]
+                one_by_one = self._observed(entry, batch, rows.tolist())
+                found += [(p, signal) for p, signals in one_by_one for signal in signals]
             else:
-                signals += scanned
-        return signals
+                found += scanned
+        return found
+
+    @classmethod
+    def _observed(cls, entry: Entry, batch: Batch, positions: Sequence[int]) -> Iterable[tuple[int, list[Signal]]]:
+        """What ``entry``'s strategy says on each of the batch's observations at ``positions``, one by
+        one, in their order. Of stored ticks (columns), a strategy that takes a tick's values
+        (base.trade_taker) is given them: on_tick's own steps, without building a Tick for each."""
+        on_trade = trade_taker(entry.strategy) if batch.sizes is not None else None
+        if on_trade is None:
+            observations = batch.observations
+            return ((p, cls._observe(entry, observations[p])) for p in positions)
+        assert batch.sizes is not None
+        columns: Sequence[Sequence[Any]] = (batch.symbols, batch.ids, batch.times, batch.prices, batch.sizes)
+        # positions are distinct and in order: as many as the batch's are every position (the columns themselves)
+        if len(positions) < len(batch):
+            columns = [[column[p] for p in positions] for column in columns]
+        return zip(positions, map(on_trade, *columns), strict=True)
 
     @staticmethod
     def _observe(entry: Entry, observation: Tick | Bar) -> list[Signal]:

@@ -16,6 +16,8 @@ the score's size.
 
 from __future__ import annotations
 
+import operator
+
 from tradebot.strategy.bars import Candle
 from tradebot.strategy.base import BarStrategy, Decision, SymbolState
 from tradebot.strategy.indicators import ADX, MACD, RSI, SMA, Bollinger, Indicator, Stochastic
@@ -55,6 +57,9 @@ class WeightedEnsemble(BarStrategy):
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.weights, self.threshold, self.trend_window = weights, threshold, trend_window
+        # each voter's weight in DEFAULT_WEIGHTS's order (votes' order), and the same while trending
+        self._weights = tuple(weights.get(name, 0.0) for name in DEFAULT_WEIGHTS)
+        self._trending_weights = (*self._weights[:-1], 2 * self._weights[-1])
         super().__init__(timeframe=timeframe, name=name)
 
     def indicators(self) -> dict[str, Indicator]:
@@ -67,38 +72,43 @@ class WeightedEnsemble(BarStrategy):
             "adx": ADX(14),
         }
 
-    def votes(self, state: SymbolState, bar: Candle) -> dict[str, tuple[int, float]]:
-        """Each voter's (vote, weight) on this bar; voters still warming up are left out."""
-        found = {name: indicator.update(*self._inputs(name, bar)) for name, indicator in state.indicators.items()}  # type: ignore[attr-defined]
-        votes: dict[str, int] = {}
-        if found["rsi"] is not None:
-            votes["rsi"] = 1 if found["rsi"] < 30 else -1 if found["rsi"] > 70 else 0
-        if found["macd"] is not None:
-            votes["macd"] = _sign(found["macd"][2])
-        if found["bollinger"] is not None:
-            lower, _, upper = found["bollinger"]
-            votes["bollinger"] = 1 if bar.close < lower else -1 if bar.close > upper else 0
-        if found["stochastic"] is not None:
-            k = found["stochastic"][0]
-            votes["stochastic"] = 1 if k < 20 else -1 if k > 80 else 0
-        if found["trend"] is not None:
-            votes["trend"] = _sign(bar.close - found["trend"])
-        trending = found["adx"] is not None and found["adx"] > TRENDING_ADX
-        weighted = {name: (vote, self.weights.get(name, 0.0)) for name, vote in votes.items()}
-        if trending and "trend" in weighted:
-            weighted["trend"] = (weighted["trend"][0], 2 * weighted["trend"][1])
-        return weighted
+    def votes(self, state: SymbolState, bar: Candle) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
+        """Update every indicator with this bar; each voter's vote and weight, in DEFAULT_WEIGHTS's
+        order, or None while a voter is still warming up (a partial vote is not the configured ensemble).
 
-    @staticmethod
-    def _inputs(name: str, bar: Candle) -> tuple[float, ...]:
-        return (bar.high, bar.low, bar.close) if name in ("stochastic", "adx") else (bar.close,)
+        Per bar of a tick-driven backtest this is most of the strategy's time, so it reads each
+        indicator once and builds no per-voter dicts.
+        """
+        indicators, close, high, low = state.indicators, bar.close, bar.high, bar.low
+        rsi = indicators["rsi"].update(close)  # type: ignore[attr-defined]
+        macd = indicators["macd"].update(close)  # type: ignore[attr-defined]
+        bands = indicators["bollinger"].update(close)  # type: ignore[attr-defined]
+        stochastic = indicators["stochastic"].update(high, low, close)  # type: ignore[attr-defined]
+        trend = indicators["trend"].update(close)  # type: ignore[attr-defined]
+        adx = indicators["adx"].update(high, low, close)  # type: ignore[attr-defined]
+        if rsi is None or macd is None or bands is None or stochastic is None or trend is None:
+            return None
+        k = stochastic[0]
+        votes = (
+            1 if rsi < 30 else -1 if rsi > 70 else 0,
+            _sign(macd[2]),
+            1 if close < bands[0] else -1 if close > bands[2] else 0,
+            1 if k < 20 else -1 if k > 80 else 0,
+            _sign(close - trend),
+        )
+        if adx is not None and adx > TRENDING_ADX:  # the trend voter's weight doubles while trending
+            return votes, self._trending_weights
+        return votes, self._weights
 
     def decide(self, state: SymbolState, bar: Candle) -> Decision | None:
-        weighted = self.votes(state, bar)
-        total_weight = sum(weight for _, weight in weighted.values())
-        if len(weighted) < len(DEFAULT_WEIGHTS) or total_weight == 0:
-            return None  # every voter must be warm: a partial vote is not the configured ensemble
-        score = sum(vote * weight for vote, weight in weighted.values()) / total_weight
+        found = self.votes(state, bar)
+        if found is None:
+            return None
+        votes, weights = found
+        total_weight = sum(weights)
+        if total_weight == 0:
+            return None
+        score = sum(map(operator.mul, votes, weights)) / total_weight  # each vote times its weight
         if score >= self.threshold:
             return "buy", score
         if score <= -self.threshold:

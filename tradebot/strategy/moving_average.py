@@ -17,7 +17,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from tradebot.common.models import Side, Signal, Tick
+from tradebot.common.models import Side, Signal
 from tradebot.strategy.bars import Candle
 from tradebot.strategy.base import RECENT_TICK_IDS, BarStrategy, Decision, SymbolState
 from tradebot.strategy.indicators import EMA, Indicator
@@ -94,17 +94,17 @@ class MovingAverageCrossover(BarStrategy):
         super().__init__(timeframe=timeframe, name=name or f"{prefix}_crossover_{short_window}_{long_window}{suffix}")
         self._per_tick_sma = self.seconds == 0 and average == "sma"
 
-    def on_tick(self, tick: Tick) -> list[Signal]:
+    def on_trade(self, symbol: str, tick_id: str, at: datetime, price: float, size: float) -> list[Signal]:
         """Every tick is a bar for the tick-driven SMA crossover: the hot path, without a Candle."""
         if not self._per_tick_sma:
-            return super().on_tick(tick)
-        state = self._symbols.get(tick.symbol) or self._state(tick.symbol)
-        if not state.first_sight(tick.id):
+            return super().on_trade(symbol, tick_id, at, price, size)
+        state = self._symbols.get(symbol) or self._state(symbol)
+        if not state.first_sight(tick_id):
             return []
-        decision = self._decide_units(state, round(tick.price * PRICE_UNITS_PER_DOLLAR))
+        decision = self._decide_units(state, round(price * PRICE_UNITS_PER_DOLLAR))
         if decision is None:
             return []
-        return [self.signal(tick.symbol, tick.timestamp, decision[0], tick.price, decision[1], tick.id)]
+        return [self.signal(symbol, at, decision[0], price, decision[1], tick_id)]
 
     def indicators(self) -> dict[str, Indicator]:
         if self.average == "ema":
@@ -153,7 +153,7 @@ class MovingAverageCrossover(BarStrategy):
         found = self._crossings(state, np.rint(batch.price_array[rows] * PRICE_UNITS_PER_DOLLAR).astype(np.int64))
         if found is None:
             return None
-        recent = [*state.recent, *(batch.ids[row] for row in rows[-RECENT_TICK_IDS:].tolist())]
+        recent = [*state.recent, *[batch.ids[row] for row in rows[-RECENT_TICK_IDS:].tolist()]]
         state.recent = dict.fromkeys(recent[-RECENT_TICK_IDS:])
         at, sides, scores = found
         if batch.seconds and sides:  # bars: on_bar's position flag, as its last signal left it

@@ -19,11 +19,12 @@ class SMA(Indicator):
         self.total = 0.0
 
     def update(self, value: float) -> float | None:
-        if len(self.values) == self.window:
-            self.total -= self.values[0]
-        self.values.append(value)
-        self.total += value
-        return self.total / self.window if len(self.values) == self.window else None
+        values, window = self.values, self.window
+        full = len(values) == window
+        total = self.total - values[0] if full else self.total
+        values.append(value)
+        self.total = total = total + value
+        return total / window if full or len(values) == window else None
 
 
 class RollingStats(Indicator):
@@ -44,21 +45,23 @@ class RollingStats(Indicator):
 
     def update(self, value: float) -> tuple[float, float] | None:
         """(mean, standard deviation) once the window is full."""
-        if self.origin is None:
-            self.origin = value
-        if len(self.values) == self.window:
-            dropped = self.values[0] - self.origin
-            self.total -= dropped
-            self.total_squares -= dropped * dropped
-        self.values.append(value)
-        shifted = value - self.origin
-        self.total += shifted
-        self.total_squares += shifted * shifted
-        if len(self.values) < self.window:
+        origin, values, window = self.origin, self.values, self.window
+        if origin is None:
+            self.origin = origin = value
+        total, total_squares = self.total, self.total_squares
+        if len(values) == window:
+            dropped = values[0] - origin
+            total -= dropped
+            total_squares -= dropped * dropped
+        values.append(value)
+        shifted = value - origin
+        self.total = total = total + shifted
+        self.total_squares = total_squares = total_squares + shifted * shifted
+        if len(values) < window:
             return None
-        mean = self.total / self.window
-        variance = max(0.0, self.total_squares / self.window - mean * mean)
-        return self.origin + mean, math.sqrt(variance)
+        mean = total / window
+        variance = max(0.0, total_squares / window - mean * mean)
+        return origin + mean, math.sqrt(variance)
 
 
 class EMA(Indicator):
@@ -77,10 +80,10 @@ class EMA(Indicator):
         self.count = 0
 
     def update(self, value: float) -> float | None:
-        previous = self.value
-        self.value = value if previous is None else (1 - self.alpha) * previous + self.alpha * value
-        self.count += 1
-        return self.value if self.count >= self.window else None
+        previous, alpha = self.value, self.alpha
+        self.value = value = value if previous is None else (1 - alpha) * previous + alpha * value
+        self.count = count = self.count + 1
+        return value if count >= self.window else None
 
 
 class RSI(Indicator):
@@ -95,10 +98,12 @@ class RSI(Indicator):
         self.losses = EMA(window, alpha=1 / window)
 
     def update(self, price: float) -> float | None:
-        change = 0.0 if self.previous is None else price - self.previous
-        self.previous = price
-        gain = self.gains.update(max(change, 0.0))
-        loss = self.losses.update(max(-change, 0.0))
+        previous, self.previous = self.previous, price
+        rise = 0.0 if previous is None else price - previous
+        fall = -rise
+        # max(rise, 0.0) and max(fall, 0.0) without the calls: the same floats, a zero's sign included
+        gain = self.gains.update(0.0 if rise < 0.0 else rise)
+        loss = self.losses.update(0.0 if fall < 0.0 else fall)
         if gain is None or loss is None:
             return None
         return 100.0 if loss == 0 else 100 - 100 / (1 + gain / loss)

@@ -63,15 +63,15 @@ class ADX(Indicator):
         plus = up if up > 0 and up > down else 0.0
         minus = down if down > 0 and down > up else 0.0
         tr = true_range(high, low, previous[2])
-        n = self.window
-        if self.count < n:
-            self.plus_dm, self.minus_dm, self.tr = self.plus_dm + plus, self.minus_dm + minus, self.tr + tr
+        n, count, plus_dm, minus_dm, summed = self.window, self.count, self.plus_dm, self.minus_dm, self.tr
+        if count < n:
+            self.plus_dm, self.minus_dm, self.tr = plus_dm + plus, minus_dm + minus, summed + tr
             return None
-        self.plus_dm = self.plus_dm - self.plus_dm / n + plus
-        self.minus_dm = self.minus_dm - self.minus_dm / n + minus
-        self.tr = self.tr - self.tr / n + tr
+        self.plus_dm = plus_dm - plus_dm / n + plus
+        self.minus_dm = minus_dm - minus_dm / n + minus
+        self.tr = summed - summed / n + tr
         dx = self._dx()
-        if self.count < 2 * n - 1:
+        if count < 2 * n - 1:
             self.dx_total += dx
             return None
         if self.value is None:
@@ -100,18 +100,18 @@ class RollingExtreme(Indicator):
         self.candidates: deque[list[float]] = deque()  # [index, value], values monotonic
 
     def update(self, value: float) -> float | None:
-        candidates = self.candidates
+        candidates, count, window = self.candidates, self.count, self.window
         if self.largest:
             while candidates and candidates[-1][1] <= value:
                 candidates.pop()
         else:
             while candidates and candidates[-1][1] >= value:
                 candidates.pop()
-        candidates.append([self.count, value])
-        if candidates[0][0] <= self.count - self.window:
+        candidates.append([count, value])
+        if candidates[0][0] <= count - window:
             candidates.popleft()
-        self.count += 1
-        return candidates[0][1] if self.count >= self.window else None
+        self.count = count = count + 1
+        return candidates[0][1] if count >= window else None
 
 
 class Stochastic(Indicator):
