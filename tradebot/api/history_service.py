@@ -65,6 +65,10 @@ API_PROCESS_ENV = "TRADEBOT_API_PROCESS"
 # under load, so 8 connections at the bench's 8 clients held ~2 MiB more at peak (BENCHMARKS.md,
 # "Tenth round, api").
 POOL_SIZE = 3
+# The API's reads return at most a few thousand rows, but their estimates over the kept and mixed
+# series can pass jit_above_cost: JIT then compiled ~100 functions (~500 ms) for a 1d read of a
+# few milliseconds (BENCHMARKS.md, "Tenth round, api").
+SESSION_SETTINGS = {"jit": "off"}
 
 
 async def _open_pools(app: FastAPI, settings: Settings, primary_url: str) -> None:
@@ -72,7 +76,11 @@ async def _open_pools(app: FastAPI, settings: Settings, primary_url: str) -> Non
     # The routes set no session state: a released connection needs no reset query, a round trip
     # that a /history cache hit (one query) would otherwise pay twice.
     app.state.pool = await create_pool(
-        primary_url, max_size=POOL_SIZE, application_name="tradebot-api", reset_sessions=False
+        primary_url,
+        max_size=POOL_SIZE,
+        application_name="tradebot-api",
+        reset_sessions=False,
+        session_settings=SESSION_SETTINGS,
     )
     app.state.read_pool = app.state.pool
     if settings.database_read_url:
@@ -82,6 +90,7 @@ async def _open_pools(app: FastAPI, settings: Settings, primary_url: str) -> Non
                 max_size=POOL_SIZE,
                 application_name="tradebot-api-read",
                 reset_sessions=False,
+                session_settings=SESSION_SETTINGS,
             )
         except BaseException:
             await app.state.pool.close()
