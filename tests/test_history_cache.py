@@ -21,7 +21,7 @@ import pytest
 from tests.storage_fixtures import migrated_database, minute_bar, session_database
 from tradebot.api import deps
 from tradebot.api.history_cache import CACHE_HEADER
-from tradebot.api.history_service import create_app
+from tradebot.api.history_service import POOL_SIZE, create_app
 from tradebot.common.config import Settings, SettingsError, load_settings
 from tradebot.common.db import drop_database
 from tradebot.common.models import Tick
@@ -292,3 +292,13 @@ def test_a_bad_cache_size_stops_start_up_with_one_line(monkeypatch: pytest.Monke
         load_settings(_env_file=None)
     assert str(stopped.value).startswith("invalid setting HISTORY_CACHE_MB")
     assert "\n" not in str(stopped.value)
+
+
+async def test_the_api_keeps_few_connections_and_never_jit_compiles(dsn: str) -> None:
+    # Each connection keeps its last ~150 KB response buffered (the API's peak RSS); a JIT
+    # compile costs a 1d read of the kept series ~500 ms (BENCHMARKS.md, "Tenth round, api").
+    app = create_app(Settings(_env_file=None, database_url=dsn))
+    async with app.router.lifespan_context(app):
+        for pool in (app.state.pool, app.state.read_pool):
+            assert pool.get_max_size() == POOL_SIZE
+            assert await pool.fetchval("SHOW jit") == "off"

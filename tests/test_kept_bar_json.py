@@ -243,6 +243,24 @@ async def test_a_window_of_kept_minutes_is_one_statement_with_its_stamp(
         assert statements == 1 or b'"count":0' in body, window  # an empty window is read the long way
 
 
+async def test_minutes_not_spelled_yet_are_spelled_from_the_table_in_the_same_statement(
+    conn: asyncpg.Connection, counted: CountingConnection
+) -> None:
+    # The statement reads the minutes' time and JSON from the primary key alone; a minute without
+    # its JSON (open, or reset by a late tick) is joined back for its values.
+    rng = random.Random(10)
+    await write_events(conn, [t for t in _ticks("HALF", rng) if t.price == round(t.price, 2)])
+    await spell_all(conn)
+    await conn.execute(
+        "UPDATE ohlcv_kept_1m SET bar_json = NULL WHERE symbol = 'HALF' AND extract(minute FROM bucket) < 20"
+    )
+    assert 0 < await _unspelled(conn) < await conn.fetchval("SELECT count(*) FROM ohlcv_kept_1m")
+    for window in _windows(rng):
+        body, statements, _ = await _statements(counted, "HALF", **window)
+        assert body == await _on_the_fly(conn, "HALF", **window), window
+        assert statements == 1 or b'"count":0' in body, window
+
+
 async def test_what_the_kept_minutes_cannot_answer_alone_is_read_the_long_way(
     conn: asyncpg.Connection, counted: CountingConnection
 ) -> None:

@@ -58,18 +58,39 @@ from tradebot.ui.live import Hub
 log = logging.getLogger(__name__)
 # The API process's pid, for its uvicorn worker processes (tradebot/api/worker.py).
 API_PROCESS_ENV = "TRADEBOT_API_PROCESS"
+# Connections of each pool of one API worker process. A worker is one event loop: ~1 ms of its CPU
+# per never-served 1,000-bar /history window against ~2.5 ms of the database's, so three queries
+# at a time keep it busy (more throughput: more API_WORKERS). A further connection only holds
+# memory: asyncpg keeps each connection's last two socket reads, a whole ~150 KB response each
+# under load, so 8 connections at the bench's 8 clients held ~2 MiB more at peak (BENCHMARKS.md,
+# "Tenth round, api").
+POOL_SIZE = 3
+# The API's reads return at most a few thousand rows, but their estimates over the kept and mixed
+# series can pass jit_above_cost: JIT then compiled ~100 functions (~500 ms) for a 1d read of a
+# few milliseconds (BENCHMARKS.md, "Tenth round, api").
+SESSION_SETTINGS = {"jit": "off"}
 
 
 async def _open_pools(app: FastAPI, settings: Settings, primary_url: str) -> None:
     """The primary pool, and the read pool: the replica's, or the primary's when there is none."""
     # The routes set no session state: a released connection needs no reset query, a round trip
     # that a /history cache hit (one query) would otherwise pay twice.
-    app.state.pool = await create_pool(primary_url, application_name="tradebot-api", reset_sessions=False)
+    app.state.pool = await create_pool(
+        primary_url,
+        max_size=POOL_SIZE,
+        application_name="tradebot-api",
+        reset_sessions=False,
+        session_settings=SESSION_SETTINGS,
+    )
     app.state.read_pool = app.state.pool
     if settings.database_read_url:
         try:
             app.state.read_pool = await create_pool(
-                settings.database_read_url, application_name="tradebot-api-read", reset_sessions=False
+                settings.database_read_url,
+                max_size=POOL_SIZE,
+                application_name="tradebot-api-read",
+                reset_sessions=False,
+                session_settings=SESSION_SETTINGS,
             )
         except BaseException:
             await app.state.pool.close()

@@ -45,19 +45,20 @@ async def create_pool(
     command_timeout_s: float = 60.0,
     application_name: str = "tradebot",
     reset_sessions: bool = True,
+    session_settings: dict[str, str] | None = None,
 ) -> asyncpg.Pool:
     """A pool whose sessions run in UTC, so nothing depends on the server's time zone setting.
 
     ``reset_sessions=False`` for a user that sets no session state (no SET, advisory lock, cursor
     or LISTEN outside a transaction): a released connection then skips asyncpg's reset query
     (``RESET ALL; CLOSE ALL; UNLISTEN *; ...``), a round trip per use; an open transaction is still
-    rolled back."""
+    rolled back. ``session_settings``: further settings of every session (e.g. {"jit": "off"})."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         command_timeout=command_timeout_s,
-        server_settings={"timezone": "UTC", "application_name": application_name},
+        server_settings={"timezone": "UTC", "application_name": application_name, **(session_settings or {})},
         reset=None if reset_sessions else _keep_session,
     )
     assert pool is not None  # create_pool only returns None when awaited without a loop
