@@ -8,9 +8,7 @@ quiet for a whole wait (BUS_BLOCK_MS: a caught-up pipeline holds nothing back), 
 memory budget, and whenever an input outside the entries (:meth:`ReplayedState.inputs`) changes.
 A snapshot is one fenced, atomic write of the parts changed since the last one, its position
 (``_at``: the group's committed position when it was taken), the inputs (``_in``) and the hold of
-its stream (:func:`hold_key`: retention keeps the entries after ``_at``). One due after a batch
-is written while the reader waits for its next entries (that wait is shared by the worker's
-readers), and the next batch is applied once it is written.
+its stream (:func:`hold_key`: retention keeps the entries after ``_at``).
 
 On restore: the parts as of ``_at``, then the entries after it up to the group's position are
 applied again through the same code under the recorded inputs, their outputs dropped (they were
