@@ -8,9 +8,7 @@ quiet for a whole wait (BUS_BLOCK_MS: a caught-up pipeline holds nothing back), 
 memory budget, and whenever an input outside the entries (:meth:`ReplayedState.inputs`) changes.
 A snapshot is one fenced, atomic write of the parts changed since the last one, its position
 (``_at``: the group's committed position when it was taken), the inputs (``_in``) and the hold of
-its stream (:func:`hold_key`: retention keeps the entries after ``_at``). One due after a batch
-is written while the reader waits for its next entries (that wait is shared by the worker's
-readers), and the next batch is applied once it is written.
+its stream (:func:`hold_key`: retention keeps the entries after ``_at``).
 
 On restore: the parts as of ``_at``, then the entries after it up to the group's position are
 applied again through the same code under the recorded inputs, their outputs dropped (they were
@@ -25,7 +23,6 @@ lost inside a Redis command (:func:`end_if_cancelled`), rather than reading on u
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -38,7 +35,7 @@ from tradebot.common.bus.wire import Delivery, entry_order
 from tradebot.common.in_flight import InFlight
 from tradebot.common.lifecycle import end_if_cancelled
 from tradebot.common.models import Event
-from tradebot.common.partitions import PARTS_VERSION_FIELD, PartedState, PartitionReader, PartitionSettings, ReaderEnd
+from tradebot.common.partitions import PARTS_VERSION_FIELD, PartedState, PartitionReader, PartitionSettings
 from tradebot.common.streams import checkpoint_parts_key, hold_key, lease_key
 
 log = logging.getLogger(__name__)
@@ -90,7 +87,6 @@ class SnapshotReader(PartitionReader):
         self._room_checked = 0.0
         self._seen: dict[str, str] = {}  # the positions at the last _after_batch
         self._quiet_reads = 0  # reads in a row that found nothing new
-        self._writing: asyncio.Task[bool] | None = None  # a snapshot written while the reader waits
 
     async def _restore(self) -> None:
         await super()._restore()
@@ -160,8 +156,6 @@ class SnapshotReader(PartitionReader):
         entry after a snapshot was applied under the inputs it records. What the state takes in from
         outside the entries (``follow_account``) is taken in first, so the snapshot holds it."""
         end_if_cancelled()
-        if not await self._written():
-            return False
         self.state.follow_account()
         while self.state.inputs() != self._inputs:  # (they may change again while it is written)
             if not await self._write_snapshot(positions):
@@ -169,14 +163,7 @@ class SnapshotReader(PartitionReader):
         return True  # nothing awaited from here to the batch's apply: the inputs hold for it
 
     async def _after_batch(self, positions: dict[str, str]) -> bool:
-        """A snapshot due now is written while the reader waits for its next entries: that wait is
-        its worker's one shared read (tradebot/common/waiting_read.py), which a snapshot awaited here
-        held back for every partition — its parts encoded, its call's round trip and the entries it
-        released, milliseconds several times a second (docs/BENCHMARKS.md "Tenth round, latency").
-        The state does not change meanwhile: the next batch is applied once it is written."""
         end_if_cancelled()
-        if not await self._written():
-            return False
         quiet = positions == self._seen  # a read found nothing new
         self._quiet_reads = self._quiet_reads + 1 if quiet else 0
         self._seen = dict(positions)
@@ -185,27 +172,7 @@ class SnapshotReader(PartitionReader):
         # a read that found nothing follows a whole wait (or is the first: the replay is written then)
         due = len(self._since) >= self.config.snapshot_entries or self._quiet_reads >= 1
         due = due or time.monotonic() - self._snapshot_time >= self.config.snapshot_s
-        if due or await self._over_budget():
-            self._writing = asyncio.create_task(self._snapshot_after_the_read(dict(positions)))
-        return True
-
-    async def _snapshot_after_the_read(self, positions: dict[str, str]) -> bool:
-        await asyncio.sleep(0)  # the shared read the reader joins next goes out before the parts are encoded
-        return await self._write_snapshot(positions)
-
-    async def _written(self) -> bool:
-        """Once the snapshot being written, if any, is: whether it was (False: the lease is lost)."""
-        writing, self._writing = self._writing, None
-        return True if writing is None else await writing
-
-    async def _drain_positioned(self, stop: asyncio.Event, *, burst: bool, max_messages: int | None) -> ReaderEnd:
-        try:
-            return await super()._drain_positioned(stop, burst=burst, max_messages=max_messages)
-        finally:  # ended (lease lost, a Redis error, cancelled) with a snapshot being written: it goes too
-            if self._writing is not None:
-                self._writing.cancel()
-                await asyncio.gather(self._writing, return_exceptions=True)
-                self._writing = None
+        return await self._write_snapshot(positions) if due or await self._over_budget() else True
 
     async def _over_budget(self) -> bool:
         """Past the memory budget the entries this reader holds are released (checked now and then)."""
@@ -215,7 +182,7 @@ class SnapshotReader(PartitionReader):
         return not await self.bus.has_room()
 
     async def _ending(self, positions: dict[str, str]) -> None:
-        if await self._written() and self._since:
+        if self._since:
             await self._write_snapshot(positions)
 
     async def _write_snapshot(self, positions: dict[str, str]) -> bool:
