@@ -40,9 +40,22 @@ class StorageBatch:
     events: list[EventValues] = field(default_factory=list)  # everything that is not a tick
     entries: list[RawEntry] = field(default_factory=list)  # the entries they came from, in order
     given: list[Delivery] = field(default_factory=list)  # the deliveries a batch was made of (of)
+    read: int = 0  # stream entries the read that made it returned (its room in flight)
 
     def __len__(self) -> int:
         return len(self.ticks) + len(self.events)
+
+    @classmethod
+    def joined(cls, batches: Sequence[StorageBatch]) -> StorageBatch:
+        """One batch of several (partitions' batches written in one statement), each kind in order."""
+        joined = cls()
+        for batch in batches:
+            joined.ticks += batch.ticks
+            joined.events += batch.events
+            joined.entries += batch.entries
+            joined.given += batch.given
+            joined.read += batch.read
+        return joined
 
     @classmethod
     def of(cls, deliveries: Sequence[Delivery]) -> StorageBatch:
@@ -76,7 +89,7 @@ async def read_batch(bus: Bus, positions: Mapping[str, str], lease: tuple[str, s
     entries = await bus.read_positioned_entries(positions, lease, count=count)
     if entries is None:
         return None
-    batch = StorageBatch()
+    batch = StorageBatch(read=len(entries))
     rejected: list[tuple[RawEntry, str]] = []
     ended: dict[str, str] = {}
     for entry in entries:

@@ -12,11 +12,13 @@ retention, lag and /health see storage as before.
 
 While a batch is written, the next one is read (at most one batch ahead, from where the current one
 ends): the worker decodes while PostgreSQL works. The readers of one worker share a bound on the
-batches read and not yet committed (``in_flight``, tradebot/common/in_flight.py: the writer's
-connections plus one), so eight partitions behind do not hold sixteen decoded batches of up to
-BUS_BATCH_SIZE × BUS_TICKS_PER_ENTRY ticks while two connections write; a reader that finds no
-permit free reads its next batch after its commit instead of ahead. A database that cannot take
-writes for now
+stream entries read and not yet committed (``in_flight``, tradebot/common/in_flight.py: as many as
+the writer's connections plus one whole reads hold), so eight partitions behind do not hold sixteen
+decoded reads of up to BUS_BATCH_SIZE × BUS_TICKS_PER_ENTRY ticks while two connections write,
+while eight partitions that keep up each hold their small batch at once (which the worker's
+writes merge: storage/merged_writes.py). A read takes room for a whole read and keeps what it
+got; a reader that finds no room free reads its next batch after its commit instead of ahead. A
+database that cannot take writes for now
 (``TRANSIENT_DB_ERRORS``) is waited out, the batch held; an entry the database rejects on its own
 (tried ``max_deliveries`` times) is dead-lettered with the reason, in the commit.
 """
@@ -70,9 +72,10 @@ class StoragePartitionReader:
         self.streams = config.streams_for(partition)
         self.lease = (lease_key(config.role, partition), member)
         self.idle_consumer_ms = idle_consumer_ms
-        # Batches read and not yet committed, shared by the worker's readers (default: this reader's
-        # own two, the batch and the one read ahead): what bounds the decoded ticks in memory.
-        self.in_flight = in_flight if in_flight is not None else InFlight(2)
+        # Stream entries read and not yet committed, shared by the worker's readers (default: this
+        # reader's own two reads, the batch and the one read ahead): what bounds the decoded ticks
+        # in memory. A read takes room for a whole read (``batch_size`` entries) and keeps what it got.
+        self.in_flight = in_flight if in_flight is not None else InFlight(2 * config.batch_size)
         self._db_backoff = Backoff(f"postgresql ({config.role} partition {partition})")
         self._next_retention = 0.0
 
@@ -93,17 +96,18 @@ class StoragePartitionReader:
         # entries an older release (XREADGROUP) left pending come first, in order
         positions = await self.bus.take_positions(self.streams, role, self.lease)
         ahead: asyncio.Task[Read | None] | None = None
-        permits = Taken(self.in_flight)  # one per batch read and not yet committed
+        permits = Taken(self.in_flight)  # the entries of each batch read and not yet committed
         try:
             while not stop.is_set():
                 if max_messages is not None and self.counters["handled"] >= max_messages:
                     return ReaderEnd.STOPPED
-                if ahead is None and not await permits.take(stop):
+                if ahead is None and not await permits.take(stop, self.config.batch_size):
                     break  # stopped while waiting for room: nothing read
                 read, ahead = await (ahead if ahead is not None else self._read(positions)), None
                 if read is None:
                     return self._lost()
                 batch, rejected, ended = read
+                permits.keep(batch.read)  # room for the entries read, not for a whole read
                 if not ended:
                     permits.give()
                     if burst or time.monotonic() >= self._next_retention:
@@ -133,7 +137,7 @@ class StoragePartitionReader:
     async def _read_ahead(self, permits: Taken, after: dict[str, str]) -> asyncio.Task[Read | None] | None:
         """The next batch read while this one is written, if a permit is free right now (never
         waiting for one: this batch is ready to write); else it is read after the commit."""
-        if not permits.take_if_free():
+        if not permits.take_if_free(self.config.batch_size):
             return None
         return asyncio.create_task(self._read(after))
 

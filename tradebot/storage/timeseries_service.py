@@ -42,6 +42,7 @@ from tradebot.common.streams import (
 )
 from tradebot.storage.batch import StorageBatch
 from tradebot.storage.fragments import spell_loop
+from tradebot.storage.merged_writes import MergedWrites
 from tradebot.storage.partition_reader import StoragePartitionReader, Write
 from tradebot.storage.retention import retention_loop
 from tradebot.storage.schema import apply_migrations
@@ -50,9 +51,11 @@ from tradebot.storage.writer import write_batch
 
 log = logging.getLogger(__name__)
 ROLE = Role.STORAGE
-POOL_SIZE = 2  # connections to PostgreSQL: the partition readers' writes and the consumer group's
-# Batches read and not yet committed across the worker's partition readers: one being written per
-# connection and one decoded, ready for the next free one. More would only hold memory.
+POOL_SIZE = 2  # connections to PostgreSQL: the partition readers' (merged) writes and the consumer group's
+# Entries read and not yet committed across the worker's partition readers, in whole reads
+# (BUS_BATCH_SIZE entries each): a behind worker's reads, being written and decoded, ready for the
+# next statement (more would only hold memory); or many small batches of partitions that keep up,
+# which wait for the statement being written together and are written as one.
 BATCHES_IN_FLIGHT = POOL_SIZE + 1
 
 
@@ -129,7 +132,8 @@ def event_writer(
 def partition_owner(
     bus: Bus, settings: ReadySettings, member: str, write: Write, counters: Counter[str]
 ) -> PartitionedWorker:
-    """The lease owner of this worker's share of the partitions, each read by a StoragePartitionReader."""
+    """The lease owner of this worker's share of the partitions, each read by a StoragePartitionReader,
+    their batches written through one MergedWrites."""
     config = PartitionSettings(
         role=STORAGE_GROUP,
         partitions=settings.tick_partitions,
@@ -140,12 +144,14 @@ def partition_owner(
         positioned=True,
     )
 
-    in_flight = InFlight(BATCHES_IN_FLIGHT, counters, "batches_in_flight_peak")  # shared by every partition it owns
+    # shared by every partition it owns
+    in_flight = InFlight(BATCHES_IN_FLIGHT * config.batch_size, counters, "entries_in_flight_peak")
+    merged = MergedWrites(write, counters)
 
     def new_reader(partition: int) -> StoragePartitionReader:
         idle_ms = settings.claim_idle_ms * IDLE_CONSUMER_CLAIMS
         return StoragePartitionReader(
-            bus, config, member, partition, write, counters, idle_consumer_ms=idle_ms, in_flight=in_flight
+            bus, config, member, partition, merged.write, counters, idle_consumer_ms=idle_ms, in_flight=in_flight
         )
 
     return PartitionedWorker(bus, config, member, _no_state, counters, new_reader=new_reader)
