@@ -121,15 +121,6 @@ class Taken:
         self.held.append(amount)
         return True
 
-    def keep(self, amount: int) -> None:
-        """Keep only ``amount`` (at least one unit) of the room taken last and give the rest back: a
-        reader that took room for a whole read before it knew how much the read would hold."""
-        taken = self.held[-1]
-        kept = min(taken, max(1, amount))
-        if kept < taken:
-            self.held[-1] = kept
-            self.shared.give(taken - kept)
-
     def give(self) -> None:
         """Give back the oldest room taken (the batch just committed)."""
         self.shared.give(self.held.popleft())

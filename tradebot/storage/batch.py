@@ -19,10 +19,9 @@ again with ``decode_entry``) to set the culprit aside.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tradebot.common.bus import Bus
 from tradebot.common.bus.dead_letters import tick_dead_letter
 from tradebot.common.bus.wire import Delivery, RawEntry, decode_entry
 from tradebot.common.codec import wire_event, wire_rows
@@ -40,7 +39,6 @@ class StorageBatch:
     events: list[EventValues] = field(default_factory=list)  # everything that is not a tick
     entries: list[RawEntry] = field(default_factory=list)  # the entries they came from, in order
     given: list[Delivery] = field(default_factory=list)  # the deliveries a batch was made of (of)
-    read: int = 0  # stream entries the read that made it returned (its room in flight)
 
     def __len__(self) -> int:
         return len(self.ticks) + len(self.events)
@@ -54,7 +52,6 @@ class StorageBatch:
             joined.events += batch.events
             joined.entries += batch.entries
             joined.given += batch.given
-            joined.read += batch.read
         return joined
 
     @classmethod
@@ -82,14 +79,11 @@ class StorageBatch:
 Read = tuple[StorageBatch, list[tuple[RawEntry, str]], dict[str, str]]
 
 
-async def read_batch(bus: Bus, positions: Mapping[str, str], lease: tuple[str, str], *, count: int) -> Read | None:
-    """As :meth:`Bus.read_positioned` (the same lease-fenced XREAD script), decoded for storage:
-    the batch, the entries and ticks that fail validation with the reason (for the commit's
-    dead-letter records), and where each stream's read ended; None once the lease is not ours."""
-    entries = await bus.read_positioned_entries(positions, lease, count=count)
-    if entries is None:
-        return None
-    batch = StorageBatch(read=len(entries))
+def decoded(entries: Sequence[RawEntry]) -> Read:
+    """The entries of a positioned read (:meth:`Bus.read_positioned_entries`, the lease-fenced
+    XREAD script) decoded for storage: the batch, the entries and ticks that fail validation with
+    the reason (for the commit's dead-letter records), and where each stream's read ended."""
+    batch = StorageBatch()
     rejected: list[tuple[RawEntry, str]] = []
     ended: dict[str, str] = {}
     for entry in entries:
