@@ -52,7 +52,7 @@ def batch(*events: str) -> StorageBatch:
 async def test_a_batch_that_finds_no_statement_running_is_written_alone_and_the_waiting_ones_together() -> None:
     database = Database()
     counters: Counter[str] = Counter()
-    merged = MergedWrites(database.write, counters)
+    merged = MergedWrites(database.write, writers=1, counters=counters)
     database.hold()
     first = asyncio.create_task(merged.write(batch("a1")))
     await database.running.wait()  # the first batch's statement runs
@@ -68,7 +68,7 @@ async def test_a_batch_that_finds_no_statement_running_is_written_alone_and_the_
 
 async def test_a_merged_statement_refused_writes_each_batch_alone_and_each_reader_gets_its_own_outcome() -> None:
     database = Database(refused=frozenset({"c2"}))
-    merged = MergedWrites(database.write)
+    merged = MergedWrites(database.write, writers=1)
     database.hold()
     first = asyncio.create_task(merged.write(batch("a1")))
     await database.running.wait()
@@ -90,7 +90,7 @@ async def test_a_merged_statement_refused_writes_each_batch_alone_and_each_reade
 
 async def test_an_outage_is_every_merged_readers_and_a_cancelled_readers_batch_is_left_out() -> None:
     database = Database()
-    merged = MergedWrites(database.write)
+    merged = MergedWrites(database.write, writers=1)
     database.hold()
     first = asyncio.create_task(merged.write(batch("a1")))
     await database.running.wait()
@@ -113,7 +113,7 @@ async def test_a_batch_handed_over_as_the_writer_ends_is_written() -> None:
     """The writer is forgotten in the step that finds nothing waiting: a batch handed over in the
     next loop turn starts a writer of its own instead of waiting for the one that ended."""
     database = Database()
-    merged = MergedWrites(database.write)
+    merged = MergedWrites(database.write, writers=1)
     for n in range(50):  # each write lands right as the previous writer ends
         await asyncio.wait_for(merged.write(batch(f"x{n}")), timeout=30)
     assert database.statements == [[f"x{n}"] for n in range(50)]

@@ -239,7 +239,7 @@ async def test_partitions_written_together_store_everything_and_dead_letter_only
     sent[301] = sent[301].model_copy(update={"id": "bad\x00id"})
     await publish_ticks(bus, sent, partitions)
     counters: Counter = Counter()
-    merged = MergedWrites(timeseries_service.event_writer(pool, counters), counters)
+    merged = MergedWrites(timeseries_service.event_writer(pool, counters), writers=1, counters=counters)
     readers = []
     for partition in range(partitions):
         await bus.redis.set(lease_key(STORAGE_GROUP, partition), "owner")

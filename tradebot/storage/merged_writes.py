@@ -3,12 +3,13 @@
 Each statement has a fixed cost besides its rows (PostgreSQL's executor and the tick triggers'
 per-symbol upserts, the worker's round trip and encoding): in 450-tick batches ~1.8 µs a tick of
 PostgreSQL and ~0.9 µs of the worker more than in 1,800-tick ones (docs/BENCHMARKS.md, "Tenth
-round, e2e"). So a worker's partition batches are written one statement at a time, and the
-batches that readers hand over while a statement runs wait for it and are written by the next one,
-as one batch. A batch that finds no statement running is written at once, alone: nothing waits
-for a timer; under light load each batch is its own statement, under load they merge, and while
-one statement runs every partition's read grows. (Two statements at once, on both connections,
-merged a third as many batches: the pool's second connection is the consumer group's.)
+round, e2e"). So the batches that a worker's partition readers hand over while its statements run
+(at most two at once, one per connection of its pool) wait for the next one to end and are
+written by one statement, as one batch. A batch that finds a writer free is written at once,
+alone: nothing waits for a timer; under light load each batch is its own statement, under load
+they merge, and while statements run every partition's read grows. (One statement at a time
+merged more, but a statement's wall time on a loaded machine is several times its CPU: one
+writer then bounded storage at ~25,000 ticks/s, below the feed.)
 
 Every reader still sees its own batch's outcome. The merged statement is atomic; if the database
 refuses it for a reason of its own (an entry it rejects), each of its batches is written again
@@ -31,28 +32,32 @@ from tradebot.storage.partition_reader import Write
 
 
 class MergedWrites:
-    """Writes batches through ``write``, one statement at a time, merging the ones that wait (see the
-    module docstring); :meth:`write` is the readers' ``Write``."""
+    """Writes batches through ``write``, at most ``writers`` statements at once, merging the ones
+    that wait (see the module docstring); :meth:`write` is the readers' ``Write``."""
 
-    def __init__(self, write: Write, counters: Counter[str] | None = None):
+    def __init__(self, write: Write, writers: int, counters: Counter[str] | None = None):
+        if writers < 1:
+            raise ValueError(f"merged writes need at least one writer, not {writers}")
         self._write = write
+        self.writers = writers
         # "merged_writes": statements that wrote several batches; "batches_merged": the batches in them
         self.counters = counters if counters is not None else Counter()
         self._waiting: list[tuple[StorageBatch, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
 
     async def write(self, batch: StorageBatch) -> None:
         """Write ``batch`` (alone or with others); raises what writing it alone would."""
         done = asyncio.get_running_loop().create_future()
         self._waiting.append((batch, done))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_waiting())
+        if len(self._running) < self.writers:
+            self._running.add(asyncio.create_task(self._write_waiting()))
         await done  # cancelled: the batch is left out of a write still to come (see _take)
 
     async def _write_waiting(self) -> None:
-        """Write what waits, all of it at each turn, until nothing does. The writer is forgotten in
-        the same step as it finds nothing waiting (not in a done callback, which runs a loop turn
-        later): a batch handed over in between would wait for a writer that has ended."""
+        """Write what waits, all of it at each turn, until nothing does. The writer leaves the
+        running ones in the same step as it finds nothing waiting (not in a done callback, which
+        runs a loop turn later): a batch handed over in between would wait for a writer that has
+        ended."""
         try:
             while taken := self._take():
                 try:
@@ -62,7 +67,7 @@ class MergedWrites:
                         done.cancel()
                     raise
         finally:
-            self._writer = None
+            self._running.discard(asyncio.current_task())
 
     def _take(self) -> list[tuple[StorageBatch, asyncio.Future[None]]]:
         taken = [(batch, done) for batch, done in self._waiting if not done.done()]

@@ -53,10 +53,12 @@ log = logging.getLogger(__name__)
 ROLE = Role.STORAGE
 POOL_SIZE = 2  # connections to PostgreSQL: the partition readers' (merged) writes and the consumer group's
 # Entries read and not yet committed across the worker's partition readers, in whole reads
-# (BUS_BATCH_SIZE entries each): a behind worker's reads, being written and decoded, ready for the
-# next statement (more would only hold memory); or many small batches of partitions that keep up,
-# which wait for the statement being written together and are written as one.
-BATCHES_IN_FLIGHT = POOL_SIZE + 1
+# (BUS_BATCH_SIZE entries each), three per connection: a statement being written, the batches
+# waiting to be merged into the next one, and the reads ahead. A behind worker holds six full reads
+# at most (~48,000 ticks of 16-tick entries), not sixteen; partitions that keep up each hold their
+# small batch and its read ahead. (Three reads, a third of this, left the readers waiting for room
+# while the writers were busy: storage fell behind the feed in `tradebot bench e2e`.)
+BATCHES_IN_FLIGHT = 3 * POOL_SIZE
 
 
 async def run(
@@ -146,7 +148,7 @@ def partition_owner(
 
     # shared by every partition it owns
     in_flight = InFlight(BATCHES_IN_FLIGHT * config.batch_size, counters, "entries_in_flight_peak")
-    merged = MergedWrites(write, counters)
+    merged = MergedWrites(write, writers=POOL_SIZE, counters=counters)
 
     def new_reader(partition: int) -> StoragePartitionReader:
         idle_ms = settings.claim_idle_ms * IDLE_CONSUMER_CLAIMS
