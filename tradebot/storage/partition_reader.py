@@ -13,7 +13,7 @@ retention, lag and /health see storage as before.
 While a batch is written, the next one is read (at most one batch ahead, from where the current one
 ends): the worker decodes while PostgreSQL works. The readers of one worker share a bound on the
 stream entries read and not yet committed (``in_flight``, tradebot/common/in_flight.py, as the
-strategy's readers do: three whole reads' worth), so eight partitions behind do not hold sixteen
+strategy's readers do: six whole reads' worth), so eight partitions behind do not hold sixteen
 decoded reads of up to BUS_BATCH_SIZE × BUS_TICKS_PER_ENTRY ticks, while eight partitions that keep
 up each hold their small batch at once (which the worker's writes merge: storage/merged_writes.py).
 A read takes room for its entries before it decodes them, waiting for it if none is free (the
