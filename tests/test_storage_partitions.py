@@ -41,7 +41,6 @@ from tradebot.common.streams import (
 )
 from tradebot.storage import timeseries_service
 from tradebot.storage.batch import StorageBatch
-from tradebot.storage.merged_writes import MergedWrites
 from tradebot.storage.partition_reader import StoragePartitionReader
 from tradebot.storage.schema import apply_migrations
 from tradebot.storage.writer import write_events
@@ -223,36 +222,6 @@ async def test_readers_sharing_one_batch_in_flight_store_everything_and_give_the
     assert await stored_ticks(migrated) == (600, 600)
     assert (counters["handled"], counters["rows_ticks"]) == (600, 600)
     assert (in_flight.held, in_flight.peak) == (0, 1)
-    await assert_caught_up(bus, partitions)
-
-
-async def test_partitions_written_together_store_everything_and_dead_letter_only_the_tick_refused(
-    bus: Bus, pool: asyncpg.Pool, migrated: str
-) -> None:
-    """Three partitions' readers write through one MergedWrites, as the worker's do: their batches
-    merge while a statement runs; a tick the database refuses (a NUL byte in its id) fails a merged
-    statement, each batch is written again alone, and only that tick is dead-lettered, with its
-    index; every other tick is stored once and every group moves to its stream's end."""
-    partitions = 3
-    config = PartitionSettings(STORAGE_GROUP, partitions, storage_partition_streams, batch_size=20, block_ms=50)
-    sent = ticks(600)
-    sent[301] = sent[301].model_copy(update={"id": "bad\x00id"})
-    await publish_ticks(bus, sent, partitions)
-    counters: Counter = Counter()
-    merged = MergedWrites(timeseries_service.event_writer(pool, counters), writers=1, counters=counters)
-    readers = []
-    for partition in range(partitions):
-        await bus.redis.set(lease_key(STORAGE_GROUP, partition), "owner")
-        reader = StoragePartitionReader(
-            bus, config, "owner", partition, merged.write, counters, idle_consumer_ms=60_000, in_flight=InFlight(60)
-        )
-        readers.append(reader.run(asyncio.Event(), burst=False, max_messages=600))
-    assert await asyncio.gather(*readers) == [ReaderEnd.STOPPED] * partitions
-    assert await stored_ticks(migrated) == (599, 599)
-    [record] = await bus.dead_letters(dead_letter_stream(tick_stream_for(sent[301].symbol, partitions)))
-    assert decode(record.payload) == sent[301]
-    assert counters["merged_writes"] > 0, "no statement merged batches: this proved nothing"
-    assert (counters["handled"], counters["rows_ticks"]) == (600, 599)
     await assert_caught_up(bus, partitions)
 
 

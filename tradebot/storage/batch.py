@@ -19,9 +19,10 @@ again with ``decode_entry``) to set the culprit aside.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from tradebot.common.bus import Bus
 from tradebot.common.bus.dead_letters import tick_dead_letter
 from tradebot.common.bus.wire import Delivery, RawEntry, decode_entry
 from tradebot.common.codec import wire_event, wire_rows
@@ -42,17 +43,6 @@ class StorageBatch:
 
     def __len__(self) -> int:
         return len(self.ticks) + len(self.events)
-
-    @classmethod
-    def joined(cls, batches: Sequence[StorageBatch]) -> StorageBatch:
-        """One batch of several (partitions' batches written in one statement), each kind in order."""
-        joined = cls()
-        for batch in batches:
-            joined.ticks += batch.ticks
-            joined.events += batch.events
-            joined.entries += batch.entries
-            joined.given += batch.given
-        return joined
 
     @classmethod
     def of(cls, deliveries: Sequence[Delivery]) -> StorageBatch:
@@ -79,10 +69,13 @@ class StorageBatch:
 Read = tuple[StorageBatch, list[tuple[RawEntry, str]], dict[str, str]]
 
 
-def decoded(entries: Sequence[RawEntry]) -> Read:
-    """The entries of a positioned read (:meth:`Bus.read_positioned_entries`, the lease-fenced
-    XREAD script) decoded for storage: the batch, the entries and ticks that fail validation with
-    the reason (for the commit's dead-letter records), and where each stream's read ended."""
+async def read_batch(bus: Bus, positions: Mapping[str, str], lease: tuple[str, str], *, count: int) -> Read | None:
+    """As :meth:`Bus.read_positioned` (the same lease-fenced XREAD script), decoded for storage:
+    the batch, the entries and ticks that fail validation with the reason (for the commit's
+    dead-letter records), and where each stream's read ended; None once the lease is not ours."""
+    entries = await bus.read_positioned_entries(positions, lease, count=count)
+    if entries is None:
+        return None
     batch = StorageBatch()
     rejected: list[tuple[RawEntry, str]] = []
     ended: dict[str, str] = {}

@@ -12,13 +12,11 @@ retention, lag and /health see storage as before.
 
 While a batch is written, the next one is read (at most one batch ahead, from where the current one
 ends): the worker decodes while PostgreSQL works. The readers of one worker share a bound on the
-stream entries read and not yet committed (``in_flight``, tradebot/common/in_flight.py, as the
-strategy's readers do: six whole reads' worth), so eight partitions behind do not hold sixteen
-decoded reads of up to BUS_BATCH_SIZE × BUS_TICKS_PER_ENTRY ticks, while eight partitions that keep
-up each hold their small batch at once (which the worker's writes merge: storage/merged_writes.py).
-A read takes room for its entries before it decodes them, waiting for it if none is free (the
-entries as Redis returned them; an empty read takes none). A database that cannot take writes for
-now
+batches read and not yet committed (``in_flight``, tradebot/common/in_flight.py: the writer's
+connections plus one), so eight partitions behind do not hold sixteen decoded batches of up to
+BUS_BATCH_SIZE × BUS_TICKS_PER_ENTRY ticks while two connections write; a reader that finds no
+permit free reads its next batch after its commit instead of ahead. A database that cannot take
+writes for now
 (``TRANSIENT_DB_ERRORS``) is waited out, the batch held; an entry the database rejects on its own
 (tried ``max_deliveries`` times) is dead-lettered with the reason, in the commit.
 """
@@ -42,7 +40,7 @@ from tradebot.common.in_flight import InFlight, Taken
 from tradebot.common.lifecycle import Backoff
 from tradebot.common.partitions import PartitionSettings, ReaderEnd
 from tradebot.common.streams import lease_key, readers_of
-from tradebot.storage.batch import Read, StorageBatch, decoded
+from tradebot.storage.batch import Read, StorageBatch, read_batch
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +70,9 @@ class StoragePartitionReader:
         self.streams = config.streams_for(partition)
         self.lease = (lease_key(config.role, partition), member)
         self.idle_consumer_ms = idle_consumer_ms
-        # Stream entries read and not yet committed, shared by the worker's readers (default: this
-        # reader's own two reads, the batch and the one read ahead): what bounds the decoded ticks
-        # in memory. A read takes room for its entries before it decodes them.
-        self.in_flight = in_flight if in_flight is not None else InFlight(2 * config.batch_size)
+        # Batches read and not yet committed, shared by the worker's readers (default: this reader's
+        # own two, the batch and the one read ahead): what bounds the decoded ticks in memory.
+        self.in_flight = in_flight if in_flight is not None else InFlight(2)
         self._db_backoff = Backoff(f"postgresql ({config.role} partition {partition})")
         self._next_retention = 0.0
 
@@ -95,19 +92,20 @@ class StoragePartitionReader:
             await self.bus.ensure_group(stream, role)
         # entries an older release (XREADGROUP) left pending come first, in order
         positions = await self.bus.take_positions(self.streams, role, self.lease)
-        ahead: asyncio.Task[Read | ReaderEnd] | None = None
-        permits = Taken(self.in_flight)  # the entries of each batch read and not yet committed
+        ahead: asyncio.Task[Read | None] | None = None
+        permits = Taken(self.in_flight)  # one per batch read and not yet committed
         try:
             while not stop.is_set():
                 if max_messages is not None and self.counters["handled"] >= max_messages:
                     return ReaderEnd.STOPPED
-                read, ahead = await (ahead if ahead is not None else self._read(positions, permits, stop)), None
-                if read is ReaderEnd.LOST:
+                if ahead is None and not await permits.take(stop):
+                    break  # stopped while waiting for room: nothing read
+                read, ahead = await (ahead if ahead is not None else self._read(positions)), None
+                if read is None:
                     return self._lost()
-                if isinstance(read, ReaderEnd):
-                    return read  # stopped while waiting for room: nothing decoded, the group did not move
                 batch, rejected, ended = read
                 if not ended:
+                    permits.give()
                     if burst or time.monotonic() >= self._next_retention:
                         await self._keep_retention()
                     if burst:
@@ -115,7 +113,7 @@ class StoragePartitionReader:
                     await self.bus.wait_for_entries(positions, self.config.block_ms, stop)
                     continue
                 after = {**positions, **ended}
-                ahead = asyncio.create_task(self._read(after, permits, stop))  # read while this one is written
+                ahead = await self._read_ahead(permits, after)
                 failed = await self._write(batch, stop)
                 if failed is None:
                     return ReaderEnd.STOPPED  # stopped while the database was away: the group did not move
@@ -132,16 +130,15 @@ class StoragePartitionReader:
                 await asyncio.gather(ahead, return_exceptions=True)
             permits.give_all()
 
-    async def _read(self, positions: dict[str, str], permits: Taken, stop: asyncio.Event) -> Read | ReaderEnd:
-        """The batch from ``positions`` on, decoded once there is room for its entries (the batch
-        before it may still be written meanwhile: it gives its room back at its commit; an empty
-        read takes none); LOST once the lease is not ours, STOPPED if stopped waiting for room."""
-        entries = await self.bus.read_positioned_entries(positions, self.lease, count=self.config.batch_size)
-        if entries is None:
-            return ReaderEnd.LOST
-        if entries and not await permits.take(stop, len(entries)):
-            return ReaderEnd.STOPPED
-        return decoded(entries)
+    async def _read_ahead(self, permits: Taken, after: dict[str, str]) -> asyncio.Task[Read | None] | None:
+        """The next batch read while this one is written, if a permit is free right now (never
+        waiting for one: this batch is ready to write); else it is read after the commit."""
+        if not permits.take_if_free():
+            return None
+        return asyncio.create_task(self._read(after))
+
+    async def _read(self, positions: dict[str, str]) -> Read | None:
+        return await read_batch(self.bus, positions, self.lease, count=self.config.batch_size)
 
     def _lost(self) -> ReaderEnd:
         log.warning("storage lost the lease on partition %d; leaving it to the new owner", self.partition)

@@ -42,7 +42,6 @@ from tradebot.common.streams import (
 )
 from tradebot.storage.batch import StorageBatch
 from tradebot.storage.fragments import spell_loop
-from tradebot.storage.merged_writes import MergedWrites
 from tradebot.storage.partition_reader import StoragePartitionReader, Write
 from tradebot.storage.retention import retention_loop
 from tradebot.storage.schema import apply_migrations
@@ -51,14 +50,10 @@ from tradebot.storage.writer import write_batch
 
 log = logging.getLogger(__name__)
 ROLE = Role.STORAGE
-POOL_SIZE = 2  # connections to PostgreSQL: the partition readers' (merged) writes and the consumer group's
-# Entries read and not yet committed across the worker's partition readers, in whole reads
-# (BUS_BATCH_SIZE entries each), three per connection: a statement being written, the batches
-# waiting to be merged into the next one, and the reads ahead. A behind worker holds six full reads
-# at most (~48,000 ticks of 16-tick entries), not sixteen; partitions that keep up each hold their
-# small batch and its read ahead. (Three reads, a third of this, left the readers waiting for room
-# while the writers were busy: storage fell behind the feed in `tradebot bench e2e`.)
-BATCHES_IN_FLIGHT = 3 * POOL_SIZE
+POOL_SIZE = 2  # connections to PostgreSQL: the partition readers' writes and the consumer group's
+# Batches read and not yet committed across the worker's partition readers: one being written per
+# connection and one decoded, ready for the next free one. More would only hold memory.
+BATCHES_IN_FLIGHT = POOL_SIZE + 1
 
 
 async def run(
@@ -134,8 +129,7 @@ def event_writer(
 def partition_owner(
     bus: Bus, settings: ReadySettings, member: str, write: Write, counters: Counter[str]
 ) -> PartitionedWorker:
-    """The lease owner of this worker's share of the partitions, each read by a StoragePartitionReader,
-    their batches written through one MergedWrites."""
+    """The lease owner of this worker's share of the partitions, each read by a StoragePartitionReader."""
     config = PartitionSettings(
         role=STORAGE_GROUP,
         partitions=settings.tick_partitions,
@@ -146,14 +140,12 @@ def partition_owner(
         positioned=True,
     )
 
-    # shared by every partition it owns
-    in_flight = InFlight(BATCHES_IN_FLIGHT * config.batch_size, counters, "entries_in_flight_peak")
-    merged = MergedWrites(write, writers=POOL_SIZE, counters=counters)
+    in_flight = InFlight(BATCHES_IN_FLIGHT, counters, "batches_in_flight_peak")  # shared by every partition it owns
 
     def new_reader(partition: int) -> StoragePartitionReader:
         idle_ms = settings.claim_idle_ms * IDLE_CONSUMER_CLAIMS
         return StoragePartitionReader(
-            bus, config, member, partition, merged.write, counters, idle_consumer_ms=idle_ms, in_flight=in_flight
+            bus, config, member, partition, write, counters, idle_consumer_ms=idle_ms, in_flight=in_flight
         )
 
     return PartitionedWorker(bus, config, member, _no_state, counters, new_reader=new_reader)
