@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
@@ -48,6 +49,7 @@ BACKFILL_BATCH_ROWS = 10_000
 # A transaction writing ticks and bars locks the symbols' history version rows first, in one
 # order (storage/migrations/postgresql/0024_history_versions.sql; a no-op on TimescaleDB).
 _LOCK_HISTORY_SQL = "SELECT history_versions_lock($1::text[])"
+_symbol_and_source = attrgetter("symbol", "source")
 TickValues = WireRow | Tick  # what a tick row is built from: a Tick, or a decoded row of a tick-batch entry
 EventValues = Event | WireEvent  # what another row is built from: the event, or its strict decoding (codec.wire_event)
 # The ticks' rows as the server unpacks them from the JSON document of tick_rows_json (each row the
@@ -89,8 +91,17 @@ class Table:
         conflict = f"ON CONFLICT ({key}) DO NOTHING " if skip_stored else ""
         return (
             f"{name} AS (INSERT INTO {self.name} ({columns}) SELECT {columns} FROM {staged} "
-            f"ORDER BY {key}{then} {conflict}RETURNING 1)"
+            f"ORDER BY {self.byte_order()}{then} {conflict}RETURNING 1)"
         )
+
+    def byte_order(self) -> str:
+        """The key as an ORDER BY list, its text columns compared byte by byte (``COLLATE "C"``).
+
+        Any one order serves (every writer of the table sorts alike, so two lock keys in the same
+        order and cannot deadlock); the byte order's sort costs a fraction of a locale's (memcmp and
+        abbreviated keys instead of strcoll: ~0.5 µs a tick of PostgreSQL in a 2,400-tick batch)."""
+        types = dict(zip(self.columns, self.types, strict=True))
+        return ", ".join(f'{column} COLLATE "C"' if types[column] == "text" else column for column in self.key)
 
     def key_of(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         """The natural-key values of a row."""
@@ -336,8 +347,8 @@ def tick_rows_json(ticks: Sequence[TickValues]) -> str:
 
 
 def _source_pairs(events: Sequence[EventValues]) -> list[tuple[str, str]]:
-    """The (symbol, source) pairs of the events holding market data (the ticks' own the server
-    finds: see _statements)."""
+    """The (symbol, source) pairs of the events holding market data (the ticks' are added in
+    _statements)."""
     return sorted({(e.symbol, e.source) for e in events if isinstance(e, Tick | Bar)})
 
 
@@ -353,18 +364,20 @@ def _statements(
     table's rows as its column arrays; one round trip and no transaction of its own), then one per
     versioned table (``skip_stored``: see write_batch). The first also notes the batch's
     ``symbol_sources`` (the ticks' pairs and ``pairs``), in key order (no deadlock between writers)."""
+    if ticks:  # the ticks' pairs found here: the server's own UNION over the staged rows cost it ~0.3 µs a tick
+        pairs = sorted(set(map(_symbol_and_source, ticks)).union(pairs))
     symbols, sources = [symbol for symbol, _ in pairs], [source for _, source in pairs]
     ctes: list[str] = []
     args: list[Any] = []
     names: list[str] = []
     if ticks:
-        args += [tick_rows_json(ticks), symbols, sources]
+        args += [tick_rows_json(ticks)]
         ctes += [
             _TICKS_STAGED,
-            "noted AS (INSERT INTO symbol_sources (symbol, source) SELECT symbol, source FROM staged "
-            "UNION SELECT * FROM unnest($2::text[], $3::text[]) ORDER BY 1, 2 ON CONFLICT DO NOTHING)",
+            _noted_sql(2),
             TABLES[Tick].insert_cte("written_ticks", "staged", then=", n", skip_stored=skip_stored),
         ]
+        args += [symbols, sources]
         names.append(TABLES[Tick].name)
     for table, columns in tables:
         if table.version is None:
@@ -393,7 +406,7 @@ def _noted_sql(first: int) -> str:
     """The CTE noting the (symbol, source) pairs given as two arrays, $first and the next."""
     return (
         "noted AS (INSERT INTO symbol_sources (symbol, source) "
-        f"SELECT * FROM unnest(${first}::text[], ${first + 1}::text[]) ON CONFLICT DO NOTHING)"
+        f"SELECT * FROM unnest(${first}::text[], ${first + 1}::text[]) ORDER BY 1, 2 ON CONFLICT DO NOTHING)"
     )
 
 
